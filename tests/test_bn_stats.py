@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from zscgan_tf import bn_stats
+from zscgan_tf.errors import UserError
+
+from conftest import build_tiny_classifier
+
+
+def _check_taps_against_layers(model, inputs):
+    statistics_model = bn_stats.build_statistics_model(model)
+    layers = bn_stats.batchnorm_layers(model)
+    outputs = statistics_model(inputs, training=False)
+    np.testing.assert_allclose(outputs[0], model(inputs, training=False), rtol=1e-5, atol=1e-5)
+    layer_inputs = tf_keras.Model(model.inputs, [layer.input for layer in layers])(inputs, training=False)
+    if len(layers) == 1:
+        layer_inputs = [layer_inputs]
+    for layer, layer_input, statistics in zip(layers, layer_inputs, bn_stats.split_statistics(outputs[1:])):
+        axes = list(range(layer_input.shape.rank - 1))
+        mean, variance = tf.nn.moments(layer_input, axes=axes)
+        np.testing.assert_allclose(statistics.batch_mean, mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(statistics.batch_variance, variance, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(statistics.moving_mean, layer.moving_mean.numpy())
+        np.testing.assert_array_equal(statistics.moving_variance, layer.moving_variance.numpy())
+    return statistics_model, layers
+
+
+def test_taps_after_conv_depthwise_and_dense_equal_layer_variables_and_moments():
+    model = build_tiny_classifier()
+    inputs = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype("float32")
+    statistics_model, layers = _check_taps_against_layers(model, inputs)
+    assert [layer.name for layer in layers] == ["conv_bn", "depthwise_bn", "dense_bn"]
+    assert len(statistics_model.outputs) == 1 + 3
+
+
+def test_taps_read_moving_statistics_live_not_a_copy():
+    model = build_tiny_classifier()
+    statistics_model = bn_stats.build_statistics_model(model)
+    layer = bn_stats.batchnorm_layers(model)[0]
+    layer.moving_mean.assign(np.full(layer.moving_mean.shape, 3.25, "float32"))
+    outputs = statistics_model(np.zeros((2, 8, 8, 1), "float32"), training=False)
+    np.testing.assert_array_equal(outputs[1][2], np.full(layer.moving_mean.shape, 3.25, "float32"))
+
+
+def test_taps_share_the_teacher_variables():
+    model = build_tiny_classifier()
+    statistics_model = bn_stats.build_statistics_model(model)
+    assert {id(v) for v in statistics_model.weights} == {id(v) for v in model.weights}
+
+
+def test_taps_on_mobilenet_v2_32x32():
+    model = tf_keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10, alpha=0.35,
+                                              classifier_activation=None)
+    inputs = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype("float32")
+    statistics_model, layers = _check_taps_against_layers(model, inputs)
+    assert len(layers) == 52
+
+
+def test_teacher_without_batchnorm_is_a_user_error():
+    inputs = tf_keras.Input((4, 4, 1))
+    outputs = tf_keras.layers.Dense(3)(tf_keras.layers.Flatten()(inputs))
+    with pytest.raises(UserError, match="no BatchNormalization"):
+        bn_stats.build_statistics_model(tf_keras.Model(inputs, outputs))
+
+
+def test_nested_model_with_batchnorm_is_a_user_error():
+    inner = build_tiny_classifier()
+    inputs = tf_keras.Input((8, 8, 1))
+    outer = tf_keras.Model(inputs, inner(inputs))
+    with pytest.raises(UserError, match="nests model"):
+        bn_stats.batchnorm_layers(outer)

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zscgan_tf import generator as generator_lib
+from zscgan_tf.errors import UserError
+from zscgan_tf.preprocessing import Preprocessing
+
+
+def _sample(generator, num_classes, batch=8):
+    noise = tf.random.normal([batch, generator.inputs[0].shape[-1]], seed=0)
+    labels = tf.constant(np.arange(batch) % num_classes, tf.int32)
+    return generator([noise, labels], training=False).numpy()
+
+
+@pytest.mark.parametrize("variant", generator_lib.VARIANTS)
+@pytest.mark.parametrize("image_shape, mode", [((8, 8, 1), "tf"), ((30, 30, 3), "caffe"), ((32, 28, 3), "torch")])
+def test_output_has_teacher_shape_and_range(variant, image_shape, mode):
+    preprocessing = Preprocessing(mode)
+    spec = generator_lib.GeneratorSpec(num_classes=10, image_shape=image_shape, noise_dim=16, base_channels=8,
+                                       variant=variant)
+    generator = generator_lib.build_generator(spec, preprocessing)
+    images = _sample(generator, 10)
+    assert images.shape == (8,) + image_shape
+    low, high = preprocessing.input_range(image_shape[2])
+    assert np.all(images >= low - 1e-3) and np.all(images <= high + 1e-3)
+
+
+def test_conditional_bn_makes_the_label_matter():
+    spec = generator_lib.GeneratorSpec(num_classes=3, image_shape=(8, 8, 1), noise_dim=4, base_channels=4)
+    generator = generator_lib.build_generator(spec, Preprocessing("tf"))
+    layer = next(l for l in generator.layers if isinstance(l, generator_lib.ConditionalBatchNormalization))
+    layer.class_shift.assign(np.random.default_rng(0).normal(size=layer.class_shift.shape).astype("float32"))
+    noise = tf.random.normal([1, 4], seed=1)
+    first = generator([noise, tf.constant([0])], training=False)
+    second = generator([noise, tf.constant([1])], training=False)
+    assert not np.allclose(first, second)
+
+
+def test_generator_for_1000_classes_at_224_builds():
+    spec = generator_lib.GeneratorSpec(num_classes=1000, image_shape=(224, 224, 3), noise_dim=8, base_channels=4)
+    generator = generator_lib.build_generator(spec, Preprocessing("caffe"))
+    assert tuple(generator.output.shape[1:]) == (224, 224, 3)
+
+
+def test_saved_generator_reloads_with_same_outputs(tmp_path):
+    from zscgan_tf import pipeline
+    spec = generator_lib.GeneratorSpec(num_classes=4, image_shape=(8, 8, 1), noise_dim=8, base_channels=4)
+    generator = generator_lib.build_generator(spec, Preprocessing("tf"))
+    path = str(tmp_path / "generator.keras")
+    generator.save(path)
+    reloaded = pipeline.load_generator(path)
+    noise = tf.random.normal([4, 8], seed=2)
+    labels = tf.constant([0, 1, 2, 3])
+    np.testing.assert_allclose(generator([noise, labels], training=False), reloaded([noise, labels], training=False),
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_classes=1), dict(image_shape=(2, 2, 1)), dict(image_shape=(8, 8, 2)),
+                                    dict(variant="bogus"), dict(noise_dim=0)])
+def test_bad_spec_is_a_user_error(kwargs):
+    values = dict(num_classes=4, image_shape=(8, 8, 1))
+    values.update(kwargs)
+    with pytest.raises(UserError):
+        generator_lib.GeneratorSpec(**values)

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zscgan_tf import losses
+from zscgan_tf.bn_stats import LayerStatistics
+
+
+def _statistics(batch_mean, batch_variance, moving_mean, moving_variance):
+    return LayerStatistics(*(tf.constant(np.asarray(v, "float32")) for v in
+                             (batch_mean, batch_variance, moving_mean, moving_variance)))
+
+
+@pytest.mark.parametrize("distance", ["kl", "mse"])
+def test_bn_loss_is_zero_when_statistics_match(distance):
+    matching = _statistics([0.5, -1.0], [2.0, 0.3], [0.5, -1.0], [2.0, 0.3])
+    assert float(losses.bn_statistics_loss([matching, matching], distance)) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("distance", ["kl", "mse"])
+@pytest.mark.parametrize("batch_mean, batch_variance", [([0.6, -1.0], [2.0, 0.3]), ([0.5, -1.0], [1.0, 0.3])])
+def test_bn_loss_is_positive_when_statistics_differ(distance, batch_mean, batch_variance):
+    differing = _statistics(batch_mean, batch_variance, [0.5, -1.0], [2.0, 0.3])
+    assert float(losses.bn_statistics_loss([differing], distance)) > 0
+
+
+def test_gaussian_kl_matches_closed_form():
+    batch_mean, batch_variance, mean, variance = 1.0, 0.5, 0.0, 2.0
+    epsilon = 0.0
+    expected = (np.log(np.sqrt(variance) / np.sqrt(batch_variance))
+                + (batch_variance + (batch_mean - mean) ** 2) / (2 * variance) - 0.5)
+    value = losses.gaussian_kl_divergence(tf.constant([batch_mean]), tf.constant([batch_variance]),
+                                          tf.constant([mean]), tf.constant([variance]), variance_epsilon=epsilon)
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+
+
+def test_bn_loss_averages_layers_and_sums_channels():
+    one = _statistics([1.0, 1.0], [1.0, 1.0], [0.0, 0.0], [1.0, 1.0])
+    zero = _statistics([0.0], [1.0], [0.0], [1.0])
+    single = float(losses.gaussian_kl_divergence(*(tf.constant([v]) for v in (1.0, 1.0, 0.0, 1.0))))
+    assert float(losses.bn_statistics_loss([one, zero])) == pytest.approx(single, rel=1e-5)
+
+
+def test_bn_loss_rejects_unknown_distance_and_empty_input():
+    with pytest.raises(ValueError, match="unknown BN distance"):
+        losses.bn_statistics_loss([_statistics([0.0], [1.0], [0.0], [1.0])], "l1")
+    with pytest.raises(ValueError):
+        losses.bn_statistics_loss([])
+
+
+def test_conditional_cross_entropy_prefers_the_requested_class():
+    labels = tf.constant([0, 1])
+    right = tf.constant([[5.0, 0.0], [0.0, 5.0]])
+    wrong = tf.constant([[0.0, 5.0], [5.0, 0.0]])
+    assert float(losses.conditional_cross_entropy(labels, right)) < 0.01
+    assert float(losses.conditional_cross_entropy(labels, wrong)) > 4.0
+
+
+def test_diversity_is_lowest_for_confident_varied_batches():
+    confident_varied = tf.constant([[9.0, 0.0], [0.0, 9.0]])
+    confident_same = tf.constant([[9.0, 0.0], [9.0, 0.0]])
+    uncertain = tf.constant([[0.0, 0.0], [0.0, 0.0]])
+    values = [float(losses.diversity_loss(logits)) for logits in (confident_varied, confident_same, uncertain)]
+    assert values[0] < values[1] and values[0] < values[2]
+
+
+def test_distillation_loss_zero_for_equal_logits_and_positive_otherwise():
+    logits = tf.constant([[1.0, 2.0, 0.5]])
+    assert float(losses.distillation_loss(logits, logits, temperature=4.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.distillation_loss(logits, logits[:, ::-1], temperature=4.0)) > 0
+    with pytest.raises(ValueError, match="temperature"):
+        losses.distillation_loss(logits, logits, temperature=0.0)

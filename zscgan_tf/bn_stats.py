@@ -1,0 +1,130 @@
+"""BatchNorm statistics taps: what the teacher remembers of its data, and what a batch shows.
+
+Every BatchNormalization layer of a trained teacher stores the running mean and
+variance of its input over the training data. The generator is trained so that the
+same statistics, measured on its samples, match them. A `BatchNormStatisticsTap` sits
+on a BN layer's input and returns both: the batch's per-channel mean and (biased)
+variance, and the layer's stored moving mean and variance, read from the layer's own
+variables at call time (never copied, so they can't go stale).
+
+`build_statistics_model` builds, once, one functional multi-output model from the
+teacher: its logits followed by one tap output per BN layer, BN layers found by type.
+"""
+
+import dataclasses
+from typing import List, Sequence
+
+import tensorflow as tf
+import tf_keras
+
+from zscgan_tf.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerStatistics:
+    """Per-channel statistics of one BN layer's input.
+
+    All four tensors have shape (channels,).
+    """
+
+    batch_mean: tf.Tensor
+    batch_variance: tf.Tensor
+    moving_mean: tf.Tensor
+    moving_variance: tf.Tensor
+
+
+class _LayerReference:
+    """Holds a layer without Keras tracking it, so taps don't re-own the teacher's weights."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+
+@tf_keras.utils.register_keras_serializable(package="zscgan_tf")
+class BatchNormStatisticsTap(tf_keras.layers.Layer):
+    """Reads a BatchNormalization layer's moving statistics beside its input's batch statistics.
+
+    Call it on the BN layer's input tensor. It returns a tensor of shape (4, channels):
+    batch mean, batch variance (biased, as BN uses), moving mean, moving variance.
+
+    Args:
+      batchnorm_layer: the `tf_keras.layers.BatchNormalization` layer to read.
+    """
+
+    def __init__(self, batchnorm_layer=None, **kwargs):
+        kwargs["trainable"] = False  # Fixed maps; a reloaded config says so too.
+        super().__init__(**kwargs)
+        if batchnorm_layer is not None and not isinstance(batchnorm_layer, tf_keras.layers.BatchNormalization):
+            raise ValueError(f"expected a BatchNormalization layer, got {type(batchnorm_layer).__name__}")
+        self._source = _LayerReference(batchnorm_layer)
+
+    @property
+    def batchnorm_layer(self):
+        return self._source.layer
+
+    def call(self, inputs):
+        layer = self.batchnorm_layer
+        if layer is None:
+            raise ValueError("BatchNormStatisticsTap was created without a BatchNormalization layer")
+        rank = inputs.shape.rank
+        channel_axes = [axis % rank for axis in layer.axis]
+        reduction_axes = [axis for axis in range(rank) if axis not in channel_axes]
+        inputs = tf.cast(inputs, tf.float32)
+        batch_mean, batch_variance = tf.nn.moments(inputs, axes=reduction_axes)
+        moving_mean = tf.reshape(tf.cast(layer.moving_mean, tf.float32), tf.shape(batch_mean))
+        moving_variance = tf.reshape(tf.cast(layer.moving_variance, tf.float32), tf.shape(batch_mean))
+        return tf.stack([batch_mean, batch_variance, moving_mean, moving_variance])
+
+    def compute_output_shape(self, input_shape):
+        channels = 1
+        for axis in self.batchnorm_layer.axis:
+            channels *= input_shape[axis]
+        return tf.TensorShape([4, channels])
+
+
+def batchnorm_layers(model) -> List[tf_keras.layers.BatchNormalization]:
+    """All BatchNormalization layers of `model`, in layer order, found by type.
+
+    Raises:
+      UserError: if a BN layer sits inside a nested model (taps need the outer graph)
+        or is called more than once.
+    """
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, tf_keras.Model):
+            if any(isinstance(inner, tf_keras.layers.BatchNormalization) for inner in layer.submodules):
+                raise UserError(
+                    f"the teacher nests model {layer.name!r}, which holds BatchNormalization layers; "
+                    "save a flat functional model (e.g. rebuild it without the nested sub-model)")
+            continue
+        if isinstance(layer, tf_keras.layers.BatchNormalization):
+            if len(layer.inbound_nodes) != 1:
+                raise UserError(f"BatchNormalization layer {layer.name!r} is shared ({len(layer.inbound_nodes)} calls); "
+                                "each BN layer must be used once")
+            found.append(layer)
+    return found
+
+
+def build_statistics_model(teacher) -> tf_keras.Model:
+    """One functional model: teacher input -> [teacher output, tap(BN_1 input), tap(BN_2 input), ...].
+
+    Args:
+      teacher: a functional or Sequential tf_keras classifier with a single input.
+
+    Returns:
+      A `tf_keras.Model` sharing the teacher's layers and variables. Its first output is
+      the teacher's output; output 1 + i is the (4, channels) tap of BN layer i.
+
+    Raises:
+      UserError: if the teacher has no BatchNormalization layer.
+    """
+    layers = batchnorm_layers(teacher)
+    if not layers:
+        raise UserError("the teacher has no BatchNormalization layer; ZS-CGAN needs the BN statistics it stores")
+    taps = [BatchNormStatisticsTap(layer, name=f"bn_statistics_tap/{layer.name}")(layer.input) for layer in layers]
+    return tf_keras.Model(teacher.inputs, [teacher.output] + taps, name=f"{teacher.name}_with_bn_statistics")
+
+
+def split_statistics(tap_outputs: Sequence[tf.Tensor]) -> List[LayerStatistics]:
+    """Turns the statistics model's tap outputs (each (4, channels)) into `LayerStatistics`."""
+    return [LayerStatistics(tap[0], tap[1], tap[2], tap[3]) for tap in tap_outputs]

@@ -1,0 +1,218 @@
+"""The run configuration: frozen dataclasses grouped by concern, validated, saved as JSON.
+
+Entry points turn flags into a `RunConfig`; library code takes its sections. The
+resolved config is saved in the work directory so a rerun can check that it continues
+the same run rather than mixing two.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, List
+
+from zscgan_tf.errors import UserError
+from zscgan_tf.generator import VARIANTS
+from zscgan_tf.losses import BN_DISTANCES
+from zscgan_tf.teachers import TeacherSource
+
+CONFIG_FILE = "config.json"
+# Settings that may change between runs in one work directory: more steps continue
+# training, and how often things are logged does not change results.
+RESUMABLE_CHANGES = ("generator_training.steps", "generator_training.checkpoint_every",
+                     "generator_training.log_every", "generator_training.image_every")
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """Generator architecture; see `generator.GeneratorSpec`."""
+
+    variant: str = "conditional_bn"
+    noise_dim: int = 128
+    base_channels: int = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Weights of the zero-shot generator loss CE + bn_statistics * BN + diversity * DIV.
+
+    Attributes:
+      cross_entropy: weight of the conditional cross-entropy.
+      bn_statistics: weight of the BN-statistics distance.
+      bn_distance: `kl` (Gaussian KL, default) or `mse` (GDFQ).
+      diversity: weight of sample entropy minus batch entropy; 0 turns it off.
+    """
+
+    cross_entropy: float = 1.0
+    bn_statistics: float = 0.1
+    bn_distance: str = "kl"
+    diversity: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorTrainingConfig:
+    """How the generator is trained and how often its progress is recorded.
+
+    Attributes:
+      steps: generator updates in total.
+      batch_size: samples per update.
+      learning_rate: Adam learning rate.
+      beta_1: Adam's first-moment decay (0.5 is the GAN-family default).
+      beta_2: Adam's second-moment decay.
+      checkpoint_every: steps between checkpoints (and at the end).
+      log_every: steps between TensorBoard scalars.
+      image_every: steps between TensorBoard sample grids.
+    """
+
+    steps: int = 2000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    checkpoint_every: int = 250
+    log_every: int = 10
+    image_every: int = 250
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """How generated samples are judged and shown.
+
+    Attributes:
+      samples_per_class: generated samples per class the teacher classifies for the report.
+      grid_samples_per_class: columns of the PNG grid (one row per class).
+      grid_max_classes: at most this many rows (classes 0, 1, ...), for 1000-class teachers.
+    """
+
+    samples_per_class: int = 100
+    grid_samples_per_class: int = 10
+    grid_max_classes: int = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything one run of `python -m zscgan_tf.train` does."""
+
+    work_dir: str = "runs/demo"
+    seed: int = 0
+    teacher: TeacherSource = TeacherSource()
+    generator: GeneratorConfig = GeneratorConfig()
+    loss: LossConfig = LossConfig()
+    generator_training: GeneratorTrainingConfig = GeneratorTrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    def __post_init__(self):
+        validate(self)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "RunConfig":
+        sections = {field.name: field.type for field in dataclasses.fields(cls)}
+        kwargs = {}
+        for name, value in values.items():
+            if name not in sections:
+                raise UserError(f"unknown config key {name!r}")
+            section_type = _SECTION_TYPES.get(name)
+            kwargs[name] = _section_from_dict(section_type, value, name) if section_type else value
+        return cls(**kwargs)
+
+
+_SECTION_TYPES = {"teacher": TeacherSource, "generator": GeneratorConfig, "loss": LossConfig,
+                  "generator_training": GeneratorTrainingConfig, "evaluation": EvaluationConfig}
+
+
+def _section_from_dict(section_type, values: Dict[str, Any], section_name: str):
+    known = {field.name: field for field in dataclasses.fields(section_type)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise UserError(f"unknown config key {section_name}.{unknown[0]}")
+    return section_type(**{name: tuple(value) if isinstance(value, list) else value for name, value in values.items()})
+
+
+def _require(condition: bool, message: str):
+    if not condition:
+        raise UserError(message)
+
+
+def validate(config: RunConfig):
+    """Checks every value's range; raises `UserError` quoting the first bad one."""
+    _require(bool(config.work_dir), "--work_dir must not be empty")
+    _require(config.seed >= 0, f"--seed must be non-negative, got {config.seed}")
+    teacher = config.teacher
+    _require(bool(teacher.model), "--teacher must name a model")
+    _require(teacher.alpha > 0, f"--teacher_alpha must be positive, got {teacher.alpha}")
+    _require(teacher.input_size >= 0, f"--teacher_input_size must be non-negative, got {teacher.input_size}")
+    _require(teacher.num_classes == 0 or teacher.num_classes >= 2,
+             f"--teacher_num_classes must be at least 2 (or 0 for the model's own), got {teacher.num_classes}")
+    _require(teacher.channels in (1, 3), f"--teacher_channels must be 1 or 3, got {teacher.channels}")
+    generator = config.generator
+    _require(generator.variant in VARIANTS,
+             f"--generator_variant must be one of {', '.join(VARIANTS)}, got {generator.variant!r}")
+    _require(generator.noise_dim >= 1, f"--noise_dim must be positive, got {generator.noise_dim}")
+    _require(generator.base_channels >= 2, f"--generator_channels must be at least 2, got {generator.base_channels}")
+    loss = config.loss
+    _require(loss.bn_distance in BN_DISTANCES,
+             f"--bn_distance must be one of {', '.join(BN_DISTANCES)}, got {loss.bn_distance!r}")
+    for name, weight in (("ce_loss_weight", loss.cross_entropy), ("bn_loss_weight", loss.bn_statistics),
+                         ("diversity_loss_weight", loss.diversity)):
+        _require(weight >= 0, f"--{name} must be non-negative, got {weight}")
+    _require(loss.cross_entropy > 0 or loss.bn_statistics > 0, "at least one of --ce_loss_weight and "
+             "--bn_loss_weight must be positive")
+    training = config.generator_training
+    for name, value in (("generator_steps", training.steps), ("batch_size", training.batch_size),
+                        ("checkpoint_every", training.checkpoint_every), ("log_every", training.log_every),
+                        ("image_every", training.image_every)):
+        _require(value >= 1, f"--{name} must be positive, got {value}")
+    _require(training.batch_size >= 2, f"--batch_size must be at least 2 (BN statistics need a batch), "
+             f"got {training.batch_size}")
+    _require(training.learning_rate > 0, f"--generator_learning_rate must be positive, got {training.learning_rate}")
+    for name, value in (("generator_beta_1", training.beta_1), ("generator_beta_2", training.beta_2)):
+        _require(0 <= value < 1, f"--{name} must be in [0, 1), got {value}")
+    evaluation = config.evaluation
+    for name, value in (("eval_samples_per_class", evaluation.samples_per_class),
+                        ("grid_samples_per_class", evaluation.grid_samples_per_class),
+                        ("grid_max_classes", evaluation.grid_max_classes)):
+        _require(value >= 1, f"--{name} must be positive, got {value}")
+
+
+def _flatten(values: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def differences(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
+    """Dotted names of settings that differ between two config dicts."""
+    saved_flat, current_flat = _flatten(saved), _flatten(current)
+    return sorted(key for key in set(saved_flat) | set(current_flat) if saved_flat.get(key) != current_flat.get(key))
+
+
+def save_or_check(config: RunConfig, write_json) -> None:
+    """Saves the config into the work directory, or checks it matches the one there.
+
+    Args:
+      config: this run's config.
+      write_json: `callable(path, dict)` that writes JSON atomically.
+
+    Raises:
+      UserError: if the work directory holds a run with a different config.
+    """
+    path = os.path.join(config.work_dir, CONFIG_FILE)
+    current = json.loads(json.dumps(config.to_dict()))
+    if os.path.exists(path):
+        try:
+            with open(path) as saved_file:
+                saved = json.load(saved_file)
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read {path}: {error}; remove it or choose another --work_dir") from error
+        changed = [key for key in differences(saved, current) if key not in RESUMABLE_CHANGES]
+        if changed:
+            shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+            raise UserError(f"{config.work_dir} holds a run with a different config ({shown}); choose another "
+                            "--work_dir, or delete that directory to start fresh")
+    write_json(path, current)

@@ -1,0 +1,63 @@
+"""Atomic writes: an output is either whole or absent, never truncated.
+
+Each writer writes a temporary file in the destination's directory, flushes it to
+disk and renames it over the destination; a crash leaves at most a stray temporary
+file that no stage reads.
+"""
+
+import json
+import os
+import tempfile
+
+TEMPORARY_PREFIX = ".tmp-"
+# mkstemp creates files readable by their owner only; outputs get the usual umask instead.
+_DEFAULT_FILE_MODE = 0o666
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: str, data: bytes) -> str:
+    """Writes `data` to `path` atomically and returns `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary_path = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as temporary_file:
+            temporary_file.write(data)
+            temporary_file.flush()
+            os.fsync(temporary_file.fileno())
+        os.chmod(temporary_path, _DEFAULT_FILE_MODE & ~_current_umask())
+        os.replace(temporary_path, path)
+    except BaseException:
+        if os.path.exists(temporary_path):
+            os.remove(temporary_path)
+        raise
+    return path
+
+
+def write_text_atomic(path: str, text: str) -> str:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str, values) -> str:
+    return write_text_atomic(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+def save_keras_model_atomic(model, path: str) -> str:
+    """Saves a tf_keras model in the `.keras` format to `path` atomically."""
+    if not path.endswith(".keras"):
+        raise ValueError(f"expected a .keras path, got {path!r}")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary_path = os.path.join(directory, f"{TEMPORARY_PREFIX}{os.getpid()}-{os.path.basename(path)}")
+    try:
+        model.save(temporary_path)
+        os.replace(temporary_path, path)
+    finally:
+        if os.path.exists(temporary_path):
+            os.remove(temporary_path)
+    return path

@@ -1,0 +1,192 @@
+"""Conditional generators G(noise, label) -> image in the teacher's input space.
+
+The trunk is GDFQ's (ECCV 2020): Dense to C x (H/4) x (W/4), two x2 upsamplings each
+followed by a 3x3 convolution, normalisation and LeakyReLU(0.2), a 3x3 convolution to
+the image channels, tanh. Two ways of conditioning on the label:
+
+- `conditional_bn`: every normalisation is a conditional BN whose per-class scale and
+  shift come from an embedding of the label (the default).
+- `embedding`: the noise is multiplied by a learned embedding of the label and the
+  trunk uses plain BN (the simpler variant for small datasets).
+
+The tanh output is mapped to pixels in [0, 255] and then through the teacher's
+preprocessing by a fixed `InputSpaceMapping`, so samples land exactly in the range the
+teacher reads. Resolutions not divisible by 4 are generated one step larger and
+centre-cropped.
+"""
+
+import dataclasses
+import math
+from typing import Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from zscgan_tf.errors import UserError
+from zscgan_tf.preprocessing import Preprocessing
+
+VARIANTS = ("conditional_bn", "embedding")
+LEAKY_RELU_SLOPE = 0.2
+# Generator BN momentum: PyTorch's 0.1 update, so its moving statistics follow the
+# generator closely enough to sample in inference mode.
+GENERATOR_BN_MOMENTUM = 0.9
+GENERATOR_BN_EPSILON = 0.8  # GDFQ's value: keeps early, near-constant feature maps from exploding.
+UPSAMPLING_FACTOR = 4
+MIN_IMAGE_SIZE = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorSpec:
+    """Shape of a conditional generator.
+
+    Attributes:
+      num_classes: classes the teacher predicts (labels are 0..num_classes-1).
+      image_shape: (height, width, channels) of the teacher's input.
+      noise_dim: length of the Gaussian noise vector.
+      base_channels: channels after the Dense layer and the first convolution; the
+        second convolution has half as many.
+      variant: one of `VARIANTS`.
+    """
+
+    num_classes: int
+    image_shape: Tuple[int, int, int]
+    noise_dim: int = 128
+    base_channels: int = 128
+    variant: str = "conditional_bn"
+
+    def __post_init__(self):
+        height, width, channels = self.image_shape
+        if self.num_classes < 2:
+            raise UserError(f"a generator needs at least 2 classes, got {self.num_classes}")
+        if min(height, width) < MIN_IMAGE_SIZE or channels not in (1, 3):
+            raise UserError(f"generator image shape must be at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} "
+                            f"with 1 or 3 channels, got {tuple(self.image_shape)}")
+        if self.noise_dim < 1 or self.base_channels < 2:
+            raise UserError(f"noise_dim and base_channels must be positive, got {self.noise_dim}, {self.base_channels}")
+        if self.variant not in VARIANTS:
+            raise UserError(f"unknown generator variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
+
+
+@tf_keras.utils.register_keras_serializable(package="zscgan_tf")
+class ConditionalBatchNormalization(tf_keras.layers.Layer):
+    """BatchNormalization whose scale and shift are looked up per class from the label.
+
+    Call on `[features, labels]`; `labels` are integer class ids of shape (batch,).
+    """
+
+    def __init__(self, num_classes, momentum=GENERATOR_BN_MOMENTUM, epsilon=GENERATOR_BN_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.normalization = tf_keras.layers.BatchNormalization(
+            momentum=momentum, epsilon=epsilon, center=False, scale=False, name="normalization")
+
+    def build(self, input_shape):
+        channels = input_shape[0][-1]
+        self.class_scale = self.add_weight(name="class_scale", shape=(self.num_classes, channels),
+                                           initializer="ones")
+        self.class_shift = self.add_weight(name="class_shift", shape=(self.num_classes, channels),
+                                           initializer="zeros")
+        self.normalization.build(input_shape[0])
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        features, labels = inputs
+        normalized = self.normalization(features, training=training)
+        labels = tf.cast(labels, tf.int32)
+        broadcast_shape = tf.concat([[-1], tf.ones([features.shape.rank - 2], tf.int32),
+                                     [features.shape[-1]]], axis=0)
+        scale = tf.reshape(tf.gather(self.class_scale, labels), broadcast_shape)
+        shift = tf.reshape(tf.gather(self.class_shift, labels), broadcast_shape)
+        return normalized * scale + shift
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "momentum": self.momentum,
+                "epsilon": self.epsilon}
+
+
+@tf_keras.utils.register_keras_serializable(package="zscgan_tf")
+class InputSpaceMapping(tf_keras.layers.Layer):
+    """Fixed per-channel affine map from tanh output in [-1, 1] to the teacher's input space."""
+
+    def __init__(self, scale: Sequence[float], offset: Sequence[float], **kwargs):
+        kwargs["trainable"] = False  # Fixed maps; a reloaded config says so too.
+        super().__init__(**kwargs)
+        self.scale = [float(v) for v in scale]
+        self.offset = [float(v) for v in offset]
+
+    def call(self, inputs):
+        return inputs * tf.constant(self.scale, inputs.dtype) + tf.constant(self.offset, inputs.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
+
+def input_space_affine(preprocessing: Preprocessing, channels: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-channel (scale, offset) taking tanh output in [-1, 1] to the teacher's input range.
+
+    tanh -> pixels = (t + 1) * 127.5 -> teacher = pixels * s + o, so
+    teacher = t * 127.5 s + (127.5 s + o). Channel reversal needs no care: the last
+    convolution learns whatever channel order is asked of it.
+    """
+    pixel_scale, pixel_offset = preprocessing.scale_and_offset(channels)
+    half_range = 127.5
+    return half_range * pixel_scale, half_range * pixel_scale + pixel_offset
+
+
+def build_generator(spec: GeneratorSpec, preprocessing: Preprocessing, name: str = "generator") -> tf_keras.Model:
+    """Builds the functional conditional generator described by `spec`.
+
+    Args:
+      spec: the generator's shape.
+      preprocessing: the teacher's preprocessing; fixes the output range.
+      name: model name; layer names are prefixed with it.
+
+    Returns:
+      A `tf_keras.Model` with inputs `[noise (batch, noise_dim) float32, label (batch,) int32]`
+      and output (batch, height, width, channels) in the teacher's input space.
+    """
+    height, width, channels = spec.image_shape
+    start_height = math.ceil(height / UPSAMPLING_FACTOR)
+    start_width = math.ceil(width / UPSAMPLING_FACTOR)
+    noise = tf_keras.Input((spec.noise_dim,), name="noise")
+    label = tf_keras.Input((), dtype="int32", name="label")
+    conditional = spec.variant == "conditional_bn"
+
+    def normalize(features, layer_name):
+        if conditional:
+            return ConditionalBatchNormalization(spec.num_classes, name=f"{name}/{layer_name}")([features, label])
+        return tf_keras.layers.BatchNormalization(momentum=GENERATOR_BN_MOMENTUM, epsilon=GENERATOR_BN_EPSILON,
+                                                  name=f"{name}/{layer_name}")(features)
+
+    features = noise
+    if not conditional:
+        label_embedding = tf_keras.layers.Embedding(spec.num_classes, spec.noise_dim,
+                                                    name=f"{name}/label_embedding")(label)
+        features = tf_keras.layers.Multiply(name=f"{name}/condition")([features, label_embedding])
+    features = tf_keras.layers.Dense(spec.base_channels * start_height * start_width, name=f"{name}/project")(features)
+    features = tf_keras.layers.Reshape((start_height, start_width, spec.base_channels), name=f"{name}/reshape")(features)
+    features = normalize(features, "bn0")
+    for block, block_channels in enumerate((spec.base_channels, spec.base_channels // 2), start=1):
+        features = tf_keras.layers.UpSampling2D(2, name=f"{name}/upsample{block}")(features)
+        features = tf_keras.layers.Conv2D(block_channels, 3, padding="same", name=f"{name}/conv{block}")(features)
+        features = normalize(features, f"bn{block}")
+        features = tf_keras.layers.LeakyReLU(LEAKY_RELU_SLOPE, name=f"{name}/lrelu{block}")(features)
+    features = tf_keras.layers.Conv2D(channels, 3, padding="same", name=f"{name}/to_image")(features)
+    extra_height = start_height * UPSAMPLING_FACTOR - height
+    extra_width = start_width * UPSAMPLING_FACTOR - width
+    if extra_height or extra_width:
+        features = tf_keras.layers.Cropping2D(
+            ((extra_height // 2, extra_height - extra_height // 2), (extra_width // 2, extra_width - extra_width // 2)),
+            name=f"{name}/crop")(features)
+    features = tf_keras.layers.Activation("tanh", name=f"{name}/tanh")(features)
+    scale, offset = input_space_affine(preprocessing, channels)
+    image = InputSpaceMapping(scale, offset, name=f"{name}/to_teacher_input")(features)
+    return tf_keras.Model([noise, label], image, name=name)
+
+
+def generator_spec_from_model(generator) -> dict:
+    """The (noise_dim, image_shape) a built generator takes and makes, for checks on reload."""
+    return {"noise_dim": int(generator.inputs[0].shape[-1]), "image_shape": tuple(generator.output.shape[1:])}

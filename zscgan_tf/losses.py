@@ -1,0 +1,101 @@
+"""Pure loss functions of the zero-shot generator and of data-free distillation.
+
+Every function takes tensors and returns a scalar tensor; every constant is an
+argument with a documented default.
+"""
+
+from typing import Sequence
+
+import tensorflow as tf
+
+from zscgan_tf.bn_stats import LayerStatistics
+
+# Keras' BatchNormalization default epsilon: the variance floor the teacher itself used.
+DEFAULT_VARIANCE_EPSILON = 1e-3
+# Floor under probabilities before taking logs in entropy terms.
+DEFAULT_PROBABILITY_EPSILON = 1e-8
+BN_DISTANCES = ("kl", "mse")
+
+
+def conditional_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Mean cross-entropy between the labels a batch was generated for and the teacher's logits."""
+    labels = tf.cast(labels, tf.int32)
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def gaussian_kl_divergence(batch_mean, batch_variance, moving_mean, moving_variance,
+                           variance_epsilon: float = DEFAULT_VARIANCE_EPSILON) -> tf.Tensor:
+    """KL(N(batch_mean, batch_variance) || N(moving_mean, moving_variance)), summed over channels.
+
+    KL = log(sigma / sigma_hat) + (sigma_hat^2 + (mu_hat - mu)^2) / (2 sigma^2) - 1/2,
+    with `variance_epsilon` added to both variances so that dead channels stay finite.
+    It is zero exactly when the two Gaussians agree.
+    """
+    batch_variance = batch_variance + variance_epsilon
+    moving_variance = moving_variance + variance_epsilon
+    per_channel = (0.5 * tf.math.log(moving_variance / batch_variance)
+                   + (batch_variance + tf.square(batch_mean - moving_mean)) / (2.0 * moving_variance) - 0.5)
+    return tf.reduce_sum(per_channel)
+
+
+def moment_mean_squared_error(batch_mean, batch_variance, moving_mean, moving_variance) -> tf.Tensor:
+    """GDFQ's distance: mean squared error of the means plus that of the variances."""
+    return (tf.reduce_mean(tf.square(batch_mean - moving_mean))
+            + tf.reduce_mean(tf.square(batch_variance - moving_variance)))
+
+
+def bn_statistics_loss(statistics: Sequence[LayerStatistics], distance: str = "kl",
+                       variance_epsilon: float = DEFAULT_VARIANCE_EPSILON) -> tf.Tensor:
+    """Distance between batch and stored BN statistics, averaged over BN layers.
+
+    Args:
+      statistics: one `LayerStatistics` per BN layer.
+      distance: `kl` (Gaussian KL, summed over channels; the default) or `mse` (GDFQ).
+      variance_epsilon: added to variances in the KL distance.
+
+    Raises:
+      ValueError: for an unknown distance or no statistics.
+    """
+    if distance not in BN_DISTANCES:
+        raise ValueError(f"unknown BN distance {distance!r}; expected one of {BN_DISTANCES}")
+    if not statistics:
+        raise ValueError("bn_statistics_loss needs statistics of at least one BN layer")
+    if distance == "kl":
+        per_layer = [gaussian_kl_divergence(s.batch_mean, s.batch_variance, s.moving_mean, s.moving_variance,
+                                            variance_epsilon) for s in statistics]
+    else:
+        per_layer = [moment_mean_squared_error(s.batch_mean, s.batch_variance, s.moving_mean, s.moving_variance)
+                     for s in statistics]
+    return tf.add_n(per_layer) / float(len(per_layer))
+
+
+def sample_entropy(logits: tf.Tensor, epsilon: float = DEFAULT_PROBABILITY_EPSILON) -> tf.Tensor:
+    """Mean entropy of each sample's predicted distribution (minimise: confident samples)."""
+    probabilities = tf.nn.softmax(logits)
+    return tf.reduce_mean(-tf.reduce_sum(probabilities * tf.math.log(probabilities + epsilon), axis=-1))
+
+
+def batch_entropy(logits: tf.Tensor, epsilon: float = DEFAULT_PROBABILITY_EPSILON) -> tf.Tensor:
+    """Entropy of the batch-averaged predicted distribution (maximise: all classes used)."""
+    mean_probabilities = tf.reduce_mean(tf.nn.softmax(logits), axis=0)
+    return -tf.reduce_sum(mean_probabilities * tf.math.log(mean_probabilities + epsilon))
+
+
+def diversity_loss(logits: tf.Tensor, epsilon: float = DEFAULT_PROBABILITY_EPSILON) -> tf.Tensor:
+    """Sample entropy minus batch entropy: low when each sample is confident and classes vary."""
+    return sample_entropy(logits, epsilon) - batch_entropy(logits, epsilon)
+
+
+def distillation_loss(teacher_logits: tf.Tensor, student_logits: tf.Tensor, temperature: float = 1.0) -> tf.Tensor:
+    """KL(softmax(teacher / T) || softmax(student / T)) * T^2, averaged over the batch.
+
+    Raises:
+      ValueError: if `temperature` is not positive.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    teacher_log_probabilities = tf.nn.log_softmax(teacher_logits / temperature)
+    student_log_probabilities = tf.nn.log_softmax(student_logits / temperature)
+    per_sample = tf.reduce_sum(tf.exp(teacher_log_probabilities)
+                               * (teacher_log_probabilities - student_log_probabilities), axis=-1)
+    return tf.reduce_mean(per_sample) * temperature ** 2

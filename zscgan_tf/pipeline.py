@@ -1,0 +1,204 @@
+"""The stages of a run, in order, each resumable and skipped once its output exists.
+
+The work directory of a run holds:
+
+- `config.json`: the resolved config; a rerun with a different one is refused.
+- `state.json`: which stages finished, with what they measured.
+- `generator/checkpoints/`, `generator/history.json`: generator training state.
+- `generator.keras`: the trained generator, a saved tf_keras model.
+- `samples.png`: one row of generated samples per class.
+- `logs/`: TensorBoard scalars and sample grids.
+- `report.json`, `report.md`: what the run measured.
+"""
+
+import json
+import os
+import sys
+
+import tensorflow as tf
+import tf_keras
+
+from zscgan_tf import config as config_lib
+from zscgan_tf import generator as generator_lib
+from zscgan_tf import teachers, zero_shot
+from zscgan_tf.errors import UserError
+from zscgan_tf.files import save_keras_model_atomic, write_json_atomic, write_text_atomic
+
+STATE_FILE = "state.json"
+GENERATOR_MODEL_FILE = "generator.keras"
+SAMPLES_FILE = "samples.png"
+REPORT_JSON_FILE = "report.json"
+REPORT_MARKDOWN_FILE = "report.md"
+# Seeds derived from the run seed, so evaluation never reuses the training stream.
+EVALUATION_SEED_OFFSET = 1
+GRID_SEED_OFFSET = 2
+
+
+def _say(message: str):
+    print(message, file=sys.stdout, flush=True)
+
+
+def prepare_work_dir(run_config: config_lib.RunConfig):
+    """Creates the work directory and saves (or checks) the config there.
+
+    Raises:
+      UserError: if the directory can't be written or holds a different run.
+    """
+    work_dir = run_config.work_dir
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create work directory {work_dir!r}: {error.strerror}") from error
+    if not os.access(work_dir, os.W_OK | os.X_OK):
+        raise UserError(f"work directory {work_dir!r} is not writable")
+    config_lib.save_or_check(run_config, write_json_atomic)
+
+
+def read_state(work_dir: str) -> dict:
+    path = os.path.join(work_dir, STATE_FILE)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as state_file:
+            return json.load(state_file)
+    except (OSError, ValueError):
+        return {}  # Unreadable state means no stage is trusted as finished: they redo or resume.
+
+
+def write_state(work_dir: str, state: dict):
+    write_json_atomic(os.path.join(work_dir, STATE_FILE), state)
+
+
+def build_generator_for(teacher: teachers.Teacher, generator_config: config_lib.GeneratorConfig) -> tf_keras.Model:
+    spec = generator_lib.GeneratorSpec(num_classes=teacher.num_classes, image_shape=teacher.image_shape,
+                                       noise_dim=generator_config.noise_dim,
+                                       base_channels=generator_config.base_channels, variant=generator_config.variant)
+    return generator_lib.build_generator(spec, teacher.preprocessing)
+
+
+def load_generator(path: str) -> tf_keras.Model:
+    """Loads a generator saved by this package."""
+    return tf_keras.models.load_model(path, compile=False, custom_objects={
+        "ConditionalBatchNormalization": generator_lib.ConditionalBatchNormalization,
+        "InputSpaceMapping": generator_lib.InputSpaceMapping})
+
+
+def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, state: dict,
+                    progress: bool = True) -> tf_keras.Model:
+    """Trains the generator (resuming if a checkpoint exists) or loads the finished one."""
+    work_dir = run_config.work_dir
+    model_path = os.path.join(work_dir, GENERATOR_MODEL_FILE)
+    finished = state.get("generator", {})
+    if finished.get("steps") == run_config.generator_training.steps and os.path.exists(model_path):
+        _say(f"generator: already trained ({finished['steps']} steps), loading {model_path}")
+        return load_generator(model_path)
+    generator = build_generator_for(teacher, run_config.generator)
+    trainer = zero_shot.GeneratorTrainer(teacher, generator, run_config.loss, run_config.generator_training,
+                                         seed=run_config.seed)
+    teacher_weights = teacher.model.get_weights()
+    writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", "generator"))
+    grid_seed = run_config.seed + GRID_SEED_OFFSET
+
+    def grid():
+        return zero_shot.sample_grid(generator, teacher, run_config.evaluation.grid_samples_per_class,
+                                     run_config.evaluation.grid_max_classes, grid_seed)
+
+    _say(f"generator: training {run_config.generator_training.steps} steps of {run_config.generator_training.batch_size}"
+         f" samples against {teacher.name} ({generator.count_params():,} generator parameters)")
+    summary = trainer.train(os.path.join(work_dir, "generator"), progress=progress, summary_writer=writer,
+                            sample_grid_fn=grid)
+    writer.flush()
+    zero_shot.check_teacher_unchanged(teacher, teacher_weights)
+    save_keras_model_atomic(generator, model_path)
+    state["generator"] = {"steps": summary.steps, "summary": zero_shot.describe_summary(summary)}
+    write_state(work_dir, state)
+    return generator
+
+
+def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, generator, state: dict) -> dict:
+    """Judges generated samples with the teacher, writes the grid and the reports."""
+    work_dir = run_config.work_dir
+    evaluation = zero_shot.evaluate_generator(generator, teacher, run_config.evaluation.samples_per_class,
+                                              seed=run_config.seed + EVALUATION_SEED_OFFSET)
+    grid = zero_shot.sample_grid(generator, teacher, run_config.evaluation.grid_samples_per_class,
+                                 run_config.evaluation.grid_max_classes, run_config.seed + GRID_SEED_OFFSET)
+    zero_shot.write_png(os.path.join(work_dir, SAMPLES_FILE), grid)
+    summary = state.get("generator", {}).get("summary", {})
+    first_bn = summary.get("first", {}).get("bn_statistics")
+    last_bn = summary.get("last", {}).get("bn_statistics")
+    report = {
+        "teacher": teachers.describe(teacher),
+        "generator": {**run_config.to_dict()["generator"], "parameters": int(generator.count_params())},
+        "generator_training": summary,
+        "bn_statistics_reduction": (first_bn / last_bn) if first_bn and last_bn else None,
+        "generated_samples": {
+            "samples_per_class": evaluation.samples_per_class,
+            "teacher_agreement": evaluation.accuracy,
+            "worst_class_agreement": evaluation.worst_class_accuracy,
+            "per_class_agreement": evaluation.per_class_accuracy,
+            "mean_confidence": evaluation.mean_confidence,
+        },
+        "outputs": {"generator": GENERATOR_MODEL_FILE, "checkpoints": "generator/checkpoints",
+                    "samples": SAMPLES_FILE, "tensorboard": "logs", "config": config_lib.CONFIG_FILE},
+    }
+    write_json_atomic(os.path.join(work_dir, REPORT_JSON_FILE), report)
+    write_text_atomic(os.path.join(work_dir, REPORT_MARKDOWN_FILE), format_report(report))
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report as markdown for people."""
+    teacher = report["teacher"]
+    training = report["generator_training"]
+    samples = report["generated_samples"]
+    lines = [
+        f"# zscgan_tf report: {teacher['name']}",
+        "",
+        f"Teacher: {teacher['name']}, input {'x'.join(str(v) for v in teacher['image_shape'])}, "
+        f"{teacher['num_classes']} classes, {teacher['batchnorm_layers']} BN layers, "
+        f"{teacher['parameters']:,} parameters, preprocessing `{teacher['preprocessing']['mode']}`.",
+    ]
+    if "metrics" in teacher:
+        lines.append(f"Teacher metrics from training: {teacher['metrics']}.")
+    lines += ["", "## Generator training", ""]
+    if training:
+        first, last = training["first"], training["last"]
+        lines += [
+            f"- steps: {training['steps']} (this session from step {training['resumed_from_step']})",
+            f"- wall time of this session: {training['wall_time']}, {training['samples_per_second']:.0f} samples/s",
+            "",
+            "| term | first step | last step |",
+            "|---|---|---|",
+        ]
+        for term in ("total", "cross_entropy", "bn_statistics", "diversity", "accuracy"):
+            lines.append(f"| {term} | {first[term]:.4g} | {last[term]:.4g} |")
+        if report["bn_statistics_reduction"]:
+            lines += ["", f"BN-statistics loss fell {report['bn_statistics_reduction']:.1f}-fold."]
+    lines += [
+        "", "## Generated samples judged by the teacher", "",
+        f"{samples['samples_per_class']} samples per class, generator and teacher in inference mode: "
+        f"{100 * samples['teacher_agreement']:.2f}% classified as the requested class "
+        f"(worst class {100 * samples['worst_class_agreement']:.2f}%), mean confidence "
+        f"{samples['mean_confidence']:.3f}.", "",
+        "| class | agreement |", "|---|---|",
+    ]
+    lines += [f"| {label} | {100 * value:.1f}% |" for label, value in enumerate(samples["per_class_agreement"])]
+    lines += ["", f"![samples]({SAMPLES_FILE})", ""]
+    return "\n".join(lines)
+
+
+def run(run_config: config_lib.RunConfig, progress: bool = True) -> dict:
+    """Runs every stage of `run_config`; returns the report dict."""
+    prepare_work_dir(run_config)
+    tf_keras.utils.set_random_seed(run_config.seed)
+    teacher = teachers.load_teacher(run_config.teacher, progress=progress)
+    _say(f"teacher: {teacher.name}, input {teacher.image_shape}, {teacher.num_classes} classes")
+    state = read_state(run_config.work_dir)
+    generator = generator_stage(run_config, teacher, state, progress=progress)
+    report = report_stage(run_config, teacher, generator, state)
+    samples = report["generated_samples"]
+    _say(f"done: {100 * samples['teacher_agreement']:.2f}% of generated samples classified as requested "
+         f"(worst class {100 * samples['worst_class_agreement']:.2f}%); report in "
+         f"{os.path.join(run_config.work_dir, REPORT_MARKDOWN_FILE)}")
+    return report
+

@@ -1,0 +1,132 @@
+"""The teacher's input space: how raw pixels in [0, 255] become what the teacher reads.
+
+Every preprocessing the package knows is a per-channel affine map of the pixels, with
+an optional reversal of the channel order (Keras Applications' `caffe` mode is RGB to
+BGR followed by mean subtraction). Being affine is what lets the generator end in a
+fixed affine layer that lands exactly in the teacher's input range, and lets the
+package map generated samples back to pixels for viewing.
+
+Modes, as in `tf_keras.applications.imagenet_utils.preprocess_input`:
+
+- `tf`: pixels / 127.5 - 1, range [-1, 1] (MobileNet, MobileNetV2, our own teachers).
+- `caffe`: RGB to BGR, then minus the ImageNet BGR mean, no scaling (ResNet50/101).
+- `torch`: pixels / 255, then (x - ImageNet mean) / ImageNet std (DenseNet).
+- `custom`: pixels / 255, then (x - mean) / std with the user's per-channel or scalar
+  `mean` and `std` (in units of the [0, 1] range). `mean=0, std=1` is [0, 1];
+  `mean=0.5, std=0.5` is [-1, 1].
+- `raw`: the pixels themselves, [0, 255].
+"""
+
+import dataclasses
+from typing import Tuple
+
+import numpy as np
+
+from zscgan_tf.errors import UserError
+
+MODES = ("tf", "caffe", "torch", "custom", "raw")
+
+# ImageNet statistics used by tf_keras.applications.imagenet_utils.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+TORCH_RGB_MEAN = (0.485, 0.456, 0.406)
+TORCH_RGB_STD = (0.229, 0.224, 0.225)
+PIXEL_MAX = 255.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """A teacher's input preprocessing.
+
+    Attributes:
+      mode: one of `MODES`.
+      mean: for `custom` only, per-channel (or one shared) mean in [0, 1] units.
+      std: for `custom` only, per-channel (or one shared) standard deviation.
+    """
+
+    mode: str = "tf"
+    mean: Tuple[float, ...] = ()
+    std: Tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise UserError(f"unknown preprocessing mode {self.mode!r}; expected one of {', '.join(MODES)}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.mode == "custom":
+            if not self.mean or not self.std:
+                raise UserError("custom preprocessing needs both a mean and a std")
+            if any(s <= 0 for s in self.std):
+                raise UserError(f"custom preprocessing std must be positive, got {self.std}")
+        elif self.mean or self.std:
+            raise UserError(f"mean and std are only used with mode 'custom', not {self.mode!r}")
+
+    def reverses_channels(self, channels: int) -> bool:
+        return self.mode == "caffe" and channels == 3
+
+    def scale_and_offset(self, channels: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Per-channel `scale`, `offset` with teacher_input = pixels' * scale + offset.
+
+        `pixels'` are the pixels after the channel reversal of `reverses_channels`.
+
+        Raises:
+          UserError: if the mode's statistics do not fit `channels`.
+        """
+        if self.mode == "tf":
+            scale, offset = [1.0 / 127.5], [-1.0]
+        elif self.mode == "raw":
+            scale, offset = [1.0], [0.0]
+        elif self.mode == "caffe":
+            mean = _per_channel(CAFFE_BGR_MEAN, channels, "caffe") if channels == 3 else [float(np.mean(CAFFE_BGR_MEAN))]
+            scale, offset = [1.0] * len(mean), [-m for m in mean]
+        else:
+            if self.mode == "torch":
+                mean = TORCH_RGB_MEAN if channels == 3 else (float(np.mean(TORCH_RGB_MEAN)),)
+                std = TORCH_RGB_STD if channels == 3 else (float(np.mean(TORCH_RGB_STD)),)
+            else:
+                mean, std = self.mean, self.std
+            mean = _per_channel(mean, channels, "mean")
+            std = _per_channel(std, channels, "std")
+            scale = [1.0 / (PIXEL_MAX * s) for s in std]
+            offset = [-m / s for m, s in zip(mean, std)]
+        scale = np.broadcast_to(np.asarray(scale, np.float32), (channels,)).copy()
+        offset = np.broadcast_to(np.asarray(offset, np.float32), (channels,)).copy()
+        return scale, offset
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        """Maps pixels in [0, 255], shape (..., channels), to the teacher's input space."""
+        pixels = np.asarray(pixels, np.float32)
+        channels = pixels.shape[-1]
+        if self.reverses_channels(channels):
+            pixels = pixels[..., ::-1]
+        scale, offset = self.scale_and_offset(channels)
+        return pixels * scale + offset
+
+    def invert(self, inputs: np.ndarray) -> np.ndarray:
+        """Maps teacher inputs back to pixels in [0, 255] (not clipped)."""
+        inputs = np.asarray(inputs, np.float32)
+        channels = inputs.shape[-1]
+        scale, offset = self.scale_and_offset(channels)
+        pixels = (inputs - offset) / scale
+        if self.reverses_channels(channels):
+            pixels = pixels[..., ::-1]
+        return pixels
+
+    def input_range(self, channels: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Per-channel (low, high) of the teacher input for pixels in [0, 255]."""
+        scale, offset = self.scale_and_offset(channels)
+        low, high = offset, PIXEL_MAX * scale + offset
+        return np.minimum(low, high), np.maximum(low, high)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Preprocessing":
+        return cls(mode=values.get("mode", "tf"), mean=tuple(values.get("mean", ())), std=tuple(values.get("std", ())))
+
+
+def _per_channel(values, channels: int, what: str):
+    values = [float(v) for v in values]
+    if len(values) not in (1, channels):
+        raise UserError(f"{what} has {len(values)} values but the teacher takes {channels} channels")
+    return values * channels if len(values) == 1 else values

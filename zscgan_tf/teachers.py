@@ -1,0 +1,314 @@
+"""Teachers: the frozen, pre-trained classifiers the package quantizes.
+
+A teacher comes from one of three places:
+
+- a Keras Applications name (`resnet50`, `mobilenet_v2`, ...) with `weights` being
+  `imagenet` (downloaded by Keras), `none` (random, for tests) or a local weights file;
+- `builtin:<name>`, a small BN classifier trained here on real offline data on first
+  use (see `teacher_training.BUILTIN_TEACHERS`);
+- a saved tf_keras classifier: a `.keras` or `.h5` file or a SavedModel directory,
+  with an optional sidecar `<file>.json` describing its preprocessing and classes.
+
+Whatever the source, `load_teacher` returns a `Teacher`: a functional model that
+outputs logits, its preprocessing, and its shape, validated and frozen.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Callable, Dict, Tuple
+
+import tensorflow as tf
+import tf_keras
+
+from zscgan_tf import bn_stats
+from zscgan_tf.errors import UserError
+from zscgan_tf.preprocessing import Preprocessing
+
+BUILTIN_PREFIX = "builtin:"
+SIDECAR_SUFFIX = ".json"
+IMAGENET_CLASSES = 1000
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasApplication:
+    """How to build one Keras Applications family member and feed it."""
+
+    builder: Callable
+    preprocessing_mode: str
+    default_input_size: int
+    takes_alpha: bool = False
+
+
+KERAS_APPLICATIONS: Dict[str, KerasApplication] = {
+    "resnet50": KerasApplication(tf_keras.applications.ResNet50, "caffe", 224),
+    "resnet101": KerasApplication(tf_keras.applications.ResNet101, "caffe", 224),
+    "resnet152": KerasApplication(tf_keras.applications.ResNet152, "caffe", 224),
+    "resnet50_v2": KerasApplication(tf_keras.applications.ResNet50V2, "tf", 224),
+    "resnet101_v2": KerasApplication(tf_keras.applications.ResNet101V2, "tf", 224),
+    "mobilenet": KerasApplication(tf_keras.applications.MobileNet, "tf", 224, takes_alpha=True),
+    "mobilenet_v2": KerasApplication(tf_keras.applications.MobileNetV2, "tf", 224, takes_alpha=True),
+    "densenet121": KerasApplication(tf_keras.applications.DenseNet121, "torch", 224),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherSource:
+    """Where a teacher comes from and how it reads its input.
+
+    Attributes:
+      model: a Keras Applications name, `builtin:<name>`, or a model file/directory path.
+      weights: for Keras Applications: `imagenet`, `none`, or a weights file path.
+      alpha: width multiplier of `mobilenet` / `mobilenet_v2`.
+      input_size: square input resolution; 0 means the model's own (224 for Keras
+        Applications).
+      num_classes: for Keras Applications without ImageNet weights; 0 means 1000.
+      channels: input channels of a Keras Application built without ImageNet weights.
+      preprocessing: preprocessing mode; empty means the model's own (the Keras
+        Applications mode, or the saved model's sidecar, else `tf`).
+      preprocessing_mean: per-channel mean for `custom` preprocessing.
+      preprocessing_std: per-channel std for `custom` preprocessing.
+      trust_model_code: allow a model file with serialized Python (Lambda layers) to load.
+      cache_dir: where built-in teachers are kept; empty means the default cache.
+    """
+
+    model: str = "builtin:digits_resnet8"
+    weights: str = "imagenet"
+    alpha: float = 1.0
+    input_size: int = 0
+    num_classes: int = 0
+    channels: int = 3
+    preprocessing: str = ""
+    preprocessing_mean: Tuple[float, ...] = ()
+    preprocessing_std: Tuple[float, ...] = ()
+    trust_model_code: bool = False
+    cache_dir: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+    """A validated, frozen teacher.
+
+    Attributes:
+      model: functional tf_keras model, one image input, logits output, not trainable.
+      preprocessing: maps pixels in [0, 255] to `model`'s input.
+      image_shape: (height, width, channels) the model reads.
+      num_classes: length of the logits vector.
+      name: a short name for reports.
+      description: what else is known (sidecar contents, source), for reports.
+    """
+
+    model: tf_keras.Model
+    preprocessing: Preprocessing
+    image_shape: Tuple[int, int, int]
+    num_classes: int
+    name: str
+    description: dict
+
+
+def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
+    """Loads, validates and freezes the teacher described by `source`.
+
+    Raises:
+      UserError: for an unknown name, an unreadable model file, a model with no
+        BatchNormalization layer, more than one input, or an output that is not a
+        class vector.
+    """
+    description = {"source": source.model}
+    if source.model in KERAS_APPLICATIONS:
+        model = _build_keras_application(source)
+        default_mode = KERAS_APPLICATIONS[source.model].preprocessing_mode
+        name = source.model
+    else:
+        path = source.model
+        if source.model.startswith(BUILTIN_PREFIX):
+            from zscgan_tf import teacher_training  # Imported here: training code is only needed for built-ins.
+            path = teacher_training.ensure_builtin_teacher(source.model[len(BUILTIN_PREFIX):],
+                                                           cache_dir=source.cache_dir or None, progress=progress)
+        elif not _looks_like_path(path):
+            known = ", ".join(sorted(KERAS_APPLICATIONS))
+            raise UserError(f"unknown teacher model {source.model!r}: not a Keras Applications name ({known}), "
+                            f"not {BUILTIN_PREFIX}<name>, and no such file")
+        model = load_model_file(path, trust_model_code=source.trust_model_code)
+        sidecar = read_sidecar(path)
+        description.update(sidecar)
+        default_mode = sidecar.get("preprocessing", {}).get("mode", "tf")
+        name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+    preprocessing = _resolve_preprocessing(source, default_mode, description)
+    model = logits_model(model)
+    image_shape = _validate_input(model, source)
+    num_classes = _validate_output(model)
+    if not bn_stats.batchnorm_layers(model):  # Also raises for nested or shared BN layers.
+        raise UserError(f"teacher {name!r} has no BatchNormalization layer; ZS-CGAN needs the BN statistics it stores")
+    preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
+    model.trainable = False
+    return Teacher(model=model, preprocessing=preprocessing, image_shape=image_shape, num_classes=num_classes,
+                   name=name, description=description)
+
+
+def _looks_like_path(value: str) -> bool:
+    return os.path.exists(value) or value.endswith(MODEL_FILE_SUFFIXES) or os.sep in value
+
+
+def _build_keras_application(source: TeacherSource) -> tf_keras.Model:
+    application = KERAS_APPLICATIONS[source.model]
+    input_size = source.input_size or application.default_input_size
+    weights = source.weights
+    if weights.lower() == "none":
+        weights = None
+    elif weights != "imagenet" and not os.path.exists(weights):
+        raise UserError(f"weights file {weights!r} does not exist (use 'imagenet', 'none' or a file path)")
+    channels = 3 if weights == "imagenet" else source.channels
+    num_classes = source.num_classes or IMAGENET_CLASSES
+    if weights == "imagenet" and num_classes != IMAGENET_CLASSES:
+        raise UserError(f"ImageNet weights have {IMAGENET_CLASSES} classes, not {num_classes}")
+    kwargs = dict(weights=weights if weights == "imagenet" else None, input_shape=(input_size, input_size, channels),
+                  classes=num_classes, classifier_activation=None)
+    if application.takes_alpha:
+        kwargs["alpha"] = source.alpha
+    try:
+        model = application.builder(**kwargs)
+    except ValueError as error:
+        raise UserError(f"cannot build {source.model}: {_first_line(error)}") from error
+    except Exception as error:  # Keras downloads weights: network failures surface here.
+        raise UserError(f"cannot build {source.model} with {weights} weights: {_first_line(error)}") from error
+    if weights not in (None, "imagenet"):
+        try:
+            model.load_weights(weights)
+        except Exception as error:
+            raise UserError(f"cannot load weights {weights!r} into {source.model}: {_first_line(error)}") from error
+    return model
+
+
+def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model:
+    """Loads a saved tf_keras model (`.keras`, `.h5` or SavedModel directory) without compiling.
+
+    Keras safe mode is on unless `trust_model_code`: serialized Python (Lambda layers)
+    is refused rather than run.
+
+    Raises:
+      UserError: if the file is missing, unreadable, or not a Keras model.
+    """
+    if not os.path.exists(path):
+        raise UserError(f"model file {path!r} does not exist")
+    try:
+        with tf_keras.utils.custom_object_scope(_package_custom_objects()):
+            if path.endswith(".keras"):
+                model = tf_keras.models.load_model(path, compile=False, safe_mode=not trust_model_code)
+            else:
+                model = tf_keras.models.load_model(path, compile=False)
+    except Exception as error:
+        message = _first_line(error)
+        if "safe_mode" in message or "Lambda" in message:
+            raise UserError(f"model file {path!r} holds serialized Python code (e.g. a Lambda layer) and was not "
+                            "loaded; pass --trust_model_code only if you trust its author") from error
+        raise UserError(f"cannot load model {path!r}: {message}") from error
+    if not isinstance(model, tf_keras.Model):
+        raise UserError(f"{path!r} is not a tf_keras model (loaded a {type(model).__name__})")
+    return model
+
+
+def _package_custom_objects() -> dict:
+    from zscgan_tf import generator  # Generators are models too; loading one by mistake should say so clearly.
+    return {"ConditionalBatchNormalization": generator.ConditionalBatchNormalization,
+            "InputSpaceMapping": generator.InputSpaceMapping}
+
+
+def read_sidecar(model_path: str) -> dict:
+    """The JSON description saved beside a model file, or {} when there is none.
+
+    Raises:
+      UserError: if the sidecar exists but is not valid JSON.
+    """
+    sidecar_path = os.path.normpath(model_path) + SIDECAR_SUFFIX
+    if not os.path.exists(sidecar_path):
+        return {}
+    try:
+        with open(sidecar_path) as sidecar:
+            return json.load(sidecar)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read teacher description {sidecar_path!r}: {_first_line(error)}") from error
+
+
+def _resolve_preprocessing(source: TeacherSource, default_mode: str, description: dict) -> Preprocessing:
+    if source.preprocessing:
+        return Preprocessing(source.preprocessing, source.preprocessing_mean, source.preprocessing_std)
+    saved = description.get("preprocessing")
+    if saved and saved.get("mode") == default_mode:
+        return Preprocessing.from_dict(saved)
+    return Preprocessing(default_mode)
+
+
+def logits_model(model: tf_keras.Model) -> tf_keras.Model:
+    """The same classifier returning logits: a final softmax is removed.
+
+    Handles a last `Softmax` layer, a last `Activation('softmax')`, and a last layer
+    with `activation='softmax'` (rebuilt with a linear activation, same weights).
+    Logits are what distillation with a temperature and the conditional cross-entropy need.
+    """
+    if not getattr(model, "_is_graph_network", False):
+        raise UserError(f"the teacher {model.name!r} is a subclassed model; TF-MOT and the BN taps need a "
+                        "functional or Sequential tf_keras model")
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    is_softmax_layer = isinstance(last, tf_keras.layers.Softmax) or (
+        isinstance(last, tf_keras.layers.Activation) and activation is tf_keras.activations.softmax)
+    if is_softmax_layer:
+        return tf_keras.Model(model.inputs, last.input, name=model.name)
+    if activation is tf_keras.activations.softmax:
+        config = last.get_config()
+        config["activation"] = "linear"
+        config["name"] = f"{last.name}_logits"
+        replacement = last.__class__.from_config(config)
+        logits = replacement(last.input)
+        replacement.set_weights(last.get_weights())
+        return tf_keras.Model(model.inputs, logits, name=model.name)
+    return model
+
+
+def _validate_input(model, source: TeacherSource) -> Tuple[int, int, int]:
+    if len(model.inputs) != 1:
+        raise UserError(f"the teacher has {len(model.inputs)} inputs; a single image input is required")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4:
+        raise UserError(f"the teacher's input has shape {shape}; an image input (batch, height, width, channels) "
+                        "is required")
+    _, height, width, channels = shape
+    if channels not in (1, 3):
+        raise UserError(f"the teacher's input has {channels} channels; 1 or 3 are supported")
+    if height is None or width is None:
+        if not source.input_size:
+            raise UserError("the teacher accepts any image size; set --teacher_input_size")
+        height = width = source.input_size
+    elif source.input_size and source.model not in KERAS_APPLICATIONS and source.input_size != height:
+        raise UserError(f"--teacher_input_size={source.input_size} but the saved teacher takes {height}x{width}")
+    return int(height), int(width), int(channels)
+
+
+def _validate_output(model) -> int:
+    if len(model.outputs) != 1:
+        raise UserError(f"the teacher has {len(model.outputs)} outputs; one class vector is required")
+    shape = tuple(model.outputs[0].shape)
+    if len(shape) != 2 or shape[-1] is None or shape[-1] < 2:
+        raise UserError(f"the teacher's output has shape {shape}; a class vector (batch, classes) with at least "
+                        "2 classes is required")
+    return int(shape[-1])
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
+
+
+def teacher_logits(teacher: Teacher, inputs: tf.Tensor) -> tf.Tensor:
+    """The teacher's logits on preprocessed inputs, always in inference mode."""
+    return teacher.model(inputs, training=False)
+
+
+def describe(teacher: Teacher) -> dict:
+    """A JSON-ready summary of the teacher for reports."""
+    return {"name": teacher.name, "image_shape": list(teacher.image_shape), "num_classes": teacher.num_classes,
+            "preprocessing": teacher.preprocessing.to_dict(), "parameters": int(teacher.model.count_params()),
+            "batchnorm_layers": len(bn_stats.batchnorm_layers(teacher.model)),
+            **{key: value for key, value in teacher.description.items() if key not in ("preprocessing",)}}

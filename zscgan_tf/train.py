@@ -1,0 +1,149 @@
+"""The main command: `python -m zscgan_tf.train --flagfile configs/<name>.cfg`.
+
+Flags become one validated `RunConfig`, saved in the work directory; then the stages
+run in order, each resuming from its checkpoint and skipped once its output exists:
+
+1. teacher: load (or, for `builtin:` teachers, train on first use), validate, freeze.
+2. generator: zero-shot training of the conditional generator (ZS-CGAN).
+3. report: the teacher's verdict on generated samples, a PNG grid, report.json/.md.
+
+Bad input prints one line, `error: ...`, and exits with status 2 (`--verbose` adds the
+traceback).
+"""
+
+import os
+import sys
+import traceback
+
+from absl import flags
+
+from zscgan_tf import config as config_lib
+from zscgan_tf import pipeline
+from zscgan_tf.errors import UserError
+
+FLAGS = flags.FLAGS
+_teacher = config_lib.TeacherSource()
+_generator = config_lib.GeneratorConfig()
+_loss = config_lib.LossConfig()
+_training = config_lib.GeneratorTrainingConfig()
+_evaluation = config_lib.EvaluationConfig()
+
+flags.DEFINE_string("work_dir", "runs/demo", "Directory for checkpoints, models, logs and reports.")
+flags.DEFINE_integer("seed", 0, "Seed of every random stream.")
+flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
+flags.DEFINE_bool("progress", True, "Show progress lines.")
+
+flags.DEFINE_string("teacher", _teacher.model, "Keras Applications name, builtin:<name>, or a model file/directory.")
+flags.DEFINE_string("teacher_weights", _teacher.weights, "Keras Applications weights: imagenet, none, or a file.")
+flags.DEFINE_float("teacher_alpha", _teacher.alpha, "Width multiplier of mobilenet/mobilenet_v2.")
+flags.DEFINE_integer("teacher_input_size", _teacher.input_size, "Square input size; 0 = the model's own.")
+flags.DEFINE_integer("teacher_num_classes", _teacher.num_classes, "Classes of a Keras Application without "
+                     "ImageNet weights; 0 = 1000.")
+flags.DEFINE_integer("teacher_channels", _teacher.channels, "Input channels of a Keras Application without "
+                     "ImageNet weights.")
+flags.DEFINE_string("teacher_preprocessing", _teacher.preprocessing, "tf, caffe, torch, custom or raw; empty = "
+                    "the model's own.")
+flags.DEFINE_list("teacher_preprocessing_mean", [], "Per-channel mean in [0, 1] units for custom preprocessing.")
+flags.DEFINE_list("teacher_preprocessing_std", [], "Per-channel std in [0, 1] units for custom preprocessing.")
+flags.DEFINE_bool("trust_model_code", False, "Load model files that hold serialized Python (Lambda layers).")
+flags.DEFINE_string("teacher_cache_dir", "", "Where built-in teachers are kept; empty = ~/.cache/zscgan_tf.")
+
+flags.DEFINE_string("generator_variant", _generator.variant, "conditional_bn or embedding.")
+flags.DEFINE_integer("noise_dim", _generator.noise_dim, "Length of the generator's noise vector.")
+flags.DEFINE_integer("generator_channels", _generator.base_channels, "Channels of the generator trunk.")
+
+flags.DEFINE_float("ce_loss_weight", _loss.cross_entropy, "Weight of the conditional cross-entropy.")
+flags.DEFINE_float("bn_loss_weight", _loss.bn_statistics, "Weight of the BN-statistics loss.")
+flags.DEFINE_string("bn_distance", _loss.bn_distance, "kl (Gaussian KL) or mse (GDFQ).")
+flags.DEFINE_float("diversity_loss_weight", _loss.diversity, "Weight of the diversity terms; 0 = off.")
+
+flags.DEFINE_integer("generator_steps", _training.steps, "Generator updates.")
+flags.DEFINE_integer("batch_size", _training.batch_size, "Samples per generator update.")
+flags.DEFINE_float("generator_learning_rate", _training.learning_rate, "Adam learning rate of the generator.")
+flags.DEFINE_float("generator_beta_1", _training.beta_1, "Adam beta_1 of the generator.")
+flags.DEFINE_float("generator_beta_2", _training.beta_2, "Adam beta_2 of the generator.")
+flags.DEFINE_integer("checkpoint_every", _training.checkpoint_every, "Steps between checkpoints.")
+flags.DEFINE_integer("log_every", _training.log_every, "Steps between TensorBoard scalars.")
+flags.DEFINE_integer("image_every", _training.image_every, "Steps between TensorBoard sample grids.")
+
+flags.DEFINE_integer("eval_samples_per_class", _evaluation.samples_per_class, "Generated samples per class "
+                     "the teacher judges for the report.")
+flags.DEFINE_integer("grid_samples_per_class", _evaluation.grid_samples_per_class, "Columns of the sample grid.")
+flags.DEFINE_integer("grid_max_classes", _evaluation.grid_max_classes, "Rows (classes) of the sample grid, at most.")
+
+
+def _floats(values, flag_name):
+    try:
+        return tuple(float(value) for value in values)
+    except ValueError as error:
+        raise UserError(f"--{flag_name} must be a comma-separated list of numbers, got {','.join(values)}") from error
+
+
+def config_from_flags() -> config_lib.RunConfig:
+    """Turns parsed flags into a validated `RunConfig`."""
+    return config_lib.RunConfig(
+        work_dir=FLAGS.work_dir,
+        seed=FLAGS.seed,
+        teacher=config_lib.TeacherSource(
+            model=FLAGS.teacher, weights=FLAGS.teacher_weights, alpha=FLAGS.teacher_alpha,
+            input_size=FLAGS.teacher_input_size, num_classes=FLAGS.teacher_num_classes,
+            channels=FLAGS.teacher_channels, preprocessing=FLAGS.teacher_preprocessing,
+            preprocessing_mean=_floats(FLAGS.teacher_preprocessing_mean, "teacher_preprocessing_mean"),
+            preprocessing_std=_floats(FLAGS.teacher_preprocessing_std, "teacher_preprocessing_std"),
+            trust_model_code=FLAGS.trust_model_code, cache_dir=FLAGS.teacher_cache_dir),
+        generator=config_lib.GeneratorConfig(variant=FLAGS.generator_variant, noise_dim=FLAGS.noise_dim,
+                                             base_channels=FLAGS.generator_channels),
+        loss=config_lib.LossConfig(cross_entropy=FLAGS.ce_loss_weight, bn_statistics=FLAGS.bn_loss_weight,
+                                   bn_distance=FLAGS.bn_distance, diversity=FLAGS.diversity_loss_weight),
+        generator_training=config_lib.GeneratorTrainingConfig(
+            steps=FLAGS.generator_steps, batch_size=FLAGS.batch_size, learning_rate=FLAGS.generator_learning_rate,
+            beta_1=FLAGS.generator_beta_1, beta_2=FLAGS.generator_beta_2, checkpoint_every=FLAGS.checkpoint_every,
+            log_every=FLAGS.log_every, image_every=FLAGS.image_every),
+        evaluation=config_lib.EvaluationConfig(samples_per_class=FLAGS.eval_samples_per_class,
+                                               grid_samples_per_class=FLAGS.grid_samples_per_class,
+                                               grid_max_classes=FLAGS.grid_max_classes),
+    )
+
+
+def parse_flags(argv) -> None:
+    """Parses `argv` into FLAGS; a bad flag or flagfile becomes a `UserError`."""
+    if any(arg.startswith("--flagfile") for arg in argv[1:]):
+        for arg in argv[1:]:
+            if arg.startswith("--flagfile="):
+                path = arg.split("=", 1)[1]
+                if not os.path.isfile(path):
+                    raise UserError(f"flagfile {path!r} does not exist")
+    try:
+        FLAGS(argv)
+    except flags.Error as error:
+        raise UserError(str(error).splitlines()[0]) from error
+
+
+def main(argv=None) -> int:
+    """Runs the command; returns the process exit status."""
+    argv = list(sys.argv if argv is None else argv)
+    verbose = "--verbose" in argv
+    try:
+        FLAGS.unparse_flags()
+        parse_flags(argv)
+        verbose = FLAGS.verbose
+        run_config = config_from_flags()
+        pipeline.run(run_config, progress=FLAGS.progress)
+        return 0
+    except UserError as error:
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def main_entry():
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_entry()

@@ -1,0 +1,282 @@
+"""Stage 1: zero-shot training of the conditional generator against the frozen teacher.
+
+`GeneratorTrainer` owns the generator, the teacher's BN statistics model, the Adam
+optimizer, a seeded random generator and a step counter, all in one `tf.train.Checkpoint`,
+so an interrupted run resumes at its last checkpoint with the same random stream.
+Only the generator's variables are ever updated; the teacher is called with
+`training=False`.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from zscgan_tf import bn_stats, losses
+from zscgan_tf.config import GeneratorTrainingConfig, LossConfig
+from zscgan_tf.files import write_bytes_atomic, write_json_atomic
+from zscgan_tf.progress import ProgressBar, format_duration
+from zscgan_tf.teachers import Teacher
+
+CHECKPOINTS_TO_KEEP = 2
+HISTORY_FILE = "history.json"
+LOSS_TERMS = ("total", "cross_entropy", "bn_statistics", "diversity")
+MIN_GRID_TILE_PIXELS = 32
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or Inf; training stops at the last good checkpoint."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training; a checkpoint was saved first."""
+
+
+@dataclasses.dataclass
+class TrainingSummary:
+    """What a generator training run measured."""
+
+    steps: int
+    resumed_from_step: int
+    wall_seconds: float
+    samples_per_second: float
+    first: Dict[str, float]
+    last: Dict[str, float]
+
+
+class GeneratorTrainer:
+    """Trains a conditional generator so the frozen teacher sees its training data in it.
+
+    Args:
+      teacher: the frozen teacher.
+      generator: a model from `generator.build_generator` for this teacher.
+      loss_config: loss weights and BN distance.
+      training_config: optimizer and schedule settings.
+      seed: seeds the noise and label stream.
+    """
+
+    def __init__(self, teacher: Teacher, generator: tf_keras.Model, loss_config: LossConfig,
+                 training_config: GeneratorTrainingConfig, seed: int = 0):
+        if tuple(generator.output.shape[1:]) != tuple(teacher.image_shape):
+            raise ValueError(f"generator makes {tuple(generator.output.shape[1:])} images but the teacher "
+                             f"reads {teacher.image_shape}")
+        self.teacher = teacher
+        self.generator = generator
+        self.loss_config = loss_config
+        self.training_config = training_config
+        self.noise_dim = int(generator.inputs[0].shape[-1])
+        self.statistics_model = bn_stats.build_statistics_model(teacher.model)
+        self.optimizer = tf_keras.optimizers.Adam(training_config.learning_rate, beta_1=training_config.beta_1,
+                                                  beta_2=training_config.beta_2)
+        self.random = tf.random.Generator.from_seed(seed)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.checkpoint = tf.train.Checkpoint(generator=generator, optimizer=self.optimizer, random=self.random,
+                                              step=self.step)
+        self._train_step = tf.function(self._train_step_eager)
+
+    def sample_inputs(self, batch_size: int):
+        """Gaussian noise and uniform labels from the trainer's seeded stream."""
+        noise = self.random.normal([batch_size, self.noise_dim])
+        labels = self.random.uniform([batch_size], 0, self.teacher.num_classes, dtype=tf.int32)
+        return noise, labels
+
+    def compute_losses(self, noise, labels, training: bool = True) -> Dict[str, tf.Tensor]:
+        """All loss terms and the teacher's accuracy on one batch generated from (noise, labels)."""
+        images = self.generator([noise, labels], training=training)
+        outputs = self.statistics_model(images, training=False)
+        logits, taps = outputs[0], outputs[1:]
+        cross_entropy = losses.conditional_cross_entropy(labels, logits)
+        bn_statistics = losses.bn_statistics_loss(bn_stats.split_statistics(taps), self.loss_config.bn_distance)
+        diversity = losses.diversity_loss(logits) if self.loss_config.diversity > 0 else tf.constant(0.0)
+        total = (self.loss_config.cross_entropy * cross_entropy + self.loss_config.bn_statistics * bn_statistics
+                 + self.loss_config.diversity * diversity)
+        accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
+        return {"total": total, "cross_entropy": cross_entropy, "bn_statistics": bn_statistics,
+                "diversity": diversity, "accuracy": accuracy}
+
+    def _train_step_eager(self):
+        noise, labels = self.sample_inputs(self.training_config.batch_size)
+        variables = self.generator.trainable_variables
+        with tf.GradientTape() as tape:
+            values = self.compute_losses(noise, labels, training=True)
+        gradients = tape.gradient(values["total"], variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.step.assign_add(1)
+        return values
+
+    def train_step(self) -> Dict[str, float]:
+        """One compiled generator update; returns its loss terms as floats."""
+        return {name: float(value) for name, value in self._train_step().items()}
+
+    def train(self, work_dir: str, progress: bool = True, summary_writer=None,
+              sample_grid_fn=None) -> TrainingSummary:
+        """Trains up to `training_config.steps`, resuming from `work_dir`'s checkpoint if any.
+
+        Args:
+          work_dir: holds `checkpoints/` and the loss history.
+          progress: show a progress line.
+          summary_writer: optional `tf.summary` writer for scalars and images.
+          sample_grid_fn: optional `callable()` -> uint8 grid image (H, W, C) for TensorBoard.
+
+        Raises:
+          NonFiniteLossError: if a loss term becomes NaN or Inf (last good checkpoint kept).
+          TrainingInterrupted: on Ctrl-C, after saving a checkpoint.
+        """
+        config = self.training_config
+        manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(work_dir, "checkpoints"),
+                                             max_to_keep=CHECKPOINTS_TO_KEEP)
+        if manager.latest_checkpoint:
+            self.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        start_step = int(self.step.numpy())
+        history_path = os.path.join(work_dir, HISTORY_FILE)
+        history = [record for record in _read_history(history_path) if record["step"] <= start_step]
+        bar = ProgressBar(config.steps, "generator", start_step, config.batch_size) if progress else None
+        started = time.monotonic()
+        values = {}
+        try:
+            while int(self.step.numpy()) < config.steps:
+                values = self.train_step()
+                step = int(self.step.numpy())
+                bad = [name for name in LOSS_TERMS if not math.isfinite(values[name])]
+                if bad:
+                    raise NonFiniteLossError(f"generator loss term {bad[0]!r} is {values[bad[0]]} at step {step}; "
+                                             f"the last good checkpoint is step {_checkpoint_step(manager)}")
+                if step == 1 or step % config.log_every == 0 or step == config.steps:
+                    history.append({"step": step, **values})
+                    if summary_writer is not None:
+                        with summary_writer.as_default(step=step):
+                            for name, value in values.items():
+                                tf.summary.scalar(f"generator/{name}", value)
+                if summary_writer is not None and sample_grid_fn is not None and (
+                        step % config.image_every == 0 or step == config.steps):
+                    with summary_writer.as_default(step=step):
+                        tf.summary.image("generator/samples", sample_grid_fn()[np.newaxis])
+                if step % config.checkpoint_every == 0 or step == config.steps:
+                    manager.save(checkpoint_number=step)
+                    write_json_atomic(history_path, history)
+                if bar:
+                    bar.update(step, {name: values[name] for name in ("total", "cross_entropy", "bn_statistics",
+                                                                      "accuracy")})
+        except KeyboardInterrupt:
+            step = int(self.step.numpy())
+            manager.save(checkpoint_number=step)
+            write_json_atomic(history_path, history)
+            raise TrainingInterrupted(f"interrupted at generator step {step}; checkpoint saved, rerun the same "
+                                      "command to resume") from None
+        finally:
+            if bar:
+                bar.close()
+        wall_seconds = time.monotonic() - started
+        new_steps = config.steps - start_step
+        if not history:
+            raise RuntimeError("generator training recorded no history")
+        return TrainingSummary(
+            steps=config.steps, resumed_from_step=start_step, wall_seconds=wall_seconds,
+            samples_per_second=new_steps * config.batch_size / wall_seconds if new_steps and wall_seconds else 0.0,
+            first=history[0], last=history[-1])
+
+
+def _checkpoint_step(manager) -> Optional[int]:
+    latest = manager.latest_checkpoint
+    return int(latest.rsplit("-", 1)[-1]) if latest else None
+
+
+def _read_history(path: str) -> List[dict]:
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path) as history_file:
+            return json.load(history_file)
+    except (OSError, ValueError):
+        return []  # A history is a by-product; losing it must not stop a resume.
+
+
+def generate(generator, num_classes: int, samples_per_class: int, noise_dim: int, seed: int,
+             batch_size: int = 256):
+    """Class-balanced samples: `samples_per_class` of each class, in class order.
+
+    Returns:
+      (images float32 (N, H, W, C) in teacher input space, labels int32 (N,)).
+    """
+    random = tf.random.Generator.from_seed(seed)
+    labels = np.repeat(np.arange(num_classes, dtype=np.int32), samples_per_class)
+    images = []
+    for start in range(0, len(labels), batch_size):
+        batch_labels = labels[start:start + batch_size]
+        noise = random.normal([len(batch_labels), noise_dim])
+        images.append(generator([noise, tf.constant(batch_labels)], training=False).numpy())
+    return np.concatenate(images), labels
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorEvaluation:
+    """How the teacher classifies generated samples.
+
+    Attributes:
+      per_class_accuracy: fraction of each class's samples the teacher labels as that class.
+      mean_confidence: mean teacher probability of the requested class.
+      samples_per_class: samples judged per class.
+    """
+
+    per_class_accuracy: List[float]
+    mean_confidence: float
+    samples_per_class: int
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.per_class_accuracy))
+
+    @property
+    def worst_class_accuracy(self) -> float:
+        return float(np.min(self.per_class_accuracy))
+
+
+def evaluate_generator(generator, teacher: Teacher, samples_per_class: int, seed: int,
+                       batch_size: int = 256) -> GeneratorEvaluation:
+    """Classifies class-balanced generated samples with the teacher (both in inference mode)."""
+    noise_dim = int(generator.inputs[0].shape[-1])
+    images, labels = generate(generator, teacher.num_classes, samples_per_class, noise_dim, seed, batch_size)
+    logits = teacher.model.predict(images, batch_size=batch_size, verbose=0)
+    probabilities = tf.nn.softmax(logits).numpy()
+    correct = np.argmax(logits, axis=-1) == labels
+    per_class = [float(np.mean(correct[labels == label])) for label in range(teacher.num_classes)]
+    confidence = float(np.mean(probabilities[np.arange(len(labels)), labels]))
+    return GeneratorEvaluation(per_class, confidence, samples_per_class)
+
+
+def sample_grid(generator, teacher: Teacher, samples_per_class: int, max_classes: int, seed: int) -> np.ndarray:
+    """A uint8 image grid of generated samples in pixel space: one row per class."""
+    noise_dim = int(generator.inputs[0].shape[-1])
+    classes = min(teacher.num_classes, max_classes)
+    random = tf.random.Generator.from_seed(seed)
+    labels = np.repeat(np.arange(classes, dtype=np.int32), samples_per_class)
+    images = generator([random.normal([len(labels), noise_dim]), tf.constant(labels)], training=False).numpy()
+    pixels = np.clip(np.round(teacher.preprocessing.invert(images)), 0, 255).astype(np.uint8)
+    height, width, channels = pixels.shape[1:]
+    zoom = max(1, math.ceil(MIN_GRID_TILE_PIXELS / max(height, width)))
+    pixels = pixels.repeat(zoom, axis=1).repeat(zoom, axis=2)
+    tile_height, tile_width = height * zoom, width * zoom
+    grid = pixels.reshape(classes, samples_per_class, tile_height, tile_width, channels)
+    return grid.transpose(0, 2, 1, 3, 4).reshape(classes * tile_height, samples_per_class * tile_width, channels)
+
+
+def write_png(path: str, image: np.ndarray) -> str:
+    """Writes a uint8 (H, W, C) image as PNG atomically."""
+    return write_bytes_atomic(path, tf.io.encode_png(image).numpy())
+
+
+def check_teacher_unchanged(teacher: Teacher, reference_weights: List[np.ndarray]):
+    """Raises if any teacher variable changed: the teacher must stay frozen."""
+    for before, after in zip(reference_weights, teacher.model.get_weights()):
+        if not np.array_equal(before, after):
+            raise RuntimeError("the teacher's weights changed during generator training")
+
+
+def describe_summary(summary: TrainingSummary) -> dict:
+    return {**dataclasses.asdict(summary), "wall_time": format_duration(summary.wall_seconds)}
