@@ -1,5 +1,6 @@
 """Shared tiny models for the tests: fast on 2 CPU cores, real Conv+BN graphs."""
 
+import functools
 import os
 
 import numpy as np
@@ -42,8 +43,36 @@ def randomize_batchnorm_statistics(model, seed=0):
             layer.moving_variance.assign(random.uniform(0.5, 2.0, channels).astype("float32"))
 
 
-def tiny_teacher(input_shape=(8, 8, 1), num_classes=4, seed=0, preprocessing="tf"):
+def quadrant_images(samples_per_class, seed=0, size=8):
+    """Pixels in [0, 255]: class k is bright in quadrant k, with noise. A real, learnable task."""
+    random = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(4), samples_per_class)
+    images = random.uniform(0, 80, (len(labels), size, size, 1))
+    half = size // 2
+    for index, label in enumerate(labels):
+        row, column = divmod(label, 2)
+        images[index, row * half:(row + 1) * half, column * half:(column + 1) * half] += 150
+    return images.astype("float32"), labels
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_tiny_classifier_weights(seed):
+    model = build_tiny_classifier(seed=seed)
+    images, labels = quadrant_images(128, seed)
+    model.compile(tf_keras.optimizers.Adam(1e-2),
+                  tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+    inputs = Preprocessing("tf").apply(images)
+    model.fit(inputs, labels, batch_size=32, epochs=4, verbose=0)
+    # Four epochs are too few for BN's moving averages; the teacher must be right in inference mode.
+    teacher_training.reestimate_batchnorm_statistics(model, inputs, batch_size=64)
+    return model.get_weights()
+
+
+def tiny_teacher(input_shape=(8, 8, 1), num_classes=4, seed=0, preprocessing="tf", trained=True):
+    """A frozen tiny `Teacher`; trained on `quadrant_images` so its BN statistics are real ones."""
     model = build_tiny_classifier(input_shape, num_classes, seed)
+    if trained:
+        model.set_weights(_trained_tiny_classifier_weights(seed))
     model.trainable = False
     return teachers.Teacher(model=model, preprocessing=Preprocessing(preprocessing), image_shape=tuple(input_shape),
                             num_classes=num_classes, name="tiny", description={})

@@ -1,0 +1,127 @@
+import os
+
+import numpy as np
+import pytest
+import tf_keras
+
+from zscgan_tf import teachers
+from zscgan_tf.errors import UserError
+
+from conftest import build_tiny_classifier
+
+
+def _source(model, **kwargs):
+    return teachers.TeacherSource(model=model, **kwargs)
+
+
+def test_keras_application_by_name_without_download():
+    teacher = teachers.load_teacher(_source("mobilenet_v2", weights="none", alpha=0.35, input_size=32,
+                                            num_classes=10))
+    assert teacher.image_shape == (32, 32, 3)
+    assert teacher.num_classes == 10
+    assert teacher.preprocessing.mode == "tf"
+    assert not teacher.model.trainable
+
+
+def test_resnet50_uses_caffe_preprocessing():
+    teacher = teachers.load_teacher(_source("resnet50", weights="none", input_size=32, num_classes=10))
+    assert teacher.preprocessing.mode == "caffe"
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    model = tf_keras.applications.MobileNet(weights=None, input_shape=(32, 32, 3), classes=5, alpha=0.25,
+                                            classifier_activation=None)
+    path = str(tmp_path / "mobilenet.weights.h5")
+    model.save_weights(path)
+    teacher = teachers.load_teacher(_source("mobilenet", weights=path, alpha=0.25, input_size=32, num_classes=5))
+    for expected, loaded in zip(model.get_weights(), teacher.model.get_weights()):
+        np.testing.assert_array_equal(expected, loaded)
+
+
+def test_saved_file_with_sidecar(tiny_teacher_file):
+    teacher = teachers.load_teacher(_source(tiny_teacher_file))
+    assert teacher.image_shape == (8, 8, 1)
+    assert teacher.num_classes == 4
+    assert teacher.description["dataset"] == "synthetic"
+    assert not teacher.model.trainable
+
+
+@pytest.mark.parametrize("suffix", [".h5", "_savedmodel"])
+def test_h5_and_savedmodel_files(tmp_path, suffix):
+    model = build_tiny_classifier()
+    path = str(tmp_path / f"teacher{suffix}")
+    model.save(path, save_format="h5" if suffix == ".h5" else "tf")
+    teacher = teachers.load_teacher(_source(path, preprocessing="custom", preprocessing_mean=(0.5,),
+                                            preprocessing_std=(0.5,)))
+    inputs = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(teacher.model(inputs, training=False), model(inputs, training=False), atol=1e-5)
+    assert teacher.preprocessing.mode == "custom"
+
+
+def test_softmax_output_becomes_logits(tmp_path):
+    model = build_tiny_classifier(softmax=True)
+    path = str(tmp_path / "softmax.keras")
+    model.save(path)
+    teacher = teachers.load_teacher(_source(path))
+    inputs = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype("float32")
+    probabilities = model(inputs, training=False).numpy()
+    logits = teacher.model(inputs, training=False).numpy()
+    np.testing.assert_allclose(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True), probabilities, atol=1e-5)
+    assert not np.allclose(logits.sum(-1), 1.0)
+
+
+def test_unknown_name_is_a_user_error():
+    with pytest.raises(UserError, match="unknown teacher model 'resnet9000'"):
+        teachers.load_teacher(_source("resnet9000"))
+
+
+def test_missing_and_unreadable_files_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        teachers.load_teacher(_source(str(tmp_path / "absent.keras")))
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a model at all")
+    with pytest.raises(UserError, match="cannot load model"):
+        teachers.load_teacher(_source(str(garbage)))
+
+
+def test_teacher_without_batchnorm_is_refused(tmp_path):
+    inputs = tf_keras.Input((8, 8, 1))
+    outputs = tf_keras.layers.Dense(3)(tf_keras.layers.Flatten()(inputs))
+    path = str(tmp_path / "no_bn.keras")
+    tf_keras.Model(inputs, outputs).save(path)
+    with pytest.raises(UserError, match="no BatchNormalization"):
+        teachers.load_teacher(_source(path))
+
+
+def test_output_that_is_not_a_class_vector_is_refused(tmp_path):
+    inputs = tf_keras.Input((8, 8, 1))
+    features = tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(2, 3)(inputs))
+    path = str(tmp_path / "feature_map.keras")
+    tf_keras.Model(inputs, features).save(path)
+    with pytest.raises(UserError, match="class vector"):
+        teachers.load_teacher(_source(path))
+
+
+def test_two_input_teacher_is_refused(tmp_path):
+    first, second = tf_keras.Input((8, 8, 1)), tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.BatchNormalization()(tf_keras.layers.Add()([first, second]))
+    outputs = tf_keras.layers.Dense(3)(tf_keras.layers.Flatten()(x))
+    path = str(tmp_path / "two_inputs.keras")
+    tf_keras.Model([first, second], outputs).save(path)
+    with pytest.raises(UserError, match="2 inputs"):
+        teachers.load_teacher(_source(path))
+
+
+def test_lambda_layer_is_refused_in_safe_mode_and_its_code_never_runs(tmp_path):
+    marker = tmp_path / "code_ran"
+    inputs = tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(2, 3)(inputs))
+    code = f"lambda t: (open({str(marker)!r}, 'w').close(), t)[1]"
+    x = tf_keras.layers.Lambda(eval(code))(x)
+    outputs = tf_keras.layers.Dense(3)(tf_keras.layers.Flatten()(x))
+    path = str(tmp_path / "lambda.keras")
+    tf_keras.Model(inputs, outputs).save(path)
+    os.remove(marker)  # Building the model ran the lambda once; loading must not.
+    with pytest.raises(UserError, match="trust_model_code"):
+        teachers.load_teacher(_source(path))
+    assert not marker.exists()

@@ -1,0 +1,95 @@
+"""The entry point as users run it: flagfiles, outputs, resume, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from zscgan_tf import train
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _flagfile(tmp_path, teacher_path, work_dir, steps=4, extra=()):
+    lines = [f"--teacher={teacher_path}", f"--work_dir={work_dir}", f"--generator_steps={steps}", "--batch_size=16",
+             "--noise_dim=8", "--generator_channels=8", "--checkpoint_every=2", "--image_every=2",
+             "--eval_samples_per_class=4", "--grid_samples_per_class=3", "--noprogress", *extra]
+    path = tmp_path / "tiny.cfg"
+    path.write_text("# a tiny run\n" + "\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
+    work_dir = tmp_path / "run"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    for name in ("config.json", "state.json", "generator.keras", "samples.png", "report.json", "report.md"):
+        assert (work_dir / name).is_file(), name
+    assert any((work_dir / "generator" / "checkpoints").iterdir())
+    assert any(files for _, _, files in os.walk(work_dir / "logs"))
+    report = json.loads((work_dir / "report.json").read_text())
+    assert report["generator_training"]["steps"] == 4
+    assert len(report["generated_samples"]["per_class_agreement"]) == 4
+    assert json.loads((work_dir / "config.json").read_text())["generator_training"]["steps"] == 4
+    assert (work_dir / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [name for name in os.listdir(work_dir) if name.startswith(".tmp-")]
+    assert "done:" in capsys.readouterr().out
+
+
+def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, tiny_teacher_file, capsys):
+    work_dir = tmp_path / "run"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    capsys.readouterr()
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    assert "already trained" in capsys.readouterr().out
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir, steps=6)}"]) == 0
+    report = json.loads((work_dir / "report.json").read_text())
+    assert report["generator_training"]["resumed_from_step"] == 4
+    assert report["generator_training"]["steps"] == 6
+
+
+def test_work_dir_of_a_different_run_is_refused(tmp_path, tiny_teacher_file, capsys):
+    work_dir = tmp_path / "run"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    capsys.readouterr()
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--bn_distance=mse"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+    error = capsys.readouterr().err
+    assert "different config (loss.bn_distance)" in error and len(error.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
+    (["--flagfile=/nonexistent/demo.cfg"], "flagfile '/nonexistent/demo.cfg' does not exist"),
+    (["--teacher=resnet9000"], "unknown teacher model 'resnet9000'"),
+    (["--teacher=/nonexistent/teacher.keras"], "does not exist"),
+    (["--batch_size=0"], "--batch_size must be positive, got 0"),
+    (["--bn_loss_weight=-1"], "--bn_loss_weight must be non-negative"),
+    (["--generator_variant=bogus"], "--generator_variant must be one of"),
+    (["--teacher_preprocessing_mean=a,b"], "comma-separated list of numbers"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, arguments, message):
+    status = train.main(["train", f"--work_dir={tmp_path / 'run'}", *arguments])
+    error = capsys.readouterr().err.strip()
+    assert status == 2
+    assert error.startswith("error: ") and message in error
+    assert len(error.splitlines()) == 1
+
+
+def test_unknown_flagfile_key_is_one_line(tmp_path, capsys):
+    flagfile = tmp_path / "bad.cfg"
+    flagfile.write_text("--generator_stepz=3\n")
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+    assert "generator_stepz" in capsys.readouterr().err
+
+
+def test_unreadable_model_file_from_a_real_process(tmp_path):
+    garbage = tmp_path / "broken.keras"
+    garbage.write_bytes(b"\x00" * 100)
+    result = subprocess.run([sys.executable, "-m", "zscgan_tf.train", f"--teacher={garbage}",
+                             f"--work_dir={tmp_path / 'run'}"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot load model '{garbage}'")

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zscgan_tf import generator as generator_lib
+from zscgan_tf import zero_shot
+from zscgan_tf.config import GeneratorTrainingConfig, LossConfig
+
+from conftest import tiny_teacher
+
+
+def _trainer(teacher, steps, seed=0, checkpoint_every=1000, **loss_kwargs):
+    spec = generator_lib.GeneratorSpec(num_classes=teacher.num_classes, image_shape=teacher.image_shape,
+                                       noise_dim=16, base_channels=16)
+    tf.keras.utils.set_random_seed(seed)
+    generator = generator_lib.build_generator(spec, teacher.preprocessing)
+    training = GeneratorTrainingConfig(steps=steps, batch_size=32, learning_rate=1e-2, checkpoint_every=checkpoint_every,
+                                       log_every=1)
+    return zero_shot.GeneratorTrainer(teacher, generator, LossConfig(**loss_kwargs), training, seed=seed)
+
+
+def _fixed_batch_losses(trainer):
+    noise = tf.random.stateless_normal([64, trainer.noise_dim], seed=[1, 2])
+    labels = tf.constant(np.arange(64) % trainer.teacher.num_classes, tf.int32)
+    return {name: float(value) for name, value in trainer.compute_losses(noise, labels, training=False).items()}
+
+
+@pytest.mark.parametrize("distance", ["kl", "mse"])
+def test_short_run_lowers_the_loss_and_leaves_the_teacher_unchanged(tmp_path, distance):
+    teacher = tiny_teacher()
+    teacher_weights = [w.copy() for w in teacher.model.get_weights()]
+    trainer = _trainer(teacher, steps=60, bn_distance=distance)
+    before = _fixed_batch_losses(trainer)
+    summary = trainer.train(str(tmp_path), progress=False)
+    after = _fixed_batch_losses(trainer)
+    assert summary.steps == 60 and summary.samples_per_second > 0
+    assert after["total"] < 0.2 * before["total"]
+    assert after["bn_statistics"] < 0.8 * before["bn_statistics"]
+    assert after["cross_entropy"] < 0.1 * before["cross_entropy"]
+    assert after["accuracy"] >= 0.9  # Samples, drawn in inference mode, are classified as asked.
+    for expected, actual in zip(teacher_weights, teacher.model.get_weights()):
+        np.testing.assert_array_equal(expected, actual)
+    zero_shot.check_teacher_unchanged(teacher, teacher_weights)
+
+
+def test_only_generator_variables_are_trained():
+    teacher = tiny_teacher()
+    trainer = _trainer(teacher, steps=1)
+    generator_ids = {id(v) for v in trainer.generator.trainable_variables}
+    assert not generator_ids & {id(v) for v in teacher.model.weights}
+    assert not teacher.model.trainable_variables
+
+
+def test_interrupted_run_resumes_from_the_saved_step_and_matches_an_uninterrupted_run(tmp_path):
+    teacher = tiny_teacher()
+    straight = _trainer(teacher, steps=6)
+    straight.train(str(tmp_path / "straight"), progress=False)
+
+    interrupted = _trainer(teacher, steps=6, checkpoint_every=2)
+    real_step = interrupted.train_step
+    calls = []
+
+    def step_then_stop():
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_step()
+
+    interrupted.train_step = step_then_stop
+    with pytest.raises(zero_shot.TrainingInterrupted, match="step 3"):
+        interrupted.train(str(tmp_path / "resumed"), progress=False)
+
+    resumed = _trainer(teacher, steps=6, checkpoint_every=2)
+    summary = resumed.train(str(tmp_path / "resumed"), progress=False)
+    assert summary.resumed_from_step == 3
+    for expected, actual in zip(straight.generator.get_weights(), resumed.generator.get_weights()):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_non_finite_loss_stops_with_the_term_and_step(tmp_path):
+    teacher = tiny_teacher()
+    trainer = _trainer(teacher, steps=5)
+    real_step = trainer.train_step
+
+    def poisoned_step():
+        values = real_step()
+        if int(trainer.step.numpy()) == 2:
+            values["bn_statistics"] = float("nan")
+        return values
+
+    trainer.train_step = poisoned_step
+    with pytest.raises(zero_shot.NonFiniteLossError, match="'bn_statistics' is nan at step 2"):
+        trainer.train(str(tmp_path), progress=False)
+
+
+def test_evaluation_and_grid_shapes():
+    teacher = tiny_teacher()
+    trainer = _trainer(teacher, steps=1)
+    evaluation = zero_shot.evaluate_generator(trainer.generator, teacher, samples_per_class=5, seed=0)
+    assert len(evaluation.per_class_accuracy) == teacher.num_classes
+    assert 0.0 <= evaluation.worst_class_accuracy <= evaluation.accuracy <= 1.0
+    grid = zero_shot.sample_grid(trainer.generator, teacher, samples_per_class=3, max_classes=2, seed=0)
+    assert grid.dtype == np.uint8
+    assert grid.shape == (2 * 32, 3 * 32, 1)  # 8x8 tiles are zoomed to 32 pixels.
