@@ -32,6 +32,7 @@ REPORT_MARKDOWN_FILE = "report.md"
 # Seeds derived from the run seed, so evaluation never reuses the training stream.
 EVALUATION_SEED_OFFSET = 1
 GRID_SEED_OFFSET = 2
+STAGE_OUTPUTS = (STATE_FILE, "generator")
 
 
 def _say(message: str):
@@ -39,10 +40,10 @@ def _say(message: str):
 
 
 def prepare_work_dir(run_config: config_lib.RunConfig):
-    """Creates the work directory and saves (or checks) the config there.
+    """Creates the work directory and checks it can be written.
 
     Raises:
-      UserError: if the directory can't be written or holds a different run.
+      UserError: if the directory can't be created or written.
     """
     work_dir = run_config.work_dir
     try:
@@ -51,6 +52,18 @@ def prepare_work_dir(run_config: config_lib.RunConfig):
         raise UserError(f"cannot create work directory {work_dir!r}: {error.strerror}") from error
     if not os.access(work_dir, os.W_OK | os.X_OK):
         raise UserError(f"work directory {work_dir!r} is not writable")
+
+
+def record_config(run_config: config_lib.RunConfig):
+    """Saves the config, refusing a work directory whose stages ran under another one.
+
+    A config saved by a run that failed before any stage produced output binds nothing.
+    """
+    started = any(os.path.exists(os.path.join(run_config.work_dir, name)) for name in STAGE_OUTPUTS)
+    if not started:
+        config_path = os.path.join(run_config.work_dir, config_lib.CONFIG_FILE)
+        if os.path.exists(config_path):
+            os.remove(config_path)
     config_lib.save_or_check(run_config, write_json_atomic)
 
 
@@ -192,6 +205,7 @@ def run(run_config: config_lib.RunConfig, progress: bool = True) -> dict:
     prepare_work_dir(run_config)
     tf_keras.utils.set_random_seed(run_config.seed)
     teacher = teachers.load_teacher(run_config.teacher, progress=progress)
+    record_config(run_config)
     _say(f"teacher: {teacher.name}, input {teacher.image_shape}, {teacher.num_classes} classes")
     state = read_state(run_config.work_dir)
     generator = generator_stage(run_config, teacher, state, progress=progress)
