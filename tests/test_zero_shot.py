@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from zscgan_tf import generator as generator_lib
-from zscgan_tf import zero_shot
+from zscgan_tf import training_loop, zero_shot
 from zscgan_tf.config import GeneratorTrainingConfig, LossConfig
 
 from conftest import tiny_teacher
@@ -67,7 +67,7 @@ def test_interrupted_run_resumes_from_the_saved_step_and_matches_an_uninterrupte
         return real_step()
 
     interrupted.train_step = step_then_stop
-    with pytest.raises(zero_shot.TrainingInterrupted, match="step 3"):
+    with pytest.raises(training_loop.TrainingInterrupted, match="step 3"):
         interrupted.train(str(tmp_path / "resumed"), progress=False)
 
     resumed = _trainer(teacher, steps=6, checkpoint_every=2)
@@ -89,7 +89,7 @@ def test_non_finite_loss_stops_with_the_term_and_step(tmp_path):
         return values
 
     trainer.train_step = poisoned_step
-    with pytest.raises(zero_shot.NonFiniteLossError, match="'bn_statistics' is nan at step 2"):
+    with pytest.raises(training_loop.NonFiniteLossError, match="'bn_statistics' is nan at step 2"):
         trainer.train(str(tmp_path), progress=False)
 
 

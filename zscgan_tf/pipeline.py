@@ -120,10 +120,9 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
          f" samples against {teacher.name} ({generator.count_params():,} generator parameters)")
     summary = trainer.train(os.path.join(work_dir, "generator"), progress=progress, summary_writer=writer,
                             sample_grid_fn=grid)
-    writer.flush()
     zero_shot.check_teacher_unchanged(teacher, teacher_weights)
     save_keras_model_atomic(generator, model_path)
-    state["generator"] = {"steps": summary.steps, "summary": zero_shot.describe_summary(summary)}
+    state["generator"] = {"steps": summary.steps, "summary": summary.to_dict()}
     write_state(work_dir, state)
     return generator
 

@@ -18,10 +18,13 @@ import traceback
 from absl import flags
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import pipeline
+from zscgan_tf import pipeline, training_loop
 from zscgan_tf.errors import UserError
 
 FLAGS = flags.FLAGS
+USER_ERROR_STATUS = 2
+NUMERICAL_FAULT_STATUS = 3
+INTERRUPTED_STATUS = 130  # The shell's convention for SIGINT.
 _teacher = config_lib.TeacherSource()
 _generator = config_lib.GeneratorConfig()
 _loss = config_lib.LossConfig()
@@ -134,10 +137,16 @@ def main(argv=None) -> int:
         if verbose:
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return USER_ERROR_STATUS
+    except training_loop.TrainingInterrupted as interruption:
+        print(f"stopped: {interruption}", file=sys.stderr)
+        return INTERRUPTED_STATUS
     except KeyboardInterrupt:
-        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        print("stopped: interrupted; rerun the same command to resume", file=sys.stderr)
+        return INTERRUPTED_STATUS
+    except training_loop.NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return NUMERICAL_FAULT_STATUS
 
 
 def main_entry():

@@ -8,46 +8,21 @@ Only the generator's variables are ever updated; the teacher is called with
 """
 
 import dataclasses
-import json
 import math
-import os
-import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import bn_stats, losses
+from zscgan_tf import bn_stats, losses, training_loop
 from zscgan_tf.config import GeneratorTrainingConfig, LossConfig
-from zscgan_tf.files import write_bytes_atomic, write_json_atomic
-from zscgan_tf.progress import ProgressBar, format_duration
+from zscgan_tf.files import write_bytes_atomic
 from zscgan_tf.teachers import Teacher
 
-CHECKPOINTS_TO_KEEP = 2
-HISTORY_FILE = "history.json"
 LOSS_TERMS = ("total", "cross_entropy", "bn_statistics", "diversity")
+PROGRESS_TERMS = ("total", "cross_entropy", "bn_statistics", "accuracy")
 MIN_GRID_TILE_PIXELS = 32
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or Inf; training stops at the last good checkpoint."""
-
-
-class TrainingInterrupted(Exception):
-    """Ctrl-C during training; a checkpoint was saved first."""
-
-
-@dataclasses.dataclass
-class TrainingSummary:
-    """What a generator training run measured."""
-
-    steps: int
-    resumed_from_step: int
-    wall_seconds: float
-    samples_per_second: float
-    first: Dict[str, float]
-    last: Dict[str, float]
 
 
 class GeneratorTrainer:
@@ -115,7 +90,7 @@ class GeneratorTrainer:
         return {name: float(value) for name, value in self._train_step().items()}
 
     def train(self, work_dir: str, progress: bool = True, summary_writer=None,
-              sample_grid_fn=None) -> TrainingSummary:
+              sample_grid_fn=None) -> training_loop.TrainingSummary:
         """Trains up to `training_config.steps`, resuming from `work_dir`'s checkpoint if any.
 
         Args:
@@ -129,72 +104,12 @@ class GeneratorTrainer:
           TrainingInterrupted: on Ctrl-C, after saving a checkpoint.
         """
         config = self.training_config
-        manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(work_dir, "checkpoints"),
-                                             max_to_keep=CHECKPOINTS_TO_KEEP)
-        if manager.latest_checkpoint:
-            self.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        start_step = int(self.step.numpy())
-        history_path = os.path.join(work_dir, HISTORY_FILE)
-        history = [record for record in _read_history(history_path) if record["step"] <= start_step]
-        bar = ProgressBar(config.steps, "generator", start_step, config.batch_size) if progress else None
-        started = time.monotonic()
-        values = {}
-        try:
-            while int(self.step.numpy()) < config.steps:
-                values = self.train_step()
-                step = int(self.step.numpy())
-                bad = [name for name in LOSS_TERMS if not math.isfinite(values[name])]
-                if bad:
-                    raise NonFiniteLossError(f"generator loss term {bad[0]!r} is {values[bad[0]]} at step {step}; "
-                                             f"the last good checkpoint is step {_checkpoint_step(manager)}")
-                if step == 1 or step % config.log_every == 0 or step == config.steps:
-                    history.append({"step": step, **values})
-                    if summary_writer is not None:
-                        with summary_writer.as_default(step=step):
-                            for name, value in values.items():
-                                tf.summary.scalar(f"generator/{name}", value)
-                if summary_writer is not None and sample_grid_fn is not None and (
-                        step % config.image_every == 0 or step == config.steps):
-                    with summary_writer.as_default(step=step):
-                        tf.summary.image("generator/samples", sample_grid_fn()[np.newaxis])
-                if step % config.checkpoint_every == 0 or step == config.steps:
-                    manager.save(checkpoint_number=step)
-                    write_json_atomic(history_path, history)
-                if bar:
-                    bar.update(step, {name: values[name] for name in ("total", "cross_entropy", "bn_statistics",
-                                                                      "accuracy")})
-        except KeyboardInterrupt:
-            step = int(self.step.numpy())
-            manager.save(checkpoint_number=step)
-            write_json_atomic(history_path, history)
-            raise TrainingInterrupted(f"interrupted at generator step {step}; checkpoint saved, rerun the same "
-                                      "command to resume") from None
-        finally:
-            if bar:
-                bar.close()
-        wall_seconds = time.monotonic() - started
-        new_steps = config.steps - start_step
-        if not history:
-            raise RuntimeError("generator training recorded no history")
-        return TrainingSummary(
-            steps=config.steps, resumed_from_step=start_step, wall_seconds=wall_seconds,
-            samples_per_second=new_steps * config.batch_size / wall_seconds if new_steps and wall_seconds else 0.0,
-            first=history[0], last=history[-1])
-
-
-def _checkpoint_step(manager) -> Optional[int]:
-    latest = manager.latest_checkpoint
-    return int(latest.rsplit("-", 1)[-1]) if latest else None
-
-
-def _read_history(path: str) -> List[dict]:
-    if not os.path.exists(path):
-        return []
-    try:
-        with open(path) as history_file:
-            return json.load(history_file)
-    except (OSError, ValueError):
-        return []  # A history is a by-product; losing it must not stop a resume.
+        schedule = training_loop.LoopSchedule(steps=config.steps, checkpoint_every=config.checkpoint_every,
+                                              log_every=config.log_every, image_every=config.image_every,
+                                              samples_per_step=config.batch_size)
+        return training_loop.run(lambda: self.train_step(), self.step, self.checkpoint, work_dir, schedule,
+                                 name="generator", checked_terms=LOSS_TERMS, progress_terms=PROGRESS_TERMS,
+                                 summary_writer=summary_writer, image_fn=sample_grid_fn, progress=progress)
 
 
 def generate(generator, num_classes: int, samples_per_class: int, noise_dim: int, seed: int,
@@ -276,7 +191,3 @@ def check_teacher_unchanged(teacher: Teacher, reference_weights: List[np.ndarray
     for before, after in zip(reference_weights, teacher.model.get_weights()):
         if not np.array_equal(before, after):
             raise RuntimeError("the teacher's weights changed during generator training")
-
-
-def describe_summary(summary: TrainingSummary) -> dict:
-    return {**dataclasses.asdict(summary), "wall_time": format_duration(summary.wall_seconds)}

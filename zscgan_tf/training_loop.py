@@ -1,0 +1,172 @@
+"""The resumable loop shared by generator training and distillation.
+
+It runs a compiled step until a step counter reaches its target, and on the way keeps
+a `tf.train.Checkpoint` (models, optimizers, random streams, the counter), a JSON loss
+history, TensorBoard scalars, and a progress line. It stops cleanly on a NaN or Inf
+loss (keeping the last good checkpoint) and on Ctrl-C (saving one first).
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from zscgan_tf.files import write_json_atomic
+from zscgan_tf.progress import ProgressBar, format_duration
+
+CHECKPOINTS_TO_KEEP = 2
+HISTORY_FILE = "history.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or Inf; training stops at the last good checkpoint."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training; a checkpoint was saved first."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSchedule:
+    """When the loop stops, saves and records.
+
+    Attributes:
+      steps: the step counter's target.
+      checkpoint_every: steps between checkpoints (one is always saved at the end).
+      log_every: steps between history records and TensorBoard scalars.
+      image_every: steps between TensorBoard images (when an image function is given).
+      samples_per_step: for the progress line's samples-per-second figure.
+    """
+
+    steps: int
+    checkpoint_every: int
+    log_every: int
+    image_every: int = 0
+    samples_per_step: int = 1
+
+
+@dataclasses.dataclass
+class TrainingSummary:
+    """What one run of the loop measured.
+
+    Attributes:
+      steps: the step counter at the end.
+      resumed_from_step: the step counter at the start of this session.
+      wall_seconds: time this session spent in the loop.
+      samples_per_second: throughput of this session.
+      first: the history record of step 1 (from an earlier session if resumed).
+      last: the last history record.
+    """
+
+    steps: int
+    resumed_from_step: int
+    wall_seconds: float
+    samples_per_second: float
+    first: Dict[str, float]
+    last: Dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "wall_time": format_duration(self.wall_seconds)}
+
+
+def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, checkpoint: tf.train.Checkpoint,
+        work_dir: str, schedule: LoopSchedule, name: str, checked_terms: Sequence[str],
+        progress_terms: Sequence[str] = (), summary_writer=None,
+        image_fn: Optional[Callable[[], np.ndarray]] = None, progress: bool = True) -> TrainingSummary:
+    """Runs `step_fn` until `step_counter` reaches `schedule.steps`, resuming from `work_dir`.
+
+    Args:
+      step_fn: one training update, advancing `step_counter` by one; returns float loss terms.
+      step_counter: the int64 variable `step_fn` advances; part of `checkpoint`.
+      checkpoint: everything whose state must survive a restart.
+      work_dir: holds `checkpoints/` and `history.json`.
+      schedule: target step and save/record periods.
+      name: prefix of TensorBoard tags and of the progress line.
+      checked_terms: loss terms that stop training when not finite.
+      progress_terms: terms shown in the progress line.
+      summary_writer: optional `tf.summary` writer.
+      image_fn: optional `callable()` -> uint8 image (H, W, C) for TensorBoard.
+      progress: show a progress line.
+
+    Raises:
+      NonFiniteLossError: if a checked term becomes NaN or Inf.
+      TrainingInterrupted: on Ctrl-C, after saving a checkpoint.
+    """
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(work_dir, CHECKPOINT_DIR),
+                                         max_to_keep=CHECKPOINTS_TO_KEEP)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    start_step = int(step_counter.numpy())
+    history_path = os.path.join(work_dir, HISTORY_FILE)
+    history = [record for record in read_history(history_path) if record["step"] <= start_step]
+    bar = ProgressBar(schedule.steps, name, start_step, schedule.samples_per_step) if progress else None
+    started = time.monotonic()
+
+    def save(step):
+        manager.save(checkpoint_number=step)
+        write_json_atomic(history_path, history)
+
+    try:
+        while int(step_counter.numpy()) < schedule.steps:
+            values = step_fn()
+            step = int(step_counter.numpy())
+            bad = [term for term in checked_terms if not math.isfinite(values[term])]
+            if bad:
+                raise NonFiniteLossError(
+                    f"{name} loss term {bad[0]!r} is {values[bad[0]]} at step {step}; the last good checkpoint "
+                    f"is step {_checkpoint_step(manager)}")
+            last_step = step == schedule.steps
+            if step == 1 or step % schedule.log_every == 0 or last_step:
+                history.append({"step": step, **values})
+                if summary_writer is not None:
+                    with summary_writer.as_default(step=step):
+                        for term, value in values.items():
+                            tf.summary.scalar(f"{name}/{term}", value)
+            if summary_writer is not None and image_fn is not None and schedule.image_every and (
+                    step % schedule.image_every == 0 or last_step):
+                with summary_writer.as_default(step=step):
+                    tf.summary.image(f"{name}/samples", image_fn()[np.newaxis])
+            if step % schedule.checkpoint_every == 0 or last_step:
+                save(step)
+            if bar:
+                bar.update(step, {term: values[term] for term in progress_terms})
+    except KeyboardInterrupt:
+        step = int(step_counter.numpy())
+        save(step)
+        raise TrainingInterrupted(f"interrupted at {name} step {step}; checkpoint saved, rerun the same command "
+                                  "to resume") from None
+    finally:
+        if bar:
+            bar.close()
+        if summary_writer is not None:
+            summary_writer.flush()
+    wall_seconds = time.monotonic() - started
+    new_steps = schedule.steps - start_step
+    if not history:
+        raise RuntimeError(f"{name} training recorded no history in {work_dir}")
+    return TrainingSummary(
+        steps=schedule.steps, resumed_from_step=start_step, wall_seconds=wall_seconds,
+        samples_per_second=new_steps * schedule.samples_per_step / wall_seconds if new_steps and wall_seconds else 0.0,
+        first=history[0], last=history[-1])
+
+
+def _checkpoint_step(manager) -> Optional[int]:
+    latest = manager.latest_checkpoint
+    return int(latest.rsplit("-", 1)[-1]) if latest else None
+
+
+def read_history(path: str) -> List[dict]:
+    """The loss history saved with the last checkpoint, or [] if there is none."""
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path) as history_file:
+            return json.load(history_file)
+    except (OSError, ValueError):
+        return []  # A history is a by-product; losing it must not stop a resume.
