@@ -16,10 +16,13 @@ from zscgan_tf.losses import BN_DISTANCES
 from zscgan_tf.teachers import TeacherSource
 
 CONFIG_FILE = "config.json"
+QUANTIZATION_SCHEMES = ("w8a8", "w4a8", "w4a4")
+IO_DTYPES = ("int8", "uint8")
 # Settings that may change between runs in one work directory: more steps continue
 # training, and how often things are logged does not change results.
 RESUMABLE_CHANGES = ("generator_training.steps", "generator_training.checkpoint_every",
-                     "generator_training.log_every", "generator_training.image_every")
+                     "generator_training.log_every", "generator_training.image_every", "distillation.steps",
+                     "distillation.checkpoint_every", "distillation.log_every", "evaluation.latency_runs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +77,48 @@ class GeneratorTrainingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistillationConfig:
+    """How the quantized student learns from the teacher on generated samples.
+
+    Attributes:
+      steps: student updates; 0 skips quantization-aware training (post-training quantization only).
+      batch_size: generated samples per update.
+      learning_rate: initial Adam learning rate, decayed to 0 by a cosine schedule.
+      temperature: softmax temperature of the distillation KL.
+      label_loss_weight: weight of the cross-entropy with the generation label; 0 = off.
+      checkpoint_every: steps between checkpoints.
+      log_every: steps between history records and TensorBoard scalars.
+    """
+
+    steps: int = 1000
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    temperature: float = 1.0
+    label_loss_weight: float = 0.0
+    checkpoint_every: int = 250
+    log_every: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationConfig:
+    """What the student and the exported model look like.
+
+    Attributes:
+      scheme: `w8a8` (exportable), `w4a8` or `w4a4` (simulated with TF-MOT's n-bit scheme).
+      keep_first_and_last_at_8_bits: the first and last layers stay 8-bit in n-bit schemes.
+      per_channel: per-channel weight scales.
+      io_dtype: `int8` or `uint8` input and output of the exported model.
+      calibration_samples: class-balanced generator samples for calibration.
+    """
+
+    scheme: str = "w8a8"
+    keep_first_and_last_at_8_bits: bool = True
+    per_channel: bool = True
+    io_dtype: str = "int8"
+    calibration_samples: int = 500
+
+
+@dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
     """How generated samples are judged and shown.
 
@@ -81,11 +126,24 @@ class EvaluationConfig:
       samples_per_class: generated samples per class the teacher classifies for the report.
       grid_samples_per_class: columns of the PNG grid (one row per class).
       grid_max_classes: at most this many rows (classes 0, 1, ...), for 1000-class teachers.
+      dataset: held-out real data for accuracy (`data.load_dataset` source); empty means
+        the dataset named in the teacher's description, `none` skips real-data evaluation.
+      data_dir: where `dataset` is read from (TFDS data_dir, or the IDX directory).
+      manual_dir: TFDS manual download directory (imagenet2012).
+      split: the split evaluated.
+      max_samples: evaluate at most this many images (class-balanced); 0 = all.
+      latency_runs: timed single-image TFLite invocations per model and thread count.
     """
 
     samples_per_class: int = 100
     grid_samples_per_class: int = 10
     grid_max_classes: int = 20
+    dataset: str = ""
+    data_dir: str = ""
+    manual_dir: str = ""
+    split: str = "test"
+    max_samples: int = 0
+    latency_runs: int = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +156,8 @@ class RunConfig:
     generator: GeneratorConfig = GeneratorConfig()
     loss: LossConfig = LossConfig()
     generator_training: GeneratorTrainingConfig = GeneratorTrainingConfig()
+    quantization: QuantizationConfig = QuantizationConfig()
+    distillation: DistillationConfig = DistillationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
 
     def __post_init__(self):
@@ -119,7 +179,8 @@ class RunConfig:
 
 
 _SECTION_TYPES = {"teacher": TeacherSource, "generator": GeneratorConfig, "loss": LossConfig,
-                  "generator_training": GeneratorTrainingConfig, "evaluation": EvaluationConfig}
+                  "generator_training": GeneratorTrainingConfig, "quantization": QuantizationConfig,
+                  "distillation": DistillationConfig, "evaluation": EvaluationConfig}
 
 
 def _section_from_dict(section_type, values: Dict[str, Any], section_name: str):
@@ -169,11 +230,31 @@ def validate(config: RunConfig):
     _require(training.learning_rate > 0, f"--generator_learning_rate must be positive, got {training.learning_rate}")
     for name, value in (("generator_beta_1", training.beta_1), ("generator_beta_2", training.beta_2)):
         _require(0 <= value < 1, f"--{name} must be in [0, 1), got {value}")
+    quantization = config.quantization
+    _require(quantization.scheme in QUANTIZATION_SCHEMES,
+             f"--quantization must be one of {', '.join(QUANTIZATION_SCHEMES)}, got {quantization.scheme!r}")
+    _require(quantization.io_dtype in IO_DTYPES,
+             f"--io_dtype must be one of {', '.join(IO_DTYPES)}, got {quantization.io_dtype!r}")
+    _require(quantization.calibration_samples >= 1,
+             f"--calibration_samples must be positive, got {quantization.calibration_samples}")
+    distillation = config.distillation
+    _require(distillation.steps >= 0, f"--distillation_steps must be non-negative, got {distillation.steps}")
+    for name, value in (("distillation_batch_size", distillation.batch_size),
+                        ("distillation_checkpoint_every", distillation.checkpoint_every),
+                        ("distillation_log_every", distillation.log_every)):
+        _require(value >= 1, f"--{name} must be positive, got {value}")
+    _require(distillation.learning_rate > 0,
+             f"--distillation_learning_rate must be positive, got {distillation.learning_rate}")
+    _require(distillation.temperature > 0, f"--temperature must be positive, got {distillation.temperature}")
+    _require(distillation.label_loss_weight >= 0,
+             f"--label_loss_weight must be non-negative, got {distillation.label_loss_weight}")
     evaluation = config.evaluation
     for name, value in (("eval_samples_per_class", evaluation.samples_per_class),
                         ("grid_samples_per_class", evaluation.grid_samples_per_class),
-                        ("grid_max_classes", evaluation.grid_max_classes)):
+                        ("grid_max_classes", evaluation.grid_max_classes),
+                        ("latency_runs", evaluation.latency_runs)):
         _require(value >= 1, f"--{name} must be positive, got {value}")
+    _require(evaluation.max_samples >= 0, f"--eval_max_samples must be non-negative, got {evaluation.max_samples}")
 
 
 def _flatten(values: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:

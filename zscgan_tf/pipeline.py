@@ -20,7 +20,7 @@ import tf_keras
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
-from zscgan_tf import teachers, zero_shot
+from zscgan_tf import quantization_stages, teachers, zero_shot
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import save_keras_model_atomic, write_json_atomic, write_text_atomic
 
@@ -32,7 +32,7 @@ REPORT_MARKDOWN_FILE = "report.md"
 # Seeds derived from the run seed, so evaluation never reuses the training stream.
 EVALUATION_SEED_OFFSET = 1
 GRID_SEED_OFFSET = 2
-STAGE_OUTPUTS = (STATE_FILE, "generator")
+STAGE_OUTPUTS = (STATE_FILE, "generator", "distillation")
 
 
 def _say(message: str):
@@ -127,7 +127,8 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     return generator
 
 
-def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, generator, state: dict) -> dict:
+def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, generator, state: dict,
+                 quantization_results: dict) -> dict:
     """Judges generated samples with the teacher, writes the grid and the reports."""
     work_dir = run_config.work_dir
     evaluation = zero_shot.evaluate_generator(generator, teacher, run_config.evaluation.samples_per_class,
@@ -150,8 +151,11 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
             "per_class_agreement": evaluation.per_class_accuracy,
             "mean_confidence": evaluation.mean_confidence,
         },
+        "quantization": {"scheme": run_config.quantization.scheme, **state.get("distillation", {}),
+                         **quantization_results},
         "outputs": {"generator": GENERATOR_MODEL_FILE, "checkpoints": "generator/checkpoints",
-                    "samples": SAMPLES_FILE, "tensorboard": "logs", "config": config_lib.CONFIG_FILE},
+                    "samples": SAMPLES_FILE, "tensorboard": "logs", "config": config_lib.CONFIG_FILE,
+                    "export_report": quantization_stages.EXPORT_REPORT_FILE},
     }
     write_json_atomic(os.path.join(work_dir, REPORT_JSON_FILE), report)
     write_text_atomic(os.path.join(work_dir, REPORT_MARKDOWN_FILE), format_report(report))
@@ -196,7 +200,32 @@ def format_report(report: dict) -> str:
     ]
     lines += [f"| {label} | {100 * value:.1f}% |" for label, value in enumerate(samples["per_class_agreement"])]
     lines += ["", f"![samples]({SAMPLES_FILE})", ""]
+    lines += _format_quantization(report["quantization"])
     return "\n".join(lines)
+
+
+def _format_quantization(quantization: dict) -> list:
+    lines = ["## Quantization", "", f"Scheme: {quantization['scheme']}."]
+    if "summary" in quantization:
+        summary = quantization["summary"]
+        lines.append(f"Data-free QAT: {summary['steps']} steps, {summary['wall_time']} this session, "
+                     f"{summary['samples_per_second']:.0f} samples/s; distillation loss "
+                     f"{summary['first']['distillation']:.4g} -> {summary['last']['distillation']:.4g}.")
+    if quantization.get("float_layers"):
+        lines.append(f"Layers left float by TF-MOT: {', '.join(quantization['float_layers'])}.")
+    if "top1" in quantization:
+        lines += ["", f"Top-1 on {quantization['images']} {quantization['dataset']} {quantization['split']} images:",
+                  "", "| model | top-1 |", "|---|---|"]
+        lines += [f"| {name} | {100 * value:.2f}% |" for name, value in quantization["top1"].items()]
+        for name, value in quantization.get("agreement", {}).items():
+            lines.append(f"\nArgmax agreement {name}: {100 * value:.2f}%.")
+    if "sizes_bytes" in quantization:
+        lines += ["", "| TFLite model | size | latency 1 thread | latency 2 threads |", "|---|---|---|---|"]
+        for kind, size in quantization["sizes_bytes"].items():
+            latency = quantization["latency_median_ms"][kind]
+            lines.append(f"| {kind} | {size / 1024:.1f} KiB | {latency['1']:.3f} ms | {latency['2']:.3f} ms |")
+    lines.append("")
+    return lines
 
 
 def run(run_config: config_lib.RunConfig, progress: bool = True) -> dict:
@@ -208,10 +237,23 @@ def run(run_config: config_lib.RunConfig, progress: bool = True) -> dict:
     _say(f"teacher: {teacher.name}, input {teacher.image_shape}, {teacher.num_classes} classes")
     state = read_state(run_config.work_dir)
     generator = generator_stage(run_config, teacher, state, progress=progress)
-    report = report_stage(run_config, teacher, generator, state)
+
+    def save_state(updated):
+        write_state(run_config.work_dir, updated)
+
+    calibration = quantization_stages.calibration_samples(generator, teacher,
+                                                          run_config.quantization.calibration_samples,
+                                                          seed=run_config.seed + quantization_stages.CALIBRATION_SEED_OFFSET)
+    student = quantization_stages.distillation_stage(run_config, teacher, generator, calibration, state, save_state,
+                                                     progress=progress)
+    tflite_paths = quantization_stages.export_stage(run_config, teacher, student, calibration, state, save_state)
+    quantization_results = quantization_stages.evaluation_stage(run_config, teacher, student, tflite_paths)
+    report = report_stage(run_config, teacher, generator, state, quantization_results)
     samples = report["generated_samples"]
+    top1 = report["quantization"].get("top1", {})
+    accuracy = ", ".join(f"{name} {100 * value:.2f}%" for name, value in top1.items())
     _say(f"done: {100 * samples['teacher_agreement']:.2f}% of generated samples classified as requested "
-         f"(worst class {100 * samples['worst_class_agreement']:.2f}%); report in "
-         f"{os.path.join(run_config.work_dir, REPORT_MARKDOWN_FILE)}")
+         f"(worst class {100 * samples['worst_class_agreement']:.2f}%)" + (f"; top-1 {accuracy}" if accuracy else "")
+         + f"; report in {os.path.join(run_config.work_dir, REPORT_MARKDOWN_FILE)}")
     return report
 

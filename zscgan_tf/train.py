@@ -29,6 +29,8 @@ _teacher = config_lib.TeacherSource()
 _generator = config_lib.GeneratorConfig()
 _loss = config_lib.LossConfig()
 _training = config_lib.GeneratorTrainingConfig()
+_quantization = config_lib.QuantizationConfig()
+_distillation = config_lib.DistillationConfig()
 _evaluation = config_lib.EvaluationConfig()
 
 flags.DEFINE_string("work_dir", "runs/demo", "Directory for checkpoints, models, logs and reports.")
@@ -69,6 +71,34 @@ flags.DEFINE_integer("checkpoint_every", _training.checkpoint_every, "Steps betw
 flags.DEFINE_integer("log_every", _training.log_every, "Steps between TensorBoard scalars.")
 flags.DEFINE_integer("image_every", _training.image_every, "Steps between TensorBoard sample grids.")
 
+flags.DEFINE_string("quantization", _quantization.scheme, "w8a8 (exported to int8 TFLite), or w4a8 / w4a4 "
+                    "(simulated by TF-MOT; 4-bit kernels do not exist in TFLite).")
+flags.DEFINE_bool("keep_first_and_last_at_8_bits", _quantization.keep_first_and_last_at_8_bits,
+                  "Keep the first and last layers at 8 bits in w4 schemes.")
+flags.DEFINE_bool("per_channel", _quantization.per_channel, "Per-channel weight scales.")
+flags.DEFINE_string("io_dtype", _quantization.io_dtype, "int8 or uint8 input/output of the exported model.")
+flags.DEFINE_integer("calibration_samples", _quantization.calibration_samples, "Class-balanced generator "
+                     "samples used to calibrate quantization ranges.")
+
+flags.DEFINE_integer("distillation_steps", _distillation.steps, "Data-free QAT steps; 0 = post-training "
+                     "quantization only.")
+flags.DEFINE_integer("distillation_batch_size", _distillation.batch_size, "Generated samples per QAT step.")
+flags.DEFINE_float("distillation_learning_rate", _distillation.learning_rate, "Adam learning rate of the student "
+                   "(cosine decay to 0).")
+flags.DEFINE_float("temperature", _distillation.temperature, "Softmax temperature of the distillation loss.")
+flags.DEFINE_float("label_loss_weight", _distillation.label_loss_weight, "Weight of the student's cross-entropy "
+                   "with the generation label.")
+flags.DEFINE_integer("distillation_checkpoint_every", _distillation.checkpoint_every, "QAT steps between "
+                     "checkpoints.")
+flags.DEFINE_integer("distillation_log_every", _distillation.log_every, "QAT steps between TensorBoard scalars.")
+
+flags.DEFINE_string("eval_dataset", _evaluation.dataset, "Held-out real data: digits, fashion_mnist, tfds:<name>, "
+                    "a directory of IDX files or of class sub-folders; empty = the teacher's own dataset; none = skip.")
+flags.DEFINE_string("eval_data_dir", _evaluation.data_dir, "Where the evaluation dataset is read from.")
+flags.DEFINE_string("eval_manual_dir", _evaluation.manual_dir, "TFDS manual download directory (imagenet2012).")
+flags.DEFINE_string("eval_split", _evaluation.split, "Split of the evaluation dataset.")
+flags.DEFINE_integer("eval_max_samples", _evaluation.max_samples, "Evaluate at most this many images; 0 = all.")
+flags.DEFINE_integer("latency_runs", _evaluation.latency_runs, "Timed TFLite runs per model and thread count.")
 flags.DEFINE_integer("eval_samples_per_class", _evaluation.samples_per_class, "Generated samples per class "
                      "the teacher judges for the report.")
 flags.DEFINE_integer("grid_samples_per_class", _evaluation.grid_samples_per_class, "Columns of the sample grid.")
@@ -102,9 +132,19 @@ def config_from_flags() -> config_lib.RunConfig:
             steps=FLAGS.generator_steps, batch_size=FLAGS.batch_size, learning_rate=FLAGS.generator_learning_rate,
             beta_1=FLAGS.generator_beta_1, beta_2=FLAGS.generator_beta_2, checkpoint_every=FLAGS.checkpoint_every,
             log_every=FLAGS.log_every, image_every=FLAGS.image_every),
-        evaluation=config_lib.EvaluationConfig(samples_per_class=FLAGS.eval_samples_per_class,
-                                               grid_samples_per_class=FLAGS.grid_samples_per_class,
-                                               grid_max_classes=FLAGS.grid_max_classes),
+        quantization=config_lib.QuantizationConfig(
+            scheme=FLAGS.quantization.lower(), keep_first_and_last_at_8_bits=FLAGS.keep_first_and_last_at_8_bits,
+            per_channel=FLAGS.per_channel, io_dtype=FLAGS.io_dtype, calibration_samples=FLAGS.calibration_samples),
+        distillation=config_lib.DistillationConfig(
+            steps=FLAGS.distillation_steps, batch_size=FLAGS.distillation_batch_size,
+            learning_rate=FLAGS.distillation_learning_rate, temperature=FLAGS.temperature,
+            label_loss_weight=FLAGS.label_loss_weight, checkpoint_every=FLAGS.distillation_checkpoint_every,
+            log_every=FLAGS.distillation_log_every),
+        evaluation=config_lib.EvaluationConfig(
+            samples_per_class=FLAGS.eval_samples_per_class, grid_samples_per_class=FLAGS.grid_samples_per_class,
+            grid_max_classes=FLAGS.grid_max_classes, dataset=FLAGS.eval_dataset, data_dir=FLAGS.eval_data_dir,
+            manual_dir=FLAGS.eval_manual_dir, split=FLAGS.eval_split, max_samples=FLAGS.eval_max_samples,
+            latency_runs=FLAGS.latency_runs),
     )
 
 

@@ -1,0 +1,103 @@
+"""Stage 2: data-free knowledge distillation into the TF-MOT quantized student.
+
+The student is the teacher's architecture with fake quantization (`quantize.py`),
+initialised from the teacher's weights. Each step draws fresh samples from the frozen
+generator; the loss is KL(softmax(teacher / T) || softmax(student / T)) * T^2 plus an
+optional cross-entropy with the label the samples were generated for.
+
+The student's BatchNorm layers are frozen at the teacher's statistics (they run in
+inference mode): synthetic batches are good enough to teach the student the teacher's
+outputs, but the teacher's BN statistics are the better estimate of the real data.
+Fake-quant ranges still adapt, since the student is called with `training=True`.
+"""
+
+from typing import Dict
+
+import tensorflow as tf
+import tf_keras
+import tensorflow_model_optimization as tfmot
+
+from zscgan_tf import losses, training_loop
+from zscgan_tf.config import DistillationConfig
+
+LOSS_TERMS = ("total", "distillation", "cross_entropy")
+PROGRESS_TERMS = ("total", "distillation", "agreement")
+
+
+def freeze_batchnorm(model: tf_keras.Model) -> int:
+    """Puts every BatchNormalization layer (bare or inside a TF-MOT wrapper) in inference mode.
+
+    Returns:
+      How many BN layers were frozen.
+    """
+    frozen = 0
+    for layer in model.layers:
+        inner = layer.layer if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper) else layer
+        if isinstance(inner, tf_keras.layers.BatchNormalization):
+            layer.trainable = False  # tf_keras BN runs in inference mode when not trainable.
+            frozen += 1
+    return frozen
+
+
+class Distiller:
+    """Trains a TF-MOT student to reproduce the teacher on generator samples.
+
+    Args:
+      teacher: the frozen float teacher model (logits output).
+      student: the TF-MOT model built from it (`quantize.quantize_student`).
+      generator: the trained conditional generator; frozen.
+      num_classes: the teacher's classes.
+      config: the distillation settings.
+      seed: seeds the noise and label stream.
+    """
+
+    def __init__(self, teacher: tf_keras.Model, student: tf_keras.Model, generator: tf_keras.Model,
+                 num_classes: int, config: DistillationConfig, seed: int = 0):
+        if tuple(teacher.output.shape[1:]) != tuple(student.output.shape[1:]):
+            raise ValueError(f"student outputs {student.output.shape} but the teacher {teacher.output.shape}")
+        self.teacher = teacher
+        self.student = student
+        self.generator = generator
+        self.num_classes = num_classes
+        self.config = config
+        self.noise_dim = int(generator.inputs[0].shape[-1])
+        freeze_batchnorm(student)
+        schedule = tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, config.steps)
+        self.optimizer = tf_keras.optimizers.Adam(schedule)
+        self.random = tf.random.Generator.from_seed(seed)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.checkpoint = tf.train.Checkpoint(student=student, optimizer=self.optimizer, random=self.random,
+                                              step=self.step)
+        self._train_step = tf.function(self._train_step_eager)
+
+    def _train_step_eager(self):
+        noise = self.random.normal([self.config.batch_size, self.noise_dim])
+        labels = self.random.uniform([self.config.batch_size], 0, self.num_classes, dtype=tf.int32)
+        images = self.generator([noise, labels], training=False)
+        teacher_logits = self.teacher(images, training=False)
+        variables = self.student.trainable_variables
+        with tf.GradientTape() as tape:
+            student_logits = self.student(images, training=True)
+            distillation = losses.distillation_loss(teacher_logits, student_logits, self.config.temperature)
+            cross_entropy = losses.conditional_cross_entropy(labels, student_logits)
+            total = distillation + self.config.label_loss_weight * cross_entropy
+        gradients = tape.gradient(total, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.step.assign_add(1)
+        agreement = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(student_logits, -1), tf.argmax(teacher_logits, -1)),
+                                           tf.float32))
+        return {"total": total, "distillation": distillation, "cross_entropy": cross_entropy,
+                "agreement": agreement}
+
+    def train_step(self) -> Dict[str, float]:
+        """One compiled student update; returns its loss terms as floats."""
+        return {name: float(value) for name, value in self._train_step().items()}
+
+    def train(self, work_dir: str, progress: bool = True, summary_writer=None) -> training_loop.TrainingSummary:
+        """Distills up to `config.steps`, resuming from `work_dir`'s checkpoint if any."""
+        schedule = training_loop.LoopSchedule(steps=self.config.steps, checkpoint_every=self.config.checkpoint_every,
+                                              log_every=self.config.log_every,
+                                              samples_per_step=self.config.batch_size)
+        return training_loop.run(lambda: self.train_step(), self.step, self.checkpoint, work_dir, schedule,
+                                 name="distillation", checked_terms=LOSS_TERMS, progress_terms=PROGRESS_TERMS,
+                                 summary_writer=summary_writer, progress=progress)

@@ -1,0 +1,258 @@
+"""Accuracy, agreement and latency of Keras and TFLite classifiers.
+
+Everything here takes inputs in the teacher's input space (float, already
+preprocessed) and returns float logits, so a float teacher, a TF-MOT student and
+an int8 TFLite model can be compared on the same arrays.
+
+Example:
+
+    classifier = TfliteClassifier(model_bytes)
+    tflite_logits = classifier.predict(images)
+    student_logits = keras_predict(student, images)
+    print(top1_accuracy(tflite_logits, labels), agreement(tflite_logits, student_logits))
+    print(measure_latency(model_bytes))
+"""
+
+import dataclasses
+import time
+from typing import Optional
+
+import numpy as np
+import tf_keras
+from ai_edge_litert.interpreter import Interpreter
+
+from zscgan_tf.errors import UserError
+
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_NUM_THREADS = 1
+DEFAULT_LATENCY_RUNS = 50
+DEFAULT_LATENCY_WARMUP = 5
+LATENCY_PERCENTILE = 90
+MILLISECONDS_PER_SECOND = 1000.0
+_INTEGER_IO_TYPES = (np.int8, np.uint8, np.int16)
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_logits(name: str, logits) -> np.ndarray:
+    logits = np.asarray(logits)
+    if logits.ndim != 2 or logits.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N>0, classes), got {logits.shape}")
+    return logits
+
+
+class TfliteClassifier:
+    """Runs a batch-1 TFLite classifier on float, teacher-space inputs.
+
+    Integer inputs are quantized with the input tensor's scale and zero point
+    (rounded, clipped to the type's range); integer outputs are dequantized with the
+    output tensor's. Samples run one at a time, as the exported models have batch 1.
+
+    Attributes:
+      input_details: the interpreter's input details.
+      output_details: the interpreter's output details.
+    """
+
+    def __init__(self, model_bytes: bytes, num_threads: int = DEFAULT_NUM_THREADS):
+        """Loads the model.
+
+        Args:
+          model_bytes: a TFLite flatbuffer with one input and one output.
+          num_threads: CPU threads of the interpreter.
+
+        Raises:
+          UserError: if the bytes do not load or the model has several inputs/outputs.
+        """
+        if not isinstance(model_bytes, (bytes, bytearray)):
+            raise ValueError(f"model_bytes must be bytes, got {type(model_bytes).__name__}")
+        _check_positive_int("num_threads", num_threads)
+        try:
+            self._interpreter = Interpreter(model_content=bytes(model_bytes),
+                                            num_threads=int(num_threads))
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            raise UserError(f"cannot load the TFLite model: {error}") from error
+        inputs = self._interpreter.get_input_details()
+        outputs = self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(
+                f"expected a model with one input and one output, got {len(inputs)} inputs "
+                f"and {len(outputs)} outputs")
+        self.input_details = inputs[0]
+        self.output_details = outputs[0]
+
+    @property
+    def input_shape(self):
+        """The input shape, batch included, e.g. (1, 32, 32, 3)."""
+        return tuple(int(dim) for dim in self.input_details["shape"])
+
+    def _quantize_input(self, sample: np.ndarray) -> np.ndarray:
+        dtype = self.input_details["dtype"]
+        if dtype not in _INTEGER_IO_TYPES:
+            return sample.astype(dtype)
+        scale, zero_point = self.input_details["quantization"]
+        if scale == 0:
+            raise UserError("the model has an integer input without a quantization scale")
+        limits = np.iinfo(dtype)
+        quantized = np.round(sample / scale + zero_point)
+        return np.clip(quantized, limits.min, limits.max).astype(dtype)
+
+    def _dequantize_output(self, output: np.ndarray) -> np.ndarray:
+        if self.output_details["dtype"] not in _INTEGER_IO_TYPES:
+            return output.astype(np.float32)
+        scale, zero_point = self.output_details["quantization"]
+        return ((output.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """Runs every sample.
+
+        Args:
+          inputs: float array (N, ...) whose per-sample shape matches the model input.
+
+        Returns:
+          float32 array (N, classes) of dequantized outputs.
+
+        Raises:
+          ValueError: for an empty array or a per-sample shape that does not match.
+        """
+        inputs = np.asarray(inputs, dtype=np.float32)
+        sample_shape = self.input_shape[1:]
+        if inputs.ndim != len(self.input_shape) or tuple(inputs.shape[1:]) != sample_shape \
+                or inputs.shape[0] == 0:
+            raise ValueError(
+                f"inputs must have shape (N>0,) + {sample_shape}, got {inputs.shape}")
+        outputs = []
+        for index in range(inputs.shape[0]):
+            self._interpreter.set_tensor(self.input_details["index"],
+                                         self._quantize_input(inputs[index:index + 1]))
+            self._interpreter.invoke()
+            raw = self._interpreter.get_tensor(self.output_details["index"])
+            outputs.append(self._dequantize_output(raw).reshape(-1))
+        return np.stack(outputs)
+
+
+def keras_predict(model: tf_keras.Model, inputs: np.ndarray,
+                  batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """Runs a tf_keras model in inference mode (`training=False`), batch by batch.
+
+    Args:
+      model: a tf_keras model (teacher or TF-MOT student).
+      inputs: float array (N, ...).
+      batch_size: samples per call.
+
+    Returns:
+      float32 array of the outputs, concatenated along the batch.
+    """
+    if not isinstance(model, tf_keras.Model):
+        raise ValueError(f"model must be a tf_keras.Model, got {type(model).__name__}")
+    _check_positive_int("batch_size", batch_size)
+    inputs = np.asarray(inputs, dtype=np.float32)
+    if inputs.ndim < 1 or inputs.shape[0] == 0:
+        raise ValueError(f"inputs must have shape (N>0, ...), got {inputs.shape}")
+    outputs = [np.asarray(model(inputs[start:start + batch_size], training=False))
+               for start in range(0, inputs.shape[0], batch_size)]
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of samples whose highest logit is the label.
+
+    Args:
+      logits: (N, classes) scores (logits or probabilities).
+      labels: (N,) integer class indices.
+
+    Returns:
+      Accuracy in [0, 1].
+    """
+    logits = _check_logits("logits", logits)
+    labels = np.asarray(labels)
+    if labels.shape != (logits.shape[0],):
+        raise ValueError(
+            f"labels must have shape ({logits.shape[0]},) to match logits, got {labels.shape}")
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+def agreement(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
+    """Fraction of samples on which two classifiers pick the same class.
+
+    Args:
+      logits_a: (N, classes) scores of the first classifier.
+      logits_b: (N, classes) scores of the second, same shape.
+
+    Returns:
+      Agreement in [0, 1].
+    """
+    logits_a = _check_logits("logits_a", logits_a)
+    logits_b = _check_logits("logits_b", logits_b)
+    if logits_a.shape != logits_b.shape:
+        raise ValueError(
+            f"logits must have the same shape, got {logits_a.shape} and {logits_b.shape}")
+    return float(np.mean(np.argmax(logits_a, axis=1) == np.argmax(logits_b, axis=1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyResult:
+    """Single-sample latency of a TFLite model on this machine's CPU.
+
+    Attributes:
+      median_ms: median over the timed runs, in milliseconds.
+      p90_ms: 90th percentile, in milliseconds.
+      runs: timed runs (warm-up runs excluded).
+      threads: interpreter threads.
+    """
+
+    median_ms: float
+    p90_ms: float
+    runs: int
+    threads: int
+
+    def format(self) -> str:
+        return (f"median {self.median_ms:.3f} ms, p{LATENCY_PERCENTILE} {self.p90_ms:.3f} ms "
+                f"({self.runs} runs, {self.threads} threads)")
+
+
+def measure_latency(model_bytes: bytes, num_threads: int = DEFAULT_NUM_THREADS,
+                    runs: int = DEFAULT_LATENCY_RUNS,
+                    warmup: int = DEFAULT_LATENCY_WARMUP,
+                    seed: Optional[int] = 0) -> LatencyResult:
+    """Times `invoke()` on one random input, after `warmup` untimed runs.
+
+    Args:
+      model_bytes: a TFLite flatbuffer.
+      num_threads: interpreter threads.
+      runs: timed runs.
+      warmup: untimed runs first (allocation, caches); may be 0.
+      seed: seed of the random input.
+
+    Returns:
+      The latency summary.
+    """
+    _check_positive_int("runs", runs)
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
+    classifier = TfliteClassifier(model_bytes, num_threads=num_threads)
+    interpreter = classifier._interpreter  # pylint: disable=protected-access
+    details = classifier.input_details
+    random = np.random.default_rng(seed)
+    if np.issubdtype(details["dtype"], np.integer):
+        limits = np.iinfo(details["dtype"])
+        sample = random.integers(limits.min, limits.max, size=details["shape"],
+                                 endpoint=True).astype(details["dtype"])
+    else:
+        sample = random.standard_normal(details["shape"]).astype(details["dtype"])
+    interpreter.set_tensor(details["index"], sample)
+    for _ in range(warmup):
+        interpreter.invoke()
+    durations_ms = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        durations_ms.append((time.perf_counter() - start) * MILLISECONDS_PER_SECOND)
+    return LatencyResult(
+        median_ms=float(np.median(durations_ms)),
+        p90_ms=float(np.percentile(durations_ms, LATENCY_PERCENTILE)),
+        runs=int(runs),
+        threads=int(num_threads))

@@ -1,0 +1,193 @@
+"""Stages 2 to 4 of a run: data-free QAT, fully-integer TFLite export, evaluation on real data.
+
+Each stage writes its outputs atomically and records itself in `state.json` only once
+they are whole, so a rerun skips finished stages and redoes or resumes the rest.
+
+Work directory files added here:
+
+- `distillation/checkpoints/`, `distillation/history.json`: QAT state.
+- `student.keras`: the trained TF-MOT student (load inside `quantize_scope`).
+- `teacher_float.tflite`: the float teacher, for size and latency comparison.
+- `ptq_int8.tflite`: the teacher quantized post-training, calibrated on generator samples.
+- `qat_int8.tflite`: the distilled student, fully integer (W8A8 only).
+- `export_report.md`: each model's tensors, ops, integer check and Edge TPU report.
+"""
+
+import math
+import os
+import sys
+from typing import Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras
+
+from zscgan_tf import data, distill, evaluate, export, quantize, zero_shot
+from zscgan_tf.config import RunConfig
+from zscgan_tf.errors import UserError
+from zscgan_tf.files import save_keras_model_atomic, write_text_atomic
+from zscgan_tf.teachers import Teacher
+
+STUDENT_MODEL_FILE = "student.keras"
+FLOAT_TFLITE_FILE = "teacher_float.tflite"
+PTQ_TFLITE_FILE = "ptq_int8.tflite"
+QAT_TFLITE_FILE = "qat_int8.tflite"
+EXPORT_REPORT_FILE = "export_report.md"
+CALIBRATION_SEED_OFFSET = 3
+DISTILLATION_SEED_OFFSET = 4
+NO_EVALUATION = "none"
+LATENCY_THREADS = (1, 2)
+EVALUATION_BATCH_SIZE = 256
+
+
+def _say(message: str):
+    print(message, file=sys.stdout, flush=True)
+
+
+def calibration_samples(generator, teacher: Teacher, count: int, seed: int) -> np.ndarray:
+    """`count` class-balanced generator samples (classes interleaved), teacher-space float32."""
+    per_class = math.ceil(count / teacher.num_classes)
+    noise_dim = int(generator.inputs[0].shape[-1])
+    images, labels = zero_shot.generate(generator, teacher.num_classes, per_class, noise_dim, seed)
+    # `generate` sorts samples by class; interleaving them keeps any prefix balanced too.
+    index_within_class = np.tile(np.arange(per_class), teacher.num_classes)
+    return images[np.argsort(index_within_class, kind="stable")][:count]
+
+
+def scheme_of(run_config: RunConfig) -> quantize.QuantizationScheme:
+    settings = run_config.quantization
+    return quantize.QuantizationScheme.from_name(
+        settings.scheme, keep_first_and_last_at_8_bits=settings.keep_first_and_last_at_8_bits,
+        per_channel=settings.per_channel)
+
+
+def load_student(path: str) -> tf_keras.Model:
+    """Loads a TF-MOT student saved by `distillation_stage`."""
+    with tfmot.quantization.keras.quantize_scope():
+        return tf_keras.models.load_model(path, compile=False)
+
+
+def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calibration: np.ndarray, state: dict,
+                       write_state, progress: bool = True) -> Optional[tf_keras.Model]:
+    """Data-free QAT of the student; returns it, or None when `distillation.steps` is 0."""
+    settings = run_config.distillation
+    if settings.steps == 0:
+        return None
+    work_dir = run_config.work_dir
+    model_path = os.path.join(work_dir, STUDENT_MODEL_FILE)
+    finished = state.get("distillation", {})
+    if finished.get("steps") == settings.steps and os.path.exists(model_path):
+        _say(f"distillation: already done ({settings.steps} steps), loading {model_path}")
+        return load_student(model_path)
+    scheme = scheme_of(run_config)
+    student, float_layers = quantize.quantize_student(teacher.model, scheme, calibration_inputs=calibration)
+    if float_layers:
+        _say(f"distillation: layers TF-MOT cannot quantize stay float: {', '.join(float_layers)}")
+    distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes, settings,
+                                  seed=run_config.seed + DISTILLATION_SEED_OFFSET)
+    teacher_weights = teacher.model.get_weights()
+    _say(f"distillation: {settings.steps} steps of {settings.batch_size} generated samples into the "
+         f"{scheme.name} student")
+    writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", "distillation"))
+    summary = distiller.train(os.path.join(work_dir, "distillation"), progress=progress, summary_writer=writer)
+    zero_shot.check_teacher_unchanged(teacher, teacher_weights)
+    save_keras_model_atomic(student, model_path)
+    state["distillation"] = {"steps": settings.steps, "scheme": scheme.name, "float_layers": list(float_layers),
+                             "summary": summary.to_dict()}
+    write_state(state)
+    return student
+
+
+def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: np.ndarray, state: dict,
+                 write_state) -> Dict[str, str]:
+    """Writes the float, PTQ and (W8A8) QAT TFLite models; returns {kind: path}."""
+    work_dir = run_config.work_dir
+    settings = run_config.quantization
+    representative = export.representative_dataset_from_array(calibration)
+    exports = {"float": (FLOAT_TFLITE_FILE, teacher.model, dict(mode="float")),
+               "ptq_int8": (PTQ_TFLITE_FILE, teacher.model,
+                            dict(mode="int8", representative_dataset=representative, io_dtype=settings.io_dtype,
+                                 per_channel=settings.per_channel))}
+    scheme = scheme_of(run_config)
+    if student is not None:
+        if scheme.exportable:
+            exports["qat_int8"] = (QAT_TFLITE_FILE, student, dict(mode="int8", representative_dataset=representative,
+                                                                 io_dtype=settings.io_dtype,
+                                                                 per_channel=settings.per_channel))
+        else:
+            _say(f"export: the {scheme.name} student is simulation only (TFLite has no kernels below 8 bits); "
+                 "it is evaluated in Keras but not exported")
+    done = state.setdefault("export", {})
+    paths, report_lines = {}, [f"# Exported models ({run_config.work_dir})", ""]
+    for kind, (file_name, model, options) in exports.items():
+        path = os.path.join(work_dir, file_name)
+        key = f"{kind}:{settings.io_dtype}:{settings.per_channel}:{state.get('distillation', {}).get('steps')}"
+        if done.get(kind) != key or not os.path.exists(path):
+            _say(f"export: converting {kind} -> {path}")
+            export.convert_to_tflite(model, output_path=path, **options)
+            done[kind] = key
+            write_state(state)
+        paths[kind] = path
+        with open(path, "rb") as model_file:
+            report = export.inspect_tflite(model_file.read())
+        report_lines += [f"## {kind}: `{file_name}`", ""] + report.format() + [""]
+        if kind != "float":
+            report_lines += export.edge_tpu_report(report).format() + [""]
+    write_text_atomic(os.path.join(work_dir, EXPORT_REPORT_FILE), "\n".join(report_lines))
+    return paths
+
+
+def evaluation_dataset(run_config: RunConfig, teacher: Teacher) -> Optional[data.LabeledImages]:
+    """The held-out real data, shaped for the teacher, or None when there is none to use."""
+    settings = run_config.evaluation
+    source = settings.dataset or teacher.description.get("dataset", "")
+    if not source or source == NO_EVALUATION:
+        return None
+    dataset = data.load_dataset(source, settings.split, data_dir=settings.data_dir or None,
+                                manual_dir=settings.manual_dir or None)
+    if dataset.num_classes != teacher.num_classes:
+        raise UserError(f"evaluation dataset {source!r} has {dataset.num_classes} classes but the teacher "
+                        f"predicts {teacher.num_classes}")
+    if tuple(dataset.image_shape) != tuple(teacher.image_shape):
+        _say(f"evaluation: {source} images are {dataset.image_shape}; converted to the teacher's "
+             f"{teacher.image_shape}")
+        dataset = dataset.to_input_shape(teacher.image_shape)
+    if settings.max_samples:
+        dataset = dataset.class_balanced(settings.max_samples, seed=run_config.seed)
+    return dataset
+
+
+def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str, str]) -> dict:
+    """Top-1 of the teacher, the student and every TFLite model on real data; sizes; latency."""
+    results = {"sizes_bytes": {kind: os.path.getsize(path) for kind, path in tflite_paths.items()}}
+    latency = {}
+    for kind, path in tflite_paths.items():
+        with open(path, "rb") as model_file:
+            model_bytes = model_file.read()
+        latency[kind] = {str(threads): evaluate.measure_latency(model_bytes, threads,
+                                                                runs=run_config.evaluation.latency_runs).median_ms
+                         for threads in LATENCY_THREADS}
+    results["latency_median_ms"] = latency
+    dataset = evaluation_dataset(run_config, teacher)
+    if dataset is None:
+        _say("evaluation: no real data to evaluate on (set --eval_dataset)")
+        return results
+    inputs = teacher.preprocessing.apply(dataset.images)
+    labels = dataset.labels
+    _say(f"evaluation: {len(labels)} images of {dataset.name} ({run_config.evaluation.split})")
+    accuracy = {"fp32_keras": evaluate.top1_accuracy(
+        evaluate.keras_predict(teacher.model, inputs, EVALUATION_BATCH_SIZE), labels)}
+    if student is not None:
+        student_logits = evaluate.keras_predict(student, inputs, EVALUATION_BATCH_SIZE)
+        accuracy[f"{scheme_of(run_config).name}_qat_keras"] = evaluate.top1_accuracy(student_logits, labels)
+    agreement = {}
+    for kind, path in tflite_paths.items():
+        with open(path, "rb") as model_file:
+            logits = evaluate.TfliteClassifier(model_file.read()).predict(inputs)
+        accuracy[f"{kind}_tflite"] = evaluate.top1_accuracy(logits, labels)
+        if kind == "qat_int8":
+            agreement["qat_keras_vs_tflite"] = evaluate.agreement(student_logits, logits)
+    results.update({"dataset": dataset.name, "split": run_config.evaluation.split, "images": int(len(labels)),
+                    "top1": accuracy, "agreement": agreement})
+    return results

@@ -1,0 +1,658 @@
+"""TF-MOT quantization schemes, bit widths, and what stays float.
+
+The student of stage 2 is the teacher's architecture with TF-MOT fake quantization
+inserted: weights and activations are rounded to `weight_bits` and `activation_bits`
+in the forward pass while gradients flow straight through. This module builds that
+student from a teacher and says, layer by layer, what was quantized and what was not.
+
+Three facts about TF-MOT shape the code:
+
+- TF-MOT quantizes a fixed set of Keras layers (its "registry"). Anything else
+  (`Rescaling`, `Normalization`, `Multiply`, `Lambda`, custom layers) is left
+  unannotated here, so it computes in float during QAT and is reported in
+  `float_layer_names`. The TFLite converter can still integerize such layers when it
+  is given a representative dataset to calibrate their ranges (see `export.py`).
+- `BatchNormalization` after a linear `Conv2D`/`DepthwiseConv2D`/`Dense` is not in
+  the registry but is folded by TF-MOT's layout transforms, so it is annotated too.
+- The n-bit scheme (`tfmot.quantization.keras.experimental.default_n_bit`) only
+  simulates widths below 8; TFLite has no 4-bit kernels, so only W8A8 exports.
+
+Example:
+
+    scheme = QuantizationScheme.from_name("w4a4")
+    student, float_layer_names = quantize_student(teacher, scheme)
+    for line in format_layer_report(describe_student(student)):
+        print(line)
+"""
+
+import copy
+import dataclasses
+import re
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+import tf_keras
+from tf_keras.src.saving import serialization_lib
+# Not exported by tfmot's public API, needed to recognise the input quantizer layer.
+from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
+
+from zscgan_tf.errors import UserError
+
+_N_BIT = tfmot.quantization.keras.experimental.default_n_bit
+
+MIN_BITS = 2
+MAX_BITS = 8
+# TFLite's integer kernels are 8-bit; every other width is simulation only.
+EXPORTABLE_BITS = 8
+# Bit width used for the first and last weighted layers when the scheme keeps them.
+EDGE_LAYER_BITS = 8
+
+# Samples per forward pass when calibrating activation ranges.
+DEFAULT_CALIBRATION_BATCH_SIZE = 32
+
+SCHEME_NAME_PATTERN = re.compile(r"^w(\d+)a(\d+)$")
+
+# Layers whose fake quantization TF-MOT derives from the layer in front of them.
+_FOLDABLE_INTO = (
+    tf_keras.layers.Conv2D,
+    tf_keras.layers.DepthwiseConv2D,
+    tf_keras.layers.SeparableConv2D,
+    tf_keras.layers.Dense,
+)
+# Not in TF-MOT's registry, but rewritten by its layout transforms into layers that are.
+_SPLIT_BY_TRANSFORMS = (tf_keras.layers.SeparableConv1D, tf_keras.layers.SeparableConv2D)
+# Layers counted when choosing the "first" and "last" layer kept at 8 bits.
+_WEIGHTED_LAYERS = (
+    tf_keras.layers.Conv2D,
+    tf_keras.layers.DepthwiseConv2D,
+    tf_keras.layers.Dense,
+)
+# Activation names `QuantizeAwareActivation` accepts inside Conv/Dense layers.
+_LAYER_ACTIVATIONS = frozenset({"linear", "relu", "swish", "gelu", "softmax", "sigmoid", "tanh"})
+# Activation names the registries accept in a standalone `Activation` layer.
+_ACTIVATION_LAYER_NAMES_8_BIT = frozenset(
+    {"relu", "relu6", "swish", "gelu", "linear", "softmax", "sigmoid", "tanh"})
+_ACTIVATION_LAYER_NAMES_N_BIT = frozenset(
+    {"relu", "relu6", "swish", "linear", "softmax", "sigmoid", "tanh"})
+
+FLOAT_STATUS = "float"
+QUANTIZED_STATUS = "quantized"
+INPUT_QUANTIZER_STATUS = "input quantizer"
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationScheme:
+    """Bit widths of the quantized student.
+
+    Attributes:
+      weight_bits: bits of the weights, `MIN_BITS`..`MAX_BITS`.
+      activation_bits: bits of the activations, `MIN_BITS`..`MAX_BITS`.
+      keep_first_and_last_at_8_bits: in a scheme below 8 bits, quantize the first
+        weighted layer (and the model input it reads) and the last weighted layer
+        at 8 bits, the usual convention of the data-free quantization literature.
+        Has no effect at W8A8.
+      per_channel: per-output-channel weight scales for convolutions (TF-MOT's
+        per-axis quantizers); False gives one scale per weight tensor.
+    """
+
+    weight_bits: int = 8
+    activation_bits: int = 8
+    keep_first_and_last_at_8_bits: bool = True
+    per_channel: bool = True
+
+    def __post_init__(self):
+        for field_name in ("weight_bits", "activation_bits"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UserError(f"{field_name} must be an integer, got {value!r}")
+            if not MIN_BITS <= value <= MAX_BITS:
+                raise UserError(
+                    f"{field_name} must be between {MIN_BITS} and {MAX_BITS}, got {value}")
+        for field_name in ("keep_first_and_last_at_8_bits", "per_channel"):
+            value = getattr(self, field_name)
+            if not isinstance(value, bool):
+                raise UserError(f"{field_name} must be True or False, got {value!r}")
+
+    @property
+    def name(self) -> str:
+        """Short name such as `w8a8` or `w4a4`."""
+        return f"w{self.weight_bits}a{self.activation_bits}"
+
+    @property
+    def exportable(self) -> bool:
+        """Whether a student of this scheme can become a fully-integer TFLite model.
+
+        True only for W8A8: TFLite's integer kernels (and NPUs, the Edge TPU) take
+        int8 weights and activations. Lower widths are simulation only: TF-MOT
+        rounds to 2..7 bits during training, but the converter would store the
+        values in int8 tensors with 8-bit scales, and 4-bit activations do not
+        convert at all.
+        """
+        return self.weight_bits == EXPORTABLE_BITS and self.activation_bits == EXPORTABLE_BITS
+
+    @property
+    def uses_n_bit_scheme(self) -> bool:
+        """Whether TF-MOT's experimental n-bit scheme is needed (any width below 8)."""
+        return not self.exportable
+
+    @classmethod
+    def from_name(cls, name: str, **options) -> "QuantizationScheme":
+        """Parses a name such as `w8a8` or `W4A4`.
+
+        Args:
+          name: `w<weight bits>a<activation bits>`, case-insensitive.
+          **options: the other fields (`keep_first_and_last_at_8_bits`, `per_channel`).
+
+        Returns:
+          The scheme.
+
+        Raises:
+          UserError: when the name does not parse or a width is out of range.
+        """
+        if not isinstance(name, str):
+            raise UserError(f"scheme name must be a string like 'w8a8', got {name!r}")
+        match = SCHEME_NAME_PATTERN.match(name.strip().lower())
+        if match is None:
+            raise UserError(
+                f"scheme name must look like 'w8a8' or 'w4a4', got {name!r}")
+        return cls(weight_bits=int(match.group(1)), activation_bits=int(match.group(2)),
+                   **options)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerQuantization:
+    """What quantization did to one layer of the student.
+
+    Attributes:
+      name: the teacher's layer name (TF-MOT's `quant_` prefix removed).
+      layer_type: the Keras class name of the teacher's layer.
+      status: `QUANTIZED_STATUS`, `FLOAT_STATUS` or `INPUT_QUANTIZER_STATUS`.
+      weight_bits: bits of the fake-quantized weights, None when none are.
+      activation_bits: bits of the fake-quantized activations or output, None when
+        none are (e.g. a conv whose output is quantized after its fused BN/ReLU).
+    """
+
+    name: str
+    layer_type: str
+    status: str
+    weight_bits: Optional[int] = None
+    activation_bits: Optional[int] = None
+
+
+def _activation_name(activation) -> str:
+    return getattr(activation, "__name__", activation.__class__.__name__)
+
+
+def _inbound_layers(layer) -> List[tf_keras.layers.Layer]:
+    inbound = []
+    for node in layer.inbound_nodes:
+        node_layers = node.inbound_layers
+        if not isinstance(node_layers, (list, tuple)):
+            node_layers = [node_layers]
+        inbound.extend(node_layers)
+    return inbound
+
+
+def _registry_for(scheme: QuantizationScheme):
+    if scheme.uses_n_bit_scheme:
+        return _N_BIT.DefaultNBitQuantizeRegistry(
+            disable_per_axis=not scheme.per_channel,
+            num_bits_weight=scheme.weight_bits,
+            num_bits_activation=scheme.activation_bits)
+    return tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry(
+        disable_per_axis=not scheme.per_channel)
+
+
+def _is_quantizable(layer, registry, scheme: QuantizationScheme, quantizable_names) -> bool:
+    """Whether TF-MOT can quantize `layer` (its inputs already decided)."""
+    if isinstance(layer, tf_keras.layers.InputLayer):
+        return False
+    if isinstance(layer, tf_keras.layers.BatchNormalization):
+        inbound = _inbound_layers(layer)
+        # Exact types: TF-MOT's patterns match class names, so subclasses such as
+        # Conv2DTranspose are not folded.
+        return (len(inbound) == 1 and type(inbound[0]) in _FOLDABLE_INTO  # pylint: disable=unidiomatic-typecheck
+                and inbound[0].name in quantizable_names
+                and _activation_name(inbound[0].activation) == "linear")
+    if isinstance(layer, _SPLIT_BY_TRANSFORMS):
+        return _activation_name(layer.activation) in _LAYER_ACTIVATIONS
+    if not registry.supports(layer):
+        return False
+    if isinstance(layer, tf_keras.layers.Activation):
+        allowed = (_ACTIVATION_LAYER_NAMES_N_BIT if scheme.uses_n_bit_scheme
+                   else _ACTIVATION_LAYER_NAMES_8_BIT)
+        return _activation_name(layer.activation) in allowed
+    if hasattr(layer, "activation") and not isinstance(layer, tf_keras.layers.ReLU):
+        return _activation_name(layer.activation) in _LAYER_ACTIVATIONS
+    return True
+
+
+def _quantizable_layer_names(teacher, scheme: QuantizationScheme) -> List[str]:
+    registry = _registry_for(scheme)
+    names = []
+    for layer in teacher.layers:  # topological order: inputs are decided first
+        if _is_quantizable(layer, registry, scheme, names):
+            names.append(layer.name)
+    return names
+
+
+def _edge_layer_names(teacher, quantizable_names: Sequence[str]) -> Tuple[str, ...]:
+    weighted = [layer.name for layer in teacher.layers
+                if isinstance(layer, _WEIGHTED_LAYERS) and layer.name in quantizable_names]
+    if not weighted:
+        return ()
+    return tuple(dict.fromkeys((weighted[0], weighted[-1])))
+
+
+def _with_bits(quantize_config, weight_bits: int, activation_bits: int):
+    """The same n-bit QuantizeConfig rebuilt at other widths."""
+    config = quantize_config.get_config()
+    if "num_bits_weight" not in config:
+        return quantize_config
+    config.update(num_bits_weight=weight_bits, num_bits_activation=activation_bits)
+    return type(quantize_config).from_config(config)
+
+
+class _EdgeLayersAt8BitsRegistry(tfmot.quantization.keras.QuantizeRegistry):
+    """The n-bit registry, except that named layers get 8-bit configs.
+
+    The configs are rebuilt from the n-bit ones instead of asking a second
+    `DefaultNBitQuantizeRegistry(8, 8)`: that class keeps its per-layer bit widths
+    in class-level objects which every new instance overwrites, so two registries of
+    different widths cannot coexist.
+    """
+
+    def __init__(self, base_registry, edge_layer_names: Sequence[str]):
+        self._base_registry = base_registry
+        self._edge_layer_names = frozenset(edge_layer_names)
+
+    def supports(self, layer):
+        return self._base_registry.supports(layer)
+
+    def get_quantize_config(self, layer):
+        quantize_config = self._base_registry.get_quantize_config(layer)
+        if layer.name in self._edge_layer_names:
+            return _with_bits(quantize_config, EDGE_LAYER_BITS, EDGE_LAYER_BITS)
+        return quantize_config
+
+
+class _EdgeLayersAt8BitsTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
+    """The n-bit layout transform, then the model input quantized at 8 bits."""
+
+    def __init__(self, base_transform):
+        self._base_transform = base_transform
+
+    def apply(self, model, layer_quantize_map):
+        model, layer_quantize_map = self._base_transform.apply(model, layer_quantize_map)
+        for layer in model.layers:
+            reads_model_input = any(isinstance(inbound, tf_keras.layers.InputLayer)
+                                    for inbound in _inbound_layers(layer))
+            if isinstance(layer, quantize_layer.QuantizeLayer) and reads_model_input:
+                # quantize_apply rebuilds each QuantizeLayer from its config updated
+                # with this map entry.
+                quantizer_config = copy.deepcopy(layer.get_config()["quantizer"])
+                quantizer_config["config"]["num_bits"] = EDGE_LAYER_BITS
+                layer_quantize_map[layer.name] = {"quantizer": quantizer_config}
+        return model, layer_quantize_map
+
+
+class _EdgeLayersAt8BitsScheme(tfmot.quantization.keras.QuantizeScheme):
+    """TF-MOT's n-bit scheme with the first and last weighted layers at 8 bits.
+
+    Annotating those layers with a custom `QuantizeConfig` (the documented route)
+    would switch off TF-MOT's Conv+BatchNorm(+ReLU) fusion for them, leaving a fake
+    quantizer between the conv and its BN; choosing the config inside the registry
+    keeps the fusion.
+    """
+
+    def __init__(self, scheme: QuantizationScheme, edge_layer_names: Sequence[str]):
+        self._base_scheme = _N_BIT.DefaultNBitQuantizeScheme(
+            disable_per_axis=not scheme.per_channel,
+            num_bits_weight=scheme.weight_bits,
+            num_bits_activation=scheme.activation_bits)
+        self._edge_layer_names = tuple(edge_layer_names)
+
+    def get_layout_transformer(self):
+        return _EdgeLayersAt8BitsTransform(self._base_scheme.get_layout_transformer())
+
+    def get_quantize_registry(self):
+        return _EdgeLayersAt8BitsRegistry(self._base_scheme.get_quantize_registry(),
+                                          self._edge_layer_names)
+
+
+def _tfmot_scheme(scheme: QuantizationScheme, edge_layer_names: Sequence[str]):
+    if not scheme.uses_n_bit_scheme:
+        return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme(
+            disable_per_axis=not scheme.per_channel)
+    if scheme.keep_first_and_last_at_8_bits and edge_layer_names:
+        return _EdgeLayersAt8BitsScheme(scheme, edge_layer_names)
+    return _N_BIT.DefaultNBitQuantizeScheme(
+        disable_per_axis=not scheme.per_channel,
+        num_bits_weight=scheme.weight_bits,
+        num_bits_activation=scheme.activation_bits)
+
+
+def validate_tfmot_model(model, role: str = "teacher") -> None:
+    """Checks that TF-MOT can take `model`: a built, flat, functional tf_keras model.
+
+    Args:
+      model: the model to check.
+      role: how error messages name the model.
+
+    Raises:
+      UserError: for a Keras 3 model, a subclassed model, a nested model or an
+        unbuilt model.
+    """
+    if not isinstance(model, tf_keras.Model):
+        raise UserError(
+            f"the {role} must be a tf_keras.Model (import zscgan_tf before TensorFlow so "
+            f"Keras 2 is used), got {type(model).__module__}.{type(model).__name__}")
+    is_functional = model._is_graph_network  # pylint: disable=protected-access
+    if not (isinstance(model, tf_keras.Sequential) or is_functional):
+        raise UserError(
+            f"the {role} {model.name!r} is a subclassed model; TF-MOT needs a functional "
+            "or Sequential model")
+    if not model.built:
+        raise UserError(f"the {role} {model.name!r} is not built; call it on an input first")
+    nested = [layer.name for layer in model.layers if isinstance(layer, tf_keras.Model)]
+    if nested:
+        raise UserError(
+            f"the {role} {model.name!r} contains nested models {nested}; TF-MOT needs a "
+            "flat model (rebuild it from the nested model's layers)")
+
+
+def quantize_student(
+        teacher: tf_keras.Model,
+        scheme: QuantizationScheme = QuantizationScheme(),
+        calibration_inputs: Optional[np.ndarray] = None,
+) -> Tuple[tf_keras.Model, Tuple[str, ...]]:
+    """Builds the fake-quantized student from a copy of the teacher.
+
+    The teacher is cloned and its weights are copied, so training the student never
+    touches the teacher. Every layer TF-MOT supports is annotated; the others stay
+    float. Weight ranges are set from the copied weights. TF-MOT's activation
+    ranges start at [-6, 6] (the model input's at [0, 0], which zeroes every output
+    with `training=False`) and only move during `training=True` steps; pass
+    `calibration_inputs` (e.g. generator samples) to start them at the teacher's
+    observed ranges instead, so that the untrained student already reproduces the
+    teacher up to rounding (see `calibrate_activation_ranges`).
+
+    Args:
+      teacher: a built, flat, functional or Sequential tf_keras model.
+      scheme: bit widths.
+      calibration_inputs: optional teacher-space inputs, shape (N, ...) matching the
+        teacher's input.
+
+    Returns:
+      (student, float_layer_names): the TF-MOT model, and the names of the teacher's
+      layers left in float (in model order).
+
+    Raises:
+      UserError: if TF-MOT cannot take the teacher or quantize any of its layers.
+      ValueError: for calibration inputs of the wrong shape.
+    """
+    validate_tfmot_model(teacher)
+    if not isinstance(scheme, QuantizationScheme):
+        raise ValueError(f"scheme must be a QuantizationScheme, got {scheme!r}")
+    if calibration_inputs is not None:
+        calibration_inputs = _validated_inputs(teacher, calibration_inputs)
+
+    quantizable_names = _quantizable_layer_names(teacher, scheme)
+    if not quantizable_names:
+        raise UserError(
+            f"TF-MOT supports none of the layers of the teacher {teacher.name!r}")
+    quantizable_name_set = frozenset(quantizable_names)
+    float_layer_names = tuple(
+        layer.name for layer in teacher.layers
+        if layer.name not in quantizable_name_set
+        and not isinstance(layer, tf_keras.layers.InputLayer))
+
+    def annotate(layer):
+        layer_copy = layer.__class__.from_config(layer.get_config())
+        if layer.name in quantizable_name_set:
+            return tfmot.quantization.keras.quantize_annotate_layer(layer_copy)
+        return layer_copy
+
+    tfmot_scheme = _tfmot_scheme(scheme, _edge_layer_names(teacher, quantizable_names))
+    # The teacher is a live Python object, not an untrusted file: Lambda layers in it
+    # must survive the config round trips TF-MOT makes.
+    with serialization_lib.SafeModeScope(safe_mode=False), \
+            tfmot.quantization.keras.quantize_scope():
+        annotated = tf_keras.models.clone_model(teacher, clone_function=annotate)
+        annotated.set_weights(teacher.get_weights())
+        try:
+            student = tfmot.quantization.keras.quantize_apply(annotated, tfmot_scheme)
+        except (ValueError, RuntimeError) as error:
+            raise UserError(
+                f"TF-MOT could not quantize the teacher {teacher.name!r} as "
+                f"{scheme.name}: {error}") from error
+    initialize_weight_ranges(student)
+    if calibration_inputs is not None:
+        calibrate_activation_ranges(student, teacher, calibration_inputs)
+    return student, float_layer_names
+
+
+def initialize_weight_ranges(student: tf_keras.Model) -> None:
+    """Sets every weight quantizer's range from the current weights.
+
+    TF-MOT creates weight ranges at [-6, 6] and overwrites them with the weights'
+    own range on each `training=True` call; doing it once now makes the untrained
+    student's `training=False` outputs use the real ranges.
+
+    Args:
+      student: a TF-MOT model.
+    """
+    for layer in student.layers:
+        if not isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
+            continue
+        # `_weight_vars` holds (weight, quantizer, range variables); the quantizer
+        # in training mode assigns the range it derives from the weight.
+        weight_vars = layer._weight_vars  # pylint: disable=protected-access
+        for weight, quantizer, range_variables in weight_vars:
+            quantizer(weight, True, weights=range_variables)
+
+
+# `_RangeTarget.layer_name` of the quantizer that reads the model input.
+_MODEL_INPUT = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _RangeTarget:
+    """One activation quantizer and the teacher tensor it quantizes."""
+
+    layer_name: Optional[str]
+    before_activation: bool
+    range_variables: dict
+
+
+def _activation_range_targets(student, teacher) -> Tuple[List[_RangeTarget], List[str]]:
+    teacher_names = {layer.name for layer in teacher.layers}
+    targets, unmatched = [], []
+    for layer in student.layers:
+        if isinstance(layer, quantize_layer.QuantizeLayer):
+            inbound = _inbound_layers(layer)
+            if (layer.quantizer and len(inbound) == 1
+                    and isinstance(inbound[0], tf_keras.layers.InputLayer)
+                    and len(teacher.inputs) == 1):
+                targets.append(_RangeTarget(_MODEL_INPUT, False, layer.quantizer_vars))
+            elif layer.quantizer:
+                unmatched.append(layer.name)
+        elif isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
+            name = layer.layer.name
+            # pylint: disable=protected-access
+            layer_targets = []
+            if layer._output_quantizers:
+                layer_targets.append(_RangeTarget(name, False, layer._output_quantizer_vars))
+            for activation in layer._quantize_activations:
+                if activation._should_pre_quantize():
+                    layer_targets.append(
+                        _RangeTarget(name, True, activation._pre_activation_vars))
+                if activation._should_post_quantize():
+                    layer_targets.append(
+                        _RangeTarget(name, False, activation._post_activation_vars))
+            # pylint: enable=protected-access
+            if layer_targets and name not in teacher_names:
+                unmatched.append(layer.name)  # renamed by a TF-MOT transform
+            else:
+                targets.extend(layer_targets)
+    return targets, unmatched
+
+
+def _linear_twin(layer):
+    """A copy of a Conv/Dense layer without its activation: its pre-activation output."""
+    config = layer.get_config()
+    config["activation"] = "linear"
+    twin = type(layer).from_config(config)
+    twin.build(layer.input_shape)
+    twin.set_weights(layer.get_weights())
+    return twin
+
+
+def _validated_inputs(teacher, inputs) -> np.ndarray:
+    inputs = np.asarray(inputs, dtype=np.float32)
+    expected_shape = tuple(teacher.inputs[0].shape[1:])
+    if inputs.ndim < 1 or inputs.shape[0] == 0 or tuple(inputs.shape[1:]) != expected_shape:
+        raise ValueError(
+            f"calibration inputs must have shape (N>0,) + {expected_shape}, "
+            f"got {inputs.shape}")
+    return inputs
+
+
+def calibrate_activation_ranges(
+        student: tf_keras.Model,
+        teacher: tf_keras.Model,
+        inputs: np.ndarray,
+        batch_size: int = DEFAULT_CALIBRATION_BATCH_SIZE,
+) -> Tuple[str, ...]:
+    """Sets the student's activation ranges to the teacher's on `inputs`.
+
+    Each activation quantizer of the student quantizes a tensor that the teacher
+    also computes (a layer's output, or a Conv/Dense pre-activation for softmax,
+    sigmoid and tanh). Its range becomes the min and max of that teacher tensor over
+    `inputs` (widened to contain 0, as TFLite requires). BatchNorm statistics are not
+    touched, unlike a `training=True` pass.
+
+    Args:
+      student: a TF-MOT model from `quantize_student(teacher, ...)`.
+      teacher: the float model it was built from.
+      inputs: teacher-space inputs, shape (N, ...) matching the teacher's input.
+      batch_size: samples per forward pass.
+
+    Returns:
+      Names of student layers whose quantizers were left as they were because the
+      teacher has no tensor of that name (layers TF-MOT's transforms created).
+
+    Raises:
+      ValueError: for empty or wrongly shaped inputs or a non-positive batch size.
+    """
+    inputs = _validated_inputs(teacher, inputs)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    targets, unmatched = _activation_range_targets(student, teacher)
+    if not targets:
+        return tuple(unmatched)
+
+    # One tap per distinct teacher tensor: a layer's output, or its input when the
+    # pre-activation has to be recomputed by a linear twin.
+    tap_keys = [key for key in dict.fromkeys(
+        (target.layer_name, target.before_activation) for target in targets)
+        if key[0] != _MODEL_INPUT]
+    tap_tensors, twins = [], {}
+    for name, before_activation in tap_keys:
+        teacher_layer = teacher.get_layer(name)
+        if before_activation:
+            tap_tensors.append(teacher_layer.input)
+            twins[name] = _linear_twin(teacher_layer)
+        else:
+            tap_tensors.append(teacher_layer.output)
+    tap_model = tf_keras.Model(teacher.inputs, tap_tensors) if tap_tensors else None
+
+    minimum = {(_MODEL_INPUT, False): float(inputs.min())}
+    maximum = {(_MODEL_INPUT, False): float(inputs.max())}
+    minimum.update({key: np.inf for key in tap_keys})
+    maximum.update({key: -np.inf for key in tap_keys})
+    for start in range(0, inputs.shape[0] if tap_model else 0, batch_size):
+        values = tap_model(inputs[start:start + batch_size], training=False)
+        if not isinstance(values, (list, tuple)):
+            values = [values]
+        for key, value in zip(tap_keys, values):
+            if key[1]:
+                value = twins[key[0]](value, training=False)
+            value = np.asarray(value)
+            minimum[key] = min(minimum[key], float(value.min()))
+            maximum[key] = max(maximum[key], float(value.max()))
+
+    for target in targets:
+        key = (target.layer_name, target.before_activation)
+        target.range_variables["min_var"].assign(min(minimum[key], 0.0))
+        target.range_variables["max_var"].assign(max(maximum[key], 0.0))
+    return tuple(unmatched)
+
+
+def _quantizer_bits(quantizers) -> Optional[int]:
+    bits = [quantizer.num_bits for quantizer in quantizers
+            if getattr(quantizer, "num_bits", None) is not None]
+    return max(bits) if bits else None
+
+
+def _activation_quantizers(wrapper) -> list:
+    quantizers = []
+    for activation, quantizer in wrapper.quantize_config.get_activations_and_quantizers(
+            wrapper.layer):
+        # After build, the activation is a QuantizeAwareActivation that may quantize
+        # nothing (NoOpActivation before a fused BatchNorm).
+        should_pre = getattr(activation, "_should_pre_quantize", lambda: True)()
+        should_post = getattr(activation, "_should_post_quantize", lambda: True)()
+        if should_pre or should_post:
+            quantizers.append(quantizer)
+    return quantizers
+
+
+def describe_student(student: tf_keras.Model) -> Tuple[LayerQuantization, ...]:
+    """Reports, per layer of a TF-MOT student, what was quantized and at which bits.
+
+    Args:
+      student: a model returned by `quantize_student` (or `tfmot...quantize_apply`).
+
+    Returns:
+      One `LayerQuantization` per non-input layer, in model order.
+    """
+    if not isinstance(student, tf_keras.Model):
+        raise ValueError(f"student must be a tf_keras.Model, got {type(student).__name__}")
+    rows = []
+    for layer in student.layers:
+        if isinstance(layer, tf_keras.layers.InputLayer):
+            continue
+        if isinstance(layer, quantize_layer.QuantizeLayer):
+            rows.append(LayerQuantization(
+                name=layer.name, layer_type="QuantizeLayer", status=INPUT_QUANTIZER_STATUS,
+                activation_bits=_quantizer_bits([layer.quantizer] if layer.quantizer else [])))
+        elif isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
+            inner = layer.layer
+            weight_quantizers = [quantizer for _, quantizer in
+                                 layer.quantize_config.get_weights_and_quantizers(inner)]
+            activation_quantizers = (_activation_quantizers(layer)
+                                     + list(layer.quantize_config.get_output_quantizers(inner)))
+            rows.append(LayerQuantization(
+                name=inner.name, layer_type=type(inner).__name__, status=QUANTIZED_STATUS,
+                weight_bits=_quantizer_bits(weight_quantizers),
+                activation_bits=_quantizer_bits(activation_quantizers)))
+        else:
+            rows.append(LayerQuantization(
+                name=layer.name, layer_type=type(layer).__name__, status=FLOAT_STATUS))
+    return tuple(rows)
+
+
+def format_layer_report(rows: Sequence[LayerQuantization]) -> List[str]:
+    """Formats `describe_student` rows as markdown table lines."""
+
+    def bits(value):
+        return "-" if value is None else str(value)
+
+    lines = ["| layer | type | status | weight bits | activation bits |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row.name} | {row.layer_type} | {row.status} | "
+                     f"{bits(row.weight_bits)} | {bits(row.activation_bits)} |")
+    return lines

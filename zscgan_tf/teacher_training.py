@@ -1,0 +1,614 @@
+"""Training small batch-normalized teachers, so the package has something to quantize offline.
+
+The zero-shot method reads each BatchNormalization layer's moving mean and variance as
+the statistics of the data the teacher was trained on. A few epochs of training leave
+those moving averages lagging behind the weights (with momentum 0.999, as in
+MobileNetV2, a teacher at 88% in training mode scored 10% in inference mode), so after
+training every BN layer's statistics are recomputed exactly from training images and
+the inference-mode accuracy is checked against the training-mode accuracy.
+
+Example:
+
+  teacher_path = ensure_builtin_teacher("digits_resnet8")
+  teacher = tf_keras.models.load_model(teacher_path)
+"""
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import sys
+import time
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from zscgan_tf import bn_stats, data, files
+from zscgan_tf.errors import UserError
+from zscgan_tf.preprocessing import Preprocessing
+
+RESNET_DEPTHS = (8, 14, 20)
+RESNET_STAGES = 3
+RESNET_DEFAULT_BASE_WIDTH = 16
+RESNET_BATCHNORM_MOMENTUM = 0.9
+RESNET_BATCHNORM_EPSILON = 1e-5
+MOBILENET_V2_MIN_INPUT_SIZE = 32
+
+# BN statistics are re-estimated on at most this many (class-balanced) training images;
+# even where feature maps are 1x1, 4096 images pin each channel's mean to about 1.6% of its
+# standard deviation, and the exact per-layer rounds cost several forward passes per image.
+BATCHNORM_REESTIMATION_MAX_IMAGES = 4096
+# train_teacher fails when inference-mode test accuracy trails training mode by more.
+MAXIMUM_INFERENCE_ACCURACY_GAP = 0.10
+# Random translations (augment=True) of up to this fraction of the image side.
+AUGMENT_SHIFT_FRACTION = 0.125
+EVALUATION_BATCH_SIZE = 512
+
+CACHE_ENVIRONMENT_VARIABLE = "ZSCGAN_TF_CACHE"
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "zscgan_tf", "teachers")
+TEACHER_FILE_SUFFIX = ".keras"
+SIDECAR_SUFFIX = ".json"
+
+
+# ----------------------------------------------------------------------------------
+# Architectures.
+
+
+def _check_input_shape(input_shape: Sequence[int]) -> Tuple[int, int, int]:
+    if len(input_shape) != 3 or any(int(size) < 1 for size in input_shape):
+        raise UserError(f"input shape must be three positive sizes (height, width, channels), got {tuple(input_shape)}")
+    return tuple(int(size) for size in input_shape)
+
+
+def _check_num_classes(num_classes: int) -> None:
+    if int(num_classes) < 2:
+        raise UserError(f"a classifier needs at least 2 classes, got {num_classes}")
+
+
+def _conv_bn(inputs, filters: int, kernel_size: int, strides: int, prefix: str, relu: bool):
+    outputs = tf_keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
+                                     kernel_initializer="he_normal", name=f"{prefix}_conv")(inputs)
+    outputs = tf_keras.layers.BatchNormalization(momentum=RESNET_BATCHNORM_MOMENTUM, epsilon=RESNET_BATCHNORM_EPSILON,
+                                                 name=f"{prefix}_bn")(outputs)
+    if relu:
+        outputs = tf_keras.layers.ReLU(name=f"{prefix}_relu")(outputs)
+    return outputs
+
+
+def _basic_block(inputs, filters: int, strides: int, prefix: str):
+    """Two 3x3 conv-BN layers with an identity or 1x1 conv-BN projection shortcut."""
+    residual = _conv_bn(inputs, filters, 3, strides, f"{prefix}_1", relu=True)
+    residual = _conv_bn(residual, filters, 3, 1, f"{prefix}_2", relu=False)
+    shortcut = inputs
+    if strides != 1 or inputs.shape[-1] != filters:
+        shortcut = _conv_bn(inputs, filters, 1, strides, f"{prefix}_shortcut", relu=False)
+    outputs = tf_keras.layers.Add(name=f"{prefix}_add")([shortcut, residual])
+    return tf_keras.layers.ReLU(name=f"{prefix}_out")(outputs)
+
+
+def build_resnet(depth: int, input_shape: Sequence[int], num_classes: int,
+                 base_width: int = RESNET_DEFAULT_BASE_WIDTH) -> tf_keras.Model:
+    """A CIFAR-style ResNet (He et al. 2016, section 4.2) returning logits.
+
+    3x3 conv-BN-ReLU stem, three stages of (depth - 2) / 6 basic blocks with widths
+    base_width, 2 base_width and 4 base_width, stride 2 at the start of stages 2 and 3,
+    global average pooling and a Dense layer. `same` padding lets 8x8 inputs through.
+
+    Args:
+      depth: 6n + 2, e.g. 8, 14 or 20.
+      input_shape: (height, width, channels).
+      num_classes: number of logits.
+      base_width: filters of the first stage.
+
+    Returns:
+      A functional tf_keras model named `resnet<depth>`.
+    """
+    if depth < 8 or (depth - 2) % 6:
+        raise UserError(f"ResNet depth must be 6n + 2 with n >= 1 (8, 14, 20, ...), got {depth}")
+    input_shape = _check_input_shape(input_shape)
+    _check_num_classes(num_classes)
+    if base_width < 1:
+        raise UserError(f"ResNet base width must be positive, got {base_width}")
+    blocks_per_stage = (depth - 2) // 6
+    inputs = tf_keras.Input(shape=input_shape, name="input")
+    outputs = _conv_bn(inputs, base_width, 3, 1, "stem", relu=True)
+    for stage in range(RESNET_STAGES):
+        for block in range(blocks_per_stage):
+            strides = 2 if stage > 0 and block == 0 else 1
+            outputs = _basic_block(outputs, base_width * 2 ** stage, strides, f"stage{stage + 1}_block{block + 1}")
+    outputs = tf_keras.layers.GlobalAveragePooling2D(name="global_pool")(outputs)
+    outputs = tf_keras.layers.Dense(num_classes, name="logits")(outputs)
+    return tf_keras.Model(inputs, outputs, name=f"resnet{depth}")
+
+
+def build_mobilenet_v2(input_shape: Sequence[int], num_classes: int, alpha: float = 1.0) -> tf_keras.Model:
+    """Keras Applications' MobileNetV2 without pre-trained weights, returning logits.
+
+    Args:
+      input_shape: (height, width, channels); at least 32x32; 1 or 3 channels.
+      num_classes: number of logits.
+      alpha: width multiplier (0.35, 0.5, 0.75, 1.0, ...).
+    """
+    input_shape = _check_input_shape(input_shape)
+    _check_num_classes(num_classes)
+    if min(input_shape[:2]) < MOBILENET_V2_MIN_INPUT_SIZE:
+        raise UserError(f"MobileNetV2 needs inputs of at least {MOBILENET_V2_MIN_INPUT_SIZE}x"
+                        f"{MOBILENET_V2_MIN_INPUT_SIZE}, got {input_shape[0]}x{input_shape[1]}")
+    if alpha <= 0:
+        raise UserError(f"MobileNetV2 alpha must be positive, got {alpha}")
+    return tf_keras.applications.MobileNetV2(weights=None, include_top=True, input_shape=input_shape,
+                                             classes=num_classes, classifier_activation=None, alpha=alpha)
+
+
+ARCHITECTURES: Dict[str, Callable[..., tf_keras.Model]] = {
+    **{f"resnet{depth}": functools.partial(build_resnet, depth) for depth in RESNET_DEPTHS},
+    "mobilenet_v2": build_mobilenet_v2,
+}
+
+
+def build_architecture(name: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> tf_keras.Model:
+    """Builds a registered architecture: one of `ARCHITECTURES`' names.
+
+    Args:
+      name: `resnet8`, `resnet14`, `resnet20` or `mobilenet_v2`.
+      input_shape: (height, width, channels).
+      num_classes: number of logits.
+      **kwargs: passed to the builder (`base_width` for ResNets, `alpha` for MobileNetV2).
+    """
+    if name not in ARCHITECTURES:
+        raise UserError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[name](input_shape=input_shape, num_classes=num_classes, **kwargs)
+
+
+# ----------------------------------------------------------------------------------
+# BatchNormalization statistics.
+
+
+def _reduction_axes(layer, rank: int):
+    channel_axes = {axis % rank for axis in layer.axis}
+    return [axis for axis in range(rank) if axis not in channel_axes]
+
+
+def reestimate_batchnorm_statistics(model: tf_keras.Model, images: np.ndarray, batch_size: int) -> None:
+    """Sets every BN layer's moving mean and variance to the exact moments of its input.
+
+    The moments are those of the layer's input over all of `images` when the model
+    runs in inference mode, i.e. the input the layer sees once deployed, whose
+    normalization depends on the statistics of the BN layers before it. Layers are
+    therefore settled in rounds: each round measures, in one pass, every BN layer whose
+    upstream BN layers are all settled. Means and variances are merged across batches
+    exactly (Chan et al.'s parallel algorithm, in float64); the variance is the
+    population variance, which is what inference-mode BN divides by. Only the moving
+    statistics change: weights, momenta and the optimizer are untouched.
+
+    Args:
+      model: a flat functional model; BN layers are found by type (`bn_stats.batchnorm_layers`).
+      images: preprocessed inputs, shape (N,) + the model's input shape.
+      batch_size: images per forward pass.
+
+    Raises:
+      ValueError: if the images do not fit the model or `batch_size` is not positive.
+      UserError: if BN layers sit in a nested model or are shared (see `bn_stats.batchnorm_layers`).
+    """
+    images = np.asarray(images, np.float32)
+    expected_shape = tuple(model.input_shape[1:])
+    if images.ndim != len(expected_shape) + 1 or any(
+            expected not in (None, got) for expected, got in zip(expected_shape, images.shape[1:])):
+        raise ValueError(f"images of shape {images.shape} do not fit the model input {model.input_shape}")
+    if images.shape[0] < 1:
+        raise ValueError("BN statistics need at least one image")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be positive, got {batch_size}")
+    pending = bn_stats.batchnorm_layers(model)
+    upstream = {id(layer): {id(other) for other in tf_keras.Model(model.inputs, layer.input).layers}
+                for layer in pending}
+    # Each round traces its own tap model once, by design; TensorFlow's frequent-retracing
+    # warning counts traces per source function, not per tf.function, and would cry wolf.
+    tensorflow_logger = tf.get_logger()
+    saved_level = tensorflow_logger.level
+    tensorflow_logger.setLevel(logging.ERROR)
+    try:
+        while pending:
+            pending_ids = {id(layer) for layer in pending}
+            ready = [layer for layer in pending if not upstream[id(layer)] & pending_ids]
+            _set_moments_from_inputs(model, ready, images, batch_size)
+            pending = [layer for layer in pending if layer not in ready]
+    finally:
+        tensorflow_logger.setLevel(saved_level)
+
+
+def _set_moments_from_inputs(model, layers, images: np.ndarray, batch_size: int) -> None:
+    taps = tf_keras.Model(model.inputs, [layer.input for layer in layers])
+
+    @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(images.shape[1:]), tf.float32)])
+    def batch_moments(batch):
+        outputs = taps(batch, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        moments = []
+        for layer, output in zip(layers, outputs):
+            output = tf.cast(output, tf.float32)
+            axes = _reduction_axes(layer, output.shape.rank)
+            mean = tf.reduce_mean(output, axis=axes)
+            sum_of_squares = tf.reduce_sum(tf.square(output - tf.reduce_mean(output, axis=axes, keepdims=True)), axis=axes)
+            count = tf.cast(tf.size(output, out_type=tf.int64) // tf.size(mean, out_type=tf.int64), tf.float64)
+            moments.append((count, mean, sum_of_squares))
+        return moments
+
+    totals = [None] * len(layers)
+    for start in range(0, images.shape[0], batch_size):
+        for index, (count, mean, sum_of_squares) in enumerate(batch_moments(images[start:start + batch_size])):
+            count = float(count.numpy())
+            mean = mean.numpy().astype(np.float64)
+            sum_of_squares = sum_of_squares.numpy().astype(np.float64)
+            if totals[index] is None:
+                totals[index] = (count, mean, sum_of_squares)
+                continue
+            total_count, total_mean, total_squares = totals[index]
+            merged_count = total_count + count
+            delta = mean - total_mean
+            totals[index] = (merged_count, total_mean + delta * (count / merged_count),
+                             total_squares + sum_of_squares + delta ** 2 * (total_count * count / merged_count))
+    for layer, (count, mean, sum_of_squares) in zip(layers, totals):
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign((sum_of_squares / count).astype(np.float32))
+
+
+# ----------------------------------------------------------------------------------
+# Training.
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherMetrics:
+    """How well a trained teacher does.
+
+    Attributes:
+      train_accuracy: inference-mode accuracy on the training images used for BN statistics.
+      test_accuracy: inference-mode (moving BN statistics) accuracy on the test set.
+      test_accuracy_training_mode: accuracy on the test set with per-batch BN statistics.
+      epochs: training epochs.
+      wall_seconds: time spent in `train_teacher`.
+    """
+
+    train_accuracy: float
+    test_accuracy: float
+    test_accuracy_training_mode: float
+    epochs: int
+    wall_seconds: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _log(message: str) -> None:
+    print(f"zscgan_tf: {message}", file=sys.stderr, flush=True)
+
+
+def _training_dataset(train: data.LabeledImages, preprocessing: Preprocessing, batch_size: int,
+                      seed: int, augment: bool) -> tf.data.Dataset:
+    """Shuffled, optionally translated batches, preprocessed on the fly from uint8 pixels."""
+    height, width, channels = train.image_shape
+    scale, offset = preprocessing.scale_and_offset(channels)
+    reverse = preprocessing.reverses_channels(channels)
+    pad_height = int(round(height * AUGMENT_SHIFT_FRACTION))
+    pad_width = int(round(width * AUGMENT_SHIFT_FRACTION))
+
+    def prepare(pixels, label):
+        pixels = tf.cast(pixels, tf.float32)
+        if augment and (pad_height or pad_width):
+            # Reflection keeps the border's texture; zero padding would invent black edges.
+            padded = tf.pad(pixels, [[pad_height, pad_height], [pad_width, pad_width], [0, 0]], mode="REFLECT")
+            pixels = tf.image.random_crop(padded, (height, width, channels))
+        if reverse:
+            pixels = pixels[..., ::-1]
+        return pixels * scale + offset, label
+
+    dataset = tf.data.Dataset.from_tensor_slices((train.images, train.labels))
+    dataset = dataset.shuffle(len(train), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _accuracy(model: tf_keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_size: int, training: bool) -> float:
+    inputs = np.asarray(inputs, np.float32)
+    # One trace for every batch size: the last, smaller batch must not retrace.
+    signature = [tf.TensorSpec((None,) + tuple(inputs.shape[1:]), tf.float32)]
+    predict = tf.function(lambda batch: tf.argmax(model(batch, training=training), axis=-1),
+                          input_signature=signature)
+    correct = 0
+    for start in range(0, inputs.shape[0], batch_size):
+        predicted = predict(inputs[start:start + batch_size]).numpy()
+        correct += int(np.sum(predicted == labels[start:start + batch_size]))
+    return correct / max(inputs.shape[0], 1)
+
+
+def _training_mode_accuracy(model, inputs, labels, batch_size: int) -> float:
+    """Accuracy with per-batch BN statistics; the moving statistics are restored after."""
+    # Calling a tf_keras model with training=True updates BN moving statistics.
+    saved = [variable.numpy() for variable in model.non_trainable_variables]
+    try:
+        return _accuracy(model, inputs, labels, batch_size, training=True)
+    finally:
+        for variable, value in zip(model.non_trainable_variables, saved):
+            variable.assign(value)
+
+
+def check_inference_mode_accuracy(metrics: TeacherMetrics,
+                                  maximum_gap: float = MAXIMUM_INFERENCE_ACCURACY_GAP) -> None:
+    """Raises RuntimeError if inference-mode test accuracy trails training mode by more than `maximum_gap`.
+
+    The zero-shot method trusts BN moving statistics; a teacher whose inference mode is
+    much worse than its training mode has statistics that do not describe its data.
+    """
+    gap = metrics.test_accuracy_training_mode - metrics.test_accuracy
+    if gap > maximum_gap:
+        raise RuntimeError(
+            f"the teacher's inference-mode test accuracy {metrics.test_accuracy:.3f} is {gap:.3f} below its "
+            f"training-mode accuracy {metrics.test_accuracy_training_mode:.3f} (limit {maximum_gap}): its "
+            f"BatchNormalization moving statistics do not match the data, even after re-estimation")
+
+
+def train_teacher(model: tf_keras.Model, train: data.LabeledImages, test: data.LabeledImages,
+                  preprocessing: Preprocessing, epochs: int, batch_size: int, learning_rate: float, seed: int,
+                  augment: bool = False, progress: bool = True,
+                  maximum_inference_accuracy_gap: float = MAXIMUM_INFERENCE_ACCURACY_GAP) -> TeacherMetrics:
+    """Trains a classifier returning logits, re-estimates its BN statistics and measures it.
+
+    Adam with a cosine-decayed learning rate minimizes sparse categorical cross-entropy.
+    After training, BN statistics are recomputed on up to
+    `BATCHNORM_REESTIMATION_MAX_IMAGES` class-balanced training images (see
+    `reestimate_batchnorm_statistics`), which are also the images of `train_accuracy`.
+
+    Args:
+      model: an untrained (or pre-trained) functional model; it is trained in place.
+      train: training images, already of the model's input shape.
+      test: test images of the same shape.
+      preprocessing: maps pixels to model inputs.
+      epochs: passes over `train`.
+      batch_size: training batch size.
+      learning_rate: initial learning rate, decayed to zero along a cosine.
+      seed: shuffling and augmentation seed (weights are initialized by the caller).
+      augment: random translations by up to `AUGMENT_SHIFT_FRACTION` of the image side;
+        no flips, which would change what a digit means.
+      progress: print one line per epoch, to stderr.
+      maximum_inference_accuracy_gap: see `check_inference_mode_accuracy`.
+
+    Returns:
+      The teacher's `TeacherMetrics`.
+
+    Raises:
+      UserError: if the data do not fit the model or the settings are invalid.
+      RuntimeError: if inference-mode test accuracy is far below training mode.
+    """
+    model_shape = tuple(model.input_shape[1:])
+    for split, images in (("train", train), ("test", test)):
+        if images.image_shape != model_shape:
+            raise UserError(f"{split} images are {images.image_shape} but the model takes {model_shape}")
+        if images.num_classes != model.output_shape[-1]:
+            raise UserError(f"{split} data have {images.num_classes} classes but the model has "
+                            f"{model.output_shape[-1]} outputs")
+        if not len(images):
+            raise UserError(f"the {split} set is empty")
+    if epochs < 1 or batch_size < 1 or learning_rate <= 0:
+        raise UserError(f"epochs and batch size must be positive and the learning rate above zero, got "
+                        f"epochs={epochs}, batch_size={batch_size}, learning_rate={learning_rate}")
+    start_time = time.monotonic()
+    tf_keras.utils.set_random_seed(seed)
+    steps_per_epoch = -(-len(train) // batch_size)
+    schedule = tf_keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps_per_epoch)
+    model.compile(optimizer=tf_keras.optimizers.Adam(schedule),
+                  loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    # Keras prints progress to stdout; it goes to stderr with our own, leaving stdout to results.
+    with contextlib.redirect_stdout(sys.stderr):
+        model.fit(_training_dataset(train, preprocessing, batch_size, seed, augment), epochs=epochs,
+                  verbose=2 if progress else 0)
+
+    statistics_images = train.class_balanced(BATCHNORM_REESTIMATION_MAX_IMAGES, seed)
+    statistics_inputs = preprocessing.apply(statistics_images.images)
+    if progress:
+        _log(f"re-estimating BatchNormalization statistics on {len(statistics_images)} training images")
+    reestimate_batchnorm_statistics(model, statistics_inputs, EVALUATION_BATCH_SIZE)
+    test_inputs = preprocessing.apply(test.images)
+    metrics = TeacherMetrics(
+        train_accuracy=_accuracy(model, statistics_inputs, statistics_images.labels, EVALUATION_BATCH_SIZE,
+                                 training=False),
+        test_accuracy=_accuracy(model, test_inputs, test.labels, EVALUATION_BATCH_SIZE, training=False),
+        # Training mode at the training batch size: the statistics the weights were fitted with.
+        test_accuracy_training_mode=_training_mode_accuracy(model, test_inputs, test.labels, batch_size),
+        epochs=epochs,
+        wall_seconds=time.monotonic() - start_time)
+    if progress:
+        _log(f"teacher {model.name}: test accuracy {metrics.test_accuracy:.4f} (inference mode), "
+             f"{metrics.test_accuracy_training_mode:.4f} (training mode), {metrics.wall_seconds:.0f} s")
+    check_inference_mode_accuracy(metrics, maximum_inference_accuracy_gap)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------
+# Teacher files.
+
+
+def sidecar_path(teacher_path: str) -> str:
+    """The JSON file describing a teacher: `<teacher_path>.json`."""
+    return teacher_path + SIDECAR_SUFFIX
+
+
+def save_teacher(model: tf_keras.Model, path: str, preprocessing: Preprocessing, dataset_name: str,
+                 class_names: Sequence[str], metrics: Optional[TeacherMetrics]) -> None:
+    """Writes the model (without optimizer state) to `path` and its description beside it.
+
+    Both files are written atomically. The sidecar `path + '.json'` holds
+    `preprocessing`, `dataset`, `num_classes`, `class_names`, `input_shape` and `metrics`.
+
+    Args:
+      model: the trained teacher.
+      path: a `.keras` file.
+      preprocessing: how pixels become the model's input.
+      dataset_name: the training data's name.
+      class_names: one name per output, or empty.
+      metrics: the training metrics, or None.
+    """
+    if not path.endswith(TEACHER_FILE_SUFFIX):
+        raise UserError(f"teacher files are {TEACHER_FILE_SUFFIX} files, got {path!r}")
+    num_classes = int(model.output_shape[-1])
+    class_names = [str(name) for name in class_names]
+    if class_names and len(class_names) != num_classes:
+        raise UserError(f"got {len(class_names)} class names for a model with {num_classes} outputs")
+    # A fresh copy has no optimizer, so loading the file needs no optimizer classes or state.
+    clean_copy = tf_keras.models.clone_model(model)
+    clean_copy.set_weights(model.get_weights())
+    files.save_keras_model_atomic(clean_copy, path)
+    files.write_json_atomic(sidecar_path(path), {
+        "preprocessing": preprocessing.to_dict(),
+        "dataset": dataset_name,
+        "num_classes": num_classes,
+        "class_names": class_names,
+        "input_shape": [int(size) for size in model.input_shape[1:]],
+        "metrics": metrics.to_dict() if metrics is not None else {},
+    })
+
+
+# ----------------------------------------------------------------------------------
+# Built-in teachers.
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherRecipe:
+    """Everything needed to train a teacher from scratch.
+
+    Attributes:
+      dataset: a `data.load_dataset` source with `train` and `test` splits.
+      architecture: a name in `ARCHITECTURES`.
+      input_shape: (height, width, channels); images are resized and converted to it.
+        A None entry keeps the dataset's own size or channel count.
+      epochs: training epochs.
+      batch_size: training batch size.
+      learning_rate: initial Adam learning rate (cosine decay).
+      preprocessing_mode: a `Preprocessing` mode.
+      architecture_options: (name, value) pairs passed to the architecture's builder.
+      augment: random translations during training.
+      seed: weight initialization and shuffling seed.
+    """
+
+    dataset: str
+    architecture: str
+    input_shape: Tuple[Optional[int], Optional[int], Optional[int]] = (None, None, None)
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    preprocessing_mode: str = "tf"
+    architecture_options: Tuple[Tuple[str, Any], ...] = ()
+    augment: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise UserError(f"unknown architecture {self.architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+        if len(self.input_shape) != 3 or any(size is not None and size < 1 for size in self.input_shape):
+            raise UserError(f"input shape must be (height, width, channels) with positive sizes or None, "
+                            f"got {self.input_shape}")
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise UserError(f"epochs and batch size must be positive and the learning rate above zero, got "
+                            f"epochs={self.epochs}, batch_size={self.batch_size}, learning_rate={self.learning_rate}")
+        Preprocessing(self.preprocessing_mode)
+
+    def resolved_input_shape(self, dataset: data.LabeledImages) -> Tuple[int, int, int]:
+        """`input_shape` with None entries taken from `dataset`."""
+        return tuple(int(wanted if wanted is not None else native)
+                     for wanted, native in zip(self.input_shape, dataset.image_shape))
+
+
+BUILTIN_TEACHERS: Dict[str, TeacherRecipe] = {
+    "digits_resnet8": TeacherRecipe(
+        dataset="digits", architecture="resnet8", input_shape=(8, 8, 1),
+        epochs=30, batch_size=64, learning_rate=3e-3),
+    "fashion_mnist_resnet20": TeacherRecipe(
+        dataset="fashion_mnist", architecture="resnet20", input_shape=(28, 28, 1),
+        epochs=4, batch_size=128, learning_rate=2e-3),
+    "fashion_mnist_mobilenet_v2": TeacherRecipe(
+        dataset="fashion_mnist", architecture="mobilenet_v2", input_shape=(32, 32, 1),
+        epochs=15, batch_size=128, learning_rate=2e-3, architecture_options=(("alpha", 0.35),)),
+}
+
+
+def cache_directory(cache_dir: Optional[str] = None) -> str:
+    """`cache_dir`, else $ZSCGAN_TF_CACHE, else ~/.cache/zscgan_tf/teachers."""
+    return os.path.expanduser(cache_dir or os.environ.get(CACHE_ENVIRONMENT_VARIABLE) or DEFAULT_CACHE_DIR)
+
+
+def builtin_recipe(name: str) -> TeacherRecipe:
+    """The recipe of the built-in teacher `name`, or a UserError listing the known names."""
+    if name not in BUILTIN_TEACHERS:
+        raise UserError(f"unknown built-in teacher {name!r}; known: {', '.join(sorted(BUILTIN_TEACHERS))}")
+    return BUILTIN_TEACHERS[name]
+
+
+def builtin_teacher_path(name: str, cache_dir: Optional[str] = None) -> str:
+    """Where the built-in teacher `name` is cached."""
+    builtin_recipe(name)
+    return os.path.join(cache_directory(cache_dir), name + TEACHER_FILE_SUFFIX)
+
+
+def train_from_recipe(recipe: TeacherRecipe, path: str, progress: bool = True,
+                      data_dir: Optional[str] = None) -> TeacherMetrics:
+    """Trains a teacher from scratch as `recipe` says and saves it to `path`.
+
+    Args:
+      recipe: what to train.
+      path: the `.keras` file to write (with its sidecar).
+      progress: print training progress.
+      data_dir: passed to `data.load_dataset`.
+
+    Returns:
+      The teacher's metrics, also stored in the sidecar.
+    """
+    if not path.endswith(TEACHER_FILE_SUFFIX):
+        raise UserError(f"teacher files are {TEACHER_FILE_SUFFIX} files, got {path!r}")
+    train = data.load_dataset(recipe.dataset, "train", data_dir=data_dir)
+    input_shape = recipe.resolved_input_shape(train)
+    train = train.to_input_shape(input_shape)
+    test = data.load_dataset(recipe.dataset, "test", data_dir=data_dir).to_input_shape(input_shape)
+    tf_keras.backend.clear_session()
+    tf_keras.utils.set_random_seed(recipe.seed)
+    model = build_architecture(recipe.architecture, input_shape, train.num_classes,
+                               **dict(recipe.architecture_options))
+    preprocessing = Preprocessing(recipe.preprocessing_mode)
+    metrics = train_teacher(model, train, test, preprocessing, epochs=recipe.epochs, batch_size=recipe.batch_size,
+                            learning_rate=recipe.learning_rate, seed=recipe.seed, augment=recipe.augment,
+                            progress=progress)
+    save_teacher(model, path, preprocessing, train.name, train.class_names, metrics)
+    return metrics
+
+
+def train_builtin_teacher(name: str, path: str, progress: bool = True,
+                          data_dir: Optional[str] = None) -> TeacherMetrics:
+    """Trains the built-in teacher `name` from scratch and saves it to `path`."""
+    return train_from_recipe(builtin_recipe(name), path, progress=progress, data_dir=data_dir)
+
+
+def ensure_builtin_teacher(name: str, cache_dir: Optional[str] = None, progress: bool = True) -> str:
+    """The path of the built-in teacher `name`, training and caching it on first use.
+
+    A teacher counts as cached when both its `.keras` file and its sidecar exist (the
+    sidecar is written last).
+
+    Args:
+      name: a key of `BUILTIN_TEACHERS`.
+      cache_dir: see `cache_directory`.
+      progress: print training progress.
+
+    Returns:
+      The `.keras` path.
+
+    Raises:
+      UserError: for an unknown name.
+    """
+    path = builtin_teacher_path(name, cache_dir)
+    if os.path.isfile(path) and os.path.isfile(sidecar_path(path)):
+        return path
+    _log(f"training built-in teacher {name!r} on first use; it will be cached at {path}")
+    train_builtin_teacher(name, path, progress=progress)
+    return path
