@@ -15,7 +15,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _flagfile(tmp_path, teacher_path, work_dir, steps=4, extra=()):
     lines = [f"--teacher={teacher_path}", f"--work_dir={work_dir}", f"--generator_steps={steps}", "--batch_size=16",
              "--noise_dim=8", "--generator_channels=8", "--checkpoint_every=2", "--image_every=2",
-             "--eval_samples_per_class=4", "--grid_samples_per_class=3", "--noprogress", *extra]
+             "--eval_samples_per_class=4", "--grid_samples_per_class=3", "--distillation_steps=3",
+             "--distillation_batch_size=8", "--distillation_checkpoint_every=2", "--calibration_samples=16",
+             "--latency_runs=2", "--eval_dataset=none", "--noprogress", *extra]
     path = tmp_path / "tiny.cfg"
     path.write_text("# a tiny run\n" + "\n".join(lines) + "\n")
     return str(path)
@@ -24,12 +26,15 @@ def _flagfile(tmp_path, teacher_path, work_dir, steps=4, extra=()):
 def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     work_dir = tmp_path / "run"
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
-    for name in ("config.json", "state.json", "generator.keras", "samples.png", "report.json", "report.md"):
+    for name in ("config.json", "state.json", "generator.keras", "samples.png", "report.json", "report.md",
+                 "student.h5", "teacher_float.tflite", "ptq_int8.tflite", "qat_int8.tflite", "export_report.md"):
         assert (work_dir / name).is_file(), name
     assert any((work_dir / "generator" / "checkpoints").iterdir())
     assert any(files for _, _, files in os.walk(work_dir / "logs"))
     report = json.loads((work_dir / "report.json").read_text())
     assert report["generator_training"]["steps"] == 4
+    assert report["quantization"]["summary"]["steps"] == 3
+    assert set(report["quantization"]["sizes_bytes"]) == {"float", "ptq_int8", "qat_int8"}
     assert len(report["generated_samples"]["per_class_agreement"]) == 4
     assert json.loads((work_dir / "config.json").read_text())["generator_training"]["steps"] == 4
     assert (work_dir / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -48,9 +48,12 @@ def write_json_atomic(path: str, values) -> str:
 
 
 def save_keras_model_atomic(model, path: str) -> str:
-    """Saves a tf_keras model in the `.keras` format to `path` atomically."""
-    if not path.endswith(".keras"):
-        raise ValueError(f"expected a .keras path, got {path!r}")
+    """Saves a tf_keras model to a `.keras` (or, for TF-MOT models, `.h5`) `path` atomically.
+
+    The temporary file keeps the suffix, since Keras picks the format from it.
+    """
+    if not path.endswith((".keras", ".h5")):
+        raise ValueError(f"expected a .keras or .h5 path, got {path!r}")
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     temporary_path = os.path.join(directory, f"{TEMPORARY_PREFIX}{os.getpid()}-{os.path.basename(path)}")

@@ -6,7 +6,7 @@ they are whole, so a rerun skips finished stages and redoes or resumes the rest.
 Work directory files added here:
 
 - `distillation/checkpoints/`, `distillation/history.json`: QAT state.
-- `student.keras`: the trained TF-MOT student (load inside `quantize_scope`).
+- `student.h5`: the trained TF-MOT student (`load_student`).
 - `teacher_float.tflite`: the float teacher, for size and latency comparison.
 - `ptq_int8.tflite`: the teacher quantized post-training, calibrated on generator samples.
 - `qat_int8.tflite`: the distilled student, fully integer (W8A8 only).
@@ -29,7 +29,9 @@ from zscgan_tf.errors import UserError
 from zscgan_tf.files import save_keras_model_atomic, write_text_atomic
 from zscgan_tf.teachers import Teacher
 
-STUDENT_MODEL_FILE = "student.keras"
+# TF-MOT students don't survive the .keras format (the input quantizer's variables are
+# renamed on load); HDF5 round-trips them exactly.
+STUDENT_MODEL_FILE = "student.h5"
 FLOAT_TFLITE_FILE = "teacher_float.tflite"
 PTQ_TFLITE_FILE = "ptq_int8.tflite"
 QAT_TFLITE_FILE = "qat_int8.tflite"
@@ -66,6 +68,22 @@ def load_student(path: str) -> tf_keras.Model:
     """Loads a TF-MOT student saved by `distillation_stage`."""
     with tfmot.quantization.keras.quantize_scope():
         return tf_keras.models.load_model(path, compile=False)
+
+
+def restore_student(run_config: RunConfig, teacher: Teacher, generator, calibration: np.ndarray,
+                    checkpoint_dir: str) -> tf_keras.Model:
+    """Rebuilds the student of `run_config` and loads the latest QAT checkpoint in `checkpoint_dir`.
+
+    Raises:
+      UserError: if there is no checkpoint.
+    """
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    if not latest:
+        raise UserError(f"no QAT checkpoint in {checkpoint_dir!r}; run the distillation stage first")
+    student, _ = quantize.quantize_student(teacher.model, scheme_of(run_config), calibration_inputs=calibration)
+    distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes, run_config.distillation)
+    distiller.checkpoint.restore(latest).expect_partial()
+    return student
 
 
 def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calibration: np.ndarray, state: dict,

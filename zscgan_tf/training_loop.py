@@ -101,7 +101,8 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(work_dir, CHECKPOINT_DIR),
                                          max_to_keep=CHECKPOINTS_TO_KEEP)
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        # Optimizer slots appear only after a step, so a finished run restores partially.
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched().expect_partial()
     start_step = int(step_counter.numpy())
     history_path = os.path.join(work_dir, HISTORY_FILE)
     history = [record for record in read_history(history_path) if record["step"] <= start_step]

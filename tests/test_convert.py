@@ -1,0 +1,100 @@
+"""tools/convert.py as users run it: a real process per call."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from zscgan_tf import export, train
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _convert(*arguments):
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "convert.py"), *arguments],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished tiny run: teacher file, generator, QAT student and checkpoints."""
+    from zscgan_tf import teacher_training
+    from zscgan_tf.preprocessing import Preprocessing
+    from conftest import build_tiny_classifier
+    root = tmp_path_factory.mktemp("convert")
+    teacher_path = str(root / "teacher.keras")
+    teacher_training.save_teacher(build_tiny_classifier(), teacher_path, Preprocessing("tf"), "synthetic",
+                                  ["a", "b", "c", "d"], None)
+    work_dir = root / "run"
+    status = train.main(["train", f"--teacher={teacher_path}", f"--work_dir={work_dir}", "--generator_steps=3",
+                         "--batch_size=16", "--noise_dim=8", "--generator_channels=8", "--distillation_steps=2",
+                         "--distillation_batch_size=8", "--distillation_checkpoint_every=1",
+                         "--calibration_samples=16", "--eval_samples_per_class=2", "--latency_runs=1",
+                         "--eval_dataset=none", "--noprogress"])
+    assert status == 0
+    return work_dir, teacher_path
+
+
+def _model_report(path):
+    with open(path, "rb") as model_file:
+        return export.inspect_tflite(model_file.read())
+
+
+def test_run_student_exports_fully_integer(run_dir, tmp_path):
+    work_dir, _ = run_dir
+    output = tmp_path / "student.tflite"
+    result = _convert(f"--run_dir={work_dir}", f"--output={output}", "--calibration_samples=16")
+    assert result.returncode == 0, result.stderr
+    assert "fully integer: yes" in result.stdout and "Edge TPU" in result.stdout
+    report = _model_report(output)
+    assert report.is_fully_integer and report.has_static_batch_one
+    assert [tensor.dtype for tensor in report.inputs + report.outputs] == ["int8", "int8"]
+
+
+def test_qat_checkpoint_exports_when_the_student_file_is_missing(run_dir, tmp_path):
+    work_dir, _ = run_dir
+    copy = tmp_path / "run"
+    shutil.copytree(work_dir, copy)
+    os.remove(copy / "student.h5")
+    output = tmp_path / "from_checkpoint.tflite"
+    result = _convert(f"--run_dir={copy}", f"--output={output}", "--calibration_samples=16", "--io_dtype=uint8")
+    assert result.returncode == 0, result.stderr
+    assert "QAT checkpoint" in result.stdout
+    assert [tensor.dtype for tensor in _model_report(output).inputs] == ["uint8"]
+
+
+def test_float_teacher_with_generator_is_quantized_post_training(run_dir, tmp_path):
+    work_dir, teacher_path = run_dir
+    output = tmp_path / "ptq.tflite"
+    result = _convert(f"--teacher={teacher_path}", f"--generator={work_dir / 'generator.keras'}",
+                      f"--output={output}", "--calibration_samples=16", "--noper_channel")
+    assert result.returncode == 0, result.stderr
+    assert _model_report(output).is_fully_integer
+
+
+def test_float_teacher_float_and_dynamic_exports(run_dir, tmp_path):
+    _, teacher_path = run_dir
+    for mode in ("float", "dynamic"):
+        output = tmp_path / f"{mode}.tflite"
+        result = _convert(f"--teacher={teacher_path}", f"--mode={mode}", f"--output={output}")
+        assert result.returncode == 0, result.stderr
+        assert [tensor.dtype for tensor in _model_report(output).inputs] == ["float32"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--student=/nonexistent/student.h5"], "student '/nonexistent/student.h5' does not exist"),
+    (["--teacher=TEACHER"], "is a float model: an int8 export needs --generator"),
+    (["--run_dir=/"], "is not a run directory"),
+    ([], "pass exactly one of --run_dir, --student and --teacher"),
+])
+def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, arguments, message):
+    _, teacher_path = run_dir
+    arguments = [argument.replace("TEACHER", teacher_path) for argument in arguments]
+    result = _convert(*arguments, f"--output={tmp_path / 'x.tflite'}")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and message in last_line
+    assert not (tmp_path / "x.tflite").exists()

@@ -1,0 +1,235 @@
+"""Tests for zscgan_tf.data: IDX files, image folders, digits, TFDS and Fashion-MNIST loaders."""
+
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+
+import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from zscgan_tf import data
+from zscgan_tf.errors import UserError
+
+UINT8_TYPE_CODE = 0x08
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, UINT8_TYPE_CODE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def _write(path, content: bytes, compressed: bool) -> str:
+    path = str(path) + (".gz" if compressed else "")
+    with (gzip.open if compressed else open)(path, "wb") as stream:
+        stream.write(content)
+    return path
+
+
+def _write_idx_split(directory, prefix: str, images: np.ndarray, labels: np.ndarray, compressed: bool) -> None:
+    _write(directory / f"{prefix}-images-idx3-ubyte", _idx_bytes(images), compressed)
+    _write(directory / f"{prefix}-labels-idx1-ubyte", _idx_bytes(labels), compressed)
+
+
+@pytest.fixture(name="random_pixels")
+def fixture_random_pixels():
+    rng = np.random.default_rng(0)
+    return lambda *shape: rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_idx_directory_round_trip(tmp_path, random_pixels, compressed):
+    train_images, test_images = random_pixels(6, 5, 4), random_pixels(3, 5, 4)
+    train_labels, test_labels = np.array([0, 1, 2, 0, 1, 2], np.uint8), np.array([4, 0, 1], np.uint8)
+    _write_idx_split(tmp_path, "train", train_images, train_labels, compressed)
+    _write_idx_split(tmp_path, "t10k", test_images, test_labels, compressed)
+
+    train = data.load_idx_directory(str(tmp_path), "train")
+    test = data.load_idx_directory(str(tmp_path), "test")
+
+    np.testing.assert_array_equal(train.images[..., 0], train_images)
+    np.testing.assert_array_equal(train.labels, train_labels)
+    np.testing.assert_array_equal(test.images[..., 0], test_images)
+    assert train.images.dtype == np.uint8 and train.labels.dtype == np.int64
+    assert train.image_shape == (5, 4, 1)
+    # Both splits agree on the class count, taken from the largest label in either.
+    assert train.num_classes == test.num_classes == 5
+
+
+def test_idx_directory_accepts_test_prefix_and_load_dataset_dispatches(tmp_path, random_pixels):
+    _write_idx_split(tmp_path, "train", random_pixels(2, 3, 3), np.array([0, 1], np.uint8), compressed=True)
+    _write_idx_split(tmp_path, "test", random_pixels(2, 3, 3), np.array([1, 1], np.uint8), compressed=False)
+    assert len(data.load_dataset(str(tmp_path), "test")) == 2
+    assert data.is_idx_directory(str(tmp_path))
+
+
+def test_read_idx_parses_other_types(tmp_path):
+    values = (np.arange(6).reshape(2, 3) - 3).astype(">i4")
+    header = bytes([0, 0, 0x0C, 2]) + struct.pack(">2I", 2, 3)
+    path = _write(tmp_path / "values-idx2-int", header + values.tobytes(), compressed=False)
+    np.testing.assert_array_equal(data.read_idx(path), values)
+
+
+def test_truncated_idx_is_a_user_error(tmp_path, random_pixels):
+    content = _idx_bytes(random_pixels(4, 5, 5))
+    path = _write(tmp_path / "train-images-idx3-ubyte", content[:-7], compressed=False)
+    with pytest.raises(UserError, match="truncated"):
+        data.read_idx(path)
+
+
+def test_truncated_gzip_is_a_user_error(tmp_path, random_pixels):
+    compressed = gzip.compress(_idx_bytes(random_pixels(4, 5, 5)))
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(compressed[: len(compressed) // 2])
+    with pytest.raises(UserError, match="cannot read IDX file"):
+        data.read_idx(str(path))
+
+
+def test_bad_magic_is_a_user_error(tmp_path):
+    path = _write(tmp_path / "train-images-idx3-ubyte", b"\x1f\x8b\x08\x03" + bytes(40), compressed=False)
+    with pytest.raises(UserError, match="bad magic number 0x1f8b0803"):
+        data.read_idx(path)
+
+
+def test_missing_idx_files_and_mismatched_labels(tmp_path, random_pixels):
+    _write(tmp_path / "train-images-idx3-ubyte", _idx_bytes(random_pixels(3, 2, 2)), compressed=False)
+    with pytest.raises(UserError, match="no train labels"):
+        data.load_idx_directory(str(tmp_path), "train")
+    _write(tmp_path / "train-labels-idx1-ubyte", _idx_bytes(np.zeros(2, np.uint8)), compressed=False)
+    with pytest.raises(UserError, match="holds 3 images"):
+        data.load_idx_directory(str(tmp_path), "train")
+    with pytest.raises(UserError, match="no test images"):
+        data.load_idx_directory(str(tmp_path), "test")
+
+
+def _save_png(path, pixels: np.ndarray) -> None:
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def test_image_folder_labels_follow_sorted_folder_names(tmp_path, random_pixels):
+    zebra, ant_1, ant_2 = random_pixels(4, 6), random_pixels(4, 6), random_pixels(4, 6)
+    _save_png(tmp_path / "zebra" / "a.png", zebra)
+    _save_png(tmp_path / "ant" / "1.png", ant_1)
+    _save_png(tmp_path / "ant" / "2.png", ant_2)
+
+    dataset = data.load_image_folder(str(tmp_path))
+
+    assert dataset.class_names == ("ant", "zebra")
+    np.testing.assert_array_equal(dataset.labels, [0, 0, 1])
+    assert dataset.images.shape == (3, 4, 6, 1)
+    np.testing.assert_array_equal(dataset.images[2, ..., 0], zebra)
+    np.testing.assert_array_equal(dataset.images[0, ..., 0], ant_1)
+
+
+def test_image_folder_mixes_gray_and_color_as_rgb(tmp_path, random_pixels):
+    color = random_pixels(4, 4, 3)
+    _save_png(tmp_path / "a" / "gray.png", random_pixels(4, 4))
+    _save_png(tmp_path / "b" / "color.png", color)
+    dataset = data.load_image_folder(str(tmp_path))
+    assert dataset.image_shape == (4, 4, 3)
+    np.testing.assert_array_equal(dataset.images[1], color)
+
+
+def test_image_folder_split_subdirectory(tmp_path, random_pixels):
+    _save_png(tmp_path / "train" / "cat" / "x.png", random_pixels(3, 3))
+    _save_png(tmp_path / "test" / "cat" / "y.png", random_pixels(3, 3))
+    _save_png(tmp_path / "test" / "dog" / "y.png", random_pixels(3, 3))
+    assert data.load_dataset(str(tmp_path), "test").class_names == ("cat", "dog")
+
+
+def test_image_folder_errors(tmp_path, random_pixels):
+    with pytest.raises(UserError, match="no class sub-folders"):
+        data.load_image_folder(str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="has no images"):
+        data.load_image_folder(str(tmp_path))
+    (tmp_path / "empty").rmdir()
+    _save_png(tmp_path / "a" / "small.png", random_pixels(4, 4))
+    _save_png(tmp_path / "b" / "large.png", random_pixels(5, 4))
+    with pytest.raises(UserError, match=r"small.png is 4x4 but .*large.png is 4x5"):
+        data.load_image_folder(str(tmp_path))
+    (tmp_path / "b" / "large.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="cannot read image .*large.png"):
+        data.load_image_folder(str(tmp_path))
+
+
+def test_digits_split_sizes_range_and_determinism():
+    train, test = data.load_digits("train"), data.load_digits("test")
+    assert (len(train), len(test)) == (1437, 360)
+    assert train.image_shape == (8, 8, 1) and train.num_classes == 10
+    assert train.images.max() == 255 and train.images.min() == 0
+    # Stratified: every class is 8 to 12 percent of the test set.
+    assert np.bincount(test.labels, minlength=10).min() >= 0.08 * len(test)
+    again = data.load_digits("test")
+    np.testing.assert_array_equal(again.images, test.images)
+    np.testing.assert_array_equal(again.labels, test.labels)
+    with pytest.raises(UserError, match="unknown split 'validation'"):
+        data.load_digits("validation")
+
+
+def test_labeled_images_validation_quotes_what_it_got():
+    with pytest.raises(UserError, match=r"shape \(2, 3, 3\)"):
+        data.LabeledImages(np.zeros((2, 3, 3), np.uint8), np.zeros(2), num_classes=2, name="x")
+    with pytest.raises(UserError, match="dtype float32"):
+        data.LabeledImages(np.zeros((2, 3, 3, 1), np.float32), np.zeros(2), num_classes=2, name="x")
+    with pytest.raises(UserError, match="from 0 to 2"):
+        data.LabeledImages(np.zeros((2, 3, 3, 1), np.uint8), np.array([0, 2]), num_classes=2, name="x")
+    with pytest.raises(UserError, match=r"shape \(2,\)"):
+        data.LabeledImages(np.zeros((2, 3, 3, 1), np.uint8), np.zeros(3), num_classes=2, name="x")
+
+
+def test_resize_channels_take_and_class_balanced(random_pixels):
+    images = np.zeros((6, 4, 4, 3), np.uint8)
+    images[..., 0] = 255  # pure red
+    dataset = data.LabeledImages(images, np.array([0, 0, 0, 0, 1, 2]), num_classes=3, name="red")
+
+    resized = dataset.resized(7, 9)
+    assert resized.images.shape == (6, 7, 9, 3) and resized.images.dtype == np.uint8
+    np.testing.assert_array_equal(resized.images[..., 0], 255)  # bilinear keeps a constant image constant
+    gray = dataset.with_channels(1)
+    assert gray.image_shape == (4, 4, 1)
+    np.testing.assert_array_equal(gray.images, round(255 * data.LUMINANCE_WEIGHTS[0]))
+    np.testing.assert_array_equal(gray.with_channels(3).images[..., 2], gray.images[..., 0])
+    assert dataset.to_input_shape((2, 2, 1)).image_shape == (2, 2, 1)
+    assert len(dataset.take(2)) == 2
+
+    balanced = dataset.class_balanced(3, seed=1)
+    np.testing.assert_array_equal(np.sort(balanced.labels), [0, 1, 2])
+    # Classes 1 and 2 have one example each; class 0 fills the rest.
+    np.testing.assert_array_equal(np.bincount(dataset.class_balanced(5, seed=1).labels), [3, 1, 1])
+    np.testing.assert_array_equal(dataset.class_balanced(4, seed=3).labels, dataset.class_balanced(4, seed=3).labels)
+
+
+def test_tfds_loader_with_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=5):
+        dataset = data.load_dataset("tfds:mnist", "train")
+        batches = list(data.iterate_tfds("cifar10", "test", batch_size=2, image_size=(6, 5)))
+    assert dataset.images.shape == (5, 28, 28, 1) and dataset.images.dtype == np.uint8
+    assert dataset.num_classes == 10 and dataset.name == "mnist"
+    assert [images.shape for images, _ in batches] == [(2, 6, 5, 3), (2, 6, 5, 3), (1, 6, 5, 3)]
+    assert all(labels.dtype == np.int64 for _, labels in batches)
+
+
+def test_tfds_unknown_dataset_is_a_one_line_user_error():
+    with pytest.raises(UserError) as raised:
+        data.load_tfds("no_such_dataset_zscgan", "train")
+    assert "\n" not in str(raised.value)
+
+
+def test_unknown_source_is_a_user_error():
+    with pytest.raises(UserError, match="unknown dataset 'mnist_typo'"):
+        data.load_dataset("mnist_typo", "train")
+
+
+@pytest.mark.skipif(not data.is_idx_directory(data.DEBIAN_FASHION_MNIST_DIR),
+                    reason="Debian fashion-mnist package not installed")
+def test_fashion_mnist_from_debian_directory():
+    test = data.load_fashion_mnist("test")
+    assert test.images.shape == (10000, 28, 28, 1)
+    np.testing.assert_array_equal(np.bincount(test.labels), [1000] * 10)
+    assert test.class_names[0] == "T-shirt/top" and test.name == "fashion_mnist"

@@ -1,0 +1,61 @@
+import numpy as np
+import tensorflow as tf
+
+from zscgan_tf import distill, evaluate, export, quantize
+from zscgan_tf import generator as generator_lib
+from zscgan_tf.config import DistillationConfig
+
+from conftest import tiny_teacher
+
+
+def _generator(teacher):
+    spec = generator_lib.GeneratorSpec(num_classes=teacher.num_classes, image_shape=teacher.image_shape,
+                                       noise_dim=8, base_channels=8)
+    return generator_lib.build_generator(spec, teacher.preprocessing)
+
+
+def _batchnorm_statistics(model):
+    return [w.numpy().copy() for w in model.weights if "moving_" in w.name]
+
+
+def test_distillation_pulls_a_perturbed_student_back_to_the_teacher(tmp_path):
+    teacher = tiny_teacher()
+    teacher_weights = [w.copy() for w in teacher.model.get_weights()]
+    generator = _generator(teacher)
+    samples = generator([tf.random.normal([64, 8], seed=3), tf.constant(np.arange(64) % 4)], training=False).numpy()
+    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme(), calibration_inputs=samples)
+    kernel = next(w for w in student.trainable_weights if "kernel" in w.name)
+    kernel.assign(kernel + tf.random.stateless_normal(kernel.shape, seed=[0, 1], stddev=0.3))
+    statistics_before = _batchnorm_statistics(student)
+    distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes,
+                                  DistillationConfig(steps=40, batch_size=32, learning_rate=1e-2), seed=0)
+    summary = distiller.train(str(tmp_path), progress=False)
+
+    assert summary.last["distillation"] < 0.5 * summary.first["distillation"]
+    for expected, actual in zip(teacher_weights, teacher.model.get_weights()):
+        np.testing.assert_array_equal(expected, actual)  # QAT never touches the teacher.
+    for expected, actual in zip(statistics_before, _batchnorm_statistics(student)):
+        np.testing.assert_array_equal(expected, actual)  # The student's BN keeps the teacher's statistics.
+    teacher_logits = teacher.model(samples, training=False).numpy()
+    student_logits = student(samples, training=False).numpy()
+    assert evaluate.agreement(teacher_logits, student_logits) >= 0.9
+
+
+def test_exported_student_follows_the_distilled_student(tmp_path):
+    teacher = tiny_teacher()
+    generator = _generator(teacher)
+    samples = generator([tf.random.normal([64, 8], seed=4), tf.constant(np.arange(64) % 4)], training=False).numpy()
+    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme(), calibration_inputs=samples)
+    distill.Distiller(teacher.model, student, generator, teacher.num_classes,
+                      DistillationConfig(steps=5, batch_size=16), seed=0).train(str(tmp_path), progress=False)
+    model_bytes = export.convert_to_tflite(student, export.representative_dataset_from_array(samples[:16]))
+    report = export.inspect_tflite(model_bytes)
+    assert report.is_fully_integer and report.has_static_batch_one
+    tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(samples)
+    assert evaluate.agreement(student(samples, training=False).numpy(), tflite_logits) >= 0.9
+
+
+def test_freeze_batchnorm_counts_wrapped_layers():
+    teacher = tiny_teacher()
+    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme())
+    assert distill.freeze_batchnorm(student) == 3

@@ -1,0 +1,360 @@
+"""Tests of zscgan_tf.export: TFLite conversion, flatbuffer inspection, Edge TPU report."""
+
+import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from zscgan_tf import evaluate
+from zscgan_tf import export
+from zscgan_tf import quantize
+from zscgan_tf.errors import UserError
+
+INPUT_SHAPE = (16, 16, 1)
+NUM_CLASSES = 10
+NUM_SAMPLES = 64
+NUM_CALIBRATION_SAMPLES = 32
+# TFLite against the Keras QAT student: measured exactly 1 output quantization step
+# of max |difference| and argmax agreement 1.0 over six seeds.
+MAX_OUTPUT_STEPS = 2
+MIN_AGREEMENT = 0.9
+# int8 PTQ of the float teacher against the teacher: measured 1-3% of its largest
+# |logit| on these tiny random models.
+MAX_PTQ_RELATIVE_ERROR = 0.1
+INTEGER_OPS_OF_TINY_MODEL = {"CONV_2D", "MEAN", "FULLY_CONNECTED", "QUANTIZE"}
+
+
+def build_tiny_teacher(seed=0, extra_layer=None):
+    """Two Conv+BN+ReLU blocks, global average pooling, Dense logits."""
+    tf_keras.utils.set_random_seed(seed)
+    inputs = tf_keras.Input(INPUT_SHAPE, name="image")
+    x = inputs
+    if extra_layer == "rescaling":
+        x = tf_keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling")(x)
+    x = tf_keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv_1")(x)
+    x = tf_keras.layers.BatchNormalization(name="bn_1")(x)
+    x = tf_keras.layers.ReLU(name="relu_1")(x)
+    if extra_layer == "lambda":
+        x = tf_keras.layers.Lambda(lambda tensor: tensor * 0.5, name="lambda")(x)
+    x = tf_keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False,
+                               name="conv_2")(x)
+    x = tf_keras.layers.BatchNormalization(name="bn_2")(x)
+    x = tf_keras.layers.ReLU(name="relu_2")(x)
+    x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = tf_keras.layers.Dense(NUM_CLASSES, name="logits")(x)
+    return tf_keras.Model(inputs, outputs, name="tiny_teacher")
+
+
+def random_inputs(seed=0, count=NUM_SAMPLES, shape=INPUT_SHAPE):
+    return np.random.default_rng(seed).standard_normal((count,) + shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return random_inputs()
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return build_tiny_teacher()
+
+
+@pytest.fixture(scope="module")
+def trained_student(teacher, inputs):
+    """A W8A8 student after a few QAT steps towards the teacher's logits."""
+    student, _ = quantize.quantize_student(teacher, calibration_inputs=inputs)
+    student.compile(tf_keras.optimizers.Adam(1e-3), tf_keras.losses.MeanSquaredError())
+    student.fit(inputs, teacher(inputs, training=False).numpy(), epochs=1, batch_size=16,
+                verbose=0)
+    return student
+
+
+@pytest.fixture(scope="module")
+def student_int8_bytes(trained_student):
+    return export.convert_to_tflite(trained_student)
+
+
+# ------------------------------------------------------------------------ int8 export
+
+
+def test_qat_student_exports_fully_integer_without_dataset(student_int8_bytes):
+    report = export.inspect_tflite(student_int8_bytes)
+    assert report.inputs[0].dtype == "int8"
+    assert report.outputs[0].dtype == "int8"
+    assert report.inputs[0].shape_signature == (1,) + INPUT_SHAPE
+    assert report.outputs[0].shape_signature == (1, NUM_CLASSES)
+    assert report.has_static_batch_one
+    assert report.is_fully_integer
+    assert report.non_integer_ops == ()
+    assert all(op.is_integer for op in report.operators)
+    assert {op.name for op in report.operators} <= INTEGER_OPS_OF_TINY_MODEL
+    assert report.inputs[0].is_quantized and report.outputs[0].is_quantized
+
+
+def test_tflite_agrees_with_keras_student(trained_student, student_int8_bytes, inputs):
+    tflite_logits = evaluate.TfliteClassifier(student_int8_bytes).predict(inputs)
+    keras_logits = evaluate.keras_predict(trained_student, inputs)
+    output_step = export.inspect_tflite(student_int8_bytes).outputs[0].scales[0]
+    assert np.abs(tflite_logits - keras_logits).max() <= MAX_OUTPUT_STEPS * output_step
+    assert evaluate.agreement(tflite_logits, keras_logits) >= MIN_AGREEMENT
+
+
+def test_representative_dataset_does_not_override_qat_ranges(student_int8_bytes,
+                                                             trained_student, inputs):
+    # Calibration data ten times wider than the QAT ranges: the QAT input range wins.
+    wide_data = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES] * 10)
+    with_dataset = export.inspect_tflite(export.convert_to_tflite(trained_student, wide_data))
+    without_dataset = export.inspect_tflite(student_int8_bytes)
+    assert with_dataset.is_fully_integer
+    assert with_dataset.inputs[0].scales == pytest.approx(without_dataset.inputs[0].scales)
+
+
+def test_uint8_io(trained_student, student_int8_bytes, inputs):
+    uint8_bytes = export.convert_to_tflite(trained_student, io_dtype="uint8")
+    report = export.inspect_tflite(uint8_bytes)
+    assert report.inputs[0].dtype == "uint8" and report.outputs[0].dtype == "uint8"
+    assert report.is_fully_integer
+    uint8_logits = evaluate.TfliteClassifier(uint8_bytes).predict(inputs)
+    int8_logits = evaluate.TfliteClassifier(student_int8_bytes).predict(inputs)
+    output_step = report.outputs[0].scales[0]
+    assert np.abs(uint8_logits - int8_logits).max() <= MAX_OUTPUT_STEPS * output_step
+
+
+def test_exported_model_is_the_student_not_the_teacher(teacher, inputs):
+    student, _ = quantize.quantize_student(teacher, calibration_inputs=inputs)
+    kernel = [w for w in student.get_layer("quant_logits").weights
+              if w.name.endswith("/kernel:0")][0]
+    kernel.assign(-kernel)  # symmetric weight range: still valid after negation
+    tflite_logits = evaluate.TfliteClassifier(export.convert_to_tflite(student)).predict(inputs)
+    student_logits = evaluate.keras_predict(student, inputs)
+    teacher_logits = evaluate.keras_predict(teacher, inputs)
+    assert evaluate.agreement(tflite_logits, student_logits) >= MIN_AGREEMENT
+    assert evaluate.agreement(tflite_logits, teacher_logits) < 1 - MIN_AGREEMENT
+
+
+def test_int8_ptq_of_float_model_with_representative_dataset(teacher, inputs):
+    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    model_bytes = export.convert_to_tflite(teacher, dataset)
+    report = export.inspect_tflite(model_bytes)
+    assert report.is_fully_integer and report.has_static_batch_one
+    assert report.inputs[0].dtype == "int8"
+    tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(inputs)
+    teacher_logits = evaluate.keras_predict(teacher, inputs)
+    relative_error = np.abs(tflite_logits - teacher_logits).max() / np.abs(teacher_logits).max()
+    assert relative_error <= MAX_PTQ_RELATIVE_ERROR
+
+
+def test_per_tensor_ptq_has_one_scale_per_weight_tensor(teacher, inputs):
+    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+
+    def conv_weight_scale_counts(per_channel):
+        report = export.inspect_tflite(
+            export.convert_to_tflite(teacher, dataset, per_channel=per_channel))
+        conv_weights = [report.tensors[op.input_indices[1]] for op in report.operators
+                        if op.name == "CONV_2D"]
+        return [len(tensor.scales) for tensor in conv_weights]
+
+    assert conv_weight_scale_counts(True) == [8, 16]
+    assert conv_weight_scale_counts(False) == [1, 1]
+
+
+def test_float_model_int8_without_dataset_raises_clear_error(teacher):
+    with pytest.raises(UserError, match="representative_dataset"):
+        export.convert_to_tflite(teacher)
+
+
+@pytest.mark.parametrize("mode", ["float", "dynamic"])
+def test_float_and_dynamic_modes_keep_float_io(teacher, inputs, mode):
+    model_bytes = export.convert_to_tflite(teacher, mode=mode)
+    report = export.inspect_tflite(model_bytes)
+    assert report.inputs[0].dtype == "float32" and report.outputs[0].dtype == "float32"
+    assert report.has_static_batch_one
+    assert not report.is_fully_integer
+    constant_types = {tensor.dtype for tensor in report.tensors if tensor.is_constant}
+    # Dynamic range quantization stores the larger weight tensors as int8.
+    assert ("int8" in constant_types) == (mode == "dynamic")
+    tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(inputs)
+    teacher_logits = evaluate.keras_predict(teacher, inputs)
+    if mode == "float":
+        np.testing.assert_allclose(tflite_logits, teacher_logits, atol=1e-5)
+
+
+def test_layers_tfmot_left_float_need_a_dataset_then_export_integer(inputs):
+    teacher = build_tiny_teacher(extra_layer="rescaling")
+    pixels = inputs * 60 + 128
+    student, float_layer_names = quantize.quantize_student(teacher, calibration_inputs=pixels)
+    assert float_layer_names == ("rescaling",)
+    with pytest.raises(export.TfliteConversionError, match="MUL"):
+        export.convert_to_tflite(student)
+    dataset = export.representative_dataset_from_array(pixels[:NUM_CALIBRATION_SAMPLES])
+    report = export.inspect_tflite(export.convert_to_tflite(student, dataset))
+    assert report.is_fully_integer
+    assert {"MUL", "ADD"} <= {op.name for op in report.operators}
+
+
+def test_lambda_model_quantizes_and_exports(inputs):
+    teacher = build_tiny_teacher(extra_layer="lambda")
+    student, float_layer_names = quantize.quantize_student(teacher, calibration_inputs=inputs)
+    assert float_layer_names == ("lambda",)
+    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    model_bytes = export.convert_to_tflite(student, dataset)
+    assert export.inspect_tflite(model_bytes).is_fully_integer
+    tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(inputs)
+    student_logits = evaluate.keras_predict(student, inputs)
+    assert evaluate.agreement(tflite_logits, student_logits) >= MIN_AGREEMENT
+
+
+def test_low_bit_student_is_not_exported(teacher):
+    scheme = quantize.QuantizationScheme.from_name("w4a4")
+    student, _ = quantize.quantize_student(teacher, scheme)
+    assert not scheme.exportable
+    with pytest.raises(UserError, match="W8A8"):
+        export.convert_to_tflite(student)
+
+
+def test_mobilenet_v2_qat_student_exports_fully_integer():
+    teacher = tf_keras.applications.MobileNetV2(
+        weights=None, input_shape=(32, 32, 3), classes=NUM_CLASSES, alpha=0.35,
+        classifier_activation=None)
+    images = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
+    student, float_layer_names = quantize.quantize_student(teacher, calibration_inputs=images)
+    assert float_layer_names == ()
+    report = export.inspect_tflite(export.convert_to_tflite(student))
+    assert report.is_fully_integer and report.has_static_batch_one
+    assert report.inputs[0].shape_signature == (1, 32, 32, 3)
+    assert {op.name for op in report.operators} == {
+        "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "FULLY_CONNECTED"}
+    assert export.edge_tpu_report(report).likely_compatible
+
+
+# --------------------------------------------------------------------- input checking
+
+
+def test_representative_dataset_from_array_yields_batch_one_float32():
+    images = random_inputs(count=3).astype(np.float64)
+    samples = list(export.representative_dataset_from_array(images)())
+    assert len(samples) == 3
+    for index, sample in enumerate(samples):
+        assert isinstance(sample, list) and len(sample) == 1
+        assert sample[0].shape == (1,) + INPUT_SHAPE and sample[0].dtype == np.float32
+        np.testing.assert_allclose(sample[0][0], images[index], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"\(0, 16, 16, 1\)"):
+        export.representative_dataset_from_array(np.zeros((0,) + INPUT_SHAPE))
+    with pytest.raises(ValueError, match="NaN"):
+        export.representative_dataset_from_array(np.full((2,) + INPUT_SHAPE, np.nan))
+
+
+def test_wrongly_shaped_representative_samples_raise_clear_error(teacher):
+    dataset = export.representative_dataset_from_array(random_inputs(count=2, shape=(8, 8, 1)))
+    with pytest.raises(UserError, match=r"\(1, 8, 8, 1\).*\(1, 16, 16, 1\)"):
+        export.convert_to_tflite(teacher, dataset)
+
+
+@pytest.mark.parametrize("arguments, quoted", [
+    ({"mode": "int4"}, "'int4'"),
+    ({"io_dtype": "float32"}, "'float32'"),
+    ({"per_channel": 1}, "1"),
+])
+def test_bad_arguments_are_quoted(teacher, arguments, quoted):
+    with pytest.raises(UserError, match=quoted):
+        export.convert_to_tflite(teacher, **arguments)
+
+
+def test_dynamic_spatial_dimensions_are_refused():
+    inputs = tf_keras.Input((None, None, 3))
+    outputs = tf_keras.layers.Dense(NUM_CLASSES)(
+        tf_keras.layers.GlobalAveragePooling2D()(inputs))
+    with pytest.raises(UserError, match=r"\(None, None, None, 3\)"):
+        export.convert_to_tflite(tf_keras.Model(inputs, outputs), mode="float")
+
+
+def test_converter_failure_names_the_op():
+    inputs = tf_keras.Input(INPUT_SHAPE)
+    determinant = tf_keras.layers.Lambda(lambda tensor: tf.linalg.det(tensor[..., 0]))(inputs)
+    outputs = tf_keras.layers.Dense(NUM_CLASSES)(tf_keras.layers.Reshape((1,))(determinant))
+    with pytest.raises(export.TfliteConversionError, match="tf.MatrixDeterminant"):
+        export.convert_to_tflite(tf_keras.Model(inputs, outputs), mode="float")
+
+
+def test_inspect_rejects_bytes_that_are_not_tflite():
+    with pytest.raises(UserError, match="TFL3"):
+        export.inspect_tflite(b"\x00" * 64)
+
+
+# ------------------------------------------------------------------------------ files
+
+
+def test_write_bytes_atomic_replaces_whole_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "model.tflite"
+    export.write_bytes_atomic(str(path), b"a much longer first version")
+    export.write_bytes_atomic(str(path), b"short")
+    assert path.read_bytes() == b"short"
+    assert os.listdir(tmp_path) == ["model.tflite"]
+
+
+def test_write_bytes_atomic_keeps_old_file_when_replace_fails(tmp_path, monkeypatch):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"old")
+
+    def failing_replace(source, destination):
+        raise OSError(f"cannot replace {destination}")
+
+    monkeypatch.setattr(export.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        export.write_bytes_atomic(str(path), b"new")
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["model.tflite"]
+
+
+def test_write_bytes_atomic_rejects_missing_directory(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        export.write_bytes_atomic(str(tmp_path / "missing" / "model.tflite"), b"data")
+
+
+def test_convert_writes_output_path(trained_student, tmp_path):
+    path = tmp_path / "student.tflite"
+    model_bytes = export.convert_to_tflite(trained_student, output_path=str(path))
+    assert path.read_bytes() == model_bytes
+
+
+# --------------------------------------------------------------------------- Edge TPU
+
+
+def test_edge_tpu_report_flags_float_ops(teacher):
+    report = export.inspect_tflite(export.convert_to_tflite(teacher, mode="float"))
+    compatibility = export.edge_tpu_report(report)
+    assert not compatibility.likely_compatible
+    assert "CONV_2D" in {op.name for op in compatibility.non_eight_bit_ops}
+    assert compatibility.first_cpu_op_index == 0
+    assert not compatibility.compiler_run
+    lines = compatibility.format()
+    assert "compiler was not run" in lines[0]
+    assert any("not 8-bit: CONV_2D" in line for line in lines)
+
+
+def test_edge_tpu_report_passes_integer_student(student_int8_bytes):
+    report = export.inspect_tflite(student_int8_bytes)
+    compatibility = export.edge_tpu_report(report)
+    assert compatibility.likely_compatible
+    assert compatibility.first_cpu_op_index is None
+    assert "likely compatible" in compatibility.format()[0]
+    assert any(line.startswith("- fully integer: yes") for line in report.format())
+
+
+def test_edge_tpu_report_flags_unsupported_op_and_large_rank():
+    tensors = (
+        export.TensorInfo(0, "input", "int8", (2, 4, 4, 3), (2, 4, 4, 3), (0.1,), (0,)),
+        export.TensorInfo(1, "output", "int32", (2,), (2,)),
+    )
+    operators = (export.OperatorInfo(0, "ARG_MAX", ("int8",), ("int32",), True, (0,), (1,)),)
+    report = export.TfliteModelReport(inputs=tensors[:1], outputs=tensors[1:],
+                                      operators=operators, tensors=tensors)
+    compatibility = export.edge_tpu_report(report)
+    assert [op.name for op in compatibility.unsupported_ops] == ["ARG_MAX"]
+    assert [op.name for op in compatibility.non_eight_bit_ops] == ["ARG_MAX"]  # int32 output
+    assert compatibility.oversized_tensors == ("input",)
+    assert not report.has_static_batch_one

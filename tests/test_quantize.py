@@ -1,0 +1,250 @@
+"""Tests of zscgan_tf.quantize: schemes, the TF-MOT student and its layer report."""
+
+import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import numpy as np
+import pytest
+import tf_keras
+
+from zscgan_tf import quantize
+from zscgan_tf.errors import UserError
+
+INPUT_SHAPE = (16, 16, 1)
+NUM_CLASSES = 10
+NUM_SAMPLES = 64
+# Calibrated W8A8 student against its teacher, before any training: measured 0.7-1.0%
+# of the teacher's largest |logit| over six seeds.
+MAX_RELATIVE_LOGIT_ERROR = 0.03
+MIN_INITIAL_AGREEMENT = 0.9
+
+
+def build_tiny_teacher(seed=0, extra_layer=None):
+    """Two Conv+BN+ReLU blocks, global average pooling, Dense logits.
+
+    `extra_layer` inserts a layer TF-MOT cannot quantize: "rescaling" at the input,
+    "lambda" after the first block.
+    """
+    tf_keras.utils.set_random_seed(seed)
+    inputs = tf_keras.Input(INPUT_SHAPE, name="image")
+    x = inputs
+    if extra_layer == "rescaling":
+        x = tf_keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling")(x)
+    x = tf_keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv_1")(x)
+    x = tf_keras.layers.BatchNormalization(name="bn_1")(x)
+    x = tf_keras.layers.ReLU(name="relu_1")(x)
+    if extra_layer == "lambda":
+        x = tf_keras.layers.Lambda(lambda tensor: tensor * 0.5, name="lambda")(x)
+    x = tf_keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False,
+                               name="conv_2")(x)
+    x = tf_keras.layers.BatchNormalization(name="bn_2")(x)
+    x = tf_keras.layers.ReLU(name="relu_2")(x)
+    x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = tf_keras.layers.Dense(NUM_CLASSES, name="logits")(x)
+    return tf_keras.Model(inputs, outputs, name="tiny_teacher")
+
+
+def random_inputs(seed=0, count=NUM_SAMPLES):
+    return np.random.default_rng(seed).standard_normal((count,) + INPUT_SHAPE).astype(np.float32)
+
+
+def rows_by_name(student):
+    return {row.name: row for row in quantize.describe_student(student)}
+
+
+# ---------------------------------------------------------------------------- schemes
+
+
+def test_scheme_names_and_exportability():
+    default = quantize.QuantizationScheme()
+    assert default.name == "w8a8"
+    assert default.exportable
+    assert quantize.QuantizationScheme.from_name("W4A4").name == "w4a4"
+    assert not quantize.QuantizationScheme.from_name("w4a4").exportable
+    assert not quantize.QuantizationScheme.from_name("w8a4").exportable
+    assert not quantize.QuantizationScheme.from_name("w4a8").exportable
+    per_tensor = quantize.QuantizationScheme.from_name("w8a8", per_channel=False)
+    assert per_tensor.exportable and not per_tensor.per_channel
+
+
+@pytest.mark.parametrize("fields, quoted", [
+    ({"weight_bits": 1}, "1"),
+    ({"activation_bits": 9}, "9"),
+    ({"weight_bits": 4.0}, "4.0"),
+    ({"activation_bits": True}, "True"),
+    ({"per_channel": "yes"}, "'yes'"),
+])
+def test_scheme_rejects_bad_fields_quoting_them(fields, quoted):
+    with pytest.raises(UserError, match=quoted):
+        quantize.QuantizationScheme(**fields)
+
+
+@pytest.mark.parametrize("name", ["int8", "w8", "w16a16", "a8w8", ""])
+def test_scheme_from_name_rejects_bad_names(name):
+    with pytest.raises(UserError):
+        quantize.QuantizationScheme.from_name(name)
+
+
+# ---------------------------------------------------------------------------- student
+
+
+def test_calibrated_student_reproduces_teacher_before_training():
+    teacher = build_tiny_teacher()
+    inputs = random_inputs()
+    student, float_layer_names = quantize.quantize_student(
+        teacher, calibration_inputs=inputs)
+    assert float_layer_names == ()
+    teacher_logits = teacher(inputs, training=False).numpy()
+    student_logits = student(inputs, training=False).numpy()
+    relative_error = np.abs(student_logits - teacher_logits).max() / np.abs(teacher_logits).max()
+    assert 0 < relative_error <= MAX_RELATIVE_LOGIT_ERROR  # > 0: it is quantized
+    agreement = np.mean(student_logits.argmax(1) == teacher_logits.argmax(1))
+    assert agreement >= MIN_INITIAL_AGREEMENT
+
+
+def test_student_copies_teacher_weights_and_ranges_follow_them():
+    teacher = build_tiny_teacher()
+    student, _ = quantize.quantize_student(teacher)
+    teacher_kernel = teacher.get_layer("logits").kernel.numpy()
+    student_dense = student.get_layer("quant_logits")
+    student_kernel = [w for w in student_dense.weights if w.name.endswith("/kernel:0")][0]
+    np.testing.assert_array_equal(student_kernel.numpy(), teacher_kernel)
+    # Weight ranges are set from the weights, not left at TF-MOT's [-6, 6].
+    kernel_max = [w for w in student_dense.weights if "kernel_max" in w.name][0].numpy()
+    np.testing.assert_allclose(kernel_max, np.abs(teacher_kernel).max(), rtol=1e-6)
+
+
+def test_uncalibrated_input_range_is_tfmot_default_and_calibration_sets_it():
+    teacher = build_tiny_teacher()
+    inputs = random_inputs()
+    student, _ = quantize.quantize_student(teacher)
+    # TF-MOT's input quantizer starts at [0, 0]: every input is zeroed until training.
+    zeroed = student(inputs, training=False).numpy()
+    np.testing.assert_allclose(zeroed, np.broadcast_to(zeroed[:1], zeroed.shape))
+    unmatched = quantize.calibrate_activation_ranges(student, teacher, inputs)
+    assert unmatched == ()
+    input_layer = student.get_layer(index=1)
+    minimum = [w for w in input_layer.weights if w.name.endswith("_min:0")][0].numpy()
+    maximum = [w for w in input_layer.weights if w.name.endswith("_max:0")][0].numpy()
+    assert minimum == pytest.approx(inputs.min())
+    assert maximum == pytest.approx(inputs.max())
+
+
+def test_teacher_is_unchanged_by_quantization_and_training_the_student():
+    teacher = build_tiny_teacher()
+    inputs = random_inputs()
+    teacher_weights = [weight.copy() for weight in teacher.get_weights()]
+    student, _ = quantize.quantize_student(teacher, calibration_inputs=inputs)
+    student_weights_before = [weight.copy() for weight in student.get_weights()]
+    student.compile(tf_keras.optimizers.Adam(1e-2), tf_keras.losses.MeanSquaredError())
+    student.fit(inputs, np.ones((NUM_SAMPLES, NUM_CLASSES), np.float32), epochs=1,
+                batch_size=16, verbose=0)
+    changed = [not np.array_equal(before, after) for before, after in
+               zip(student_weights_before, student.get_weights())]
+    assert any(changed), "the fit did not train the student"
+    for before, after in zip(teacher_weights, teacher.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("extra_layer, float_name", [
+    ("rescaling", "rescaling"), ("lambda", "lambda")])
+def test_unsupported_layers_stay_float_and_are_reported(extra_layer, float_name):
+    teacher = build_tiny_teacher(extra_layer=extra_layer)
+    inputs = random_inputs() * 60 + 128 if extra_layer == "rescaling" else random_inputs()
+    student, float_layer_names = quantize.quantize_student(teacher, calibration_inputs=inputs)
+    assert float_layer_names == (float_name,)
+    rows = rows_by_name(student)
+    assert rows[float_name].status == quantize.FLOAT_STATUS
+    assert rows["conv_1"].status == quantize.QUANTIZED_STATUS
+    teacher_logits = teacher(inputs, training=False).numpy()
+    student_logits = student(inputs, training=False).numpy()
+    relative_error = np.abs(student_logits - teacher_logits).max() / np.abs(teacher_logits).max()
+    assert relative_error <= MAX_RELATIVE_LOGIT_ERROR
+
+
+def test_w8a8_report_has_eight_bit_weights_and_folded_batch_norm():
+    student, _ = quantize.quantize_student(build_tiny_teacher())
+    rows = rows_by_name(student)
+    assert rows["conv_1"].weight_bits == 8
+    assert rows["conv_2"].weight_bits == 8
+    # Conv+BN+ReLU: no fake quantizer between them, one on the ReLU output.
+    assert rows["conv_1"].activation_bits is None
+    assert rows["bn_1"].activation_bits is None
+    assert rows["relu_1"].activation_bits == 8
+    assert (rows["logits"].weight_bits, rows["logits"].activation_bits) == (8, 8)
+    lines = quantize.format_layer_report(quantize.describe_student(student))
+    assert lines[0].startswith("| layer |")
+    assert any(line.startswith("| conv_1 | Conv2D | quantized | 8 |") for line in lines)
+
+
+def test_w4a4_keeps_first_and_last_layers_at_8_bits():
+    scheme = quantize.QuantizationScheme.from_name("w4a4")
+    assert not scheme.exportable
+    student, _ = quantize.quantize_student(build_tiny_teacher(), scheme)
+    rows = rows_by_name(student)
+    input_quantizer = [row for row in rows.values()
+                       if row.status == quantize.INPUT_QUANTIZER_STATUS][0]
+    assert input_quantizer.activation_bits == 8
+    assert rows["conv_1"].weight_bits == 8  # first weighted layer
+    assert rows["conv_2"].weight_bits == 4
+    assert rows["relu_1"].activation_bits == 4
+    assert rows["relu_2"].activation_bits == 4
+    assert (rows["logits"].weight_bits, rows["logits"].activation_bits) == (8, 8)  # last
+
+
+def test_w4a4_without_edge_layer_exception_is_4_bit_everywhere():
+    scheme = quantize.QuantizationScheme(4, 4, keep_first_and_last_at_8_bits=False)
+    student, _ = quantize.quantize_student(build_tiny_teacher(), scheme)
+    bits = {row.weight_bits for row in quantize.describe_student(student)}
+    bits |= {row.activation_bits for row in quantize.describe_student(student)}
+    assert bits - {None} == {4}
+
+
+def test_w4a4_student_runs_and_trains():
+    teacher = build_tiny_teacher()
+    inputs = random_inputs()
+    student, _ = quantize.quantize_student(
+        teacher, quantize.QuantizationScheme.from_name("w4a4"), calibration_inputs=inputs)
+    student.compile(tf_keras.optimizers.Adam(1e-3), tf_keras.losses.MeanSquaredError())
+    history = student.fit(inputs, teacher(inputs).numpy(), epochs=2, batch_size=32, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_per_channel_option_controls_conv_weight_ranges():
+    per_channel, _ = quantize.quantize_student(build_tiny_teacher())
+    per_tensor, _ = quantize.quantize_student(
+        build_tiny_teacher(), quantize.QuantizationScheme(per_channel=False))
+
+    def kernel_min_shape(student):
+        layer = student.get_layer("quant_conv_2")
+        return tuple([w for w in layer.weights if "kernel_min" in w.name][0].shape)
+
+    assert kernel_min_shape(per_channel) == (16,)
+    assert kernel_min_shape(per_tensor) == ()
+
+
+def test_rejects_subclassed_and_nested_models():
+    class Subclassed(tf_keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = tf_keras.layers.Dense(NUM_CLASSES)
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+    subclassed = Subclassed()
+    subclassed(np.zeros((1, 4), np.float32))
+    with pytest.raises(UserError, match="subclassed"):
+        quantize.quantize_student(subclassed)
+
+    inner = build_tiny_teacher()
+    inputs = tf_keras.Input(INPUT_SHAPE)
+    nested = tf_keras.Model(inputs, inner(inputs))
+    with pytest.raises(UserError, match="nested"):
+        quantize.quantize_student(nested)
+
+
+def test_calibration_rejects_wrongly_shaped_inputs():
+    teacher = build_tiny_teacher()
+    student, _ = quantize.quantize_student(teacher)
+    with pytest.raises(ValueError, match=r"\(3, 8, 8, 1\)"):
+        quantize.calibrate_activation_ranges(student, teacher, np.zeros((3, 8, 8, 1)))

@@ -1,0 +1,225 @@
+"""Tests for zscgan_tf.teacher_training: architectures, BN re-estimation, training, teacher files."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+import tf_keras
+
+from zscgan_tf import data, teacher_training
+from zscgan_tf.errors import UserError
+from zscgan_tf.preprocessing import Preprocessing
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_RECIPE = teacher_training.TeacherRecipe(
+    dataset="digits", architecture="resnet8", input_shape=(8, 8, 1), epochs=1, batch_size=64,
+    learning_rate=3e-3, architecture_options=(("base_width", 4),))
+
+
+def _batchnorm_layers(model):
+    return [layer for layer in model.layers if isinstance(layer, tf_keras.layers.BatchNormalization)]
+
+
+def test_resnet8_on_8x8_inputs_has_projection_shortcuts_and_stable_names():
+    model = teacher_training.build_architecture("resnet8", (8, 8, 1), 10)
+    assert model.output_shape == (None, 10)
+    assert model.layers[-1].activation is tf_keras.activations.linear
+    names = [layer.name for layer in model.layers]
+    # Stem, two per block, and a 1x1 projection where stages 2 and 3 halve the resolution.
+    assert len(_batchnorm_layers(model)) == 1 + 2 * 3 + 2
+    assert "stage2_block1_shortcut_conv" in names and "stage1_block1_shortcut_conv" not in names
+    assert model.get_layer("stage3_block1_shortcut_conv").strides == (2, 2)
+    assert names == [layer.name for layer in teacher_training.build_resnet(8, (8, 8, 1), 10).layers]
+    assert len(_batchnorm_layers(teacher_training.build_resnet(20, (8, 8, 1), 10))) == 1 + 2 * 9 + 2
+
+
+def test_architecture_errors():
+    with pytest.raises(UserError, match="6n \\+ 2"):
+        teacher_training.build_resnet(10, (8, 8, 1), 10)
+    with pytest.raises(UserError, match="known: mobilenet_v2, resnet14, resnet20, resnet8"):
+        teacher_training.build_architecture("vgg", (8, 8, 1), 10)
+    with pytest.raises(UserError, match="at least 32x32"):
+        teacher_training.build_mobilenet_v2((28, 28, 1), 10)
+
+
+def test_mobilenet_v2_takes_one_channel_and_returns_logits():
+    model = teacher_training.build_architecture("mobilenet_v2", (32, 32, 1), 10, alpha=0.35)
+    assert model.input_shape == (None, 32, 32, 1) and model.output_shape == (None, 10)
+    assert model.layers[-1].activation is tf_keras.activations.linear
+    assert _batchnorm_layers(model)[0].momentum == pytest.approx(0.999)
+
+
+def _branching_model():
+    """Conv-BN-ReLU then two BN branches (one behind another conv) joined, GAP, Dense."""
+    tf_keras.utils.set_random_seed(1)
+    inputs = tf_keras.Input((6, 6, 2))
+    x = tf_keras.layers.Conv2D(3, 3, padding="same")(inputs)
+    x = tf_keras.layers.BatchNormalization(momentum=0.999)(x)
+    x = tf_keras.layers.ReLU()(x)
+    left = tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(3, 1)(x))
+    right = tf_keras.layers.BatchNormalization()(x)
+    x = tf_keras.layers.Add()([left, right])
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    x = tf_keras.layers.Dense(4)(x)
+    x = tf_keras.layers.BatchNormalization()(x)
+    return tf_keras.Model(inputs, tf_keras.layers.Dense(3)(x))
+
+
+def _inference_moments(model, layer, images):
+    outputs = tf_keras.Model(model.inputs, layer.input)(images, training=False)
+    axes = list(range(outputs.shape.rank - 1))
+    mean, variance = tf.nn.moments(tf.cast(outputs, tf.float64), axes=axes)
+    return mean.numpy(), variance.numpy()
+
+
+def test_reestimated_statistics_are_the_exact_moments_of_each_bn_input():
+    model = _branching_model()
+    images = np.random.default_rng(0).normal(3.0, 2.0, size=(50, 6, 6, 2)).astype(np.float32)
+    trainable_before = [variable.numpy() for variable in model.trainable_variables]
+    momenta_before = [layer.momentum for layer in _batchnorm_layers(model)]
+    first_bn = _batchnorm_layers(model)[0]
+    assert not np.allclose(first_bn.moving_mean.numpy(), _inference_moments(model, first_bn, images)[0], atol=0.1)
+
+    # 16 does not divide 50: the merge across unequal batches must still be exact.
+    teacher_training.reestimate_batchnorm_statistics(model, images, batch_size=16)
+
+    for layer in _batchnorm_layers(model):
+        mean, variance = _inference_moments(model, layer, images)
+        np.testing.assert_allclose(layer.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5, err_msg=layer.name)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5, err_msg=layer.name)
+    for before, variable in zip(trainable_before, model.trainable_variables):
+        np.testing.assert_array_equal(variable.numpy(), before)
+    assert [layer.momentum for layer in _batchnorm_layers(model)] == momenta_before
+
+
+def test_reestimation_rejects_images_of_the_wrong_shape():
+    with pytest.raises(ValueError, match="do not fit the model input"):
+        teacher_training.reestimate_batchnorm_statistics(_branching_model(), np.zeros((4, 5, 5, 2)), batch_size=2)
+
+
+def test_check_inference_mode_accuracy():
+    fine = teacher_training.TeacherMetrics(0.9, 0.85, 0.9, epochs=1, wall_seconds=1.0)
+    lagging = teacher_training.TeacherMetrics(0.9, 0.10, 0.88, epochs=1, wall_seconds=1.0)
+    teacher_training.check_inference_mode_accuracy(fine)
+    with pytest.raises(RuntimeError, match="inference-mode test accuracy 0.100 is 0.780 below"):
+        teacher_training.check_inference_mode_accuracy(lagging)
+
+
+@pytest.fixture(name="trained", scope="module")
+def fixture_trained():
+    """A ResNet-8 of width 4 trained for a few epochs on 600 digits."""
+    train = data.load_digits("train").take(600)
+    test = data.load_digits("test")
+    preprocessing = Preprocessing("tf")
+    tf_keras.utils.set_random_seed(0)
+    model = teacher_training.build_resnet(8, (8, 8, 1), 10, base_width=4)
+    metrics = teacher_training.train_teacher(model, train, test, preprocessing, epochs=4, batch_size=32,
+                                             learning_rate=1e-2, seed=0, progress=False)
+    return model, train, test, preprocessing, metrics
+
+
+def test_train_teacher_learns_and_leaves_reestimated_statistics(trained):
+    model, train, _, preprocessing, metrics = trained
+    chance = 0.1
+    assert metrics.test_accuracy > 3 * chance and metrics.train_accuracy > 3 * chance
+    assert metrics.test_accuracy_training_mode > 3 * chance
+    assert metrics.epochs == 4 and metrics.wall_seconds > 0
+    # The training-mode evaluation must not leave its batch statistics behind.
+    first_bn = _batchnorm_layers(model)[0]
+    mean, variance = _inference_moments(model, first_bn, preprocessing.apply(train.images))
+    np.testing.assert_allclose(first_bn.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(first_bn.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5)
+
+
+def test_train_teacher_rejects_data_of_another_shape(trained):
+    model, train, test, preprocessing, _ = trained
+    with pytest.raises(UserError, match=r"train images are \(16, 16, 1\) but the model takes \(8, 8, 1\)"):
+        teacher_training.train_teacher(model, train.resized(16, 16), test, preprocessing, epochs=1, batch_size=8,
+                                       learning_rate=1e-3, seed=0, progress=False)
+
+
+def test_save_teacher_writes_a_loadable_model_and_sidecar(trained, tmp_path):
+    model, _, test, preprocessing, metrics = trained
+    path = str(tmp_path / "teacher.keras")
+    teacher_training.save_teacher(model, path, preprocessing, "digits", test.class_names, metrics)
+
+    loaded = tf_keras.models.load_model(path, compile=False)
+    inputs = preprocessing.apply(test.images[:16])
+    np.testing.assert_allclose(loaded(inputs, training=False).numpy(), model(inputs, training=False).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    with open(path + ".json", encoding="utf-8") as stream:
+        description = json.load(stream)
+    assert description == {
+        "preprocessing": {"mode": "tf", "mean": [], "std": []},
+        "dataset": "digits",
+        "num_classes": 10,
+        "class_names": [str(digit) for digit in range(10)],
+        "input_shape": [8, 8, 1],
+        "metrics": metrics.to_dict(),
+    }
+    assert sorted(os.listdir(tmp_path)) == ["teacher.keras", "teacher.keras.json"]  # no temporary files left
+    with pytest.raises(UserError, match="got 2 class names"):
+        teacher_training.save_teacher(model, path, preprocessing, "digits", ["a", "b"], metrics)
+
+
+def test_ensure_builtin_teacher_trains_once_then_reuses(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(teacher_training, "BUILTIN_TEACHERS", {"tiny_digits": TINY_RECIPE})
+    monkeypatch.setenv(teacher_training.CACHE_ENVIRONMENT_VARIABLE, str(tmp_path))
+
+    path = teacher_training.ensure_builtin_teacher("tiny_digits", progress=False)
+
+    assert path == str(tmp_path / "tiny_digits.keras")
+    assert os.path.isfile(path) and os.path.isfile(path + ".json")
+    assert "training built-in teacher 'tiny_digits' on first use" in capsys.readouterr().err
+    modified = os.path.getmtime(path)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("the cached teacher was trained again")
+
+    monkeypatch.setattr(teacher_training, "train_teacher", must_not_train)
+    assert teacher_training.ensure_builtin_teacher("tiny_digits", progress=False) == path
+    assert os.path.getmtime(path) == modified
+    assert "training" not in capsys.readouterr().err
+    with pytest.raises(UserError, match="unknown built-in teacher 'nope'; known: tiny_digits"):
+        teacher_training.ensure_builtin_teacher("nope")
+
+
+def test_builtin_recipes_are_consistent():
+    for name, recipe in teacher_training.BUILTIN_TEACHERS.items():
+        assert recipe.preprocessing_mode == "tf", name
+        assert None not in recipe.input_shape, name
+    assert teacher_training.cache_directory("/x/y") == "/x/y"
+
+
+def _run_tool(*arguments):
+    return subprocess.run([sys.executable, os.path.join("tools", "train_teacher.py"), *arguments],
+                          cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+
+
+def test_tool_reports_bad_input_as_one_line():
+    result = _run_tool("--architecture=resnet8", "--dataset=no_such_dataset", "--output=/tmp/never.keras")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: unknown dataset 'no_such_dataset'; expected digits, fashion_mnist, tfds:<name> or an existing directory")
+    result = _run_tool("--no_such_flag")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: Unknown command line flag 'no_such_flag'"
+
+
+def test_tool_trains_a_custom_teacher_and_refuses_to_overwrite_it(tmp_path):
+    output = str(tmp_path / "custom.keras")
+    arguments = ["--architecture=resnet8", "--base_width=4", "--dataset=digits", "--epochs=1", f"--output={output}"]
+    result = _run_tool(*arguments)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["teacher"] == output and printed["epochs"] == 1 and 0 <= printed["test_accuracy"] <= 1
+    assert tf_keras.models.load_model(output, compile=False).input_shape == (None, 8, 8, 1)
+    result = _run_tool(*arguments)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: {output} exists; pass --overwrite to replace it"

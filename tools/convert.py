@@ -1,0 +1,170 @@
+"""Exports a TFLite model: from a run's QAT student, a saved student, or a float teacher.
+
+The QAT student of a run (its finished `student.h5`, else its latest QAT checkpoint),
+fully integer:
+
+  python tools/convert.py --run_dir=runs/demo --output=student_int8.tflite
+
+A saved TF-MOT student:
+
+  python tools/convert.py --student=runs/demo/student.h5 --generator=runs/demo/generator.keras \
+      --output=student_int8.tflite
+
+A float teacher quantized post-training, calibrated with generated samples:
+
+  python tools/convert.py --teacher=teacher.keras --generator=runs/demo/generator.keras --output=ptq.tflite
+
+A float teacher as float or dynamic-range TFLite, for comparison:
+
+  python tools/convert.py --teacher=teacher.keras --mode=float --output=float.tflite
+
+Every integer export is checked op by op (the tool names any op that is not integer)
+and gets an Edge TPU compatibility report read from the flatbuffer. Bad input prints
+one `error: ...` line and exits with status 2.
+"""
+
+import json
+import os
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
+from absl import flags  # noqa: E402
+
+from zscgan_tf import config as config_lib  # noqa: E402
+from zscgan_tf import export, quantization_stages, teachers  # noqa: E402
+from zscgan_tf.errors import UserError  # noqa: E402
+
+USER_ERROR_STATUS = 2
+FLAGS = flags.FLAGS
+flags.DEFINE_string("run_dir", None, "A work directory of `python -m zscgan_tf.train`: export its QAT student.")
+flags.DEFINE_string("student", None, "A saved TF-MOT student (.h5, as runs save it) to export.")
+flags.DEFINE_string("teacher", None, "A float teacher: a model file, builtin:<name> or a Keras Applications name.")
+flags.DEFINE_string("teacher_weights", "imagenet", "Weights of a Keras Applications --teacher.")
+flags.DEFINE_bool("trust_model_code", False, "Load model files that hold serialized Python (Lambda layers).")
+flags.DEFINE_string("generator", None, "A trained generator (.keras) for the representative dataset.")
+flags.DEFINE_enum("mode", "int8", export.MODES, "int8 (fully integer), float, or dynamic (dynamic-range).")
+flags.DEFINE_integer("calibration_samples", config_lib.QuantizationConfig.calibration_samples,
+                     "Class-balanced generated samples used for calibration.")
+flags.DEFINE_enum("io_dtype", "int8", export.INTEGER_IO_DTYPES, "Input/output type of an int8 model.")
+flags.DEFINE_bool("per_channel", True, "Per-channel weight scales (else per-tensor).")
+flags.DEFINE_integer("seed", 0, "Seed of the calibration samples.")
+flags.DEFINE_string("output", None, "Where to write the .tflite file.")
+flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
+
+
+def _load_generator(path):
+    from zscgan_tf import pipeline  # The generator's custom layers register with it.
+    if not os.path.exists(path):
+        raise UserError(f"generator {path!r} does not exist")
+    try:
+        return pipeline.load_generator(path)
+    except (OSError, ValueError, TypeError) as error:
+        raise UserError(f"cannot load generator {path!r}: {str(error).splitlines()[0]}") from error
+
+
+def _calibration(generator, teacher, count):
+    if generator is None:
+        return None
+    if tuple(generator.output.shape[1:]) != tuple(teacher.image_shape):
+        raise UserError(f"the generator makes {tuple(generator.output.shape[1:])} samples but the model reads "
+                        f"{teacher.image_shape}")
+    return quantization_stages.calibration_samples(generator, teacher, count, FLAGS.seed)
+
+
+def _teacher_like(model, name, preprocessing=None):
+    """A `Teacher` view of a student, for its shape and class count."""
+    from zscgan_tf.preprocessing import Preprocessing
+    return teachers.Teacher(model=model, preprocessing=preprocessing or Preprocessing(),
+                            image_shape=tuple(model.inputs[0].shape[1:]), num_classes=int(model.output.shape[-1]),
+                            name=name, description={})
+
+
+def _model_to_convert():
+    """(model, calibration samples or None, description) from the flags."""
+    sources = [name for name in ("run_dir", "student", "teacher") if getattr(FLAGS, name)]
+    if len(sources) != 1:
+        raise UserError("pass exactly one of --run_dir, --student and --teacher")
+    generator = _load_generator(FLAGS.generator) if FLAGS.generator else None
+    if FLAGS.run_dir:
+        return _from_run(FLAGS.run_dir, generator)
+    if FLAGS.student:
+        if not os.path.exists(FLAGS.student):
+            raise UserError(f"student {FLAGS.student!r} does not exist")
+        try:
+            student = quantization_stages.load_student(FLAGS.student)
+        except (OSError, ValueError, TypeError) as error:
+            raise UserError(f"cannot load student {FLAGS.student!r}: {str(error).splitlines()[0]}") from error
+        view = _teacher_like(student, os.path.basename(FLAGS.student))
+        return student, _calibration(generator, view, FLAGS.calibration_samples), f"student {FLAGS.student}"
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=FLAGS.teacher, weights=FLAGS.teacher_weights,
+                                                           trust_model_code=FLAGS.trust_model_code))
+    if FLAGS.mode == "int8" and generator is None:
+        raise UserError(f"{FLAGS.teacher} is a float model: an int8 export needs --generator for calibration "
+                        "(or export a QAT student with --run_dir / --student, or use --mode=float or dynamic)")
+    return teacher.model, _calibration(generator, teacher, FLAGS.calibration_samples), f"teacher {FLAGS.teacher}"
+
+
+def _from_run(run_dir, generator):
+    config_path = os.path.join(run_dir, config_lib.CONFIG_FILE)
+    if not os.path.exists(config_path):
+        raise UserError(f"{run_dir!r} is not a run directory (no {config_lib.CONFIG_FILE})")
+    with open(config_path) as config_file:
+        run_config = config_lib.RunConfig.from_dict(json.load(config_file))
+    teacher = teachers.load_teacher(run_config.teacher)
+    if generator is None:
+        generator_path = os.path.join(run_dir, "generator.keras")
+        if not os.path.exists(generator_path):
+            raise UserError(f"{run_dir!r} has no trained generator yet; run its generator stage first")
+        generator = _load_generator(generator_path)
+    calibration = _calibration(generator, teacher, FLAGS.calibration_samples)
+    student_path = os.path.join(run_dir, quantization_stages.STUDENT_MODEL_FILE)
+    if os.path.exists(student_path):
+        return quantization_stages.load_student(student_path), calibration, f"student {student_path}"
+    checkpoint_dir = os.path.join(run_dir, "distillation", "checkpoints")
+    student = quantization_stages.restore_student(run_config, teacher, generator, calibration, checkpoint_dir)
+    return student, calibration, f"QAT checkpoint in {checkpoint_dir}"
+
+
+def convert() -> dict:
+    if not FLAGS.output:
+        raise UserError("--output is required")
+    if FLAGS.calibration_samples < 1:
+        raise UserError(f"--calibration_samples must be positive, got {FLAGS.calibration_samples}")
+    model, calibration, description = _model_to_convert()
+    representative = export.representative_dataset_from_array(calibration) if calibration is not None else None
+    model_bytes = export.convert_to_tflite(model, representative, mode=FLAGS.mode, io_dtype=FLAGS.io_dtype,
+                                           per_channel=FLAGS.per_channel, output_path=FLAGS.output)
+    report = export.inspect_tflite(model_bytes)
+    lines = [f"wrote {FLAGS.output} ({len(model_bytes) / 1024:.1f} KiB) from {description}"] + report.format()
+    if FLAGS.mode == "int8":
+        lines += export.edge_tpu_report(report).format()
+    print("\n".join(lines))
+    return {"output": FLAGS.output, "bytes": len(model_bytes), "fully_integer": report.is_fully_integer}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    verbose = "--verbose" in argv
+    try:
+        FLAGS.unparse_flags()
+        try:
+            FLAGS(argv)
+        except flags.Error as error:
+            raise UserError(str(error).splitlines()[0]) from error
+        verbose = FLAGS.verbose
+        convert()
+        return 0
+    except UserError as error:
+        if verbose:
+            import traceback
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return USER_ERROR_STATUS
+
+
+if __name__ == "__main__":
+    sys.exit(main())
