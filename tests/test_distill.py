@@ -1,11 +1,12 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from zscgan_tf import distill, evaluate, export, quantize
 from zscgan_tf import generator as generator_lib
 from zscgan_tf.config import DistillationConfig
 
-from conftest import tiny_teacher
+from conftest import quadrant_images, tiny_teacher
 
 
 def _generator(teacher):
@@ -59,3 +60,20 @@ def test_freeze_batchnorm_counts_wrapped_layers():
     teacher = tiny_teacher()
     student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme())
     assert distill.freeze_batchnorm(student) == 3
+
+
+def test_real_data_source_distills_and_needs_exactly_one_source(tmp_path):
+    teacher = tiny_teacher()
+    images, labels = quadrant_images(16, seed=7)
+    inputs = teacher.preprocessing.apply(images)
+    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme.from_name("w4a4"),
+                                           calibration_inputs=inputs)
+    distiller = distill.Distiller(teacher.model, student, None, teacher.num_classes,
+                                  DistillationConfig(steps=5, batch_size=16), real_data=(inputs, labels))
+    batch_images, batch_labels = distiller.sample_batch()
+    assert batch_images.shape == (16, 8, 8, 1) and batch_labels.shape == (16,)
+    summary = distiller.train(str(tmp_path), progress=False)
+    assert summary.steps == 5 and np.isfinite(summary.last["distillation"])
+    with pytest.raises(ValueError, match="exactly one sample source"):
+        distill.Distiller(teacher.model, student, _generator(teacher), teacher.num_classes,
+                          DistillationConfig(steps=1), real_data=(inputs, labels))

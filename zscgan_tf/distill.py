@@ -11,8 +11,9 @@ outputs, but the teacher's BN statistics are the better estimate of the real dat
 Fake-quant ranges still adapt, since the student is called with `training=True`.
 """
 
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 import tensorflow_model_optimization as tfmot
@@ -45,22 +46,35 @@ class Distiller:
     Args:
       teacher: the frozen float teacher model (logits output).
       student: the TF-MOT model built from it (`quantize.quantize_student`).
-      generator: the trained conditional generator; frozen.
+      generator: the trained conditional generator; frozen. None when `real_data` is given.
       num_classes: the teacher's classes.
       config: the distillation settings.
       seed: seeds the noise and label stream.
+      real_data: (teacher-space images, labels) to distill on instead of generated
+        samples: the data-dependent QAT reference of benchmarks.
     """
 
-    def __init__(self, teacher: tf_keras.Model, student: tf_keras.Model, generator: tf_keras.Model,
-                 num_classes: int, config: DistillationConfig, seed: int = 0):
+    def __init__(self, teacher: tf_keras.Model, student: tf_keras.Model, generator: Optional[tf_keras.Model],
+                 num_classes: int, config: DistillationConfig, seed: int = 0,
+                 real_data: Optional[Tuple[np.ndarray, np.ndarray]] = None):
         if tuple(teacher.output.shape[1:]) != tuple(student.output.shape[1:]):
             raise ValueError(f"student outputs {student.output.shape} but the teacher {teacher.output.shape}")
+        if (generator is None) == (real_data is None):
+            raise ValueError("give exactly one sample source: a generator or real_data")
         self.teacher = teacher
         self.student = student
         self.generator = generator
         self.num_classes = num_classes
         self.config = config
-        self.noise_dim = int(generator.inputs[0].shape[-1])
+        if generator is not None:
+            self.noise_dim = int(generator.inputs[0].shape[-1])
+        else:
+            real_images, real_labels = real_data
+            if len(real_images) != len(real_labels) or not len(real_images):
+                raise ValueError(f"real_data needs as many labels as images, got {len(real_images)} images and "
+                                 f"{len(real_labels)} labels")
+            self.real_images = tf.constant(np.asarray(real_images, np.float32))
+            self.real_labels = tf.constant(np.asarray(real_labels, np.int32))
         freeze_batchnorm(student)
         schedule = tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, config.steps)
         self.optimizer = tf_keras.optimizers.Adam(schedule)
@@ -70,10 +84,17 @@ class Distiller:
                                               step=self.step)
         self._train_step = tf.function(self._train_step_eager)
 
-    def _train_step_eager(self):
+    def sample_batch(self):
+        """A batch of (teacher-space images, labels) from the generator or the real data."""
+        if self.generator is None:
+            index = self.random.uniform([self.config.batch_size], 0, tf.shape(self.real_labels)[0], dtype=tf.int32)
+            return tf.gather(self.real_images, index), tf.gather(self.real_labels, index)
         noise = self.random.normal([self.config.batch_size, self.noise_dim])
         labels = self.random.uniform([self.config.batch_size], 0, self.num_classes, dtype=tf.int32)
-        images = self.generator([noise, labels], training=False)
+        return self.generator([noise, labels], training=False), labels
+
+    def _train_step_eager(self):
+        images, labels = self.sample_batch()
         teacher_logits = self.teacher(images, training=False)
         variables = self.student.trainable_variables
         with tf.GradientTape() as tape:
