@@ -35,10 +35,9 @@ import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow 
 from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
-from zscgan_tf import export, quantization_stages, teachers  # noqa: E402
+from zscgan_tf import cli, export, quantization_stages, teachers  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
 
-USER_ERROR_STATUS = 2
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "A work directory of `python -m zscgan_tf.train`: export its QAT student.")
 flags.DEFINE_string("student", None, "A saved TF-MOT student (.h5, as runs save it) to export.")
@@ -129,7 +128,7 @@ def _from_run(run_dir, generator):
     return student, calibration, f"QAT checkpoint in {checkpoint_dir}"
 
 
-def convert() -> dict:
+def convert() -> None:
     if not FLAGS.output:
         raise UserError("--output is required")
     if FLAGS.calibration_samples < 1:
@@ -143,27 +142,11 @@ def convert() -> dict:
     if FLAGS.mode == "int8":
         lines += export.edge_tpu_report(report).format()
     print("\n".join(lines))
-    return {"output": FLAGS.output, "bytes": len(model_bytes), "fully_integer": report.is_fully_integer}
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    verbose = "--verbose" in argv
-    try:
-        FLAGS.unparse_flags()
-        try:
-            FLAGS(argv)
-        except flags.Error as error:
-            raise UserError(str(error).splitlines()[0]) from error
-        verbose = FLAGS.verbose
-        convert()
-        return 0
-    except UserError as error:
-        if verbose:
-            import traceback
-            traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
-        return USER_ERROR_STATUS
+    return cli.run_command(FLAGS, argv, convert)
 
 
 if __name__ == "__main__":

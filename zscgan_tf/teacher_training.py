@@ -223,7 +223,7 @@ def reestimate_batchnorm_statistics(model: tf_keras.Model, images: np.ndarray, b
 def _set_moments_from_inputs(model, layers, images: np.ndarray, batch_size: int) -> None:
     taps = tf_keras.Model(model.inputs, [layer.input for layer in layers])
 
-    @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(images.shape[1:]), tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(images.shape[1:]), tf.float32)], autograph=False)
     def batch_moments(batch):
         outputs = taps(batch, training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
@@ -316,7 +316,7 @@ def _accuracy(model: tf_keras.Model, inputs: np.ndarray, labels: np.ndarray, bat
     # One trace for every batch size: the last, smaller batch must not retrace.
     signature = [tf.TensorSpec((None,) + tuple(inputs.shape[1:]), tf.float32)]
     predict = tf.function(lambda batch: tf.argmax(model(batch, training=training), axis=-1),
-                          input_signature=signature)
+                          input_signature=signature, autograph=False)
     correct = 0
     for start in range(0, inputs.shape[0], batch_size):
         predicted = predict(inputs[start:start + batch_size]).numpy()

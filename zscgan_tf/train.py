@@ -11,20 +11,15 @@ Bad input prints one line, `error: ...`, and exits with status 2 (`--verbose` ad
 traceback).
 """
 
-import os
 import sys
-import traceback
 
 from absl import flags
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import pipeline, training_loop
+from zscgan_tf import cli, pipeline
 from zscgan_tf.errors import UserError
 
 FLAGS = flags.FLAGS
-USER_ERROR_STATUS = 2
-NUMERICAL_FAULT_STATUS = 3
-INTERRUPTED_STATUS = 130  # The shell's convention for SIGINT.
 _teacher = config_lib.TeacherSource()
 _generator = config_lib.GeneratorConfig()
 _loss = config_lib.LossConfig()
@@ -148,45 +143,10 @@ def config_from_flags() -> config_lib.RunConfig:
     )
 
 
-def parse_flags(argv) -> None:
-    """Parses `argv` into FLAGS; a bad flag or flagfile becomes a `UserError`."""
-    if any(arg.startswith("--flagfile") for arg in argv[1:]):
-        for arg in argv[1:]:
-            if arg.startswith("--flagfile="):
-                path = arg.split("=", 1)[1]
-                if not os.path.isfile(path):
-                    raise UserError(f"flagfile {path!r} does not exist")
-    try:
-        FLAGS(argv)
-    except flags.Error as error:
-        raise UserError(str(error).splitlines()[0]) from error
-
-
 def main(argv=None) -> int:
     """Runs the command; returns the process exit status."""
     argv = list(sys.argv if argv is None else argv)
-    verbose = "--verbose" in argv
-    try:
-        FLAGS.unparse_flags()
-        parse_flags(argv)
-        verbose = FLAGS.verbose
-        run_config = config_from_flags()
-        pipeline.run(run_config, progress=FLAGS.progress)
-        return 0
-    except UserError as error:
-        if verbose:
-            traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
-        return USER_ERROR_STATUS
-    except training_loop.TrainingInterrupted as interruption:
-        print(f"stopped: {interruption}", file=sys.stderr)
-        return INTERRUPTED_STATUS
-    except KeyboardInterrupt:
-        print("stopped: interrupted; rerun the same command to resume", file=sys.stderr)
-        return INTERRUPTED_STATUS
-    except training_loop.NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return NUMERICAL_FAULT_STATUS
+    return cli.run_command(FLAGS, argv, lambda: pipeline.run(config_from_flags(), progress=FLAGS.progress))
 
 
 def main_entry():
