@@ -24,10 +24,9 @@ if REPO_ROOT not in sys.path:
 import zscgan_tf  # pylint: disable=unused-import,wrong-import-position  (sets TF_USE_LEGACY_KERAS first)
 from absl import flags  # pylint: disable=wrong-import-position
 
-from zscgan_tf import teacher_training, teachers  # pylint: disable=wrong-import-position
+from zscgan_tf import cli, teacher_training, teachers  # pylint: disable=wrong-import-position
 from zscgan_tf.errors import UserError  # pylint: disable=wrong-import-position
 
-USAGE_EXIT_STATUS = 2
 DEFAULT_RECIPE = teacher_training.TeacherRecipe(dataset="digits", architecture="resnet8")
 
 FLAGS = flags.FLAGS
@@ -90,19 +89,10 @@ def run() -> dict:
     return {"teacher": path, **metrics.to_dict()}
 
 
-def main(argv) -> None:
-    try:
-        FLAGS(argv)
-    except flags.Error as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(USAGE_EXIT_STATUS)
-    try:
-        result = run()
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(USAGE_EXIT_STATUS)
-    print(json.dumps(result, indent=2))
+def main(argv=None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    return cli.run_command(FLAGS, argv, lambda: print(json.dumps(run(), indent=2)))
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    sys.exit(main())
