@@ -49,9 +49,11 @@ def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, tiny_teach
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
     assert "already trained" in capsys.readouterr().out
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir, steps=6)}"]) == 0
+    assert "QAT state built on the old one is discarded" in capsys.readouterr().out
     report = json.loads((work_dir / "report.json").read_text())
     assert report["generator_training"]["resumed_from_step"] == 4
     assert report["generator_training"]["steps"] == 6
+    assert report["quantization"]["summary"]["resumed_from_step"] == 0  # The student is redone on the new generator.
 
 
 def test_work_dir_of_a_different_run_is_refused(tmp_path, tiny_teacher_file, capsys):

@@ -123,7 +123,7 @@ def _from_run(run_dir, generator):
     student_path = os.path.join(run_dir, quantization_stages.STUDENT_MODEL_FILE)
     if os.path.exists(student_path):
         return quantization_stages.load_student(student_path), calibration, f"student {student_path}"
-    checkpoint_dir = os.path.join(run_dir, "distillation", "checkpoints")
+    checkpoint_dir = os.path.join(run_dir, quantization_stages.DISTILLATION_DIR, "checkpoints")
     student = quantization_stages.restore_student(run_config, teacher, generator, calibration, checkpoint_dir)
     return student, calibration, f"QAT checkpoint in {checkpoint_dir}"
 

@@ -13,6 +13,7 @@ The work directory of a run holds:
 
 import json
 import os
+import shutil
 import sys
 
 import tensorflow as tf
@@ -96,6 +97,25 @@ def load_generator(path: str) -> tf_keras.Model:
         "InputSpaceMapping": generator_lib.InputSpaceMapping})
 
 
+def _discard_downstream_of_generator(work_dir: str, state: dict):
+    """A generator that trains further makes the student and exports built from it stale."""
+    stale = [name for name in (quantization_stages.DISTILLATION_DIR, quantization_stages.STUDENT_MODEL_FILE)
+             if os.path.exists(os.path.join(work_dir, name))]
+    if not stale and "distillation" not in state and "export" not in state:
+        return
+    _say(f"generator: training changes the generator, so the QAT state built on the old one is discarded "
+         f"({', '.join(stale) or 'state only'})")
+    for name in stale:
+        path = os.path.join(work_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    state.pop("distillation", None)
+    state.pop("export", None)
+    write_state(work_dir, state)
+
+
 def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, state: dict,
                     progress: bool = True) -> tf_keras.Model:
     """Trains the generator (resuming if a checkpoint exists) or loads the finished one."""
@@ -105,6 +125,7 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     if finished.get("steps") == run_config.generator_training.steps and os.path.exists(model_path):
         _say(f"generator: already trained ({finished['steps']} steps), loading {model_path}")
         return load_generator(model_path)
+    _discard_downstream_of_generator(work_dir, state)
     generator = build_generator_for(teacher, run_config.generator)
     trainer = zero_shot.GeneratorTrainer(teacher, generator, run_config.loss, run_config.generator_training,
                                          seed=run_config.seed)

@@ -32,6 +32,7 @@ from zscgan_tf.teachers import Teacher
 # TF-MOT students don't survive the .keras format (the input quantizer's variables are
 # renamed on load); HDF5 round-trips them exactly.
 STUDENT_MODEL_FILE = "student.h5"
+DISTILLATION_DIR = "distillation"
 FLOAT_TFLITE_FILE = "teacher_float.tflite"
 PTQ_TFLITE_FILE = "ptq_int8.tflite"
 QAT_TFLITE_FILE = "qat_int8.tflite"
@@ -108,7 +109,7 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
     _say(f"distillation: {settings.steps} steps of {settings.batch_size} generated samples into the "
          f"{scheme.name} student")
     writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", "distillation"))
-    summary = distiller.train(os.path.join(work_dir, "distillation"), progress=progress, summary_writer=writer)
+    summary = distiller.train(os.path.join(work_dir, DISTILLATION_DIR), progress=progress, summary_writer=writer)
     zero_shot.check_teacher_unchanged(teacher, teacher_weights)
     save_keras_model_atomic(student, model_path)
     state["distillation"] = {"steps": settings.steps, "scheme": scheme.name, "float_layers": list(float_layers),
