@@ -112,16 +112,19 @@ def test_two_input_teacher_is_refused(tmp_path):
         teachers.load_teacher(_source(path))
 
 
-def test_lambda_layer_is_refused_in_safe_mode_and_its_code_never_runs(tmp_path):
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_lambda_layer_is_refused_in_safe_mode_and_its_code_never_runs(tmp_path, suffix):
     marker = tmp_path / "code_ran"
     inputs = tf_keras.Input((8, 8, 1))
     x = tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(2, 3)(inputs))
     code = f"lambda t: (open({str(marker)!r}, 'w').close(), t)[1]"
     x = tf_keras.layers.Lambda(eval(code))(x)
     outputs = tf_keras.layers.Dense(3)(tf_keras.layers.Flatten()(x))
-    path = str(tmp_path / "lambda.keras")
+    path = str(tmp_path / f"lambda{suffix}")
     tf_keras.Model(inputs, outputs).save(path)
     os.remove(marker)  # Building the model ran the lambda once; loading must not.
     with pytest.raises(UserError, match="trust_model_code"):
         teachers.load_teacher(_source(path))
     assert not marker.exists()
+    teacher = teachers.load_teacher(_source(path, trust_model_code=True))  # The user vouches for it.
+    assert teacher.num_classes == 3

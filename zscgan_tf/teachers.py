@@ -20,6 +20,7 @@ from typing import Callable, Dict, Tuple
 
 import tensorflow as tf
 import tf_keras
+from tf_keras.src.saving import serialization_lib
 
 from zscgan_tf import bn_stats
 from zscgan_tf.errors import UserError
@@ -185,7 +186,8 @@ def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model
     """Loads a saved tf_keras model (`.keras`, `.h5` or SavedModel directory) without compiling.
 
     Keras safe mode is on unless `trust_model_code`: serialized Python (Lambda layers)
-    is refused rather than run.
+    in `.keras` and `.h5` files is refused rather than run. (A SavedModel restores
+    traced graphs, not Python code.)
 
     Raises:
       UserError: if the file is missing, unreadable, or not a Keras model.
@@ -193,11 +195,10 @@ def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model
     if not os.path.exists(path):
         raise UserError(f"model file {path!r} does not exist")
     try:
-        with tf_keras.utils.custom_object_scope(_package_custom_objects()):
-            if path.endswith(".keras"):
-                model = tf_keras.models.load_model(path, compile=False, safe_mode=not trust_model_code)
-            else:
-                model = tf_keras.models.load_model(path, compile=False)
+        # The scope covers HDF5 files too, whose loader has no safe_mode argument.
+        with tf_keras.utils.custom_object_scope(_package_custom_objects()), \
+                serialization_lib.SafeModeScope(safe_mode=not trust_model_code):
+            model = tf_keras.models.load_model(path, compile=False)
     except Exception as error:
         message = _first_line(error)
         if "safe_mode" in message or "Lambda" in message:
