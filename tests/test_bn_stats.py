@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import bn_stats
+from zscgan_tf import bn_stats, teachers
 from zscgan_tf.errors import UserError
 
 from conftest import build_tiny_classifier
@@ -71,3 +71,21 @@ def test_nested_model_with_batchnorm_is_a_user_error():
     outer = tf_keras.Model(inputs, inner(inputs))
     with pytest.raises(UserError, match="nests model"):
         bn_stats.batchnorm_layers(outer)
+
+
+@pytest.mark.parametrize("name", sorted(teachers.KERAS_APPLICATIONS))
+def test_taps_on_every_named_keras_application(name):
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=name, weights="none", input_size=32, num_classes=10,
+                                                           alpha=0.25 if "mobilenet" in name else 1.0))
+    statistics_model = bn_stats.build_statistics_model(teacher.model)
+    layers = bn_stats.batchnorm_layers(teacher.model)
+    assert len(statistics_model.outputs) == 1 + len(layers) > 1
+    inputs = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    outputs = statistics_model(inputs, training=False)
+    last = layers[-1]
+    last_input = tf_keras.Model(teacher.model.inputs, last.input)(inputs, training=False)
+    mean, variance = tf.nn.moments(last_input, axes=list(range(last_input.shape.rank - 1)))
+    statistics = bn_stats.split_statistics(outputs[1:])[-1]
+    np.testing.assert_allclose(statistics.batch_mean, mean, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(statistics.batch_variance, variance, rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(statistics.moving_variance, last.moving_variance.numpy())
