@@ -2,7 +2,6 @@
 
 import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
-import os
 
 import numpy as np
 import pytest
@@ -283,36 +282,6 @@ def test_converter_failure_names_the_op():
 def test_inspect_rejects_bytes_that_are_not_tflite():
     with pytest.raises(UserError, match="TFL3"):
         export.inspect_tflite(b"\x00" * 64)
-
-
-# ------------------------------------------------------------------------------ files
-
-
-def test_write_bytes_atomic_replaces_whole_file_and_leaves_no_temporary(tmp_path):
-    path = tmp_path / "model.tflite"
-    export.write_bytes_atomic(str(path), b"a much longer first version")
-    export.write_bytes_atomic(str(path), b"short")
-    assert path.read_bytes() == b"short"
-    assert os.listdir(tmp_path) == ["model.tflite"]
-
-
-def test_write_bytes_atomic_keeps_old_file_when_replace_fails(tmp_path, monkeypatch):
-    path = tmp_path / "model.tflite"
-    path.write_bytes(b"old")
-
-    def failing_replace(source, destination):
-        raise OSError(f"cannot replace {destination}")
-
-    monkeypatch.setattr(export.os, "replace", failing_replace)
-    with pytest.raises(OSError):
-        export.write_bytes_atomic(str(path), b"new")
-    assert path.read_bytes() == b"old"
-    assert os.listdir(tmp_path) == ["model.tflite"]
-
-
-def test_write_bytes_atomic_rejects_missing_directory(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
-        export.write_bytes_atomic(str(tmp_path / "missing" / "model.tflite"), b"data")
 
 
 def test_convert_writes_output_path(trained_student, tmp_path):

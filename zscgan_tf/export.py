@@ -20,9 +20,7 @@ Example:
 
 import collections
 import dataclasses
-import os
 import re
-import tempfile
 import warnings
 from typing import Callable, Iterator, List, Optional, Tuple
 
@@ -33,6 +31,7 @@ import tf_keras
 
 from zscgan_tf import quantize
 from zscgan_tf.errors import UserError
+from zscgan_tf.files import write_bytes_atomic
 
 try:  # The LiteRT wheel ships the flatbuffer schema; TensorFlow's copy is the fallback.
     from ai_edge_litert import schema_py_generated as tflite_schema
@@ -123,44 +122,6 @@ class TfliteConversionError(UserError):
 
 
 RepresentativeDataset = Callable[[], Iterator[List[np.ndarray]]]
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Writes `data` to `path` so that readers see the old file or the whole new one.
-
-    The bytes go to a temporary file in the same directory, are flushed to disk,
-    and the temporary file is renamed over `path` (atomic on POSIX and Windows).
-
-    Args:
-      path: destination file; its directory must exist.
-      data: the bytes.
-
-    Raises:
-      ValueError: if `data` is not bytes or `path` is empty.
-      UserError: if the directory does not exist.
-    """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ValueError(f"data must be bytes, got {type(data).__name__}")
-    if not path:
-        raise ValueError(f"path must be a file name, got {path!r}")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UserError(f"cannot write {path!r}: directory {directory!r} does not exist")
-    file_descriptor, temporary_path = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(file_descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary_path, path)
-    except BaseException:
-        if os.path.exists(temporary_path):
-            os.remove(temporary_path)
-        raise
 
 
 # ------------------------------------------------------------------------ conversion

@@ -1,0 +1,44 @@
+import json
+import os
+import stat
+
+import pytest
+
+from zscgan_tf import files
+
+
+def test_write_bytes_atomic_replaces_whole_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "model.tflite"
+    files.write_bytes_atomic(str(path), b"a much longer first version")
+    files.write_bytes_atomic(str(path), b"short")
+    assert path.read_bytes() == b"short"
+    assert os.listdir(tmp_path) == ["model.tflite"]
+
+
+def test_write_bytes_atomic_keeps_old_file_when_replace_fails(tmp_path, monkeypatch):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"old")
+
+    def failing_replace(source, destination):
+        raise OSError(f"cannot replace {destination}")
+
+    monkeypatch.setattr(files.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        files.write_bytes_atomic(str(path), b"new")
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["model.tflite"]
+
+
+def test_write_bytes_atomic_creates_missing_directories_and_keeps_the_umask(tmp_path):
+    path = tmp_path / "missing" / "model.tflite"
+    files.write_bytes_atomic(str(path), b"data")
+    assert path.read_bytes() == b"data"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_write_json_atomic_round_trips(tmp_path):
+    path = tmp_path / "state.json"
+    files.write_json_atomic(str(path), {"b": [1, 2], "a": "x"})
+    assert json.loads(path.read_text()) == {"a": "x", "b": [1, 2]}
