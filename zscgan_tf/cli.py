@@ -27,8 +27,10 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
     for argument in argv[1:]:
         if argument.startswith(FLAGFILE_PREFIX):
             path = argument[len(FLAGFILE_PREFIX):]
-            if not os.path.isfile(path):
+            if not os.path.exists(path):
                 raise UserError(f"flagfile {path!r} does not exist")
+            if not os.path.isfile(path):
+                raise UserError(f"flagfile {path!r} is not a file")
             if not os.access(path, os.R_OK):
                 raise UserError(f"flagfile {path!r} is not readable")
     flag_values.unparse_flags()

@@ -13,16 +13,17 @@ from typing import Any, Dict, List
 from zscgan_tf.errors import UserError
 from zscgan_tf.generator import VARIANTS
 from zscgan_tf.losses import BN_DISTANCES
+from zscgan_tf.quantize import MAX_BITS, MIN_BITS, SCHEME_NAME_PATTERN
 from zscgan_tf.teachers import TeacherSource
 
 CONFIG_FILE = "config.json"
-QUANTIZATION_SCHEMES = ("w8a8", "w4a8", "w4a4")
 IO_DTYPES = ("int8", "uint8")
 # Settings that may change between runs in one work directory: more steps continue
 # training, and how often things are logged does not change results.
 RESUMABLE_CHANGES = ("generator_training.steps", "generator_training.checkpoint_every",
                      "generator_training.log_every", "generator_training.image_every", "distillation.steps",
-                     "distillation.checkpoint_every", "distillation.log_every", "evaluation.latency_runs")
+                     "distillation.checkpoint_every", "distillation.log_every", "evaluation.latency_runs",
+                     "evaluation.resize")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +105,8 @@ class QuantizationConfig:
     """What the student and the exported model look like.
 
     Attributes:
-      scheme: `w8a8` (exportable), `w4a8` or `w4a4` (simulated with TF-MOT's n-bit scheme).
+      scheme: `w<weight bits>a<activation bits>`, each width 2..8: `w8a8` is exportable, lower
+        widths (`w4a8`, `w4a4`, ...) are simulated with TF-MOT's n-bit scheme.
       keep_first_and_last_at_8_bits: the first and last layers stay 8-bit in n-bit schemes.
       per_channel: per-channel weight scales.
       io_dtype: `int8` or `uint8` input and output of the exported model.
@@ -132,6 +134,9 @@ class EvaluationConfig:
       manual_dir: TFDS manual download directory (imagenet2012).
       split: the split evaluated.
       max_samples: evaluate at most this many images (class-balanced); 0 = all.
+      resize: resize and convert images whose shape differs from the teacher's input; without
+        it such a dataset is refused, unless it is the teacher's own training data at the
+        shape the teacher was trained on (its description says so).
       latency_runs: timed single-image TFLite invocations per model and thread count.
     """
 
@@ -144,6 +149,7 @@ class EvaluationConfig:
     split: str = "test"
     max_samples: int = 0
     latency_runs: int = 200
+    resize: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,8 +237,10 @@ def validate(config: RunConfig):
     for name, value in (("generator_beta_1", training.beta_1), ("generator_beta_2", training.beta_2)):
         _require(0 <= value < 1, f"--{name} must be in [0, 1), got {value}")
     quantization = config.quantization
-    _require(quantization.scheme in QUANTIZATION_SCHEMES,
-             f"--quantization must be one of {', '.join(QUANTIZATION_SCHEMES)}, got {quantization.scheme!r}")
+    scheme = SCHEME_NAME_PATTERN.match(quantization.scheme)
+    _require(bool(scheme) and all(MIN_BITS <= int(bits) <= MAX_BITS for bits in scheme.groups()),
+             f"--quantization must be w<weight bits>a<activation bits> with each width in {MIN_BITS}..{MAX_BITS} "
+             f"(w8a8, w4a8, w4a4, ...), got {quantization.scheme!r}")
     _require(quantization.io_dtype in IO_DTYPES,
              f"--io_dtype must be one of {', '.join(IO_DTYPES)}, got {quantization.io_dtype!r}")
     _require(quantization.calibration_samples >= 1,

@@ -530,4 +530,6 @@ def load_dataset(source: str, split: str, data_dir: Optional[str] = None,
         _check_split(split)
         split_dir = os.path.join(source, split)
         return load_image_folder(split_dir if os.path.isdir(split_dir) else source)
+    if os.sep in source:
+        raise UserError(f"dataset directory {source!r} does not exist")
     raise UserError(f"unknown dataset {source!r}; expected digits, fashion_mnist, tfds:<name> or an existing directory")

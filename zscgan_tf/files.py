@@ -5,11 +5,14 @@ disk and renames it over the destination; a crash leaves at most a stray tempora
 file that no stage reads.
 """
 
+import hashlib
 import json
 import os
 import tempfile
+from typing import Optional
 
 TEMPORARY_PREFIX = ".tmp-"
+DIGEST_CHUNK_BYTES = 1 << 20
 # mkstemp creates files readable by their owner only; outputs get the usual umask instead.
 _DEFAULT_FILE_MODE = 0o666
 
@@ -64,3 +67,14 @@ def save_keras_model_atomic(model, path: str) -> str:
         if os.path.exists(temporary_path):
             os.remove(temporary_path)
     return path
+
+
+def file_digest(path: str) -> Optional[str]:
+    """The SHA-256 of a file, or None when it does not exist; state.json records it per output."""
+    if not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as output_file:
+        for chunk in iter(lambda: output_file.read(DIGEST_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -3,7 +3,8 @@
 The work directory of a run holds:
 
 - `config.json`: the resolved config; a rerun with a different one is refused.
-- `state.json`: which stages finished, with what they measured.
+- `state.json`: which stages finished, with what they measured and the SHA-256 of what
+  they wrote (an output that no longer matches is redone).
 - `generator/checkpoints/`, `generator/history.json`: generator training state.
 - `generator.keras`: the trained generator, a saved tf_keras model.
 - `samples.png`: one row of generated samples per class.
@@ -21,9 +22,9 @@ import tf_keras
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
-from zscgan_tf import quantization_stages, teachers, zero_shot
+from zscgan_tf import quantization_stages, teachers, training_loop, zero_shot
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import save_keras_model_atomic, write_json_atomic, write_text_atomic
+from zscgan_tf.files import file_digest, save_keras_model_atomic, write_json_atomic, write_text_atomic
 
 STATE_FILE = "state.json"
 GENERATOR_MODEL_FILE = "generator.keras"
@@ -116,16 +117,24 @@ def _discard_downstream_of_generator(work_dir: str, state: dict):
     write_state(work_dir, state)
 
 
+def _generator_checkpoint_step(work_dir: str):
+    """The step of the latest generator checkpoint, or None: training from it to that step changes nothing."""
+    latest = tf.train.latest_checkpoint(os.path.join(work_dir, "generator", training_loop.CHECKPOINT_DIR))
+    return int(latest.rsplit("-", 1)[-1]) if latest else None
+
+
 def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, state: dict,
                     progress: bool = True) -> tf_keras.Model:
     """Trains the generator (resuming if a checkpoint exists) or loads the finished one."""
     work_dir = run_config.work_dir
     model_path = os.path.join(work_dir, GENERATOR_MODEL_FILE)
     finished = state.get("generator", {})
-    if finished.get("steps") == run_config.generator_training.steps and os.path.exists(model_path):
+    if (finished.get("steps") == run_config.generator_training.steps
+            and finished.get("sha256") == file_digest(model_path)):
         _say(f"generator: already trained ({finished['steps']} steps), loading {model_path}")
         return load_generator(model_path)
-    _discard_downstream_of_generator(work_dir, state)
+    if _generator_checkpoint_step(work_dir) != run_config.generator_training.steps:
+        _discard_downstream_of_generator(work_dir, state)
     generator = build_generator_for(teacher, run_config.generator)
     trainer = zero_shot.GeneratorTrainer(teacher, generator, run_config.loss, run_config.generator_training,
                                          seed=run_config.seed)
@@ -143,7 +152,8 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
                             sample_grid_fn=grid)
     zero_shot.check_teacher_unchanged(teacher, teacher_weights)
     save_keras_model_atomic(generator, model_path)
-    state["generator"] = {"steps": summary.steps, "summary": summary.to_dict()}
+    state["generator"] = {"steps": summary.steps, "summary": summary.to_dict(),
+                          "sha256": file_digest(model_path)}
     write_state(work_dir, state)
     return generator
 
@@ -254,6 +264,8 @@ def run(run_config: config_lib.RunConfig, progress: bool = True) -> dict:
     prepare_work_dir(run_config)
     tf_keras.utils.set_random_seed(run_config.seed)
     teacher = teachers.load_teacher(run_config.teacher, progress=progress)
+    # Loaded before training, so a bad dataset is reported now rather than after hours of it.
+    evaluation_data = quantization_stages.evaluation_dataset(run_config, teacher)
     record_config(run_config)
     _say(f"teacher: {teacher.name}, input {teacher.image_shape}, {teacher.num_classes} classes")
     state = read_state(run_config.work_dir)
@@ -268,7 +280,8 @@ def run(run_config: config_lib.RunConfig, progress: bool = True) -> dict:
     student = quantization_stages.distillation_stage(run_config, teacher, generator, calibration, state, save_state,
                                                      progress=progress)
     tflite_paths = quantization_stages.export_stage(run_config, teacher, student, calibration, state, save_state)
-    quantization_results = quantization_stages.evaluation_stage(run_config, teacher, student, tflite_paths)
+    quantization_results = quantization_stages.evaluation_stage(run_config, teacher, student, tflite_paths,
+                                                                evaluation_data)
     report = report_stage(run_config, teacher, generator, state, quantization_results)
     samples = report["generated_samples"]
     top1 = report["quantization"].get("top1", {})

@@ -1,7 +1,8 @@
 """Stages 2 to 4 of a run: data-free QAT, fully-integer TFLite export, evaluation on real data.
 
 Each stage writes its outputs atomically and records itself in `state.json` only once
-they are whole, so a rerun skips finished stages and redoes or resumes the rest.
+they are whole, with each output's SHA-256, so a rerun skips finished stages and redoes or
+resumes the rest, including a stage whose output was since truncated or replaced.
 
 Work directory files added here:
 
@@ -26,7 +27,7 @@ import tf_keras
 from zscgan_tf import data, distill, evaluate, export, quantize, zero_shot
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import save_keras_model_atomic, write_text_atomic
+from zscgan_tf.files import file_digest, save_keras_model_atomic, write_text_atomic
 from zscgan_tf.teachers import Teacher
 
 # TF-MOT students don't survive the .keras format (the input quantizer's variables are
@@ -96,7 +97,7 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
     work_dir = run_config.work_dir
     model_path = os.path.join(work_dir, STUDENT_MODEL_FILE)
     finished = state.get("distillation", {})
-    if finished.get("steps") == settings.steps and os.path.exists(model_path):
+    if finished.get("steps") == settings.steps and finished.get("sha256") == file_digest(model_path):
         _say(f"distillation: already done ({settings.steps} steps), loading {model_path}")
         return load_student(model_path)
     scheme = scheme_of(run_config)
@@ -113,7 +114,7 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
     zero_shot.check_teacher_unchanged(teacher, teacher_weights)
     save_keras_model_atomic(student, model_path)
     state["distillation"] = {"steps": settings.steps, "scheme": scheme.name, "float_layers": list(float_layers),
-                             "summary": summary.to_dict()}
+                             "summary": summary.to_dict(), "sha256": file_digest(model_path)}
     write_state(state)
     return student
 
@@ -142,10 +143,10 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
     for kind, (file_name, model, options) in exports.items():
         path = os.path.join(work_dir, file_name)
         key = f"{kind}:{settings.io_dtype}:{settings.per_channel}:{state.get('distillation', {}).get('steps')}"
-        if done.get(kind) != key or not os.path.exists(path):
+        if done.get(kind) != {"settings": key, "sha256": file_digest(path)}:
             _say(f"export: converting {kind} -> {path}")
             export.convert_to_tflite(model, output_path=path, **options)
-            done[kind] = key
+            done[kind] = {"settings": key, "sha256": file_digest(path)}
             write_state(state)
         paths[kind] = path
         with open(path, "rb") as model_file:
@@ -157,8 +158,21 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
     return paths
 
 
+def _trained_on_resized(source: str, teacher: Teacher) -> bool:
+    """Whether `source` is the teacher's training data, which it was trained on at its input shape."""
+    description = teacher.description
+    return (source == description.get("dataset")
+            and tuple(description.get("input_shape", ())) == tuple(teacher.image_shape))
+
+
 def evaluation_dataset(run_config: RunConfig, teacher: Teacher) -> Optional[data.LabeledImages]:
-    """The held-out real data, shaped for the teacher, or None when there is none to use."""
+    """The held-out real data, shaped for the teacher, or None when there is none to use.
+
+    Raises:
+      UserError: if the data can't be loaded, has another number of classes than the
+        teacher, or images of another shape (unless `evaluation.resize`, or the data is
+        the teacher's own training data, resized the same way when it was trained).
+    """
     settings = run_config.evaluation
     source = settings.dataset or teacher.description.get("dataset", "")
     if not source or source == NO_EVALUATION:
@@ -169,16 +183,21 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher) -> Optional[data
         raise UserError(f"evaluation dataset {source!r} has {dataset.num_classes} classes but the teacher "
                         f"predicts {teacher.num_classes}")
     if tuple(dataset.image_shape) != tuple(teacher.image_shape):
-        _say(f"evaluation: {source} images are {dataset.image_shape}; converted to the teacher's "
-             f"{teacher.image_shape}")
+        if not (settings.resize or _trained_on_resized(source, teacher)):
+            raise UserError(f"evaluation dataset {source!r} has images of shape {tuple(dataset.image_shape)} but "
+                            f"the teacher reads {tuple(teacher.image_shape)}; pass --eval_resize to resize them")
+        _say(f"evaluation: {source} images are {tuple(dataset.image_shape)}; converted to the teacher's "
+             f"{tuple(teacher.image_shape)}")
         dataset = dataset.to_input_shape(teacher.image_shape)
     if settings.max_samples:
         dataset = dataset.class_balanced(settings.max_samples, seed=run_config.seed)
     return dataset
 
 
-def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str, str]) -> dict:
-    """Top-1 of the teacher, the student and every TFLite model on real data; sizes; latency."""
+def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str, str],
+                     dataset: Optional[data.LabeledImages]) -> dict:
+    """Top-1 of the teacher, the student and every TFLite model on `dataset` (see `evaluation_dataset`);
+    sizes; latency."""
     results = {"sizes_bytes": {kind: os.path.getsize(path) for kind, path in tflite_paths.items()}}
     latency = {}
     for kind, path in tflite_paths.items():
@@ -188,7 +207,6 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
                                                                 runs=run_config.evaluation.latency_runs).median_ms
                          for threads in LATENCY_THREADS}
     results["latency_median_ms"] = latency
-    dataset = evaluation_dataset(run_config, teacher)
     if dataset is None:
         _say("evaluation: no real data to evaluate on (set --eval_dataset)")
         return results

@@ -66,8 +66,9 @@ flags.DEFINE_integer("checkpoint_every", _training.checkpoint_every, "Steps betw
 flags.DEFINE_integer("log_every", _training.log_every, "Steps between TensorBoard scalars.")
 flags.DEFINE_integer("image_every", _training.image_every, "Steps between TensorBoard sample grids.")
 
-flags.DEFINE_string("quantization", _quantization.scheme, "w8a8 (exported to int8 TFLite), or w4a8 / w4a4 "
-                    "(simulated by TF-MOT; 4-bit kernels do not exist in TFLite).")
+flags.DEFINE_string("quantization", _quantization.scheme, "w<weight bits>a<activation bits>, each 2..8: w8a8 "
+                    "(exported to int8 TFLite), or lower widths such as w4a8 / w4a4 (simulated by TF-MOT; "
+                    "TFLite has no kernels below 8 bits).")
 flags.DEFINE_bool("keep_first_and_last_at_8_bits", _quantization.keep_first_and_last_at_8_bits,
                   "Keep the first and last layers at 8 bits in w4 schemes.")
 flags.DEFINE_bool("per_channel", _quantization.per_channel, "Per-channel weight scales.")
@@ -92,6 +93,8 @@ flags.DEFINE_string("eval_dataset", _evaluation.dataset, "Held-out real data: di
 flags.DEFINE_string("eval_data_dir", _evaluation.data_dir, "Where the evaluation dataset is read from.")
 flags.DEFINE_string("eval_manual_dir", _evaluation.manual_dir, "TFDS manual download directory (imagenet2012).")
 flags.DEFINE_string("eval_split", _evaluation.split, "Split of the evaluation dataset.")
+flags.DEFINE_bool("eval_resize", _evaluation.resize, "Resize evaluation images whose shape differs from the "
+                  "teacher's input (done anyway for the teacher's own training data at its training shape).")
 flags.DEFINE_integer("eval_max_samples", _evaluation.max_samples, "Evaluate at most this many images; 0 = all.")
 flags.DEFINE_integer("latency_runs", _evaluation.latency_runs, "Timed TFLite runs per model and thread count.")
 flags.DEFINE_integer("eval_samples_per_class", _evaluation.samples_per_class, "Generated samples per class "
@@ -139,7 +142,7 @@ def config_from_flags() -> config_lib.RunConfig:
             samples_per_class=FLAGS.eval_samples_per_class, grid_samples_per_class=FLAGS.grid_samples_per_class,
             grid_max_classes=FLAGS.grid_max_classes, dataset=FLAGS.eval_dataset, data_dir=FLAGS.eval_data_dir,
             manual_dir=FLAGS.eval_manual_dir, split=FLAGS.eval_split, max_samples=FLAGS.eval_max_samples,
-            latency_runs=FLAGS.latency_runs),
+            latency_runs=FLAGS.latency_runs, resize=FLAGS.eval_resize),
     )
 
 

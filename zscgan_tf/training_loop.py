@@ -119,9 +119,10 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
             step = int(step_counter.numpy())
             bad = [term for term in checked_terms if not math.isfinite(values[term])]
             if bad:
-                raise NonFiniteLossError(
-                    f"{name} loss term {bad[0]!r} is {values[bad[0]]} at step {step}; the last good checkpoint "
-                    f"is step {_checkpoint_step(manager)}")
+                good_step = _checkpoint_step(manager)
+                kept = (f"the last good checkpoint, step {good_step}, is kept" if good_step is not None
+                        else "no checkpoint was saved before it")
+                raise NonFiniteLossError(f"{name} loss term {bad[0]!r} is {values[bad[0]]} at step {step}; {kept}")
             last_step = step == schedule.steps
             if step == 1 or step % schedule.log_every == 0 or last_step:
                 history.append({"step": step, **values})

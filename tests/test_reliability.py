@@ -1,0 +1,390 @@
+"""Failure modes of `python -m zscgan_tf.train`: kills, Ctrl-C, damaged outputs, NaN, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import zscgan_tf  # noqa: F401  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
+import tf_keras
+from ai_edge_litert.interpreter import Interpreter
+from PIL import Image
+
+from conftest import build_tiny_classifier
+from zscgan_tf import cli, export, train, zero_shot
+from zscgan_tf.preprocessing import Preprocessing
+from zscgan_tf.teacher_training import save_teacher
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROCESS_TIMEOUT_SECONDS = 300
+POLL_SECONDS = 0.05
+INTEGER_TFLITE_FILES = ("ptq_int8.tflite", "qat_int8.tflite")
+
+
+def _tiny_arguments(teacher_path, work_dir, generator_steps=4, distillation_steps=3, checkpoint_every=2):
+    return [f"--teacher={teacher_path}", f"--work_dir={work_dir}", f"--generator_steps={generator_steps}",
+            "--batch_size=16", "--noise_dim=8", "--generator_channels=8", f"--checkpoint_every={checkpoint_every}",
+            "--image_every=1000", f"--distillation_steps={distillation_steps}", "--distillation_batch_size=8",
+            f"--distillation_checkpoint_every={checkpoint_every}", "--calibration_samples=16",
+            "--eval_samples_per_class=4", "--grid_samples_per_class=3", "--latency_runs=2", "--eval_dataset=none",
+            "--noprogress"]
+
+
+def _flagfile(tmp_path, arguments):
+    path = tmp_path / "tiny.cfg"
+    path.write_text("# a tiny run\n" + "\n".join(arguments) + "\n")
+    return str(path)
+
+
+def _start(flagfile):
+    return subprocess.Popen([sys.executable, "-m", "zscgan_tf.train", f"--flagfile={flagfile}"], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(process, path):
+    """Polls until `path` exists; fails if the process ends first."""
+    deadline = time.monotonic() + PROCESS_TIMEOUT_SECONDS
+    while not os.path.exists(path):
+        assert process.poll() is None, f"the run ended before {path} appeared: {process.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(POLL_SECONDS)
+
+
+def _assert_valid_tflite_exports(work_dir):
+    """Every export loads in LiteRT; the int8 ones are fully integer."""
+    for name in ("teacher_float.tflite", *INTEGER_TFLITE_FILES):
+        Interpreter(model_content=(work_dir / name).read_bytes()).allocate_tensors()
+    for name in INTEGER_TFLITE_FILES:
+        assert export.inspect_tflite((work_dir / name).read_bytes()).is_fully_integer, name
+
+
+def _checkpoint_steps(checkpoint_dir):
+    return sorted(int(name.split("-")[1].split(".")[0]) for name in os.listdir(checkpoint_dir)
+                  if name.startswith("ckpt-") and name.endswith(".index"))
+
+
+# ------------------------------------------------------------------------ kills and Ctrl-C
+
+
+def test_killed_runs_resume_and_finish_with_valid_outputs(tmp_path, tiny_teacher_file):
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, _tiny_arguments(tiny_teacher_file, work_dir, generator_steps=600,
+                                                   distillation_steps=300, checkpoint_every=50))
+    for stage in ("generator", "distillation"):  # SIGKILL once in each training stage.
+        process = _start(flagfile)
+        _wait_for(process, work_dir / stage / "checkpoints" / "checkpoint")
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
+        assert process.returncode == -signal.SIGKILL, f"the run finished before it was killed in {stage}"
+    process = _start(flagfile)
+    _, stderr = process.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
+    assert process.returncode == 0, stderr[-2000:]
+    report = json.loads((work_dir / "report.json").read_text())
+    assert 0 < report["generator_training"]["resumed_from_step"] < 600
+    assert report["generator_training"]["steps"] == 600
+    assert 0 < report["quantization"]["summary"]["resumed_from_step"] < 300
+    _assert_valid_tflite_exports(work_dir)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, tiny_teacher_file):
+    work_dir = tmp_path / "run"
+    process = _start(_flagfile(tmp_path, _tiny_arguments(tiny_teacher_file, work_dir, generator_steps=100000,
+                                                         checkpoint_every=50)))
+    checkpoint_dir = work_dir / "generator" / "checkpoints"
+    _wait_for(process, checkpoint_dir / "checkpoint")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
+    assert process.returncode == cli.INTERRUPTED_STATUS
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith("stopped: interrupted at generator step ")
+    assert last_line.endswith("checkpoint saved, rerun the same command to resume")
+    stopped_at = int(last_line.split("generator step ")[1].split(";")[0])
+    assert _checkpoint_steps(checkpoint_dir)[-1] == stopped_at
+    assert "Traceback" not in stderr
+
+
+# -------------------------------------------------------------- damaged and half-written outputs
+
+
+@pytest.fixture
+def finished_run(tmp_path, tiny_teacher_file):
+    arguments = _tiny_arguments(tiny_teacher_file, tmp_path / "run")
+    assert train.main(["train", *arguments]) == 0
+    return tmp_path / "run", arguments
+
+
+def test_truncated_outputs_and_lost_state_are_redone(finished_run, capsys):
+    work_dir, arguments = finished_run
+    whole = (work_dir / "qat_int8.tflite").read_bytes()
+    (work_dir / "qat_int8.tflite").write_bytes(whole[:len(whole) // 2])
+    generator_bytes = (work_dir / "generator.keras").read_bytes()
+    (work_dir / "generator.keras").write_bytes(generator_bytes[:len(generator_bytes) // 2])
+    state = json.loads((work_dir / "state.json").read_text())
+    del state["export"]["ptq_int8"]
+    (work_dir / "state.json").write_text(json.dumps(state))
+    stray = work_dir / ".tmp-12345-student.h5"
+    stray.write_bytes(b"half a model")
+    capsys.readouterr()
+    assert train.main(["train", *arguments]) == 0
+    out = capsys.readouterr().out
+    assert "converting qat_int8" in out and "converting ptq_int8" in out and "converting float" not in out
+    assert "generator: training" in out  # Rebuilt from its last checkpoint, which is already at the target.
+    assert "distillation: already done" in out  # The generator did not change, so the student stands.
+    assert (work_dir / "qat_int8.tflite").read_bytes() == whole
+    _assert_valid_tflite_exports(work_dir)
+    train.pipeline.load_generator(str(work_dir / "generator.keras"))
+    assert stray.read_bytes() == b"half a model"  # Never read, never mistaken for an output.
+
+
+def test_unreadable_state_file_means_no_stage_is_trusted(finished_run, capsys):
+    work_dir, arguments = finished_run
+    (work_dir / "state.json").write_text('{"generator": {"ste')
+    capsys.readouterr()
+    assert train.main(["train", *arguments]) == 0
+    out = capsys.readouterr().out
+    assert "converting qat_int8" in out
+    assert json.loads((work_dir / "state.json").read_text())["generator"]["steps"] == 4
+    _assert_valid_tflite_exports(work_dir)
+
+
+# ------------------------------------------------------------------------ numerical faults
+
+
+def test_nan_loss_exits_3_naming_term_and_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_teacher_file,
+                                                                                  monkeypatch, capsys):
+    original_step = zero_shot.GeneratorTrainer.train_step
+
+    def step_that_diverges_at_step_3(trainer):
+        values = original_step(trainer)
+        if int(trainer.step.numpy()) == 3:
+            values["bn_statistics"] = float("nan")
+        return values
+
+    monkeypatch.setattr(zero_shot.GeneratorTrainer, "train_step", step_that_diverges_at_step_3)
+    work_dir = tmp_path / "run"
+    status = train.main(["train", *_tiny_arguments(tiny_teacher_file, work_dir, generator_steps=6)])
+    error = capsys.readouterr().err.strip()
+    assert status == cli.NUMERICAL_FAULT_STATUS
+    assert error == ("error: generator loss term 'bn_statistics' is nan at step 3; the last good checkpoint, "
+                     "step 2, is kept")
+    assert _checkpoint_steps(work_dir / "generator" / "checkpoints") == [2]
+    assert not (work_dir / "generator.keras").exists()
+
+
+def test_divergent_learning_rate_exits_3(tmp_path, tiny_teacher_file, capsys):
+    arguments = _tiny_arguments(tiny_teacher_file, tmp_path / "run", generator_steps=20)
+    assert train.main(["train", *arguments, "--generator_learning_rate=1e30"]) == cli.NUMERICAL_FAULT_STATUS
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith("error: generator loss term ")
+    assert " at step " in error
+
+
+# ------------------------------------------------------------------------------- bad input
+
+
+def _save_model(path, inputs, outputs):
+    tf_keras.Model(inputs, outputs).save(path)
+    return path
+
+
+def _no_batchnorm_teacher(directory):
+    inputs = tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.Conv2D(4, 3)(inputs)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    return _save_model(str(directory / "no_bn.keras"), inputs, tf_keras.layers.Dense(4)(x))
+
+
+def _two_input_teacher(directory):
+    first, second = tf_keras.Input((8, 8, 1)), tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.Conv2D(4, 3)(tf_keras.layers.Add()([first, second]))
+    x = tf_keras.layers.BatchNormalization()(x)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    return _save_model(str(directory / "two_inputs.keras"), [first, second], tf_keras.layers.Dense(4)(x))
+
+
+def _feature_map_teacher(directory):
+    inputs = tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.Conv2D(4, 3)(inputs)
+    return _save_model(str(directory / "feature_map.keras"), inputs, tf_keras.layers.BatchNormalization()(x))
+
+
+def _lambda_teacher(directory):
+    inputs = tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.Lambda(lambda tensor: tensor * 2.0)(inputs)
+    x = tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(4, 3)(x))
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    return _save_model(str(directory / "lambda.keras"), inputs, tf_keras.layers.Dense(4)(x))
+
+
+def _truncated_teacher(directory):
+    whole = directory / "whole.keras"
+    build_tiny_classifier().save(str(whole))
+    truncated = directory / "truncated.keras"
+    truncated.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    return str(truncated)
+
+
+def _not_a_model(directory):
+    folder = directory / "not_a_model"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    return str(folder)
+
+
+def _image_folder(directory, classes=4, shape=(8, 8), mode="L"):
+    root = directory / f"images_{classes}_{'x'.join(map(str, shape))}_{mode}"
+    for label in range(classes):
+        (root / f"class_{label}").mkdir(parents=True)
+        for index in range(2):
+            pixels = np.full(shape + ((3,) if mode == "RGB" else ()), 40 * label + index, np.uint8)
+            Image.fromarray(pixels, mode).save(root / f"class_{label}" / f"{index}.png")
+    return str(root)
+
+
+def _empty_folder(directory):
+    (directory / "empty").mkdir()
+    return str(directory / "empty")
+
+
+def _regular_file(directory):
+    path = directory / "a_file"
+    path.write_text("")
+    return str(path)
+
+
+def _different_config(work_dir, arguments):
+    """A work directory holding a run whose BN distance differs from this one's."""
+    cli.parse_flags(train.FLAGS, ["train", *arguments])
+    saved = train.config_from_flags().to_dict()
+    saved["loss"]["bn_distance"] = "mse"
+    os.makedirs(work_dir)
+    (work_dir / "config.json").write_text(json.dumps(saved))
+    (work_dir / "state.json").write_text("{}")
+
+
+# (flags that replace or extend the tiny run's, expected text of the one-line error). Callables
+# in the flags are given the test's temporary directory and return the flag's value.
+BAD_INPUTS = {
+    "unknown flag": (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
+    "weight bits 9": (["--quantization=w9a8"], "--quantization must be w<weight bits>a<activation bits> with "
+                      "each width in 2..8 (w8a8, w4a8, w4a4, ...), got 'w9a8'"),
+    "activation bits 1": (["--quantization=w8a1"], "each width in 2..8 (w8a8, w4a8, w4a4, ...), got 'w8a1'"),
+    "not a scheme": (["--quantization=int8"], "got 'int8'"),
+    "zero generator steps": (["--generator_steps=0"], "--generator_steps must be positive, got 0"),
+    "negative distillation steps": (["--distillation_steps=-1"],
+                                    "--distillation_steps must be non-negative, got -1"),
+    "zero batch size": (["--batch_size=0"], "--batch_size must be positive, got 0"),
+    "zero distillation batch": (["--distillation_batch_size=0"], "--distillation_batch_size must be positive, got 0"),
+    "negative label weight": (["--label_loss_weight=-0.5"], "--label_loss_weight must be non-negative, got -0.5"),
+    "negative bn weight": (["--bn_loss_weight=-1"], "--bn_loss_weight must be non-negative, got -1.0"),
+    "negative diversity weight": (["--diversity_loss_weight=-1"],
+                                  "--diversity_loss_weight must be non-negative, got -1.0"),
+    "zero temperature": (["--temperature=0"], "--temperature must be positive, got 0.0"),
+    "negative temperature": (["--temperature=-2"], "--temperature must be positive, got -2.0"),
+    "unknown model name": (["--teacher=resnet9000"], "unknown teacher model 'resnet9000'"),
+    "missing model file": (["--teacher=/nonexistent/teacher.keras"],
+                           "model file '/nonexistent/teacher.keras' does not exist"),
+    "truncated model file": ([lambda d: f"--teacher={_truncated_teacher(d)}"], "cannot load model '"),
+    "not a model": ([lambda d: f"--teacher={_not_a_model(d)}"], "cannot load model '"),
+    "Lambda layer": ([lambda d: f"--teacher={_lambda_teacher(d)}"],
+                     "holds serialized Python code (e.g. a Lambda layer) and was not loaded; pass "
+                     "--trust_model_code only if you trust its author"),
+    "no BatchNormalization": ([lambda d: f"--teacher={_no_batchnorm_teacher(d)}"],
+                              "teacher 'no_bn' has no BatchNormalization layer"),
+    "two inputs": ([lambda d: f"--teacher={_two_input_teacher(d)}"],
+                   "the teacher has 2 inputs; a single image input is required"),
+    "output not a class vector": ([lambda d: f"--teacher={_feature_map_teacher(d)}"],
+                                  "the teacher's output has shape (None, 6, 6, 4); a class vector"),
+    "missing eval dataset": (["--eval_dataset=/nonexistent/images"],
+                             "dataset directory '/nonexistent/images' does not exist"),
+    "empty eval dataset": ([lambda d: f"--eval_dataset={_empty_folder(d)}"], "has no class sub-folders"),
+    "eval image size": ([lambda d: f"--eval_dataset={_image_folder(d, shape=(16, 16))}"],
+                        "has images of shape (16, 16, 1) but the teacher reads (8, 8, 1); pass --eval_resize"),
+    "eval channels": ([lambda d: f"--eval_dataset={_image_folder(d, mode='RGB')}"],
+                      "has images of shape (8, 8, 3) but the teacher reads (8, 8, 1); pass --eval_resize"),
+    "eval label count": ([lambda d: f"--eval_dataset={_image_folder(d, classes=3)}"],
+                         "has 3 classes but the teacher predicts 4"),
+    "work dir under a file": ([lambda d: f"--work_dir={_regular_file(d)}/run"],
+                              "cannot create work directory '"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_and_exit_2(name, tmp_path, tiny_teacher_file, capsys):
+    extra, message = BAD_INPUTS[name]
+    extra = [argument(tmp_path) if callable(argument) else argument for argument in extra]
+    status = train.main(["train", *_tiny_arguments(tiny_teacher_file, tmp_path / "run"), *extra])
+    error = capsys.readouterr().err.strip()
+    assert status == cli.USER_ERROR_STATUS, error
+    assert error.startswith("error: ") and message in error, error
+    assert len(error.splitlines()) == 1 and "Traceback" not in error
+
+
+def test_work_dir_of_another_run_is_refused(tmp_path, tiny_teacher_file, capsys):
+    arguments = _tiny_arguments(tiny_teacher_file, tmp_path / "run")
+    _different_config(tmp_path / "run", arguments)
+    assert train.main(["train", *arguments]) == cli.USER_ERROR_STATUS
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "holds a run with a different config (loss.bn_distance)" in error
+    assert len(error.splitlines()) == 1
+
+
+def test_flagfile_problems(tmp_path, tiny_teacher_file, capsys):
+    unknown_key = tmp_path / "unknown.cfg"
+    unknown_key.write_text(f"--teacher={tiny_teacher_file}\n--generator_stepz=3\n")
+    cases = [(str(unknown_key), "Unknown command line flag 'generator_stepz'"),
+             ("/nonexistent/demo.cfg", "flagfile '/nonexistent/demo.cfg' does not exist"),
+             (str(tmp_path), f"flagfile '{tmp_path}' is not a file")]
+    for path, message in cases:
+        assert train.main(["train", f"--flagfile={path}"]) == cli.USER_ERROR_STATUS
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("error: ") and message in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_flagfile(tmp_path, capsys):
+    flagfile = tmp_path / "secret.cfg"
+    flagfile.write_text("--generator_steps=3\n")
+    flagfile.chmod(0)
+    assert train.main(["train", f"--flagfile={flagfile}"]) == cli.USER_ERROR_STATUS
+    assert "is not readable" in capsys.readouterr().err
+
+
+def test_verbose_adds_the_traceback(tmp_path, tiny_teacher_file, capsys):
+    arguments = _tiny_arguments(tiny_teacher_file, tmp_path / "run")
+    assert train.main(["train", *arguments, "--quantization=w9a8", "--verbose"]) == cli.USER_ERROR_STATUS
+    error = capsys.readouterr().err
+    assert "Traceback" in error and error.strip().splitlines()[-1].startswith("error: --quantization must be")
+
+
+def test_bad_input_from_a_real_process(tmp_path, tiny_teacher_file):
+    folder = _image_folder(tmp_path, shape=(16, 16))
+    arguments = _tiny_arguments(tiny_teacher_file, tmp_path / "run") + [f"--eval_dataset={folder}"]
+    result = subprocess.run([sys.executable, "-m", "zscgan_tf.train", *arguments], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=PROCESS_TIMEOUT_SECONDS)
+    assert result.returncode == cli.USER_ERROR_STATUS
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: evaluation dataset {folder!r} has images of shape (16, 16, 1) but the teacher reads (8, 8, 1); "
+        "pass --eval_resize to resize them")
+    assert not (tmp_path / "run" / "generator").exists()  # Refused before any training.
+
+
+def test_eval_resize_opts_in_and_a_teachers_own_data_is_resized(tmp_path, tiny_teacher_file, capsys):
+    folder = _image_folder(tmp_path, shape=(16, 16))
+    arguments = _tiny_arguments(tiny_teacher_file, tmp_path / "run", generator_steps=2, distillation_steps=0)
+    assert train.main(["train", *arguments, f"--eval_dataset={folder}", "--eval_resize"]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["quantization"]["images"] == 8
+    # A teacher trained here on that folder at its own 8x8 input shape needs no flag.
+    own_teacher = str(tmp_path / "own.keras")
+    save_teacher(build_tiny_classifier(), own_teacher, Preprocessing("tf"), dataset_name=folder,
+                 class_names=["a", "b", "c", "d"], metrics=None)
+    arguments = _tiny_arguments(own_teacher, tmp_path / "own_run", generator_steps=2, distillation_steps=0)
+    assert train.main(["train", *[a for a in arguments if not a.startswith("--eval_dataset")]]) == 0
+    assert "images are (16, 16, 1); converted to the teacher's (8, 8, 1)" in capsys.readouterr().out

@@ -1,0 +1,125 @@
+"""Measures resident memory over long generator training and QAT, to catch leaks.
+
+Runs both training stages through the same loop `python -m zscgan_tf.train` uses
+(checkpoints, loss history, TensorBoard) on a small teacher, samples the process's
+resident set size every `--sample_every` steps once `--warmup_steps` have passed, and
+prints one table row per stage: RSS after warm-up, the maximum, the final value, and the
+growth from warm-up to the end.
+
+  python tools/memory_benchmark.py                       # 10,000 steps of each stage
+  python tools/memory_benchmark.py --steps=2000 --sample_every=100
+"""
+
+import os
+import sys
+import tempfile
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
+import psutil  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
+
+from zscgan_tf import cli, distill, pipeline, quantization_stages, quantize, teachers, zero_shot  # noqa: E402
+from zscgan_tf import config as config_lib  # noqa: E402
+from zscgan_tf.errors import UserError  # noqa: E402
+
+MEBIBYTE = 1 << 20
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("teacher", "builtin:digits_resnet8", "The teacher: builtin:<name>, a model file or a Keras "
+                    "Applications name.")
+flags.DEFINE_integer("steps", 10000, "Steps of generator training, then the same number of QAT steps.")
+flags.DEFINE_integer("batch_size", 16, "Samples per step of both stages.")
+flags.DEFINE_integer("warmup_steps", 500, "Steps before the first sample: graphs are traced, caches filled.")
+flags.DEFINE_integer("sample_every", 250, "Steps between resident-memory samples.")
+flags.DEFINE_integer("checkpoint_every", 250, "Steps between checkpoints, as in a real run.")
+flags.DEFINE_string("work_dir", "", "Where checkpoints and logs go; empty = a temporary directory.")
+
+
+class ResidentMemorySampler:
+    """Wraps a training step and records RSS (bytes) every `every` steps after `warmup`."""
+
+    def __init__(self, step_fn, step_counter, warmup: int, every: int):
+        self._step_fn, self._step_counter = step_fn, step_counter
+        self._warmup, self._every = warmup, every
+        self._process = psutil.Process()
+        self.samples = []
+
+    def __call__(self):
+        values = self._step_fn()
+        step = int(self._step_counter.numpy())
+        if step >= self._warmup and (step - self._warmup) % self._every == 0:
+            self.samples.append((step, self._process.memory_info().rss))
+        return values
+
+
+def _row(stage: str, samples) -> str:
+    if not samples:
+        return f"| {stage} | no samples (fewer steps than the warm-up) | | | |"
+    values = [rss for _, rss in samples]
+    growth = 100 * (values[-1] - values[0]) / values[0]
+    return (f"| {stage} | {values[0] / MEBIBYTE:.1f} MiB (step {samples[0][0]}) | {max(values) / MEBIBYTE:.1f} MiB "
+            f"| {values[-1] / MEBIBYTE:.1f} MiB (step {samples[-1][0]}) | {growth:+.2f}% |")
+
+
+def _check_flags():
+    for name in ("steps", "batch_size", "sample_every", "checkpoint_every"):
+        if getattr(FLAGS, name) < 1:
+            raise UserError(f"--{name} must be positive, got {getattr(FLAGS, name)}")
+    if FLAGS.batch_size < 2:
+        raise UserError(f"--batch_size must be at least 2 (BN statistics need a batch), got {FLAGS.batch_size}")
+    if not 0 <= FLAGS.warmup_steps < FLAGS.steps:
+        raise UserError(f"--warmup_steps must be in [0, --steps), got {FLAGS.warmup_steps}")
+
+
+def benchmark():
+    _check_flags()
+    work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="zscgan_tf_memory_")
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=FLAGS.teacher, weights="none"), progress=False)
+    generator_config = config_lib.GeneratorConfig()
+    generator = pipeline.build_generator_for(teacher, generator_config)
+    training = config_lib.GeneratorTrainingConfig(steps=FLAGS.steps, batch_size=FLAGS.batch_size,
+                                                  checkpoint_every=FLAGS.checkpoint_every,
+                                                  image_every=FLAGS.checkpoint_every)
+    trainer = zero_shot.GeneratorTrainer(teacher, generator, config_lib.LossConfig(), training)
+    generator_sampler = ResidentMemorySampler(trainer.train_step, trainer.step, FLAGS.warmup_steps,
+                                              FLAGS.sample_every)
+    trainer.train_step = generator_sampler  # The loop calls `trainer.train_step()` at every step.
+    print(f"generator: {FLAGS.steps} steps of {FLAGS.batch_size} against {teacher.name}, work dir {work_dir}",
+          flush=True)
+    trainer.train(os.path.join(work_dir, "generator"), progress=False,
+                  summary_writer=tf.summary.create_file_writer(os.path.join(work_dir, "logs", "generator")))
+    print(_row("generator", generator_sampler.samples), flush=True)  # Kept if QAT is stopped early.
+
+    quantization = config_lib.QuantizationConfig()
+    calibration = quantization_stages.calibration_samples(generator, teacher, quantization.calibration_samples,
+                                                          seed=quantization_stages.CALIBRATION_SEED_OFFSET)
+    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme.from_name(quantization.scheme),
+                                           calibration_inputs=calibration)
+    settings = config_lib.DistillationConfig(steps=FLAGS.steps, batch_size=FLAGS.batch_size,
+                                             checkpoint_every=FLAGS.checkpoint_every)
+    distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes, settings)
+    distillation_sampler = ResidentMemorySampler(distiller.train_step, distiller.step, FLAGS.warmup_steps,
+                                                 FLAGS.sample_every)
+    distiller.train_step = distillation_sampler
+    print(f"distillation: {FLAGS.steps} QAT steps of {FLAGS.batch_size}", flush=True)
+    distiller.train(os.path.join(work_dir, "distillation"), progress=False,
+                    summary_writer=tf.summary.create_file_writer(os.path.join(work_dir, "logs", "distillation")))
+
+    print("\n".join([
+        f"Resident memory, sampled every {FLAGS.sample_every} steps after {FLAGS.warmup_steps} warm-up steps:", "",
+        "| stage | after warm-up | max | final | growth |", "|---|---|---|---|---|",
+        _row("generator", generator_sampler.samples), _row("QAT", distillation_sampler.samples)]))
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    return cli.run_command(FLAGS, argv, benchmark)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
