@@ -77,3 +77,20 @@ def test_real_data_source_distills_and_needs_exactly_one_source(tmp_path):
     with pytest.raises(ValueError, match="exactly one sample source"):
         distill.Distiller(teacher.model, student, _generator(teacher), teacher.num_classes,
                           DistillationConfig(steps=1), real_data=(inputs, labels))
+
+
+def test_mixed_fraction_mixes_the_first_part_of_the_batch_and_masks_its_labels(tmp_path):
+    teacher = tiny_teacher()
+    generator = _generator(teacher)
+    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme())
+    distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes,
+                                  DistillationConfig(steps=2, batch_size=8, mixed_fraction=0.5, label_loss_weight=1.0))
+    images = tf.constant(np.arange(8, dtype="float32").reshape(8, 1, 1, 1) * np.ones((1, 8, 8, 1), "float32"))
+    mixed, labelled = distiller.mix_batch(images)
+    np.testing.assert_array_equal(labelled, [0, 0, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(mixed[4:], images[4:])
+    assert np.all(mixed[:4] >= 0) and np.all(mixed[:4] <= 7)  # Convex mixtures of batch members.
+    assert not np.array_equal(mixed[:4], images[:4])
+    summary = distiller.train(str(tmp_path), progress=False)
+    assert np.isfinite(summary.last["total"])
+

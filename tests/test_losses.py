@@ -70,3 +70,10 @@ def test_distillation_loss_zero_for_equal_logits_and_positive_otherwise():
     assert float(losses.distillation_loss(logits, logits[:, ::-1], temperature=4.0)) > 0
     with pytest.raises(ValueError, match="temperature"):
         losses.distillation_loss(logits, logits, temperature=0.0)
+
+
+def test_cross_entropy_sample_weights_drop_samples():
+    labels = tf.constant([0, 1])
+    logits = tf.constant([[5.0, 0.0], [5.0, 0.0]])
+    only_first = float(losses.conditional_cross_entropy(labels, logits, tf.constant([1.0, 0.0])))
+    assert only_first == pytest.approx(float(losses.conditional_cross_entropy(labels[:1], logits[:1])))

@@ -87,6 +87,10 @@ class DistillationConfig:
       learning_rate: initial Adam learning rate, decayed to 0 by a cosine schedule.
       temperature: softmax temperature of the distillation KL.
       label_loss_weight: weight of the cross-entropy with the generation label; 0 = off.
+      mixed_fraction: fraction of each generated batch replaced by convex mixtures of two
+        samples of different draws (Qimera's boundary-supporting samples): the teacher's
+        outputs on them teach the student the regions between classes, which
+        class-conditional samples alone leave empty. Mixed samples carry no label term.
       checkpoint_every: steps between checkpoints.
       log_every: steps between history records and TensorBoard scalars.
     """
@@ -96,6 +100,7 @@ class DistillationConfig:
     learning_rate: float = 1e-4
     temperature: float = 1.0
     label_loss_weight: float = 0.0
+    mixed_fraction: float = 0.0
     checkpoint_every: int = 250
     log_every: int = 10
 
@@ -254,6 +259,8 @@ def validate(config: RunConfig):
     _require(distillation.learning_rate > 0,
              f"--distillation_learning_rate must be positive, got {distillation.learning_rate}")
     _require(distillation.temperature > 0, f"--temperature must be positive, got {distillation.temperature}")
+    _require(0 <= distillation.mixed_fraction <= 1,
+             f"--mixed_fraction must be in [0, 1], got {distillation.mixed_fraction}")
     _require(distillation.label_loss_weight >= 0,
              f"--label_loss_weight must be non-negative, got {distillation.label_loss_weight}")
     evaluation = config.evaluation

@@ -93,14 +93,31 @@ class Distiller:
         labels = self.random.uniform([self.config.batch_size], 0, self.num_classes, dtype=tf.int32)
         return self.generator([noise, labels], training=False), labels
 
+    def mix_batch(self, images):
+        """Replaces the first `mixed_fraction` of the batch by convex mixtures of two samples.
+
+        Returns:
+          (images, mask): the new batch and 1.0 where a sample is unmixed (has a label).
+        """
+        batch_size = self.config.batch_size
+        mixed_count = int(round(self.config.mixed_fraction * batch_size))
+        if mixed_count == 0:
+            return images, tf.ones([batch_size])
+        partners = tf.gather(images, self.random.uniform([mixed_count], 0, batch_size, dtype=tf.int32))
+        weights = self.random.uniform([mixed_count, 1, 1, 1])
+        mixed = weights * images[:mixed_count] + (1.0 - weights) * partners
+        mask = tf.concat([tf.zeros([mixed_count]), tf.ones([batch_size - mixed_count])], axis=0)
+        return tf.concat([mixed, images[mixed_count:]], axis=0), mask
+
     def _train_step_eager(self):
         images, labels = self.sample_batch()
+        images, labelled = self.mix_batch(images)
         teacher_logits = self.teacher(images, training=False)
         variables = self.student.trainable_variables
         with tf.GradientTape() as tape:
             student_logits = self.student(images, training=True)
             distillation = losses.distillation_loss(teacher_logits, student_logits, self.config.temperature)
-            cross_entropy = losses.conditional_cross_entropy(labels, student_logits)
+            cross_entropy = losses.conditional_cross_entropy(labels, student_logits, labelled)
             total = distillation + self.config.label_loss_weight * cross_entropy
         gradients = tape.gradient(total, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))

@@ -17,10 +17,21 @@ DEFAULT_PROBABILITY_EPSILON = 1e-8
 BN_DISTANCES = ("kl", "mse")
 
 
-def conditional_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """Mean cross-entropy between the labels a batch was generated for and the teacher's logits."""
+def conditional_cross_entropy(labels: tf.Tensor, logits: tf.Tensor, sample_weights=None) -> tf.Tensor:
+    """Mean cross-entropy between the labels a batch was generated for and the logits.
+
+    Args:
+      labels: int class ids, shape (batch,).
+      logits: shape (batch, classes).
+      sample_weights: optional (batch,) weights (0 drops a sample); the mean is over
+        the weighted samples.
+    """
     labels = tf.cast(labels, tf.int32)
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    if sample_weights is None:
+        return tf.reduce_mean(per_sample)
+    sample_weights = tf.cast(sample_weights, per_sample.dtype)
+    return tf.math.divide_no_nan(tf.reduce_sum(per_sample * sample_weights), tf.reduce_sum(sample_weights))
 
 
 def gaussian_kl_divergence(batch_mean, batch_variance, moving_mean, moving_variance,

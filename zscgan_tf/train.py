@@ -84,6 +84,8 @@ flags.DEFINE_float("distillation_learning_rate", _distillation.learning_rate, "A
 flags.DEFINE_float("temperature", _distillation.temperature, "Softmax temperature of the distillation loss.")
 flags.DEFINE_float("label_loss_weight", _distillation.label_loss_weight, "Weight of the student's cross-entropy "
                    "with the generation label.")
+flags.DEFINE_float("mixed_fraction", _distillation.mixed_fraction, "Fraction of each QAT batch replaced by "
+                   "mixtures of two generated samples (boundary samples); 0 = off.")
 flags.DEFINE_integer("distillation_checkpoint_every", _distillation.checkpoint_every, "QAT steps between "
                      "checkpoints.")
 flags.DEFINE_integer("distillation_log_every", _distillation.log_every, "QAT steps between TensorBoard scalars.")
@@ -136,7 +138,8 @@ def config_from_flags() -> config_lib.RunConfig:
         distillation=config_lib.DistillationConfig(
             steps=FLAGS.distillation_steps, batch_size=FLAGS.distillation_batch_size,
             learning_rate=FLAGS.distillation_learning_rate, temperature=FLAGS.temperature,
-            label_loss_weight=FLAGS.label_loss_weight, checkpoint_every=FLAGS.distillation_checkpoint_every,
+            label_loss_weight=FLAGS.label_loss_weight, mixed_fraction=FLAGS.mixed_fraction,
+            checkpoint_every=FLAGS.distillation_checkpoint_every,
             log_every=FLAGS.distillation_log_every),
         evaluation=config_lib.EvaluationConfig(
             samples_per_class=FLAGS.eval_samples_per_class, grid_samples_per_class=FLAGS.grid_samples_per_class,
