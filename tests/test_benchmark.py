@@ -1,0 +1,76 @@
+"""tools/benchmark.py as users run it, on a tiny digits teacher with tiny step counts."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import zscgan_tf  # noqa: F401  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
+import tf_keras
+
+from conftest import build_tiny_classifier
+from zscgan_tf import data, teacher_training
+from zscgan_tf.preprocessing import Preprocessing
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROWS = ("fp32", "real_ptq", "noise_ptq", "zscgan_ptq", "zscgan_qat_w8a8", "real_qat_w8a8", "zscgan_qat_w4a4",
+        "real_qat_w4a4")
+
+
+def _benchmark(*arguments):
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "benchmark.py"), *arguments],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def digits_teacher(tmp_path_factory):
+    """A tiny classifier trained on the digits for a few epochs, saved as a teacher file."""
+    train = data.load_digits("train")
+    preprocessing = Preprocessing("tf")
+    model = build_tiny_classifier(input_shape=train.image_shape, num_classes=train.num_classes)
+    inputs = preprocessing.apply(train.images)
+    model.compile(tf_keras.optimizers.Adam(1e-2), tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(inputs, train.labels, batch_size=64, epochs=5, verbose=0)
+    teacher_training.reestimate_batchnorm_statistics(model, inputs, batch_size=128)
+    path = str(tmp_path_factory.mktemp("teacher") / "digits_tiny.keras")
+    teacher_training.save_teacher(model, path, preprocessing, dataset_name="digits",
+                                  class_names=train.class_names, metrics=None)
+    return path
+
+
+def _tiny_arguments(teacher_path, work_dir):
+    return [f"--teachers={teacher_path}", "--dataset=digits", f"--work_dir={work_dir}", "--eval_max_samples=50",
+            "--calibration_samples=20", "--schemes=w8a8,w4a4", "--generator_steps=5", "--generator_batch_size=16",
+            "--noise_dim=8", "--generator_channels=8", "--qat_steps=3", "--qat_batch_size=16", "--noprogress"]
+
+
+def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digits_teacher):
+    work_dir = tmp_path / "bench"
+    completed = _benchmark(*_tiny_arguments(digits_teacher, work_dir))
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    results = json.loads((work_dir / "results.json").read_text())
+    assert results["settings"]["qat_steps"] == 3 and "seeds" in results["settings"]
+    teacher = results["teachers"]["digits_tiny"]
+    assert teacher["eval_images"] == 50
+    assert set(teacher["rows"]) == set(ROWS)
+    for row in teacher["rows"].values():
+        assert 0.0 <= row["top1"] <= 1.0
+    assert teacher["rows"]["zscgan_qat_w8a8"]["measured"] == "TFLite int8"
+    assert teacher["rows"]["zscgan_qat_w4a4"]["measured"].startswith("Keras")
+    assert teacher["rows"]["fp32"]["tflite_bytes"] > 0 and teacher["rows"]["real_ptq"]["tflite_bytes"] > 0
+    assert {target["met"] for target in teacher["targets"]} <= {True, False} and len(teacher["targets"]) == 4
+    markdown = (work_dir / "results.md").read_text()
+    assert "| row | top-1 | measured | time |" in markdown and "| ZS-CGAN QAT W4A4 |" in markdown
+    assert "ratio" in markdown and ("met:" in markdown or "MISSED:" in markdown)
+
+    rerun = _benchmark(*_tiny_arguments(digits_teacher, work_dir))
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert rerun.stdout.count(": cached, top-1") == len(ROWS)
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    completed = _benchmark("--qat_steps=0", f"--work_dir={tmp_path}")
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1] == "error: --qat_steps must be positive, got 0"

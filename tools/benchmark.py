@@ -1,0 +1,382 @@
+"""Benchmarks data-free quantization against real-data and noise baselines on real test images.
+
+For each teacher, measures top-1 on the test split of `--dataset` of:
+
+- FP32: the float teacher (Keras).
+- real-data / noise / ZS-CGAN PTQ: int8 TFLite calibrated with `--calibration_samples`
+  class-balanced real training images, Gaussian noise clipped to the input range, or
+  generator samples.
+- ZS-CGAN / real-data QAT at each of `--schemes`: the TF-MOT student distilled from the
+  teacher on generator samples or on the real training images, with the same step
+  budget. W8A8 students are exported to int8 TFLite and measured there; lower widths
+  can't be exported and are measured in Keras (simulated quantization).
+
+  python tools/benchmark.py --flagfile configs/bench_fashion_mnist.cfg
+
+Everything lands in `--work_dir`: per teacher, the generator run (`<teacher>/generator/`,
+resumable as `python -m zscgan_tf.train` runs are), the QAT checkpoints (`<teacher>/qat/`),
+the .tflite models and `rows.json`, which caches each finished row's result keyed by its
+settings, so a rerun after a crash skips finished rows. `results.json` and `results.md`
+(a table per teacher and a verdict per target) are rewritten after every row.
+Bad input prints one `error: ...` line and exits with status 2.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+from zscgan_tf import config as config_lib  # noqa: E402
+from zscgan_tf import data, distill, evaluate, export, pipeline, quantization_stages, quantize, teachers  # noqa: E402
+from zscgan_tf import zero_shot  # noqa: E402
+from zscgan_tf.errors import UserError  # noqa: E402
+from zscgan_tf.files import write_json_atomic, write_text_atomic  # noqa: E402
+
+USER_ERROR_STATUS = 2
+ROWS_FILE = "rows.json"
+RESULTS_JSON_FILE = "results.json"
+RESULTS_MARKDOWN_FILE = "results.md"
+EVALUATION_BATCH_SIZE = 256
+# Seeds derived from --seed, so that no two random streams coincide.
+CALIBRATION_SEED_OFFSET = quantization_stages.CALIBRATION_SEED_OFFSET
+DISTILLATION_SEED_OFFSET = quantization_stages.DISTILLATION_SEED_OFFSET
+NOISE_SEED_OFFSET = 5
+EVALUATION_SEED_OFFSET = 6
+# The targets, in accuracy points.
+W8A8_TOLERANCE_POINTS = 0.1
+W4A4_VERSUS_REAL_QAT_POINTS = 1.0
+W4A4_VERSUS_FP32_POINTS = 2.0  # Checked for ResNet teachers only.
+
+FLAGS = flags.FLAGS
+_generator = config_lib.GeneratorConfig()
+flags.DEFINE_list("teachers", ["builtin:fashion_mnist_resnet20"], "Teachers: builtin:<name> or model files.")
+flags.DEFINE_string("teacher_cache_dir", "", "Where built-in teachers are kept; empty = ~/.cache/zscgan_tf.")
+flags.DEFINE_string("dataset", "", "Real data (data.load_dataset source); empty = the teacher's own dataset.")
+flags.DEFINE_string("data_dir", "", "Where --dataset is read from (IDX or TFDS directory).")
+flags.DEFINE_string("work_dir", "runs/benchmark", "Directory for generators, QAT checkpoints, models and results.")
+flags.DEFINE_integer("eval_max_samples", 0, "Evaluate on at most this many test images (class-balanced); 0 = all.")
+flags.DEFINE_integer("calibration_samples", 500, "Calibration samples of every source (class-balanced).")
+flags.DEFINE_list("schemes", ["w8a8", "w4a4", "w4a8"], "QAT bit widths; w8a8 is exported, the others simulated.")
+flags.DEFINE_integer("qat_steps", 1000, "Student updates of every QAT row.")
+flags.DEFINE_integer("qat_batch_size", 128, "Samples per student update, real and generated alike.")
+flags.DEFINE_float("qat_learning_rate", config_lib.DistillationConfig.learning_rate,
+                   "Adam learning rate of the students (cosine decay to 0).")
+flags.DEFINE_integer("generator_steps", 1500, "Generator updates.")
+flags.DEFINE_integer("generator_batch_size", 64, "Samples per generator update.")
+flags.DEFINE_integer("noise_dim", _generator.noise_dim, "Length of the generator's noise vector.")
+flags.DEFINE_integer("generator_channels", _generator.base_channels, "Channels of the generator trunk.")
+flags.DEFINE_integer("seed", 0, "Seed of every random stream (offsets derive the others).")
+flags.DEFINE_bool("progress", True, "Show progress bars.")
+flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
+
+
+def _say(message: str):
+    print(message, flush=True)
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+# Measurement helpers.
+
+def keras_top1(model, inputs: np.ndarray, labels: np.ndarray) -> float:
+    return evaluate.top1_accuracy(evaluate.keras_predict(model, inputs, EVALUATION_BATCH_SIZE), labels)
+
+
+def tflite_top1(model_bytes: bytes, inputs: np.ndarray, labels: np.ndarray) -> float:
+    return evaluate.top1_accuracy(evaluate.TfliteClassifier(model_bytes).predict(inputs), labels)
+
+
+def noise_inputs(teacher: teachers.Teacher, count: int, seed: int) -> np.ndarray:
+    """N(0, 1) samples clipped to the teacher's input range."""
+    low, high = teacher.preprocessing.input_range(teacher.image_shape[2])
+    noise = np.random.default_rng(seed).standard_normal((count, *teacher.image_shape))
+    return np.clip(noise, low, high).astype(np.float32)
+
+
+def real_inputs(dataset: data.LabeledImages, teacher: teachers.Teacher):
+    """(teacher-space inputs, labels) of `dataset` shaped for the teacher."""
+    dataset = dataset.to_input_shape(teacher.image_shape)
+    return teacher.preprocessing.apply(dataset.images), dataset.labels
+
+
+def int8_ptq(model, calibration: np.ndarray, path: str) -> bytes:
+    return export.convert_to_tflite(model, export.representative_dataset_from_array(calibration), mode="int8",
+                                    output_path=path)
+
+
+# One teacher.
+
+class TeacherBenchmark:
+    """The rows of one teacher, each computed at most once per settings (cached in rows.json)."""
+
+    def __init__(self, source: str):
+        self.teacher = teachers.load_teacher(teachers.TeacherSource(model=source, cache_dir=FLAGS.teacher_cache_dir),
+                                             progress=FLAGS.progress)
+        self.dir = os.path.join(FLAGS.work_dir, self.teacher.name)
+        os.makedirs(self.dir, exist_ok=True)
+        dataset_name = FLAGS.dataset or self.teacher.description.get("dataset", "")
+        if not dataset_name:
+            raise UserError(f"teacher {self.teacher.name!r} names no dataset; pass --dataset")
+        self.dataset_name = dataset_name
+        train = data.load_dataset(dataset_name, "train", data_dir=FLAGS.data_dir or None)
+        test = data.load_dataset(dataset_name, "test", data_dir=FLAGS.data_dir or None)
+        if train.num_classes != self.teacher.num_classes:
+            raise UserError(f"{dataset_name} has {train.num_classes} classes but teacher {self.teacher.name!r} "
+                            f"predicts {self.teacher.num_classes}")
+        if FLAGS.eval_max_samples:
+            test = test.class_balanced(FLAGS.eval_max_samples, seed=FLAGS.seed + EVALUATION_SEED_OFFSET)
+        self.test_inputs, self.test_labels = real_inputs(test, self.teacher)
+        self.train_inputs, self.train_labels = real_inputs(train, self.teacher)
+        calibration_seed = FLAGS.seed + CALIBRATION_SEED_OFFSET
+        self.calibration = {
+            "real": real_inputs(train.class_balanced(FLAGS.calibration_samples, calibration_seed), self.teacher)[0],
+            "noise": noise_inputs(self.teacher, FLAGS.calibration_samples, FLAGS.seed + NOISE_SEED_OFFSET)}
+        self.generator = None
+        self.cache_path = os.path.join(self.dir, ROWS_FILE)
+        self.cache = _read_json(self.cache_path)
+
+    def rows(self):
+        """(row id, label, function computing it, the settings it depends on), in the order they run."""
+        common = {"teacher": self.teacher.name, "dataset": self.dataset_name, "eval_images": len(self.test_labels),
+                  "calibration_samples": FLAGS.calibration_samples, "seed": FLAGS.seed}
+        generated = {"generator_steps": FLAGS.generator_steps, "generator_batch_size": FLAGS.generator_batch_size,
+                     "noise_dim": FLAGS.noise_dim, "generator_channels": FLAGS.generator_channels}
+        qat = {"qat_steps": FLAGS.qat_steps, "qat_batch_size": FLAGS.qat_batch_size,
+               "qat_learning_rate": FLAGS.qat_learning_rate}
+        rows = [("fp32", "FP32", self.fp32, common),
+                ("real_ptq", "real-data PTQ", lambda: self.ptq("real"), common),
+                ("noise_ptq", "noise PTQ", lambda: self.ptq("noise"), common),
+                ("zscgan_ptq", "ZS-CGAN PTQ", lambda: self.ptq("zscgan"), {**common, **generated})]
+        for scheme in FLAGS.schemes:
+            rows.append((f"zscgan_qat_{scheme}", f"ZS-CGAN QAT {scheme.upper()}",
+                         lambda scheme=scheme: self.qat(scheme, "zscgan"), {**common, **generated, **qat}))
+            rows.append((f"real_qat_{scheme}", f"real-data QAT {scheme.upper()}",
+                         lambda scheme=scheme: self.qat(scheme, "real"), {**common, **qat}))
+        return rows
+
+    def run(self, publish) -> dict:
+        """Computes every row not cached yet; calls `publish()` after each."""
+        rows = self.rows()
+        for index, (row_id, label, compute, settings) in enumerate(rows, 1):
+            key = json.dumps({"row": row_id, **settings}, sort_keys=True)
+            cached = self.cache.get(row_id)
+            if cached and cached["key"] == key:
+                _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: cached, top-1 "
+                     f"{_points(cached['result']['top1'])}%")
+                continue
+            _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: computing")
+            started = time.monotonic()
+            result = {"id": row_id, "label": label, **compute(), "seconds": round(time.monotonic() - started, 1)}
+            self.cache[row_id] = {"key": key, "result": result}
+            write_json_atomic(self.cache_path, self.cache)
+            _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: top-1 {_points(result['top1'])}% "
+                 f"({result['seconds']:.0f} s)")
+            publish()
+        return self.results()
+
+    def results(self) -> dict:
+        order = [row_id for row_id, *_ in self.rows()]
+        return {"dataset": self.dataset_name, "eval_images": int(len(self.test_labels)),
+                "rows": {row_id: self.cache[row_id]["result"] for row_id in order if row_id in self.cache}}
+
+    def fp32(self) -> dict:
+        path = os.path.join(self.dir, "teacher_float.tflite")
+        float_bytes = export.convert_to_tflite(self.teacher.model, mode="float", output_path=path)
+        return {"top1": keras_top1(self.teacher.model, self.test_inputs, self.test_labels), "measured": "Keras",
+                "tflite_bytes": len(float_bytes)}
+
+    def calibration_for(self, source: str) -> np.ndarray:
+        if source == "zscgan" and source not in self.calibration:
+            self.calibration[source] = quantization_stages.calibration_samples(
+                self.trained_generator(), self.teacher, FLAGS.calibration_samples,
+                seed=FLAGS.seed + CALIBRATION_SEED_OFFSET)
+        return self.calibration[source]
+
+    def ptq(self, source: str) -> dict:
+        model_bytes = int8_ptq(self.teacher.model, self.calibration_for(source),
+                               os.path.join(self.dir, f"{source}_ptq_int8.tflite"))
+        return {"top1": tflite_top1(model_bytes, self.test_inputs, self.test_labels), "measured": "TFLite int8",
+                "tflite_bytes": len(model_bytes)}
+
+    def trained_generator(self):
+        if self.generator is None:
+            run_config = config_lib.RunConfig(
+                work_dir=os.path.join(self.dir, "generator"), seed=FLAGS.seed,
+                teacher=teachers.TeacherSource(model=self.teacher.description["source"],
+                                               cache_dir=FLAGS.teacher_cache_dir),
+                generator=config_lib.GeneratorConfig(noise_dim=FLAGS.noise_dim, base_channels=FLAGS.generator_channels),
+                generator_training=config_lib.GeneratorTrainingConfig(steps=FLAGS.generator_steps,
+                                                                      batch_size=FLAGS.generator_batch_size))
+            pipeline.prepare_work_dir(run_config)
+            pipeline.record_config(run_config)
+            state = pipeline.read_state(run_config.work_dir)
+            self.generator = pipeline.generator_stage(run_config, self.teacher, state, progress=FLAGS.progress)
+        return self.generator
+
+    def qat(self, scheme_name: str, source: str) -> dict:
+        scheme = quantize.QuantizationScheme.from_name(scheme_name, keep_first_and_last_at_8_bits=True)
+        calibration = self.calibration_for(source)
+        student, _ = quantize.quantize_student(self.teacher.model, scheme, calibration_inputs=calibration)
+        settings = config_lib.DistillationConfig(steps=FLAGS.qat_steps, batch_size=FLAGS.qat_batch_size,
+                                                 learning_rate=FLAGS.qat_learning_rate)
+        seed = FLAGS.seed + DISTILLATION_SEED_OFFSET
+        if source == "zscgan":
+            distiller = distill.Distiller(self.teacher.model, student, self.trained_generator(),
+                                          self.teacher.num_classes, settings, seed=seed)
+        else:
+            distiller = distill.Distiller(self.teacher.model, student, None, self.teacher.num_classes, settings,
+                                          seed=seed, real_data=(self.train_inputs, self.train_labels))
+        teacher_weights = self.teacher.model.get_weights()
+        # The directory names the settings, so a checkpoint never resumes under other ones.
+        tag = hashlib.sha1(json.dumps([settings.steps, settings.batch_size, settings.learning_rate, FLAGS.seed,
+                                       FLAGS.generator_steps]).encode()).hexdigest()[:8]
+        distiller.train(os.path.join(self.dir, "qat", f"{source}_{scheme.name}_{tag}"), progress=FLAGS.progress)
+        zero_shot.check_teacher_unchanged(self.teacher, teacher_weights)
+        keras_accuracy = keras_top1(student, self.test_inputs, self.test_labels)
+        if not scheme.exportable:
+            return {"top1": keras_accuracy, "measured": "Keras (simulated)"}
+        model_bytes = int8_ptq(student, calibration, os.path.join(self.dir, f"{source}_qat_{scheme.name}_int8.tflite"))
+        return {"top1": tflite_top1(model_bytes, self.test_inputs, self.test_labels), "measured": "TFLite int8",
+                "keras_top1": keras_accuracy, "tflite_bytes": len(model_bytes)}
+
+
+# Targets and reports.
+
+def targets(teacher_name: str, rows: dict) -> list:
+    """Each target as {target, met, detail}; targets whose rows are missing are left out."""
+    top1 = {row_id: 100 * row["top1"] for row_id, row in rows.items()}
+    checks = []
+
+    def check(name, ids, condition, detail):
+        if all(row_id in top1 for row_id in ids):
+            checks.append({"target": name, "met": bool(condition()), "detail": detail()})
+
+    for row_id in ("zscgan_ptq", "zscgan_qat_w8a8"):
+        check(f"{rows.get(row_id, {}).get('label', row_id)} within {W8A8_TOLERANCE_POINTS} point of FP32 and not "
+              "below real-data PTQ", (row_id, "fp32", "real_ptq"),
+              lambda r=row_id: top1[r] >= top1["fp32"] - W8A8_TOLERANCE_POINTS - 1e-9 and top1[r] >= top1["real_ptq"],
+              lambda r=row_id: f"{top1[r]:.2f} vs FP32 {top1['fp32']:.2f} ({top1[r] - top1['fp32']:+.2f}), "
+                               f"real-data PTQ {top1['real_ptq']:.2f}")
+    check(f"ZS-CGAN QAT W4A4 within {W4A4_VERSUS_REAL_QAT_POINTS} point of real-data QAT W4A4",
+          ("zscgan_qat_w4a4", "real_qat_w4a4"),
+          lambda: top1["zscgan_qat_w4a4"] >= top1["real_qat_w4a4"] - W4A4_VERSUS_REAL_QAT_POINTS,
+          lambda: f"{top1['zscgan_qat_w4a4']:.2f} vs {top1['real_qat_w4a4']:.2f} "
+                  f"({top1['zscgan_qat_w4a4'] - top1['real_qat_w4a4']:+.2f})")
+    if "resnet" in teacher_name.lower():
+        check(f"ZS-CGAN QAT W4A4 within {W4A4_VERSUS_FP32_POINTS} points of FP32 (ResNet)", ("zscgan_qat_w4a4", "fp32"),
+              lambda: top1["zscgan_qat_w4a4"] >= top1["fp32"] - W4A4_VERSUS_FP32_POINTS,
+              lambda: f"{top1['zscgan_qat_w4a4']:.2f} vs {top1['fp32']:.2f} "
+                      f"({top1['zscgan_qat_w4a4'] - top1['fp32']:+.2f})")
+    check("ZS-CGAN PTQ above noise PTQ", ("zscgan_ptq", "noise_ptq"),
+          lambda: top1["zscgan_ptq"] > top1["noise_ptq"],
+          lambda: f"{top1['zscgan_ptq']:.2f} vs {top1['noise_ptq']:.2f}")
+    return checks
+
+
+def format_results(results: dict) -> str:
+    settings = results["settings"]
+    lines = ["# Data-free quantization benchmark", "",
+             f"QAT: {settings['qat_steps']} steps of {settings['qat_batch_size']} samples (lr "
+             f"{settings['qat_learning_rate']}); generator: {settings['generator_steps']} steps of "
+             f"{settings['generator_batch_size']}; calibration: {settings['calibration_samples']} samples; "
+             f"seed {settings['seed']}.", ""]
+    for name, result in results["teachers"].items():
+        lines += [f"## {name}", "", f"Top-1 on {result['eval_images']} {result['dataset']} test images.", "",
+                  "| row | top-1 | measured | time |", "|---|---|---|---|"]
+        # JSON files sort their keys; the table keeps the order the rows run in.
+        order = ["fp32", "real_ptq", "noise_ptq", "zscgan_ptq"] + [
+            f"{source}_qat_{scheme}" for scheme in settings["schemes"] for source in ("zscgan", "real")]
+        for row in sorted(result["rows"].values(), key=lambda row: order.index(row["id"])):
+            measured = row["measured"] + (f" (Keras {_points(row['keras_top1'])}%)" if "keras_top1" in row else "")
+            lines.append(f"| {row['label']} | {_points(row['top1'])}% | {measured} | {row['seconds']:.0f} s |")
+        sizes = {row_id: row["tflite_bytes"] for row_id, row in result["rows"].items() if "tflite_bytes" in row}
+        if "fp32" in sizes and "real_ptq" in sizes:
+            lines += ["", f"TFLite sizes: float {sizes['fp32'] / 1024:.1f} KiB, int8 {sizes['real_ptq'] / 1024:.1f} "
+                          f"KiB (ratio {sizes['fp32'] / sizes['real_ptq']:.2f}x)."]
+        lines += ["", "Targets:", ""]
+        lines += [f"- {'met' if t['met'] else 'MISSED'}: {t['target']}: {t['detail']}" for t in result["targets"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _read_json(path: str) -> dict:
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as json_file:
+            return json.load(json_file)
+    except (OSError, ValueError):
+        return {}  # An unreadable cache means every row is recomputed.
+
+
+def benchmark() -> dict:
+    for name, value in (("calibration_samples", FLAGS.calibration_samples), ("qat_steps", FLAGS.qat_steps),
+                        ("qat_batch_size", FLAGS.qat_batch_size), ("generator_steps", FLAGS.generator_steps)):
+        if value < 1:
+            raise UserError(f"--{name} must be positive, got {value}")
+    if FLAGS.eval_max_samples < 0:
+        raise UserError(f"--eval_max_samples must be non-negative, got {FLAGS.eval_max_samples}")
+    if not FLAGS.teachers:
+        raise UserError("--teachers names no teacher")
+    for scheme in FLAGS.schemes:
+        quantize.QuantizationScheme.from_name(scheme)  # Raises UserError for a bad name.
+    settings = {name: FLAGS[name].value for name in (
+        "teachers", "dataset", "eval_max_samples", "calibration_samples", "schemes", "qat_steps", "qat_batch_size",
+        "qat_learning_rate", "generator_steps", "generator_batch_size", "noise_dim", "generator_channels", "seed")}
+    settings["seeds"] = {"calibration": FLAGS.seed + CALIBRATION_SEED_OFFSET, "noise": FLAGS.seed + NOISE_SEED_OFFSET,
+                         "distillation": FLAGS.seed + DISTILLATION_SEED_OFFSET, "generator": FLAGS.seed,
+                         "eval_subset": FLAGS.seed + EVALUATION_SEED_OFFSET}
+    os.makedirs(FLAGS.work_dir, exist_ok=True)
+    results = {"settings": settings, "teachers": {}}
+
+    def publish(bench=None, started=None):
+        if bench is not None:
+            entry = bench.results()
+            entry["targets"] = targets(bench.teacher.name, entry["rows"])
+            entry["wall_seconds_this_session"] = round(time.monotonic() - started, 1)
+            results["teachers"][bench.teacher.name] = entry
+        write_json_atomic(os.path.join(FLAGS.work_dir, RESULTS_JSON_FILE), results)
+        write_text_atomic(os.path.join(FLAGS.work_dir, RESULTS_MARKDOWN_FILE), format_results(results))
+
+    for source in FLAGS.teachers:
+        started = time.monotonic()
+        bench = TeacherBenchmark(source)
+        bench.run(lambda: publish(bench, started))
+        publish(bench, started)
+    _say(f"results in {os.path.join(FLAGS.work_dir, RESULTS_MARKDOWN_FILE)}")
+    return results
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    verbose = "--verbose" in argv
+    try:
+        FLAGS.unparse_flags()
+        try:
+            FLAGS(argv)
+        except flags.Error as error:
+            raise UserError(str(error).splitlines()[0]) from error
+        verbose = FLAGS.verbose
+        benchmark()
+        return 0
+    except UserError as error:
+        if verbose:
+            import traceback
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return USER_ERROR_STATUS
+
+
+if __name__ == "__main__":
+    sys.exit(main())
