@@ -63,3 +63,14 @@ def test_bad_spec_is_a_user_error(kwargs):
     values.update(kwargs)
     with pytest.raises(UserError):
         generator_lib.GeneratorSpec(**values)
+
+
+@pytest.mark.parametrize("variant", generator_lib.VARIANTS)
+def test_labels_make_samples_differ_before_any_training(variant):
+    spec = generator_lib.GeneratorSpec(num_classes=3, image_shape=(8, 8, 1), noise_dim=4, base_channels=4,
+                                       variant=variant)
+    generator = generator_lib.build_generator(spec, Preprocessing("tf"))
+    noise = tf.random.normal([1, 4], seed=1)
+    first = generator([noise, tf.constant([0])], training=False)
+    second = generator([noise, tf.constant([1])], training=False)
+    assert not np.allclose(first, second, atol=1e-6)

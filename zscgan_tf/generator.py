@@ -1,13 +1,14 @@
 """Conditional generators G(noise, label) -> image in the teacher's input space.
 
-The trunk is GDFQ's (ECCV 2020): Dense to C x (H/4) x (W/4), two x2 upsamplings each
-followed by a 3x3 convolution, normalisation and LeakyReLU(0.2), a 3x3 convolution to
-the image channels, tanh. Two ways of conditioning on the label:
+The trunk is GDFQ's (ECCV 2020): the noise multiplied by a learned embedding of the
+label, Dense to C x (H/4) x (W/4), two x2 upsamplings each followed by a 3x3
+convolution, normalisation and LeakyReLU(0.2), a 3x3 convolution to the image
+channels, tanh. The two variants differ in the normalisation:
 
 - `conditional_bn`: every normalisation is a conditional BN whose per-class scale and
   shift come from an embedding of the label (the default).
-- `embedding`: the noise is multiplied by a learned embedding of the label and the
-  trunk uses plain BN (the simpler variant for small datasets).
+- `embedding`: plain BN; the label enters only through the noise (GDFQ's generator,
+  the simpler variant for small datasets).
 
 The tanh output is mapped to pixels in [0, 255] and then through the teacher's
 preprocessing by a fixed `InputSpaceMapping`, so samples land exactly in the range the
@@ -161,11 +162,13 @@ def build_generator(spec: GeneratorSpec, preprocessing: Preprocessing, name: str
         return tf_keras.layers.BatchNormalization(momentum=GENERATOR_BN_MOMENTUM, epsilon=GENERATOR_BN_EPSILON,
                                                   name=f"{name}/{layer_name}")(features)
 
-    features = noise
-    if not conditional:
-        label_embedding = tf_keras.layers.Embedding(spec.num_classes, spec.noise_dim,
-                                                    name=f"{name}/label_embedding")(label)
-        features = tf_keras.layers.Multiply(name=f"{name}/condition")([features, label_embedding])
+    # Both variants multiply the noise by a label embedding: it makes classes differ from
+    # the first step. Conditional BN alone starts every class identical (scale 1, shift 0)
+    # and was seen to stall on a MobileNetV2 teacher (30% of samples classified as asked
+    # after 1,500 steps, against 100% within 200 steps with the embedding as well).
+    label_embedding = tf_keras.layers.Embedding(spec.num_classes, spec.noise_dim,
+                                                name=f"{name}/label_embedding")(label)
+    features = tf_keras.layers.Multiply(name=f"{name}/condition")([noise, label_embedding])
     features = tf_keras.layers.Dense(spec.base_channels * start_height * start_width, name=f"{name}/project")(features)
     features = tf_keras.layers.Reshape((start_height, start_width, spec.base_channels), name=f"{name}/reshape")(features)
     features = normalize(features, "bn0")
