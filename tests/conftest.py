@@ -33,6 +33,31 @@ def build_tiny_classifier(input_shape=(8, 8, 1), num_classes=4, seed=0, softmax=
     return model
 
 
+def build_two_block_classifier(input_shape=(16, 16, 1), num_classes=10, seed=0, extra_layer=None):
+    """Two Conv+BN+ReLU blocks, global average pooling, Dense logits.
+
+    `extra_layer` inserts a layer TF-MOT cannot quantize: "rescaling" at the input,
+    "lambda" after the first block.
+    """
+    tf_keras.utils.set_random_seed(seed)
+    inputs = tf_keras.Input(input_shape, name="image")
+    x = inputs
+    if extra_layer == "rescaling":
+        x = tf_keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling")(x)
+    x = tf_keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv_1")(x)
+    x = tf_keras.layers.BatchNormalization(name="bn_1")(x)
+    x = tf_keras.layers.ReLU(name="relu_1")(x)
+    if extra_layer == "lambda":
+        x = tf_keras.layers.Lambda(lambda tensor: tensor * 0.5, name="lambda")(x)
+    x = tf_keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False,
+                               name="conv_2")(x)
+    x = tf_keras.layers.BatchNormalization(name="bn_2")(x)
+    x = tf_keras.layers.ReLU(name="relu_2")(x)
+    x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = tf_keras.layers.Dense(num_classes, name="logits")(x)
+    return tf_keras.Model(inputs, outputs, name="tiny_teacher")
+
+
 def randomize_batchnorm_statistics(model, seed=0):
     """Gives BN layers non-trivial moving statistics, as a trained model has."""
     random = np.random.default_rng(seed)

@@ -2,12 +2,16 @@
 
 import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
+import functools
+
 import numpy as np
 import pytest
 import tf_keras
 
 from zscgan_tf import quantize
 from zscgan_tf.errors import UserError
+
+from conftest import build_two_block_classifier
 
 INPUT_SHAPE = (16, 16, 1)
 NUM_CLASSES = 10
@@ -18,29 +22,8 @@ MAX_RELATIVE_LOGIT_ERROR = 0.03
 MIN_INITIAL_AGREEMENT = 0.9
 
 
-def build_tiny_teacher(seed=0, extra_layer=None):
-    """Two Conv+BN+ReLU blocks, global average pooling, Dense logits.
-
-    `extra_layer` inserts a layer TF-MOT cannot quantize: "rescaling" at the input,
-    "lambda" after the first block.
-    """
-    tf_keras.utils.set_random_seed(seed)
-    inputs = tf_keras.Input(INPUT_SHAPE, name="image")
-    x = inputs
-    if extra_layer == "rescaling":
-        x = tf_keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling")(x)
-    x = tf_keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv_1")(x)
-    x = tf_keras.layers.BatchNormalization(name="bn_1")(x)
-    x = tf_keras.layers.ReLU(name="relu_1")(x)
-    if extra_layer == "lambda":
-        x = tf_keras.layers.Lambda(lambda tensor: tensor * 0.5, name="lambda")(x)
-    x = tf_keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False,
-                               name="conv_2")(x)
-    x = tf_keras.layers.BatchNormalization(name="bn_2")(x)
-    x = tf_keras.layers.ReLU(name="relu_2")(x)
-    x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = tf_keras.layers.Dense(NUM_CLASSES, name="logits")(x)
-    return tf_keras.Model(inputs, outputs, name="tiny_teacher")
+# The TF-MOT tests share one tiny model: two Conv+BN+ReLU blocks, pooling, Dense logits.
+build_tiny_teacher = functools.partial(build_two_block_classifier, INPUT_SHAPE, NUM_CLASSES)
 
 
 def random_inputs(seed=0, count=NUM_SAMPLES):

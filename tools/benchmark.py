@@ -39,7 +39,7 @@ from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf import data, distill, evaluate, export, pipeline, quantization_stages, quantize, teachers  # noqa: E402
 from zscgan_tf import zero_shot  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
-from zscgan_tf.files import write_json_atomic, write_text_atomic  # noqa: E402
+from zscgan_tf.files import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 
 USER_ERROR_STATUS = 2
 ROWS_FILE = "rows.json"
@@ -144,7 +144,7 @@ class TeacherBenchmark:
             "noise": noise_inputs(self.teacher, FLAGS.calibration_samples, FLAGS.seed + NOISE_SEED_OFFSET)}
         self.generator = None
         self.cache_path = os.path.join(self.dir, ROWS_FILE)
-        self.cache = _read_json(self.cache_path)
+        self.cache = read_json(self.cache_path, {})  # An unreadable cache means every row is recomputed.
 
     def rows(self):
         """(row id, label, function computing it, the settings it depends on), in the order they run."""
@@ -308,16 +308,6 @@ def format_results(results: dict) -> str:
         lines += [f"- {'met' if t['met'] else 'MISSED'}: {t['target']}: {t['detail']}" for t in result["targets"]]
         lines.append("")
     return "\n".join(lines)
-
-
-def _read_json(path: str) -> dict:
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path) as json_file:
-            return json.load(json_file)
-    except (OSError, ValueError):
-        return {}  # An unreadable cache means every row is recomputed.
 
 
 def benchmark() -> dict:

@@ -42,6 +42,21 @@ def write_bytes_atomic(path: str, data: bytes) -> str:
     return path
 
 
+def read_json(path: str, default):
+    """The JSON value in `path`, or `default` when the file is missing or unreadable.
+
+    For files the package writes itself (state, history, caches): losing one means
+    redoing work, never stopping.
+    """
+    if not os.path.exists(path):
+        return default
+    try:
+        with open(path) as json_file:
+            return json.load(json_file)
+    except (OSError, ValueError):
+        return default
+
+
 def write_text_atomic(path: str, text: str) -> str:
     return write_bytes_atomic(path, text.encode("utf-8"))
 

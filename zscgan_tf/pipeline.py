@@ -12,7 +12,6 @@ The work directory of a run holds:
 - `report.json`, `report.md`: what the run measured.
 """
 
-import json
 import os
 import shutil
 import sys
@@ -24,7 +23,7 @@ from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
 from zscgan_tf import quantization_stages, teachers, training_loop, zero_shot
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import file_digest, save_keras_model_atomic, write_json_atomic, write_text_atomic
+from zscgan_tf.files import file_digest, read_json, save_keras_model_atomic, write_json_atomic, write_text_atomic
 
 STATE_FILE = "state.json"
 GENERATOR_MODEL_FILE = "generator.keras"
@@ -70,14 +69,8 @@ def record_config(run_config: config_lib.RunConfig):
 
 
 def read_state(work_dir: str) -> dict:
-    path = os.path.join(work_dir, STATE_FILE)
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path) as state_file:
-            return json.load(state_file)
-    except (OSError, ValueError):
-        return {}  # Unreadable state means no stage is trusted as finished: they redo or resume.
+    # Unreadable state means no stage is trusted as finished: they redo or resume.
+    return read_json(os.path.join(work_dir, STATE_FILE), {})
 
 
 def write_state(work_dir: str, state: dict):

@@ -7,7 +7,6 @@ loss (keeping the last good checkpoint) and on Ctrl-C (saving one first).
 """
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -16,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from zscgan_tf.files import write_json_atomic
+from zscgan_tf.files import read_json, write_json_atomic
 from zscgan_tf.progress import ProgressBar, format_duration
 
 CHECKPOINTS_TO_KEEP = 2
@@ -164,11 +163,8 @@ def _checkpoint_step(manager) -> Optional[int]:
 
 
 def read_history(path: str) -> List[dict]:
-    """The loss history saved with the last checkpoint, or [] if there is none."""
-    if not os.path.exists(path):
-        return []
-    try:
-        with open(path) as history_file:
-            return json.load(history_file)
-    except (OSError, ValueError):
-        return []  # A history is a by-product; losing it must not stop a resume.
+    """The loss history saved with the last checkpoint, or [] if there is none.
+
+    A history is a by-product; losing it must not stop a resume.
+    """
+    return read_json(path, [])
