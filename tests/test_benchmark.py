@@ -15,8 +15,9 @@ from zscgan_tf import data, teacher_training
 from zscgan_tf.preprocessing import Preprocessing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROWS = ("fp32", "real_ptq", "noise_ptq", "zscgan_ptq", "zscgan_qat_w8a8", "real_qat_w8a8", "zscgan_qat_w4a4",
-        "real_qat_w4a4")
+ROWS = ("fp32", "real_ptq", "noise_ptq", "distilled_ptq", "zscgan_ptq", "zscgan_ptq_per_tensor", "zscgan_qat_w8a8",
+        "real_qat_w8a8", "zscgan_qat_w4a4", "real_qat_w4a4")
+MEASUREMENTS = ("latency", "generator_speed")
 
 
 def _benchmark(*arguments):
@@ -43,7 +44,8 @@ def digits_teacher(tmp_path_factory):
 def _tiny_arguments(teacher_path, work_dir):
     return [f"--teachers={teacher_path}", "--dataset=digits", f"--work_dir={work_dir}", "--eval_max_samples=50",
             "--calibration_samples=20", "--schemes=w8a8,w4a4", "--generator_steps=5", "--generator_batch_size=16",
-            "--noise_dim=8", "--generator_channels=8", "--qat_steps=3", "--qat_batch_size=16", "--noprogress"]
+            "--noise_dim=8", "--generator_channels=8", "--qat_steps=3", "--qat_batch_size=16", "--distilled_steps=3",
+            "--latency_runs=3", "--mode_seeking_loss_weight=0.1", "--qat_mixed_fraction=0.25", "--noprogress"]
 
 
 def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digits_teacher):
@@ -52,6 +54,7 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert completed.returncode == 0, completed.stderr[-2000:]
     results = json.loads((work_dir / "results.json").read_text())
     assert results["settings"]["qat_steps"] == 3 and "seeds" in results["settings"]
+    assert results["settings"]["mode_seeking_loss_weight"] == 0.1 and results["settings"]["qat_mixed_fraction"] == 0.25
     teacher = results["teachers"]["digits_tiny"]
     assert teacher["eval_images"] == 50
     assert set(teacher["rows"]) == set(ROWS)
@@ -60,14 +63,45 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert teacher["rows"]["zscgan_qat_w8a8"]["measured"] == "TFLite int8"
     assert teacher["rows"]["zscgan_qat_w4a4"]["measured"].startswith("Keras")
     assert teacher["rows"]["fp32"]["tflite_bytes"] > 0 and teacher["rows"]["real_ptq"]["tflite_bytes"] > 0
-    assert {target["met"] for target in teacher["targets"]} <= {True, False} and len(teacher["targets"]) == 4
+    sizes = {row_id: teacher["rows"][row_id]["tflite_bytes"] for row_id in ("fp32", "zscgan_ptq", "zscgan_ptq_per_tensor")}
+    assert min(sizes.values()) > 0  # Tiny models are all overhead; the size order shows on real ones.
+    assert set(teacher["measurements"]) == set(MEASUREMENTS)
+    latency = teacher["measurements"]["latency"]
+    assert set(latency) >= {"float_1_threads_ms", "float_2_threads_ms", "int8_1_threads_ms", "int8_2_threads_ms"}
+    assert all(latency[name] > 0 for name in latency if name.endswith("_ms"))
+    speed = teacher["measurements"]["generator_speed"]
+    assert speed["compiled_samples_per_second"] > 0 and speed["eager_samples_per_second"] > 0
+    assert speed["speedup"] == pytest.approx(speed["eager_seconds"] / speed["compiled_seconds"])
+    assert 0 < speed["fraction_of_peak"] < 1
+    assert teacher["generator_training"]["steps"] == 5
+    names = [target["target"] for target in teacher["targets"]]
+    assert {target["met"] for target in teacher["targets"]} <= {True, False} and len(names) == 10
+    assert "ZS-CGAN PTQ above distilled-data PTQ" in names
     markdown = (work_dir / "results.md").read_text()
     assert "| row | top-1 | measured | time |" in markdown and "| ZS-CGAN QAT W4A4 |" in markdown
+    assert "| distilled-data PTQ |" in markdown and "| int8 |" in markdown and "eager" in markdown
     assert "ratio" in markdown and ("met:" in markdown or "MISSED:" in markdown)
 
-    rerun = _benchmark(*_tiny_arguments(digits_teacher, work_dir))
+    rerun = _benchmark(*_tiny_arguments(digits_teacher, work_dir), f"--compare_to={work_dir}")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert rerun.stdout.count(": cached, top-1") == len(ROWS)
+    assert rerun.stdout.count(": cached top-1") == len(ROWS)
+    assert rerun.stdout.count(": cached done") == len(MEASUREMENTS)
+    reproducibility = json.loads((work_dir / "results.json").read_text())["teachers"]["digits_tiny"]["reproducibility"]
+    assert len(reproducibility["rows"]) == len(ROWS) and reproducibility["max_difference_points"] == 0
+    assert reproducibility["met"]
+
+
+def test_rows_computed_with_other_settings_are_not_compared(tmp_path):
+    sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+    import benchmark
+    current = {"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.9}},
+               "noise_ptq": {"key": "b", "result": {"label": "noise PTQ", "top1": 0.8}}}
+    earlier = {"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.905}},
+               "noise_ptq": {"key": "other", "result": {"label": "noise PTQ", "top1": 0.5}}}
+    compared = benchmark.compare_rows(current, earlier, "earlier")
+    assert [row["id"] for row in compared["rows"]] == ["fp32"]
+    assert compared["max_difference_points"] == pytest.approx(0.5) and not compared["met"]
+    assert not benchmark.compare_rows(current, {}, "nothing")["met"]
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):

@@ -74,6 +74,18 @@ def test_float_teacher_with_generator_is_quantized_post_training(run_dir, tmp_pa
     assert _model_report(output).is_fully_integer
 
 
+@pytest.mark.parametrize("data_source", ["distilled", "noise"])
+def test_float_teacher_is_quantized_post_training_without_generator_or_data(run_dir, tmp_path, data_source):
+    _, teacher_path = run_dir
+    output = tmp_path / f"{data_source}.tflite"
+    result = _convert(f"--teacher={teacher_path}", f"--data_source={data_source}", "--distilled_steps=5",
+                      f"--output={output}", "--calibration_samples=8")
+    assert result.returncode == 0, result.stderr
+    assert ("BN-statistics loss" in result.stdout) == (data_source == "distilled")
+    report = _model_report(output)
+    assert report.is_fully_integer and report.has_static_batch_one
+
+
 def test_float_teacher_float_and_dynamic_exports(run_dir, tmp_path):
     _, teacher_path = run_dir
     for mode in ("float", "dynamic"):
@@ -85,7 +97,11 @@ def test_float_teacher_float_and_dynamic_exports(run_dir, tmp_path):
 
 @pytest.mark.parametrize("arguments, message", [
     (["--student=/nonexistent/student.h5"], "student '/nonexistent/student.h5' does not exist"),
-    (["--teacher=TEACHER"], "is a float model: an int8 export needs --generator"),
+    (["--teacher=TEACHER"], "is a float model: an int8 export needs calibration inputs: --generator, or "
+                            "--data_source=distilled"),
+    (["--teacher=TEACHER", "--data_source=noise", "--generator=G"], "--generator is only used with "
+                                                                   "--data_source=generator"),
+    (["--teacher=TEACHER", "--data_source=distilled", "--distilled_steps=0"], "--distilled_steps must be positive"),
     (["--run_dir=/"], "is not a run directory"),
     ([], "pass exactly one of --run_dir, --student and --teacher"),
 ])

@@ -94,3 +94,33 @@ def test_mixed_fraction_mixes_the_first_part_of_the_batch_and_masks_its_labels(t
     summary = distiller.train(str(tmp_path), progress=False)
     assert np.isfinite(summary.last["total"])
 
+
+
+def test_joint_training_updates_a_copy_of_the_generator_and_resumes_it(tmp_path):
+    from zscgan_tf import zero_shot
+    from zscgan_tf.config import GeneratorTrainingConfig, LossConfig
+    teacher = tiny_teacher()
+    generator = _generator(teacher)
+    original = [weight.copy() for weight in generator.get_weights()]
+    samples = generator([tf.random.normal([32, 8], seed=5), tf.constant(np.arange(32) % 4)], training=False).numpy()
+
+    def distiller(steps):
+        student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme(), calibration_inputs=samples)
+        trainer = zero_shot.GeneratorTrainer(teacher, zero_shot.copy_generator(generator), LossConfig(),
+                                             GeneratorTrainingConfig(batch_size=16), seed=1)
+        return distill.Distiller(teacher.model, student, generator, teacher.num_classes,
+                                 DistillationConfig(steps=steps, batch_size=16, joint_generator=True,
+                                                    checkpoint_every=2), seed=0, generator_trainer=trainer)
+
+    first = distiller(steps=2)
+    first.train(str(tmp_path), progress=False)
+    assert int(first.generator_trainer.step.numpy()) == 2  # One generator update per student update.
+    trained = first.generator.get_weights()
+    assert any(not np.array_equal(before, after) for before, after in zip(original, trained))
+    for before, after in zip(original, generator.get_weights()):
+        np.testing.assert_array_equal(before, after)  # The stage-1 generator itself is left as it was.
+
+    resumed = distiller(steps=3)
+    resumed.train(str(tmp_path), progress=False)
+    assert int(resumed.step.numpy()) == 3 and int(resumed.generator_trainer.step.numpy()) == 3
+    assert any(not np.array_equal(before, after) for before, after in zip(trained, resumed.generator.get_weights()))

@@ -77,3 +77,12 @@ def test_cross_entropy_sample_weights_drop_samples():
     logits = tf.constant([[5.0, 0.0], [5.0, 0.0]])
     only_first = float(losses.conditional_cross_entropy(labels, logits, tf.constant([1.0, 0.0])))
     assert only_first == pytest.approx(float(losses.conditional_cross_entropy(labels[:1], logits[:1])))
+
+
+def test_mode_seeking_is_lower_when_samples_spread_as_their_noises_differ():
+    noise_a, noise_b = tf.zeros([4, 8]), tf.ones([4, 8])
+    images = tf.zeros([4, 6, 6, 1])
+    collapsed = float(losses.mode_seeking_loss(images, images + 0.01, noise_a, noise_b))
+    spread = float(losses.mode_seeking_loss(images, images + 1.0, noise_a, noise_b))
+    assert spread == pytest.approx(1.0 / (1.0 + losses.DEFAULT_MODE_SEEKING_EPSILON))
+    assert collapsed > 50 * spread

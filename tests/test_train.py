@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from zscgan_tf import train
+from zscgan_tf.files import file_digest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,6 +37,7 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     assert report["quantization"]["summary"]["steps"] == 3
     assert set(report["quantization"]["sizes_bytes"]) == {"float", "ptq_int8", "qat_int8"}
     assert len(report["generated_samples"]["per_class_agreement"]) == 4
+    assert report["generated_samples"]["within_class_spread"] > 0
     assert json.loads((work_dir / "config.json").read_text())["generator_training"]["steps"] == 4
     assert (work_dir / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [name for name in os.listdir(work_dir) if name.startswith(".tmp-")]
@@ -64,6 +66,31 @@ def test_work_dir_of_a_different_run_is_refused(tmp_path, tiny_teacher_file, cap
     assert train.main(["train", f"--flagfile={flagfile}"]) == 2
     error = capsys.readouterr().err
     assert "different config (loss.bn_distance)" in error and len(error.strip().splitlines()) == 1
+
+
+def test_joint_generator_run_keeps_the_stage_one_generator_file(tmp_path, tiny_teacher_file, capsys):
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--joint_generator", "--mode_seeking_loss_weight=0.1"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    assert "training a copy of the generator along" in capsys.readouterr().out
+    state = json.loads((work_dir / "state.json").read_text())
+    assert state["generator"]["sha256"] == file_digest(str(work_dir / "generator.keras"))
+    assert (work_dir / "qat_int8.tflite").is_file()
+    assert json.loads((work_dir / "config.json").read_text())["distillation"]["joint_generator"] is True
+
+
+def test_run_saved_before_a_setting_existed_still_resumes(tmp_path, tiny_teacher_file, capsys):
+    work_dir = tmp_path / "run"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    saved = json.loads((work_dir / "config.json").read_text())
+    del saved["loss"]["mode_seeking"]  # As runs saved before the mode-seeking term was added.
+    (work_dir / "config.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    assert "already trained" in capsys.readouterr().out
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--mode_seeking_loss_weight=1"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+    assert "different config (loss.mode_seeking)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("arguments, message", [

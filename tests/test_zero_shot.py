@@ -99,6 +99,28 @@ def test_evaluation_and_grid_shapes():
     evaluation = zero_shot.evaluate_generator(trainer.generator, teacher, samples_per_class=5, seed=0)
     assert len(evaluation.per_class_accuracy) == teacher.num_classes
     assert 0.0 <= evaluation.worst_class_accuracy <= evaluation.accuracy <= 1.0
+    assert evaluation.within_class_spread > 0
     grid = zero_shot.sample_grid(trainer.generator, teacher, samples_per_class=3, max_classes=2, seed=0)
     assert grid.dtype == np.uint8
     assert grid.shape == (2 * 32, 3 * 32, 1)  # 8x8 tiles are zoomed to 32 pixels.
+
+
+def test_mode_seeking_pairs_labels_and_spreads_samples_of_a_class():
+    teacher = tiny_teacher()
+    trainer = _trainer(teacher, steps=1, mode_seeking=1.0)
+    noise, labels = trainer.sample_inputs(9)
+    np.testing.assert_array_equal(labels[:4], labels[4:8])
+    losses_before = trainer.compute_losses(noise, labels, training=False)
+    assert float(losses_before["mode_seeking"]) > 0
+    assert float(_trainer(teacher, steps=1).compute_losses(noise, labels, training=False)["mode_seeking"]) == 0
+
+
+def test_mode_seeking_term_spreads_the_samples_of_each_class(tmp_path):
+    teacher = tiny_teacher()
+    spreads = {}
+    for weight in (0.0, 1.0):
+        trainer = _trainer(teacher, steps=60, mode_seeking=weight)
+        trainer.train(str(tmp_path / str(weight)), progress=False)
+        spreads[weight] = zero_shot.evaluate_generator(trainer.generator, teacher, samples_per_class=16,
+                                                       seed=3).within_class_spread
+    assert spreads[1.0] > 1.5 * spreads[0.0] > 0

@@ -3,13 +3,20 @@
 For each teacher, measures top-1 on the test split of `--dataset` of:
 
 - FP32: the float teacher (Keras).
-- real-data / noise / ZS-CGAN PTQ: int8 TFLite calibrated with `--calibration_samples`
-  class-balanced real training images, Gaussian noise clipped to the input range, or
-  generator samples.
+- real-data / noise / distilled-data / ZS-CGAN PTQ: int8 TFLite calibrated with
+  `--calibration_samples` class-balanced real training images, Gaussian noise clipped to
+  the input range, ZeroQ-style inputs optimised to match the BN statistics (no
+  generator), or generator samples; ZS-CGAN PTQ once more with per-tensor weights, the
+  smallest int8 file.
 - ZS-CGAN / real-data QAT at each of `--schemes`: the TF-MOT student distilled from the
   teacher on generator samples or on the real training images, with the same step
   budget. W8A8 students are exported to int8 TFLite and measured there; lower widths
   can't be exported and are measured in Keras (simulated quantization).
+
+and, per teacher, the float and int8 TFLite sizes, LiteRT latency at 1 and 2 threads,
+the generator step's speed compiled and eager with its share of the CPU's peak FLOP
+rate, and each stage's wall time. `--compare_to=<an earlier --work_dir>` checks that
+every row computed there with the same settings is reproduced within 0.3 point.
 
   python tools/benchmark.py --flagfile configs/bench_fashion_mnist.cfg
 
@@ -36,8 +43,8 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
-from zscgan_tf import data, distill, evaluate, export, pipeline, quantization_stages, quantize, teachers  # noqa: E402
-from zscgan_tf import zero_shot  # noqa: E402
+from zscgan_tf import data, distill, distilled_data, evaluate, export, pipeline, quantization_stages  # noqa: E402
+from zscgan_tf import quantize, teachers, throughput, zero_shot  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
 from zscgan_tf.files import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 
@@ -55,6 +62,12 @@ EVALUATION_SEED_OFFSET = 6
 W8A8_TOLERANCE_POINTS = 0.1
 W4A4_VERSUS_REAL_QAT_POINTS = 1.0
 W4A4_VERSUS_FP32_POINTS = 2.0  # Checked for ResNet teachers only.
+MAX_INT8_SIZE_RATIO = 0.27
+MIN_COMPILED_SPEEDUP = 1.5
+REPRODUCIBILITY_POINTS = 0.3
+LATENCY_THREADS = quantization_stages.LATENCY_THREADS
+SPEED_TIMED_STEPS = 10
+SPEED_WARMUP_STEPS = 2
 
 FLAGS = flags.FLAGS
 _generator = config_lib.GeneratorConfig()
@@ -70,10 +83,21 @@ flags.DEFINE_integer("qat_steps", 1000, "Student updates of every QAT row.")
 flags.DEFINE_integer("qat_batch_size", 128, "Samples per student update, real and generated alike.")
 flags.DEFINE_float("qat_learning_rate", config_lib.DistillationConfig.learning_rate,
                    "Adam learning rate of the students (cosine decay to 0).")
+flags.DEFINE_float("qat_mixed_fraction", config_lib.DistillationConfig.mixed_fraction,
+                   "Fraction of every QAT batch (real or generated) replaced by mixtures of two samples.")
+flags.DEFINE_bool("qat_joint_generator", config_lib.DistillationConfig.joint_generator,
+                  "ZS-CGAN QAT rows keep training a copy of the generator along with the student (GDFQ).")
 flags.DEFINE_integer("generator_steps", 1500, "Generator updates.")
 flags.DEFINE_integer("generator_batch_size", 64, "Samples per generator update.")
 flags.DEFINE_integer("noise_dim", _generator.noise_dim, "Length of the generator's noise vector.")
 flags.DEFINE_integer("generator_channels", _generator.base_channels, "Channels of the generator trunk.")
+flags.DEFINE_float("mode_seeking_loss_weight", config_lib.LossConfig.mode_seeking,
+                   "Weight of the generator's mode-seeking term; 0 = off.")
+flags.DEFINE_integer("distilled_steps", distilled_data.DistilledDataConfig.steps,
+                     "Adam updates of each batch of distilled-data (ZeroQ-style) calibration inputs.")
+flags.DEFINE_integer("latency_runs", 200, "Timed LiteRT runs per latency figure (the median is reported).")
+flags.DEFINE_string("compare_to", "", "An earlier --work_dir: report how far each row computed there with the "
+                    "same settings moved.")
 flags.DEFINE_integer("seed", 0, "Seed of every random stream (offsets derive the others).")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
@@ -87,6 +111,40 @@ def _points(value: float) -> str:
     return f"{100 * value:.2f}"
 
 
+def _summary(result: dict) -> str:
+    """What a row's progress line shows: its top-1, if it has one."""
+    return f" top-1 {_points(result['top1'])}%" if "top1" in result else " done"
+
+
+def row_key(row_id: str, settings: dict) -> str:
+    """The cache key of a row: its id and every setting its result depends on."""
+    return json.dumps({"row": row_id, **settings}, sort_keys=True)
+
+
+def generator_settings() -> dict:
+    """The settings the generator, and every row using it, depend on."""
+    settings = {"generator_steps": FLAGS.generator_steps, "generator_batch_size": FLAGS.generator_batch_size,
+                "noise_dim": FLAGS.noise_dim, "generator_channels": FLAGS.generator_channels}
+    if FLAGS.mode_seeking_loss_weight:  # Named only when on, so rows cached before it existed stay valid.
+        settings["mode_seeking_loss_weight"] = FLAGS.mode_seeking_loss_weight
+    return settings
+
+
+def compare_rows(cache: dict, earlier_cache: dict, earlier_dir: str) -> dict:
+    """How far each accuracy row moved from an earlier run with the same settings (same cache key)."""
+    compared = []
+    for row_id, entry in cache.items():
+        earlier = earlier_cache.get(row_id)
+        if "top1" not in entry["result"] or not earlier or earlier["key"] != entry["key"]:
+            continue
+        difference = 100 * (entry["result"]["top1"] - earlier["result"]["top1"])
+        compared.append({"id": row_id, "label": entry["result"]["label"], "top1": entry["result"]["top1"],
+                         "earlier_top1": earlier["result"]["top1"], "difference_points": round(difference, 4)})
+    largest = max((abs(row["difference_points"]) for row in compared), default=None)
+    return {"compared_to": earlier_dir, "rows": compared, "max_difference_points": largest,
+            "met": largest is not None and largest <= REPRODUCIBILITY_POINTS}
+
+
 # Measurement helpers.
 
 def keras_top1(model, inputs: np.ndarray, labels: np.ndarray) -> float:
@@ -97,22 +155,15 @@ def tflite_top1(model_bytes: bytes, inputs: np.ndarray, labels: np.ndarray) -> f
     return evaluate.top1_accuracy(evaluate.TfliteClassifier(model_bytes).predict(inputs), labels)
 
 
-def noise_inputs(teacher: teachers.Teacher, count: int, seed: int) -> np.ndarray:
-    """N(0, 1) samples clipped to the teacher's input range."""
-    low, high = teacher.preprocessing.input_range(teacher.image_shape[2])
-    noise = np.random.default_rng(seed).standard_normal((count, *teacher.image_shape))
-    return np.clip(noise, low, high).astype(np.float32)
-
-
 def real_inputs(dataset: data.LabeledImages, teacher: teachers.Teacher):
     """(teacher-space inputs, labels) of `dataset` shaped for the teacher."""
     dataset = dataset.to_input_shape(teacher.image_shape)
     return teacher.preprocessing.apply(dataset.images), dataset.labels
 
 
-def int8_ptq(model, calibration: np.ndarray, path: str) -> bytes:
+def int8_ptq(model, calibration: np.ndarray, path: str, per_channel: bool = True) -> bytes:
     return export.convert_to_tflite(model, export.representative_dataset_from_array(calibration), mode="int8",
-                                    output_path=path)
+                                    per_channel=per_channel, output_path=path)
 
 
 # One teacher.
@@ -141,7 +192,8 @@ class TeacherBenchmark:
         calibration_seed = FLAGS.seed + CALIBRATION_SEED_OFFSET
         self.calibration = {
             "real": real_inputs(train.class_balanced(FLAGS.calibration_samples, calibration_seed), self.teacher)[0],
-            "noise": noise_inputs(self.teacher, FLAGS.calibration_samples, FLAGS.seed + NOISE_SEED_OFFSET)}
+            "noise": distilled_data.gaussian_noise_inputs(self.teacher, FLAGS.calibration_samples,
+                                                          FLAGS.seed + NOISE_SEED_OFFSET)}
         self.generator = None
         self.cache_path = os.path.join(self.dir, ROWS_FILE)
         self.cache = read_json(self.cache_path, {})  # An unreadable cache means every row is recomputed.
@@ -150,45 +202,61 @@ class TeacherBenchmark:
         """(row id, label, function computing it, the settings it depends on), in the order they run."""
         common = {"teacher": self.teacher.name, "dataset": self.dataset_name, "eval_images": len(self.test_labels),
                   "calibration_samples": FLAGS.calibration_samples, "seed": FLAGS.seed}
-        generated = {"generator_steps": FLAGS.generator_steps, "generator_batch_size": FLAGS.generator_batch_size,
-                     "noise_dim": FLAGS.noise_dim, "generator_channels": FLAGS.generator_channels}
+        generated = generator_settings()
         qat = {"qat_steps": FLAGS.qat_steps, "qat_batch_size": FLAGS.qat_batch_size,
                "qat_learning_rate": FLAGS.qat_learning_rate}
+        # Named only when on, so rows cached before these options existed stay valid.
+        if FLAGS.qat_mixed_fraction:
+            qat["qat_mixed_fraction"] = FLAGS.qat_mixed_fraction
+        zscgan_qat = {**qat, "qat_joint_generator": True} if FLAGS.qat_joint_generator else qat
         rows = [("fp32", "FP32", self.fp32, common),
                 ("real_ptq", "real-data PTQ", lambda: self.ptq("real"), common),
                 ("noise_ptq", "noise PTQ", lambda: self.ptq("noise"), common),
-                ("zscgan_ptq", "ZS-CGAN PTQ", lambda: self.ptq("zscgan"), {**common, **generated})]
+                ("distilled_ptq", "distilled-data PTQ", lambda: self.ptq("distilled"),
+                 {**common, "distilled_steps": FLAGS.distilled_steps}),
+                ("zscgan_ptq", "ZS-CGAN PTQ", lambda: self.ptq("zscgan"), {**common, **generated}),
+                ("zscgan_ptq_per_tensor", "ZS-CGAN PTQ, per-tensor weights",
+                 lambda: self.ptq("zscgan", per_channel=False), {**common, **generated})]
         for scheme in FLAGS.schemes:
             rows.append((f"zscgan_qat_{scheme}", f"ZS-CGAN QAT {scheme.upper()}",
-                         lambda scheme=scheme: self.qat(scheme, "zscgan"), {**common, **generated, **qat}))
+                         lambda scheme=scheme: self.qat(scheme, "zscgan"), {**common, **generated, **zscgan_qat}))
             rows.append((f"real_qat_{scheme}", f"real-data QAT {scheme.upper()}",
                          lambda scheme=scheme: self.qat(scheme, "real"), {**common, **qat}))
+        # Measurements other than accuracy, cached the same way.
+        rows.append(("latency", "LiteRT latency", self.latency, {**common, **generated}))
+        rows.append(("generator_speed", "generator step speed", self.generator_speed, {**common, **generated}))
         return rows
 
     def run(self, publish) -> dict:
         """Computes every row not cached yet; calls `publish()` after each."""
         rows = self.rows()
         for index, (row_id, label, compute, settings) in enumerate(rows, 1):
-            key = json.dumps({"row": row_id, **settings}, sort_keys=True)
+            key = row_key(row_id, settings)
             cached = self.cache.get(row_id)
             if cached and cached["key"] == key:
-                _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: cached, top-1 "
-                     f"{_points(cached['result']['top1'])}%")
+                _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: cached{_summary(cached['result'])}")
                 continue
             _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: computing")
             started = time.monotonic()
             result = {"id": row_id, "label": label, **compute(), "seconds": round(time.monotonic() - started, 1)}
             self.cache[row_id] = {"key": key, "result": result}
             write_json_atomic(self.cache_path, self.cache)
-            _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: top-1 {_points(result['top1'])}% "
-                 f"({result['seconds']:.0f} s)")
+            _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}:{_summary(result)} ({result['seconds']:.0f} s)")
             publish()
         return self.results()
 
     def results(self) -> dict:
-        order = [row_id for row_id, *_ in self.rows()]
-        return {"dataset": self.dataset_name, "eval_images": int(len(self.test_labels)),
-                "rows": {row_id: self.cache[row_id]["result"] for row_id in order if row_id in self.cache}}
+        rows = {row_id: self.cache[row_id]["result"] for row_id, *_ in self.rows() if row_id in self.cache}
+        entry = {"dataset": self.dataset_name, "eval_images": int(len(self.test_labels)),
+                 "rows": {row_id: row for row_id, row in rows.items() if "top1" in row},
+                 "measurements": {row_id: row for row_id, row in rows.items() if "top1" not in row}}
+        generator_state = pipeline.read_state(os.path.join(self.dir, "generator")).get("generator")
+        if generator_state:
+            entry["generator_training"] = generator_state["summary"]
+        if FLAGS.compare_to:
+            entry["reproducibility"] = compare_rows(self.cache, read_json(
+                os.path.join(FLAGS.compare_to, self.teacher.name, ROWS_FILE), {}), FLAGS.compare_to)
+        return entry
 
     def fp32(self) -> dict:
         path = os.path.join(self.dir, "teacher_float.tflite")
@@ -201,13 +269,44 @@ class TeacherBenchmark:
             self.calibration[source] = quantization_stages.calibration_samples(
                 self.trained_generator(), self.teacher, FLAGS.calibration_samples,
                 seed=FLAGS.seed + CALIBRATION_SEED_OFFSET)
+        if source == "distilled" and source not in self.calibration:
+            distilled = distilled_data.distill_inputs(
+                self.teacher, FLAGS.calibration_samples, distilled_data.DistilledDataConfig(steps=FLAGS.distilled_steps),
+                seed=FLAGS.seed + NOISE_SEED_OFFSET, progress=FLAGS.progress)
+            _say(f"[{self.teacher.name}] distilled data: BN-statistics loss {distilled.initial_bn_loss:.4g} -> "
+                 f"{distilled.final_bn_loss:.4g}")
+            self.calibration[source] = distilled.inputs
         return self.calibration[source]
 
-    def ptq(self, source: str) -> dict:
-        model_bytes = int8_ptq(self.teacher.model, self.calibration_for(source),
-                               os.path.join(self.dir, f"{source}_ptq_int8.tflite"))
+    def ptq(self, source: str, per_channel: bool = True) -> dict:
+        name = f"{source}_ptq_int8{'' if per_channel else '_per_tensor'}.tflite"
+        model_bytes = int8_ptq(self.teacher.model, self.calibration_for(source), os.path.join(self.dir, name),
+                               per_channel=per_channel)
         return {"top1": tflite_top1(model_bytes, self.test_inputs, self.test_labels), "measured": "TFLite int8",
                 "tflite_bytes": len(model_bytes)}
+
+    def latency(self) -> dict:
+        """Median LiteRT latency per image of the float teacher and the ZS-CGAN int8 model."""
+        result = {}
+        for model_name, file_name in (("float", "teacher_float.tflite"), ("int8", "zscgan_ptq_int8.tflite")):
+            if not os.path.exists(os.path.join(self.dir, file_name)):
+                raise UserError(f"{os.path.join(self.dir, file_name)} is missing; delete {self.cache_path} to "
+                                "recompute every row")
+            with open(os.path.join(self.dir, file_name), "rb") as model_file:
+                model_bytes = model_file.read()
+            for threads in LATENCY_THREADS:
+                measured = evaluate.measure_latency(model_bytes, num_threads=threads, runs=FLAGS.latency_runs)
+                result[f"{model_name}_{threads}_threads_ms"] = measured.median_ms
+        return result
+
+    def generator_speed(self) -> dict:
+        """The generator step compiled and eager, on a throwaway generator of the benchmark's shape."""
+        generator = pipeline.build_generator_for(self.teacher, config_lib.GeneratorConfig(
+            noise_dim=FLAGS.noise_dim, base_channels=FLAGS.generator_channels))
+        trainer = zero_shot.GeneratorTrainer(self.teacher, generator, config_lib.LossConfig(),
+                                             config_lib.GeneratorTrainingConfig(batch_size=FLAGS.generator_batch_size),
+                                             seed=FLAGS.seed)
+        return throughput.measure_generator_step(trainer, SPEED_TIMED_STEPS, SPEED_WARMUP_STEPS).to_dict()
 
     def trained_generator(self):
         if self.generator is None:
@@ -216,6 +315,7 @@ class TeacherBenchmark:
                 teacher=teachers.TeacherSource(model=self.teacher.description["source"],
                                                cache_dir=FLAGS.teacher_cache_dir),
                 generator=config_lib.GeneratorConfig(noise_dim=FLAGS.noise_dim, base_channels=FLAGS.generator_channels),
+                loss=config_lib.LossConfig(mode_seeking=FLAGS.mode_seeking_loss_weight),
                 generator_training=config_lib.GeneratorTrainingConfig(steps=FLAGS.generator_steps,
                                                                       batch_size=FLAGS.generator_batch_size))
             pipeline.prepare_work_dir(run_config)
@@ -229,18 +329,29 @@ class TeacherBenchmark:
         calibration = self.calibration_for(source)
         student, _ = quantize.quantize_student(self.teacher.model, scheme, calibration_inputs=calibration)
         settings = config_lib.DistillationConfig(steps=FLAGS.qat_steps, batch_size=FLAGS.qat_batch_size,
-                                                 learning_rate=FLAGS.qat_learning_rate)
+                                                 learning_rate=FLAGS.qat_learning_rate,
+                                                 mixed_fraction=FLAGS.qat_mixed_fraction,
+                                                 joint_generator=FLAGS.qat_joint_generator and source == "zscgan")
         seed = FLAGS.seed + DISTILLATION_SEED_OFFSET
         if source == "zscgan":
+            trainer = None
+            if settings.joint_generator:
+                trainer = zero_shot.GeneratorTrainer(
+                    self.teacher, zero_shot.copy_generator(self.trained_generator()),
+                    config_lib.LossConfig(mode_seeking=FLAGS.mode_seeking_loss_weight),
+                    config_lib.GeneratorTrainingConfig(batch_size=FLAGS.generator_batch_size),
+                    seed=FLAGS.seed + quantization_stages.JOINT_GENERATOR_SEED_OFFSET)
             distiller = distill.Distiller(self.teacher.model, student, self.trained_generator(),
-                                          self.teacher.num_classes, settings, seed=seed)
+                                          self.teacher.num_classes, settings, seed=seed, generator_trainer=trainer)
         else:
             distiller = distill.Distiller(self.teacher.model, student, None, self.teacher.num_classes, settings,
                                           seed=seed, real_data=(self.train_inputs, self.train_labels))
         teacher_weights = self.teacher.model.get_weights()
         # The directory names the settings, so a checkpoint never resumes under other ones.
-        tag = hashlib.sha1(json.dumps([settings.steps, settings.batch_size, settings.learning_rate, FLAGS.seed,
-                                       FLAGS.generator_steps]).encode()).hexdigest()[:8]
+        tag = hashlib.sha1(json.dumps([settings.steps, settings.batch_size, settings.learning_rate,
+                                       settings.mixed_fraction, settings.joint_generator, FLAGS.seed,
+                                       generator_settings()],
+                                      sort_keys=True).encode()).hexdigest()[:8]
         distiller.train(os.path.join(self.dir, "qat", f"{source}_{scheme.name}_{tag}"), progress=FLAGS.progress)
         zero_shot.check_teacher_unchanged(self.teacher, teacher_weights)
         keras_accuracy = keras_top1(student, self.test_inputs, self.test_labels)
@@ -253,7 +364,7 @@ class TeacherBenchmark:
 
 # Targets and reports.
 
-def targets(teacher_name: str, rows: dict) -> list:
+def targets(teacher_name: str, rows: dict, measurements: dict) -> list:
     """Each target as {target, met, detail}; targets whose rows are missing are left out."""
     top1 = {row_id: 100 * row["top1"] for row_id, row in rows.items()}
     checks = []
@@ -278,9 +389,30 @@ def targets(teacher_name: str, rows: dict) -> list:
               lambda: top1["zscgan_qat_w4a4"] >= top1["fp32"] - W4A4_VERSUS_FP32_POINTS,
               lambda: f"{top1['zscgan_qat_w4a4']:.2f} vs {top1['fp32']:.2f} "
                       f"({top1['zscgan_qat_w4a4'] - top1['fp32']:+.2f})")
-    check("ZS-CGAN PTQ above noise PTQ", ("zscgan_ptq", "noise_ptq"),
-          lambda: top1["zscgan_ptq"] > top1["noise_ptq"],
-          lambda: f"{top1['zscgan_ptq']:.2f} vs {top1['noise_ptq']:.2f}")
+    for baseline in ("noise_ptq", "distilled_ptq"):
+        check(f"ZS-CGAN PTQ above {rows.get(baseline, {}).get('label', baseline)}", ("zscgan_ptq", baseline),
+              lambda b=baseline: top1["zscgan_ptq"] > top1[b],
+              lambda b=baseline: f"{top1['zscgan_ptq']:.2f} vs {top1[b]:.2f}")
+    sizes = {row_id: row["tflite_bytes"] for row_id, row in rows.items() if "tflite_bytes" in row}
+    for row_id in ("zscgan_ptq", "zscgan_ptq_per_tensor"):
+        if row_id in sizes and "fp32" in sizes:
+            ratio = sizes[row_id] / sizes["fp32"]
+            checks.append({"target": f"{rows[row_id]['label']}: int8 file at most {MAX_INT8_SIZE_RATIO} of the "
+                                     "float file", "met": ratio <= MAX_INT8_SIZE_RATIO,
+                           "detail": f"{sizes[row_id] / 1024:.1f} KiB / {sizes['fp32'] / 1024:.1f} KiB = {ratio:.3f}"})
+    latency = measurements.get("latency")
+    if latency:
+        for threads in LATENCY_THREADS:
+            float_ms, int8_ms = latency[f"float_{threads}_threads_ms"], latency[f"int8_{threads}_threads_ms"]
+            checks.append({"target": f"int8 faster than float in LiteRT ({threads} thread{'s' * (threads > 1)})",
+                           "met": int8_ms < float_ms,
+                           "detail": f"{int8_ms:.3f} ms vs {float_ms:.3f} ms ({float_ms / int8_ms:.2f}x)"})
+    speed = measurements.get("generator_speed")
+    if speed:
+        checks.append({"target": f"compiled generator step at least {MIN_COMPILED_SPEEDUP}x the eager one",
+                       "met": speed["speedup"] >= MIN_COMPILED_SPEEDUP,
+                       "detail": f"{speed['compiled_samples_per_second']:.0f} vs "
+                                 f"{speed['eager_samples_per_second']:.0f} samples/s ({speed['speedup']:.2f}x)"})
     return checks
 
 
@@ -295,19 +427,66 @@ def format_results(results: dict) -> str:
         lines += [f"## {name}", "", f"Top-1 on {result['eval_images']} {result['dataset']} test images.", "",
                   "| row | top-1 | measured | time |", "|---|---|---|---|"]
         # JSON files sort their keys; the table keeps the order the rows run in.
-        order = ["fp32", "real_ptq", "noise_ptq", "zscgan_ptq"] + [
+        order = ["fp32", "real_ptq", "noise_ptq", "distilled_ptq", "zscgan_ptq", "zscgan_ptq_per_tensor"] + [
             f"{source}_qat_{scheme}" for scheme in settings["schemes"] for source in ("zscgan", "real")]
         for row in sorted(result["rows"].values(), key=lambda row: order.index(row["id"])):
             measured = row["measured"] + (f" (Keras {_points(row['keras_top1'])}%)" if "keras_top1" in row else "")
             lines.append(f"| {row['label']} | {_points(row['top1'])}% | {measured} | {row['seconds']:.0f} s |")
-        sizes = {row_id: row["tflite_bytes"] for row_id, row in result["rows"].items() if "tflite_bytes" in row}
-        if "fp32" in sizes and "real_ptq" in sizes:
-            lines += ["", f"TFLite sizes: float {sizes['fp32'] / 1024:.1f} KiB, int8 {sizes['real_ptq'] / 1024:.1f} "
-                          f"KiB (ratio {sizes['fp32'] / sizes['real_ptq']:.2f}x)."]
+        lines += format_measurements(result)
         lines += ["", "Targets:", ""]
         lines += [f"- {'met' if t['met'] else 'MISSED'}: {t['target']}: {t['detail']}" for t in result["targets"]]
+        lines += format_reproducibility(result.get("reproducibility"))
         lines.append("")
     return "\n".join(lines)
+
+
+def format_measurements(result: dict) -> list:
+    """Sizes, latency, generator speed and stage times of one teacher, as markdown lines."""
+    lines = []
+    sizes = {row_id: row["tflite_bytes"] for row_id, row in result["rows"].items() if "tflite_bytes" in row}
+    if "fp32" in sizes and "zscgan_ptq" in sizes:
+        line = (f"TFLite sizes: float {sizes['fp32'] / 1024:.1f} KiB, int8 {sizes['zscgan_ptq'] / 1024:.1f} KiB "
+                f"(ratio {sizes['zscgan_ptq'] / sizes['fp32']:.3f})")
+        if "zscgan_ptq_per_tensor" in sizes:
+            line += (f", int8 with per-tensor weights {sizes['zscgan_ptq_per_tensor'] / 1024:.1f} KiB "
+                     f"(ratio {sizes['zscgan_ptq_per_tensor'] / sizes['fp32']:.3f})")
+        lines += ["", line + "."]
+    latency = result["measurements"].get("latency")
+    if latency:
+        lines += ["", "LiteRT latency per image (median, ms):", "", "| model | "
+                  + " | ".join(f"{threads} thread{'s' * (threads > 1)}" for threads in LATENCY_THREADS) + " |",
+                  "|---|" + "---|" * len(LATENCY_THREADS)]
+        for model_name in ("float", "int8"):
+            lines.append(f"| {model_name} | " + " | ".join(f"{latency[f'{model_name}_{threads}_threads_ms']:.3f}"
+                                                          for threads in LATENCY_THREADS) + " |")
+    speed = result["measurements"].get("generator_speed")
+    if speed:
+        lines += ["", f"Generator step (batch {speed['batch_size']}): compiled {speed['compiled_samples_per_second']:.0f}"
+                      f" samples/s, eager {speed['eager_samples_per_second']:.0f} samples/s ({speed['speedup']:.2f}x); "
+                      f"{speed['flops_per_step'] / 1e9:.1f} GFLOP per step, "
+                      f"{speed['flops_per_step'] / speed['compiled_seconds'] / 1e9:.0f} GFLOP/s = "
+                      f"{100 * speed['fraction_of_peak']:.0f}% of this CPU's measured peak "
+                      f"({speed['peak_flops_per_second'] / 1e9:.0f} GFLOP/s, float32 matrix product)."]
+    training = result.get("generator_training")
+    stage_times = [f"{row['label']} {row['seconds']:.0f} s" for row in result["rows"].values()]
+    if training:
+        stage_times.insert(0, f"generator training {training['wall_time']} ({training['samples_per_second']:.0f} "
+                              f"samples/s{', resumed' if training['resumed_from_step'] else ''})")
+    lines += ["", "Wall time of each stage: " + "; ".join(stage_times) + "."]
+    return lines
+
+
+def format_reproducibility(reproducibility) -> list:
+    if not reproducibility:
+        return []
+    lines = ["", f"Reproducibility against {reproducibility['compared_to']} (rows with the same settings):", ""]
+    if not reproducibility["rows"]:
+        return lines + ["- no row there has the same settings"]
+    lines += [f"- {row['label']}: {_points(row['top1'])}% vs {_points(row['earlier_top1'])}% "
+              f"({row['difference_points']:+.2f})" for row in reproducibility["rows"]]
+    verdict = "met" if reproducibility["met"] else "MISSED"
+    return lines + [f"- {verdict}: every row within {REPRODUCIBILITY_POINTS} point (largest difference "
+                    f"{reproducibility['max_difference_points']:.2f})"]
 
 
 def benchmark() -> dict:
@@ -315,6 +494,11 @@ def benchmark() -> dict:
                         ("qat_batch_size", FLAGS.qat_batch_size), ("generator_steps", FLAGS.generator_steps)):
         if value < 1:
             raise UserError(f"--{name} must be positive, got {value}")
+    if FLAGS.distilled_steps < 1 or FLAGS.latency_runs < 1:
+        raise UserError(f"--distilled_steps and --latency_runs must be positive, got {FLAGS.distilled_steps} and "
+                        f"{FLAGS.latency_runs}")
+    if FLAGS.compare_to and not os.path.isdir(FLAGS.compare_to):
+        raise UserError(f"--compare_to {FLAGS.compare_to!r} is not a directory")
     if FLAGS.eval_max_samples < 0:
         raise UserError(f"--eval_max_samples must be non-negative, got {FLAGS.eval_max_samples}")
     if not FLAGS.teachers:
@@ -323,8 +507,11 @@ def benchmark() -> dict:
         quantize.QuantizationScheme.from_name(scheme)  # Raises UserError for a bad name.
     settings = {name: FLAGS[name].value for name in (
         "teachers", "dataset", "eval_max_samples", "calibration_samples", "schemes", "qat_steps", "qat_batch_size",
-        "qat_learning_rate", "generator_steps", "generator_batch_size", "noise_dim", "generator_channels", "seed")}
+        "qat_learning_rate", "generator_steps", "generator_batch_size", "noise_dim", "generator_channels",
+        "mode_seeking_loss_weight", "qat_mixed_fraction", "qat_joint_generator",
+        "distilled_steps", "latency_runs", "seed")}
     settings["seeds"] = {"calibration": FLAGS.seed + CALIBRATION_SEED_OFFSET, "noise": FLAGS.seed + NOISE_SEED_OFFSET,
+                         "distilled_data_start": FLAGS.seed + NOISE_SEED_OFFSET,
                          "distillation": FLAGS.seed + DISTILLATION_SEED_OFFSET, "generator": FLAGS.seed,
                          "eval_subset": FLAGS.seed + EVALUATION_SEED_OFFSET}
     os.makedirs(FLAGS.work_dir, exist_ok=True)
@@ -333,7 +520,7 @@ def benchmark() -> dict:
     def publish(bench=None, started=None):
         if bench is not None:
             entry = bench.results()
-            entry["targets"] = targets(bench.teacher.name, entry["rows"])
+            entry["targets"] = targets(bench.teacher.name, entry["rows"], entry["measurements"])
             entry["wall_seconds_this_session"] = round(time.monotonic() - started, 1)
             results["teachers"][bench.teacher.name] = entry
         write_json_atomic(os.path.join(FLAGS.work_dir, RESULTS_JSON_FILE), results)

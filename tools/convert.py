@@ -14,6 +14,11 @@ A float teacher quantized post-training, calibrated with generated samples:
 
   python tools/convert.py --teacher=teacher.keras --generator=runs/demo/generator.keras --output=ptq.tflite
 
+A float teacher quantized post-training with no generator and no data: calibrated with
+ZeroQ-style distilled inputs (optimised to match its BN statistics), or with Gaussian noise:
+
+  python tools/convert.py --teacher=teacher.keras --data_source=distilled --output=ptq.tflite
+
 A float teacher as float or dynamic-range TFLite, for comparison:
 
   python tools/convert.py --teacher=teacher.keras --mode=float --output=float.tflite
@@ -35,19 +40,25 @@ import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow 
 from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
-from zscgan_tf import cli, export, quantization_stages, teachers  # noqa: E402
+from zscgan_tf import cli, distilled_data, export, quantization_stages, teachers  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
+DATA_SOURCES = ("generator", "distilled", "noise")
 flags.DEFINE_string("run_dir", None, "A work directory of `python -m zscgan_tf.train`: export its QAT student.")
 flags.DEFINE_string("student", None, "A saved TF-MOT student (.h5, as runs save it) to export.")
 flags.DEFINE_string("teacher", None, "A float teacher: a model file, builtin:<name> or a Keras Applications name.")
 flags.DEFINE_string("teacher_weights", "imagenet", "Weights of a Keras Applications --teacher.")
 flags.DEFINE_bool("trust_model_code", False, "Load model files that hold serialized Python (Lambda layers).")
 flags.DEFINE_string("generator", None, "A trained generator (.keras) for the representative dataset.")
+flags.DEFINE_enum("data_source", "generator", DATA_SOURCES,
+                  "Calibration inputs: generator samples (needs a generator), ZeroQ-style distilled inputs, "
+                  "or Gaussian noise.")
+flags.DEFINE_integer("distilled_steps", distilled_data.DistilledDataConfig.steps,
+                     "Adam updates of each batch of distilled inputs (--data_source=distilled).")
 flags.DEFINE_enum("mode", "int8", export.MODES, "int8 (fully integer), float, or dynamic (dynamic-range).")
 flags.DEFINE_integer("calibration_samples", config_lib.QuantizationConfig.calibration_samples,
-                     "Class-balanced generated samples used for calibration.")
+                     "Calibration samples (class-balanced when generated).")
 flags.DEFINE_enum("io_dtype", "int8", export.INTEGER_IO_DTYPES, "Input/output type of an int8 model.")
 flags.DEFINE_bool("per_channel", True, "Per-channel weight scales (else per-tensor).")
 flags.DEFINE_integer("seed", 0, "Seed of the calibration samples.")
@@ -66,6 +77,15 @@ def _load_generator(path):
 
 
 def _calibration(generator, teacher, count):
+    """Calibration inputs from --data_source, or None when there are none (float exports)."""
+    if FLAGS.data_source == "noise":
+        return distilled_data.gaussian_noise_inputs(teacher, count, FLAGS.seed)
+    if FLAGS.data_source == "distilled":
+        settings = distilled_data.DistilledDataConfig(steps=FLAGS.distilled_steps)
+        distilled = distilled_data.distill_inputs(teacher, count, settings, seed=FLAGS.seed)
+        print(f"distilled {count} inputs: BN-statistics loss {distilled.initial_bn_loss:.4g} -> "
+              f"{distilled.final_bn_loss:.4g}")
+        return distilled.inputs
     if generator is None:
         return None
     if tuple(generator.output.shape[1:]) != tuple(teacher.image_shape):
@@ -101,9 +121,10 @@ def _model_to_convert():
         return student, _calibration(generator, view, FLAGS.calibration_samples), f"student {FLAGS.student}"
     teacher = teachers.load_teacher(teachers.TeacherSource(model=FLAGS.teacher, weights=FLAGS.teacher_weights,
                                                            trust_model_code=FLAGS.trust_model_code))
-    if FLAGS.mode == "int8" and generator is None:
-        raise UserError(f"{FLAGS.teacher} is a float model: an int8 export needs --generator for calibration "
-                        "(or export a QAT student with --run_dir / --student, or use --mode=float or dynamic)")
+    if FLAGS.mode == "int8" and FLAGS.data_source == "generator" and generator is None:
+        raise UserError(f"{FLAGS.teacher} is a float model: an int8 export needs calibration inputs: --generator, "
+                        "or --data_source=distilled or noise (or export a QAT student with --run_dir / --student, "
+                        "or use --mode=float or dynamic)")
     return teacher.model, _calibration(generator, teacher, FLAGS.calibration_samples), f"teacher {FLAGS.teacher}"
 
 
@@ -133,6 +154,10 @@ def convert() -> None:
         raise UserError("--output is required")
     if FLAGS.calibration_samples < 1:
         raise UserError(f"--calibration_samples must be positive, got {FLAGS.calibration_samples}")
+    if FLAGS.distilled_steps < 1:
+        raise UserError(f"--distilled_steps must be positive, got {FLAGS.distilled_steps}")
+    if FLAGS.generator and FLAGS.data_source != "generator":
+        raise UserError(f"--generator is only used with --data_source=generator, not {FLAGS.data_source}")
     model, calibration, description = _model_to_convert()
     representative = export.representative_dataset_from_array(calibration) if calibration is not None else None
     model_bytes = export.convert_to_tflite(model, representative, mode=FLAGS.mode, io_dtype=FLAGS.io_dtype,

@@ -37,19 +37,22 @@ class GeneratorConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """Weights of the zero-shot generator loss CE + bn_statistics * BN + diversity * DIV.
+    """Weights of the zero-shot generator loss CE + bn_statistics * BN + diversity * DIV + mode_seeking * MS.
 
     Attributes:
       cross_entropy: weight of the conditional cross-entropy.
       bn_statistics: weight of the BN-statistics distance.
       bn_distance: `kl` (Gaussian KL, default) or `mse` (GDFQ).
       diversity: weight of sample entropy minus batch entropy; 0 turns it off.
+      mode_seeking: weight of MSGAN's mode-seeking term, which spreads the samples of a
+        class apart (batches then pair each label's two noises); 0 turns it off.
     """
 
     cross_entropy: float = 1.0
     bn_statistics: float = 0.1
     bn_distance: str = "kl"
     diversity: float = 0.0
+    mode_seeking: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +94,8 @@ class DistillationConfig:
         samples of different draws (Qimera's boundary-supporting samples): the teacher's
         outputs on them teach the student the regions between classes, which
         class-conditional samples alone leave empty. Mixed samples carry no label term.
+      joint_generator: keep training (a copy of) the generator with its zero-shot loss,
+        one update before each student update (GDFQ's fine-tuning); off = generator frozen.
       checkpoint_every: steps between checkpoints.
       log_every: steps between history records and TensorBoard scalars.
     """
@@ -101,6 +106,7 @@ class DistillationConfig:
     temperature: float = 1.0
     label_loss_weight: float = 0.0
     mixed_fraction: float = 0.0
+    joint_generator: bool = False
     checkpoint_every: int = 250
     log_every: int = 10
 
@@ -227,7 +233,8 @@ def validate(config: RunConfig):
     _require(loss.bn_distance in BN_DISTANCES,
              f"--bn_distance must be one of {', '.join(BN_DISTANCES)}, got {loss.bn_distance!r}")
     for name, weight in (("ce_loss_weight", loss.cross_entropy), ("bn_loss_weight", loss.bn_statistics),
-                         ("diversity_loss_weight", loss.diversity)):
+                         ("diversity_loss_weight", loss.diversity),
+                         ("mode_seeking_loss_weight", loss.mode_seeking)):
         _require(weight >= 0, f"--{name} must be non-negative, got {weight}")
     _require(loss.cross_entropy > 0 or loss.bn_statistics > 0, "at least one of --ce_loss_weight and "
              "--bn_loss_weight must be positive")
@@ -306,6 +313,10 @@ def save_or_check(config: RunConfig, write_json) -> None:
                 saved = json.load(saved_file)
         except (OSError, ValueError) as error:
             raise UserError(f"cannot read {path}: {error}; remove it or choose another --work_dir") from error
+        try:  # Settings added since that run was saved take their defaults, as they did then.
+            saved = json.loads(json.dumps(RunConfig.from_dict(saved).to_dict()))
+        except (UserError, TypeError):
+            pass  # Compared as saved: whatever differs is named.
         changed = [key for key in differences(saved, current) if key not in RESUMABLE_CHANGES]
         if changed:
             shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")

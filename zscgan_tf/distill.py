@@ -3,7 +3,9 @@
 The student is the teacher's architecture with fake quantization (`quantize.py`),
 initialised from the teacher's weights. Each step draws fresh samples from the frozen
 generator; the loss is KL(softmax(teacher / T) || softmax(student / T)) * T^2 plus an
-optional cross-entropy with the label the samples were generated for.
+optional cross-entropy with the label the samples were generated for. With a
+`generator_trainer` (joint training, GDFQ), the generator it holds takes one zero-shot
+update before each student update and the samples come from it.
 
 The student's BatchNorm layers are frozen at the teacher's statistics (they run in
 inference mode): synthetic batches are good enough to teach the student the teacher's
@@ -52,18 +54,25 @@ class Distiller:
       seed: seeds the noise and label stream.
       real_data: (teacher-space images, labels) to distill on instead of generated
         samples: the data-dependent QAT reference of benchmarks.
+      generator_trainer: a `zero_shot.GeneratorTrainer` whose generator is trained on
+        along with the student (joint training) and sampled from; give it a copy of the
+        trained generator (`zero_shot.copy_generator`). Its state is checkpointed with the
+        student's.
     """
 
     def __init__(self, teacher: tf_keras.Model, student: tf_keras.Model, generator: Optional[tf_keras.Model],
                  num_classes: int, config: DistillationConfig, seed: int = 0,
-                 real_data: Optional[Tuple[np.ndarray, np.ndarray]] = None):
+                 real_data: Optional[Tuple[np.ndarray, np.ndarray]] = None, generator_trainer=None):
         if tuple(teacher.output.shape[1:]) != tuple(student.output.shape[1:]):
             raise ValueError(f"student outputs {student.output.shape} but the teacher {teacher.output.shape}")
+        if generator_trainer is not None:
+            generator = generator_trainer.generator
         if (generator is None) == (real_data is None):
-            raise ValueError("give exactly one sample source: a generator or real_data")
+            raise ValueError("give exactly one sample source: a generator (or generator_trainer) or real_data")
         self.teacher = teacher
         self.student = student
         self.generator = generator
+        self.generator_trainer = generator_trainer
         self.num_classes = num_classes
         self.config = config
         if generator is not None:
@@ -80,8 +89,11 @@ class Distiller:
         self.optimizer = tf_keras.optimizers.Adam(schedule)
         self.random = tf.random.Generator.from_seed(seed)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        trained_generator = {} if generator_trainer is None else {
+            "generator": generator_trainer.generator, "generator_optimizer": generator_trainer.optimizer,
+            "generator_random": generator_trainer.random, "generator_step": generator_trainer.step}
         self.checkpoint = tf.train.Checkpoint(student=student, optimizer=self.optimizer, random=self.random,
-                                              step=self.step)
+                                              step=self.step, **trained_generator)
         self._train_step = tf.function(self._train_step_eager)
 
     def sample_batch(self):
@@ -110,6 +122,8 @@ class Distiller:
         return tf.concat([mixed, images[mixed_count:]], axis=0), mask
 
     def _train_step_eager(self):
+        if self.generator_trainer is not None:
+            self.generator_trainer.update_step()
         images, labels = self.sample_batch()
         images, labelled = self.mix_batch(images)
         teacher_logits = self.teacher(images, training=False)

@@ -15,6 +15,8 @@ DEFAULT_VARIANCE_EPSILON = 1e-3
 # Floor under probabilities before taking logs in entropy terms.
 DEFAULT_PROBABILITY_EPSILON = 1e-8
 BN_DISTANCES = ("kl", "mse")
+# MSGAN's floor under the distance ratio of the mode-seeking term.
+DEFAULT_MODE_SEEKING_EPSILON = 1e-5
 
 
 def conditional_cross_entropy(labels: tf.Tensor, logits: tf.Tensor, sample_weights=None) -> tf.Tensor:
@@ -95,6 +97,19 @@ def batch_entropy(logits: tf.Tensor, epsilon: float = DEFAULT_PROBABILITY_EPSILO
 def diversity_loss(logits: tf.Tensor, epsilon: float = DEFAULT_PROBABILITY_EPSILON) -> tf.Tensor:
     """Sample entropy minus batch entropy: low when each sample is confident and classes vary."""
     return sample_entropy(logits, epsilon) - batch_entropy(logits, epsilon)
+
+
+def mode_seeking_loss(images_a: tf.Tensor, images_b: tf.Tensor, noise_a: tf.Tensor, noise_b: tf.Tensor,
+                      epsilon: float = DEFAULT_MODE_SEEKING_EPSILON) -> tf.Tensor:
+    """MSGAN's mode-seeking term (CVPR 2019): 1 / (image distance / noise distance + epsilon).
+
+    `images_a[i]` and `images_b[i]` are generated for the same label from the noises
+    `noise_a[i]` and `noise_b[i]`; distances are mean absolute differences. Minimising it
+    pushes samples of one class apart as their noises differ, against mode collapse.
+    """
+    image_distance = tf.reduce_mean(tf.abs(images_a - images_b))
+    noise_distance = tf.reduce_mean(tf.abs(noise_a - noise_b))
+    return 1.0 / (image_distance / noise_distance + epsilon)
 
 
 def distillation_loss(teacher_logits: tf.Tensor, student_logits: tf.Tensor, temperature: float = 1.0) -> tf.Tensor:

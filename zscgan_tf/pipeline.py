@@ -174,6 +174,7 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
             "worst_class_agreement": evaluation.worst_class_accuracy,
             "per_class_agreement": evaluation.per_class_accuracy,
             "mean_confidence": evaluation.mean_confidence,
+            "within_class_spread": evaluation.within_class_spread,
         },
         "quantization": {"scheme": run_config.quantization.scheme, **state.get("distillation", {}),
                          **quantization_results},
@@ -210,8 +211,9 @@ def format_report(report: dict) -> str:
             "| term | first step | last step |",
             "|---|---|---|",
         ]
-        for term in ("total", "cross_entropy", "bn_statistics", "diversity", "accuracy"):
-            lines.append(f"| {term} | {first[term]:.4g} | {last[term]:.4g} |")
+        for term in ("total", "cross_entropy", "bn_statistics", "diversity", "mode_seeking", "accuracy"):
+            if term in first and term in last:  # Histories from before a term existed lack it.
+                lines.append(f"| {term} | {first[term]:.4g} | {last[term]:.4g} |")
         if report["bn_statistics_reduction"]:
             lines += ["", f"BN-statistics loss fell {report['bn_statistics_reduction']:.1f}-fold."]
     lines += [
@@ -219,7 +221,8 @@ def format_report(report: dict) -> str:
         f"{samples['samples_per_class']} samples per class, generator and teacher in inference mode: "
         f"{100 * samples['teacher_agreement']:.2f}% classified as the requested class "
         f"(worst class {100 * samples['worst_class_agreement']:.2f}%), mean confidence "
-        f"{samples['mean_confidence']:.3f}.", "",
+        f"{samples['mean_confidence']:.3f}. Within-class spread (standard deviation over a class's samples, "
+        f"in teacher input units): {samples['within_class_spread']:.3g}; near 0 means one image per class.", "",
         "| class | agreement |", "|---|---|",
     ]
     lines += [f"| {label} | {100 * value:.1f}% |" for label, value in enumerate(samples["per_class_agreement"])]

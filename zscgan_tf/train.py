@@ -56,6 +56,8 @@ flags.DEFINE_float("ce_loss_weight", _loss.cross_entropy, "Weight of the conditi
 flags.DEFINE_float("bn_loss_weight", _loss.bn_statistics, "Weight of the BN-statistics loss.")
 flags.DEFINE_string("bn_distance", _loss.bn_distance, "kl (Gaussian KL) or mse (GDFQ).")
 flags.DEFINE_float("diversity_loss_weight", _loss.diversity, "Weight of the diversity terms; 0 = off.")
+flags.DEFINE_float("mode_seeking_loss_weight", _loss.mode_seeking,
+                   "Weight of the mode-seeking term (spreads each class's samples apart); 0 = off.")
 
 flags.DEFINE_integer("generator_steps", _training.steps, "Generator updates.")
 flags.DEFINE_integer("batch_size", _training.batch_size, "Samples per generator update.")
@@ -86,6 +88,8 @@ flags.DEFINE_float("label_loss_weight", _distillation.label_loss_weight, "Weight
                    "with the generation label.")
 flags.DEFINE_float("mixed_fraction", _distillation.mixed_fraction, "Fraction of each QAT batch replaced by "
                    "mixtures of two generated samples (boundary samples); 0 = off.")
+flags.DEFINE_bool("joint_generator", _distillation.joint_generator, "Keep training a copy of the generator "
+                  "with its zero-shot loss during QAT (GDFQ); off = generator frozen.")
 flags.DEFINE_integer("distillation_checkpoint_every", _distillation.checkpoint_every, "QAT steps between "
                      "checkpoints.")
 flags.DEFINE_integer("distillation_log_every", _distillation.log_every, "QAT steps between TensorBoard scalars.")
@@ -127,7 +131,8 @@ def config_from_flags() -> config_lib.RunConfig:
         generator=config_lib.GeneratorConfig(variant=FLAGS.generator_variant, noise_dim=FLAGS.noise_dim,
                                              base_channels=FLAGS.generator_channels),
         loss=config_lib.LossConfig(cross_entropy=FLAGS.ce_loss_weight, bn_statistics=FLAGS.bn_loss_weight,
-                                   bn_distance=FLAGS.bn_distance, diversity=FLAGS.diversity_loss_weight),
+                                   bn_distance=FLAGS.bn_distance, diversity=FLAGS.diversity_loss_weight,
+                                   mode_seeking=FLAGS.mode_seeking_loss_weight),
         generator_training=config_lib.GeneratorTrainingConfig(
             steps=FLAGS.generator_steps, batch_size=FLAGS.batch_size, learning_rate=FLAGS.generator_learning_rate,
             beta_1=FLAGS.generator_beta_1, beta_2=FLAGS.generator_beta_2, checkpoint_every=FLAGS.checkpoint_every,
@@ -139,7 +144,7 @@ def config_from_flags() -> config_lib.RunConfig:
             steps=FLAGS.distillation_steps, batch_size=FLAGS.distillation_batch_size,
             learning_rate=FLAGS.distillation_learning_rate, temperature=FLAGS.temperature,
             label_loss_weight=FLAGS.label_loss_weight, mixed_fraction=FLAGS.mixed_fraction,
-            checkpoint_every=FLAGS.distillation_checkpoint_every,
+            joint_generator=FLAGS.joint_generator, checkpoint_every=FLAGS.distillation_checkpoint_every,
             log_every=FLAGS.distillation_log_every),
         evaluation=config_lib.EvaluationConfig(
             samples_per_class=FLAGS.eval_samples_per_class, grid_samples_per_class=FLAGS.grid_samples_per_class,

@@ -20,7 +20,7 @@ from zscgan_tf.config import GeneratorTrainingConfig, LossConfig
 from zscgan_tf.files import write_bytes_atomic
 from zscgan_tf.teachers import Teacher
 
-LOSS_TERMS = ("total", "cross_entropy", "bn_statistics", "diversity")
+LOSS_TERMS = ("total", "cross_entropy", "bn_statistics", "diversity", "mode_seeking")
 PROGRESS_TERMS = ("total", "cross_entropy", "bn_statistics", "accuracy")
 MIN_GRID_TILE_PIXELS = 32
 
@@ -53,12 +53,19 @@ class GeneratorTrainer:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.checkpoint = tf.train.Checkpoint(generator=generator, optimizer=self.optimizer, random=self.random,
                                               step=self.step)
-        self._train_step = tf.function(self._train_step_eager)
+        self._train_step = tf.function(self.update_step)
 
     def sample_inputs(self, batch_size: int):
-        """Gaussian noise and uniform labels from the trainer's seeded stream."""
+        """Gaussian noise and uniform labels from the trainer's seeded stream.
+
+        With the mode-seeking term on, the second half of the labels repeats the first
+        (an odd last sample keeps its own), so each label comes with two noises.
+        """
         noise = self.random.normal([batch_size, self.noise_dim])
         labels = self.random.uniform([batch_size], 0, self.teacher.num_classes, dtype=tf.int32)
+        if self.loss_config.mode_seeking > 0:
+            half = batch_size // 2
+            labels = tf.concat([labels[:half], labels[:half], labels[2 * half:]], axis=0)
         return noise, labels
 
     def compute_losses(self, noise, labels, training: bool = True) -> Dict[str, tf.Tensor]:
@@ -69,13 +76,20 @@ class GeneratorTrainer:
         cross_entropy = losses.conditional_cross_entropy(labels, logits)
         bn_statistics = losses.bn_statistics_loss(bn_stats.split_statistics(taps), self.loss_config.bn_distance)
         diversity = losses.diversity_loss(logits) if self.loss_config.diversity > 0 else tf.constant(0.0)
+        mode_seeking = tf.constant(0.0)
+        if self.loss_config.mode_seeking > 0:
+            half = int(noise.shape[0]) // 2
+            mode_seeking = losses.mode_seeking_loss(images[:half], images[half:2 * half], noise[:half],
+                                                    noise[half:2 * half])
         total = (self.loss_config.cross_entropy * cross_entropy + self.loss_config.bn_statistics * bn_statistics
-                 + self.loss_config.diversity * diversity)
+                 + self.loss_config.diversity * diversity + self.loss_config.mode_seeking * mode_seeking)
         accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
         return {"total": total, "cross_entropy": cross_entropy, "bn_statistics": bn_statistics,
-                "diversity": diversity, "accuracy": accuracy}
+                "diversity": diversity, "mode_seeking": mode_seeking, "accuracy": accuracy}
 
-    def _train_step_eager(self):
+    def update_step(self) -> Dict[str, tf.Tensor]:
+        """One generator update as TensorFlow ops: compiled by `train_step`, run op by op by
+        `eager_train_step`, and traced into the student's step by joint distillation."""
         noise, labels = self.sample_inputs(self.training_config.batch_size)
         variables = self.generator.trainable_variables
         with tf.GradientTape() as tape:
@@ -88,6 +102,10 @@ class GeneratorTrainer:
     def train_step(self) -> Dict[str, float]:
         """One compiled generator update; returns its loss terms as floats."""
         return {name: float(value) for name, value in self._train_step().items()}
+
+    def eager_train_step(self) -> Dict[str, float]:
+        """The same update run eagerly, op by op: the plain implementation speed is measured against."""
+        return {name: float(value) for name, value in self.update_step().items()}
 
     def train(self, work_dir: str, progress: bool = True, summary_writer=None,
               sample_grid_fn=None) -> training_loop.TrainingSummary:
@@ -110,6 +128,13 @@ class GeneratorTrainer:
         return training_loop.run(lambda: self.train_step(), self.step, self.checkpoint, work_dir, schedule,
                                  name="generator", checked_terms=LOSS_TERMS, progress_terms=PROGRESS_TERMS,
                                  summary_writer=summary_writer, image_fn=sample_grid_fn, progress=progress)
+
+
+def copy_generator(generator: tf_keras.Model) -> tf_keras.Model:
+    """A new generator with the same architecture and weights (for joint training during QAT)."""
+    copy = tf_keras.models.clone_model(generator)
+    copy.set_weights(generator.get_weights())
+    return copy
 
 
 def generate(generator, num_classes: int, samples_per_class: int, noise_dim: int, seed: int,
@@ -137,11 +162,15 @@ class GeneratorEvaluation:
       per_class_accuracy: fraction of each class's samples the teacher labels as that class.
       mean_confidence: mean teacher probability of the requested class.
       samples_per_class: samples judged per class.
+      within_class_spread: standard deviation over the samples of a class, averaged over
+        pixels and classes, in teacher input units; near 0 when the generator gives one
+        image per class whatever the noise (mode collapse).
     """
 
     per_class_accuracy: List[float]
     mean_confidence: float
     samples_per_class: int
+    within_class_spread: float
 
     @property
     def accuracy(self) -> float:
@@ -162,7 +191,8 @@ def evaluate_generator(generator, teacher: Teacher, samples_per_class: int, seed
     correct = np.argmax(logits, axis=-1) == labels
     per_class = [float(np.mean(correct[labels == label])) for label in range(teacher.num_classes)]
     confidence = float(np.mean(probabilities[np.arange(len(labels)), labels]))
-    return GeneratorEvaluation(per_class, confidence, samples_per_class)
+    spread = float(np.mean([np.std(images[labels == label], axis=0).mean() for label in range(teacher.num_classes)]))
+    return GeneratorEvaluation(per_class, confidence, samples_per_class, spread)
 
 
 def sample_grid(generator, teacher: Teacher, samples_per_class: int, max_classes: int, seed: int) -> np.ndarray:
