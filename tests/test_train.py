@@ -79,6 +79,18 @@ def test_joint_generator_run_keeps_the_stage_one_generator_file(tmp_path, tiny_t
     assert json.loads((work_dir / "config.json").read_text())["distillation"]["joint_generator"] is True
 
 
+def test_two_runs_with_one_seed_train_the_same_generator(tmp_path, tiny_teacher_file):
+    from zscgan_tf import pipeline
+    weights = []
+    for name in ("first", "second"):
+        work_dir = tmp_path / name
+        flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--distillation_steps=0"])
+        assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+        weights.append(pipeline.load_generator(str(work_dir / "generator.keras")).get_weights())
+    for first, second in zip(*weights):
+        assert (first == second).all()
+
+
 def test_run_saved_before_a_setting_existed_still_resumes(tmp_path, tiny_teacher_file, capsys):
     work_dir = tmp_path / "run"
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0

@@ -44,7 +44,7 @@ from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf import data, distill, distilled_data, evaluate, export, pipeline, quantization_stages  # noqa: E402
-from zscgan_tf import quantize, teachers, throughput, zero_shot  # noqa: E402
+from zscgan_tf import quantize, reproducibility, teachers, throughput, zero_shot  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
 from zscgan_tf.files import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 
@@ -99,6 +99,8 @@ flags.DEFINE_integer("latency_runs", 200, "Timed LiteRT runs per latency figure 
 flags.DEFINE_string("compare_to", "", "An earlier --work_dir: report how far each row computed there with the "
                     "same settings moved.")
 flags.DEFINE_integer("seed", 0, "Seed of every random stream (offsets derive the others).")
+flags.DEFINE_bool("deterministic", True, "Repeat every figure exactly for the same seeds (TensorFlow's deterministic "
+                  "kernels, graph optimizer off); off, generator rows vary from run to run.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
 
@@ -508,12 +510,14 @@ def benchmark() -> dict:
     settings = {name: FLAGS[name].value for name in (
         "teachers", "dataset", "eval_max_samples", "calibration_samples", "schemes", "qat_steps", "qat_batch_size",
         "qat_learning_rate", "generator_steps", "generator_batch_size", "noise_dim", "generator_channels",
-        "mode_seeking_loss_weight", "qat_mixed_fraction", "qat_joint_generator",
+        "mode_seeking_loss_weight", "qat_mixed_fraction", "qat_joint_generator", "deterministic",
         "distilled_steps", "latency_runs", "seed")}
     settings["seeds"] = {"calibration": FLAGS.seed + CALIBRATION_SEED_OFFSET, "noise": FLAGS.seed + NOISE_SEED_OFFSET,
                          "distilled_data_start": FLAGS.seed + NOISE_SEED_OFFSET,
                          "distillation": FLAGS.seed + DISTILLATION_SEED_OFFSET, "generator": FLAGS.seed,
                          "eval_subset": FLAGS.seed + EVALUATION_SEED_OFFSET}
+    if FLAGS.deterministic:
+        reproducibility.enable_deterministic_execution()
     os.makedirs(FLAGS.work_dir, exist_ok=True)
     results = {"settings": settings, "teachers": {}}
 

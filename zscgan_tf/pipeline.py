@@ -128,6 +128,7 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
         return load_generator(model_path)
     if _generator_checkpoint_step(work_dir) != run_config.generator_training.steps:
         _discard_downstream_of_generator(work_dir, state)
+    tf_keras.utils.set_random_seed(run_config.seed)  # The initial weights depend on the seed alone.
     generator = build_generator_for(teacher, run_config.generator)
     trainer = zero_shot.GeneratorTrainer(teacher, generator, run_config.loss, run_config.generator_training,
                                          seed=run_config.seed)

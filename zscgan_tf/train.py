@@ -16,7 +16,7 @@ import sys
 from absl import flags
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import cli, pipeline
+from zscgan_tf import cli, pipeline, reproducibility
 from zscgan_tf.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -59,6 +59,8 @@ flags.DEFINE_float("diversity_loss_weight", _loss.diversity, "Weight of the dive
 flags.DEFINE_float("mode_seeking_loss_weight", _loss.mode_seeking,
                    "Weight of the mode-seeking term (spreads each class's samples apart); 0 = off.")
 
+flags.DEFINE_bool("deterministic", True, "Repeat results exactly for the same seeds (TensorFlow's deterministic "
+                  "kernels, graph optimizer off: about 4% slower).")
 flags.DEFINE_integer("generator_steps", _training.steps, "Generator updates.")
 flags.DEFINE_integer("batch_size", _training.batch_size, "Samples per generator update.")
 flags.DEFINE_float("generator_learning_rate", _training.learning_rate, "Adam learning rate of the generator.")
@@ -157,7 +159,14 @@ def config_from_flags() -> config_lib.RunConfig:
 def main(argv=None) -> int:
     """Runs the command; returns the process exit status."""
     argv = list(sys.argv if argv is None else argv)
-    return cli.run_command(FLAGS, argv, lambda: pipeline.run(config_from_flags(), progress=FLAGS.progress))
+
+    def run():
+        run_config = config_from_flags()
+        if FLAGS.deterministic:
+            reproducibility.enable_deterministic_execution()
+        pipeline.run(run_config, progress=FLAGS.progress)
+
+    return cli.run_command(FLAGS, argv, run)
 
 
 def main_entry():
