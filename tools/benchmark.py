@@ -16,7 +16,8 @@ For each teacher, measures top-1 on the test split of `--dataset` of:
 and, per teacher, the float and int8 TFLite sizes, LiteRT latency at 1 and 2 threads,
 the generator step's speed compiled and eager with its share of the CPU's peak FLOP
 rate, and each stage's wall time. `--compare_to=<an earlier --work_dir>` checks that
-every row computed there with the same settings is reproduced within 0.3 point.
+every row computed there with the same settings is reproduced within 0.3 point; runs
+are deterministic (`--deterministic`, the default), so a rerun repeats every figure.
 
   python tools/benchmark.py --flagfile configs/bench_fashion_mnist.cfg
 
