@@ -77,7 +77,9 @@ def _load_generator(path):
 
 
 def _calibration(generator, teacher, count):
-    """Calibration inputs from --data_source, or None when there are none (float exports)."""
+    """Calibration inputs from --data_source, or None when there are none or none are needed."""
+    if FLAGS.mode != "int8":
+        return None  # Float and dynamic-range exports are not calibrated.
     if FLAGS.data_source == "noise":
         return distilled_data.gaussian_noise_inputs(teacher, count, FLAGS.seed)
     if FLAGS.data_source == "distilled":
