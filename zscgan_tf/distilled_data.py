@@ -77,7 +77,7 @@ class _BatchOptimizer:
         self.optimizer = tf_keras.optimizers.Adam(config.learning_rate * half_width)
         self._step = tf.function(self._step_eager)
 
-    def losses(self):
+    def batch_losses(self):
         outputs = self.statistics_model(self.inputs, training=False)
         bn_loss = losses.bn_statistics_loss(bn_stats.split_statistics(outputs[1:]), self.config.bn_distance)
         cross_entropy = losses.conditional_cross_entropy(self.labels, outputs[0])
@@ -85,7 +85,7 @@ class _BatchOptimizer:
 
     def _step_eager(self):
         with tf.GradientTape() as tape:
-            bn_loss, cross_entropy = self.losses()
+            bn_loss, cross_entropy = self.batch_losses()
             total = bn_loss + self.config.label_loss_weight * cross_entropy
         gradient = tape.gradient(total, self.inputs)
         self.optimizer.apply_gradients([(gradient, self.inputs)])
