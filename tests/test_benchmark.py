@@ -45,7 +45,8 @@ def _tiny_arguments(teacher_path, work_dir):
     return [f"--teachers={teacher_path}", "--dataset=digits", f"--work_dir={work_dir}", "--eval_max_samples=50",
             "--calibration_samples=20", "--schemes=w8a8,w4a4", "--generator_steps=5", "--generator_batch_size=16",
             "--noise_dim=8", "--generator_channels=8", "--qat_steps=3", "--qat_batch_size=16", "--distilled_steps=3",
-            "--latency_runs=3", "--mode_seeking_loss_weight=0.1", "--qat_mixed_fraction=0.25", "--noprogress"]
+            "--latency_runs=3", "--mode_seeking_loss_weight=0.1", "--qat_mixed_fraction=0.25", "--qat_shift_fraction=0.125",
+            "--qat_flip", "--noprogress"]
 
 
 def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digits_teacher):
@@ -55,6 +56,7 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     results = json.loads((work_dir / "results.json").read_text())
     assert results["settings"]["qat_steps"] == 3 and "seeds" in results["settings"]
     assert results["settings"]["mode_seeking_loss_weight"] == 0.1 and results["settings"]["qat_mixed_fraction"] == 0.25
+    assert results["settings"]["qat_shift_fraction"] == 0.125 and results["settings"]["qat_flip"] is True
     teacher = results["teachers"]["digits_tiny"]
     assert teacher["eval_images"] == 50
     assert set(teacher["rows"]) == set(ROWS)
@@ -81,6 +83,8 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert "| row | top-1 | measured | time |" in markdown and "| ZS-CGAN QAT W4A4 |" in markdown
     assert "| distilled-data PTQ |" in markdown and "| int8 |" in markdown and "eager" in markdown
     assert "ratio" in markdown and ("met:" in markdown or "MISSED:" in markdown)
+    assert "This invocation took " in markdown and "This teacher in this invocation: " in markdown
+    assert 0 < teacher["wall_seconds_this_session"] <= results["wall_seconds_this_session"]
 
     rerun = _benchmark(*_tiny_arguments(digits_teacher, work_dir), f"--compare_to={work_dir}")
     assert rerun.returncode == 0, rerun.stderr[-2000:]

@@ -95,6 +95,59 @@ def test_mixed_fraction_mixes_the_first_part_of_the_batch_and_masks_its_labels(t
     assert np.isfinite(summary.last["total"])
 
 
+def _augmenting_distiller(teacher=None, generator=None, **settings):
+    teacher = teacher or tiny_teacher()
+    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme())
+    return distill.Distiller(teacher.model, student, generator or _generator(teacher), teacher.num_classes,
+                             DistillationConfig(steps=2, batch_size=32, **settings), seed=0)
+
+
+def _ramps(batch_size=32):
+    """Images whose pixel (y, x) holds x + 10 y, so a shift is read off any pixel."""
+    rows, columns = np.mgrid[0:8, 0:8]
+    return np.tile((columns + 10 * rows).astype("float32")[None, :, :, None], (batch_size, 1, 1, 1))
+
+
+def test_shifts_move_each_sample_by_whole_pixels_within_the_fraction_and_repeat_the_edges():
+    distiller = _augmenting_distiller(shift_fraction=0.25)  # At most 2 of 8 pixels.
+    images = _ramps()
+    shifted = distiller.augment_batch(tf.constant(images)).numpy()
+    moves = set()
+    for sample in shifted[..., 0]:
+        offset = int(sample[4, 4] - 44)
+        dy = int(np.round(offset / 10))
+        dx = offset - 10 * dy
+        assert abs(dx) <= 2 and abs(dy) <= 2
+        rows, columns = np.mgrid[0:8, 0:8]
+        expected = np.clip(columns + dx, 0, 7) + 10 * np.clip(rows + dy, 0, 7)
+        np.testing.assert_array_equal(sample, expected)
+        moves.add((dx, dy))
+    assert len(moves) > 5  # Each sample draws its own shift.
+
+
+def test_flips_mirror_about_half_the_samples_and_no_option_leaves_the_batch_alone():
+    images = _ramps()
+    flipped = _augmenting_distiller(flip=True).augment_batch(tf.constant(images)).numpy()
+    mirrored = [np.array_equal(sample, images[0, :, ::-1]) for sample in flipped]
+    assert all(mirrored[i] or np.array_equal(flipped[i], images[0]) for i in range(len(images)))
+    assert 8 <= sum(mirrored) <= 24
+    plain = _augmenting_distiller()
+    stream_before = plain.random.state.numpy()
+    np.testing.assert_array_equal(plain.augment_batch(tf.constant(images)), images)
+    # Off, it draws nothing: runs without the options keep the sample stream they had before they existed.
+    np.testing.assert_array_equal(plain.random.state.numpy(), stream_before)
+
+
+def test_augmentation_repeats_with_the_seed_and_distillation_trains_with_it(tmp_path):
+    teacher = tiny_teacher()
+    generator = _generator(teacher)
+    images = tf.constant(_ramps())
+    first, second = (_augmenting_distiller(teacher, generator, shift_fraction=0.2, flip=True) for _ in range(2))
+    np.testing.assert_array_equal(first.augment_batch(images), second.augment_batch(images))
+    summary = first.train(str(tmp_path), progress=False)
+    assert summary.steps == 2 and np.isfinite(summary.last["total"])
+
+
 
 def test_joint_training_updates_a_copy_of_the_generator_and_resumes_it(tmp_path):
     from zscgan_tf import zero_shot

@@ -286,6 +286,7 @@ BAD_INPUTS = {
                                   "--diversity_loss_weight must be non-negative, got -1.0"),
     "zero temperature": (["--temperature=0"], "--temperature must be positive, got 0.0"),
     "negative temperature": (["--temperature=-2"], "--temperature must be positive, got -2.0"),
+    "half-image shift": (["--shift_fraction=0.5"], "--shift_fraction must be in [0, 0.5), got 0.5"),
     "unknown model name": (["--teacher=resnet9000"], "unknown teacher model 'resnet9000'"),
     "missing model file": (["--teacher=/nonexistent/teacher.keras"],
                            "model file '/nonexistent/teacher.keras' does not exist"),

@@ -45,7 +45,7 @@ from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf import data, distill, distilled_data, evaluate, export, pipeline, quantization_stages  # noqa: E402
-from zscgan_tf import quantize, reproducibility, teachers, throughput, zero_shot  # noqa: E402
+from zscgan_tf import progress, quantize, reproducibility, teachers, throughput, zero_shot  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
 from zscgan_tf.files import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 
@@ -86,6 +86,10 @@ flags.DEFINE_float("qat_learning_rate", config_lib.DistillationConfig.learning_r
                    "Adam learning rate of the students (cosine decay to 0).")
 flags.DEFINE_float("qat_mixed_fraction", config_lib.DistillationConfig.mixed_fraction,
                    "Fraction of every QAT batch (real or generated) replaced by mixtures of two samples.")
+flags.DEFINE_float("qat_shift_fraction", config_lib.DistillationConfig.shift_fraction,
+                   "Every QAT batch (real or generated): random shifts up to this fraction of the image size.")
+flags.DEFINE_bool("qat_flip", config_lib.DistillationConfig.flip,
+                  "Every QAT batch (real or generated): mirror a random half left to right.")
 flags.DEFINE_bool("qat_joint_generator", config_lib.DistillationConfig.joint_generator,
                   "ZS-CGAN QAT rows keep training a copy of the generator along with the student (GDFQ).")
 flags.DEFINE_integer("generator_steps", 1500, "Generator updates.")
@@ -131,6 +135,13 @@ def generator_settings() -> dict:
     if FLAGS.mode_seeking_loss_weight:  # Named only when on, so rows cached before it existed stay valid.
         settings["mode_seeking_loss_weight"] = FLAGS.mode_seeking_loss_weight
     return settings
+
+
+def optional_qat_settings() -> dict:
+    """The QAT options that are on; named only when on, so rows cached before they existed stay valid."""
+    settings = {"qat_mixed_fraction": FLAGS.qat_mixed_fraction, "qat_shift_fraction": FLAGS.qat_shift_fraction,
+                "qat_flip": FLAGS.qat_flip}
+    return {name: value for name, value in settings.items() if value}
 
 
 def compare_rows(cache: dict, earlier_cache: dict, earlier_dir: str) -> dict:
@@ -208,9 +219,7 @@ class TeacherBenchmark:
         generated = generator_settings()
         qat = {"qat_steps": FLAGS.qat_steps, "qat_batch_size": FLAGS.qat_batch_size,
                "qat_learning_rate": FLAGS.qat_learning_rate}
-        # Named only when on, so rows cached before these options existed stay valid.
-        if FLAGS.qat_mixed_fraction:
-            qat["qat_mixed_fraction"] = FLAGS.qat_mixed_fraction
+        qat.update(optional_qat_settings())
         zscgan_qat = {**qat, "qat_joint_generator": True} if FLAGS.qat_joint_generator else qat
         rows = [("fp32", "FP32", self.fp32, common),
                 ("real_ptq", "real-data PTQ", lambda: self.ptq("real"), common),
@@ -334,6 +343,7 @@ class TeacherBenchmark:
         settings = config_lib.DistillationConfig(steps=FLAGS.qat_steps, batch_size=FLAGS.qat_batch_size,
                                                  learning_rate=FLAGS.qat_learning_rate,
                                                  mixed_fraction=FLAGS.qat_mixed_fraction,
+                                                 shift_fraction=FLAGS.qat_shift_fraction, flip=FLAGS.qat_flip,
                                                  joint_generator=FLAGS.qat_joint_generator and source == "zscgan")
         seed = FLAGS.seed + DISTILLATION_SEED_OFFSET
         if source == "zscgan":
@@ -353,7 +363,7 @@ class TeacherBenchmark:
         # The directory names the settings, so a checkpoint never resumes under other ones.
         tag = hashlib.sha1(json.dumps([settings.steps, settings.batch_size, settings.learning_rate,
                                        settings.mixed_fraction, settings.joint_generator, FLAGS.seed,
-                                       generator_settings()],
+                                       generator_settings()] + sorted(optional_qat_settings().items()),
                                       sort_keys=True).encode()).hexdigest()[:8]
         distiller.train(os.path.join(self.dir, "qat", f"{source}_{scheme.name}_{tag}"), progress=FLAGS.progress)
         zero_shot.check_teacher_unchanged(self.teacher, teacher_weights)
@@ -426,6 +436,9 @@ def format_results(results: dict) -> str:
              f"{settings['qat_learning_rate']}); generator: {settings['generator_steps']} steps of "
              f"{settings['generator_batch_size']}; calibration: {settings['calibration_samples']} samples; "
              f"seed {settings['seed']}.", ""]
+    if "wall_seconds_this_session" in results:
+        lines += [f"This invocation took {progress.format_duration(results['wall_seconds_this_session'])} "
+                  "(rows already in the work directory are reused, not recomputed).", ""]
     for name, result in results["teachers"].items():
         lines += [f"## {name}", "", f"Top-1 on {result['eval_images']} {result['dataset']} test images.", "",
                   "| row | top-1 | measured | time |", "|---|---|---|---|"]
@@ -476,6 +489,9 @@ def format_measurements(result: dict) -> list:
         stage_times.insert(0, f"generator training {training['wall_time']} ({training['samples_per_second']:.0f} "
                               f"samples/s{', resumed' if training['resumed_from_step'] else ''})")
     lines += ["", "Wall time of each stage: " + "; ".join(stage_times) + "."]
+    if "wall_seconds_this_session" in result:
+        took = progress.format_duration(result["wall_seconds_this_session"])
+        lines += ["", f"This teacher in this invocation: {took}."]
     return lines
 
 
@@ -502,6 +518,8 @@ def benchmark() -> dict:
                         f"{FLAGS.latency_runs}")
     if FLAGS.compare_to and not os.path.isdir(FLAGS.compare_to):
         raise UserError(f"--compare_to {FLAGS.compare_to!r} is not a directory")
+    if not 0 <= FLAGS.qat_shift_fraction < 0.5:
+        raise UserError(f"--qat_shift_fraction must be in [0, 0.5), got {FLAGS.qat_shift_fraction}")
     if FLAGS.eval_max_samples < 0:
         raise UserError(f"--eval_max_samples must be non-negative, got {FLAGS.eval_max_samples}")
     if not FLAGS.teachers:
@@ -511,8 +529,8 @@ def benchmark() -> dict:
     settings = {name: FLAGS[name].value for name in (
         "teachers", "dataset", "eval_max_samples", "calibration_samples", "schemes", "qat_steps", "qat_batch_size",
         "qat_learning_rate", "generator_steps", "generator_batch_size", "noise_dim", "generator_channels",
-        "mode_seeking_loss_weight", "qat_mixed_fraction", "qat_joint_generator", "deterministic",
-        "distilled_steps", "latency_runs", "seed")}
+        "mode_seeking_loss_weight", "qat_mixed_fraction", "qat_shift_fraction", "qat_flip", "qat_joint_generator",
+        "deterministic", "distilled_steps", "latency_runs", "seed")}
     settings["seeds"] = {"calibration": FLAGS.seed + CALIBRATION_SEED_OFFSET, "noise": FLAGS.seed + NOISE_SEED_OFFSET,
                          "distilled_data_start": FLAGS.seed + NOISE_SEED_OFFSET,
                          "distillation": FLAGS.seed + DISTILLATION_SEED_OFFSET, "generator": FLAGS.seed,
@@ -521,8 +539,10 @@ def benchmark() -> dict:
         reproducibility.enable_deterministic_execution()
     os.makedirs(FLAGS.work_dir, exist_ok=True)
     results = {"settings": settings, "teachers": {}}
+    run_started = time.monotonic()
 
     def publish(bench=None, started=None):
+        results["wall_seconds_this_session"] = round(time.monotonic() - run_started, 1)
         if bench is not None:
             entry = bench.results()
             entry["targets"] = targets(bench.teacher.name, entry["rows"], entry["measurements"])

@@ -96,6 +96,13 @@ class DistillationConfig:
         class-conditional samples alone leave empty. Mixed samples carry no label term.
       joint_generator: keep training (a copy of) the generator with its zero-shot loss,
         one update before each student update (GDFQ's fine-tuning); off = generator frozen.
+      shift_fraction: each sample is moved by a random whole number of pixels, up to this
+        fraction of its height and width, edges repeated; 0 = off. Like the flips, it widens
+        the student's inputs beyond the generator's near-identical samples of a class; the
+        teacher's outputs on the moved sample are the targets, so nothing is mislabelled
+        for the distillation term.
+      flip: mirror a random half of the samples left to right (for classes that look alike
+        mirrored, as most photographs and clothes do; not digits or text).
       checkpoint_every: steps between checkpoints.
       log_every: steps between history records and TensorBoard scalars.
     """
@@ -107,6 +114,8 @@ class DistillationConfig:
     label_loss_weight: float = 0.0
     mixed_fraction: float = 0.0
     joint_generator: bool = False
+    shift_fraction: float = 0.0
+    flip: bool = False
     checkpoint_every: int = 250
     log_every: int = 10
 
@@ -268,6 +277,8 @@ def validate(config: RunConfig):
     _require(distillation.temperature > 0, f"--temperature must be positive, got {distillation.temperature}")
     _require(0 <= distillation.mixed_fraction <= 1,
              f"--mixed_fraction must be in [0, 1], got {distillation.mixed_fraction}")
+    _require(0 <= distillation.shift_fraction < 0.5,
+             f"--shift_fraction must be in [0, 0.5), got {distillation.shift_fraction}")
     _require(distillation.label_loss_weight >= 0,
              f"--label_loss_weight must be non-negative, got {distillation.label_loss_weight}")
     evaluation = config.evaluation

@@ -3,7 +3,8 @@
 The student is the teacher's architecture with fake quantization (`quantize.py`),
 initialised from the teacher's weights. Each step draws fresh samples from the frozen
 generator; the loss is KL(softmax(teacher / T) || softmax(student / T)) * T^2 plus an
-optional cross-entropy with the label the samples were generated for. With a
+optional cross-entropy with the label the samples were generated for. Optionally the
+samples are shifted and mirrored at random (`shift_fraction`, `flip`). With a
 `generator_trainer` (joint training, GDFQ), the generator it holds takes one zero-shot
 update before each student update and the samples come from it.
 
@@ -121,11 +122,35 @@ class Distiller:
         mask = tf.concat([tf.zeros([mixed_count]), tf.ones([batch_size - mixed_count])], axis=0)
         return tf.concat([mixed, images[mixed_count:]], axis=0), mask
 
+    def augment_batch(self, images):
+        """Moves each sample by a random whole number of pixels and mirrors a random half.
+
+        Shifts go up to `shift_fraction` of the height and width, with the edge pixels
+        repeated into the uncovered border; flips only when `flip` is on. Either off leaves
+        the batch as it is.
+        """
+        batch_size = tf.shape(images)[0]
+        if self.config.flip:
+            mirrored = self.random.uniform([batch_size, 1, 1, 1]) < 0.5
+            images = tf.where(mirrored, tf.reverse(images, axis=[2]), images)
+        if self.config.shift_fraction:
+            height, width = int(images.shape[1]), int(images.shape[2])
+            largest = tf.constant([[width, height]], tf.float32) * self.config.shift_fraction
+            shifts = tf.round((self.random.uniform([batch_size, 2]) * 2.0 - 1.0) * tf.floor(largest))
+            # Output pixel (x, y) reads input pixel (x + dx, y + dy).
+            transforms = tf.concat([tf.ones([batch_size, 1]), tf.zeros([batch_size, 1]), shifts[:, :1],
+                                    tf.zeros([batch_size, 1]), tf.ones([batch_size, 1]), shifts[:, 1:],
+                                    tf.zeros([batch_size, 2])], axis=1)
+            images = tf.raw_ops.ImageProjectiveTransformV3(
+                images=images, transforms=transforms, output_shape=tf.constant([height, width]),
+                fill_value=0.0, interpolation="NEAREST", fill_mode="NEAREST")
+        return images
+
     def _train_step_eager(self):
         if self.generator_trainer is not None:
             self.generator_trainer.update_step()
         images, labels = self.sample_batch()
-        images, labelled = self.mix_batch(images)
+        images, labelled = self.mix_batch(self.augment_batch(images))
         teacher_logits = self.teacher(images, training=False)
         variables = self.student.trainable_variables
         with tf.GradientTape() as tape:

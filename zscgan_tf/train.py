@@ -90,6 +90,10 @@ flags.DEFINE_float("label_loss_weight", _distillation.label_loss_weight, "Weight
                    "with the generation label.")
 flags.DEFINE_float("mixed_fraction", _distillation.mixed_fraction, "Fraction of each QAT batch replaced by "
                    "mixtures of two generated samples (boundary samples); 0 = off.")
+flags.DEFINE_float("shift_fraction", _distillation.shift_fraction, "Move each QAT sample by up to this fraction "
+                   "of its height and width (whole pixels, edges repeated); 0 = off.")
+flags.DEFINE_bool("flip", _distillation.flip, "Mirror a random half of each QAT batch left to right (for classes "
+                  "that look alike mirrored).")
 flags.DEFINE_bool("joint_generator", _distillation.joint_generator, "Keep training a copy of the generator "
                   "with its zero-shot loss during QAT (GDFQ); off = generator frozen.")
 flags.DEFINE_integer("distillation_checkpoint_every", _distillation.checkpoint_every, "QAT steps between "
@@ -146,6 +150,7 @@ def config_from_flags() -> config_lib.RunConfig:
             steps=FLAGS.distillation_steps, batch_size=FLAGS.distillation_batch_size,
             learning_rate=FLAGS.distillation_learning_rate, temperature=FLAGS.temperature,
             label_loss_weight=FLAGS.label_loss_weight, mixed_fraction=FLAGS.mixed_fraction,
+            shift_fraction=FLAGS.shift_fraction, flip=FLAGS.flip,
             joint_generator=FLAGS.joint_generator, checkpoint_every=FLAGS.distillation_checkpoint_every,
             log_every=FLAGS.distillation_log_every),
         evaluation=config_lib.EvaluationConfig(
