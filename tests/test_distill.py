@@ -123,6 +123,9 @@ def test_shifts_move_each_sample_by_whole_pixels_within_the_fraction_and_repeat_
         np.testing.assert_array_equal(sample, expected)
         moves.add((dx, dy))
     assert len(moves) > 5  # Each sample draws its own shift.
+    tiny_fraction = _augmenting_distiller(shift_fraction=0.01).augment_batch(tf.constant(images)).numpy()
+    offsets = tiny_fraction[:, 4, 4, 0] - 44  # 0.01 of 8 pixels still moves by up to one pixel.
+    assert set(np.unique(offsets)) <= {dx + 10 * dy for dx in (-1, 0, 1) for dy in (-1, 0, 1)} and np.any(offsets)
 
 
 def test_flips_mirror_about_half_the_samples_and_no_option_leaves_the_batch_alone():

@@ -125,9 +125,9 @@ class Distiller:
     def augment_batch(self, images):
         """Moves each sample by a random whole number of pixels and mirrors a random half.
 
-        Shifts go up to `shift_fraction` of the height and width, with the edge pixels
-        repeated into the uncovered border; flips only when `flip` is on. Either off leaves
-        the batch as it is.
+        Shifts go up to `shift_fraction` of the height and width (at least one pixel), with
+        the edge pixels repeated into the uncovered border; flips only when `flip` is on.
+        Either off leaves the batch as it is.
         """
         batch_size = tf.shape(images)[0]
         if self.config.flip:
@@ -135,8 +135,10 @@ class Distiller:
             images = tf.where(mirrored, tf.reverse(images, axis=[2]), images)
         if self.config.shift_fraction:
             height, width = int(images.shape[1]), int(images.shape[2])
-            largest = tf.constant([[width, height]], tf.float32) * self.config.shift_fraction
-            shifts = tf.round((self.random.uniform([batch_size, 2]) * 2.0 - 1.0) * tf.floor(largest))
+            # Whole pixels, and at least one, so that a small fraction of a small image still moves it.
+            largest = tf.maximum(tf.floor(tf.constant([[width, height]], tf.float32) * self.config.shift_fraction),
+                                 1.0)
+            shifts = tf.round((self.random.uniform([batch_size, 2]) * 2.0 - 1.0) * largest)
             # Output pixel (x, y) reads input pixel (x + dx, y + dy).
             transforms = tf.concat([tf.ones([batch_size, 1]), tf.zeros([batch_size, 1]), shifts[:, :1],
                                     tf.zeros([batch_size, 1]), tf.ones([batch_size, 1]), shifts[:, 1:],
