@@ -97,10 +97,10 @@ class DistillationConfig:
       joint_generator: keep training (a copy of) the generator with its zero-shot loss,
         one update before each student update (GDFQ's fine-tuning); off = generator frozen.
       shift_fraction: each sample is moved by a random whole number of pixels, up to this
-        fraction of its height and width (at least one pixel), edges repeated; 0 = off. Like the flips, it widens
-        the student's inputs beyond the generator's near-identical samples of a class; the
-        teacher's outputs on the moved sample are the targets, so nothing is mislabelled
-        for the distillation term.
+        fraction of its height and width (at least one pixel), edges repeated; 0 = off.
+        Like the flips, it widens the student's inputs beyond the generator's
+        near-identical samples of a class; the teacher's outputs on the moved sample are
+        the targets, so nothing is mislabelled for the distillation term.
       flip: mirror a random half of the samples left to right (for classes that look alike
         mirrored, as most photographs and clothes do; not digits or text).
       checkpoint_every: steps between checkpoints.

@@ -91,7 +91,7 @@ flags.DEFINE_float("label_loss_weight", _distillation.label_loss_weight, "Weight
 flags.DEFINE_float("mixed_fraction", _distillation.mixed_fraction, "Fraction of each QAT batch replaced by "
                    "mixtures of two generated samples (boundary samples); 0 = off.")
 flags.DEFINE_float("shift_fraction", _distillation.shift_fraction, "Move each QAT sample by up to this fraction "
-                   "of its height and width (whole pixels, edges repeated); 0 = off.")
+                   "of its height and width (whole pixels, at least one; edges repeated); 0 = off.")
 flags.DEFINE_bool("flip", _distillation.flip, "Mirror a random half of each QAT batch left to right (for classes "
                   "that look alike mirrored).")
 flags.DEFINE_bool("joint_generator", _distillation.joint_generator, "Keep training a copy of the generator "
