@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from zscgan_tf import distill, evaluate, export, quantize
 from zscgan_tf import generator as generator_lib
@@ -60,6 +61,44 @@ def test_freeze_batchnorm_counts_wrapped_layers():
     teacher = tiny_teacher()
     student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme())
     assert distill.freeze_batchnorm(student) == 3
+
+
+def test_feature_taps_pair_every_batchnorm_layer_of_the_teacher_with_the_students():
+    teacher = tiny_teacher()
+    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme.from_name("w4a4"))
+    teacher_taps, student_taps, names = distill.feature_tap_models(teacher.model, student)
+    assert names == ["conv_bn", "depthwise_bn", "dense_bn"]
+    images = tf.random.normal([4, 8, 8, 1], seed=5)
+    teacher_outputs, student_outputs = teacher_taps(images), student_taps(images)
+    assert [tuple(t.shape) for t in teacher_outputs] == [tuple(s.shape) for s in student_outputs] == [
+        (4, 4), (4, 8, 8, 6), (4, 8, 8, 6), (4, 8)]
+    np.testing.assert_allclose(teacher_outputs[0], teacher.model(images), atol=1e-5)
+    np.testing.assert_allclose(student_outputs[0], student(images), atol=1e-5)
+    no_batchnorm = tf_keras.Sequential([tf_keras.Input((8, 8, 1)), tf_keras.layers.Flatten(),
+                                        tf_keras.layers.Dense(4)])
+    with pytest.raises(ValueError, match="BatchNormalization layers and it has none"):
+        distill.feature_tap_models(no_batchnorm, quantize.quantize_student(no_batchnorm,
+                                                                           quantize.QuantizationScheme())[0])
+
+
+def test_feature_term_pulls_a_perturbed_students_feature_maps_back_to_the_teachers(tmp_path):
+    teacher = tiny_teacher()
+    images, labels = quadrant_images(64, seed=8)
+    inputs = teacher.preprocessing.apply(images)
+    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme(), calibration_inputs=inputs)
+    kernel = next(w for w in student.trainable_weights if "kernel" in w.name)
+    kernel.assign(kernel + tf.random.stateless_normal(kernel.shape, seed=[0, 2], stddev=0.3))
+    distiller = distill.Distiller(teacher.model, student, None, teacher.num_classes,
+                                  DistillationConfig(steps=40, batch_size=32, learning_rate=1e-2,
+                                                     feature_loss_weight=1.0), seed=0, real_data=(inputs, labels))
+    summary = distiller.train(str(tmp_path), progress=False)
+    assert summary.first["features"] > 0.1
+    assert summary.last["features"] < 0.5 * summary.first["features"]
+    assert summary.last["total"] == pytest.approx(summary.last["distillation"] + summary.last["features"], rel=1e-4)
+    without = distill.Distiller(teacher.model, student, None, teacher.num_classes,
+                                DistillationConfig(steps=1, feature_loss_weight=0.0),
+                                real_data=(inputs, labels))
+    assert without.train_step()["features"] == 0.0
 
 
 def test_real_data_source_distills_and_needs_exactly_one_source(tmp_path):

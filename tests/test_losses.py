@@ -86,3 +86,18 @@ def test_mode_seeking_is_lower_when_samples_spread_as_their_noises_differ():
     spread = float(losses.mode_seeking_loss(images, images + 1.0, noise_a, noise_b))
     assert spread == pytest.approx(1.0 / (1.0 + losses.DEFAULT_MODE_SEEKING_EPSILON))
     assert collapsed > 50 * spread
+
+
+def test_feature_distillation_is_zero_for_equal_features_and_weighs_layers_alike_whatever_their_scale():
+    small = tf.constant([[1.0, -1.0, 2.0]])
+    large = 1000.0 * small
+    assert float(losses.feature_distillation_loss([small, large], [small, large])) == pytest.approx(0.0, abs=1e-7)
+    # A 10% error costs 0.01 relative to the feature energy in either layer, so the mean is 0.01.
+    loss = float(losses.feature_distillation_loss([small, large], [1.1 * small, 1.1 * large]))
+    assert loss == pytest.approx(0.01, rel=1e-4)
+    # An error in one of two layers counts half.
+    assert float(losses.feature_distillation_loss([small, large], [1.1 * small, large])) == pytest.approx(0.005, rel=1e-4)
+    with pytest.raises(ValueError, match="as many student as teacher features"):
+        losses.feature_distillation_loss([small], [small, large])
+    with pytest.raises(ValueError, match="at least one"):
+        losses.feature_distillation_loss([], [])

@@ -105,6 +105,23 @@ def test_run_saved_before_a_setting_existed_still_resumes(tmp_path, tiny_teacher
     assert "different config (loss.mode_seeking)" in capsys.readouterr().err
 
 
+def test_run_saved_before_the_feature_term_existed_reads_as_run_without_it(tmp_path, tiny_teacher_file, capsys):
+    work_dir = tmp_path / "run"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    saved = json.loads((work_dir / "config.json").read_text())
+    assert saved["distillation"]["feature_loss_weight"] == 1.0  # On by default.
+    del saved["distillation"]["feature_loss_weight"]  # As runs saved before the feature term was added.
+    (work_dir / "config.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    # That run distilled without the term, so the default now differs from it ...
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 2
+    assert "different config (distillation.feature_loss_weight)" in capsys.readouterr().err
+    # ... and asking for the old behaviour resumes it.
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--feature_loss_weight=0"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    assert "already trained" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
     (["--flagfile=/nonexistent/demo.cfg"], "flagfile '/nonexistent/demo.cfg' does not exist"),

@@ -84,6 +84,8 @@ flags.DEFINE_integer("qat_steps", 1000, "Student updates of every QAT row.")
 flags.DEFINE_integer("qat_batch_size", 128, "Samples per student update, real and generated alike.")
 flags.DEFINE_float("qat_learning_rate", config_lib.DistillationConfig.learning_rate,
                    "Adam learning rate of the students (cosine decay to 0).")
+flags.DEFINE_float("qat_feature_loss_weight", config_lib.DistillationConfig.feature_loss_weight,
+                   "Every QAT row (real or generated): weight of the BatchNorm-feature term; 0 = off.")
 flags.DEFINE_float("qat_mixed_fraction", config_lib.DistillationConfig.mixed_fraction,
                    "Fraction of every QAT batch (real or generated) replaced by mixtures of two samples.")
 flags.DEFINE_float("qat_shift_fraction", config_lib.DistillationConfig.shift_fraction,
@@ -139,8 +141,8 @@ def generator_settings() -> dict:
 
 def optional_qat_settings() -> dict:
     """The QAT options that are on; named only when on, so rows cached before they existed stay valid."""
-    settings = {"qat_mixed_fraction": FLAGS.qat_mixed_fraction, "qat_shift_fraction": FLAGS.qat_shift_fraction,
-                "qat_flip": FLAGS.qat_flip}
+    settings = {"qat_feature_loss_weight": FLAGS.qat_feature_loss_weight, "qat_mixed_fraction": FLAGS.qat_mixed_fraction,
+                "qat_shift_fraction": FLAGS.qat_shift_fraction, "qat_flip": FLAGS.qat_flip}
     return {name: value for name, value in settings.items() if value}
 
 
@@ -329,7 +331,11 @@ class TeacherBenchmark:
                 generator=config_lib.GeneratorConfig(noise_dim=FLAGS.noise_dim, base_channels=FLAGS.generator_channels),
                 loss=config_lib.LossConfig(mode_seeking=FLAGS.mode_seeking_loss_weight),
                 generator_training=config_lib.GeneratorTrainingConfig(steps=FLAGS.generator_steps,
-                                                                      batch_size=FLAGS.generator_batch_size))
+                                                                      batch_size=FLAGS.generator_batch_size),
+                # This run only trains the generator. Its QAT settings are never used; they are
+                # pinned to those its directory was first saved with, so that a change of QAT
+                # defaults does not orphan a trained generator.
+                distillation=config_lib.DistillationConfig(feature_loss_weight=0.0))
             pipeline.prepare_work_dir(run_config)
             pipeline.record_config(run_config)
             state = pipeline.read_state(run_config.work_dir)
@@ -342,6 +348,7 @@ class TeacherBenchmark:
         student, _ = quantize.quantize_student(self.teacher.model, scheme, calibration_inputs=calibration)
         settings = config_lib.DistillationConfig(steps=FLAGS.qat_steps, batch_size=FLAGS.qat_batch_size,
                                                  learning_rate=FLAGS.qat_learning_rate,
+                                                 feature_loss_weight=FLAGS.qat_feature_loss_weight,
                                                  mixed_fraction=FLAGS.qat_mixed_fraction,
                                                  shift_fraction=FLAGS.qat_shift_fraction, flip=FLAGS.qat_flip,
                                                  joint_generator=FLAGS.qat_joint_generator and source == "zscgan")
@@ -529,7 +536,8 @@ def benchmark() -> dict:
     settings = {name: FLAGS[name].value for name in (
         "teachers", "dataset", "eval_max_samples", "calibration_samples", "schemes", "qat_steps", "qat_batch_size",
         "qat_learning_rate", "generator_steps", "generator_batch_size", "noise_dim", "generator_channels",
-        "mode_seeking_loss_weight", "qat_mixed_fraction", "qat_shift_fraction", "qat_flip", "qat_joint_generator",
+        "mode_seeking_loss_weight", "qat_feature_loss_weight", "qat_mixed_fraction", "qat_shift_fraction", "qat_flip",
+        "qat_joint_generator",
         "deterministic", "distilled_steps", "latency_runs", "seed")}
     settings["seeds"] = {"calibration": FLAGS.seed + CALIBRATION_SEED_OFFSET, "noise": FLAGS.seed + NOISE_SEED_OFFSET,
                          "distilled_data_start": FLAGS.seed + NOISE_SEED_OFFSET,

@@ -3,7 +3,10 @@
 The student is the teacher's architecture with fake quantization (`quantize.py`),
 initialised from the teacher's weights. Each step draws fresh samples from the frozen
 generator; the loss is KL(softmax(teacher / T) || softmax(student / T)) * T^2 plus an
-optional cross-entropy with the label the samples were generated for. Optionally the
+optional cross-entropy with the label the samples were generated for, plus (on by
+default) a feature term: the student's output of every BatchNorm layer against the
+teacher's (`feature_loss_weight`), which keeps teaching the student where its
+predictions already agree with the teacher's on the synthetic samples. Optionally the
 samples are shifted and mirrored at random (`shift_fraction`, `flip`). With a
 `generator_trainer` (joint training, GDFQ), the generator it holds takes one zero-shot
 update before each student update and the samples come from it.
@@ -14,7 +17,7 @@ outputs, but the teacher's BN statistics are the better estimate of the real dat
 Fake-quant ranges still adapt, since the student is called with `training=True`.
 """
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -24,8 +27,12 @@ import tensorflow_model_optimization as tfmot
 from zscgan_tf import losses, training_loop
 from zscgan_tf.config import DistillationConfig
 
-LOSS_TERMS = ("total", "distillation", "cross_entropy")
-PROGRESS_TERMS = ("total", "distillation", "agreement")
+LOSS_TERMS = ("total", "distillation", "cross_entropy", "features")
+PROGRESS_TERMS = ("total", "distillation", "features", "agreement")
+
+
+def _unwrapped(layer: tf_keras.layers.Layer) -> tf_keras.layers.Layer:
+    return layer.layer if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper) else layer
 
 
 def freeze_batchnorm(model: tf_keras.Model) -> int:
@@ -36,11 +43,36 @@ def freeze_batchnorm(model: tf_keras.Model) -> int:
     """
     frozen = 0
     for layer in model.layers:
-        inner = layer.layer if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper) else layer
-        if isinstance(inner, tf_keras.layers.BatchNormalization):
+        if isinstance(_unwrapped(layer), tf_keras.layers.BatchNormalization):
             layer.trainable = False  # tf_keras BN runs in inference mode when not trainable.
             frozen += 1
     return frozen
+
+
+def feature_tap_models(teacher: tf_keras.Model, student: tf_keras.Model
+                       ) -> Tuple[tf_keras.Model, tf_keras.Model, List[str]]:
+    """Models that return [logits, the output of each BatchNorm layer] of the teacher and the student.
+
+    The student's layers are paired with the teacher's by name (TF-MOT wrappers keep the
+    wrapped layer's name). The two models share their layers with `teacher` and `student`.
+
+    Returns:
+      (teacher taps, student taps, the tapped layer names in order).
+
+    Raises:
+      ValueError: if the teacher has no BatchNorm layer or the student lacks one of them.
+    """
+    names = [layer.name for layer in teacher.layers if isinstance(layer, tf_keras.layers.BatchNormalization)]
+    if not names:
+        raise ValueError("feature distillation taps the teacher's BatchNormalization layers and it has none")
+    student_layers = {_unwrapped(layer).name: layer for layer in student.layers}
+    missing = [name for name in names if name not in student_layers]
+    if missing:
+        raise ValueError(f"the student has no layer {missing[0]!r} of the teacher ({len(missing)} missing); "
+                         "feature distillation needs the student built from the teacher")
+    teacher_taps = tf_keras.Model(teacher.inputs, [teacher.output] + [teacher.get_layer(name).output for name in names])
+    student_taps = tf_keras.Model(student.inputs, [student.output] + [student_layers[name].output for name in names])
+    return teacher_taps, student_taps, names
 
 
 class Distiller:
@@ -86,6 +118,7 @@ class Distiller:
             self.real_images = tf.constant(np.asarray(real_images, np.float32))
             self.real_labels = tf.constant(np.asarray(real_labels, np.int32))
         freeze_batchnorm(student)
+        self.feature_taps = feature_tap_models(teacher, student)[:2] if config.feature_loss_weight else None
         schedule = tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, config.steps)
         self.optimizer = tf_keras.optimizers.Adam(schedule)
         self.random = tf.random.Generator.from_seed(seed)
@@ -153,20 +186,29 @@ class Distiller:
             self.generator_trainer.update_step()
         images, labels = self.sample_batch()
         images, labelled = self.mix_batch(self.augment_batch(images))
-        teacher_logits = self.teacher(images, training=False)
+        if self.feature_taps is None:
+            teacher_logits, teacher_features = self.teacher(images, training=False), []
+        else:
+            teacher_logits, *teacher_features = self.feature_taps[0](images, training=False)
         variables = self.student.trainable_variables
         with tf.GradientTape() as tape:
-            student_logits = self.student(images, training=True)
+            if self.feature_taps is None:
+                student_logits = self.student(images, training=True)
+                features = tf.constant(0.0)
+            else:
+                student_logits, *student_features = self.feature_taps[1](images, training=True)
+                features = losses.feature_distillation_loss(teacher_features, student_features)
             distillation = losses.distillation_loss(teacher_logits, student_logits, self.config.temperature)
             cross_entropy = losses.conditional_cross_entropy(labels, student_logits, labelled)
-            total = distillation + self.config.label_loss_weight * cross_entropy
+            total = (distillation + self.config.label_loss_weight * cross_entropy
+                     + self.config.feature_loss_weight * features)
         gradients = tape.gradient(total, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         self.step.assign_add(1)
         agreement = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(student_logits, -1), tf.argmax(teacher_logits, -1)),
                                            tf.float32))
         return {"total": total, "distillation": distillation, "cross_entropy": cross_entropy,
-                "agreement": agreement}
+                "features": features, "agreement": agreement}
 
     def train_step(self) -> Dict[str, float]:
         """One compiled student update; returns its loss terms as floats."""

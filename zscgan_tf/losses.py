@@ -17,6 +17,8 @@ DEFAULT_PROBABILITY_EPSILON = 1e-8
 BN_DISTANCES = ("kl", "mse")
 # MSGAN's floor under the distance ratio of the mode-seeking term.
 DEFAULT_MODE_SEEKING_EPSILON = 1e-5
+# Floor under a teacher feature map's energy in the feature term (a map of zeros).
+DEFAULT_FEATURE_ENERGY_EPSILON = 1e-8
 
 
 def conditional_cross_entropy(labels: tf.Tensor, logits: tf.Tensor, sample_weights=None) -> tf.Tensor:
@@ -125,3 +127,22 @@ def distillation_loss(teacher_logits: tf.Tensor, student_logits: tf.Tensor, temp
     per_sample = tf.reduce_sum(tf.exp(teacher_log_probabilities)
                                * (teacher_log_probabilities - student_log_probabilities), axis=-1)
     return tf.reduce_mean(per_sample) * temperature ** 2
+
+
+def feature_distillation_loss(teacher_features: Sequence[tf.Tensor], student_features: Sequence[tf.Tensor],
+                              epsilon: float = DEFAULT_FEATURE_ENERGY_EPSILON) -> tf.Tensor:
+    """Mean over layers of the student's squared feature error relative to the teacher's feature energy.
+
+    For each pair, mean((student - teacher)^2) / (mean(teacher^2) + epsilon): every layer
+    counts alike whatever the scale of its activations. It is zero exactly when every
+    student feature map equals the teacher's.
+
+    Raises:
+      ValueError: if no features are given or the two lists differ in length.
+    """
+    if not teacher_features or len(teacher_features) != len(student_features):
+        raise ValueError(f"need as many student as teacher features (at least one), got {len(student_features)} and "
+                         f"{len(teacher_features)}")
+    per_layer = [tf.reduce_mean(tf.square(student - teacher)) / (tf.reduce_mean(tf.square(teacher)) + epsilon)
+                 for teacher, student in zip(teacher_features, student_features)]
+    return tf.add_n(per_layer) / float(len(per_layer))

@@ -88,6 +88,8 @@ flags.DEFINE_float("distillation_learning_rate", _distillation.learning_rate, "A
 flags.DEFINE_float("temperature", _distillation.temperature, "Softmax temperature of the distillation loss.")
 flags.DEFINE_float("label_loss_weight", _distillation.label_loss_weight, "Weight of the student's cross-entropy "
                    "with the generation label.")
+flags.DEFINE_float("feature_loss_weight", _distillation.feature_loss_weight, "Weight of the feature term of "
+                   "QAT: each BatchNorm layer's output in the student against the teacher's; 0 = off.")
 flags.DEFINE_float("mixed_fraction", _distillation.mixed_fraction, "Fraction of each QAT batch replaced by "
                    "mixtures of two generated samples (boundary samples); 0 = off.")
 flags.DEFINE_float("shift_fraction", _distillation.shift_fraction, "Move each QAT sample by up to this fraction "
@@ -149,7 +151,8 @@ def config_from_flags() -> config_lib.RunConfig:
         distillation=config_lib.DistillationConfig(
             steps=FLAGS.distillation_steps, batch_size=FLAGS.distillation_batch_size,
             learning_rate=FLAGS.distillation_learning_rate, temperature=FLAGS.temperature,
-            label_loss_weight=FLAGS.label_loss_weight, mixed_fraction=FLAGS.mixed_fraction,
+            label_loss_weight=FLAGS.label_loss_weight, feature_loss_weight=FLAGS.feature_loss_weight,
+            mixed_fraction=FLAGS.mixed_fraction,
             shift_fraction=FLAGS.shift_fraction, flip=FLAGS.flip,
             joint_generator=FLAGS.joint_generator, checkpoint_every=FLAGS.distillation_checkpoint_every,
             log_every=FLAGS.distillation_log_every),
