@@ -35,6 +35,8 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     report = json.loads((work_dir / "report.json").read_text())
     assert report["generator_training"]["steps"] == 4
     assert report["quantization"]["summary"]["steps"] == 3
+    assert report["quantization"]["summary"]["first"]["features"] > 0  # The feature term is on by default.
+    assert "feature term" in (work_dir / "report.md").read_text()
     assert set(report["quantization"]["sizes_bytes"]) == {"float", "ptq_int8", "qat_int8"}
     assert len(report["generated_samples"]["per_class_agreement"]) == 4
     assert report["generated_samples"]["within_class_spread"] > 0

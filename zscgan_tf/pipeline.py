@@ -238,7 +238,9 @@ def _format_quantization(quantization: dict) -> list:
         summary = quantization["summary"]
         lines.append(f"Data-free QAT: {summary['steps']} steps, {summary['wall_time']} this session, "
                      f"{summary['samples_per_second']:.0f} samples/s; distillation loss "
-                     f"{summary['first']['distillation']:.4g} -> {summary['last']['distillation']:.4g}.")
+                     f"{summary['first']['distillation']:.4g} -> {summary['last']['distillation']:.4g}"
+                     + (f", feature term {summary['first']['features']:.4g} -> {summary['last']['features']:.4g}"
+                        if summary['first'].get('features') else "") + ".")
     if quantization.get("float_layers"):
         lines.append(f"Layers left float by TF-MOT: {', '.join(quantization['float_layers'])}.")
     if "top1" in quantization:
