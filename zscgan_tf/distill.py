@@ -118,7 +118,9 @@ class Distiller:
             self.real_images = tf.constant(np.asarray(real_images, np.float32))
             self.real_labels = tf.constant(np.asarray(real_labels, np.int32))
         freeze_batchnorm(student)
-        self.feature_taps = feature_tap_models(teacher, student)[:2] if config.feature_loss_weight else None
+        # With the feature term, models that also return every BatchNorm layer's output.
+        self.teacher_taps, self.student_taps = (feature_tap_models(teacher, student)[:2]
+                                                if config.feature_loss_weight else (None, None))
         schedule = tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, config.steps)
         self.optimizer = tf_keras.optimizers.Adam(schedule)
         self.random = tf.random.Generator.from_seed(seed)
@@ -186,17 +188,17 @@ class Distiller:
             self.generator_trainer.update_step()
         images, labels = self.sample_batch()
         images, labelled = self.mix_batch(self.augment_batch(images))
-        if self.feature_taps is None:
-            teacher_logits, teacher_features = self.teacher(images, training=False), []
+        if self.teacher_taps is None:
+            teacher_logits = self.teacher(images, training=False)
         else:
-            teacher_logits, *teacher_features = self.feature_taps[0](images, training=False)
+            teacher_logits, *teacher_features = self.teacher_taps(images, training=False)
         variables = self.student.trainable_variables
         with tf.GradientTape() as tape:
-            if self.feature_taps is None:
+            if self.student_taps is None:
                 student_logits = self.student(images, training=True)
                 features = tf.constant(0.0)
             else:
-                student_logits, *student_features = self.feature_taps[1](images, training=True)
+                student_logits, *student_features = self.student_taps(images, training=True)
                 features = losses.feature_distillation_loss(teacher_features, student_features)
             distillation = losses.distillation_loss(teacher_logits, student_logits, self.config.temperature)
             cross_entropy = losses.conditional_cross_entropy(labels, student_logits, labelled)
