@@ -93,12 +93,22 @@ def test_two_runs_with_one_seed_train_the_same_generator(tmp_path, tiny_teacher_
         assert (first == second).all()
 
 
-def test_run_saved_before_a_setting_existed_still_resumes(tmp_path, tiny_teacher_file, capsys):
+def _run_saved_without(tmp_path, teacher_file, section, name):
+    """A finished default run whose saved config lacks `section.name`, as runs saved before it existed.
+
+    Returns:
+      (work directory, the value the run saved before it was removed).
+    """
     work_dir = tmp_path / "run"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, teacher_file, work_dir)}"]) == 0
     saved = json.loads((work_dir / "config.json").read_text())
-    del saved["loss"]["mode_seeking"]  # As runs saved before the mode-seeking term was added.
+    value = saved[section].pop(name)
     (work_dir / "config.json").write_text(json.dumps(saved))
+    return work_dir, value
+
+
+def test_run_saved_before_a_setting_existed_still_resumes(tmp_path, tiny_teacher_file, capsys):
+    work_dir, _ = _run_saved_without(tmp_path, tiny_teacher_file, "loss", "mode_seeking")
     capsys.readouterr()
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
     assert "already trained" in capsys.readouterr().out
@@ -108,12 +118,8 @@ def test_run_saved_before_a_setting_existed_still_resumes(tmp_path, tiny_teacher
 
 
 def test_run_saved_before_the_feature_term_existed_reads_as_run_without_it(tmp_path, tiny_teacher_file, capsys):
-    work_dir = tmp_path / "run"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
-    saved = json.loads((work_dir / "config.json").read_text())
-    assert saved["distillation"]["feature_loss_weight"] == 1.0  # On by default.
-    del saved["distillation"]["feature_loss_weight"]  # As runs saved before the feature term was added.
-    (work_dir / "config.json").write_text(json.dumps(saved))
+    work_dir, saved_weight = _run_saved_without(tmp_path, tiny_teacher_file, "distillation", "feature_loss_weight")
+    assert saved_weight == 1.0  # On by default.
     capsys.readouterr()
     # That run distilled without the term, so the default now differs from it ...
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 2
