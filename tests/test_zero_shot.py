@@ -1,3 +1,6 @@
+import os
+import signal
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -75,6 +78,28 @@ def test_interrupted_run_resumes_from_the_saved_step_and_matches_an_uninterrupte
     assert summary.resumed_from_step == 3
     for expected, actual in zip(straight.generator.get_weights(), resumed.generator.get_weights()):
         np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("signals, stopped_at", [(1, 4), (2, 3)])
+def test_ctrl_c_finishes_the_step_it_lands_in_and_a_second_one_stops_at_once(tmp_path, signals, stopped_at):
+    teacher = tiny_teacher()
+    trainer = _trainer(teacher, steps=6, checkpoint_every=2)
+    real_step = trainer.train_step
+    calls = []
+
+    def step_with_ctrl_c():
+        calls.append(1)
+        if len(calls) == 4:
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGINT)
+        return real_step()
+
+    trainer.train_step = step_with_ctrl_c
+    handler_before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(training_loop.TrainingInterrupted, match=f"step {stopped_at};"):
+        trainer.train(str(tmp_path), progress=False)
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith(f"ckpt-{stopped_at}")
 
 
 def test_non_finite_loss_stops_with_the_term_and_step(tmp_path):

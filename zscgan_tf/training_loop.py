@@ -4,11 +4,20 @@ It runs a compiled step until a step counter reaches its target, and on the way 
 a `tf.train.Checkpoint` (models, optimizers, random streams, the counter), a JSON loss
 history, TensorBoard scalars, and a progress line. It stops cleanly on a NaN or Inf
 loss (keeping the last good checkpoint) and on Ctrl-C (saving one first).
+
+Ctrl-C is taken between steps: while the loop runs, SIGINT only sets a flag that is
+checked after each step. A KeyboardInterrupt raised wherever the signal happens to land
+is not safe inside TensorFlow: of 30 Ctrl-Cs sent in the first seconds of a tiny run,
+one was lost (training ran on to its last step) and one crashed tracing with a
+SystemError. A second Ctrl-C interrupts at once.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
+import signal
+import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -29,6 +38,37 @@ class NonFiniteLossError(RuntimeError):
 
 class TrainingInterrupted(Exception):
     """Ctrl-C during training; a checkpoint was saved first."""
+
+
+class _InterruptRequest:
+    """Whether Ctrl-C was pressed since the loop started."""
+
+    def __init__(self):
+        self.requested = False
+
+
+@contextlib.contextmanager
+def _interrupts_between_steps():
+    """Within the block, the first SIGINT sets `.requested`; the second raises KeyboardInterrupt.
+
+    Signal handlers can only be set from the main thread; elsewhere SIGINT keeps its
+    usual behaviour.
+    """
+    request = _InterruptRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum, frame):  # pylint: disable=unused-argument
+        if request.requested:
+            raise KeyboardInterrupt
+        request.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,41 +152,44 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
         manager.save(checkpoint_number=step)
         write_json_atomic(history_path, history)
 
-    try:
-        while int(step_counter.numpy()) < schedule.steps:
-            values = step_fn()
-            step = int(step_counter.numpy())
-            bad = [term for term in checked_terms if not math.isfinite(values[term])]
-            if bad:
-                good_step = _checkpoint_step(manager)
-                kept = (f"the last good checkpoint, step {good_step}, is kept" if good_step is not None
-                        else "no checkpoint was saved before it")
-                raise NonFiniteLossError(f"{name} loss term {bad[0]!r} is {values[bad[0]]} at step {step}; {kept}")
-            last_step = step == schedule.steps
-            if step == 1 or step % schedule.log_every == 0 or last_step:
-                history.append({"step": step, **values})
-                if summary_writer is not None:
+    with _interrupts_between_steps() as interrupt:
+        try:
+            while int(step_counter.numpy()) < schedule.steps:
+                values = step_fn()
+                step = int(step_counter.numpy())
+                bad = [term for term in checked_terms if not math.isfinite(values[term])]
+                if bad:
+                    good_step = _checkpoint_step(manager)
+                    kept = (f"the last good checkpoint, step {good_step}, is kept" if good_step is not None
+                            else "no checkpoint was saved before it")
+                    raise NonFiniteLossError(f"{name} loss term {bad[0]!r} is {values[bad[0]]} at step {step}; {kept}")
+                last_step = step == schedule.steps
+                if step == 1 or step % schedule.log_every == 0 or last_step:
+                    history.append({"step": step, **values})
+                    if summary_writer is not None:
+                        with summary_writer.as_default(step=step):
+                            for term, value in values.items():
+                                tf.summary.scalar(f"{name}/{term}", value)
+                if summary_writer is not None and image_fn is not None and schedule.image_every and (
+                        step % schedule.image_every == 0 or last_step):
                     with summary_writer.as_default(step=step):
-                        for term, value in values.items():
-                            tf.summary.scalar(f"{name}/{term}", value)
-            if summary_writer is not None and image_fn is not None and schedule.image_every and (
-                    step % schedule.image_every == 0 or last_step):
-                with summary_writer.as_default(step=step):
-                    tf.summary.image(f"{name}/samples", image_fn()[np.newaxis])
-            if step % schedule.checkpoint_every == 0 or last_step:
-                save(step)
+                        tf.summary.image(f"{name}/samples", image_fn()[np.newaxis])
+                if step % schedule.checkpoint_every == 0 or last_step:
+                    save(step)
+                if bar:
+                    bar.update(step, {term: values[term] for term in progress_terms})
+                if interrupt.requested:
+                    raise KeyboardInterrupt  # Handled below, as a second Ctrl-C would be.
+        except KeyboardInterrupt:
+            step = int(step_counter.numpy())
+            save(step)
+            raise TrainingInterrupted(f"interrupted at {name} step {step}; checkpoint saved, rerun the same command "
+                                      "to resume") from None
+        finally:
             if bar:
-                bar.update(step, {term: values[term] for term in progress_terms})
-    except KeyboardInterrupt:
-        step = int(step_counter.numpy())
-        save(step)
-        raise TrainingInterrupted(f"interrupted at {name} step {step}; checkpoint saved, rerun the same command "
-                                  "to resume") from None
-    finally:
-        if bar:
-            bar.close()
-        if summary_writer is not None:
-            summary_writer.flush()
+                bar.close()
+            if summary_writer is not None:
+                summary_writer.flush()
     wall_seconds = time.monotonic() - started
     new_steps = schedule.steps - start_step
     if not history:
