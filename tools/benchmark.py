@@ -44,12 +44,11 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
-from zscgan_tf import data, distill, distilled_data, evaluate, export, pipeline, quantization_stages  # noqa: E402
+from zscgan_tf import cli, data, distill, distilled_data, evaluate, export, pipeline, quantization_stages  # noqa: E402
 from zscgan_tf import progress, quantize, reproducibility, teachers, throughput, zero_shot  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
 from zscgan_tf.files import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 
-USER_ERROR_STATUS = 2
 ROWS_FILE = "rows.json"
 RESULTS_JSON_FILE = "results.json"
 RESULTS_MARKDOWN_FILE = "results.md"
@@ -570,22 +569,7 @@ def benchmark() -> dict:
 
 def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    verbose = "--verbose" in argv
-    try:
-        FLAGS.unparse_flags()
-        try:
-            FLAGS(argv)
-        except flags.Error as error:
-            raise UserError(str(error).splitlines()[0]) from error
-        verbose = FLAGS.verbose
-        benchmark()
-        return 0
-    except UserError as error:
-        if verbose:
-            import traceback
-            traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
-        return USER_ERROR_STATUS
+    return cli.run_command(FLAGS, argv, benchmark)
 
 
 if __name__ == "__main__":
