@@ -26,7 +26,8 @@ resumable as `python -m zscgan_tf.train` runs are), the QAT checkpoints (`<teach
 the .tflite models and `rows.json`, which caches each finished row's result keyed by its
 settings, so a rerun after a crash skips finished rows. `results.json` and `results.md`
 (a table per teacher and a verdict per target) are rewritten after every row.
-Bad input prints one `error: ...` line and exits with status 2.
+Bad input prints one `error: ...` line and exits with status 2; Ctrl-C saves the running
+stage's checkpoint and exits with status 130 (rerun the same command to resume).
 """
 
 import hashlib
