@@ -81,7 +81,8 @@ def test_interrupted_run_resumes_from_the_saved_step_and_matches_an_uninterrupte
 
 
 @pytest.mark.parametrize("signals, stopped_at", [(1, 4), (2, 3)])
-def test_ctrl_c_finishes_the_step_it_lands_in_and_a_second_one_stops_at_once(tmp_path, signals, stopped_at):
+def test_ctrl_c_finishes_the_step_it_lands_in_and_a_second_one_stops_at_once(tmp_path, capsys, signals,
+                                                                             stopped_at):
     teacher = tiny_teacher()
     trainer = _trainer(teacher, steps=6, checkpoint_every=2)
     real_step = trainer.train_step
@@ -99,6 +100,7 @@ def test_ctrl_c_finishes_the_step_it_lands_in_and_a_second_one_stops_at_once(tmp
     with pytest.raises(training_loop.TrainingInterrupted, match=f"step {stopped_at};"):
         trainer.train(str(tmp_path), progress=False)
     assert signal.getsignal(signal.SIGINT) is handler_before
+    assert capsys.readouterr().err.count("Ctrl-C: stopping after this step") == 1
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith(f"ckpt-{stopped_at}")
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
@@ -63,6 +64,8 @@ def _interrupts_between_steps():
         if request.requested:
             raise KeyboardInterrupt
         request.requested = True
+        print("\nCtrl-C: stopping after this step (press it again to stop within the step)", file=sys.stderr,
+              flush=True)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
