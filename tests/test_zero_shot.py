@@ -54,22 +54,31 @@ def test_only_generator_variables_are_trained():
     assert not teacher.model.trainable_variables
 
 
+def _run_before_step(trainer, step, action):
+    """Makes the trainer call `action()` at the start of its `step`-th update of this session."""
+    real_step = trainer.train_step
+    calls = []
+
+    def step_after_action():
+        calls.append(1)
+        if len(calls) == step:
+            action()
+        return real_step()
+
+    trainer.train_step = step_after_action
+
+
 def test_interrupted_run_resumes_from_the_saved_step_and_matches_an_uninterrupted_run(tmp_path):
     teacher = tiny_teacher()
     straight = _trainer(teacher, steps=6)
     straight.train(str(tmp_path / "straight"), progress=False)
 
     interrupted = _trainer(teacher, steps=6, checkpoint_every=2)
-    real_step = interrupted.train_step
-    calls = []
 
-    def step_then_stop():
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real_step()
+    def stop():
+        raise KeyboardInterrupt
 
-    interrupted.train_step = step_then_stop
+    _run_before_step(interrupted, 4, stop)
     with pytest.raises(training_loop.TrainingInterrupted, match="step 3"):
         interrupted.train(str(tmp_path / "resumed"), progress=False)
 
@@ -85,17 +94,12 @@ def test_ctrl_c_finishes_the_step_it_lands_in_and_a_second_one_stops_at_once(tmp
                                                                              stopped_at):
     teacher = tiny_teacher()
     trainer = _trainer(teacher, steps=6, checkpoint_every=2)
-    real_step = trainer.train_step
-    calls = []
 
-    def step_with_ctrl_c():
-        calls.append(1)
-        if len(calls) == 4:
-            for _ in range(signals):
-                os.kill(os.getpid(), signal.SIGINT)
-        return real_step()
+    def ctrl_c():
+        for _ in range(signals):
+            os.kill(os.getpid(), signal.SIGINT)
 
-    trainer.train_step = step_with_ctrl_c
+    _run_before_step(trainer, 4, ctrl_c)
     handler_before = signal.getsignal(signal.SIGINT)
     with pytest.raises(training_loop.TrainingInterrupted, match=f"step {stopped_at};"):
         trainer.train(str(tmp_path), progress=False)

@@ -185,7 +185,8 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
                     raise KeyboardInterrupt  # Handled below, as a second Ctrl-C would be.
         except KeyboardInterrupt:
             step = int(step_counter.numpy())
-            save(step)
+            if _checkpoint_step(manager) != step:  # A Ctrl-C right after a checkpoint needs no second one.
+                save(step)
             raise TrainingInterrupted(f"interrupted at {name} step {step}; checkpoint saved, rerun the same command "
                                       "to resume") from None
         finally:
