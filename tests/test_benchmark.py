@@ -17,7 +17,7 @@ from zscgan_tf.preprocessing import Preprocessing
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = ("fp32", "real_ptq", "noise_ptq", "distilled_ptq", "zscgan_ptq", "zscgan_ptq_per_tensor", "zscgan_qat_w8a8",
         "real_qat_w8a8", "zscgan_qat_w4a4", "real_qat_w4a4")
-MEASUREMENTS = ("latency", "generator_speed")
+MEASUREMENTS = ("latency", "generator_speed", "ptq_spread")
 
 
 def _benchmark(*arguments):
@@ -45,8 +45,8 @@ def _tiny_arguments(teacher_path, work_dir):
     return [f"--teachers={teacher_path}", "--dataset=digits", f"--work_dir={work_dir}", "--eval_max_samples=50",
             "--calibration_samples=20", "--schemes=w8a8,w4a4", "--generator_steps=5", "--generator_batch_size=16",
             "--noise_dim=8", "--generator_channels=8", "--qat_steps=3", "--qat_batch_size=16", "--distilled_steps=3",
-            "--latency_runs=3", "--mode_seeking_loss_weight=0.1", "--qat_mixed_fraction=0.25", "--qat_shift_fraction=0.125",
-            "--qat_flip", "--noprogress"]
+            "--latency_runs=3", "--calibration_draws=2", "--mode_seeking_loss_weight=0.1", "--qat_mixed_fraction=0.25",
+            "--qat_shift_fraction=0.125", "--qat_flip", "--noprogress"]
 
 
 def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digits_teacher):
@@ -76,6 +76,13 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert speed["speedup"] == pytest.approx(speed["eager_seconds"] / speed["compiled_seconds"])
     assert 0 < speed["fraction_of_peak"] < 1
     assert teacher["generator_training"]["steps"] == 5
+    spread = teacher["measurements"]["ptq_spread"]
+    assert spread["draws"] == 2 and results["settings"]["seeds"]["calibration_draws"] == [100, 101]
+    for source in ("real", "zscgan"):
+        assert [draw["seed"] for draw in spread[source]] == [100, 101]
+        assert all(0 <= draw["top1"] <= 1 and 0 <= draw["agreement_with_fp32"] <= 1 for draw in spread[source])
+    # Int8 calibrated on real images picks the float teacher's class on nearly every image.
+    assert min(draw["agreement_with_fp32"] for draw in spread["real"]) > 0.8
     names = [target["target"] for target in teacher["targets"]]
     assert {target["met"] for target in teacher["targets"]} <= {True, False} and len(names) == 10
     assert "ZS-CGAN PTQ above distilled-data PTQ" in names
@@ -83,6 +90,7 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert "| row | top-1 | measured | time |" in markdown and "| ZS-CGAN QAT W4A4 |" in markdown
     assert "| distilled-data PTQ |" in markdown and "| int8 |" in markdown and "eager" in markdown
     assert "ratio" in markdown and ("met:" in markdown or "MISSED:" in markdown)
+    assert "PTQ over 2 further calibration draws" in markdown and "| ZS-CGAN | " in markdown
     assert "This invocation took " in markdown and "This teacher in this invocation: " in markdown
     assert 0 < teacher["wall_seconds_this_session"] <= results["wall_seconds_this_session"]
 

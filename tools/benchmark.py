@@ -13,7 +13,10 @@ For each teacher, measures top-1 on the test split of `--dataset` of:
   budget. W8A8 students are exported to int8 TFLite and measured there; lower widths
   can't be exported and are measured in Keras (simulated quantization).
 
-and, per teacher, the float and int8 TFLite sizes, LiteRT latency at 1 and 2 threads,
+and, per teacher, the spread of the real-data and ZS-CGAN PTQ figures over
+`--calibration_draws` further calibration draws (how much a single int8 top-1 moves by
+chance: the noise floor against which the targets' small margins are read), the float
+and int8 TFLite sizes, LiteRT latency at 1 and 2 threads,
 the generator step's speed compiled and eager with its share of the CPU's peak FLOP
 rate, and each stage's wall time. `--compare_to=<an earlier --work_dir>` checks that
 every row computed there with the same settings is reproduced within 0.3 point; runs
@@ -35,6 +38,7 @@ import json
 import os
 import sys
 import time
+from typing import Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -59,6 +63,8 @@ CALIBRATION_SEED_OFFSET = quantization_stages.CALIBRATION_SEED_OFFSET
 DISTILLATION_SEED_OFFSET = quantization_stages.DISTILLATION_SEED_OFFSET
 NOISE_SEED_OFFSET = 5
 EVALUATION_SEED_OFFSET = 6
+SPREAD_SEED_OFFSET = 100  # Calibration draw k of the spread measurement uses seed + 100 + k.
+SOURCE_LABELS = {"real": "real-data", "zscgan": "ZS-CGAN"}  # The calibration sources of the spread.
 # The targets, in accuracy points.
 W8A8_TOLERANCE_POINTS = 0.1
 W4A4_VERSUS_REAL_QAT_POINTS = 1.0
@@ -102,6 +108,8 @@ flags.DEFINE_float("mode_seeking_loss_weight", config_lib.LossConfig.mode_seekin
                    "Weight of the generator's mode-seeking term; 0 = off.")
 flags.DEFINE_integer("distilled_steps", distilled_data.DistilledDataConfig.steps,
                      "Adam updates of each batch of distilled-data (ZeroQ-style) calibration inputs.")
+flags.DEFINE_integer("calibration_draws", 5, "Further calibration draws of real-data and ZS-CGAN PTQ, to measure how "
+                     "much one int8 figure moves by chance; 0 = skip.")
 flags.DEFINE_integer("latency_runs", 200, "Timed LiteRT runs per latency figure (the median is reported).")
 flags.DEFINE_string("compare_to", "", "An earlier --work_dir: report how far each row computed there with the "
                     "same settings moved.")
@@ -177,9 +185,10 @@ def real_inputs(dataset: data.LabeledImages, teacher: teachers.Teacher):
     return teacher.preprocessing.apply(dataset.images), dataset.labels
 
 
-def int8_ptq(model, calibration: np.ndarray, path: str, per_channel: bool = True) -> bytes:
+def int8_ptq(model, calibration: np.ndarray, output_path: Optional[str], per_channel: bool = True) -> bytes:
+    """Int8 TFLite of `model` calibrated on `calibration`, written to `output_path` unless it is None."""
     return export.convert_to_tflite(model, export.representative_dataset_from_array(calibration), mode="int8",
-                                    per_channel=per_channel, output_path=path)
+                                    per_channel=per_channel, output_path=output_path)
 
 
 # One teacher.
@@ -205,6 +214,7 @@ class TeacherBenchmark:
             test = test.class_balanced(FLAGS.eval_max_samples, seed=FLAGS.seed + EVALUATION_SEED_OFFSET)
         self.test_inputs, self.test_labels = real_inputs(test, self.teacher)
         self.train_inputs, self.train_labels = real_inputs(train, self.teacher)
+        self.train = train
         calibration_seed = FLAGS.seed + CALIBRATION_SEED_OFFSET
         self.calibration = {
             "real": real_inputs(train.class_balanced(FLAGS.calibration_samples, calibration_seed), self.teacher)[0],
@@ -239,6 +249,9 @@ class TeacherBenchmark:
         # Measurements other than accuracy, cached the same way.
         rows.append(("latency", "LiteRT latency", self.latency, {**common, **generated}))
         rows.append(("generator_speed", "generator step speed", self.generator_speed, {**common, **generated}))
+        if FLAGS.calibration_draws:
+            rows.append(("ptq_spread", "PTQ over calibration draws", self.ptq_spread,
+                         {**common, **generated, "calibration_draws": FLAGS.calibration_draws}))
         return rows
 
     def run(self, publish) -> dict:
@@ -298,6 +311,33 @@ class TeacherBenchmark:
                                per_channel=per_channel)
         return {"top1": tflite_top1(model_bytes, self.test_inputs, self.test_labels), "measured": "TFLite int8",
                 "tflite_bytes": len(model_bytes)}
+
+    def ptq_spread(self) -> dict:
+        """Real-data and ZS-CGAN PTQ, each calibrated on `--calibration_draws` other draws.
+
+        Each draw's top-1 and its agreement with the float teacher (the fraction of test
+        images on which the int8 model picks the teacher's class).
+        """
+        float_logits = evaluate.keras_predict(self.teacher.model, self.test_inputs, EVALUATION_BATCH_SIZE)
+        result = {"draws": FLAGS.calibration_draws}
+        for source in ("real", "zscgan"):
+            draws = []
+            for draw in range(FLAGS.calibration_draws):
+                seed = FLAGS.seed + SPREAD_SEED_OFFSET + draw
+                if source == "real":
+                    calibration = real_inputs(self.train.class_balanced(FLAGS.calibration_samples, seed),
+                                              self.teacher)[0]
+                else:
+                    calibration = quantization_stages.calibration_samples(
+                        self.trained_generator(), self.teacher, FLAGS.calibration_samples, seed=seed)
+                model_bytes = int8_ptq(self.teacher.model, calibration, output_path=None)
+                logits = evaluate.TfliteClassifier(model_bytes).predict(self.test_inputs)
+                draws.append({"seed": seed, "top1": evaluate.top1_accuracy(logits, self.test_labels),
+                              "agreement_with_fp32": evaluate.agreement(logits, float_logits)})
+                _say(f"[{self.teacher.name}] {SOURCE_LABELS[source]} PTQ, calibration draw {draw + 1}/"
+                     f"{FLAGS.calibration_draws}: top-1 {_points(draws[-1]['top1'])}%")
+            result[source] = draws
+        return result
 
     def latency(self) -> dict:
         """Median LiteRT latency per image of the float teacher and the ZS-CGAN int8 model."""
@@ -482,6 +522,7 @@ def format_measurements(result: dict) -> list:
         for model_name in ("float", "int8"):
             lines.append(f"| {model_name} | " + " | ".join(f"{latency[f'{model_name}_{threads}_threads_ms']:.3f}"
                                                           for threads in LATENCY_THREADS) + " |")
+    lines += format_spread(result["measurements"].get("ptq_spread"), result["rows"])
     speed = result["measurements"].get("generator_speed")
     if speed:
         lines += ["", f"Generator step (batch {speed['batch_size']}): compiled {speed['compiled_samples_per_second']:.0f}"
@@ -499,6 +540,23 @@ def format_measurements(result: dict) -> list:
     if "wall_seconds_this_session" in result:
         took = progress.format_duration(result["wall_seconds_this_session"])
         lines += ["", f"This teacher in this invocation: {took}."]
+    return lines
+
+
+def format_spread(spread, rows: dict) -> list:
+    """The PTQ spread over calibration draws as a markdown table, with the rows' own draws beside it."""
+    if not spread:
+        return []
+    lines = ["", f"PTQ over {spread['draws']} further calibration draws (how far one int8 top-1 moves by chance; "
+                 "agreement: test images on which the int8 model picks the FP32 class):", "",
+             "| calibration | top-1 mean | min | max | agreement with FP32 | the row's own draw |",
+             "|---|---|---|---|---|---|"]
+    for source, label in SOURCE_LABELS.items():
+        top1 = [draw["top1"] for draw in spread[source]]
+        agreement = float(np.mean([draw["agreement_with_fp32"] for draw in spread[source]]))
+        own = rows.get(f"{source}_ptq")
+        lines.append(f"| {label} | {_points(float(np.mean(top1)))}% | {_points(min(top1))}% | {_points(max(top1))}% | "
+                     f"{_points(agreement)}% | {_points(own['top1']) + '%' if own else '-'} |")
     return lines
 
 
@@ -520,6 +578,8 @@ def benchmark() -> dict:
                         ("qat_batch_size", FLAGS.qat_batch_size), ("generator_steps", FLAGS.generator_steps)):
         if value < 1:
             raise UserError(f"--{name} must be positive, got {value}")
+    if FLAGS.calibration_draws < 0:
+        raise UserError(f"--calibration_draws must be non-negative, got {FLAGS.calibration_draws}")
     if FLAGS.distilled_steps < 1 or FLAGS.latency_runs < 1:
         raise UserError(f"--distilled_steps and --latency_runs must be positive, got {FLAGS.distilled_steps} and "
                         f"{FLAGS.latency_runs}")
@@ -538,11 +598,13 @@ def benchmark() -> dict:
         "qat_learning_rate", "generator_steps", "generator_batch_size", "noise_dim", "generator_channels",
         "mode_seeking_loss_weight", "qat_feature_loss_weight", "qat_mixed_fraction", "qat_shift_fraction", "qat_flip",
         "qat_joint_generator",
-        "deterministic", "distilled_steps", "latency_runs", "seed")}
+        "deterministic", "distilled_steps", "calibration_draws", "latency_runs", "seed")}
     settings["seeds"] = {"calibration": FLAGS.seed + CALIBRATION_SEED_OFFSET, "noise": FLAGS.seed + NOISE_SEED_OFFSET,
                          "distilled_data_start": FLAGS.seed + NOISE_SEED_OFFSET,
                          "distillation": FLAGS.seed + DISTILLATION_SEED_OFFSET, "generator": FLAGS.seed,
-                         "eval_subset": FLAGS.seed + EVALUATION_SEED_OFFSET}
+                         "eval_subset": FLAGS.seed + EVALUATION_SEED_OFFSET,
+                         "calibration_draws": [FLAGS.seed + SPREAD_SEED_OFFSET + draw
+                                               for draw in range(FLAGS.calibration_draws)]}
     if FLAGS.deterministic:
         reproducibility.enable_deterministic_execution()
     os.makedirs(FLAGS.work_dir, exist_ok=True)
