@@ -91,6 +91,8 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert "| distilled-data PTQ |" in markdown and "| int8 |" in markdown and "eager" in markdown
     assert "ratio" in markdown and ("met:" in markdown or "MISSED:" in markdown)
     assert "PTQ over 2 further calibration draws" in markdown and "| ZS-CGAN | " in markdown
+    w8a8_details = [target["detail"] for target in teacher["targets"] if "not below real-data PTQ" in target["target"]]
+    assert len(w8a8_details) == 2 and all("(over 2 other draws " in detail for detail in w8a8_details)
     assert "This invocation took " in markdown and "This teacher in this invocation: " in markdown
     assert 0 < teacher["wall_seconds_this_session"] <= results["wall_seconds_this_session"]
 
