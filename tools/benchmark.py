@@ -217,7 +217,7 @@ class TeacherBenchmark:
         self.train = train
         calibration_seed = FLAGS.seed + CALIBRATION_SEED_OFFSET
         self.calibration = {
-            "real": real_inputs(train.class_balanced(FLAGS.calibration_samples, calibration_seed), self.teacher)[0],
+            "real": self.calibration_draw("real", calibration_seed),
             "noise": distilled_data.gaussian_noise_inputs(self.teacher, FLAGS.calibration_samples,
                                                           FLAGS.seed + NOISE_SEED_OFFSET)}
         self.generator = None
@@ -291,11 +291,16 @@ class TeacherBenchmark:
         return {"top1": keras_top1(self.teacher.model, self.test_inputs, self.test_labels), "measured": "Keras",
                 "tflite_bytes": len(float_bytes)}
 
+    def calibration_draw(self, source: str, seed: int) -> np.ndarray:
+        """`--calibration_samples` class-balanced samples of `source` ("real" or "zscgan") drawn with `seed`."""
+        if source == "real":
+            return real_inputs(self.train.class_balanced(FLAGS.calibration_samples, seed), self.teacher)[0]
+        return quantization_stages.calibration_samples(self.trained_generator(), self.teacher,
+                                                       FLAGS.calibration_samples, seed=seed)
+
     def calibration_for(self, source: str) -> np.ndarray:
         if source == "zscgan" and source not in self.calibration:
-            self.calibration[source] = quantization_stages.calibration_samples(
-                self.trained_generator(), self.teacher, FLAGS.calibration_samples,
-                seed=FLAGS.seed + CALIBRATION_SEED_OFFSET)
+            self.calibration[source] = self.calibration_draw(source, FLAGS.seed + CALIBRATION_SEED_OFFSET)
         if source == "distilled" and source not in self.calibration:
             distilled = distilled_data.distill_inputs(
                 self.teacher, FLAGS.calibration_samples, distilled_data.DistilledDataConfig(steps=FLAGS.distilled_steps),
@@ -320,17 +325,11 @@ class TeacherBenchmark:
         """
         float_logits = evaluate.keras_predict(self.teacher.model, self.test_inputs, EVALUATION_BATCH_SIZE)
         result = {"draws": FLAGS.calibration_draws}
-        for source in ("real", "zscgan"):
+        for source in SOURCE_LABELS:
             draws = []
             for draw in range(FLAGS.calibration_draws):
                 seed = FLAGS.seed + SPREAD_SEED_OFFSET + draw
-                if source == "real":
-                    calibration = real_inputs(self.train.class_balanced(FLAGS.calibration_samples, seed),
-                                              self.teacher)[0]
-                else:
-                    calibration = quantization_stages.calibration_samples(
-                        self.trained_generator(), self.teacher, FLAGS.calibration_samples, seed=seed)
-                model_bytes = int8_ptq(self.teacher.model, calibration, output_path=None)
+                model_bytes = int8_ptq(self.teacher.model, self.calibration_draw(source, seed), output_path=None)
                 logits = evaluate.TfliteClassifier(model_bytes).predict(self.test_inputs)
                 draws.append({"seed": seed, "top1": evaluate.top1_accuracy(logits, self.test_labels),
                               "agreement_with_fp32": evaluate.agreement(logits, float_logits)})
