@@ -11,7 +11,7 @@ import zscgan_tf  # noqa: F401  Sets TF_USE_LEGACY_KERAS before TensorFlow loads
 import tf_keras
 
 from conftest import build_tiny_classifier
-from zscgan_tf import data, teacher_training
+from zscgan_tf import data, generator as generator_lib, pipeline, teacher_training
 from zscgan_tf.preprocessing import Preprocessing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +45,7 @@ def _tiny_arguments(teacher_path, work_dir):
     return [f"--teachers={teacher_path}", "--dataset=digits", f"--work_dir={work_dir}", "--eval_max_samples=50",
             "--calibration_samples=20", "--schemes=w8a8,w4a4", "--generator_steps=5", "--generator_batch_size=16",
             "--noise_dim=8", "--generator_channels=8", "--qat_steps=3", "--qat_batch_size=16", "--distilled_steps=3",
-            "--latency_runs=3", "--calibration_draws=2", "--mode_seeking_loss_weight=0.1", "--qat_mixed_fraction=0.25",
+            "--latency_runs=3", "--calibration_draws=2", "--generator_blur_sigma=0.5", "--mode_seeking_loss_weight=0.1", "--qat_mixed_fraction=0.25",
             "--qat_shift_fraction=0.125", "--qat_flip", "--noprogress"]
 
 
@@ -57,6 +57,9 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert results["settings"]["qat_steps"] == 3 and "seeds" in results["settings"]
     assert results["settings"]["mode_seeking_loss_weight"] == 0.1 and results["settings"]["qat_mixed_fraction"] == 0.25
     assert results["settings"]["qat_shift_fraction"] == 0.125 and results["settings"]["qat_flip"] is True
+    assert results["settings"]["generator_blur_sigma"] == 0.5
+    generator = pipeline.load_generator(str(work_dir / "digits_tiny" / "generator" / "generator.keras"))
+    assert [layer.sigma for layer in generator.layers if isinstance(layer, generator_lib.GaussianBlur)] == [0.5]
     teacher = results["teachers"]["digits_tiny"]
     assert teacher["eval_images"] == 50
     assert set(teacher["rows"]) == set(ROWS)
@@ -87,6 +90,7 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert {target["met"] for target in teacher["targets"]} <= {True, False} and len(names) == 10
     assert "ZS-CGAN PTQ above distilled-data PTQ" in names
     markdown = (work_dir / "results.md").read_text()
+    assert "blur sigma 0.5 px" in markdown
     assert "| row | top-1 | measured | time |" in markdown and "| ZS-CGAN QAT W4A4 |" in markdown
     assert "| distilled-data PTQ |" in markdown and "| int8 |" in markdown and "eager" in markdown
     assert "ratio" in markdown and ("met:" in markdown or "MISSED:" in markdown)

@@ -43,9 +43,11 @@ def test_generator_for_1000_classes_at_224_builds():
     assert tuple(generator.output.shape[1:]) == (224, 224, 3)
 
 
-def test_saved_generator_reloads_with_same_outputs(tmp_path):
+@pytest.mark.parametrize("blur_sigma", [0.0, 1.0])
+def test_saved_generator_reloads_with_same_outputs(tmp_path, blur_sigma):
     from zscgan_tf import pipeline
-    spec = generator_lib.GeneratorSpec(num_classes=4, image_shape=(8, 8, 1), noise_dim=8, base_channels=4)
+    spec = generator_lib.GeneratorSpec(num_classes=4, image_shape=(8, 8, 1), noise_dim=8, base_channels=4,
+                                       blur_sigma=blur_sigma)
     generator = generator_lib.build_generator(spec, Preprocessing("tf"))
     path = str(tmp_path / "generator.keras")
     generator.save(path)
@@ -57,7 +59,8 @@ def test_saved_generator_reloads_with_same_outputs(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs", [dict(num_classes=1), dict(image_shape=(2, 2, 1)), dict(image_shape=(8, 8, 2)),
-                                    dict(variant="bogus"), dict(noise_dim=0)])
+                                    dict(variant="bogus"), dict(noise_dim=0), dict(blur_sigma=-1.0),
+                                    dict(blur_sigma=2.5)])
 def test_bad_spec_is_a_user_error(kwargs):
     values = dict(num_classes=4, image_shape=(8, 8, 1))
     values.update(kwargs)
@@ -74,3 +77,47 @@ def test_labels_make_samples_differ_before_any_training(variant):
     first = generator([noise, tf.constant([0])], training=False)
     second = generator([noise, tf.constant([1])], training=False)
     assert not np.allclose(first, second, atol=1e-6)
+
+
+def _checkerboard(size, channels):
+    rows, columns = np.indices((size, size))
+    board = np.where((rows + columns) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    return np.repeat(board[None, :, :, None], channels, axis=-1)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
+def test_gaussian_blur_keeps_plain_images_and_removes_pixel_patterns(sigma):
+    blur = generator_lib.GaussianBlur(sigma)
+    plain = np.full((2, 9, 9, 3), -0.75, np.float32)
+    np.testing.assert_allclose(blur(plain), plain, atol=1e-6)  # Edges mirrored, not zero-padded.
+    board = _checkerboard(9, 3)
+    blurred = blur(board).numpy()
+    assert blurred.shape == board.shape
+    assert np.all(np.abs(blurred) <= 1.0 + 1e-6)
+    # The finest pattern an image can hold: at sigma 1 a Gaussian passes exp(-2 pi^2 sigma^2 / 4) ~ 0.7%.
+    assert np.abs(blurred[:, 2:-2, 2:-2]).max() < {0.5: 0.5, 1.0: 0.05, 2.0: 0.01}[sigma]
+
+
+def test_gaussian_blur_kernel_is_normalised_and_cut_at_two_sigma():
+    kernel = generator_lib.GaussianBlur(1.5).kernel(channels=2)
+    assert kernel.shape == (7, 7, 2, 1)
+    np.testing.assert_allclose(kernel.sum(axis=(0, 1)), 1.0, rtol=1e-6)
+    assert kernel[3, 3, 0, 0] == kernel.max()
+
+
+def test_blurred_generator_makes_smooth_samples_in_range():
+    preprocessing = Preprocessing("caffe")
+    spec = dict(num_classes=3, image_shape=(16, 16, 3), noise_dim=8, base_channels=8)
+    sharp = generator_lib.build_generator(generator_lib.GeneratorSpec(**spec), preprocessing)
+    blurred = generator_lib.build_generator(generator_lib.GeneratorSpec(**spec, blur_sigma=1.0), preprocessing)
+    blurred.set_weights(sharp.get_weights())  # The blur has no weights: same trunk, same samples before it.
+    sharp_images, blurred_images = _sample(sharp, 3), _sample(blurred, 3)
+    low, high = preprocessing.input_range(3)
+    assert np.all(blurred_images >= low - 1e-3) and np.all(blurred_images <= high + 1e-3)
+
+    def total_variation(images):
+        return np.abs(np.diff(images, axis=1)).mean() + np.abs(np.diff(images, axis=2)).mean()
+
+    assert total_variation(blurred_images) < 0.5 * total_variation(sharp_images)
+    assert any(isinstance(layer, generator_lib.GaussianBlur) for layer in blurred.layers)
+    assert not any(isinstance(layer, generator_lib.GaussianBlur) for layer in sharp.layers)

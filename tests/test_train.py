@@ -117,6 +117,18 @@ def test_run_saved_before_a_setting_existed_still_resumes(tmp_path, tiny_teacher
     assert "different config (loss.mode_seeking)" in capsys.readouterr().err
 
 
+def test_run_saved_before_the_generator_blur_existed_reads_as_run_without_it(tmp_path, tiny_teacher_file, capsys):
+    work_dir, saved_sigma = _run_saved_without(tmp_path, tiny_teacher_file, "generator", "blur_sigma")
+    assert saved_sigma == 0.0
+    capsys.readouterr()
+    # Its generator has no blur: resuming with one would reuse it under the wrong settings.
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--generator_blur_sigma=1"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+    assert "different config (generator.blur_sigma)" in capsys.readouterr().err
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    assert "already trained" in capsys.readouterr().out
+
+
 def test_run_saved_before_the_feature_term_existed_reads_as_run_without_it(tmp_path, tiny_teacher_file, capsys):
     work_dir, saved_weight = _run_saved_without(tmp_path, tiny_teacher_file, "distillation", "feature_loss_weight")
     assert saved_weight == 1.0  # On by default.
@@ -138,6 +150,7 @@ def test_run_saved_before_the_feature_term_existed_reads_as_run_without_it(tmp_p
     (["--batch_size=0"], "--batch_size must be positive, got 0"),
     (["--bn_loss_weight=-1"], "--bn_loss_weight must be non-negative"),
     (["--generator_variant=bogus"], "--generator_variant must be one of"),
+    (["--generator_blur_sigma=-1"], "--generator_blur_sigma must be non-negative"),
     (["--teacher_preprocessing_mean=a,b"], "comma-separated list of numbers"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, arguments, message):
@@ -146,6 +159,26 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, arguments, message):
     assert status == 2
     assert error.startswith("error: ") and message in error
     assert len(error.splitlines()) == 1
+
+
+def test_blur_wider_than_the_teacher_image_is_one_line_before_training(tmp_path, tiny_teacher_file, capsys):
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--generator_blur_sigma=5"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "--generator_blur_sigma" in error and len(error.splitlines()) == 1
+    assert not (work_dir / "generator.keras").exists()
+
+
+def test_blurred_generator_run_saves_a_blurring_generator(tmp_path, tiny_teacher_file):
+    from zscgan_tf import generator as generator_lib, pipeline
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--generator_blur_sigma=1",
+                                                                       "--distillation_steps=0"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    generator = pipeline.load_generator(str(work_dir / "generator.keras"))
+    assert [layer.sigma for layer in generator.layers if isinstance(layer, generator_lib.GaussianBlur)] == [1.0]
+    assert json.loads((work_dir / "config.json").read_text())["generator"]["blur_sigma"] == 1.0
 
 
 def test_unknown_flagfile_key_is_one_line(tmp_path, capsys):

@@ -104,6 +104,8 @@ flags.DEFINE_integer("generator_steps", 1500, "Generator updates.")
 flags.DEFINE_integer("generator_batch_size", 64, "Samples per generator update.")
 flags.DEFINE_integer("noise_dim", _generator.noise_dim, "Length of the generator's noise vector.")
 flags.DEFINE_integer("generator_channels", _generator.base_channels, "Channels of the generator trunk.")
+flags.DEFINE_float("generator_blur_sigma", _generator.blur_sigma,
+                   "Gaussian low-pass of every generated sample, sigma in pixels; 0 = off.")
 flags.DEFINE_float("mode_seeking_loss_weight", config_lib.LossConfig.mode_seeking,
                    "Weight of the generator's mode-seeking term; 0 = off.")
 flags.DEFINE_integer("distilled_steps", distilled_data.DistilledDataConfig.steps,
@@ -142,8 +144,11 @@ def generator_settings() -> dict:
     """The settings the generator, and every row using it, depend on."""
     settings = {"generator_steps": FLAGS.generator_steps, "generator_batch_size": FLAGS.generator_batch_size,
                 "noise_dim": FLAGS.noise_dim, "generator_channels": FLAGS.generator_channels}
-    if FLAGS.mode_seeking_loss_weight:  # Named only when on, so rows cached before it existed stay valid.
+    # Named only when on, so rows cached before they existed stay valid.
+    if FLAGS.mode_seeking_loss_weight:
         settings["mode_seeking_loss_weight"] = FLAGS.mode_seeking_loss_weight
+    if FLAGS.generator_blur_sigma:
+        settings["generator_blur_sigma"] = FLAGS.generator_blur_sigma
     return settings
 
 
@@ -355,7 +360,7 @@ class TeacherBenchmark:
     def generator_speed(self) -> dict:
         """The generator step compiled and eager, on a throwaway generator of the benchmark's shape."""
         generator = pipeline.build_generator_for(self.teacher, config_lib.GeneratorConfig(
-            noise_dim=FLAGS.noise_dim, base_channels=FLAGS.generator_channels))
+            noise_dim=FLAGS.noise_dim, base_channels=FLAGS.generator_channels, blur_sigma=FLAGS.generator_blur_sigma))
         trainer = zero_shot.GeneratorTrainer(self.teacher, generator, config_lib.LossConfig(),
                                              config_lib.GeneratorTrainingConfig(batch_size=FLAGS.generator_batch_size),
                                              seed=FLAGS.seed)
@@ -367,7 +372,8 @@ class TeacherBenchmark:
                 work_dir=os.path.join(self.dir, "generator"), seed=FLAGS.seed,
                 teacher=teachers.TeacherSource(model=self.teacher.description["source"],
                                                cache_dir=FLAGS.teacher_cache_dir),
-                generator=config_lib.GeneratorConfig(noise_dim=FLAGS.noise_dim, base_channels=FLAGS.generator_channels),
+                generator=config_lib.GeneratorConfig(noise_dim=FLAGS.noise_dim, base_channels=FLAGS.generator_channels,
+                                                     blur_sigma=FLAGS.generator_blur_sigma),
                 loss=config_lib.LossConfig(mode_seeking=FLAGS.mode_seeking_loss_weight),
                 generator_training=config_lib.GeneratorTrainingConfig(steps=FLAGS.generator_steps,
                                                                       batch_size=FLAGS.generator_batch_size),
@@ -485,7 +491,9 @@ def format_results(results: dict) -> str:
     lines = ["# Data-free quantization benchmark", "",
              f"QAT: {settings['qat_steps']} steps of {settings['qat_batch_size']} samples (lr "
              f"{settings['qat_learning_rate']}); generator: {settings['generator_steps']} steps of "
-             f"{settings['generator_batch_size']}; calibration: {settings['calibration_samples']} samples; "
+             f"{settings['generator_batch_size']}"
+             + (f", blur sigma {settings['generator_blur_sigma']:g} px" if settings.get("generator_blur_sigma") else "")
+             + f"; calibration: {settings['calibration_samples']} samples; "
              f"seed {settings['seed']}.", ""]
     if "wall_seconds_this_session" in results:
         lines += [f"This invocation took {progress.format_duration(results['wall_seconds_this_session'])} "
@@ -591,6 +599,8 @@ def benchmark() -> dict:
         raise UserError(f"--compare_to {FLAGS.compare_to!r} is not a directory")
     if not 0 <= FLAGS.qat_shift_fraction < 0.5:
         raise UserError(f"--qat_shift_fraction must be in [0, 0.5), got {FLAGS.qat_shift_fraction}")
+    if FLAGS.generator_blur_sigma < 0:
+        raise UserError(f"--generator_blur_sigma must be non-negative, got {FLAGS.generator_blur_sigma}")
     if FLAGS.eval_max_samples < 0:
         raise UserError(f"--eval_max_samples must be non-negative, got {FLAGS.eval_max_samples}")
     if not FLAGS.teachers:
@@ -600,8 +610,8 @@ def benchmark() -> dict:
     settings = {name: FLAGS[name].value for name in (
         "teachers", "dataset", "eval_max_samples", "calibration_samples", "schemes", "qat_steps", "qat_batch_size",
         "qat_learning_rate", "generator_steps", "generator_batch_size", "noise_dim", "generator_channels",
-        "mode_seeking_loss_weight", "qat_feature_loss_weight", "qat_mixed_fraction", "qat_shift_fraction", "qat_flip",
-        "qat_joint_generator",
+        "generator_blur_sigma", "mode_seeking_loss_weight", "qat_feature_loss_weight", "qat_mixed_fraction",
+        "qat_shift_fraction", "qat_flip", "qat_joint_generator",
         "deterministic", "distilled_steps", "calibration_draws", "latency_runs", "seed")}
     settings["seeds"] = {"calibration": FLAGS.seed + CALIBRATION_SEED_OFFSET, "noise": FLAGS.seed + NOISE_SEED_OFFSET,
                          "distilled_data_start": FLAGS.seed + NOISE_SEED_OFFSET,

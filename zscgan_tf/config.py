@@ -33,6 +33,7 @@ class GeneratorConfig:
     variant: str = "conditional_bn"
     noise_dim: int = 128
     base_channels: int = 128
+    blur_sigma: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +219,7 @@ _SECTION_TYPES = {"teacher": TeacherSource, "generator": GeneratorConfig, "loss"
 
 # Settings whose default changed when they were added: a config saved before then ran with
 # the value here, not with today's default.
-_VALUES_BEFORE_THEY_EXISTED = {"distillation": {"feature_loss_weight": 0.0}}
+_VALUES_BEFORE_THEY_EXISTED = {"distillation": {"feature_loss_weight": 0.0}, "generator": {"blur_sigma": 0.0}}
 
 
 def _section_from_dict(section_type, values: Dict[str, Any], section_name: str):
@@ -251,6 +252,7 @@ def validate(config: RunConfig):
              f"--generator_variant must be one of {', '.join(VARIANTS)}, got {generator.variant!r}")
     _require(generator.noise_dim >= 1, f"--noise_dim must be positive, got {generator.noise_dim}")
     _require(generator.base_channels >= 2, f"--generator_channels must be at least 2, got {generator.base_channels}")
+    _require(generator.blur_sigma >= 0, f"--generator_blur_sigma must be non-negative, got {generator.blur_sigma}")
     loss = config.loss
     _require(loss.bn_distance in BN_DISTANCES,
              f"--bn_distance must be one of {', '.join(BN_DISTANCES)}, got {loss.bn_distance!r}")

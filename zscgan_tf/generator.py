@@ -10,6 +10,12 @@ channels, tanh. The two variants differ in the normalisation:
 - `embedding`: plain BN; the label enters only through the noise (GDFQ's generator,
   the simpler variant for small datasets).
 
+With `blur_sigma` > 0 the tanh output is low-pass filtered by a fixed Gaussian
+(`GaussianBlur`) before it leaves the generator, so the generator cannot reach the
+teacher through pixel-scale patterns: left free, it puts much of a class's evidence in
+high spatial frequencies that real images hardly have, and a student distilled on such
+samples learns little that holds on real images (see the README's W4A4 findings).
+
 The tanh output is mapped to pixels in [0, 255] and then through the teacher's
 preprocessing by a fixed `InputSpaceMapping`, so samples land exactly in the range the
 teacher reads. Resolutions not divisible by 4 are generated one step larger and
@@ -35,6 +41,8 @@ GENERATOR_BN_MOMENTUM = 0.9
 GENERATOR_BN_EPSILON = 0.8  # GDFQ's value: keeps early, near-constant feature maps from exploding.
 UPSAMPLING_FACTOR = 4
 MIN_IMAGE_SIZE = 4
+MAX_BLUR_SIGMA_FRACTION = 4  # The blur's sigma is at most a quarter of the smaller image side.
+BLUR_RADIUS_IN_SIGMAS = 2  # The Gaussian kernel is cut at 2 sigma (radius at least one pixel).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +56,8 @@ class GeneratorSpec:
       base_channels: channels after the Dense layer and the first convolution; the
         second convolution has half as many.
       variant: one of `VARIANTS`.
+      blur_sigma: standard deviation, in pixels, of the fixed Gaussian low-pass applied
+        to every sample (`GaussianBlur`); 0 = none.
     """
 
     num_classes: int
@@ -55,6 +65,7 @@ class GeneratorSpec:
     noise_dim: int = 128
     base_channels: int = 128
     variant: str = "conditional_bn"
+    blur_sigma: float = 0.0
 
     def __post_init__(self):
         height, width, channels = self.image_shape
@@ -67,6 +78,11 @@ class GeneratorSpec:
             raise UserError(f"noise_dim and base_channels must be positive, got {self.noise_dim}, {self.base_channels}")
         if self.variant not in VARIANTS:
             raise UserError(f"unknown generator variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
+        largest_sigma = min(height, width) / MAX_BLUR_SIGMA_FRACTION
+        if not 0 <= self.blur_sigma <= largest_sigma:
+            raise UserError(f"generator blur sigma (--generator_blur_sigma) must be between 0 and {largest_sigma:g} "
+                            f"pixels for {height}x{width} images (a quarter of the smaller side), got "
+                            f"{self.blur_sigma:g}")
 
 
 @tf_keras.utils.register_keras_serializable(package="zscgan_tf")
@@ -123,6 +139,38 @@ class InputSpaceMapping(tf_keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
+
+@tf_keras.utils.register_keras_serializable(package="zscgan_tf")
+class GaussianBlur(tf_keras.layers.Layer):
+    """Fixed Gaussian low-pass filter of each channel, `sigma` in pixels; same output size.
+
+    The kernel is normalised and cut at `BLUR_RADIUS_IN_SIGMAS` sigma; the image is
+    mirrored at its edges rather than padded with zeros, so a uniform image (a plain
+    background) comes out unchanged and the output stays within the input's range.
+    """
+
+    def __init__(self, sigma: float, **kwargs):
+        kwargs["trainable"] = False
+        super().__init__(**kwargs)
+        self.sigma = float(sigma)
+        self.radius = max(1, math.ceil(BLUR_RADIUS_IN_SIGMAS * self.sigma))
+
+    def kernel(self, channels: int) -> np.ndarray:
+        """The (2r+1, 2r+1, channels, 1) depthwise kernel."""
+        offsets = np.arange(-self.radius, self.radius + 1, dtype=np.float64)
+        weights = np.exp(-offsets ** 2 / (2 * self.sigma ** 2))
+        weights /= weights.sum()
+        return np.tile(np.outer(weights, weights)[:, :, None, None], (1, 1, channels, 1)).astype(np.float32)
+
+    def call(self, inputs):
+        radius = self.radius
+        padded = tf.pad(inputs, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
+        kernel = tf.constant(self.kernel(int(inputs.shape[-1])), inputs.dtype)
+        return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")
+
+    def get_config(self):
+        return {**super().get_config(), "sigma": self.sigma}
 
 
 def input_space_affine(preprocessing: Preprocessing, channels: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -185,6 +233,8 @@ def build_generator(spec: GeneratorSpec, preprocessing: Preprocessing, name: str
             ((extra_height // 2, extra_height - extra_height // 2), (extra_width // 2, extra_width - extra_width // 2)),
             name=f"{name}/crop")(features)
     features = tf_keras.layers.Activation("tanh", name=f"{name}/tanh")(features)
+    if spec.blur_sigma > 0:
+        features = GaussianBlur(spec.blur_sigma, name=f"{name}/blur")(features)
     scale, offset = input_space_affine(preprocessing, channels)
     image = InputSpaceMapping(scale, offset, name=f"{name}/to_teacher_input")(features)
     return tf_keras.Model([noise, label], image, name=name)

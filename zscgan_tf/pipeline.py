@@ -80,7 +80,8 @@ def write_state(work_dir: str, state: dict):
 def build_generator_for(teacher: teachers.Teacher, generator_config: config_lib.GeneratorConfig) -> tf_keras.Model:
     spec = generator_lib.GeneratorSpec(num_classes=teacher.num_classes, image_shape=teacher.image_shape,
                                        noise_dim=generator_config.noise_dim,
-                                       base_channels=generator_config.base_channels, variant=generator_config.variant)
+                                       base_channels=generator_config.base_channels, variant=generator_config.variant,
+                                       blur_sigma=generator_config.blur_sigma)
     return generator_lib.build_generator(spec, teacher.preprocessing)
 
 
