@@ -94,8 +94,9 @@ def test_gaussian_blur_keeps_plain_images_and_removes_pixel_patterns(sigma):
     blurred = blur(board).numpy()
     assert blurred.shape == board.shape
     assert np.all(np.abs(blurred) <= 1.0 + 1e-6)
-    # The finest pattern an image can hold: at sigma 1 a Gaussian passes exp(-2 pi^2 sigma^2 / 4) ~ 0.7%.
-    assert np.abs(blurred[:, 2:-2, 2:-2]).max() < {0.5: 0.5, 1.0: 0.05, 2.0: 0.01}[sigma]
+    # A checkerboard is the finest pattern an image holds: the 3x3 kernel of sigma 0.5 passes a third of it
+    # (0.33), wider ones under 1% (the kernel's cut at 2 sigma lets a little through).
+    assert np.abs(blurred[:, 2:-2, 2:-2]).max() < {0.5: 0.4, 1.0: 0.01, 2.0: 0.02}[sigma]
 
 
 def test_gaussian_blur_kernel_is_normalised_and_cut_at_two_sigma():
