@@ -152,6 +152,12 @@ def generator_settings() -> dict:
     return settings
 
 
+def generator_config() -> config_lib.GeneratorConfig:
+    """The generator architecture the flags describe (trained and speed-measured alike)."""
+    return config_lib.GeneratorConfig(noise_dim=FLAGS.noise_dim, base_channels=FLAGS.generator_channels,
+                                      blur_sigma=FLAGS.generator_blur_sigma)
+
+
 def optional_qat_settings() -> dict:
     """The QAT options that are on; named only when on, so rows cached before they existed stay valid."""
     settings = {"qat_feature_loss_weight": FLAGS.qat_feature_loss_weight, "qat_mixed_fraction": FLAGS.qat_mixed_fraction,
@@ -359,8 +365,7 @@ class TeacherBenchmark:
 
     def generator_speed(self) -> dict:
         """The generator step compiled and eager, on a throwaway generator of the benchmark's shape."""
-        generator = pipeline.build_generator_for(self.teacher, config_lib.GeneratorConfig(
-            noise_dim=FLAGS.noise_dim, base_channels=FLAGS.generator_channels, blur_sigma=FLAGS.generator_blur_sigma))
+        generator = pipeline.build_generator_for(self.teacher, generator_config())
         trainer = zero_shot.GeneratorTrainer(self.teacher, generator, config_lib.LossConfig(),
                                              config_lib.GeneratorTrainingConfig(batch_size=FLAGS.generator_batch_size),
                                              seed=FLAGS.seed)
@@ -372,8 +377,7 @@ class TeacherBenchmark:
                 work_dir=os.path.join(self.dir, "generator"), seed=FLAGS.seed,
                 teacher=teachers.TeacherSource(model=self.teacher.description["source"],
                                                cache_dir=FLAGS.teacher_cache_dir),
-                generator=config_lib.GeneratorConfig(noise_dim=FLAGS.noise_dim, base_channels=FLAGS.generator_channels,
-                                                     blur_sigma=FLAGS.generator_blur_sigma),
+                generator=generator_config(),
                 loss=config_lib.LossConfig(mode_seeking=FLAGS.mode_seeking_loss_weight),
                 generator_training=config_lib.GeneratorTrainingConfig(steps=FLAGS.generator_steps,
                                                                       batch_size=FLAGS.generator_batch_size),
