@@ -17,7 +17,7 @@ from zscgan_tf.preprocessing import Preprocessing
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = ("fp32", "real_ptq", "noise_ptq", "distilled_ptq", "zscgan_ptq", "zscgan_ptq_per_tensor", "zscgan_qat_w8a8",
         "real_qat_w8a8", "zscgan_qat_w4a4", "real_qat_w4a4")
-MEASUREMENTS = ("latency", "generator_speed", "ptq_spread")
+MEASUREMENTS = ("latency", "generator_speed", "ptq_spread", "w4a4_spread")
 
 
 def _benchmark(*arguments):
@@ -45,8 +45,8 @@ def _tiny_arguments(teacher_path, work_dir):
     return [f"--teachers={teacher_path}", "--dataset=digits", f"--work_dir={work_dir}", "--eval_max_samples=50",
             "--calibration_samples=20", "--schemes=w8a8,w4a4", "--generator_steps=5", "--generator_batch_size=16",
             "--noise_dim=8", "--generator_channels=8", "--qat_steps=3", "--qat_batch_size=16", "--distilled_steps=3",
-            "--latency_runs=3", "--calibration_draws=2", "--generator_blur_sigma=0.5", "--mode_seeking_loss_weight=0.1",
-            "--qat_mixed_fraction=0.25", "--qat_shift_fraction=0.125", "--qat_flip", "--noprogress"]
+            "--latency_runs=3", "--calibration_draws=2", "--w4a4_seed_draws=1", "--generator_blur_sigma=0.5",
+            "--mode_seeking_loss_weight=0.1", "--qat_mixed_fraction=0.25", "--qat_shift_fraction=0.125", "--qat_flip", "--noprogress"]
 
 
 def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digits_teacher):
@@ -86,6 +86,17 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
         assert all(0 <= draw["top1"] <= 1 and 0 <= draw["agreement_with_fp32"] <= 1 for draw in spread[source])
     # Int8 calibrated on real images picks the float teacher's class on nearly every image.
     assert min(draw["agreement_with_fp32"] for draw in spread["real"]) > 0.8
+    w4a4_spread = teacher["measurements"]["w4a4_spread"]
+    assert w4a4_spread["draws"] == 1 and results["settings"]["seeds"]["w4a4_seed_draws"] == [200]
+    assert [run["seed"] for run in w4a4_spread["real"]] == [200] == [run["seed"] for run in w4a4_spread["zscgan"]]
+    assert all(0 <= run["top1"] <= 1 for source in ("real", "zscgan") for run in w4a4_spread[source])
+    # The W4A4 target compares the means over the row's own run and the repeat.
+    means = [50 * (teacher["rows"][f"{source}_qat_w4a4"]["top1"] + w4a4_spread[source][0]["top1"])
+             for source in ("zscgan", "real")]
+    (w4a4_target,) = [target for target in teacher["targets"] if "W4A4 within" in target["target"]]
+    assert w4a4_target["target"].endswith("(means over 2 distillation seeds each)")
+    assert w4a4_target["detail"].startswith(f"{means[0]:.2f} vs {means[1]:.2f}")
+    assert w4a4_target["met"] == (means[0] >= means[1] - 1.0)
     names = [target["target"] for target in teacher["targets"]]
     assert {target["met"] for target in teacher["targets"]} <= {True, False} and len(names) == 10
     assert "ZS-CGAN PTQ above distilled-data PTQ" in names
@@ -95,6 +106,7 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert "| distilled-data PTQ |" in markdown and "| int8 |" in markdown and "eager" in markdown
     assert "ratio" in markdown and ("met:" in markdown or "MISSED:" in markdown)
     assert "PTQ over 2 further calibration draws" in markdown and "| ZS-CGAN | " in markdown
+    assert "W4A4 QAT with 1 further distillation seed (" in markdown
     w8a8_details = [target["detail"] for target in teacher["targets"] if "not below real-data PTQ" in target["target"]]
     assert len(w8a8_details) == 2 and all("(over 2 other draws " in detail for detail in w8a8_details)
     assert "This invocation took " in markdown and "This teacher in this invocation: " in markdown
@@ -130,7 +142,11 @@ print(json.dumps([benchmark.compare_rows(current, earlier, "earlier"), benchmark
     assert not against_nothing["met"] and against_nothing["rows"] == []
 
 
-def test_bad_input_is_one_line_and_exit_2(tmp_path):
-    completed = _benchmark("--qat_steps=0", f"--work_dir={tmp_path}")
+@pytest.mark.parametrize("arguments, message", [
+    (["--qat_steps=0"], "--qat_steps must be positive, got 0"),
+    (["--w4a4_seed_draws=-1"], "--w4a4_seed_draws must be non-negative, got -1"),
+    (["--w4a4_seed_draws=2", "--schemes=w8a8"], "--w4a4_seed_draws repeats the W4A4 rows, but --schemes has no w4a4")])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, arguments, message):
+    completed = _benchmark(*arguments, f"--work_dir={tmp_path}")
     assert completed.returncode == 2
-    assert completed.stderr.strip().splitlines()[-1] == "error: --qat_steps must be positive, got 0"
+    assert completed.stderr.strip().splitlines()[-1] == f"error: {message}"
