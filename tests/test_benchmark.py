@@ -45,7 +45,7 @@ def _tiny_arguments(teacher_path, work_dir):
     return [f"--teachers={teacher_path}", "--dataset=digits", f"--work_dir={work_dir}", "--eval_max_samples=50",
             "--calibration_samples=20", "--schemes=w8a8,w4a4", "--generator_steps=5", "--generator_batch_size=16",
             "--noise_dim=8", "--generator_channels=8", "--qat_steps=3", "--qat_batch_size=16", "--distilled_steps=3",
-            "--latency_runs=3", "--calibration_draws=2", "--w4a4_seed_draws=1", "--generator_blur_sigma=0.5",
+            "--latency_runs=3", "--calibration_draws=2", "--w4a4_seed_draws=1", "--generator_blur_sigma=0.5", "--generator_pool_size=2",
             "--mode_seeking_loss_weight=0.1", "--qat_mixed_fraction=0.25", "--qat_shift_fraction=0.125", "--qat_flip", "--noprogress"]
 
 
@@ -57,9 +57,12 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert results["settings"]["qat_steps"] == 3 and "seeds" in results["settings"]
     assert results["settings"]["mode_seeking_loss_weight"] == 0.1 and results["settings"]["qat_mixed_fraction"] == 0.25
     assert results["settings"]["qat_shift_fraction"] == 0.125 and results["settings"]["qat_flip"] is True
-    assert results["settings"]["generator_blur_sigma"] == 0.5
+    assert results["settings"]["generator_blur_sigma"] == 0.5 and results["settings"]["generator_pool_size"] == 2
     generator = pipeline.load_generator(str(work_dir / "digits_tiny" / "generator" / "generator.keras"))
-    assert [layer.sigma for layer in generator.layers if isinstance(layer, generator_lib.GaussianBlur)] == [0.5]
+    members = generator_lib.pool_members(generator)
+    assert len(members) == 2
+    for member in members:
+        assert [layer.sigma for layer in member.layers if isinstance(layer, generator_lib.GaussianBlur)] == [0.5]
     teacher = results["teachers"]["digits_tiny"]
     assert teacher["eval_images"] == 50
     assert set(teacher["rows"]) == set(ROWS)
@@ -101,7 +104,8 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert {target["met"] for target in teacher["targets"]} <= {True, False} and len(names) == 10
     assert "ZS-CGAN PTQ above distilled-data PTQ" in names
     markdown = (work_dir / "results.md").read_text()
-    assert "blur sigma 0.5 px" in markdown
+    assert "blur sigma 0.5 px, 2 generators pooled" in markdown and "generator training " in markdown
+    assert teacher["generator_training"]["generators"] == 2
     assert "| row | top-1 | measured | time |" in markdown and "| ZS-CGAN QAT W4A4 |" in markdown
     assert "| distilled-data PTQ |" in markdown and "| int8 |" in markdown and "eager" in markdown
     assert "ratio" in markdown and ("met:" in markdown or "MISSED:" in markdown)

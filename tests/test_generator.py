@@ -122,3 +122,32 @@ def test_blurred_generator_makes_smooth_samples_in_range():
     assert total_variation(blurred_images) < 0.5 * total_variation(sharp_images)
     assert any(isinstance(layer, generator_lib.GaussianBlur) for layer in blurred.layers)
     assert not any(isinstance(layer, generator_lib.GaussianBlur) for layer in sharp.layers)
+
+
+def test_pooled_generator_draws_sample_i_from_member_i_mod_k_and_reloads(tmp_path):
+    from zscgan_tf import pipeline
+    spec = generator_lib.GeneratorSpec(num_classes=3, image_shape=(8, 8, 1), noise_dim=8, base_channels=8,
+                                       blur_sigma=0.5)
+    members = [generator_lib.build_generator(spec, Preprocessing("tf"), name=f"generator_{k}") for k in (1, 2, 3)]
+    pool = generator_lib.pool_generators(members)
+    noise = tf.random.normal([7, 8], seed=1)
+    labels = tf.constant([0, 1, 2, 0, 1, 2, 0], tf.int32)
+    pooled = pool([noise, labels], training=False).numpy()
+    for index in range(7):
+        alone = members[index % 3]([noise[index:index + 1], labels[index:index + 1]], training=False).numpy()
+        np.testing.assert_allclose(pooled[index], alone[0], atol=1e-5)
+    # Members differ (their own initial weights), so the routing shows.
+    assert not np.allclose(pooled[0], members[1]([noise[:1], labels[:1]], training=False).numpy()[0], atol=1e-3)
+    # Batches smaller than the pool: the members left without samples are not run on empty batches.
+    for size in (1, 2):
+        np.testing.assert_allclose(pool([noise[:size], labels[:size]], training=False).numpy(), pooled[:size],
+                                   atol=1e-5)
+    path = str(tmp_path / "pool.keras")
+    pool.save(path)
+    reloaded = pipeline.load_generator(path)
+    np.testing.assert_allclose(reloaded([noise, labels], training=False).numpy(), pooled, atol=1e-6)
+    assert [member.name for member in generator_lib.pool_members(reloaded)] == ["generator_1", "generator_2",
+                                                                                 "generator_3"]
+    assert generator_lib.pool_members(members[0]) == [members[0]]
+    with pytest.raises(ValueError, match="at least 2"):
+        generator_lib.pool_generators(members[:1])

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from zscgan_tf import train
@@ -151,6 +152,7 @@ def test_run_saved_before_the_feature_term_existed_reads_as_run_without_it(tmp_p
     (["--bn_loss_weight=-1"], "--bn_loss_weight must be non-negative"),
     (["--generator_variant=bogus"], "--generator_variant must be one of"),
     (["--generator_blur_sigma=-1"], "--generator_blur_sigma must be non-negative"),
+    (["--generator_pool_size=0"], "--generator_pool_size must be in [1, 8], got 0"),
     (["--teacher_preprocessing_mean=a,b"], "comma-separated list of numbers"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, arguments, message):
@@ -179,6 +181,41 @@ def test_blurred_generator_run_saves_a_blurring_generator(tmp_path, tiny_teacher
     generator = pipeline.load_generator(str(work_dir / "generator.keras"))
     assert [layer.sigma for layer in generator.layers if isinstance(layer, generator_lib.GaussianBlur)] == [1.0]
     assert json.loads((work_dir / "config.json").read_text())["generator"]["blur_sigma"] == 1.0
+
+
+def test_pooled_generators_train_apart_resume_and_feed_qat(tmp_path, tiny_teacher_file, capsys):
+    from zscgan_tf import generator as generator_lib, pipeline
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--generator_pool_size=2"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    assert "generator 2 of 2 (seed 1000)" in capsys.readouterr().out
+    generator = pipeline.load_generator(str(work_dir / "generator.keras"))
+    first, second = generator_lib.pool_members(generator)
+    assert (first.name, second.name) == ("generator_1", "generator_2")
+    # Trained apart from other seeds: different weights.
+    assert any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), second.get_weights()))
+    assert any((work_dir / "generator_2" / "checkpoints").iterdir())
+    state = json.loads((work_dir / "state.json").read_text())
+    assert [member["steps"] for member in state["generator"]["members"]] == [4, 4]
+    assert (work_dir / "qat_int8.tflite").is_file()
+    assert json.loads((work_dir / "config.json").read_text())["generator"]["pool_size"] == 2
+    # More steps resume both generators from their checkpoints.
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, steps=6, extra=["--generator_pool_size=2"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    state = json.loads((work_dir / "state.json").read_text())
+    assert [(member["resumed_from_step"], member["steps"]) for member in state["generator"]["members"]] == [(4, 6),
+                                                                                                          (4, 6)]
+
+
+def test_run_saved_before_generator_pools_existed_reads_as_one_generator(tmp_path, tiny_teacher_file, capsys):
+    work_dir, saved_pool_size = _run_saved_without(tmp_path, tiny_teacher_file, "generator", "pool_size")
+    assert saved_pool_size == 1
+    capsys.readouterr()
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    assert "already trained" in capsys.readouterr().out
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--generator_pool_size=2"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+    assert "different config (generator.pool_size)" in capsys.readouterr().err
 
 
 def test_unknown_flagfile_key_is_one_line(tmp_path, capsys):

@@ -109,6 +109,8 @@ flags.DEFINE_integer("noise_dim", _generator.noise_dim, "Length of the generator
 flags.DEFINE_integer("generator_channels", _generator.base_channels, "Channels of the generator trunk.")
 flags.DEFINE_float("generator_blur_sigma", _generator.blur_sigma,
                    "Gaussian low-pass of every generated sample, sigma in pixels; 0 = off.")
+flags.DEFINE_integer("generator_pool_size", _generator.pool_size,
+                     "Generators trained apart (other seeds) and pooled for every ZS-CGAN row; 1 = one generator.")
 flags.DEFINE_float("mode_seeking_loss_weight", config_lib.LossConfig.mode_seeking,
                    "Weight of the generator's mode-seeking term; 0 = off.")
 flags.DEFINE_integer("distilled_steps", distilled_data.DistilledDataConfig.steps,
@@ -155,13 +157,15 @@ def generator_settings() -> dict:
         settings["mode_seeking_loss_weight"] = FLAGS.mode_seeking_loss_weight
     if FLAGS.generator_blur_sigma:
         settings["generator_blur_sigma"] = FLAGS.generator_blur_sigma
+    if FLAGS.generator_pool_size != 1:
+        settings["generator_pool_size"] = FLAGS.generator_pool_size
     return settings
 
 
 def generator_config() -> config_lib.GeneratorConfig:
     """The generator architecture the flags describe (trained and speed-measured alike)."""
     return config_lib.GeneratorConfig(noise_dim=FLAGS.noise_dim, base_channels=FLAGS.generator_channels,
-                                      blur_sigma=FLAGS.generator_blur_sigma)
+                                      blur_sigma=FLAGS.generator_blur_sigma, pool_size=FLAGS.generator_pool_size)
 
 
 def optional_qat_settings() -> dict:
@@ -300,6 +304,15 @@ class TeacherBenchmark:
         generator_state = pipeline.read_state(os.path.join(self.dir, "generator")).get("generator")
         if generator_state:
             entry["generator_training"] = generator_state["summary"]
+            members = generator_state.get("members")
+            if members:  # A pool: the generators' trainings one after the other.
+                wall_seconds = sum(member["wall_seconds"] for member in members)
+                samples = sum(member["samples_per_second"] * member["wall_seconds"] for member in members)
+                entry["generator_training"] = {
+                    **generator_state["summary"], "generators": len(members), "wall_seconds": wall_seconds,
+                    "wall_time": progress.format_duration(wall_seconds),
+                    "samples_per_second": samples / wall_seconds if wall_seconds else 0.0,
+                    "resumed_from_step": max(member["resumed_from_step"] for member in members)}
         if FLAGS.compare_to:
             entry["reproducibility"] = compare_rows(self.cache, read_json(
                 os.path.join(FLAGS.compare_to, self.teacher.name, ROWS_FILE), {}), FLAGS.compare_to)
@@ -537,6 +550,8 @@ def format_results(results: dict) -> str:
              f"{settings['qat_learning_rate']}); generator: {settings['generator_steps']} steps of "
              f"{settings['generator_batch_size']}"
              + (f", blur sigma {settings['generator_blur_sigma']:g} px" if settings.get("generator_blur_sigma") else "")
+             + (f", {settings['generator_pool_size']} generators pooled"
+                if settings.get("generator_pool_size", 1) > 1 else "")
              + f"; calibration: {settings['calibration_samples']} samples; "
              f"seed {settings['seed']}.", ""]
     if "wall_seconds_this_session" in results:
@@ -591,7 +606,8 @@ def format_measurements(result: dict) -> list:
     training = result.get("generator_training")
     stage_times = [f"{row['label']} {row['seconds']:.0f} s" for row in result["rows"].values()]
     if training:
-        stage_times.insert(0, f"generator training {training['wall_time']} ({training['samples_per_second']:.0f} "
+        pool = f"{training['generators']} generators, " if training.get("generators") else ""
+        stage_times.insert(0, f"generator training {training['wall_time']} ({pool}{training['samples_per_second']:.0f} "
                               f"samples/s{', resumed' if training['resumed_from_step'] else ''})")
     lines += ["", "Wall time of each stage: " + "; ".join(stage_times) + "."]
     if "wall_seconds_this_session" in result:
@@ -666,6 +682,9 @@ def benchmark() -> dict:
         raise UserError(f"--qat_shift_fraction must be in [0, 0.5), got {FLAGS.qat_shift_fraction}")
     if FLAGS.generator_blur_sigma < 0:
         raise UserError(f"--generator_blur_sigma must be non-negative, got {FLAGS.generator_blur_sigma}")
+    if not 1 <= FLAGS.generator_pool_size <= config_lib.MAX_GENERATOR_POOL_SIZE:
+        raise UserError(f"--generator_pool_size must be in [1, {config_lib.MAX_GENERATOR_POOL_SIZE}], got "
+                        f"{FLAGS.generator_pool_size}")
     if FLAGS.eval_max_samples < 0:
         raise UserError(f"--eval_max_samples must be non-negative, got {FLAGS.eval_max_samples}")
     if not FLAGS.teachers:
@@ -675,7 +694,7 @@ def benchmark() -> dict:
     settings = {name: FLAGS[name].value for name in (
         "teachers", "dataset", "eval_max_samples", "calibration_samples", "schemes", "qat_steps", "qat_batch_size",
         "qat_learning_rate", "generator_steps", "generator_batch_size", "noise_dim", "generator_channels",
-        "generator_blur_sigma", "mode_seeking_loss_weight", "qat_feature_loss_weight", "qat_mixed_fraction",
+        "generator_blur_sigma", "generator_pool_size", "mode_seeking_loss_weight", "qat_feature_loss_weight", "qat_mixed_fraction",
         "qat_shift_fraction", "qat_flip", "qat_joint_generator",
         "deterministic", "distilled_steps", "calibration_draws", "w4a4_seed_draws", "latency_runs", "seed")}
     settings["seeds"] = {"calibration": FLAGS.seed + CALIBRATION_SEED_OFFSET, "noise": FLAGS.seed + NOISE_SEED_OFFSET,

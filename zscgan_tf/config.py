@@ -18,6 +18,7 @@ from zscgan_tf.teachers import TeacherSource
 
 CONFIG_FILE = "config.json"
 IO_DTYPES = ("int8", "uint8")
+MAX_GENERATOR_POOL_SIZE = 8
 # Settings that may change between runs in one work directory: more steps continue
 # training, and how often things are logged does not change results.
 RESUMABLE_CHANGES = ("generator_training.steps", "generator_training.checkpoint_every",
@@ -28,12 +29,19 @@ RESUMABLE_CHANGES = ("generator_training.steps", "generator_training.checkpoint_
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
-    """Generator architecture; see `generator.GeneratorSpec`."""
+    """Generator architecture; see `generator.GeneratorSpec`.
+
+    `pool_size` > 1 trains that many generators of this architecture apart, with other
+    seeds, and pools them (`generator.pool_generators`): sample i of every batch comes
+    from generator i mod pool_size. Each costs a full generator training. Configs saved
+    before this setting existed read as 1.
+    """
 
     variant: str = "conditional_bn"
     noise_dim: int = 128
     base_channels: int = 128
     blur_sigma: float = 0.0
+    pool_size: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +227,8 @@ _SECTION_TYPES = {"teacher": TeacherSource, "generator": GeneratorConfig, "loss"
 
 # Settings whose default changed when they were added: a config saved before then ran with
 # the value here, not with today's default.
-_VALUES_BEFORE_THEY_EXISTED = {"distillation": {"feature_loss_weight": 0.0}, "generator": {"blur_sigma": 0.0}}
+_VALUES_BEFORE_THEY_EXISTED = {"distillation": {"feature_loss_weight": 0.0},
+                               "generator": {"blur_sigma": 0.0, "pool_size": 1}}
 
 
 def _section_from_dict(section_type, values: Dict[str, Any], section_name: str):
@@ -253,6 +262,8 @@ def validate(config: RunConfig):
     _require(generator.noise_dim >= 1, f"--noise_dim must be positive, got {generator.noise_dim}")
     _require(generator.base_channels >= 2, f"--generator_channels must be at least 2, got {generator.base_channels}")
     _require(generator.blur_sigma >= 0, f"--generator_blur_sigma must be non-negative, got {generator.blur_sigma}")
+    _require(1 <= generator.pool_size <= MAX_GENERATOR_POOL_SIZE,
+             f"--generator_pool_size must be in [1, {MAX_GENERATOR_POOL_SIZE}], got {generator.pool_size}")
     loss = config.loss
     _require(loss.bn_distance in BN_DISTANCES,
              f"--bn_distance must be one of {', '.join(BN_DISTANCES)}, got {loss.bn_distance!r}")

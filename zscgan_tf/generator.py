@@ -173,6 +173,67 @@ class GaussianBlur(tf_keras.layers.Layer):
         return {**super().get_config(), "sigma": self.sigma}
 
 
+@tf_keras.utils.register_keras_serializable(package="zscgan_tf")
+class RoundRobinSplit(tf_keras.layers.Layer):
+    """Samples `index`, `index + members`, `index + 2 members`, ... of a batch: member `index`'s share.
+
+    A share that would be empty (a batch smaller than `members`) holds one row of zeros
+    instead, which `RoundRobinMerge` drops: a convolution can't take an empty batch.
+    """
+
+    def __init__(self, members: int, index: int, **kwargs):
+        kwargs["trainable"] = False
+        super().__init__(**kwargs)
+        self.members = int(members)
+        self.index = int(index)
+
+    def call(self, inputs):
+        share = inputs[self.index::self.members]
+        missing = tf.maximum(0, 1 - tf.shape(share)[0])
+        return tf.concat([share, tf.zeros(tf.concat([[missing], tf.shape(share)[1:]], 0), share.dtype)], 0)
+
+    def get_config(self):
+        return {**super().get_config(), "members": self.members, "index": self.index}
+
+
+@tf_keras.utils.register_keras_serializable(package="zscgan_tf")
+class RoundRobinMerge(tf_keras.layers.Layer):
+    """Puts the members' shares (from `RoundRobinSplit`) back in the order of `batch`, the first input."""
+
+    def call(self, inputs):
+        batch, shares = inputs[0], inputs[1:]
+        total = tf.shape(batch)[0]
+        positions = [tf.range(tf.minimum(index, total), total, len(shares)) for index in range(len(shares))]
+        return tf.dynamic_stitch(positions, [share[:tf.shape(position)[0]]
+                                             for share, position in zip(shares, positions)])
+
+
+def pool_generators(members: Sequence[tf_keras.Model], name: str = "generator") -> tf_keras.Model:
+    """One generator drawing sample i of every batch from member i mod len(members).
+
+    Members trained apart (other seeds) reach the teacher's classes in different ways;
+    a student distilled on their pooled samples does better than on any one member's
+    (README, "pooled generators"). Each member runs on its own share of the batch only.
+    Members must have distinct names (their layer names are prefixed with them).
+    """
+    if len(members) < 2:
+        raise ValueError(f"pooling needs at least 2 generators, got {len(members)}")
+    noise = tf_keras.Input(tuple(members[0].inputs[0].shape[1:]), name="noise")
+    label = tf_keras.Input((), dtype="int32", name="label")
+    shares = []
+    for index, member in enumerate(members):
+        split_noise = RoundRobinSplit(len(members), index, name=f"{name}/noise_share{index + 1}")(noise)
+        split_label = RoundRobinSplit(len(members), index, name=f"{name}/label_share{index + 1}")(label)
+        shares.append(member([split_noise, split_label]))
+    return tf_keras.Model([noise, label], RoundRobinMerge(name=f"{name}/merge")([noise, *shares]), name=name)
+
+
+def pool_members(generator: tf_keras.Model) -> list:
+    """The member generators of a pooled generator; [generator] for a single one."""
+    members = [layer for layer in generator.layers if isinstance(layer, tf_keras.Model)]
+    return members or [generator]
+
+
 def input_space_affine(preprocessing: Preprocessing, channels: int) -> Tuple[np.ndarray, np.ndarray]:
     """Per-channel (scale, offset) taking tanh output in [-1, 1] to the teacher's input range.
 

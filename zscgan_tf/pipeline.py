@@ -5,8 +5,9 @@ The work directory of a run holds:
 - `config.json`: the resolved config; a rerun with a different one is refused.
 - `state.json`: which stages finished, with what they measured and the SHA-256 of what
   they wrote (an output that no longer matches is redone).
-- `generator/checkpoints/`, `generator/history.json`: generator training state.
-- `generator.keras`: the trained generator, a saved tf_keras model.
+- `generator/checkpoints/`, `generator/history.json`: generator training state; with a
+  pool of generators (`generator.pool_size` > 1) the others' in `generator_2/`, ...
+- `generator.keras`: the trained generator (or the pool), a saved tf_keras model.
 - `samples.png`: one row of generated samples per class.
 - `logs/`: TensorBoard scalars and sample grids.
 - `report.json`, `report.md`: what the run measured.
@@ -33,6 +34,7 @@ REPORT_MARKDOWN_FILE = "report.md"
 # Seeds derived from the run seed, so evaluation never reuses the training stream.
 EVALUATION_SEED_OFFSET = 1
 GRID_SEED_OFFSET = 2
+POOL_MEMBER_SEED_STRIDE = 1000  # Pool member k (from 0) trains with seed + 1000 k.
 STAGE_OUTPUTS = (STATE_FILE, "generator", "distillation")
 
 
@@ -77,19 +79,28 @@ def write_state(work_dir: str, state: dict):
     write_json_atomic(os.path.join(work_dir, STATE_FILE), state)
 
 
-def build_generator_for(teacher: teachers.Teacher, generator_config: config_lib.GeneratorConfig) -> tf_keras.Model:
+def build_generator_for(teacher: teachers.Teacher, generator_config: config_lib.GeneratorConfig,
+                        name: str = "generator") -> tf_keras.Model:
+    """One generator of `generator_config`'s architecture for `teacher` (a pool's member)."""
     spec = generator_lib.GeneratorSpec(num_classes=teacher.num_classes, image_shape=teacher.image_shape,
                                        noise_dim=generator_config.noise_dim,
                                        base_channels=generator_config.base_channels, variant=generator_config.variant,
                                        blur_sigma=generator_config.blur_sigma)
-    return generator_lib.build_generator(spec, teacher.preprocessing)
+    return generator_lib.build_generator(spec, teacher.preprocessing, name=name)
+
+
+def pool_member_dirs(run_config: config_lib.RunConfig) -> list:
+    """Training directories of the generators, in pool order: `generator`, `generator_2`, ..."""
+    return [os.path.join(run_config.work_dir, "generator" if index == 0 else f"generator_{index + 1}")
+            for index in range(run_config.generator.pool_size)]
 
 
 def load_generator(path: str) -> tf_keras.Model:
     """Loads a generator saved by this package."""
     return tf_keras.models.load_model(path, compile=False, custom_objects={
         "ConditionalBatchNormalization": generator_lib.ConditionalBatchNormalization,
-        "InputSpaceMapping": generator_lib.InputSpaceMapping})
+        "InputSpaceMapping": generator_lib.InputSpaceMapping, "GaussianBlur": generator_lib.GaussianBlur,
+        "RoundRobinSplit": generator_lib.RoundRobinSplit, "RoundRobinMerge": generator_lib.RoundRobinMerge})
 
 
 def _discard_downstream_of_generator(work_dir: str, state: dict):
@@ -111,15 +122,16 @@ def _discard_downstream_of_generator(work_dir: str, state: dict):
     write_state(work_dir, state)
 
 
-def _generator_checkpoint_step(work_dir: str):
-    """The step of the latest generator checkpoint, or None: training from it to that step changes nothing."""
-    latest = tf.train.latest_checkpoint(os.path.join(work_dir, "generator", training_loop.CHECKPOINT_DIR))
+def _generator_checkpoint_step(member_dir: str):
+    """The step of a generator's latest checkpoint, or None: training from it to that step changes nothing."""
+    latest = tf.train.latest_checkpoint(os.path.join(member_dir, training_loop.CHECKPOINT_DIR))
     return int(latest.rsplit("-", 1)[-1]) if latest else None
 
 
 def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, state: dict,
                     progress: bool = True) -> tf_keras.Model:
-    """Trains the generator (resuming if a checkpoint exists) or loads the finished one."""
+    """Trains the generator, or each generator of a pool one after the other (resuming any
+    that has a checkpoint), or loads the finished one."""
     work_dir = run_config.work_dir
     model_path = os.path.join(work_dir, GENERATOR_MODEL_FILE)
     finished = state.get("generator", {})
@@ -127,28 +139,40 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
             and finished.get("sha256") == file_digest(model_path)):
         _say(f"generator: already trained ({finished['steps']} steps), loading {model_path}")
         return load_generator(model_path)
-    if _generator_checkpoint_step(work_dir) != run_config.generator_training.steps:
+    member_dirs = pool_member_dirs(run_config)
+    if any(_generator_checkpoint_step(member_dir) != run_config.generator_training.steps
+           for member_dir in member_dirs):
         _discard_downstream_of_generator(work_dir, state)
-    tf_keras.utils.set_random_seed(run_config.seed)  # The initial weights depend on the seed alone.
-    generator = build_generator_for(teacher, run_config.generator)
-    trainer = zero_shot.GeneratorTrainer(teacher, generator, run_config.loss, run_config.generator_training,
-                                         seed=run_config.seed)
     teacher_weights = teacher.model.get_weights()
-    writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", "generator"))
-    grid_seed = run_config.seed + GRID_SEED_OFFSET
+    members, summaries = [], []
+    for index, member_dir in enumerate(member_dirs):
+        name = "generator" if len(member_dirs) == 1 else f"generator_{index + 1}"
+        seed = run_config.seed + POOL_MEMBER_SEED_STRIDE * index
+        tf_keras.utils.set_random_seed(seed)  # The initial weights depend on the seed alone.
+        generator = build_generator_for(teacher, run_config.generator, name=name)
+        trainer = zero_shot.GeneratorTrainer(teacher, generator, run_config.loss, run_config.generator_training,
+                                             seed=seed)
+        writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", os.path.basename(member_dir)))
+        grid_seed = run_config.seed + GRID_SEED_OFFSET
 
-    def grid():
-        return zero_shot.sample_grid(generator, teacher, run_config.evaluation.grid_samples_per_class,
-                                     run_config.evaluation.grid_max_classes, grid_seed)
+        def grid(generator=generator):
+            return zero_shot.sample_grid(generator, teacher, run_config.evaluation.grid_samples_per_class,
+                                         run_config.evaluation.grid_max_classes, grid_seed)
 
-    _say(f"generator: training {run_config.generator_training.steps} steps of {run_config.generator_training.batch_size}"
-         f" samples against {teacher.name} ({generator.count_params():,} generator parameters)")
-    summary = trainer.train(os.path.join(work_dir, "generator"), progress=progress, summary_writer=writer,
-                            sample_grid_fn=grid)
+        which = "" if len(member_dirs) == 1 else f" {index + 1} of {len(member_dirs)} (seed {seed})"
+        _say(f"generator{which}: training {run_config.generator_training.steps} steps of "
+             f"{run_config.generator_training.batch_size} samples against {teacher.name} "
+             f"({generator.count_params():,} generator parameters)")
+        summaries.append(trainer.train(member_dir, progress=progress, summary_writer=writer, sample_grid_fn=grid))
+        members.append(generator)
     zero_shot.check_teacher_unchanged(teacher, teacher_weights)
+    generator = members[0] if len(members) == 1 else generator_lib.pool_generators(members)
     save_keras_model_atomic(generator, model_path)
-    state["generator"] = {"steps": summary.steps, "summary": summary.to_dict(),
+    # The first generator's summary stands for the stage (the report's BN figures); the pool's in "members".
+    state["generator"] = {"steps": summaries[0].steps, "summary": summaries[0].to_dict(),
                           "sha256": file_digest(model_path)}
+    if len(summaries) > 1:
+        state["generator"]["members"] = [summary.to_dict() for summary in summaries]
     write_state(work_dir, state)
     return generator
 

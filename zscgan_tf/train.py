@@ -53,6 +53,8 @@ flags.DEFINE_integer("noise_dim", _generator.noise_dim, "Length of the generator
 flags.DEFINE_integer("generator_channels", _generator.base_channels, "Channels of the generator trunk.")
 flags.DEFINE_float("generator_blur_sigma", _generator.blur_sigma, "Gaussian low-pass of every generated sample, "
                    "sigma in pixels (keeps class evidence out of pixel-scale patterns); 0 = off.")
+flags.DEFINE_integer("generator_pool_size", _generator.pool_size, "Generators trained apart (other seeds) and pooled: "
+                     "sample i of a batch comes from generator i mod this. Each costs a generator training.")
 
 flags.DEFINE_float("ce_loss_weight", _loss.cross_entropy, "Weight of the conditional cross-entropy.")
 flags.DEFINE_float("bn_loss_weight", _loss.bn_statistics, "Weight of the BN-statistics loss.")
@@ -140,7 +142,8 @@ def config_from_flags() -> config_lib.RunConfig:
             trust_model_code=FLAGS.trust_model_code, cache_dir=FLAGS.teacher_cache_dir),
         generator=config_lib.GeneratorConfig(variant=FLAGS.generator_variant, noise_dim=FLAGS.noise_dim,
                                              base_channels=FLAGS.generator_channels,
-                                             blur_sigma=FLAGS.generator_blur_sigma),
+                                             blur_sigma=FLAGS.generator_blur_sigma,
+                                             pool_size=FLAGS.generator_pool_size),
         loss=config_lib.LossConfig(cross_entropy=FLAGS.ce_loss_weight, bn_statistics=FLAGS.bn_loss_weight,
                                    bn_distance=FLAGS.bn_distance, diversity=FLAGS.diversity_loss_weight,
                                    mode_seeking=FLAGS.mode_seeking_loss_weight),
