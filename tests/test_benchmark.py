@@ -45,8 +45,9 @@ def _tiny_arguments(teacher_path, work_dir):
     return [f"--teachers={teacher_path}", "--dataset=digits", f"--work_dir={work_dir}", "--eval_max_samples=50",
             "--calibration_samples=20", "--schemes=w8a8,w4a4", "--generator_steps=5", "--generator_batch_size=16",
             "--noise_dim=8", "--generator_channels=8", "--qat_steps=3", "--qat_batch_size=16", "--distilled_steps=3",
-            "--latency_runs=3", "--calibration_draws=2", "--w4a4_seed_draws=1", "--generator_blur_sigma=0.5", "--generator_pool_size=2",
-            "--mode_seeking_loss_weight=0.1", "--qat_mixed_fraction=0.25", "--qat_shift_fraction=0.125", "--qat_flip", "--noprogress"]
+            "--latency_runs=3", "--calibration_draws=2", "--w4a4_seed_draws=1", "--generator_blur_sigma=0.5",
+            "--generator_pool_size=2", "--mode_seeking_loss_weight=0.1", "--qat_mixed_fraction=0.25",
+            "--qat_shift_fraction=0.125", "--qat_flip", "--noprogress"]
 
 
 def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digits_teacher):

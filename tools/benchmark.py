@@ -117,9 +117,10 @@ flags.DEFINE_integer("distilled_steps", distilled_data.DistilledDataConfig.steps
                      "Adam updates of each batch of distilled-data (ZeroQ-style) calibration inputs.")
 flags.DEFINE_integer("calibration_draws", 5, "Further calibration draws of real-data and ZS-CGAN PTQ, to measure how "
                      "much one int8 figure moves by chance; 0 = skip.")
-flags.DEFINE_integer("w4a4_seed_draws", 0, "Further runs of ZS-CGAN and real-data W4A4 QAT with other distillation seeds "
-                     "(the samples each step draws, their mixtures and shifts), to measure how much one W4A4 figure moves by chance; the W4A4 "
-                     "targets then compare means over every run. 0 = skip.")
+flags.DEFINE_integer("w4a4_seed_draws", 0, "Further runs of ZS-CGAN and real-data W4A4 QAT with other "
+                     "distillation seeds (the samples each step draws, their mixtures and shifts), to measure how "
+                     "much one W4A4 figure moves by chance; the W4A4 targets then compare means over every run. "
+                     "0 = skip.")
 flags.DEFINE_integer("latency_runs", 200, "Timed LiteRT runs per latency figure (the median is reported).")
 flags.DEFINE_string("compare_to", "", "An earlier --work_dir: report how far each row computed there with the "
                     "same settings moved.")
@@ -638,7 +639,8 @@ def format_w4a4_spread(spread, rows: dict) -> list:
     if not spread:
         return []
     seeds = f"{spread['draws']} further distillation seed{'s' * (spread['draws'] > 1)}"
-    lines = ["", f"W4A4 QAT with {seeds} (how far one W4A4 top-1 moves by chance):", "", "| source | the row's own run | further seeds | mean of all | min | max |",
+    lines = ["", f"W4A4 QAT with {seeds} (how far one W4A4 top-1 moves by chance):", "",
+             "| source | the row's own run | further seeds | mean of all | min | max |",
              "|---|---|---|---|---|---|"]
     for source, label in SOURCE_LABELS.items():
         own = rows.get(f"{source}_qat_w4a4")
@@ -694,7 +696,8 @@ def benchmark() -> dict:
     settings = {name: FLAGS[name].value for name in (
         "teachers", "dataset", "eval_max_samples", "calibration_samples", "schemes", "qat_steps", "qat_batch_size",
         "qat_learning_rate", "generator_steps", "generator_batch_size", "noise_dim", "generator_channels",
-        "generator_blur_sigma", "generator_pool_size", "mode_seeking_loss_weight", "qat_feature_loss_weight", "qat_mixed_fraction",
+        "generator_blur_sigma", "generator_pool_size", "mode_seeking_loss_weight", "qat_feature_loss_weight",
+        "qat_mixed_fraction",
         "qat_shift_fraction", "qat_flip", "qat_joint_generator",
         "deterministic", "distilled_steps", "calibration_draws", "w4a4_seed_draws", "latency_runs", "seed")}
     settings["seeds"] = {"calibration": FLAGS.seed + CALIBRATION_SEED_OFFSET, "noise": FLAGS.seed + NOISE_SEED_OFFSET,
