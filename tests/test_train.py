@@ -118,14 +118,17 @@ def test_run_saved_before_a_setting_existed_still_resumes(tmp_path, tiny_teacher
     assert "different config (loss.mode_seeking)" in capsys.readouterr().err
 
 
-def test_run_saved_before_the_generator_blur_existed_reads_as_run_without_it(tmp_path, tiny_teacher_file, capsys):
-    work_dir, saved_sigma = _run_saved_without(tmp_path, tiny_teacher_file, "generator", "blur_sigma")
-    assert saved_sigma == 0.0
+@pytest.mark.parametrize("name, value_before, flag", [("blur_sigma", 0.0, "--generator_blur_sigma=1"),
+                                                      ("pool_size", 1, "--generator_pool_size=2")])
+def test_run_saved_before_a_generator_setting_existed_reads_as_run_without_it(tmp_path, tiny_teacher_file, capsys,
+                                                                               name, value_before, flag):
+    work_dir, saved_value = _run_saved_without(tmp_path, tiny_teacher_file, "generator", name)
+    assert saved_value == value_before
     capsys.readouterr()
-    # Its generator has no blur: resuming with one would reuse it under the wrong settings.
-    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--generator_blur_sigma=1"])
+    # Its generator was made without the setting: resuming with it would reuse it under the wrong settings.
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=[flag])
     assert train.main(["train", f"--flagfile={flagfile}"]) == 2
-    assert "different config (generator.blur_sigma)" in capsys.readouterr().err
+    assert f"different config (generator.{name})" in capsys.readouterr().err
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
     assert "already trained" in capsys.readouterr().out
 
@@ -197,6 +200,9 @@ def test_pooled_generators_train_apart_resume_and_feed_qat(tmp_path, tiny_teache
     assert any((work_dir / "generator_2" / "checkpoints").iterdir())
     state = json.loads((work_dir / "state.json").read_text())
     assert [member["steps"] for member in state["generator"]["members"]] == [4, 4]
+    report = json.loads((work_dir / "report.json").read_text())
+    assert report["generator_training"]["generators"] == 2  # Wall time and speed of both trainings.
+    assert "2 generators, one after the other" in (work_dir / "report.md").read_text()
     assert (work_dir / "qat_int8.tflite").is_file()
     assert json.loads((work_dir / "config.json").read_text())["generator"]["pool_size"] == 2
     # More steps resume both generators from their checkpoints.
@@ -205,17 +211,6 @@ def test_pooled_generators_train_apart_resume_and_feed_qat(tmp_path, tiny_teache
     state = json.loads((work_dir / "state.json").read_text())
     assert [(member["resumed_from_step"], member["steps"]) for member in state["generator"]["members"]] == [(4, 6),
                                                                                                           (4, 6)]
-
-
-def test_run_saved_before_generator_pools_existed_reads_as_one_generator(tmp_path, tiny_teacher_file, capsys):
-    work_dir, saved_pool_size = _run_saved_without(tmp_path, tiny_teacher_file, "generator", "pool_size")
-    assert saved_pool_size == 1
-    capsys.readouterr()
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
-    assert "already trained" in capsys.readouterr().out
-    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--generator_pool_size=2"])
-    assert train.main(["train", f"--flagfile={flagfile}"]) == 2
-    assert "different config (generator.pool_size)" in capsys.readouterr().err
 
 
 def test_unknown_flagfile_key_is_one_line(tmp_path, capsys):

@@ -304,16 +304,7 @@ class TeacherBenchmark:
                  "measurements": {row_id: row for row_id, row in rows.items() if "top1" not in row}}
         generator_state = pipeline.read_state(os.path.join(self.dir, "generator")).get("generator")
         if generator_state:
-            entry["generator_training"] = generator_state["summary"]
-            members = generator_state.get("members")
-            if members:  # A pool: the generators' trainings one after the other.
-                wall_seconds = sum(member["wall_seconds"] for member in members)
-                samples = sum(member["samples_per_second"] * member["wall_seconds"] for member in members)
-                entry["generator_training"] = {
-                    **generator_state["summary"], "generators": len(members), "wall_seconds": wall_seconds,
-                    "wall_time": progress.format_duration(wall_seconds),
-                    "samples_per_second": samples / wall_seconds if wall_seconds else 0.0,
-                    "resumed_from_step": max(member["resumed_from_step"] for member in members)}
+            entry["generator_training"] = pipeline.generator_training_summary(generator_state)
         if FLAGS.compare_to:
             entry["reproducibility"] = compare_rows(self.cache, read_json(
                 os.path.join(FLAGS.compare_to, self.teacher.name, ROWS_FILE), {}), FLAGS.compare_to)

@@ -25,6 +25,7 @@ from zscgan_tf import generator as generator_lib
 from zscgan_tf import quantization_stages, teachers, training_loop, zero_shot
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, read_json, save_keras_model_atomic, write_json_atomic, write_text_atomic
+from zscgan_tf.progress import format_duration
 
 STATE_FILE = "state.json"
 GENERATOR_MODEL_FILE = "generator.keras"
@@ -144,6 +145,7 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
            for member_dir in member_dirs):
         _discard_downstream_of_generator(work_dir, state)
     teacher_weights = teacher.model.get_weights()
+    grid_seed = run_config.seed + GRID_SEED_OFFSET
     members, summaries = [], []
     for index, member_dir in enumerate(member_dirs):
         name = "generator" if len(member_dirs) == 1 else f"generator_{index + 1}"
@@ -153,7 +155,6 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
         trainer = zero_shot.GeneratorTrainer(teacher, generator, run_config.loss, run_config.generator_training,
                                              seed=seed)
         writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", os.path.basename(member_dir)))
-        grid_seed = run_config.seed + GRID_SEED_OFFSET
 
         def grid(generator=generator):
             return zero_shot.sample_grid(generator, teacher, run_config.evaluation.grid_samples_per_class,
@@ -177,6 +178,25 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     return generator
 
 
+def generator_training_summary(generator_state: dict) -> dict:
+    """The generator stage's training summary from its `state.json` entry.
+
+    One generator: its summary. A pool: the first generator's (its loss terms stand for
+    the stage), with the wall time, samples/s and resume point of all the trainings,
+    which ran one after the other, and `generators`, their number.
+    """
+    summary = generator_state.get("summary", {})
+    members = generator_state.get("members")
+    if not members:
+        return summary
+    wall_seconds = sum(member["wall_seconds"] for member in members)
+    samples = sum(member["samples_per_second"] * member["wall_seconds"] for member in members)
+    return {**summary, "generators": len(members), "wall_seconds": wall_seconds,
+            "wall_time": format_duration(wall_seconds),
+            "samples_per_second": samples / wall_seconds if wall_seconds else 0.0,
+            "resumed_from_step": max(member["resumed_from_step"] for member in members)}
+
+
 def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, generator, state: dict,
                  quantization_results: dict) -> dict:
     """Judges generated samples with the teacher, writes the grid and the reports."""
@@ -186,7 +206,7 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
     grid = zero_shot.sample_grid(generator, teacher, run_config.evaluation.grid_samples_per_class,
                                  run_config.evaluation.grid_max_classes, run_config.seed + GRID_SEED_OFFSET)
     zero_shot.write_png(os.path.join(work_dir, SAMPLES_FILE), grid)
-    summary = state.get("generator", {}).get("summary", {})
+    summary = generator_training_summary(state.get("generator", {}))
     first_bn = summary.get("first", {}).get("bn_statistics")
     last_bn = summary.get("last", {}).get("bn_statistics")
     report = {
@@ -232,7 +252,8 @@ def format_report(report: dict) -> str:
         first, last = training["first"], training["last"]
         lines += [
             f"- steps: {training['steps']} (this session from step {training['resumed_from_step']})",
-            f"- wall time of this session: {training['wall_time']}, {training['samples_per_second']:.0f} samples/s",
+            f"- wall time of this session: {training['wall_time']}, {training['samples_per_second']:.0f} samples/s"
+            + (f" ({training['generators']} generators, one after the other)" if training.get("generators") else ""),
             "",
             "| term | first step | last step |",
             "|---|---|---|",
