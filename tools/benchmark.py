@@ -673,11 +673,7 @@ def benchmark() -> dict:
         raise UserError(f"--compare_to {FLAGS.compare_to!r} is not a directory")
     if not 0 <= FLAGS.qat_shift_fraction < 0.5:
         raise UserError(f"--qat_shift_fraction must be in [0, 0.5), got {FLAGS.qat_shift_fraction}")
-    if FLAGS.generator_blur_sigma < 0:
-        raise UserError(f"--generator_blur_sigma must be non-negative, got {FLAGS.generator_blur_sigma}")
-    if not 1 <= FLAGS.generator_pool_size <= config_lib.MAX_GENERATOR_POOL_SIZE:
-        raise UserError(f"--generator_pool_size must be in [1, {config_lib.MAX_GENERATOR_POOL_SIZE}], got "
-                        f"{FLAGS.generator_pool_size}")
+    config_lib.validate_generator(generator_config())  # Before any teacher loads: one line, at once.
     if FLAGS.eval_max_samples < 0:
         raise UserError(f"--eval_max_samples must be non-negative, got {FLAGS.eval_max_samples}")
     if not FLAGS.teachers:

@@ -245,6 +245,17 @@ def _require(condition: bool, message: str):
         raise UserError(message)
 
 
+def validate_generator(generator: GeneratorConfig):
+    """Checks a generator architecture's ranges (a run's, or the benchmark's before any teacher loads)."""
+    _require(generator.variant in VARIANTS,
+             f"--generator_variant must be one of {', '.join(VARIANTS)}, got {generator.variant!r}")
+    _require(generator.noise_dim >= 1, f"--noise_dim must be positive, got {generator.noise_dim}")
+    _require(generator.base_channels >= 2, f"--generator_channels must be at least 2, got {generator.base_channels}")
+    _require(generator.blur_sigma >= 0, f"--generator_blur_sigma must be non-negative, got {generator.blur_sigma}")
+    _require(1 <= generator.pool_size <= MAX_GENERATOR_POOL_SIZE,
+             f"--generator_pool_size must be in [1, {MAX_GENERATOR_POOL_SIZE}], got {generator.pool_size}")
+
+
 def validate(config: RunConfig):
     """Checks every value's range; raises `UserError` quoting the first bad one."""
     _require(bool(config.work_dir), "--work_dir must not be empty")
@@ -256,14 +267,7 @@ def validate(config: RunConfig):
     _require(teacher.num_classes == 0 or teacher.num_classes >= 2,
              f"--teacher_num_classes must be at least 2 (or 0 for the model's own), got {teacher.num_classes}")
     _require(teacher.channels in (1, 3), f"--teacher_channels must be 1 or 3, got {teacher.channels}")
-    generator = config.generator
-    _require(generator.variant in VARIANTS,
-             f"--generator_variant must be one of {', '.join(VARIANTS)}, got {generator.variant!r}")
-    _require(generator.noise_dim >= 1, f"--noise_dim must be positive, got {generator.noise_dim}")
-    _require(generator.base_channels >= 2, f"--generator_channels must be at least 2, got {generator.base_channels}")
-    _require(generator.blur_sigma >= 0, f"--generator_blur_sigma must be non-negative, got {generator.blur_sigma}")
-    _require(1 <= generator.pool_size <= MAX_GENERATOR_POOL_SIZE,
-             f"--generator_pool_size must be in [1, {MAX_GENERATOR_POOL_SIZE}], got {generator.pool_size}")
+    validate_generator(config.generator)
     loss = config.loss
     _require(loss.bn_distance in BN_DISTANCES,
              f"--bn_distance must be one of {', '.join(BN_DISTANCES)}, got {loss.bn_distance!r}")
