@@ -126,6 +126,22 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert reproducibility["met"]
 
 
+def test_rows_cached_under_other_settings_are_not_reported():
+    script = """
+import json, sys
+sys.path.insert(0, "tools")
+import benchmark
+rows = [("fp32", "FP32", None, {"seed": 0}), ("zscgan_ptq", "ZS-CGAN PTQ", None, {"seed": 0, "pool": 3})]
+cache = {"fp32": {"key": benchmark.row_key("fp32", {"seed": 0}), "result": {"top1": 0.9}},
+         "zscgan_ptq": {"key": benchmark.row_key("zscgan_ptq", {"seed": 0, "pool": 1}), "result": {"top1": 0.8}}}
+print(json.dumps(benchmark.current_rows(cache, rows)))
+"""
+    completed = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert json.loads(completed.stdout.strip().splitlines()[-1]) == {"fp32": {"top1": 0.9}}
+
+
 def test_rows_computed_with_other_settings_are_not_compared():
     # In a process of its own: tools/benchmark.py defines absl flags that the entry points define too.
     script = f"""

@@ -176,6 +176,13 @@ def optional_qat_settings() -> dict:
     return {name: value for name, value in settings.items() if value}
 
 
+def current_rows(cache: dict, rows: list) -> dict:
+    """The cached results of `rows` computed with their present settings: a row cached under other
+    settings (a rerun with changed flags, not yet recomputed) is left out, not shown as current."""
+    return {row_id: cache[row_id]["result"] for row_id, _, _, settings in rows
+            if row_id in cache and cache[row_id]["key"] == row_key(row_id, settings)}
+
+
 def compare_rows(cache: dict, earlier_cache: dict, earlier_dir: str) -> dict:
     """How far each accuracy row moved from an earlier run with the same settings (same cache key)."""
     compared = []
@@ -298,7 +305,7 @@ class TeacherBenchmark:
         return self.results()
 
     def results(self) -> dict:
-        rows = {row_id: self.cache[row_id]["result"] for row_id, *_ in self.rows() if row_id in self.cache}
+        rows = current_rows(self.cache, self.rows())
         entry = {"dataset": self.dataset_name, "eval_images": int(len(self.test_labels)),
                  "rows": {row_id: row for row_id, row in rows.items() if "top1" in row},
                  "measurements": {row_id: row for row_id, row in rows.items() if "top1" not in row}}
