@@ -168,7 +168,11 @@ print(json.dumps([benchmark.compare_rows(current, earlier, "earlier"), benchmark
     (["--w4a4_seed_draws=-1"], "--w4a4_seed_draws must be non-negative, got -1"),
     (["--w4a4_seed_draws=2", "--schemes=w8a8"], "--w4a4_seed_draws repeats the W4A4 rows, but --schemes has no w4a4"),
     (["--generator_pool_size=9"], "--generator_pool_size must be in [1, 8], got 9"),
-    (["--noise_dim=0"], "--noise_dim must be positive, got 0")])
+    (["--noise_dim=0"], "--noise_dim must be positive, got 0"),
+    (["--qat_learning_rate=0"], "--qat_learning_rate must be positive, got 0.0"),
+    (["--qat_shift_fraction=0.5"], "--qat_shift_fraction must be in [0, 0.5), got 0.5"),
+    (["--qat_mixed_fraction=1.5"], "--qat_mixed_fraction must be in [0, 1], got 1.5"),
+    (["--mode_seeking_loss_weight=-1"], "--mode_seeking_loss_weight must be non-negative, got -1.0")])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, arguments, message):
     completed = _benchmark(*arguments, f"--work_dir={tmp_path}")
     assert completed.returncode == 2

@@ -169,6 +169,22 @@ def generator_config() -> config_lib.GeneratorConfig:
                                       blur_sigma=FLAGS.generator_blur_sigma, pool_size=FLAGS.generator_pool_size)
 
 
+# The benchmark's flag for each QAT setting it sets, as error messages name it.
+QAT_FLAGS = {"steps": "qat_steps", "batch_size": "qat_batch_size", "learning_rate": "qat_learning_rate",
+             "feature_loss_weight": "qat_feature_loss_weight", "mixed_fraction": "qat_mixed_fraction",
+             "shift_fraction": "qat_shift_fraction"}
+
+
+def qat_settings(joint_generator: bool = False) -> config_lib.DistillationConfig:
+    """The settings of every QAT row (real or generated); `joint_generator` only for ZS-CGAN rows."""
+    return config_lib.DistillationConfig(steps=FLAGS.qat_steps, batch_size=FLAGS.qat_batch_size,
+                                         learning_rate=FLAGS.qat_learning_rate,
+                                         feature_loss_weight=FLAGS.qat_feature_loss_weight,
+                                         mixed_fraction=FLAGS.qat_mixed_fraction,
+                                         shift_fraction=FLAGS.qat_shift_fraction, flip=FLAGS.qat_flip,
+                                         joint_generator=joint_generator)
+
+
 def optional_qat_settings() -> dict:
     """The QAT options that are on; named only when on, so rows cached before they existed stay valid."""
     settings = {"qat_feature_loss_weight": FLAGS.qat_feature_loss_weight, "qat_mixed_fraction": FLAGS.qat_mixed_fraction,
@@ -432,12 +448,7 @@ class TeacherBenchmark:
         scheme = quantize.QuantizationScheme.from_name(scheme_name, keep_first_and_last_at_8_bits=True)
         calibration = self.calibration_for(source)
         student, _ = quantize.quantize_student(self.teacher.model, scheme, calibration_inputs=calibration)
-        settings = config_lib.DistillationConfig(steps=FLAGS.qat_steps, batch_size=FLAGS.qat_batch_size,
-                                                 learning_rate=FLAGS.qat_learning_rate,
-                                                 feature_loss_weight=FLAGS.qat_feature_loss_weight,
-                                                 mixed_fraction=FLAGS.qat_mixed_fraction,
-                                                 shift_fraction=FLAGS.qat_shift_fraction, flip=FLAGS.qat_flip,
-                                                 joint_generator=FLAGS.qat_joint_generator and source == "zscgan")
+        settings = qat_settings(joint_generator=FLAGS.qat_joint_generator and source == "zscgan")
         row_seed = FLAGS.seed + DISTILLATION_SEED_OFFSET
         seed = row_seed if distillation_seed is None else distillation_seed
         if source == "zscgan":
@@ -678,9 +689,10 @@ def benchmark() -> dict:
                         f"{FLAGS.latency_runs}")
     if FLAGS.compare_to and not os.path.isdir(FLAGS.compare_to):
         raise UserError(f"--compare_to {FLAGS.compare_to!r} is not a directory")
-    if not 0 <= FLAGS.qat_shift_fraction < 0.5:
-        raise UserError(f"--qat_shift_fraction must be in [0, 0.5), got {FLAGS.qat_shift_fraction}")
-    config_lib.validate_generator(generator_config())  # Before any teacher loads: one line, at once.
+    # Before any teacher loads: one line, at once.
+    config_lib.validate_generator(generator_config())
+    config_lib.validate_loss(config_lib.LossConfig(mode_seeking=FLAGS.mode_seeking_loss_weight))
+    config_lib.validate_distillation(qat_settings(), QAT_FLAGS)
     if FLAGS.eval_max_samples < 0:
         raise UserError(f"--eval_max_samples must be non-negative, got {FLAGS.eval_max_samples}")
     if not FLAGS.teachers:

@@ -8,7 +8,7 @@ the same run rather than mixing two.
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from zscgan_tf.errors import UserError
 from zscgan_tf.generator import VARIANTS
@@ -256,6 +256,52 @@ def validate_generator(generator: GeneratorConfig):
              f"--generator_pool_size must be in [1, {MAX_GENERATOR_POOL_SIZE}], got {generator.pool_size}")
 
 
+def validate_loss(loss: LossConfig):
+    """Checks the generator loss weights (a run's, or the benchmark's before any teacher loads)."""
+    _require(loss.bn_distance in BN_DISTANCES,
+             f"--bn_distance must be one of {', '.join(BN_DISTANCES)}, got {loss.bn_distance!r}")
+    for name, weight in (("ce_loss_weight", loss.cross_entropy), ("bn_loss_weight", loss.bn_statistics),
+                         ("diversity_loss_weight", loss.diversity),
+                         ("mode_seeking_loss_weight", loss.mode_seeking)):
+        _require(weight >= 0, f"--{name} must be non-negative, got {weight}")
+    _require(loss.cross_entropy > 0 or loss.bn_statistics > 0, "at least one of --ce_loss_weight and "
+             "--bn_loss_weight must be positive")
+
+
+# The pipeline's flag for each DistillationConfig field, as error messages name it.
+DISTILLATION_FLAGS = {"steps": "distillation_steps", "batch_size": "distillation_batch_size",
+                      "checkpoint_every": "distillation_checkpoint_every", "log_every": "distillation_log_every",
+                      "learning_rate": "distillation_learning_rate", "temperature": "temperature",
+                      "mixed_fraction": "mixed_fraction", "shift_fraction": "shift_fraction",
+                      "label_loss_weight": "label_loss_weight", "feature_loss_weight": "feature_loss_weight"}
+
+
+def validate_distillation(distillation: DistillationConfig, flag_names: Optional[Dict[str, str]] = None):
+    """Checks the QAT settings' ranges.
+
+    Args:
+      distillation: the settings.
+      flag_names: the flag each field is set by, for the messages (the benchmark's are
+        `--qat_...`); fields not named take `DISTILLATION_FLAGS`' names.
+    """
+    flag = {**DISTILLATION_FLAGS, **(flag_names or {})}
+    _require(distillation.steps >= 0, f"--{flag['steps']} must be non-negative, got {distillation.steps}")
+    for field in ("batch_size", "checkpoint_every", "log_every"):
+        value = getattr(distillation, field)
+        _require(value >= 1, f"--{flag[field]} must be positive, got {value}")
+    _require(distillation.learning_rate > 0,
+             f"--{flag['learning_rate']} must be positive, got {distillation.learning_rate}")
+    _require(distillation.temperature > 0, f"--{flag['temperature']} must be positive, got {distillation.temperature}")
+    _require(0 <= distillation.mixed_fraction <= 1,
+             f"--{flag['mixed_fraction']} must be in [0, 1], got {distillation.mixed_fraction}")
+    _require(0 <= distillation.shift_fraction < 0.5,
+             f"--{flag['shift_fraction']} must be in [0, 0.5), got {distillation.shift_fraction}")
+    _require(distillation.label_loss_weight >= 0,
+             f"--{flag['label_loss_weight']} must be non-negative, got {distillation.label_loss_weight}")
+    _require(distillation.feature_loss_weight >= 0,
+             f"--{flag['feature_loss_weight']} must be non-negative, got {distillation.feature_loss_weight}")
+
+
 def validate(config: RunConfig):
     """Checks every value's range; raises `UserError` quoting the first bad one."""
     _require(bool(config.work_dir), "--work_dir must not be empty")
@@ -268,15 +314,7 @@ def validate(config: RunConfig):
              f"--teacher_num_classes must be at least 2 (or 0 for the model's own), got {teacher.num_classes}")
     _require(teacher.channels in (1, 3), f"--teacher_channels must be 1 or 3, got {teacher.channels}")
     validate_generator(config.generator)
-    loss = config.loss
-    _require(loss.bn_distance in BN_DISTANCES,
-             f"--bn_distance must be one of {', '.join(BN_DISTANCES)}, got {loss.bn_distance!r}")
-    for name, weight in (("ce_loss_weight", loss.cross_entropy), ("bn_loss_weight", loss.bn_statistics),
-                         ("diversity_loss_weight", loss.diversity),
-                         ("mode_seeking_loss_weight", loss.mode_seeking)):
-        _require(weight >= 0, f"--{name} must be non-negative, got {weight}")
-    _require(loss.cross_entropy > 0 or loss.bn_statistics > 0, "at least one of --ce_loss_weight and "
-             "--bn_loss_weight must be positive")
+    validate_loss(config.loss)
     training = config.generator_training
     for name, value in (("generator_steps", training.steps), ("batch_size", training.batch_size),
                         ("checkpoint_every", training.checkpoint_every), ("log_every", training.log_every),
@@ -296,23 +334,7 @@ def validate(config: RunConfig):
              f"--io_dtype must be one of {', '.join(IO_DTYPES)}, got {quantization.io_dtype!r}")
     _require(quantization.calibration_samples >= 1,
              f"--calibration_samples must be positive, got {quantization.calibration_samples}")
-    distillation = config.distillation
-    _require(distillation.steps >= 0, f"--distillation_steps must be non-negative, got {distillation.steps}")
-    for name, value in (("distillation_batch_size", distillation.batch_size),
-                        ("distillation_checkpoint_every", distillation.checkpoint_every),
-                        ("distillation_log_every", distillation.log_every)):
-        _require(value >= 1, f"--{name} must be positive, got {value}")
-    _require(distillation.learning_rate > 0,
-             f"--distillation_learning_rate must be positive, got {distillation.learning_rate}")
-    _require(distillation.temperature > 0, f"--temperature must be positive, got {distillation.temperature}")
-    _require(0 <= distillation.mixed_fraction <= 1,
-             f"--mixed_fraction must be in [0, 1], got {distillation.mixed_fraction}")
-    _require(0 <= distillation.shift_fraction < 0.5,
-             f"--shift_fraction must be in [0, 0.5), got {distillation.shift_fraction}")
-    _require(distillation.label_loss_weight >= 0,
-             f"--label_loss_weight must be non-negative, got {distillation.label_loss_weight}")
-    _require(distillation.feature_loss_weight >= 0,
-             f"--feature_loss_weight must be non-negative, got {distillation.feature_loss_weight}")
+    validate_distillation(config.distillation)
     evaluation = config.evaluation
     for name, value in (("eval_samples_per_class", evaluation.samples_per_class),
                         ("grid_samples_per_class", evaluation.grid_samples_per_class),
