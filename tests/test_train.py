@@ -213,6 +213,28 @@ def test_pooled_generators_train_apart_resume_and_feed_qat(tmp_path, tiny_teache
                                                                                                           (4, 6)]
 
 
+def test_saved_generator_of_another_pool_size_is_rebuilt_not_reused(tmp_path, tiny_teacher_file, capsys):
+    from zscgan_tf import generator as generator_lib, pipeline
+    work_dir = tmp_path / "run"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    single = pipeline.load_generator(str(work_dir / "generator.keras"))
+    capsys.readouterr()
+    # config.json edited by hand to ask for a pool of 2: the saved single generator is not that pool.
+    config = json.loads((work_dir / "config.json").read_text())
+    config["generator"]["pool_size"] = 2
+    (work_dir / "config.json").write_text(json.dumps(config))
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--generator_pool_size=2"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    assert "holds 1 generator(s) but the config asks for 2" in capsys.readouterr().out
+    first, second = generator_lib.pool_members(pipeline.load_generator(str(work_dir / "generator.keras")))
+    # The first member is the finished generator, resumed from its checkpoint, not retrained.
+    for kept, reloaded in zip(single.get_weights(), first.get_weights()):
+        np.testing.assert_array_equal(kept, reloaded)
+    state = json.loads((work_dir / "state.json").read_text())
+    assert [(member["resumed_from_step"], member["steps"]) for member in state["generator"]["members"]] == [(4, 4),
+                                                                                                          (0, 4)]
+
+
 def test_unknown_flagfile_key_is_one_line(tmp_path, capsys):
     flagfile = tmp_path / "bad.cfg"
     flagfile.write_text("--generator_stepz=3\n")

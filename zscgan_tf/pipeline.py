@@ -138,8 +138,14 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     finished = state.get("generator", {})
     if (finished.get("steps") == run_config.generator_training.steps
             and finished.get("sha256") == file_digest(model_path)):
-        _say(f"generator: already trained ({finished['steps']} steps), loading {model_path}")
-        return load_generator(model_path)
+        generator = load_generator(model_path)
+        saved_pool_size = len(generator_lib.pool_members(generator))
+        if saved_pool_size == run_config.generator.pool_size:
+            _say(f"generator: already trained ({finished['steps']} steps), loading {model_path}")
+            return generator
+        # Only a hand-edited config.json gets here (a changed flag is refused as another config).
+        _say(f"generator: {model_path} holds {saved_pool_size} generator(s) but the config asks for "
+             f"{run_config.generator.pool_size}; building that pool, resuming each generator from its checkpoint")
     member_dirs = pool_member_dirs(run_config)
     if any(_generator_checkpoint_step(member_dir) != run_config.generator_training.steps
            for member_dir in member_dirs):
