@@ -225,7 +225,9 @@ def test_saved_generator_of_another_pool_size_is_rebuilt_not_reused(tmp_path, ti
     (work_dir / "config.json").write_text(json.dumps(config))
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--generator_pool_size=2"])
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
-    assert "holds 1 generator(s) but the config asks for 2" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "holds 1 generator(s) but the config asks for 2" in output
+    assert "the QAT state built on the old one is discarded" in output  # Then redone from the pool.
     first, second = generator_lib.pool_members(pipeline.load_generator(str(work_dir / "generator.keras")))
     # The first member is the finished generator, resumed from its checkpoint, not retrained.
     for kept, reloaded in zip(single.get_weights(), first.get_weights()):
@@ -233,6 +235,17 @@ def test_saved_generator_of_another_pool_size_is_rebuilt_not_reused(tmp_path, ti
     state = json.loads((work_dir / "state.json").read_text())
     assert [(member["resumed_from_step"], member["steps"]) for member in state["generator"]["members"]] == [(4, 4),
                                                                                                           (0, 4)]
+    # And back to one generator: no generator trains, but the QAT built on the pool is redone.
+    config["generator"]["pool_size"] = 1
+    (work_dir / "config.json").write_text(json.dumps(config))
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    output = capsys.readouterr().out
+    assert "holds 2 generator(s) but the config asks for 1" in output
+    assert "the QAT state built on the old one is discarded" in output
+    rebuilt = pipeline.load_generator(str(work_dir / "generator.keras"))
+    assert generator_lib.pool_members(rebuilt) == [rebuilt]
+    for kept, reloaded in zip(single.get_weights(), rebuilt.get_weights()):
+        np.testing.assert_array_equal(kept, reloaded)
 
 
 def test_unknown_flagfile_key_is_one_line(tmp_path, capsys):

@@ -136,6 +136,7 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     work_dir = run_config.work_dir
     model_path = os.path.join(work_dir, GENERATOR_MODEL_FILE)
     finished = state.get("generator", {})
+    pool_changed = False
     if (finished.get("steps") == run_config.generator_training.steps
             and finished.get("sha256") == file_digest(model_path)):
         generator = load_generator(model_path)
@@ -146,9 +147,10 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
         # Only a hand-edited config.json gets here (a changed flag is refused as another config).
         _say(f"generator: {model_path} holds {saved_pool_size} generator(s) but the config asks for "
              f"{run_config.generator.pool_size}; building that pool, resuming each generator from its checkpoint")
+        pool_changed = True
     member_dirs = pool_member_dirs(run_config)
-    if any(_generator_checkpoint_step(member_dir) != run_config.generator_training.steps
-           for member_dir in member_dirs):
+    if pool_changed or any(_generator_checkpoint_step(member_dir) != run_config.generator_training.steps
+                           for member_dir in member_dirs):
         _discard_downstream_of_generator(work_dir, state)
     teacher_weights = teacher.model.get_weights()
     grid_seed = run_config.seed + GRID_SEED_OFFSET
