@@ -169,6 +169,11 @@ def generator_config() -> config_lib.GeneratorConfig:
                                       blur_sigma=FLAGS.generator_blur_sigma, pool_size=FLAGS.generator_pool_size)
 
 
+def generator_loss_config() -> config_lib.LossConfig:
+    """The generator loss the flags describe (its own training and joint training alike)."""
+    return config_lib.LossConfig(mode_seeking=FLAGS.mode_seeking_loss_weight)
+
+
 # The benchmark's flag for each QAT setting it sets, as error messages name it.
 QAT_FLAGS = {"steps": "qat_steps", "batch_size": "qat_batch_size", "learning_rate": "qat_learning_rate",
              "feature_loss_weight": "qat_feature_loss_weight", "mixed_fraction": "qat_mixed_fraction",
@@ -429,7 +434,7 @@ class TeacherBenchmark:
                 teacher=teachers.TeacherSource(model=self.teacher.description["source"],
                                                cache_dir=FLAGS.teacher_cache_dir),
                 generator=generator_config(),
-                loss=config_lib.LossConfig(mode_seeking=FLAGS.mode_seeking_loss_weight),
+                loss=generator_loss_config(),
                 generator_training=config_lib.GeneratorTrainingConfig(steps=FLAGS.generator_steps,
                                                                       batch_size=FLAGS.generator_batch_size),
                 # This run only trains the generator. Its QAT settings are never used; they are
@@ -456,7 +461,7 @@ class TeacherBenchmark:
             if settings.joint_generator:
                 trainer = zero_shot.GeneratorTrainer(
                     self.teacher, zero_shot.copy_generator(self.trained_generator()),
-                    config_lib.LossConfig(mode_seeking=FLAGS.mode_seeking_loss_weight),
+                    generator_loss_config(),
                     config_lib.GeneratorTrainingConfig(batch_size=FLAGS.generator_batch_size),
                     seed=FLAGS.seed + quantization_stages.JOINT_GENERATOR_SEED_OFFSET)
             distiller = distill.Distiller(self.teacher.model, student, self.trained_generator(),
@@ -675,8 +680,10 @@ def format_reproducibility(reproducibility) -> list:
 
 
 def benchmark() -> dict:
+    # --qat_batch_size is checked by validate_distillation below; --qat_steps here, since a benchmark
+    # needs at least one QAT step where a run may skip QAT.
     for name, value in (("calibration_samples", FLAGS.calibration_samples), ("qat_steps", FLAGS.qat_steps),
-                        ("qat_batch_size", FLAGS.qat_batch_size), ("generator_steps", FLAGS.generator_steps)):
+                        ("generator_steps", FLAGS.generator_steps)):
         if value < 1:
             raise UserError(f"--{name} must be positive, got {value}")
     for name in ("calibration_draws", "w4a4_seed_draws"):
@@ -691,7 +698,7 @@ def benchmark() -> dict:
         raise UserError(f"--compare_to {FLAGS.compare_to!r} is not a directory")
     # Before any teacher loads: one line, at once.
     config_lib.validate_generator(generator_config())
-    config_lib.validate_loss(config_lib.LossConfig(mode_seeking=FLAGS.mode_seeking_loss_weight))
+    config_lib.validate_loss(generator_loss_config())
     config_lib.validate_distillation(qat_settings(), QAT_FLAGS)
     if FLAGS.eval_max_samples < 0:
         raise UserError(f"--eval_max_samples must be non-negative, got {FLAGS.eval_max_samples}")
