@@ -59,6 +59,7 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert results["settings"]["mode_seeking_loss_weight"] == 0.1 and results["settings"]["qat_mixed_fraction"] == 0.25
     assert results["settings"]["qat_shift_fraction"] == 0.125 and results["settings"]["qat_flip"] is True
     assert results["settings"]["generator_blur_sigma"] == 0.5 and results["settings"]["generator_pool_size"] == 2
+    assert results["settings"]["low_bit_ranges"] == "mse"
     generator = pipeline.load_generator(str(work_dir / "digits_tiny" / "generator" / "generator.keras"))
     members = generator_lib.pool_members(generator)
     assert len(members) == 2
@@ -106,6 +107,7 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert "ZS-CGAN PTQ above distilled-data PTQ" in names
     markdown = (work_dir / "results.md").read_text()
     assert "blur sigma 0.5 px, 2 generators pooled" in markdown and "generator training " in markdown
+    assert "ranges below 8 bits fitted by least squares and held" in markdown
     assert teacher["generator_training"]["generators"] == 2
     assert "| row | top-1 | measured | time |" in markdown and "| ZS-CGAN QAT W4A4 |" in markdown
     assert "| distilled-data PTQ |" in markdown and "| int8 |" in markdown and "eager" in markdown
@@ -124,6 +126,15 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     reproducibility = json.loads((work_dir / "results.json").read_text())["teachers"]["digits_tiny"]["reproducibility"]
     assert len(reproducibility["rows"]) == len(ROWS) and reproducibility["max_difference_points"] == 0
     assert reproducibility["met"]
+
+    # TF-MOT's min/max ranges instead: only the W4 rows depend on them and are recomputed.
+    min_max = _benchmark(*_tiny_arguments(digits_teacher, work_dir), "--low_bit_ranges=min_max")
+    assert min_max.returncode == 0, min_max.stderr[-2000:]
+    assert min_max.stdout.count(": computing") == 3  # The two W4A4 rows and their repeats.
+    assert "ZS-CGAN QAT W4A4: computing" in min_max.stdout and "real-data QAT W4A4: computing" in min_max.stdout
+    assert min_max.stdout.count(": cached top-1") == len(ROWS) - 2
+    assert min_max.stdout.count(": cached done") == len(MEASUREMENTS) - 1
+    assert "fitted by least squares" not in (work_dir / "results.md").read_text()
 
 
 def test_rows_cached_under_other_settings_are_not_reported():

@@ -61,6 +61,35 @@ def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, tiny_teach
     assert report["quantization"]["summary"]["resumed_from_step"] == 0  # The student is redone on the new generator.
 
 
+def test_w4a4_run_trains_a_student_with_fitted_held_ranges_and_says_so(tmp_path, tiny_teacher_file, capsys):
+    from zscgan_tf import quantization_stages
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--quantization=w4a4"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    assert "simulation only" in capsys.readouterr().out
+    assert not (work_dir / "qat_int8.tflite").exists()  # 4-bit students are not exported.
+    # The trained student's ranges are those the fitted student started from: held through QAT.
+    from zscgan_tf import pipeline, quantize, teachers
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=tiny_teacher_file), progress=False)
+    calibration = quantization_stages.calibration_samples(
+        pipeline.load_generator(str(work_dir / "generator.keras")), teacher, 16,
+        seed=quantization_stages.CALIBRATION_SEED_OFFSET)
+    fitted, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme.from_name("w4a4"),
+                                          calibration_inputs=calibration)
+    trained = quantization_stages.load_student(str(work_dir / "student.h5"))
+
+    def ranges(student):
+        return [w.numpy() for w in student.weights if w.name.endswith(("_min:0", "_max:0"))]
+
+    assert len(ranges(trained)) == len(ranges(fitted)) > 0
+    for expected, actual in zip(ranges(fitted), ranges(trained)):
+        np.testing.assert_array_equal(expected, actual)
+    report = json.loads((work_dir / "report.json").read_text())
+    assert report["quantization"]["low_bit_ranges"] == "mse"
+    assert "Scheme: w4a4 (ranges below 8 bits fitted by least squares, held during QAT)." in (
+        work_dir / "report.md").read_text()
+
+
 def test_work_dir_of_a_different_run_is_refused(tmp_path, tiny_teacher_file, capsys):
     work_dir = tmp_path / "run"
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
@@ -146,8 +175,20 @@ def test_run_saved_before_the_feature_term_existed_reads_as_run_without_it(tmp_p
     assert "already trained" in capsys.readouterr().out
 
 
+def test_run_saved_before_low_bit_ranges_existed_reads_as_min_max(tmp_path, tiny_teacher_file, capsys):
+    work_dir, saved_method = _run_saved_without(tmp_path, tiny_teacher_file, "quantization", "low_bit_ranges")
+    assert saved_method == "mse"  # The default.
+    capsys.readouterr()
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 2
+    assert "different config (quantization.low_bit_ranges)" in capsys.readouterr().err
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--low_bit_ranges=min_max"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    assert "already trained" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
+    (["--low_bit_ranges=percentile"], "--low_bit_ranges=percentile: value should be one of <mse|min_max>"),
     (["--flagfile=/nonexistent/demo.cfg"], "flagfile '/nonexistent/demo.cfg' does not exist"),
     (["--teacher=resnet9000"], "unknown teacher model 'resnet9000'"),
     (["--teacher=/nonexistent/teacher.keras"], "does not exist"),

@@ -89,6 +89,9 @@ flags.DEFINE_string("work_dir", "runs/benchmark", "Directory for generators, QAT
 flags.DEFINE_integer("eval_max_samples", 0, "Evaluate on at most this many test images (class-balanced); 0 = all.")
 flags.DEFINE_integer("calibration_samples", 500, "Calibration samples of every source (class-balanced).")
 flags.DEFINE_list("schemes", ["w8a8", "w4a4", "w4a8"], "QAT bit widths; w8a8 is exported, the others simulated.")
+flags.DEFINE_enum("low_bit_ranges", quantize.QuantizationScheme.low_bit_ranges, list(quantize.LOW_BIT_RANGE_METHODS),
+                  "Ranges of quantizers below 8 bits in the w4 rows (real and generated alike): mse = least squared "
+                  "rounding error, held during QAT; min_max = TF-MOT's observed extremes.")
 flags.DEFINE_integer("qat_steps", 1000, "Student updates of every QAT row.")
 flags.DEFINE_integer("qat_batch_size", 128, "Samples per student update, real and generated alike.")
 flags.DEFINE_float("qat_learning_rate", config_lib.DistillationConfig.learning_rate,
@@ -197,6 +200,20 @@ def optional_qat_settings() -> dict:
     return {name: value for name, value in settings.items() if value}
 
 
+def quantization_scheme(name: str) -> quantize.QuantizationScheme:
+    """The scheme of a QAT row: first and last layers at 8 bits, `--low_bit_ranges`."""
+    return quantize.QuantizationScheme.from_name(name, keep_first_and_last_at_8_bits=True,
+                                                 low_bit_ranges=FLAGS.low_bit_ranges)
+
+
+def low_bit_range_settings(scheme_name: str) -> dict:
+    """The range setting a QAT row depends on; named only for fitted ranges of a scheme below 8 bits,
+    so that rows cached before the setting existed (min/max) stay valid."""
+    if quantization_scheme(scheme_name).holds_ranges_in_training:
+        return {"low_bit_ranges": FLAGS.low_bit_ranges}
+    return {}
+
+
 def current_rows(cache: dict, rows: list) -> dict:
     """The cached results of `rows` computed with their present settings: a row cached under other
     settings (a rerun with changed flags, not yet recomputed) is left out, not shown as current."""
@@ -292,10 +309,12 @@ class TeacherBenchmark:
                 ("zscgan_ptq_per_tensor", "ZS-CGAN PTQ, per-tensor weights",
                  lambda: self.ptq("zscgan", per_channel=False), {**common, **generated})]
         for scheme in FLAGS.schemes:
+            ranges = low_bit_range_settings(scheme)
             rows.append((f"zscgan_qat_{scheme}", f"ZS-CGAN QAT {scheme.upper()}",
-                         lambda scheme=scheme: self.qat(scheme, "zscgan"), {**common, **generated, **zscgan_qat}))
+                         lambda scheme=scheme: self.qat(scheme, "zscgan"),
+                         {**common, **generated, **zscgan_qat, **ranges}))
             rows.append((f"real_qat_{scheme}", f"real-data QAT {scheme.upper()}",
-                         lambda scheme=scheme: self.qat(scheme, "real"), {**common, **qat}))
+                         lambda scheme=scheme: self.qat(scheme, "real"), {**common, **qat, **ranges}))
         # Measurements other than accuracy, cached the same way.
         rows.append(("latency", "LiteRT latency", self.latency, {**common, **generated}))
         rows.append(("generator_speed", "generator step speed", self.generator_speed, {**common, **generated}))
@@ -304,7 +323,8 @@ class TeacherBenchmark:
                          {**common, **generated, "calibration_draws": FLAGS.calibration_draws}))
         if FLAGS.w4a4_seed_draws and "w4a4" in FLAGS.schemes:
             rows.append(("w4a4_spread", "W4A4 QAT over distillation seeds", self.w4a4_spread,
-                         {**common, **generated, **zscgan_qat, "w4a4_seed_draws": FLAGS.w4a4_seed_draws}))
+                         {**common, **generated, **zscgan_qat, **low_bit_range_settings("w4a4"),
+                          "w4a4_seed_draws": FLAGS.w4a4_seed_draws}))
         return rows
 
     def run(self, publish) -> dict:
@@ -437,10 +457,11 @@ class TeacherBenchmark:
                 loss=generator_loss_config(),
                 generator_training=config_lib.GeneratorTrainingConfig(steps=FLAGS.generator_steps,
                                                                       batch_size=FLAGS.generator_batch_size),
-                # This run only trains the generator. Its QAT settings are never used; they are
-                # pinned to those its directory was first saved with, so that a change of QAT
-                # defaults does not orphan a trained generator.
-                distillation=config_lib.DistillationConfig(feature_loss_weight=0.0))
+                # This run only trains the generator. Its QAT and quantization settings are never
+                # used; they are pinned to those its directory was first saved with, so that a
+                # change of their defaults does not orphan a trained generator.
+                distillation=config_lib.DistillationConfig(feature_loss_weight=0.0),
+                quantization=config_lib.QuantizationConfig(low_bit_ranges="min_max"))
             pipeline.prepare_work_dir(run_config)
             pipeline.record_config(run_config)
             state = pipeline.read_state(run_config.work_dir)
@@ -450,7 +471,7 @@ class TeacherBenchmark:
     def qat(self, scheme_name: str, source: str, distillation_seed: Optional[int] = None) -> dict:
         """QAT of the teacher on `source` ("zscgan" or "real"); the row's own distillation seed unless
         `distillation_seed` is given."""
-        scheme = quantize.QuantizationScheme.from_name(scheme_name, keep_first_and_last_at_8_bits=True)
+        scheme = quantization_scheme(scheme_name)
         calibration = self.calibration_for(source)
         student, _ = quantize.quantize_student(self.teacher.model, scheme, calibration_inputs=calibration)
         settings = qat_settings(joint_generator=FLAGS.qat_joint_generator and source == "zscgan")
@@ -465,15 +486,18 @@ class TeacherBenchmark:
                     config_lib.GeneratorTrainingConfig(batch_size=FLAGS.generator_batch_size),
                     seed=FLAGS.seed + quantization_stages.JOINT_GENERATOR_SEED_OFFSET)
             distiller = distill.Distiller(self.teacher.model, student, self.trained_generator(),
-                                          self.teacher.num_classes, settings, seed=seed, generator_trainer=trainer)
+                                          self.teacher.num_classes, settings, seed=seed, generator_trainer=trainer,
+                                          hold_quantizer_ranges=scheme.holds_ranges_in_training)
         else:
             distiller = distill.Distiller(self.teacher.model, student, None, self.teacher.num_classes, settings,
-                                          seed=seed, real_data=(self.train_inputs, self.train_labels))
+                                          seed=seed, real_data=(self.train_inputs, self.train_labels),
+                                          hold_quantizer_ranges=scheme.holds_ranges_in_training)
         teacher_weights = self.teacher.model.get_weights()
         # The directory names the settings, so a checkpoint never resumes under other ones.
         tag = hashlib.sha1(json.dumps([settings.steps, settings.batch_size, settings.learning_rate,
                                        settings.mixed_fraction, settings.joint_generator, FLAGS.seed,
-                                       generator_settings()] + sorted(optional_qat_settings().items()),
+                                       generator_settings()] + sorted(optional_qat_settings().items())
+                                      + sorted(low_bit_range_settings(scheme_name).items()),
                                       sort_keys=True).encode()).hexdigest()[:8]
         run_name = f"{source}_{scheme.name}_{tag}" + ("" if seed == row_seed else f"_seed{seed}")
         distiller.train(os.path.join(self.dir, "qat", run_name), progress=FLAGS.progress)
@@ -562,7 +586,9 @@ def format_results(results: dict) -> str:
     settings = results["settings"]
     lines = ["# Data-free quantization benchmark", "",
              f"QAT: {settings['qat_steps']} steps of {settings['qat_batch_size']} samples (lr "
-             f"{settings['qat_learning_rate']}); generator: {settings['generator_steps']} steps of "
+             f"{settings['qat_learning_rate']}"
+             + ("; ranges below 8 bits fitted by least squares and held" if settings.get("low_bit_ranges") == "mse"
+                else "") + f"); generator: {settings['generator_steps']} steps of "
              f"{settings['generator_batch_size']}"
              + (f", blur sigma {settings['generator_blur_sigma']:g} px" if settings.get("generator_blur_sigma") else "")
              + (f", {settings['generator_pool_size']} generators pooled"
@@ -711,7 +737,7 @@ def benchmark() -> dict:
         "qat_learning_rate", "generator_steps", "generator_batch_size", "noise_dim", "generator_channels",
         "generator_blur_sigma", "generator_pool_size", "mode_seeking_loss_weight", "qat_feature_loss_weight",
         "qat_mixed_fraction",
-        "qat_shift_fraction", "qat_flip", "qat_joint_generator",
+        "qat_shift_fraction", "qat_flip", "qat_joint_generator", "low_bit_ranges",
         "deterministic", "distilled_steps", "calibration_draws", "w4a4_seed_draws", "latency_runs", "seed")}
     settings["seeds"] = {"calibration": FLAGS.seed + CALIBRATION_SEED_OFFSET, "noise": FLAGS.seed + NOISE_SEED_OFFSET,
                          "distilled_data_start": FLAGS.seed + NOISE_SEED_OFFSET,

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 from zscgan_tf.errors import UserError
 from zscgan_tf.generator import VARIANTS
 from zscgan_tf.losses import BN_DISTANCES
-from zscgan_tf.quantize import MAX_BITS, MIN_BITS, SCHEME_NAME_PATTERN
+from zscgan_tf.quantize import LOW_BIT_RANGE_METHODS, MAX_BITS, MIN_BITS, SCHEME_NAME_PATTERN
 from zscgan_tf.teachers import TeacherSource
 
 CONFIG_FILE = "config.json"
@@ -145,6 +145,9 @@ class QuantizationConfig:
         widths (`w4a8`, `w4a4`, ...) are simulated with TF-MOT's n-bit scheme.
       keep_first_and_last_at_8_bits: the first and last layers stay 8-bit in n-bit schemes.
       per_channel: per-channel weight scales.
+      low_bit_ranges: ranges of quantizers below 8 bits: `mse` (least squared rounding
+        error, held during QAT) or `min_max` (TF-MOT's observed extremes). Configs saved
+        before this setting existed read as `min_max`, as they ran.
       io_dtype: `int8` or `uint8` input and output of the exported model.
       calibration_samples: class-balanced generator samples for calibration.
     """
@@ -152,6 +155,7 @@ class QuantizationConfig:
     scheme: str = "w8a8"
     keep_first_and_last_at_8_bits: bool = True
     per_channel: bool = True
+    low_bit_ranges: str = "mse"
     io_dtype: str = "int8"
     calibration_samples: int = 500
 
@@ -228,7 +232,8 @@ _SECTION_TYPES = {"teacher": TeacherSource, "generator": GeneratorConfig, "loss"
 # Settings whose default changed when they were added: a config saved before then ran with
 # the value here, not with today's default.
 _VALUES_BEFORE_THEY_EXISTED = {"distillation": {"feature_loss_weight": 0.0},
-                               "generator": {"blur_sigma": 0.0, "pool_size": 1}}
+                               "generator": {"blur_sigma": 0.0, "pool_size": 1},
+                               "quantization": {"low_bit_ranges": "min_max"}}
 
 
 def _section_from_dict(section_type, values: Dict[str, Any], section_name: str):
@@ -330,6 +335,8 @@ def validate(config: RunConfig):
     _require(bool(scheme) and all(MIN_BITS <= int(bits) <= MAX_BITS for bits in scheme.groups()),
              f"--quantization must be w<weight bits>a<activation bits> with each width in {MIN_BITS}..{MAX_BITS} "
              f"(w8a8, w4a8, w4a4, ...), got {quantization.scheme!r}")
+    _require(quantization.low_bit_ranges in LOW_BIT_RANGE_METHODS,
+             f"--low_bit_ranges must be one of {', '.join(LOW_BIT_RANGE_METHODS)}, got {quantization.low_bit_ranges!r}")
     _require(quantization.io_dtype in IO_DTYPES,
              f"--io_dtype must be one of {', '.join(IO_DTYPES)}, got {quantization.io_dtype!r}")
     _require(quantization.calibration_samples >= 1,

@@ -14,7 +14,10 @@ update before each student update and the samples come from it.
 The student's BatchNorm layers are frozen at the teacher's statistics (they run in
 inference mode): synthetic batches are good enough to teach the student the teacher's
 outputs, but the teacher's BN statistics are the better estimate of the real data.
-Fake-quant ranges still adapt, since the student is called with `training=True`.
+Fake-quant ranges still adapt, since the student is called with `training=True`,
+unless they are held (`hold_quantizer_ranges`, for the fitted ranges of schemes below
+8 bits, see `range_fitting`): the student then runs in inference mode throughout,
+which TF-MOT's quantizers take as "use the stored ranges".
 """
 
 from typing import Dict, List, Optional, Tuple
@@ -91,11 +94,15 @@ class Distiller:
         along with the student (joint training) and sampled from; give it a copy of the
         trained generator (`zero_shot.copy_generator`). Its state is checkpointed with the
         student's.
+      hold_quantizer_ranges: keep every weight and activation range of the student as it
+        is (`QuantizationScheme.holds_ranges_in_training`); otherwise TF-MOT recomputes
+        weight ranges and moves activation ranges towards each batch's extremes.
     """
 
     def __init__(self, teacher: tf_keras.Model, student: tf_keras.Model, generator: Optional[tf_keras.Model],
                  num_classes: int, config: DistillationConfig, seed: int = 0,
-                 real_data: Optional[Tuple[np.ndarray, np.ndarray]] = None, generator_trainer=None):
+                 real_data: Optional[Tuple[np.ndarray, np.ndarray]] = None, generator_trainer=None,
+                 hold_quantizer_ranges: bool = False):
         if tuple(teacher.output.shape[1:]) != tuple(student.output.shape[1:]):
             raise ValueError(f"student outputs {student.output.shape} but the teacher {teacher.output.shape}")
         if generator_trainer is not None:
@@ -108,6 +115,8 @@ class Distiller:
         self.generator_trainer = generator_trainer
         self.num_classes = num_classes
         self.config = config
+        # TF-MOT's quantizers update their ranges only in training mode.
+        self.student_training_mode = not hold_quantizer_ranges
         if generator is not None:
             self.noise_dim = int(generator.inputs[0].shape[-1])
         else:
@@ -195,10 +204,10 @@ class Distiller:
         variables = self.student.trainable_variables
         with tf.GradientTape() as tape:
             if self.student_taps is None:
-                student_logits = self.student(images, training=True)
+                student_logits = self.student(images, training=self.student_training_mode)
                 features = tf.constant(0.0)
             else:
-                student_logits, *student_features = self.student_taps(images, training=True)
+                student_logits, *student_features = self.student_taps(images, training=self.student_training_mode)
                 features = losses.feature_distillation_loss(teacher_features, student_features)
             distillation = losses.distillation_loss(teacher_logits, student_logits, self.config.temperature)
             cross_entropy = losses.conditional_cross_entropy(labels, student_logits, labelled)

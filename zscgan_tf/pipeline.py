@@ -22,7 +22,7 @@ import tf_keras
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
-from zscgan_tf import quantization_stages, teachers, training_loop, zero_shot
+from zscgan_tf import quantization_stages, quantize, teachers, training_loop, zero_shot
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, read_json, save_keras_model_atomic, write_json_atomic, write_text_atomic
 from zscgan_tf.progress import format_duration
@@ -230,7 +230,9 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
             "mean_confidence": evaluation.mean_confidence,
             "within_class_spread": evaluation.within_class_spread,
         },
-        "quantization": {"scheme": run_config.quantization.scheme, **state.get("distillation", {}),
+        "quantization": {"scheme": run_config.quantization.scheme,
+                         "low_bit_ranges": run_config.quantization.low_bit_ranges,
+                         **state.get("distillation", {}),
                          **quantization_results},
         "outputs": {"generator": GENERATOR_MODEL_FILE, "checkpoints": "generator/checkpoints",
                     "samples": SAMPLES_FILE, "tensorboard": "logs", "config": config_lib.CONFIG_FILE,
@@ -287,7 +289,11 @@ def format_report(report: dict) -> str:
 
 
 def _format_quantization(quantization: dict) -> list:
-    lines = ["## Quantization", "", f"Scheme: {quantization['scheme']}."]
+    scheme = quantize.QuantizationScheme.from_name(quantization["scheme"],
+                                                   low_bit_ranges=quantization.get("low_bit_ranges", "min_max"))
+    lines = ["## Quantization", "", f"Scheme: {scheme.name}"
+             + (" (ranges below 8 bits fitted by least squares, held during QAT)." if scheme.holds_ranges_in_training
+                else ".")]
     if "summary" in quantization:
         summary = quantization["summary"]
         lines.append(f"Data-free QAT: {summary['steps']} steps, {summary['wall_time']} this session, "

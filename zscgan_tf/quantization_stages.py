@@ -64,7 +64,7 @@ def scheme_of(run_config: RunConfig) -> quantize.QuantizationScheme:
     settings = run_config.quantization
     return quantize.QuantizationScheme.from_name(
         settings.scheme, keep_first_and_last_at_8_bits=settings.keep_first_and_last_at_8_bits,
-        per_channel=settings.per_channel)
+        per_channel=settings.per_channel, low_bit_ranges=settings.low_bit_ranges)
 
 
 def load_student(path: str) -> tf_keras.Model:
@@ -115,7 +115,8 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
         _say(f"distillation: layers TF-MOT cannot quantize stay float: {', '.join(float_layers)}")
     distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes, settings,
                                   seed=run_config.seed + DISTILLATION_SEED_OFFSET,
-                                  generator_trainer=joint_generator_trainer(run_config, teacher, generator))
+                                  generator_trainer=joint_generator_trainer(run_config, teacher, generator),
+                                  hold_quantizer_ranges=scheme.holds_ranges_in_training)
     teacher_weights = teacher.model.get_weights()
     _say(f"distillation: {settings.steps} steps of {settings.batch_size} generated samples into the "
          f"{scheme.name} student" + (", training a copy of the generator along" if settings.joint_generator else ""))

@@ -37,6 +37,7 @@ from tf_keras.src.saving import serialization_lib
 # Not exported by tfmot's public API, needed to recognise the input quantizer layer.
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
 
+from zscgan_tf import range_fitting
 from zscgan_tf.errors import UserError
 
 _N_BIT = tfmot.quantization.keras.experimental.default_n_bit
@@ -52,6 +53,8 @@ EDGE_LAYER_BITS = 8
 DEFAULT_CALIBRATION_BATCH_SIZE = 32
 
 SCHEME_NAME_PATTERN = re.compile(r"^w(\d+)a(\d+)$")
+# `QuantizationScheme.low_bit_ranges` values.
+LOW_BIT_RANGE_METHODS = ("mse", "min_max")
 
 # Layers whose fake quantization TF-MOT derives from the layer in front of them.
 _FOLDABLE_INTO = (
@@ -94,12 +97,18 @@ class QuantizationScheme:
         Has no effect at W8A8.
       per_channel: per-output-channel weight scales for convolutions (TF-MOT's
         per-axis quantizers); False gives one scale per weight tensor.
+      low_bit_ranges: how the ranges of quantizers below 8 bits are set: `mse`, the
+        least-squares ranges of `range_fitting` (weights from the weights, activations
+        from the calibration inputs), held during QAT; `min_max`, TF-MOT's observed
+        extremes, which move during QAT. 8-bit quantizers always keep min/max, as
+        TFLite's converter does.
     """
 
     weight_bits: int = 8
     activation_bits: int = 8
     keep_first_and_last_at_8_bits: bool = True
     per_channel: bool = True
+    low_bit_ranges: str = "mse"
 
     def __post_init__(self):
         for field_name in ("weight_bits", "activation_bits"):
@@ -113,6 +122,9 @@ class QuantizationScheme:
             value = getattr(self, field_name)
             if not isinstance(value, bool):
                 raise UserError(f"{field_name} must be True or False, got {value!r}")
+        if self.low_bit_ranges not in LOW_BIT_RANGE_METHODS:
+            raise UserError(f"low_bit_ranges must be one of {', '.join(LOW_BIT_RANGE_METHODS)}, "
+                            f"got {self.low_bit_ranges!r}")
 
     @property
     def name(self) -> str:
@@ -136,13 +148,19 @@ class QuantizationScheme:
         """Whether TF-MOT's experimental n-bit scheme is needed (any width below 8)."""
         return not self.exportable
 
+    @property
+    def holds_ranges_in_training(self) -> bool:
+        """Whether QAT must keep the student's ranges as set (fitted low-bit ranges)."""
+        return self.uses_n_bit_scheme and self.low_bit_ranges == "mse"
+
     @classmethod
     def from_name(cls, name: str, **options) -> "QuantizationScheme":
         """Parses a name such as `w8a8` or `W4A4`.
 
         Args:
           name: `w<weight bits>a<activation bits>`, case-insensitive.
-          **options: the other fields (`keep_first_and_last_at_8_bits`, `per_channel`).
+          **options: the other fields (`keep_first_and_last_at_8_bits`, `per_channel`,
+            `low_bit_ranges`).
 
         Returns:
           The scheme.
@@ -376,7 +394,11 @@ def quantize_student(
     with `training=False`) and only move during `training=True` steps; pass
     `calibration_inputs` (e.g. generator samples) to start them at the teacher's
     observed ranges instead, so that the untrained student already reproduces the
-    teacher up to rounding (see `calibrate_activation_ranges`).
+    teacher up to rounding (see `calibrate_activation_ranges`). Below 8 bits, with
+    the scheme's `low_bit_ranges="mse"`, weight ranges and calibrated activation
+    ranges are fitted (`range_fitting`) and the student must be trained with its
+    ranges held (`scheme.holds_ranges_in_training`), which needs `calibration_inputs`:
+    held uncalibrated ranges would stay at TF-MOT's starting values.
 
     Args:
       teacher: a built, flat, functional or Sequential tf_keras model.
@@ -428,8 +450,11 @@ def quantize_student(
                 f"TF-MOT could not quantize the teacher {teacher.name!r} as "
                 f"{scheme.name}: {error}") from error
     initialize_weight_ranges(student)
+    fit_low_bit_ranges = scheme.holds_ranges_in_training
+    if fit_low_bit_ranges:
+        range_fitting.fit_weight_ranges(student)
     if calibration_inputs is not None:
-        calibrate_activation_ranges(student, teacher, calibration_inputs)
+        calibrate_activation_ranges(student, teacher, calibration_inputs, fit_low_bit_ranges=fit_low_bit_ranges)
     return student, float_layer_names
 
 
@@ -464,6 +489,12 @@ class _RangeTarget:
     layer_name: Optional[str]
     before_activation: bool
     range_variables: dict
+    num_bits: int
+
+
+def _bits_of(quantizer) -> int:
+    """A quantizer's width; 8 (ranges left as observed) for one that does not say."""
+    return getattr(quantizer, "num_bits", None) or EXPORTABLE_BITS
 
 
 def _activation_range_targets(student, teacher) -> Tuple[List[_RangeTarget], List[str]]:
@@ -475,7 +506,7 @@ def _activation_range_targets(student, teacher) -> Tuple[List[_RangeTarget], Lis
             if (layer.quantizer and len(inbound) == 1
                     and isinstance(inbound[0], tf_keras.layers.InputLayer)
                     and len(teacher.inputs) == 1):
-                targets.append(_RangeTarget(_MODEL_INPUT, False, layer.quantizer_vars))
+                targets.append(_RangeTarget(_MODEL_INPUT, False, layer.quantizer_vars, _bits_of(layer.quantizer)))
             elif layer.quantizer:
                 unmatched.append(layer.name)
         elif isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
@@ -483,14 +514,15 @@ def _activation_range_targets(student, teacher) -> Tuple[List[_RangeTarget], Lis
             # pylint: disable=protected-access
             layer_targets = []
             if layer._output_quantizers:
-                layer_targets.append(_RangeTarget(name, False, layer._output_quantizer_vars))
+                layer_targets.append(_RangeTarget(name, False, layer._output_quantizer_vars,
+                                                  _bits_of(layer._output_quantizers[0])))
             for activation in layer._quantize_activations:
                 if activation._should_pre_quantize():
-                    layer_targets.append(
-                        _RangeTarget(name, True, activation._pre_activation_vars))
+                    layer_targets.append(_RangeTarget(name, True, activation._pre_activation_vars,
+                                                      _bits_of(activation.quantizer)))
                 if activation._should_post_quantize():
-                    layer_targets.append(
-                        _RangeTarget(name, False, activation._post_activation_vars))
+                    layer_targets.append(_RangeTarget(name, False, activation._post_activation_vars,
+                                                      _bits_of(activation.quantizer)))
             # pylint: enable=protected-access
             if layer_targets and name not in teacher_names:
                 unmatched.append(layer.name)  # renamed by a TF-MOT transform
@@ -524,20 +556,24 @@ def calibrate_activation_ranges(
         teacher: tf_keras.Model,
         inputs: np.ndarray,
         batch_size: int = DEFAULT_CALIBRATION_BATCH_SIZE,
+        fit_low_bit_ranges: bool = False,
 ) -> Tuple[str, ...]:
     """Sets the student's activation ranges to the teacher's on `inputs`.
 
     Each activation quantizer of the student quantizes a tensor that the teacher
     also computes (a layer's output, or a Conv/Dense pre-activation for softmax,
     sigmoid and tanh). Its range becomes the min and max of that teacher tensor over
-    `inputs` (widened to contain 0, as TFLite requires). BatchNorm statistics are not
-    touched, unlike a `training=True` pass.
+    `inputs` (widened to contain 0, as TFLite requires), or with `fit_low_bit_ranges`,
+    for quantizers below 8 bits, the part of it with the least squared rounding error
+    over those values (`range_fitting`). BatchNorm statistics are not touched, unlike
+    a `training=True` pass.
 
     Args:
       student: a TF-MOT model from `quantize_student(teacher, ...)`.
       teacher: the float model it was built from.
       inputs: teacher-space inputs, shape (N, ...) matching the teacher's input.
       batch_size: samples per forward pass.
+      fit_low_bit_ranges: fit the ranges of quantizers below 8 bits (a second pass).
 
     Returns:
       Names of student layers whose quantizers were left as they were because the
@@ -568,25 +604,49 @@ def calibrate_activation_ranges(
             tap_tensors.append(teacher_layer.output)
     tap_model = tf_keras.Model(teacher.inputs, tap_tensors) if tap_tensors else None
 
-    minimum = {(_MODEL_INPUT, False): float(inputs.min())}
-    maximum = {(_MODEL_INPUT, False): float(inputs.max())}
-    minimum.update({key: np.inf for key in tap_keys})
-    maximum.update({key: -np.inf for key in tap_keys})
-    for start in range(0, inputs.shape[0] if tap_model else 0, batch_size):
-        values = tap_model(inputs[start:start + batch_size], training=False)
-        if not isinstance(values, (list, tuple)):
-            values = [values]
-        for key, value in zip(tap_keys, values):
-            if key[1]:
-                value = twins[key[0]](value, training=False)
-            value = np.asarray(value)
+    def batches_of_values():
+        """Per batch of `inputs`: {key: the values of that tensor}."""
+        for start in range(0, inputs.shape[0], batch_size):
+            batch = inputs[start:start + batch_size]
+            values = {(_MODEL_INPUT, False): batch}
+            if tap_model is not None:
+                outputs = tap_model(batch, training=False)
+                if not isinstance(outputs, (list, tuple)):
+                    outputs = [outputs]
+                for key, value in zip(tap_keys, outputs):
+                    values[key] = np.asarray(twins[key[0]](value, training=False) if key[1] else value)
+            yield values
+
+    minimum = {key: np.inf for key in [(_MODEL_INPUT, False)] + tap_keys}
+    maximum = {key: -np.inf for key in minimum}
+    for values in batches_of_values():
+        for key, value in values.items():
             minimum[key] = min(minimum[key], float(value.min()))
             maximum[key] = max(maximum[key], float(value.max()))
+    ranges = {key: (min(minimum[key], 0.0), max(maximum[key], 0.0)) for key in minimum}
+
+    low_bits = {}  # key -> the width of its quantizers to fit
+    if fit_low_bit_ranges:
+        for target in targets:
+            if target.num_bits < range_fitting.FITTED_BELOW_BITS:
+                key = (target.layer_name, target.before_activation)
+                low_bits[key] = max(low_bits.get(key, 0), target.num_bits)
+    if low_bits:
+        counts = {key: np.zeros(range_fitting.HISTOGRAM_BINS) for key in low_bits}
+        for values in batches_of_values():
+            for key in low_bits:
+                counts[key] += np.histogram(values[key], range_fitting.HISTOGRAM_BINS, range=ranges[key])[0]
+        fitted = {key: range_fitting.histogram_range(counts[key], *ranges[key], bits)
+                  for key, bits in low_bits.items() if ranges[key][1] > ranges[key][0]}
+    else:
+        fitted = {}
 
     for target in targets:
         key = (target.layer_name, target.before_activation)
-        target.range_variables["min_var"].assign(min(minimum[key], 0.0))
-        target.range_variables["max_var"].assign(max(maximum[key], 0.0))
+        fits = target.num_bits < range_fitting.FITTED_BELOW_BITS
+        low, high = fitted.get(key, ranges[key]) if fits else ranges[key]
+        target.range_variables["min_var"].assign(low)
+        target.range_variables["max_var"].assign(high)
     return tuple(unmatched)
 
 

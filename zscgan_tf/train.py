@@ -80,6 +80,10 @@ flags.DEFINE_string("quantization", _quantization.scheme, "w<weight bits>a<activ
 flags.DEFINE_bool("keep_first_and_last_at_8_bits", _quantization.keep_first_and_last_at_8_bits,
                   "Keep the first and last layers at 8 bits in w4 schemes.")
 flags.DEFINE_bool("per_channel", _quantization.per_channel, "Per-channel weight scales.")
+flags.DEFINE_enum("low_bit_ranges", _quantization.low_bit_ranges, list(config_lib.LOW_BIT_RANGE_METHODS),
+                  "Ranges of quantizers below 8 bits (w4 schemes): mse = least squared rounding error (weights "
+                  "from the weights, activations from the calibration samples), held during QAT; min_max = "
+                  "TF-MOT's observed extremes.")
 flags.DEFINE_string("io_dtype", _quantization.io_dtype, "int8 or uint8 input/output of the exported model.")
 flags.DEFINE_integer("calibration_samples", _quantization.calibration_samples, "Class-balanced generator "
                      "samples used to calibrate quantization ranges.")
@@ -153,7 +157,8 @@ def config_from_flags() -> config_lib.RunConfig:
             log_every=FLAGS.log_every, image_every=FLAGS.image_every),
         quantization=config_lib.QuantizationConfig(
             scheme=FLAGS.quantization.lower(), keep_first_and_last_at_8_bits=FLAGS.keep_first_and_last_at_8_bits,
-            per_channel=FLAGS.per_channel, io_dtype=FLAGS.io_dtype, calibration_samples=FLAGS.calibration_samples),
+            per_channel=FLAGS.per_channel, low_bit_ranges=FLAGS.low_bit_ranges, io_dtype=FLAGS.io_dtype,
+            calibration_samples=FLAGS.calibration_samples),
         distillation=config_lib.DistillationConfig(
             steps=FLAGS.distillation_steps, batch_size=FLAGS.distillation_batch_size,
             learning_rate=FLAGS.distillation_learning_rate, temperature=FLAGS.temperature,
