@@ -162,26 +162,19 @@ def test_run_saved_before_a_generator_setting_existed_reads_as_run_without_it(tm
     assert "already trained" in capsys.readouterr().out
 
 
-def test_run_saved_before_the_feature_term_existed_reads_as_run_without_it(tmp_path, tiny_teacher_file, capsys):
-    work_dir, saved_weight = _run_saved_without(tmp_path, tiny_teacher_file, "distillation", "feature_loss_weight")
-    assert saved_weight == 1.0  # On by default.
+@pytest.mark.parametrize("section, name, default, flag_for_the_old_value", [
+    ("distillation", "feature_loss_weight", 1.0, "--feature_loss_weight=0"),
+    ("quantization", "low_bit_ranges", "mse", "--low_bit_ranges=min_max")])
+def test_run_saved_before_a_changed_default_existed_reads_as_run_with_the_old_value(
+        tmp_path, tiny_teacher_file, capsys, section, name, default, flag_for_the_old_value):
+    work_dir, saved_value = _run_saved_without(tmp_path, tiny_teacher_file, section, name)
+    assert saved_value == default
     capsys.readouterr()
-    # That run distilled without the term, so the default now differs from it ...
+    # That run ran with the old value, so today's default differs from it ...
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 2
-    assert "different config (distillation.feature_loss_weight)" in capsys.readouterr().err
+    assert f"different config ({section}.{name})" in capsys.readouterr().err
     # ... and asking for the old behaviour resumes it.
-    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--feature_loss_weight=0"])
-    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
-    assert "already trained" in capsys.readouterr().out
-
-
-def test_run_saved_before_low_bit_ranges_existed_reads_as_min_max(tmp_path, tiny_teacher_file, capsys):
-    work_dir, saved_method = _run_saved_without(tmp_path, tiny_teacher_file, "quantization", "low_bit_ranges")
-    assert saved_method == "mse"  # The default.
-    capsys.readouterr()
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 2
-    assert "different config (quantization.low_bit_ranges)" in capsys.readouterr().err
-    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--low_bit_ranges=min_max"])
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=[flag_for_the_old_value])
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
     assert "already trained" in capsys.readouterr().out
 
