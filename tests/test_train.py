@@ -123,14 +123,16 @@ def test_two_runs_with_one_seed_train_the_same_generator(tmp_path, tiny_teacher_
         assert (first == second).all()
 
 
-def _run_saved_without(tmp_path, teacher_file, section, name):
-    """A finished default run whose saved config lacks `section.name`, as runs saved before it existed.
+def _run_saved_without(tmp_path, teacher_file, section, name, extra=()):
+    """A finished run (default, or with `extra` flags) whose saved config lacks `section.name`, as runs saved
+    before it existed.
 
     Returns:
       (work directory, the value the run saved before it was removed).
     """
+    tmp_path.mkdir(parents=True, exist_ok=True)
     work_dir = tmp_path / "run"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, teacher_file, work_dir)}"]) == 0
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, teacher_file, work_dir, extra=extra)}"]) == 0
     saved = json.loads((work_dir / "config.json").read_text())
     value = saved[section].pop(name)
     (work_dir / "config.json").write_text(json.dumps(saved))
@@ -162,19 +164,35 @@ def test_run_saved_before_a_generator_setting_existed_reads_as_run_without_it(tm
     assert "already trained" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("section, name, default, flag_for_the_old_value", [
-    ("distillation", "feature_loss_weight", 1.0, "--feature_loss_weight=0"),
-    ("quantization", "low_bit_ranges", "mse", "--low_bit_ranges=min_max")])
-def test_run_saved_before_a_changed_default_existed_reads_as_run_with_the_old_value(
-        tmp_path, tiny_teacher_file, capsys, section, name, default, flag_for_the_old_value):
-    work_dir, saved_value = _run_saved_without(tmp_path, tiny_teacher_file, section, name)
-    assert saved_value == default
+def test_run_saved_before_a_changed_default_existed_reads_as_run_with_the_old_value(tmp_path, tiny_teacher_file,
+                                                                                    capsys):
+    work_dir, saved_value = _run_saved_without(tmp_path, tiny_teacher_file, "distillation", "feature_loss_weight")
+    assert saved_value == 1.0
     capsys.readouterr()
     # That run ran with the old value, so today's default differs from it ...
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 2
-    assert f"different config ({section}.{name})" in capsys.readouterr().err
+    assert "different config (distillation.feature_loss_weight)" in capsys.readouterr().err
     # ... and asking for the old behaviour resumes it.
-    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=[flag_for_the_old_value])
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--feature_loss_weight=0"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    assert "already trained" in capsys.readouterr().out
+
+
+def test_low_bit_range_method_binds_a_w4a4_run_and_not_an_8_bit_one(tmp_path, tiny_teacher_file, capsys):
+    # Saved before the setting existed, both read as min/max ranges; only the W4A4 run used them.
+    eight_bit_dir, saved_value = _run_saved_without(tmp_path / "w8a8", tiny_teacher_file, "quantization",
+                                                    "low_bit_ranges")
+    assert saved_value == "mse"
+    four_bit_dir, _ = _run_saved_without(tmp_path / "w4a4", tiny_teacher_file, "quantization", "low_bit_ranges",
+                                         extra=["--quantization=w4a4"])
+    capsys.readouterr()
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, eight_bit_dir)}"]) == 0
+    assert "already trained" in capsys.readouterr().out
+    assert json.loads((eight_bit_dir / "config.json").read_text())["quantization"]["low_bit_ranges"] == "mse"
+    w4a4 = ["--quantization=w4a4"]
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, four_bit_dir, extra=w4a4)}"]) == 2
+    assert "different config (quantization.low_bit_ranges)" in capsys.readouterr().err
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, four_bit_dir, extra=w4a4 + ["--low_bit_ranges=min_max"])
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
     assert "already trained" in capsys.readouterr().out
 

@@ -8,7 +8,7 @@ the same run rather than mixing two.
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from zscgan_tf.errors import UserError
 from zscgan_tf.generator import VARIANTS
@@ -367,6 +367,18 @@ def differences(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
     return sorted(key for key in set(saved_flat) | set(current_flat) if saved_flat.get(key) != current_flat.get(key))
 
 
+def inert_settings(config: Dict[str, Any]) -> Set[str]:
+    """Dotted names of the settings that change nothing in a run with this config dict.
+
+    The options of bit widths below 8 (`low_bit_ranges`, `keep_first_and_last_at_8_bits`)
+    do nothing in an 8-bit run, so a W8A8 work directory resumes whatever they say.
+    """
+    scheme = SCHEME_NAME_PATTERN.match(str(config.get("quantization", {}).get("scheme", "")).strip().lower())
+    if scheme and all(int(bits) == MAX_BITS for bits in scheme.groups()):
+        return {"quantization.low_bit_ranges", "quantization.keep_first_and_last_at_8_bits"}
+    return set()
+
+
 def save_or_check(config: RunConfig, write_json) -> None:
     """Saves the config into the work directory, or checks it matches the one there.
 
@@ -389,7 +401,8 @@ def save_or_check(config: RunConfig, write_json) -> None:
             saved = json.loads(json.dumps(RunConfig.from_dict(saved).to_dict()))
         except (UserError, TypeError):
             pass  # Compared as saved: whatever differs is named.
-        changed = [key for key in differences(saved, current) if key not in RESUMABLE_CHANGES]
+        unchanging = set(RESUMABLE_CHANGES) | (inert_settings(saved) & inert_settings(current))
+        changed = [key for key in differences(saved, current) if key not in unchanging]
         if changed:
             shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
             raise UserError(f"{config.work_dir} holds a run with a different config ({shown}); choose another "
