@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from zscgan_tf import config as config_lib
 from zscgan_tf import train
 from zscgan_tf.files import file_digest
 
@@ -176,6 +177,17 @@ def test_run_saved_before_a_changed_default_existed_reads_as_run_with_the_old_va
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--feature_loss_weight=0"])
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
     assert "already trained" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("saved, inert", [
+    ({"quantization": {"scheme": "W8A8"}}, {"quantization.low_bit_ranges",
+                                             "quantization.keep_first_and_last_at_8_bits"}),
+    ({"quantization": {"scheme": "w4a8"}}, set()),
+    ({"quantization": {"scheme": "w8a4"}}, set()),
+    # Damaged configs: nothing is inert, so every difference is named.
+    ({"quantization": 5}, set()), ({"quantization": {"scheme": 8}}, set()), ({}, set()), ([], set())])
+def test_only_an_8_bit_run_ignores_the_low_bit_options(saved, inert):
+    assert config_lib.inert_settings(saved) == inert
 
 
 def test_low_bit_range_method_binds_a_w4a4_run_and_not_an_8_bit_one(tmp_path, tiny_teacher_file, capsys):
