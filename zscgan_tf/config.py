@@ -374,8 +374,9 @@ def inert_settings(config: Dict[str, Any]) -> Set[str]:
     do nothing in an 8-bit run, so a W8A8 work directory resumes whatever they say.
     """
     quantization = config.get("quantization") if isinstance(config, dict) else None
-    scheme = SCHEME_NAME_PATTERN.match(str(quantization.get("scheme", "")).strip().lower()) \
-        if isinstance(quantization, dict) else None
+    if not isinstance(quantization, dict):  # A damaged config: every difference counts.
+        return set()
+    scheme = SCHEME_NAME_PATTERN.match(str(quantization.get("scheme", "")).strip().lower())
     if scheme and all(int(bits) == MAX_BITS for bits in scheme.groups()):
         return {"quantization.low_bit_ranges", "quantization.keep_first_and_last_at_8_bits"}
     return set()
