@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Set
 from zscgan_tf.errors import UserError
 from zscgan_tf.generator import VARIANTS
 from zscgan_tf.losses import BN_DISTANCES
-from zscgan_tf.quantize import LOW_BIT_RANGE_METHODS, MAX_BITS, MIN_BITS, SCHEME_NAME_PATTERN
+from zscgan_tf.quantize import LOW_BIT_RANGE_METHODS, MAX_BITS, MIN_BITS, SCHEME_NAME_PATTERN, QuantizationScheme
 from zscgan_tf.teachers import TeacherSource
 
 CONFIG_FILE = "config.json"
@@ -376,10 +376,11 @@ def inert_settings(config: Dict[str, Any]) -> Set[str]:
     quantization = config.get("quantization") if isinstance(config, dict) else None
     if not isinstance(quantization, dict):  # A damaged config: every difference counts.
         return set()
-    scheme = SCHEME_NAME_PATTERN.match(str(quantization.get("scheme", "")).strip().lower())
-    if scheme and all(int(bits) == MAX_BITS for bits in scheme.groups()):
-        return {"quantization.low_bit_ranges", "quantization.keep_first_and_last_at_8_bits"}
-    return set()
+    try:
+        eight_bit = QuantizationScheme.from_name(quantization.get("scheme")).exportable
+    except UserError:  # Not a scheme name: every difference counts.
+        return set()
+    return {"quantization.low_bit_ranges", "quantization.keep_first_and_last_at_8_bits"} if eight_bit else set()
 
 
 def save_or_check(config: RunConfig, write_json) -> None:
