@@ -631,6 +631,7 @@ def calibrate_activation_ranges(
             if target.num_bits < range_fitting.FITTED_BELOW_BITS:
                 key = (target.layer_name, target.before_activation)
                 low_bits[key] = max(low_bits.get(key, 0), target.num_bits)
+    fitted = {}
     if low_bits:
         counts = {key: np.zeros(range_fitting.HISTOGRAM_BINS) for key in low_bits}
         for values in batches_of_values():
@@ -638,8 +639,6 @@ def calibrate_activation_ranges(
                 counts[key] += np.histogram(values[key], range_fitting.HISTOGRAM_BINS, range=ranges[key])[0]
         fitted = {key: range_fitting.histogram_range(counts[key], *ranges[key], bits)
                   for key, bits in low_bits.items() if ranges[key][1] > ranges[key][0]}
-    else:
-        fitted = {}
 
     for target in targets:
         key = (target.layer_name, target.before_activation)
