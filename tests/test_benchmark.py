@@ -47,7 +47,7 @@ def _tiny_arguments(teacher_path, work_dir):
             "--noise_dim=8", "--generator_channels=8", "--qat_steps=3", "--qat_batch_size=16", "--distilled_steps=3",
             "--latency_runs=3", "--calibration_draws=2", "--w4a4_seed_draws=1", "--generator_blur_sigma=0.5",
             "--generator_pool_size=2", "--mode_seeking_loss_weight=0.1", "--qat_mixed_fraction=0.25",
-            "--qat_shift_fraction=0.125", "--qat_flip", "--noprogress"]
+            "--qat_shift_fraction=0.125", "--qat_flip", "--bn_layer_weighting=noise_floor", "--noprogress"]
 
 
 def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digits_teacher):
@@ -60,6 +60,9 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert results["settings"]["qat_shift_fraction"] == 0.125 and results["settings"]["qat_flip"] is True
     assert results["settings"]["generator_blur_sigma"] == 0.5 and results["settings"]["generator_pool_size"] == 2
     assert results["settings"]["low_bit_ranges"] == "mse"
+    assert results["settings"]["bn_layer_weighting"] == "noise_floor"
+    generator_run = json.loads((work_dir / "digits_tiny" / "generator" / "config.json").read_text())
+    assert generator_run["loss"]["bn_layer_weighting"] == "noise_floor"
     generator = pipeline.load_generator(str(work_dir / "digits_tiny" / "generator" / "generator.keras"))
     members = generator_lib.pool_members(generator)
     assert len(members) == 2
@@ -106,7 +109,8 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert {target["met"] for target in teacher["targets"]} <= {True, False} and len(names) == 10
     assert "ZS-CGAN PTQ above distilled-data PTQ" in names
     markdown = (work_dir / "results.md").read_text()
-    assert "blur sigma 0.5 px, 2 generators pooled" in markdown and "generator training " in markdown
+    assert "blur sigma 0.5 px, 2 generators pooled, BN layers weighted by noise_floor" in markdown
+    assert "generator training " in markdown
     assert "ranges below 8 bits fitted by least squares and held" in markdown
     assert teacher["generator_training"]["generators"] == 2
     assert "| row | top-1 | measured | time |" in markdown and "| ZS-CGAN QAT W4A4 |" in markdown

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import bn_stats, teachers
+from zscgan_tf import bn_stats, losses, teachers
 from zscgan_tf.errors import UserError
 
 from conftest import build_tiny_classifier
@@ -89,3 +89,31 @@ def test_taps_on_every_named_keras_application(name):
     np.testing.assert_allclose(statistics.batch_mean, mean, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(statistics.batch_variance, variance, rtol=1e-3, atol=1e-4)
     np.testing.assert_array_equal(statistics.moving_variance, last.moving_variance.numpy())
+
+
+def test_noise_floor_is_the_kl_a_batch_of_the_stored_gaussian_scores():
+    # 16 samples of 4x4 positions: each channel's statistics come from 256 values.
+    channels, batch_size, positions = 64, 16, 16
+    inputs = tf_keras.Input((4, 4, channels))
+    layer = tf_keras.layers.BatchNormalization()
+    tf_keras.Model(inputs, layer(inputs))
+    floor = bn_stats.finite_batch_noise_floor(layer, batch_size)
+    assert floor == pytest.approx(channels / (batch_size * positions))
+    rng = np.random.default_rng(0)
+    mean, std = rng.normal(size=channels), rng.uniform(0.5, 2.0, size=channels)
+    scores = []
+    for _ in range(50):
+        values = rng.normal(mean, std, size=(batch_size * positions, channels))
+        scores.append(float(losses.gaussian_kl_divergence(
+            tf.constant(values.mean(0), tf.float32), tf.constant(values.var(0), tf.float32),
+            tf.constant(mean, tf.float32), tf.constant(std ** 2, tf.float32), variance_epsilon=0.0)))
+    assert np.mean(scores) == pytest.approx(floor, rel=0.15)
+
+
+def test_noise_floor_weighting_weighs_each_layer_by_its_shape():
+    model = build_tiny_classifier()  # conv_bn and depthwise_bn: 8x8x6; dense_bn: 8 features.
+    weights = bn_stats.bn_layer_weights(model, "noise_floor", batch_size=4)
+    assert weights == pytest.approx([1 / (1 + 6 / (4 * 64)), 1 / (1 + 6 / (4 * 64)), 1 / (1 + 8 / 4)])
+    assert bn_stats.bn_layer_weights(model, "uniform", batch_size=4) is None
+    with pytest.raises(ValueError, match="unknown BN layer weighting 'bogus'"):
+        bn_stats.bn_layer_weights(model, "bogus", batch_size=4)

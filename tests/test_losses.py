@@ -41,6 +41,19 @@ def test_bn_loss_averages_layers_and_sums_channels():
     assert float(losses.bn_statistics_loss([one, zero])) == pytest.approx(single, rel=1e-5)
 
 
+@pytest.mark.parametrize("distance", ["kl", "mse"])
+def test_bn_loss_layer_weights_scale_each_layer_in_the_mean(distance):
+    near = _statistics([0.1], [1.0], [0.0], [1.0])
+    far = _statistics([2.0], [3.0], [0.0], [1.0])
+    near_alone, far_alone = (float(losses.bn_statistics_loss([s], distance)) for s in (near, far))
+    weighted = float(losses.bn_statistics_loss([near, far], distance, layer_weights=[2.0, 0.25]))
+    assert weighted == pytest.approx((2.0 * near_alone + 0.25 * far_alone) / 2, rel=1e-5)
+    uniform = float(losses.bn_statistics_loss([near, far], distance, layer_weights=[1.0, 1.0]))
+    assert uniform == pytest.approx(float(losses.bn_statistics_loss([near, far], distance)), rel=1e-6)
+    with pytest.raises(ValueError, match="1 layer weights for 2 BN layers"):
+        losses.bn_statistics_loss([near, far], distance, layer_weights=[1.0])
+
+
 def test_bn_loss_rejects_unknown_distance_and_empty_input():
     with pytest.raises(ValueError, match="unknown BN distance"):
         losses.bn_statistics_loss([_statistics([0.0], [1.0], [0.0], [1.0])], "l1")

@@ -218,6 +218,7 @@ def test_low_bit_range_method_binds_a_w4a4_run_and_not_an_8_bit_one(tmp_path, ti
     (["--batch_size=0"], "--batch_size must be positive, got 0"),
     (["--bn_loss_weight=-1"], "--bn_loss_weight must be non-negative"),
     (["--generator_variant=bogus"], "--generator_variant must be one of"),
+    (["--bn_layer_weighting=bogus"], "--bn_layer_weighting=bogus: value should be one of <uniform|noise_floor>"),
     (["--generator_blur_sigma=-1"], "--generator_blur_sigma must be non-negative"),
     (["--generator_pool_size=0"], "--generator_pool_size must be in [1, 8], got 0"),
     (["--teacher_preprocessing_mean=a,b"], "comma-separated list of numbers"),

@@ -155,3 +155,14 @@ def test_mode_seeking_term_spreads_the_samples_of_each_class(tmp_path):
         spreads[weight] = zero_shot.evaluate_generator(trainer.generator, teacher, samples_per_class=16,
                                                        seed=3).within_class_spread
     assert spreads[1.0] > 1.5 * spreads[0.0] > 0
+
+
+def test_noise_floor_weighting_weighs_the_bn_term_by_layer():
+    teacher = tiny_teacher()
+    uniform = _fixed_batch_losses(_trainer(teacher, steps=1))
+    trainer = _trainer(teacher, steps=1, bn_layer_weighting="noise_floor")
+    weighted = _fixed_batch_losses(trainer)
+    # The trainer's batch is 32: the dense BN layer (8 features) weighs 1 / (1 + 8/32).
+    assert trainer.bn_layer_weights[-1] == pytest.approx(0.8)
+    assert weighted["cross_entropy"] == pytest.approx(uniform["cross_entropy"], rel=1e-6)
+    assert 0.8 * uniform["bn_statistics"] < weighted["bn_statistics"] < uniform["bn_statistics"]

@@ -51,8 +51,9 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
-from zscgan_tf import cli, data, distill, distilled_data, evaluate, export, pipeline, quantization_stages  # noqa: E402
-from zscgan_tf import progress, quantize, reproducibility, teachers, throughput, zero_shot  # noqa: E402
+from zscgan_tf import bn_stats, cli, data, distill, distilled_data, evaluate, export, pipeline  # noqa: E402
+from zscgan_tf import progress, quantization_stages, quantize, reproducibility, teachers  # noqa: E402
+from zscgan_tf import throughput, zero_shot  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
 from zscgan_tf.files import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 
@@ -116,6 +117,9 @@ flags.DEFINE_integer("generator_pool_size", _generator.pool_size,
                      "Generators trained apart (other seeds) and pooled for every ZS-CGAN row; 1 = one generator.")
 flags.DEFINE_float("mode_seeking_loss_weight", config_lib.LossConfig.mode_seeking,
                    "Weight of the generator's mode-seeking term; 0 = off.")
+flags.DEFINE_enum("bn_layer_weighting", config_lib.LossConfig.bn_layer_weighting, bn_stats.BN_LAYER_WEIGHTINGS,
+                  "How the generator's BN-statistics term weighs the teacher's BN layers: uniform, or noise_floor "
+                  "(each 1 / (1 + the KL a batch scores there by chance)).")
 flags.DEFINE_integer("distilled_steps", distilled_data.DistilledDataConfig.steps,
                      "Adam updates of each batch of distilled-data (ZeroQ-style) calibration inputs.")
 flags.DEFINE_integer("calibration_draws", 5, "Further calibration draws of real-data and ZS-CGAN PTQ, to measure how "
@@ -163,6 +167,8 @@ def generator_settings() -> dict:
         settings["generator_blur_sigma"] = FLAGS.generator_blur_sigma
     if FLAGS.generator_pool_size != 1:
         settings["generator_pool_size"] = FLAGS.generator_pool_size
+    if FLAGS.bn_layer_weighting != "uniform":
+        settings["bn_layer_weighting"] = FLAGS.bn_layer_weighting
     return settings
 
 
@@ -174,7 +180,8 @@ def generator_config() -> config_lib.GeneratorConfig:
 
 def generator_loss_config() -> config_lib.LossConfig:
     """The generator loss the flags describe (its own training and joint training alike)."""
-    return config_lib.LossConfig(mode_seeking=FLAGS.mode_seeking_loss_weight)
+    return config_lib.LossConfig(mode_seeking=FLAGS.mode_seeking_loss_weight,
+                                 bn_layer_weighting=FLAGS.bn_layer_weighting)
 
 
 # The benchmark's flag for each QAT setting it sets, as error messages name it.
@@ -593,6 +600,8 @@ def format_results(results: dict) -> str:
              + (f", blur sigma {settings['generator_blur_sigma']:g} px" if settings.get("generator_blur_sigma") else "")
              + (f", {settings['generator_pool_size']} generators pooled"
                 if settings.get("generator_pool_size", 1) > 1 else "")
+             + (f", BN layers weighted by {settings['bn_layer_weighting']}"
+                if settings.get("bn_layer_weighting", "uniform") != "uniform" else "")
              + f"; calibration: {settings['calibration_samples']} samples; "
              f"seed {settings['seed']}.", ""]
     if "wall_seconds_this_session" in results:
@@ -735,7 +744,8 @@ def benchmark() -> dict:
     settings = {name: FLAGS[name].value for name in (
         "teachers", "dataset", "eval_max_samples", "calibration_samples", "schemes", "qat_steps", "qat_batch_size",
         "qat_learning_rate", "generator_steps", "generator_batch_size", "noise_dim", "generator_channels",
-        "generator_blur_sigma", "generator_pool_size", "mode_seeking_loss_weight", "qat_feature_loss_weight",
+        "generator_blur_sigma", "generator_pool_size", "mode_seeking_loss_weight", "bn_layer_weighting",
+        "qat_feature_loss_weight",
         "qat_mixed_fraction",
         "qat_shift_fraction", "qat_flip", "qat_joint_generator", "low_bit_ranges",
         "deterministic", "distilled_steps", "calibration_draws", "w4a4_seed_draws", "latency_runs", "seed")}

@@ -12,7 +12,7 @@ teacher: its logits followed by one tap output per BN layer, BN layers found by 
 """
 
 import dataclasses
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -128,3 +128,44 @@ def build_statistics_model(teacher) -> tf_keras.Model:
 def split_statistics(tap_outputs: Sequence[tf.Tensor]) -> List[LayerStatistics]:
     """Turns the statistics model's tap outputs (each (4, channels)) into `LayerStatistics`."""
     return [LayerStatistics(tap[0], tap[1], tap[2], tap[3]) for tap in tap_outputs]
+
+
+# How the BN-statistics loss weighs its layers (`LossConfig.bn_layer_weighting`).
+BN_LAYER_WEIGHTINGS = ("uniform", "noise_floor")
+
+
+def finite_batch_noise_floor(layer: tf_keras.layers.BatchNormalization, batch_size: int) -> float:
+    """About the Gaussian KL (summed over channels) a batch scores by chance at this layer.
+
+    The mean and variance of `batch_size * positions` values drawn from a channel's own
+    stored Gaussian miss it by a KL of about 1 / (batch_size * positions), so a batch of
+    the very data the teacher was trained on scores about channels / (batch_size *
+    positions), where positions is the layer's spatial size (H * W; 1 for a dense input).
+    It follows from the layer's shape alone.
+    """
+    shape = layer.input_shape
+    positions = 1
+    for size in shape[1:-1]:
+        positions *= int(size)
+    return int(shape[-1]) / (batch_size * positions)
+
+
+def bn_layer_weights(model, weighting: str, batch_size: int) -> Optional[List[float]]:
+    """Weights of `model`'s BN layers (in `batchnorm_layers` order) in the BN-statistics loss.
+
+    Args:
+      model: the teacher.
+      weighting: `uniform` (every layer 1: returns None) or `noise_floor`: each layer
+        1 / (1 + its `finite_batch_noise_floor`), so that layers whose batch statistics are
+        mostly chance (few positions, many channels: the last blocks of a network at low
+        resolution) pull less than those where a batch says something about the data.
+      batch_size: samples per generator batch.
+
+    Raises:
+      ValueError: for an unknown weighting.
+    """
+    if weighting not in BN_LAYER_WEIGHTINGS:
+        raise ValueError(f"unknown BN layer weighting {weighting!r}; expected one of {BN_LAYER_WEIGHTINGS}")
+    if weighting == "uniform":
+        return None
+    return [1.0 / (1.0 + finite_batch_noise_floor(layer, batch_size)) for layer in batchnorm_layers(model)]

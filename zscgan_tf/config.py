@@ -10,6 +10,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Set
 
+from zscgan_tf.bn_stats import BN_LAYER_WEIGHTINGS
 from zscgan_tf.errors import UserError
 from zscgan_tf.generator import VARIANTS
 from zscgan_tf.losses import BN_DISTANCES
@@ -52,6 +53,9 @@ class LossConfig:
       cross_entropy: weight of the conditional cross-entropy.
       bn_statistics: weight of the BN-statistics distance.
       bn_distance: `kl` (Gaussian KL, default) or `mse` (GDFQ).
+      bn_layer_weighting: how the BN term weighs its layers: `uniform` (default) or
+        `noise_floor` (each layer 1 / (1 + the KL a batch scores there by chance); see
+        `bn_stats.bn_layer_weights`).
       diversity: weight of sample entropy minus batch entropy; 0 turns it off.
       mode_seeking: weight of MSGAN's mode-seeking term, which spreads the samples of a
         class apart (batches then pair each label's two noises); 0 turns it off.
@@ -60,6 +64,7 @@ class LossConfig:
     cross_entropy: float = 1.0
     bn_statistics: float = 0.1
     bn_distance: str = "kl"
+    bn_layer_weighting: str = "uniform"
     diversity: float = 0.0
     mode_seeking: float = 0.0
 
@@ -265,6 +270,8 @@ def validate_loss(loss: LossConfig):
     """Checks the generator loss weights (a run's, or the benchmark's before any teacher loads)."""
     _require(loss.bn_distance in BN_DISTANCES,
              f"--bn_distance must be one of {', '.join(BN_DISTANCES)}, got {loss.bn_distance!r}")
+    _require(loss.bn_layer_weighting in BN_LAYER_WEIGHTINGS,
+             f"--bn_layer_weighting must be one of {', '.join(BN_LAYER_WEIGHTINGS)}, got {loss.bn_layer_weighting!r}")
     for name, weight in (("ce_loss_weight", loss.cross_entropy), ("bn_loss_weight", loss.bn_statistics),
                          ("diversity_loss_weight", loss.diversity),
                          ("mode_seeking_loss_weight", loss.mode_seeking)):

@@ -4,7 +4,7 @@ Every function takes tensors and returns a scalar tensor; every constant is an
 argument with a documented default.
 """
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import tensorflow as tf
 
@@ -60,16 +60,19 @@ def moment_mean_squared_error(batch_mean, batch_variance, moving_mean, moving_va
 
 
 def bn_statistics_loss(statistics: Sequence[LayerStatistics], distance: str = "kl",
-                       variance_epsilon: float = DEFAULT_VARIANCE_EPSILON) -> tf.Tensor:
+                       variance_epsilon: float = DEFAULT_VARIANCE_EPSILON,
+                       layer_weights: Optional[Sequence[float]] = None) -> tf.Tensor:
     """Distance between batch and stored BN statistics, averaged over BN layers.
 
     Args:
       statistics: one `LayerStatistics` per BN layer.
       distance: `kl` (Gaussian KL, summed over channels; the default) or `mse` (GDFQ).
       variance_epsilon: added to variances in the KL distance.
+      layer_weights: optional weight of each layer's distance (the mean is then of the
+        weighted distances); None weights every layer 1.
 
     Raises:
-      ValueError: for an unknown distance or no statistics.
+      ValueError: for an unknown distance, no statistics, or a weight per layer missing.
     """
     if distance not in BN_DISTANCES:
         raise ValueError(f"unknown BN distance {distance!r}; expected one of {BN_DISTANCES}")
@@ -81,6 +84,10 @@ def bn_statistics_loss(statistics: Sequence[LayerStatistics], distance: str = "k
     else:
         per_layer = [moment_mean_squared_error(s.batch_mean, s.batch_variance, s.moving_mean, s.moving_variance)
                      for s in statistics]
+    if layer_weights is not None:
+        if len(layer_weights) != len(per_layer):
+            raise ValueError(f"{len(layer_weights)} layer weights for {len(per_layer)} BN layers")
+        per_layer = [float(weight) * distance_value for weight, distance_value in zip(layer_weights, per_layer)]
     return tf.add_n(per_layer) / float(len(per_layer))
 
 

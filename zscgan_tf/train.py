@@ -16,7 +16,7 @@ import sys
 from absl import flags
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import cli, pipeline, reproducibility
+from zscgan_tf import bn_stats, cli, pipeline, reproducibility
 from zscgan_tf.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -59,6 +59,10 @@ flags.DEFINE_integer("generator_pool_size", _generator.pool_size, "Generators tr
 flags.DEFINE_float("ce_loss_weight", _loss.cross_entropy, "Weight of the conditional cross-entropy.")
 flags.DEFINE_float("bn_loss_weight", _loss.bn_statistics, "Weight of the BN-statistics loss.")
 flags.DEFINE_string("bn_distance", _loss.bn_distance, "kl (Gaussian KL) or mse (GDFQ).")
+flags.DEFINE_enum("bn_layer_weighting", _loss.bn_layer_weighting, bn_stats.BN_LAYER_WEIGHTINGS,
+                  "How the BN-statistics loss weighs the teacher's BN layers: uniform, or noise_floor (each "
+                  "1 / (1 + the KL a batch scores there by chance): layers at low resolution with many channels "
+                  "pull less).")
 flags.DEFINE_float("diversity_loss_weight", _loss.diversity, "Weight of the diversity terms; 0 = off.")
 flags.DEFINE_float("mode_seeking_loss_weight", _loss.mode_seeking,
                    "Weight of the mode-seeking term (spreads each class's samples apart); 0 = off.")
@@ -149,7 +153,8 @@ def config_from_flags() -> config_lib.RunConfig:
                                              blur_sigma=FLAGS.generator_blur_sigma,
                                              pool_size=FLAGS.generator_pool_size),
         loss=config_lib.LossConfig(cross_entropy=FLAGS.ce_loss_weight, bn_statistics=FLAGS.bn_loss_weight,
-                                   bn_distance=FLAGS.bn_distance, diversity=FLAGS.diversity_loss_weight,
+                                   bn_distance=FLAGS.bn_distance, bn_layer_weighting=FLAGS.bn_layer_weighting,
+                                   diversity=FLAGS.diversity_loss_weight,
                                    mode_seeking=FLAGS.mode_seeking_loss_weight),
         generator_training=config_lib.GeneratorTrainingConfig(
             steps=FLAGS.generator_steps, batch_size=FLAGS.batch_size, learning_rate=FLAGS.generator_learning_rate,

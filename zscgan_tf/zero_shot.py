@@ -47,6 +47,8 @@ class GeneratorTrainer:
         self.training_config = training_config
         self.noise_dim = int(generator.inputs[0].shape[-1])
         self.statistics_model = bn_stats.build_statistics_model(teacher.model)
+        self.bn_layer_weights = bn_stats.bn_layer_weights(teacher.model, loss_config.bn_layer_weighting,
+                                                          training_config.batch_size)
         self.optimizer = tf_keras.optimizers.Adam(training_config.learning_rate, beta_1=training_config.beta_1,
                                                   beta_2=training_config.beta_2)
         self.random = tf.random.Generator.from_seed(seed)
@@ -74,7 +76,8 @@ class GeneratorTrainer:
         outputs = self.statistics_model(images, training=False)
         logits, taps = outputs[0], outputs[1:]
         cross_entropy = losses.conditional_cross_entropy(labels, logits)
-        bn_statistics = losses.bn_statistics_loss(bn_stats.split_statistics(taps), self.loss_config.bn_distance)
+        bn_statistics = losses.bn_statistics_loss(bn_stats.split_statistics(taps), self.loss_config.bn_distance,
+                                                  layer_weights=self.bn_layer_weights)
         diversity = losses.diversity_loss(logits) if self.loss_config.diversity > 0 else tf.constant(0.0)
         mode_seeking = tf.constant(0.0)
         if self.loss_config.mode_seeking > 0:
