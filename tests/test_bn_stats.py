@@ -94,10 +94,7 @@ def test_taps_on_every_named_keras_application(name):
 def test_noise_floor_is_the_kl_a_batch_of_the_stored_gaussian_scores():
     # 16 samples of 4x4 positions: each channel's statistics come from 256 values.
     channels, batch_size, positions = 64, 16, 16
-    inputs = tf_keras.Input((4, 4, channels))
-    layer = tf_keras.layers.BatchNormalization()
-    tf_keras.Model(inputs, layer(inputs))
-    floor = bn_stats.finite_batch_noise_floor(layer, batch_size)
+    floor = bn_stats.finite_batch_noise_floor((4, 4, channels), batch_size)
     assert floor == pytest.approx(channels / (batch_size * positions))
     rng = np.random.default_rng(0)
     mean, std = rng.normal(size=channels), rng.uniform(0.5, 2.0, size=channels)
@@ -110,10 +107,13 @@ def test_noise_floor_is_the_kl_a_batch_of_the_stored_gaussian_scores():
     assert np.mean(scores) == pytest.approx(floor, rel=0.15)
 
 
-def test_noise_floor_weighting_weighs_each_layer_by_its_shape():
-    model = build_tiny_classifier()  # conv_bn and depthwise_bn: 8x8x6; dense_bn: 8 features.
-    weights = bn_stats.bn_layer_weights(model, "noise_floor", batch_size=4)
+@pytest.mark.parametrize("input_shape", [(8, 8, 1), (None, None, 1)])
+def test_noise_floor_weighting_weighs_each_layer_by_its_shape(input_shape):
+    # conv_bn and depthwise_bn: 8x8x6 on 8x8 images; dense_bn: 8 features. A teacher that
+    # takes any image size is measured at the size it is given.
+    model = build_tiny_classifier(input_shape=input_shape)
+    weights = bn_stats.bn_layer_weights(model, "noise_floor", batch_size=4, image_shape=(8, 8, 1))
     assert weights == pytest.approx([1 / (1 + 6 / (4 * 64)), 1 / (1 + 6 / (4 * 64)), 1 / (1 + 8 / 4)])
-    assert bn_stats.bn_layer_weights(model, "uniform", batch_size=4) is None
+    assert bn_stats.bn_layer_weights(model, "uniform", batch_size=4, image_shape=(8, 8, 1)) is None
     with pytest.raises(ValueError, match="unknown BN layer weighting 'bogus'"):
-        bn_stats.bn_layer_weights(model, "bogus", batch_size=4)
+        bn_stats.bn_layer_weights(model, "bogus", batch_size=4, image_shape=(8, 8, 1))

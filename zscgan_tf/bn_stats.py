@@ -12,7 +12,7 @@ teacher: its logits followed by one tap output per BN layer, BN layers found by 
 """
 
 import dataclasses
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras
@@ -134,23 +134,37 @@ def split_statistics(tap_outputs: Sequence[tf.Tensor]) -> List[LayerStatistics]:
 BN_LAYER_WEIGHTINGS = ("uniform", "noise_floor")
 
 
-def finite_batch_noise_floor(layer: tf_keras.layers.BatchNormalization, batch_size: int) -> float:
-    """About the Gaussian KL (summed over channels) a batch scores by chance at this layer.
+def batchnorm_input_shapes(model, image_shape: Sequence[int]) -> List[Tuple[int, ...]]:
+    """Each BN layer's input shape (batch left out) when `model` reads images of `image_shape`.
+
+    Read from the graph; a teacher that accepts any image size is run once on a blank
+    image of `image_shape` to fix its layers' spatial sizes.
+    """
+    layers = batchnorm_layers(model)
+    shapes = [tuple(layer.input_shape[1:]) for layer in layers]
+    if all(None not in shape for shape in shapes):
+        return shapes
+    probe = tf_keras.Model(model.inputs, [layer.input for layer in layers])
+    outputs = tf.nest.flatten(probe(tf.zeros((1, *image_shape)), training=False))
+    return [tuple(int(size) for size in output.shape[1:]) for output in outputs]
+
+
+def finite_batch_noise_floor(input_shape: Sequence[int], batch_size: int) -> float:
+    """About the Gaussian KL (summed over channels) a batch scores by chance at a BN layer.
 
     The mean and variance of `batch_size * positions` values drawn from a channel's own
     stored Gaussian miss it by a KL of about 1 / (batch_size * positions), so a batch of
     the very data the teacher was trained on scores about channels / (batch_size *
     positions), where positions is the layer's spatial size (H * W; 1 for a dense input).
-    It follows from the layer's shape alone.
+    It follows from the layer's input shape (batch left out) alone.
     """
-    shape = layer.input_shape
     positions = 1
-    for size in shape[1:-1]:
+    for size in input_shape[:-1]:
         positions *= int(size)
-    return int(shape[-1]) / (batch_size * positions)
+    return int(input_shape[-1]) / (batch_size * positions)
 
 
-def bn_layer_weights(model, weighting: str, batch_size: int) -> Optional[List[float]]:
+def bn_layer_weights(model, weighting: str, batch_size: int, image_shape: Sequence[int]) -> Optional[List[float]]:
     """Weights of `model`'s BN layers (in `batchnorm_layers` order) in the BN-statistics loss.
 
     Args:
@@ -160,6 +174,7 @@ def bn_layer_weights(model, weighting: str, batch_size: int) -> Optional[List[fl
         mostly chance (few positions, many channels: the last blocks of a network at low
         resolution) pull less than those where a batch says something about the data.
       batch_size: samples per generator batch.
+      image_shape: (height, width, channels) of the images the teacher reads.
 
     Raises:
       ValueError: for an unknown weighting.
@@ -168,4 +183,5 @@ def bn_layer_weights(model, weighting: str, batch_size: int) -> Optional[List[fl
         raise ValueError(f"unknown BN layer weighting {weighting!r}; expected one of {BN_LAYER_WEIGHTINGS}")
     if weighting == "uniform":
         return None
-    return [1.0 / (1.0 + finite_batch_noise_floor(layer, batch_size)) for layer in batchnorm_layers(model)]
+    return [1.0 / (1.0 + finite_batch_noise_floor(shape, batch_size))
+            for shape in batchnorm_input_shapes(model, image_shape)]

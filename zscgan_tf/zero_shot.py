@@ -48,7 +48,7 @@ class GeneratorTrainer:
         self.noise_dim = int(generator.inputs[0].shape[-1])
         self.statistics_model = bn_stats.build_statistics_model(teacher.model)
         self.bn_layer_weights = bn_stats.bn_layer_weights(teacher.model, loss_config.bn_layer_weighting,
-                                                          training_config.batch_size)
+                                                          training_config.batch_size, teacher.image_shape)
         self.optimizer = tf_keras.optimizers.Adam(training_config.learning_rate, beta_1=training_config.beta_1,
                                                   beta_2=training_config.beta_2)
         self.random = tf.random.Generator.from_seed(seed)
