@@ -17,7 +17,7 @@ from zscgan_tf.preprocessing import Preprocessing
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = ("fp32", "real_ptq", "noise_ptq", "distilled_ptq", "zscgan_ptq", "zscgan_ptq_per_tensor", "zscgan_qat_w8a8",
         "real_qat_w8a8", "zscgan_qat_w4a4", "real_qat_w4a4")
-MEASUREMENTS = ("latency", "generator_speed", "ptq_spread", "w4a4_spread")
+MEASUREMENTS = ("latency", "generator_speed", "ptq_spread", "w4a4_spread", "w4a4_pool_spread")
 
 
 def _benchmark(*arguments):
@@ -45,7 +45,8 @@ def _tiny_arguments(teacher_path, work_dir):
     return [f"--teachers={teacher_path}", "--dataset=digits", f"--work_dir={work_dir}", "--eval_max_samples=50",
             "--calibration_samples=20", "--schemes=w8a8,w4a4", "--generator_steps=5", "--generator_batch_size=16",
             "--noise_dim=8", "--generator_channels=8", "--qat_steps=3", "--qat_batch_size=16", "--distilled_steps=3",
-            "--latency_runs=3", "--calibration_draws=2", "--w4a4_seed_draws=1", "--generator_blur_sigma=0.5",
+            "--latency_runs=3", "--calibration_draws=2", "--w4a4_seed_draws=1", "--generator_pool_draws=1",
+            "--generator_blur_sigma=0.5",
             "--generator_pool_size=2", "--mode_seeking_loss_weight=0.1", "--qat_mixed_fraction=0.25",
             "--qat_shift_fraction=0.125", "--qat_flip", "--bn_layer_weighting=noise_floor", "--noprogress"]
 
@@ -98,11 +99,29 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert w4a4_spread["draws"] == 1 and results["settings"]["seeds"]["w4a4_seed_draws"] == [200]
     assert [run["seed"] for run in w4a4_spread["real"]] == [200] == [run["seed"] for run in w4a4_spread["zscgan"]]
     assert all(0 <= run["top1"] <= 1 for source in ("real", "zscgan") for run in w4a4_spread[source])
-    # The W4A4 target compares the means over the row's own run and the repeat.
+    # A further generator pool: trained with the seeds after the benchmark's pool's (0 and 1000),
+    # distilled at the W4A4 rows' two distillation seeds.
+    pool_spread = teacher["measurements"]["w4a4_pool_spread"]
+    assert pool_spread["draws"] == 1 and pool_spread["generator_seed"] == 0
+    assert results["settings"]["seeds"]["generator_pool_draws"] == [2000]
+    (further_pool,) = pool_spread["pools"]
+    assert further_pool["generator_seed"] == 2000
+    assert [run["seed"] for run in further_pool["runs"]] == [results["settings"]["seeds"]["distillation"], 200]
+    assert all(0 <= run["top1"] <= 1 for run in further_pool["runs"])
+    further_run = json.loads((work_dir / "digits_tiny" / "generator_draw1" / "config.json").read_text())
+    assert further_run["seed"] == 2000 and further_run["generator"] == generator_run["generator"]
+    further_members = generator_lib.pool_members(pipeline.load_generator(
+        str(work_dir / "digits_tiny" / "generator_draw1" / "generator.keras")))
+    assert len(further_members) == 2
+    assert not any((a == b).all() for a, b in zip(members[0].get_weights(), further_members[0].get_weights())
+                   if a.size > 1 and a.std() > 0)
+    # The W4A4 target compares the means over the row's own run and the repeat, ZS-CGAN's also
+    # averaged over the two generator pools.
     means = [50 * (teacher["rows"][f"{source}_qat_w4a4"]["top1"] + w4a4_spread[source][0]["top1"])
              for source in ("zscgan", "real")]
+    means[0] = (means[0] + 50 * sum(run["top1"] for run in further_pool["runs"])) / 2
     (w4a4_target,) = [target for target in teacher["targets"] if "W4A4 within" in target["target"]]
-    assert w4a4_target["target"].endswith("(means over 2 distillation seeds each)")
+    assert w4a4_target["target"].endswith("(means over 2 distillation seeds each, ZS-CGAN's over 2 generator pools)")
     assert w4a4_target["detail"].startswith(f"{means[0]:.2f} vs {means[1]:.2f}")
     assert w4a4_target["met"] == (means[0] >= means[1] - 1.0)
     names = [target["target"] for target in teacher["targets"]]
@@ -118,6 +137,8 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert "ratio" in markdown and ("met:" in markdown or "MISSED:" in markdown)
     assert "PTQ over 2 further calibration draws" in markdown and "| ZS-CGAN | " in markdown
     assert "W4A4 QAT with 1 further distillation seed (" in markdown
+    assert "ZS-CGAN W4A4 QAT on 1 further generator pool (" in markdown
+    assert "| the benchmark's own | 0 | " in markdown and "| further pool 1 | 2000 | " in markdown
     w8a8_details = [target["detail"] for target in teacher["targets"] if "not below real-data PTQ" in target["target"]]
     assert len(w8a8_details) == 2 and all("(over 2 other draws " in detail for detail in w8a8_details)
     assert "This invocation took " in markdown and "This teacher in this invocation: " in markdown
@@ -134,10 +155,10 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     # TF-MOT's min/max ranges instead: only the W4 rows depend on them and are recomputed.
     min_max = _benchmark(*_tiny_arguments(digits_teacher, work_dir), "--low_bit_ranges=min_max")
     assert min_max.returncode == 0, min_max.stderr[-2000:]
-    assert min_max.stdout.count(": computing") == 3  # The two W4A4 rows and their repeats.
+    assert min_max.stdout.count(": computing") == 4  # The two W4A4 rows, their repeats and further pool.
     assert "ZS-CGAN QAT W4A4: computing" in min_max.stdout and "real-data QAT W4A4: computing" in min_max.stdout
     assert min_max.stdout.count(": cached top-1") == len(ROWS) - 2
-    assert min_max.stdout.count(": cached done") == len(MEASUREMENTS) - 1
+    assert min_max.stdout.count(": cached done") == len(MEASUREMENTS) - 2
     assert "fitted by least squares" not in (work_dir / "results.md").read_text()
 
 
@@ -178,10 +199,37 @@ print(json.dumps([benchmark.compare_rows(current, earlier, "earlier"), benchmark
     assert not against_nothing["met"] and against_nothing["rows"] == []
 
 
+def test_w4a4_targets_average_zscgan_over_generator_pools():
+    script = """
+import json, sys
+sys.path.insert(0, "tools")
+import benchmark
+top1 = {"zscgan_qat_w4a4": 80.0, "real_qat_w4a4": 90.0}
+pools = {"draws": 2, "generator_seed": 0, "pools": [{"runs": [{"top1": 0.84}]}, {"runs": [{"top1": 0.86}]}]}
+seeds = {"draws": 1, "zscgan": [{"top1": 0.82}], "real": [{"top1": 0.92}]}
+pools_of_two = {"draws": 1, "generator_seed": 0, "pools": [{"runs": [{"top1": 0.84}, {"top1": 0.88}]}]}
+print(json.dumps([benchmark.w4a4_figures(top1, None, pools), benchmark.w4a4_figures(top1, seeds, pools_of_two),
+                  benchmark.w4a4_figures(top1, None)]))
+"""
+    completed = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    pools_only, seeds_and_pools, neither = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert pools_only[0] == pytest.approx({"zscgan": (80 + 84 + 86) / 3, "real": 90.0})
+    assert pools_only[1] == " (ZS-CGAN's mean over 3 generator pools)"
+    # Each pool's mean over the seeds first: (81 + 86) / 2, against real data's (90 + 92) / 2.
+    assert seeds_and_pools[0] == pytest.approx({"zscgan": 83.5, "real": 91.0})
+    assert seeds_and_pools[1] == " (means over 2 distillation seeds each, ZS-CGAN's over 2 generator pools)"
+    assert neither == [{"zscgan": 80.0, "real": 90.0}, ""]
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--qat_steps=0"], "--qat_steps must be positive, got 0"),
     (["--w4a4_seed_draws=-1"], "--w4a4_seed_draws must be non-negative, got -1"),
     (["--w4a4_seed_draws=2", "--schemes=w8a8"], "--w4a4_seed_draws repeats the W4A4 rows, but --schemes has no w4a4"),
+    (["--generator_pool_draws=-1"], "--generator_pool_draws must be non-negative, got -1"),
+    (["--generator_pool_draws=1", "--schemes=w8a8,w4a8"],
+     "--generator_pool_draws repeats the W4A4 rows, but --schemes has no w4a4"),
     (["--generator_pool_size=9"], "--generator_pool_size must be in [1, 8], got 9"),
     (["--noise_dim=0"], "--noise_dim must be positive, got 0"),
     (["--qat_learning_rate=0"], "--qat_learning_rate must be positive, got 0.0"),

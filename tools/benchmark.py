@@ -17,7 +17,9 @@ and, per teacher, the spread of the real-data and ZS-CGAN PTQ figures over
 `--calibration_draws` further calibration draws (how much a single int8 top-1 moves by
 chance: the noise floor against which the targets' small margins are read), of the
 ZS-CGAN and real-data W4A4 QAT figures over `--w4a4_seed_draws` further distillation
-seeds (with them measured, the W4A4 targets compare means), the float
+seeds (with them measured, the W4A4 targets compare means), of the ZS-CGAN W4A4 figure
+over `--generator_pool_draws` further generator pools trained with other seeds (with them
+measured, the W4A4 targets take the ZS-CGAN mean over every pool), the float
 and int8 TFLite sizes, LiteRT latency at 1 and 2 threads,
 the generator step's speed compiled and eager with its share of the CPU's peak FLOP
 rate, and each stage's wall time. `--compare_to=<an earlier --work_dir>` checks that
@@ -68,6 +70,9 @@ NOISE_SEED_OFFSET = 5
 EVALUATION_SEED_OFFSET = 6
 SPREAD_SEED_OFFSET = 100  # Calibration draw k of the spread measurement uses seed + 100 + k.
 W4A4_SPREAD_SEED_OFFSET = 200  # W4A4 QAT repeat k distils with seed + 200 + k.
+# Further generator pool k (from 1) trains with seed + 1000 * pool size * k: its members'
+# seeds (every 1000) follow the last member of the pool before it, so no two coincide.
+POOL_DRAW_SEED_STRIDE = pipeline.POOL_MEMBER_SEED_STRIDE
 SOURCE_LABELS = {"real": "real-data", "zscgan": "ZS-CGAN"}  # The calibration sources of the spread.
 # The targets, in accuracy points.
 W8A8_TOLERANCE_POINTS = 0.1
@@ -128,6 +133,10 @@ flags.DEFINE_integer("w4a4_seed_draws", 0, "Further runs of ZS-CGAN and real-dat
                      "distillation seeds (the samples each step draws, their mixtures and shifts), to measure how "
                      "much one W4A4 figure moves by chance; the W4A4 targets then compare means over every run. "
                      "0 = skip.")
+flags.DEFINE_integer("generator_pool_draws", 0, "Further generator pools, each trained as the benchmark's own but "
+                     "with other seeds and distilled into W4A4 students at the W4A4 rows' distillation seeds (the "
+                     "row's and --w4a4_seed_draws'), to measure how much the ZS-CGAN W4A4 figure moves with the "
+                     "generators drawn; the W4A4 targets then take the ZS-CGAN mean over every pool. 0 = skip.")
 flags.DEFINE_integer("latency_runs", 200, "Timed LiteRT runs per latency figure (the median is reported).")
 flags.DEFINE_string("compare_to", "", "An earlier --work_dir: report how far each row computed there with the "
                     "same settings moved.")
@@ -294,7 +303,7 @@ class TeacherBenchmark:
             "real": self.calibration_draw("real", calibration_seed),
             "noise": distilled_data.gaussian_noise_inputs(self.teacher, FLAGS.calibration_samples,
                                                           FLAGS.seed + NOISE_SEED_OFFSET)}
-        self.generator = None
+        self.generators = {}  # Pool draw (0 = the benchmark's own pool) -> trained generator.
         self.cache_path = os.path.join(self.dir, ROWS_FILE)
         self.cache = read_json(self.cache_path, {})  # An unreadable cache means every row is recomputed.
 
@@ -332,6 +341,10 @@ class TeacherBenchmark:
             rows.append(("w4a4_spread", "W4A4 QAT over distillation seeds", self.w4a4_spread,
                          {**common, **generated, **zscgan_qat, **low_bit_range_settings("w4a4"),
                           "w4a4_seed_draws": FLAGS.w4a4_seed_draws}))
+        if FLAGS.generator_pool_draws and "w4a4" in FLAGS.schemes:
+            rows.append(("w4a4_pool_spread", "ZS-CGAN W4A4 QAT over generator pools", self.w4a4_pool_spread,
+                         {**common, **generated, **zscgan_qat, **low_bit_range_settings("w4a4"),
+                          "w4a4_seed_draws": FLAGS.w4a4_seed_draws, "generator_pool_draws": FLAGS.generator_pool_draws}))
         return rows
 
     def run(self, publish) -> dict:
@@ -371,14 +384,20 @@ class TeacherBenchmark:
         return {"top1": keras_top1(self.teacher.model, self.test_inputs, self.test_labels), "measured": "Keras",
                 "tflite_bytes": len(float_bytes)}
 
-    def calibration_draw(self, source: str, seed: int) -> np.ndarray:
-        """`--calibration_samples` class-balanced samples of `source` ("real" or "zscgan") drawn with `seed`."""
+    def calibration_draw(self, source: str, seed: int, pool_draw: int = 0) -> np.ndarray:
+        """`--calibration_samples` class-balanced samples of `source` ("real" or "zscgan") drawn with `seed`;
+        generated ones from generator pool `pool_draw` (0 = the benchmark's own)."""
         if source == "real":
             return real_inputs(self.train.class_balanced(FLAGS.calibration_samples, seed), self.teacher)[0]
-        return quantization_stages.calibration_samples(self.trained_generator(), self.teacher,
+        return quantization_stages.calibration_samples(self.trained_generator(pool_draw), self.teacher,
                                                        FLAGS.calibration_samples, seed=seed)
 
-    def calibration_for(self, source: str) -> np.ndarray:
+    def calibration_for(self, source: str, pool_draw: int = 0) -> np.ndarray:
+        if source == "zscgan" and pool_draw:
+            key = f"zscgan_pool_draw{pool_draw}"
+            if key not in self.calibration:
+                self.calibration[key] = self.calibration_draw(source, FLAGS.seed + CALIBRATION_SEED_OFFSET, pool_draw)
+            return self.calibration[key]
         if source == "zscgan" and source not in self.calibration:
             self.calibration[source] = self.calibration_draw(source, FLAGS.seed + CALIBRATION_SEED_OFFSET)
         if source == "distilled" and source not in self.calibration:
@@ -432,6 +451,24 @@ class TeacherBenchmark:
             result[source] = runs
         return result
 
+    def w4a4_pool_spread(self) -> dict:
+        """ZS-CGAN W4A4 QAT on `--generator_pool_draws` further generator pools, each trained as the
+        benchmark's own with other seeds, at the W4A4 rows' distillation seeds (the row's own and those
+        of `--w4a4_seed_draws`); calibration and student initialisation as the row's, from that pool."""
+        distillation_seeds = [FLAGS.seed + DISTILLATION_SEED_OFFSET] + [
+            FLAGS.seed + W4A4_SPREAD_SEED_OFFSET + draw for draw in range(FLAGS.w4a4_seed_draws)]
+        result = {"draws": FLAGS.generator_pool_draws, "generator_seed": pool_draw_seed(0), "pools": []}
+        for pool_draw in range(1, FLAGS.generator_pool_draws + 1):
+            runs = []
+            for seed in distillation_seeds:
+                runs.append({"seed": seed, "top1": self.qat("w4a4", "zscgan", distillation_seed=seed,
+                                                             pool_draw=pool_draw)["top1"]})
+                _say(f"[{self.teacher.name}] ZS-CGAN QAT W4A4, further generator pool {pool_draw}/"
+                     f"{FLAGS.generator_pool_draws} (seed {pool_draw_seed(pool_draw)}), distillation seed {seed}: "
+                     f"top-1 {_points(runs[-1]['top1'])}%")
+            result["pools"].append({"generator_seed": pool_draw_seed(pool_draw), "runs": runs})
+        return result
+
     def latency(self) -> dict:
         """Median LiteRT latency per image of the float teacher and the ZS-CGAN int8 model."""
         result = {}
@@ -454,10 +491,13 @@ class TeacherBenchmark:
                                              seed=FLAGS.seed)
         return throughput.measure_generator_step(trainer, SPEED_TIMED_STEPS, SPEED_WARMUP_STEPS).to_dict()
 
-    def trained_generator(self):
-        if self.generator is None:
+    def trained_generator(self, pool_draw: int = 0):
+        """The benchmark's generator pool (`pool_draw` 0, in `generator/`) or further pool `pool_draw`
+        (in `generator_draw<k>/`), trained on first use and resumable as a train run is."""
+        if pool_draw not in self.generators:
             run_config = config_lib.RunConfig(
-                work_dir=os.path.join(self.dir, "generator"), seed=FLAGS.seed,
+                work_dir=os.path.join(self.dir, f"generator_draw{pool_draw}" if pool_draw else "generator"),
+                seed=pool_draw_seed(pool_draw),
                 teacher=teachers.TeacherSource(model=self.teacher.description["source"],
                                                cache_dir=FLAGS.teacher_cache_dir),
                 generator=generator_config(),
@@ -472,14 +512,15 @@ class TeacherBenchmark:
             pipeline.prepare_work_dir(run_config)
             pipeline.record_config(run_config)
             state = pipeline.read_state(run_config.work_dir)
-            self.generator = pipeline.generator_stage(run_config, self.teacher, state, progress=FLAGS.progress)
-        return self.generator
+            self.generators[pool_draw] = pipeline.generator_stage(run_config, self.teacher, state,
+                                                                  progress=FLAGS.progress)
+        return self.generators[pool_draw]
 
-    def qat(self, scheme_name: str, source: str, distillation_seed: Optional[int] = None) -> dict:
+    def qat(self, scheme_name: str, source: str, distillation_seed: Optional[int] = None, pool_draw: int = 0) -> dict:
         """QAT of the teacher on `source` ("zscgan" or "real"); the row's own distillation seed unless
-        `distillation_seed` is given."""
+        `distillation_seed` is given, generated samples from the benchmark's pool unless `pool_draw` is."""
         scheme = quantization_scheme(scheme_name)
-        calibration = self.calibration_for(source)
+        calibration = self.calibration_for(source, pool_draw)
         student, _ = quantize.quantize_student(self.teacher.model, scheme, calibration_inputs=calibration)
         settings = qat_settings(joint_generator=FLAGS.qat_joint_generator and source == "zscgan")
         row_seed = FLAGS.seed + DISTILLATION_SEED_OFFSET
@@ -488,11 +529,11 @@ class TeacherBenchmark:
             trainer = None
             if settings.joint_generator:
                 trainer = zero_shot.GeneratorTrainer(
-                    self.teacher, zero_shot.copy_generator(self.trained_generator()),
+                    self.teacher, zero_shot.copy_generator(self.trained_generator(pool_draw)),
                     generator_loss_config(),
                     config_lib.GeneratorTrainingConfig(batch_size=FLAGS.generator_batch_size),
                     seed=FLAGS.seed + quantization_stages.JOINT_GENERATOR_SEED_OFFSET)
-            distiller = distill.Distiller(self.teacher.model, student, self.trained_generator(),
+            distiller = distill.Distiller(self.teacher.model, student, self.trained_generator(pool_draw),
                                           self.teacher.num_classes, settings, seed=seed, generator_trainer=trainer,
                                           hold_quantizer_ranges=scheme.holds_ranges_in_training)
         else:
@@ -506,7 +547,8 @@ class TeacherBenchmark:
                                        generator_settings()] + sorted(optional_qat_settings().items())
                                       + sorted(low_bit_range_settings(scheme_name).items()),
                                       sort_keys=True).encode()).hexdigest()[:8]
-        run_name = f"{source}_{scheme.name}_{tag}" + ("" if seed == row_seed else f"_seed{seed}")
+        run_name = (f"{source}_{scheme.name}_{tag}" + ("" if seed == row_seed else f"_seed{seed}")
+                    + (f"_pool{pool_draw}" if pool_draw else ""))
         distiller.train(os.path.join(self.dir, "qat", run_name), progress=FLAGS.progress)
         zero_shot.check_teacher_unchanged(self.teacher, teacher_weights)
         keras_accuracy = keras_top1(student, self.test_inputs, self.test_labels)
@@ -515,6 +557,11 @@ class TeacherBenchmark:
         model_bytes = int8_ptq(student, calibration, os.path.join(self.dir, f"{source}_qat_{scheme.name}_int8.tflite"))
         return {"top1": tflite_top1(model_bytes, self.test_inputs, self.test_labels), "measured": "TFLite int8",
                 "keras_top1": keras_accuracy, "tflite_bytes": len(model_bytes)}
+
+
+def pool_draw_seed(pool_draw: int) -> int:
+    """The seed generator pool `pool_draw` trains with (0: the benchmark's own, `--seed`)."""
+    return FLAGS.seed + POOL_DRAW_SEED_STRIDE * FLAGS.generator_pool_size * pool_draw
 
 
 # Targets and reports.
@@ -539,9 +586,9 @@ def targets(teacher_name: str, rows: dict, measurements: dict) -> list:
               lambda r=row_id: top1[r] >= top1["fp32"] - W8A8_TOLERANCE_POINTS - 1e-9 and top1[r] >= top1["real_ptq"],
               lambda r=row_id: f"{top1[r]:.2f} vs FP32 {top1['fp32']:.2f} ({top1[r] - top1['fp32']:+.2f}), "
                                f"real-data PTQ {top1['real_ptq']:.2f}{real_draws}")
-    # W4A4 QAT moves by a point or more with the distillation seed; with repeats measured, the
-    # targets compare the means over the row's own run and the repeats.
-    w4a4, w4a4_runs = w4a4_figures(top1, measurements.get("w4a4_spread"))
+    # W4A4 QAT moves by a point or more with the distillation seed and the generators drawn; with
+    # repeats measured, the targets compare the means over the row's own run and the repeats.
+    w4a4, w4a4_runs = w4a4_figures(top1, measurements.get("w4a4_spread"), measurements.get("w4a4_pool_spread"))
     check(f"ZS-CGAN QAT W4A4 within {W4A4_VERSUS_REAL_QAT_POINTS} point of real-data QAT W4A4{w4a4_runs}",
           ("zscgan_qat_w4a4", "real_qat_w4a4"),
           lambda: w4a4["zscgan"] >= w4a4["real"] - W4A4_VERSUS_REAL_QAT_POINTS,
@@ -578,15 +625,25 @@ def targets(teacher_name: str, rows: dict, measurements: dict) -> list:
     return checks
 
 
-def w4a4_figures(top1: dict, spread) -> tuple:
+def w4a4_figures(top1: dict, spread, pool_spread=None) -> tuple:
     """({"zscgan": points, "real": points}, how they were formed) for the W4A4 targets: the rows'
-    own top-1, or with `spread` measured the mean over each row and its repeats."""
+    own top-1; with `spread` measured the mean over each row and its repeats; with `pool_spread`
+    measured as well, ZS-CGAN's is the mean over every generator pool of those means."""
     figures = {source: top1.get(f"{source}_qat_w4a4") for source in SOURCE_LABELS}
-    if not spread or None in figures.values():
+    if None in figures.values() or not (spread or pool_spread):
         return figures, ""
     means = {source: float(np.mean([figures[source]] + [100 * run["top1"] for run in spread[source]]))
-             for source in SOURCE_LABELS}
-    return means, f" (means over {spread['draws'] + 1} distillation seeds each)"
+             if spread else figures[source] for source in SOURCE_LABELS}
+    parts = [f"means over {spread['draws'] + 1} distillation seeds each"] if spread else []
+    if pool_spread:
+        means["zscgan"] = float(np.mean([means["zscgan"]] + [pool_mean(pool) for pool in pool_spread["pools"]]))
+        parts.append(f"ZS-CGAN's {'' if spread else 'mean '}over {pool_spread['draws'] + 1} generator pools")
+    return means, f" ({', '.join(parts)})"
+
+
+def pool_mean(pool: dict) -> float:
+    """A further generator pool's mean W4A4 top-1 over its distillation seeds, in points."""
+    return float(np.mean([100 * run["top1"] for run in pool["runs"]]))
 
 
 def format_results(results: dict) -> str:
@@ -645,6 +702,7 @@ def format_measurements(result: dict) -> list:
                                                           for threads in LATENCY_THREADS) + " |")
     lines += format_spread(result["measurements"].get("ptq_spread"), result["rows"])
     lines += format_w4a4_spread(result["measurements"].get("w4a4_spread"), result["rows"])
+    lines += format_w4a4_pool_spread(result["measurements"], result["rows"])
     speed = result["measurements"].get("generator_speed")
     if speed:
         lines += ["", f"Generator step (batch {speed['batch_size']}): compiled {speed['compiled_samples_per_second']:.0f}"
@@ -701,6 +759,30 @@ def format_w4a4_spread(spread, rows: dict) -> list:
     return lines
 
 
+def format_w4a4_pool_spread(measurements: dict, rows: dict) -> list:
+    """ZS-CGAN W4A4 QAT on each generator pool as a markdown table, the benchmark's own pool first."""
+    pool_spread = measurements.get("w4a4_pool_spread")
+    if not pool_spread or "zscgan_qat_w4a4" not in rows or "real_qat_w4a4" not in rows:
+        return []
+    spread = measurements.get("w4a4_spread")
+    top1 = {row_id: 100 * row["top1"] for row_id, row in rows.items()}
+    real = w4a4_figures(top1, spread)[0]["real"]
+    own_runs = [rows["zscgan_qat_w4a4"]["top1"]] + [run["top1"] for run in (spread or {}).get("zscgan", [])]
+    pools = [("the benchmark's own", pool_spread["generator_seed"], own_runs)] + [
+        (f"further pool {index}", pool["generator_seed"], [run["top1"] for run in pool["runs"]])
+        for index, pool in enumerate(pool_spread["pools"], 1)]
+    lines = ["", f"ZS-CGAN W4A4 QAT on {pool_spread['draws']} further generator pool"
+                 f"{'s' * (pool_spread['draws'] > 1)} (how far the W4A4 figure moves with the generators drawn; "
+                 f"real-data QAT: {real:.2f}%):", "",
+             "| generator pool | first member's seed | top-1 at each distillation seed | mean | gap to real-data QAT |",
+             "|---|---|---|---|---|"]
+    for label, seed, runs in pools:
+        mean = float(np.mean([100 * run for run in runs]))
+        lines.append(f"| {label} | {seed} | {', '.join(_points(run) + '%' for run in runs)} | {mean:.2f}% | "
+                     f"{real - mean:.2f} |")
+    return lines
+
+
 def format_reproducibility(reproducibility) -> list:
     if not reproducibility:
         return []
@@ -721,11 +803,12 @@ def benchmark() -> dict:
                         ("generator_steps", FLAGS.generator_steps)):
         if value < 1:
             raise UserError(f"--{name} must be positive, got {value}")
-    for name in ("calibration_draws", "w4a4_seed_draws"):
+    for name in ("calibration_draws", "w4a4_seed_draws", "generator_pool_draws"):
         if FLAGS[name].value < 0:
             raise UserError(f"--{name} must be non-negative, got {FLAGS[name].value}")
-    if FLAGS.w4a4_seed_draws and "w4a4" not in FLAGS.schemes:
-        raise UserError("--w4a4_seed_draws repeats the W4A4 rows, but --schemes has no w4a4")
+    for name in ("w4a4_seed_draws", "generator_pool_draws"):
+        if FLAGS[name].value and "w4a4" not in FLAGS.schemes:
+            raise UserError(f"--{name} repeats the W4A4 rows, but --schemes has no w4a4")
     if FLAGS.distilled_steps < 1 or FLAGS.latency_runs < 1:
         raise UserError(f"--distilled_steps and --latency_runs must be positive, got {FLAGS.distilled_steps} and "
                         f"{FLAGS.latency_runs}")
@@ -748,7 +831,8 @@ def benchmark() -> dict:
         "qat_feature_loss_weight",
         "qat_mixed_fraction",
         "qat_shift_fraction", "qat_flip", "qat_joint_generator", "low_bit_ranges",
-        "deterministic", "distilled_steps", "calibration_draws", "w4a4_seed_draws", "latency_runs", "seed")}
+        "deterministic", "distilled_steps", "calibration_draws", "w4a4_seed_draws", "generator_pool_draws",
+        "latency_runs", "seed")}
     settings["seeds"] = {"calibration": FLAGS.seed + CALIBRATION_SEED_OFFSET, "noise": FLAGS.seed + NOISE_SEED_OFFSET,
                          "distilled_data_start": FLAGS.seed + NOISE_SEED_OFFSET,
                          "distillation": FLAGS.seed + DISTILLATION_SEED_OFFSET, "generator": FLAGS.seed,
@@ -756,7 +840,9 @@ def benchmark() -> dict:
                          "calibration_draws": [FLAGS.seed + SPREAD_SEED_OFFSET + draw
                                                for draw in range(FLAGS.calibration_draws)],
                          "w4a4_seed_draws": [FLAGS.seed + W4A4_SPREAD_SEED_OFFSET + draw
-                                             for draw in range(FLAGS.w4a4_seed_draws)]}
+                                             for draw in range(FLAGS.w4a4_seed_draws)],
+                         "generator_pool_draws": [pool_draw_seed(draw)
+                                                  for draw in range(1, FLAGS.generator_pool_draws + 1)]}
     if FLAGS.deterministic:
         reproducibility.enable_deterministic_execution()
     os.makedirs(FLAGS.work_dir, exist_ok=True)
