@@ -29,7 +29,8 @@ are deterministic (`--deterministic`, the default), so a rerun repeats every fig
   python tools/benchmark.py --flagfile configs/bench_fashion_mnist.cfg
 
 Everything lands in `--work_dir`: per teacher, the generator run (`<teacher>/generator/`,
-resumable as `python -m zscgan_tf.train` runs are), the QAT checkpoints (`<teacher>/qat/`),
+resumable as `python -m zscgan_tf.train` runs are; further pools in `generator_draw<k>/`),
+the QAT checkpoints (`<teacher>/qat/`),
 the .tflite models and `rows.json`, which caches each finished row's result keyed by its
 settings, so a rerun after a crash skips finished rows. `results.json` and `results.md`
 (a table per teacher and a verdict per target) are rewritten after every row.
