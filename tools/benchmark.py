@@ -394,13 +394,12 @@ class TeacherBenchmark:
                                                        FLAGS.calibration_samples, seed=seed)
 
     def calibration_for(self, source: str, pool_draw: int = 0) -> np.ndarray:
-        if source == "zscgan" and pool_draw:
-            key = f"zscgan_pool_draw{pool_draw}"
+        """The rows' calibration samples of `source`; generated ones from generator pool `pool_draw`."""
+        if source == "zscgan":
+            key = f"zscgan_pool_draw{pool_draw}" if pool_draw else source
             if key not in self.calibration:
                 self.calibration[key] = self.calibration_draw(source, FLAGS.seed + CALIBRATION_SEED_OFFSET, pool_draw)
             return self.calibration[key]
-        if source == "zscgan" and source not in self.calibration:
-            self.calibration[source] = self.calibration_draw(source, FLAGS.seed + CALIBRATION_SEED_OFFSET)
         if source == "distilled" and source not in self.calibration:
             distilled = distilled_data.distill_inputs(
                 self.teacher, FLAGS.calibration_samples, distilled_data.DistilledDataConfig(steps=FLAGS.distilled_steps),
@@ -444,8 +443,7 @@ class TeacherBenchmark:
         result = {"draws": FLAGS.w4a4_seed_draws}
         for source in SOURCE_LABELS:
             runs = []
-            for draw in range(FLAGS.w4a4_seed_draws):
-                seed = FLAGS.seed + W4A4_SPREAD_SEED_OFFSET + draw
+            for draw, seed in enumerate(w4a4_spread_seeds()):
                 runs.append({"seed": seed, "top1": self.qat("w4a4", source, distillation_seed=seed)["top1"]})
                 _say(f"[{self.teacher.name}] {SOURCE_LABELS[source]} QAT W4A4, distillation seed {draw + 1}/"
                      f"{FLAGS.w4a4_seed_draws}: top-1 {_points(runs[-1]['top1'])}%")
@@ -456,8 +454,7 @@ class TeacherBenchmark:
         """ZS-CGAN W4A4 QAT on `--generator_pool_draws` further generator pools, each trained as the
         benchmark's own with other seeds, at the W4A4 rows' distillation seeds (the row's own and those
         of `--w4a4_seed_draws`); calibration and student initialisation as the row's, from that pool."""
-        distillation_seeds = [FLAGS.seed + DISTILLATION_SEED_OFFSET] + [
-            FLAGS.seed + W4A4_SPREAD_SEED_OFFSET + draw for draw in range(FLAGS.w4a4_seed_draws)]
+        distillation_seeds = [FLAGS.seed + DISTILLATION_SEED_OFFSET] + w4a4_spread_seeds()
         result = {"draws": FLAGS.generator_pool_draws, "generator_seed": pool_draw_seed(0), "pools": []}
         for pool_draw in range(1, FLAGS.generator_pool_draws + 1):
             runs = []
@@ -558,6 +555,11 @@ class TeacherBenchmark:
         model_bytes = int8_ptq(student, calibration, os.path.join(self.dir, f"{source}_qat_{scheme.name}_int8.tflite"))
         return {"top1": tflite_top1(model_bytes, self.test_inputs, self.test_labels), "measured": "TFLite int8",
                 "keras_top1": keras_accuracy, "tflite_bytes": len(model_bytes)}
+
+
+def w4a4_spread_seeds() -> list:
+    """The distillation seeds of the `--w4a4_seed_draws` W4A4 repeats."""
+    return [FLAGS.seed + W4A4_SPREAD_SEED_OFFSET + draw for draw in range(FLAGS.w4a4_seed_draws)]
 
 
 def pool_draw_seed(pool_draw: int) -> int:
@@ -840,8 +842,7 @@ def benchmark() -> dict:
                          "eval_subset": FLAGS.seed + EVALUATION_SEED_OFFSET,
                          "calibration_draws": [FLAGS.seed + SPREAD_SEED_OFFSET + draw
                                                for draw in range(FLAGS.calibration_draws)],
-                         "w4a4_seed_draws": [FLAGS.seed + W4A4_SPREAD_SEED_OFFSET + draw
-                                             for draw in range(FLAGS.w4a4_seed_draws)],
+                         "w4a4_seed_draws": w4a4_spread_seeds(),
                          "generator_pool_draws": [pool_draw_seed(draw)
                                                   for draw in range(1, FLAGS.generator_pool_draws + 1)]}
     if FLAGS.deterministic:
