@@ -96,22 +96,6 @@ def test_student_copies_teacher_weights_and_ranges_follow_them():
     np.testing.assert_allclose(kernel_max, np.abs(teacher_kernel).max(), rtol=1e-6)
 
 
-def test_uncalibrated_input_range_is_tfmot_default_and_calibration_sets_it():
-    teacher = build_tiny_teacher()
-    inputs = random_inputs()
-    student, _ = quantize.quantize_student(teacher)
-    # TF-MOT's input quantizer starts at [0, 0]: every input is zeroed until training.
-    zeroed = student(inputs, training=False).numpy()
-    np.testing.assert_allclose(zeroed, np.broadcast_to(zeroed[:1], zeroed.shape))
-    unmatched = quantize.calibrate_activation_ranges(student, teacher, inputs)
-    assert unmatched == ()
-    input_layer = student.get_layer(index=1)
-    minimum = [w for w in input_layer.weights if w.name.endswith("_min:0")][0].numpy()
-    maximum = [w for w in input_layer.weights if w.name.endswith("_max:0")][0].numpy()
-    assert minimum == pytest.approx(inputs.min())
-    assert maximum == pytest.approx(inputs.max())
-
-
 def test_teacher_is_unchanged_by_quantization_and_training_the_student():
     teacher = build_tiny_teacher()
     inputs = random_inputs()
@@ -224,10 +208,3 @@ def test_rejects_subclassed_and_nested_models():
     nested = tf_keras.Model(inputs, inner(inputs))
     with pytest.raises(UserError, match="nested"):
         quantize.quantize_student(nested)
-
-
-def test_calibration_rejects_wrongly_shaped_inputs():
-    teacher = build_tiny_teacher()
-    student, _ = quantize.quantize_student(teacher)
-    with pytest.raises(ValueError, match=r"\(3, 8, 8, 1\)"):
-        quantize.calibrate_activation_ranges(student, teacher, np.zeros((3, 8, 8, 1)))

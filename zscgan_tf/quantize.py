@@ -17,6 +17,9 @@ Three facts about TF-MOT shape the code:
 - The n-bit scheme (`tfmot.quantization.keras.experimental.default_n_bit`) only
   simulates widths below 8; TFLite has no 4-bit kernels, so only W8A8 exports.
 
+The student's quantizer ranges start from the teacher (`quantizer_ranges`), and below
+8 bits they can be fitted by least squares (`range_fitting`).
+
 Example:
 
     scheme = QuantizationScheme.from_name("w4a4")
@@ -37,7 +40,7 @@ from tf_keras.src.saving import serialization_lib
 # Not exported by tfmot's public API, needed to recognise the input quantizer layer.
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
 
-from zscgan_tf import range_fitting
+from zscgan_tf import quantizer_ranges, range_fitting
 from zscgan_tf.errors import UserError
 
 _N_BIT = tfmot.quantization.keras.experimental.default_n_bit
@@ -48,9 +51,6 @@ MAX_BITS = 8
 EXPORTABLE_BITS = 8
 # Bit width used for the first and last weighted layers when the scheme keeps them.
 EDGE_LAYER_BITS = 8
-
-# Samples per forward pass when calibrating activation ranges.
-DEFAULT_CALIBRATION_BATCH_SIZE = 32
 
 SCHEME_NAME_PATTERN = re.compile(r"^w(\d+)a(\d+)$")
 # `QuantizationScheme.low_bit_ranges` values.
@@ -202,16 +202,6 @@ def _activation_name(activation) -> str:
     return getattr(activation, "__name__", activation.__class__.__name__)
 
 
-def _inbound_layers(layer) -> List[tf_keras.layers.Layer]:
-    inbound = []
-    for node in layer.inbound_nodes:
-        node_layers = node.inbound_layers
-        if not isinstance(node_layers, (list, tuple)):
-            node_layers = [node_layers]
-        inbound.extend(node_layers)
-    return inbound
-
-
 def _registry_for(scheme: QuantizationScheme):
     if scheme.uses_n_bit_scheme:
         return _N_BIT.DefaultNBitQuantizeRegistry(
@@ -227,7 +217,7 @@ def _is_quantizable(layer, registry, scheme: QuantizationScheme, quantizable_nam
     if isinstance(layer, tf_keras.layers.InputLayer):
         return False
     if isinstance(layer, tf_keras.layers.BatchNormalization):
-        inbound = _inbound_layers(layer)
+        inbound = quantizer_ranges.inbound_layers(layer)
         # Exact types: TF-MOT's patterns match class names, so subclasses such as
         # Conv2DTranspose are not folded.
         return (len(inbound) == 1 and type(inbound[0]) in _FOLDABLE_INTO  # pylint: disable=unidiomatic-typecheck
@@ -305,7 +295,7 @@ class _EdgeLayersAt8BitsTransform(tfmot.quantization.keras.QuantizeLayoutTransfo
         model, layer_quantize_map = self._base_transform.apply(model, layer_quantize_map)
         for layer in model.layers:
             reads_model_input = any(isinstance(inbound, tf_keras.layers.InputLayer)
-                                    for inbound in _inbound_layers(layer))
+                                    for inbound in quantizer_ranges.inbound_layers(layer))
             if isinstance(layer, quantize_layer.QuantizeLayer) and reads_model_input:
                 # quantize_apply rebuilds each QuantizeLayer from its config updated
                 # with this map entry.
@@ -394,7 +384,7 @@ def quantize_student(
     with `training=False`) and only move during `training=True` steps; pass
     `calibration_inputs` (e.g. generator samples) to start them at the teacher's
     observed ranges instead, so that the untrained student already reproduces the
-    teacher up to rounding (see `calibrate_activation_ranges`). Below 8 bits, with
+    teacher up to rounding (see `quantizer_ranges.calibrate_activation_ranges`). Below 8 bits, with
     the scheme's `low_bit_ranges="mse"`, weight ranges and calibrated activation
     ranges are fitted (`range_fitting`) and the student must be trained with its
     ranges held (`scheme.holds_ranges_in_training`), which needs `calibration_inputs`:
@@ -418,7 +408,7 @@ def quantize_student(
     if not isinstance(scheme, QuantizationScheme):
         raise ValueError(f"scheme must be a QuantizationScheme, got {scheme!r}")
     if calibration_inputs is not None:
-        calibration_inputs = _validated_inputs(teacher, calibration_inputs)
+        calibration_inputs = quantizer_ranges.validated_inputs(teacher, calibration_inputs)
 
     quantizable_names = _quantizable_layer_names(teacher, scheme)
     if not quantizable_names:
@@ -449,204 +439,14 @@ def quantize_student(
             raise UserError(
                 f"TF-MOT could not quantize the teacher {teacher.name!r} as "
                 f"{scheme.name}: {error}") from error
-    initialize_weight_ranges(student)
+    quantizer_ranges.initialize_weight_ranges(student)
     fit_low_bit_ranges = scheme.holds_ranges_in_training
     if fit_low_bit_ranges:
         range_fitting.fit_weight_ranges(student)
     if calibration_inputs is not None:
-        calibrate_activation_ranges(student, teacher, calibration_inputs, fit_low_bit_ranges=fit_low_bit_ranges)
+        quantizer_ranges.calibrate_activation_ranges(
+            student, teacher, calibration_inputs, fit_low_bit_ranges=fit_low_bit_ranges)
     return student, float_layer_names
-
-
-def initialize_weight_ranges(student: tf_keras.Model) -> None:
-    """Sets every weight quantizer's range from the current weights.
-
-    TF-MOT creates weight ranges at [-6, 6] and overwrites them with the weights'
-    own range on each `training=True` call; doing it once now makes the untrained
-    student's `training=False` outputs use the real ranges.
-
-    Args:
-      student: a TF-MOT model.
-    """
-    for layer in student.layers:
-        if not isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
-            continue
-        # `_weight_vars` holds (weight, quantizer, range variables); the quantizer
-        # in training mode assigns the range it derives from the weight.
-        weight_vars = layer._weight_vars  # pylint: disable=protected-access
-        for weight, quantizer, range_variables in weight_vars:
-            quantizer(weight, True, weights=range_variables)
-
-
-# `_RangeTarget.layer_name` of the quantizer that reads the model input.
-_MODEL_INPUT = None
-
-
-@dataclasses.dataclass(frozen=True)
-class _RangeTarget:
-    """One activation quantizer and the teacher tensor it quantizes."""
-
-    layer_name: Optional[str]
-    before_activation: bool
-    range_variables: dict
-    num_bits: int
-
-
-def _bits_of(quantizer) -> int:
-    """A quantizer's width; 8 (ranges left as observed) for one that does not say."""
-    return getattr(quantizer, "num_bits", None) or EXPORTABLE_BITS
-
-
-def _activation_range_targets(student, teacher) -> Tuple[List[_RangeTarget], List[str]]:
-    teacher_names = {layer.name for layer in teacher.layers}
-    targets, unmatched = [], []
-    for layer in student.layers:
-        if isinstance(layer, quantize_layer.QuantizeLayer):
-            inbound = _inbound_layers(layer)
-            if (layer.quantizer and len(inbound) == 1
-                    and isinstance(inbound[0], tf_keras.layers.InputLayer)
-                    and len(teacher.inputs) == 1):
-                targets.append(_RangeTarget(_MODEL_INPUT, False, layer.quantizer_vars, _bits_of(layer.quantizer)))
-            elif layer.quantizer:
-                unmatched.append(layer.name)
-        elif isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
-            name = layer.layer.name
-            # pylint: disable=protected-access
-            layer_targets = []
-            if layer._output_quantizers:
-                layer_targets.append(_RangeTarget(name, False, layer._output_quantizer_vars,
-                                                  _bits_of(layer._output_quantizers[0])))
-            for activation in layer._quantize_activations:
-                if activation._should_pre_quantize():
-                    layer_targets.append(_RangeTarget(name, True, activation._pre_activation_vars,
-                                                      _bits_of(activation.quantizer)))
-                if activation._should_post_quantize():
-                    layer_targets.append(_RangeTarget(name, False, activation._post_activation_vars,
-                                                      _bits_of(activation.quantizer)))
-            # pylint: enable=protected-access
-            if layer_targets and name not in teacher_names:
-                unmatched.append(layer.name)  # renamed by a TF-MOT transform
-            else:
-                targets.extend(layer_targets)
-    return targets, unmatched
-
-
-def _linear_twin(layer):
-    """A copy of a Conv/Dense layer without its activation: its pre-activation output."""
-    config = layer.get_config()
-    config["activation"] = "linear"
-    twin = type(layer).from_config(config)
-    twin.build(layer.input_shape)
-    twin.set_weights(layer.get_weights())
-    return twin
-
-
-def _validated_inputs(teacher, inputs) -> np.ndarray:
-    inputs = np.asarray(inputs, dtype=np.float32)
-    expected_shape = tuple(teacher.inputs[0].shape[1:])
-    if inputs.ndim < 1 or inputs.shape[0] == 0 or tuple(inputs.shape[1:]) != expected_shape:
-        raise ValueError(
-            f"calibration inputs must have shape (N>0,) + {expected_shape}, "
-            f"got {inputs.shape}")
-    return inputs
-
-
-def calibrate_activation_ranges(
-        student: tf_keras.Model,
-        teacher: tf_keras.Model,
-        inputs: np.ndarray,
-        batch_size: int = DEFAULT_CALIBRATION_BATCH_SIZE,
-        fit_low_bit_ranges: bool = False,
-) -> Tuple[str, ...]:
-    """Sets the student's activation ranges to the teacher's on `inputs`.
-
-    Each activation quantizer of the student quantizes a tensor that the teacher
-    also computes (a layer's output, or a Conv/Dense pre-activation for softmax,
-    sigmoid and tanh). Its range becomes the min and max of that teacher tensor over
-    `inputs` (widened to contain 0, as TFLite requires), or with `fit_low_bit_ranges`,
-    for quantizers below 8 bits, the part of it with the least squared rounding error
-    over those values (`range_fitting`). BatchNorm statistics are not touched, unlike
-    a `training=True` pass.
-
-    Args:
-      student: a TF-MOT model from `quantize_student(teacher, ...)`.
-      teacher: the float model it was built from.
-      inputs: teacher-space inputs, shape (N, ...) matching the teacher's input.
-      batch_size: samples per forward pass.
-      fit_low_bit_ranges: fit the ranges of quantizers below 8 bits (a second pass).
-
-    Returns:
-      Names of student layers whose quantizers were left as they were because the
-      teacher has no tensor of that name (layers TF-MOT's transforms created).
-
-    Raises:
-      ValueError: for empty or wrongly shaped inputs or a non-positive batch size.
-    """
-    inputs = _validated_inputs(teacher, inputs)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    targets, unmatched = _activation_range_targets(student, teacher)
-    if not targets:
-        return tuple(unmatched)
-
-    # One tap per distinct teacher tensor: a layer's output, or its input when the
-    # pre-activation has to be recomputed by a linear twin.
-    tap_keys = [key for key in dict.fromkeys(
-        (target.layer_name, target.before_activation) for target in targets)
-        if key[0] != _MODEL_INPUT]
-    tap_tensors, twins = [], {}
-    for name, before_activation in tap_keys:
-        teacher_layer = teacher.get_layer(name)
-        if before_activation:
-            tap_tensors.append(teacher_layer.input)
-            twins[name] = _linear_twin(teacher_layer)
-        else:
-            tap_tensors.append(teacher_layer.output)
-    tap_model = tf_keras.Model(teacher.inputs, tap_tensors) if tap_tensors else None
-
-    def batches_of_values():
-        """Per batch of `inputs`: {key: the values of that tensor}."""
-        for start in range(0, inputs.shape[0], batch_size):
-            batch = inputs[start:start + batch_size]
-            values = {(_MODEL_INPUT, False): batch}
-            if tap_model is not None:
-                outputs = tap_model(batch, training=False)
-                if not isinstance(outputs, (list, tuple)):
-                    outputs = [outputs]
-                for key, value in zip(tap_keys, outputs):
-                    values[key] = np.asarray(twins[key[0]](value, training=False) if key[1] else value)
-            yield values
-
-    minimum = {key: np.inf for key in [(_MODEL_INPUT, False)] + tap_keys}
-    maximum = {key: -np.inf for key in minimum}
-    for values in batches_of_values():
-        for key, value in values.items():
-            minimum[key] = min(minimum[key], float(value.min()))
-            maximum[key] = max(maximum[key], float(value.max()))
-    ranges = {key: (min(minimum[key], 0.0), max(maximum[key], 0.0)) for key in minimum}
-
-    low_bits = {}  # key -> the width of its quantizers to fit
-    if fit_low_bit_ranges:
-        for target in targets:
-            if target.num_bits < range_fitting.FITTED_BELOW_BITS:
-                key = (target.layer_name, target.before_activation)
-                low_bits[key] = max(low_bits.get(key, 0), target.num_bits)
-    fitted = {}
-    if low_bits:
-        counts = {key: np.zeros(range_fitting.HISTOGRAM_BINS) for key in low_bits}
-        for values in batches_of_values():
-            for key in low_bits:
-                counts[key] += np.histogram(values[key], range_fitting.HISTOGRAM_BINS, range=ranges[key])[0]
-        fitted = {key: range_fitting.histogram_range(counts[key], *ranges[key], bits)
-                  for key, bits in low_bits.items() if ranges[key][1] > ranges[key][0]}
-
-    for target in targets:
-        key = (target.layer_name, target.before_activation)
-        fits = target.num_bits < range_fitting.FITTED_BELOW_BITS
-        low, high = fitted.get(key, ranges[key]) if fits else ranges[key]
-        target.range_variables["min_var"].assign(low)
-        target.range_variables["max_var"].assign(high)
-    return tuple(unmatched)
 
 
 def _quantizer_bits(quantizers) -> Optional[int]:

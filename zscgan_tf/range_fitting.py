@@ -92,7 +92,7 @@ def fit_weight_ranges(student: tf_keras.Model) -> int:
 
     Symmetric quantizers get [-r, r] with r the shrunk largest magnitude, per channel
     where the quantizer keeps one range per output channel. Call it after
-    `quantize.initialize_weight_ranges`, and train the student with its ranges held.
+    `quantizer_ranges.initialize_weight_ranges`, and train the student with its ranges held.
 
     Returns:
       How many weight tensors were fitted.

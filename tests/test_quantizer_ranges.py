@@ -1,0 +1,122 @@
+"""Tests of zscgan_tf.quantizer_ranges: a student's starting ranges, from its teacher."""
+
+import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import functools
+
+import numpy as np
+import pytest
+import tf_keras
+
+from zscgan_tf import quantize, quantizer_ranges
+
+from conftest import build_two_block_classifier
+
+INPUT_SHAPE = (16, 16, 1)
+NUM_CLASSES = 10
+
+build_tiny_teacher = functools.partial(build_two_block_classifier, INPUT_SHAPE, NUM_CLASSES)
+
+
+def random_inputs(seed=0, count=64):
+    return np.random.default_rng(seed).standard_normal((count,) + INPUT_SHAPE).astype(np.float32)
+
+
+def range_of(layer, suffix_min, suffix_max):
+    minimum = [w for w in layer.weights if w.name.endswith(suffix_min)][0].numpy()
+    maximum = [w for w in layer.weights if w.name.endswith(suffix_max)][0].numpy()
+    return float(minimum), float(maximum)
+
+
+def test_uncalibrated_input_range_is_tfmot_default_and_calibration_sets_it():
+    teacher = build_tiny_teacher()
+    inputs = random_inputs()
+    student, _ = quantize.quantize_student(teacher)
+    # TF-MOT's input quantizer starts at [0, 0]: every input is zeroed until training.
+    zeroed = student(inputs, training=False).numpy()
+    np.testing.assert_allclose(zeroed, np.broadcast_to(zeroed[:1], zeroed.shape))
+    unmatched = quantizer_ranges.calibrate_activation_ranges(student, teacher, inputs)
+    assert unmatched == ()
+    minimum, maximum = range_of(student.get_layer(index=1), "_min:0", "_max:0")
+    assert minimum == pytest.approx(inputs.min())
+    assert maximum == pytest.approx(inputs.max())
+
+
+def test_activation_ranges_are_the_teachers_tensor_extremes_and_contain_zero():
+    teacher = build_tiny_teacher()
+    inputs = random_inputs(seed=1)
+    student, _ = quantize.quantize_student(teacher)
+    quantizer_ranges.calibrate_activation_ranges(student, teacher, inputs, batch_size=7)
+    # relu_2's output quantizer: [0, the largest ReLU output over all batches].
+    relu_output = tf_keras.Model(teacher.inputs, teacher.get_layer("relu_2").output)(inputs).numpy()
+    low, high = range_of(student.get_layer("quant_relu_2"), "output_min:0", "output_max:0")
+    assert low == 0.0
+    assert high == pytest.approx(relu_output.max(), rel=1e-6)
+    # The logits' range spans their min and max over the inputs.
+    logits = teacher(inputs, training=False).numpy()
+    low, high = range_of(student.get_layer("quant_logits"), "post_activation_min:0", "post_activation_max:0")
+    assert (low, high) == (pytest.approx(min(logits.min(), 0.0), rel=1e-6),
+                           pytest.approx(max(logits.max(), 0.0), rel=1e-6))
+
+
+def test_calibration_leaves_batchnorm_statistics_alone():
+    teacher = build_tiny_teacher()
+    student, _ = quantize.quantize_student(teacher)
+    statistics = [w.numpy().copy() for w in student.weights if "moving_" in w.name]
+    assert statistics
+    quantizer_ranges.calibrate_activation_ranges(student, teacher, random_inputs() * 5 + 3)
+    for before, after in zip(statistics, [w.numpy() for w in student.weights if "moving_" in w.name]):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_fitted_low_bit_activation_range_is_inside_the_observed_one():
+    teacher = build_tiny_teacher()
+    inputs = random_inputs(seed=2)
+    scheme = quantize.QuantizationScheme.from_name("w4a4")
+    observed, _ = quantize.quantize_student(teacher, scheme)
+    quantizer_ranges.calibrate_activation_ranges(observed, teacher, inputs)
+    fitted, _ = quantize.quantize_student(teacher, scheme)
+    quantizer_ranges.calibrate_activation_ranges(fitted, teacher, inputs, fit_low_bit_ranges=True)
+    observed_range = range_of(observed.get_layer("quant_relu_1"), "output_min:0", "output_max:0")
+    fitted_range = range_of(fitted.get_layer("quant_relu_1"), "output_min:0", "output_max:0")
+    assert fitted_range[0] == observed_range[0] == 0.0
+    assert 0.0 < fitted_range[1] < observed_range[1]  # a 4-bit ReLU output clips its tail
+    # The logits stay at 8 bits (last layer), so their range is not fitted.
+    assert (range_of(fitted.get_layer("quant_logits"), "post_activation_min:0", "post_activation_max:0")
+            == range_of(observed.get_layer("quant_logits"), "post_activation_min:0", "post_activation_max:0"))
+
+
+def test_weight_ranges_follow_the_weights():
+    teacher = build_tiny_teacher()
+    student, _ = quantize.quantize_student(teacher)
+    dense = student.get_layer("quant_logits")
+    kernel = [w for w in dense.weights if w.name.endswith("/kernel:0")][0]
+    kernel.assign(kernel.numpy() * 3)
+    quantizer_ranges.initialize_weight_ranges(student)
+    kernel_max = [w for w in dense.weights if "kernel_max" in w.name][0].numpy()
+    np.testing.assert_allclose(kernel_max, np.abs(kernel.numpy()).max(), rtol=1e-6)
+
+
+def test_inbound_layers_lists_what_a_layer_reads():
+    teacher = build_tiny_teacher()
+    assert [layer.name for layer in quantizer_ranges.inbound_layers(teacher.get_layer("bn_2"))] == ["conv_2"]
+    assert [layer.name for layer in quantizer_ranges.inbound_layers(teacher.get_layer("conv_1"))] == ["image"]
+
+
+@pytest.mark.parametrize("inputs, message", [
+    (np.zeros((3, 8, 8, 1)), r"\(3, 8, 8, 1\)"),
+    (np.zeros((0,) + INPUT_SHAPE), r"\(0, 16, 16, 1\)"),
+])
+def test_calibration_rejects_wrongly_shaped_inputs(inputs, message):
+    teacher = build_tiny_teacher()
+    student, _ = quantize.quantize_student(teacher)
+    with pytest.raises(ValueError, match=message):
+        quantizer_ranges.calibrate_activation_ranges(student, teacher, inputs)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_calibration_rejects_a_bad_batch_size(batch_size):
+    teacher = build_tiny_teacher()
+    student, _ = quantize.quantize_student(teacher)
+    with pytest.raises(ValueError, match="batch_size"):
+        quantizer_ranges.calibrate_activation_ranges(student, teacher, random_inputs(), batch_size=batch_size)
