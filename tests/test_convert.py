@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from zscgan_tf import export, train
+from zscgan_tf import tflite_model, train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +39,7 @@ def run_dir(tmp_path_factory):
 
 def _model_report(path):
     with open(path, "rb") as model_file:
-        return export.inspect_tflite(model_file.read())
+        return tflite_model.inspect_tflite(model_file.read())
 
 
 def test_run_student_exports_fully_integer(run_dir, tmp_path):

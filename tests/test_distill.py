@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import distill, evaluate, export, quantize
+from zscgan_tf import distill, evaluate, export, quantize, tflite_model
 from zscgan_tf import generator as generator_lib
 from zscgan_tf.config import DistillationConfig
 
@@ -51,7 +51,7 @@ def test_exported_student_follows_the_distilled_student(tmp_path):
     distill.Distiller(teacher.model, student, generator, teacher.num_classes,
                       DistillationConfig(steps=5, batch_size=16), seed=0).train(str(tmp_path), progress=False)
     model_bytes = export.convert_to_tflite(student, export.representative_dataset_from_array(samples[:16]))
-    report = export.inspect_tflite(model_bytes)
+    report = tflite_model.inspect_tflite(model_bytes)
     assert report.is_fully_integer and report.has_static_batch_one
     tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(samples)
     assert evaluate.agreement(student(samples, training=False).numpy(), tflite_logits) >= 0.9

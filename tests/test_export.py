@@ -1,4 +1,4 @@
-"""Tests of zscgan_tf.export: TFLite conversion, flatbuffer inspection, Edge TPU report."""
+"""Tests of zscgan_tf.export: TFLite conversion, fully integer on request."""
 
 import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
@@ -10,9 +10,11 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+from zscgan_tf import edge_tpu
 from zscgan_tf import evaluate
 from zscgan_tf import export
 from zscgan_tf import quantize
+from zscgan_tf import tflite_model
 from zscgan_tf.errors import UserError
 
 from conftest import build_two_block_classifier
@@ -68,7 +70,7 @@ def student_int8_bytes(trained_student):
 
 
 def test_qat_student_exports_fully_integer_without_dataset(student_int8_bytes):
-    report = export.inspect_tflite(student_int8_bytes)
+    report = tflite_model.inspect_tflite(student_int8_bytes)
     assert report.inputs[0].dtype == "int8"
     assert report.outputs[0].dtype == "int8"
     assert report.inputs[0].shape_signature == (1,) + INPUT_SHAPE
@@ -84,7 +86,7 @@ def test_qat_student_exports_fully_integer_without_dataset(student_int8_bytes):
 def test_tflite_agrees_with_keras_student(trained_student, student_int8_bytes, inputs):
     tflite_logits = evaluate.TfliteClassifier(student_int8_bytes).predict(inputs)
     keras_logits = evaluate.keras_predict(trained_student, inputs)
-    output_step = export.inspect_tflite(student_int8_bytes).outputs[0].scales[0]
+    output_step = tflite_model.inspect_tflite(student_int8_bytes).outputs[0].scales[0]
     assert np.abs(tflite_logits - keras_logits).max() <= MAX_OUTPUT_STEPS * output_step
     assert evaluate.agreement(tflite_logits, keras_logits) >= MIN_AGREEMENT
 
@@ -93,15 +95,15 @@ def test_representative_dataset_does_not_override_qat_ranges(student_int8_bytes,
                                                              trained_student, inputs):
     # Calibration data ten times wider than the QAT ranges: the QAT input range wins.
     wide_data = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES] * 10)
-    with_dataset = export.inspect_tflite(export.convert_to_tflite(trained_student, wide_data))
-    without_dataset = export.inspect_tflite(student_int8_bytes)
+    with_dataset = tflite_model.inspect_tflite(export.convert_to_tflite(trained_student, wide_data))
+    without_dataset = tflite_model.inspect_tflite(student_int8_bytes)
     assert with_dataset.is_fully_integer
     assert with_dataset.inputs[0].scales == pytest.approx(without_dataset.inputs[0].scales)
 
 
 def test_uint8_io(trained_student, student_int8_bytes, inputs):
     uint8_bytes = export.convert_to_tflite(trained_student, io_dtype="uint8")
-    report = export.inspect_tflite(uint8_bytes)
+    report = tflite_model.inspect_tflite(uint8_bytes)
     assert report.inputs[0].dtype == "uint8" and report.outputs[0].dtype == "uint8"
     assert report.is_fully_integer
     uint8_logits = evaluate.TfliteClassifier(uint8_bytes).predict(inputs)
@@ -125,7 +127,7 @@ def test_exported_model_is_the_student_not_the_teacher(teacher, inputs):
 def test_int8_ptq_of_float_model_with_representative_dataset(teacher, inputs):
     dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
     model_bytes = export.convert_to_tflite(teacher, dataset)
-    report = export.inspect_tflite(model_bytes)
+    report = tflite_model.inspect_tflite(model_bytes)
     assert report.is_fully_integer and report.has_static_batch_one
     assert report.inputs[0].dtype == "int8"
     tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(inputs)
@@ -138,7 +140,7 @@ def test_per_tensor_ptq_has_one_scale_per_weight_tensor(teacher, inputs):
     dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
 
     def conv_weight_scale_counts(per_channel):
-        report = export.inspect_tflite(
+        report = tflite_model.inspect_tflite(
             export.convert_to_tflite(teacher, dataset, per_channel=per_channel))
         conv_weights = [report.tensors[op.input_indices[1]] for op in report.operators
                         if op.name == "CONV_2D"]
@@ -156,7 +158,7 @@ def test_float_model_int8_without_dataset_raises_clear_error(teacher):
 @pytest.mark.parametrize("mode", ["float", "dynamic"])
 def test_float_and_dynamic_modes_keep_float_io(teacher, inputs, mode):
     model_bytes = export.convert_to_tflite(teacher, mode=mode)
-    report = export.inspect_tflite(model_bytes)
+    report = tflite_model.inspect_tflite(model_bytes)
     assert report.inputs[0].dtype == "float32" and report.outputs[0].dtype == "float32"
     assert report.has_static_batch_one
     assert not report.is_fully_integer
@@ -177,7 +179,7 @@ def test_layers_tfmot_left_float_need_a_dataset_then_export_integer(inputs):
     with pytest.raises(export.TfliteConversionError, match="MUL"):
         export.convert_to_tflite(student)
     dataset = export.representative_dataset_from_array(pixels[:NUM_CALIBRATION_SAMPLES])
-    report = export.inspect_tflite(export.convert_to_tflite(student, dataset))
+    report = tflite_model.inspect_tflite(export.convert_to_tflite(student, dataset))
     assert report.is_fully_integer
     assert {"MUL", "ADD"} <= {op.name for op in report.operators}
 
@@ -188,7 +190,7 @@ def test_lambda_model_quantizes_and_exports(inputs):
     assert float_layer_names == ("lambda",)
     dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
     model_bytes = export.convert_to_tflite(student, dataset)
-    assert export.inspect_tflite(model_bytes).is_fully_integer
+    assert tflite_model.inspect_tflite(model_bytes).is_fully_integer
     tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(inputs)
     student_logits = evaluate.keras_predict(student, inputs)
     assert evaluate.agreement(tflite_logits, student_logits) >= MIN_AGREEMENT
@@ -209,12 +211,12 @@ def test_mobilenet_v2_qat_student_exports_fully_integer():
     images = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
     student, float_layer_names = quantize.quantize_student(teacher, calibration_inputs=images)
     assert float_layer_names == ()
-    report = export.inspect_tflite(export.convert_to_tflite(student))
+    report = tflite_model.inspect_tflite(export.convert_to_tflite(student))
     assert report.is_fully_integer and report.has_static_batch_one
     assert report.inputs[0].shape_signature == (1, 32, 32, 3)
     assert {op.name for op in report.operators} == {
         "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "FULLY_CONNECTED"}
-    assert export.edge_tpu_report(report).likely_compatible
+    assert edge_tpu.compatibility_report(report).likely_compatible
 
 
 # --------------------------------------------------------------------- input checking
@@ -266,51 +268,7 @@ def test_converter_failure_names_the_op():
         export.convert_to_tflite(tf_keras.Model(inputs, outputs), mode="float")
 
 
-def test_inspect_rejects_bytes_that_are_not_tflite():
-    with pytest.raises(UserError, match="TFL3"):
-        export.inspect_tflite(b"\x00" * 64)
-
-
 def test_convert_writes_output_path(trained_student, tmp_path):
     path = tmp_path / "student.tflite"
     model_bytes = export.convert_to_tflite(trained_student, output_path=str(path))
     assert path.read_bytes() == model_bytes
-
-
-# --------------------------------------------------------------------------- Edge TPU
-
-
-def test_edge_tpu_report_flags_float_ops(teacher):
-    report = export.inspect_tflite(export.convert_to_tflite(teacher, mode="float"))
-    compatibility = export.edge_tpu_report(report)
-    assert not compatibility.likely_compatible
-    assert "CONV_2D" in {op.name for op in compatibility.non_eight_bit_ops}
-    assert compatibility.first_cpu_op_index == 0
-    assert not compatibility.compiler_run
-    lines = compatibility.format()
-    assert "compiler was not run" in lines[0]
-    assert any("not 8-bit: CONV_2D" in line for line in lines)
-
-
-def test_edge_tpu_report_passes_integer_student(student_int8_bytes):
-    report = export.inspect_tflite(student_int8_bytes)
-    compatibility = export.edge_tpu_report(report)
-    assert compatibility.likely_compatible
-    assert compatibility.first_cpu_op_index is None
-    assert "likely compatible" in compatibility.format()[0]
-    assert any(line.startswith("- fully integer: yes") for line in report.format())
-
-
-def test_edge_tpu_report_flags_unsupported_op_and_large_rank():
-    tensors = (
-        export.TensorInfo(0, "input", "int8", (2, 4, 4, 3), (2, 4, 4, 3), (0.1,), (0,)),
-        export.TensorInfo(1, "output", "int32", (2,), (2,)),
-    )
-    operators = (export.OperatorInfo(0, "ARG_MAX", ("int8",), ("int32",), True, (0,), (1,)),)
-    report = export.TfliteModelReport(inputs=tensors[:1], outputs=tensors[1:],
-                                      operators=operators, tensors=tensors)
-    compatibility = export.edge_tpu_report(report)
-    assert [op.name for op in compatibility.unsupported_ops] == ["ARG_MAX"]
-    assert [op.name for op in compatibility.non_eight_bit_ops] == ["ARG_MAX"]  # int32 output
-    assert compatibility.oversized_tensors == ("input",)
-    assert not report.has_static_batch_one

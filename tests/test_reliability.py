@@ -16,7 +16,7 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 from conftest import build_tiny_classifier
-from zscgan_tf import cli, export, train, zero_shot
+from zscgan_tf import cli, tflite_model, train, zero_shot
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.teacher_training import save_teacher
 
@@ -60,7 +60,7 @@ def _assert_valid_tflite_exports(work_dir):
     for name in ("teacher_float.tflite", *INTEGER_TFLITE_FILES):
         Interpreter(model_content=(work_dir / name).read_bytes()).allocate_tensors()
     for name in INTEGER_TFLITE_FILES:
-        assert export.inspect_tflite((work_dir / name).read_bytes()).is_fully_integer, name
+        assert tflite_model.inspect_tflite((work_dir / name).read_bytes()).is_fully_integer, name
 
 
 def _checkpoint_steps(checkpoint_dir):

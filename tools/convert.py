@@ -40,7 +40,7 @@ import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow 
 from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
-from zscgan_tf import cli, distilled_data, export, quantization_stages, teachers  # noqa: E402
+from zscgan_tf import cli, distilled_data, edge_tpu, export, quantization_stages, teachers, tflite_model  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -164,10 +164,10 @@ def convert() -> None:
     representative = export.representative_dataset_from_array(calibration) if calibration is not None else None
     model_bytes = export.convert_to_tflite(model, representative, mode=FLAGS.mode, io_dtype=FLAGS.io_dtype,
                                            per_channel=FLAGS.per_channel, output_path=FLAGS.output)
-    report = export.inspect_tflite(model_bytes)
+    report = tflite_model.inspect_tflite(model_bytes)
     lines = [f"wrote {FLAGS.output} ({len(model_bytes) / 1024:.1f} KiB) from {description}"] + report.format()
     if FLAGS.mode == "int8":
-        lines += export.edge_tpu_report(report).format()
+        lines += edge_tpu.compatibility_report(report).format()
     print("\n".join(lines))
 
 

@@ -24,7 +24,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import data, distill, evaluate, export, quantize, zero_shot
+from zscgan_tf import data, distill, edge_tpu, evaluate, export, quantize, tflite_model, zero_shot
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, save_keras_model_atomic, write_text_atomic
@@ -161,10 +161,10 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
             write_state(state)
         paths[kind] = path
         with open(path, "rb") as model_file:
-            report = export.inspect_tflite(model_file.read())
+            report = tflite_model.inspect_tflite(model_file.read())
         report_lines += [f"## {kind}: `{file_name}`", ""] + report.format() + [""]
         if kind != "float":
-            report_lines += export.edge_tpu_report(report).format() + [""]
+            report_lines += edge_tpu.compatibility_report(report).format() + [""]
     write_text_atomic(os.path.join(work_dir, EXPORT_REPORT_FILE), "\n".join(report_lines))
     return paths
 

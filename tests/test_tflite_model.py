@@ -1,0 +1,90 @@
+"""Tests of zscgan_tf.tflite_model: reading TFLite flatbuffers back."""
+
+import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from zscgan_tf import tflite_model
+from zscgan_tf.errors import UserError
+
+INPUT_SHAPE = (8, 8, 1)
+
+
+def tiny_model():
+    tf_keras.utils.set_random_seed(0)
+    inputs = tf_keras.Input(INPUT_SHAPE, batch_size=1, name="image")
+    x = tf_keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return tf_keras.Model(inputs, tf_keras.layers.Dense(3, name="logits")(x))
+
+
+def converted(model, integer):
+    """The model through TFLite's own converter (not `export`), float or fully int8."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if integer:
+        samples = np.random.default_rng(0).standard_normal((16, 1) + INPUT_SHAPE).astype(np.float32)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([sample] for sample in samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def test_float_model_report():
+    report = tflite_model.inspect_tflite(converted(tiny_model(), integer=False))
+    assert [tensor.dtype for tensor in report.inputs + report.outputs] == ["float32", "float32"]
+    assert report.inputs[0].shape == (1,) + INPUT_SHAPE and not report.inputs[0].is_quantized
+    assert report.has_static_batch_one
+    assert not report.is_fully_integer
+    assert {op.name for op in report.non_integer_ops} >= {"CONV_2D", "FULLY_CONNECTED"}
+    lines = report.format()
+    assert lines[0] == "- input: float32 [1, 8, 8, 1]"
+    assert "- fully integer: no" in lines
+    assert any(line.startswith("  - not integer: CONV_2D") for line in lines)
+
+
+def test_int8_model_report_has_quantization_parameters():
+    report = tflite_model.inspect_tflite(converted(tiny_model(), integer=True))
+    assert report.is_fully_integer and not report.non_integer_ops
+    model_input = report.inputs[0]
+    assert model_input.dtype == "int8" and len(model_input.scales) == 1 and model_input.scales[0] > 0
+    assert -128 <= model_input.zero_points[0] <= 127
+    assert "scale" in model_input.describe() and "zero point" in model_input.describe()
+    # Per-channel conv weights: one scale per output channel, on axis 0 of the OHWI kernel.
+    kernel = [tensor for tensor in report.tensors if tensor.is_constant and len(tensor.shape) == 4][0]
+    assert kernel.dtype == "int8" and len(kernel.scales) == 4 and kernel.quantized_dimension == 0
+    assert kernel.describe().endswith("per-channel (4 scales)")
+    assert report.operator_counts()["CONV_2D"] == 1
+    assert "- fully integer: yes" in report.format()
+
+
+def test_hand_built_report_properties():
+    tensors = (
+        tflite_model.TensorInfo(0, "image", "int8", (1, 4), (-1, 4), (0.5,), (3,)),
+        tflite_model.TensorInfo(1, "weights", "float32", (2, 4), (2, 4), is_constant=True),
+        tflite_model.TensorInfo(2, "logits", "int8", (1, 2), (1, 2), (0.1,), (0,)),
+    )
+    operators = (tflite_model.OperatorInfo(0, "FULLY_CONNECTED", ("int8", "float32"), ("int8",), False,
+                                           (0, 1), (2,)),)
+    report = tflite_model.TfliteModelReport(inputs=tensors[:1], outputs=tensors[2:], operators=operators,
+                                            tensors=tensors, num_subgraphs=2)
+    # A float constant makes the op not integer even with integer inputs and outputs.
+    assert not report.is_fully_integer
+    assert report.non_integer_ops == operators
+    assert tensors[0].is_dynamic and not report.has_static_batch_one
+    lines = report.format()
+    assert "- static batch 1: no" in lines
+    assert lines[-1] == "- subgraphs: 2 (only the main one inspected)"
+
+
+@pytest.mark.parametrize("model_bytes, message", [
+    (b"\x00" * 64, "TFL3"),
+    ("model.tflite", "must be bytes, got str"),
+])
+def test_inspect_rejects_what_is_not_a_tflite_flatbuffer(model_bytes, message):
+    with pytest.raises(UserError, match=message):
+        tflite_model.inspect_tflite(model_bytes)

@@ -1,0 +1,261 @@
+"""Reading a TFLite flatbuffer: its tensors, operators and whether it is fully integer.
+
+`inspect_tflite` parses model bytes with the flatbuffer schema that ships with
+LiteRT (no interpreter is built) into a `TfliteModelReport`: every tensor's type,
+shape and quantization parameters, every operator with its input and output types,
+and the operators that are not fully integer.
+
+Example:
+
+    report = inspect_tflite(open("student_int8.tflite", "rb").read())
+    assert report.is_fully_integer, report.non_integer_ops
+    print("\\n".join(report.format()))
+"""
+
+import collections
+import dataclasses
+from typing import List, Tuple
+
+from zscgan_tf.errors import UserError
+
+try:  # The LiteRT wheel ships the flatbuffer schema; TensorFlow's copy is the fallback.
+    from ai_edge_litert import schema_py_generated as tflite_schema
+except ImportError:  # pragma: no cover
+    from tensorflow.lite.python import schema_py_generated as tflite_schema
+
+FLOAT_TENSOR_TYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
+EIGHT_BIT_TENSOR_TYPES = frozenset({"int8", "uint8"})
+DYNAMIC_DIMENSION = -1
+
+_BUILTIN_OPERATOR_NAMES = {
+    code: name for name, code in vars(tflite_schema.BuiltinOperator).items()
+    if not name.startswith("_")}
+_TENSOR_TYPE_NAMES = {
+    code: name.lower() for name, code in vars(tflite_schema.TensorType).items()
+    if not name.startswith("_")}
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a TFLite model.
+
+    Attributes:
+      index: index in the main subgraph.
+      name: tensor name.
+      dtype: numpy-style type name (`int8`, `float32`, ...).
+      shape: static shape.
+      shape_signature: shape with -1 for dynamic dimensions.
+      scales: quantization scales (one per channel for per-channel tensors).
+      zero_points: quantization zero points.
+      quantized_dimension: the channel axis of per-channel quantization.
+      is_constant: whether the tensor holds constant data (weights, biases, shapes).
+    """
+
+    index: int
+    name: str
+    dtype: str
+    shape: Tuple[int, ...]
+    shape_signature: Tuple[int, ...]
+    scales: Tuple[float, ...] = ()
+    zero_points: Tuple[int, ...] = ()
+    quantized_dimension: int = 0
+    is_constant: bool = False
+
+    @property
+    def is_quantized(self) -> bool:
+        return bool(self.scales)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return DYNAMIC_DIMENSION in self.shape_signature
+
+    def describe(self) -> str:
+        """One line: dtype, shape and quantization."""
+        text = f"{self.dtype} {list(self.shape_signature)}"
+        if len(self.scales) == 1:
+            text += f", scale {self.scales[0]:.6g}, zero point {self.zero_points[0]}"
+        elif self.scales:
+            text += f", per-channel ({len(self.scales)} scales)"
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorInfo:
+    """One operator of a TFLite model.
+
+    Attributes:
+      index: execution order in the main subgraph.
+      name: builtin name (`CONV_2D`) or the custom op's code.
+      input_dtypes: types of its input tensors (absent optional inputs skipped).
+      output_dtypes: types of its output tensors.
+      is_integer: no float tensor among its inputs and outputs.
+      input_indices: tensor indices of its inputs (absent optional inputs skipped).
+      output_indices: tensor indices of its outputs.
+    """
+
+    index: int
+    name: str
+    input_dtypes: Tuple[str, ...]
+    output_dtypes: Tuple[str, ...]
+    is_integer: bool
+    input_indices: Tuple[int, ...] = ()
+    output_indices: Tuple[int, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TfliteModelReport:
+    """What a TFLite flatbuffer contains, read from its main subgraph.
+
+    Attributes:
+      inputs: the model inputs.
+      outputs: the model outputs.
+      operators: every operator, in execution order.
+      tensors: every tensor of the main subgraph.
+      num_subgraphs: subgraphs in the model (control flow adds some).
+    """
+
+    inputs: Tuple[TensorInfo, ...]
+    outputs: Tuple[TensorInfo, ...]
+    operators: Tuple[OperatorInfo, ...]
+    tensors: Tuple[TensorInfo, ...]
+    num_subgraphs: int = 1
+
+    @property
+    def non_integer_ops(self) -> Tuple[OperatorInfo, ...]:
+        """Operators reading or writing a float tensor (the ones that are not integer)."""
+        return tuple(op for op in self.operators if not op.is_integer)
+
+    @property
+    def is_fully_integer(self) -> bool:
+        """No float operator, and integer model inputs and outputs."""
+        io_integer = all(tensor.dtype not in FLOAT_TENSOR_TYPES
+                         for tensor in self.inputs + self.outputs)
+        return io_integer and not self.non_integer_ops
+
+    @property
+    def has_static_batch_one(self) -> bool:
+        """Every input and output has batch 1 and no dynamic dimension."""
+        return all(tensor.shape_signature[:1] == (1,) and not tensor.is_dynamic
+                   for tensor in self.inputs + self.outputs)
+
+    def operator_counts(self) -> "collections.Counter[str]":
+        return collections.Counter(op.name for op in self.operators)
+
+    def format(self) -> List[str]:
+        """Markdown bullet lines for reports."""
+        lines = [f"- input: {tensor.describe()}" for tensor in self.inputs]
+        lines += [f"- output: {tensor.describe()}" for tensor in self.outputs]
+        counts = ", ".join(f"{name} x{count}" for name, count in
+                           sorted(self.operator_counts().items()))
+        lines.append(f"- operators ({len(self.operators)}): {counts}")
+        lines.append(f"- fully integer: {'yes' if self.is_fully_integer else 'no'}")
+        for op in self.non_integer_ops:
+            lines.append(f"  - not integer: {op.name} (#{op.index}), inputs "
+                         f"{', '.join(op.input_dtypes)}; outputs {', '.join(op.output_dtypes)}")
+        lines.append(f"- static batch 1: {'yes' if self.has_static_batch_one else 'no'}")
+        if self.num_subgraphs > 1:
+            lines.append(f"- subgraphs: {self.num_subgraphs} (only the main one inspected)")
+        return lines
+
+
+def _buffer_has_data(model, buffer_index: int) -> bool:
+    if buffer_index <= 0 or buffer_index >= model.BuffersLength():
+        return False
+    buffer = model.Buffers(buffer_index)
+    # Models over 2 GB keep data outside the flatbuffer, addressed by offset.
+    return buffer.DataLength() > 0 or getattr(buffer, "Offset", lambda: 0)() > 1
+
+
+def _tensor_info(model, subgraph, index: int) -> TensorInfo:
+    tensor = subgraph.Tensors(index)
+    shape = tuple(int(dim) for dim in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
+    signature = (tuple(int(dim) for dim in tensor.ShapeSignatureAsNumpy())
+                 if tensor.ShapeSignatureLength() else shape)
+    scales, zero_points, quantized_dimension = (), (), 0
+    quantization = tensor.Quantization()
+    if quantization is not None and quantization.ScaleLength():
+        scales = tuple(float(value) for value in quantization.ScaleAsNumpy())
+        zero_points = (tuple(int(value) for value in quantization.ZeroPointAsNumpy())
+                       if quantization.ZeroPointLength() else (0,) * len(scales))
+        quantized_dimension = int(quantization.QuantizedDimension())
+    name = tensor.Name()
+    return TensorInfo(
+        index=index,
+        name=name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name),
+        dtype=_TENSOR_TYPE_NAMES.get(tensor.Type(), f"type{tensor.Type()}"),
+        shape=shape,
+        shape_signature=signature,
+        scales=scales,
+        zero_points=zero_points,
+        quantized_dimension=quantized_dimension,
+        is_constant=_buffer_has_data(model, tensor.Buffer()))
+
+
+def _operator_name(model, opcode_index: int) -> str:
+    opcode = model.OperatorCodes(opcode_index)
+    # Schema v3a: codes above 127 live in BuiltinCode, older ones in the deprecated field.
+    code = max(opcode.BuiltinCode(), opcode.DeprecatedBuiltinCode())
+    name = _BUILTIN_OPERATOR_NAMES.get(code, f"BUILTIN_{code}")
+    if name == "CUSTOM":
+        custom_code = opcode.CustomCode()
+        if isinstance(custom_code, bytes):
+            custom_code = custom_code.decode("utf-8", "replace")
+        return f"CUSTOM:{custom_code}"
+    return name
+
+
+def inspect_tflite(model_bytes: bytes) -> TfliteModelReport:
+    """Reads I/O, operators and tensor types from a TFLite flatbuffer.
+
+    An operator counts as not integer when any of its input or output tensors,
+    constant or not, is float (float32, float16, float64, bfloat16); a QUANTIZE op
+    reading a float input or a DEQUANTIZE writing a float output is therefore
+    flagged, and so is any op of a float or dynamic-range model.
+
+    Args:
+      model_bytes: the flatbuffer, e.g. from `convert_to_tflite`.
+
+    Returns:
+      The report of the main (first) subgraph.
+
+    Raises:
+      UserError: if the bytes are not a TFLite flatbuffer.
+    """
+    if not isinstance(model_bytes, (bytes, bytearray, memoryview)):
+        raise UserError(f"model_bytes must be bytes, got {type(model_bytes).__name__}")
+    model_bytes = bytes(model_bytes)
+    if not tflite_schema.Model.ModelBufferHasIdentifier(model_bytes, 0):
+        raise UserError(
+            f"not a TFLite flatbuffer (identifier {model_bytes[4:8]!r}, expected b'TFL3')")
+    model = tflite_schema.Model.GetRootAs(model_bytes, 0)
+    if model.SubgraphsLength() == 0:
+        raise UserError("the TFLite model has no subgraph")
+    subgraph = model.Subgraphs(0)
+    tensors = tuple(_tensor_info(model, subgraph, index)
+                    for index in range(subgraph.TensorsLength()))
+
+    operators = []
+    for op_index in range(subgraph.OperatorsLength()):
+        operator = subgraph.Operators(op_index)
+        # -1 marks an absent optional input (e.g. a FULLY_CONNECTED without bias).
+        input_indices = tuple(int(i) for i in operator.InputsAsNumpy() if i >= 0) \
+            if operator.InputsLength() else ()
+        output_indices = tuple(int(i) for i in operator.OutputsAsNumpy() if i >= 0) \
+            if operator.OutputsLength() else ()
+        input_dtypes = tuple(tensors[i].dtype for i in input_indices)
+        output_dtypes = tuple(tensors[i].dtype for i in output_indices)
+        operators.append(OperatorInfo(
+            index=op_index,
+            name=_operator_name(model, operator.OpcodeIndex()),
+            input_dtypes=input_dtypes,
+            output_dtypes=output_dtypes,
+            is_integer=not FLOAT_TENSOR_TYPES.intersection(input_dtypes + output_dtypes),
+            input_indices=input_indices,
+            output_indices=output_indices))
+
+    return TfliteModelReport(
+        inputs=tuple(tensors[int(i)] for i in subgraph.InputsAsNumpy()),
+        outputs=tuple(tensors[int(i)] for i in subgraph.OutputsAsNumpy()),
+        operators=tuple(operators),
+        tensors=tensors,
+        num_subgraphs=model.SubgraphsLength())
