@@ -130,6 +130,10 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     markdown = (work_dir / "results.md").read_text()
     assert "blur sigma 0.5 px, 2 generators pooled, BN layers weighted by noise_floor" in markdown
     assert "generator training " in markdown
+    stage_times = [line for line in markdown.splitlines() if line.startswith("Wall time of each stage: ")]
+    assert len(stage_times) == 1  # one teacher; every row and measurement has its time
+    assert "; ZS-CGAN QAT W4A4 " in stage_times[0] and "; ZS-CGAN W4A4 QAT over generator pools " in stage_times[0]
+    assert "; LiteRT latency " in stage_times[0] and "; PTQ over calibration draws " in stage_times[0]
     assert "ranges below 8 bits fitted by least squares and held" in markdown
     assert teacher["generator_training"]["generators"] == 2
     assert "| row | top-1 | measured | time |" in markdown and "| ZS-CGAN QAT W4A4 |" in markdown

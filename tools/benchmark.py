@@ -715,7 +715,8 @@ def format_measurements(result: dict) -> list:
                       f"{100 * speed['fraction_of_peak']:.0f}% of this CPU's measured peak "
                       f"({speed['peak_flops_per_second'] / 1e9:.0f} GFLOP/s, float32 matrix product)."]
     training = result.get("generator_training")
-    stage_times = [f"{row['label']} {row['seconds']:.0f} s" for row in result["rows"].values()]
+    stage_times = [f"{row['label']} {row['seconds']:.0f} s"
+                   for row in [*result["rows"].values(), *result["measurements"].values()]]
     if training:
         pool = f"{training['generators']} generators, " if training.get("generators") else ""
         stage_times.insert(0, f"generator training {training['wall_time']} ({pool}{training['samples_per_second']:.0f} "
