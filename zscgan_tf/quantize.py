@@ -384,11 +384,12 @@ def quantize_student(
     with `training=False`) and only move during `training=True` steps; pass
     `calibration_inputs` (e.g. generator samples) to start them at the teacher's
     observed ranges instead, so that the untrained student already reproduces the
-    teacher up to rounding (see `quantizer_ranges.calibrate_activation_ranges`). Below 8 bits, with
-    the scheme's `low_bit_ranges="mse"`, weight ranges and calibrated activation
-    ranges are fitted (`range_fitting`) and the student must be trained with its
-    ranges held (`scheme.holds_ranges_in_training`), which needs `calibration_inputs`:
-    held uncalibrated ranges would stay at TF-MOT's starting values.
+    teacher up to rounding (see `quantizer_ranges.calibrate_activation_ranges`).
+    Below 8 bits, with the scheme's `low_bit_ranges="mse"`, weight ranges and
+    calibrated activation ranges are fitted (`range_fitting`) and the student must be
+    trained with its ranges held (`scheme.holds_ranges_in_training`), which needs
+    `calibration_inputs`: held uncalibrated ranges would stay at TF-MOT's starting
+    values.
 
     Args:
       teacher: a built, flat, functional or Sequential tf_keras model.
