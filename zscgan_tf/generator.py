@@ -14,7 +14,7 @@ With `blur_sigma` > 0 the tanh output is low-pass filtered by a fixed Gaussian
 (`GaussianBlur`) before it leaves the generator, so the generator cannot reach the
 teacher through pixel-scale patterns: left free, it puts much of a class's evidence in
 high spatial frequencies that real images hardly have, and a student distilled on such
-samples learns little that holds on real images (see the README's W4A4 findings).
+samples learns little that holds on real images (see the W4A4 findings in docs/experiments.md).
 
 The tanh output is mapped to pixels in [0, 255] and then through the teacher's
 preprocessing by a fixed `InputSpaceMapping`, so samples land exactly in the range the
@@ -213,7 +213,7 @@ def pool_generators(members: Sequence[tf_keras.Model], name: str = "generator") 
 
     Members trained apart (other seeds) reach the teacher's classes in different ways;
     a student distilled on their pooled samples does better than on any one member's
-    (README, "pooled generators"). Each member runs on its own share of the batch only.
+    (docs/experiments.md, "pooled generators"). Each member runs on its own share of the batch only.
     Members must have distinct names (their layer names are prefixed with them).
     """
     if len(members) < 2:
