@@ -147,7 +147,7 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert len(w8a8_details) == 2 and all("(over 2 other draws " in detail for detail in w8a8_details)
     assert "This invocation took " in markdown and "This teacher in this invocation: " in markdown
     assert 0 < teacher["wall_seconds_this_session"] <= results["wall_seconds_this_session"]
-    # Generator training is timed apart, not also in the time of the first row that needed it.
+    # The own pool's training is timed apart, not also in the time of the first row that needed it.
     stage_seconds = sum(row["seconds"] for row in [*teacher["rows"].values(), *teacher["measurements"].values()])
     assert stage_seconds + teacher["generator_training"]["wall_seconds"] <= teacher["wall_seconds_this_session"]
 

@@ -305,9 +305,10 @@ class TeacherBenchmark:
             "noise": distilled_data.gaussian_noise_inputs(self.teacher, FLAGS.calibration_samples,
                                                           FLAGS.seed + NOISE_SEED_OFFSET)}
         self.generators = {}  # Pool draw (0 = the benchmark's own pool) -> trained generator.
-        # Seconds spent loading or training generators, which the row that first needs one would
-        # otherwise count as its own time (generator training has its own entry).
-        self.generator_seconds = 0.0
+        # Seconds spent loading or training the benchmark's own pool. It has its own entry in the
+        # stage times, so the row that first needs it does not count them. Further pools have no
+        # entry of their own: their training stays in the time of the row that trains them.
+        self.own_pool_seconds = 0.0
         self.cache_path = os.path.join(self.dir, ROWS_FILE)
         self.cache = read_json(self.cache_path, {})  # An unreadable cache means every row is recomputed.
 
@@ -361,9 +362,9 @@ class TeacherBenchmark:
                 _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: cached{_summary(cached['result'])}")
                 continue
             _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: computing")
-            started, generator_seconds = time.monotonic(), self.generator_seconds
+            started, own_pool_seconds = time.monotonic(), self.own_pool_seconds
             computed = compute()
-            seconds = time.monotonic() - started - (self.generator_seconds - generator_seconds)
+            seconds = time.monotonic() - started - (self.own_pool_seconds - own_pool_seconds)
             result = {"id": row_id, "label": label, **computed, "seconds": round(seconds, 1)}
             self.cache[row_id] = {"key": key, "result": result}
             write_json_atomic(self.cache_path, self.cache)
@@ -518,7 +519,8 @@ class TeacherBenchmark:
             started = time.monotonic()
             self.generators[pool_draw] = pipeline.generator_stage(run_config, self.teacher, state,
                                                                   progress=FLAGS.progress)
-            self.generator_seconds += time.monotonic() - started
+            if pool_draw == 0:
+                self.own_pool_seconds += time.monotonic() - started
         return self.generators[pool_draw]
 
     def qat(self, scheme_name: str, source: str, distillation_seed: Optional[int] = None, pool_draw: int = 0) -> dict:
