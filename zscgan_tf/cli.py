@@ -1,9 +1,10 @@
-"""The shell shared by the command-line entry points: flag parsing, one-line errors, exit statuses.
+"""The shell shared by the command-line entry points: flag parsing, help, one-line errors, exit statuses.
 
 Entry points (`zscgan_tf/train.py`, `tools/*.py`) define their flags and a body; this
 module parses `argv` into those flags and runs the body, so every command answers bad
 input the same way: one line, `error: ...`, exit status 2 (`--verbose` adds the
-traceback). Library modules never import it.
+traceback), and `--help` the same way: the entry point's docstring and its flags.
+Library modules never import it.
 """
 
 import os
@@ -20,6 +21,8 @@ USER_ERROR_STATUS = 2
 NUMERICAL_FAULT_STATUS = 3
 INTERRUPTED_STATUS = 130  # The shell's convention for SIGINT.
 FLAGFILE_PREFIX = "--flagfile="
+HELP_ARGUMENTS = ("--help", "-h", "-?", "--helpshort")  # The entry point's own flags.
+FULL_HELP_ARGUMENTS = ("--helpfull",)  # Every flag defined in the process, by module.
 
 
 def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
@@ -40,11 +43,31 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
         raise UserError(str(error).splitlines()[0]) from error
 
 
+def usage(flag_values: flags.FlagValues, module_name: str, full: bool = False) -> str:
+    """The help of the entry point `module_name`: its docstring, then its flags (`full`: every flag).
+
+    Flags are registered under the name of the module that defined them, which absl
+    takes from `sys.argv[0]` for the `__main__` module (a script, or `python -m`).
+    """
+    module = sys.modules.get(module_name)
+    text = (module.__doc__ or "").strip() if module is not None else ""
+    flags_module = sys.argv[0] if module_name == "__main__" else module_name
+    flags_text = flag_values.get_help() if full else flag_values.module_help(flags_module).strip()
+    if flags_text and not full:
+        # module_help starts with the module's name (a file path for a script); say what it is instead.
+        flags_text = "flags:\n" + flags_text.partition("\n")[2].rstrip()
+    more = "" if full else "\n\n--helpfull lists every flag, including those of the libraries underneath."
+    return "\n\n".join(part for part in (text, flags_text) if part) + more
+
+
 def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callable[[], None]) -> int:
     """Parses flags, runs `body()`, and turns expected failures into one line and a status.
 
+    `--help` (also `-h`, `-?`, `--helpshort`) prints `usage` of the module defining `body`
+    instead of running it; `--helpfull` adds every other flag.
+
     Returns:
-      0 on success, `USER_ERROR_STATUS` for bad input, `NUMERICAL_FAULT_STATUS` for a
+      0 on success or after help, `USER_ERROR_STATUS` for bad input, `NUMERICAL_FAULT_STATUS` for a
       NaN/Inf loss, `INTERRUPTED_STATUS` for Ctrl-C.
     """
     verbose = "--verbose" in argv
@@ -55,6 +78,11 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
         print(f"{prefix}: {error}", file=sys.stderr)
         return status
 
+    arguments = list(argv[1:])
+    if any(argument in HELP_ARGUMENTS + FULL_HELP_ARGUMENTS for argument in arguments):
+        full = any(argument in FULL_HELP_ARGUMENTS for argument in arguments)
+        print(usage(flag_values, body.__module__, full=full))
+        return 0
     try:
         parse_flags(flag_values, argv)
         verbose = bool(getattr(flag_values, "verbose", False))

@@ -10,6 +10,9 @@ The work directory of a run holds:
 - `generator.keras`: the trained generator (or the pool), a saved tf_keras model.
 - `samples.png`: one row of generated samples per class.
 - `logs/`: TensorBoard scalars and sample grids.
+- `distillation/checkpoints/`, `student.h5`: the QAT student (`quantization_stages`).
+- `qat_int8.tflite`, `ptq_int8.tflite`, `teacher_float.tflite`, `export_report.md`: the
+  exported models and what was checked in them.
 - `report.json`, `report.md`: what the run measured.
 """
 

@@ -5,7 +5,16 @@ run in order, each resuming from its checkpoint and skipped once its output exis
 
 1. teacher: load (or, for `builtin:` teachers, train on first use), validate, freeze.
 2. generator: zero-shot training of the conditional generator (ZS-CGAN).
-3. report: the teacher's verdict on generated samples, a PNG grid, report.json/.md.
+3. distillation: data-free quantization-aware training of the TF-MOT student on
+   generated samples (`--quantization`; skipped with `--distillation_steps=0`).
+4. export: fully-integer TFLite of the student (W8A8 only) and of the teacher
+   calibrated on generated samples (PTQ), the float teacher for comparison, and
+   export_report.md (op-by-op integer check, Edge TPU compatibility).
+5. evaluation: top-1 of every model on held-out real data (`--eval_dataset`), Keras /
+   TFLite agreement, file sizes and LiteRT latency.
+6. report: the teacher's verdict on generated samples, a PNG grid, report.json/.md.
+
+  python -m zscgan_tf.train --flagfile configs/demo.cfg
 
 Bad input prints one line, `error: ...`, and exits with status 2 (`--verbose` adds the
 traceback).

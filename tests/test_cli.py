@@ -1,0 +1,50 @@
+"""The shell of the entry points: help, as users ask for it."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from zscgan_tf import cli, train
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("argument", ["--help", "-h", "-?", "--helpshort"])
+def test_help_prints_the_docstring_and_own_flags_and_runs_nothing(argument, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # The flags after --help would start a run in ./runs/demo if help did not stop it.
+    assert train.main(["train", argument, "--generator_steps=1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("The main command: `python -m zscgan_tf.train")
+    assert "\nflags:\n" in out
+    assert "--work_dir: Directory for checkpoints" in out and "--distillation_steps:" in out
+    assert "--helpfull lists every flag" in out
+    assert os.listdir(tmp_path) == []
+
+
+def test_helpfull_lists_flags_of_every_module(capsys):
+    assert train.main(["train", "--helpfull"]) == 0
+    out = capsys.readouterr().out
+    assert "--work_dir" in out and "zscgan_tf.train:" in out
+    assert "--flagfile" in out  # absl's own flags, defined in another module.
+
+
+def test_usage_of_a_module_without_flags_is_its_docstring():
+    assert cli.usage(train.FLAGS, "zscgan_tf.cli").startswith("The shell shared by the command-line entry points")
+
+
+@pytest.mark.parametrize("entry_point, first_line, a_flag", [
+    (["-m", "zscgan_tf.train"], "The main command:", "--quantization"),
+    (["tools/convert.py"], "Exports a TFLite model", "--calibration_samples"),
+    (["tools/train_teacher.py"], "Trains a small batch-normalized teacher", "--architecture"),
+    (["tools/benchmark.py"], "Benchmarks data-free quantization", "--generator_pool_draws"),
+    (["tools/memory_benchmark.py"], "Measures resident memory", "--batch_size"),
+])
+def test_every_entry_point_answers_help_from_a_real_process(entry_point, first_line, a_flag):
+    result = subprocess.run([sys.executable, *entry_point, "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(first_line)
+    assert "\nflags:\n" in result.stdout and f"  {a_flag}:" in result.stdout
