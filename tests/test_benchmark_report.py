@@ -1,0 +1,85 @@
+"""The benchmark's verdicts and report, on hand-made rows."""
+
+import pytest
+
+from zscgan_tf import benchmark_report
+
+
+def _rows(**top1):
+    return {row_id: {"id": row_id, "label": row_id, "top1": value, "seconds": 1.0, "measured": "TFLite int8"}
+            for row_id, value in top1.items()}
+
+
+def _verdicts(teacher_name, rows, measurements=None):
+    return {target["target"]: target["met"]
+            for target in benchmark_report.targets(teacher_name, rows, measurements or {})}
+
+
+def test_w8a8_targets_allow_a_tenth_of_a_point_and_not_less_than_real_data_ptq():
+    within = _verdicts("m", _rows(fp32=0.9000, real_ptq=0.8990, zscgan_ptq=0.8990, zscgan_qat_w8a8=0.8989))
+    assert within == {"zscgan_ptq within 0.1 point of FP32 and not below real-data PTQ": True,
+                      "zscgan_qat_w8a8 within 0.1 point of FP32 and not below real-data PTQ": False}
+    below_real = _verdicts("m", _rows(fp32=0.9000, real_ptq=0.9010, zscgan_ptq=0.9005))
+    assert below_real == {"zscgan_ptq within 0.1 point of FP32 and not below real-data PTQ": False}
+
+
+def test_w4a4_targets_and_the_fp32_one_for_resnet_teachers_only():
+    rows = _rows(fp32=0.92, zscgan_qat_w4a4=0.905, real_qat_w4a4=0.912)
+    resnet = _verdicts("fashion_mnist_resnet20", rows)
+    assert resnet == {"ZS-CGAN QAT W4A4 within 1.0 point of real-data QAT W4A4": True,
+                      "ZS-CGAN QAT W4A4 within 2.0 points of FP32 (ResNet)": True}
+    mobilenet = _verdicts("fashion_mnist_mobilenet_v2", _rows(fp32=0.92, zscgan_qat_w4a4=0.80, real_qat_w4a4=0.812))
+    assert mobilenet == {"ZS-CGAN QAT W4A4 within 1.0 point of real-data QAT W4A4": False}
+
+
+def test_targets_whose_rows_are_missing_are_left_out():
+    assert benchmark_report.targets("m", _rows(fp32=0.9), {}) == []
+
+
+def test_size_latency_and_speed_targets():
+    rows = _rows(fp32=0.9, zscgan_ptq=0.9, zscgan_ptq_per_tensor=0.9)
+    for row_id, size in (("fp32", 1000), ("zscgan_ptq", 280), ("zscgan_ptq_per_tensor", 260)):
+        rows[row_id]["tflite_bytes"] = size
+    latency = {"float_1_threads_ms": 1.0, "int8_1_threads_ms": 0.5, "float_2_threads_ms": 0.5,
+               "int8_2_threads_ms": 0.6}
+    speed = {"speedup": 1.4, "compiled_samples_per_second": 140.0, "eager_samples_per_second": 100.0}
+    checks = {target["target"]: target for target in benchmark_report.targets(
+        "m", rows, {"latency": latency, "generator_speed": speed})}
+    assert not checks["zscgan_ptq: int8 file at most 0.27 of the float file"]["met"]
+    assert checks["zscgan_ptq_per_tensor: int8 file at most 0.27 of the float file"]["met"]
+    assert checks["zscgan_ptq_per_tensor: int8 file at most 0.27 of the float file"]["detail"].endswith("= 0.260")
+    assert checks["int8 faster than float in LiteRT (1 thread)"]["met"]
+    assert not checks["int8 faster than float in LiteRT (2 threads)"]["met"]
+    assert not checks["compiled generator step at least 1.5x the eager one"]["met"]
+
+
+def test_w4a4_targets_average_zscgan_over_generator_pools():
+    top1 = {"zscgan_qat_w4a4": 80.0, "real_qat_w4a4": 90.0}
+    pools = {"draws": 2, "generator_seed": 0, "pools": [{"runs": [{"top1": 0.84}]}, {"runs": [{"top1": 0.86}]}]}
+    seeds = {"draws": 1, "zscgan": [{"top1": 0.82}], "real": [{"top1": 0.92}]}
+    pools_of_two = {"draws": 1, "generator_seed": 0, "pools": [{"runs": [{"top1": 0.84}, {"top1": 0.88}]}]}
+    pools_only = benchmark_report.w4a4_figures(top1, None, pools)
+    assert pools_only[0] == pytest.approx({"zscgan": (80 + 84 + 86) / 3, "real": 90.0})
+    assert pools_only[1] == " (ZS-CGAN's mean over 3 generator pools)"
+    # Each pool's mean over the seeds first: (81 + 86) / 2, against real data's (90 + 92) / 2.
+    seeds_and_pools = benchmark_report.w4a4_figures(top1, seeds, pools_of_two)
+    assert seeds_and_pools[0] == pytest.approx({"zscgan": 83.5, "real": 91.0})
+    assert seeds_and_pools[1] == " (means over 2 distillation seeds each, ZS-CGAN's over 2 generator pools)"
+    assert benchmark_report.w4a4_figures(top1, None) == ({"zscgan": 80.0, "real": 90.0}, "")
+
+
+def test_the_report_has_a_table_row_per_row_in_run_order_and_every_verdict():
+    rows = _rows(zscgan_ptq=0.899, fp32=0.9, real_ptq=0.898)
+    teacher = {"dataset": "digits", "eval_images": 360, "rows": rows, "measurements": {},
+               "targets": benchmark_report.targets("m", rows, {})}
+    settings = {"qat_steps": 3, "qat_batch_size": 16, "qat_learning_rate": 1e-4, "generator_steps": 5,
+                "generator_batch_size": 16, "calibration_samples": 20, "seed": 0, "schemes": ["w8a8"]}
+    markdown = benchmark_report.format_results({"settings": settings, "teachers": {"tiny": teacher}})
+    lines = markdown.splitlines()
+    table = [line for line in lines if line.startswith("| fp32 |") or line.startswith("| real_ptq |")
+             or line.startswith("| zscgan_ptq |")]
+    assert table == ["| fp32 | 90.00% | TFLite int8 | 1 s |", "| real_ptq | 89.80% | TFLite int8 | 1 s |",
+                     "| zscgan_ptq | 89.90% | TFLite int8 | 1 s |"]
+    assert "## tiny" in lines and "Top-1 on 360 digits test images." in lines
+    assert ("- met: zscgan_ptq within 0.1 point of FP32 and not below real-data PTQ: 89.90 vs FP32 90.00 (-0.10), "
+            "real-data PTQ 89.80") in lines

@@ -1,0 +1,438 @@
+"""The benchmark's rows: each measured once per settings, cached, and run teacher by teacher.
+
+`run_benchmark(BenchmarkConfig)` measures, for each teacher, every row (`TeacherBenchmark.rows`)
+not yet cached in `<work_dir>/<teacher>/rows.json` under its present settings, and after each
+row rewrites `results.json` and `results.md` (`benchmark_report`). The rows: FP32; int8 PTQ
+calibrated on real images, noise, distilled data and generated samples; ZS-CGAN and
+real-data QAT per scheme; latency, generator speed, and the spreads over calibration
+draws, distillation seeds and generator pools. `tools/benchmark.py` is its command line.
+"""
+
+import hashlib
+import json
+import os
+import time
+from typing import Optional
+
+import numpy as np
+
+from zscgan_tf import config as config_lib
+from zscgan_tf import data, distill, distilled_data, evaluate, export, pipeline, quantization_stages, quantize
+from zscgan_tf import reproducibility, teachers, throughput, zero_shot
+from zscgan_tf.benchmark_config import (CALIBRATION_SEED_OFFSET, DISTILLATION_SEED_OFFSET, EVALUATION_SEED_OFFSET,
+                                        NOISE_SEED_OFFSET, SPREAD_SEED_OFFSET, BenchmarkConfig, validate)
+from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, format_results, points, targets
+from zscgan_tf.errors import UserError
+from zscgan_tf.files import read_json, write_json_atomic, write_text_atomic
+from zscgan_tf.quantization_stages import LATENCY_THREADS
+
+ROWS_FILE = "rows.json"
+RESULTS_JSON_FILE = "results.json"
+RESULTS_MARKDOWN_FILE = "results.md"
+EVALUATION_BATCH_SIZE = 256
+SPEED_TIMED_STEPS = 10
+SPEED_WARMUP_STEPS = 2
+
+
+def _say(message: str):
+    print(message, flush=True)
+
+
+def _summary(result: dict) -> str:
+    """What a row's progress line shows: its top-1, if it has one."""
+    return f" top-1 {points(result['top1'])}%" if "top1" in result else " done"
+
+
+def row_key(row_id: str, settings: dict) -> str:
+    """The cache key of a row: its id and every setting its result depends on."""
+    return json.dumps({"row": row_id, **settings}, sort_keys=True)
+
+
+def current_rows(cache: dict, rows: list) -> dict:
+    """The cached results of `rows` computed with their present settings: a row cached under other
+    settings (a rerun with changed flags, not yet recomputed) is left out, not shown as current."""
+    return {row_id: cache[row_id]["result"] for row_id, _, _, settings in rows
+            if row_id in cache and cache[row_id]["key"] == row_key(row_id, settings)}
+
+
+def compare_rows(cache: dict, earlier_cache: dict, earlier_dir: str) -> dict:
+    """How far each accuracy row moved from an earlier run with the same settings (same cache key)."""
+    compared = []
+    for row_id, entry in cache.items():
+        earlier = earlier_cache.get(row_id)
+        if "top1" not in entry["result"] or not earlier or earlier["key"] != entry["key"]:
+            continue
+        difference = 100 * (entry["result"]["top1"] - earlier["result"]["top1"])
+        compared.append({"id": row_id, "label": entry["result"]["label"], "top1": entry["result"]["top1"],
+                         "earlier_top1": earlier["result"]["top1"], "difference_points": round(difference, 4)})
+    largest = max((abs(row["difference_points"]) for row in compared), default=None)
+    return {"compared_to": earlier_dir, "rows": compared, "max_difference_points": largest,
+            "met": largest is not None and largest <= REPRODUCIBILITY_POINTS}
+
+
+# Measurement helpers.
+
+def keras_top1(model, inputs: np.ndarray, labels: np.ndarray) -> float:
+    return evaluate.top1_accuracy(evaluate.keras_predict(model, inputs, EVALUATION_BATCH_SIZE), labels)
+
+
+def tflite_top1(model_bytes: bytes, inputs: np.ndarray, labels: np.ndarray) -> float:
+    return evaluate.top1_accuracy(evaluate.TfliteClassifier(model_bytes).predict(inputs), labels)
+
+
+def real_inputs(dataset: data.LabeledImages, teacher: teachers.Teacher):
+    """(teacher-space inputs, labels) of `dataset` shaped for the teacher."""
+    dataset = dataset.to_input_shape(teacher.image_shape)
+    return teacher.preprocessing.apply(dataset.images), dataset.labels
+
+
+def int8_ptq(model, calibration: np.ndarray, output_path: Optional[str], per_channel: bool = True) -> bytes:
+    """Int8 TFLite of `model` calibrated on `calibration`, written to `output_path` unless it is None."""
+    return export.convert_to_tflite(model, export.representative_dataset_from_array(calibration), mode="int8",
+                                    per_channel=per_channel, output_path=output_path)
+
+
+# One teacher.
+
+class TeacherBenchmark:
+    """The rows of one teacher, each computed at most once per settings (cached in rows.json)."""
+
+    def __init__(self, source: str, benchmark: BenchmarkConfig, progress: bool = True):
+        """Loads the teacher `source` and its dataset, and reads the rows cached for it.
+
+        Args:
+          source: a teacher model file or builtin:<name>.
+          benchmark: the settings (validated by `benchmark_config.validate`).
+          progress: show progress bars.
+        """
+        self.config = benchmark
+        self.progress = progress
+        self.teacher = teachers.load_teacher(
+            teachers.TeacherSource(model=source, cache_dir=benchmark.teacher_cache_dir), progress=progress)
+        self.dir = os.path.join(self.config.work_dir, self.teacher.name)
+        os.makedirs(self.dir, exist_ok=True)
+        dataset_name = self.config.dataset or self.teacher.description.get("dataset", "")
+        if not dataset_name:
+            raise UserError(f"teacher {self.teacher.name!r} names no dataset; pass --dataset")
+        self.dataset_name = dataset_name
+        train = data.load_dataset(dataset_name, "train", data_dir=self.config.data_dir or None)
+        test = data.load_dataset(dataset_name, "test", data_dir=self.config.data_dir or None)
+        if train.num_classes != self.teacher.num_classes:
+            raise UserError(f"{dataset_name} has {train.num_classes} classes but teacher {self.teacher.name!r} "
+                            f"predicts {self.teacher.num_classes}")
+        if self.config.eval_max_samples:
+            test = test.class_balanced(self.config.eval_max_samples, seed=self.config.seed + EVALUATION_SEED_OFFSET)
+        self.test_inputs, self.test_labels = real_inputs(test, self.teacher)
+        self.train_inputs, self.train_labels = real_inputs(train, self.teacher)
+        self.train = train
+        calibration_seed = self.config.seed + CALIBRATION_SEED_OFFSET
+        self.calibration = {
+            "real": self.calibration_draw("real", calibration_seed),
+            "noise": distilled_data.gaussian_noise_inputs(self.teacher, self.config.calibration_samples,
+                                                          self.config.seed + NOISE_SEED_OFFSET)}
+        self.generators = {}  # Pool draw (0 = the benchmark's own pool) -> trained generator.
+        # Seconds spent loading or training the benchmark's own pool. It has its own entry in the
+        # stage times, so the row that first needs it does not count them. Further pools have no
+        # entry of their own: their training stays in the time of the row that trains them.
+        self.own_pool_seconds = 0.0
+        self.cache_path = os.path.join(self.dir, ROWS_FILE)
+        self.cache = read_json(self.cache_path, {})  # An unreadable cache means every row is recomputed.
+
+    def rows(self):
+        """(row id, label, function computing it, the settings it depends on), in the order they run."""
+        common = {"teacher": self.teacher.name, "dataset": self.dataset_name, "eval_images": len(self.test_labels),
+                  "calibration_samples": self.config.calibration_samples, "seed": self.config.seed}
+        generated = self.config.generator_settings()
+        qat = {"qat_steps": self.config.qat_steps, "qat_batch_size": self.config.qat_batch_size,
+               "qat_learning_rate": self.config.qat_learning_rate}
+        qat.update(self.config.optional_qat_settings())
+        zscgan_qat = {**qat, "qat_joint_generator": True} if self.config.qat_joint_generator else qat
+        rows = [("fp32", "FP32", self.fp32, common),
+                ("real_ptq", "real-data PTQ", lambda: self.ptq("real"), common),
+                ("noise_ptq", "noise PTQ", lambda: self.ptq("noise"), common),
+                ("distilled_ptq", "distilled-data PTQ", lambda: self.ptq("distilled"),
+                 {**common, "distilled_steps": self.config.distilled_steps}),
+                ("zscgan_ptq", "ZS-CGAN PTQ", lambda: self.ptq("zscgan"), {**common, **generated}),
+                ("zscgan_ptq_per_tensor", "ZS-CGAN PTQ, per-tensor weights",
+                 lambda: self.ptq("zscgan", per_channel=False), {**common, **generated})]
+        for scheme in self.config.schemes:
+            ranges = self.config.low_bit_range_settings(scheme)
+            rows.append((f"zscgan_qat_{scheme}", f"ZS-CGAN QAT {scheme.upper()}",
+                         lambda scheme=scheme: self.qat(scheme, "zscgan"),
+                         {**common, **generated, **zscgan_qat, **ranges}))
+            rows.append((f"real_qat_{scheme}", f"real-data QAT {scheme.upper()}",
+                         lambda scheme=scheme: self.qat(scheme, "real"), {**common, **qat, **ranges}))
+        # Measurements other than accuracy, cached the same way.
+        rows.append(("latency", "LiteRT latency", self.latency, {**common, **generated}))
+        rows.append(("generator_speed", "generator step speed", self.generator_speed, {**common, **generated}))
+        if self.config.calibration_draws:
+            rows.append(("ptq_spread", "PTQ over calibration draws", self.ptq_spread,
+                         {**common, **generated, "calibration_draws": self.config.calibration_draws}))
+        if self.config.w4a4_seed_draws and "w4a4" in self.config.schemes:
+            rows.append(("w4a4_spread", "W4A4 QAT over distillation seeds", self.w4a4_spread,
+                         {**common, **generated, **zscgan_qat, **self.config.low_bit_range_settings("w4a4"),
+                          "w4a4_seed_draws": self.config.w4a4_seed_draws}))
+        if self.config.generator_pool_draws and "w4a4" in self.config.schemes:
+            rows.append(("w4a4_pool_spread", "ZS-CGAN W4A4 QAT over generator pools", self.w4a4_pool_spread,
+                         {**common, **generated, **zscgan_qat, **self.config.low_bit_range_settings("w4a4"),
+                          "w4a4_seed_draws": self.config.w4a4_seed_draws,
+                          "generator_pool_draws": self.config.generator_pool_draws}))
+        return rows
+
+    def run(self, publish) -> dict:
+        """Computes every row not cached yet; calls `publish()` after each."""
+        rows = self.rows()
+        for index, (row_id, label, compute, settings) in enumerate(rows, 1):
+            key = row_key(row_id, settings)
+            cached = self.cache.get(row_id)
+            if cached and cached["key"] == key:
+                _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: cached{_summary(cached['result'])}")
+                continue
+            _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: computing")
+            started, own_pool_seconds = time.monotonic(), self.own_pool_seconds
+            computed = compute()
+            seconds = time.monotonic() - started - (self.own_pool_seconds - own_pool_seconds)
+            result = {"id": row_id, "label": label, **computed, "seconds": round(seconds, 1)}
+            self.cache[row_id] = {"key": key, "result": result}
+            write_json_atomic(self.cache_path, self.cache)
+            _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}:{_summary(result)} "
+                 f"({result['seconds']:.0f} s)")
+            publish()
+        return self.results()
+
+    def results(self) -> dict:
+        rows = current_rows(self.cache, self.rows())
+        entry = {"dataset": self.dataset_name, "eval_images": int(len(self.test_labels)),
+                 "rows": {row_id: row for row_id, row in rows.items() if "top1" in row},
+                 "measurements": {row_id: row for row_id, row in rows.items() if "top1" not in row}}
+        generator_state = pipeline.read_state(os.path.join(self.dir, "generator")).get("generator")
+        if generator_state:
+            entry["generator_training"] = pipeline.generator_training_summary(generator_state)
+        if self.config.compare_to:
+            entry["reproducibility"] = compare_rows(self.cache, read_json(
+                os.path.join(self.config.compare_to, self.teacher.name, ROWS_FILE), {}), self.config.compare_to)
+        return entry
+
+    def fp32(self) -> dict:
+        path = os.path.join(self.dir, "teacher_float.tflite")
+        float_bytes = export.convert_to_tflite(self.teacher.model, mode="float", output_path=path)
+        return {"top1": keras_top1(self.teacher.model, self.test_inputs, self.test_labels), "measured": "Keras",
+                "tflite_bytes": len(float_bytes)}
+
+    def calibration_draw(self, source: str, seed: int, pool_draw: int = 0) -> np.ndarray:
+        """`calibration_samples` class-balanced samples of `source` ("real" or "zscgan") drawn with `seed`;
+        generated ones from generator pool `pool_draw` (0 = the benchmark's own)."""
+        if source == "real":
+            return real_inputs(self.train.class_balanced(self.config.calibration_samples, seed), self.teacher)[0]
+        return quantization_stages.calibration_samples(self.trained_generator(pool_draw), self.teacher,
+                                                       self.config.calibration_samples, seed=seed)
+
+    def calibration_for(self, source: str, pool_draw: int = 0) -> np.ndarray:
+        """The rows' calibration samples of `source`; generated ones from generator pool `pool_draw`."""
+        if source == "zscgan":
+            key = f"zscgan_pool_draw{pool_draw}" if pool_draw else source
+            if key not in self.calibration:
+                self.calibration[key] = self.calibration_draw(source, self.config.seed + CALIBRATION_SEED_OFFSET,
+                                                              pool_draw)
+            return self.calibration[key]
+        if source == "distilled" and source not in self.calibration:
+            distilled = distilled_data.distill_inputs(
+                self.teacher, self.config.calibration_samples,
+                distilled_data.DistilledDataConfig(steps=self.config.distilled_steps),
+                seed=self.config.seed + NOISE_SEED_OFFSET, progress=self.progress)
+            _say(f"[{self.teacher.name}] distilled data: BN-statistics loss {distilled.initial_bn_loss:.4g} -> "
+                 f"{distilled.final_bn_loss:.4g}")
+            self.calibration[source] = distilled.inputs
+        return self.calibration[source]
+
+    def ptq(self, source: str, per_channel: bool = True) -> dict:
+        name = f"{source}_ptq_int8{'' if per_channel else '_per_tensor'}.tflite"
+        model_bytes = int8_ptq(self.teacher.model, self.calibration_for(source), os.path.join(self.dir, name),
+                               per_channel=per_channel)
+        return {"top1": tflite_top1(model_bytes, self.test_inputs, self.test_labels), "measured": "TFLite int8",
+                "tflite_bytes": len(model_bytes)}
+
+    def ptq_spread(self) -> dict:
+        """Real-data and ZS-CGAN PTQ, each calibrated on `calibration_draws` other draws.
+
+        Each draw's top-1 and its agreement with the float teacher (the fraction of test
+        images on which the int8 model picks the teacher's class).
+        """
+        float_logits = evaluate.keras_predict(self.teacher.model, self.test_inputs, EVALUATION_BATCH_SIZE)
+        result = {"draws": self.config.calibration_draws}
+        for source in SOURCE_LABELS:
+            draws = []
+            for draw in range(self.config.calibration_draws):
+                seed = self.config.seed + SPREAD_SEED_OFFSET + draw
+                model_bytes = int8_ptq(self.teacher.model, self.calibration_draw(source, seed), output_path=None)
+                logits = evaluate.TfliteClassifier(model_bytes).predict(self.test_inputs)
+                draws.append({"seed": seed, "top1": evaluate.top1_accuracy(logits, self.test_labels),
+                              "agreement_with_fp32": evaluate.agreement(logits, float_logits)})
+                _say(f"[{self.teacher.name}] {SOURCE_LABELS[source]} PTQ, calibration draw {draw + 1}/"
+                     f"{self.config.calibration_draws}: top-1 {points(draws[-1]['top1'])}%")
+            result[source] = draws
+        return result
+
+    def w4a4_spread(self) -> dict:
+        """ZS-CGAN and real-data W4A4 QAT, each run `w4a4_seed_draws` more times with other
+        distillation seeds (the generator, calibration and student initialisation unchanged)."""
+        result = {"draws": self.config.w4a4_seed_draws}
+        for source in SOURCE_LABELS:
+            runs = []
+            for draw, seed in enumerate(self.config.w4a4_spread_seeds()):
+                runs.append({"seed": seed, "top1": self.qat("w4a4", source, distillation_seed=seed)["top1"]})
+                _say(f"[{self.teacher.name}] {SOURCE_LABELS[source]} QAT W4A4, distillation seed {draw + 1}/"
+                     f"{self.config.w4a4_seed_draws}: top-1 {points(runs[-1]['top1'])}%")
+            result[source] = runs
+        return result
+
+    def w4a4_pool_spread(self) -> dict:
+        """ZS-CGAN W4A4 QAT on `generator_pool_draws` further generator pools, each trained as the
+        benchmark's own with other seeds, at the W4A4 rows' distillation seeds (the row's own and those
+        of `w4a4_seed_draws`); calibration and student initialisation as the row's, from that pool."""
+        distillation_seeds = [self.config.seed + DISTILLATION_SEED_OFFSET] + self.config.w4a4_spread_seeds()
+        result = {"draws": self.config.generator_pool_draws, "generator_seed": self.config.pool_draw_seed(0),
+                  "pools": []}
+        for pool_draw in range(1, self.config.generator_pool_draws + 1):
+            runs = []
+            for seed in distillation_seeds:
+                runs.append({"seed": seed, "top1": self.qat("w4a4", "zscgan", distillation_seed=seed,
+                                                             pool_draw=pool_draw)["top1"]})
+                _say(f"[{self.teacher.name}] ZS-CGAN QAT W4A4, further generator pool {pool_draw}/"
+                     f"{self.config.generator_pool_draws} (seed {self.config.pool_draw_seed(pool_draw)}), "
+                     f"distillation seed {seed}: top-1 {points(runs[-1]['top1'])}%")
+            result["pools"].append({"generator_seed": self.config.pool_draw_seed(pool_draw), "runs": runs})
+        return result
+
+    def latency(self) -> dict:
+        """Median LiteRT latency per image of the float teacher and the ZS-CGAN int8 model."""
+        result = {}
+        for model_name, file_name in (("float", "teacher_float.tflite"), ("int8", "zscgan_ptq_int8.tflite")):
+            if not os.path.exists(os.path.join(self.dir, file_name)):
+                raise UserError(f"{os.path.join(self.dir, file_name)} is missing; delete {self.cache_path} to "
+                                "recompute every row")
+            with open(os.path.join(self.dir, file_name), "rb") as model_file:
+                model_bytes = model_file.read()
+            for threads in LATENCY_THREADS:
+                measured = evaluate.measure_latency(model_bytes, num_threads=threads, runs=self.config.latency_runs)
+                result[f"{model_name}_{threads}_threads_ms"] = measured.median_ms
+        return result
+
+    def generator_speed(self) -> dict:
+        """The generator step compiled and eager, on a throwaway generator of the benchmark's shape."""
+        generator = pipeline.build_generator_for(self.teacher, self.config.generator_config())
+        trainer = zero_shot.GeneratorTrainer(
+            self.teacher, generator, config_lib.LossConfig(),
+            config_lib.GeneratorTrainingConfig(batch_size=self.config.generator_batch_size), seed=self.config.seed)
+        return throughput.measure_generator_step(trainer, SPEED_TIMED_STEPS, SPEED_WARMUP_STEPS).to_dict()
+
+    def trained_generator(self, pool_draw: int = 0):
+        """The benchmark's generator pool (`pool_draw` 0, in `generator/`) or further pool `pool_draw`
+        (in `generator_draw<k>/`), trained on first use and resumable as a train run is."""
+        if pool_draw not in self.generators:
+            run_config = config_lib.RunConfig(
+                work_dir=os.path.join(self.dir, f"generator_draw{pool_draw}" if pool_draw else "generator"),
+                seed=self.config.pool_draw_seed(pool_draw),
+                teacher=teachers.TeacherSource(model=self.teacher.description["source"],
+                                               cache_dir=self.config.teacher_cache_dir),
+                generator=self.config.generator_config(),
+                loss=self.config.generator_loss_config(),
+                generator_training=config_lib.GeneratorTrainingConfig(steps=self.config.generator_steps,
+                                                                      batch_size=self.config.generator_batch_size),
+                # This run only trains the generator. Its QAT and quantization settings are never
+                # used; they are pinned to those its directory was first saved with, so that a
+                # change of their defaults does not orphan a trained generator.
+                distillation=config_lib.DistillationConfig(feature_loss_weight=0.0),
+                quantization=config_lib.QuantizationConfig(low_bit_ranges="min_max"))
+            pipeline.prepare_work_dir(run_config)
+            pipeline.record_config(run_config)
+            state = pipeline.read_state(run_config.work_dir)
+            started = time.monotonic()
+            self.generators[pool_draw] = pipeline.generator_stage(run_config, self.teacher, state,
+                                                                  progress=self.progress)
+            if pool_draw == 0:
+                self.own_pool_seconds += time.monotonic() - started
+        return self.generators[pool_draw]
+
+    def qat(self, scheme_name: str, source: str, distillation_seed: Optional[int] = None, pool_draw: int = 0) -> dict:
+        """QAT of the teacher on `source` ("zscgan" or "real"); the row's own distillation seed unless
+        `distillation_seed` is given, generated samples from the benchmark's pool unless `pool_draw` is."""
+        scheme = self.config.quantization_scheme(scheme_name)
+        calibration = self.calibration_for(source, pool_draw)
+        student, _ = quantize.quantize_student(self.teacher.model, scheme, calibration_inputs=calibration)
+        settings = self.config.qat_settings(joint_generator=self.config.qat_joint_generator and source == "zscgan")
+        row_seed = self.config.seed + DISTILLATION_SEED_OFFSET
+        seed = row_seed if distillation_seed is None else distillation_seed
+        if source == "zscgan":
+            trainer = None
+            if settings.joint_generator:
+                trainer = zero_shot.GeneratorTrainer(
+                    self.teacher, zero_shot.copy_generator(self.trained_generator(pool_draw)),
+                    self.config.generator_loss_config(),
+                    config_lib.GeneratorTrainingConfig(batch_size=self.config.generator_batch_size),
+                    seed=self.config.seed + quantization_stages.JOINT_GENERATOR_SEED_OFFSET)
+            distiller = distill.Distiller(self.teacher.model, student, self.trained_generator(pool_draw),
+                                          self.teacher.num_classes, settings, seed=seed, generator_trainer=trainer,
+                                          hold_quantizer_ranges=scheme.holds_ranges_in_training)
+        else:
+            distiller = distill.Distiller(self.teacher.model, student, None, self.teacher.num_classes, settings,
+                                          seed=seed, real_data=(self.train_inputs, self.train_labels),
+                                          hold_quantizer_ranges=scheme.holds_ranges_in_training)
+        teacher_weights = self.teacher.model.get_weights()
+        # The directory names the settings, so a checkpoint never resumes under other ones.
+        tag = hashlib.sha1(json.dumps([settings.steps, settings.batch_size, settings.learning_rate,
+                                       settings.mixed_fraction, settings.joint_generator, self.config.seed,
+                                       self.config.generator_settings()]
+                                      + sorted(self.config.optional_qat_settings().items())
+                                      + sorted(self.config.low_bit_range_settings(scheme_name).items()),
+                                      sort_keys=True).encode()).hexdigest()[:8]
+        run_name = (f"{source}_{scheme.name}_{tag}" + ("" if seed == row_seed else f"_seed{seed}")
+                    + (f"_pool{pool_draw}" if pool_draw else ""))
+        distiller.train(os.path.join(self.dir, "qat", run_name), progress=self.progress)
+        zero_shot.check_teacher_unchanged(self.teacher, teacher_weights)
+        keras_accuracy = keras_top1(student, self.test_inputs, self.test_labels)
+        if not scheme.exportable:
+            return {"top1": keras_accuracy, "measured": "Keras (simulated)"}
+        model_bytes = int8_ptq(student, calibration, os.path.join(self.dir, f"{source}_qat_{scheme.name}_int8.tflite"))
+        return {"top1": tflite_top1(model_bytes, self.test_inputs, self.test_labels), "measured": "TFLite int8",
+                "keras_top1": keras_accuracy, "tflite_bytes": len(model_bytes)}
+
+
+def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
+    """Measures every teacher of `benchmark`, resuming from rows cached in its work directory.
+
+    Returns:
+      The results as written to `results.json`: the recorded settings, and per teacher its
+      rows, measurements, targets and wall time.
+
+    Raises:
+      UserError: a bad setting (before any teacher loads), teacher or dataset.
+    """
+    validate(benchmark)
+    if benchmark.compare_to and not os.path.isdir(benchmark.compare_to):
+        raise UserError(f"--compare_to {benchmark.compare_to!r} is not a directory")
+    if benchmark.deterministic:
+        reproducibility.enable_deterministic_execution()
+    os.makedirs(benchmark.work_dir, exist_ok=True)
+    results = {"settings": benchmark.recorded(), "teachers": {}}
+    run_started = time.monotonic()
+
+    def publish(bench=None, started=None):
+        # One clock reading for both figures, so a teacher's time never exceeds the invocation's.
+        now = time.monotonic()
+        results["wall_seconds_this_session"] = round(now - run_started, 1)
+        if bench is not None:
+            entry = bench.results()
+            entry["targets"] = targets(bench.teacher.name, entry["rows"], entry["measurements"])
+            entry["wall_seconds_this_session"] = round(now - started, 1)
+            results["teachers"][bench.teacher.name] = entry
+        write_json_atomic(os.path.join(benchmark.work_dir, RESULTS_JSON_FILE), results)
+        write_text_atomic(os.path.join(benchmark.work_dir, RESULTS_MARKDOWN_FILE), format_results(results))
+
+    for source in benchmark.teachers:
+        started = time.monotonic()
+        bench = TeacherBenchmark(source, benchmark, progress=progress)
+        bench.run(lambda: publish(bench, started))
+        publish(bench, started)
+    _say(f"results in {os.path.join(benchmark.work_dir, RESULTS_MARKDOWN_FILE)}")
+    return results
