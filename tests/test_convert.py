@@ -104,10 +104,16 @@ def test_float_teacher_float_and_dynamic_exports(run_dir, tmp_path):
     (["--teacher=TEACHER", "--data_source=distilled", "--distilled_steps=0"], "--distilled_steps must be positive"),
     (["--run_dir=/"], "is not a run directory"),
     ([], "pass exactly one of --run_dir, --student and --teacher"),
+    # Each kind of model given where the other belongs: the message names the right flag.
+    (["--student=TEACHER", "--generator=RUN/generator.keras"],
+     "is a float model, not a TF-MOT quantization-aware student: quantize it post-training with --teacher="),
+    (["--teacher=RUN/student.h5", "--data_source=noise"],
+     "is a TF-MOT quantization-aware student, not a float teacher: export it with --student=RUN/student.h5"),
 ])
 def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, arguments, message):
-    _, teacher_path = run_dir
-    arguments = [argument.replace("TEACHER", teacher_path) for argument in arguments]
+    work_dir, teacher_path = run_dir
+    arguments = [argument.replace("TEACHER", teacher_path).replace("RUN", str(work_dir)) for argument in arguments]
+    message = message.replace("RUN", str(work_dir))
     result = _convert(*arguments, f"--output={tmp_path / 'x.tflite'}")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
