@@ -1,4 +1,4 @@
-"""Tests for zscgan_tf.teacher_training: architectures, BN re-estimation, training, teacher files."""
+"""Tests for zscgan_tf.teacher_training: BN re-estimation, training, teacher files."""
 
 import json
 import os
@@ -12,7 +12,7 @@ import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import data, teacher_training
+from zscgan_tf import architectures, data, teacher_training
 from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import Preprocessing
 
@@ -24,35 +24,6 @@ TINY_RECIPE = teacher_training.TeacherRecipe(
 
 def _batchnorm_layers(model):
     return [layer for layer in model.layers if isinstance(layer, tf_keras.layers.BatchNormalization)]
-
-
-def test_resnet8_on_8x8_inputs_has_projection_shortcuts_and_stable_names():
-    model = teacher_training.build_architecture("resnet8", (8, 8, 1), 10)
-    assert model.output_shape == (None, 10)
-    assert model.layers[-1].activation is tf_keras.activations.linear
-    names = [layer.name for layer in model.layers]
-    # Stem, two per block, and a 1x1 projection where stages 2 and 3 halve the resolution.
-    assert len(_batchnorm_layers(model)) == 1 + 2 * 3 + 2
-    assert "stage2_block1_shortcut_conv" in names and "stage1_block1_shortcut_conv" not in names
-    assert model.get_layer("stage3_block1_shortcut_conv").strides == (2, 2)
-    assert names == [layer.name for layer in teacher_training.build_resnet(8, (8, 8, 1), 10).layers]
-    assert len(_batchnorm_layers(teacher_training.build_resnet(20, (8, 8, 1), 10))) == 1 + 2 * 9 + 2
-
-
-def test_architecture_errors():
-    with pytest.raises(UserError, match="6n \\+ 2"):
-        teacher_training.build_resnet(10, (8, 8, 1), 10)
-    with pytest.raises(UserError, match="known: mobilenet_v2, resnet14, resnet20, resnet8"):
-        teacher_training.build_architecture("vgg", (8, 8, 1), 10)
-    with pytest.raises(UserError, match="at least 32x32"):
-        teacher_training.build_mobilenet_v2((28, 28, 1), 10)
-
-
-def test_mobilenet_v2_takes_one_channel_and_returns_logits():
-    model = teacher_training.build_architecture("mobilenet_v2", (32, 32, 1), 10, alpha=0.35)
-    assert model.input_shape == (None, 32, 32, 1) and model.output_shape == (None, 10)
-    assert model.layers[-1].activation is tf_keras.activations.linear
-    assert _batchnorm_layers(model)[0].momentum == pytest.approx(0.999)
 
 
 def _branching_model():
@@ -118,7 +89,7 @@ def fixture_trained():
     test = data.load_digits("test")
     preprocessing = Preprocessing("tf")
     tf_keras.utils.set_random_seed(0)
-    model = teacher_training.build_resnet(8, (8, 8, 1), 10, base_width=4)
+    model = architectures.build_resnet(8, (8, 8, 1), 10, base_width=4)
     metrics = teacher_training.train_teacher(model, train, test, preprocessing, epochs=4, batch_size=32,
                                              learning_rate=1e-2, seed=0, progress=False)
     return model, train, test, preprocessing, metrics

@@ -24,7 +24,7 @@ if REPO_ROOT not in sys.path:
 import zscgan_tf  # pylint: disable=unused-import,wrong-import-position  (sets TF_USE_LEGACY_KERAS first)
 from absl import flags  # pylint: disable=wrong-import-position
 
-from zscgan_tf import cli, teacher_training, teachers  # pylint: disable=wrong-import-position
+from zscgan_tf import architectures, cli, teacher_training, teachers  # pylint: disable=wrong-import-position
 from zscgan_tf.errors import UserError  # pylint: disable=wrong-import-position
 
 DEFAULT_RECIPE = teacher_training.TeacherRecipe(dataset="digits", architecture="resnet8")
@@ -33,7 +33,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("builtin", None, f"a built-in teacher: {', '.join(sorted(teacher_training.BUILTIN_TEACHERS))}")
 flags.DEFINE_string("output", None, "the .keras file to write (default for --builtin: the teacher cache)")
 flags.DEFINE_bool("overwrite", False, "replace an existing --output (or cached built-in teacher)")
-flags.DEFINE_string("architecture", None, f"one of {', '.join(sorted(teacher_training.ARCHITECTURES))}")
+flags.DEFINE_string("architecture", None, f"one of {', '.join(sorted(architectures.ARCHITECTURES))}")
 flags.DEFINE_string("dataset", None, "digits, fashion_mnist, tfds:<name>, or a directory (IDX files or class folders)")
 flags.DEFINE_string("data_dir", None, "IDX or TFDS data directory")
 flags.DEFINE_integer("image_size", None, "resize images to this square size (default: keep)")
