@@ -106,6 +106,7 @@ def pool_mean(pool: dict) -> float:
 
 
 def format_results(results: dict) -> str:
+    """results.md: the settings, then per teacher its table of rows, measurements and verdicts."""
     settings = results["settings"]
     lines = ["# Data-free quantization benchmark", "",
              f"QAT: {settings['qat_steps']} steps of {settings['qat_batch_size']} samples (lr "
@@ -244,6 +245,7 @@ def format_w4a4_pool_spread(measurements: dict, rows: dict) -> list:
 
 
 def format_reproducibility(reproducibility) -> list:
+    """How far each row moved from an earlier run (`--compare_to`), as markdown lines."""
     if not reproducibility:
         return []
     lines = ["", f"Reproducibility against {reproducibility['compared_to']} (rows with the same settings):", ""]
