@@ -58,18 +58,23 @@ from zscgan_tf import benchmark_config, benchmark_rows, bn_stats, cli, quantize 
 FLAGS = flags.FLAGS
 _defaults = benchmark_config.BenchmarkConfig()
 flags.DEFINE_list("teachers", list(_defaults.teachers), "Teachers: builtin:<name> or model files.")
-flags.DEFINE_string("teacher_cache_dir", _defaults.teacher_cache_dir, "Where built-in teachers are kept; empty = ~/.cache/zscgan_tf.")
-flags.DEFINE_string("dataset", _defaults.dataset, "Real data (data.load_dataset source); empty = the teacher's own dataset.")
+flags.DEFINE_string("teacher_cache_dir", _defaults.teacher_cache_dir,
+                    "Where built-in teachers are kept; empty = ~/.cache/zscgan_tf.")
+flags.DEFINE_string("dataset", _defaults.dataset,
+                    "Real data (data.load_dataset source); empty = the teacher's own dataset.")
 flags.DEFINE_string("data_dir", _defaults.data_dir, "Where --dataset is read from (IDX or TFDS directory).")
 flags.DEFINE_string("work_dir", _defaults.work_dir, "Directory for generators, QAT checkpoints, models and results.")
-flags.DEFINE_integer("eval_max_samples", _defaults.eval_max_samples, "Evaluate on at most this many test images (class-balanced); 0 = all.")
-flags.DEFINE_integer("calibration_samples", _defaults.calibration_samples, "Calibration samples of every source (class-balanced).")
+flags.DEFINE_integer("eval_max_samples", _defaults.eval_max_samples,
+                     "Evaluate on at most this many test images (class-balanced); 0 = all.")
+flags.DEFINE_integer("calibration_samples", _defaults.calibration_samples,
+                     "Calibration samples of every source (class-balanced).")
 flags.DEFINE_list("schemes", list(_defaults.schemes), "QAT bit widths; w8a8 is exported, the others simulated.")
 flags.DEFINE_enum("low_bit_ranges", _defaults.low_bit_ranges, list(quantize.LOW_BIT_RANGE_METHODS),
                   "Ranges of quantizers below 8 bits in the w4 rows (real and generated alike): mse = least squared "
                   "rounding error, held during QAT; min_max = TF-MOT's observed extremes.")
 flags.DEFINE_integer("qat_steps", _defaults.qat_steps, "Student updates of every QAT row.")
-flags.DEFINE_integer("qat_batch_size", _defaults.qat_batch_size, "Samples per student update, real and generated alike.")
+flags.DEFINE_integer("qat_batch_size", _defaults.qat_batch_size,
+                     "Samples per student update, real and generated alike.")
 flags.DEFINE_float("qat_learning_rate", _defaults.qat_learning_rate,
                    "Adam learning rate of the students (cosine decay to 0).")
 flags.DEFINE_float("qat_feature_loss_weight", _defaults.qat_feature_loss_weight,
@@ -97,21 +102,27 @@ flags.DEFINE_enum("bn_layer_weighting", _defaults.bn_layer_weighting, bn_stats.B
                   "(each 1 / (1 + the KL a batch scores there by chance)).")
 flags.DEFINE_integer("distilled_steps", _defaults.distilled_steps,
                      "Adam updates of each batch of distilled-data (ZeroQ-style) calibration inputs.")
-flags.DEFINE_integer("calibration_draws", _defaults.calibration_draws, "Further calibration draws of real-data and ZS-CGAN PTQ, to measure how "
+flags.DEFINE_integer("calibration_draws", _defaults.calibration_draws,
+                     "Further calibration draws of real-data and ZS-CGAN PTQ, to measure how "
                      "much one int8 figure moves by chance; 0 = skip.")
-flags.DEFINE_integer("w4a4_seed_draws", _defaults.w4a4_seed_draws, "Further runs of ZS-CGAN and real-data W4A4 QAT with other "
+flags.DEFINE_integer("w4a4_seed_draws", _defaults.w4a4_seed_draws,
+                     "Further runs of ZS-CGAN and real-data W4A4 QAT with other "
                      "distillation seeds (the samples each step draws, their mixtures and shifts), to measure how "
                      "much one W4A4 figure moves by chance; the W4A4 targets then compare means over every run. "
                      "0 = skip.")
-flags.DEFINE_integer("generator_pool_draws", _defaults.generator_pool_draws, "Further generator pools, each trained as the benchmark's own but "
+flags.DEFINE_integer("generator_pool_draws", _defaults.generator_pool_draws,
+                     "Further generator pools, each trained as the benchmark's own but "
                      "with other seeds and distilled into W4A4 students at the W4A4 rows' distillation seeds (the "
                      "row's and --w4a4_seed_draws'), to measure how much the ZS-CGAN W4A4 figure moves with the "
                      "generators drawn; the W4A4 targets then take the ZS-CGAN mean over every pool. 0 = skip.")
-flags.DEFINE_integer("latency_runs", _defaults.latency_runs, "Timed LiteRT runs per latency figure (the median is reported).")
-flags.DEFINE_string("compare_to", _defaults.compare_to, "An earlier --work_dir: report how far each row computed there with the "
+flags.DEFINE_integer("latency_runs", _defaults.latency_runs,
+                     "Timed LiteRT runs per latency figure (the median is reported).")
+flags.DEFINE_string("compare_to", _defaults.compare_to,
+                    "An earlier --work_dir: report how far each row computed there with the "
                     "same settings moved.")
 flags.DEFINE_integer("seed", _defaults.seed, "Seed of every random stream (offsets derive the others).")
-flags.DEFINE_bool("deterministic", _defaults.deterministic, "Repeat every figure exactly for the same seeds (TensorFlow's deterministic "
+flags.DEFINE_bool("deterministic", _defaults.deterministic,
+                  "Repeat every figure exactly for the same seeds (TensorFlow's deterministic "
                   "kernels, graph optimizer off); off, generator rows vary from run to run.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
