@@ -173,9 +173,7 @@ def validate(benchmark: BenchmarkConfig) -> None:
             raise UserError(f"--{name} repeats the W4A4 rows, but --schemes has no w4a4")
     if not benchmark.work_dir:
         raise UserError("--work_dir must not be empty")
-    if benchmark.low_bit_ranges not in quantize.LOW_BIT_RANGE_METHODS:
-        raise UserError(f"--low_bit_ranges must be one of {', '.join(quantize.LOW_BIT_RANGE_METHODS)}, got "
-                        f"{benchmark.low_bit_ranges!r}")
+    config_lib.validate_low_bit_ranges(benchmark.low_bit_ranges)
     config_lib.validate_generator(benchmark.generator_config())
     config_lib.validate_loss(benchmark.generator_loss_config())
     config_lib.validate_distillation(benchmark.qat_settings(), QAT_FLAGS)

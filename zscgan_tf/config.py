@@ -280,6 +280,12 @@ def validate_loss(loss: LossConfig):
              "--bn_loss_weight must be positive")
 
 
+def validate_low_bit_ranges(method: str):
+    """Checks the range method of quantizers below 8 bits (a run's, or the benchmark's)."""
+    _require(method in LOW_BIT_RANGE_METHODS,
+             f"--low_bit_ranges must be one of {', '.join(LOW_BIT_RANGE_METHODS)}, got {method!r}")
+
+
 # The pipeline's flag for each DistillationConfig field, as error messages name it.
 DISTILLATION_FLAGS = {"steps": "distillation_steps", "batch_size": "distillation_batch_size",
                       "checkpoint_every": "distillation_checkpoint_every", "log_every": "distillation_log_every",
@@ -342,8 +348,7 @@ def validate(config: RunConfig):
     _require(bool(scheme) and all(MIN_BITS <= int(bits) <= MAX_BITS for bits in scheme.groups()),
              f"--quantization must be w<weight bits>a<activation bits> with each width in {MIN_BITS}..{MAX_BITS} "
              f"(w8a8, w4a8, w4a4, ...), got {quantization.scheme!r}")
-    _require(quantization.low_bit_ranges in LOW_BIT_RANGE_METHODS,
-             f"--low_bit_ranges must be one of {', '.join(LOW_BIT_RANGE_METHODS)}, got {quantization.low_bit_ranges!r}")
+    validate_low_bit_ranges(quantization.low_bit_ranges)
     _require(quantization.io_dtype in IO_DTYPES,
              f"--io_dtype must be one of {', '.join(IO_DTYPES)}, got {quantization.io_dtype!r}")
     _require(quantization.calibration_samples >= 1,
