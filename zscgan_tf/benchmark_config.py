@@ -143,8 +143,8 @@ class BenchmarkConfig:
 
     def recorded(self) -> Dict[str, Any]:
         """The settings results.json records, with every seed they derive."""
-        settings = {name: list(value) if isinstance(value, tuple) else value
-                    for name, value in ((name, getattr(self, name)) for name in RECORDED_SETTINGS)}
+        settings = {name: getattr(self, name) for name in RECORDED_SETTINGS}
+        settings["teachers"], settings["schemes"] = list(self.teachers), list(self.schemes)  # As JSON reads back.
         settings["seeds"] = {
             "calibration": self.seed + CALIBRATION_SEED_OFFSET, "noise": self.seed + NOISE_SEED_OFFSET,
             "distilled_data_start": self.seed + NOISE_SEED_OFFSET,
