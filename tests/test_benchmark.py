@@ -176,11 +176,17 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     (["--schemes=w8a8,w9a8"], "--schemes: weight_bits must be between 2 and 8, got 9"),
     (["--compare_to=/nonexistent"], "--compare_to '/nonexistent' is not a directory"),
     (["--qat_flip=maybe"], "flag --qat_flip="),
-    (["--teachers=/nonexistent.keras"], "model file '/nonexistent.keras' does not exist")])
+    (["--teachers=/nonexistent.keras"], "model file '/nonexistent.keras' does not exist"),
+    (["--work_dir=FILE/bench"], "cannot create --work_dir 'FILE/bench': 'FILE' is not a directory")])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, arguments, message):
     # Each setting's range is checked in tests/test_benchmark_config.py; these are the paths to it.
-    completed = _benchmark(*arguments, f"--work_dir={tmp_path}", "--noprogress")
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    work_dir = tmp_path / "bench"
+    arguments = [f"--work_dir={work_dir}", *(argument.replace("FILE", str(a_file)) for argument in arguments)]
+    completed = _benchmark(*arguments, "--noprogress")
     assert completed.returncode == 2
     last_line = completed.stderr.strip().splitlines()[-1]
-    assert last_line.startswith(f"error: {message}"), last_line
+    assert last_line.startswith(f"error: {message.replace('FILE', str(a_file))}"), last_line
     assert "Traceback" not in completed.stderr
+    assert not work_dir.exists()  # Nothing is created before a teacher and its data have loaded.

@@ -42,3 +42,13 @@ def test_write_json_atomic_round_trips(tmp_path):
     path = tmp_path / "state.json"
     files.write_json_atomic(str(path), {"b": [1, 2], "a": "x"})
     assert json.loads(path.read_text()) == {"a": "x", "b": [1, 2]}
+
+
+def test_unusable_directory_reason_looks_at_the_nearest_existing_parent_and_creates_nothing(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    assert files.unusable_directory_reason(str(tmp_path)) is None
+    assert files.unusable_directory_reason(str(tmp_path / "new" / "deeper")) is None
+    assert not (tmp_path / "new").exists()
+    assert files.unusable_directory_reason(str(a_file)) == f"{str(a_file)!r} is not a directory"
+    assert files.unusable_directory_reason(str(a_file / "run")) == f"{str(a_file)!r} is not a directory"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import zscgan_tf  # noqa: F401  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
+import tensorflow_model_optimization as tfmot
 import tf_keras
 from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
@@ -221,6 +222,12 @@ def _lambda_teacher(directory):
     return _save_model(str(directory / "lambda.keras"), inputs, tf_keras.layers.Dense(4)(x))
 
 
+def _quantization_aware_teacher(directory):
+    path = str(directory / "student.h5")
+    tfmot.quantization.keras.quantize_model(build_tiny_classifier()).save(path)
+    return path
+
+
 def _truncated_teacher(directory):
     whole = directory / "whole.keras"
     build_tiny_classifier().save(str(whole))
@@ -295,6 +302,9 @@ BAD_INPUTS = {
     "Lambda layer": ([lambda d: f"--teacher={_lambda_teacher(d)}"],
                      "holds serialized Python code (e.g. a Lambda layer) and was not loaded; pass "
                      "--trust_model_code only if you trust its author"),
+    "quantization-aware model": ([lambda d: f"--teacher={_quantization_aware_teacher(d)}"],
+                                 "is a TF-MOT quantization-aware model (QuantizeLayer, QuantizeWrapperV2 layers), "
+                                 "not a float teacher"),
     "no BatchNormalization": ([lambda d: f"--teacher={_no_batchnorm_teacher(d)}"],
                               "teacher 'no_bn' has no BatchNormalization layer"),
     "two inputs": ([lambda d: f"--teacher={_two_input_teacher(d)}"],
@@ -324,6 +334,7 @@ def test_bad_input_is_one_line_and_exit_2(name, tmp_path, tiny_teacher_file, cap
     assert status == cli.USER_ERROR_STATUS, error
     assert error.startswith("error: ") and message in error, error
     assert len(error.splitlines()) == 1 and "Traceback" not in error
+    assert not (tmp_path / "run").exists()  # Nothing is created before the teacher and data have loaded.
 
 
 def test_work_dir_of_another_run_is_refused(tmp_path, tiny_teacher_file, capsys):

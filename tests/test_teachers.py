@@ -1,7 +1,9 @@
 import os
+import zipfile
 
 import numpy as np
 import pytest
+import tensorflow_model_optimization as tfmot
 import tf_keras
 
 from zscgan_tf import teachers
@@ -128,3 +130,30 @@ def test_lambda_layer_is_refused_in_safe_mode_and_its_code_never_runs(tmp_path, 
     assert not marker.exists()
     teacher = teachers.load_teacher(_source(path, trust_model_code=True))  # The user vouches for it.
     assert teacher.num_classes == 3
+
+
+@pytest.mark.parametrize("suffix, save_format", [(".keras", None), (".h5", "h5"), ("_savedmodel", "tf")])
+def test_a_saved_quantization_aware_model_is_refused_before_it_loads(tmp_path, suffix, save_format):
+    float_path = str(tmp_path / f"float{suffix}")
+    student_path = str(tmp_path / f"student{suffix}")
+    model = build_tiny_classifier()
+    model.save(float_path, save_format=save_format)
+    tfmot.quantization.keras.quantize_model(model).save(student_path, save_format=save_format)
+    # Read from the saved config alone, in each of the three formats.
+    assert "QuantizeWrapperV2" in teachers.saved_layer_classes(student_path)
+    assert {"Conv2D", "BatchNormalization"} <= teachers.saved_layer_classes(float_path)
+    assert not teachers.saved_layer_classes(float_path) & teachers.TF_MOT_LAYER_CLASSES
+    with pytest.raises(teachers.QuantizationAwareTeacherError,
+                       match=r"is a TF-MOT quantization-aware model \(QuantizeLayer, QuantizeWrapperV2 layers\), "
+                             "not a float teacher"):
+        teachers.load_teacher(_source(student_path, preprocessing="tf"))
+    assert teachers.load_teacher(_source(float_path, preprocessing="tf")).num_classes == 4
+
+
+def test_files_without_a_readable_config_name_no_classes(tmp_path):
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"not a model at all")
+    empty_zip = tmp_path / "empty.keras"
+    zipfile.ZipFile(empty_zip, "w").close()
+    for path in (garbage, empty_zip, tmp_path / "absent.keras", tmp_path):
+        assert teachers.saved_layer_classes(str(path)) == frozenset()

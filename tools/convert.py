@@ -45,8 +45,6 @@ from zscgan_tf.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
 DATA_SOURCES = ("generator", "distilled", "noise")
-# TF-MOT's layers, which a float model file never holds (a teacher load names them when it meets one).
-QUANTIZE_LAYER_NAMES = ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2")
 flags.DEFINE_string("run_dir", None, "A work directory of `python -m zscgan_tf.train`: export its QAT student.")
 flags.DEFINE_string("student", None, "A saved TF-MOT student (.h5, as runs save it) to export.")
 flags.DEFINE_string("teacher", None, "A float teacher: a model file, builtin:<name> or a Keras Applications name.")
@@ -129,11 +127,9 @@ def _model_to_convert():
     try:
         teacher = teachers.load_teacher(teachers.TeacherSource(model=FLAGS.teacher, weights=FLAGS.teacher_weights,
                                                                trust_model_code=FLAGS.trust_model_code))
-    except UserError as error:
-        if any(name in str(error) for name in QUANTIZE_LAYER_NAMES):
-            raise UserError(f"--teacher {FLAGS.teacher!r} is a TF-MOT quantization-aware student, not a float "
-                            f"teacher: export it with --student={FLAGS.teacher}") from error
-        raise
+    except teachers.QuantizationAwareTeacherError as error:
+        raise UserError(f"--teacher {FLAGS.teacher!r} is a TF-MOT quantization-aware student, not a float "
+                        f"teacher: export it with --student={FLAGS.teacher}") from error
     if FLAGS.mode == "int8" and FLAGS.data_source == "generator" and generator is None:
         raise UserError(f"{FLAGS.teacher} is a float model: an int8 export needs calibration inputs: --generator, "
                         "or --data_source=distilled or noise (or export a QAT student with --run_dir / --student, "

@@ -23,7 +23,7 @@ from zscgan_tf.benchmark_config import (CALIBRATION_SEED_OFFSET, DISTILLATION_SE
                                         NOISE_SEED_OFFSET, SPREAD_SEED_OFFSET, BenchmarkConfig, validate)
 from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, format_results, points, targets
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import read_json, write_json_atomic, write_text_atomic
+from zscgan_tf.files import read_json, unusable_directory_reason, write_json_atomic, write_text_atomic
 from zscgan_tf.quantization_stages import LATENCY_THREADS
 
 ROWS_FILE = "rows.json"
@@ -110,7 +110,6 @@ class TeacherBenchmark:
         self.teacher = teachers.load_teacher(
             teachers.TeacherSource(model=source, cache_dir=benchmark.teacher_cache_dir), progress=progress)
         self.dir = os.path.join(self.config.work_dir, self.teacher.name)
-        os.makedirs(self.dir, exist_ok=True)
         dataset_name = self.config.dataset or self.teacher.description.get("dataset", "")
         if not dataset_name:
             raise UserError(f"teacher {self.teacher.name!r} names no dataset; pass --dataset")
@@ -130,6 +129,8 @@ class TeacherBenchmark:
             "real": self.calibration_draw("real", calibration_seed),
             "noise": distilled_data.gaussian_noise_inputs(self.teacher, self.config.calibration_samples,
                                                           self.config.seed + NOISE_SEED_OFFSET)}
+        # Created only once the teacher and its data have loaded: a bad one leaves no empty directory.
+        os.makedirs(self.dir, exist_ok=True)
         self.generators = {}  # Pool draw (0 = the benchmark's own pool) -> trained generator.
         # Seconds spent loading or training the benchmark's own pool. It has its own entry in the
         # stage times, so the row that first needs it does not count them. Further pools have no
@@ -406,14 +407,16 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
       rows, measurements, targets and wall time.
 
     Raises:
-      UserError: a bad setting (before any teacher loads), teacher or dataset.
+      UserError: a bad setting or work directory (before any teacher loads), teacher or dataset.
     """
     validate(benchmark)
     if benchmark.compare_to and not os.path.isdir(benchmark.compare_to):
         raise UserError(f"--compare_to {benchmark.compare_to!r} is not a directory")
     if benchmark.deterministic:
         reproducibility.enable_deterministic_execution()
-    os.makedirs(benchmark.work_dir, exist_ok=True)
+    reason = unusable_directory_reason(benchmark.work_dir)
+    if reason:
+        raise UserError(f"cannot create --work_dir {benchmark.work_dir!r}: {reason}")
     results = {"settings": benchmark.recorded(), "teachers": {}}
     run_started = time.monotonic()
 

@@ -84,6 +84,23 @@ def save_keras_model_atomic(model, path: str) -> str:
     return path
 
 
+def unusable_directory_reason(path: str) -> Optional[str]:
+    """Why `path` could not be created or written as an output directory, or None; creates nothing.
+
+    Looks at `path` itself when it exists, else at its nearest existing parent: so that a
+    command can check its output directory before its first slow or failing step, and create
+    it only once it has something to write there.
+    """
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing!r} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing!r} is not writable"
+    return None
+
+
 def file_digest(path: str) -> Optional[str]:
     """The SHA-256 of a file, or None when it does not exist; state.json records it per output."""
     if not os.path.isfile(path):

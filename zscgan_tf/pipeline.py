@@ -27,7 +27,8 @@ from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
 from zscgan_tf import quantization_stages, quantize, teachers, training_loop, zero_shot
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import file_digest, read_json, save_keras_model_atomic, write_json_atomic, write_text_atomic
+from zscgan_tf.files import (file_digest, read_json, save_keras_model_atomic, unusable_directory_reason, write_json_atomic,
+                             write_text_atomic)
 from zscgan_tf.progress import format_duration
 
 STATE_FILE = "state.json"
@@ -44,6 +45,17 @@ STAGE_OUTPUTS = (STATE_FILE, "generator", "distillation")
 
 def _say(message: str):
     print(message, file=sys.stdout, flush=True)
+
+
+def check_work_dir(run_config: config_lib.RunConfig):
+    """Checks that the work directory could be created and written; creates nothing.
+
+    Raises:
+      UserError: if it could not.
+    """
+    reason = unusable_directory_reason(run_config.work_dir)
+    if reason:
+        raise UserError(f"cannot create work directory {run_config.work_dir!r}: {reason}")
 
 
 def prepare_work_dir(run_config: config_lib.RunConfig):
@@ -323,11 +335,13 @@ def _format_quantization(quantization: dict) -> list:
 
 def run(run_config: config_lib.RunConfig, progress: bool = True) -> dict:
     """Runs every stage of `run_config`; returns the report dict."""
-    prepare_work_dir(run_config)
+    check_work_dir(run_config)
     tf_keras.utils.set_random_seed(run_config.seed)
     teacher = teachers.load_teacher(run_config.teacher, progress=progress)
     # Loaded before training, so a bad dataset is reported now rather than after hours of it.
     evaluation_data = quantization_stages.evaluation_dataset(run_config, teacher)
+    # Created only now: a bad teacher or dataset leaves no empty work directory behind.
+    prepare_work_dir(run_config)
     record_config(run_config)
     _say(f"teacher: {teacher.name}, input {teacher.image_shape}, {teacher.num_classes} classes")
     state = read_state(run_config.work_dir)

@@ -16,7 +16,8 @@ outputs logits, its preprocessing, and its shape, validated and frozen.
 import dataclasses
 import json
 import os
-from typing import Callable, Dict, Tuple
+import zipfile
+from typing import Callable, Dict, FrozenSet, Iterator, Tuple
 
 import tensorflow as tf
 import tf_keras
@@ -30,6 +31,12 @@ BUILTIN_PREFIX = "builtin:"
 SIDECAR_SUFFIX = ".json"
 IMAGENET_CLASSES = 1000
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+# Layer classes of TF-MOT's quantization-aware (and annotated) models, as their saved configs name them.
+TF_MOT_LAYER_CLASSES = frozenset({"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate"})
+
+
+class QuantizationAwareTeacherError(UserError):
+    """A saved TF-MOT quantization-aware model was given where a float teacher belongs."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +121,8 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
     Raises:
       UserError: for an unknown name, an unreadable model file, a model with no
         BatchNormalization layer, more than one input, or an output that is not a
-        class vector.
+        class vector; `QuantizationAwareTeacherError` for a saved TF-MOT
+        quantization-aware model.
     """
     description = {"source": source.model}
     if source.model in KERAS_APPLICATIONS:
@@ -131,6 +139,11 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
             known = ", ".join(sorted(KERAS_APPLICATIONS))
             raise UserError(f"unknown teacher model {source.model!r}: not a Keras Applications name ({known}), "
                             f"not {BUILTIN_PREFIX}<name>, and no such file")
+        quantization_layers = saved_layer_classes(path) & TF_MOT_LAYER_CLASSES
+        if quantization_layers:
+            raise QuantizationAwareTeacherError(
+                f"model file {path!r} is a TF-MOT quantization-aware model ({', '.join(sorted(quantization_layers))} "
+                "layers), not a float teacher")
         model = load_model_file(path, trust_model_code=source.trust_model_code)
         sidecar = read_sidecar(path)
         description.update(sidecar)
@@ -208,6 +221,44 @@ def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model
     if not isinstance(model, tf_keras.Model):
         raise UserError(f"{path!r} is not a tf_keras model (loaded a {type(model).__name__})")
     return model
+
+
+def saved_layer_classes(path: str) -> FrozenSet[str]:
+    """The class names in a saved model's config, read without loading the model.
+
+    A `.keras` file keeps its config in `config.json`, an `.h5` file in its `model_config`
+    attribute and a SavedModel directory in `keras_metadata.pb`. Empty when there is no
+    readable config: loading the file is what reports that.
+    """
+    try:
+        if os.path.isdir(path):
+            from tf_keras.protobuf import saved_metadata_pb2
+            metadata = saved_metadata_pb2.SavedMetadata()
+            with open(os.path.join(path, "keras_metadata.pb"), "rb") as metadata_file:
+                metadata.ParseFromString(metadata_file.read())
+            configs = [json.loads(node.metadata) for node in metadata.nodes]
+        elif zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                configs = [json.loads(archive.read("config.json"))]
+        else:
+            import h5py  # A dependency of tf_keras.
+            with h5py.File(path, "r") as h5_file:
+                saved_config = h5_file.attrs.get("model_config")
+            configs = [json.loads(saved_config)] if saved_config is not None else []
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):  # A DecodeError is a ValueError.
+        return frozenset()
+    return frozenset(_class_names(configs))
+
+
+def _class_names(config) -> Iterator[str]:
+    if isinstance(config, dict):
+        if isinstance(config.get("class_name"), str):
+            yield config["class_name"]
+        for value in config.values():
+            yield from _class_names(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _class_names(value)
 
 
 def _package_custom_objects() -> dict:
