@@ -27,7 +27,7 @@ import tensorflow as tf
 import tf_keras
 import tensorflow_model_optimization as tfmot
 
-from zscgan_tf import losses, training_loop
+from zscgan_tf import losses, reproducibility, training_loop
 from zscgan_tf.config import DistillationConfig
 
 LOSS_TERMS = ("total", "distillation", "cross_entropy", "features")
@@ -202,7 +202,7 @@ class Distiller:
         else:
             teacher_logits, *teacher_features = self.teacher_taps(images, training=False)
         variables = self.student.trainable_variables
-        with tf.GradientTape() as tape:
+        with reproducibility.unfused_batchnorm(self.student), tf.GradientTape() as tape:
             if self.student_taps is None:
                 student_logits = self.student(images, training=self.student_training_mode)
                 features = tf.constant(0.0)

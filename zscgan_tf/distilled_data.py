@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import bn_stats, losses
+from zscgan_tf import bn_stats, losses, reproducibility
 from zscgan_tf.errors import UserError
 from zscgan_tf.progress import ProgressBar
 from zscgan_tf.teachers import Teacher
@@ -84,7 +84,7 @@ class _BatchOptimizer:
         return bn_loss, cross_entropy
 
     def _step_eager(self):
-        with tf.GradientTape() as tape:
+        with reproducibility.unfused_batchnorm(self.statistics_model), tf.GradientTape() as tape:
             bn_loss, cross_entropy = self.batch_losses()
             total = bn_loss + self.config.label_loss_weight * cross_entropy
         gradient = tape.gradient(total, self.inputs)

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import bn_stats, losses, training_loop
+from zscgan_tf import bn_stats, losses, reproducibility, training_loop
 from zscgan_tf.config import GeneratorTrainingConfig, LossConfig
 from zscgan_tf.files import write_bytes_atomic
 from zscgan_tf.teachers import Teacher
@@ -95,7 +95,7 @@ class GeneratorTrainer:
         `eager_train_step`, and traced into the student's step by joint distillation."""
         noise, labels = self.sample_inputs(self.training_config.batch_size)
         variables = self.generator.trainable_variables
-        with tf.GradientTape() as tape:
+        with reproducibility.unfused_batchnorm(self.statistics_model), tf.GradientTape() as tape:
             values = self.compute_losses(noise, labels, training=True)
         gradients = tape.gradient(values["total"], variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
