@@ -27,8 +27,8 @@ from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
 from zscgan_tf import quantization_stages, quantize, teachers, training_loop, zero_shot
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import (file_digest, read_json, save_keras_model_atomic, unusable_directory_reason, write_json_atomic,
-                             write_text_atomic)
+from zscgan_tf.files import (file_digest, read_json, save_keras_model_atomic, unusable_directory_reason,
+                             write_json_atomic, write_text_atomic)
 from zscgan_tf.progress import format_duration
 
 STATE_FILE = "state.json"
