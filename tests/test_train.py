@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import train
+from zscgan_tf import pipeline, train
 from zscgan_tf.files import file_digest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +47,15 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     assert (work_dir / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [name for name in os.listdir(work_dir) if name.startswith(".tmp-")]
     assert "done:" in capsys.readouterr().out
+    assert "| 3 |" in (work_dir / "report.md").read_text()  # Every one of 4 classes has a row.
+    # With ImageNet's 1,000 classes the table keeps the 20 of lowest agreement, in class order.
+    samples = report["generated_samples"]
+    samples.update(per_class_agreement=[(label % 7) / 7 for label in range(1000)], samples_per_class=1)
+    markdown = pipeline.format_report(report)
+    rows = [line for line in markdown.splitlines() if re.fullmatch(r"\| \d+ \| [\d.]+% \|", line)]
+    assert rows[:3] == ["| 0 | 0.0% |", "| 7 | 0.0% |", "| 14 | 0.0% |"] and len(rows) == 20
+    assert "The 20 classes of lowest agreement (report.json has all 1000)" in markdown
+    assert "Within-class spread: needs at least 2 samples per class." in markdown
 
 
 def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, tiny_teacher_file, capsys):

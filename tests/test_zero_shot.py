@@ -136,6 +136,30 @@ def test_evaluation_and_grid_shapes():
     assert grid.shape == (2 * 32, 3 * 32, 1)  # 8x8 tiles are zoomed to 32 pixels.
 
 
+def test_generation_runs_large_images_in_small_batches(monkeypatch):
+    assert zero_shot.generation_batch_size((28, 28, 1)) == 256
+    assert zero_shot.generation_batch_size((64, 64, 3)) == 256
+    assert zero_shot.generation_batch_size((224, 224, 3)) == 20  # 256 at once held 33 GB and was killed.
+    assert zero_shot.generation_batch_size((4096, 4096, 3)) == 1
+    teacher = tiny_teacher()
+    generator = _trainer(teacher, steps=1).generator
+    batch_sizes = []
+    original_call = type(generator).__call__
+
+    def recording_call(model, inputs, *args, **kwargs):
+        batch_sizes.append(int(inputs[0].shape[0]))
+        return original_call(model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(type(generator), "__call__", recording_call)
+    monkeypatch.setattr(zero_shot, "GENERATION_PIXELS_PER_BATCH", 3 * 8 * 8)  # 3 of the tiny 8x8 samples.
+    images, labels = zero_shot.generate(generator, teacher.num_classes, 2, generator.inputs[0].shape[-1], seed=0)
+    assert batch_sizes == [3, 3, 2]
+    assert images.shape == (8, 8, 8, 1) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    batch_sizes.clear()
+    grid = zero_shot.sample_grid(generator, teacher, samples_per_class=2, max_classes=4, seed=0)
+    assert batch_sizes == [3, 3, 2] and grid.shape == (4 * 32, 2 * 32, 1)
+
+
 def test_mode_seeking_pairs_labels_and_spreads_samples_of_a_class():
     teacher = tiny_teacher()
     trainer = _trainer(teacher, steps=1, mode_seeking=1.0)

@@ -36,6 +36,8 @@ GENERATOR_MODEL_FILE = "generator.keras"
 SAMPLES_FILE = "samples.png"
 REPORT_JSON_FILE = "report.json"
 REPORT_MARKDOWN_FILE = "report.md"
+# Rows of report.md's per-class table of generated samples; beyond it, the classes of lowest agreement.
+PER_CLASS_ROWS_SHOWN = 20
 # Seeds derived from the run seed, so evaluation never reuses the training stream.
 EVALUATION_SEED_OFFSET = 1
 GRID_SEED_OFFSET = 2
@@ -293,11 +295,20 @@ def format_report(report: dict) -> str:
         f"{samples['samples_per_class']} samples per class, generator and teacher in inference mode: "
         f"{100 * samples['teacher_agreement']:.2f}% classified as the requested class "
         f"(worst class {100 * samples['worst_class_agreement']:.2f}%), mean confidence "
-        f"{samples['mean_confidence']:.3f}. Within-class spread (standard deviation over a class's samples, "
-        f"in teacher input units): {samples['within_class_spread']:.3g}; near 0 means one image per class.", "",
-        "| class | agreement |", "|---|---|",
+        f"{samples['mean_confidence']:.3f}. "
+        + (f"Within-class spread (standard deviation over a class's samples, in teacher input units): "
+           f"{samples['within_class_spread']:.3g}; near 0 means one image per class."
+           if samples["samples_per_class"] > 1 else "Within-class spread: needs at least 2 samples per class."),
+        "",
     ]
-    lines += [f"| {label} | {100 * value:.1f}% |" for label, value in enumerate(samples["per_class_agreement"])]
+    agreement = samples["per_class_agreement"]
+    shown = range(len(agreement))
+    if len(agreement) > PER_CLASS_ROWS_SHOWN:  # ImageNet's 1,000 rows would bury the rest of the report.
+        shown = sorted(sorted(shown, key=lambda label: agreement[label])[:PER_CLASS_ROWS_SHOWN])
+        lines += [f"The {PER_CLASS_ROWS_SHOWN} classes of lowest agreement ({REPORT_JSON_FILE} has all "
+                  f"{len(agreement)}):", ""]
+    lines += ["| class | agreement |", "|---|---|"]
+    lines += [f"| {label} | {100 * agreement[label]:.1f}% |" for label in shown]
     lines += ["", f"![samples]({SAMPLES_FILE})", ""]
     lines += _format_quantization(report["quantization"])
     return "\n".join(lines)

@@ -23,6 +23,10 @@ from zscgan_tf.teachers import Teacher
 LOSS_TERMS = ("total", "cross_entropy", "bn_statistics", "diversity", "mode_seeking")
 PROGRESS_TERMS = ("total", "cross_entropy", "bn_statistics", "accuracy")
 MIN_GRID_TILE_PIXELS = 32
+# Samples per inference pass of a generator: at most 256, and fewer for images larger than 64x64,
+# so that a pass holds a few GB of full-resolution feature maps (224x224: 20 samples), not tens.
+MAX_GENERATION_BATCH_SIZE = 256
+GENERATION_PIXELS_PER_BATCH = MAX_GENERATION_BATCH_SIZE * 64 * 64
 
 
 class GeneratorTrainer:
@@ -140,21 +144,30 @@ def copy_generator(generator: tf_keras.Model) -> tf_keras.Model:
     return copy
 
 
-def generate(generator, num_classes: int, samples_per_class: int, noise_dim: int, seed: int,
-             batch_size: int = 256):
-    """Class-balanced samples: `samples_per_class` of each class, in class order.
+def generation_batch_size(image_shape) -> int:
+    """Samples per inference pass of a generator of (H, W, C) `image_shape`; see `GENERATION_PIXELS_PER_BATCH`."""
+    return max(1, min(MAX_GENERATION_BATCH_SIZE, GENERATION_PIXELS_PER_BATCH // (image_shape[0] * image_shape[1])))
 
-    Returns:
-      (images float32 (N, H, W, C) in teacher input space, labels int32 (N,)).
-    """
+
+def _generate_in_batches(generator, labels: np.ndarray, noise_dim: int, seed: int) -> np.ndarray:
     random = tf.random.Generator.from_seed(seed)
-    labels = np.repeat(np.arange(num_classes, dtype=np.int32), samples_per_class)
+    batch_size = generation_batch_size(generator.output.shape[1:])
     images = []
     for start in range(0, len(labels), batch_size):
         batch_labels = labels[start:start + batch_size]
         noise = random.normal([len(batch_labels), noise_dim])
         images.append(generator([noise, tf.constant(batch_labels)], training=False).numpy())
-    return np.concatenate(images), labels
+    return np.concatenate(images)
+
+
+def generate(generator, num_classes: int, samples_per_class: int, noise_dim: int, seed: int):
+    """Class-balanced samples: `samples_per_class` of each class, in class order.
+
+    Returns:
+      (images float32 (N, H, W, C) in teacher input space, labels int32 (N,)).
+    """
+    labels = np.repeat(np.arange(num_classes, dtype=np.int32), samples_per_class)
+    return _generate_in_batches(generator, labels, noise_dim, seed), labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,12 +197,11 @@ class GeneratorEvaluation:
         return float(np.min(self.per_class_accuracy))
 
 
-def evaluate_generator(generator, teacher: Teacher, samples_per_class: int, seed: int,
-                       batch_size: int = 256) -> GeneratorEvaluation:
+def evaluate_generator(generator, teacher: Teacher, samples_per_class: int, seed: int) -> GeneratorEvaluation:
     """Classifies class-balanced generated samples with the teacher (both in inference mode)."""
     noise_dim = int(generator.inputs[0].shape[-1])
-    images, labels = generate(generator, teacher.num_classes, samples_per_class, noise_dim, seed, batch_size)
-    logits = teacher.model.predict(images, batch_size=batch_size, verbose=0)
+    images, labels = generate(generator, teacher.num_classes, samples_per_class, noise_dim, seed)
+    logits = teacher.model.predict(images, batch_size=generation_batch_size(teacher.image_shape), verbose=0)
     probabilities = tf.nn.softmax(logits).numpy()
     correct = np.argmax(logits, axis=-1) == labels
     per_class = [float(np.mean(correct[labels == label])) for label in range(teacher.num_classes)]
@@ -202,9 +214,8 @@ def sample_grid(generator, teacher: Teacher, samples_per_class: int, max_classes
     """A uint8 image grid of generated samples in pixel space: one row per class."""
     noise_dim = int(generator.inputs[0].shape[-1])
     classes = min(teacher.num_classes, max_classes)
-    random = tf.random.Generator.from_seed(seed)
     labels = np.repeat(np.arange(classes, dtype=np.int32), samples_per_class)
-    images = generator([random.normal([len(labels), noise_dim]), tf.constant(labels)], training=False).numpy()
+    images = _generate_in_batches(generator, labels, noise_dim, seed)
     pixels = np.clip(np.round(teacher.preprocessing.invert(images)), 0, 255).astype(np.uint8)
     height, width, channels = pixels.shape[1:]
     zoom = max(1, math.ceil(MIN_GRID_TILE_PIXELS / max(height, width)))
