@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import pipeline, train
+from zscgan_tf import pipeline, quantization_stages, train
 from zscgan_tf.files import file_digest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -339,3 +339,43 @@ def test_unreadable_model_file_from_a_real_process(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot load model '{garbage}'")
+
+
+def test_photographs_of_different_sizes_are_cropped_and_resized_with_eval_resize(tmp_path, capsys, monkeypatch):
+    # TFDS's mock imagenet2012 has images of random sizes, as the real one has.
+    import tensorflow_datasets as tfds
+
+    from conftest import build_tiny_classifier
+    from zscgan_tf.preprocessing import Preprocessing
+    from zscgan_tf.teacher_training import save_teacher
+
+    teacher_path = str(tmp_path / "imagenet_tiny.keras")
+    save_teacher(build_tiny_classifier(input_shape=(8, 8, 3), num_classes=1000), teacher_path, Preprocessing("tf"),
+                 dataset_name="imagenet2012", class_names=[], metrics=None)
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, teacher_path, work_dir, steps=2,
+                         extra=["--eval_dataset=tfds:imagenet2012", "--eval_split=validation",
+                                "--eval_samples_per_class=1", "--distillation_steps=1"])
+    with tfds.testing.mock_data(num_examples=6):
+        assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("error: TFDS dataset 'imagenet2012': images of different sizes cannot be batched")
+        assert error.endswith("; pass --eval_resize to crop and resize them to the teacher's 8x8")
+        # Evaluated in chunks of 4 images (batches of 2), as a 224x224 teacher's are in chunks of 256.
+        monkeypatch.setattr(quantization_stages, "EVALUATION_BATCH_SIZE", 2)
+        monkeypatch.setattr(quantization_stages, "EVALUATION_CHUNK_PIXELS", 4 * 8 * 8)
+        assert quantization_stages.evaluation_chunk_size((8, 8, 3)) == 4
+        assert train.main(["train", f"--flagfile={flagfile}", "--eval_resize"]) == 0
+    assert "each is cropped to its central 87.5% and resized to 8x8 as it loads" in capsys.readouterr().out
+    report = json.loads((work_dir / "report.json").read_text())
+    assert report["quantization"]["images"] == 6
+    assert set(report["quantization"]["top1"]) == {"fp32_keras", "w8a8_qat_keras", "float_tflite", "ptq_int8_tflite",
+                                                   "qat_int8_tflite"}
+    # Chunks put back in order: Keras and TFLite students agree over 1,000 classes.
+    assert report["quantization"]["agreement"]["qat_keras_vs_tflite"] >= 0.5
+
+
+def test_evaluation_chunks_are_whole_keras_batches():
+    assert quantization_stages.evaluation_chunk_size((28, 28, 1)) == 21248  # Fashion-MNIST's test set in one.
+    assert quantization_stages.evaluation_chunk_size((224, 224, 3)) == 256
+    assert quantization_stages.evaluation_chunk_size((1024, 1024, 3)) == 256

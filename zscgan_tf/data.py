@@ -67,6 +67,10 @@ CENTRAL_CROP_FRACTION = 0.875
 DEFAULT_TFDS_BATCH_SIZE = 256
 
 
+class MixedImageSizesError(UserError):
+    """A dataset's images differ in size: batching them needs one size to crop and resize them to."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LabeledImages:
     """Images with integer class labels.
@@ -414,27 +418,30 @@ def _iterate_builder(builder, split: str, batch_size: int, image_size: Optional[
         for images, labels in dataset.as_numpy_iterator():
             yield images.astype(np.uint8, copy=False), labels.astype(np.int64, copy=False)
     except tf.errors.InvalidArgumentError as error:
-        raise UserError(f"TFDS dataset {builder.info.name!r}: images of different sizes cannot be batched "
-                        f"without an image size ({error.message.splitlines()[0]})") from None
+        raise MixedImageSizesError(f"TFDS dataset {builder.info.name!r}: images of different sizes cannot be "
+                                   f"batched without an image size ({error.message.splitlines()[0]})") from None
 
 
-def load_tfds(name: str, split: str, data_dir: Optional[str] = None,
-              manual_dir: Optional[str] = None) -> LabeledImages:
-    """Loads a whole TFDS split into memory (small datasets; see `iterate_tfds` otherwise).
+def load_tfds(name: str, split: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
+              image_size: Optional[Tuple[int, int]] = None) -> LabeledImages:
+    """Loads a whole TFDS split into memory (see `iterate_tfds` to go batch by batch).
 
     Args:
       name: the TFDS name, e.g. `cifar10`.
       split: a TFDS split, e.g. `test` or `train[:10%]`.
       data_dir: the TFDS data directory (default: TFDS's own).
       manual_dir: where manually downloaded archives are (imagenet2012).
+      image_size: (height, width) each image is cropped to its central `CENTRAL_CROP_FRACTION`
+        of and resized to while loading, as for `iterate_tfds`; None keeps the stored size.
 
     Raises:
-      UserError: if the dataset is unknown, cannot be downloaded, or its images differ in size.
+      UserError: if the dataset is unknown or cannot be downloaded; `MixedImageSizesError`
+        if its images differ in size and no `image_size` is given.
     """
     builder = _prepared_tfds_builder(name, data_dir, manual_dir)
     num_classes, class_names = _tfds_label_info(builder)
     images, labels = [], []
-    for batch_images, batch_labels in _iterate_builder(builder, split, DEFAULT_TFDS_BATCH_SIZE, image_size=None):
+    for batch_images, batch_labels in _iterate_builder(builder, split, DEFAULT_TFDS_BATCH_SIZE, image_size):
         images.append(batch_images)
         labels.append(batch_labels)
     if not images:
@@ -498,8 +505,8 @@ def _picture_pixels(picture, grayscale: bool) -> np.ndarray:
     return np.asarray(picture.convert("RGB"), np.uint8)
 
 
-def load_dataset(source: str, split: str, data_dir: Optional[str] = None,
-                 manual_dir: Optional[str] = None) -> LabeledImages:
+def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
+                 tfds_image_size: Optional[Tuple[int, int]] = None) -> LabeledImages:
     """Loads a dataset named by a source string.
 
     Args:
@@ -509,9 +516,11 @@ def load_dataset(source: str, split: str, data_dir: Optional[str] = None,
       split: `train` or `test` (any TFDS split for `tfds:`).
       data_dir: IDX or TFDS data directory for `fashion_mnist`; TFDS data directory for `tfds:`.
       manual_dir: manually downloaded archives for `tfds:` (imagenet2012).
+      tfds_image_size: for `tfds:`, the `image_size` of `load_tfds`.
 
     Raises:
-      UserError: for an unknown source or any loading problem.
+      UserError: for an unknown source or any loading problem (`MixedImageSizesError`
+        for a `tfds:` dataset of photographs of different sizes without `tfds_image_size`).
     """
     if not source:
         raise UserError("no dataset given; expected digits, fashion_mnist, tfds:<name> or a directory")
@@ -523,7 +532,7 @@ def load_dataset(source: str, split: str, data_dir: Optional[str] = None,
         name = source[len("tfds:"):]
         if not name:
             raise UserError("tfds: needs a dataset name, e.g. tfds:cifar10")
-        return load_tfds(name, split, data_dir=data_dir, manual_dir=manual_dir)
+        return load_tfds(name, split, data_dir=data_dir, manual_dir=manual_dir, image_size=tfds_image_size)
     if os.path.isdir(source):
         if is_idx_directory(source):
             return load_idx_directory(source, split)

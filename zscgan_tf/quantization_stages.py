@@ -44,6 +44,15 @@ JOINT_GENERATOR_SEED_OFFSET = 7  # Benchmarks use 5 and 6.
 NO_EVALUATION = "none"
 LATENCY_THREADS = (1, 2)
 EVALUATION_BATCH_SIZE = 256
+# Evaluation images preprocessed at a time: a whole number of Keras batches, 20,000 or so at
+# Fashion-MNIST's size and 256 at 224x224 (150 MB of float32).
+EVALUATION_CHUNK_PIXELS = 4096 * 64 * 64
+
+
+def evaluation_chunk_size(image_shape) -> int:
+    """Evaluation images preprocessed and run through every model at a time (see `EVALUATION_CHUNK_PIXELS`)."""
+    batches = EVALUATION_CHUNK_PIXELS // (image_shape[0] * image_shape[1]) // EVALUATION_BATCH_SIZE
+    return max(1, batches) * EVALUATION_BATCH_SIZE
 
 
 def _say(message: str):
@@ -188,8 +197,18 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher) -> Optional[data
     source = settings.dataset or teacher.description.get("dataset", "")
     if not source or source == NO_EVALUATION:
         return None
-    dataset = data.load_dataset(source, settings.split, data_dir=settings.data_dir or None,
-                                manual_dir=settings.manual_dir or None)
+    try:
+        dataset = data.load_dataset(source, settings.split, data_dir=settings.data_dir or None,
+                                    manual_dir=settings.manual_dir or None)
+    except data.MixedImageSizesError as error:
+        height, width = teacher.image_shape[:2]
+        if not settings.resize:
+            raise UserError(f"{error}; pass --eval_resize to crop and resize them to the teacher's "
+                            f"{height}x{width}") from None
+        _say(f"evaluation: {source} images differ in size; each is cropped to its central "
+             f"{data.CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
+        dataset = data.load_dataset(source, settings.split, data_dir=settings.data_dir or None,
+                                    manual_dir=settings.manual_dir or None, tfds_image_size=(height, width))
     if dataset.num_classes != teacher.num_classes:
         raise UserError(f"evaluation dataset {source!r} has {dataset.num_classes} classes but the teacher "
                         f"predicts {teacher.num_classes}")
@@ -221,21 +240,28 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
     if dataset is None:
         _say("evaluation: no real data to evaluate on (set --eval_dataset)")
         return results
-    inputs = teacher.preprocessing.apply(dataset.images)
     labels = dataset.labels
     _say(f"evaluation: {len(labels)} images of {dataset.name} ({run_config.evaluation.split})")
-    accuracy = {"fp32_keras": evaluate.top1_accuracy(
-        evaluate.keras_predict(teacher.model, inputs, EVALUATION_BATCH_SIZE), labels)}
+    predictors = {"fp32_keras": lambda inputs: evaluate.keras_predict(teacher.model, inputs, EVALUATION_BATCH_SIZE)}
     if student is not None:
-        student_logits = evaluate.keras_predict(student, inputs, EVALUATION_BATCH_SIZE)
-        accuracy[f"{scheme_of(run_config).name}_qat_keras"] = evaluate.top1_accuracy(student_logits, labels)
-    agreement = {}
+        predictors[f"{scheme_of(run_config).name}_qat_keras"] = (
+            lambda inputs: evaluate.keras_predict(student, inputs, EVALUATION_BATCH_SIZE))
     for kind, path in tflite_paths.items():
         with open(path, "rb") as model_file:
-            logits = evaluate.TfliteClassifier(model_file.read()).predict(inputs)
-        accuracy[f"{kind}_tflite"] = evaluate.top1_accuracy(logits, labels)
-        if kind == "qat_int8":
-            agreement["qat_keras_vs_tflite"] = evaluate.agreement(student_logits, logits)
+            predictors[f"{kind}_tflite"] = evaluate.TfliteClassifier(model_file.read()).predict
+    # Preprocessed a chunk at a time: ImageNet's 50,000 validation images are 30 GB as float32.
+    chunk = evaluation_chunk_size(teacher.image_shape)
+    logits = {name: [] for name in predictors}
+    for start in range(0, len(labels), chunk):
+        inputs = teacher.preprocessing.apply(dataset.images[start:start + chunk])
+        for name, predict in predictors.items():
+            logits[name].append(predict(inputs))
+    logits = {name: np.concatenate(parts) for name, parts in logits.items()}
+    accuracy = {name: evaluate.top1_accuracy(outputs, labels) for name, outputs in logits.items()}
+    agreement = {}
+    if "qat_int8_tflite" in logits:
+        agreement["qat_keras_vs_tflite"] = evaluate.agreement(
+            logits[f"{scheme_of(run_config).name}_qat_keras"], logits["qat_int8_tflite"])
     results.update({"dataset": dataset.name, "split": run_config.evaluation.split, "images": int(len(labels)),
                     "top1": accuracy, "agreement": agreement})
     return results
