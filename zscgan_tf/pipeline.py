@@ -61,18 +61,16 @@ def check_work_dir(run_config: config_lib.RunConfig):
 
 
 def prepare_work_dir(run_config: config_lib.RunConfig):
-    """Creates the work directory and checks it can be written.
+    """Creates the work directory, which `check_work_dir` found could be created and written.
 
     Raises:
-      UserError: if the directory can't be created or written.
+      UserError: if creating it fails all the same.
     """
     work_dir = run_config.work_dir
     try:
         os.makedirs(work_dir, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create work directory {work_dir!r}: {error.strerror}") from error
-    if not os.access(work_dir, os.W_OK | os.X_OK):
-        raise UserError(f"work directory {work_dir!r} is not writable")
 
 
 def record_config(run_config: config_lib.RunConfig):
