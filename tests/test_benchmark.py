@@ -76,6 +76,15 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
         assert 0.0 <= row["top1"] <= 1.0
     assert teacher["rows"]["zscgan_qat_w8a8"]["measured"] == "TFLite int8"
     assert teacher["rows"]["zscgan_qat_w4a4"]["measured"].startswith("Keras")
+    # Every int8 TFLite row also gives the float teacher's top-1 on the input that model computes on.
+    int8_rows = {row_id for row_id, row in teacher["rows"].items() if row["measured"] == "TFLite int8"}
+    assert int8_rows == {"real_ptq", "noise_ptq", "distilled_ptq", "zscgan_ptq", "zscgan_ptq_per_tensor",
+                         "zscgan_qat_w8a8", "real_qat_w8a8"}
+    assert all(0 <= teacher["rows"][row_id]["fp32_on_its_input"] <= 1 for row_id in int8_rows)
+    assert not any("fp32_on_its_input" in teacher["rows"][row_id] for row_id in set(ROWS) - int8_rows)
+    cached = json.loads((work_dir / "digits_tiny" / "rows.json").read_text())
+    assert all(('"tflite_input": "pixel_table"' in cached[row_id]["key"]) == (row_id in int8_rows | {"ptq_spread"})
+               for row_id in cached)
     assert teacher["rows"]["fp32"]["tflite_bytes"] > 0 and teacher["rows"]["real_ptq"]["tflite_bytes"] > 0
     sizes = {row_id: teacher["rows"][row_id]["tflite_bytes"] for row_id in ("fp32", "zscgan_ptq", "zscgan_ptq_per_tensor")}
     assert min(sizes.values()) > 0  # Tiny models are all overhead; the size order shows on real ones.
@@ -137,6 +146,7 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert "ranges below 8 bits fitted by least squares and held" in markdown
     assert teacher["generator_training"]["generators"] == 2
     assert "| row | top-1 | measured | time |" in markdown and "| ZS-CGAN QAT W4A4 |" in markdown
+    assert "FP32 on its input" in markdown and "every pixel level kept" in markdown
     assert "| distilled-data PTQ |" in markdown and "| int8 |" in markdown and "eager" in markdown
     assert "ratio" in markdown and ("met:" in markdown or "MISSED:" in markdown)
     assert "PTQ over 2 further calibration draws" in markdown and "| ZS-CGAN | " in markdown

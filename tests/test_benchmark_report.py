@@ -81,5 +81,10 @@ def test_the_report_has_a_table_row_per_row_in_run_order_and_every_verdict():
     assert table == ["| fp32 | 90.00% | TFLite int8 | 1 s |", "| real_ptq | 89.80% | TFLite int8 | 1 s |",
                      "| zscgan_ptq | 89.90% | TFLite int8 | 1 s |"]
     assert "## tiny" in lines and "Top-1 on 360 digits test images." in lines
+    assert not any("FP32 on its input" in line for line in lines)
+    rows["real_ptq"].update(keras_top1=0.897, fp32_on_its_input=0.901)
+    lines = benchmark_report.format_results({"settings": settings, "teachers": {"tiny": teacher}}).splitlines()
+    assert "| real_ptq | 89.80% | TFLite int8 (Keras 89.70%; FP32 on its input 90.10%) | 1 s |" in lines
+    assert any(line.startswith('TFLite models read the test images\' pixels') for line in lines)
     assert ("- met: zscgan_ptq within 0.1 point of FP32 and not below real-data PTQ: 89.90 vs FP32 90.00 (-0.10), "
             "real-data PTQ 89.80") in lines

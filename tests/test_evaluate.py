@@ -9,6 +9,7 @@ import tf_keras
 from zscgan_tf import evaluate
 from zscgan_tf import export
 from zscgan_tf.errors import UserError
+from zscgan_tf.preprocessing import Preprocessing
 
 INPUT_SHAPE = (8, 8, 3)
 NUM_CLASSES = 5
@@ -82,6 +83,76 @@ def test_predict_rejects_wrong_shapes(float_bytes):
         classifier.predict(np.zeros((2, 4, 4, 3)))
     with pytest.raises(ValueError):
         classifier.predict(np.zeros((0,) + INPUT_SHAPE))
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    images = np.random.default_rng(1).integers(0, 256, (NUM_SAMPLES,) + INPUT_SHAPE, dtype=np.uint8)
+    images[0] = 0  # Calibration then sees the whole input range: every pixel level is a rounding tie.
+    images[1] = 255
+    return images
+
+
+def int8_model_of(model, inputs) -> bytes:
+    return export.convert_to_tflite(model, export.representative_dataset_from_array(inputs))
+
+
+def test_pixel_table_keeps_all_256_levels_of_tf_preprocessing(model, pixels):
+    preprocessing = Preprocessing("tf")
+    classifier = evaluate.TfliteClassifier(int8_model_of(model, preprocessing.apply(pixels)))
+    scale, zero_point = classifier.input_details["quantization"]
+    assert scale == pytest.approx(2 / 255)
+    levels = np.arange(256)
+    exact = (levels / 127.5 - 1) / scale + zero_point
+    assert np.allclose(exact - np.floor(exact), 0.5, atol=1e-4)  # Every level falls on a tie.
+    table = classifier.pixel_table(preprocessing)
+    assert table.shape == (3, 256) and table.dtype == np.int8
+    for row in table:
+        # Ties all round one way, the one that keeps 256 distinct levels: pixel - 128.
+        np.testing.assert_array_equal(row, levels - 128)
+        assert np.abs(row - exact).max() == pytest.approx(0.5, abs=1e-4)
+
+
+def test_predict_pixels_runs_the_table_and_input_as_seen_is_what_it_dequantizes_to(model, pixels):
+    preprocessing = Preprocessing("tf")
+    classifier = evaluate.TfliteClassifier(int8_model_of(model, preprocessing.apply(pixels)))
+    seen = classifier.input_as_seen(pixels, preprocessing)
+    scale, _ = classifier.input_details["quantization"]
+    assert seen.dtype == np.float32 and seen.shape == pixels.shape
+    assert np.abs(seen - preprocessing.apply(pixels)).max() == pytest.approx(scale / 2, rel=1e-3)
+    np.testing.assert_array_equal(classifier.predict_pixels(pixels, preprocessing), classifier.predict(seen))
+
+
+def test_predict_pixels_reverses_channels_for_caffe_preprocessing(model, pixels):
+    # Caffe's means are not multiples of the input scale: no ties, so the table is plain rounding
+    # and must give exactly what quantizing the preprocessed floats gives.
+    preprocessing = Preprocessing("caffe")
+    assert preprocessing.reverses_channels(3)
+    classifier = evaluate.TfliteClassifier(int8_model_of(model, preprocessing.apply(pixels)))
+    table = classifier.pixel_table(preprocessing)
+    assert len({tuple(row) for row in table}) == 3  # Each channel has its own mean.
+    np.testing.assert_array_equal(classifier.predict_pixels(pixels, preprocessing),
+                                  classifier.predict(preprocessing.apply(pixels)))
+    swapped = pixels[..., ::-1]
+    assert not np.array_equal(classifier.predict_pixels(swapped, preprocessing),
+                              classifier.predict_pixels(pixels, preprocessing))
+
+
+def test_predict_pixels_on_a_float_model_preprocesses_them(model, pixels, float_bytes):
+    preprocessing = Preprocessing("tf")
+    classifier = evaluate.TfliteClassifier(float_bytes)
+    assert classifier.pixel_table(preprocessing) is None
+    np.testing.assert_array_equal(classifier.predict_pixels(pixels, preprocessing),
+                                  classifier.predict(preprocessing.apply(pixels)))
+    np.testing.assert_array_equal(classifier.input_as_seen(pixels, preprocessing), preprocessing.apply(pixels))
+
+
+def test_predict_pixels_rejects_float_pixels_and_wrong_shapes(float_bytes, pixels):
+    classifier = evaluate.TfliteClassifier(float_bytes)
+    with pytest.raises(ValueError, match="uint8"):
+        classifier.predict_pixels(pixels.astype(np.float32), Preprocessing("tf"))
+    with pytest.raises(ValueError, match=r"\(2, 4, 4, 3\)"):
+        classifier.predict_pixels(np.zeros((2, 4, 4, 3), np.uint8), Preprocessing("tf"))
 
 
 def test_classifier_rejects_bad_model_bytes():

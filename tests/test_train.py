@@ -379,3 +379,26 @@ def test_evaluation_chunks_are_whole_keras_batches():
     assert quantization_stages.evaluation_chunk_size((28, 28, 1)) == 21248  # Fashion-MNIST's test set in one.
     assert quantization_stages.evaluation_chunk_size((224, 224, 3)) == 256
     assert quantization_stages.evaluation_chunk_size((1024, 1024, 3)) == 256
+
+
+def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp_path):
+    from conftest import quadrant_images, tiny_teacher
+    from zscgan_tf import data, evaluate, export
+
+    teacher = tiny_teacher()
+    pixels, labels = quadrant_images(40, seed=3)
+    images = np.round(pixels).astype(np.uint8)
+    images[0, 0, 0], images[1, 0, 0] = 0, 255  # The calibration sees every level of [-1, 1].
+    dataset = data.LabeledImages(images=images, labels=labels, num_classes=4, name="quadrants")
+    inputs = teacher.preprocessing.apply(images)
+    path = str(tmp_path / "ptq_int8.tflite")
+    model_bytes = export.convert_to_tflite(teacher.model, export.representative_dataset_from_array(inputs),
+                                           output_path=path)
+    config = config_lib.RunConfig(evaluation=config_lib.EvaluationConfig(latency_runs=1))
+    results = quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
+    classifier = evaluate.TfliteClassifier(model_bytes)
+    assert len(np.unique(classifier.pixel_table(teacher.preprocessing))) == 256  # Every level kept.
+    expected = evaluate.top1_accuracy(classifier.predict_pixels(images, teacher.preprocessing), labels)
+    assert results["top1"]["ptq_int8_tflite"] == expected
+    assert results["top1"]["fp32_keras"] == evaluate.top1_accuracy(evaluate.keras_predict(teacher.model, inputs),
+                                                                   labels)

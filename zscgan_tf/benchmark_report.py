@@ -131,8 +131,14 @@ def format_results(results: dict) -> str:
         order = ["fp32", "real_ptq", "noise_ptq", "distilled_ptq", "zscgan_ptq", "zscgan_ptq_per_tensor"] + [
             f"{source}_qat_{scheme}" for scheme in settings["schemes"] for source in ("zscgan", "real")]
         for row in sorted(result["rows"].values(), key=lambda row: order.index(row["id"])):
-            measured = row["measured"] + (f" (Keras {points(row['keras_top1'])}%)" if "keras_top1" in row else "")
+            notes = ([f"Keras {points(row['keras_top1'])}%"] if "keras_top1" in row else []) + (
+                [f"FP32 on its input {points(row['fp32_on_its_input'])}%"] if "fp32_on_its_input" in row else [])
+            measured = row["measured"] + (f" ({'; '.join(notes)})" if notes else "")
             lines.append(f"| {row['label']} | {points(row['top1'])}% | {measured} | {row['seconds']:.0f} s |")
+        if any("fp32_on_its_input" in row for row in result["rows"].values()):
+            lines += ["", "TFLite models read the test images' pixels quantized as on a device, every pixel level "
+                      "kept. \"FP32 on its input\": the float teacher on the input an int8 model computes on, "
+                      "what its input's quantization alone costs."]
         lines += format_measurements(result)
         lines += ["", "Targets:", ""]
         lines += [f"- {'met' if t['met'] else 'MISSED'}: {t['target']}: {t['detail']}" for t in result["targets"]]

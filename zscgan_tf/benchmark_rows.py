@@ -32,6 +32,9 @@ RESULTS_MARKDOWN_FILE = "results.md"
 EVALUATION_BATCH_SIZE = 256
 SPEED_TIMED_STEPS = 10
 SPEED_WARMUP_STEPS = 2
+# How TFLite rows feed test images (part of their cache key): uint8 pixels through
+# `TfliteClassifier.pixel_table`, not re-quantized float inputs.
+TFLITE_INPUT = "pixel_table"
 
 
 def _say(message: str):
@@ -76,10 +79,6 @@ def keras_top1(model, inputs: np.ndarray, labels: np.ndarray) -> float:
     return evaluate.top1_accuracy(evaluate.keras_predict(model, inputs, EVALUATION_BATCH_SIZE), labels)
 
 
-def tflite_top1(model_bytes: bytes, inputs: np.ndarray, labels: np.ndarray) -> float:
-    return evaluate.top1_accuracy(evaluate.TfliteClassifier(model_bytes).predict(inputs), labels)
-
-
 def real_inputs(dataset: data.LabeledImages, teacher: teachers.Teacher):
     """(teacher-space inputs, labels) of `dataset` shaped for the teacher."""
     dataset = dataset.to_input_shape(teacher.image_shape)
@@ -121,6 +120,7 @@ class TeacherBenchmark:
                             f"predicts {self.teacher.num_classes}")
         if self.config.eval_max_samples:
             test = test.class_balanced(self.config.eval_max_samples, seed=self.config.seed + EVALUATION_SEED_OFFSET)
+        self.test_pixels = test.to_input_shape(self.teacher.image_shape).images
         self.test_inputs, self.test_labels = real_inputs(test, self.teacher)
         self.train_inputs, self.train_labels = real_inputs(train, self.teacher)
         self.train = train
@@ -143,32 +143,35 @@ class TeacherBenchmark:
         """(row id, label, function computing it, the settings it depends on), in the order they run."""
         common = {"teacher": self.teacher.name, "dataset": self.dataset_name, "eval_images": len(self.test_labels),
                   "calibration_samples": self.config.calibration_samples, "seed": self.config.seed}
+        # Rows measured in TFLite: their figures depend on how test pixels reach an integer input.
+        tflite = {**common, "tflite_input": TFLITE_INPUT}
         generated = self.config.generator_settings()
         qat = {"qat_steps": self.config.qat_steps, "qat_batch_size": self.config.qat_batch_size,
                "qat_learning_rate": self.config.qat_learning_rate}
         qat.update(self.config.optional_qat_settings())
         zscgan_qat = {**qat, "qat_joint_generator": True} if self.config.qat_joint_generator else qat
         rows = [("fp32", "FP32", self.fp32, common),
-                ("real_ptq", "real-data PTQ", lambda: self.ptq("real"), common),
-                ("noise_ptq", "noise PTQ", lambda: self.ptq("noise"), common),
+                ("real_ptq", "real-data PTQ", lambda: self.ptq("real"), tflite),
+                ("noise_ptq", "noise PTQ", lambda: self.ptq("noise"), tflite),
                 ("distilled_ptq", "distilled-data PTQ", lambda: self.ptq("distilled"),
-                 {**common, "distilled_steps": self.config.distilled_steps}),
-                ("zscgan_ptq", "ZS-CGAN PTQ", lambda: self.ptq("zscgan"), {**common, **generated}),
+                 {**tflite, "distilled_steps": self.config.distilled_steps}),
+                ("zscgan_ptq", "ZS-CGAN PTQ", lambda: self.ptq("zscgan"), {**tflite, **generated}),
                 ("zscgan_ptq_per_tensor", "ZS-CGAN PTQ, per-tensor weights",
-                 lambda: self.ptq("zscgan", per_channel=False), {**common, **generated})]
+                 lambda: self.ptq("zscgan", per_channel=False), {**tflite, **generated})]
         for scheme in self.config.schemes:
             ranges = self.config.low_bit_range_settings(scheme)
+            measured = tflite if self.config.quantization_scheme(scheme).exportable else common
             rows.append((f"zscgan_qat_{scheme}", f"ZS-CGAN QAT {scheme.upper()}",
                          lambda scheme=scheme: self.qat(scheme, "zscgan"),
-                         {**common, **generated, **zscgan_qat, **ranges}))
+                         {**measured, **generated, **zscgan_qat, **ranges}))
             rows.append((f"real_qat_{scheme}", f"real-data QAT {scheme.upper()}",
-                         lambda scheme=scheme: self.qat(scheme, "real"), {**common, **qat, **ranges}))
+                         lambda scheme=scheme: self.qat(scheme, "real"), {**measured, **qat, **ranges}))
         # Measurements other than accuracy, cached the same way.
         rows.append(("latency", "LiteRT latency", self.latency, {**common, **generated}))
         rows.append(("generator_speed", "generator step speed", self.generator_speed, {**common, **generated}))
         if self.config.calibration_draws:
             rows.append(("ptq_spread", "PTQ over calibration draws", self.ptq_spread,
-                         {**common, **generated, "calibration_draws": self.config.calibration_draws}))
+                         {**tflite, **generated, "calibration_draws": self.config.calibration_draws}))
         if self.config.w4a4_seed_draws and "w4a4" in self.config.schemes:
             rows.append(("w4a4_spread", "W4A4 QAT over distillation seeds", self.w4a4_spread,
                          {**common, **generated, **zscgan_qat, **self.config.low_bit_range_settings("w4a4"),
@@ -250,8 +253,15 @@ class TeacherBenchmark:
         name = f"{source}_ptq_int8{'' if per_channel else '_per_tensor'}.tflite"
         model_bytes = int8_ptq(self.teacher.model, self.calibration_for(source), os.path.join(self.dir, name),
                                per_channel=per_channel)
-        return {"top1": tflite_top1(model_bytes, self.test_inputs, self.test_labels), "measured": "TFLite int8",
-                "tflite_bytes": len(model_bytes)}
+        return {**self.tflite_int8_top1(model_bytes), "tflite_bytes": len(model_bytes)}
+
+    def tflite_int8_top1(self, model_bytes: bytes) -> dict:
+        """An int8 model's top-1 on the test pixels, and the float teacher's on the input it computes on."""
+        classifier = evaluate.TfliteClassifier(model_bytes)
+        seen = classifier.input_as_seen(self.test_pixels, self.teacher.preprocessing)
+        return {"top1": evaluate.top1_accuracy(classifier.predict_pixels(self.test_pixels, self.teacher.preprocessing),
+                                               self.test_labels),
+                "measured": "TFLite int8", "fp32_on_its_input": keras_top1(self.teacher.model, seen, self.test_labels)}
 
     def ptq_spread(self) -> dict:
         """Real-data and ZS-CGAN PTQ, each calibrated on `calibration_draws` other draws.
@@ -266,7 +276,8 @@ class TeacherBenchmark:
             for draw in range(self.config.calibration_draws):
                 seed = self.config.seed + SPREAD_SEED_OFFSET + draw
                 model_bytes = int8_ptq(self.teacher.model, self.calibration_draw(source, seed), output_path=None)
-                logits = evaluate.TfliteClassifier(model_bytes).predict(self.test_inputs)
+                logits = evaluate.TfliteClassifier(model_bytes).predict_pixels(self.test_pixels,
+                                                                               self.teacher.preprocessing)
                 draws.append({"seed": seed, "top1": evaluate.top1_accuracy(logits, self.test_labels),
                               "agreement_with_fp32": evaluate.agreement(logits, float_logits)})
                 _say(f"[{self.teacher.name}] {SOURCE_LABELS[source]} PTQ, calibration draw {draw + 1}/"
@@ -395,8 +406,7 @@ class TeacherBenchmark:
         if not scheme.exportable:
             return {"top1": keras_accuracy, "measured": "Keras (simulated)"}
         model_bytes = int8_ptq(student, calibration, os.path.join(self.dir, f"{source}_qat_{scheme.name}_int8.tflite"))
-        return {"top1": tflite_top1(model_bytes, self.test_inputs, self.test_labels), "measured": "TFLite int8",
-                "keras_top1": keras_accuracy, "tflite_bytes": len(model_bytes)}
+        return {**self.tflite_int8_top1(model_bytes), "keras_top1": keras_accuracy, "tflite_bytes": len(model_bytes)}
 
 
 def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:

@@ -1,14 +1,16 @@
 """Accuracy, agreement and latency of Keras and TFLite classifiers.
 
-Everything here takes inputs in the teacher's input space (float, already
-preprocessed) and returns float logits, so a float teacher, a TF-MOT student and
-an int8 TFLite model can be compared on the same arrays.
+Everything here returns float logits, so a float teacher, a TF-MOT student and an
+int8 TFLite model can be compared on the same images. Keras models take inputs in the
+teacher's input space (float, already preprocessed). TFLite models take either those
+(`TfliteClassifier.predict`) or the images' uint8 pixels (`predict_pixels`), which
+quantizes each pixel level the way a device would, through a fixed table.
 
 Example:
 
     classifier = TfliteClassifier(model_bytes)
-    tflite_logits = classifier.predict(images)
-    student_logits = keras_predict(student, images)
+    tflite_logits = classifier.predict_pixels(pixels, teacher.preprocessing)
+    student_logits = keras_predict(student, teacher.preprocessing.apply(pixels))
     print(top1_accuracy(tflite_logits, labels), agreement(tflite_logits, student_logits))
     print(measure_latency(model_bytes))
 """
@@ -22,6 +24,7 @@ import tf_keras
 from ai_edge_litert.interpreter import Interpreter
 
 from zscgan_tf.errors import UserError
+from zscgan_tf.preprocessing import PIXEL_MAX, Preprocessing
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_NUM_THREADS = 1
@@ -30,6 +33,9 @@ DEFAULT_LATENCY_WARMUP = 5
 LATENCY_PERCENTILE = 90
 MILLISECONDS_PER_SECOND = 1000.0
 _INTEGER_IO_TYPES = (np.int8, np.uint8, np.int16)
+# A pixel level whose quantized value lies this close to a half-integer is a rounding tie:
+# with [-1, 1] inputs and an integer zero point every level is one, to float rounding.
+PIXEL_TIE_TOLERANCE = 1e-3
 
 
 def _check_positive_int(name: str, value) -> None:
@@ -119,15 +125,103 @@ class TfliteClassifier:
           ValueError: for an empty array or a per-sample shape that does not match.
         """
         inputs = np.asarray(inputs, dtype=np.float32)
+        self._check_sample_shape(inputs)
+        return self._run(self._quantize_input(sample) for sample in inputs[:, None])
+
+    def pixel_table(self, preprocessing: Preprocessing) -> Optional[np.ndarray]:
+        """The model's integer input for each pixel level, per channel of the teacher's input.
+
+        Each level is preprocessed exactly and quantized with the input's scale and zero point.
+        When levels fall on rounding ties, as every one does for [-1, 1] inputs, float noise
+        would round some up and some down and merge neighbouring levels; all ties here round
+        the same way, the one that keeps the most levels distinct within the integer type.
+
+        Args:
+          preprocessing: the teacher's preprocessing.
+
+        Returns:
+          array (channels, 256) of the input type, row c for input channel c (after any
+          channel reversal of `preprocessing`); None for a float input.
+
+        Raises:
+          UserError: for an integer input without a scale, or statistics that do not fit
+            the model's channels.
+        """
+        dtype = self.input_details["dtype"]
+        if dtype not in _INTEGER_IO_TYPES:
+            return None
+        input_scale, zero_point = self.input_details["quantization"]
+        if input_scale == 0:
+            raise UserError("the model has an integer input without a quantization scale")
+        scale, offset = preprocessing.scale_and_offset(self.input_shape[-1], dtype=np.float64)
+        levels = np.arange(PIXEL_MAX + 1, dtype=np.float64)
+        exact = (levels[None, :] * scale[:, None] + offset[:, None]) / input_scale + zero_point
+        limits = np.iinfo(dtype)
+        ties = np.abs(exact - np.floor(exact) - 0.5) < PIXEL_TIE_TOLERANCE
+        rows = []
+        for channel_exact, channel_ties in zip(exact, ties):
+            up = np.clip(np.where(channel_ties, np.ceil(channel_exact), np.round(channel_exact)),
+                         limits.min, limits.max)
+            down = np.clip(np.where(channel_ties, np.floor(channel_exact), np.round(channel_exact)),
+                           limits.min, limits.max)
+            rows.append(down if len(np.unique(down)) > len(np.unique(up)) else up)
+        return np.stack(rows).astype(dtype)
+
+    def predict_pixels(self, pixels: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+        """Runs every image given as uint8 pixels (N, height, width, channels).
+
+        An integer-input model gets each pixel through `pixel_table`; a float-input one gets
+        `preprocessing.apply(pixels)`.
+
+        Returns:
+          float32 array (N, classes) of dequantized outputs.
+
+        Raises:
+          ValueError: for pixels that are not uint8, an empty array or a shape that does not match.
+        """
+        pixels = self._checked_pixels(pixels)
+        table = self.pixel_table(preprocessing)
+        if table is None:
+            return self.predict(preprocessing.apply(pixels))
+        return self._run(self._table_lookup(table, pixels, preprocessing)[:, None])
+
+    def input_as_seen(self, pixels: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+        """The float input the model computes on for these pixels: `pixel_table`'s values
+        dequantized, or `preprocessing.apply(pixels)` for a float input. A float model run on
+        these shows what the input's quantization alone costs."""
+        pixels = self._checked_pixels(pixels)
+        table = self.pixel_table(preprocessing)
+        if table is None:
+            return preprocessing.apply(pixels)
+        input_scale, zero_point = self.input_details["quantization"]
+        quantized = self._table_lookup(table, pixels, preprocessing)
+        return ((quantized.astype(np.float32) - zero_point) * input_scale).astype(np.float32)
+
+    def _checked_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.asarray(pixels)
+        if pixels.dtype != np.uint8:
+            raise ValueError(f"pixels must be uint8, got {pixels.dtype}")
+        self._check_sample_shape(pixels)
+        return pixels
+
+    @staticmethod
+    def _table_lookup(table: np.ndarray, pixels: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+        if preprocessing.reverses_channels(pixels.shape[-1]):
+            pixels = pixels[..., ::-1]
+        return table[np.arange(table.shape[0]), pixels]
+
+    def _check_sample_shape(self, inputs: np.ndarray) -> None:
         sample_shape = self.input_shape[1:]
         if inputs.ndim != len(self.input_shape) or tuple(inputs.shape[1:]) != sample_shape \
                 or inputs.shape[0] == 0:
             raise ValueError(
                 f"inputs must have shape (N>0,) + {sample_shape}, got {inputs.shape}")
+
+    def _run(self, model_inputs) -> np.ndarray:
+        """Invokes the model on each batch-1 array of the input type; dequantized outputs stacked."""
         outputs = []
-        for index in range(inputs.shape[0]):
-            self._interpreter.set_tensor(self.input_details["index"],
-                                         self._quantize_input(inputs[index:index + 1]))
+        for model_input in model_inputs:
+            self._interpreter.set_tensor(self.input_details["index"], model_input)
             self._interpreter.invoke()
             raw = self._interpreter.get_tensor(self.output_details["index"])
             outputs.append(self._dequantize_output(raw).reshape(-1))

@@ -63,10 +63,11 @@ class Preprocessing:
     def reverses_channels(self, channels: int) -> bool:
         return self.mode == "caffe" and channels == 3
 
-    def scale_and_offset(self, channels: int) -> Tuple[np.ndarray, np.ndarray]:
+    def scale_and_offset(self, channels: int, dtype=np.float32) -> Tuple[np.ndarray, np.ndarray]:
         """Per-channel `scale`, `offset` with teacher_input = pixels' * scale + offset.
 
-        `pixels'` are the pixels after the channel reversal of `reverses_channels`.
+        `pixels'` are the pixels after the channel reversal of `reverses_channels`. Both
+        arrays have `dtype` (float64 for exact arithmetic).
 
         Raises:
           UserError: if the mode's statistics do not fit `channels`.
@@ -88,8 +89,8 @@ class Preprocessing:
             std = _per_channel(std, channels, "std")
             scale = [1.0 / (PIXEL_MAX * s) for s in std]
             offset = [-m / s for m, s in zip(mean, std)]
-        scale = np.broadcast_to(np.asarray(scale, np.float32), (channels,)).copy()
-        offset = np.broadcast_to(np.asarray(offset, np.float32), (channels,)).copy()
+        scale = np.broadcast_to(np.asarray(scale, dtype), (channels,)).copy()
+        offset = np.broadcast_to(np.asarray(offset, dtype), (channels,)).copy()
         return scale, offset
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:

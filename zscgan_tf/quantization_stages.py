@@ -242,20 +242,26 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
         return results
     labels = dataset.labels
     _say(f"evaluation: {len(labels)} images of {dataset.name} ({run_config.evaluation.split})")
-    predictors = {"fp32_keras": lambda inputs: evaluate.keras_predict(teacher.model, inputs, EVALUATION_BATCH_SIZE)}
+    # Each predictor takes a chunk's pixels and its preprocessed inputs: Keras models run on the
+    # inputs, TFLite models on the pixels, quantized as a device would (`predict_pixels`).
+    predictors = {"fp32_keras": lambda pixels, inputs: evaluate.keras_predict(teacher.model, inputs,
+                                                                              EVALUATION_BATCH_SIZE)}
     if student is not None:
         predictors[f"{scheme_of(run_config).name}_qat_keras"] = (
-            lambda inputs: evaluate.keras_predict(student, inputs, EVALUATION_BATCH_SIZE))
+            lambda pixels, inputs: evaluate.keras_predict(student, inputs, EVALUATION_BATCH_SIZE))
     for kind, path in tflite_paths.items():
         with open(path, "rb") as model_file:
-            predictors[f"{kind}_tflite"] = evaluate.TfliteClassifier(model_file.read()).predict
+            classifier = evaluate.TfliteClassifier(model_file.read())
+        predictors[f"{kind}_tflite"] = (
+            lambda pixels, inputs, classifier=classifier: classifier.predict_pixels(pixels, teacher.preprocessing))
     # Preprocessed a chunk at a time: ImageNet's 50,000 validation images are 30 GB as float32.
     chunk = evaluation_chunk_size(teacher.image_shape)
     logits = {name: [] for name in predictors}
     for start in range(0, len(labels), chunk):
-        inputs = teacher.preprocessing.apply(dataset.images[start:start + chunk])
+        pixels = dataset.images[start:start + chunk]
+        inputs = teacher.preprocessing.apply(pixels)
         for name, predict in predictors.items():
-            logits[name].append(predict(inputs))
+            logits[name].append(predict(pixels, inputs))
     logits = {name: np.concatenate(parts) for name, parts in logits.items()}
     accuracy = {name: evaluate.top1_accuracy(outputs, labels) for name, outputs in logits.items()}
     agreement = {}
