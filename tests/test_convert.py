@@ -48,6 +48,7 @@ def test_run_student_exports_fully_integer(run_dir, tmp_path):
     result = _convert(f"--run_dir={work_dir}", f"--output={output}", "--calibration_samples=16")
     assert result.returncode == 0, result.stderr
     assert "fully integer: yes" in result.stdout and "Edge TPU" in result.stdout
+    assert "- from uint8 pixels: int8 input = " in result.stdout  # How a device feeds it camera pixels.
     report = _model_report(output)
     assert report.is_fully_integer and report.has_static_batch_one
     assert [tensor.dtype for tensor in report.inputs + report.outputs] == ["int8", "int8"]
@@ -61,7 +62,7 @@ def test_qat_checkpoint_exports_when_the_student_file_is_missing(run_dir, tmp_pa
     output = tmp_path / "from_checkpoint.tflite"
     result = _convert(f"--run_dir={copy}", f"--output={output}", "--calibration_samples=16", "--io_dtype=uint8")
     assert result.returncode == 0, result.stderr
-    assert "QAT checkpoint" in result.stdout
+    assert "QAT checkpoint" in result.stdout and "- from uint8 pixels: uint8 input = " in result.stdout
     assert [tensor.dtype for tensor in _model_report(output).inputs] == ["uint8"]
 
 

@@ -147,6 +147,24 @@ def test_predict_pixels_on_a_float_model_preprocesses_them(model, pixels, float_
     np.testing.assert_array_equal(classifier.input_as_seen(pixels, preprocessing), preprocessing.apply(pixels))
 
 
+def test_describe_pixel_input_gives_the_formula_a_device_applies(model, pixels, float_bytes):
+    tf_mode, caffe = Preprocessing("tf"), Preprocessing("caffe")
+    int8 = evaluate.TfliteClassifier(int8_model_of(model, tf_mode.apply(pixels)))
+    assert int8.describe_pixel_input(tf_mode) == "from uint8 pixels: int8 input = pixel - 128; all 256 pixel levels kept"
+    uint8 = evaluate.TfliteClassifier(export.convert_to_tflite(
+        model, export.representative_dataset_from_array(tf_mode.apply(pixels)), io_dtype="uint8"))
+    assert uint8.describe_pixel_input(tf_mode) == "from uint8 pixels: uint8 input = pixel; all 256 pixel levels kept"
+    classifier = evaluate.TfliteClassifier(int8_model_of(model, caffe.apply(pixels)))
+    scale, zero_point = classifier.input_details["quantization"]
+    line = classifier.describe_pixel_input(caffe)
+    assert line.startswith(f"from uint8 pixels: int8 input = round(pixel * a + b), a = ({1 / scale:.6g}, ")
+    assert f"b = ({-103.939 / scale + zero_point:.6g}, " in line
+    assert "per channel (pixel channels in reverse order);" in line
+    kept = min(len(np.unique(row)) for row in classifier.pixel_table(caffe))
+    assert 200 < kept < 256 and line.endswith(f"; {kept} of 256 pixel levels kept")  # Its scale is over 1.
+    assert evaluate.TfliteClassifier(float_bytes).describe_pixel_input(tf_mode) is None
+
+
 def test_predict_pixels_rejects_float_pixels_and_wrong_shapes(float_bytes, pixels):
     classifier = evaluate.TfliteClassifier(float_bytes)
     with pytest.raises(ValueError, match="uint8"):

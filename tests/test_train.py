@@ -47,6 +47,8 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     assert (work_dir / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [name for name in os.listdir(work_dir) if name.startswith(".tmp-")]
     assert "done:" in capsys.readouterr().out
+    export_report = (work_dir / "export_report.md").read_text()
+    assert export_report.count("- from uint8 pixels: int8 input = ") == 2  # The PTQ and QAT models; not the float.
     assert "| 3 |" in (work_dir / "report.md").read_text()  # Every one of 4 classes has a row.
     # With ImageNet's 1,000 classes the table keeps the 20 of lowest agreement, in class order.
     samples = report["generated_samples"]

@@ -40,7 +40,8 @@ import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow 
 from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
-from zscgan_tf import cli, distilled_data, edge_tpu, export, quantization_stages, teachers, tflite_model  # noqa: E402
+from zscgan_tf import cli, distilled_data, edge_tpu, evaluate, export  # noqa: E402
+from zscgan_tf import quantization_stages, teachers, tflite_model  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -105,7 +106,8 @@ def _teacher_like(model, name, preprocessing=None):
 
 
 def _model_to_convert():
-    """(model, calibration samples or None, description) from the flags."""
+    """(model, calibration samples or None, description, the teacher's preprocessing or None when a
+    student file does not say it) from the flags."""
     sources = [name for name in ("run_dir", "student", "teacher") if getattr(FLAGS, name)]
     if len(sources) != 1:
         raise UserError("pass exactly one of --run_dir, --student and --teacher")
@@ -123,7 +125,8 @@ def _model_to_convert():
             raise UserError(f"--student {FLAGS.student!r} is a float model, not a TF-MOT quantization-aware "
                             f"student: quantize it post-training with --teacher={FLAGS.student}")
         view = _teacher_like(student, os.path.basename(FLAGS.student))
-        return student, _calibration(generator, view, FLAGS.calibration_samples), f"student {FLAGS.student}"
+        return (student, _calibration(generator, view, FLAGS.calibration_samples), f"student {FLAGS.student}",
+                None)
     try:
         teacher = teachers.load_teacher(teachers.TeacherSource(model=FLAGS.teacher, weights=FLAGS.teacher_weights,
                                                                trust_model_code=FLAGS.trust_model_code))
@@ -134,7 +137,8 @@ def _model_to_convert():
         raise UserError(f"{FLAGS.teacher} is a float model: an int8 export needs calibration inputs: --generator, "
                         "or --data_source=distilled or noise (or export a QAT student with --run_dir / --student, "
                         "or use --mode=float or dynamic)")
-    return teacher.model, _calibration(generator, teacher, FLAGS.calibration_samples), f"teacher {FLAGS.teacher}"
+    return (teacher.model, _calibration(generator, teacher, FLAGS.calibration_samples), f"teacher {FLAGS.teacher}",
+            teacher.preprocessing)
 
 
 def _from_run(run_dir, generator):
@@ -152,10 +156,11 @@ def _from_run(run_dir, generator):
     calibration = _calibration(generator, teacher, FLAGS.calibration_samples)
     student_path = os.path.join(run_dir, quantization_stages.STUDENT_MODEL_FILE)
     if os.path.exists(student_path):
-        return quantization_stages.load_student(student_path), calibration, f"student {student_path}"
+        return (quantization_stages.load_student(student_path), calibration, f"student {student_path}",
+                teacher.preprocessing)
     checkpoint_dir = os.path.join(run_dir, quantization_stages.DISTILLATION_DIR, "checkpoints")
     student = quantization_stages.restore_student(run_config, teacher, generator, calibration, checkpoint_dir)
-    return student, calibration, f"QAT checkpoint in {checkpoint_dir}"
+    return student, calibration, f"QAT checkpoint in {checkpoint_dir}", teacher.preprocessing
 
 
 def convert() -> None:
@@ -167,12 +172,15 @@ def convert() -> None:
         raise UserError(f"--distilled_steps must be positive, got {FLAGS.distilled_steps}")
     if FLAGS.generator and FLAGS.data_source != "generator":
         raise UserError(f"--generator is only used with --data_source=generator, not {FLAGS.data_source}")
-    model, calibration, description = _model_to_convert()
+    model, calibration, description, preprocessing = _model_to_convert()
     representative = export.representative_dataset_from_array(calibration) if calibration is not None else None
     model_bytes = export.convert_to_tflite(model, representative, mode=FLAGS.mode, io_dtype=FLAGS.io_dtype,
                                            per_channel=FLAGS.per_channel, output_path=FLAGS.output)
     report = tflite_model.inspect_tflite(model_bytes)
     lines = [f"wrote {FLAGS.output} ({len(model_bytes) / 1024:.1f} KiB) from {description}"] + report.format()
+    pixel_input = evaluate.TfliteClassifier(model_bytes).describe_pixel_input(preprocessing) if preprocessing else None
+    if pixel_input:
+        lines.append(f"- {pixel_input}")
     if FLAGS.mode == "int8":
         lines += edge_tpu.compatibility_report(report).format()
     print("\n".join(lines))

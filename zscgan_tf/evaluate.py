@@ -185,6 +185,34 @@ class TfliteClassifier:
             return self.predict(preprocessing.apply(pixels))
         return self._run(self._table_lookup(table, pixels, preprocessing)[:, None])
 
+    def describe_pixel_input(self, preprocessing: Preprocessing) -> Optional[str]:
+        """How a device turns uint8 pixels into this model's integer input, as one line for
+        reports: `pixel_table` as a formula where one fits. None for a float input."""
+        table = self.pixel_table(preprocessing)
+        if table is None:
+            return None
+        channels = table.shape[0]
+        reversed_note = " (pixel channels in reverse order)" if preprocessing.reverses_channels(channels) else ""
+        offsets = table.astype(np.int64) - np.arange(PIXEL_MAX + 1, dtype=np.int64)
+        if all(len(np.unique(row)) == 1 for row in offsets):
+            shifts = [int(row[0]) for row in offsets]
+            if len(set(shifts)) > 1:
+                formula = f"pixel + ({', '.join(map(str, shifts))}) per channel"
+            else:
+                formula = "pixel" + (f" {'-' if shifts[0] < 0 else '+'} {abs(shifts[0])}" if shifts[0] else "")
+        else:
+            input_scale, zero_point = self.input_details["quantization"]
+            scale, offset = preprocessing.scale_and_offset(channels, dtype=np.float64)
+
+            def listed(values):
+                return f"{values[0]:.6g}" if channels == 1 else f"({', '.join(f'{v:.6g}' for v in values)})"
+            formula = (f"round(pixel * a + b), a = {listed(scale / input_scale)}, "
+                       f"b = {listed(offset / input_scale + zero_point)}" + (" per channel" if channels > 1 else ""))
+        kept = min(len(np.unique(row)) for row in table)
+        dtype_name = np.dtype(self.input_details["dtype"]).name
+        levels = "all 256 pixel levels kept" if kept == PIXEL_MAX + 1 else f"{kept} of 256 pixel levels kept"
+        return f"from uint8 pixels: {dtype_name} input = {formula}{reversed_note}; {levels}"
+
     def input_as_seen(self, pixels: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
         """The float input the model computes on for these pixels: `pixel_table`'s values
         dequantized, or `preprocessing.apply(pixels)` for a float input. A float model run on

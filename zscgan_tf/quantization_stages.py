@@ -170,8 +170,11 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
             write_state(state)
         paths[kind] = path
         with open(path, "rb") as model_file:
-            report = tflite_model.inspect_tflite(model_file.read())
-        report_lines += [f"## {kind}: `{file_name}`", ""] + report.format() + [""]
+            model_bytes = model_file.read()
+        report = tflite_model.inspect_tflite(model_bytes)
+        pixel_input = evaluate.TfliteClassifier(model_bytes).describe_pixel_input(teacher.preprocessing)
+        report_lines += [f"## {kind}: `{file_name}`", ""] + report.format() + (
+            [f"- {pixel_input}"] if pixel_input else []) + [""]
         if kind != "float":
             report_lines += edge_tpu.compatibility_report(report).format() + [""]
     write_text_atomic(os.path.join(work_dir, EXPORT_REPORT_FILE), "\n".join(report_lines))
