@@ -329,6 +329,7 @@ BAD_INPUTS = {
 def test_bad_input_is_one_line_and_exit_2(name, tmp_path, tiny_teacher_file, capsys):
     extra, message = BAD_INPUTS[name]
     extra = [argument(tmp_path) if callable(argument) else argument for argument in extra]
+    capsys.readouterr()  # What building the bad input printed (Keras warnings) is not the command's output.
     status = train.main(["train", *_tiny_arguments(tiny_teacher_file, tmp_path / "run"), *extra])
     error = capsys.readouterr().err.strip()
     assert status == cli.USER_ERROR_STATUS, error
