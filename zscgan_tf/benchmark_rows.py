@@ -120,8 +120,9 @@ class TeacherBenchmark:
                             f"predicts {self.teacher.num_classes}")
         if self.config.eval_max_samples:
             test = test.class_balanced(self.config.eval_max_samples, seed=self.config.seed + EVALUATION_SEED_OFFSET)
-        self.test_pixels = test.to_input_shape(self.teacher.image_shape).images
-        self.test_inputs, self.test_labels = real_inputs(test, self.teacher)
+        test = test.to_input_shape(self.teacher.image_shape)
+        self.test_pixels, self.test_labels = test.images, test.labels
+        self.test_inputs = self.teacher.preprocessing.apply(self.test_pixels)
         self.train_inputs, self.train_labels = real_inputs(train, self.teacher)
         self.train = train
         calibration_seed = self.config.seed + CALIBRATION_SEED_OFFSET

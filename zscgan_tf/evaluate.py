@@ -95,14 +95,22 @@ class TfliteClassifier:
         """The input shape, batch included, e.g. (1, 32, 32, 3)."""
         return tuple(int(dim) for dim in self.input_details["shape"])
 
+    def _input_quantization(self):
+        """(scale, zero point, integer limits) of an integer input.
+
+        Raises:
+          UserError: if the input has no quantization scale.
+        """
+        scale, zero_point = self.input_details["quantization"]
+        if scale == 0:
+            raise UserError("the model has an integer input without a quantization scale")
+        return scale, zero_point, np.iinfo(self.input_details["dtype"])
+
     def _quantize_input(self, sample: np.ndarray) -> np.ndarray:
         dtype = self.input_details["dtype"]
         if dtype not in _INTEGER_IO_TYPES:
             return sample.astype(dtype)
-        scale, zero_point = self.input_details["quantization"]
-        if scale == 0:
-            raise UserError("the model has an integer input without a quantization scale")
-        limits = np.iinfo(dtype)
+        scale, zero_point, limits = self._input_quantization()
         quantized = np.round(sample / scale + zero_point)
         return np.clip(quantized, limits.min, limits.max).astype(dtype)
 
@@ -150,13 +158,10 @@ class TfliteClassifier:
         dtype = self.input_details["dtype"]
         if dtype not in _INTEGER_IO_TYPES:
             return None
-        input_scale, zero_point = self.input_details["quantization"]
-        if input_scale == 0:
-            raise UserError("the model has an integer input without a quantization scale")
+        input_scale, zero_point, limits = self._input_quantization()
         scale, offset = preprocessing.scale_and_offset(self.input_shape[-1], dtype=np.float64)
         levels = np.arange(PIXEL_MAX + 1, dtype=np.float64)
         exact = (levels[None, :] * scale[:, None] + offset[:, None]) / input_scale + zero_point
-        limits = np.iinfo(dtype)
         ties = np.abs(exact - np.floor(exact) - 0.5) < PIXEL_TIE_TOLERANCE
         rows = []
         for channel_exact, channel_ties in zip(exact, ties):
