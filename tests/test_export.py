@@ -236,6 +236,49 @@ def test_representative_dataset_from_array_yields_batch_one_float32():
         export.representative_dataset_from_array(np.full((2,) + INPUT_SHAPE, np.nan))
 
 
+def test_representative_dataset_reaches_the_input_range_in_its_first_sample():
+    images = np.tanh(random_inputs(count=3, shape=(4, 4, 3))) * 0.9
+    images[0, ..., 2] = 0.25  # A constant channel still gets both ends.
+    before = images.copy()
+    samples = [sample[0][0] for sample in export.representative_dataset_from_array(
+        images, (np.array([-1.0, -2.0, -3.0]), np.array([1.0, 2.0, 3.0])))()]
+    np.testing.assert_array_equal(images, before)  # The caller's array is not touched.
+    first = samples[0].reshape(-1, 3)
+    assert list(first.min(axis=0)) == [-1.0, -2.0, -3.0] and list(first.max(axis=0)) == [1.0, 2.0, 3.0]
+    # Two values per channel move, to the ends; the rest of the sample and every other sample are as given.
+    assert np.count_nonzero(samples[0] != images[0]) == 6
+    for index in (1, 2):
+        np.testing.assert_array_equal(samples[index], images[index])
+    # Where some sample already reaches the range, every sample is left as it is.
+    images[2, 0, 0], images[2, 0, 1] = (-1.0, -2.0, -3.0), (1.0, 2.0, 3.0)
+    reaching = list(export.representative_dataset_from_array(
+        images, (np.array([-1.0, -2.0, -3.0]), np.array([1.0, 2.0, 3.0])))())
+    for index in range(3):
+        np.testing.assert_array_equal(reaching[index][0][0], images[index])
+    with pytest.raises(ValueError, match="3 per-channel values"):
+        export.representative_dataset_from_array(images, (np.zeros(2), np.ones(2)))
+    with pytest.raises(ValueError, match="low <= high"):
+        export.representative_dataset_from_array(images, (1.0, -1.0))
+
+
+def test_an_int8_input_keeps_every_pixel_level_when_calibration_stops_short_of_the_ends(teacher):
+    from zscgan_tf.preprocessing import Preprocessing
+
+    pixels = Preprocessing("tf")
+    short_of_the_ends = np.tanh(random_inputs(seed=6)) * 0.95  # Like a generator whose tanh never saturates.
+
+    def levels_kept(model_bytes):
+        return len(np.unique(evaluate.TfliteClassifier(model_bytes).pixel_table(pixels)))
+
+    ptq = [export.convert_to_tflite(teacher, export.representative_dataset_from_array(short_of_the_ends, bounds))
+           for bounds in (None, (-1.0, 1.0))]
+    assert levels_kept(ptq[0]) < 250 and levels_kept(ptq[1]) == 256
+    students = [quantize.quantize_student(teacher, calibration_inputs=short_of_the_ends, input_range=bounds)[0]
+                for bounds in (None, (-1.0, 1.0))]
+    qat = [export.convert_to_tflite(student) for student in students]
+    assert levels_kept(qat[0]) < 250 and levels_kept(qat[1]) == 256
+
+
 def test_wrongly_shaped_representative_samples_raise_clear_error(teacher):
     dataset = export.representative_dataset_from_array(random_inputs(count=2, shape=(8, 8, 1)))
     with pytest.raises(UserError, match=r"\(1, 8, 8, 1\).*\(1, 16, 16, 1\)"):

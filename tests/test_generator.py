@@ -112,14 +112,24 @@ def test_blurred_generator_makes_smooth_samples_in_range():
     sharp = generator_lib.build_generator(generator_lib.GeneratorSpec(**spec), preprocessing)
     blurred = generator_lib.build_generator(generator_lib.GeneratorSpec(**spec, blur_sigma=1.0), preprocessing)
     blurred.set_weights(sharp.get_weights())  # The blur has no weights: same trunk, same samples before it.
-    sharp_images, blurred_images = _sample(sharp, 3), _sample(blurred, 3)
+    noise = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)
+    labels = np.arange(8) % 3
+    sharp_images, blurred_images = (generator([noise, labels], training=False).numpy()
+                                    for generator in (sharp, blurred))
     low, high = preprocessing.input_range(3)
     assert np.all(blurred_images >= low - 1e-3) and np.all(blurred_images <= high + 1e-3)
+
+    # The blur follows the tanh and the fixed per-channel affine map commutes with it, so the blurred
+    # generator's samples are exactly the low-pass of the sharp one's.
+    np.testing.assert_allclose(blurred_images, generator_lib.GaussianBlur(1.0)(sharp_images).numpy(),
+                               rtol=1e-5, atol=1e-3)
 
     def total_variation(images):
         return np.abs(np.diff(images, axis=1)).mean() + np.abs(np.diff(images, axis=2)).mean()
 
-    assert total_variation(blurred_images) < 0.5 * total_variation(sharp_images)
+    # How much smoother depends on the random trunk's samples (0.27 to 0.61 of the variation over 15
+    # seeds); the filter's strength on pixel patterns is tested on a checkerboard above.
+    assert total_variation(blurred_images) < total_variation(sharp_images)
     assert any(isinstance(layer, generator_lib.GaussianBlur) for layer in blurred.layers)
     assert not any(isinstance(layer, generator_lib.GaussianBlur) for layer in sharp.layers)
 

@@ -120,3 +120,42 @@ def test_calibration_rejects_a_bad_batch_size(batch_size):
     student, _ = quantize.quantize_student(teacher)
     with pytest.raises(ValueError, match="batch_size"):
         quantizer_ranges.calibrate_activation_ranges(student, teacher, random_inputs(), batch_size=batch_size)
+
+
+def test_model_input_range_is_widened_to_the_preprocessing_range_and_training_keeps_it():
+    teacher = build_tiny_teacher()
+    short_of_the_ends = np.tanh(random_inputs(seed=3)) * 0.9  # Samples within [-0.9, 0.9].
+    student, _ = quantize.quantize_student(teacher, calibration_inputs=short_of_the_ends)
+    assert range_of(student.get_layer(index=1), "_min:0", "_max:0") == (
+        pytest.approx(short_of_the_ends.min()), pytest.approx(short_of_the_ends.max()))
+    assert quantizer_ranges.cover_model_input_range(student, np.array([-1.0]), np.array([1.0]))
+    assert range_of(student.get_layer(index=1), "_min:0", "_max:0") == (-1.0, 1.0)
+    # TF-MOT's input quantizer only ever widens: training on the narrower samples keeps the range.
+    student(short_of_the_ends, training=True)
+    assert range_of(student.get_layer(index=1), "_min:0", "_max:0") == (-1.0, 1.0)
+    # A range already wider than the preprocessing's is kept; per-channel bounds reduce to their extremes.
+    quantizer_ranges.cover_model_input_range(student, np.array([-0.5, 2.0]), np.array([0.5, 3.0]))
+    assert range_of(student.get_layer(index=1), "_min:0", "_max:0") == (-1.0, 3.0)
+    # Zero stays inside, as TFLite requires.
+    raw, _ = quantize.quantize_student(teacher)
+    quantizer_ranges.cover_model_input_range(raw, 10.0, 255.0)
+    assert range_of(raw.get_layer(index=1), "_min:0", "_max:0") == (0.0, 255.0)
+    with pytest.raises(ValueError, match="low <= high"):
+        quantizer_ranges.cover_model_input_range(raw, 1.0, -1.0)
+
+
+def test_quantize_student_covers_the_input_range_it_is_given():
+    teacher = build_tiny_teacher()
+    short_of_the_ends = np.tanh(random_inputs(seed=4)) * 0.9
+    student, _ = quantize.quantize_student(teacher, calibration_inputs=short_of_the_ends, input_range=(-1.0, 1.0))
+    assert range_of(student.get_layer(index=1), "_min:0", "_max:0") == (-1.0, 1.0)
+
+
+def test_a_model_input_quantized_below_8_bits_keeps_its_fitted_range():
+    teacher = build_tiny_teacher()
+    scheme = quantize.QuantizationScheme.from_name("w4a4", keep_first_and_last_at_8_bits=False)
+    inputs = np.tanh(random_inputs(seed=5)) * 0.9
+    student, _ = quantize.quantize_student(teacher, scheme, calibration_inputs=inputs)
+    fitted = range_of(student.get_layer(index=1), "_min:0", "_max:0")
+    assert not quantizer_ranges.cover_model_input_range(student, -1.0, 1.0)
+    assert range_of(student.get_layer(index=1), "_min:0", "_max:0") == fitted

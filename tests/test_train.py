@@ -49,6 +49,8 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     assert "done:" in capsys.readouterr().out
     export_report = (work_dir / "export_report.md").read_text()
     assert export_report.count("- from uint8 pixels: int8 input = ") == 2  # The PTQ and QAT models; not the float.
+    # The input covers pixels 0 to 255 though this barely trained generator's samples stop short of them.
+    assert export_report.count("all 256 pixel levels kept") == 2
     assert "| 3 |" in (work_dir / "report.md").read_text()  # Every one of 4 classes has a row.
     # With ImageNet's 1,000 classes the table keeps the 20 of lowest agreement, in class order.
     samples = report["generated_samples"]
@@ -88,7 +90,7 @@ def test_w4a4_run_trains_a_student_with_fitted_held_ranges_and_says_so(tmp_path,
         pipeline.load_generator(str(work_dir / "generator.keras")), teacher, 16,
         seed=quantization_stages.CALIBRATION_SEED_OFFSET)
     fitted, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme.from_name("w4a4"),
-                                          calibration_inputs=calibration)
+                                          calibration_inputs=calibration, input_range=teacher.input_range())
     trained = quantization_stages.load_student(str(work_dir / "student.h5"))
 
     def ranges(student):

@@ -173,7 +173,10 @@ def convert() -> None:
     if FLAGS.generator and FLAGS.data_source != "generator":
         raise UserError(f"--generator is only used with --data_source=generator, not {FLAGS.data_source}")
     model, calibration, description, preprocessing = _model_to_convert()
-    representative = export.representative_dataset_from_array(calibration) if calibration is not None else None
+    # The input's range covers every pixel where the preprocessing says what pixels become.
+    input_range = preprocessing.input_range(int(model.inputs[0].shape[-1])) if preprocessing else None
+    representative = (export.representative_dataset_from_array(calibration, input_range)
+                      if calibration is not None else None)
     model_bytes = export.convert_to_tflite(model, representative, mode=FLAGS.mode, io_dtype=FLAGS.io_dtype,
                                            per_channel=FLAGS.per_channel, output_path=FLAGS.output)
     report = tflite_model.inspect_tflite(model_bytes)

@@ -99,7 +99,7 @@ def benchmark():
     calibration = quantization_stages.calibration_samples(generator, teacher, quantization.calibration_samples,
                                                           seed=quantization_stages.CALIBRATION_SEED_OFFSET)
     student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme.from_name(quantization.scheme),
-                                           calibration_inputs=calibration)
+                                           calibration_inputs=calibration, input_range=teacher.input_range())
     settings = config_lib.DistillationConfig(steps=FLAGS.steps, batch_size=FLAGS.batch_size,
                                              checkpoint_every=FLAGS.checkpoint_every)
     distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes, settings)

@@ -35,6 +35,10 @@ SPEED_WARMUP_STEPS = 2
 # How TFLite rows feed test images (part of their cache key): uint8 pixels through
 # `TfliteClassifier.pixel_table`, not re-quantized float inputs.
 TFLITE_INPUT = "pixel_table"
+# How every quantized model's input range is set (part of the cache key of every row that quantizes,
+# and of QAT checkpoint directories): it covers pixels 0 to 255 (`Teacher.input_range`), not only
+# the calibration samples' range.
+INPUT_RANGE = "covers_pixels_0_255"
 
 
 def _say(message: str):
@@ -85,10 +89,12 @@ def real_inputs(dataset: data.LabeledImages, teacher: teachers.Teacher):
     return teacher.preprocessing.apply(dataset.images), dataset.labels
 
 
-def int8_ptq(model, calibration: np.ndarray, output_path: Optional[str], per_channel: bool = True) -> bytes:
-    """Int8 TFLite of `model` calibrated on `calibration`, written to `output_path` unless it is None."""
-    return export.convert_to_tflite(model, export.representative_dataset_from_array(calibration), mode="int8",
-                                    per_channel=per_channel, output_path=output_path)
+def int8_ptq(model, calibration: np.ndarray, input_range, output_path: Optional[str],
+             per_channel: bool = True) -> bytes:
+    """Int8 TFLite of `model` calibrated on `calibration` with its input covering `input_range`, written
+    to `output_path` unless it is None."""
+    return export.convert_to_tflite(model, export.representative_dataset_from_array(calibration, input_range),
+                                    mode="int8", per_channel=per_channel, output_path=output_path)
 
 
 # One teacher.
@@ -145,10 +151,10 @@ class TeacherBenchmark:
         common = {"teacher": self.teacher.name, "dataset": self.dataset_name, "eval_images": len(self.test_labels),
                   "calibration_samples": self.config.calibration_samples, "seed": self.config.seed}
         # Rows measured in TFLite: their figures depend on how test pixels reach an integer input.
-        tflite = {**common, "tflite_input": TFLITE_INPUT}
+        tflite = {**common, "tflite_input": TFLITE_INPUT, "input_range": INPUT_RANGE}
         generated = self.config.generator_settings()
         qat = {"qat_steps": self.config.qat_steps, "qat_batch_size": self.config.qat_batch_size,
-               "qat_learning_rate": self.config.qat_learning_rate}
+               "qat_learning_rate": self.config.qat_learning_rate, "input_range": INPUT_RANGE}
         qat.update(self.config.optional_qat_settings())
         zscgan_qat = {**qat, "qat_joint_generator": True} if self.config.qat_joint_generator else qat
         rows = [("fp32", "FP32", self.fp32, common),
@@ -252,8 +258,8 @@ class TeacherBenchmark:
 
     def ptq(self, source: str, per_channel: bool = True) -> dict:
         name = f"{source}_ptq_int8{'' if per_channel else '_per_tensor'}.tflite"
-        model_bytes = int8_ptq(self.teacher.model, self.calibration_for(source), os.path.join(self.dir, name),
-                               per_channel=per_channel)
+        model_bytes = int8_ptq(self.teacher.model, self.calibration_for(source), self.teacher.input_range(),
+                               os.path.join(self.dir, name), per_channel=per_channel)
         return {**self.tflite_int8_top1(model_bytes), "tflite_bytes": len(model_bytes)}
 
     def tflite_int8_top1(self, model_bytes: bytes) -> dict:
@@ -276,7 +282,8 @@ class TeacherBenchmark:
             draws = []
             for draw in range(self.config.calibration_draws):
                 seed = self.config.seed + SPREAD_SEED_OFFSET + draw
-                model_bytes = int8_ptq(self.teacher.model, self.calibration_draw(source, seed), output_path=None)
+                model_bytes = int8_ptq(self.teacher.model, self.calibration_draw(source, seed),
+                                       self.teacher.input_range(), output_path=None)
                 logits = evaluate.TfliteClassifier(model_bytes).predict_pixels(self.test_pixels,
                                                                                self.teacher.preprocessing)
                 draws.append({"seed": seed, "top1": evaluate.top1_accuracy(logits, self.test_labels),
@@ -372,7 +379,8 @@ class TeacherBenchmark:
         `distillation_seed` is given, generated samples from the benchmark's pool unless `pool_draw` is."""
         scheme = self.config.quantization_scheme(scheme_name)
         calibration = self.calibration_for(source, pool_draw)
-        student, _ = quantize.quantize_student(self.teacher.model, scheme, calibration_inputs=calibration)
+        student, _ = quantize.quantize_student(self.teacher.model, scheme, calibration_inputs=calibration,
+                                               input_range=self.teacher.input_range())
         settings = self.config.qat_settings(joint_generator=self.config.qat_joint_generator and source == "zscgan")
         row_seed = self.config.seed + DISTILLATION_SEED_OFFSET
         seed = row_seed if distillation_seed is None else distillation_seed
@@ -395,7 +403,7 @@ class TeacherBenchmark:
         # The directory names the settings, so a checkpoint never resumes under other ones.
         tag = hashlib.sha1(json.dumps([settings.steps, settings.batch_size, settings.learning_rate,
                                        settings.mixed_fraction, settings.joint_generator, self.config.seed,
-                                       self.config.generator_settings()]
+                                       self.config.generator_settings(), INPUT_RANGE]
                                       + sorted(self.config.optional_qat_settings().items())
                                       + sorted(self.config.low_bit_range_settings(scheme_name).items()),
                                       sort_keys=True).encode()).hexdigest()[:8]
@@ -406,7 +414,8 @@ class TeacherBenchmark:
         keras_accuracy = keras_top1(student, self.test_inputs, self.test_labels)
         if not scheme.exportable:
             return {"top1": keras_accuracy, "measured": "Keras (simulated)"}
-        model_bytes = int8_ptq(student, calibration, os.path.join(self.dir, f"{source}_qat_{scheme.name}_int8.tflite"))
+        model_bytes = int8_ptq(student, calibration, self.teacher.input_range(),
+                               os.path.join(self.dir, f"{source}_qat_{scheme.name}_int8.tflite"))
         return {**self.tflite_int8_top1(model_bytes), "keras_top1": keras_accuracy, "tflite_bytes": len(model_bytes)}
 
 

@@ -57,7 +57,7 @@ class DistilledDataConfig:
 
 def gaussian_noise_inputs(teacher: Teacher, count: int, seed: int) -> np.ndarray:
     """`count` N(0, 1) samples clipped to the teacher's input range (the no-data calibration)."""
-    low, high = teacher.preprocessing.input_range(teacher.image_shape[2])
+    low, high = teacher.input_range()
     noise = np.random.default_rng(seed).standard_normal((count, *teacher.image_shape))
     return np.clip(noise, low, high).astype(np.float32)
 
@@ -68,7 +68,7 @@ class _BatchOptimizer:
     def __init__(self, teacher: Teacher, config: DistilledDataConfig):
         self.config = config
         self.statistics_model = bn_stats.build_statistics_model(teacher.model)
-        low, high = teacher.preprocessing.input_range(teacher.image_shape[2])
+        low, high = teacher.input_range()
         self.low = tf.constant(np.asarray(low, np.float32))
         self.high = tf.constant(np.asarray(high, np.float32))
         half_width = float(np.max((np.asarray(high) - np.asarray(low)) / 2.0))

@@ -56,18 +56,28 @@ RepresentativeDataset = Callable[[], Iterator[List[np.ndarray]]]
 # ------------------------------------------------------------------------ conversion
 
 
-def representative_dataset_from_array(images: np.ndarray) -> RepresentativeDataset:
+def representative_dataset_from_array(images: np.ndarray, input_range=None) -> RepresentativeDataset:
     """Wraps teacher-space samples as a TFLite `representative_dataset`.
+
+    The converter takes the model input's quantization range from these samples
+    alone, and a device clips every input outside it. Pass `input_range` (the
+    teacher's `input_range()`) so that the range covers every pixel: in each channel
+    where no sample reaches `low` (`high`), the first sample's lowest (highest) value
+    is moved there (pixel 0 or 255). Generated samples that stop just short of their
+    range's ends would otherwise lose the brightest pixel level; samples that reach
+    them are left as they are.
 
     Args:
       images: float array of shape (N, ...) with N >= 1, e.g. generator samples.
+      input_range: optional (low, high), scalars or per channel (the last axis).
 
     Returns:
       A zero-argument callable yielding `[images[i:i + 1]]` (float32), one sample
       at a time, as `TFLiteConverter.representative_dataset` expects.
 
     Raises:
-      ValueError: for an empty, scalar or non-finite array.
+      ValueError: for an empty, scalar or non-finite array, or a range that does not
+        fit its channels.
     """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim < 2 or images.shape[0] == 0:
@@ -75,12 +85,35 @@ def representative_dataset_from_array(images: np.ndarray) -> RepresentativeDatas
             f"images must have shape (N>0, ...), got shape {images.shape}")
     if not np.all(np.isfinite(images)):
         raise ValueError("images contain NaN or infinite values")
+    first = images[:1] if input_range is None else _first_sample_reaching(images, *input_range)
 
     def representative_dataset():
-        for index in range(images.shape[0]):
+        yield [first]
+        for index in range(1, images.shape[0]):
             yield [images[index:index + 1]]
 
     return representative_dataset
+
+
+def _first_sample_reaching(images: np.ndarray, low, high) -> np.ndarray:
+    """`images[:1]`, its lowest (highest) value moved to `low` (`high`) in each channel no sample reaches."""
+    channels = images.shape[-1]
+    try:
+        low, high = (np.broadcast_to(np.asarray(bound, np.float32), (channels,)) for bound in (low, high))
+    except ValueError as error:
+        raise ValueError(f"the input range must be scalars or {channels} per-channel values") from error
+    if np.any(low > high):
+        raise ValueError(f"the input range must have low <= high, got {low}, {high}")
+    every_value = images.reshape(-1, channels)
+    reached_low, reached_high = every_value.min(axis=0), every_value.max(axis=0)
+    values = images[:1].copy().reshape(-1, channels)
+    for channel in range(channels):
+        order = np.argsort(values[:, channel], kind="stable")  # Two elements, even in a constant channel.
+        if reached_low[channel] > low[channel]:
+            values[order[0], channel] = low[channel]
+        if reached_high[channel] < high[channel]:
+            values[order[-1], channel] = high[channel]
+    return values.reshape(images[:1].shape)
 
 
 def is_quantization_aware(model: tf_keras.Model) -> bool:

@@ -38,6 +38,9 @@ FLOAT_TFLITE_FILE = "teacher_float.tflite"
 PTQ_TFLITE_FILE = "ptq_int8.tflite"
 QAT_TFLITE_FILE = "qat_int8.tflite"
 EXPORT_REPORT_FILE = "export_report.md"
+# Part of each export's settings key: models exported before the input's range covered pixels 0
+# to 255 (`export.representative_dataset_from_array`) are converted again.
+EXPORT_INPUT_RANGE = "input_covers_pixels"
 CALIBRATION_SEED_OFFSET = 3
 DISTILLATION_SEED_OFFSET = 4
 JOINT_GENERATOR_SEED_OFFSET = 7  # Benchmarks use 5 and 6.
@@ -92,7 +95,8 @@ def restore_student(run_config: RunConfig, teacher: Teacher, generator, calibrat
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     if not latest:
         raise UserError(f"no QAT checkpoint in {checkpoint_dir!r}; run the distillation stage first")
-    student, _ = quantize.quantize_student(teacher.model, scheme_of(run_config), calibration_inputs=calibration)
+    student, _ = quantize.quantize_student(teacher.model, scheme_of(run_config), calibration_inputs=calibration,
+                                           input_range=teacher.input_range())
     distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes, run_config.distillation)
     distiller.checkpoint.restore(latest).expect_partial()
     return student
@@ -119,7 +123,8 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
         _say(f"distillation: already done ({settings.steps} steps), loading {model_path}")
         return load_student(model_path)
     scheme = scheme_of(run_config)
-    student, float_layers = quantize.quantize_student(teacher.model, scheme, calibration_inputs=calibration)
+    student, float_layers = quantize.quantize_student(teacher.model, scheme, calibration_inputs=calibration,
+                                                      input_range=teacher.input_range())
     if float_layers:
         _say(f"distillation: layers TF-MOT cannot quantize stay float: {', '.join(float_layers)}")
     distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes, settings,
@@ -144,7 +149,7 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
     """Writes the float, PTQ and (W8A8) QAT TFLite models; returns {kind: path}."""
     work_dir = run_config.work_dir
     settings = run_config.quantization
-    representative = export.representative_dataset_from_array(calibration)
+    representative = export.representative_dataset_from_array(calibration, teacher.input_range())
     exports = {"float": (FLOAT_TFLITE_FILE, teacher.model, dict(mode="float")),
                "ptq_int8": (PTQ_TFLITE_FILE, teacher.model,
                             dict(mode="int8", representative_dataset=representative, io_dtype=settings.io_dtype,
@@ -162,7 +167,8 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
     paths, report_lines = {}, [f"# Exported models ({run_config.work_dir})", ""]
     for kind, (file_name, model, options) in exports.items():
         path = os.path.join(work_dir, file_name)
-        key = f"{kind}:{settings.io_dtype}:{settings.per_channel}:{state.get('distillation', {}).get('steps')}"
+        key = (f"{kind}:{settings.io_dtype}:{settings.per_channel}:{state.get('distillation', {}).get('steps')}:"
+               f"{EXPORT_INPUT_RANGE}")
         if done.get(kind) != {"settings": key, "sha256": file_digest(path)}:
             _say(f"export: converting {kind} -> {path}")
             export.convert_to_tflite(model, output_path=path, **options)

@@ -374,6 +374,7 @@ def quantize_student(
         teacher: tf_keras.Model,
         scheme: QuantizationScheme = QuantizationScheme(),
         calibration_inputs: Optional[np.ndarray] = None,
+        input_range: Optional[Tuple[np.ndarray, np.ndarray]] = None,
 ) -> Tuple[tf_keras.Model, Tuple[str, ...]]:
     """Builds the fake-quantized student from a copy of the teacher.
 
@@ -389,13 +390,17 @@ def quantize_student(
     calibrated activation ranges are fitted (`range_fitting`) and the student must be
     trained with its ranges held (`scheme.holds_ranges_in_training`), which needs
     `calibration_inputs`: held uncalibrated ranges would stay at TF-MOT's starting
-    values.
+    values. Pass `input_range` (`Teacher.input_range()`) so that the model input's
+    range covers every pixel a device will feed, not only the calibration samples'
+    (`quantizer_ranges.cover_model_input_range`).
 
     Args:
       teacher: a built, flat, functional or Sequential tf_keras model.
       scheme: bit widths.
       calibration_inputs: optional teacher-space inputs, shape (N, ...) matching the
         teacher's input.
+      input_range: optional (low, high), scalars or per channel, of the inputs the
+        deployed model will read.
 
     Returns:
       (student, float_layer_names): the TF-MOT model, and the names of the teacher's
@@ -447,6 +452,8 @@ def quantize_student(
     if calibration_inputs is not None:
         quantizer_ranges.calibrate_activation_ranges(
             student, teacher, calibration_inputs, fit_low_bit_ranges=fit_low_bit_ranges)
+    if input_range is not None:
+        quantizer_ranges.cover_model_input_range(student, *input_range)
     return student, float_layer_names
 
 

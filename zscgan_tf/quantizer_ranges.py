@@ -9,6 +9,8 @@ student built by `quantize.quantize_student` starts instead from its teacher:
   tensor it quantizes, over calibration inputs (generator samples in a data-free
   run): the observed min and max at 8 bits, as TFLite's converter takes them, and
   below 8 bits, on request, the least-squares range of `range_fitting`.
+- `cover_model_input_range`: the model input's range widened to every input the
+  teacher's preprocessing can make, so that no pixel level is clipped on a device.
 
 So the untrained student already reproduces its teacher up to rounding.
 
@@ -67,6 +69,44 @@ def initialize_weight_ranges(student: tf_keras.Model) -> None:
             quantizer(weight, True, weights=range_variables)
 
 
+def _is_model_input_quantizer(layer) -> bool:
+    """Whether `layer` is the QuantizeLayer TF-MOT puts on the model input, with a quantizer."""
+    if not isinstance(layer, quantize_layer.QuantizeLayer) or not layer.quantizer:
+        return False
+    inbound = inbound_layers(layer)
+    return len(inbound) == 1 and isinstance(inbound[0], tf_keras.layers.InputLayer)
+
+
+def cover_model_input_range(student: tf_keras.Model, low, high) -> bool:
+    """Widens the model input's quantizer range to contain [min(low), max(high)] (and 0).
+
+    The input's range is otherwise the min and max of the calibration and training
+    samples, but the deployed model reads every input its preprocessing can make, and
+    values outside the range are clipped: a generator whose tanh never quite reaches
+    -1 and 1 would merge the brightest pixel level into the next. TF-MOT's input
+    quantizer only ever widens its range in training, so it keeps this one. A model
+    input quantized below 8 bits is simulation only and keeps its (fitted) range.
+
+    Args:
+      student: a TF-MOT model.
+      low, high: scalars or per-channel bounds, e.g. `Teacher.input_range()`.
+
+    Returns:
+      Whether the student has an 8-bit (or wider) model-input quantizer to widen.
+    """
+    low, high = float(np.min(low)), float(np.max(high))
+    if not low <= high:
+        raise ValueError(f"the input range must have low <= high, got [{low}, {high}]")
+    widened = False
+    for layer in student.layers:
+        if _is_model_input_quantizer(layer) and _bits_of(layer.quantizer) >= DEFAULT_SCHEME_BITS:
+            variables = layer.quantizer_vars
+            variables["min_var"].assign(min(float(variables["min_var"].numpy()), low, 0.0))
+            variables["max_var"].assign(max(float(variables["max_var"].numpy()), high, 0.0))
+            widened = True
+    return widened
+
+
 # `_RangeTarget.layer_name` of the quantizer that reads the model input.
 _MODEL_INPUT = None
 
@@ -91,10 +131,7 @@ def _activation_range_targets(student, teacher) -> Tuple[List[_RangeTarget], Lis
     targets, unmatched = [], []
     for layer in student.layers:
         if isinstance(layer, quantize_layer.QuantizeLayer):
-            inbound = inbound_layers(layer)
-            if (layer.quantizer and len(inbound) == 1
-                    and isinstance(inbound[0], tf_keras.layers.InputLayer)
-                    and len(teacher.inputs) == 1):
+            if _is_model_input_quantizer(layer) and len(teacher.inputs) == 1:
                 targets.append(_RangeTarget(_MODEL_INPUT, False, layer.quantizer_vars, _bits_of(layer.quantizer)))
             elif layer.quantizer:
                 unmatched.append(layer.name)

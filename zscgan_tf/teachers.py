@@ -19,6 +19,7 @@ import os
 import zipfile
 from typing import Callable, Dict, FrozenSet, Iterator, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 from tf_keras.src.saving import serialization_lib
@@ -113,6 +114,10 @@ class Teacher:
     num_classes: int
     name: str
     description: dict
+
+    def input_range(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Per-channel (low, high) of every input the model reads: its preprocessing of pixels 0 to 255."""
+        return self.preprocessing.input_range(self.image_shape[2])
 
 
 def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
