@@ -408,3 +408,34 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
     assert results["top1"]["ptq_int8_tflite"] == expected
     assert results["top1"]["fp32_keras"] == evaluate.top1_accuracy(evaluate.keras_predict(teacher.model, inputs),
                                                                    labels)
+
+
+def test_a_student_saved_or_checkpointed_with_a_narrower_input_range_comes_back_covering_every_pixel(tmp_path):
+    import tensorflow as tf
+    from conftest import tiny_teacher
+    from zscgan_tf import generator as generator_lib, quantize, quantization_stages
+
+    teacher = tiny_teacher()
+    # A student built as before the input's range covered every pixel: from samples short of [-1, 1].
+    narrow = 0.9 * np.tanh(np.random.default_rng(0).standard_normal((16,) + teacher.image_shape)).astype(np.float32)
+    student, _ = quantize.quantize_student(teacher.model, calibration_inputs=narrow)
+
+    def input_range(model):
+        return tuple(round(float(w.numpy()), 4) for w in model.get_layer(index=1).weights
+                     if w.name.endswith(("_min:0", "_max:0")))
+
+    narrow_range = (round(float(narrow.min()), 4), round(float(narrow.max()), 4))
+    assert input_range(student) == narrow_range
+    path = str(tmp_path / "student.h5")
+    student.save(path)
+    assert input_range(quantization_stages.load_student(path)) == narrow_range
+    assert input_range(quantization_stages.load_student(path, teacher.input_range())) == (-1.0, 1.0)
+    # A QAT checkpoint of it, restored the way tools/convert.py restores a run's.
+    run_config = config_lib.RunConfig()
+    generator = generator_lib.build_generator(
+        generator_lib.GeneratorSpec(num_classes=teacher.num_classes, image_shape=teacher.image_shape, noise_dim=8,
+                                    base_channels=8), teacher.preprocessing)
+    tf.train.Checkpoint(student=student).save(str(tmp_path / "checkpoints" / "ckpt"))
+    restored = quantization_stages.restore_student(run_config, teacher, generator, narrow,
+                                                   str(tmp_path / "checkpoints"))
+    assert input_range(restored) == (-1.0, 1.0)

@@ -156,8 +156,8 @@ def _from_run(run_dir, generator):
     calibration = _calibration(generator, teacher, FLAGS.calibration_samples)
     student_path = os.path.join(run_dir, quantization_stages.STUDENT_MODEL_FILE)
     if os.path.exists(student_path):
-        return (quantization_stages.load_student(student_path), calibration, f"student {student_path}",
-                teacher.preprocessing)
+        return (quantization_stages.load_student(student_path, teacher.input_range()), calibration,
+                f"student {student_path}", teacher.preprocessing)
     checkpoint_dir = os.path.join(run_dir, quantization_stages.DISTILLATION_DIR, "checkpoints")
     student = quantization_stages.restore_student(run_config, teacher, generator, calibration, checkpoint_dir)
     return student, calibration, f"QAT checkpoint in {checkpoint_dir}", teacher.preprocessing

@@ -24,7 +24,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import data, distill, edge_tpu, evaluate, export, quantize, tflite_model, zero_shot
+from zscgan_tf import data, distill, edge_tpu, evaluate, export, quantize, quantizer_ranges, tflite_model, zero_shot
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, save_keras_model_atomic, write_text_atomic
@@ -39,8 +39,8 @@ PTQ_TFLITE_FILE = "ptq_int8.tflite"
 QAT_TFLITE_FILE = "qat_int8.tflite"
 EXPORT_REPORT_FILE = "export_report.md"
 # Part of each export's settings key: models exported before the input's range covered pixels 0
-# to 255 (`export.representative_dataset_from_array`) are converted again.
-EXPORT_INPUT_RANGE = "input_covers_pixels"
+# to 255 (`export.representative_dataset_from_array`, `load_student`) are converted again.
+EXPORT_INPUT_RANGE = "input_covers_pixels_0_255"
 CALIBRATION_SEED_OFFSET = 3
 DISTILLATION_SEED_OFFSET = 4
 JOINT_GENERATOR_SEED_OFFSET = 7  # Benchmarks use 5 and 6.
@@ -79,10 +79,17 @@ def scheme_of(run_config: RunConfig) -> quantize.QuantizationScheme:
         per_channel=settings.per_channel, low_bit_ranges=settings.low_bit_ranges)
 
 
-def load_student(path: str) -> tf_keras.Model:
-    """Loads a TF-MOT student saved by `distillation_stage`."""
+def load_student(path: str, input_range=None) -> tf_keras.Model:
+    """Loads a TF-MOT student saved by `distillation_stage`.
+
+    With `input_range` (`Teacher.input_range()`), the model input's range is widened to
+    it: a student saved before that range covered every pixel level exports with it.
+    """
     with tfmot.quantization.keras.quantize_scope():
-        return tf_keras.models.load_model(path, compile=False)
+        student = tf_keras.models.load_model(path, compile=False)
+    if input_range is not None:
+        quantizer_ranges.cover_model_input_range(student, *input_range)
+    return student
 
 
 def restore_student(run_config: RunConfig, teacher: Teacher, generator, calibration: np.ndarray,
@@ -95,10 +102,11 @@ def restore_student(run_config: RunConfig, teacher: Teacher, generator, calibrat
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     if not latest:
         raise UserError(f"no QAT checkpoint in {checkpoint_dir!r}; run the distillation stage first")
-    student, _ = quantize.quantize_student(teacher.model, scheme_of(run_config), calibration_inputs=calibration,
-                                           input_range=teacher.input_range())
+    student, _ = quantize.quantize_student(teacher.model, scheme_of(run_config), calibration_inputs=calibration)
     distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes, run_config.distillation)
     distiller.checkpoint.restore(latest).expect_partial()
+    # After the restore, which sets the input's range too: a checkpoint may predate its covering every pixel.
+    quantizer_ranges.cover_model_input_range(student, *teacher.input_range())
     return student
 
 
@@ -121,7 +129,7 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
     finished = state.get("distillation", {})
     if finished.get("steps") == settings.steps and finished.get("sha256") == file_digest(model_path):
         _say(f"distillation: already done ({settings.steps} steps), loading {model_path}")
-        return load_student(model_path)
+        return load_student(model_path, teacher.input_range())
     scheme = scheme_of(run_config)
     student, float_layers = quantize.quantize_student(teacher.model, scheme, calibration_inputs=calibration,
                                                       input_range=teacher.input_range())
