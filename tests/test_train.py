@@ -115,6 +115,23 @@ def test_work_dir_of_a_different_run_is_refused(tmp_path, tiny_teacher_file, cap
     assert "different config (loss.bn_distance)" in error and len(error.strip().splitlines()) == 1
 
 
+def test_a_run_directory_copied_elsewhere_resumes_there(tmp_path, tiny_teacher_file, capsys):
+    import shutil
+    work_dir = tmp_path / "run"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    copied = tmp_path / "archive" / "run"
+    shutil.copytree(work_dir, copied)
+    before = {name: file_digest(str(copied / name)) for name in ("generator.keras", "student.h5", "qat_int8.tflite")}
+    capsys.readouterr()
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, copied)}"]) == 0
+    out = capsys.readouterr().out
+    assert "generator: already trained" in out and "distillation: already done" in out
+    assert "export: converting" not in out  # Nothing retrained or converted again.
+    assert {name: file_digest(str(copied / name)) for name in before} == before
+    assert json.loads((copied / "config.json").read_text())["work_dir"] == str(copied)
+    assert f"# Exported models ({copied})" in (copied / "export_report.md").read_text()
+
+
 def test_joint_generator_run_keeps_the_stage_one_generator_file(tmp_path, tiny_teacher_file, capsys):
     work_dir = tmp_path / "run"
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--joint_generator", "--mode_seeking_loss_weight=0.1"])

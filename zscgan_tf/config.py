@@ -21,8 +21,9 @@ CONFIG_FILE = "config.json"
 IO_DTYPES = ("int8", "uint8")
 MAX_GENERATOR_POOL_SIZE = 8
 # Settings that may change between runs in one work directory: more steps continue
-# training, and how often things are logged does not change results.
-RESUMABLE_CHANGES = ("generator_training.steps", "generator_training.checkpoint_every",
+# training, how often things are logged does not change results, and a run directory
+# moved or copied elsewhere resumes there (nothing in it records its path but config.json).
+RESUMABLE_CHANGES = ("work_dir", "generator_training.steps", "generator_training.checkpoint_every",
                      "generator_training.log_every", "generator_training.image_every", "distillation.steps",
                      "distillation.checkpoint_every", "distillation.log_every", "evaluation.latency_runs",
                      "evaluation.resize")
