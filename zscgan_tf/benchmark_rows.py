@@ -24,7 +24,7 @@ from zscgan_tf.benchmark_config import (CALIBRATION_SEED_OFFSET, DISTILLATION_SE
 from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, format_results, points, targets
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import read_json, unusable_directory_reason, write_json_atomic, write_text_atomic
-from zscgan_tf.quantization_stages import LATENCY_THREADS
+from zscgan_tf.quantization_stages import INPUT_RANGE, LATENCY_THREADS
 
 ROWS_FILE = "rows.json"
 RESULTS_JSON_FILE = "results.json"
@@ -35,10 +35,6 @@ SPEED_WARMUP_STEPS = 2
 # How TFLite rows feed test images (part of their cache key): uint8 pixels through
 # `TfliteClassifier.pixel_table`, not re-quantized float inputs.
 TFLITE_INPUT = "pixel_table"
-# How every quantized model's input range is set (part of the cache key of every row that quantizes,
-# and of QAT checkpoint directories): it covers pixels 0 to 255 (`Teacher.input_range`), not only
-# the calibration samples' range.
-INPUT_RANGE = "covers_pixels_0_255"
 
 
 def _say(message: str):

@@ -38,9 +38,11 @@ FLOAT_TFLITE_FILE = "teacher_float.tflite"
 PTQ_TFLITE_FILE = "ptq_int8.tflite"
 QAT_TFLITE_FILE = "qat_int8.tflite"
 EXPORT_REPORT_FILE = "export_report.md"
-# Part of each export's settings key: models exported before the input's range covered pixels 0
-# to 255 (`export.representative_dataset_from_array`, `load_student`) are converted again.
-EXPORT_INPUT_RANGE = "input_covers_pixels_0_255"
+# How every quantized model's input range is set, part of the keys that decide what is reused (the
+# export stage's, and the benchmark's rows and QAT directories): it covers pixels 0 to 255
+# (`Teacher.input_range`), not only the calibration samples' range. Models exported before are
+# converted again.
+INPUT_RANGE = "covers_pixels_0_255"
 CALIBRATION_SEED_OFFSET = 3
 DISTILLATION_SEED_OFFSET = 4
 JOINT_GENERATOR_SEED_OFFSET = 7  # Benchmarks use 5 and 6.
@@ -176,7 +178,7 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
     for kind, (file_name, model, options) in exports.items():
         path = os.path.join(work_dir, file_name)
         key = (f"{kind}:{settings.io_dtype}:{settings.per_channel}:{state.get('distillation', {}).get('steps')}:"
-               f"{EXPORT_INPUT_RANGE}")
+               f"{INPUT_RANGE}")
         if done.get(kind) != {"settings": key, "sha256": file_digest(path)}:
             _say(f"export: converting {kind} -> {path}")
             export.convert_to_tflite(model, output_path=path, **options)
