@@ -58,6 +58,50 @@ def build_two_block_classifier(input_shape=(16, 16, 1), num_classes=10, seed=0, 
     return tf_keras.Model(inputs, outputs, name="tiny_teacher")
 
 
+def build_hard_swish_classifier(input_shape=(8, 8, 3), num_classes=4, seed=0, spatial_size=1):
+    """MobileNetV3's blocks in small: Conv+BN, hard-swish, squeeze-excite, Dense logits.
+
+    hard-swish is `x * ReLU6(x + 3) / 6`, as `tf_keras.applications.MobileNetV3` builds
+    it: TFOpLambda arithmetic and a `Multiply`; squeeze-excite pools, gates and scales
+    with another `Multiply`. The conv's stride leaves a `spatial_size` square map: 1 is
+    what MobileNetV3's last blocks see at 32x32 input.
+    """
+    tf_keras.utils.set_random_seed(seed)
+    inputs = tf_keras.Input(input_shape, name="image")
+    x = tf_keras.layers.Conv2D(8, 3, strides=input_shape[0] // spatial_size, padding="same",
+                               use_bias=False, name="conv")(inputs)
+    x = tf_keras.layers.BatchNormalization(name="bn")(x)
+    gate = tf_keras.layers.ReLU(6.0, name="relu6")(x + 3.0) * (1.0 / 6.0)
+    x = tf_keras.layers.Multiply(name="hard_swish")([x, gate])
+    squeeze = tf_keras.layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    squeeze = tf_keras.layers.Conv2D(8, 1, activation="sigmoid", name="excite_conv")(squeeze)
+    x = tf_keras.layers.Multiply(name="excite")([x, squeeze])
+    x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = tf_keras.layers.Dense(num_classes, name="logits")(x)
+    model = tf_keras.Model(inputs, outputs, name="hard_swish_classifier")
+    randomize_batchnorm_statistics(model, seed)
+    return model
+
+
+def build_merge_layer_classifier(input_shape=(8, 8, 1), num_classes=4, seed=0):
+    """Two Conv+BN branches joined by Multiply, Subtract, Maximum and Minimum."""
+    tf_keras.utils.set_random_seed(seed)
+    inputs = tf_keras.Input(input_shape, name="image")
+    branches = []
+    for name in ("left", "right"):
+        x = tf_keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name=f"{name}_conv")(inputs)
+        branches.append(tf_keras.layers.BatchNormalization(name=f"{name}_bn")(x))
+    product = tf_keras.layers.Multiply(name="multiply")(branches)
+    difference = tf_keras.layers.Subtract(name="subtract")(branches)
+    x = tf_keras.layers.Maximum(name="maximum")([product, difference])
+    x = tf_keras.layers.Minimum(name="minimum")([x, branches[0]])
+    x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = tf_keras.layers.Dense(num_classes, name="logits")(x)
+    model = tf_keras.Model(inputs, outputs, name="merge_layer_classifier")
+    randomize_batchnorm_statistics(model, seed)
+    return model
+
+
 def randomize_batchnorm_statistics(model, seed=0):
     """Gives BN layers non-trivial moving statistics, as a trained model has."""
     random = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ import tf_keras
 
 from zscgan_tf import quantize, quantizer_ranges
 
-from conftest import build_two_block_classifier
+from conftest import build_merge_layer_classifier, build_two_block_classifier
 
 INPUT_SHAPE = (16, 16, 1)
 NUM_CLASSES = 10
@@ -40,6 +40,23 @@ def test_uncalibrated_input_range_is_tfmot_default_and_calibration_sets_it():
     minimum, maximum = range_of(student.get_layer(index=1), "_min:0", "_max:0")
     assert minimum == pytest.approx(inputs.min())
     assert maximum == pytest.approx(inputs.max())
+
+
+def test_model_input_read_by_two_layers_is_calibrated_and_widened():
+    # TF-MOT's QuantizeLayer then has calls on its intermediate models' InputLayers too.
+    # It used to go unrecognised: its range stayed [0, 0] and the student saw only zeros.
+    teacher = build_merge_layer_classifier()
+    inputs = np.random.default_rng(0).standard_normal((64, 8, 8, 1)).astype(np.float32)
+    student, _ = quantize.quantize_student(teacher, calibration_inputs=inputs)
+    input_quantizer = student.get_layer(index=1)
+    assert len(quantizer_ranges.inbound_layers(input_quantizer)) > 1
+    assert range_of(input_quantizer, "_min:0", "_max:0") == (
+        pytest.approx(inputs.min()), pytest.approx(inputs.max()))
+    teacher_logits = teacher(inputs, training=False).numpy()
+    student_logits = student(inputs, training=False).numpy()
+    assert np.abs(student_logits - teacher_logits).max() <= 0.05 * np.abs(teacher_logits).max()
+    assert quantizer_ranges.cover_model_input_range(student, -5.0, 5.0)
+    assert range_of(input_quantizer, "_min:0", "_max:0") == (-5.0, 5.0)
 
 
 def test_activation_ranges_are_the_teachers_tensor_extremes_and_contain_zero():

@@ -73,8 +73,11 @@ def _is_model_input_quantizer(layer) -> bool:
     """Whether `layer` is the QuantizeLayer TF-MOT puts on the model input, with a quantizer."""
     if not isinstance(layer, quantize_layer.QuantizeLayer) or not layer.quantizer:
         return False
+    # Where several layers read the model input, TF-MOT's transforms leave it called on
+    # the InputLayers of their intermediate models as well as on the student's own.
     inbound = inbound_layers(layer)
-    return len(inbound) == 1 and isinstance(inbound[0], tf_keras.layers.InputLayer)
+    return bool(inbound) and all(isinstance(inbound_layer, tf_keras.layers.InputLayer)
+                                 for inbound_layer in inbound)
 
 
 def cover_model_input_range(student: tf_keras.Model, low, high) -> bool:
