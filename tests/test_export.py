@@ -13,11 +13,12 @@ import tf_keras
 from zscgan_tf import edge_tpu
 from zscgan_tf import evaluate
 from zscgan_tf import export
+from zscgan_tf import quantization_stages
 from zscgan_tf import quantize
 from zscgan_tf import tflite_model
 from zscgan_tf.errors import UserError
 
-from conftest import build_two_block_classifier
+from conftest import build_hard_swish_classifier, build_two_block_classifier
 
 INPUT_SHAPE = (16, 16, 1)
 NUM_CLASSES = 10
@@ -193,6 +194,29 @@ def test_lambda_model_quantizes_and_exports(inputs):
     assert tflite_model.inspect_tflite(model_bytes).is_fully_integer
     tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(inputs)
     student_logits = evaluate.keras_predict(student, inputs)
+    assert evaluate.agreement(tflite_logits, student_logits) >= MIN_AGREEMENT
+
+
+@pytest.mark.parametrize("spatial_size", [1, 2])
+def test_hard_swish_and_squeeze_excite_student_exports_fully_integer(spatial_size, tmp_path):
+    # On a 1x1 map the converter, left to calibrate the Multiply layers, kept the
+    # hard-swish one float (MobileNetV3Small at 32x32). TF-MOT quantizes their output.
+    teacher = build_hard_swish_classifier(spatial_size=spatial_size)
+    images = np.random.default_rng(0).uniform(-1, 1, (NUM_SAMPLES, 8, 8, 3)).astype(np.float32)
+    student, float_layer_names = quantize.quantize_student(teacher, calibration_inputs=images)
+    # Only hard-swish's `x + 3` and `/ 6` (TFOpLambda) stay float in QAT.
+    assert len(float_layer_names) == 2
+    assert {type(teacher.get_layer(name)).__name__ for name in float_layer_names} == {"TFOpLambda"}
+    # The pipeline saves the student as HDF5 and loads it back to export it.
+    student.save(str(tmp_path / "student.h5"))
+    loaded = quantization_stages.load_student(str(tmp_path / "student.h5"))
+    dataset = export.representative_dataset_from_array(images[:NUM_CALIBRATION_SAMPLES])
+    model_bytes = export.convert_to_tflite(loaded, dataset)
+    report = tflite_model.inspect_tflite(model_bytes)
+    assert report.is_fully_integer
+    assert report.operator_counts()["MUL"] >= 2
+    tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(images)
+    student_logits = evaluate.keras_predict(student, images)
     assert evaluate.agreement(tflite_logits, student_logits) >= MIN_AGREEMENT
 
 

@@ -11,7 +11,7 @@ import tf_keras
 from zscgan_tf import quantize
 from zscgan_tf.errors import UserError
 
-from conftest import build_two_block_classifier
+from conftest import build_merge_layer_classifier, build_two_block_classifier
 
 INPUT_SHAPE = (16, 16, 1)
 NUM_CLASSES = 10
@@ -126,6 +126,25 @@ def test_unsupported_layers_stay_float_and_are_reported(extra_layer, float_name)
     student_logits = student(inputs, training=False).numpy()
     relative_error = np.abs(student_logits - teacher_logits).max() / np.abs(teacher_logits).max()
     assert relative_error <= MAX_RELATIVE_LOGIT_ERROR
+
+
+@pytest.mark.parametrize("scheme_name, bits", [("w8a8", 8), ("w4a4", 4)])
+def test_merge_layers_outside_the_registry_quantize_their_output(scheme_name, bits):
+    teacher = build_merge_layer_classifier()
+    inputs = np.random.default_rng(0).standard_normal((NUM_SAMPLES, 8, 8, 1)).astype(np.float32)
+    scheme = quantize.QuantizationScheme.from_name(scheme_name)
+    student, float_layer_names = quantize.quantize_student(teacher, scheme, calibration_inputs=inputs)
+    assert float_layer_names == ()
+    rows = rows_by_name(student)
+    for name in ("multiply", "subtract", "maximum", "minimum"):
+        assert (rows[name].status, rows[name].weight_bits, rows[name].activation_bits) == (
+            quantize.QUANTIZED_STATUS, None, bits), name
+    # Calibrated from the teacher's tensors: the W8A8 student starts where the teacher is.
+    if bits == 8:
+        teacher_logits = teacher(inputs, training=False).numpy()
+        student_logits = student(inputs, training=False).numpy()
+        relative_error = np.abs(student_logits - teacher_logits).max() / np.abs(teacher_logits).max()
+        assert relative_error <= MAX_RELATIVE_LOGIT_ERROR
 
 
 def test_w8a8_report_has_eight_bit_weights_and_folded_batch_norm():

@@ -8,12 +8,14 @@ student from a teacher and says, layer by layer, what was quantized and what was
 Three facts about TF-MOT shape the code:
 
 - TF-MOT quantizes a fixed set of Keras layers (its "registry"). Anything else
-  (`Rescaling`, `Normalization`, `Multiply`, `Lambda`, custom layers) is left
-  unannotated here, so it computes in float during QAT and is reported in
+  (`Rescaling`, `Normalization`, `Lambda` and `TFOpLambda` arithmetic, custom layers)
+  is left unannotated here, so it computes in float during QAT and is reported in
   `float_layer_names`. The TFLite converter can still integerize such layers when it
   is given a representative dataset to calibrate their ranges (see `export.py`).
 - `BatchNormalization` after a linear `Conv2D`/`DepthwiseConv2D`/`Dense` is not in
   the registry but is folded by TF-MOT's layout transforms, so it is annotated too.
+  `Multiply`, `Subtract`, `Maximum` and `Minimum` are not in it either; they get
+  TF-MOT's output-only config, as the registry gives `Add`.
 - The n-bit scheme (`tfmot.quantization.keras.experimental.default_n_bit`) only
   simulates widths below 8; TFLite has no 4-bit kernels, so only W8A8 exports.
 
@@ -37,8 +39,13 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 import tf_keras
 from tf_keras.src.saving import serialization_lib
-# Not exported by tfmot's public API, needed to recognise the input quantizer layer.
+# Not exported by tfmot's public API: the input quantizer layer, and the output-only
+# QuantizeConfigs its registries give Add and Concatenate.
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    default_8bit_quantize_configs)
+from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
+    default_n_bit_quantize_configs)
 
 from zscgan_tf import quantizer_ranges, range_fitting
 from zscgan_tf.errors import UserError
@@ -65,6 +72,17 @@ _FOLDABLE_INTO = (
 )
 # Not in TF-MOT's registry, but rewritten by its layout transforms into layers that are.
 _SPLIT_BY_TRANSFORMS = (tf_keras.layers.SeparableConv1D, tf_keras.layers.SeparableConv2D)
+# Merge layers outside TF-MOT's registries that TFLite runs as integer kernels (MUL,
+# SUB, MAXIMUM, MINIMUM). They are annotated with TF-MOT's output-only config, as its
+# registries annotate Add, so that QAT rounds their output as the int8 model will.
+# Left float, the converter must calibrate them itself, and it can leave one float:
+# MobileNetV3's hard-swish Multiply before a squeeze-excite pool of a 1x1 map.
+_OUTPUT_QUANTIZED_LAYERS = (
+    tf_keras.layers.Multiply,
+    tf_keras.layers.Subtract,
+    tf_keras.layers.Maximum,
+    tf_keras.layers.Minimum,
+)
 # Layers counted when choosing the "first" and "last" layer kept at 8 bits.
 _WEIGHTED_LAYERS = (
     tf_keras.layers.Conv2D,
@@ -225,6 +243,8 @@ def _is_quantizable(layer, registry, scheme: QuantizationScheme, quantizable_nam
                 and _activation_name(inbound[0].activation) == "linear")
     if isinstance(layer, _SPLIT_BY_TRANSFORMS):
         return _activation_name(layer.activation) in _LAYER_ACTIVATIONS
+    if type(layer) in _OUTPUT_QUANTIZED_LAYERS:  # pylint: disable=unidiomatic-typecheck
+        return True
     if not registry.supports(layer):
         return False
     if isinstance(layer, tf_keras.layers.Activation):
@@ -251,6 +271,14 @@ def _edge_layer_names(teacher, quantizable_names: Sequence[str]) -> Tuple[str, .
     if not weighted:
         return ()
     return tuple(dict.fromkeys((weighted[0], weighted[-1])))
+
+
+def _output_quantize_config(scheme: QuantizationScheme):
+    """TF-MOT's output-only QuantizeConfig at the scheme's activation width."""
+    if scheme.uses_n_bit_scheme:
+        return default_n_bit_quantize_configs.DefaultNBitOutputQuantizeConfig(
+            num_bits_weight=scheme.weight_bits, num_bits_activation=scheme.activation_bits)
+    return default_8bit_quantize_configs.Default8BitOutputQuantizeConfig()
 
 
 def _with_bits(quantize_config, weight_bits: int, activation_bits: int):
@@ -429,7 +457,10 @@ def quantize_student(
     def annotate(layer):
         layer_copy = layer.__class__.from_config(layer.get_config())
         if layer.name in quantizable_name_set:
-            return tfmot.quantization.keras.quantize_annotate_layer(layer_copy)
+            quantize_config = (_output_quantize_config(scheme)
+                               if type(layer) in _OUTPUT_QUANTIZED_LAYERS  # pylint: disable=unidiomatic-typecheck
+                               else None)
+            return tfmot.quantization.keras.quantize_annotate_layer(layer_copy, quantize_config)
         return layer_copy
 
     tfmot_scheme = _tfmot_scheme(scheme, _edge_layer_names(teacher, quantizable_names))
