@@ -1,8 +1,13 @@
+import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
 import json
 import os
 import stat
+import warnings
 
+import numpy as np
 import pytest
+import tf_keras
 
 from zscgan_tf import files
 
@@ -52,3 +57,17 @@ def test_unusable_directory_reason_looks_at_the_nearest_existing_parent_and_crea
     assert not (tmp_path / "new").exists()
     assert files.unusable_directory_reason(str(a_file)) == f"{str(a_file)!r} is not a directory"
     assert files.unusable_directory_reason(str(a_file / "run")) == f"{str(a_file)!r} is not a directory"
+
+
+def test_save_keras_model_atomic_writes_hdf5_without_the_legacy_format_warning(tmp_path):
+    inputs = tf_keras.Input((3,))
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(2)(inputs))
+    path = str(tmp_path / "model.h5")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert files.save_keras_model_atomic(model, path) == path
+    assert not [warning for warning in caught if "HDF5" in str(warning.message)]
+    assert os.listdir(tmp_path) == ["model.h5"]
+    loaded = tf_keras.models.load_model(path, compile=False)
+    sample = np.ones((1, 3), np.float32)
+    np.testing.assert_array_equal(loaded(sample).numpy(), model(sample).numpy())

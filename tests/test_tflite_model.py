@@ -39,17 +39,32 @@ def test_float_model_report():
     assert [tensor.dtype for tensor in report.inputs + report.outputs] == ["float32", "float32"]
     assert report.inputs[0].shape == (1,) + INPUT_SHAPE and not report.inputs[0].is_quantized
     assert report.has_static_batch_one
-    assert not report.is_fully_integer
+    assert not report.is_fully_integer and report.is_float
     assert {op.name for op in report.non_integer_ops} >= {"CONV_2D", "FULLY_CONNECTED"}
     lines = report.format()
     assert lines[0] == "- input: float32 [1, 8, 8, 1]"
+    # Every op of a float model is float: the report says so once instead of listing them.
+    assert f"- fully integer: no (float: none of its {len(report.operators)} operators is integer)" in lines
+    assert not any(line.startswith("  - not integer") for line in lines)
+
+
+def test_dynamic_range_model_names_its_hybrid_ops():
+    # The converter leaves weights under 1,024 values float: this kernel has 2,048.
+    inputs = tf_keras.Input((64,), batch_size=1)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(32)(inputs))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    report = tflite_model.inspect_tflite(converter.convert())
+    # int8 weights in float ops: neither float nor integer, so each float op is named.
+    assert not report.is_float and not report.is_fully_integer
+    lines = report.format()
     assert "- fully integer: no" in lines
-    assert any(line.startswith("  - not integer: CONV_2D") for line in lines)
+    assert any(line.startswith("  - not integer: FULLY_CONNECTED") and "int8" in line for line in lines)
 
 
 def test_int8_model_report_has_quantization_parameters():
     report = tflite_model.inspect_tflite(converted(tiny_model(), integer=True))
-    assert report.is_fully_integer and not report.non_integer_ops
+    assert report.is_fully_integer and not report.non_integer_ops and not report.is_float
     model_input = report.inputs[0]
     assert model_input.dtype == "int8" and len(model_input.scales) == 1 and model_input.scales[0] > 0
     assert -128 <= model_input.zero_points[0] <= 127
@@ -73,10 +88,13 @@ def test_hand_built_report_properties():
     report = tflite_model.TfliteModelReport(inputs=tensors[:1], outputs=tensors[2:], operators=operators,
                                             tensors=tensors, num_subgraphs=2)
     # A float constant makes the op not integer even with integer inputs and outputs.
-    assert not report.is_fully_integer
+    assert not report.is_fully_integer and not report.is_float
     assert report.non_integer_ops == operators
     assert tensors[0].is_dynamic and not report.has_static_batch_one
     lines = report.format()
+    # Some op is integer or none is float: each float op is named.
+    assert "- fully integer: no" in lines
+    assert "  - not integer: FULLY_CONNECTED (#0), inputs int8, float32; outputs int8" in lines
     assert "- static batch 1: no" in lines
     assert lines[-1] == "- subgraphs: 2 (only the main one inspected)"
 

@@ -9,12 +9,15 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from typing import Optional
 
 TEMPORARY_PREFIX = ".tmp-"
 DIGEST_CHUNK_BYTES = 1 << 20
 # mkstemp creates files readable by their owner only; outputs get the usual umask instead.
 _DEFAULT_FILE_MODE = 0o666
+# What tf_keras says on every `.h5` save.
+_HDF5_LEGACY_WARNING = "You are saving your model as an HDF5 file"
 
 
 def _current_umask() -> int:
@@ -76,7 +79,10 @@ def save_keras_model_atomic(model, path: str) -> str:
     os.makedirs(directory, exist_ok=True)
     temporary_path = os.path.join(directory, f"{TEMPORARY_PREFIX}{os.getpid()}-{os.path.basename(path)}")
     try:
-        model.save(temporary_path)
+        with warnings.catch_warnings():
+            # HDF5 on purpose: a TF-MOT model saved as `.keras` does not load back.
+            warnings.filterwarnings("ignore", message=_HDF5_LEGACY_WARNING)
+            model.save(temporary_path)
         os.replace(temporary_path, path)
     finally:
         if os.path.exists(temporary_path):

@@ -133,6 +133,14 @@ class TfliteModelReport:
         return io_integer and not self.non_integer_ops
 
     @property
+    def is_float(self) -> bool:
+        """Float inputs and outputs, and no 8-bit tensor in any operator (not even a weight)."""
+        io_float = all(tensor.dtype in FLOAT_TENSOR_TYPES for tensor in self.inputs + self.outputs)
+        return io_float and bool(self.operators) and not any(
+            EIGHT_BIT_TENSOR_TYPES.intersection(op.input_dtypes + op.output_dtypes)
+            for op in self.operators)
+
+    @property
     def has_static_batch_one(self) -> bool:
         """Every input and output has batch 1 and no dynamic dimension."""
         return all(tensor.shape_signature[:1] == (1,) and not tensor.is_dynamic
@@ -148,8 +156,15 @@ class TfliteModelReport:
         counts = ", ".join(f"{name} x{count}" for name, count in
                            sorted(self.operator_counts().items()))
         lines.append(f"- operators ({len(self.operators)}): {counts}")
-        lines.append(f"- fully integer: {'yes' if self.is_fully_integer else 'no'}")
-        for op in self.non_integer_ops:
+        non_integer_ops = self.non_integer_ops
+        if self.is_float:
+            # Listing every operator of a float model would say nothing more.
+            lines.append(f"- fully integer: no (float: none of its {len(self.operators)} "
+                         "operators is integer)")
+            non_integer_ops = ()
+        else:
+            lines.append(f"- fully integer: {'yes' if self.is_fully_integer else 'no'}")
+        for op in non_integer_ops:
             lines.append(f"  - not integer: {op.name} (#{op.index}), inputs "
                          f"{', '.join(op.input_dtypes)}; outputs {', '.join(op.output_dtypes)}")
         lines.append(f"- static batch 1: {'yes' if self.has_static_batch_one else 'no'}")
