@@ -5,8 +5,10 @@ disk and renames it over the destination; a crash leaves at most a stray tempora
 file that no stage reads.
 """
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -68,6 +70,19 @@ def write_json_atomic(path: str, values) -> str:
     return write_text_atomic(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
+@contextlib.contextmanager
+def _tensorflow_warnings_off():
+    """Silences TensorFlow's logger, which tf_keras's save tells that an uncompiled model
+    has no compiled metrics ("Compiled the loaded model, ..."): true and beside the point."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def save_keras_model_atomic(model, path: str) -> str:
     """Saves a tf_keras model to a `.keras` (or, for TF-MOT models, `.h5`) `path` atomically.
 
@@ -79,7 +94,7 @@ def save_keras_model_atomic(model, path: str) -> str:
     os.makedirs(directory, exist_ok=True)
     temporary_path = os.path.join(directory, f"{TEMPORARY_PREFIX}{os.getpid()}-{os.path.basename(path)}")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _tensorflow_warnings_off():
             # HDF5 on purpose: a TF-MOT model saved as `.keras` does not load back.
             warnings.filterwarnings("ignore", message=_HDF5_LEGACY_WARNING)
             model.save(temporary_path)
