@@ -147,6 +147,17 @@ def test_merge_layers_outside_the_registry_quantize_their_output(scheme_name, bi
         assert relative_error <= MAX_RELATIVE_LOGIT_ERROR
 
 
+def test_layer_names_are_summarized_by_type():
+    teacher = build_merge_layer_classifier()
+    names = ["multiply", "left_conv", "subtract", "right_conv", "maximum", "minimum"]
+    assert quantize.summarize_layer_names(teacher, names, shown_per_type=2) == (
+        "1 Multiply (multiply); 2 Conv2D (left_conv, right_conv); 1 Subtract (subtract); "
+        "1 Maximum (maximum); 1 Minimum (minimum)")
+    assert quantize.summarize_layer_names(teacher, ["left_bn", "right_bn"], shown_per_type=1) == (
+        "2 BatchNormalization (left_bn, ..., 1 more)")
+    assert quantize.summarize_layer_names(teacher, []) == ""
+
+
 def test_w8a8_report_has_eight_bit_weights_and_folded_batch_norm():
     student, _ = quantize.quantize_student(build_tiny_teacher())
     rows = rows_by_name(student)

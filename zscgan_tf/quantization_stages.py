@@ -136,7 +136,8 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
     student, float_layers = quantize.quantize_student(teacher.model, scheme, calibration_inputs=calibration,
                                                       input_range=teacher.input_range())
     if float_layers:
-        _say(f"distillation: layers TF-MOT cannot quantize stay float: {', '.join(float_layers)}")
+        _say(f"distillation: {len(float_layers)} layers TF-MOT cannot quantize stay float (listed in "
+             f"report.md): {quantize.summarize_layer_names(teacher.model, float_layers)}")
     distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes, settings,
                                   seed=run_config.seed + DISTILLATION_SEED_OFFSET,
                                   generator_trainer=joint_generator_trainer(run_config, teacher, generator),

@@ -542,6 +542,24 @@ def describe_student(student: tf_keras.Model) -> Tuple[LayerQuantization, ...]:
     return tuple(rows)
 
 
+def summarize_layer_names(model: tf_keras.Model, names: Sequence[str], shown_per_type: int = 4) -> str:
+    """Names of layers of `model` grouped by type, at most `shown_per_type` of each.
+
+    For a console line: `1 Rescaling (rescaling); 56 TFOpLambda (tf.math.multiply, ...,
+    52 more)`, where MobileNetV3 would otherwise list 57 names.
+    """
+    by_type = {}
+    for name in names:
+        by_type.setdefault(type(model.get_layer(name)).__name__, []).append(name)
+    groups = []
+    for type_name, type_names in by_type.items():
+        listed = ", ".join(type_names[:shown_per_type])
+        if len(type_names) > shown_per_type:
+            listed += f", ..., {len(type_names) - shown_per_type} more"
+        groups.append(f"{len(type_names)} {type_name} ({listed})")
+    return "; ".join(groups)
+
+
 def format_layer_report(rows: Sequence[LayerQuantization]) -> List[str]:
     """Formats `describe_student` rows as markdown table lines."""
 
