@@ -104,6 +104,24 @@ def test_output_that_is_not_a_class_vector_is_refused(tmp_path):
         teachers.load_teacher(_source(path))
 
 
+def test_teacher_of_any_image_size_is_rebuilt_at_the_input_size(tmp_path):
+    inputs = tf_keras.Input((None, None, 1), name="image")
+    x = tf_keras.layers.BatchNormalization(name="bn")(tf_keras.layers.Conv2D(2, 3, name="conv")(inputs))
+    outputs = tf_keras.layers.Dense(3, name="logits")(tf_keras.layers.GlobalAveragePooling2D()(x))
+    model = tf_keras.Model(inputs, outputs)
+    path = str(tmp_path / "any_size.keras")
+    model.save(path)
+    with pytest.raises(UserError, match="any image size; set --teacher_input_size"):
+        teachers.load_teacher(_source(path))
+    teacher = teachers.load_teacher(_source(path, input_size=12))
+    # TF-MOT's student and the TFLite export need the fixed shape the generator makes.
+    assert tuple(teacher.model.inputs[0].shape) == (None, 12, 12, 1) and teacher.image_shape == (12, 12, 1)
+    assert [layer.name for layer in teacher.model.layers] == [layer.name for layer in model.layers]
+    images = np.random.default_rng(0).standard_normal((4, 12, 12, 1)).astype(np.float32)
+    np.testing.assert_allclose(teacher.model(images, training=False), model(images, training=False), atol=1e-6)
+    assert not teacher.model.trainable
+
+
 def test_two_input_teacher_is_refused(tmp_path):
     first, second = tf_keras.Input((8, 8, 1)), tf_keras.Input((8, 8, 1))
     x = tf_keras.layers.BatchNormalization()(tf_keras.layers.Add()([first, second]))

@@ -157,6 +157,7 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
     preprocessing = _resolve_preprocessing(source, default_mode, description)
     model = logits_model(model)
     image_shape = _validate_input(model, source)
+    model = _with_static_input(model, image_shape)
     num_classes = _validate_output(model)
     if not bn_stats.batchnorm_layers(model):  # Also raises for nested or shared BN layers.
         raise UserError(f"teacher {name!r} has no BatchNormalization layer; ZS-CGAN needs the BN statistics it stores")
@@ -341,6 +342,26 @@ def _validate_input(model, source: TeacherSource) -> Tuple[int, int, int]:
     elif source.input_size and source.model not in KERAS_APPLICATIONS and source.input_size != height:
         raise UserError(f"--teacher_input_size={source.input_size} but the saved teacher takes {height}x{width}")
     return int(height), int(width), int(channels)
+
+
+def _with_static_input(model: tf_keras.Model, image_shape: Tuple[int, int, int]) -> tf_keras.Model:
+    """`model`, rebuilt on an input of `image_shape` if it takes any image size.
+
+    TF-MOT's student and the TFLite export need a fixed size: the one the generator
+    makes, `--teacher_input_size`. Layers keep their names and weights.
+    """
+    if tuple(model.inputs[0].shape[1:]) == tuple(image_shape):
+        return model
+    inputs = tf_keras.Input(image_shape, name=model.inputs[0].name.split(":")[0])
+    try:
+        # The model has loaded, so its Lambda layers (if any) were already trusted.
+        with serialization_lib.SafeModeScope(safe_mode=False):
+            rebuilt = tf_keras.models.clone_model(model, input_tensors=inputs)
+        rebuilt.set_weights(model.get_weights())
+    except Exception as error:  # pylint: disable=broad-except
+        raise UserError(f"the teacher {model.name!r} takes any image size and could not be rebuilt at "
+                        f"{image_shape[0]}x{image_shape[1]}: {_first_line(error)}") from error
+    return rebuilt
 
 
 def _validate_output(model) -> int:
