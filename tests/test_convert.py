@@ -96,6 +96,26 @@ def test_float_teacher_float_and_dynamic_exports(run_dir, tmp_path):
         assert [tensor.dtype for tensor in _model_report(output).inputs] == ["float32"]
 
 
+def test_student_file_with_its_preprocessing_covers_every_pixel(run_dir, tmp_path):
+    work_dir, _ = run_dir
+    output = tmp_path / "student.tflite"
+    student = str(work_dir / "student.h5")
+    generator = f"--generator={work_dir / 'generator.keras'}"
+    # The tiny student keeps a layer float (BN after Dense): calibration inputs are needed.
+    result = _convert(f"--student={student}", f"--output={output}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "Layers TF-MOT left float need calibration inputs: pass --generator (the run's generator.keras) or "
+        "--data_source=distilled or noise")
+    result = _convert(f"--student={student}", generator, "--calibration_samples=16", f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    assert "from uint8 pixels" not in result.stdout  # Nothing says what the student's input is.
+    result = _convert(f"--student={student}", generator, "--calibration_samples=16", "--teacher_preprocessing=tf",
+                      f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    assert "- from uint8 pixels: int8 input = pixel - 128; all 256 pixel levels kept" in result.stdout
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--student=/nonexistent/student.h5"], "student '/nonexistent/student.h5' does not exist"),
     (["--teacher=TEACHER"], "is a float model: an int8 export needs calibration inputs: --generator, or "
@@ -110,6 +130,15 @@ def test_float_teacher_float_and_dynamic_exports(run_dir, tmp_path):
      "is a float model, not a TF-MOT quantization-aware student: quantize it post-training with --teacher="),
     (["--teacher=RUN/student.h5", "--data_source=noise"],
      "is a TF-MOT quantization-aware student, not a float teacher: export it with --student=RUN/student.h5"),
+    # Teacher flags where they would be ignored.
+    (["--run_dir=RUN", "--teacher_preprocessing=raw"], "--teacher_preprocessing describes a --teacher, not a --run_dir"),
+    (["--student=RUN/student.h5", "--teacher_alpha=0.5", "--teacher_input_size=8"],
+     "--teacher_alpha, --teacher_input_size describe a --teacher (a --student takes --teacher_preprocessing), "
+     "not a --student"),
+    # A generator trained for another preprocessing than the one the teacher is read with.
+    (["--teacher=TEACHER", "--generator=RUN/generator.keras", "--teacher_preprocessing=custom",
+      "--teacher_preprocessing_mean=0.5", "--teacher_preprocessing_std=100"],
+     "where the 'custom' preprocessing puts pixels 0 to 255: pass the --teacher_preprocessing the generator"),
 ])
 def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, arguments, message):
     work_dir, teacher_path = run_dir

@@ -23,6 +23,10 @@ A float teacher as float or dynamic-range TFLite, for comparison:
 
   python tools/convert.py --teacher=teacher.keras --mode=float --output=float.tflite
 
+`--teacher` takes the pipeline's `--teacher_*` flags: a model file without its sidecar is
+read with the `tf` preprocessing unless `--teacher_preprocessing` names another. A
+`--student` takes `--teacher_preprocessing` alone, to say what its input is.
+
 Every integer export is checked op by op (the tool names any op that is not integer)
 and gets an Edge TPU compatibility report read from the flatbuffer. Bad input prints
 one `error: ...` line and exits with status 2.
@@ -37,20 +41,25 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
+import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf import cli, distilled_data, edge_tpu, evaluate, export  # noqa: E402
-from zscgan_tf import quantization_stages, teachers, tflite_model  # noqa: E402
+from zscgan_tf import quantization_stages, quantizer_ranges, teachers, tflite_model  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
+from zscgan_tf.preprocessing import Preprocessing  # noqa: E402
 
 FLAGS = flags.FLAGS
 DATA_SOURCES = ("generator", "distilled", "noise")
+# How far (a share of the input's range) generated samples may stray outside the range the
+# teacher's preprocessing gives pixels: a generator ends in tanh and an affine map onto it.
+GENERATED_RANGE_TOLERANCE = 0.01
 flags.DEFINE_string("run_dir", None, "A work directory of `python -m zscgan_tf.train`: export its QAT student.")
 flags.DEFINE_string("student", None, "A saved TF-MOT student (.h5, as runs save it) to export.")
 flags.DEFINE_string("teacher", None, "A float teacher: a model file, builtin:<name> or a Keras Applications name.")
-flags.DEFINE_string("teacher_weights", "imagenet", "Weights of a Keras Applications --teacher.")
-flags.DEFINE_bool("trust_model_code", False, "Load model files that hold serialized Python (Lambda layers).")
+cli.define_teacher_flags()
+flags.adopt_module_key_flags(cli)
 flags.DEFINE_string("generator", None, "A trained generator (.keras) for the representative dataset.")
 flags.DEFINE_enum("data_source", "generator", DATA_SOURCES,
                   "Calibration inputs: generator samples (needs a generator), ZeroQ-style distilled inputs, "
@@ -99,7 +108,6 @@ def _calibration(generator, teacher, count):
 
 def _teacher_like(model, name, preprocessing=None):
     """A `Teacher` view of a student, for its shape and class count."""
-    from zscgan_tf.preprocessing import Preprocessing
     return teachers.Teacher(model=model, preprocessing=preprocessing or Preprocessing(),
                             image_shape=tuple(model.inputs[0].shape[1:]), num_classes=int(model.output.shape[-1]),
                             name=name, description={})
@@ -111,6 +119,14 @@ def _model_to_convert():
     sources = [name for name in ("run_dir", "student", "teacher") if getattr(FLAGS, name)]
     if len(sources) != 1:
         raise UserError("pass exactly one of --run_dir, --student and --teacher")
+    # A run directory records its teacher; a student file has only an input to describe.
+    used_teacher_flags = (() if FLAGS.run_dir else cli.PREPROCESSING_FLAG_NAMES if FLAGS.student
+                          else cli.TEACHER_FLAG_NAMES)
+    unused = [f"--{name}" for name in cli.TEACHER_FLAG_NAMES if FLAGS[name].present and name not in used_teacher_flags]
+    if unused:
+        raise UserError(f"{', '.join(unused)} describe{'s' if len(unused) == 1 else ''} a --teacher"
+                        f"{' (a --student takes --teacher_preprocessing)' if FLAGS.student else ''}, "
+                        f"not a --{sources[0]}")
     generator = _load_generator(FLAGS.generator) if FLAGS.generator else None
     if FLAGS.run_dir:
         return _from_run(FLAGS.run_dir, generator)
@@ -124,12 +140,19 @@ def _model_to_convert():
         if not export.is_quantization_aware(student):
             raise UserError(f"--student {FLAGS.student!r} is a float model, not a TF-MOT quantization-aware "
                             f"student: quantize it post-training with --teacher={FLAGS.student}")
-        view = _teacher_like(student, os.path.basename(FLAGS.student))
+        preprocessing = None
+        if FLAGS.teacher_preprocessing:  # The user says what the student's input is.
+            preprocessing = Preprocessing(FLAGS.teacher_preprocessing,
+                                          cli.floats_flag(FLAGS.teacher_preprocessing_mean, "teacher_preprocessing_mean"),
+                                          cli.floats_flag(FLAGS.teacher_preprocessing_std, "teacher_preprocessing_std"))
+            preprocessing.scale_and_offset(int(student.inputs[0].shape[-1]))  # Raises if it doesn't fit the channels.
+            quantizer_ranges.cover_model_input_range(
+                student, *preprocessing.input_range(int(student.inputs[0].shape[-1])))
+        view = _teacher_like(student, os.path.basename(FLAGS.student), preprocessing)
         return (student, _calibration(generator, view, FLAGS.calibration_samples), f"student {FLAGS.student}",
-                None)
+                preprocessing)
     try:
-        teacher = teachers.load_teacher(teachers.TeacherSource(model=FLAGS.teacher, weights=FLAGS.teacher_weights,
-                                                               trust_model_code=FLAGS.trust_model_code))
+        teacher = teachers.load_teacher(cli.teacher_source(FLAGS.teacher))
     except teachers.QuantizationAwareTeacherError as error:
         raise UserError(f"--teacher {FLAGS.teacher!r} is a TF-MOT quantization-aware student, not a float "
                         f"teacher: export it with --student={FLAGS.teacher}") from error
@@ -163,6 +186,18 @@ def _from_run(run_dir, generator):
     return student, calibration, f"QAT checkpoint in {checkpoint_dir}", teacher.preprocessing
 
 
+def _check_generated_range(samples, input_range, preprocessing) -> None:
+    """A generator makes samples inside the preprocessing's range of the teacher it was trained
+    for; samples outside it mean another preprocessing (a teacher file without its sidecar)."""
+    low, high = float(np.min(input_range[0])), float(np.max(input_range[1]))
+    tolerance = GENERATED_RANGE_TOLERANCE * (high - low)
+    if samples.min() < low - tolerance or samples.max() > high + tolerance:
+        raise UserError(
+            f"the generator's samples span [{samples.min():.4g}, {samples.max():.4g}], outside [{low:.4g}, "
+            f"{high:.4g}] where the {preprocessing.mode!r} preprocessing puts pixels 0 to 255: pass the "
+            "--teacher_preprocessing the generator was trained with")
+
+
 def convert() -> None:
     if not FLAGS.output:
         raise UserError("--output is required")
@@ -175,10 +210,20 @@ def convert() -> None:
     model, calibration, description, preprocessing = _model_to_convert()
     # The input's range covers every pixel where the preprocessing says what pixels become.
     input_range = preprocessing.input_range(int(model.inputs[0].shape[-1])) if preprocessing else None
+    if input_range is not None and calibration is not None and FLAGS.data_source == "generator":
+        _check_generated_range(calibration, input_range, preprocessing)
     representative = (export.representative_dataset_from_array(calibration, input_range)
                       if calibration is not None else None)
-    model_bytes = export.convert_to_tflite(model, representative, mode=FLAGS.mode, io_dtype=FLAGS.io_dtype,
-                                           per_channel=FLAGS.per_channel, output_path=FLAGS.output)
+    try:
+        model_bytes = export.convert_to_tflite(model, representative, mode=FLAGS.mode, io_dtype=FLAGS.io_dtype,
+                                               per_channel=FLAGS.per_channel, output_path=FLAGS.output)
+    except export.TfliteConversionError as error:
+        if representative is None and "not fully integer" in str(error):
+            # The library's hint names its argument; say which flags give the dataset.
+            message = str(error).split(" Pass a representative_dataset")[0]
+            raise UserError(f"{message} Layers TF-MOT left float need calibration inputs: pass --generator "
+                            "(the run's generator.keras) or --data_source=distilled or noise") from error
+        raise
     report = tflite_model.inspect_tflite(model_bytes)
     lines = [f"wrote {FLAGS.output} ({len(model_bytes) / 1024:.1f} KiB) from {description}"] + report.format()
     pixel_input = evaluate.TfliteClassifier(model_bytes).describe_pixel_input(preprocessing) if preprocessing else None

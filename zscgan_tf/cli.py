@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 from absl import flags
 
 from zscgan_tf.errors import UserError
+from zscgan_tf.teachers import TeacherSource
 from zscgan_tf.training_loop import NonFiniteLossError, TrainingInterrupted
 
 USER_ERROR_STATUS = 2
@@ -96,3 +97,57 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
         return report("stopped", interruption, INTERRUPTED_STATUS)
     except KeyboardInterrupt:
         return report("stopped", "interrupted; rerun the same command to resume", INTERRUPTED_STATUS)
+
+
+# The flags of `define_teacher_flags`, and those among them that say how pixels become inputs.
+PREPROCESSING_FLAG_NAMES = ("teacher_preprocessing", "teacher_preprocessing_mean", "teacher_preprocessing_std")
+TEACHER_FLAG_NAMES = ("teacher_weights", "teacher_alpha", "teacher_input_size", "teacher_num_classes",
+                      "teacher_channels") + PREPROCESSING_FLAG_NAMES + ("trust_model_code", "teacher_cache_dir")
+
+
+def define_teacher_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines the flags that say how to build and read a teacher, all but `--teacher` itself.
+
+    Entry points that take a teacher call this, then `flags.adopt_module_key_flags(cli)` so
+    that their `--help` lists these flags; `teacher_source` reads them back.
+    """
+    defaults = TeacherSource()
+    flags.DEFINE_string("teacher_weights", defaults.weights, "Keras Applications weights: imagenet, none, or a file.",
+                        flag_values=flag_values)
+    flags.DEFINE_float("teacher_alpha", defaults.alpha, "Width multiplier of mobilenet/mobilenet_v2.",
+                       flag_values=flag_values)
+    flags.DEFINE_integer("teacher_input_size", defaults.input_size, "Square input size; 0 = the model's own (a "
+                         "model that takes any size needs it).", flag_values=flag_values)
+    flags.DEFINE_integer("teacher_num_classes", defaults.num_classes, "Classes of a Keras Application without "
+                         "ImageNet weights; 0 = 1000.", flag_values=flag_values)
+    flags.DEFINE_integer("teacher_channels", defaults.channels, "Input channels of a Keras Application without "
+                         "ImageNet weights.", flag_values=flag_values)
+    flags.DEFINE_string("teacher_preprocessing", defaults.preprocessing, "tf, caffe, torch, custom or raw; empty = "
+                        "the model's own.", flag_values=flag_values)
+    flags.DEFINE_list("teacher_preprocessing_mean", [], "Per-channel mean in [0, 1] units for custom preprocessing.",
+                      flag_values=flag_values)
+    flags.DEFINE_list("teacher_preprocessing_std", [], "Per-channel std in [0, 1] units for custom preprocessing.",
+                      flag_values=flag_values)
+    flags.DEFINE_bool("trust_model_code", defaults.trust_model_code, "Load model files that hold serialized Python "
+                      "(Lambda layers).", flag_values=flag_values)
+    flags.DEFINE_string("teacher_cache_dir", defaults.cache_dir, "Where built-in teachers are kept; empty = "
+                        "~/.cache/zscgan_tf.", flag_values=flag_values)
+
+
+def floats_flag(values: Sequence[str], flag_name: str) -> tuple:
+    """A list flag's values as floats; anything else is a `UserError` naming the flag."""
+    try:
+        return tuple(float(value) for value in values)
+    except ValueError as error:
+        raise UserError(f"--{flag_name} must be a comma-separated list of numbers, got {','.join(values)}") from error
+
+
+def teacher_source(model: str, flag_values: flags.FlagValues = flags.FLAGS) -> TeacherSource:
+    """The `TeacherSource` of `model` (the `--teacher` value) and the flags of `define_teacher_flags`."""
+    return TeacherSource(
+        model=model, weights=flag_values.teacher_weights, alpha=flag_values.teacher_alpha,
+        input_size=flag_values.teacher_input_size, num_classes=flag_values.teacher_num_classes,
+        channels=flag_values.teacher_channels, preprocessing=flag_values.teacher_preprocessing,
+        preprocessing_mean=floats_flag(flag_values.teacher_preprocessing_mean, "teacher_preprocessing_mean"),
+        preprocessing_std=floats_flag(flag_values.teacher_preprocessing_std, "teacher_preprocessing_std"),
+        trust_model_code=flag_values.trust_model_code, cache_dir=flag_values.teacher_cache_dir)

@@ -26,7 +26,6 @@ from absl import flags
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import bn_stats, cli, pipeline, reproducibility
-from zscgan_tf.errors import UserError
 
 FLAGS = flags.FLAGS
 _teacher = config_lib.TeacherSource()
@@ -43,19 +42,8 @@ flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
 flags.DEFINE_bool("progress", True, "Show progress lines.")
 
 flags.DEFINE_string("teacher", _teacher.model, "Keras Applications name, builtin:<name>, or a model file/directory.")
-flags.DEFINE_string("teacher_weights", _teacher.weights, "Keras Applications weights: imagenet, none, or a file.")
-flags.DEFINE_float("teacher_alpha", _teacher.alpha, "Width multiplier of mobilenet/mobilenet_v2.")
-flags.DEFINE_integer("teacher_input_size", _teacher.input_size, "Square input size; 0 = the model's own.")
-flags.DEFINE_integer("teacher_num_classes", _teacher.num_classes, "Classes of a Keras Application without "
-                     "ImageNet weights; 0 = 1000.")
-flags.DEFINE_integer("teacher_channels", _teacher.channels, "Input channels of a Keras Application without "
-                     "ImageNet weights.")
-flags.DEFINE_string("teacher_preprocessing", _teacher.preprocessing, "tf, caffe, torch, custom or raw; empty = "
-                    "the model's own.")
-flags.DEFINE_list("teacher_preprocessing_mean", [], "Per-channel mean in [0, 1] units for custom preprocessing.")
-flags.DEFINE_list("teacher_preprocessing_std", [], "Per-channel std in [0, 1] units for custom preprocessing.")
-flags.DEFINE_bool("trust_model_code", False, "Load model files that hold serialized Python (Lambda layers).")
-flags.DEFINE_string("teacher_cache_dir", "", "Where built-in teachers are kept; empty = ~/.cache/zscgan_tf.")
+cli.define_teacher_flags()
+flags.adopt_module_key_flags(cli)
 
 flags.DEFINE_string("generator_variant", _generator.variant, "conditional_bn or embedding.")
 flags.DEFINE_integer("noise_dim", _generator.noise_dim, "Length of the generator's noise vector.")
@@ -138,25 +126,12 @@ flags.DEFINE_integer("grid_samples_per_class", _evaluation.grid_samples_per_clas
 flags.DEFINE_integer("grid_max_classes", _evaluation.grid_max_classes, "Rows (classes) of the sample grid, at most.")
 
 
-def _floats(values, flag_name):
-    try:
-        return tuple(float(value) for value in values)
-    except ValueError as error:
-        raise UserError(f"--{flag_name} must be a comma-separated list of numbers, got {','.join(values)}") from error
-
-
 def config_from_flags() -> config_lib.RunConfig:
     """Turns parsed flags into a validated `RunConfig`."""
     return config_lib.RunConfig(
         work_dir=FLAGS.work_dir,
         seed=FLAGS.seed,
-        teacher=config_lib.TeacherSource(
-            model=FLAGS.teacher, weights=FLAGS.teacher_weights, alpha=FLAGS.teacher_alpha,
-            input_size=FLAGS.teacher_input_size, num_classes=FLAGS.teacher_num_classes,
-            channels=FLAGS.teacher_channels, preprocessing=FLAGS.teacher_preprocessing,
-            preprocessing_mean=_floats(FLAGS.teacher_preprocessing_mean, "teacher_preprocessing_mean"),
-            preprocessing_std=_floats(FLAGS.teacher_preprocessing_std, "teacher_preprocessing_std"),
-            trust_model_code=FLAGS.trust_model_code, cache_dir=FLAGS.teacher_cache_dir),
+        teacher=cli.teacher_source(FLAGS.teacher),
         generator=config_lib.GeneratorConfig(variant=FLAGS.generator_variant, noise_dim=FLAGS.noise_dim,
                                              base_channels=FLAGS.generator_channels,
                                              blur_sigma=FLAGS.generator_blur_sigma,
