@@ -1,0 +1,33 @@
+"""tools/architecture_check.py as users run it: a real process."""
+
+import os
+import subprocess
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _check(*arguments):
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "architecture_check.py"), *arguments],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_prints_a_row_per_architecture_with_both_int8_exports():
+    result = _check("--architectures=MobileNet:32,InceptionV3:32", "--calibration_samples=2")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| architecture | layers TF-MOT leaves float | QAT int8 fully integer")
+    cells = [cell.strip() for cell in rows[1].strip("|").split("|")]
+    assert cells[:4] == ["MobileNet 32x32", "none", "yes", "yes"] and int(cells[4]) > 0
+    # An architecture that refuses the size gets its row, and the table goes on.
+    assert rows[2].startswith("| InceptionV3 32x32 | error: Input size must be at least 75x75")
+
+
+def test_bad_architecture_is_one_line_and_exit_2():
+    result = _check("--architectures=NotAModel:32")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: 'NotAModel' is not a tf_keras.applications model (e.g. MobileNetV3Small)")
+    result = _check("--architectures=MobileNet")
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: 'MobileNet': give the input size as Name:size, e.g. MobileNet:32")

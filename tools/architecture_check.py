@@ -1,0 +1,108 @@
+"""Checks which Keras Applications architectures quantize and export fully integer.
+
+For each architecture, built by `tf_keras.applications` without weights (untrained,
+nothing downloaded) at a small input size, it builds the W8A8 TF-MOT student as the
+pipeline does (`quantize.quantize_student`, ranges calibrated on random inputs), exports
+it and the float model post-training to int8 TFLite (`export.convert_to_tflite`, the
+same random inputs as representative dataset), and prints one table row per
+architecture: the layer types TF-MOT left float, whether each int8 file is fully
+integer (else the first ops that are not, or the error), the QAT file's size and the
+time taken. Accuracy is not measured: the models are untrained. This answers "will my
+architecture go through?" before a long run.
+
+  python tools/architecture_check.py                                    # the default list
+  python tools/architecture_check.py --architectures=MobileNetV3Small:32,EfficientNetB0:64
+"""
+
+import os
+import sys
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
+import numpy as np  # noqa: E402
+import tf_keras  # noqa: E402
+from absl import flags  # noqa: E402
+
+from zscgan_tf import cli, export, quantize, tflite_model  # noqa: E402
+from zscgan_tf.errors import UserError  # noqa: E402
+
+# Each at the smallest input it takes, or 32x32.
+DEFAULT_ARCHITECTURES = (
+    "ResNet50:32", "ResNet50V2:32", "MobileNet:32", "MobileNetV2:32", "MobileNetV3Small:32",
+    "MobileNetV3Large:32", "DenseNet121:32", "NASNetMobile:32", "EfficientNetB0:32", "EfficientNetV2B0:32",
+    "RegNetX002:32", "InceptionV3:75", "Xception:71",
+)
+NUM_CLASSES = 10
+# Ops named in a row whose export is not fully integer.
+MAX_OPS_SHOWN = 3
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("architectures", list(DEFAULT_ARCHITECTURES),
+                  "tf_keras.applications names, each with its square input size: Name:size.")
+flags.DEFINE_integer("calibration_samples", 8, "Random inputs that calibrate both int8 models.")
+
+
+def parse_architecture(spec: str):
+    """`Name:size` -> (the tf_keras.applications constructor, its name, the size)."""
+    name, _, size = spec.partition(":")
+    builder = getattr(tf_keras.applications, name, None)
+    if not callable(builder) or not name[:1].isupper():
+        raise UserError(f"{name!r} is not a tf_keras.applications model (e.g. MobileNetV3Small)")
+    if not size.isdigit() or int(size) < 1:
+        raise UserError(f"{spec!r}: give the input size as Name:size, e.g. {name}:32")
+    return builder, name, int(size)
+
+
+def _export(model, dataset):
+    """(the table cell saying whether the int8 export is fully integer, its size in KiB or "-")."""
+    try:
+        model_bytes = export.convert_to_tflite(model, dataset)
+    except UserError as error:  # Not fully integer, or the converter failed: the reason is the cell.
+        return f"no: {str(error)[:160]}", "-"
+    report = tflite_model.inspect_tflite(model_bytes)
+    if not report.is_fully_integer:
+        return f"no: {', '.join(op.name for op in report.non_integer_ops[:MAX_OPS_SHOWN])}", "-"
+    return "yes", f"{len(model_bytes) / 1024:.0f}"
+
+
+def check(builder, name: str, size: int, samples: int):
+    """One table row: (architecture, float layer types, QAT int8, PTQ int8, QAT KiB, seconds)."""
+    start = time.perf_counter()
+    model = builder(weights=None, input_shape=(size, size, 3), classes=NUM_CLASSES)
+    inputs = np.random.default_rng(0).uniform(-1, 1, (samples, size, size, 3)).astype(np.float32)
+    student, float_layers = quantize.quantize_student(model, calibration_inputs=inputs, input_range=(-1.0, 1.0))
+    float_types = sorted({type(model.get_layer(layer)).__name__ for layer in float_layers})
+    dataset = export.representative_dataset_from_array(inputs, input_range=(-1.0, 1.0))
+    qat_cell, qat_kib = _export(student, dataset)
+    ptq_cell, _ = _export(model, dataset)
+    return (f"{name} {size}x{size}", ", ".join(float_types) or "none", qat_cell, ptq_cell, qat_kib,
+            f"{time.perf_counter() - start:.0f}")
+
+
+def run() -> None:
+    if FLAGS.calibration_samples < 1:
+        raise UserError(f"--calibration_samples must be positive, got {FLAGS.calibration_samples}")
+    architectures = [parse_architecture(spec.strip()) for spec in FLAGS.architectures]
+    print("| architecture | layers TF-MOT leaves float | QAT int8 fully integer | PTQ int8 fully integer "
+          "| QAT int8 KiB | s |")
+    print("|---|---|---|---|---|---|")
+    for builder, name, size in architectures:
+        try:
+            row = check(builder, name, size, FLAGS.calibration_samples)
+        except (UserError, ValueError) as error:  # e.g. an input size the architecture refuses
+            row = (f"{name} {size}x{size}", f"error: {str(error).splitlines()[0][:160]}", "-", "-", "-", "-")
+        print("| " + " | ".join(row) + " |", flush=True)
+        tf_keras.backend.clear_session()
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    return cli.run_command(FLAGS, argv, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
