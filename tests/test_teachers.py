@@ -25,6 +25,17 @@ def test_keras_application_by_name_without_download():
     assert not teacher.model.trainable
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0"])
+def test_applications_that_scale_pixels_themselves_read_raw_pixels(name):
+    teacher = teachers.load_teacher(_source(name, weights="none", input_size=32, num_classes=10))
+    assert teacher.preprocessing.mode == "raw" and teacher.image_shape == (32, 32, 3)
+    low, high = teacher.input_range()
+    np.testing.assert_array_equal(low, 0.0)
+    np.testing.assert_array_equal(high, 255.0)
+    assert any(isinstance(layer, tf_keras.layers.Rescaling) for layer in teacher.model.layers)
+    assert teacher.num_classes == 10
+
+
 def test_resnet50_uses_caffe_preprocessing():
     teacher = teachers.load_teacher(_source("resnet50", weights="none", input_size=32, num_classes=10))
     assert teacher.preprocessing.mode == "caffe"

@@ -58,6 +58,11 @@ KERAS_APPLICATIONS: Dict[str, KerasApplication] = {
     "resnet101_v2": KerasApplication(tf_keras.applications.ResNet101V2, "tf", 224),
     "mobilenet": KerasApplication(tf_keras.applications.MobileNet, "tf", 224, takes_alpha=True),
     "mobilenet_v2": KerasApplication(tf_keras.applications.MobileNetV2, "tf", 224, takes_alpha=True),
+    # These four scale pixels inside the model (Rescaling, Normalization): they read raw 0-255 pixels.
+    "mobilenet_v3_small": KerasApplication(tf_keras.applications.MobileNetV3Small, "raw", 224, takes_alpha=True),
+    "mobilenet_v3_large": KerasApplication(tf_keras.applications.MobileNetV3Large, "raw", 224, takes_alpha=True),
+    "efficientnet_b0": KerasApplication(tf_keras.applications.EfficientNetB0, "raw", 224),
+    "efficientnet_v2_b0": KerasApplication(tf_keras.applications.EfficientNetV2B0, "raw", 224),
     "densenet121": KerasApplication(tf_keras.applications.DenseNet121, "torch", 224),
 }
 
