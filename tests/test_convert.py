@@ -135,6 +135,8 @@ def test_student_file_with_its_preprocessing_covers_every_pixel(run_dir, tmp_pat
     (["--student=RUN/student.h5", "--teacher_alpha=0.5", "--teacher_input_size=8"],
      "--teacher_alpha, --teacher_input_size describe a --teacher (a --student takes --teacher_preprocessing), "
      "not a --student"),
+    (["--student=RUN/student.h5", "--teacher_preprocessing_std=0.2"],
+     "--teacher_preprocessing_mean and --teacher_preprocessing_std go with --teacher_preprocessing=custom"),
     # A generator trained for another preprocessing than the one the teacher is read with.
     (["--teacher=TEACHER", "--generator=RUN/generator.keras", "--teacher_preprocessing=custom",
       "--teacher_preprocessing_mean=0.5", "--teacher_preprocessing_std=100"],

@@ -253,6 +253,9 @@ def test_low_bit_range_method_binds_a_w4a4_run_and_not_an_8_bit_one(tmp_path, ti
     (["--generator_blur_sigma=-1"], "--generator_blur_sigma must be non-negative"),
     (["--generator_pool_size=0"], "--generator_pool_size must be in [1, 8], got 0"),
     (["--teacher_preprocessing_mean=a,b"], "comma-separated list of numbers"),
+    # Statistics without the mode they belong to used to be dropped without a word.
+    (["--teacher_preprocessing_mean=0.5", "--teacher_preprocessing_std=0.2"],
+     "--teacher_preprocessing_mean and --teacher_preprocessing_std go with --teacher_preprocessing=custom"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, arguments, message):
     status = train.main(["train", f"--work_dir={tmp_path / 'run'}", *arguments])

@@ -140,11 +140,8 @@ def _model_to_convert():
         if not export.is_quantization_aware(student):
             raise UserError(f"--student {FLAGS.student!r} is a float model, not a TF-MOT quantization-aware "
                             f"student: quantize it post-training with --teacher={FLAGS.student}")
-        preprocessing = None
-        if FLAGS.teacher_preprocessing:  # The user says what the student's input is.
-            preprocessing = Preprocessing(FLAGS.teacher_preprocessing,
-                                          cli.floats_flag(FLAGS.teacher_preprocessing_mean, "teacher_preprocessing_mean"),
-                                          cli.floats_flag(FLAGS.teacher_preprocessing_std, "teacher_preprocessing_std"))
+        preprocessing = cli.preprocessing_from_flags()  # What the user says the student's input is, if anything.
+        if preprocessing is not None:
             preprocessing.scale_and_offset(int(student.inputs[0].shape[-1]))  # Raises if it doesn't fit the channels.
             quantizer_ranges.cover_model_input_range(
                 student, *preprocessing.input_range(int(student.inputs[0].shape[-1])))

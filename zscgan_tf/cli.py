@@ -3,18 +3,20 @@
 Entry points (`zscgan_tf/train.py`, `tools/*.py`) define their flags and a body; this
 module parses `argv` into those flags and runs the body, so every command answers bad
 input the same way: one line, `error: ...`, exit status 2 (`--verbose` adds the
-traceback), and `--help` the same way: the entry point's docstring and its flags.
-Library modules never import it.
+traceback), and `--help` the same way: the entry point's docstring and its flags. The
+flags that describe a teacher, which `train` and `tools/convert.py` share, are defined
+and read back here. Library modules never import it.
 """
 
 import os
 import sys
 import traceback
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from absl import flags
 
 from zscgan_tf.errors import UserError
+from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.teachers import TeacherSource
 from zscgan_tf.training_loop import NonFiniteLossError, TrainingInterrupted
 
@@ -114,7 +116,8 @@ def define_teacher_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     defaults = TeacherSource()
     flags.DEFINE_string("teacher_weights", defaults.weights, "Keras Applications weights: imagenet, none, or a file.",
                         flag_values=flag_values)
-    flags.DEFINE_float("teacher_alpha", defaults.alpha, "Width multiplier of mobilenet/mobilenet_v2.",
+    flags.DEFINE_float("teacher_alpha", defaults.alpha, "Width multiplier of mobilenet, mobilenet_v2 and "
+                       "mobilenet_v3_*.",
                        flag_values=flag_values)
     flags.DEFINE_integer("teacher_input_size", defaults.input_size, "Square input size; 0 = the model's own (a "
                          "model that takes any size needs it).", flag_values=flag_values)
@@ -142,12 +145,28 @@ def floats_flag(values: Sequence[str], flag_name: str) -> tuple:
         raise UserError(f"--{flag_name} must be a comma-separated list of numbers, got {','.join(values)}") from error
 
 
+def _preprocessing_statistics(flag_values: flags.FlagValues):
+    """(mean, std) of the preprocessing flags, refused without the mode they belong to."""
+    mean = floats_flag(flag_values.teacher_preprocessing_mean, "teacher_preprocessing_mean")
+    std = floats_flag(flag_values.teacher_preprocessing_std, "teacher_preprocessing_std")
+    if (mean or std) and not flag_values.teacher_preprocessing:
+        raise UserError("--teacher_preprocessing_mean and --teacher_preprocessing_std go with "
+                        "--teacher_preprocessing=custom")
+    return mean, std
+
+
+def preprocessing_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Optional[Preprocessing]:
+    """The preprocessing `--teacher_preprocessing` (and its statistics) names, or None if it names none."""
+    mean, std = _preprocessing_statistics(flag_values)
+    return Preprocessing(flag_values.teacher_preprocessing, mean, std) if flag_values.teacher_preprocessing else None
+
+
 def teacher_source(model: str, flag_values: flags.FlagValues = flags.FLAGS) -> TeacherSource:
     """The `TeacherSource` of `model` (the `--teacher` value) and the flags of `define_teacher_flags`."""
+    mean, std = _preprocessing_statistics(flag_values)
     return TeacherSource(
         model=model, weights=flag_values.teacher_weights, alpha=flag_values.teacher_alpha,
         input_size=flag_values.teacher_input_size, num_classes=flag_values.teacher_num_classes,
         channels=flag_values.teacher_channels, preprocessing=flag_values.teacher_preprocessing,
-        preprocessing_mean=floats_flag(flag_values.teacher_preprocessing_mean, "teacher_preprocessing_mean"),
-        preprocessing_std=floats_flag(flag_values.teacher_preprocessing_std, "teacher_preprocessing_std"),
+        preprocessing_mean=mean, preprocessing_std=std,
         trust_model_code=flag_values.trust_model_code, cache_dir=flag_values.teacher_cache_dir)

@@ -72,8 +72,8 @@ def write_json_atomic(path: str, values) -> str:
 
 @contextlib.contextmanager
 def _tensorflow_warnings_off():
-    """Silences TensorFlow's logger, which tf_keras's save tells that an uncompiled model
-    has no compiled metrics ("Compiled the loaded model, ..."): true and beside the point."""
+    """Silences TensorFlow's logger below errors: tf_keras's save logs "Compiled the loaded
+    model, but the compiled metrics have yet to be built" for any uncompiled model."""
     logger = logging.getLogger("tensorflow")
     level = logger.level
     logger.setLevel(logging.ERROR)
