@@ -29,10 +29,12 @@ def test_resnet8_on_8x8_inputs_has_projection_shortcuts_and_stable_names():
 def test_architecture_errors():
     with pytest.raises(UserError, match="6n \\+ 2"):
         architectures.build_resnet(10, (8, 8, 1), 10)
-    with pytest.raises(UserError, match="known: mobilenet_v2, resnet14, resnet20, resnet8"):
+    with pytest.raises(UserError, match="known: mobilenet_v2, mobilenet_v3_small, resnet14, resnet20, resnet8"):
         architectures.build_architecture("vgg", (8, 8, 1), 10)
     with pytest.raises(UserError, match="at least 32x32"):
         architectures.build_mobilenet_v2((28, 28, 1), 10)
+    with pytest.raises(UserError, match="MobileNetV3Small alpha must be positive"):
+        architectures.build_mobilenet_v3_small((32, 32, 1), 10, alpha=0)
 
 
 def test_mobilenet_v2_takes_one_channel_and_returns_logits():
@@ -40,3 +42,12 @@ def test_mobilenet_v2_takes_one_channel_and_returns_logits():
     assert model.input_shape == (None, 32, 32, 1) and model.output_shape == (None, 10)
     assert model.layers[-1].activation is tf_keras.activations.linear
     assert _batchnorm_layers(model)[0].momentum == pytest.approx(0.999)
+
+
+def test_mobilenet_v3_small_takes_one_channel_reads_tf_inputs_and_returns_logits():
+    model = architectures.build_architecture("mobilenet_v3_small", (32, 32, 1), 10, alpha=0.75)
+    assert model.input_shape == (None, 32, 32, 1) and model.output_shape == (None, 10)
+    assert model.layers[-1].activation is tf_keras.activations.linear
+    # Hard-swish and squeeze-excite, and no pixel scaling of its own.
+    assert any(isinstance(layer, tf_keras.layers.Multiply) for layer in model.layers)
+    assert not any(isinstance(layer, tf_keras.layers.Rescaling) for layer in model.layers)

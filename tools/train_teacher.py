@@ -45,7 +45,7 @@ flags.DEFINE_integer("seed", DEFAULT_RECIPE.seed, "weight initialization and shu
 flags.DEFINE_string("preprocessing", DEFAULT_RECIPE.preprocessing_mode, "preprocessing mode of the teacher's input")
 flags.DEFINE_bool("augment", DEFAULT_RECIPE.augment, "random translations during training")
 flags.DEFINE_integer("base_width", None, "ResNet first-stage width (default: the builder's)")
-flags.DEFINE_float("alpha", None, "MobileNetV2 width multiplier (default: the builder's)")
+flags.DEFINE_float("alpha", None, "MobileNet width multiplier (default: the builder's)")
 
 # Recipe flags: a built-in teacher has its own recipe, so these are refused with --builtin.
 RECIPE_FLAGS = ("architecture", "dataset", "image_size", "channels", "epochs", "batch_size", "learning_rate",

@@ -1,4 +1,4 @@
-"""The architectures of the teachers the package trains: CIFAR-style ResNets and MobileNetV2.
+"""The architectures of the teachers the package trains: CIFAR-style ResNets, MobileNetV2 and V3.
 
 Plain functional tf_keras models returning logits, with deterministic layer names, so
 that TF-MOT can quantize them and their BatchNormalization layers can be tapped.
@@ -20,7 +20,7 @@ RESNET_STAGES = 3
 RESNET_DEFAULT_BASE_WIDTH = 16
 RESNET_BATCHNORM_MOMENTUM = 0.9
 RESNET_BATCHNORM_EPSILON = 1e-5
-MOBILENET_V2_MIN_INPUT_SIZE = 32
+MOBILENET_MIN_INPUT_SIZE = 32
 
 
 def _check_input_shape(input_shape: Sequence[int]) -> Tuple[int, int, int]:
@@ -90,6 +90,17 @@ def build_resnet(depth: int, input_shape: Sequence[int], num_classes: int,
     return tf_keras.Model(inputs, outputs, name=f"resnet{depth}")
 
 
+def _checked_mobilenet_arguments(family: str, input_shape: Sequence[int], num_classes: int, alpha: float):
+    input_shape = _check_input_shape(input_shape)
+    _check_num_classes(num_classes)
+    if min(input_shape[:2]) < MOBILENET_MIN_INPUT_SIZE:
+        raise UserError(f"{family} needs inputs of at least {MOBILENET_MIN_INPUT_SIZE}x"
+                        f"{MOBILENET_MIN_INPUT_SIZE}, got {input_shape[0]}x{input_shape[1]}")
+    if alpha <= 0:
+        raise UserError(f"{family} alpha must be positive, got {alpha}")
+    return input_shape
+
+
 def build_mobilenet_v2(input_shape: Sequence[int], num_classes: int, alpha: float = 1.0) -> tf_keras.Model:
     """Keras Applications' MobileNetV2 without pre-trained weights, returning logits.
 
@@ -98,20 +109,32 @@ def build_mobilenet_v2(input_shape: Sequence[int], num_classes: int, alpha: floa
       num_classes: number of logits.
       alpha: width multiplier (0.35, 0.5, 0.75, 1.0, ...).
     """
-    input_shape = _check_input_shape(input_shape)
-    _check_num_classes(num_classes)
-    if min(input_shape[:2]) < MOBILENET_V2_MIN_INPUT_SIZE:
-        raise UserError(f"MobileNetV2 needs inputs of at least {MOBILENET_V2_MIN_INPUT_SIZE}x"
-                        f"{MOBILENET_V2_MIN_INPUT_SIZE}, got {input_shape[0]}x{input_shape[1]}")
-    if alpha <= 0:
-        raise UserError(f"MobileNetV2 alpha must be positive, got {alpha}")
+    input_shape = _checked_mobilenet_arguments("MobileNetV2", input_shape, num_classes, alpha)
     return tf_keras.applications.MobileNetV2(weights=None, include_top=True, input_shape=input_shape,
                                              classes=num_classes, classifier_activation=None, alpha=alpha)
+
+
+def build_mobilenet_v3_small(input_shape: Sequence[int], num_classes: int, alpha: float = 1.0) -> tf_keras.Model:
+    """Keras Applications' MobileNetV3Small without pre-trained weights, returning logits.
+
+    Hard-swish (`Multiply`) and squeeze-excite blocks. Its own pixel scaling is left out,
+    so it reads inputs in [-1, 1] (the `tf` preprocessing) like `build_mobilenet_v2`.
+
+    Args:
+      input_shape: (height, width, channels); at least 32x32; 1 or 3 channels.
+      num_classes: number of logits.
+      alpha: width multiplier (0.75, 1.0, ...).
+    """
+    input_shape = _checked_mobilenet_arguments("MobileNetV3Small", input_shape, num_classes, alpha)
+    return tf_keras.applications.MobileNetV3Small(weights=None, include_top=True, input_shape=input_shape,
+                                                  classes=num_classes, classifier_activation=None, alpha=alpha,
+                                                  include_preprocessing=False)
 
 
 ARCHITECTURES: Dict[str, Callable[..., tf_keras.Model]] = {
     **{f"resnet{depth}": functools.partial(build_resnet, depth) for depth in RESNET_DEPTHS},
     "mobilenet_v2": build_mobilenet_v2,
+    "mobilenet_v3_small": build_mobilenet_v3_small,
 }
 
 
@@ -119,7 +142,7 @@ def build_architecture(name: str, input_shape: Sequence[int], num_classes: int, 
     """Builds a registered architecture: one of `ARCHITECTURES`' names.
 
     Args:
-      name: `resnet8`, `resnet14`, `resnet20` or `mobilenet_v2`.
+      name: `resnet8`, `resnet14`, `resnet20`, `mobilenet_v2` or `mobilenet_v3_small`.
       input_shape: (height, width, channels).
       num_classes: number of logits.
       **kwargs: passed to the builder (`base_width` for ResNets, `alpha` for MobileNetV2).
