@@ -141,8 +141,7 @@ def _model_to_convert():
             raise UserError(f"--student {FLAGS.student!r} is a float model, not a TF-MOT quantization-aware "
                             f"student: quantize it post-training with --teacher={FLAGS.student}")
         preprocessing = cli.preprocessing_from_flags()  # What the user says the student's input is, if anything.
-        if preprocessing is not None:
-            preprocessing.scale_and_offset(int(student.inputs[0].shape[-1]))  # Raises if it doesn't fit the channels.
+        if preprocessing is not None:  # `input_range` raises if its statistics don't fit the channels.
             quantizer_ranges.cover_model_input_range(
                 student, *preprocessing.input_range(int(student.inputs[0].shape[-1])))
         view = _teacher_like(student, os.path.basename(FLAGS.student), preprocessing)

@@ -145,7 +145,7 @@ def build_architecture(name: str, input_shape: Sequence[int], num_classes: int, 
       name: `resnet8`, `resnet14`, `resnet20`, `mobilenet_v2` or `mobilenet_v3_small`.
       input_shape: (height, width, channels).
       num_classes: number of logits.
-      **kwargs: passed to the builder (`base_width` for ResNets, `alpha` for MobileNetV2).
+      **kwargs: passed to the builder (`base_width` for ResNets, `alpha` for the MobileNets).
     """
     if name not in ARCHITECTURES:
         raise UserError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
