@@ -186,3 +186,21 @@ def test_files_without_a_readable_config_name_no_classes(tmp_path):
     zipfile.ZipFile(empty_zip, "w").close()
     for path in (garbage, empty_zip, tmp_path / "absent.keras", tmp_path):
         assert teachers.saved_layer_classes(str(path)) == frozenset()
+
+
+def test_pixel_scaling_layer_is_found_after_augmentation_and_not_elsewhere():
+    inputs = tf_keras.Input((8, 8, 3))
+    x = tf_keras.layers.RandomFlip(name="flip")(inputs)
+    x = tf_keras.applications.mobilenet_v2.preprocess_input(x)  # TensorFlow arithmetic: a TFOpLambda.
+    x = tf_keras.layers.Conv2D(2, 3, name="conv")(x)
+    assert teachers.pixel_scaling_layer(tf_keras.Model(inputs, x)).name.startswith("tf.math.truediv")
+
+    scaled_later = tf_keras.layers.Rescaling(0.5)(tf_keras.layers.Conv2D(2, 3)(inputs))
+    assert teachers.pixel_scaling_layer(tf_keras.Model(inputs, scaled_later)) is None
+
+
+def test_teacher_file_without_scaling_layer_or_sidecar_gets_no_warning(tmp_path):
+    path = str(tmp_path / "plain.keras")
+    build_tiny_classifier().save(path)
+    teacher = teachers.load_teacher(_source(path))
+    assert teacher.preprocessing.mode == "tf" and teacher.warnings == ()

@@ -152,6 +152,8 @@ def _model_to_convert():
     except teachers.QuantizationAwareTeacherError as error:
         raise UserError(f"--teacher {FLAGS.teacher!r} is a TF-MOT quantization-aware student, not a float "
                         f"teacher: export it with --student={FLAGS.teacher}") from error
+    for warning in teacher.warnings:
+        print(f"warning: {warning}")
     if FLAGS.mode == "int8" and FLAGS.data_source == "generator" and generator is None:
         raise UserError(f"{FLAGS.teacher} is a float model: an int8 export needs calibration inputs: --generator, "
                         "or --data_source=distilled or noise (or export a QAT student with --run_dir / --student, "

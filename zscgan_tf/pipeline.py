@@ -29,7 +29,7 @@ from zscgan_tf import quantization_stages, quantize, teachers, training_loop, ze
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import (file_digest, read_json, save_keras_model_atomic, unusable_directory_reason,
                              write_json_atomic, write_text_atomic)
-from zscgan_tf.progress import format_duration
+from zscgan_tf.progress import count_of, format_duration
 
 STATE_FILE = "state.json"
 GENERATOR_MODEL_FILE = "generator.keras"
@@ -184,7 +184,7 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
                                          run_config.evaluation.grid_max_classes, grid_seed)
 
         which = "" if len(member_dirs) == 1 else f" {index + 1} of {len(member_dirs)} (seed {seed})"
-        _say(f"generator{which}: training {run_config.generator_training.steps} steps of "
+        _say(f"generator{which}: training {count_of(run_config.generator_training.steps, 'step')} of "
              f"{run_config.generator_training.batch_size} samples against {teacher.name} "
              f"({generator.count_params():,} generator parameters)")
         summaries.append(trainer.train(member_dir, progress=progress, summary_writer=writer, sample_grid_fn=grid))
@@ -353,6 +353,8 @@ def run(run_config: config_lib.RunConfig, progress: bool = True) -> dict:
     prepare_work_dir(run_config)
     record_config(run_config)
     _say(f"teacher: {teacher.name}, input {teacher.image_shape}, {teacher.num_classes} classes")
+    for warning in teacher.warnings:
+        _say(f"warning: {warning}")
     state = read_state(run_config.work_dir)
     generator = generator_stage(run_config, teacher, state, progress=progress)
 

@@ -28,6 +28,7 @@ from zscgan_tf import data, distill, edge_tpu, evaluate, export, quantize, quant
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, save_keras_model_atomic, write_text_atomic
+from zscgan_tf.progress import count_of
 from zscgan_tf.teachers import Teacher
 
 # TF-MOT students don't survive the .keras format (the input quantizer's variables are
@@ -136,14 +137,14 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
     student, float_layers = quantize.quantize_student(teacher.model, scheme, calibration_inputs=calibration,
                                                       input_range=teacher.input_range())
     if float_layers:
-        _say(f"distillation: {len(float_layers)} layers TF-MOT cannot quantize stay float (listed in "
+        _say(f"distillation: {count_of(len(float_layers), 'layer')} TF-MOT cannot quantize stay float (listed in "
              f"report.md): {quantize.summarize_layer_names(teacher.model, float_layers)}")
     distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes, settings,
                                   seed=run_config.seed + DISTILLATION_SEED_OFFSET,
                                   generator_trainer=joint_generator_trainer(run_config, teacher, generator),
                                   hold_quantizer_ranges=scheme.holds_ranges_in_training)
     teacher_weights = teacher.model.get_weights()
-    _say(f"distillation: {settings.steps} steps of {settings.batch_size} generated samples into the "
+    _say(f"distillation: {count_of(settings.steps, 'step')} of {settings.batch_size} generated samples into the "
          f"{scheme.name} student" + (", training a copy of the generator along" if settings.joint_generator else ""))
     writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", "distillation"))
     summary = distiller.train(os.path.join(work_dir, DISTILLATION_DIR), progress=progress, summary_writer=writer)

@@ -395,7 +395,7 @@ def validate_tfmot_model(model, role: str = "teacher") -> None:
     if nested:
         raise UserError(
             f"the {role} {model.name!r} contains nested models {nested}; TF-MOT needs a "
-            "flat model (rebuild it from the nested model's layers)")
+            "flat model (flattening.flatten_nested_models makes one)")
 
 
 def quantize_student(

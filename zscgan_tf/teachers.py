@@ -17,14 +17,14 @@ import dataclasses
 import json
 import os
 import zipfile
-from typing import Callable, Dict, FrozenSet, Iterator, Tuple
+from typing import Callable, Dict, FrozenSet, Iterator, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 from tf_keras.src.saving import serialization_lib
 
-from zscgan_tf import bn_stats
+from zscgan_tf import bn_stats, flattening
 from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import Preprocessing
 
@@ -32,6 +32,10 @@ BUILTIN_PREFIX = "builtin:"
 SIDECAR_SUFFIX = ".json"
 IMAGENET_CLASSES = 1000
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+# How a model file without a sidecar or --teacher_preprocessing is read.
+DEFAULT_FILE_PREPROCESSING = "tf"
+# Layers that map pixels to a model's input, found at the start of models that scale pixels themselves.
+PIXEL_SCALING_LAYERS = (tf_keras.layers.Rescaling, tf_keras.layers.Normalization)
 # Layer classes of TF-MOT's quantization-aware (and annotated) models, as their saved configs name them.
 TF_MOT_LAYER_CLASSES = frozenset({"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate"})
 
@@ -111,6 +115,8 @@ class Teacher:
       num_classes: length of the logits vector.
       name: a short name for reports.
       description: what else is known (sidecar contents, source), for reports.
+      warnings: doubts about how the teacher was read, for entry points to show
+        (e.g. an assumed preprocessing that the model's own layers contradict).
     """
 
     model: tf_keras.Model
@@ -119,6 +125,7 @@ class Teacher:
     num_classes: int
     name: str
     description: dict
+    warnings: Tuple[str, ...] = ()
 
     def input_range(self) -> Tuple[np.ndarray, np.ndarray]:
         """Per-channel (low, high) of every input the model reads: its preprocessing of pixels 0 to 255."""
@@ -135,6 +142,7 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
         quantization-aware model.
     """
     description = {"source": source.model}
+    preprocessing_assumed = False
     if source.model in KERAS_APPLICATIONS:
         model = _build_keras_application(source)
         default_mode = KERAS_APPLICATIONS[source.model].preprocessing_mode
@@ -157,10 +165,11 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
         model = load_model_file(path, trust_model_code=source.trust_model_code)
         sidecar = read_sidecar(path)
         description.update(sidecar)
-        default_mode = sidecar.get("preprocessing", {}).get("mode", "tf")
+        default_mode = sidecar.get("preprocessing", {}).get("mode", DEFAULT_FILE_PREPROCESSING)
+        preprocessing_assumed = not source.preprocessing and "preprocessing" not in sidecar
         name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
     preprocessing = _resolve_preprocessing(source, default_mode, description)
-    model = logits_model(model)
+    model = logits_model(flattening.flatten_nested_models(model))
     image_shape = _validate_input(model, source)
     model = _with_static_input(model, image_shape)
     num_classes = _validate_output(model)
@@ -168,8 +177,31 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
         raise UserError(f"teacher {name!r} has no BatchNormalization layer; ZS-CGAN needs the BN statistics it stores")
     preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
     model.trainable = False
+    warnings = []
+    scaling_layer = pixel_scaling_layer(model)
+    if preprocessing_assumed and scaling_layer and preprocessing.mode != "raw":
+        warnings.append(
+            f"the teacher seems to scale pixels itself (its first layer {scaling_layer.name!r} is a "
+            f"{type(scaling_layer).__name__}), but it is read with '{preprocessing.mode}' preprocessing, the default "
+            "for a model file without a sidecar: if it takes pixels 0 to 255, pass --teacher_preprocessing=raw")
     return Teacher(model=model, preprocessing=preprocessing, image_shape=image_shape, num_classes=num_classes,
-                   name=name, description=description)
+                   name=name, description=description, warnings=tuple(warnings))
+
+
+def pixel_scaling_layer(model: tf_keras.Model) -> Optional[tf_keras.layers.Layer]:
+    """The layer that scales `model`'s input, if the model begins with one.
+
+    That is its first layer that is not an input or a random augmentation (which passes
+    pixels through at inference), if it is a Rescaling, a Normalization, or TensorFlow
+    arithmetic (`TFOpLambda`, as Keras Applications' `preprocess_input` leaves in a model).
+    """
+    for layer in model.layers:
+        if isinstance(layer, tf_keras.layers.InputLayer) or type(layer).__name__.startswith("Random"):
+            continue
+        if isinstance(layer, PIXEL_SCALING_LAYERS) or type(layer).__name__ == "TFOpLambda":
+            return layer
+        return None
+    return None
 
 
 def _looks_like_path(value: str) -> bool:
