@@ -63,6 +63,27 @@ def test_freeze_batchnorm_counts_wrapped_layers():
     assert distill.freeze_batchnorm(student) == 3
 
 
+@pytest.mark.parametrize("teacher_frozen", [True, False])
+def test_training_changes_only_the_quantized_kernels_whether_or_not_the_teacher_was_frozen(tmp_path, teacher_frozen):
+    teacher = tiny_teacher()
+    teacher.model.trainable = teacher_frozen  # The student is cloned from it, flags and all.
+    generator = _generator(teacher)
+    samples = generator([tf.random.normal([64, 8], seed=5), tf.constant(np.arange(64) % 4)], training=False).numpy()
+    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme(), calibration_inputs=samples)
+    distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes,
+                                  DistillationConfig(steps=3, batch_size=16, learning_rate=1e-2), seed=0)
+    assert sorted(weight.name for weight in distiller.trained_weights) == [
+        "conv/kernel:0", "dense/kernel:0", "depthwise/depthwise_kernel:0", "logits/kernel:0"]
+    float_weights = {weight.name: weight.numpy().copy() for weight in student.weights
+                     if weight.name.split("/")[0] in ("conv", "depthwise", "dense", "logits", "conv_bn",
+                                                      "depthwise_bn", "dense_bn")}
+    distiller.train(str(tmp_path), progress=False)  # W8A8: the student runs in training mode.
+
+    changed = sorted(weight.name for weight in student.weights
+                     if weight.name in float_weights and not np.array_equal(weight.numpy(), float_weights[weight.name]))
+    assert changed == ["conv/kernel:0", "dense/kernel:0", "depthwise/depthwise_kernel:0", "logits/kernel:0"]
+
+
 def test_feature_taps_pair_every_batchnorm_layer_of_the_teacher_with_the_students():
     teacher = tiny_teacher()
     student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme.from_name("w4a4"))

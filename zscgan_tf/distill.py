@@ -14,6 +14,10 @@ update before each student update and the samples come from it.
 The student's BatchNorm layers are frozen at the teacher's statistics (they run in
 inference mode): synthetic batches are good enough to teach the student the teacher's
 outputs, but the teacher's BN statistics are the better estimate of the real data.
+Only the weights TF-MOT quantizes (conv, depthwise and dense kernels) are trained:
+they are what rounding changes. Biases (int32 in TFLite, rounded finely), BN scales and
+offsets and layers left float keep the teacher's values; training BN scales and offsets
+and the biases as well was no better at W4A4 on MobileNetV2 (`docs/experiments.md`).
 Fake-quant ranges still adapt, since the student is called with `training=True`,
 unless they are held (`hold_quantizer_ranges`, for the fitted ranges of schemes below
 8 bits, see `range_fitting`): the student then runs in inference mode throughout,
@@ -47,9 +51,27 @@ def freeze_batchnorm(model: tf_keras.Model) -> int:
     frozen = 0
     for layer in model.layers:
         if isinstance(_unwrapped(layer), tf_keras.layers.BatchNormalization):
-            layer.trainable = False  # tf_keras BN runs in inference mode when not trainable.
+            # tf_keras BN runs in inference mode when not trainable. A TF-MOT wrapper does not
+            # pass its own flag on to the layer it wraps, so both are set.
+            layer.trainable = False
+            _unwrapped(layer).trainable = False
             frozen += 1
     return frozen
+
+
+def quantized_weights(student: tf_keras.Model) -> List[tf.Variable]:
+    """The float weights behind the student's weight quantizers, in layer order: what QAT trains.
+
+    TF-MOT's wrappers list these as trainable whatever the layers' `trainable` flags say;
+    naming them here keeps the trained set the same for a student cloned from a frozen
+    teacher (as `teachers.load_teacher` returns) and from a trainable one.
+    """
+    weights = []
+    for layer in student.layers:
+        if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
+            # `_weight_vars` holds (weight, quantizer, range variables).
+            weights.extend(weight for weight, _, _ in layer._weight_vars)  # pylint: disable=protected-access
+    return weights
 
 
 def feature_tap_models(teacher: tf_keras.Model, student: tf_keras.Model
@@ -127,6 +149,9 @@ class Distiller:
             self.real_images = tf.constant(np.asarray(real_images, np.float32))
             self.real_labels = tf.constant(np.asarray(real_labels, np.int32))
         freeze_batchnorm(student)
+        self.trained_weights = quantized_weights(student)
+        if not self.trained_weights:
+            raise ValueError(f"the student {student.name!r} has no quantized weights to train")
         # With the feature term, models that also return every BatchNorm layer's output.
         self.teacher_taps, self.student_taps = (feature_tap_models(teacher, student)[:2]
                                                 if config.feature_loss_weight else (None, None))
@@ -201,7 +226,7 @@ class Distiller:
             teacher_logits = self.teacher(images, training=False)
         else:
             teacher_logits, *teacher_features = self.teacher_taps(images, training=False)
-        variables = self.student.trainable_variables
+        variables = self.trained_weights
         with reproducibility.unfused_batchnorm(self.student), tf.GradientTape() as tape:
             if self.student_taps is None:
                 student_logits = self.student(images, training=self.student_training_mode)
