@@ -204,3 +204,16 @@ def test_teacher_file_without_scaling_layer_or_sidecar_gets_no_warning(tmp_path)
     build_tiny_classifier().save(path)
     teacher = teachers.load_teacher(_source(path))
     assert teacher.preprocessing.mode == "tf" and teacher.warnings == ()
+
+
+def test_saved_binary_classifier_loads_as_two_classes_with_a_warning(tmp_path):
+    inputs = tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = tf_keras.layers.BatchNormalization(name="bn")(x)
+    x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    path = str(tmp_path / "binary.keras")
+    tf_keras.Model(inputs, tf_keras.layers.Dense(1, activation="sigmoid", name="score")(x)).save(path)
+    teacher = teachers.load_teacher(_source(path))
+    assert teacher.num_classes == 2 and tuple(teacher.model.output.shape) == (None, 2)
+    assert len(teacher.warnings) == 1 and "binary classifier" in teacher.warnings[0]
+    assert teachers.describe(teacher)["warnings"] == list(teacher.warnings)

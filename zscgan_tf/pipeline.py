@@ -272,6 +272,7 @@ def format_report(report: dict) -> str:
     ]
     if "metrics" in teacher:
         lines.append(f"Teacher metrics from training: {teacher['metrics']}.")
+    lines += [f"Warning: {warning}." for warning in teacher.get("warnings", ())]
     lines += ["", "## Generator training", ""]
     if training:
         first, last = training["first"], training["last"]

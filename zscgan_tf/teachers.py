@@ -24,7 +24,7 @@ import tensorflow as tf
 import tf_keras
 from tf_keras.src.saving import serialization_lib
 
-from zscgan_tf import bn_stats, flattening
+from zscgan_tf import bn_stats, flattening, logits
 from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import Preprocessing
 
@@ -115,8 +115,9 @@ class Teacher:
       num_classes: length of the logits vector.
       name: a short name for reports.
       description: what else is known (sidecar contents, source), for reports.
-      warnings: doubts about how the teacher was read, for entry points to show
-        (e.g. an assumed preprocessing that the model's own layers contradict).
+      warnings: what the user must know about how the teacher was read, for entry
+        points and reports to show: an assumed preprocessing that the model's own layers
+        contradict, a binary output read as two logits.
     """
 
     model: tf_keras.Model
@@ -169,7 +170,7 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
         preprocessing_assumed = not source.preprocessing and "preprocessing" not in sidecar
         name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
     preprocessing = _resolve_preprocessing(source, default_mode, description)
-    model = logits_model(flattening.flatten_nested_models(model))
+    model, output_note = logits.logits_model(flattening.flatten_nested_models(model))
     image_shape = _validate_input(model, source)
     model = _with_static_input(model, image_shape)
     num_classes = _validate_output(model)
@@ -177,7 +178,7 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
         raise UserError(f"teacher {name!r} has no BatchNormalization layer; ZS-CGAN needs the BN statistics it stores")
     preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
     model.trainable = False
-    warnings = []
+    warnings = [output_note] if output_note else []
     scaling_layer = pixel_scaling_layer(model)
     if preprocessing_assumed and scaling_layer and preprocessing.mode != "raw":
         warnings.append(
@@ -335,33 +336,6 @@ def _resolve_preprocessing(source: TeacherSource, default_mode: str, description
     return Preprocessing(default_mode)
 
 
-def logits_model(model: tf_keras.Model) -> tf_keras.Model:
-    """The same classifier returning logits: a final softmax is removed.
-
-    Handles a last `Softmax` layer, a last `Activation('softmax')`, and a last layer
-    with `activation='softmax'` (rebuilt with a linear activation, same weights).
-    Logits are what distillation with a temperature and the conditional cross-entropy need.
-    """
-    if not getattr(model, "_is_graph_network", False):
-        raise UserError(f"the teacher {model.name!r} is a subclassed model; TF-MOT and the BN taps need a "
-                        "functional or Sequential tf_keras model")
-    last = model.layers[-1]
-    activation = getattr(last, "activation", None)
-    is_softmax_layer = isinstance(last, tf_keras.layers.Softmax) or (
-        isinstance(last, tf_keras.layers.Activation) and activation is tf_keras.activations.softmax)
-    if is_softmax_layer:
-        return tf_keras.Model(model.inputs, last.input, name=model.name)
-    if activation is tf_keras.activations.softmax:
-        config = last.get_config()
-        config["activation"] = "linear"
-        config["name"] = f"{last.name}_logits"
-        replacement = last.__class__.from_config(config)
-        logits = replacement(last.input)
-        replacement.set_weights(last.get_weights())
-        return tf_keras.Model(model.inputs, logits, name=model.name)
-    return model
-
-
 def _validate_input(model, source: TeacherSource) -> Tuple[int, int, int]:
     if len(model.inputs) != 1:
         raise UserError(f"the teacher has {len(model.inputs)} inputs; a single image input is required")
@@ -425,5 +399,5 @@ def describe(teacher: Teacher) -> dict:
     """A JSON-ready summary of the teacher for reports."""
     return {"name": teacher.name, "image_shape": list(teacher.image_shape), "num_classes": teacher.num_classes,
             "preprocessing": teacher.preprocessing.to_dict(), "parameters": int(teacher.model.count_params()),
-            "batchnorm_layers": len(bn_stats.batchnorm_layers(teacher.model)),
+            "batchnorm_layers": len(bn_stats.batchnorm_layers(teacher.model)), "warnings": list(teacher.warnings),
             **{key: value for key, value in teacher.description.items() if key not in ("preprocessing",)}}

@@ -1,0 +1,83 @@
+"""The teacher's output as class logits, whatever head the classifier was saved with.
+
+Distillation with a temperature and the generator's conditional cross-entropy need
+logits. `logits_model` removes a final softmax, and turns the single output of a binary
+classifier (a sigmoid probability, or the logit before it) into two logits with the
+same probabilities, so that it is a two-class classifier like any other.
+"""
+
+from typing import Optional, Tuple
+
+import numpy as np
+import tf_keras
+
+from zscgan_tf.errors import UserError
+
+
+def logits_model(model: tf_keras.Model) -> Tuple[tf_keras.Model, Optional[str]]:
+    """The same classifier returning logits, and a note for the user if its output changed form.
+
+    Handles:
+    - a last `Softmax` layer or `Activation('softmax')`, which is removed, and a last
+      layer with `activation='softmax'`, rebuilt with a linear activation, same weights;
+    - a binary classifier ending in `Dense(1)`, with a sigmoid (as its activation or as
+      a last `Activation('sigmoid')`) or without one (a logit `z`): the `Dense(1)` is
+      replaced by a `Dense(2)` giving `[-z/2, z/2]`, whose softmax is
+      `[1 - sigmoid(z), sigmoid(z)]`; class 1 is the positive class.
+
+    Returns:
+      (model, note): `model` itself when its output already is logits; note is None
+      unless the number of outputs changed (the binary case), which exported models keep.
+
+    Raises:
+      UserError: for a subclassed model, a sigmoid output of several units (multi-label,
+        not one class per image), or a single output that no `Dense(1)` computes.
+    """
+    if not getattr(model, "_is_graph_network", False):
+        raise UserError(f"the teacher {model.name!r} is a subclassed model; TF-MOT and the BN taps need a "
+                        "functional or Sequential tf_keras model")
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    units = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
+    if units == 1:
+        return _binary_as_two_logits(model)
+    if activation is tf_keras.activations.sigmoid:
+        raise UserError(f"the teacher's output is {units} sigmoids (multi-label); a classifier with one class per "
+                        "image (softmax or logits) is required")
+    is_softmax_layer = isinstance(last, tf_keras.layers.Softmax) or (
+        isinstance(last, tf_keras.layers.Activation) and activation is tf_keras.activations.softmax)
+    if is_softmax_layer:
+        return tf_keras.Model(model.inputs, last.input, name=model.name), None
+    if activation is tf_keras.activations.softmax:
+        replacement = _rebuilt(last, name=f"{last.name}_logits")
+        logits = replacement(last.input)
+        replacement.set_weights(last.get_weights())
+        return tf_keras.Model(model.inputs, logits, name=model.name), None
+    return model, None
+
+
+def _binary_as_two_logits(model: tf_keras.Model) -> Tuple[tf_keras.Model, str]:
+    last = model.layers[-1]
+    dense = last
+    if isinstance(last, tf_keras.layers.Activation) and last.activation is tf_keras.activations.sigmoid:
+        dense = last.inbound_nodes[0].inbound_layers
+    if not (isinstance(dense, tf_keras.layers.Dense) and dense.units == 1
+            and dense.activation in (tf_keras.activations.sigmoid, tf_keras.activations.linear)):
+        raise UserError(f"the teacher has a single output, computed by {type(dense).__name__} {dense.name!r}; a "
+                        "binary classifier must end in Dense(1), with or without a sigmoid")
+    replacement = _rebuilt(dense, name=f"{dense.name}_two_logits", units=2)
+    two_logits = replacement(dense.input)
+    weights = dense.get_weights()
+    halved = [np.concatenate([-weight / 2, weight / 2], axis=-1) for weight in weights]
+    replacement.set_weights(halved)
+    note = (f"the teacher is a binary classifier with one output ({dense.name!r}); it is read as two classes, "
+            "0 and 1, with logits [-z/2, z/2] for its logit z (softmax gives [1 - sigmoid(z), sigmoid(z)]), and the "
+            "student and exported models output those two logits")
+    return tf_keras.Model(model.inputs, two_logits, name=model.name), note
+
+
+def _rebuilt(layer: tf_keras.layers.Layer, name: str, **changes) -> tf_keras.layers.Layer:
+    """A new layer like `layer`, with a linear activation, another name and `changes` to its config."""
+    config = layer.get_config()
+    config.update(activation="linear", name=name, **changes)
+    return layer.__class__.from_config(config)
