@@ -53,12 +53,12 @@ def _pixels(count: int = 6, seed: int = 1) -> np.ndarray:
 
 def test_transfer_learning_classifier_becomes_flat_with_the_same_outputs_names_and_weights():
     model = _transfer_learning_classifier()
-    flat = flattening.flatten_nested_models(model)
+    flat = flattening.flat_inference_model(model)
 
     assert not flattening.has_nested_models(flat)
     assert flat.name == "classifier"
     names = [layer.name for layer in flat.layers]
-    assert names == ["image", "flip", "scale", "backbone_conv", "bn", "relu", "conv_2", "bn_2", "out_relu", "pool",
+    assert names == ["image", "scale", "backbone_conv", "bn", "relu", "conv_2", "bn_2", "out_relu", "pool",
                      "dropout", "conv", "probabilities"]
     expected = model(_pixels(), training=False).numpy()
     np.testing.assert_allclose(flat(_pixels(), training=False).numpy(), expected, rtol=1e-5, atol=1e-7)
@@ -69,7 +69,7 @@ def test_transfer_learning_classifier_becomes_flat_with_the_same_outputs_names_a
 def test_flat_model_shares_no_weights_with_the_original():
     model = _transfer_learning_classifier()
     before = [weight.copy() for weight in model.get_weights()]
-    flat = flattening.flatten_nested_models(model)
+    flat = flattening.flat_inference_model(model)
     flat.set_weights([np.zeros_like(weight) for weight in flat.get_weights()])
     for original, kept in zip(before, model.get_weights()):
         np.testing.assert_array_equal(original, kept)
@@ -82,7 +82,7 @@ def test_nested_model_called_twice_stays_one_shared_set_of_layers():
     x = tf_keras.layers.Add(name="sum")([encoder(inputs), encoder(mirrored)])
     x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
     model = tf_keras.Model(inputs, tf_keras.layers.Dense(3, name="logits")(x))
-    flat = flattening.flatten_nested_models(model)
+    flat = flattening.flat_inference_model(model)
 
     convs = [layer for layer in flat.layers if isinstance(layer, tf_keras.layers.Conv2D)]
     assert len(convs) == 2 and all(len(layer.inbound_nodes) == 2 for layer in convs)
@@ -90,9 +90,23 @@ def test_nested_model_called_twice_stays_one_shared_set_of_layers():
                                rtol=1e-5, atol=1e-6)
 
 
+def test_augmentation_layers_of_a_flat_model_are_left_out():
+    tf_keras.utils.set_random_seed(0)
+    inputs = tf_keras.Input((8, 8, 3))
+    x = tf_keras.layers.RandomFlip(name="flip")(inputs)
+    x = tf_keras.layers.RandomRotation(0.2, name="rotate")(x)
+    x = tf_keras.layers.RandomCrop(6, 6, name="crop")(x)  # Crops the centre at inference: kept.
+    x = tf_keras.layers.Conv2D(3, 3, name="conv")(x)
+    model = tf_keras.Model(inputs, tf_keras.layers.GlobalAveragePooling2D(name="pool")(x))
+    flat = flattening.flat_inference_model(model)
+    assert [layer.name for layer in flat.layers][1:] == ["crop", "conv", "pool"]
+    np.testing.assert_allclose(flat(_pixels(), training=False).numpy(), model(_pixels(), training=False).numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_flat_model_is_returned_unchanged():
     model = _backbone()
-    assert flattening.flatten_nested_models(model) is model
+    assert flattening.flat_inference_model(model) is model
 
 
 def test_nested_subclassed_model_is_a_user_error():
@@ -107,7 +121,7 @@ def test_nested_subclassed_model_is_a_user_error():
     inputs = tf_keras.Input((8, 8, 3))
     model = tf_keras.Model(inputs, tf_keras.layers.Flatten()(Inner()(inputs)))
     with pytest.raises(UserError, match="nests the subclassed model 'inner'"):
-        flattening.flatten_nested_models(model)
+        flattening.flat_inference_model(model)
 
 
 def test_saved_transfer_learning_teacher_loads_flat_as_logits_and_quantizes(tmp_path):
@@ -122,7 +136,7 @@ def test_saved_transfer_learning_teacher_loads_flat_as_logits_and_quantizes(tmp_
     probabilities = model(_pixels(), training=False).numpy()
     np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), probabilities, rtol=1e-5, atol=1e-7)
     student, float_layers = quantize.quantize_student(teacher.model)
-    assert set(float_layers) == {"flip", "scale"}
+    assert set(float_layers) == {"scale"}
     assert {"quant_backbone_conv", "quant_bn", "quant_conv_2", "quant_bn_2"} <= {layer.name for layer in student.layers}
 
 

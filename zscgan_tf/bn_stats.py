@@ -95,7 +95,7 @@ def batchnorm_layers(model) -> List[tf_keras.layers.BatchNormalization]:
             if any(isinstance(inner, tf_keras.layers.BatchNormalization) for inner in layer.submodules):
                 raise UserError(
                     f"the teacher nests model {layer.name!r}, which holds BatchNormalization layers; "
-                    "flatten it first (flattening.flatten_nested_models; load_teacher does)")
+                    "flatten it first (flattening.flat_inference_model; load_teacher does)")
             continue
         if isinstance(layer, tf_keras.layers.BatchNormalization):
             if len(layer.inbound_nodes) != 1:

@@ -1,14 +1,18 @@
-"""Nested models replaced by their own layers: one flat functional model.
+"""A teacher's inference graph as one flat functional model: nested models replaced by
+their own layers, augmentation layers removed.
 
 Transfer-learning classifiers usually call a whole Keras Applications model as one
 layer (`x = base_model(x, training=False)`), often after a nested `Sequential` of
-augmentation layers. TF-MOT quantizes only flat models, and the BatchNorm taps need
-every BN layer in the outer graph, so `load_teacher` flattens such a classifier: it
-computes the same function with the same weights and layer names.
+random augmentation layers. TF-MOT quantizes only flat models, and the BatchNorm taps
+need every BN layer in the outer graph, so `load_teacher` flattens such a classifier:
+it computes the same function with the same weights and layer names. Random
+augmentation layers pass images through unchanged at inference, which is all a teacher
+does; they are left out, so that neither the student nor the TFLite models carry them
+(their random-number state can stop the TFLite converter).
 
 Usage:
 
-    flat = flatten_nested_models(model)  # `model` itself when nothing is nested
+    flat = flat_inference_model(model)  # `model` itself when nothing is nested or left out
 """
 
 from typing import Dict, List, Set
@@ -29,8 +33,17 @@ def has_nested_models(model: tf_keras.Model) -> bool:
     return any(isinstance(layer, tf_keras.Model) for layer in model.layers)
 
 
-def flatten_nested_models(model: tf_keras.Model) -> tf_keras.Model:
-    """`model` with every nested functional or Sequential model replaced by its layers.
+def is_augmentation_layer(layer) -> bool:
+    """Whether `layer` (tf_keras or Keras 3) is a random augmentation layer, which passes its
+    input through unchanged at inference: `RandomFlip`, `RandomRotation`, `RandomZoom`, ...
+    but not `RandomCrop`, which crops the centre at inference."""
+    name = type(layer).__name__
+    return name.startswith("Random") and name != "RandomCrop"
+
+
+def flat_inference_model(model: tf_keras.Model) -> tf_keras.Model:
+    """`model` with every nested functional or Sequential model replaced by its layers and
+    every random augmentation layer (`is_augmentation_layer`) left out.
 
     Each layer is rebuilt from its config and given the original's weights, so the
     result shares nothing with `model`. Names are kept; a nested layer whose name is
@@ -41,7 +54,8 @@ def flatten_nested_models(model: tf_keras.Model) -> tf_keras.Model:
 
     Args:
       model: a functional or Sequential tf_keras model; returned unchanged if it nests
-        no model or is not a graph network (its own checks then speak for it).
+        no model and has no augmentation layer, or is not a graph network (its own
+        checks then speak for it).
 
     Returns:
       A functional model with the same inputs, outputs, weights and name.
@@ -50,7 +64,8 @@ def flatten_nested_models(model: tf_keras.Model) -> tf_keras.Model:
       UserError: if a nested model is subclassed (its graph is unknown) or is called
         with arguments other than its inputs, `training` and `mask=None`.
     """
-    if not getattr(model, "_is_graph_network", False) or not has_nested_models(model):
+    if not getattr(model, "_is_graph_network", False) or not any(
+            isinstance(layer, tf_keras.Model) or is_augmentation_layer(layer) for layer in model.layers):
         return model
     inputs = [tf_keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=tensor.name.split(":")[0])
               for tensor in model.inputs]
@@ -85,6 +100,8 @@ class _Replay:
                 layer = node.layer
                 if isinstance(layer, tf_keras.Model):
                     outputs = self._run_nested(layer, args, kwargs, prefix)
+                elif is_augmentation_layer(layer):
+                    outputs = args[0]
                 else:
                     clone = self._clone(layer, prefix)
                     outputs = clone(*args, **kwargs)

@@ -395,7 +395,7 @@ def validate_tfmot_model(model, role: str = "teacher") -> None:
     if nested:
         raise UserError(
             f"the {role} {model.name!r} contains nested models {nested}; TF-MOT needs a "
-            "flat model (flattening.flatten_nested_models makes one)")
+            "flat model (flattening.flat_inference_model makes one)")
 
 
 def quantize_student(

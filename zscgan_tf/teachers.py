@@ -24,7 +24,7 @@ import tensorflow as tf
 import tf_keras
 from tf_keras.src.saving import serialization_lib
 
-from zscgan_tf import bn_stats, flattening, logits
+from zscgan_tf import bn_stats, flattening, keras3_conversion, logits
 from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import Preprocessing
 
@@ -170,7 +170,7 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
         preprocessing_assumed = not source.preprocessing and "preprocessing" not in sidecar
         name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
     preprocessing = _resolve_preprocessing(source, default_mode, description)
-    model, output_note = logits.logits_model(flattening.flatten_nested_models(model))
+    model, output_note = logits.logits_model(flattening.flat_inference_model(model))
     image_shape = _validate_input(model, source)
     model = _with_static_input(model, image_shape)
     num_classes = _validate_output(model)
@@ -242,6 +242,9 @@ def _build_keras_application(source: TeacherSource) -> tf_keras.Model:
 def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model:
     """Loads a saved tf_keras model (`.keras`, `.h5` or SavedModel directory) without compiling.
 
+    A `.keras` or `.h5` file saved by Keras 3 is loaded with Keras 3 and rebuilt with
+    tf_keras (`keras3_conversion`).
+
     Keras safe mode is on unless `trust_model_code`: serialized Python (Lambda layers)
     in `.keras` and `.h5` files is refused rather than run. (A SavedModel restores
     traced graphs, not Python code.)
@@ -251,6 +254,8 @@ def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model
     """
     if not os.path.exists(path):
         raise UserError(f"model file {path!r} does not exist")
+    if keras3_conversion.saved_by_keras3(path):
+        return keras3_conversion.load_as_tf_keras(path, trust_model_code=trust_model_code)
     try:
         # The scope covers HDF5 files too, whose loader has no safe_mode argument.
         with tf_keras.utils.custom_object_scope(_package_custom_objects()), \

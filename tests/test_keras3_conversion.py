@@ -1,0 +1,135 @@
+import keras  # Keras 3, which TensorFlow installs and saves models with by default.
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from zscgan_tf import bn_stats, flattening, keras3_conversion, quantize, teachers
+from zscgan_tf.errors import UserError
+
+
+def _keras3_transfer_classifier(seed: int = 0, arithmetic: bool = True) -> keras.Model:
+    """A Keras 3 classifier as the transfer-learning tutorial builds one: Keras 3
+    preprocessing arithmetic (or a Rescaling layer), an augmentation layer, a nested base
+    called with training=False, a softmax head. BN statistics are set far from their defaults."""
+    keras.utils.set_random_seed(seed)
+    base_inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv")(base_inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.DepthwiseConv2D(3, name="depthwise")(x)
+    x = keras.layers.BatchNormalization(name="depthwise_bn")(x)
+    base = keras.Model(base_inputs, keras.layers.ReLU(name="out_relu")(x), name="base")
+    random = np.random.RandomState(seed)
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([random.uniform(0.5, 2.0, weight.shape) if index in (0, 3) else
+                               random.normal(0, 1, weight.shape) for index, weight in enumerate(layer.get_weights())])
+    inputs = keras.Input((8, 8, 3), name="image")
+    if arithmetic:
+        x = inputs / 127.5 - 1.0  # Keras 3 operations, as keras.applications' preprocess_input leaves them.
+    else:
+        x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
+    x = keras.layers.RandomFlip(name="flip")(x)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="conv_head")(x), name="classifier")
+
+
+def _pixels(count: int = 6) -> np.ndarray:
+    return np.random.RandomState(1).uniform(0, 255, (count, 8, 8, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_keras3_file_is_rebuilt_flat_with_tf_keras_and_computes_the_same(tmp_path, suffix):
+    # Keras 3 cannot read back the operations it writes into an HDF5 file ("Unknown layer: 'TrueDivide'").
+    original = _keras3_transfer_classifier(arithmetic=suffix == ".keras")
+    path = str(tmp_path / f"classifier{suffix}")
+    original.save(path)
+    assert keras3_conversion.saved_by_keras3(path)
+
+    model = keras3_conversion.load_as_tf_keras(path)
+
+    assert isinstance(model, tf_keras.Model) and model.name == "classifier"
+    assert not flattening.has_nested_models(model)
+    assert not any(flattening.is_augmentation_layer(layer) for layer in model.layers)
+    assert [layer.name for layer in model.layers if layer.weights] == ["conv", "bn", "depthwise", "depthwise_bn",
+                                                                        "conv_head"]
+    expected = original(_pixels(), training=False).numpy()
+    np.testing.assert_allclose(model(_pixels(), training=False).numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert expected.std() > 0.01  # The outputs differ between images, so agreeing means something.
+
+
+def test_keras3_teacher_file_loads_as_a_teacher_and_quantizes(tmp_path):
+    path = str(tmp_path / "classifier.keras")
+    _keras3_transfer_classifier().save(path)
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=path, preprocessing="raw"))
+    assert teacher.num_classes == 3 and teacher.warnings == ()
+    assert len(bn_stats.batchnorm_layers(teacher.model)) == 2
+    probabilities = tf.nn.softmax(teacher.model(_pixels(), training=False)).numpy()
+    np.testing.assert_allclose(probabilities, _keras3_transfer_classifier()(_pixels(), training=False).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    _, float_layers = quantize.quantize_student(teacher.model)
+    assert all(name.startswith("tf.math.") for name in float_layers)  # The preprocessing arithmetic.
+
+
+def test_tf_keras_files_are_not_taken_for_keras3(tmp_path, tiny_teacher_file):
+    assert not keras3_conversion.saved_by_keras3(tiny_teacher_file)
+    path = str(tmp_path / "tiny.h5")
+    tf_keras.models.load_model(tiny_teacher_file).save(path)
+    assert not keras3_conversion.saved_by_keras3(path)
+    assert not keras3_conversion.saved_by_keras3(str(tmp_path / "missing.keras"))
+
+
+def test_keras3_layer_without_a_tf_keras_counterpart_is_a_user_error(tmp_path):
+    @keras.saving.register_keras_serializable(package="zscgan_tf_tests")
+    class Doubling(keras.layers.Layer):
+        def call(self, inputs):
+            return 2.0 * inputs
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.BatchNormalization()(Doubling(name="doubling")(inputs))
+    path = str(tmp_path / "custom.keras")
+    keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x))).save(path)
+    with pytest.raises(UserError, match="cannot rebuild Keras 3.* layer 'doubling' is a Doubling, which tf_keras does "
+                                        "not have"):
+        keras3_conversion.load_as_tf_keras(path)
+
+
+def test_rebuilt_model_that_computes_otherwise_is_refused(tmp_path, monkeypatch):
+    path = str(tmp_path / "classifier.keras")
+    _keras3_transfer_classifier().save(path)
+    original_config = keras3_conversion._tf_keras_config
+
+    def with_large_epsilon(config):
+        converted = original_config(config)
+        if "momentum" in config:  # BatchNormalization: a different epsilon changes its outputs.
+            converted["epsilon"] = 10.0
+        return converted
+
+    monkeypatch.setattr(keras3_conversion, "_tf_keras_config", with_large_epsilon)
+    with pytest.raises(UserError, match="rebuilt with tf_keras computes other outputs"):
+        keras3_conversion.load_as_tf_keras(path)
+
+
+def test_nested_sequential_and_hard_activations_are_rebuilt(tmp_path):
+    keras.utils.set_random_seed(0)
+    block = keras.Sequential([keras.layers.RandomRotation(0.2), keras.layers.Conv2D(4, 3, name="conv"),
+                              keras.layers.BatchNormalization(name="bn")], name="block")
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1 / 64.0, offset=-2.0)(inputs)
+    x = keras.layers.Activation("hard_silu", name="hard_swish")(block(x))
+    x = keras.layers.Activation("hard_sigmoid", name="gate")(x)
+    original = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    path = str(tmp_path / "hard.keras")
+    original.save(path)
+
+    model = keras3_conversion.load_as_tf_keras(path)
+
+    assert not flattening.has_nested_models(model)
+    assert isinstance(model.get_layer("hard_swish"), tf_keras.layers.Multiply)  # So TF-MOT quantizes its output.
+    expected = original(_pixels(), training=False).numpy()
+    np.testing.assert_allclose(model(_pixels(), training=False).numpy(), expected, rtol=1e-5, atol=1e-6)
+    # tf_keras' own hard_sigmoid, 0.2x + 0.5 clipped, would give other outputs than relu6(x + 3) / 6.
+    assert not np.allclose(tf_keras.activations.hard_sigmoid(tf.constant([-2.9, 2.9])).numpy(),
+                           tf.nn.relu6(tf.constant([-2.9, 2.9]) + 3.0).numpy() / 6.0, atol=1e-3)

@@ -1,0 +1,251 @@
+"""Keras 3 model files rebuilt as tf_keras (Keras 2) models, which TF-MOT needs.
+
+TensorFlow 2.16 and later save models with Keras 3 unless told otherwise, and tf_keras
+cannot read those files. `load_as_tf_keras` loads such a file with Keras 3 and rebuilds
+its graph layer by layer with the tf_keras class of the same name, the same settings and
+the same weights, flattening nested models and leaving out random augmentation layers
+on the way, as `flattening` does for tf_keras models. Keras 3 operations in the graph (`preprocess_input`'s `x / 127.5 - 1`) become
+the matching TensorFlow ops. The rebuilt model is checked against the original on random
+inputs, so a setting lost in translation is an error, not a different teacher.
+
+Usage:
+
+    if keras3_conversion.saved_by_keras3(path):
+        model = keras3_conversion.load_as_tf_keras(path)
+"""
+
+import json
+import os
+import re
+import zipfile
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from zscgan_tf import flattening
+from zscgan_tf.errors import UserError
+
+# Keras 3 operations (not layers) that preprocessing leaves in functional models, by class name.
+ELEMENTWISE_OPERATIONS = {
+    "Add": tf.math.add,
+    "Subtract": tf.math.subtract,
+    "Multiply": tf.math.multiply,
+    "Divide": tf.math.truediv,
+    "TrueDivide": tf.math.truediv,
+    "Maximum": tf.math.maximum,
+    "Minimum": tf.math.minimum,
+}
+
+
+def _hard_sigmoid(inputs, name: str):
+    """Keras 3's `hard_sigmoid`, relu6(x + 3) / 6, as tf_keras' MobileNetV3 builds it (tf_keras'
+    own `hard_sigmoid` activation is another function, and it has no `hard_silu`)."""
+    return tf_keras.layers.ReLU(6.0, name=f"{name}_relu6")(inputs + 3.0) * (1.0 / 6.0)
+
+
+def _hard_silu(inputs, name: str):
+    """Keras 3's `hard_silu` (hard-swish), x * hard_sigmoid(x), with a `Multiply` layer as in
+    tf_keras' MobileNetV3, so the student quantizes its output."""
+    return tf_keras.layers.Multiply(name=name)([inputs, _hard_sigmoid(inputs, name)])
+
+
+# Keras 3 activations that tf_keras lacks or defines otherwise, by function name, rebuilt from layers.
+HARD_ACTIVATIONS = {"hard_sigmoid": _hard_sigmoid, "hard_silu": _hard_silu, "hard_swish": _hard_silu}
+# Settings that only shape training (the teacher is frozen and its weights are copied), so a
+# rebuilt layer keeps tf_keras' defaults for them.
+TRAINING_ONLY_SETTING_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+# Keyword arguments of a nested model's call that the flat model can do without.
+DROPPABLE_CALL_ARGUMENTS = frozenset({"training", "mask"})
+# How closely the rebuilt model must reproduce the original, relative to its largest output.
+AGREEMENT_TOLERANCE = 1e-4
+CHECK_BATCH_SIZE = 4
+CHECK_SEED = 0
+# How tf_keras names a setting it does not take, in the TypeError of `from_config`.
+UNKNOWN_SETTING = re.compile(r"(?:Keyword argument not understood:'?,? '|unexpected keyword argument ')(\w+)'")
+
+
+def saved_by_keras3(path: str) -> bool:
+    """Whether the model file at `path` (.keras, .h5) says Keras 3 wrote it."""
+    version = _saved_keras_version(path)
+    return bool(version) and version.split(".")[0] == "3"
+
+
+def _saved_keras_version(path: str) -> Optional[str]:
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("metadata.json")).get("keras_version")
+        if os.path.isfile(path):
+            import h5py  # pylint: disable=import-outside-toplevel  # A tf_keras dependency.
+            with h5py.File(path, "r") as file:
+                version = file.attrs.get("keras_version")
+                return version.decode() if isinstance(version, bytes) else version
+    except (OSError, KeyError, ValueError):
+        return None
+    return None
+
+
+def load_as_tf_keras(path: str, trust_model_code: bool = False) -> tf_keras.Model:
+    """Loads the Keras 3 model file `path` and returns it rebuilt as a flat tf_keras model.
+
+    Args:
+      path: a `.keras` or `.h5` file saved by Keras 3.
+      trust_model_code: let Keras 3 load serialized Python (Lambda layers); off = safe mode.
+
+    Returns:
+      A functional tf_keras model with the same layer names, settings and weights.
+
+    Raises:
+      UserError: if Keras 3 cannot load the file, a layer or operation has no tf_keras
+        counterpart, or the rebuilt model's outputs differ from the original's.
+    """
+    import keras  # pylint: disable=import-outside-toplevel  # Keras 3, installed with TensorFlow.
+    version = _saved_keras_version(path)
+    try:
+        original = keras.saving.load_model(path, compile=False, safe_mode=not trust_model_code)
+    except Exception as error:  # pylint: disable=broad-except  # Any failure is the file's.
+        raise UserError(f"cannot load Keras {version} model {path!r}: {_first_line(error)}") from error
+    if not isinstance(original, keras.Model) or not hasattr(original, "_nodes_by_depth"):
+        raise UserError(f"Keras {version} model {path!r} is not a functional or Sequential model; TF-MOT needs one "
+                        "(rebuild it with tf_keras)")
+    try:
+        rebuilt = _Rebuild(keras).model(original)
+    except UserError as error:
+        raise UserError(f"cannot rebuild Keras {version} model {path!r} with tf_keras for TF-MOT: {error}") from error
+    _check_agreement(original, rebuilt, path)
+    return rebuilt
+
+
+class _Rebuild:
+    """Replays Keras 3 graphs on tf_keras tensors, one tf_keras layer per Keras 3 layer."""
+
+    def __init__(self, keras_module):
+        self.keras = keras_module
+        self.layers: Dict[int, tf_keras.layers.Layer] = {}
+        self.taken_names: set = set()
+
+    def model(self, original) -> tf_keras.Model:
+        if len(original.inputs) != 1:
+            raise UserError(f"it has {len(original.inputs)} inputs; a single image input is required")
+        reference = original.inputs[0]
+        inputs = tf_keras.Input(batch_shape=tuple(reference.shape), dtype=reference.dtype,
+                                name=_input_name(original))
+        self.taken_names = {layer.name for layer in original.layers if not isinstance(layer, self.keras.Model)}
+        outputs = self.run(original, [inputs], prefix="")
+        return tf_keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=original.name)
+
+    def run(self, graph, inputs: List[tf.Tensor], prefix: str) -> List[tf.Tensor]:
+        """`graph`'s outputs on `inputs`; `prefix` goes before the names of its layers that are taken."""
+        outputs = graph._run_through_graph(  # pylint: disable=protected-access
+            inputs, operation_fn=lambda operation: self.operation(operation, prefix))
+        return list(tf.nest.flatten(outputs))
+
+    def operation(self, operation, prefix: str):
+        """The tf_keras callable that computes what the Keras 3 `operation` computes."""
+        if isinstance(operation, self.keras.Model):
+            return lambda *args, **kwargs: self.nested(operation, args, kwargs, prefix=f"{prefix}{operation.name}_")
+        if flattening.is_augmentation_layer(operation):
+            return lambda images, **kwargs: images  # What it does at inference; see `flattening`.
+        activation = getattr(operation, "activation", None)
+        if isinstance(operation, self.keras.layers.Activation) and getattr(activation, "__name__", "") in HARD_ACTIVATIONS:
+            return lambda inputs: HARD_ACTIVATIONS[activation.__name__](inputs, operation.name)
+        if isinstance(operation, self.keras.layers.Layer):
+            return self.layer(operation, prefix)
+        function = ELEMENTWISE_OPERATIONS.get(type(operation).__name__)
+        if function is None:
+            raise UserError(f"operation {operation.name!r} ({type(operation).__name__}) has no tf_keras counterpart "
+                            "here")
+        return function
+
+    def nested(self, nested, args, kwargs, prefix: str):
+        # A Keras 3 Sequential keeps its graph in a functional model of its own.
+        graph = getattr(nested, "_functional", None) if isinstance(nested, self.keras.Sequential) else nested
+        if not hasattr(graph, "_nodes_by_depth"):
+            raise UserError(f"nested model {nested.name!r} is subclassed")
+        unexpected = sorted(name for name, value in kwargs.items()
+                            if name not in DROPPABLE_CALL_ARGUMENTS or (name == "mask" and value is not None))
+        if unexpected:
+            raise UserError(f"nested model {nested.name!r} is called with {', '.join(unexpected)}")
+        outputs = self.run(graph, tf.nest.flatten(args), prefix)
+        return outputs if len(outputs) > 1 else outputs[0]
+
+    def layer(self, original, prefix: str):
+        if id(original) in self.layers:
+            return self.layers[id(original)]
+        layer_class = getattr(tf_keras.layers, type(original).__name__, None)
+        if layer_class is None:
+            raise UserError(f"layer {original.name!r} is a {type(original).__name__}, which tf_keras does not have")
+        config = _tf_keras_config(original.get_config())
+        if prefix and config["name"] in self.taken_names:
+            config["name"] = f"{prefix}{config['name']}"
+        self.taken_names.add(config["name"])
+        rebuilt = _from_config_dropping_unknown_settings(layer_class, config, original.name)
+        weights = original.get_weights()
+
+        def call(*args, **kwargs):
+            outputs = rebuilt(*args, **kwargs)
+            if len(rebuilt.weights) != len(weights):
+                raise UserError(f"layer {original.name!r} ({type(original).__name__}) has {len(weights)} weights in "
+                                f"Keras 3 but {len(rebuilt.weights)} in tf_keras")
+            rebuilt.set_weights(weights)
+            return outputs
+
+        self.layers[id(original)] = rebuilt
+        return call
+
+
+def _input_name(original) -> str:
+    input_layers = [layer for layer in original.layers if type(layer).__name__ == "InputLayer"]
+    return input_layers[0].name if input_layers else "input"
+
+
+def _tf_keras_config(config: Dict[str, Any]) -> Dict[str, Any]:
+    """A Keras 3 layer config in the form tf_keras reads: dtype policies as names, no training-only settings."""
+    converted = {}
+    for key, value in config.items():
+        if key.endswith(TRAINING_ONLY_SETTING_SUFFIXES):
+            continue
+        if key == "dtype" and isinstance(value, dict):
+            value = value.get("config", {}).get("name", "float32")
+        converted[key] = value
+    return converted
+
+
+def _from_config_dropping_unknown_settings(layer_class, config: Dict[str, Any], name: str):
+    """`layer_class.from_config(config)`, leaving out settings tf_keras does not know
+    (Keras 3's `synchronized`, `quantization_config`, ...). Any that mattered shows in the
+    outputs' agreement check."""
+    config = dict(config)
+    while True:
+        try:
+            return layer_class.from_config(config)
+        except TypeError as error:
+            unknown = [key for key in UNKNOWN_SETTING.findall(str(error)) if key in config]
+            if not unknown:
+                raise UserError(f"layer {name!r} ({layer_class.__name__}): {_first_line(error)}") from error
+            for key in unknown:
+                del config[key]
+        except (ValueError, KeyError) as error:
+            raise UserError(f"layer {name!r} ({layer_class.__name__}): {_first_line(error)}") from error
+
+
+def _check_agreement(original, rebuilt: tf_keras.Model, path: str) -> None:
+    shape = (CHECK_BATCH_SIZE,) + tuple(rebuilt.inputs[0].shape[1:])
+    if None in shape:
+        return  # Any image size: checked later, at the size the teacher is rebuilt at.
+    inputs = np.random.RandomState(CHECK_SEED).uniform(0.0, 255.0, shape).astype(np.float32)
+    expected = tf.convert_to_tensor(original(inputs, training=False)).numpy()
+    actual = rebuilt(inputs, training=False).numpy()
+    difference = float(np.max(np.abs(expected - actual)))
+    scale = max(float(np.max(np.abs(expected))), 1e-12)
+    if difference > AGREEMENT_TOLERANCE * scale:
+        raise UserError(f"Keras 3 model {path!r} rebuilt with tf_keras computes other outputs (largest difference "
+                        f"{difference:.3g}, {difference / scale:.1%} of the largest output); rebuild it with tf_keras")
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= limit else line[:limit] + "..."
