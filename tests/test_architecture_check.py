@@ -16,9 +16,9 @@ def test_prints_a_row_per_architecture_with_both_int8_exports():
     result = _check("--architectures=MobileNet:32,InceptionV3:32", "--calibration_samples=2")
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert rows[0].startswith("| architecture | layers TF-MOT leaves float | QAT int8 fully integer")
+    assert rows[0].startswith("| architecture | layers TF-MOT leaves float | QAT step | QAT int8 fully integer")
     cells = [cell.strip() for cell in rows[1].strip("|").split("|")]
-    assert cells[:4] == ["MobileNet 32x32", "none", "yes", "yes"] and int(cells[4]) > 0
+    assert cells[:5] == ["MobileNet 32x32", "none", "yes", "yes", "yes"] and int(cells[5]) > 0
     # An architecture that refuses the size gets its row, and the table goes on.
     assert rows[2].startswith("| InceptionV3 32x32 | error: Input size must be at least 75x75")
 

@@ -84,6 +84,31 @@ def test_training_changes_only_the_quantized_kernels_whether_or_not_the_teacher_
     assert changed == ["conv/kernel:0", "dense/kernel:0", "depthwise/depthwise_kernel:0", "logits/kernel:0"]
 
 
+def test_batchnorm_that_tf_mot_leaves_float_is_tapped_in_the_students_own_graph(tmp_path):
+    # Pre-activation style: a BN after a ReLU follows no conv, so TF-MOT leaves it float and
+    # puts that very layer into the student, where it keeps a call in TF-MOT's working model too.
+    tf_keras.utils.set_random_seed(0)
+    inputs = tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.ReLU(name="relu")(tf_keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    x = tf_keras.layers.BatchNormalization(name="pre_bn")(x)
+    x = tf_keras.layers.BatchNormalization(name="conv_2_bn")(tf_keras.layers.Conv2D(4, 3, name="conv_2")(x))
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(4, name="logits")(tf_keras.layers.Flatten()(x)))
+    model.trainable = False
+    teacher = tiny_teacher()
+    samples = quadrant_images(64, seed=2)[0]
+    student, float_layers = quantize.quantize_student(model, quantize.QuantizationScheme(), calibration_inputs=samples)
+    assert "pre_bn" in float_layers
+
+    teacher_taps, student_taps, names = distill.feature_tap_models(model, student)
+    assert names == ["pre_bn", "conv_2_bn"]
+    teacher_features = teacher_taps(samples, training=False)[1].numpy()
+    student_features = student_taps(samples, training=False)[1].numpy()
+    assert np.abs(student_features - teacher_features).max() < 0.05 * np.abs(teacher_features).max()
+    summary = distill.Distiller(model, student, _generator(teacher), 4, DistillationConfig(steps=2, batch_size=8),
+                                seed=0).train(str(tmp_path), progress=False)
+    assert np.isfinite(summary.last["features"])
+
+
 def test_feature_taps_pair_every_batchnorm_layer_of_the_teacher_with_the_students():
     teacher = tiny_teacher()
     student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme.from_name("w4a4"))

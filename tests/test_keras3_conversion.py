@@ -133,3 +133,30 @@ def test_nested_sequential_and_hard_activations_are_rebuilt(tmp_path):
     # tf_keras' own hard_sigmoid, 0.2x + 0.5 clipped, would give other outputs than relu6(x + 3) / 6.
     assert not np.allclose(tf_keras.activations.hard_sigmoid(tf.constant([-2.9, 2.9])).numpy(),
                            tf.nn.relu6(tf.constant([-2.9, 2.9]) + 3.0).numpy() / 6.0, atol=1e-3)
+
+
+def test_keras3_teacher_of_any_image_size_is_checked_and_rebuilt_at_the_input_size(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    original = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    path = str(tmp_path / "any_size.keras")
+    original.save(path)
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=path, input_size=8))
+    assert teacher.image_shape == (8, 8, 3)
+    np.testing.assert_allclose(teacher.model(_pixels(), training=False).numpy(),
+                               original(_pixels(), training=False).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_keras3_lambda_layer_needs_trust_and_then_runs_as_it_is(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Lambda(lambda images: images * 2.0 - 1.0, name="affine")(inputs)
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(2, 3)(x))
+    original = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    path = str(tmp_path / "lambda.keras")
+    original.save(path)
+    with pytest.raises(UserError, match="holds serialized Python code .* --trust_model_code"):
+        keras3_conversion.load_as_tf_keras(path)
+    model = keras3_conversion.load_as_tf_keras(path, trust_model_code=True)
+    assert isinstance(model.get_layer("affine"), tf_keras.layers.Lambda)
+    np.testing.assert_allclose(model(_pixels(), training=False).numpy(), original(_pixels(), training=False).numpy(),
+                               rtol=1e-5, atol=1e-5)

@@ -1,13 +1,14 @@
 """Checks which Keras Applications architectures quantize and export fully integer.
 
 For each architecture, built by `tf_keras.applications` without weights (untrained,
-nothing downloaded) at a small input size, it builds the W8A8 TF-MOT student as the
-pipeline does (`quantize.quantize_student`, ranges calibrated on random inputs), exports
-it and the float model post-training to int8 TFLite (`export.convert_to_tflite`, the
-same random inputs as representative dataset), and prints one table row per
-architecture: the layer types TF-MOT left float, whether each int8 file is fully
-integer (else the first ops that are not, or the error), the QAT file's size and the
-time taken. Accuracy is not measured: the models are untrained. This answers "will my
+nothing downloaded) at a small input size and frozen as a teacher is, it builds the
+W8A8 TF-MOT student as the pipeline does (`quantize.quantize_student`, ranges calibrated
+on random inputs), takes one compiled distillation step with the pipeline's default
+settings (feature term included) on those inputs, exports the student and the float
+model post-training to int8 TFLite (`export.convert_to_tflite`, the same random inputs
+as representative dataset), and prints one table row per architecture: the layer types
+TF-MOT left float, whether the QAT step ran, whether each int8 file is fully integer
+(else the first ops that are not, or the error), the QAT file's size and the time taken. Accuracy is not measured: the models are untrained. This answers "will my
 architecture go through?" before a long run.
 
   python tools/architecture_check.py                                    # the default list
@@ -27,7 +28,8 @@ import numpy as np  # noqa: E402
 import tf_keras  # noqa: E402
 from absl import flags  # noqa: E402
 
-from zscgan_tf import cli, export, quantize, tflite_model  # noqa: E402
+from zscgan_tf import cli, distill, export, quantize, tflite_model  # noqa: E402
+from zscgan_tf.config import DistillationConfig  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
 
 # Each at the smallest input it takes, or 32x32.
@@ -69,17 +71,32 @@ def _export(model, dataset):
     return "yes", f"{len(model_bytes) / 1024:.0f}"
 
 
+def _qat_step(model, student, inputs) -> str:
+    """The table cell saying whether one compiled distillation step of `student` runs."""
+    labels = np.arange(len(inputs)) % NUM_CLASSES
+    try:
+        distiller = distill.Distiller(model, student, None, NUM_CLASSES,
+                                      DistillationConfig(steps=1, batch_size=min(len(inputs), 2)),
+                                      real_data=(inputs, labels))
+        terms = distiller.train_step()
+    except Exception as error:  # pylint: disable=broad-except  # Whatever stops it is the answer.
+        return f"no: {(str(error).strip().splitlines() or [type(error).__name__])[0][:160]}"
+    return "yes" if all(np.isfinite(value) for value in terms.values()) else "no: a loss is not finite"
+
+
 def check(builder, name: str, size: int, samples: int):
-    """One table row: (architecture, float layer types, QAT int8, PTQ int8, QAT KiB, seconds)."""
+    """One table row: (architecture, float layer types, QAT step, QAT int8, PTQ int8, QAT KiB, seconds)."""
     start = time.perf_counter()
     model = builder(weights=None, input_shape=(size, size, 3), classes=NUM_CLASSES)
+    model.trainable = False  # As `teachers.load_teacher` leaves a teacher.
     inputs = np.random.default_rng(0).uniform(-1, 1, (samples, size, size, 3)).astype(np.float32)
     student, float_layers = quantize.quantize_student(model, calibration_inputs=inputs, input_range=(-1.0, 1.0))
     float_types = sorted({type(model.get_layer(layer)).__name__ for layer in float_layers})
+    step_cell = _qat_step(model, student, inputs)
     dataset = export.representative_dataset_from_array(inputs, input_range=(-1.0, 1.0))
     qat_cell, qat_kib = _export(student, dataset)
     ptq_cell, _ = _export(model, dataset)
-    return (f"{name} {size}x{size}", ", ".join(float_types) or "none", qat_cell, ptq_cell, qat_kib,
+    return (f"{name} {size}x{size}", ", ".join(float_types) or "none", step_cell, qat_cell, ptq_cell, qat_kib,
             f"{time.perf_counter() - start:.0f}")
 
 
@@ -87,14 +104,14 @@ def run() -> None:
     if FLAGS.calibration_samples < 1:
         raise UserError(f"--calibration_samples must be positive, got {FLAGS.calibration_samples}")
     architectures = [parse_architecture(spec.strip()) for spec in FLAGS.architectures]
-    print("| architecture | layers TF-MOT leaves float | QAT int8 fully integer | PTQ int8 fully integer "
+    print("| architecture | layers TF-MOT leaves float | QAT step | QAT int8 fully integer | PTQ int8 fully integer "
           "| QAT int8 KiB | s |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for builder, name, size in architectures:
         try:
             row = check(builder, name, size, FLAGS.calibration_samples)
         except (UserError, ValueError) as error:  # e.g. an input size the architecture refuses
-            row = (f"{name} {size}x{size}", f"error: {str(error).splitlines()[0][:160]}", "-", "-", "-", "-")
+            row = (f"{name} {size}x{size}", f"error: {str(error).splitlines()[0][:160]}", "-", "-", "-", "-", "-")
         print("| " + " | ".join(row) + " |", flush=True)
         tf_keras.backend.clear_session()
 

@@ -96,8 +96,20 @@ def feature_tap_models(teacher: tf_keras.Model, student: tf_keras.Model
         raise ValueError(f"the student has no layer {missing[0]!r} of the teacher ({len(missing)} missing); "
                          "feature distillation needs the student built from the teacher")
     teacher_taps = tf_keras.Model(teacher.inputs, [teacher.output] + [teacher.get_layer(name).output for name in names])
-    student_taps = tf_keras.Model(student.inputs, [student.output] + [student_layers[name].output for name in names])
+    student_taps = tf_keras.Model(student.inputs, [student.output]
+                                  + [_output_in(student, student_layers[name]) for name in names])
     return teacher_taps, student_taps, names
+
+
+def _output_in(model: tf_keras.Model, layer: tf_keras.layers.Layer):
+    """`layer`'s output in `model`'s graph. TF-MOT's `quantize_apply` puts the layers it leaves
+    float (a BN that follows no conv, a Lambda) into the student as they are, so they also keep
+    a call in the model it transformed, and `layer.output` may name that one."""
+    own_nodes = model._network_nodes  # pylint: disable=protected-access
+    for index in range(len(layer.inbound_nodes)):
+        if f"{layer.name}_ib-{index}" in own_nodes:
+            return layer.get_output_at(index)
+    raise ValueError(f"layer {layer.name!r} is not called in {model.name!r}")
 
 
 class Distiller:

@@ -62,6 +62,7 @@ DROPPABLE_CALL_ARGUMENTS = frozenset({"training", "mask"})
 AGREEMENT_TOLERANCE = 1e-4
 CHECK_BATCH_SIZE = 4
 CHECK_SEED = 0
+CHECK_IMAGE_SIZE = 96
 # How tf_keras names a setting it does not take, in the TypeError of `from_config`.
 UNKNOWN_SETTING = re.compile(r"(?:Keyword argument not understood:'?,? '|unexpected keyword argument ')(\w+)'")
 
@@ -106,6 +107,9 @@ def load_as_tf_keras(path: str, trust_model_code: bool = False) -> tf_keras.Mode
     try:
         original = keras.saving.load_model(path, compile=False, safe_mode=not trust_model_code)
     except Exception as error:  # pylint: disable=broad-except  # Any failure is the file's.
+        if "safe_mode" in str(error):
+            raise UserError(f"Keras {version} model file {path!r} holds serialized Python code (e.g. a Lambda layer) "
+                            "and was not loaded; pass --trust_model_code only if you trust its author") from error
         raise UserError(f"cannot load Keras {version} model {path!r}: {_first_line(error)}") from error
     if not isinstance(original, keras.Model) or not hasattr(original, "_nodes_by_depth"):
         raise UserError(f"Keras {version} model {path!r} is not a functional or Sequential model; TF-MOT needs one "
@@ -174,6 +178,9 @@ class _Rebuild:
     def layer(self, original, prefix: str):
         if id(original) in self.layers:
             return self.layers[id(original)]
+        if type(original).__name__ == "Lambda":  # Its code was trusted to load; it runs as it is.
+            self.layers[id(original)] = tf_keras.layers.Lambda(original.function, name=original.name)
+            return self.layers[id(original)]
         layer_class = getattr(tf_keras.layers, type(original).__name__, None)
         if layer_class is None:
             raise UserError(f"layer {original.name!r} is a {type(original).__name__}, which tf_keras does not have")
@@ -232,9 +239,9 @@ def _from_config_dropping_unknown_settings(layer_class, config: Dict[str, Any], 
 
 
 def _check_agreement(original, rebuilt: tf_keras.Model, path: str) -> None:
-    shape = (CHECK_BATCH_SIZE,) + tuple(rebuilt.inputs[0].shape[1:])
-    if None in shape:
-        return  # Any image size: checked later, at the size the teacher is rebuilt at.
+    # A model of any image size is checked at one that every Keras Application takes.
+    shape = (CHECK_BATCH_SIZE,) + tuple(CHECK_IMAGE_SIZE if size is None else size
+                                        for size in rebuilt.inputs[0].shape[1:])
     inputs = np.random.RandomState(CHECK_SEED).uniform(0.0, 255.0, shape).astype(np.float32)
     expected = tf.convert_to_tensor(original(inputs, training=False)).numpy()
     actual = rebuilt(inputs, training=False).numpy()
