@@ -23,6 +23,18 @@ def test_prints_a_row_per_architecture_with_both_int8_exports():
     assert rows[2].startswith("| InceptionV3 32x32 | error: Input size must be at least 75x75")
 
 
+def test_keras3_models_are_checked_as_the_pipeline_reads_keras3_files():
+    result = _check("--keras=3", "--architectures=MobileNetV2:32", "--calibration_samples=2")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    cells = [cell.strip() for cell in rows[1].strip("|").split("|")]
+    assert cells[:5] == ["MobileNetV2 32x32", "none", "yes", "yes", "yes"]
+    result = _check("--keras=3", "--architectures=RegNetX002:32")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: 'RegNetX002' is not a keras.applications model (e.g. MobileNetV3Small)")
+
+
 def test_bad_architecture_is_one_line_and_exit_2():
     result = _check("--architectures=NotAModel:32")
     assert result.returncode == 2

@@ -11,12 +11,17 @@ TF-MOT left float, whether the QAT step ran, whether each int8 file is fully int
 (else the first ops that are not, or the error), the QAT file's size and the time taken. Accuracy is not measured: the models are untrained. This answers "will my
 architecture go through?" before a long run.
 
+With `--keras=3` each model is built by Keras 3's `keras.applications` instead, saved,
+and read back as the pipeline reads a Keras 3 file (`keras3_conversion`).
+
   python tools/architecture_check.py                                    # the default list
   python tools/architecture_check.py --architectures=MobileNetV3Small:32,EfficientNetB0:64
+  python tools/architecture_check.py --keras=3
 """
 
 import os
 import sys
+import tempfile
 import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +33,7 @@ import numpy as np  # noqa: E402
 import tf_keras  # noqa: E402
 from absl import flags  # noqa: E402
 
-from zscgan_tf import cli, distill, export, quantize, tflite_model  # noqa: E402
+from zscgan_tf import cli, distill, export, keras3_conversion, quantize, tflite_model  # noqa: E402
 from zscgan_tf.config import DistillationConfig  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
 
@@ -38,6 +43,8 @@ DEFAULT_ARCHITECTURES = (
     "MobileNetV3Large:32", "DenseNet121:32", "NASNetMobile:32", "EfficientNetB0:32", "EfficientNetV2B0:32",
     "RegNetX002:32", "InceptionV3:75", "Xception:71",
 )
+# Keras 3's applications have no RegNet.
+KERAS3_DEFAULT_ARCHITECTURES = tuple(spec for spec in DEFAULT_ARCHITECTURES if not spec.startswith("RegNet"))
 NUM_CLASSES = 10
 # Ops named in a row whose export is not fully integer.
 MAX_OPS_SHOWN = 3
@@ -46,17 +53,38 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("architectures", list(DEFAULT_ARCHITECTURES),
                   "tf_keras.applications names, each with its square input size: Name:size.")
 flags.DEFINE_integer("calibration_samples", 8, "Random inputs that calibrate both int8 models.")
+flags.DEFINE_enum("keras", "2", ["2", "3"], "Build the models with tf_keras (2) or with Keras 3, saved and rebuilt "
+                  "with tf_keras as the pipeline reads a Keras 3 model file (3).")
 
 
-def parse_architecture(spec: str):
-    """`Name:size` -> (the tf_keras.applications constructor, its name, the size)."""
+def parse_architecture(spec: str, keras_version: str = "2"):
+    """`Name:size` -> (the tf_keras.applications (or, for Keras 3, keras.applications) constructor,
+    its name, the size)."""
     name, _, size = spec.partition(":")
-    builder = getattr(tf_keras.applications, name, None)
+    if keras_version == "3":
+        import keras  # pylint: disable=import-outside-toplevel  # Keras 3, installed with TensorFlow.
+        builder = _built_with_keras3(getattr(keras.applications, name, None))
+        package = "keras.applications"
+    else:
+        builder, package = getattr(tf_keras.applications, name, None), "tf_keras.applications"
     if not callable(builder) or not name[:1].isupper():
-        raise UserError(f"{name!r} is not a tf_keras.applications model (e.g. MobileNetV3Small)")
+        raise UserError(f"{name!r} is not a {package} model (e.g. MobileNetV3Small)")
     if not size.isdigit() or int(size) < 1:
         raise UserError(f"{spec!r}: give the input size as Name:size, e.g. {name}:32")
     return builder, name, int(size)
+
+
+def _built_with_keras3(keras3_builder):
+    """A builder of the tf_keras model the pipeline makes of `keras3_builder`'s model saved to a file."""
+    if keras3_builder is None:
+        return None
+
+    def build(**arguments):
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "model.keras")
+            keras3_builder(**arguments).save(path)
+            return keras3_conversion.load_as_tf_keras(path)
+    return build
 
 
 def _export(model, dataset):
@@ -103,7 +131,9 @@ def check(builder, name: str, size: int, samples: int):
 def run() -> None:
     if FLAGS.calibration_samples < 1:
         raise UserError(f"--calibration_samples must be positive, got {FLAGS.calibration_samples}")
-    architectures = [parse_architecture(spec.strip()) for spec in FLAGS.architectures]
+    specs = (KERAS3_DEFAULT_ARCHITECTURES if FLAGS.keras == "3" and not FLAGS["architectures"].present
+             else FLAGS.architectures)
+    architectures = [parse_architecture(spec.strip(), FLAGS.keras) for spec in specs]
     print("| architecture | layers TF-MOT leaves float | QAT step | QAT int8 fully integer | PTQ int8 fully integer "
           "| QAT int8 KiB | s |")
     print("|---|---|---|---|---|---|---|")
