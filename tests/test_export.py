@@ -220,6 +220,38 @@ def test_hard_swish_and_squeeze_excite_student_exports_fully_integer(spatial_siz
     assert evaluate.agreement(tflite_logits, student_logits) >= MIN_AGREEMENT
 
 
+def test_average_pooling_student_exports_after_qat_has_moved_its_ranges(tmp_path):
+    # TFLite's int8 AVERAGE_POOL_2D keeps its input's scale. With an output quantizer of its
+    # own, as TF-MOT's registry gives it, a range moved by QAT stopped the converter
+    # ("violate the same scale constraint"; DenseNet121's transition layers).
+    tf_keras.utils.set_random_seed(0)
+    inputs = tf_keras.Input((8, 8, 3))
+    x = tf_keras.layers.Conv2D(6, 3, padding="same", name="conv")(inputs)
+    x = tf_keras.layers.ReLU(name="relu")(tf_keras.layers.BatchNormalization(name="bn")(x))
+    # A DenseNet transition and the start of its next dense block.
+    x = tf_keras.layers.Conv2D(6, 1, use_bias=False, name="transition")(x)
+    x = tf_keras.layers.AveragePooling2D(2, name="pool")(x)
+    branch = tf_keras.layers.ReLU(name="relu_2")(tf_keras.layers.BatchNormalization(name="bn_2")(x))
+    branch = tf_keras.layers.Conv2D(4, 3, padding="same", name="conv_2")(branch)
+    x = tf_keras.layers.Concatenate(name="concat")([x, branch])
+    x = tf_keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    teacher = tf_keras.Model(inputs, tf_keras.layers.Dense(4, name="logits")(x))
+    teacher.trainable = False
+    images = np.random.default_rng(0).uniform(-1, 1, (NUM_SAMPLES, 8, 8, 3)).astype(np.float32)
+    student, _ = quantize.quantize_student(teacher, calibration_inputs=images)
+    # Training-mode steps move every output quantizer's range towards these batches'.
+    targets = teacher(images, training=False).numpy()
+    student.compile(tf_keras.optimizers.Adam(1e-2), tf_keras.losses.MeanSquaredError())
+    student.fit(images * 3.0, targets, epochs=3, batch_size=16, verbose=0)
+    student.save(str(tmp_path / "student.h5"))
+    loaded = quantization_stages.load_student(str(tmp_path / "student.h5"))
+    model_bytes = export.convert_to_tflite(loaded, export.representative_dataset_from_array(images[:8]))
+    report = tflite_model.inspect_tflite(model_bytes)
+    assert report.is_fully_integer and report.operator_counts()["AVERAGE_POOL_2D"] == 1
+    tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(images)
+    assert evaluate.agreement(tflite_logits, evaluate.keras_predict(student, images)) >= MIN_AGREEMENT
+
+
 def test_low_bit_student_is_not_exported(teacher):
     scheme = quantize.QuantizationScheme.from_name("w4a4")
     student, _ = quantize.quantize_student(teacher, scheme)
@@ -333,6 +365,15 @@ def test_converter_failure_names_the_op():
     outputs = tf_keras.layers.Dense(NUM_CLASSES)(tf_keras.layers.Reshape((1,))(determinant))
     with pytest.raises(export.TfliteConversionError, match="tf.MatrixDeterminant"):
         export.convert_to_tflite(tf_keras.Model(inputs, outputs), mode="float")
+
+
+def test_converter_failure_says_why_where_the_converter_does():
+    message = ("loc(fused[...]): error: 'tfl.average_pool_2d' op quantization parameters violate the same scale "
+               "constraint: !quant.uniform<i8:f32, 0.0055:3> vs. !quant.uniform<i8:f32, 0.0047:5>\n...")
+    error = export._converter_error("densenet121", "int8", RuntimeError(message))
+    assert str(error) == ("TFLite int8 conversion of 'densenet121' failed: ops it cannot convert: tfl.average_pool_2d "
+                          "(quantization parameters violate the same scale constraint) (the converter's full message "
+                          "is in the chained exception)")
 
 
 def test_convert_writes_output_path(trained_student, tmp_path):

@@ -40,6 +40,9 @@ EXPORT_BATCH_SIZE = 1
 
 # Converter messages name the ops they fail on as 'tf.Op' or 'tfl.op'.
 _CONVERTER_OP_PATTERN = re.compile(r"'(tfl?\.[A-Za-z0-9_]+)'")
+# Why the converter refused an op, where it says so in a phrase of its own: "'tfl.average_pool_2d'
+# op quantization parameters violate the same scale constraint: ...".
+_CONVERTER_REASON_PATTERN = re.compile(r"'tfl?\.[A-Za-z0-9_]+' op ([a-z][a-z ]+?)(?::|$)", re.MULTILINE)
 # Longest converter message excerpt kept in a one-line error.
 _MAX_ERROR_DETAIL_CHARS = 300
 # A harmless warning of the TF-MOT path (the input range comes from the QAT model).
@@ -179,6 +182,9 @@ def _converter_error(model_name: str, mode: str, error: Exception) -> TfliteConv
     op_names = sorted(set(_CONVERTER_OP_PATTERN.findall(message)))
     if op_names:
         detail = f"ops it cannot convert: {', '.join(op_names)}"
+        reasons = sorted(set(_CONVERTER_REASON_PATTERN.findall(message)))
+        if reasons:
+            detail += f" ({'; '.join(reasons)})"
     else:
         first_line = next((line.strip() for line in message.splitlines() if line.strip()),
                           type(error).__name__)

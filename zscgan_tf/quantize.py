@@ -83,6 +83,16 @@ _OUTPUT_QUANTIZED_LAYERS = (
     tf_keras.layers.Maximum,
     tf_keras.layers.Minimum,
 )
+# Pooling layers whose int8 TFLite kernel (AVERAGE_POOL_2D) needs its output on its input's
+# scale. TF-MOT's registries give them an output quantizer of their own, and once QAT has
+# moved its range away from the input's, the converter refuses the model ("quantization
+# parameters violate the same scale constraint"; DenseNet121's transition layers). They get
+# TF-MOT's no-op config instead, as its registries give MaxPooling2D, and the converter
+# puts their output on their input's scale.
+_SAME_SCALE_POOLING_LAYERS = (
+    tf_keras.layers.AveragePooling1D,
+    tf_keras.layers.AveragePooling2D,
+)
 # Layers counted when choosing the "first" and "last" layer kept at 8 bits.
 _WEIGHTED_LAYERS = (
     tf_keras.layers.Conv2D,
@@ -273,6 +283,16 @@ def _edge_layer_names(teacher, quantizable_names: Sequence[str]) -> Tuple[str, .
     return tuple(dict.fromkeys((weighted[0], weighted[-1])))
 
 
+def _quantize_config_of(layer, scheme: QuantizationScheme):
+    """The QuantizeConfig `layer` is annotated with; None: the scheme's registry chooses."""
+    layer_type = type(layer)  # Exact types, as TF-MOT's registries match them.
+    if layer_type in _OUTPUT_QUANTIZED_LAYERS:
+        return _output_quantize_config(scheme)
+    if layer_type in _SAME_SCALE_POOLING_LAYERS:
+        return default_8bit_quantize_configs.NoOpQuantizeConfig()
+    return None
+
+
 def _output_quantize_config(scheme: QuantizationScheme):
     """TF-MOT's output-only QuantizeConfig at the scheme's activation width."""
     if scheme.uses_n_bit_scheme:
@@ -457,10 +477,7 @@ def quantize_student(
     def annotate(layer):
         layer_copy = layer.__class__.from_config(layer.get_config())
         if layer.name in quantizable_name_set:
-            quantize_config = (_output_quantize_config(scheme)
-                               if type(layer) in _OUTPUT_QUANTIZED_LAYERS  # pylint: disable=unidiomatic-typecheck
-                               else None)
-            return tfmot.quantization.keras.quantize_annotate_layer(layer_copy, quantize_config)
+            return tfmot.quantization.keras.quantize_annotate_layer(layer_copy, _quantize_config_of(layer, scheme))
         return layer_copy
 
     tfmot_scheme = _tfmot_scheme(scheme, _edge_layer_names(teacher, quantizable_names))
