@@ -59,7 +59,9 @@ TRAINING_ONLY_SETTING_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 # Keyword arguments of a nested model's call that the flat model can do without.
 DROPPABLE_CALL_ARGUMENTS = frozenset({"training", "mask"})
 # How closely the rebuilt model must reproduce the original, relative to its largest output.
-AGREEMENT_TOLERANCE = 1e-4
+# Float32 rounding between the two implementations reached 1.5e-4 once (NASNetMobile, random
+# weights, a softmax saturated at 1); a setting lost in translation changes far more.
+AGREEMENT_TOLERANCE = 1e-3
 CHECK_BATCH_SIZE = 4
 CHECK_SEED = 0
 CHECK_IMAGE_SIZE = 96
@@ -249,7 +251,7 @@ def _check_agreement(original, rebuilt: tf_keras.Model, path: str) -> None:
     scale = max(float(np.max(np.abs(expected))), 1e-12)
     if difference > AGREEMENT_TOLERANCE * scale:
         raise UserError(f"Keras 3 model {path!r} rebuilt with tf_keras computes other outputs (largest difference "
-                        f"{difference:.3g}, {difference / scale:.1%} of the largest output); rebuild it with tf_keras")
+                        f"{difference:.3g}, {difference / scale:.2g} of the largest output); rebuild it with tf_keras")
 
 
 def _first_line(error: BaseException, limit: int = 300) -> str:
