@@ -8,7 +8,8 @@ settings (feature term included) on those inputs, exports the student and the fl
 model post-training to int8 TFLite (`export.convert_to_tflite`, the same random inputs
 as representative dataset), and prints one table row per architecture: the layer types
 TF-MOT left float, whether the QAT step ran, whether each int8 file is fully integer
-(else the first ops that are not, or the error), the QAT file's size and the time taken. Accuracy is not measured: the models are untrained. This answers "will my
+(else the first ops that are not, or the error), the QAT file's size and the time
+taken. Accuracy is not measured: the models are untrained. This answers "will my
 architecture go through?" before a long run.
 
 With `--keras=3` each model is built by Keras 3's `keras.applications` instead, saved,

@@ -197,7 +197,7 @@ def pixel_scaling_layer(model: tf_keras.Model) -> Optional[tf_keras.layers.Layer
     arithmetic (`TFOpLambda`, as Keras Applications' `preprocess_input` leaves in a model).
     """
     for layer in model.layers:
-        if isinstance(layer, tf_keras.layers.InputLayer) or type(layer).__name__.startswith("Random"):
+        if isinstance(layer, tf_keras.layers.InputLayer) or flattening.is_augmentation_layer(layer):
             continue
         if isinstance(layer, PIXEL_SCALING_LAYERS) or type(layer).__name__ == "TFOpLambda":
             return layer
