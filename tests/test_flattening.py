@@ -104,6 +104,15 @@ def test_augmentation_layers_of_a_flat_model_are_left_out():
                                rtol=1e-5, atol=1e-5)
 
 
+def test_a_users_layer_named_like_an_augmentation_layer_is_kept():
+    class RandomFlip(tf_keras.layers.Layer):  # Not Keras' own: it may do anything at inference.
+        def call(self, inputs):
+            return inputs * 2.0
+
+    assert not flattening.is_augmentation_layer(RandomFlip())
+    assert flattening.is_augmentation_layer(tf_keras.layers.RandomFlip())
+
+
 def test_flat_model_is_returned_unchanged():
     model = _backbone()
     assert flattening.flat_inference_model(model) is model

@@ -23,6 +23,15 @@ from tf_keras.src.saving import serialization_lib
 
 from zscgan_tf.errors import UserError
 
+# Random augmentation layers of tf_keras and Keras 3, by class name: identity at inference.
+AUGMENTATION_LAYERS = frozenset({
+    "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomContrast", "RandomBrightness",
+    "RandomHeight", "RandomWidth",
+    # Keras 3 only.
+    "RandomGrayscale", "RandomHue", "RandomSaturation", "RandomColorJitter", "RandomColorDegeneration",
+    "RandomSharpness", "RandomShear", "RandomPerspective", "RandomErasing", "RandomGaussianBlur",
+    "RandomPosterization", "RandomInvert", "RandomElasticTransform",
+})
 # Keyword arguments of a nested model's call that the flat model can do without: the
 # caller of the flat model decides the mode, and TF-MOT's models are called without a mask.
 DROPPABLE_CALL_ARGUMENTS = frozenset({"training", "mask"})
@@ -34,11 +43,12 @@ def has_nested_models(model: tf_keras.Model) -> bool:
 
 
 def is_augmentation_layer(layer) -> bool:
-    """Whether `layer` (tf_keras or Keras 3) is a random augmentation layer, which passes its
-    input through unchanged at inference: `RandomFlip`, `RandomRotation`, `RandomZoom`, ...
-    but not `RandomCrop`, which crops the centre at inference."""
-    name = type(layer).__name__
-    return name.startswith("Random") and name != "RandomCrop"
+    """Whether `layer` is one of tf_keras' or Keras 3's random augmentation layers, which pass
+    their input through unchanged at inference (`AUGMENTATION_LAYERS`; not `RandomCrop`,
+    which crops the centre at inference, nor a user's layer of the same name)."""
+    layer_type = type(layer)
+    return (layer_type.__name__ in AUGMENTATION_LAYERS
+            and layer_type.__module__.split(".")[0] in ("keras", "tf_keras"))
 
 
 def flat_inference_model(model: tf_keras.Model) -> tf_keras.Model:
