@@ -137,7 +137,8 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
     student, float_layers = quantize.quantize_student(teacher.model, scheme, calibration_inputs=calibration,
                                                       input_range=teacher.input_range())
     if float_layers:
-        _say(f"distillation: {count_of(len(float_layers), 'layer')} TF-MOT cannot quantize stay float (listed in "
+        _say(f"distillation: {count_of(len(float_layers), 'layer')} TF-MOT cannot quantize "
+             f"{'stays' if len(float_layers) == 1 else 'stay'} float (listed in "
              f"report.md): {quantize.summarize_layer_names(teacher.model, float_layers)}")
     distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes, settings,
                                   seed=run_config.seed + DISTILLATION_SEED_OFFSET,
