@@ -7,3 +7,14 @@ exception is a defect and keeps its traceback.
 
 class UserError(Exception):
     """Bad input from the user: a flag, a file, a model or a dataset."""
+
+
+# The longest part of an underlying error's message quoted in a one-line `UserError`.
+FIRST_LINE_LIMIT = 300
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of `error`'s message (its type name if it has none), cut to `FIRST_LINE_LIMIT`,
+    for quoting it in a one-line `UserError`."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:FIRST_LINE_LIMIT]

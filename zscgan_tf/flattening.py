@@ -51,6 +51,28 @@ def is_augmentation_layer(layer) -> bool:
             and layer_type.__module__.split(".")[0] in ("keras", "tf_keras"))
 
 
+def undroppable_call_arguments(kwargs) -> List[str]:
+    """The keyword arguments of a nested model's call that a flat model cannot keep, sorted:
+    all but `training` and `mask=None` (`DROPPABLE_CALL_ARGUMENTS`)."""
+    return sorted(name for name, value in kwargs.items()
+                  if name not in DROPPABLE_CALL_ARGUMENTS or (name == "mask" and value is not None))
+
+
+def claim_name(name: str, prefix: str, taken_names: Set[str]) -> str:
+    """The name a nested model's layer keeps in the flat model, added to `taken_names`: `name`,
+    or with the nested model's `prefix` if it is taken (and a number if that is taken too).
+    The outer model's own layers (empty `prefix`) keep theirs."""
+    claimed = name
+    if prefix and claimed in taken_names:
+        claimed = f"{prefix}{name}"
+    suffix = 1
+    while prefix and claimed in taken_names:
+        suffix += 1
+        claimed = f"{prefix}{name}_{suffix}"
+    taken_names.add(claimed)
+    return claimed
+
+
 def flat_inference_model(model: tf_keras.Model) -> tf_keras.Model:
     """`model` with every nested functional or Sequential model replaced by its layers and
     every random augmentation layer (`is_augmentation_layer`) left out.
@@ -125,8 +147,7 @@ class _Replay:
         if not getattr(nested, "_is_graph_network", False):
             raise UserError(f"the teacher nests the subclassed model {nested.name!r}, which cannot be flattened for "
                             "TF-MOT; save a functional model built from its layers")
-        unexpected = sorted(name for name, value in kwargs.items()
-                            if name not in DROPPABLE_CALL_ARGUMENTS or (name == "mask" and value is not None))
+        unexpected = undroppable_call_arguments(kwargs)
         if unexpected:
             raise UserError(f"the teacher calls its nested model {nested.name!r} with {', '.join(unexpected)}, "
                             "which a flat model cannot keep; save a functional model built from its layers")
@@ -139,14 +160,6 @@ class _Replay:
     def _clone(self, layer: tf_keras.layers.Layer, prefix: str) -> tf_keras.layers.Layer:
         if id(layer) not in self.clones:
             config = layer.get_config()
-            name = layer.name
-            if prefix and name in self.taken_names:
-                name = f"{prefix}{name}"
-            suffix = 1
-            while prefix and name in self.taken_names:
-                suffix += 1
-                name = f"{prefix}{layer.name}_{suffix}"
-            self.taken_names.add(name)
-            config["name"] = name
+            config["name"] = claim_name(layer.name, prefix, self.taken_names)
             self.clones[id(layer)] = layer.__class__.from_config(config)
         return self.clones[id(layer)]

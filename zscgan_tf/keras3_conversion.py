@@ -26,7 +26,7 @@ import tensorflow as tf
 import tf_keras
 
 from zscgan_tf import flattening
-from zscgan_tf.errors import UserError
+from zscgan_tf.errors import UserError, first_line
 
 # Keras 3 operations (not layers) that preprocessing leaves in functional models, by class name.
 ELEMENTWISE_OPERATIONS = {
@@ -57,8 +57,6 @@ HARD_ACTIVATIONS = {"hard_sigmoid": _hard_sigmoid, "hard_silu": _hard_silu, "har
 # Settings that only shape training (the teacher is frozen and its weights are copied), so a
 # rebuilt layer keeps tf_keras' defaults for them.
 TRAINING_ONLY_SETTING_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
-# Keyword arguments of a nested model's call that the flat model can do without.
-DROPPABLE_CALL_ARGUMENTS = frozenset({"training", "mask"})
 # How closely the rebuilt model must reproduce the original, relative to its largest output.
 # Float32 rounding between the two implementations reached 1.5e-4 once (NASNetMobile, random
 # weights, a softmax saturated at 1); a setting lost in translation changes far more.
@@ -113,7 +111,7 @@ def load_as_tf_keras(path: str, trust_model_code: bool = False) -> tf_keras.Mode
         if "safe_mode" in str(error):
             raise UserError(f"Keras {version} model file {path!r} holds serialized Python code (e.g. a Lambda layer) "
                             "and was not loaded; pass --trust_model_code only if you trust its author") from error
-        raise UserError(f"cannot load Keras {version} model {path!r}: {_first_line(error)}") from error
+        raise UserError(f"cannot load Keras {version} model {path!r}: {first_line(error)}") from error
     if not isinstance(original, keras.Model) or not hasattr(original, "_nodes_by_depth"):
         raise UserError(f"Keras {version} model {path!r} is not a functional or Sequential model; TF-MOT needs one "
                         "(rebuild it with tf_keras)")
@@ -121,7 +119,7 @@ def load_as_tf_keras(path: str, trust_model_code: bool = False) -> tf_keras.Mode
         rebuilt = _Rebuild(keras).model(original)
         difference = _largest_relative_difference(original, rebuilt)
     except Exception as error:  # pylint: disable=broad-except  # Whatever stops the rebuild, said in one line.
-        reason = str(error) if isinstance(error, UserError) else _first_line(error)
+        reason = str(error) if isinstance(error, UserError) else first_line(error)
         raise UserError(f"cannot rebuild Keras {version} model {path!r} with tf_keras for TF-MOT: {reason}") from error
     if difference > AGREEMENT_TOLERANCE:
         raise UserError(f"Keras {version} model {path!r} rebuilt with tf_keras computes other outputs (largest "
@@ -175,8 +173,7 @@ class _Rebuild:
         graph = getattr(nested, "_functional", None) if isinstance(nested, self.keras.Sequential) else nested
         if not hasattr(graph, "_nodes_by_depth"):
             raise UserError(f"nested model {nested.name!r} is subclassed")
-        unexpected = sorted(name for name, value in kwargs.items()
-                            if name not in DROPPABLE_CALL_ARGUMENTS or (name == "mask" and value is not None))
+        unexpected = flattening.undroppable_call_arguments(kwargs)
         if unexpected:
             raise UserError(f"nested model {nested.name!r} is called with {', '.join(unexpected)}")
         outputs = self.run(graph, tf.nest.flatten(args), prefix)
@@ -192,9 +189,7 @@ class _Rebuild:
         if layer_class is None:
             raise UserError(f"layer {original.name!r} is a {type(original).__name__}, which tf_keras does not have")
         config = _tf_keras_config(original.get_config())
-        if prefix and config["name"] in self.taken_names:
-            config["name"] = f"{prefix}{config['name']}"
-        self.taken_names.add(config["name"])
+        config["name"] = flattening.claim_name(config["name"], prefix, self.taken_names)
         rebuilt = _from_config_dropping_unknown_settings(layer_class, config, original.name)
         weights = original.get_weights()
 
@@ -238,11 +233,11 @@ def _from_config_dropping_unknown_settings(layer_class, config: Dict[str, Any], 
         except TypeError as error:
             unknown = [key for key in UNKNOWN_SETTING.findall(str(error)) if key in config]
             if not unknown:
-                raise UserError(f"layer {name!r} ({layer_class.__name__}): {_first_line(error)}") from error
+                raise UserError(f"layer {name!r} ({layer_class.__name__}): {first_line(error)}") from error
             for key in unknown:
                 del config[key]
         except (ValueError, KeyError) as error:
-            raise UserError(f"layer {name!r} ({layer_class.__name__}): {_first_line(error)}") from error
+            raise UserError(f"layer {name!r} ({layer_class.__name__}): {first_line(error)}") from error
 
 
 def _largest_relative_difference(original, rebuilt: tf_keras.Model) -> float:
@@ -257,9 +252,3 @@ def _largest_relative_difference(original, rebuilt: tf_keras.Model) -> float:
     difference = max(float(np.max(np.abs(a - b))) for a, b in zip(expected, actual))
     scale = max(max(float(np.max(np.abs(a))) for a in expected), 1e-12)
     return difference / scale
-
-
-def _first_line(error: BaseException, limit: int = 300) -> str:
-    text = str(error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    return line if len(line) <= limit else line[:limit] + "..."

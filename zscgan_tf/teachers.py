@@ -25,7 +25,7 @@ import tf_keras
 from tf_keras.src.saving import serialization_lib
 
 from zscgan_tf import bn_stats, flattening, keras3_conversion, logits
-from zscgan_tf.errors import UserError
+from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.preprocessing import Preprocessing
 
 BUILTIN_PREFIX = "builtin:"
@@ -228,14 +228,14 @@ def _build_keras_application(source: TeacherSource) -> tf_keras.Model:
     try:
         model = application.builder(**kwargs)
     except ValueError as error:
-        raise UserError(f"cannot build {source.model}: {_first_line(error)}") from error
+        raise UserError(f"cannot build {source.model}: {first_line(error)}") from error
     except Exception as error:  # Keras downloads weights: network failures surface here.
-        raise UserError(f"cannot build {source.model} with {weights} weights: {_first_line(error)}") from error
+        raise UserError(f"cannot build {source.model} with {weights} weights: {first_line(error)}") from error
     if weights not in (None, "imagenet"):
         try:
             model.load_weights(weights)
         except Exception as error:
-            raise UserError(f"cannot load weights {weights!r} into {source.model}: {_first_line(error)}") from error
+            raise UserError(f"cannot load weights {weights!r} into {source.model}: {first_line(error)}") from error
     return model
 
 
@@ -262,7 +262,7 @@ def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model
                 serialization_lib.SafeModeScope(safe_mode=not trust_model_code):
             model = tf_keras.models.load_model(path, compile=False)
     except Exception as error:
-        message = _first_line(error)
+        message = first_line(error)
         if "safe_mode" in message or "Lambda" in message:
             raise UserError(f"model file {path!r} holds serialized Python code (e.g. a Lambda layer) and was not "
                             "loaded; pass --trust_model_code only if you trust its author") from error
@@ -329,7 +329,7 @@ def read_sidecar(model_path: str) -> dict:
         with open(sidecar_path) as sidecar:
             return json.load(sidecar)
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot read teacher description {sidecar_path!r}: {_first_line(error)}") from error
+        raise UserError(f"cannot read teacher description {sidecar_path!r}: {first_line(error)}") from error
 
 
 def _resolve_preprocessing(source: TeacherSource, default_mode: str, description: dict) -> Preprocessing:
@@ -376,7 +376,7 @@ def _with_static_input(model: tf_keras.Model, image_shape: Tuple[int, int, int])
         rebuilt.set_weights(model.get_weights())
     except Exception as error:  # pylint: disable=broad-except
         raise UserError(f"the teacher {model.name!r} takes any image size and could not be rebuilt at "
-                        f"{image_shape[0]}x{image_shape[1]}: {_first_line(error)}") from error
+                        f"{image_shape[0]}x{image_shape[1]}: {first_line(error)}") from error
     return rebuilt
 
 
@@ -388,11 +388,6 @@ def _validate_output(model) -> int:
         raise UserError(f"the teacher's output has shape {shape}; a class vector (batch, classes) with at least "
                         "2 classes is required")
     return int(shape[-1])
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
 
 
 def teacher_logits(teacher: Teacher, inputs: tf.Tensor) -> tf.Tensor:
