@@ -37,7 +37,8 @@ def build_two_block_classifier(input_shape=(16, 16, 1), num_classes=10, seed=0, 
     """Two Conv+BN+ReLU blocks, global average pooling, Dense logits.
 
     `extra_layer` inserts a layer TF-MOT cannot quantize: "rescaling" at the input,
-    "lambda" after the first block.
+    "lambda" or an `Activation` of that name ("elu", "selu", "softplus", ...) after the
+    first block; "selu_conv" gives the second conv a fused selu (and no BN).
     """
     tf_keras.utils.set_random_seed(seed)
     inputs = tf_keras.Input(input_shape, name="image")
@@ -49,9 +50,15 @@ def build_two_block_classifier(input_shape=(16, 16, 1), num_classes=10, seed=0, 
     x = tf_keras.layers.ReLU(name="relu_1")(x)
     if extra_layer == "lambda":
         x = tf_keras.layers.Lambda(lambda tensor: tensor * 0.5, name="lambda")(x)
-    x = tf_keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False,
-                               name="conv_2")(x)
-    x = tf_keras.layers.BatchNormalization(name="bn_2")(x)
+    elif extra_layer in ("elu", "selu", "softplus", "mish", "hard_sigmoid", "gelu"):
+        x = tf_keras.layers.Activation(extra_layer, name=extra_layer)(x)
+    if extra_layer == "selu_conv":
+        x = tf_keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="selu",
+                                   name="conv_2")(x)
+    else:
+        x = tf_keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False,
+                                   name="conv_2")(x)
+        x = tf_keras.layers.BatchNormalization(name="bn_2")(x)
     x = tf_keras.layers.ReLU(name="relu_2")(x)
     x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = tf_keras.layers.Dense(num_classes, name="logits")(x)

@@ -128,6 +128,39 @@ def test_unsupported_layers_stay_float_and_are_reported(extra_layer, float_name)
     assert relative_error <= MAX_RELATIVE_LOGIT_ERROR
 
 
+# TF-MOT's registries claim every Activation and Conv layer by class, but their configs
+# raise "Activation ... not supported" when the wrapper is built, and quantize_apply wraps
+# an unannotated layer in front of an annotated one by itself (an output quantizer).
+@pytest.mark.parametrize("scheme_name", ["w8a8", "w4a4"])
+@pytest.mark.parametrize("extra_layer, float_name", [
+    ("elu", "elu"), ("selu", "selu"), ("softplus", "softplus"), ("mish", "mish"),
+    ("hard_sigmoid", "hard_sigmoid"), ("selu_conv", "conv_2")])
+def test_activations_tfmot_lacks_stay_float_in_front_of_quantized_layers(
+        scheme_name, extra_layer, float_name):
+    teacher = build_tiny_teacher(extra_layer=extra_layer)
+    inputs = random_inputs()
+    scheme = quantize.QuantizationScheme.from_name(scheme_name)
+    student, float_layer_names = quantize.quantize_student(teacher, scheme, calibration_inputs=inputs)
+    assert float_layer_names == (float_name,)
+    rows = rows_by_name(student)
+    assert rows[float_name].status == quantize.FLOAT_STATUS
+    assert rows["logits"].status == quantize.QUANTIZED_STATUS
+    student_logits = student(inputs, training=False).numpy()
+    assert np.all(np.isfinite(student_logits))
+    if scheme_name == "w8a8":
+        teacher_logits = teacher(inputs, training=False).numpy()
+        relative_error = np.abs(student_logits - teacher_logits).max() / np.abs(teacher_logits).max()
+        assert relative_error <= MAX_RELATIVE_LOGIT_ERROR
+
+
+def test_gelu_is_quantized_at_8_bits_and_float_below():
+    teacher = build_tiny_teacher(extra_layer="gelu")
+    w8a8, w8a8_float = quantize.quantize_student(teacher)
+    w4a4, w4a4_float = quantize.quantize_student(teacher, quantize.QuantizationScheme.from_name("w4a4"))
+    assert (w8a8_float, w4a4_float) == ((), ("gelu",))
+    assert rows_by_name(w8a8)["gelu"].activation_bits == 8
+
+
 @pytest.mark.parametrize("scheme_name, bits", [("w8a8", 8), ("w4a4", 4)])
 def test_merge_layers_outside_the_registry_quantize_their_output(scheme_name, bits):
     teacher = build_merge_layer_classifier()

@@ -39,9 +39,11 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 import tf_keras
 from tf_keras.src.saving import serialization_lib
-# Not exported by tfmot's public API: the input quantizer layer, and the output-only
-# QuantizeConfigs its registries give Add and Concatenate.
-from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
+# Not exported by tfmot's public API: the input quantizer layer, the activation its
+# Conv/Dense + BatchNormalization transforms set, and the output-only QuantizeConfigs
+# its registries give Add and Concatenate.
+from tensorflow_model_optimization.python.core.quantization.keras import (
+    quantize_aware_activation, quantize_layer)
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
     default_8bit_quantize_configs)
 from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
@@ -255,12 +257,22 @@ def _is_quantizable(layer, registry, scheme: QuantizationScheme, quantizable_nam
         return _activation_name(layer.activation) in _LAYER_ACTIVATIONS
     if type(layer) in _OUTPUT_QUANTIZED_LAYERS:  # pylint: disable=unidiomatic-typecheck
         return True
-    if not registry.supports(layer):
-        return False
+    return registry.supports(layer) and _has_supported_activation(layer, scheme)
+
+
+def _has_supported_activation(layer, scheme: QuantizationScheme) -> bool:
+    """Whether TF-MOT's quantize configs accept `layer`'s activation function, if any.
+
+    Its registries claim every `Activation` layer and every Conv/Dense layer by class,
+    and their configs raise only when the wrapped layer is built, for an activation
+    outside a short list (elu, selu, softplus, mish, hard_sigmoid, ...).
+    """
     if isinstance(layer, tf_keras.layers.Activation):
         allowed = (_ACTIVATION_LAYER_NAMES_N_BIT if scheme.uses_n_bit_scheme
                    else _ACTIVATION_LAYER_NAMES_8_BIT)
         return _activation_name(layer.activation) in allowed
+    if isinstance(getattr(layer, "activation", None), quantize_aware_activation.NoOpActivation):
+        return True  # Set by TF-MOT's own Conv/Dense + BatchNormalization transforms.
     if hasattr(layer, "activation") and not isinstance(layer, tf_keras.layers.ReLU):
         return _activation_name(layer.activation) in _LAYER_ACTIVATIONS
     return True
@@ -377,16 +389,54 @@ class _EdgeLayersAt8BitsScheme(tfmot.quantization.keras.QuantizeScheme):
                                           self._edge_layer_names)
 
 
+class _SupportedActivationsRegistry(tfmot.quantization.keras.QuantizeRegistry):
+    """A registry that disowns layers whose activation its configs cannot quantize.
+
+    Besides the annotated layers, `quantize_apply` gives an output quantizer to the
+    unannotated layer in front of an annotated one, when the registry supports it
+    (`requires_output_quantize`): an `Activation("elu")` before a convolution, for
+    one. The registry supports every `Activation` layer by class, and building the
+    wrapper then raises "Activation ... not supported". Disowned, such a layer stays
+    float, as `quantize_student` reports it.
+    """
+
+    def __init__(self, base_registry, scheme: QuantizationScheme):
+        self._base_registry = base_registry
+        self._scheme = scheme
+
+    def supports(self, layer):
+        return self._base_registry.supports(layer) and _has_supported_activation(layer, self._scheme)
+
+    def get_quantize_config(self, layer):
+        return self._base_registry.get_quantize_config(layer)
+
+
+class _SupportedActivationsScheme(tfmot.quantization.keras.QuantizeScheme):
+    """A TF-MOT scheme whose registry is wrapped in `_SupportedActivationsRegistry`."""
+
+    def __init__(self, base_scheme, scheme: QuantizationScheme):
+        self._base_scheme = base_scheme
+        self._scheme = scheme
+
+    def get_layout_transformer(self):
+        return self._base_scheme.get_layout_transformer()
+
+    def get_quantize_registry(self):
+        return _SupportedActivationsRegistry(self._base_scheme.get_quantize_registry(), self._scheme)
+
+
 def _tfmot_scheme(scheme: QuantizationScheme, edge_layer_names: Sequence[str]):
     if not scheme.uses_n_bit_scheme:
-        return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme(
+        base_scheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme(
             disable_per_axis=not scheme.per_channel)
-    if scheme.keep_first_and_last_at_8_bits and edge_layer_names:
-        return _EdgeLayersAt8BitsScheme(scheme, edge_layer_names)
-    return _N_BIT.DefaultNBitQuantizeScheme(
-        disable_per_axis=not scheme.per_channel,
-        num_bits_weight=scheme.weight_bits,
-        num_bits_activation=scheme.activation_bits)
+    elif scheme.keep_first_and_last_at_8_bits and edge_layer_names:
+        base_scheme = _EdgeLayersAt8BitsScheme(scheme, edge_layer_names)
+    else:
+        base_scheme = _N_BIT.DefaultNBitQuantizeScheme(
+            disable_per_axis=not scheme.per_channel,
+            num_bits_weight=scheme.weight_bits,
+            num_bits_activation=scheme.activation_bits)
+    return _SupportedActivationsScheme(base_scheme, scheme)
 
 
 def validate_tfmot_model(model, role: str = "teacher") -> None:
