@@ -160,3 +160,22 @@ def test_keras3_lambda_layer_needs_trust_and_then_runs_as_it_is(tmp_path):
     assert isinstance(model.get_layer("affine"), tf_keras.layers.Lambda)
     np.testing.assert_allclose(model(_pixels(), training=False).numpy(), original(_pixels(), training=False).numpy(),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_keras3_teacher_of_uint8_pixels_keeps_its_cast_and_reads_floats(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), dtype="uint8", name="pixels")
+    x = keras.layers.Rescaling(1 / 255.0, name="scale")(keras.ops.cast(inputs, "float32"))
+    x = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(4, 3, name="conv")(x))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    original = keras.Model(inputs, keras.layers.Dense(3, name="logits")(x), name="uint8_classifier")
+    path = str(tmp_path / "uint8.keras")
+    original.save(path)
+
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=path))
+
+    assert teacher.model.inputs[0].dtype == tf.float32 and teacher.preprocessing.mode == "raw"
+    pixels = np.random.RandomState(1).randint(0, 256, (4, 8, 8, 1))
+    expected = original(pixels.astype(np.uint8), training=False).numpy()
+    np.testing.assert_allclose(teacher.model(pixels.astype(np.float32), training=False).numpy(), expected,
+                               rtol=1e-5, atol=1e-6)

@@ -3,6 +3,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
@@ -71,6 +72,14 @@ def test_h5_and_savedmodel_files(tmp_path, suffix):
     assert teacher.preprocessing.mode == "custom"
 
 
+def test_savedmodel_without_keras_metadata_is_refused_before_it_loads(tmp_path):
+    model = build_tiny_classifier()
+    path = str(tmp_path / "exported")
+    tf.saved_model.save(model, path)  # As Keras 3's model.export does: traced functions only.
+    with pytest.raises(UserError, match="SavedModel without Keras metadata .* pass the model saved with model.save"):
+        teachers.load_teacher(_source(path))
+
+
 def test_softmax_output_becomes_logits(tmp_path):
     model = build_tiny_classifier(softmax=True)
     path = str(tmp_path / "softmax.keras")
@@ -131,6 +140,31 @@ def test_teacher_of_any_image_size_is_rebuilt_at_the_input_size(tmp_path):
     images = np.random.default_rng(0).standard_normal((4, 12, 12, 1)).astype(np.float32)
     np.testing.assert_allclose(teacher.model(images, training=False), model(images, training=False), atol=1e-6)
     assert not teacher.model.trainable
+
+
+def test_teacher_reading_uint8_pixels_is_rebuilt_on_a_float_input_and_read_raw(tmp_path):
+    inputs = tf_keras.Input((8, 8, 1), dtype="uint8", name="pixels")
+    x = tf_keras.layers.Rescaling(1 / 255.0, name="scale")(tf.cast(inputs, tf.float32))
+    x = tf_keras.layers.BatchNormalization(name="bn")(tf_keras.layers.Conv2D(2, 3, name="conv")(x))
+    outputs = tf_keras.layers.Dense(3, name="logits")(tf_keras.layers.GlobalAveragePooling2D()(x))
+    model = tf_keras.Model(inputs, outputs)
+    path = str(tmp_path / "uint8.keras")
+    model.save(path)
+    teacher = teachers.load_teacher(_source(path))
+    assert teacher.model.inputs[0].dtype == tf.float32 and teacher.image_shape == (8, 8, 1)
+    assert teacher.preprocessing.mode == "raw"
+    assert len(teacher.warnings) == 1 and "reads uint8 input" in teacher.warnings[0]
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1))
+    np.testing.assert_allclose(teacher.model(pixels.astype(np.float32), training=False),
+                               model(pixels.astype(np.uint8), training=False), atol=1e-6)
+    # The generator trains through the teacher's input gradient, which the uint8 model lacks.
+    images = tf.constant(pixels.astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        logits = teacher.model(images, training=False)
+    assert np.abs(tape.gradient(logits, images).numpy()).max() > 0
+    # An explicit preprocessing still wins.
+    assert teachers.load_teacher(_source(path, preprocessing="tf")).preprocessing.mode == "tf"
 
 
 def test_two_input_teacher_is_refused(tmp_path):

@@ -162,6 +162,8 @@ class _Rebuild:
             return lambda inputs: HARD_ACTIVATIONS[activation_name](inputs, operation.name)
         if isinstance(operation, self.keras.layers.Layer):
             return self.layer(operation, prefix)
+        if type(operation).__name__ == "Cast":  # keras.ops.cast, e.g. of uint8 pixels.
+            return lambda inputs: tf.cast(inputs, tf.as_dtype(operation.dtype))
         function = ELEMENTWISE_OPERATIONS.get(type(operation).__name__)
         if function is None:
             raise UserError(f"operation {operation.name!r} ({type(operation).__name__}) has no tf_keras counterpart "

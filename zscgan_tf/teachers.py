@@ -166,19 +166,22 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
         model = load_model_file(path, trust_model_code=source.trust_model_code)
         sidecar = read_sidecar(path)
         description.update(sidecar)
-        default_mode = sidecar.get("preprocessing", {}).get("mode", DEFAULT_FILE_PREPROCESSING)
         preprocessing_assumed = not source.preprocessing and "preprocessing" not in sidecar
+        # A model that reads uint8 takes pixels 0 to 255 as they are.
+        default_mode = sidecar.get("preprocessing", {}).get(
+            "mode", "raw" if model.inputs and model.inputs[0].dtype == tf.uint8 else DEFAULT_FILE_PREPROCESSING)
         name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
     preprocessing = _resolve_preprocessing(source, default_mode, description)
     model, output_note = logits.logits_model(flattening.flat_inference_model(model))
     image_shape = _validate_input(model, source)
-    model = _with_static_input(model, image_shape)
+    input_note = _float_input_note(model, preprocessing)
+    model = _with_static_float_input(model, image_shape)
     num_classes = _validate_output(model)
     if not bn_stats.batchnorm_layers(model):  # Also raises for nested or shared BN layers.
         raise UserError(f"teacher {name!r} has no BatchNormalization layer; ZS-CGAN needs the BN statistics it stores")
     preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
     model.trainable = False
-    warnings = [output_note] if output_note else []
+    warnings = [note for note in (output_note, input_note) if note]
     scaling_layer = pixel_scaling_layer(model)
     if preprocessing_assumed and scaling_layer and preprocessing.mode != "raw":
         warnings.append(
@@ -254,6 +257,11 @@ def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model
     """
     if not os.path.exists(path):
         raise UserError(f"model file {path!r} does not exist")
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")) and not os.path.exists(
+            os.path.join(path, "keras_metadata.pb")):
+        raise UserError(f"{path!r} is a SavedModel without Keras metadata (tf.saved_model.save or Keras 3's "
+                        "model.export write one): it holds traced functions, not the layers and BatchNorm "
+                        "statistics the method needs; pass the model saved with model.save (.keras or .h5)")
     if keras3_conversion.saved_by_keras3(path):
         return keras3_conversion.load_as_tf_keras(path, trust_model_code=trust_model_code)
     try:
@@ -360,22 +368,35 @@ def _validate_input(model, source: TeacherSource) -> Tuple[int, int, int]:
     return int(height), int(width), int(channels)
 
 
-def _with_static_input(model: tf_keras.Model, image_shape: Tuple[int, int, int]) -> tf_keras.Model:
-    """`model`, rebuilt on an input of `image_shape` if it takes any image size.
+def _float_input_note(model: tf_keras.Model, preprocessing: Preprocessing) -> str:
+    """What the user should know when `model` reads something other than float32."""
+    dtype = model.inputs[0].dtype
+    if dtype == tf.float32:
+        return ""
+    return (f"the teacher reads {dtype.name} input; it is rebuilt on a float32 input, since the generator's samples "
+            f"are not whole numbers and their gradient must reach the generator, and fed with "
+            f"'{preprocessing.mode}' preprocessing")
+
+
+def _with_static_float_input(model: tf_keras.Model, image_shape: Tuple[int, int, int]) -> tf_keras.Model:
+    """`model`, rebuilt on a float32 input of `image_shape` if it takes any image size or
+    reads another type (uint8 pixels, say).
 
     TF-MOT's student and the TFLite export need a fixed size: the one the generator
-    makes, `--teacher_input_size`. Layers keep their names and weights.
+    makes, `--teacher_input_size`. The generator makes float32 samples and trains through
+    the teacher's input gradient, which an integer input (and its cast) does not have.
+    Layers keep their names and weights.
     """
-    if tuple(model.inputs[0].shape[1:]) == tuple(image_shape):
+    if tuple(model.inputs[0].shape[1:]) == tuple(image_shape) and model.inputs[0].dtype == tf.float32:
         return model
-    inputs = tf_keras.Input(image_shape, name=model.inputs[0].name.split(":")[0])
+    inputs = tf_keras.Input(image_shape, dtype=tf.float32, name=model.inputs[0].name.split(":")[0])
     try:
         # The model has loaded, so its Lambda layers (if any) were already trusted.
         with serialization_lib.SafeModeScope(safe_mode=False):
             rebuilt = tf_keras.models.clone_model(model, input_tensors=inputs)
         rebuilt.set_weights(model.get_weights())
     except Exception as error:  # pylint: disable=broad-except
-        raise UserError(f"the teacher {model.name!r} takes any image size and could not be rebuilt at "
+        raise UserError(f"the teacher {model.name!r} could not be rebuilt on a float32 input of "
                         f"{image_shape[0]}x{image_shape[1]}: {first_line(error)}") from error
     return rebuilt
 
