@@ -172,6 +172,18 @@ def test_float_and_dynamic_modes_keep_float_io(teacher, inputs, mode):
         np.testing.assert_allclose(tflite_logits, teacher_logits, atol=1e-5)
 
 
+def test_an_op_the_converter_leaves_float_is_named_with_its_keras_layer(inputs):
+    teacher = build_tiny_teacher(extra_layer="elu")
+    student, float_layer_names = quantize.quantize_student(teacher, calibration_inputs=inputs)
+    assert float_layer_names == ("elu",)
+    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    for model in (teacher, student):
+        with pytest.raises(export.TfliteConversionError,
+                           match=r"not fully integer: float ops DEQUANTIZE \(#\d+\), ELU \(#\d+, layer 'elu'\), "
+                                 r"QUANTIZE \(#\d+\)"):
+            export.convert_to_tflite(model, dataset)
+
+
 def test_layers_tfmot_left_float_need_a_dataset_then_export_integer(inputs):
     teacher = build_tiny_teacher(extra_layer="rescaling")
     pixels = inputs * 60 + 128

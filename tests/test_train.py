@@ -13,6 +13,8 @@ from zscgan_tf import config as config_lib
 from zscgan_tf import pipeline, quantization_stages, train
 from zscgan_tf.files import file_digest
 
+from conftest import build_two_block_classifier
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -272,6 +274,18 @@ def test_blur_wider_than_the_teacher_image_is_one_line_before_training(tmp_path,
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and "--generator_blur_sigma" in error and len(error.splitlines()) == 1
     assert not (work_dir / "generator.keras").exists()
+
+
+def test_teacher_the_converter_cannot_make_integer_is_one_line_before_training(tmp_path, capsys):
+    teacher_path = str(tmp_path / "elu_teacher.keras")
+    build_two_block_classifier(extra_layer="elu").save(teacher_path)
+    work_dir = tmp_path / "run"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, teacher_path, work_dir)}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: the teacher cannot be exported as fully-integer TFLite, so this run would fail "
+                            "at export, after training") and "ELU (#" in error and "layer 'elu'" in error
+    assert len(error.splitlines()) == 1
+    assert not work_dir.exists()
 
 
 def test_blurred_generator_run_saves_a_blurring_generator(tmp_path, tiny_teacher_file):

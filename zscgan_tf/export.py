@@ -194,6 +194,21 @@ def _converter_error(model_name: str, mode: str, error: Exception) -> TfliteConv
         "(the converter's full message is in the chained exception)")
 
 
+def _describe_op(op: tflite_model.OperatorInfo, report: tflite_model.TfliteModelReport, model) -> str:
+    """`ELU (#8)`, with the Keras layer the op computes where its output tensor's name says
+    (the converter names tensors `<model>/<layer>/<op>`): `ELU (#8, layer 'activation_4')`.
+    The QUANTIZE and DEQUANTIZE around a float op belong to no layer of their own."""
+    if op.name in ("QUANTIZE", "DEQUANTIZE"):
+        return f"{op.name} (#{op.index})"
+    layer_names = {layer.name for layer in model.layers}
+    for index in op.output_indices:
+        for path in report.tensors[index].name.split(";"):
+            names = [part for part in path.split("/")[1:] if part in layer_names]
+            if names:
+                return f"{op.name} (#{op.index}, layer {names[0]!r})"
+    return f"{op.name} (#{op.index})"
+
+
 def convert_to_tflite(
         model: tf_keras.Model,
         representative_dataset: Optional[RepresentativeDataset] = None,
@@ -299,7 +314,7 @@ def convert_to_tflite(
     if mode == "int8":
         report = tflite_model.inspect_tflite(model_bytes)
         if not report.is_fully_integer:
-            float_ops = ", ".join(f"{op.name} (#{op.index})" for op in report.non_integer_ops)
+            float_ops = ", ".join(_describe_op(op, report, model) for op in report.non_integer_ops)
             hint = (" Pass a representative_dataset so the converter can calibrate the "
                     "layers TF-MOT left float." if representative_dataset is None else "")
             raise TfliteConversionError(

@@ -48,6 +48,8 @@ CALIBRATION_SEED_OFFSET = 3
 DISTILLATION_SEED_OFFSET = 4
 JOINT_GENERATOR_SEED_OFFSET = 7  # Benchmarks use 5 and 6.
 NO_EVALUATION = "none"
+# Uniform samples of the teacher's input range that calibrate `check_integer_export`'s conversion.
+INTEGER_CHECK_SAMPLES = 4
 LATENCY_THREADS = (1, 2)
 EVALUATION_BATCH_SIZE = 256
 # Evaluation images preprocessed at a time: a whole number of Keras batches, 20,000 or so at
@@ -73,6 +75,28 @@ def calibration_samples(generator, teacher: Teacher, count: int, seed: int) -> n
     # `generate` sorts samples by class; interleaving them keeps any prefix balanced too.
     index_within_class = np.tile(np.arange(per_class), teacher.num_classes)
     return images[np.argsort(index_within_class, kind="stable")][:count]
+
+
+def check_integer_export(run_config: RunConfig, teacher: Teacher):
+    """Converts the teacher to int8 TFLite as the export stage will, calibrated on a few
+    uniform samples of its input range, so that a teacher the converter cannot make fully
+    integer (an op it leaves float, such as ELU) is refused before hours of training rather
+    than at export. About a second for a small model, 8 s for ResNet50 at 224x224 on 2 cores.
+
+    Raises:
+      UserError: if the conversion fails or the result is not fully integer.
+    """
+    low, high = teacher.input_range()
+    samples = np.random.default_rng(run_config.seed).uniform(
+        low, high, (INTEGER_CHECK_SAMPLES,) + tuple(teacher.image_shape)).astype(np.float32)
+    settings = run_config.quantization
+    try:
+        export.convert_to_tflite(
+            teacher.model, export.representative_dataset_from_array(samples, teacher.input_range()),
+            mode="int8", io_dtype=settings.io_dtype, per_channel=settings.per_channel)
+    except export.TfliteConversionError as error:
+        raise UserError(f"the teacher cannot be exported as fully-integer TFLite, so this run would fail at "
+                        f"export, after training: {error}") from error
 
 
 def scheme_of(run_config: RunConfig) -> quantize.QuantizationScheme:
