@@ -179,3 +179,20 @@ def test_keras3_teacher_of_uint8_pixels_keeps_its_cast_and_reads_floats(tmp_path
     expected = original(pixels.astype(np.uint8), training=False).numpy()
     np.testing.assert_allclose(teacher.model(pixels.astype(np.float32), training=False).numpy(), expected,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_keras3_mixed_precision_teacher_computes_in_float32(tmp_path):
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, dtype="mixed_float16", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(dtype="mixed_float16", name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D(dtype="mixed_float16", name="pool")(x)
+    original = keras.Model(inputs, keras.layers.Dense(3, dtype="float32", name="logits")(x))
+    path = str(tmp_path / "mixed.keras")
+    original.save(path)
+
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=path, preprocessing="raw"))
+
+    assert {layer.compute_dtype for layer in teacher.model.layers} == {"float32"}
+    assert len(teacher.warnings) == 1 and "mixed precision" in teacher.warnings[0]
+    np.testing.assert_allclose(teacher.model(_pixels(), training=False).numpy(),
+                               original(_pixels(), training=False).numpy(), rtol=1e-2, atol=1e-2)

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import teachers
+from zscgan_tf import export, teachers, tflite_model
 from zscgan_tf.errors import UserError
 
 from conftest import build_tiny_classifier
@@ -165,6 +165,29 @@ def test_teacher_reading_uint8_pixels_is_rebuilt_on_a_float_input_and_read_raw(t
     assert np.abs(tape.gradient(logits, images).numpy()).max() > 0
     # An explicit preprocessing still wins.
     assert teachers.load_teacher(_source(path, preprocessing="tf")).preprocessing.mode == "tf"
+
+
+def test_mixed_precision_teacher_is_rebuilt_to_compute_in_float32_and_exports_integer(tmp_path):
+    inputs = tf_keras.Input((8, 8, 1), name="image")
+    x = tf_keras.layers.Conv2D(4, 3, use_bias=False, dtype="mixed_float16", name="conv")(inputs)
+    x = tf_keras.layers.BatchNormalization(dtype="mixed_float16", name="bn")(x)
+    x = tf_keras.layers.GlobalAveragePooling2D(dtype="mixed_float16", name="pool")(x)
+    x = tf_keras.layers.Dense(3, dtype="mixed_float16", name="logits")(x)
+    model = tf_keras.Model(inputs, tf_keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x))
+    path = str(tmp_path / "mixed.keras")
+    model.save(path)
+
+    teacher = teachers.load_teacher(_source(path))
+
+    assert {layer.compute_dtype for layer in teacher.model.layers} == {"float32"}
+    assert len(teacher.warnings) == 1 and "mixed precision (4 layers computing in mixed_float16)" in teacher.warnings[0]
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32)
+    # The same weights: float32 logits against float16 probabilities.
+    np.testing.assert_allclose(tf.nn.softmax(teacher.model(images, training=False)), model(images, training=False),
+                               atol=2e-3)
+    # The converter stops at every float16 op of the model as saved.
+    dataset = export.representative_dataset_from_array(images)
+    assert tflite_model.inspect_tflite(export.convert_to_tflite(teacher.model, dataset)).is_fully_integer
 
 
 def test_two_input_teacher_is_refused(tmp_path):

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import os
 import zipfile
-from typing import Callable, Dict, FrozenSet, Iterator, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -27,6 +27,7 @@ from tf_keras.src.saving import serialization_lib
 from zscgan_tf import bn_stats, flattening, keras3_conversion, logits
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.preprocessing import Preprocessing
+from zscgan_tf.progress import count_of
 
 BUILTIN_PREFIX = "builtin:"
 SIDECAR_SUFFIX = ".json"
@@ -174,14 +175,14 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
     preprocessing = _resolve_preprocessing(source, default_mode, description)
     model, output_note = logits.logits_model(flattening.flat_inference_model(model))
     image_shape = _validate_input(model, source)
-    input_note = _float_input_note(model, preprocessing)
-    model = _with_static_float_input(model, image_shape)
+    rebuild_notes = _float32_notes(model, preprocessing)
+    model = _float32_model(model, image_shape)
     num_classes = _validate_output(model)
     if not bn_stats.batchnorm_layers(model):  # Also raises for nested or shared BN layers.
         raise UserError(f"teacher {name!r} has no BatchNormalization layer; ZS-CGAN needs the BN statistics it stores")
     preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
     model.trainable = False
-    warnings = [note for note in (output_note, input_note) if note]
+    warnings = ([output_note] if output_note else []) + rebuild_notes
     scaling_layer = pixel_scaling_layer(model)
     if preprocessing_assumed and scaling_layer and preprocessing.mode != "raw":
         warnings.append(
@@ -368,32 +369,56 @@ def _validate_input(model, source: TeacherSource) -> Tuple[int, int, int]:
     return int(height), int(width), int(channels)
 
 
-def _float_input_note(model: tf_keras.Model, preprocessing: Preprocessing) -> str:
-    """What the user should know when `model` reads something other than float32."""
+def _reduced_precision_layers(model: tf_keras.Model) -> List[str]:
+    """Names of the layers that compute in float16 or bfloat16 (a mixed-precision policy)."""
+    return [layer.name for layer in model.layers
+            if getattr(layer, "compute_dtype", "float32") in ("float16", "bfloat16")]
+
+
+def _float32_notes(model: tf_keras.Model, preprocessing: Preprocessing) -> List[str]:
+    """What the user should know when `_float32_model` changes how `model` computes."""
+    notes = []
     dtype = model.inputs[0].dtype
-    if dtype == tf.float32:
-        return ""
-    return (f"the teacher reads {dtype.name} input; it is rebuilt on a float32 input, since the generator's samples "
-            f"are not whole numbers and their gradient must reach the generator, and fed with "
-            f"'{preprocessing.mode}' preprocessing")
+    if dtype != tf.float32:
+        notes.append(f"the teacher reads {dtype.name} input; it is rebuilt on a float32 input, since the "
+                     "generator's samples are not whole numbers and their gradient must reach the generator, and "
+                     f"fed with '{preprocessing.mode}' preprocessing")
+    reduced = _reduced_precision_layers(model)
+    if reduced:
+        policy = model.get_layer(reduced[0]).dtype_policy.name
+        notes.append(f"the teacher was saved with mixed precision ({count_of(len(reduced), 'layer')} computing in "
+                     f"{policy}); it is rebuilt to compute in float32 with the same weights, as the TFLite converter "
+                     "and TF-MOT need")
+    return notes
 
 
-def _with_static_float_input(model: tf_keras.Model, image_shape: Tuple[int, int, int]) -> tf_keras.Model:
-    """`model`, rebuilt on a float32 input of `image_shape` if it takes any image size or
-    reads another type (uint8 pixels, say).
+def _float32_model(model: tf_keras.Model, image_shape: Tuple[int, int, int]) -> tf_keras.Model:
+    """`model`, rebuilt where the pipeline needs it to be other: on a float32 input of
+    `image_shape` if it takes any image size or reads another type (uint8 pixels, say), and
+    computing in float32 if its layers have a mixed-precision policy.
 
     TF-MOT's student and the TFLite export need a fixed size: the one the generator
     makes, `--teacher_input_size`. The generator makes float32 samples and trains through
     the teacher's input gradient, which an integer input (and its cast) does not have.
-    Layers keep their names and weights.
+    The TFLite converter cannot quantize float16 ops (it stops at every one). Layers keep
+    their names and weights (which mixed precision keeps in float32).
     """
-    if tuple(model.inputs[0].shape[1:]) == tuple(image_shape) and model.inputs[0].dtype == tf.float32:
+    reduced = frozenset(_reduced_precision_layers(model))
+    if (tuple(model.inputs[0].shape[1:]) == tuple(image_shape) and model.inputs[0].dtype == tf.float32
+            and not reduced):
         return model
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name in reduced:
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
     inputs = tf_keras.Input(image_shape, dtype=tf.float32, name=model.inputs[0].name.split(":")[0])
     try:
         # The model has loaded, so its Lambda layers (if any) were already trusted.
         with serialization_lib.SafeModeScope(safe_mode=False):
-            rebuilt = tf_keras.models.clone_model(model, input_tensors=inputs)
+            rebuilt = tf_keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
         rebuilt.set_weights(model.get_weights())
     except Exception as error:  # pylint: disable=broad-except
         raise UserError(f"the teacher {model.name!r} could not be rebuilt on a float32 input of "
