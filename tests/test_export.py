@@ -3,6 +3,7 @@
 import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import functools
+import os
 
 
 import numpy as np
@@ -135,6 +136,16 @@ def test_int8_ptq_of_float_model_with_representative_dataset(teacher, inputs):
     teacher_logits = evaluate.keras_predict(teacher, inputs)
     relative_error = np.abs(tflite_logits - teacher_logits).max() / np.abs(teacher_logits).max()
     assert relative_error <= MAX_PTQ_RELATIVE_ERROR
+
+
+def test_the_converters_native_chatter_is_kept_off_stderr(teacher, inputs, capfd):
+    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    capfd.readouterr()
+    export.convert_to_tflite(teacher, dataset)
+    os.write(2, b"stderr still works\n")
+    captured = capfd.readouterr()
+    assert "fully_quantize" not in captured.err  # Written by the converter's C++ after each int8 conversion.
+    assert captured.err.endswith("stderr still works\n")
 
 
 def test_per_tensor_ptq_has_one_scale_per_weight_tensor(teacher, inputs):

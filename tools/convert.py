@@ -47,7 +47,7 @@ from absl import flags  # noqa: E402
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf import cli, distilled_data, edge_tpu, evaluate, export  # noqa: E402
 from zscgan_tf import quantization_stages, quantizer_ranges, teachers, tflite_model  # noqa: E402
-from zscgan_tf.errors import UserError  # noqa: E402
+from zscgan_tf.errors import UserError, first_line  # noqa: E402
 from zscgan_tf.preprocessing import Preprocessing  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -83,7 +83,7 @@ def _load_generator(path):
     try:
         return pipeline.load_generator(path)
     except (OSError, ValueError, TypeError) as error:
-        raise UserError(f"cannot load generator {path!r}: {str(error).splitlines()[0]}") from error
+        raise UserError(f"cannot load generator {path!r}: {first_line(error)}") from error
 
 
 def _calibration(generator, teacher, count):
@@ -215,11 +215,10 @@ def convert() -> None:
     try:
         model_bytes = export.convert_to_tflite(model, representative, mode=FLAGS.mode, io_dtype=FLAGS.io_dtype,
                                                per_channel=FLAGS.per_channel, output_path=FLAGS.output)
-    except export.TfliteConversionError as error:
-        if representative is None and "not fully integer" in str(error):
+    except export.NotFullyIntegerError as error:
+        if representative is None:
             # The library's hint names its argument; say which flags give the dataset.
-            message = str(error).split(" Pass a representative_dataset")[0]
-            raise UserError(f"{message} Layers TF-MOT left float need calibration inputs: pass --generator "
+            raise UserError(f"{error.summary} Layers TF-MOT left float need calibration inputs: pass --generator "
                             "(the run's generator.keras) or --data_source=distilled or noise") from error
         raise
     report = tflite_model.inspect_tflite(model_bytes)

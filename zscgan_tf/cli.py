@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 
 from absl import flags
 
-from zscgan_tf.errors import UserError
+from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.teachers import TeacherSource
 from zscgan_tf.training_loop import NonFiniteLossError, TrainingInterrupted
@@ -43,7 +43,7 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
     try:
         flag_values(list(argv))
     except flags.Error as error:
-        raise UserError(str(error).splitlines()[0]) from error
+        raise UserError(first_line(error)) from error
 
 
 def usage(flag_values: flags.FlagValues, module_name: str, full: bool = False) -> str:

@@ -24,7 +24,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from zscgan_tf.errors import UserError
+from zscgan_tf.errors import UserError, first_line
 
 SPLITS = ("train", "test")
 
@@ -336,18 +336,17 @@ def _prepared_tfds_builder(name: str, data_dir: Optional[str], manual_dir: Optio
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:
-        raise UserError(f"TFDS dataset not found: {str(error).splitlines()[0]}") from None
+        raise UserError(f"TFDS dataset not found: {first_line(error)}") from None
     try:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     except Exception as error:  # pylint: disable=broad-except
         # Downloads fail in many ways (no network, a missing manual archive, a missing
         # optional dependency of the builder); each means "the data is not available".
-        first_line = (str(error).splitlines() or [""])[0]
         hint = ""
         if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
             hint = f"; {name} must be downloaded by hand: pass the directory holding its archives as manual_dir"
         raise UserError(f"cannot download or prepare TFDS dataset {name!r} "
-                        f"({type(error).__name__}: {first_line}){hint}") from None
+                        f"({type(error).__name__}: {first_line(error)}){hint}") from None
     if not builder.info.supervised_keys:
         raise UserError(f"TFDS dataset {name!r} has no (image, label) supervised keys")
     return builder
@@ -366,8 +365,7 @@ def _tfds_dataset(builder, split: str):
     try:
         return builder.as_dataset(split=split, as_supervised=True)
     except (ValueError, KeyError) as error:
-        first_line = (str(error).splitlines() or [""])[0]
-        raise UserError(f"TFDS dataset {builder.info.name!r} has no split {split!r}: {first_line}") from None
+        raise UserError(f"TFDS dataset {builder.info.name!r} has no split {split!r}: {first_line(error)}") from None
 
 
 def iterate_tfds(name: str, split: str, batch_size: int = DEFAULT_TFDS_BATCH_SIZE,
@@ -419,7 +417,7 @@ def _iterate_builder(builder, split: str, batch_size: int, image_size: Optional[
             yield images.astype(np.uint8, copy=False), labels.astype(np.int64, copy=False)
     except tf.errors.InvalidArgumentError as error:
         raise MixedImageSizesError(f"TFDS dataset {builder.info.name!r}: images of different sizes cannot be "
-                                   f"batched without an image size ({error.message.splitlines()[0]})") from None
+                                   f"batched without an image size ({first_line(error)})") from None
 
 
 def load_tfds(name: str, split: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,

@@ -16,7 +16,10 @@ Example:
     print("\\n".join(edge_tpu.compatibility_report(report).format()))
 """
 
+import contextlib
+import os
 import re
+import sys
 import warnings
 from typing import Callable, Iterator, List, Optional
 
@@ -51,6 +54,19 @@ _IGNORED_CONVERTER_WARNING = "Statistics for quantized inputs were expected"
 
 class TfliteConversionError(UserError):
     """The TFLite converter could not produce the requested model."""
+
+
+class NotFullyIntegerError(TfliteConversionError):
+    """An int8 conversion whose result still has float ops.
+
+    Attributes:
+      summary: which ops are float and the input and output types, without the hint
+        the message may add.
+    """
+
+    def __init__(self, summary: str, hint: str = ""):
+        super().__init__(f"{summary}{hint}")
+        self.summary = summary
 
 
 RepresentativeDataset = Callable[[], Iterator[List[np.ndarray]]]
@@ -194,6 +210,29 @@ def _converter_error(model_name: str, mode: str, error: Exception) -> TfliteConv
         "(the converter's full message is in the chained exception)")
 
 
+@contextlib.contextmanager
+def _native_stderr_discarded():
+    """Discards what C++ code writes to file descriptor 2 inside the block.
+
+    The converter's C++ writes "fully_quantize: 0, inference_type: 6, ..." after every
+    int8 conversion, and a dump of every op it cannot convert before it fails; what it
+    has to say reaches us in its exception (chained to ours) and in the model, which is
+    inspected. Python's own `sys.stderr` is flushed first and restored after.
+    """
+    sys.stderr.flush()
+    saved_descriptor = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved_descriptor, 2)
+    finally:
+        os.close(saved_descriptor)
+
+
 def _describe_op(op: tflite_model.OperatorInfo, report: tflite_model.TfliteModelReport, model) -> str:
     """`ELU (#8)`, with the Keras layer the op computes where its output tensor's name says
     (the converter names tensors `<model>/<layer>/<op>`): `ELU (#8, layer 'activation_4')`.
@@ -301,7 +340,7 @@ def convert_to_tflite(
         # the converter lets a float-only op (SIN, RFFT2D) through between a
         # DEQUANTIZE and a QUANTIZE instead of failing.
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _native_stderr_discarded():
         warnings.filterwarnings("ignore", message=_IGNORED_CONVERTER_WARNING)
         try:
             model_bytes = converter.convert()
@@ -317,10 +356,10 @@ def convert_to_tflite(
             float_ops = ", ".join(_describe_op(op, report, model) for op in report.non_integer_ops)
             hint = (" Pass a representative_dataset so the converter can calibrate the "
                     "layers TF-MOT left float." if representative_dataset is None else "")
-            raise TfliteConversionError(
+            raise NotFullyIntegerError(
                 f"int8 export of {model.name!r} is not fully integer: float ops "
                 f"{float_ops or 'none'}; input {report.inputs[0].dtype}, output "
-                f"{report.outputs[0].dtype}.{hint}")
+                f"{report.outputs[0].dtype}.", hint)
     model_bytes = bytes(model_bytes)
     if output_path is not None:
         write_bytes_atomic(output_path, model_bytes)
