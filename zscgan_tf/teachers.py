@@ -13,8 +13,10 @@ Whatever the source, `load_teacher` returns a `Teacher`: a functional model that
 outputs logits, its preprocessing, and its shape, validated and frozen.
 """
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import zipfile
 from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
@@ -263,6 +265,26 @@ def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model
         raise UserError(f"{path!r} is a SavedModel without Keras metadata (tf.saved_model.save or Keras 3's "
                         "model.export write one): it holds traced functions, not the layers and BatchNorm "
                         "statistics the method needs; pass the model saved with model.save (.keras or .h5)")
+    with _mixed_precision_device_check_silenced():
+        return _load_model_file(path, trust_model_code)
+
+
+@contextlib.contextmanager
+def _mixed_precision_device_check_silenced():
+    """Drops tf_keras' "Mixed precision compatibility check ... may run slowly because this
+    machine does not have a GPU" while a model loads: `load_teacher` rebuilds the model to
+    compute in float32 and says so."""
+    logger = tf.get_logger()
+    check = logging.Filter()
+    check.filter = lambda record: not record.getMessage().startswith("Mixed precision compatibility check")
+    logger.addFilter(check)
+    try:
+        yield
+    finally:
+        logger.removeFilter(check)
+
+
+def _load_model_file(path: str, trust_model_code: bool) -> tf_keras.Model:
     if keras3_conversion.saved_by_keras3(path):
         return keras3_conversion.load_as_tf_keras(path, trust_model_code=trust_model_code)
     try:
