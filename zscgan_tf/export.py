@@ -212,12 +212,13 @@ def _converter_error(model_name: str, mode: str, error: Exception) -> TfliteConv
 
 @contextlib.contextmanager
 def _native_stderr_discarded():
-    """Discards what C++ code writes to file descriptor 2 inside the block.
+    """Discards what is written to file descriptor 2 inside the block.
 
     The converter's C++ writes "fully_quantize: 0, inference_type: 6, ..." after every
     int8 conversion, and a dump of every op it cannot convert before it fails; what it
     has to say reaches us in its exception (chained to ours) and in the model, which is
-    inspected. Python's own `sys.stderr` is flushed first and restored after.
+    inspected. TensorFlow's Python log lines inside the block go the same way.
+    `sys.stderr` is flushed before and after, so nothing written outside the block is lost.
     """
     sys.stderr.flush()
     saved_descriptor = os.dup(2)
