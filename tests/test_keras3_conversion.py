@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import bn_stats, flattening, keras3_conversion, quantize, teachers
+from zscgan_tf import bn_stats, export, flattening, keras3_conversion, quantize, teachers, tflite_model
 from zscgan_tf.errors import UserError
 
 
@@ -197,3 +197,26 @@ def test_keras3_mixed_precision_teacher_computes_in_float32(tmp_path):
     assert len(teacher.warnings) == 1 and "mixed precision" in teacher.warnings[0]
     np.testing.assert_allclose(teacher.model(_pixels(), training=False).numpy(),
                                original(_pixels(), training=False).numpy(), rtol=1e-2, atol=1e-2)
+
+
+def test_keras3_operations_in_the_graph_run_as_tensorflow_ops_and_export_integer(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(inputs)
+    x = keras.layers.ReLU(name="relu")(keras.layers.BatchNormalization(name="bn")(x))
+    x = x[:, :, :, :4]  # GetItem
+    x = keras.ops.concatenate([x, keras.ops.clip(x, 0.0, 1.0)], axis=-1)
+    x = keras.ops.reshape(keras.ops.mean(x, axis=[1, 2]), (-1, 8))
+    original = keras.Model(inputs, keras.layers.Dense(3, name="logits")(x), name="with_operations")
+    path = str(tmp_path / "operations.keras")
+    original.save(path)
+
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=path, preprocessing="raw"))
+
+    np.testing.assert_allclose(teacher.model(_pixels(), training=False).numpy(),
+                               original(_pixels(), training=False).numpy(), rtol=1e-5, atol=1e-5)
+    student, float_layer_names = quantize.quantize_student(teacher.model, calibration_inputs=_pixels(16))
+    assert float_layer_names and all(teacher.model.get_layer(name).__class__.__name__.endswith("OpLambda")
+                                     for name in float_layer_names)
+    dataset = export.representative_dataset_from_array(_pixels(16))
+    assert tflite_model.inspect_tflite(export.convert_to_tflite(student, dataset)).is_fully_integer

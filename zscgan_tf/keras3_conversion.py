@@ -5,7 +5,8 @@ cannot read those files. `load_as_tf_keras` loads such a file with Keras 3 and r
 its graph layer by layer with the tf_keras class of the same name, the same settings and
 the same weights, flattening nested models and leaving out random augmentation layers
 on the way, as `flattening` does for tf_keras models. Keras 3 operations in the graph
-(`preprocess_input`'s `x / 127.5 - 1`) become the matching TensorFlow ops. The rebuilt
+(`preprocess_input`'s `x / 127.5 - 1`, `keras.ops.mean`, slicing, ...) become TensorFlow
+ops. The rebuilt
 model is checked against the original on random inputs, so a setting lost in
 translation is an error, not a different teacher.
 
@@ -28,7 +29,10 @@ import tf_keras
 from zscgan_tf import flattening
 from zscgan_tf.errors import UserError, first_line
 
-# Keras 3 operations (not layers) that preprocessing leaves in functional models, by class name.
+# Where Keras 3's own operations (`keras.ops`, tensor slicing) live; a user's Operation subclass does not.
+KERAS3_OPERATIONS_MODULE = "keras.src.ops."
+# Keras 3 operations (not layers) that preprocessing leaves in functional models, by class name,
+# rebuilt as one TensorFlow op each.
 ELEMENTWISE_OPERATIONS = {
     "Add": tf.math.add,
     "Subtract": tf.math.subtract,
@@ -168,6 +172,11 @@ class _Rebuild:
         if type(operation).__name__ == "Cast":  # keras.ops.cast, e.g. of uint8 pixels.
             return lambda inputs: tf.cast(inputs, tf.as_dtype(operation.dtype))
         function = ELEMENTWISE_OPERATIONS.get(type(operation).__name__)
+        if function is None and type(operation).__module__.startswith(KERAS3_OPERATIONS_MODULE):
+            # Any other Keras 3 operation (keras.ops.mean, concatenate, reshape, clip, x[..., :3],
+            # ...): its TensorFlow implementation run on tf_keras tensors, which records each
+            # TensorFlow call as a TFOpLambda layer. The agreement check below vouches for it.
+            return lambda *args, **kwargs: operation.call(*args, **kwargs)
         if function is None:
             raise UserError(f"operation {operation.name!r} ({type(operation).__name__}) has no tf_keras counterpart "
                             "here")
