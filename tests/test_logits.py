@@ -21,7 +21,7 @@ def _probability_of_class_one(model):
     return tf.nn.softmax(model(_features())).numpy()[:, 1]
 
 
-@pytest.mark.parametrize("head", ["sigmoid_activation", "sigmoid_layer", "logit"])
+@pytest.mark.parametrize("head", ["sigmoid_activation", "sigmoid_layer", "sigmoid_op", "logit"])
 def test_binary_output_becomes_two_logits_with_the_same_probabilities(head):
     tf_keras.utils.set_random_seed(0)
     inputs, hidden = _body()
@@ -31,6 +31,8 @@ def test_binary_output_becomes_two_logits_with_the_same_probabilities(head):
         outputs = tf_keras.layers.Dense(1, name="score")(hidden)
         if head == "sigmoid_layer":
             outputs = tf_keras.layers.Activation("sigmoid")(outputs)
+        elif head == "sigmoid_op":  # A TFOpLambda, as Keras 3's keras.ops.sigmoid becomes.
+            outputs = tf.nn.sigmoid(outputs)
     model = tf_keras.Model(inputs, outputs)
     model.get_layer("score").set_weights([np.full((5, 1), 0.7, np.float32), np.array([-0.3], np.float32)])
     expected = model(_features()).numpy()[:, 0]
@@ -46,14 +48,16 @@ def test_binary_output_becomes_two_logits_with_the_same_probabilities(head):
     assert "binary classifier" in note and "'score'" in note
 
 
-@pytest.mark.parametrize("softmax_as", ["activation", "layer"])
+@pytest.mark.parametrize("softmax_as", ["activation", "layer", "op"])
 def test_final_softmax_is_removed_and_nothing_is_noted(softmax_as):
     tf_keras.utils.set_random_seed(0)
     inputs, hidden = _body()
     if softmax_as == "activation":
         outputs = tf_keras.layers.Dense(3, activation="softmax")(hidden)
-    else:
+    elif softmax_as == "layer":
         outputs = tf_keras.layers.Softmax()(tf_keras.layers.Dense(3)(hidden))
+    else:  # A TFOpLambda, as Keras 3's keras.ops.softmax becomes.
+        outputs = tf.nn.softmax(tf_keras.layers.Dense(3)(hidden))
     model = tf_keras.Model(inputs, outputs)
     logit_model, note = logits.logits_model(model)
     assert note is None

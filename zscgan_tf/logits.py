@@ -13,15 +13,21 @@ import tf_keras
 
 from zscgan_tf.errors import UserError
 
+# The API names under which a TFOpLambda records TensorFlow's softmax and sigmoid.
+SOFTMAX_SYMBOLS = frozenset({"nn.softmax", "math.softmax"})
+SIGMOID_SYMBOLS = frozenset({"math.sigmoid", "nn.sigmoid", "sigmoid"})
+
 
 def logits_model(model: tf_keras.Model) -> Tuple[tf_keras.Model, Optional[str]]:
     """The same classifier returning logits, and a note for the user if its output changed form.
 
     Handles:
-    - a last `Softmax` layer or `Activation('softmax')`, which is removed, and a last
-      layer with `activation='softmax'`, rebuilt with a linear activation, same weights;
-    - a binary classifier ending in `Dense(1)`, with a sigmoid (as its activation or as
-      a last `Activation('sigmoid')`) or without one (a logit `z`): the `Dense(1)` is
+    - a last `Softmax` layer, `Activation('softmax')` or `tf.nn.softmax` over the last
+      axis (a TFOpLambda, as Keras 3's `keras.ops.softmax` becomes), which is removed,
+      and a last layer with `activation='softmax'`, rebuilt with a linear activation,
+      same weights;
+    - a binary classifier ending in `Dense(1)`, with a sigmoid (as its activation, as
+      a last `Activation('sigmoid')` or `tf.nn.sigmoid`) or without one (a logit `z`): the `Dense(1)` is
       replaced by a `Dense(2)` giving `[-z/2, z/2]`, whose softmax is
       `[1 - sigmoid(z), sigmoid(z)]`; class 1 is the positive class.
 
@@ -45,7 +51,9 @@ def logits_model(model: tf_keras.Model) -> Tuple[tf_keras.Model, Optional[str]]:
         raise UserError(f"the teacher's output is {units} sigmoids (multi-label); a classifier with one class per "
                         "image (softmax or logits) is required")
     is_softmax_layer = isinstance(last, tf_keras.layers.Softmax) or (
-        isinstance(last, tf_keras.layers.Activation) and activation is tf_keras.activations.softmax)
+        isinstance(last, tf_keras.layers.Activation) and activation is tf_keras.activations.softmax) or (
+        _is_tensorflow_call(last, SOFTMAX_SYMBOLS) and last.inbound_nodes[0].call_kwargs.get("axis", -1) in (
+            -1, len(last.input.shape) - 1))
     if is_softmax_layer:
         return tf_keras.Model(model.inputs, last.input, name=model.name), None
     if activation is tf_keras.activations.softmax:
@@ -59,7 +67,8 @@ def logits_model(model: tf_keras.Model) -> Tuple[tf_keras.Model, Optional[str]]:
 def _binary_as_two_logits(model: tf_keras.Model) -> Tuple[tf_keras.Model, str]:
     last = model.layers[-1]
     dense = last
-    if isinstance(last, tf_keras.layers.Activation) and last.activation is tf_keras.activations.sigmoid:
+    if (isinstance(last, tf_keras.layers.Activation) and last.activation is tf_keras.activations.sigmoid) or (
+            _is_tensorflow_call(last, SIGMOID_SYMBOLS)):
         dense = last.inbound_nodes[0].inbound_layers
     if not (isinstance(dense, tf_keras.layers.Dense) and dense.units == 1
             and dense.activation in (tf_keras.activations.sigmoid, tf_keras.activations.linear)):
@@ -74,6 +83,13 @@ def _binary_as_two_logits(model: tf_keras.Model) -> Tuple[tf_keras.Model, str]:
             "0 and 1, with logits [-z/2, z/2] for its logit z (softmax gives [1 - sigmoid(z), sigmoid(z)]), and the "
             "student and exported models output those two logits")
     return tf_keras.Model(model.inputs, two_logits, name=model.name), note
+
+
+def _is_tensorflow_call(layer: tf_keras.layers.Layer, symbols) -> bool:
+    """Whether `layer` is a call, on one tensor, of the TensorFlow function known by one of the
+    API names `symbols` (a TFOpLambda, which records the name it was called by)."""
+    return (type(layer).__name__ == "TFOpLambda" and layer.symbol in symbols and len(layer.inbound_nodes) == 1
+            and not isinstance(layer.input, (list, tuple)))
 
 
 def _rebuilt(layer: tf_keras.layers.Layer, name: str, **changes) -> tf_keras.layers.Layer:
