@@ -189,7 +189,7 @@ def test_an_op_the_converter_leaves_float_is_named_with_its_keras_layer(inputs):
     assert float_layer_names == ("elu",)
     dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
     for model in (teacher, student):
-        with pytest.raises(export.TfliteConversionError,
+        with pytest.raises(export.NotFullyIntegerError,
                            match=r"not fully integer: float ops DEQUANTIZE \(#\d+\), ELU \(#\d+, layer 'elu'\), "
                                  r"QUANTIZE \(#\d+\)"):
             export.convert_to_tflite(model, dataset)
