@@ -195,6 +195,27 @@ def test_an_op_the_converter_leaves_float_is_named_with_its_keras_layer(inputs):
             export.convert_to_tflite(model, dataset)
 
 
+def test_reshape_in_front_of_a_float_rescaling_at_the_input_exports_what_qat_computes():
+    # TF-MOT's Keras example begins Reshape((28, 28, 1)); with a Rescaling after it, the
+    # converter used to drop the Rescaling from the QAT int8 model (every output 0).
+    tf_keras.utils.set_random_seed(0)
+    image = tf_keras.Input((12, 12), name="image")
+    x = tf_keras.layers.Reshape((12, 12, 1), name="add_channel_axis")(image)
+    x = tf_keras.layers.Rescaling(1 / 255.0, name="rescaling")(x)
+    x = tf_keras.layers.Conv2D(6, 3, use_bias=False, name="conv")(x)
+    x = tf_keras.layers.ReLU(name="relu")(tf_keras.layers.BatchNormalization(name="bn")(x))
+    teacher = tf_keras.Model(image, tf_keras.layers.Dense(4, name="logits")(tf_keras.layers.Flatten()(x)))
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 12, 12)).astype(np.float32)
+    student, float_layer_names = quantize.quantize_student(teacher, calibration_inputs=pixels,
+                                                           input_range=(0.0, 255.0))
+    assert float_layer_names == ("add_channel_axis", "rescaling")
+    model_bytes = export.convert_to_tflite(student, export.representative_dataset_from_array(pixels, (0.0, 255.0)))
+    assert tflite_model.inspect_tflite(model_bytes).is_fully_integer
+    keras_logits = student(pixels, training=False).numpy()
+    tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(pixels)
+    assert np.abs(tflite_logits - keras_logits).max() <= 0.05 * np.abs(keras_logits).max()
+
+
 def test_layers_tfmot_left_float_need_a_dataset_then_export_integer(inputs):
     teacher = build_tiny_teacher(extra_layer="rescaling")
     pixels = inputs * 60 + 128

@@ -284,7 +284,26 @@ def _quantizable_layer_names(teacher, scheme: QuantizationScheme) -> List[str]:
     for layer in teacher.layers:  # topological order: inputs are decided first
         if _is_quantizable(layer, registry, scheme, names):
             names.append(layer.name)
+    # Layers that pass values through without a quantizer of their own (Reshape, Flatten, pooling)
+    # gain nothing from annotation when only float layers read them. In front of a float layer at
+    # the model input they cost the whole model: TF-MOT then puts its input quantizer before them,
+    # and the converter drops a float Rescaling after `QuantizeLayer -> Reshape` from the int8
+    # model (its weights kept their scale 255 times too large; every output 0).
+    for layer in reversed(teacher.layers):
+        consumers = [node.outbound_layer for node in layer._outbound_nodes]  # pylint: disable=protected-access
+        if (layer.name in names and consumers and all(consumer.name not in names for consumer in consumers)
+                and _passes_values_through(layer, registry)):
+            names.remove(layer.name)
     return names
+
+
+def _passes_values_through(layer, registry) -> bool:
+    """Whether the registry quantizes neither `layer`'s weights, activation nor output."""
+    if not registry.supports(layer) or type(layer) in _OUTPUT_QUANTIZED_LAYERS:  # pylint: disable=unidiomatic-typecheck
+        return False
+    config = registry.get_quantize_config(layer)
+    return not (config.get_weights_and_quantizers(layer) or config.get_activations_and_quantizers(layer)
+                or config.get_output_quantizers(layer))
 
 
 def _edge_layer_names(teacher, quantizable_names: Sequence[str]) -> Tuple[str, ...]:
