@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import export, teachers, tflite_model
+from zscgan_tf import export, flattening, teachers, tflite_model
 from zscgan_tf.errors import UserError
 
 from conftest import build_tiny_classifier
@@ -188,6 +188,25 @@ def test_mixed_precision_teacher_is_rebuilt_to_compute_in_float32_and_exports_in
     # The converter stops at every float16 op of the model as saved.
     dataset = export.representative_dataset_from_array(images)
     assert tflite_model.inspect_tflite(export.convert_to_tflite(teacher.model, dataset)).is_fully_integer
+
+
+def test_teacher_reading_images_without_a_channel_axis_is_given_one(tmp_path):
+    # As TF-MOT's own Keras example builds a classifier: a (28, 28) input reshaped to (28, 28, 1).
+    model = tf_keras.Sequential([
+        tf_keras.layers.InputLayer(input_shape=(8, 8)), tf_keras.layers.Reshape((8, 8, 1), name="add_axis"),
+        tf_keras.layers.Conv2D(4, 3, use_bias=False, name="conv"), tf_keras.layers.BatchNormalization(name="bn"),
+        tf_keras.layers.GlobalAveragePooling2D(name="pool"), tf_keras.layers.Dense(3, name="logits")])
+    path = str(tmp_path / "no_channel_axis.keras")
+    model.save(path)
+
+    teacher = teachers.load_teacher(_source(path))
+
+    assert teacher.image_shape == (8, 8, 1) and tuple(teacher.model.inputs[0].shape) == (None, 8, 8, 1)
+    assert len(teacher.warnings) == 1 and "(8, 8) images without a channel axis" in teacher.warnings[0]
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32)
+    np.testing.assert_allclose(teacher.model(images, training=False), model(images[..., 0], training=False),
+                               atol=1e-6)
+    assert not flattening.has_nested_models(teacher.model)
 
 
 def test_two_input_teacher_is_refused(tmp_path):

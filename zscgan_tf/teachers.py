@@ -175,6 +175,7 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
             "mode", "raw" if model.inputs and model.inputs[0].dtype == tf.uint8 else DEFAULT_FILE_PREPROCESSING)
         name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
     preprocessing = _resolve_preprocessing(source, default_mode, description)
+    model, channel_note = _with_channel_axis(model)
     model, output_note = logits.logits_model(flattening.flat_inference_model(model))
     image_shape = _validate_input(model, source)
     rebuild_notes = _float32_notes(model, preprocessing)
@@ -184,7 +185,7 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
         raise UserError(f"teacher {name!r} has no BatchNormalization layer; ZS-CGAN needs the BN statistics it stores")
     preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
     model.trainable = False
-    warnings = ([output_note] if output_note else []) + rebuild_notes
+    warnings = [note for note in (channel_note, output_note) if note] + rebuild_notes
     scaling_layer = pixel_scaling_layer(model)
     if preprocessing_assumed and scaling_layer and preprocessing.mode != "raw":
         warnings.append(
@@ -370,6 +371,25 @@ def _resolve_preprocessing(source: TeacherSource, default_mode: str, description
     if saved and saved.get("mode") == default_mode:
         return Preprocessing.from_dict(saved)
     return Preprocessing(default_mode)
+
+
+def _with_channel_axis(model: tf_keras.Model) -> Tuple[tf_keras.Model, Optional[str]]:
+    """`model`, and a note, given a channel axis if it reads grayscale images without one.
+
+    A model whose input is (batch, height, width), as TF-MOT's own Keras example builds one
+    (`Reshape((28, 28, 1))` after a (28, 28) input), becomes one that reads (batch,
+    height, width, 1) and drops the axis before its first layer; `load_teacher` flattens
+    it. The generator, the student and the TFLite models all work on image tensors.
+    """
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 3 or not getattr(model, "_is_graph_network", False):
+        return model, None
+    _, height, width = model.inputs[0].shape
+    inputs = tf_keras.Input((height, width, 1), dtype=model.inputs[0].dtype,
+                            name=model.inputs[0].name.split(":")[0])
+    images = tf_keras.layers.Reshape((height, width), name=f"{model.name}_drop_channel_axis")(inputs)
+    note = (f"the teacher reads ({height}, {width}) images without a channel axis; it is given one: it reads "
+            f"({height}, {width}, 1) grayscale images, as the generator and the TFLite models make and take them")
+    return tf_keras.Model(inputs, model(images), name=model.name), note
 
 
 def _validate_input(model, source: TeacherSource) -> Tuple[int, int, int]:
