@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import pipeline, quantization_stages, train
+from zscgan_tf import export, pipeline, quantization_stages, train
 from zscgan_tf.files import file_digest
 
 from conftest import build_two_block_classifier
@@ -286,6 +286,17 @@ def test_teacher_the_converter_cannot_make_integer_is_one_line_before_training(t
                             "at export, after training") and "ELU (#" in error and "layer 'elu'" in error
     assert len(error.splitlines()) == 1
     assert not work_dir.exists()
+
+
+def test_an_int8_export_that_computes_something_else_is_warned_about():
+    teacher = build_two_block_classifier(seed=0)
+    samples = np.random.default_rng(0).standard_normal((40, 16, 16, 1)).astype(np.float32)
+    model_bytes = export.convert_to_tflite(teacher, export.representative_dataset_from_array(samples))
+    assert quantization_stages.export_agreement_warning("ptq_int8", model_bytes, teacher, samples) is None
+    other = build_two_block_classifier(seed=1)  # As if the converter had computed another model.
+    warning = quantization_stages.export_agreement_warning("ptq_int8", model_bytes, other, samples)
+    assert warning.startswith("the ptq_int8 TFLite model picks the class its Keras model picks on only ")
+    assert "of 40 generated samples (expected 90% or more)" in warning
 
 
 def test_blurred_generator_run_saves_a_blurring_generator(tmp_path, tiny_teacher_file):

@@ -50,6 +50,11 @@ JOINT_GENERATOR_SEED_OFFSET = 7  # Benchmarks use 5 and 6.
 NO_EVALUATION = "none"
 # Uniform samples of the teacher's input range that calibrate `check_integer_export`'s conversion.
 INTEGER_CHECK_SAMPLES = 4
+# Each int8 export is run on this many calibration samples against the Keras model it came from;
+# below this argmax agreement the run warns that the conversion went wrong (trained models agree
+# on 99% or more of their own generated samples).
+EXPORT_CHECK_SAMPLES = 100
+MIN_EXPORT_AGREEMENT = 0.9
 LATENCY_THREADS = (1, 2)
 EVALUATION_BATCH_SIZE = 256
 # Evaluation images preprocessed at a time: a whole number of Keras batches, 20,000 or so at
@@ -214,14 +219,33 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
         paths[kind] = path
         with open(path, "rb") as model_file:
             model_bytes = model_file.read()
+        warning = export_agreement_warning(kind, model_bytes, model, calibration) if kind != "float" else None
+        if warning:
+            _say(f"warning: {warning}")
         report = tflite_model.inspect_tflite(model_bytes)
         pixel_input = evaluate.TfliteClassifier(model_bytes).describe_pixel_input(teacher.preprocessing)
-        report_lines += [f"## {kind}: `{file_name}`", ""] + report.format() + (
-            [f"- {pixel_input}"] if pixel_input else []) + [""]
+        report_lines += [f"## {kind}: `{file_name}`", ""] + ([f"Warning: {warning}", ""] if warning else []) + (
+            report.format()) + ([f"- {pixel_input}"] if pixel_input else []) + [""]
         if kind != "float":
             report_lines += edge_tpu.compatibility_report(report).format() + [""]
     write_text_atomic(os.path.join(work_dir, EXPORT_REPORT_FILE), "\n".join(report_lines))
     return paths
+
+
+def export_agreement_warning(kind: str, model_bytes: bytes, keras_model, samples: np.ndarray) -> Optional[str]:
+    """A warning when the int8 TFLite model picks another class than the Keras model it was
+    converted from (the teacher for PTQ, the student for QAT) on too many of the first
+    `EXPORT_CHECK_SAMPLES` samples; None when they agree. A converter that mishandles a
+    pattern yields a fully-integer model that computes something else, which nothing else
+    would catch without real data."""
+    samples = samples[:EXPORT_CHECK_SAMPLES]
+    agreement = evaluate.agreement(evaluate.TfliteClassifier(model_bytes).predict(samples),
+                                   evaluate.keras_predict(keras_model, samples))
+    if agreement >= MIN_EXPORT_AGREEMENT:
+        return None
+    return (f"the {kind} TFLite model picks the class its Keras model picks on only {100 * agreement:.0f}% of "
+            f"{len(samples)} generated samples (expected {100 * MIN_EXPORT_AGREEMENT:.0f}% or more): the conversion "
+            "may have gone wrong; compare the two before deploying it")
 
 
 def _trained_on_resized(source: str, teacher: Teacher) -> bool:
