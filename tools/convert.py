@@ -223,6 +223,11 @@ def convert() -> None:
         raise
     report = tflite_model.inspect_tflite(model_bytes)
     lines = [f"wrote {FLAGS.output} ({len(model_bytes) / 1024:.1f} KiB) from {description}"] + report.format()
+    if FLAGS.mode == "int8" and calibration is not None and FLAGS.data_source == "generator":
+        # Generated samples are ones the teacher is sure of; on noise two faithful models can still differ.
+        warning = quantization_stages.export_agreement_warning("int8", model_bytes, model, calibration)
+        if warning:
+            lines.append(f"- warning: {warning}")
     pixel_input = evaluate.TfliteClassifier(model_bytes).describe_pixel_input(preprocessing) if preprocessing else None
     if pixel_input:
         lines.append(f"- {pixel_input}")

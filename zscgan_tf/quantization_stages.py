@@ -51,10 +51,11 @@ NO_EVALUATION = "none"
 # Uniform samples of the teacher's input range that calibrate `check_integer_export`'s conversion.
 INTEGER_CHECK_SAMPLES = 4
 # Each int8 export is run on this many calibration samples against the Keras model it came from;
-# below this argmax agreement the run warns that the conversion went wrong (trained models agree
-# on 99% or more of their own generated samples).
+# below this argmax agreement the run warns that the conversion went wrong. Trained models agree on
+# 99% or more of their own generated samples; the bar is low enough that a barely trained
+# generator's unsure samples do not trip it, and a broken conversion (0% once) does.
 EXPORT_CHECK_SAMPLES = 100
-MIN_EXPORT_AGREEMENT = 0.9
+MIN_EXPORT_AGREEMENT = 0.5
 LATENCY_THREADS = (1, 2)
 EVALUATION_BATCH_SIZE = 256
 # Evaluation images preprocessed at a time: a whole number of Keras batches, 20,000 or so at
