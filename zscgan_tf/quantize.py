@@ -284,15 +284,21 @@ def _quantizable_layer_names(teacher, scheme: QuantizationScheme) -> List[str]:
     for layer in teacher.layers:  # topological order: inputs are decided first
         if _is_quantizable(layer, registry, scheme, names):
             names.append(layer.name)
-    # Layers that pass values through without a quantizer of their own (Reshape, Flatten, pooling)
-    # gain nothing from annotation when only float layers read them. In front of a float layer at
-    # the model input they cost the whole model: TF-MOT then puts its input quantizer before them,
-    # and the converter drops a float Rescaling after `QuantizeLayer -> Reshape` from the int8
-    # model (its weights kept their scale 255 times too large; every output 0).
+    # Layers at the model input that pass values through without a quantizer of their own (a
+    # Reshape) are left unannotated when only float layers read them. Annotated, TF-MOT puts its
+    # input quantizer in front of them, and the converter drops a float Rescaling after
+    # `QuantizeLayer -> Reshape` from the int8 model (weight scales 255 times too large, every
+    # output 0). Further in, the same pattern converts correctly and is left as it is.
+    at_input = set()
+    for layer in teacher.layers:
+        inbound = quantizer_ranges.inbound_layers(layer)
+        if inbound and all(isinstance(source, tf_keras.layers.InputLayer) or source.name in at_input
+                           for source in inbound) and _passes_values_through(layer, registry):
+            at_input.add(layer.name)
     for layer in reversed(teacher.layers):
         consumers = [node.outbound_layer for node in layer._outbound_nodes]  # pylint: disable=protected-access
-        if (layer.name in names and consumers and all(consumer.name not in names for consumer in consumers)
-                and _passes_values_through(layer, registry)):
+        if (layer.name in at_input and layer.name in names and consumers
+                and all(consumer.name not in names for consumer in consumers)):
             names.remove(layer.name)
     return names
 
