@@ -153,6 +153,17 @@ def test_activations_tfmot_lacks_stay_float_in_front_of_quantized_layers(
         assert relative_error <= MAX_RELATIVE_LOGIT_ERROR
 
 
+@pytest.mark.parametrize("scheme_name", ["w8a8", "w4a4"])
+def test_an_activation_tfmot_lacks_reading_the_model_input_stays_float(scheme_name):
+    inputs = tf_keras.Input(INPUT_SHAPE)
+    x = tf_keras.layers.Activation("elu", name="elu")(inputs)
+    x = tf_keras.layers.BatchNormalization(name="bn")(tf_keras.layers.Conv2D(4, 3, use_bias=False, name="conv")(x))
+    teacher = tf_keras.Model(inputs, tf_keras.layers.Dense(3, name="logits")(tf_keras.layers.Flatten()(x)))
+    scheme = quantize.QuantizationScheme.from_name(scheme_name)
+    _, float_layer_names = quantize.quantize_student(teacher, scheme, calibration_inputs=random_inputs())
+    assert float_layer_names == ("elu",)
+
+
 def test_gelu_is_quantized_at_8_bits_and_float_below():
     teacher = build_tiny_teacher(extra_layer="gelu")
     w8a8, w8a8_float = quantize.quantize_student(teacher)

@@ -293,7 +293,7 @@ def _quantizable_layer_names(teacher, scheme: QuantizationScheme) -> List[str]:
     for layer in teacher.layers:
         inbound = quantizer_ranges.inbound_layers(layer)
         if inbound and all(isinstance(source, tf_keras.layers.InputLayer) or source.name in at_input
-                           for source in inbound) and _passes_values_through(layer, registry):
+                           for source in inbound) and _passes_values_through(layer, registry, scheme):
             at_input.add(layer.name)
     for layer in reversed(teacher.layers):
         consumers = [node.outbound_layer for node in layer._outbound_nodes]  # pylint: disable=protected-access
@@ -303,9 +303,10 @@ def _quantizable_layer_names(teacher, scheme: QuantizationScheme) -> List[str]:
     return names
 
 
-def _passes_values_through(layer, registry) -> bool:
+def _passes_values_through(layer, registry, scheme: QuantizationScheme) -> bool:
     """Whether the registry quantizes neither `layer`'s weights, activation nor output."""
-    if not registry.supports(layer) or type(layer) in _OUTPUT_QUANTIZED_LAYERS:  # pylint: disable=unidiomatic-typecheck
+    if (not registry.supports(layer) or not _has_supported_activation(layer, scheme)  # Else its config raises.
+            or type(layer) in _OUTPUT_QUANTIZED_LAYERS):  # pylint: disable=unidiomatic-typecheck
         return False
     config = registry.get_quantize_config(layer)
     return not (config.get_weights_and_quantizers(layer) or config.get_activations_and_quantizers(layer)
