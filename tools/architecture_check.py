@@ -36,7 +36,7 @@ from absl import flags  # noqa: E402
 
 from zscgan_tf import cli, distill, export, keras3_conversion, quantize, tflite_model  # noqa: E402
 from zscgan_tf.config import DistillationConfig  # noqa: E402
-from zscgan_tf.errors import UserError  # noqa: E402
+from zscgan_tf.errors import UserError, first_line  # noqa: E402
 
 # Each at the smallest input it takes, or 32x32.
 DEFAULT_ARCHITECTURES = (
@@ -49,6 +49,8 @@ KERAS3_DEFAULT_ARCHITECTURES = tuple(spec for spec in DEFAULT_ARCHITECTURES if n
 NUM_CLASSES = 10
 # Ops named in a row whose export is not fully integer.
 MAX_OPS_SHOWN = 3
+# The longest error quoted in a table cell.
+MAX_CELL_CHARACTERS = 160
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("architectures", list(DEFAULT_ARCHITECTURES),
@@ -93,7 +95,7 @@ def _export(model, dataset):
     try:
         model_bytes = export.convert_to_tflite(model, dataset)
     except UserError as error:  # Not fully integer, or the converter failed: the reason is the cell.
-        return f"no: {str(error)[:160]}", "-"
+        return f"no: {str(error)[:MAX_CELL_CHARACTERS]}", "-"
     report = tflite_model.inspect_tflite(model_bytes)
     if not report.is_fully_integer:
         return f"no: {', '.join(op.name for op in report.non_integer_ops[:MAX_OPS_SHOWN])}", "-"
@@ -109,7 +111,7 @@ def _qat_step(model, student, inputs) -> str:
                                       real_data=(inputs, labels))
         terms = distiller.train_step()
     except Exception as error:  # pylint: disable=broad-except  # Whatever stops it is the answer.
-        return f"no: {(str(error).strip().splitlines() or [type(error).__name__])[0][:160]}"
+        return f"no: {first_line(error)[:MAX_CELL_CHARACTERS]}"
     return "yes" if all(np.isfinite(value) for value in terms.values()) else "no: a loss is not finite"
 
 
@@ -142,7 +144,8 @@ def run() -> None:
         try:
             row = check(builder, name, size, FLAGS.calibration_samples)
         except (UserError, ValueError) as error:  # e.g. an input size the architecture refuses
-            row = (f"{name} {size}x{size}", f"error: {str(error).splitlines()[0][:160]}", "-", "-", "-", "-", "-")
+            row = (f"{name} {size}x{size}", f"error: {first_line(error)[:MAX_CELL_CHARACTERS]}", "-", "-", "-", "-",
+                   "-")
         print("| " + " | ".join(row) + " |", flush=True)
         tf_keras.backend.clear_session()
 

@@ -169,8 +169,6 @@ class _Rebuild:
             return lambda inputs: HARD_ACTIVATIONS[activation_name](inputs, operation.name)
         if isinstance(operation, self.keras.layers.Layer):
             return self.layer(operation, prefix)
-        if type(operation).__name__ == "Cast":  # keras.ops.cast, e.g. of uint8 pixels.
-            return lambda inputs: tf.cast(inputs, tf.as_dtype(operation.dtype))
         function = ELEMENTWISE_OPERATIONS.get(type(operation).__name__)
         if function is None and type(operation).__module__.startswith(KERAS3_OPERATIONS_MODULE):
             # Any other Keras 3 operation (keras.ops.mean, concatenate, reshape, clip, x[..., :3],

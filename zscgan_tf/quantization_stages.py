@@ -92,13 +92,13 @@ def check_integer_export(run_config: RunConfig, teacher: Teacher):
     Raises:
       UserError: if the conversion fails or the result is not fully integer.
     """
-    low, high = teacher.input_range()
+    input_range = teacher.input_range()
     samples = np.random.default_rng(run_config.seed).uniform(
-        low, high, (INTEGER_CHECK_SAMPLES,) + tuple(teacher.image_shape)).astype(np.float32)
+        *input_range, (INTEGER_CHECK_SAMPLES,) + tuple(teacher.image_shape)).astype(np.float32)
     settings = run_config.quantization
     try:
         export.convert_to_tflite(
-            teacher.model, export.representative_dataset_from_array(samples, teacher.input_range()),
+            teacher.model, export.representative_dataset_from_array(samples, input_range),
             mode="int8", io_dtype=settings.io_dtype, per_channel=settings.per_channel)
     except export.TfliteConversionError as error:
         raise UserError(f"the teacher cannot be exported as fully-integer TFLite, so this run would fail at "

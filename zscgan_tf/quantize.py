@@ -233,16 +233,19 @@ def _activation_name(activation) -> str:
 
 
 def _registry_for(scheme: QuantizationScheme):
+    """The scheme's TF-MOT registry, disowning what its configs cannot quantize, as `quantize_apply` sees it."""
     if scheme.uses_n_bit_scheme:
-        return _N_BIT.DefaultNBitQuantizeRegistry(
+        registry = _N_BIT.DefaultNBitQuantizeRegistry(
             disable_per_axis=not scheme.per_channel,
             num_bits_weight=scheme.weight_bits,
             num_bits_activation=scheme.activation_bits)
-    return tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry(
-        disable_per_axis=not scheme.per_channel)
+    else:
+        registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry(
+            disable_per_axis=not scheme.per_channel)
+    return _SupportedActivationsRegistry(registry, scheme)
 
 
-def _is_quantizable(layer, registry, scheme: QuantizationScheme, quantizable_names) -> bool:
+def _is_quantizable(layer, registry, quantizable_names) -> bool:
     """Whether TF-MOT can quantize `layer` (its inputs already decided)."""
     if isinstance(layer, tf_keras.layers.InputLayer):
         return False
@@ -257,7 +260,7 @@ def _is_quantizable(layer, registry, scheme: QuantizationScheme, quantizable_nam
         return _activation_name(layer.activation) in _LAYER_ACTIVATIONS
     if type(layer) in _OUTPUT_QUANTIZED_LAYERS:  # pylint: disable=unidiomatic-typecheck
         return True
-    return registry.supports(layer) and _has_supported_activation(layer, scheme)
+    return registry.supports(layer)
 
 
 def _has_supported_activation(layer, scheme: QuantizationScheme) -> bool:
@@ -282,7 +285,7 @@ def _quantizable_layer_names(teacher, scheme: QuantizationScheme) -> List[str]:
     registry = _registry_for(scheme)
     names = []
     for layer in teacher.layers:  # topological order: inputs are decided first
-        if _is_quantizable(layer, registry, scheme, names):
+        if _is_quantizable(layer, registry, names):
             names.append(layer.name)
     # Layers at the model input that pass values through without a quantizer of their own (a
     # Reshape) are left unannotated when only float layers read them. Annotated, TF-MOT puts its
@@ -293,7 +296,7 @@ def _quantizable_layer_names(teacher, scheme: QuantizationScheme) -> List[str]:
     for layer in teacher.layers:
         inbound = quantizer_ranges.inbound_layers(layer)
         if inbound and all(isinstance(source, tf_keras.layers.InputLayer) or source.name in at_input
-                           for source in inbound) and _passes_values_through(layer, registry, scheme):
+                           for source in inbound) and _passes_values_through(layer, registry):
             at_input.add(layer.name)
     for layer in reversed(teacher.layers):
         consumers = [node.outbound_layer for node in layer._outbound_nodes]  # pylint: disable=protected-access
@@ -303,10 +306,10 @@ def _quantizable_layer_names(teacher, scheme: QuantizationScheme) -> List[str]:
     return names
 
 
-def _passes_values_through(layer, registry, scheme: QuantizationScheme) -> bool:
-    """Whether the registry quantizes neither `layer`'s weights, activation nor output."""
-    if (not registry.supports(layer) or not _has_supported_activation(layer, scheme)  # Else its config raises.
-            or type(layer) in _OUTPUT_QUANTIZED_LAYERS):  # pylint: disable=unidiomatic-typecheck
+def _passes_values_through(layer, registry) -> bool:
+    """Whether the registry (`_registry_for`'s, which disowns the layers whose configs would
+    raise) quantizes neither `layer`'s weights, activation nor output."""
+    if not registry.supports(layer) or type(layer) in _OUTPUT_QUANTIZED_LAYERS:  # pylint: disable=unidiomatic-typecheck
         return False
     config = registry.get_quantize_config(layer)
     return not (config.get_weights_and_quantizers(layer) or config.get_activations_and_quantizers(layer)
