@@ -149,11 +149,62 @@ def test_image_folder_errors(tmp_path, random_pixels):
     (tmp_path / "empty").rmdir()
     _save_png(tmp_path / "a" / "small.png", random_pixels(4, 4))
     _save_png(tmp_path / "b" / "large.png", random_pixels(5, 4))
-    with pytest.raises(UserError, match=r"small.png is 4x4 but .*large.png is 4x5"):
+    with pytest.raises(data.MixedImageSizesError, match=r"small.png is 4x4 but .*large.png is 4x5"):
         data.load_image_folder(str(tmp_path))
     (tmp_path / "b" / "large.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match="cannot read image .*large.png"):
         data.load_image_folder(str(tmp_path))
+    # A header that reads but data cut short, as a half-copied JPEG is, fails while decoding.
+    from PIL import Image
+
+    Image.fromarray(random_pixels(64, 64, 3)).save(tmp_path / "b" / "large.png")
+    with open(tmp_path / "b" / "cut.jpg", "wb") as cut, open(tmp_path / "b" / "large.png", "rb") as whole:
+        Image.open(whole).save(cut, format="JPEG")
+    (tmp_path / "b" / "large.png").unlink()
+    (tmp_path / "b" / "cut.jpg").write_bytes((tmp_path / "b" / "cut.jpg").read_bytes()[:300])
+    with pytest.raises(UserError, match="cannot read image .*cut.jpg"):
+        data.load_image_folder(str(tmp_path), image_size=(4, 4))
+
+
+def test_image_folder_photographs_of_different_sizes_are_cropped_and_resized_as_they_load(tmp_path, capsys):
+    # Each picture is white inside a black frame that lies outside its central 87.5%,
+    # so cropping keeps only white whatever the picture's size.
+    for class_name, (height, width) in (("cat", (16, 16)), ("dog", (32, 48)), ("dog2", (48, 32))):
+        pixels = np.zeros((height, width, 3), np.uint8)
+        pixels[height // 16:height - height // 16, width // 16:width - width // 16] = 255  # 1/16 on each side.
+        _save_png(tmp_path / class_name / "photo.png", pixels)
+
+    dataset = data.load_image_folder(str(tmp_path), image_size=(5, 7), progress=True)
+
+    assert dataset.images.shape == (3, 5, 7, 3)
+    np.testing.assert_array_equal(dataset.images, 255)
+    np.testing.assert_array_equal(dataset.labels, [0, 1, 2])
+    assert "loading images 3/3" in capsys.readouterr().out
+    # The same crop and resize as TFDS photographs get, computed on one picture.
+    picture = np.random.default_rng(1).integers(0, 256, (20, 30, 1), dtype=np.uint8)
+    _save_png(tmp_path / "gray" / "photo.png", picture[..., 0])
+    for class_name in ("cat", "dog", "dog2"):
+        for file in (tmp_path / class_name).iterdir():
+            file.unlink()
+        (tmp_path / class_name).rmdir()
+    loaded = data.load_image_folder(str(tmp_path), image_size=(6, 6)).images[0]
+    np.testing.assert_array_equal(loaded, data._central_crop_and_resize(picture, (6, 6)).numpy())
+
+
+def test_image_folder_split_may_be_any_sub_folder(tmp_path, random_pixels):
+    _save_png(tmp_path / "train" / "cat" / "x.png", random_pixels(3, 3))
+    _save_png(tmp_path / "val" / "cat" / "y.png", random_pixels(3, 3))
+    _save_png(tmp_path / "val" / "dog" / "y.png", random_pixels(3, 3))
+
+    validation = data.load_dataset(str(tmp_path), "val")
+
+    assert validation.class_names == ("cat", "dog") and len(validation) == 2
+    assert validation.name == tmp_path.name
+    with pytest.raises(UserError, match=r"has no 'test' sub-folder; its sub-folders \(train, val\) hold no images "
+                                        r"themselves: name one as the split"):
+        data.load_dataset(str(tmp_path), "test")
+    with pytest.raises(UserError, match="must be the name of one of its sub-folders"):
+        data.load_dataset(str(tmp_path), "../val")
 
 
 def test_digits_split_sizes_range_and_determinism():

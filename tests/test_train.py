@@ -1,5 +1,6 @@
 """The entry point as users run it: flagfiles, outputs, resume, one-line errors."""
 
+import dataclasses
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import pytest
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import export, pipeline, quantization_stages, train
+from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest
 
 from conftest import build_two_block_classifier
@@ -422,6 +424,35 @@ def test_photographs_of_different_sizes_are_cropped_and_resized_with_eval_resize
                                                    "qat_int8_tflite"}
     # Chunks put back in order: Keras and TFLite students agree over 1,000 classes.
     assert report["quantization"]["agreement"]["qat_keras_vs_tflite"] >= 0.5
+
+
+def test_a_folder_of_photographs_of_different_sizes_is_cropped_and_resized_with_eval_resize(tmp_path, capsys):
+    # ImageNet's validation set as many users hold it: val/<synset>/<JPEG of its own size>.
+    from PIL import Image
+
+    from conftest import tiny_teacher
+
+    rng = np.random.default_rng(0)
+    for label in range(4):
+        os.makedirs(tmp_path / "imagenet" / "val" / f"n0{label}")
+        for index, (height, width) in enumerate(((20, 30), (41, 17))):
+            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+                tmp_path / "imagenet" / "val" / f"n0{label}" / f"{index}.JPEG")
+    teacher = tiny_teacher(input_shape=(8, 8, 3), trained=False)
+    settings = config_lib.EvaluationConfig(dataset=str(tmp_path / "imagenet"), split="val")
+    with pytest.raises(UserError, match=r"differ in size: .*; pass --eval_resize to crop and resize them to the "
+                                        r"teacher's 8x8$"):
+        quantization_stages.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+
+    settings = dataclasses.replace(settings, resize=True)
+    dataset = quantization_stages.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher,
+                                                     progress=True)
+
+    assert dataset.images.shape == (8, 8, 8, 3) and dataset.name == "imagenet"
+    np.testing.assert_array_equal(dataset.labels, np.repeat(np.arange(4), 2))
+    out = capsys.readouterr().out
+    assert "each is cropped to its central 87.5% and resized to 8x8 as it loads" in out
+    assert "loading images 8/8" in out
 
 
 def test_evaluation_chunks_are_whole_keras_batches():

@@ -25,6 +25,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 
 from zscgan_tf.errors import UserError, first_line
+from zscgan_tf.progress import ProgressBar
 
 SPLITS = ("train", "test")
 
@@ -398,19 +399,22 @@ def iterate_tfds(name: str, split: str, batch_size: int = DEFAULT_TFDS_BATCH_SIZ
     return _iterate_builder(builder, split, batch_size, image_size)
 
 
+def _central_crop_and_resize(image, image_size: Tuple[int, int]):
+    """A (H, W, C) uint8 tensor's central `CENTRAL_CROP_FRACTION`, resized bilinearly to image_size."""
+    import tensorflow as tf
+
+    image = tf.image.central_crop(image, CENTRAL_CROP_FRACTION)
+    image = tf.image.resize(tf.cast(image, tf.float32), image_size, method="bilinear")
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, PIXEL_MAX), tf.uint8)
+
+
 def _iterate_builder(builder, split: str, batch_size: int, image_size: Optional[Tuple[int, int]]):
     import tensorflow as tf
 
     dataset = _tfds_dataset(builder, split)
     if image_size is not None:
-        height, width = image_size
-
-        def central_crop_and_resize(image, label):
-            image = tf.image.central_crop(image, CENTRAL_CROP_FRACTION)
-            image = tf.image.resize(tf.cast(image, tf.float32), (height, width), method="bilinear")
-            return tf.cast(tf.clip_by_value(tf.round(image), 0, PIXEL_MAX), tf.uint8), label
-
-        dataset = dataset.map(central_crop_and_resize, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(lambda image, label: (_central_crop_and_resize(image, image_size), label),
+                              num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     try:
         for images, labels in dataset.as_numpy_iterator():
@@ -448,48 +452,101 @@ def load_tfds(name: str, split: str, data_dir: Optional[str] = None, manual_dir:
                          name=name, class_names=class_names)
 
 
-def load_image_folder(path: str) -> LabeledImages:
+def _class_folder_names(path: str) -> list:
+    return sorted(entry.name for entry in os.scandir(path) if entry.is_dir() and not entry.name.startswith("."))
+
+
+def _image_file_names(folder: str) -> list:
+    return sorted(name for name in os.listdir(folder)
+                  if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."))
+
+
+def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, progress: bool = False,
+                      name: Optional[str] = None) -> LabeledImages:
     """Loads `path/<class name>/<image>`; class indices follow the sorted folder names.
 
-    Images are not resized. If every image is grayscale the result has 1 channel,
-    otherwise 3 (RGB; alpha is dropped).
+    If every image is grayscale the result has 1 channel, otherwise 3 (RGB; alpha is
+    dropped). Images are decoded one at a time into the result, so memory holds the
+    result and one image.
+
+    Args:
+      path: the folder of class folders.
+      image_size: (height, width) each image is cropped to its central
+        `CENTRAL_CROP_FRACTION` of and resized to as it loads, as for `iterate_tfds`
+        (photographs of different sizes); None keeps the images' size, which must then be
+        the same for all.
+      progress: show a progress line (loading 50,000 photographs takes minutes).
+      name: the dataset name for reports; defaults to the folder's name.
 
     Raises:
-      UserError: if there are no class folders, a class folder has no images, an image
-        cannot be read, or images differ in size (the message names two that differ).
+      UserError: if there are no class folders, a class folder has no images, or an image
+        cannot be read; `MixedImageSizesError` if images differ in size and no
+        `image_size` is given (the message names two that differ).
     """
     from PIL import Image, UnidentifiedImageError
 
     if not os.path.isdir(path):
         raise UserError(f"image folder not found: {path}")
-    class_names = sorted(entry.name for entry in os.scandir(path) if entry.is_dir() and not entry.name.startswith("."))
+    if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+        raise UserError(f"image size must be (height, width), got {image_size}")
+    class_names = _class_folder_names(path)
     if not class_names:
         raise UserError(f"{path} has no class sub-folders; expected {path}/<class name>/<images>")
     files, labels = [], []
     for label, class_name in enumerate(class_names):
         class_dir = os.path.join(path, class_name)
-        class_files = sorted(name for name in os.listdir(class_dir) if name.lower().endswith(IMAGE_EXTENSIONS))
+        class_files = _image_file_names(class_dir)
         if not class_files:
             raise UserError(f"class folder {class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)})")
         files.extend(os.path.join(class_dir, name) for name in class_files)
         labels.extend([label] * len(class_files))
-    pictures = []
-    for file in files:
+
+    def open_image(file):
         try:
-            with Image.open(file) as picture:
-                picture.load()
-                pictures.append(picture.copy())
+            return Image.open(file)
         except (OSError, UnidentifiedImageError) as error:
-            raise UserError(f"cannot read image {file}: {error}") from None
-    first_size = pictures[0].size
-    for file, picture in zip(files, pictures):
-        if picture.size != first_size:
-            raise UserError(f"images in {path} differ in size: {files[0]} is {first_size[0]}x{first_size[1]} "
-                            f"but {file} is {picture.size[0]}x{picture.size[1]} (width x height); resize them first")
-    grayscale = all(picture.mode in GRAYSCALE_PIL_MODES for picture in pictures)
-    images = np.stack([_picture_pixels(picture, grayscale) for picture in pictures])
+            raise UserError(f"cannot read image {file}: {first_line(error)}") from None
+
+    # First pass, headers only: the channel count and whether sizes agree decide the result's shape.
+    sizes, grayscale = [], True
+    for file in files:
+        with open_image(file) as picture:
+            sizes.append(picture.size)
+            grayscale = grayscale and picture.mode in GRAYSCALE_PIL_MODES
+    if image_size is None:
+        for file, size in zip(files, sizes):
+            if size != sizes[0]:
+                raise MixedImageSizesError(
+                    f"images in {path} differ in size: {files[0]} is {sizes[0][0]}x{sizes[0][1]} but {file} is "
+                    f"{size[0]}x{size[1]} (width x height)")
+        height, width = sizes[0][1], sizes[0][0]
+    else:
+        height, width = (int(size) for size in image_size)
+        resize = _image_resizer((height, width), 1 if grayscale else 3)
+    images = np.empty((len(files), height, width, 1 if grayscale else 3), np.uint8)
+    bar = ProgressBar(len(files), "loading images") if progress else None
+    for index, file in enumerate(files):
+        with open_image(file) as picture:
+            try:
+                pixels = _picture_pixels(picture, grayscale)
+            except (OSError, SyntaxError, ValueError) as error:  # Truncated or corrupt image data.
+                raise UserError(f"cannot read image {file}: {first_line(error)}") from None
+        images[index] = pixels if image_size is None else resize(pixels)
+        if bar:
+            bar.update(index + 1, {})
+    if bar:
+        bar.close()
     return LabeledImages(images, np.asarray(labels, np.int64), num_classes=len(class_names),
-                         name=os.path.basename(os.path.normpath(path)), class_names=tuple(class_names))
+                         name=name or os.path.basename(os.path.normpath(path)), class_names=tuple(class_names))
+
+
+def _image_resizer(image_size: Tuple[int, int], channels: int):
+    """A numpy (H, W, channels) -> (height, width, channels) `_central_crop_and_resize`, traced once."""
+    import tensorflow as tf
+
+    resize = tf.function(lambda image: _central_crop_and_resize(image, image_size),
+                         input_signature=[tf.TensorSpec((None, None, channels), tf.uint8)])
+    return lambda pixels: resize(pixels).numpy()
 
 
 def _picture_pixels(picture, grayscale: bool) -> np.ndarray:
@@ -504,21 +561,24 @@ def _picture_pixels(picture, grayscale: bool) -> np.ndarray:
 
 
 def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
-                 tfds_image_size: Optional[Tuple[int, int]] = None) -> LabeledImages:
+                 image_size: Optional[Tuple[int, int]] = None, progress: bool = False) -> LabeledImages:
     """Loads a dataset named by a source string.
 
     Args:
       source: `digits`, `fashion_mnist`, `tfds:<name>`, or a directory holding IDX files
-        or class sub-folders of images (for the latter, `<directory>/<split>/` is used
-        when it exists, else the directory itself whatever the split).
-      split: `train` or `test` (any TFDS split for `tfds:`).
+        or class sub-folders of images.
+      split: `train` or `test`; any TFDS split for `tfds:`; for a folder of images, any
+        sub-folder name (`val`, say): `<directory>/<split>/` is used when it exists, else
+        the directory itself whatever the split.
       data_dir: IDX or TFDS data directory for `fashion_mnist`; TFDS data directory for `tfds:`.
       manual_dir: manually downloaded archives for `tfds:` (imagenet2012).
-      tfds_image_size: for `tfds:`, the `image_size` of `load_tfds`.
+      image_size: for `tfds:` and folders of images, (height, width) each image is
+        cropped and resized to as it loads (`load_tfds`, `load_image_folder`).
+      progress: show a progress line while a folder of images loads.
 
     Raises:
       UserError: for an unknown source or any loading problem (`MixedImageSizesError`
-        for a `tfds:` dataset of photographs of different sizes without `tfds_image_size`).
+        for photographs of different sizes without `image_size`).
     """
     if not source:
         raise UserError("no dataset given; expected digits, fashion_mnist, tfds:<name> or a directory")
@@ -530,13 +590,28 @@ def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual
         name = source[len("tfds:"):]
         if not name:
             raise UserError("tfds: needs a dataset name, e.g. tfds:cifar10")
-        return load_tfds(name, split, data_dir=data_dir, manual_dir=manual_dir, image_size=tfds_image_size)
+        return load_tfds(name, split, data_dir=data_dir, manual_dir=manual_dir, image_size=image_size)
     if os.path.isdir(source):
         if is_idx_directory(source):
             return load_idx_directory(source, split)
-        _check_split(split)
-        split_dir = os.path.join(source, split)
-        return load_image_folder(split_dir if os.path.isdir(split_dir) else source)
+        return load_image_folder(_image_split_folder(source, split), image_size=image_size, progress=progress,
+                                 name=os.path.basename(os.path.normpath(source)))
     if os.sep in source:
         raise UserError(f"dataset directory {source!r} does not exist")
     raise UserError(f"unknown dataset {source!r}; expected digits, fashion_mnist, tfds:<name> or an existing directory")
+
+
+def _image_split_folder(source: str, split: str) -> str:
+    """`source/split` if it is a folder; else `source` itself, if its sub-folders hold images."""
+    if not split or os.sep in split or split in (os.curdir, os.pardir):
+        raise UserError(f"split {split!r} of image folder {source} must be the name of one of its sub-folders")
+    split_dir = os.path.join(source, split)
+    if os.path.isdir(split_dir):
+        return split_dir
+    sub_folders = _class_folder_names(source)
+    holding_images = [name for name in sub_folders if _image_file_names(os.path.join(source, name))]
+    if sub_folders and not holding_images:
+        # Split folders (train/, val/) without the one asked for, rather than class folders.
+        raise UserError(f"image folder {source} has no {split!r} sub-folder; its sub-folders "
+                        f"({', '.join(sub_folders)}) hold no images themselves: name one as the split")
+    return source

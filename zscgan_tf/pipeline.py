@@ -349,7 +349,7 @@ def run(run_config: config_lib.RunConfig, progress: bool = True) -> dict:
     tf_keras.utils.set_random_seed(run_config.seed)
     teacher = teachers.load_teacher(run_config.teacher, progress=progress)
     # Loaded before training, so a bad dataset is reported now rather than after hours of it.
-    evaluation_data = quantization_stages.evaluation_dataset(run_config, teacher)
+    evaluation_data = quantization_stages.evaluation_dataset(run_config, teacher, progress=progress)
     quantization_stages.check_integer_export(run_config, teacher)  # Likewise for an op TFLite keeps float.
     # Created only now: a bad teacher or dataset leaves no empty work directory behind.
     prepare_work_dir(run_config)

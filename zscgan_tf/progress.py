@@ -65,8 +65,8 @@ class ProgressBar:
         done = step - self.initial_step
         rate = done / elapsed if elapsed > 0 and done > 0 else 0.0
         eta = format_duration((self.total_steps - step) / rate) if rate else "?"
-        terms = " ".join(f"{name} {value:.4g}" for name, value in values.items())
-        return (f"{self.description} {step}/{self.total_steps} [{bar}] {terms} | "
+        terms = "".join(f" {name} {value:.4g}" for name, value in values.items())
+        return (f"{self.description} {step}/{self.total_steps} [{bar}]{terms} | "
                 f"{rate * self.samples_per_step:.0f} samples/s, ETA {eta}")
 
     def close(self):

@@ -256,8 +256,11 @@ def _trained_on_resized(source: str, teacher: Teacher) -> bool:
             and tuple(description.get("input_shape", ())) == tuple(teacher.image_shape))
 
 
-def evaluation_dataset(run_config: RunConfig, teacher: Teacher) -> Optional[data.LabeledImages]:
+def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
+                       progress: bool = False) -> Optional[data.LabeledImages]:
     """The held-out real data, shaped for the teacher, or None when there is none to use.
+
+    `progress` shows a progress line while a folder of images loads.
 
     Raises:
       UserError: if the data can't be loaded, has another number of classes than the
@@ -270,7 +273,7 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher) -> Optional[data
         return None
     try:
         dataset = data.load_dataset(source, settings.split, data_dir=settings.data_dir or None,
-                                    manual_dir=settings.manual_dir or None)
+                                    manual_dir=settings.manual_dir or None, progress=progress)
     except data.MixedImageSizesError as error:
         height, width = teacher.image_shape[:2]
         if not settings.resize:
@@ -279,7 +282,8 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher) -> Optional[data
         _say(f"evaluation: {source} images differ in size; each is cropped to its central "
              f"{data.CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
         dataset = data.load_dataset(source, settings.split, data_dir=settings.data_dir or None,
-                                    manual_dir=settings.manual_dir or None, tfds_image_size=(height, width))
+                                    manual_dir=settings.manual_dir or None, image_size=(height, width),
+                                    progress=progress)
     if dataset.num_classes != teacher.num_classes:
         raise UserError(f"evaluation dataset {source!r} has {dataset.num_classes} classes but the teacher "
                         f"predicts {teacher.num_classes}")

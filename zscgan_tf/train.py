@@ -115,7 +115,8 @@ flags.DEFINE_string("eval_dataset", _evaluation.dataset, "Held-out real data: di
                     "a directory of IDX files or of class sub-folders; empty = the teacher's own dataset; none = skip.")
 flags.DEFINE_string("eval_data_dir", _evaluation.data_dir, "Where the evaluation dataset is read from.")
 flags.DEFINE_string("eval_manual_dir", _evaluation.manual_dir, "TFDS manual download directory (imagenet2012).")
-flags.DEFINE_string("eval_split", _evaluation.split, "Split of the evaluation dataset.")
+flags.DEFINE_string("eval_split", _evaluation.split, "Split of the evaluation dataset: train or test; any TFDS "
+                    "split for tfds:<name>; for a folder of images, the sub-folder to read (e.g. val).")
 flags.DEFINE_bool("eval_resize", _evaluation.resize, "Resize evaluation images whose shape differs from the "
                   "teacher's input (done anyway for the teacher's own training data at its training shape).")
 flags.DEFINE_integer("eval_max_samples", _evaluation.max_samples, "Evaluate at most this many images; 0 = all.")
