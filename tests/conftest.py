@@ -163,7 +163,7 @@ def teacher():
 def tiny_teacher_file(tmp_path):
     """A saved tiny teacher with its sidecar, as tools/train_teacher.py writes them."""
     path = str(tmp_path / "tiny_teacher.keras")
-    teacher_training.save_teacher(build_tiny_classifier(), path, Preprocessing("tf"), dataset_name="synthetic",
+    teacher_training.save_teacher(build_tiny_classifier(), path, Preprocessing("tf"), dataset="synthetic",
                                   class_names=["a", "b", "c", "d"], metrics=None)
     assert os.path.exists(path + ".json")
     return path

@@ -36,7 +36,7 @@ def digits_teacher(tmp_path_factory):
     model.fit(inputs, train.labels, batch_size=64, epochs=5, verbose=0)
     teacher_training.reestimate_batchnorm_statistics(model, inputs, batch_size=128)
     path = str(tmp_path_factory.mktemp("teacher") / "digits_tiny.keras")
-    teacher_training.save_teacher(model, path, preprocessing, dataset_name="digits",
+    teacher_training.save_teacher(model, path, preprocessing, dataset="digits",
                                   class_names=train.class_names, metrics=None)
     return path
 

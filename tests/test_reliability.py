@@ -396,7 +396,7 @@ def test_eval_resize_opts_in_and_a_teachers_own_data_is_resized(tmp_path, tiny_t
     assert report["quantization"]["images"] == 8
     # A teacher trained here on that folder at its own 8x8 input shape needs no flag.
     own_teacher = str(tmp_path / "own.keras")
-    save_teacher(build_tiny_classifier(), own_teacher, Preprocessing("tf"), dataset_name=folder,
+    save_teacher(build_tiny_classifier(), own_teacher, Preprocessing("tf"), dataset=folder,
                  class_names=["a", "b", "c", "d"], metrics=None)
     arguments = _tiny_arguments(own_teacher, tmp_path / "own_run", generator_steps=2, distillation_steps=0)
     assert train.main(["train", *[a for a in arguments if not a.startswith("--eval_dataset")]]) == 0

@@ -1,5 +1,6 @@
 """Tests for zscgan_tf.teacher_training: BN re-estimation, training, teacher files."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -194,3 +195,41 @@ def test_tool_trains_a_custom_teacher_and_refuses_to_overwrite_it(tmp_path):
     result = _run_tool(*arguments)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: {output} exists; pass --overwrite to replace it"
+
+
+def test_a_teacher_trained_on_a_folder_is_evaluated_on_it_from_anywhere(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from zscgan_tf import config as config_lib, quantization_stages, teachers
+
+    digits = {split: data.load_digits(split).take(200) for split in data.SPLITS}
+    for split, dataset in digits.items():
+        for index, (pixels, label) in enumerate(zip(dataset.images, dataset.labels)):
+            os.makedirs(tmp_path / "digit_pngs" / split / str(label), exist_ok=True)
+            Image.fromarray(pixels[..., 0]).save(tmp_path / "digit_pngs" / split / str(label) / f"{index}.png")
+    monkeypatch.chdir(tmp_path)
+    path = str(tmp_path / "folder_teacher.keras")
+    teacher_training.train_from_recipe(dataclasses.replace(TINY_RECIPE, dataset="digit_pngs"), path, progress=False)
+    with open(path + ".json") as sidecar:
+        assert json.load(sidecar)["dataset"] == str(tmp_path / "digit_pngs")  # Not "digit_pngs", found only here.
+
+    monkeypatch.chdir(REPO_ROOT)
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=path), progress=False)
+    dataset = quantization_stages.evaluation_dataset(config_lib.RunConfig(), teacher)
+
+    assert dataset.name == "digit_pngs" and len(dataset) == 200
+    assert sorted(np.bincount(dataset.labels)) == sorted(np.bincount(digits["test"].labels))
+
+
+def test_the_data_directory_a_teacher_was_trained_from_is_its_default(tmp_path, trained):
+    from zscgan_tf import teachers
+
+    model, _, test, preprocessing, metrics = trained
+    path = str(tmp_path / "teacher.keras")
+    teacher_training.save_teacher(model, path, preprocessing, "tfds:cifar10", test.class_names, metrics,
+                                  data_dir="relative/tfds")
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=path), progress=False)
+
+    assert teacher.real_data() == ("tfds:cifar10", os.path.abspath("relative/tfds"))
+    assert teacher.real_data(data_dir="/mine") == ("tfds:cifar10", "/mine")
+    assert teacher.real_data("fashion_mnist") == ("fashion_mnist", "")

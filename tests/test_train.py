@@ -402,7 +402,7 @@ def test_photographs_of_different_sizes_are_cropped_and_resized_with_eval_resize
 
     teacher_path = str(tmp_path / "imagenet_tiny.keras")
     save_teacher(build_tiny_classifier(input_shape=(8, 8, 3), num_classes=1000), teacher_path, Preprocessing("tf"),
-                 dataset_name="imagenet2012", class_names=[], metrics=None)
+                 dataset="imagenet2012", class_names=[], metrics=None)
     work_dir = tmp_path / "run"
     flagfile = _flagfile(tmp_path, teacher_path, work_dir, steps=2,
                          extra=["--eval_dataset=tfds:imagenet2012", "--eval_split=validation",

@@ -111,12 +111,12 @@ class TeacherBenchmark:
         self.teacher = teachers.load_teacher(
             teachers.TeacherSource(model=source, cache_dir=benchmark.teacher_cache_dir), progress=progress)
         self.dir = os.path.join(self.config.work_dir, self.teacher.name)
-        dataset_name = self.config.dataset or self.teacher.description.get("dataset", "")
+        dataset_name, data_dir = self.teacher.real_data(self.config.dataset, self.config.data_dir)
         if not dataset_name:
             raise UserError(f"teacher {self.teacher.name!r} names no dataset; pass --dataset")
         self.dataset_name = dataset_name
-        train = data.load_dataset(dataset_name, "train", data_dir=self.config.data_dir or None)
-        test = data.load_dataset(dataset_name, "test", data_dir=self.config.data_dir or None)
+        train = data.load_dataset(dataset_name, "train", data_dir=data_dir or None)
+        test = data.load_dataset(dataset_name, "test", data_dir=data_dir or None)
         if train.num_classes != self.teacher.num_classes:
             raise UserError(f"{dataset_name} has {train.num_classes} classes but teacher {self.teacher.name!r} "
                             f"predicts {self.teacher.num_classes}")

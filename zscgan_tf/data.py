@@ -28,6 +28,8 @@ from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.progress import ProgressBar
 
 SPLITS = ("train", "test")
+# Sources `load_dataset` knows by name; any other is `tfds:<name>` or a directory.
+NAMED_SOURCES = ("digits", "fashion_mnist")
 
 # Stratified 80/20 split of scikit-learn's digits; fixed so every run sees the same test set.
 DIGITS_SPLIT_SEED = 20240601
@@ -599,6 +601,14 @@ def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual
     if os.sep in source:
         raise UserError(f"dataset directory {source!r} does not exist")
     raise UserError(f"unknown dataset {source!r}; expected digits, fashion_mnist, tfds:<name> or an existing directory")
+
+
+def portable_source(source: str) -> str:
+    """`source` as a run started from another directory finds it: a directory's absolute path;
+    `digits`, `fashion_mnist` and `tfds:<name>` as they are."""
+    if source in NAMED_SOURCES or source.startswith("tfds:") or not os.path.isdir(source):
+        return source
+    return os.path.abspath(source)
 
 
 def _image_split_folder(source: str, split: str) -> str:

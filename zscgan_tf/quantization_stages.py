@@ -252,7 +252,7 @@ def export_agreement_warning(kind: str, model_bytes: bytes, keras_model, samples
 def _trained_on_resized(source: str, teacher: Teacher) -> bool:
     """Whether `source` is the teacher's training data, which it was trained on at its input shape."""
     description = teacher.description
-    return (source == description.get("dataset")
+    return (data.portable_source(source) == description.get("dataset")
             and tuple(description.get("input_shape", ())) == tuple(teacher.image_shape))
 
 
@@ -268,11 +268,11 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
         the teacher's own training data, resized the same way when it was trained).
     """
     settings = run_config.evaluation
-    source = settings.dataset or teacher.description.get("dataset", "")
+    source, data_dir = teacher.real_data(settings.dataset, settings.data_dir)
     if not source or source == NO_EVALUATION:
         return None
     try:
-        dataset = data.load_dataset(source, settings.split, data_dir=settings.data_dir or None,
+        dataset = data.load_dataset(source, settings.split, data_dir=data_dir or None,
                                     manual_dir=settings.manual_dir or None, progress=progress)
     except data.MixedImageSizesError as error:
         height, width = teacher.image_shape[:2]
@@ -281,7 +281,7 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
                             f"{height}x{width}") from None
         _say(f"evaluation: {source} images differ in size; each is cropped to its central "
              f"{data.CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
-        dataset = data.load_dataset(source, settings.split, data_dir=settings.data_dir or None,
+        dataset = data.load_dataset(source, settings.split, data_dir=data_dir or None,
                                     manual_dir=settings.manual_dir or None, image_size=(height, width),
                                     progress=progress)
     if dataset.num_classes != teacher.num_classes:

@@ -319,20 +319,24 @@ def sidecar_path(teacher_path: str) -> str:
     return teacher_path + SIDECAR_SUFFIX
 
 
-def save_teacher(model: tf_keras.Model, path: str, preprocessing: Preprocessing, dataset_name: str,
-                 class_names: Sequence[str], metrics: Optional[TeacherMetrics]) -> None:
+def save_teacher(model: tf_keras.Model, path: str, preprocessing: Preprocessing, dataset: str,
+                 class_names: Sequence[str], metrics: Optional[TeacherMetrics], data_dir: Optional[str] = None) -> None:
     """Writes the model (without optimizer state) to `path` and its description beside it.
 
     Both files are written atomically. The sidecar `path + '.json'` holds
-    `preprocessing`, `dataset`, `num_classes`, `class_names`, `input_shape` and `metrics`.
+    `preprocessing`, `dataset`, `num_classes`, `class_names`, `input_shape` and `metrics`,
+    and `data_dir` when one is given. A run evaluates the teacher on `dataset` (from
+    `data_dir`) unless told otherwise.
 
     Args:
       model: the trained teacher.
       path: a `.keras` file.
       preprocessing: how pixels become the model's input.
-      dataset_name: the training data's name.
+      dataset: the training data's `data.load_dataset` source (a directory is recorded
+        as its absolute path).
       class_names: one name per output, or empty.
       metrics: the training metrics, or None.
+      data_dir: the data directory the source was loaded from, if any.
     """
     if not path.endswith(TEACHER_FILE_SUFFIX):
         raise UserError(f"teacher files are {TEACHER_FILE_SUFFIX} files, got {path!r}")
@@ -346,7 +350,8 @@ def save_teacher(model: tf_keras.Model, path: str, preprocessing: Preprocessing,
     files.save_keras_model_atomic(clean_copy, path)
     files.write_json_atomic(sidecar_path(path), {
         "preprocessing": preprocessing.to_dict(),
-        "dataset": dataset_name,
+        "dataset": data.portable_source(dataset),
+        **({"data_dir": os.path.abspath(data_dir)} if data_dir else {}),
         "num_classes": num_classes,
         "class_names": class_names,
         "input_shape": [int(size) for size in model.input_shape[1:]],
@@ -462,7 +467,7 @@ def train_from_recipe(recipe: TeacherRecipe, path: str, progress: bool = True,
     metrics = train_teacher(model, train, test, preprocessing, epochs=recipe.epochs, batch_size=recipe.batch_size,
                             learning_rate=recipe.learning_rate, seed=recipe.seed, augment=recipe.augment,
                             progress=progress)
-    save_teacher(model, path, preprocessing, train.name, train.class_names, metrics)
+    save_teacher(model, path, preprocessing, recipe.dataset, train.class_names, metrics, data_dir=data_dir)
     return metrics
 
 

@@ -135,6 +135,14 @@ class Teacher:
         """Per-channel (low, high) of every input the model reads: its preprocessing of pixels 0 to 255."""
         return self.preprocessing.input_range(self.image_shape[2])
 
+    def real_data(self, dataset: str = "", data_dir: str = "") -> Tuple[str, str]:
+        """(`data.load_dataset` source, data directory) of real data to measure the teacher on:
+        `dataset` and `data_dir` when a dataset is given, else what its description says it
+        was trained on ("" for what it does not say)."""
+        if dataset:
+            return dataset, data_dir
+        return self.description.get("dataset", ""), data_dir or self.description.get("data_dir", "")
+
 
 def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
     """Loads, validates and freezes the teacher described by `source`.
