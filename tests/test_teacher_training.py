@@ -233,3 +233,31 @@ def test_the_data_directory_a_teacher_was_trained_from_is_its_default(tmp_path, 
     assert teacher.real_data() == ("tfds:cifar10", os.path.abspath("relative/tfds"))
     assert teacher.real_data(data_dir="/mine") == ("tfds:cifar10", "/mine")
     assert teacher.real_data("fashion_mnist") == ("fashion_mnist", "")
+
+
+def test_a_teacher_is_trained_and_evaluated_on_photographs_of_different_sizes_at_its_image_size(tmp_path):
+    from PIL import Image
+
+    from zscgan_tf import config as config_lib, quantization_stages, teachers
+
+    rng = np.random.default_rng(0)
+    for split in data.SPLITS:
+        for label in range(3):
+            os.makedirs(tmp_path / "photos" / split / f"class_{label}")
+            for index in range(4):
+                height, width = rng.integers(10, 30, size=2)
+                Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+                    tmp_path / "photos" / split / f"class_{label}" / f"{index}.jpg")
+    recipe = dataclasses.replace(TINY_RECIPE, dataset=str(tmp_path / "photos"), input_shape=(None, None, 1))
+    path = str(tmp_path / "photo_teacher.keras")
+    with pytest.raises(UserError, match=r"differ in size: .*; pass --image_size to crop and resize them$"):
+        teacher_training.train_from_recipe(recipe, path, progress=False)
+
+    recipe = dataclasses.replace(recipe, input_shape=(8, 8, 1))
+    teacher_training.train_from_recipe(recipe, path, progress=False)
+
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=path), progress=False)
+    assert teacher.image_shape == (8, 8, 1)
+    # Its own photographs, cropped and resized as for training, with no --eval_resize.
+    dataset = quantization_stages.evaluation_dataset(config_lib.RunConfig(), teacher)
+    assert dataset.images.shape == (12, 8, 8, 1)

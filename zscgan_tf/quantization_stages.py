@@ -276,7 +276,7 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
                                     manual_dir=settings.manual_dir or None, progress=progress)
     except data.MixedImageSizesError as error:
         height, width = teacher.image_shape[:2]
-        if not settings.resize:
+        if not (settings.resize or _trained_on_resized(source, teacher)):
             raise UserError(f"{error}; pass --eval_resize to crop and resize them to the teacher's "
                             f"{height}x{width}") from None
         _say(f"evaluation: {source} images differ in size; each is cropped to its central "

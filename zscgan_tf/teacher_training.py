@@ -455,10 +455,10 @@ def train_from_recipe(recipe: TeacherRecipe, path: str, progress: bool = True,
     """
     if not path.endswith(TEACHER_FILE_SUFFIX):
         raise UserError(f"teacher files are {TEACHER_FILE_SUFFIX} files, got {path!r}")
-    train = data.load_dataset(recipe.dataset, "train", data_dir=data_dir)
+    train = _load_split(recipe, "train", data_dir, progress)
     input_shape = recipe.resolved_input_shape(train)
     train = train.to_input_shape(input_shape)
-    test = data.load_dataset(recipe.dataset, "test", data_dir=data_dir).to_input_shape(input_shape)
+    test = _load_split(recipe, "test", data_dir, progress).to_input_shape(input_shape)
     tf_keras.backend.clear_session()
     tf_keras.utils.set_random_seed(recipe.seed)
     model = build_architecture(recipe.architecture, input_shape, train.num_classes,
@@ -469,6 +469,21 @@ def train_from_recipe(recipe: TeacherRecipe, path: str, progress: bool = True,
                             progress=progress)
     save_teacher(model, path, preprocessing, recipe.dataset, train.class_names, metrics, data_dir=data_dir)
     return metrics
+
+
+def _load_split(recipe: TeacherRecipe, split: str, data_dir: Optional[str], progress: bool) -> data.LabeledImages:
+    """A split of the recipe's dataset; photographs of different sizes are cropped to their
+    central part and resized to the recipe's image size as they load, as evaluation does."""
+    try:
+        return data.load_dataset(recipe.dataset, split, data_dir=data_dir)
+    except data.MixedImageSizesError as error:
+        height, width = recipe.input_shape[:2]
+        if height is None or width is None:
+            raise UserError(f"{error}; pass --image_size to crop and resize them") from None
+        _log(f"{recipe.dataset} {split}: images differ in size; each is cropped to its central "
+             f"{data.CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
+        return data.load_dataset(recipe.dataset, split, data_dir=data_dir, image_size=(height, width),
+                                 progress=progress)
 
 
 def train_builtin_teacher(name: str, path: str, progress: bool = True,
