@@ -134,8 +134,8 @@ def test_student_file_with_its_preprocessing_covers_every_pixel(run_dir, tmp_pat
     # Teacher flags where they would be ignored.
     (["--run_dir=RUN", "--teacher_preprocessing=raw"], "--teacher_preprocessing describes a --teacher, not a --run_dir"),
     (["--student=RUN/student.h5", "--teacher_alpha=0.5", "--teacher_input_size=8"],
-     "--teacher_alpha, --teacher_input_size describe a --teacher (a --student takes --teacher_preprocessing), "
-     "not a --student"),
+     "--teacher_alpha, --teacher_input_size describe a --teacher (a --student takes --teacher_preprocessing and "
+     "--teacher_custom_objects), not a --student"),
     (["--student=RUN/student.h5", "--teacher_preprocessing_std=0.2"],
      "--teacher_preprocessing_mean and --teacher_preprocessing_std go with --teacher_preprocessing=custom"),
     # A generator trained for another preprocessing than the one the teacher is read with.

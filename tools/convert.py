@@ -25,7 +25,8 @@ A float teacher as float or dynamic-range TFLite, for comparison:
 
 `--teacher` takes the pipeline's `--teacher_*` flags: a model file without its sidecar is
 read with the `tf` preprocessing unless `--teacher_preprocessing` names another. A
-`--student` takes `--teacher_preprocessing` alone, to say what its input is.
+`--student` takes `--teacher_preprocessing`, to say what its input is, and
+`--teacher_custom_objects`, for the code of its own layers.
 
 Every integer export is checked op by op (the tool names any op that is not integer)
 and gets an Edge TPU compatibility report read from the flatbuffer. Bad input prints
@@ -45,12 +46,14 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
-from zscgan_tf import cli, distilled_data, edge_tpu, evaluate, export  # noqa: E402
+from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export  # noqa: E402
 from zscgan_tf import quantization_stages, quantizer_ranges, teachers, tflite_model  # noqa: E402
 from zscgan_tf.errors import UserError, first_line  # noqa: E402
 from zscgan_tf.preprocessing import Preprocessing  # noqa: E402
 
 FLAGS = flags.FLAGS
+# The teacher flags a --student takes: what its input is, and the code of its own layers.
+STUDENT_FLAG_NAMES = cli.PREPROCESSING_FLAG_NAMES + ("teacher_custom_objects",)
 DATA_SOURCES = ("generator", "distilled", "noise")
 # How far (a share of the input's range) generated samples may stray outside the range the
 # teacher's preprocessing gives pixels: a generator ends in tanh and an affine map onto it.
@@ -120,23 +123,24 @@ def _model_to_convert():
     if len(sources) != 1:
         raise UserError("pass exactly one of --run_dir, --student and --teacher")
     # A run directory records its teacher; a student file has only an input to describe.
-    used_teacher_flags = (() if FLAGS.run_dir else cli.PREPROCESSING_FLAG_NAMES if FLAGS.student
-                          else cli.TEACHER_FLAG_NAMES)
+    used_teacher_flags = (() if FLAGS.run_dir else STUDENT_FLAG_NAMES if FLAGS.student else cli.TEACHER_FLAG_NAMES)
     unused = [f"--{name}" for name in cli.TEACHER_FLAG_NAMES if FLAGS[name].present and name not in used_teacher_flags]
     if unused:
+        student_takes = " (a --student takes --teacher_preprocessing and --teacher_custom_objects)"
         raise UserError(f"{', '.join(unused)} describe{'s' if len(unused) == 1 else ''} a --teacher"
-                        f"{' (a --student takes --teacher_preprocessing)' if FLAGS.student else ''}, "
-                        f"not a --{sources[0]}")
+                        f"{student_takes if FLAGS.student else ''}, not a --{sources[0]}")
     generator = _load_generator(FLAGS.generator) if FLAGS.generator else None
     if FLAGS.run_dir:
         return _from_run(FLAGS.run_dir, generator)
     if FLAGS.student:
         if not os.path.exists(FLAGS.student):
             raise UserError(f"student {FLAGS.student!r} does not exist")
+        custom_objects.register(FLAGS.teacher_custom_objects)
         try:
             student = quantization_stages.load_student(FLAGS.student)
         except (OSError, ValueError, TypeError) as error:
-            raise UserError(f"cannot load student {FLAGS.student!r}: {str(error).splitlines()[0]}") from error
+            raise UserError(f"cannot load student {FLAGS.student!r}: "
+                            f"{custom_objects.explained(first_line(error))}") from error
         if not export.is_quantization_aware(student):
             raise UserError(f"--student {FLAGS.student!r} is a float model, not a TF-MOT quantization-aware "
                             f"student: quantize it post-training with --teacher={FLAGS.student}")

@@ -104,7 +104,8 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
 # The flags of `define_teacher_flags`, and those among them that say how pixels become inputs.
 PREPROCESSING_FLAG_NAMES = ("teacher_preprocessing", "teacher_preprocessing_mean", "teacher_preprocessing_std")
 TEACHER_FLAG_NAMES = ("teacher_weights", "teacher_alpha", "teacher_input_size", "teacher_num_classes",
-                      "teacher_channels") + PREPROCESSING_FLAG_NAMES + ("trust_model_code", "teacher_cache_dir")
+                      "teacher_channels") + PREPROCESSING_FLAG_NAMES + ("trust_model_code", "teacher_cache_dir",
+                                                                        "teacher_custom_objects")
 
 
 def define_teacher_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -135,6 +136,9 @@ def define_teacher_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                       "(Lambda layers).", flag_values=flag_values)
     flags.DEFINE_string("teacher_cache_dir", defaults.cache_dir, "Where built-in teachers are kept; empty = "
                         "~/.cache/zscgan_tf.", flag_values=flag_values)
+    flags.DEFINE_list("teacher_custom_objects", list(defaults.custom_objects), "Python modules or .py files that "
+                      "define the model's own layers (and other Keras classes or functions), imported before it "
+                      "loads.", flag_values=flag_values)
 
 
 def floats_flag(values: Sequence[str], flag_name: str) -> tuple:
@@ -169,4 +173,5 @@ def teacher_source(model: str, flag_values: flags.FlagValues = flags.FLAGS) -> T
         input_size=flag_values.teacher_input_size, num_classes=flag_values.teacher_num_classes,
         channels=flag_values.teacher_channels, preprocessing=flag_values.teacher_preprocessing,
         preprocessing_mean=mean, preprocessing_std=std,
-        trust_model_code=flag_values.trust_model_code, cache_dir=flag_values.teacher_cache_dir)
+        trust_model_code=flag_values.trust_model_code, cache_dir=flag_values.teacher_cache_dir,
+        custom_objects=tuple(flag_values.teacher_custom_objects))

@@ -26,7 +26,7 @@ import tensorflow as tf
 import tf_keras
 from tf_keras.src.saving import serialization_lib
 
-from zscgan_tf import bn_stats, flattening, keras3_conversion, logits
+from zscgan_tf import bn_stats, custom_objects, flattening, keras3_conversion, logits
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.progress import count_of
@@ -92,6 +92,9 @@ class TeacherSource:
       preprocessing_std: per-channel std for `custom` preprocessing.
       trust_model_code: allow a model file with serialized Python (Lambda layers) to load.
       cache_dir: where built-in teachers are kept; empty means the default cache.
+      custom_objects: Python modules (dotted names) or `.py` files that define the
+        model's own layers and other Keras objects; imported before it loads
+        (`zscgan_tf.custom_objects`).
     """
 
     model: str = "builtin:digits_resnet8"
@@ -105,6 +108,7 @@ class TeacherSource:
     preprocessing_std: Tuple[float, ...] = ()
     trust_model_code: bool = False
     cache_dir: str = ""
+    custom_objects: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +157,7 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
         class vector; `QuantizationAwareTeacherError` for a saved TF-MOT
         quantization-aware model.
     """
+    custom_objects.register(source.custom_objects)
     description = {"source": source.model}
     preprocessing_assumed = False
     if source.model in KERAS_APPLICATIONS:
@@ -306,7 +311,8 @@ def _load_model_file(path: str, trust_model_code: bool) -> tf_keras.Model:
         if "safe_mode" in message or "Lambda" in message:
             raise UserError(f"model file {path!r} holds serialized Python code (e.g. a Lambda layer) and was not "
                             "loaded; pass --trust_model_code only if you trust its author") from error
-        raise UserError(f"cannot load model {path!r}: {message}") from error
+        raise UserError(f"cannot load model {path!r}: "
+                        f"{custom_objects.explained(message, saved_layer_classes(path))}") from error
     if not isinstance(model, tf_keras.Model):
         raise UserError(f"{path!r} is not a tf_keras model (loaded a {type(model).__name__})")
     return model

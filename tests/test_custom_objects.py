@@ -1,0 +1,128 @@
+"""A classifier with its own layer class: refused with the way out, then loaded, quantized and exported."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tf_keras
+
+from zscgan_tf import custom_objects, teachers, tflite_model, train
+from zscgan_tf.errors import UserError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+LAYERS_MODULE = textwrap.dedent('''
+    import tensorflow as tf
+    import tf_keras
+
+
+    class ChannelGate(tf_keras.layers.Layer):
+        """Scales each channel by a learned factor: a layer TF-MOT does not know."""
+
+        def build(self, input_shape):
+            self.gate = self.add_weight(name="gate", shape=(input_shape[-1],), initializer="ones")
+
+        def call(self, inputs):
+            return inputs * self.gate
+
+
+    def half_relu(x):
+        return 0.5 * tf.nn.relu(x)
+''')
+
+
+@pytest.fixture(name="layers_file")
+def fixture_layers_file(tmp_path):
+    """A user's module of Keras objects; what registering it adds is taken away afterwards."""
+    path = tmp_path / "my_layers.py"
+    path.write_text(LAYERS_MODULE)
+    registry = tf_keras.utils.get_custom_objects()
+    before = dict(registry)
+    yield str(path)
+    registry.clear()
+    registry.update(before)
+    sys.modules.pop("my_layers", None)
+
+
+def _gated_classifier(gate_class):
+    inputs = tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.Conv2D(6, 3, padding="same")(inputs)
+    x = tf_keras.layers.BatchNormalization()(x)
+    x = tf_keras.layers.ReLU()(x)
+    x = gate_class()(x)
+    x = tf_keras.layers.Conv2D(6, 3, padding="same")(x)
+    x = tf_keras.layers.BatchNormalization()(x)
+    x = tf_keras.layers.ReLU()(x)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    return tf_keras.Model(inputs, tf_keras.layers.Dense(4)(x))
+
+
+def test_register_imports_a_file_and_registers_the_keras_objects_it_defines(layers_file):
+    registered = custom_objects.register([layers_file])
+
+    assert sorted(registered) == ["ChannelGate", "half_relu"]  # Not tf or tf_keras, which it imports.
+    assert tf_keras.utils.get_custom_objects()["ChannelGate"] is registered["ChannelGate"]
+    layer = tf_keras.layers.deserialize({"class_name": "ChannelGate", "config": {"name": "gate"}})
+    assert type(layer).__name__ == "ChannelGate"
+    np.testing.assert_allclose(tf_keras.activations.get("half_relu")(np.array([-2.0, 2.0])), [0.0, 1.0])
+
+
+def test_register_errors_name_the_module_in_one_line(tmp_path):
+    with pytest.raises(UserError, match=r"^custom objects file '.*missing.py' does not exist$"):
+        custom_objects.register([str(tmp_path / "missing.py")])
+    with pytest.raises(UserError, match=r"^cannot import custom objects from 'no_such_package.layers': "
+                                        r"ModuleNotFoundError: No module named 'no_such_package'$"):
+        custom_objects.register(["no_such_package.layers"])
+    broken = tmp_path / "broken.py"
+    broken.write_text("import tf_keras\nraise RuntimeError('needs a licence key')\n")
+    with pytest.raises(UserError, match=r"broken.py': RuntimeError: needs a licence key$"):
+        custom_objects.register([str(broken)])
+    empty = tmp_path / "constants.py"
+    empty.write_text("WIDTH = 3\n")
+    with pytest.raises(UserError, match="defines no Keras layer, other Keras class or function"):
+        custom_objects.register([str(empty)])
+
+
+def test_a_teacher_with_its_own_layer_runs_through_the_pipeline_and_its_student_exports(layers_file, tmp_path,
+                                                                                         capsys):
+    gate_class = custom_objects.register([layers_file])["ChannelGate"]
+    teacher_path = str(tmp_path / "gated.keras")
+    _gated_classifier(gate_class).save(teacher_path)
+    tf_keras.utils.get_custom_objects().pop("ChannelGate")  # As in a fresh process that has not imported it.
+
+    with pytest.raises(UserError, match=r"^cannot load model '.*gated.keras': it uses class 'ChannelGate', which "
+                                        r"Keras does not know; pass --teacher_custom_objects=<the module or .py file "
+                                        r"that defines it>$"):
+        teachers.load_teacher(teachers.TeacherSource(model=teacher_path), progress=False)
+
+    work_dir = tmp_path / "run"
+    status = train.main(["train", f"--teacher={teacher_path}", f"--teacher_custom_objects={layers_file}",
+                         f"--work_dir={work_dir}", "--generator_steps=2", "--batch_size=8", "--noise_dim=8",
+                         "--generator_channels=8", "--distillation_steps=1", "--distillation_batch_size=8",
+                         "--calibration_samples=16", "--eval_samples_per_class=1", "--latency_runs=1",
+                         "--eval_dataset=none", "--noprogress"])
+
+    assert status == 0, capsys.readouterr().err
+    assert ("1 layer TF-MOT cannot quantize stays float (listed in report.md): 1 ChannelGate (channel_gate)"
+            in capsys.readouterr().out)
+    for name in ("ptq_int8.tflite", "qat_int8.tflite"):
+        with open(work_dir / name, "rb") as model_file:
+            assert tflite_model.inspect_tflite(model_file.read()).is_fully_integer, name
+    # A fresh process needs the module again to read the saved student, and is told so.
+    convert = [sys.executable, os.path.join(REPO_ROOT, "tools", "convert.py"), f"--student={work_dir / 'student.h5'}",
+               f"--generator={work_dir / 'generator.keras'}", f"--output={tmp_path / 'student.tflite'}"]
+    refused = subprocess.run(convert, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].endswith(
+        "it uses layer 'ChannelGate', which Keras does not know; pass --teacher_custom_objects=<the module or .py "
+        "file that defines it>")
+    exported = subprocess.run(convert + [f"--teacher_custom_objects={layers_file}"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0, exported.stderr
+    with open(tmp_path / "student.tflite", "rb") as model_file:
+        assert tflite_model.inspect_tflite(model_file.read()).is_fully_integer

@@ -1,0 +1,121 @@
+"""A user's own Keras classes and functions, made known to Keras before their model loads.
+
+A classifier with a custom layer (or activation, initializer, ...) saves its class name
+and config, not its code; loading it needs the code. `register` imports the modules the
+user names (dotted module names, or `.py` files) and registers every Keras object they
+define under its own name, so the teacher, the TF-MOT student built from it and every
+later reload (a resumed run, `tools/convert.py`) find it. Classes registered with
+`@register_keras_serializable` are found under their `package>Name` too.
+
+Example:
+
+  register(["my_project.layers", "/work/extra_activations.py"])
+  model = tf_keras.models.load_model("classifier.keras")
+"""
+
+import importlib
+import importlib.util
+import inspect
+import os
+import re
+import sys
+from types import ModuleType
+from typing import Dict, Iterable, List, Sequence
+
+import tf_keras
+
+from zscgan_tf.errors import UserError, first_line
+
+# How tf_keras says a saved config names a class or function it has not been given.
+UNKNOWN_OBJECT_MESSAGES = (re.compile(r"Cannot deserialize object of type `(?P<name>[^`]+)`"),
+                           re.compile(r"Unknown (?P<kind>[a-z ]+): '(?P<name>[^']+)'"))
+
+_HOW_TO_PROVIDE = "pass --teacher_custom_objects=<the module or .py file that defines it>"
+# Where tf_keras finds the classes a saved config names besides its layers and registered ones.
+KERAS_OBJECT_MODULES = (tf_keras.initializers, tf_keras.regularizers, tf_keras.constraints, tf_keras.activations,
+                        tf_keras.mixed_precision, tf_keras.optimizers, tf_keras.losses, tf_keras.metrics)
+
+# Base classes whose subclasses a saved model's config names by class.
+KERAS_BASE_CLASSES = (tf_keras.layers.Layer, tf_keras.initializers.Initializer, tf_keras.regularizers.Regularizer,
+                      tf_keras.constraints.Constraint, tf_keras.losses.Loss, tf_keras.metrics.Metric,
+                      tf_keras.optimizers.schedules.LearningRateSchedule)
+
+
+def _import(source: str) -> ModuleType:
+    """Imports a dotted module name, or a `.py` file as a module named after the file."""
+    try:
+        if source.endswith(".py"):
+            if not os.path.isfile(source):
+                raise UserError(f"custom objects file {source!r} does not exist")
+            name = os.path.splitext(os.path.basename(source))[0]
+            spec = importlib.util.spec_from_file_location(name, os.path.abspath(source))
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # As an import would; classes pickled or compared by module find it.
+            spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(source)
+    except UserError:
+        raise
+    except Exception as error:  # pylint: disable=broad-except
+        # The user's code may raise anything on import; what matters is which module and why.
+        raise UserError(f"cannot import custom objects from {source!r}: {type(error).__name__}: "
+                        f"{first_line(error)}") from error
+
+
+def keras_objects(module: ModuleType) -> Dict[str, object]:
+    """The Keras classes (subclasses of `KERAS_BASE_CLASSES`) and functions `module` defines
+    itself (not those it imports), by name."""
+    found = {}
+    for name, value in vars(module).items():
+        if name.startswith("_") or getattr(value, "__module__", None) != module.__name__:
+            continue
+        if inspect.isclass(value) and issubclass(value, KERAS_BASE_CLASSES):
+            found[name] = value
+        elif inspect.isfunction(value):
+            found[name] = value  # A custom activation is saved as its function's name.
+    return found
+
+
+def register(sources: Sequence[str]) -> Dict[str, object]:
+    """Imports each module or `.py` file of `sources` and registers its Keras objects
+    globally with tf_keras; returns what was registered.
+
+    Raises:
+      UserError: if a source cannot be imported, or defines no Keras class or function.
+    """
+    registered = {}
+    for source in sources:
+        objects = keras_objects(_import(source))
+        if not objects:
+            raise UserError(f"custom objects module {source!r} defines no Keras layer, other Keras class or "
+                            "function")
+        registered.update(objects)
+    tf_keras.utils.get_custom_objects().update(registered)
+    return registered
+
+
+def unknown_classes(class_names: Iterable[str]) -> List[str]:
+    """Those of a saved config's class names that tf_keras cannot resolve: neither its own
+    (layers, initializers, ...) nor registered."""
+    from tf_keras.src.layers import serialization  # Its table of every layer tf_keras deserializes itself.
+
+    serialization.populate_deserializable_objects()
+    known = {**serialization.LOCAL.ALL_OBJECTS, **tf_keras.utils.get_custom_objects()}
+    return sorted(name for name in class_names
+                  if name not in known and not any(hasattr(module, name) for module in KERAS_OBJECT_MODULES))
+
+
+def explained(load_error_message: str, saved_class_names: Iterable[str] = ()) -> str:
+    """Why a model did not load: when tf_keras did not know a class of `saved_class_names`
+    (which it may report as anything, e.g. "'str' object is not callable") or a function
+    its message names, a line saying how to provide it; else the message itself."""
+    unknown = unknown_classes(saved_class_names)
+    if unknown:
+        return (f"it uses {'class' if len(unknown) == 1 else 'classes'} {', '.join(map(repr, unknown))}, which Keras "
+                f"does not know; {_HOW_TO_PROVIDE}")
+    for pattern in UNKNOWN_OBJECT_MESSAGES:
+        found = pattern.search(load_error_message)
+        if found:
+            kind = found.groupdict().get("kind") or "class"
+            return f"it uses {kind} {found.group('name')!r}, which Keras does not know; {_HOW_TO_PROVIDE}"
+    return load_error_message
