@@ -92,7 +92,15 @@ def test_keras3_layer_without_a_tf_keras_counterpart_is_a_user_error(tmp_path):
     path = str(tmp_path / "custom.keras")
     keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x))).save(path)
     with pytest.raises(UserError, match="cannot rebuild Keras 3.* layer 'doubling' is a Doubling, which tf_keras does "
-                                        "not have"):
+                                        "not have; a Keras 3 model's own layers cannot be rebuilt for TF-MOT"):
+        keras3_conversion.load_as_tf_keras(path)
+    # Read where its class is not imported (a fresh process), Keras 3 itself fails, in its own words.
+    keras.saving.get_custom_objects().pop("zscgan_tf_tests>Doubling")
+    with pytest.raises(UserError, match=r"cannot load Keras 3.* it uses layer class 'zscgan_tf_tests>Doubling' of its "
+                                        r"own; a Keras 3 model's own layers cannot be rebuilt for TF-MOT, which needs "
+                                        r"tf_keras: build the model with tf_keras, with those layers written for "
+                                        r"tf_keras, and pass --teacher_custom_objects=<the module or .py file that "
+                                        r"defines them>$"):
         keras3_conversion.load_as_tf_keras(path)
 
 

@@ -68,6 +68,10 @@ AGREEMENT_TOLERANCE = 1e-3
 # The same where a layer computes in lower precision (a mixed-precision policy), by its type:
 # float16 rounding alone reached 1.1e-3 (ResNet50 under mixed_float16, random weights, 96x96).
 REDUCED_PRECISION_AGREEMENT_TOLERANCES = {"float16": 1e-2, "bfloat16": 5e-2}
+# What a Keras 3 model with layers of its own needs: only tf_keras layers are rebuilt.
+OWN_LAYERS_HINT = ("a Keras 3 model's own layers cannot be rebuilt for TF-MOT, which needs tf_keras: build the "
+                   "model with tf_keras, with those layers written for tf_keras, and pass "
+                   "--teacher_custom_objects=<the module or .py file that defines them>")
 CHECK_BATCH_SIZE = 4
 CHECK_SEED = 0
 CHECK_IMAGE_SIZE = 96
@@ -79,6 +83,38 @@ def saved_by_keras3(path: str) -> bool:
     """Whether the model file at `path` (.keras, .h5) says Keras 3 wrote it."""
     version = _saved_keras_version(path)
     return bool(version) and version.split(".")[0] == "3"
+
+
+def _own_layer_classes(path: str) -> List[str]:
+    """The registered names of the layers in a Keras 3 file's config that are not Keras' own
+    (their `module` is not Keras'); empty when the config cannot be read."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+        else:
+            import h5py  # pylint: disable=import-outside-toplevel  # A tf_keras dependency.
+            with h5py.File(path, "r") as file:
+                config = json.loads(file.attrs["model_config"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return []
+    own = set()
+
+    def visit(value):
+        if isinstance(value, dict):
+            class_name = str(value.get("class_name", ""))
+            module = str(value.get("module") or "")
+            # Keras' own classes, and its tensor and slice markers ("__keras_tensor__"), are not the model's own.
+            if "config" in value and class_name and not class_name.startswith("__") and not module.startswith("keras"):
+                own.add(value.get("registered_name") or class_name)
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, list):
+            for item in value:
+                visit(item)
+
+    visit(config)
+    return sorted(own)
 
 
 def _saved_keras_version(path: str) -> Optional[str]:
@@ -118,6 +154,11 @@ def load_as_tf_keras(path: str, trust_model_code: bool = False) -> tf_keras.Mode
         if "safe_mode" in str(error):
             raise UserError(f"Keras {version} model file {path!r} holds serialized Python code (e.g. a Lambda layer) "
                             "and was not loaded; pass --trust_model_code only if you trust its author") from error
+        own = _own_layer_classes(path)
+        if own:
+            raise UserError(f"cannot load Keras {version} model {path!r}: it uses layer "
+                            f"{'class' if len(own) == 1 else 'classes'} {', '.join(map(repr, own))} of its own; "
+                            f"{OWN_LAYERS_HINT}") from error
         raise UserError(f"cannot load Keras {version} model {path!r}: {first_line(error)}") from error
     if not isinstance(original, keras.Model) or not hasattr(original, "_nodes_by_depth"):
         raise UserError(f"Keras {version} model {path!r} is not a functional or Sequential model; TF-MOT needs one "
@@ -199,7 +240,8 @@ class _Rebuild:
             return self.layers[id(original)]
         layer_class = getattr(tf_keras.layers, type(original).__name__, None)
         if layer_class is None:
-            raise UserError(f"layer {original.name!r} is a {type(original).__name__}, which tf_keras does not have")
+            raise UserError(f"layer {original.name!r} is a {type(original).__name__}, which tf_keras does not have; "
+                            f"{OWN_LAYERS_HINT}")
         config = _tf_keras_config(original.get_config())
         config["name"] = flattening.claim_name(config["name"], prefix, self.taken_names)
         rebuilt = _from_config_dropping_unknown_settings(layer_class, config, original.name)
