@@ -80,6 +80,37 @@ def test_savedmodel_without_keras_metadata_is_refused_before_it_loads(tmp_path):
         teachers.load_teacher(_source(path))
 
 
+def _save_other_kind(model, tmp_path, kind: str) -> str:
+    """`model` saved as something other than a Keras model file; returns the path a user would pass."""
+    if kind == "tflite":
+        path = tmp_path / "model.tflite"
+        path.write_bytes(export.convert_to_tflite(model, mode="float"))
+    elif kind == "weights_h5":
+        path = tmp_path / "model.weights.h5"
+        model.save_weights(str(path))
+    elif kind == "checkpoint":
+        path = tmp_path / "ckpt"  # model.save_weights writes ckpt.index and ckpt.data-00000-of-00001.
+        model.save_weights(str(path), save_format="tf")
+    else:
+        path = tmp_path / "model.onnx"
+        path.write_bytes(b"\x08\x07\x12\x07pytorch")
+    return str(path)
+
+
+@pytest.mark.parametrize("kind, what", [
+    ("tflite", "a TFLite model, which holds converted ops"),
+    ("weights_h5", r"an HDF5 file of weights without the architecture \(model.save_weights\)"),
+    ("checkpoint", "a TensorFlow checkpoint .*, which holds weights without the architecture"),
+    ("onnx", "an ONNX model"),
+])
+def test_other_kinds_of_model_file_are_named_and_refused(tmp_path, kind, what):
+    path = _save_other_kind(build_tiny_classifier(), tmp_path, kind)
+    with pytest.raises(UserError, match=f"^'{path}' is {what}; the method needs the Keras model itself, its layers "
+                                        r"and BatchNorm statistics: pass the model saved with model.save \(.keras or "
+                                        r"\.h5\)$"):
+        teachers.load_teacher(_source(path))
+
+
 def test_softmax_output_becomes_logits(tmp_path):
     model = build_tiny_classifier(softmax=True)
     path = str(tmp_path / "softmax.keras")

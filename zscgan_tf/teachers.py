@@ -35,6 +35,12 @@ BUILTIN_PREFIX = "builtin:"
 SIDECAR_SUFFIX = ".json"
 IMAGENET_CLASSES = 1000
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+# Model files of other frameworks, by suffix, and the signatures that tell TFLite and HDF5 files.
+OTHER_FRAMEWORK_SUFFIXES = {".onnx": "an ONNX model", ".pt": "a PyTorch model", ".pth": "a PyTorch model",
+                            ".safetensors": "a safetensors file of weights", ".mlmodel": "a Core ML model",
+                            ".pb": "a frozen TensorFlow graph"}
+TFLITE_FILE_IDENTIFIER = b"TFL3"
+HDF5_SIGNATURE = b"\x89HDF"
 # How a model file without a sidecar or --teacher_preprocessing is read.
 DEFAULT_FILE_PREPROCESSING = "tf"
 # Layers that map pixels to a model's input, found at the start of models that scale pixels themselves.
@@ -272,15 +278,43 @@ def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model
     Raises:
       UserError: if the file is missing, unreadable, or not a Keras model.
     """
-    if not os.path.exists(path):
+    if not os.path.exists(path) and not os.path.exists(path + ".index"):
         raise UserError(f"model file {path!r} does not exist")
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")) and not os.path.exists(
-            os.path.join(path, "keras_metadata.pb")):
-        raise UserError(f"{path!r} is a SavedModel without Keras metadata (tf.saved_model.save or Keras 3's "
-                        "model.export write one): it holds traced functions, not the layers and BatchNorm "
-                        "statistics the method needs; pass the model saved with model.save (.keras or .h5)")
+    other_kind = _other_model_kind(path)
+    if other_kind:
+        raise UserError(f"{path!r} is {other_kind}; the method needs the Keras model itself, its layers and "
+                        "BatchNorm statistics: pass the model saved with model.save (.keras or .h5)")
     with _mixed_precision_device_check_silenced():
         return _load_model_file(path, trust_model_code)
+
+
+def _other_model_kind(path: str) -> str:
+    """What a model file other than a Keras model is, as "a TFLite model, which holds converted ops", or ""."""
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "saved_model.pb")) and not os.path.exists(
+                os.path.join(path, "keras_metadata.pb")):
+            return ("a SavedModel without Keras metadata (tf.saved_model.save or Keras 3's model.export write one), "
+                    "which holds traced functions")
+        return ""
+    if path.endswith(".index") or ".data-0" in os.path.basename(path) or not os.path.exists(path):
+        return ("a TensorFlow checkpoint (model.save_weights or tf.train.Checkpoint), which holds weights without "
+                "the architecture")
+    with open(path, "rb") as model_file:
+        header = model_file.read(8)
+    if header[4:8] == TFLITE_FILE_IDENTIFIER:
+        return "a TFLite model, which holds converted ops"
+    other_framework = OTHER_FRAMEWORK_SUFFIXES.get(os.path.splitext(path)[1].lower())
+    if other_framework:
+        return other_framework
+    if header.startswith(HDF5_SIGNATURE):
+        import h5py  # A dependency of tf_keras.
+        try:
+            with h5py.File(path, "r") as h5_file:
+                if "model_config" not in h5_file.attrs:
+                    return "an HDF5 file of weights without the architecture (model.save_weights)"
+        except OSError:
+            return ""  # Unreadable: loading it says why.
+    return ""
 
 
 @contextlib.contextmanager
