@@ -284,3 +284,21 @@ def test_fashion_mnist_from_debian_directory():
     assert test.images.shape == (10000, 28, 28, 1)
     np.testing.assert_array_equal(np.bincount(test.labels), [1000] * 10)
     assert test.class_names[0] == "T-shirt/top" and test.name == "fashion_mnist"
+
+
+def test_image_folder_subset_decodes_only_the_images_it_keeps(tmp_path, random_pixels, monkeypatch):
+    for label in range(3):
+        for index in range(5):
+            _save_png(tmp_path / f"class_{label}" / f"{index}.png", random_pixels(4, 4))
+    full = data.load_image_folder(str(tmp_path))
+    decoded = []
+    picture_pixels = data._picture_pixels
+    monkeypatch.setattr(data, "_picture_pixels", lambda *args: decoded.append(1) or picture_pixels(*args))
+
+    subset = data.load_dataset(str(tmp_path), "test", max_samples=6, seed=4)
+
+    assert len(decoded) == 6
+    expected = full.class_balanced(6, seed=4)  # The same images as subsetting after loading them all.
+    np.testing.assert_array_equal(subset.images, expected.images)
+    np.testing.assert_array_equal(subset.labels, expected.labels)
+    np.testing.assert_array_equal(np.bincount(subset.labels), [2, 2, 2])

@@ -170,26 +170,34 @@ class LabeledImages:
         return self._replace(self.images[:count], self.labels[:count])
 
     def class_balanced(self, count: int, seed: int) -> "LabeledImages":
-        """A random subset of `count` examples with classes as equally represented as possible.
-
-        Classes are visited round-robin, each contributing its examples in a random order,
-        so a class with too few examples leaves its share to the others. The order of
-        the returned examples is shuffled.
-        """
-        if count < 0:
-            raise UserError(f"cannot take a negative number of examples, got {count}")
-        if count >= len(self):
-            count = len(self)
-        rng = np.random.default_rng(seed)
-        per_class = [rng.permutation(np.flatnonzero(self.labels == label)) for label in range(self.num_classes)]
-        per_class = [indices for indices in per_class if indices.size]
-        # Round-robin: rank r of every class comes before rank r + 1 of any class.
-        ranks = np.concatenate([np.arange(indices.size) for indices in per_class])
-        order = np.concatenate(per_class)
-        class_order = np.concatenate([np.full(indices.size, position) for position, indices in enumerate(per_class)])
-        chosen = order[np.lexsort((class_order, ranks))][:count]
-        chosen = rng.permutation(chosen)
+        """A random subset of `count` examples with classes as equally represented as possible
+        (`class_balanced_indices`), in a random order."""
+        chosen = class_balanced_indices(self.labels, self.num_classes, count, seed)
         return self._replace(self.images[chosen], self.labels[chosen])
+
+
+def class_balanced_indices(labels: np.ndarray, num_classes: int, count: int, seed: int) -> np.ndarray:
+    """Indices of a random subset of `count` of `labels` with classes as equally represented
+    as possible, in a random order.
+
+    Classes are visited round-robin, each contributing its examples in a random order,
+    so a class with too few examples leaves its share to the others.
+    """
+    if count < 0:
+        raise UserError(f"cannot take a negative number of examples, got {count}")
+    labels = np.asarray(labels)
+    count = min(count, labels.size)
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(labels == label)) for label in range(num_classes)]
+    per_class = [indices for indices in per_class if indices.size]
+    if not per_class:
+        return np.zeros(0, np.int64)
+    # Round-robin: rank r of every class comes before rank r + 1 of any class.
+    ranks = np.concatenate([np.arange(indices.size) for indices in per_class])
+    order = np.concatenate(per_class)
+    class_order = np.concatenate([np.full(indices.size, position) for position, indices in enumerate(per_class)])
+    chosen = order[np.lexsort((class_order, ranks))][:count]
+    return rng.permutation(chosen)
 
 
 def _check_split(split: str, allowed: Sequence[str] = SPLITS) -> None:
@@ -464,7 +472,7 @@ def _image_file_names(folder: str) -> list:
 
 
 def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, progress: bool = False,
-                      name: Optional[str] = None) -> LabeledImages:
+                      name: Optional[str] = None, max_samples: int = 0, seed: int = 0) -> LabeledImages:
     """Loads `path/<class name>/<image>`; class indices follow the sorted folder names.
 
     If every image is grayscale the result has 1 channel, otherwise 3 (RGB; alpha is
@@ -479,6 +487,9 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
         the same for all.
       progress: show a progress line (loading 50,000 photographs takes minutes).
       name: the dataset name for reports; defaults to the folder's name.
+      max_samples: if positive and fewer than the images, only a class-balanced subset of
+        that many is read (`class_balanced_indices` with `seed`), the others not decoded.
+      seed: the subset's seed.
 
     Raises:
       UserError: if there are no class folders, a class folder has no images, or an image
@@ -502,6 +513,10 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
             raise UserError(f"class folder {class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)})")
         files.extend(os.path.join(class_dir, name) for name in class_files)
         labels.extend([label] * len(class_files))
+    labels = np.asarray(labels, np.int64)
+    if 0 < max_samples < len(files):
+        chosen = class_balanced_indices(labels, len(class_names), max_samples, seed)
+        files, labels = [files[index] for index in chosen], labels[chosen]
 
     def open_image(file):
         try:
@@ -538,7 +553,7 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
             bar.update(index + 1, {})
     if bar:
         bar.close()
-    return LabeledImages(images, np.asarray(labels, np.int64), num_classes=len(class_names),
+    return LabeledImages(images, labels, num_classes=len(class_names),
                          name=name or os.path.basename(os.path.normpath(path)), class_names=tuple(class_names))
 
 
@@ -563,7 +578,8 @@ def _picture_pixels(picture, grayscale: bool) -> np.ndarray:
 
 
 def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
-                 image_size: Optional[Tuple[int, int]] = None, progress: bool = False) -> LabeledImages:
+                 image_size: Optional[Tuple[int, int]] = None, progress: bool = False,
+                 max_samples: int = 0, seed: int = 0) -> LabeledImages:
     """Loads a dataset named by a source string.
 
     Args:
@@ -577,6 +593,8 @@ def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual
       image_size: for `tfds:` and folders of images, (height, width) each image is
         cropped and resized to as it loads (`load_tfds`, `load_image_folder`).
       progress: show a progress line while a folder of images loads.
+      max_samples, seed: for a folder of images, read only a class-balanced subset
+        (`load_image_folder`); other sources load whole (take `class_balanced` after).
 
     Raises:
       UserError: for an unknown source or any loading problem (`MixedImageSizesError`
@@ -597,7 +615,7 @@ def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual
         if is_idx_directory(source):
             return load_idx_directory(source, split)
         return load_image_folder(_image_split_folder(source, split), image_size=image_size, progress=progress,
-                                 name=os.path.basename(os.path.normpath(source)))
+                                 name=os.path.basename(os.path.normpath(source)), max_samples=max_samples, seed=seed)
     if os.sep in source:
         raise UserError(f"dataset directory {source!r} does not exist")
     raise UserError(f"unknown dataset {source!r}; expected digits, fashion_mnist, tfds:<name> or an existing directory")

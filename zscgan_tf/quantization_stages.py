@@ -271,9 +271,11 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
     source, data_dir = teacher.real_data(settings.dataset, settings.data_dir)
     if not source or source == NO_EVALUATION:
         return None
+    # A folder of photographs decodes only the subset it keeps; other sources are subset below.
+    subset = {"max_samples": settings.max_samples, "seed": run_config.seed}
     try:
         dataset = data.load_dataset(source, settings.split, data_dir=data_dir or None,
-                                    manual_dir=settings.manual_dir or None, progress=progress)
+                                    manual_dir=settings.manual_dir or None, progress=progress, **subset)
     except data.MixedImageSizesError as error:
         height, width = teacher.image_shape[:2]
         if not (settings.resize or _trained_on_resized(source, teacher)):
@@ -283,7 +285,7 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
              f"{data.CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
         dataset = data.load_dataset(source, settings.split, data_dir=data_dir or None,
                                     manual_dir=settings.manual_dir or None, image_size=(height, width),
-                                    progress=progress)
+                                    progress=progress, **subset)
     if dataset.num_classes != teacher.num_classes:
         raise UserError(f"evaluation dataset {source!r} has {dataset.num_classes} classes but the teacher "
                         f"predicts {teacher.num_classes}")
