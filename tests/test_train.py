@@ -515,3 +515,10 @@ def test_a_student_saved_or_checkpointed_with_a_narrower_input_range_comes_back_
     restored = quantization_stages.restore_student(run_config, teacher, generator, narrow,
                                                    str(tmp_path / "checkpoints"))
     assert input_range(restored) == (-1.0, 1.0)
+
+
+def test_the_report_gives_the_teachers_training_metrics_in_words():
+    metrics = {"epochs": 2, "test_accuracy": 0.92778, "test_accuracy_training_mode": 0.8306, "train_accuracy": 0.9534,
+               "wall_seconds": 2.79, "note": "fine-tuned"}
+    assert pipeline._teacher_metrics(metrics) == ("2 epochs, test top-1 92.78%, test top-1 in training mode 83.06%, "
+                                                  "train top-1 95.34%, trained in 0m03s, note fine-tuned")
