@@ -548,10 +548,13 @@ def quantize_student(
         raise UserError(
             f"TF-MOT supports none of the layers of the teacher {teacher.name!r}")
     quantizable_name_set = frozenset(quantizable_names)
+    registry = _registry_for(scheme)
+    # Unannotated layers that compute nothing to quantize (a Reshape at the input) are not float ones.
     float_layer_names = tuple(
         layer.name for layer in teacher.layers
         if layer.name not in quantizable_name_set
-        and not isinstance(layer, tf_keras.layers.InputLayer))
+        and not isinstance(layer, tf_keras.layers.InputLayer)
+        and not _passes_values_through(layer, registry))
 
     def annotate(layer):
         layer_copy = layer.__class__.from_config(layer.get_config())
