@@ -205,3 +205,20 @@ def test_measure_latency(int8_bytes):
     assert "median" in result.format()
     with pytest.raises(ValueError, match="-1"):
         evaluate.measure_latency(int8_bytes, warmup=-1)
+
+
+def test_litert_start_up_line_is_kept_off_stderr(float_bytes, tmp_path):
+    # LiteRT says "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." once per process,
+    # so it is looked for in a fresh one.
+    import subprocess
+    import sys
+
+    model_path = tmp_path / "model.tflite"
+    model_path.write_bytes(float_bytes)
+    script = ("import zscgan_tf, sys\nfrom zscgan_tf import evaluate\n"
+              f"evaluate.TfliteClassifier(open({str(model_path)!r}, 'rb').read())\n"
+              "print('stderr still works', file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "XNNPACK" not in result.stderr
+    assert result.stderr.endswith("stderr still works\n")

@@ -23,6 +23,7 @@ import numpy as np
 import tf_keras
 from ai_edge_litert.interpreter import Interpreter
 
+from zscgan_tf import native_output
 from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import PIXEL_MAX, Preprocessing
 
@@ -76,9 +77,10 @@ class TfliteClassifier:
             raise ValueError(f"model_bytes must be bytes, got {type(model_bytes).__name__}")
         _check_positive_int("num_threads", num_threads)
         try:
-            self._interpreter = Interpreter(model_content=bytes(model_bytes),
-                                            num_threads=int(num_threads))
-            self._interpreter.allocate_tensors()
+            with native_output.native_stderr_discarded():  # LiteRT's "INFO: Created ... XNNPACK delegate".
+                self._interpreter = Interpreter(model_content=bytes(model_bytes),
+                                                num_threads=int(num_threads))
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise UserError(f"cannot load the TFLite model: {error}") from error
         inputs = self._interpreter.get_input_details()

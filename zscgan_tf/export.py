@@ -16,10 +16,7 @@ Example:
     print("\\n".join(edge_tpu.compatibility_report(report).format()))
 """
 
-import contextlib
-import os
 import re
-import sys
 import warnings
 from typing import Callable, Iterator, List, Optional
 
@@ -28,7 +25,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import quantize, tflite_model
+from zscgan_tf import native_output, quantize, tflite_model
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import write_bytes_atomic
 
@@ -210,30 +207,6 @@ def _converter_error(model_name: str, mode: str, error: Exception) -> TfliteConv
         "(the converter's full message is in the chained exception)")
 
 
-@contextlib.contextmanager
-def _native_stderr_discarded():
-    """Discards what is written to file descriptor 2 inside the block.
-
-    The converter's C++ writes "fully_quantize: 0, inference_type: 6, ..." after every
-    int8 conversion, and a dump of every op it cannot convert before it fails; what it
-    has to say reaches us in its exception (chained to ours) and in the model, which is
-    inspected. TensorFlow's Python log lines inside the block go the same way.
-    `sys.stderr` is flushed before and after, so nothing written outside the block is lost.
-    """
-    sys.stderr.flush()
-    saved_descriptor = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved_descriptor, 2)
-    finally:
-        os.close(saved_descriptor)
-
-
 def _describe_op(op: tflite_model.OperatorInfo, report: tflite_model.TfliteModelReport, model) -> str:
     """`ELU (#8)`, with the Keras layer the op computes where its output tensor's name says
     (the converter names tensors `<model>/<layer>/<op>`): `ELU (#8, layer 'activation_4')`.
@@ -341,7 +314,7 @@ def convert_to_tflite(
         # the converter lets a float-only op (SIN, RFFT2D) through between a
         # DEQUANTIZE and a QUANTIZE instead of failing.
 
-    with warnings.catch_warnings(), _native_stderr_discarded():
+    with warnings.catch_warnings(), native_output.native_stderr_discarded():
         warnings.filterwarnings("ignore", message=_IGNORED_CONVERTER_WARNING)
         try:
             model_bytes = converter.convert()
