@@ -522,3 +522,25 @@ def test_the_report_gives_the_teachers_training_metrics_in_words():
                "wall_seconds": 2.79, "note": "fine-tuned"}
     assert pipeline._teacher_metrics(metrics) == ("2 epochs, test top-1 92.78%, test top-1 in training mode 83.06%, "
                                                   "train top-1 95.34%, trained in 0m03s, note fine-tuned")
+
+
+def test_a_folder_of_some_of_the_teachers_classes_is_matched_to_them_by_name(tmp_path, capsys):
+    from PIL import Image
+
+    from conftest import tiny_teacher
+
+    for class_name in ("dog", "bird"):
+        os.makedirs(tmp_path / "photos" / class_name)
+        Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "photos" / class_name / "0.png")
+    teacher = dataclasses.replace(tiny_teacher(), description={"class_names": ["cat", "dog", "bird", "fish"]})
+    settings = config_lib.EvaluationConfig(dataset=str(tmp_path / "photos"))
+
+    dataset = quantization_stages.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+
+    np.testing.assert_array_equal(dataset.labels, [2, 1])  # bird, dog: the sorted folders, as the teacher numbers them.
+    assert dataset.num_classes == 4 and dataset.class_names == ("cat", "dog", "bird", "fish")
+    assert "photos holds 2 of the teacher's 4 classes, matched to them by name" in capsys.readouterr().out
+    os.makedirs(tmp_path / "photos" / "zebra")
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "photos" / "zebra" / "0.png")
+    with pytest.raises(UserError, match="has 3 classes but the teacher predicts 4"):
+        quantization_stages.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)

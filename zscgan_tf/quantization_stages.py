@@ -256,6 +256,22 @@ def _trained_on_resized(source: str, teacher: Teacher) -> bool:
             and tuple(description.get("input_shape", ())) == tuple(teacher.image_shape))
 
 
+def _matched_to_teacher_classes(dataset: data.LabeledImages, teacher: Teacher, source: str) -> data.LabeledImages:
+    """`dataset` relabelled by class name when its classes are some of the teacher's, in
+    another order or fewer (a folder holding only some classes); else `dataset` as it is,
+    its labels taken as the teacher's output indices."""
+    teacher_names = tuple(str(name) for name in teacher.description.get("class_names") or ())
+    if (len(teacher_names) != teacher.num_classes or not dataset.class_names
+            or dataset.class_names == teacher_names or not set(dataset.class_names) <= set(teacher_names)):
+        return dataset
+    index_of = {name: index for index, name in enumerate(teacher_names)}
+    teacher_labels = np.asarray([index_of[name] for name in dataset.class_names], np.int64)
+    _say(f"evaluation: {source} holds {dataset.num_classes} of the teacher's {teacher.num_classes} classes, "
+         "matched to them by name")
+    return data.LabeledImages(dataset.images, teacher_labels[dataset.labels], num_classes=teacher.num_classes,
+                              name=dataset.name, class_names=teacher_names)
+
+
 def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
                        progress: bool = False) -> Optional[data.LabeledImages]:
     """The held-out real data, shaped for the teacher, or None when there is none to use.
@@ -286,6 +302,7 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
         dataset = data.load_dataset(source, settings.split, data_dir=data_dir or None,
                                     manual_dir=settings.manual_dir or None, image_size=(height, width),
                                     progress=progress, **subset)
+    dataset = _matched_to_teacher_classes(dataset, teacher, source)
     if dataset.num_classes != teacher.num_classes:
         raise UserError(f"evaluation dataset {source!r} has {dataset.num_classes} classes but the teacher "
                         f"predicts {teacher.num_classes}")
