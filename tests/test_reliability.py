@@ -76,15 +76,18 @@ def test_killed_runs_resume_and_finish_with_valid_outputs(tmp_path, tiny_teacher
     work_dir = tmp_path / "run"
     flagfile = _flagfile(tmp_path, _tiny_arguments(tiny_teacher_file, work_dir, generator_steps=600,
                                                    distillation_steps=300, checkpoint_every=50))
+    printed = ""
     for stage in ("generator", "distillation"):  # SIGKILL once in each training stage.
         process = _start(flagfile)
         _wait_for(process, work_dir / stage / "checkpoints" / "checkpoint")
         process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
+        printed += process.communicate(timeout=PROCESS_TIMEOUT_SECONDS)[0]
         assert process.returncode == -signal.SIGKILL, f"the run finished before it was killed in {stage}"
     process = _start(flagfile)
-    _, stderr = process.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
+    stdout, stderr = process.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
     assert process.returncode == 0, stderr[-2000:]
+    # The second process resumed the generator, the third the distillation.
+    assert "generator: resuming at step " in printed and "distillation: resuming at step " in stdout
     report = json.loads((work_dir / "report.json").read_text())
     assert 0 < report["generator_training"]["resumed_from_step"] < 600
     assert report["generator_training"]["steps"] == 600
@@ -107,6 +110,31 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, tiny_teacher_file):
     stopped_at = int(last_line.split("generator step ")[1].split(";")[0])
     assert _checkpoint_steps(checkpoint_dir)[-1] == stopped_at
     assert "Traceback" not in stderr
+
+
+def _disk_full_errors():
+    import errno
+
+    import tensorflow as tf
+
+    return [OSError(errno.ENOSPC, "No space left on device", "/runs/x/state.json"),
+            tf.errors.ResourceExhaustedError(None, None, "{{function_node __wrapped__SaveV2}} /runs/x/ckpt-250_temp/"
+                                             "part-00000; No space left on device [Op:SaveV2]")]
+
+
+@pytest.mark.parametrize("error, path", zip(_disk_full_errors(),
+                                             ["/runs/x/state.json", "/runs/x/ckpt-250_temp/part-00000"]))
+def test_a_full_disk_is_one_line_and_exit_4(tmp_path, tiny_teacher_file, capsys, monkeypatch, error, path):
+    from zscgan_tf import pipeline
+
+    def disk_full(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(pipeline, "record_config", disk_full)
+    assert train.main(["train", *_tiny_arguments(tiny_teacher_file, tmp_path / "run")]) == cli.STORAGE_FULL_STATUS
+    assert capsys.readouterr().err.strip() == (
+        f"error: the disk is full (writing {path}); free some space and rerun the same command: what was written "
+        "before stays (a run resumes from its last checkpoint)")
 
 
 # -------------------------------------------------------------- damaged and half-written outputs

@@ -9,6 +9,7 @@ and read back here. Library modules never import it.
 """
 
 import os
+import re
 import sys
 import traceback
 from typing import Callable, Optional, Sequence
@@ -22,6 +23,10 @@ from zscgan_tf.training_loop import NonFiniteLossError, TrainingInterrupted
 
 USER_ERROR_STATUS = 2
 NUMERICAL_FAULT_STATUS = 3
+STORAGE_FULL_STATUS = 4
+# How a full disk or quota reads in the errors of Python, h5py and TensorFlow's file writers,
+# which raise OSError, OSError without an errno, or TensorFlow's own error classes.
+STORAGE_FULL_MESSAGES = ("No space left on device", "Disk quota exceeded")
 INTERRUPTED_STATUS = 130  # The shell's convention for SIGINT.
 FLAGFILE_PREFIX = "--flagfile="
 HELP_ARGUMENTS = ("--help", "-h", "-?", "--helpshort")  # The entry point's own flags.
@@ -71,7 +76,7 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
 
     Returns:
       0 on success or after help, `USER_ERROR_STATUS` for bad input, `NUMERICAL_FAULT_STATUS` for a
-      NaN/Inf loss, `INTERRUPTED_STATUS` for Ctrl-C.
+      NaN/Inf loss, `STORAGE_FULL_STATUS` for a full disk, `INTERRUPTED_STATUS` for Ctrl-C.
     """
     verbose = "--verbose" in argv
 
@@ -99,6 +104,21 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
         return report("stopped", interruption, INTERRUPTED_STATUS)
     except KeyboardInterrupt:
         return report("stopped", "interrupted; rerun the same command to resume", INTERRUPTED_STATUS)
+    except Exception as error:  # pylint: disable=broad-except  # Only a full disk is answered here.
+        if not any(message in str(error) for message in STORAGE_FULL_MESSAGES):
+            raise
+        return report("error", f"the disk is full{_file_being_written(error)}; free some space and rerun the same "
+                      "command: what was written before stays (a run resumes from its last checkpoint)",
+                      STORAGE_FULL_STATUS)
+
+
+def _file_being_written(error: Exception) -> str:
+    """" (writing <path>)" for an error that names the file it failed on, else ""."""
+    path = getattr(error, "filename", None)
+    if not path:  # TensorFlow's writers put it in the message: "... <path>; No space left on device".
+        found = re.search(r"(/\S+); (?:%s)" % "|".join(STORAGE_FULL_MESSAGES), str(error))
+        path = found.group(1) if found else None
+    return f" (writing {path})" if path else ""
 
 
 # The flags of `define_teacher_flags`, and those among them that say how pixels become inputs.

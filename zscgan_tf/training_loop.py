@@ -146,6 +146,9 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
         # Optimizer slots appear only after a step, so a finished run restores partially.
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched().expect_partial()
     start_step = int(step_counter.numpy())
+    if 0 < start_step < schedule.steps:
+        print(f"{name}: resuming at step {start_step} of {schedule.steps} from {manager.latest_checkpoint}",
+              flush=True)
     history_path = os.path.join(work_dir, HISTORY_FILE)
     history = [record for record in read_history(history_path) if record["step"] <= start_step]
     bar = ProgressBar(schedule.steps, name, start_step, schedule.samples_per_step) if progress else None
