@@ -137,6 +137,21 @@ def test_a_full_disk_is_one_line_and_exit_4(tmp_path, tiny_teacher_file, capsys,
         "before stays (a run resumes from its last checkpoint)")
 
 
+def test_a_work_directory_in_use_by_another_run_is_refused(tmp_path, tiny_teacher_file, capsys):
+    from zscgan_tf import files
+
+    work_dir = tmp_path / "run"
+    work_dir.mkdir()
+    with files.exclusive_use(str(work_dir)):  # As the first of two runs started on one directory holds it.
+        assert train.main(["train", *_tiny_arguments(tiny_teacher_file, work_dir)]) == cli.USER_ERROR_STATUS
+    assert capsys.readouterr().err.strip() == (
+        f"error: {str(work_dir)!r} is in use by another run (process {os.getpid()}); wait for it to finish, or pass "
+        "another directory")
+    assert not (work_dir / "config.json").exists()
+    # Released with the first run, however it ends: the second then runs.
+    assert train.main(["train", *_tiny_arguments(tiny_teacher_file, work_dir)]) == 0
+
+
 # -------------------------------------------------------------- damaged and half-written outputs
 
 

@@ -8,6 +8,7 @@ real-data QAT per scheme; latency, generator speed, and the spreads over calibra
 draws, distillation seeds and generator pools. `tools/benchmark.py` is its command line.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from zscgan_tf.benchmark_config import (CALIBRATION_SEED_OFFSET, DISTILLATION_SE
                                         NOISE_SEED_OFFSET, SPREAD_SEED_OFFSET, BenchmarkConfig, validate)
 from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, format_results, points, targets
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import read_json, unusable_directory_reason, write_json_atomic, write_text_atomic
+from zscgan_tf.files import exclusive_use, read_json, unusable_directory_reason, write_json_atomic, write_text_atomic
 from zscgan_tf.quantization_stages import INPUT_RANGE, LATENCY_THREADS
 
 ROWS_FILE = "rows.json"
@@ -448,10 +449,16 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
         write_json_atomic(os.path.join(benchmark.work_dir, RESULTS_JSON_FILE), results)
         write_text_atomic(os.path.join(benchmark.work_dir, RESULTS_MARKDOWN_FILE), format_results(results))
 
-    for source in benchmark.teachers:
-        started = time.monotonic()
-        bench = TeacherBenchmark(source, benchmark, progress=progress)
-        bench.run(lambda: publish(bench, started))
-        publish(bench, started)
+    with contextlib.ExitStack() as lock:
+        for index, source in enumerate(benchmark.teachers):
+            started = time.monotonic()
+            bench = TeacherBenchmark(source, benchmark, progress=progress)
+            if index == 0:
+                # Two invocations would share its cached rows. Taken once a teacher and its data have
+                # loaded, so a mistyped one leaves no directory behind.
+                os.makedirs(benchmark.work_dir, exist_ok=True)
+                lock.enter_context(exclusive_use(benchmark.work_dir, what="benchmark"))
+            bench.run(lambda: publish(bench, started))
+            publish(bench, started)
     _say(f"results in {os.path.join(benchmark.work_dir, RESULTS_MARKDOWN_FILE)}")
     return results

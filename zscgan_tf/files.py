@@ -1,8 +1,9 @@
-"""Atomic writes: an output is either whole or absent, never truncated.
+"""Atomic writes: an output is either whole or absent, never truncated; and one writer per directory.
 
 Each writer writes a temporary file in the destination's directory, flushes it to
 disk and renames it over the destination; a crash leaves at most a stray temporary
-file that no stage reads.
+file that no stage reads. `exclusive_use` keeps a second process from working in a
+directory (a run started twice) while the first does.
 """
 
 import contextlib
@@ -14,7 +15,10 @@ import tempfile
 import warnings
 from typing import Optional
 
+from zscgan_tf.errors import UserError
+
 TEMPORARY_PREFIX = ".tmp-"
+LOCK_FILE = ".lock"
 DIGEST_CHUNK_BYTES = 1 << 20
 # mkstemp creates files readable by their owner only; outputs get the usual umask instead.
 _DEFAULT_FILE_MODE = 0o666
@@ -131,3 +135,36 @@ def file_digest(path: str) -> Optional[str]:
         for chunk in iter(lambda: output_file.read(DIGEST_CHUNK_BYTES), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive_use(directory: str, what: str = "run"):
+    """Holds an advisory lock on `directory` (a `LOCK_FILE` in it) for the block.
+
+    The operating system releases the lock when the process ends, however it ends, so a
+    killed run leaves no stale lock. Where `fcntl` is missing (Windows) there is no lock.
+
+    Raises:
+      UserError: if another process holds it; the message gives that process's id.
+    """
+    try:
+        import fcntl  # pylint: disable=import-outside-toplevel  # POSIX only.
+    except ImportError:
+        yield
+        return
+    with open(os.path.join(directory, LOCK_FILE), "a+") as lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock_file.seek(0)
+            holder = lock_file.read().strip()
+            raise UserError(f"{directory!r} is in use by another {what}{f' ({holder})' if holder else ''}; wait "
+                            f"for it to finish, or pass another directory") from None
+        lock_file.seek(0)
+        lock_file.truncate()
+        lock_file.write(f"process {os.getpid()}")
+        lock_file.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)

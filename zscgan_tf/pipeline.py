@@ -27,8 +27,8 @@ from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
 from zscgan_tf import quantization_stages, quantize, teachers, training_loop, zero_shot
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import (file_digest, read_json, save_keras_model_atomic, unusable_directory_reason,
-                             write_json_atomic, write_text_atomic)
+from zscgan_tf.files import (exclusive_use, file_digest, read_json, save_keras_model_atomic,
+                             unusable_directory_reason, write_json_atomic, write_text_atomic)
 from zscgan_tf.progress import count_of, format_duration
 
 STATE_FILE = "state.json"
@@ -374,6 +374,12 @@ def run(run_config: config_lib.RunConfig, progress: bool = True) -> dict:
     quantization_stages.check_integer_export(run_config, teacher)  # Likewise for an op TFLite keeps float.
     # Created only now: a bad teacher or dataset leaves no empty work directory behind.
     prepare_work_dir(run_config)
+    # A run started twice on one directory would interleave its checkpoints and outputs.
+    with exclusive_use(run_config.work_dir):
+        return _run_stages(run_config, teacher, evaluation_data, progress)
+
+
+def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher, evaluation_data, progress: bool) -> dict:
     record_config(run_config)
     _say(f"teacher: {teacher.name}, input {teacher.image_shape}, {teacher.num_classes} classes")
     for warning in teacher.warnings:
@@ -400,4 +406,3 @@ def run(run_config: config_lib.RunConfig, progress: bool = True) -> dict:
          f"(worst class {100 * samples['worst_class_agreement']:.2f}%)" + (f"; top-1 {accuracy}" if accuracy else "")
          + f"; report in {os.path.join(run_config.work_dir, REPORT_MARKDOWN_FILE)}")
     return report
-
