@@ -117,6 +117,19 @@ def test_student_file_with_its_preprocessing_covers_every_pixel(run_dir, tmp_pat
     assert "- from uint8 pixels: int8 input = pixel - 128; all 256 pixel levels kept" in result.stdout
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_dir, tmp_path):
+    _, teacher_path = run_dir
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for output, message in ((tmp_path, f"--output {str(tmp_path)!r} is a directory; name the .tflite file to write"),
+                            (a_file / "x.tflite", f"cannot write --output {str(a_file / 'x.tflite')!r}: "
+                                                  f"{str(a_file)!r} is not a directory")):
+        result = _convert(f"--teacher={teacher_path}", "--data_source=distilled", f"--output={output}")
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines()[-1] == f"error: {message}"
+        assert "distilled" not in result.stdout  # Refused before the distilled inputs were made.
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--student=/nonexistent/student.h5"], "student '/nonexistent/student.h5' does not exist"),
     (["--teacher=TEACHER"], "is a float model: an int8 export needs calibration inputs: --generator, or "

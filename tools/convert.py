@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
-from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export  # noqa: E402
+from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export, files  # noqa: E402
 from zscgan_tf import quantization_stages, quantizer_ranges, teachers, tflite_model  # noqa: E402
 from zscgan_tf.errors import UserError, first_line  # noqa: E402
 from zscgan_tf.preprocessing import Preprocessing  # noqa: E402
@@ -200,9 +200,19 @@ def _check_generated_range(samples, input_range, preprocessing) -> None:
             "--teacher_preprocessing the generator was trained with")
 
 
+def _check_output(path: str) -> None:
+    """Refuses an --output that could not be written, before minutes of calibration are spent on it."""
+    if os.path.isdir(path):
+        raise UserError(f"--output {path!r} is a directory; name the .tflite file to write")
+    reason = files.unusable_directory_reason(os.path.dirname(os.path.abspath(path)))
+    if reason:
+        raise UserError(f"cannot write --output {path!r}: {reason}")
+
+
 def convert() -> None:
     if not FLAGS.output:
         raise UserError("--output is required")
+    _check_output(FLAGS.output)
     if FLAGS.calibration_samples < 1:
         raise UserError(f"--calibration_samples must be positive, got {FLAGS.calibration_samples}")
     if FLAGS.distilled_steps < 1:
@@ -219,6 +229,10 @@ def convert() -> None:
     try:
         model_bytes = export.convert_to_tflite(model, representative, mode=FLAGS.mode, io_dtype=FLAGS.io_dtype,
                                                per_channel=FLAGS.per_channel, output_path=FLAGS.output)
+    except OSError as error:
+        if error.filename is None or any(message in str(error) for message in cli.STORAGE_FULL_MESSAGES):
+            raise
+        raise UserError(f"cannot write --output {FLAGS.output!r}: {error.strerror}: {error.filename}") from error
     except export.NotFullyIntegerError as error:
         if representative is None:
             # The library's hint names its argument; say which flags give the dataset.
