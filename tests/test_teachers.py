@@ -111,6 +111,25 @@ def test_other_kinds_of_model_file_are_named_and_refused(tmp_path, kind, what):
         teachers.load_teacher(_source(path))
 
 
+@pytest.mark.parametrize("softmax", [False, True])
+def test_a_fully_convolutional_classifiers_1x1_output_is_read_as_a_class_vector(tmp_path, softmax):
+    tf_keras.utils.set_random_seed(0)
+    inputs = tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.ReLU()(tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(6, 3)(inputs)))
+    scores = tf_keras.layers.GlobalAveragePooling2D(keepdims=True)(tf_keras.layers.Conv2D(5, 1)(x))
+    outputs = tf_keras.layers.Softmax()(scores) if softmax else scores
+    path = str(tmp_path / "squeezenet_like.keras")
+    tf_keras.Model(inputs, outputs).save(path)
+
+    teacher = teachers.load_teacher(_source(path))
+
+    assert teacher.num_classes == 5 and teacher.model.output_shape == (None, 5)
+    images = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype("float32")
+    expected_logits = tf_keras.Model(inputs, scores)(images, training=False).numpy().reshape(3, 5)
+    np.testing.assert_allclose(teacher.model(images, training=False).numpy(), expected_logits, rtol=1e-5, atol=1e-6)
+    assert "the teacher's output has shape (1, 1, 5); it is read as 5 class scores" in teacher.warnings[0]
+
+
 def test_softmax_output_becomes_logits(tmp_path):
     model = build_tiny_classifier(softmax=True)
     path = str(tmp_path / "softmax.keras")

@@ -196,6 +196,7 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
     preprocessing = _resolve_preprocessing(source, default_mode, description)
     model, channel_note = _with_channel_axis(model)
     model, output_note = logits.logits_model(flattening.flat_inference_model(model))
+    model, vector_note = _with_class_vector_output(model)
     image_shape = _validate_input(model, source)
     rebuild_notes = _float32_notes(model, preprocessing)
     model = _float32_model(model, image_shape)
@@ -204,7 +205,7 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
         raise UserError(f"teacher {name!r} has no BatchNormalization layer; ZS-CGAN needs the BN statistics it stores")
     preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
     model.trainable = False
-    warnings = [note for note in (channel_note, output_note) if note] + rebuild_notes
+    warnings = [note for note in (channel_note, output_note, vector_note) if note] + rebuild_notes
     scaling_layer = pixel_scaling_layer(model)
     if preprocessing_assumed and scaling_layer and preprocessing.mode != "raw":
         warnings.append(
@@ -514,6 +515,25 @@ def _float32_model(model: tf_keras.Model, image_shape: Tuple[int, int, int]) -> 
         raise UserError(f"the teacher {model.name!r} could not be rebuilt on a float32 input of "
                         f"{image_shape[0]}x{image_shape[1]}: {first_line(error)}") from error
     return rebuilt
+
+
+def _with_class_vector_output(model: tf_keras.Model) -> Tuple[tf_keras.Model, Optional[str]]:
+    """`model`, and a note, with a (batch, 1, 1, classes) output reshaped to (batch, classes).
+
+    A fully convolutional classifier (a 1x1 convolution and pooling that keeps its
+    dimensions, as SqueezeNet ends) gives its class scores that way. The reshape is one
+    more layer at the end, after any softmax has been taken off (`logits.logits_model`).
+    """
+    if len(model.outputs) != 1 or not getattr(model, "_is_graph_network", False):
+        return model, None
+    shape = tuple(model.outputs[0].shape)
+    if len(shape) < 3 or any(size != 1 for size in shape[1:-1]) or shape[-1] is None or shape[-1] < 2:
+        return model, None
+    classes = int(shape[-1])
+    vector = tf_keras.layers.Reshape((classes,), name=f"{model.name}_class_vector")(model.outputs[0])
+    note = (f"the teacher's output has shape {shape[1:]}; it is read as {classes} class scores, and the TFLite "
+            f"models output (1, {classes})")
+    return tf_keras.Model(model.inputs, vector, name=model.name), note
 
 
 def _validate_output(model) -> int:
