@@ -130,6 +130,28 @@ def test_a_fully_convolutional_classifiers_1x1_output_is_read_as_a_class_vector(
     assert "the teacher's output has shape (1, 1, 5); it is read as 5 class scores" in teacher.warnings[0]
 
 
+@pytest.mark.parametrize("wrap, kind", [
+    (lambda model: tfmot.sparsity.keras.prune_low_magnitude(model), "pruning"),
+    (lambda model: tfmot.clustering.keras.cluster_weights(
+        model, number_of_clusters=4, cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.LINEAR),
+     "clustering"),
+])
+def test_a_model_saved_inside_tfmot_pruning_or_clustering_is_unwrapped(tmp_path, wrap, kind):
+    wrapped = wrap(build_tiny_classifier())
+    path = str(tmp_path / "wrapped.h5")
+    wrapped.save(path)
+
+    teacher = teachers.load_teacher(_source(path))
+
+    assert not any("Prune" in type(layer).__name__ or "Cluster" in type(layer).__name__
+                   for layer in teacher.model.layers)
+    unwrapped = tfmot.clustering.keras.strip_clustering(tfmot.sparsity.keras.strip_pruning(wrapped))
+    images = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(teacher.model(images, training=False), unwrapped(images, training=False), atol=1e-5)
+    assert f"saved with TF-MOT's {kind} wrappers" in teacher.warnings[0]
+    export.convert_to_tflite(teacher.model, mode="float")  # Each BN called once: the taps and the converter take it.
+
+
 def test_softmax_output_becomes_logits(tmp_path):
     model = build_tiny_classifier(softmax=True)
     path = str(tmp_path / "softmax.keras")

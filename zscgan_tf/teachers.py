@@ -23,6 +23,7 @@ from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_model_optimization as tfmot
 import tf_keras
 from tf_keras.src.saving import serialization_lib
 
@@ -47,6 +48,10 @@ DEFAULT_FILE_PREPROCESSING = "tf"
 PIXEL_SCALING_LAYERS = (tf_keras.layers.Rescaling, tf_keras.layers.Normalization)
 # Layer classes of TF-MOT's quantization-aware (and annotated) models, as their saved configs name them.
 TF_MOT_LAYER_CLASSES = frozenset({"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate"})
+# TF-MOT's pruning and clustering wrappers, which a model saved during that training keeps,
+# by class, with what unwraps them; the wrapped layers hold the pruned or clustered weights.
+TF_MOT_TRAINING_WRAPPERS = {"PruneLowMagnitude": "pruning", "ClusterWeights": "clustering",
+                            "ClusterWeightsMHA": "clustering"}
 
 
 class QuantizationAwareTeacherError(UserError):
@@ -166,6 +171,7 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
     custom_objects.register(source.custom_objects)
     description = {"source": source.model}
     preprocessing_assumed = False
+    load_notes = []
     if source.model in KERAS_APPLICATIONS:
         model = _build_keras_application(source)
         default_mode = KERAS_APPLICATIONS[source.model].preprocessing_mode
@@ -180,12 +186,21 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
             known = ", ".join(sorted(KERAS_APPLICATIONS))
             raise UserError(f"unknown teacher model {source.model!r}: not a Keras Applications name ({known}), "
                             f"not {BUILTIN_PREFIX}<name>, and no such file")
-        quantization_layers = saved_layer_classes(path) & TF_MOT_LAYER_CLASSES
+        saved_classes = saved_layer_classes(path)
+        quantization_layers = saved_classes & TF_MOT_LAYER_CLASSES
         if quantization_layers:
             raise QuantizationAwareTeacherError(
                 f"model file {path!r} is a TF-MOT quantization-aware model ({', '.join(sorted(quantization_layers))} "
                 "layers), not a float teacher")
         model = load_model_file(path, trust_model_code=source.trust_model_code)
+        wrappers = sorted(saved_classes & set(TF_MOT_TRAINING_WRAPPERS))
+        if wrappers:
+            kinds = sorted({TF_MOT_TRAINING_WRAPPERS[wrapper] for wrapper in wrappers})
+            kept = " and ".join({"pruning": "its zero weights", "clustering": "its weight clusters"}[kind]
+                                for kind in kinds)
+            load_notes.append(f"the teacher was saved with TF-MOT's {' and '.join(kinds)} wrappers "
+                              f"({', '.join(wrappers)}); they are stripped and the weights they hold used as they "
+                              f"are: the PTQ model keeps {kept}, the QAT student, which trains every weight, does not")
         sidecar = read_sidecar(path)
         description.update(sidecar)
         preprocessing_assumed = not source.preprocessing and "preprocessing" not in sidecar
@@ -205,7 +220,7 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
         raise UserError(f"teacher {name!r} has no BatchNormalization layer; ZS-CGAN needs the BN statistics it stores")
     preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
     model.trainable = False
-    warnings = [note for note in (channel_note, output_note, vector_note) if note] + rebuild_notes
+    warnings = load_notes + [note for note in (channel_note, output_note, vector_note) if note] + rebuild_notes
     scaling_layer = pixel_scaling_layer(model)
     if preprocessing_assumed and scaling_layer and preprocessing.mode != "raw":
         warnings.append(
@@ -336,11 +351,18 @@ def _mixed_precision_device_check_silenced():
 def _load_model_file(path: str, trust_model_code: bool) -> tf_keras.Model:
     if keras3_conversion.saved_by_keras3(path):
         return keras3_conversion.load_as_tf_keras(path, trust_model_code=trust_model_code)
+    wrappers = saved_layer_classes(path) & set(TF_MOT_TRAINING_WRAPPERS)
     try:
         # The scope covers HDF5 files too, whose loader has no safe_mode argument.
         with tf_keras.utils.custom_object_scope(_package_custom_objects()), \
-                serialization_lib.SafeModeScope(safe_mode=not trust_model_code):
+                serialization_lib.SafeModeScope(safe_mode=not trust_model_code), \
+                contextlib.ExitStack() as scopes:
+            if wrappers:
+                scopes.enter_context(tfmot.sparsity.keras.prune_scope())
+                scopes.enter_context(tfmot.clustering.keras.cluster_scope())
             model = tf_keras.models.load_model(path, compile=False)
+            if wrappers:
+                model = _without_tfmot_wrappers(model)
     except Exception as error:
         message = first_line(error)
         if "safe_mode" in message or "Lambda" in message:
@@ -351,6 +373,19 @@ def _load_model_file(path: str, trust_model_code: bool) -> tf_keras.Model:
     if not isinstance(model, tf_keras.Model):
         raise UserError(f"{path!r} is not a tf_keras model (loaded a {type(model).__name__})")
     return model
+
+
+def _without_tfmot_wrappers(model: tf_keras.Model) -> tf_keras.Model:
+    """`model` with its pruning and clustering wrappers replaced by the layers they wrap.
+
+    TF-MOT's strip functions reuse the unwrapped layers, which are then called in two
+    graphs (the BN taps need each layer called once); the stripped model is cloned again
+    into layers of its own, with its weights.
+    """
+    stripped = tfmot.clustering.keras.strip_clustering(tfmot.sparsity.keras.strip_pruning(model))
+    rebuilt = tf_keras.models.clone_model(stripped)
+    rebuilt.set_weights(stripped.get_weights())
+    return rebuilt
 
 
 def saved_layer_classes(path: str) -> FrozenSet[str]:
