@@ -33,6 +33,11 @@ LAYERS_MODULE = textwrap.dedent('''
 
     def half_relu(x):
         return 0.5 * tf.nn.relu(x)
+
+
+    def relu(x):
+        """A helper that shares a name with Keras' own activation."""
+        return tf.nn.relu6(x)
 ''')
 
 
@@ -65,7 +70,9 @@ def _gated_classifier(gate_class):
 def test_register_imports_a_file_and_registers_the_keras_objects_it_defines(layers_file):
     registered = custom_objects.register([layers_file])
 
-    assert sorted(registered) == ["ChannelGate", "half_relu"]  # Not tf or tf_keras, which it imports.
+    # Not tf or tf_keras, which it imports, nor `relu`, which would replace Keras' own.
+    assert sorted(registered) == ["ChannelGate", "half_relu"]
+    assert tf_keras.activations.get("relu")(np.array([8.0])).numpy()[0] == 8.0
     assert tf_keras.utils.get_custom_objects()["ChannelGate"] is registered["ChannelGate"]
     layer = tf_keras.layers.deserialize({"class_name": "ChannelGate", "config": {"name": "gate"}})
     assert type(layer).__name__ == "ChannelGate"

@@ -64,10 +64,15 @@ def _import(source: str) -> ModuleType:
 
 def keras_objects(module: ModuleType) -> Dict[str, object]:
     """The Keras classes (subclasses of `KERAS_BASE_CLASSES`) and functions `module` defines
-    itself (not those it imports), by name."""
+    itself (not those it imports), by name.
+
+    A name Keras has already (a helper `relu`, say) is left out: registered, it would
+    replace Keras' own wherever a saved model names it.
+    """
+    builtin = _builtin_names()
     found = {}
     for name, value in vars(module).items():
-        if name.startswith("_") or getattr(value, "__module__", None) != module.__name__:
+        if name.startswith("_") or getattr(value, "__module__", None) != module.__name__ or name in builtin:
             continue
         if inspect.isclass(value) and issubclass(value, KERAS_BASE_CLASSES):
             found[name] = value
@@ -94,15 +99,23 @@ def register(sources: Sequence[str]) -> Dict[str, object]:
     return registered
 
 
+def _builtin_names() -> frozenset:
+    """Every name tf_keras resolves by itself: its layers (from its deserialization table) and
+    the attributes of `KERAS_OBJECT_MODULES`."""
+    from tf_keras.src.layers import serialization  # pylint: disable=import-outside-toplevel
+
+    serialization.populate_deserializable_objects()
+    names = set(serialization.LOCAL.ALL_OBJECTS)
+    for module in KERAS_OBJECT_MODULES:
+        names.update(name for name in dir(module) if not name.startswith("_"))
+    return frozenset(names)
+
+
 def unknown_classes(class_names: Iterable[str]) -> List[str]:
     """Those of a saved config's class names that tf_keras cannot resolve: neither its own
     (layers, initializers, ...) nor registered."""
-    from tf_keras.src.layers import serialization  # Its table of every layer tf_keras deserializes itself.
-
-    serialization.populate_deserializable_objects()
-    known = {**serialization.LOCAL.ALL_OBJECTS, **tf_keras.utils.get_custom_objects()}
-    return sorted(name for name in class_names
-                  if name not in known and not any(hasattr(module, name) for module in KERAS_OBJECT_MODULES))
+    known = _builtin_names() | set(tf_keras.utils.get_custom_objects())
+    return sorted(name for name in class_names if name not in known)
 
 
 def explained(load_error_message: str, saved_class_names: Iterable[str] = ()) -> str:

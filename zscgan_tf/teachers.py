@@ -368,8 +368,10 @@ def _load_model_file(path: str, trust_model_code: bool) -> tf_keras.Model:
         if "safe_mode" in message or "Lambda" in message:
             raise UserError(f"model file {path!r} holds serialized Python code (e.g. a Lambda layer) and was not "
                             "loaded; pass --trust_model_code only if you trust its author") from error
+        # Classes tf_keras does not know, unless TF-MOT's scopes were lent to it (their classes are known then).
+        unknown_candidates = () if wrappers else saved_layer_classes(path)
         raise UserError(f"cannot load model {path!r}: "
-                        f"{custom_objects.explained(message, saved_layer_classes(path))}") from error
+                        f"{custom_objects.explained(message, unknown_candidates)}") from error
     if not isinstance(model, tf_keras.Model):
         raise UserError(f"{path!r} is not a tf_keras model (loaded a {type(model).__name__})")
     return model
