@@ -544,3 +544,27 @@ def test_a_folder_of_some_of_the_teachers_classes_is_matched_to_them_by_name(tmp
     Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "photos" / "zebra" / "0.png")
     with pytest.raises(UserError, match="has 3 classes but the teacher predicts 4"):
         quantization_stages.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+
+
+def test_fewer_calibration_samples_than_classes_come_from_classes_across_the_range(monkeypatch):
+    # ImageNet's 1000 classes and the default 500 samples: not the first 500 classes only.
+    from conftest import tiny_teacher
+    from zscgan_tf import generator as generator_lib, zero_shot
+    from zscgan_tf.preprocessing import Preprocessing
+
+    teacher = dataclasses.replace(tiny_teacher(), num_classes=50)
+    generator = generator_lib.build_generator(
+        generator_lib.GeneratorSpec(num_classes=50, image_shape=(8, 8, 1), noise_dim=4, base_channels=4),
+        Preprocessing("tf"))
+    asked = []
+    generate_for_labels = zero_shot.generate_for_labels
+    monkeypatch.setattr(zero_shot, "generate_for_labels",
+                        lambda generator, labels, *args: asked.append(labels) or generate_for_labels(generator, labels,
+                                                                                                   *args))
+
+    samples = quantization_stages.calibration_samples(generator, teacher, 20, seed=3)
+
+    assert samples.shape == (20, 8, 8, 1)
+    labels = asked[0]
+    assert len(set(labels.tolist())) == 20  # One sample each of 20 classes,
+    assert set(labels.tolist()) != set(range(20))  # drawn from all 50, not the first 20.

@@ -74,9 +74,16 @@ def _say(message: str):
 
 
 def calibration_samples(generator, teacher: Teacher, count: int, seed: int) -> np.ndarray:
-    """`count` class-balanced generator samples (classes interleaved), teacher-space float32."""
-    per_class = math.ceil(count / teacher.num_classes)
+    """`count` class-balanced generator samples (classes interleaved), teacher-space float32.
+
+    With fewer samples than classes (the default 500 for ImageNet's 1000), one sample each
+    of `count` classes drawn at random, rather than of the first `count` classes.
+    """
     noise_dim = int(generator.inputs[0].shape[-1])
+    if count < teacher.num_classes:
+        labels = np.sort(np.random.default_rng(seed).choice(teacher.num_classes, count, replace=False))
+        return zero_shot.generate_for_labels(generator, labels, noise_dim, seed)
+    per_class = math.ceil(count / teacher.num_classes)
     images, labels = zero_shot.generate(generator, teacher.num_classes, per_class, noise_dim, seed)
     # `generate` sorts samples by class; interleaving them keeps any prefix balanced too.
     index_within_class = np.tile(np.arange(per_class), teacher.num_classes)

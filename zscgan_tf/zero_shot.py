@@ -173,7 +173,12 @@ def generate(generator, num_classes: int, samples_per_class: int, noise_dim: int
       (images float32 (N, H, W, C) in teacher input space, labels int32 (N,)).
     """
     labels = np.repeat(np.arange(num_classes, dtype=np.int32), samples_per_class)
-    return _generate_in_batches(generator, labels, noise_dim, seed), labels
+    return generate_for_labels(generator, labels, noise_dim, seed), labels
+
+
+def generate_for_labels(generator, labels: np.ndarray, noise_dim: int, seed: int) -> np.ndarray:
+    """One sample of each of `labels` (int32 class indices), in their order, float32 in teacher input space."""
+    return _generate_in_batches(generator, np.asarray(labels, np.int32), noise_dim, seed)
 
 
 @dataclasses.dataclass(frozen=True)
