@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import zipfile
 
@@ -365,3 +366,16 @@ def test_saved_binary_classifier_loads_as_two_classes_with_a_warning(tmp_path):
     assert teacher.num_classes == 2 and tuple(teacher.model.output.shape) == (None, 2)
     assert len(teacher.warnings) == 1 and "binary classifier" in teacher.warnings[0]
     assert teachers.describe(teacher)["warnings"] == list(teacher.warnings)
+
+
+def test_imagenet_weights_that_cannot_be_downloaded_say_how_to_pass_them(monkeypatch):
+    def offline(**kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/.../mobilenet_v2_weights.h5: None -- "
+                        "[Errno -2] Name or service not known")
+
+    application = teachers.KERAS_APPLICATIONS["mobilenet_v2"]
+    monkeypatch.setitem(teachers.KERAS_APPLICATIONS, "mobilenet_v2", dataclasses.replace(application, builder=offline))
+    with pytest.raises(UserError, match=r"^cannot build mobilenet_v2 with imagenet weights: URL fetch failure .* "
+                                        r"\(without the network here: fetch that file where there is one, then pass "
+                                        r"--teacher_weights=<its path>\)$"):
+        teachers.load_teacher(_source("mobilenet_v2"))

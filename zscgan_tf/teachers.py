@@ -272,7 +272,10 @@ def _build_keras_application(source: TeacherSource) -> tf_keras.Model:
     except ValueError as error:
         raise UserError(f"cannot build {source.model}: {first_line(error)}") from error
     except Exception as error:  # Keras downloads weights: network failures surface here.
-        raise UserError(f"cannot build {source.model} with {weights} weights: {first_line(error)}") from error
+        message = first_line(error)
+        offline = (" (without the network here: fetch that file where there is one, then pass "
+                   "--teacher_weights=<its path>)" if "URL fetch failure" in message else "")
+        raise UserError(f"cannot build {source.model} with {weights} weights: {message}{offline}") from error
     if weights not in (None, "imagenet"):
         try:
             model.load_weights(weights)
