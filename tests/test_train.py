@@ -568,3 +568,17 @@ def test_fewer_calibration_samples_than_classes_come_from_classes_across_the_ran
     labels = asked[0]
     assert len(set(labels.tolist())) == 20  # One sample each of 20 classes,
     assert set(labels.tolist()) != set(range(20))  # drawn from all 50, not the first 20.
+
+
+def test_a_teachers_own_dataset_that_moved_says_where_the_name_came_from(tmp_path):
+    from conftest import tiny_teacher
+
+    teacher = dataclasses.replace(tiny_teacher(), description={"dataset": str(tmp_path / "moved_away")})
+    with pytest.raises(UserError, match=r"^dataset directory '.*moved_away' does not exist \(the teacher's training "
+                                        r"data, as its sidecar names it; pass --eval_dataset for other data, or "
+                                        r"--eval_dataset=none\)$"):
+        quantization_stages.evaluation_dataset(config_lib.RunConfig(), teacher)
+    # Named on the command line, the same directory is only said not to exist.
+    settings = config_lib.EvaluationConfig(dataset=str(tmp_path / "moved_away"))
+    with pytest.raises(UserError, match=r"^dataset directory '.*moved_away' does not exist$"):
+        quantization_stages.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)

@@ -279,6 +279,26 @@ def _matched_to_teacher_classes(dataset: data.LabeledImages, teacher: Teacher, s
                               name=dataset.name, class_names=teacher_names)
 
 
+def _load_evaluation_data(run_config: RunConfig, teacher: Teacher, source: str, data_dir: str,
+                          progress: bool) -> data.LabeledImages:
+    settings = run_config.evaluation
+    # A folder of photographs decodes only the subset it keeps; other sources are subset after.
+    subset = {"max_samples": settings.max_samples, "seed": run_config.seed}
+    try:
+        return data.load_dataset(source, settings.split, data_dir=data_dir or None,
+                                 manual_dir=settings.manual_dir or None, progress=progress, **subset)
+    except data.MixedImageSizesError as error:
+        height, width = teacher.image_shape[:2]
+        if not (settings.resize or _trained_on_resized(source, teacher)):
+            raise UserError(f"{error}; pass --eval_resize to crop and resize them to the teacher's "
+                            f"{height}x{width}") from None
+        _say(f"evaluation: {source} images differ in size; each is cropped to its central "
+             f"{data.CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
+        return data.load_dataset(source, settings.split, data_dir=data_dir or None,
+                                 manual_dir=settings.manual_dir or None, image_size=(height, width),
+                                 progress=progress, **subset)
+
+
 def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
                        progress: bool = False) -> Optional[data.LabeledImages]:
     """The held-out real data, shaped for the teacher, or None when there is none to use.
@@ -294,21 +314,13 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
     source, data_dir = teacher.real_data(settings.dataset, settings.data_dir)
     if not source or source == NO_EVALUATION:
         return None
-    # A folder of photographs decodes only the subset it keeps; other sources are subset below.
-    subset = {"max_samples": settings.max_samples, "seed": run_config.seed}
     try:
-        dataset = data.load_dataset(source, settings.split, data_dir=data_dir or None,
-                                    manual_dir=settings.manual_dir or None, progress=progress, **subset)
-    except data.MixedImageSizesError as error:
-        height, width = teacher.image_shape[:2]
-        if not (settings.resize or _trained_on_resized(source, teacher)):
-            raise UserError(f"{error}; pass --eval_resize to crop and resize them to the teacher's "
-                            f"{height}x{width}") from None
-        _say(f"evaluation: {source} images differ in size; each is cropped to its central "
-             f"{data.CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
-        dataset = data.load_dataset(source, settings.split, data_dir=data_dir or None,
-                                    manual_dir=settings.manual_dir or None, image_size=(height, width),
-                                    progress=progress, **subset)
+        dataset = _load_evaluation_data(run_config, teacher, source, data_dir, progress)
+    except UserError as error:
+        if settings.dataset:
+            raise
+        raise UserError(f"{error} (the teacher's training data, as its sidecar names it; pass --eval_dataset for "
+                        f"other data, or --eval_dataset={NO_EVALUATION})") from None
     dataset = _matched_to_teacher_classes(dataset, teacher, source)
     if dataset.num_classes != teacher.num_classes:
         raise UserError(f"evaluation dataset {source!r} has {dataset.num_classes} classes but the teacher "
