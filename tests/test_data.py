@@ -124,6 +124,20 @@ def test_image_folder_labels_follow_sorted_folder_names(tmp_path, random_pixels)
     np.testing.assert_array_equal(dataset.images[0, ..., 0], ant_1)
 
 
+def test_image_folder_ignores_what_macos_and_others_leave_beside_the_images(tmp_path, random_pixels):
+    _save_png(tmp_path / "cat" / "a.png", random_pixels(4, 4))
+    _save_png(tmp_path / "dog" / "b.png", random_pixels(4, 4))
+    (tmp_path / "cat" / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # Resource fork, not a PNG.
+    (tmp_path / "cat" / "notes.txt").write_text("taken in 2019")
+    (tmp_path / ".thumbnails").mkdir()
+    (tmp_path / "__MACOSX" / "cat").mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "cat" / "._a.png").write_bytes(b"\x00\x05\x16\x07")
+
+    dataset = data.load_image_folder(str(tmp_path))
+
+    assert dataset.class_names == ("cat", "dog") and len(dataset) == 2
+
+
 def test_image_folder_mixes_gray_and_color_as_rgb(tmp_path, random_pixels):
     color = random_pixels(4, 4, 3)
     _save_png(tmp_path / "a" / "gray.png", random_pixels(4, 4))

@@ -64,6 +64,8 @@ IDX_NAME_SEPARATORS = ("-", ".")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 GRAYSCALE_PIL_MODES = ("1", "L", "I", "I;16", "F")
+# Folders that are not classes: macOS adds this one, holding "._" resource files, to zip files it makes.
+NOT_CLASS_FOLDERS = ("__MACOSX",)
 
 # TFDS evaluation pipelines for photographs (ImageNet) keep the central 87.5% before resizing.
 CENTRAL_CROP_FRACTION = 0.875
@@ -463,7 +465,9 @@ def load_tfds(name: str, split: str, data_dir: Optional[str] = None, manual_dir:
 
 
 def _class_folder_names(path: str) -> list:
-    return sorted(entry.name for entry in os.scandir(path) if entry.is_dir() and not entry.name.startswith("."))
+    """Sub-folders but hidden ones and the `__MACOSX` folder macOS puts in the zip files it makes."""
+    return sorted(entry.name for entry in os.scandir(path)
+                  if entry.is_dir() and not entry.name.startswith(".") and entry.name not in NOT_CLASS_FOLDERS)
 
 
 def _image_file_names(folder: str) -> list:
