@@ -240,8 +240,9 @@ class _Rebuild:
             return self.layers[id(original)]
         layer_class = getattr(tf_keras.layers, type(original).__name__, None)
         if layer_class is None:
-            raise UserError(f"layer {original.name!r} is a {type(original).__name__}, which tf_keras does not have; "
-                            f"{OWN_LAYERS_HINT}")
+            own = not type(original).__module__.startswith("keras")  # A user's layer, not one Keras 3 added.
+            raise UserError(f"layer {original.name!r} is a {type(original).__name__}, which tf_keras does not have"
+                            + (f"; {OWN_LAYERS_HINT}" if own else ""))
         config = _tf_keras_config(original.get_config())
         config["name"] = flattening.claim_name(config["name"], prefix, self.taken_names)
         rebuilt = _from_config_dropping_unknown_settings(layer_class, config, original.name)
