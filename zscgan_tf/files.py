@@ -142,7 +142,8 @@ def exclusive_use(directory: str, what: str = "run"):
     """Holds an advisory lock on `directory` (a `LOCK_FILE` in it) for the block.
 
     The operating system releases the lock when the process ends, however it ends, so a
-    killed run leaves no stale lock. Where `fcntl` is missing (Windows) there is no lock.
+    killed run leaves no stale lock. Where `fcntl` is missing (Windows), or the file system
+    has no locks, there is none.
 
     Raises:
       UserError: if another process holds it; the message gives that process's id.
@@ -155,16 +156,21 @@ def exclusive_use(directory: str, what: str = "run"):
     with open(os.path.join(directory, LOCK_FILE), "a+") as lock_file:
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            locked = True
+        except BlockingIOError:
             lock_file.seek(0)
             holder = lock_file.read().strip()
             raise UserError(f"{directory!r} is in use by another {what}{f' ({holder})' if holder else ''}; wait "
                             f"for it to finish, or pass another directory") from None
-        lock_file.seek(0)
-        lock_file.truncate()
-        lock_file.write(f"process {os.getpid()}")
-        lock_file.flush()
+        except OSError:  # A file system without locks (ENOLCK on some NFS mounts): go on without one.
+            locked = False
+        if locked:
+            lock_file.seek(0)
+            lock_file.truncate()
+            lock_file.write(f"process {os.getpid()}")
+            lock_file.flush()
         try:
             yield
         finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
