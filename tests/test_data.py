@@ -157,6 +157,11 @@ def test_image_folder_split_subdirectory(tmp_path, random_pixels):
 def test_image_folder_errors(tmp_path, random_pixels):
     with pytest.raises(UserError, match="no class sub-folders"):
         data.load_image_folder(str(tmp_path))
+    _save_png(tmp_path / "cat" / "a.png", random_pixels(4, 4))
+    with pytest.raises(UserError, match="it holds images itself: pass the folder above it"):
+        data.load_image_folder(str(tmp_path / "cat"))  # One class's folder instead of the dataset's.
+    (tmp_path / "cat" / "a.png").unlink()
+    (tmp_path / "cat").rmdir()
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="has no images"):
         data.load_image_folder(str(tmp_path))
@@ -286,9 +291,14 @@ def test_tfds_unknown_dataset_is_a_one_line_user_error():
     assert "\n" not in str(raised.value)
 
 
-def test_unknown_source_is_a_user_error():
+def test_unknown_source_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="unknown dataset 'mnist_typo'"):
         data.load_dataset("mnist_typo", "train")
+    an_image = tmp_path / "photo.png"
+    an_image.write_bytes(b"")
+    with pytest.raises(UserError, match="photo.png' is a file; expected a directory of IDX files or of class "
+                                        "sub-folders of images"):
+        data.load_dataset(str(an_image), "test")
 
 
 @pytest.mark.skipif(not data.is_idx_directory(data.DEBIAN_FASHION_MNIST_DIR),

@@ -508,7 +508,9 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
         raise UserError(f"image size must be (height, width), got {image_size}")
     class_names = _class_folder_names(path)
     if not class_names:
-        raise UserError(f"{path} has no class sub-folders; expected {path}/<class name>/<images>")
+        hint = ("; it holds images itself: pass the folder above it, whose sub-folders are the classes"
+                if _image_file_names(path) else "")
+        raise UserError(f"{path} has no class sub-folders; expected {path}/<class name>/<images>{hint}")
     files, labels = [], []
     for label, class_name in enumerate(class_names):
         class_dir = os.path.join(path, class_name)
@@ -620,6 +622,9 @@ def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual
             return load_idx_directory(source, split)
         return load_image_folder(_image_split_folder(source, split), image_size=image_size, progress=progress,
                                  name=os.path.basename(os.path.normpath(source)), max_samples=max_samples, seed=seed)
+    if os.path.isfile(source):
+        raise UserError(f"dataset {source!r} is a file; expected a directory of IDX files or of class sub-folders of "
+                        "images")
     if os.sep in source:
         raise UserError(f"dataset directory {source!r} does not exist")
     raise UserError(f"unknown dataset {source!r}; expected digits, fashion_mnist, tfds:<name> or an existing directory")
