@@ -59,7 +59,7 @@ def _gated_classifier(gate_class):
     x = tf_keras.layers.Conv2D(6, 3, padding="same")(inputs)
     x = tf_keras.layers.BatchNormalization()(x)
     x = tf_keras.layers.ReLU()(x)
-    x = gate_class()(x)
+    x = gate_class(name="gate")(x)  # Named: an automatic name would depend on what ran before in the process.
     x = tf_keras.layers.Conv2D(6, 3, padding="same")(x)
     x = tf_keras.layers.BatchNormalization()(x)
     x = tf_keras.layers.ReLU()(x)
@@ -115,7 +115,7 @@ def test_a_teacher_with_its_own_layer_runs_through_the_pipeline_and_its_student_
                          "--eval_dataset=none", "--noprogress"])
 
     assert status == 0, capsys.readouterr().err
-    assert ("1 layer TF-MOT cannot quantize stays float (listed in report.md): 1 ChannelGate (channel_gate)"
+    assert ("1 layer TF-MOT cannot quantize stays float (listed in report.md): 1 ChannelGate (gate)"
             in capsys.readouterr().out)
     for name in ("ptq_int8.tflite", "qat_int8.tflite"):
         with open(work_dir / name, "rb") as model_file:
