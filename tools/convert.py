@@ -230,7 +230,7 @@ def convert() -> None:
         model_bytes = export.convert_to_tflite(model, representative, mode=FLAGS.mode, io_dtype=FLAGS.io_dtype,
                                                per_channel=FLAGS.per_channel, output_path=FLAGS.output)
     except OSError as error:
-        if error.filename is None or any(message in str(error) for message in cli.STORAGE_FULL_MESSAGES):
+        if error.filename is None or cli.is_storage_full(error):
             raise
         raise UserError(f"cannot write --output {FLAGS.output!r}: {error.strerror}: {error.filename}") from error
     except export.NotFullyIntegerError as error:

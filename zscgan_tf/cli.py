@@ -105,11 +105,16 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     except KeyboardInterrupt:
         return report("stopped", "interrupted; rerun the same command to resume", INTERRUPTED_STATUS)
     except Exception as error:  # pylint: disable=broad-except  # Only a full disk is answered here.
-        if not any(message in str(error) for message in STORAGE_FULL_MESSAGES):
+        if not is_storage_full(error):
             raise
         return report("error", f"the disk is full{_file_being_written(error)}; free some space and rerun the same "
                       "command: what was written before stays (a run resumes from its last checkpoint)",
                       STORAGE_FULL_STATUS)
+
+
+def is_storage_full(error: Exception) -> bool:
+    """Whether `error` is a write that failed for a full disk or quota (`STORAGE_FULL_MESSAGES`)."""
+    return any(message in str(error) for message in STORAGE_FULL_MESSAGES)
 
 
 def _file_being_written(error: Exception) -> str:

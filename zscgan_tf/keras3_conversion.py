@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import flattening
+from zscgan_tf import flattening, saved_config
 from zscgan_tf.errors import UserError, first_line
 
 # Where Keras 3's own operations (`keras.ops`, tensor slicing) live; a user's Operation subclass does not.
@@ -88,32 +88,13 @@ def saved_by_keras3(path: str) -> bool:
 def _own_layer_classes(path: str) -> List[str]:
     """The registered names of the layers in a Keras 3 file's config that are not Keras' own
     (their `module` is not Keras'); empty when the config cannot be read."""
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                config = json.loads(archive.read("config.json"))
-        else:
-            import h5py  # pylint: disable=import-outside-toplevel  # A tf_keras dependency.
-            with h5py.File(path, "r") as file:
-                config = json.loads(file.attrs["model_config"])
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return []
     own = set()
-
-    def visit(value):
-        if isinstance(value, dict):
-            class_name = str(value.get("class_name", ""))
-            module = str(value.get("module") or "")
-            # Keras' own classes, and its tensor and slice markers ("__keras_tensor__"), are not the model's own.
-            if "config" in value and class_name and not class_name.startswith("__") and not module.startswith("keras"):
-                own.add(value.get("registered_name") or class_name)
-            for item in value.values():
-                visit(item)
-        elif isinstance(value, list):
-            for item in value:
-                visit(item)
-
-    visit(config)
+    for entry in saved_config.class_entries(saved_config.read_configs(path)):
+        class_name = entry["class_name"]
+        # Keras' own classes, and its tensor and slice markers ("__keras_tensor__"), are not the model's own.
+        if ("config" in entry and class_name and not class_name.startswith("__")
+                and not str(entry.get("module") or "").startswith("keras")):
+            own.add(entry.get("registered_name") or class_name)
     return sorted(own)
 
 

@@ -281,8 +281,8 @@ def _has_supported_activation(layer, scheme: QuantizationScheme) -> bool:
     return True
 
 
-def _quantizable_layer_names(teacher, scheme: QuantizationScheme) -> List[str]:
-    registry = _registry_for(scheme)
+def _quantizable_layer_names(teacher, registry) -> List[str]:
+    """The names of the teacher's layers to annotate, given the scheme's `_registry_for` registry."""
     names = []
     for layer in teacher.layers:  # topological order: inputs are decided first
         if _is_quantizable(layer, registry, names):
@@ -543,12 +543,12 @@ def quantize_student(
     if calibration_inputs is not None:
         calibration_inputs = quantizer_ranges.validated_inputs(teacher, calibration_inputs)
 
-    quantizable_names = _quantizable_layer_names(teacher, scheme)
+    registry = _registry_for(scheme)
+    quantizable_names = _quantizable_layer_names(teacher, registry)
     if not quantizable_names:
         raise UserError(
             f"TF-MOT supports none of the layers of the teacher {teacher.name!r}")
     quantizable_name_set = frozenset(quantizable_names)
-    registry = _registry_for(scheme)
     # Unannotated layers that compute nothing to quantize (a Reshape at the input) are not float ones.
     float_layer_names = tuple(
         layer.name for layer in teacher.layers

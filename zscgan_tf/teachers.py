@@ -18,8 +18,7 @@ import dataclasses
 import json
 import logging
 import os
-import zipfile
-from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -27,7 +26,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras
 from tf_keras.src.saving import serialization_lib
 
-from zscgan_tf import bn_stats, custom_objects, flattening, keras3_conversion, logits
+from zscgan_tf import bn_stats, custom_objects, flattening, keras3_conversion, logits, saved_config
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.progress import count_of
@@ -354,7 +353,8 @@ def _mixed_precision_device_check_silenced():
 def _load_model_file(path: str, trust_model_code: bool) -> tf_keras.Model:
     if keras3_conversion.saved_by_keras3(path):
         return keras3_conversion.load_as_tf_keras(path, trust_model_code=trust_model_code)
-    wrappers = saved_layer_classes(path) & set(TF_MOT_TRAINING_WRAPPERS)
+    saved_classes = saved_layer_classes(path)
+    wrappers = saved_classes & set(TF_MOT_TRAINING_WRAPPERS)
     try:
         # The scope covers HDF5 files too, whose loader has no safe_mode argument.
         with tf_keras.utils.custom_object_scope(_package_custom_objects()), \
@@ -372,7 +372,7 @@ def _load_model_file(path: str, trust_model_code: bool) -> tf_keras.Model:
             raise UserError(f"model file {path!r} holds serialized Python code (e.g. a Lambda layer) and was not "
                             "loaded; pass --trust_model_code only if you trust its author") from error
         # Classes tf_keras does not know, unless TF-MOT's scopes were lent to it (their classes are known then).
-        unknown_candidates = () if wrappers else saved_layer_classes(path)
+        unknown_candidates = () if wrappers else saved_classes
         raise UserError(f"cannot load model {path!r}: "
                         f"{custom_objects.explained(message, unknown_candidates)}") from error
     if not isinstance(model, tf_keras.Model):
@@ -394,41 +394,9 @@ def _without_tfmot_wrappers(model: tf_keras.Model) -> tf_keras.Model:
 
 
 def saved_layer_classes(path: str) -> FrozenSet[str]:
-    """The class names in a saved model's config, read without loading the model.
-
-    A `.keras` file keeps its config in `config.json`, an `.h5` file in its `model_config`
-    attribute and a SavedModel directory in `keras_metadata.pb`. Empty when there is no
-    readable config: loading the file is what reports that.
-    """
-    try:
-        if os.path.isdir(path):
-            from tf_keras.protobuf import saved_metadata_pb2
-            metadata = saved_metadata_pb2.SavedMetadata()
-            with open(os.path.join(path, "keras_metadata.pb"), "rb") as metadata_file:
-                metadata.ParseFromString(metadata_file.read())
-            configs = [json.loads(node.metadata) for node in metadata.nodes]
-        elif zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                configs = [json.loads(archive.read("config.json"))]
-        else:
-            import h5py  # A dependency of tf_keras.
-            with h5py.File(path, "r") as h5_file:
-                saved_config = h5_file.attrs.get("model_config")
-            configs = [json.loads(saved_config)] if saved_config is not None else []
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):  # A DecodeError is a ValueError.
-        return frozenset()
-    return frozenset(_class_names(configs))
-
-
-def _class_names(config) -> Iterator[str]:
-    if isinstance(config, dict):
-        if isinstance(config.get("class_name"), str):
-            yield config["class_name"]
-        for value in config.values():
-            yield from _class_names(value)
-    elif isinstance(config, list):
-        for value in config:
-            yield from _class_names(value)
+    """The class names in a saved model's config, read without loading the model
+    (`saved_config`); empty when there is no readable config."""
+    return frozenset(entry["class_name"] for entry in saved_config.class_entries(saved_config.read_configs(path)))
 
 
 def _package_custom_objects() -> dict:
