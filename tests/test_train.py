@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import export, pipeline, quantization_stages, train
+from zscgan_tf import export, pipeline, quantization_stages, tflite_model, train
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest
 
@@ -80,6 +80,28 @@ def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, tiny_teach
     assert report["quantization"]["summary"]["resumed_from_step"] == 0  # The student is redone on the new generator.
 
 
+def test_fewer_steps_than_trained_are_refused_and_nothing_is_discarded(tmp_path, tiny_teacher_file, capsys):
+    work_dir = tmp_path / "run"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    kept = {name: file_digest(str(work_dir / name)) for name in ("state.json", "generator.keras", "student.h5")}
+    capsys.readouterr()
+    # Before, the loop resumed past its target and did nothing; the report gave 2 steps for 4, and
+    # fewer generator steps retrained the student on the unchanged generator.
+    for extra, message in ((["--generator_steps=2"], "'s generator has trained 4 steps, more than --generator_steps=2"),
+                           (["--distillation_steps=2"],
+                            "'s QAT student has trained 3 steps, more than --distillation_steps=2")):
+        flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=extra)
+        assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+        error = capsys.readouterr().err
+        assert message in error and "ask for" in error and len(error.strip().splitlines()) == 1
+        assert kept == {name: file_digest(str(work_dir / name)) for name in kept}
+    # More generator steps retrain the student anyway, so its own count may then be lower.
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, steps=6, extra=["--distillation_steps=2"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    report = json.loads((work_dir / "report.json").read_text())
+    assert report["quantization"]["summary"]["steps"] == 2 and report["quantization"]["summary"]["resumed_from_step"] == 0
+
+
 def test_w4a4_run_trains_a_student_with_fitted_held_ranges_and_says_so(tmp_path, tiny_teacher_file, capsys):
     from zscgan_tf import quantization_stages
     work_dir = tmp_path / "run"
@@ -117,6 +139,142 @@ def test_work_dir_of_a_different_run_is_refused(tmp_path, tiny_teacher_file, cap
     assert train.main(["train", f"--flagfile={flagfile}"]) == 2
     error = capsys.readouterr().err
     assert "different config (loss.bn_distance)" in error and len(error.strip().splitlines()) == 1
+
+
+def test_a_finished_run_is_evaluated_on_other_data_and_exported_as_uint8_without_retraining(
+        tmp_path, tiny_teacher_file, capsys):
+    from PIL import Image
+
+    work_dir = tmp_path / "run"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    trained = {name: file_digest(str(work_dir / name)) for name in ("generator.keras", "student.h5")}
+    for label, class_name in enumerate("abcd"):  # The teacher's own class names, 3 images each.
+        os.makedirs(tmp_path / "photos" / "val" / class_name)
+        for index in range(3):
+            Image.fromarray(np.full((8, 8), 60 * label + index, np.uint8)).save(
+                tmp_path / "photos" / "val" / class_name / f"{index}.png")
+    capsys.readouterr()
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=[
+        f"--eval_dataset={tmp_path / 'photos'}", "--eval_split=val", "--eval_max_samples=8", "--io_dtype=uint8",
+        "--eval_samples_per_class=2", "--grid_samples_per_class=2"])
+
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+
+    out = capsys.readouterr().out
+    assert "generator: already trained" in out and "distillation: already done" in out
+    assert "evaluation: 8 images of photos (val)" in out
+    assert trained == {name: file_digest(str(work_dir / name)) for name in trained}
+    report = json.loads((work_dir / "report.json").read_text())
+    assert report["quantization"]["images"] == 8 and report["quantization"]["split"] == "val"
+    assert report["generated_samples"]["samples_per_class"] == 2
+    for name in ("ptq_int8.tflite", "qat_int8.tflite"):  # Converted again with uint8 input and output.
+        model = tflite_model.inspect_tflite((work_dir / name).read_bytes())
+        assert [tensor.dtype for tensor in model.inputs + model.outputs] == ["uint8", "uint8"], name
+    assert json.loads((work_dir / "config.json").read_text())["evaluation"]["split"] == "val"
+
+
+def test_another_student_trains_from_a_finished_runs_generator_without_training_one(tmp_path, tiny_teacher_file,
+                                                                                     capsys):
+    first = tmp_path / "w8a8"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, first)}"]) == 0
+    def digests(directory):  # Of every file but the lock, which names the last process that held it.
+        return {path: file_digest(str(path)) for path in directory.rglob("*") if path.is_file() and path.name != ".lock"}
+
+    first_files = digests(first)
+    capsys.readouterr()
+    # In the same directory another scheme is refused, with the way to keep the generator.
+    other_scheme = _flagfile(tmp_path, tiny_teacher_file, first, extra=["--quantization=w4a8"])
+    assert train.main(["train", f"--flagfile={other_scheme}"]) == 2
+    assert f"pass another --work_dir and --generator_from={first}" in capsys.readouterr().err
+    second = tmp_path / "w4a8"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, second, extra=["--quantization=w4a8"])
+
+    assert train.main(["train", f"--flagfile={flagfile}", f"--generator_from={first}"]) == 0
+
+    out = capsys.readouterr().out
+    assert f"generator: taking the generator of {first} (4 steps)" in out
+    assert "generator: already trained (4 steps)" in out and "distillation: 3 steps" in out
+    assert file_digest(str(second / "generator.keras")) == file_digest(str(first / "generator.keras"))
+    assert sorted(os.listdir(second / "generator" / "checkpoints")) == sorted(
+        os.listdir(first / "generator" / "checkpoints"))
+    assert any((second / "logs" / "generator").iterdir())
+    report = json.loads((second / "report.json").read_text())
+    assert report["generator_from"] == str(first) and report["generator_training"]["steps"] == 4
+    assert report["quantization"]["scheme"] == "w4a8"
+    assert f"Taken from the run in {first} (`--generator_from`)" in (second / "report.md").read_text()
+    assert first_files == digests(first)
+    # The same command again finds everything done; so does it without the flag.
+    for extra in ([f"--generator_from={first}"], []):
+        assert train.main(["train", f"--flagfile={flagfile}", *extra]) == 0
+        out = capsys.readouterr().out
+        assert "taking" not in out and "distillation: already done" in out
+    # More generator steps train the taken generator on, here.
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, tmp_path / 'longer', steps=6)}",
+                       f"--generator_from={first}"]) == 0
+    assert json.loads((tmp_path / "longer" / "report.json").read_text())["generator_training"]["resumed_from_step"] == 4
+
+
+def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_path, tiny_teacher_file, capsys):
+    import shutil
+    first = tmp_path / "first"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, first)}"]) == 0
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(first, unfinished)
+    os.remove(unfinished / "generator.keras")
+    trained_on = tmp_path / "trained_on"  # Its checkpoints went past the finished generator (6 steps, stopped).
+    shutil.copytree(first, trained_on)
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, trained_on, steps=6)}",
+                       "--distillation_steps=0"]) == 0
+    state = json.loads((trained_on / "state.json").read_text())
+    state["generator"] = json.loads((first / "state.json").read_text())["generator"]
+    (trained_on / "state.json").write_text(json.dumps(state))
+    shutil.copy(first / "generator.keras", trained_on / "generator.keras")
+    own = tmp_path / "own"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, own)}"]) == 0
+    capsys.readouterr()
+    cases = [
+        (first, [], "is this run's own --work_dir"),
+        (tmp_path / "missing", [], "no such directory"),
+        (tmp_path, [], "not a run directory (it has no config.json)"),
+        (unfinished, [], "that run's generator has not finished training; run it to the end first"),
+        (trained_on, [], "has trained on from its finished 4 steps (to step 6); finish that run first"),
+        (first, ["--bn_distance=mse", "--seed=3"], "trained with other settings (loss.bn_distance, seed)"),
+        (first, ["--generator_steps=2"], "has trained 4 steps, more than --generator_steps=2; ask for 4 or more"),
+    ]
+    for source, extra, message in cases:
+        work_dir = first if "own --work_dir" in message else tmp_path / "new"
+        flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=extra)
+        assert train.main(["train", f"--flagfile={flagfile}", f"--generator_from={source}"]) == 2, message
+        error = capsys.readouterr().err
+        assert message in error and len(error.strip().splitlines()) == 1, error
+        assert not (tmp_path / "new").exists()  # Refused before anything was written.
+    # A work directory that trained a generator of its own keeps it.
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, own)}",
+                       f"--generator_from={first}"]) == 2
+    assert "already has a generator (generator.keras, generator)" in capsys.readouterr().err
+
+
+def test_a_generator_copy_cut_short_by_a_full_disk_is_made_again(tmp_path, tiny_teacher_file, monkeypatch, capsys):
+    import errno
+    first = tmp_path / "first"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, first)}"]) == 0
+    second = tmp_path / "second"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, second)
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "write_bytes_atomic", disk_full)
+        assert train.main(["train", f"--flagfile={flagfile}", f"--generator_from={first}"]) == 4
+    assert "the disk is full" in capsys.readouterr().err
+    assert not (second / "generator.keras").exists()
+
+    assert train.main(["train", f"--flagfile={flagfile}", f"--generator_from={first}"]) == 0
+
+    assert "generator: taking the generator of" in capsys.readouterr().out
+    assert file_digest(str(second / "generator.keras")) == file_digest(str(first / "generator.keras"))
+    assert not [name for name in os.listdir(second) if name.startswith(".tmp-")]
 
 
 def test_a_run_directory_copied_elsewhere_resumes_there(tmp_path, tiny_teacher_file, capsys):

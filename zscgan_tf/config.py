@@ -20,13 +20,6 @@ from zscgan_tf.teachers import TeacherSource
 CONFIG_FILE = "config.json"
 IO_DTYPES = ("int8", "uint8")
 MAX_GENERATOR_POOL_SIZE = 8
-# Settings that may change between runs in one work directory: more steps continue
-# training, how often things are logged does not change results, and a run directory
-# moved or copied elsewhere resumes there (nothing in it records its path but config.json).
-RESUMABLE_CHANGES = ("work_dir", "generator_training.steps", "generator_training.checkpoint_every",
-                     "generator_training.log_every", "generator_training.image_every", "distillation.steps",
-                     "distillation.checkpoint_every", "distillation.log_every", "evaluation.latency_runs",
-                     "evaluation.resize")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +189,18 @@ class EvaluationConfig:
     max_samples: int = 0
     latency_runs: int = 200
     resize: bool = False
+
+
+# Settings that may change between runs in one work directory: more steps continue
+# training, how often things are logged does not change results, a run directory moved
+# or copied elsewhere resumes there (nothing in it records its path but config.json),
+# another input/output type converts the exported models again (their state records it),
+# and every evaluation setting changes only what the last stage measures, which every
+# run measures again: a finished run can be evaluated on other data without retraining.
+RESUMABLE_CHANGES = ("work_dir", "generator_training.steps", "generator_training.checkpoint_every",
+                     "generator_training.log_every", "generator_training.image_every", "distillation.steps",
+                     "distillation.checkpoint_every", "distillation.log_every", "quantization.io_dtype",
+                     *(f"evaluation.{field.name}" for field in dataclasses.fields(EvaluationConfig)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -396,6 +401,39 @@ def inert_settings(config: Dict[str, Any]) -> Set[str]:
     return {"quantization.low_bit_ranges", "quantization.keep_first_and_last_at_8_bits"} if eight_bit else set()
 
 
+# The sections a trained generator depends on (how long it trained aside): a run may
+# start from another run's generator (`--generator_from`) when these are the same.
+GENERATOR_SECTIONS = ("seed", "teacher", "generator", "loss", "generator_training")
+
+
+def generator_differences(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
+    """Dotted names of the differing settings that change what a generator trains to."""
+    return [key for key in differences(saved, current)
+            if key.split(".")[0] in GENERATOR_SECTIONS and key not in RESUMABLE_CHANGES]
+
+
+def current_dict(config: RunConfig) -> Dict[str, Any]:
+    """`config` as the JSON dict a work directory saves."""
+    return json.loads(json.dumps(config.to_dict()))
+
+
+def read_saved(path: str) -> Dict[str, Any]:
+    """A saved config, with settings added since it was saved at the values it ran with.
+
+    Raises:
+      UserError: if it cannot be read.
+    """
+    try:
+        with open(path) as saved_file:
+            saved = json.load(saved_file)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {path}: {error}; remove it or choose another --work_dir") from error
+    try:
+        return json.loads(json.dumps(RunConfig.from_dict(saved).to_dict()))
+    except (UserError, TypeError):
+        return saved  # Compared as saved: whatever differs is named.
+
+
 def save_or_check(config: RunConfig, write_json) -> None:
     """Saves the config into the work directory, or checks it matches the one there.
 
@@ -407,21 +445,18 @@ def save_or_check(config: RunConfig, write_json) -> None:
       UserError: if the work directory holds a run with a different config.
     """
     path = os.path.join(config.work_dir, CONFIG_FILE)
-    current = json.loads(json.dumps(config.to_dict()))
+    current = current_dict(config)
     if os.path.exists(path):
-        try:
-            with open(path) as saved_file:
-                saved = json.load(saved_file)
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot read {path}: {error}; remove it or choose another --work_dir") from error
-        try:  # Settings added since that run was saved take their defaults, as they did then.
-            saved = json.loads(json.dumps(RunConfig.from_dict(saved).to_dict()))
-        except (UserError, TypeError):
-            pass  # Compared as saved: whatever differs is named.
+        saved = read_saved(path)
         unchanging = set(RESUMABLE_CHANGES) | (inert_settings(saved) & inert_settings(current))
         changed = [key for key in differences(saved, current) if key not in unchanging]
         if changed:
             shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+            if not generator_differences(saved, current):  # Training another student needs no new generator.
+                raise UserError(f"{config.work_dir} holds a run with a different config ({shown}), which its "
+                                "generator does not depend on: to train with it from that generator, pass another "
+                                f"--work_dir and --generator_from={config.work_dir}; or delete that directory to "
+                                "start fresh")
             raise UserError(f"{config.work_dir} holds a run with a different config ({shown}); choose another "
                             "--work_dir, or delete that directory to start fresh")
     write_json(path, current)

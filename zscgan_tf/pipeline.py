@@ -4,7 +4,8 @@ The work directory of a run holds:
 
 - `config.json`: the resolved config; a rerun with a different one is refused.
 - `state.json`: which stages finished, with what they measured and the SHA-256 of what
-  they wrote (an output that no longer matches is redone).
+  they wrote (an output that no longer matches is redone), and the run whose generator
+  this one took (`--generator_from`, `take_generator`), if any.
 - `generator/checkpoints/`, `generator/history.json`: generator training state; with a
   pool of generators (`generator.pool_size` > 1) the others' in `generator_2/`, ...
 - `generator.keras`: the trained generator (or the pool), a saved tf_keras model.
@@ -16,9 +17,11 @@ The work directory of a run holds:
 - `report.json`, `report.md`: what the run measured.
 """
 
+import dataclasses
 import os
 import shutil
 import sys
+from typing import Optional
 
 import tensorflow as tf
 import tf_keras
@@ -27,8 +30,8 @@ from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
 from zscgan_tf import quantization_stages, quantize, teachers, training_loop, zero_shot
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import (exclusive_use, file_digest, read_json, save_keras_model_atomic,
-                             unusable_directory_reason, write_json_atomic, write_text_atomic)
+from zscgan_tf.files import (TEMPORARY_PREFIX, exclusive_use, file_digest, read_json, save_keras_model_atomic,
+                             unusable_directory_reason, write_bytes_atomic, write_json_atomic, write_text_atomic)
 from zscgan_tf.progress import count_of, format_duration
 
 STATE_FILE = "state.json"
@@ -43,6 +46,8 @@ EVALUATION_SEED_OFFSET = 1
 GRID_SEED_OFFSET = 2
 POOL_MEMBER_SEED_STRIDE = 1000  # Pool member k (from 0) trains with seed + 1000 k.
 STAGE_OUTPUTS = (STATE_FILE, "generator", "distillation")
+# The state.json key naming the run a work directory took its generator from.
+GENERATOR_FROM_KEY = "generator_from"
 
 
 def _say(message: str):
@@ -138,10 +143,132 @@ def _discard_downstream_of_generator(work_dir: str, state: dict):
     write_state(work_dir, state)
 
 
-def _generator_checkpoint_step(member_dir: str):
-    """The step of a generator's latest checkpoint, or None: training from it to that step changes nothing."""
-    latest = tf.train.latest_checkpoint(os.path.join(member_dir, training_loop.CHECKPOINT_DIR))
-    return int(latest.rsplit("-", 1)[-1]) if latest else None
+def check_not_shortened(run_config: config_lib.RunConfig):
+    """Refuses step counts below those a work directory's generators or student have trained.
+
+    Training cannot be undone: resumed at a later step than asked, the loop would do
+    nothing and the run would report the fewer steps for what trained more (and, for the
+    generator, retrain the student on the unchanged generator).
+
+    Raises:
+      UserError: naming the stage, the steps trained and the flag.
+    """
+    generator_steps = run_config.generator_training.steps
+    trained = [(os.path.basename(member_dir), training_loop.latest_step(member_dir), "generator_steps", generator_steps)
+               for member_dir in pool_member_dirs(run_config)]
+    # Without QAT an earlier student is not used at all, and a generator that trains further discards it.
+    if run_config.distillation.steps and all(step == generator_steps for _, step, _, _ in trained):
+        student_dir = os.path.join(run_config.work_dir, quantization_stages.DISTILLATION_DIR)
+        trained.append(("QAT student", training_loop.latest_step(student_dir), "distillation_steps",
+                        run_config.distillation.steps))
+    for what, step, flag, asked in trained:
+        if step is not None and step > asked:
+            raise UserError(f"{run_config.work_dir}'s {what} has trained {step} steps, more than --{flag}={asked}; "
+                            f"training cannot be undone: ask for {step} or more, or use another --work_dir")
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorSource:
+    """Another run's finished generator, which this run starts from (`--generator_from`).
+
+    Attributes:
+      work_dir: that run's work directory, absolute.
+      finished: its `state.json` entry for the generator stage (steps, summary, SHA-256).
+    """
+
+    work_dir: str
+    finished: dict
+
+
+def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> GeneratorSource:
+    """Checks that `source_dir` is a run whose finished generator this run can start from:
+    one trained with this run's generator settings and not longer than this run asks.
+
+    Raises:
+      UserError: saying why not.
+    """
+    source_dir = os.path.abspath(source_dir)
+    flag = f"--generator_from={source_dir}"
+    if source_dir == os.path.abspath(run_config.work_dir):
+        raise UserError(f"{flag} is this run's own --work_dir; it names another run to take the generator from")
+    taken = read_state(run_config.work_dir)
+    if taken.get(GENERATOR_FROM_KEY) == source_dir and "generator" in taken:  # By an earlier run of this command.
+        return GeneratorSource(source_dir, taken["generator"])
+    config_path = os.path.join(source_dir, config_lib.CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        raise UserError(f"{flag}: " + ("no such directory" if not os.path.isdir(source_dir) else
+                                       f"not a run directory (it has no {config_lib.CONFIG_FILE})"))
+    finished = read_state(source_dir).get("generator", {})
+    if not finished or finished.get("sha256") != file_digest(os.path.join(source_dir, GENERATOR_MODEL_FILE)):
+        raise UserError(f"{flag}: that run's generator has not finished training; run it to the end first")
+    changed = config_lib.generator_differences(config_lib.read_saved(config_path), config_lib.current_dict(run_config))
+    if changed:
+        shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+        raise UserError(f"{flag}: that run's generator was trained with other settings ({shown}); a run takes "
+                        "another's generator only with the same teacher, generator, loss and generator training")
+    # Checkpoints at another step: training on since (or now). Without checkpoints (deleted to save
+    # space) the generator is taken all the same; only training it further would start afresh.
+    beyond = [step for step in _checkpoint_steps(source_dir, run_config) if step not in (None, finished["steps"])]
+    if beyond:
+        raise UserError(f"{flag}: that run's generator has trained on from its finished {finished['steps']} steps "
+                        f"(to step {max(beyond)}); finish that run first")
+    if finished["steps"] > run_config.generator_training.steps:
+        raise UserError(f"{flag}: that run's generator has trained {finished['steps']} steps, more than "
+                        f"--generator_steps={run_config.generator_training.steps}; ask for {finished['steps']} or more")
+    return GeneratorSource(source_dir, finished)
+
+
+def _checkpoint_steps(work_dir: str, run_config: config_lib.RunConfig) -> list:
+    """The latest checkpoint step (or None) of each generator `work_dir` trains for `run_config`'s pool."""
+    return [training_loop.latest_step(os.path.join(work_dir, os.path.basename(member_dir)))
+            for member_dir in pool_member_dirs(run_config)]
+
+
+def _copy_directory(source: str, destination: str):
+    """Copies a directory into place whole: to a temporary name beside it, then renamed."""
+    temporary = os.path.join(os.path.dirname(destination), TEMPORARY_PREFIX + os.path.basename(destination))
+    for path in (temporary, destination):
+        if os.path.exists(path):
+            shutil.rmtree(path)
+    shutil.copytree(source, temporary)
+    os.replace(temporary, destination)
+
+
+def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, state: dict):
+    """Starts this run's generator stage from `source`: copies its generators' training
+    directories (checkpoints, history), their TensorBoard logs and `generator.keras`, and
+    its finished state. A rerun of the same command finds it taken; one interrupted while
+    copying copies again.
+
+    Raises:
+      UserError: if this work directory has a generator of its own, or the source's
+        changed while it was copied.
+    """
+    work_dir = run_config.work_dir
+    if state.get(GENERATOR_FROM_KEY) == source.work_dir and "generator" in state:
+        return
+    member_names = [os.path.basename(member_dir) for member_dir in pool_member_dirs(run_config)]
+    own = [name for name in (GENERATOR_MODEL_FILE, *member_names) if os.path.exists(os.path.join(work_dir, name))]
+    if state.get(GENERATOR_FROM_KEY) != source.work_dir and (own or "generator" in state):
+        raise UserError(f"{work_dir} already has a generator ({', '.join(own) or STATE_FILE}); --generator_from "
+                        "starts a new work directory from another run's generator")
+    _say(f"generator: taking the generator of {source.work_dir} ({source.finished['steps']} steps)")
+    state[GENERATOR_FROM_KEY] = source.work_dir  # What is copied from here on is this run's to copy again.
+    write_state(work_dir, state)
+    for name in member_names:
+        for directory in (name, os.path.join("logs", name)):  # Checkpoints and history; TensorBoard logs.
+            if os.path.isdir(os.path.join(source.work_dir, directory)):
+                os.makedirs(os.path.dirname(os.path.join(work_dir, directory)), exist_ok=True)
+                _copy_directory(os.path.join(source.work_dir, directory), os.path.join(work_dir, directory))
+    with open(os.path.join(source.work_dir, GENERATOR_MODEL_FILE), "rb") as model_file:
+        write_bytes_atomic(os.path.join(work_dir, GENERATOR_MODEL_FILE), model_file.read())
+    copied_steps = _checkpoint_steps(work_dir, run_config)
+    if (file_digest(os.path.join(work_dir, GENERATOR_MODEL_FILE)) != source.finished["sha256"]
+            or any(step not in (None, source.finished["steps"]) for step in copied_steps)):
+        raise UserError(f"the generator of {source.work_dir} changed while it was copied (is a run training it?); "
+                        "rerun this command once that run has finished")
+    state["generator"] = dict(source.finished)
+    write_state(work_dir, state)
 
 
 def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, state: dict,
@@ -164,7 +291,7 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
              f"{run_config.generator.pool_size}; building that pool, resuming each generator from its checkpoint")
         pool_changed = True
     member_dirs = pool_member_dirs(run_config)
-    if pool_changed or any(_generator_checkpoint_step(member_dir) != run_config.generator_training.steps
+    if pool_changed or any(training_loop.latest_step(member_dir) != run_config.generator_training.steps
                            for member_dir in member_dirs):
         _discard_downstream_of_generator(work_dir, state)
     teacher_weights = teacher.model.get_weights()
@@ -257,6 +384,7 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
         "teacher": teachers.describe(teacher),
         "generator": {**run_config.to_dict()["generator"], "parameters": int(generator.count_params())},
         "generator_training": summary,
+        GENERATOR_FROM_KEY: state.get(GENERATOR_FROM_KEY),
         "bn_statistics_reduction": (first_bn / last_bn) if first_bn and last_bn else None,
         "generated_samples": {
             "samples_per_class": evaluation.samples_per_class,
@@ -295,6 +423,9 @@ def format_report(report: dict) -> str:
         lines.append(f"Teacher metrics from training: {_teacher_metrics(teacher['metrics'])}.")
     lines += [f"Warning: {warning}." for warning in teacher.get("warnings", ())]
     lines += ["", "## Generator training", ""]
+    if report.get(GENERATOR_FROM_KEY):
+        lines += [f"Taken from the run in {report[GENERATOR_FROM_KEY]} (`--generator_from`), where it trained; "
+                  "the figures below are from there.", ""]
     if training:
         first, last = training["first"], training["last"]
         lines += [
@@ -364,9 +495,18 @@ def _format_quantization(quantization: dict) -> list:
     return lines
 
 
-def run(run_config: config_lib.RunConfig, progress: bool = True) -> dict:
-    """Runs every stage of `run_config`; returns the report dict."""
+def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from: str = "") -> dict:
+    """Runs every stage of `run_config`; returns the report dict.
+
+    Args:
+      run_config: the run.
+      progress: show progress lines.
+      generator_from: another run's work directory whose finished generator this run
+        starts from, instead of training one (`take_generator`); "" trains its own.
+    """
     check_work_dir(run_config)
+    check_not_shortened(run_config)
+    source = generator_source(run_config, generator_from) if generator_from else None
     tf_keras.utils.set_random_seed(run_config.seed)
     teacher = teachers.load_teacher(run_config.teacher, progress=progress)
     # Loaded before training, so a bad dataset is reported now rather than after hours of it.
@@ -376,15 +516,18 @@ def run(run_config: config_lib.RunConfig, progress: bool = True) -> dict:
     prepare_work_dir(run_config)
     # A run started twice on one directory would interleave its checkpoints and outputs.
     with exclusive_use(run_config.work_dir):
-        return _run_stages(run_config, teacher, evaluation_data, progress)
+        return _run_stages(run_config, teacher, evaluation_data, source, progress)
 
 
-def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher, evaluation_data, progress: bool) -> dict:
+def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher, evaluation_data,
+                source: Optional[GeneratorSource], progress: bool) -> dict:
     record_config(run_config)
     _say(f"teacher: {teacher.name}, input {teacher.image_shape}, {teacher.num_classes} classes")
     for warning in teacher.warnings:
         _say(f"warning: {warning}")
     state = read_state(run_config.work_dir)
+    if source:
+        take_generator(run_config, source, state)
     generator = generator_stage(run_config, teacher, state, progress=progress)
 
     def save_state(updated):

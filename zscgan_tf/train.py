@@ -45,6 +45,10 @@ flags.DEFINE_string("teacher", _teacher.model, "Keras Applications name, builtin
 cli.define_teacher_flags()
 flags.adopt_module_key_flags(cli)
 
+flags.DEFINE_string("generator_from", "", "Another run's work directory whose finished generator this run starts "
+                    "from instead of training one: another student (scheme, QAT settings, calibration) without "
+                    "training the generator again. That run's teacher, generator, loss and generator training "
+                    "settings must be this run's.")
 flags.DEFINE_string("generator_variant", _generator.variant, "conditional_bn or embedding.")
 flags.DEFINE_integer("noise_dim", _generator.noise_dim, "Length of the generator's noise vector.")
 flags.DEFINE_integer("generator_channels", _generator.base_channels, "Channels of the generator trunk.")
@@ -173,7 +177,7 @@ def main(argv=None) -> int:
         run_config = config_from_flags()
         if FLAGS.deterministic:
             reproducibility.enable_deterministic_execution()
-        pipeline.run(run_config, progress=FLAGS.progress)
+        pipeline.run(run_config, progress=FLAGS.progress, generator_from=FLAGS.generator_from)
 
     return cli.run_command(FLAGS, argv, run)
 

@@ -207,6 +207,12 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
         first=history[0], last=history[-1])
 
 
+def latest_step(work_dir: str) -> Optional[int]:
+    """The step of the latest checkpoint `run` saved in `work_dir`, or None when there is none."""
+    latest = tf.train.latest_checkpoint(os.path.join(work_dir, CHECKPOINT_DIR))
+    return int(latest.rsplit("-", 1)[-1]) if latest else None
+
+
 def _checkpoint_step(manager) -> Optional[int]:
     latest = manager.latest_checkpoint
     return int(latest.rsplit("-", 1)[-1]) if latest else None
