@@ -64,6 +64,13 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     assert rows[:3] == ["| 0 | 0.0% |", "| 7 | 0.0% |", "| 14 | 0.0% |"] and len(rows) == 20
     assert "The 20 classes of lowest agreement (report.json has all 1000)" in markdown
     assert "Within-class spread: needs at least 2 samples per class." in markdown
+    report["quantization"].update(dataset="digits", split="test", images=400, agreement={},
+                                  top1={"fp32_keras": 0.95, "ptq_int8_tflite": 0.9475, "qat_int8_tflite": 0.9475})
+    markdown = pipeline.format_report(report)
+    assert "Top-1 on 400 digits test images (one image is 0.25 points):" in markdown
+    assert "| fp32_keras | 95.00% |  |" in markdown and "| qat_int8_tflite | 94.75% | -0.25 |" in markdown
+    assert ("Most accurate fully-integer model on these images: `ptq_int8.tflite` and `qat_int8.tflite` "
+            "(94.75%).") in markdown
 
 
 def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, tiny_teacher_file, capsys):
@@ -167,6 +174,13 @@ def test_a_finished_run_is_evaluated_on_other_data_and_exported_as_uint8_without
     report = json.loads((work_dir / "report.json").read_text())
     assert report["quantization"]["images"] == 8 and report["quantization"]["split"] == "val"
     assert report["generated_samples"]["samples_per_class"] == 2
+    markdown = (work_dir / "report.md").read_text()
+    assert "Top-1 on 8 photos val images (one image is 12 points):" in markdown
+    top1 = report["quantization"]["top1"]
+    against = 100 * (top1["ptq_int8_tflite"] - top1["fp32_keras"])
+    assert f"| ptq_int8_tflite | {100 * top1['ptq_int8_tflite']:.2f}% | {against:+.2f} |" in markdown
+    best = max(top1["ptq_int8_tflite"], top1["qat_int8_tflite"])
+    assert f"Most accurate fully-integer model on these images: `" in markdown and f"({100 * best:.2f}%)." in markdown
     for name in ("ptq_int8.tflite", "qat_int8.tflite"):  # Converted again with uint8 input and output.
         model = tflite_model.inspect_tflite((work_dir / name).read_bytes())
         assert [tensor.dtype for tensor in model.inputs + model.outputs] == ["uint8", "uint8"], name

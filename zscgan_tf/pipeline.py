@@ -41,6 +41,9 @@ REPORT_JSON_FILE = "report.json"
 REPORT_MARKDOWN_FILE = "report.md"
 # Rows of report.md's per-class table of generated samples; beyond it, the classes of lowest agreement.
 PER_CLASS_ROWS_SHOWN = 20
+# The fully-integer models' names in the report's top-1 table, and their files.
+INTEGER_TFLITE_FILES = {"ptq_int8_tflite": quantization_stages.PTQ_TFLITE_FILE,
+                        "qat_int8_tflite": quantization_stages.QAT_TFLITE_FILE}
 # Seeds derived from the run seed, so evaluation never reuses the training stream.
 EVALUATION_SEED_OFFSET = 1
 GRID_SEED_OFFSET = 2
@@ -481,11 +484,20 @@ def _format_quantization(quantization: dict) -> list:
     if quantization.get("float_layers"):
         lines.append(f"Layers left float by TF-MOT: {', '.join(quantization['float_layers'])}.")
     if "top1" in quantization:
-        lines += ["", f"Top-1 on {quantization['images']} {quantization['dataset']} {quantization['split']} images:",
-                  "", "| model | top-1 |", "|---|---|"]
-        lines += [f"| {name} | {100 * value:.2f}% |" for name, value in quantization["top1"].items()]
+        top1, images = quantization["top1"], quantization["images"]
+        reference = top1.get("fp32_keras")
+        lines += ["", f"Top-1 on {images} {quantization['dataset']} {quantization['split']} images "
+                  f"(one image is {100 / images:.2g} points):", "", "| model | top-1 | against FP32 |", "|---|---|---|"]
+        for name, value in top1.items():
+            against = "" if reference is None or name == "fp32_keras" else f"{100 * (value - reference):+.2f}"
+            lines.append(f"| {name} | {100 * value:.2f}% | {against} |")
         for name, value in quantization.get("agreement", {}).items():
             lines.append(f"\nArgmax agreement {name}: {100 * value:.2f}%.")
+        integer = {name: value for name, value in top1.items() if name in INTEGER_TFLITE_FILES}
+        if integer:
+            best = max(integer.values())
+            files = " and ".join(f"`{INTEGER_TFLITE_FILES[name]}`" for name, value in integer.items() if value == best)
+            lines.append(f"\nMost accurate fully-integer model on these images: {files} ({100 * best:.2f}%).")
     if "sizes_bytes" in quantization:
         lines += ["", "| TFLite model | size | latency 1 thread | latency 2 threads |", "|---|---|---|---|"]
         for kind, size in quantization["sizes_bytes"].items():
