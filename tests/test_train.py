@@ -291,6 +291,48 @@ def test_a_generator_copy_cut_short_by_a_full_disk_is_made_again(tmp_path, tiny_
     assert not [name for name in os.listdir(second) if name.startswith(".tmp-")]
 
 
+def _retrained(teacher_path):
+    """Replaces the saved teacher at `teacher_path` by one with other weights, as retraining would."""
+    import tf_keras
+    model = tf_keras.models.load_model(teacher_path)
+    model.set_weights([weight * 1.01 for weight in model.get_weights()])
+    model.save(teacher_path)
+
+
+def test_a_teacher_replaced_since_its_run_trained_is_refused_there(tmp_path, tiny_teacher_file, capsys):
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir)
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    kept = {name: file_digest(str(work_dir / name)) for name in ("generator.keras", "student.h5", "ptq_int8.tflite")}
+    capsys.readouterr()
+    _retrained(tiny_teacher_file)
+
+    # Before, the run went on: the new teacher's FP32 top-1 and the old one's generator, student and exports.
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+
+    error = capsys.readouterr().err
+    assert "run's generator and student were trained against another teacher than tiny_teacher is now" in error
+    assert len(error.strip().splitlines()) == 1
+    assert kept == {name: file_digest(str(work_dir / name)) for name in kept}
+    # A run from before fingerprints were recorded takes the teacher it finds.
+    state = json.loads((work_dir / "state.json").read_text())
+    recorded = state.pop(pipeline.TEACHER_KEY)
+    (work_dir / "state.json").write_text(json.dumps(state))
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    assert recorded != json.loads((work_dir / "state.json").read_text())[pipeline.TEACHER_KEY]
+
+
+def test_a_generator_trained_against_a_replaced_teacher_is_not_taken(tmp_path, tiny_teacher_file, capsys):
+    first = tmp_path / "first"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, first)}"]) == 0
+    _retrained(tiny_teacher_file)
+    capsys.readouterr()
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, tmp_path / "second")
+    assert train.main(["train", f"--flagfile={flagfile}", f"--generator_from={first}"]) == 2
+    assert f"the generator of {first} was trained against another teacher than this run's" in capsys.readouterr().err
+    assert not (tmp_path / "second" / "generator.keras").exists()
+
+
 def test_a_run_directory_copied_elsewhere_resumes_there(tmp_path, tiny_teacher_file, capsys):
     import shutil
     work_dir = tmp_path / "run"

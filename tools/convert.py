@@ -43,6 +43,7 @@ if REPO_ROOT not in sys.path:
 
 import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
 import numpy as np  # noqa: E402
+import tf_keras  # noqa: E402
 from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
@@ -172,7 +173,10 @@ def _from_run(run_dir, generator):
         raise UserError(f"{run_dir!r} is not a run directory (no {config_lib.CONFIG_FILE})")
     with open(config_path) as config_file:
         run_config = config_lib.RunConfig.from_dict(json.load(config_file))
+    tf_keras.utils.set_random_seed(run_config.seed)  # A Keras application without weights: the run's.
     teacher = teachers.load_teacher(run_config.teacher)
+    from zscgan_tf import pipeline  # pylint: disable=import-outside-toplevel  # As in _load_generator.
+    pipeline.check_same_teacher(run_dir, teacher, pipeline.read_state(run_dir))
     if generator is None:
         generator_path = os.path.join(run_dir, "generator.keras")
         if not os.path.exists(generator_path):

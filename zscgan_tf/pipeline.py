@@ -51,6 +51,8 @@ POOL_MEMBER_SEED_STRIDE = 1000  # Pool member k (from 0) trains with seed + 1000
 STAGE_OUTPUTS = (STATE_FILE, "generator", "distillation")
 # The state.json key naming the run a work directory took its generator from.
 GENERATOR_FROM_KEY = "generator_from"
+# The state.json key of the teacher's fingerprint (`teachers.fingerprint`) its stages trained against.
+TEACHER_KEY = "teacher_sha256"
 
 
 def _say(message: str):
@@ -170,6 +172,25 @@ def check_not_shortened(run_config: config_lib.RunConfig):
                             f"training cannot be undone: ask for {step} or more, or use another --work_dir")
 
 
+def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict) -> str:
+    """The teacher's fingerprint, checked against the one `state` recorded when the work
+    directory's stages started training (runs from before it was recorded pass).
+
+    Raises:
+      UserError: if the directory has trained a generator or student against another
+        teacher (the model file replaced by a retrained one, or other preprocessing).
+    """
+    current = teachers.fingerprint(teacher)
+    recorded = state.get(TEACHER_KEY)
+    trained = [name for name in (GENERATOR_MODEL_FILE, "generator", quantization_stages.DISTILLATION_DIR)
+               if os.path.exists(os.path.join(work_dir, name))]
+    if recorded and recorded != current and trained:
+        raise UserError(f"{work_dir}'s generator and student were trained against another teacher than "
+                        f"{teacher.name} is now (its weights or preprocessing differ: was the model file replaced?); "
+                        "train this one in another work directory, or delete that one to start fresh")
+    return current
+
+
 @dataclasses.dataclass(frozen=True)
 class GeneratorSource:
     """Another run's finished generator, which this run starts from (`--generator_from`).
@@ -177,10 +198,12 @@ class GeneratorSource:
     Attributes:
       work_dir: that run's work directory, absolute.
       finished: its `state.json` entry for the generator stage (steps, summary, SHA-256).
+      teacher_sha256: the fingerprint of the teacher it trained against, if recorded.
     """
 
     work_dir: str
     finished: dict
+    teacher_sha256: Optional[str] = None
 
 
 def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> GeneratorSource:
@@ -218,7 +241,7 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     if finished["steps"] > run_config.generator_training.steps:
         raise UserError(f"{flag}: that run's generator has trained {finished['steps']} steps, more than "
                         f"--generator_steps={run_config.generator_training.steps}; ask for {finished['steps']} or more")
-    return GeneratorSource(source_dir, finished)
+    return GeneratorSource(source_dir, finished, read_state(source_dir).get(TEACHER_KEY))
 
 
 def _checkpoint_steps(work_dir: str, run_config: config_lib.RunConfig) -> list:
@@ -255,6 +278,9 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
     if state.get(GENERATOR_FROM_KEY) != source.work_dir and (own or "generator" in state):
         raise UserError(f"{work_dir} already has a generator ({', '.join(own) or STATE_FILE}); --generator_from "
                         "starts a new work directory from another run's generator")
+    if source.teacher_sha256 not in (None, state[TEACHER_KEY]):
+        raise UserError(f"the generator of {source.work_dir} was trained against another teacher than this run's "
+                        "(its weights or preprocessing differ: was the model file replaced?)")
     _say(f"generator: taking the generator of {source.work_dir} ({source.finished['steps']} steps)")
     state[GENERATOR_FROM_KEY] = source.work_dir  # What is copied from here on is this run's to copy again.
     write_state(work_dir, state)
@@ -538,6 +564,10 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher, eva
     for warning in teacher.warnings:
         _say(f"warning: {warning}")
     state = read_state(run_config.work_dir)
+    fingerprint = check_same_teacher(run_config.work_dir, teacher, state)
+    if state.get(TEACHER_KEY) != fingerprint:
+        state[TEACHER_KEY] = fingerprint
+        write_state(run_config.work_dir, state)
     if source:
         take_generator(run_config, source, state)
     generator = generator_stage(run_config, teacher, state, progress=progress)

@@ -15,6 +15,7 @@ outputs logits, its preprocessing, and its shape, validated and frozen.
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -557,6 +558,16 @@ def _validate_output(model) -> int:
 def teacher_logits(teacher: Teacher, inputs: tf.Tensor) -> tf.Tensor:
     """The teacher's logits on preprocessed inputs, always in inference mode."""
     return teacher.model(inputs, training=False)
+
+
+def fingerprint(teacher: Teacher) -> str:
+    """SHA-256 of what a generator and a student are trained against: the teacher's weights
+    and preprocessing. A model file replaced by a retrained one changes it."""
+    digest = hashlib.sha256(json.dumps(teacher.preprocessing.to_dict(), sort_keys=True).encode())
+    for weight in teacher.model.get_weights():
+        digest.update(str(weight.shape).encode())
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
 
 
 def describe(teacher: Teacher) -> dict:
