@@ -675,7 +675,7 @@ def test_evaluation_chunks_are_whole_keras_batches():
     assert quantization_stages.evaluation_chunk_size((1024, 1024, 3)) == 256
 
 
-def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp_path):
+def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp_path, capsys):
     from conftest import quadrant_images, tiny_teacher
     from zscgan_tf import data, evaluate, export
 
@@ -690,6 +690,9 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
                                            output_path=path)
     config = config_lib.RunConfig(evaluation=config_lib.EvaluationConfig(latency_runs=1))
     results = quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
+    out = capsys.readouterr().out
+    assert "evaluation: latency of 1 TFLite model, 1 run at each of 1 and 2 threads" in out
+    assert f"evaluation (2 models) {len(labels)}/{len(labels)} [" in out  # ImageNet's 50,000 images take hours: shown as they go.
     classifier = evaluate.TfliteClassifier(model_bytes)
     assert len(np.unique(classifier.pixel_table(teacher.preprocessing))) == 256  # Every level kept.
     # Re-quantizing the preprocessed floats instead rounds some tied levels the other way.

@@ -136,7 +136,7 @@ def test_evaluation_and_grid_shapes():
     assert grid.shape == (2 * 32, 3 * 32, 1)  # 8x8 tiles are zoomed to 32 pixels.
 
 
-def test_generation_runs_large_images_in_small_batches(monkeypatch):
+def test_generation_runs_large_images_in_small_batches(monkeypatch, capsys):
     assert zero_shot.generation_batch_size((28, 28, 1)) == 256
     assert zero_shot.generation_batch_size((64, 64, 3)) == 256
     assert zero_shot.generation_batch_size((224, 224, 3)) == 20  # 256 at once held 33 GB and was killed.
@@ -155,8 +155,12 @@ def test_generation_runs_large_images_in_small_batches(monkeypatch):
     monkeypatch.setattr(type(generator), "__call__", recording_call)
     monkeypatch.setattr(zero_shot, "GENERATION_PIXELS_PER_BATCH", 3 * 8 * 8)  # 3 of the tiny 8x8 samples.
     # Judged pass by pass, classes straddling passes: the same figures as from one pass.
-    in_passes = zero_shot.evaluate_generator(generator, teacher, samples_per_class=5, seed=0)
+    in_passes = zero_shot.evaluate_generator(generator, teacher, samples_per_class=5, seed=0, progress=True)
     assert batch_sizes == [3] * 6 + [2]
+    # With progress, a line as the passes go (ImageNet's 10,000 samples through ResNet50 take minutes).
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("generated samples judged by the teacher 3/20 [")
+    assert lines[-1].startswith("generated samples judged by the teacher 20/20 [")
     assert in_passes.per_class_accuracy == in_one_pass.per_class_accuracy
     np.testing.assert_allclose([in_passes.mean_confidence, in_passes.within_class_spread],
                                [in_one_pass.mean_confidence, in_one_pass.within_class_spread], rtol=1e-5)

@@ -398,11 +398,11 @@ def _teacher_metrics(metrics: dict) -> str:
 
 
 def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, generator, state: dict,
-                 quantization_results: dict) -> dict:
+                 quantization_results: dict, progress: bool = False) -> dict:
     """Judges generated samples with the teacher, writes the grid and the reports."""
     work_dir = run_config.work_dir
     evaluation = zero_shot.evaluate_generator(generator, teacher, run_config.evaluation.samples_per_class,
-                                              seed=run_config.seed + EVALUATION_SEED_OFFSET)
+                                              seed=run_config.seed + EVALUATION_SEED_OFFSET, progress=progress)
     grid = zero_shot.sample_grid(generator, teacher, run_config.evaluation.grid_samples_per_class,
                                  run_config.evaluation.grid_max_classes, run_config.seed + GRID_SEED_OFFSET)
     zero_shot.write_png(os.path.join(work_dir, SAMPLES_FILE), grid)
@@ -582,8 +582,8 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher, eva
                                                      progress=progress)
     tflite_paths = quantization_stages.export_stage(run_config, teacher, student, calibration, state, save_state)
     quantization_results = quantization_stages.evaluation_stage(run_config, teacher, student, tflite_paths,
-                                                                evaluation_data)
-    report = report_stage(run_config, teacher, generator, state, quantization_results)
+                                                                evaluation_data, progress=progress)
+    report = report_stage(run_config, teacher, generator, state, quantization_results, progress=progress)
     samples = report["generated_samples"]
     top1 = report["quantization"].get("top1", {})
     accuracy = ", ".join(f"{name} {100 * value:.2f}%" for name, value in top1.items())

@@ -28,7 +28,7 @@ from zscgan_tf import data, distill, edge_tpu, evaluate, export, quantize, quant
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, save_keras_model_atomic, write_text_atomic
-from zscgan_tf.progress import count_of
+from zscgan_tf.progress import ProgressBar, count_of
 from zscgan_tf.teachers import Teacher
 
 # TF-MOT students don't survive the .keras format (the input quantizer's variables are
@@ -338,10 +338,14 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
 
 
 def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str, str],
-                     dataset: Optional[data.LabeledImages]) -> dict:
+                     dataset: Optional[data.LabeledImages], progress: bool = True) -> dict:
     """Top-1 of the teacher, the student and every TFLite model on `dataset` (see `evaluation_dataset`);
-    sizes; latency."""
+    sizes; latency. With `progress`, a progress line over the images (ImageNet's 50,000 through
+    ResNet50 and its students take hours on a few CPU cores)."""
     results = {"sizes_bytes": {kind: os.path.getsize(path) for kind, path in tflite_paths.items()}}
+    _say(f"evaluation: latency of {count_of(len(tflite_paths), 'TFLite model')}, "
+         f"{count_of(run_config.evaluation.latency_runs, 'run')} at each of {' and '.join(map(str, LATENCY_THREADS))} "
+         "threads")
     latency = {}
     for kind, path in tflite_paths.items():
         with open(path, "rb") as model_file:
@@ -370,11 +374,16 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
     # Preprocessed a chunk at a time: ImageNet's 50,000 validation images are 30 GB as float32.
     chunk = evaluation_chunk_size(teacher.image_shape)
     logits = {name: [] for name in predictors}
+    bar = ProgressBar(len(labels), f"evaluation ({count_of(len(predictors), 'model')})") if progress else None
     for start in range(0, len(labels), chunk):
         pixels = dataset.images[start:start + chunk]
         inputs = teacher.preprocessing.apply(pixels)
         for name, predict in predictors.items():
             logits[name].append(predict(pixels, inputs))
+        if bar:
+            bar.update(start + len(pixels), {})
+    if bar:
+        bar.close()
     logits = {name: np.concatenate(parts) for name, parts in logits.items()}
     accuracy = {name: evaluate.top1_accuracy(outputs, labels) for name, outputs in logits.items()}
     agreement = {}
