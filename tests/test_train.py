@@ -71,6 +71,11 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     assert "| fp32_keras | 95.00% |  |" in markdown and "| qat_int8_tflite | 94.75% | -0.25 |" in markdown
     assert ("Most accurate fully-integer model on these images: `ptq_int8.tflite` and `qat_int8.tflite` "
             "(94.75%).") in markdown
+    # A generator whose samples the teacher mostly does not classify as asked is called out.
+    for agreement, warned in ((0.5, False), (0.1, True)):
+        report["generated_samples"]["teacher_agreement"] = agreement
+        assert ("Warning: the teacher classifies only 10% of generated samples as the class asked for: the generator "
+                "has not learned the classes in 4 steps" in pipeline.format_report(report)) == warned
 
 
 def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, tiny_teacher_file, capsys):

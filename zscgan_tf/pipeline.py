@@ -44,6 +44,9 @@ PER_CLASS_ROWS_SHOWN = 20
 # The fully-integer models' names in the report's top-1 table, and their files.
 INTEGER_TFLITE_FILES = {"ptq_int8_tflite": quantization_stages.PTQ_TFLITE_FILE,
                         "qat_int8_tflite": quantization_stages.QAT_TFLITE_FILE}
+# Below this share of generated samples the teacher classifies as requested, the generator
+# has not learned the classes, and what learned from its samples is suspect.
+MIN_GENERATED_AGREEMENT = 0.5
 # Seeds derived from the run seed, so evaluation never reuses the training stream.
 EVALUATION_SEED_OFFSET = 1
 GRID_SEED_OFFSET = 2
@@ -436,6 +439,18 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
     return report
 
 
+def generated_samples_warning(report: dict) -> Optional[str]:
+    """A warning when the teacher classifies too few generated samples as requested; else None."""
+    agreement = report["generated_samples"]["teacher_agreement"]
+    if agreement >= MIN_GENERATED_AGREEMENT:
+        return None
+    steps = report["generator_training"].get("steps")
+    trained = f" in {count_of(steps, 'step')}" if steps else ""
+    return (f"the teacher classifies only {100 * agreement:.0f}% of generated samples as the class asked for: the "
+            f"generator has not learned the classes{trained}, and the int8 models were calibrated (and any QAT "
+            "student trained) on its samples; train it longer (--generator_steps)")
+
+
 def format_report(report: dict) -> str:
     """The report as markdown for people."""
     teacher = report["teacher"]
@@ -481,6 +496,9 @@ def format_report(report: dict) -> str:
            if samples["samples_per_class"] > 1 else "Within-class spread: needs at least 2 samples per class."),
         "",
     ]
+    warning = generated_samples_warning(report)
+    if warning:
+        lines += [f"Warning: {warning}.", ""]
     agreement = samples["per_class_agreement"]
     shown = range(len(agreement))
     if len(agreement) > PER_CLASS_ROWS_SHOWN:  # ImageNet's 1,000 rows would bury the rest of the report.
@@ -585,6 +603,9 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher, eva
                                                                 evaluation_data, progress=progress)
     report = report_stage(run_config, teacher, generator, state, quantization_results, progress=progress)
     samples = report["generated_samples"]
+    warning = generated_samples_warning(report)
+    if warning:
+        _say(f"warning: {warning}")
     top1 = report["quantization"].get("top1", {})
     accuracy = ", ".join(f"{name} {100 * value:.2f}%" for name, value in top1.items())
     _say(f"done: {100 * samples['teacher_agreement']:.2f}% of generated samples classified as requested "
