@@ -254,6 +254,7 @@ def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_pat
     cases = [
         (first, [], "is this run's own --work_dir"),
         (tmp_path / "missing", [], "no such directory"),
+        (first / "generator.keras", [], "generator.keras is a file; name the work directory of the run that trained it"),
         (tmp_path, [], "not a run directory (it has no config.json)"),
         (unfinished, [], "that run's generator has not finished training; run it to the end first"),
         (trained_on, [], "has trained on from its finished 4 steps (to step 6); finish that run first"),

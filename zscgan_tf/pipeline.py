@@ -224,6 +224,8 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     if taken.get(GENERATOR_FROM_KEY) == source_dir and "generator" in taken:  # By an earlier run of this command.
         return GeneratorSource(source_dir, taken["generator"])
     config_path = os.path.join(source_dir, config_lib.CONFIG_FILE)
+    if os.path.isfile(source_dir):
+        raise UserError(f"{flag} is a file; name the work directory of the run that trained it")
     if not os.path.isfile(config_path):
         raise UserError(f"{flag}: " + ("no such directory" if not os.path.isdir(source_dir) else
                                        f"not a run directory (it has no {config_lib.CONFIG_FILE})"))
