@@ -147,6 +147,40 @@ def test_image_folder_mixes_gray_and_color_as_rgb(tmp_path, random_pixels):
     np.testing.assert_array_equal(dataset.images[1], color)
 
 
+def test_image_folder_reads_bilevel_16_bit_and_gray_alpha_images_as_tensorflow_decodes_them(tmp_path):
+    import tensorflow as tf
+    from PIL import Image
+
+    bilevel = np.zeros((4, 4), bool)
+    bilevel[:2] = True
+    os.makedirs(tmp_path / "a")
+    Image.fromarray(bilevel).save(tmp_path / "a" / "bilevel.png")  # A scanned page, say.
+    dim, bright = np.full((4, 4), 1000, np.uint16), np.full((4, 4), 40000, np.uint16)
+    dim[0, 0] = 3000
+    for name, values in (("dim", dim), ("bright", bright)):  # 16-bit sensor images.
+        Image.fromarray(values).save(tmp_path / "a" / f"{name}.png")
+    gray_alpha = Image.fromarray(np.full((4, 4), 77, np.uint8)).convert("LA")
+    gray_alpha.putalpha(Image.fromarray(np.full((4, 4), 9, np.uint8)))
+    gray_alpha.save(tmp_path / "a" / "gray_alpha.png")
+
+    dataset = data.load_image_folder(str(tmp_path))
+
+    assert dataset.image_shape == (4, 4, 1)
+    by_name = dict(zip(sorted(os.listdir(tmp_path / "a")), dataset.images[..., 0]))
+    for name in by_name:  # As Keras' image_dataset_from_directory would give them (TensorFlow's decoder).
+        decoded = tf.io.decode_png((tmp_path / "a" / name).read_bytes(), channels=1).numpy()[..., 0]
+        np.testing.assert_array_equal(by_name[name], decoded, err_msg=name)
+    # Before: bilevel pixels were 0 and 1, not 0 and 255; each 16-bit image was scaled by its own
+    # maximum, so the dim one came out as bright as the bright one; alpha made a grayscale folder RGB.
+    np.testing.assert_array_equal(by_name["bilevel.png"][:, 0], [255, 255, 0, 0])
+    assert by_name["dim.png"][0, 1] == 1000 >> 8 and by_name["bright.png"][0, 0] == 40000 >> 8
+    assert by_name["gray_alpha.png"][0, 0] == 77
+    # Among colour images, a 16-bit grayscale one is read the same way, then repeated over the channels.
+    Image.fromarray(np.full((4, 4, 3), 5, np.uint8)).save(tmp_path / "a" / "z_colour.png")
+    dataset = data.load_image_folder(str(tmp_path))
+    np.testing.assert_array_equal(dataset.images[1, 0, 0], [40000 >> 8] * 3)  # Clipped to 255 before.
+
+
 def test_image_folder_split_subdirectory(tmp_path, random_pixels):
     _save_png(tmp_path / "train" / "cat" / "x.png", random_pixels(3, 3))
     _save_png(tmp_path / "test" / "cat" / "y.png", random_pixels(3, 3))

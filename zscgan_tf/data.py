@@ -63,7 +63,14 @@ IDX_SPLIT_PREFIXES = {"train": ("train",), "test": ("t10k", "test")}
 IDX_NAME_SEPARATORS = ("-", ".")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
-GRAYSCALE_PIL_MODES = ("1", "L", "I", "I;16", "F")
+# Pillow's 16-bit grayscale modes: read as TensorFlow's PNG decoder reads them, as does
+# Keras' `image_dataset_from_directory`, keeping the high byte.
+SIXTEEN_BIT_PIL_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+# 32-bit integer and float grayscale: no convention says where their values sit, so each
+# image's own range is scaled to 0-255.
+WIDE_PIL_MODES = ("I", "F")
+# Grayscale: bilevel (0 and 255), 8-bit with or without alpha, and the above.
+GRAYSCALE_PIL_MODES = ("1", "L", "LA", *SIXTEEN_BIT_PIL_MODES, *WIDE_PIL_MODES)
 # Folders that are not classes: macOS adds this one, holding "._" resource files, to zip files it makes.
 NOT_CLASS_FOLDERS = ("__MACOSX",)
 
@@ -572,14 +579,23 @@ def _image_resizer(image_size: Tuple[int, int], channels: int):
     return lambda pixels: resize(pixels).numpy()
 
 
-def _picture_pixels(picture, grayscale: bool) -> np.ndarray:
-    if grayscale and picture.mode != "L":
-        # 16-bit and float grayscale: rescale the used range rather than clipping it.
+def _gray_pixels(picture) -> np.ndarray:
+    """A grayscale picture's (H, W) uint8 pixels (see `GRAYSCALE_PIL_MODES`)."""
+    if picture.mode in SIXTEEN_BIT_PIL_MODES:
+        return (np.asarray(picture).astype(np.uint16) >> 8).astype(np.uint8)
+    if picture.mode in WIDE_PIL_MODES:
         values = np.asarray(picture, np.float64)
         high = values.max() if values.max() > PIXEL_MAX else PIXEL_MAX
-        return np.round(values * (PIXEL_MAX / high)).astype(np.uint8)[..., np.newaxis]
-    if grayscale:
-        return np.asarray(picture, np.uint8)[..., np.newaxis]
+        return np.round(np.clip(values, 0, None) * (PIXEL_MAX / high)).astype(np.uint8)
+    return np.asarray(picture.convert("L"), np.uint8)  # Bilevel 0/1 becomes 0/255; alpha is dropped.
+
+
+def _picture_pixels(picture, grayscale: bool) -> np.ndarray:
+    """(H, W, 1) uint8 pixels when the whole dataset is `grayscale`, else (H, W, 3): a
+    grayscale picture among colour ones is repeated over the channels."""
+    if picture.mode in GRAYSCALE_PIL_MODES:
+        gray = _gray_pixels(picture)[..., np.newaxis]
+        return gray if grayscale else np.repeat(gray, 3, axis=-1)
     return np.asarray(picture.convert("RGB"), np.uint8)
 
 
