@@ -403,7 +403,7 @@ def _teacher_metrics(metrics: dict) -> str:
 
 
 def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, generator, state: dict,
-                 quantization_results: dict, progress: bool = False) -> dict:
+                 quantization_results: dict, progress: bool = True) -> dict:
     """Judges generated samples with the teacher, writes the grid and the reports."""
     work_dir = run_config.work_dir
     evaluation = zero_shot.evaluate_generator(generator, teacher, run_config.evaluation.samples_per_class,
