@@ -709,6 +709,60 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
                                                                    labels)
 
 
+def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_path, monkeypatch, capsys):
+    from conftest import quadrant_images, tiny_teacher
+    from zscgan_tf import data, evaluate, evaluation_progress, export
+
+    teacher = tiny_teacher()
+    pixels, labels = quadrant_images(10, seed=3)  # 40 images, evaluated 8 at a time.
+    dataset = data.LabeledImages(images=np.round(pixels).astype(np.uint8), labels=labels, num_classes=4, name="q")
+    path = str(tmp_path / "ptq_int8.tflite")
+    export.convert_to_tflite(teacher.model, export.representative_dataset_from_array(
+        teacher.preprocessing.apply(dataset.images)), output_path=path)
+    config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
+    monkeypatch.setattr(quantization_stages, "evaluation_chunk_size", lambda image_shape: 8)
+    monkeypatch.setattr(evaluation_progress, "SAVE_INTERVAL_SECONDS", 0.0)
+    expected = quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
+    os.remove(tmp_path / evaluation_progress.PREDICTIONS_FILE)
+    keras_predict, chunks, interrupt_at = evaluate.keras_predict, [], [4]
+
+    def interrupted_at_the_fourth_chunk(model, inputs, batch_size=None):
+        chunks.append(len(inputs))
+        if len(chunks) in interrupt_at:
+            interrupt_at.clear()
+            raise KeyboardInterrupt  # Ctrl-C, or the machine going down, hours into ImageNet.
+        return keras_predict(model, inputs, batch_size)
+
+    monkeypatch.setattr(evaluate, "keras_predict", interrupted_at_the_fourth_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
+    chunks.clear()
+    capsys.readouterr()
+
+    resumed = quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
+
+    assert "evaluation: resuming at image 24 of 40" in capsys.readouterr().out
+    assert chunks == [8, 8]  # Only the images not done before.
+    assert resumed["top1"] == expected["top1"]
+    chunks.clear()
+    assert quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)["top1"] == (
+        expected["top1"])
+    assert chunks == [] and "predictions on these images were saved by an earlier run" in capsys.readouterr().out
+    # Another model, or other images, start afresh.
+    export.convert_to_tflite(teacher.model, export.representative_dataset_from_array(
+        teacher.preprocessing.apply(dataset.images[:4])), output_path=path)
+    quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
+    assert len(chunks) == 5
+    chunks.clear()
+    fewer = data.LabeledImages(images=dataset.images[:16], labels=labels[:16], num_classes=4, name="q")
+    quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, fewer)
+    assert len(chunks) == 2
+    chunks.clear()
+    (tmp_path / evaluation_progress.PREDICTIONS_FILE).write_bytes(b"cut short")  # Unreadable: started afresh.
+    assert quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, fewer)["images"] == 16
+    assert len(chunks) == 2
+
+
 def test_a_student_saved_or_checkpointed_with_a_narrower_input_range_comes_back_covering_every_pixel(tmp_path):
     import tensorflow as tf
     from conftest import tiny_teacher

@@ -17,6 +17,7 @@ Work directory files added here:
 import math
 import os
 import sys
+import time
 from typing import Dict, Optional
 
 import numpy as np
@@ -24,7 +25,8 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import data, distill, edge_tpu, evaluate, export, quantize, quantizer_ranges, tflite_model, zero_shot
+from zscgan_tf import (data, distill, edge_tpu, evaluate, evaluation_progress, export, quantize, quantizer_ranges,
+                       teachers, tflite_model, zero_shot)
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, save_keras_model_atomic, write_text_atomic
@@ -337,6 +339,41 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
     return dataset
 
 
+def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: data.LabeledImages, predictors: dict,
+                       digests: Dict[str, str], progress: bool) -> Dict[str, np.ndarray]:
+    """Each predictor's class for every image of `dataset`, a chunk at a time, going on from
+    the predictions an interrupted run saved for the same images and models
+    (`evaluation_progress`) and saving its own as it goes."""
+    labels = dataset.labels
+    path = os.path.join(run_config.work_dir, evaluation_progress.PREDICTIONS_FILE)
+    key = evaluation_progress.key(dataset.images, labels, digests)
+    done, predicted = evaluation_progress.load(path, key, list(predictors), len(labels))
+    if done == len(labels):
+        _say("evaluation: every model's predictions on these images were saved by an earlier run; using them")
+        return predicted
+    if done:
+        _say(f"evaluation: resuming at image {done} of {len(labels)}, with the predictions an earlier run saved")
+    # Preprocessed a chunk at a time: ImageNet's 50,000 validation images are 30 GB as float32.
+    chunk = evaluation_chunk_size(teacher.image_shape)
+    bar = ProgressBar(len(labels), f"evaluation ({count_of(len(predictors), 'model')})", initial_step=done) \
+        if progress else None
+    last_saved = time.monotonic()
+    for start in range(done, len(labels), chunk):
+        pixels = dataset.images[start:start + chunk]
+        inputs = teacher.preprocessing.apply(pixels)
+        for name, predict in predictors.items():
+            predicted[name][start:start + len(pixels)] = np.argmax(predict(pixels, inputs), axis=-1)
+        done = start + len(pixels)
+        if done == len(labels) or time.monotonic() - last_saved >= evaluation_progress.SAVE_INTERVAL_SECONDS:
+            evaluation_progress.save(path, key, done, predicted)
+            last_saved = time.monotonic()
+        if bar:
+            bar.update(done, {})
+    if bar:
+        bar.close()
+    return predicted
+
+
 def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str, str],
                      dataset: Optional[data.LabeledImages], progress: bool = True) -> dict:
     """Top-1 of the teacher, the student and every TFLite model on `dataset` (see `evaluation_dataset`);
@@ -360,36 +397,26 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
     labels = dataset.labels
     _say(f"evaluation: {len(labels)} images of {dataset.name} ({run_config.evaluation.split})")
     # Each predictor takes a chunk's pixels and its preprocessed inputs: Keras models run on the
-    # inputs, TFLite models on the pixels, quantized as a device would (`predict_pixels`).
+    # inputs, TFLite models on the pixels, quantized as a device would (`predict_pixels`). Each
+    # has a digest, so that saved predictions are used only for the same models.
     predictors = {"fp32_keras": lambda pixels, inputs: evaluate.keras_predict(teacher.model, inputs,
                                                                               EVALUATION_BATCH_SIZE)}
+    digests = {"fp32_keras": teachers.fingerprint(teacher)}
+    student_name = f"{scheme_of(run_config).name}_qat_keras"
     if student is not None:
-        predictors[f"{scheme_of(run_config).name}_qat_keras"] = (
-            lambda pixels, inputs: evaluate.keras_predict(student, inputs, EVALUATION_BATCH_SIZE))
+        predictors[student_name] = lambda pixels, inputs: evaluate.keras_predict(student, inputs, EVALUATION_BATCH_SIZE)
+        digests[student_name] = teachers.weights_digest(student)
     for kind, path in tflite_paths.items():
         with open(path, "rb") as model_file:
             classifier = evaluate.TfliteClassifier(model_file.read())
         predictors[f"{kind}_tflite"] = (
             lambda pixels, inputs, classifier=classifier: classifier.predict_pixels(pixels, teacher.preprocessing))
-    # Preprocessed a chunk at a time: ImageNet's 50,000 validation images are 30 GB as float32.
-    chunk = evaluation_chunk_size(teacher.image_shape)
-    logits = {name: [] for name in predictors}
-    bar = ProgressBar(len(labels), f"evaluation ({count_of(len(predictors), 'model')})") if progress else None
-    for start in range(0, len(labels), chunk):
-        pixels = dataset.images[start:start + chunk]
-        inputs = teacher.preprocessing.apply(pixels)
-        for name, predict in predictors.items():
-            logits[name].append(predict(pixels, inputs))
-        if bar:
-            bar.update(start + len(pixels), {})
-    if bar:
-        bar.close()
-    logits = {name: np.concatenate(parts) for name, parts in logits.items()}
-    accuracy = {name: evaluate.top1_accuracy(outputs, labels) for name, outputs in logits.items()}
+        digests[f"{kind}_tflite"] = file_digest(path)
+    predicted = _predicted_classes(run_config, teacher, dataset, predictors, digests, progress)
+    accuracy = {name: float(np.mean(classes == labels)) for name, classes in predicted.items()}
     agreement = {}
-    if "qat_int8_tflite" in logits:
-        agreement["qat_keras_vs_tflite"] = evaluate.agreement(
-            logits[f"{scheme_of(run_config).name}_qat_keras"], logits["qat_int8_tflite"])
+    if "qat_int8_tflite" in predicted:
+        agreement["qat_keras_vs_tflite"] = float(np.mean(predicted[student_name] == predicted["qat_int8_tflite"]))
     results.update({"dataset": dataset.name, "split": run_config.evaluation.split, "images": int(len(labels)),
                     "top1": accuracy, "agreement": agreement})
     return results

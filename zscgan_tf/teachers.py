@@ -560,14 +560,19 @@ def teacher_logits(teacher: Teacher, inputs: tf.Tensor) -> tf.Tensor:
     return teacher.model(inputs, training=False)
 
 
-def fingerprint(teacher: Teacher) -> str:
-    """SHA-256 of what a generator and a student are trained against: the teacher's weights
-    and preprocessing. A model file replaced by a retrained one changes it."""
-    digest = hashlib.sha256(json.dumps(teacher.preprocessing.to_dict(), sort_keys=True).encode())
-    for weight in teacher.model.get_weights():
+def weights_digest(model: tf_keras.Model, prefix: bytes = b"") -> str:
+    """SHA-256 of `prefix` and a Keras model's weights, shapes included."""
+    digest = hashlib.sha256(prefix)
+    for weight in model.get_weights():
         digest.update(str(weight.shape).encode())
         digest.update(np.ascontiguousarray(weight).tobytes())
     return digest.hexdigest()
+
+
+def fingerprint(teacher: Teacher) -> str:
+    """SHA-256 of what a generator and a student are trained against: the teacher's weights
+    and preprocessing. A model file replaced by a retrained one changes it."""
+    return weights_digest(teacher.model, json.dumps(teacher.preprocessing.to_dict(), sort_keys=True).encode())
 
 
 def describe(teacher: Teacher) -> dict:
