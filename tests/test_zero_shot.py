@@ -136,6 +136,17 @@ def test_evaluation_and_grid_shapes():
     assert grid.shape == (2 * 32, 3 * 32, 1)  # 8x8 tiles are zoomed to 32 pixels.
 
 
+def test_tensorboard_gets_large_sample_grids_shrunk_and_small_ones_as_they_are():
+    # ImageNet's grid, 20 classes by 10 samples of 224 pixels: 20 MB of PNG each time it was logged.
+    imagenet_grid = np.zeros((20 * 224, 10 * 224, 3), np.uint8)
+    imagenet_grid[:, ::2] = 200  # Stripes one pixel wide average to grey.
+    shrunk = training_loop.for_tensorboard(imagenet_grid)
+    assert shrunk.shape == (2048, 1024, 3) and shrunk.dtype == np.uint8
+    assert abs(float(shrunk.mean()) - 100) < 1  # Averaged, not every other column picked.
+    small = np.full((64, 96, 1), 7, np.uint8)
+    assert training_loop.for_tensorboard(small) is small
+
+
 def test_generation_runs_large_images_in_small_batches(monkeypatch, capsys):
     assert zero_shot.generation_batch_size((28, 28, 1)) == 256
     assert zero_shot.generation_batch_size((64, 64, 3)) == 256

@@ -31,6 +31,9 @@ from zscgan_tf.progress import ProgressBar, format_duration
 CHECKPOINTS_TO_KEEP = 2
 HISTORY_FILE = "history.json"
 CHECKPOINT_DIR = "checkpoints"
+# Images logged to TensorBoard are shrunk to this many pixels on their longer side: the grid
+# of 20 ImageNet classes by 10 samples is 4480x2240 (20 MB as PNG, every `image_every` steps).
+MAX_TENSORBOARD_IMAGE_SIDE = 2048
 
 
 class NonFiniteLossError(RuntimeError):
@@ -179,7 +182,7 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
                 if summary_writer is not None and image_fn is not None and schedule.image_every and (
                         step % schedule.image_every == 0 or last_step):
                     with summary_writer.as_default(step=step):
-                        tf.summary.image(f"{name}/samples", image_fn()[np.newaxis])
+                        tf.summary.image(f"{name}/samples", for_tensorboard(image_fn())[np.newaxis])
                 if step % schedule.checkpoint_every == 0 or last_step:
                     save(step)
                 if bar:
@@ -205,6 +208,16 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
         steps=schedule.steps, resumed_from_step=start_step, wall_seconds=wall_seconds,
         samples_per_second=new_steps * schedule.samples_per_step / wall_seconds if new_steps and wall_seconds else 0.0,
         first=history[0], last=history[-1])
+
+
+def for_tensorboard(image: np.ndarray) -> np.ndarray:
+    """A uint8 (H, W, C) image shrunk by area averaging to fit `MAX_TENSORBOARD_IMAGE_SIDE`, else as it is."""
+    height, width = image.shape[:2]
+    scale = MAX_TENSORBOARD_IMAGE_SIDE / max(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return np.round(tf.image.resize(image, size, method="area").numpy()).astype(np.uint8)
 
 
 def latest_step(work_dir: str) -> Optional[int]:
