@@ -1,5 +1,6 @@
 """tools/convert.py as users run it: a real process per call."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -64,6 +65,34 @@ def test_qat_checkpoint_exports_when_the_student_file_is_missing(run_dir, tmp_pa
     assert result.returncode == 0, result.stderr
     assert "QAT checkpoint" in result.stdout and "- from uint8 pixels: uint8 input = " in result.stdout
     assert [tensor.dtype for tensor in _model_report(output).inputs] == ["uint8"]
+
+
+def test_a_run_whose_teacher_moved_says_how_to_find_it(run_dir, tmp_path):
+    work_dir, teacher_path = run_dir
+    copy = tmp_path / "run"  # A run directory taken to another machine, its teacher elsewhere there.
+    shutil.copytree(work_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["teacher"]["model"] = str(tmp_path / "gone" / "teacher.keras")
+    (copy / "config.json").write_text(json.dumps(config))
+    result = _convert(f"--run_dir={copy}", f"--output={tmp_path / 'x.tflite'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: the run's teacher '{tmp_path / 'gone' / 'teacher.keras'}' is missing (moved since the run?): put it "
+        f"back there, or rerun the pipeline on '{copy}' with --teacher=<where it is now>, which records it")
+    # Rerun with its new place, the run takes it (the same weights), records it and converts.
+    moved = tmp_path / "elsewhere" / "teacher.keras"
+    os.makedirs(moved.parent)
+    shutil.copy(teacher_path, moved)
+    shutil.copy(teacher_path + ".json", str(moved) + ".json")
+    status = train.main(["train", f"--teacher={moved}", f"--work_dir={copy}", "--generator_steps=3",
+                         "--batch_size=16", "--noise_dim=8", "--generator_channels=8", "--distillation_steps=2",
+                         "--distillation_batch_size=8", "--distillation_checkpoint_every=1",
+                         "--calibration_samples=16", "--eval_samples_per_class=2", "--latency_runs=1",
+                         "--eval_dataset=none", "--noprogress"])
+    assert status == 0
+    assert json.loads((copy / "config.json").read_text())["teacher"]["model"] == str(moved)
+    result = _convert(f"--run_dir={copy}", f"--output={tmp_path / 'x.tflite'}", "--calibration_samples=16")
+    assert result.returncode == 0, result.stderr
 
 
 def test_float_teacher_with_generator_is_quantized_post_training(run_dir, tmp_path):

@@ -339,6 +339,33 @@ def test_a_generator_trained_against_a_replaced_teacher_is_not_taken(tmp_path, t
     assert not (tmp_path / "second" / "generator.keras").exists()
 
 
+def test_a_run_resumes_with_its_teacher_moved_and_not_with_another_in_its_place(tmp_path, tiny_teacher_file, capsys):
+    import shutil
+    work_dir = tmp_path / "run"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    moved = str(tmp_path / "models" / "teacher.keras")
+    os.makedirs(os.path.dirname(moved))
+    for suffix in ("", ".json"):
+        shutil.move(tiny_teacher_file + suffix, moved + suffix)
+    capsys.readouterr()
+    # Before, another path was another config, refused: the run could not be evaluated or resumed.
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, moved, work_dir)}"]) == 0
+    out = capsys.readouterr().out
+    assert "generator: already trained" in out and "distillation: already done" in out
+    assert json.loads((work_dir / "config.json").read_text())["teacher"]["model"] == moved
+    # A generator is taken from a run whose teacher was elsewhere then, if it is the same teacher.
+    flagfile = _flagfile(tmp_path, moved, tmp_path / "second", extra=["--quantization=w4a8"])
+    first_config = json.loads((work_dir / "config.json").read_text())
+    first_config["teacher"]["model"] = tiny_teacher_file  # As it was recorded before the move.
+    (work_dir / "config.json").write_text(json.dumps(first_config))
+    assert train.main(["train", f"--flagfile={flagfile}", f"--generator_from={work_dir}"]) == 0
+    assert "generator: taking the generator of" in capsys.readouterr().out
+    # Another model at the new place is another teacher: refused, as another path with it would be.
+    _retrained(moved)
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, moved, work_dir)}"]) == 2
+    assert "trained against another teacher than teacher is now" in capsys.readouterr().err
+
+
 def test_a_run_directory_copied_elsewhere_resumes_there(tmp_path, tiny_teacher_file, capsys):
     import shutil
     work_dir = tmp_path / "run"

@@ -173,6 +173,11 @@ def _from_run(run_dir, generator):
         raise UserError(f"{run_dir!r} is not a run directory (no {config_lib.CONFIG_FILE})")
     with open(config_path) as config_file:
         run_config = config_lib.RunConfig.from_dict(json.load(config_file))
+    model = run_config.teacher.model
+    if (model not in teachers.KERAS_APPLICATIONS and not model.startswith(teachers.BUILTIN_PREFIX)
+            and not os.path.exists(model)):
+        raise UserError(f"the run's teacher {model!r} is missing (moved since the run?): put it back there, or rerun "
+                        f"the pipeline on {run_dir!r} with --teacher=<where it is now>, which records it")
     tf_keras.utils.set_random_seed(run_config.seed)  # A Keras application without weights: the run's.
     teacher = teachers.load_teacher(run_config.teacher)
     from zscgan_tf import pipeline  # pylint: disable=import-outside-toplevel  # As in _load_generator.

@@ -401,15 +401,22 @@ def inert_settings(config: Dict[str, Any]) -> Set[str]:
     return {"quantization.low_bit_ranges", "quantization.keep_first_and_last_at_8_bits"} if eight_bit else set()
 
 
+# Where the teacher's files are: a run resumes with them elsewhere (a moved model file, a
+# run directory taken to another machine) when the teacher it loads is the one the run
+# recorded (`teachers.fingerprint`, compared by the pipeline).
+TEACHER_LOCATION_SETTINGS = ("teacher.model", "teacher.weights", "teacher.cache_dir", "teacher.custom_objects")
+
 # The sections a trained generator depends on (how long it trained aside): a run may
 # start from another run's generator (`--generator_from`) when these are the same.
 GENERATOR_SECTIONS = ("seed", "teacher", "generator", "loss", "generator_training")
 
 
-def generator_differences(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
-    """Dotted names of the differing settings that change what a generator trains to."""
+def generator_differences(saved: Dict[str, Any], current: Dict[str, Any], same_teacher: bool = False) -> List[str]:
+    """Dotted names of the differing settings that change what a generator trains to;
+    with `same_teacher` (known to be the same by fingerprint), not where its files are."""
+    moved = TEACHER_LOCATION_SETTINGS if same_teacher else ()
     return [key for key in differences(saved, current)
-            if key.split(".")[0] in GENERATOR_SECTIONS and key not in RESUMABLE_CHANGES]
+            if key.split(".")[0] in GENERATOR_SECTIONS and key not in RESUMABLE_CHANGES and key not in moved]
 
 
 def current_dict(config: RunConfig) -> Dict[str, Any]:
@@ -434,12 +441,14 @@ def read_saved(path: str) -> Dict[str, Any]:
         return saved  # Compared as saved: whatever differs is named.
 
 
-def save_or_check(config: RunConfig, write_json) -> None:
+def save_or_check(config: RunConfig, write_json, same_teacher: bool = False) -> None:
     """Saves the config into the work directory, or checks it matches the one there.
 
     Args:
       config: this run's config.
       write_json: `callable(path, dict)` that writes JSON atomically.
+      same_teacher: the teacher is known to be the one the work directory trained with
+        (by fingerprint), so `TEACHER_LOCATION_SETTINGS` may differ.
 
     Raises:
       UserError: if the work directory holds a run with a different config.
@@ -449,10 +458,12 @@ def save_or_check(config: RunConfig, write_json) -> None:
     if os.path.exists(path):
         saved = read_saved(path)
         unchanging = set(RESUMABLE_CHANGES) | (inert_settings(saved) & inert_settings(current))
+        if same_teacher:
+            unchanging |= set(TEACHER_LOCATION_SETTINGS)
         changed = [key for key in differences(saved, current) if key not in unchanging]
         if changed:
             shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
-            if not generator_differences(saved, current):  # Training another student needs no new generator.
+            if not generator_differences(saved, current, same_teacher):  # Training another student needs no new generator.
                 raise UserError(f"{config.work_dir} holds a run with a different config ({shown}), which its "
                                 "generator does not depend on: to train with it from that generator, pass another "
                                 f"--work_dir and --generator_from={config.work_dir}; or delete that directory to "

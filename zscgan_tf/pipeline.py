@@ -88,17 +88,19 @@ def prepare_work_dir(run_config: config_lib.RunConfig):
         raise UserError(f"cannot create work directory {work_dir!r}: {error.strerror}") from error
 
 
-def record_config(run_config: config_lib.RunConfig):
+def record_config(run_config: config_lib.RunConfig, same_teacher: bool = False):
     """Saves the config, refusing a work directory whose stages ran under another one.
 
     A config saved by a run that failed before any stage produced output binds nothing.
+    With `same_teacher` (the teacher's fingerprint is the one the directory recorded),
+    its files may have moved.
     """
     started = any(os.path.exists(os.path.join(run_config.work_dir, name)) for name in STAGE_OUTPUTS)
     if not started:
         config_path = os.path.join(run_config.work_dir, config_lib.CONFIG_FILE)
         if os.path.exists(config_path):
             os.remove(config_path)
-    config_lib.save_or_check(run_config, write_json_atomic)
+    config_lib.save_or_check(run_config, write_json_atomic, same_teacher)
 
 
 def read_state(work_dir: str) -> dict:
@@ -231,10 +233,14 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     if not os.path.isfile(config_path):
         raise UserError(f"{flag}: " + ("no such directory" if not os.path.isdir(source_dir) else
                                        f"not a run directory (it has no {config_lib.CONFIG_FILE})"))
-    finished = read_state(source_dir).get("generator", {})
+    source_state = read_state(source_dir)
+    finished = source_state.get("generator", {})
     if not finished or finished.get("sha256") != file_digest(os.path.join(source_dir, GENERATOR_MODEL_FILE)):
         raise UserError(f"{flag}: that run's generator has not finished training; run it to the end first")
-    changed = config_lib.generator_differences(config_lib.read_saved(config_path), config_lib.current_dict(run_config))
+    # Where the teacher's files are may differ when that run recorded its teacher's fingerprint,
+    # which `take_generator` compares with this run's.
+    changed = config_lib.generator_differences(config_lib.read_saved(config_path), config_lib.current_dict(run_config),
+                                               same_teacher=TEACHER_KEY in source_state)
     if changed:
         shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
         raise UserError(f"{flag}: that run's generator was trained with other settings ({shown}); a run takes "
@@ -248,7 +254,7 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     if finished["steps"] > run_config.generator_training.steps:
         raise UserError(f"{flag}: that run's generator has trained {finished['steps']} steps, more than "
                         f"--generator_steps={run_config.generator_training.steps}; ask for {finished['steps']} or more")
-    return GeneratorSource(source_dir, finished, read_state(source_dir).get(TEACHER_KEY))
+    return GeneratorSource(source_dir, finished, source_state.get(TEACHER_KEY))
 
 
 def _checkpoint_steps(work_dir: str, run_config: config_lib.RunConfig) -> list:
@@ -581,12 +587,12 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
 
 def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher, evaluation_data,
                 source: Optional[GeneratorSource], progress: bool) -> dict:
-    record_config(run_config)
+    state = read_state(run_config.work_dir)
+    fingerprint = check_same_teacher(run_config.work_dir, teacher, state)
+    record_config(run_config, same_teacher=state.get(TEACHER_KEY) == fingerprint)
     _say(f"teacher: {teacher.name}, input {teacher.image_shape}, {teacher.num_classes} classes")
     for warning in teacher.warnings:
         _say(f"warning: {warning}")
-    state = read_state(run_config.work_dir)
-    fingerprint = check_same_teacher(run_config.work_dir, teacher, state)
     if state.get(TEACHER_KEY) != fingerprint:
         state[TEACHER_KEY] = fingerprint
         write_state(run_config.work_dir, state)

@@ -570,9 +570,12 @@ def weights_digest(model: tf_keras.Model, prefix: bytes = b"") -> str:
 
 
 def fingerprint(teacher: Teacher) -> str:
-    """SHA-256 of what a generator and a student are trained against: the teacher's weights
-    and preprocessing. A model file replaced by a retrained one changes it."""
-    return weights_digest(teacher.model, json.dumps(teacher.preprocessing.to_dict(), sort_keys=True).encode())
+    """SHA-256 of what a generator and a student are trained against: the teacher's weights,
+    input shape, classes and preprocessing. A model file replaced by a retrained one changes
+    it; the same model moved elsewhere does not."""
+    reads = {"preprocessing": teacher.preprocessing.to_dict(), "image_shape": list(teacher.image_shape),
+             "num_classes": teacher.num_classes}
+    return weights_digest(teacher.model, json.dumps(reads, sort_keys=True).encode())
 
 
 def describe(teacher: Teacher) -> dict:
