@@ -181,6 +181,21 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert min_max.stdout.count(": cached done") == len(MEASUREMENTS) - 2
     assert "fitted by least squares" not in (work_dir / "results.md").read_text()
 
+    # Another model under the same name (retrained since): its rows are not taken from the cache.
+    import shutil
+    retrained = tmp_path / "retrained" / "digits_tiny.keras"
+    os.makedirs(retrained.parent)
+    shutil.copy(digits_teacher + ".json", str(retrained) + ".json")
+    model = tf_keras.models.load_model(digits_teacher)
+    model.set_weights([weight * 1.01 for weight in model.get_weights()])
+    model.save(str(retrained))
+    refused = _benchmark(*_tiny_arguments(str(retrained), work_dir))
+    assert refused.returncode == 2 and ": computing" not in refused.stdout
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: {work_dir / 'digits_tiny'} holds rows and generators of another teacher than digits_tiny is now (its "
+        "weights or preprocessing differ: was the model file retrained?); pass another --work_dir, or delete "
+        f"{work_dir / 'digits_tiny'} to measure this one")
+
 
 @pytest.mark.parametrize("arguments, message", [
     (["--qat_steps=0"], "--qat_steps must be positive, got 0"),

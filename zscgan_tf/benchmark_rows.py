@@ -28,6 +28,8 @@ from zscgan_tf.files import exclusive_use, read_json, unusable_directory_reason,
 from zscgan_tf.quantization_stages import INPUT_RANGE, LATENCY_THREADS
 
 ROWS_FILE = "rows.json"
+# The fingerprint (`teachers.fingerprint`) of the teacher a teacher's rows and generators are of.
+TEACHER_FILE = "teacher.json"
 RESULTS_JSON_FILE = "results.json"
 RESULTS_MARKDOWN_FILE = "results.md"
 EVALUATION_BATCH_SIZE = 256
@@ -187,8 +189,22 @@ class TeacherBenchmark:
                           "generator_pool_draws": self.config.generator_pool_draws}))
         return rows
 
+    def check_same_teacher(self):
+        """Records the teacher's fingerprint with its rows, refusing rows and generators cached
+        for another teacher under the same name (a model file retrained since)."""
+        path = os.path.join(self.dir, TEACHER_FILE)
+        current = teachers.fingerprint(self.teacher)
+        recorded = read_json(path, {}).get("teacher_sha256")
+        if recorded and recorded != current:
+            raise UserError(f"{self.dir} holds rows and generators of another teacher than {self.teacher.name} is "
+                            "now (its weights or preprocessing differ: was the model file retrained?); pass another "
+                            f"--work_dir, or delete {self.dir} to measure this one")
+        if not recorded:  # Rows cached before fingerprints were recorded are taken as this teacher's.
+            write_json_atomic(path, {"teacher_sha256": current})
+
     def run(self, publish) -> dict:
         """Computes every row not cached yet; calls `publish()` after each."""
+        self.check_same_teacher()
         rows = self.rows()
         for index, (row_id, label, compute, settings) in enumerate(rows, 1):
             key = row_key(row_id, settings)
