@@ -572,7 +572,8 @@ def weights_digest(model: tf_keras.Model, prefix: bytes = b"") -> str:
 def fingerprint(teacher: Teacher) -> str:
     """SHA-256 of what a generator and a student are trained against: the teacher's weights,
     input shape, classes and preprocessing. A model file replaced by a retrained one changes
-    it; the same model moved elsewhere does not."""
+    it; the same model moved elsewhere does not. Work directories keep it (`state.json`):
+    what it covers must not change, or every earlier run would refuse its own teacher."""
     reads = {"preprocessing": teacher.preprocessing.to_dict(), "image_shape": list(teacher.image_shape),
              "num_classes": teacher.num_classes}
     return weights_digest(teacher.model, json.dumps(reads, sort_keys=True).encode())
