@@ -111,7 +111,8 @@ def test_fewer_steps_than_trained_are_refused_and_nothing_is_discarded(tmp_path,
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, steps=6, extra=["--distillation_steps=2"])
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
     report = json.loads((work_dir / "report.json").read_text())
-    assert report["quantization"]["summary"]["steps"] == 2 and report["quantization"]["summary"]["resumed_from_step"] == 0
+    summary = report["quantization"]["summary"]
+    assert summary["steps"] == 2 and summary["resumed_from_step"] == 0
 
 
 def test_w4a4_run_trains_a_student_with_fitted_held_ranges_and_says_so(tmp_path, tiny_teacher_file, capsys):
@@ -185,7 +186,7 @@ def test_a_finished_run_is_evaluated_on_other_data_and_exported_as_uint8_without
     against = 100 * (top1["ptq_int8_tflite"] - top1["fp32_keras"])
     assert f"| ptq_int8_tflite | {100 * top1['ptq_int8_tflite']:.2f}% | {against:+.2f} |" in markdown
     best = max(top1["ptq_int8_tflite"], top1["qat_int8_tflite"])
-    assert f"Most accurate fully-integer model on these images: `" in markdown and f"({100 * best:.2f}%)." in markdown
+    assert "Most accurate fully-integer model on these images: `" in markdown and f"({100 * best:.2f}%)." in markdown
     for name in ("ptq_int8.tflite", "qat_int8.tflite"):  # Converted again with uint8 input and output.
         model = tflite_model.inspect_tflite((work_dir / name).read_bytes())
         assert [tensor.dtype for tensor in model.inputs + model.outputs] == ["uint8", "uint8"], name
@@ -197,7 +198,8 @@ def test_another_student_trains_from_a_finished_runs_generator_without_training_
     first = tmp_path / "w8a8"
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, first)}"]) == 0
     def digests(directory):  # Of every file but the lock, which names the last process that held it.
-        return {path: file_digest(str(path)) for path in directory.rglob("*") if path.is_file() and path.name != ".lock"}
+        return {path: file_digest(str(path)) for path in directory.rglob("*")
+                if path.is_file() and path.name != ".lock"}
 
     first_files = digests(first)
     capsys.readouterr()
@@ -254,7 +256,8 @@ def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_pat
     cases = [
         (first, [], "is this run's own --work_dir"),
         (tmp_path / "missing", [], "no such directory"),
-        (first / "generator.keras", [], "generator.keras is a file; name the work directory of the run that trained it"),
+        (first / "generator.keras", [],
+         "generator.keras is a file; name the work directory of the run that trained it"),
         (tmp_path, [], "not a run directory (it has no config.json)"),
         (unfinished, [], "that run's generator has not finished training; run it to the end first"),
         (trained_on, [], "has trained on from its finished 4 steps (to step 6); finish that run first"),
@@ -725,7 +728,8 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
     results = quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
     out = capsys.readouterr().out
     assert "evaluation: latency of 1 TFLite model, 1 run at each of 1 and 2 threads" in out
-    assert f"evaluation (2 models) {len(labels)}/{len(labels)} [" in out  # ImageNet's 50,000 images take hours: shown as they go.
+    # ImageNet's 50,000 images take hours: shown as they go.
+    assert f"evaluation (2 models) {len(labels)}/{len(labels)} [" in out
     classifier = evaluate.TfliteClassifier(model_bytes)
     assert len(np.unique(classifier.pixel_table(teacher.preprocessing))) == 256  # Every level kept.
     # Re-quantizing the preprocessed floats instead rounds some tied levels the other way.

@@ -463,7 +463,7 @@ def save_or_check(config: RunConfig, write_json, same_teacher: bool = False) -> 
         changed = [key for key in differences(saved, current) if key not in unchanging]
         if changed:
             shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
-            if not generator_differences(saved, current, same_teacher):  # Training another student needs no new generator.
+            if not generator_differences(saved, current, same_teacher):  # Another student needs no new generator.
                 raise UserError(f"{config.work_dir} holds a run with a different config ({shown}), which its "
                                 "generator does not depend on: to train with it from that generator, pass another "
                                 f"--work_dir and --generator_from={config.work_dir}; or delete that directory to "

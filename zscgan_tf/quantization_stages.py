@@ -12,6 +12,8 @@ Work directory files added here:
 - `ptq_int8.tflite`: the teacher quantized post-training, calibrated on generator samples.
 - `qat_int8.tflite`: the distilled student, fully integer (W8A8 only).
 - `export_report.md`: each model's tensors, ops, integer check and Edge TPU report.
+- `evaluation/predictions.npz`: the evaluation's predicted classes, saved as it goes, so
+  that an interrupted evaluation resumes (`evaluation_progress`).
 """
 
 import math
