@@ -33,7 +33,7 @@ from zscgan_tf import generator as generator_lib
 from zscgan_tf import quantization_stages, quantize, teachers, training_loop, zero_shot
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import (TEMPORARY_PREFIX, exclusive_use, file_digest, read_json, save_keras_model_atomic,
-                             unusable_directory_reason, write_bytes_atomic, write_json_atomic, write_text_atomic)
+                             unusable_directory_reason, write_json_atomic, write_text_atomic)
 from zscgan_tf.progress import count_of, format_duration
 
 STATE_FILE = "state.json"
@@ -263,13 +263,24 @@ def _checkpoint_steps(work_dir: str, run_config: config_lib.RunConfig) -> list:
             for member_dir in pool_member_dirs(run_config)]
 
 
+def _link_or_copy(source: str, destination: str):
+    """Hard-links a file where the file system allows (another file system, or one without
+    links, gets a copy). Safe for what a run keeps: checkpoints, histories, logs and models
+    are replaced by new files, never rewritten in place, so neither run changes the other's."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
 def _copy_directory(source: str, destination: str):
-    """Copies a directory into place whole: to a temporary name beside it, then renamed."""
+    """Copies a directory into place whole (`_link_or_copy`): to a temporary name beside it,
+    then renamed. The ImageNet configs' generator is about 1.2 GB with its checkpoints."""
     temporary = os.path.join(os.path.dirname(destination), TEMPORARY_PREFIX + os.path.basename(destination))
     for path in (temporary, destination):
         if os.path.exists(path):
             shutil.rmtree(path)
-    shutil.copytree(source, temporary)
+    shutil.copytree(source, temporary, copy_function=_link_or_copy)
     os.replace(temporary, destination)
 
 
@@ -302,10 +313,14 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
             if os.path.isdir(os.path.join(source.work_dir, directory)):
                 os.makedirs(os.path.dirname(os.path.join(work_dir, directory)), exist_ok=True)
                 _copy_directory(os.path.join(source.work_dir, directory), os.path.join(work_dir, directory))
-    with open(os.path.join(source.work_dir, GENERATOR_MODEL_FILE), "rb") as model_file:
-        write_bytes_atomic(os.path.join(work_dir, GENERATOR_MODEL_FILE), model_file.read())
+    model_path = os.path.join(work_dir, GENERATOR_MODEL_FILE)
+    temporary = os.path.join(work_dir, TEMPORARY_PREFIX + GENERATOR_MODEL_FILE)
+    if os.path.exists(temporary):
+        os.remove(temporary)
+    _link_or_copy(os.path.join(source.work_dir, GENERATOR_MODEL_FILE), temporary)
+    os.replace(temporary, model_path)
     copied_steps = _checkpoint_steps(work_dir, run_config)
-    if (file_digest(os.path.join(work_dir, GENERATOR_MODEL_FILE)) != source.finished["sha256"]
+    if (file_digest(model_path) != source.finished["sha256"]
             or any(step not in (None, source.finished["steps"]) for step in copied_steps)):
         raise UserError(f"the generator of {source.work_dir} changed while it was copied (is a run training it?); "
                         "rerun this command once that run has finished")
