@@ -29,13 +29,17 @@ def run_dir(tmp_path_factory):
     teacher_training.save_teacher(build_tiny_classifier(), teacher_path, Preprocessing("tf"), "synthetic",
                                   ["a", "b", "c", "d"], None)
     work_dir = root / "run"
-    status = train.main(["train", f"--teacher={teacher_path}", f"--work_dir={work_dir}", "--generator_steps=3",
-                         "--batch_size=16", "--noise_dim=8", "--generator_channels=8", "--distillation_steps=2",
-                         "--distillation_batch_size=8", "--distillation_checkpoint_every=1",
-                         "--calibration_samples=16", "--eval_samples_per_class=2", "--latency_runs=1",
-                         "--eval_dataset=none", "--noprogress"])
-    assert status == 0
+    assert _tiny_run(teacher_path, work_dir) == 0
     return work_dir, teacher_path
+
+
+def _tiny_run(teacher_path, work_dir) -> int:
+    """The pipeline's exit status on a tiny run of `teacher_path` in `work_dir`."""
+    return train.main(["train", f"--teacher={teacher_path}", f"--work_dir={work_dir}", "--generator_steps=3",
+                       "--batch_size=16", "--noise_dim=8", "--generator_channels=8", "--distillation_steps=2",
+                       "--distillation_batch_size=8", "--distillation_checkpoint_every=1",
+                       "--calibration_samples=16", "--eval_samples_per_class=2", "--latency_runs=1",
+                       "--eval_dataset=none", "--noprogress"])
 
 
 def _model_report(path):
@@ -84,12 +88,7 @@ def test_a_run_whose_teacher_moved_says_how_to_find_it(run_dir, tmp_path):
     os.makedirs(moved.parent)
     shutil.copy(teacher_path, moved)
     shutil.copy(teacher_path + ".json", str(moved) + ".json")
-    status = train.main(["train", f"--teacher={moved}", f"--work_dir={copy}", "--generator_steps=3",
-                         "--batch_size=16", "--noise_dim=8", "--generator_channels=8", "--distillation_steps=2",
-                         "--distillation_batch_size=8", "--distillation_checkpoint_every=1",
-                         "--calibration_samples=16", "--eval_samples_per_class=2", "--latency_runs=1",
-                         "--eval_dataset=none", "--noprogress"])
-    assert status == 0
+    assert _tiny_run(moved, copy) == 0
     assert json.loads((copy / "config.json").read_text())["teacher"]["model"] == str(moved)
     result = _convert(f"--run_dir={copy}", f"--output={tmp_path / 'x.tflite'}", "--calibration_samples=16")
     assert result.returncode == 0, result.stderr
