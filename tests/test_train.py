@@ -736,8 +736,9 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
     path = str(tmp_path / "ptq_int8.tflite")
     model_bytes = export.convert_to_tflite(teacher.model, export.representative_dataset_from_array(inputs),
                                            output_path=path)
-    config = config_lib.RunConfig(evaluation=config_lib.EvaluationConfig(latency_runs=1))
+    config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
     results = quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
+    assert (tmp_path / "evaluation" / "predictions.npz").is_file()  # In the run's directory, nowhere else.
     out = capsys.readouterr().out
     assert "evaluation: latency of 1 TFLite model, 1 run at each of 1 and 2 threads" in out
     # ImageNet's 50,000 images take hours: shown as they go.
