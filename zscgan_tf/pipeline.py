@@ -348,8 +348,8 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
              f"{run_config.generator.pool_size}; building that pool, resuming each generator from its checkpoint")
         pool_changed = True
     member_dirs = pool_member_dirs(run_config)
-    if pool_changed or any(training_loop.latest_step(member_dir) != run_config.generator_training.steps
-                           for member_dir in member_dirs):
+    if pool_changed or any(step != run_config.generator_training.steps
+                           for step in _checkpoint_steps(work_dir, run_config)):
         _discard_downstream_of_generator(work_dir, state)
     teacher_weights = teacher.model.get_weights()
     grid_seed = run_config.seed + GRID_SEED_OFFSET

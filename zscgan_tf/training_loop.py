@@ -222,13 +222,16 @@ def for_tensorboard(image: np.ndarray) -> np.ndarray:
 
 def latest_step(work_dir: str) -> Optional[int]:
     """The step of the latest checkpoint `run` saved in `work_dir`, or None when there is none."""
-    latest = tf.train.latest_checkpoint(os.path.join(work_dir, CHECKPOINT_DIR))
-    return int(latest.rsplit("-", 1)[-1]) if latest else None
+    return _step_of(tf.train.latest_checkpoint(os.path.join(work_dir, CHECKPOINT_DIR)))
 
 
 def _checkpoint_step(manager) -> Optional[int]:
-    latest = manager.latest_checkpoint
-    return int(latest.rsplit("-", 1)[-1]) if latest else None
+    return _step_of(manager.latest_checkpoint)
+
+
+def _step_of(checkpoint_prefix: Optional[str]) -> Optional[int]:
+    """The step a checkpoint prefix (`.../ckpt-<step>`) was saved at; None for no checkpoint."""
+    return int(checkpoint_prefix.rsplit("-", 1)[-1]) if checkpoint_prefix else None
 
 
 def read_history(path: str) -> List[dict]:
