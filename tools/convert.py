@@ -1,4 +1,4 @@
-"""Exports a TFLite model: from a run's QAT student, a saved student, or a float teacher.
+r"""Exports a TFLite model: from a run's QAT student, a saved student, or a float teacher.
 
 The QAT student of a run (its finished `student.h5`, else its latest QAT checkpoint),
 fully integer:

@@ -1,4 +1,4 @@
-"""Trains a small batch-normalized teacher to quantize: a built-in recipe or your own.
+r"""Trains a small batch-normalized teacher to quantize: a built-in recipe or your own.
 
 Built-in teacher into the default cache (~/.cache/zscgan_tf/teachers, or $ZSCGAN_TF_CACHE):
 
