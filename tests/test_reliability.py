@@ -177,7 +177,8 @@ def test_truncated_outputs_and_lost_state_are_redone(finished_run, capsys):
     assert train.main(["train", *arguments]) == 0
     out = capsys.readouterr().out
     assert "converting qat_int8" in out and "converting ptq_int8" in out and "converting float" not in out
-    assert "generator: training" in out  # Rebuilt from its last checkpoint, which is already at the target.
+    # Rebuilt from its last checkpoint, which is already at the target.
+    assert "generator: already trained (4 steps), restoring its checkpoint" in out
     assert "distillation: already done" in out  # The generator did not change, so the student stands.
     assert (work_dir / "qat_int8.tflite").read_bytes() == whole
     _assert_valid_tflite_exports(work_dir)

@@ -222,7 +222,8 @@ def test_another_student_trains_from_a_finished_runs_generator_without_training_
     report = json.loads((second / "report.json").read_text())
     assert report["generator_from"] == str(first) and report["generator_training"]["steps"] == 4
     assert report["quantization"]["scheme"] == "w4a8"
-    assert f"Taken from the run in {first} (`--generator_from`)" in (second / "report.md").read_text()
+    assert (f"Taken from the run in {first} (`--generator_from`), where it trained; the figures below are from there"
+            in (second / "report.md").read_text())
     assert first_files == digests(first)
     # The same command again finds everything done; so does it without the flag.
     for extra in ([f"--generator_from={first}"], []):
@@ -233,6 +234,7 @@ def test_another_student_trains_from_a_finished_runs_generator_without_training_
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, tmp_path / 'longer', steps=6)}",
                        f"--generator_from={first}"]) == 0
     assert json.loads((tmp_path / "longer" / "report.json").read_text())["generator_training"]["resumed_from_step"] == 4
+    assert "then trained on or pooled anew here" in (tmp_path / "longer" / "report.md").read_text()
 
 
 def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_path, tiny_teacher_file, capsys):
@@ -447,8 +449,7 @@ def test_run_saved_before_a_setting_existed_still_resumes(tmp_path, tiny_teacher
     assert "different config (loss.mode_seeking)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name, value_before, flag", [("blur_sigma", 0.0, "--generator_blur_sigma=1"),
-                                                      ("pool_size", 1, "--generator_pool_size=2")])
+@pytest.mark.parametrize("name, value_before, flag", [("blur_sigma", 0.0, "--generator_blur_sigma=1")])
 def test_run_saved_before_a_generator_setting_existed_reads_as_run_without_it(tmp_path, tiny_teacher_file, capsys,
                                                                                name, value_before, flag):
     work_dir, saved_value = _run_saved_without(tmp_path, tiny_teacher_file, "generator", name)
@@ -601,39 +602,86 @@ def test_pooled_generators_train_apart_resume_and_feed_qat(tmp_path, tiny_teache
                                                                                                           (4, 6)]
 
 
-def test_saved_generator_of_another_pool_size_is_rebuilt_not_reused(tmp_path, tiny_teacher_file, capsys):
+def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest(tmp_path, tiny_teacher_file,
+                                                                                  capsys):
     from zscgan_tf import generator as generator_lib, pipeline
-    work_dir = tmp_path / "run"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    # A run saved before pools existed reads as a pool of one.
+    work_dir, saved_pool_size = _run_saved_without(tmp_path / "grown", tiny_teacher_file, "generator", "pool_size")
+    assert saved_pool_size == 1
     single = pipeline.load_generator(str(work_dir / "generator.keras"))
     capsys.readouterr()
-    # config.json edited by hand to ask for a pool of 2: the saved single generator is not that pool.
-    config = json.loads((work_dir / "config.json").read_text())
-    config["generator"]["pool_size"] = 2
-    (work_dir / "config.json").write_text(json.dumps(config))
-    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--generator_pool_size=2"])
-    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    two = ["--generator_pool_size=2"]
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir, extra=two)}"]) == 0
     output = capsys.readouterr().out
-    assert "holds 1 generator(s) but the config asks for 2" in output
+    assert ("holds 1 generator and --generator_pool_size=2: the first restored from its checkpoint, 1 more to train"
+            in output)
+    assert "generator 1 of 2 (seed 0): already trained (4 steps), restoring its checkpoint" in output
+    assert "generator 2 of 2 (seed 1000): training 4 steps" in output
     assert "the QAT state built on the old one is discarded" in output  # Then redone from the pool.
     first, second = generator_lib.pool_members(pipeline.load_generator(str(work_dir / "generator.keras")))
-    # The first member is the finished generator, resumed from its checkpoint, not retrained.
-    for kept, reloaded in zip(single.get_weights(), first.get_weights()):
+    for kept, reloaded in zip(single.get_weights(), first.get_weights()):  # Not retrained.
         np.testing.assert_array_equal(kept, reloaded)
     state = json.loads((work_dir / "state.json").read_text())
     assert [(member["resumed_from_step"], member["steps"]) for member in state["generator"]["members"]] == [(4, 4),
                                                                                                           (0, 4)]
-    # And back to one generator: no generator trains, but the QAT built on the pool is redone.
-    config["generator"]["pool_size"] = 1
-    (work_dir / "config.json").write_text(json.dumps(config))
+    assert json.loads((work_dir / "config.json").read_text())["generator"]["pool_size"] == 2
+    # The pool a run of two trains from the start: a pool's first generator is the single one.
+    fresh = tmp_path / "fresh"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, fresh, extra=two)}"]) == 0
+    for grown, trained in zip(pipeline.load_generator(str(work_dir / "generator.keras")).get_weights(),
+                              pipeline.load_generator(str(fresh / "generator.keras")).get_weights()):
+        np.testing.assert_array_equal(grown, trained)
+    assert file_digest(str(work_dir / "qat_int8.tflite")) == file_digest(str(fresh / "qat_int8.tflite"))
+    capsys.readouterr()
+    # And back to one generator: none trains, the QAT built on the pool is redone on the first.
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
     output = capsys.readouterr().out
-    assert "holds 2 generator(s) but the config asks for 1" in output
+    assert "holds 2 generators and --generator_pool_size=1: the first restored from its checkpoint\n" in output
+    assert "generator: already trained (4 steps), restoring its checkpoint" in output
     assert "the QAT state built on the old one is discarded" in output
     rebuilt = pipeline.load_generator(str(work_dir / "generator.keras"))
     assert generator_lib.pool_members(rebuilt) == [rebuilt]
     for kept, reloaded in zip(single.get_weights(), rebuilt.get_weights()):
         np.testing.assert_array_equal(kept, reloaded)
+    assert (work_dir / "generator_2" / "checkpoints").is_dir()  # Kept, should the pool grow again.
+    # Checkpoints deleted to save space: the pool is refused, not trained again from scratch.
+    import shutil
+    shutil.rmtree(work_dir / "generator" / "checkpoints")
+    student = file_digest(str(work_dir / "student.h5"))
+    capsys.readouterr()
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir, extra=two)}"]) == 2
+    assert (f"generator in {work_dir} has no checkpoint, from which a pool of another size is built; keep "
+            "--generator_pool_size=1" in capsys.readouterr().err)
+    assert file_digest(str(work_dir / "student.h5")) == student  # Refused before anything was discarded.
+
+
+def test_generator_from_takes_what_a_pool_of_another_size_shares(tmp_path, tiny_teacher_file, capsys):
+    from zscgan_tf import generator as generator_lib, pipeline
+    one = tmp_path / "one"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, one)}"]) == 0
+    one_files = {path: file_digest(str(path)) for path in one.rglob("*") if path.is_file() and path.name != ".lock"}
+    capsys.readouterr()
+    two = tmp_path / "two"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, two, extra=["--generator_pool_size=2"])
+    assert train.main(["train", f"--flagfile={flagfile}", f"--generator_from={one}"]) == 0
+    output = capsys.readouterr().out
+    assert f"generator: taking the generator of {one} (4 steps)" in output
+    assert "generator 1 of 2 (seed 0): already trained (4 steps)" in output
+    assert "generator 2 of 2 (seed 1000): training 4 steps" in output
+    first, second = generator_lib.pool_members(pipeline.load_generator(str(two / "generator.keras")))
+    for taken, member in zip(pipeline.load_generator(str(one / "generator.keras")).get_weights(), first.get_weights()):
+        np.testing.assert_array_equal(taken, member)
+    assert "then trained on or pooled anew here" in (two / "report.md").read_text()
+    assert one_files == {path: file_digest(str(path)) for path in one_files}  # The source is as it was.
+    # From a pool to one generator: only the first is taken, and nothing trains.
+    one_again = tmp_path / "one_again"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, one_again)
+    assert train.main(["train", f"--flagfile={flagfile}", f"--generator_from={two}"]) == 0
+    output = capsys.readouterr().out
+    assert f"generator: taking 1 of the 2 generators of {two} (4 steps)" in output
+    assert "training 4 steps" not in output
+    assert not (one_again / "generator_2").exists()
+    assert file_digest(str(one_again / "qat_int8.tflite")) == file_digest(str(one / "qat_int8.tflite"))
 
 
 def test_unknown_flagfile_key_is_one_line(tmp_path, capsys):

@@ -192,14 +192,17 @@ class EvaluationConfig:
 
 
 # Settings that may change between runs in one work directory: more steps continue
-# training, how often things are logged does not change results, a run directory moved
-# or copied elsewhere resumes there (nothing in it records its path but config.json),
-# another input/output type converts the exported models again (their state records it),
-# and every evaluation setting changes only what the last stage measures, which every
-# run measures again: a finished run can be evaluated on other data without retraining.
-RESUMABLE_CHANGES = ("work_dir", "generator_training.steps", "generator_training.checkpoint_every",
-                     "generator_training.log_every", "generator_training.image_every", "distillation.steps",
-                     "distillation.checkpoint_every", "distillation.log_every", "quantization.io_dtype",
+# training, another pool size trains the generators the pool lacks and keeps the finished
+# ones (its first generator trains from the seed a single one does), how often things are
+# logged does not change results, a run directory moved or copied elsewhere resumes there
+# (nothing in it records its path but config.json), another input/output type converts
+# the exported models again (their state records it), and every evaluation setting changes
+# only what the last stage measures, which every run measures again: a finished run can
+# be evaluated on other data without retraining.
+RESUMABLE_CHANGES = ("work_dir", "generator.pool_size", "generator_training.steps",
+                     "generator_training.checkpoint_every", "generator_training.log_every",
+                     "generator_training.image_every", "distillation.steps", "distillation.checkpoint_every",
+                     "distillation.log_every", "quantization.io_dtype",
                      *(f"evaluation.{field.name}" for field in dataclasses.fields(EvaluationConfig)))
 
 

@@ -56,6 +56,8 @@ POOL_MEMBER_SEED_STRIDE = 1000  # Pool member k (from 0) trains with seed + 1000
 STAGE_OUTPUTS = (STATE_FILE, "generator", "distillation")
 # The state.json key naming the run a work directory took its generator from.
 GENERATOR_FROM_KEY = "generator_from"
+# Marks the generator stage's state as taken from `--generator_from` as it was, not trained here.
+TAKEN_KEY = "taken"
 # The state.json key of the teacher's fingerprint (`teachers.fingerprint`) its stages trained against.
 TEACHER_KEY = "teacher_sha256"
 
@@ -122,10 +124,14 @@ def build_generator_for(teacher: teachers.Teacher, generator_config: config_lib.
     return generator_lib.build_generator(spec, teacher.preprocessing, name=name)
 
 
+def pool_member_names(pool_size: int) -> list:
+    """Names of a pool's generators' training directories, in pool order: `generator`, `generator_2`, ..."""
+    return ["generator" if index == 0 else f"generator_{index + 1}" for index in range(pool_size)]
+
+
 def pool_member_dirs(run_config: config_lib.RunConfig) -> list:
-    """Training directories of the generators, in pool order: `generator`, `generator_2`, ..."""
-    return [os.path.join(run_config.work_dir, "generator" if index == 0 else f"generator_{index + 1}")
-            for index in range(run_config.generator.pool_size)]
+    """Training directories of `run_config`'s generators, in pool order."""
+    return [os.path.join(run_config.work_dir, name) for name in pool_member_names(run_config.generator.pool_size)]
 
 
 def load_generator(path: str) -> tf_keras.Model:
@@ -212,6 +218,16 @@ class GeneratorSource:
     finished: dict
     teacher_sha256: Optional[str] = None
 
+    @property
+    def pool_size(self) -> int:
+        """How many generators its finished pool holds."""
+        return len(self.finished.get("members", ())) or 1
+
+    def shared_member_names(self, run_config: config_lib.RunConfig) -> list:
+        """Its generators that `run_config`'s pool holds too (the first ones: a pool's
+        generator i trains from seed `seed + 1000 (i - 1)` whatever the pool's size)."""
+        return pool_member_names(min(self.pool_size, run_config.generator.pool_size))
+
 
 def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> GeneratorSource:
     """Checks that `source_dir` is a run whose finished generator this run can start from:
@@ -247,20 +263,21 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
                         "another's generator only with the same teacher, generator, loss and generator training")
     # Checkpoints at another step: training on since (or now). Without checkpoints (deleted to save
     # space) the generator is taken all the same; only training it further would start afresh.
-    beyond = [step for step in _checkpoint_steps(source_dir, run_config) if step not in (None, finished["steps"])]
+    source = GeneratorSource(source_dir, finished, source_state.get(TEACHER_KEY))
+    beyond = [step for step in _checkpoint_steps(source_dir, source.shared_member_names(run_config))
+              if step not in (None, finished["steps"])]
     if beyond:
         raise UserError(f"{flag}: that run's generator has trained on from its finished {finished['steps']} steps "
                         f"(to step {max(beyond)}); finish that run first")
     if finished["steps"] > run_config.generator_training.steps:
         raise UserError(f"{flag}: that run's generator has trained {finished['steps']} steps, more than "
                         f"--generator_steps={run_config.generator_training.steps}; ask for {finished['steps']} or more")
-    return GeneratorSource(source_dir, finished, source_state.get(TEACHER_KEY))
+    return source
 
 
-def _checkpoint_steps(work_dir: str, run_config: config_lib.RunConfig) -> list:
-    """The latest checkpoint step (or None) of each generator `work_dir` trains for `run_config`'s pool."""
-    return [training_loop.latest_step(os.path.join(work_dir, os.path.basename(member_dir)))
-            for member_dir in pool_member_dirs(run_config)]
+def _checkpoint_steps(work_dir: str, member_names: list) -> list:
+    """The latest checkpoint step (or None) of each of `work_dir`'s generators named."""
+    return [training_loop.latest_step(os.path.join(work_dir, name)) for name in member_names]
 
 
 def _link_or_copy(source: str, destination: str):
@@ -288,7 +305,8 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
     """Starts this run's generator stage from `source`: copies its generators' training
     directories (checkpoints, history), their TensorBoard logs and `generator.keras`, and
     its finished state. A rerun of the same command finds it taken; one interrupted while
-    copying copies again.
+    copying copies again. Of a pool, only the generators this run's pool holds too are
+    copied; `generator_stage` trains those it lacks.
 
     Raises:
       UserError: if this work directory has a generator of its own, or the source's
@@ -297,15 +315,19 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
     work_dir = run_config.work_dir
     if state.get(GENERATOR_FROM_KEY) == source.work_dir and "generator" in state:
         return
-    member_names = [os.path.basename(member_dir) for member_dir in pool_member_dirs(run_config)]
-    own = [name for name in (GENERATOR_MODEL_FILE, *member_names) if os.path.exists(os.path.join(work_dir, name))]
+    own = [name for name in (GENERATOR_MODEL_FILE, *pool_member_names(run_config.generator.pool_size))
+           if os.path.exists(os.path.join(work_dir, name))]
     if state.get(GENERATOR_FROM_KEY) != source.work_dir and (own or "generator" in state):
         raise UserError(f"{work_dir} already has a generator ({', '.join(own) or STATE_FILE}); --generator_from "
                         "starts a new work directory from another run's generator")
     if source.teacher_sha256 not in (None, state[TEACHER_KEY]):
         raise UserError(f"the generator of {source.work_dir} was trained against another teacher than this run's "
                         "(its weights or preprocessing differ: was the model file replaced?)")
-    _say(f"generator: taking the generator of {source.work_dir} ({source.finished['steps']} steps)")
+    member_names = source.shared_member_names(run_config)
+    taken = ("the generator" if source.pool_size == 1 else
+             f"{len(member_names)} of the {source.pool_size} generators" if len(member_names) < source.pool_size
+             else f"the {source.pool_size} generators")
+    _say(f"generator: taking {taken} of {source.work_dir} ({source.finished['steps']} steps)")
     state[GENERATOR_FROM_KEY] = source.work_dir  # What is copied from here on is this run's to copy again.
     write_state(work_dir, state)
     for name in member_names:
@@ -319,19 +341,22 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
         os.remove(temporary)
     _link_or_copy(os.path.join(source.work_dir, GENERATOR_MODEL_FILE), temporary)
     os.replace(temporary, model_path)
-    copied_steps = _checkpoint_steps(work_dir, run_config)
+    copied_steps = _checkpoint_steps(work_dir, member_names)
     if (file_digest(model_path) != source.finished["sha256"]
             or any(step not in (None, source.finished["steps"]) for step in copied_steps)):
         raise UserError(f"the generator of {source.work_dir} changed while it was copied (is a run training it?); "
                         "rerun this command once that run has finished")
-    state["generator"] = dict(source.finished)
+    # Marked as taken: the report says its figures are the source's until this run trains it on.
+    state["generator"] = {**source.finished, TAKEN_KEY: True}
     write_state(work_dir, state)
 
 
 def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, state: dict,
                     progress: bool = True) -> tf_keras.Model:
     """Trains the generator, or each generator of a pool one after the other (resuming any
-    that has a checkpoint), or loads the finished one."""
+    that has a checkpoint), or loads the finished one. A finished pool of another size
+    (`--generator_pool_size` changed) is rebuilt: its generators from their checkpoints,
+    the ones it lacks trained."""
     work_dir = run_config.work_dir
     model_path = os.path.join(work_dir, GENERATOR_MODEL_FILE)
     finished = state.get("generator", {})
@@ -343,13 +368,23 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
         if saved_pool_size == run_config.generator.pool_size:
             _say(f"generator: already trained ({finished['steps']} steps), loading {model_path}")
             return generator
-        # Only a hand-edited config.json gets here (a changed flag is refused as another config).
-        _say(f"generator: {model_path} holds {saved_pool_size} generator(s) but the config asks for "
-             f"{run_config.generator.pool_size}; building that pool, resuming each generator from its checkpoint")
+        pool_size = run_config.generator.pool_size
+        kept = min(saved_pool_size, pool_size)
+        unsaved = [name for name in pool_member_names(kept) if training_loop.latest_step(os.path.join(work_dir, name))
+                   is None]
+        if unsaved:  # Deleted to save space: the pool would train them again from scratch.
+            raise UserError(f"{', '.join(unsaved)} in {work_dir} has no checkpoint, from which a pool of another "
+                            f"size is built; keep --generator_pool_size={saved_pool_size}, or train the pool in "
+                            "another --work_dir")
+        restored = "the first restored from its checkpoint" if kept == 1 else \
+            f"the first {kept} restored from their checkpoints"
+        _say(f"generator: {model_path} holds {count_of(saved_pool_size, 'generator')} and "
+             f"--generator_pool_size={pool_size}: {restored}"
+             + (f", {pool_size - kept} more to train" if pool_size > kept else ""))
         pool_changed = True
     member_dirs = pool_member_dirs(run_config)
-    if pool_changed or any(step != run_config.generator_training.steps
-                           for step in _checkpoint_steps(work_dir, run_config)):
+    if pool_changed or any(step != run_config.generator_training.steps for step in
+                           _checkpoint_steps(work_dir, pool_member_names(run_config.generator.pool_size))):
         _discard_downstream_of_generator(work_dir, state)
     teacher_weights = teacher.model.get_weights()
     grid_seed = run_config.seed + GRID_SEED_OFFSET
@@ -368,9 +403,13 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
                                          run_config.evaluation.grid_max_classes, grid_seed)
 
         which = "" if len(member_dirs) == 1 else f" {index + 1} of {len(member_dirs)} (seed {seed})"
-        _say(f"generator{which}: training {count_of(run_config.generator_training.steps, 'step')} of "
-             f"{run_config.generator_training.batch_size} samples against {teacher.name} "
-             f"({generator.count_params():,} generator parameters)")
+        steps = run_config.generator_training.steps
+        if training_loop.latest_step(member_dir) == steps:
+            _say(f"generator{which}: already trained ({count_of(steps, 'step')}), restoring its checkpoint")
+        else:
+            _say(f"generator{which}: training {count_of(steps, 'step')} of "
+                 f"{run_config.generator_training.batch_size} samples against {teacher.name} "
+                 f"({generator.count_params():,} generator parameters)")
         summaries.append(trainer.train(member_dir, progress=progress, summary_writer=writer, sample_grid_fn=grid))
         members.append(generator)
     zero_shot.check_teacher_unchanged(teacher, teacher_weights)
@@ -442,6 +481,7 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
         "generator": {**run_config.to_dict()["generator"], "parameters": int(generator.count_params())},
         "generator_training": summary,
         GENERATOR_FROM_KEY: state.get(GENERATOR_FROM_KEY),
+        "generator_trained_here": not state.get("generator", {}).get(TAKEN_KEY, False),
         "bn_statistics_reduction": (first_bn / last_bn) if first_bn and last_bn else None,
         "generated_samples": {
             "samples_per_class": evaluation.samples_per_class,
@@ -494,7 +534,9 @@ def format_report(report: dict) -> str:
     lines += ["", "## Generator training", ""]
     if report.get(GENERATOR_FROM_KEY):
         lines += [f"Taken from the run in {report[GENERATOR_FROM_KEY]} (`--generator_from`), where it trained; "
-                  "the figures below are from there.", ""]
+                  + ("then trained on or pooled anew here: the loss terms span its whole training, the wall time is "
+                     "this session's." if report.get("generator_trained_here") else "the figures below are from there."),
+                  ""]
     if training:
         first, last = training["first"], training["last"]
         lines += [

@@ -55,7 +55,8 @@ flags.DEFINE_integer("generator_channels", _generator.base_channels, "Channels o
 flags.DEFINE_float("generator_blur_sigma", _generator.blur_sigma, "Gaussian low-pass of every generated sample, "
                    "sigma in pixels (keeps class evidence out of pixel-scale patterns); 0 = off.")
 flags.DEFINE_integer("generator_pool_size", _generator.pool_size, "Generators trained apart (other seeds) and pooled: "
-                     "sample i of a batch comes from generator i mod this. Each costs a generator training.")
+                     "sample i of a batch comes from generator i mod this. Each costs a generator training; "
+                     "a finished run's pool grows by training only the new ones.")
 
 flags.DEFINE_float("ce_loss_weight", _loss.cross_entropy, "Weight of the conditional cross-entropy.")
 flags.DEFINE_float("bn_loss_weight", _loss.bn_statistics, "Weight of the BN-statistics loss.")
