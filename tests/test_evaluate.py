@@ -198,6 +198,23 @@ def test_top1_accuracy_and_agreement():
         evaluate.agreement(logits, np.zeros((4, 3)))
 
 
+def test_largest_class_drop_finds_the_class_a_model_fails_that_overall_top1_hides():
+    labels = np.array([0] * 4 + [1] * 4 + [2] * 2)
+    reference = labels.copy()
+    reference[[0, 4]] = 9  # FP32 misses one image of classes 0 and 1.
+    model = labels.copy()
+    model[[5, 6]] = 9  # The model gets class 0 right where FP32 did not, and loses two of class 1.
+    model[8] = 9  # And one of class 2's two images: the largest fraction.
+    drop = evaluate.largest_class_drop(reference, model, labels)
+    assert drop == evaluate.ClassDrop(label=2, images=2, reference=1.0, model=0.5)
+    # Classes lowered as far: the lowest label.
+    assert evaluate.largest_class_drop(labels, np.array([9] + [0] * 3 + [9] + [1] * 3 + [2] * 2), labels).label == 0
+    # No class lower than FP32, even one higher: none.
+    assert evaluate.largest_class_drop(reference, labels, labels) is None
+    with pytest.raises(ValueError, match="one shape"):
+        evaluate.largest_class_drop(reference, model[:5], labels)
+
+
 def test_measure_latency(int8_bytes):
     result = evaluate.measure_latency(int8_bytes, num_threads=2, runs=5, warmup=1)
     assert (result.runs, result.threads) == (5, 2)

@@ -64,11 +64,17 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     assert rows[:3] == ["| 0 | 0.0% |", "| 7 | 0.0% |", "| 14 | 0.0% |"] and len(rows) == 20
     assert "The 20 classes of lowest agreement (report.json has all 1000)" in markdown
     assert "Within-class spread: needs at least 2 samples per class." in markdown
+    # Each model against FP32: top-1, how often it picks FP32's class, the class it lowers most.
     report["quantization"].update(dataset="digits", split="test", images=400, agreement={},
-                                  top1={"fp32_keras": 0.95, "ptq_int8_tflite": 0.9475, "qat_int8_tflite": 0.9475})
+                    top1={"fp32_keras": 0.95, "ptq_int8_tflite": 0.9475, "qat_int8_tflite": 0.9475},
+                    same_class_as_fp32={"ptq_int8_tflite": 0.99, "qat_int8_tflite": 0.9925},
+                    largest_class_drop={"qat_int8_tflite": {"class": 6, "name": "Shirt", "images": 40, "fp32": 0.8,
+                                                            "model": 0.75}})
     markdown = pipeline.format_report(report)
     assert "Top-1 on 400 digits test images (one image is 0.25 points):" in markdown
-    assert "| fp32_keras | 95.00% |  |" in markdown and "| qat_int8_tflite | 94.75% | -0.25 |" in markdown
+    assert "| fp32_keras | 95.00% |  |  |  |" in markdown
+    assert "| ptq_int8_tflite | 94.75% | -0.25 | 99.00% |  |" in markdown
+    assert "| qat_int8_tflite | 94.75% | -0.25 | 99.25% | 6 (Shirt): 75.00% against 80.00%, 40 images |" in markdown
     assert ("Most accurate fully-integer model on these images: `ptq_int8.tflite` and `qat_int8.tflite` "
             "(94.75%).") in markdown
     # A generator whose samples the teacher mostly does not classify as asked is called out.
@@ -797,8 +803,14 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
     assert not np.array_equal(classifier.predict(inputs), classifier.predict_pixels(images, teacher.preprocessing))
     expected = evaluate.top1_accuracy(classifier.predict_pixels(images, teacher.preprocessing), labels)
     assert results["top1"]["ptq_int8_tflite"] == expected
-    assert results["top1"]["fp32_keras"] == evaluate.top1_accuracy(evaluate.keras_predict(teacher.model, inputs),
-                                                                   labels)
+    fp32_logits = evaluate.keras_predict(teacher.model, inputs)
+    assert results["top1"]["fp32_keras"] == evaluate.top1_accuracy(fp32_logits, labels)
+    tflite_classes = np.argmax(classifier.predict_pixels(images, teacher.preprocessing), axis=1)
+    assert results["same_class_as_fp32"] == {"ptq_int8_tflite": float(np.mean(tflite_classes == np.argmax(fp32_logits,
+                                                                                                           axis=1)))}
+    drop = evaluate.largest_class_drop(np.argmax(fp32_logits, axis=1), tflite_classes, labels)
+    assert results["largest_class_drop"] == ({} if drop is None else {"ptq_int8_tflite": {
+        "class": drop.label, "images": drop.images, "fp32": drop.reference, "model": drop.model}})
 
 
 def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_path, monkeypatch, capsys):

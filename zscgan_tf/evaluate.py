@@ -323,6 +323,50 @@ def agreement(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
+class ClassDrop:
+    """The class on which a model's top-1 falls furthest below a reference model's.
+
+    Attributes:
+      label: the class index.
+      images: images of that class.
+      reference: the reference model's top-1 on them.
+      model: the model's top-1 on them.
+    """
+
+    label: int
+    images: int
+    reference: float
+    model: float
+
+
+def largest_class_drop(reference_classes: np.ndarray, model_classes: np.ndarray,
+                       labels: np.ndarray) -> Optional[ClassDrop]:
+    """The class whose top-1 `model_classes` lowers most against `reference_classes` (the
+    lowest label on a tie), or None when it lowers none.
+
+    Overall top-1 can hide a quantized model that fails one class: gains elsewhere offset it.
+
+    Args:
+      reference_classes: (N,) classes the reference (FP32) model predicts.
+      model_classes: (N,) classes the model predicts.
+      labels: (N,) true classes.
+    """
+    labels = np.asarray(labels)
+    if not np.asarray(reference_classes).shape == np.asarray(model_classes).shape == labels.shape:
+        raise ValueError("the predicted classes and the labels must have one shape")
+    lost = (np.asarray(reference_classes) == labels).astype(np.int64) - (np.asarray(model_classes) == labels)
+    classes, index = np.unique(labels, return_inverse=True)
+    drop = np.bincount(index, weights=lost, minlength=len(classes)) / np.bincount(index, minlength=len(classes))
+    worst = int(np.argmax(drop))
+    if drop[worst] <= 0:
+        return None
+    chosen = index == worst
+    return ClassDrop(label=int(classes[worst]), images=int(chosen.sum()),
+                     reference=float(np.mean(np.asarray(reference_classes)[chosen] == labels[chosen])),
+                     model=float(np.mean(np.asarray(model_classes)[chosen] == labels[chosen])))
+
+
+@dataclasses.dataclass(frozen=True)
 class LatencyResult:
     """Single-sample latency of a TFLite model on this machine's CPU.
 

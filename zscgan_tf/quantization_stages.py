@@ -420,5 +420,20 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
     if "qat_int8_tflite" in predicted:
         agreement["qat_keras_vs_tflite"] = float(np.mean(predicted[student_name] == predicted["qat_int8_tflite"]))
     results.update({"dataset": dataset.name, "split": run_config.evaluation.split, "images": int(len(labels)),
-                    "top1": accuracy, "agreement": agreement})
+                    "top1": accuracy, "agreement": agreement, **_against_fp32(predicted, dataset)})
     return results
+
+
+def _against_fp32(predicted: Dict[str, np.ndarray], dataset: data.LabeledImages) -> dict:
+    """How often each model predicts the FP32 teacher's class, and the class on which its
+    top-1 falls furthest below the teacher's (`evaluate.largest_class_drop`)."""
+    reference = predicted["fp32_keras"]
+    others = {name: classes for name, classes in predicted.items() if name != "fp32_keras"}
+    drops = {}
+    for name, classes in others.items():
+        drop = evaluate.largest_class_drop(reference, classes, dataset.labels)
+        if drop is not None:
+            drops[name] = {"class": drop.label, "images": drop.images, "fp32": drop.reference, "model": drop.model,
+                           **({"name": dataset.class_names[drop.label]} if dataset.class_names else {})}
+    return {"same_class_as_fp32": {name: float(np.mean(classes == reference)) for name, classes in others.items()},
+            "largest_class_drop": drops}
