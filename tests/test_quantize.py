@@ -96,6 +96,31 @@ def test_student_copies_teacher_weights_and_ranges_follow_them():
     np.testing.assert_allclose(kernel_max, np.abs(teacher_kernel).max(), rtol=1e-6)
 
 
+def test_a_loaded_model_with_a_separable_conv_quantizes_with_its_own_weights(tmp_path):
+    # Loaded from a file, a model names its layers without advancing Keras' automatic names,
+    # so the Conv2D TF-MOT makes of a SeparableConv2D's pointwise half was named 'conv2d' too
+    # and its weights set on the model's own 'conv2d' ("Shape mismatch").
+    inputs = tf_keras.Input(INPUT_SHAPE)
+    x = tf_keras.layers.Conv2D(4, 3, padding="same", name="conv2d")(inputs)
+    x = tf_keras.layers.BatchNormalization()(x)
+    x = tf_keras.layers.ReLU()(x)
+    x = tf_keras.layers.SeparableConv2D(8, 3, padding="same", name="separable_conv2d")(x)
+    x = tf_keras.layers.BatchNormalization()(x)
+    x = tf_keras.layers.ReLU()(x)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES)(x)).save(tmp_path / "teacher.keras")
+    tf_keras.backend.clear_session()  # Keras' automatic names start again, as in a new process.
+    teacher = tf_keras.models.load_model(tmp_path / "teacher.keras")
+    calibration = random_inputs()
+    student, float_layer_names = quantize.quantize_student(teacher, calibration_inputs=calibration)
+    assert float_layer_names == ()
+    # Split into a depthwise and a pointwise convolution, each quantized.
+    assert {"DepthwiseConv2D", "Conv2D"} <= {row.layer_type for row in quantize.describe_student(student)}
+    teacher_logits = teacher(calibration, training=False).numpy()
+    student_logits = student(calibration, training=False).numpy()
+    assert np.abs(student_logits - teacher_logits).max() / np.abs(teacher_logits).max() <= MAX_RELATIVE_LOGIT_ERROR
+
+
 def test_teacher_is_unchanged_by_quantization_and_training_the_student():
     teacher = build_tiny_teacher()
     inputs = random_inputs()

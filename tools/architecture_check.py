@@ -1,7 +1,8 @@
 """Checks which Keras Applications architectures quantize and export fully integer.
 
 For each architecture, built by `tf_keras.applications` without weights (untrained,
-nothing downloaded) at a small input size and frozen as a teacher is, it builds the
+nothing downloaded) at a small input size, saved to a file and read back as a teacher
+file is read, and frozen as a teacher is, it builds the
 W8A8 TF-MOT student as the pipeline does (`quantize.quantize_student`, ranges calibrated
 on random inputs), takes one compiled distillation step with the pipeline's default
 settings (feature term included) on those inputs, exports the student and the float
@@ -69,12 +70,28 @@ def parse_architecture(spec: str, keras_version: str = "2"):
         builder = _built_with_keras3(getattr(keras.applications, name, None))
         package = "keras.applications"
     else:
-        builder, package = getattr(tf_keras.applications, name, None), "tf_keras.applications"
+        builder, package = _read_back(getattr(tf_keras.applications, name, None)), "tf_keras.applications"
     if not callable(builder) or not name[:1].isupper():
         raise UserError(f"{name!r} is not a {package} model (e.g. MobileNetV3Small)")
     if not size.isdigit() or int(size) < 1:
         raise UserError(f"{spec!r}: give the input size as Name:size, e.g. {name}:32")
     return builder, name, int(size)
+
+
+def _read_back(builder):
+    """A builder of `builder`'s model saved to a file and loaded as a new process loads it:
+    with Keras' automatic layer names started again (a model built here has moved them past
+    its own, which hid TF-MOT's SeparableConv2D transform clashing with a loaded `conv2d`)."""
+    if builder is None:
+        return None
+
+    def build(**arguments):
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "model.keras")
+            builder(**arguments).save(path)
+            tf_keras.backend.clear_session()
+            return tf_keras.models.load_model(path, compile=False)
+    return build
 
 
 def _built_with_keras3(keras3_builder):

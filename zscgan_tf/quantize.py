@@ -38,6 +38,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow_model_optimization as tfmot
 import tf_keras
+from tf_keras.src import backend as keras_backend
 from tf_keras.src.saving import serialization_lib
 # Not exported by tfmot's public API: the input quantizer layer, the activation its
 # Conv/Dense + BatchNormalization transforms set, and the output-only QuantizeConfigs
@@ -497,6 +498,28 @@ def validate_tfmot_model(model, role: str = "teacher") -> None:
             "flat model (flattening.flat_inference_model makes one)")
 
 
+# A Keras layer name: a base and, from the second of its kind on, "_<number>".
+_LAYER_NAME_PATTERN = re.compile(r"(.+?)(?:_(\d+))?")
+
+
+def _move_automatic_names_past(model: tf_keras.Model) -> None:
+    """Makes the layers Keras names automatically from here on ("conv2d_7") take none of
+    `model`'s layer names.
+
+    Keras counts the automatic names it has given per base ("conv2d", "conv2d_1", ...),
+    and a model loaded from a file gets its layers' names without advancing the counts.
+    TF-MOT's SeparableConv2D transform makes a DepthwiseConv2D and a Conv2D named
+    automatically and then sets weights by layer name: in a loaded model holding a
+    `conv2d`, the new layer's pointwise kernel went to that layer ("Cannot assign value
+    to variable 'conv2d/kernel:0': Shape mismatch").
+    """
+    counts = keras_backend.get_default_graph_uid_map()
+    for layer in model.layers:
+        base, number = _LAYER_NAME_PATTERN.fullmatch(layer.name).groups()
+        key = ("", base)  # `unique_object_name`'s key: (namespace, base).
+        counts[key] = max(counts[key], int(number or 0) + 1)
+
+
 def quantize_student(
         teacher: tf_keras.Model,
         scheme: QuantizationScheme = QuantizationScheme(),
@@ -569,6 +592,7 @@ def quantize_student(
             tfmot.quantization.keras.quantize_scope():
         annotated = tf_keras.models.clone_model(teacher, clone_function=annotate)
         annotated.set_weights(teacher.get_weights())
+        _move_automatic_names_past(teacher)  # The names TF-MOT's transforms see, unwrapped.
         try:
             student = tfmot.quantization.keras.quantize_apply(annotated, tfmot_scheme)
         except (ValueError, RuntimeError) as error:
