@@ -285,6 +285,21 @@ def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_pat
     assert "already has a generator (generator.keras, generator)" in capsys.readouterr().err
 
 
+def test_an_exported_model_litert_refuses_is_named_in_one_line(tmp_path, tiny_teacher_file, monkeypatch, capsys):
+    work_dir = tmp_path / "run"
+
+    def refused_by_xnnpack(kind, model_bytes, keras_model, samples):  # As LiteRT refused one with tiny scales.
+        raise UserError("cannot load the TFLite model: failed to create XNNPACK runtimeNode number 5 "
+                        "(TfLiteXNNPackDelegate) failed to prepare.")
+
+    monkeypatch.setattr(quantization_stages, "export_agreement_warning", refused_by_xnnpack)
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1] == (f"error: the exported ptq_int8 model {work_dir / 'ptq_int8.tflite'} does not run in LiteRT: "
+                         "cannot load the TFLite model: failed to create XNNPACK runtimeNode number 5 "
+                         "(TfLiteXNNPackDelegate) failed to prepare."), error
+
+
 def test_a_generator_copy_cut_short_by_a_full_disk_is_made_again(tmp_path, tiny_teacher_file, monkeypatch, capsys):
     import errno
     first = tmp_path / "first"

@@ -231,7 +231,10 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
         paths[kind] = path
         with open(path, "rb") as model_file:
             model_bytes = model_file.read()
-        warning = export_agreement_warning(kind, model_bytes, model, calibration) if kind != "float" else None
+        try:
+            warning = export_agreement_warning(kind, model_bytes, model, calibration) if kind != "float" else None
+        except UserError as error:  # LiteRT refuses it: a device would too; say which file.
+            raise UserError(f"the exported {kind} model {path} does not run in LiteRT: {error}") from error
         if warning:
             _say(f"warning: {warning}")
         report = tflite_model.inspect_tflite(model_bytes)
