@@ -67,10 +67,12 @@ def parse_architecture(spec: str, keras_version: str = "2"):
     name, _, size = spec.partition(":")
     if keras_version == "3":
         import keras  # pylint: disable=import-outside-toplevel  # Keras 3, installed with TensorFlow.
-        builder = _built_with_keras3(getattr(keras.applications, name, None))
+        # The tf_keras model the pipeline makes of a Keras 3 file.
+        builder = _saved_and_read_back(getattr(keras.applications, name, None), keras3_conversion.load_as_tf_keras)
         package = "keras.applications"
     else:
-        builder, package = _read_back(getattr(tf_keras.applications, name, None)), "tf_keras.applications"
+        builder = _saved_and_read_back(getattr(tf_keras.applications, name, None), _read_as_a_new_process)
+        package = "tf_keras.applications"
     if not callable(builder) or not name[:1].isupper():
         raise UserError(f"{name!r} is not a {package} model (e.g. MobileNetV3Small)")
     if not size.isdigit() or int(size) < 1:
@@ -78,10 +80,8 @@ def parse_architecture(spec: str, keras_version: str = "2"):
     return builder, name, int(size)
 
 
-def _read_back(builder):
-    """A builder of `builder`'s model saved to a file and loaded as a new process loads it:
-    with Keras' automatic layer names started again (a model built here has moved them past
-    its own, which hid TF-MOT's SeparableConv2D transform clashing with a loaded `conv2d`)."""
+def _saved_and_read_back(builder, read):
+    """A builder of `builder`'s model saved to a `.keras` file and read back by `read(path)`."""
     if builder is None:
         return None
 
@@ -89,22 +89,16 @@ def _read_back(builder):
         with tempfile.TemporaryDirectory() as directory:
             path = os.path.join(directory, "model.keras")
             builder(**arguments).save(path)
-            tf_keras.backend.clear_session()
-            return tf_keras.models.load_model(path, compile=False)
+            return read(path)
     return build
 
 
-def _built_with_keras3(keras3_builder):
-    """A builder of the tf_keras model the pipeline makes of `keras3_builder`'s model saved to a file."""
-    if keras3_builder is None:
-        return None
-
-    def build(**arguments):
-        with tempfile.TemporaryDirectory() as directory:
-            path = os.path.join(directory, "model.keras")
-            keras3_builder(**arguments).save(path)
-            return keras3_conversion.load_as_tf_keras(path)
-    return build
+def _read_as_a_new_process(path):
+    """A tf_keras model file loaded with Keras' automatic layer names started again, as in a
+    new process (a model built here has moved them past its own, which hid TF-MOT's
+    SeparableConv2D transform clashing with a loaded `conv2d`)."""
+    tf_keras.backend.clear_session()
+    return tf_keras.models.load_model(path, compile=False)
 
 
 def _export(model, dataset):
