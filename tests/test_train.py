@@ -65,11 +65,11 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     assert "The 20 classes of lowest agreement (report.json has all 1000)" in markdown
     assert "Within-class spread: needs at least 2 samples per class." in markdown
     # Each model against FP32: top-1, how often it picks FP32's class, the class it lowers most.
-    report["quantization"].update(dataset="digits", split="test", images=400, agreement={},
-                    top1={"fp32_keras": 0.95, "ptq_int8_tflite": 0.9475, "qat_int8_tflite": 0.9475},
-                    same_class_as_fp32={"ptq_int8_tflite": 0.99, "qat_int8_tflite": 0.9925},
-                    largest_class_drop={"qat_int8_tflite": {"class": 6, "name": "Shirt", "images": 40, "fp32": 0.8,
-                                                            "model": 0.75}})
+    report["quantization"].update(
+        dataset="digits", split="test", images=400, agreement={},
+        top1={"fp32_keras": 0.95, "ptq_int8_tflite": 0.9475, "qat_int8_tflite": 0.9475},
+        same_class_as_fp32={"ptq_int8_tflite": 0.99, "qat_int8_tflite": 0.9925},
+        largest_class_drop={"qat_int8_tflite": {"class": 6, "name": "Shirt", "images": 40, "fp32": 0.8, "model": 0.75}})
     markdown = pipeline.format_report(report)
     assert "Top-1 on 400 digits test images (one image is 0.25 points):" in markdown
     assert "| fp32_keras | 95.00% |  |  |  |" in markdown
