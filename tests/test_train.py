@@ -52,6 +52,7 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     assert not [name for name in os.listdir(work_dir) if name.startswith(".tmp-")]
     assert "done:" in capsys.readouterr().out
     export_report = (work_dir / "export_report.md").read_text()
+    assert (work_dir / "labels.txt").read_text() == "a\nb\nc\nd\n"  # From the teacher's sidecar.
     assert export_report.count("- from uint8 pixels: int8 input = ") == 2  # The PTQ and QAT models; not the float.
     # The input covers pixels 0 to 255 though this barely trained generator's samples stop short of them.
     assert export_report.count("all 256 pixel levels kept") == 2
@@ -82,6 +83,20 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
         report["generated_samples"]["teacher_agreement"] = agreement
         assert ("Warning: the teacher classifies only 10% of generated samples as the class asked for: the generator "
                 "has not learned the classes in 4 steps" in pipeline.format_report(report)) == warned
+
+
+def test_labels_file_holds_the_teachers_class_names_in_output_order(tmp_path):
+    from conftest import tiny_teacher
+    teacher = dataclasses.replace(tiny_teacher(), description={"class_names": ["cat", "dog", "bird", "T-shirt/top"]})
+    lines = quantization_stages._write_labels(str(tmp_path), teacher)
+    assert (tmp_path / "labels.txt").read_text() == "cat\ndog\nbird\nT-shirt/top\n"
+    assert "`labels.txt`: the teacher's 4 class names, one a line in output order (output 0 is `cat`)." in lines
+    # Names not one per output (or none) are no labels: a stale file of an earlier teacher goes.
+    for description in ({"class_names": ["cat", "dog"]}, {}):
+        lines = quantization_stages._write_labels(str(tmp_path), dataclasses.replace(teacher,
+                                                                                             description=description))
+        assert not (tmp_path / "labels.txt").exists()
+        assert any("No class names are known for this teacher" in line for line in lines)
 
 
 def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, tiny_teacher_file, capsys):

@@ -12,6 +12,7 @@ Work directory files added here:
 - `ptq_int8.tflite`: the teacher quantized post-training, calibrated on generator samples.
 - `qat_int8.tflite`: the distilled student, fully integer (W8A8 only).
 - `export_report.md`: each model's tensors, ops, integer check and Edge TPU report.
+- `labels.txt`: the teacher's class names, one a line in output order, when it has them.
 - `evaluation/predictions.npz`: the evaluation's predicted classes, saved as it goes, so
   that an interrupted evaluation resumes (`evaluation_progress`).
 """
@@ -20,7 +21,7 @@ import math
 import os
 import sys
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -43,6 +44,7 @@ FLOAT_TFLITE_FILE = "teacher_float.tflite"
 PTQ_TFLITE_FILE = "ptq_int8.tflite"
 QAT_TFLITE_FILE = "qat_int8.tflite"
 EXPORT_REPORT_FILE = "export_report.md"
+LABELS_FILE = "labels.txt"
 # How every quantized model's input range is set, part of the keys that decide what is reused (the
 # export stage's, and the benchmark's rows and QAT directories): it covers pixels 0 to 255
 # (`Teacher.input_range`), not only the calibration samples' range. Models exported before are
@@ -243,8 +245,31 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
             report.format()) + ([f"- {pixel_input}"] if pixel_input else []) + [""]
         if kind != "float":
             report_lines += edge_tpu.compatibility_report(report).format() + [""]
+    report_lines += _write_labels(work_dir, teacher)
     write_text_atomic(os.path.join(work_dir, EXPORT_REPORT_FILE), "\n".join(report_lines))
     return paths
+
+
+def teacher_class_names(teacher: Teacher) -> Tuple[str, ...]:
+    """The teacher's class names in output order, from its description (the sidecar
+    `tools/train_teacher.py` writes); () when it has none, or not one per output."""
+    names = tuple(str(name) for name in teacher.description.get("class_names") or ())
+    return names if len(names) == teacher.num_classes else ()
+
+
+def _write_labels(work_dir: str, teacher: Teacher) -> list:
+    """Writes `LABELS_FILE` when the teacher's class names are known (one a line, output i on
+    line i + 1, as Coral's examples read a labels file); returns the export report's lines."""
+    names = teacher_class_names(teacher)
+    path = os.path.join(work_dir, LABELS_FILE)
+    if not names or any("\n" in name or "\r" in name for name in names):
+        if os.path.exists(path):  # Of a teacher before this one.
+            os.remove(path)
+        return ["## Labels", "", "No class names are known for this teacher (its description has none): the models' "
+                "outputs are class indices.", ""]
+    write_text_atomic(path, "".join(f"{name}\n" for name in names))
+    return ["## Labels", "", f"`{LABELS_FILE}`: the teacher's {len(names)} class names, one a line in output order "
+            f"(output 0 is `{names[0]}`).", ""]
 
 
 def export_agreement_warning(kind: str, model_bytes: bytes, keras_model, samples: np.ndarray) -> Optional[str]:
@@ -274,9 +299,9 @@ def _matched_to_teacher_classes(dataset: data.LabeledImages, teacher: Teacher, s
     """`dataset` relabelled by class name when its classes are some of the teacher's, in
     another order or fewer (a folder holding only some classes); else `dataset` as it is,
     its labels taken as the teacher's output indices."""
-    teacher_names = tuple(str(name) for name in teacher.description.get("class_names") or ())
-    if (len(teacher_names) != teacher.num_classes or not dataset.class_names
-            or dataset.class_names == teacher_names or not set(dataset.class_names) <= set(teacher_names)):
+    teacher_names = teacher_class_names(teacher)
+    if (not teacher_names or not dataset.class_names or dataset.class_names == teacher_names
+            or not set(dataset.class_names) <= set(teacher_names)):
         return dataset
     index_of = {name: index for index, name in enumerate(teacher_names)}
     teacher_labels = np.asarray([index_of[name] for name in dataset.class_names], np.int64)
