@@ -265,8 +265,8 @@ def _write_labels(work_dir: str, teacher: Teacher) -> list:
     if not names or any("\n" in name or "\r" in name for name in names):
         if os.path.exists(path):  # Of a teacher before this one.
             os.remove(path)
-        return ["## Labels", "", "No class names are known for this teacher (its description has none): the models' "
-                "outputs are class indices.", ""]
+        return ["## Labels", "", "No class names are known for this teacher (its description has none, or not one "
+                "per output, each on one line): the models' outputs are class indices.", ""]
     write_text_atomic(path, "".join(f"{name}\n" for name in names))
     return ["## Labels", "", f"`{LABELS_FILE}`: the teacher's {len(names)} class names, one a line in output order "
             f"(output 0 is `{names[0]}`).", ""]
