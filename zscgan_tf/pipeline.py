@@ -56,8 +56,10 @@ POOL_MEMBER_SEED_STRIDE = 1000  # Pool member k (from 0) trains with seed + 1000
 STAGE_OUTPUTS = (STATE_FILE, "generator", "distillation")
 # The state.json key naming the run a work directory took its generator from.
 GENERATOR_FROM_KEY = "generator_from"
-# Marks the generator stage's state as taken from `--generator_from` as it was, not trained here.
-TAKEN_KEY = "taken"
+# Marks the generator stage's state as trained (or pooled) in this work directory, so that a
+# generator taken with `--generator_from` is told from one trained on after it was taken (states
+# from before the mark read as taken as they were).
+TRAINED_HERE_KEY = "trained_here"
 # The state.json key of the teacher's fingerprint (`teachers.fingerprint`) its stages trained against.
 TEACHER_KEY = "teacher_sha256"
 
@@ -346,8 +348,8 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
             or any(step not in (None, source.finished["steps"]) for step in copied_steps)):
         raise UserError(f"the generator of {source.work_dir} changed while it was copied (is a run training it?); "
                         "rerun this command once that run has finished")
-    # Marked as taken: the report says its figures are the source's until this run trains it on.
-    state["generator"] = {**source.finished, TAKEN_KEY: True}
+    # Not marked as trained here: the report says its figures are the source's until this run trains it on.
+    state["generator"] = {key: value for key, value in source.finished.items() if key != TRAINED_HERE_KEY}
     write_state(work_dir, state)
 
 
@@ -417,7 +419,7 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     save_keras_model_atomic(generator, model_path)
     # The first generator's summary stands for the stage (the report's BN figures); the pool's in "members".
     state["generator"] = {"steps": summaries[0].steps, "summary": summaries[0].to_dict(),
-                          "sha256": file_digest(model_path)}
+                          "sha256": file_digest(model_path), TRAINED_HERE_KEY: True}
     if len(summaries) > 1:
         state["generator"]["members"] = [summary.to_dict() for summary in summaries]
     write_state(work_dir, state)
@@ -481,7 +483,8 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
         "generator": {**run_config.to_dict()["generator"], "parameters": int(generator.count_params())},
         "generator_training": summary,
         GENERATOR_FROM_KEY: state.get(GENERATOR_FROM_KEY),
-        "generator_trained_here": not state.get("generator", {}).get(TAKEN_KEY, False),
+        "generator_trained_here": (not state.get(GENERATOR_FROM_KEY)
+                                   or state.get("generator", {}).get(TRAINED_HERE_KEY, False)),
         "bn_statistics_reduction": (first_bn / last_bn) if first_bn and last_bn else None,
         "generated_samples": {
             "samples_per_class": evaluation.samples_per_class,
