@@ -17,6 +17,7 @@ Work directory files added here:
   that an interrupted evaluation resumes (`evaluation_progress`).
 """
 
+import hashlib
 import math
 import os
 import sys
@@ -409,15 +410,17 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
     """Top-1 of the teacher, the student and every TFLite model on `dataset` (see `evaluation_dataset`);
     sizes; latency. With `progress`, a progress line over the images (ImageNet's 50,000 through
     ResNet50 and its students take hours on a few CPU cores)."""
-    results = {"sizes_bytes": {kind: os.path.getsize(path) for kind, path in tflite_paths.items()}}
+    model_bytes = {}  # Read once: for latency, the evaluation and its saved predictions' key.
+    for kind, path in tflite_paths.items():
+        with open(path, "rb") as model_file:
+            model_bytes[kind] = model_file.read()
+    results = {"sizes_bytes": {kind: len(contents) for kind, contents in model_bytes.items()}}
     _say(f"evaluation: latency of {count_of(len(tflite_paths), 'TFLite model')}, "
          f"{count_of(run_config.evaluation.latency_runs, 'run')} at each of {' and '.join(map(str, LATENCY_THREADS))} "
          "threads")
     latency = {}
-    for kind, path in tflite_paths.items():
-        with open(path, "rb") as model_file:
-            model_bytes = model_file.read()
-        latency[kind] = {str(threads): evaluate.measure_latency(model_bytes, threads,
+    for kind, contents in model_bytes.items():
+        latency[kind] = {str(threads): evaluate.measure_latency(contents, threads,
                                                                 runs=run_config.evaluation.latency_runs).median_ms
                          for threads in LATENCY_THREADS}
     results["latency_median_ms"] = latency
@@ -436,12 +439,11 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
     if student is not None:
         predictors[student_name] = lambda pixels, inputs: evaluate.keras_predict(student, inputs, EVALUATION_BATCH_SIZE)
         digests[student_name] = teachers.weights_digest(student)
-    for kind, path in tflite_paths.items():
-        with open(path, "rb") as model_file:
-            classifier = evaluate.TfliteClassifier(model_file.read())
+    for kind, contents in model_bytes.items():
+        classifier = evaluate.TfliteClassifier(contents)
         predictors[f"{kind}_tflite"] = (
             lambda pixels, inputs, classifier=classifier: classifier.predict_pixels(pixels, teacher.preprocessing))
-        digests[f"{kind}_tflite"] = file_digest(path)
+        digests[f"{kind}_tflite"] = hashlib.sha256(contents).hexdigest()  # As `file_digest` gives it.
     predicted = _predicted_classes(run_config, teacher, dataset, predictors, digests, progress)
     accuracy = {name: float(np.mean(classes == labels)) for name, classes in predicted.items()}
     agreement = {}
