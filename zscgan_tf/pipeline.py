@@ -385,8 +385,8 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
              + (f", {pool_size - kept} more to train" if pool_size > kept else ""))
         pool_changed = True
     member_dirs = pool_member_dirs(run_config)
-    if pool_changed or any(step != run_config.generator_training.steps for step in
-                           _checkpoint_steps(work_dir, pool_member_names(run_config.generator.pool_size))):
+    if pool_changed or any(training_loop.latest_step(member_dir) != run_config.generator_training.steps
+                           for member_dir in member_dirs):
         _discard_downstream_of_generator(work_dir, state)
     teacher_weights = teacher.model.get_weights()
     grid_seed = run_config.seed + GRID_SEED_OFFSET
