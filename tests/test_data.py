@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from zscgan_tf import data
+from zscgan_tf import data, image_folders, labeled_images, tfds_data
 from zscgan_tf.errors import UserError
 
 UINT8_TYPE_CODE = 0x08
@@ -115,7 +115,7 @@ def test_image_folder_labels_follow_sorted_folder_names(tmp_path, random_pixels)
     _save_png(tmp_path / "ant" / "1.png", ant_1)
     _save_png(tmp_path / "ant" / "2.png", ant_2)
 
-    dataset = data.load_image_folder(str(tmp_path))
+    dataset = image_folders.load_image_folder(str(tmp_path))
 
     assert dataset.class_names == ("ant", "zebra")
     np.testing.assert_array_equal(dataset.labels, [0, 0, 1])
@@ -133,7 +133,7 @@ def test_image_folder_ignores_what_macos_and_others_leave_beside_the_images(tmp_
     (tmp_path / "__MACOSX" / "cat").mkdir(parents=True)
     (tmp_path / "__MACOSX" / "cat" / "._a.png").write_bytes(b"\x00\x05\x16\x07")
 
-    dataset = data.load_image_folder(str(tmp_path))
+    dataset = image_folders.load_image_folder(str(tmp_path))
 
     assert dataset.class_names == ("cat", "dog") and len(dataset) == 2
 
@@ -142,7 +142,7 @@ def test_image_folder_mixes_gray_and_color_as_rgb(tmp_path, random_pixels):
     color = random_pixels(4, 4, 3)
     _save_png(tmp_path / "a" / "gray.png", random_pixels(4, 4))
     _save_png(tmp_path / "b" / "color.png", color)
-    dataset = data.load_image_folder(str(tmp_path))
+    dataset = image_folders.load_image_folder(str(tmp_path))
     assert dataset.image_shape == (4, 4, 3)
     np.testing.assert_array_equal(dataset.images[1], color)
 
@@ -163,7 +163,7 @@ def test_image_folder_reads_bilevel_16_bit_and_gray_alpha_images_as_tensorflow_d
     gray_alpha.putalpha(Image.fromarray(np.full((4, 4), 9, np.uint8)))
     gray_alpha.save(tmp_path / "a" / "gray_alpha.png")
 
-    dataset = data.load_image_folder(str(tmp_path))
+    dataset = image_folders.load_image_folder(str(tmp_path))
 
     assert dataset.image_shape == (4, 4, 1)
     by_name = dict(zip(sorted(os.listdir(tmp_path / "a")), dataset.images[..., 0]))
@@ -177,7 +177,7 @@ def test_image_folder_reads_bilevel_16_bit_and_gray_alpha_images_as_tensorflow_d
     assert by_name["gray_alpha.png"][0, 0] == 77
     # Among colour images, a 16-bit grayscale one is read the same way, then repeated over the channels.
     Image.fromarray(np.full((4, 4, 3), 5, np.uint8)).save(tmp_path / "a" / "z_colour.png")
-    dataset = data.load_image_folder(str(tmp_path))
+    dataset = image_folders.load_image_folder(str(tmp_path))
     np.testing.assert_array_equal(dataset.images[1, 0, 0], [40000 >> 8] * 3)  # Clipped to 255 before.
 
 
@@ -190,23 +190,23 @@ def test_image_folder_split_subdirectory(tmp_path, random_pixels):
 
 def test_image_folder_errors(tmp_path, random_pixels):
     with pytest.raises(UserError, match="no class sub-folders"):
-        data.load_image_folder(str(tmp_path))
+        image_folders.load_image_folder(str(tmp_path))
     _save_png(tmp_path / "cat" / "a.png", random_pixels(4, 4))
     with pytest.raises(UserError, match="it holds images itself: pass the folder above it"):
-        data.load_image_folder(str(tmp_path / "cat"))  # One class's folder instead of the dataset's.
+        image_folders.load_image_folder(str(tmp_path / "cat"))  # One class's folder instead of the dataset's.
     (tmp_path / "cat" / "a.png").unlink()
     (tmp_path / "cat").rmdir()
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="has no images"):
-        data.load_image_folder(str(tmp_path))
+        image_folders.load_image_folder(str(tmp_path))
     (tmp_path / "empty").rmdir()
     _save_png(tmp_path / "a" / "small.png", random_pixels(4, 4))
     _save_png(tmp_path / "b" / "large.png", random_pixels(5, 4))
-    with pytest.raises(data.MixedImageSizesError, match=r"small.png is 4x4 but .*large.png is 4x5"):
-        data.load_image_folder(str(tmp_path))
+    with pytest.raises(labeled_images.MixedImageSizesError, match=r"small.png is 4x4 but .*large.png is 4x5"):
+        image_folders.load_image_folder(str(tmp_path))
     (tmp_path / "b" / "large.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match="cannot read image .*large.png"):
-        data.load_image_folder(str(tmp_path))
+        image_folders.load_image_folder(str(tmp_path))
     # A header that reads but data cut short, as a half-copied JPEG is, fails while decoding.
     from PIL import Image
 
@@ -216,7 +216,7 @@ def test_image_folder_errors(tmp_path, random_pixels):
     (tmp_path / "b" / "large.png").unlink()
     (tmp_path / "b" / "cut.jpg").write_bytes((tmp_path / "b" / "cut.jpg").read_bytes()[:300])
     with pytest.raises(UserError, match="cannot read image .*cut.jpg"):
-        data.load_image_folder(str(tmp_path), image_size=(4, 4))
+        image_folders.load_image_folder(str(tmp_path), image_size=(4, 4))
 
 
 def test_image_folder_photographs_of_different_sizes_are_cropped_and_resized_as_they_load(tmp_path, capsys):
@@ -227,7 +227,7 @@ def test_image_folder_photographs_of_different_sizes_are_cropped_and_resized_as_
         pixels[height // 16:height - height // 16, width // 16:width - width // 16] = 255  # 1/16 on each side.
         _save_png(tmp_path / class_name / "photo.png", pixels)
 
-    dataset = data.load_image_folder(str(tmp_path), image_size=(5, 7), progress=True)
+    dataset = image_folders.load_image_folder(str(tmp_path), image_size=(5, 7), progress=True)
 
     assert dataset.images.shape == (3, 5, 7, 3)
     np.testing.assert_array_equal(dataset.images, 255)
@@ -240,8 +240,8 @@ def test_image_folder_photographs_of_different_sizes_are_cropped_and_resized_as_
         for file in (tmp_path / class_name).iterdir():
             file.unlink()
         (tmp_path / class_name).rmdir()
-    loaded = data.load_image_folder(str(tmp_path), image_size=(6, 6)).images[0]
-    np.testing.assert_array_equal(loaded, data._central_crop_and_resize(picture, (6, 6)).numpy())
+    loaded = image_folders.load_image_folder(str(tmp_path), image_size=(6, 6)).images[0]
+    np.testing.assert_array_equal(loaded, labeled_images.central_crop_and_resize(picture, (6, 6)).numpy())
 
 
 def test_image_folder_split_may_be_any_sub_folder(tmp_path, random_pixels):
@@ -276,26 +276,26 @@ def test_digits_split_sizes_range_and_determinism():
 
 def test_labeled_images_validation_quotes_what_it_got():
     with pytest.raises(UserError, match=r"shape \(2, 3, 3\)"):
-        data.LabeledImages(np.zeros((2, 3, 3), np.uint8), np.zeros(2), num_classes=2, name="x")
+        labeled_images.LabeledImages(np.zeros((2, 3, 3), np.uint8), np.zeros(2), num_classes=2, name="x")
     with pytest.raises(UserError, match="dtype float32"):
-        data.LabeledImages(np.zeros((2, 3, 3, 1), np.float32), np.zeros(2), num_classes=2, name="x")
+        labeled_images.LabeledImages(np.zeros((2, 3, 3, 1), np.float32), np.zeros(2), num_classes=2, name="x")
     with pytest.raises(UserError, match="from 0 to 2"):
-        data.LabeledImages(np.zeros((2, 3, 3, 1), np.uint8), np.array([0, 2]), num_classes=2, name="x")
+        labeled_images.LabeledImages(np.zeros((2, 3, 3, 1), np.uint8), np.array([0, 2]), num_classes=2, name="x")
     with pytest.raises(UserError, match=r"shape \(2,\)"):
-        data.LabeledImages(np.zeros((2, 3, 3, 1), np.uint8), np.zeros(3), num_classes=2, name="x")
+        labeled_images.LabeledImages(np.zeros((2, 3, 3, 1), np.uint8), np.zeros(3), num_classes=2, name="x")
 
 
 def test_resize_channels_take_and_class_balanced(random_pixels):
     images = np.zeros((6, 4, 4, 3), np.uint8)
     images[..., 0] = 255  # pure red
-    dataset = data.LabeledImages(images, np.array([0, 0, 0, 0, 1, 2]), num_classes=3, name="red")
+    dataset = labeled_images.LabeledImages(images, np.array([0, 0, 0, 0, 1, 2]), num_classes=3, name="red")
 
     resized = dataset.resized(7, 9)
     assert resized.images.shape == (6, 7, 9, 3) and resized.images.dtype == np.uint8
     np.testing.assert_array_equal(resized.images[..., 0], 255)  # bilinear keeps a constant image constant
     gray = dataset.with_channels(1)
     assert gray.image_shape == (4, 4, 1)
-    np.testing.assert_array_equal(gray.images, round(255 * data.LUMINANCE_WEIGHTS[0]))
+    np.testing.assert_array_equal(gray.images, round(255 * labeled_images.LUMINANCE_WEIGHTS[0]))
     np.testing.assert_array_equal(gray.with_channels(3).images[..., 2], gray.images[..., 0])
     assert dataset.to_input_shape((2, 2, 1)).image_shape == (2, 2, 1)
     assert len(dataset.take(2)) == 2
@@ -312,7 +312,7 @@ def test_tfds_loader_with_mock_data():
 
     with tfds.testing.mock_data(num_examples=5):
         dataset = data.load_dataset("tfds:mnist", "train")
-        batches = list(data.iterate_tfds("cifar10", "test", batch_size=2, image_size=(6, 5)))
+        batches = list(tfds_data.iterate_tfds("cifar10", "test", batch_size=2, image_size=(6, 5)))
     assert dataset.images.shape == (5, 28, 28, 1) and dataset.images.dtype == np.uint8
     assert dataset.num_classes == 10 and dataset.name == "mnist"
     assert [images.shape for images, _ in batches] == [(2, 6, 5, 3), (2, 6, 5, 3), (1, 6, 5, 3)]
@@ -321,7 +321,7 @@ def test_tfds_loader_with_mock_data():
 
 def test_tfds_unknown_dataset_is_a_one_line_user_error():
     with pytest.raises(UserError) as raised:
-        data.load_tfds("no_such_dataset_zscgan", "train")
+        tfds_data.load_tfds("no_such_dataset_zscgan", "train")
     assert "\n" not in str(raised.value)
 
 
@@ -348,10 +348,10 @@ def test_image_folder_subset_decodes_only_the_images_it_keeps(tmp_path, random_p
     for label in range(3):
         for index in range(5):
             _save_png(tmp_path / f"class_{label}" / f"{index}.png", random_pixels(4, 4))
-    full = data.load_image_folder(str(tmp_path))
+    full = image_folders.load_image_folder(str(tmp_path))
     decoded = []
-    picture_pixels = data._picture_pixels
-    monkeypatch.setattr(data, "_picture_pixels", lambda *args: decoded.append(1) or picture_pixels(*args))
+    picture_pixels = image_folders._picture_pixels
+    monkeypatch.setattr(image_folders, "_picture_pixels", lambda *args: decoded.append(1) or picture_pixels(*args))
 
     subset = data.load_dataset(str(tmp_path), "test", max_samples=6, seed=4)
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import export, pipeline, quantization_stages, tflite_model, train, training_loop
+from zscgan_tf import export, generator_reuse, quantization_stages, run_report, run_state, tflite_model, train
+from zscgan_tf import training_loop
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest
 
@@ -60,7 +61,7 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     # With ImageNet's 1,000 classes the table keeps the 20 of lowest agreement, in class order.
     samples = report["generated_samples"]
     samples.update(per_class_agreement=[(label % 7) / 7 for label in range(1000)], samples_per_class=1)
-    markdown = pipeline.format_report(report)
+    markdown = run_report.format_report(report)
     rows = [line for line in markdown.splitlines() if re.fullmatch(r"\| \d+ \| [\d.]+% \|", line)]
     assert rows[:3] == ["| 0 | 0.0% |", "| 7 | 0.0% |", "| 14 | 0.0% |"] and len(rows) == 20
     assert "The 20 classes of lowest agreement (report.json has all 1000)" in markdown
@@ -71,7 +72,7 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
         top1={"fp32_keras": 0.95, "ptq_int8_tflite": 0.9475, "qat_int8_tflite": 0.9475},
         same_class_as_fp32={"ptq_int8_tflite": 0.99, "qat_int8_tflite": 0.9925},
         largest_class_drop={"qat_int8_tflite": {"class": 6, "name": "Shirt", "images": 40, "fp32": 0.8, "model": 0.75}})
-    markdown = pipeline.format_report(report)
+    markdown = run_report.format_report(report)
     assert "Top-1 on 400 digits test images (one image is 0.25 points):" in markdown
     assert "| fp32_keras | 95.00% |  |  |  |" in markdown
     assert "| ptq_int8_tflite | 94.75% | -0.25 | 99.00% |  |" in markdown
@@ -82,7 +83,7 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     for agreement, warned in ((0.5, False), (0.1, True)):
         report["generated_samples"]["teacher_agreement"] = agreement
         assert ("Warning: the teacher classifies only 10% of generated samples as the class asked for: the generator "
-                "has not learned the classes in 4 steps" in pipeline.format_report(report)) == warned
+                "has not learned the classes in 4 steps" in run_report.format_report(report)) == warned
 
 
 def test_labels_file_holds_the_teachers_class_names_in_output_order(tmp_path):
@@ -322,7 +323,7 @@ def test_a_generator_copy_cut_short_by_a_full_disk_is_made_again(tmp_path, tiny_
     second = tmp_path / "second"
     flagfile = _flagfile(tmp_path, tiny_teacher_file, second)
 
-    link_or_copy = pipeline._link_or_copy
+    link_or_copy = generator_reuse._link_or_copy
 
     def disk_full_at_the_model(source, destination):  # After the checkpoints and logs were copied.
         if source.endswith("generator.keras"):
@@ -330,7 +331,7 @@ def test_a_generator_copy_cut_short_by_a_full_disk_is_made_again(tmp_path, tiny_
         link_or_copy(source, destination)
 
     with monkeypatch.context() as patch:
-        patch.setattr(pipeline, "_link_or_copy", disk_full_at_the_model)
+        patch.setattr(generator_reuse, "_link_or_copy", disk_full_at_the_model)
         assert train.main(["train", f"--flagfile={flagfile}", f"--generator_from={first}"]) == 4
     assert "the disk is full" in capsys.readouterr().err
     assert not (second / "generator.keras").exists() and (second / "generator" / "checkpoints").is_dir()
@@ -375,10 +376,10 @@ def test_a_teacher_replaced_since_its_run_trained_is_refused_there(tmp_path, tin
     assert kept == {name: file_digest(str(work_dir / name)) for name in kept}
     # A run from before fingerprints were recorded takes the teacher it finds.
     state = json.loads((work_dir / "state.json").read_text())
-    recorded = state.pop(pipeline.TEACHER_KEY)
+    recorded = state.pop(run_state.TEACHER_KEY)
     (work_dir / "state.json").write_text(json.dumps(state))
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
-    assert recorded != json.loads((work_dir / "state.json").read_text())[pipeline.TEACHER_KEY]
+    assert recorded != json.loads((work_dir / "state.json").read_text())[run_state.TEACHER_KEY]
 
 
 def test_a_generator_trained_against_a_replaced_teacher_is_not_taken(tmp_path, tiny_teacher_file, capsys):
@@ -809,13 +810,13 @@ def test_evaluation_chunks_are_whole_keras_batches():
 
 def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp_path, capsys):
     from conftest import quadrant_images, tiny_teacher
-    from zscgan_tf import data, evaluate, export
+    from zscgan_tf import evaluate, export, labeled_images
 
     teacher = tiny_teacher()
     pixels, labels = quadrant_images(40, seed=3)
     images = np.round(pixels).astype(np.uint8)
     images[0, 0, 0], images[1, 0, 0] = 0, 255  # The calibration sees every level of [-1, 1].
-    dataset = data.LabeledImages(images=images, labels=labels, num_classes=4, name="quadrants")
+    dataset = labeled_images.LabeledImages(images=images, labels=labels, num_classes=4, name="quadrants")
     inputs = teacher.preprocessing.apply(images)
     path = str(tmp_path / "ptq_int8.tflite")
     model_bytes = export.convert_to_tflite(teacher.model, export.representative_dataset_from_array(inputs),
@@ -845,11 +846,11 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
 
 def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_path, monkeypatch, capsys):
     from conftest import quadrant_images, tiny_teacher
-    from zscgan_tf import data, evaluate, evaluation_progress, export
+    from zscgan_tf import evaluate, evaluation_progress, export, labeled_images
 
     teacher = tiny_teacher()
     pixels, labels = quadrant_images(10, seed=3)  # 40 images, evaluated 8 at a time.
-    dataset = data.LabeledImages(images=np.round(pixels).astype(np.uint8), labels=labels, num_classes=4, name="q")
+    dataset = labeled_images.LabeledImages(images=np.round(pixels).astype(np.uint8), labels=labels, num_classes=4, name="q")
     path = str(tmp_path / "ptq_int8.tflite")
     export.convert_to_tflite(teacher.model, export.representative_dataset_from_array(
         teacher.preprocessing.apply(dataset.images)), output_path=path)
@@ -888,7 +889,7 @@ def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_pat
     quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
     assert len(chunks) == 5
     chunks.clear()
-    fewer = data.LabeledImages(images=dataset.images[:16], labels=labels[:16], num_classes=4, name="q")
+    fewer = labeled_images.LabeledImages(images=dataset.images[:16], labels=labels[:16], num_classes=4, name="q")
     quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, fewer)
     assert len(chunks) == 2
     chunks.clear()
@@ -931,7 +932,7 @@ def test_a_student_saved_or_checkpointed_with_a_narrower_input_range_comes_back_
 def test_the_report_gives_the_teachers_training_metrics_in_words():
     metrics = {"epochs": 2, "test_accuracy": 0.92778, "test_accuracy_training_mode": 0.8306, "train_accuracy": 0.9534,
                "wall_seconds": 2.79, "note": "fine-tuned"}
-    assert pipeline._teacher_metrics(metrics) == ("2 epochs, test top-1 92.78%, test top-1 in training mode 83.06%, "
+    assert run_report._teacher_metrics(metrics) == ("2 epochs, test top-1 92.78%, test top-1 in training mode 83.06%, "
                                                   "train top-1 95.34%, trained in 0m03s, note fine-tuned")
 
 

@@ -180,8 +180,8 @@ def _from_run(run_dir, generator):
                         f"the pipeline on {run_dir!r} with --teacher=<where it is now>, which records it")
     tf_keras.utils.set_random_seed(run_config.seed)  # A Keras application without weights: the run's.
     teacher = teachers.load_teacher(run_config.teacher)
-    from zscgan_tf import pipeline  # pylint: disable=import-outside-toplevel  # As in _load_generator.
-    pipeline.check_same_teacher(run_dir, teacher, pipeline.read_state(run_dir))
+    from zscgan_tf import pipeline, run_state  # pylint: disable=import-outside-toplevel  # As in _load_generator.
+    pipeline.check_same_teacher(run_dir, teacher, run_state.read_state(run_dir))
     if generator is None:
         generator_path = os.path.join(run_dir, "generator.keras")
         if not os.path.exists(generator_path):

@@ -19,12 +19,13 @@ import numpy as np
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import data, distill, distilled_data, evaluate, export, pipeline, quantization_stages, quantize
-from zscgan_tf import reproducibility, teachers, throughput, zero_shot
+from zscgan_tf import labeled_images, reproducibility, run_report, run_state, teachers, throughput, zero_shot
 from zscgan_tf.benchmark_config import (CALIBRATION_SEED_OFFSET, DISTILLATION_SEED_OFFSET, EVALUATION_SEED_OFFSET,
                                         NOISE_SEED_OFFSET, SPREAD_SEED_OFFSET, BenchmarkConfig, validate)
 from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, format_results, points, targets
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import exclusive_use, read_json, unusable_directory_reason, write_json_atomic, write_text_atomic
+from zscgan_tf.progress import say
 from zscgan_tf.quantization_stages import INPUT_RANGE, LATENCY_THREADS
 
 ROWS_FILE = "rows.json"
@@ -39,9 +40,6 @@ SPEED_WARMUP_STEPS = 2
 # `TfliteClassifier.pixel_table`, not re-quantized float inputs.
 TFLITE_INPUT = "pixel_table"
 
-
-def _say(message: str):
-    print(message, flush=True)
 
 
 def _summary(result: dict) -> str:
@@ -82,7 +80,7 @@ def keras_top1(model, inputs: np.ndarray, labels: np.ndarray) -> float:
     return evaluate.top1_accuracy(evaluate.keras_predict(model, inputs, EVALUATION_BATCH_SIZE), labels)
 
 
-def real_inputs(dataset: data.LabeledImages, teacher: teachers.Teacher):
+def real_inputs(dataset: labeled_images.LabeledImages, teacher: teachers.Teacher):
     """(teacher-space inputs, labels) of `dataset` shaped for the teacher."""
     dataset = dataset.to_input_shape(teacher.image_shape)
     return teacher.preprocessing.apply(dataset.images), dataset.labels
@@ -210,17 +208,17 @@ class TeacherBenchmark:
             key = row_key(row_id, settings)
             cached = self.cache.get(row_id)
             if cached and cached["key"] == key:
-                _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: cached{_summary(cached['result'])}")
+                say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: cached{_summary(cached['result'])}")
                 continue
-            _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: computing")
+            say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: computing")
             started, own_pool_seconds = time.monotonic(), self.own_pool_seconds
             computed = compute()
             seconds = time.monotonic() - started - (self.own_pool_seconds - own_pool_seconds)
             result = {"id": row_id, "label": label, **computed, "seconds": round(seconds, 1)}
             self.cache[row_id] = {"key": key, "result": result}
             write_json_atomic(self.cache_path, self.cache)
-            _say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}:{_summary(result)} "
-                 f"({result['seconds']:.0f} s)")
+            say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}:{_summary(result)} "
+                f"({result['seconds']:.0f} s)")
             publish()
         return self.results()
 
@@ -229,9 +227,9 @@ class TeacherBenchmark:
         entry = {"dataset": self.dataset_name, "eval_images": int(len(self.test_labels)),
                  "rows": {row_id: row for row_id, row in rows.items() if "top1" in row},
                  "measurements": {row_id: row for row_id, row in rows.items() if "top1" not in row}}
-        generator_state = pipeline.read_state(os.path.join(self.dir, "generator")).get("generator")
+        generator_state = run_state.read_state(os.path.join(self.dir, "generator")).get("generator")
         if generator_state:
-            entry["generator_training"] = pipeline.generator_training_summary(generator_state)
+            entry["generator_training"] = run_report.generator_training_summary(generator_state)
         if self.config.compare_to:
             entry["reproducibility"] = compare_rows(self.cache, read_json(
                 os.path.join(self.config.compare_to, self.teacher.name, ROWS_FILE), {}), self.config.compare_to)
@@ -264,8 +262,8 @@ class TeacherBenchmark:
                 self.teacher, self.config.calibration_samples,
                 distilled_data.DistilledDataConfig(steps=self.config.distilled_steps),
                 seed=self.config.seed + NOISE_SEED_OFFSET, progress=self.progress)
-            _say(f"[{self.teacher.name}] distilled data: BN-statistics loss {distilled.initial_bn_loss:.4g} -> "
-                 f"{distilled.final_bn_loss:.4g}")
+            say(f"[{self.teacher.name}] distilled data: BN-statistics loss {distilled.initial_bn_loss:.4g} -> "
+                f"{distilled.final_bn_loss:.4g}")
             self.calibration[source] = distilled.inputs
         return self.calibration[source]
 
@@ -301,8 +299,8 @@ class TeacherBenchmark:
                                                                                self.teacher.preprocessing)
                 draws.append({"seed": seed, "top1": evaluate.top1_accuracy(logits, self.test_labels),
                               "agreement_with_fp32": evaluate.agreement(logits, float_logits)})
-                _say(f"[{self.teacher.name}] {SOURCE_LABELS[source]} PTQ, calibration draw {draw + 1}/"
-                     f"{self.config.calibration_draws}: top-1 {points(draws[-1]['top1'])}%")
+                say(f"[{self.teacher.name}] {SOURCE_LABELS[source]} PTQ, calibration draw {draw + 1}/"
+                    f"{self.config.calibration_draws}: top-1 {points(draws[-1]['top1'])}%")
             result[source] = draws
         return result
 
@@ -314,8 +312,8 @@ class TeacherBenchmark:
             runs = []
             for draw, seed in enumerate(self.config.w4a4_spread_seeds()):
                 runs.append({"seed": seed, "top1": self.qat("w4a4", source, distillation_seed=seed)["top1"]})
-                _say(f"[{self.teacher.name}] {SOURCE_LABELS[source]} QAT W4A4, distillation seed {draw + 1}/"
-                     f"{self.config.w4a4_seed_draws}: top-1 {points(runs[-1]['top1'])}%")
+                say(f"[{self.teacher.name}] {SOURCE_LABELS[source]} QAT W4A4, distillation seed {draw + 1}/"
+                    f"{self.config.w4a4_seed_draws}: top-1 {points(runs[-1]['top1'])}%")
             result[source] = runs
         return result
 
@@ -331,9 +329,9 @@ class TeacherBenchmark:
             for seed in distillation_seeds:
                 runs.append({"seed": seed, "top1": self.qat("w4a4", "zscgan", distillation_seed=seed,
                                                              pool_draw=pool_draw)["top1"]})
-                _say(f"[{self.teacher.name}] ZS-CGAN QAT W4A4, further generator pool {pool_draw}/"
-                     f"{self.config.generator_pool_draws} (seed {self.config.pool_draw_seed(pool_draw)}), "
-                     f"distillation seed {seed}: top-1 {points(runs[-1]['top1'])}%")
+                say(f"[{self.teacher.name}] ZS-CGAN QAT W4A4, further generator pool {pool_draw}/"
+                    f"{self.config.generator_pool_draws} (seed {self.config.pool_draw_seed(pool_draw)}), "
+                    f"distillation seed {seed}: top-1 {points(runs[-1]['top1'])}%")
             result["pools"].append({"generator_seed": self.config.pool_draw_seed(pool_draw), "runs": runs})
         return result
 
@@ -379,7 +377,7 @@ class TeacherBenchmark:
                 quantization=config_lib.QuantizationConfig(low_bit_ranges="min_max"))
             pipeline.prepare_work_dir(run_config)
             pipeline.record_config(run_config)
-            state = pipeline.read_state(run_config.work_dir)
+            state = run_state.read_state(run_config.work_dir)
             started = time.monotonic()
             self.generators[pool_draw] = pipeline.generator_stage(run_config, self.teacher, state,
                                                                   progress=self.progress)
@@ -476,5 +474,5 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
                 lock.enter_context(exclusive_use(benchmark.work_dir, what="benchmark"))
             bench.run(lambda: publish(bench, started))
             publish(bench, started)
-    _say(f"results in {os.path.join(benchmark.work_dir, RESULTS_MARKDOWN_FILE)}")
+    say(f"results in {os.path.join(benchmark.work_dir, RESULTS_MARKDOWN_FILE)}")
     return results

@@ -13,6 +13,11 @@ DEFAULT_LOG_INTERVAL_SECONDS = 10.0
 TERMINAL_INTERVAL_SECONDS = 0.2
 
 
+def say(message: str):
+    """Prints a line of what a stage is doing, flushed at once (a log file shows it while the stage runs)."""
+    print(message, file=sys.stdout, flush=True)
+
+
 def count_of(number: int, noun: str) -> str:
     """'1 step', '2 steps': a count and its noun, plural by adding "s"."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -20,7 +20,6 @@ Work directory files added here:
 import hashlib
 import math
 import os
-import sys
 import time
 from typing import Dict, Optional, Tuple
 
@@ -29,12 +28,12 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import (data, distill, edge_tpu, evaluate, evaluation_progress, export, quantize, quantizer_ranges,
-                       teachers, tflite_model, zero_shot)
+from zscgan_tf import (data, distill, edge_tpu, evaluate, evaluation_progress, export, labeled_images, quantize,
+                       quantizer_ranges, teachers, tflite_model, zero_shot)
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, save_keras_model_atomic, write_text_atomic
-from zscgan_tf.progress import ProgressBar, count_of
+from zscgan_tf.progress import ProgressBar, count_of, say
 from zscgan_tf.teachers import Teacher
 
 # TF-MOT students don't survive the .keras format (the input quantizer's variables are
@@ -75,9 +74,6 @@ def evaluation_chunk_size(image_shape) -> int:
     batches = EVALUATION_CHUNK_PIXELS // (image_shape[0] * image_shape[1]) // EVALUATION_BATCH_SIZE
     return max(1, batches) * EVALUATION_BATCH_SIZE
 
-
-def _say(message: str):
-    print(message, file=sys.stdout, flush=True)
 
 
 def calibration_samples(generator, teacher: Teacher, count: int, seed: int) -> np.ndarray:
@@ -175,22 +171,22 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
     model_path = os.path.join(work_dir, STUDENT_MODEL_FILE)
     finished = state.get("distillation", {})
     if finished.get("steps") == settings.steps and finished.get("sha256") == file_digest(model_path):
-        _say(f"distillation: already done ({settings.steps} steps), loading {model_path}")
+        say(f"distillation: already done ({settings.steps} steps), loading {model_path}")
         return load_student(model_path, teacher.input_range())
     scheme = scheme_of(run_config)
     student, float_layers = quantize.quantize_student(teacher.model, scheme, calibration_inputs=calibration,
                                                       input_range=teacher.input_range())
     if float_layers:
-        _say(f"distillation: {count_of(len(float_layers), 'layer')} TF-MOT cannot quantize "
-             f"{'stays' if len(float_layers) == 1 else 'stay'} float (listed in "
-             f"report.md): {quantize.summarize_layer_names(teacher.model, float_layers)}")
+        say(f"distillation: {count_of(len(float_layers), 'layer')} TF-MOT cannot quantize "
+            f"{'stays' if len(float_layers) == 1 else 'stay'} float (listed in "
+            f"report.md): {quantize.summarize_layer_names(teacher.model, float_layers)}")
     distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes, settings,
                                   seed=run_config.seed + DISTILLATION_SEED_OFFSET,
                                   generator_trainer=joint_generator_trainer(run_config, teacher, generator),
                                   hold_quantizer_ranges=scheme.holds_ranges_in_training)
     teacher_weights = teacher.model.get_weights()
-    _say(f"distillation: {count_of(settings.steps, 'step')} of {settings.batch_size} generated samples into the "
-         f"{scheme.name} student" + (", training a copy of the generator along" if settings.joint_generator else ""))
+    say(f"distillation: {count_of(settings.steps, 'step')} of {settings.batch_size} generated samples into the "
+        f"{scheme.name} student" + (", training a copy of the generator along" if settings.joint_generator else ""))
     writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", "distillation"))
     summary = distiller.train(os.path.join(work_dir, DISTILLATION_DIR), progress=progress, summary_writer=writer)
     zero_shot.check_teacher_unchanged(teacher, teacher_weights)
@@ -218,8 +214,8 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
                                                                  io_dtype=settings.io_dtype,
                                                                  per_channel=settings.per_channel))
         else:
-            _say(f"export: the {scheme.name} student is simulation only (TFLite has no kernels below 8 bits); "
-                 "it is evaluated in Keras but not exported")
+            say(f"export: the {scheme.name} student is simulation only (TFLite has no kernels below 8 bits); "
+                "it is evaluated in Keras but not exported")
     done = state.setdefault("export", {})
     paths, report_lines = {}, [f"# Exported models ({run_config.work_dir})", ""]
     for kind, (file_name, model, options) in exports.items():
@@ -227,7 +223,7 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
         key = (f"{kind}:{settings.io_dtype}:{settings.per_channel}:{state.get('distillation', {}).get('steps')}:"
                f"{INPUT_RANGE}")
         if done.get(kind) != {"settings": key, "sha256": file_digest(path)}:
-            _say(f"export: converting {kind} -> {path}")
+            say(f"export: converting {kind} -> {path}")
             export.convert_to_tflite(model, output_path=path, **options)
             done[kind] = {"settings": key, "sha256": file_digest(path)}
             write_state(state)
@@ -239,7 +235,7 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
         except UserError as error:  # LiteRT refuses it: a device would too; say which file.
             raise UserError(f"the exported {kind} model {path} does not run in LiteRT: {error}") from error
         if warning:
-            _say(f"warning: {warning}")
+            say(f"warning: {warning}")
         report = tflite_model.inspect_tflite(model_bytes)
         pixel_input = evaluate.TfliteClassifier(model_bytes).describe_pixel_input(teacher.preprocessing)
         report_lines += [f"## {kind}: `{file_name}`", ""] + ([f"Warning: {warning}", ""] if warning else []) + (
@@ -296,7 +292,7 @@ def _trained_on_resized(source: str, teacher: Teacher) -> bool:
             and tuple(description.get("input_shape", ())) == tuple(teacher.image_shape))
 
 
-def _matched_to_teacher_classes(dataset: data.LabeledImages, teacher: Teacher, source: str) -> data.LabeledImages:
+def _matched_to_teacher_classes(dataset: labeled_images.LabeledImages, teacher: Teacher, source: str) -> labeled_images.LabeledImages:
     """`dataset` relabelled by class name when its classes are some of the teacher's, in
     another order or fewer (a folder holding only some classes); else `dataset` as it is,
     its labels taken as the teacher's output indices."""
@@ -306,34 +302,34 @@ def _matched_to_teacher_classes(dataset: data.LabeledImages, teacher: Teacher, s
         return dataset
     index_of = {name: index for index, name in enumerate(teacher_names)}
     teacher_labels = np.asarray([index_of[name] for name in dataset.class_names], np.int64)
-    _say(f"evaluation: {source} holds {dataset.num_classes} of the teacher's {teacher.num_classes} classes, "
-         "matched to them by name")
-    return data.LabeledImages(dataset.images, teacher_labels[dataset.labels], num_classes=teacher.num_classes,
+    say(f"evaluation: {source} holds {dataset.num_classes} of the teacher's {teacher.num_classes} classes, "
+        "matched to them by name")
+    return labeled_images.LabeledImages(dataset.images, teacher_labels[dataset.labels], num_classes=teacher.num_classes,
                               name=dataset.name, class_names=teacher_names)
 
 
 def _load_evaluation_data(run_config: RunConfig, teacher: Teacher, source: str, data_dir: str,
-                          progress: bool) -> data.LabeledImages:
+                          progress: bool) -> labeled_images.LabeledImages:
     settings = run_config.evaluation
     # A folder of photographs decodes only the subset it keeps; other sources are subset after.
     subset = {"max_samples": settings.max_samples, "seed": run_config.seed}
     try:
         return data.load_dataset(source, settings.split, data_dir=data_dir or None,
                                  manual_dir=settings.manual_dir or None, progress=progress, **subset)
-    except data.MixedImageSizesError as error:
+    except labeled_images.MixedImageSizesError as error:
         height, width = teacher.image_shape[:2]
         if not (settings.resize or _trained_on_resized(source, teacher)):
             raise UserError(f"{error}; pass --eval_resize to crop and resize them to the teacher's "
                             f"{height}x{width}") from None
-        _say(f"evaluation: {source} images differ in size; each is cropped to its central "
-             f"{data.CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
+        say(f"evaluation: {source} images differ in size; each is cropped to its central "
+            f"{labeled_images.CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
         return data.load_dataset(source, settings.split, data_dir=data_dir or None,
                                  manual_dir=settings.manual_dir or None, image_size=(height, width),
                                  progress=progress, **subset)
 
 
 def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
-                       progress: bool = False) -> Optional[data.LabeledImages]:
+                       progress: bool = False) -> Optional[labeled_images.LabeledImages]:
     """The held-out real data, shaped for the teacher, or None when there is none to use.
 
     `progress` shows a progress line while a folder of images loads.
@@ -362,15 +358,15 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
         if not (settings.resize or _trained_on_resized(source, teacher)):
             raise UserError(f"evaluation dataset {source!r} has images of shape {tuple(dataset.image_shape)} but "
                             f"the teacher reads {tuple(teacher.image_shape)}; pass --eval_resize to resize them")
-        _say(f"evaluation: {source} images are {tuple(dataset.image_shape)}; converted to the teacher's "
-             f"{tuple(teacher.image_shape)}")
+        say(f"evaluation: {source} images are {tuple(dataset.image_shape)}; converted to the teacher's "
+            f"{tuple(teacher.image_shape)}")
         dataset = dataset.to_input_shape(teacher.image_shape)
     if settings.max_samples:
         dataset = dataset.class_balanced(settings.max_samples, seed=run_config.seed)
     return dataset
 
 
-def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: data.LabeledImages, predictors: dict,
+def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: labeled_images.LabeledImages, predictors: dict,
                        digests: Dict[str, str], progress: bool) -> Dict[str, np.ndarray]:
     """Each predictor's class for every image of `dataset`, a chunk at a time, going on from
     the predictions an interrupted run saved for the same images and models
@@ -380,10 +376,10 @@ def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: data.La
     key = evaluation_progress.key(dataset.images, labels, digests)
     done, predicted = evaluation_progress.load(path, key, list(predictors), len(labels))
     if done == len(labels):
-        _say("evaluation: every model's predictions on these images were saved by an earlier run; using them")
+        say("evaluation: every model's predictions on these images were saved by an earlier run; using them")
         return predicted
     if done:
-        _say(f"evaluation: resuming at image {done} of {len(labels)}, with the predictions an earlier run saved")
+        say(f"evaluation: resuming at image {done} of {len(labels)}, with the predictions an earlier run saved")
     # Preprocessed a chunk at a time: ImageNet's 50,000 validation images are 30 GB as float32.
     chunk = evaluation_chunk_size(teacher.image_shape)
     bar = ProgressBar(len(labels), f"evaluation ({count_of(len(predictors), 'model')})", initial_step=done) \
@@ -406,7 +402,7 @@ def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: data.La
 
 
 def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str, str],
-                     dataset: Optional[data.LabeledImages], progress: bool = True) -> dict:
+                     dataset: Optional[labeled_images.LabeledImages], progress: bool = True) -> dict:
     """Top-1 of the teacher, the student and every TFLite model on `dataset` (see `evaluation_dataset`);
     sizes; latency. With `progress`, a progress line over the images (ImageNet's 50,000 through
     ResNet50 and its students take hours on a few CPU cores)."""
@@ -415,9 +411,9 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
         with open(path, "rb") as model_file:
             model_bytes[kind] = model_file.read()
     results = {"sizes_bytes": {kind: len(contents) for kind, contents in model_bytes.items()}}
-    _say(f"evaluation: latency of {count_of(len(tflite_paths), 'TFLite model')}, "
-         f"{count_of(run_config.evaluation.latency_runs, 'run')} at each of {' and '.join(map(str, LATENCY_THREADS))} "
-         "threads")
+    say(f"evaluation: latency of {count_of(len(tflite_paths), 'TFLite model')}, "
+        f"{count_of(run_config.evaluation.latency_runs, 'run')} at each of {' and '.join(map(str, LATENCY_THREADS))} "
+        "threads")
     latency = {}
     for kind, contents in model_bytes.items():
         latency[kind] = {str(threads): evaluate.measure_latency(contents, threads,
@@ -425,10 +421,10 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
                          for threads in LATENCY_THREADS}
     results["latency_median_ms"] = latency
     if dataset is None:
-        _say("evaluation: no real data to evaluate on (set --eval_dataset)")
+        say("evaluation: no real data to evaluate on (set --eval_dataset)")
         return results
     labels = dataset.labels
-    _say(f"evaluation: {len(labels)} images of {dataset.name} ({run_config.evaluation.split})")
+    say(f"evaluation: {len(labels)} images of {dataset.name} ({run_config.evaluation.split})")
     # Each predictor takes a chunk's pixels and its preprocessed inputs: Keras models run on the
     # inputs, TFLite models on the pixels, quantized as a device would (`predict_pixels`). Each
     # has a digest, so that saved predictions are used only for the same models.
@@ -454,7 +450,7 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
     return results
 
 
-def _against_fp32(predicted: Dict[str, np.ndarray], dataset: data.LabeledImages) -> dict:
+def _against_fp32(predicted: Dict[str, np.ndarray], dataset: labeled_images.LabeledImages) -> dict:
     """How often each model predicts the FP32 teacher's class, and the class on which its
     top-1 falls furthest below the teacher's (`evaluate.largest_class_drop`)."""
     reference = predicted["fp32_keras"]

@@ -5,7 +5,8 @@ inserted: weights and activations are rounded to `weight_bits` and `activation_b
 in the forward pass while gradients flow straight through. This module builds that
 student from a teacher and says, layer by layer, what was quantized and what was not.
 
-Three facts about TF-MOT shape the code:
+Three facts about TF-MOT shape the code (the layers chosen and the schemes that quantize them
+are in `tfmot_schemes`):
 
 - TF-MOT quantizes a fixed set of Keras layers (its "registry"). Anything else
   (`Rescaling`, `Normalization`, `Lambda` and `TFOpLambda` arithmetic, custom layers)
@@ -30,7 +31,6 @@ Example:
         print(line)
 """
 
-import copy
 import dataclasses
 import re
 from typing import List, Optional, Sequence, Tuple
@@ -40,75 +40,20 @@ import tensorflow_model_optimization as tfmot
 import tf_keras
 from tf_keras.src import backend as keras_backend
 from tf_keras.src.saving import serialization_lib
-# Not exported by tfmot's public API: the input quantizer layer, the activation its
-# Conv/Dense + BatchNormalization transforms set, and the output-only QuantizeConfigs
-# its registries give Add and Concatenate.
-from tensorflow_model_optimization.python.core.quantization.keras import (
-    quantize_aware_activation, quantize_layer)
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-    default_8bit_quantize_configs)
-from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
-    default_n_bit_quantize_configs)
+# Not exported by tfmot's public API: the input quantizer layer.
+from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
 
-from zscgan_tf import quantizer_ranges, range_fitting
+from zscgan_tf import quantizer_ranges, range_fitting, tfmot_schemes
 from zscgan_tf.errors import UserError
-
-_N_BIT = tfmot.quantization.keras.experimental.default_n_bit
 
 MIN_BITS = 2
 MAX_BITS = 8
 # TFLite's integer kernels are 8-bit; every other width is simulation only.
 EXPORTABLE_BITS = 8
-# Bit width used for the first and last weighted layers when the scheme keeps them.
-EDGE_LAYER_BITS = 8
 
 SCHEME_NAME_PATTERN = re.compile(r"^w(\d+)a(\d+)$")
 # `QuantizationScheme.low_bit_ranges` values.
 LOW_BIT_RANGE_METHODS = ("mse", "min_max")
-
-# Layers whose fake quantization TF-MOT derives from the layer in front of them.
-_FOLDABLE_INTO = (
-    tf_keras.layers.Conv2D,
-    tf_keras.layers.DepthwiseConv2D,
-    tf_keras.layers.SeparableConv2D,
-    tf_keras.layers.Dense,
-)
-# Not in TF-MOT's registry, but rewritten by its layout transforms into layers that are.
-_SPLIT_BY_TRANSFORMS = (tf_keras.layers.SeparableConv1D, tf_keras.layers.SeparableConv2D)
-# Merge layers outside TF-MOT's registries that TFLite runs as integer kernels (MUL,
-# SUB, MAXIMUM, MINIMUM). They are annotated with TF-MOT's output-only config, as its
-# registries annotate Add, so that QAT rounds their output as the int8 model will.
-# Left float, the converter must calibrate them itself, and it can leave one float:
-# MobileNetV3's hard-swish Multiply before a squeeze-excite pool of a 1x1 map.
-_OUTPUT_QUANTIZED_LAYERS = (
-    tf_keras.layers.Multiply,
-    tf_keras.layers.Subtract,
-    tf_keras.layers.Maximum,
-    tf_keras.layers.Minimum,
-)
-# Pooling layers whose int8 TFLite kernel (AVERAGE_POOL_2D) needs its output on its input's
-# scale. TF-MOT's registries give them an output quantizer of their own, and once QAT has
-# moved its range away from the input's, the converter refuses the model ("quantization
-# parameters violate the same scale constraint"; DenseNet121's transition layers). They get
-# TF-MOT's no-op config instead, as its registries give MaxPooling2D, and the converter
-# puts their output on their input's scale.
-_SAME_SCALE_POOLING_LAYERS = (
-    tf_keras.layers.AveragePooling1D,
-    tf_keras.layers.AveragePooling2D,
-)
-# Layers counted when choosing the "first" and "last" layer kept at 8 bits.
-_WEIGHTED_LAYERS = (
-    tf_keras.layers.Conv2D,
-    tf_keras.layers.DepthwiseConv2D,
-    tf_keras.layers.Dense,
-)
-# Activation names `QuantizeAwareActivation` accepts inside Conv/Dense layers.
-_LAYER_ACTIVATIONS = frozenset({"linear", "relu", "swish", "gelu", "softmax", "sigmoid", "tanh"})
-# Activation names the registries accept in a standalone `Activation` layer.
-_ACTIVATION_LAYER_NAMES_8_BIT = frozenset(
-    {"relu", "relu6", "swish", "gelu", "linear", "softmax", "sigmoid", "tanh"})
-_ACTIVATION_LAYER_NAMES_N_BIT = frozenset(
-    {"relu", "relu6", "swish", "linear", "softmax", "sigmoid", "tanh"})
 
 FLOAT_STATUS = "float"
 QUANTIZED_STATUS = "quantized"
@@ -229,246 +174,6 @@ class LayerQuantization:
     activation_bits: Optional[int] = None
 
 
-def _activation_name(activation) -> str:
-    return getattr(activation, "__name__", activation.__class__.__name__)
-
-
-def _registry_for(scheme: QuantizationScheme):
-    """The scheme's TF-MOT registry, disowning what its configs cannot quantize, as `quantize_apply` sees it."""
-    if scheme.uses_n_bit_scheme:
-        registry = _N_BIT.DefaultNBitQuantizeRegistry(
-            disable_per_axis=not scheme.per_channel,
-            num_bits_weight=scheme.weight_bits,
-            num_bits_activation=scheme.activation_bits)
-    else:
-        registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry(
-            disable_per_axis=not scheme.per_channel)
-    return _SupportedActivationsRegistry(registry, scheme)
-
-
-def _is_quantizable(layer, registry, quantizable_names) -> bool:
-    """Whether TF-MOT can quantize `layer` (its inputs already decided)."""
-    if isinstance(layer, tf_keras.layers.InputLayer):
-        return False
-    if isinstance(layer, tf_keras.layers.BatchNormalization):
-        inbound = quantizer_ranges.inbound_layers(layer)
-        # Exact types: TF-MOT's patterns match class names, so subclasses such as
-        # Conv2DTranspose are not folded.
-        return (len(inbound) == 1 and type(inbound[0]) in _FOLDABLE_INTO  # pylint: disable=unidiomatic-typecheck
-                and inbound[0].name in quantizable_names
-                and _activation_name(inbound[0].activation) == "linear")
-    if isinstance(layer, _SPLIT_BY_TRANSFORMS):
-        return _activation_name(layer.activation) in _LAYER_ACTIVATIONS
-    if type(layer) in _OUTPUT_QUANTIZED_LAYERS:  # pylint: disable=unidiomatic-typecheck
-        return True
-    return registry.supports(layer)
-
-
-def _has_supported_activation(layer, scheme: QuantizationScheme) -> bool:
-    """Whether TF-MOT's quantize configs accept `layer`'s activation function, if any.
-
-    Its registries claim every `Activation` layer and every Conv/Dense layer by class,
-    and their configs raise only when the wrapped layer is built, for an activation
-    outside a short list (elu, selu, softplus, mish, hard_sigmoid, ...).
-    """
-    if isinstance(layer, tf_keras.layers.Activation):
-        allowed = (_ACTIVATION_LAYER_NAMES_N_BIT if scheme.uses_n_bit_scheme
-                   else _ACTIVATION_LAYER_NAMES_8_BIT)
-        return _activation_name(layer.activation) in allowed
-    if isinstance(getattr(layer, "activation", None), quantize_aware_activation.NoOpActivation):
-        return True  # Set by TF-MOT's own Conv/Dense + BatchNormalization transforms.
-    if hasattr(layer, "activation") and not isinstance(layer, tf_keras.layers.ReLU):
-        return _activation_name(layer.activation) in _LAYER_ACTIVATIONS
-    return True
-
-
-def _quantizable_layer_names(teacher, registry) -> List[str]:
-    """The names of the teacher's layers to annotate, given the scheme's `_registry_for` registry."""
-    names = []
-    for layer in teacher.layers:  # topological order: inputs are decided first
-        if _is_quantizable(layer, registry, names):
-            names.append(layer.name)
-    # Layers at the model input that pass values through without a quantizer of their own (a
-    # Reshape) are left unannotated when only float layers read them. Annotated, TF-MOT puts its
-    # input quantizer in front of them, and the converter drops a float Rescaling after
-    # `QuantizeLayer -> Reshape` from the int8 model (weight scales 255 times too large, every
-    # output 0). Further in, the same pattern converts correctly and is left as it is.
-    at_input = set()
-    for layer in teacher.layers:
-        inbound = quantizer_ranges.inbound_layers(layer)
-        if inbound and all(isinstance(source, tf_keras.layers.InputLayer) or source.name in at_input
-                           for source in inbound) and _passes_values_through(layer, registry):
-            at_input.add(layer.name)
-    for layer in reversed(teacher.layers):
-        consumers = [node.outbound_layer for node in layer._outbound_nodes]  # pylint: disable=protected-access
-        if (layer.name in at_input and layer.name in names and consumers
-                and all(consumer.name not in names for consumer in consumers)):
-            names.remove(layer.name)
-    return names
-
-
-def _passes_values_through(layer, registry) -> bool:
-    """Whether the registry (`_registry_for`'s, which disowns the layers whose configs would
-    raise) quantizes neither `layer`'s weights, activation nor output."""
-    if not registry.supports(layer) or type(layer) in _OUTPUT_QUANTIZED_LAYERS:  # pylint: disable=unidiomatic-typecheck
-        return False
-    config = registry.get_quantize_config(layer)
-    return not (config.get_weights_and_quantizers(layer) or config.get_activations_and_quantizers(layer)
-                or config.get_output_quantizers(layer))
-
-
-def _edge_layer_names(teacher, quantizable_names: Sequence[str]) -> Tuple[str, ...]:
-    weighted = [layer.name for layer in teacher.layers
-                if isinstance(layer, _WEIGHTED_LAYERS) and layer.name in quantizable_names]
-    if not weighted:
-        return ()
-    return tuple(dict.fromkeys((weighted[0], weighted[-1])))
-
-
-def _quantize_config_of(layer, scheme: QuantizationScheme):
-    """The QuantizeConfig `layer` is annotated with; None: the scheme's registry chooses."""
-    layer_type = type(layer)  # Exact types, as TF-MOT's registries match them.
-    if layer_type in _OUTPUT_QUANTIZED_LAYERS:
-        return _output_quantize_config(scheme)
-    if layer_type in _SAME_SCALE_POOLING_LAYERS:
-        return default_8bit_quantize_configs.NoOpQuantizeConfig()
-    return None
-
-
-def _output_quantize_config(scheme: QuantizationScheme):
-    """TF-MOT's output-only QuantizeConfig at the scheme's activation width."""
-    if scheme.uses_n_bit_scheme:
-        return default_n_bit_quantize_configs.DefaultNBitOutputQuantizeConfig(
-            num_bits_weight=scheme.weight_bits, num_bits_activation=scheme.activation_bits)
-    return default_8bit_quantize_configs.Default8BitOutputQuantizeConfig()
-
-
-def _with_bits(quantize_config, weight_bits: int, activation_bits: int):
-    """The same n-bit QuantizeConfig rebuilt at other widths."""
-    config = quantize_config.get_config()
-    if "num_bits_weight" not in config:
-        return quantize_config
-    config.update(num_bits_weight=weight_bits, num_bits_activation=activation_bits)
-    return type(quantize_config).from_config(config)
-
-
-class _EdgeLayersAt8BitsRegistry(tfmot.quantization.keras.QuantizeRegistry):
-    """The n-bit registry, except that named layers get 8-bit configs.
-
-    The configs are rebuilt from the n-bit ones instead of asking a second
-    `DefaultNBitQuantizeRegistry(8, 8)`: that class keeps its per-layer bit widths
-    in class-level objects which every new instance overwrites, so two registries of
-    different widths cannot coexist.
-    """
-
-    def __init__(self, base_registry, edge_layer_names: Sequence[str]):
-        self._base_registry = base_registry
-        self._edge_layer_names = frozenset(edge_layer_names)
-
-    def supports(self, layer):
-        return self._base_registry.supports(layer)
-
-    def get_quantize_config(self, layer):
-        quantize_config = self._base_registry.get_quantize_config(layer)
-        if layer.name in self._edge_layer_names:
-            return _with_bits(quantize_config, EDGE_LAYER_BITS, EDGE_LAYER_BITS)
-        return quantize_config
-
-
-class _EdgeLayersAt8BitsTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
-    """The n-bit layout transform, then the model input quantized at 8 bits."""
-
-    def __init__(self, base_transform):
-        self._base_transform = base_transform
-
-    def apply(self, model, layer_quantize_map):
-        model, layer_quantize_map = self._base_transform.apply(model, layer_quantize_map)
-        for layer in model.layers:
-            reads_model_input = any(isinstance(inbound, tf_keras.layers.InputLayer)
-                                    for inbound in quantizer_ranges.inbound_layers(layer))
-            if isinstance(layer, quantize_layer.QuantizeLayer) and reads_model_input:
-                # quantize_apply rebuilds each QuantizeLayer from its config updated
-                # with this map entry.
-                quantizer_config = copy.deepcopy(layer.get_config()["quantizer"])
-                quantizer_config["config"]["num_bits"] = EDGE_LAYER_BITS
-                layer_quantize_map[layer.name] = {"quantizer": quantizer_config}
-        return model, layer_quantize_map
-
-
-class _EdgeLayersAt8BitsScheme(tfmot.quantization.keras.QuantizeScheme):
-    """TF-MOT's n-bit scheme with the first and last weighted layers at 8 bits.
-
-    Annotating those layers with a custom `QuantizeConfig` (the documented route)
-    would switch off TF-MOT's Conv+BatchNorm(+ReLU) fusion for them, leaving a fake
-    quantizer between the conv and its BN; choosing the config inside the registry
-    keeps the fusion.
-    """
-
-    def __init__(self, scheme: QuantizationScheme, edge_layer_names: Sequence[str]):
-        self._base_scheme = _N_BIT.DefaultNBitQuantizeScheme(
-            disable_per_axis=not scheme.per_channel,
-            num_bits_weight=scheme.weight_bits,
-            num_bits_activation=scheme.activation_bits)
-        self._edge_layer_names = tuple(edge_layer_names)
-
-    def get_layout_transformer(self):
-        return _EdgeLayersAt8BitsTransform(self._base_scheme.get_layout_transformer())
-
-    def get_quantize_registry(self):
-        return _EdgeLayersAt8BitsRegistry(self._base_scheme.get_quantize_registry(),
-                                          self._edge_layer_names)
-
-
-class _SupportedActivationsRegistry(tfmot.quantization.keras.QuantizeRegistry):
-    """A registry that disowns layers whose activation its configs cannot quantize.
-
-    Besides the annotated layers, `quantize_apply` gives an output quantizer to the
-    unannotated layer in front of an annotated one, when the registry supports it
-    (`requires_output_quantize`): an `Activation("elu")` before a convolution, for
-    one. The registry supports every `Activation` layer by class, and building the
-    wrapper then raises "Activation ... not supported". Disowned, such a layer stays
-    float, as `quantize_student` reports it.
-    """
-
-    def __init__(self, base_registry, scheme: QuantizationScheme):
-        self._base_registry = base_registry
-        self._scheme = scheme
-
-    def supports(self, layer):
-        return self._base_registry.supports(layer) and _has_supported_activation(layer, self._scheme)
-
-    def get_quantize_config(self, layer):
-        return self._base_registry.get_quantize_config(layer)
-
-
-class _SupportedActivationsScheme(tfmot.quantization.keras.QuantizeScheme):
-    """A TF-MOT scheme whose registry is wrapped in `_SupportedActivationsRegistry`."""
-
-    def __init__(self, base_scheme, scheme: QuantizationScheme):
-        self._base_scheme = base_scheme
-        self._scheme = scheme
-
-    def get_layout_transformer(self):
-        return self._base_scheme.get_layout_transformer()
-
-    def get_quantize_registry(self):
-        return _SupportedActivationsRegistry(self._base_scheme.get_quantize_registry(), self._scheme)
-
-
-def _tfmot_scheme(scheme: QuantizationScheme, edge_layer_names: Sequence[str]):
-    if not scheme.uses_n_bit_scheme:
-        base_scheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme(
-            disable_per_axis=not scheme.per_channel)
-    elif scheme.keep_first_and_last_at_8_bits and edge_layer_names:
-        base_scheme = _EdgeLayersAt8BitsScheme(scheme, edge_layer_names)
-    else:
-        base_scheme = _N_BIT.DefaultNBitQuantizeScheme(
-            disable_per_axis=not scheme.per_channel,
-            num_bits_weight=scheme.weight_bits,
-            num_bits_activation=scheme.activation_bits)
-    return _SupportedActivationsScheme(base_scheme, scheme)
-
-
 def validate_tfmot_model(model, role: str = "teacher") -> None:
     """Checks that TF-MOT can take `model`: a built, flat, functional tf_keras model.
 
@@ -566,8 +271,8 @@ def quantize_student(
     if calibration_inputs is not None:
         calibration_inputs = quantizer_ranges.validated_inputs(teacher, calibration_inputs)
 
-    registry = _registry_for(scheme)
-    quantizable_names = _quantizable_layer_names(teacher, registry)
+    registry = tfmot_schemes.registry_for(scheme)
+    quantizable_names = tfmot_schemes.quantizable_layer_names(teacher, registry)
     if not quantizable_names:
         raise UserError(
             f"TF-MOT supports none of the layers of the teacher {teacher.name!r}")
@@ -577,15 +282,16 @@ def quantize_student(
         layer.name for layer in teacher.layers
         if layer.name not in quantizable_name_set
         and not isinstance(layer, tf_keras.layers.InputLayer)
-        and not _passes_values_through(layer, registry))
+        and not tfmot_schemes.passes_values_through(layer, registry))
 
     def annotate(layer):
         layer_copy = layer.__class__.from_config(layer.get_config())
         if layer.name in quantizable_name_set:
-            return tfmot.quantization.keras.quantize_annotate_layer(layer_copy, _quantize_config_of(layer, scheme))
+            quantize_config = tfmot_schemes.quantize_config_of(layer, scheme)
+            return tfmot.quantization.keras.quantize_annotate_layer(layer_copy, quantize_config)
         return layer_copy
 
-    tfmot_scheme = _tfmot_scheme(scheme, _edge_layer_names(teacher, quantizable_names))
+    tfmot_scheme = tfmot_schemes.tfmot_scheme(scheme, tfmot_schemes.edge_layer_names(teacher, quantizable_names))
     # The teacher is a live Python object, not an untrusted file: Lambda layers in it
     # must survive the config round trips TF-MOT makes.
     with serialization_lib.SafeModeScope(safe_mode=False), \

@@ -1,0 +1,169 @@
+"""Starting a run from another run's finished generator (`--generator_from`).
+
+The new run's generator stage begins from copies (hard links where the file system
+allows) of the other run's generator training directories, TensorBoard logs and
+`generator.keras`, so that only its student is trained. The two runs must share the
+teacher and every generator setting; the new run may ask for more generator steps, which
+train on from the copy, and for a larger or smaller pool, which takes the generators both
+pools hold.
+"""
+
+import dataclasses
+import os
+import shutil
+from typing import Optional
+
+from zscgan_tf import config as config_lib
+from zscgan_tf import training_loop
+from zscgan_tf.errors import UserError
+from zscgan_tf.files import TEMPORARY_PREFIX, file_digest
+from zscgan_tf.progress import say
+from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE, TEACHER_KEY, TRAINED_HERE_KEY,
+                                 pool_member_names, read_state, write_state)
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorSource:
+    """Another run's finished generator, which this run starts from (`--generator_from`).
+
+    Attributes:
+      work_dir: that run's work directory, absolute.
+      finished: its `state.json` entry for the generator stage (steps, summary, SHA-256).
+      teacher_sha256: the fingerprint of the teacher it trained against, if recorded.
+    """
+
+    work_dir: str
+    finished: dict
+    teacher_sha256: Optional[str] = None
+
+    @property
+    def pool_size(self) -> int:
+        """How many generators its finished pool holds."""
+        return len(self.finished.get("members", ())) or 1
+
+    def shared_member_names(self, run_config: config_lib.RunConfig) -> list:
+        """Its generators that `run_config`'s pool holds too (the first ones: a pool's
+        generator i trains from seed `seed + 1000 (i - 1)` whatever the pool's size)."""
+        return pool_member_names(min(self.pool_size, run_config.generator.pool_size))
+
+
+def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> GeneratorSource:
+    """Checks that `source_dir` is a run whose finished generator this run can start from:
+    one trained with this run's generator settings and not longer than this run asks.
+
+    Raises:
+      UserError: saying why not.
+    """
+    source_dir = os.path.abspath(source_dir)
+    flag = f"--generator_from={source_dir}"
+    if source_dir == os.path.abspath(run_config.work_dir):
+        raise UserError(f"{flag} is this run's own --work_dir; it names another run to take the generator from")
+    taken = read_state(run_config.work_dir)
+    if taken.get(GENERATOR_FROM_KEY) == source_dir and "generator" in taken:  # By an earlier run of this command.
+        return GeneratorSource(source_dir, taken["generator"])
+    config_path = os.path.join(source_dir, config_lib.CONFIG_FILE)
+    if os.path.isfile(source_dir):
+        raise UserError(f"{flag} is a file; name the work directory of the run that trained it")
+    if not os.path.isfile(config_path):
+        raise UserError(f"{flag}: " + ("no such directory" if not os.path.isdir(source_dir) else
+                                       f"not a run directory (it has no {config_lib.CONFIG_FILE})"))
+    source_state = read_state(source_dir)
+    finished = source_state.get("generator", {})
+    if not finished or finished.get("sha256") != file_digest(os.path.join(source_dir, GENERATOR_MODEL_FILE)):
+        raise UserError(f"{flag}: that run's generator has not finished training; run it to the end first")
+    # Where the teacher's files are may differ when that run recorded its teacher's fingerprint,
+    # which `take_generator` compares with this run's.
+    changed = config_lib.generator_differences(config_lib.read_saved(config_path), config_lib.current_dict(run_config),
+                                               same_teacher=TEACHER_KEY in source_state)
+    if changed:
+        shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+        raise UserError(f"{flag}: that run's generator was trained with other settings ({shown}); a run takes "
+                        "another's generator only with the same teacher, generator, loss and generator training")
+    # Checkpoints at another step: training on since (or now). Without checkpoints (deleted to save
+    # space) the generator is taken all the same; only training it further would start afresh.
+    source = GeneratorSource(source_dir, finished, source_state.get(TEACHER_KEY))
+    beyond = [step for step in _checkpoint_steps(source_dir, source.shared_member_names(run_config))
+              if step not in (None, finished["steps"])]
+    if beyond:
+        raise UserError(f"{flag}: that run's generator has trained on from its finished {finished['steps']} steps "
+                        f"(to step {max(beyond)}); finish that run first")
+    if finished["steps"] > run_config.generator_training.steps:
+        raise UserError(f"{flag}: that run's generator has trained {finished['steps']} steps, more than "
+                        f"--generator_steps={run_config.generator_training.steps}; ask for {finished['steps']} or more")
+    return source
+
+
+def _checkpoint_steps(work_dir: str, member_names: list) -> list:
+    """The latest checkpoint step (or None) of each of `work_dir`'s generators named."""
+    return [training_loop.latest_step(os.path.join(work_dir, name)) for name in member_names]
+
+
+def _link_or_copy(source: str, destination: str):
+    """Hard-links a file where the file system allows (another file system, or one without
+    links, gets a copy). Safe for what a run keeps: checkpoints, histories, logs and models
+    are replaced by new files, never rewritten in place, so neither run changes the other's."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def _copy_directory(source: str, destination: str):
+    """Copies a directory into place whole (`_link_or_copy`): to a temporary name beside it,
+    then renamed. The ImageNet configs' generator is about 1.2 GB with its checkpoints."""
+    temporary = os.path.join(os.path.dirname(destination), TEMPORARY_PREFIX + os.path.basename(destination))
+    for path in (temporary, destination):
+        if os.path.exists(path):
+            shutil.rmtree(path)
+    shutil.copytree(source, temporary, copy_function=_link_or_copy)
+    os.replace(temporary, destination)
+
+
+def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, state: dict):
+    """Starts this run's generator stage from `source`: copies its generators' training
+    directories (checkpoints, history), their TensorBoard logs and `generator.keras`, and
+    its finished state. A rerun of the same command finds it taken; one interrupted while
+    copying copies again. Of a pool, only the generators this run's pool holds too are
+    copied; `generator_stage` trains those it lacks.
+
+    Raises:
+      UserError: if this work directory has a generator of its own, or the source's
+        changed while it was copied.
+    """
+    work_dir = run_config.work_dir
+    if state.get(GENERATOR_FROM_KEY) == source.work_dir and "generator" in state:
+        return
+    own = [name for name in (GENERATOR_MODEL_FILE, *pool_member_names(run_config.generator.pool_size))
+           if os.path.exists(os.path.join(work_dir, name))]
+    if state.get(GENERATOR_FROM_KEY) != source.work_dir and (own or "generator" in state):
+        raise UserError(f"{work_dir} already has a generator ({', '.join(own) or STATE_FILE}); --generator_from "
+                        "starts a new work directory from another run's generator")
+    if source.teacher_sha256 not in (None, state[TEACHER_KEY]):
+        raise UserError(f"the generator of {source.work_dir} was trained against another teacher than this run's "
+                        "(its weights or preprocessing differ: was the model file replaced?)")
+    member_names = source.shared_member_names(run_config)
+    taken = ("the generator" if source.pool_size == 1 else
+             f"{len(member_names)} of the {source.pool_size} generators" if len(member_names) < source.pool_size
+             else f"the {source.pool_size} generators")
+    say(f"generator: taking {taken} of {source.work_dir} ({source.finished['steps']} steps)")
+    state[GENERATOR_FROM_KEY] = source.work_dir  # What is copied from here on is this run's to copy again.
+    write_state(work_dir, state)
+    for name in member_names:
+        for directory in (name, os.path.join("logs", name)):  # Checkpoints and history; TensorBoard logs.
+            if os.path.isdir(os.path.join(source.work_dir, directory)):
+                os.makedirs(os.path.dirname(os.path.join(work_dir, directory)), exist_ok=True)
+                _copy_directory(os.path.join(source.work_dir, directory), os.path.join(work_dir, directory))
+    model_path = os.path.join(work_dir, GENERATOR_MODEL_FILE)
+    temporary = os.path.join(work_dir, TEMPORARY_PREFIX + GENERATOR_MODEL_FILE)
+    if os.path.exists(temporary):
+        os.remove(temporary)
+    _link_or_copy(os.path.join(source.work_dir, GENERATOR_MODEL_FILE), temporary)
+    os.replace(temporary, model_path)
+    copied_steps = _checkpoint_steps(work_dir, member_names)
+    if (file_digest(model_path) != source.finished["sha256"]
+            or any(step not in (None, source.finished["steps"]) for step in copied_steps)):
+        raise UserError(f"the generator of {source.work_dir} changed while it was copied (is a run training it?); "
+                        "rerun this command once that run has finished")
+    # Not marked as trained here: the report says its figures are the source's until this run trains it on.
+    state["generator"] = {key: value for key, value in source.finished.items() if key != TRAINED_HERE_KEY}
+    write_state(work_dir, state)

@@ -1,0 +1,171 @@
+"""Folders of images, one sub-folder per class, as `LabeledImages` (Pillow decodes them).
+
+`path/<class name>/<image>`; class indices follow the sorted folder names. A dataset
+directory may hold split folders (`train/`, `val/`) of class folders (`image_split_folder`).
+"""
+
+import os
+from typing import Optional, Tuple
+
+import numpy as np
+
+from zscgan_tf.errors import UserError, first_line
+from zscgan_tf.labeled_images import (PIXEL_MAX, LabeledImages, MixedImageSizesError, central_crop_and_resize,
+                                      class_balanced_indices)
+from zscgan_tf.progress import ProgressBar
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
+# Pillow's 16-bit grayscale modes: read as TensorFlow's PNG decoder reads them, as does
+# Keras' `image_dataset_from_directory`, keeping the high byte.
+SIXTEEN_BIT_PIL_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+# 32-bit integer and float grayscale: no convention says where their values sit, so each
+# image's own range is scaled to 0-255.
+WIDE_PIL_MODES = ("I", "F")
+# Grayscale: bilevel (0 and 255), 8-bit with or without alpha, and the above.
+GRAYSCALE_PIL_MODES = ("1", "L", "LA", *SIXTEEN_BIT_PIL_MODES, *WIDE_PIL_MODES)
+# Folders that are not classes: macOS adds this one, holding "._" resource files, to zip files it makes.
+NOT_CLASS_FOLDERS = ("__MACOSX",)
+
+
+def _class_folder_names(path: str) -> list:
+    """Sub-folders but hidden ones and the `__MACOSX` folder macOS puts in the zip files it makes."""
+    return sorted(entry.name for entry in os.scandir(path)
+                  if entry.is_dir() and not entry.name.startswith(".") and entry.name not in NOT_CLASS_FOLDERS)
+
+
+def _image_file_names(folder: str) -> list:
+    return sorted(name for name in os.listdir(folder)
+                  if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."))
+
+
+def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, progress: bool = False,
+                      name: Optional[str] = None, max_samples: int = 0, seed: int = 0) -> LabeledImages:
+    """Loads `path/<class name>/<image>`; class indices follow the sorted folder names.
+
+    If every image is grayscale the result has 1 channel, otherwise 3 (RGB; alpha is
+    dropped). Images are decoded one at a time into the result, so memory holds the
+    result and one image.
+
+    Args:
+      path: the folder of class folders.
+      image_size: (height, width) each image is cropped to its central
+        `labeled_images.CENTRAL_CROP_FRACTION` of and resized to as it loads, as for `iterate_tfds`
+        (photographs of different sizes); None keeps the images' size, which must then be
+        the same for all.
+      progress: show a progress line (loading 50,000 photographs takes minutes).
+      name: the dataset name for reports; defaults to the folder's name.
+      max_samples: if positive and fewer than the images, only a class-balanced subset of
+        that many is read (`class_balanced_indices` with `seed`), the others not decoded.
+      seed: the subset's seed.
+
+    Raises:
+      UserError: if there are no class folders, a class folder has no images, or an image
+        cannot be read; `MixedImageSizesError` if images differ in size and no
+        `image_size` is given (the message names two that differ).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isdir(path):
+        raise UserError(f"image folder not found: {path}")
+    if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+        raise UserError(f"image size must be (height, width), got {image_size}")
+    class_names = _class_folder_names(path)
+    if not class_names:
+        hint = ("; it holds images itself: pass the folder above it, whose sub-folders are the classes"
+                if _image_file_names(path) else "")
+        raise UserError(f"{path} has no class sub-folders; expected {path}/<class name>/<images>{hint}")
+    files, labels = [], []
+    for label, class_name in enumerate(class_names):
+        class_dir = os.path.join(path, class_name)
+        class_files = _image_file_names(class_dir)
+        if not class_files:
+            raise UserError(f"class folder {class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        files.extend(os.path.join(class_dir, name) for name in class_files)
+        labels.extend([label] * len(class_files))
+    labels = np.asarray(labels, np.int64)
+    if 0 < max_samples < len(files):
+        chosen = class_balanced_indices(labels, len(class_names), max_samples, seed)
+        files, labels = [files[index] for index in chosen], labels[chosen]
+
+    def open_image(file):
+        try:
+            return Image.open(file)
+        except (OSError, UnidentifiedImageError) as error:
+            raise UserError(f"cannot read image {file}: {first_line(error)}") from None
+
+    # First pass, headers only: the channel count and whether sizes agree decide the result's shape.
+    sizes, grayscale = [], True
+    for file in files:
+        with open_image(file) as picture:
+            sizes.append(picture.size)
+            grayscale = grayscale and picture.mode in GRAYSCALE_PIL_MODES
+    if image_size is None:
+        for file, size in zip(files, sizes):
+            if size != sizes[0]:
+                raise MixedImageSizesError(
+                    f"images in {path} differ in size: {files[0]} is {sizes[0][0]}x{sizes[0][1]} but {file} is "
+                    f"{size[0]}x{size[1]} (width x height)")
+        height, width = sizes[0][1], sizes[0][0]
+    else:
+        height, width = (int(size) for size in image_size)
+        resize = _image_resizer((height, width), 1 if grayscale else 3)
+    images = np.empty((len(files), height, width, 1 if grayscale else 3), np.uint8)
+    bar = ProgressBar(len(files), "loading images") if progress else None
+    for index, file in enumerate(files):
+        with open_image(file) as picture:
+            try:
+                pixels = _picture_pixels(picture, grayscale)
+            except (OSError, SyntaxError, ValueError) as error:  # Truncated or corrupt image data.
+                raise UserError(f"cannot read image {file}: {first_line(error)}") from None
+        images[index] = pixels if image_size is None else resize(pixels)
+        if bar:
+            bar.update(index + 1, {})
+    if bar:
+        bar.close()
+    return LabeledImages(images, labels, num_classes=len(class_names),
+                         name=name or os.path.basename(os.path.normpath(path)), class_names=tuple(class_names))
+
+
+def _image_resizer(image_size: Tuple[int, int], channels: int):
+    """A numpy (H, W, channels) -> (height, width, channels) `central_crop_and_resize`, traced once."""
+    import tensorflow as tf
+
+    resize = tf.function(lambda image: central_crop_and_resize(image, image_size),
+                         input_signature=[tf.TensorSpec((None, None, channels), tf.uint8)])
+    return lambda pixels: resize(pixels).numpy()
+
+
+def _gray_pixels(picture) -> np.ndarray:
+    """A grayscale picture's (H, W) uint8 pixels (see `GRAYSCALE_PIL_MODES`)."""
+    if picture.mode in SIXTEEN_BIT_PIL_MODES:
+        return (np.asarray(picture).astype(np.uint16) >> 8).astype(np.uint8)
+    if picture.mode in WIDE_PIL_MODES:
+        values = np.asarray(picture, np.float64)
+        high = values.max() if values.max() > PIXEL_MAX else PIXEL_MAX
+        return np.round(np.clip(values, 0, None) * (PIXEL_MAX / high)).astype(np.uint8)
+    return np.asarray(picture.convert("L"), np.uint8)  # Bilevel 0/1 becomes 0/255; alpha is dropped.
+
+
+def _picture_pixels(picture, grayscale: bool) -> np.ndarray:
+    """(H, W, 1) uint8 pixels when the whole dataset is `grayscale`, else (H, W, 3): a
+    grayscale picture among colour ones is repeated over the channels."""
+    if picture.mode in GRAYSCALE_PIL_MODES:
+        gray = _gray_pixels(picture)[..., np.newaxis]
+        return gray if grayscale else np.repeat(gray, 3, axis=-1)
+    return np.asarray(picture.convert("RGB"), np.uint8)
+
+
+def image_split_folder(source: str, split: str) -> str:
+    """`source/split` if it is a folder; else `source` itself, if its sub-folders hold images."""
+    if not split or os.sep in split or split in (os.curdir, os.pardir):
+        raise UserError(f"split {split!r} of image folder {source} must be the name of one of its sub-folders")
+    split_dir = os.path.join(source, split)
+    if os.path.isdir(split_dir):
+        return split_dir
+    sub_folders = _class_folder_names(source)
+    holding_images = [name for name in sub_folders if _image_file_names(os.path.join(source, name))]
+    if sub_folders and not holding_images:
+        # Split folders (train/, val/) without the one asked for, rather than class folders.
+        raise UserError(f"image folder {source} has no {split!r} sub-folder; its sub-folders "
+                        f"({', '.join(sub_folders)}) hold no images themselves: name one as the split")
+    return source

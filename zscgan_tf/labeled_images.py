@@ -1,0 +1,161 @@
+"""Labelled images in raw pixel space: uint8 pixels in [0, 255], int64 labels.
+
+Every dataset loader (`data`, `tfds_data`, `image_folders`) returns a `LabeledImages`;
+turning pixels into what a teacher reads is the job of `zscgan_tf.preprocessing`.
+"""
+
+import dataclasses
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from zscgan_tf.errors import UserError
+
+# ITU-R BT.601 luma weights, as used by tf.image.rgb_to_grayscale.
+LUMINANCE_WEIGHTS = (0.2989, 0.5870, 0.1140)
+PIXEL_MAX = 255
+
+# Images resized per chunk so a 60,000-image resize does not hold every float copy at once.
+RESIZE_CHUNK_SIZE = 4096
+
+# TFDS evaluation pipelines for photographs (ImageNet) keep the central 87.5% before resizing.
+CENTRAL_CROP_FRACTION = 0.875
+
+
+class MixedImageSizesError(UserError):
+    """A dataset's images differ in size: batching them needs one size to crop and resize them to."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LabeledImages:
+    """Images with integer class labels.
+
+    Attributes:
+      images: (N, H, W, C) uint8 pixels in [0, 255].
+      labels: (N,) int64 class indices in [0, num_classes).
+      num_classes: the number of classes of the task (some may be absent from a split).
+      name: a short name for reports, e.g. `fashion_mnist`.
+      class_names: `num_classes` human-readable names, or empty.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    name: str
+    class_names: Tuple[str, ...] = ()
+
+    def __post_init__(self):
+        images = np.asarray(self.images)
+        labels = np.asarray(self.labels)
+        if images.ndim != 4:
+            raise UserError(f"{self.name}: images must have shape (N, H, W, C), got shape {images.shape}")
+        if images.dtype != np.uint8:
+            raise UserError(f"{self.name}: images must be uint8 pixels in [0, 255], got dtype {images.dtype}")
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+            raise UserError(
+                f"{self.name}: labels must have shape ({images.shape[0]},) to match the images, got shape {labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise UserError(f"{self.name}: labels must be integers, got dtype {labels.dtype}")
+        if int(self.num_classes) < 1:
+            raise UserError(f"{self.name}: num_classes must be positive, got {self.num_classes}")
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise UserError(f"{self.name}: labels must lie in [0, {self.num_classes}), "
+                            f"got values from {labels.min()} to {labels.max()}")
+        class_names = tuple(str(name) for name in self.class_names)
+        if class_names and len(class_names) != self.num_classes:
+            raise UserError(f"{self.name}: got {len(class_names)} class names for {self.num_classes} classes")
+        object.__setattr__(self, "images", images)
+        object.__setattr__(self, "labels", labels.astype(np.int64, copy=False))
+        object.__setattr__(self, "num_classes", int(self.num_classes))
+        object.__setattr__(self, "class_names", class_names)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_shape(self) -> Tuple[int, int, int]:
+        """(H, W, C) of one image."""
+        return tuple(int(size) for size in self.images.shape[1:])
+
+    def _replace(self, images: np.ndarray, labels: np.ndarray) -> "LabeledImages":
+        return dataclasses.replace(self, images=images, labels=labels)
+
+    def resized(self, height: int, width: int) -> "LabeledImages":
+        """Bilinear resize (tf.image.resize) to height x width, rounded back to uint8."""
+        if height < 1 or width < 1:
+            raise UserError(f"image size must be positive, got {height}x{width}")
+        if (height, width) == self.image_shape[:2]:
+            return self
+        import tensorflow as tf  # Deferred: loading digits or IDX files should not start TensorFlow.
+
+        chunks = []
+        for start in range(0, max(len(self), 1), RESIZE_CHUNK_SIZE):
+            resized = tf.image.resize(self.images[start:start + RESIZE_CHUNK_SIZE].astype(np.float32),
+                                      (height, width), method="bilinear")
+            chunks.append(np.clip(np.round(resized.numpy()), 0, PIXEL_MAX).astype(np.uint8))
+        return self._replace(np.concatenate(chunks, axis=0), self.labels)
+
+    def with_channels(self, channels: int) -> "LabeledImages":
+        """1 -> 3 channels by repetition, 3 -> 1 by luminance; same count is a no-op."""
+        current = self.image_shape[2]
+        if channels == current:
+            return self
+        if current == 1 and channels == 3:
+            return self._replace(np.repeat(self.images, 3, axis=-1), self.labels)
+        if current == 3 and channels == 1:
+            luminance = self.images.astype(np.float32) @ np.asarray(LUMINANCE_WEIGHTS, np.float32)
+            images = np.clip(np.round(luminance), 0, PIXEL_MAX).astype(np.uint8)[..., np.newaxis]
+            return self._replace(images, self.labels)
+        raise UserError(f"{self.name}: cannot convert {current}-channel images to {channels} channels")
+
+    def to_input_shape(self, input_shape: Sequence[int]) -> "LabeledImages":
+        """Resizes and converts channels to a model's (H, W, C) input shape."""
+        if len(input_shape) != 3:
+            raise UserError(f"input shape must be (height, width, channels), got {tuple(input_shape)}")
+        height, width, channels = (int(size) for size in input_shape)
+        return self.resized(height, width).with_channels(channels)
+
+    def take(self, count: int) -> "LabeledImages":
+        """The first `count` examples (all of them if there are fewer)."""
+        if count < 0:
+            raise UserError(f"cannot take a negative number of examples, got {count}")
+        return self._replace(self.images[:count], self.labels[:count])
+
+    def class_balanced(self, count: int, seed: int) -> "LabeledImages":
+        """A random subset of `count` examples with classes as equally represented as possible
+        (`class_balanced_indices`), in a random order."""
+        chosen = class_balanced_indices(self.labels, self.num_classes, count, seed)
+        return self._replace(self.images[chosen], self.labels[chosen])
+
+
+def class_balanced_indices(labels: np.ndarray, num_classes: int, count: int, seed: int) -> np.ndarray:
+    """Indices of a random subset of `count` of `labels` with classes as equally represented
+    as possible, in a random order.
+
+    Classes are visited round-robin, each contributing its examples in a random order,
+    so a class with too few examples leaves its share to the others.
+    """
+    if count < 0:
+        raise UserError(f"cannot take a negative number of examples, got {count}")
+    labels = np.asarray(labels)
+    count = min(count, labels.size)
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(labels == label)) for label in range(num_classes)]
+    per_class = [indices for indices in per_class if indices.size]
+    if not per_class:
+        return np.zeros(0, np.int64)
+    # Round-robin: rank r of every class comes before rank r + 1 of any class.
+    ranks = np.concatenate([np.arange(indices.size) for indices in per_class])
+    order = np.concatenate(per_class)
+    class_order = np.concatenate([np.full(indices.size, position) for position, indices in enumerate(per_class)])
+    chosen = order[np.lexsort((class_order, ranks))][:count]
+    return rng.permutation(chosen)
+
+
+def central_crop_and_resize(image, image_size: Tuple[int, int]):
+    """A (H, W, C) uint8 tensor's central `CENTRAL_CROP_FRACTION`, resized bilinearly to image_size."""
+    import tensorflow as tf
+
+    image = tf.image.central_crop(image, CENTRAL_CROP_FRACTION)
+    image = tf.image.resize(tf.cast(image, tf.float32), image_size, method="bilinear")
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, PIXEL_MAX), tf.uint8)

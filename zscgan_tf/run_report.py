@@ -1,0 +1,193 @@
+"""What a run measured, in words: `report.md` from the `report.json` the pipeline writes.
+
+The report gives the teacher, the generator's training (loss terms at the first and
+last step, wall time, samples per second), how often the teacher classifies generated
+samples as the class asked for, the QAT losses, the top-1 of every model on held-out
+real data against FP32's, and the TFLite files' sizes and latency.
+"""
+
+from typing import Optional
+
+from zscgan_tf import quantization_stages, quantize
+from zscgan_tf.progress import count_of, format_duration
+from zscgan_tf.run_state import GENERATOR_FROM_KEY
+
+REPORT_JSON_FILE = "report.json"
+REPORT_MARKDOWN_FILE = "report.md"
+SAMPLES_FILE = "samples.png"
+# Rows of report.md's per-class table of generated samples; beyond it, the classes of lowest agreement.
+PER_CLASS_ROWS_SHOWN = 20
+# The fully-integer models' names in the report's top-1 table, and their files.
+INTEGER_TFLITE_FILES = {"ptq_int8_tflite": quantization_stages.PTQ_TFLITE_FILE,
+                        "qat_int8_tflite": quantization_stages.QAT_TFLITE_FILE}
+# Below this share of generated samples the teacher classifies as requested, the generator
+# has not learned the classes, and what learned from its samples is suspect.
+MIN_GENERATED_AGREEMENT = 0.5
+
+
+def generator_training_summary(generator_state: dict) -> dict:
+    """The generator stage's training summary from its `state.json` entry.
+
+    One generator: its summary. A pool: the first generator's (its loss terms stand for
+    the stage), with the wall time, samples/s and resume point of all the trainings,
+    which ran one after the other, and `generators`, their number.
+    """
+    summary = generator_state.get("summary", {})
+    members = generator_state.get("members")
+    if not members:
+        return summary
+    wall_seconds = sum(member["wall_seconds"] for member in members)
+    samples = sum(member["samples_per_second"] * member["wall_seconds"] for member in members)
+    return {**summary, "generators": len(members), "wall_seconds": wall_seconds,
+            "wall_time": format_duration(wall_seconds),
+            "samples_per_second": samples / wall_seconds if wall_seconds else 0.0,
+            "resumed_from_step": max(member["resumed_from_step"] for member in members)}
+
+
+# How the metrics `tools/train_teacher.py` records read in a report.
+TEACHER_METRIC_WORDS = {"test_accuracy": "test top-1", "test_accuracy_training_mode": "test top-1 in training mode",
+                        "train_accuracy": "train top-1"}
+
+
+def _teacher_metrics(metrics: dict) -> str:
+    """A sidecar's training metrics in words: "test top-1 92.78%, ..., 2 epochs, trained in 0m03s"."""
+    parts = []
+    for name, value in metrics.items():
+        number = isinstance(value, (int, float))
+        if (name in TEACHER_METRIC_WORDS or name.endswith("accuracy")) and number:
+            parts.append(f"{TEACHER_METRIC_WORDS.get(name, name.replace('_', ' '))} {100 * value:.2f}%")
+        elif name == "epochs" and number:
+            parts.append(count_of(int(value), "epoch"))
+        elif name == "wall_seconds" and number:
+            parts.append(f"trained in {format_duration(value)}")
+        else:
+            parts.append(f"{name.replace('_', ' ')} {value}")
+    return ", ".join(parts)
+
+
+def generated_samples_warning(report: dict) -> Optional[str]:
+    """A warning when the teacher classifies too few generated samples as requested; else None."""
+    agreement = report["generated_samples"]["teacher_agreement"]
+    if agreement >= MIN_GENERATED_AGREEMENT:
+        return None
+    steps = report["generator_training"].get("steps")
+    trained = f" in {count_of(steps, 'step')}" if steps else ""
+    return (f"the teacher classifies only {100 * agreement:.0f}% of generated samples as the class asked for: the "
+            f"generator has not learned the classes{trained}, and the int8 models were calibrated (and any QAT "
+            "student trained) on its samples; train it longer (--generator_steps)")
+
+
+def format_report(report: dict) -> str:
+    """The report as markdown for people."""
+    teacher = report["teacher"]
+    training = report["generator_training"]
+    samples = report["generated_samples"]
+    lines = [
+        f"# zscgan_tf report: {teacher['name']}",
+        "",
+        f"Teacher: {teacher['name']}, input {'x'.join(str(v) for v in teacher['image_shape'])}, "
+        f"{teacher['num_classes']} classes, {teacher['batchnorm_layers']} BN layers, "
+        f"{teacher['parameters']:,} parameters, preprocessing `{teacher['preprocessing']['mode']}`.",
+    ]
+    if teacher.get("metrics"):
+        lines.append(f"Teacher metrics from training: {_teacher_metrics(teacher['metrics'])}.")
+    lines += [f"Warning: {warning}." for warning in teacher.get("warnings", ())]
+    lines += ["", "## Generator training", ""]
+    if report.get(GENERATOR_FROM_KEY):
+        lines += [f"Taken from the run in {report[GENERATOR_FROM_KEY]} (`--generator_from`), where it trained; "
+                  + ("then trained on or pooled anew here: the loss terms span its whole training, the wall time is "
+                     "this session's." if report.get("generator_trained_here") else "the figures below are from there."),
+                  ""]
+    if training:
+        first, last = training["first"], training["last"]
+        lines += [
+            f"- steps: {training['steps']} (this session from step {training['resumed_from_step']})",
+            f"- wall time of this session: {training['wall_time']}, {training['samples_per_second']:.0f} samples/s"
+            + (f" ({training['generators']} generators, one after the other)" if training.get("generators") else ""),
+            "",
+            "| term | first step | last step |",
+            "|---|---|---|",
+        ]
+        for term in ("total", "cross_entropy", "bn_statistics", "diversity", "mode_seeking", "accuracy"):
+            if term in first and term in last:  # Histories from before a term existed lack it.
+                lines.append(f"| {term} | {first[term]:.4g} | {last[term]:.4g} |")
+        if report["bn_statistics_reduction"]:
+            lines += ["", f"BN-statistics loss fell {report['bn_statistics_reduction']:.1f}-fold."]
+    lines += [
+        "", "## Generated samples judged by the teacher", "",
+        f"{samples['samples_per_class']} samples per class, generator and teacher in inference mode: "
+        f"{100 * samples['teacher_agreement']:.2f}% classified as the requested class "
+        f"(worst class {100 * samples['worst_class_agreement']:.2f}%), mean confidence "
+        f"{samples['mean_confidence']:.3f}. "
+        + (f"Within-class spread (standard deviation over a class's samples, in teacher input units): "
+           f"{samples['within_class_spread']:.3g}; near 0 means one image per class."
+           if samples["samples_per_class"] > 1 else "Within-class spread: needs at least 2 samples per class."),
+        "",
+    ]
+    warning = generated_samples_warning(report)
+    if warning:
+        lines += [f"Warning: {warning}.", ""]
+    agreement = samples["per_class_agreement"]
+    shown = range(len(agreement))
+    if len(agreement) > PER_CLASS_ROWS_SHOWN:  # ImageNet's 1,000 rows would bury the rest of the report.
+        shown = sorted(sorted(shown, key=lambda label: agreement[label])[:PER_CLASS_ROWS_SHOWN])
+        lines += [f"The {PER_CLASS_ROWS_SHOWN} classes of lowest agreement ({REPORT_JSON_FILE} has all "
+                  f"{len(agreement)}):", ""]
+    lines += ["| class | agreement |", "|---|---|"]
+    lines += [f"| {label} | {100 * agreement[label]:.1f}% |" for label in shown]
+    lines += ["", f"![samples]({SAMPLES_FILE})", ""]
+    lines += _format_quantization(report["quantization"])
+    return "\n".join(lines)
+
+
+def _format_quantization(quantization: dict) -> list:
+    scheme = quantize.QuantizationScheme.from_name(quantization["scheme"],
+                                                   low_bit_ranges=quantization.get("low_bit_ranges", "min_max"))
+    lines = ["## Quantization", "", f"Scheme: {scheme.name}"
+             + (" (ranges below 8 bits fitted by least squares, held during QAT)." if scheme.holds_ranges_in_training
+                else ".")]
+    if "summary" in quantization:
+        summary = quantization["summary"]
+        lines.append(f"Data-free QAT: {summary['steps']} steps, {summary['wall_time']} this session, "
+                     f"{summary['samples_per_second']:.0f} samples/s; distillation loss "
+                     f"{summary['first']['distillation']:.4g} -> {summary['last']['distillation']:.4g}"
+                     + (f", feature term {summary['first']['features']:.4g} -> {summary['last']['features']:.4g}"
+                        if summary['first'].get('features') else "") + ".")
+    if quantization.get("float_layers"):
+        lines.append(f"Layers left float by TF-MOT: {', '.join(quantization['float_layers'])}.")
+    if "top1" in quantization:
+        top1, images = quantization["top1"], quantization["images"]
+        reference = top1.get("fp32_keras")
+        lines += ["", f"Top-1 on {images} {quantization['dataset']} {quantization['split']} images "
+                  f"(one image is {100 / images:.2g} points):", "",
+                  "| model | top-1 | against FP32 | same class as FP32 | class furthest below FP32 |",
+                  "|---|---|---|---|---|"]
+        same_class = quantization.get("same_class_as_fp32", {})
+        drops = quantization.get("largest_class_drop", {})
+        for name, value in top1.items():
+            against = "" if reference is None or name == "fp32_keras" else f"{100 * (value - reference):+.2f}"
+            same = f"{100 * same_class[name]:.2f}%" if name in same_class else ""
+            lines.append(f"| {name} | {100 * value:.2f}% | {against} | {same} | {_class_drop(drops.get(name))} |")
+        for name, value in quantization.get("agreement", {}).items():
+            lines.append(f"\nArgmax agreement {name}: {100 * value:.2f}%.")
+        integer = {name: value for name, value in top1.items() if name in INTEGER_TFLITE_FILES}
+        if integer:
+            best = max(integer.values())
+            files = " and ".join(f"`{INTEGER_TFLITE_FILES[name]}`" for name, value in integer.items() if value == best)
+            lines.append(f"\nMost accurate fully-integer model on these images: {files} ({100 * best:.2f}%).")
+    if "sizes_bytes" in quantization:
+        lines += ["", "| TFLite model | size | latency 1 thread | latency 2 threads |", "|---|---|---|---|"]
+        for kind, size in quantization["sizes_bytes"].items():
+            latency = quantization["latency_median_ms"][kind]
+            lines.append(f"| {kind} | {size / 1024:.1f} KiB | {latency['1']:.3f} ms | {latency['2']:.3f} ms |")
+    lines.append("")
+    return lines
+
+
+def _class_drop(drop: Optional[dict]) -> str:
+    """A `largest_class_drop` entry in words: "6 (Shirt): 75.30% against 78.10%, 1000 images"."""
+    if not drop:
+        return ""
+    name = f" ({drop['name']})" if drop.get("name") not in (None, str(drop["class"])) else ""
+    return (f"{drop['class']}{name}: {100 * drop['model']:.2f}% against {100 * drop['fp32']:.2f}%, "
+            f"{count_of(drop['images'], 'image')}")

@@ -1,0 +1,42 @@
+"""A work directory's `state.json`, and the names of what the stages keep beside it.
+
+`state.json` says which stages finished, with what they measured and the SHA-256 of
+what they wrote (an output that no longer matches is redone), the fingerprint of the
+teacher they trained against, and the run whose generator this one took
+(`--generator_from`), if any. Unreadable state means no stage is trusted as finished.
+"""
+
+import os
+
+from zscgan_tf import config as config_lib
+from zscgan_tf.files import read_json, write_json_atomic
+
+STATE_FILE = "state.json"
+GENERATOR_MODEL_FILE = "generator.keras"
+# The state.json key naming the run a work directory took its generator from.
+GENERATOR_FROM_KEY = "generator_from"
+# Marks the generator stage's state as trained (or pooled) in this work directory, so that a
+# generator taken with `--generator_from` is told from one trained on after it was taken (states
+# from before the mark read as taken as they were).
+TRAINED_HERE_KEY = "trained_here"
+# The state.json key of the teacher's fingerprint (`teachers.fingerprint`) its stages trained against.
+TEACHER_KEY = "teacher_sha256"
+
+
+def read_state(work_dir: str) -> dict:
+    # Unreadable state means no stage is trusted as finished: they redo or resume.
+    return read_json(os.path.join(work_dir, STATE_FILE), {})
+
+
+def write_state(work_dir: str, state: dict):
+    write_json_atomic(os.path.join(work_dir, STATE_FILE), state)
+
+
+def pool_member_names(pool_size: int) -> list:
+    """Names of a pool's generators' training directories, in pool order: `generator`, `generator_2`, ..."""
+    return ["generator" if index == 0 else f"generator_{index + 1}" for index in range(pool_size)]
+
+
+def pool_member_dirs(run_config: config_lib.RunConfig) -> list:
+    """Training directories of `run_config`'s generators, in pool order."""
+    return [os.path.join(run_config.work_dir, name) for name in pool_member_names(run_config.generator.pool_size)]

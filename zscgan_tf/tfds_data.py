@@ -1,0 +1,124 @@
+"""TensorFlow Datasets as `LabeledImages`: a whole split in memory (`load_tfds`) or batch by
+batch (`iterate_tfds`, for ImageNet), downloaded and prepared by TFDS on first use."""
+
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+
+from zscgan_tf.errors import UserError, first_line
+from zscgan_tf.labeled_images import LabeledImages, MixedImageSizesError, central_crop_and_resize
+
+DEFAULT_TFDS_BATCH_SIZE = 256
+
+
+def _prepared_tfds_builder(name: str, data_dir: Optional[str], manual_dir: Optional[str]):
+    """A TFDS builder with its data downloaded and prepared, or a UserError saying why not."""
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise UserError(f"TFDS dataset not found: {first_line(error)}") from None
+    try:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    except Exception as error:  # pylint: disable=broad-except
+        # Downloads fail in many ways (no network, a missing manual archive, a missing
+        # optional dependency of the builder); each means "the data is not available".
+        hint = ""
+        if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+            hint = f"; {name} must be downloaded by hand: pass the directory holding its archives as manual_dir"
+        raise UserError(f"cannot download or prepare TFDS dataset {name!r} "
+                        f"({type(error).__name__}: {first_line(error)}){hint}") from None
+    if not builder.info.supervised_keys:
+        raise UserError(f"TFDS dataset {name!r} has no (image, label) supervised keys")
+    return builder
+
+
+def _tfds_label_info(builder) -> Tuple[int, Tuple[str, ...]]:
+    label_feature = builder.info.features[builder.info.supervised_keys[1]]
+    num_classes = getattr(label_feature, "num_classes", None)
+    if not num_classes:
+        raise UserError(f"TFDS dataset {builder.info.name!r}: the label is not a class label")
+    names = tuple(getattr(label_feature, "names", ()) or ())
+    return int(num_classes), names
+
+
+def _tfds_dataset(builder, split: str):
+    try:
+        return builder.as_dataset(split=split, as_supervised=True)
+    except (ValueError, KeyError) as error:
+        raise UserError(f"TFDS dataset {builder.info.name!r} has no split {split!r}: {first_line(error)}") from None
+
+
+def iterate_tfds(name: str, split: str, batch_size: int = DEFAULT_TFDS_BATCH_SIZE,
+                 image_size: Optional[Tuple[int, int]] = None, data_dir: Optional[str] = None,
+                 manual_dir: Optional[str] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """Yields (uint8 images, int64 labels) numpy batches of a TFDS dataset.
+
+    For datasets too large to hold in memory (ImageNet). With `image_size`, each image
+    keeps its central `labeled_images.CENTRAL_CROP_FRACTION` and is resized bilinearly to that size,
+    which also makes photographs of different sizes batchable.
+
+    Args:
+      name: the TFDS name, e.g. `imagenet2012`.
+      split: a TFDS split, e.g. `validation` or `train[:1%]`.
+      batch_size: examples per batch (the last one may be smaller).
+      image_size: (height, width), or None to keep the stored size.
+      data_dir: the TFDS data directory.
+      manual_dir: where manually downloaded archives are (imagenet2012).
+
+    Raises:
+      UserError: if the dataset is unknown or cannot be downloaded, or if its images
+        differ in size and no `image_size` is given.
+    """
+    if batch_size < 1:
+        raise UserError(f"batch size must be positive, got {batch_size}")
+    if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+        raise UserError(f"image size must be (height, width), got {image_size}")
+    # Not a generator itself, so bad arguments and missing data fail here, not at the first batch.
+    builder = _prepared_tfds_builder(name, data_dir, manual_dir)
+    return _iterate_builder(builder, split, batch_size, image_size)
+
+
+def _iterate_builder(builder, split: str, batch_size: int, image_size: Optional[Tuple[int, int]]):
+    import tensorflow as tf
+
+    dataset = _tfds_dataset(builder, split)
+    if image_size is not None:
+        dataset = dataset.map(lambda image, label: (central_crop_and_resize(image, image_size), label),
+                              num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    try:
+        for images, labels in dataset.as_numpy_iterator():
+            yield images.astype(np.uint8, copy=False), labels.astype(np.int64, copy=False)
+    except tf.errors.InvalidArgumentError as error:
+        raise MixedImageSizesError(f"TFDS dataset {builder.info.name!r}: images of different sizes cannot be "
+                                   f"batched without an image size ({first_line(error)})") from None
+
+
+def load_tfds(name: str, split: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
+              image_size: Optional[Tuple[int, int]] = None) -> LabeledImages:
+    """Loads a whole TFDS split into memory (see `iterate_tfds` to go batch by batch).
+
+    Args:
+      name: the TFDS name, e.g. `cifar10`.
+      split: a TFDS split, e.g. `test` or `train[:10%]`.
+      data_dir: the TFDS data directory (default: TFDS's own).
+      manual_dir: where manually downloaded archives are (imagenet2012).
+      image_size: (height, width) each image is cropped to its central `labeled_images.CENTRAL_CROP_FRACTION`
+        of and resized to while loading, as for `iterate_tfds`; None keeps the stored size.
+
+    Raises:
+      UserError: if the dataset is unknown or cannot be downloaded; `MixedImageSizesError`
+        if its images differ in size and no `image_size` is given.
+    """
+    builder = _prepared_tfds_builder(name, data_dir, manual_dir)
+    num_classes, class_names = _tfds_label_info(builder)
+    images, labels = [], []
+    for batch_images, batch_labels in _iterate_builder(builder, split, DEFAULT_TFDS_BATCH_SIZE, image_size):
+        images.append(batch_images)
+        labels.append(batch_labels)
+    if not images:
+        raise UserError(f"TFDS dataset {name!r} split {split!r} is empty")
+    return LabeledImages(np.concatenate(images), np.concatenate(labels), num_classes=num_classes,
+                         name=name, class_names=class_names)
