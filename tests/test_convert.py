@@ -57,6 +57,9 @@ def test_run_student_exports_fully_integer(run_dir, tmp_path):
     report = _model_report(output)
     assert report.is_fully_integer and report.has_static_batch_one
     assert [tensor.dtype for tensor in report.inputs + report.outputs] == ["int8", "int8"]
+    # The teacher's class names beside it, as a device app reads a labels file.
+    assert (tmp_path / "student_labels.txt").read_text() == "a\nb\nc\nd\n"
+    assert f"- labels: {tmp_path / 'student_labels.txt'}, the teacher's 4 class names" in result.stdout
 
 
 def test_qat_checkpoint_exports_when_the_student_file_is_missing(run_dir, tmp_path):
@@ -101,6 +104,7 @@ def test_float_teacher_with_generator_is_quantized_post_training(run_dir, tmp_pa
                       f"--output={output}", "--calibration_samples=16", "--noper_channel")
     assert result.returncode == 0, result.stderr
     assert _model_report(output).is_fully_integer
+    assert (tmp_path / "ptq_labels.txt").read_text() == "a\nb\nc\nd\n"
 
 
 @pytest.mark.parametrize("data_source", ["distilled", "noise"])
@@ -136,9 +140,13 @@ def test_student_file_with_its_preprocessing_covers_every_pixel(run_dir, tmp_pat
     assert result.stderr.strip().splitlines()[-1].endswith(
         "Layers TF-MOT left float need calibration inputs: pass --generator (the run's generator.keras) or "
         "--data_source=distilled or noise")
+    stale_labels = tmp_path / "student_labels.txt"
+    stale_labels.write_text("of another model\n")
     result = _convert(f"--student={student}", generator, "--calibration_samples=16", f"--output={output}")
     assert result.returncode == 0, result.stderr
     assert "from uint8 pixels" not in result.stdout  # Nothing says what the student's input is.
+    # Nor what its classes are: no labels, and none left of the model the output replaced.
+    assert "- labels:" not in result.stdout and not stale_labels.exists()
     result = _convert(f"--student={student}", generator, "--calibration_samples=16", "--teacher_preprocessing=tf",
                       f"--output={output}")
     assert result.returncode == 0, result.stderr

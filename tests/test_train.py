@@ -92,8 +92,8 @@ def test_labels_file_holds_the_teachers_class_names_in_output_order(tmp_path):
     lines = quantization_stages._write_labels(str(tmp_path), teacher)
     assert (tmp_path / "labels.txt").read_text() == "cat\ndog\nbird\nT-shirt/top\n"
     assert "`labels.txt`: the teacher's 4 class names, one a line in output order (output 0 is `cat`)." in lines
-    # Names not one per output (or none) are no labels: a stale file of an earlier teacher goes.
-    for description in ({"class_names": ["cat", "dog"]}, {}):
+    # Names not one per output, one across lines, or none are no labels: a stale file of an earlier teacher goes.
+    for description in ({"class_names": ["cat", "dog"]}, {"class_names": ["cat", "dog\nhouse", "bird", "x"]}, {}):
         lines = quantization_stages._write_labels(str(tmp_path), dataclasses.replace(teacher,
                                                                                              description=description))
         assert not (tmp_path / "labels.txt").exists()

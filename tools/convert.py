@@ -29,7 +29,10 @@ read with the `tf` preprocessing unless `--teacher_preprocessing` names another.
 `--teacher_custom_objects`, for the code of its own layers.
 
 Every integer export is checked op by op (the tool names any op that is not integer)
-and gets an Edge TPU compatibility report read from the flatbuffer. Bad input prints
+and gets an Edge TPU compatibility report read from the flatbuffer. When the teacher's
+class names are known (a run's teacher, or a `--teacher` whose description has them, as
+`tools/train_teacher.py` and the built-in ones do), they are written beside the model,
+one a line in output order, as `<output without .tflite>_labels.txt`. Bad input prints
 one `error: ...` line and exits with status 2.
 """
 
@@ -119,7 +122,7 @@ def _teacher_like(model, name, preprocessing=None):
 
 def _model_to_convert():
     """(model, calibration samples or None, description, the teacher's preprocessing or None when a
-    student file does not say it) from the flags."""
+    student file does not say it, the teacher's class names or ()) from the flags."""
     sources = [name for name in ("run_dir", "student", "teacher") if getattr(FLAGS, name)]
     if len(sources) != 1:
         raise UserError("pass exactly one of --run_dir, --student and --teacher")
@@ -151,7 +154,7 @@ def _model_to_convert():
                 student, *preprocessing.input_range(int(student.inputs[0].shape[-1])))
         view = _teacher_like(student, os.path.basename(FLAGS.student), preprocessing)
         return (student, _calibration(generator, view, FLAGS.calibration_samples), f"student {FLAGS.student}",
-                preprocessing)
+                preprocessing, ())
     try:
         teacher = teachers.load_teacher(cli.teacher_source(FLAGS.teacher))
     except teachers.QuantizationAwareTeacherError as error:
@@ -164,7 +167,7 @@ def _model_to_convert():
                         "or --data_source=distilled or noise (or export a QAT student with --run_dir / --student, "
                         "or use --mode=float or dynamic)")
     return (teacher.model, _calibration(generator, teacher, FLAGS.calibration_samples), f"teacher {FLAGS.teacher}",
-            teacher.preprocessing)
+            teacher.preprocessing, quantization_stages.teacher_class_names(teacher))
 
 
 def _from_run(run_dir, generator):
@@ -188,13 +191,14 @@ def _from_run(run_dir, generator):
             raise UserError(f"{run_dir!r} has no trained generator yet; run its generator stage first")
         generator = _load_generator(generator_path)
     calibration = _calibration(generator, teacher, FLAGS.calibration_samples)
+    class_names = quantization_stages.teacher_class_names(teacher)
     student_path = os.path.join(run_dir, quantization_stages.STUDENT_MODEL_FILE)
     if os.path.exists(student_path):
         return (quantization_stages.load_student(student_path, teacher.input_range()), calibration,
-                f"student {student_path}", teacher.preprocessing)
+                f"student {student_path}", teacher.preprocessing, class_names)
     checkpoint_dir = os.path.join(run_dir, quantization_stages.DISTILLATION_DIR, "checkpoints")
     student = quantization_stages.restore_student(run_config, teacher, generator, calibration, checkpoint_dir)
-    return student, calibration, f"QAT checkpoint in {checkpoint_dir}", teacher.preprocessing
+    return student, calibration, f"QAT checkpoint in {checkpoint_dir}", teacher.preprocessing, class_names
 
 
 def _check_generated_range(samples, input_range, preprocessing) -> None:
@@ -218,6 +222,12 @@ def _check_output(path: str) -> None:
         raise UserError(f"cannot write --output {path!r}: {reason}")
 
 
+def labels_path_for(output: str) -> str:
+    """Where the labels of the model written to `output` go: `model.tflite` -> `model_labels.txt`."""
+    stem, extension = os.path.splitext(output)
+    return (stem if extension.lower() == ".tflite" else output) + "_labels.txt"
+
+
 def convert() -> None:
     if not FLAGS.output:
         raise UserError("--output is required")
@@ -228,7 +238,7 @@ def convert() -> None:
         raise UserError(f"--distilled_steps must be positive, got {FLAGS.distilled_steps}")
     if FLAGS.generator and FLAGS.data_source != "generator":
         raise UserError(f"--generator is only used with --data_source=generator, not {FLAGS.data_source}")
-    model, calibration, description, preprocessing = _model_to_convert()
+    model, calibration, description, preprocessing, class_names = _model_to_convert()
     # The input's range covers every pixel where the preprocessing says what pixels become.
     input_range = preprocessing.input_range(int(model.inputs[0].shape[-1])) if preprocessing else None
     if input_range is not None and calibration is not None and FLAGS.data_source == "generator":
@@ -250,6 +260,17 @@ def convert() -> None:
         raise
     report = tflite_model.inspect_tflite(model_bytes)
     lines = [f"wrote {FLAGS.output} ({len(model_bytes) / 1024:.1f} KiB) from {description}"] + report.format()
+    labels_path = labels_path_for(FLAGS.output)
+    try:
+        wrote_labels = quantization_stages.write_labels(labels_path, class_names)  # Else a stale one goes.
+    except OSError as error:
+        if cli.is_storage_full(error):
+            raise
+        raise UserError(f"wrote {FLAGS.output}, but cannot write its labels {labels_path!r}: "
+                        f"{error.strerror}") from error
+    if wrote_labels:
+        lines.append(f"- labels: {labels_path}, the teacher's {len(class_names)} class names one a line in output "
+                     f"order (output 0 is {class_names[0]!r})")
     if FLAGS.mode == "int8" and calibration is not None and FLAGS.data_source == "generator":
         # Generated samples are ones the teacher is sure of; on noise two faithful models can still differ.
         warning = quantization_stages.export_agreement_warning("int8", model_bytes, model, calibration)

@@ -249,22 +249,32 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
 
 def teacher_class_names(teacher: Teacher) -> Tuple[str, ...]:
     """The teacher's class names in output order, from its description (the sidecar
-    `tools/train_teacher.py` writes); () when it has none, or not one per output."""
+    `tools/train_teacher.py` writes); () when it has none, not one per output, or one that
+    would not fit on a line of a labels file."""
     names = tuple(str(name) for name in teacher.description.get("class_names") or ())
-    return names if len(names) == teacher.num_classes else ()
+    if len(names) != teacher.num_classes or any("\n" in name or "\r" in name for name in names):
+        return ()
+    return names
+
+
+def write_labels(path: str, class_names: Tuple[str, ...]) -> bool:
+    """Writes a labels file: `class_names` one a line, output i on line i + 1, as Coral's
+    examples read one. Without names, writes nothing and removes a file an earlier model
+    left at `path`. Returns whether it wrote one."""
+    if not class_names:
+        if os.path.exists(path):
+            os.remove(path)
+        return False
+    write_text_atomic(path, "".join(f"{name}\n" for name in class_names))
+    return True
 
 
 def _write_labels(work_dir: str, teacher: Teacher) -> list:
-    """Writes `LABELS_FILE` when the teacher's class names are known (one a line, output i on
-    line i + 1, as Coral's examples read a labels file); returns the export report's lines."""
+    """Writes `LABELS_FILE` when the teacher's class names are known; returns the export report's lines."""
     names = teacher_class_names(teacher)
-    path = os.path.join(work_dir, LABELS_FILE)
-    if not names or any("\n" in name or "\r" in name for name in names):
-        if os.path.exists(path):  # Of a teacher before this one.
-            os.remove(path)
+    if not write_labels(os.path.join(work_dir, LABELS_FILE), names):
         return ["## Labels", "", "No class names are known for this teacher (its description has none, or not one "
                 "per output, each on one line): the models' outputs are class indices.", ""]
-    write_text_atomic(path, "".join(f"{name}\n" for name in names))
     return ["## Labels", "", f"`{LABELS_FILE}`: the teacher's {len(names)} class names, one a line in output order "
             f"(output 0 is `{names[0]}`).", ""]
 
