@@ -8,7 +8,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import export, flattening, teachers, tflite_model
+from zscgan_tf import export, flattening, model_files, teachers, tflite_model
 from zscgan_tf.errors import UserError
 
 from conftest import build_tiny_classifier
@@ -318,9 +318,9 @@ def test_a_saved_quantization_aware_model_is_refused_before_it_loads(tmp_path, s
     model.save(float_path, save_format=save_format)
     tfmot.quantization.keras.quantize_model(model).save(student_path, save_format=save_format)
     # Read from the saved config alone, in each of the three formats.
-    assert "QuantizeWrapperV2" in teachers.saved_layer_classes(student_path)
-    assert {"Conv2D", "BatchNormalization"} <= teachers.saved_layer_classes(float_path)
-    assert not teachers.saved_layer_classes(float_path) & teachers.TF_MOT_LAYER_CLASSES
+    assert "QuantizeWrapperV2" in model_files.saved_layer_classes(student_path)
+    assert {"Conv2D", "BatchNormalization"} <= model_files.saved_layer_classes(float_path)
+    assert not model_files.saved_layer_classes(float_path) & teachers.TF_MOT_LAYER_CLASSES
     with pytest.raises(teachers.QuantizationAwareTeacherError,
                        match=r"is a TF-MOT quantization-aware model \(QuantizeLayer, QuantizeWrapperV2 layers\), "
                              "not a float teacher"):
@@ -334,7 +334,7 @@ def test_files_without_a_readable_config_name_no_classes(tmp_path):
     empty_zip = tmp_path / "empty.keras"
     zipfile.ZipFile(empty_zip, "w").close()
     for path in (garbage, empty_zip, tmp_path / "absent.keras", tmp_path):
-        assert teachers.saved_layer_classes(str(path)) == frozenset()
+        assert model_files.saved_layer_classes(str(path)) == frozenset()
 
 
 def test_pixel_scaling_layer_is_found_after_augmentation_and_not_elsewhere():

@@ -6,28 +6,26 @@ A teacher comes from one of three places:
   `imagenet` (downloaded by Keras), `none` (random, for tests) or a local weights file;
 - `builtin:<name>`, a small BN classifier trained here on real offline data on first
   use (see `teacher_training.BUILTIN_TEACHERS`);
-- a saved tf_keras classifier: a `.keras` or `.h5` file or a SavedModel directory,
-  with an optional sidecar `<file>.json` describing its preprocessing and classes.
+- a saved tf_keras classifier: a `.keras` or `.h5` file or a SavedModel directory
+  (`model_files`), with an optional sidecar `<file>.json` describing its preprocessing
+  and classes.
 
 Whatever the source, `load_teacher` returns a `Teacher`: a functional model that
 outputs logits, its preprocessing, and its shape, validated and frozen.
 """
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import logging
 import os
-from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_model_optimization as tfmot
 import tf_keras
 from tf_keras.src.saving import serialization_lib
 
-from zscgan_tf import bn_stats, custom_objects, flattening, keras3_conversion, logits, saved_config
+from zscgan_tf import bn_stats, custom_objects, flattening, logits, model_files
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.progress import count_of
@@ -36,23 +34,12 @@ BUILTIN_PREFIX = "builtin:"
 SIDECAR_SUFFIX = ".json"
 IMAGENET_CLASSES = 1000
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
-# Model files of other frameworks, by suffix, and the signatures that tell TFLite and HDF5 files.
-OTHER_FRAMEWORK_SUFFIXES = {".onnx": "an ONNX model", ".pt": "a PyTorch model", ".pth": "a PyTorch model",
-                            ".safetensors": "a safetensors file of weights", ".mlmodel": "a Core ML model",
-                            ".pb": "a frozen TensorFlow graph"}
-TFLITE_FILE_IDENTIFIER = b"TFL3"
-HDF5_SIGNATURE = b"\x89HDF"
 # How a model file without a sidecar or --teacher_preprocessing is read.
 DEFAULT_FILE_PREPROCESSING = "tf"
 # Layers that map pixels to a model's input, found at the start of models that scale pixels themselves.
 PIXEL_SCALING_LAYERS = (tf_keras.layers.Rescaling, tf_keras.layers.Normalization)
 # Layer classes of TF-MOT's quantization-aware (and annotated) models, as their saved configs name them.
 TF_MOT_LAYER_CLASSES = frozenset({"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate"})
-# TF-MOT's pruning and clustering wrappers, which a model saved during that training keeps,
-# by class, with what unwraps them; the wrapped layers hold the pruned or clustered weights.
-TF_MOT_TRAINING_WRAPPERS = {"PruneLowMagnitude": "pruning", "ClusterWeights": "clustering",
-                            "ClusterWeightsMHA": "clustering"}
-
 
 class QuantizationAwareTeacherError(UserError):
     """A saved TF-MOT quantization-aware model was given where a float teacher belongs."""
@@ -186,16 +173,16 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
             known = ", ".join(sorted(KERAS_APPLICATIONS))
             raise UserError(f"unknown teacher model {source.model!r}: not a Keras Applications name ({known}), "
                             f"not {BUILTIN_PREFIX}<name>, and no such file")
-        saved_classes = saved_layer_classes(path)
+        saved_classes = model_files.saved_layer_classes(path)
         quantization_layers = saved_classes & TF_MOT_LAYER_CLASSES
         if quantization_layers:
             raise QuantizationAwareTeacherError(
                 f"model file {path!r} is a TF-MOT quantization-aware model ({', '.join(sorted(quantization_layers))} "
                 "layers), not a float teacher")
-        model = load_model_file(path, trust_model_code=source.trust_model_code)
-        wrappers = sorted(saved_classes & set(TF_MOT_TRAINING_WRAPPERS))
+        model = model_files.load_model_file(path, trust_model_code=source.trust_model_code)
+        wrappers = sorted(saved_classes & set(model_files.TF_MOT_TRAINING_WRAPPERS))
         if wrappers:
-            kinds = sorted({TF_MOT_TRAINING_WRAPPERS[wrapper] for wrapper in wrappers})
+            kinds = sorted({model_files.TF_MOT_TRAINING_WRAPPERS[wrapper] for wrapper in wrappers})
             kept = " and ".join({"pruning": "its zero weights", "clustering": "its weight clusters"}[kind]
                                 for kind in kinds)
             load_notes.append(f"the teacher was saved with TF-MOT's {' and '.join(kinds)} wrappers "
@@ -282,128 +269,6 @@ def _build_keras_application(source: TeacherSource) -> tf_keras.Model:
         except Exception as error:
             raise UserError(f"cannot load weights {weights!r} into {source.model}: {first_line(error)}") from error
     return model
-
-
-def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model:
-    """Loads a saved tf_keras model (`.keras`, `.h5` or SavedModel directory) without compiling.
-
-    A `.keras` or `.h5` file saved by Keras 3 is loaded with Keras 3 and rebuilt with
-    tf_keras (`keras3_conversion`).
-
-    Keras safe mode is on unless `trust_model_code`: serialized Python (Lambda layers)
-    in `.keras` and `.h5` files is refused rather than run. (A SavedModel restores
-    traced graphs, not Python code.)
-
-    Raises:
-      UserError: if the file is missing, unreadable, or not a Keras model.
-    """
-    if not os.path.exists(path) and not os.path.exists(path + ".index"):
-        raise UserError(f"model file {path!r} does not exist")
-    other_kind = _other_model_kind(path)
-    if other_kind:
-        raise UserError(f"{path!r} is {other_kind}; the method needs the Keras model itself, its layers and "
-                        "BatchNorm statistics: pass the model saved with model.save (.keras or .h5)")
-    with _mixed_precision_device_check_silenced():
-        return _load_model_file(path, trust_model_code)
-
-
-def _other_model_kind(path: str) -> str:
-    """What a model file other than a Keras model is, as "a TFLite model, which holds converted ops", or ""."""
-    if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, "saved_model.pb")) and not os.path.exists(
-                os.path.join(path, "keras_metadata.pb")):
-            return ("a SavedModel without Keras metadata (tf.saved_model.save or Keras 3's model.export write one), "
-                    "which holds traced functions")
-        return ""
-    if path.endswith(".index") or ".data-0" in os.path.basename(path) or not os.path.exists(path):
-        return ("a TensorFlow checkpoint (model.save_weights or tf.train.Checkpoint), which holds weights without "
-                "the architecture")
-    with open(path, "rb") as model_file:
-        header = model_file.read(8)
-    if header[4:8] == TFLITE_FILE_IDENTIFIER:
-        return "a TFLite model, which holds converted ops"
-    other_framework = OTHER_FRAMEWORK_SUFFIXES.get(os.path.splitext(path)[1].lower())
-    if other_framework:
-        return other_framework
-    if header.startswith(HDF5_SIGNATURE):
-        import h5py  # A dependency of tf_keras.
-        try:
-            with h5py.File(path, "r") as h5_file:
-                if "model_config" not in h5_file.attrs:
-                    return "an HDF5 file of weights without the architecture (model.save_weights)"
-        except OSError:
-            return ""  # Unreadable: loading it says why.
-    return ""
-
-
-@contextlib.contextmanager
-def _mixed_precision_device_check_silenced():
-    """Drops tf_keras' "Mixed precision compatibility check ... may run slowly because this
-    machine does not have a GPU" while a model loads: `load_teacher` rebuilds the model to
-    compute in float32 and says so."""
-    logger = tf.get_logger()
-    check = logging.Filter()
-    check.filter = lambda record: not record.getMessage().startswith("Mixed precision compatibility check")
-    logger.addFilter(check)
-    try:
-        yield
-    finally:
-        logger.removeFilter(check)
-
-
-def _load_model_file(path: str, trust_model_code: bool) -> tf_keras.Model:
-    if keras3_conversion.saved_by_keras3(path):
-        return keras3_conversion.load_as_tf_keras(path, trust_model_code=trust_model_code)
-    saved_classes = saved_layer_classes(path)
-    wrappers = saved_classes & set(TF_MOT_TRAINING_WRAPPERS)
-    try:
-        # The scope covers HDF5 files too, whose loader has no safe_mode argument.
-        with tf_keras.utils.custom_object_scope(_package_custom_objects()), \
-                serialization_lib.SafeModeScope(safe_mode=not trust_model_code), \
-                contextlib.ExitStack() as scopes:
-            if wrappers:
-                scopes.enter_context(tfmot.sparsity.keras.prune_scope())
-                scopes.enter_context(tfmot.clustering.keras.cluster_scope())
-            model = tf_keras.models.load_model(path, compile=False)
-            if wrappers:
-                model = _without_tfmot_wrappers(model)
-    except Exception as error:
-        message = first_line(error)
-        if "safe_mode" in message or "Lambda" in message:
-            raise UserError(f"model file {path!r} holds serialized Python code (e.g. a Lambda layer) and was not "
-                            "loaded; pass --trust_model_code only if you trust its author") from error
-        # Classes tf_keras does not know, unless TF-MOT's scopes were lent to it (their classes are known then).
-        unknown_candidates = () if wrappers else saved_classes
-        raise UserError(f"cannot load model {path!r}: "
-                        f"{custom_objects.explained(message, unknown_candidates)}") from error
-    if not isinstance(model, tf_keras.Model):
-        raise UserError(f"{path!r} is not a tf_keras model (loaded a {type(model).__name__})")
-    return model
-
-
-def _without_tfmot_wrappers(model: tf_keras.Model) -> tf_keras.Model:
-    """`model` with its pruning and clustering wrappers replaced by the layers they wrap.
-
-    TF-MOT's strip functions reuse the unwrapped layers, which are then called in two
-    graphs (the BN taps need each layer called once); the stripped model is cloned again
-    into layers of its own, with its weights.
-    """
-    stripped = tfmot.clustering.keras.strip_clustering(tfmot.sparsity.keras.strip_pruning(model))
-    rebuilt = tf_keras.models.clone_model(stripped)
-    rebuilt.set_weights(stripped.get_weights())
-    return rebuilt
-
-
-def saved_layer_classes(path: str) -> FrozenSet[str]:
-    """The class names in a saved model's config, read without loading the model
-    (`saved_config`); empty when there is no readable config."""
-    return frozenset(entry["class_name"] for entry in saved_config.class_entries(saved_config.read_configs(path)))
-
-
-def _package_custom_objects() -> dict:
-    from zscgan_tf import generator  # Generators are models too; loading one by mistake should say so clearly.
-    return {"ConditionalBatchNormalization": generator.ConditionalBatchNormalization,
-            "InputSpaceMapping": generator.InputSpaceMapping}
 
 
 def read_sidecar(model_path: str) -> dict:

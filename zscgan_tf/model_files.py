@@ -1,0 +1,154 @@
+"""Saved Keras models read back as tf_keras models, and the files that are not one.
+
+`load_model_file` reads a `.keras` or `.h5` file or a SavedModel directory: one saved by
+Keras 3 is rebuilt with tf_keras (`keras3_conversion`), TF-MOT's pruning and clustering
+wrappers are taken off, serialized Python runs only when trusted, and a TFLite, ONNX or
+PyTorch file, a checkpoint or a weights-only file is named for what it is.
+"""
+
+import contextlib
+import logging
+import os
+from typing import FrozenSet
+
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras
+from tf_keras.src.saving import serialization_lib
+
+from zscgan_tf import custom_objects, keras3_conversion, saved_config
+from zscgan_tf.errors import UserError, first_line
+
+# Model files of other frameworks, by suffix, and the signatures that tell TFLite and HDF5 files.
+OTHER_FRAMEWORK_SUFFIXES = {".onnx": "an ONNX model", ".pt": "a PyTorch model", ".pth": "a PyTorch model",
+                            ".safetensors": "a safetensors file of weights", ".mlmodel": "a Core ML model",
+                            ".pb": "a frozen TensorFlow graph"}
+TFLITE_FILE_IDENTIFIER = b"TFL3"
+HDF5_SIGNATURE = b"\x89HDF"
+# TF-MOT's pruning and clustering wrappers, which a model saved during that training keeps,
+# by class, with what unwraps them; the wrapped layers hold the pruned or clustered weights.
+TF_MOT_TRAINING_WRAPPERS = {"PruneLowMagnitude": "pruning", "ClusterWeights": "clustering",
+                            "ClusterWeightsMHA": "clustering"}
+
+
+
+def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model:
+    """Loads a saved tf_keras model (`.keras`, `.h5` or SavedModel directory) without compiling.
+
+    A `.keras` or `.h5` file saved by Keras 3 is loaded with Keras 3 and rebuilt with
+    tf_keras (`keras3_conversion`).
+
+    Keras safe mode is on unless `trust_model_code`: serialized Python (Lambda layers)
+    in `.keras` and `.h5` files is refused rather than run. (A SavedModel restores
+    traced graphs, not Python code.)
+
+    Raises:
+      UserError: if the file is missing, unreadable, or not a Keras model.
+    """
+    if not os.path.exists(path) and not os.path.exists(path + ".index"):
+        raise UserError(f"model file {path!r} does not exist")
+    other_kind = _other_model_kind(path)
+    if other_kind:
+        raise UserError(f"{path!r} is {other_kind}; the method needs the Keras model itself, its layers and "
+                        "BatchNorm statistics: pass the model saved with model.save (.keras or .h5)")
+    with _mixed_precision_device_check_silenced():
+        return _load_model_file(path, trust_model_code)
+
+
+def _other_model_kind(path: str) -> str:
+    """What a model file other than a Keras model is, as "a TFLite model, which holds converted ops", or ""."""
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "saved_model.pb")) and not os.path.exists(
+                os.path.join(path, "keras_metadata.pb")):
+            return ("a SavedModel without Keras metadata (tf.saved_model.save or Keras 3's model.export write one), "
+                    "which holds traced functions")
+        return ""
+    if path.endswith(".index") or ".data-0" in os.path.basename(path) or not os.path.exists(path):
+        return ("a TensorFlow checkpoint (model.save_weights or tf.train.Checkpoint), which holds weights without "
+                "the architecture")
+    with open(path, "rb") as model_file:
+        header = model_file.read(8)
+    if header[4:8] == TFLITE_FILE_IDENTIFIER:
+        return "a TFLite model, which holds converted ops"
+    other_framework = OTHER_FRAMEWORK_SUFFIXES.get(os.path.splitext(path)[1].lower())
+    if other_framework:
+        return other_framework
+    if header.startswith(HDF5_SIGNATURE):
+        import h5py  # A dependency of tf_keras.
+        try:
+            with h5py.File(path, "r") as h5_file:
+                if "model_config" not in h5_file.attrs:
+                    return "an HDF5 file of weights without the architecture (model.save_weights)"
+        except OSError:
+            return ""  # Unreadable: loading it says why.
+    return ""
+
+
+@contextlib.contextmanager
+def _mixed_precision_device_check_silenced():
+    """Drops tf_keras' "Mixed precision compatibility check ... may run slowly because this
+    machine does not have a GPU" while a model loads: `load_teacher` rebuilds the model to
+    compute in float32 and says so."""
+    logger = tf.get_logger()
+    check = logging.Filter()
+    check.filter = lambda record: not record.getMessage().startswith("Mixed precision compatibility check")
+    logger.addFilter(check)
+    try:
+        yield
+    finally:
+        logger.removeFilter(check)
+
+
+def _load_model_file(path: str, trust_model_code: bool) -> tf_keras.Model:
+    if keras3_conversion.saved_by_keras3(path):
+        return keras3_conversion.load_as_tf_keras(path, trust_model_code=trust_model_code)
+    saved_classes = saved_layer_classes(path)
+    wrappers = saved_classes & set(TF_MOT_TRAINING_WRAPPERS)
+    try:
+        # The scope covers HDF5 files too, whose loader has no safe_mode argument.
+        with tf_keras.utils.custom_object_scope(_package_custom_objects()), \
+                serialization_lib.SafeModeScope(safe_mode=not trust_model_code), \
+                contextlib.ExitStack() as scopes:
+            if wrappers:
+                scopes.enter_context(tfmot.sparsity.keras.prune_scope())
+                scopes.enter_context(tfmot.clustering.keras.cluster_scope())
+            model = tf_keras.models.load_model(path, compile=False)
+            if wrappers:
+                model = _without_tfmot_wrappers(model)
+    except Exception as error:
+        message = first_line(error)
+        if "safe_mode" in message or "Lambda" in message:
+            raise UserError(f"model file {path!r} holds serialized Python code (e.g. a Lambda layer) and was not "
+                            "loaded; pass --trust_model_code only if you trust its author") from error
+        # Classes tf_keras does not know, unless TF-MOT's scopes were lent to it (their classes are known then).
+        unknown_candidates = () if wrappers else saved_classes
+        raise UserError(f"cannot load model {path!r}: "
+                        f"{custom_objects.explained(message, unknown_candidates)}") from error
+    if not isinstance(model, tf_keras.Model):
+        raise UserError(f"{path!r} is not a tf_keras model (loaded a {type(model).__name__})")
+    return model
+
+
+def _without_tfmot_wrappers(model: tf_keras.Model) -> tf_keras.Model:
+    """`model` with its pruning and clustering wrappers replaced by the layers they wrap.
+
+    TF-MOT's strip functions reuse the unwrapped layers, which are then called in two
+    graphs (the BN taps need each layer called once); the stripped model is cloned again
+    into layers of its own, with its weights.
+    """
+    stripped = tfmot.clustering.keras.strip_clustering(tfmot.sparsity.keras.strip_pruning(model))
+    rebuilt = tf_keras.models.clone_model(stripped)
+    rebuilt.set_weights(stripped.get_weights())
+    return rebuilt
+
+
+def saved_layer_classes(path: str) -> FrozenSet[str]:
+    """The class names in a saved model's config, read without loading the model
+    (`saved_config`); empty when there is no readable config."""
+    return frozenset(entry["class_name"] for entry in saved_config.class_entries(saved_config.read_configs(path)))
+
+
+def _package_custom_objects() -> dict:
+    from zscgan_tf import generator  # Generators are models too; loading one by mistake should say so clearly.
+    return {"ConditionalBatchNormalization": generator.ConditionalBatchNormalization,
+            "InputSpaceMapping": generator.InputSpaceMapping}
