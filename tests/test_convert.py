@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from zscgan_tf import tflite_model, train
@@ -33,13 +34,13 @@ def run_dir(tmp_path_factory):
     return work_dir, teacher_path
 
 
-def _tiny_run(teacher_path, work_dir) -> int:
+def _tiny_run(teacher_path, work_dir, eval_dataset="none", *flags) -> int:
     """The pipeline's exit status on a tiny run of `teacher_path` in `work_dir`."""
     return train.main(["train", f"--teacher={teacher_path}", f"--work_dir={work_dir}", "--generator_steps=3",
                        "--batch_size=16", "--noise_dim=8", "--generator_channels=8", "--distillation_steps=2",
                        "--distillation_batch_size=8", "--distillation_checkpoint_every=1",
                        "--calibration_samples=16", "--eval_samples_per_class=2", "--latency_runs=1",
-                       "--eval_dataset=none", "--noprogress"])
+                       f"--eval_dataset={eval_dataset}", "--noprogress", *flags])
 
 
 def _model_report(path):
@@ -95,6 +96,34 @@ def test_a_run_whose_teacher_moved_says_how_to_find_it(run_dir, tmp_path):
     assert json.loads((copy / "config.json").read_text())["teacher"]["model"] == str(moved)
     result = _convert(f"--run_dir={copy}", f"--output={tmp_path / 'x.tflite'}", "--calibration_samples=16")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_run_started_with_relative_paths_converts_from_any_directory(run_dir, tmp_path, monkeypatch):
+    from PIL import Image
+    _, teacher_path = run_dir
+    shutil.copy(teacher_path, tmp_path / "teacher.keras")
+    shutil.copy(teacher_path + ".json", tmp_path / "teacher.keras.json")
+    (tmp_path / "my_layers.py").write_text("def halved(x):  # An activation of the user's, which the teacher "
+                                           "does not use.\n    return x / 2\n")
+    for label, name in enumerate("abcd"):  # Held-out images, one folder per class.
+        os.makedirs(tmp_path / "images" / name)
+        Image.fromarray(np.full((8, 8), 60 * label, np.uint8)).save(tmp_path / "images" / name / "0.png")
+    monkeypatch.chdir(tmp_path)
+    assert _tiny_run("teacher.keras", "run", "images", "--teacher_custom_objects=my_layers.py") == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["teacher"]["model"] == str(tmp_path / "teacher.keras")
+    assert config["teacher"]["custom_objects"] == [str(tmp_path / "my_layers.py")]
+    assert config["evaluation"]["dataset"] == str(tmp_path / "images")
+    # convert.py runs in the repository, not where the run started.
+    result = _convert(f"--run_dir={tmp_path / 'run'}", f"--output={tmp_path / 'x.tflite'}", "--calibration_samples=16")
+    assert result.returncode == 0, result.stderr
+    # A run recorded before paths were recorded in full: the error says where its path is from.
+    config["teacher"]["model"] = "teacher.keras"
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    result = _convert(f"--run_dir={tmp_path / 'run'}", f"--output={tmp_path / 'x.tflite'}")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        "error: the run's teacher 'teacher.keras' is a path relative to the directory the run started in: run this "
+        f"from there, or rerun the pipeline on '{tmp_path / 'run'}' with --teacher=<its path>, which records it in full")
 
 
 def test_float_teacher_with_generator_is_quantized_post_training(run_dir, tmp_path):

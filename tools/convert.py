@@ -179,6 +179,10 @@ def _from_run(run_dir, generator):
     model = run_config.teacher.model
     if (model not in teachers.KERAS_APPLICATIONS and not model.startswith(teachers.BUILTIN_PREFIX)
             and not os.path.exists(model)):
+        if not os.path.isabs(model):  # Recorded as typed by a run from before paths were recorded in full.
+            raise UserError(f"the run's teacher {model!r} is a path relative to the directory the run started in: run "
+                            f"this from there, or rerun the pipeline on {run_dir!r} with --teacher=<its path>, which "
+                            "records it in full")
         raise UserError(f"the run's teacher {model!r} is missing (moved since the run?): put it back there, or rerun "
                         f"the pipeline on {run_dir!r} with --teacher=<where it is now>, which records it")
     tf_keras.utils.set_random_seed(run_config.seed)  # A Keras application without weights: the run's.

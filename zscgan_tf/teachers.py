@@ -108,6 +108,19 @@ class TeacherSource:
     cache_dir: str = ""
     custom_objects: Tuple[str, ...] = ()
 
+    def portable(self) -> "TeacherSource":
+        """This source with the paths of its files that exist (and the cache directory) made
+        absolute, as a run records it: a run resumed from another directory, and
+        `tools/convert.py --run_dir`, find them there. Names and missing paths stay as given."""
+        def absolute(path: str) -> str:
+            return os.path.abspath(path) if path and os.path.exists(path) else path
+
+        return dataclasses.replace(
+            self, model=self.model if self.model.startswith(BUILTIN_PREFIX) else absolute(self.model),
+            weights=self.weights if self.weights.lower() in ("imagenet", "none") else absolute(self.weights),
+            cache_dir=os.path.abspath(os.path.expanduser(self.cache_dir)) if self.cache_dir else "",
+            custom_objects=tuple(absolute(name) if name.endswith(".py") else name for name in self.custom_objects))
+
 
 @dataclasses.dataclass(frozen=True)
 class Teacher:

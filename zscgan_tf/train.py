@@ -20,12 +20,13 @@ Bad input prints one line, `error: ...`, and exits with status 2 (`--verbose` ad
 traceback).
 """
 
+import os
 import sys
 
 from absl import flags
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import bn_stats, cli, pipeline, reproducibility
+from zscgan_tf import bn_stats, cli, data, pipeline, reproducibility
 
 FLAGS = flags.FLAGS
 _teacher = config_lib.TeacherSource()
@@ -132,12 +133,17 @@ flags.DEFINE_integer("grid_samples_per_class", _evaluation.grid_samples_per_clas
 flags.DEFINE_integer("grid_max_classes", _evaluation.grid_max_classes, "Rows (classes) of the sample grid, at most.")
 
 
+def _portable_path(path: str) -> str:
+    """An existing directory's absolute path, as the config records it; anything else as given."""
+    return os.path.abspath(path) if path and os.path.isdir(path) else path
+
+
 def config_from_flags() -> config_lib.RunConfig:
     """Turns parsed flags into a validated `RunConfig`."""
     return config_lib.RunConfig(
         work_dir=FLAGS.work_dir,
         seed=FLAGS.seed,
-        teacher=cli.teacher_source(FLAGS.teacher),
+        teacher=cli.teacher_source(FLAGS.teacher).portable(),  # Found again from any directory.
         generator=config_lib.GeneratorConfig(variant=FLAGS.generator_variant, noise_dim=FLAGS.noise_dim,
                                              base_channels=FLAGS.generator_channels,
                                              blur_sigma=FLAGS.generator_blur_sigma,
@@ -164,8 +170,9 @@ def config_from_flags() -> config_lib.RunConfig:
             log_every=FLAGS.distillation_log_every),
         evaluation=config_lib.EvaluationConfig(
             samples_per_class=FLAGS.eval_samples_per_class, grid_samples_per_class=FLAGS.grid_samples_per_class,
-            grid_max_classes=FLAGS.grid_max_classes, dataset=FLAGS.eval_dataset, data_dir=FLAGS.eval_data_dir,
-            manual_dir=FLAGS.eval_manual_dir, split=FLAGS.eval_split, max_samples=FLAGS.eval_max_samples,
+            grid_max_classes=FLAGS.grid_max_classes, dataset=data.portable_source(FLAGS.eval_dataset),
+            data_dir=_portable_path(FLAGS.eval_data_dir), manual_dir=_portable_path(FLAGS.eval_manual_dir),
+            split=FLAGS.eval_split, max_samples=FLAGS.eval_max_samples,
             latency_runs=FLAGS.latency_runs, resize=FLAGS.eval_resize),
     )
 
