@@ -53,3 +53,20 @@ def test_every_entry_point_answers_help_from_a_real_process(entry_point, first_l
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(first_line)
     assert "\nflags:\n" in result.stdout and f"  {a_flag}:" in result.stdout
+
+
+def test_a_home_directory_in_a_path_flag_or_flagfile_is_the_users(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    os.makedirs(home)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    # A shell leaves "~" after "--flag=" as it is, and a flagfile is not read by a shell at all.
+    (home / "run.cfg").write_text("--work_dir=~/runs/first\n")
+    cli.parse_flags(train.FLAGS, ["train", "--flagfile=~/run.cfg", "--teacher_custom_objects=~/layers.py,my.layers",
+                                  "--eval_dataset=~/images"])
+    assert train.FLAGS.work_dir == str(home / "runs" / "first")
+    assert train.FLAGS.teacher_custom_objects == [str(home / "layers.py"), "my.layers"]
+    assert train.FLAGS.eval_dataset == str(home / "images")
+    assert train.FLAGS.teacher == "builtin:digits_resnet8" and train.FLAGS.quantization == "w8a8"  # Not paths.
+    cli.parse_flags(train.FLAGS, ["train"])  # Back to the defaults for the tests after.
+    assert train.FLAGS.work_dir == "runs/demo"

@@ -31,13 +31,20 @@ INTERRUPTED_STATUS = 130  # The shell's convention for SIGINT.
 FLAGFILE_PREFIX = "--flagfile="
 HELP_ARGUMENTS = ("--help", "-h", "-?", "--helpshort")  # The entry point's own flags.
 FULL_HELP_ARGUMENTS = ("--helpfull",)  # Every flag defined in the process, by module.
+# The entry points' flags that name files or directories. A leading "~" in them is the home
+# directory: a shell expands it at the start of a word, but not after "--work_dir=", nor in a
+# flagfile, where it would otherwise make a directory named "~" in the current one.
+PATH_FLAG_NAMES = ("work_dir", "teacher", "teacher_weights", "teacher_cache_dir", "teacher_custom_objects",
+                   "generator_from", "eval_dataset", "eval_data_dir", "eval_manual_dir", "run_dir", "student",
+                   "generator", "output", "dataset", "data_dir", "teachers", "compare_to")
 
 
 def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
-    """Parses `argv` into `flag_values`; a bad flag or flagfile becomes a `UserError`."""
+    """Parses `argv` into `flag_values`, with "~" in `PATH_FLAG_NAMES` the home directory; a bad flag
+    or flagfile becomes a `UserError`."""
     for argument in argv[1:]:
         if argument.startswith(FLAGFILE_PREFIX):
-            path = argument[len(FLAGFILE_PREFIX):]
+            path = os.path.expanduser(argument[len(FLAGFILE_PREFIX):])  # As absl reads it.
             if not os.path.exists(path):
                 raise UserError(f"flagfile {path!r} does not exist")
             if not os.path.isfile(path):
@@ -49,6 +56,13 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
         flag_values(list(argv))
     except flags.Error as error:
         raise UserError(first_line(error)) from error
+    for name in PATH_FLAG_NAMES:
+        if name in flag_values and flag_values[name].value:
+            value = flag_values[name].value
+            expanded = ([os.path.expanduser(item) for item in value] if isinstance(value, list)
+                        else os.path.expanduser(value))
+            if expanded != value:
+                flag_values[name].value = expanded
 
 
 def usage(flag_values: flags.FlagValues, module_name: str, full: bool = False) -> str:
