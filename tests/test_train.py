@@ -681,15 +681,19 @@ def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest
     for kept, reloaded in zip(single.get_weights(), rebuilt.get_weights()):
         np.testing.assert_array_equal(kept, reloaded)
     assert (work_dir / "generator_2" / "checkpoints").is_dir()  # Kept, should the pool grow again.
-    # Checkpoints deleted to save space: the pool is refused, not trained again from scratch.
+    # Checkpoints deleted to save space: the generator is taken from generator.keras, not trained again.
     import shutil
     shutil.rmtree(work_dir / "generator" / "checkpoints")
-    student = file_digest(str(work_dir / "student.h5"))
     capsys.readouterr()
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir, extra=two)}"]) == 2
-    assert (f"generator in {work_dir} has no checkpoint, from which a pool of another size is built; keep "
-            "--generator_pool_size=1" in capsys.readouterr().err)
-    assert file_digest(str(work_dir / "student.h5")) == student  # Refused before anything was discarded.
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir, extra=two)}"]) == 0
+    output = capsys.readouterr().out
+    assert "holds 1 generator and --generator_pool_size=2: the first restored from generator.keras\n" in output
+    assert (f"generator 1 of 2 (seed 0): already trained (4 steps), taken from {work_dir / 'generator.keras'} (its "
+            "checkpoints were deleted)") in output
+    assert "generator 2 of 2 (seed 1000): already trained (4 steps), restoring its checkpoint" in output
+    assert "training 4 steps" not in output
+    assert file_digest(str(work_dir / "qat_int8.tflite")) == file_digest(str(fresh / "qat_int8.tflite"))
+    assert "steps: 4 (this session from step 4)" in (work_dir / "report.md").read_text()
 
 
 def test_generator_from_takes_what_a_pool_of_another_size_shares(tmp_path, tiny_teacher_file, capsys):

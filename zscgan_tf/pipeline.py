@@ -32,7 +32,7 @@ from zscgan_tf import generator_reuse, quantization_stages, run_report, teachers
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import (exclusive_use, file_digest, save_keras_model_atomic, unusable_directory_reason,
                              write_json_atomic, write_text_atomic)
-from zscgan_tf.progress import count_of, say
+from zscgan_tf.progress import count_of, format_duration, say
 from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE, TEACHER_KEY, TRAINED_HERE_KEY,
                                  pool_member_dirs, pool_member_names, read_state, write_state)
 
@@ -166,32 +166,34 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
                     progress: bool = True) -> tf_keras.Model:
     """Trains the generator, or each generator of a pool one after the other (resuming any
     that has a checkpoint), or loads the finished one. A finished pool of another size
-    (`--generator_pool_size` changed) is rebuilt: its generators from their checkpoints,
-    the ones it lacks trained."""
+    (`--generator_pool_size` changed) is rebuilt: the generators it keeps from their
+    checkpoints (from `generator.keras` where those were deleted), the ones it lacks trained."""
     work_dir = run_config.work_dir
     model_path = os.path.join(work_dir, GENERATOR_MODEL_FILE)
     finished = state.get("generator", {})
     pool_changed = False
+    saved_members = {}  # Pool index: (finished generator, its summary) of those kept without a checkpoint.
     if (finished.get("steps") == run_config.generator_training.steps
             and finished.get("sha256") == file_digest(model_path)):
         generator = load_generator(model_path)
-        saved_pool_size = len(generator_lib.pool_members(generator))
-        if saved_pool_size == run_config.generator.pool_size:
+        saved_pool = generator_lib.pool_members(generator)
+        if len(saved_pool) == run_config.generator.pool_size:
             say(f"generator: already trained ({finished['steps']} steps), loading {model_path}")
             return generator
         pool_size = run_config.generator.pool_size
-        kept = min(saved_pool_size, pool_size)
-        unsaved = [name for name in pool_member_names(kept) if training_loop.latest_step(os.path.join(work_dir, name))
-                   is None]
-        if unsaved:  # Deleted to save space: the pool would train them again from scratch.
-            raise UserError(f"{', '.join(unsaved)} in {work_dir} has no checkpoint, from which a pool of another "
-                            f"size is built; keep --generator_pool_size={saved_pool_size}, or train the pool in "
-                            "another --work_dir")
-        restored = "the first restored from its checkpoint" if kept == 1 else \
-            f"the first {kept} restored from their checkpoints"
-        say(f"generator: {model_path} holds {count_of(saved_pool_size, 'generator')} and "
-            f"--generator_pool_size={pool_size}: {restored}"
-            + (f", {pool_size - kept} more to train" if pool_size > kept else ""))
+        kept = min(len(saved_pool), pool_size)
+        saved_summaries = finished.get("members") or [finished.get("summary", {})]
+        for index, name in enumerate(pool_member_names(kept)):
+            if training_loop.latest_step(os.path.join(work_dir, name)) is None:  # Deleted to save space.
+                saved_members[index] = (saved_pool[index], saved_summaries[index] if index < len(saved_summaries)
+                                        else {})
+        restored = ("the first restored" if kept == 1 else f"the first {kept} restored") + (
+            " from generator.keras" if len(saved_members) == kept else " from its checkpoint" if kept == 1 else
+            " from their checkpoints" if not saved_members else " from their checkpoints or generator.keras")
+        to_train = [name for name in pool_member_names(pool_size)[kept:]
+                    if training_loop.latest_step(os.path.join(work_dir, name)) != run_config.generator_training.steps]
+        say(f"generator: {model_path} holds {count_of(len(saved_pool), 'generator')} and "
+            f"--generator_pool_size={pool_size}: {restored}" + (f", {len(to_train)} more to train" if to_train else ""))
         pool_changed = True
     member_dirs = pool_member_dirs(run_config)
     if pool_changed or any(training_loop.latest_step(member_dir) != run_config.generator_training.steps
@@ -205,6 +207,18 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
         seed = run_config.seed + POOL_MEMBER_SEED_STRIDE * index
         tf_keras.utils.set_random_seed(seed)  # The initial weights depend on the seed alone.
         generator = build_generator_for(teacher, run_config.generator, name=name)
+        which = "" if len(member_dirs) == 1 else f" {index + 1} of {len(member_dirs)} (seed {seed})"
+        steps = run_config.generator_training.steps
+        if index in saved_members:
+            saved, summary = saved_members[index]
+            say(f"generator{which}: already trained ({count_of(steps, 'step')}), taken from {model_path} (its "
+                "checkpoints were deleted)")
+            generator.set_weights(saved.get_weights())
+            # Nothing trained this session; the loss terms are those recorded when it did.
+            summaries.append({"first": {}, "last": {}, **summary, "steps": steps, "resumed_from_step": steps,
+                              "wall_seconds": 0.0, "wall_time": format_duration(0), "samples_per_second": 0.0})
+            members.append(generator)
+            continue
         trainer = zero_shot.GeneratorTrainer(teacher, generator, run_config.loss, run_config.generator_training,
                                              seed=seed)
         writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", os.path.basename(member_dir)))
@@ -213,24 +227,23 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
             return zero_shot.sample_grid(generator, teacher, run_config.evaluation.grid_samples_per_class,
                                          run_config.evaluation.grid_max_classes, grid_seed)
 
-        which = "" if len(member_dirs) == 1 else f" {index + 1} of {len(member_dirs)} (seed {seed})"
-        steps = run_config.generator_training.steps
         if training_loop.latest_step(member_dir) == steps:
             say(f"generator{which}: already trained ({count_of(steps, 'step')}), restoring its checkpoint")
         else:
             say(f"generator{which}: training {count_of(steps, 'step')} of "
                 f"{run_config.generator_training.batch_size} samples against {teacher.name} "
                 f"({generator.count_params():,} generator parameters)")
-        summaries.append(trainer.train(member_dir, progress=progress, summary_writer=writer, sample_grid_fn=grid))
+        summaries.append(trainer.train(member_dir, progress=progress, summary_writer=writer,
+                                       sample_grid_fn=grid).to_dict())
         members.append(generator)
     zero_shot.check_teacher_unchanged(teacher, teacher_weights)
     generator = members[0] if len(members) == 1 else generator_lib.pool_generators(members)
     save_keras_model_atomic(generator, model_path)
     # The first generator's summary stands for the stage (the report's BN figures); the pool's in "members".
-    state["generator"] = {"steps": summaries[0].steps, "summary": summaries[0].to_dict(),
+    state["generator"] = {"steps": summaries[0]["steps"], "summary": summaries[0],
                           "sha256": file_digest(model_path), TRAINED_HERE_KEY: True}
     if len(summaries) > 1:
-        state["generator"]["members"] = [summary.to_dict() for summary in summaries]
+        state["generator"]["members"] = summaries
     write_state(work_dir, state)
     return generator
 
