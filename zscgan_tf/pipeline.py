@@ -162,6 +162,28 @@ def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict) ->
     return current
 
 
+def _kept_without_checkpoints(run_config: config_lib.RunConfig, saved_pool: list, finished: dict) -> dict:
+    """Of a finished pool (`saved_pool`, its generator stage's state `finished`) that another
+    `--generator_pool_size` rebuilds, the generators it keeps whose checkpoints were deleted (to
+    save space), by pool index, with their recorded summaries; says what the rebuild does."""
+    work_dir, pool_size = run_config.work_dir, run_config.generator.pool_size
+    kept = min(len(saved_pool), pool_size)
+    saved_summaries = finished.get("members") or [finished.get("summary", {})]
+    without_checkpoints = {}
+    for index, name in enumerate(pool_member_names(kept)):
+        if training_loop.latest_step(os.path.join(work_dir, name)) is None:
+            without_checkpoints[index] = (saved_pool[index],
+                                          saved_summaries[index] if index < len(saved_summaries) else {})
+    restored = ("the first restored" if kept == 1 else f"the first {kept} restored") + (
+        " from generator.keras" if len(without_checkpoints) == kept else " from its checkpoint" if kept == 1 else
+        " from their checkpoints" if not without_checkpoints else " from their checkpoints or generator.keras")
+    to_train = [name for name in pool_member_names(pool_size)[kept:]
+                if training_loop.latest_step(os.path.join(work_dir, name)) != run_config.generator_training.steps]
+    say(f"generator: {os.path.join(work_dir, GENERATOR_MODEL_FILE)} holds {count_of(len(saved_pool), 'generator')} "
+        f"and --generator_pool_size={pool_size}: {restored}" + (f", {len(to_train)} more to train" if to_train else ""))
+    return without_checkpoints
+
+
 def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, state: dict,
                     progress: bool = True) -> tf_keras.Model:
     """Trains the generator, or each generator of a pool one after the other (resuming any
@@ -180,20 +202,7 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
         if len(saved_pool) == run_config.generator.pool_size:
             say(f"generator: already trained ({finished['steps']} steps), loading {model_path}")
             return generator
-        pool_size = run_config.generator.pool_size
-        kept = min(len(saved_pool), pool_size)
-        saved_summaries = finished.get("members") or [finished.get("summary", {})]
-        for index, name in enumerate(pool_member_names(kept)):
-            if training_loop.latest_step(os.path.join(work_dir, name)) is None:  # Deleted to save space.
-                saved_members[index] = (saved_pool[index], saved_summaries[index] if index < len(saved_summaries)
-                                        else {})
-        restored = ("the first restored" if kept == 1 else f"the first {kept} restored") + (
-            " from generator.keras" if len(saved_members) == kept else " from its checkpoint" if kept == 1 else
-            " from their checkpoints" if not saved_members else " from their checkpoints or generator.keras")
-        to_train = [name for name in pool_member_names(pool_size)[kept:]
-                    if training_loop.latest_step(os.path.join(work_dir, name)) != run_config.generator_training.steps]
-        say(f"generator: {model_path} holds {count_of(len(saved_pool), 'generator')} and "
-            f"--generator_pool_size={pool_size}: {restored}" + (f", {len(to_train)} more to train" if to_train else ""))
+        saved_members = _kept_without_checkpoints(run_config, saved_pool, finished)
         pool_changed = True
     member_dirs = pool_member_dirs(run_config)
     if pool_changed or any(training_loop.latest_step(member_dir) != run_config.generator_training.steps
