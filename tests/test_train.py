@@ -694,6 +694,15 @@ def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest
     assert "training 4 steps" not in output
     assert file_digest(str(work_dir / "qat_int8.tflite")) == file_digest(str(fresh / "qat_int8.tflite"))
     assert "steps: 4 (this session from step 4)" in (work_dir / "report.md").read_text()
+    # Such a generator cannot train on: more steps would start it afresh and replace the trained pool.
+    student = file_digest(str(work_dir / "student.h5"))
+    capsys.readouterr()
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir, 6, two)}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: generator in {work_dir} finished 4 steps but has no checkpoint to train on from: "
+        "--generator_steps=6 would train it afresh and replace generator.keras; keep --generator_steps=4, or train "
+        "in another --work_dir")
+    assert file_digest(str(work_dir / "student.h5")) == student  # Refused before anything was discarded.
 
 
 def test_generator_from_takes_what_a_pool_of_another_size_shares(tmp_path, tiny_teacher_file, capsys):
@@ -723,6 +732,16 @@ def test_generator_from_takes_what_a_pool_of_another_size_shares(tmp_path, tiny_
     assert "training 4 steps" not in output
     assert not (one_again / "generator_2").exists()
     assert file_digest(str(one_again / "qat_int8.tflite")) == file_digest(str(one / "qat_int8.tflite"))
+    # A generator whose checkpoints were deleted is taken, but not to train on.
+    import shutil
+    shutil.rmtree(one / "generator" / "checkpoints")
+    more = tmp_path / "more"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, more, steps=6)}",
+                       f"--generator_from={one}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --generator_from={one}: that run's generator has no checkpoints to train on from its 4 steps; ask "
+        "for --generator_steps=4")
+    assert not more.exists()
 
 
 def test_unknown_flagfile_key_is_one_line(tmp_path, capsys):

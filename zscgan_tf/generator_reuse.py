@@ -80,10 +80,16 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
         raise UserError(f"{flag}: that run's generator was trained with other settings ({shown}); a run takes "
                         "another's generator only with the same teacher, generator, loss and generator training")
     # Checkpoints at another step: training on since (or now). Without checkpoints (deleted to save
-    # space) the generator is taken all the same; only training it further would start afresh.
+    # space) the generator is taken all the same, but cannot train further.
     source = GeneratorSource(source_dir, finished, source_state.get(TEACHER_KEY))
-    beyond = [step for step in _checkpoint_steps(source_dir, source.shared_member_names(run_config))
-              if step not in (None, finished["steps"])]
+    member_names = source.shared_member_names(run_config)
+    steps = _checkpoint_steps(source_dir, member_names)
+    without = [name for name, step in zip(member_names, steps) if step is None]
+    if without and finished["steps"] < run_config.generator_training.steps:
+        raise UserError(f"{flag}: that run's {', '.join(without)} {'has' if len(without) == 1 else 'have'} no "
+                        f"checkpoints to train on from its {finished['steps']} steps; ask for "
+                        f"--generator_steps={finished['steps']}")
+    beyond = [step for step in steps if step not in (None, finished["steps"])]
     if beyond:
         raise UserError(f"{flag}: that run's generator has trained on from its finished {finished['steps']} steps "
                         f"(to step {max(beyond)}); finish that run first")

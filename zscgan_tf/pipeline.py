@@ -184,6 +184,26 @@ def _kept_without_checkpoints(run_config: config_lib.RunConfig, saved_pool: list
     return without_checkpoints
 
 
+def _check_trainable_on(run_config: config_lib.RunConfig, finished: dict):
+    """Refuses more `--generator_steps` for finished generators whose checkpoints were deleted:
+    each would start afresh, and its pool replace the trained `generator.keras`.
+
+    Raises:
+      UserError: naming them and the flag.
+    """
+    if not finished.get("steps") or finished["steps"] == run_config.generator_training.steps:
+        return
+    trained = pool_member_names(min(len(finished.get("members") or [finished]), run_config.generator.pool_size))
+    lost = [name for name in trained
+            if training_loop.latest_step(os.path.join(run_config.work_dir, name)) is None]
+    if lost:
+        raise UserError(f"{', '.join(lost)} in {run_config.work_dir} finished {finished['steps']} steps but "
+                        f"{'has no checkpoint' if len(lost) == 1 else 'have no checkpoints'} to train on from: "
+                        f"--generator_steps={run_config.generator_training.steps} would train "
+                        f"{'it' if len(lost) == 1 else 'them'} afresh and replace {GENERATOR_MODEL_FILE}; keep "
+                        f"--generator_steps={finished['steps']}, or train in another --work_dir")
+
+
 def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, state: dict,
                     progress: bool = True) -> tf_keras.Model:
     """Trains the generator, or each generator of a pool one after the other (resuming any
@@ -204,6 +224,8 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
             return generator
         saved_members = _kept_without_checkpoints(run_config, saved_pool, finished)
         pool_changed = True
+    else:
+        _check_trainable_on(run_config, finished)
     member_dirs = pool_member_dirs(run_config)
     if pool_changed or any(training_loop.latest_step(member_dir) != run_config.generator_training.steps
                            for member_dir in member_dirs):
