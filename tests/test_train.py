@@ -703,6 +703,9 @@ def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest
         "--generator_steps=6 would train it afresh and replace generator.keras; keep --generator_steps=4, or train "
         "in another --work_dir")
     assert file_digest(str(work_dir / "student.h5")) == student  # Refused before anything was discarded.
+    os.remove(work_dir / "generator.keras")  # With the trained pool gone too, starting afresh loses nothing more.
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir, 6, two)}"]) == 0
+    assert "generator 1 of 2 (seed 0): training 6 steps" in capsys.readouterr().out
 
 
 def test_generator_from_takes_what_a_pool_of_another_size_shares(tmp_path, tiny_teacher_file, capsys):

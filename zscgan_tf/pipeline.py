@@ -186,12 +186,15 @@ def _kept_without_checkpoints(run_config: config_lib.RunConfig, saved_pool: list
 
 def _check_trainable_on(run_config: config_lib.RunConfig, finished: dict):
     """Refuses more `--generator_steps` for finished generators whose checkpoints were deleted:
-    each would start afresh, and its pool replace the trained `generator.keras`.
+    each would start afresh, and its pool replace the trained `generator.keras` (where that is
+    still there: without it, starting afresh loses nothing more).
 
     Raises:
       UserError: naming them and the flag.
     """
-    if not finished.get("steps") or finished["steps"] == run_config.generator_training.steps:
+    model_path = os.path.join(run_config.work_dir, GENERATOR_MODEL_FILE)
+    if (not finished.get("steps") or finished["steps"] == run_config.generator_training.steps
+            or finished.get("sha256") != file_digest(model_path)):  # Nothing trained left to keep.
         return
     trained = pool_member_names(min(len(finished.get("members") or [finished]), run_config.generator.pool_size))
     lost = [name for name in trained
