@@ -379,3 +379,29 @@ def test_imagenet_weights_that_cannot_be_downloaded_say_how_to_pass_them(monkeyp
                                         r"\(without the network here: fetch that file where there is one, then pass "
                                         r"--teacher_weights=<its path>\)$"):
         teachers.load_teacher(_source("mobilenet_v2"))
+
+
+def test_imagenet_class_names_come_from_the_class_index_keras_applications_read(tmp_path, monkeypatch):
+    import json
+    index = {str(label): [f"n{label:08d}", f"name {label}"] for label in range(teachers.IMAGENET_CLASSES)}
+    (tmp_path / "imagenet_class_index.json").write_text(json.dumps(index))
+    asked = {}
+
+    def cached_file(fname, origin, cache_subdir, file_hash):  # As tf_keras finds it in ~/.keras/models.
+        asked.update(fname=fname, origin=origin, cache_subdir=cache_subdir, file_hash=file_hash)
+        return str(tmp_path / fname)
+
+    monkeypatch.setattr(tf_keras.utils, "get_file", cached_file)
+    names = teachers.imagenet_class_names()
+    assert len(names) == 1000 and names[0] == "name 0" and names[999] == "name 999"
+    assert asked == {"fname": "imagenet_class_index.json", "cache_subdir": "models",
+                     "origin": "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json",
+                     "file_hash": "c2c37ea517e94d9795004a39431a14cb"}
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3] Temporary "
+                        "failure in name resolution")
+
+    monkeypatch.setattr(tf_keras.utils, "get_file", offline)
+    with pytest.raises(UserError, match=r"^cannot fetch ImageNet's class names \(URL fetch failure"):
+        teachers.imagenet_class_names()

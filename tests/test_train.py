@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import export, generator_reuse, quantization_stages, run_report, run_state, tflite_model, train
-from zscgan_tf import training_loop
+from zscgan_tf import export, generator_reuse, labeled_images, quantization_stages, run_report, run_state
+from zscgan_tf import tflite_model, train, training_loop
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest
 
@@ -98,6 +98,18 @@ def test_labels_file_holds_the_teachers_class_names_in_output_order(tmp_path):
                                                                                              description=description))
         assert not (tmp_path / "labels.txt").exists()
         assert any("No class names are known for this teacher" in line for line in lines)
+
+
+def test_evaluation_classes_are_not_matched_by_names_the_teacher_gives_twice():
+    from conftest import tiny_teacher
+    # ImageNet's names hold two "crane"s (a bird, a machine): a folder named "crane" is neither.
+    teacher = dataclasses.replace(tiny_teacher(), description={"class_names": ["crane", "dog", "crane", "cat"]})
+    folder = labeled_images.LabeledImages(np.zeros((2, 8, 8, 1), np.uint8), np.array([0, 1]), num_classes=2,
+                                          name="photos", class_names=("cat", "crane"))
+    assert quantization_stages._matched_to_teacher_classes(folder, teacher, "photos") is folder
+    unique = dataclasses.replace(teacher, description={"class_names": ["crane", "dog", "bird", "cat"]})
+    np.testing.assert_array_equal(quantization_stages._matched_to_teacher_classes(folder, unique, "photos").labels,
+                                  [3, 0])
 
 
 def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, tiny_teacher_file, capsys):

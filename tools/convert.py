@@ -30,8 +30,8 @@ read with the `tf` preprocessing unless `--teacher_preprocessing` names another.
 
 Every integer export is checked op by op (the tool names any op that is not integer)
 and gets an Edge TPU compatibility report read from the flatbuffer. When the teacher's
-class names are known (a run's teacher, or a `--teacher` whose description has them, as
-`tools/train_teacher.py` and the built-in ones do), they are written beside the model,
+class names are known (as for a run's `labels.txt`: teachers of `tools/train_teacher.py`, the
+built-in ones, Keras Applications with ImageNet weights), they are written beside the model,
 one a line in output order, as `<output without .tflite>_labels.txt`. Bad input prints
 one `error: ...` line and exits with status 2.
 """

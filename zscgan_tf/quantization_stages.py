@@ -308,7 +308,8 @@ def _matched_to_teacher_classes(dataset: labeled_images.LabeledImages, teacher: 
     its labels taken as the teacher's output indices."""
     teacher_names = teacher_class_names(teacher)
     if (not teacher_names or not dataset.class_names or dataset.class_names == teacher_names
-            or not set(dataset.class_names) <= set(teacher_names)):
+            or not set(dataset.class_names) <= set(teacher_names)
+            or len(set(teacher_names)) < len(teacher_names)):  # ImageNet's has two "crane"s: no name is a class.
         return dataset
     index_of = {name: index for index, name in enumerate(teacher_names)}
     teacher_labels = np.asarray([index_of[name] for name in dataset.class_names], np.int64)

@@ -33,6 +33,10 @@ from zscgan_tf.progress import count_of
 BUILTIN_PREFIX = "builtin:"
 SIDECAR_SUFFIX = ".json"
 IMAGENET_CLASSES = 1000
+# The ImageNet class index Keras Applications' `decode_predictions` reads ({"0": ["n01440764",
+# "tench"], ...}), downloaded once into ~/.keras/models as their weights are, and its MD5.
+IMAGENET_CLASS_INDEX_FILE = "imagenet_class_index.json"
+IMAGENET_CLASS_INDEX_MD5 = "c2c37ea517e94d9795004a39431a14cb"
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 # How a model file without a sidecar or --teacher_preprocessing is read.
 DEFAULT_FILE_PREPROCESSING = "tf"
@@ -176,6 +180,11 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
         model = _build_keras_application(source)
         default_mode = KERAS_APPLICATIONS[source.model].preprocessing_mode
         name = source.model
+        if source.weights == "imagenet":  # For labels.txt: the weights' classes have names.
+            try:
+                description["class_names"] = list(imagenet_class_names())
+            except UserError as error:
+                load_notes.append(f"{error}; the exported models' outputs are class indices, with no labels file")
     else:
         path = source.model
         if source.model.startswith(BUILTIN_PREFIX):
@@ -282,6 +291,24 @@ def _build_keras_application(source: TeacherSource) -> tf_keras.Model:
         except Exception as error:
             raise UserError(f"cannot load weights {weights!r} into {source.model}: {first_line(error)}") from error
     return model
+
+
+def imagenet_class_names() -> Tuple[str, ...]:
+    """ImageNet's class names in the output order of Keras Applications' ImageNet weights
+    ("tench", "goldfish", ...), from `IMAGENET_CLASS_INDEX_FILE`.
+
+    Raises:
+      UserError: if the class index cannot be downloaded or read.
+    """
+    from tf_keras.src.applications import imagenet_utils  # pylint: disable=import-outside-toplevel
+    try:
+        path = tf_keras.utils.get_file(IMAGENET_CLASS_INDEX_FILE, imagenet_utils.CLASS_INDEX_PATH,
+                                       cache_subdir="models", file_hash=IMAGENET_CLASS_INDEX_MD5)
+        with open(path) as index_file:
+            index = json.load(index_file)
+        return tuple(str(index[str(label)][1]) for label in range(IMAGENET_CLASSES))
+    except Exception as error:  # pylint: disable=broad-except  # A download fails in many ways.
+        raise UserError(f"cannot fetch ImageNet's class names ({first_line(error)})") from error
 
 
 def read_sidecar(model_path: str) -> dict:
