@@ -126,6 +126,17 @@ def unusable_directory_reason(path: str) -> Optional[str]:
     return None
 
 
+def portable_path(path: str) -> str:
+    """`path` made absolute when it names an existing file or directory, as a run records it, so
+    that a run resumed from another directory finds it; anything else (a name, "") as given."""
+    return os.path.abspath(path) if path and os.path.exists(path) else path
+
+
+def bytes_digest(contents: bytes) -> str:
+    """The SHA-256 of `contents`, as `file_digest` gives it for a file holding them."""
+    return hashlib.sha256(contents).hexdigest()
+
+
 def file_digest(path: str) -> Optional[str]:
     """The SHA-256 of a file, or None when it does not exist; state.json records it per output."""
     if not os.path.isfile(path):

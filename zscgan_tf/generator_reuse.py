@@ -14,12 +14,11 @@ import shutil
 from typing import Optional
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import training_loop
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import TEMPORARY_PREFIX, file_digest
 from zscgan_tf.progress import say
 from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE, TEACHER_KEY, TRAINED_HERE_KEY,
-                                 pool_member_names, read_state, write_state)
+                                 checkpoint_steps, pool_member_names, read_state, write_state)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +82,7 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     # space) the generator is taken all the same, but cannot train further.
     source = GeneratorSource(source_dir, finished, source_state.get(TEACHER_KEY))
     member_names = source.shared_member_names(run_config)
-    steps = _checkpoint_steps(source_dir, member_names)
+    steps = checkpoint_steps(source_dir, member_names)
     without = [name for name, step in zip(member_names, steps) if step is None]
     if without and finished["steps"] < run_config.generator_training.steps:
         raise UserError(f"{flag}: that run's {', '.join(without)} {'has' if len(without) == 1 else 'have'} no "
@@ -97,11 +96,6 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
         raise UserError(f"{flag}: that run's generator has trained {finished['steps']} steps, more than "
                         f"--generator_steps={run_config.generator_training.steps}; ask for {finished['steps']} or more")
     return source
-
-
-def _checkpoint_steps(work_dir: str, member_names: list) -> list:
-    """The latest checkpoint step (or None) of each of `work_dir`'s generators named."""
-    return [training_loop.latest_step(os.path.join(work_dir, name)) for name in member_names]
 
 
 def _link_or_copy(source: str, destination: str):
@@ -165,7 +159,7 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
         os.remove(temporary)
     _link_or_copy(os.path.join(source.work_dir, GENERATOR_MODEL_FILE), temporary)
     os.replace(temporary, model_path)
-    copied_steps = _checkpoint_steps(work_dir, member_names)
+    copied_steps = checkpoint_steps(work_dir, member_names)
     if (file_digest(model_path) != source.finished["sha256"]
             or any(step not in (None, source.finished["steps"]) for step in copied_steps)):
         raise UserError(f"the generator of {source.work_dir} changed while it was copied (is a run training it?); "

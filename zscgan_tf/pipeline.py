@@ -34,7 +34,8 @@ from zscgan_tf.files import (exclusive_use, file_digest, save_keras_model_atomic
                              write_json_atomic, write_text_atomic)
 from zscgan_tf.progress import count_of, format_duration, say
 from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE, TEACHER_KEY, TRAINED_HERE_KEY,
-                                 pool_member_dirs, pool_member_names, read_state, write_state)
+                                 checkpoint_steps, pool_member_dirs, pool_member_names, read_state,
+                                 write_state)
 
 # Seeds derived from the run seed, so evaluation never reuses the training stream.
 EVALUATION_SEED_OFFSET = 1
@@ -170,15 +171,15 @@ def _kept_without_checkpoints(run_config: config_lib.RunConfig, saved_pool: list
     kept = min(len(saved_pool), pool_size)
     saved_summaries = finished.get("members") or [finished.get("summary", {})]
     without_checkpoints = {}
-    for index, name in enumerate(pool_member_names(kept)):
-        if training_loop.latest_step(os.path.join(work_dir, name)) is None:
+    for index, step in enumerate(checkpoint_steps(work_dir, pool_member_names(kept))):
+        if step is None:
             without_checkpoints[index] = (saved_pool[index],
                                           saved_summaries[index] if index < len(saved_summaries) else {})
     restored = ("the first restored" if kept == 1 else f"the first {kept} restored") + (
         " from generator.keras" if len(without_checkpoints) == kept else " from its checkpoint" if kept == 1 else
         " from their checkpoints" if not without_checkpoints else " from their checkpoints or generator.keras")
-    to_train = [name for name in pool_member_names(pool_size)[kept:]
-                if training_loop.latest_step(os.path.join(work_dir, name)) != run_config.generator_training.steps]
+    to_train = [step for step in checkpoint_steps(work_dir, pool_member_names(pool_size)[kept:])
+                if step != run_config.generator_training.steps]
     say(f"generator: {os.path.join(work_dir, GENERATOR_MODEL_FILE)} holds {count_of(len(saved_pool), 'generator')} "
         f"and --generator_pool_size={pool_size}: {restored}" + (f", {len(to_train)} more to train" if to_train else ""))
     return without_checkpoints
@@ -197,8 +198,7 @@ def _check_trainable_on(run_config: config_lib.RunConfig, finished: dict):
             or finished.get("sha256") != file_digest(model_path)):  # Nothing trained left to keep.
         return
     trained = pool_member_names(min(len(finished.get("members") or [finished]), run_config.generator.pool_size))
-    lost = [name for name in trained
-            if training_loop.latest_step(os.path.join(run_config.work_dir, name)) is None]
+    lost = [name for name, step in zip(trained, checkpoint_steps(run_config.work_dir, trained)) if step is None]
     if lost:
         raise UserError(f"{', '.join(lost)} in {run_config.work_dir} finished {finished['steps']} steps but "
                         f"{'has no checkpoint' if len(lost) == 1 else 'have no checkpoints'} to train on from: "

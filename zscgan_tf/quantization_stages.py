@@ -17,7 +17,6 @@ Work directory files added here:
   that an interrupted evaluation resumes (`evaluation_progress`).
 """
 
-import hashlib
 import math
 import os
 import time
@@ -32,7 +31,7 @@ from zscgan_tf import (data, distill, edge_tpu, evaluate, evaluation_progress, e
                        quantizer_ranges, teachers, tflite_model, zero_shot)
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import file_digest, save_keras_model_atomic, write_text_atomic
+from zscgan_tf.files import bytes_digest, file_digest, save_keras_model_atomic, write_text_atomic
 from zscgan_tf.progress import ProgressBar, count_of, say
 from zscgan_tf.teachers import Teacher
 
@@ -450,7 +449,7 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
         classifier = evaluate.TfliteClassifier(contents)
         predictors[f"{kind}_tflite"] = (
             lambda pixels, inputs, classifier=classifier: classifier.predict_pixels(pixels, teacher.preprocessing))
-        digests[f"{kind}_tflite"] = hashlib.sha256(contents).hexdigest()  # As `file_digest` gives it.
+        digests[f"{kind}_tflite"] = bytes_digest(contents)  # As `file_digest` gives it for the file.
     predicted = _predicted_classes(run_config, teacher, dataset, predictors, digests, progress)
     accuracy = {name: float(np.mean(classes == labels)) for name, classes in predicted.items()}
     agreement = {}

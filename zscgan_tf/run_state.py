@@ -9,6 +9,7 @@ teacher they trained against, and the run whose generator this one took
 import os
 
 from zscgan_tf import config as config_lib
+from zscgan_tf import training_loop
 from zscgan_tf.files import read_json, write_json_atomic
 
 STATE_FILE = "state.json"
@@ -40,3 +41,8 @@ def pool_member_names(pool_size: int) -> list:
 def pool_member_dirs(run_config: config_lib.RunConfig) -> list:
     """Training directories of `run_config`'s generators, in pool order."""
     return [os.path.join(run_config.work_dir, name) for name in pool_member_names(run_config.generator.pool_size)]
+
+
+def checkpoint_steps(work_dir: str, member_names: list) -> list:
+    """The latest checkpoint step (or None) of each of `work_dir`'s generators named."""
+    return [training_loop.latest_step(os.path.join(work_dir, name)) for name in member_names]

@@ -27,6 +27,7 @@ from tf_keras.src.saving import serialization_lib
 
 from zscgan_tf import bn_stats, custom_objects, flattening, logits, model_files
 from zscgan_tf.errors import UserError, first_line
+from zscgan_tf.files import portable_path
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.progress import count_of
 
@@ -116,14 +117,12 @@ class TeacherSource:
         """This source with the paths of its files that exist (and the cache directory) made
         absolute, as a run records it: a run resumed from another directory, and
         `tools/convert.py --run_dir`, find them there. Names and missing paths stay as given."""
-        def absolute(path: str) -> str:
-            return os.path.abspath(path) if path and os.path.exists(path) else path
-
         return dataclasses.replace(
-            self, model=self.model if self.model.startswith(BUILTIN_PREFIX) else absolute(self.model),
-            weights=self.weights if self.weights.lower() in ("imagenet", "none") else absolute(self.weights),
+            self, model=self.model if self.model.startswith(BUILTIN_PREFIX) else portable_path(self.model),
+            weights=self.weights if self.weights.lower() in ("imagenet", "none") else portable_path(self.weights),
             cache_dir=os.path.abspath(os.path.expanduser(self.cache_dir)) if self.cache_dir else "",
-            custom_objects=tuple(absolute(name) if name.endswith(".py") else name for name in self.custom_objects))
+            custom_objects=tuple(portable_path(name) if name.endswith(".py") else name
+                                 for name in self.custom_objects))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,13 +20,13 @@ Bad input prints one line, `error: ...`, and exits with status 2 (`--verbose` ad
 traceback).
 """
 
-import os
 import sys
 
 from absl import flags
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import bn_stats, cli, data, pipeline, reproducibility
+from zscgan_tf.files import portable_path
 
 FLAGS = flags.FLAGS
 _teacher = config_lib.TeacherSource()
@@ -133,11 +133,6 @@ flags.DEFINE_integer("grid_samples_per_class", _evaluation.grid_samples_per_clas
 flags.DEFINE_integer("grid_max_classes", _evaluation.grid_max_classes, "Rows (classes) of the sample grid, at most.")
 
 
-def _portable_path(path: str) -> str:
-    """An existing directory's absolute path, as the config records it; anything else as given."""
-    return os.path.abspath(path) if path and os.path.isdir(path) else path
-
-
 def config_from_flags() -> config_lib.RunConfig:
     """Turns parsed flags into a validated `RunConfig`."""
     return config_lib.RunConfig(
@@ -171,7 +166,7 @@ def config_from_flags() -> config_lib.RunConfig:
         evaluation=config_lib.EvaluationConfig(
             samples_per_class=FLAGS.eval_samples_per_class, grid_samples_per_class=FLAGS.grid_samples_per_class,
             grid_max_classes=FLAGS.grid_max_classes, dataset=data.portable_source(FLAGS.eval_dataset),
-            data_dir=_portable_path(FLAGS.eval_data_dir), manual_dir=_portable_path(FLAGS.eval_manual_dir),
+            data_dir=portable_path(FLAGS.eval_data_dir), manual_dir=portable_path(FLAGS.eval_manual_dir),
             split=FLAGS.eval_split, max_samples=FLAGS.eval_max_samples,
             latency_runs=FLAGS.latency_runs, resize=FLAGS.eval_resize),
     )
