@@ -123,7 +123,8 @@ def test_a_run_started_with_relative_paths_converts_from_any_directory(run_dir, 
     result = _convert(f"--run_dir={tmp_path / 'run'}", f"--output={tmp_path / 'x.tflite'}")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
         "error: the run's teacher 'teacher.keras' is a path relative to the directory the run started in: run this "
-        f"from there, or rerun the pipeline on '{tmp_path / 'run'}' with --teacher=<its path>, which records it in full")
+        f"from there, or rerun the pipeline on '{tmp_path / 'run'}' with --teacher=<its path>, which records it in "
+        "full")
 
 
 def test_float_teacher_with_generator_is_quantized_post_training(run_dir, tmp_path):

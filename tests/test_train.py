@@ -888,7 +888,8 @@ def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_pat
 
     teacher = tiny_teacher()
     pixels, labels = quadrant_images(10, seed=3)  # 40 images, evaluated 8 at a time.
-    dataset = labeled_images.LabeledImages(images=np.round(pixels).astype(np.uint8), labels=labels, num_classes=4, name="q")
+    dataset = labeled_images.LabeledImages(images=np.round(pixels).astype(np.uint8), labels=labels, num_classes=4,
+                                           name="q")
     path = str(tmp_path / "ptq_int8.tflite")
     export.convert_to_tflite(teacher.model, export.representative_dataset_from_array(
         teacher.preprocessing.apply(dataset.images)), output_path=path)

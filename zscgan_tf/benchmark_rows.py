@@ -41,7 +41,6 @@ SPEED_WARMUP_STEPS = 2
 TFLITE_INPUT = "pixel_table"
 
 
-
 def _summary(result: dict) -> str:
     """What a row's progress line shows: its top-1, if it has one."""
     return f" top-1 {points(result['top1'])}%" if "top1" in result else " done"

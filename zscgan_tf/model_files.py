@@ -31,7 +31,6 @@ TF_MOT_TRAINING_WRAPPERS = {"PruneLowMagnitude": "pruning", "ClusterWeights": "c
                             "ClusterWeightsMHA": "clustering"}
 
 
-
 def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model:
     """Loads a saved tf_keras model (`.keras`, `.h5` or SavedModel directory) without compiling.
 

@@ -27,11 +27,12 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import (data, distill, edge_tpu, evaluate, evaluation_progress, export, labeled_images, quantize,
-                       quantizer_ranges, teachers, tflite_model, zero_shot)
+from zscgan_tf import (data, distill, edge_tpu, evaluate, evaluation_progress, export, quantize, quantizer_ranges,
+                       teachers, tflite_model, zero_shot)
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import bytes_digest, file_digest, save_keras_model_atomic, write_text_atomic
+from zscgan_tf.labeled_images import CENTRAL_CROP_FRACTION, LabeledImages, MixedImageSizesError
 from zscgan_tf.progress import ProgressBar, count_of, say
 from zscgan_tf.teachers import Teacher
 
@@ -72,7 +73,6 @@ def evaluation_chunk_size(image_shape) -> int:
     """Evaluation images preprocessed and run through every model at a time (see `EVALUATION_CHUNK_PIXELS`)."""
     batches = EVALUATION_CHUNK_PIXELS // (image_shape[0] * image_shape[1]) // EVALUATION_BATCH_SIZE
     return max(1, batches) * EVALUATION_BATCH_SIZE
-
 
 
 def calibration_samples(generator, teacher: Teacher, count: int, seed: int) -> np.ndarray:
@@ -301,7 +301,7 @@ def _trained_on_resized(source: str, teacher: Teacher) -> bool:
             and tuple(description.get("input_shape", ())) == tuple(teacher.image_shape))
 
 
-def _matched_to_teacher_classes(dataset: labeled_images.LabeledImages, teacher: Teacher, source: str) -> labeled_images.LabeledImages:
+def _matched_to_teacher_classes(dataset: LabeledImages, teacher: Teacher, source: str) -> LabeledImages:
     """`dataset` relabelled by class name when its classes are some of the teacher's, in
     another order or fewer (a folder holding only some classes); else `dataset` as it is,
     its labels taken as the teacher's output indices."""
@@ -314,32 +314,32 @@ def _matched_to_teacher_classes(dataset: labeled_images.LabeledImages, teacher: 
     teacher_labels = np.asarray([index_of[name] for name in dataset.class_names], np.int64)
     say(f"evaluation: {source} holds {dataset.num_classes} of the teacher's {teacher.num_classes} classes, "
         "matched to them by name")
-    return labeled_images.LabeledImages(dataset.images, teacher_labels[dataset.labels], num_classes=teacher.num_classes,
-                              name=dataset.name, class_names=teacher_names)
+    return LabeledImages(dataset.images, teacher_labels[dataset.labels], num_classes=teacher.num_classes,
+                         name=dataset.name, class_names=teacher_names)
 
 
 def _load_evaluation_data(run_config: RunConfig, teacher: Teacher, source: str, data_dir: str,
-                          progress: bool) -> labeled_images.LabeledImages:
+                          progress: bool) -> LabeledImages:
     settings = run_config.evaluation
     # A folder of photographs decodes only the subset it keeps; other sources are subset after.
     subset = {"max_samples": settings.max_samples, "seed": run_config.seed}
     try:
         return data.load_dataset(source, settings.split, data_dir=data_dir or None,
                                  manual_dir=settings.manual_dir or None, progress=progress, **subset)
-    except labeled_images.MixedImageSizesError as error:
+    except MixedImageSizesError as error:
         height, width = teacher.image_shape[:2]
         if not (settings.resize or _trained_on_resized(source, teacher)):
             raise UserError(f"{error}; pass --eval_resize to crop and resize them to the teacher's "
                             f"{height}x{width}") from None
         say(f"evaluation: {source} images differ in size; each is cropped to its central "
-            f"{labeled_images.CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
+            f"{CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
         return data.load_dataset(source, settings.split, data_dir=data_dir or None,
                                  manual_dir=settings.manual_dir or None, image_size=(height, width),
                                  progress=progress, **subset)
 
 
 def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
-                       progress: bool = False) -> Optional[labeled_images.LabeledImages]:
+                       progress: bool = False) -> Optional[LabeledImages]:
     """The held-out real data, shaped for the teacher, or None when there is none to use.
 
     `progress` shows a progress line while a folder of images loads.
@@ -376,7 +376,7 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
     return dataset
 
 
-def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: labeled_images.LabeledImages, predictors: dict,
+def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: LabeledImages, predictors: dict,
                        digests: Dict[str, str], progress: bool) -> Dict[str, np.ndarray]:
     """Each predictor's class for every image of `dataset`, a chunk at a time, going on from
     the predictions an interrupted run saved for the same images and models
@@ -412,7 +412,7 @@ def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: labeled
 
 
 def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str, str],
-                     dataset: Optional[labeled_images.LabeledImages], progress: bool = True) -> dict:
+                     dataset: Optional[LabeledImages], progress: bool = True) -> dict:
     """Top-1 of the teacher, the student and every TFLite model on `dataset` (see `evaluation_dataset`);
     sizes; latency. With `progress`, a progress line over the images (ImageNet's 50,000 through
     ResNet50 and its students take hours on a few CPU cores)."""
@@ -460,7 +460,7 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
     return results
 
 
-def _against_fp32(predicted: Dict[str, np.ndarray], dataset: labeled_images.LabeledImages) -> dict:
+def _against_fp32(predicted: Dict[str, np.ndarray], dataset: LabeledImages) -> dict:
     """How often each model predicts the FP32 teacher's class, and the class on which its
     top-1 falls furthest below the teacher's (`evaluate.largest_class_drop`)."""
     reference = predicted["fp32_keras"]

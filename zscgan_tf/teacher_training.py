@@ -25,9 +25,10 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import bn_stats, data, files, labeled_images
+from zscgan_tf import bn_stats, data, files
 from zscgan_tf.architectures import ARCHITECTURES, build_architecture
 from zscgan_tf.errors import UserError
+from zscgan_tf.labeled_images import CENTRAL_CROP_FRACTION, LabeledImages, MixedImageSizesError
 from zscgan_tf.preprocessing import Preprocessing
 
 # BN statistics are re-estimated on at most this many (class-balanced) training images;
@@ -169,7 +170,7 @@ def _log(message: str) -> None:
     print(f"zscgan_tf: {message}", file=sys.stderr, flush=True)
 
 
-def _training_dataset(train: labeled_images.LabeledImages, preprocessing: Preprocessing, batch_size: int,
+def _training_dataset(train: LabeledImages, preprocessing: Preprocessing, batch_size: int,
                       seed: int, augment: bool) -> tf.data.Dataset:
     """Shuffled, optionally translated batches, preprocessed on the fly from uint8 pixels."""
     height, width, channels = train.image_shape
@@ -233,7 +234,7 @@ def check_inference_mode_accuracy(metrics: TeacherMetrics,
             f"BatchNormalization moving statistics do not match the data, even after re-estimation")
 
 
-def train_teacher(model: tf_keras.Model, train: labeled_images.LabeledImages, test: labeled_images.LabeledImages,
+def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImages,
                   preprocessing: Preprocessing, epochs: int, batch_size: int, learning_rate: float, seed: int,
                   augment: bool = False, progress: bool = True,
                   maximum_inference_accuracy_gap: float = MAXIMUM_INFERENCE_ACCURACY_GAP) -> TeacherMetrics:
@@ -403,7 +404,7 @@ class TeacherRecipe:
                             f"epochs={self.epochs}, batch_size={self.batch_size}, learning_rate={self.learning_rate}")
         Preprocessing(self.preprocessing_mode)
 
-    def resolved_input_shape(self, dataset: labeled_images.LabeledImages) -> Tuple[int, int, int]:
+    def resolved_input_shape(self, dataset: LabeledImages) -> Tuple[int, int, int]:
         """`input_shape` with None entries taken from `dataset`."""
         return tuple(int(wanted if wanted is not None else native)
                      for wanted, native in zip(self.input_shape, dataset.image_shape))
@@ -471,17 +472,17 @@ def train_from_recipe(recipe: TeacherRecipe, path: str, progress: bool = True,
     return metrics
 
 
-def _load_split(recipe: TeacherRecipe, split: str, data_dir: Optional[str], progress: bool) -> labeled_images.LabeledImages:
+def _load_split(recipe: TeacherRecipe, split: str, data_dir: Optional[str], progress: bool) -> LabeledImages:
     """A split of the recipe's dataset; photographs of different sizes are cropped to their
     central part and resized to the recipe's image size as they load, as evaluation does."""
     try:
         return data.load_dataset(recipe.dataset, split, data_dir=data_dir)
-    except labeled_images.MixedImageSizesError as error:
+    except MixedImageSizesError as error:
         height, width = recipe.input_shape[:2]
         if height is None or width is None:
             raise UserError(f"{error}; pass --image_size to crop and resize them") from None
         _log(f"{recipe.dataset} {split}: images differ in size; each is cropped to its central "
-             f"{labeled_images.CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
+             f"{CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
         return data.load_dataset(recipe.dataset, split, data_dir=data_dir, image_size=(height, width),
                                  progress=progress)
 
