@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -147,6 +148,29 @@ def test_float_teacher_is_quantized_post_training_without_generator_or_data(run_
     assert ("BN-statistics loss" in result.stdout) == (data_source == "distilled")
     report = _model_report(output)
     assert report.is_fully_integer and report.has_static_batch_one
+
+
+def test_ops_tflite_keeps_float_are_refused_unless_allowed(tmp_path):
+    from conftest import build_two_block_classifier
+    teacher_path = str(tmp_path / "elu_teacher.keras")
+    build_two_block_classifier(extra_layer="elu").save(teacher_path)
+    output = tmp_path / "elu.tflite"
+    arguments = (f"--teacher={teacher_path}", "--data_source=noise", "--calibration_samples=8", f"--output={output}")
+    refused = _convert(*arguments)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert re.fullmatch(r"error: int8 export of 'tiny_teacher' is not fully integer: float ops DEQUANTIZE \(#1\), "
+                        r"ELU \(#2, layer 'elu'\), QUANTIZE \(#3\); input int8, output int8. Pass --allow_float_ops "
+                        r"to keep these ops float \(a CPU or GPU delegate runs them; .*\)",
+                        refused.stderr.strip().splitlines()[-1])
+    assert not output.exists()
+    allowed = _convert(*arguments, "--allow_float_ops")
+    assert allowed.returncode == 0, allowed.stderr
+    assert ("- float ops kept (--allow_float_ops): DEQUANTIZE (#1), ELU (#2, layer 'elu'), QUANTIZE (#3); a CPU or "
+            "GPU delegate runs them") in allowed.stdout
+    assert "  - ops from #1 on would run on the CPU" in allowed.stdout  # The Edge TPU report says where it stops.
+    report = _model_report(output)
+    assert [tensor.dtype for tensor in report.inputs + report.outputs] == ["int8", "int8"]
+    assert [op.name for op in report.non_integer_ops] == ["DEQUANTIZE", "ELU", "QUANTIZE"]
 
 
 def test_float_teacher_float_and_dynamic_exports(run_dir, tmp_path):

@@ -4,7 +4,7 @@ import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 
 import functools
 import os
-
+import re
 
 import numpy as np
 import pytest
@@ -191,8 +191,54 @@ def test_an_op_the_converter_leaves_float_is_named_with_its_keras_layer(inputs):
     for model in (teacher, student):
         with pytest.raises(export.NotFullyIntegerError,
                            match=r"not fully integer: float ops DEQUANTIZE \(#\d+\), ELU \(#\d+, layer 'elu'\), "
-                                 r"QUANTIZE \(#\d+\)"):
+                                 r"QUANTIZE \(#\d+\); input int8, output int8. Pass allow_float_ops=True to keep "
+                                 r"these ops float.$"):
             export.convert_to_tflite(model, dataset)
+
+
+@pytest.mark.parametrize("io_dtype", ["int8", "uint8"])
+def test_allowed_float_ops_stay_float_inside_an_int8_model_that_computes_its_keras_model(inputs, io_dtype):
+    teacher = build_tiny_teacher(extra_layer="elu")
+    student, _ = quantize.quantize_student(teacher, calibration_inputs=inputs)
+    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    for model, max_error in ((student, MAX_OUTPUT_STEPS), (teacher, None)):
+        model_bytes = export.convert_to_tflite(model, dataset, io_dtype=io_dtype, allow_float_ops=True)
+        report = tflite_model.inspect_tflite(model_bytes)
+        assert [tensor.dtype for tensor in report.inputs + report.outputs] == [io_dtype, io_dtype]
+        assert not report.is_fully_integer
+        # Only the ELU computes in float, between the DEQUANTIZE and QUANTIZE around it.
+        assert [op.name for op in report.non_integer_ops] == ["DEQUANTIZE", "ELU", "QUANTIZE"]
+        assert {op.name for op in report.operators} - {"DEQUANTIZE", "ELU"} <= INTEGER_OPS_OF_TINY_MODEL
+        assert re.fullmatch(r"DEQUANTIZE \(#\d+\), ELU \(#\d+, layer 'elu'\), QUANTIZE \(#\d+\)",
+                            export.float_ops_description(report, model))
+        tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(inputs)
+        keras_logits = evaluate.keras_predict(model, inputs)
+        if max_error is not None:  # The QAT student: as close as a fully-integer one.
+            assert np.abs(tflite_logits - keras_logits).max() <= max_error * report.outputs[0].scales[0]
+        else:
+            scale = np.abs(keras_logits).max()
+            assert np.abs(tflite_logits - keras_logits).max() <= MAX_PTQ_RELATIVE_ERROR * scale
+        assert evaluate.agreement(tflite_logits, keras_logits) >= MIN_AGREEMENT
+
+
+def test_many_float_ops_are_counted_by_kind_with_the_first_of_each_placed(inputs):
+    image = tf_keras.Input(INPUT_SHAPE)
+    x = image
+    for block in range(4):
+        x = tf_keras.layers.Conv2D(4, 3, padding="same", name=f"conv_{block}")(x)
+        x = tf_keras.layers.BatchNormalization(name=f"bn_{block}")(x)
+        x = tf_keras.layers.Activation("elu", name=f"elu_{block}")(x)
+    model = tf_keras.Model(image, tf_keras.layers.Dense(NUM_CLASSES)(tf_keras.layers.GlobalAveragePooling2D()(x)))
+    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    report = tflite_model.inspect_tflite(export.convert_to_tflite(model, dataset, allow_float_ops=True))
+    assert re.fullmatch(r"ELU x4 \(#\d+, layer 'elu_0'; #\d+, layer 'elu_1'; #\d+, layer 'elu_2'; \.\.\.\), "
+                        r"DEQUANTIZE x4, QUANTIZE x4", export.float_ops_description(report, model))
+
+
+def test_allowing_float_ops_changes_nothing_in_a_model_that_is_fully_integer(teacher, inputs):
+    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    fully_integer = export.convert_to_tflite(teacher, dataset)
+    assert export.convert_to_tflite(teacher, dataset, allow_float_ops=True) == fully_integer
 
 
 def test_reshape_in_front_of_a_float_rescaling_at_the_input_exports_what_qat_computes():

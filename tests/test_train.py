@@ -598,8 +598,62 @@ def test_teacher_the_converter_cannot_make_integer_is_one_line_before_training(t
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: the teacher cannot be exported as fully-integer TFLite, so this run would fail "
                             "at export, after training") and "ELU (#" in error and "layer 'elu'" in error
+    assert "Pass --allow_float_ops to export int8 models that keep these ops float (a CPU or GPU" in error
     assert len(error.splitlines()) == 1
     assert not work_dir.exists()
+
+
+def test_allowed_float_ops_stay_float_in_the_int8_models_and_every_report_says_so(tmp_path, capsys):
+    teacher_path = str(tmp_path / "elu_teacher.keras")
+    build_two_block_classifier(extra_layer="elu").save(teacher_path)
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, teacher_path, work_dir, extra=["--allow_float_ops"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    output = capsys.readouterr().out
+    float_ops = r"DEQUANTIZE \(#\d+\), ELU \(#\d+, layer 'elu'\), QUANTIZE \(#\d+\)"
+    assert re.search(rf"^note: the int8 models will keep float ops \(--allow_float_ops\): {float_ops} \(a CPU or GPU "
+                     r"delegate runs them; an Edge TPU or integer-only NPU leaves everything from the first of them "
+                     r"to the CPU\)$", output, re.MULTILINE)
+    for kind in ("ptq_int8", "qat_int8"):
+        assert re.search(rf"^export: {kind} keeps float ops \(--allow_float_ops\): {float_ops}$", output, re.MULTILINE)
+        model = tflite_model.inspect_tflite((work_dir / f"{kind}.tflite").read_bytes())
+        assert [tensor.dtype for tensor in model.inputs + model.outputs] == ["int8", "int8"]
+        assert [op.name for op in model.non_integer_ops] == ["DEQUANTIZE", "ELU", "QUANTIZE"]
+    report = json.loads((work_dir / "report.json").read_text())
+    assert report["quantization"]["float_ops"] == {kind: {"DEQUANTIZE": 1, "ELU": 1, "QUANTIZE": 1}
+                                                   for kind in ("ptq_int8", "qat_int8")}
+    markdown = (work_dir / "report.md").read_text()
+    assert ("`qat_int8.tflite` is int8 with float ops inside (--allow_float_ops; `export_report.md` names them): "
+            "DEQUANTIZE x1, ELU x1, QUANTIZE x1.") in markdown
+    export_report = (work_dir / "export_report.md").read_text()
+    assert export_report.count("- fully integer: no\n  - not integer: DEQUANTIZE") == 2
+    assert export_report.count("  - not integer: ELU (#2), inputs float32; outputs float32") == 2
+    # The best model on real data is named an int8 one, not a fully-integer one.
+    report["quantization"].update(dataset="digits", split="test", images=400, agreement={},
+                                  top1={"fp32_keras": 0.95, "ptq_int8_tflite": 0.94, "qat_int8_tflite": 0.9475})
+    assert ("Most accurate int8 model on these images: `qat_int8.tflite` (94.75%)."
+            in run_report.format_report(report))
+    # The same directory without the flag is refused before anything in it changes.
+    qat_digest = file_digest(str(work_dir / "qat_int8.tflite"))
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, teacher_path, work_dir)}"]) == 2
+    assert "Pass --allow_float_ops" in capsys.readouterr().err
+    assert file_digest(str(work_dir / "qat_int8.tflite")) == qat_digest
+
+
+def test_float_ops_allowed_in_a_finished_run_convert_again_without_training(tmp_path, tiny_teacher_file, capsys):
+    work_dir = tmp_path / "run"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    qat_bytes = (work_dir / "qat_int8.tflite").read_bytes()
+    capsys.readouterr()
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--allow_float_ops"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    output = capsys.readouterr().out
+    assert "generator: already trained" in output and "distillation: already done" in output
+    assert "export: converting qat_int8" in output and "keeps float ops" not in output and "note:" not in output
+    # This teacher has no op TFLite keeps float: the models are what they were, fully integer.
+    assert (work_dir / "qat_int8.tflite").read_bytes() == qat_bytes
+    assert "float_ops" not in json.loads((work_dir / "report.json").read_text())["quantization"]
+    assert json.loads((work_dir / "config.json").read_text())["quantization"]["allow_float_ops"] is True
 
 
 def test_an_int8_export_that_computes_something_else_is_warned_about():

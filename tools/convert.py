@@ -28,8 +28,9 @@ read with the `tf` preprocessing unless `--teacher_preprocessing` names another.
 `--student` takes `--teacher_preprocessing`, to say what its input is, and
 `--teacher_custom_objects`, for the code of its own layers.
 
-Every integer export is checked op by op (the tool names any op that is not integer)
-and gets an Edge TPU compatibility report read from the flatbuffer. When the teacher's
+Every integer export is checked op by op (the tool names any op that is not integer, and
+refuses the model unless `--allow_float_ops` lets it keep such ops float inside) and gets
+an Edge TPU compatibility report read from the flatbuffer. When the teacher's
 class names are known (as for a run's `labels.txt`: teachers of `tools/train_teacher.py`, the
 built-in ones, Keras Applications with ImageNet weights), they are written beside the model,
 one a line in output order, as `<output without .tflite>_labels.txt`. Bad input prints
@@ -78,6 +79,9 @@ flags.DEFINE_integer("calibration_samples", config_lib.QuantizationConfig.calibr
                      "Calibration samples (class-balanced when generated).")
 flags.DEFINE_enum("io_dtype", "int8", export.INTEGER_IO_DTYPES, "Input/output type of an int8 model.")
 flags.DEFINE_bool("per_channel", True, "Per-channel weight scales (else per-tensor).")
+flags.DEFINE_bool("allow_float_ops", False,
+                  "An int8 model may keep ops TFLite has no int8 kernel for (ELU, ...) float inside, its input and "
+                  "output integer: a CPU runs them, an Edge TPU or NPU leaves everything from the first to the CPU.")
 flags.DEFINE_integer("seed", 0, "Seed of the calibration samples.")
 flags.DEFINE_string("output", None, "Where to write the .tflite file.")
 flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
@@ -251,7 +255,8 @@ def convert() -> None:
                       if calibration is not None else None)
     try:
         model_bytes = export.convert_to_tflite(model, representative, mode=FLAGS.mode, io_dtype=FLAGS.io_dtype,
-                                               per_channel=FLAGS.per_channel, output_path=FLAGS.output)
+                                               per_channel=FLAGS.per_channel, output_path=FLAGS.output,
+                                               allow_float_ops=FLAGS.allow_float_ops)
     except OSError as error:
         if error.filename is None or cli.is_storage_full(error):
             raise
@@ -261,6 +266,9 @@ def convert() -> None:
             # The library's hint names its argument; say which flags give the dataset.
             raise UserError(f"{error.summary} Layers TF-MOT left float need calibration inputs: pass --generator "
                             "(the run's generator.keras) or --data_source=distilled or noise") from error
+        if not FLAGS.allow_float_ops:  # The library's hint names its argument; say which flag it is.
+            raise UserError(f"{error.summary} Pass --allow_float_ops to keep these ops float "
+                            f"({quantization_stages.FLOAT_OPS_DEVICES})") from error
         raise
     report = tflite_model.inspect_tflite(model_bytes)
     lines = [f"wrote {FLAGS.output} ({len(model_bytes) / 1024:.1f} KiB) from {description}"] + report.format()
@@ -275,6 +283,10 @@ def convert() -> None:
     if wrote_labels:
         lines.append(f"- labels: {labels_path}, the teacher's {len(class_names)} class names one a line in output "
                      f"order (output 0 is {class_names[0]!r})")
+    float_ops = export.float_ops_description(report, model) if FLAGS.mode == "int8" else ""
+    if float_ops:
+        lines.append(f"- float ops kept (--allow_float_ops): {float_ops}; "
+                     f"{quantization_stages.FLOAT_OPS_DEVICES}")
     if FLAGS.mode == "int8" and calibration is not None and FLAGS.data_source == "generator":
         # Generated samples are ones the teacher is sure of; on noise two faithful models can still differ.
         warning = quantization_stages.export_agreement_warning("int8", model_bytes, model, calibration)

@@ -149,6 +149,9 @@ class QuantizationConfig:
         before this setting existed read as `min_max`, as they ran.
       io_dtype: `int8` or `uint8` input and output of the exported model.
       calibration_samples: class-balanced generator samples for calibration.
+      allow_float_ops: the int8 models may keep ops TFLite has no int8 kernel for (ELU,
+        ...) float inside, their input and output integer; without it a teacher with such
+        an op is refused before training.
     """
 
     scheme: str = "w8a8"
@@ -157,6 +160,7 @@ class QuantizationConfig:
     low_bit_ranges: str = "mse"
     io_dtype: str = "int8"
     calibration_samples: int = 500
+    allow_float_ops: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,13 +200,13 @@ class EvaluationConfig:
 # ones (its first generator trains from the seed a single one does), how often things are
 # logged does not change results, a run directory moved or copied elsewhere resumes there
 # (nothing in it records its path but config.json), another input/output type converts
-# the exported models again (their state records it), and every evaluation setting changes
-# only what the last stage measures, which every run measures again: a finished run can
-# be evaluated on other data without retraining.
+# the exported models again (their state records it), as does allowing float ops in them,
+# and every evaluation setting changes only what the last stage measures, which every run
+# measures again: a finished run can be evaluated on other data without retraining.
 RESUMABLE_CHANGES = ("work_dir", "generator.pool_size", "generator_training.steps",
                      "generator_training.checkpoint_every", "generator_training.log_every",
                      "generator_training.image_every", "distillation.steps", "distillation.checkpoint_every",
-                     "distillation.log_every", "quantization.io_dtype",
+                     "distillation.log_every", "quantization.io_dtype", "quantization.allow_float_ops",
                      *(f"evaluation.{field.name}" for field in dataclasses.fields(EvaluationConfig)))
 
 

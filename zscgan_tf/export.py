@@ -4,6 +4,9 @@
 into TFLite flatbuffer bytes with a static batch-1 input. In `int8` mode the result
 is fully integer: int8 kernels, int8 or uint8 input and output, and the bytes are
 checked from the flatbuffer (`tflite_model.inspect_tflite`) before they are returned.
+With `allow_float_ops`, ops TFLite has no int8 kernel for (ELU, ...) may stay float
+between a DEQUANTIZE and a QUANTIZE, the input and output still integer
+(`float_ops_description` names them).
 
 Example:
 
@@ -35,6 +38,12 @@ _IO_TF_DTYPES = {"int8": tf.int8, "uint8": tf.uint8}
 # TFLite integer kernels' width; TF-MOT students below it are simulation only.
 EXPORT_BITS = quantize.EXPORTABLE_BITS
 _MAX_LISTED_LAYERS = 5
+# A model's float ops are listed one by one up to this many, else counted by kind with
+# the first few of each kind placed; QUANTIZE and DEQUANTIZE, which convert between
+# integer and float around them, are only counted.
+_MAX_LISTED_FLOAT_OPS = 6
+_MAX_PLACED_OPS_OF_A_KIND = 3
+_CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")
 # The batch size every exported model is fixed to.
 EXPORT_BATCH_SIZE = 1
 
@@ -54,7 +63,8 @@ class TfliteConversionError(UserError):
 
 
 class NotFullyIntegerError(TfliteConversionError):
-    """An int8 conversion whose result still has float ops.
+    """An int8 conversion whose result still has float ops (and `allow_float_ops` was not
+    given, or its input or output is float).
 
     Attributes:
       summary: which ops are float and the input and output types, without the hint
@@ -207,19 +217,39 @@ def _converter_error(model_name: str, mode: str, error: Exception) -> TfliteConv
         "(the converter's full message is in the chained exception)")
 
 
-def _describe_op(op: tflite_model.OperatorInfo, report: tflite_model.TfliteModelReport, model) -> str:
-    """`ELU (#8)`, with the Keras layer the op computes where its output tensor's name says
-    (the converter names tensors `<model>/<layer>/<op>`): `ELU (#8, layer 'activation_4')`.
-    The QUANTIZE and DEQUANTIZE around a float op belong to no layer of their own."""
-    if op.name in ("QUANTIZE", "DEQUANTIZE"):
-        return f"{op.name} (#{op.index})"
+def float_ops_description(report: tflite_model.TfliteModelReport, model) -> str:
+    """The ops of a converted `model` that are not integer, each with the Keras layer it computes
+    where known: "DEQUANTIZE (#7), ELU (#8, layer 'activation_4'), QUANTIZE (#9)"; "" for none.
+    More than `_MAX_LISTED_FLOAT_OPS` are counted by kind, the first few of each kind placed:
+    "ELU x5 (#2, layer 'activation'; #6, layer 'activation_1'; #11, layer 'activation_2';
+    ...), DEQUANTIZE x5, QUANTIZE x5"."""
+    ops = report.non_integer_ops
+    if len(ops) <= _MAX_LISTED_FLOAT_OPS:
+        return ", ".join(f"{op.name} ({_op_place(op, report, model)})" for op in ops)
+    kinds = {}
+    for op in ops:
+        kinds.setdefault(op.name, []).append(op)
+    parts = []
+    for name, kind_ops in sorted(kinds.items(), key=lambda item: item[0] in _CONVERSION_OPS):
+        places = "; ".join(_op_place(op, report, model) for op in kind_ops[:_MAX_PLACED_OPS_OF_A_KIND])
+        more = "; ..." if len(kind_ops) > _MAX_PLACED_OPS_OF_A_KIND else ""
+        parts.append(f"{name} x{len(kind_ops)}" + ("" if name in _CONVERSION_OPS else f" ({places}{more})"))
+    return ", ".join(parts)
+
+
+def _op_place(op: tflite_model.OperatorInfo, report: tflite_model.TfliteModelReport, model) -> str:
+    """`#8`, with the Keras layer the op computes where its output tensor's name says (the
+    converter names tensors `<model>/<layer>/<op>`): `#8, layer 'activation_4'`. The
+    QUANTIZE and DEQUANTIZE around a float op belong to no layer of their own."""
+    if op.name in _CONVERSION_OPS:
+        return f"#{op.index}"
     layer_names = {layer.name for layer in model.layers}
     for index in op.output_indices:
         for path in report.tensors[index].name.split(";"):
             names = [part for part in path.split("/")[1:] if part in layer_names]
             if names:
-                return f"{op.name} (#{op.index}, layer {names[0]!r})"
-    return f"{op.name} (#{op.index})"
+                return f"#{op.index}, layer {names[0]!r}"
+    return f"#{op.index}"
 
 
 def convert_to_tflite(
@@ -229,6 +259,7 @@ def convert_to_tflite(
         io_dtype: str = "int8",
         per_channel: bool = True,
         output_path: Optional[str] = None,
+        allow_float_ops: bool = False,
 ) -> bytes:
     """Converts a tf_keras model to a TFLite flatbuffer with a static batch-1 input.
 
@@ -239,7 +270,9 @@ def convert_to_tflite(
         is optional; it is still needed to integerize layers TF-MOT left float
         (a Rescaling fails the export without it; a Lambda multiplying by a
         constant was folded into the next conv and did not). QAT ranges take
-        precedence over calibration where both exist.
+        precedence over calibration where both exist. With `allow_float_ops`, ops
+        the converter has no int8 kernel for stay float inside the model instead of
+        failing the export.
       - `float`: float32 everywhere.
       - `dynamic`: dynamic-range quantization (int8 weights, float activations and
         float I/O).
@@ -255,6 +288,11 @@ def convert_to_tflite(
         quantizes (post-training); a QAT model's weight quantization was fixed by
         its `QuantizationScheme.per_channel`.
       output_path: if given, the bytes are also written there atomically.
+      allow_float_ops: in `int8` mode, accept a result whose ops are not all integer
+        (the converter leaves ELU, SIN, ... float between a DEQUANTIZE and a QUANTIZE),
+        as long as its input and output are `io_dtype`. A CPU or GPU delegate runs such
+        a model; an Edge TPU or integer-only NPU leaves everything from its first float
+        op to the CPU.
 
     Returns:
       The flatbuffer bytes.
@@ -263,7 +301,7 @@ def convert_to_tflite(
       UserError: for an unknown mode or dtype, an unsupported model, or a float model
         in `int8` mode without a representative dataset.
       TfliteConversionError: when the converter fails or an `int8` result is not
-        fully integer.
+        fully integer (without `allow_float_ops`; with it, when its input or output is float).
     """
     if not isinstance(model, tf_keras.Model):
         raise UserError(
@@ -277,8 +315,9 @@ def convert_to_tflite(
         raise UserError(
             "representative_dataset must be a zero-argument callable yielding [array] "
             f"lists, got {type(representative_dataset).__name__}")
-    if not isinstance(per_channel, bool):
-        raise UserError(f"per_channel must be True or False, got {per_channel!r}")
+    for name, value in (("per_channel", per_channel), ("allow_float_ops", allow_float_ops)):
+        if not isinstance(value, bool):
+            raise UserError(f"{name} must be True or False, got {value!r}")
     quantization_aware = is_quantization_aware(model)
     if quantization_aware:
         _check_eight_bit_student(model)
@@ -326,10 +365,12 @@ def convert_to_tflite(
 
     if mode == "int8":
         report = tflite_model.inspect_tflite(model_bytes)
-        if not report.is_fully_integer:
-            float_ops = ", ".join(_describe_op(op, report, model) for op in report.non_integer_ops)
+        integer_io = all(tensor.dtype == io_dtype for tensor in report.inputs + report.outputs)
+        if not report.is_fully_integer and not (allow_float_ops and integer_io):
+            float_ops = float_ops_description(report, model)
             hint = (" Pass a representative_dataset so the converter can calibrate the "
-                    "layers TF-MOT left float." if representative_dataset is None else "")
+                    "layers TF-MOT left float." if representative_dataset is None else
+                    "" if allow_float_ops else " Pass allow_float_ops=True to keep these ops float.")
             raise NotFullyIntegerError(
                 f"int8 export of {model.name!r} is not fully integer: float ops "
                 f"{float_ops or 'none'}; input {report.inputs[0].dtype}, output "

@@ -339,7 +339,9 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     teacher = teachers.load_teacher(run_config.teacher, progress=progress)
     # Loaded before training, so a bad dataset is reported now rather than after hours of it.
     evaluation_data = quantization_stages.evaluation_dataset(run_config, teacher, progress=progress)
-    quantization_stages.check_integer_export(run_config, teacher)  # Likewise for an op TFLite keeps float.
+    float_ops_note = quantization_stages.check_integer_export(run_config, teacher)  # Likewise for float ops.
+    if float_ops_note:
+        say(f"note: {float_ops_note}")
     # Created only now: a bad teacher or dataset leaves no empty work directory behind.
     prepare_work_dir(run_config)
     # A run started twice on one directory would interleave its checkpoints and outputs.

@@ -17,6 +17,7 @@ Work directory files added here:
   that an interrupted evaluation resumes (`evaluation_progress`).
 """
 
+import collections
 import math
 import os
 import time
@@ -54,6 +55,9 @@ CALIBRATION_SEED_OFFSET = 3
 DISTILLATION_SEED_OFFSET = 4
 JOINT_GENERATOR_SEED_OFFSET = 7  # Benchmarks use 5 and 6.
 NO_EVALUATION = "none"
+# Where an int8 model with float ops inside runs whole, and where it does not.
+FLOAT_OPS_DEVICES = ("a CPU or GPU delegate runs them; an Edge TPU or integer-only NPU leaves everything from "
+                     "the first of them to the CPU")
 # Uniform samples of the teacher's input range that calibrate `check_integer_export`'s conversion.
 INTEGER_CHECK_SAMPLES = 4
 # Each int8 export is run on this many calibration samples against the Keras model it came from;
@@ -92,26 +96,43 @@ def calibration_samples(generator, teacher: Teacher, count: int, seed: int) -> n
     return images[np.argsort(index_within_class, kind="stable")][:count]
 
 
-def check_integer_export(run_config: RunConfig, teacher: Teacher):
+def check_integer_export(run_config: RunConfig, teacher: Teacher) -> Optional[str]:
     """Converts the teacher to int8 TFLite as the export stage will, calibrated on a few
     uniform samples of its input range, so that a teacher the converter cannot make fully
     integer (an op it leaves float, such as ELU) is refused before hours of training rather
     than at export. About a second for a small model, 8 s for ResNet50 at 224x224 on 2 cores.
 
+    Returns:
+      With `quantization.allow_float_ops`, a note naming the ops the int8 models will keep
+      float; otherwise (and when there are none) None.
+
     Raises:
-      UserError: if the conversion fails or the result is not fully integer.
+      UserError: if the conversion fails, or the result is not fully integer and float ops
+        are not allowed.
     """
     input_range = teacher.input_range()
     samples = np.random.default_rng(run_config.seed).uniform(
         *input_range, (INTEGER_CHECK_SAMPLES,) + tuple(teacher.image_shape)).astype(np.float32)
     settings = run_config.quantization
     try:
-        export.convert_to_tflite(
+        model_bytes = export.convert_to_tflite(
             teacher.model, export.representative_dataset_from_array(samples, input_range),
-            mode="int8", io_dtype=settings.io_dtype, per_channel=settings.per_channel)
+            mode="int8", io_dtype=settings.io_dtype, per_channel=settings.per_channel,
+            allow_float_ops=settings.allow_float_ops)
+    except export.NotFullyIntegerError as error:
+        if settings.allow_float_ops:  # Float ops are allowed, but the input or output is float too.
+            raise UserError(f"the teacher cannot be exported as int8 TFLite, so this run would fail at export, "
+                            f"after training: {error.summary}") from error
+        raise UserError(f"the teacher cannot be exported as fully-integer TFLite, so this run would fail at "
+                        f"export, after training: {error.summary} Pass --allow_float_ops to export int8 models "
+                        f"that keep these ops float ({FLOAT_OPS_DEVICES})") from error
     except export.TfliteConversionError as error:
         raise UserError(f"the teacher cannot be exported as fully-integer TFLite, so this run would fail at "
                         f"export, after training: {error}") from error
+    float_ops = export.float_ops_description(tflite_model.inspect_tflite(model_bytes), teacher.model)
+    if not float_ops:
+        return None
+    return f"the int8 models will keep float ops (--allow_float_ops): {float_ops} ({FLOAT_OPS_DEVICES})"
 
 
 def scheme_of(run_config: RunConfig) -> quantize.QuantizationScheme:
@@ -202,16 +223,14 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
     work_dir = run_config.work_dir
     settings = run_config.quantization
     representative = export.representative_dataset_from_array(calibration, teacher.input_range())
+    integer_options = dict(mode="int8", representative_dataset=representative, io_dtype=settings.io_dtype,
+                           per_channel=settings.per_channel, allow_float_ops=settings.allow_float_ops)
     exports = {"float": (FLOAT_TFLITE_FILE, teacher.model, dict(mode="float")),
-               "ptq_int8": (PTQ_TFLITE_FILE, teacher.model,
-                            dict(mode="int8", representative_dataset=representative, io_dtype=settings.io_dtype,
-                                 per_channel=settings.per_channel))}
+               "ptq_int8": (PTQ_TFLITE_FILE, teacher.model, integer_options)}
     scheme = scheme_of(run_config)
     if student is not None:
         if scheme.exportable:
-            exports["qat_int8"] = (QAT_TFLITE_FILE, student, dict(mode="int8", representative_dataset=representative,
-                                                                 io_dtype=settings.io_dtype,
-                                                                 per_channel=settings.per_channel))
+            exports["qat_int8"] = (QAT_TFLITE_FILE, student, integer_options)
         else:
             say(f"export: the {scheme.name} student is simulation only (TFLite has no kernels below 8 bits); "
                 "it is evaluated in Keras but not exported")
@@ -220,7 +239,7 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
     for kind, (file_name, model, options) in exports.items():
         path = os.path.join(work_dir, file_name)
         key = (f"{kind}:{settings.io_dtype}:{settings.per_channel}:{state.get('distillation', {}).get('steps')}:"
-               f"{INPUT_RANGE}")
+               f"{INPUT_RANGE}" + (":float_ops_allowed" if settings.allow_float_ops else ""))
         if done.get(kind) != {"settings": key, "sha256": file_digest(path)}:
             say(f"export: converting {kind} -> {path}")
             export.convert_to_tflite(model, output_path=path, **options)
@@ -236,6 +255,9 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
         if warning:
             say(f"warning: {warning}")
         report = tflite_model.inspect_tflite(model_bytes)
+        float_ops = export.float_ops_description(report, model) if kind != "float" else ""
+        if float_ops:
+            say(f"export: {kind} keeps float ops (--allow_float_ops): {float_ops}")
         pixel_input = evaluate.TfliteClassifier(model_bytes).describe_pixel_input(teacher.preprocessing)
         report_lines += [f"## {kind}: `{file_name}`", ""] + ([f"Warning: {warning}", ""] if warning else []) + (
             report.format()) + ([f"- {pixel_input}"] if pixel_input else []) + [""]
@@ -421,6 +443,12 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
         with open(path, "rb") as model_file:
             model_bytes[kind] = model_file.read()
     results = {"sizes_bytes": {kind: len(contents) for kind, contents in model_bytes.items()}}
+    float_ops = {kind: dict(sorted(collections.Counter(op.name for op in report.non_integer_ops).items()))
+                 for kind, report in ((kind, tflite_model.inspect_tflite(contents))
+                                      for kind, contents in model_bytes.items() if kind != "float")
+                 if not report.is_fully_integer}
+    if float_ops:  # Int8 models exported with --allow_float_ops: the ops they keep float, counted.
+        results["float_ops"] = float_ops
     say(f"evaluation: latency of {count_of(len(tflite_paths), 'TFLite model')}, "
         f"{count_of(run_config.evaluation.latency_runs, 'run')} at each of {' and '.join(map(str, LATENCY_THREADS))} "
         "threads")

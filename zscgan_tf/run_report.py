@@ -174,7 +174,12 @@ def _format_quantization(quantization: dict) -> list:
         if integer:
             best = max(integer.values())
             files = " and ".join(f"`{INTEGER_TFLITE_FILES[name]}`" for name, value in integer.items() if value == best)
-            lines.append(f"\nMost accurate fully-integer model on these images: {files} ({100 * best:.2f}%).")
+            kind = "int8" if quantization.get("float_ops") else "fully-integer"
+            lines.append(f"\nMost accurate {kind} model on these images: {files} ({100 * best:.2f}%).")
+    for kind, counts in quantization.get("float_ops", {}).items():
+        ops = ", ".join(f"{name} x{count}" for name, count in counts.items())
+        lines.append(f"\n`{INTEGER_TFLITE_FILES[kind + '_tflite']}` is int8 with float ops inside "
+                     f"(--allow_float_ops; `{quantization_stages.EXPORT_REPORT_FILE}` names them): {ops}.")
     if "sizes_bytes" in quantization:
         lines += ["", "| TFLite model | size | latency 1 thread | latency 2 threads |", "|---|---|---|---|"]
         for kind, size in quantization["sizes_bytes"].items():

@@ -94,6 +94,10 @@ flags.DEFINE_enum("low_bit_ranges", _quantization.low_bit_ranges, list(config_li
 flags.DEFINE_string("io_dtype", _quantization.io_dtype, "int8 or uint8 input/output of the exported model.")
 flags.DEFINE_integer("calibration_samples", _quantization.calibration_samples, "Class-balanced generator "
                      "samples used to calibrate quantization ranges.")
+flags.DEFINE_bool("allow_float_ops", _quantization.allow_float_ops,
+                  "Let the int8 models keep ops TFLite has no int8 kernel for (ELU, ...) float inside, their input "
+                  "and output integer: a CPU runs them, an Edge TPU or NPU leaves everything from the first float "
+                  "op to the CPU. Without it a teacher with such an op is refused before training.")
 
 flags.DEFINE_integer("distillation_steps", _distillation.steps, "Data-free QAT steps; 0 = post-training "
                      "quantization only.")
@@ -154,7 +158,7 @@ def config_from_flags() -> config_lib.RunConfig:
         quantization=config_lib.QuantizationConfig(
             scheme=FLAGS.quantization.lower(), keep_first_and_last_at_8_bits=FLAGS.keep_first_and_last_at_8_bits,
             per_channel=FLAGS.per_channel, low_bit_ranges=FLAGS.low_bit_ranges, io_dtype=FLAGS.io_dtype,
-            calibration_samples=FLAGS.calibration_samples),
+            calibration_samples=FLAGS.calibration_samples, allow_float_ops=FLAGS.allow_float_ops),
         distillation=config_lib.DistillationConfig(
             steps=FLAGS.distillation_steps, batch_size=FLAGS.distillation_batch_size,
             learning_rate=FLAGS.distillation_learning_rate, temperature=FLAGS.temperature,
