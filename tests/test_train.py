@@ -1,17 +1,20 @@
 """The entry point as users run it: flagfiles, outputs, resume, one-line errors."""
 
 import dataclasses
+import gc
 import json
 import os
 import re
 import subprocess
 import sys
+import weakref
 
 import numpy as np
 import pytest
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import export, generator_reuse, labeled_images, quantization_stages, run_report, run_state
+from zscgan_tf import export, generator_reuse, labeled_images, pipeline, quantization_stages, run_report
+from zscgan_tf import run_state
 from zscgan_tf import tflite_model, train, training_loop
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest
@@ -225,6 +228,56 @@ def test_a_finished_run_is_evaluated_on_other_data_and_exported_as_uint8_without
         model = tflite_model.inspect_tflite((work_dir / name).read_bytes())
         assert [tensor.dtype for tensor in model.inputs + model.outputs] == ["uint8", "uint8"], name
     assert json.loads((work_dir / "config.json").read_text())["evaluation"]["split"] == "val"
+
+
+def test_large_evaluation_data_is_checked_then_read_again_rather_than_held_through_training(
+        tmp_path, tiny_teacher_file, capsys, monkeypatch):
+    from PIL import Image
+
+    for label, class_name in enumerate("abcd"):
+        os.makedirs(tmp_path / "photos" / class_name)
+        for index in range(3):
+            Image.fromarray(np.full((8, 8), 60 * label + index, np.uint8)).save(
+                tmp_path / "photos" / class_name / f"{index}.png")
+    loaded = []  # A weak reference to each evaluation dataset loaded.
+    load = quantization_stages.evaluation_dataset
+
+    def recorded_load(*args, **kwargs):
+        dataset = load(*args, **kwargs)
+        loaded.append(weakref.ref(dataset))
+        return dataset
+
+    monkeypatch.setattr(quantization_stages, "evaluation_dataset", recorded_load)
+    held_in_training = []  # Whether the first is still in memory when the generator stage starts.
+    generator_stage = pipeline.generator_stage
+
+    def checked_generator_stage(*args, **kwargs):
+        gc.collect()
+        held_in_training.append(loaded[0]() is not None)
+        return generator_stage(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "generator_stage", checked_generator_stage)
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=[f"--eval_dataset={tmp_path / 'photos'}"])
+    monkeypatch.setattr(pipeline, "MAX_HELD_EVALUATION_BYTES", 12 * 8 * 8 - 1)  # As if 12 images were gigabytes.
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    out = capsys.readouterr().out
+    assert ("evaluation: 12 images (0.0 GB) checked; they are read again for the evaluation rather than held in "
+            "memory through training") in out
+    assert out.index("evaluation: reading the evaluation images again") > out.index("export: converting qat_int8")
+    assert held_in_training == [False] and len(loaded) == 2
+    assert json.loads((work_dir / "report.json").read_text())["quantization"]["images"] == 12
+    # Data of the size it is stays in memory, and the images are those read again: the
+    # predictions saved for them are used.
+    monkeypatch.undo()
+    loaded.clear(), held_in_training.clear()
+    monkeypatch.setattr(quantization_stages, "evaluation_dataset", recorded_load)
+    monkeypatch.setattr(pipeline, "generator_stage", checked_generator_stage)
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    out = capsys.readouterr().out
+    assert "read again" not in out and "reading the evaluation images again" not in out
+    assert "every model's predictions on these images were saved by an earlier run; using them" in out
+    assert held_in_training == [True] and len(loaded) == 1
 
 
 def test_another_student_trains_from_a_finished_runs_generator_without_training_one(tmp_path, tiny_teacher_file,

@@ -19,9 +19,10 @@ The work directory of a run holds:
 - `report.json`, `report.md`: what the run measured (`run_report`).
 """
 
+import functools
 import os
 import shutil
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import tensorflow as tf
 import tf_keras
@@ -32,11 +33,17 @@ from zscgan_tf import generator_reuse, quantization_stages, run_report, teachers
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import (exclusive_use, file_digest, save_keras_model_atomic, unusable_directory_reason,
                              write_json_atomic, write_text_atomic)
+from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.progress import count_of, format_duration, say
 from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE, TEACHER_KEY, TRAINED_HERE_KEY,
                                  checkpoint_steps, pool_member_dirs, pool_member_names, read_state,
                                  write_state)
 
+# Evaluation data larger than this is checked before training, then let go and read again
+# for the evaluation rather than held in memory through training: ImageNet's 50,000
+# validation images at 224x224 are 7.5 GB of uint8, and reading them again takes minutes
+# of a run that takes hours.
+MAX_HELD_EVALUATION_BYTES = 2 ** 30
 # Seeds derived from the run seed, so evaluation never reuses the training stream.
 EVALUATION_SEED_OFFSET = 1
 GRID_SEED_OFFSET = 2
@@ -339,6 +346,11 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     teacher = teachers.load_teacher(run_config.teacher, progress=progress)
     # Loaded before training, so a bad dataset is reported now rather than after hours of it.
     evaluation_data = quantization_stages.evaluation_dataset(run_config, teacher, progress=progress)
+    if evaluation_data is not None and evaluation_data.images.nbytes > MAX_HELD_EVALUATION_BYTES:
+        say(f"evaluation: {len(evaluation_data.labels)} images ({evaluation_data.images.nbytes / 1e9:.1f} GB) "
+            "checked; they are read again for the evaluation rather than held in memory through training")
+        evaluation_data = functools.partial(quantization_stages.evaluation_dataset, run_config, teacher,
+                                            progress=progress)
     float_ops_note = quantization_stages.check_integer_export(run_config, teacher)  # Likewise for float ops.
     if float_ops_note:
         say(f"note: {float_ops_note}")
@@ -349,8 +361,11 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
         return _run_stages(run_config, teacher, evaluation_data, source, progress)
 
 
-def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher, evaluation_data,
+def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
+                evaluation_data: Union[Optional[LabeledImages], Callable[[], Optional[LabeledImages]]],
                 source: Optional[generator_reuse.GeneratorSource], progress: bool) -> dict:
+    """The stages; `evaluation_data` is the held-out data, or what loads it when it is too
+    large to hold through training."""
     state = read_state(run_config.work_dir)
     fingerprint = check_same_teacher(run_config.work_dir, teacher, state)
     record_config(run_config, same_teacher=state.get(TEACHER_KEY) == fingerprint)
@@ -373,6 +388,9 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher, eva
     student = quantization_stages.distillation_stage(run_config, teacher, generator, calibration, state, save_state,
                                                      progress=progress)
     tflite_paths = quantization_stages.export_stage(run_config, teacher, student, calibration, state, save_state)
+    if callable(evaluation_data):
+        say("evaluation: reading the evaluation images again")
+        evaluation_data = evaluation_data()
     quantization_results = quantization_stages.evaluation_stage(run_config, teacher, student, tflite_paths,
                                                                 evaluation_data, progress=progress)
     report = report_stage(run_config, teacher, generator, state, quantization_results, progress=progress)
