@@ -16,7 +16,7 @@ import dataclasses
 from typing import List, Optional, Tuple
 
 from zscgan_tf.tflite_model import (EIGHT_BIT_TENSOR_TYPES, FLOAT_TENSOR_TYPES, OperatorInfo,
-                                    TfliteModelReport)
+                                    TfliteModelReport, describe_types, listed_operators)
 
 # The Coral Edge TPU's supported operations, from coral.ai/docs/edgetpu/models-intro
 # ("Supported operations", Edge TPU compiler 16), as TFLite builtin names with the
@@ -116,11 +116,8 @@ class EdgeTpuCompatibility:
         verdict = ("likely compatible" if self.likely_compatible
                    else "not compatible as is")
         lines = [f"- Edge TPU (static check, the Edge TPU compiler was not run): {verdict}"]
-        for op in self.unsupported_ops:
-            lines.append(f"  - unsupported op: {op.name} (#{op.index})")
-        for op in self.non_eight_bit_ops:
-            lines.append(f"  - not 8-bit: {op.name} (#{op.index}), inputs "
-                         f"{', '.join(op.input_dtypes)}; outputs {', '.join(op.output_dtypes)}")
+        lines += listed_operators("unsupported op", self.unsupported_ops)
+        lines += listed_operators("not 8-bit", self.non_eight_bit_ops, describe_types)
         if self.dynamic_tensors:
             lines.append(f"  - dynamic shapes: {', '.join(self.dynamic_tensors)}")
         if self.oversized_tensors:

@@ -23,6 +23,8 @@ try:  # The LiteRT wheel ships the flatbuffer schema; TensorFlow's copy is the f
 except ImportError:  # pragma: no cover
     from tensorflow.lite.python import schema_py_generated as tflite_schema
 
+# Operators a report lists one a line under one heading; the rest are counted by name.
+MAX_LISTED_OPERATORS = 8
 FLOAT_TENSOR_TYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
 EIGHT_BIT_TENSOR_TYPES = frozenset({"int8", "uint8"})
 DYNAMIC_DIMENSION = -1
@@ -33,6 +35,22 @@ _BUILTIN_OPERATOR_NAMES = {
 _TENSOR_TYPE_NAMES = {
     code: name.lower() for name, code in vars(tflite_schema.TensorType).items()
     if not name.startswith("_")}
+
+
+def describe_types(op: "OperatorInfo") -> str:
+    """`ELU (#8), inputs float32; outputs float32`."""
+    return f"{op.name} (#{op.index}), inputs {', '.join(op.input_dtypes)}; outputs {', '.join(op.output_dtypes)}"
+
+
+def listed_operators(heading: str, ops, describe=lambda op: f"{op.name} (#{op.index})") -> List[str]:
+    """Report lines `  - <heading>: <describe(op)>`, one per op up to `MAX_LISTED_OPERATORS`,
+    then one counting the rest by name: `  - not integer: 22 more (ELU x7, QUANTIZE x8, ...)`."""
+    lines = [f"  - {heading}: {describe(op)}" for op in ops[:MAX_LISTED_OPERATORS]]
+    rest = collections.Counter(op.name for op in ops[MAX_LISTED_OPERATORS:])
+    if rest:
+        counts = ", ".join(f"{name} x{count}" for name, count in rest.items())
+        lines.append(f"  - {heading}: {sum(rest.values())} more ({counts})")
+    return lines
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,9 +182,7 @@ class TfliteModelReport:
             non_integer_ops = ()
         else:
             lines.append(f"- fully integer: {'yes' if self.is_fully_integer else 'no'}")
-        for op in non_integer_ops:
-            lines.append(f"  - not integer: {op.name} (#{op.index}), inputs "
-                         f"{', '.join(op.input_dtypes)}; outputs {', '.join(op.output_dtypes)}")
+        lines += listed_operators("not integer", non_integer_ops, describe_types)
         lines.append(f"- static batch 1: {'yes' if self.has_static_batch_one else 'no'}")
         if self.num_subgraphs > 1:
             lines.append(f"- subgraphs: {self.num_subgraphs} (only the main one inspected)")
