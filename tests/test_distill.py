@@ -84,6 +84,37 @@ def test_training_changes_only_the_quantized_kernels_whether_or_not_the_teacher_
     assert changed == ["conv/kernel:0", "dense/kernel:0", "depthwise/depthwise_kernel:0", "logits/kernel:0"]
 
 
+def test_a_pruned_teachers_zero_weights_stay_zero_through_qat_and_in_the_int8_file(tmp_path):
+    teacher = tiny_teacher()
+    dense = teacher.model.get_layer("dense")  # Half its kernel pruned by magnitude; the other kernels dense.
+    kernel, bias = dense.get_weights()
+    pruned = np.abs(kernel) < np.median(np.abs(kernel))
+    dense.set_weights([np.where(pruned, 0.0, kernel), bias])
+    generator = _generator(teacher)
+    samples = generator([tf.random.normal([64, 8], seed=6), tf.constant(np.arange(64) % 4)], training=False).numpy()
+    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme(), calibration_inputs=samples)
+    distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes,
+                                  DistillationConfig(steps=5, batch_size=16, learning_rate=1e-2), seed=0)
+    distiller.train(str(tmp_path), progress=False)
+
+    trained = next(weight for weight in distiller.trained_weights if weight.name == "dense/kernel:0").numpy()
+    assert np.all(trained[pruned] == 0)
+    # The rest train on (83% moved: a few read a channel the ReLU keeps at zero on these samples).
+    assert np.mean(trained[~pruned] != kernel[~pruned]) > 0.5
+    model_bytes = export.convert_to_tflite(student, export.representative_dataset_from_array(samples[:16]))
+    int8_kernel = _int8_weights_of_shape(model_bytes, kernel.T.shape)  # TFLite stores (outputs, inputs).
+    np.testing.assert_array_equal(int8_kernel == 0, pruned.T)
+    assert [weight.name for weight, _ in distiller.pruning_masks] == ["dense/kernel:0"]  # Only the pruned kernel.
+
+
+def _int8_weights_of_shape(model_bytes, shape):
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_content=model_bytes)
+    (tensor,) = [detail for detail in interpreter.get_tensor_details()
+                 if detail["dtype"] == np.int8 and tuple(detail["shape"]) == tuple(shape)]
+    return interpreter.get_tensor(tensor["index"])
+
+
 def test_batchnorm_that_tf_mot_leaves_float_is_tapped_in_the_students_own_graph(tmp_path):
     # Pre-activation style: a BN after a ReLU follows no conv, so TF-MOT leaves it float and
     # puts that very layer into the student, where it keeps a call in TF-MOT's working model too.

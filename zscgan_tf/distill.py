@@ -18,6 +18,8 @@ Only the weights TF-MOT quantizes (conv, depthwise and dense kernels) are traine
 they are what rounding changes. Biases (int32 in TFLite, rounded finely), BN scales and
 offsets and layers left float keep the teacher's values; training BN scales and offsets
 and the biases as well was no better at W4A4 on MobileNetV2 (`docs/experiments.md`).
+The weights a pruned teacher holds at zero stay zero (`pruning_masks`), so the int8
+student keeps its sparsity.
 Fake-quant ranges still adapt, since the student is called with `training=True`,
 unless they are held (`hold_quantizer_ranges`, for the fitted ranges of schemes below
 8 bits, see `range_fitting`): the student then runs in inference mode throughout,
@@ -36,6 +38,9 @@ from zscgan_tf.config import DistillationConfig
 
 LOSS_TERMS = ("total", "distillation", "cross_entropy", "features")
 PROGRESS_TERMS = ("total", "distillation", "features", "agreement")
+# A quantized weight of which at least this share is exactly zero was pruned (training
+# leaves no weight exactly zero): QAT keeps those zeros.
+MIN_PRUNED_FRACTION = 0.1
 
 
 def _unwrapped(layer: tf_keras.layers.Layer) -> tf_keras.layers.Layer:
@@ -72,6 +77,17 @@ def quantized_weights(student: tf_keras.Model) -> List[tf.Variable]:
             # `_weight_vars` holds (weight, quantizer, range variables).
             weights.extend(weight for weight, _, _ in layer._weight_vars)  # pylint: disable=protected-access
     return weights
+
+
+def pruning_masks(weights: List[tf.Variable]) -> List[Tuple[tf.Variable, tf.Tensor]]:
+    """(weight, 1.0 where it is not zero) for each of `weights` that was pruned: at least
+    `MIN_PRUNED_FRACTION` of it exactly zero, which training alone leaves no weight."""
+    masks = []
+    for weight in weights:
+        kept = tf.cast(tf.not_equal(weight, 0), weight.dtype)
+        if 1 - float(tf.reduce_mean(kept)) >= MIN_PRUNED_FRACTION:
+            masks.append((weight, kept))
+    return masks
 
 
 def feature_tap_models(teacher: tf_keras.Model, student: tf_keras.Model
@@ -164,6 +180,8 @@ class Distiller:
         self.trained_weights = quantized_weights(student)
         if not self.trained_weights:
             raise ValueError(f"the student {student.name!r} has no quantized weights to train")
+        # A pruned teacher's zeros stay zero in the student, so its int8 file is as sparse.
+        self.pruning_masks = pruning_masks(self.trained_weights)
         # With the feature term, models that also return every BatchNorm layer's output.
         self.teacher_taps, self.student_taps = (feature_tap_models(teacher, student)[:2]
                                                 if config.feature_loss_weight else (None, None))
@@ -252,6 +270,8 @@ class Distiller:
                      + self.config.feature_loss_weight * features)
         gradients = tape.gradient(total, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
+        for weight, kept in self.pruning_masks:
+            weight.assign(weight * kept)
         self.step.assign_add(1)
         agreement = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(student_logits, -1), tf.argmax(teacher_logits, -1)),
                                            tf.float32))

@@ -204,6 +204,11 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
                                   seed=run_config.seed + DISTILLATION_SEED_OFFSET,
                                   generator_trainer=joint_generator_trainer(run_config, teacher, generator),
                                   hold_quantizer_ranges=scheme.holds_ranges_in_training)
+    pruned = sum(int(tf.size(kept)) - int(tf.reduce_sum(kept)) for _, kept in distiller.pruning_masks)
+    if pruned:
+        trained = sum(int(tf.size(weight)) for weight in distiller.trained_weights)
+        say(f"distillation: {pruned:,} of the {trained:,} weights QAT trains are zero in the teacher (pruned, in "
+            f"{count_of(len(distiller.pruning_masks), 'layer')}); they stay zero")
     teacher_weights = teacher.model.get_weights()
     say(f"distillation: {count_of(settings.steps, 'step')} of {settings.batch_size} generated samples into the "
         f"{scheme.name} student" + (", training a copy of the generator along" if settings.joint_generator else ""))
