@@ -131,13 +131,14 @@ def test_a_fully_convolutional_classifiers_1x1_output_is_read_as_a_class_vector(
     assert "the teacher's output has shape (1, 1, 5); it is read as 5 class scores" in teacher.warnings[0]
 
 
-@pytest.mark.parametrize("wrap, kind", [
-    (lambda model: tfmot.sparsity.keras.prune_low_magnitude(model), "pruning"),
+@pytest.mark.parametrize("wrap, kind, student", [
+    (lambda model: tfmot.sparsity.keras.prune_low_magnitude(model), "pruning",
+     "the QAT student keeps its zero weights too"),
     (lambda model: tfmot.clustering.keras.cluster_weights(
         model, number_of_clusters=4, cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.LINEAR),
-     "clustering"),
+     "clustering", "the QAT student, which trains every weight, does not keep its clusters"),
 ])
-def test_a_model_saved_inside_tfmot_pruning_or_clustering_is_unwrapped(tmp_path, wrap, kind):
+def test_a_model_saved_inside_tfmot_pruning_or_clustering_is_unwrapped(tmp_path, wrap, kind, student):
     wrapped = wrap(build_tiny_classifier())
     path = str(tmp_path / "wrapped.h5")
     wrapped.save(path)
@@ -149,7 +150,7 @@ def test_a_model_saved_inside_tfmot_pruning_or_clustering_is_unwrapped(tmp_path,
     unwrapped = tfmot.clustering.keras.strip_clustering(tfmot.sparsity.keras.strip_pruning(wrapped))
     images = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype("float32")
     np.testing.assert_allclose(teacher.model(images, training=False), unwrapped(images, training=False), atol=1e-5)
-    assert f"saved with TF-MOT's {kind} wrappers" in teacher.warnings[0]
+    assert f"saved with TF-MOT's {kind} wrappers" in teacher.warnings[0] and teacher.warnings[0].endswith(student)
     export.convert_to_tflite(teacher.model, mode="float")  # Each BN called once: the taps and the converter take it.
 
 
