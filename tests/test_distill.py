@@ -107,6 +107,30 @@ def test_a_pruned_teachers_zero_weights_stay_zero_through_qat_and_in_the_int8_fi
     assert [weight.name for weight, _ in distiller.pruning_masks] == ["dense/kernel:0"]  # Only the pruned kernel.
 
 
+def test_a_clustered_teachers_tied_weights_stay_tied_through_qat_and_in_the_int8_file(tmp_path):
+    teacher = tiny_teacher()
+    dense = teacher.model.get_layer("dense")  # Its kernel's 48 weights in 4 clusters; the other kernels distinct.
+    kernel, bias = dense.get_weights()
+    centroids = np.quantile(kernel, [0.125, 0.375, 0.625, 0.875])
+    cluster = np.argmin(np.abs(kernel[..., None] - centroids), axis=-1)
+    dense.set_weights([centroids[cluster].astype(np.float32), bias])
+    generator = _generator(teacher)
+    samples = generator([tf.random.normal([64, 8], seed=7), tf.constant(np.arange(64) % 4)], training=False).numpy()
+    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme(), calibration_inputs=samples)
+    distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes,
+                                  DistillationConfig(steps=5, batch_size=16, learning_rate=1e-2), seed=0)
+    distiller.train(str(tmp_path), progress=False)
+
+    trained = next(weight for weight in distiller.trained_weights if weight.name == "dense/kernel:0").numpy()
+    for index in range(4):  # Each cluster moved as one.
+        assert len(np.unique(trained[cluster == index])) == 1
+    assert len(np.unique(trained)) == 4 and not np.allclose(np.unique(trained), np.sort(centroids))
+    model_bytes = export.convert_to_tflite(student, export.representative_dataset_from_array(samples[:16]))
+    int8_kernel = _int8_weights_of_shape(model_bytes, kernel.T.shape)
+    assert max(len(np.unique(channel)) for channel in int8_kernel) <= 4
+    assert [weight.name for weight, _, _ in distiller.weight_clusters] == ["dense/kernel:0"]
+
+
 def _int8_weights_of_shape(model_bytes, shape):
     from ai_edge_litert.interpreter import Interpreter
     interpreter = Interpreter(model_content=model_bytes)

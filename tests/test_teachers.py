@@ -133,10 +133,10 @@ def test_a_fully_convolutional_classifiers_1x1_output_is_read_as_a_class_vector(
 
 @pytest.mark.parametrize("wrap, kind, student", [
     (lambda model: tfmot.sparsity.keras.prune_low_magnitude(model), "pruning",
-     "the QAT student keeps its zero weights too"),
+     "the PTQ model and the QAT student keep its zero weights"),
     (lambda model: tfmot.clustering.keras.cluster_weights(
         model, number_of_clusters=4, cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.LINEAR),
-     "clustering", "the QAT student, which trains every weight, does not keep its clusters"),
+     "clustering", "the PTQ model and the QAT student keep its weight clusters"),
 ])
 def test_a_model_saved_inside_tfmot_pruning_or_clustering_is_unwrapped(tmp_path, wrap, kind, student):
     wrapped = wrap(build_tiny_classifier())

@@ -18,8 +18,9 @@ Only the weights TF-MOT quantizes (conv, depthwise and dense kernels) are traine
 they are what rounding changes. Biases (int32 in TFLite, rounded finely), BN scales and
 offsets and layers left float keep the teacher's values; training BN scales and offsets
 and the biases as well was no better at W4A4 on MobileNetV2 (`docs/experiments.md`).
-The weights a pruned teacher holds at zero stay zero (`pruning_masks`), so the int8
-student keeps its sparsity.
+The weights a pruned teacher holds at zero stay zero (`pruning_masks`) and the weights
+a clustered teacher ties stay tied (`weight_clusters`), so the int8 student keeps its
+sparsity and its clusters.
 Fake-quant ranges still adapt, since the student is called with `training=True`,
 unless they are held (`hold_quantizer_ranges`, for the fitted ranges of schemes below
 8 bits, see `range_fitting`): the student then runs in inference mode throughout,
@@ -41,6 +42,11 @@ PROGRESS_TERMS = ("total", "distillation", "features", "agreement")
 # A quantized weight of which at least this share is exactly zero was pruned (training
 # leaves no weight exactly zero): QAT keeps those zeros.
 MIN_PRUNED_FRACTION = 0.1
+# A quantized weight with at most this many distinct values, each shared by this many of
+# its elements on average, was clustered (weight sharing; training leaves every value
+# distinct): QAT keeps its elements tied.
+MAX_WEIGHT_CLUSTERS = 256
+MIN_ELEMENTS_PER_CLUSTER = 4
 
 
 def _unwrapped(layer: tf_keras.layers.Layer) -> tf_keras.layers.Layer:
@@ -88,6 +94,19 @@ def pruning_masks(weights: List[tf.Variable]) -> List[Tuple[tf.Variable, tf.Tens
         if 1 - float(tf.reduce_mean(kept)) >= MIN_PRUNED_FRACTION:
             masks.append((weight, kept))
     return masks
+
+
+def weight_clusters(weights: List[tf.Variable]) -> List[Tuple[tf.Variable, tf.Tensor, int]]:
+    """(weight, each element's cluster index, the number of clusters) for each of `weights`
+    that was clustered: at most `MAX_WEIGHT_CLUSTERS` distinct values, each shared by
+    `MIN_ELEMENTS_PER_CLUSTER` elements on average. Elements of equal value are a cluster."""
+    clusters = []
+    for weight in weights:
+        values, index = tf.unique(tf.reshape(weight, [-1]))
+        count = int(tf.size(values))
+        if count <= MAX_WEIGHT_CLUSTERS and int(tf.size(weight)) >= MIN_ELEMENTS_PER_CLUSTER * count:
+            clusters.append((weight, index, count))
+    return clusters
 
 
 def feature_tap_models(teacher: tf_keras.Model, student: tf_keras.Model
@@ -180,7 +199,10 @@ class Distiller:
         self.trained_weights = quantized_weights(student)
         if not self.trained_weights:
             raise ValueError(f"the student {student.name!r} has no quantized weights to train")
-        # A pruned teacher's zeros stay zero in the student, so its int8 file is as sparse.
+        # A clustered teacher's tied weights stay tied (each cluster moves by its members'
+        # mean update) and a pruned teacher's zeros stay zero, so the student's int8 file is
+        # as clustered and as sparse.
+        self.weight_clusters = weight_clusters(self.trained_weights)
         self.pruning_masks = pruning_masks(self.trained_weights)
         # With the feature term, models that also return every BatchNorm layer's output.
         self.teacher_taps, self.student_taps = (feature_tap_models(teacher, student)[:2]
@@ -270,6 +292,9 @@ class Distiller:
                      + self.config.feature_loss_weight * features)
         gradients = tape.gradient(total, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
+        for weight, index, count in self.weight_clusters:
+            flat = tf.reshape(weight, [-1])
+            weight.assign(tf.reshape(tf.gather(tf.math.unsorted_segment_mean(flat, index, count), index), weight.shape))
         for weight, kept in self.pruning_masks:
             weight.assign(weight * kept)
         self.step.assign_add(1)

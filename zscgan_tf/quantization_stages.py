@@ -209,6 +209,11 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
         trained = sum(int(tf.size(weight)) for weight in distiller.trained_weights)
         say(f"distillation: {pruned:,} of the {trained:,} weights QAT trains are zero in the teacher (pruned, in "
             f"{count_of(len(distiller.pruning_masks), 'layer')}); they stay zero")
+    if distiller.weight_clusters:
+        most = max(count for _, _, count in distiller.weight_clusters)
+        say(f"distillation: {count_of(len(distiller.weight_clusters), 'weight tensor')} of the teacher "
+            f"{'is' if len(distiller.weight_clusters) == 1 else 'are'} clustered (at most {most} distinct values "
+            "each); their clusters stay tied")
     teacher_weights = teacher.model.get_weights()
     say(f"distillation: {count_of(settings.steps, 'step')} of {settings.batch_size} generated samples into the "
         f"{scheme.name} student" + (", training a copy of the generator along" if settings.joint_generator else ""))

@@ -206,13 +206,9 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
             kinds = sorted({model_files.TF_MOT_TRAINING_WRAPPERS[wrapper] for wrapper in wrappers})
             kept = " and ".join({"pruning": "its zero weights", "clustering": "its weight clusters"}[kind]
                                 for kind in kinds)
-            student = {("pruning",): "the QAT student keeps its zero weights too",
-                       ("clustering",): "the QAT student, which trains every weight, does not keep its clusters",
-                       ("clustering", "pruning"): "the QAT student keeps its zero weights but not its clusters",
-                       }[tuple(kinds)]
             load_notes.append(f"the teacher was saved with TF-MOT's {' and '.join(kinds)} wrappers "
                               f"({', '.join(wrappers)}); they are stripped and the weights they hold used as they "
-                              f"are: the PTQ model keeps {kept}, {student}")
+                              f"are: the PTQ model and the QAT student keep {kept}")
         sidecar = read_sidecar(path)
         description.update(sidecar)
         preprocessing_assumed = not source.preprocessing and "preprocessing" not in sidecar
