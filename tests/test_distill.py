@@ -105,6 +105,7 @@ def test_a_pruned_teachers_zero_weights_stay_zero_through_qat_and_in_the_int8_fi
     int8_kernel = _int8_weights_of_shape(model_bytes, kernel.T.shape)  # TFLite stores (outputs, inputs).
     np.testing.assert_array_equal(int8_kernel == 0, pruned.T)
     assert [weight.name for weight, _ in distiller.pruning_masks] == ["dense/kernel:0"]  # Only the pruned kernel.
+    assert distiller.weight_clusters == []  # Its zeros share a value, but its other weights do not.
 
 
 def test_a_clustered_teachers_tied_weights_stay_tied_through_qat_and_in_the_int8_file(tmp_path):
@@ -129,6 +130,16 @@ def test_a_clustered_teachers_tied_weights_stay_tied_through_qat_and_in_the_int8
     int8_kernel = _int8_weights_of_shape(model_bytes, kernel.T.shape)
     assert max(len(np.unique(channel)) for channel in int8_kernel) <= 4
     assert [weight.name for weight, _, _ in distiller.weight_clusters] == ["dense/kernel:0"]
+
+
+def test_a_pruned_weight_is_not_taken_for_a_clustered_one_and_a_pruned_clustered_one_is():
+    rng = np.random.default_rng(0)
+    pruned = np.where(rng.random(1000) < 0.9, 0, rng.normal(size=1000))  # About 100 values, each once, and zeros.
+    pruned_and_clustered = np.where(rng.random(1000) < 0.5, 0, rng.choice([-0.5, -0.1, 0.2, 0.7], 1000))
+    weights = [tf.Variable(values.astype(np.float32)) for values in (pruned, pruned_and_clustered,
+                                                                     rng.normal(size=1000))]
+    assert [(weight is weights[1], count) for weight, _, count in distill.weight_clusters(weights)] == [(True, 5)]
+    assert [weight is weights[2] for weight, _ in distill.pruning_masks(weights)] == [False, False]
 
 
 def _int8_weights_of_shape(model_bytes, shape):

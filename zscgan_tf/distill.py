@@ -42,8 +42,8 @@ PROGRESS_TERMS = ("total", "distillation", "features", "agreement")
 # A quantized weight of which at least this share is exactly zero was pruned (training
 # leaves no weight exactly zero): QAT keeps those zeros.
 MIN_PRUNED_FRACTION = 0.1
-# A quantized weight with at most this many distinct values, each shared by this many of
-# its elements on average, was clustered (weight sharing; training leaves every value
+# A quantized weight with at most this many distinct values other than zero, each shared
+# by this many of its elements on average, was clustered (weight sharing; training leaves every value
 # distinct): QAT keeps its elements tied.
 MAX_WEIGHT_CLUSTERS = 256
 MIN_ELEMENTS_PER_CLUSTER = 4
@@ -98,13 +98,17 @@ def pruning_masks(weights: List[tf.Variable]) -> List[Tuple[tf.Variable, tf.Tens
 
 def weight_clusters(weights: List[tf.Variable]) -> List[Tuple[tf.Variable, tf.Tensor, int]]:
     """(weight, each element's cluster index, the number of clusters) for each of `weights`
-    that was clustered: at most `MAX_WEIGHT_CLUSTERS` distinct values, each shared by
-    `MIN_ELEMENTS_PER_CLUSTER` elements on average. Elements of equal value are a cluster."""
+    that was clustered: at most `MAX_WEIGHT_CLUSTERS` distinct values other than zero, each
+    shared by `MIN_ELEMENTS_PER_CLUSTER` elements on average. Elements of equal value are a
+    cluster. Zeros do not count, so that a pruned weight whose other values are all
+    different is not taken for a clustered one (`pruning_masks` keeps its zeros)."""
     clusters = []
     for weight in weights:
         values, index = tf.unique(tf.reshape(weight, [-1]))
         count = int(tf.size(values))
-        if count <= MAX_WEIGHT_CLUSTERS and int(tf.size(weight)) >= MIN_ELEMENTS_PER_CLUSTER * count:
+        nonzero_values = int(tf.math.count_nonzero(values))
+        if (0 < nonzero_values <= MAX_WEIGHT_CLUSTERS
+                and int(tf.math.count_nonzero(weight)) >= MIN_ELEMENTS_PER_CLUSTER * nonzero_values):
             clusters.append((weight, index, count))
     return clusters
 
