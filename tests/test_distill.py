@@ -90,18 +90,12 @@ def test_a_pruned_teachers_zero_weights_stay_zero_through_qat_and_in_the_int8_fi
     kernel, bias = dense.get_weights()
     pruned = np.abs(kernel) < np.median(np.abs(kernel))
     dense.set_weights([np.where(pruned, 0.0, kernel), bias])
-    generator = _generator(teacher)
-    samples = generator([tf.random.normal([64, 8], seed=6), tf.constant(np.arange(64) % 4)], training=False).numpy()
-    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme(), calibration_inputs=samples)
-    distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes,
-                                  DistillationConfig(steps=5, batch_size=16, learning_rate=1e-2), seed=0)
-    distiller.train(str(tmp_path), progress=False)
+    distiller, model_bytes = _distilled_and_exported(teacher, tmp_path, seed=6)
 
     trained = next(weight for weight in distiller.trained_weights if weight.name == "dense/kernel:0").numpy()
     assert np.all(trained[pruned] == 0)
     # The rest train on (83% moved: a few read a channel the ReLU keeps at zero on these samples).
     assert np.mean(trained[~pruned] != kernel[~pruned]) > 0.5
-    model_bytes = export.convert_to_tflite(student, export.representative_dataset_from_array(samples[:16]))
     int8_kernel = _int8_weights_of_shape(model_bytes, kernel.T.shape)  # TFLite stores (outputs, inputs).
     np.testing.assert_array_equal(int8_kernel == 0, pruned.T)
     assert [weight.name for weight, _ in distiller.pruning_masks] == ["dense/kernel:0"]  # Only the pruned kernel.
@@ -115,18 +109,12 @@ def test_a_clustered_teachers_tied_weights_stay_tied_through_qat_and_in_the_int8
     centroids = np.quantile(kernel, [0.125, 0.375, 0.625, 0.875])
     cluster = np.argmin(np.abs(kernel[..., None] - centroids), axis=-1)
     dense.set_weights([centroids[cluster].astype(np.float32), bias])
-    generator = _generator(teacher)
-    samples = generator([tf.random.normal([64, 8], seed=7), tf.constant(np.arange(64) % 4)], training=False).numpy()
-    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme(), calibration_inputs=samples)
-    distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes,
-                                  DistillationConfig(steps=5, batch_size=16, learning_rate=1e-2), seed=0)
-    distiller.train(str(tmp_path), progress=False)
+    distiller, model_bytes = _distilled_and_exported(teacher, tmp_path, seed=7)
 
     trained = next(weight for weight in distiller.trained_weights if weight.name == "dense/kernel:0").numpy()
     for index in range(4):  # Each cluster moved as one.
         assert len(np.unique(trained[cluster == index])) == 1
     assert len(np.unique(trained)) == 4 and not np.allclose(np.unique(trained), np.sort(centroids))
-    model_bytes = export.convert_to_tflite(student, export.representative_dataset_from_array(samples[:16]))
     int8_kernel = _int8_weights_of_shape(model_bytes, kernel.T.shape)
     assert max(len(np.unique(channel)) for channel in int8_kernel) <= 4
     assert [weight.name for weight, _, _ in distiller.weight_clusters] == ["dense/kernel:0"]
@@ -140,6 +128,18 @@ def test_a_pruned_weight_is_not_taken_for_a_clustered_one_and_a_pruned_clustered
                                                                      rng.normal(size=1000))]
     assert [(weight is weights[1], count) for weight, _, count in distill.weight_clusters(weights)] == [(True, 5)]
     assert [weight is weights[2] for weight, _ in distill.pruning_masks(weights)] == [False, False]
+
+
+def _distilled_and_exported(teacher, tmp_path, seed):
+    """A W8A8 student of `teacher` after 5 QAT steps: its distiller and its int8 TFLite bytes."""
+    generator = _generator(teacher)
+    samples = generator([tf.random.normal([64, 8], seed=seed), tf.constant(np.arange(64) % 4)],
+                        training=False).numpy()
+    student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme(), calibration_inputs=samples)
+    distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes,
+                                  DistillationConfig(steps=5, batch_size=16, learning_rate=1e-2), seed=0)
+    distiller.train(str(tmp_path), progress=False)
+    return distiller, export.convert_to_tflite(student, export.representative_dataset_from_array(samples[:16]))
 
 
 def _int8_weights_of_shape(model_bytes, shape):
