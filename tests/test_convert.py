@@ -64,6 +64,20 @@ def test_run_student_exports_fully_integer(run_dir, tmp_path):
     assert f"- labels: {tmp_path / 'student_labels.txt'}, the teacher's 4 class names" in result.stdout
 
 
+def test_a_runs_student_with_a_layer_left_float_converts_as_the_run_converted_it(tmp_path):
+    from conftest import build_two_block_classifier
+    teacher_path = str(tmp_path / "elu_teacher.keras")
+    build_two_block_classifier(extra_layer="elu").save(teacher_path)
+    work_dir = tmp_path / "run"
+    assert _tiny_run(teacher_path, work_dir, "none", "--allow_float_ops") == 0
+    output = tmp_path / "student.tflite"
+    result = _convert(f"--run_dir={work_dir}", f"--output={output}", "--allow_float_ops")
+    assert result.returncode == 0, result.stderr
+    # The ranges after the ELU come from calibration samples: the run's (its seed and count) give the
+    # run's file. (Other samples changed the last bits of two scales of a Fashion-MNIST ELU CNN.)
+    assert output.read_bytes() == (work_dir / "qat_int8.tflite").read_bytes()
+
+
 def test_qat_checkpoint_exports_when_the_student_file_is_missing(run_dir, tmp_path):
     work_dir, _ = run_dir
     copy = tmp_path / "run"

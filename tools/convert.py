@@ -76,13 +76,13 @@ flags.DEFINE_integer("distilled_steps", distilled_data.DistilledDataConfig.steps
                      "Adam updates of each batch of distilled inputs (--data_source=distilled).")
 flags.DEFINE_enum("mode", "int8", export.MODES, "int8 (fully integer), float, or dynamic (dynamic-range).")
 flags.DEFINE_integer("calibration_samples", config_lib.QuantizationConfig.calibration_samples,
-                     "Calibration samples (class-balanced when generated).")
+                     "Calibration samples (class-balanced when generated); with --run_dir, the run's by default.")
 flags.DEFINE_enum("io_dtype", "int8", export.INTEGER_IO_DTYPES, "Input/output type of an int8 model.")
 flags.DEFINE_bool("per_channel", True, "Per-channel weight scales (else per-tensor).")
 flags.DEFINE_bool("allow_float_ops", False,
                   "An int8 model may keep ops TFLite has no int8 kernel for (ELU, ...) float inside, its input and "
                   "output integer: a CPU runs them, an Edge TPU or NPU leaves everything from the first to the CPU.")
-flags.DEFINE_integer("seed", 0, "Seed of the calibration samples.")
+flags.DEFINE_integer("seed", 0, "Seed of the calibration samples; with --run_dir, the run's by default.")
 flags.DEFINE_string("output", None, "Where to write the .tflite file.")
 flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
 
@@ -97,15 +97,15 @@ def _load_generator(path):
         raise UserError(f"cannot load generator {path!r}: {first_line(error)}") from error
 
 
-def _calibration(generator, teacher, count):
+def _calibration(generator, teacher, count, seed):
     """Calibration inputs from --data_source, or None when there are none or none are needed."""
     if FLAGS.mode != "int8":
         return None  # Float and dynamic-range exports are not calibrated.
     if FLAGS.data_source == "noise":
-        return distilled_data.gaussian_noise_inputs(teacher, count, FLAGS.seed)
+        return distilled_data.gaussian_noise_inputs(teacher, count, seed)
     if FLAGS.data_source == "distilled":
         settings = distilled_data.DistilledDataConfig(steps=FLAGS.distilled_steps)
-        distilled = distilled_data.distill_inputs(teacher, count, settings, seed=FLAGS.seed)
+        distilled = distilled_data.distill_inputs(teacher, count, settings, seed=seed)
         print(f"distilled {count} inputs: BN-statistics loss {distilled.initial_bn_loss:.4g} -> "
               f"{distilled.final_bn_loss:.4g}")
         return distilled.inputs
@@ -114,7 +114,7 @@ def _calibration(generator, teacher, count):
     if tuple(generator.output.shape[1:]) != tuple(teacher.image_shape):
         raise UserError(f"the generator makes {tuple(generator.output.shape[1:])} samples but the model reads "
                         f"{teacher.image_shape}")
-    return quantization_stages.calibration_samples(generator, teacher, count, FLAGS.seed)
+    return quantization_stages.calibration_samples(generator, teacher, count, seed)
 
 
 def _teacher_like(model, name, preprocessing=None):
@@ -157,8 +157,8 @@ def _model_to_convert():
             quantizer_ranges.cover_model_input_range(
                 student, *preprocessing.input_range(int(student.inputs[0].shape[-1])))
         view = _teacher_like(student, os.path.basename(FLAGS.student), preprocessing)
-        return (student, _calibration(generator, view, FLAGS.calibration_samples), f"student {FLAGS.student}",
-                preprocessing, ())
+        return (student, _calibration(generator, view, FLAGS.calibration_samples, FLAGS.seed),
+                f"student {FLAGS.student}", preprocessing, ())
     try:
         teacher = teachers.load_teacher(cli.teacher_source(FLAGS.teacher))
     except teachers.QuantizationAwareTeacherError as error:
@@ -170,7 +170,8 @@ def _model_to_convert():
         raise UserError(f"{FLAGS.teacher} is a float model: an int8 export needs calibration inputs: --generator, "
                         "or --data_source=distilled or noise (or export a QAT student with --run_dir / --student, "
                         "or use --mode=float or dynamic)")
-    return (teacher.model, _calibration(generator, teacher, FLAGS.calibration_samples), f"teacher {FLAGS.teacher}",
+    return (teacher.model, _calibration(generator, teacher, FLAGS.calibration_samples, FLAGS.seed),
+            f"teacher {FLAGS.teacher}",
             teacher.preprocessing, quantization_stages.teacher_class_names(teacher))
 
 
@@ -198,7 +199,12 @@ def _from_run(run_dir, generator):
         if not os.path.exists(generator_path):
             raise UserError(f"{run_dir!r} has no trained generator yet; run its generator stage first")
         generator = _load_generator(generator_path)
-    calibration = _calibration(generator, teacher, FLAGS.calibration_samples)
+    # The run's calibration samples unless the flags say otherwise: layers TF-MOT left float
+    # (an ELU) are calibrated by them, so the student converts as the run converted it.
+    count = FLAGS.calibration_samples if FLAGS["calibration_samples"].present else (
+        run_config.quantization.calibration_samples)
+    seed = FLAGS.seed if FLAGS["seed"].present else run_config.seed + quantization_stages.CALIBRATION_SEED_OFFSET
+    calibration = _calibration(generator, teacher, count, seed)
     class_names = quantization_stages.teacher_class_names(teacher)
     student_path = os.path.join(run_dir, quantization_stages.STUDENT_MODEL_FILE)
     if os.path.exists(student_path):
