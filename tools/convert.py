@@ -81,7 +81,8 @@ flags.DEFINE_enum("io_dtype", "int8", export.INTEGER_IO_DTYPES, "Input/output ty
 flags.DEFINE_bool("per_channel", True, "Per-channel weight scales (else per-tensor).")
 flags.DEFINE_bool("allow_float_ops", False,
                   "An int8 model may keep ops TFLite has no int8 kernel for (ELU, ...) float inside, its input and "
-                  "output integer: a CPU runs them, an Edge TPU or NPU leaves everything from the first to the CPU.")
+                  "output integer: a CPU runs them, an Edge TPU or NPU leaves everything from the first float op to "
+                  "the CPU.")
 flags.DEFINE_integer("seed", 0, "Seed of the calibration samples; with --run_dir, the run's by default.")
 flags.DEFINE_string("output", None, "Where to write the .tflite file.")
 flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
