@@ -32,6 +32,12 @@ def test_distilled_inputs_match_the_bn_statistics_better_than_their_noise_start(
     assert _bn_loss(teacher, distilled.inputs[:8]) < 0.5 * _bn_loss(teacher, start[:8])
     again = distilled_data.distill_inputs(teacher, 12, settings, seed=0, progress=False)
     np.testing.assert_allclose(again.inputs, distilled.inputs, atol=1e-5)
+    # Each batch starts from a fresh Adam state, in one traced step: the optimizer's variables exist before it.
+    optimizer = distilled_data._BatchOptimizer(teacher, settings)
+    first, _, _ = optimizer.optimise(start[:8], np.arange(8) % 4, None, 0)
+    second, _, _ = optimizer.optimise(start[:8], np.arange(8) % 4, None, 0)
+    np.testing.assert_array_equal(first, second)
+    assert optimizer._step.experimental_get_tracing_count() == 1
 
 
 def test_the_label_term_steers_samples_to_their_class(teacher):

@@ -213,6 +213,8 @@ class Distiller:
                                                 if config.feature_loss_weight else (None, None))
         schedule = tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, config.steps)
         self.optimizer = tf_keras.optimizers.Adam(schedule)
+        # Its variables made now, not in the first step, which is then traced once rather than twice.
+        self.optimizer.build(self.trained_weights)
         self.random = tf.random.Generator.from_seed(seed)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         trained_generator = {} if generator_trainer is None else {

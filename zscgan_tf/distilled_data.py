@@ -75,6 +75,8 @@ class _BatchOptimizer:
         self.inputs = tf.Variable(tf.zeros([config.batch_size, *teacher.image_shape]), name="distilled_inputs")
         self.labels = tf.Variable(tf.zeros([config.batch_size], tf.int32), trainable=False, name="labels")
         self.optimizer = tf_keras.optimizers.Adam(config.learning_rate * half_width)
+        # Its variables made now, not in the first step, which is then traced once rather than twice.
+        self.optimizer.build([self.inputs])
         self._step = tf.function(self._step_eager)
 
     def batch_losses(self):

@@ -56,6 +56,8 @@ class GeneratorTrainer:
                                                           training_config.batch_size, teacher.image_shape)
         self.optimizer = tf_keras.optimizers.Adam(training_config.learning_rate, beta_1=training_config.beta_1,
                                                   beta_2=training_config.beta_2)
+        # Its variables made now, not in the first update, which is then traced once rather than twice.
+        self.optimizer.build(generator.trainable_variables)
         self.random = tf.random.Generator.from_seed(seed)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.checkpoint = tf.train.Checkpoint(generator=generator, optimizer=self.optimizer, random=self.random,
