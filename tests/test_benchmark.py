@@ -1,4 +1,5 @@
-"""tools/benchmark.py as users run it, on a tiny digits teacher with tiny step counts."""
+"""tools/benchmark.py as users run it (a real process per call, but for the refusals of bad input, which
+share one), on a tiny digits teacher with tiny step counts."""
 
 import json
 import os
@@ -11,6 +12,7 @@ import zscgan_tf  # noqa: F401  Sets TF_USE_LEGACY_KERAS before TensorFlow loads
 import tf_keras
 
 from conftest import build_tiny_classifier
+from tool_process import ToolProcess
 from zscgan_tf import data, generator as generator_lib, pipeline, teacher_training
 from zscgan_tf.preprocessing import Preprocessing
 
@@ -23,6 +25,13 @@ MEASUREMENTS = ("latency", "generator_speed", "ptq_spread", "w4a4_spread", "w4a4
 def _benchmark(*arguments):
     return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "benchmark.py"), *arguments],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def benchmark_process():
+    """For the refusals of bad input: one process runs them all."""
+    with ToolProcess("benchmark") as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -206,13 +215,13 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     (["--qat_flip=maybe"], "flag --qat_flip="),
     (["--teachers=/nonexistent.keras"], "model file '/nonexistent.keras' does not exist"),
     (["--work_dir=FILE/bench"], "cannot create --work_dir 'FILE/bench': 'FILE' is not a directory")])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, arguments, message):
+def test_bad_input_is_one_line_and_exit_2(benchmark_process, tmp_path, arguments, message):
     # Each setting's range is checked in tests/test_benchmark_config.py; these are the paths to it.
     a_file = tmp_path / "file"
     a_file.write_text("")
     work_dir = tmp_path / "bench"
     arguments = [f"--work_dir={work_dir}", *(argument.replace("FILE", str(a_file)) for argument in arguments)]
-    completed = _benchmark(*arguments, "--noprogress")
+    completed = benchmark_process(*arguments, "--noprogress")
     assert completed.returncode == 2
     last_line = completed.stderr.strip().splitlines()[-1]
     assert last_line.startswith(f"error: {message.replace('FILE', str(a_file))}"), last_line

@@ -1,4 +1,4 @@
-"""tools/convert.py as users run it: a real process per call."""
+"""tools/convert.py as users run it: a real process per call, but for the refusals of bad input, which share one."""
 
 import json
 import os
@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from tool_process import ToolProcess
 from zscgan_tf import tflite_model, train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,6 +34,13 @@ def run_dir(tmp_path_factory):
     work_dir = root / "run"
     assert _tiny_run(teacher_path, work_dir) == 0
     return work_dir, teacher_path
+
+
+@pytest.fixture(scope="module")
+def convert_process():
+    """For the refusals of bad input: one process runs them all."""
+    with ToolProcess("convert") as process:
+        yield process
 
 
 def _tiny_run(teacher_path, work_dir, eval_dataset="none", *flags) -> int:
@@ -260,11 +268,11 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_
       "--teacher_preprocessing_mean=0.5", "--teacher_preprocessing_std=100"],
      "where the 'custom' preprocessing puts pixels 0 to 255: pass the --teacher_preprocessing the generator"),
 ])
-def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, arguments, message):
+def test_bad_input_is_one_line_and_exit_2(run_dir, convert_process, tmp_path, arguments, message):
     work_dir, teacher_path = run_dir
     arguments = [argument.replace("TEACHER", teacher_path).replace("RUN", str(work_dir)) for argument in arguments]
     message = message.replace("RUN", str(work_dir))
-    result = _convert(*arguments, f"--output={tmp_path / 'x.tflite'}")
+    result = convert_process(*arguments, f"--output={tmp_path / 'x.tflite'}")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     last_line = result.stderr.strip().splitlines()[-1]
