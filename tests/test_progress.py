@@ -26,3 +26,20 @@ def test_log_stream_gets_whole_lines_at_most_every_interval_and_the_last_step_al
     assert lines[0].startswith("generator 1/4 [") and "loss 0.5 " in lines[0]
     assert lines[1].startswith("generator 4/4 [========================]") and "ETA 0m00s" in lines[1]
     assert "\r" not in stream.getvalue()
+
+
+def test_speed_and_eta_leave_out_the_work_before_the_first_update(monkeypatch):
+    # A first training step that spends 100 s tracing, then steps of 1 s: the ETA is that of 1 s steps.
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    stream = io.StringIO()
+    bar = progress.ProgressBar(total_steps=10, description="distillation", samples_per_step=64, stream=stream,
+                               log_interval_seconds=0)
+    for step, seconds in ((1, 100.0), (2, 101.0), (3, 102.0), (10, 109.0)):
+        now[0] = seconds
+        bar.update(step, {})
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("| ? samples/s, ETA ?")  # Nothing measured yet: one step, and it held the tracing.
+    assert lines[1].endswith("| 64 samples/s, ETA 0m08s")
+    assert lines[2].endswith("| 64 samples/s, ETA 0m07s")
+    assert lines[3].endswith("| 64 samples/s, ETA 0m00s")

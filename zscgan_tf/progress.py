@@ -33,46 +33,54 @@ def format_duration(seconds: float) -> str:
 class ProgressBar:
     """Reports progress of a loop from `initial_step` to `total_steps`.
 
+    Throughput and ETA are measured from the first update on: the work up to it carries the
+    one-off costs (a training step's tracing, which for a large model takes many times
+    longer than a step), and would make the ETA of a run of minutes read hours at first.
+    Until a second update they read "?".
+
     Args:
       total_steps: the step count at which the loop ends.
       description: a short word put before the bar (e.g. "generator").
-      initial_step: where a resumed loop starts; throughput counts only new steps.
       samples_per_step: for the samples-per-second figure.
       stream: where to write; stdout by default.
       log_interval_seconds: seconds between lines when `stream` is not a terminal.
     """
 
-    def __init__(self, total_steps: int, description: str, initial_step: int = 0, samples_per_step: int = 1,
+    def __init__(self, total_steps: int, description: str, samples_per_step: int = 1,
                  stream: Optional[TextIO] = None, log_interval_seconds: float = DEFAULT_LOG_INTERVAL_SECONDS):
         self.total_steps = total_steps
         self.description = description
-        self.initial_step = initial_step
         self.samples_per_step = samples_per_step
         self.stream = stream or sys.stdout
         self.is_terminal = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.interval = TERMINAL_INTERVAL_SECONDS if self.is_terminal else log_interval_seconds
-        self.start_time = time.monotonic()
+        self.first_update = None  # (step, time) of the first update, where throughput is measured from.
         self.last_write = -float("inf")
 
     def update(self, step: int, values: Dict[str, float], force: bool = False):
         now = time.monotonic()
+        if self.first_update is None:
+            self.first_update = (step, now)
         if not force and step < self.total_steps and now - self.last_write < self.interval:
             return
         self.last_write = now
-        self.stream.write(("\r" if self.is_terminal else "") + self.line(step, values, now - self.start_time)
+        self.stream.write(("\r" if self.is_terminal else "") + self.line(step, values, now)
                           + ("" if self.is_terminal else "\n"))
         self.stream.flush()
 
-    def line(self, step: int, values: Dict[str, float], elapsed: float) -> str:
+    def line(self, step: int, values: Dict[str, float], now: float) -> str:
         fraction = step / self.total_steps if self.total_steps else 1.0
         filled = int(BAR_WIDTH * fraction)
         bar = "=" * filled + (">" if filled < BAR_WIDTH else "") + "." * max(0, BAR_WIDTH - filled - 1)
-        done = step - self.initial_step
-        rate = done / elapsed if elapsed > 0 and done > 0 else 0.0
-        eta = format_duration((self.total_steps - step) / rate) if rate else "?"
+        first_step, first_time = self.first_update
+        rate = (step - first_step) / (now - first_time) if step > first_step and now > first_time else 0.0
+        if step >= self.total_steps:
+            eta = format_duration(0)
+        else:
+            eta = format_duration((self.total_steps - step) / rate) if rate else "?"
+        speed = f"{rate * self.samples_per_step:.0f}" if rate else "?"
         terms = "".join(f" {name} {value:.4g}" for name, value in values.items())
-        return (f"{self.description} {step}/{self.total_steps} [{bar}]{terms} | "
-                f"{rate * self.samples_per_step:.0f} samples/s, ETA {eta}")
+        return f"{self.description} {step}/{self.total_steps} [{bar}]{terms} | {speed} samples/s, ETA {eta}"
 
     def close(self):
         if self.is_terminal:
