@@ -1,8 +1,12 @@
-"""tools/architecture_check.py as users run it: a real process."""
+"""tools/architecture_check.py as users run it: a real process (one shared by the refusals of bad input)."""
 
 import os
 import subprocess
 import sys
+
+import pytest
+
+from tool_process import ToolProcess
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -10,6 +14,13 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _check(*arguments):
     return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "architecture_check.py"), *arguments],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def check_process():
+    """For the refusals of bad input: one process runs them all."""
+    with ToolProcess("architecture_check") as process:
+        yield process
 
 
 def test_prints_a_row_per_architecture_with_both_int8_exports():
@@ -23,23 +34,23 @@ def test_prints_a_row_per_architecture_with_both_int8_exports():
     assert rows[2].startswith("| InceptionV3 32x32 | error: Input size must be at least 75x75")
 
 
-def test_keras3_models_are_checked_as_the_pipeline_reads_keras3_files():
+def test_keras3_models_are_checked_as_the_pipeline_reads_keras3_files(check_process):
     result = _check("--keras=3", "--architectures=MobileNetV2:32", "--calibration_samples=2")
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     cells = [cell.strip() for cell in rows[1].strip("|").split("|")]
     assert cells[:5] == ["MobileNetV2 32x32", "none", "yes", "yes", "yes"]
-    result = _check("--keras=3", "--architectures=RegNetX002:32")
+    result = check_process("--keras=3", "--architectures=RegNetX002:32")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: 'RegNetX002' is not a keras.applications model (e.g. MobileNetV3Small)")
 
 
-def test_bad_architecture_is_one_line_and_exit_2():
-    result = _check("--architectures=NotAModel:32")
+def test_bad_architecture_is_one_line_and_exit_2(check_process):
+    result = check_process("--architectures=NotAModel:32")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: 'NotAModel' is not a tf_keras.applications model (e.g. MobileNetV3Small)")
-    result = _check("--architectures=MobileNet")
+    result = check_process("--architectures=MobileNet")
     assert result.stderr.strip().splitlines()[-1] == (
         "error: 'MobileNet': give the input size as Name:size, e.g. MobileNet:32")

@@ -1,4 +1,8 @@
-"""tools/convert.py as users run it: a real process per call, but for the refusals of bad input, which share one."""
+"""tools/convert.py as users run it: its `main` in a process of its own.
+
+One test starts `python tools/convert.py` itself; the others share one process
+(tests/tool_process.py), which calls `main` afresh for each, to save TensorFlow's start-up.
+"""
 
 import json
 import os
@@ -16,7 +20,7 @@ from zscgan_tf import tflite_model, train
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _convert(*arguments):
+def _convert_in_a_new_process(*arguments):
     return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "convert.py"), *arguments],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
 
@@ -37,8 +41,8 @@ def run_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def convert_process():
-    """For the refusals of bad input: one process runs them all."""
+def convert():
+    """`tools/convert.py *arguments`, run in the module's one tool process."""
     with ToolProcess("convert") as process:
         yield process
 
@@ -60,7 +64,7 @@ def _model_report(path):
 def test_run_student_exports_fully_integer(run_dir, tmp_path):
     work_dir, _ = run_dir
     output = tmp_path / "student.tflite"
-    result = _convert(f"--run_dir={work_dir}", f"--output={output}", "--calibration_samples=16")
+    result = _convert_in_a_new_process(f"--run_dir={work_dir}", f"--output={output}", "--calibration_samples=16")
     assert result.returncode == 0, result.stderr
     assert "fully integer: yes" in result.stdout and "Edge TPU" in result.stdout
     assert "- from uint8 pixels: int8 input = " in result.stdout  # How a device feeds it camera pixels.
@@ -72,40 +76,40 @@ def test_run_student_exports_fully_integer(run_dir, tmp_path):
     assert f"- labels: {tmp_path / 'student_labels.txt'}, the teacher's 4 class names" in result.stdout
 
 
-def test_a_runs_student_with_a_layer_left_float_converts_as_the_run_converted_it(tmp_path):
+def test_a_runs_student_with_a_layer_left_float_converts_as_the_run_converted_it(tmp_path, convert):
     from conftest import build_two_block_classifier
     teacher_path = str(tmp_path / "elu_teacher.keras")
     build_two_block_classifier(extra_layer="elu").save(teacher_path)
     work_dir = tmp_path / "run"
     assert _tiny_run(teacher_path, work_dir, "none", "--allow_float_ops") == 0
     output = tmp_path / "student.tflite"
-    result = _convert(f"--run_dir={work_dir}", f"--output={output}", "--allow_float_ops")
+    result = convert(f"--run_dir={work_dir}", f"--output={output}", "--allow_float_ops")
     assert result.returncode == 0, result.stderr
     # The ranges after the ELU come from calibration samples: the run's (its seed and count) give the
     # run's file. (Other samples changed the last bits of two scales of a Fashion-MNIST ELU CNN.)
     assert output.read_bytes() == (work_dir / "qat_int8.tflite").read_bytes()
 
 
-def test_qat_checkpoint_exports_when_the_student_file_is_missing(run_dir, tmp_path):
+def test_qat_checkpoint_exports_when_the_student_file_is_missing(run_dir, tmp_path, convert):
     work_dir, _ = run_dir
     copy = tmp_path / "run"
     shutil.copytree(work_dir, copy)
     os.remove(copy / "student.h5")
     output = tmp_path / "from_checkpoint.tflite"
-    result = _convert(f"--run_dir={copy}", f"--output={output}", "--calibration_samples=16", "--io_dtype=uint8")
+    result = convert(f"--run_dir={copy}", f"--output={output}", "--calibration_samples=16", "--io_dtype=uint8")
     assert result.returncode == 0, result.stderr
     assert "QAT checkpoint" in result.stdout and "- from uint8 pixels: uint8 input = " in result.stdout
     assert [tensor.dtype for tensor in _model_report(output).inputs] == ["uint8"]
 
 
-def test_a_run_whose_teacher_moved_says_how_to_find_it(run_dir, tmp_path):
+def test_a_run_whose_teacher_moved_says_how_to_find_it(run_dir, tmp_path, convert):
     work_dir, teacher_path = run_dir
     copy = tmp_path / "run"  # A run directory taken to another machine, its teacher elsewhere there.
     shutil.copytree(work_dir, copy)
     config = json.loads((copy / "config.json").read_text())
     config["teacher"]["model"] = str(tmp_path / "gone" / "teacher.keras")
     (copy / "config.json").write_text(json.dumps(config))
-    result = _convert(f"--run_dir={copy}", f"--output={tmp_path / 'x.tflite'}")
+    result = convert(f"--run_dir={copy}", f"--output={tmp_path / 'x.tflite'}")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: the run's teacher '{tmp_path / 'gone' / 'teacher.keras'}' is missing (moved since the run?): put it "
@@ -117,11 +121,11 @@ def test_a_run_whose_teacher_moved_says_how_to_find_it(run_dir, tmp_path):
     shutil.copy(teacher_path + ".json", str(moved) + ".json")
     assert _tiny_run(moved, copy) == 0
     assert json.loads((copy / "config.json").read_text())["teacher"]["model"] == str(moved)
-    result = _convert(f"--run_dir={copy}", f"--output={tmp_path / 'x.tflite'}", "--calibration_samples=16")
+    result = convert(f"--run_dir={copy}", f"--output={tmp_path / 'x.tflite'}", "--calibration_samples=16")
     assert result.returncode == 0, result.stderr
 
 
-def test_a_run_started_with_relative_paths_converts_from_any_directory(run_dir, tmp_path, monkeypatch):
+def test_a_run_started_with_relative_paths_converts_from_any_directory(run_dir, tmp_path, monkeypatch, convert):
     from PIL import Image
     _, teacher_path = run_dir
     shutil.copy(teacher_path, tmp_path / "teacher.keras")
@@ -138,22 +142,22 @@ def test_a_run_started_with_relative_paths_converts_from_any_directory(run_dir, 
     assert config["teacher"]["custom_objects"] == [str(tmp_path / "my_layers.py")]
     assert config["evaluation"]["dataset"] == str(tmp_path / "images")
     # convert.py runs in the repository, not where the run started.
-    result = _convert(f"--run_dir={tmp_path / 'run'}", f"--output={tmp_path / 'x.tflite'}", "--calibration_samples=16")
+    result = convert(f"--run_dir={tmp_path / 'run'}", f"--output={tmp_path / 'x.tflite'}", "--calibration_samples=16")
     assert result.returncode == 0, result.stderr
     # A run recorded before paths were recorded in full: the error says where its path is from.
     config["teacher"]["model"] = "teacher.keras"
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
-    result = _convert(f"--run_dir={tmp_path / 'run'}", f"--output={tmp_path / 'x.tflite'}")
+    result = convert(f"--run_dir={tmp_path / 'run'}", f"--output={tmp_path / 'x.tflite'}")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
         "error: the run's teacher 'teacher.keras' is a path relative to the directory the run started in: run this "
         f"from there, or rerun the pipeline on '{tmp_path / 'run'}' with --teacher=<its path>, which records it in "
         "full")
 
 
-def test_float_teacher_with_generator_is_quantized_post_training(run_dir, tmp_path):
+def test_float_teacher_with_generator_is_quantized_post_training(run_dir, tmp_path, convert):
     work_dir, teacher_path = run_dir
     output = tmp_path / "ptq.tflite"
-    result = _convert(f"--teacher={teacher_path}", f"--generator={work_dir / 'generator.keras'}",
+    result = convert(f"--teacher={teacher_path}", f"--generator={work_dir / 'generator.keras'}",
                       f"--output={output}", "--calibration_samples=16", "--noper_channel")
     assert result.returncode == 0, result.stderr
     assert _model_report(output).is_fully_integer
@@ -161,10 +165,10 @@ def test_float_teacher_with_generator_is_quantized_post_training(run_dir, tmp_pa
 
 
 @pytest.mark.parametrize("data_source", ["distilled", "noise"])
-def test_float_teacher_is_quantized_post_training_without_generator_or_data(run_dir, tmp_path, data_source):
+def test_float_teacher_is_quantized_post_training_without_generator_or_data(run_dir, tmp_path, data_source, convert):
     _, teacher_path = run_dir
     output = tmp_path / f"{data_source}.tflite"
-    result = _convert(f"--teacher={teacher_path}", f"--data_source={data_source}", "--distilled_steps=5",
+    result = convert(f"--teacher={teacher_path}", f"--data_source={data_source}", "--distilled_steps=5",
                       f"--output={output}", "--calibration_samples=8")
     assert result.returncode == 0, result.stderr
     assert ("BN-statistics loss" in result.stdout) == (data_source == "distilled")
@@ -172,20 +176,20 @@ def test_float_teacher_is_quantized_post_training_without_generator_or_data(run_
     assert report.is_fully_integer and report.has_static_batch_one
 
 
-def test_ops_tflite_keeps_float_are_refused_unless_allowed(tmp_path):
+def test_ops_tflite_keeps_float_are_refused_unless_allowed(tmp_path, convert):
     from conftest import build_two_block_classifier
     teacher_path = str(tmp_path / "elu_teacher.keras")
     build_two_block_classifier(extra_layer="elu").save(teacher_path)
     output = tmp_path / "elu.tflite"
     arguments = (f"--teacher={teacher_path}", "--data_source=noise", "--calibration_samples=8", f"--output={output}")
-    refused = _convert(*arguments)
+    refused = convert(*arguments)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert re.fullmatch(r"error: int8 export of 'tiny_teacher' is not fully integer: float ops DEQUANTIZE \(#1\), "
                         r"ELU \(#2, layer 'elu'\), QUANTIZE \(#3\); input int8, output int8. Pass --allow_float_ops "
                         r"to keep these ops float \(a CPU or GPU delegate runs them; .*\)",
                         refused.stderr.strip().splitlines()[-1])
     assert not output.exists()
-    allowed = _convert(*arguments, "--allow_float_ops")
+    allowed = convert(*arguments, "--allow_float_ops")
     assert allowed.returncode == 0, allowed.stderr
     assert ("- float ops kept (--allow_float_ops): DEQUANTIZE (#1), ELU (#2, layer 'elu'), QUANTIZE (#3); a CPU or "
             "GPU delegate runs them") in allowed.stdout
@@ -195,48 +199,48 @@ def test_ops_tflite_keeps_float_are_refused_unless_allowed(tmp_path):
     assert [op.name for op in report.non_integer_ops] == ["DEQUANTIZE", "ELU", "QUANTIZE"]
 
 
-def test_float_teacher_float_and_dynamic_exports(run_dir, tmp_path):
+def test_float_teacher_float_and_dynamic_exports(run_dir, tmp_path, convert):
     _, teacher_path = run_dir
     for mode in ("float", "dynamic"):
         output = tmp_path / f"{mode}.tflite"
-        result = _convert(f"--teacher={teacher_path}", f"--mode={mode}", f"--output={output}")
+        result = convert(f"--teacher={teacher_path}", f"--mode={mode}", f"--output={output}")
         assert result.returncode == 0, result.stderr
         assert [tensor.dtype for tensor in _model_report(output).inputs] == ["float32"]
 
 
-def test_student_file_with_its_preprocessing_covers_every_pixel(run_dir, tmp_path):
+def test_student_file_with_its_preprocessing_covers_every_pixel(run_dir, tmp_path, convert):
     work_dir, _ = run_dir
     output = tmp_path / "student.tflite"
     student = str(work_dir / "student.h5")
     generator = f"--generator={work_dir / 'generator.keras'}"
     # TF-MOT puts no fake quantizer between the tiny student's Dense and its BN, and without
     # calibration inputs the converter leaves that FULLY_CONNECTED float.
-    result = _convert(f"--student={student}", f"--output={output}")
+    result = convert(f"--student={student}", f"--output={output}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith(
         "Layers TF-MOT left float need calibration inputs: pass --generator (the run's generator.keras) or "
         "--data_source=distilled or noise")
     stale_labels = tmp_path / "student_labels.txt"
     stale_labels.write_text("of another model\n")
-    result = _convert(f"--student={student}", generator, "--calibration_samples=16", f"--output={output}")
+    result = convert(f"--student={student}", generator, "--calibration_samples=16", f"--output={output}")
     assert result.returncode == 0, result.stderr
     assert "from uint8 pixels" not in result.stdout  # Nothing says what the student's input is.
     # Nor what its classes are: no labels, and none left of the model the output replaced.
     assert "- labels:" not in result.stdout and not stale_labels.exists()
-    result = _convert(f"--student={student}", generator, "--calibration_samples=16", "--teacher_preprocessing=tf",
+    result = convert(f"--student={student}", generator, "--calibration_samples=16", "--teacher_preprocessing=tf",
                       f"--output={output}")
     assert result.returncode == 0, result.stderr
     assert "- from uint8 pixels: int8 input = pixel - 128; all 256 pixel levels kept" in result.stdout
 
 
-def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_dir, tmp_path):
+def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_dir, tmp_path, convert):
     _, teacher_path = run_dir
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     for output, message in ((tmp_path, f"--output {str(tmp_path)!r} is a directory; name the .tflite file to write"),
                             (a_file / "x.tflite", f"cannot write --output {str(a_file / 'x.tflite')!r}: "
                                                   f"{str(a_file)!r} is not a directory")):
-        result = _convert(f"--teacher={teacher_path}", "--data_source=distilled", f"--output={output}")
+        result = convert(f"--teacher={teacher_path}", "--data_source=distilled", f"--output={output}")
         assert result.returncode == 2
         assert result.stderr.strip().splitlines()[-1] == f"error: {message}"
         assert "distilled" not in result.stdout  # Refused before the distilled inputs were made.
@@ -268,11 +272,11 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_
       "--teacher_preprocessing_mean=0.5", "--teacher_preprocessing_std=100"],
      "where the 'custom' preprocessing puts pixels 0 to 255: pass the --teacher_preprocessing the generator"),
 ])
-def test_bad_input_is_one_line_and_exit_2(run_dir, convert_process, tmp_path, arguments, message):
+def test_bad_input_is_one_line_and_exit_2(run_dir, convert, tmp_path, arguments, message):
     work_dir, teacher_path = run_dir
     arguments = [argument.replace("TEACHER", teacher_path).replace("RUN", str(work_dir)) for argument in arguments]
     message = message.replace("RUN", str(work_dir))
-    result = convert_process(*arguments, f"--output={tmp_path / 'x.tflite'}")
+    result = convert(*arguments, f"--output={tmp_path / 'x.tflite'}")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     last_line = result.stderr.strip().splitlines()[-1]
