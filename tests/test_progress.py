@@ -43,3 +43,10 @@ def test_speed_and_eta_leave_out_the_work_before_the_first_update(monkeypatch):
     assert lines[1].endswith("| 64 samples/s, ETA 0m08s")
     assert lines[2].endswith("| 64 samples/s, ETA 0m07s")
     assert lines[3].endswith("| 64 samples/s, ETA 0m00s")
+    # A loop done in one update has nothing after it to measure: its speed is measured from the bar's creation,
+    # at the step a resumed loop starts from.
+    now[0] = 0.0
+    bar = progress.ProgressBar(total_steps=360, description="evaluation", initial_step=200, stream=stream)
+    now[0] = 2.0
+    bar.update(360, {})
+    assert stream.getvalue().splitlines()[-1].endswith("| 80 samples/s, ETA 0m00s")

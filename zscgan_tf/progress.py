@@ -36,24 +36,28 @@ class ProgressBar:
     Throughput and ETA are measured from the first update on: the work up to it carries the
     one-off costs (a training step's tracing, which for a large model takes many times
     longer than a step), and would make the ETA of a run of minutes read hours at first.
-    Until a second update they read "?".
+    Until a second update they read "?", but for a loop done in one update, whose speed is
+    then measured from the bar's creation at `initial_step`.
 
     Args:
       total_steps: the step count at which the loop ends.
       description: a short word put before the bar (e.g. "generator").
+      initial_step: where a resumed loop starts.
       samples_per_step: for the samples-per-second figure.
       stream: where to write; stdout by default.
       log_interval_seconds: seconds between lines when `stream` is not a terminal.
     """
 
-    def __init__(self, total_steps: int, description: str, samples_per_step: int = 1,
+    def __init__(self, total_steps: int, description: str, initial_step: int = 0, samples_per_step: int = 1,
                  stream: Optional[TextIO] = None, log_interval_seconds: float = DEFAULT_LOG_INTERVAL_SECONDS):
         self.total_steps = total_steps
         self.description = description
+        self.initial_step = initial_step
         self.samples_per_step = samples_per_step
         self.stream = stream or sys.stdout
         self.is_terminal = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.interval = TERMINAL_INTERVAL_SECONDS if self.is_terminal else log_interval_seconds
+        self.start_time = time.monotonic()
         self.first_update = None  # (step, time) of the first update, where throughput is measured from.
         self.last_write = -float("inf")
 
@@ -73,6 +77,8 @@ class ProgressBar:
         filled = int(BAR_WIDTH * fraction)
         bar = "=" * filled + (">" if filled < BAR_WIDTH else "") + "." * max(0, BAR_WIDTH - filled - 1)
         first_step, first_time = self.first_update
+        if step == first_step and step >= self.total_steps:
+            first_step, first_time = self.initial_step, self.start_time  # Done in one update: the only measure.
         rate = (step - first_step) / (now - first_time) if step > first_step and now > first_time else 0.0
         if step >= self.total_steps:
             eta = format_duration(0)

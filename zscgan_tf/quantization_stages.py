@@ -424,7 +424,8 @@ def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: Labeled
         say(f"evaluation: resuming at image {done} of {len(labels)}, with the predictions an earlier run saved")
     # Preprocessed a chunk at a time: ImageNet's 50,000 validation images are 30 GB as float32.
     chunk = evaluation_chunk_size(teacher.image_shape)
-    bar = ProgressBar(len(labels), f"evaluation ({count_of(len(predictors), 'model')})") if progress else None
+    bar = ProgressBar(len(labels), f"evaluation ({count_of(len(predictors), 'model')})", initial_step=done) \
+        if progress else None
     last_saved = time.monotonic()
     for start in range(done, len(labels), chunk):
         pixels = dataset.images[start:start + chunk]

@@ -154,7 +154,7 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
               flush=True)
     history_path = os.path.join(work_dir, HISTORY_FILE)
     history = [record for record in read_history(history_path) if record["step"] <= start_step]
-    bar = ProgressBar(schedule.steps, name, schedule.samples_per_step) if progress else None
+    bar = ProgressBar(schedule.steps, name, start_step, schedule.samples_per_step) if progress else None
     started = time.monotonic()
 
     def save(step):
