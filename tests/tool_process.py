@@ -43,37 +43,53 @@ for line in sys.stdin:
 class ToolProcess:
     """`tools/<name>.py`'s `main` in one long-lived process; call it like `subprocess.run`.
 
-    Use as a context manager (or call `close`).
+    A call that gets no answer (the process died, or `timeout` passed) fails the test and
+    ends the process; the next call starts another. Use as a context manager (or call `close`).
     """
 
     def __init__(self, name: str, timeout: float = 300.0):
         self.script = os.path.join(REPO_ROOT, "tools", f"{name}.py")
         self.timeout = timeout
+        self._process = None
+        self._log = None
+
+    def _start(self):
         self._log = tempfile.TemporaryFile("w+")
         self._process = subprocess.Popen([sys.executable, "-c", _SERVER, self.script], cwd=REPO_ROOT, text=True,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log)
 
     def __call__(self, *arguments: str) -> subprocess.CompletedProcess:
         """What `python tools/<name>.py *arguments` would exit with and print."""
-        self._process.stdin.write(json.dumps(list(arguments)) + "\n")
-        self._process.stdin.flush()
-        ready, _, _ = select.select([self._process.stdout], [], [], self.timeout)
-        line = self._process.stdout.readline() if ready else ""
+        if self._process is None:
+            self._start()
+        line = ""
+        try:
+            self._process.stdin.write(json.dumps(list(arguments)) + "\n")
+            self._process.stdin.flush()
+            ready, _, _ = select.select([self._process.stdout], [], [], self.timeout)
+            line = self._process.stdout.readline() if ready else ""
+        except BrokenPipeError:
+            pass
         if not line:
             self._log.seek(0)
-            raise RuntimeError(f"{self.script} gave no answer to {list(arguments)}; its process wrote:\n"
-                               f"{self._log.read()[-4000:]}")
+            printed = self._log.read()[-4000:]
+            self.close()  # A late answer must not be taken for the next call's.
+            raise RuntimeError(f"{self.script} gave no answer to {list(arguments)}; its process wrote:\n{printed}")
         status, stdout, stderr = json.loads(line)
         return subprocess.CompletedProcess([self.script, *arguments], status, stdout, stderr)
 
     def close(self) -> None:
-        self._process.stdin.close()
+        if self._process is None:
+            return
         try:
+            self._process.stdin.close()
             self._process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        except (BrokenPipeError, subprocess.TimeoutExpired):
             self._process.kill()
+            self._process.wait()
         self._process.stdout.close()
         self._log.close()
+        self._process = None
 
     def __enter__(self):
         return self
