@@ -1,5 +1,6 @@
-"""tools/benchmark.py as users run it (a real process per call, but for the refusals of bad input, which
-share one), on a tiny digits teacher with tiny step counts."""
+"""tools/benchmark.py as users run it, on a tiny digits teacher with tiny step counts: a benchmark in a
+process of its own, then its reruns and the refusals of bad input in one process they share
+(tests/tool_process.py), which calls `main` afresh for each."""
 
 import json
 import os
@@ -29,7 +30,7 @@ def _benchmark(*arguments):
 
 @pytest.fixture(scope="module")
 def benchmark_process():
-    """For the refusals of bad input: one process runs them all."""
+    """One process for the refusals of bad input and for the reruns of a benchmark."""
     with ToolProcess("benchmark") as process:
         yield process
 
@@ -60,7 +61,7 @@ def _tiny_arguments(teacher_path, work_dir):
             "--qat_shift_fraction=0.125", "--qat_flip", "--bn_layer_weighting=noise_floor", "--noprogress"]
 
 
-def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digits_teacher):
+def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digits_teacher, benchmark_process):
     work_dir = tmp_path / "bench"
     completed = _benchmark(*_tiny_arguments(digits_teacher, work_dir))
     assert completed.returncode == 0, completed.stderr[-2000:]
@@ -173,7 +174,8 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     stage_seconds = sum(row["seconds"] for row in [*teacher["rows"].values(), *teacher["measurements"].values()])
     assert stage_seconds + teacher["generator_training"]["wall_seconds"] <= teacher["wall_seconds_this_session"]
 
-    rerun = _benchmark(*_tiny_arguments(digits_teacher, work_dir), f"--compare_to={work_dir}")
+    # The reruns in the tool process the bad-input tests share, which has TensorFlow started.
+    rerun = benchmark_process(*_tiny_arguments(digits_teacher, work_dir), f"--compare_to={work_dir}")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert rerun.stdout.count(": cached top-1") == len(ROWS)
     assert rerun.stdout.count(": cached done") == len(MEASUREMENTS)
@@ -182,7 +184,7 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert reproducibility["met"]
 
     # TF-MOT's min/max ranges instead: only the W4 rows depend on them and are recomputed.
-    min_max = _benchmark(*_tiny_arguments(digits_teacher, work_dir), "--low_bit_ranges=min_max")
+    min_max = benchmark_process(*_tiny_arguments(digits_teacher, work_dir), "--low_bit_ranges=min_max")
     assert min_max.returncode == 0, min_max.stderr[-2000:]
     assert min_max.stdout.count(": computing") == 4  # The two W4A4 rows, their repeats and further pool.
     assert "ZS-CGAN QAT W4A4: computing" in min_max.stdout and "real-data QAT W4A4: computing" in min_max.stdout
@@ -198,7 +200,7 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     model = tf_keras.models.load_model(digits_teacher)
     model.set_weights([weight * 1.01 for weight in model.get_weights()])
     model.save(str(retrained))
-    refused = _benchmark(*_tiny_arguments(str(retrained), work_dir))
+    refused = benchmark_process(*_tiny_arguments(str(retrained), work_dir))
     assert refused.returncode == 2 and ": computing" not in refused.stdout
     assert refused.stderr.strip().splitlines()[-1] == (
         f"error: {work_dir / 'digits_tiny'} holds rows and generators of another teacher than digits_tiny is now (its "
