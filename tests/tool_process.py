@@ -1,10 +1,11 @@
 """A tool's `main` called again and again in one process of its own, as `python tools/<tool>.py` runs it.
 
-Starting Python with TensorFlow, tf_keras and TF-MOT takes about 5 seconds on 2 cores,
-longer than checking most bad input. Tests that run a tool many times on arguments it
-refuses share one such process: each call gets its own stdout, stderr and exit status,
-and the flags are parsed afresh, as in a process of its own. (A tool cannot be run in
-the test process itself: its absl flags clash with the pipeline's.)
+Starting Python with TensorFlow, tf_keras and TF-MOT takes about 5 seconds on 2 cores, and
+a fresh process's first conversion several more: longer than checking bad input or
+converting a tiny model. Tests that run a tool many times share one such process: each
+call gets its own stdout, stderr and exit status, and the flags are parsed afresh, as in a
+process of its own. Each tool's tests still start it as a script at least once. (A tool
+cannot be run in the test process itself: its absl flags clash with the pipeline's.)
 """
 
 import json
