@@ -2,6 +2,8 @@
 
 import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
+import os
+
 import numpy as np
 import pytest
 import tf_keras
@@ -213,6 +215,23 @@ def test_largest_class_drop_finds_the_class_a_model_fails_that_overall_top1_hide
     assert evaluate.largest_class_drop(reference, labels, labels) is None
     with pytest.raises(ValueError, match="one shape"):
         evaluate.largest_class_drop(reference, model[:5], labels)
+
+
+def test_outputs_are_the_same_at_any_thread_count():
+    # Evaluation runs the interpreter on every core (`evaluation_threads`); its predictions, saved and resumed
+    # across runs, must not depend on how many there were. A model large enough to be split between threads.
+    tf_keras.utils.set_random_seed(1)
+    inputs = tf_keras.Input((32, 32, 3))
+    x = tf_keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = tf_keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    outputs = tf_keras.layers.Dense(NUM_CLASSES)(tf_keras.layers.GlobalAveragePooling2D()(x))
+    model = tf_keras.Model(inputs, outputs)
+    samples = np.random.default_rng(2).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
+    for model_bytes in (export.convert_to_tflite(model, mode="float"),
+                        export.convert_to_tflite(model, export.representative_dataset_from_array(samples))):
+        one = evaluate.TfliteClassifier(model_bytes, num_threads=1).predict(samples)
+        np.testing.assert_array_equal(one, evaluate.TfliteClassifier(model_bytes, num_threads=3).predict(samples))
+    assert 1 <= evaluate.evaluation_threads() <= os.cpu_count()
 
 
 def test_measure_latency(int8_bytes):

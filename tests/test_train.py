@@ -953,9 +953,19 @@ def test_evaluation_chunks_are_whole_keras_batches():
     assert quantization_stages.evaluation_chunk_size((1024, 1024, 3)) == 256
 
 
-def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp_path, capsys):
+def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp_path, capsys, monkeypatch):
     from conftest import quadrant_images, tiny_teacher
     from zscgan_tf import evaluate, export, labeled_images
+
+    made = []
+
+    class MadeClassifier(evaluate.TfliteClassifier):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(evaluate, "TfliteClassifier", MadeClassifier)
+    monkeypatch.setattr(evaluate, "evaluation_threads", lambda: 3)  # As on a machine with 3 cores.
 
     teacher = tiny_teacher()
     pixels, labels = quadrant_images(40, seed=3)
@@ -973,6 +983,8 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
     assert "evaluation: latency of 1 TFLite model, 1 run at each of 1 and 2 threads" in out
     # ImageNet's 50,000 images take hours: shown as they go.
     assert f"evaluation (2 models) {len(labels)}/{len(labels)} [" in out
+    # Latency at the thread counts it names; accuracy on every core.
+    assert sorted(classifier.num_threads for classifier in made) == [1, 2, 3]
     classifier = evaluate.TfliteClassifier(model_bytes)
     assert len(np.unique(classifier.pixel_table(teacher.preprocessing))) == 256  # Every level kept.
     # Re-quantizing the preprocessed floats instead rounds some tied levels the other way.

@@ -274,7 +274,7 @@ class TeacherBenchmark:
 
     def tflite_int8_top1(self, model_bytes: bytes) -> dict:
         """An int8 model's top-1 on the test pixels, and the float teacher's on the input it computes on."""
-        classifier = evaluate.TfliteClassifier(model_bytes)
+        classifier = evaluate.TfliteClassifier(model_bytes, num_threads=evaluate.evaluation_threads())
         seen = classifier.input_as_seen(self.test_pixels, self.teacher.preprocessing)
         return {"top1": evaluate.top1_accuracy(classifier.predict_pixels(self.test_pixels, self.teacher.preprocessing),
                                                self.test_labels),
@@ -294,8 +294,8 @@ class TeacherBenchmark:
                 seed = self.config.seed + SPREAD_SEED_OFFSET + draw
                 model_bytes = int8_ptq(self.teacher.model, self.calibration_draw(source, seed),
                                        self.teacher.input_range(), output_path=None)
-                logits = evaluate.TfliteClassifier(model_bytes).predict_pixels(self.test_pixels,
-                                                                               self.teacher.preprocessing)
+                classifier = evaluate.TfliteClassifier(model_bytes, num_threads=evaluate.evaluation_threads())
+                logits = classifier.predict_pixels(self.test_pixels, self.teacher.preprocessing)
                 draws.append({"seed": seed, "top1": evaluate.top1_accuracy(logits, self.test_labels),
                               "agreement_with_fp32": evaluate.agreement(logits, float_logits)})
                 say(f"[{self.teacher.name}] {SOURCE_LABELS[source]} PTQ, calibration draw {draw + 1}/"
