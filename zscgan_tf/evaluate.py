@@ -30,6 +30,14 @@ from zscgan_tf.preprocessing import PIXEL_MAX, Preprocessing
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_NUM_THREADS = 1
+DEFAULT_LATENCY_RUNS = 50
+DEFAULT_LATENCY_WARMUP = 5
+LATENCY_PERCENTILE = 90
+MILLISECONDS_PER_SECOND = 1000.0
+_INTEGER_IO_TYPES = (np.int8, np.uint8, np.int16)
+# A pixel level whose quantized value lies this close to a half-integer is a rounding tie:
+# with [-1, 1] inputs and an integer zero point every level is one, to float rounding.
+PIXEL_TIE_TOLERANCE = 1e-3
 
 
 def evaluation_threads() -> int:
@@ -44,14 +52,6 @@ def evaluation_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))  # A container's CPU set, not the host's cores.
     except AttributeError:  # Not on Linux.
         return os.cpu_count() or 1
-DEFAULT_LATENCY_RUNS = 50
-DEFAULT_LATENCY_WARMUP = 5
-LATENCY_PERCENTILE = 90
-MILLISECONDS_PER_SECOND = 1000.0
-_INTEGER_IO_TYPES = (np.int8, np.uint8, np.int16)
-# A pixel level whose quantized value lies this close to a half-integer is a rounding tie:
-# with [-1, 1] inputs and an integer zero point every level is one, to float rounding.
-PIXEL_TIE_TOLERANCE = 1e-3
 
 
 def _check_positive_int(name: str, value) -> None:
