@@ -48,7 +48,7 @@ def test_short_run_lowers_the_loss_and_leaves_the_teacher_unchanged(tmp_path, di
 
 def test_a_generator_update_is_traced_once(tmp_path):
     # Its optimizer's variables exist before the first update: one made inside it would trace it twice, which
-    # for a large teacher is minutes more before training starts.
+    # for MobileNetV2 at 32x32 was 4.7 s more before training started.
     trainer = _trainer(tiny_teacher(), steps=3)
     trainer.train(str(tmp_path), progress=False)
     assert trainer._train_step.experimental_get_tracing_count() == 1
