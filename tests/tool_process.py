@@ -31,8 +31,10 @@ for line in sys.stdin:
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
             status = tool.main([script, *json.loads(line)])
-        except SystemExit as exit_:
-            status = exit_.code if isinstance(exit_.code, int) else 1
+        except SystemExit as exit_:  # As Python exits: no code is 0, a message is printed and is 1.
+            status = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
+            if not isinstance(exit_.code, (int, type(None))):
+                print(exit_.code, file=sys.stderr)
         except BaseException:
             traceback.print_exc()
             status = 1
