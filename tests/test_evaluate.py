@@ -234,6 +234,28 @@ def test_outputs_are_the_same_at_any_thread_count():
     assert 1 <= evaluate.evaluation_threads() <= os.cpu_count()
 
 
+@pytest.mark.parametrize("files, cpus", [
+    ({"cpu.max": "200000 100000\n"}, 2),
+    ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs' time: 2 threads.
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None)])
+def test_a_containers_cpu_quota_is_read_from_cgroup_v2_or_v1(tmp_path, files, cpus):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert evaluate.cgroup_cpu_quota(str(tmp_path)) == cpus
+
+
+def test_evaluation_threads_keep_to_the_cpu_quota_and_the_cap(monkeypatch):
+    monkeypatch.setattr(evaluate.os, "sched_getaffinity", lambda pid: set(range(64)))  # A large machine.
+    monkeypatch.setattr(evaluate, "cgroup_cpu_quota", lambda: None)
+    assert evaluate.evaluation_threads() == evaluate.MAX_EVALUATION_THREADS
+    monkeypatch.setattr(evaluate, "cgroup_cpu_quota", lambda: 2)  # A container given 2 CPUs' time.
+    assert evaluate.evaluation_threads() == 2
+
+
 def test_measure_latency(int8_bytes):
     result = evaluate.measure_latency(int8_bytes, num_threads=2, runs=5, warmup=1)
     assert (result.runs, result.threads) == (5, 2)

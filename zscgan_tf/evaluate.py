@@ -16,9 +16,10 @@ Example:
 """
 
 import dataclasses
+import math
 import os
 import time
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import tf_keras
@@ -38,10 +39,14 @@ _INTEGER_IO_TYPES = (np.int8, np.uint8, np.int16)
 # A pixel level whose quantized value lies this close to a half-integer is a rounding tie:
 # with [-1, 1] inputs and an integer zero point every level is one, to float rounding.
 PIXEL_TIE_TOLERANCE = 1e-3
+# Beyond this many threads a batch-1 interpreter gains little, and the spare cores are a
+# shared machine's.
+MAX_EVALUATION_THREADS = 8
 
 
 def evaluation_threads() -> int:
-    """Interpreter threads for measuring accuracy: every CPU core this process may run on.
+    """Interpreter threads for measuring accuracy: the CPU cores this process may use, at most
+    `MAX_EVALUATION_THREADS`.
 
     A model's outputs are the same at any thread count (checked on int8 and float
     MobileNetV2 and ResNet50), and a large model's evaluation goes faster: ResNet50's float
@@ -49,9 +54,39 @@ def evaluation_threads() -> int:
     measured at the thread counts it names instead.
     """
     try:
-        return max(1, len(os.sched_getaffinity(0)))  # A container's CPU set, not the host's cores.
+        cores = len(os.sched_getaffinity(0))  # A container's CPU set, not the host's cores.
     except AttributeError:  # Not on Linux.
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()  # A container limited to 2 CPUs' time still sees every core of its set.
+    if quota is not None:
+        cores = min(cores, quota)
+    return max(1, min(cores, MAX_EVALUATION_THREADS))
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> Optional[int]:
+    """The CPUs' worth of time this process's cgroup may use (rounded up), or None when unlimited or unknown.
+
+    Reads cgroup v2's `cpu.max` ("200000 100000": 2 CPUs; "max 100000": no limit), else
+    cgroup v1's `cpu/cpu.cfs_quota_us` and `cpu/cpu.cfs_period_us` (a quota of -1: no limit).
+    """
+    words = _words_of(os.path.join(root, "cpu.max"))
+    if words:
+        quota, period = words[0], words[1] if len(words) > 1 else ""
+    else:
+        quota = "".join(_words_of(os.path.join(root, "cpu", "cpu.cfs_quota_us")))
+        period = "".join(_words_of(os.path.join(root, "cpu", "cpu.cfs_period_us")))
+    try:
+        return max(1, math.ceil(int(quota) / int(period))) if int(quota) > 0 else None
+    except (ValueError, ZeroDivisionError):  # "max", or nothing read.
+        return None
+
+
+def _words_of(path: str) -> List[str]:
+    try:
+        with open(path) as file:
+            return file.read().split()
+    except OSError:
+        return []
 
 
 def _check_positive_int(name: str, value) -> None:
