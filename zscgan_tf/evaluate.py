@@ -64,7 +64,9 @@ def evaluation_threads() -> int:
 
 
 def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> Optional[int]:
-    """The CPUs' worth of time this process's cgroup may use (rounded up), or None when unlimited or unknown.
+    """The CPUs' worth of time the cgroup mounted at `root` may use (rounded up), or None when
+    unlimited or unknown. In a container that is the container's own cgroup; a limit set on a
+    cgroup nested below the mount (a systemd slice, say) is not seen.
 
     Reads cgroup v2's `cpu.max` ("200000 100000": 2 CPUs; "max 100000": no limit), else
     cgroup v1's `cpu/cpu.cfs_quota_us` and `cpu/cpu.cfs_period_us` (a quota of -1: no limit).
