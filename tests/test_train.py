@@ -48,6 +48,10 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     assert report["quantization"]["summary"]["steps"] == 3
     assert report["quantization"]["summary"]["first"]["features"] > 0  # The feature term is on by default.
     assert "feature term" in (work_dir / "report.md").read_text()
+    # Each training's speed after its first step, which compiles the step, is given apart.
+    for summary in (report["generator_training"], report["quantization"]["summary"]):
+        assert summary["steady_samples_per_second"] > summary["samples_per_second"] > 0
+    assert (work_dir / "report.md").read_text().count("after the first step, which compiles the training step") == 2
     assert set(report["quantization"]["sizes_bytes"]) == {"float", "ptq_int8", "qat_int8"}
     assert len(report["generated_samples"]["per_class_agreement"]) == 4
     assert report["generated_samples"]["within_class_spread"] > 0
@@ -87,6 +91,26 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
         report["generated_samples"]["teacher_agreement"] = agreement
         assert ("Warning: the teacher classifies only 10% of generated samples as the class asked for: the generator "
                 "has not learned the classes in 4 steps" in run_report.format_report(report)) == warned
+
+
+def test_a_pools_speed_after_the_first_step_sums_its_trainings():
+    def member(wall, first, steady, steps=10, resumed=0):
+        return {"steps": steps, "resumed_from_step": resumed, "wall_seconds": wall, "samples_per_second": 1.0,
+                "first_step_seconds": first, "steady_samples_per_second": steady}
+
+    # 80 samples in 10 s after the first step, 30 in 5 s, and one trained before this session.
+    members = [member(20.0, 10.0, 8.0), member(7.0, 2.0, 6.0), member(0.0, 0.0, 0.0, resumed=10)]
+    summary = run_report.generator_training_summary({"summary": {}, "members": members})
+    assert summary["steady_samples_per_second"] == pytest.approx(110 / 15)
+    assert summary["samples_per_second"] == pytest.approx(27 / 27)
+    # A training recorded by an older version, which did not time its first step: no figure, and none in words.
+    old = {name: value for name, value in member(5.0, 1.0, 9.0).items()
+           if name not in ("first_step_seconds", "steady_samples_per_second")}
+    summary = run_report.generator_training_summary({"summary": {}, "members": [members[0], old]})
+    assert summary["steady_samples_per_second"] == 0.0
+    assert run_report._samples_per_second(summary) == "1 samples/s"
+    assert run_report._samples_per_second(member(20.0, 10.0, 8.0)) == (
+        "1 samples/s (8 after the first step, which compiles the training step)")
 
 
 def test_labels_file_holds_the_teachers_class_names_in_output_order(tmp_path):
@@ -747,6 +771,7 @@ def test_pooled_generators_train_apart_resume_and_feed_qat(tmp_path, tiny_teache
     assert [member["steps"] for member in state["generator"]["members"]] == [4, 4]
     report = json.loads((work_dir / "report.json").read_text())
     assert report["generator_training"]["generators"] == 2  # Wall time and speed of both trainings.
+    assert report["generator_training"]["steady_samples_per_second"] > report["generator_training"]["samples_per_second"]
     assert "2 generators, one after the other" in (work_dir / "report.md").read_text()
     assert (work_dir / "qat_int8.tflite").is_file()
     assert json.loads((work_dir / "config.json").read_text())["generator"]["pool_size"] == 2

@@ -257,7 +257,8 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
             generator.set_weights(saved.get_weights())
             # Nothing trained this session; the loss terms are those recorded when it did.
             summaries.append({"first": {}, "last": {}, **summary, "steps": steps, "resumed_from_step": steps,
-                              "wall_seconds": 0.0, "wall_time": format_duration(0), "samples_per_second": 0.0})
+                              "wall_seconds": 0.0, "wall_time": format_duration(0), "samples_per_second": 0.0,
+                              "first_step_seconds": 0.0, "steady_samples_per_second": 0.0})
             members.append(generator)
             continue
         trainer = zero_shot.GeneratorTrainer(teacher, generator, run_config.loss, run_config.generator_training,
