@@ -11,8 +11,8 @@ import pytest
 import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tf_keras
 
-from zscgan_tf import custom_objects, teachers, tflite_model, train
-from zscgan_tf.errors import UserError
+from zscgan_tf import custom_objects, quantization_stages, teachers, tflite_model, train
+from zscgan_tf.errors import UserError, first_line
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -130,6 +130,81 @@ def test_a_teacher_with_its_own_layer_runs_through_the_pipeline_and_its_student_
         "file that defines it>")
     exported = subprocess.run(convert + [f"--teacher_custom_objects={layers_file}"], cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0, exported.stderr
+    with open(tmp_path / "student.tflite", "rb") as model_file:
+        assert tflite_model.inspect_tflite(model_file.read()).is_fully_integer
+
+
+KERAS3_LAYERS_MODULE = textwrap.dedent('''
+    import keras
+
+
+    class ChannelGain(keras.layers.Layer):
+        """A Keras 3 layer of a user's own, not registered with Keras: each channel times a learned gain."""
+
+        def build(self, input_shape):
+            self.gain = self.add_weight(name="gain", shape=(input_shape[-1],), initializer="ones")
+
+        def call(self, inputs):
+            return inputs * self.gain
+''')
+
+
+@pytest.fixture(name="keras3_layers_file")
+def fixture_keras3_layers_file(tmp_path):
+    """A user's module of Keras 3 layers; what registering it adds is taken away afterwards."""
+    import keras  # pylint: disable=import-outside-toplevel  # Keras 3.
+    path = tmp_path / "my_keras3_layers.py"
+    path.write_text(KERAS3_LAYERS_MODULE)
+    registry = keras.saving.get_custom_objects()
+    before = dict(registry)
+    yield str(path)
+    registry.clear()
+    registry.update(before)
+    sys.modules.pop("my_keras3_layers", None)
+
+
+def test_a_keras3_teacher_with_its_own_layer_runs_it_as_it_is_and_exports_integer(keras3_layers_file, tmp_path,
+                                                                                    capsys):
+    import keras  # pylint: disable=import-outside-toplevel  # Keras 3.
+    registered = custom_objects.register([keras3_layers_file])
+    assert list(registered) == ["ChannelGain"]  # Registered with Keras 3, whose models need it, not with tf_keras.
+    assert keras.saving.get_custom_objects()["ChannelGain"] is registered["ChannelGain"]
+    assert "ChannelGain" not in tf_keras.utils.get_custom_objects()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.Conv2D(6, 3, padding="same")(inputs)))
+    x = registered["ChannelGain"](name="gain")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(6, 3, padding="same")(x))
+    teacher_path = str(tmp_path / "gained.keras")
+    keras.Model(inputs, keras.layers.Dense(4)(x)).save(teacher_path)
+    keras.saving.get_custom_objects().pop("ChannelGain")  # As in a fresh process that has not imported it.
+    work_dir = tmp_path / "run"
+
+    status = train.main(["train", f"--teacher={teacher_path}", f"--teacher_custom_objects={keras3_layers_file}",
+                         f"--work_dir={work_dir}", "--generator_steps=2", "--batch_size=8", "--noise_dim=8",
+                         "--generator_channels=8", "--distillation_steps=1", "--distillation_batch_size=8",
+                         "--calibration_samples=16", "--eval_samples_per_class=1", "--latency_runs=1",
+                         "--eval_dataset=none", "--noprogress"])
+
+    assert status == 0, capsys.readouterr().err
+    assert ("1 layer TF-MOT cannot quantize stays float (listed in report.md): 1 Keras 3 ChannelGain (gain)"
+            in capsys.readouterr().out)
+    assert "Layers left float by TF-MOT: gain." in (work_dir / "report.md").read_text()
+    for name in ("ptq_int8.tflite", "qat_int8.tflite"):
+        with open(work_dir / name, "rb") as model_file:
+            assert tflite_model.inspect_tflite(model_file.read()).is_fully_integer, name
+    # Without the module, the saved student's layer cannot be made again, and the message says what to pass,
+    # not the whole config tf_keras' own message quotes.
+    keras.saving.get_custom_objects().pop("ChannelGain")
+    with pytest.raises(TypeError) as refusal:
+        quantization_stages.load_student(str(work_dir / "student.h5"))
+    assert first_line(refusal.value) == ("cannot recreate Keras 3 layer 'ChannelGain', whose class Keras 3 does not "
+                                         "know; pass --teacher_custom_objects=<the module or .py file that defines it>")
+    # A fresh process reads the saved student with the module the run recorded.
+    convert = [sys.executable, os.path.join(REPO_ROOT, "tools", "convert.py"), f"--run_dir={work_dir}",
+               f"--output={tmp_path / 'student.tflite'}"]
+    exported = subprocess.run(convert, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert exported.returncode == 0, exported.stderr
     with open(tmp_path / "student.tflite", "rb") as model_file:
         assert tflite_model.inspect_tflite(model_file.read()).is_fully_integer

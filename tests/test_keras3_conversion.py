@@ -81,27 +81,70 @@ def test_tf_keras_files_are_not_taken_for_keras3(tmp_path, tiny_teacher_file):
     assert not keras3_conversion.saved_by_keras3(str(tmp_path / "missing.keras"))
 
 
-def test_keras3_layer_without_a_tf_keras_counterpart_is_a_user_error(tmp_path):
-    @keras.saving.register_keras_serializable(package="zscgan_tf_tests")
-    class Doubling(keras.layers.Layer):
-        def call(self, inputs):
-            return 2.0 * inputs
+@keras.saving.register_keras_serializable(package="zscgan_tf_tests")
+class ChannelScale(keras.layers.Layer):
+    """A user's own Keras 3 layer with a weight: each channel times a learned factor."""
 
+    def build(self, input_shape):
+        self.factors = self.add_weight(name="factors", shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, inputs):
+        return inputs * self.factors
+
+
+def _keras3_classifier_with_own_layer(path: str) -> keras.Model:
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
-    x = keras.layers.BatchNormalization()(Doubling(name="doubling")(inputs))
+    x = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    x = ChannelScale(name="scale")(keras.layers.ReLU(name="relu")(x))
+    x = keras.layers.AdaptiveAveragePooling2D(2, name="adaptive_pool")(x)  # Keras 3's own; tf_keras lacks it.
+    original = keras.Model(inputs, keras.layers.Dense(3, name="logits")(keras.layers.Flatten(name="flat")(x)))
+    original.get_layer("scale").set_weights([np.array([0.5, 1.0, 2.0, -1.0], np.float32)])
+    original.save(path)
+    return original
+
+
+def test_keras3_layers_tf_keras_lacks_run_as_they_are_with_their_weights(tmp_path):
+    original = _keras3_classifier_with_own_layer(str(tmp_path / "custom.keras"))
+
+    model = keras3_conversion.load_as_tf_keras(str(tmp_path / "custom.keras"))
+
+    expected = original(_pixels(), training=False).numpy()
+    np.testing.assert_allclose(model(_pixels(), training=False).numpy(), expected, rtol=1e-5, atol=1e-6)
+    scale = model.get_layer("scale")
+    assert isinstance(scale, keras3_conversion.Keras3Layer) and quantize.layer_type(scale) == "Keras 3 ChannelScale"
+    assert quantize.layer_type(model.get_layer("adaptive_pool")) == "Keras 3 AdaptiveAveragePooling2D"
+    np.testing.assert_array_equal(scale.get_weights()[0], [0.5, 1.0, 2.0, -1.0])
+    assert [weight.name for weight in scale.trainable_weights] == ["scale/factors:0"]
+    model.trainable = False  # A frozen teacher freezes them too.
+    assert not scale.trainable_weights and len(scale.non_trainable_weights) == 1
+    # Saved, reloaded and cloned as tf_keras models are: a student is all three.
+    model.save(str(tmp_path / "rebuilt.h5"))
+    reloaded = tf_keras.models.load_model(str(tmp_path / "rebuilt.h5"), compile=False)
+    clone = tf_keras.models.clone_model(reloaded)
+    clone.set_weights(reloaded.get_weights())
+    for copy in (reloaded, clone):
+        np.testing.assert_allclose(copy(_pixels(), training=False).numpy(), expected, rtol=1e-5, atol=1e-6)
+    # Its gradient reaches the input, as the generator's training needs.
+    images = tf.constant(_pixels())
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        total = tf.reduce_sum(model(images, training=False))
+    assert float(tf.reduce_max(tf.abs(tape.gradient(total, images)))) > 0
+
+
+def test_keras3_layer_whose_class_is_not_known_names_the_way_out(tmp_path):
     path = str(tmp_path / "custom.keras")
-    keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x))).save(path)
-    with pytest.raises(UserError, match="cannot rebuild Keras 3.* layer 'doubling' is a Doubling, which tf_keras does "
-                                        "not have; a Keras 3 model's own layers cannot be rebuilt for TF-MOT"):
-        keras3_conversion.load_as_tf_keras(path)
-    # Read where its class is not imported (a fresh process), Keras 3 itself fails, in its own words.
-    keras.saving.get_custom_objects().pop("zscgan_tf_tests>Doubling")
-    with pytest.raises(UserError, match=r"cannot load Keras 3.* it uses layer class 'zscgan_tf_tests>Doubling' of its "
-                                        r"own; a Keras 3 model's own layers cannot be rebuilt for TF-MOT, which needs "
-                                        r"tf_keras: build the model with tf_keras, with those layers written for "
-                                        r"tf_keras, and pass --teacher_custom_objects=<the module or .py file that "
-                                        r"defines them>$"):
-        keras3_conversion.load_as_tf_keras(path)
+    _keras3_classifier_with_own_layer(path)
+    registry = keras.saving.get_custom_objects()
+    registered = registry.pop("zscgan_tf_tests>ChannelScale")  # As in a fresh process that has not imported it.
+    try:
+        with pytest.raises(UserError, match=r"cannot load Keras 3.* it uses layer class 'zscgan_tf_tests>ChannelScale' "
+                                            r"of its own; pass --teacher_custom_objects=<the module or .py file that "
+                                            r"defines them>$"):
+            keras3_conversion.load_as_tf_keras(path)
+    finally:
+        registry["zscgan_tf_tests>ChannelScale"] = registered
 
 
 def test_rebuilt_model_that_computes_otherwise_is_refused(tmp_path, monkeypatch):

@@ -5,7 +5,9 @@ and config, not its code; loading it needs the code. `register` imports the modu
 user names (dotted module names, or `.py` files) and registers every Keras object they
 define under its own name, so the teacher, the TF-MOT student built from it and every
 later reload (a resumed run, `tools/convert.py`) find it. Classes registered with
-`@register_keras_serializable` are found under their `package>Name` too.
+`@register_keras_serializable` are found under their `package>Name` too. A model saved
+by Keras 3 needs its classes written for Keras 3; they are registered with Keras 3, and
+its layers run inside the tf_keras rebuild as they are (`keras3_conversion`).
 
 Example:
 
@@ -81,22 +83,40 @@ def keras_objects(module: ModuleType) -> Dict[str, object]:
     return found
 
 
+def keras3_classes(module: ModuleType) -> Dict[str, type]:
+    """The Keras 3 classes (layers, initializers, regularizers, constraints) `module` defines
+    itself, by name: what a model saved by Keras 3 needs to load (`keras3_conversion`)."""
+    keras = sys.modules.get("keras")  # Keras 3; a module that defines its classes has imported it.
+    if keras is None or not hasattr(keras, "saving"):
+        return {}
+    bases = (keras.layers.Layer, keras.initializers.Initializer, keras.regularizers.Regularizer,
+             keras.constraints.Constraint)
+    return {name: value for name, value in vars(module).items()
+            if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
+            and inspect.isclass(value) and issubclass(value, bases)}
+
+
 def register(sources: Sequence[str]) -> Dict[str, object]:
     """Imports each module or `.py` file of `sources` and registers its Keras objects
-    globally with tf_keras; returns what was registered.
+    globally: tf_keras' with tf_keras, Keras 3 classes with Keras 3. Returns what was
+    registered.
 
     Raises:
       UserError: if a source cannot be imported, or defines no Keras class or function.
     """
-    registered = {}
+    registered, registered_with_keras3 = {}, {}
     for source in sources:
-        objects = keras_objects(_import(source))
-        if not objects:
+        module = _import(source)
+        objects, keras3_objects = keras_objects(module), keras3_classes(module)
+        if not objects and not keras3_objects:
             raise UserError(f"custom objects module {source!r} defines no Keras layer, other Keras class or "
                             "function")
         registered.update(objects)
+        registered_with_keras3.update(keras3_objects)
     tf_keras.utils.get_custom_objects().update(registered)
-    return registered
+    if registered_with_keras3:
+        sys.modules["keras"].saving.get_custom_objects().update(registered_with_keras3)
+    return {**registered, **registered_with_keras3}
 
 
 def _builtin_names() -> frozenset:

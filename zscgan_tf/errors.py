@@ -15,6 +15,18 @@ FIRST_LINE_LIMIT = 300
 
 def first_line(error: BaseException) -> str:
     """The first line of `error`'s message (its type name if it has none), cut to `FIRST_LINE_LIMIT`,
-    for quoting it in a one-line `UserError`."""
+    for quoting it in a one-line `UserError`.
+
+    Where a library wrapped one of our `UserError`s (tf_keras' "Error when deserializing
+    class ..." around a layer's own, with its whole config), the `UserError`'s message.
+    """
+    seen = set()
+    cause = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, UserError):
+            error = cause
+            break
+        seen.add(id(cause))
+        cause = cause.__cause__ if cause.__cause__ is not None or cause.__suppress_context__ else cause.__context__
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:FIRST_LINE_LIMIT]

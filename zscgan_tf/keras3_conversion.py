@@ -6,9 +6,9 @@ its graph layer by layer with the tf_keras class of the same name, the same sett
 the same weights, flattening nested models and leaving out random augmentation layers
 on the way, as `flattening` does for tf_keras models. Keras 3 operations in the graph
 (`preprocess_input`'s `x / 127.5 - 1`, `keras.ops.mean`, slicing, ...) become TensorFlow
-ops. The rebuilt
-model is checked against the original on random inputs, so a setting lost in
-translation is an error, not a different teacher.
+ops, and a layer tf_keras has no class for (a user's own, `AdaptiveAveragePooling2D`)
+runs as it is inside a `Keras3Layer`. The rebuilt model is checked against the original
+on random inputs, so a setting lost in translation is an error, not a different teacher.
 
 Usage:
 
@@ -68,10 +68,11 @@ AGREEMENT_TOLERANCE = 1e-3
 # The same where a layer computes in lower precision (a mixed-precision policy), by its type:
 # float16 rounding alone reached 1.1e-3 (ResNet50 under mixed_float16, random weights, 96x96).
 REDUCED_PRECISION_AGREEMENT_TOLERANCES = {"float16": 1e-2, "bfloat16": 5e-2}
-# What a Keras 3 model with layers of its own needs: only tf_keras layers are rebuilt.
-OWN_LAYERS_HINT = ("a Keras 3 model's own layers cannot be rebuilt for TF-MOT, which needs tf_keras: build the "
-                   "model with tf_keras, with those layers written for tf_keras, and pass "
-                   "--teacher_custom_objects=<the module or .py file that defines them>")
+# What a Keras 3 model with layers of its own needs to load: their code.
+OWN_LAYERS_HINT = "pass --teacher_custom_objects=<the module or .py file that defines them>"
+OWN_LAYER_HINT = "pass --teacher_custom_objects=<the module or .py file that defines it>"
+# How Keras 3 says it has not been given a class that a saved config names.
+UNKNOWN_KERAS3_CLASS = "Could not locate class"
 CHECK_BATCH_SIZE = 4
 CHECK_SEED = 0
 CHECK_IMAGE_SIZE = 96
@@ -156,6 +157,62 @@ def load_as_tf_keras(path: str, trust_model_code: bool = False) -> tf_keras.Mode
     return rebuilt
 
 
+@tf_keras.utils.register_keras_serializable(package="zscgan_tf")
+class Keras3Layer(tf_keras.layers.Layer):
+    """A Keras 3 layer that tf_keras has no class for (a user's own, or one Keras 3 added),
+    run as it is inside a tf_keras model.
+
+    With TensorFlow as Keras 3's backend its computation is TensorFlow ops and its weights
+    are TensorFlow variables, which this layer holds as its own: tf_keras trains, freezes,
+    saves and clones them like any layer's, and the TFLite converter traces through it.
+    TF-MOT does not know it, so a student keeps it float (`quantize.quantize_student`).
+
+    Args:
+      keras3_config: the Keras 3 layer, serialized (`keras.saving.serialize_keras_object`);
+        its class must be known to Keras 3 wherever this layer is made or loaded (a module
+        given to `custom_objects.register`).
+    """
+
+    def __init__(self, keras3_config: Dict[str, Any], **kwargs):
+        super().__init__(**kwargs)
+        import keras  # pylint: disable=import-outside-toplevel  # Keras 3, installed with TensorFlow.
+        self.keras3_config = keras3_config
+        try:
+            self.keras3_layer = keras.saving.deserialize_keras_object(keras3_config)
+        except Exception as error:  # pylint: disable=broad-except  # The user's code may raise anything.
+            if UNKNOWN_KERAS3_CLASS in str(error):
+                raise UserError(f"cannot recreate Keras 3 layer {self.keras3_class_name!r}, whose class Keras 3 "
+                                f"does not know; {OWN_LAYER_HINT}") from error
+            raise UserError(f"cannot recreate Keras 3 layer {self.keras3_class_name!r}: {first_line(error)}") from error
+
+    @property
+    def keras3_class_name(self) -> str:
+        return self.keras3_config.get("class_name", "")
+
+    def build(self, input_shape):
+        if not self.keras3_layer.built:  # Its serialized form builds it, where it was built.
+            self.keras3_layer.build(_keras3_shape(input_shape))
+        # The TensorFlow variables under its Keras 3 ones, in its order: tf_keras tracks them as this layer's weights.
+        self.keras3_variables = [variable.value for variable in self.keras3_layer.weights]
+        super().build(input_shape)
+
+    def call(self, inputs, *args, **kwargs):
+        return self.keras3_layer(inputs, *args, **kwargs)
+
+    def compute_output_shape(self, input_shape):
+        return self.keras3_layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "keras3_config": self.keras3_config}
+
+
+def _keras3_shape(shape):
+    """A tf_keras input shape (a `TensorShape`, or a list of them) as Keras 3 takes it: tuples."""
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (tf.TensorShape, list, tuple)):
+        return [_keras3_shape(each) for each in shape]
+    return tuple(tf.TensorShape(shape).as_list())
+
+
 class _Rebuild:
     """Replays Keras 3 graphs on tf_keras tensors, one tf_keras layer per Keras 3 layer."""
 
@@ -220,13 +277,13 @@ class _Rebuild:
             self.layers[id(original)] = tf_keras.layers.Lambda(original.function, name=original.name)
             return self.layers[id(original)]
         layer_class = getattr(tf_keras.layers, type(original).__name__, None)
-        if layer_class is None:
-            own = not type(original).__module__.startswith("keras")  # A user's layer, not one Keras 3 added.
-            raise UserError(f"layer {original.name!r} is a {type(original).__name__}, which tf_keras does not have"
-                            + (f"; {OWN_LAYERS_HINT}" if own else ""))
-        config = _tf_keras_config(original.get_config())
-        config["name"] = flattening.claim_name(config["name"], prefix, self.taken_names)
-        rebuilt = _from_config_dropping_unknown_settings(layer_class, config, original.name)
+        name = flattening.claim_name(original.name, prefix, self.taken_names)
+        if layer_class is None:  # A user's own layer, or one Keras 3 added: it runs as it is.
+            rebuilt = Keras3Layer(self.keras.saving.serialize_keras_object(original), name=name)
+        else:
+            config = _tf_keras_config(original.get_config())
+            config["name"] = name
+            rebuilt = _from_config_dropping_unknown_settings(layer_class, config, original.name)
         weights = original.get_weights()
 
         def call(*args, **kwargs):

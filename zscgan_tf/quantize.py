@@ -43,7 +43,7 @@ from tf_keras.src.saving import serialization_lib
 # Not exported by tfmot's public API: the input quantizer layer.
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
 
-from zscgan_tf import quantizer_ranges, range_fitting, tfmot_schemes
+from zscgan_tf import keras3_conversion, quantizer_ranges, range_fitting, tfmot_schemes
 from zscgan_tf.errors import UserError
 
 MIN_BITS = 2
@@ -366,9 +366,16 @@ def describe_student(student: tf_keras.Model) -> Tuple[LayerQuantization, ...]:
                 weight_bits=_quantizer_bits(weight_quantizers),
                 activation_bits=_quantizer_bits(activation_quantizers)))
         else:
-            rows.append(LayerQuantization(
-                name=layer.name, layer_type=type(layer).__name__, status=FLOAT_STATUS))
+            rows.append(LayerQuantization(name=layer.name, layer_type=layer_type(layer), status=FLOAT_STATUS))
     return tuple(rows)
+
+
+def layer_type(layer) -> str:
+    """A layer's class name, as a report gives it: a Keras 3 layer run as it is inside a
+    rebuilt teacher by its own class ("Keras 3 ChannelScale")."""
+    if isinstance(layer, keras3_conversion.Keras3Layer):
+        return f"Keras 3 {layer.keras3_class_name}"
+    return type(layer).__name__
 
 
 def summarize_layer_names(model: tf_keras.Model, names: Sequence[str], shown_per_type: int = 4) -> str:
@@ -379,7 +386,7 @@ def summarize_layer_names(model: tf_keras.Model, names: Sequence[str], shown_per
     """
     by_type = {}
     for name in names:
-        by_type.setdefault(type(model.get_layer(name)).__name__, []).append(name)
+        by_type.setdefault(layer_type(model.get_layer(name)), []).append(name)
     groups = []
     for type_name, type_names in by_type.items():
         listed = ", ".join(type_names[:shown_per_type])

@@ -1,0 +1,41 @@
+import pytest
+
+from zscgan_tf.errors import FIRST_LINE_LIMIT, UserError, first_line
+
+
+def _raised(function):
+    with pytest.raises(Exception) as info:
+        function()
+    return info.value
+
+
+def test_first_line_quotes_a_message_in_one_line_cut_to_the_limit():
+    assert first_line(ValueError("bad shape\n  details")) == "bad shape"
+    assert first_line(KeyError()) == "KeyError"
+    assert first_line(ValueError("x" * 1000)) == "x" * FIRST_LINE_LIMIT
+
+
+def test_first_line_quotes_our_own_message_where_a_library_wrapped_it():
+    def wrapped():
+        try:
+            raise UserError("cannot recreate Keras 3 layer 'ChannelGain'; pass --teacher_custom_objects=<...>")
+        except UserError as error:
+            raise TypeError("Error when deserializing class 'Keras3Layer' using config={...}") from error
+
+    assert first_line(_raised(wrapped)).startswith("cannot recreate Keras 3 layer 'ChannelGain'")
+
+    def rephrased():  # Our own message that says more than the one it replaced.
+        try:
+            raise UserError("the file is missing")
+        except UserError:
+            raise UserError("evaluation data: the file is missing (pass --eval_dataset)")
+
+    assert first_line(_raised(rephrased)) == "evaluation data: the file is missing (pass --eval_dataset)"
+
+    def hidden():  # A context raised `from None` is not the cause.
+        try:
+            raise UserError("ours")
+        except UserError:
+            raise TypeError("theirs") from None
+
+    assert first_line(_raised(hidden)) == "theirs"
