@@ -199,9 +199,6 @@ class Keras3Layer(tf_keras.layers.Layer):
     def call(self, inputs, *args, **kwargs):
         return self.keras3_layer(inputs, *args, **kwargs)
 
-    def compute_output_shape(self, input_shape):
-        return self.keras3_layer.compute_output_shape(input_shape)
-
     def get_config(self):
         return {**super().get_config(), "keras3_config": self.keras3_config}
 
