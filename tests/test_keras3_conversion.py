@@ -92,11 +92,19 @@ class ChannelScale(keras.layers.Layer):
         return inputs * self.factors
 
 
+@keras.saving.register_keras_serializable(package="zscgan_tf_tests")
+class Softmax(keras.layers.Layer):
+    """A user's own layer that shares its class name with one of Keras', and computes otherwise."""
+
+    def call(self, inputs):
+        return 0.5 * inputs
+
+
 def _keras3_classifier_with_own_layer(path: str) -> keras.Model:
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(4, 3, name="conv")(inputs))
-    x = ChannelScale(name="scale")(keras.layers.ReLU(name="relu")(x))
+    x = Softmax(name="halve")(ChannelScale(name="scale")(keras.layers.ReLU(name="relu")(x)))
     x = keras.layers.AdaptiveAveragePooling2D(2, name="adaptive_pool")(x)  # Keras 3's own; tf_keras lacks it.
     original = keras.Model(inputs, keras.layers.Dense(3, name="logits")(keras.layers.Flatten(name="flat")(x)))
     original.get_layer("scale").set_weights([np.array([0.5, 1.0, 2.0, -1.0], np.float32)])
@@ -114,6 +122,7 @@ def test_keras3_layers_tf_keras_lacks_run_as_they_are_with_their_weights(tmp_pat
     scale = model.get_layer("scale")
     assert isinstance(scale, keras3_conversion.Keras3Layer) and quantize.layer_type(scale) == "Keras 3 ChannelScale"
     assert quantize.layer_type(model.get_layer("adaptive_pool")) == "Keras 3 AdaptiveAveragePooling2D"
+    assert quantize.layer_type(model.get_layer("halve")) == "Keras 3 Softmax"  # Not tf_keras' Softmax.
     np.testing.assert_array_equal(scale.get_weights()[0], [0.5, 1.0, 2.0, -1.0])
     assert [weight.name for weight in scale.trainable_weights] == ["scale/factors:0"]
     model.trainable = False  # A frozen teacher freezes them too.
@@ -139,9 +148,9 @@ def test_keras3_layer_whose_class_is_not_known_names_the_way_out(tmp_path):
     registry = keras.saving.get_custom_objects()
     registered = registry.pop("zscgan_tf_tests>ChannelScale")  # As in a fresh process that has not imported it.
     try:
-        with pytest.raises(UserError, match=r"cannot load Keras 3.* it uses layer class 'zscgan_tf_tests>ChannelScale' "
-                                            r"of its own; pass --teacher_custom_objects=<the module or .py file that "
-                                            r"defines them>$"):
+        with pytest.raises(UserError, match=r"cannot load Keras 3.* it uses layer classes "
+                                            r"'zscgan_tf_tests>ChannelScale', 'zscgan_tf_tests>Softmax' of its own; "
+                                            r"pass --teacher_custom_objects=<the module or .py file that defines them>$"):
             keras3_conversion.load_as_tf_keras(path)
     finally:
         registry["zscgan_tf_tests>ChannelScale"] = registered

@@ -18,7 +18,8 @@ def first_line(error: BaseException) -> str:
     for quoting it in a one-line `UserError`.
 
     Where a library wrapped one of our `UserError`s (tf_keras' "Error when deserializing
-    class ..." around a layer's own, with its whole config), the `UserError`'s message.
+    class ..." around a layer's own, with its whole config), or raised its error while
+    handling one, the `UserError`'s message.
     """
     seen = set()
     cause = error
@@ -27,6 +28,8 @@ def first_line(error: BaseException) -> str:
             error = cause
             break
         seen.add(id(cause))
-        cause = cause.__cause__ if cause.__cause__ is not None or cause.__suppress_context__ else cause.__context__
+        # Even a context raised `from None`: TensorFlow's and tf_keras' traceback filtering re-raise
+        # every error so, to shorten its traceback, not to disown its cause.
+        cause = cause.__cause__ if cause.__cause__ is not None else cause.__context__
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:FIRST_LINE_LIMIT]

@@ -29,7 +29,8 @@ import tf_keras
 from zscgan_tf import flattening, saved_config
 from zscgan_tf.errors import UserError, first_line
 
-# Where Keras 3's own operations (`keras.ops`, tensor slicing) live; a user's Operation subclass does not.
+# Where Keras 3's own layers and operations (`keras.ops`, tensor slicing) live; a user's subclasses do not.
+KERAS3_MODULE = "keras."
 KERAS3_OPERATIONS_MODULE = "keras.src.ops."
 # Keras 3 operations (not layers) that preprocessing leaves in functional models, by class name,
 # rebuilt as one TensorFlow op each.
@@ -273,7 +274,10 @@ class _Rebuild:
         if type(original).__name__ == "Lambda":  # Its code was trusted to load; it runs as it is.
             self.layers[id(original)] = tf_keras.layers.Lambda(original.function, name=original.name)
             return self.layers[id(original)]
-        layer_class = getattr(tf_keras.layers, type(original).__name__, None)
+        # Keras' own layers by their class names; a user's layer named as one of them (a "Scale",
+        # a "Softmax" of their own) is not that layer.
+        keras_own = type(original).__module__.startswith(KERAS3_MODULE)
+        layer_class = getattr(tf_keras.layers, type(original).__name__, None) if keras_own else None
         name = flattening.claim_name(original.name, prefix, self.taken_names)
         if layer_class is None:  # A user's own layer, or one Keras 3 added: it runs as it is.
             rebuilt = Keras3Layer(self.keras.saving.serialize_keras_object(original), name=name)
