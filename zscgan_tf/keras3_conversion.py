@@ -6,8 +6,8 @@ its graph layer by layer with the tf_keras class of the same name, the same sett
 the same weights, flattening nested models and leaving out random augmentation layers
 on the way, as `flattening` does for tf_keras models. Keras 3 operations in the graph
 (`preprocess_input`'s `x / 127.5 - 1`, `keras.ops.mean`, slicing, ...) become TensorFlow
-ops, and a layer tf_keras has no class for (a user's own, `AdaptiveAveragePooling2D`)
-runs as it is inside a `Keras3Layer`. The rebuilt model is checked against the original
+ops, and a user's own layer, or one of Keras 3 that tf_keras has no class for
+(`AdaptiveAveragePooling2D`), runs as it is inside a `Keras3Layer`. The rebuilt model is checked against the original
 on random inputs, so a setting lost in translation is an error, not a different teacher.
 
 Usage:
