@@ -246,6 +246,7 @@ def test_keras3_mixed_precision_teacher_computes_in_float32(tmp_path):
     inputs = keras.Input((8, 8, 3), name="image")
     x = keras.layers.Conv2D(4, 3, dtype="mixed_float16", name="conv")(inputs)
     x = keras.layers.BatchNormalization(dtype="mixed_float16", name="bn")(x)
+    x = ChannelScale(dtype="mixed_float16", name="scale")(x)  # Run as it is, in float32 too.
     x = keras.layers.GlobalAveragePooling2D(dtype="mixed_float16", name="pool")(x)
     original = keras.Model(inputs, keras.layers.Dense(3, dtype="float32", name="logits")(x))
     path = str(tmp_path / "mixed.keras")
@@ -254,6 +255,7 @@ def test_keras3_mixed_precision_teacher_computes_in_float32(tmp_path):
     teacher = teachers.load_teacher(teachers.TeacherSource(model=path, preprocessing="raw"))
 
     assert {layer.compute_dtype for layer in teacher.model.layers} == {"float32"}
+    assert teacher.model.get_layer("scale").keras3_layer.compute_dtype == "float32"
     assert len(teacher.warnings) == 1 and "mixed precision" in teacher.warnings[0]
     np.testing.assert_allclose(teacher.model(_pixels(), training=False).numpy(),
                                original(_pixels(), training=False).numpy(), rtol=1e-2, atol=1e-2)

@@ -172,14 +172,16 @@ class Keras3Layer(tf_keras.layers.Layer):
       keras3_config: the Keras 3 layer, serialized (`keras.saving.serialize_keras_object`);
         its class must be known to Keras 3 wherever this layer is made or loaded (a module
         given to `custom_objects.register`).
+      **kwargs: tf_keras layer arguments. `dtype` (a policy's name) is the Keras 3
+        layer's too: a mixed-precision teacher rebuilt to compute in float32 sets it so.
     """
 
     def __init__(self, keras3_config: Dict[str, Any], **kwargs):
         super().__init__(**kwargs)
         import keras  # pylint: disable=import-outside-toplevel  # Keras 3, installed with TensorFlow.
-        self.keras3_config = keras3_config
+        self.keras3_config = _with_dtype_policy(keras3_config, self.dtype_policy.name)
         try:
-            self.keras3_layer = keras.saving.deserialize_keras_object(keras3_config)
+            self.keras3_layer = keras.saving.deserialize_keras_object(self.keras3_config)
         except Exception as error:  # pylint: disable=broad-except  # The user's code may raise anything.
             if UNKNOWN_KERAS3_CLASS in str(error):
                 raise UserError(f"cannot recreate Keras 3 layer {self.keras3_class_name!r}, whose class Keras 3 "
@@ -202,6 +204,15 @@ class Keras3Layer(tf_keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "keras3_config": self.keras3_config}
+
+
+def _with_dtype_policy(keras3_config: Dict[str, Any], policy: str) -> Dict[str, Any]:
+    """A serialized Keras 3 layer computing under the dtype policy named `policy`."""
+    dtype = keras3_config.get("config", {}).get("dtype")
+    current = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
+    if current == policy:
+        return keras3_config
+    return {**keras3_config, "config": {**keras3_config["config"], "dtype": policy}}
 
 
 def _keras3_shape(shape):
@@ -280,7 +291,8 @@ class _Rebuild:
         layer_class = getattr(tf_keras.layers, type(original).__name__, None) if keras_own else None
         name = flattening.claim_name(original.name, prefix, self.taken_names)
         if layer_class is None:  # A user's own layer, or one Keras 3 added: it runs as it is.
-            rebuilt = Keras3Layer(self.keras.saving.serialize_keras_object(original), name=name)
+            rebuilt = Keras3Layer(self.keras.saving.serialize_keras_object(original), name=name,
+                                  dtype=original.dtype_policy.name)
         else:
             config = _tf_keras_config(original.get_config())
             config["name"] = name
