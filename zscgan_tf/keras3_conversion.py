@@ -7,8 +7,9 @@ the same weights, flattening nested models and leaving out random augmentation l
 on the way, as `flattening` does for tf_keras models. Keras 3 operations in the graph
 (`preprocess_input`'s `x / 127.5 - 1`, `keras.ops.mean`, slicing, ...) become TensorFlow
 ops, and a user's own layer, or one of Keras 3 that tf_keras has no class for
-(`AdaptiveAveragePooling2D`), runs as it is inside a `Keras3Layer`. The rebuilt model is checked against the original
-on random inputs, so a setting lost in translation is an error, not a different teacher.
+(`AdaptiveAveragePooling2D`), runs as it is inside a `Keras3Layer`. The rebuilt model is
+checked against the original on random inputs, so a setting lost in translation is an
+error, not a different teacher.
 
 Usage:
 
@@ -282,12 +283,12 @@ class _Rebuild:
     def layer(self, original, prefix: str):
         if id(original) in self.layers:
             return self.layers[id(original)]
-        if type(original).__name__ == "Lambda":  # Its code was trusted to load; it runs as it is.
+        # Keras' own layers by their class names; a user's layer named as one of them (a "Softmax"
+        # of their own) is not that layer.
+        keras_own = type(original).__module__.startswith(KERAS3_MODULE)
+        if keras_own and type(original).__name__ == "Lambda":  # Its code was trusted to load; it runs as it is.
             self.layers[id(original)] = tf_keras.layers.Lambda(original.function, name=original.name)
             return self.layers[id(original)]
-        # Keras' own layers by their class names; a user's layer named as one of them (a "Scale",
-        # a "Softmax" of their own) is not that layer.
-        keras_own = type(original).__module__.startswith(KERAS3_MODULE)
         layer_class = getattr(tf_keras.layers, type(original).__name__, None) if keras_own else None
         name = flattening.claim_name(original.name, prefix, self.taken_names)
         if layer_class is None:  # A user's own layer, or one Keras 3 added: it runs as it is.
