@@ -133,7 +133,7 @@ def check(builder, name: str, size: int, samples: int):
     model.trainable = False  # As `teachers.load_teacher` leaves a teacher.
     inputs = np.random.default_rng(0).uniform(-1, 1, (samples, size, size, 3)).astype(np.float32)
     student, float_layers = quantize.quantize_student(model, calibration_inputs=inputs, input_range=(-1.0, 1.0))
-    float_types = sorted({type(model.get_layer(layer)).__name__ for layer in float_layers})
+    float_types = sorted({quantize.layer_type(model.get_layer(layer)) for layer in float_layers})
     step_cell = _qat_step(model, student, inputs)
     dataset = export.representative_dataset_from_array(inputs, input_range=(-1.0, 1.0))
     qat_cell, qat_kib = _export(student, dataset)
