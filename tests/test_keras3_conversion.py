@@ -1,3 +1,5 @@
+import warnings
+
 import keras  # Keras 3, which TensorFlow installs and saves models with by default.
 import numpy as np
 import pytest
@@ -140,6 +142,71 @@ def test_keras3_layers_tf_keras_lacks_run_as_they_are_with_their_weights(tmp_pat
         tape.watch(images)
         total = tf.reduce_sum(model(images, training=False))
     assert float(tf.reduce_max(tf.abs(tape.gradient(total, images)))) > 0
+
+
+@keras.saving.register_keras_serializable(package="zscgan_tf_tests")
+class ConvBlock(keras.layers.Layer):
+    """A user's own Keras 3 layer holding layers, with no `build` of its own: they make their
+    weights when it is first called."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.conv = keras.layers.Conv2D(filters, 3, padding="same")
+        self.bn = keras.layers.BatchNormalization()
+
+    def call(self, inputs, training=None):
+        return keras.ops.relu(self.bn(self.conv(inputs), training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+@tf_keras.utils.register_keras_serializable(package="zscgan_tf_tests")
+class TfKerasConvBlock(tf_keras.layers.Layer):
+    """The same, written for tf_keras."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.conv = tf_keras.layers.Conv2D(filters, 3, padding="same")
+        self.bn = tf_keras.layers.BatchNormalization()
+
+    def call(self, inputs, training=None):
+        return tf.nn.relu(self.bn(self.conv(inputs), training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+def test_own_layers_holding_batchnorm_run_whole_and_the_teacher_says_whose_statistics_are_not_matched(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = ConvBlock(4, name="block")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(4, 3, name="conv")(x))
+    original = keras.Model(inputs, keras.layers.Dense(3, name="logits")(keras.layers.Flatten(name="flat")(x)))
+    path = str(tmp_path / "blocks.keras")
+    original.save(path)
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        teacher = teachers.load_teacher(teachers.TeacherSource(model=path, preprocessing="raw"))
+    assert not [warning for warning in shown if "unbuilt state" in str(warning.message)]  # The block is built.
+
+    block = teacher.model.get_layer("block")
+    assert len(block.weights) == len(original.get_layer("block").weights) == 6  # Its Conv2D's and BN's.
+    np.testing.assert_allclose(teacher.model(_pixels(), training=False).numpy(),
+                               original(_pixels(), training=False).numpy(), rtol=1e-5, atol=1e-6)
+    assert teacher.warnings == ("1 layer of the teacher's own (block) holds BatchNormalization layers, which run "
+                                "inside it: the generator is trained to match the statistics of the other 1 BN layer "
+                                "only",)
+    # With no BN layer outside such layers there is nothing to match: refused, saying where they are.
+    inputs = tf_keras.Input((8, 8, 3))
+    x = TfKerasConvBlock(4, name="tf_keras_block")(inputs)
+    tf_keras.Model(inputs, tf_keras.layers.Dense(3)(tf_keras.layers.Flatten()(x))).save(str(tmp_path / "only.keras"))
+    with pytest.raises(UserError, match=r"^teacher 'only' has no BatchNormalization layer but inside its own layers "
+                                        r"\(tf_keras_block\), whose statistics cannot be read; ZS-CGAN needs"):
+        teachers.load_teacher(teachers.TeacherSource(model=str(tmp_path / "only.keras"), preprocessing="raw"))
 
 
 def test_keras3_layer_whose_class_is_not_known_names_the_way_out(tmp_path):

@@ -17,9 +17,11 @@ Usage:
         model = keras3_conversion.load_as_tf_keras(path)
 """
 
+import contextlib
 import json
 import os
 import re
+import warnings
 import zipfile
 from typing import Any, Dict, List, Optional
 
@@ -75,6 +77,8 @@ OWN_LAYERS_HINT = "pass --teacher_custom_objects=<the module or .py file that de
 OWN_LAYER_HINT = "pass --teacher_custom_objects=<the module or .py file that defines it>"
 # How Keras 3 says it has not been given a class that a saved config names.
 UNKNOWN_KERAS3_CLASS = "Could not locate class"
+# The start of Keras 3's warning about a layer built from its config whose layers are not built yet.
+UNBUILT_STATE_WARNING = r"`build\(\)` was called on layer"
 CHECK_BATCH_SIZE = 4
 CHECK_SEED = 0
 CHECK_IMAGE_SIZE = 96
@@ -133,7 +137,8 @@ def load_as_tf_keras(path: str, trust_model_code: bool = False) -> tf_keras.Mode
     import keras  # pylint: disable=import-outside-toplevel  # Keras 3, installed with TensorFlow.
     version = _saved_keras_version(path)
     try:
-        original = keras.saving.load_model(path, compile=False, safe_mode=not trust_model_code)
+        with _unbuilt_state_warning_silenced():
+            original = keras.saving.load_model(path, compile=False, safe_mode=not trust_model_code)
     except Exception as error:  # pylint: disable=broad-except  # Any failure is the file's.
         if "safe_mode" in str(error):
             raise UserError(f"Keras {version} model file {path!r} holds serialized Python code (e.g. a Lambda layer) "
@@ -182,7 +187,8 @@ class Keras3Layer(tf_keras.layers.Layer):
         import keras  # pylint: disable=import-outside-toplevel  # Keras 3, installed with TensorFlow.
         self.keras3_config = _with_dtype_policy(keras3_config, self.dtype_policy.name)
         try:
-            self.keras3_layer = keras.saving.deserialize_keras_object(self.keras3_config)
+            with _unbuilt_state_warning_silenced():
+                self.keras3_layer = keras.saving.deserialize_keras_object(self.keras3_config)
         except Exception as error:  # pylint: disable=broad-except  # The user's code may raise anything.
             if UNKNOWN_KERAS3_CLASS in str(error):
                 raise UserError(f"cannot recreate Keras 3 layer {self.keras3_class_name!r}, whose class Keras 3 "
@@ -194,8 +200,10 @@ class Keras3Layer(tf_keras.layers.Layer):
         return self.keras3_config.get("class_name", "")
 
     def build(self, input_shape):
-        if not self.keras3_layer.built:  # Its serialized form builds it, where it was built.
-            self.keras3_layer.build(_keras3_shape(input_shape))
+        # Its serialized form builds the layer itself, where it was built, but the layers it
+        # holds make their weights when first called: one call on zeros makes them all.
+        with tf.init_scope():
+            self.keras3_layer(_zeros_of_shape(input_shape, self.compute_dtype))
         # The TensorFlow variables under its Keras 3 ones, in its order: tf_keras tracks them as this layer's weights.
         self.keras3_variables = [variable.value for variable in self.keras3_layer.weights]
         super().build(input_shape)
@@ -207,6 +215,16 @@ class Keras3Layer(tf_keras.layers.Layer):
         return {**super().get_config(), "keras3_config": self.keras3_config}
 
 
+@contextlib.contextmanager
+def _unbuilt_state_warning_silenced():
+    """Silences Keras 3's warning that a layer without a `build` method of its own "has unbuilt
+    state" when it is made from its config: `Keras3Layer.build` calls it once, which builds
+    the layers it holds."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=UNBUILT_STATE_WARNING)
+        yield
+
+
 def _with_dtype_policy(keras3_config: Dict[str, Any], policy: str) -> Dict[str, Any]:
     """A serialized Keras 3 layer computing under the dtype policy named `policy`."""
     dtype = keras3_config.get("config", {}).get("dtype")
@@ -216,11 +234,12 @@ def _with_dtype_policy(keras3_config: Dict[str, Any], policy: str) -> Dict[str, 
     return {**keras3_config, "config": {**keras3_config["config"], "dtype": policy}}
 
 
-def _keras3_shape(shape):
-    """A tf_keras input shape (a `TensorShape`, or a list of them) as Keras 3 takes it: tuples."""
+def _zeros_of_shape(shape, dtype):
+    """Zeros of a tf_keras input shape (a `TensorShape`, or a list of them), one sample of an
+    unknown batch size."""
     if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (tf.TensorShape, list, tuple)):
-        return [_keras3_shape(each) for each in shape]
-    return tuple(tf.TensorShape(shape).as_list())
+        return [_zeros_of_shape(each, dtype) for each in shape]
+    return tf.zeros([1 if size is None else size for size in tf.TensorShape(shape).as_list()], dtype)
 
 
 class _Rebuild:

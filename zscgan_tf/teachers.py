@@ -25,7 +25,7 @@ import tensorflow as tf
 import tf_keras
 from tf_keras.src.saving import serialization_lib
 
-from zscgan_tf import bn_stats, custom_objects, flattening, logits, model_files
+from zscgan_tf import bn_stats, custom_objects, flattening, keras3_conversion, logits, model_files
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.files import portable_path
 from zscgan_tf.preprocessing import Preprocessing
@@ -224,11 +224,21 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
     rebuild_notes = _float32_notes(model, preprocessing)
     model = _float32_model(model, image_shape)
     num_classes = _validate_output(model)
-    if not bn_stats.batchnorm_layers(model):  # Also raises for nested or shared BN layers.
-        raise UserError(f"teacher {name!r} has no BatchNormalization layer; ZS-CGAN needs the BN statistics it stores")
+    hiding = _layers_holding_batchnorm(model)
+    batchnorm_count = len(bn_stats.batchnorm_layers(model))  # Also raises for nested or shared BN layers.
+    if not batchnorm_count:
+        raise UserError(f"teacher {name!r} has no BatchNormalization layer"
+                        + (f" but inside its own layers ({_listed(hiding)}), whose statistics cannot be read"
+                           if hiding else "") + "; ZS-CGAN needs the BN statistics it stores")
     preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
     model.trainable = False
     warnings = load_notes + [note for note in (channel_note, output_note, vector_note) if note] + rebuild_notes
+    if hiding:
+        one = len(hiding) == 1
+        warnings.append(f"{count_of(len(hiding), 'layer')} of the teacher's own ({_listed(hiding)}) "
+                        f"{'holds' if one else 'hold'} BatchNormalization layers, which run inside "
+                        f"{'it' if one else 'them'}: the generator is trained to match the statistics of the other "
+                        f"{count_of(batchnorm_count, 'BN layer')} only")
     scaling_layer = pixel_scaling_layer(model)
     if preprocessing_assumed and scaling_layer and preprocessing.mode != "raw":
         warnings.append(
@@ -237,6 +247,25 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
             "for a model file without a sidecar: if it takes pixels 0 to 255, pass --teacher_preprocessing=raw")
     return Teacher(model=model, preprocessing=preprocessing, image_shape=image_shape, num_classes=num_classes,
                    name=name, description=description, warnings=tuple(warnings))
+
+
+def _layers_holding_batchnorm(model: tf_keras.Model) -> List[str]:
+    """Names of the layers of `model`'s own (a custom tf_keras layer, or a Keras 3 layer run
+    as it is) that hold BatchNormalization layers inside them, out of the BN taps' reach."""
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, (tf_keras.Model, tf_keras.layers.BatchNormalization)):
+            continue
+        inner = (layer.keras3_layer._flatten_layers(include_self=False)  # pylint: disable=protected-access
+                 if isinstance(layer, keras3_conversion.Keras3Layer) else layer.submodules)
+        if any("BatchNormalization" in type(module).__name__ for module in inner):
+            names.append(layer.name)
+    return names
+
+
+def _listed(names: List[str], shown: int = 4) -> str:
+    """`names` joined, the first `shown` of them and how many more."""
+    return ", ".join(names[:shown]) + (f", ..., {len(names) - shown} more" if len(names) > shown else "")
 
 
 def pixel_scaling_layer(model: tf_keras.Model) -> Optional[tf_keras.layers.Layer]:
