@@ -1,5 +1,6 @@
 """A classifier with its own layer class: refused with the way out, then loaded, quantized and exported."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import keras  # Keras 3, which TensorFlow installs.
 import tf_keras
 
 from zscgan_tf import custom_objects, quantization_stages, teachers, tflite_model, train
@@ -41,17 +43,24 @@ LAYERS_MODULE = textwrap.dedent('''
 ''')
 
 
+@contextlib.contextmanager
+def _user_module(path, text: str, registry: dict):
+    """A user's module written to `path`; what registering it adds to `registry` is taken away afterwards."""
+    path.write_text(text)
+    before = dict(registry)
+    try:
+        yield str(path)
+    finally:
+        registry.clear()
+        registry.update(before)
+        sys.modules.pop(path.stem, None)
+
+
 @pytest.fixture(name="layers_file")
 def fixture_layers_file(tmp_path):
-    """A user's module of Keras objects; what registering it adds is taken away afterwards."""
-    path = tmp_path / "my_layers.py"
-    path.write_text(LAYERS_MODULE)
-    registry = tf_keras.utils.get_custom_objects()
-    before = dict(registry)
-    yield str(path)
-    registry.clear()
-    registry.update(before)
-    sys.modules.pop("my_layers", None)
+    """A user's module of tf_keras objects."""
+    with _user_module(tmp_path / "my_layers.py", LAYERS_MODULE, tf_keras.utils.get_custom_objects()) as path:
+        yield path
 
 
 def _gated_classifier(gate_class):
@@ -152,21 +161,13 @@ KERAS3_LAYERS_MODULE = textwrap.dedent('''
 
 @pytest.fixture(name="keras3_layers_file")
 def fixture_keras3_layers_file(tmp_path):
-    """A user's module of Keras 3 layers; what registering it adds is taken away afterwards."""
-    import keras  # pylint: disable=import-outside-toplevel  # Keras 3.
-    path = tmp_path / "my_keras3_layers.py"
-    path.write_text(KERAS3_LAYERS_MODULE)
-    registry = keras.saving.get_custom_objects()
-    before = dict(registry)
-    yield str(path)
-    registry.clear()
-    registry.update(before)
-    sys.modules.pop("my_keras3_layers", None)
+    """A user's module of Keras 3 layers."""
+    with _user_module(tmp_path / "my_keras3_layers.py", KERAS3_LAYERS_MODULE, keras.saving.get_custom_objects()) as path:
+        yield path
 
 
 def test_a_keras3_teacher_with_its_own_layer_runs_it_as_it_is_and_exports_integer(keras3_layers_file, tmp_path,
                                                                                     capsys):
-    import keras  # pylint: disable=import-outside-toplevel  # Keras 3.
     registered = custom_objects.register([keras3_layers_file])
     assert list(registered) == ["ChannelGain"]  # Registered with Keras 3, whose models need it, not with tf_keras.
     assert keras.saving.get_custom_objects()["ChannelGain"] is registered["ChannelGain"]
