@@ -162,7 +162,8 @@ KERAS3_LAYERS_MODULE = textwrap.dedent('''
 @pytest.fixture(name="keras3_layers_file")
 def fixture_keras3_layers_file(tmp_path):
     """A user's module of Keras 3 layers."""
-    with _user_module(tmp_path / "my_keras3_layers.py", KERAS3_LAYERS_MODULE, keras.saving.get_custom_objects()) as path:
+    registry = keras.saving.get_custom_objects()
+    with _user_module(tmp_path / "my_keras3_layers.py", KERAS3_LAYERS_MODULE, registry) as path:
         yield path
 
 
