@@ -256,7 +256,8 @@ def _layers_holding_batchnorm(model: tf_keras.Model) -> List[str]:
     for layer in model.layers:
         if isinstance(layer, (tf_keras.Model, tf_keras.layers.BatchNormalization)):
             continue
-        inner = (layer.keras3_layer._flatten_layers(include_self=False)  # pylint: disable=protected-access
+        # A Keras 3 layer run as it is counts itself: a BatchNormalization subclass of the user's.
+        inner = (layer.keras3_layer._flatten_layers(include_self=True)  # pylint: disable=protected-access
                  if isinstance(layer, keras3_conversion.Keras3Layer) else layer.submodules)
         if any("BatchNormalization" in type(module).__name__ for module in inner):
             names.append(layer.name)
