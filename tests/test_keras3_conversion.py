@@ -1,3 +1,4 @@
+import logging
 import warnings
 
 import keras  # Keras 3, which TensorFlow installs and saves models with by default.
@@ -207,6 +208,33 @@ def test_own_layers_holding_batchnorm_run_whole_and_the_teacher_says_whose_stati
     with pytest.raises(UserError, match=r"^teacher 'only' has no BatchNormalization layer but inside its own layers "
                                         r"\(tf_keras_block\), whose statistics cannot be read; ZS-CGAN needs"):
         teachers.load_teacher(teachers.TeacherSource(model=str(tmp_path / "only.keras"), preprocessing="raw"))
+
+
+def test_keras3_grouped_convolutions_are_rebuilt_without_retracing_warnings(tmp_path):
+    # Keras 3 compiles a function of its own for each grouped convolution it runs eagerly, as the
+    # agreement check runs the original; from the fifth on TensorFlow warned of "retracing".
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 4))
+    x = inputs
+    for index in range(6):
+        x = keras.layers.Conv2D(4, 3, padding="same", groups=2, name=f"grouped{index}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
+    original = keras.Model(inputs, keras.layers.Dense(3, name="logits")(keras.layers.Flatten(name="flat")(x)))
+    path = str(tmp_path / "grouped.keras")
+    original.save(path)
+    logged = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    tf.get_logger().addHandler(handler)
+    try:
+        model = keras3_conversion.load_as_tf_keras(path)
+    finally:
+        tf.get_logger().removeHandler(handler)
+
+    assert not [message for message in logged if "retracing" in message]
+    pixels = _pixels()[..., :1].repeat(4, axis=-1)
+    np.testing.assert_allclose(model(pixels, training=False).numpy(), original(pixels, training=False).numpy(),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_keras3_layer_whose_class_is_not_known_names_the_way_out(tmp_path):

@@ -19,6 +19,7 @@ Usage:
 
 import contextlib
 import json
+import logging
 import os
 import re
 import warnings
@@ -77,6 +78,8 @@ OWN_LAYERS_HINT = "pass --teacher_custom_objects=<the module or .py file that de
 OWN_LAYER_HINT = "pass --teacher_custom_objects=<the module or .py file that defines it>"
 # How Keras 3 says it has not been given a class that a saved config names.
 UNKNOWN_KERAS3_CLASS = "Could not locate class"
+# What TensorFlow's warning about a function traced again and again says.
+RETRACING_WARNING = "triggered tf.function retracing"
 # The start of Keras 3's warning about a layer built from its config whose layers are not built yet.
 UNBUILT_STATE_WARNING = r"`build\(\)` was called on layer"
 CHECK_BATCH_SIZE = 4
@@ -213,6 +216,21 @@ class Keras3Layer(tf_keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "keras3_config": self.keras3_config}
+
+
+@contextlib.contextmanager
+def _retracing_warnings_silenced():
+    """Drops TensorFlow's "5 out of the last 5 calls to <function conv.<locals>._conv_xla>
+    triggered tf.function retracing" while a Keras 3 model runs eagerly: Keras 3 compiles a
+    function of its own for each grouped convolution it runs, and says nothing wrong."""
+    logger = tf.get_logger()
+    retracing = logging.Filter()
+    retracing.filter = lambda record: RETRACING_WARNING not in record.getMessage()
+    logger.addFilter(retracing)
+    try:
+        yield
+    finally:
+        logger.removeFilter(retracing)
 
 
 @contextlib.contextmanager
@@ -381,7 +399,9 @@ def _largest_relative_difference(original, rebuilt: tf_keras.Model) -> float:
     shape = (CHECK_BATCH_SIZE,) + tuple(CHECK_IMAGE_SIZE if size is None else size
                                         for size in rebuilt.inputs[0].shape[1:])
     inputs = np.random.RandomState(CHECK_SEED).uniform(0.0, 255.0, shape).astype(np.float32)
-    expected = [tf.convert_to_tensor(output).numpy() for output in tf.nest.flatten(original(inputs, training=False))]
+    with _retracing_warnings_silenced():
+        outputs = original(inputs, training=False)
+    expected = [tf.convert_to_tensor(output).numpy() for output in tf.nest.flatten(outputs)]
     actual = [output.numpy() for output in tf.nest.flatten(rebuilt(inputs, training=False))]
     difference = max(float(np.max(np.abs(a - b))) for a, b in zip(expected, actual))
     scale = max(max(float(np.max(np.abs(a))) for a in expected), 1e-12)
