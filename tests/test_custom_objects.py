@@ -1,4 +1,5 @@
-"""A classifier with its own layer class: refused with the way out, then loaded, quantized and exported."""
+"""A classifier with a layer class of its own, tf_keras or Keras 3: refused with the way out, then
+loaded, quantized and exported."""
 
 import contextlib
 import os
