@@ -6,7 +6,7 @@ written at most every `log_interval_seconds`, so logs stay readable.
 
 import sys
 import time
-from typing import Dict, Optional, TextIO
+from typing import Dict, Optional, Sequence, TextIO
 
 BAR_WIDTH = 24
 DEFAULT_LOG_INTERVAL_SECONDS = 10.0
@@ -21,6 +21,12 @@ def say(message: str):
 def count_of(number: int, noun: str) -> str:
     """'1 step', '2 steps': a count and its noun, plural by adding "s"."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def listed(names: Sequence[str], shown: int) -> str:
+    """`names` joined with commas, the first `shown` of them and how many more:
+    "a, b, c, d, ..., 2 more"."""
+    return ", ".join(names[:shown]) + (f", ..., {len(names) - shown} more" if len(names) > shown else "")
 
 
 def format_duration(seconds: float) -> str:

@@ -45,6 +45,7 @@ from tensorflow_model_optimization.python.core.quantization.keras import quantiz
 
 from zscgan_tf import keras3_conversion, quantizer_ranges, range_fitting, tfmot_schemes
 from zscgan_tf.errors import UserError
+from zscgan_tf.progress import listed
 
 MIN_BITS = 2
 MAX_BITS = 8
@@ -389,10 +390,7 @@ def summarize_layer_names(model: tf_keras.Model, names: Sequence[str], shown_per
         by_type.setdefault(layer_type(model.get_layer(name)), []).append(name)
     groups = []
     for type_name, type_names in by_type.items():
-        listed = ", ".join(type_names[:shown_per_type])
-        if len(type_names) > shown_per_type:
-            listed += f", ..., {len(type_names) - shown_per_type} more"
-        groups.append(f"{len(type_names)} {type_name} ({listed})")
+        groups.append(f"{len(type_names)} {type_name} ({listed(type_names, shown_per_type)})")
     return "; ".join(groups)
 
 

@@ -29,7 +29,7 @@ from zscgan_tf import bn_stats, custom_objects, flattening, keras3_conversion, l
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.files import portable_path
 from zscgan_tf.preprocessing import Preprocessing
-from zscgan_tf.progress import count_of
+from zscgan_tf.progress import count_of, listed
 
 BUILTIN_PREFIX = "builtin:"
 SIDECAR_SUFFIX = ".json"
@@ -38,6 +38,8 @@ IMAGENET_CLASSES = 1000
 # "tench"], ...}), downloaded once into ~/.keras/models as their weights are, and its MD5.
 IMAGENET_CLASS_INDEX_FILE = "imagenet_class_index.json"
 IMAGENET_CLASS_INDEX_MD5 = "c2c37ea517e94d9795004a39431a14cb"
+# The most layers a message names; the rest are counted.
+LAYERS_NAMED = 4
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 # How a model file without a sidecar or --teacher_preprocessing is read.
 DEFAULT_FILE_PREPROCESSING = "tf"
@@ -225,17 +227,18 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
     model = _float32_model(model, image_shape)
     num_classes = _validate_output(model)
     hiding = _layers_holding_batchnorm(model)
+    hiding_names = listed(hiding, LAYERS_NAMED)
     batchnorm_count = len(bn_stats.batchnorm_layers(model))  # Also raises for nested or shared BN layers.
     if not batchnorm_count:
         raise UserError(f"teacher {name!r} has no BatchNormalization layer"
-                        + (f" but inside its own layers ({_listed(hiding)}), whose statistics cannot be read"
+                        + (f" but inside its own layers ({hiding_names}), whose statistics cannot be read"
                            if hiding else "") + "; ZS-CGAN needs the BN statistics it stores")
     preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
     model.trainable = False
     warnings = load_notes + [note for note in (channel_note, output_note, vector_note) if note] + rebuild_notes
     if hiding:
         one = len(hiding) == 1
-        warnings.append(f"{count_of(len(hiding), 'layer')} of the teacher's own ({_listed(hiding)}) "
+        warnings.append(f"{count_of(len(hiding), 'layer')} of the teacher's own ({hiding_names}) "
                         f"{'holds' if one else 'hold'} BatchNormalization layers, which run inside "
                         f"{'it' if one else 'them'}: the generator is trained to match the statistics of the other "
                         f"{count_of(batchnorm_count, 'BN layer')} only")
@@ -262,11 +265,6 @@ def _layers_holding_batchnorm(model: tf_keras.Model) -> List[str]:
         if any("BatchNormalization" in type(module).__name__ for module in inner):
             names.append(layer.name)
     return names
-
-
-def _listed(names: List[str], shown: int = 4) -> str:
-    """`names` joined, the first `shown` of them and how many more."""
-    return ", ".join(names[:shown]) + (f", ..., {len(names) - shown} more" if len(names) > shown else "")
 
 
 def pixel_scaling_layer(model: tf_keras.Model) -> Optional[tf_keras.layers.Layer]:
