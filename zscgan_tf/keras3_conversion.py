@@ -19,7 +19,6 @@ Usage:
 
 import contextlib
 import json
-import logging
 import os
 import re
 import warnings
@@ -30,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import flattening, saved_config
+from zscgan_tf import flattening, native_output, saved_config
 from zscgan_tf.errors import UserError, first_line
 
 # Where Keras 3's own layers and operations (`keras.ops`, tensor slicing) live; a user's subclasses do not.
@@ -219,21 +218,6 @@ class Keras3Layer(tf_keras.layers.Layer):
 
 
 @contextlib.contextmanager
-def _retracing_warnings_silenced():
-    """Drops TensorFlow's "5 out of the last 5 calls to <function conv.<locals>._conv_xla>
-    triggered tf.function retracing" while a Keras 3 model runs eagerly: Keras 3 compiles a
-    function of its own for each grouped convolution it runs, and says nothing wrong."""
-    logger = tf.get_logger()
-    retracing = logging.Filter()
-    retracing.filter = lambda record: RETRACING_WARNING not in record.getMessage()
-    logger.addFilter(retracing)
-    try:
-        yield
-    finally:
-        logger.removeFilter(retracing)
-
-
-@contextlib.contextmanager
 def _unbuilt_state_warning_silenced():
     """Silences Keras 3's warning that a layer without a `build` method of its own "has unbuilt
     state" when it is made from its config: `Keras3Layer.build` calls it once, which builds
@@ -399,7 +383,10 @@ def _largest_relative_difference(original, rebuilt: tf_keras.Model) -> float:
     shape = (CHECK_BATCH_SIZE,) + tuple(CHECK_IMAGE_SIZE if size is None else size
                                         for size in rebuilt.inputs[0].shape[1:])
     inputs = np.random.RandomState(CHECK_SEED).uniform(0.0, 255.0, shape).astype(np.float32)
-    with _retracing_warnings_silenced():
+    # TensorFlow's "5 out of the last 5 calls to <function conv.<locals>._conv_xla> triggered
+    # tf.function retracing": Keras 3 compiles a function of its own for each grouped
+    # convolution it runs eagerly, which says nothing wrong.
+    with native_output.tensorflow_log_lines_dropped(RETRACING_WARNING):
         outputs = original(inputs, training=False)
     expected = [tf.convert_to_tensor(output).numpy() for output in tf.nest.flatten(outputs)]
     actual = [output.numpy() for output in tf.nest.flatten(rebuilt(inputs, training=False))]

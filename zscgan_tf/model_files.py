@@ -7,16 +7,14 @@ PyTorch file, a checkpoint or a weights-only file is named for what it is.
 """
 
 import contextlib
-import logging
 import os
 from typing import FrozenSet
 
-import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 from tf_keras.src.saving import serialization_lib
 
-from zscgan_tf import custom_objects, keras3_conversion, saved_config
+from zscgan_tf import custom_objects, keras3_conversion, native_output, saved_config
 from zscgan_tf.errors import UserError, first_line
 
 # Model files of other frameworks, by suffix, and the signatures that tell TFLite and HDF5 files.
@@ -29,6 +27,8 @@ HDF5_SIGNATURE = b"\x89HDF"
 # by class, with what unwraps them; the wrapped layers hold the pruned or clustered weights.
 TF_MOT_TRAINING_WRAPPERS = {"PruneLowMagnitude": "pruning", "ClusterWeights": "clustering",
                             "ClusterWeightsMHA": "clustering"}
+# How tf_keras' warning that a mixed-precision model may run slowly without a GPU begins.
+MIXED_PRECISION_DEVICE_CHECK = "Mixed precision compatibility check"
 
 
 def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model:
@@ -50,7 +50,9 @@ def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model
     if other_kind:
         raise UserError(f"{path!r} is {other_kind}; the method needs the Keras model itself, its layers and "
                         "BatchNorm statistics: pass the model saved with model.save (.keras or .h5)")
-    with _mixed_precision_device_check_silenced():
+    # tf_keras' "... may run slowly because this machine does not have a GPU": `load_teacher`
+    # rebuilds a mixed-precision model to compute in float32 and says so.
+    with native_output.tensorflow_log_lines_dropped(MIXED_PRECISION_DEVICE_CHECK):
         return _load_model_file(path, trust_model_code)
 
 
@@ -82,20 +84,6 @@ def _other_model_kind(path: str) -> str:
             return ""  # Unreadable: loading it says why.
     return ""
 
-
-@contextlib.contextmanager
-def _mixed_precision_device_check_silenced():
-    """Drops tf_keras' "Mixed precision compatibility check ... may run slowly because this
-    machine does not have a GPU" while a model loads: `load_teacher` rebuilds the model to
-    compute in float32 and says so."""
-    logger = tf.get_logger()
-    check = logging.Filter()
-    check.filter = lambda record: not record.getMessage().startswith("Mixed precision compatibility check")
-    logger.addFilter(check)
-    try:
-        yield
-    finally:
-        logger.removeFilter(check)
 
 
 def _load_model_file(path: str, trust_model_code: bool) -> tf_keras.Model:
