@@ -288,13 +288,14 @@ class TeacherBenchmark:
         """
         float_logits = evaluate.keras_predict(self.teacher.model, self.test_inputs, EVALUATION_BATCH_SIZE)
         result = {"draws": self.config.calibration_draws}
+        threads = evaluate.evaluation_threads()
         for source in SOURCE_LABELS:
             draws = []
             for draw in range(self.config.calibration_draws):
                 seed = self.config.seed + SPREAD_SEED_OFFSET + draw
                 model_bytes = int8_ptq(self.teacher.model, self.calibration_draw(source, seed),
                                        self.teacher.input_range(), output_path=None)
-                classifier = evaluate.TfliteClassifier(model_bytes, num_threads=evaluate.evaluation_threads())
+                classifier = evaluate.TfliteClassifier(model_bytes, num_threads=threads)
                 logits = classifier.predict_pixels(self.test_pixels, self.teacher.preprocessing)
                 draws.append({"seed": seed, "top1": evaluate.top1_accuracy(logits, self.test_labels),
                               "agreement_with_fp32": evaluate.agreement(logits, float_logits)})

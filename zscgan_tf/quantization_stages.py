@@ -483,8 +483,9 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
     if student is not None:
         predictors[student_name] = lambda pixels, inputs: evaluate.keras_predict(student, inputs, EVALUATION_BATCH_SIZE)
         digests[student_name] = teachers.weights_digest(student)
+    threads = evaluate.evaluation_threads()
     for kind, contents in model_bytes.items():
-        classifier = evaluate.TfliteClassifier(contents, num_threads=evaluate.evaluation_threads())
+        classifier = evaluate.TfliteClassifier(contents, num_threads=threads)
         predictors[f"{kind}_tflite"] = (
             lambda pixels, inputs, classifier=classifier: classifier.predict_pixels(pixels, teacher.preprocessing))
         digests[f"{kind}_tflite"] = bytes_digest(contents)  # As `file_digest` gives it for the file.
