@@ -265,6 +265,28 @@ def test_measure_latency(int8_bytes):
         evaluate.measure_latency(int8_bytes, warmup=-1)
 
 
+def test_models_compared_for_latency_take_turns(float_bytes, int8_bytes, monkeypatch):
+    # A slow spell of the machine through the second half of the timing (another process
+    # starting) falls on both models, not on whichever was timed second.
+    clock = {"now": 0.0, "reads": 0}
+
+    def perf_counter():  # Read at the start and the stop of each timed run.
+        clock["reads"] += 1
+        if clock["reads"] % 2 == 0:
+            runs_done = clock["reads"] // 2
+            clock["now"] += 0.001 if runs_done <= 30 else 0.003  # 1 ms a run, then 3 ms.
+        return clock["now"]
+
+    monkeypatch.setattr(evaluate.time, "perf_counter", perf_counter)
+    results = evaluate.measure_latencies({"float": float_bytes, "int8": int8_bytes}, runs=30, warmup=0)
+    assert list(results) == ["float", "int8"]
+    assert [result.runs for result in results.values()] == [30, 30]
+    # Each model ran 15 times at 1 ms and 15 times at 3 ms. Timed one after the other, float
+    # would have read 1 ms and int8 3 ms.
+    assert [result.median_ms for result in results.values()] == pytest.approx([2.0, 2.0])
+    assert [result.p90_ms for result in results.values()] == pytest.approx([3.0, 3.0])
+
+
 def test_litert_start_up_line_is_kept_off_stderr(float_bytes, tmp_path):
     # LiteRT says "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." once per process,
     # so it is looked for in a fresh one.

@@ -53,6 +53,10 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
         assert summary["steady_samples_per_second"] > summary["samples_per_second"] > 0
     assert (work_dir / "report.md").read_text().count("after the first step, which compiles the training step") == 2
     assert set(report["quantization"]["sizes_bytes"]) == {"float", "ptq_int8", "qat_int8"}
+    latency = report["quantization"]["latency_median_ms"]  # Each model at 1 and 2 threads.
+    assert {kind: sorted(by_threads) for kind, by_threads in latency.items()} == {
+        kind: ["1", "2"] for kind in ("float", "ptq_int8", "qat_int8")}
+    assert all(milliseconds > 0 for by_threads in latency.values() for milliseconds in by_threads.values())
     assert len(report["generated_samples"]["per_class_agreement"]) == 4
     assert report["generated_samples"]["within_class_spread"] > 0
     assert json.loads((work_dir / "config.json").read_text())["generator_training"]["steps"] == 4

@@ -13,13 +13,14 @@ Example:
     student_logits = keras_predict(student, teacher.preprocessing.apply(pixels))
     print(top1_accuracy(tflite_logits, labels), agreement(tflite_logits, student_logits))
     print(measure_latency(model_bytes))
+    print(measure_latencies({"float": float_bytes, "int8": model_bytes}))  # in turns, to compare
 """
 
 import dataclasses
 import math
 import os
 import time
-from typing import List, Optional
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 import tf_keras
@@ -34,6 +35,8 @@ DEFAULT_NUM_THREADS = 1
 DEFAULT_LATENCY_RUNS = 50
 DEFAULT_LATENCY_WARMUP = 5
 LATENCY_PERCENTILE = 90
+# Timed runs per model are taken in up to this many turns, the models compared in rotation.
+LATENCY_TURNS = 10
 MILLISECONDS_PER_SECOND = 1000.0
 _INTEGER_IO_TYPES = (np.int8, np.uint8, np.int16)
 # A pixel level whose quantized value lies this close to a half-integer is a rounding tie:
@@ -440,28 +443,8 @@ class LatencyResult:
                 f"({self.runs} runs, {self.threads} threads)")
 
 
-def measure_latency(model_bytes: bytes, num_threads: int = DEFAULT_NUM_THREADS,
-                    runs: int = DEFAULT_LATENCY_RUNS,
-                    warmup: int = DEFAULT_LATENCY_WARMUP,
-                    seed: Optional[int] = 0) -> LatencyResult:
-    """Times `invoke()` on one random input, after `warmup` untimed runs.
-
-    Args:
-      model_bytes: a TFLite flatbuffer.
-      num_threads: interpreter threads.
-      runs: timed runs.
-      warmup: untimed runs first (allocation, caches); may be 0.
-      seed: seed of the random input.
-
-    Returns:
-      The latency summary.
-    """
-    _check_positive_int("runs", runs)
-    if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
-        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
-    classifier = TfliteClassifier(model_bytes, num_threads=num_threads)
-    interpreter = classifier._interpreter  # pylint: disable=protected-access
-    details = classifier.input_details
+def _latency_input(interpreter, details: dict, seed: Optional[int]) -> None:
+    """Sets one random input of the model's shape and type."""
     random = np.random.default_rng(seed)
     if np.issubdtype(details["dtype"], np.integer):
         limits = np.iinfo(details["dtype"])
@@ -470,15 +453,59 @@ def measure_latency(model_bytes: bytes, num_threads: int = DEFAULT_NUM_THREADS,
     else:
         sample = random.standard_normal(details["shape"]).astype(details["dtype"])
     interpreter.set_tensor(details["index"], sample)
-    for _ in range(warmup):
-        interpreter.invoke()
-    durations_ms = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        durations_ms.append((time.perf_counter() - start) * MILLISECONDS_PER_SECOND)
-    return LatencyResult(
-        median_ms=float(np.median(durations_ms)),
-        p90_ms=float(np.percentile(durations_ms, LATENCY_PERCENTILE)),
-        runs=int(runs),
-        threads=int(num_threads))
+
+
+def measure_latencies(models: Mapping[str, bytes], num_threads: int = DEFAULT_NUM_THREADS,
+                      runs: int = DEFAULT_LATENCY_RUNS,
+                      warmup: int = DEFAULT_LATENCY_WARMUP,
+                      seed: Optional[int] = 0) -> Dict[str, LatencyResult]:
+    """Times `invoke()` of each model on one random input, the models taking turns.
+
+    Each model's timed runs are split into up to `LATENCY_TURNS` turns, and the models take
+    their turns in rotation, so that a slow spell of the machine (another process busy for
+    a while) falls on every model compared rather than on whichever was being timed: 200
+    runs of a small model take a twentieth of a second.
+
+    Args:
+      models: name -> TFLite flatbuffer.
+      num_threads: interpreter threads.
+      runs: timed runs per model.
+      warmup: untimed runs of each model first (allocation, caches); may be 0.
+      seed: seed of the random input.
+
+    Returns:
+      name -> latency summary, in the order of `models`.
+    """
+    _check_positive_int("runs", runs)
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
+    interpreters = {}
+    for name, model_bytes in models.items():
+        classifier = TfliteClassifier(model_bytes, num_threads=num_threads)
+        interpreter = classifier._interpreter  # pylint: disable=protected-access
+        _latency_input(interpreter, classifier.input_details, seed)
+        for _ in range(warmup):
+            interpreter.invoke()
+        interpreters[name] = interpreter
+    turns = min(LATENCY_TURNS, int(runs))
+    runs_per_turn = [runs // turns + (1 if turn < runs % turns else 0) for turn in range(turns)]
+    durations_ms = {name: [] for name in interpreters}
+    for turn_runs in runs_per_turn:
+        for name, interpreter in interpreters.items():
+            for _ in range(turn_runs):
+                start = time.perf_counter()
+                interpreter.invoke()
+                durations_ms[name].append((time.perf_counter() - start) * MILLISECONDS_PER_SECOND)
+    return {name: LatencyResult(median_ms=float(np.median(durations)),
+                                p90_ms=float(np.percentile(durations, LATENCY_PERCENTILE)),
+                                runs=int(runs), threads=int(num_threads))
+            for name, durations in durations_ms.items()}
+
+
+def measure_latency(model_bytes: bytes, num_threads: int = DEFAULT_NUM_THREADS,
+                    runs: int = DEFAULT_LATENCY_RUNS,
+                    warmup: int = DEFAULT_LATENCY_WARMUP,
+                    seed: Optional[int] = 0) -> LatencyResult:
+    """Times `invoke()` of one model on one random input, after `warmup` untimed runs
+    (`measure_latencies` of that model alone)."""
+    return measure_latencies({"model": model_bytes}, num_threads, runs, warmup, seed)["model"]
