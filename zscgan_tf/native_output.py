@@ -9,7 +9,8 @@ made. What matters of either reaches Python as an exception or is inspected in t
 model, so a block that produces them runs inside `native_stderr_discarded`.
 
 A line TensorFlow's Python logger would print that is known to say nothing wrong in a
-block is dropped there by `tensorflow_log_lines_dropped`.
+block is dropped there by `tensorflow_log_lines_dropped`. TensorFlow's start-up lines come
+before this module can be imported, and `start_up` deals with them.
 
 Example:
 

@@ -1,0 +1,86 @@
+"""Tests of zscgan_tf.start_up: TensorFlow's start-up lines kept out of the way, nothing else."""
+
+import os
+import subprocess
+import sys
+
+from zscgan_tf import start_up
+
+# As TensorFlow 2.21 wrote them on this machine (no GPU).
+START_UP_LINES = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1796496231.241877   20038 port.cc:153] oneDNN custom operations are on. You may see slightly "
+    "different numerical results due to floating-point round-off errors from different computation orders. To turn "
+    "them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.",
+    "I0000 00:00:1796496231.291938   20038 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use "
+    "available CPU instructions in performance-critical operations.",
+    "To enable the following instructions: AVX2 AVX512F AVX512_VNNI FMA, in other operations, rebuild TensorFlow "
+    "with the appropriate compiler flags.",
+]
+NO_GPU_LINES = [
+    "I0000 00:00:1796496231.242161   20038 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will "
+    "not be used.",
+    "E0000 00:00:1796496237.580966   20038 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed "
+    "call to cuInit: UNKNOWN ERROR (303)",
+]
+# Lines that may say something wrong.
+OTHER_LINES = [
+    "W0000 00:00:1796496231.241877   20038 dso_loader.cc:64] Could not load dynamic library 'libcudnn.so.9'",
+    "E0000 00:00:1796496237.580966   20038 some_kernel.cc:12] oneDNN custom operations are on, and failed",
+    "/site-packages/foo.py:3: UserWarning: something a user should read",
+]
+
+
+def test_start_up_lines_are_noise_and_others_are_not():
+    for line in START_UP_LINES:
+        assert start_up.is_start_up_noise(line, nvidia_driver=False)
+        assert start_up.is_start_up_noise(line, nvidia_driver=True)
+    for line in NO_GPU_LINES:  # On a machine with a driver they may say why its GPU is not used.
+        assert start_up.is_start_up_noise(line, nvidia_driver=False)
+        assert not start_up.is_start_up_noise(line, nvidia_driver=True)
+    for line in OTHER_LINES:
+        assert not start_up.is_start_up_noise(line, nvidia_driver=False)
+
+
+def _run(script):
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+
+
+def test_the_filter_passes_on_the_other_lines_in_place_even_when_the_block_raises_or_the_process_aborts():
+    lines = "\n".join(START_UP_LINES + NO_GPU_LINES + OTHER_LINES[:1])
+    script = ("import os, sys\nfrom zscgan_tf import start_up\n"
+              "with start_up.native_stderr_filtered(nvidia_driver=False):\n"
+              f"    os.write(2, {lines!r}.encode() + b'\\nkept without its newline')\n"
+              "print('after', file=sys.stderr)\n"  # After the filter's last line, not before it.
+              "try:\n"
+              "    with start_up.native_stderr_filtered(nvidia_driver=True):\n"
+              f"        os.write(2, {NO_GPU_LINES[1]!r}.encode() + b'\\n')\n"
+              "        raise RuntimeError('failed')\n"
+              "except RuntimeError:\n"
+              "    print('raised', file=sys.stderr)\n"
+              "with start_up.native_stderr_filtered(nvidia_driver=False):\n"
+              "    os.write(2, b'F0000 check failed: why the import aborted\\n')\n"
+              "    os.abort()\n")
+    result = _run(script)
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == [OTHER_LINES[0], "kept without its newlineafter", NO_GPU_LINES[1],
+                                          "raised", "F0000 check failed: why the import aborted"]
+
+
+def test_importing_the_package_prints_no_start_up_lines():
+    script = ("import sys\nimport zscgan_tf\nimport tensorflow as tf\n"
+              "tf.constant(1.0) + 1.0\n"  # The first op, after which CUDA would have complained.
+              "print('stderr still works', file=sys.stderr)\n")
+    result = _run(script)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    nvidia_driver = start_up.has_nvidia_driver()
+    assert not [line for line in lines if start_up.is_start_up_noise(line, nvidia_driver)]
+    if not nvidia_driver:
+        assert lines == ["stderr still works"]
+    # TensorFlow imported before the package: its lines were already written, and nothing is hidden.
+    script = "import tensorflow, sys\nimport zscgan_tf\n"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "oneDNN custom operations are on" in result.stderr
