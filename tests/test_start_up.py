@@ -84,3 +84,10 @@ def test_importing_the_package_prints_no_start_up_lines():
                             env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
     assert result.returncode == 0, result.stderr
     assert "oneDNN custom operations are on" in result.stderr
+
+
+def test_without_an_interpreter_to_run_the_filter_nothing_is_filtered_or_lost(monkeypatch, capfd):
+    monkeypatch.setattr(start_up.sys, "executable", "/usr/bin/uwsgi")  # Python embedded in a server.
+    with start_up.native_stderr_filtered(nvidia_driver=False):
+        os.write(2, (START_UP_LINES[0] + "\n").encode())
+    assert capfd.readouterr().err == START_UP_LINES[0] + "\n"

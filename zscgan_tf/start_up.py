@@ -81,10 +81,10 @@ def native_stderr_filtered(nvidia_driver: bool) -> Iterator[None]:
     """Sends what is written to file descriptor 2 inside the block through a filter process
     that passes on all but TensorFlow's start-up noise, and waits for it to finish after the
     block, so that the lines keep their place. Where no filter process can start (no Python
-    interpreter to run it), nothing is filtered."""
+    interpreter or no file of this module to run), nothing is filtered."""
     sys.stderr.flush()
-    if not os.path.basename(sys.executable or "").lower().startswith("python"):
-        yield  # Embedded in a program that is not Python's interpreter: it cannot run the filter.
+    if not (os.path.basename(sys.executable or "").lower().startswith("python") and os.path.isfile(__file__)):
+        yield  # Embedded in another program, or imported from a zip file: nothing to run the filter with.
         return
     try:
         filter_process = subprocess.Popen(  # pylint: disable=consider-using-with  # Waited for below.
