@@ -233,12 +233,16 @@ def test_many_float_ops_are_counted_by_kind_with_the_first_of_each_placed(inputs
     report = tflite_model.inspect_tflite(export.convert_to_tflite(model, dataset, allow_float_ops=True))
     assert re.fullmatch(r"ELU x4 \(#\d+, layer 'elu_0'; #\d+, layer 'elu_1'; #\d+, layer 'elu_2'; \.\.\.\), "
                         r"DEQUANTIZE x4, QUANTIZE x4", export.float_ops_description(report, model))
-    # Reports list the first 8 one a line, and count the rest (the fourth ELU block's three ops and one more).
+    # Reports list the ops of a kind and types on one line: the 12 on three.
     for lines, heading in ((report.format(), "not integer"),
                            (edge_tpu.compatibility_report(report).format(), "not 8-bit")):
         listed = [line for line in lines if line.startswith(f"  - {heading}: ")]
-        assert len(listed) == tflite_model.MAX_LISTED_OPERATORS + 1
-        assert listed[-1] == f"  - {heading}: 4 more (QUANTIZE x2, DEQUANTIZE x1, ELU x1)"
+        assert [re.sub(r"#\d+", "#i", line) for line in listed] == [
+            f"  - {heading}: DEQUANTIZE x4 (#i, #i, #i, #i), inputs int8; outputs float32",
+            f"  - {heading}: ELU x4 (#i, #i, #i, #i), inputs float32; outputs float32",
+            f"  - {heading}: QUANTIZE x4 (#i, #i, #i, #i), inputs float32; outputs int8"]
+    elu_indices = [op.index for op in report.non_integer_ops if op.name == "ELU"]
+    assert f"ELU x4 ({', '.join(f'#{index}' for index in elu_indices)})" in "\n".join(report.format())
 
 
 def test_allowing_float_ops_changes_nothing_in_a_model_that_is_fully_integer(teacher, inputs):

@@ -106,3 +106,22 @@ def test_hand_built_report_properties():
 def test_inspect_rejects_what_is_not_a_tflite_flatbuffer(model_bytes, message):
     with pytest.raises(UserError, match=message):
         tflite_model.inspect_tflite(model_bytes)
+
+
+def test_listed_operators_put_one_kind_on_a_line_and_count_the_kinds_past_the_cap():
+    def op(index, name, input_dtype="float32"):
+        return tflite_model.OperatorInfo(index=index, name=name, input_dtypes=(input_dtype,),
+                                         output_dtypes=("float32",), is_integer=False)
+
+    ops = [op(index, "ELU") for index in range(10)] + [op(10, "ELU", "int8"), op(11, "EXP")]
+    assert tflite_model.listed_operators("not integer", ops, with_types=True) == [
+        "  - not integer: ELU x10 (#0, #1, #2, #3, #4, #5, #6, #7, ...), inputs float32; outputs float32",
+        "  - not integer: ELU (#10), inputs int8; outputs float32",  # Other types: a line of its own.
+        "  - not integer: EXP (#11), inputs float32; outputs float32"]
+    assert tflite_model.listed_operators("unsupported op", ops)[0] == (
+        "  - unsupported op: ELU x11 (#0, #1, #2, #3, #4, #5, #6, #7, ...)")
+    many_kinds = [op(index, f"OP_{index}") for index in range(tflite_model.MAX_LISTED_OPERATORS + 3)]
+    many_kinds.append(op(99, "OP_10"))
+    lines = tflite_model.listed_operators("unsupported op", many_kinds)
+    assert len(lines) == tflite_model.MAX_LISTED_OPERATORS + 1
+    assert lines[-1] == "  - unsupported op: 4 more (OP_8 x1, OP_9 x1, OP_10 x2)"

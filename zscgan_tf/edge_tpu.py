@@ -16,7 +16,7 @@ import dataclasses
 from typing import List, Optional, Tuple
 
 from zscgan_tf.tflite_model import (EIGHT_BIT_TENSOR_TYPES, FLOAT_TENSOR_TYPES, OperatorInfo,
-                                    TfliteModelReport, describe_types, listed_operators)
+                                    TfliteModelReport, listed_operators)
 
 # The Coral Edge TPU's supported operations, from coral.ai/docs/edgetpu/models-intro
 # ("Supported operations", Edge TPU compiler 16), as TFLite builtin names with the
@@ -117,7 +117,7 @@ class EdgeTpuCompatibility:
                    else "not compatible as is")
         lines = [f"- Edge TPU (static check, the Edge TPU compiler was not run): {verdict}"]
         lines += listed_operators("unsupported op", self.unsupported_ops)
-        lines += listed_operators("not 8-bit", self.non_eight_bit_ops, describe_types)
+        lines += listed_operators("not 8-bit", self.non_eight_bit_ops, with_types=True)
         if self.dynamic_tensors:
             lines.append(f"  - dynamic shapes: {', '.join(self.dynamic_tensors)}")
         if self.oversized_tensors:

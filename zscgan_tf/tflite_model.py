@@ -23,8 +23,10 @@ try:  # The LiteRT wheel ships the flatbuffer schema; TensorFlow's copy is the f
 except ImportError:  # pragma: no cover
     from tensorflow.lite.python import schema_py_generated as tflite_schema
 
-# Operators a report lists one a line under one heading; the rest are counted by name.
+# Lines a report lists under one heading, one a kind of op; ops of further kinds are counted by name.
 MAX_LISTED_OPERATORS = 8
+# Indices shown on the line of one kind of op.
+MAX_LISTED_INDICES = 8
 FLOAT_TENSOR_TYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
 EIGHT_BIT_TENSOR_TYPES = frozenset({"int8", "uint8"})
 DYNAMIC_DIMENSION = -1
@@ -37,16 +39,31 @@ _TENSOR_TYPE_NAMES = {
     if not name.startswith("_")}
 
 
-def describe_types(op: "OperatorInfo") -> str:
-    """`ELU (#8), inputs float32; outputs float32`."""
-    return f"{op.name} (#{op.index}), inputs {', '.join(op.input_dtypes)}; outputs {', '.join(op.output_dtypes)}"
+def _indices(ops) -> str:
+    """`#2, #6, #11`, the first `MAX_LISTED_INDICES` ops' indices, then `...`."""
+    shown = ", ".join(f"#{op.index}" for op in ops[:MAX_LISTED_INDICES])
+    return shown + (", ..." if len(ops) > MAX_LISTED_INDICES else "")
 
 
-def listed_operators(heading: str, ops, describe=lambda op: f"{op.name} (#{op.index})") -> List[str]:
-    """Report lines `  - <heading>: <describe(op)>`, one per op up to `MAX_LISTED_OPERATORS`,
-    then one counting the rest by name: `  - not integer: 22 more (ELU x7, QUANTIZE x8, ...)`."""
-    lines = [f"  - {heading}: {describe(op)}" for op in ops[:MAX_LISTED_OPERATORS]]
-    rest = collections.Counter(op.name for op in ops[MAX_LISTED_OPERATORS:])
+def listed_operators(heading: str, ops, with_types: bool = False) -> List[str]:
+    """Report lines `  - <heading>: <ops>`, the ops of one name (with `with_types`, and the same
+    input and output types) on one line, in the order of their first op:
+    `  - not integer: ELU x5 (#2, #6, #11, #15, #20), inputs float32; outputs float32`, a
+    single op as `ELU (#8), ...`. Up to `MAX_LISTED_OPERATORS` lines, then one counting the
+    rest by name: `  - not integer: 22 more (ELU x7, QUANTIZE x8, ...)`."""
+    groups = {}
+    for op in ops:
+        key = (op.name, op.input_dtypes, op.output_dtypes) if with_types else op.name
+        groups.setdefault(key, []).append(op)
+    groups = list(groups.values())
+    lines = []
+    for group in groups[:MAX_LISTED_OPERATORS]:
+        first = group[0]
+        count = f" x{len(group)}" if len(group) > 1 else ""
+        types = (f", inputs {', '.join(first.input_dtypes)}; outputs {', '.join(first.output_dtypes)}"
+                 if with_types else "")
+        lines.append(f"  - {heading}: {first.name}{count} ({_indices(group)}){types}")
+    rest = collections.Counter(op.name for group in groups[MAX_LISTED_OPERATORS:] for op in group)
     if rest:
         counts = ", ".join(f"{name} x{count}" for name, count in rest.items())
         lines.append(f"  - {heading}: {sum(rest.values())} more ({counts})")
@@ -182,7 +199,7 @@ class TfliteModelReport:
             non_integer_ops = ()
         else:
             lines.append(f"- fully integer: {'yes' if self.is_fully_integer else 'no'}")
-        lines += listed_operators("not integer", non_integer_ops, describe_types)
+        lines += listed_operators("not integer", non_integer_ops, with_types=True)
         lines.append(f"- static batch 1: {'yes' if self.has_static_batch_one else 'no'}")
         if self.num_subgraphs > 1:
             lines.append(f"- subgraphs: {self.num_subgraphs} (only the main one inspected)")
