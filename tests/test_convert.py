@@ -81,13 +81,21 @@ def test_a_runs_student_with_a_layer_left_float_converts_as_the_run_converted_it
     teacher_path = str(tmp_path / "elu_teacher.keras")
     build_two_block_classifier(extra_layer="elu").save(teacher_path)
     work_dir = tmp_path / "run"
-    assert _tiny_run(teacher_path, work_dir, "none", "--allow_float_ops") == 0
+    assert _tiny_run(teacher_path, work_dir, "none", "--allow_float_ops", "--io_dtype=uint8") == 0
     output = tmp_path / "student.tflite"
-    result = convert(f"--run_dir={work_dir}", f"--output={output}", "--allow_float_ops")
+    result = convert(f"--run_dir={work_dir}", f"--output={output}")
     assert result.returncode == 0, result.stderr
     # The ranges after the ELU come from calibration samples: the run's (its seed and count) give the
-    # run's file. (Other samples changed the last bits of two scales of a Fashion-MNIST ELU CNN.)
+    # run's file. (Other samples changed the last bits of two scales of a Fashion-MNIST ELU CNN.) Its
+    # --allow_float_ops and --io_dtype are the run's too.
     assert output.read_bytes() == (work_dir / "qat_int8.tflite").read_bytes()
+    assert [tensor.dtype for tensor in _model_report(output).inputs] == ["uint8"]
+    # Flags given say otherwise.
+    result = convert(f"--run_dir={work_dir}", f"--output={output}", "--io_dtype=int8")
+    assert result.returncode == 0, result.stderr
+    assert [tensor.dtype for tensor in _model_report(output).inputs] == ["int8"]
+    result = convert(f"--run_dir={work_dir}", f"--output={tmp_path / 'refused.tflite'}", "--noallow_float_ops")
+    assert result.returncode == 2 and "Pass --allow_float_ops to keep these ops float" in result.stderr
 
 
 def test_qat_checkpoint_exports_when_the_student_file_is_missing(run_dir, tmp_path, convert):

@@ -1,7 +1,8 @@
 r"""Exports a TFLite model: from a run's QAT student, a saved student, or a float teacher.
 
 The QAT student of a run (its finished `student.h5`, else its latest QAT checkpoint),
-fully integer:
+fully integer, with the run's calibration samples, `--io_dtype` and `--allow_float_ops` unless
+the flags say otherwise:
 
   python tools/convert.py --run_dir=runs/demo --output=student_int8.tflite
 
@@ -40,6 +41,7 @@ one `error: ...` line and exits with status 2.
 import json
 import os
 import sys
+from typing import Tuple
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -77,12 +79,13 @@ flags.DEFINE_integer("distilled_steps", distilled_data.DistilledDataConfig.steps
 flags.DEFINE_enum("mode", "int8", export.MODES, "int8 (fully integer), float, or dynamic (dynamic-range).")
 flags.DEFINE_integer("calibration_samples", config_lib.QuantizationConfig.calibration_samples,
                      "Calibration samples (class-balanced when generated); with --run_dir, the run's by default.")
-flags.DEFINE_enum("io_dtype", "int8", export.INTEGER_IO_DTYPES, "Input/output type of an int8 model.")
+flags.DEFINE_enum("io_dtype", "int8", export.INTEGER_IO_DTYPES,
+                  "Input/output type of an int8 model; with --run_dir, the run's by default.")
 flags.DEFINE_bool("per_channel", True, "Per-channel weight scales (else per-tensor).")
 flags.DEFINE_bool("allow_float_ops", False,
                   "An int8 model may keep ops TFLite has no int8 kernel for (ELU, ...) float inside, its input and "
                   "output integer: a CPU runs them, an Edge TPU or NPU leaves everything from the first float op to "
-                  "the CPU.")
+                  "the CPU. With --run_dir, the run's by default.")
 flags.DEFINE_integer("seed", 0, "Seed of the calibration samples; with --run_dir, the run's by default.")
 flags.DEFINE_string("output", None, "Where to write the .tflite file.")
 flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
@@ -176,12 +179,27 @@ def _model_to_convert():
             teacher.preprocessing, quantization_stages.teacher_class_names(teacher))
 
 
-def _from_run(run_dir, generator):
+def _run_config(run_dir) -> config_lib.RunConfig:
     config_path = os.path.join(run_dir, config_lib.CONFIG_FILE)
     if not os.path.exists(config_path):
         raise UserError(f"{run_dir!r} is not a run directory (no {config_lib.CONFIG_FILE})")
     with open(config_path) as config_file:
-        run_config = config_lib.RunConfig.from_dict(json.load(config_file))
+        return config_lib.RunConfig.from_dict(json.load(config_file))
+
+
+def _export_settings() -> Tuple[str, bool]:
+    """(--io_dtype, --allow_float_ops); with --run_dir, the run's own where the flag is not given,
+    so that its student exports as the run exported it."""
+    io_dtype, allow_float_ops = FLAGS.io_dtype, FLAGS.allow_float_ops
+    if FLAGS.run_dir:
+        quantization = _run_config(FLAGS.run_dir).quantization
+        io_dtype = io_dtype if FLAGS["io_dtype"].present else quantization.io_dtype
+        allow_float_ops = allow_float_ops if FLAGS["allow_float_ops"].present else quantization.allow_float_ops
+    return io_dtype, allow_float_ops
+
+
+def _from_run(run_dir, generator):
+    run_config = _run_config(run_dir)
     model = run_config.teacher.model
     if (model not in teachers.KERAS_APPLICATIONS and not model.startswith(teachers.BUILTIN_PREFIX)
             and not os.path.exists(model)):
@@ -254,6 +272,7 @@ def convert() -> None:
     if FLAGS.generator and FLAGS.data_source != "generator":
         raise UserError(f"--generator is only used with --data_source=generator, not {FLAGS.data_source}")
     model, calibration, description, preprocessing, class_names = _model_to_convert()
+    io_dtype, allow_float_ops = _export_settings()
     # The input's range covers every pixel where the preprocessing says what pixels become.
     input_range = preprocessing.input_range(int(model.inputs[0].shape[-1])) if preprocessing else None
     if input_range is not None and calibration is not None and FLAGS.data_source == "generator":
@@ -261,9 +280,9 @@ def convert() -> None:
     representative = (export.representative_dataset_from_array(calibration, input_range)
                       if calibration is not None else None)
     try:
-        model_bytes = export.convert_to_tflite(model, representative, mode=FLAGS.mode, io_dtype=FLAGS.io_dtype,
+        model_bytes = export.convert_to_tflite(model, representative, mode=FLAGS.mode, io_dtype=io_dtype,
                                                per_channel=FLAGS.per_channel, output_path=FLAGS.output,
-                                               allow_float_ops=FLAGS.allow_float_ops)
+                                               allow_float_ops=allow_float_ops)
     except OSError as error:
         if error.filename is None or cli.is_storage_full(error):
             raise
@@ -273,7 +292,7 @@ def convert() -> None:
             # The library's hint names its argument; say which flags give the dataset.
             raise UserError(f"{error.summary} Layers TF-MOT left float need calibration inputs: pass --generator "
                             "(the run's generator.keras) or --data_source=distilled or noise") from error
-        if not FLAGS.allow_float_ops:  # The library's hint names its argument; say which flag it is.
+        if not allow_float_ops:  # The library's hint names its argument; say which flag it is.
             raise UserError(f"{error.summary} Pass --allow_float_ops to keep these ops float "
                             f"({quantization_stages.FLOAT_OPS_DEVICES})") from error
         raise
