@@ -479,14 +479,13 @@ def measure_latencies(models: Mapping[str, bytes], num_threads: int = DEFAULT_NU
     _check_positive_int("runs", runs)
     if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
         raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
-    interpreters = {}
-    for name, model_bytes in models.items():
-        classifier = TfliteClassifier(model_bytes, num_threads=num_threads)
-        interpreter = classifier._interpreter  # pylint: disable=protected-access
-        _latency_input(interpreter, classifier.input_details, seed)
+    classifiers = {name: TfliteClassifier(model_bytes, num_threads=num_threads) for name, model_bytes in models.items()}
+    interpreters = {name: classifier._interpreter  # pylint: disable=protected-access
+                    for name, classifier in classifiers.items()}
+    for name, interpreter in interpreters.items():
+        _latency_input(interpreter, classifiers[name].input_details, seed)
         for _ in range(warmup):
             interpreter.invoke()
-        interpreters[name] = interpreter
     turns = min(LATENCY_TURNS, int(runs))
     runs_per_turn = [runs // turns + (1 if turn < runs % turns else 0) for turn in range(turns)]
     durations_ms = {name: [] for name in interpreters}
