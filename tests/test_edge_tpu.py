@@ -37,6 +37,7 @@ def test_edge_tpu_report_passes_a_fully_integer_model(teacher):
     assert compatibility.likely_compatible
     assert compatibility.first_cpu_op_index is None
     assert "likely compatible" in compatibility.format()[0]
+    assert compatibility.summary() == "likely compatible"
     # The documented limitations of the ops present are listed for a check by hand.
     assert ("CONV_2D", "same dilation in x and y") in compatibility.limitations
     assert any(line.startswith("- fully integer: yes") for line in report.format())
@@ -58,6 +59,8 @@ def test_edge_tpu_report_flags_unsupported_op_and_large_rank():
     lines = compatibility.format()
     assert "  - unsupported op: ARG_MAX (#0)" in lines
     assert "  - ops from #0 on would run on the CPU" in lines
+    assert compatibility.summary() == ("not as is: ARG_MAX x1 not in Coral's list; 1 op not 8-bit; "
+                                       "tensors of more than 3 dimensions larger than 1")
 
 
 def test_edge_tpu_report_rejects_what_is_not_a_report():

@@ -53,6 +53,9 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
         assert summary["steady_samples_per_second"] > summary["samples_per_second"] > 0
     assert (work_dir / "report.md").read_text().count("after the first step, which compiles the training step") == 2
     assert set(report["quantization"]["sizes_bytes"]) == {"float", "ptq_int8", "qat_int8"}
+    assert report["quantization"]["edge_tpu"] == {"ptq_int8": "likely compatible", "qat_int8": "likely compatible"}
+    assert ("`ptq_int8.tflite` likely compatible; `qat_int8.tflite` likely compatible."
+            in (work_dir / "report.md").read_text())
     latency = report["quantization"]["latency_median_ms"]  # Each model at 1 and 2 threads.
     assert {kind: sorted(by_threads) for kind, by_threads in latency.items()} == {
         kind: ["1", "2"] for kind in ("float", "ptq_int8", "qat_int8")}
@@ -706,6 +709,12 @@ def test_allowed_float_ops_stay_float_in_the_int8_models_and_every_report_says_s
     markdown = (work_dir / "report.md").read_text()
     assert ("`qat_int8.tflite` is int8 with float ops inside (--allow_float_ops; `export_report.md` names them): "
             "DEQUANTIZE x1, ELU x1, QUANTIZE x1.") in markdown
+    # What that means for a Coral Edge TPU, in the report a user reads first.
+    assert report["quantization"]["edge_tpu"] == {
+        kind: "not as is: DEQUANTIZE x1, ELU x1 not in Coral's list; 3 ops not 8-bit" for kind in ("ptq_int8", "qat_int8")}
+    assert ("Coral Edge TPU (a static check, the Edge TPU compiler was not run; `export_report.md` has the details): "
+            "`ptq_int8.tflite` not as is: DEQUANTIZE x1, ELU x1 not in Coral's list; 3 ops not 8-bit; "
+            "`qat_int8.tflite` not as is:") in markdown
     export_report = (work_dir / "export_report.md").read_text()
     assert export_report.count("- fully integer: no\n  - not integer: DEQUANTIZE") == 2
     assert export_report.count("  - not integer: ELU (#2), inputs float32; outputs float32") == 2

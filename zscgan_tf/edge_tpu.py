@@ -15,8 +15,9 @@ Example:
 import dataclasses
 from typing import List, Optional, Tuple
 
+from zscgan_tf.progress import count_of
 from zscgan_tf.tflite_model import (EIGHT_BIT_TENSOR_TYPES, FLOAT_TENSOR_TYPES, OperatorInfo,
-                                    TfliteModelReport, listed_operators)
+                                    TfliteModelReport, counted, listed_operators)
 
 # The Coral Edge TPU's supported operations, from coral.ai/docs/edgetpu/models-intro
 # ("Supported operations", Edge TPU compiler 16), as TFLite builtin names with the
@@ -110,6 +111,22 @@ class EdgeTpuCompatibility:
         """No check failed (the compiler may still disagree)."""
         return not (self.unsupported_ops or self.non_eight_bit_ops or self.dynamic_tensors
                     or self.oversized_tensors)
+
+    def summary(self) -> str:
+        """The verdict in a phrase, for a run's report: `likely compatible`, or `not as is:
+        HARD_SWISH x19 not in Coral's list; 3 ops not 8-bit`."""
+        if self.likely_compatible:
+            return "likely compatible"
+        reasons = []
+        if self.unsupported_ops:
+            reasons.append(f"{counted(op.name for op in self.unsupported_ops)} not in Coral's list")
+        if self.non_eight_bit_ops:
+            reasons.append(f"{count_of(len(self.non_eight_bit_ops), 'op')} not 8-bit")
+        if self.dynamic_tensors:
+            reasons.append("dynamic shapes")
+        if self.oversized_tensors:
+            reasons.append("tensors of more than 3 dimensions larger than 1")
+        return "not as is: " + "; ".join(reasons)
 
     def format(self) -> List[str]:
         """Markdown bullet lines for reports."""

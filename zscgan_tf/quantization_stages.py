@@ -453,12 +453,15 @@ def evaluation_stage(run_config: RunConfig, teacher: Teacher, student, tflite_pa
         with open(path, "rb") as model_file:
             model_bytes[kind] = model_file.read()
     results = {"sizes_bytes": {kind: len(contents) for kind, contents in model_bytes.items()}}
+    integer_reports = {kind: tflite_model.inspect_tflite(contents) for kind, contents in model_bytes.items()
+                       if kind != "float"}
     float_ops = {kind: dict(sorted(collections.Counter(op.name for op in report.non_integer_ops).items()))
-                 for kind, report in ((kind, tflite_model.inspect_tflite(contents))
-                                      for kind, contents in model_bytes.items() if kind != "float")
-                 if not report.is_fully_integer}
+                 for kind, report in integer_reports.items() if not report.is_fully_integer}
     if float_ops:  # Int8 models exported with --allow_float_ops: the ops they keep float, counted.
         results["float_ops"] = float_ops
+    # A phrase per int8 file; `export_report.md` has the whole check.
+    results["edge_tpu"] = {kind: edge_tpu.compatibility_report(report).summary()
+                           for kind, report in integer_reports.items()}
     say(f"evaluation: latency of {count_of(len(tflite_paths), 'TFLite model')}, "
         f"{count_of(run_config.evaluation.latency_runs, 'run')} at each of {' and '.join(map(str, LATENCY_THREADS))} "
         "threads")

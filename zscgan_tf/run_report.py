@@ -208,6 +208,11 @@ def _format_quantization(quantization: dict) -> list:
         ops = ", ".join(f"{name} x{count}" for name, count in counts.items())
         lines.append(f"\n`{INTEGER_TFLITE_FILES[kind + '_tflite']}` is int8 with float ops inside "
                      f"(--allow_float_ops; `{quantization_stages.EXPORT_REPORT_FILE}` names them): {ops}.")
+    if quantization.get("edge_tpu"):
+        verdicts = "; ".join(f"`{INTEGER_TFLITE_FILES[kind + '_tflite']}` {verdict}"
+                             for kind, verdict in quantization["edge_tpu"].items())
+        lines.append(f"\nCoral Edge TPU (a static check, the Edge TPU compiler was not run; "
+                     f"`{quantization_stages.EXPORT_REPORT_FILE}` has the details): {verdicts}.")
     if "sizes_bytes" in quantization:
         lines += ["", "| TFLite model | size | latency 1 thread | latency 2 threads |", "|---|---|---|---|"]
         for kind, size in quantization["sizes_bytes"].items():

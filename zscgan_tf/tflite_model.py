@@ -39,6 +39,11 @@ _TENSOR_TYPE_NAMES = {
     if not name.startswith("_")}
 
 
+def counted(names) -> str:
+    """`HARD_SWISH x19, MUL x2`: each name with how often it occurs, in the order it first does."""
+    return ", ".join(f"{name} x{count}" for name, count in collections.Counter(names).items())
+
+
 def _indices(ops) -> str:
     """`#2, #6, #11`, the first `MAX_LISTED_INDICES` ops' indices, then `...`."""
     shown = ", ".join(f"#{op.index}" for op in ops[:MAX_LISTED_INDICES])
@@ -63,10 +68,9 @@ def listed_operators(heading: str, ops, with_types: bool = False) -> List[str]:
         types = (f", inputs {', '.join(first.input_dtypes)}; outputs {', '.join(first.output_dtypes)}"
                  if with_types else "")
         lines.append(f"  - {heading}: {first.name}{count} ({_indices(group)}){types}")
-    rest = collections.Counter(op.name for group in groups[MAX_LISTED_OPERATORS:] for op in group)
+    rest = [op.name for group in groups[MAX_LISTED_OPERATORS:] for op in group]
     if rest:
-        counts = ", ".join(f"{name} x{count}" for name, count in rest.items())
-        lines.append(f"  - {heading}: {sum(rest.values())} more ({counts})")
+        lines.append(f"  - {heading}: {len(rest)} more ({counted(rest)})")
     return lines
 
 
@@ -188,8 +192,7 @@ class TfliteModelReport:
         """Markdown bullet lines for reports."""
         lines = [f"- input: {tensor.describe()}" for tensor in self.inputs]
         lines += [f"- output: {tensor.describe()}" for tensor in self.outputs]
-        counts = ", ".join(f"{name} x{count}" for name, count in
-                           sorted(self.operator_counts().items()))
+        counts = counted(sorted(op.name for op in self.operators))
         lines.append(f"- operators ({len(self.operators)}): {counts}")
         non_integer_ops = self.non_integer_ops
         if self.is_float:
