@@ -245,7 +245,31 @@ def test_a_containers_cpu_quota_is_read_from_cgroup_v2_or_v1(tmp_path, files, cp
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
-    assert evaluate.cgroup_cpu_quota(str(tmp_path)) == cpus
+    # A process in the container's own root cgroup, as /proc/self/cgroup says in a container.
+    (tmp_path / "self_cgroup").write_text("0::/\n")
+    assert evaluate.cgroup_cpu_quota(str(tmp_path), str(tmp_path / "self_cgroup")) == cpus
+    assert evaluate.cgroup_cpu_quota(str(tmp_path), str(tmp_path / "missing")) == cpus
+
+
+@pytest.mark.parametrize("own_cgroup, files, cpus", [
+    # A systemd scope with a quota, inside a slice without one (cgroup v2).
+    ("0::/system.slice/job.scope", {"system.slice/cpu.max": "max 100000",
+                                    "system.slice/job.scope/cpu.max": "200000 100000"}, 2),
+    # The tighter of a cgroup's quota and its parent's.
+    ("0::/a/b", {"a/cpu.max": "100000 100000", "a/b/cpu.max": "400000 100000"}, 1),
+    # cgroup v1's cpu hierarchy, as /proc/self/cgroup names it beside the others.
+    ("4:cpu,cpuacct:/batch/job\n3:memory:/batch/job", {"cpu/batch/job/cpu.cfs_quota_us": "300000",
+                                                      "cpu/batch/job/cpu.cfs_period_us": "100000"}, 3),
+    # A container that sees its host's cgroup names: the path is not under the mount, whose root is its own.
+    ("0::/docker/abc", {"cpu.max": "200000 100000"}, 2),
+])
+def test_a_quota_on_a_cgroup_nested_below_the_mount_counts(tmp_path, own_cgroup, files, cpus):
+    root = tmp_path / "cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text + "\n")
+    (tmp_path / "self_cgroup").write_text(own_cgroup + "\n")
+    assert evaluate.cgroup_cpu_quota(str(root), str(tmp_path / "self_cgroup")) == cpus
 
 
 def test_evaluation_threads_keep_to_the_cpu_quota_and_the_cap(monkeypatch):
