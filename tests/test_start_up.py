@@ -91,3 +91,16 @@ def test_without_an_interpreter_to_run_the_filter_nothing_is_filtered_or_lost(mo
     with start_up.native_stderr_filtered(nvidia_driver=False):
         os.write(2, (START_UP_LINES[0] + "\n").encode())
     assert capfd.readouterr().err == START_UP_LINES[0] + "\n"
+
+
+def test_the_device_summary_names_the_gpus_or_says_there_is_none(monkeypatch):
+    import tensorflow as tf
+
+    class FakeDevice:
+        name = "/physical_device:GPU:0"
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: [])
+    assert start_up.device_summary() == "the CPU (TensorFlow sees no GPU)"
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: [FakeDevice()])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda device: {"device_name": "NVIDIA H100"})
+    assert start_up.device_summary() == "GPU:0 (NVIDIA H100)"

@@ -29,7 +29,7 @@ import tf_keras
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
-from zscgan_tf import generator_reuse, quantization_stages, run_report, teachers, training_loop, zero_shot
+from zscgan_tf import generator_reuse, quantization_stages, run_report, start_up, teachers, training_loop, zero_shot
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import (exclusive_use, file_digest, save_keras_model_atomic, unusable_directory_reason,
                              write_json_atomic, write_text_atomic)
@@ -371,6 +371,7 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     fingerprint = check_same_teacher(run_config.work_dir, teacher, state)
     record_config(run_config, same_teacher=state.get(TEACHER_KEY) == fingerprint)
     say(f"teacher: {teacher.name}, input {teacher.image_shape}, {teacher.num_classes} classes")
+    say(f"device: {start_up.device_summary()}")
     for warning in teacher.warnings:
         say(f"warning: {warning}")
     if state.get(TEACHER_KEY) != fingerprint:

@@ -111,6 +111,19 @@ def native_stderr_filtered(nvidia_driver: bool) -> Iterator[None]:
         os.close(saved_descriptor)
 
 
+def device_summary() -> str:
+    """What TensorFlow computes on, for a run's first lines: `GPU:0 (NVIDIA H100 80GB HBM3)`, or
+    `the CPU (TensorFlow sees no GPU)`. It says in one line what the CUDA lines dropped here
+    said: a machine whose GPU a container does not pass in has no driver inside it either."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel  # This file runs as a script too.
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "the CPU (TensorFlow sees no GPU)"
+    return ", ".join(f"{gpu.name.split(':', 1)[-1]} "
+                     f"({tf.config.experimental.get_device_details(gpu).get('device_name', 'no name given')})"
+                     for gpu in gpus)
+
+
 def import_tensorflow() -> None:
     """Imports TensorFlow and lists its GPUs, without the start-up lines that say nothing
     wrong. Does nothing more once TensorFlow has been imported by anyone."""
