@@ -88,7 +88,7 @@ def _own_cgroup_directories(root: str, own_cgroups: str) -> List[str]:
     sees its host's names) leaves only the roots."""
     v1_root = os.path.join(root, "cpu")
     directories = []
-    for line in _lines_of(own_cgroups):
+    for line in _text_of(own_cgroups).splitlines():
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
@@ -111,32 +111,25 @@ def _own_cgroup_directories(root: str, own_cgroups: str) -> List[str]:
 def _cpu_quota_in(directory: str) -> Optional[int]:
     """The CPUs' worth of time one cgroup directory allows (v2's `cpu.max`, else v1's CFS
     files); None for no limit or none found."""
-    words = _words_of(os.path.join(directory, "cpu.max"))
+    words = _text_of(os.path.join(directory, "cpu.max")).split()
     if words:
         quota, period = words[0], words[1] if len(words) > 1 else ""
     else:
-        quota = "".join(_words_of(os.path.join(directory, "cpu.cfs_quota_us")))
-        period = "".join(_words_of(os.path.join(directory, "cpu.cfs_period_us")))
+        quota = _text_of(os.path.join(directory, "cpu.cfs_quota_us")).strip()
+        period = _text_of(os.path.join(directory, "cpu.cfs_period_us")).strip()
     try:
         return max(1, math.ceil(int(quota) / int(period))) if int(quota) > 0 else None
     except (ValueError, ZeroDivisionError):  # "max", or nothing read.
         return None
 
 
-def _lines_of(path: str) -> List[str]:
+def _text_of(path: str) -> str:
+    """A small system file's text; "" where it cannot be read."""
     try:
         with open(path) as file:
-            return file.read().splitlines()
+            return file.read()
     except OSError:
-        return []
-
-
-def _words_of(path: str) -> List[str]:
-    try:
-        with open(path) as file:
-            return file.read().split()
-    except OSError:
-        return []
+        return ""
 
 
 def _check_positive_int(name: str, value) -> None:
