@@ -1,4 +1,4 @@
-"""Failure modes of `python -m zscgan_tf.train`: kills, Ctrl-C, damaged outputs, NaN, bad input."""
+"""Failure modes of `python -m zscgan_tf.train`: kills, Ctrl-C, SIGTERM, damaged outputs, NaN, bad input."""
 
 import json
 import os
@@ -42,9 +42,9 @@ def _flagfile(tmp_path, arguments):
     return str(path)
 
 
-def _start(flagfile):
+def _start(flagfile, environment=None):
     return subprocess.Popen([sys.executable, "-m", "zscgan_tf.train", f"--flagfile={flagfile}"], cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
 
 
 def _wait_for(process, path):
@@ -69,7 +69,7 @@ def _checkpoint_steps(checkpoint_dir):
                   if name.startswith("ckpt-") and name.endswith(".index"))
 
 
-# ------------------------------------------------------------------------ kills and Ctrl-C
+# ------------------------------------------------------------ kills, Ctrl-C and SIGTERM
 
 
 def test_killed_runs_resume_and_finish_with_valid_outputs(tmp_path, tiny_teacher_file):
@@ -95,21 +95,45 @@ def test_killed_runs_resume_and_finish_with_valid_outputs(tmp_path, tiny_teacher
     _assert_valid_tflite_exports(work_dir)
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, tiny_teacher_file):
+@pytest.mark.parametrize("signal_number, status, stop", [(signal.SIGINT, 130, "interrupted"),
+                                                         (signal.SIGTERM, 143, "SIGTERM")])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_leaves_no_temporary_files(tmp_path, tiny_teacher_file,
+                                                                            signal_number, status, stop):
+    # Batch schedulers and container runtimes send SIGTERM before they kill a job.
     work_dir = tmp_path / "run"
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     process = _start(_flagfile(tmp_path, _tiny_arguments(tiny_teacher_file, work_dir, generator_steps=100000,
-                                                         checkpoint_every=50)))
+                                                         checkpoint_every=50)),
+                     environment={**os.environ, "TMPDIR": str(temporary)})
     checkpoint_dir = work_dir / "generator" / "checkpoints"
     _wait_for(process, checkpoint_dir / "checkpoint")
-    process.send_signal(signal.SIGINT)
+    assert any(temporary.iterdir()), "the run wrote no temporary files, so their removal is not tested"
+    process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=PROCESS_TIMEOUT_SECONDS)
-    assert process.returncode == cli.INTERRUPTED_STATUS
+    assert process.returncode == status
     last_line = stderr.strip().splitlines()[-1]
-    assert last_line.startswith("stopped: interrupted at generator step ")
+    assert last_line.startswith(f"stopped: {stop} at generator step ")
     assert last_line.endswith("checkpoint saved, rerun the same command to resume")
     stopped_at = int(last_line.split("generator step ")[1].split(";")[0])
     assert _checkpoint_steps(checkpoint_dir)[-1] == stopped_at
     assert "Traceback" not in stderr
+    assert not list(temporary.iterdir())  # TensorFlow's exit handlers ran: its autograph files are gone.
+    assert (cli.INTERRUPTED_STATUS, cli.TERMINATED_STATUS) == (130, 143)
+
+
+def test_sigterm_outside_training_stops_with_one_line_and_143(capsys):
+    from absl import flags
+
+    def body():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # The signal lands here, as it would in an export or an evaluation.
+        raise AssertionError("SIGTERM did not stop the command")
+
+    handler_before = signal.getsignal(signal.SIGTERM)
+    assert cli.run_command(flags.FlagValues(), ["command"], body) == 143
+    assert capsys.readouterr().err.strip() == "stopped: SIGTERM; rerun the same command to resume"
+    assert signal.getsignal(signal.SIGTERM) is handler_before
 
 
 def _disk_full_errors():

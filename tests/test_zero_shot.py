@@ -124,22 +124,27 @@ def test_interrupted_run_resumes_from_the_saved_step_and_matches_an_uninterrupte
         np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("signals, stopped_at", [(1, 4), (2, 3)])
-def test_ctrl_c_finishes_the_step_it_lands_in_and_a_second_one_stops_at_once(tmp_path, capsys, signals,
-                                                                             stopped_at):
+@pytest.mark.parametrize("signals, stopped_at", [
+    ((signal.SIGINT,), 4), ((signal.SIGINT, signal.SIGINT), 3),
+    ((signal.SIGTERM,), 4), ((signal.SIGTERM, signal.SIGTERM), 3), ((signal.SIGTERM, signal.SIGINT), 3)])
+def test_a_stop_signal_finishes_the_step_it_lands_in_and_a_second_one_stops_at_once(tmp_path, capsys, signals,
+                                                                                    stopped_at):
     teacher = tiny_teacher()
     trainer = _trainer(teacher, steps=6, checkpoint_every=2)
 
-    def ctrl_c():
-        for _ in range(signals):
-            os.kill(os.getpid(), signal.SIGINT)
+    def send():
+        for signal_number in signals:
+            os.kill(os.getpid(), signal_number)
 
-    _run_before_step(trainer, 4, ctrl_c)
-    handler_before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(training_loop.TrainingInterrupted, match=f"step {stopped_at};"):
+    _run_before_step(trainer, 4, send)
+    handlers_before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(training_loop.TrainingInterrupted, match=f"step {stopped_at};") as raised:
         trainer.train(str(tmp_path), progress=False)
-    assert signal.getsignal(signal.SIGINT) is handler_before
-    assert capsys.readouterr().err.count("Ctrl-C: stopping after this step") == 1
+    assert {number: signal.getsignal(number) for number in handlers_before} == handlers_before
+    first = "Ctrl-C" if signals[0] == signal.SIGINT else "SIGTERM"
+    assert raised.value.signal_number == signals[0]
+    assert str(raised.value).startswith("interrupted at" if first == "Ctrl-C" else "SIGTERM at")
+    assert capsys.readouterr().err.count(f"{first}: stopping after this step") == 1
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith(f"ckpt-{stopped_at}")
 
 

@@ -10,12 +10,14 @@ and read back here. Library modules never import it.
 
 import os
 import re
+import signal
 import sys
 import traceback
 from typing import Callable, Optional, Sequence
 
 from absl import flags
 
+from zscgan_tf import stop_signals
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.teachers import TeacherSource
@@ -27,7 +29,8 @@ STORAGE_FULL_STATUS = 4
 # How a full disk or quota reads in the errors of Python, h5py and TensorFlow's file writers,
 # which raise OSError, OSError without an errno, or TensorFlow's own error classes.
 STORAGE_FULL_MESSAGES = ("No space left on device", "Disk quota exceeded")
-INTERRUPTED_STATUS = 130  # The shell's convention for SIGINT.
+INTERRUPTED_STATUS = stop_signals.exit_status(signal.SIGINT)  # 130, as a shell reports it.
+TERMINATED_STATUS = stop_signals.exit_status(signal.SIGTERM)  # 143.
 FLAGFILE_PREFIX = "--flagfile="
 HELP_ARGUMENTS = ("--help", "-h", "-?", "--helpshort")  # The entry point's own flags.
 FULL_HELP_ARGUMENTS = ("--helpfull",)  # Every flag defined in the process, by module.
@@ -90,7 +93,8 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
 
     Returns:
       0 on success or after help, `USER_ERROR_STATUS` for bad input, `NUMERICAL_FAULT_STATUS` for a
-      NaN/Inf loss, `STORAGE_FULL_STATUS` for a full disk, `INTERRUPTED_STATUS` for Ctrl-C.
+      NaN/Inf loss, `STORAGE_FULL_STATUS` for a full disk, `INTERRUPTED_STATUS` for Ctrl-C,
+      `TERMINATED_STATUS` for SIGTERM (which stops a command as Ctrl-C does: `stop_signals`).
     """
     verbose = "--verbose" in argv
 
@@ -108,14 +112,17 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     try:
         parse_flags(flag_values, argv)
         verbose = bool(getattr(flag_values, "verbose", False))
-        body()
+        with stop_signals.sigterm_as_keyboard_interrupt():
+            body()
         return 0
     except UserError as error:
         return report("error", error, USER_ERROR_STATUS)
     except NonFiniteLossError as error:
         return report("error", error, NUMERICAL_FAULT_STATUS)
     except TrainingInterrupted as interruption:
-        return report("stopped", interruption, INTERRUPTED_STATUS)
+        return report("stopped", interruption, stop_signals.exit_status(interruption.signal_number))
+    except stop_signals.Terminated:
+        return report("stopped", "SIGTERM; rerun the same command to resume", TERMINATED_STATUS)
     except KeyboardInterrupt:
         return report("stopped", "interrupted; rerun the same command to resume", INTERRUPTED_STATUS)
     except Exception as error:  # pylint: disable=broad-except  # Only a full disk is answered here.

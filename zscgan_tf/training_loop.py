@@ -3,22 +3,19 @@
 It runs a compiled step until a step counter reaches its target, and on the way keeps
 a `tf.train.Checkpoint` (models, optimizers, random streams, the counter), a JSON loss
 history, TensorBoard scalars, and a progress line. It stops cleanly on a NaN or Inf
-loss (keeping the last good checkpoint) and on Ctrl-C (saving one first).
+loss (keeping the last good checkpoint) and on Ctrl-C or SIGTERM (saving one first).
 
-Ctrl-C is taken between steps: while the loop runs, SIGINT only sets a flag that is
-checked after each step. A KeyboardInterrupt raised wherever the signal happens to land
-is not safe inside TensorFlow: of 30 Ctrl-Cs sent in the first seconds of a tiny run,
-one was lost (training ran on to its last step) and one crashed tracing with a
-SystemError. A second Ctrl-C interrupts at once.
+Ctrl-C and SIGTERM are taken between steps (`stop_signals.stops_between_steps`): while
+the loop runs, they only set a flag that is checked after each step. A KeyboardInterrupt
+raised wherever the signal happens to land is not safe inside TensorFlow: of 30 Ctrl-Cs
+sent in the first seconds of a tiny run, one was lost (training ran on to its last step)
+and one crashed tracing with a SystemError. A second signal interrupts at once.
 """
 
-import contextlib
 import dataclasses
 import math
 import os
 import signal
-import sys
-import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -27,6 +24,7 @@ import tensorflow as tf
 
 from zscgan_tf.files import read_json, write_json_atomic
 from zscgan_tf.progress import ProgressBar, format_duration
+from zscgan_tf.stop_signals import Terminated, signal_name, stops_between_steps
 
 CHECKPOINTS_TO_KEEP = 2
 HISTORY_FILE = "history.json"
@@ -41,40 +39,15 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C during training; a checkpoint was saved first."""
+    """Ctrl-C or SIGTERM during training; a checkpoint was saved first.
 
-
-class _InterruptRequest:
-    """Whether Ctrl-C was pressed since the loop started."""
-
-    def __init__(self):
-        self.requested = False
-
-
-@contextlib.contextmanager
-def _interrupts_between_steps():
-    """Within the block, the first SIGINT sets `.requested`; the second raises KeyboardInterrupt.
-
-    Signal handlers can only be set from the main thread; elsewhere SIGINT keeps its
-    usual behaviour.
+    Attributes:
+      signal_number: the signal that stopped it (`signal.SIGINT` or `signal.SIGTERM`).
     """
-    request = _InterruptRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
 
-    def handler(signum, frame):  # pylint: disable=unused-argument
-        if request.requested:
-            raise KeyboardInterrupt
-        request.requested = True
-        print("\nCtrl-C: stopping after this step (press it again to stop within the step)", file=sys.stderr,
-              flush=True)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield request
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal_number = signal_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +120,7 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
 
     Raises:
       NonFiniteLossError: if a checked term becomes NaN or Inf.
-      TrainingInterrupted: on Ctrl-C, after saving a checkpoint.
+      TrainingInterrupted: on Ctrl-C or SIGTERM, after saving a checkpoint.
     """
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(work_dir, CHECKPOINT_DIR),
                                          max_to_keep=CHECKPOINTS_TO_KEEP)
@@ -168,7 +141,7 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
         manager.save(checkpoint_number=step)
         write_json_atomic(history_path, history)
 
-    with _interrupts_between_steps() as interrupt:
+    with stops_between_steps() as stop:
         try:
             while int(step_counter.numpy()) < schedule.steps:
                 values = step_fn()
@@ -196,14 +169,17 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
                     save(step)
                 if bar:
                     bar.update(step, {term: values[term] for term in progress_terms})
-                if interrupt.requested:
-                    raise KeyboardInterrupt  # Handled below, as a second Ctrl-C would be.
-        except KeyboardInterrupt:
+                if stop.requested:
+                    raise KeyboardInterrupt  # Handled below, as a second signal would be.
+        except KeyboardInterrupt as interruption:
             step = int(step_counter.numpy())
-            if _checkpoint_step(manager) != step:  # A Ctrl-C right after a checkpoint needs no second one.
+            if _checkpoint_step(manager) != step:  # A stop right after a checkpoint needs no second one.
                 save(step)
-            raise TrainingInterrupted(f"interrupted at {name} step {step}; checkpoint saved, rerun the same command "
-                                      "to resume") from None
+            signal_number = stop.signal_number or (
+                signal.SIGTERM if isinstance(interruption, Terminated) else signal.SIGINT)
+            how = "interrupted" if signal_number == signal.SIGINT else signal_name(signal_number)
+            raise TrainingInterrupted(f"{how} at {name} step {step}; checkpoint saved, rerun the same command "
+                                      "to resume", signal_number) from None
         finally:
             if bar:
                 bar.close()
