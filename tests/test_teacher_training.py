@@ -3,8 +3,10 @@
 import dataclasses
 import json
 import os
+import pathlib
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import architectures, data, teacher_training
+from zscgan_tf import architectures, data, files, teacher_training
 from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import Preprocessing
 
@@ -160,6 +162,71 @@ def test_ensure_builtin_teacher_trains_once_then_reuses(tmp_path, monkeypatch, c
     assert "training" not in capsys.readouterr().err
     with pytest.raises(UserError, match="unknown built-in teacher 'nope'; known: tiny_digits"):
         teacher_training.ensure_builtin_teacher("nope")
+
+
+class _StopAfterSecondEpoch(tf_keras.callbacks.BackupAndRestore):
+    """Keras's backup, then Ctrl-C as the second epoch ends."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_teacher_training_resumes_after_its_last_epoch(tmp_path, monkeypatch, capfd):
+    recipe = dataclasses.replace(TINY_RECIPE, epochs=4)
+    path = str(tmp_path / "teacher.keras")
+    backup_dir = teacher_training.training_backup_path(path)
+    monkeypatch.setattr(tf_keras.callbacks, "BackupAndRestore", _StopAfterSecondEpoch)
+    with pytest.raises(KeyboardInterrupt):
+        teacher_training.train_from_recipe(recipe, path, progress=True)
+    assert not os.path.exists(path)
+    assert {"chief", "recipe.json"} <= set(os.listdir(backup_dir))
+    monkeypatch.undo()
+    capfd.readouterr()
+
+    metrics = teacher_training.train_from_recipe(recipe, path, progress=True)
+    printed = capfd.readouterr().err
+    assert f"resuming the teacher's training after epoch 2 of 4, from {backup_dir}" in printed
+    assert "Epoch 1/4" not in printed and "Epoch 2/4" not in printed
+    assert "Epoch 3/4" in printed and "Epoch 4/4" in printed
+    assert metrics.epochs == 4 and os.path.isfile(path) and os.path.isfile(path + ".json")
+    assert not os.path.exists(backup_dir)  # Gone once the teacher is saved.
+
+
+def test_a_backup_of_another_recipe_is_refused_and_a_finished_ones_starts_again(tmp_path, monkeypatch):
+    recipe = dataclasses.replace(TINY_RECIPE, epochs=3)
+    path = str(tmp_path / "teacher.keras")
+    monkeypatch.setattr(tf_keras.callbacks, "BackupAndRestore", _StopAfterSecondEpoch)
+    with pytest.raises(KeyboardInterrupt):
+        teacher_training.train_from_recipe(recipe, path, progress=False)
+    monkeypatch.undo()
+    backup_dir = teacher_training.training_backup_path(path)
+    other = dataclasses.replace(recipe, epochs=5, learning_rate=1e-3)
+    with pytest.raises(UserError, match=f"^{backup_dir} holds an unfinished training of this teacher with another "
+                                        "epochs, learning_rate; rerun with the settings it was started with"):
+        teacher_training.claim_training_backup(path, other, None)
+    with pytest.raises(UserError, match="another data_dir"):
+        teacher_training.claim_training_backup(path, recipe, str(tmp_path))
+    assert teacher_training.claim_training_backup(path, recipe, None) == 2
+    # A teacher saved after the backup was made means that training finished: it starts again.
+    pathlib.Path(path).write_bytes(b"a teacher saved after the backup")
+    os.utime(path, (time.time() + 10, time.time() + 10))
+    assert teacher_training.claim_training_backup(path, other, None) == 0
+    assert set(os.listdir(backup_dir)) - {files.LOCK_FILE} == {"recipe.json"}
+
+
+def test_a_teacher_in_training_elsewhere_is_refused(tmp_path):
+    path = str(tmp_path / "teacher.keras")
+    backup_dir = teacher_training.training_backup_path(path)
+    os.makedirs(backup_dir)
+    train = ("import zscgan_tf.teacher_training as t\n"
+             f"t.train_from_recipe(t.TeacherRecipe(dataset='digits', architecture='resnet8'), {path!r})")
+    with files.exclusive_use(backup_dir, what="training of this teacher"):  # As another process would hold it.
+        in_use = subprocess.run([sys.executable, "-c", train], cwd=REPO_ROOT, capture_output=True, text=True,
+                                check=False)
+    assert in_use.returncode != 0 and not os.path.exists(path)
+    assert f"{backup_dir!r} is in use by another training of this teacher (process {os.getpid()})" in in_use.stderr
 
 
 def test_builtin_recipes_are_consistent():

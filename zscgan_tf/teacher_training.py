@@ -15,8 +15,10 @@ Example:
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
+import shutil
 import sys
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -45,6 +47,12 @@ CACHE_ENVIRONMENT_VARIABLE = "ZSCGAN_TF_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "zscgan_tf", "teachers")
 TEACHER_FILE_SUFFIX = ".keras"
 SIDECAR_SUFFIX = ".json"
+# `<teacher>.keras.training/` holds an unfinished training's epoch checkpoints (Keras's
+# `BackupAndRestore`, under `chief/`) and the recipe they belong to; it goes once the
+# teacher is saved.
+TRAINING_BACKUP_SUFFIX = ".training"
+BACKUP_RECIPE_FILE = "recipe.json"
+BACKUP_CHECKPOINT_DIR = "chief"  # Where BackupAndRestore keeps its checkpoints.
 
 
 # ----------------------------------------------------------------------------------
@@ -237,7 +245,8 @@ def check_inference_mode_accuracy(metrics: TeacherMetrics,
 def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImages,
                   preprocessing: Preprocessing, epochs: int, batch_size: int, learning_rate: float, seed: int,
                   augment: bool = False, progress: bool = True,
-                  maximum_inference_accuracy_gap: float = MAXIMUM_INFERENCE_ACCURACY_GAP) -> TeacherMetrics:
+                  maximum_inference_accuracy_gap: float = MAXIMUM_INFERENCE_ACCURACY_GAP,
+                  backup_dir: Optional[str] = None) -> TeacherMetrics:
     """Trains a classifier returning logits, re-estimates its BN statistics and measures it.
 
     Adam with a cosine-decayed learning rate minimizes sparse categorical cross-entropy.
@@ -258,6 +267,9 @@ def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImag
         no flips, which would change what a digit means.
       progress: print one line per epoch, to stderr.
       maximum_inference_accuracy_gap: see `check_inference_mode_accuracy`.
+      backup_dir: where to keep a checkpoint of weights and optimizer after every epoch,
+        and to resume from one left there (Keras's `BackupAndRestore`). A resumed
+        training's later epochs see other shuffles than they would have in one go.
 
     Returns:
       The teacher's `TeacherMetrics`.
@@ -288,7 +300,9 @@ def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImag
     # Keras prints progress to stdout; it goes to stderr with our own, leaving stdout to results.
     with contextlib.redirect_stdout(sys.stderr):
         model.fit(_training_dataset(train, preprocessing, batch_size, seed, augment), epochs=epochs,
-                  verbose=2 if progress else 0)
+                  verbose=2 if progress else 0,
+                  callbacks=[tf_keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False)]
+                  if backup_dir else None)
 
     statistics_images = train.class_balanced(BATCHNORM_REESTIMATION_MAX_IMAGES, seed)
     statistics_inputs = preprocessing.apply(statistics_images.images)
@@ -465,11 +479,64 @@ def train_from_recipe(recipe: TeacherRecipe, path: str, progress: bool = True,
     model = build_architecture(recipe.architecture, input_shape, train.num_classes,
                                **dict(recipe.architecture_options))
     preprocessing = Preprocessing(recipe.preprocessing_mode)
-    metrics = train_teacher(model, train, test, preprocessing, epochs=recipe.epochs, batch_size=recipe.batch_size,
-                            learning_rate=recipe.learning_rate, seed=recipe.seed, augment=recipe.augment,
-                            progress=progress)
-    save_teacher(model, path, preprocessing, recipe.dataset, train.class_names, metrics, data_dir=data_dir)
+    backup_dir = training_backup_path(path)
+    os.makedirs(backup_dir, exist_ok=True)
+    # Two processes training one teacher (two runs started at once on an empty cache) would
+    # restore each other's epochs.
+    with files.exclusive_use(backup_dir, what="training of this teacher"):
+        epochs_done = claim_training_backup(path, recipe, data_dir)
+        if epochs_done and progress:
+            _log(f"resuming the teacher's training after epoch {epochs_done} of {recipe.epochs}, from {backup_dir}")
+        metrics = train_teacher(model, train, test, preprocessing, epochs=recipe.epochs,
+                                batch_size=recipe.batch_size, learning_rate=recipe.learning_rate, seed=recipe.seed,
+                                augment=recipe.augment, progress=progress, backup_dir=backup_dir)
+        save_teacher(model, path, preprocessing, recipe.dataset, train.class_names, metrics, data_dir=data_dir)
+        shutil.rmtree(backup_dir, ignore_errors=True)
     return metrics
+
+
+def training_backup_path(teacher_path: str) -> str:
+    """The directory of `teacher_path`'s unfinished training: `<teacher_path>.training`."""
+    return teacher_path + TRAINING_BACKUP_SUFFIX
+
+
+def claim_training_backup(teacher_path: str, recipe: TeacherRecipe, data_dir: Optional[str]) -> int:
+    """Readies `training_backup_path(teacher_path)` for a training of `recipe`; returns how
+    many epochs a backup left there holds.
+
+    A new directory records the recipe. A backup older than the teacher file beside it is
+    one whose teacher was saved, and it starts again. One that holds another recipe's
+    training is refused rather than resumed or overwritten: its epochs may be hours of work.
+
+    Raises:
+      UserError: if the backup belongs to an unfinished training of another recipe or data directory.
+    """
+    backup_dir = training_backup_path(teacher_path)
+    wanted = json.loads(json.dumps({"recipe": dataclasses.asdict(recipe),
+                                    "data_dir": os.path.abspath(data_dir) if data_dir else None}))
+    recipe_path = os.path.join(backup_dir, BACKUP_RECIPE_FILE)
+    recorded = files.read_json(recipe_path, None)
+    checkpoint = tf.train.latest_checkpoint(os.path.join(backup_dir, BACKUP_CHECKPOINT_DIR))
+    saved_since = os.path.exists(teacher_path) and os.path.exists(recipe_path) and (
+        os.path.getmtime(teacher_path) >= os.path.getmtime(recipe_path))
+    if recorded is None or checkpoint is None or saved_since:  # Nothing to resume: (re)start it.
+        os.makedirs(backup_dir, exist_ok=True)
+        for name in os.listdir(backup_dir):
+            if name != files.LOCK_FILE:  # Held by this process (`train_from_recipe`).
+                entry = os.path.join(backup_dir, name)
+                shutil.rmtree(entry) if os.path.isdir(entry) else os.remove(entry)
+        files.write_json_atomic(recipe_path, wanted)
+        return 0
+    if recorded != wanted:
+        differences = sorted(key for key in set(recorded["recipe"]) | set(wanted["recipe"])
+                             if recorded["recipe"].get(key) != wanted["recipe"].get(key))
+        if recorded.get("data_dir") != wanted["data_dir"]:
+            differences.append("data_dir")
+        raise UserError(f"{backup_dir} holds an unfinished training of this teacher with another "
+                        f"{', '.join(differences)}; rerun with the settings it was started with to resume it, or "
+                        "delete that directory to start again")
+    # Keras records the index of the last epoch it saved.
+    return int(tf.train.load_variable(checkpoint, "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")) + 1
 
 
 def _load_split(recipe: TeacherRecipe, split: str, data_dir: Optional[str], progress: bool) -> LabeledImages:
