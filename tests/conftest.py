@@ -3,6 +3,7 @@
 import functools
 import os
 import tempfile
+import warnings
 
 import numpy as np
 import pytest
@@ -10,8 +11,25 @@ import pytest
 import zscgan_tf  # noqa: F401  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
 import tf_keras
 
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "distutils Version classes are deprecated", DeprecationWarning)
+    import tensorflow_model_optimization  # noqa: F401  Its import warns of its own use of distutils.
+
 from zscgan_tf import teacher_training, teachers
 from zscgan_tf.preprocessing import Preprocessing
+
+
+# Deprecation warnings that libraries raise from their own code, which nothing in this
+# package can change; they filled the suite's summary (200 of them). TF-MOT's comes once, on
+# import, which happens here, before pytest_configure.
+THIRD_PARTY_DEPRECATIONS = (
+    r"ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning:keras",
+)
+
+
+def pytest_configure(config):
+    for line in THIRD_PARTY_DEPRECATIONS:
+        config.addinivalue_line("filterwarnings", line)
 
 
 @pytest.fixture(scope="session", autouse=True)
