@@ -226,7 +226,8 @@ def test_a_teacher_in_training_elsewhere_is_refused(tmp_path):
         in_use = subprocess.run([sys.executable, "-c", train], cwd=REPO_ROOT, capture_output=True, text=True,
                                 check=False)
     assert in_use.returncode != 0 and not os.path.exists(path)
-    assert f"{backup_dir!r} is in use by another training of this teacher (process {os.getpid()})" in in_use.stderr
+    assert (f"{backup_dir!r} is in use by another training of this teacher (process {os.getpid()}); wait for it "
+            "to finish, then use the teacher it saves") in in_use.stderr
 
 
 def test_builtin_recipes_are_consistent():

@@ -149,8 +149,10 @@ def file_digest(path: str) -> Optional[str]:
 
 
 @contextlib.contextmanager
-def exclusive_use(directory: str, what: str = "run"):
+def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it to finish, or pass another directory"):
     """Holds an advisory lock on `directory` (a `LOCK_FILE` in it) for the block.
+
+    `what` names the work that holds it, and `advice` what to do, in the refusal.
 
     The operating system releases the lock when the process ends, however it ends, so a
     killed run leaves no stale lock. Where `fcntl` is missing (Windows), or the file system
@@ -171,8 +173,8 @@ def exclusive_use(directory: str, what: str = "run"):
         except BlockingIOError:
             lock_file.seek(0)
             holder = lock_file.read().strip()
-            raise UserError(f"{directory!r} is in use by another {what}{f' ({holder})' if holder else ''}; wait "
-                            f"for it to finish, or pass another directory") from None
+            raise UserError(f"{directory!r} is in use by another {what}{f' ({holder})' if holder else ''}; "
+                            f"{advice}") from None
         except OSError:  # A file system without locks (ENOLCK on some NFS mounts): go on without one.
             locked = False
         if locked:

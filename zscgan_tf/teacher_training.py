@@ -483,7 +483,8 @@ def train_from_recipe(recipe: TeacherRecipe, path: str, progress: bool = True,
     os.makedirs(backup_dir, exist_ok=True)
     # Two processes training one teacher (two runs started at once on an empty cache) would
     # restore each other's epochs.
-    with files.exclusive_use(backup_dir, what="training of this teacher"):
+    with files.exclusive_use(backup_dir, what="training of this teacher",
+                             advice="wait for it to finish, then use the teacher it saves"):
         epochs_done = claim_training_backup(path, recipe, data_dir)
         if epochs_done and progress:
             _log(f"resuming the teacher's training after epoch {epochs_done} of {recipe.epochs}, from {backup_dir}")
