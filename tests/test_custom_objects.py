@@ -12,6 +12,7 @@ import pytest
 
 import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import keras  # Keras 3, which TensorFlow installs.
+import tensorflow as tf
 import tf_keras
 
 from zscgan_tf import custom_objects, quantization_stages, teachers, tflite_model, train
@@ -87,6 +88,33 @@ def test_register_imports_a_file_and_registers_the_keras_objects_it_defines(laye
     layer = tf_keras.layers.deserialize({"class_name": "ChannelGate", "config": {"name": "gate"}})
     assert type(layer).__name__ == "ChannelGate"
     np.testing.assert_allclose(tf_keras.activations.get("half_relu")(np.array([-2.0, 2.0])), [0.0, 1.0])
+
+
+CLIP_MODULE = textwrap.dedent('''
+    import tensorflow as tf
+    import tf_keras
+
+
+    class Clip(tf_keras.layers.Layer):
+        def call(self, inputs):
+            if tf.reduce_max(inputs) > 1.0:  # A tensor condition: AutoGraph converts this from the source.
+                return tf.minimum(inputs, 1.0)
+            return inputs
+''')
+
+
+@pytest.mark.parametrize("lines_added", [0, 3])
+def test_a_file_edited_after_registering_is_traced_as_it_was_imported(tmp_path, lines_added):
+    # Hours into a run, the user edits their layer file; the run traces its layers later (export).
+    with _user_module(tmp_path / "my_clip.py", CLIP_MODULE, tf_keras.utils.get_custom_objects()) as path:
+        clip = custom_objects.register([path])["Clip"]
+        with open(path, "w") as edited:
+            edited.write("# edited\n" * lines_added + CLIP_MODULE.replace("1.0", "2.0"))
+        inputs = tf_keras.Input((3,))
+        model = tf_keras.Model(inputs, clip()(inputs))
+        # Read from the file as it is now, the trace either failed (lines moved) or clipped at 2.
+        np.testing.assert_allclose(tf.function(model)(tf.constant([[0.5, 3.0, 1.5]])), [[0.5, 1.0, 1.0]])
+        assert clip.__module__ == "my_clip" and sys.modules["my_clip"].__file__ == path + " (as imported)"
 
 
 def test_register_errors_name_the_module_in_one_line(tmp_path):

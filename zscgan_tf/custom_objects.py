@@ -16,6 +16,7 @@ Example:
 """
 
 import importlib
+import importlib.abc
 import importlib.util
 import inspect
 import os
@@ -43,14 +44,45 @@ KERAS_BASE_CLASSES = (tf_keras.layers.Layer, tf_keras.initializers.Initializer, 
                       tf_keras.optimizers.schedules.LearningRateSchedule)
 
 
+class _ImportedSource(importlib.abc.SourceLoader):
+    """Loads a `.py` file from its text as read once, at import.
+
+    AutoGraph converts a layer's `call` from its source, which it reads when it first
+    traces it, maybe hours into a run. Loaded from the file itself, a file edited in the
+    meantime was read as it is then: lines moved by the edit crashed the trace (autograph
+    cannot find the function), and an edit that moved none traced the edited code, not the
+    code the run had imported. This loader names the module's file `<path> (as imported)`,
+    which exists nowhere, so Python's `linecache` (which `inspect` and AutoGraph read)
+    asks this loader for the text; tracebacks show it too.
+    """
+
+    SUFFIX = " (as imported)"
+
+    def __init__(self, path: str):
+        with open(path, "rb") as source_file:
+            self._source = source_file.read()
+        self._path = path + self.SUFFIX
+
+    def get_filename(self, fullname: str) -> str:  # pylint: disable=unused-argument
+        return self._path
+
+    def get_data(self, path: str) -> bytes:
+        if path != self._path:  # Only the module's own source; no bytecode cache.
+            raise OSError(f"{path} is not stored")
+        return self._source
+
+
 def _import(source: str) -> ModuleType:
-    """Imports a dotted module name, or a `.py` file as a module named after the file."""
+    """Imports a dotted module name, or a `.py` file as a module named after the file (from its
+    text as read now: `_ImportedSource`)."""
     try:
         if source.endswith(".py"):
             if not os.path.isfile(source):
                 raise UserError(f"custom objects file {source!r} does not exist")
             name = os.path.splitext(os.path.basename(source))[0]
-            spec = importlib.util.spec_from_file_location(name, os.path.abspath(source))
+            loader = _ImportedSource(os.path.abspath(source))
+            spec = importlib.util.spec_from_loader(name, loader, origin=loader.get_filename(name))
+            spec.has_location = True  # __file__ is set from origin: inspect finds the source through it.
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module  # As an import would; classes pickled or compared by module find it.
             spec.loader.exec_module(module)
