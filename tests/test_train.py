@@ -1042,7 +1042,9 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
         "class": drop.label, "images": drop.images, "fp32": drop.reference, "model": drop.model}})
 
 
-def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("save_interval", [0.0, 3600.0])
+def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_path, monkeypatch, capsys,
+                                                                          save_interval):
     from conftest import quadrant_images, tiny_teacher
     from zscgan_tf import evaluate, evaluation_progress, export, labeled_images
 
@@ -1055,7 +1057,8 @@ def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_pat
         teacher.preprocessing.apply(dataset.images)), output_path=path)
     config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
     monkeypatch.setattr(quantization_stages, "evaluation_chunk_size", lambda image_shape: 8)
-    monkeypatch.setattr(evaluation_progress, "SAVE_INTERVAL_SECONDS", 0.0)
+    # Saved at the interval (after every chunk here), or when interrupted between two saves.
+    monkeypatch.setattr(evaluation_progress, "SAVE_INTERVAL_SECONDS", save_interval)
     expected = quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
     os.remove(tmp_path / evaluation_progress.PREDICTIONS_FILE)
     keras_predict, chunks, interrupt_at = evaluate.keras_predict, [], [4]

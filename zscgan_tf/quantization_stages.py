@@ -426,20 +426,26 @@ def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: Labeled
     chunk = evaluation_chunk_size(teacher.image_shape)
     bar = ProgressBar(len(labels), f"evaluation ({count_of(len(predictors), 'model')})", initial_step=done) \
         if progress else None
-    last_saved = time.monotonic()
-    for start in range(done, len(labels), chunk):
-        pixels = dataset.images[start:start + chunk]
-        inputs = teacher.preprocessing.apply(pixels)
-        for name, predict in predictors.items():
-            predicted[name][start:start + len(pixels)] = np.argmax(predict(pixels, inputs), axis=-1)
-        done = start + len(pixels)
-        if done == len(labels) or time.monotonic() - last_saved >= evaluation_progress.SAVE_INTERVAL_SECONDS:
+    last_saved, saved_done = time.monotonic(), done
+    try:
+        for start in range(done, len(labels), chunk):
+            pixels = dataset.images[start:start + chunk]
+            inputs = teacher.preprocessing.apply(pixels)
+            for name, predict in predictors.items():
+                predicted[name][start:start + len(pixels)] = np.argmax(predict(pixels, inputs), axis=-1)
+            done = start + len(pixels)
+            if done == len(labels) or time.monotonic() - last_saved >= evaluation_progress.SAVE_INTERVAL_SECONDS:
+                evaluation_progress.save(path, key, done, predicted)
+                last_saved, saved_done = time.monotonic(), done
+            if bar:
+                bar.update(done, {})
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the chunks done since the last save are kept too.
+        if done > saved_done:
             evaluation_progress.save(path, key, done, predicted)
-            last_saved = time.monotonic()
+        raise
+    finally:
         if bar:
-            bar.update(done, {})
-    if bar:
-        bar.close()
+            bar.close()
     return predicted
 
 
