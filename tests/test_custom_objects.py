@@ -104,17 +104,31 @@ CLIP_MODULE = textwrap.dedent('''
 
 
 @pytest.mark.parametrize("lines_added", [0, 3])
-def test_a_file_edited_after_registering_is_traced_as_it_was_imported(tmp_path, lines_added):
+@pytest.mark.parametrize("named_as", ["file", "dotted module"])
+def test_a_module_edited_after_registering_is_traced_as_it_was_imported(tmp_path, monkeypatch, lines_added,
+                                                                         named_as):
     # Hours into a run, the user edits their layer file; the run traces its layers later (export).
-    with _user_module(tmp_path / "my_clip.py", CLIP_MODULE, tf_keras.utils.get_custom_objects()) as path:
-        clip = custom_objects.register([path])["Clip"]
-        with open(path, "w") as edited:
-            edited.write("# edited\n" * lines_added + CLIP_MODULE.replace("1.0", "2.0"))
-        inputs = tf_keras.Input((3,))
-        model = tf_keras.Model(inputs, clip()(inputs))
-        # Read from the file as it is now, the trace either failed (lines moved) or clipped at 2.
-        np.testing.assert_allclose(tf.function(model)(tf.constant([[0.5, 3.0, 1.5]])), [[0.5, 1.0, 1.0]])
-        assert clip.__module__ == "my_clip" and sys.modules["my_clip"].__file__ == path + " (as imported)"
+    package = tmp_path / "my_project"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module_name = "my_project.my_clip" if named_as == "dotted module" else "my_clip"
+    with _user_module(package / "my_clip.py", CLIP_MODULE, tf_keras.utils.get_custom_objects()) as path:
+        try:
+            clip = custom_objects.register([path if named_as == "file" else module_name])["Clip"]
+            with open(path, "w") as edited:
+                edited.write("# edited\n" * lines_added + CLIP_MODULE.replace("1.0", "2.0"))
+            inputs = tf_keras.Input((3,))
+            model = tf_keras.Model(inputs, clip()(inputs))
+            # Read from the file as it is now, the trace either failed (lines moved) or clipped at 2.
+            np.testing.assert_allclose(tf.function(model)(tf.constant([[0.5, 3.0, 1.5]])), [[0.5, 1.0, 1.0]])
+            assert clip.__module__ == module_name and sys.modules[module_name].__file__ == path + " (as imported)"
+            if named_as == "dotted module":
+                import my_project.my_clip  # pylint: disable=import-outside-toplevel
+                assert my_project.my_clip.Clip is clip
+        finally:
+            for name in ("my_project.my_clip", "my_project"):
+                sys.modules.pop(name, None)
 
 
 def test_register_errors_name_the_module_in_one_line(tmp_path):

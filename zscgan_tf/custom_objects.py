@@ -73,20 +73,19 @@ class _ImportedSource(importlib.abc.SourceLoader):
 
 
 def _import(source: str) -> ModuleType:
-    """Imports a dotted module name, or a `.py` file as a module named after the file (from its
-    text as read now: `_ImportedSource`)."""
+    """Imports a `.py` file as a module named after the file, or a dotted module name; a
+    file, and a dotted module that is a plain `.py` file not imported yet, from its text as
+    read now (`_ImportedSource`)."""
     try:
         if source.endswith(".py"):
             if not os.path.isfile(source):
                 raise UserError(f"custom objects file {source!r} does not exist")
-            name = os.path.splitext(os.path.basename(source))[0]
-            loader = _ImportedSource(os.path.abspath(source))
-            spec = importlib.util.spec_from_loader(name, loader, origin=loader.get_filename(name))
-            spec.has_location = True  # __file__ is set from origin: inspect finds the source through it.
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module  # As an import would; classes pickled or compared by module find it.
-            spec.loader.exec_module(module)
-            return module
+            return _import_as_read_now(os.path.splitext(os.path.basename(source))[0], os.path.abspath(source))
+        if source not in sys.modules:
+            spec = importlib.util.find_spec(source)  # Imports its parent packages.
+            if (spec is not None and spec.submodule_search_locations is None and spec.origin
+                    and spec.origin.endswith(".py") and os.path.isfile(spec.origin)):
+                return _import_as_read_now(source, spec.origin)
         return importlib.import_module(source)
     except UserError:
         raise
@@ -94,6 +93,24 @@ def _import(source: str) -> ModuleType:
         # The user's code may raise anything on import; what matters is which module and why.
         raise UserError(f"cannot import custom objects from {source!r}: {type(error).__name__}: "
                         f"{first_line(error)}") from error
+
+
+def _import_as_read_now(name: str, path: str) -> ModuleType:
+    """Imports the file `path` as the module `name`, from its text as read now."""
+    loader = _ImportedSource(path)
+    spec = importlib.util.spec_from_loader(name, loader, origin=loader.get_filename(name))
+    spec.has_location = True  # __file__ is set from origin: inspect finds the source through it.
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # As an import would; classes pickled or compared by module find it.
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]  # As a failed import leaves it.
+        raise
+    parent, _, child = name.rpartition(".")
+    if parent:  # As an import binds it: `import package.layers` then finds `package.layers`.
+        setattr(sys.modules[parent], child, module)
+    return module
 
 
 def keras_objects(module: ModuleType) -> Dict[str, object]:
