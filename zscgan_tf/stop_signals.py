@@ -9,7 +9,9 @@ to the temporary directory. Here SIGTERM stops a command as Ctrl-C does:
   step in flight finish, then the loop saves a checkpoint and stops; a second one stops
   within the step;
 - elsewhere (`sigterm_as_keyboard_interrupt`, around a command's body), SIGTERM raises
-  `Terminated`, a KeyboardInterrupt, where Ctrl-C raises KeyboardInterrupt.
+  `Terminated`, a KeyboardInterrupt, where Ctrl-C raises KeyboardInterrupt. What the
+  other long stages did is kept all the same: a teacher's training goes on after its last
+  finished epoch, and the evaluation saves the predictions it has made.
 
 A scheduler's grace period before it kills (30 s for Slurm, Kubernetes and Docker by
 default) covers a training step and a checkpoint: measured from SIGTERM to exit, 0.9 to
