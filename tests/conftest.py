@@ -1,7 +1,10 @@
 """Shared tiny models for the tests: fast on 2 CPU cores, real Conv+BN graphs."""
 
+import contextlib
 import functools
 import os
+import subprocess
+import sys
 import tempfile
 import warnings
 
@@ -17,6 +20,8 @@ with warnings.catch_warnings():
 
 from zscgan_tf import teacher_training, teachers
 from zscgan_tf.preprocessing import Preprocessing
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # Deprecation warnings that libraries raise from their own code, which nothing in this
@@ -207,3 +212,20 @@ def tiny_teacher_file(tmp_path):
                                   class_names=["a", "b", "c", "d"], metrics=None)
     assert os.path.exists(path + ".json")
     return path
+
+
+@contextlib.contextmanager
+def lock_held_by_another_process(directory):
+    """`files.exclusive_use(directory)` held by a child process through the block, or until its
+    stdin is closed; yields the child (a `subprocess.Popen`). Within one process the lock
+    would be taken again at once."""
+    hold = ("import sys\nfrom zscgan_tf import files\n"
+            "with files.exclusive_use(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()\n")
+    child = subprocess.Popen([sys.executable, "-c", hold, str(directory)], cwd=REPO_ROOT, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        yield child
+    finally:
+        child.stdin.close()  # Ends its block, and it.
+        child.wait(timeout=60)

@@ -16,7 +16,7 @@ import tf_keras
 from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
-from conftest import build_tiny_classifier
+from conftest import build_tiny_classifier, lock_held_by_another_process
 from zscgan_tf import cli, tflite_model, train, zero_shot
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.teacher_training import save_teacher
@@ -162,14 +162,12 @@ def test_a_full_disk_is_one_line_and_exit_4(tmp_path, tiny_teacher_file, capsys,
 
 
 def test_a_work_directory_in_use_by_another_run_is_refused(tmp_path, tiny_teacher_file, capsys):
-    from zscgan_tf import files
-
     work_dir = tmp_path / "run"
     work_dir.mkdir()
-    with files.exclusive_use(str(work_dir)):  # As the first of two runs started on one directory holds it.
+    with lock_held_by_another_process(work_dir) as other:  # As the first of two runs on one directory holds it.
         assert train.main(["train", *_tiny_arguments(tiny_teacher_file, work_dir)]) == cli.USER_ERROR_STATUS
     assert capsys.readouterr().err.strip() == (
-        f"error: {str(work_dir)!r} is in use by another run (process {os.getpid()}); wait for it to finish, or pass "
+        f"error: {str(work_dir)!r} is in use by another run (process {other.pid}); wait for it to finish, or pass "
         "another directory")
     assert not (work_dir / "config.json").exists()
     # Released with the first run, however it ends: the second then runs.

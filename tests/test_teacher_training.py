@@ -4,8 +4,11 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
+import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -18,6 +21,8 @@ import tf_keras
 from zscgan_tf import architectures, data, files, teacher_training
 from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import Preprocessing
+
+from conftest import build_tiny_classifier, lock_held_by_another_process
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_RECIPE = teacher_training.TeacherRecipe(
@@ -216,18 +221,46 @@ def test_a_backup_of_another_recipe_is_refused_and_a_finished_ones_starts_again(
     assert set(os.listdir(backup_dir)) - {files.LOCK_FILE} == {"recipe.json"}
 
 
-def test_a_teacher_in_training_elsewhere_is_refused(tmp_path):
+def test_a_teacher_in_training_elsewhere_is_refused(tmp_path, monkeypatch):
     path = str(tmp_path / "teacher.keras")
     backup_dir = teacher_training.training_backup_path(path)
     os.makedirs(backup_dir)
-    train = ("import zscgan_tf.teacher_training as t\n"
-             f"t.train_from_recipe(t.TeacherRecipe(dataset='digits', architecture='resnet8'), {path!r})")
-    with files.exclusive_use(backup_dir, what="training of this teacher"):  # As another process would hold it.
-        in_use = subprocess.run([sys.executable, "-c", train], cwd=REPO_ROOT, capture_output=True, text=True,
-                                check=False)
-    assert in_use.returncode != 0 and not os.path.exists(path)
-    assert (f"{backup_dir!r} is in use by another training of this teacher (process {os.getpid()}); wait for it "
-            "to finish, then use the teacher it saves") in in_use.stderr
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("trained while another process trains the same teacher")
+
+    monkeypatch.setattr(teacher_training, "train_teacher", must_not_train)
+    with lock_held_by_another_process(backup_dir) as other:
+        with pytest.raises(UserError, match=re.escape(
+                f"{backup_dir!r} is in use by another training of this teacher (process {other.pid}); wait for it to "
+                "finish, then use the teacher it saves")):
+            teacher_training.train_from_recipe(TINY_RECIPE, path, progress=False)
+    assert not os.path.exists(path)
+
+
+def test_a_builtin_teacher_in_training_elsewhere_is_waited_for_and_taken(tmp_path, monkeypatch, capsys):
+    # Two runs started at once on an empty cache: the second takes the teacher the first trains.
+    monkeypatch.setattr(teacher_training, "BUILTIN_TEACHERS", {"tiny_digits": TINY_RECIPE})
+    monkeypatch.setenv(teacher_training.CACHE_ENVIRONMENT_VARIABLE, str(tmp_path))
+    path = teacher_training.builtin_teacher_path("tiny_digits")
+    backup_dir = teacher_training.training_backup_path(path)
+    os.makedirs(backup_dir)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("the teacher another process trained was trained again")
+
+    monkeypatch.setattr(teacher_training, "train_teacher", must_not_train)
+    with lock_held_by_another_process(backup_dir) as other:
+        def the_other_saves_it_and_ends():
+            time.sleep(2)  # ensure_builtin_teacher waits by now.
+            teacher_training.save_teacher(build_tiny_classifier(), path, Preprocessing("tf"), "digits", [], None)
+            shutil.rmtree(backup_dir)  # As train_from_recipe does before it lets go.
+            other.stdin.close()
+
+        threading.Thread(target=the_other_saves_it_and_ends).start()
+        assert teacher_training.ensure_builtin_teacher("tiny_digits", progress=False) == path
+    assert f"waiting for process {other.pid}, which is training built-in teacher 'tiny_digits'" in (
+        capsys.readouterr().err)
 
 
 def test_builtin_recipes_are_consistent():

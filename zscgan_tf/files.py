@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 from zscgan_tf.errors import UserError
 
@@ -24,6 +24,8 @@ DIGEST_CHUNK_BYTES = 1 << 20
 _DEFAULT_FILE_MODE = 0o666
 # What tf_keras says on every `.h5` save.
 _HDF5_LEGACY_WARNING = "You are saving your model as an HDF5 file"
+# The directories this process holds the lock of (`exclusive_use`), by real path.
+_HELD_DIRECTORIES = set()
 
 
 def _current_umask() -> int:
@@ -149,21 +151,33 @@ def file_digest(path: str) -> Optional[str]:
 
 
 @contextlib.contextmanager
-def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it to finish, or pass another directory"):
+def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it to finish, or pass another directory",
+                  on_wait: Optional[Callable[[str], None]] = None):
     """Holds an advisory lock on `directory` (a `LOCK_FILE` in it) for the block.
-
-    `what` names the work that holds it, and `advice` what to do, in the refusal.
 
     The operating system releases the lock when the process ends, however it ends, so a
     killed run leaves no stale lock. Where `fcntl` is missing (Windows), or the file system
-    has no locks, there is none.
+    has no locks, there is none. Within a block that holds it, the same process takes it
+    again at once.
+
+    Args:
+      directory: an existing directory.
+      what: the work that holds it, for the refusal.
+      advice: what to do, for the refusal.
+      on_wait: when given, another process's lock is waited for rather than refused;
+        `on_wait(holder)` is called first ("process <id>", or "" when unknown).
 
     Raises:
-      UserError: if another process holds it; the message gives that process's id.
+      UserError: if another process holds it (and `on_wait` is None); the message gives
+        that process's id.
     """
     try:
         import fcntl  # pylint: disable=import-outside-toplevel  # POSIX only.
     except ImportError:
+        yield
+        return
+    key = os.path.realpath(directory)
+    if key in _HELD_DIRECTORIES:
         yield
         return
     with open(os.path.join(directory, LOCK_FILE), "a+") as lock_file:
@@ -173,8 +187,12 @@ def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it 
         except BlockingIOError:
             lock_file.seek(0)
             holder = lock_file.read().strip()
-            raise UserError(f"{directory!r} is in use by another {what}{f' ({holder})' if holder else ''}; "
-                            f"{advice}") from None
+            if on_wait is None:
+                raise UserError(f"{directory!r} is in use by another {what}{f' ({holder})' if holder else ''}; "
+                                f"{advice}") from None
+            on_wait(holder)
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            locked = True
         except OSError:  # A file system without locks (ENOLCK on some NFS mounts): go on without one.
             locked = False
         if locked:
@@ -182,8 +200,10 @@ def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it 
             lock_file.truncate()
             lock_file.write(f"process {os.getpid()}")
             lock_file.flush()
+            _HELD_DIRECTORIES.add(key)
         try:
             yield
         finally:
             if locked:
+                _HELD_DIRECTORIES.discard(key)
                 fcntl.flock(lock_file, fcntl.LOCK_UN)

@@ -21,7 +21,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -480,11 +480,7 @@ def train_from_recipe(recipe: TeacherRecipe, path: str, progress: bool = True,
                                **dict(recipe.architecture_options))
     preprocessing = Preprocessing(recipe.preprocessing_mode)
     backup_dir = training_backup_path(path)
-    os.makedirs(backup_dir, exist_ok=True)
-    # Two processes training one teacher (two runs started at once on an empty cache) would
-    # restore each other's epochs.
-    with files.exclusive_use(backup_dir, what="training of this teacher",
-                             advice="wait for it to finish, then use the teacher it saves"):
+    with _training_lock(path):
         epochs_done = claim_training_backup(path, recipe, data_dir)
         if epochs_done and progress:
             _log(f"resuming the teacher's training after epoch {epochs_done} of {recipe.epochs}, from {backup_dir}")
@@ -494,6 +490,23 @@ def train_from_recipe(recipe: TeacherRecipe, path: str, progress: bool = True,
         save_teacher(model, path, preprocessing, recipe.dataset, train.class_names, metrics, data_dir=data_dir)
         shutil.rmtree(backup_dir, ignore_errors=True)
     return metrics
+
+
+@contextlib.contextmanager
+def _training_lock(teacher_path: str, on_wait: Optional[Callable[[str], None]] = None):
+    """Holds the lock of `teacher_path`'s training (on its backup directory) for the block.
+
+    Two processes training one teacher would restore each other's epochs. With `on_wait`,
+    another process's training is waited for; without, it is refused.
+    """
+    backup_dir = training_backup_path(teacher_path)
+    reason = files.unusable_directory_reason(backup_dir)
+    if reason:
+        raise UserError(f"cannot write the teacher {teacher_path!r}: {reason}")
+    os.makedirs(backup_dir, exist_ok=True)
+    with files.exclusive_use(backup_dir, what="training of this teacher",
+                             advice="wait for it to finish, then use the teacher it saves", on_wait=on_wait):
+        yield
 
 
 def training_backup_path(teacher_path: str) -> str:
@@ -579,8 +592,21 @@ def ensure_builtin_teacher(name: str, cache_dir: Optional[str] = None, progress:
       UserError: for an unknown name.
     """
     path = builtin_teacher_path(name, cache_dir)
-    if os.path.isfile(path) and os.path.isfile(sidecar_path(path)):
+    if _is_saved(path):
         return path
-    _log(f"training built-in teacher {name!r} on first use; it will be cached at {path}")
-    train_builtin_teacher(name, path, progress=progress)
+
+    def waiting(holder):
+        _log(f"waiting for {holder or 'another process'}, which is training built-in teacher {name!r}")
+
+    # Two runs started at once on an empty cache: the second waits and takes the first's teacher.
+    with _training_lock(path, on_wait=waiting):
+        if _is_saved(path):
+            return path
+        _log(f"training built-in teacher {name!r} on first use; it will be cached at {path}")
+        train_builtin_teacher(name, path, progress=progress)
     return path
+
+
+def _is_saved(teacher_path: str) -> bool:
+    """Whether a teacher is saved there: its `.keras` file and its sidecar (written last)."""
+    return os.path.isfile(teacher_path) and os.path.isfile(sidecar_path(teacher_path))
