@@ -538,7 +538,10 @@ def claim_training_backup(teacher_path: str, recipe: TeacherRecipe, data_dir: Op
         for name in os.listdir(backup_dir):
             if name != files.LOCK_FILE:  # Held by this process (`train_from_recipe`).
                 entry = os.path.join(backup_dir, name)
-                shutil.rmtree(entry) if os.path.isdir(entry) else os.remove(entry)
+                if os.path.isdir(entry):
+                    shutil.rmtree(entry)
+                else:
+                    os.remove(entry)
         files.write_json_atomic(recipe_path, wanted)
         return 0
     if recorded != wanted:
