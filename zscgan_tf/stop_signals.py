@@ -13,10 +13,12 @@ to the temporary directory. Here SIGTERM stops a command as Ctrl-C does:
   other long stages did is kept all the same: a teacher's training goes on after its last
   finished epoch, and the evaluation saves the predictions it has made.
 
-A scheduler's grace period before it kills (30 s for Slurm, Kubernetes and Docker by
-default) covers a training step and a checkpoint: measured from SIGTERM to exit, 0.9 to
-2.3 s for MobileNetV3Small at 32x32 and 4.4 s for ResNet50 at 224x224 (batches of 32,
-its 41.5M-parameter generator saved with its optimizer) on 2 cores. The exit status
+A scheduler's grace period before it kills (by default 10 s for `docker stop`, 30 s for
+Slurm and Kubernetes, 90 s for systemd) covers a training step and a checkpoint: measured
+from SIGTERM to exit, 0.9 to 2.3 s for MobileNetV3Small at 32x32 and 4.4 s for ResNet50
+at 224x224 (batches of 32, its 41.5M-parameter generator saved with its optimizer) on 2
+cores. A signal that lands in a long call into TensorFlow's C++ (a TFLite conversion) is
+acted on when the call returns, as Ctrl-C always was. The exit status
 is 128 plus the signal's number: 130 after SIGINT, 143 after SIGTERM, as a shell reports
 a process those signals ended.
 
