@@ -1,11 +1,14 @@
 """Tests for zscgan_tf.data: IDX files, image folders, digits, TFDS and Fashion-MNIST loaders."""
 
 import gzip
+import io
 import os
 import struct
+import tarfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from zscgan_tf import data, image_folders, labeled_images, tfds_data
@@ -103,8 +106,6 @@ def test_missing_idx_files_and_mismatched_labels(tmp_path, random_pixels):
 
 
 def _save_png(path, pixels: np.ndarray) -> None:
-    from PIL import Image
-
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Image.fromarray(pixels).save(path)
 
@@ -149,7 +150,6 @@ def test_image_folder_mixes_gray_and_color_as_rgb(tmp_path, random_pixels):
 
 def test_image_folder_reads_bilevel_16_bit_and_gray_alpha_images_as_tensorflow_decodes_them(tmp_path):
     import tensorflow as tf
-    from PIL import Image
 
     bilevel = np.zeros((4, 4), bool)
     bilevel[:2] = True
@@ -327,6 +327,34 @@ def test_a_tfds_catalog_dataset_gets_as_far_as_its_download(tmp_path):
     import tensorflow_datasets as tfds
 
     assert tfds.builder("mnist", data_dir=str(tmp_path)).code_path.name == "mnist.py"
+
+
+def test_imagenet_validation_photographs_are_prepared_from_a_manual_archive_and_resized(tmp_path):
+    # As `--eval_dataset=tfds:imagenet2012 --eval_manual_dir=<dir> --eval_resize` reads them:
+    # TFDS prepares the split from ILSVRC2012_img_val.tar (here 12 photographs of different
+    # sizes), labelled by the list it ships, and each image is cropped and resized as it loads.
+    import tensorflow_datasets as tfds
+
+    rng = np.random.default_rng(0)
+    manual_dir = tmp_path / "manual"
+    manual_dir.mkdir()
+    with tarfile.open(manual_dir / "ILSVRC2012_img_val.tar", "w") as archive:
+        for number in range(1, 13):
+            photo = io.BytesIO()
+            height, width = rng.integers(40, 90, 2)
+            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(photo, "JPEG")
+            member = tarfile.TarInfo(f"ILSVRC2012_val_{number:08d}.JPEG")
+            member.size = photo.tell()
+            photo.seek(0)
+            archive.addfile(member, photo)
+
+    dataset = data.load_dataset("tfds:imagenet2012", "validation", data_dir=str(tmp_path / "tfds"),
+                                manual_dir=str(manual_dir), image_size=(32, 32))
+
+    assert dataset.images.shape == (12, 32, 32, 3) and dataset.num_classes == 1000
+    synsets = tfds.core.tfds_path("datasets/imagenet2012/validation_labels.txt").read_text().split()[:12]
+    assert sorted(dataset.labels) == sorted(dataset.class_names.index(synset) for synset in synsets)
+    assert dataset.class_names[:2] == ("n01440764", "n01443537")  # Keras Applications' order.
 
 
 def test_tfds_unknown_dataset_is_a_one_line_user_error():
