@@ -57,6 +57,19 @@ def _inference_moments(model, layer, images):
     return mean.numpy(), variance.numpy()
 
 
+def _forbid_training(monkeypatch, why: str) -> None:
+    def must_not_train(*args, **kwargs):
+        raise AssertionError(why)
+
+    monkeypatch.setattr(teacher_training, "train_teacher", must_not_train)
+
+
+def _made_backup_dir(teacher_path: str) -> str:
+    backup_dir = teacher_training.training_backup_path(teacher_path)
+    os.makedirs(backup_dir)
+    return backup_dir
+
+
 def test_reestimated_statistics_are_the_exact_moments_of_each_bn_input():
     model = _branching_model()
     images = np.random.default_rng(0).normal(3.0, 2.0, size=(50, 6, 6, 2)).astype(np.float32)
@@ -158,10 +171,7 @@ def test_ensure_builtin_teacher_trains_once_then_reuses(tmp_path, monkeypatch, c
     assert "training built-in teacher 'tiny_digits' on first use" in capsys.readouterr().err
     modified = os.path.getmtime(path)
 
-    def must_not_train(*args, **kwargs):
-        raise AssertionError("the cached teacher was trained again")
-
-    monkeypatch.setattr(teacher_training, "train_teacher", must_not_train)
+    _forbid_training(monkeypatch, "the cached teacher was trained again")
     assert teacher_training.ensure_builtin_teacher("tiny_digits", progress=False) == path
     assert os.path.getmtime(path) == modified
     assert "training" not in capsys.readouterr().err
@@ -223,13 +233,8 @@ def test_a_backup_of_another_recipe_is_refused_and_a_finished_ones_starts_again(
 
 def test_a_teacher_in_training_elsewhere_is_refused(tmp_path, monkeypatch):
     path = str(tmp_path / "teacher.keras")
-    backup_dir = teacher_training.training_backup_path(path)
-    os.makedirs(backup_dir)
-
-    def must_not_train(*args, **kwargs):
-        raise AssertionError("trained while another process trains the same teacher")
-
-    monkeypatch.setattr(teacher_training, "train_teacher", must_not_train)
+    backup_dir = _made_backup_dir(path)
+    _forbid_training(monkeypatch, "trained while another process trains the same teacher")
     with lock_held_by_another_process(backup_dir) as other:
         with pytest.raises(UserError, match=re.escape(
                 f"{backup_dir!r} is in use by another training of this teacher (process {other.pid}); wait for it to "
@@ -243,13 +248,8 @@ def test_a_builtin_teacher_in_training_elsewhere_is_waited_for_and_taken(tmp_pat
     monkeypatch.setattr(teacher_training, "BUILTIN_TEACHERS", {"tiny_digits": TINY_RECIPE})
     monkeypatch.setenv(teacher_training.CACHE_ENVIRONMENT_VARIABLE, str(tmp_path))
     path = teacher_training.builtin_teacher_path("tiny_digits")
-    backup_dir = teacher_training.training_backup_path(path)
-    os.makedirs(backup_dir)
-
-    def must_not_train(*args, **kwargs):
-        raise AssertionError("the teacher another process trained was trained again")
-
-    monkeypatch.setattr(teacher_training, "train_teacher", must_not_train)
+    backup_dir = _made_backup_dir(path)
+    _forbid_training(monkeypatch, "the teacher another process trained was trained again")
     with lock_held_by_another_process(backup_dir) as other:
         def the_other_saves_it_and_ends():
             time.sleep(2)  # ensure_builtin_teacher waits by now.
