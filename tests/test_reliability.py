@@ -122,7 +122,9 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_leaves_no_temporary_files(tmp_
     assert (cli.INTERRUPTED_STATUS, cli.TERMINATED_STATUS) == (130, 143)
 
 
-def test_sigterm_outside_training_stops_with_one_line_and_143(capsys):
+@pytest.mark.parametrize("resumable, advice", [(True, "rerun the same command to resume"),
+                                               (False, "rerun the same command to start again")])
+def test_sigterm_outside_training_stops_with_one_line_and_143(capsys, resumable, advice):
     from absl import flags
 
     def body():
@@ -131,8 +133,8 @@ def test_sigterm_outside_training_stops_with_one_line_and_143(capsys):
         raise AssertionError("SIGTERM did not stop the command")
 
     handler_before = signal.getsignal(signal.SIGTERM)
-    assert cli.run_command(flags.FlagValues(), ["command"], body) == 143
-    assert capsys.readouterr().err.strip() == "stopped: SIGTERM; rerun the same command to resume"
+    assert cli.run_command(flags.FlagValues(), ["command"], body, resumable=resumable) == 143
+    assert capsys.readouterr().err.strip() == f"stopped: SIGTERM; {advice}"
     assert signal.getsignal(signal.SIGTERM) is handler_before
 
 

@@ -163,7 +163,7 @@ def run() -> None:
 
 def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    return cli.run_command(FLAGS, argv, run)
+    return cli.run_command(FLAGS, argv, run, resumable=False)
 
 
 if __name__ == "__main__":

@@ -328,7 +328,7 @@ def convert() -> None:
 
 def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    return cli.run_command(FLAGS, argv, convert)
+    return cli.run_command(FLAGS, argv, convert, resumable=False)
 
 
 if __name__ == "__main__":

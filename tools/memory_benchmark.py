@@ -118,7 +118,7 @@ def benchmark():
 
 def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    return cli.run_command(FLAGS, argv, benchmark)
+    return cli.run_command(FLAGS, argv, benchmark, resumable=False)
 
 
 if __name__ == "__main__":

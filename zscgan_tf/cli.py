@@ -85,8 +85,13 @@ def usage(flag_values: flags.FlagValues, module_name: str, full: bool = False) -
     return "\n\n".join(part for part in (text, flags_text) if part) + more
 
 
-def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callable[[], None]) -> int:
+def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callable[[], None],
+                resumable: bool = True) -> int:
     """Parses flags, runs `body()`, and turns expected failures into one line and a status.
+
+    `resumable`: whether the same command, run again after Ctrl-C or SIGTERM, goes on from
+    where it stopped (train, the benchmark, teacher training) or starts again (a conversion);
+    the stop's line says which.
 
     `--help` (also `-h`, `-?`, `--helpshort`) prints `usage` of the module defining `body`
     instead of running it; `--helpfull` adds every other flag.
@@ -122,15 +127,19 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     except TrainingInterrupted as interruption:
         return report("stopped", interruption, stop_signals.exit_status(interruption.signal_number))
     except stop_signals.Terminated:
-        return report("stopped", "SIGTERM; rerun the same command to resume", TERMINATED_STATUS)
+        return report("stopped", f"SIGTERM; {_rerun_advice(resumable)}", TERMINATED_STATUS)
     except KeyboardInterrupt:
-        return report("stopped", "interrupted; rerun the same command to resume", INTERRUPTED_STATUS)
+        return report("stopped", f"interrupted; {_rerun_advice(resumable)}", INTERRUPTED_STATUS)
     except Exception as error:  # pylint: disable=broad-except  # Only a full disk is answered here.
         if not is_storage_full(error):
             raise
         return report("error", f"the disk is full{_file_being_written(error)}; free some space and rerun the same "
                       "command: what was written before stays (a run resumes from its last checkpoint)",
                       STORAGE_FULL_STATUS)
+
+
+def _rerun_advice(resumable: bool) -> str:
+    return "rerun the same command to resume" if resumable else "rerun the same command to start again"
 
 
 def is_storage_full(error: Exception) -> bool:
