@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import traceback
 
 import numpy as np
 import pytest
@@ -122,13 +123,46 @@ def test_a_module_edited_after_registering_is_traced_as_it_was_imported(tmp_path
             model = tf_keras.Model(inputs, clip()(inputs))
             # Read from the file as it is now, the trace either failed (lines moved) or clipped at 2.
             np.testing.assert_allclose(tf.function(model)(tf.constant([[0.5, 3.0, 1.5]])), [[0.5, 1.0, 1.0]])
-            assert clip.__module__ == module_name and sys.modules[module_name].__file__ == path + " (as imported)"
+            assert clip.__module__ == module_name and sys.modules[module_name].__file__ == path
+            assert clip.call.__code__.co_filename == path + " (as imported)"
             if named_as == "dotted module":
                 import my_project.my_clip  # pylint: disable=import-outside-toplevel
                 assert my_project.my_clip.Clip is clip
         finally:
             for name in ("my_project.my_clip", "my_project"):
                 sys.modules.pop(name, None)
+
+
+SCALED_MODULE = textwrap.dedent('''
+    import os
+
+    import tensorflow as tf
+
+    # A setting kept in a file beside the module, found through __file__.
+    with open(os.path.join(os.path.dirname(__file__), "scale.txt")) as scale_file:
+        SCALE = float(scale_file.read())
+
+
+    def scaled_relu(x):
+        if tf.reduce_min(x) < 0.0:
+            raise ValueError("negative input")
+        return SCALE * tf.nn.relu(x)
+''')
+
+
+def test_a_module_finds_files_beside_it_and_its_tracebacks_show_the_text_as_imported(tmp_path):
+    (tmp_path / "scale.txt").write_text("3.0")
+    with _user_module(tmp_path / "my_activations.py", SCALED_MODULE, tf_keras.utils.get_custom_objects()) as path:
+        scaled_relu = custom_objects.register([path])["scaled_relu"]
+        assert sys.modules["my_activations"].__file__ == path
+        np.testing.assert_allclose(scaled_relu(tf.constant([2.0])), [6.0])
+        with open(path, "w") as edited:
+            edited.write("# edited\n" * 2 + SCALED_MODULE)
+        with pytest.raises(ValueError) as raised:
+            scaled_relu(tf.constant([-1.0]))
+        frame = traceback.extract_tb(raised.value.__traceback__)[-1]
+        assert frame.filename == path + " (as imported)"
+        assert frame.line == 'raise ValueError("negative input")'
 
 
 def test_register_errors_name_the_module_in_one_line(tmp_path):

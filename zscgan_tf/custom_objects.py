@@ -51,9 +51,11 @@ class _ImportedSource(importlib.abc.SourceLoader):
     traces it, maybe hours into a run. Loaded from the file itself, a file edited in the
     meantime was read as it is then: lines moved by the edit crashed the trace (autograph
     cannot find the function), and an edit that moved none traced the edited code, not the
-    code the run had imported. This loader names the module's file `<path> (as imported)`,
-    which exists nowhere, so Python's `linecache` (which `inspect` and AutoGraph read)
-    asks this loader for the text; tracebacks show it too.
+    code the run had imported. This loader compiles the module's code under the name
+    `<path> (as imported)`, which exists nowhere, so Python's `linecache` (which `inspect`
+    and AutoGraph read for a function's source) asks this loader for the text; tracebacks
+    show it too. The module's `__file__` stays `<path>`: a module that reads a file beside
+    itself finds it.
     """
 
     SUFFIX = " (as imported)"
@@ -98,8 +100,8 @@ def _import(source: str) -> ModuleType:
 def _import_as_read_now(name: str, path: str) -> ModuleType:
     """Imports the file `path` as the module `name`, from its text as read now."""
     loader = _ImportedSource(path)
-    spec = importlib.util.spec_from_loader(name, loader, origin=loader.get_filename(name))
-    spec.has_location = True  # __file__ is set from origin: inspect finds the source through it.
+    spec = importlib.util.spec_from_loader(name, loader, origin=path)
+    spec.has_location = True  # __file__ is set from origin; the code's own file name is the loader's.
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # As an import would; classes pickled or compared by module find it.
     try:
