@@ -26,6 +26,7 @@ from absl import flags  # noqa: E402
 from zscgan_tf import cli, distill, pipeline, quantization_stages, quantize, teachers, zero_shot  # noqa: E402
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
+from zscgan_tf.training_loop import TrainingInterrupted  # noqa: E402
 
 MEBIBYTE = 1 << 20
 
@@ -116,9 +117,21 @@ def benchmark():
         _row("generator", generator_sampler.samples), _row("QAT", distillation_sampler.samples)]))
 
 
+def _benchmark_or_stopped():
+    """`benchmark()`. Stopped in a training loop whose checkpoint is in a temporary directory,
+    the line says that a rerun starts again; with `--work_dir`, it resumes."""
+    try:
+        benchmark()
+    except TrainingInterrupted as interruption:
+        if FLAGS.work_dir:
+            raise
+        raise TrainingInterrupted(interruption.stopped, interruption.signal_number,
+                                  advice="rerun the same command to start again") from None
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    return cli.run_command(FLAGS, argv, benchmark, resumable=False)
+    return cli.run_command(FLAGS, argv, _benchmark_or_stopped, resumable=False)
 
 
 if __name__ == "__main__":

@@ -42,11 +42,14 @@ class TrainingInterrupted(Exception):
     """Ctrl-C or SIGTERM during training; a checkpoint was saved first.
 
     Attributes:
+      stopped: how and where, e.g. "SIGTERM at generator step 341".
       signal_number: the signal that stopped it (`signal.SIGINT` or `signal.SIGTERM`).
     """
 
-    def __init__(self, message: str, signal_number: int):
-        super().__init__(message)
+    def __init__(self, stopped: str, signal_number: int,
+                 advice: str = "checkpoint saved, rerun the same command to resume"):
+        super().__init__(f"{stopped}; {advice}")
+        self.stopped = stopped
         self.signal_number = signal_number
 
 
@@ -178,8 +181,7 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
             signal_number = stop.signal_number or (
                 signal.SIGTERM if isinstance(interruption, Terminated) else signal.SIGINT)
             how = "interrupted" if signal_number == signal.SIGINT else signal_name(signal_number)
-            raise TrainingInterrupted(f"{how} at {name} step {step}; checkpoint saved, rerun the same command "
-                                      "to resume", signal_number) from None
+            raise TrainingInterrupted(f"{how} at {name} step {step}", signal_number) from None
         finally:
             if bar:
                 bar.close()

@@ -1,0 +1,57 @@
+"""`tools/memory_benchmark.py` as users run it: one row of resident memory per stage, and a stop
+whose line says what a rerun does."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMAND = [sys.executable, os.path.join("tools", "memory_benchmark.py"), "--batch_size=4", "--warmup_steps=2",
+           "--sample_every=2"]
+ROW = re.compile(r"^\| (generator|QAT) \| ([\d.]+) MiB \(step 2\) \| ([\d.]+) MiB \| ([\d.]+) MiB \(step 6\) "
+                 r"\| [+-][\d.]+% \|$", re.MULTILINE)
+
+
+def test_prints_a_row_of_resident_memory_for_each_stage():
+    finished = subprocess.run(COMMAND + ["--steps=6", "--checkpoint_every=3"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=300)
+
+    assert finished.returncode == 0, finished.stderr
+    rows = ROW.findall(finished.stdout)
+    # The generator's row is printed as soon as its stage ends, then again in the table.
+    assert [stage for stage, *_ in rows] == ["generator", "generator", "QAT"], finished.stdout
+    for _, after_warmup, maximum, final in rows:
+        assert float(maximum) >= max(float(after_warmup), float(final)) > 100  # MiB of a TensorFlow process.
+
+
+@pytest.mark.parametrize("own_work_dir", [False, True])
+def test_a_stopped_benchmark_says_whether_a_rerun_resumes_or_starts_again(tmp_path, own_work_dir):
+    work_dir_flag = [f"--work_dir={tmp_path / 'work'}"] if own_work_dir else []
+    with open(tmp_path / "stderr", "w+") as stderr:  # A pipe could fill with TensorFlow's log and block it.
+        process = subprocess.Popen(COMMAND + ["--steps=100000", "--checkpoint_every=2"] + work_dir_flag,
+                                   cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                   env={**os.environ, "TMPDIR": str(tmp_path)})
+        try:
+            started = process.stdout.readline()  # "generator: ... steps of 4 against ..., work dir <dir>"
+            work_dir = started.rsplit(" ", 1)[-1].strip()
+            checkpoint = os.path.join(work_dir, "generator", "checkpoints", "checkpoint")
+            deadline = time.monotonic() + 240
+            while not os.path.exists(checkpoint) and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.2)
+            assert os.path.exists(checkpoint), started  # Stopped inside the training loop.
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=120)
+        finally:
+            process.kill()
+        stderr.seek(0)
+        last_line = stderr.read().strip().splitlines()[-1]
+
+    assert process.returncode == 143
+    advice = "checkpoint saved, rerun the same command to resume" if own_work_dir else \
+        "rerun the same command to start again"
+    assert re.fullmatch(rf"stopped: SIGTERM at generator step \d+; {advice}", last_line), last_line
