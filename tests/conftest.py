@@ -3,6 +3,7 @@
 import contextlib
 import functools
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "distutils Version classes are deprecated", DeprecationWarning)
     import tensorflow_model_optimization  # noqa: F401  Its import warns of its own use of distutils.
 
-from zscgan_tf import teacher_training, teachers
+from zscgan_tf import stop_signals, teacher_training, teachers
 from zscgan_tf.preprocessing import Preprocessing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -200,6 +201,15 @@ def tiny_teacher(input_shape=(8, 8, 1), num_classes=4, seed=0, preprocessing="tf
     model.trainable = False
     return teachers.Teacher(model=model, preprocessing=Preprocessing(preprocessing), image_shape=tuple(input_shape),
                             num_classes=num_classes, name="tiny", description={})
+
+
+@pytest.fixture
+def hangup_undone(monkeypatch):
+    """A test may send SIGHUP to this process: after it, the process is as if it had none."""
+    handler = signal.getsignal(signal.SIGHUP)
+    monkeypatch.setattr(stop_signals, "_hung_up", False)
+    yield
+    signal.signal(signal.SIGHUP, handler)
 
 
 @pytest.fixture

@@ -1,10 +1,14 @@
 """Failure modes of `python -m zscgan_tf.train`: kills, Ctrl-C, SIGTERM, damaged outputs, NaN, bad input."""
 
+import fcntl
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 
 import numpy as np
@@ -122,6 +126,46 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_leaves_no_temporary_files(tmp_
     assert (cli.INTERRUPTED_STATUS, cli.TERMINATED_STATUS) == (130, 143)
 
 
+def _start_on_a_terminal(flagfile, environment):
+    """The run started from a terminal of its own (a pseudo-terminal it controls, as a login
+    shell's job is), with the terminal's end that reads its output."""
+    reader, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "zscgan_tf.train", f"--flagfile={flagfile}"], cwd=REPO_ROOT,
+                               stdin=terminal, stdout=terminal, stderr=terminal, env=environment,
+                               start_new_session=True,
+                               preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # noqa: PLW1509
+    os.close(terminal)
+    return process, reader
+
+
+def test_a_hangup_saves_a_checkpoint_though_the_terminal_is_gone(tmp_path, tiny_teacher_file):
+    # An SSH connection drops: the terminal hangs up, the run gets SIGHUP, then a second one
+    # from the shell as it exits, and writing to the terminal fails from then on.
+    work_dir = tmp_path / "run"
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    flagfile = _flagfile(tmp_path, _tiny_arguments(tiny_teacher_file, work_dir, generator_steps=100000,
+                                                   checkpoint_every=50))
+    process, reader = _start_on_a_terminal(flagfile, {**os.environ, "TMPDIR": str(temporary)})
+    checkpoint_dir = work_dir / "generator" / "checkpoints"
+    deadline = time.monotonic() + PROCESS_TIMEOUT_SECONDS
+    output = b""
+    try:
+        while not (checkpoint_dir / "checkpoint").exists():  # Reads what it prints, as a terminal does.
+            assert process.poll() is None and time.monotonic() < deadline, output[-2000:]
+            if select.select([reader], [], [], POLL_SECONDS)[0]:
+                output += os.read(reader, 65536)
+        assert b"generator: " in output
+    finally:
+        os.close(reader)  # The terminal hangs up.
+    process.send_signal(signal.SIGHUP)  # The shell's.
+    process.wait(timeout=PROCESS_TIMEOUT_SECONDS)
+
+    assert process.returncode == 129  # Not killed (-1), nor failed writing to the terminal (1).
+    assert _checkpoint_steps(checkpoint_dir)[-1] >= 50
+    assert not list(temporary.iterdir())  # TensorFlow's exit handlers ran.
+
+
 @pytest.mark.parametrize("resumable, advice", [(True, "rerun the same command to resume"),
                                                (False, "rerun the same command to start again")])
 def test_sigterm_outside_training_stops_with_one_line_and_143(capsys, resumable, advice):
@@ -136,6 +180,27 @@ def test_sigterm_outside_training_stops_with_one_line_and_143(capsys, resumable,
     assert cli.run_command(flags.FlagValues(), ["command"], body, resumable=resumable) == 143
     assert capsys.readouterr().err.strip() == f"stopped: SIGTERM; {advice}"
     assert signal.getsignal(signal.SIGTERM) is handler_before
+
+
+def test_a_hangup_outside_training_stops_once_with_129(capsys, hangup_undone):
+    from absl import flags
+    saved = []
+
+    def body():
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(30)  # The hangup lands here, as it would in an evaluation.
+        except KeyboardInterrupt:
+            os.kill(os.getpid(), signal.SIGHUP)  # The shell's, while the stage saves what it did.
+            time.sleep(0.2)
+            saved.append(True)
+            raise
+        raise AssertionError("SIGHUP did not stop the command")
+
+    assert cli.run_command(flags.FlagValues(), ["command"], body) == 129
+    assert saved == [True]
+    assert capsys.readouterr().err.strip() == "stopped: SIGHUP; rerun the same command to resume"
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN  # Until the process exits.
 
 
 def _disk_full_errors():

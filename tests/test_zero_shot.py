@@ -126,9 +126,11 @@ def test_interrupted_run_resumes_from_the_saved_step_and_matches_an_uninterrupte
 
 @pytest.mark.parametrize("signals, stopped_at", [
     ((signal.SIGINT,), 4), ((signal.SIGINT, signal.SIGINT), 3),
-    ((signal.SIGTERM,), 4), ((signal.SIGTERM, signal.SIGTERM), 3), ((signal.SIGTERM, signal.SIGINT), 3)])
-def test_a_stop_signal_finishes_the_step_it_lands_in_and_a_second_one_stops_at_once(tmp_path, capsys, signals,
-                                                                                    stopped_at):
+    ((signal.SIGTERM,), 4), ((signal.SIGTERM, signal.SIGTERM), 3), ((signal.SIGTERM, signal.SIGINT), 3),
+    # A terminal's hangup, then the shell's SIGHUP as it exits: one stop, not two.
+    ((signal.SIGHUP,), 4), ((signal.SIGHUP, signal.SIGHUP), 4), ((signal.SIGHUP, signal.SIGTERM), 3)])
+def test_a_stop_signal_finishes_the_step_it_lands_in_and_a_second_one_stops_at_once(tmp_path, capsys, hangup_undone,
+                                                                                    signals, stopped_at):
     teacher = tiny_teacher()
     trainer = _trainer(teacher, steps=6, checkpoint_every=2)
 
@@ -137,15 +139,29 @@ def test_a_stop_signal_finishes_the_step_it_lands_in_and_a_second_one_stops_at_o
             os.kill(os.getpid(), signal_number)
 
     _run_before_step(trainer, 4, send)
-    handlers_before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    handlers_before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     with pytest.raises(training_loop.TrainingInterrupted, match=f"step {stopped_at};") as raised:
         trainer.train(str(tmp_path), progress=False)
+    if signal.SIGHUP in signals:  # Ignored from then on, so the exit handlers run whatever the shell sends.
+        handlers_before[signal.SIGHUP] = signal.SIG_IGN
     assert {number: signal.getsignal(number) for number in handlers_before} == handlers_before
-    first = "Ctrl-C" if signals[0] == signal.SIGINT else "SIGTERM"
+    first = "Ctrl-C" if signals[0] == signal.SIGINT else signal.Signals(signals[0]).name
     assert raised.value.signal_number == signals[0]
-    assert str(raised.value).startswith("interrupted at" if first == "Ctrl-C" else "SIGTERM at")
+    assert str(raised.value).startswith("interrupted at" if first == "Ctrl-C" else f"{first} at")
     assert capsys.readouterr().err.count(f"{first}: stopping after this step") == 1
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith(f"ckpt-{stopped_at}")
+
+
+def test_a_stop_signal_started_ignored_stays_ignored(tmp_path, hangup_undone):
+    # `nohup` starts a command with SIGHUP ignored; the loop's own handlers must not undo that.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    trainer = _trainer(tiny_teacher(), steps=3)
+    _run_before_step(trainer, 2, lambda: os.kill(os.getpid(), signal.SIGHUP))
+
+    summary = trainer.train(str(tmp_path), progress=False)
+
+    assert int(trainer.step.numpy()) == 3 and summary.resumed_from_step == 0
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
 
 
 def test_non_finite_loss_stops_with_the_term_and_step(tmp_path):

@@ -11,8 +11,8 @@ Your own:
 
 Prints the teacher's path and metrics as one JSON object. Bad input prints one
 `error: ...` line and exits with status 2. Every epoch ends with a checkpoint in
-`<output>.training/`: after Ctrl-C (status 130), SIGTERM (143) or a crash, the same
-command goes on after the last finished epoch.
+`<output>.training/`: after Ctrl-C (status 130), SIGTERM (143), a terminal's hangup
+(SIGHUP, 129) or a crash, the same command goes on after the last finished epoch.
 """
 
 import json

@@ -89,7 +89,7 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
                 resumable: bool = True) -> int:
     """Parses flags, runs `body()`, and turns expected failures into one line and a status.
 
-    `resumable`: whether the same command, run again after Ctrl-C or SIGTERM, goes on from
+    `resumable`: whether the same command, run again after Ctrl-C, SIGTERM or SIGHUP, goes on from
     where it stopped (train, the benchmark, teacher training) or starts again (a conversion);
     the stop's line says which.
 
@@ -99,7 +99,8 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     Returns:
       0 on success or after help, `USER_ERROR_STATUS` for bad input, `NUMERICAL_FAULT_STATUS` for a
       NaN/Inf loss, `STORAGE_FULL_STATUS` for a full disk, `INTERRUPTED_STATUS` for Ctrl-C,
-      `TERMINATED_STATUS` for SIGTERM (which stops a command as Ctrl-C does: `stop_signals`).
+      `TERMINATED_STATUS` for SIGTERM and 129 for SIGHUP (which stop a command as Ctrl-C does:
+      `stop_signals`).
     """
     verbose = "--verbose" in argv
 
@@ -117,7 +118,7 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     try:
         parse_flags(flag_values, argv)
         verbose = bool(getattr(flag_values, "verbose", False))
-        with stop_signals.sigterm_as_keyboard_interrupt():
+        with stop_signals.stop_signals_as_keyboard_interrupt():
             body()
         return 0
     except UserError as error:
@@ -126,8 +127,9 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
         return report("error", error, NUMERICAL_FAULT_STATUS)
     except TrainingInterrupted as interruption:
         return report("stopped", interruption, stop_signals.exit_status(interruption.signal_number))
-    except stop_signals.Terminated:
-        return report("stopped", f"SIGTERM; {_rerun_advice(resumable)}", TERMINATED_STATUS)
+    except stop_signals.Terminated as termination:
+        return report("stopped", f"{stop_signals.signal_name(termination.signal_number)}; {_rerun_advice(resumable)}",
+                      stop_signals.exit_status(termination.signal_number))
     except KeyboardInterrupt:
         return report("stopped", f"interrupted; {_rerun_advice(resumable)}", INTERRUPTED_STATUS)
     except Exception as error:  # pylint: disable=broad-except  # Only a full disk is answered here.

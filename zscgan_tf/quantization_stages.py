@@ -439,7 +439,7 @@ def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: Labeled
                 last_saved, saved_done = time.monotonic(), done
             if bar:
                 bar.update(done, {})
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the chunks done since the last save are kept too.
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP: the chunks done since the last save are kept too.
         if done > saved_done:
             evaluation_progress.save(path, key, done, predicted)
         raise

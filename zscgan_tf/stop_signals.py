@@ -1,17 +1,25 @@
-"""How a command stops on Ctrl-C (SIGINT) and on SIGTERM, the signal batch schedulers and
-container runtimes send before they kill a job (Slurm, Kubernetes, `docker stop`, systemd).
+"""How a command stops on Ctrl-C (SIGINT), on SIGTERM, the signal batch schedulers and
+container runtimes send before they kill a job (Slurm, Kubernetes, `docker stop`,
+systemd), and on SIGHUP, which a run started from a terminal gets when the terminal goes
+(an SSH connection drops, the window is closed).
 
-Python's default for SIGTERM is to die at once: the steps since the last checkpoint are
-lost, and so are TensorFlow's exit handlers, which delete the autograph files they wrote
-to the temporary directory. Here SIGTERM stops a command as Ctrl-C does:
+Python's default for SIGTERM and SIGHUP is to die at once: the steps since the last
+checkpoint are lost, and so are TensorFlow's exit handlers, which delete the autograph
+files they wrote to the temporary directory. Here both stop a command as Ctrl-C does:
 
-- inside a training loop (`stops_between_steps`), the first SIGINT or SIGTERM lets the
-  step in flight finish, then the loop saves a checkpoint and stops; a second one stops
-  within the step;
-- elsewhere (`sigterm_as_keyboard_interrupt`, around a command's body), SIGTERM raises
-  `Terminated`, a KeyboardInterrupt, where Ctrl-C raises KeyboardInterrupt. What the
-  other long stages did is kept all the same: a teacher's training goes on after its last
-  finished epoch, and the evaluation saves the predictions it has made.
+- inside a training loop (`stops_between_steps`), the first stop signal lets the step in
+  flight finish, then the loop saves a checkpoint and stops; a second SIGINT or SIGTERM
+  stops within the step;
+- elsewhere (`stop_signals_as_keyboard_interrupt`, around a command's body), SIGTERM and
+  SIGHUP raise `Terminated`, a KeyboardInterrupt, where Ctrl-C raises KeyboardInterrupt.
+  What the other long stages did is kept all the same: a teacher's training goes on after
+  its last finished epoch, and the evaluation saves the predictions it has made.
+
+A hangup comes with no one to read the output, and writing to a terminal that has gone
+fails (EIO), which would stop a command before it saves. So on SIGHUP, stdout and stderr,
+where they were that terminal, are sent to /dev/null, as `nohup` would have sent them to a
+file; and the second SIGHUP that the shell passes on as it exits is ignored. A command
+started under `nohup` (SIGHUP ignored) goes on ignoring it.
 
 A scheduler's grace period before it kills (by default 10 s for `docker stop`, 30 s for
 Slurm and Kubernetes, 90 s for systemd) covers a training step and a checkpoint: measured
@@ -19,29 +27,36 @@ from SIGTERM to exit, 0.9 to 2.3 s for MobileNetV3Small at 32x32 and 4.4 s for R
 at 224x224 (batches of 32, its 41.5M-parameter generator saved with its optimizer) on 2
 cores. A signal that lands in a long call into TensorFlow's C++ (a TFLite conversion) is
 acted on when the call returns, as Ctrl-C always was. The exit status
-is 128 plus the signal's number: 130 after SIGINT, 143 after SIGTERM, as a shell reports
-a process those signals ended.
+is 128 plus the signal's number: 130 after SIGINT, 143 after SIGTERM, 129 after SIGHUP,
+as a shell reports a process those signals ended.
 
-Signal handlers can only be set from the main thread; elsewhere both signals keep their
+Signal handlers can only be set from the main thread; elsewhere the signals keep their
 usual behaviour.
 """
 
 import contextlib
+import os
 import signal
 import sys
 import threading
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional, Tuple
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+HANGUP = getattr(signal, "SIGHUP", None)  # None on Windows.
 EXIT_STATUS_BASE = 128  # A process ended by signal N exits with 128 + N, as shells report it.
+TERMINAL_OUTPUTS = (1, 2)  # stdout's and stderr's file descriptors.
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C would raise KeyboardInterrupt."""
+    """SIGTERM or SIGHUP (`signal_number`), raised where Ctrl-C would raise KeyboardInterrupt."""
+
+    def __init__(self, signal_number: int = signal.SIGTERM):
+        super().__init__(signal_name(signal_number))
+        self.signal_number = signal_number
 
 
 def exit_status(signal_number: int) -> int:
-    """The exit status of a command that `signal_number` stopped: 130 for SIGINT, 143 for SIGTERM."""
+    """The exit status of a command that `signal_number` stopped: 130 for SIGINT, 143 for SIGTERM,
+    129 for SIGHUP."""
     return EXIT_STATUS_BASE + int(signal_number)
 
 
@@ -51,7 +66,36 @@ def signal_name(signal_number: int) -> str:
 
 
 def _raise_for(signal_number: int):
-    raise Terminated if signal_number == signal.SIGTERM else KeyboardInterrupt
+    raise KeyboardInterrupt if signal_number == signal.SIGINT else Terminated(signal_number)
+
+
+def _stop_signals() -> Tuple[int, ...]:
+    """SIGINT, SIGTERM and SIGHUP; not SIGHUP where it is ignored, as `nohup` starts a command."""
+    if HANGUP is None or signal.getsignal(HANGUP) == signal.SIG_IGN:
+        return (signal.SIGINT, signal.SIGTERM)
+    return (signal.SIGINT, signal.SIGTERM, HANGUP)
+
+
+_hung_up = False  # Whether this process has had a SIGHUP: a terminal hangs up once.
+
+
+def _first_hangup(terminal_outputs: List[int]) -> bool:
+    """Whether this SIGHUP is the process's first; if so, those of `terminal_outputs` that are
+    no longer a terminal (it hung up) now write to /dev/null."""
+    global _hung_up  # pylint: disable=global-statement
+    if _hung_up:
+        return False
+    _hung_up = True
+    for descriptor in terminal_outputs:
+        if not os.isatty(descriptor):
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), descriptor)
+    return True
+
+
+def _terminal_outputs() -> List[int]:
+    """Those of stdout and stderr that are a terminal now."""
+    return [descriptor for descriptor in TERMINAL_OUTPUTS if os.isatty(descriptor)]
 
 
 class StopRequest:
@@ -77,6 +121,8 @@ def _handling(signal_numbers, handler) -> Iterator[None]:
         yield
     finally:
         for number, old in previous.items():
+            if number == HANGUP and _hung_up:
+                old = signal.SIG_IGN  # The shell's SIGHUP may still come; the exit handlers have to run.
             # None: a handler set outside Python; the closest is Python's default for that signal.
             signal.signal(number, old if old is not None else
                           (signal.default_int_handler if number == signal.SIGINT else signal.SIG_DFL))
@@ -84,7 +130,8 @@ def _handling(signal_numbers, handler) -> Iterator[None]:
 
 @contextlib.contextmanager
 def stops_between_steps() -> Iterator[StopRequest]:
-    """Within the block, the first SIGINT or SIGTERM is recorded in the request; the second raises.
+    """Within the block, the first stop signal is recorded in the request; a second SIGINT or
+    SIGTERM raises.
 
     The loop checks `request.requested` after each step. The second signal raises
     KeyboardInterrupt (`Terminated` for SIGTERM) wherever it lands.
@@ -93,29 +140,39 @@ def stops_between_steps() -> Iterator[StopRequest]:
     if not _in_main_thread():
         yield request
         return
+    terminal_outputs = _terminal_outputs()
 
     def handler(signal_number, frame):  # pylint: disable=unused-argument
+        if signal_number == HANGUP and not _first_hangup(terminal_outputs):
+            return
         if request.requested:
+            if signal_number == HANGUP:
+                return  # A hangup while stopping asks for nothing more.
             _raise_for(signal_number)
         request.signal_number = signal_number
         again = ("press it again to stop" if signal_number == signal.SIGINT
+                 else "SIGTERM or Ctrl-C stops" if signal_number == HANGUP
                  else f"a second {signal_name(signal_number)} or Ctrl-C stops")
         print(f"\n{signal_name(signal_number)}: stopping after this step ({again} within the step)",
               file=sys.stderr, flush=True)
 
-    with _handling(STOP_SIGNALS, handler):
+    with _handling(_stop_signals(), handler):
         yield request
 
 
 @contextlib.contextmanager
-def sigterm_as_keyboard_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises `Terminated` (a KeyboardInterrupt) instead of killing the process."""
+def stop_signals_as_keyboard_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise `Terminated` (a KeyboardInterrupt) instead of
+    killing the process."""
     if not _in_main_thread():
         yield
         return
+    terminal_outputs = _terminal_outputs()
 
     def handler(signal_number, frame):  # pylint: disable=unused-argument
-        raise Terminated
+        if signal_number == HANGUP and not _first_hangup(terminal_outputs):
+            return
+        raise Terminated(signal_number)
 
-    with _handling((signal.SIGTERM,), handler):
+    with _handling([number for number in _stop_signals() if number != signal.SIGINT], handler):
         yield

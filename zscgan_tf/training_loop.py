@@ -3,9 +3,9 @@
 It runs a compiled step until a step counter reaches its target, and on the way keeps
 a `tf.train.Checkpoint` (models, optimizers, random streams, the counter), a JSON loss
 history, TensorBoard scalars, and a progress line. It stops cleanly on a NaN or Inf
-loss (keeping the last good checkpoint) and on Ctrl-C or SIGTERM (saving one first).
+loss (keeping the last good checkpoint) and on Ctrl-C, SIGTERM or SIGHUP (saving one first).
 
-Ctrl-C and SIGTERM are taken between steps (`stop_signals.stops_between_steps`): while
+Ctrl-C, SIGTERM and SIGHUP are taken between steps (`stop_signals.stops_between_steps`): while
 the loop runs, they only set a flag that is checked after each step. A KeyboardInterrupt
 raised wherever the signal happens to land is not safe inside TensorFlow: of 30 Ctrl-Cs
 sent in the first seconds of a tiny run, one was lost (training ran on to its last step)
@@ -39,11 +39,11 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C or SIGTERM during training; a checkpoint was saved first.
+    """Ctrl-C, SIGTERM or SIGHUP during training; a checkpoint was saved first.
 
     Attributes:
       stopped: how and where, e.g. "SIGTERM at generator step 341".
-      signal_number: the signal that stopped it (`signal.SIGINT` or `signal.SIGTERM`).
+      signal_number: the signal that stopped it (SIGINT, SIGTERM or SIGHUP).
     """
 
     def __init__(self, stopped: str, signal_number: int,
@@ -123,7 +123,7 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
 
     Raises:
       NonFiniteLossError: if a checked term becomes NaN or Inf.
-      TrainingInterrupted: on Ctrl-C or SIGTERM, after saving a checkpoint.
+      TrainingInterrupted: on Ctrl-C, SIGTERM or SIGHUP, after saving a checkpoint.
     """
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(work_dir, CHECKPOINT_DIR),
                                          max_to_keep=CHECKPOINTS_TO_KEEP)
@@ -179,7 +179,7 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
             if _checkpoint_step(manager) != step:  # A stop right after a checkpoint needs no second one.
                 save(step)
             signal_number = stop.signal_number or (
-                signal.SIGTERM if isinstance(interruption, Terminated) else signal.SIGINT)
+                interruption.signal_number if isinstance(interruption, Terminated) else signal.SIGINT)
             how = "interrupted" if signal_number == signal.SIGINT else signal_name(signal_number)
             raise TrainingInterrupted(f"{how} at {name} step {step}", signal_number) from None
         finally:

@@ -129,7 +129,7 @@ class GeneratorTrainer:
 
         Raises:
           NonFiniteLossError: if a loss term becomes NaN or Inf (last good checkpoint kept).
-          TrainingInterrupted: on Ctrl-C or SIGTERM, after saving a checkpoint.
+          TrainingInterrupted: on Ctrl-C, SIGTERM or SIGHUP, after saving a checkpoint.
         """
         config = self.training_config
         schedule = training_loop.LoopSchedule(steps=config.steps, checkpoint_every=config.checkpoint_every,
