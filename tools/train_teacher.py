@@ -26,13 +26,13 @@ if REPO_ROOT not in sys.path:
 import zscgan_tf  # pylint: disable=unused-import,wrong-import-position  (sets TF_USE_LEGACY_KERAS first)
 from absl import flags  # pylint: disable=wrong-import-position
 
-from zscgan_tf import architectures, cli, teacher_training, teachers  # pylint: disable=wrong-import-position
+from zscgan_tf import architectures, cli, teacher_recipes, teachers  # pylint: disable=wrong-import-position
 from zscgan_tf.errors import UserError  # pylint: disable=wrong-import-position
 
-DEFAULT_RECIPE = teacher_training.TeacherRecipe(dataset="digits", architecture="resnet8")
+DEFAULT_RECIPE = teacher_recipes.TeacherRecipe(dataset="digits", architecture="resnet8")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("builtin", None, f"a built-in teacher: {', '.join(sorted(teacher_training.BUILTIN_TEACHERS))}")
+flags.DEFINE_string("builtin", None, f"a built-in teacher: {', '.join(sorted(teacher_recipes.BUILTIN_TEACHERS))}")
 flags.DEFINE_string("output", None, "the .keras file to write (default for --builtin: the teacher cache)")
 flags.DEFINE_bool("overwrite", False, "replace an existing --output (or cached built-in teacher)")
 flags.DEFINE_string("architecture", None, f"one of {', '.join(sorted(architectures.ARCHITECTURES))}")
@@ -55,7 +55,7 @@ RECIPE_FLAGS = ("architecture", "dataset", "image_size", "channels", "epochs", "
                 "seed", "preprocessing", "augment", "base_width", "alpha")
 
 
-def _custom_recipe() -> teacher_training.TeacherRecipe:
+def _custom_recipe() -> teacher_recipes.TeacherRecipe:
     if FLAGS.architecture is None or FLAGS.dataset is None:
         raise UserError("pass --builtin=<name>, or --architecture, --dataset and --output")
     if FLAGS.output is None:
@@ -65,7 +65,7 @@ def _custom_recipe() -> teacher_training.TeacherRecipe:
         options.append(("base_width", FLAGS.base_width))
     if FLAGS.alpha is not None:
         options.append(("alpha", FLAGS.alpha))
-    return teacher_training.TeacherRecipe(
+    return teacher_recipes.TeacherRecipe(
         dataset=FLAGS.dataset, architecture=FLAGS.architecture,
         input_shape=(FLAGS.image_size, FLAGS.image_size, FLAGS.channels), epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, preprocessing_mode=FLAGS.preprocessing,
@@ -78,8 +78,8 @@ def run() -> dict:
         given = [name for name in RECIPE_FLAGS if FLAGS[name].present]
         if given:
             raise UserError(f"--builtin takes its own recipe; drop --{', --'.join(given)}")
-        recipe = teacher_training.builtin_recipe(FLAGS.builtin)
-        path = FLAGS.output or teacher_training.builtin_teacher_path(FLAGS.builtin)
+        recipe = teacher_recipes.builtin_recipe(FLAGS.builtin)
+        path = FLAGS.output or teacher_recipes.builtin_teacher_path(FLAGS.builtin)
     else:
         recipe = _custom_recipe()
         path = FLAGS.output
@@ -88,7 +88,7 @@ def run() -> dict:
             description = teachers.read_sidecar(path)
             return {"teacher": path, "already_trained": True, **description.get("metrics", {})}
         raise UserError(f"{path} exists; pass --overwrite to replace it")
-    metrics = teacher_training.train_from_recipe(recipe, path, progress=True, data_dir=FLAGS.data_dir)
+    metrics = teacher_recipes.train_from_recipe(recipe, path, progress=True, data_dir=FLAGS.data_dir)
     return {"teacher": path, **metrics.to_dict()}
 
 

@@ -18,6 +18,12 @@ def say(message: str):
     print(message, file=sys.stdout, flush=True)
 
 
+def note(message: str):
+    """Prints a line of what a stage is doing to stderr, prefixed "zscgan_tf:", for commands whose
+    stdout is their result (`tools/train_teacher.py` prints the teacher's metrics as JSON)."""
+    print(f"zscgan_tf: {message}", file=sys.stderr, flush=True)
+
+
 def count_of(number: int, noun: str) -> str:
     """'1 step', '2 steps': a count and its noun, plural by adding "s"."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -5,7 +5,7 @@ A teacher comes from one of three places:
 - a Keras Applications name (`resnet50`, `mobilenet_v2`, ...) with `weights` being
   `imagenet` (downloaded by Keras), `none` (random, for tests) or a local weights file;
 - `builtin:<name>`, a small BN classifier trained here on real offline data on first
-  use (see `teacher_training.BUILTIN_TEACHERS`);
+  use (see `teacher_recipes.BUILTIN_TEACHERS`);
 - a saved tf_keras classifier: a `.keras` or `.h5` file or a SavedModel directory
   (`model_files`), with an optional sidecar `<file>.json` describing its preprocessing
   and classes.
@@ -189,9 +189,9 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
     else:
         path = source.model
         if source.model.startswith(BUILTIN_PREFIX):
-            from zscgan_tf import teacher_training  # Imported here: training code is only needed for built-ins.
-            path = teacher_training.ensure_builtin_teacher(source.model[len(BUILTIN_PREFIX):],
-                                                           cache_dir=source.cache_dir or None, progress=progress)
+            from zscgan_tf import teacher_recipes  # Imported here: training code is only needed for built-ins.
+            path = teacher_recipes.ensure_builtin_teacher(source.model[len(BUILTIN_PREFIX):],
+                                                          cache_dir=source.cache_dir or None, progress=progress)
         elif not _looks_like_path(path):
             known = ", ".join(sorted(KERAS_APPLICATIONS))
             raise UserError(f"unknown teacher model {source.model!r}: not a Keras Applications name ({known}), "

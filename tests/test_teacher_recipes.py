@@ -1,0 +1,233 @@
+"""Tests for zscgan_tf.teacher_recipes and tools/train_teacher.py: built-in teachers trained once and cached,
+a stopped training resumed after its last epoch, one training of a teacher at a time."""
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tf_keras
+
+from zscgan_tf import data, files, teacher_recipes, teacher_training
+from zscgan_tf.errors import UserError
+from zscgan_tf.preprocessing import Preprocessing
+
+from conftest import build_tiny_classifier, lock_held_by_another_process
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_RECIPE = teacher_recipes.TeacherRecipe(
+    dataset="digits", architecture="resnet8", input_shape=(8, 8, 1), epochs=1, batch_size=64,
+    learning_rate=3e-3, architecture_options=(("base_width", 4),))
+
+
+def _forbid_training(monkeypatch, why: str) -> None:
+    def must_not_train(*args, **kwargs):
+        raise AssertionError(why)
+
+    monkeypatch.setattr(teacher_training, "train_teacher", must_not_train)
+
+
+def _made_backup_dir(teacher_path: str) -> str:
+    backup_dir = teacher_recipes.training_backup_path(teacher_path)
+    os.makedirs(backup_dir)
+    return backup_dir
+
+
+def test_ensure_builtin_teacher_trains_once_then_reuses(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(teacher_recipes, "BUILTIN_TEACHERS", {"tiny_digits": TINY_RECIPE})
+    monkeypatch.setenv(teacher_recipes.CACHE_ENVIRONMENT_VARIABLE, str(tmp_path))
+
+    path = teacher_recipes.ensure_builtin_teacher("tiny_digits", progress=False)
+
+    assert path == str(tmp_path / "tiny_digits.keras")
+    assert os.path.isfile(path) and os.path.isfile(path + ".json")
+    assert "training built-in teacher 'tiny_digits' on first use" in capsys.readouterr().err
+    modified = os.path.getmtime(path)
+
+    _forbid_training(monkeypatch, "the cached teacher was trained again")
+    assert teacher_recipes.ensure_builtin_teacher("tiny_digits", progress=False) == path
+    assert os.path.getmtime(path) == modified
+    assert "training" not in capsys.readouterr().err
+    with pytest.raises(UserError, match="unknown built-in teacher 'nope'; known: tiny_digits"):
+        teacher_recipes.ensure_builtin_teacher("nope")
+
+
+class _StopAfterSecondEpoch(tf_keras.callbacks.BackupAndRestore):
+    """Keras's backup, then Ctrl-C as the second epoch ends."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_teacher_training_resumes_after_its_last_epoch(tmp_path, monkeypatch, capfd):
+    recipe = dataclasses.replace(TINY_RECIPE, epochs=4)
+    path = str(tmp_path / "teacher.keras")
+    backup_dir = teacher_recipes.training_backup_path(path)
+    monkeypatch.setattr(tf_keras.callbacks, "BackupAndRestore", _StopAfterSecondEpoch)
+    with pytest.raises(KeyboardInterrupt):
+        teacher_recipes.train_from_recipe(recipe, path, progress=True)
+    assert not os.path.exists(path)
+    assert {"chief", "recipe.json"} <= set(os.listdir(backup_dir))
+    monkeypatch.undo()
+    capfd.readouterr()
+
+    metrics = teacher_recipes.train_from_recipe(recipe, path, progress=True)
+    printed = capfd.readouterr().err
+    assert f"resuming the teacher's training after epoch 2 of 4, from {backup_dir}" in printed
+    assert "Epoch 1/4" not in printed and "Epoch 2/4" not in printed
+    assert "Epoch 3/4" in printed and "Epoch 4/4" in printed
+    assert metrics.epochs == 4 and os.path.isfile(path) and os.path.isfile(path + ".json")
+    assert not os.path.exists(backup_dir)  # Gone once the teacher is saved.
+
+
+def test_a_backup_of_another_recipe_is_refused_and_a_finished_ones_starts_again(tmp_path, monkeypatch):
+    recipe = dataclasses.replace(TINY_RECIPE, epochs=3)
+    path = str(tmp_path / "teacher.keras")
+    monkeypatch.setattr(tf_keras.callbacks, "BackupAndRestore", _StopAfterSecondEpoch)
+    with pytest.raises(KeyboardInterrupt):
+        teacher_recipes.train_from_recipe(recipe, path, progress=False)
+    monkeypatch.undo()
+    backup_dir = teacher_recipes.training_backup_path(path)
+    other = dataclasses.replace(recipe, epochs=5, learning_rate=1e-3)
+    with pytest.raises(UserError, match=f"^{backup_dir} holds an unfinished training of this teacher with another "
+                                        "epochs, learning_rate; rerun with the settings it was started with"):
+        teacher_recipes.claim_training_backup(path, other, None)
+    with pytest.raises(UserError, match="another data_dir"):
+        teacher_recipes.claim_training_backup(path, recipe, str(tmp_path))
+    assert teacher_recipes.claim_training_backup(path, recipe, None) == 2
+    # A teacher saved after the backup was made means that training finished: it starts again.
+    pathlib.Path(path).write_bytes(b"a teacher saved after the backup")
+    os.utime(path, (time.time() + 10, time.time() + 10))
+    assert teacher_recipes.claim_training_backup(path, other, None) == 0
+    assert set(os.listdir(backup_dir)) - {files.LOCK_FILE} == {"recipe.json"}
+
+
+def test_a_teacher_in_training_elsewhere_is_refused(tmp_path, monkeypatch):
+    path = str(tmp_path / "teacher.keras")
+    backup_dir = _made_backup_dir(path)
+    _forbid_training(monkeypatch, "trained while another process trains the same teacher")
+    with lock_held_by_another_process(backup_dir) as other:
+        with pytest.raises(UserError, match=re.escape(
+                f"{backup_dir!r} is in use by another training of this teacher (process {other.pid}); wait for it to "
+                "finish, then use the teacher it saves")):
+            teacher_recipes.train_from_recipe(TINY_RECIPE, path, progress=False)
+    assert not os.path.exists(path)
+
+
+def test_a_builtin_teacher_in_training_elsewhere_is_waited_for_and_taken(tmp_path, monkeypatch, capsys):
+    # Two runs started at once on an empty cache: the second takes the teacher the first trains.
+    monkeypatch.setattr(teacher_recipes, "BUILTIN_TEACHERS", {"tiny_digits": TINY_RECIPE})
+    monkeypatch.setenv(teacher_recipes.CACHE_ENVIRONMENT_VARIABLE, str(tmp_path))
+    path = teacher_recipes.builtin_teacher_path("tiny_digits")
+    backup_dir = _made_backup_dir(path)
+    _forbid_training(monkeypatch, "the teacher another process trained was trained again")
+    with lock_held_by_another_process(backup_dir) as other:
+        def the_other_saves_it_and_ends():
+            time.sleep(2)  # ensure_builtin_teacher waits by now.
+            teacher_training.save_teacher(build_tiny_classifier(), path, Preprocessing("tf"), "digits", [], None)
+            shutil.rmtree(backup_dir)  # As train_from_recipe does before it lets go.
+            other.stdin.close()
+
+        threading.Thread(target=the_other_saves_it_and_ends).start()
+        assert teacher_recipes.ensure_builtin_teacher("tiny_digits", progress=False) == path
+    assert f"waiting for process {other.pid}, which is training built-in teacher 'tiny_digits'" in (
+        capsys.readouterr().err)
+
+
+def test_builtin_recipes_are_consistent():
+    for name, recipe in teacher_recipes.BUILTIN_TEACHERS.items():
+        assert recipe.preprocessing_mode == "tf", name
+        assert None not in recipe.input_shape, name
+    assert teacher_recipes.cache_directory("/x/y") == "/x/y"
+
+
+def _run_tool(*arguments):
+    return subprocess.run([sys.executable, os.path.join("tools", "train_teacher.py"), *arguments],
+                          cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+
+
+def test_tool_reports_bad_input_as_one_line():
+    result = _run_tool("--architecture=resnet8", "--dataset=no_such_dataset", "--output=/tmp/never.keras")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: unknown dataset 'no_such_dataset'; expected digits, fashion_mnist, tfds:<name> or an existing directory")
+    result = _run_tool("--no_such_flag")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: Unknown command line flag 'no_such_flag'"
+
+
+def test_tool_trains_a_custom_teacher_and_refuses_to_overwrite_it(tmp_path):
+    output = str(tmp_path / "custom.keras")
+    arguments = ["--architecture=resnet8", "--base_width=4", "--dataset=digits", "--epochs=1", f"--output={output}"]
+    result = _run_tool(*arguments)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["teacher"] == output and printed["epochs"] == 1 and 0 <= printed["test_accuracy"] <= 1
+    assert tf_keras.models.load_model(output, compile=False).input_shape == (None, 8, 8, 1)
+    result = _run_tool(*arguments)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: {output} exists; pass --overwrite to replace it"
+
+
+def test_a_teacher_trained_on_a_folder_is_evaluated_on_it_from_anywhere(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from zscgan_tf import config as config_lib, quantization_stages, teachers
+
+    digits = {split: data.load_digits(split).take(200) for split in data.SPLITS}
+    for split, dataset in digits.items():
+        for index, (pixels, label) in enumerate(zip(dataset.images, dataset.labels)):
+            os.makedirs(tmp_path / "digit_pngs" / split / str(label), exist_ok=True)
+            Image.fromarray(pixels[..., 0]).save(tmp_path / "digit_pngs" / split / str(label) / f"{index}.png")
+    monkeypatch.chdir(tmp_path)
+    path = str(tmp_path / "folder_teacher.keras")
+    teacher_recipes.train_from_recipe(dataclasses.replace(TINY_RECIPE, dataset="digit_pngs"), path, progress=False)
+    with open(path + ".json") as sidecar:
+        assert json.load(sidecar)["dataset"] == str(tmp_path / "digit_pngs")  # Not "digit_pngs", found only here.
+
+    monkeypatch.chdir(REPO_ROOT)
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=path), progress=False)
+    dataset = quantization_stages.evaluation_dataset(config_lib.RunConfig(), teacher)
+
+    assert dataset.name == "digit_pngs" and len(dataset) == 200
+    assert sorted(np.bincount(dataset.labels)) == sorted(np.bincount(digits["test"].labels))
+
+
+def test_a_teacher_is_trained_and_evaluated_on_photographs_of_different_sizes_at_its_image_size(tmp_path):
+    from PIL import Image
+
+    from zscgan_tf import config as config_lib, quantization_stages, teachers
+
+    rng = np.random.default_rng(0)
+    for split in data.SPLITS:
+        for label in range(3):
+            os.makedirs(tmp_path / "photos" / split / f"class_{label}")
+            for index in range(4):
+                height, width = rng.integers(10, 30, size=2)
+                Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+                    tmp_path / "photos" / split / f"class_{label}" / f"{index}.jpg")
+    recipe = dataclasses.replace(TINY_RECIPE, dataset=str(tmp_path / "photos"), input_shape=(None, None, 1))
+    path = str(tmp_path / "photo_teacher.keras")
+    with pytest.raises(UserError, match=r"differ in size: .*; pass --image_size to crop and resize them$"):
+        teacher_recipes.train_from_recipe(recipe, path, progress=False)
+
+    recipe = dataclasses.replace(recipe, input_shape=(8, 8, 1))
+    teacher_recipes.train_from_recipe(recipe, path, progress=False)
+
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=path), progress=False)
+    assert teacher.image_shape == (8, 8, 1)
+    # Its own photographs, cropped and resized as for training, with no --eval_resize.
+    dataset = quantization_stages.evaluation_dataset(config_lib.RunConfig(), teacher)
+    assert dataset.images.shape == (12, 8, 8, 1)
