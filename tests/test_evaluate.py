@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tf_keras
 
-from zscgan_tf import evaluate
+from zscgan_tf import cpu_cores, evaluate
 from zscgan_tf import export
 from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import Preprocessing
@@ -234,49 +234,10 @@ def test_outputs_are_the_same_at_any_thread_count():
     assert 1 <= evaluate.evaluation_threads() <= os.cpu_count()
 
 
-@pytest.mark.parametrize("files, cpus", [
-    ({"cpu.max": "200000 100000\n"}, 2),
-    ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs' time: 2 threads.
-    ({"cpu.max": "max 100000\n"}, None),
-    ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
-    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
-    ({}, None)])
-def test_a_containers_cpu_quota_is_read_from_cgroup_v2_or_v1(tmp_path, files, cpus):
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        (tmp_path / name).write_text(text)
-    # A process in the container's own root cgroup, as /proc/self/cgroup says in a container.
-    (tmp_path / "self_cgroup").write_text("0::/\n")
-    assert evaluate.cgroup_cpu_quota(str(tmp_path), str(tmp_path / "self_cgroup")) == cpus
-    assert evaluate.cgroup_cpu_quota(str(tmp_path), str(tmp_path / "missing")) == cpus
-
-
-@pytest.mark.parametrize("own_cgroup, files, cpus", [
-    # A systemd scope with a quota, inside a slice without one (cgroup v2).
-    ("0::/system.slice/job.scope", {"system.slice/cpu.max": "max 100000",
-                                    "system.slice/job.scope/cpu.max": "200000 100000"}, 2),
-    # The tighter of a cgroup's quota and its parent's.
-    ("0::/a/b", {"a/cpu.max": "100000 100000", "a/b/cpu.max": "400000 100000"}, 1),
-    # cgroup v1's cpu hierarchy, as /proc/self/cgroup names it beside the others.
-    ("4:cpu,cpuacct:/batch/job\n3:memory:/batch/job", {"cpu/batch/job/cpu.cfs_quota_us": "300000",
-                                                      "cpu/batch/job/cpu.cfs_period_us": "100000"}, 3),
-    # A container that sees its host's cgroup names: the path is not under the mount, whose root is its own.
-    ("0::/docker/abc", {"cpu.max": "200000 100000"}, 2),
-])
-def test_a_quota_on_a_cgroup_nested_below_the_mount_counts(tmp_path, own_cgroup, files, cpus):
-    root = tmp_path / "cgroup"
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text + "\n")
-    (tmp_path / "self_cgroup").write_text(own_cgroup + "\n")
-    assert evaluate.cgroup_cpu_quota(str(root), str(tmp_path / "self_cgroup")) == cpus
-
-
-def test_evaluation_threads_keep_to_the_cpu_quota_and_the_cap(monkeypatch):
-    monkeypatch.setattr(evaluate.os, "sched_getaffinity", lambda pid: set(range(64)))  # A large machine.
-    monkeypatch.setattr(evaluate, "cgroup_cpu_quota", lambda: None)
+def test_evaluation_threads_are_the_usable_cores_up_to_the_cap(monkeypatch):
+    monkeypatch.setattr(cpu_cores, "usable_cores", lambda: 64)  # A large machine.
     assert evaluate.evaluation_threads() == evaluate.MAX_EVALUATION_THREADS
-    monkeypatch.setattr(evaluate, "cgroup_cpu_quota", lambda: 2)  # A container given 2 CPUs' time.
+    monkeypatch.setattr(cpu_cores, "usable_cores", lambda: 2)  # A container given 2 CPUs' time.
     assert evaluate.evaluation_threads() == 2
 
 
