@@ -184,7 +184,7 @@ def test_tool_trains_a_custom_teacher_and_refuses_to_overwrite_it(tmp_path):
 def test_a_teacher_trained_on_a_folder_is_evaluated_on_it_from_anywhere(tmp_path, monkeypatch):
     from PIL import Image
 
-    from zscgan_tf import config as config_lib, quantization_stages, teachers
+    from zscgan_tf import config as config_lib, evaluation_stage, teachers
 
     digits = {split: data.load_digits(split).take(200) for split in data.SPLITS}
     for split, dataset in digits.items():
@@ -199,7 +199,7 @@ def test_a_teacher_trained_on_a_folder_is_evaluated_on_it_from_anywhere(tmp_path
 
     monkeypatch.chdir(REPO_ROOT)
     teacher = teachers.load_teacher(teachers.TeacherSource(model=path), progress=False)
-    dataset = quantization_stages.evaluation_dataset(config_lib.RunConfig(), teacher)
+    dataset = evaluation_stage.evaluation_dataset(config_lib.RunConfig(), teacher)
 
     assert dataset.name == "digit_pngs" and len(dataset) == 200
     assert sorted(np.bincount(dataset.labels)) == sorted(np.bincount(digits["test"].labels))
@@ -208,7 +208,7 @@ def test_a_teacher_trained_on_a_folder_is_evaluated_on_it_from_anywhere(tmp_path
 def test_a_teacher_is_trained_and_evaluated_on_photographs_of_different_sizes_at_its_image_size(tmp_path):
     from PIL import Image
 
-    from zscgan_tf import config as config_lib, quantization_stages, teachers
+    from zscgan_tf import config as config_lib, evaluation_stage, teachers
 
     rng = np.random.default_rng(0)
     for split in data.SPLITS:
@@ -229,5 +229,5 @@ def test_a_teacher_is_trained_and_evaluated_on_photographs_of_different_sizes_at
     teacher = teachers.load_teacher(teachers.TeacherSource(model=path), progress=False)
     assert teacher.image_shape == (8, 8, 1)
     # Its own photographs, cropped and resized as for training, with no --eval_resize.
-    dataset = quantization_stages.evaluation_dataset(config_lib.RunConfig(), teacher)
+    dataset = evaluation_stage.evaluation_dataset(config_lib.RunConfig(), teacher)
     assert dataset.images.shape == (12, 8, 8, 1)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import export, generator_reuse, labeled_images, pipeline, quantization_stages, run_report
+from zscgan_tf import (evaluation_stage, export, generator_reuse, labeled_images, pipeline, quantization_stages,
+                       run_report)
 from zscgan_tf import run_state
 from zscgan_tf import tflite_model, train, training_loop
 from zscgan_tf.errors import UserError
@@ -143,9 +144,9 @@ def test_evaluation_classes_are_not_matched_by_names_the_teacher_gives_twice():
     teacher = dataclasses.replace(tiny_teacher(), description={"class_names": ["crane", "dog", "crane", "cat"]})
     folder = labeled_images.LabeledImages(np.zeros((2, 8, 8, 1), np.uint8), np.array([0, 1]), num_classes=2,
                                           name="photos", class_names=("cat", "crane"))
-    assert quantization_stages._matched_to_teacher_classes(folder, teacher, "photos") is folder
+    assert evaluation_stage._matched_to_teacher_classes(folder, teacher, "photos") is folder
     unique = dataclasses.replace(teacher, description={"class_names": ["crane", "dog", "bird", "cat"]})
-    np.testing.assert_array_equal(quantization_stages._matched_to_teacher_classes(folder, unique, "photos").labels,
+    np.testing.assert_array_equal(evaluation_stage._matched_to_teacher_classes(folder, unique, "photos").labels,
                                   [3, 0])
 
 
@@ -274,14 +275,14 @@ def test_large_evaluation_data_is_checked_then_read_again_rather_than_held_throu
             Image.fromarray(np.full((8, 8), 60 * label + index, np.uint8)).save(
                 tmp_path / "photos" / class_name / f"{index}.png")
     loaded = []  # A weak reference to each evaluation dataset loaded.
-    load = quantization_stages.evaluation_dataset
+    load = evaluation_stage.evaluation_dataset
 
     def recorded_load(*args, **kwargs):
         dataset = load(*args, **kwargs)
         loaded.append(weakref.ref(dataset))
         return dataset
 
-    monkeypatch.setattr(quantization_stages, "evaluation_dataset", recorded_load)
+    monkeypatch.setattr(evaluation_stage, "evaluation_dataset", recorded_load)
     held_in_training = []  # Whether the first is still in memory when the generator stage starts.
     generator_stage = pipeline.generator_stage
 
@@ -305,7 +306,7 @@ def test_large_evaluation_data_is_checked_then_read_again_rather_than_held_throu
     # predictions saved for them are used.
     monkeypatch.undo()
     loaded.clear(), held_in_training.clear()
-    monkeypatch.setattr(quantization_stages, "evaluation_dataset", recorded_load)
+    monkeypatch.setattr(evaluation_stage, "evaluation_dataset", recorded_load)
     monkeypatch.setattr(pipeline, "generator_stage", checked_generator_stage)
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
     out = capsys.readouterr().out
@@ -946,9 +947,9 @@ def test_photographs_of_different_sizes_are_cropped_and_resized_with_eval_resize
         assert error.startswith("error: TFDS dataset 'imagenet2012': images of different sizes cannot be batched")
         assert error.endswith("; pass --eval_resize to crop and resize them to the teacher's 8x8")
         # Evaluated in chunks of 4 images (batches of 2), as a 224x224 teacher's are in chunks of 256.
-        monkeypatch.setattr(quantization_stages, "EVALUATION_BATCH_SIZE", 2)
-        monkeypatch.setattr(quantization_stages, "EVALUATION_CHUNK_PIXELS", 4 * 8 * 8)
-        assert quantization_stages.evaluation_chunk_size((8, 8, 3)) == 4
+        monkeypatch.setattr(evaluation_stage, "EVALUATION_BATCH_SIZE", 2)
+        monkeypatch.setattr(evaluation_stage, "EVALUATION_CHUNK_PIXELS", 4 * 8 * 8)
+        assert evaluation_stage.evaluation_chunk_size((8, 8, 3)) == 4
         assert train.main(["train", f"--flagfile={flagfile}", "--eval_resize"]) == 0
     assert "each is cropped to its central 87.5% and resized to 8x8 as it loads" in capsys.readouterr().out
     report = json.loads((work_dir / "report.json").read_text())
@@ -975,10 +976,10 @@ def test_a_folder_of_photographs_of_different_sizes_is_cropped_and_resized_with_
     settings = config_lib.EvaluationConfig(dataset=str(tmp_path / "imagenet"), split="val")
     with pytest.raises(UserError, match=r"differ in size: .*; pass --eval_resize to crop and resize them to the "
                                         r"teacher's 8x8$"):
-        quantization_stages.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+        evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
 
     settings = dataclasses.replace(settings, resize=True)
-    dataset = quantization_stages.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher,
+    dataset = evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher,
                                                      progress=True)
 
     assert dataset.images.shape == (8, 8, 8, 3) and dataset.name == "imagenet"
@@ -989,9 +990,9 @@ def test_a_folder_of_photographs_of_different_sizes_is_cropped_and_resized_with_
 
 
 def test_evaluation_chunks_are_whole_keras_batches():
-    assert quantization_stages.evaluation_chunk_size((28, 28, 1)) == 21248  # Fashion-MNIST's test set in one.
-    assert quantization_stages.evaluation_chunk_size((224, 224, 3)) == 256
-    assert quantization_stages.evaluation_chunk_size((1024, 1024, 3)) == 256
+    assert evaluation_stage.evaluation_chunk_size((28, 28, 1)) == 21248  # Fashion-MNIST's test set in one.
+    assert evaluation_stage.evaluation_chunk_size((224, 224, 3)) == 256
+    assert evaluation_stage.evaluation_chunk_size((1024, 1024, 3)) == 256
 
 
 def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp_path, capsys, monkeypatch):
@@ -1018,7 +1019,7 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
     model_bytes = export.convert_to_tflite(teacher.model, export.representative_dataset_from_array(inputs),
                                            output_path=path)
     config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
-    results = quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
+    results = evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, dataset)
     assert (tmp_path / "evaluation" / "predictions.npz").is_file()  # In the run's directory, nowhere else.
     out = capsys.readouterr().out
     assert "evaluation: latency of 1 TFLite model, 1 run at each of 1 and 2 threads" in out
@@ -1056,10 +1057,10 @@ def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_pat
     export.convert_to_tflite(teacher.model, export.representative_dataset_from_array(
         teacher.preprocessing.apply(dataset.images)), output_path=path)
     config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
-    monkeypatch.setattr(quantization_stages, "evaluation_chunk_size", lambda image_shape: 8)
+    monkeypatch.setattr(evaluation_stage, "evaluation_chunk_size", lambda image_shape: 8)
     # Saved at the interval (after every chunk here), or when interrupted between two saves.
     monkeypatch.setattr(evaluation_progress, "SAVE_INTERVAL_SECONDS", save_interval)
-    expected = quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
+    expected = evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, dataset)
     os.remove(tmp_path / evaluation_progress.PREDICTIONS_FILE)
     keras_predict, chunks, interrupt_at = evaluate.keras_predict, [], [4]
 
@@ -1072,31 +1073,31 @@ def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_pat
 
     monkeypatch.setattr(evaluate, "keras_predict", interrupted_at_the_fourth_chunk)
     with pytest.raises(KeyboardInterrupt):
-        quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
+        evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, dataset)
     chunks.clear()
     capsys.readouterr()
 
-    resumed = quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
+    resumed = evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, dataset)
 
     assert "evaluation: resuming at image 24 of 40" in capsys.readouterr().out
     assert chunks == [8, 8]  # Only the images not done before.
     assert resumed["top1"] == expected["top1"]
     chunks.clear()
-    assert quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)["top1"] == (
+    assert evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, dataset)["top1"] == (
         expected["top1"])
     assert chunks == [] and "predictions on these images were saved by an earlier run" in capsys.readouterr().out
     # Another model, or other images, start afresh.
     export.convert_to_tflite(teacher.model, export.representative_dataset_from_array(
         teacher.preprocessing.apply(dataset.images[:4])), output_path=path)
-    quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, dataset)
+    evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, dataset)
     assert len(chunks) == 5
     chunks.clear()
     fewer = labeled_images.LabeledImages(images=dataset.images[:16], labels=labels[:16], num_classes=4, name="q")
-    quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, fewer)
+    evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, fewer)
     assert len(chunks) == 2
     chunks.clear()
     (tmp_path / evaluation_progress.PREDICTIONS_FILE).write_bytes(b"cut short")  # Unreadable: started afresh.
-    assert quantization_stages.evaluation_stage(config, teacher, None, {"ptq_int8": path}, fewer)["images"] == 16
+    assert evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, fewer)["images"] == 16
     assert len(chunks) == 2
 
 
@@ -1149,7 +1150,7 @@ def test_a_folder_of_some_of_the_teachers_classes_is_matched_to_them_by_name(tmp
     teacher = dataclasses.replace(tiny_teacher(), description={"class_names": ["cat", "dog", "bird", "fish"]})
     settings = config_lib.EvaluationConfig(dataset=str(tmp_path / "photos"))
 
-    dataset = quantization_stages.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+    dataset = evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
 
     np.testing.assert_array_equal(dataset.labels, [2, 1])  # bird, dog: the sorted folders, as the teacher numbers them.
     assert dataset.num_classes == 4 and dataset.class_names == ("cat", "dog", "bird", "fish")
@@ -1157,7 +1158,7 @@ def test_a_folder_of_some_of_the_teachers_classes_is_matched_to_them_by_name(tmp
     os.makedirs(tmp_path / "photos" / "zebra")
     Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "photos" / "zebra" / "0.png")
     with pytest.raises(UserError, match="has 3 classes but the teacher predicts 4"):
-        quantization_stages.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+        evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
 
 
 def test_fewer_calibration_samples_than_classes_come_from_classes_across_the_range(monkeypatch):
@@ -1191,8 +1192,8 @@ def test_a_teachers_own_dataset_that_moved_says_where_the_name_came_from(tmp_pat
     with pytest.raises(UserError, match=r"^dataset directory '.*moved_away' does not exist \(the teacher's training "
                                         r"data, as its sidecar names it; pass --eval_dataset for other data, or "
                                         r"--eval_dataset=none\)$"):
-        quantization_stages.evaluation_dataset(config_lib.RunConfig(), teacher)
+        evaluation_stage.evaluation_dataset(config_lib.RunConfig(), teacher)
     # Named on the command line, the same directory is only said not to exist.
     settings = config_lib.EvaluationConfig(dataset=str(tmp_path / "moved_away"))
     with pytest.raises(UserError, match=r"^dataset directory '.*moved_away' does not exist$"):
-        quantization_stages.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+        evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)

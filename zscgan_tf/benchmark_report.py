@@ -8,7 +8,7 @@ anything.
 import numpy as np
 
 from zscgan_tf import progress
-from zscgan_tf.quantization_stages import LATENCY_THREADS
+from zscgan_tf.evaluation_stage import LATENCY_THREADS
 
 SOURCE_LABELS = {"real": "real-data", "zscgan": "ZS-CGAN"}  # The calibration sources of the spreads.
 # The targets, in accuracy points.

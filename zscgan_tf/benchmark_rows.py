@@ -26,7 +26,8 @@ from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, fo
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import exclusive_use, read_json, unusable_directory_reason, write_json_atomic, write_text_atomic
 from zscgan_tf.progress import say
-from zscgan_tf.quantization_stages import INPUT_RANGE, LATENCY_THREADS
+from zscgan_tf.evaluation_stage import LATENCY_THREADS
+from zscgan_tf.quantization_stages import INPUT_RANGE
 
 ROWS_FILE = "rows.json"
 # The fingerprint (`teachers.fingerprint`) of the teacher a teacher's rows and generators are of.

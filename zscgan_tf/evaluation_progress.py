@@ -4,7 +4,7 @@ ImageNet's 50,000 validation images through ResNet50 (13 images a second here), 
 student and three TFLite models take hours on a few CPU cores. The stage keeps each
 model's predicted class for every image in `PREDICTIONS_FILE`, written atomically at
 most every `SAVE_INTERVAL_SECONDS`, at the end, and when Ctrl-C, SIGTERM or SIGHUP stops it
-(`quantization_stages`), under a key made of the images, their
+(`evaluation_stage`), under a key made of the images, their
 labels and a digest of every model. A rerun whose key matches goes on after the images
 done (a finished evaluation is not run again); any other starts afresh.
 """

@@ -29,7 +29,8 @@ import tf_keras
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
-from zscgan_tf import generator_reuse, quantization_stages, run_report, start_up, teachers, training_loop, zero_shot
+from zscgan_tf import (evaluation_stage, generator_reuse, quantization_stages, run_report, start_up, teachers,
+                       training_loop, zero_shot)
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import (exclusive_use, file_digest, save_keras_model_atomic, unusable_directory_reason,
                              write_json_atomic, write_text_atomic)
@@ -346,11 +347,11 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     tf_keras.utils.set_random_seed(run_config.seed)
     teacher = teachers.load_teacher(run_config.teacher, progress=progress)
     # Loaded before training, so a bad dataset is reported now rather than after hours of it.
-    evaluation_data = quantization_stages.evaluation_dataset(run_config, teacher, progress=progress)
+    evaluation_data = evaluation_stage.evaluation_dataset(run_config, teacher, progress=progress)
     if evaluation_data is not None and evaluation_data.images.nbytes > MAX_HELD_EVALUATION_BYTES:
         say(f"evaluation: {len(evaluation_data.labels)} images ({evaluation_data.images.nbytes / 1e9:.1f} GB) "
             "checked; they are read again for the evaluation rather than held in memory through training")
-        evaluation_data = functools.partial(quantization_stages.evaluation_dataset, run_config, teacher,
+        evaluation_data = functools.partial(evaluation_stage.evaluation_dataset, run_config, teacher,
                                             progress=progress)
     float_ops_note = quantization_stages.check_integer_export(run_config, teacher)  # Likewise for float ops.
     if float_ops_note:
@@ -393,8 +394,8 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     if callable(evaluation_data):
         say("evaluation: reading the evaluation images again")
         evaluation_data = evaluation_data()
-    quantization_results = quantization_stages.evaluation_stage(run_config, teacher, student, tflite_paths,
-                                                                evaluation_data, progress=progress)
+    quantization_results = evaluation_stage.run(run_config, teacher, student, tflite_paths, evaluation_data,
+                                                progress=progress)
     report = report_stage(run_config, teacher, generator, state, quantization_results, progress=progress)
     samples = report["generated_samples"]
     warning = run_report.generated_samples_warning(report)

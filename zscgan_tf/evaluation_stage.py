@@ -1,0 +1,239 @@
+"""Stage 4 of a run: the FP32 teacher, the QAT student and every TFLite model measured on
+held-out real data (top-1, agreement, the class each lowers most), with the files' sizes
+and their LiteRT latency.
+
+The evaluation data (`evaluation_dataset`) is `--eval_dataset`, else the teacher's own
+training data as its sidecar names it, shaped for the teacher. Its images run through the
+models a chunk at a time, and the predictions are saved as they go, so that an interrupted
+evaluation resumes.
+
+Work directory files added here:
+
+- `evaluation/predictions.npz`: the evaluation's predicted classes, saved as it goes, so
+  that an interrupted evaluation resumes (`evaluation_progress`).
+"""
+
+import collections
+import os
+import time
+from typing import Dict, Optional
+
+import numpy as np
+
+from zscgan_tf import data, edge_tpu, evaluate, evaluation_progress, teachers, tflite_model
+from zscgan_tf.config import RunConfig
+from zscgan_tf.errors import UserError
+from zscgan_tf.files import bytes_digest
+from zscgan_tf.labeled_images import CENTRAL_CROP_FRACTION, LabeledImages, MixedImageSizesError
+from zscgan_tf.progress import ProgressBar, count_of, say
+from zscgan_tf.quantization_stages import scheme_of, teacher_class_names
+from zscgan_tf.teachers import Teacher
+
+NO_EVALUATION = "none"
+LATENCY_THREADS = (1, 2)
+EVALUATION_BATCH_SIZE = 256
+# Evaluation images preprocessed at a time: a whole number of Keras batches, 20,000 or so at
+# Fashion-MNIST's size and 256 at 224x224 (150 MB of float32).
+EVALUATION_CHUNK_PIXELS = 4096 * 64 * 64
+
+
+def evaluation_chunk_size(image_shape) -> int:
+    """Evaluation images preprocessed and run through every model at a time (see `EVALUATION_CHUNK_PIXELS`)."""
+    batches = EVALUATION_CHUNK_PIXELS // (image_shape[0] * image_shape[1]) // EVALUATION_BATCH_SIZE
+    return max(1, batches) * EVALUATION_BATCH_SIZE
+
+
+def _trained_on_resized(source: str, teacher: Teacher) -> bool:
+    """Whether `source` is the teacher's training data, which it was trained on at its input shape."""
+    description = teacher.description
+    return (data.portable_source(source) == description.get("dataset")
+            and tuple(description.get("input_shape", ())) == tuple(teacher.image_shape))
+
+
+def _matched_to_teacher_classes(dataset: LabeledImages, teacher: Teacher, source: str) -> LabeledImages:
+    """`dataset` relabelled by class name when its classes are some of the teacher's, in
+    another order or fewer (a folder holding only some classes); else `dataset` as it is,
+    its labels taken as the teacher's output indices."""
+    teacher_names = teacher_class_names(teacher)
+    if (not teacher_names or not dataset.class_names or dataset.class_names == teacher_names
+            or not set(dataset.class_names) <= set(teacher_names)
+            or len(set(teacher_names)) < len(teacher_names)):  # ImageNet's has two "crane"s: no name is a class.
+        return dataset
+    index_of = {name: index for index, name in enumerate(teacher_names)}
+    teacher_labels = np.asarray([index_of[name] for name in dataset.class_names], np.int64)
+    say(f"evaluation: {source} holds {dataset.num_classes} of the teacher's {teacher.num_classes} classes, "
+        "matched to them by name")
+    return LabeledImages(dataset.images, teacher_labels[dataset.labels], num_classes=teacher.num_classes,
+                         name=dataset.name, class_names=teacher_names)
+
+
+def _load_evaluation_data(run_config: RunConfig, teacher: Teacher, source: str, data_dir: str,
+                          progress: bool) -> LabeledImages:
+    settings = run_config.evaluation
+    # A folder of photographs decodes only the subset it keeps; other sources are subset after.
+    subset = {"max_samples": settings.max_samples, "seed": run_config.seed}
+    try:
+        return data.load_dataset(source, settings.split, data_dir=data_dir or None,
+                                 manual_dir=settings.manual_dir or None, progress=progress, **subset)
+    except MixedImageSizesError as error:
+        height, width = teacher.image_shape[:2]
+        if not (settings.resize or _trained_on_resized(source, teacher)):
+            raise UserError(f"{error}; pass --eval_resize to crop and resize them to the teacher's "
+                            f"{height}x{width}") from None
+        say(f"evaluation: {source} images differ in size; each is cropped to its central "
+            f"{CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
+        return data.load_dataset(source, settings.split, data_dir=data_dir or None,
+                                 manual_dir=settings.manual_dir or None, image_size=(height, width),
+                                 progress=progress, **subset)
+
+
+def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
+                       progress: bool = False) -> Optional[LabeledImages]:
+    """The held-out real data, shaped for the teacher, or None when there is none to use.
+
+    `progress` shows a progress line while a folder of images loads.
+
+    Raises:
+      UserError: if the data can't be loaded, has another number of classes than the
+        teacher, or images of another shape (unless `evaluation.resize`, or the data is
+        the teacher's own training data, resized the same way when it was trained).
+    """
+    settings = run_config.evaluation
+    source, data_dir = teacher.real_data(settings.dataset, settings.data_dir)
+    if not source or source == NO_EVALUATION:
+        return None
+    try:
+        dataset = _load_evaluation_data(run_config, teacher, source, data_dir, progress)
+    except UserError as error:
+        if settings.dataset:
+            raise
+        raise UserError(f"{error} (the teacher's training data, as its sidecar names it; pass --eval_dataset for "
+                        f"other data, or --eval_dataset={NO_EVALUATION})") from None
+    dataset = _matched_to_teacher_classes(dataset, teacher, source)
+    if dataset.num_classes != teacher.num_classes:
+        raise UserError(f"evaluation dataset {source!r} has {dataset.num_classes} classes but the teacher "
+                        f"predicts {teacher.num_classes}")
+    if tuple(dataset.image_shape) != tuple(teacher.image_shape):
+        if not (settings.resize or _trained_on_resized(source, teacher)):
+            raise UserError(f"evaluation dataset {source!r} has images of shape {tuple(dataset.image_shape)} but "
+                            f"the teacher reads {tuple(teacher.image_shape)}; pass --eval_resize to resize them")
+        say(f"evaluation: {source} images are {tuple(dataset.image_shape)}; converted to the teacher's "
+            f"{tuple(teacher.image_shape)}")
+        dataset = dataset.to_input_shape(teacher.image_shape)
+    if settings.max_samples:
+        dataset = dataset.class_balanced(settings.max_samples, seed=run_config.seed)
+    return dataset
+
+
+def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: LabeledImages, predictors: dict,
+                       digests: Dict[str, str], progress: bool) -> Dict[str, np.ndarray]:
+    """Each predictor's class for every image of `dataset`, a chunk at a time, going on from
+    the predictions an interrupted run saved for the same images and models
+    (`evaluation_progress`) and saving its own as it goes."""
+    labels = dataset.labels
+    path = os.path.join(run_config.work_dir, evaluation_progress.PREDICTIONS_FILE)
+    key = evaluation_progress.key(dataset.images, labels, digests)
+    done, predicted = evaluation_progress.load(path, key, list(predictors), len(labels))
+    if done == len(labels):
+        say("evaluation: every model's predictions on these images were saved by an earlier run; using them")
+        return predicted
+    if done:
+        say(f"evaluation: resuming at image {done} of {len(labels)}, with the predictions an earlier run saved")
+    # Preprocessed a chunk at a time: ImageNet's 50,000 validation images are 30 GB as float32.
+    chunk = evaluation_chunk_size(teacher.image_shape)
+    bar = ProgressBar(len(labels), f"evaluation ({count_of(len(predictors), 'model')})", initial_step=done) \
+        if progress else None
+    last_saved, saved_done = time.monotonic(), done
+    try:
+        for start in range(done, len(labels), chunk):
+            pixels = dataset.images[start:start + chunk]
+            inputs = teacher.preprocessing.apply(pixels)
+            for name, predict in predictors.items():
+                predicted[name][start:start + len(pixels)] = np.argmax(predict(pixels, inputs), axis=-1)
+            done = start + len(pixels)
+            if done == len(labels) or time.monotonic() - last_saved >= evaluation_progress.SAVE_INTERVAL_SECONDS:
+                evaluation_progress.save(path, key, done, predicted)
+                last_saved, saved_done = time.monotonic(), done
+            if bar:
+                bar.update(done, {})
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP: the chunks done since the last save are kept too.
+        if done > saved_done:
+            evaluation_progress.save(path, key, done, predicted)
+        raise
+    finally:
+        if bar:
+            bar.close()
+    return predicted
+
+
+def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str, str],
+        dataset: Optional[LabeledImages], progress: bool = True) -> dict:
+    """Top-1 of the teacher, the student and every TFLite model on `dataset` (see `evaluation_dataset`);
+    sizes; latency. With `progress`, a progress line over the images (ImageNet's 50,000 through
+    ResNet50 and its students take hours on a few CPU cores)."""
+    model_bytes = {}  # Read once: for latency, the evaluation and its saved predictions' key.
+    for kind, path in tflite_paths.items():
+        with open(path, "rb") as model_file:
+            model_bytes[kind] = model_file.read()
+    results = {"sizes_bytes": {kind: len(contents) for kind, contents in model_bytes.items()}}
+    integer_reports = {kind: tflite_model.inspect_tflite(contents) for kind, contents in model_bytes.items()
+                       if kind != "float"}
+    float_ops = {kind: dict(sorted(collections.Counter(op.name for op in report.non_integer_ops).items()))
+                 for kind, report in integer_reports.items() if not report.is_fully_integer}
+    if float_ops:  # Int8 models exported with --allow_float_ops: the ops they keep float, counted.
+        results["float_ops"] = float_ops
+    # A phrase per int8 file; `export_report.md` has the whole check.
+    results["edge_tpu"] = {kind: edge_tpu.compatibility_report(report).summary()
+                           for kind, report in integer_reports.items()}
+    say(f"evaluation: latency of {count_of(len(tflite_paths), 'TFLite model')}, "
+        f"{count_of(run_config.evaluation.latency_runs, 'run')} at each of {' and '.join(map(str, LATENCY_THREADS))} "
+        "threads")
+    # The models in turns, so that they compare fairly.
+    measured = {threads: evaluate.measure_latencies(model_bytes, threads, runs=run_config.evaluation.latency_runs)
+                for threads in LATENCY_THREADS}
+    results["latency_median_ms"] = {kind: {str(threads): measured[threads][kind].median_ms
+                                           for threads in LATENCY_THREADS} for kind in model_bytes}
+    if dataset is None:
+        say("evaluation: no real data to evaluate on (set --eval_dataset)")
+        return results
+    labels = dataset.labels
+    say(f"evaluation: {len(labels)} images of {dataset.name} ({run_config.evaluation.split})")
+    # Each predictor takes a chunk's pixels and its preprocessed inputs: Keras models run on the
+    # inputs, TFLite models on the pixels, quantized as a device would (`predict_pixels`). Each
+    # has a digest, so that saved predictions are used only for the same models.
+    predictors = {"fp32_keras": lambda pixels, inputs: evaluate.keras_predict(teacher.model, inputs,
+                                                                              EVALUATION_BATCH_SIZE)}
+    digests = {"fp32_keras": teachers.fingerprint(teacher)}
+    student_name = f"{scheme_of(run_config).name}_qat_keras"
+    if student is not None:
+        predictors[student_name] = lambda pixels, inputs: evaluate.keras_predict(student, inputs, EVALUATION_BATCH_SIZE)
+        digests[student_name] = teachers.weights_digest(student)
+    threads = evaluate.evaluation_threads()
+    for kind, contents in model_bytes.items():
+        classifier = evaluate.TfliteClassifier(contents, num_threads=threads)
+        predictors[f"{kind}_tflite"] = (
+            lambda pixels, inputs, classifier=classifier: classifier.predict_pixels(pixels, teacher.preprocessing))
+        digests[f"{kind}_tflite"] = bytes_digest(contents)  # As `file_digest` gives it for the file.
+    predicted = _predicted_classes(run_config, teacher, dataset, predictors, digests, progress)
+    accuracy = {name: float(np.mean(classes == labels)) for name, classes in predicted.items()}
+    agreement = {}
+    if "qat_int8_tflite" in predicted:
+        agreement["qat_keras_vs_tflite"] = float(np.mean(predicted[student_name] == predicted["qat_int8_tflite"]))
+    results.update({"dataset": dataset.name, "split": run_config.evaluation.split, "images": int(len(labels)),
+                    "top1": accuracy, "agreement": agreement, **_against_fp32(predicted, dataset)})
+    return results
+
+
+def _against_fp32(predicted: Dict[str, np.ndarray], dataset: LabeledImages) -> dict:
+    """How often each model predicts the FP32 teacher's class, and the class on which its
+    top-1 falls furthest below the teacher's (`evaluate.largest_class_drop`)."""
+    reference = predicted["fp32_keras"]
+    others = {name: classes for name, classes in predicted.items() if name != "fp32_keras"}
+    drops = {}
+    for name, classes in others.items():
+        drop = evaluate.largest_class_drop(reference, classes, dataset.labels)
+        if drop is not None:
+            drops[name] = {"class": drop.label, "images": drop.images, "fp32": drop.reference, "model": drop.model,
+                           **({"name": dataset.class_names[drop.label]} if dataset.class_names else {})}
+    return {"same_class_as_fp32": {name: float(np.mean(classes == reference)) for name, classes in others.items()},
+            "largest_class_drop": drops}
