@@ -152,16 +152,22 @@ def test_a_stop_signal_finishes_the_step_it_lands_in_and_a_second_one_stops_at_o
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith(f"ckpt-{stopped_at}")
 
 
-def test_a_stop_signal_started_ignored_stays_ignored(tmp_path, hangup_undone):
-    # `nohup` starts a command with SIGHUP ignored; the loop's own handlers must not undo that.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    trainer = _trainer(tiny_teacher(), steps=3)
-    _run_before_step(trainer, 2, lambda: os.kill(os.getpid(), signal.SIGHUP))
+@pytest.mark.parametrize("signal_number", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM],
+                         ids=lambda number: signal.Signals(number).name)
+def test_a_stop_signal_started_ignored_stays_ignored(tmp_path, hangup_undone, signal_number):
+    # `nohup` starts a command with SIGHUP ignored, and a shell script its background jobs with
+    # SIGINT ignored; the loop's own handlers must not undo that.
+    handler = signal.signal(signal_number, signal.SIG_IGN)
+    try:
+        trainer = _trainer(tiny_teacher(), steps=3)
+        _run_before_step(trainer, 2, lambda: os.kill(os.getpid(), signal_number))
 
-    summary = trainer.train(str(tmp_path), progress=False)
+        summary = trainer.train(str(tmp_path), progress=False)
 
-    assert int(trainer.step.numpy()) == 3 and summary.resumed_from_step == 0
-    assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert int(trainer.step.numpy()) == 3 and summary.resumed_from_step == 0
+        assert signal.getsignal(signal_number) == signal.SIG_IGN
+    finally:
+        signal.signal(signal_number, handler)
 
 
 def test_non_finite_loss_stops_with_the_term_and_step(tmp_path):

@@ -18,8 +18,10 @@ files they wrote to the temporary directory. Here both stop a command as Ctrl-C 
 A hangup comes with no one to read the output, and writing to a terminal that has gone
 fails (EIO), which would stop a command before it saves. So on SIGHUP, stdout and stderr,
 where they were that terminal, are sent to /dev/null, as `nohup` would have sent them to a
-file; and the second SIGHUP that the shell passes on as it exits is ignored. A command
-started under `nohup` (SIGHUP ignored) goes on ignoring it.
+file; and the second SIGHUP that the shell passes on as it exits is ignored.
+
+A signal the process was started ignoring stays ignored: SIGHUP under `nohup`, SIGINT in a
+shell script's background job (`cmd &`), as Python itself leaves them.
 
 A scheduler's grace period before it kills (by default 10 s for `docker stop`, 30 s for
 Slurm and Kubernetes, 90 s for systemd) covers a training step and a checkpoint: measured
@@ -70,10 +72,11 @@ def _raise_for(signal_number: int):
 
 
 def _stop_signals() -> Tuple[int, ...]:
-    """SIGINT, SIGTERM and SIGHUP; not SIGHUP where it is ignored, as `nohup` starts a command."""
-    if HANGUP is None or signal.getsignal(HANGUP) == signal.SIG_IGN:
-        return (signal.SIGINT, signal.SIGTERM)
-    return (signal.SIGINT, signal.SIGTERM, HANGUP)
+    """SIGINT, SIGTERM and SIGHUP, but not one the process is ignoring: `nohup` starts a command
+    with SIGHUP ignored, and a shell script starts its background jobs with SIGINT ignored, so
+    that a Ctrl-C meant for the script does not stop them."""
+    candidates = (signal.SIGINT, signal.SIGTERM) + ((HANGUP,) if HANGUP is not None else ())
+    return tuple(number for number in candidates if signal.getsignal(number) != signal.SIG_IGN)
 
 
 _hung_up = False  # Whether this process has had a SIGHUP: a terminal hangs up once.
