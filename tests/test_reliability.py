@@ -126,42 +126,52 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_leaves_no_temporary_files(tmp_
     assert (cli.INTERRUPTED_STATUS, cli.TERMINATED_STATUS) == (130, 143)
 
 
-def _start_on_a_terminal(flagfile, environment):
+def _start_on_a_terminal(flagfile, environment, output_to_a_pipe):
     """The run started from a terminal of its own (a pseudo-terminal it controls, as a login
-    shell's job is), with the terminal's end that reads its output."""
+    shell's job is), with the terminal's end that reads its output, and the read end of a pipe
+    that takes its output instead when `output_to_a_pipe` (as `| tee log` would), else None."""
     reader, terminal = pty.openpty()
+    pipe_reader, pipe_writer = os.pipe() if output_to_a_pipe else (None, terminal)
     process = subprocess.Popen([sys.executable, "-m", "zscgan_tf.train", f"--flagfile={flagfile}"], cwd=REPO_ROOT,
-                               stdin=terminal, stdout=terminal, stderr=terminal, env=environment,
+                               stdin=terminal, stdout=pipe_writer, stderr=pipe_writer, env=environment,
                                start_new_session=True,
                                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # noqa: PLW1509
     os.close(terminal)
-    return process, reader
+    if output_to_a_pipe:
+        os.close(pipe_writer)
+    return process, reader, pipe_reader
 
 
-def test_a_hangup_saves_a_checkpoint_though_the_terminal_is_gone(tmp_path, tiny_teacher_file):
+@pytest.mark.parametrize("output", ["terminal", "pipe"])
+def test_a_hangup_saves_a_checkpoint_though_the_terminal_is_gone(tmp_path, tiny_teacher_file, output):
     # An SSH connection drops: the terminal hangs up, the run gets SIGHUP, then a second one
-    # from the shell as it exits, and writing to the terminal fails from then on.
+    # from the shell as it exits, and writing to the terminal fails from then on; so does
+    # writing to a `| tee log` beside it, which the hangup ends too.
     work_dir = tmp_path / "run"
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     flagfile = _flagfile(tmp_path, _tiny_arguments(tiny_teacher_file, work_dir, generator_steps=100000,
                                                    checkpoint_every=50))
-    process, reader = _start_on_a_terminal(flagfile, {**os.environ, "TMPDIR": str(temporary)})
+    process, reader, pipe_reader = _start_on_a_terminal(flagfile, {**os.environ, "TMPDIR": str(temporary)},
+                                                        output_to_a_pipe=output == "pipe")
+    output_reader = pipe_reader if pipe_reader is not None else reader
     checkpoint_dir = work_dir / "generator" / "checkpoints"
     deadline = time.monotonic() + PROCESS_TIMEOUT_SECONDS
-    output = b""
+    printed = b""
     try:
-        while not (checkpoint_dir / "checkpoint").exists():  # Reads what it prints, as a terminal does.
-            assert process.poll() is None and time.monotonic() < deadline, output[-2000:]
-            if select.select([reader], [], [], POLL_SECONDS)[0]:
-                output += os.read(reader, 65536)
-        assert b"generator: " in output
+        while not (checkpoint_dir / "checkpoint").exists():  # Reads what it prints, as a terminal or tee does.
+            assert process.poll() is None and time.monotonic() < deadline, printed[-2000:]
+            if select.select([output_reader], [], [], POLL_SECONDS)[0]:
+                printed += os.read(output_reader, 65536)
+        assert b"generator: " in printed
     finally:
+        if pipe_reader is not None:
+            os.close(pipe_reader)  # tee ends.
         os.close(reader)  # The terminal hangs up.
     process.send_signal(signal.SIGHUP)  # The shell's.
     process.wait(timeout=PROCESS_TIMEOUT_SECONDS)
 
-    assert process.returncode == 129  # Not killed (-1), nor failed writing to the terminal (1).
+    assert process.returncode == 129  # Not killed (-1), nor failed writing its output (1).
     assert _checkpoint_steps(checkpoint_dir)[-1] >= 50
     assert not list(temporary.iterdir())  # TensorFlow's exit handlers ran.
 

@@ -15,10 +15,11 @@ files they wrote to the temporary directory. Here both stop a command as Ctrl-C 
   What the other long stages did is kept all the same: a teacher's training goes on after
   its last finished epoch, and the evaluation saves the predictions it has made.
 
-A hangup comes with no one to read the output, and writing to a terminal that has gone
-fails (EIO), which would stop a command before it saves. So on SIGHUP, stdout and stderr,
-where they were that terminal, are sent to /dev/null, as `nohup` would have sent them to a
-file; and the second SIGHUP that the shell passes on as it exits is ignored.
+A hangup comes with no one to read the output: writing to the terminal that has gone
+fails (EIO), and so does writing to a pipe whose reader went with it (`| tee log`, which
+the hangup ends too: EPIPE); either would stop a command before it saves. So on SIGHUP,
+stdout and stderr go to /dev/null, unless they are a file (a log) or a terminal that is
+still there; and the second SIGHUP that the shell passes on as it exits is ignored.
 
 A signal the process was started ignoring stays ignored: SIGHUP under `nohup`, SIGINT in a
 shell script's background job (`cmd &`), as Python itself leaves them.
@@ -39,13 +40,14 @@ usual behaviour.
 import contextlib
 import os
 import signal
+import stat
 import sys
 import threading
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 HANGUP = getattr(signal, "SIGHUP", None)  # None on Windows.
 EXIT_STATUS_BASE = 128  # A process ended by signal N exits with 128 + N, as shells report it.
-TERMINAL_OUTPUTS = (1, 2)  # stdout's and stderr's file descriptors.
+OUTPUTS = (1, 2)  # stdout's and stderr's file descriptors.
 
 
 class Terminated(KeyboardInterrupt):
@@ -82,23 +84,29 @@ def _stop_signals() -> Tuple[int, ...]:
 _hung_up = False  # Whether this process has had a SIGHUP: a terminal hangs up once.
 
 
-def _first_hangup(terminal_outputs: List[int]) -> bool:
-    """Whether this SIGHUP is the process's first; if so, those of `terminal_outputs` that are
-    no longer a terminal (it hung up) now write to /dev/null."""
+def _first_hangup() -> bool:
+    """Whether this SIGHUP is the process's first; if so, stdout and stderr write to /dev/null
+    from now on unless `_outlives_hangup`."""
     global _hung_up  # pylint: disable=global-statement
     if _hung_up:
         return False
     _hung_up = True
-    for descriptor in terminal_outputs:
-        if not os.isatty(descriptor):
+    for descriptor in OUTPUTS:
+        if not _outlives_hangup(descriptor):
             with open(os.devnull, "wb") as null:
                 os.dup2(null.fileno(), descriptor)
     return True
 
 
-def _terminal_outputs() -> List[int]:
-    """Those of stdout and stderr that are a terminal now."""
-    return [descriptor for descriptor in TERMINAL_OUTPUTS if os.isatty(descriptor)]
+def _outlives_hangup(descriptor: int) -> bool:
+    """Whether writing to `descriptor` goes on working after a hangup: a file does, and so does a
+    terminal that is still there (SIGHUP sent by hand); the terminal that hung up, and a pipe
+    or socket, whose reader the hangup ends too, do not."""
+    try:
+        is_file = stat.S_ISREG(os.fstat(descriptor).st_mode)
+    except OSError:  # Closed: nothing to redirect.
+        return True
+    return is_file or os.isatty(descriptor)
 
 
 class StopRequest:
@@ -143,10 +151,9 @@ def stops_between_steps() -> Iterator[StopRequest]:
     if not _in_main_thread():
         yield request
         return
-    terminal_outputs = _terminal_outputs()
 
     def handler(signal_number, frame):  # pylint: disable=unused-argument
-        if signal_number == HANGUP and not _first_hangup(terminal_outputs):
+        if signal_number == HANGUP and not _first_hangup():
             return
         if request.requested:
             if signal_number == HANGUP:
@@ -170,10 +177,9 @@ def stop_signals_as_keyboard_interrupt() -> Iterator[None]:
     if not _in_main_thread():
         yield
         return
-    terminal_outputs = _terminal_outputs()
 
     def handler(signal_number, frame):  # pylint: disable=unused-argument
-        if signal_number == HANGUP and not _first_hangup(terminal_outputs):
+        if signal_number == HANGUP and not _first_hangup():
             return
         raise Terminated(signal_number)
 
