@@ -204,9 +204,9 @@ def tiny_teacher(input_shape=(8, 8, 1), num_classes=4, seed=0, preprocessing="tf
 
 
 @pytest.fixture
-def hangup_undone(monkeypatch):
-    """A test may send SIGHUP to this process: after it, the process is as if it had none (its
-    handler, and stdout and stderr, which a hangup may have sent to /dev/null)."""
+def hangup_and_outputs_restored(monkeypatch):
+    """A test may send SIGHUP to this process, or close its output: after it, the process is as if
+    it had not (SIGHUP's handler, and stdout and stderr, which either may have sent to /dev/null)."""
     handler = signal.getsignal(signal.SIGHUP)
     outputs = {descriptor: os.dup(descriptor) for descriptor in stop_signals.OUTPUTS}
     monkeypatch.setattr(stop_signals, "_hung_up", False)

@@ -4,6 +4,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -176,6 +177,40 @@ def test_a_hangup_saves_a_checkpoint_though_the_terminal_is_gone(tmp_path, tiny_
     assert not list(temporary.iterdir())  # TensorFlow's exit handlers ran.
 
 
+def test_a_closed_output_stops_the_run_with_a_checkpoint(tmp_path, tiny_teacher_file):
+    # `| head` has read its lines, or `| less` was quit: the run's next line has no reader.
+    work_dir = tmp_path / "run"
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    arguments = [argument for argument in _tiny_arguments(tiny_teacher_file, work_dir, generator_steps=100000,
+                                                          checkpoint_every=50) if argument != "--noprogress"]
+    checkpoint_dir = work_dir / "generator" / "checkpoints"
+    with open(tmp_path / "stderr", "w+") as stderr:
+        flagfile = _flagfile(tmp_path, arguments)
+        process = subprocess.Popen([sys.executable, "-m", "zscgan_tf.train", f"--flagfile={flagfile}"], cwd=REPO_ROOT,
+                                   stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, "TMPDIR": str(temporary)})
+        try:
+            assert process.stdout.readline().startswith(b"teacher: ")
+            deadline = time.monotonic() + PROCESS_TIMEOUT_SECONDS
+            while not (checkpoint_dir / "checkpoint").exists():
+                assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+                time.sleep(POLL_SECONDS)
+            process.stdout.close()  # The reader goes; the progress line, every 10 s in a pipe, finds it gone.
+            process.wait(timeout=PROCESS_TIMEOUT_SECONDS)
+        finally:
+            process.kill()
+        stderr.seek(0)
+        printed = stderr.read()
+
+    assert process.returncode == 141, printed[-2000:]  # As a shell reports a process SIGPIPE ended.
+    stopped = re.fullmatch(r"stopped: output closed at generator step (\d+); checkpoint saved, rerun the same "
+                           r"command to resume", printed.strip().splitlines()[-1])
+    assert stopped, printed[-2000:]
+    assert _checkpoint_steps(checkpoint_dir)[-1] == int(stopped.group(1))
+    assert "Traceback" not in printed
+    assert not list(temporary.iterdir())  # TensorFlow's exit handlers ran.
+
+
 @pytest.mark.parametrize("resumable, advice", [(True, "rerun the same command to resume"),
                                                (False, "rerun the same command to start again")])
 def test_sigterm_outside_training_stops_with_one_line_and_143(capsys, resumable, advice):
@@ -192,7 +227,7 @@ def test_sigterm_outside_training_stops_with_one_line_and_143(capsys, resumable,
     assert signal.getsignal(signal.SIGTERM) is handler_before
 
 
-def test_a_hangup_outside_training_stops_once_with_129(capsys, hangup_undone):
+def test_a_hangup_outside_training_stops_once_with_129(capsys, hangup_and_outputs_restored):
     from absl import flags
     saved = []
 

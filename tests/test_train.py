@@ -1043,9 +1043,10 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
         "class": drop.label, "images": drop.images, "fp32": drop.reference, "model": drop.model}})
 
 
-@pytest.mark.parametrize("save_interval", [0.0, 3600.0])
+@pytest.mark.parametrize("save_interval, stop", [(0.0, KeyboardInterrupt), (3600.0, KeyboardInterrupt),
+                                                 (3600.0, BrokenPipeError)])  # `| head`'s reader gone.
 def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_path, monkeypatch, capsys,
-                                                                          save_interval):
+                                                                          save_interval, stop):
     from conftest import quadrant_images, tiny_teacher
     from zscgan_tf import evaluate, evaluation_progress, export, labeled_images
 
@@ -1068,11 +1069,11 @@ def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_pat
         chunks.append(len(inputs))
         if len(chunks) in interrupt_at:
             interrupt_at.clear()
-            raise KeyboardInterrupt  # Ctrl-C, or the machine going down, hours into ImageNet.
+            raise stop  # Ctrl-C, or the machine going down, hours into ImageNet.
         return keras_predict(model, inputs, batch_size)
 
     monkeypatch.setattr(evaluate, "keras_predict", interrupted_at_the_fourth_chunk)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(stop):
         evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, dataset)
     chunks.clear()
     capsys.readouterr()

@@ -129,8 +129,8 @@ def test_interrupted_run_resumes_from_the_saved_step_and_matches_an_uninterrupte
     ((signal.SIGTERM,), 4), ((signal.SIGTERM, signal.SIGTERM), 3), ((signal.SIGTERM, signal.SIGINT), 3),
     # A terminal's hangup, then the shell's SIGHUP as it exits: one stop, not two.
     ((signal.SIGHUP,), 4), ((signal.SIGHUP, signal.SIGHUP), 4), ((signal.SIGHUP, signal.SIGTERM), 3)])
-def test_a_stop_signal_finishes_the_step_it_lands_in_and_a_second_one_stops_at_once(tmp_path, capsys, hangup_undone,
-                                                                                    signals, stopped_at):
+def test_a_stop_signal_finishes_the_step_it_lands_in_and_a_second_one_stops_at_once(
+        tmp_path, capsys, hangup_and_outputs_restored, signals, stopped_at):
     teacher = tiny_teacher()
     trainer = _trainer(teacher, steps=6, checkpoint_every=2)
 
@@ -154,7 +154,7 @@ def test_a_stop_signal_finishes_the_step_it_lands_in_and_a_second_one_stops_at_o
 
 @pytest.mark.parametrize("signal_number", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM],
                          ids=lambda number: signal.Signals(number).name)
-def test_a_stop_signal_started_ignored_stays_ignored(tmp_path, hangup_undone, signal_number):
+def test_a_stop_signal_started_ignored_stays_ignored(tmp_path, hangup_and_outputs_restored, signal_number):
     # `nohup` starts a command with SIGHUP ignored, and a shell script its background jobs with
     # SIGINT ignored; the loop's own handlers must not undo that.
     handler = signal.signal(signal_number, signal.SIG_IGN)

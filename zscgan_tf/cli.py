@@ -99,8 +99,8 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     Returns:
       0 on success or after help, `USER_ERROR_STATUS` for bad input, `NUMERICAL_FAULT_STATUS` for a
       NaN/Inf loss, `STORAGE_FULL_STATUS` for a full disk, `INTERRUPTED_STATUS` for Ctrl-C,
-      `TERMINATED_STATUS` for SIGTERM and 129 for SIGHUP (which stop a command as Ctrl-C does:
-      `stop_signals`).
+      `TERMINATED_STATUS` for SIGTERM, 129 for SIGHUP and 141 for a closed output (which stop a
+      command as Ctrl-C does: `stop_signals`).
     """
     verbose = "--verbose" in argv
 
@@ -130,6 +130,11 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     except stop_signals.Terminated as termination:
         return report("stopped", f"{stop_signals.signal_name(termination.signal_number)}; {_rerun_advice(resumable)}",
                       stop_signals.exit_status(termination.signal_number))
+    except BrokenPipeError:
+        if not stop_signals.output_closed():
+            raise  # A pipe of something else's.
+        return report("stopped", f"{stop_signals.signal_name(stop_signals.PIPE_CLOSED)}; {_rerun_advice(resumable)}",
+                      stop_signals.exit_status(stop_signals.PIPE_CLOSED))
     except KeyboardInterrupt:
         return report("stopped", f"interrupted; {_rerun_advice(resumable)}", INTERRUPTED_STATUS)
     except Exception as error:  # pylint: disable=broad-except  # Only a full disk is answered here.

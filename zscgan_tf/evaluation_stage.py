@@ -156,7 +156,8 @@ def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: Labeled
                 last_saved, saved_done = time.monotonic(), done
             if bar:
                 bar.update(done, {})
-    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP: the chunks done since the last save are kept too.
+    # A stop (`stop_signals`): what was done since the last save is kept too.
+    except (KeyboardInterrupt, BrokenPipeError):
         if done > saved_done:
             evaluation_progress.save(path, key, done, predicted)
         raise

@@ -24,6 +24,13 @@ still there; and the second SIGHUP that the shell passes on as it exits is ignor
 A signal the process was started ignoring stays ignored: SIGHUP under `nohup`, SIGINT in a
 shell script's background job (`cmd &`), as Python itself leaves them.
 
+Output whose reader has gone (`| head` that has read its lines, `| less` quit) is taken as
+a stop too. Python ignores SIGPIPE, so such a write raises BrokenPipeError wherever it
+happens, and a run died of it with a traceback and without a checkpoint. The places that
+stop on Ctrl-C (the training loops, the evaluation, `cli.run_command`) stop on it the same
+way once `output_closed` confirms it, which also sends the closed output to /dev/null; the
+exit status is 141, as a shell reports a process SIGPIPE ended.
+
 A scheduler's grace period before it kills (by default 10 s for `docker stop`, 30 s for
 Slurm and Kubernetes, 90 s for systemd) covers a training step and a checkpoint: measured
 from SIGTERM to exit, 0.9 to 2.3 s for MobileNetV3Small at 32x32 and 4.4 s for ResNet50
@@ -39,6 +46,7 @@ usual behaviour.
 
 import contextlib
 import os
+import select
 import signal
 import stat
 import sys
@@ -46,6 +54,8 @@ import threading
 from typing import Iterator, Optional, Tuple
 
 HANGUP = getattr(signal, "SIGHUP", None)  # None on Windows.
+# What an output whose reader has gone counts as: SIGPIPE, which Python ignores (13 where it is undefined).
+PIPE_CLOSED = getattr(signal, "SIGPIPE", 13)
 EXIT_STATUS_BASE = 128  # A process ended by signal N exits with 128 + N, as shells report it.
 OUTPUTS = (1, 2)  # stdout's and stderr's file descriptors.
 
@@ -65,8 +75,34 @@ def exit_status(signal_number: int) -> int:
 
 
 def signal_name(signal_number: int) -> str:
-    """"Ctrl-C" for SIGINT, else the signal's name ("SIGTERM")."""
-    return "Ctrl-C" if signal_number == signal.SIGINT else signal.Signals(signal_number).name
+    """"Ctrl-C" for SIGINT, "output closed" for `PIPE_CLOSED`, else the signal's name ("SIGTERM")."""
+    if signal_number == signal.SIGINT:
+        return "Ctrl-C"
+    return "output closed" if signal_number == PIPE_CLOSED else signal.Signals(signal_number).name
+
+
+def output_closed() -> bool:
+    """Whether stdout or stderr is a pipe or socket whose reader has gone, the cause of a
+    BrokenPipeError from our own output; if so, it writes to /dev/null from now on."""
+    closed = [descriptor for descriptor in OUTPUTS if _reader_gone(descriptor)]
+    for descriptor in closed:
+        _to_dev_null(descriptor)
+    return bool(closed)
+
+
+def _reader_gone(descriptor: int) -> bool:
+    try:
+        poller = select.poll()
+        poller.register(descriptor, select.POLLOUT)
+        events = poller.poll(0)
+    except (AttributeError, OSError, ValueError):  # No poll (Windows), or the descriptor is closed.
+        return False
+    return any(event & select.POLLERR for _, event in events)  # A pipe without readers reports an error.
+
+
+def _to_dev_null(descriptor: int) -> None:
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), descriptor)
 
 
 def _raise_for(signal_number: int):
@@ -93,8 +129,7 @@ def _first_hangup() -> bool:
     _hung_up = True
     for descriptor in OUTPUTS:
         if not _outlives_hangup(descriptor):
-            with open(os.devnull, "wb") as null:
-                os.dup2(null.fileno(), descriptor)
+            _to_dev_null(descriptor)
     return True
 
 

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from zscgan_tf.files import read_json, write_json_atomic
 from zscgan_tf.progress import ProgressBar, format_duration
-from zscgan_tf.stop_signals import Terminated, signal_name, stops_between_steps
+from zscgan_tf.stop_signals import PIPE_CLOSED, Terminated, output_closed, signal_name, stops_between_steps
 
 CHECKPOINTS_TO_KEEP = 2
 HISTORY_FILE = "history.json"
@@ -123,7 +123,7 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
 
     Raises:
       NonFiniteLossError: if a checked term becomes NaN or Inf.
-      TrainingInterrupted: on Ctrl-C, SIGTERM or SIGHUP, after saving a checkpoint.
+      TrainingInterrupted: on Ctrl-C, SIGTERM, SIGHUP or a closed output, after saving a checkpoint.
     """
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(work_dir, CHECKPOINT_DIR),
                                          max_to_keep=CHECKPOINTS_TO_KEEP)
@@ -174,12 +174,13 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
                     bar.update(step, {term: values[term] for term in progress_terms})
                 if stop.requested:
                     raise KeyboardInterrupt  # Handled below, as a second signal would be.
-        except KeyboardInterrupt as interruption:
+        except (KeyboardInterrupt, BrokenPipeError) as interruption:
+            if isinstance(interruption, BrokenPipeError) and not output_closed():
+                raise  # Not our output: a pipe of something else.
             step = int(step_counter.numpy())
             if _checkpoint_step(manager) != step:  # A stop right after a checkpoint needs no second one.
                 save(step)
-            signal_number = stop.signal_number or (
-                interruption.signal_number if isinstance(interruption, Terminated) else signal.SIGINT)
+            signal_number = stop.signal_number or _stop_cause(interruption)
             how = "interrupted" if signal_number == signal.SIGINT else signal_name(signal_number)
             raise TrainingInterrupted(f"{how} at {name} step {step}", signal_number) from None
         finally:
@@ -214,6 +215,14 @@ def for_tensorboard(image: np.ndarray) -> np.ndarray:
 def latest_step(work_dir: str) -> Optional[int]:
     """The step of the latest checkpoint `run` saved in `work_dir`, or None when there is none."""
     return _step_of(tf.train.latest_checkpoint(os.path.join(work_dir, CHECKPOINT_DIR)))
+
+
+def _stop_cause(interruption: BaseException) -> int:
+    """The signal an interruption stands for: SIGINT for Ctrl-C, `Terminated`'s own, and
+    `PIPE_CLOSED` for a closed output."""
+    if isinstance(interruption, Terminated):
+        return interruption.signal_number
+    return PIPE_CLOSED if isinstance(interruption, BrokenPipeError) else signal.SIGINT
 
 
 def _checkpoint_step(manager) -> Optional[int]:
