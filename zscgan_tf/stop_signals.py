@@ -70,7 +70,7 @@ class Terminated(KeyboardInterrupt):
 
 def exit_status(signal_number: int) -> int:
     """The exit status of a command that `signal_number` stopped: 130 for SIGINT, 143 for SIGTERM,
-    129 for SIGHUP."""
+    129 for SIGHUP, 141 for a closed output (`PIPE_CLOSED`)."""
     return EXIT_STATUS_BASE + int(signal_number)
 
 
@@ -91,6 +91,7 @@ def output_closed() -> bool:
 
 
 def _reader_gone(descriptor: int) -> bool:
+    """Whether `descriptor` is a pipe or socket with no one left to read it."""
     try:
         poller = select.poll()
         poller.register(descriptor, select.POLLOUT)
