@@ -127,34 +127,44 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_leaves_no_temporary_files(tmp_
     assert (cli.INTERRUPTED_STATUS, cli.TERMINATED_STATUS) == (130, 143)
 
 
-def _start_on_a_terminal(flagfile, environment, output_to_a_pipe):
+def _start_on_a_terminal(flagfile, environment, output_to_a_pipe, hangup_ignored):
     """The run started from a terminal of its own (a pseudo-terminal it controls, as a login
     shell's job is), with the terminal's end that reads its output, and the read end of a pipe
-    that takes its output instead when `output_to_a_pipe` (as `| tee log` would), else None."""
+    that takes its output instead when `output_to_a_pipe` (as `| tee log` would), else None.
+    With `hangup_ignored`, it gets no SIGHUP, as a job started with `& disown` gets none."""
     reader, terminal = pty.openpty()
     pipe_reader, pipe_writer = os.pipe() if output_to_a_pipe else (None, terminal)
+
+    def own_terminal():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        if hangup_ignored:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
     process = subprocess.Popen([sys.executable, "-m", "zscgan_tf.train", f"--flagfile={flagfile}"], cwd=REPO_ROOT,
                                stdin=terminal, stdout=pipe_writer, stderr=pipe_writer, env=environment,
-                               start_new_session=True,
-                               preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # noqa: PLW1509
+                               start_new_session=True, preexec_fn=own_terminal)  # noqa: PLW1509
     os.close(terminal)
     if output_to_a_pipe:
         os.close(pipe_writer)
     return process, reader, pipe_reader
 
 
-@pytest.mark.parametrize("output", ["terminal", "pipe"])
-def test_a_hangup_saves_a_checkpoint_though_the_terminal_is_gone(tmp_path, tiny_teacher_file, output):
+@pytest.mark.parametrize("output, status", [("terminal", 129), ("pipe", 129), ("terminal of a disowned job", 141)])
+def test_a_hangup_saves_a_checkpoint_though_the_terminal_is_gone(tmp_path, tiny_teacher_file, output, status):
     # An SSH connection drops: the terminal hangs up, the run gets SIGHUP, then a second one
     # from the shell as it exits, and writing to the terminal fails from then on; so does
-    # writing to a `| tee log` beside it, which the hangup ends too.
+    # writing to a `| tee log` beside it, which the hangup ends too. A job started with
+    # `& disown` gets no SIGHUP: its next write to the terminal fails (EIO), which stops it too.
     work_dir = tmp_path / "run"
     temporary = tmp_path / "tmp"
     temporary.mkdir()
-    flagfile = _flagfile(tmp_path, _tiny_arguments(tiny_teacher_file, work_dir, generator_steps=100000,
-                                                   checkpoint_every=50))
-    process, reader, pipe_reader = _start_on_a_terminal(flagfile, {**os.environ, "TMPDIR": str(temporary)},
-                                                        output_to_a_pipe=output == "pipe")
+    disowned = output == "terminal of a disowned job"
+    arguments = _tiny_arguments(tiny_teacher_file, work_dir, generator_steps=100000, checkpoint_every=50)
+    if disowned:  # It stops at its next write: the progress line, which a terminal gets every 0.2 s.
+        arguments.remove("--noprogress")
+    process, reader, pipe_reader = _start_on_a_terminal(_flagfile(tmp_path, arguments),
+                                                        {**os.environ, "TMPDIR": str(temporary)},
+                                                        output_to_a_pipe=output == "pipe", hangup_ignored=disowned)
     output_reader = pipe_reader if pipe_reader is not None else reader
     checkpoint_dir = work_dir / "generator" / "checkpoints"
     deadline = time.monotonic() + PROCESS_TIMEOUT_SECONDS
@@ -169,10 +179,11 @@ def test_a_hangup_saves_a_checkpoint_though_the_terminal_is_gone(tmp_path, tiny_
         if pipe_reader is not None:
             os.close(pipe_reader)  # tee ends.
         os.close(reader)  # The terminal hangs up.
-    process.send_signal(signal.SIGHUP)  # The shell's.
+    if not disowned:
+        process.send_signal(signal.SIGHUP)  # The shell's.
     process.wait(timeout=PROCESS_TIMEOUT_SECONDS)
 
-    assert process.returncode == 129  # Not killed (-1), nor failed writing its output (1).
+    assert process.returncode == status  # Not killed (-1), nor failed writing its output (1).
     assert _checkpoint_steps(checkpoint_dir)[-1] >= 50
     assert not list(temporary.iterdir())  # TensorFlow's exit handlers ran.
 

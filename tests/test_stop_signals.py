@@ -1,6 +1,7 @@
 """Tests for zscgan_tf.stop_signals: where a command's output goes once its terminal hangs up or its reader
 has gone."""
 
+import errno
 import os
 
 from zscgan_tf import stop_signals
@@ -39,3 +40,15 @@ def test_only_an_output_whose_reader_has_gone_counts_as_closed(tmp_path, hangup_
     os.write(1, b"no one reads this\n")
     assert stop_signals.signal_name(stop_signals.PIPE_CLOSED) == "output closed"
     assert stop_signals.exit_status(stop_signals.PIPE_CLOSED) == 141
+
+
+def test_only_a_failed_write_to_a_closed_output_is_a_stop(hangup_and_outputs_restored):
+    assert not stop_signals.closed_output_error(OSError(errno.EIO, "Input/output error"))  # Outputs still read.
+    reader, writer = os.pipe()
+    os.dup2(writer, 1)
+    os.close(writer)
+    os.close(reader)
+    assert not stop_signals.closed_output_error(OSError(errno.ENOSPC, "No space left on device"))
+    assert not stop_signals.closed_output_error(ValueError("not a write"))
+    assert stop_signals.closed_output_error(BrokenPipeError(errno.EPIPE, "Broken pipe"))
+    assert os.path.samestat(os.fstat(1), os.stat(os.devnull))

@@ -130,14 +130,12 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     except stop_signals.Terminated as termination:
         return report("stopped", f"{stop_signals.signal_name(termination.signal_number)}; {_rerun_advice(resumable)}",
                       stop_signals.exit_status(termination.signal_number))
-    except BrokenPipeError:
-        if not stop_signals.output_closed():
-            raise  # A pipe of something else's.
-        return report("stopped", f"{stop_signals.signal_name(stop_signals.PIPE_CLOSED)}; {_rerun_advice(resumable)}",
-                      stop_signals.exit_status(stop_signals.PIPE_CLOSED))
     except KeyboardInterrupt:
         return report("stopped", f"interrupted; {_rerun_advice(resumable)}", INTERRUPTED_STATUS)
-    except Exception as error:  # pylint: disable=broad-except  # Only a full disk is answered here.
+    except Exception as error:  # pylint: disable=broad-except  # Only these two are answered here.
+        if stop_signals.closed_output_error(error):
+            return report("stopped", f"{stop_signals.signal_name(stop_signals.PIPE_CLOSED)}; "
+                          f"{_rerun_advice(resumable)}", stop_signals.exit_status(stop_signals.PIPE_CLOSED))
         if not is_storage_full(error):
             raise
         return report("error", f"the disk is full{_file_being_written(error)}; free some space and rerun the same "

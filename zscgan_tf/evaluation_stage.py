@@ -20,7 +20,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from zscgan_tf import data, edge_tpu, evaluate, evaluation_progress, teachers, tflite_model
+from zscgan_tf import data, edge_tpu, evaluate, evaluation_progress, stop_signals, teachers, tflite_model
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import bytes_digest
@@ -157,7 +157,9 @@ def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: Labeled
             if bar:
                 bar.update(done, {})
     # A stop (`stop_signals`): what was done since the last save is kept too.
-    except (KeyboardInterrupt, BrokenPipeError):
+    except (KeyboardInterrupt, OSError) as stop:
+        if isinstance(stop, OSError) and not stop_signals.closed_output_error(stop):
+            raise
         if done > saved_done:
             evaluation_progress.save(path, key, done, predicted)
         raise

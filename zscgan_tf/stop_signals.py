@@ -24,12 +24,14 @@ still there; and the second SIGHUP that the shell passes on as it exits is ignor
 A signal the process was started ignoring stays ignored: SIGHUP under `nohup`, SIGINT in a
 shell script's background job (`cmd &`), as Python itself leaves them.
 
-Output whose reader has gone (`| head` that has read its lines, `| less` quit) is taken as
-a stop too. Python ignores SIGPIPE, so such a write raises BrokenPipeError wherever it
-happens, and a run died of it with a traceback and without a checkpoint. The places that
-stop on Ctrl-C (the training loops, the evaluation, `cli.run_command`) stop on it the same
-way once `output_closed` confirms it, which also sends the closed output to /dev/null; the
-exit status is 141, as a shell reports a process SIGPIPE ended.
+Output that no one can read any more is taken as a stop too: a pipe whose reader has gone
+(`| head` that has read its lines, `| less` quit), where Python, which ignores SIGPIPE,
+raises BrokenPipeError, and a terminal that hung up under a job that got no SIGHUP
+(`cmd & disown`, then logging out), where writing raises an OSError (EIO). Either, raised
+wherever the write happens, ended a run with a traceback and without a checkpoint. The
+places that stop on Ctrl-C (the training loops, the evaluation, `cli.run_command`) stop on
+it the same way once `closed_output_error` confirms it, which also sends the closed output
+to /dev/null; the exit status is 141, as a shell reports a process SIGPIPE ended.
 
 A scheduler's grace period before it kills (by default 10 s for `docker stop`, 30 s for
 Slurm and Kubernetes, 90 s for systemd) covers a training step and a checkpoint: measured
@@ -45,6 +47,7 @@ usual behaviour.
 """
 
 import contextlib
+import errno
 import os
 import select
 import signal
@@ -81,9 +84,16 @@ def signal_name(signal_number: int) -> str:
     return "output closed" if signal_number == PIPE_CLOSED else signal.Signals(signal_number).name
 
 
+def closed_output_error(error: BaseException) -> bool:
+    """Whether `error` is a write that failed because stdout or stderr has no one left to read
+    it (`output_closed`): EPIPE from a pipe whose reader has gone, EIO from a terminal that hung
+    up. If so, they write to /dev/null from now on."""
+    return isinstance(error, OSError) and error.errno in (errno.EPIPE, errno.EIO) and output_closed()
+
+
 def output_closed() -> bool:
-    """Whether stdout or stderr is a pipe or socket whose reader has gone, the cause of a
-    BrokenPipeError from our own output; if so, it writes to /dev/null from now on."""
+    """Whether stdout or stderr has no one left to read it (`_reader_gone`); if so, it writes to
+    /dev/null from now on."""
     closed = [descriptor for descriptor in OUTPUTS if _reader_gone(descriptor)]
     for descriptor in closed:
         _to_dev_null(descriptor)
@@ -91,14 +101,15 @@ def output_closed() -> bool:
 
 
 def _reader_gone(descriptor: int) -> bool:
-    """Whether `descriptor` is a pipe or socket with no one left to read it."""
+    """Whether `descriptor` is a pipe or socket with no one left to read it, or a terminal that
+    hung up: both poll as an error."""
     try:
         poller = select.poll()
         poller.register(descriptor, select.POLLOUT)
         events = poller.poll(0)
     except (AttributeError, OSError, ValueError):  # No poll (Windows), or the descriptor is closed.
         return False
-    return any(event & select.POLLERR for _, event in events)  # A pipe without readers reports an error.
+    return any(event & select.POLLERR for _, event in events)
 
 
 def _to_dev_null(descriptor: int) -> None:

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from zscgan_tf.files import read_json, write_json_atomic
 from zscgan_tf.progress import ProgressBar, format_duration
-from zscgan_tf.stop_signals import PIPE_CLOSED, Terminated, output_closed, signal_name, stops_between_steps
+from zscgan_tf.stop_signals import PIPE_CLOSED, Terminated, closed_output_error, signal_name, stops_between_steps
 
 CHECKPOINTS_TO_KEEP = 2
 HISTORY_FILE = "history.json"
@@ -174,9 +174,9 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
                     bar.update(step, {term: values[term] for term in progress_terms})
                 if stop.requested:
                     raise KeyboardInterrupt  # Handled below, as a second signal would be.
-        except (KeyboardInterrupt, BrokenPipeError) as interruption:
-            if isinstance(interruption, BrokenPipeError) and not output_closed():
-                raise  # Not our output: a pipe of something else.
+        except (KeyboardInterrupt, OSError) as interruption:
+            if isinstance(interruption, OSError) and not closed_output_error(interruption):
+                raise
             step = int(step_counter.numpy())
             if _checkpoint_step(manager) != step:  # A stop right after a checkpoint needs no second one.
                 save(step)
@@ -222,7 +222,7 @@ def _stop_cause(interruption: BaseException) -> int:
     `PIPE_CLOSED` for a closed output."""
     if isinstance(interruption, Terminated):
         return interruption.signal_number
-    return PIPE_CLOSED if isinstance(interruption, BrokenPipeError) else signal.SIGINT
+    return PIPE_CLOSED if isinstance(interruption, OSError) else signal.SIGINT
 
 
 def _checkpoint_step(manager) -> Optional[int]:
