@@ -3,7 +3,8 @@
 It runs a compiled step until a step counter reaches its target, and on the way keeps
 a `tf.train.Checkpoint` (models, optimizers, random streams, the counter), a JSON loss
 history, TensorBoard scalars, and a progress line. It stops cleanly on a NaN or Inf
-loss (keeping the last good checkpoint) and on Ctrl-C, SIGTERM or SIGHUP (saving one first).
+loss (keeping the last good checkpoint) and on Ctrl-C, SIGTERM, SIGHUP or output no one
+reads any more (saving one first; `stop_signals`).
 
 Ctrl-C, SIGTERM and SIGHUP are taken between steps (`stop_signals.stops_between_steps`): while
 the loop runs, they only set a flag that is checked after each step. A KeyboardInterrupt
@@ -39,11 +40,12 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C, SIGTERM or SIGHUP during training; a checkpoint was saved first.
+    """Ctrl-C, SIGTERM, SIGHUP or a closed output during training; a checkpoint was saved first.
 
     Attributes:
       stopped: how and where, e.g. "SIGTERM at generator step 341".
-      signal_number: the signal that stopped it (SIGINT, SIGTERM or SIGHUP).
+      signal_number: the signal that stopped it (SIGINT, SIGTERM or SIGHUP; `PIPE_CLOSED` for a
+        closed output).
     """
 
     def __init__(self, stopped: str, signal_number: int,
