@@ -1,5 +1,6 @@
 """Failure modes of `python -m zscgan_tf.train`: kills, Ctrl-C, SIGTERM, damaged outputs, NaN, bad input."""
 
+import errno
 import fcntl
 import json
 import os
@@ -236,6 +237,25 @@ def test_sigterm_outside_training_stops_with_one_line_and_143(capsys, resumable,
     assert cli.run_command(flags.FlagValues(), ["command"], body, resumable=resumable) == 143
     assert capsys.readouterr().err.strip() == f"stopped: SIGTERM; {advice}"
     assert signal.getsignal(signal.SIGTERM) is handler_before
+
+
+def test_a_closed_output_outside_training_stops_with_one_line_and_141(capsys, hangup_and_outputs_restored):
+    from absl import flags
+
+    def writes_to_a_reader_gone():
+        reader, writer = os.pipe()
+        os.dup2(writer, 1)  # `| head`, which has read its lines.
+        os.close(writer)
+        os.close(reader)
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")  # As the next write raises it.
+
+    def another_pipe_breaks():
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")  # Not our output's: stdout is still read.
+
+    with pytest.raises(BrokenPipeError):
+        cli.run_command(flags.FlagValues(), ["command"], another_pipe_breaks)
+    assert cli.run_command(flags.FlagValues(), ["command"], writes_to_a_reader_gone) == 141
+    assert capsys.readouterr().err.strip() == "stopped: output closed; rerun the same command to resume"
 
 
 def test_a_hangup_outside_training_stops_once_with_129(capsys, hangup_and_outputs_restored):

@@ -110,6 +110,11 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
         print(f"{prefix}: {error}", file=sys.stderr)
         return status
 
+    def stopped(stop):
+        signal_number = stop_signals.stop_signal_of(stop)
+        return report("stopped", f"{stop_signals.how_stopped(signal_number)}; {_rerun_advice(resumable)}",
+                      stop_signals.exit_status(signal_number))
+
     arguments = list(argv[1:])
     if any(argument in HELP_ARGUMENTS + FULL_HELP_ARGUMENTS for argument in arguments):
         full = any(argument in FULL_HELP_ARGUMENTS for argument in arguments)
@@ -127,15 +132,11 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
         return report("error", error, NUMERICAL_FAULT_STATUS)
     except TrainingInterrupted as interruption:
         return report("stopped", interruption, stop_signals.exit_status(interruption.signal_number))
-    except stop_signals.Terminated as termination:
-        return report("stopped", f"{stop_signals.signal_name(termination.signal_number)}; {_rerun_advice(resumable)}",
-                      stop_signals.exit_status(termination.signal_number))
-    except KeyboardInterrupt:
-        return report("stopped", f"interrupted; {_rerun_advice(resumable)}", INTERRUPTED_STATUS)
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM or SIGHUP (`stop_signals.Terminated`).
+        return stopped(stop)
     except Exception as error:  # pylint: disable=broad-except  # Only these two are answered here.
         if stop_signals.closed_output_error(error):
-            return report("stopped", f"{stop_signals.signal_name(stop_signals.PIPE_CLOSED)}; "
-                          f"{_rerun_advice(resumable)}", stop_signals.exit_status(stop_signals.PIPE_CLOSED))
+            return stopped(error)
         if not is_storage_full(error):
             raise
         return report("error", f"the disk is full{_file_being_written(error)}; free some space and rerun the same "

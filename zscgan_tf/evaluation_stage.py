@@ -158,7 +158,7 @@ def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: Labeled
                 bar.update(done, {})
     # A stop (`stop_signals`): what was done since the last save is kept too.
     except (KeyboardInterrupt, OSError) as stop:
-        if isinstance(stop, OSError) and not stop_signals.closed_output_error(stop):
+        if not stop_signals.is_stop(stop):
             raise
         if done > saved_done:
             evaluation_progress.save(path, key, done, predicted)

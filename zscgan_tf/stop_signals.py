@@ -84,6 +84,25 @@ def signal_name(signal_number: int) -> str:
     return "output closed" if signal_number == PIPE_CLOSED else signal.Signals(signal_number).name
 
 
+def is_stop(error: BaseException) -> bool:
+    """Whether `error` stops a command as Ctrl-C does: a KeyboardInterrupt (`Terminated`
+    included), or a write to an output no one reads any more (`closed_output_error`)."""
+    return isinstance(error, KeyboardInterrupt) or closed_output_error(error)
+
+
+def stop_signal_of(stop: BaseException) -> int:
+    """The signal a stop (`is_stop`) stands for: `Terminated`'s own, `PIPE_CLOSED` for a closed
+    output's error, SIGINT for Ctrl-C."""
+    if isinstance(stop, Terminated):
+        return stop.signal_number
+    return PIPE_CLOSED if isinstance(stop, OSError) else signal.SIGINT
+
+
+def how_stopped(signal_number: int) -> str:
+    """How a stop's last line names it: "interrupted" for Ctrl-C, else `signal_name`."""
+    return "interrupted" if signal_number == signal.SIGINT else signal_name(signal_number)
+
+
 def closed_output_error(error: BaseException) -> bool:
     """Whether `error` is a write that failed because stdout or stderr has no one left to read
     it (`output_closed`): EPIPE from a pipe whose reader has gone, EIO from a terminal that hung

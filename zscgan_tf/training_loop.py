@@ -16,7 +16,6 @@ and one crashed tracing with a SystemError. A second signal interrupts at once.
 import dataclasses
 import math
 import os
-import signal
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -25,7 +24,7 @@ import tensorflow as tf
 
 from zscgan_tf.files import read_json, write_json_atomic
 from zscgan_tf.progress import ProgressBar, format_duration
-from zscgan_tf.stop_signals import PIPE_CLOSED, Terminated, closed_output_error, signal_name, stops_between_steps
+from zscgan_tf.stop_signals import how_stopped, is_stop, stop_signal_of, stops_between_steps
 
 CHECKPOINTS_TO_KEEP = 2
 HISTORY_FILE = "history.json"
@@ -177,14 +176,13 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
                 if stop.requested:
                     raise KeyboardInterrupt  # Handled below, as a second signal would be.
         except (KeyboardInterrupt, OSError) as interruption:
-            if isinstance(interruption, OSError) and not closed_output_error(interruption):
+            if not is_stop(interruption):
                 raise
             step = int(step_counter.numpy())
             if _checkpoint_step(manager) != step:  # A stop right after a checkpoint needs no second one.
                 save(step)
-            signal_number = stop.signal_number or _stop_cause(interruption)
-            how = "interrupted" if signal_number == signal.SIGINT else signal_name(signal_number)
-            raise TrainingInterrupted(f"{how} at {name} step {step}", signal_number) from None
+            signal_number = stop.signal_number or stop_signal_of(interruption)
+            raise TrainingInterrupted(f"{how_stopped(signal_number)} at {name} step {step}", signal_number) from None
         finally:
             if bar:
                 bar.close()
@@ -217,14 +215,6 @@ def for_tensorboard(image: np.ndarray) -> np.ndarray:
 def latest_step(work_dir: str) -> Optional[int]:
     """The step of the latest checkpoint `run` saved in `work_dir`, or None when there is none."""
     return _step_of(tf.train.latest_checkpoint(os.path.join(work_dir, CHECKPOINT_DIR)))
-
-
-def _stop_cause(interruption: BaseException) -> int:
-    """The signal an interruption stands for: SIGINT for Ctrl-C, `Terminated`'s own, and
-    `PIPE_CLOSED` for a closed output."""
-    if isinstance(interruption, Terminated):
-        return interruption.signal_number
-    return PIPE_CLOSED if isinstance(interruption, OSError) else signal.SIGINT
 
 
 def _checkpoint_step(manager) -> Optional[int]:
