@@ -70,3 +70,23 @@ def test_a_home_directory_in_a_path_flag_or_flagfile_is_the_users(tmp_path, monk
     assert train.FLAGS.teacher == "builtin:digits_resnet8" and train.FLAGS.quantization == "w8a8"  # Not paths.
     cli.parse_flags(train.FLAGS, ["train"])  # Back to the defaults for the tests after.
     assert train.FLAGS.work_dir == "runs/demo"
+
+
+def test_once_a_command_runs_it_answers_ctrl_c_itself_and_python_prints_errors_as_before(monkeypatch):
+    from absl import flags
+
+    from zscgan_tf import start_up
+
+    def hook_before(*error):
+        pass
+
+    monkeypatch.setattr(sys, "excepthook", hook_before)
+    start_up.one_line_interrupt_while_starting()  # As the package's import does in a command.
+    assert sys.excepthook is not hook_before
+
+    def body():
+        assert sys.excepthook is hook_before
+        raise KeyboardInterrupt
+
+    assert cli.run_command(flags.FlagValues(), ["command"], body) == cli.INTERRUPTED_STATUS
+    assert sys.excepthook is hook_before

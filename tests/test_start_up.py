@@ -1,10 +1,14 @@
 """Tests of zscgan_tf.start_up: TensorFlow's start-up lines kept out of the way, nothing else."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from zscgan_tf import start_up
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # As TensorFlow 2.21 wrote them on this machine (no GPU).
 START_UP_LINES = [
@@ -104,3 +108,73 @@ def test_the_device_summary_names_the_gpus_or_says_there_is_none(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: [FakeDevice()])
     monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda device: {"device_name": "NVIDIA H100"})
     assert start_up.device_summary() == "GPU:0 (NVIDIA H100)"
+
+
+def test_a_command_is_told_from_a_program_that_imports_the_package(monkeypatch):
+    class Main:
+        __file__ = None
+
+    main = Main()
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    for argv, main_file, command in (
+            (["-m"], None, True),  # `python -m zscgan_tf.train` while the package imports.
+            (["/repo/tools/convert.py"], os.path.join(start_up.TOOLS_DIR, "convert.py"), True),
+            (["/usr/local/bin/zscgan-train"], "/usr/local/bin/zscgan-train", True),
+            (["my_script.py"], "/home/me/my_script.py", False),
+            (["-c"], None, False),
+            ([""], None, False),  # An interactive interpreter or a notebook's kernel.
+            ([], None, False)):
+        monkeypatch.setattr(sys, "argv", argv)
+        main.__file__ = main_file
+        assert start_up.started_as_command() == command, argv
+
+
+def test_until_the_command_starts_an_interrupt_is_one_line_and_other_errors_are_printed_as_before(
+        monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda *error: seen.append(error[0]))
+    start_up.one_line_interrupt_while_starting()
+    start_up.one_line_interrupt_while_starting()  # A second call changes nothing.
+    try:
+        sys.excepthook(KeyboardInterrupt, KeyboardInterrupt(), None)
+        assert capsys.readouterr().err == start_up.STARTING_INTERRUPT_LINE + "\n"
+        sys.excepthook(ValueError, ValueError("bad"), None)
+        assert seen == [ValueError] and not capsys.readouterr().err
+    finally:
+        start_up.command_started()
+    sys.excepthook(KeyboardInterrupt, KeyboardInterrupt(), None)  # The hook it replaced, again.
+    assert seen == [ValueError, KeyboardInterrupt]
+    start_up.command_started()  # Twice is harmless.
+
+
+def _interrupted_while_starting(command):
+    """`command` sent SIGINT (Ctrl-C) as soon as TensorFlow's library is loaded: while it imports,
+    seconds before the command can answer Ctrl-C itself."""
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            with open(f"/proc/{process.pid}/maps") as maps:
+                if "libtensorflow" in maps.read():
+                    break
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    return process.returncode, stdout, stderr
+
+
+def test_ctrl_c_while_a_command_starts_prints_one_line_and_ends_it_as_sigint_does(tmp_path):
+    for command in ([sys.executable, "-m", "zscgan_tf.train", "--flagfile=configs/demo.cfg",
+                     f"--work_dir={tmp_path / 'run'}"],
+                    [sys.executable, "tools/convert.py", "--help"]):
+        status, stdout, stderr = _interrupted_while_starting(command)
+        assert status == -signal.SIGINT, stderr  # 130 in a shell.
+        assert (stdout, stderr) == ("", start_up.STARTING_INTERRUPT_LINE + "\n"), command
+    assert not (tmp_path / "run").exists()
+    # --verbose asks for tracebacks.
+    status, _, stderr = _interrupted_while_starting([sys.executable, "-m", "zscgan_tf.train", "--verbose"])
+    assert status == -signal.SIGINT
+    assert stderr.startswith("Traceback") and stderr.rstrip().endswith("KeyboardInterrupt")
+    assert start_up.STARTING_INTERRUPT_LINE not in stderr

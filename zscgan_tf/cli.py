@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence
 
 from absl import flags
 
-from zscgan_tf import stop_signals
+from zscgan_tf import start_up, stop_signals
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.teachers import TeacherSource
@@ -102,6 +102,7 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
       `TERMINATED_STATUS` for SIGTERM, 129 for SIGHUP and 141 for a closed output (which stop a
       command as Ctrl-C does: `stop_signals`).
     """
+    start_up.command_started()
     verbose = "--verbose" in argv
 
     def report(prefix, error, status):
