@@ -116,14 +116,19 @@ def test_a_command_is_told_from_a_program_that_imports_the_package(monkeypatch):
 
     main = Main()
     monkeypatch.setitem(sys.modules, "__main__", main)
-    for argv, main_file, command in (
-            (["-m"], None, True),  # `python -m zscgan_tf.train` while the package imports.
-            (["/repo/tools/convert.py"], os.path.join(start_up.TOOLS_DIR, "convert.py"), True),
-            (["/usr/local/bin/zscgan-train"], "/usr/local/bin/zscgan-train", True),
-            (["my_script.py"], "/home/me/my_script.py", False),
-            (["-c"], None, False),
-            ([""], None, False),  # An interactive interpreter or a notebook's kernel.
-            ([], None, False)):
+    python = sys.executable
+    for orig_argv, argv, main_file, command in (
+            ([python, "-m", "zscgan_tf.train", "--flagfile=x"], ["-m"], None, True),  # While the package imports.
+            ([python, "-W", "ignore", "-mzscgan_tf.train"], ["-m"], None, True),
+            ([python, "-m", "my_package.tool"], ["-m"], None, False),  # Another package's command imports ours.
+            ([python, "tools/convert.py"], ["tools/convert.py"], os.path.join(start_up.TOOLS_DIR, "convert.py"),
+             True),
+            (["/usr/local/bin/zscgan-train"], ["/usr/local/bin/zscgan-train"], "/usr/local/bin/zscgan-train", True),
+            ([python, "my_script.py"], ["my_script.py"], "/home/me/my_script.py", False),
+            ([python, "-c", "import zscgan_tf"], ["-c"], None, False),
+            ([python], [""], None, False),  # An interactive interpreter or a notebook's kernel.
+            ([], [], None, False)):
+        monkeypatch.setattr(sys, "orig_argv", orig_argv)
         monkeypatch.setattr(sys, "argv", argv)
         main.__file__ = main_file
         assert start_up.started_as_command() == command, argv

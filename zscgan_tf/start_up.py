@@ -136,13 +136,24 @@ _hook_before_start = None
 TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
 
+def _module_run_by_dash_m() -> str:
+    """The module `python -m <module>` runs, from the interpreter's own arguments; "" if none."""
+    arguments = getattr(sys, "orig_argv", [])[1:]
+    for index, argument in enumerate(arguments):
+        if argument == "-m":
+            return arguments[index + 1] if index + 1 < len(arguments) else ""
+        if argument.startswith("-m"):  # -mzscgan_tf.train
+            return argument[2:]
+    return ""
+
+
 def started_as_command() -> bool:
     """Whether this process is one of the package's commands starting: `python -m zscgan_tf.<module>`
     (Python sets `sys.argv[0]` to "-m" while it imports the module's package), a script of
     `tools/`, or an installed console script (`zscgan-train`); not a program or a notebook
-    that imports the package."""
+    that imports the package, nor another package's `python -m` command that does."""
     main_file = getattr(sys.modules.get("__main__"), "__file__", None) or ""
-    return ((sys.argv[:1] == ["-m"])
+    return ((sys.argv[:1] == ["-m"] and _module_run_by_dash_m().partition(".")[0] == __package__)
             or (bool(main_file) and os.path.dirname(os.path.abspath(main_file)) == TOOLS_DIR)
             or os.path.basename(main_file).startswith("zscgan-"))
 
@@ -154,13 +165,13 @@ def one_line_interrupt_while_starting() -> None:
     global _hook_before_start  # pylint: disable=global-statement
     if _hook_before_start is not None:
         return
-    _hook_before_start = sys.excepthook
+    _hook_before_start = previous_hook = sys.excepthook
 
     def print_interrupt_in_one_line(kind, value, trace):
         if issubclass(kind, KeyboardInterrupt):
             print(STARTING_INTERRUPT_LINE, file=sys.stderr)
         else:
-            _hook_before_start(kind, value, trace)
+            previous_hook(kind, value, trace)
 
     sys.excepthook = print_interrupt_in_one_line
 
