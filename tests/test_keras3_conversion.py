@@ -63,6 +63,31 @@ def test_keras3_file_is_rebuilt_flat_with_tf_keras_and_computes_the_same(tmp_pat
     assert expected.std() > 0.01  # The outputs differ between images, so agreeing means something.
 
 
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_keras3_sequential_classifier_is_rebuilt_and_one_never_built_is_refused_saying_so(tmp_path, suffix):
+    keras.utils.set_random_seed(0)
+    original = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255.0, name="scale"),
+        keras.layers.Conv2D(4, 3, name="conv"), keras.layers.BatchNormalization(name="bn"), keras.layers.ReLU(),
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax", name="head")],
+        name="sequential_classifier")
+    original.layers[2].set_weights([np.full(4, 1.5), np.full(4, 0.2), np.full(4, -0.1), np.full(4, 0.5)])
+    path = str(tmp_path / f"classifier{suffix}")
+    original.save(path)
+
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=path, preprocessing="raw"))
+
+    assert teacher.num_classes == 3 and len(bn_stats.batchnorm_layers(teacher.model)) == 1
+    probabilities = tf.nn.softmax(teacher.model(_pixels(), training=False)).numpy()
+    np.testing.assert_allclose(probabilities, original(_pixels(), training=False).numpy(), rtol=1e-5, atol=1e-6)
+
+    unbuilt_path = str(tmp_path / "unbuilt.keras")
+    with pytest.warns(UserWarning, match="not yet been built"):
+        keras.Sequential([keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(3)]).save(unbuilt_path)
+    with pytest.raises(UserError, match="saved before it was built"):
+        keras3_conversion.load_as_tf_keras(unbuilt_path)
+
+
 def test_keras3_teacher_file_loads_as_a_teacher_and_quantizes(tmp_path):
     path = str(tmp_path / "classifier.keras")
     _keras3_transfer_classifier().save(path)

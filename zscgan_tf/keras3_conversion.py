@@ -151,7 +151,11 @@ def load_as_tf_keras(path: str, trust_model_code: bool = False) -> tf_keras.Mode
                             f"{'class' if len(own) == 1 else 'classes'} {', '.join(map(repr, own))} of its own; "
                             f"{OWN_LAYERS_HINT}") from error
         raise UserError(f"cannot load Keras {version} model {path!r}: {first_line(error)}") from error
-    if not isinstance(original, keras.Model) or not hasattr(original, "_nodes_by_depth"):
+    if isinstance(original, keras.Sequential) and not original.built:
+        raise UserError(f"Keras {version} Sequential model {path!r} was saved before it was built, so it has no input "
+                        "shape and no weights; give its first layer an input (keras.Input(shape)) or call it on "
+                        "data, train it, and save it again")
+    if not isinstance(original, keras.Model) or not hasattr(_graph_of(keras, original), "_nodes_by_depth"):
         raise UserError(f"Keras {version} model {path!r} is not a functional or Sequential model; TF-MOT needs one "
                         "(rebuild it with tf_keras)")
     try:
@@ -244,6 +248,13 @@ def _zeros_of_shape(shape, dtype):
     return tf.zeros([1 if size is None else size for size in tf.TensorShape(shape).as_list()], dtype)
 
 
+def _graph_of(keras_module, model):
+    """The functional graph of Keras 3 `model`: a Sequential keeps one of its own (its
+    `_functional`, once built), a functional model is one. A subclassed model has none
+    (no `_nodes_by_depth`)."""
+    return getattr(model, "_functional", None) if isinstance(model, keras_module.Sequential) else model
+
+
 class _Rebuild:
     """Replays Keras 3 graphs on tf_keras tensors, one tf_keras layer per Keras 3 layer."""
 
@@ -259,7 +270,7 @@ class _Rebuild:
         inputs = tf_keras.Input(batch_shape=tuple(reference.shape), dtype=reference.dtype,
                                 name=_input_name(original))
         self.taken_names = {layer.name for layer in original.layers if not isinstance(layer, self.keras.Model)}
-        outputs = self.run(original, [inputs], prefix="")
+        outputs = self.run(_graph_of(self.keras, original), [inputs], prefix="")
         return tf_keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=original.name)
 
     def run(self, graph, inputs: List[tf.Tensor], prefix: str) -> List[tf.Tensor]:
@@ -291,8 +302,7 @@ class _Rebuild:
         return function
 
     def nested(self, nested, args, kwargs, prefix: str):
-        # A Keras 3 Sequential keeps its graph in a functional model of its own.
-        graph = getattr(nested, "_functional", None) if isinstance(nested, self.keras.Sequential) else nested
+        graph = _graph_of(self.keras, nested)
         if not hasattr(graph, "_nodes_by_depth"):
             raise UserError(f"nested model {nested.name!r} is subclassed")
         unexpected = flattening.undroppable_call_arguments(kwargs)
