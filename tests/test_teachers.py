@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import os
 import zipfile
 
@@ -59,6 +60,24 @@ def test_saved_file_with_sidecar(tiny_teacher_file):
     assert teacher.num_classes == 4
     assert teacher.description["dataset"] == "synthetic"
     assert not teacher.model.trainable
+
+
+def test_a_sidecar_named_after_the_model_without_its_extension_is_read_and_an_architecture_json_is_not(tmp_path):
+    path = str(tmp_path / "my_classifier.keras")
+    build_tiny_classifier().save(path)
+    with open(tmp_path / "my_classifier.json", "w") as sidecar:  # As the README's example names it.
+        json.dump({"class_names": ["a", "b", "c", "d"]}, sidecar)
+    assert teachers.load_teacher(_source(path)).description["class_names"] == ["a", "b", "c", "d"]
+
+    with open(path + ".json", "w") as sidecar:  # The model file's name with .json: this one counts.
+        json.dump({"class_names": ["w", "x", "y", "z"]}, sidecar)
+    assert teachers.load_teacher(_source(path)).description["class_names"] == ["w", "x", "y", "z"]
+
+    h5_path = str(tmp_path / "architecture_beside.h5")
+    build_tiny_classifier().save(h5_path, save_format="h5")
+    with open(tmp_path / "architecture_beside.json", "w") as architecture:  # model.to_json(), saved beside it.
+        architecture.write(build_tiny_classifier().to_json())
+    assert "class_names" not in teachers.load_teacher(_source(h5_path, preprocessing="tf")).description
 
 
 @pytest.mark.parametrize("suffix", [".h5", "_savedmodel"])

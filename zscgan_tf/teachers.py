@@ -338,20 +338,43 @@ def imagenet_class_names() -> Tuple[str, ...]:
         raise UserError(f"cannot fetch ImageNet's class names ({first_line(error)})") from error
 
 
+# Keys of a teacher's description that a JSON file of another kind (a Keras architecture
+# saved with `model.to_json()`) does not hold.
+SIDECAR_KEYS = ("class_names", "preprocessing")
+
+
 def read_sidecar(model_path: str) -> dict:
     """The JSON description saved beside a model file, or {} when there is none.
+
+    It is `<model file>.json` (`teacher.keras.json`, as `tools/train_teacher.py` writes it),
+    else `<model file without its extension>.json` (`teacher.json`, as a user may name it)
+    when that holds `SIDECAR_KEYS`.
 
     Raises:
       UserError: if the sidecar exists but is not valid JSON.
     """
-    sidecar_path = os.path.normpath(model_path) + SIDECAR_SUFFIX
+    path = os.path.normpath(model_path)
+    sidecar_path = path + SIDECAR_SUFFIX
     if not os.path.exists(sidecar_path):
-        return {}
+        return _sidecar_without_model_extension(path)
     try:
         with open(sidecar_path) as sidecar:
             return json.load(sidecar)
     except (OSError, ValueError) as error:
         raise UserError(f"cannot read teacher description {sidecar_path!r}: {first_line(error)}") from error
+
+
+def _sidecar_without_model_extension(path: str) -> dict:
+    """`<path without its extension>.json` when it is a teacher's description, else {}."""
+    sidecar_path = os.path.splitext(path)[0] + SIDECAR_SUFFIX
+    if sidecar_path == path + SIDECAR_SUFFIX or not os.path.isfile(sidecar_path):
+        return {}
+    try:
+        with open(sidecar_path) as sidecar:
+            description = json.load(sidecar)
+    except (OSError, ValueError):
+        return {}  # Not ours to read.
+    return description if isinstance(description, dict) and set(SIDECAR_KEYS) & set(description) else {}
 
 
 def _resolve_preprocessing(source: TeacherSource, default_mode: str, description: dict) -> Preprocessing:
