@@ -110,6 +110,23 @@ def test_qat_checkpoint_exports_when_the_student_file_is_missing(run_dir, tmp_pa
     assert [tensor.dtype for tensor in _model_report(output).inputs] == ["uint8"]
 
 
+def test_weight_scales_a_qat_student_was_not_trained_with_are_refused_saying_how_to_get_them(run_dir, tmp_path,
+                                                                                               convert):
+    work_dir, _ = run_dir  # Trained per-channel, the default.
+    for source in ([f"--run_dir={work_dir}"],
+                   [f"--student={work_dir / 'student.h5'}", f"--generator={work_dir / 'generator.keras'}"]):
+        result = convert(*source, f"--output={tmp_path / 'per_tensor.tflite'}", "--noper_channel")
+        assert result.returncode == 2 and not (tmp_path / "per_tensor.tflite").exists()
+        assert result.stderr.startswith("error: --noper_channel applies to post-training quantization: this QAT "
+                                        "student's weights were trained with per-channel scales"), result.stderr
+        assert "python -m zscgan_tf.train ... --noper_channel" in result.stderr
+        assert convert(*source, f"--output={tmp_path / 'per_channel.tflite'}", "--per_channel").returncode == 0
+    # Post-training quantization takes either.
+    result = convert(f"--teacher={run_dir[1]}", f"--generator={work_dir / 'generator.keras'}",
+                     f"--output={tmp_path / 'ptq_per_tensor.tflite'}", "--noper_channel", "--calibration_samples=16")
+    assert result.returncode == 0, result.stderr
+
+
 def test_a_run_whose_teacher_moved_says_how_to_find_it(run_dir, tmp_path, convert):
     work_dir, teacher_path = run_dir
     copy = tmp_path / "run"  # A run directory taken to another machine, its teacher elsewhere there.

@@ -286,6 +286,11 @@ def test_per_channel_option_controls_conv_weight_ranges():
 
     assert kernel_min_shape(per_channel) == (16,)
     assert kernel_min_shape(per_tensor) == ()
+    # As a student read back from its file tells it.
+    assert quantize.weights_per_channel(per_channel) is True
+    assert quantize.weights_per_channel(per_tensor) is False
+    dense_only = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(3)])
+    assert quantize.weights_per_channel(quantize.quantize_student(dense_only)[0]) is None  # Nothing to tell by.
 
 
 def test_rejects_subclassed_and_nested_models():

@@ -692,6 +692,27 @@ def test_teacher_the_converter_cannot_make_integer_is_one_line_before_training(t
     assert not work_dir.exists()
 
 
+def test_a_per_tensor_w8a8_student_that_cannot_export_is_one_line_before_training_and_ptq_alone_runs(
+        tmp_path, tiny_teacher_file, capsys):
+    # Each of the tiny teacher's convolutions is followed by a BatchNormalization.
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--noper_channel"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: the W8A8 QAT student cannot be exported as fully-integer TFLite with per-tensor "
+                            "weight scales (--noper_channel), so this run would fail at export, after training")
+    assert "tensorflow/model-optimization#1131" in error and "--distillation_steps=0" in error
+    assert len(error.splitlines()) == 1 and not work_dir.exists()
+    # The way out it names: the post-training model, with per-tensor weights.
+    assert train.main(["train", f"--flagfile={flagfile}", "--distillation_steps=0"]) == 0
+    with open(work_dir / "ptq_int8.tflite", "rb") as model_file:
+        assert tflite_model.inspect_tflite(model_file.read()).is_fully_integer
+    assert not (work_dir / "qat_int8.tflite").exists()
+    # Simulated schemes are not exported, so per-tensor weights are theirs to train.
+    capsys.readouterr()
+    assert train.main(["train", f"--flagfile={flagfile}", f"--work_dir={tmp_path / 'w4a4'}", "--quantization=w4a4"]) == 0
+
+
 def test_allowed_float_ops_stay_float_in_the_int8_models_and_every_report_says_so(tmp_path, capsys):
     teacher_path = str(tmp_path / "elu_teacher.keras")
     build_two_block_classifier(extra_layer="elu").save(teacher_path)

@@ -54,7 +54,7 @@ from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export, files  # noqa: E402
-from zscgan_tf import quantization_stages, quantizer_ranges, teachers, tflite_model  # noqa: E402
+from zscgan_tf import quantization_stages, quantize, quantizer_ranges, teachers, tflite_model  # noqa: E402
 from zscgan_tf.errors import UserError, first_line  # noqa: E402
 from zscgan_tf.preprocessing import Preprocessing  # noqa: E402
 
@@ -255,6 +255,22 @@ def _check_output(path: str) -> None:
         raise UserError(f"cannot write --output {path!r}: {reason}")
 
 
+def _check_weight_scales(model) -> None:
+    """Refuses a --per_channel or --noper_channel that a QAT student cannot follow: its weights
+    were trained with the scales of its scheme, and its export keeps them."""
+    if not (FLAGS["per_channel"].present and export.is_quantization_aware(model)):
+        return
+    trained_per_channel = quantize.weights_per_channel(model)
+    if trained_per_channel is None or trained_per_channel == FLAGS.per_channel:
+        return
+    flag = "--per_channel" if FLAGS.per_channel else "--noper_channel"
+    raise UserError(f"{flag} applies to post-training quantization: this QAT student's weights were trained with "
+                    f"{'per-channel' if trained_per_channel else 'per-tensor'} scales, which its export keeps. For "
+                    f"{'per-channel' if FLAGS.per_channel else 'per-tensor'} weights, train a student with "
+                    f"`python -m zscgan_tf.train ... {flag}`, or export the teacher with PTQ (--teacher and "
+                    f"--generator) {flag}")
+
+
 def labels_path_for(output: str) -> str:
     """Where the labels of the model written to `output` go: `model.tflite` -> `model_labels.txt`."""
     stem, extension = os.path.splitext(output)
@@ -272,6 +288,7 @@ def convert() -> None:
     if FLAGS.generator and FLAGS.data_source != "generator":
         raise UserError(f"--generator is only used with --data_source=generator, not {FLAGS.data_source}")
     model, calibration, description, preprocessing, class_names = _model_to_convert()
+    _check_weight_scales(model)
     io_dtype, allow_float_ops = _export_settings()
     # The input's range covers every pixel where the preprocessing says what pixels become.
     input_range = preprocessing.input_range(int(model.inputs[0].shape[-1])) if preprocessing else None

@@ -371,6 +371,18 @@ def describe_student(student: tf_keras.Model) -> Tuple[LayerQuantization, ...]:
     return tuple(rows)
 
 
+def weights_per_channel(student: tf_keras.Model) -> Optional[bool]:
+    """Whether the convolutions of TF-MOT `student` quantize their weights with a scale per
+    output channel (`QuantizationScheme.per_channel`), which its TFLite export keeps; None
+    when it has no quantized convolution to tell by (TF-MOT gives Dense layers one scale)."""
+    per_axis = [bool(getattr(quantizer, "per_axis", False))
+                for layer in student.layers
+                if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper)
+                and isinstance(layer.layer, (tf_keras.layers.Conv2D, tf_keras.layers.DepthwiseConv2D))
+                for _, quantizer in layer.quantize_config.get_weights_and_quantizers(layer.layer)]
+    return any(per_axis) if per_axis else None
+
+
 def layer_type(layer) -> str:
     """A layer's class name, as a report gives it: a Keras 3 layer run as it is inside a
     rebuilt teacher by its own class ("Keras 3 ChannelScale")."""
