@@ -649,6 +649,11 @@ def test_low_bit_range_method_binds_a_w4a4_run_and_not_an_8_bit_one(tmp_path, ti
     (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
     (["--low_bit_ranges=percentile"], "--low_bit_ranges=percentile: value should be one of <mse|min_max>"),
     (["--flagfile=/nonexistent/demo.cfg"], "flagfile '/nonexistent/demo.cfg' does not exist"),
+    (["--flagfile", "/nonexistent/demo.cfg"], "flagfile '/nonexistent/demo.cfg' does not exist"),
+    (["--flagfile", "/"], "flagfile '/' is not a file"),
+    # A forgotten --flagfile= used to run the default pipeline into runs/demo.
+    (["configs/demo.cfg"], "'configs/demo.cfg' is not a flag: flags start with -- (a flagfile is given as "
+                           "--flagfile=<path>"),
     (["--teacher=resnet9000"], "unknown teacher model 'resnet9000'"),
     (["--teacher=/nonexistent/teacher.keras"], "does not exist"),
     (["--batch_size=0"], "--batch_size must be positive, got 0"),
@@ -668,6 +673,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, arguments, message):
     assert status == 2
     assert error.startswith("error: ") and message in error
     assert len(error.splitlines()) == 1
+
+
+def test_a_flagfile_line_without_dashes_is_refused_where_it_was_ignored(tmp_path, tiny_teacher_file, capsys):
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["generator_steps=2"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: 'generator_steps=2' is not a flag: flags start with --")
+    assert len(error.splitlines()) == 1 and not work_dir.exists()
 
 
 def test_blur_wider_than_the_teacher_image_is_one_line_before_training(tmp_path, tiny_teacher_file, capsys):

@@ -31,7 +31,6 @@ STORAGE_FULL_STATUS = 4
 STORAGE_FULL_MESSAGES = ("No space left on device", "Disk quota exceeded")
 INTERRUPTED_STATUS = stop_signals.exit_status(signal.SIGINT)  # 130, as a shell reports it.
 TERMINATED_STATUS = stop_signals.exit_status(signal.SIGTERM)  # 143.
-FLAGFILE_PREFIX = "--flagfile="
 HELP_ARGUMENTS = ("--help", "-h", "-?", "--helpshort")  # The entry point's own flags.
 FULL_HELP_ARGUMENTS = ("--helpfull",)  # Every flag defined in the process, by module.
 # The entry points' flags that name files or directories. A leading "~" in them is the home
@@ -45,20 +44,23 @@ PATH_FLAG_NAMES = ("work_dir", "teacher", "teacher_weights", "teacher_cache_dir"
 def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
     """Parses `argv` into `flag_values`, with "~" in `PATH_FLAG_NAMES` the home directory; a bad flag
     or flagfile becomes a `UserError`."""
-    for argument in argv[1:]:
-        if argument.startswith(FLAGFILE_PREFIX):
-            path = os.path.expanduser(argument[len(FLAGFILE_PREFIX):])  # As absl reads it.
-            if not os.path.exists(path):
-                raise UserError(f"flagfile {path!r} does not exist")
-            if not os.path.isfile(path):
-                raise UserError(f"flagfile {path!r} is not a file")
-            if not os.access(path, os.R_OK):
-                raise UserError(f"flagfile {path!r} is not readable")
+    for path in _flagfile_paths(argv[1:]):
+        path = os.path.expanduser(path)  # As absl reads it.
+        if not os.path.exists(path):
+            raise UserError(f"flagfile {path!r} does not exist")
+        if not os.path.isfile(path):
+            raise UserError(f"flagfile {path!r} is not a file")
+        if not os.access(path, os.R_OK):
+            raise UserError(f"flagfile {path!r} is not readable")
     flag_values.unparse_flags()
     try:
-        flag_values(list(argv))
+        # absl hands back what is not a flag: words on the command line, and flagfile lines without "--".
+        not_flags = flag_values(list(argv))[1:]
     except flags.Error as error:
         raise UserError(first_line(error)) from error
+    if not_flags:
+        raise UserError(f"{not_flags[0]!r} is not a flag: flags start with -- (a flagfile is given as "
+                        "--flagfile=<path>, and each of its lines is a flag such as --generator_steps=600)")
     for name in PATH_FLAG_NAMES:
         if name in flag_values and flag_values[name].value:
             value = flag_values[name].value
@@ -66,6 +68,17 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
                         else os.path.expanduser(value))
             if expanded != value:
                 flag_values[name].value = expanded
+
+
+def _flagfile_paths(arguments: Sequence[str]):
+    """The flagfiles named on a command line: `--flagfile=<path>` or `--flagfile <path>` (one dash too)."""
+    for index, argument in enumerate(arguments):
+        name, equals, value = argument.partition("=")
+        if name in ("--flagfile", "-flagfile"):
+            if equals:
+                yield value
+            elif index + 1 < len(arguments):
+                yield arguments[index + 1]
 
 
 def usage(flag_values: flags.FlagValues, module_name: str, full: bool = False) -> str:
