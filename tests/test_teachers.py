@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -78,6 +79,25 @@ def test_a_sidecar_named_after_the_model_without_its_extension_is_read_and_an_ar
     with open(tmp_path / "architecture_beside.json", "w") as architecture:  # model.to_json(), saved beside it.
         architecture.write(build_tiny_classifier().to_json())
     assert "class_names" not in teachers.load_teacher(_source(h5_path, preprocessing="tf")).description
+
+
+@pytest.mark.parametrize("sidecar, message", [
+    ('{"class_names": 5}', 'its "class_names" is not a list of strings'),
+    ("[1, 2]", "it holds a JSON list, not an object"),
+    ('{"preprocessing": "tf"}', 'its "preprocessing" is not an object with a "mode"'),
+    ('{"class_names": ["a", "b"]}', "names 2 classes (\"class_names\"), but the teacher 'my_classifier' has 4 outputs"),
+])
+def test_a_description_that_is_not_one_is_one_line_naming_what_is_wrong(tmp_path, sidecar, message):
+    path = str(tmp_path / "my_classifier.keras")
+    build_tiny_classifier().save(path)
+    for sidecar_path in (path + ".json", str(tmp_path / "my_classifier.json")):
+        with open(sidecar_path, "w") as sidecar_file:
+            sidecar_file.write(sidecar)
+        with pytest.raises(UserError, match=re.escape(message)):
+            teachers.load_teacher(_source(path, preprocessing="tf"))
+        if sidecar.startswith("["):  # Not ours to read when it does not carry our name.
+            break
+        os.remove(sidecar_path)
 
 
 @pytest.mark.parametrize("suffix", [".h5", "_savedmodel"])

@@ -226,6 +226,10 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
     rebuild_notes = _float32_notes(model, preprocessing)
     model = _float32_model(model, image_shape)
     num_classes = _validate_output(model)
+    named = len(description.get("class_names") or ())
+    if named and named != num_classes:
+        raise UserError(f"the teacher's description names {named} classes (\"class_names\"), but the teacher "
+                        f"{name!r} has {num_classes} outputs; give one name per output, in output order")
     hiding = _layers_holding_batchnorm(model)
     hiding_names = listed(hiding, LAYERS_NAMED)
     batchnorm_count = len(bn_stats.batchnorm_layers(model))  # Also raises for nested or shared BN layers.
@@ -359,9 +363,27 @@ def read_sidecar(model_path: str) -> dict:
         return _sidecar_without_model_extension(path)
     try:
         with open(sidecar_path) as sidecar:
-            return json.load(sidecar)
+            description = json.load(sidecar)
     except (OSError, ValueError) as error:
         raise UserError(f"cannot read teacher description {sidecar_path!r}: {first_line(error)}") from error
+    _check_sidecar(description, sidecar_path)
+    return description
+
+
+def _check_sidecar(description, sidecar_path: str) -> None:
+    """Refuses a description whose parts are not of the kinds `tools/train_teacher.py` writes."""
+    problem = None
+    if not isinstance(description, dict):
+        problem = f"it holds a JSON {type(description).__name__}, not an object such as {{\"class_names\": [...]}}"
+    elif "class_names" in description and not (isinstance(description["class_names"], list) and all(
+            isinstance(name, str) for name in description["class_names"])):
+        problem = "its \"class_names\" is not a list of strings"
+    elif "preprocessing" in description and not (isinstance(description["preprocessing"], dict)
+                                                 and isinstance(description["preprocessing"].get("mode"), str)):
+        problem = ("its \"preprocessing\" is not an object with a \"mode\" (pass --teacher_preprocessing instead, "
+                   "or leave it out)")
+    if problem:
+        raise UserError(f"cannot use teacher description {sidecar_path!r}: {problem}")
 
 
 def _sidecar_without_model_extension(path: str) -> dict:
@@ -374,7 +396,10 @@ def _sidecar_without_model_extension(path: str) -> dict:
             description = json.load(sidecar)
     except (OSError, ValueError):
         return {}  # Not ours to read.
-    return description if isinstance(description, dict) and set(SIDECAR_KEYS) & set(description) else {}
+    if not (isinstance(description, dict) and set(SIDECAR_KEYS) & set(description)):
+        return {}
+    _check_sidecar(description, sidecar_path)
+    return description
 
 
 def _resolve_preprocessing(source: TeacherSource, default_mode: str, description: dict) -> Preprocessing:
