@@ -127,6 +127,15 @@ def test_weight_scales_a_qat_student_was_not_trained_with_are_refused_saying_how
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("saved_config, message", [
+    ("{", "Expecting property name"), ('{"foo": 1}', "unknown config key 'foo'"), ("[1]", "")])
+def test_a_run_directory_whose_config_cannot_be_read_is_one_line(tmp_path, convert, saved_config, message):
+    (tmp_path / "config.json").write_text(saved_config)
+    result = convert(f"--run_dir={tmp_path}", f"--output={tmp_path / 'x.tflite'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: cannot read the run's config '{tmp_path / 'config.json'}': {message}")
+
+
 def test_a_run_whose_teacher_moved_says_how_to_find_it(run_dir, tmp_path, convert):
     work_dir, teacher_path = run_dir
     copy = tmp_path / "run"  # A run directory taken to another machine, its teacher elsewhere there.

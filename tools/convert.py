@@ -183,8 +183,13 @@ def _run_config(run_dir) -> config_lib.RunConfig:
     config_path = os.path.join(run_dir, config_lib.CONFIG_FILE)
     if not os.path.exists(config_path):
         raise UserError(f"{run_dir!r} is not a run directory (no {config_lib.CONFIG_FILE})")
-    with open(config_path) as config_file:
-        return config_lib.RunConfig.from_dict(json.load(config_file))
+    try:
+        with open(config_path) as config_file:
+            return config_lib.RunConfig.from_dict(json.load(config_file))
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        raise UserError(f"cannot read the run's config {config_path!r}: {first_line(error)}") from error
+    except UserError as error:
+        raise UserError(f"cannot read the run's config {config_path!r}: {error}") from error
 
 
 def _export_settings() -> Tuple[str, bool]:
