@@ -158,11 +158,40 @@ def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, tiny_teach
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
     assert "already trained" in capsys.readouterr().out
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir, steps=6)}"]) == 0
-    assert "QAT state built on the old one is discarded" in capsys.readouterr().out
+    assert "int8 models and reports built on the old generator are discarded" in capsys.readouterr().out
     report = json.loads((work_dir / "report.json").read_text())
     assert report["generator_training"]["resumed_from_step"] == 4
     assert report["generator_training"]["steps"] == 6
     assert report["quantization"]["summary"]["resumed_from_step"] == 0  # The student is redone on the new generator.
+
+
+def test_a_longer_generator_run_stopped_midway_keeps_the_old_student_models_and_reports(tmp_path, tiny_teacher_file,
+                                                                                         monkeypatch, capsys):
+    from zscgan_tf import zero_shot
+    work_dir = tmp_path / "run"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    built = ("student.h5", "qat_int8.tflite", "ptq_int8.tflite", "export_report.md", "report.md", "report.json")
+    digests = {name: file_digest(str(work_dir / name)) for name in built}
+    original_step = zero_shot.GeneratorTrainer.train_step
+
+    def step_stopped_at_step_6(trainer):
+        if int(trainer.step.numpy()) == 6:
+            raise KeyboardInterrupt  # Ctrl-C, as the loop's handler raises it.
+        return original_step(trainer)
+
+    monkeypatch.setattr(zero_shot.GeneratorTrainer, "train_step", step_stopped_at_step_6)
+    longer = _flagfile(tmp_path, tiny_teacher_file, work_dir, steps=8)
+    assert train.main(["train", f"--flagfile={longer}"]) == 130
+    assert "discarded" not in capsys.readouterr().out
+    # The old generator's student, models and reports, whole and as they were (tools/convert.py exports them).
+    assert {name: file_digest(str(work_dir / name)) for name in built} == digests
+    assert json.loads((work_dir / "state.json").read_text())["distillation"]["steps"] == 3
+    monkeypatch.setattr(zero_shot.GeneratorTrainer, "train_step", original_step)
+    assert train.main(["train", f"--flagfile={longer}"]) == 0
+    output = capsys.readouterr().out
+    assert "generator: the student, int8 models and reports built on the old generator are discarded" in output
+    report = json.loads((work_dir / "report.json").read_text())
+    assert report["generator_training"]["steps"] == 8 and report["quantization"]["summary"]["resumed_from_step"] == 0
 
 
 def test_fewer_steps_than_trained_are_refused_and_nothing_is_discarded(tmp_path, tiny_teacher_file, capsys):
@@ -851,7 +880,7 @@ def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest
             in output)
     assert "generator 1 of 2 (seed 0): already trained (4 steps), restoring its checkpoint" in output
     assert "generator 2 of 2 (seed 1000): training 4 steps" in output
-    assert "the QAT state built on the old one is discarded" in output  # Then redone from the pool.
+    assert "int8 models and reports built on the old generator are discarded" in output  # Then redone from the pool.
     first, second = generator_lib.pool_members(pipeline.load_generator(str(work_dir / "generator.keras")))
     for kept, reloaded in zip(single.get_weights(), first.get_weights()):  # Not retrained.
         np.testing.assert_array_equal(kept, reloaded)
@@ -872,7 +901,7 @@ def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest
     output = capsys.readouterr().out
     assert "holds 2 generators and --generator_pool_size=1: the first restored from its checkpoint\n" in output
     assert "generator: already trained (4 steps), restoring its checkpoint" in output
-    assert "the QAT state built on the old one is discarded" in output
+    assert "int8 models and reports built on the old generator are discarded" in output
     rebuilt = pipeline.load_generator(str(work_dir / "generator.keras"))
     assert generator_lib.pool_members(rebuilt) == [rebuilt]
     for kept, reloaded in zip(single.get_weights(), rebuilt.get_weights()):

@@ -109,14 +109,23 @@ def load_generator(path: str) -> tf_keras.Model:
         "RoundRobinSplit": generator_lib.RoundRobinSplit, "RoundRobinMerge": generator_lib.RoundRobinMerge})
 
 
+# What a run builds from its generator's samples: QAT state and student, int8 models
+# calibrated on or distilled from them, and the reports that measure them.
+BUILT_FROM_GENERATOR = (quantization_stages.DISTILLATION_DIR, quantization_stages.STUDENT_MODEL_FILE,
+                        quantization_stages.QAT_TFLITE_FILE, quantization_stages.PTQ_TFLITE_FILE,
+                        quantization_stages.EXPORT_REPORT_FILE, run_report.REPORT_MARKDOWN_FILE,
+                        run_report.REPORT_JSON_FILE)
+
+
 def _discard_downstream_of_generator(work_dir: str, state: dict):
-    """A generator that trains further makes the student and exports built from it stale."""
-    stale = [name for name in (quantization_stages.DISTILLATION_DIR, quantization_stages.STUDENT_MODEL_FILE)
-             if os.path.exists(os.path.join(work_dir, name))]
+    """A new generator makes what was built from the old one's samples stale
+    (`BUILT_FROM_GENERATOR`). Called once the new one is trained: a run stopped before
+    that leaves the old generator's student, models and reports whole."""
+    stale = [name for name in BUILT_FROM_GENERATOR if os.path.exists(os.path.join(work_dir, name))]
     if not stale and "distillation" not in state and "export" not in state:
         return
-    say(f"generator: training changes the generator, so the QAT state built on the old one is discarded "
-        f"({', '.join(stale) or 'state only'})")
+    say(f"generator: the student, int8 models and reports built on the old generator are discarded, to be "
+        f"built on this one ({', '.join(stale) or 'state only'})")
     for name in stale:
         path = os.path.join(work_dir, name)
         if os.path.isdir(path):
@@ -238,9 +247,6 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     else:
         _check_trainable_on(run_config, finished)
     member_dirs = pool_member_dirs(run_config)
-    if pool_changed or any(training_loop.latest_step(member_dir) != run_config.generator_training.steps
-                           for member_dir in member_dirs):
-        _discard_downstream_of_generator(work_dir, state)
     teacher_weights = teacher.model.get_weights()
     grid_seed = run_config.seed + GRID_SEED_OFFSET
     members, summaries = [], []
@@ -281,6 +287,10 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
         members.append(generator)
     zero_shot.check_teacher_unchanged(teacher, teacher_weights)
     generator = members[0] if len(members) == 1 else generator_lib.pool_generators(members)
+    # Another generator than the one the state records (more steps, another pool), rather than
+    # the same one restored from its checkpoints (a damaged generator.keras).
+    if finished and (finished.get("steps") != run_config.generator_training.steps or pool_changed):
+        _discard_downstream_of_generator(work_dir, state)
     save_keras_model_atomic(generator, model_path)
     # The first generator's summary stands for the stage (the report's BN figures); the pool's in "members".
     state["generator"] = {"steps": summaries[0]["steps"], "summary": summaries[0],
