@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import bn_stats, flattening, quantize, teachers
+from zscgan_tf import bn_stats, flattening, logits, quantize, teachers
 from zscgan_tf.errors import UserError
 
 
@@ -155,8 +155,10 @@ def test_teacher_that_scales_pixels_itself_read_with_assumed_preprocessing_gets_
 
     assumed = teachers.load_teacher(teachers.TeacherSource(model=path))
     assert assumed.preprocessing.mode == "tf"
-    assert len(assumed.warnings) == 1
-    assert "'scale' is a Rescaling" in assumed.warnings[0]
-    assert "--teacher_preprocessing=raw" in assumed.warnings[0]
+    assert assumed.warnings[0] == logits.SOFTMAX_REMOVED_NOTE  # Its head is a softmax.
+    assert len(assumed.warnings) == 2
+    assert "'scale' is a Rescaling" in assumed.warnings[1]
+    assert "--teacher_preprocessing=raw" in assumed.warnings[1]
     for mode in ("raw", "tf"):  # Said on purpose: no doubt left.
-        assert teachers.load_teacher(teachers.TeacherSource(model=path, preprocessing=mode)).warnings == ()
+        assert teachers.load_teacher(teachers.TeacherSource(model=path, preprocessing=mode)).warnings == (
+            logits.SOFTMAX_REMOVED_NOTE,)

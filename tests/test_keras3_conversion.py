@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import bn_stats, export, flattening, keras3_conversion, quantize, teachers, tflite_model
+from zscgan_tf import bn_stats, export, flattening, keras3_conversion, logits, quantize, teachers, tflite_model
 from zscgan_tf.errors import UserError
 
 
@@ -92,7 +92,7 @@ def test_keras3_teacher_file_loads_as_a_teacher_and_quantizes(tmp_path):
     path = str(tmp_path / "classifier.keras")
     _keras3_transfer_classifier().save(path)
     teacher = teachers.load_teacher(teachers.TeacherSource(model=path, preprocessing="raw"))
-    assert teacher.num_classes == 3 and teacher.warnings == ()
+    assert teacher.num_classes == 3 and teacher.warnings == (logits.SOFTMAX_REMOVED_NOTE,)
     assert len(bn_stats.batchnorm_layers(teacher.model)) == 2
     probabilities = tf.nn.softmax(teacher.model(_pixels(), training=False)).numpy()
     np.testing.assert_allclose(probabilities, _keras3_transfer_classifier()(_pixels(), training=False).numpy(),

@@ -49,7 +49,7 @@ def test_binary_output_becomes_two_logits_with_the_same_probabilities(head):
 
 
 @pytest.mark.parametrize("softmax_as", ["activation", "layer", "op"])
-def test_final_softmax_is_removed_and_nothing_is_noted(softmax_as):
+def test_final_softmax_is_removed_and_the_note_says_the_exports_output_logits(softmax_as):
     tf_keras.utils.set_random_seed(0)
     inputs, hidden = _body()
     if softmax_as == "activation":
@@ -60,7 +60,7 @@ def test_final_softmax_is_removed_and_nothing_is_noted(softmax_as):
         outputs = tf.nn.softmax(tf_keras.layers.Dense(3)(hidden))
     model = tf_keras.Model(inputs, outputs)
     logit_model, note = logits.logits_model(model)
-    assert note is None
+    assert note == logits.SOFTMAX_REMOVED_NOTE and "output logits, not probabilities" in note
     np.testing.assert_allclose(tf.nn.softmax(logit_model(_features())).numpy(), model(_features()).numpy(),
                                rtol=1e-5, atol=1e-6)
 

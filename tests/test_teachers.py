@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import export, flattening, model_files, teachers, tflite_model
+from zscgan_tf import export, flattening, logits, model_files, teachers, tflite_model
 from zscgan_tf.errors import UserError
 
 from conftest import build_tiny_classifier
@@ -167,7 +167,7 @@ def test_a_fully_convolutional_classifiers_1x1_output_is_read_as_a_class_vector(
     images = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype("float32")
     expected_logits = tf_keras.Model(inputs, scores)(images, training=False).numpy().reshape(3, 5)
     np.testing.assert_allclose(teacher.model(images, training=False).numpy(), expected_logits, rtol=1e-5, atol=1e-6)
-    assert "the teacher's output has shape (1, 1, 5); it is read as 5 class scores" in teacher.warnings[0]
+    assert "the teacher's output has shape (1, 1, 5); it is read as 5 class scores" in teacher.warnings[-1]
 
 
 @pytest.mark.parametrize("wrap, kind, student", [
@@ -293,7 +293,8 @@ def test_mixed_precision_teacher_is_rebuilt_to_compute_in_float32_and_exports_in
     teacher = teachers.load_teacher(_source(path))
 
     assert {layer.compute_dtype for layer in teacher.model.layers} == {"float32"}
-    assert len(teacher.warnings) == 1 and "mixed precision (4 layers computing in mixed_float16)" in teacher.warnings[0]
+    assert teacher.warnings[0] == logits.SOFTMAX_REMOVED_NOTE  # Its head is a softmax.
+    assert len(teacher.warnings) == 2 and "mixed precision (4 layers computing in mixed_float16)" in teacher.warnings[1]
     images = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32)
     # The same weights: float32 logits against float16 probabilities.
     np.testing.assert_allclose(tf.nn.softmax(teacher.model(images, training=False)), model(images, training=False),

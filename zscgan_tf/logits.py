@@ -18,6 +18,11 @@ SOFTMAX_SYMBOLS = frozenset({"nn.softmax", "math.softmax"})
 SIGMOID_SYMBOLS = frozenset({"math.sigmoid", "nn.sigmoid", "sigmoid"})
 
 
+SOFTMAX_REMOVED_NOTE = ("the teacher's final softmax is removed, since distillation works on logits: the student "
+                        "and the exported models output logits, not probabilities (the predicted class, their "
+                        "argmax, is the same; apply a softmax on the device for probabilities)")
+
+
 def logits_model(model: tf_keras.Model) -> Tuple[tf_keras.Model, Optional[str]]:
     """The same classifier returning logits, and a note for the user if its output changed form.
 
@@ -32,8 +37,9 @@ def logits_model(model: tf_keras.Model) -> Tuple[tf_keras.Model, Optional[str]]:
       `[1 - sigmoid(z), sigmoid(z)]`; class 1 is the positive class.
 
     Returns:
-      (model, note): `model` itself when its output already is logits; note is None
-      unless the number of outputs changed (the binary case), which exported models keep.
+      (model, note): `model` itself when its output already is logits, and note None;
+      otherwise a note saying what the student and the exported models output instead
+      (logits; two of them in the binary case), which a device app must know.
 
     Raises:
       UserError: for a subclassed model, a sigmoid output of several units (multi-label,
@@ -55,12 +61,12 @@ def logits_model(model: tf_keras.Model) -> Tuple[tf_keras.Model, Optional[str]]:
         _is_tensorflow_call(last, SOFTMAX_SYMBOLS) and last.inbound_nodes[0].call_kwargs.get("axis", -1) in (
             -1, len(last.input.shape) - 1))
     if is_softmax_layer:
-        return tf_keras.Model(model.inputs, last.input, name=model.name), None
+        return tf_keras.Model(model.inputs, last.input, name=model.name), SOFTMAX_REMOVED_NOTE
     if activation is tf_keras.activations.softmax:
         replacement = _rebuilt(last, name=f"{last.name}_logits")
         logits = replacement(last.input)
         replacement.set_weights(last.get_weights())
-        return tf_keras.Model(model.inputs, logits, name=model.name), None
+        return tf_keras.Model(model.inputs, logits, name=model.name), SOFTMAX_REMOVED_NOTE
     return model, None
 
 
