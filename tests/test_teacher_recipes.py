@@ -158,7 +158,7 @@ def _run_tool(*arguments):
                           cwd=REPO_ROOT, capture_output=True, text=True, check=False)
 
 
-def test_tool_reports_bad_input_as_one_line():
+def test_tool_reports_bad_input_as_one_line(tmp_path):
     result = _run_tool("--architecture=resnet8", "--dataset=no_such_dataset", "--output=/tmp/never.keras")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
@@ -166,6 +166,14 @@ def test_tool_reports_bad_input_as_one_line():
     result = _run_tool("--no_such_flag")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: Unknown command line flag 'no_such_flag'"
+    # A directory, even with --overwrite, is refused before training, not when the model is saved.
+    directory = tmp_path / "teacher.keras"
+    directory.mkdir()
+    result = _run_tool("--architecture=resnet8", "--dataset=digits", "--overwrite", "--epochs=1", f"--output={directory}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (f"error: --output '{directory}' is a directory; name the .keras "
+                                                      "file to write")
+    assert os.listdir(tmp_path) == ["teacher.keras"]  # No training backup beside it: refused before training.
 
 
 def test_tool_trains_a_custom_teacher_and_refuses_to_overwrite_it(tmp_path):

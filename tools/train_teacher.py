@@ -83,6 +83,8 @@ def run() -> dict:
     else:
         recipe = _custom_recipe()
         path = FLAGS.output
+    if os.path.isdir(path):  # --overwrite replaces a model file, not a directory.
+        raise UserError(f"--output {path!r} is a directory; name the .keras file to write")
     if os.path.exists(path) and not FLAGS.overwrite:
         if FLAGS.builtin is not None and FLAGS.output is None:
             description = teachers.read_sidecar(path)
