@@ -55,3 +55,14 @@ def test_a_stopped_benchmark_says_whether_a_rerun_resumes_or_starts_again(tmp_pa
     advice = "checkpoint saved, rerun the same command to resume" if own_work_dir else \
         "rerun the same command to start again"
     assert re.fullmatch(rf"stopped: SIGTERM at generator step \d+; {advice}", last_line), last_line
+
+
+def test_a_work_dir_that_is_a_file_is_one_line_before_anything_runs(tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    result = subprocess.run(COMMAND + ["--steps=6", f"--work_dir={a_file}"], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (f"error: cannot use --work_dir '{a_file}': '{a_file}' is not a "
+                                                      "directory")
+    assert a_file.read_text() == "mine"

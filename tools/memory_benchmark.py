@@ -23,7 +23,7 @@ import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from zscgan_tf import cli, distill, pipeline, quantization_stages, quantize, teachers, zero_shot  # noqa: E402
+from zscgan_tf import cli, distill, files, pipeline, quantization_stages, quantize, teachers, zero_shot  # noqa: E402
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
 from zscgan_tf.training_loop import TrainingInterrupted  # noqa: E402
@@ -75,6 +75,9 @@ def _check_flags():
         raise UserError(f"--batch_size must be at least 2 (BN statistics need a batch), got {FLAGS.batch_size}")
     if not 0 <= FLAGS.warmup_steps < FLAGS.steps:
         raise UserError(f"--warmup_steps must be in [0, --steps), got {FLAGS.warmup_steps}")
+    reason = FLAGS.work_dir and files.unusable_directory_reason(FLAGS.work_dir)
+    if reason:
+        raise UserError(f"cannot use --work_dir {FLAGS.work_dir!r}: {reason}")
 
 
 def benchmark():
