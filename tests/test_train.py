@@ -256,6 +256,18 @@ def test_work_dir_of_a_different_run_is_refused(tmp_path, tiny_teacher_file, cap
     assert "different config (loss.bn_distance)" in error and len(error.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("contents", ['{"foo": 1}', "not json", '{"teacher": 5}'])
+def test_a_config_json_of_the_users_own_is_not_replaced(tmp_path, tiny_teacher_file, capsys, contents):
+    work_dir = tmp_path / "my_project"
+    work_dir.mkdir()
+    (work_dir / "config.json").write_text(contents)
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"error: work directory '{work_dir}' holds a config.json that is not a run's (a file of your own?), "
+                     "which a run would replace; choose another --work_dir")
+    assert (work_dir / "config.json").read_text() == contents and os.listdir(work_dir) == ["config.json"]
+
+
 def test_a_finished_run_is_evaluated_on_other_data_and_exported_as_uint8_without_retraining(
         tmp_path, tiny_teacher_file, capsys):
     from PIL import Image

@@ -20,6 +20,7 @@ The work directory of a run holds:
 """
 
 import functools
+import json
 import os
 import shutil
 from typing import Callable, Optional, Union
@@ -61,6 +62,21 @@ def check_work_dir(run_config: config_lib.RunConfig):
     reason = unusable_directory_reason(run_config.work_dir)
     if reason:
         raise UserError(f"cannot create work directory {run_config.work_dir!r}: {reason}")
+    config_path = os.path.join(run_config.work_dir, config_lib.CONFIG_FILE)
+    if os.path.isfile(config_path) and not _is_a_runs_config(config_path):
+        raise UserError(f"work directory {run_config.work_dir!r} holds a {config_lib.CONFIG_FILE} that is not a run's "
+                        "(a file of your own?), which a run would replace; choose another --work_dir")
+
+
+def _is_a_runs_config(path: str) -> bool:
+    """Whether `path` holds a config a run saved (whole: runs write it atomically), of this
+    version or an older one, rather than a file of the user's own."""
+    try:
+        with open(path) as config_file:
+            saved = json.load(config_file)
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and {"teacher", "generator", "quantization"} <= set(saved)
 
 
 def prepare_work_dir(run_config: config_lib.RunConfig):
