@@ -210,7 +210,7 @@ def define_teacher_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_bool("trust_model_code", defaults.trust_model_code, "Load model files that hold serialized Python "
                       "(Lambda layers).", flag_values=flag_values)
     flags.DEFINE_string("teacher_cache_dir", defaults.cache_dir, "Where built-in teachers are kept; empty = "
-                        "~/.cache/zscgan_tf.", flag_values=flag_values)
+                        "$ZSCGAN_TF_CACHE, else ~/.cache/zscgan_tf/teachers.", flag_values=flag_values)
     flags.DEFINE_list("teacher_custom_objects", list(defaults.custom_objects), "Python modules or .py files that "
                       "define the model's own layers (and other Keras classes or functions), imported before it "
                       "loads.", flag_values=flag_values)
