@@ -287,3 +287,28 @@ def test_litert_start_up_line_is_kept_off_stderr(float_bytes, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "XNNPACK" not in result.stderr
     assert result.stderr.endswith("stderr still works\n")
+
+
+def test_labels_in_another_order_than_the_outputs_are_warned_of_and_a_poor_teacher_is_not():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 30)
+    # Folders sorted by name, not in output order: labels 0-5 are the outputs of a shifted order.
+    order = np.array([3, 4, 5, 0, 1, 2, 6, 7, 8, 9])
+    predicted = np.where(rng.uniform(size=labels.shape) < 0.9, order[labels], rng.integers(0, 10, labels.shape))
+    warning = evaluate.label_order_warning(predicted, labels, 10, label_names=tuple("abcdefghij"),
+                                           output_names=tuple("ABCDEFGHIJ"))
+    assert warning.startswith("the FP32 teacher scores ") and "for 6 of its 10 labels it mostly predicts another "
+    assert "(label 0 ('a') -> output 3 ('D'), label 1 ('b') -> output 4 ('E'), label 2 ('c') -> output 5 ('F'), ...)" \
+        in warning
+    assert "are the labels in the teacher's output order, and the preprocessing right?" in warning
+    # A teacher that is right on its own labels, or poor and spreading its errors, is not warned of.
+    assert evaluate.label_order_warning(labels, labels, 10) is None
+    poor = np.where(rng.uniform(size=labels.shape) < 0.4, labels, rng.integers(0, 10, labels.shape))
+    assert evaluate.label_order_warning(poor, labels, 10) is None
+    # One class confused with another is a teacher's error, not an order.
+    confused = np.where(labels == 1, 7, labels)
+    assert evaluate.label_order_warning(confused, labels, 10) is None
+    # Everything read as one class (the wrong preprocessing): warned of, without names.
+    collapsed = np.full_like(labels, 4)
+    assert "for 9 of its 10 labels it mostly predicts another class (label 0 -> output 4, " in (
+        evaluate.label_order_warning(collapsed, labels, 10))

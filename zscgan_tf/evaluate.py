@@ -385,6 +385,49 @@ def largest_class_drop(reference_classes: np.ndarray, model_classes: np.ndarray,
                      model=float(np.mean(np.asarray(model_classes)[chosen] == labels[chosen])))
 
 
+# A class "mostly predicted as another" when that other class takes at least this share of its
+# images; the labels look misordered when at least `MISLABELLED_CLASSES_SHARE` of the classes
+# (and two) are.
+MOSTLY_ANOTHER_CLASS = 0.5
+MISLABELLED_CLASSES_SHARE = 0.2
+# Label mappings shown in the warning.
+SHOWN_MAPPINGS = 3
+
+
+def label_order_warning(reference_classes: np.ndarray, labels: np.ndarray, num_classes: int,
+                        label_names=(), output_names=()) -> Optional[str]:
+    """A warning when the FP32 teacher's predictions say the evaluation labels (named
+    `label_names`) are not its output indices (named `output_names`) (class folders sorted in another order than the teacher's outputs, or
+    images read with the wrong preprocessing), else None.
+
+    For each label, the class the teacher predicts most often: when for at least
+    `MISLABELLED_CLASSES_SHARE` of the labels (and two) that is another class, taking at least
+    `MOSTLY_ANOTHER_CLASS` of the label's images, the labels look misordered. A poor teacher
+    spreads its errors instead.
+    """
+    labels, reference_classes = np.asarray(labels), np.asarray(reference_classes)
+    mappings = []
+    for label in np.unique(labels):
+        predicted = np.bincount(reference_classes[labels == label], minlength=num_classes)
+        most = int(np.argmax(predicted))
+        if most != label and predicted[most] >= MOSTLY_ANOTHER_CLASS * predicted.sum():
+            mappings.append((int(label), most))
+    if len(mappings) < max(2, MISLABELLED_CLASSES_SHARE * len(np.unique(labels))):
+        return None
+
+    def named(index, names):
+        return f"{index} ({names[index]!r})" if len(names) > index else str(index)
+
+    shown = ", ".join(f"label {named(label, label_names)} -> output {named(output, output_names)}"
+                      for label, output in mappings[:SHOWN_MAPPINGS])
+    top1 = float(np.mean(reference_classes == labels))
+    return (f"the FP32 teacher scores {100 * top1:.2f}% on the evaluation data, and for {len(mappings)} of its "
+            f"{len(np.unique(labels))} labels it mostly predicts another class ({shown}"
+            f"{', ...' if len(mappings) > SHOWN_MAPPINGS else ''}): are the labels in the teacher's output order, "
+            "and the preprocessing right? (class folders are taken in sorted order, unless a sidecar's "
+            "class_names match them by name)")
+
+
 @dataclasses.dataclass(frozen=True)
 class LatencyResult:
     """Single-sample latency of a TFLite model on this machine's CPU.

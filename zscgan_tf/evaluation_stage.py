@@ -219,6 +219,10 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
         digests[f"{kind}_tflite"] = bytes_digest(contents)  # As `file_digest` gives it for the file.
     predicted = _predicted_classes(run_config, teacher, dataset, predictors, digests, progress)
     accuracy = {name: float(np.mean(classes == labels)) for name, classes in predicted.items()}
+    warning = evaluate.label_order_warning(predicted["fp32_keras"], labels, teacher.num_classes,
+                                           dataset.class_names or (), teacher_class_names(teacher))
+    if warning:
+        say(f"warning: {warning}")
     agreement = {}
     if "qat_int8_tflite" in predicted:
         agreement["qat_keras_vs_tflite"] = float(np.mean(predicted[student_name] == predicted["qat_int8_tflite"]))
