@@ -356,8 +356,13 @@ def test_low_bit_student_is_not_exported(teacher):
     scheme = quantize.QuantizationScheme.from_name("w4a4")
     student, _ = quantize.quantize_student(teacher, scheme)
     assert not scheme.exportable
-    with pytest.raises(UserError, match="W8A8"):
+    with pytest.raises(UserError, match="W8A8") as refused:
         export.convert_to_tflite(student)
+    assert str(refused.value).startswith(f"the TF-MOT student {student.name!r} simulates fewer than 8 bits in ")
+    assert "conv_2 (4-bit weights), relu_2 (4-bit activations)" in str(refused.value)
+    w4a8, _ = quantize.quantize_student(teacher, quantize.QuantizationScheme.from_name("w4a8"))
+    with pytest.raises(UserError, match=r" \(4-bit weights\)"):
+        export.convert_to_tflite(w4a8)
 
 
 def test_mobilenet_v2_qat_student_exports_fully_integer():

@@ -151,13 +151,16 @@ def is_quantization_aware(model: tf_keras.Model) -> bool:
 
 def _check_eight_bit_student(model: tf_keras.Model) -> None:
     """Refuses TF-MOT students simulating fewer than 8 bits (see `QuantizationScheme`)."""
-    low_bit_layers = [
-        f"{row.name} (w{row.weight_bits or '-'}a{row.activation_bits or '-'})"
-        for row in quantize.describe_student(model)
-        if min(row.weight_bits or EXPORT_BITS, row.activation_bits or EXPORT_BITS) < EXPORT_BITS]
+    def low_bits(row) -> str:
+        parts = [f"{bits}-bit {what}" for bits, what in ((row.weight_bits, "weights"),
+                                                         (row.activation_bits, "activations"))
+                 if bits and bits < EXPORT_BITS]
+        return " and ".join(parts)
+
+    low_bit_layers = [f"{row.name} ({low_bits(row)})" for row in quantize.describe_student(model) if low_bits(row)]
     if low_bit_layers:
         raise UserError(
-            f"{model.name!r} simulates fewer than {EXPORT_BITS} bits in "
+            f"the TF-MOT student {model.name!r} simulates fewer than {EXPORT_BITS} bits in "
             f"{', '.join(low_bit_layers[:_MAX_LISTED_LAYERS])}; TFLite kernels are "
             f"{EXPORT_BITS}-bit, so only a W8A8 student can be exported")
 
