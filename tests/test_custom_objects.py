@@ -179,6 +179,14 @@ def test_register_errors_name_the_module_in_one_line(tmp_path):
     empty.write_text("WIDTH = 3\n")
     with pytest.raises(UserError, match="defines no Keras layer, other Keras class or function"):
         custom_objects.register([str(empty)])
+    exits = tmp_path / "exits.py"  # A script's `sys.exit` used to end the command with its status and no word.
+    exits.write_text("import sys\nsys.exit(5)\n")
+    with pytest.raises(UserError, match=r"exits.py': it called sys.exit\(5\) when imported$"):
+        custom_objects.register([str(exits)])
+    without_suffix = tmp_path / "layers"  # A file, but not a .py one: not "No module named '/tmp/.../layers'".
+    without_suffix.write_text("import tf_keras\n")
+    with pytest.raises(UserError, match=r"^custom objects '.*layers' is neither a .py file nor a module name"):
+        custom_objects.register([str(without_suffix)])
 
 
 def test_a_teacher_with_its_own_layer_runs_through_the_pipeline_and_its_student_exports(layers_file, tmp_path,

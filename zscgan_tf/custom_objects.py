@@ -83,6 +83,9 @@ def _import(source: str) -> ModuleType:
             if not os.path.isfile(source):
                 raise UserError(f"custom objects file {source!r} does not exist")
             return _import_as_read_now(os.path.splitext(os.path.basename(source))[0], os.path.abspath(source))
+        if os.sep in source or os.path.exists(source):
+            raise UserError(f"custom objects {source!r} is neither a .py file nor a module name (a dotted name "
+                            "such as my_package.layers, found on the Python path)")
         if source not in sys.modules:
             spec = importlib.util.find_spec(source)  # Imports its parent packages.
             if (spec is not None and spec.submodule_search_locations is None and spec.origin
@@ -91,6 +94,9 @@ def _import(source: str) -> ModuleType:
         return importlib.import_module(source)
     except UserError:
         raise
+    except SystemExit as exit_:  # The module's code ended the import; the command goes on to say so.
+        raise UserError(f"cannot import custom objects from {source!r}: it called sys.exit({exit_.code!r}) "
+                        "when imported") from exit_
     except Exception as error:  # pylint: disable=broad-except
         # The user's code may raise anything on import; what matters is which module and why.
         raise UserError(f"cannot import custom objects from {source!r}: {type(error).__name__}: "
