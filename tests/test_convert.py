@@ -288,6 +288,8 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_
                                                                    "--data_source=generator"),
     (["--teacher=TEACHER", "--data_source=distilled", "--distilled_steps=0"], "--distilled_steps must be positive"),
     (["--run_dir=/"], "is not a run directory"),
+    (["--teacher=TEACHER", "--mode=float", "--data_source=distilled"],
+     "--data_source calibrates an int8 export; --mode=float is not calibrated"),
     ([], "pass exactly one of --run_dir, --student and --teacher"),
     # Each kind of model given where the other belongs: the message names the right flag.
     (["--student=TEACHER", "--generator=RUN/generator.keras"],

@@ -62,6 +62,8 @@ FLAGS = flags.FLAGS
 # The teacher flags a --student takes: what its input is, and the code of its own layers.
 STUDENT_FLAG_NAMES = cli.PREPROCESSING_FLAG_NAMES + ("teacher_custom_objects",)
 DATA_SOURCES = ("generator", "distilled", "noise")
+# Flags that say how an int8 export is calibrated, which the float modes would ignore.
+CALIBRATION_FLAG_NAMES = ("generator", "data_source", "distilled_steps", "calibration_samples")
 # How far (a share of the input's range) generated samples may stray outside the range the
 # teacher's preprocessing gives pixels: a generator ends in tanh and an affine map onto it.
 GENERATED_RANGE_TOLERANCE = 0.01
@@ -292,6 +294,10 @@ def convert() -> None:
         raise UserError(f"--distilled_steps must be positive, got {FLAGS.distilled_steps}")
     if FLAGS.generator and FLAGS.data_source != "generator":
         raise UserError(f"--generator is only used with --data_source=generator, not {FLAGS.data_source}")
+    calibration_flags = [name for name in CALIBRATION_FLAG_NAMES if FLAGS[name].present]
+    if FLAGS.mode != "int8" and calibration_flags:
+        raise UserError(f"--{', --'.join(calibration_flags)} {'calibrates' if len(calibration_flags) == 1 else 'calibrate'}"
+                        f" an int8 export; --mode={FLAGS.mode} is not calibrated")
     model, calibration, description, preprocessing, class_names = _model_to_convert()
     _check_weight_scales(model)
     io_dtype, allow_float_ops = _export_settings()
