@@ -54,3 +54,6 @@ def test_bad_architecture_is_one_line_and_exit_2(check_process):
     result = check_process("--architectures=MobileNet")
     assert result.stderr.strip().splitlines()[-1] == (
         "error: 'MobileNet': give the input size as Name:size, e.g. MobileNet:32")
+    result = check_process("--architectures=")  # Printed an empty table and exited 0.
+    assert result.returncode == 2 and not result.stdout
+    assert result.stderr.strip().splitlines()[-1] == "error: --architectures names no architecture"

@@ -147,6 +147,8 @@ def run() -> None:
         raise UserError(f"--calibration_samples must be positive, got {FLAGS.calibration_samples}")
     specs = (KERAS3_DEFAULT_ARCHITECTURES if FLAGS.keras == "3" and not FLAGS["architectures"].present
              else FLAGS.architectures)
+    if not [spec for spec in specs if spec.strip()]:
+        raise UserError("--architectures names no architecture")
     architectures = [parse_architecture(spec.strip(), FLAGS.keras) for spec in specs]
     print("| architecture | layers TF-MOT leaves float | QAT step | QAT int8 fully integer | PTQ int8 fully integer "
           "| QAT int8 KiB | s |")
