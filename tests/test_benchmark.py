@@ -229,3 +229,17 @@ def test_bad_input_is_one_line_and_exit_2(benchmark_process, tmp_path, arguments
     assert last_line.startswith(f"error: {message.replace('FILE', str(a_file))}"), last_line
     assert "Traceback" not in completed.stderr
     assert not work_dir.exists()  # Nothing is created before a teacher and its data have loaded.
+
+
+@pytest.mark.skipif(not data.is_idx_directory(data.DEBIAN_FASHION_MNIST_DIR),
+                    reason="Debian fashion-mnist package not installed")
+def test_a_dataset_of_another_shape_is_converted_saying_so_and_asking_when_it_is_not_the_teachers(
+        tmp_path, digits_teacher, capsys):
+    from zscgan_tf import benchmark_rows
+    from zscgan_tf.benchmark_config import BenchmarkConfig
+    benchmark = BenchmarkConfig(dataset="fashion_mnist", work_dir=str(tmp_path / "bench"), eval_max_samples=20,
+                                calibration_samples=10)
+    rows = benchmark_rows.TeacherBenchmark(digits_teacher, benchmark, progress=False)
+    assert rows.test_pixels.shape == (20, 8, 8, 1)
+    assert ("[digits_tiny] fashion_mnist images are (28, 28, 1); converted to the teacher's (8, 8, 1) (the teacher was "
+            "not trained on fashion_mnist: is --dataset right?)") in capsys.readouterr().out

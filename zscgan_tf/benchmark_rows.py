@@ -123,6 +123,11 @@ class TeacherBenchmark:
                             f"predicts {self.teacher.num_classes}")
         if self.config.eval_max_samples:
             test = test.class_balanced(self.config.eval_max_samples, seed=self.config.seed + EVALUATION_SEED_OFFSET)
+        if tuple(test.image_shape) != tuple(self.teacher.image_shape):
+            own = data.portable_source(dataset_name) == self.teacher.description.get("dataset")
+            say(f"[{self.teacher.name}] {dataset_name} images are {tuple(test.image_shape)}; converted to the "
+                f"teacher's {tuple(self.teacher.image_shape)}"
+                + ("" if own else f" (the teacher was not trained on {dataset_name}: is --dataset right?)"))
         test = test.to_input_shape(self.teacher.image_shape)
         self.test_pixels, self.test_labels = test.images, test.labels
         self.test_inputs = self.teacher.preprocessing.apply(self.test_pixels)
