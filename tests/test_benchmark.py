@@ -216,11 +216,16 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     (["--compare_to=/nonexistent"], "--compare_to '/nonexistent' is not a directory"),
     (["--qat_flip=maybe"], "flag --qat_flip="),
     (["--teachers=/nonexistent.keras"], "model file '/nonexistent.keras' does not exist"),
-    (["--work_dir=FILE/bench"], "cannot create --work_dir 'FILE/bench': 'FILE' is not a directory")])
+    (["--work_dir=FILE/bench"], "cannot create --work_dir 'FILE/bench': 'FILE' is not a directory"),
+    (["--work_dir=RUN"], "--work_dir 'RUN' is the work directory of a run (python -m zscgan_tf.train)")])
 def test_bad_input_is_one_line_and_exit_2(benchmark_process, tmp_path, arguments, message):
     # Each setting's range is checked in tests/test_benchmark_config.py; these are the paths to it.
     a_file = tmp_path / "file"
     a_file.write_text("")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "state.json").write_text("{}")
+    arguments = [argument.replace("RUN", str(tmp_path / "run")) for argument in arguments]
+    message = message.replace("RUN", str(tmp_path / "run"))
     work_dir = tmp_path / "bench"
     arguments = [f"--work_dir={work_dir}", *(argument.replace("FILE", str(a_file)) for argument in arguments)]
     completed = benchmark_process(*arguments, "--noprogress")

@@ -455,6 +455,9 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
     reason = unusable_directory_reason(benchmark.work_dir)
     if reason:
         raise UserError(f"cannot create --work_dir {benchmark.work_dir!r}: {reason}")
+    if os.path.isfile(os.path.join(benchmark.work_dir, run_state.STATE_FILE)):
+        raise UserError(f"--work_dir {benchmark.work_dir!r} is the work directory of a run (python -m "
+                        "zscgan_tf.train), which the benchmark's files would be mixed into; choose another")
     results = {"settings": benchmark.recorded(), "teachers": {}}
     run_started = time.monotonic()
 
