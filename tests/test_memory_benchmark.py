@@ -66,3 +66,18 @@ def test_a_work_dir_that_is_a_file_is_one_line_before_anything_runs(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (f"error: cannot use --work_dir '{a_file}': '{a_file}' is not a "
                                                       "directory")
     assert a_file.read_text() == "mine"
+
+
+def test_a_work_dir_holding_a_finished_benchmark_is_refused_rather_than_measuring_nothing(tmp_path):
+    command = COMMAND + ["--steps=6", "--checkpoint_every=3", f"--work_dir={tmp_path}"]
+    assert subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300).returncode == 0
+    again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "| generator |" not in again.stdout
+    assert again.stderr.strip().splitlines()[-1] == (
+        f"error: --work_dir '{tmp_path}' holds a finished benchmark (6 steps of each stage): nothing would train, so "
+        "nothing would be measured; choose another --work_dir, or none (a temporary one)")
+    # More steps than it holds: it resumes and measures the ones it trains.
+    more = subprocess.run(COMMAND + ["--steps=10", "--checkpoint_every=3", f"--work_dir={tmp_path}"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert more.returncode == 0, more.stderr
+    assert "| QAT | " in more.stdout

@@ -26,6 +26,7 @@ from absl import flags  # noqa: E402
 from zscgan_tf import cli, distill, files, pipeline, quantization_stages, quantize, teachers, zero_shot  # noqa: E402
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
+from zscgan_tf import training_loop  # noqa: E402
 from zscgan_tf.training_loop import TrainingInterrupted  # noqa: E402
 
 MEBIBYTE = 1 << 20
@@ -60,7 +61,7 @@ class ResidentMemorySampler:
 
 def _row(stage: str, samples) -> str:
     if not samples:
-        return f"| {stage} | no samples (fewer steps than the warm-up) | | | |"
+        return f"| {stage} | no samples (no step after the warm-up ran: fewer steps than it, or resumed past it) | | | |"
     values = [rss for _, rss in samples]
     growth = 100 * (values[-1] - values[0]) / values[0]
     return (f"| {stage} | {values[0] / MEBIBYTE:.1f} MiB (step {samples[0][0]}) | {max(values) / MEBIBYTE:.1f} MiB "
@@ -78,6 +79,11 @@ def _check_flags():
     reason = FLAGS.work_dir and files.unusable_directory_reason(FLAGS.work_dir)
     if reason:
         raise UserError(f"cannot use --work_dir {FLAGS.work_dir!r}: {reason}")
+    finished = FLAGS.work_dir and training_loop.latest_step(os.path.join(FLAGS.work_dir, "distillation"))
+    if finished and finished >= FLAGS.steps:
+        raise UserError(f"--work_dir {FLAGS.work_dir!r} holds a finished benchmark ({finished} steps of each stage): "
+                        "nothing would train, so nothing would be measured; choose another --work_dir, or none (a "
+                        "temporary one)")
 
 
 def benchmark():
