@@ -131,6 +131,9 @@ def _save_other_kind(model, tmp_path, kind: str) -> str:
     elif kind == "checkpoint":
         path = tmp_path / "ckpt"  # model.save_weights writes ckpt.index and ckpt.data-00000-of-00001.
         model.save_weights(str(path), save_format="tf")
+    elif kind == "json":
+        path = tmp_path / "model.keras.json"  # The sidecar, given as --teacher.
+        path.write_text('{"class_names": ["a", "b", "c", "d"]}')
     else:
         path = tmp_path / "model.onnx"
         path.write_bytes(b"\x08\x07\x12\x07pytorch")
@@ -142,6 +145,7 @@ def _save_other_kind(model, tmp_path, kind: str) -> str:
     ("weights_h5", r"an HDF5 file of weights without the architecture \(model.save_weights\)"),
     ("checkpoint", "a TensorFlow checkpoint .*, which holds weights without the architecture"),
     ("onnx", "an ONNX model"),
+    ("json", r"a JSON file \(a teacher's description, or an architecture saved with model.to_json, without weights\)"),
 ])
 def test_other_kinds_of_model_file_are_named_and_refused(tmp_path, kind, what):
     path = _save_other_kind(build_tiny_classifier(), tmp_path, kind)

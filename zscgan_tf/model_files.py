@@ -20,7 +20,9 @@ from zscgan_tf.errors import UserError, first_line
 # Model files of other frameworks, by suffix, and the signatures that tell TFLite and HDF5 files.
 OTHER_FRAMEWORK_SUFFIXES = {".onnx": "an ONNX model", ".pt": "a PyTorch model", ".pth": "a PyTorch model",
                             ".safetensors": "a safetensors file of weights", ".mlmodel": "a Core ML model",
-                            ".pb": "a frozen TensorFlow graph"}
+                            ".pb": "a frozen TensorFlow graph",
+                            ".json": "a JSON file (a teacher's description, or an architecture saved with "
+                                     "model.to_json, without weights)"}
 TFLITE_FILE_IDENTIFIER = b"TFL3"
 HDF5_SIGNATURE = b"\x89HDF"
 # TF-MOT's pruning and clustering wrappers, which a model saved during that training keeps,
