@@ -136,6 +136,22 @@ def test_a_run_directory_whose_config_cannot_be_read_is_one_line(tmp_path, conve
     assert result.stderr.startswith(f"error: cannot read the run's config '{tmp_path / 'config.json'}': {message}")
 
 
+def test_a_run_whose_qat_checkpoint_is_ahead_of_its_student_says_which_is_exported(run_dir, tmp_path, convert):
+    work_dir, _ = run_dir
+    copy = tmp_path / "run"
+    shutil.copytree(work_dir, copy)
+    state = json.loads((copy / "state.json").read_text())
+    assert state["distillation"]["steps"] == 2  # Its checkpoint is at step 2 too: no note.
+    result = convert(f"--run_dir={copy}", f"--output={tmp_path / 'a.tflite'}")
+    assert result.returncode == 0 and "note:" not in result.stdout
+    state["distillation"]["steps"] = 1  # As a longer run stopped midway leaves it: the student of 1, a checkpoint at 2.
+    (copy / "state.json").write_text(json.dumps(state))
+    result = convert(f"--run_dir={copy}", f"--output={tmp_path / 'b.tflite'}")
+    assert result.returncode == 0, result.stderr
+    assert ("note: exporting the run's finished student (1 QAT step); its QAT checkpoint is at step 2 of a longer "
+            "run not finished yet: rerun it to finish, then convert again") in result.stdout
+
+
 def test_a_run_whose_teacher_moved_says_how_to_find_it(run_dir, tmp_path, convert):
     work_dir, teacher_path = run_dir
     copy = tmp_path / "run"  # A run directory taken to another machine, its teacher elsewhere there.

@@ -54,9 +54,10 @@ from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export, files  # noqa: E402
-from zscgan_tf import quantization_stages, quantize, quantizer_ranges, teachers, tflite_model  # noqa: E402
+from zscgan_tf import quantization_stages, quantize, quantizer_ranges, teachers, tflite_model, training_loop  # noqa: E402
 from zscgan_tf.errors import UserError, first_line  # noqa: E402
 from zscgan_tf.preprocessing import Preprocessing  # noqa: E402
+from zscgan_tf.progress import count_of  # noqa: E402
 
 FLAGS = flags.FLAGS
 # The teacher flags a --student takes: what its input is, and the code of its own layers.
@@ -234,6 +235,12 @@ def _from_run(run_dir, generator):
     class_names = quantization_stages.teacher_class_names(teacher)
     student_path = os.path.join(run_dir, quantization_stages.STUDENT_MODEL_FILE)
     if os.path.exists(student_path):
+        saved_steps = run_state.read_state(run_dir).get("distillation", {}).get("steps")
+        checkpoint_step = training_loop.latest_step(os.path.join(run_dir, quantization_stages.DISTILLATION_DIR))
+        if saved_steps and checkpoint_step and checkpoint_step > saved_steps:
+            print(f"note: exporting the run's finished student ({count_of(saved_steps, 'QAT step')}); its QAT "
+                  f"checkpoint is at step {checkpoint_step} of a longer run not finished yet: rerun it to finish, then "
+                  "convert again")
         return (quantization_stages.load_student(student_path, teacher.input_range()), calibration,
                 f"student {student_path}", teacher.preprocessing, class_names)
     checkpoint_dir = os.path.join(run_dir, quantization_stages.DISTILLATION_DIR, "checkpoints")
