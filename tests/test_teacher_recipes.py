@@ -169,7 +169,8 @@ def test_tool_reports_bad_input_as_one_line(tmp_path):
     # A directory, even with --overwrite, is refused before training, not when the model is saved.
     directory = tmp_path / "teacher.keras"
     directory.mkdir()
-    result = _run_tool("--architecture=resnet8", "--dataset=digits", "--overwrite", "--epochs=1", f"--output={directory}")
+    result = _run_tool("--architecture=resnet8", "--dataset=digits", "--overwrite", "--epochs=1",
+                       f"--output={directory}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (f"error: --output '{directory}' is a directory; name the .keras "
                                                       "file to write")

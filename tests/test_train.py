@@ -263,8 +263,8 @@ def test_a_config_json_of_the_users_own_is_not_replaced(tmp_path, tiny_teacher_f
     (work_dir / "config.json").write_text(contents)
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 2
     error = capsys.readouterr().err.strip()
-    assert error == (f"error: work directory '{work_dir}' holds a config.json that is not a run's (a file of your own?), "
-                     "which a run would replace; choose another --work_dir")
+    assert error == (f"error: work directory '{work_dir}' holds a config.json that is not a run's (a file of your "
+                     "own?), which a run would replace; choose another --work_dir")
     assert (work_dir / "config.json").read_text() == contents and os.listdir(work_dir) == ["config.json"]
 
 
@@ -765,7 +765,8 @@ def test_a_per_tensor_w8a8_student_that_cannot_export_is_one_line_before_trainin
     assert not (work_dir / "qat_int8.tflite").exists()
     # Simulated schemes are not exported, so per-tensor weights are theirs to train.
     capsys.readouterr()
-    assert train.main(["train", f"--flagfile={flagfile}", f"--work_dir={tmp_path / 'w4a4'}", "--quantization=w4a4"]) == 0
+    assert train.main(["train", f"--flagfile={flagfile}", f"--work_dir={tmp_path / 'w4a4'}",
+                       "--quantization=w4a4"]) == 0
 
 
 def test_allowed_float_ops_stay_float_in_the_int8_models_and_every_report_says_so(tmp_path, capsys):

@@ -54,7 +54,8 @@ from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export, files  # noqa: E402
-from zscgan_tf import quantization_stages, quantize, quantizer_ranges, teachers, tflite_model, training_loop  # noqa: E402
+from zscgan_tf import quantization_stages, quantize, quantizer_ranges, teachers, tflite_model  # noqa: E402
+from zscgan_tf import training_loop  # noqa: E402
 from zscgan_tf.errors import UserError, first_line  # noqa: E402
 from zscgan_tf.preprocessing import Preprocessing  # noqa: E402
 from zscgan_tf.progress import count_of  # noqa: E402
@@ -303,8 +304,9 @@ def convert() -> None:
         raise UserError(f"--generator is only used with --data_source=generator, not {FLAGS.data_source}")
     calibration_flags = [name for name in CALIBRATION_FLAG_NAMES if FLAGS[name].present]
     if FLAGS.mode != "int8" and calibration_flags:
-        raise UserError(f"--{', --'.join(calibration_flags)} {'calibrates' if len(calibration_flags) == 1 else 'calibrate'}"
-                        f" an int8 export; --mode={FLAGS.mode} is not calibrated")
+        verb = "calibrates" if len(calibration_flags) == 1 else "calibrate"
+        raise UserError(f"--{', --'.join(calibration_flags)} {verb} an int8 export; --mode={FLAGS.mode} is not "
+                        "calibrated")
     model, calibration, description, preprocessing, class_names = _model_to_convert()
     _check_weight_scales(model)
     io_dtype, allow_float_ops = _export_settings()

@@ -61,7 +61,8 @@ class ResidentMemorySampler:
 
 def _row(stage: str, samples) -> str:
     if not samples:
-        return f"| {stage} | no samples (no step after the warm-up ran: fewer steps than it, or resumed past it) | | | |"
+        return (f"| {stage} | no samples (no step after the warm-up ran: fewer steps than it, or resumed past it) "
+                "| | | |")
     values = [rss for _, rss in samples]
     growth = 100 * (values[-1] - values[0]) / values[0]
     return (f"| {stage} | {values[0] / MEBIBYTE:.1f} MiB (step {samples[0][0]}) | {max(values) / MEBIBYTE:.1f} MiB "

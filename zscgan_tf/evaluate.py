@@ -397,8 +397,9 @@ SHOWN_MAPPINGS = 3
 def label_order_warning(reference_classes: np.ndarray, labels: np.ndarray, num_classes: int,
                         label_names=(), output_names=()) -> Optional[str]:
     """A warning when the FP32 teacher's predictions say the evaluation labels (named
-    `label_names`) are not its output indices (named `output_names`) (class folders sorted in another order than the teacher's outputs, or
-    images read with the wrong preprocessing), else None.
+    `label_names`) are not its output indices (named `output_names`): class folders sorted
+    in another order than the teacher's outputs, or images read with the wrong
+    preprocessing. Else None.
 
     For each label, the class the teacher predicts most often: when for at least
     `MISLABELLED_CLASSES_SHARE` of the labels (and two) that is another class, taking at least
