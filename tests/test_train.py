@@ -756,6 +756,7 @@ def test_a_per_tensor_w8a8_student_that_cannot_export_is_one_line_before_trainin
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: the W8A8 QAT student cannot be exported as fully-integer TFLite with per-tensor "
                             "weight scales (--noper_channel), so this run would fail at export, after training")
+    assert "after training: it would keep DEQUANTIZE (#0), QUANTIZE (#1) float" in error
     assert "tensorflow/model-optimization#1131" in error and "--distillation_steps=0" in error
     assert len(error.splitlines()) == 1 and not work_dir.exists()
     # The way out it names: the post-training model, with per-tensor weights.

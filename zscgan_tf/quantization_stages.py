@@ -112,36 +112,41 @@ def check_integer_export(run_config: RunConfig, teacher: Teacher) -> Optional[st
     except export.TfliteConversionError as error:
         raise UserError(f"the teacher cannot be exported as fully-integer TFLite, so this run would fail at "
                         f"export, after training: {error}") from error
-    _check_per_tensor_student_export(run_config, teacher, samples, input_range)
-    float_ops = export.float_ops_description(tflite_model.inspect_tflite(model_bytes), teacher.model)
+    teacher_report = tflite_model.inspect_tflite(model_bytes)
+    _check_per_tensor_student_export(run_config, teacher, samples, input_range, teacher_report)
+    float_ops = export.float_ops_description(teacher_report, teacher.model)
     if not float_ops:
         return None
     return f"the int8 models will keep float ops (--allow_float_ops): {float_ops} ({FLOAT_OPS_DEVICES})"
 
 
 def _check_per_tensor_student_export(run_config: RunConfig, teacher: Teacher, samples: np.ndarray,
-                                     input_range) -> None:
+                                     input_range, teacher_report: tflite_model.TfliteModelReport) -> None:
     """Refuses a W8A8 QAT student with per-tensor weight scales (`--noper_channel`) that would
     not export as integer: TF-MOT fake-quantizes a convolution's weights before the BatchNorm
     after it is folded into them, and the converter keeps the folded convolution float
     rather than give it per-tensor scales it was not trained with
     (tensorflow/model-optimization#1131). Checked on the student as the distillation stage
-    starts it, converted as the export stage converts it."""
+    starts it, converted as the export stage converts it: refused when it keeps more ops float
+    than the teacher converted post-training (`teacher_report`), which may keep the ops
+    `--allow_float_ops` allows."""
     scheme = scheme_of(run_config)
     if run_config.quantization.per_channel or not run_config.distillation.steps or not scheme.exportable:
         return
     student, _ = quantize.quantize_student(teacher.model, scheme, calibration_inputs=samples, input_range=input_range)
-    try:
-        export.convert_to_tflite(student, export.representative_dataset_from_array(samples, input_range),
-                                 mode="int8", io_dtype=run_config.quantization.io_dtype, per_channel=False)
-    except export.NotFullyIntegerError as error:
+    # Float ops allowed here, so that the ones the teacher's check has answered for (an ELU) do not count twice.
+    model_bytes = export.convert_to_tflite(student, export.representative_dataset_from_array(samples, input_range),
+                                           mode="int8", io_dtype=run_config.quantization.io_dtype, per_channel=False,
+                                           allow_float_ops=True)
+    report = tflite_model.inspect_tflite(model_bytes)
+    if len(report.non_integer_ops) > len(teacher_report.non_integer_ops):
         raise UserError(
             f"the W8A8 QAT student cannot be exported as fully-integer TFLite with per-tensor weight scales "
-            f"(--noper_channel), so this run would fail at export, after training: {error.summary} TF-MOT "
-            "fake-quantizes each convolution's weights before the BatchNorm after it is folded into them, and the "
-            "folded weights need a scale per channel (tensorflow/model-optimization#1131). Keep per-channel "
-            "weights, or pass --distillation_steps=0 for a run whose only int8 model is the post-training one, "
-            "with per-tensor weights") from error
+            f"(--noper_channel), so this run would fail at export, after training: it would keep "
+            f"{export.float_ops_description(report, student)} float. TF-MOT fake-quantizes each convolution's "
+            "weights before the BatchNorm after it is folded into them, and the folded weights need a scale per "
+            "channel (tensorflow/model-optimization#1131). Keep per-channel weights, or pass --distillation_steps=0 "
+            "for a run whose only int8 model is the post-training one, with per-tensor weights")
 
 
 def scheme_of(run_config: RunConfig) -> quantize.QuantizationScheme:
