@@ -279,11 +279,13 @@ def _check_weight_scales(model) -> None:
     if trained_per_channel is None or trained_per_channel == FLAGS.per_channel:
         return
     flag = "--per_channel" if FLAGS.per_channel else "--noper_channel"
+    way_out = ("train a student with per-channel weights (the default), or export the teacher with PTQ (--teacher "
+               "and --generator)" if FLAGS.per_channel else
+               "export the teacher with PTQ (--teacher and --generator) --noper_channel; a QAT student with per-tensor "
+               "weights cannot export where BatchNorm follows its convolutions (tensorflow/model-optimization#1131)")
     raise UserError(f"{flag} applies to post-training quantization: this QAT student's weights were trained with "
                     f"{'per-channel' if trained_per_channel else 'per-tensor'} scales, which its export keeps. For "
-                    f"{'per-channel' if FLAGS.per_channel else 'per-tensor'} weights, train a student with "
-                    f"`python -m zscgan_tf.train ... {flag}`, or export the teacher with PTQ (--teacher and "
-                    f"--generator) {flag}")
+                    f"{'per-channel' if FLAGS.per_channel else 'per-tensor'} weights, {way_out}")
 
 
 def labels_path_for(output: str) -> str:
