@@ -221,7 +221,8 @@ def _from_run(run_dir, generator):
     tf_keras.utils.set_random_seed(run_config.seed)  # A Keras application without weights: the run's.
     teacher = teachers.load_teacher(run_config.teacher)
     from zscgan_tf import pipeline, run_state  # pylint: disable=import-outside-toplevel  # As in _load_generator.
-    pipeline.check_same_teacher(run_dir, teacher, run_state.read_state(run_dir))
+    state = run_state.read_state(run_dir)
+    pipeline.check_same_teacher(run_dir, teacher, state)
     if generator is None:
         generator_path = os.path.join(run_dir, "generator.keras")
         if not os.path.exists(generator_path):
@@ -236,7 +237,7 @@ def _from_run(run_dir, generator):
     class_names = quantization_stages.teacher_class_names(teacher)
     student_path = os.path.join(run_dir, quantization_stages.STUDENT_MODEL_FILE)
     if os.path.exists(student_path):
-        saved_steps = run_state.read_state(run_dir).get("distillation", {}).get("steps")
+        saved_steps = state.get("distillation", {}).get("steps")
         checkpoint_step = training_loop.latest_step(os.path.join(run_dir, quantization_stages.DISTILLATION_DIR))
         if saved_steps and checkpoint_step and checkpoint_step > saved_steps:
             print(f"note: exporting the run's finished student ({count_of(saved_steps, 'QAT step')}); its QAT "

@@ -124,7 +124,7 @@ class TeacherBenchmark:
         if self.config.eval_max_samples:
             test = test.class_balanced(self.config.eval_max_samples, seed=self.config.seed + EVALUATION_SEED_OFFSET)
         if tuple(test.image_shape) != tuple(self.teacher.image_shape):
-            own = data.portable_source(dataset_name) == self.teacher.description.get("dataset")
+            own = self.teacher.trained_on(dataset_name)
             say(f"[{self.teacher.name}] {dataset_name} images are {tuple(test.image_shape)}; converted to the "
                 f"teacher's {tuple(self.teacher.image_shape)}"
                 + ("" if own else f" (the teacher was not trained on {dataset_name}: is --dataset right?)"))

@@ -407,13 +407,14 @@ def label_order_warning(reference_classes: np.ndarray, labels: np.ndarray, num_c
     spreads its errors instead.
     """
     labels, reference_classes = np.asarray(labels), np.asarray(reference_classes)
+    label_values = np.unique(labels)
     mappings = []
-    for label in np.unique(labels):
+    for label in label_values:
         predicted = np.bincount(reference_classes[labels == label], minlength=num_classes)
         most = int(np.argmax(predicted))
         if most != label and predicted[most] >= MOSTLY_ANOTHER_CLASS * predicted.sum():
             mappings.append((int(label), most))
-    if len(mappings) < max(2, MISLABELLED_CLASSES_SHARE * len(np.unique(labels))):
+    if len(mappings) < max(2, MISLABELLED_CLASSES_SHARE * len(label_values)):
         return None
 
     def named(index, names):
@@ -423,7 +424,7 @@ def label_order_warning(reference_classes: np.ndarray, labels: np.ndarray, num_c
                       for label, output in mappings[:SHOWN_MAPPINGS])
     top1 = float(np.mean(reference_classes == labels))
     return (f"the FP32 teacher scores {100 * top1:.2f}% on the evaluation data, and for {len(mappings)} of its "
-            f"{len(np.unique(labels))} labels it mostly predicts another class ({shown}"
+            f"{len(label_values)} labels it mostly predicts another class ({shown}"
             f"{', ...' if len(mappings) > SHOWN_MAPPINGS else ''}): are the labels in the teacher's output order, "
             "and the preprocessing right? (class folders are taken in sorted order, unless a sidecar's "
             "class_names match them by name)")

@@ -45,9 +45,8 @@ def evaluation_chunk_size(image_shape) -> int:
 
 def _trained_on_resized(source: str, teacher: Teacher) -> bool:
     """Whether `source` is the teacher's training data, which it was trained on at its input shape."""
-    description = teacher.description
-    return (data.portable_source(source) == description.get("dataset")
-            and tuple(description.get("input_shape", ())) == tuple(teacher.image_shape))
+    return (teacher.trained_on(source)
+            and tuple(teacher.description.get("input_shape", ())) == tuple(teacher.image_shape))
 
 
 def _matched_to_teacher_classes(dataset: LabeledImages, teacher: Teacher, source: str) -> LabeledImages:

@@ -157,7 +157,8 @@ def _check_eight_bit_student(model: tf_keras.Model) -> None:
                  if bits and bits < EXPORT_BITS]
         return " and ".join(parts)
 
-    low_bit_layers = [f"{row.name} ({low_bits(row)})" for row in quantize.describe_student(model) if low_bits(row)]
+    described = [(row.name, low_bits(row)) for row in quantize.describe_student(model)]
+    low_bit_layers = [f"{name} ({bits})" for name, bits in described if bits]
     if low_bit_layers:
         raise UserError(
             f"the TF-MOT student {model.name!r} simulates fewer than {EXPORT_BITS} bits in "

@@ -25,7 +25,7 @@ import tensorflow as tf
 import tf_keras
 from tf_keras.src.saving import serialization_lib
 
-from zscgan_tf import bn_stats, custom_objects, flattening, keras3_conversion, logits, model_files
+from zscgan_tf import bn_stats, custom_objects, data, flattening, keras3_conversion, logits, model_files
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.files import portable_path
 from zscgan_tf.preprocessing import Preprocessing
@@ -162,6 +162,11 @@ class Teacher:
         if dataset:
             return dataset, data_dir
         return self.description.get("dataset", ""), data_dir or self.description.get("data_dir", "")
+
+    def trained_on(self, source: str) -> bool:
+        """Whether `source` (a `data.load_dataset` source) is the data the teacher was trained on,
+        as its description names it."""
+        return data.portable_source(source) == self.description.get("dataset")
 
 
 def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
@@ -355,19 +360,25 @@ def read_sidecar(model_path: str) -> dict:
     when that holds `SIDECAR_KEYS`.
 
     Raises:
-      UserError: if the sidecar exists but is not valid JSON.
+      UserError: if the sidecar exists but is not valid JSON, or not a description
+        (`_check_sidecar`).
     """
     path = os.path.normpath(model_path)
     sidecar_path = path + SIDECAR_SUFFIX
     if not os.path.exists(sidecar_path):
         return _sidecar_without_model_extension(path)
-    try:
-        with open(sidecar_path) as sidecar:
-            description = json.load(sidecar)
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot read teacher description {sidecar_path!r}: {first_line(error)}") from error
+    description = _json_of(sidecar_path)
     _check_sidecar(description, sidecar_path)
     return description
+
+
+def _json_of(sidecar_path: str):
+    """What the JSON file `sidecar_path` holds; a `UserError` if it cannot be read."""
+    try:
+        with open(sidecar_path) as sidecar:
+            return json.load(sidecar)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read teacher description {sidecar_path!r}: {first_line(error)}") from error
 
 
 def _check_sidecar(description, sidecar_path: str) -> None:
@@ -392,9 +403,8 @@ def _sidecar_without_model_extension(path: str) -> dict:
     if sidecar_path == path + SIDECAR_SUFFIX or not os.path.isfile(sidecar_path):
         return {}
     try:
-        with open(sidecar_path) as sidecar:
-            description = json.load(sidecar)
-    except (OSError, ValueError):
+        description = _json_of(sidecar_path)
+    except UserError:
         return {}  # Not ours to read.
     if not (isinstance(description, dict) and set(SIDECAR_KEYS) & set(description)):
         return {}
