@@ -513,15 +513,37 @@ def test_a_teacher_replaced_since_its_run_trained_is_refused_there(tmp_path, tin
     assert train.main(["train", f"--flagfile={flagfile}"]) == 2
 
     error = capsys.readouterr().err
-    assert "run's generator and student were trained against another teacher than tiny_teacher is now" in error
+    assert ("run's generator and student were trained against another teacher than tiny_teacher is now (its "
+            "weights differ: was the model file replaced?)") in error
     assert len(error.strip().splitlines()) == 1
     assert kept == {name: file_digest(str(work_dir / name)) for name in kept}
-    # A run from before fingerprints were recorded takes the teacher it finds.
+    # A run from before the teacher's preprocessing was recorded beside its fingerprint cannot tell which changed.
     state = json.loads((work_dir / "state.json").read_text())
+    (work_dir / "state.json").write_text(json.dumps({key: value for key, value in state.items()
+                                                     if key != run_state.TEACHER_PREPROCESSING_KEY}))
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+    assert "(its weights or preprocessing differ: was the model file replaced?)" in capsys.readouterr().err
+    # A run from before fingerprints were recorded takes the teacher it finds.
     recorded = state.pop(run_state.TEACHER_KEY)
     (work_dir / "state.json").write_text(json.dumps(state))
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
     assert recorded != json.loads((work_dir / "state.json").read_text())[run_state.TEACHER_KEY]
+
+
+def test_a_teacher_read_with_other_preprocessing_is_refused_as_such(tmp_path, tiny_teacher_file, capsys):
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir)
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    capsys.readouterr()
+    kept = {name: file_digest(str(work_dir / name)) for name in ("config.json", "state.json", "student.h5")}
+    # Before, this asked whether the model file had been replaced, which it had not.
+    for flags, then_and_now in ((["--teacher_preprocessing=raw"], "'tf' then, 'raw' now"),
+                                (["--teacher_preprocessing=custom", "--teacher_preprocessing_mean=0.5",
+                                  "--teacher_preprocessing_std=0.25"], "'tf' then, 'custom' (mean 0.5, std 0.25) now")):
+        assert train.main(["train", f"--flagfile={flagfile}", *flags]) == 2
+        assert (f"trained against another teacher than tiny_teacher is now (its preprocessing differs: {then_and_now} "
+                "(--teacher_preprocessing or the model's sidecar))") in capsys.readouterr().err
+        assert kept == {name: file_digest(str(work_dir / name)) for name in kept}
 
 
 def test_a_generator_trained_against_a_replaced_teacher_is_not_taken(tmp_path, tiny_teacher_file, capsys):
@@ -531,7 +553,8 @@ def test_a_generator_trained_against_a_replaced_teacher_is_not_taken(tmp_path, t
     capsys.readouterr()
     flagfile = _flagfile(tmp_path, tiny_teacher_file, tmp_path / "second")
     assert train.main(["train", f"--flagfile={flagfile}", f"--generator_from={first}"]) == 2
-    assert f"the generator of {first} was trained against another teacher than this run's" in capsys.readouterr().err
+    assert (f"the generator of {first} was trained against another teacher than this run's (its weights differ: "
+            "was the model file replaced?)") in capsys.readouterr().err
     assert not (tmp_path / "second" / "generator.keras").exists()
 
 

@@ -16,9 +16,11 @@ from typing import Optional
 from zscgan_tf import config as config_lib
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import TEMPORARY_PREFIX, file_digest
+from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.progress import say
-from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE, TEACHER_KEY, TRAINED_HERE_KEY,
-                                 checkpoint_steps, pool_member_names, read_state, write_state)
+from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE, TEACHER_KEY,
+                                 TEACHER_PREPROCESSING_KEY, TRAINED_HERE_KEY, checkpoint_steps,
+                                 how_the_teacher_differs, pool_member_names, read_state, write_state)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,12 +30,17 @@ class GeneratorSource:
     Attributes:
       work_dir: that run's work directory, absolute.
       finished: its `state.json` entry for the generator stage (steps, summary, SHA-256).
-      teacher_sha256: the fingerprint of the teacher it trained against, if recorded.
+      teacher: that run's `state.json` record of the teacher it trained against (its
+        fingerprint and preprocessing), empty if none was recorded.
     """
 
     work_dir: str
     finished: dict
-    teacher_sha256: Optional[str] = None
+    teacher: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def teacher_sha256(self) -> Optional[str]:
+        return self.teacher.get(TEACHER_KEY)
 
     @property
     def pool_size(self) -> int:
@@ -80,7 +87,8 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
                         "another's generator only with the same teacher, generator, loss and generator training")
     # Checkpoints at another step: training on since (or now). Without checkpoints (deleted to save
     # space) the generator is taken all the same, but cannot train further.
-    source = GeneratorSource(source_dir, finished, source_state.get(TEACHER_KEY))
+    source = GeneratorSource(source_dir, finished, {key: source_state[key] for key in
+                                                    (TEACHER_KEY, TEACHER_PREPROCESSING_KEY) if key in source_state})
     member_names = source.shared_member_names(run_config)
     steps = checkpoint_steps(source_dir, member_names)
     without = [name for name, step in zip(member_names, steps) if step is None]
@@ -139,8 +147,9 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
         raise UserError(f"{work_dir} already has a generator ({', '.join(own) or STATE_FILE}); --generator_from "
                         "starts a new work directory from another run's generator")
     if source.teacher_sha256 not in (None, state[TEACHER_KEY]):
+        difference = how_the_teacher_differs(source.teacher, Preprocessing.from_dict(state[TEACHER_PREPROCESSING_KEY]))
         raise UserError(f"the generator of {source.work_dir} was trained against another teacher than this run's "
-                        "(its weights or preprocessing differ: was the model file replaced?)")
+                        f"({difference})")
     member_names = source.shared_member_names(run_config)
     taken = ("the generator" if source.pool_size == 1 else
              f"{len(member_names)} of the {source.pool_size} generators" if len(member_names) < source.pool_size

@@ -37,9 +37,10 @@ from zscgan_tf.files import (exclusive_use, file_digest, save_keras_model_atomic
                              write_json_atomic, write_text_atomic)
 from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.progress import count_of, format_duration, say
-from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE, TEACHER_KEY, TRAINED_HERE_KEY,
-                                 checkpoint_steps, pool_member_dirs, pool_member_names, read_state,
-                                 write_state)
+from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE, TEACHER_KEY,
+                                 TEACHER_PREPROCESSING_KEY, TRAINED_HERE_KEY, checkpoint_steps,
+                                 how_the_teacher_differs, pool_member_dirs, pool_member_names, read_state,
+                                 record_teacher, write_state)
 
 # Evaluation data larger than this is checked before training, then let go and read again
 # for the evaluation rather than held in memory through training: ImageNet's 50,000
@@ -191,7 +192,7 @@ def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict) ->
                if os.path.exists(os.path.join(work_dir, name))]
     if recorded and recorded != current and trained:
         raise UserError(f"{work_dir}'s generator and student were trained against another teacher than "
-                        f"{teacher.name} is now (its weights or preprocessing differ: was the model file replaced?); "
+                        f"{teacher.name} is now ({how_the_teacher_differs(state, teacher.preprocessing)}); "
                         "train this one in another work directory, or delete that one to start fresh")
     return current
 
@@ -401,8 +402,8 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     say(f"device: {start_up.device_summary()}")
     for warning in teacher.warnings:
         say(f"warning: {warning}")
-    if state.get(TEACHER_KEY) != fingerprint:
-        state[TEACHER_KEY] = fingerprint
+    if state.get(TEACHER_KEY) != fingerprint or TEACHER_PREPROCESSING_KEY not in state:
+        record_teacher(state, fingerprint, teacher.preprocessing)
         write_state(run_config.work_dir, state)
     if source:
         generator_reuse.take_generator(run_config, source, state)

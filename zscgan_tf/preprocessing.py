@@ -121,9 +121,20 @@ class Preprocessing:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def describe(self) -> str:
+        """`'tf'`, or for `custom` its mean and std: `'custom' (mean 0.5, std 0.25)`."""
+        if self.mode != "custom":
+            return repr(self.mode)
+        return f"'custom' (mean {_listed(self.mean)}, std {_listed(self.std)})"
+
     @classmethod
     def from_dict(cls, values: dict) -> "Preprocessing":
         return cls(mode=values.get("mode", "tf"), mean=tuple(values.get("mean", ())), std=tuple(values.get("std", ())))
+
+
+def _listed(values) -> str:
+    return ", ".join(f"{value:g}" for value in values) if len(values) == 1 else "[" + ", ".join(
+        f"{value:g}" for value in values) + "]"
 
 
 def _per_channel(values, channels: int, what: str):

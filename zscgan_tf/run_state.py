@@ -11,6 +11,7 @@ import os
 from zscgan_tf import config as config_lib
 from zscgan_tf import training_loop
 from zscgan_tf.files import read_json, write_json_atomic
+from zscgan_tf.preprocessing import Preprocessing
 
 STATE_FILE = "state.json"
 GENERATOR_MODEL_FILE = "generator.keras"
@@ -22,6 +23,8 @@ GENERATOR_FROM_KEY = "generator_from"
 TRAINED_HERE_KEY = "trained_here"
 # The state.json key of the teacher's fingerprint (`teachers.fingerprint`) its stages trained against.
 TEACHER_KEY = "teacher_sha256"
+# Beside it, the preprocessing it covers, so that a refusal can say which of the two changed.
+TEACHER_PREPROCESSING_KEY = "teacher_preprocessing"
 
 
 def read_state(work_dir: str) -> dict:
@@ -31,6 +34,26 @@ def read_state(work_dir: str) -> dict:
 
 def write_state(work_dir: str, state: dict):
     write_json_atomic(os.path.join(work_dir, STATE_FILE), state)
+
+
+def record_teacher(state: dict, fingerprint: str, preprocessing: Preprocessing):
+    """Records in `state` the teacher its stages train against: its fingerprint
+    (`teachers.fingerprint`) and the preprocessing that fingerprint covers."""
+    state[TEACHER_KEY] = fingerprint
+    state[TEACHER_PREPROCESSING_KEY] = preprocessing.to_dict()
+
+
+def how_the_teacher_differs(recorded: dict, preprocessing: Preprocessing) -> str:
+    """In words, for a refusal: how the teacher that reads `preprocessing` now differs from
+    the one the state `recorded` (whose fingerprint is known to differ)."""
+    then = recorded.get(TEACHER_PREPROCESSING_KEY)
+    if then is None:  # Recorded before its preprocessing was.
+        return "its weights or preprocessing differ: was the model file replaced?"
+    then = Preprocessing.from_dict(then)
+    if then != preprocessing:
+        return (f"its preprocessing differs: {then.describe()} then, {preprocessing.describe()} now "
+                "(--teacher_preprocessing or the model's sidecar)")
+    return "its weights differ: was the model file replaced?"
 
 
 def pool_member_names(pool_size: int) -> list:
