@@ -29,6 +29,7 @@ from zscgan_tf.errors import UserError
 from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.progress import note
+from zscgan_tf.teachers import sidecar_path
 
 # BN statistics are re-estimated on at most this many (class-balanced) training images;
 # even where feature maps are 1x1, 4096 images pin each channel's mean to about 1.6% of its
@@ -41,7 +42,6 @@ AUGMENT_SHIFT_FRACTION = 0.125
 EVALUATION_BATCH_SIZE = 512
 
 TEACHER_FILE_SUFFIX = ".keras"
-SIDECAR_SUFFIX = ".json"
 
 
 # ----------------------------------------------------------------------------------
@@ -312,11 +312,6 @@ def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImag
 
 # ----------------------------------------------------------------------------------
 # Teacher files.
-
-
-def sidecar_path(teacher_path: str) -> str:
-    """The JSON file describing a teacher: `<teacher_path>.json`."""
-    return teacher_path + SIDECAR_SUFFIX
 
 
 def save_teacher(model: tf_keras.Model, path: str, preprocessing: Preprocessing, dataset: str,

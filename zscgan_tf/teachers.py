@@ -364,12 +364,17 @@ def read_sidecar(model_path: str) -> dict:
         (`_check_sidecar`).
     """
     path = os.path.normpath(model_path)
-    sidecar_path = path + SIDECAR_SUFFIX
-    if not os.path.exists(sidecar_path):
+    if not os.path.exists(sidecar_path(path)):
         return _sidecar_without_model_extension(path)
-    description = _json_of(sidecar_path)
-    _check_sidecar(description, sidecar_path)
+    description = _json_of(sidecar_path(path))
+    _check_sidecar(description, sidecar_path(path))
     return description
+
+
+def sidecar_path(model_path: str) -> str:
+    """Where a model's description is written (`tools/train_teacher.py`) and read first:
+    `<model file>.json`."""
+    return model_path + SIDECAR_SUFFIX
 
 
 def _json_of(sidecar_path: str):
@@ -399,16 +404,16 @@ def _check_sidecar(description, sidecar_path: str) -> None:
 
 def _sidecar_without_model_extension(path: str) -> dict:
     """`<path without its extension>.json` when it is a teacher's description, else {}."""
-    sidecar_path = os.path.splitext(path)[0] + SIDECAR_SUFFIX
-    if sidecar_path == path + SIDECAR_SUFFIX or not os.path.isfile(sidecar_path):
+    other_path = os.path.splitext(path)[0] + SIDECAR_SUFFIX
+    if other_path == sidecar_path(path) or not os.path.isfile(other_path):
         return {}
     try:
-        description = _json_of(sidecar_path)
+        description = _json_of(other_path)
     except UserError:
         return {}  # Not ours to read.
     if not (isinstance(description, dict) and set(SIDECAR_KEYS) & set(description)):
         return {}
-    _check_sidecar(description, sidecar_path)
+    _check_sidecar(description, other_path)
     return description
 
 
