@@ -11,7 +11,8 @@ as representative dataset), and prints one table row per architecture: the layer
 TF-MOT left float, whether the QAT step ran, whether each int8 file is fully integer
 (else the first ops that are not, or the error), the QAT file's size and the time
 taken. Accuracy is not measured: the models are untrained. This answers "will my
-architecture go through?" before a long run.
+architecture go through?" before a long run. It exits with 1, naming them, when any
+architecture does not go through (a row with "no" or "error"), and 2 for bad input.
 
 With `--keras=3` each model is built by Keras 3's `keras.applications` instead, saved,
 and read back as the pipeline reads a Keras 3 file (`keras3_conversion`).
@@ -25,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -142,7 +144,7 @@ def check(builder, name: str, size: int, samples: int):
             f"{time.perf_counter() - start:.0f}")
 
 
-def run() -> None:
+def run() -> Optional[int]:
     if FLAGS.calibration_samples < 1:
         raise UserError(f"--calibration_samples must be positive, got {FLAGS.calibration_samples}")
     specs = (KERAS3_DEFAULT_ARCHITECTURES if FLAGS.keras == "3" and not FLAGS["architectures"].present
@@ -153,6 +155,7 @@ def run() -> None:
     print("| architecture | layers TF-MOT leaves float | QAT step | QAT int8 fully integer | PTQ int8 fully integer "
           "| QAT int8 KiB | s |")
     print("|---|---|---|---|---|---|---|")
+    not_through = []
     for builder, name, size in architectures:
         try:
             row = check(builder, name, size, FLAGS.calibration_samples)
@@ -160,7 +163,14 @@ def run() -> None:
             row = (f"{name} {size}x{size}", f"error: {first_line(error)[:MAX_CELL_CHARACTERS]}", "-", "-", "-", "-",
                    "-")
         print("| " + " | ".join(row) + " |", flush=True)
+        if row[2:5] != ("yes", "yes", "yes"):
+            not_through.append(row[0])
         tf_keras.backend.clear_session()
+    if not_through:  # For a script that runs the check before a long run.
+        print(f"{len(not_through)} of {len(architectures)} do not go through: {', '.join(not_through)}",
+              file=sys.stderr)
+        return 1
+    return None
 
 
 def main(argv=None) -> int:

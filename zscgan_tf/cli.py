@@ -98,9 +98,12 @@ def usage(flag_values: flags.FlagValues, module_name: str, full: bool = False) -
     return "\n\n".join(part for part in (text, flags_text) if part) + more
 
 
-def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callable[[], None],
+def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callable[[], Optional[int]],
                 resumable: bool = True) -> int:
     """Parses flags, runs `body()`, and turns expected failures into one line and a status.
+
+    `body` returns None, or the status of a command that ran but found what it checks for
+    wanting (1, as `tools/architecture_check.py` does when an architecture does not go through).
 
     `resumable`: whether the same command, run again after Ctrl-C, SIGTERM or SIGHUP, goes on from
     where it stopped (train, the benchmark, teacher training) or starts again (a conversion);
@@ -110,7 +113,7 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     instead of running it; `--helpfull` adds every other flag.
 
     Returns:
-      0 on success or after help, `USER_ERROR_STATUS` for bad input, `NUMERICAL_FAULT_STATUS` for a
+      0 on success or after help (or what `body` returned), `USER_ERROR_STATUS` for bad input, `NUMERICAL_FAULT_STATUS` for a
       NaN/Inf loss, `STORAGE_FULL_STATUS` for a full disk, `INTERRUPTED_STATUS` for Ctrl-C,
       `TERMINATED_STATUS` for SIGTERM, 129 for SIGHUP and 141 for a closed output (which stop a
       command as Ctrl-C does: `stop_signals`).
@@ -138,8 +141,8 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
         parse_flags(flag_values, argv)
         verbose = bool(getattr(flag_values, "verbose", False))
         with stop_signals.stop_signals_as_keyboard_interrupt():
-            body()
-        return 0
+            status = body()
+        return status or 0
     except UserError as error:
         return report("error", error, USER_ERROR_STATUS)
     except NonFiniteLossError as error:
