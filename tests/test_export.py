@@ -196,6 +196,22 @@ def test_an_op_the_converter_leaves_float_is_named_with_its_keras_layer(inputs):
             export.convert_to_tflite(model, dataset)
 
 
+def test_a_float_op_fused_with_its_activation_is_named_with_both_layers(inputs):
+    image = tf_keras.Input(INPUT_SHAPE)
+    x = tf_keras.layers.Rescaling(1 / 127.5, -1.0, name="scale")(image)  # TF-MOT leaves it float.
+    x = tf_keras.layers.Conv2D(4, 3, name="conv")(x)
+    x = tf_keras.layers.ReLU(name="relu")(x)
+    model = tf_keras.Model(image, tf_keras.layers.Dense(NUM_CLASSES)(tf_keras.layers.GlobalAveragePooling2D()(x)))
+    student, _ = quantize.quantize_student(model, calibration_inputs=inputs)
+    # Uncalibrated, the convolution fed by the float Rescaling stays float, with the ReLU fused into it.
+    converter = tf.lite.TFLiteConverter.from_keras_model(student)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    report = tflite_model.inspect_tflite(converter.convert())
+    # Before, it was named by the ReLU alone: "CONV_2D (#0, layer 'quant_relu')".
+    assert re.match(r"CONV_2D \(#\d+, layers 'quant_conv', 'quant_relu'\)",
+                    export.float_ops_description(report, student))
+
+
 @pytest.mark.parametrize("io_dtype", ["int8", "uint8"])
 def test_allowed_float_ops_stay_float_inside_an_int8_model_that_computes_its_keras_model(inputs, io_dtype):
     teacher = build_tiny_teacher(extra_layer="elu")

@@ -243,16 +243,19 @@ def float_ops_description(report: tflite_model.TfliteModelReport, model) -> str:
 
 def _op_place(op: tflite_model.OperatorInfo, report: tflite_model.TfliteModelReport, model) -> str:
     """`#8`, with the Keras layer the op computes where its output tensor's name says (the
-    converter names tensors `<model>/<layer>/<op>`): `#8, layer 'activation_4'`. The
-    QUANTIZE and DEQUANTIZE around a float op belong to no layer of their own."""
+    converter names tensors `<model>/<layer>/<op>`, joined by `;` for fused ops):
+    `#8, layer 'activation_4'`, or in the model's order `#0, layers 'conv2d', 're_lu'` for a
+    convolution fused with its activation. The QUANTIZE and DEQUANTIZE around a float op
+    belong to no layer of their own."""
     if op.name in _CONVERSION_OPS:
         return f"#{op.index}"
-    layer_names = {layer.name for layer in model.layers}
+    layer_order = {layer.name: position for position, layer in enumerate(model.layers)}
     for index in op.output_indices:
-        for path in report.tensors[index].name.split(";"):
-            names = [part for part in path.split("/")[1:] if part in layer_names]
-            if names:
-                return f"#{op.index}, layer {names[0]!r}"
+        names = {part for path in report.tensors[index].name.split(";") for part in path.split("/")[1:]
+                 if part in layer_order}
+        if names:
+            listed = ", ".join(repr(name) for name in sorted(names, key=layer_order.get))
+            return f"#{op.index}, layer{'s' if len(names) > 1 else ''} {listed}"
     return f"#{op.index}"
 
 
