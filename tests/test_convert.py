@@ -325,7 +325,15 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_
     # A generator trained for another preprocessing than the one the teacher is read with.
     (["--teacher=TEACHER", "--generator=RUN/generator.keras", "--teacher_preprocessing=custom",
       "--teacher_preprocessing_mean=0.5", "--teacher_preprocessing_std=100"],
-     "where the 'custom' preprocessing puts pixels 0 to 255: pass the --teacher_preprocessing the generator"),
+     "the generator was trained for a teacher that reads pixels with 'tf' preprocessing, not 'custom' (mean 0.5, "
+     "std 100): pass --teacher_preprocessing=tf, or the generator trained for this teacher"),
+    # Inside the range, only in a corner of it: its samples passed the range check this replaced.
+    (["--teacher=TEACHER", "--generator=RUN/generator.keras", "--teacher_preprocessing=raw"],
+     "the generator was trained for a teacher that reads pixels with 'tf' preprocessing, not 'raw': pass "
+     "--teacher_preprocessing=tf"),
+    (["--student=RUN/student.h5", "--generator=RUN/generator.keras", "--teacher_preprocessing=custom",
+      "--teacher_preprocessing_mean=0", "--teacher_preprocessing_std=1"],
+     "with 'tf' preprocessing, not 'custom' (mean 0, std 1): pass --teacher_preprocessing=tf"),
 ])
 def test_bad_input_is_one_line_and_exit_2(run_dir, convert, tmp_path, arguments, message):
     work_dir, teacher_path = run_dir

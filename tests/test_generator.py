@@ -161,3 +161,31 @@ def test_pooled_generator_draws_sample_i_from_member_i_mod_k_and_reloads(tmp_pat
     assert generator_lib.pool_members(members[0]) == [members[0]]
     with pytest.raises(ValueError, match="at least 2"):
         generator_lib.pool_generators(members[:1])
+
+
+@pytest.mark.parametrize("preprocessing, channels", [
+    (Preprocessing("tf"), 1), (Preprocessing("raw"), 3), (Preprocessing("torch"), 3), (Preprocessing("caffe"), 3),
+    (Preprocessing("caffe"), 1), (Preprocessing("custom", mean=(0.0,), std=(1.0,)), 1),
+    (Preprocessing("custom", mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 1.0)), 3)])
+def test_a_saved_generator_says_which_input_space_it_was_trained_for(tmp_path, preprocessing, channels):
+    from zscgan_tf import pipeline
+    spec = generator_lib.GeneratorSpec(num_classes=3, image_shape=(8, 8, channels), noise_dim=4, base_channels=4)
+    members = [generator_lib.build_generator(spec, preprocessing, name=f"generator_{k}") for k in (1, 2)]
+    for generator in (members[0], generator_lib.pool_generators(members)):
+        path = str(tmp_path / "generator.keras")
+        generator.save(path)
+        reloaded = pipeline.load_generator(path)
+        assert generator_lib.preprocessing_of_input_space(*generator_lib.input_space(reloaded)) == preprocessing
+        assert generator_lib.same_input_space(reloaded, preprocessing, channels) is True
+        other = Preprocessing("raw" if preprocessing.mode != "raw" else "tf")
+        assert generator_lib.same_input_space(reloaded, other, channels) is False
+    # The same input space under another name is the same: custom mean 0.5, std 0.5 is tf's [-1, 1].
+    tf_generator = generator_lib.build_generator(spec, Preprocessing("tf"))
+    assert generator_lib.same_input_space(tf_generator, Preprocessing("custom", mean=(0.5,), std=(0.5,)), channels)
+    assert generator_lib.input_space(_model_without_an_input_space_mapping()) is None
+
+
+def _model_without_an_input_space_mapping():
+    import tf_keras
+    image = tf_keras.Input((2,))
+    return tf_keras.Model(image, tf_keras.layers.Dense(2)(image))

@@ -48,7 +48,6 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
-import numpy as np  # noqa: E402
 import tf_keras  # noqa: E402
 from absl import flags  # noqa: E402
 
@@ -56,6 +55,7 @@ from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export, files  # noqa: E402
 from zscgan_tf import quantization_stages, quantize, quantizer_ranges, teachers, tflite_model  # noqa: E402
 from zscgan_tf import training_loop  # noqa: E402
+from zscgan_tf import generator as generator_lib  # noqa: E402
 from zscgan_tf.errors import UserError, first_line  # noqa: E402
 from zscgan_tf.preprocessing import Preprocessing  # noqa: E402
 from zscgan_tf.progress import count_of  # noqa: E402
@@ -66,9 +66,6 @@ STUDENT_FLAG_NAMES = cli.PREPROCESSING_FLAG_NAMES + ("teacher_custom_objects",)
 DATA_SOURCES = ("generator", "distilled", "noise")
 # Flags that say how an int8 export is calibrated, which the float modes would ignore.
 CALIBRATION_FLAG_NAMES = ("generator", "data_source", "distilled_steps", "calibration_samples")
-# How far (a share of the input's range) generated samples may stray outside the range the
-# teacher's preprocessing gives pixels: a generator ends in tanh and an affine map onto it.
-GENERATED_RANGE_TOLERANCE = 0.01
 flags.DEFINE_string("run_dir", None, "A work directory of `python -m zscgan_tf.train`: export its QAT student.")
 flags.DEFINE_string("student", None, "A saved TF-MOT student (.h5, as runs save it) to export.")
 flags.DEFINE_string("teacher", None, "A float teacher: a model file, builtin:<name> or a Keras Applications name.")
@@ -105,8 +102,10 @@ def _load_generator(path):
         raise UserError(f"cannot load generator {path!r}: {first_line(error)}") from error
 
 
-def _calibration(generator, teacher, count, seed):
-    """Calibration inputs from --data_source, or None when there are none or none are needed."""
+def _calibration(generator, teacher, count, seed, preprocessing_known=True):
+    """Calibration inputs from --data_source, or None when there are none or none are needed.
+    `preprocessing_known`: whether `teacher.preprocessing` is known (a student file's is only
+    when --teacher_preprocessing says it), so that a generator's can be checked against it."""
     if FLAGS.mode != "int8":
         return None  # Float and dynamic-range exports are not calibrated.
     if FLAGS.data_source == "noise":
@@ -122,7 +121,20 @@ def _calibration(generator, teacher, count, seed):
     if tuple(generator.output.shape[1:]) != tuple(teacher.image_shape):
         raise UserError(f"the generator makes {tuple(generator.output.shape[1:])} samples but the model reads "
                         f"{teacher.image_shape}")
+    if preprocessing_known:
+        _check_generator_input_space(generator, teacher.preprocessing, teacher.image_shape[-1])
     return quantization_stages.calibration_samples(generator, teacher, count, seed)
+
+
+def _check_generator_input_space(generator, preprocessing, channels) -> None:
+    """A generator ends in a fixed map onto the input space of the teacher it was trained for;
+    calibrating a model read with other preprocessing would calibrate it on other inputs."""
+    if generator_lib.same_input_space(generator, preprocessing, channels) is not False:
+        return
+    trained_for = generator_lib.preprocessing_of_input_space(*generator_lib.input_space(generator))
+    raise UserError(f"the generator was trained for a teacher that reads pixels with {trained_for.describe()} "
+                    f"preprocessing, not {preprocessing.describe()}: pass {cli.preprocessing_flags(trained_for)}, "
+                    "or the generator trained for this teacher")
 
 
 def _teacher_like(model, name, preprocessing=None):
@@ -165,7 +177,8 @@ def _model_to_convert():
             quantizer_ranges.cover_model_input_range(
                 student, *preprocessing.input_range(int(student.inputs[0].shape[-1])))
         view = _teacher_like(student, os.path.basename(FLAGS.student), preprocessing)
-        return (student, _calibration(generator, view, FLAGS.calibration_samples, FLAGS.seed),
+        return (student, _calibration(generator, view, FLAGS.calibration_samples, FLAGS.seed,
+                                      preprocessing_known=preprocessing is not None),
                 f"student {FLAGS.student}", preprocessing, ())
     try:
         teacher = teachers.load_teacher(cli.teacher_source(FLAGS.teacher))
@@ -250,18 +263,6 @@ def _from_run(run_dir, generator):
     return student, calibration, f"QAT checkpoint in {checkpoint_dir}", teacher.preprocessing, class_names
 
 
-def _check_generated_range(samples, input_range, preprocessing) -> None:
-    """A generator makes samples inside the preprocessing's range of the teacher it was trained
-    for; samples outside it mean another preprocessing (a teacher file without its sidecar)."""
-    low, high = float(np.min(input_range[0])), float(np.max(input_range[1]))
-    tolerance = GENERATED_RANGE_TOLERANCE * (high - low)
-    if samples.min() < low - tolerance or samples.max() > high + tolerance:
-        raise UserError(
-            f"the generator's samples span [{samples.min():.4g}, {samples.max():.4g}], outside [{low:.4g}, "
-            f"{high:.4g}] where the {preprocessing.mode!r} preprocessing puts pixels 0 to 255: pass the "
-            "--teacher_preprocessing the generator was trained with")
-
-
 def _check_output(path: str) -> None:
     """Refuses an --output that could not be written, before minutes of calibration are spent on it."""
     if os.path.isdir(path):
@@ -315,8 +316,6 @@ def convert() -> None:
     io_dtype, allow_float_ops = _export_settings()
     # The input's range covers every pixel where the preprocessing says what pixels become.
     input_range = preprocessing.input_range(int(model.inputs[0].shape[-1])) if preprocessing else None
-    if input_range is not None and calibration is not None and FLAGS.data_source == "generator":
-        _check_generated_range(calibration, input_range, preprocessing)
     representative = (export.representative_dataset_from_array(calibration, input_range)
                       if calibration is not None else None)
     try:

@@ -243,6 +243,16 @@ def preprocessing_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Opt
     return Preprocessing(flag_values.teacher_preprocessing, mean, std) if flag_values.teacher_preprocessing else None
 
 
+def preprocessing_flags(preprocessing: Preprocessing) -> str:
+    """The flags that name `preprocessing`: `--teacher_preprocessing=raw`, or for `custom`
+    `--teacher_preprocessing=custom --teacher_preprocessing_mean=0.5 --teacher_preprocessing_std=0.25`."""
+    named = f"--teacher_preprocessing={preprocessing.mode}"
+    if preprocessing.mode != "custom":
+        return named
+    return (f"{named} --teacher_preprocessing_mean={','.join(f'{value:g}' for value in preprocessing.mean)} "
+            f"--teacher_preprocessing_std={','.join(f'{value:g}' for value in preprocessing.std)}")
+
+
 def teacher_source(model: str, flag_values: flags.FlagValues = flags.FLAGS) -> TeacherSource:
     """The `TeacherSource` of `model` (the `--teacher` value) and the flags of `define_teacher_flags`."""
     mean, std = _preprocessing_statistics(flag_values)

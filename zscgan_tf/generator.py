@@ -24,14 +24,15 @@ centre-cropped.
 
 import dataclasses
 import math
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from zscgan_tf.errors import UserError
-from zscgan_tf.preprocessing import Preprocessing
+from zscgan_tf.preprocessing import MODES as PREPROCESSING_MODES
+from zscgan_tf.preprocessing import PIXEL_MAX, Preprocessing
 
 VARIANTS = ("conditional_bn", "embedding")
 LEAKY_RELU_SLOPE = 0.2
@@ -299,6 +300,44 @@ def build_generator(spec: GeneratorSpec, preprocessing: Preprocessing, name: str
     scale, offset = input_space_affine(preprocessing, channels)
     image = InputSpaceMapping(scale, offset, name=f"{name}/to_teacher_input")(features)
     return tf_keras.Model([noise, label], image, name=name)
+
+
+def input_space(generator: tf_keras.Model) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The per-channel (scale, offset) of the `InputSpaceMapping` a generator ends in (a pool's
+    first member's: all map alike), which fixes the teacher input space it was trained for;
+    None for a model without one."""
+    for member in pool_members(generator):
+        for layer in member.layers:
+            if isinstance(layer, InputSpaceMapping):
+                return np.asarray(layer.scale, np.float64), np.asarray(layer.offset, np.float64)
+    return None
+
+
+def preprocessing_of_input_space(scale: np.ndarray, offset: np.ndarray) -> Preprocessing:
+    """The preprocessing whose input space `input_space_affine` maps onto with (`scale`,
+    `offset`): a named mode where one does, else `custom` with the mean and std it implies."""
+    channels = len(scale)
+    for mode in (mode for mode in PREPROCESSING_MODES if mode != "custom"):
+        if np.allclose(np.concatenate(input_space_affine(Preprocessing(mode), channels)),
+                       np.concatenate([scale, offset]), rtol=1e-5, atol=1e-6):
+            return Preprocessing(mode)
+    # teacher = t * 127.5 s + (127.5 s + o), with s = 1 / (255 std) and o = -mean / std.
+    pixel_scale, pixel_offset = scale / 127.5, offset - scale
+    std = 1.0 / (PIXEL_MAX * pixel_scale)
+    mean = -pixel_offset * std
+    if np.allclose(mean, mean[0]) and np.allclose(std, std[0]):
+        mean, std = mean[:1], std[:1]
+    return Preprocessing("custom", mean=tuple(np.round(mean, 6) + 0.0), std=tuple(np.round(std, 6)))  # No -0.
+
+
+def same_input_space(generator: tf_keras.Model, preprocessing: Preprocessing, channels: int) -> Optional[bool]:
+    """Whether `generator` was trained for a teacher reading `preprocessing` (its samples land in
+    that input space); None when it does not say (no `InputSpaceMapping`)."""
+    mapping = input_space(generator)
+    if mapping is None:
+        return None
+    return bool(np.allclose(np.concatenate(input_space_affine(preprocessing, channels)), np.concatenate(mapping),
+                            rtol=1e-5, atol=1e-6))
 
 
 def generator_spec_from_model(generator) -> dict:
