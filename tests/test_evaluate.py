@@ -115,6 +115,22 @@ def test_pixel_table_keeps_all_256_levels_of_tf_preprocessing(model, pixels):
         assert np.abs(row - exact).max() == pytest.approx(0.5, abs=1e-4)
 
 
+def test_pixel_levels_near_a_tie_but_not_on_one_round_to_the_nearest():
+    limits = np.iinfo(np.int8)
+    # Caffe's blue channel with an input scale a converter chose: level 70 is -44.50037, not a tie.
+    scale, offset = Preprocessing("caffe").scale_and_offset(3, dtype=np.float64)
+    input_scale = float(np.float32(1.077416))
+    levels = evaluate.quantized_pixel_levels(scale, offset, input_scale, -13, limits)
+    exact = (np.arange(256)[None, :] * scale[:, None] + offset[:, None]) / input_scale - 13
+    assert exact[0, 70] == pytest.approx(-44.50037, abs=1e-5)
+    assert levels[0, 70] == -45  # It was -44, rounded as a tie.
+    np.testing.assert_array_equal(levels, np.clip(np.round(exact), limits.min, limits.max))
+    # tf's levels are ties, to the float32 rounding of 2 / 255: all round one way.
+    scale, offset = Preprocessing("tf").scale_and_offset(1, dtype=np.float64)
+    levels = evaluate.quantized_pixel_levels(scale, offset, float(np.float32(2 / 255)), 0, limits)
+    np.testing.assert_array_equal(levels[0], np.arange(256) - 128)
+
+
 def test_predict_pixels_runs_the_table_and_input_as_seen_is_what_it_dequantizes_to(model, pixels):
     preprocessing = Preprocessing("tf")
     classifier = evaluate.TfliteClassifier(int8_model_of(model, preprocessing.apply(pixels)))

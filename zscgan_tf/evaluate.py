@@ -37,9 +37,11 @@ LATENCY_PERCENTILE = 90
 LATENCY_TURNS = 10
 MILLISECONDS_PER_SECOND = 1000.0
 _INTEGER_IO_TYPES = (np.int8, np.uint8, np.int16)
-# A pixel level whose quantized value lies this close to a half-integer is a rounding tie:
-# with [-1, 1] inputs and an integer zero point every level is one, to float rounding.
-PIXEL_TIE_TOLERANCE = 1e-3
+# A pixel level whose quantized value lies this close to a half-integer, relative to its
+# distance from the zero point, is a rounding tie: with [-1, 1] inputs and an integer zero
+# point every level is one, but for the float32 rounding of the input scale (6e-8 of the
+# value). A fixed 1e-3 also took caffe's -44.50037 for a tie, and rounded it to -44.
+PIXEL_TIE_RELATIVE_TOLERANCE = 1e-6
 # Beyond this many threads a batch-1 interpreter gains little, and the spare cores are a
 # shared machine's.
 MAX_EVALUATION_THREADS = 8
@@ -67,6 +69,24 @@ def _check_logits(name: str, logits) -> np.ndarray:
     if logits.ndim != 2 or logits.shape[0] == 0:
         raise ValueError(f"{name} must have shape (N>0, classes), got {logits.shape}")
     return logits
+
+
+def quantized_pixel_levels(scale: np.ndarray, offset: np.ndarray, input_scale: float, zero_point: int,
+                           limits) -> np.ndarray:
+    """Each pixel level 0 to 255 preprocessed (`pixel * scale + offset`, per channel) and
+    quantized (`/ input_scale + zero_point`, rounded, clipped to `limits`), as float64 array
+    (channels, 256). Rounding ties (`PIXEL_TIE_RELATIVE_TOLERANCE`) of a channel all round one
+    way, the one that keeps the most levels distinct; other values round to the nearest."""
+    levels = np.arange(PIXEL_MAX + 1, dtype=np.float64)
+    exact = (levels[None, :] * scale[:, None] + offset[:, None]) / input_scale + zero_point
+    ties = np.abs(exact - np.floor(exact) - 0.5) <= PIXEL_TIE_RELATIVE_TOLERANCE * np.abs(exact - zero_point)
+    rows = []
+    for channel_exact, channel_ties in zip(exact, ties):
+        up = np.clip(np.where(channel_ties, np.ceil(channel_exact), np.round(channel_exact)), limits.min, limits.max)
+        down = np.clip(np.where(channel_ties, np.floor(channel_exact), np.round(channel_exact)),
+                       limits.min, limits.max)
+        rows.append(down if len(np.unique(down)) > len(np.unique(up)) else up)
+    return np.stack(rows)
 
 
 class TfliteClassifier:
@@ -181,17 +201,7 @@ class TfliteClassifier:
             return None
         input_scale, zero_point, limits = self._input_quantization()
         scale, offset = preprocessing.scale_and_offset(self.input_shape[-1], dtype=np.float64)
-        levels = np.arange(PIXEL_MAX + 1, dtype=np.float64)
-        exact = (levels[None, :] * scale[:, None] + offset[:, None]) / input_scale + zero_point
-        ties = np.abs(exact - np.floor(exact) - 0.5) < PIXEL_TIE_TOLERANCE
-        rows = []
-        for channel_exact, channel_ties in zip(exact, ties):
-            up = np.clip(np.where(channel_ties, np.ceil(channel_exact), np.round(channel_exact)),
-                         limits.min, limits.max)
-            down = np.clip(np.where(channel_ties, np.floor(channel_exact), np.round(channel_exact)),
-                           limits.min, limits.max)
-            rows.append(down if len(np.unique(down)) > len(np.unique(up)) else up)
-        return np.stack(rows).astype(dtype)
+        return quantized_pixel_levels(scale, offset, input_scale, zero_point, limits).astype(dtype)
 
     def predict_pixels(self, pixels: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
         """Runs every image given as uint8 pixels (N, height, width, channels).
