@@ -309,6 +309,15 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_
     (["--run_dir=/"], "is not a run directory"),
     (["--teacher=TEACHER", "--mode=float", "--data_source=distilled"],
      "--data_source calibrates an int8 export; --mode=float is not calibrated"),
+    # Before, these were ignored: a float-input file and status 0.
+    (["--teacher=TEACHER", "--mode=float", "--io_dtype=uint8", "--allow_float_ops"],
+     "--io_dtype, --allow_float_ops apply to an int8 export; --mode=float keeps the input, output and activations "
+     "float"),
+    # Before, a file int8 inside with float input and output (dynamic), or one with 25 fake-quantization pairs (float).
+    (["--run_dir=RUN", "--mode=dynamic"], "--mode=dynamic converts a float teacher (--teacher): the run's is "
+                                          "RUN/teacher_float.tflite; a QAT student's fake quantization converts to "
+                                          "integer ops, so it exports with --mode=int8 only"),
+    (["--student=RUN/student.h5", "--mode=float"], "--mode=float converts a float teacher (--teacher); a QAT"),
     ([], "pass exactly one of --run_dir, --student and --teacher"),
     # Each kind of model given where the other belongs: the message names the right flag.
     (["--student=TEACHER", "--generator=RUN/generator.keras"],

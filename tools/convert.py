@@ -66,6 +66,8 @@ STUDENT_FLAG_NAMES = cli.PREPROCESSING_FLAG_NAMES + ("teacher_custom_objects",)
 DATA_SOURCES = ("generator", "distilled", "noise")
 # Flags that say how an int8 export is calibrated, which the float modes would ignore.
 CALIBRATION_FLAG_NAMES = ("generator", "data_source", "distilled_steps", "calibration_samples")
+# Flags that say what an int8 export's input, output and ops are; the float modes keep them float.
+INT8_FORMAT_FLAG_NAMES = ("io_dtype", "allow_float_ops")
 flags.DEFINE_string("run_dir", None, "A work directory of `python -m zscgan_tf.train`: export its QAT student.")
 flags.DEFINE_string("student", None, "A saved TF-MOT student (.h5, as runs save it) to export.")
 flags.DEFINE_string("teacher", None, "A float teacher: a model file, builtin:<name> or a Keras Applications name.")
@@ -311,6 +313,16 @@ def convert() -> None:
         verb = "calibrates" if len(calibration_flags) == 1 else "calibrate"
         raise UserError(f"--{', --'.join(calibration_flags)} {verb} an int8 export; --mode={FLAGS.mode} is not "
                         "calibrated")
+    format_flags = [name for name in INT8_FORMAT_FLAG_NAMES if FLAGS[name].present]
+    if FLAGS.mode != "int8" and format_flags:
+        verb = "applies" if len(format_flags) == 1 else "apply"
+        raise UserError(f"--{', --'.join(format_flags)} {verb} to an int8 export; --mode={FLAGS.mode} keeps the "
+                        "input, output and activations float")
+    if FLAGS.mode != "int8" and (FLAGS.run_dir or FLAGS.student):
+        float_file = (f": the run's is {os.path.join(FLAGS.run_dir, quantization_stages.FLOAT_TFLITE_FILE)}"
+                      if FLAGS.run_dir else "")
+        raise UserError(f"--mode={FLAGS.mode} converts a float teacher (--teacher){float_file}; a QAT student's fake "
+                        "quantization converts to integer ops, so it exports with --mode=int8 only")
     model, calibration, description, preprocessing, class_names = _model_to_convert()
     _check_weight_scales(model)
     io_dtype, allow_float_ops = _export_settings()
