@@ -1266,6 +1266,30 @@ def test_a_folder_of_some_of_the_teachers_classes_is_matched_to_them_by_name(tmp
         evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
 
 
+def test_idx_files_whose_labels_stop_short_of_the_last_class_are_the_teachers_outputs(tmp_path, capsys):
+    import struct
+
+    from conftest import tiny_teacher
+
+    teacher = tiny_teacher()
+    images = np.full((3,) + teacher.image_shape[:2], 100, np.uint8)
+    for name, array in (("t10k-images-idx3-ubyte", images), ("t10k-labels-idx1-ubyte", np.array([0, 2, 1]))):
+        header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+        (tmp_path / name).write_bytes(header + array.astype(np.uint8).tobytes())
+    settings = config_lib.EvaluationConfig(dataset=str(tmp_path), split="test")
+
+    # Before: "has 3 classes but the teacher predicts 4", since IDX files carry no class count.
+    dataset = evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+
+    assert dataset.num_classes == teacher.num_classes == 4
+    np.testing.assert_array_equal(dataset.labels, [0, 2, 1])
+    assert f"{tmp_path}'s labels reach 2; read as the teacher's outputs 0 to 3" in capsys.readouterr().out
+    # Labels beyond the teacher's outputs are still refused.
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 3) + bytes([0, 5, 1]))
+    with pytest.raises(UserError, match="has 6 classes but the teacher predicts 4"):
+        evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+
+
 def test_fewer_calibration_samples_than_classes_come_from_classes_across_the_range(monkeypatch):
     # ImageNet's 1000 classes and the default 500 samples: not the first 500 classes only.
     from conftest import tiny_teacher

@@ -172,7 +172,8 @@ def load_idx_directory(path: str, split: str, name: Optional[str] = None) -> Lab
         if other_labels.size:
             largest_label = max(largest_label, int(other_labels.max()))
     name = name or os.path.basename(os.path.normpath(path))
-    return LabeledImages(images[..., np.newaxis], labels.astype(np.int64), num_classes=largest_label + 1, name=name)
+    return LabeledImages(images[..., np.newaxis], labels.astype(np.int64), num_classes=largest_label + 1, name=name,
+                         classes_from_labels=True)
 
 
 def load_fashion_mnist(split: str, data_dir: Optional[str] = None) -> LabeledImages:

@@ -14,6 +14,7 @@ Work directory files added here:
 """
 
 import collections
+import dataclasses
 import os
 import time
 from typing import Dict, Optional
@@ -109,6 +110,10 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
         raise UserError(f"{error} (the teacher's training data, as its sidecar names it; pass --eval_dataset for "
                         f"other data, or --eval_dataset={NO_EVALUATION})") from None
     dataset = _matched_to_teacher_classes(dataset, teacher, source)
+    if dataset.classes_from_labels and dataset.num_classes < teacher.num_classes:
+        say(f"evaluation: {source}'s labels reach {dataset.num_classes - 1}; read as the teacher's outputs 0 to "
+            f"{teacher.num_classes - 1}")
+        dataset = dataclasses.replace(dataset, num_classes=teacher.num_classes, classes_from_labels=False)
     if dataset.num_classes != teacher.num_classes:
         raise UserError(f"evaluation dataset {source!r} has {dataset.num_classes} classes but the teacher "
                         f"predicts {teacher.num_classes}")

@@ -36,6 +36,8 @@ class LabeledImages:
       num_classes: the number of classes of the task (some may be absent from a split).
       name: a short name for reports, e.g. `fashion_mnist`.
       class_names: `num_classes` human-readable names, or empty.
+      classes_from_labels: `num_classes` is only one more than the largest label found (IDX
+        files carry no class count), so the data may belong to a task with more classes.
     """
 
     images: np.ndarray
@@ -43,6 +45,7 @@ class LabeledImages:
     num_classes: int
     name: str
     class_names: Tuple[str, ...] = ()
+    classes_from_labels: bool = False
 
     def __post_init__(self):
         images = np.asarray(self.images)
