@@ -181,6 +181,36 @@ def test_image_folder_reads_bilevel_16_bit_and_gray_alpha_images_as_tensorflow_d
     np.testing.assert_array_equal(dataset.images[1, 0, 0], [40000 >> 8] * 3)  # Clipped to 255 before.
 
 
+def test_image_folder_reads_jpegs_as_keras_image_dataset_from_directory_does(tmp_path):
+    import tensorflow as tf
+    import tf_keras
+
+    rng = np.random.default_rng(3)
+    smooth = np.cumsum(rng.integers(-6, 7, (2, 16, 16, 3)), axis=2) + 128  # Photograph-like gradients.
+    for index, pixels in enumerate(np.clip(smooth, 0, 255).astype(np.uint8)):
+        os.makedirs(tmp_path / "rgb" / f"class_{index}")
+        Image.fromarray(pixels).save(tmp_path / "rgb" / f"class_{index}" / "photo.jpg", quality=90)
+    os.makedirs(tmp_path / "rgb" / "class_2")
+    Image.fromarray(smooth[0, ..., 0].clip(0, 255).astype(np.uint8)).save(tmp_path / "rgb" / "class_2" / "gray.jpg")
+
+    dataset = image_folders.load_image_folder(str(tmp_path / "rgb"))
+
+    keras_images = np.concatenate([images.numpy() for images, _ in tf_keras.utils.image_dataset_from_directory(
+        str(tmp_path / "rgb"), image_size=(16, 16), shuffle=False, batch_size=8)])
+    np.testing.assert_array_equal(dataset.images, keras_images.astype(np.uint8))
+    # Pillow's own decoding, used before, differs: the test would not see it otherwise.
+    with Image.open(tmp_path / "rgb" / "class_0" / "photo.jpg") as picture:
+        assert not np.array_equal(np.asarray(picture.convert("RGB")), dataset.images[0])
+    # A grayscale JPEG among them was read as Keras reads it: its gray repeated. Alone, it has one channel.
+    gray_pixels = tf.io.decode_jpeg((tmp_path / "rgb" / "class_2" / "gray.jpg").read_bytes(), channels=1).numpy()
+    np.testing.assert_array_equal(dataset.images[2], np.repeat(gray_pixels, 3, axis=-1))
+    os.makedirs(tmp_path / "gray")
+    os.rename(tmp_path / "rgb" / "class_2", tmp_path / "gray" / "class_2")
+    gray = image_folders.load_image_folder(str(tmp_path / "gray"))
+    assert gray.image_shape == (16, 16, 1)
+    np.testing.assert_array_equal(gray.images[0], gray_pixels)
+
+
 def test_image_folder_split_subdirectory(tmp_path, random_pixels):
     _save_png(tmp_path / "train" / "cat" / "x.png", random_pixels(3, 3))
     _save_png(tmp_path / "test" / "cat" / "y.png", random_pixels(3, 3))

@@ -1,4 +1,5 @@
-"""Folders of images, one sub-folder per class, as `LabeledImages` (Pillow decodes them).
+"""Folders of images, one sub-folder per class, as `LabeledImages` (Pillow decodes them,
+but for JPEGs, which TensorFlow decodes as Keras' `image_dataset_from_directory` and TFDS do).
 
 `path/<class name>/<image>`; class indices follow the sorted folder names. A dataset
 directory may hold split folders (`train/`, `val/`) of class folders (`image_split_folder`).
@@ -23,6 +24,10 @@ SIXTEEN_BIT_PIL_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 WIDE_PIL_MODES = ("I", "F")
 # Grayscale: bilevel (0 and 255), 8-bit with or without alpha, and the above.
 GRAYSCALE_PIL_MODES = ("1", "L", "LA", *SIXTEEN_BIT_PIL_MODES, *WIDE_PIL_MODES)
+# JPEG modes TensorFlow's decoder reads, with the channels it is asked for. It rounds its
+# inverse DCT otherwise than Pillow (INTEGER_FAST against libjpeg's accurate one), up to 5
+# levels apart on a pixel; a model trained through Keras or TFDS saw TensorFlow's pixels.
+TENSORFLOW_JPEG_CHANNELS = {"L": 1, "RGB": 3}
 # Folders that are not classes: macOS adds this one, holding "._" resource files, to zip files it makes.
 NOT_CLASS_FOLDERS = ("__MACOSX",)
 
@@ -114,7 +119,7 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
     for index, file in enumerate(files):
         with open_image(file) as picture:
             try:
-                pixels = _picture_pixels(picture, grayscale)
+                pixels = _picture_pixels(picture, grayscale, file)
             except (OSError, SyntaxError, ValueError) as error:  # Truncated or corrupt image data.
                 raise UserError(f"cannot read image {file}: {first_line(error)}") from None
         images[index] = pixels if image_size is None else resize(pixels)
@@ -146,13 +151,33 @@ def _gray_pixels(picture) -> np.ndarray:
     return np.asarray(picture.convert("L"), np.uint8)  # Bilevel 0/1 becomes 0/255; alpha is dropped.
 
 
-def _picture_pixels(picture, grayscale: bool) -> np.ndarray:
+def _picture_pixels(picture, grayscale: bool, file: str) -> np.ndarray:
     """(H, W, 1) uint8 pixels when the whole dataset is `grayscale`, else (H, W, 3): a
-    grayscale picture among colour ones is repeated over the channels."""
+    grayscale picture among colour ones is repeated over the channels. A JPEG's pixels
+    are TensorFlow's (`TENSORFLOW_JPEG_CHANNELS`)."""
+    if picture.format == "JPEG" and picture.mode in TENSORFLOW_JPEG_CHANNELS:
+        pixels = _tensorflow_jpeg_pixels(file, TENSORFLOW_JPEG_CHANNELS[picture.mode])
+        return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 and not grayscale else pixels
     if picture.mode in GRAYSCALE_PIL_MODES:
         gray = _gray_pixels(picture)[..., np.newaxis]
         return gray if grayscale else np.repeat(gray, 3, axis=-1)
     return np.asarray(picture.convert("RGB"), np.uint8)
+
+
+def _tensorflow_jpeg_pixels(file: str, channels: int) -> np.ndarray:
+    """A JPEG file's (H, W, channels) pixels as `tf.io.decode_jpeg` gives them.
+
+    Raises:
+      ValueError: for data it cannot decode (a truncated file).
+    """
+    import tensorflow as tf
+
+    with open(file, "rb") as stream:
+        encoded = stream.read()
+    try:
+        return tf.io.decode_jpeg(encoded, channels=channels).numpy()
+    except tf.errors.InvalidArgumentError as error:
+        raise ValueError(error.message) from None
 
 
 def image_split_folder(source: str, split: str) -> str:
