@@ -63,6 +63,25 @@ def test_edge_tpu_report_flags_unsupported_op_and_large_rank():
                                        "tensors of more than 3 dimensions larger than 1")
 
 
+def test_ops_on_an_oversized_or_dynamic_tensor_are_where_the_cpu_takes_over():
+    tensors = (
+        tflite_model.TensorInfo(0, "input", "int8", (1, 4, 4, 3), (1, 4, 4, 3), (0.1,), (0,)),
+        tflite_model.TensorInfo(1, "5d", "int8", (1, 2, 2, 4, 3), (1, 2, 2, 4, 3), (0.1,), (0,)),
+        tflite_model.TensorInfo(2, "output", "int8", (1, 48), (1, 48), (0.1,), (0,)),
+    )
+    operators = (tflite_model.OperatorInfo(0, "RELU", ("int8",), ("int8",), True, (0,), (0,)),
+                 tflite_model.OperatorInfo(1, "RESHAPE", ("int8",), ("int8",), True, (0,), (1,)),
+                 tflite_model.OperatorInfo(2, "RESHAPE", ("int8",), ("int8",), True, (1,), (2,)))
+    report = tflite_model.TfliteModelReport(inputs=tensors[:1], outputs=tensors[2:], operators=operators,
+                                            tensors=tensors)
+    compatibility = edge_tpu.compatibility_report(report)
+    assert compatibility.oversized_tensors == ("5d",)
+    assert [op.index for op in compatibility.shape_ops] == [1, 2]
+    # Before, no op was named: only unsupported and non-8-bit ops placed the CPU's part.
+    assert compatibility.first_cpu_op_index == 1
+    assert "  - ops from #1 on would run on the CPU" in compatibility.format()
+
+
 def test_edge_tpu_report_rejects_what_is_not_a_report():
     with pytest.raises(ValueError, match="TfliteModelReport"):
         edge_tpu.compatibility_report(b"TFL3")

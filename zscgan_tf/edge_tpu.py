@@ -21,8 +21,10 @@ from zscgan_tf.tflite_model import (EIGHT_BIT_TENSOR_TYPES, FLOAT_TENSOR_TYPES, 
 
 # The Coral Edge TPU's supported operations, from coral.ai/docs/edgetpu/models-intro
 # ("Supported operations", Edge TPU compiler 16), as TFLite builtin names with the
-# documented limitations. Written down from the documentation, not fetched: check
-# the page (and run `edgetpu_compiler`) before relying on an edge case.
+# documented limitations (MEAN's channel multiple, FULLY_CONNECTED's output and PRELU's
+# alpha from the same table as Axis reprints it for its ARTPEC-7, an Edge TPU). Written
+# down from the documentation, not fetched: check the page (and run `edgetpu_compiler`)
+# before relying on an edge case.
 EDGE_TPU_SUPPORTED_OPERATIONS = (
     ("ADD", ""),
     ("AVERAGE_POOL_2D", "no fused activation function"),
@@ -31,19 +33,21 @@ EDGE_TPU_SUPPORTED_OPERATIONS = (
     ("CONV_2D", "same dilation in x and y"),
     ("DEPTHWISE_CONV_2D", "same dilation in x and y"),
     ("EXPAND_DIMS", ""),
-    ("FULLY_CONNECTED", "only the default weights format"),
+    ("FULLY_CONNECTED", "only the default weights format; one-dimensional output"),
     ("L2_NORMALIZATION", ""),
     ("LOGISTIC", ""),
     ("LSTM", "unidirectional only"),
     ("UNIDIRECTIONAL_SEQUENCE_LSTM", ""),
     ("MAXIMUM", ""),
     ("MAX_POOL_2D", "no fused activation function"),
-    ("MEAN", "no reduction along the batch dimension; 4D or fewer dimensions"),
+    ("MEAN", "no reduction along the batch dimension; 4D or fewer dimensions; a reduction along "
+             "channels needs a multiple of 4 of them"),
     ("MINIMUM", ""),
     ("MUL", ""),
     ("PACK", "no packing along the batch dimension"),
     ("PAD", "no padding along the batch dimension; 4D or fewer dimensions"),
-    ("PRELU", "alpha must be constant"),
+    ("PRELU", "alpha constant and varying along the innermost dimension only (Keras PReLU: "
+              "shared_axes=[1, 2])"),
     ("QUANTIZE", ""),
     ("REDUCE_MAX", "no reduction along the batch dimension"),
     ("REDUCE_MIN", "no reduction along the batch dimension"),
@@ -90,6 +94,8 @@ class EdgeTpuCompatibility:
         (beyond 3-D only the innermost 3 dimensions may exceed 1).
       limitations: (op name, documented limitation) of the ops present, to check by
         hand.
+      shape_ops: operators reading or writing a dynamic or oversized tensor, which the
+        compiler cannot map either.
       compiler_run: always False.
     """
 
@@ -98,12 +104,13 @@ class EdgeTpuCompatibility:
     dynamic_tensors: Tuple[str, ...]
     oversized_tensors: Tuple[str, ...]
     limitations: Tuple[Tuple[str, str], ...]
+    shape_ops: Tuple[OperatorInfo, ...] = ()
     compiler_run: bool = False
 
     @property
     def first_cpu_op_index(self) -> Optional[int]:
         """Index of the first op the compiler would leave to the CPU, if any."""
-        indices = [op.index for op in self.unsupported_ops + self.non_eight_bit_ops]
+        indices = [op.index for op in self.unsupported_ops + self.non_eight_bit_ops + self.shape_ops]
         return min(indices) if indices else None
 
     @property
@@ -176,17 +183,20 @@ def compatibility_report(report: TfliteModelReport) -> EdgeTpuCompatibility:
         return True
 
     non_eight_bit = tuple(op for op in report.operators if not is_eight_bit(op))
-    dynamic = tuple(tensor.name for tensor in report.tensors if tensor.is_dynamic)
-    oversized = tuple(
-        tensor.name for tensor in report.tensors
+    dynamic_indices = [index for index, tensor in enumerate(report.tensors) if tensor.is_dynamic]
+    oversized_indices = [
+        index for index, tensor in enumerate(report.tensors)
         if not tensor.is_constant and len(tensor.shape) > EDGE_TPU_MAX_TENSOR_RANK
-        and any(dim > 1 for dim in tensor.shape[:-EDGE_TPU_MAX_TENSOR_RANK]))
+        and any(dim > 1 for dim in tensor.shape[:-EDGE_TPU_MAX_TENSOR_RANK])]
+    unmappable = set(dynamic_indices + oversized_indices)
+    shape_ops = tuple(op for op in report.operators if unmappable & set(op.input_indices + op.output_indices))
     present = {op.name for op in report.operators}
     limitations = tuple((name, limitation) for name, limitation in EDGE_TPU_SUPPORTED_OPERATIONS
                         if limitation and name in present)
     return EdgeTpuCompatibility(
         unsupported_ops=unsupported,
         non_eight_bit_ops=non_eight_bit,
-        dynamic_tensors=dynamic,
-        oversized_tensors=oversized,
-        limitations=limitations)
+        dynamic_tensors=tuple(report.tensors[index].name for index in dynamic_indices),
+        oversized_tensors=tuple(report.tensors[index].name for index in oversized_indices),
+        limitations=limitations,
+        shape_ops=shape_ops)
