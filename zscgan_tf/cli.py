@@ -102,8 +102,9 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
                 resumable: bool = True) -> int:
     """Parses flags, runs `body()`, and turns expected failures into one line and a status.
 
-    `body` returns None, or the status of a command that ran but found what it checks for
-    wanting (1, as `tools/architecture_check.py` does when an architecture does not go through).
+    `body` may return the status of a command that ran but found what it checks for wanting
+    (1, as `tools/architecture_check.py` does when an architecture does not go through);
+    whatever else it returns (None, a benchmark's results) is success.
 
     `resumable`: whether the same command, run again after Ctrl-C, SIGTERM or SIGHUP, goes on from
     where it stopped (train, the benchmark, teacher training) or starts again (a conversion);
@@ -142,7 +143,7 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
         verbose = bool(getattr(flag_values, "verbose", False))
         with stop_signals.stop_signals_as_keyboard_interrupt():
             status = body()
-        return status or 0
+        return status if isinstance(status, int) and not isinstance(status, bool) else 0
     except UserError as error:
         return report("error", error, USER_ERROR_STATUS)
     except NonFiniteLossError as error:
