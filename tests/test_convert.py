@@ -110,6 +110,27 @@ def test_qat_checkpoint_exports_when_the_student_file_is_missing(run_dir, tmp_pa
     assert [tensor.dtype for tensor in _model_report(output).inputs] == ["uint8"]
 
 
+def test_a_damaged_student_file_is_passed_over_for_the_qat_checkpoint_or_is_one_line(run_dir, tmp_path, convert):
+    work_dir, _ = run_dir
+    copy = tmp_path / "run"
+    shutil.copytree(work_dir, copy)
+    whole = (work_dir / "student.h5").read_bytes()
+    (copy / "student.h5").write_bytes(whole[:len(whole) // 2])
+    output = tmp_path / "from_checkpoint.tflite"
+    # Before: "OSError: Unable to synchronously open file (truncated file ...)" and a traceback.
+    result = convert(f"--run_dir={copy}", f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    assert (f"note: {copy / 'student.h5'} is not the student the run saved (damaged?); exporting its QAT checkpoint "
+            "instead (rerunning the pipeline rebuilds the file)") in result.stdout
+    assert output.read_bytes() == (work_dir / "qat_int8.tflite").read_bytes()
+    shutil.rmtree(copy / "distillation")  # Nothing to fall back on.
+    result = convert(f"--run_dir={copy}", f"--output={output}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: cannot load the run's student {copy / 'student.h5'}: ")
+    assert result.stderr.strip().endswith(f"rerun the pipeline on {str(copy)!r}, which rebuilds it from its QAT "
+                                          "checkpoints")
+
+
 def test_weight_scales_a_qat_student_was_not_trained_with_are_refused_saying_how_to_get_them(run_dir, tmp_path,
                                                                                                convert):
     work_dir, _ = run_dir  # Trained per-channel, the default.
