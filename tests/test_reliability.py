@@ -362,6 +362,130 @@ def test_unreadable_state_file_means_no_stage_is_trusted(finished_run, capsys):
     _assert_valid_tflite_exports(work_dir)
 
 
+def _with(arguments, **flags):
+    """`arguments` with the given flags' values replaced."""
+    replaced = [argument for argument in arguments if argument.split("=")[0].lstrip("-") not in flags]
+    return replaced + [f"--{name}={value}" for name, value in flags.items()]
+
+
+def test_without_state_a_generator_trained_further_is_distilled_anew(finished_run, capsys):
+    work_dir, arguments = finished_run
+    old_student = (work_dir / "student.h5").read_bytes()
+    (work_dir / "state.json").unlink()
+    capsys.readouterr()
+    assert train.main(["train", *_with(arguments, generator_steps=6)]) == 0
+    out = capsys.readouterr().out
+    # Before, the old generator's QAT checkpoint resumed as if built on this one, and was reported so.
+    assert "was distilled from another generator than this one; discarded, to distil from this one" in out
+    report = json.loads((work_dir / "report.json").read_text())
+    assert report["quantization"]["summary"]["resumed_from_step"] == 0
+    assert (work_dir / "student.h5").read_bytes() != old_student
+    # The same generator restored from its checkpoints keeps the student's checkpoints.
+    (work_dir / "state.json").unlink()
+    assert train.main(["train", *_with(arguments, generator_steps=6)]) == 0
+    out = capsys.readouterr().out
+    assert "discarded" not in out and "distillation: resuming" not in out
+    assert json.loads((work_dir / "report.json").read_text())["quantization"]["summary"]["resumed_from_step"] == 3
+
+
+def test_fewer_qat_steps_are_refused_when_the_generators_checkpoints_were_deleted(finished_run, capsys):
+    import shutil
+
+    work_dir, arguments = finished_run
+    shutil.rmtree(work_dir / "generator" / "checkpoints")  # To save space, as the README allows.
+    config = (work_dir / "config.json").read_text()
+    capsys.readouterr()
+    # Before: accepted, the 3-step student reported as 2 steps at a negative speed.
+    assert train.main(["train", *_with(arguments, distillation_steps=2)]) == cli.USER_ERROR_STATUS
+    assert capsys.readouterr().err.strip() == (
+        f"error: {work_dir}'s QAT student has trained 3 steps, more than --distillation_steps=2; training cannot be "
+        "undone: ask for 3 or more, or use another --work_dir")
+    # More generator steps cannot train on without checkpoints: refused before the config is recorded, too.
+    assert train.main(["train", *_with(arguments, generator_steps=6)]) == cli.USER_ERROR_STATUS
+    assert "has no checkpoint to train on from" in capsys.readouterr().err
+    assert (work_dir / "config.json").read_text() == config
+
+
+def test_a_run_without_its_config_or_with_a_damaged_one_is_refused(finished_run, capsys):
+    work_dir, arguments = finished_run
+    config = (work_dir / "config.json").read_text()
+    (work_dir / "config.json").unlink()
+    capsys.readouterr()
+    # Before: any settings were taken, and the old generator and student reported under them.
+    assert train.main(["train", *_with(arguments, seed=3, noise_dim=32)]) == cli.USER_ERROR_STATUS
+    assert capsys.readouterr().err.strip() == (
+        f"error: {str(work_dir)!r} holds a run's stages (state.json, generator, distillation) but no config.json, "
+        "which records the settings they trained with: put it back, or choose another --work_dir, or delete that "
+        "directory to start fresh")
+    (work_dir / "config.json").write_text(config[:10])
+    assert train.main(["train", *arguments]) == cli.USER_ERROR_STATUS
+    assert "config.json cannot be read as a run's config, yet" in capsys.readouterr().err
+    (work_dir / "config.json").write_text(config)
+    assert train.main(["train", *arguments]) == 0
+
+
+@pytest.mark.parametrize("name, make", [("logs", "file"), ("generator", "file"), ("report.json", "directory"),
+                                        ("evaluation", "file")])
+def test_a_file_where_a_directory_belongs_or_the_reverse_is_one_line(tmp_path, tiny_teacher_file, capsys, name, make):
+    work_dir = tmp_path / "run"
+    work_dir.mkdir()
+    (work_dir / name).mkdir() if make == "directory" else (work_dir / name).write_text("mine")
+    # Before: a traceback, for some only once the generator had trained.
+    assert train.main(["train", *_tiny_arguments(tiny_teacher_file, work_dir)]) == cli.USER_ERROR_STATUS
+    kept = "a directory where a run keeps a file" if make == "directory" else "a file where a run keeps a directory"
+    assert capsys.readouterr().err.strip() == f"error: {work_dir / name} is {kept}; move it away"
+    assert not (work_dir / "state.json").exists()
+
+
+def test_a_damaged_checkpoint_resumes_from_the_one_before_or_is_one_line(tmp_path, tiny_teacher_file, capsys):
+    work_dir = tmp_path / "run"
+    arguments = _tiny_arguments(tiny_teacher_file, work_dir, generator_steps=4, distillation_steps=0)
+    assert train.main(["train", *arguments]) == 0
+    checkpoints = work_dir / "generator" / "checkpoints"
+    for data in checkpoints.glob("ckpt-4.data-*"):
+        data.write_bytes(data.read_bytes()[:100])
+    capsys.readouterr()
+    # Before: "IndexError: Read less bytes than requested" and a traceback.
+    assert train.main(["train", *_with(arguments, generator_steps=6)]) == 0
+    out = capsys.readouterr().out
+    assert "generator: ckpt-4 cannot be read (" in out and "); resuming from ckpt-2" in out
+    assert json.loads((work_dir / "report.json").read_text())["generator_training"]["resumed_from_step"] == 2
+    for data in checkpoints.glob("ckpt-*.data-*"):
+        data.write_bytes(b"")
+    assert train.main(["train", *_with(arguments, generator_steps=8)]) == cli.USER_ERROR_STATUS
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: cannot read generator's checkpoints in {checkpoints} (")
+    assert error.endswith("): delete that directory to train generator again from step 0")
+
+
+def test_a_lost_history_does_not_stop_a_finished_stage(finished_run, capsys):
+    work_dir, arguments = finished_run
+    (work_dir / "generator.keras").write_bytes(b"damaged")
+    (work_dir / "generator" / "history.json").write_text("garbage{")
+    (work_dir / "student.h5").write_bytes(b"damaged")
+    (work_dir / "distillation" / "history.json").unlink()
+    capsys.readouterr()
+    # Before: "RuntimeError: generator training recorded no history" and a traceback.
+    assert train.main(["train", *arguments]) == 0
+    out = capsys.readouterr().out
+    assert "generator: its loss history" in out and "distillation: its loss history" in out
+    assert "Data-free QAT: 3 steps" in (work_dir / "report.md").read_text()
+    _assert_valid_tflite_exports(work_dir)
+
+
+def test_no_qat_asked_of_a_finished_run_reports_none(finished_run, capsys):
+    work_dir, arguments = finished_run
+    capsys.readouterr()
+    assert train.main(["train", *_with(arguments, distillation_steps=0)]) == 0
+    out = capsys.readouterr().out
+    assert ("distillation: none asked (--distillation_steps=0); student.h5 and qat_int8.tflite of an earlier run "
+            "with QAT are kept as they were, neither measured nor reported") in out
+    report = json.loads((work_dir / "report.json").read_text())
+    # Before, the report gave the earlier run's 300 QAT steps beside no QAT figures.
+    assert "summary" not in report["quantization"] and "Data-free QAT" not in (work_dir / "report.md").read_text()
+    assert (work_dir / "qat_int8.tflite").exists()
+
+
 # ------------------------------------------------------------------------ numerical faults
 
 

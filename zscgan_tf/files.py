@@ -104,6 +104,8 @@ def save_keras_model_atomic(model, path: str) -> str:
             # HDF5 on purpose: a TF-MOT model saved as `.keras` does not load back.
             warnings.filterwarnings("ignore", message=_HDF5_LEGACY_WARNING)
             model.save(temporary_path)
+        with open(temporary_path, "rb") as saved:  # On disk before the rename, as write_bytes_atomic's files are.
+            os.fsync(saved.fileno())
         os.replace(temporary_path, path)
     finally:
         if os.path.exists(temporary_path):

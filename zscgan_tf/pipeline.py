@@ -30,8 +30,8 @@ import tf_keras
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
-from zscgan_tf import (evaluation_stage, generator_reuse, quantization_stages, run_report, start_up, teachers,
-                       training_loop, zero_shot)
+from zscgan_tf import (evaluation_progress, evaluation_stage, generator_reuse, quantization_stages, run_report,
+                       start_up, teachers, training_loop, zero_shot)
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import (exclusive_use, file_digest, save_keras_model_atomic, unusable_directory_reason,
                              write_json_atomic, write_text_atomic)
@@ -60,13 +60,45 @@ def check_work_dir(run_config: config_lib.RunConfig):
     Raises:
       UserError: if it could not.
     """
-    reason = unusable_directory_reason(run_config.work_dir)
+    work_dir = run_config.work_dir
+    reason = unusable_directory_reason(work_dir)
     if reason:
-        raise UserError(f"cannot create work directory {run_config.work_dir!r}: {reason}")
-    config_path = os.path.join(run_config.work_dir, config_lib.CONFIG_FILE)
+        raise UserError(f"cannot create work directory {work_dir!r}: {reason}")
+    _check_layout(run_config)
+    config_path = os.path.join(work_dir, config_lib.CONFIG_FILE)
+    trained = [name for name in STAGE_OUTPUTS if os.path.exists(os.path.join(work_dir, name))]
+    start_fresh = "choose another --work_dir, or delete that directory to start fresh"
     if os.path.isfile(config_path) and not _is_a_runs_config(config_path):
-        raise UserError(f"work directory {run_config.work_dir!r} holds a {config_lib.CONFIG_FILE} that is not a run's "
+        if trained:  # Damaged: a run writes it whole, but a disk or a hand may not.
+            raise UserError(f"{config_path} cannot be read as a run's config, yet {work_dir!r} holds a run's stages "
+                            f"({', '.join(trained)}), which it records the settings of: put a whole copy back, or "
+                            f"{start_fresh}")
+        raise UserError(f"work directory {work_dir!r} holds a {config_lib.CONFIG_FILE} that is not a run's "
                         "(a file of your own?), which a run would replace; choose another --work_dir")
+    if trained and not os.path.exists(config_path):
+        # Without it, any settings would be taken for those the stages trained with.
+        raise UserError(f"{work_dir!r} holds a run's stages ({', '.join(trained)}) but no {config_lib.CONFIG_FILE}, "
+                        f"which records the settings they trained with: put it back, or {start_fresh}")
+
+
+def _check_layout(run_config: config_lib.RunConfig):
+    """Refuses a file where a run keeps a directory, or a directory where it keeps a file,
+    which would stop the run with a traceback (some only once trained)."""
+    work_dir = run_config.work_dir
+    directories = [*pool_member_dirs(run_config), os.path.join(work_dir, quantization_stages.DISTILLATION_DIR),
+                   os.path.join(work_dir, "logs"),
+                   os.path.join(work_dir, os.path.dirname(evaluation_progress.PREDICTIONS_FILE))]
+    files = [os.path.join(work_dir, name) for name in (
+        config_lib.CONFIG_FILE, STATE_FILE, GENERATOR_MODEL_FILE, quantization_stages.STUDENT_MODEL_FILE,
+        quantization_stages.FLOAT_TFLITE_FILE, quantization_stages.PTQ_TFLITE_FILE,
+        quantization_stages.QAT_TFLITE_FILE, quantization_stages.EXPORT_REPORT_FILE, quantization_stages.LABELS_FILE,
+        run_report.REPORT_JSON_FILE, run_report.REPORT_MARKDOWN_FILE, run_report.SAMPLES_FILE)]
+    for path in directories:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise UserError(f"{path} is a file where a run keeps a directory; move it away")
+    for path in files:
+        if os.path.isdir(path):
+            raise UserError(f"{path} is a directory where a run keeps a file; move it away")
 
 
 def _is_a_runs_config(path: str) -> bool:
@@ -165,8 +197,15 @@ def check_not_shortened(run_config: config_lib.RunConfig):
       UserError: naming the stage, the steps trained and the flag.
     """
     generator_steps = run_config.generator_training.steps
-    trained = [(os.path.basename(member_dir), training_loop.latest_step(member_dir), "generator_steps", generator_steps)
-               for member_dir in pool_member_dirs(run_config)]
+    finished = read_state(run_config.work_dir).get("generator", {})
+    _check_trainable_on(run_config, finished)  # Before the config is recorded, as the refusals below are.
+    finished_members = len(finished.get("members") or [finished]) if finished.get("steps") else 0
+    trained = []
+    for index, member_dir in enumerate(pool_member_dirs(run_config)):
+        step = training_loop.latest_step(member_dir)
+        if step is None and index < finished_members:  # Its checkpoints deleted (to save space): the finished steps.
+            step = finished["steps"]
+        trained.append((os.path.basename(member_dir), step, "generator_steps", generator_steps))
     # Without QAT an earlier student is not used at all, and a generator that trains further discards it.
     if run_config.distillation.steps and all(step == generator_steps for _, step, _, _ in trained):
         student_dir = os.path.join(run_config.work_dir, quantization_stages.DISTILLATION_DIR)
@@ -348,7 +387,7 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
         },
         "quantization": {"scheme": run_config.quantization.scheme,
                          "low_bit_ranges": run_config.quantization.low_bit_ranges,
-                         **state.get("distillation", {}),
+                         **(state.get("distillation", {}) if run_config.distillation.steps else {}),
                          **quantization_results},
         "outputs": {"generator": GENERATOR_MODEL_FILE, "checkpoints": "generator/checkpoints",
                     "samples": run_report.SAMPLES_FILE, "tensorboard": "logs", "config": config_lib.CONFIG_FILE,

@@ -18,6 +18,7 @@ Work directory files added here:
 
 import math
 import os
+import shutil
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -28,9 +29,9 @@ import tf_keras
 from zscgan_tf import distill, edge_tpu, evaluate, export, quantize, quantizer_ranges, tflite_model, zero_shot
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import file_digest, save_keras_model_atomic, write_text_atomic
+from zscgan_tf.files import file_digest, read_json, save_keras_model_atomic, write_json_atomic, write_text_atomic
 from zscgan_tf.progress import count_of, say
-from zscgan_tf.teachers import Teacher
+from zscgan_tf.teachers import Teacher, weights_digest
 
 # TF-MOT students don't survive the .keras format (the input quantizer's variables are
 # renamed on load); HDF5 round-trips them exactly.
@@ -40,6 +41,8 @@ FLOAT_TFLITE_FILE = "teacher_float.tflite"
 PTQ_TFLITE_FILE = "ptq_int8.tflite"
 QAT_TFLITE_FILE = "qat_int8.tflite"
 EXPORT_REPORT_FILE = "export_report.md"
+# In the distillation directory: the generator its checkpoints were distilled from.
+DISTILLED_FROM_FILE = "generator.json"
 LABELS_FILE = "labels.txt"
 # How every quantized model's input range is set, part of the keys that decide what is reused (the
 # export stage's, and the benchmark's rows and QAT directories): it covers pixels 0 to 255
@@ -199,14 +202,19 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
                        write_state, progress: bool = True) -> Optional[tf_keras.Model]:
     """Data-free QAT of the student; returns it, or None when `distillation.steps` is 0."""
     settings = run_config.distillation
-    if settings.steps == 0:
-        return None
     work_dir = run_config.work_dir
+    if settings.steps == 0:
+        left = [name for name in (STUDENT_MODEL_FILE, QAT_TFLITE_FILE) if os.path.exists(os.path.join(work_dir, name))]
+        if left:
+            say(f"distillation: none asked (--distillation_steps=0); {' and '.join(left)} of an earlier run with QAT "
+                "are kept as they were, neither measured nor reported")
+        return None
     model_path = os.path.join(work_dir, STUDENT_MODEL_FILE)
     finished = state.get("distillation", {})
     if finished.get("steps") == settings.steps and finished.get("sha256") == file_digest(model_path):
         say(f"distillation: already done ({settings.steps} steps), loading {model_path}")
         return load_student(model_path, teacher.input_range())
+    _start_distilling_from(os.path.join(work_dir, DISTILLATION_DIR), generator)
     scheme = scheme_of(run_config)
     student, float_layers = quantize.quantize_student(teacher.model, scheme, calibration_inputs=calibration,
                                                       input_range=teacher.input_range())
@@ -239,6 +247,24 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
                              "summary": summary.to_dict(), "sha256": file_digest(model_path)}
     write_state(state)
     return student
+
+
+def _start_distilling_from(distillation_dir: str, generator) -> None:
+    """Records in `distillation_dir` the generator its QAT checkpoints are distilled from
+    (`DISTILLED_FROM_FILE`), discarding checkpoints distilled from another one: without
+    state.json (deleted or damaged) a generator trained further was not seen to change, and
+    the old student resumed as if built on it. Checkpoints from before the record are kept."""
+    record_path = os.path.join(distillation_dir, DISTILLED_FROM_FILE)
+    generator_sha256 = weights_digest(generator)
+    record = read_json(record_path, {})
+    recorded = record.get("generator_weights_sha256") if isinstance(record, dict) else None
+    if os.path.isdir(distillation_dir) and recorded not in (None, generator_sha256):
+        say(f"distillation: {distillation_dir} was distilled from another generator than this one; discarded, to "
+            "distil from this one")
+        shutil.rmtree(distillation_dir)
+    os.makedirs(distillation_dir, exist_ok=True)
+    if recorded != generator_sha256:
+        write_json_atomic(record_path, {"generator_weights_sha256": generator_sha256})
 
 
 def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: np.ndarray, state: dict,

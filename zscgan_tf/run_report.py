@@ -176,11 +176,13 @@ def _format_quantization(quantization: dict) -> list:
                 else ".")]
     if "summary" in quantization:
         summary = quantization["summary"]
+        first, last = summary["first"], summary["last"]
         lines.append(f"Data-free QAT: {summary['steps']} steps, {summary['wall_time']} this session, "
-                     f"{_samples_per_second(summary)}; distillation loss "
-                     f"{summary['first']['distillation']:.4g} -> {summary['last']['distillation']:.4g}"
-                     + (f", feature term {summary['first']['features']:.4g} -> {summary['last']['features']:.4g}"
-                        if summary['first'].get('features') else "") + ".")
+                     f"{_samples_per_second(summary)}"
+                     + (f"; distillation loss {first['distillation']:.4g} -> {last['distillation']:.4g}"
+                        if "distillation" in first and "distillation" in last else "")  # Not with a lost history.
+                     + (f", feature term {first['features']:.4g} -> {last['features']:.4g}"
+                        if first.get("features") and "features" in last else "") + ".")
     if quantization.get("float_layers"):
         lines.append(f"Layers left float by TF-MOT: {', '.join(quantization['float_layers'])}.")
     if "top1" in quantization:

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.files import read_json, write_json_atomic
 from zscgan_tf.progress import ProgressBar, format_duration
 from zscgan_tf.stop_signals import how_stopped, is_stop, stop_signal_of, stops_between_steps
@@ -128,13 +129,10 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
     """
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(work_dir, CHECKPOINT_DIR),
                                          max_to_keep=CHECKPOINTS_TO_KEEP)
-    if manager.latest_checkpoint:
-        # Optimizer slots appear only after a step, so a finished run restores partially.
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched().expect_partial()
+    restored = _restore_latest_readable(manager, checkpoint, name)
     start_step = int(step_counter.numpy())
     if 0 < start_step < schedule.steps:
-        print(f"{name}: resuming at step {start_step} of {schedule.steps} from {manager.latest_checkpoint}",
-              flush=True)
+        print(f"{name}: resuming at step {start_step} of {schedule.steps} from {restored}", flush=True)
     history_path = os.path.join(work_dir, HISTORY_FILE)
     history = [record for record in read_history(history_path) if record["step"] <= start_step]
     bar = ProgressBar(schedule.steps, name, start_step, schedule.samples_per_step) if progress else None
@@ -190,8 +188,10 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
                 summary_writer.flush()
     wall_seconds = time.monotonic() - started
     new_steps = schedule.steps - start_step
-    if not history:
-        raise RuntimeError(f"{name} training recorded no history in {work_dir}")
+    if not history:  # Lost (deleted or damaged) with nothing left to train: its loss terms are gone with it.
+        print(f"{name}: its loss history {history_path} is missing or damaged; the report gives no loss terms",
+              flush=True)
+        history = [{}]
     first_step_seconds = first_step_seconds or 0.0
     steady_seconds = wall_seconds - first_step_seconds
     return TrainingSummary(
@@ -215,6 +215,32 @@ def for_tensorboard(image: np.ndarray) -> np.ndarray:
 def latest_step(work_dir: str) -> Optional[int]:
     """The step of the latest checkpoint `run` saved in `work_dir`, or None when there is none."""
     return _step_of(tf.train.latest_checkpoint(os.path.join(work_dir, CHECKPOINT_DIR)))
+
+
+def _restore_latest_readable(manager: tf.train.CheckpointManager, checkpoint: tf.train.Checkpoint,
+                             name: str) -> Optional[str]:
+    """Restores the latest checkpoint that reads whole, saying so when a later one does not
+    (a disk that failed, a copy cut short); returns its prefix, or None when there is none.
+
+    Raises:
+      UserError: if there are checkpoints but none reads.
+    """
+    damaged = []
+    for prefix in reversed(manager.checkpoints):
+        try:
+            # Optimizer slots appear only after a step, so a finished run restores partially.
+            checkpoint.restore(prefix).assert_existing_objects_matched().expect_partial()
+        except (tf.errors.OpError, ValueError, IndexError, AssertionError) as error:
+            damaged.append((prefix, error))
+            continue
+        if damaged:
+            print(f"{name}: {', '.join(os.path.basename(bad) for bad, _ in damaged)} cannot be read "
+                  f"({first_line(damaged[0][1])}); resuming from {os.path.basename(prefix)}", flush=True)
+        return prefix
+    if damaged:
+        raise UserError(f"cannot read {name}'s checkpoints in {os.path.dirname(damaged[0][0])} "
+                        f"({first_line(damaged[0][1])}): delete that directory to train {name} again from step 0")
+    return None
 
 
 def _checkpoint_step(manager) -> Optional[int]:
