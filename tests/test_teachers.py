@@ -209,6 +209,27 @@ def test_softmax_output_becomes_logits(tmp_path):
     assert not np.allclose(logits.sum(-1), 1.0)
 
 
+@pytest.mark.parametrize("head", ["flatten_after_softmax", "lambda_softmax"])
+def test_probabilities_from_a_softmax_that_is_not_the_last_layer_are_refused(tmp_path, head):
+    inputs = tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.ReLU()(tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(6, 3)(inputs)))
+    scores = tf_keras.layers.Dense(5)(tf_keras.layers.GlobalAveragePooling2D()(x))
+    if head == "flatten_after_softmax":
+        outputs = tf_keras.layers.Flatten(name="flat")(tf_keras.layers.Softmax()(scores))
+        last = "'flat' (Flatten)"
+    else:
+        outputs = tf_keras.layers.Lambda(lambda z: tf.nn.softmax(z), name="probabilities")(scores)
+        last = "'probabilities' (Lambda)"
+    path = str(tmp_path / "model.keras")
+    tf_keras.Model(inputs, outputs).save(path)
+    # Before: loaded without a word, its probabilities taken for logits by every loss.
+    with pytest.raises(UserError) as refusal:
+        teachers.load_teacher(_source(path, trust_model_code=True))
+    assert str(refusal.value) == (
+        f"the teacher's outputs are probabilities (each sums to 1), but its last layer {last} is not the softmax: "
+        "save it with the softmax as its last layer, which is removed for distillation, or without a softmax")
+
+
 def test_unknown_name_is_a_user_error():
     with pytest.raises(UserError, match="unknown teacher model 'resnet9000'"):
         teachers.load_teacher(_source("resnet9000"))

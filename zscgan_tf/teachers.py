@@ -231,6 +231,8 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
     rebuild_notes = _float32_notes(model, preprocessing)
     model = _float32_model(model, image_shape)
     num_classes = _validate_output(model)
+    if not output_note:  # A softmax it removed: logits now.
+        _check_outputs_are_not_probabilities(model, image_shape, preprocessing)
     named = len(description.get("class_names") or ())
     if named and named != num_classes:
         raise UserError(f"the teacher's description names {named} classes (\"class_names\"), but the teacher "
@@ -548,6 +550,26 @@ def _validate_output(model) -> int:
         raise UserError(f"the teacher's output has shape {shape}; a class vector (batch, classes) with at least "
                         "2 classes is required")
     return int(shape[-1])
+
+
+# Inputs a teacher is run on to see whether it outputs probabilities, and how close to 1
+# each output's sum must be to count as one.
+PROBABILITY_CHECK_INPUTS = 4
+PROBABILITY_SUM_TOLERANCE = 1e-3
+
+
+def _check_outputs_are_not_probabilities(model, image_shape, preprocessing: Preprocessing) -> None:
+    """Refuses a teacher whose outputs are probabilities from a softmax that is not its last
+    layer (a Flatten or Reshape after it, a Lambda computing it), which `logits.logits_model`
+    cannot remove: the generator's cross-entropy and the distillation's KL would be taken of
+    probabilities as if they were logits, without a word."""
+    low, high = preprocessing.input_range(image_shape[-1])
+    inputs = np.random.default_rng(0).uniform(low, high, (PROBABILITY_CHECK_INPUTS, *image_shape)).astype(np.float32)
+    outputs = model(inputs, training=False).numpy()
+    if np.all(outputs >= 0) and np.allclose(outputs.sum(axis=-1), 1.0, atol=PROBABILITY_SUM_TOLERANCE):
+        raise UserError(f"the teacher's outputs are probabilities (each sums to 1), but its last layer "
+                        f"{model.layers[-1].name!r} ({type(model.layers[-1]).__name__}) is not the softmax: save it "
+                        "with the softmax as its last layer, which is removed for distillation, or without a softmax")
 
 
 def teacher_logits(teacher: Teacher, inputs: tf.Tensor) -> tf.Tensor:
