@@ -104,8 +104,9 @@ class DistillationConfig:
         agrees with the teacher's predictions and the KL term stops teaching; the
         feature maps still differ, most at 4 bits. Configs saved before this setting
         existed read as 0, as they ran.
-      mixed_fraction: fraction of each generated batch replaced by convex mixtures of two
-        samples of different draws (Qimera's boundary-supporting samples): the teacher's
+      mixed_fraction: fraction of each generated batch replaced by convex mixtures, in pixel
+        space, of two of its samples (the partner drawn from the batch, at times the sample
+        itself; after Qimera's boundary-supporting samples, which mix class embeddings): the teacher's
         outputs on them teach the student the regions between classes, which
         class-conditional samples alone leave empty. Mixed samples carry no label term.
       joint_generator: keep training (a copy of) the generator with its zero-shot loss,
