@@ -12,6 +12,9 @@ from zscgan_tf.evaluation_stage import LATENCY_THREADS
 
 SOURCE_LABELS = {"real": "real-data", "zscgan": "ZS-CGAN"}  # The calibration sources of the spreads.
 # The targets, in accuracy points.
+# Figures are 100 * k / n in floating point: a gap of exactly the margin (79.30 against
+# 80.30) must count as within it, not fall either side by rounding.
+ROUNDING_SLACK_POINTS = 1e-9
 W8A8_TOLERANCE_POINTS = 0.1
 W4A4_VERSUS_REAL_QAT_POINTS = 1.0
 W4A4_VERSUS_FP32_POINTS = 2.0  # Checked for ResNet teachers only.
@@ -42,7 +45,8 @@ def targets(teacher_name: str, rows: dict, measurements: dict) -> list:
     for row_id in ("zscgan_ptq", "zscgan_qat_w8a8"):
         check(f"{rows.get(row_id, {}).get('label', row_id)} within {W8A8_TOLERANCE_POINTS} point of FP32 and not "
               "below real-data PTQ", (row_id, "fp32", "real_ptq"),
-              lambda r=row_id: top1[r] >= top1["fp32"] - W8A8_TOLERANCE_POINTS - 1e-9 and top1[r] >= top1["real_ptq"],
+              lambda r=row_id: (top1[r] >= top1["fp32"] - W8A8_TOLERANCE_POINTS - ROUNDING_SLACK_POINTS
+                                and top1[r] >= top1["real_ptq"] - ROUNDING_SLACK_POINTS),
               lambda r=row_id: f"{top1[r]:.2f} vs FP32 {top1['fp32']:.2f} ({top1[r] - top1['fp32']:+.2f}), "
                                f"real-data PTQ {top1['real_ptq']:.2f}{real_draws}")
     # W4A4 QAT moves by a point or more with the distillation seed and the generators drawn; with
@@ -50,12 +54,12 @@ def targets(teacher_name: str, rows: dict, measurements: dict) -> list:
     w4a4, w4a4_runs = w4a4_figures(top1, measurements.get("w4a4_spread"), measurements.get("w4a4_pool_spread"))
     check(f"ZS-CGAN QAT W4A4 within {W4A4_VERSUS_REAL_QAT_POINTS} point of real-data QAT W4A4{w4a4_runs}",
           ("zscgan_qat_w4a4", "real_qat_w4a4"),
-          lambda: w4a4["zscgan"] >= w4a4["real"] - W4A4_VERSUS_REAL_QAT_POINTS,
+          lambda: w4a4["zscgan"] >= w4a4["real"] - W4A4_VERSUS_REAL_QAT_POINTS - ROUNDING_SLACK_POINTS,
           lambda: f"{w4a4['zscgan']:.2f} vs {w4a4['real']:.2f} ({w4a4['zscgan'] - w4a4['real']:+.2f})")
     if "resnet" in teacher_name.lower():
         check(f"ZS-CGAN QAT W4A4 within {W4A4_VERSUS_FP32_POINTS} points of FP32 (ResNet){w4a4_runs}",
               ("zscgan_qat_w4a4", "fp32"),
-              lambda: w4a4["zscgan"] >= top1["fp32"] - W4A4_VERSUS_FP32_POINTS,
+              lambda: w4a4["zscgan"] >= top1["fp32"] - W4A4_VERSUS_FP32_POINTS - ROUNDING_SLACK_POINTS,
               lambda: f"{w4a4['zscgan']:.2f} vs {top1['fp32']:.2f} ({w4a4['zscgan'] - top1['fp32']:+.2f})")
     for baseline in ("noise_ptq", "distilled_ptq"):
         check(f"ZS-CGAN PTQ above {rows.get(baseline, {}).get('label', baseline)}", ("zscgan_ptq", baseline),
