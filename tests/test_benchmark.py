@@ -192,6 +192,22 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert min_max.stdout.count(": cached done") == len(MEASUREMENTS) - 2
     assert "fitted by least squares" not in (work_dir / "results.md").read_text()
 
+    # Fewer generator steps than trained, or other generator settings: refused before any row (before,
+    # fewer steps were reported for the 5 trained, and other settings refused only after rows had run).
+    fewer = benchmark_process(*_tiny_arguments(digits_teacher, work_dir), "--generator_steps=4")
+    assert fewer.returncode == 2 and ": computing" not in fewer.stdout and ": cached" not in fewer.stdout
+    assert fewer.stderr.strip().splitlines()[-1] == (
+        f"error: {work_dir / 'digits_tiny' / 'generator'}'s generator has trained 5 steps, more than "
+        "--generator_steps=4; training cannot be undone: ask for 5 or more, or use another --work_dir")
+    other = benchmark_process(*_tiny_arguments(digits_teacher, work_dir), "--generator_blur_sigma=1.0")
+    assert other.returncode == 2 and ": computing" not in other.stdout and ": cached" not in other.stdout
+    assert "holds a run with a different config (generator.blur_sigma)" in other.stderr
+    # Latency is measured again for another number of runs (it was taken from the cache).
+    latency = benchmark_process(*_tiny_arguments(digits_teacher, work_dir), "--latency_runs=4",
+                                "--low_bit_ranges=min_max")
+    assert latency.returncode == 0, latency.stderr[-2000:]
+    assert "LiteRT latency: computing" in latency.stdout and latency.stdout.count(": computing") == 1
+
     # Another model under the same name (retrained since): its rows are not taken from the cache.
     import shutil
     retrained = tmp_path / "retrained" / "digits_tiny.keras"
@@ -217,7 +233,11 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     (["--qat_flip=maybe"], "flag --qat_flip="),
     (["--teachers=/nonexistent.keras"], "model file '/nonexistent.keras' does not exist"),
     (["--work_dir=FILE/bench"], "cannot create --work_dir 'FILE/bench': 'FILE' is not a directory"),
-    (["--work_dir=RUN"], "--work_dir 'RUN' is the work directory of a run (python -m zscgan_tf.train)")])
+    (["--work_dir=RUN"], "--work_dir 'RUN' is the work directory of a run (python -m zscgan_tf.train)"),
+    # Their rows would share a directory: the second was refused only once the first was measured.
+    (["--teachers=/a/teacher.keras,/b/teacher.keras"],
+     "--teachers names two teachers called 'teacher' (/a/teacher.keras and /b/teacher.keras); the benchmark keeps "
+     "each teacher's rows under its name: rename one file")])
 def test_bad_input_is_one_line_and_exit_2(benchmark_process, tmp_path, arguments, message):
     # Each setting's range is checked in tests/test_benchmark_config.py; these are the paths to it.
     a_file = tmp_path / "file"

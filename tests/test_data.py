@@ -110,6 +110,30 @@ def _save_png(path, pixels: np.ndarray) -> None:
     Image.fromarray(pixels).save(path)
 
 
+def test_a_folder_without_split_folders_is_refused_as_training_and_held_out_data(tmp_path, random_pixels):
+    from zscgan_tf import teacher_recipes
+
+    for label in ("cat", "dog"):
+        _save_png(tmp_path / "flat" / label / "a.png", random_pixels(4, 4))
+        for split in ("train", "test"):
+            _save_png(tmp_path / "split" / split / label / "a.png", random_pixels(4, 4))
+    message = (f"{tmp_path / 'flat'} has no train/ and test/ sub-folders, so its class folders would be both the "
+               f"training data and the held-out test data; put them under {tmp_path / 'flat'}/train/ and "
+               f"{tmp_path / 'flat'}/test/")
+    with pytest.raises(UserError) as refusal:
+        data.check_held_out_split(str(tmp_path / "flat"))
+    assert str(refusal.value) == message
+    data.check_held_out_split(str(tmp_path / "split"))
+    data.check_held_out_split("digits")
+    # Before, a teacher trained on it reported its training accuracy as its test accuracy.
+    recipe = teacher_recipes.TeacherRecipe(architecture="resnet8", dataset=str(tmp_path / "flat"), epochs=1)
+    with pytest.raises(UserError, match="has no train/ and test/ sub-folders"):
+        teacher_recipes.train_from_recipe(recipe, str(tmp_path / "teacher.keras"), progress=False)
+    assert not os.path.exists(tmp_path / "teacher.keras")
+    # Evaluation alone reads such a folder for any split, as before.
+    assert len(data.load_dataset(str(tmp_path / "flat"), "val")) == 2
+
+
 def test_image_folder_labels_follow_sorted_folder_names(tmp_path, random_pixels):
     zebra, ant_1, ant_2 = random_pixels(4, 6), random_pixels(4, 6), random_pixels(4, 6)
     _save_png(tmp_path / "zebra" / "a.png", zebra)

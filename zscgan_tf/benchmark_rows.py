@@ -116,6 +116,7 @@ class TeacherBenchmark:
         if not dataset_name:
             raise UserError(f"teacher {self.teacher.name!r} names no dataset; pass --dataset")
         self.dataset_name = dataset_name
+        data.check_held_out_split(dataset_name)  # Real-data rows train and calibrate on train, measure on test.
         train = data.load_dataset(dataset_name, "train", data_dir=data_dir or None)
         test = data.load_dataset(dataset_name, "test", data_dir=data_dir or None)
         if train.num_classes != self.teacher.num_classes:
@@ -176,7 +177,8 @@ class TeacherBenchmark:
             rows.append((f"real_qat_{scheme}", f"real-data QAT {scheme.upper()}",
                          lambda scheme=scheme: self.qat(scheme, "real"), {**measured, **qat, **ranges}))
         # Measurements other than accuracy, cached the same way.
-        rows.append(("latency", "LiteRT latency", self.latency, {**common, **generated}))
+        rows.append(("latency", "LiteRT latency", self.latency,
+                     {**common, **generated, "latency_runs": self.config.latency_runs}))
         rows.append(("generator_speed", "generator step speed", self.generator_speed, {**common, **generated}))
         if self.config.calibration_draws:
             rows.append(("ptq_spread", "PTQ over calibration draws", self.ptq_spread,
@@ -208,6 +210,7 @@ class TeacherBenchmark:
     def run(self, publish) -> dict:
         """Computes every row not cached yet; calls `publish()` after each."""
         self.check_same_teacher()
+        self.check_generators()
         rows = self.rows()
         for index, (row_id, label, compute, settings) in enumerate(rows, 1):
             key = row_key(row_id, settings)
@@ -364,24 +367,41 @@ class TeacherBenchmark:
             config_lib.GeneratorTrainingConfig(batch_size=self.config.generator_batch_size), seed=self.config.seed)
         return throughput.measure_generator_step(trainer, SPEED_TIMED_STEPS, SPEED_WARMUP_STEPS).to_dict()
 
+    def generator_run_config(self, pool_draw: int = 0) -> config_lib.RunConfig:
+        """The run that trains the benchmark's generator pool (`pool_draw` 0, in `generator/`) or
+        further pool `pool_draw` (in `generator_draw<k>/`)."""
+        return config_lib.RunConfig(
+            work_dir=os.path.join(self.dir, f"generator_draw{pool_draw}" if pool_draw else "generator"),
+            seed=self.config.pool_draw_seed(pool_draw),
+            teacher=teachers.TeacherSource(model=self.teacher.description["source"],
+                                           cache_dir=self.config.teacher_cache_dir),
+            generator=self.config.generator_config(),
+            loss=self.config.generator_loss_config(),
+            generator_training=config_lib.GeneratorTrainingConfig(steps=self.config.generator_steps,
+                                                                  batch_size=self.config.generator_batch_size),
+            # This run only trains the generator. Its QAT and quantization settings are never
+            # used; they are pinned to those its directory was first saved with, so that a
+            # change of their defaults does not orphan a trained generator.
+            distillation=config_lib.DistillationConfig(feature_loss_weight=0.0),
+            quantization=config_lib.QuantizationConfig(low_bit_ranges="min_max"))
+
+    def check_generators(self):
+        """Refuses, before any row, generator settings its trained pools cannot take: fewer steps
+        than trained (training cannot be undone), or other settings (their directories keep one
+        config each), as `trained_generator` would refuse them only once rows before had run."""
+        draws = range(1 + (self.config.generator_pool_draws if "w4a4" in self.config.schemes else 0))
+        for pool_draw in draws:
+            run_config = self.generator_run_config(pool_draw)
+            if os.path.isdir(run_config.work_dir):
+                pipeline.check_not_shortened(run_config)
+                config_lib.check_saved(run_config)
+
     def trained_generator(self, pool_draw: int = 0):
-        """The benchmark's generator pool (`pool_draw` 0, in `generator/`) or further pool `pool_draw`
-        (in `generator_draw<k>/`), trained on first use and resumable as a train run is."""
+        """The benchmark's generator pool (`pool_draw` 0) or further pool `pool_draw`
+        (`generator_run_config`), trained on first use and resumable as a train run is."""
         if pool_draw not in self.generators:
-            run_config = config_lib.RunConfig(
-                work_dir=os.path.join(self.dir, f"generator_draw{pool_draw}" if pool_draw else "generator"),
-                seed=self.config.pool_draw_seed(pool_draw),
-                teacher=teachers.TeacherSource(model=self.teacher.description["source"],
-                                               cache_dir=self.config.teacher_cache_dir),
-                generator=self.config.generator_config(),
-                loss=self.config.generator_loss_config(),
-                generator_training=config_lib.GeneratorTrainingConfig(steps=self.config.generator_steps,
-                                                                      batch_size=self.config.generator_batch_size),
-                # This run only trains the generator. Its QAT and quantization settings are never
-                # used; they are pinned to those its directory was first saved with, so that a
-                # change of their defaults does not orphan a trained generator.
-                distillation=config_lib.DistillationConfig(feature_loss_weight=0.0),
-                quantization=config_lib.QuantizationConfig(low_bit_ranges="min_max"))
+            run_config = self.generator_run_config(pool_draw)
+            pipeline.check_not_shortened(run_config)
             pipeline.prepare_work_dir(run_config)
             pipeline.record_config(run_config)
             state = run_state.read_state(run_config.work_dir)
@@ -437,6 +457,21 @@ class TeacherBenchmark:
         return {**self.tflite_int8_top1(model_bytes), "keras_top1": keras_accuracy, "tflite_bytes": len(model_bytes)}
 
 
+def _check_distinct_teacher_names(sources) -> None:
+    """Refuses two teachers whose rows would share a directory: each teacher's are kept under
+    its name, a model file's name without its extension (the second was refused only once the
+    first was measured, as if its file had been retrained)."""
+    seen = {}
+    for source in sources:
+        name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+        if name.startswith(teachers.BUILTIN_PREFIX):
+            name = name[len(teachers.BUILTIN_PREFIX):]
+        if name in seen:
+            raise UserError(f"--teachers names two teachers called {name!r} ({seen[name]} and {source}); the benchmark "
+                            "keeps each teacher's rows under its name: rename one file")
+        seen[name] = source
+
+
 def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
     """Measures every teacher of `benchmark`, resuming from rows cached in its work directory.
 
@@ -458,6 +493,7 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
     if os.path.isfile(os.path.join(benchmark.work_dir, run_state.STATE_FILE)):
         raise UserError(f"--work_dir {benchmark.work_dir!r} is the work directory of a run (python -m "
                         "zscgan_tf.train), which the benchmark's files would be mixed into; choose another")
+    _check_distinct_teacher_names(benchmark.teachers)
     results = {"settings": benchmark.recorded(), "teachers": {}}
     run_started = time.monotonic()
 

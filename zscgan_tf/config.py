@@ -461,6 +461,16 @@ def save_or_check(config: RunConfig, write_json, same_teacher: bool = False) -> 
     Raises:
       UserError: if the work directory holds a run with a different config.
     """
+    check_saved(config, same_teacher)
+    write_json(os.path.join(config.work_dir, CONFIG_FILE), current_dict(config))
+
+
+def check_saved(config: RunConfig, same_teacher: bool = False) -> None:
+    """Checks `config` against the one its work directory saved, if any (`save_or_check`).
+
+    Raises:
+      UserError: if the work directory holds a run with a different config.
+    """
     path = os.path.join(config.work_dir, CONFIG_FILE)
     current = current_dict(config)
     if os.path.exists(path):
@@ -478,4 +488,3 @@ def save_or_check(config: RunConfig, write_json, same_teacher: bool = False) -> 
                                 "start fresh")
             raise UserError(f"{config.work_dir} holds a run with a different config ({shown}); choose another "
                             "--work_dir, or delete that directory to start fresh")
-    write_json(path, current)

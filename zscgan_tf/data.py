@@ -199,6 +199,22 @@ def load_fashion_mnist(split: str, data_dir: Optional[str] = None) -> LabeledIma
                          name="fashion_mnist", class_names=FASHION_MNIST_CLASS_NAMES)
 
 
+def check_held_out_split(source: str, training_split: str = "train", held_out_split: str = "test") -> None:
+    """Refuses a folder of class folders that has no split folders, whose images would then be
+    both the training data and the data held out to measure on (`load_dataset` reads the
+    folder itself for any split): a training run's test accuracy would be its training one.
+
+    Raises:
+      UserError: naming the split folders wanted.
+    """
+    if not (os.path.isdir(source) and not is_idx_directory(source)):
+        return
+    if image_split_folder(source, training_split) == image_split_folder(source, held_out_split):
+        raise UserError(f"{source} has no {training_split}/ and {held_out_split}/ sub-folders, so its class folders "
+                        f"would be both the {training_split}ing data and the held-out {held_out_split} data; put them "
+                        f"under {source}/{training_split}/ and {source}/{held_out_split}/")
+
+
 def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
                  image_size: Optional[Tuple[int, int]] = None, progress: bool = False,
                  max_samples: int = 0, seed: int = 0) -> LabeledImages:

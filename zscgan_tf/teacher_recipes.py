@@ -135,6 +135,7 @@ def train_from_recipe(recipe: TeacherRecipe, path: str, progress: bool = True,
     """
     if not path.endswith(TEACHER_FILE_SUFFIX):
         raise UserError(f"teacher files are {TEACHER_FILE_SUFFIX} files, got {path!r}")
+    data.check_held_out_split(recipe.dataset)
     train = _load_split(recipe, "train", data_dir, progress)
     input_shape = recipe.resolved_input_shape(train)
     train = train.to_input_shape(input_shape)
