@@ -17,11 +17,12 @@ ROW = re.compile(r"^\| (generator|QAT) \| ([\d.]+) MiB \(step 2\) \| ([\d.]+) Mi
                  r"\| [+-][\d.]+% \|$", re.MULTILINE)
 
 
-def test_prints_a_row_of_resident_memory_for_each_stage():
+def test_prints_a_row_of_resident_memory_for_each_stage(tmp_path):
     finished = subprocess.run(COMMAND + ["--steps=6", "--checkpoint_every=3"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=300)
+                              text=True, timeout=300, env={**os.environ, "TMPDIR": str(tmp_path)})
 
     assert finished.returncode == 0, finished.stderr
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("zscgan_tf_memory_")]  # Left behind before.
     rows = ROW.findall(finished.stdout)
     # The generator's row is printed as soon as its stage ends, then again in the table.
     assert [stage for stage, *_ in rows] == ["generator", "generator", "QAT"], finished.stdout
@@ -52,6 +53,7 @@ def test_a_stopped_benchmark_says_whether_a_rerun_resumes_or_starts_again(tmp_pa
         last_line = stderr.read().strip().splitlines()[-1]
 
     assert process.returncode == 143
+    assert os.path.isdir(work_dir) == own_work_dir  # A temporary one is removed: a rerun starts again.
     advice = "checkpoint saved, rerun the same command to resume" if own_work_dir else \
         "rerun the same command to start again"
     assert re.fullmatch(rf"stopped: SIGTERM at generator step \d+; {advice}", last_line), last_line

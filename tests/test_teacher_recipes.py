@@ -166,6 +166,11 @@ def test_tool_reports_bad_input_as_one_line(tmp_path):
     result = _run_tool("--no_such_flag")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: Unknown command line flag 'no_such_flag'"
+    # A recipe carries no mean and std: before, custom was taken and then always failed for want of them.
+    result = _run_tool("--architecture=resnet8", "--dataset=digits", "--preprocessing=custom", "--output=/tmp/x.keras")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: flag --preprocessing=custom: value should be one of <tf|caffe|torch|raw>")
     # A directory, even with --overwrite, is refused before training, not when the model is saved.
     directory = tmp_path / "teacher.keras"
     directory.mkdir()

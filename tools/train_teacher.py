@@ -28,6 +28,7 @@ from absl import flags  # pylint: disable=wrong-import-position
 
 from zscgan_tf import architectures, cli, teacher_recipes, teachers  # pylint: disable=wrong-import-position
 from zscgan_tf.errors import UserError  # pylint: disable=wrong-import-position
+from zscgan_tf.preprocessing import MODES as PREPROCESSING_MODES  # pylint: disable=wrong-import-position
 
 DEFAULT_RECIPE = teacher_recipes.TeacherRecipe(dataset="digits", architecture="resnet8")
 
@@ -45,7 +46,11 @@ flags.DEFINE_integer("epochs", DEFAULT_RECIPE.epochs, "training epochs")
 flags.DEFINE_integer("batch_size", DEFAULT_RECIPE.batch_size, "training batch size")
 flags.DEFINE_float("learning_rate", DEFAULT_RECIPE.learning_rate, "initial Adam learning rate (cosine decay)")
 flags.DEFINE_integer("seed", DEFAULT_RECIPE.seed, "weight initialization and shuffling seed")
-flags.DEFINE_string("preprocessing", DEFAULT_RECIPE.preprocessing_mode, "preprocessing mode of the teacher's input")
+# `custom` needs a mean and a std, which a recipe does not carry.
+flags.DEFINE_enum("preprocessing", DEFAULT_RECIPE.preprocessing_mode,
+                  [mode for mode in PREPROCESSING_MODES if mode != "custom"],
+                  "how the teacher reads pixels 0 to 255 (recorded in its sidecar): tf (x / 127.5 - 1), raw, torch "
+                  "or caffe")
 flags.DEFINE_bool("augment", DEFAULT_RECIPE.augment, "random translations during training")
 flags.DEFINE_integer("base_width", None, "ResNet first-stage width (default: the builder's)")
 flags.DEFINE_float("alpha", None, "MobileNet width multiplier (default: the builder's)")
