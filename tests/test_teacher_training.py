@@ -83,7 +83,8 @@ def test_check_inference_mode_accuracy():
     fine = teacher_training.TeacherMetrics(0.9, 0.85, 0.9, epochs=1, wall_seconds=1.0)
     lagging = teacher_training.TeacherMetrics(0.9, 0.10, 0.88, epochs=1, wall_seconds=1.0)
     teacher_training.check_inference_mode_accuracy(fine)
-    with pytest.raises(UserError, match="inference-mode test accuracy 0.100 is 0.780 below"):  # One line, not a traceback.
+    # A UserError: one line, not a traceback.
+    with pytest.raises(UserError, match="inference-mode test accuracy 0.100 is 0.780 below"):
         teacher_training.check_inference_mode_accuracy(lagging)
 
 

@@ -114,10 +114,10 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     instead of running it; `--helpfull` adds every other flag.
 
     Returns:
-      0 on success or after help (or what `body` returned), `USER_ERROR_STATUS` for bad input, `NUMERICAL_FAULT_STATUS` for a
-      NaN/Inf loss, `STORAGE_FULL_STATUS` for a full disk, `INTERRUPTED_STATUS` for Ctrl-C,
-      `TERMINATED_STATUS` for SIGTERM, 129 for SIGHUP and 141 for a closed output (which stop a
-      command as Ctrl-C does: `stop_signals`).
+      0 on success or after help (or the status `body` returned), `USER_ERROR_STATUS` for bad
+      input, `NUMERICAL_FAULT_STATUS` for a NaN/Inf loss, `STORAGE_FULL_STATUS` for a full disk,
+      `INTERRUPTED_STATUS` for Ctrl-C, `TERMINATED_STATUS` for SIGTERM, 129 for SIGHUP and 141
+      for a closed output (which stop a command as Ctrl-C does: `stop_signals`).
     """
     start_up.command_started()
     verbose = "--verbose" in argv
