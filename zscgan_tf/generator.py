@@ -318,8 +318,7 @@ def preprocessing_of_input_space(scale: np.ndarray, offset: np.ndarray) -> Prepr
     `offset`): a named mode where one does, else `custom` with the mean and std it implies."""
     channels = len(scale)
     for mode in (mode for mode in PREPROCESSING_MODES if mode != "custom"):
-        if np.allclose(np.concatenate(input_space_affine(Preprocessing(mode), channels)),
-                       np.concatenate([scale, offset]), rtol=1e-5, atol=1e-6):
+        if _same_map(input_space_affine(Preprocessing(mode), channels), (scale, offset)):
             return Preprocessing(mode)
     # teacher = t * 127.5 s + (127.5 s + o), with s = 1 / (255 std) and o = -mean / std.
     pixel_scale, pixel_offset = scale / 127.5, offset - scale
@@ -336,8 +335,12 @@ def same_input_space(generator: tf_keras.Model, preprocessing: Preprocessing, ch
     mapping = input_space(generator)
     if mapping is None:
         return None
-    return bool(np.allclose(np.concatenate(input_space_affine(preprocessing, channels)), np.concatenate(mapping),
-                            rtol=1e-5, atol=1e-6))
+    return _same_map(input_space_affine(preprocessing, channels), mapping)
+
+
+def _same_map(first: Tuple[np.ndarray, np.ndarray], second: Tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether two per-channel (scale, offset) maps are one, to the float32 they were stored in."""
+    return bool(np.allclose(np.concatenate(first), np.concatenate(second), rtol=1e-5, atol=1e-6))
 
 
 def generator_spec_from_model(generator) -> dict:
