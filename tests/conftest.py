@@ -39,6 +39,14 @@ THIRD_PARTY_DEPRECATIONS = (
 def pytest_configure(config):
     for line in THIRD_PARTY_DEPRECATIONS:
         config.addinivalue_line("filterwarnings", line)
+    # The suite started in the background of a shell script inherits SIGINT ignored (under nohup,
+    # SIGHUP), and the package rightly leaves an ignored stop signal ignored (`stop_signals`); the
+    # tests of Ctrl-C and hangups, in this process and in the commands it starts, need them as a
+    # terminal gives them. Five of them failed so, on a `.ci/run` started with `&`.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session", autouse=True)
