@@ -108,6 +108,14 @@ def test_qat_checkpoint_exports_when_the_student_file_is_missing(run_dir, tmp_pa
     assert result.returncode == 0, result.stderr
     assert "QAT checkpoint" in result.stdout and "- from uint8 pixels: uint8 input = " in result.stdout
     assert [tensor.dtype for tensor in _model_report(output).inputs] == ["uint8"]
+    assert "has not finished" not in result.stdout  # Its checkpoint is at the run's last step.
+    # A run stopped before its last QAT step: the export says so (it said only "QAT checkpoint").
+    (copy / "distillation" / "checkpoints" / "checkpoint").write_text(
+        (copy / "distillation" / "checkpoints" / "checkpoint").read_text().replace("ckpt-2", "ckpt-1"))
+    result = convert(f"--run_dir={copy}", f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    assert ("note: exporting the QAT checkpoint at step 1 of the run's 2: its distillation has not finished; rerun "
+            "it to finish, then convert again") in result.stdout
 
 
 def test_a_damaged_student_file_is_passed_over_for_the_qat_checkpoint_or_is_one_line(run_dir, tmp_path, convert):

@@ -272,6 +272,11 @@ def _from_run(run_dir, generator):
                             f"on {run_dir!r}, which rebuilds it from its QAT checkpoints") from error
         return student, calibration, f"student {student_path}", teacher.preprocessing, class_names
     student = quantization_stages.restore_student(run_config, teacher, generator, calibration, checkpoint_dir)
+    checkpoint_step = training_loop.latest_step(os.path.join(run_dir, quantization_stages.DISTILLATION_DIR))
+    if checkpoint_step is not None and checkpoint_step < run_config.distillation.steps:
+        print(f"note: exporting the QAT checkpoint at step {checkpoint_step} of the run's "
+              f"{run_config.distillation.steps}: its distillation has not finished; rerun it to finish, then convert "
+              "again")
     return student, calibration, f"QAT checkpoint in {checkpoint_dir}", teacher.preprocessing, class_names
 
 
