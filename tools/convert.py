@@ -48,7 +48,6 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
-import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 from absl import flags  # noqa: E402
 
@@ -253,14 +252,14 @@ def _from_run(run_dir, generator):
     class_names = quantization_stages.teacher_class_names(teacher)
     student_path = os.path.join(run_dir, quantization_stages.STUDENT_MODEL_FILE)
     checkpoint_dir = os.path.join(run_dir, quantization_stages.DISTILLATION_DIR, "checkpoints")
+    checkpoint_step = training_loop.latest_step(os.path.join(run_dir, quantization_stages.DISTILLATION_DIR))
     saved_sha256 = state.get("distillation", {}).get("sha256")
     if (os.path.exists(student_path) and saved_sha256 and files.file_digest(student_path) != saved_sha256
-            and tf.train.latest_checkpoint(checkpoint_dir)):
+            and checkpoint_step is not None):
         print(f"note: {student_path} is not the student the run saved (damaged?); exporting its QAT checkpoint "
               "instead (rerunning the pipeline rebuilds the file)")
     elif os.path.exists(student_path):
         saved_steps = state.get("distillation", {}).get("steps")
-        checkpoint_step = training_loop.latest_step(os.path.join(run_dir, quantization_stages.DISTILLATION_DIR))
         if saved_steps and checkpoint_step and checkpoint_step > saved_steps:
             print(f"note: exporting the run's finished student ({count_of(saved_steps, 'QAT step')}); its QAT "
                   f"checkpoint is at step {checkpoint_step} of a longer run not finished yet: rerun it to finish, then "
@@ -272,7 +271,6 @@ def _from_run(run_dir, generator):
                             f"on {run_dir!r}, which rebuilds it from its QAT checkpoints") from error
         return student, calibration, f"student {student_path}", teacher.preprocessing, class_names
     student = quantization_stages.restore_student(run_config, teacher, generator, calibration, checkpoint_dir)
-    checkpoint_step = training_loop.latest_step(os.path.join(run_dir, quantization_stages.DISTILLATION_DIR))
     if checkpoint_step is not None and checkpoint_step < run_config.distillation.steps:
         print(f"note: exporting the QAT checkpoint at step {checkpoint_step} of the run's "
               f"{run_config.distillation.steps}: its distillation has not finished; rerun it to finish, then convert "

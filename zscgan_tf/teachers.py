@@ -366,10 +366,11 @@ def read_sidecar(model_path: str) -> dict:
         (`_check_sidecar`).
     """
     path = os.path.normpath(model_path)
-    if not os.path.exists(sidecar_path(path)):
+    first_path = sidecar_path(path)
+    if not os.path.exists(first_path):
         return _sidecar_without_model_extension(path)
-    description = _json_of(sidecar_path(path))
-    _check_sidecar(description, sidecar_path(path))
+    description = _json_of(first_path)
+    _check_sidecar(description, first_path)
     return description
 
 
