@@ -229,6 +229,10 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     (["--generator_pool_draws=1", "--schemes=w8a8,w4a8"],
      "--generator_pool_draws repeats the W4A4 rows, but --schemes has no w4a4"),
     (["--schemes=w8a8,w9a8"], "--schemes: weight_bits must be between 2 and 8, got 9"),
+    (["--schemes=w8a8,W8A8"], "--schemes names w8a8 more than once"),
+    # Names are case-insensitive: W4A4 is the w4a4 the repeats ask for (it was refused as missing).
+    (["--schemes=W8A8,W4A4", "--w4a4_seed_draws=1", "--teachers=/nonexistent.keras"],
+     "model file '/nonexistent.keras' does not exist"),
     (["--compare_to=/nonexistent"], "--compare_to '/nonexistent' is not a directory"),
     (["--qat_flip=maybe"], "flag --qat_flip="),
     (["--teachers=/nonexistent.keras"], "model file '/nonexistent.keras' does not exist"),

@@ -38,7 +38,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ({"low_bit_ranges": "max"}, "--low_bit_ranges must be one of"),
     ({"teachers": ()}, "--teachers names no teacher"),
     ({"work_dir": ""}, "--work_dir must not be empty"),
-    ({"schemes": ("w8a8", "w4a16")}, "--schemes: ")])
+    ({"schemes": ("w8a8", "w4a16")}, "--schemes: "),
+    ({"schemes": ("w8a8", "w4a4", "w8a8")}, "--schemes names w8a8 more than once"),
+    ({"schemes": ("W4A4",)}, "--schemes: write 'W4A4' as 'w4a4'")])
 def test_bad_settings_are_refused_naming_the_flag(changes, message):
     with pytest.raises(UserError) as error:
         benchmark_config.validate(BenchmarkConfig(**changes))

@@ -132,7 +132,9 @@ flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
 def config_from_flags() -> benchmark_config.BenchmarkConfig:
     """The parsed flags as a `BenchmarkConfig` (validated when the benchmark starts)."""
     values = {field.name: FLAGS[field.name].value for field in dataclasses.fields(benchmark_config.BenchmarkConfig)}
-    values["teachers"], values["schemes"] = tuple(values["teachers"]), tuple(values["schemes"])
+    values["teachers"] = tuple(values["teachers"])
+    # Scheme names are case-insensitive (`W4A4`); the benchmark's rows and targets use `w4a4`.
+    values["schemes"] = tuple(scheme.strip().lower() for scheme in values["schemes"])
     return benchmark_config.BenchmarkConfig(**values)
 
 

@@ -168,6 +168,16 @@ def validate(benchmark: BenchmarkConfig) -> None:
         value = getattr(benchmark, name)
         if value < 0:
             raise UserError(f"--{name} must be non-negative, got {value}")
+    for scheme in benchmark.schemes:
+        try:
+            name = quantize.QuantizationScheme.from_name(scheme).name
+        except UserError as error:
+            raise UserError(f"--schemes: {error}") from error
+        if scheme != name:  # The rows and targets look schemes up by these names.
+            raise UserError(f"--schemes: write {scheme!r} as {name!r}")
+    repeated = sorted({scheme for scheme in benchmark.schemes if benchmark.schemes.count(scheme) > 1})
+    if repeated:
+        raise UserError(f"--schemes names {', '.join(repeated)} more than once")
     for name in ("w4a4_seed_draws", "generator_pool_draws"):
         if getattr(benchmark, name) and "w4a4" not in benchmark.schemes:
             raise UserError(f"--{name} repeats the W4A4 rows, but --schemes has no w4a4")
@@ -179,8 +189,3 @@ def validate(benchmark: BenchmarkConfig) -> None:
     config_lib.validate_distillation(benchmark.qat_settings(), QAT_FLAGS)
     if not benchmark.teachers:
         raise UserError("--teachers names no teacher")
-    for scheme in benchmark.schemes:
-        try:
-            quantize.QuantizationScheme.from_name(scheme)
-        except UserError as error:
-            raise UserError(f"--schemes: {error}") from error
