@@ -180,6 +180,10 @@ def test_tool_reports_bad_input_as_one_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (f"error: --output '{directory}' is a directory; name the .keras "
                                                       "file to write")
     assert os.listdir(tmp_path) == ["teacher.keras"]  # No training backup beside it: refused before training.
+    # A place the access check allows but the kernel refuses (as root too): it was a PermissionError traceback.
+    result = _run_tool("--architecture=resnet8", "--dataset=digits", "--epochs=1", "--output=/proc/zscgan_tf.keras")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot write the teacher '/proc/zscgan_tf.keras': ")
 
 
 def test_tool_trains_a_custom_teacher_and_refuses_to_overwrite_it(tmp_path):
