@@ -486,6 +486,30 @@ def test_no_qat_asked_of_a_finished_run_reports_none(finished_run, capsys):
     assert (work_dir / "qat_int8.tflite").exists()
 
 
+def test_a_re_export_stopped_midway_leaves_no_report_of_the_models_it_replaced(finished_run, capsys, monkeypatch):
+    from zscgan_tf import export
+    work_dir, arguments = finished_run
+    convert = export.convert_to_tflite
+    converted = []
+
+    def stopped_after_the_first(*args, **kwargs):
+        if converted:
+            raise KeyboardInterrupt
+        converted.append(kwargs.get("output_path"))
+        return convert(*args, **kwargs)
+
+    monkeypatch.setattr(export, "convert_to_tflite", stopped_after_the_first)
+    capsys.readouterr()
+    assert train.main(["train", *arguments, "--io_dtype=uint8"]) == cli.INTERRUPTED_STATUS
+    assert ("export: export_report.md, report.md, report.json described the models converted again here; removed "
+            "until this run has measured the new ones") in capsys.readouterr().out
+    # ptq_int8.tflite is uint8 now, qat_int8.tflite still int8: the reports described both as int8 before.
+    assert not [name for name in ("export_report.md", "report.md", "report.json") if (work_dir / name).exists()]
+    monkeypatch.setattr(export, "convert_to_tflite", convert)
+    assert train.main(["train", *arguments, "--io_dtype=uint8"]) == 0
+    assert "uint8" in (work_dir / "export_report.md").read_text() and (work_dir / "report.json").exists()
+
+
 # ------------------------------------------------------------------------ numerical faults
 
 

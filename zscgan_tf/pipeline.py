@@ -456,7 +456,9 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
                                                           seed=run_config.seed + quantization_stages.CALIBRATION_SEED_OFFSET)
     student = quantization_stages.distillation_stage(run_config, teacher, generator, calibration, state, save_state,
                                                      progress=progress)
-    tflite_paths = quantization_stages.export_stage(run_config, teacher, student, calibration, state, save_state)
+    tflite_paths = quantization_stages.export_stage(
+        run_config, teacher, student, calibration, state, save_state,
+        reports=(quantization_stages.EXPORT_REPORT_FILE, run_report.REPORT_MARKDOWN_FILE, run_report.REPORT_JSON_FILE))
     if callable(evaluation_data):
         say("evaluation: reading the evaluation images again")
         evaluation_data = evaluation_data()

@@ -19,7 +19,7 @@ Work directory files added here:
 import math
 import os
 import shutil
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -268,8 +268,13 @@ def _start_distilling_from(distillation_dir: str, generator) -> None:
 
 
 def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: np.ndarray, state: dict,
-                 write_state) -> Dict[str, str]:
-    """Writes the float, PTQ and (W8A8) QAT TFLite models; returns {kind: path}."""
+                 write_state, reports: Sequence[str] = (EXPORT_REPORT_FILE,)) -> Dict[str, str]:
+    """Writes the float, PTQ and (W8A8) QAT TFLite models; returns {kind: path}.
+
+    `reports`: the work directory's files that describe or measure these models; those there
+    are removed before a model is converted again (other settings, a changed file), so that
+    a run stopped mid-export leaves no report of the models it replaced.
+    """
     work_dir = run_config.work_dir
     settings = run_config.quantization
     representative = export.representative_dataset_from_array(calibration, teacher.input_range())
@@ -291,6 +296,7 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
         key = (f"{kind}:{settings.io_dtype}:{settings.per_channel}:{state.get('distillation', {}).get('steps')}:"
                f"{INPUT_RANGE}" + (":float_ops_allowed" if settings.allow_float_ops else ""))
         if done.get(kind) != {"settings": key, "sha256": file_digest(path)}:
+            _remove_reports(work_dir, reports)
             say(f"export: converting {kind} -> {path}")
             export.convert_to_tflite(model, output_path=path, **options)
             done[kind] = {"settings": key, "sha256": file_digest(path)}
@@ -316,6 +322,15 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
     report_lines += _write_labels(work_dir, teacher)
     write_text_atomic(os.path.join(work_dir, EXPORT_REPORT_FILE), "\n".join(report_lines))
     return paths
+
+
+def _remove_reports(work_dir: str, reports: Sequence[str]) -> None:
+    stale = [name for name in reports if os.path.exists(os.path.join(work_dir, name))]
+    if stale:
+        say(f"export: {', '.join(stale)} described the models converted again here; removed until this run "
+            "has measured the new ones")
+    for name in stale:
+        os.remove(os.path.join(work_dir, name))
 
 
 def teacher_class_names(teacher: Teacher) -> Tuple[str, ...]:
