@@ -28,6 +28,24 @@ def test_log_stream_gets_whole_lines_at_most_every_interval_and_the_last_step_al
     assert "\r" not in stream.getvalue()
 
 
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_terminal_line_is_drawn_over_the_last_and_clears_what_a_longer_one_left():
+    stream = _Terminal()
+    bar = progress.ProgressBar(total_steps=2, description="teacher", stream=stream)
+    bar.update(1, {"loss": 2.614})
+    bar.update(2, {"loss": 1.25}, force=True)
+    bar.close()
+    drawn = stream.getvalue()
+    assert drawn.startswith("\rteacher 1/2 [") and drawn.endswith(progress.ERASE_TO_END_OF_LINE + "\n")
+    assert drawn.count("\r") == 2 and drawn.count(progress.ERASE_TO_END_OF_LINE) == 2
+    # Before, "loss 1.25 | ..." ended where "loss 2.614 | ..." had been one character longer: its last stayed.
+    assert "loss 1.25 |" in drawn.split("\r")[2]
+
+
 def test_speed_and_eta_leave_out_the_work_before_the_first_update(monkeypatch):
     # A first training step that spends 100 s tracing, then steps of 1 s: the ETA is that of 1 s steps.
     now = [0.0]

@@ -114,6 +114,21 @@ def test_train_teacher_learns_and_leaves_reestimated_statistics(trained):
     np.testing.assert_allclose(first_bn.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5)
 
 
+def test_train_teacher_shows_progress_within_each_epoch_and_a_line_after_it(capsys):
+    train = data.load_digits("train").take(64)
+    tf_keras.utils.set_random_seed(0)
+    model = architectures.build_resnet(8, (8, 8, 1), 10, base_width=4)
+    teacher_training.train_teacher(model, train, data.load_digits("test").take(32), Preprocessing("tf"), epochs=2,
+                                   batch_size=16, learning_rate=1e-2, seed=0, progress=True)
+    captured = capsys.readouterr()
+    printed = captured.err
+    assert captured.out == ""  # stdout is the tool's JSON result.
+    # The first step's line comes before its epoch ends (Keras' verbose=2 wrote nothing until then).
+    assert 0 <= printed.index("teacher 1/8 [") < printed.index("zscgan_tf: epoch 1/2: loss ")
+    assert "teacher 8/8 [========================] loss " in printed and " accuracy " in printed
+    assert printed.index("teacher 8/8 [") < printed.index("zscgan_tf: epoch 2/2: loss ")
+
+
 def test_train_teacher_rejects_data_of_another_shape(trained):
     model, train, test, preprocessing, _ = trained
     with pytest.raises(UserError, match=r"train images are \(16, 16, 1\) but the model takes \(8, 8, 1\)"):

@@ -11,6 +11,7 @@ from typing import Dict, Optional, Sequence, TextIO
 BAR_WIDTH = 24
 DEFAULT_LOG_INTERVAL_SECONDS = 10.0
 TERMINAL_INTERVAL_SECONDS = 0.2
+ERASE_TO_END_OF_LINE = "\033[K"
 
 
 def say(message: str):
@@ -80,8 +81,9 @@ class ProgressBar:
         if not force and step < self.total_steps and now - self.last_write < self.interval:
             return
         self.last_write = now
+        # On a terminal the line is drawn over the last; ERASE_TO_END_OF_LINE clears what a longer one left.
         self.stream.write(("\r" if self.is_terminal else "") + self.line(step, values, now)
-                          + ("" if self.is_terminal else "\n"))
+                          + (ERASE_TO_END_OF_LINE if self.is_terminal else "\n"))
         self.stream.flush()
 
     def line(self, step: int, values: Dict[str, float], now: float) -> str:

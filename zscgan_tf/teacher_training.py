@@ -28,7 +28,7 @@ from zscgan_tf import bn_stats, data, files
 from zscgan_tf.errors import UserError
 from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.preprocessing import Preprocessing
-from zscgan_tf.progress import note
+from zscgan_tf.progress import ProgressBar, note
 from zscgan_tf.teachers import sidecar_path
 
 # BN statistics are re-estimated on at most this many (class-balanced) training images;
@@ -232,6 +232,40 @@ def check_inference_mode_accuracy(metrics: TeacherMetrics,
             "saved; train it with more epochs or a larger batch size")
 
 
+class TrainingProgress(tf_keras.callbacks.Callback):
+    """The progress of `model.fit` on stderr: a bar over every epoch's steps with the epoch's
+    loss and accuracy so far and the whole training's ETA (redrawn on a terminal, a line every
+    10 s in a log), and a line at the end of each epoch. Keras' `verbose=2` wrote only the
+    epoch's line: nothing for the hours of an epoch on a large dataset.
+
+    Must follow `BackupAndRestore` among the callbacks: a resumed training starts at the
+    epoch that restores, and the bar at its first step.
+    """
+
+    def __init__(self, epochs: int, steps_per_epoch: int, batch_size: int):
+        super().__init__()
+        self.epochs, self.steps_per_epoch, self.batch_size = epochs, steps_per_epoch, batch_size
+        self.bar, self.epoch, self.epoch_start = None, 0, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.bar is None:
+            self.bar = ProgressBar(self.epochs * self.steps_per_epoch, "teacher", stream=sys.stderr,
+                                   initial_step=epoch * self.steps_per_epoch, samples_per_step=self.batch_size)
+        self.epoch, self.epoch_start = epoch, time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.bar.update(self.epoch * self.steps_per_epoch + batch + 1, _loss_and_accuracy(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.close()  # Ends a terminal's line; the epoch's figures follow on one of their own.
+        figures = ", ".join(f"{name} {value:.4f}" for name, value in _loss_and_accuracy(logs).items())
+        note(f"epoch {epoch + 1}/{self.epochs}: {figures} ({time.monotonic() - self.epoch_start:.0f} s)")
+
+
+def _loss_and_accuracy(logs) -> dict:
+    return {name: float(logs[name]) for name in ("loss", "accuracy") if logs and name in logs}
+
+
 def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImages,
                   preprocessing: Preprocessing, epochs: int, batch_size: int, learning_rate: float, seed: int,
                   augment: bool = False, progress: bool = True,
@@ -255,7 +289,7 @@ def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImag
       seed: shuffling and augmentation seed (weights are initialized by the caller).
       augment: random translations by up to `AUGMENT_SHIFT_FRACTION` of the image side;
         no flips, which would change what a digit means.
-      progress: print one line per epoch, to stderr.
+      progress: show a progress bar over the epochs and a line after each, on stderr.
       maximum_inference_accuracy_gap: see `check_inference_mode_accuracy`.
       backup_dir: where to keep a checkpoint of weights and optimizer after every epoch,
         and to resume from one left there (Keras's `BackupAndRestore`). A resumed
@@ -287,12 +321,13 @@ def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImag
     model.compile(optimizer=tf_keras.optimizers.Adam(schedule),
                   loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    # Keras prints progress to stdout; it goes to stderr with our own, leaving stdout to results.
+    callbacks = [tf_keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False)] if backup_dir else []
+    if progress:
+        callbacks.append(TrainingProgress(epochs, steps_per_epoch, batch_size))
+    # Keras prints warnings to stdout; they go to stderr with our own, leaving stdout to results.
     with contextlib.redirect_stdout(sys.stderr):
-        model.fit(_training_dataset(train, preprocessing, batch_size, seed, augment), epochs=epochs,
-                  verbose=2 if progress else 0,
-                  callbacks=[tf_keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False)]
-                  if backup_dir else None)
+        model.fit(_training_dataset(train, preprocessing, batch_size, seed, augment), epochs=epochs, verbose=0,
+                  callbacks=callbacks)
 
     statistics_images = train.class_balanced(BATCHNORM_REESTIMATION_MAX_IMAGES, seed)
     statistics_inputs = preprocessing.apply(statistics_images.images)
