@@ -342,6 +342,11 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_
     (["--teacher=TEACHER", "--mode=float", "--io_dtype=uint8", "--allow_float_ops"],
      "--io_dtype, --allow_float_ops apply to an int8 export; --mode=float keeps the input, output and activations "
      "float"),
+    # These were ignored too: --seed is the calibration's, and a float file has no weight scales.
+    (["--teacher=TEACHER", "--mode=float", "--seed=3"], "--seed calibrates an int8 export; --mode=float is not "
+                                                          "calibrated"),
+    (["--teacher=TEACHER", "--mode=float", "--noper_channel"],
+     "--noper_channel sets the scales of integer weights; --mode=float keeps the weights float"),
     # Before, a file int8 inside with float input and output (dynamic), or one with 25 fake-quantization pairs (float).
     (["--run_dir=RUN", "--mode=dynamic"], "--mode=dynamic converts a float teacher (--teacher): the run's is "
                                           "RUN/teacher_float.tflite; a QAT student's fake quantization converts to "

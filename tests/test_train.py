@@ -68,6 +68,8 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     assert (work_dir / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [name for name in os.listdir(work_dir) if name.startswith(".tmp-")]
     out = capsys.readouterr().out
+    # Asked for no evaluation, it is not told to set the flag it set.
+    assert "evaluation: no real data to evaluate on (--eval_dataset=none)\n" in out
     assert "done:" in out
     # What TensorFlow computes on, in place of its CUDA lines that start_up drops.
     assert re.search(r"^device: (the CPU \(TensorFlow sees no GPU\)|GPU:0 \(.+\))$", out, re.MULTILINE)

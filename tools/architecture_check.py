@@ -57,10 +57,12 @@ MAX_CELL_CHARACTERS = 160
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("architectures", list(DEFAULT_ARCHITECTURES),
-                  "tf_keras.applications names, each with its square input size: Name:size.")
+                  "tf_keras.applications names, each with its square input size: Name:size (with --keras=3 "
+                  "the default leaves out RegNetX002, which Keras 3 lacks).")
 flags.DEFINE_integer("calibration_samples", 8, "Random inputs that calibrate both int8 models.")
 flags.DEFINE_enum("keras", "2", ["2", "3"], "Build the models with tf_keras (2) or with Keras 3, saved and rebuilt "
                   "with tf_keras as the pipeline reads a Keras 3 model file (3).")
+flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
 
 
 def parse_architecture(spec: str, keras_version: str = "2"):

@@ -60,7 +60,7 @@ FLAGS = flags.FLAGS
 _defaults = benchmark_config.BenchmarkConfig()
 flags.DEFINE_list("teachers", list(_defaults.teachers), "Teachers: builtin:<name> or model files.")
 flags.DEFINE_string("teacher_cache_dir", _defaults.teacher_cache_dir,
-                    "Where built-in teachers are kept; empty = ~/.cache/zscgan_tf.")
+                    "Where built-in teachers are kept; empty = $ZSCGAN_TF_CACHE, else ~/.cache/zscgan_tf/teachers.")
 flags.DEFINE_string("dataset", _defaults.dataset,
                     "Real data (data.load_dataset source); empty = the teacher's own dataset.")
 flags.DEFINE_string("data_dir", _defaults.data_dir, "Where --dataset is read from (IDX or TFDS directory).")

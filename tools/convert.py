@@ -65,7 +65,7 @@ FLAGS = flags.FLAGS
 STUDENT_FLAG_NAMES = cli.PREPROCESSING_FLAG_NAMES + ("teacher_custom_objects",)
 DATA_SOURCES = ("generator", "distilled", "noise")
 # Flags that say how an int8 export is calibrated, which the float modes would ignore.
-CALIBRATION_FLAG_NAMES = ("generator", "data_source", "distilled_steps", "calibration_samples")
+CALIBRATION_FLAG_NAMES = ("generator", "data_source", "distilled_steps", "calibration_samples", "seed")
 # Flags that say what an int8 export's input, output and ops are; the float modes keep them float.
 INT8_FORMAT_FLAG_NAMES = ("io_dtype", "allow_float_ops")
 flags.DEFINE_string("run_dir", None, "A work directory of `python -m zscgan_tf.train`: export its QAT student.")
@@ -89,7 +89,8 @@ flags.DEFINE_bool("allow_float_ops", False,
                   "An int8 model may keep ops TFLite has no int8 kernel for (ELU, ...) float inside, its input and "
                   "output integer: a CPU runs them, an Edge TPU or NPU leaves everything from the first float op to "
                   "the CPU. With --run_dir, the run's by default.")
-flags.DEFINE_integer("seed", 0, "Seed of the calibration samples; with --run_dir, the run's by default.")
+flags.DEFINE_integer("seed", 0, "Seed of the calibration samples; with --run_dir, by default the seed the run "
+                     "drew its calibration samples with (not its --seed: one derived from it).")
 flags.DEFINE_string("output", None, "Where to write the .tflite file.")
 flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
 
@@ -331,6 +332,9 @@ def convert() -> None:
         verb = "applies" if len(format_flags) == 1 else "apply"
         raise UserError(f"--{', --'.join(format_flags)} {verb} to an int8 export; --mode={FLAGS.mode} keeps the "
                         "input, output and activations float")
+    if FLAGS.mode == "float" and FLAGS["per_channel"].present:
+        raise UserError(f"--{'' if FLAGS.per_channel else 'no'}per_channel sets the scales of integer weights; "
+                        "--mode=float keeps the weights float")
     if FLAGS.mode != "int8" and (FLAGS.run_dir or FLAGS.student):
         float_file = (f": the run's is {os.path.join(FLAGS.run_dir, quantization_stages.FLOAT_TFLITE_FILE)}"
                       if FLAGS.run_dir else "")

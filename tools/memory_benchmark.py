@@ -41,6 +41,7 @@ flags.DEFINE_integer("warmup_steps", 500, "Steps before the first sample: graphs
 flags.DEFINE_integer("sample_every", 250, "Steps between resident-memory samples.")
 flags.DEFINE_integer("checkpoint_every", 250, "Steps between checkpoints, as in a real run.")
 flags.DEFINE_string("work_dir", "", "Where checkpoints and logs go; empty = a temporary directory.")
+flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
 
 
 class ResidentMemorySampler:

@@ -54,6 +54,7 @@ flags.DEFINE_enum("preprocessing", DEFAULT_RECIPE.preprocessing_mode,
 flags.DEFINE_bool("augment", DEFAULT_RECIPE.augment, "random translations during training")
 flags.DEFINE_integer("base_width", None, "ResNet first-stage width (default: the builder's)")
 flags.DEFINE_float("alpha", None, "MobileNet width multiplier (default: the builder's)")
+flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
 
 # Recipe flags: a built-in teacher has its own recipe, so these are refused with --builtin.
 RECIPE_FLAGS = ("architecture", "dataset", "image_size", "channels", "epochs", "batch_size", "learning_rate",

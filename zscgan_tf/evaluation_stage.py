@@ -201,7 +201,9 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
     results["latency_median_ms"] = {kind: {str(threads): measured[threads][kind].median_ms
                                            for threads in LATENCY_THREADS} for kind in model_bytes}
     if dataset is None:
-        say("evaluation: no real data to evaluate on (set --eval_dataset)")
+        why = (f"--eval_dataset={NO_EVALUATION}" if run_config.evaluation.dataset == NO_EVALUATION
+               else "set --eval_dataset")
+        say(f"evaluation: no real data to evaluate on ({why})")
         return results
     labels = dataset.labels
     say(f"evaluation: {len(labels)} images of {dataset.name} ({run_config.evaluation.split})")

@@ -80,18 +80,20 @@ flags.DEFINE_integer("batch_size", _training.batch_size, "Samples per generator 
 flags.DEFINE_float("generator_learning_rate", _training.learning_rate, "Adam learning rate of the generator.")
 flags.DEFINE_float("generator_beta_1", _training.beta_1, "Adam beta_1 of the generator.")
 flags.DEFINE_float("generator_beta_2", _training.beta_2, "Adam beta_2 of the generator.")
-flags.DEFINE_integer("checkpoint_every", _training.checkpoint_every, "Steps between checkpoints.")
-flags.DEFINE_integer("log_every", _training.log_every, "Steps between TensorBoard scalars.")
-flags.DEFINE_integer("image_every", _training.image_every, "Steps between TensorBoard sample grids.")
+flags.DEFINE_integer("checkpoint_every", _training.checkpoint_every,
+                     "Generator steps between checkpoints (QAT: --distillation_checkpoint_every).")
+flags.DEFINE_integer("log_every", _training.log_every,
+                     "Generator steps between TensorBoard scalars (QAT: --distillation_log_every).")
+flags.DEFINE_integer("image_every", _training.image_every, "Generator steps between TensorBoard sample grids.")
 
 flags.DEFINE_string("quantization", _quantization.scheme, "w<weight bits>a<activation bits>, each 2..8: w8a8 "
                     "(exported to int8 TFLite), or lower widths such as w4a8 / w4a4 (simulated by TF-MOT; "
                     "TFLite has no kernels below 8 bits).")
 flags.DEFINE_bool("keep_first_and_last_at_8_bits", _quantization.keep_first_and_last_at_8_bits,
-                  "Keep the first and last layers at 8 bits in w4 schemes.")
+                  "Keep the first and last layers at 8 bits in schemes below 8 bits (w4a4, w4a8, ...).")
 flags.DEFINE_bool("per_channel", _quantization.per_channel, "Per-channel weight scales.")
 flags.DEFINE_enum("low_bit_ranges", _quantization.low_bit_ranges, list(config_lib.LOW_BIT_RANGE_METHODS),
-                  "Ranges of quantizers below 8 bits (w4 schemes): mse = least squared rounding error (weights "
+                  "Ranges of quantizers below 8 bits (w4a4, w4a8, ...): mse = least squared rounding error (weights "
                   "from the weights, activations from the calibration samples), held during QAT; min_max = "
                   "TF-MOT's observed extremes.")
 flags.DEFINE_string("io_dtype", _quantization.io_dtype, "int8 or uint8 input/output of the exported model.")
@@ -132,7 +134,8 @@ flags.DEFINE_string("eval_split", _evaluation.split, "Split of the evaluation da
                     "split for tfds:<name>; for a folder of images, the sub-folder to read (e.g. val).")
 flags.DEFINE_bool("eval_resize", _evaluation.resize, "Resize evaluation images whose shape differs from the "
                   "teacher's input (done anyway for the teacher's own training data at its training shape).")
-flags.DEFINE_integer("eval_max_samples", _evaluation.max_samples, "Evaluate at most this many images; 0 = all.")
+flags.DEFINE_integer("eval_max_samples", _evaluation.max_samples,
+                     "Evaluate at most this many images, a class-balanced subset; 0 = all.")
 flags.DEFINE_integer("latency_runs", _evaluation.latency_runs, "Timed TFLite runs per model and thread count.")
 flags.DEFINE_integer("eval_samples_per_class", _evaluation.samples_per_class, "Generated samples per class "
                      "the teacher judges for the report.")
