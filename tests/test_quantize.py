@@ -121,6 +121,24 @@ def test_a_loaded_model_with_a_separable_conv_quantizes_with_its_own_weights(tmp
     assert np.abs(student_logits - teacher_logits).max() / np.abs(teacher_logits).max() <= MAX_RELATIVE_LOGIT_ERROR
 
 
+def test_an_adapted_normalization_layer_computes_with_its_statistics_in_the_student():
+    # Normalization adapted to pixels (mean about 100): TF-MOT assigns its weights without
+    # finalizing it, and the student computed with mean 0 and variance 1 (chance accuracy).
+    pixels = np.random.default_rng(0).uniform(0, 200, (NUM_SAMPLES,) + INPUT_SHAPE).astype(np.float32)
+    normalization = tf_keras.layers.Normalization()
+    normalization.adapt(pixels)
+    inputs = tf_keras.Input(INPUT_SHAPE)
+    x = tf_keras.layers.Conv2D(4, 3, padding="same")(normalization(inputs))
+    x = tf_keras.layers.ReLU()(tf_keras.layers.BatchNormalization()(x))
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    teacher = tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES)(x))
+    student, float_layer_names = quantize.quantize_student(teacher, calibration_inputs=pixels)
+    assert float_layer_names == ("normalization",)
+    teacher_logits = teacher(pixels, training=False).numpy()
+    student_logits = student(pixels, training=False).numpy()
+    assert np.abs(student_logits - teacher_logits).max() / np.abs(teacher_logits).max() <= MAX_RELATIVE_LOGIT_ERROR
+
+
 def test_teacher_is_unchanged_by_quantization_and_training_the_student():
     teacher = build_tiny_teacher()
     inputs = random_inputs()

@@ -306,6 +306,7 @@ def quantize_student(
             raise UserError(
                 f"TF-MOT could not quantize the teacher {teacher.name!r} as "
                 f"{scheme.name}: {error}") from error
+    _finalize_layer_states(student)
     quantizer_ranges.initialize_weight_ranges(student)
     fit_low_bit_ranges = scheme.holds_ranges_in_training
     if fit_low_bit_ranges:
@@ -316,6 +317,16 @@ def quantize_student(
     if input_range is not None:
         quantizer_ranges.cover_model_input_range(student, *input_range)
     return student, float_layer_names
+
+
+def _finalize_layer_states(model: tf_keras.Model) -> None:
+    """Lets every layer compute what it derives from its weights, as Keras does after loading
+    or setting weights. TF-MOT assigns the student's weights without it: an adapted
+    `Normalization` then computed with mean 0 and variance 1 rather than its adapted
+    statistics, and the student was at chance where its saved file was right."""
+    for layer in model.submodules:
+        if isinstance(layer, tf_keras.layers.Layer):
+            layer.finalize_state()
 
 
 def _quantizer_bits(quantizers) -> Optional[int]:
