@@ -82,11 +82,13 @@ def calibration_samples(generator, teacher: Teacher, count: int, seed: int) -> n
     return images[np.argsort(index_within_class, kind="stable")][:count]
 
 
-def check_integer_export(run_config: RunConfig, teacher: Teacher) -> Optional[str]:
+def check_integer_export(run_config: RunConfig, teacher: Teacher, check_student: bool = True) -> Optional[str]:
     """Converts the teacher to int8 TFLite as the export stage will, calibrated on a few
     uniform samples of its input range, so that a teacher the converter cannot make fully
     integer (an op it leaves float, such as ELU) is refused before hours of training rather
     than at export. About a second for a small model, 8 s for ResNet50 at 224x224 on 2 cores.
+    With `check_student` (a run whose QAT student has not trained yet), the student is built
+    and, for W8A8, converted too (`_check_student_export`).
 
     Returns:
       With `quantization.allow_float_ops`, a note naming the ops the int8 models will keep
@@ -116,33 +118,58 @@ def check_integer_export(run_config: RunConfig, teacher: Teacher) -> Optional[st
         raise UserError(f"the teacher cannot be exported as fully-integer TFLite, so this run would fail at "
                         f"export, after training: {error}") from error
     teacher_report = tflite_model.inspect_tflite(model_bytes)
-    _check_per_tensor_student_export(run_config, teacher, samples, input_range, teacher_report)
+    if check_student:
+        _check_student_export(run_config, teacher, samples, input_range, teacher_report)
     float_ops = export.float_ops_description(teacher_report, teacher.model)
     if not float_ops:
         return None
     return f"the int8 models will keep float ops (--allow_float_ops): {float_ops} ({FLOAT_OPS_DEVICES})"
 
 
-def _check_per_tensor_student_export(run_config: RunConfig, teacher: Teacher, samples: np.ndarray,
-                                     input_range, teacher_report: tflite_model.TfliteModelReport) -> None:
-    """Refuses a W8A8 QAT student with per-tensor weight scales (`--noper_channel`) that would
-    not export as integer: TF-MOT fake-quantizes a convolution's weights before the BatchNorm
-    after it is folded into them, and the converter keeps the folded convolution float
-    rather than give it per-tensor scales it was not trained with
-    (tensorflow/model-optimization#1131). Checked on the student as the distillation stage
-    starts it, converted as the export stage converts it: refused when it keeps more ops float
-    than the teacher converted post-training (`teacher_report`), which may keep the ops
-    `--allow_float_ops` allows."""
+def _check_student_export(run_config: RunConfig, teacher: Teacher, samples: np.ndarray,
+                          input_range, teacher_report: tflite_model.TfliteModelReport) -> None:
+    """Builds the QAT student as the distillation stage starts it, and converts a W8A8 one as
+    the export stage will, so that what fails there fails before the generator trains:
+    - a teacher TF-MOT cannot quantize (a layer used twice);
+    - a student the converter keeps more ops float in than in the teacher converted
+      post-training (`teacher_report`, which may keep the ops `--allow_float_ops` allows):
+      a BatchNormalization over another axis than the channels', or per-tensor weight scales
+      (`--noper_channel`): TF-MOT fake-quantizes a convolution's weights before the BatchNorm
+      after it is folded into them, and the converter keeps the folded convolution float
+      rather than give it per-tensor scales it was not trained with
+      (tensorflow/model-optimization#1131)."""
     scheme = scheme_of(run_config)
-    if run_config.quantization.per_channel or not run_config.distillation.steps or not scheme.exportable:
+    if not run_config.distillation.steps:
         return
-    student, _ = quantize.quantize_student(teacher.model, scheme, calibration_inputs=samples, input_range=input_range)
+    try:
+        student, _ = quantize.quantize_student(teacher.model, scheme, calibration_inputs=samples,
+                                               input_range=input_range)
+    except UserError as error:
+        raise UserError(f"{error}. This run would stop there, after training its generator: pass "
+                        "--distillation_steps=0 for a run whose only int8 model is the post-training one") from error
+    if not scheme.exportable:
+        return
+    per_channel = run_config.quantization.per_channel
     # Float ops allowed here, so that the ones the teacher's check has answered for (an ELU) do not count twice.
-    model_bytes = export.convert_to_tflite(student, export.representative_dataset_from_array(samples, input_range),
-                                           mode="int8", io_dtype=run_config.quantization.io_dtype, per_channel=False,
-                                           allow_float_ops=True)
+    try:
+        model_bytes = export.convert_to_tflite(
+            student, export.representative_dataset_from_array(samples, input_range), mode="int8",
+            io_dtype=run_config.quantization.io_dtype, per_channel=per_channel, allow_float_ops=True)
+    except export.TfliteConversionError as error:
+        raise UserError(f"the W8A8 QAT student cannot be exported as int8 TFLite, so this run would fail at export, "
+                        f"after training: {error} Pass --distillation_steps=0 for a run whose only int8 model is the "
+                        "post-training one") from error
     report = tflite_model.inspect_tflite(model_bytes)
-    if len(report.non_integer_ops) > len(teacher_report.non_integer_ops):
+    if len(report.non_integer_ops) <= len(teacher_report.non_integer_ops):
+        return
+    if per_channel and not run_config.quantization.allow_float_ops:
+        raise UserError(
+            f"the W8A8 QAT student cannot be exported as fully-integer TFLite, so this run would fail at export, "
+            f"after training: it would keep {export.float_ops_description(report, student)} float, where the "
+            "teacher quantized post-training keeps none of these. Pass --allow_float_ops to export it with them "
+            f"float ({FLOAT_OPS_DEVICES}), or --distillation_steps=0 for a run whose only int8 model is the "
+            "post-training one")
+    if not per_channel:
         raise UserError(
             f"the W8A8 QAT student cannot be exported as fully-integer TFLite with per-tensor weight scales "
             f"(--noper_channel), so this run would fail at export, after training: it would keep "
@@ -298,7 +325,12 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
         if done.get(kind) != {"settings": key, "sha256": file_digest(path)}:
             _remove_reports(work_dir, reports)
             say(f"export: converting {kind} -> {path}")
-            export.convert_to_tflite(model, output_path=path, **options)
+            try:
+                export.convert_to_tflite(model, output_path=path, **options)
+            except export.NotFullyIntegerError as error:  # Its hint names the API's argument, not the flag.
+                advice = "" if settings.allow_float_ops else (
+                    f" Pass --allow_float_ops to export int8 models that keep these ops float ({FLOAT_OPS_DEVICES})")
+                raise UserError(f"{error.summary}{advice}") from error
             done[kind] = {"settings": key, "sha256": file_digest(path)}
             write_state(state)
         paths[kind] = path

@@ -305,7 +305,7 @@ def quantize_student(
         except (ValueError, RuntimeError) as error:
             raise UserError(
                 f"TF-MOT could not quantize the teacher {teacher.name!r} as "
-                f"{scheme.name}: {error}") from error
+                f"{scheme.name}: {str(error).rstrip('.')}{_shared_layers_note(teacher)}") from error
     _finalize_layer_states(student)
     quantizer_ranges.initialize_weight_ranges(student)
     fit_low_bit_ranges = scheme.holds_ranges_in_training
@@ -317,6 +317,16 @@ def quantize_student(
     if input_range is not None:
         quantizer_ranges.cover_model_input_range(student, *input_range)
     return student, float_layer_names
+
+
+def _shared_layers_note(model: tf_keras.Model) -> str:
+    """" (layer 'conv' is applied 2 times: TF-MOT quantizes layers applied once)" when some
+    layer of `model` is used more than once, a likely cause of TF-MOT's refusals."""
+    shared = [f"{layer.name!r} is applied {len(layer.inbound_nodes)} times" for layer in model.layers
+              if len(layer.inbound_nodes) > 1]
+    if not shared:
+        return ""
+    return f" (layer {', '.join(shared)}: TF-MOT quantizes layers applied once)"
 
 
 def _finalize_layer_states(model: tf_keras.Model) -> None:
