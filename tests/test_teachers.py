@@ -131,6 +131,9 @@ def _save_other_kind(model, tmp_path, kind: str) -> str:
     elif kind == "checkpoint":
         path = tmp_path / "ckpt"  # model.save_weights writes ckpt.index and ckpt.data-00000-of-00001.
         model.save_weights(str(path), save_format="tf")
+    elif kind == "not_hdf5":
+        path = tmp_path / "model.h5"  # A pickle, say: h5py's "file signature not found" before.
+        path.write_bytes(b"\x80\x04\x95 not HDF5")
     elif kind == "json":
         path = tmp_path / "model.keras.json"  # The sidecar, given as --teacher.
         path.write_text('{"class_names": ["a", "b", "c", "d"]}')
@@ -145,6 +148,7 @@ def _save_other_kind(model, tmp_path, kind: str) -> str:
     ("weights_h5", r"an HDF5 file of weights without the architecture \(model.save_weights\)"),
     ("checkpoint", "a TensorFlow checkpoint .*, which holds weights without the architecture"),
     ("onnx", "an ONNX model"),
+    ("not_hdf5", r"not an HDF5 file, though named \.h5 \(it does not begin with HDF5's signature\)"),
     ("json", r"a JSON file \(a teacher's description, or an architecture saved with model.to_json, without weights\)"),
 ])
 def test_other_kinds_of_model_file_are_named_and_refused(tmp_path, kind, what):
@@ -153,6 +157,18 @@ def test_other_kinds_of_model_file_are_named_and_refused(tmp_path, kind, what):
                                         r"and BatchNorm statistics: pass the model saved with model.save \(.keras or "
                                         r"\.h5\)$"):
         teachers.load_teacher(_source(path))
+
+
+@pytest.mark.parametrize("name", ["model.h5", "model.pt"])
+def test_a_keras_archive_under_another_suffix_is_refused_saying_to_rename_it(tmp_path, name):
+    # Before: h5py's "file signature not found" for .h5, and "a PyTorch model" for .pt.
+    path = str(tmp_path / name)
+    build_tiny_classifier().save(str(tmp_path / "model.keras"))
+    os.rename(tmp_path / "model.keras", path)
+    with pytest.raises(UserError) as error:
+        teachers.load_teacher(_source(path))
+    assert str(error.value) == (f"{path!r} is a Keras archive (model.save's .keras format) under another suffix, and "
+                                "Keras reads a model file by its suffix: rename it to end in .keras")
 
 
 @pytest.mark.parametrize("softmax", [False, True])
@@ -327,6 +343,87 @@ def test_mixed_precision_teacher_is_rebuilt_to_compute_in_float32_and_exports_in
     # The converter stops at every float16 op of the model as saved.
     dataset = export.representative_dataset_from_array(images)
     assert tflite_model.inspect_tflite(export.convert_to_tflite(teacher.model, dataset)).is_fully_integer
+
+
+def test_a_float64_teacher_is_rebuilt_to_compute_in_float32_and_exports_integer(tmp_path):
+    # Built under set_floatx("float64"): the converter refused it, naming every op as unconvertible.
+    inputs = tf_keras.Input((8, 8, 1), dtype="float64", name="image")
+    x = tf_keras.layers.Conv2D(4, 3, use_bias=False, dtype="float64", name="conv")(inputs)
+    x = tf_keras.layers.BatchNormalization(dtype="float64", name="bn")(x)
+    x = tf_keras.layers.GlobalAveragePooling2D(dtype="float64", name="pool")(x)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(3, dtype="float64", name="logits")(x))
+    path = str(tmp_path / "double.keras")
+    model.save(path)
+
+    teacher = teachers.load_teacher(_source(path))
+
+    assert {layer.compute_dtype for layer in teacher.model.layers} == {"float32"}
+    assert teacher.model.inputs[0].dtype == tf.float32
+    assert teacher.warnings == ("the teacher computes in float64 (4 layers); it is rebuilt to compute in float32 "
+                                "with the same weights, as the TFLite converter and TF-MOT need",)
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32)
+    np.testing.assert_allclose(teacher.model(images, training=False), model(images.astype(np.float64),
+                                                                           training=False), atol=1e-5)
+    dataset = export.representative_dataset_from_array(images)
+    assert tflite_model.inspect_tflite(export.convert_to_tflite(teacher.model, dataset)).is_fully_integer
+
+
+def test_a_teacher_of_a_fixed_batch_size_is_rebuilt_to_take_any(tmp_path):
+    # Input(batch_size=32), or Keras 3's Sequential built by fit: refused at the export check, with no way out.
+    inputs = tf_keras.Input((8, 8, 1), batch_size=32, name="image")
+    x = tf_keras.layers.Conv2D(4, 3, use_bias=False, name="conv")(inputs)
+    x = tf_keras.layers.BatchNormalization(name="bn")(x)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(3, name="logits")(tf_keras.layers.Flatten()(x)))
+    path = str(tmp_path / "batch32.keras")
+    model.save(path)
+
+    teacher = teachers.load_teacher(_source(path))
+
+    assert tuple(teacher.model.inputs[0].shape) == (None, 8, 8, 1)
+    assert teacher.warnings == ("the teacher's input takes batches of 32 only; it is rebuilt to take any batch size, "
+                                "as generator training, calibration and the batch-1 TFLite model need",)
+    images = np.random.default_rng(0).uniform(-1, 1, (32, 8, 8, 1)).astype(np.float32)
+    np.testing.assert_allclose(teacher.model(images[:5], training=False), model(images, training=False)[:5],
+                               atol=1e-6)
+    dataset = export.representative_dataset_from_array(images)
+    assert tflite_model.inspect_tflite(export.convert_to_tflite(teacher.model, dataset)).has_static_batch_one
+
+
+def test_a_channels_first_teacher_is_refused_saying_so(tmp_path):
+    inputs = tf_keras.Input((1, 8, 8), name="image")
+    x = tf_keras.layers.Conv2D(4, 3, data_format="channels_first", name="conv")(inputs)
+    x = tf_keras.layers.BatchNormalization(axis=1, name="bn")(x)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(3, name="logits")(tf_keras.layers.Flatten()(x)))
+    path = str(tmp_path / "channels_first.keras")
+    model.save(path)
+    with pytest.raises(UserError) as error:
+        teachers.load_teacher(_source(path))
+    assert str(error.value) == ("the teacher's input has 8 channels; 1 or 3 are supported: (1, 8, 8) looks like "
+                                "channels-first (1 channel of 8x8); zscgan_tf reads images channels-last, (height, "
+                                "width, channels): save the model with channels-last layers")
+
+
+def test_sync_batchnorm_is_read_as_the_batchnorm_it_is_at_inference(tmp_path):
+    # Trained under a distribution strategy: it was refused as having no BatchNormalization.
+    inputs = tf_keras.Input((8, 8, 1), name="image")
+    x = tf_keras.layers.Conv2D(4, 3, use_bias=False, name="conv")(inputs)
+    x = tf_keras.layers.experimental.SyncBatchNormalization(name="sync_bn")(x)
+    x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(3, name="logits")(x))
+    bn = model.get_layer("sync_bn")
+    bn.moving_mean.assign(np.arange(4, dtype=np.float32))
+    bn.moving_variance.assign(np.full(4, 2.0, np.float32))
+    path = str(tmp_path / "sync.keras")
+    model.save(path)
+
+    teacher = teachers.load_teacher(_source(path))
+
+    assert type(teacher.model.get_layer("sync_bn")) is tf_keras.layers.BatchNormalization
+    assert teacher.warnings == ("its SyncBatchNormalization layers (sync_bn) are read as the BatchNormalization "
+                                "layers they are at inference",)
+    np.testing.assert_array_equal(teacher.model.get_layer("sync_bn").moving_mean.numpy(), np.arange(4))
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32)
+    np.testing.assert_allclose(teacher.model(images, training=False), model(images, training=False), atol=1e-6)
 
 
 def test_teacher_reading_images_without_a_channel_axis_is_given_one(tmp_path):

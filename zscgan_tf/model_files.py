@@ -8,6 +8,7 @@ PyTorch file, a checkpoint or a weights-only file is named for what it is.
 
 import contextlib
 import os
+import zipfile
 from typing import FrozenSet
 
 import tensorflow_model_optimization as tfmot
@@ -25,6 +26,8 @@ OTHER_FRAMEWORK_SUFFIXES = {".onnx": "an ONNX model", ".pt": "a PyTorch model", 
                                      "model.to_json, without weights)"}
 TFLITE_FILE_IDENTIFIER = b"TFL3"
 HDF5_SIGNATURE = b"\x89HDF"
+HDF5_SUFFIXES = (".h5", ".hdf5")
+KERAS_ARCHIVE_SUFFIX = ".keras"
 # TF-MOT's pruning and clustering wrappers, which a model saved during that training keeps,
 # by class, with what unwraps them; the wrapped layers hold the pruned or clustered weights.
 TF_MOT_TRAINING_WRAPPERS = {"PruneLowMagnitude": "pruning", "ClusterWeights": "clustering",
@@ -48,6 +51,11 @@ def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model
     """
     if not os.path.exists(path) and not os.path.exists(path + ".index"):
         raise UserError(f"model file {path!r} does not exist")
+    if (os.path.isfile(path) and os.path.splitext(path)[1].lower() != KERAS_ARCHIVE_SUFFIX
+            and _is_keras_archive(path)):
+        raise UserError(f"{path!r} is a Keras archive (model.save's {KERAS_ARCHIVE_SUFFIX} format) under another "
+                        f"suffix, and Keras reads a model file by its suffix: rename it to end in "
+                        f"{KERAS_ARCHIVE_SUFFIX}")
     other_kind = _other_model_kind(path)
     if other_kind:
         raise UserError(f"{path!r} is {other_kind}; the method needs the Keras model itself, its layers and "
@@ -73,6 +81,9 @@ def _other_model_kind(path: str) -> str:
         header = model_file.read(8)
     if header[4:8] == TFLITE_FILE_IDENTIFIER:
         return "a TFLite model, which holds converted ops"
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in HDF5_SUFFIXES and not header.startswith(HDF5_SIGNATURE):
+        return f"not an HDF5 file, though named {suffix} (it does not begin with HDF5's signature)"
     other_framework = OTHER_FRAMEWORK_SUFFIXES.get(os.path.splitext(path)[1].lower())
     if other_framework:
         return other_framework
@@ -86,6 +97,14 @@ def _other_model_kind(path: str) -> str:
             return ""  # Unreadable: loading it says why.
     return ""
 
+
+
+def _is_keras_archive(path: str) -> bool:
+    """Whether `path` is a zip holding what model.save writes to a `.keras` file."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return {"config.json", "metadata.json"} <= set(archive.namelist())
 
 
 def _load_model_file(path: str, trust_model_code: bool) -> tf_keras.Model:

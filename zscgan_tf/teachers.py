@@ -457,7 +457,10 @@ def _validate_input(model, source: TeacherSource) -> Tuple[int, int, int]:
                         "is required")
     _, height, width, channels = shape
     if channels not in (1, 3):
-        raise UserError(f"the teacher's input has {channels} channels; 1 or 3 are supported")
+        channels_first = (f": ({height}, {width}, {channels}) looks like channels-first "
+                          f"({count_of(height, 'channel')} of {width}x{channels}); zscgan_tf reads images channels-last, (height, width, channels): "
+                          "save the model with channels-last layers" if height in (1, 3) else "")
+        raise UserError(f"the teacher's input has {channels} channels; 1 or 3 are supported{channels_first}")
     if height is None or width is None:
         if not source.input_size:
             raise UserError("the teacher accepts any image size; set --teacher_input_size")
@@ -473,11 +476,25 @@ def _reduced_precision_layers(model: tf_keras.Model) -> List[str]:
             if getattr(layer, "compute_dtype", "float32") in ("float16", "bfloat16")]
 
 
+def _double_precision_layers(model: tf_keras.Model) -> List[str]:
+    """Names of the layers that compute in float64 (a model built under `set_floatx("float64")`)."""
+    return [layer.name for layer in model.layers if getattr(layer, "compute_dtype", "float32") == "float64"
+            and not isinstance(layer, tf_keras.layers.InputLayer)]
+
+
+def _synchronized_batchnorm_layers(model: tf_keras.Model) -> List[str]:
+    """Names of the SyncBatchNormalization layers (a model trained under a distribution
+    strategy): at inference they are BatchNormalization, which TF-MOT and the BN loss know."""
+    return [layer.name for layer in model.layers
+            if isinstance(layer, tf_keras.layers.experimental.SyncBatchNormalization)]
+
+
 def _float32_notes(model: tf_keras.Model, preprocessing: Preprocessing) -> List[str]:
     """What the user should know when `_float32_model` changes how `model` computes."""
     notes = []
     dtype = model.inputs[0].dtype
-    if dtype != tf.float32:
+    double = _double_precision_layers(model)
+    if dtype != tf.float32 and not (dtype == tf.float64 and double):  # A float64 model: the note below.
         notes.append(f"the teacher reads {dtype.name} input; it is rebuilt on a float32 input, since the "
                      "generator's samples are not whole numbers and their gradient must reach the generator, and "
                      f"fed with '{preprocessing.mode}' preprocessing")
@@ -487,13 +504,26 @@ def _float32_notes(model: tf_keras.Model, preprocessing: Preprocessing) -> List[
         notes.append(f"the teacher was saved with mixed precision ({count_of(len(reduced), 'layer')} computing in "
                      f"{policy}); it is rebuilt to compute in float32 with the same weights, as the TFLite converter "
                      "and TF-MOT need")
+    if double:
+        notes.append(f"the teacher computes in float64 ({count_of(len(double), 'layer')}); it is rebuilt to compute "
+                     "in float32 with the same weights, as the TFLite converter and TF-MOT need")
+    batch = model.inputs[0].shape[0]
+    if batch is not None:
+        notes.append(f"the teacher's input takes batches of {batch} only; it is rebuilt to take any batch size, "
+                     "as generator training, calibration and the batch-1 TFLite model need")
+    synchronized = _synchronized_batchnorm_layers(model)
+    if synchronized:
+        notes.append(f"its SyncBatchNormalization layers ({listed(synchronized, LAYERS_NAMED)}) are read as the "
+                     "BatchNormalization layers they are at inference")
     return notes
 
 
 def _float32_model(model: tf_keras.Model, image_shape: Tuple[int, int, int]) -> tf_keras.Model:
     """`model`, rebuilt where the pipeline needs it to be other: on a float32 input of
-    `image_shape` if it takes any image size or reads another type (uint8 pixels, say), and
-    computing in float32 if its layers have a mixed-precision policy.
+    `image_shape`, with any batch size, if it takes any image size, a fixed batch size or
+    another type (uint8 pixels, say),
+    computing in float32 if its layers have a mixed-precision policy or compute in float64,
+    and with BatchNormalization for SyncBatchNormalization (the same at inference).
 
     TF-MOT's student and the TFLite export need a fixed size: the one the generator
     makes, `--teacher_input_size`. The generator makes float32 samples and trains through
@@ -501,15 +531,18 @@ def _float32_model(model: tf_keras.Model, image_shape: Tuple[int, int, int]) -> 
     The TFLite converter cannot quantize float16 ops (it stops at every one). Layers keep
     their names and weights (which mixed precision keeps in float32).
     """
-    reduced = frozenset(_reduced_precision_layers(model))
+    other_precision = frozenset(_reduced_precision_layers(model) + _double_precision_layers(model))
+    synchronized = frozenset(_synchronized_batchnorm_layers(model))
     if (tuple(model.inputs[0].shape[1:]) == tuple(image_shape) and model.inputs[0].dtype == tf.float32
-            and not reduced):
+            and model.inputs[0].shape[0] is None and not other_precision and not synchronized):
         return model
 
     def clone(layer):
         config = layer.get_config()
-        if layer.name in reduced:
+        if layer.name in other_precision:
             config["dtype"] = "float32"
+        if layer.name in synchronized:
+            return tf_keras.layers.BatchNormalization.from_config(config)
         return layer.__class__.from_config(config)
 
     inputs = tf_keras.Input(image_shape, dtype=tf.float32, name=model.inputs[0].name.split(":")[0])
