@@ -319,6 +319,8 @@ def test_digits_split_sizes_range_and_determinism():
     assert (len(train), len(test)) == (1437, 360)
     assert train.image_shape == (8, 8, 1) and train.num_classes == 10
     assert train.images.max() == 255 and train.images.min() == 0
+    # The 17 levels of scikit-learn's digits, each at its nearest pixel value (level 1 at 16, not 15).
+    assert set(np.unique(train.images)) == {int(round(level * 255 / 16)) for level in range(17)}
     # Stratified: every class is 8 to 12 percent of the test set.
     assert np.bincount(test.labels, minlength=10).min() >= 0.08 * len(test)
     again = data.load_digits("test")

@@ -249,6 +249,37 @@ def test_mixed_fraction_mixes_the_first_part_of_the_batch_and_masks_its_labels(t
     assert np.isfinite(summary.last["total"])
 
 
+def test_generated_batches_ask_for_every_class():
+    distiller = _augmenting_distiller()
+    asked = set()
+    for _ in range(10):
+        asked |= set(distiller.sample_batch()[1].numpy().tolist())
+    assert asked == {0, 1, 2, 3}
+
+
+def test_the_label_term_is_the_students_cross_entropy_on_the_labels_asked_for(monkeypatch):
+    from zscgan_tf import losses
+    distiller = _augmenting_distiller(label_loss_weight=1.0)
+    seen = {}
+    distillation_loss, conditional_cross_entropy = losses.distillation_loss, losses.conditional_cross_entropy
+
+    def recorded_distillation(teacher_logits, student_logits, temperature=1.0):
+        seen["teacher"], seen["student"] = teacher_logits.numpy(), student_logits.numpy()
+        return distillation_loss(teacher_logits, student_logits, temperature)
+
+    def recorded_cross_entropy(labels, logits, sample_weights=None):
+        seen["labels"], seen["cross_entropy_logits"] = labels.numpy(), logits.numpy()
+        return conditional_cross_entropy(labels, logits, sample_weights)
+
+    monkeypatch.setattr(losses, "distillation_loss", recorded_distillation)
+    monkeypatch.setattr(losses, "conditional_cross_entropy", recorded_cross_entropy)
+    distiller._train_step_eager()
+    # The student's logits, which the term trains; the teacher's would give it no gradient.
+    np.testing.assert_array_equal(seen["cross_entropy_logits"], seen["student"])
+    assert not np.array_equal(seen["student"], seen["teacher"])
+    assert seen["labels"].shape == (32,) and set(seen["labels"]) <= {0, 1, 2, 3}
+
+
 def _augmenting_distiller(teacher=None, generator=None, **settings):
     teacher = teacher or tiny_teacher()
     student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme())
@@ -277,6 +308,8 @@ def test_shifts_move_each_sample_by_whole_pixels_within_the_fraction_and_repeat_
         np.testing.assert_array_equal(sample, expected)
         moves.add((dx, dy))
     assert len(moves) > 5  # Each sample draws its own shift.
+    for axis in (0, 1):  # Both ways along each axis.
+        assert min(move[axis] for move in moves) < 0 < max(move[axis] for move in moves)
     tiny_fraction = _augmenting_distiller(shift_fraction=0.01).augment_batch(tf.constant(images)).numpy()
     offsets = tiny_fraction[:, 4, 4, 0] - 44  # 0.01 of 8 pixels still moves by up to one pixel.
     assert set(np.unique(offsets)) <= {dx + 10 * dy for dx in (-1, 0, 1) for dy in (-1, 0, 1)} and np.any(offsets)

@@ -82,6 +82,18 @@ def test_ops_on_an_oversized_or_dynamic_tensor_are_where_the_cpu_takes_over():
     assert "  - ops from #1 on would run on the CPU" in compatibility.format()
 
 
+def test_a_dynamic_tensor_alone_makes_a_model_not_compatible_as_is():
+    tensors = (tflite_model.TensorInfo(0, "input", "int8", (1, 4), (1, -1), (0.1,), (0,)),
+               tflite_model.TensorInfo(1, "output", "int8", (1, 4), (1, -1), (0.1,), (0,)))
+    operators = (tflite_model.OperatorInfo(0, "RELU", ("int8",), ("int8",), True, (0,), (1,)),)
+    compatibility = edge_tpu.compatibility_report(tflite_model.TfliteModelReport(
+        inputs=tensors[:1], outputs=tensors[1:], operators=operators, tensors=tensors))
+    assert compatibility.dynamic_tensors == ("input", "output")
+    assert not compatibility.likely_compatible
+    assert "dynamic shapes" in compatibility.summary()
+    assert "  - dynamic shapes: input, output" in compatibility.format()
+
+
 def test_edge_tpu_report_rejects_what_is_not_a_report():
     with pytest.raises(ValueError, match="TfliteModelReport"):
         edge_tpu.compatibility_report(b"TFL3")

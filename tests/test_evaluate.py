@@ -208,6 +208,9 @@ def test_keras_predict_batches_like_one_call(model, inputs):
 def test_top1_accuracy_and_agreement():
     logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
     assert evaluate.top1_accuracy(logits, np.array([1, 0, 0, 0])) == pytest.approx(0.75)
+    three_classes = np.array([[0.0, 0.1, 0.9], [0.8, 0.1, 0.1], [0.2, 0.7, 0.1]])
+    assert evaluate.top1_accuracy(three_classes, np.array([2, 0, 1])) == 1.0  # The last class counts too.
+    assert evaluate.top1_accuracy(three_classes, np.array([1, 0, 2])) == pytest.approx(1 / 3)
     assert evaluate.agreement(logits, logits[:, ::-1]) == 0.0
     assert evaluate.agreement(logits, logits * 3) == 1.0
     with pytest.raises(ValueError, match=r"\(3,\)"):

@@ -37,6 +37,21 @@ def test_conditional_bn_makes_the_label_matter():
     assert not np.allclose(first, second)
 
 
+def test_conditional_bn_scales_and_shifts_the_normalized_features_by_the_labels_class():
+    layer = generator_lib.ConditionalBatchNormalization(num_classes=3)
+    features = tf.constant(np.random.default_rng(0).normal(size=(2, 4, 4, 5)).astype("float32"))
+    layer([features, tf.constant([0, 1])])
+    rng = np.random.default_rng(1)
+    scale, shift = rng.normal(size=(3, 5)).astype("float32"), rng.normal(size=(3, 5)).astype("float32")
+    layer.class_scale.assign(scale)
+    layer.class_shift.assign(shift)
+    labels = np.array([2, 1])
+    normalized = layer.normalization(features, training=False).numpy()
+    expected = normalized * scale[labels][:, None, None, :] + shift[labels][:, None, None, :]
+    np.testing.assert_allclose(layer([features, tf.constant(labels)], training=False).numpy(), expected, rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_generator_for_1000_classes_at_224_builds():
     spec = generator_lib.GeneratorSpec(num_classes=1000, image_shape=(224, 224, 3), noise_dim=8, base_channels=4)
     generator = generator_lib.build_generator(spec, Preprocessing("caffe"))

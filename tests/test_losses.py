@@ -85,6 +85,32 @@ def test_distillation_loss_zero_for_equal_logits_and_positive_otherwise():
         losses.distillation_loss(logits, logits, temperature=0.0)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_distillation_loss_is_the_teachers_kl_to_the_student_times_t_squared(temperature):
+    teacher = np.array([[2.0, 0.0, 0.0], [0.5, -1.0, 3.0]])
+    student = np.array([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+
+    def log_softmax(logits):
+        shifted = logits / temperature
+        return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+    p_teacher = np.exp(log_softmax(teacher))
+    expected = np.mean(np.sum(p_teacher * (log_softmax(teacher) - log_softmax(student)), -1)) * temperature ** 2
+    computed = float(losses.distillation_loss(tf.constant(teacher, tf.float32), tf.constant(student, tf.float32),
+                                              temperature))
+    assert computed == pytest.approx(expected, rel=1e-5)
+    # KL is not symmetric: the student's distribution in the teacher's place gives another figure.
+    reversed_kl = float(losses.distillation_loss(tf.constant(student, tf.float32), tf.constant(teacher, tf.float32),
+                                                 temperature))
+    assert reversed_kl != pytest.approx(expected, rel=1e-4)
+
+
+def test_moment_mean_squared_error_is_that_of_the_means_plus_that_of_the_variances():
+    assert float(losses.moment_mean_squared_error(tf.constant([1.0, 3.0]), tf.constant([1.0, 4.0]),
+                                                  tf.constant([0.0, 0.0]), tf.constant([1.0, 1.0]))) == \
+        pytest.approx((1 + 9) / 2 + (0 + 9) / 2)
+
+
 def test_cross_entropy_sample_weights_drop_samples():
     labels = tf.constant([0, 1])
     logits = tf.constant([[5.0, 0.0], [5.0, 0.0]])

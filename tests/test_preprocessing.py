@@ -38,3 +38,12 @@ def test_bad_preprocessing_is_a_user_error(kwargs):
 def test_custom_statistics_must_fit_channels():
     with pytest.raises(UserError, match="2 values"):
         Preprocessing("custom", (0.1, 0.2), (1.0, 1.0)).apply(np.zeros((1, 2, 2, 3)))
+
+
+def test_a_grayscale_teacher_reads_caffe_and_torch_with_the_channel_means():
+    pixels = np.array([0.0, 100.0, 255.0], "float32").reshape(1, 1, 3, 1)
+    np.testing.assert_allclose(Preprocessing("caffe").apply(pixels)[0, 0, :, 0],
+                               [0.0 - 114.7993, 100.0 - 114.7993, 255.0 - 114.7993], atol=1e-3)
+    torch_mean, torch_std = (0.485 + 0.456 + 0.406) / 3, (0.229 + 0.224 + 0.225) / 3
+    np.testing.assert_allclose(Preprocessing("torch").apply(pixels)[0, 0, :, 0],
+                               [(value / 255 - torch_mean) / torch_std for value in (0.0, 100.0, 255.0)], rtol=1e-5)

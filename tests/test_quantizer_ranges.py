@@ -42,6 +42,17 @@ def test_uncalibrated_input_range_is_tfmot_default_and_calibration_sets_it():
     assert maximum == pytest.approx(inputs.max())
 
 
+def test_a_range_that_does_not_reach_zero_is_stretched_to_it():
+    # Inputs in [2, 5]: the range is [0, 5], so that zero is exactly representable (as TFLite
+    # requires of a zero point) rather than [2, 5] moved by FakeQuant's nudging.
+    teacher = build_tiny_teacher()
+    inputs = np.random.default_rng(2).uniform(2.0, 5.0, (32,) + INPUT_SHAPE).astype(np.float32)
+    student, _ = quantize.quantize_student(teacher)
+    quantizer_ranges.calibrate_activation_ranges(student, teacher, inputs)
+    minimum, maximum = range_of(student.get_layer(index=1), "_min:0", "_max:0")
+    assert minimum == 0.0 and maximum == pytest.approx(inputs.max())
+
+
 def test_model_input_read_by_two_layers_is_calibrated_and_widened():
     # TF-MOT's QuantizeLayer then has calls on its intermediate models' InputLayers too.
     # It used to go unrecognised: its range stayed [0, 0] and the student saw only zeros.

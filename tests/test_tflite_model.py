@@ -97,6 +97,28 @@ def test_hand_built_report_properties():
     assert "  - not integer: FULLY_CONNECTED (#0), inputs int8, float32; outputs int8" in lines
     assert "- static batch 1: no" in lines
     assert lines[-1] == "- subgraphs: 2 (only the main one inspected)"
+    # A batch of 1 with another dimension dynamic is not a static shape either.
+    width_unknown = tflite_model.TensorInfo(0, "image", "int8", (1, 4), (1, -1), (0.5,), (3,))
+    assert not tflite_model.TfliteModelReport(inputs=(width_unknown,), outputs=tensors[2:], operators=operators,
+                                              tensors=(width_unknown,) + tensors[1:]).has_static_batch_one
+
+
+def test_reported_scales_and_zero_points_are_those_litert_runs_the_model_with():
+    from ai_edge_litert.interpreter import Interpreter
+    converter = tf.lite.TFLiteConverter.from_keras_model(tiny_model())
+    samples = np.random.default_rng(0).uniform(0, 1, (16, 1) + INPUT_SHAPE).astype(np.float32)  # Zero point -128.
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([sample] for sample in samples)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    model_bytes = converter.convert()
+    report = tflite_model.inspect_tflite(model_bytes)
+    interpreter = Interpreter(model_content=model_bytes)
+    for tensor, details in ((report.inputs[0], interpreter.get_input_details()[0]),
+                            (report.outputs[0], interpreter.get_output_details()[0])):
+        scale, zero_point = details["quantization"]
+        assert tensor.scales == (pytest.approx(scale),) and tensor.zero_points == (zero_point,)
+    assert report.inputs[0].zero_points == (-128,)
 
 
 @pytest.mark.parametrize("model_bytes, message", [

@@ -772,6 +772,43 @@ def test_teacher_the_converter_cannot_make_integer_is_one_line_before_training(t
     assert not work_dir.exists()
 
 
+def _teacher_with(kind):
+    """A small teacher the QAT student of which fails where the teacher's own conversion does not."""
+    import tf_keras
+    tf_keras.utils.set_random_seed(0)
+    inputs = tf_keras.Input((8, 8, 1))
+    if kind == "shared_conv":  # One Conv2D applied twice: TF-MOT refuses the BatchNormalization after it.
+        conv = tf_keras.layers.Conv2D(1, 3, padding="same", name="shared")
+        x = tf_keras.layers.BatchNormalization()(conv(tf_keras.layers.BatchNormalization()(conv(inputs))))
+    else:  # BatchNormalization over the rows of an NHWC tensor: the student keeps a float op.
+        x = tf_keras.layers.Conv2D(4, 3, padding="same")(inputs)
+        x = tf_keras.layers.BatchNormalization(axis=1)(x)
+    x = tf_keras.layers.GlobalAveragePooling2D()(tf_keras.layers.ReLU()(x))
+    return tf_keras.Model(inputs, tf_keras.layers.Dense(4)(x))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("shared_conv", "error: TF-MOT could not quantize the teacher "),
+    ("bn_axis_1", "error: the W8A8 QAT student cannot be exported as fully-integer TFLite, so this run would fail "
+                  "at export, after training: it would keep ")])
+def test_a_student_that_would_fail_after_training_is_one_line_before_it_and_ptq_alone_runs(tmp_path, capsys, kind,
+                                                                                            message):
+    # Both were found only once the generator had trained: a TF-MOT error naming its API, or an
+    # export error telling to "pass allow_float_ops=True".
+    teacher_path = str(tmp_path / f"{kind}.keras")
+    _teacher_with(kind).save(teacher_path)
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, teacher_path, work_dir)
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(message) and "--distillation_steps=0 for a run whose only int8 model is the " in error
+    assert len(error.splitlines()) == 1 and not work_dir.exists()
+    assert kind != "shared_conv" or "(layer 'shared' is applied 2 times: TF-MOT quantizes layers applied once)" in error
+    assert train.main(["train", f"--flagfile={flagfile}", "--distillation_steps=0"]) == 0
+    with open(work_dir / "ptq_int8.tflite", "rb") as model_file:
+        assert tflite_model.inspect_tflite(model_file.read()).is_fully_integer
+
+
 def test_a_per_tensor_w8a8_student_that_cannot_export_is_one_line_before_training_and_ptq_alone_runs(
         tmp_path, tiny_teacher_file, capsys):
     # Each of the tiny teacher's convolutions is followed by a BatchNormalization.
@@ -1103,18 +1140,23 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
     from conftest import quadrant_images, tiny_teacher
     from zscgan_tf import evaluate, export, labeled_images
 
-    made = []
+    made, predicted_from_floats = [], []
 
     class MadeClassifier(evaluate.TfliteClassifier):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             made.append(self)
 
+        def predict(self, inputs):
+            predicted_from_floats.append(len(inputs))
+            return super().predict(inputs)
+
     monkeypatch.setattr(evaluate, "TfliteClassifier", MadeClassifier)
     monkeypatch.setattr(evaluate, "evaluation_threads", lambda: 3)  # As on a machine with 3 cores.
 
     teacher = tiny_teacher()
     pixels, labels = quadrant_images(40, seed=3)
+    labels[:8] = (labels[:8] + 1) % 4  # Mislabelled: top-1 and agreement with FP32 differ.
     images = np.round(pixels).astype(np.uint8)
     images[0, 0, 0], images[1, 0, 0] = 0, 255  # The calibration sees every level of [-1, 1].
     dataset = labeled_images.LabeledImages(images=images, labels=labels, num_classes=4, name="quadrants")
@@ -1124,6 +1166,8 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
                                            output_path=path)
     config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
     results = evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, dataset)
+    assert predicted_from_floats == []  # Every TFLite figure is from the pixels, as a device reads them.
+    assert results["top1"]["fp32_keras"] < results["same_class_as_fp32"]["ptq_int8_tflite"]
     assert (tmp_path / "evaluation" / "predictions.npz").is_file()  # In the run's directory, nowhere else.
     out = capsys.readouterr().out
     assert "evaluation: latency of 1 TFLite model, 1 run at each of 1 and 2 threads" in out

@@ -246,6 +246,28 @@ def test_generation_runs_large_images_in_small_batches(monkeypatch, capsys):
     assert batch_sizes == [3, 3, 2] and grid.shape == (4 * 32, 2 * 32, 1)
 
 
+def test_the_total_loss_weighs_each_term_by_its_setting():
+    teacher = tiny_teacher()
+    losses = _fixed_batch_losses(_trainer(teacher, steps=1, cross_entropy=0.7, bn_statistics=0.3, diversity=0.2,
+                                          mode_seeking=0.5))
+    assert all(losses[name] != 0 for name in ("cross_entropy", "bn_statistics", "diversity", "mode_seeking"))
+    assert losses["total"] == pytest.approx(0.7 * losses["cross_entropy"] + 0.3 * losses["bn_statistics"]
+                                            + 0.2 * losses["diversity"] + 0.5 * losses["mode_seeking"], rel=1e-5)
+
+
+def test_mean_confidence_is_the_teachers_probability_of_the_class_asked_for(monkeypatch):
+    teacher = tiny_teacher()
+    trainer = _trainer(teacher, steps=1)
+    # A teacher that gives class 0 a probability of about 0.97 whatever the sample.
+    confident_logits = np.log(np.array([[0.97, 0.01, 0.01, 0.01]], np.float32))
+    monkeypatch.setattr(teacher.model, "predict",
+                        lambda images, **kwargs: np.repeat(confident_logits, len(images), axis=0))
+    evaluation = zero_shot.evaluate_generator(trainer.generator, teacher, samples_per_class=2, seed=0)
+    # Class 0's samples are given 0.97, the others' 0.01: not the top class's 0.97 for all.
+    assert evaluation.mean_confidence == pytest.approx((0.97 + 3 * 0.01) / 4, rel=1e-4)
+    assert evaluation.per_class_accuracy == [1.0, 0.0, 0.0, 0.0]
+
+
 def test_mode_seeking_pairs_labels_and_spreads_samples_of_a_class():
     teacher = tiny_teacher()
     trainer = _trainer(teacher, steps=1, mode_seeking=1.0)
