@@ -189,6 +189,21 @@ def test_register_errors_name_the_module_in_one_line(tmp_path):
         custom_objects.register([str(without_suffix)])
 
 
+def test_an_activation_function_keras_does_not_know_is_named_and_a_compiled_loss_is_not(tmp_path):
+    import tensorflow as tf
+    inputs = tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.GlobalAveragePooling2D()(tf_keras.layers.BatchNormalization()(
+        tf_keras.layers.Conv2D(4, 3)(inputs)))
+    model = tf_keras.Model(inputs, tf_keras.layers.Activation(tf.nn.log_softmax)(tf_keras.layers.Dense(3)(x)))
+    model.compile("adam", loss=lambda labels, outputs: tf.reduce_mean(outputs))  # Saved as '__lambda__'.
+    path = str(tmp_path / "log_softmax.keras")
+    model.save(path)
+    # Before: "it uses classes '__lambda__', 'function'", the loss (which is not loaded) and no name.
+    with pytest.raises(UserError, match=r"^cannot load model '.*log_softmax.keras': it uses function "
+                                        r"'log_softmax_v2', which Keras does not know; pass --teacher_custom_objects="):
+        teachers.load_teacher(teachers.TeacherSource(model=path), progress=False)
+
+
 def test_a_teacher_with_its_own_layer_runs_through_the_pipeline_and_its_student_exports(layers_file, tmp_path,
                                                                                          capsys):
     gate_class = custom_objects.register([layers_file])["ChannelGate"]

@@ -201,8 +201,9 @@ def explained(load_error_message: str, saved_class_names: Iterable[str] = ()) ->
     its message names, a line saying how to provide it; else the message itself."""
     unknown = unknown_classes(saved_class_names)
     if unknown:
-        return (f"it uses {'class' if len(unknown) == 1 else 'classes'} {', '.join(map(repr, unknown))}, which Keras "
-                f"does not know; {_HOW_TO_PROVIDE}")
+        # Classes are CamelCase; a function saved by name (an activation) is lower case.
+        named = ", ".join(f"{'class' if name[:1].isupper() else 'function'} {name!r}" for name in unknown)
+        return f"it uses {named}, which Keras does not know; {_HOW_TO_PROVIDE}"
     for pattern in UNKNOWN_OBJECT_MESSAGES:
         found = pattern.search(load_error_message)
         if found:

@@ -28,6 +28,7 @@ TFLITE_FILE_IDENTIFIER = b"TFL3"
 HDF5_SIGNATURE = b"\x89HDF"
 HDF5_SUFFIXES = (".h5", ".hdf5")
 KERAS_ARCHIVE_SUFFIX = ".keras"
+COMPILE_CONFIG_KEY = "compile_config"
 # TF-MOT's pruning and clustering wrappers, which a model saved during that training keeps,
 # by class, with what unwraps them; the wrapped layers hold the pruned or clustered weights.
 TF_MOT_TRAINING_WRAPPERS = {"PruneLowMagnitude": "pruning", "ClusterWeights": "clustering",
@@ -151,9 +152,18 @@ def _without_tfmot_wrappers(model: tf_keras.Model) -> tf_keras.Model:
 
 
 def saved_layer_classes(path: str) -> FrozenSet[str]:
-    """The class names in a saved model's config, read without loading the model
-    (`saved_config`); empty when there is no readable config."""
-    return frozenset(entry["class_name"] for entry in saved_config.class_entries(saved_config.read_configs(path)))
+    """The class names in a saved model's config, and the names of functions saved by name
+    (an `Activation(tf.nn.log_softmax)` saves `log_softmax_v2`), read without loading the
+    model (`saved_config`); empty when there is no readable config. The compile config (a
+    `.keras` file's loss and metrics) is left out: models load without compiling."""
+    names = set()
+    for config in saved_config.read_configs(path):
+        if isinstance(config, dict):
+            config = {key: value for key, value in config.items() if key != COMPILE_CONFIG_KEY}
+        for entry in saved_config.class_entries(config):
+            saved_function = entry["class_name"] == "function" and isinstance(entry.get("config"), str)
+            names.add(entry["config"] if saved_function else entry["class_name"])
+    return frozenset(names)
 
 
 def _package_custom_objects() -> dict:
