@@ -258,6 +258,28 @@ def test_float_teacher_is_quantized_post_training_without_generator_or_data(run_
     assert report.is_fully_integer and report.has_static_batch_one
 
 
+def test_a_teacher_without_batchnorm_is_quantized_on_noise_and_refused_where_its_statistics_are_needed(
+        tmp_path, convert):
+    # A LayerNormalization model: the pipeline's refusal points here, and this was refused too.
+    import tf_keras
+    inputs = tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.GlobalAveragePooling2D()(tf_keras.layers.LayerNormalization()(
+        tf_keras.layers.Conv2D(4, 3)(inputs)))
+    teacher_path = str(tmp_path / "layer_norm.keras")
+    tf_keras.Model(inputs, tf_keras.layers.Dense(3)(x)).save(teacher_path)
+    output = tmp_path / "layer_norm.tflite"
+    noise = convert(f"--teacher={teacher_path}", "--data_source=noise", "--calibration_samples=8",
+                    f"--output={output}")
+    assert noise.returncode == 0, noise.stderr
+    assert _model_report(output).is_fully_integer
+    distilled = convert(f"--teacher={teacher_path}", "--data_source=distilled", "--calibration_samples=8",
+                        f"--output={tmp_path / 'distilled.tflite'}")
+    assert distilled.returncode == 2
+    assert distilled.stderr.strip().splitlines()[-1].startswith(
+        "error: teacher 'layer_norm' has no BatchNormalization layer; ZS-CGAN needs the BN statistics it stores. Without "
+        "them, python tools/convert.py --teacher=<the model> --data_source=noise")
+
+
 def test_ops_tflite_keeps_float_are_refused_unless_allowed(tmp_path, convert):
     from conftest import build_two_block_classifier
     teacher_path = str(tmp_path / "elu_teacher.keras")

@@ -663,7 +663,9 @@ BAD_INPUTS = {
                                  "is a TF-MOT quantization-aware model (QuantizeLayer, QuantizeWrapperV2 layers), "
                                  "not a float teacher"),
     "no BatchNormalization": ([lambda d: f"--teacher={_no_batchnorm_teacher(d)}"],
-                              "teacher 'no_bn' has no BatchNormalization layer"),
+                              "teacher 'no_bn' has no BatchNormalization layer; ZS-CGAN needs the BN statistics it "
+                              "stores. Without them, python tools/convert.py --teacher=<the model> "
+                              "--data_source=noise --output=<file> quantizes it post-training"),
     "two inputs": ([lambda d: f"--teacher={_two_input_teacher(d)}"],
                    "the teacher has 2 inputs; a single image input is required"),
     "output not a class vector": ([lambda d: f"--teacher={_feature_map_teacher(d)}"],

@@ -184,7 +184,9 @@ def _model_to_convert():
                                       preprocessing_known=preprocessing is not None),
                 f"student {FLAGS.student}", preprocessing, ())
     try:
-        teacher = teachers.load_teacher(cli.teacher_source(FLAGS.teacher))
+        # Noise calibration and the float modes read no BN statistics.
+        teacher = teachers.load_teacher(cli.teacher_source(FLAGS.teacher),
+                                        require_batchnorm=FLAGS.mode == "int8" and FLAGS.data_source != "noise")
     except teachers.QuantizationAwareTeacherError as error:
         raise UserError(f"--teacher {FLAGS.teacher!r} is a TF-MOT quantization-aware student, not a float "
                         f"teacher: export it with --student={FLAGS.teacher}") from error

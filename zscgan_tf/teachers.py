@@ -169,14 +169,18 @@ class Teacher:
         return data.portable_source(source) == self.description.get("dataset")
 
 
-def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
+def load_teacher(source: TeacherSource, progress: bool = True, require_batchnorm: bool = True) -> Teacher:
     """Loads, validates and freezes the teacher described by `source`.
+
+    `require_batchnorm`: refuse a model without BatchNormalization, whose statistics ZS-CGAN
+    (and distilled data) are made to match; off for what needs none (noise calibration, a
+    float export).
 
     Raises:
       UserError: for an unknown name, an unreadable model file, a model with no
-        BatchNormalization layer, more than one input, or an output that is not a
-        class vector; `QuantizationAwareTeacherError` for a saved TF-MOT
-        quantization-aware model.
+        BatchNormalization layer (with `require_batchnorm`), more than one input, or an
+        output that is not a class vector; `QuantizationAwareTeacherError` for a saved
+        TF-MOT quantization-aware model.
     """
     custom_objects.register(source.custom_objects)
     description = {"source": source.model}
@@ -240,10 +244,12 @@ def load_teacher(source: TeacherSource, progress: bool = True) -> Teacher:
     hiding = _layers_holding_batchnorm(model)
     hiding_names = listed(hiding, LAYERS_NAMED)
     batchnorm_count = len(bn_stats.batchnorm_layers(model))  # Also raises for nested or shared BN layers.
-    if not batchnorm_count:
+    if not batchnorm_count and require_batchnorm:
         raise UserError(f"teacher {name!r} has no BatchNormalization layer"
                         + (f" but inside its own layers ({hiding_names}), whose statistics cannot be read"
-                           if hiding else "") + "; ZS-CGAN needs the BN statistics it stores")
+                           if hiding else "") + "; ZS-CGAN needs the BN statistics it stores. Without them, "
+                        f"python tools/convert.py --teacher=<the model> --data_source=noise --output=<file> quantizes "
+                        "it post-training, calibrated on noise rather than on generated samples")
     preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
     model.trainable = False
     warnings = load_notes + [note for note in (channel_note, output_note, vector_note) if note] + rebuild_notes
