@@ -413,6 +413,18 @@ def test_imagenet_validation_photographs_are_prepared_from_a_manual_archive_and_
     assert dataset.class_names[:2] == ("n01440764", "n01443537")  # Keras Applications' order.
 
 
+def test_a_tfds_download_says_so_first_since_offline_it_retries_for_minutes(tmp_path, monkeypatch, capsys):
+    import tensorflow_datasets as tfds
+
+    def offline(self, *args, **kwargs):
+        raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    with pytest.raises(UserError, match="^cannot download or prepare TFDS dataset 'cifar10' \\(ConnectionError"):
+        tfds_data.load_tfds("cifar10", "test", data_dir=str(tmp_path))
+    assert (f"zscgan_tf: TFDS dataset 'cifar10' is not prepared in {tmp_path}/cifar10/" in capsys.readouterr().err)
+
+
 def test_tfds_unknown_dataset_is_a_one_line_user_error():
     with pytest.raises(UserError) as raised:
         tfds_data.load_tfds("no_such_dataset_zscgan", "train")

@@ -7,6 +7,7 @@ import numpy as np
 
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.labeled_images import LabeledImages, MixedImageSizesError, central_crop_and_resize
+from zscgan_tf.progress import note
 
 DEFAULT_TFDS_BATCH_SIZE = 256
 
@@ -19,6 +20,10 @@ def _prepared_tfds_builder(name: str, data_dir: Optional[str], manual_dir: Optio
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:
         raise UserError(f"TFDS dataset not found: {first_line(error)}") from None
+    if not builder.is_prepared():
+        # Offline, TFDS retries each download with backoff for about 3 1/2 minutes before it fails.
+        note(f"TFDS dataset {name!r} is not prepared in {builder.data_dir}: downloading and preparing it (without "
+             "network TFDS retries for minutes before giving up; is the data directory right?)")
     try:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     except Exception as error:  # pylint: disable=broad-except
