@@ -125,6 +125,13 @@ def test_a_pools_speed_after_the_first_step_sums_its_trainings():
     assert run_report._samples_per_second(summary) == "1 samples/s"
     assert run_report._samples_per_second(member(20.0, 10.0, 8.0)) == (
         "1 samples/s (8 after the first step, which compiles the training step)")
+    # Every session's time: the pool's when each training's is known, none when one is not.
+    timed = [{**members[0], "total_wall_seconds": 20.0}, {**members[2], "total_wall_seconds": 60.0}]
+    summary = run_report.generator_training_summary({"summary": {}, "members": timed})
+    assert summary["total_wall_seconds"] == 80.0 and run_report._all_sessions(summary) == " (1m20s over every session)"
+    assert "total_wall_seconds" not in run_report.generator_training_summary(
+        {"summary": {}, "members": [timed[0], members[1]]})
+    assert run_report._all_sessions({**summary, "resumed_from_step": 0}) == ""  # One session: said once.
 
 
 def test_labels_file_holds_the_teachers_class_names_in_output_order(tmp_path):

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import os
 import signal
 import types
@@ -118,8 +119,13 @@ def test_interrupted_run_resumes_from_the_saved_step_and_matches_an_uninterrupte
         interrupted.train(str(tmp_path / "resumed"), progress=False)
 
     resumed = _trainer(teacher, steps=6, checkpoint_every=2)
+    first_session = json.loads((tmp_path / "resumed" / training_loop.WALL_TIME_FILE).read_text())
+    assert first_session["step"] == 3 and first_session["seconds"] > 0
     summary = resumed.train(str(tmp_path / "resumed"), progress=False)
     assert summary.resumed_from_step == 3
+    # The whole training's time, the first session's included: it reported this session's alone.
+    assert summary.total_wall_seconds == pytest.approx(first_session["seconds"] + summary.wall_seconds)
+    assert summary.to_dict()["total_wall_time"]
     for expected, actual in zip(straight.generator.get_weights(), resumed.generator.get_weights()):
         np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
 

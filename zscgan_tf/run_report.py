@@ -39,11 +39,22 @@ def generator_training_summary(generator_state: dict) -> dict:
         return summary
     wall_seconds = sum(member["wall_seconds"] for member in members)
     samples = sum(member["samples_per_second"] * member["wall_seconds"] for member in members)
+    totals = [member.get("total_wall_seconds") for member in members]
+    total = {} if None in totals else {"total_wall_seconds": sum(totals),
+                                       "total_wall_time": format_duration(sum(totals))}
     return {**summary, "generators": len(members), "wall_seconds": wall_seconds,
-            "wall_time": format_duration(wall_seconds),
+            "wall_time": format_duration(wall_seconds), **total,
             "samples_per_second": samples / wall_seconds if wall_seconds else 0.0,
             "steady_samples_per_second": _steady_samples_per_second(members),
             "resumed_from_step": max(member["resumed_from_step"] for member in members)}
+
+
+def _all_sessions(summary: dict) -> str:
+    """" (1m20s over every session)" for a training resumed from an earlier session whose
+    time is known (`training_loop.TrainingSummary.total_wall_seconds`), else ""."""
+    if not summary.get("resumed_from_step") or not summary.get("total_wall_time"):
+        return ""
+    return f" ({summary['total_wall_time']} over every session)"
 
 
 def _steady_samples_per_second(members: list) -> float:
@@ -120,7 +131,8 @@ def format_report(report: dict) -> str:
         first, last = training["first"], training["last"]
         lines += [
             f"- steps: {training['steps']} (this session from step {training['resumed_from_step']})",
-            f"- wall time of this session: {training['wall_time']}, {_samples_per_second(training)}"
+            f"- wall time of this session: {training['wall_time']}{_all_sessions(training)}, "
+            f"{_samples_per_second(training)}"
             + (f" ({training['generators']} generators, one after the other)" if training.get("generators") else ""),
             "",
             "| term | first step | last step |",
@@ -177,7 +189,8 @@ def _format_quantization(quantization: dict) -> list:
     if "summary" in quantization:
         summary = quantization["summary"]
         first, last = summary["first"], summary["last"]
-        lines.append(f"Data-free QAT: {summary['steps']} steps, {summary['wall_time']} this session, "
+        lines.append(f"Data-free QAT: {summary['steps']} steps, {summary['wall_time']} this session"
+                     f"{_all_sessions(summary)}, "
                      f"{_samples_per_second(summary)}"
                      + (f"; distillation loss {first['distillation']:.4g} -> {last['distillation']:.4g}"
                         if "distillation" in first and "distillation" in last else "")  # Not with a lost history.

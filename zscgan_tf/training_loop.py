@@ -29,6 +29,9 @@ from zscgan_tf.stop_signals import how_stopped, is_stop, stop_signal_of, stops_b
 
 CHECKPOINTS_TO_KEEP = 2
 HISTORY_FILE = "history.json"
+# Beside the checkpoints: the step of the last one and the seconds of training up to it, over
+# every session, so that a resumed training reports its whole wall time.
+WALL_TIME_FILE = "wall_time.json"
 CHECKPOINT_DIR = "checkpoints"
 # Images logged to TensorBoard are shrunk to this many pixels on their longer side: the grid
 # of 20 ImageNet classes by 10 samples is 4480x2240 (20 MB as PNG, every `image_every` steps).
@@ -89,6 +92,9 @@ class TrainingSummary:
         shows too, and which a longer run approaches (0 with fewer than two steps).
       first: the history record of step 1 (from an earlier session if resumed).
       last: the last history record.
+      total_wall_seconds: time spent in the loop over every session up to the end, the
+        earlier ones up to the checkpoint this one resumed from; None when an earlier
+        session's is not known (a run saved before it was recorded).
     """
 
     steps: int
@@ -99,9 +105,12 @@ class TrainingSummary:
     last: Dict[str, float]
     first_step_seconds: float = 0.0
     steady_samples_per_second: float = 0.0
+    total_wall_seconds: Optional[float] = None
 
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "wall_time": format_duration(self.wall_seconds)}
+        total = {} if self.total_wall_seconds is None else {
+            "total_wall_time": format_duration(self.total_wall_seconds)}
+        return {**dataclasses.asdict(self), "wall_time": format_duration(self.wall_seconds), **total}
 
 
 def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, checkpoint: tf.train.Checkpoint,
@@ -136,12 +145,16 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
     history_path = os.path.join(work_dir, HISTORY_FILE)
     history = [record for record in read_history(history_path) if record["step"] <= start_step]
     bar = ProgressBar(schedule.steps, name, start_step, schedule.samples_per_step) if progress else None
+    wall_time_path = os.path.join(work_dir, WALL_TIME_FILE)
+    earlier_seconds = _earlier_wall_seconds(wall_time_path, start_step)
     started = time.monotonic()
     first_step_seconds = None
 
     def save(step):
         manager.save(checkpoint_number=step)
         write_json_atomic(history_path, history)
+        if earlier_seconds is not None:
+            write_json_atomic(wall_time_path, {"step": step, "seconds": earlier_seconds + time.monotonic() - started})
 
     with stops_between_steps() as stop:
         try:
@@ -199,7 +212,20 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
         samples_per_second=new_steps * schedule.samples_per_step / wall_seconds if new_steps and wall_seconds else 0.0,
         first=history[0], last=history[-1], first_step_seconds=first_step_seconds,
         steady_samples_per_second=((new_steps - 1) * schedule.samples_per_step / steady_seconds
-                                   if new_steps > 1 and steady_seconds > 0 else 0.0))
+                                   if new_steps > 1 and steady_seconds > 0 else 0.0),
+        total_wall_seconds=None if earlier_seconds is None else earlier_seconds + wall_seconds)
+
+
+def _earlier_wall_seconds(path: str, start_step: int) -> Optional[float]:
+    """The seconds earlier sessions trained up to `start_step` (`WALL_TIME_FILE`): 0 for a
+    training that starts now, None when not recorded for the checkpoint it resumes from."""
+    if start_step == 0:
+        return 0.0
+    record = read_json(path, {})
+    if not isinstance(record, dict) or record.get("step") != start_step:
+        return None
+    seconds = record.get("seconds")
+    return float(seconds) if isinstance(seconds, (int, float)) and seconds >= 0 else None
 
 
 def for_tensorboard(image: np.ndarray) -> np.ndarray:
