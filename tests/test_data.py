@@ -425,6 +425,23 @@ def test_a_tfds_download_says_so_first_since_offline_it_retries_for_minutes(tmp_
     assert (f"zscgan_tf: TFDS dataset 'cifar10' is not prepared in {tmp_path}/cifar10/" in capsys.readouterr().err)
 
 
+def test_looking_a_tfds_dataset_up_leaves_no_temporary_directory(tmp_path, monkeypatch):
+    import tempfile
+    import tensorflow_datasets as tfds
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    def offline(self, *args, **kwargs):
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    with pytest.raises(UserError, match="cannot download or prepare TFDS dataset 'mnist'"):
+        tfds_data.load_tfds("mnist", "test", data_dir=str(tmp_path / "tfds"))
+    # TFDS made a "tmp...tfds" directory for the dataset's information and left it, on every run.
+    assert list(temporary.iterdir()) == [] and tempfile.tempdir == str(temporary)
+
+
 def test_tfds_unknown_dataset_is_a_one_line_user_error():
     with pytest.raises(UserError) as raised:
         tfds_data.load_tfds("no_such_dataset_zscgan", "train")

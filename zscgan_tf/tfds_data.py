@@ -1,6 +1,9 @@
 """TensorFlow Datasets as `LabeledImages`: a whole split in memory (`load_tfds`) or batch by
 batch (`iterate_tfds`, for ImageNet), downloaded and prepared by TFDS on first use."""
 
+import contextlib
+import shutil
+import tempfile
 from typing import Iterator, Optional, Tuple
 
 import numpy as np
@@ -12,12 +15,27 @@ from zscgan_tf.progress import note
 DEFAULT_TFDS_BATCH_SIZE = 256
 
 
+@contextlib.contextmanager
+def _temporary_files_removed():
+    """Points this process's temporary files into a directory of its own for the block, then
+    removes it: a TFDS builder looks its dataset's information up in a `tmp...tfds` directory
+    it never removes (`DatasetInfo.initialize_from_bucket`), one more in /tmp on every run."""
+    private = tempfile.mkdtemp(prefix="zscgan_tf_tfds_")
+    saved, tempfile.tempdir = tempfile.tempdir, private
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(private, ignore_errors=True)
+
+
 def _prepared_tfds_builder(name: str, data_dir: Optional[str], manual_dir: Optional[str]):
     """A TFDS builder with its data downloaded and prepared, or a UserError saying why not."""
     import tensorflow_datasets as tfds
 
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        with _temporary_files_removed():
+            builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:
         raise UserError(f"TFDS dataset not found: {first_line(error)}") from None
     if not builder.is_prepared():
