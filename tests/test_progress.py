@@ -33,7 +33,8 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_a_terminal_line_is_drawn_over_the_last_and_clears_what_a_longer_one_left():
+def test_a_terminal_line_is_drawn_over_the_last_and_clears_what_a_longer_one_left(monkeypatch):
+    monkeypatch.setenv("TERM", "xterm")
     stream = _Terminal()
     bar = progress.ProgressBar(total_steps=2, description="teacher", stream=stream)
     bar.update(1, {"loss": 2.614})
@@ -68,3 +69,11 @@ def test_speed_and_eta_leave_out_the_work_before_the_first_update(monkeypatch):
     now[0] = 2.0
     bar.update(360, {})
     assert stream.getvalue().splitlines()[-1].endswith("| 80 samples/s, ETA 0m00s")
+
+
+def test_a_terminal_without_control_sequences_gets_no_erase(monkeypatch):
+    monkeypatch.setenv("TERM", "dumb")
+    stream = _Terminal()
+    bar = progress.ProgressBar(total_steps=1, description="teacher", stream=stream)
+    bar.update(1, {})
+    assert stream.getvalue().startswith("\rteacher 1/1 [") and progress.ERASE_TO_END_OF_LINE not in stream.getvalue()

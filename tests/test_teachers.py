@@ -148,7 +148,7 @@ def _save_other_kind(model, tmp_path, kind: str) -> str:
     ("weights_h5", r"an HDF5 file of weights without the architecture \(model.save_weights\)"),
     ("checkpoint", "a TensorFlow checkpoint .*, which holds weights without the architecture"),
     ("onnx", "an ONNX model"),
-    ("not_hdf5", r"not an HDF5 file, though named \.h5 \(it does not begin with HDF5's signature\)"),
+    ("not_hdf5", r"not an HDF5 file, though named \.h5 \(HDF5's signature is not in it\)"),
     ("json", r"a JSON file \(a teacher's description, or an architecture saved with model.to_json, without weights\)"),
 ])
 def test_other_kinds_of_model_file_are_named_and_refused(tmp_path, kind, what):
@@ -157,6 +157,15 @@ def test_other_kinds_of_model_file_are_named_and_refused(tmp_path, kind, what):
                                         r"and BatchNorm statistics: pass the model saved with model.save \(.keras or "
                                         r"\.h5\)$"):
         teachers.load_teacher(_source(path))
+
+
+def test_an_hdf5_file_with_a_user_block_is_read(tmp_path):
+    # Legal HDF5 whose signature is at byte 512, not 0: it was refused as "not an HDF5 file".
+    import h5py
+    path = str(tmp_path / "user_block.h5")
+    with h5py.File(path, "w", userblock_size=512) as h5_file:
+        tf_keras.models.save_model(build_tiny_classifier(), h5_file, save_format="h5")
+    assert teachers.load_teacher(_source(path)).num_classes == 4
 
 
 @pytest.mark.parametrize("name", ["model.h5", "model.pt"])

@@ -84,7 +84,9 @@ def _other_model_kind(path: str) -> str:
         return "a TFLite model, which holds converted ops"
     suffix = os.path.splitext(path)[1].lower()
     if suffix in HDF5_SUFFIXES and not header.startswith(HDF5_SIGNATURE):
-        return f"not an HDF5 file, though named {suffix} (it does not begin with HDF5's signature)"
+        import h5py  # A dependency of tf_keras.
+        if not h5py.is_hdf5(path):  # Its signature may follow a user block, at 512, 1024, ... bytes.
+            return f"not an HDF5 file, though named {suffix} (HDF5's signature is not in it)"
     other_framework = OTHER_FRAMEWORK_SUFFIXES.get(os.path.splitext(path)[1].lower())
     if other_framework:
         return other_framework

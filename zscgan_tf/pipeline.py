@@ -419,9 +419,10 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
             "checked; they are read again for the evaluation rather than held in memory through training")
         evaluation_data = functools.partial(evaluation_stage.evaluation_dataset, run_config, teacher,
                                             progress=progress)
-    # Likewise for float ops, and for a QAT student that would fail (once it has trained, it did not).
+    # Likewise for float ops, and for a QAT student that would fail: once the generator has trained,
+    # the distillation stage that follows at once finds that as soon.
     float_ops_note = quantization_stages.check_integer_export(
-        run_config, teacher, check_student="distillation" not in read_state(run_config.work_dir))
+        run_config, teacher, check_student="generator" not in read_state(run_config.work_dir))
     if float_ops_note:
         say(f"note: {float_ops_note}")
     # Created only now: a bad teacher or dataset leaves no empty work directory behind.

@@ -4,6 +4,7 @@ On a terminal the line is redrawn in place; in a log file (CI, nohup) a full lin
 written at most every `log_interval_seconds`, so logs stay readable.
 """
 
+import os
 import sys
 import time
 from typing import Dict, Optional, Sequence, TextIO
@@ -69,6 +70,8 @@ class ProgressBar:
         self.samples_per_step = samples_per_step
         self.stream = stream or sys.stdout
         self.is_terminal = hasattr(self.stream, "isatty") and self.stream.isatty()
+        # A terminal that knows no control sequences (TERM=dumb) would show the erase as "^[[K".
+        self.erase = ERASE_TO_END_OF_LINE if os.environ.get("TERM") != "dumb" else ""
         self.interval = TERMINAL_INTERVAL_SECONDS if self.is_terminal else log_interval_seconds
         self.start_time = time.monotonic()
         self.first_update = None  # (step, time) of the first update, where throughput is measured from.
@@ -83,7 +86,7 @@ class ProgressBar:
         self.last_write = now
         # On a terminal the line is drawn over the last; ERASE_TO_END_OF_LINE clears what a longer one left.
         self.stream.write(("\r" if self.is_terminal else "") + self.line(step, values, now)
-                          + (ERASE_TO_END_OF_LINE if self.is_terminal else "\n"))
+                          + (self.erase if self.is_terminal else "\n"))
         self.stream.flush()
 
     def line(self, step: int, values: Dict[str, float], now: float) -> str:

@@ -174,7 +174,8 @@ def _training_lock(teacher_path: str, on_wait: Optional[Callable[[str], None]] =
     try:
         os.makedirs(backup_dir, exist_ok=True)
     except OSError as error:  # Writable to os.access, yet refused: /sys, /proc, a read-only mount as root.
-        raise UserError(f"cannot write the teacher {teacher_path!r}: {error.strerror}") from error
+        raise UserError(f"cannot write the teacher {teacher_path!r}: creating {backup_dir}: "
+                        f"{error.strerror}") from error
     with files.exclusive_use(backup_dir, what="training of this teacher",
                              advice="wait for it to finish, then use the teacher it saves", on_wait=on_wait):
         yield
