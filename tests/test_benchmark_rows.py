@@ -35,3 +35,55 @@ def test_rows_computed_with_other_settings_are_not_compared():
     assert within["met"] and within["max_difference_points"] == pytest.approx(0.2)
     against_nothing = benchmark_rows.compare_rows(current, {}, "none")
     assert not against_nothing["met"] and against_nothing["rows"] == []
+
+
+def test_a_difference_of_exactly_the_margin_repeats():
+    exact = benchmark_rows.compare_rows({"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.903}}},
+                                        {"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.900}}}, "x")
+    assert exact["max_difference_points"] == pytest.approx(0.3) and exact["met"]
+
+
+def _row_keys(config):
+    """Each row's cache key for `config`, without a teacher or data (the keys need neither)."""
+    import types
+    rows = object.__new__(benchmark_rows.TeacherBenchmark)
+    rows.config, rows.teacher, rows.dataset_name, rows.test_labels = (
+        config, types.SimpleNamespace(name="teacher"), "data", [0] * 10)
+    return {row_id: benchmark_rows.row_key(row_id, settings) for row_id, _, _, settings in rows.rows()}
+
+
+# Each setting, changed, and rows computed with it: their cached results must not be taken for the new
+# setting's (a rerun with another --qat_shift_fraction reported the old rows as current).
+CHANGED_SETTINGS = [
+    ({"generator_steps": 7}, ("zscgan_ptq", "zscgan_qat_w8a8", "latency", "generator_speed")),
+    ({"generator_batch_size": 7}, ("zscgan_ptq", "zscgan_qat_w4a4")),
+    ({"noise_dim": 7}, ("zscgan_ptq",)), ({"generator_channels": 7}, ("zscgan_ptq",)),
+    ({"generator_blur_sigma": 0.5}, ("zscgan_ptq",)), ({"mode_seeking_loss_weight": 0.3}, ("zscgan_ptq",)),
+    ({"generator_pool_size": 2}, ("zscgan_ptq", "zscgan_qat_w8a8")),
+    ({"bn_layer_weighting": "uniform"}, ("zscgan_ptq",)),
+    ({"qat_steps": 7}, ("zscgan_qat_w8a8", "real_qat_w8a8", "w4a4_spread")),
+    ({"qat_batch_size": 7}, ("zscgan_qat_w8a8", "real_qat_w4a4")),
+    ({"qat_learning_rate": 1e-3}, ("zscgan_qat_w8a8", "real_qat_w8a8")),
+    ({"qat_feature_loss_weight": 0.5}, ("zscgan_qat_w8a8", "real_qat_w8a8")),
+    ({"qat_mixed_fraction": 0.5}, ("zscgan_qat_w8a8",)), ({"qat_shift_fraction": 0.25}, ("zscgan_qat_w8a8",)),
+    ({"qat_flip": False}, ("zscgan_qat_w8a8",)), ({"qat_joint_generator": True}, ("zscgan_qat_w8a8",)),
+    ({"low_bit_ranges": "min_max"}, ("zscgan_qat_w4a4", "real_qat_w4a4", "w4a4_spread")),
+    ({"distilled_steps": 7}, ("distilled_ptq",)), ({"calibration_samples": 7}, ("real_ptq", "zscgan_ptq")),
+    ({"seed": 7}, ("fp32", "real_ptq", "zscgan_qat_w8a8")), ({"latency_runs": 7}, ("latency",)),
+    ({"calibration_draws": 3}, ("ptq_spread",)), ({"w4a4_seed_draws": 3}, ("w4a4_spread",)),
+]
+
+
+@pytest.mark.parametrize("change, affected", CHANGED_SETTINGS)
+def test_a_changed_setting_changes_the_key_of_every_row_computed_with_it(change, affected):
+    import dataclasses
+    from zscgan_tf.benchmark_config import BenchmarkConfig
+    base = BenchmarkConfig(schemes=("w8a8", "w4a4"), generator_blur_sigma=1.0, mode_seeking_loss_weight=0.1,
+                           generator_pool_size=3, bn_layer_weighting="noise_floor", qat_feature_loss_weight=1.0,
+                           qat_mixed_fraction=0.25, qat_shift_fraction=0.125, qat_flip=True, low_bit_ranges="mse",
+                           calibration_draws=2, w4a4_seed_draws=2)
+    before, after = _row_keys(base), _row_keys(dataclasses.replace(base, **change))
+    assert [row for row in affected if before[row] == after[row]] == []
+    # And rows that do not use it keep theirs: a change does not redo everything (every row is keyed with
+    # the seed and calibration count, FP32 too).
+    assert before["fp32"] == after["fp32"] or set(change) & {"seed", "calibration_samples"}
