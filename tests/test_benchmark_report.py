@@ -96,3 +96,41 @@ def test_the_report_has_a_table_row_per_row_in_run_order_and_every_verdict():
     assert any(line.startswith('TFLite models read the test images\' pixels') for line in lines)
     assert ("- met: zscgan_ptq within 0.1 point of FP32 and not below real-data PTQ: 89.90 vs FP32 90.00 (-0.10), "
             "real-data PTQ 89.80") in lines
+
+
+def test_a_resnet_named_in_capitals_gets_its_fp32_target_and_a_tie_with_a_baseline_is_not_above_it():
+    verdicts = _verdicts("MyResNet50", _rows(fp32=0.92, zscgan_qat_w4a4=0.905, real_qat_w4a4=0.912,
+                                             zscgan_ptq=0.90, noise_ptq=0.90, distilled_ptq=0.89))
+    assert verdicts["ZS-CGAN QAT W4A4 within 2.0 points of FP32 (ResNet)"] is True
+    assert verdicts["ZS-CGAN PTQ above noise_ptq"] is False  # Equal is not above.
+    assert verdicts["ZS-CGAN PTQ above distilled_ptq"] is True
+
+
+def test_the_spread_tables_give_each_figure():
+    rows = _rows(real_ptq=0.90, zscgan_ptq=0.91, zscgan_qat_w4a4=0.80, real_qat_w4a4=0.95)
+    ptq = benchmark_report.format_spread(
+        {"draws": 2, "real": [{"top1": 0.89, "agreement_with_fp32": 0.98}, {"top1": 0.91, "agreement_with_fp32": 0.96}],
+         "zscgan": [{"top1": 0.92, "agreement_with_fp32": 0.99}, {"top1": 0.90, "agreement_with_fp32": 0.97}]}, rows)
+    assert ptq[-2:] == ["| real-data | 90.00% | 89.00% | 91.00% | 97.00% | 90.00% |",
+                        "| ZS-CGAN | 91.00% | 90.00% | 92.00% | 98.00% | 91.00% |"]
+    seeds = {"draws": 1, "zscgan": [{"top1": 0.90}], "real": [{"top1": 0.95}]}
+    w4a4 = benchmark_report.format_w4a4_spread(seeds, rows)
+    # The mean of all is the row's own run and the further seeds together.
+    assert w4a4[-2:] == ["| real-data | 95.00% | 95.00% | 95.00% | 95.00% | 95.00% |",
+                         "| ZS-CGAN | 80.00% | 90.00% | 85.00% | 80.00% | 90.00% |"]
+    pools = {"draws": 1, "generator_seed": 0, "pools": [{"generator_seed": 3000, "runs": [{"top1": 0.86},
+                                                                                          {"top1": 0.88}]}]}
+    table = benchmark_report.format_w4a4_pool_spread({"w4a4_pool_spread": pools, "w4a4_spread": seeds}, rows)
+    assert table[-2:] == ["| the benchmark's own | 0 | 80.00%, 90.00% | 85.00% | 10.00 |",
+                          "| further pool 1 | 3000 | 86.00%, 88.00% | 87.00% | 8.00 |"]  # Real-data QAT's 95.00.
+
+
+def test_the_reproducibility_verdict_follows_the_comparison():
+    row = {"label": "FP32", "top1": 0.905, "earlier_top1": 0.900, "difference_points": 0.5}
+    missed = benchmark_report.format_reproducibility({"compared_to": "x", "rows": [row], "met": False,
+                                                      "max_difference_points": 0.5})
+    assert missed[-2:] == ["- FP32: 90.50% vs 90.00% (+0.50)",
+                           "- MISSED: every row within 0.3 point (largest difference 0.50)"]
+    met = benchmark_report.format_reproducibility({"compared_to": "x", "rows": [{**row, "difference_points": 0.1}],
+                                                   "met": True, "max_difference_points": 0.1})
+    assert met[-1] == "- met: every row within 0.3 point (largest difference 0.10)"
