@@ -82,6 +82,27 @@ def test_the_summary_gives_the_speed_after_the_first_step_apart(tmp_path, monkey
     assert (summary.resumed_from_step, summary.first_step_seconds, summary.steady_samples_per_second) == (11, 1.0, 0.0)
 
 
+def test_the_history_keeps_step_1_and_the_last_step_and_a_finished_rerun_trains_nothing(tmp_path):
+    counter = tf.Variable(0, dtype=tf.int64)
+
+    def step():
+        counter.assign_add(1)
+        return {"loss": float(counter.numpy())}
+
+    def run(steps):
+        schedule = training_loop.LoopSchedule(steps=steps, checkpoint_every=100, log_every=100, samples_per_step=8)
+        return training_loop.run(step, counter, tf.train.Checkpoint(step=counter), str(tmp_path), schedule, "test",
+                                 checked_terms=["loss"], progress=False)
+
+    summary = run(3)
+    # Step 1 is recorded whatever --log_every says: the report's "first step" column.
+    assert (summary.first, summary.last) == ({"step": 1, "loss": 1.0}, {"step": 3, "loss": 3.0})
+    counter.assign(0)
+    again = run(3)  # Restored at step 3 of 3: nothing to train, the history kept to its last record.
+    assert (again.resumed_from_step, again.first["step"], again.last["step"]) == (3, 1, 3)
+    assert again.samples_per_second == 0.0
+
+
 def test_only_generator_variables_are_trained():
     teacher = tiny_teacher()
     trainer = _trainer(teacher, steps=1)
