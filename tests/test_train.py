@@ -100,11 +100,17 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     assert "| qat_int8_tflite | 94.75% | -0.25 | 99.25% | 6 (Shirt): 75.00% against 80.00%, 40 images |" in markdown
     assert ("Most accurate fully-integer model on these images: `ptq_int8.tflite` and `qat_int8.tflite` "
             "(94.75%).") in markdown
-    # A generator whose samples the teacher mostly does not classify as asked is called out.
+    # The more accurate of the two int8 files is named, not the other.
+    report["quantization"]["top1"]["qat_int8_tflite"] = 0.94
+    assert "Most accurate fully-integer model on these images: `ptq_int8.tflite` (94.75%)." in (
+        run_report.format_report(report))
+    # A generator whose samples the teacher mostly does not classify as asked is called out; at half, not.
     for agreement, warned in ((0.5, False), (0.1, True)):
         report["generated_samples"]["teacher_agreement"] = agreement
+        markdown = run_report.format_report(report)
         assert ("Warning: the teacher classifies only 10% of generated samples as the class asked for: the generator "
-                "has not learned the classes in 4 steps" in run_report.format_report(report)) == warned
+                "has not learned the classes in 4 steps" in markdown) == warned
+        assert ("of generated samples as the class asked for" in markdown) == warned
 
 
 def test_a_pools_speed_after_the_first_step_sums_its_trainings():
@@ -115,6 +121,7 @@ def test_a_pools_speed_after_the_first_step_sums_its_trainings():
     # 80 samples in 10 s after the first step, 30 in 5 s, and one trained before this session.
     members = [member(20.0, 10.0, 8.0), member(7.0, 2.0, 6.0), member(0.0, 0.0, 0.0, resumed=10)]
     summary = run_report.generator_training_summary({"summary": {}, "members": members})
+    assert summary["resumed_from_step"] == 10  # One member resumed: the stage did.
     assert summary["steady_samples_per_second"] == pytest.approx(110 / 15)
     assert summary["samples_per_second"] == pytest.approx(27 / 27)
     # A training recorded by an older version, which did not time its first step: no figure, and none in words.
