@@ -276,8 +276,8 @@ def test_a_teacher_without_batchnorm_is_quantized_on_noise_and_refused_where_its
                         f"--output={tmp_path / 'distilled.tflite'}")
     assert distilled.returncode == 2
     assert distilled.stderr.strip().splitlines()[-1].startswith(
-        "error: teacher 'layer_norm' has no BatchNormalization layer; ZS-CGAN needs the BN statistics it stores. Without "
-        "them, python tools/convert.py --teacher=<the model> --data_source=noise")
+        "error: teacher 'layer_norm' has no BatchNormalization layer; ZS-CGAN needs the BN statistics it stores. "
+        "Without them, python tools/convert.py --teacher=<the model> --data_source=noise")
 
 
 def test_ops_tflite_keeps_float_are_refused_unless_allowed(tmp_path, convert):

@@ -89,6 +89,18 @@ def test_low_bit_weight_ranges_are_fitted_per_channel_and_8_bit_ones_stay_min_ma
                                np.abs(teacher.get_layer("conv_1").kernel.numpy()).reshape(-1, 8).max(0), rtol=1e-6)
 
 
+def test_only_quantizers_below_8_bits_are_fitted(monkeypatch):
+    # Every fit halves the range here: an 8-bit layer's range halved too would show it was fitted.
+    monkeypatch.setattr(range_fitting, "least_squares_factor",
+                        lambda values, counts, low, high, bits, narrow_range=False: np.full(np.shape(low), 0.5))
+    teacher = build_tiny_teacher()
+    student, _ = quantize.quantize_student(teacher, quantize.QuantizationScheme.from_name("w4a4"))
+    for name, channels, halved in (("conv_1", 8, False), ("conv_2", 16, True)):  # conv_1 is kept at 8 bits.
+        magnitude = np.abs(teacher.get_layer(name).kernel.numpy()).reshape(-1, channels).max(0)
+        np.testing.assert_allclose(range_variable(student.get_layer(f"quant_{name}"), "kernel_max:0"),
+                                   magnitude * (0.5 if halved else 1.0), rtol=1e-6)
+
+
 def test_fitted_activation_ranges_lie_inside_the_observed_ones_and_min_max_keeps_them():
     teacher = build_tiny_teacher()
     inputs = random_inputs()

@@ -183,7 +183,8 @@ def test_tool_reports_bad_input_as_one_line(tmp_path):
     # A place the access check allows but the kernel refuses (as root too): it was a PermissionError traceback.
     result = _run_tool("--architecture=resnet8", "--dataset=digits", "--epochs=1", "--output=/proc/zscgan_tf.keras")
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot write the teacher '/proc/zscgan_tf.keras': ")
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: cannot write the teacher '/proc/zscgan_tf.keras': creating /proc/zscgan_tf.keras.training: ")
 
 
 def test_tool_trains_a_custom_teacher_and_refuses_to_overwrite_it(tmp_path):
