@@ -483,3 +483,12 @@ def test_image_folder_subset_decodes_only_the_images_it_keeps(tmp_path, random_p
     np.testing.assert_array_equal(subset.images, expected.images)
     np.testing.assert_array_equal(subset.labels, expected.labels)
     np.testing.assert_array_equal(np.bincount(subset.labels), [2, 2, 2])
+
+
+def test_a_class_balanced_subset_of_at_least_every_sample_is_every_sample_once():
+    from zscgan_tf.labeled_images import class_balanced_indices
+    labels = np.arange(10) % 3
+    for count in (10, 20):
+        assert sorted(class_balanced_indices(labels, 3, count, seed=0)) == list(range(10))
+    subset = class_balanced_indices(labels, 3, 6, seed=0)
+    assert np.bincount(labels[subset], minlength=3).tolist() == [2, 2, 2]

@@ -162,3 +162,9 @@ def test_teacher_that_scales_pixels_itself_read_with_assumed_preprocessing_gets_
     for mode in ("raw", "tf"):  # Said on purpose: no doubt left.
         assert teachers.load_teacher(teachers.TeacherSource(model=path, preprocessing=mode)).warnings == (
             logits.SOFTMAX_REMOVED_NOTE,)
+
+
+def test_only_training_and_an_absent_mask_are_dropped_from_a_nested_call():
+    assert flattening.undroppable_call_arguments({"training": False, "mask": None}) == []
+    assert flattening.undroppable_call_arguments({"mask": object(), "training": True}) == ["mask"]
+    assert flattening.undroppable_call_arguments({"scale": 2.0, "mask": None}) == ["scale"]

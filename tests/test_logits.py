@@ -84,3 +84,11 @@ def test_single_output_not_from_a_dense_layer_is_refused():
     model = tf_keras.Model(inputs, tf_keras.layers.GlobalAveragePooling2D(name="score")(x))
     with pytest.raises(UserError, match="GlobalAveragePooling2D 'score'.*must end in Dense"):
         logits.logits_model(model)
+
+
+def test_a_single_output_dense_with_another_activation_is_refused():
+    # Dense(1, relu) is no logit: halving it as one would give wrong class probabilities.
+    inputs, hidden = _body()
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(1, activation="relu", name="score")(hidden))
+    with pytest.raises(UserError, match="Dense 'score'.*must end in Dense\\(1\\), with or without a sigmoid"):
+        logits.logits_model(model)

@@ -577,3 +577,12 @@ def test_imagenet_class_names_come_from_the_class_index_keras_applications_read(
     monkeypatch.setattr(tf_keras.utils, "get_file", offline)
     with pytest.raises(UserError, match=r"^cannot fetch ImageNet's class names \(URL fetch failure"):
         teachers.imagenet_class_names()
+
+
+def test_a_sidecars_custom_preprocessing_is_read_with_its_mean_and_std(tmp_path):
+    from zscgan_tf.preprocessing import Preprocessing
+    from zscgan_tf.teacher_training import save_teacher
+    path = str(tmp_path / "custom.keras")
+    save_teacher(build_tiny_classifier(), path, Preprocessing("custom", (0.5,), (0.25,)), dataset="digits",
+                 class_names=["a", "b", "c", "d"], metrics=None)
+    assert teachers.load_teacher(_source(path)).preprocessing == Preprocessing("custom", (0.5,), (0.25,))
