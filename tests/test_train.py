@@ -444,7 +444,7 @@ def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_pat
         (unfinished, [], "that run's generator has not finished training; run it to the end first"),
         (trained_on, [], "has trained on from its finished 4 steps (to step 6); finish that run first"),
         (first, ["--bn_distance=mse", "--seed=3"], "trained with other settings (loss.bn_distance, seed)"),
-        (first, ["--generator_steps=2"], "has trained 4 steps, more than --generator_steps=2; ask for 4 or more"),
+        (first, ["--generator_steps=3"], "has trained 4 steps, more than --generator_steps=3; ask for 4 or more"),
     ]
     for source, extra, message in cases:
         work_dir = first if "own --work_dir" in message else tmp_path / "new"
@@ -544,6 +544,13 @@ def test_a_teacher_replaced_since_its_run_trained_is_refused_there(tmp_path, tin
     (work_dir / "state.json").write_text(json.dumps(state))
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
     assert recorded != json.loads((work_dir / "state.json").read_text())[run_state.TEACHER_KEY]
+    # Another teacher recorded, but nothing trained against it left (deleted): the run starts afresh.
+    import shutil
+    os.remove(work_dir / "generator.keras")
+    for name in ("generator", "distillation"):
+        shutil.rmtree(work_dir / name)
+    (work_dir / "state.json").write_text(json.dumps({**state, run_state.TEACHER_KEY: recorded}))
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
 
 
 def test_a_teacher_read_with_other_preprocessing_is_refused_as_such(tmp_path, tiny_teacher_file, capsys):
