@@ -292,6 +292,18 @@ def test_rebuilt_model_that_computes_otherwise_is_refused(tmp_path, monkeypatch)
         keras3_conversion.load_as_tf_keras(path)
 
 
+def test_a_rebuild_differing_by_just_over_the_tolerance_is_refused(tmp_path, monkeypatch):
+    path = str(tmp_path / "classifier.keras")
+    _keras3_transfer_classifier().save(path)
+    monkeypatch.setattr(keras3_conversion, "_largest_relative_difference",
+                        lambda original, rebuilt: 2 * keras3_conversion.AGREEMENT_TOLERANCE)
+    with pytest.raises(UserError, match="rebuilt with tf_keras computes other outputs"):
+        keras3_conversion.load_as_tf_keras(path)
+    monkeypatch.setattr(keras3_conversion, "_largest_relative_difference",
+                        lambda original, rebuilt: keras3_conversion.AGREEMENT_TOLERANCE / 2)
+    assert keras3_conversion.load_as_tf_keras(path) is not None
+
+
 def test_nested_sequential_and_hard_activations_are_rebuilt(tmp_path):
     keras.utils.set_random_seed(0)
     block = keras.Sequential([keras.layers.RandomRotation(0.2), keras.layers.Conv2D(4, 3, name="conv"),
