@@ -248,7 +248,7 @@ def load_teacher(source: TeacherSource, progress: bool = True, require_batchnorm
         raise UserError(f"teacher {name!r} has no BatchNormalization layer"
                         + (f" but inside its own layers ({hiding_names}), whose statistics cannot be read"
                            if hiding else "") + "; ZS-CGAN needs the BN statistics it stores. Without them, "
-                        f"python tools/convert.py --teacher=<the model> --data_source=noise --output=<file> quantizes "
+                        "python tools/convert.py --teacher=<the model> --data_source=noise --output=<file> quantizes "
                         "it post-training, calibrated on noise rather than on generated samples")
     preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
     model.trainable = False
@@ -464,8 +464,9 @@ def _validate_input(model, source: TeacherSource) -> Tuple[int, int, int]:
     _, height, width, channels = shape
     if channels not in (1, 3):
         channels_first = (f": ({height}, {width}, {channels}) looks like channels-first "
-                          f"({count_of(height, 'channel')} of {width}x{channels}); zscgan_tf reads images channels-last, (height, width, channels): "
-                          "save the model with channels-last layers" if height in (1, 3) else "")
+                          f"({count_of(height, 'channel')} of {width}x{channels}); zscgan_tf reads images "
+                          "channels-last, (height, width, channels): save the model with channels-last layers"
+                          if height in (1, 3) else "")
         raise UserError(f"the teacher's input has {channels} channels; 1 or 3 are supported{channels_first}")
     if height is None or width is None:
         if not source.input_size:
