@@ -139,6 +139,15 @@ def test_an_adapted_normalization_layer_computes_with_its_statistics_in_the_stud
     assert np.abs(student_logits - teacher_logits).max() / np.abs(teacher_logits).max() <= MAX_RELATIVE_LOGIT_ERROR
 
 
+def test_a_student_built_to_be_checked_leaves_the_next_one_its_names():
+    teacher = build_tiny_teacher()
+    with quantize.automatic_names_unchanged():
+        checked, _ = quantize.quantize_student(teacher)
+    student, _ = quantize.quantize_student(teacher)
+    # Else the run's own student was named quantize_layer_1 and its saved file differed from a run without the check.
+    assert [layer.name for layer in student.layers] == [layer.name for layer in checked.layers]
+
+
 def test_teacher_is_unchanged_by_quantization_and_training_the_student():
     teacher = build_tiny_teacher()
     inputs = random_inputs()

@@ -143,8 +143,9 @@ def _check_student_export(run_config: RunConfig, teacher: Teacher, samples: np.n
     if not run_config.distillation.steps:
         return
     try:
-        student, _ = quantize.quantize_student(teacher.model, scheme, calibration_inputs=samples,
-                                               input_range=input_range)
+        with quantize.automatic_names_unchanged():
+            student, _ = quantize.quantize_student(teacher.model, scheme, calibration_inputs=samples,
+                                                   input_range=input_range)
     except UserError as error:
         raise UserError(f"{error}. This run would stop there, after training its generator: pass "
                         "--distillation_steps=0 for a run whose only int8 model is the post-training one") from error

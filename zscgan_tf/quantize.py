@@ -31,6 +31,7 @@ Example:
         print(line)
 """
 
+import contextlib
 import dataclasses
 import re
 from typing import List, Optional, Sequence, Tuple
@@ -206,6 +207,21 @@ def validate_tfmot_model(model, role: str = "teacher") -> None:
 
 # A Keras layer name: a base and, from the second of its kind on, "_<number>".
 _LAYER_NAME_PATTERN = re.compile(r"(.+?)(?:_(\d+))?")
+
+
+@contextlib.contextmanager
+def automatic_names_unchanged():
+    """Keras' counts of automatic layer names as they were before the block, after it: a
+    student built only to be checked leaves the run's own student the names it would have
+    had without the check (`quantize_layer`, not `quantize_layer_1`), and its saved file
+    the same bytes."""
+    counts = keras_backend.get_default_graph_uid_map()
+    saved = dict(counts)
+    try:
+        yield
+    finally:
+        counts.clear()
+        counts.update(saved)
 
 
 def _move_automatic_names_past(model: tf_keras.Model) -> None:
