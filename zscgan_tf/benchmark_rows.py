@@ -463,7 +463,7 @@ def _check_distinct_teacher_names(sources) -> None:
     first was measured, as if its file had been retrained)."""
     seen = {}
     for source in sources:
-        name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+        name = teachers.model_file_name(source)
         if name.startswith(teachers.BUILTIN_PREFIX):
             name = name[len(teachers.BUILTIN_PREFIX):]
         if name in seen:

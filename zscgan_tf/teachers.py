@@ -226,7 +226,7 @@ def load_teacher(source: TeacherSource, progress: bool = True, require_batchnorm
         # A model that reads uint8 takes pixels 0 to 255 as they are.
         default_mode = sidecar.get("preprocessing", {}).get(
             "mode", "raw" if model.inputs and model.inputs[0].dtype == tf.uint8 else DEFAULT_FILE_PREPROCESSING)
-        name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+        name = model_file_name(path)
     preprocessing = _resolve_preprocessing(source, default_mode, description)
     model, channel_note = _with_channel_axis(model)
     model, output_note = logits.logits_model(flattening.flat_inference_model(model))
@@ -424,6 +424,11 @@ def _sidecar_without_model_extension(path: str) -> dict:
         return {}
     _check_sidecar(description, other_path)
     return description
+
+
+def model_file_name(path: str) -> str:
+    """A model file's name without its folder and extension: the name of a teacher read from it."""
+    return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
 
 
 def _resolve_preprocessing(source: TeacherSource, default_mode: str, description: dict) -> Preprocessing:
