@@ -17,9 +17,10 @@ from zscgan_tf import config as config_lib
 from zscgan_tf import (evaluation_stage, export, generator_reuse, labeled_images, pipeline, quantization_stages,
                        run_report)
 from zscgan_tf import run_state
-from zscgan_tf import tflite_model, train, training_loop
+from zscgan_tf import quantize, teachers, tflite_model, train, training_loop
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest
+from zscgan_tf.teachers import TeacherSource
 
 from conftest import build_two_block_classifier
 
@@ -842,6 +843,13 @@ def test_a_per_tensor_w8a8_student_that_cannot_export_is_one_line_before_trainin
     assert "after training: it would keep DEQUANTIZE (#0), QUANTIZE (#1) float" in error
     assert "tensorflow/model-optimization#1131" in error and "--distillation_steps=0" in error
     assert len(error.splitlines()) == 1 and not work_dir.exists()
+    assert "--allow_float_ops" not in error
+    # Allowing float ops does not let those convolutions stay float, and the message says why.
+    assert train.main(["train", f"--flagfile={flagfile}", "--allow_float_ops"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert ("(tensorflow/model-optimization#1131). --allow_float_ops does not cover these: it keeps float the ops "
+            "TFLite has no int8 kernel for, and convolutions have one. Keep per-channel weights") in error
+    assert len(error.splitlines()) == 1 and not work_dir.exists()
     # The way out it names: the post-training model, with per-tensor weights.
     assert train.main(["train", f"--flagfile={flagfile}", "--distillation_steps=0"]) == 0
     with open(work_dir / "ptq_int8.tflite", "rb") as model_file:
@@ -851,6 +859,53 @@ def test_a_per_tensor_w8a8_student_that_cannot_export_is_one_line_before_trainin
     capsys.readouterr()
     assert train.main(["train", f"--flagfile={flagfile}", f"--work_dir={tmp_path / 'w4a4'}",
                        "--quantization=w4a4"]) == 0
+
+
+def test_a_resumed_generator_stage_repeats_the_student_check_only_when_what_it_checked_changed(
+        tmp_path, tiny_teacher_file, monkeypatch):
+    # The check costs up to 30 s a start (ResNet50 at 224x224); a generator stopped and
+    # resumed with the same teacher and settings has passed it already.
+    built = []
+    quantize_student = quantize.quantize_student
+    monkeypatch.setattr(quantize, "quantize_student",
+                        lambda *args, **kwargs: built.append(args[1]) or quantize_student(*args, **kwargs))
+
+    def stopped_generator_stage(*args, **kwargs):
+        raise KeyboardInterrupt  # As a stop during generator training, after the state is written.
+
+    monkeypatch.setattr(pipeline, "generator_stage", stopped_generator_stage)
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir)
+    for arguments in ([], [], ["--io_dtype=uint8"], ["--io_dtype=uint8"], ["--distillation_steps=0"]):
+        assert train.main(["train", f"--flagfile={flagfile}", *arguments]) == 130  # Stopped, as by Ctrl-C.
+    # A student built at the first start and again for another input type; none without a student.
+    assert len(built) == 2
+    assert re.fullmatch("[0-9a-f]{64}", json.loads((work_dir / "state.json").read_text())["student_check"])
+    monkeypatch.undo()
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0  # The run goes on and finishes.
+
+
+def test_the_student_check_key_changes_with_the_teacher_and_each_setting_the_check_depends_on(tiny_teacher_file):
+    teacher = teachers.load_teacher(TeacherSource(model=tiny_teacher_file))
+    run_config = config_lib.RunConfig()
+    key = quantization_stages.student_check_key(run_config, teacher, "fingerprint")
+    assert key == quantization_stages.student_check_key(config_lib.RunConfig(), teacher, "fingerprint")
+    assert key == quantization_stages.student_check_key(  # Where its files go does not matter.
+        dataclasses.replace(run_config, work_dir="elsewhere"), teacher, "fingerprint")
+    others = [quantization_stages.student_check_key(run_config, teacher, "another teacher"),
+              quantization_stages.student_check_key(
+                  dataclasses.replace(run_config, distillation=dataclasses.replace(run_config.distillation, steps=0)),
+                  teacher, "fingerprint")]
+    for name, value in (("per_channel", False), ("allow_float_ops", True), ("io_dtype", "uint8"),
+                        ("scheme", "w4a4")):
+        quantization = dataclasses.replace(run_config.quantization, **{name: value})
+        others.append(quantization_stages.student_check_key(dataclasses.replace(run_config, quantization=quantization),
+                                                            teacher, "fingerprint"))
+    # The same weights in another architecture (a layer renamed) is another teacher to check.
+    renamed = teachers.load_teacher(TeacherSource(model=tiny_teacher_file))
+    renamed.model.layers[-1]._name = "renamed"
+    others.append(quantization_stages.student_check_key(run_config, renamed, "fingerprint"))
+    assert len({key, *others}) == len(others) + 1
 
 
 def test_allowed_float_ops_stay_float_in_the_int8_models_and_every_report_says_so(tmp_path, capsys):

@@ -37,8 +37,8 @@ from zscgan_tf.files import (exclusive_use, file_digest, save_keras_model_atomic
                              write_json_atomic, write_text_atomic)
 from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.progress import count_of, format_duration, say
-from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE, TEACHER_KEY,
-                                 TEACHER_PREPROCESSING_KEY, TRAINED_HERE_KEY, checkpoint_steps,
+from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE, STUDENT_CHECK_KEY,
+                                 TEACHER_KEY, TEACHER_PREPROCESSING_KEY, TRAINED_HERE_KEY, checkpoint_steps,
                                  how_the_teacher_differs, pool_member_dirs, pool_member_names, read_state,
                                  record_teacher, write_state)
 
@@ -421,22 +421,29 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
                                             progress=progress)
     # Likewise for float ops, and for a QAT student that would fail: once the generator has trained,
     # the distillation stage that follows at once finds that as soon.
+    # A generator stage resumed with the teacher and settings of a check that passed does not repeat it.
+    state = read_state(run_config.work_dir)
+    student_check = quantization_stages.student_check_key(run_config, teacher, teachers.fingerprint(teacher))
     float_ops_note = quantization_stages.check_integer_export(
-        run_config, teacher, check_student="generator" not in read_state(run_config.work_dir))
+        run_config, teacher,
+        check_student=("generator" not in state
+                       and (student_check is None or state.get(STUDENT_CHECK_KEY) != student_check)))
     if float_ops_note:
         say(f"note: {float_ops_note}")
     # Created only now: a bad teacher or dataset leaves no empty work directory behind.
     prepare_work_dir(run_config)
     # A run started twice on one directory would interleave its checkpoints and outputs.
     with exclusive_use(run_config.work_dir):
-        return _run_stages(run_config, teacher, evaluation_data, source, progress)
+        return _run_stages(run_config, teacher, evaluation_data, source, progress, student_check)
 
 
 def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
                 evaluation_data: Union[Optional[LabeledImages], Callable[[], Optional[LabeledImages]]],
-                source: Optional[generator_reuse.GeneratorSource], progress: bool) -> dict:
+                source: Optional[generator_reuse.GeneratorSource], progress: bool,
+                student_check: Optional[str] = None) -> dict:
     """The stages; `evaluation_data` is the held-out data, or what loads it when it is too
-    large to hold through training."""
+    large to hold through training; `student_check` the key of the early student check that
+    passed (`quantization_stages.student_check_key`), recorded in the state."""
     state = read_state(run_config.work_dir)
     fingerprint = check_same_teacher(run_config.work_dir, teacher, state)
     record_config(run_config, same_teacher=state.get(TEACHER_KEY) == fingerprint)
@@ -444,8 +451,11 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     say(f"device: {start_up.device_summary()}")
     for warning in teacher.warnings:
         say(f"warning: {warning}")
-    if state.get(TEACHER_KEY) != fingerprint or TEACHER_PREPROCESSING_KEY not in state:
+    if (state.get(TEACHER_KEY) != fingerprint or TEACHER_PREPROCESSING_KEY not in state
+            or (student_check and state.get(STUDENT_CHECK_KEY) != student_check)):
         record_teacher(state, fingerprint, teacher.preprocessing)
+        if student_check:
+            state[STUDENT_CHECK_KEY] = student_check
         write_state(run_config.work_dir, state)
     if source:
         generator_reuse.take_generator(run_config, source, state)

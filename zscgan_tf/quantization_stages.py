@@ -16,6 +16,9 @@ Work directory files added here:
 - `labels.txt`: the teacher's class names, one a line in output order, when it has them.
 """
 
+import dataclasses
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -26,6 +29,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
+from zscgan_tf import __version__
 from zscgan_tf import distill, edge_tpu, evaluate, export, quantize, quantizer_ranges, tflite_model, zero_shot
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
@@ -80,6 +84,26 @@ def calibration_samples(generator, teacher: Teacher, count: int, seed: int) -> n
     # `generate` sorts samples by class; interleaving them keeps any prefix balanced too.
     index_within_class = np.tile(np.arange(per_class), teacher.num_classes)
     return images[np.argsort(index_within_class, kind="stable")][:count]
+
+
+def student_check_key(run_config: RunConfig, teacher: Teacher, teacher_fingerprint: str) -> Optional[str]:
+    """What the early student check (`check_integer_export`'s `check_student`) depends on, as
+    a SHA-256: the teacher (its `teachers.fingerprint` and its architecture), the quantization
+    settings, whether the run distils a student, and this package's version. A work directory
+    records it once the check has passed, so that a generator stage resumed with the same key
+    does not build and convert the student again (up to 30 s for ResNet50 at 224x224).
+
+    Returns:
+      The key, or None for a teacher whose architecture has no JSON form (always checked).
+    """
+    try:
+        architecture = teacher.model.to_json()
+    except (NotImplementedError, TypeError, ValueError):
+        return None
+    described = json.dumps({"teacher": teacher_fingerprint, "version": __version__,
+                            "quantization": dataclasses.asdict(run_config.quantization),
+                            "distils": bool(run_config.distillation.steps)}, sort_keys=True)
+    return hashlib.sha256(described.encode() + architecture.encode()).hexdigest()
 
 
 def check_integer_export(run_config: RunConfig, teacher: Teacher, check_student: bool = True) -> Optional[str]:
@@ -172,13 +196,16 @@ def _check_student_export(run_config: RunConfig, teacher: Teacher, samples: np.n
             f"float ({FLOAT_OPS_DEVICES}), or --distillation_steps=0 for a run whose only int8 model is the "
             "post-training one")
     if not per_channel:
+        # Kept float, these convolutions would be the model's bulk: not what --allow_float_ops is for.
+        not_covered = (" --allow_float_ops does not cover these: it keeps float the ops TFLite has no int8 kernel "
+                       "for, and convolutions have one." if run_config.quantization.allow_float_ops else "")
         raise UserError(
             f"the W8A8 QAT student cannot be exported as fully-integer TFLite with per-tensor weight scales "
             f"(--noper_channel), so this run would fail at export, after training: it would keep "
             f"{export.float_ops_description(report, student)} float. TF-MOT fake-quantizes each convolution's "
             "weights before the BatchNorm after it is folded into them, and the folded weights need a scale per "
-            "channel (tensorflow/model-optimization#1131). Keep per-channel weights, or pass --distillation_steps=0 "
-            "for a run whose only int8 model is the post-training one, with per-tensor weights")
+            f"channel (tensorflow/model-optimization#1131).{not_covered} Keep per-channel weights, or pass "
+            "--distillation_steps=0 for a run whose only int8 model is the post-training one, with per-tensor weights")
 
 
 def scheme_of(run_config: RunConfig) -> quantize.QuantizationScheme:

@@ -2,8 +2,8 @@
 
 `state.json` says which stages finished, with what they measured and the SHA-256 of
 what they wrote (an output that no longer matches is redone), the fingerprint of the
-teacher they trained against, and the run whose generator this one took
-(`--generator_from`), if any. Unreadable state means no stage is trusted as finished.
+teacher they trained against, the run whose generator this one took
+(`--generator_from`), if any, and the key of the early student check that passed. Unreadable state means no stage is trusted as finished.
 """
 
 import os
@@ -25,6 +25,9 @@ TRAINED_HERE_KEY = "trained_here"
 TEACHER_KEY = "teacher_sha256"
 # Beside it, the preprocessing it covers, so that a refusal can say which of the two changed.
 TEACHER_PREPROCESSING_KEY = "teacher_preprocessing"
+# The key (`quantization_stages.student_check_key`) of the last early student check that passed,
+# so that a generator stage resumed with the same teacher and settings does not repeat it.
+STUDENT_CHECK_KEY = "student_check"
 
 
 def read_state(work_dir: str) -> dict:
