@@ -14,7 +14,9 @@ Example:
 
 import collections
 import dataclasses
-from typing import List, Tuple
+from typing import Any, List, Optional, Tuple
+
+import numpy as np
 
 from zscgan_tf.errors import UserError
 
@@ -30,12 +32,20 @@ MAX_LISTED_INDICES = 8
 FLOAT_TENSOR_TYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
 EIGHT_BIT_TENSOR_TYPES = frozenset({"int8", "uint8"})
 DYNAMIC_DIMENSION = -1
+# Constant integer tensors up to this size keep their values in `TensorInfo.values`: the axes,
+# strides, paddings and permutations ops read, which the Edge TPU's limits are about.
+MAX_KEPT_CONSTANT_ELEMENTS = 16
+_NUMPY_TYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
+                "float32": np.float32}
 
 _BUILTIN_OPERATOR_NAMES = {
     code: name for name, code in vars(tflite_schema.BuiltinOperator).items()
     if not name.startswith("_")}
 _TENSOR_TYPE_NAMES = {
     code: name.lower() for name, code in vars(tflite_schema.TensorType).items()
+    if not name.startswith("_")}
+_ACTIVATION_NAMES = {
+    code: name for name, code in vars(tflite_schema.ActivationFunctionType).items()
     if not name.startswith("_")}
 
 
@@ -88,6 +98,10 @@ class TensorInfo:
       zero_points: quantization zero points.
       quantized_dimension: the channel axis of per-channel quantization.
       is_constant: whether the tensor holds constant data (weights, biases, shapes).
+      values: a constant integer tensor's values, flattened, when it has at most
+        `MAX_KEPT_CONSTANT_ELEMENTS` (axes, strides, paddings, permutations); else None.
+      is_zero: for a constant, whether every value is zero (as a real number: each
+        quantized value its zero point); else None.
     """
 
     index: int
@@ -99,6 +113,8 @@ class TensorInfo:
     zero_points: Tuple[int, ...] = ()
     quantized_dimension: int = 0
     is_constant: bool = False
+    values: Optional[Tuple[int, ...]] = None
+    is_zero: Optional[bool] = None
 
     @property
     def is_quantized(self) -> bool:
@@ -130,6 +146,10 @@ class OperatorInfo:
       is_integer: no float tensor among its inputs and outputs.
       input_indices: tensor indices of its inputs (absent optional inputs skipped).
       output_indices: tensor indices of its outputs.
+      options: (name, value) pairs of the builtin options that devices' limits are about
+        (`_operator_options`): `fused_activation` (`NONE`, `RELU`, ...), `dilation`
+        (h, w), `weights_format`, `axis`, `ellipsis_mask`, `new_axis_mask`,
+        `squeeze_dims`; read with `option`.
     """
 
     index: int
@@ -139,6 +159,11 @@ class OperatorInfo:
     is_integer: bool
     input_indices: Tuple[int, ...] = ()
     output_indices: Tuple[int, ...] = ()
+    options: Tuple[Tuple[str, Any], ...] = ()
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """The builtin option `name` (see `options`), or `default` where the op has none."""
+        return dict(self.options).get(name, default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +242,28 @@ def _buffer_has_data(model, buffer_index: int) -> bool:
     return buffer.DataLength() > 0 or getattr(buffer, "Offset", lambda: 0)() > 1
 
 
+def _constant_data(model, buffer_index: int, dtype: str) -> Optional[np.ndarray]:
+    """A constant's values, flat; None where its type has no numpy form here, or its data
+    lies outside the flatbuffer (models over 2 GB)."""
+    if dtype not in _NUMPY_TYPES or not 0 < buffer_index < model.BuffersLength():
+        return None
+    data = model.Buffers(buffer_index).DataAsNumpy()
+    if isinstance(data, int):  # No data in the flatbuffer.
+        return None
+    return np.frombuffer(data.tobytes(), _NUMPY_TYPES[dtype])
+
+
+def _is_zero(values: np.ndarray, shape: Tuple[int, ...], zero_points: Tuple[int, ...],
+             quantized_dimension: int) -> bool:
+    """Whether quantized (or float) `values` are all zero as real numbers."""
+    if len(set(zero_points)) <= 1:
+        return bool(np.all(values == (zero_points[0] if zero_points else 0)))
+    # Per-channel zero points, along the quantized dimension.
+    broadcast = [1] * len(shape)
+    broadcast[quantized_dimension] = len(zero_points)
+    return bool(np.all(values.reshape(shape) == np.asarray(zero_points).reshape(broadcast)))
+
+
 def _tensor_info(model, subgraph, index: int) -> TensorInfo:
     tensor = subgraph.Tensors(index)
     shape = tuple(int(dim) for dim in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
@@ -230,16 +277,27 @@ def _tensor_info(model, subgraph, index: int) -> TensorInfo:
                        if quantization.ZeroPointLength() else (0,) * len(scales))
         quantized_dimension = int(quantization.QuantizedDimension())
     name = tensor.Name()
+    dtype = _TENSOR_TYPE_NAMES.get(tensor.Type(), f"type{tensor.Type()}")
+    is_constant = _buffer_has_data(model, tensor.Buffer())
+    values = is_zero = None
+    if is_constant:
+        data = _constant_data(model, tensor.Buffer(), dtype)
+        if data is not None and data.size == int(np.prod(shape)):
+            is_zero = _is_zero(data, shape, zero_points, quantized_dimension)
+            if data.size <= MAX_KEPT_CONSTANT_ELEMENTS and np.issubdtype(data.dtype, np.integer):
+                values = tuple(int(value) for value in data)
     return TensorInfo(
         index=index,
         name=name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name),
-        dtype=_TENSOR_TYPE_NAMES.get(tensor.Type(), f"type{tensor.Type()}"),
+        dtype=dtype,
         shape=shape,
         shape_signature=signature,
         scales=scales,
         zero_points=zero_points,
         quantized_dimension=quantized_dimension,
-        is_constant=_buffer_has_data(model, tensor.Buffer()))
+        is_constant=is_constant,
+        values=values,
+        is_zero=is_zero)
 
 
 def _operator_name(model, opcode_index: int) -> str:
@@ -253,6 +311,45 @@ def _operator_name(model, opcode_index: int) -> str:
             custom_code = custom_code.decode("utf-8", "replace")
         return f"CUSTOM:{custom_code}"
     return name
+
+
+# Builtin options read into `OperatorInfo.options`: (options table, (option, accessor), ...).
+_READ_OPTIONS = {
+    "CONV_2D": ("Conv2DOptions", ("fused_activation", "FusedActivationFunction"),
+                ("dilation", ("DilationHFactor", "DilationWFactor"))),
+    "DEPTHWISE_CONV_2D": ("DepthwiseConv2DOptions", ("fused_activation", "FusedActivationFunction"),
+                          ("dilation", ("DilationHFactor", "DilationWFactor"))),
+    "AVERAGE_POOL_2D": ("Pool2DOptions", ("fused_activation", "FusedActivationFunction")),
+    "MAX_POOL_2D": ("Pool2DOptions", ("fused_activation", "FusedActivationFunction")),
+    "CONCATENATION": ("ConcatenationOptions", ("fused_activation", "FusedActivationFunction"), ("axis", "Axis")),
+    "FULLY_CONNECTED": ("FullyConnectedOptions", ("fused_activation", "FusedActivationFunction"),
+                        ("weights_format", "WeightsFormat")),
+    "PACK": ("PackOptions", ("axis", "Axis")),
+    "STRIDED_SLICE": ("StridedSliceOptions", ("ellipsis_mask", "EllipsisMask"), ("new_axis_mask", "NewAxisMask")),
+    "SQUEEZE": ("SqueezeOptions", ("squeeze_dims", "SqueezeDimsAsNumpy")),
+}
+
+
+def _operator_options(operator, name: str) -> Tuple[Tuple[str, Any], ...]:
+    """The builtin options of `_READ_OPTIONS` an operator of builtin `name` has."""
+    if name not in _READ_OPTIONS or operator.BuiltinOptions() is None:
+        return ()
+    table_name, *fields = _READ_OPTIONS[name]
+    table = getattr(tflite_schema, table_name)()
+    table.Init(operator.BuiltinOptions().Bytes, operator.BuiltinOptions().Pos)
+    options = []
+    for option, accessor in fields:
+        if isinstance(accessor, tuple):
+            value = tuple(int(getattr(table, part)()) for part in accessor)
+        elif option == "squeeze_dims":  # A vector, absent (0) when every dimension of 1 goes.
+            dims = getattr(table, accessor)()
+            value = tuple(int(dim) for dim in dims) if isinstance(dims, np.ndarray) else ()
+        else:
+            value = int(getattr(table, accessor)())
+        if option == "fused_activation":
+            value = _ACTIVATION_NAMES.get(value, f"activation{value}")
+        options.append((option, value))
+    return tuple(options)
 
 
 def inspect_tflite(model_bytes: bytes) -> TfliteModelReport:
@@ -295,14 +392,16 @@ def inspect_tflite(model_bytes: bytes) -> TfliteModelReport:
             if operator.OutputsLength() else ()
         input_dtypes = tuple(tensors[i].dtype for i in input_indices)
         output_dtypes = tuple(tensors[i].dtype for i in output_indices)
+        name = _operator_name(model, operator.OpcodeIndex())
         operators.append(OperatorInfo(
             index=op_index,
-            name=_operator_name(model, operator.OpcodeIndex()),
+            name=name,
             input_dtypes=input_dtypes,
             output_dtypes=output_dtypes,
             is_integer=not FLOAT_TENSOR_TYPES.intersection(input_dtypes + output_dtypes),
             input_indices=input_indices,
-            output_indices=output_indices))
+            output_indices=output_indices,
+            options=_operator_options(operator, name)))
 
     return TfliteModelReport(
         inputs=tuple(tensors[int(i)] for i in subgraph.InputsAsNumpy()),
