@@ -287,6 +287,44 @@ def test_output_that_is_not_a_class_vector_is_refused(tmp_path):
         teachers.load_teacher(_source(path))
 
 
+@pytest.mark.parametrize("auxiliary_activation, auxiliary_units", [("softmax", 5), ("sigmoid", 1), (None, 5)])
+def test_a_teacher_with_an_auxiliary_head_is_refused_naming_its_heads(tmp_path, auxiliary_activation,
+                                                                      auxiliary_units):
+    # Before, a softmax or sigmoid last head was read as the teacher: the model rebuilt on the
+    # auxiliary head alone exported a (1, 5) classifier with exit status 0, or was called "None sigmoids".
+    inputs = tf_keras.Input((8, 8, 1))
+    features = tf_keras.layers.GlobalAveragePooling2D()(
+        tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(4, 3)(inputs)))
+    main = tf_keras.layers.Dense(10, activation="softmax", name="main_head")(features)
+    auxiliary = tf_keras.layers.Dense(auxiliary_units, activation=auxiliary_activation, name="aux_head")(features)
+    path = str(tmp_path / "two_heads.keras")
+    tf_keras.Model(inputs, [main, auxiliary]).save(path)
+    message = (f"the teacher has 2 outputs ('main_head' (None, 10), 'aux_head' (None, {auxiliary_units})); one class "
+               "vector is required: save the head to quantize alone, e.g. tf_keras.Model(model.input, model.outputs[0])")
+    with pytest.raises(UserError, match=re.escape(message)):
+        teachers.load_teacher(_source(path))
+
+
+def test_a_subclassed_teacher_is_refused_in_a_line(tmp_path):
+    # Before, the channel-axis check read its inputs, None: a TypeError traceback.
+    class Net(tf_keras.Model):
+        def __init__(self):
+            super().__init__(name="subnet")
+            self.conv, self.bn = tf_keras.layers.Conv2D(4, 3), tf_keras.layers.BatchNormalization()
+            self.dense = tf_keras.layers.Dense(3)
+
+        def call(self, images, training=False):
+            return self.dense(tf_keras.layers.GlobalAveragePooling2D()(self.bn(self.conv(images), training=training)))
+
+    net = Net()
+    net(np.zeros((1, 8, 8, 1), np.float32))
+    path = str(tmp_path / "saved_subclassed")
+    net.save(path)
+    with pytest.raises(UserError, match="the teacher 'subnet' is a subclassed model; TF-MOT and the BN taps need a "
+                                        "functional or Sequential tf_keras model"):
+        teachers.load_teacher(_source(path))
+
+
 def test_teacher_of_any_image_size_is_rebuilt_at_the_input_size(tmp_path):
     inputs = tf_keras.Input((None, None, 1), name="image")
     x = tf_keras.layers.BatchNormalization(name="bn")(tf_keras.layers.Conv2D(2, 3, name="conv")(inputs))

@@ -436,6 +436,9 @@ def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_pat
     own = tmp_path / "own"
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, own)}"]) == 0
     capsys.readouterr()
+    cut_short = tmp_path / "cut_short"  # Its config.json cut short.
+    shutil.copytree(first, cut_short)
+    (cut_short / "config.json").write_text((first / "config.json").read_text()[:100])
     cases = [
         (first, [], "is this run's own --work_dir"),
         (tmp_path / "missing", [], "no such directory"),
@@ -446,6 +449,9 @@ def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_pat
         (trained_on, [], "has trained on from its finished 4 steps (to step 6); finish that run first"),
         (first, ["--bn_distance=mse", "--seed=3"], "trained with other settings (loss.bn_distance, seed)"),
         (first, ["--generator_steps=3"], "has trained 4 steps, more than --generator_steps=3; ask for 4 or more"),
+        # Not "remove it", as for this run's own config: that would lose what that run was trained with.
+        (cut_short, [], f"; --generator_from={cut_short} cannot be checked against this run's settings; restore that "
+                        "file or train a generator in this run"),
     ]
     for source, extra, message in cases:
         work_dir = first if "own --work_dir" in message else tmp_path / "new"

@@ -432,8 +432,11 @@ def current_dict(config: RunConfig) -> Dict[str, Any]:
     return json.loads(json.dumps(config.to_dict()))
 
 
-def read_saved(path: str) -> Dict[str, Any]:
+def read_saved(path: str, advice: str = "remove it or choose another --work_dir") -> Dict[str, Any]:
     """A saved config, with settings added since it was saved at the values it ran with.
+
+    `advice`: what the error says to do about a config that cannot be read; the default
+    fits the run's own work directory.
 
     Raises:
       UserError: if it cannot be read.
@@ -442,7 +445,7 @@ def read_saved(path: str) -> Dict[str, Any]:
         with open(path) as saved_file:
             saved = json.load(saved_file)
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot read {path}: {error}; remove it or choose another --work_dir") from error
+        raise UserError(f"cannot read {path}: {error}; {advice}") from error
     try:
         return json.loads(json.dumps(RunConfig.from_dict(saved).to_dict()))
     except (UserError, TypeError):

@@ -342,7 +342,3 @@ def _same_map(first: Tuple[np.ndarray, np.ndarray], second: Tuple[np.ndarray, np
     """Whether two per-channel (scale, offset) maps are one, to the float32 they were stored in."""
     return bool(np.allclose(np.concatenate(first), np.concatenate(second), rtol=1e-5, atol=1e-6))
 
-
-def generator_spec_from_model(generator) -> dict:
-    """The (noise_dim, image_shape) a built generator takes and makes, for checks on reload."""
-    return {"noise_dim": int(generator.inputs[0].shape[-1]), "image_shape": tuple(generator.output.shape[1:])}

@@ -79,7 +79,10 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
         raise UserError(f"{flag}: that run's generator has not finished training; run it to the end first")
     # Where the teacher's files are may differ when that run recorded its teacher's fingerprint,
     # which `take_generator` compares with this run's.
-    changed = config_lib.generator_differences(config_lib.read_saved(config_path), config_lib.current_dict(run_config),
+    # That run is not ours to mend: removing its config would lose what it was trained with.
+    saved = config_lib.read_saved(config_path, advice=f"{flag} cannot be checked against this run's settings; "
+                                  "restore that file or train a generator in this run")
+    changed = config_lib.generator_differences(saved, config_lib.current_dict(run_config),
                                                same_teacher=TEACHER_KEY in source_state)
     if changed:
         shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")

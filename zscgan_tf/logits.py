@@ -42,12 +42,15 @@ def logits_model(model: tf_keras.Model) -> Tuple[tf_keras.Model, Optional[str]]:
       (logits; two of them in the binary case), which a device app must know.
 
     Raises:
-      UserError: for a subclassed model, a sigmoid output of several units (multi-label,
-        not one class per image), or a single output that no `Dense(1)` computes.
+      UserError: for a subclassed model, a model with several outputs, a sigmoid output of
+        several units (multi-label, not one class per image), or a single output that no
+        `Dense(1)` computes.
     """
     if not getattr(model, "_is_graph_network", False):
         raise UserError(f"the teacher {model.name!r} is a subclassed model; TF-MOT and the BN taps need a "
                         "functional or Sequential tf_keras model")
+    # Before the last layer is read: it is one head's of several, and the model rebuilt on it would be that head.
+    check_single_output(model)
     last = model.layers[-1]
     activation = getattr(last, "activation", None)
     units = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
@@ -68,6 +71,18 @@ def logits_model(model: tf_keras.Model) -> Tuple[tf_keras.Model, Optional[str]]:
         replacement.set_weights(last.get_weights())
         return tf_keras.Model(model.inputs, logits, name=model.name), SOFTMAX_REMOVED_NOTE
     return model, None
+
+
+def check_single_output(model: tf_keras.Model) -> None:
+    """Refuses a model with several outputs (a main and an auxiliary head), naming them.
+
+    Raises:
+      UserError: if `model` has more than one output.
+    """
+    if len(model.outputs) != 1:
+        heads = ", ".join(f"{name!r} {tuple(tensor.shape)}" for name, tensor in zip(model.output_names, model.outputs))
+        raise UserError(f"the teacher has {len(model.outputs)} outputs ({heads}); one class vector is required: "
+                        "save the head to quantize alone, e.g. tf_keras.Model(model.input, model.outputs[0])")
 
 
 def _binary_as_two_logits(model: tf_keras.Model) -> Tuple[tf_keras.Model, str]:

@@ -448,7 +448,8 @@ def _with_channel_axis(model: tf_keras.Model) -> Tuple[tf_keras.Model, Optional[
     height, width, 1) and drops the axis before its first layer; `load_teacher` flattens
     it. The generator, the student and the TFLite models all work on image tensors.
     """
-    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 3 or not getattr(model, "_is_graph_network", False):
+    # A subclassed model has no inputs to read: `logits.logits_model` refuses it in a line.
+    if not getattr(model, "_is_graph_network", False) or len(model.inputs) != 1 or len(model.inputs[0].shape) != 3:
         return model, None
     _, height, width = model.inputs[0].shape
     inputs = tf_keras.Input((height, width, 1), dtype=model.inputs[0].dtype,
@@ -589,8 +590,7 @@ def _with_class_vector_output(model: tf_keras.Model) -> Tuple[tf_keras.Model, Op
 
 
 def _validate_output(model) -> int:
-    if len(model.outputs) != 1:
-        raise UserError(f"the teacher has {len(model.outputs)} outputs; one class vector is required")
+    logits.check_single_output(model)
     shape = tuple(model.outputs[0].shape)
     if len(shape) != 2 or shape[-1] is None or shape[-1] < 2:
         raise UserError(f"the teacher's output has shape {shape}; a class vector (batch, classes) with at least "
@@ -616,11 +616,6 @@ def _check_outputs_are_not_probabilities(model, image_shape, preprocessing: Prep
         raise UserError(f"the teacher's outputs are probabilities (each sums to 1), but its last layer "
                         f"{model.layers[-1].name!r} ({type(model.layers[-1]).__name__}) is not the softmax: save it "
                         "with the softmax as its last layer, which is removed for distillation, or without a softmax")
-
-
-def teacher_logits(teacher: Teacher, inputs: tf.Tensor) -> tf.Tensor:
-    """The teacher's logits on preprocessed inputs, always in inference mode."""
-    return teacher.model(inputs, training=False)
 
 
 def weights_digest(model: tf_keras.Model, prefix: bytes = b"") -> str:
