@@ -1,5 +1,6 @@
 """tools/architecture_check.py as users run it: a real process (one shared by the refusals of bad input)."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -59,3 +60,21 @@ def test_bad_architecture_is_one_line_and_exit_2(check_process):
     result = check_process("--architectures=")  # Printed an empty table and exited 0.
     assert result.returncode == 2 and not result.stdout
     assert result.stderr.strip().splitlines()[-1] == "error: --architectures names no architecture"
+
+
+def test_a_cell_names_the_float_ops_without_the_library_s_hint():
+    # Before: "no: ... Pass allow_float_ops=Tr", cut, and naming an argument this tool has no flag for.
+    script = ("import sys; sys.path.insert(0, 'tools'); import architecture_check, numpy as np, tf_keras; "
+              "from zscgan_tf import export; "
+              "inputs = tf_keras.Input((8, 8, 1)); "
+              "outputs = tf_keras.layers.Dense(2)(tf_keras.layers.Flatten()(tf_keras.layers.Activation('elu')("
+              "tf_keras.layers.Conv2D(2, 3)(inputs)))); "
+              "samples = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32); "
+              "print(architecture_check._export(tf_keras.Model(inputs, outputs), "
+              "export.representative_dataset_from_array(samples)))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    cell, size = ast.literal_eval(result.stdout.strip().splitlines()[-1])
+    assert cell.startswith("no: int8 export of ") and "ELU (#" in cell and size == "-"
+    assert cell.endswith("; input int8, output int8.") and "Pass" not in cell

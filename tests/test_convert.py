@@ -387,6 +387,9 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_
      "--teacher_custom_objects), not a --student"),
     (["--student=RUN/student.h5", "--teacher_preprocessing_std=0.2"],
      "--teacher_preprocessing_mean and --teacher_preprocessing_std go with --teacher_preprocessing=custom"),
+    # Before, "the generator makes (4,) samples but the model reads (8, 8, 1)".
+    (["--teacher=TEACHER", "--generator=TEACHER"], "is not a generator saved by this package: it takes (8, 8, 1), not "
+                                                   "noise and a class label (a classifier?); pass a run's generator.keras"),
     # A generator trained for another preprocessing than the one the teacher is read with.
     (["--teacher=TEACHER", "--generator=RUN/generator.keras", "--teacher_preprocessing=custom",
       "--teacher_preprocessing_mean=0.5", "--teacher_preprocessing_std=100"],

@@ -40,3 +40,12 @@ def test_first_line_quotes_our_own_message_where_a_library_wrapped_it():
 
     assert first_line(_raised(filtered)).startswith("cannot recreate Keras 3 layer 'ChannelGain'")
     assert first_line(_raised(lambda: int("x"))) == "invalid literal for int() with base 10: 'x'"  # No UserError.
+
+
+def test_first_line_leaves_out_what_tensorflow_wraps_an_op_s_message_in():
+    import tensorflow as tf
+    photograph = tf.io.encode_jpeg(tf.fill((64, 64, 3), tf.constant(128, tf.uint8))).numpy()
+    error = _raised(lambda: tf.io.decode_jpeg(photograph[:len(photograph) // 3]))
+    assert "{{function_node" in str(error) and "[Op:DecodeJpeg]" in str(error)  # As a truncated photograph gave.
+    assert first_line(error) == "jpeg::Uncompress failed. Invalid JPEG data or crop window."
+    assert first_line(ValueError("{{function_node f}} x [Op:Cast] name: y")) == "x"

@@ -109,7 +109,9 @@ def _export(model, dataset):
     """(the table cell saying whether the int8 export is fully integer, its size in KiB or "-")."""
     try:
         model_bytes = export.convert_to_tflite(model, dataset)
-    except UserError as error:  # Not fully integer, or the converter failed: the reason is the cell.
+    except export.NotFullyIntegerError as error:  # Which ops, without the library's hint (an argument, not a flag).
+        return f"no: {error.summary[:MAX_CELL_CHARACTERS]}", "-"
+    except UserError as error:  # The converter failed: the reason is the cell.
         return f"no: {str(error)[:MAX_CELL_CHARACTERS]}", "-"
     report = tflite_model.inspect_tflite(model_bytes)
     if not report.is_fully_integer:

@@ -100,9 +100,15 @@ def _load_generator(path):
     if not os.path.exists(path):
         raise UserError(f"generator {path!r} does not exist")
     try:
-        return pipeline.load_generator(path)
+        generator = pipeline.load_generator(path)
     except (OSError, ValueError, TypeError) as error:
         raise UserError(f"cannot load generator {path!r}: {first_line(error)}") from error
+    # A generator takes noise and a label; a classifier passed by mistake takes images.
+    if [tuple(tensor.shape[1:]) for tensor in generator.inputs][1:] != [()]:
+        shapes = ", ".join(str(tuple(tensor.shape[1:])) for tensor in generator.inputs)
+        raise UserError(f"{path!r} is not a generator saved by this package: it takes {shapes}, not noise and a "
+                        "class label (a classifier?); pass a run's generator.keras")
+    return generator
 
 
 def _calibration(generator, teacher, count, seed, preprocessing_known=True):

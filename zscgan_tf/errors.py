@@ -4,6 +4,8 @@ Entry points print a `UserError` as a single line and exit with status 2; any ot
 exception is a defect and keeps its traceback.
 """
 
+import re
+
 
 class UserError(Exception):
     """Bad input from the user: a flag, a file, a model or a dataset."""
@@ -11,6 +13,9 @@ class UserError(Exception):
 
 # The longest part of an underlying error's message quoted in a one-line `UserError`.
 FIRST_LINE_LIMIT = 300
+# What TensorFlow's eager op errors wrap their message in, which says nothing to a user:
+# "{{function_node __wrapped__DecodeJpeg_device_/job:localhost/...}} <message> [Op:DecodeJpeg]".
+_TENSORFLOW_OP_WRAPPING = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]( name: \S*)?$")
 
 
 def first_line(error: BaseException) -> str:
@@ -32,4 +37,4 @@ def first_line(error: BaseException) -> str:
         # every error so, to shorten its traceback, not to disown its cause.
         cause = cause.__cause__ if cause.__cause__ is not None else cause.__context__
     text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:FIRST_LINE_LIMIT]
+    return _TENSORFLOW_OP_WRAPPING.sub("", text.splitlines()[0]).strip()[:FIRST_LINE_LIMIT]
