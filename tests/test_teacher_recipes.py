@@ -153,9 +153,30 @@ def test_builtin_recipes_are_consistent():
     assert teacher_recipes.cache_directory("/x/y") == "/x/y"
 
 
-def _run_tool(*arguments):
+def _run_tool(*arguments, environment=None):
     return subprocess.run([sys.executable, os.path.join("tools", "train_teacher.py"), *arguments],
-                          cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+                          cwd=REPO_ROOT, capture_output=True, text=True, check=False, env=environment)
+
+
+def test_tool_answers_with_a_cached_builtin_teacher_and_refuses_recipe_flags_beside_builtin(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    path = teacher_recipes.builtin_teacher_path("digits_resnet8", str(cache))
+    metrics = teacher_training.TeacherMetrics(train_accuracy=0.99, test_accuracy=0.97, test_accuracy_training_mode=0.96,
+                                              epochs=3, wall_seconds=10.0)
+    teacher_training.save_teacher(build_tiny_classifier(), path, Preprocessing("tf"), "digits", list("abcd"), metrics)
+    environment = {**os.environ, teacher_recipes.CACHE_ENVIRONMENT_VARIABLE: str(cache)}
+    result = _run_tool("--builtin=digits_resnet8", environment=environment)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["teacher"] == path and printed["already_trained"] is True and printed["test_accuracy"] == 0.97
+    for arguments, message in (
+            (["--builtin=digits_resnet8", "--epochs=1", "--dataset=digits"],
+             "--builtin takes its own recipe; drop --dataset, --epochs"),
+            (["--builtin=no_such_teacher"], "unknown built-in teacher 'no_such_teacher'; known: "),
+            (["--architecture=resnet8"], "pass --builtin=<name>, or --architecture, --dataset and --output")):
+        result = _run_tool(*arguments, environment=environment)
+        assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
 
 
 def test_tool_reports_bad_input_as_one_line(tmp_path):
