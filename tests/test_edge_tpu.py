@@ -199,7 +199,8 @@ def _tensor(index, shape, values=None, is_zero=None):
     ("STRIDED_SLICE", [(1, 4, 4, 3), (4,), (4,), (4,)], [None, (0,) * 4, (1, 4, 4, 3), (1,) * 4],
      (("ellipsis_mask", 0), ("new_axis_mask", 2)), "an ellipsis or new-axis mask"),
     ("FULLY_CONNECTED", [(1, 8), (4, 8)], [None, None], (("weights_format", 1),), "weights in a shuffled format"),
-    ("MEAN", [(1, 2, 2, 2, 8), (2,)], [None, (1, 2)], (), "input of 5 dimensions"),
+    ("MEAN", [(1, 4, 4, 6), (1,)], [None, (-1,)], (), "a reduction along 6 channels, not a multiple of 4"),
+    ("MEAN", [(1, 4, 4, 8), (1,)], [None, (3,)], (), None),
 ])
 def test_each_checked_limit_from_the_flatbuffer_fields_it_reads(name, shapes, values, options, why):
     tensors = tuple(_tensor(index, shape, value) for index, (shape, value) in enumerate(zip(shapes, values)))

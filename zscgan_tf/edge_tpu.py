@@ -45,12 +45,12 @@ EDGE_TPU_SUPPORTED_OPERATIONS = (
     ("UNIDIRECTIONAL_SEQUENCE_LSTM", ""),
     ("MAXIMUM", ""),
     ("MAX_POOL_2D", "no fused activation function"),
-    ("MEAN", "no reduction along the batch dimension; 4D or fewer dimensions; a reduction along "
-             "channels needs a multiple of 4 of them"),
+    ("MEAN", "no reduction along the batch dimension; a reduction along channels needs a multiple "
+             "of 4 of them"),
     ("MINIMUM", ""),
     ("MUL", ""),
     ("PACK", "no packing along the batch dimension"),
-    ("PAD", "no padding along the batch dimension; 4D or fewer dimensions"),
+    ("PAD", "no padding along the batch dimension"),
     ("PRELU", "alpha constant and varying along the innermost dimension only (Keras PReLU: "
               "shared_axes=[1, 2])"),
     ("QUANTIZE", ""),
@@ -82,8 +82,6 @@ EDGE_TPU_SUPPORTED_OP_NAMES = frozenset(name for name, _ in EDGE_TPU_SUPPORTED_O
 EDGE_TPU_MAX_TENSOR_RANK = 3
 # SOFTMAX's input limit.
 EDGE_TPU_MAX_SOFTMAX_ELEMENTS = 16000
-# MEAN and PAD: at most this many dimensions.
-EDGE_TPU_MAX_MEAN_PAD_RANK = 4
 # A MEAN along channels needs a multiple of this many of them.
 EDGE_TPU_MEAN_CHANNEL_MULTIPLE = 4
 BATCH_AXIS = 0
@@ -154,8 +152,6 @@ def _prelu(op: OperatorInfo, tensors) -> Optional[str]:
 def _reduction(op: OperatorInfo, tensors) -> Optional[str]:
     """MEAN, SUM, REDUCE_MAX, REDUCE_MIN: axes in their second input."""
     shape = tensors[op.input_indices[0]].shape
-    if op.name == "MEAN" and len(shape) > EDGE_TPU_MAX_MEAN_PAD_RANK:
-        return f"input of {len(shape)} dimensions"
     axes = _axes(tensors[op.input_indices[1]], len(shape))
     if axes is None:
         return None
@@ -169,9 +165,6 @@ def _reduction(op: OperatorInfo, tensors) -> Optional[str]:
 
 
 def _pad(op: OperatorInfo, tensors) -> Optional[str]:
-    shape = tensors[op.input_indices[0]].shape
-    if len(shape) > EDGE_TPU_MAX_MEAN_PAD_RANK:
-        return f"input of {len(shape)} dimensions"
     paddings = tensors[op.input_indices[1]].values
     return "padding along the batch dimension" if paddings and any(paddings[:2]) else None
 
