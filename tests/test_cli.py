@@ -1,4 +1,4 @@
-"""The shell of the entry points: help, as users ask for it."""
+"""The shell of the entry points: help, as users ask for it, and the checks every flag gets as it is read."""
 
 import os
 import subprocess
@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from zscgan_tf import cli, train
+from zscgan_tf.errors import UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,3 +93,24 @@ def test_once_a_command_runs_it_answers_ctrl_c_itself_and_python_prints_errors_a
 
     assert cli.run_command(flags.FlagValues(), ["command"], body) == cli.INTERRUPTED_STATUS
     assert sys.excepthook is hook_before
+
+
+@pytest.mark.parametrize("arguments, message", [
+    # Each passed the range checks ("must be positive") and failed once training ran, blaming the loss.
+    (["--temperature=inf"], "--temperature must be a finite number, got inf"),
+    (["--generator_learning_rate=inf"], "--generator_learning_rate must be a finite number, got inf"),
+    (["--bn_loss_weight=inf"], "--bn_loss_weight must be a finite number, got inf"),
+    (["--label_loss_weight=-inf"], "--label_loss_weight must be a finite number, got -inf"),
+    # numpy takes seeds below 2**32; a pool's members add 1000 each (its second failed after the first trained).
+    (["--seed=4294967296"], "--seed must be in [0, 2147483647], got 4294967296"),
+    (["--seed=2147483648"], "--seed must be in [0, 2147483647], got 2147483648"),
+    # absl quoted a Python tuple.
+    (["--flip=yes"], "flag --flip=yes: a boolean flag takes true or false (or --name / --noname)"),
+])
+def test_numbers_no_range_check_would_catch_are_refused_as_flags_are_read(arguments, message):
+    with pytest.raises(UserError) as raised:
+        cli.parse_flags(train.FLAGS, ["train", *arguments])
+    assert str(raised.value) == message
+    cli.parse_flags(train.FLAGS, ["train", "--seed=2147483647"])  # The largest seed is taken.
+    assert train.FLAGS.seed == 2147483647
+    cli.parse_flags(train.FLAGS, ["train"])  # Back to the defaults for the tests after.

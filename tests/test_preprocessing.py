@@ -35,6 +35,24 @@ def test_bad_preprocessing_is_a_user_error(kwargs):
         Preprocessing(**kwargs)
 
 
+@pytest.mark.parametrize("mean, std, message", [
+    # A NaN or tiny std overflowed the input range (a traceback); an infinite one made every input one constant.
+    ((float("nan"),), (0.5,), "custom preprocessing mean and std must be finite numbers, got mean nan, std 0.5"),
+    ((0.5,), (float("inf"),), "custom preprocessing mean and std must be finite numbers, got mean 0.5, std inf"),
+    ((0.5,), (1e-300,), "custom preprocessing std must be at least 0.001 (a quarter of a pixel level in [0, 1] "
+                        "units), got 1e-300"),
+    # Pixel units: the whole run trained and exported, and only its report found the teacher at chance.
+    ((123.7, 116.3, 103.5), (58.4, 57.1, 57.4), "custom preprocessing mean and std are in [0, 1] units (pixels / "
+     "255), got mean [123.7, 116.3, 103.5], std [58.4, 57.1, 57.4]: divide pixel-unit values by 255 (mean [0.4851, "
+     "0.4561, 0.4059], std [0.229, 0.2239, 0.2251])"),
+])
+def test_custom_statistics_are_finite_and_in_the_units_of_0_to_1(mean, std, message):
+    with pytest.raises(UserError) as raised:
+        Preprocessing("custom", mean, std)
+    assert str(raised.value) == message
+    assert Preprocessing("custom", (0.0, 1.0), (0.001, 1.0)).std == (0.001, 1.0)  # The ends of the ranges.
+
+
 def test_custom_statistics_must_fit_channels():
     with pytest.raises(UserError, match="2 values"):
         Preprocessing("custom", (0.1, 0.2), (1.0, 1.0)).apply(np.zeros((1, 2, 2, 3)))

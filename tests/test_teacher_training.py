@@ -129,6 +129,21 @@ def test_train_teacher_shows_progress_within_each_epoch_and_a_line_after_it(caps
     assert printed.index("teacher 8/8 [") < printed.index("zscgan_tf: epoch 2/2: loss ")
 
 
+def test_a_training_that_diverges_is_an_error_that_says_what_to_change(tmp_path):
+    # Before, a teacher with NaN weights was saved, and the tool exited 0.
+    train = data.load_digits("train").take(64)
+    tf_keras.utils.set_random_seed(0)
+    model = architectures.build_resnet(8, (8, 8, 1), 10, base_width=4)
+    backup_dir = str(tmp_path / "teacher.keras.training")
+    with pytest.raises(UserError) as raised:
+        teacher_training.train_teacher(model, train, data.load_digits("test").take(32), Preprocessing("tf"), epochs=1,
+                                       batch_size=16, learning_rate=1e30, seed=0, progress=False,
+                                       backup_dir=backup_dir)
+    assert str(raised.value) == (f"training diverged: the weights are NaN or infinite after 1 epoch; delete "
+                                 f"{backup_dir}, which holds the diverged epochs, and rerun with a lower "
+                                 "--learning_rate (now 1e+30)")
+
+
 def test_train_teacher_rejects_data_of_another_shape(trained):
     model, train, test, preprocessing, _ = trained
     with pytest.raises(UserError, match=r"train images are \(16, 16, 1\) but the model takes \(8, 8, 1\)"):

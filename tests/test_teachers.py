@@ -325,6 +325,20 @@ def test_a_subclassed_teacher_is_refused_in_a_line(tmp_path):
         teachers.load_teacher(_source(path))
 
 
+def test_a_teacher_with_nan_weights_is_refused_naming_the_layer(tmp_path):
+    # Before, the integer check blamed the converter: "float ops CONV_2D x9 ... Pass --allow_float_ops".
+    model = build_tiny_classifier()
+    layer = next(layer for layer in model.layers if isinstance(layer, tf_keras.layers.Conv2D))
+    kernel, *rest = layer.get_weights()
+    layer.set_weights([np.full_like(kernel, np.nan), *rest])
+    path = str(tmp_path / "diverged.keras")
+    model.save(path)
+    with pytest.raises(UserError, match=re.escape(
+            f"the teacher's weights are not finite: layer {layer.name!r} holds NaN or infinite values in 'kernel' (a "
+            "training that diverged?); train it again")):
+        teachers.load_teacher(_source(path))
+
+
 def test_teacher_of_any_image_size_is_rebuilt_at_the_input_size(tmp_path):
     inputs = tf_keras.Input((None, None, 1), name="image")
     x = tf_keras.layers.BatchNormalization(name="bn")(tf_keras.layers.Conv2D(2, 3, name="conv")(inputs))

@@ -8,6 +8,7 @@ flags that describe a teacher, which `train` and `tools/convert.py` share, are d
 and read back here. Library modules never import it.
 """
 
+import math
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ from typing import Callable, Optional, Sequence
 from absl import flags
 
 from zscgan_tf import start_up, stop_signals
+from zscgan_tf.config import MAX_SEED
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.teachers import TeacherSource
@@ -57,10 +59,13 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
         # absl hands back what is not a flag: words on the command line, and flagfile lines without "--".
         not_flags = flag_values(list(argv))[1:]
     except flags.Error as error:
-        raise UserError(first_line(error)) from error
+        # absl quotes a boolean's bad value as a Python tuple: "('Non-boolean argument to boolean flag', 'yes')".
+        raise UserError(re.sub(r"\('Non-boolean argument to boolean flag', '.*'\)", "a boolean flag takes true or "
+                               "false (or --name / --noname)", first_line(error))) from error
     if not_flags:
         raise UserError(f"{not_flags[0]!r} is not a flag: flags start with -- (a flagfile is given as "
                         "--flagfile=<path>, and each of its lines is a flag such as --generator_steps=600)")
+    _check_numbers(flag_values)
     for name in PATH_FLAG_NAMES:
         if name in flag_values and flag_values[name].value:
             value = flag_values[name].value
@@ -68,6 +73,18 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
                         else os.path.expanduser(value))
             if expanded != value:
                 flag_values[name].value = expanded
+
+
+def _check_numbers(flag_values: flags.FlagValues) -> None:
+    """Refuses what every tool's range checks would let through: an infinite or NaN float
+    (`inf` passes `>= 0`, and a loss or learning rate of it fails only once training runs) and
+    a seed numpy cannot take once the offsets of derived streams are added (`MAX_SEED`)."""
+    for name in flag_values:
+        value = flag_values[name].value
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"--{name} must be a finite number, got {value}")
+    if "seed" in flag_values and isinstance(flag_values.seed, int) and not 0 <= flag_values.seed <= MAX_SEED:
+        raise UserError(f"--seed must be in [0, {MAX_SEED}], got {flag_values.seed}")
 
 
 def _flagfile_paths(arguments: Sequence[str]):

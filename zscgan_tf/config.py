@@ -20,6 +20,9 @@ from zscgan_tf.teachers import TeacherSource
 CONFIG_FILE = "config.json"
 IO_DTYPES = ("int8", "uint8")
 MAX_GENERATOR_POOL_SIZE = 8
+# The largest --seed: numpy takes seeds below 2**32, and streams derive theirs by adding offsets
+# (pool members 1000 apart, benchmark draws) that this leaves room for.
+MAX_SEED = 2 ** 31 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,7 +340,7 @@ def validate_distillation(distillation: DistillationConfig, flag_names: Optional
 def validate(config: RunConfig):
     """Checks every value's range; raises `UserError` quoting the first bad one."""
     _require(bool(config.work_dir), "--work_dir must not be empty")
-    _require(config.seed >= 0, f"--seed must be non-negative, got {config.seed}")
+    _require(0 <= config.seed <= MAX_SEED, f"--seed must be in [0, {MAX_SEED}], got {config.seed}")
     teacher = config.teacher
     _require(bool(teacher.model), "--teacher must name a model")
     _require(teacher.alpha > 0, f"--teacher_alpha must be positive, got {teacher.alpha}")

@@ -24,6 +24,10 @@ import numpy as np
 
 from zscgan_tf.errors import UserError
 
+# The smallest custom std: below a quarter of a pixel level (1 / 255), inputs would span ranges no
+# float32 model was trained on (1e-300 overflowed the input range).
+MIN_CUSTOM_STD = 0.001
+
 MODES = ("tf", "caffe", "torch", "custom", "raw")
 
 # ImageNet statistics used by tf_keras.applications.imagenet_utils.
@@ -55,8 +59,18 @@ class Preprocessing:
         if self.mode == "custom":
             if not self.mean or not self.std:
                 raise UserError("custom preprocessing needs both a mean and a std")
-            if any(s <= 0 for s in self.std):
-                raise UserError(f"custom preprocessing std must be positive, got {self.std}")
+            if not all(np.isfinite(self.mean + self.std)):
+                raise UserError(f"custom preprocessing mean and std must be finite numbers, got mean "
+                                f"{_listed(self.mean)}, std {_listed(self.std)}")
+            if any(s < MIN_CUSTOM_STD for s in self.std):
+                raise UserError(f"custom preprocessing std must be at least {MIN_CUSTOM_STD} (a quarter of a pixel "
+                                f"level in [0, 1] units), got {_listed(self.std)}")
+            # In [0, 1] units a pixel's mean and spread are at most 1; ImageNet's 123.7 and 58.4 are pixel units.
+            if any(m < 0 or m > 1 for m in self.mean) or any(s > 1 for s in self.std):
+                raise UserError(f"custom preprocessing mean and std are in [0, 1] units (pixels / 255), got mean "
+                                f"{_listed(self.mean)}, std {_listed(self.std)}: divide pixel-unit values by 255 "
+                                f"(mean {_listed(tuple(round(m / 255, 4) for m in self.mean))}, std "
+                                f"{_listed(tuple(round(s / 255, 4) for s in self.std))})")
         elif self.mean or self.std:
             raise UserError(f"mean and std are only used with mode 'custom', not {self.mode!r}")
 

@@ -28,7 +28,7 @@ from zscgan_tf import bn_stats, data, files
 from zscgan_tf.errors import UserError
 from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.preprocessing import Preprocessing
-from zscgan_tf.progress import ProgressBar, note
+from zscgan_tf.progress import ProgressBar, count_of, note
 from zscgan_tf.teachers import sidecar_path
 
 # BN statistics are re-estimated on at most this many (class-balanced) training images;
@@ -329,6 +329,10 @@ def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImag
         model.fit(_training_dataset(train, preprocessing, batch_size, seed, augment), epochs=epochs, verbose=0,
                   callbacks=callbacks)
 
+    if not all(np.all(np.isfinite(weight)) for weight in model.get_weights()):
+        backup = f"; delete {backup_dir}, which holds the diverged epochs," if backup_dir else ""
+        raise UserError(f"training diverged: the weights are NaN or infinite after {count_of(epochs, 'epoch')}{backup} "
+                        f"and rerun with a lower --learning_rate (now {learning_rate:g})")
     statistics_images = train.class_balanced(BATCHNORM_REESTIMATION_MAX_IMAGES, seed)
     statistics_inputs = preprocessing.apply(statistics_images.images)
     if progress:

@@ -235,6 +235,7 @@ def load_teacher(source: TeacherSource, progress: bool = True, require_batchnorm
     rebuild_notes = _float32_notes(model, preprocessing)
     model = _float32_model(model, image_shape)
     num_classes = _validate_output(model)
+    _check_finite_weights(model)
     if not output_note:  # A softmax it removed: logits now.
         _check_outputs_are_not_probabilities(model, image_shape, preprocessing)
     named = len(description.get("class_names") or ())
@@ -587,6 +588,17 @@ def _with_class_vector_output(model: tf_keras.Model) -> Tuple[tf_keras.Model, Op
     note = (f"the teacher's output has shape {shape[1:]}; it is read as {classes} class scores, and the TFLite "
             f"models output (1, {classes})")
     return tf_keras.Model(model.inputs, vector, name=model.name), note
+
+
+def _check_finite_weights(model: tf_keras.Model) -> None:
+    """Refuses a teacher with NaN or infinite weights (a training that diverged): every output
+    would be NaN, and the first check to fail would blame something else (the converter)."""
+    for layer in model.layers:
+        for weight in layer.weights:
+            if not np.all(np.isfinite(weight.numpy())):
+                raise UserError(f"the teacher's weights are not finite: layer {layer.name!r} holds NaN or infinite "
+                                f"values in {weight.name.split('/')[-1].split(':')[0]!r} (a training that diverged?); "
+                                "train it again")
 
 
 def _validate_output(model) -> int:
