@@ -240,8 +240,10 @@ def test_float_teacher_with_generator_is_quantized_post_training(run_dir, tmp_pa
     work_dir, teacher_path = run_dir
     output = tmp_path / "ptq.tflite"
     result = convert(f"--teacher={teacher_path}", f"--generator={work_dir / 'generator.keras'}",
-                      f"--output={output}", "--calibration_samples=16", "--noper_channel")
+                      f"--output={output}", "--calibration_samples=16", "--noper_channel", "--teacher_channels=1")
     assert result.returncode == 0, result.stderr
+    assert (f"note: --teacher_channels is for Keras Applications teachers (mobilenet_v2, resnet50, ...); "
+            f"--teacher={teacher_path} is not one and ignores it") in result.stdout
     assert _model_report(output).is_fully_integer
     assert (tmp_path / "ptq_labels.txt").read_text() == "a\nb\nc\nd\n"
 

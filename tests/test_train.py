@@ -615,6 +615,26 @@ def test_a_run_resumes_with_its_teacher_moved_and_not_with_another_in_its_place(
     assert "trained against another teacher than teacher is now" in capsys.readouterr().err
 
 
+def test_teacher_settings_that_leave_the_teacher_as_it_was_read_do_not_bind_its_work_directory(
+        tmp_path, tiny_teacher_file, capsys):
+    # Before, each was "a different config (teacher.alpha)": a finished run refused over a flag
+    # its model file ignores, or over naming the preprocessing the teacher already had.
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir)
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    capsys.readouterr()
+    assert train.main(["train", f"--flagfile={flagfile}", "--teacher_alpha=0.5", "--teacher_num_classes=5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"note: --teacher_alpha, --teacher_num_classes are for Keras Applications teachers "
+                          f"(mobilenet_v2, resnet50, ...); --teacher={tiny_teacher_file} is not one and ignores them\n")
+    assert "generator: already trained" in out and "distillation: already done" in out
+    assert train.main(["train", f"--flagfile={flagfile}", "--teacher_preprocessing=tf"]) == 0  # Its sidecar's.
+    # Another preprocessing is another teacher as read: refused, as before.
+    assert train.main(["train", f"--flagfile={flagfile}", "--teacher_preprocessing=raw"]) == 2
+    assert "trained against another teacher than tiny_teacher is now (its preprocessing differs" in (
+        capsys.readouterr().err)
+
+
 def test_a_run_directory_copied_elsewhere_resumes_there(tmp_path, tiny_teacher_file, capsys):
     import shutil
     work_dir = tmp_path / "run"

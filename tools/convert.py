@@ -189,6 +189,9 @@ def _model_to_convert():
         return (student, _calibration(generator, view, FLAGS.calibration_samples, FLAGS.seed,
                                       preprocessing_known=preprocessing is not None),
                 f"student {FLAGS.student}", preprocessing, ())
+    ignored = cli.ignored_teacher_flags_note(FLAGS.teacher)
+    if ignored:
+        print(ignored)
     try:
         # Noise calibration and the float modes read no BN statistics.
         teacher = teachers.load_teacher(cli.teacher_source(FLAGS.teacher),

@@ -22,7 +22,7 @@ from zscgan_tf import start_up, stop_signals
 from zscgan_tf.config import MAX_SEED
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.preprocessing import Preprocessing
-from zscgan_tf.teachers import TeacherSource
+from zscgan_tf.teachers import KERAS_APPLICATIONS, TeacherSource
 from zscgan_tf.training_loop import NonFiniteLossError, TrainingInterrupted
 
 USER_ERROR_STATUS = 2
@@ -269,6 +269,25 @@ def preprocessing_flags(preprocessing: Preprocessing) -> str:
         return named
     return (f"{named} --teacher_preprocessing_mean={','.join(f'{value:g}' for value in preprocessing.mean)} "
             f"--teacher_preprocessing_std={','.join(f'{value:g}' for value in preprocessing.std)}")
+
+
+# Flags that build a Keras Applications teacher, which a model file or built-in teacher ignores.
+APPLICATION_FLAG_NAMES = ("teacher_weights", "teacher_alpha", "teacher_num_classes", "teacher_channels")
+
+
+def ignored_teacher_flags_note(model: str, flag_values: flags.FlagValues = flags.FLAGS) -> Optional[str]:
+    """A note naming the Keras Applications flags set for a teacher that is not one (a model
+    file or a built-in teacher ignores them; a flagfile written for an Application may set
+    them), or None."""
+    if model in KERAS_APPLICATIONS:
+        return None
+    ignored = [f"--{name}" for name in APPLICATION_FLAG_NAMES
+               if name in flag_values and flag_values[name].value != flag_values[name].default]
+    if not ignored:
+        return None
+    one = len(ignored) == 1
+    return (f"note: {', '.join(ignored)} {'is' if one else 'are'} for Keras Applications teachers (mobilenet_v2, "
+            f"resnet50, ...); --teacher={model} is not one and ignores {'it' if one else 'them'}")
 
 
 def teacher_source(model: str, flag_values: flags.FlagValues = flags.FLAGS) -> TeacherSource:

@@ -412,10 +412,16 @@ def inert_settings(config: Dict[str, Any]) -> Set[str]:
     return {"quantization.low_bit_ranges", "quantization.keep_first_and_last_at_8_bits"} if eight_bit else set()
 
 
-# Where the teacher's files are: a run resumes with them elsewhere (a moved model file, a
-# run directory taken to another machine) when the teacher it loads is the one the run
-# recorded (`teachers.fingerprint`, compared by the pipeline).
-TEACHER_LOCATION_SETTINGS = ("teacher.model", "teacher.weights", "teacher.cache_dir", "teacher.custom_objects")
+# The teacher settings are all about which model is read and how: a run resumes with any of
+# them changed (a moved model file, a run directory taken to another machine, the preprocessing
+# the teacher already had named, a Keras-Applications flag a model file ignores) when the
+# teacher it loads is the one the run recorded (`teachers.fingerprint`, compared by the
+# pipeline: weights, input shape, classes and preprocessing).
+TEACHER_SECTION = "teacher"
+
+
+def _teacher_setting(key: str) -> bool:
+    return key.split(".")[0] == TEACHER_SECTION
 
 # The sections a trained generator depends on (how long it trained aside): a run may
 # start from another run's generator (`--generator_from`) when these are the same.
@@ -424,10 +430,10 @@ GENERATOR_SECTIONS = ("seed", "teacher", "generator", "loss", "generator_trainin
 
 def generator_differences(saved: Dict[str, Any], current: Dict[str, Any], same_teacher: bool = False) -> List[str]:
     """Dotted names of the differing settings that change what a generator trains to;
-    with `same_teacher` (known to be the same by fingerprint), not where its files are."""
-    moved = TEACHER_LOCATION_SETTINGS if same_teacher else ()
+    with `same_teacher` (known to be the same by fingerprint), not how the teacher is found and read."""
     return [key for key in differences(saved, current)
-            if key.split(".")[0] in GENERATOR_SECTIONS and key not in RESUMABLE_CHANGES and key not in moved]
+            if key.split(".")[0] in GENERATOR_SECTIONS and key not in RESUMABLE_CHANGES
+            and not (same_teacher and _teacher_setting(key))]
 
 
 def current_dict(config: RunConfig) -> Dict[str, Any]:
@@ -462,7 +468,7 @@ def save_or_check(config: RunConfig, write_json, same_teacher: bool = False) -> 
       config: this run's config.
       write_json: `callable(path, dict)` that writes JSON atomically.
       same_teacher: the teacher is known to be the one the work directory trained with
-        (by fingerprint), so `TEACHER_LOCATION_SETTINGS` may differ.
+        (by fingerprint), so the teacher settings may differ.
 
     Raises:
       UserError: if the work directory holds a run with a different config.
@@ -482,9 +488,8 @@ def check_saved(config: RunConfig, same_teacher: bool = False) -> None:
     if os.path.exists(path):
         saved = read_saved(path)
         unchanging = set(RESUMABLE_CHANGES) | (inert_settings(saved) & inert_settings(current))
-        if same_teacher:
-            unchanging |= set(TEACHER_LOCATION_SETTINGS)
-        changed = [key for key in differences(saved, current) if key not in unchanging]
+        changed = [key for key in differences(saved, current)
+                   if key not in unchanging and not (same_teacher and _teacher_setting(key))]
         if changed:
             shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
             if not generator_differences(saved, current, same_teacher):  # Another student needs no new generator.

@@ -77,7 +77,7 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     finished = source_state.get("generator", {})
     if not finished or finished.get("sha256") != file_digest(os.path.join(source_dir, GENERATOR_MODEL_FILE)):
         raise UserError(f"{flag}: that run's generator has not finished training; run it to the end first")
-    # Where the teacher's files are may differ when that run recorded its teacher's fingerprint,
+    # How the teacher is found and read may differ when that run recorded its teacher's fingerprint,
     # which `take_generator` compares with this run's.
     # That run is not ours to mend: removing its config would lose what it was trained with.
     saved = config_lib.read_saved(config_path, advice=f"{flag} cannot be checked against this run's settings; "

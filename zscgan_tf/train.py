@@ -188,6 +188,9 @@ def main(argv=None) -> int:
 
     def run():
         run_config = config_from_flags()
+        ignored = cli.ignored_teacher_flags_note(FLAGS.teacher)
+        if ignored:
+            print(ignored)
         if FLAGS.deterministic:
             reproducibility.enable_deterministic_execution()
         pipeline.run(run_config, progress=FLAGS.progress, generator_from=FLAGS.generator_from)
