@@ -104,6 +104,8 @@ def test_once_a_command_runs_it_answers_ctrl_c_itself_and_python_prints_errors_a
     # numpy takes seeds below 2**32; a pool's members add 1000 each (its second failed after the first trained).
     (["--seed=4294967296"], "--seed must be in [0, 2147483647], got 4294967296"),
     (["--seed=2147483648"], "--seed must be in [0, 2147483647], got 2147483648"),
+    # Into TensorFlow's int32 shapes it overflowed: "Invalid value in tensor used for shape: -727379968".
+    (["--batch_size=1000000000000"], "--batch_size must be at most 2147483647, got 1000000000000"),
     # absl quoted a Python tuple.
     (["--flip=yes"], "flag --flip=yes: a boolean flag takes true or false (or --name / --noname)"),
 ])
@@ -114,3 +116,32 @@ def test_numbers_no_range_check_would_catch_are_refused_as_flags_are_read(argume
     cli.parse_flags(train.FLAGS, ["train", "--seed=2147483647"])  # The largest seed is taken.
     assert train.FLAGS.seed == 2147483647
     cli.parse_flags(train.FLAGS, ["train"])  # Back to the defaults for the tests after.
+
+
+@pytest.mark.parametrize("error", [MemoryError("Unable to allocate 3.64 TiB for an array with shape (10**12, 8, 8, 1)"),
+                                   "tensorflow"])
+def test_an_allocation_that_fails_is_one_line_and_status_5(error, capsys):
+    from absl import flags
+    if error == "tensorflow":
+        import tensorflow as tf
+        error = tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[1000000,64,8,8]")
+
+    def body():
+        raise error
+
+    assert cli.run_command(flags.FlagValues(), ["command"], body) == cli.OUT_OF_MEMORY_STATUS == 5
+    printed = capsys.readouterr().err.strip().splitlines()
+    assert len(printed) == 1 and printed[0].startswith("error: out of memory (") and printed[0].endswith(
+        "); lower the batch sizes or sample counts, or free memory, and rerun: what was written before stays")
+
+
+def test_samples_that_would_not_fit_in_memory_are_refused_before_a_run_starts(tmp_path, tiny_teacher_file,
+                                                                              monkeypatch, capsys):
+    from zscgan_tf import pipeline
+    monkeypatch.setattr(pipeline, "_physical_memory_bytes", lambda: 10 ** 6)  # 1 MB: 3,906 samples of 8x8x1.
+    work_dir = tmp_path / "run"
+    arguments = ["train", f"--teacher={tiny_teacher_file}", f"--work_dir={work_dir}", "--eval_dataset=none"]
+    assert train.main([*arguments, "--calibration_samples=4000"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --calibration_samples=4000 would hold 4,000 samples of (8, 8, 1) "
+                                               "in memory (0.001 GB), more than this machine's 0.001 GB")
+    assert not work_dir.exists()

@@ -394,9 +394,9 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_
                                                    "noise and a class label (a classifier?); pass a run's generator.keras"),
     # A generator trained for another preprocessing than the one the teacher is read with.
     (["--teacher=TEACHER", "--generator=RUN/generator.keras", "--teacher_preprocessing=custom",
-      "--teacher_preprocessing_mean=0.5", "--teacher_preprocessing_std=100"],
+      "--teacher_preprocessing_mean=0.5", "--teacher_preprocessing_std=0.01"],
      "the generator was trained for a teacher that reads pixels with 'tf' preprocessing, not 'custom' (mean 0.5, "
-     "std 100): pass --teacher_preprocessing=tf, or the generator trained for this teacher"),
+     "std 0.01): pass --teacher_preprocessing=tf, or the generator trained for this teacher"),
     # Inside the range, only in a corner of it: its samples passed the range check this replaced.
     (["--teacher=TEACHER", "--generator=RUN/generator.keras", "--teacher_preprocessing=raw"],
      "the generator was trained for a teacher that reads pixels with 'tf' preprocessing, not 'raw': pass "

@@ -117,6 +117,8 @@ def _calibration(generator, teacher, count, seed, preprocessing_known=True):
     when --teacher_preprocessing says it), so that a generator's can be checked against it."""
     if FLAGS.mode != "int8":
         return None  # Float and dynamic-range exports are not calibrated.
+    from zscgan_tf import pipeline  # pylint: disable=import-outside-toplevel  # As in _load_generator.
+    pipeline.check_samples_fit_in_memory("calibration_samples", count, count, teacher.image_shape)
     if FLAGS.data_source == "noise":
         return distilled_data.gaussian_noise_inputs(teacher, count, seed)
     if FLAGS.data_source == "distilled":

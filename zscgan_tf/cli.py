@@ -28,6 +28,11 @@ from zscgan_tf.training_loop import NonFiniteLossError, TrainingInterrupted
 USER_ERROR_STATUS = 2
 NUMERICAL_FAULT_STATUS = 3
 STORAGE_FULL_STATUS = 4
+OUT_OF_MEMORY_STATUS = 5
+# Counts go into TensorFlow's int32 shapes: a batch of 10**12 overflowed to "-727379968".
+MAX_INTEGER_FLAG = 2 ** 31 - 1
+# How much of an allocation error's message the out-of-memory line quotes.
+OUT_OF_MEMORY_QUOTE = 120
 # How a full disk or quota reads in the errors of Python, h5py and TensorFlow's file writers,
 # which raise OSError, OSError without an errno, or TensorFlow's own error classes.
 STORAGE_FULL_MESSAGES = ("No space left on device", "Disk quota exceeded")
@@ -77,14 +82,17 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
 
 def _check_numbers(flag_values: flags.FlagValues) -> None:
     """Refuses what every tool's range checks would let through: an infinite or NaN float
-    (`inf` passes `>= 0`, and a loss or learning rate of it fails only once training runs) and
-    a seed numpy cannot take once the offsets of derived streams are added (`MAX_SEED`)."""
+    (`inf` passes `>= 0`, and a loss or learning rate of it fails only once training runs), an
+    integer beyond TensorFlow's int32 shapes, and a seed numpy cannot take once the offsets of
+    derived streams are added (`MAX_SEED`)."""
+    if "seed" in flag_values and isinstance(flag_values.seed, int) and not 0 <= flag_values.seed <= MAX_SEED:
+        raise UserError(f"--seed must be in [0, {MAX_SEED}], got {flag_values.seed}")
     for name in flag_values:
         value = flag_values[name].value
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"--{name} must be a finite number, got {value}")
-    if "seed" in flag_values and isinstance(flag_values.seed, int) and not 0 <= flag_values.seed <= MAX_SEED:
-        raise UserError(f"--seed must be in [0, {MAX_SEED}], got {flag_values.seed}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER_FLAG:
+            raise UserError(f"--{name} must be at most {MAX_INTEGER_FLAG}, got {value}")
 
 
 def _flagfile_paths(arguments: Sequence[str]):
@@ -172,6 +180,10 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     except Exception as error:  # pylint: disable=broad-except  # Only these two are answered here.
         if stop_signals.closed_output_error(error):
             return stopped(error)
+        if is_out_of_memory(error):
+            return report("error", f"out of memory ({first_line(error)[:OUT_OF_MEMORY_QUOTE]}); lower the batch "
+                          "sizes or sample counts, or free memory, and rerun: what was written before stays",
+                          OUT_OF_MEMORY_STATUS)
         if not is_storage_full(error):
             raise
         return report("error", f"the disk is full{_file_being_written(error)}; free some space and rerun the same "
@@ -181,6 +193,14 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
 
 def _rerun_advice(resumable: bool) -> str:
     return "rerun the same command to resume" if resumable else "rerun the same command to start again"
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation that failed: numpy's MemoryError, or TensorFlow's
+    ResourceExhaustedError for memory (a full disk raises that class too)."""
+    if isinstance(error, MemoryError):
+        return True
+    return type(error).__name__ == "ResourceExhaustedError" and not is_storage_full(error)
 
 
 def is_storage_full(error: Exception) -> bool:

@@ -25,6 +25,7 @@ import os
 import shutil
 from typing import Callable, Optional, Union
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -215,6 +216,45 @@ def check_not_shortened(run_config: config_lib.RunConfig):
         if step is not None and step > asked:
             raise UserError(f"{run_config.work_dir}'s {what} has trained {step} steps, more than --{flag}={asked}; "
                             f"training cannot be undone: ask for {step} or more, or use another --work_dir")
+
+
+def _physical_memory_bytes() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # Not a POSIX system that tells.
+        return None
+
+
+def check_samples_fit_in_memory(flag: str, count: int, samples: int, image_shape) -> None:
+    """Refuses `--flag=count` if the `samples` float32 images of `image_shape` it asks for
+    would alone exceed this machine's memory.
+
+    Raises:
+      UserError: naming the flag, the memory it would take and the machine's.
+    """
+    memory = _physical_memory_bytes()
+    needed = samples * 4 * int(np.prod(image_shape))
+    if memory and needed > memory:
+        raise UserError(f"--{flag}={count} would hold {samples:,} samples of {tuple(image_shape)} in memory "
+                        f"({_in_gigabytes(needed)}), more than this machine's {_in_gigabytes(memory)}")
+
+
+def _in_gigabytes(size: int) -> str:
+    return f"{size / 1e9:,.0f} GB" if size >= 1e10 else f"{size / 1e9:.2g} GB"
+
+
+def check_held_samples_fit_in_memory(run_config: config_lib.RunConfig, teacher: teachers.Teacher) -> None:
+    """`check_samples_fit_in_memory` for the samples a run holds: 10**9 calibration samples
+    were allocated once the generator had trained, then filled for minutes, and 10**12 were
+    a numpy traceback there."""
+    evaluation = run_config.evaluation
+    check_samples_fit_in_memory("calibration_samples", run_config.quantization.calibration_samples,
+                                run_config.quantization.calibration_samples, teacher.image_shape)
+    check_samples_fit_in_memory("eval_samples_per_class", evaluation.samples_per_class,
+                                evaluation.samples_per_class * teacher.num_classes, teacher.image_shape)
+    grid_rows = min(teacher.num_classes, evaluation.grid_max_classes)
+    check_samples_fit_in_memory("grid_samples_per_class", evaluation.grid_samples_per_class,
+                                evaluation.grid_samples_per_class * grid_rows, teacher.image_shape)
 
 
 def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict) -> str:
@@ -421,6 +461,7 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
                                             progress=progress)
     # Likewise for float ops, and for a QAT student that would fail: once the generator has trained,
     # the distillation stage that follows at once finds that as soon.
+    check_held_samples_fit_in_memory(run_config, teacher)
     # A generator stage resumed with the teacher and settings of a check that passed does not repeat it.
     state = read_state(run_config.work_dir)
     student_check = quantization_stages.student_check_key(run_config, teacher, teachers.fingerprint(teacher))
