@@ -51,3 +51,12 @@ def test_mobilenet_v3_small_takes_one_channel_reads_tf_inputs_and_returns_logits
     # Hard-swish and squeeze-excite, and no pixel scaling of its own.
     assert any(isinstance(layer, tf_keras.layers.Multiply) for layer in model.layers)
     assert not any(isinstance(layer, tf_keras.layers.Rescaling) for layer in model.layers)
+
+
+def test_an_option_of_another_family_is_refused_naming_the_options_there_are():
+    # Before, tools/train_teacher.py --architecture=resnet8 --alpha=0.5 was a TypeError traceback.
+    with pytest.raises(UserError, match=r"^resnet8 takes no alpha \(its options: base_width\)$"):
+        architectures.build_architecture("resnet8", (8, 8, 1), 10, alpha=0.5)
+    with pytest.raises(UserError, match=r"^mobilenet_v2 takes no base_width \(its options: alpha\)$"):
+        architectures.build_architecture("mobilenet_v2", (32, 32, 3), 10, base_width=4)
+    assert architectures.build_architecture("resnet8", (8, 8, 1), 10, base_width=2).output_shape == (None, 10)

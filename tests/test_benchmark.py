@@ -202,6 +202,11 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     other = benchmark_process(*_tiny_arguments(digits_teacher, work_dir), "--generator_blur_sigma=1.0")
     assert other.returncode == 2 and ": computing" not in other.stdout and ": cached" not in other.stdout
     assert "holds a run with a different config (generator.blur_sigma)" in other.stderr
+    # A blur wider than these 8x8 images allow: refused before the first row (it was refused at row 5).
+    wide = benchmark_process(*_tiny_arguments(digits_teacher, tmp_path / "wide"), "--generator_blur_sigma=5")
+    assert wide.returncode == 2 and ": computing" not in wide.stdout
+    assert wide.stderr.strip().splitlines()[-1].startswith(
+        "error: generator blur sigma (--generator_blur_sigma) must be between 0 and 2 pixels for 8x8 images")
     # Latency is measured again for another number of runs (it was taken from the cache).
     latency = benchmark_process(*_tiny_arguments(digits_teacher, work_dir), "--latency_runs=4",
                                 "--low_bit_ranges=min_max")

@@ -29,6 +29,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
      "--generator_pool_draws repeats the W4A4 rows, but --schemes has no w4a4"),
     ({"generator_pool_size": 9}, "--generator_pool_size must be in [1, 8], got 9"),
     ({"noise_dim": 0}, "--noise_dim must be positive, got 0"),
+    # Before: "--batch_size must be positive", a run's flag, once a teacher and its data had loaded.
+    ({"generator_batch_size": 1}, "--generator_batch_size must be at least 2 (BN statistics need a batch), got 1"),
     ({"qat_batch_size": 0}, "--qat_batch_size must be positive, got 0"),
     ({"qat_learning_rate": 0.0}, "--qat_learning_rate must be positive, got 0.0"),
     ({"qat_shift_fraction": 0.5}, "--qat_shift_fraction must be in [0, 0.5), got 0.5"),

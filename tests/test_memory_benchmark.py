@@ -59,7 +59,7 @@ def test_a_stopped_benchmark_says_whether_a_rerun_resumes_or_starts_again(tmp_pa
     assert re.fullmatch(rf"stopped: SIGTERM at generator step \d+; {advice}", last_line), last_line
 
 
-def test_a_work_dir_that_is_a_file_is_one_line_before_anything_runs(tmp_path):
+def test_a_work_dir_that_is_a_file_or_too_few_samples_is_one_line_before_anything_runs(tmp_path):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
     result = subprocess.run(COMMAND + ["--steps=6", f"--work_dir={a_file}"], cwd=REPO_ROOT, capture_output=True,
@@ -68,6 +68,12 @@ def test_a_work_dir_that_is_a_file_is_one_line_before_anything_runs(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (f"error: cannot use --work_dir '{a_file}': '{a_file}' is not a "
                                                       "directory")
     assert a_file.read_text() == "mine"
+    # Fewer than two samples measure no growth: it trained both stages and reported "no samples".
+    result = subprocess.run(COMMAND + ["--steps=6", "--sample_every=5"], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        "error: --sample_every=5 after --warmup_steps=2 leaves fewer than two samples in --steps=6; lower it or train "
+        "more steps")
 
 
 def test_a_work_dir_holding_a_finished_benchmark_is_refused_rather_than_measuring_nothing(tmp_path):

@@ -79,6 +79,9 @@ def _check_flags():
         raise UserError(f"--batch_size must be at least 2 (BN statistics need a batch), got {FLAGS.batch_size}")
     if not 0 <= FLAGS.warmup_steps < FLAGS.steps:
         raise UserError(f"--warmup_steps must be in [0, --steps), got {FLAGS.warmup_steps}")
+    if FLAGS.warmup_steps + FLAGS.sample_every >= FLAGS.steps:  # Growth needs a first sample and a later one.
+        raise UserError(f"--sample_every={FLAGS.sample_every} after --warmup_steps={FLAGS.warmup_steps} leaves fewer "
+                        f"than two samples in --steps={FLAGS.steps}; lower it or train more steps")
     reason = FLAGS.work_dir and files.unusable_directory_reason(FLAGS.work_dir)
     if reason:
         raise UserError(f"cannot use --work_dir {FLAGS.work_dir!r}: {reason}")

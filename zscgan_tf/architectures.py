@@ -9,6 +9,7 @@ Example:
 """
 
 import functools
+import inspect
 from typing import Callable, Dict, Sequence, Tuple
 
 import tf_keras
@@ -149,4 +150,10 @@ def build_architecture(name: str, input_shape: Sequence[int], num_classes: int, 
     """
     if name not in ARCHITECTURES:
         raise UserError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
-    return ARCHITECTURES[name](input_shape=input_shape, num_classes=num_classes, **kwargs)
+    builder = ARCHITECTURES[name]
+    # An option of another family (`alpha` for a ResNet) was a TypeError from the builder.
+    taken = set(inspect.signature(builder).parameters) - {"input_shape", "num_classes"}
+    other = sorted(set(kwargs) - taken)
+    if other:
+        raise UserError(f"{name} takes no {', '.join(other)} (its options: {', '.join(sorted(taken)) or 'none'})")
+    return builder(input_shape=input_shape, num_classes=num_classes, **kwargs)

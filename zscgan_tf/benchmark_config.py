@@ -164,6 +164,11 @@ def validate(benchmark: BenchmarkConfig) -> None:
         value = getattr(benchmark, name)
         if value < 1:
             raise UserError(f"--{name} must be positive, got {value}")
+    # Checked here under its own name: the generator trainer's check names a run's --batch_size, and
+    # came only once a teacher and its data had loaded.
+    if benchmark.generator_batch_size < 2:
+        raise UserError(f"--generator_batch_size must be at least 2 (BN statistics need a batch), got "
+                        f"{benchmark.generator_batch_size}")
     for name in ("calibration_draws", "w4a4_seed_draws", "generator_pool_draws", "eval_max_samples", "seed"):
         value = getattr(benchmark, name)
         if value < 0:

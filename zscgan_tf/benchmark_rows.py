@@ -112,6 +112,8 @@ class TeacherBenchmark:
         self.teacher = teachers.load_teacher(
             teachers.TeacherSource(model=source, cache_dir=benchmark.teacher_cache_dir), progress=progress)
         self.dir = os.path.join(self.config.work_dir, self.teacher.name)
+        # Generator settings this teacher's images refuse (a blur too wide) fail now, not at the ZS-CGAN rows.
+        pipeline.generator_spec_for(self.teacher, self.config.generator_config())
         dataset_name, data_dir = self.teacher.real_data(self.config.dataset, self.config.data_dir)
         if not dataset_name:
             raise UserError(f"teacher {self.teacher.name!r} names no dataset; pass --dataset")

@@ -141,14 +141,25 @@ def record_config(run_config: config_lib.RunConfig, same_teacher: bool = False):
     config_lib.save_or_check(run_config, write_json_atomic, same_teacher)
 
 
-def build_generator_for(teacher: teachers.Teacher, generator_config: config_lib.GeneratorConfig,
-                        name: str = "generator") -> tf_keras.Model:
-    """One generator of `generator_config`'s architecture for `teacher` (a pool's member)."""
-    spec = generator_lib.GeneratorSpec(num_classes=teacher.num_classes, image_shape=teacher.image_shape,
+def generator_spec_for(teacher: teachers.Teacher,
+                       generator_config: config_lib.GeneratorConfig) -> generator_lib.GeneratorSpec:
+    """The spec of `generator_config`'s generators for `teacher`.
+
+    Raises:
+      UserError: for settings this teacher's images do not allow (a blur wider than a
+        quarter of their side).
+    """
+    return generator_lib.GeneratorSpec(num_classes=teacher.num_classes, image_shape=teacher.image_shape,
                                        noise_dim=generator_config.noise_dim,
                                        base_channels=generator_config.base_channels, variant=generator_config.variant,
                                        blur_sigma=generator_config.blur_sigma)
-    return generator_lib.build_generator(spec, teacher.preprocessing, name=name)
+
+
+def build_generator_for(teacher: teachers.Teacher, generator_config: config_lib.GeneratorConfig,
+                        name: str = "generator") -> tf_keras.Model:
+    """One generator of `generator_config`'s architecture for `teacher` (a pool's member)."""
+    return generator_lib.build_generator(generator_spec_for(teacher, generator_config), teacher.preprocessing,
+                                         name=name)
 
 
 def load_generator(path: str) -> tf_keras.Model:
