@@ -145,3 +145,12 @@ def test_samples_that_would_not_fit_in_memory_are_refused_before_a_run_starts(tm
     assert capsys.readouterr().err.strip() == ("error: --calibration_samples=4000 would hold 4,000 samples of (8, 8, 1) "
                                                "in memory (0.001 GB), more than this machine's 0.001 GB")
     assert not work_dir.exists()
+
+
+def test_none_and_preprocessing_modes_are_read_in_any_case():
+    # Before: "unknown dataset 'NONE'; expected digits, ..." (none not among them), and "unknown preprocessing mode 'TF'".
+    cli.parse_flags(train.FLAGS, ["train", "--eval_dataset=NONE", "--teacher_preprocessing=TF"])
+    run_config = train.config_from_flags()
+    assert run_config.evaluation.dataset == "none" and run_config.teacher.preprocessing == "tf"
+    assert cli.preprocessing_from_flags(train.FLAGS).mode == "tf"
+    cli.parse_flags(train.FLAGS, ["train"])  # Back to the defaults for the tests after.

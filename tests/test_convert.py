@@ -389,6 +389,13 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_
      "--teacher_custom_objects), not a --student"),
     (["--student=RUN/student.h5", "--teacher_preprocessing_std=0.2"],
      "--teacher_preprocessing_mean and --teacher_preprocessing_std go with --teacher_preprocessing=custom"),
+    # Before: "a float model ...: quantize it post-training with --teacher=<the generator>", and "a binary
+    # classifier must end in Dense(1)".
+    (["--student=RUN/generator.keras"], "--student 'RUN/generator.keras' is a generator saved by this package (it makes "
+                                        "images), not a quantization-aware student: pass the run's student.h5 as "
+                                        "--student (tools/convert.py takes the generator as --generator)"),
+    (["--teacher=RUN/generator.keras", "--data_source=noise"], "--teacher 'RUN/generator.keras' is a generator saved "
+     "by this package (it makes images), not a classifier: pass the classifier it was trained against as --teacher"),
     # Before, "the generator makes (4,) samples but the model reads (8, 8, 1)".
     (["--teacher=TEACHER", "--generator=TEACHER"], "is not a generator saved by this package: it takes (8, 8, 1), not "
                                                    "noise and a class label (a classifier?); pass a run's generator.keras"),

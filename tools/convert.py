@@ -52,7 +52,7 @@ import tf_keras  # noqa: E402
 from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
-from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export, files  # noqa: E402
+from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export, files, model_files  # noqa: E402
 from zscgan_tf import quantization_stages, quantize, quantizer_ranges, teachers, tflite_model  # noqa: E402
 from zscgan_tf import training_loop  # noqa: E402
 from zscgan_tf import generator as generator_lib  # noqa: E402
@@ -175,6 +175,9 @@ def _model_to_convert():
         if not os.path.exists(FLAGS.student):
             raise UserError(f"student {FLAGS.student!r} does not exist")
         custom_objects.register(FLAGS.teacher_custom_objects)
+        generator_message = model_files.generator_file_message(FLAGS.student, "student")
+        if generator_message:  # It was "a float model ...: quantize it post-training with --teacher=<it>".
+            raise UserError(generator_message)
         try:
             student = quantization_stages.load_student(FLAGS.student)
         except (OSError, ValueError, TypeError) as error:

@@ -278,7 +278,8 @@ def _preprocessing_statistics(flag_values: flags.FlagValues):
 def preprocessing_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Optional[Preprocessing]:
     """The preprocessing `--teacher_preprocessing` (and its statistics) names, or None if it names none."""
     mean, std = _preprocessing_statistics(flag_values)
-    return Preprocessing(flag_values.teacher_preprocessing, mean, std) if flag_values.teacher_preprocessing else None
+    mode = flag_values.teacher_preprocessing.lower()  # TF, Caffe: as papers and model cards write them.
+    return Preprocessing(mode, mean, std) if mode else None
 
 
 def preprocessing_flags(preprocessing: Preprocessing) -> str:
@@ -316,7 +317,7 @@ def teacher_source(model: str, flag_values: flags.FlagValues = flags.FLAGS) -> T
     return TeacherSource(
         model=model, weights=flag_values.teacher_weights, alpha=flag_values.teacher_alpha,
         input_size=flag_values.teacher_input_size, num_classes=flag_values.teacher_num_classes,
-        channels=flag_values.teacher_channels, preprocessing=flag_values.teacher_preprocessing,
+        channels=flag_values.teacher_channels, preprocessing=flag_values.teacher_preprocessing.lower(),
         preprocessing_mean=mean, preprocessing_std=std,
         trust_model_code=flag_values.trust_model_code, cache_dir=flag_values.teacher_cache_dir,
         custom_objects=tuple(flag_values.teacher_custom_objects))

@@ -168,6 +168,17 @@ def saved_layer_classes(path: str) -> FrozenSet[str]:
     return frozenset(names)
 
 
+def generator_file_message(path: str, flag: str) -> str:
+    """The refusal of a generator saved by this package (its conditional BN layers tell it)
+    given as `--flag`, where a classifier belongs, or "" when `path` holds no generator."""
+    if "ConditionalBatchNormalization" not in saved_layer_classes(path):
+        return ""
+    wanted = ("a quantization-aware student: pass the run's student.h5 as --student" if flag == "student" else
+              "a classifier: pass the classifier it was trained against as --teacher")
+    return (f"--{flag} {path!r} is a generator saved by this package (it makes images), not {wanted} "
+            "(tools/convert.py takes the generator as --generator)")
+
+
 def _package_custom_objects() -> dict:
     from zscgan_tf import generator  # Generators are models too; loading one by mistake should say so clearly.
     return {"ConditionalBatchNormalization": generator.ConditionalBatchNormalization,

@@ -206,6 +206,9 @@ def load_teacher(source: TeacherSource, progress: bool = True, require_batchnorm
             raise UserError(f"unknown teacher model {source.model!r}: not a Keras Applications name ({known}), "
                             f"not {BUILTIN_PREFIX}<name>, and no such file")
         saved_classes = model_files.saved_layer_classes(path)
+        generator_message = model_files.generator_file_message(path, "teacher")
+        if generator_message:  # It was "a binary classifier must end in Dense(1)".
+            raise UserError(generator_message)
         quantization_layers = saved_classes & TF_MOT_LAYER_CLASSES
         if quantization_layers:
             raise QuantizationAwareTeacherError(
@@ -329,7 +332,8 @@ def _build_keras_application(source: TeacherSource) -> tf_keras.Model:
         message = first_line(error)
         offline = (" (without the network here: fetch that file where there is one, then pass "
                    "--teacher_weights=<its path>)" if "URL fetch failure" in message else "")
-        raise UserError(f"cannot build {source.model} with {weights} weights: {message}{offline}") from error
+        described = "random weights (--teacher_weights=none)" if weights is None else f"{weights} weights"
+        raise UserError(f"cannot build {source.model} with {described}: {message}{offline}") from error
     if weights not in (None, "imagenet"):
         try:
             model.load_weights(weights)

@@ -28,7 +28,7 @@ import sys
 from absl import flags
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import bn_stats, cli, data, pipeline, reproducibility
+from zscgan_tf import bn_stats, cli, data, evaluation_stage, pipeline, reproducibility
 from zscgan_tf.files import portable_path
 
 FLAGS = flags.FLAGS
@@ -143,6 +143,13 @@ flags.DEFINE_integer("grid_samples_per_class", _evaluation.grid_samples_per_clas
 flags.DEFINE_integer("grid_max_classes", _evaluation.grid_max_classes, "Rows (classes) of the sample grid, at most.")
 
 
+def _evaluation_source(value: str) -> str:
+    """`--eval_dataset` as the config keeps it: `none` in any case (it was "unknown dataset
+    'NONE'", listing every value but none), else a source any directory can load."""
+    return evaluation_stage.NO_EVALUATION if value.lower() == evaluation_stage.NO_EVALUATION else (
+        data.portable_source(value))
+
+
 def config_from_flags() -> config_lib.RunConfig:
     """Turns parsed flags into a validated `RunConfig`."""
     return config_lib.RunConfig(
@@ -175,7 +182,7 @@ def config_from_flags() -> config_lib.RunConfig:
             log_every=FLAGS.distillation_log_every),
         evaluation=config_lib.EvaluationConfig(
             samples_per_class=FLAGS.eval_samples_per_class, grid_samples_per_class=FLAGS.grid_samples_per_class,
-            grid_max_classes=FLAGS.grid_max_classes, dataset=data.portable_source(FLAGS.eval_dataset),
+            grid_max_classes=FLAGS.grid_max_classes, dataset=_evaluation_source(FLAGS.eval_dataset),
             data_dir=portable_path(FLAGS.eval_data_dir), manual_dir=portable_path(FLAGS.eval_manual_dir),
             split=FLAGS.eval_split, max_samples=FLAGS.eval_max_samples,
             latency_runs=FLAGS.latency_runs, resize=FLAGS.eval_resize),
