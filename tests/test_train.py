@@ -1474,3 +1474,15 @@ def test_a_teachers_own_dataset_that_moved_says_where_the_name_came_from(tmp_pat
     settings = config_lib.EvaluationConfig(dataset=str(tmp_path / "moved_away"))
     with pytest.raises(UserError, match=r"^dataset directory '.*moved_away' does not exist$"):
         evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+
+
+def test_evaluating_on_a_training_split_says_it_is_not_held_out(capsys):
+    from conftest import tiny_teacher
+    teacher = tiny_teacher(num_classes=10, trained=False)  # The digits' 10 classes.
+    for split, noted in (("train", True), ("test", False)):
+        settings = config_lib.EvaluationConfig(dataset="digits", split=split, max_samples=20)
+        dataset = evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+        assert len(dataset.labels) == 20
+        out = capsys.readouterr().out
+        assert ("note: --eval_split=train measures every model on the training images of digits: if the teacher was "
+                "trained on them, its top-1 there is not held-out accuracy" in out) == noted

@@ -31,6 +31,7 @@ from zscgan_tf.quantization_stages import scheme_of, teacher_class_names
 from zscgan_tf.teachers import Teacher
 
 NO_EVALUATION = "none"
+TRAINING_SPLIT = "train"
 LATENCY_THREADS = (1, 2)
 EVALUATION_BATCH_SIZE = 256
 # Evaluation images preprocessed at a time: a whole number of Keras batches, 20,000 or so at
@@ -110,6 +111,9 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
         raise UserError(f"{error} (the teacher's training data, as its sidecar names it; pass --eval_dataset for "
                         f"other data, or --eval_dataset={NO_EVALUATION})") from None
     dataset = _matched_to_teacher_classes(dataset, teacher, source)
+    if settings.split == TRAINING_SPLIT:  # The report calls it held-out data; a teacher knows its training images.
+        say(f"note: --eval_split={TRAINING_SPLIT} measures every model on the training images of {source}: if the "
+            "teacher was trained on them, its top-1 there is not held-out accuracy, and the int8 models' gaps may differ")
     if dataset.classes_from_labels and dataset.num_classes < teacher.num_classes:
         say(f"evaluation: {source}'s labels reach {dataset.num_classes - 1}; read as the teacher's outputs 0 to "
             f"{teacher.num_classes - 1}")
