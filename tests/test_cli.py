@@ -105,7 +105,7 @@ def test_once_a_command_runs_it_answers_ctrl_c_itself_and_python_prints_errors_a
     (["--seed=4294967296"], "--seed must be in [0, 2147483647], got 4294967296"),
     (["--seed=2147483648"], "--seed must be in [0, 2147483647], got 2147483648"),
     # Into TensorFlow's int32 shapes it overflowed: "Invalid value in tensor used for shape: -727379968".
-    (["--batch_size=1000000000000"], "--batch_size must be at most 2147483647, got 1000000000000"),
+    (["--batch_size=1000000000000"], "--batch_size must be within int32, [-2147483648, 2147483647], got 1000000000000"),
     # absl quoted a Python tuple.
     (["--flip=yes"], "flag --flip=yes: a boolean flag takes true or false (or --name / --noname)"),
 ])
@@ -142,13 +142,15 @@ def test_samples_that_would_not_fit_in_memory_are_refused_before_a_run_starts(tm
     work_dir = tmp_path / "run"
     arguments = ["train", f"--teacher={tiny_teacher_file}", f"--work_dir={work_dir}", "--eval_dataset=none"]
     assert train.main([*arguments, "--calibration_samples=4000"]) == 2
-    assert capsys.readouterr().err.strip() == ("error: --calibration_samples=4000 would hold 4,000 samples of (8, 8, 1) "
-                                               "in memory (0.001 GB), more than this machine's 0.001 GB")
+    assert capsys.readouterr().err.strip() == (
+        "error: --calibration_samples=4000 would hold 4,000 samples of (8, 8, 1) in memory (0.001 GB), more than this "
+        "machine's 0.001 GB")
     assert not work_dir.exists()
 
 
 def test_none_and_preprocessing_modes_are_read_in_any_case():
-    # Before: "unknown dataset 'NONE'; expected digits, ..." (none not among them), and "unknown preprocessing mode 'TF'".
+    # Before: "unknown dataset 'NONE'; expected digits, ..." (none not among them), and "unknown preprocessing
+    # mode 'TF'".
     cli.parse_flags(train.FLAGS, ["train", "--eval_dataset=NONE", "--teacher_preprocessing=TF"])
     run_config = train.config_from_flags()
     assert run_config.evaluation.dataset == "none" and run_config.teacher.preprocessing == "tf"

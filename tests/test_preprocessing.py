@@ -43,8 +43,11 @@ def test_bad_preprocessing_is_a_user_error(kwargs):
                         "units), got 1e-300"),
     # Pixel units: the whole run trained and exported, and only its report found the teacher at chance.
     ((123.7, 116.3, 103.5), (58.4, 57.1, 57.4), "custom preprocessing mean and std are in [0, 1] units (pixels / "
-     "255), got mean [123.7, 116.3, 103.5], std [58.4, 57.1, 57.4]: divide pixel-unit values by 255 (mean [0.4851, "
-     "0.4561, 0.4059], std [0.229, 0.2239, 0.2251])"),
+     "255): each mean in [0, 1] and each std at most 1, got mean [123.7, 116.3, 103.5], std [58.4, 57.1, 57.4]: in "
+     "pixel units, divide them by 255 (mean [0.4851, 0.4561, 0.4059], std [0.229, 0.2239, 0.2251])"),
+    # Where dividing by 255 would not make them valid, no such advice.
+    ((-1.0,), (1.0,), "custom preprocessing mean and std are in [0, 1] units (pixels / 255): each mean in [0, 1] and "
+                      "each std at most 1, got mean -1, std 1"),
 ])
 def test_custom_statistics_are_finite_and_in_the_units_of_0_to_1(mean, std, message):
     with pytest.raises(UserError) as raised:

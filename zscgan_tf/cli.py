@@ -91,8 +91,10 @@ def _check_numbers(flag_values: flags.FlagValues) -> None:
         value = flag_values[name].value
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"--{name} must be a finite number, got {value}")
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER_FLAG:
-            raise UserError(f"--{name} must be at most {MAX_INTEGER_FLAG}, got {value}")
+        integer = isinstance(value, int) and not isinstance(value, bool)
+        if integer and not -MAX_INTEGER_FLAG - 1 <= value <= MAX_INTEGER_FLAG:
+            raise UserError(f"--{name} must be within int32, [{-MAX_INTEGER_FLAG - 1}, {MAX_INTEGER_FLAG}], got "
+                            f"{value}")
 
 
 def _flagfile_paths(arguments: Sequence[str]):

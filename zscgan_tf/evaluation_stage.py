@@ -111,9 +111,11 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
         raise UserError(f"{error} (the teacher's training data, as its sidecar names it; pass --eval_dataset for "
                         f"other data, or --eval_dataset={NO_EVALUATION})") from None
     dataset = _matched_to_teacher_classes(dataset, teacher, source)
-    if settings.split == TRAINING_SPLIT:  # The report calls it held-out data; a teacher knows its training images.
-        say(f"note: --eval_split={TRAINING_SPLIT} measures every model on the training images of {source}: if the "
-            "teacher was trained on them, its top-1 there is not held-out accuracy, and the int8 models' gaps may differ")
+    # The report calls it held-out data; a teacher knows its training images (TFDS slices too: train[:10%]).
+    if settings.split.split("[")[0] == TRAINING_SPLIT:
+        say(f"note: --eval_split={settings.split} measures every model on the training images of {source}: if the "
+            "teacher was trained on them, its top-1 there is not held-out accuracy, and the int8 models' gaps may "
+            "differ")
     if dataset.classes_from_labels and dataset.num_classes < teacher.num_classes:
         say(f"evaluation: {source}'s labels reach {dataset.num_classes - 1}; read as the teacher's outputs 0 to "
             f"{teacher.num_classes - 1}")

@@ -236,6 +236,11 @@ def _physical_memory_bytes() -> Optional[int]:
         return None
 
 
+# Bytes of one float32 value, as generated samples and preprocessed images are held.
+FLOAT32_BYTES = 4
+GIGABYTE = 10 ** 9
+
+
 def check_samples_fit_in_memory(flag: str, count: int, samples: int, image_shape) -> None:
     """Refuses `--flag=count` if the `samples` float32 images of `image_shape` it asks for
     would alone exceed this machine's memory.
@@ -244,39 +249,42 @@ def check_samples_fit_in_memory(flag: str, count: int, samples: int, image_shape
       UserError: naming the flag, the memory it would take and the machine's.
     """
     memory = _physical_memory_bytes()
-    needed = samples * 4 * int(np.prod(image_shape))
+    needed = samples * FLOAT32_BYTES * int(np.prod(image_shape))
     if memory and needed > memory:
         raise UserError(f"--{flag}={count} would hold {samples:,} samples of {tuple(image_shape)} in memory "
                         f"({_in_gigabytes(needed)}), more than this machine's {_in_gigabytes(memory)}")
 
 
 def _in_gigabytes(size: int) -> str:
-    return f"{size / 1e9:,.0f} GB" if size >= 1e10 else f"{size / 1e9:.2g} GB"
+    """`256 GB`, or to two significant figures below 10 GB: `0.001 GB`."""
+    return f"{size / GIGABYTE:,.0f} GB" if size >= 10 * GIGABYTE else f"{size / GIGABYTE:.2g} GB"
 
 
 def check_held_samples_fit_in_memory(run_config: config_lib.RunConfig, teacher: teachers.Teacher) -> None:
-    """`check_samples_fit_in_memory` for the samples a run holds: 10**9 calibration samples
-    were allocated once the generator had trained, then filled for minutes, and 10**12 were
-    a numpy traceback there."""
+    """`check_samples_fit_in_memory` for the samples a run holds at once: 10**9 calibration
+    samples were allocated once the generator had trained, then filled for minutes, and 10**12
+    were a numpy traceback there. The generator's evaluation holds one class at a time."""
     evaluation = run_config.evaluation
     check_samples_fit_in_memory("calibration_samples", run_config.quantization.calibration_samples,
                                 run_config.quantization.calibration_samples, teacher.image_shape)
-    check_samples_fit_in_memory("eval_samples_per_class", evaluation.samples_per_class,
-                                evaluation.samples_per_class * teacher.num_classes, teacher.image_shape)
+    check_samples_fit_in_memory("eval_samples_per_class", evaluation.samples_per_class, evaluation.samples_per_class,
+                                teacher.image_shape)
     grid_rows = min(teacher.num_classes, evaluation.grid_max_classes)
     check_samples_fit_in_memory("grid_samples_per_class", evaluation.grid_samples_per_class,
                                 evaluation.grid_samples_per_class * grid_rows, teacher.image_shape)
 
 
-def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict) -> str:
+def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict,
+                       fingerprint: Optional[str] = None) -> str:
     """The teacher's fingerprint, checked against the one `state` recorded when the work
-    directory's stages started training (runs from before it was recorded pass).
+    directory's stages started training (runs from before it was recorded pass);
+    `fingerprint`, where the caller has it already.
 
     Raises:
       UserError: if the directory has trained a generator or student against another
         teacher (the model file replaced by a retrained one, or other preprocessing).
     """
-    current = teachers.fingerprint(teacher)
+    current = fingerprint or teachers.fingerprint(teacher)
     recorded = state.get(TEACHER_KEY)
     trained = [name for name in (GENERATOR_MODEL_FILE, "generator", quantization_stages.DISTILLATION_DIR)
                if os.path.exists(os.path.join(work_dir, name))]
@@ -463,6 +471,7 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     source = generator_reuse.generator_source(run_config, generator_from) if generator_from else None
     tf_keras.utils.set_random_seed(run_config.seed)
     teacher = teachers.load_teacher(run_config.teacher, progress=progress)
+    check_held_samples_fit_in_memory(run_config, teacher)  # Before the evaluation data, which may take minutes.
     # Loaded before training, so a bad dataset is reported now rather than after hours of it.
     evaluation_data = evaluation_stage.evaluation_dataset(run_config, teacher, progress=progress)
     if evaluation_data is not None and evaluation_data.images.nbytes > MAX_HELD_EVALUATION_BYTES:
@@ -472,10 +481,10 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
                                             progress=progress)
     # Likewise for float ops, and for a QAT student that would fail: once the generator has trained,
     # the distillation stage that follows at once finds that as soon.
-    check_held_samples_fit_in_memory(run_config, teacher)
     # A generator stage resumed with the teacher and settings of a check that passed does not repeat it.
     state = read_state(run_config.work_dir)
-    student_check = quantization_stages.student_check_key(run_config, teacher, teachers.fingerprint(teacher))
+    fingerprint = teachers.fingerprint(teacher)  # Hashes every weight: computed once a run.
+    student_check = quantization_stages.student_check_key(run_config, teacher, fingerprint)
     float_ops_note = quantization_stages.check_integer_export(
         run_config, teacher,
         check_student=("generator" not in state
@@ -486,18 +495,19 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     prepare_work_dir(run_config)
     # A run started twice on one directory would interleave its checkpoints and outputs.
     with exclusive_use(run_config.work_dir):
-        return _run_stages(run_config, teacher, evaluation_data, source, progress, student_check)
+        return _run_stages(run_config, teacher, evaluation_data, source, progress, fingerprint, student_check)
 
 
 def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
                 evaluation_data: Union[Optional[LabeledImages], Callable[[], Optional[LabeledImages]]],
-                source: Optional[generator_reuse.GeneratorSource], progress: bool,
+                source: Optional[generator_reuse.GeneratorSource], progress: bool, fingerprint: str,
                 student_check: Optional[str] = None) -> dict:
     """The stages; `evaluation_data` is the held-out data, or what loads it when it is too
-    large to hold through training; `student_check` the key of the early student check that
-    passed (`quantization_stages.student_check_key`), recorded in the state."""
+    large to hold through training; `fingerprint` the teacher's (`teachers.fingerprint`);
+    `student_check` the key of the early student check that passed
+    (`quantization_stages.student_check_key`), recorded in the state."""
     state = read_state(run_config.work_dir)
-    fingerprint = check_same_teacher(run_config.work_dir, teacher, state)
+    fingerprint = check_same_teacher(run_config.work_dir, teacher, state, fingerprint)
     record_config(run_config, same_teacher=state.get(TEACHER_KEY) == fingerprint)
     say(f"teacher: {teacher.name}, input {teacher.image_shape}, {teacher.num_classes} classes")
     say(f"device: {start_up.device_summary()}")

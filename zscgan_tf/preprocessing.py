@@ -67,10 +67,9 @@ class Preprocessing:
                                 f"level in [0, 1] units), got {_listed(self.std)}")
             # In [0, 1] units a pixel's mean and spread are at most 1; ImageNet's 123.7 and 58.4 are pixel units.
             if any(m < 0 or m > 1 for m in self.mean) or any(s > 1 for s in self.std):
-                raise UserError(f"custom preprocessing mean and std are in [0, 1] units (pixels / 255), got mean "
-                                f"{_listed(self.mean)}, std {_listed(self.std)}: divide pixel-unit values by 255 "
-                                f"(mean {_listed(tuple(round(m / 255, 4) for m in self.mean))}, std "
-                                f"{_listed(tuple(round(s / 255, 4) for s in self.std))})")
+                raise UserError(f"custom preprocessing mean and std are in [0, 1] units (pixels / 255): each mean in "
+                                f"[0, 1] and each std at most 1, got mean {_listed(self.mean)}, std {_listed(self.std)}"
+                                + _pixel_units_advice(self.mean, self.std))
         elif self.mean or self.std:
             raise UserError(f"mean and std are only used with mode 'custom', not {self.mode!r}")
 
@@ -144,6 +143,16 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, values: dict) -> "Preprocessing":
         return cls(mode=values.get("mode", "tf"), mean=tuple(values.get("mean", ())), std=tuple(values.get("std", ())))
+
+
+def _pixel_units_advice(mean: Tuple[float, ...], std: Tuple[float, ...]) -> str:
+    """What the values divided by 255 would be, where that makes them valid (values in pixel
+    units); else nothing, as dividing would not help."""
+    mean, std = np.asarray(mean) / PIXEL_MAX, np.asarray(std) / PIXEL_MAX
+    if np.all((0 <= mean) & (mean <= 1)) and np.all((MIN_CUSTOM_STD <= std) & (std <= 1)):
+        return (f": in pixel units, divide them by {PIXEL_MAX:g} (mean {_listed(tuple(np.round(mean, 4)))}, std "
+                f"{_listed(tuple(np.round(std, 4)))})")
+    return ""
 
 
 def _listed(values) -> str:

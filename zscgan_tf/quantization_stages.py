@@ -18,9 +18,11 @@ Work directory files added here:
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import os
+import sys
 import shutil
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -89,7 +91,9 @@ def calibration_samples(generator, teacher: Teacher, count: int, seed: int) -> n
 def student_check_key(run_config: RunConfig, teacher: Teacher, teacher_fingerprint: str) -> Optional[str]:
     """What the early student check (`check_integer_export`'s `check_student`) depends on, as
     a SHA-256: the teacher (its `teachers.fingerprint` and its architecture), the quantization
-    settings, whether the run distils a student, and this package's version. A work directory
+    settings, whether the run distils a student, the TensorFlow and TF-MOT versions that build
+    and convert the student, and the code that does it here (this module's, `quantize`'s and
+    `export`'s source: the package's version number has not moved with it). A work directory
     records it once the check has passed, so that a generator stage resumed with the same key
     does not build and convert the student again (up to 30 s for ResNet50 at 224x224).
 
@@ -101,9 +105,13 @@ def student_check_key(run_config: RunConfig, teacher: Teacher, teacher_fingerpri
     except (NotImplementedError, TypeError, ValueError):
         return None
     described = json.dumps({"teacher": teacher_fingerprint, "version": __version__,
+                            "tensorflow": tf.__version__, "tfmot": tfmot.__version__,
                             "quantization": dataclasses.asdict(run_config.quantization),
                             "distils": bool(run_config.distillation.steps)}, sort_keys=True)
-    return hashlib.sha256(described.encode() + architecture.encode()).hexdigest()
+    digest = hashlib.sha256(described.encode() + architecture.encode())
+    for module in (sys.modules[__name__], quantize, export):
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()
 
 
 def check_integer_export(run_config: RunConfig, teacher: Teacher, check_student: bool = True) -> Optional[str]:

@@ -3,7 +3,8 @@
 `state.json` says which stages finished, with what they measured and the SHA-256 of
 what they wrote (an output that no longer matches is redone), the fingerprint of the
 teacher they trained against, the run whose generator this one took
-(`--generator_from`), if any, and the key of the early student check that passed. Unreadable state means no stage is trusted as finished.
+(`--generator_from`), if any, and the key of the early student check that passed.
+Unreadable state means no stage is trusted as finished.
 """
 
 import os
