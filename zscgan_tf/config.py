@@ -423,6 +423,7 @@ TEACHER_SECTION = "teacher"
 def _teacher_setting(key: str) -> bool:
     return key.split(".")[0] == TEACHER_SECTION
 
+
 # The sections a trained generator depends on (how long it trained aside): a run may
 # start from another run's generator (`--generator_from`) when these are the same.
 GENERATOR_SECTIONS = ("seed", "teacher", "generator", "loss", "generator_training")

@@ -485,17 +485,18 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     state = read_state(run_config.work_dir)
     fingerprint = teachers.fingerprint(teacher)  # Hashes every weight: computed once a run.
     student_check = quantization_stages.student_check_key(run_config, teacher, fingerprint)
-    float_ops_note = quantization_stages.check_integer_export(
-        run_config, teacher,
-        check_student=("generator" not in state
-                       and (student_check is None or state.get(STUDENT_CHECK_KEY) != student_check)))
+    check_student = "generator" not in state and (student_check is None
+                                                  or state.get(STUDENT_CHECK_KEY) != student_check)
+    float_ops_note = quantization_stages.check_integer_export(run_config, teacher, check_student=check_student)
     if float_ops_note:
         say(f"note: {float_ops_note}")
     # Created only now: a bad teacher or dataset leaves no empty work directory behind.
     prepare_work_dir(run_config)
     # A run started twice on one directory would interleave its checkpoints and outputs.
     with exclusive_use(run_config.work_dir):
-        return _run_stages(run_config, teacher, evaluation_data, source, progress, fingerprint, student_check)
+        # Only a check that ran records its key: one skipped after the generator trained vouches for nothing.
+        return _run_stages(run_config, teacher, evaluation_data, source, progress, fingerprint,
+                           student_check if check_student else None)
 
 
 def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
