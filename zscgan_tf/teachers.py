@@ -606,7 +606,7 @@ def _check_finite_weights(model: tf_keras.Model) -> None:
 
 
 def _validate_output(model) -> int:
-    logits.check_single_output(model)
+    """The teacher's class count; `logits.logits_model` has refused a model with several outputs."""
     shape = tuple(model.outputs[0].shape)
     if len(shape) != 2 or shape[-1] is None or shape[-1] < 2:
         raise UserError(f"the teacher's output has shape {shape}; a class vector (batch, classes) with at least "
