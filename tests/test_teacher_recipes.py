@@ -23,6 +23,7 @@ from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import Preprocessing
 
 from conftest import build_tiny_classifier, lock_held_by_another_process
+from tool_process import ToolProcess
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_RECIPE = teacher_recipes.TeacherRecipe(
@@ -158,7 +159,16 @@ def _run_tool(*arguments, environment=None):
                           cwd=REPO_ROOT, capture_output=True, text=True, check=False, env=environment)
 
 
-def test_tool_answers_with_a_cached_builtin_teacher_and_refuses_recipe_flags_beside_builtin(tmp_path):
+@pytest.fixture(scope="module")
+def train_teacher_tool():
+    """`tools/train_teacher.py *arguments`, run in the module's one tool process (the first
+    test below starts it as a script too)."""
+    with ToolProcess("train_teacher") as process:
+        yield process
+
+
+def test_tool_answers_with_a_cached_builtin_teacher_and_refuses_recipe_flags_beside_builtin(tmp_path,
+                                                                                            train_teacher_tool):
     cache = tmp_path / "cache"
     cache.mkdir()
     path = teacher_recipes.builtin_teacher_path("digits_resnet8", str(cache))
@@ -175,48 +185,50 @@ def test_tool_answers_with_a_cached_builtin_teacher_and_refuses_recipe_flags_bes
              "--builtin takes its own recipe; drop --dataset, --epochs"),
             (["--builtin=no_such_teacher"], "unknown built-in teacher 'no_such_teacher'; known: "),
             (["--architecture=resnet8"], "pass --builtin=<name>, or --architecture, --dataset and --output")):
-        result = _run_tool(*arguments, environment=environment)
+        result = train_teacher_tool(*arguments)  # Refused before any cache is read.
         assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
 
 
-def test_tool_reports_bad_input_as_one_line(tmp_path):
-    result = _run_tool("--architecture=resnet8", "--dataset=no_such_dataset", "--output=/tmp/never.keras")
+def test_tool_reports_bad_input_as_one_line(tmp_path, train_teacher_tool):
+    result = train_teacher_tool("--architecture=resnet8", "--dataset=no_such_dataset", "--output=/tmp/never.keras")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: unknown dataset 'no_such_dataset'; expected digits, fashion_mnist, tfds:<name> or an existing directory")
-    result = _run_tool("--no_such_flag")
+    result = train_teacher_tool("--no_such_flag")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: Unknown command line flag 'no_such_flag'"
     # A recipe carries no mean and std: before, custom was taken and then always failed for want of them.
-    result = _run_tool("--architecture=resnet8", "--dataset=digits", "--preprocessing=custom", "--output=/tmp/x.keras")
+    result = train_teacher_tool("--architecture=resnet8", "--dataset=digits", "--preprocessing=custom",
+                                "--output=/tmp/x.keras")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: flag --preprocessing=custom: value should be one of <tf|caffe|torch|raw>")
     # A directory, even with --overwrite, is refused before training, not when the model is saved.
     directory = tmp_path / "teacher.keras"
     directory.mkdir()
-    result = _run_tool("--architecture=resnet8", "--dataset=digits", "--overwrite", "--epochs=1",
-                       f"--output={directory}")
+    result = train_teacher_tool("--architecture=resnet8", "--dataset=digits", "--overwrite", "--epochs=1",
+                                f"--output={directory}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (f"error: --output '{directory}' is a directory; name the .keras "
                                                       "file to write")
     assert os.listdir(tmp_path) == ["teacher.keras"]  # No training backup beside it: refused before training.
     # A place the access check allows but the kernel refuses (as root too): it was a PermissionError traceback.
-    result = _run_tool("--architecture=resnet8", "--dataset=digits", "--epochs=1", "--output=/proc/zscgan_tf.keras")
+    result = train_teacher_tool("--architecture=resnet8", "--dataset=digits", "--epochs=1",
+                                "--output=/proc/zscgan_tf.keras")
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith(
         "error: cannot write the teacher '/proc/zscgan_tf.keras': creating /proc/zscgan_tf.keras.training: ")
 
 
-def test_tool_trains_a_custom_teacher_and_refuses_to_overwrite_it(tmp_path):
+def test_tool_trains_a_custom_teacher_and_refuses_to_overwrite_it(tmp_path, train_teacher_tool):
     output = str(tmp_path / "custom.keras")
     arguments = ["--architecture=resnet8", "--base_width=4", "--dataset=digits", "--epochs=1", f"--output={output}"]
-    result = _run_tool(*arguments)
+    result = train_teacher_tool(*arguments)
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     assert printed["teacher"] == output and printed["epochs"] == 1 and 0 <= printed["test_accuracy"] <= 1
     assert tf_keras.models.load_model(output, compile=False).input_shape == (None, 8, 8, 1)
-    result = _run_tool(*arguments)
+    result = train_teacher_tool(*arguments)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: {output} exists; pass --overwrite to replace it"
 
