@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -136,12 +137,31 @@ def test_a_training_that_diverges_is_an_error_that_says_what_to_change(tmp_path)
     model = architectures.build_resnet(8, (8, 8, 1), 10, base_width=4)
     backup_dir = str(tmp_path / "teacher.keras.training")
     with pytest.raises(UserError) as raised:
-        teacher_training.train_teacher(model, train, data.load_digits("test").take(32), Preprocessing("tf"), epochs=1,
+        teacher_training.train_teacher(model, train, data.load_digits("test").take(32), Preprocessing("tf"), epochs=50,
                                        batch_size=16, learning_rate=1e30, seed=0, progress=False,
                                        backup_dir=backup_dir)
-    assert str(raised.value) == (f"training diverged: the weights are NaN or infinite after 1 epoch; delete "
-                                 f"{backup_dir}, which holds the diverged epochs, and rerun with a lower "
-                                 "--learning_rate (now 1e+30)")
+    # It stops at the first step whose loss is not finite, not after the 50 epochs.
+    assert re.fullmatch(r"training diverged: the loss is NaN or infinite at step [1-4] of epoch 1 of 50, where it "
+                        rf"stopped; delete {re.escape(backup_dir)}, which holds the diverged epochs, and rerun with a "
+                        r"lower --learning_rate \(now 1e\+30\)", str(raised.value)), str(raised.value)
+
+
+def test_weights_that_are_not_finite_after_training_are_an_error_too(monkeypatch):
+    # A loss that stayed finite vouches for nothing if the weights are not (an overflow in the last update).
+    train = data.load_digits("train").take(32)
+    model = architectures.build_resnet(8, (8, 8, 1), 10, base_width=4)
+    fit = model.fit
+
+    def fit_then_spoil(*args, **kwargs):
+        history = fit(*args, **kwargs)
+        model.layers[-1].set_weights([np.full_like(weight, np.inf) for weight in model.layers[-1].get_weights()])
+        return history
+
+    monkeypatch.setattr(model, "fit", fit_then_spoil)
+    with pytest.raises(UserError, match=r"^training diverged: the weights are NaN or infinite after 1 epoch and rerun "
+                                        r"with a lower --learning_rate \(now 0.001\)$"):
+        teacher_training.train_teacher(model, train, data.load_digits("test").take(16), Preprocessing("tf"), epochs=1,
+                                       batch_size=16, learning_rate=1e-3, seed=0, progress=False)
 
 
 def test_train_teacher_rejects_data_of_another_shape(trained):

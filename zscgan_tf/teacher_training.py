@@ -262,6 +262,26 @@ class TrainingProgress(tf_keras.callbacks.Callback):
         note(f"epoch {epoch + 1}/{self.epochs}: {figures} ({time.monotonic() - self.epoch_start:.0f} s)")
 
 
+class StopOnNonFiniteLoss(tf_keras.callbacks.Callback):
+    """Stops `model.fit` at the first step whose loss is NaN or infinite, and records where
+    (`diverged_at`: epoch and step, from 1), so that a training that diverges is said to at
+    once rather than after its last epoch. Keras' `TerminateOnNaN` stops too, but prints
+    its line to stdout and keeps no record of where."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch, self.diverged_at = 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss) and self.diverged_at is None:
+            self.diverged_at = (self.epoch + 1, batch + 1)
+            self.model.stop_training = True
+
+
 def _loss_and_accuracy(logs) -> dict:
     return {name: float(logs[name]) for name in ("loss", "accuracy") if logs and name in logs}
 
@@ -322,6 +342,8 @@ def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImag
                   loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     callbacks = [tf_keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False)] if backup_dir else []
+    divergence = StopOnNonFiniteLoss()
+    callbacks.append(divergence)
     if progress:
         callbacks.append(TrainingProgress(epochs, steps_per_epoch, batch_size))
     # Keras prints warnings to stdout; they go to stderr with our own, leaving stdout to results.
@@ -329,10 +351,13 @@ def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImag
         model.fit(_training_dataset(train, preprocessing, batch_size, seed, augment), epochs=epochs, verbose=0,
                   callbacks=callbacks)
 
-    if not all(np.all(np.isfinite(weight)) for weight in model.get_weights()):
+    if divergence.diverged_at or not all(np.all(np.isfinite(weight)) for weight in model.get_weights()):
+        where = (f"the loss is NaN or infinite at step {divergence.diverged_at[1]} of epoch "
+                 f"{divergence.diverged_at[0]} of {epochs}, where it stopped" if divergence.diverged_at
+                 else f"the weights are NaN or infinite after {count_of(epochs, 'epoch')}")
         backup = f"; delete {backup_dir}, which holds the diverged epochs," if backup_dir else ""
-        raise UserError(f"training diverged: the weights are NaN or infinite after {count_of(epochs, 'epoch')}{backup} "
-                        f"and rerun with a lower --learning_rate (now {learning_rate:g})")
+        raise UserError(f"training diverged: {where}{backup} and rerun with a lower --learning_rate "
+                        f"(now {learning_rate:g})")
     statistics_images = train.class_balanced(BATCHNORM_REESTIMATION_MAX_IMAGES, seed)
     statistics_inputs = preprocessing.apply(statistics_images.images)
     if progress:
