@@ -122,6 +122,23 @@ def build_two_block_classifier(input_shape=(16, 16, 1), num_classes=10, seed=0, 
     return tf_keras.Model(inputs, outputs, name="tiny_teacher")
 
 
+def build_student_failing_classifier(kind: str, num_classes: int = 4):
+    """A small classifier of 8x8x1 images whose QAT student fails where the teacher's own
+    int8 conversion does not: "shared_conv", one Conv2D applied twice (TF-MOT refuses the
+    BatchNormalization after it); "bn_axis_1", a BatchNormalization over the rows of an NHWC
+    tensor (the W8A8 student keeps a float op)."""
+    tf_keras.utils.set_random_seed(0)
+    inputs = tf_keras.Input((8, 8, 1))
+    if kind == "shared_conv":
+        conv = tf_keras.layers.Conv2D(1, 3, padding="same", name="shared")
+        x = tf_keras.layers.BatchNormalization()(conv(tf_keras.layers.BatchNormalization()(conv(inputs))))
+    else:
+        x = tf_keras.layers.Conv2D(4, 3, padding="same")(inputs)
+        x = tf_keras.layers.BatchNormalization(axis=1)(x)
+    x = tf_keras.layers.GlobalAveragePooling2D()(tf_keras.layers.ReLU()(x))
+    return tf_keras.Model(inputs, tf_keras.layers.Dense(num_classes)(x))
+
+
 def build_hard_swish_classifier(input_shape=(8, 8, 3), num_classes=4, seed=0, spatial_size=1):
     """MobileNetV3's blocks in small: Conv+BN, hard-swish, squeeze-excite, Dense logits.
 

@@ -12,7 +12,7 @@ import pytest
 import zscgan_tf  # noqa: F401  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
 import tf_keras
 
-from conftest import build_tiny_classifier
+from conftest import build_student_failing_classifier, build_tiny_classifier
 from tool_process import ToolProcess
 from zscgan_tf import data, generator as generator_lib, pipeline, teacher_training
 from zscgan_tf.preprocessing import Preprocessing
@@ -263,6 +263,28 @@ def test_bad_input_is_one_line_and_exit_2(benchmark_process, tmp_path, arguments
     assert last_line.startswith(f"error: {message.replace('FILE', str(a_file))}"), last_line
     assert "Traceback" not in completed.stderr
     assert not work_dir.exists()  # Nothing is created before a teacher and its data have loaded.
+
+
+@pytest.mark.parametrize("kind, problem", [
+    ("shared_conv", "TF-MOT could not quantize the teacher "),
+    ("bn_axis_1", "its int8 TFLite would keep ")])
+def test_a_scheme_whose_student_would_fail_is_refused_before_any_row(tmp_path, capsys, kind, problem):
+    # It failed at its QAT row, once the generator had trained for the rows before.
+    from zscgan_tf import benchmark_rows
+    from zscgan_tf.benchmark_config import BenchmarkConfig
+    from zscgan_tf.errors import UserError
+    teacher_path = str(tmp_path / f"{kind}.keras")
+    build_student_failing_classifier(kind, num_classes=10).save(teacher_path)
+    benchmark = BenchmarkConfig(teachers=(teacher_path,), dataset="digits", work_dir=str(tmp_path / "bench"),
+                                eval_max_samples=20, calibration_samples=10, schemes=("w8a8", "w4a4"),
+                                calibration_draws=0, w4a4_seed_draws=0)
+    with pytest.raises(UserError) as raised:
+        benchmark_rows.run_benchmark(benchmark, progress=False)
+    message = str(raised.value)
+    assert message.startswith(f"[{kind}] the W8A8 QAT rows would fail once the rows before them had run: {problem}")
+    assert message.endswith("; drop w8a8 from --schemes") and "allow_float_ops" not in message, message
+    assert ": computing" not in capsys.readouterr().out
+    assert not os.path.exists(tmp_path / "bench" / kind / "rows.json")
 
 
 @pytest.mark.skipif(not data.is_idx_directory(data.DEBIAN_FASHION_MNIST_DIR),

@@ -22,7 +22,7 @@ from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest
 from zscgan_tf.teachers import TeacherSource
 
-from conftest import build_two_block_classifier
+from conftest import build_student_failing_classifier, build_two_block_classifier
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +40,9 @@ def _flagfile(tmp_path, teacher_path, work_dir, steps=4, extra=()):
 
 def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     work_dir = tmp_path / "run"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    # With a setting no evaluation uses, as a flagfile written for one may have.
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}",
+                       "--eval_max_samples=7"]) == 0
     for name in ("config.json", "state.json", "generator.keras", "samples.png", "report.json", "report.md",
                  "student.h5", "teacher_float.tflite", "ptq_int8.tflite", "qat_int8.tflite", "export_report.md"):
         assert (work_dir / name).is_file(), name
@@ -71,6 +73,7 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     out = capsys.readouterr().out
     # Asked for no evaluation, it is not told to set the flag it set.
     assert "evaluation: no real data to evaluate on (--eval_dataset=none)\n" in out
+    assert out.count("note: --eval_max_samples does nothing with no evaluation data (--eval_dataset=none)\n") == 1
     assert "done:" in out
     # What TensorFlow computes on, in place of its CUDA lines that start_up drops.
     assert re.search(r"^device: (the CPU \(TensorFlow sees no GPU\)|GPU:0 \(.+\))$", out, re.MULTILINE)
@@ -734,10 +737,55 @@ def test_run_saved_before_a_changed_default_existed_reads_as_run_with_the_old_va
                                              "quantization.keep_first_and_last_at_8_bits"}),
     ({"quantization": {"scheme": "w4a8"}}, set()),
     ({"quantization": {"scheme": "w8a4"}}, set()),
+    # Without QAT, every QAT setting but the step count is inert.
+    ({"distillation": {"steps": 0}}, {f"distillation.{field.name}"
+                                      for field in dataclasses.fields(config_lib.DistillationConfig)} - {
+                                          "distillation.steps"}),
+    ({"distillation": {"steps": 3}}, set()),
     # Damaged configs: nothing is inert, so every difference is named.
-    ({"quantization": 5}, set()), ({"quantization": {"scheme": 8}}, set()), ({}, set()), ([], set())])
-def test_only_an_8_bit_run_ignores_the_low_bit_options(saved, inert):
+    ({"quantization": 5}, set()), ({"quantization": {"scheme": 8}}, set()), ({"distillation": 0}, set()), ({}, set()),
+    ([], set())])
+def test_only_an_8_bit_run_ignores_the_low_bit_options_and_only_a_run_without_qat_its_settings(saved, inert):
     assert config_lib.inert_settings(saved) == inert
+
+
+def test_settings_a_run_never_uses_are_noted_when_changed_from_their_defaults():
+    def notes(**sections):
+        return config_lib.unused_settings_notes(config_lib.RunConfig(**sections))
+
+    distillation, quantization = config_lib.DistillationConfig, config_lib.QuantizationConfig
+    assert notes() == []  # Defaults: W8A8 with QAT.
+    assert notes(distillation=distillation(steps=0)) == []  # Set to their defaults, nothing to say.
+    assert notes(distillation=distillation(steps=0, temperature=2.0, batch_size=16, flip=True)) == [
+        "--distillation_batch_size, --flip, --temperature do nothing with --distillation_steps=0: no QAT student is "
+        "trained"]
+    assert notes(distillation=distillation(steps=0, joint_generator=True)) == [
+        "--joint_generator does nothing with --distillation_steps=0: no QAT student is trained"]
+    assert notes(distillation=distillation(temperature=2.0)) == []  # Used by QAT.
+    assert notes(quantization=quantization(keep_first_and_last_at_8_bits=False, low_bit_ranges="min_max")) == [
+        "--keep_first_and_last_at_8_bits, --low_bit_ranges are for widths below 8 bits and do nothing in "
+        "--quantization=w8a8"]
+    assert notes(quantization=quantization(scheme="w4a4", keep_first_and_last_at_8_bits=False)) == []
+
+
+@pytest.mark.parametrize("source, settings, note", [
+    ("digits", {"data_dir": "/data"}, "--eval_data_dir does nothing with digits as the evaluation data"),
+    ("digits", {"manual_dir": "/m", "split": "train"},
+     "--eval_manual_dir does nothing with digits as the evaluation data"),
+    ("fashion_mnist", {"data_dir": "/idx"}, None),  # IDX files, or TFDS's data directory.
+    ("fashion_mnist", {"manual_dir": "/m"},
+     "--eval_manual_dir does nothing with fashion_mnist as the evaluation data"),
+    ("tfds:imagenet2012", {"data_dir": "/d", "manual_dir": "/m", "max_samples": 5}, None),
+    ("/data/images", {"data_dir": "/d", "resize": True}, "--eval_data_dir does nothing with /data/images as the "
+     "evaluation data"),
+    ("none", {"split": "val", "max_samples": 10, "resize": True},
+     "--eval_split, --eval_max_samples, --eval_resize do nothing with no evaluation data (--eval_dataset=none)"),
+    ("none", {"latency_runs": 5, "samples_per_class": 3}, None),  # Latency and the generated samples' report.
+    ("", {"data_dir": "/d"}, "--eval_data_dir does nothing with no evaluation data (the teacher names none)"),
+    ("digits", {}, None)])
+def test_evaluation_settings_a_source_never_reads_are_noted(source, settings, note):
+    evaluation = config_lib.EvaluationConfig(dataset=source, **settings)
+    assert evaluation_stage.unused_evaluation_settings(evaluation, source) == note
 
 
 def test_low_bit_range_method_binds_a_w4a4_run_and_not_an_8_bit_one(tmp_path, tiny_teacher_file, capsys):
@@ -820,21 +868,6 @@ def test_teacher_the_converter_cannot_make_integer_is_one_line_before_training(t
     assert not work_dir.exists()
 
 
-def _teacher_with(kind):
-    """A small teacher the QAT student of which fails where the teacher's own conversion does not."""
-    import tf_keras
-    tf_keras.utils.set_random_seed(0)
-    inputs = tf_keras.Input((8, 8, 1))
-    if kind == "shared_conv":  # One Conv2D applied twice: TF-MOT refuses the BatchNormalization after it.
-        conv = tf_keras.layers.Conv2D(1, 3, padding="same", name="shared")
-        x = tf_keras.layers.BatchNormalization()(conv(tf_keras.layers.BatchNormalization()(conv(inputs))))
-    else:  # BatchNormalization over the rows of an NHWC tensor: the student keeps a float op.
-        x = tf_keras.layers.Conv2D(4, 3, padding="same")(inputs)
-        x = tf_keras.layers.BatchNormalization(axis=1)(x)
-    x = tf_keras.layers.GlobalAveragePooling2D()(tf_keras.layers.ReLU()(x))
-    return tf_keras.Model(inputs, tf_keras.layers.Dense(4)(x))
-
-
 @pytest.mark.parametrize("kind, message", [
     ("shared_conv", "error: TF-MOT could not quantize the teacher "),
     ("bn_axis_1", "error: the W8A8 QAT student cannot be exported as fully-integer TFLite, so this run would fail "
@@ -844,7 +877,7 @@ def test_a_student_that_would_fail_after_training_is_one_line_before_it_and_ptq_
     # Both were found only once the generator had trained: a TF-MOT error naming its API, or an
     # export error telling to "pass allow_float_ops=True".
     teacher_path = str(tmp_path / f"{kind}.keras")
-    _teacher_with(kind).save(teacher_path)
+    build_student_failing_classifier(kind).save(teacher_path)
     work_dir = tmp_path / "run"
     flagfile = _flagfile(tmp_path, teacher_path, work_dir)
     assert train.main(["train", f"--flagfile={flagfile}"]) == 2
@@ -855,6 +888,11 @@ def test_a_student_that_would_fail_after_training_is_one_line_before_it_and_ptq_
     assert train.main(["train", f"--flagfile={flagfile}", "--distillation_steps=0"]) == 0
     with open(work_dir / "ptq_int8.tflite", "rb") as model_file:
         assert tflite_model.inspect_tflite(model_file.read()).is_fully_integer
+    # The flagfile's QAT settings, which the advised run does not use, are named once, before the teacher loads.
+    out = capsys.readouterr().out
+    note = ("note: --distillation_batch_size, --distillation_checkpoint_every do nothing with --distillation_steps=0: "
+            "no QAT student is trained\n")
+    assert out.count(note) == 1 and out.index(note) < out.index("teacher: ")
 
 
 def test_a_per_tensor_w8a8_student_that_cannot_export_is_one_line_before_training_and_ptq_alone_runs(

@@ -19,7 +19,8 @@ import numpy as np
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import data, distill, distilled_data, evaluate, export, pipeline, quantization_stages, quantize
-from zscgan_tf import labeled_images, reproducibility, run_report, run_state, teachers, throughput, zero_shot
+from zscgan_tf import (labeled_images, reproducibility, run_report, run_state, teachers, tflite_model, throughput,
+                       zero_shot)
 from zscgan_tf.benchmark_config import (CALIBRATION_SEED_OFFSET, DISTILLATION_SEED_OFFSET, EVALUATION_SEED_OFFSET,
                                         NOISE_SEED_OFFSET, SPREAD_SEED_OFFSET, BenchmarkConfig, validate)
 from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, format_results, points, targets
@@ -214,6 +215,7 @@ class TeacherBenchmark:
         self.check_same_teacher()
         self.check_generators()
         rows = self.rows()
+        self.check_students(rows)
         for index, (row_id, label, compute, settings) in enumerate(rows, 1):
             key = row_key(row_id, settings)
             cached = self.cache.get(row_id)
@@ -397,6 +399,45 @@ class TeacherBenchmark:
             if os.path.isdir(run_config.work_dir):
                 pipeline.check_not_shortened(run_config)
                 config_lib.check_saved(run_config)
+
+    def check_students(self, rows) -> None:
+        """Builds the QAT student of each scheme whose rows in `rows` are not cached, and converts
+        an exportable one to int8 TFLite as its rows will, on a few uniform samples: a teacher
+        TF-MOT cannot quantize, or a student the converter keeps float ops in, is refused
+        before any row rather than once the generator rows before have trained (a few seconds
+        a scheme for this benchmark's teachers).
+
+        Raises:
+          UserError: naming the scheme and the flag to change.
+        """
+        uncached = {row_id for row_id, _, _, settings in rows
+                    if (self.cache.get(row_id) or {}).get("key") != row_key(row_id, settings)}
+        input_range = self.teacher.input_range()
+        samples = np.random.default_rng(self.config.seed).uniform(
+            *input_range, (quantization_stages.INTEGER_CHECK_SAMPLES,) + tuple(self.teacher.image_shape)
+        ).astype(np.float32)
+        for scheme_name in self.config.schemes:
+            spreads = {"w4a4_spread", "w4a4_pool_spread"} if scheme_name == "w4a4" else set()
+            if not uncached & ({f"zscgan_qat_{scheme_name}", f"real_qat_{scheme_name}"} | spreads):
+                continue
+            scheme = self.config.quantization_scheme(scheme_name)
+            problem = ""
+            try:
+                with quantize.automatic_names_unchanged():
+                    student, _ = quantize.quantize_student(self.teacher.model, scheme, calibration_inputs=samples,
+                                                           input_range=input_range)
+                if scheme.exportable:  # Float ops allowed here, so that the message can name their layers.
+                    report = tflite_model.inspect_tflite(export.convert_to_tflite(
+                        student, export.representative_dataset_from_array(samples, input_range), mode="int8",
+                        allow_float_ops=True))
+                    if report.non_integer_ops:
+                        problem = (f"its int8 TFLite would keep {export.float_ops_description(report, student)} "
+                                   "float")
+            except UserError as error:
+                problem = str(error).rstrip(".")
+            if problem:
+                raise UserError(f"[{self.teacher.name}] the {scheme_name.upper()} QAT rows would fail once the rows "
+                                f"before them had run: {problem}; drop {scheme_name} from --schemes")
 
     def trained_generator(self, pool_draw: int = 0):
         """The benchmark's generator pool (`pool_draw` 0) or further pool `pool_draw`

@@ -396,20 +396,54 @@ def differences(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
     return sorted(key for key in set(saved_flat) | set(current_flat) if saved_flat.get(key) != current_flat.get(key))
 
 
+# The options of bit widths below 8, which an 8-bit scheme never uses.
+LOW_BIT_OPTIONS = ("quantization.low_bit_ranges", "quantization.keep_first_and_last_at_8_bits")
+
+
 def inert_settings(config: Dict[str, Any]) -> Set[str]:
     """Dotted names of the settings that change nothing in a run with this config dict.
 
     The options of bit widths below 8 (`low_bit_ranges`, `keep_first_and_last_at_8_bits`)
-    do nothing in an 8-bit run, so a W8A8 work directory resumes whatever they say.
+    do nothing in an 8-bit run, so a W8A8 work directory resumes whatever they say; nor
+    do the QAT settings in a run without QAT (`distillation.steps` 0).
     """
-    quantization = config.get("quantization") if isinstance(config, dict) else None
-    if not isinstance(quantization, dict):  # A damaged config: every difference counts.
+    if not isinstance(config, dict):  # A damaged config: every difference counts.
         return set()
-    try:
-        eight_bit = QuantizationScheme.from_name(quantization.get("scheme")).exportable
-    except UserError:  # Not a scheme name: every difference counts.
-        return set()
-    return {"quantization.low_bit_ranges", "quantization.keep_first_and_last_at_8_bits"} if eight_bit else set()
+    inert = set()
+    distillation = config.get("distillation")
+    if isinstance(distillation, dict) and distillation.get("steps") == 0:
+        inert |= {f"distillation.{field.name}" for field in dataclasses.fields(DistillationConfig)
+                  if field.name != "steps"}
+    quantization = config.get("quantization")
+    if isinstance(quantization, dict):
+        try:
+            if QuantizationScheme.from_name(quantization.get("scheme")).exportable:
+                inert |= set(LOW_BIT_OPTIONS)
+        except UserError:  # Not a scheme name: its options count.
+            pass
+    return inert
+
+
+def unused_settings_notes(config: RunConfig) -> List[str]:
+    """One note for each kind of setting changed from its default that `config` never uses
+    (`inert_settings`): a flagfile written for other runs may set them, but a user who
+    changed one by hand should hear that it does nothing."""
+    current, defaults = _flatten(current_dict(config)), _flatten(current_dict(RunConfig()))
+    unused = [key for key in sorted(inert_settings(current_dict(config))) if current[key] != defaults[key]]
+
+    def flag_list(keys):
+        return ", ".join(f"--{DISTILLATION_FLAGS.get(key.split('.')[1], key.split('.')[1])}" for key in keys)
+
+    notes = []
+    without_qat = [key for key in unused if key.startswith("distillation.")]
+    if without_qat:
+        notes.append(f"{flag_list(without_qat)} {'does' if len(without_qat) == 1 else 'do'} nothing with "
+                     "--distillation_steps=0: no QAT student is trained")
+    low_bit = [key for key in unused if key in LOW_BIT_OPTIONS]
+    if low_bit:
+        notes.append(f"{flag_list(low_bit)} {'is' if len(low_bit) == 1 else 'are'} for widths below 8 bits and "
+                     f"{'does' if len(low_bit) == 1 else 'do'} nothing in --quantization={config.quantization.scheme}")
+    return notes
 
 
 # The teacher settings are all about which model is read and how: a run resumes with any of

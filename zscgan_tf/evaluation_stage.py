@@ -22,7 +22,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from zscgan_tf import data, edge_tpu, evaluate, evaluation_progress, stop_signals, teachers, tflite_model
-from zscgan_tf.config import RunConfig
+from zscgan_tf.config import EvaluationConfig, RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import bytes_digest
 from zscgan_tf.labeled_images import CENTRAL_CROP_FRACTION, LabeledImages, MixedImageSizesError
@@ -88,6 +88,31 @@ def _load_evaluation_data(run_config: RunConfig, teacher: Teacher, source: str, 
                                  progress=progress, **subset)
 
 
+# Which evaluation settings each kind of source reads (`data.load_dataset`); "" is no data.
+_SOURCE_SETTINGS = {"": (), NO_EVALUATION: (), "digits": ("split", "max_samples", "resize"),
+                    "fashion_mnist": ("data_dir", "split", "max_samples", "resize"),
+                    "tfds:": ("data_dir", "manual_dir", "split", "max_samples", "resize"),
+                    "directory": ("split", "max_samples", "resize")}
+_DATA_SETTING_FLAGS = {"data_dir": "eval_data_dir", "manual_dir": "eval_manual_dir", "split": "eval_split",
+                       "max_samples": "eval_max_samples", "resize": "eval_resize"}
+
+
+def unused_evaluation_settings(settings: EvaluationConfig, source: str) -> Optional[str]:
+    """What a note says of the data settings changed from their defaults that `source` (the
+    dataset evaluated, "" for none) never reads, or None: `--eval_data_dir` with digits, say,
+    or `--eval_split` with no evaluation data."""
+    kind = "tfds:" if source.startswith("tfds:") else source if source in _SOURCE_SETTINGS else "directory"
+    defaults = EvaluationConfig()
+    unused = [f"--{flag}" for name, flag in _DATA_SETTING_FLAGS.items()
+              if name not in _SOURCE_SETTINGS[kind] and getattr(settings, name) != getattr(defaults, name)]
+    if not unused:
+        return None
+    data_named = {"": "no evaluation data (the teacher names none)",
+                  NO_EVALUATION: f"no evaluation data (--eval_dataset={NO_EVALUATION})"}.get(
+                      source, f"{source} as the evaluation data")
+    return f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} nothing with {data_named}"
+
+
 def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
                        progress: bool = False) -> Optional[LabeledImages]:
     """The held-out real data, shaped for the teacher, or None when there is none to use.
@@ -101,7 +126,10 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
     """
     settings = run_config.evaluation
     source, data_dir = teacher.real_data(settings.dataset, settings.data_dir)
+    unused = unused_evaluation_settings(settings, source)
     if not source or source == NO_EVALUATION:
+        if unused:
+            say(f"note: {unused}")
         return None
     try:
         dataset = _load_evaluation_data(run_config, teacher, source, data_dir, progress)
@@ -110,6 +138,8 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
             raise
         raise UserError(f"{error} (the teacher's training data, as its sidecar names it; pass --eval_dataset for "
                         f"other data, or --eval_dataset={NO_EVALUATION})") from None
+    if unused:  # Said once the data has loaded: a source that fails to load is the error to read.
+        say(f"note: {unused}")
     dataset = _matched_to_teacher_classes(dataset, teacher, source)
     # The report calls it held-out data; a teacher knows its training images (TFDS slices too: train[:10%]).
     if settings.split.split("[")[0] == TRAINING_SPLIT:

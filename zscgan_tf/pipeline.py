@@ -468,6 +468,8 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     """
     check_work_dir(run_config)
     check_not_shortened(run_config)
+    for note in config_lib.unused_settings_notes(run_config):
+        say(f"note: {note}")
     source = generator_reuse.generator_source(run_config, generator_from) if generator_from else None
     tf_keras.utils.set_random_seed(run_config.seed)
     teacher = teachers.load_teacher(run_config.teacher, progress=progress)
