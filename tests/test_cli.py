@@ -118,6 +118,21 @@ def test_numbers_no_range_check_would_catch_are_refused_as_flags_are_read(argume
     cli.parse_flags(train.FLAGS, ["train"])  # Back to the defaults for the tests after.
 
 
+@pytest.mark.parametrize("resumable, kept", [
+    (True, "what was written before stays (a run resumes from its last checkpoint)"),
+    (False, "what was written before stays")])  # A conversion starts again: it has no checkpoint.
+def test_a_full_disk_tells_of_checkpoints_only_in_a_command_that_resumes(resumable, kept, capsys):
+    import errno
+    from absl import flags
+
+    def body():
+        raise OSError(errno.ENOSPC, "No space left on device", "/out/model.tflite")
+
+    assert cli.run_command(flags.FlagValues(), ["command"], body, resumable=resumable) == cli.STORAGE_FULL_STATUS
+    assert capsys.readouterr().err.strip() == (
+        f"error: the disk is full (writing /out/model.tflite); free some space and rerun the same command: {kept}")
+
+
 @pytest.mark.parametrize("error", [MemoryError("Unable to allocate 3.64 TiB for an array with shape (10**12, 8, 8, 1)"),
                                    "tensorflow"])
 def test_an_allocation_that_fails_is_one_line_and_status_5(error, capsys):

@@ -352,6 +352,43 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_
         assert "distilled" not in result.stdout  # Refused before the distilled inputs were made.
 
 
+def test_an_output_that_would_replace_a_file_other_than_a_tflite_model_is_refused(run_dir, tmp_path, convert):
+    # The model converted, or a run's config, was replaced by the .tflite without a word.
+    work_dir, teacher_path = run_dir
+    teacher_copy = tmp_path / "teacher.keras"
+    shutil.copy(teacher_path, teacher_copy)
+    config_copy = tmp_path / "config.json"
+    shutil.copy(work_dir / "config.json", config_copy)
+    for output in (teacher_copy, config_copy):
+        before = output.read_bytes()
+        result = convert(f"--teacher={teacher_copy}", "--mode=float", f"--output={output}")
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: --output {str(output)!r} exists and is not a TFLite model, which it would replace; name a new "
+            ".tflite file, or delete that one first")
+        assert output.read_bytes() == before
+    # A TFLite model, or an empty file, is replaced.
+    output = tmp_path / "float.tflite"
+    for existing in (b"", (work_dir / "teacher_float.tflite").read_bytes()[:100]):
+        output.write_bytes(existing)
+        assert convert(f"--teacher={teacher_copy}", "--mode=float", f"--output={output}").returncode == 0
+        assert _model_report(output).inputs[0].dtype == "float32"
+
+
+def test_a_run_directory_in_use_by_a_run_is_refused_and_converts_once_it_is_free(run_dir, tmp_path, convert):
+    # Its training deleted the checkpoint being read: a NotFoundError traceback.
+    from conftest import lock_held_by_another_process
+    work_dir, _ = run_dir
+    output = tmp_path / "student.tflite"
+    with lock_held_by_another_process(work_dir) as other:
+        result = convert(f"--run_dir={work_dir}", f"--output={output}")
+    assert result.returncode == 2 and not output.exists()
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {str(work_dir)!r} is in use by another run (process {other.pid}); convert it once that run has "
+        "finished or stopped")
+    assert convert(f"--run_dir={work_dir}", f"--output={output}").returncode == 0 and output.exists()
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--student=/nonexistent/student.h5"], "student '/nonexistent/student.h5' does not exist"),
     (["--teacher=TEACHER"], "is a float model: an int8 export needs calibration inputs: --generator, or "

@@ -35,6 +35,60 @@ def test_write_bytes_atomic_keeps_old_file_when_replace_fails(tmp_path, monkeypa
     assert os.listdir(tmp_path) == ["model.tflite"]
 
 
+def test_a_failed_write_names_the_file_it_was_writing(tmp_path, monkeypatch):
+    # A full disk fails in the temporary file's write or fsync, whose error names no file: the message
+    # for it said "the disk is full" without saying what was being written.
+    import errno
+
+    def disk_full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", disk_full)
+    path = tmp_path / "report.md"
+    with pytest.raises(OSError) as raised:
+        files.write_bytes_atomic(str(path), b"data")
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(path)
+    assert os.listdir(tmp_path) == []
+
+
+def _ended_process_id() -> int:
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def test_taking_a_directory_removes_the_temporary_files_of_ended_writers_only(tmp_path):
+    # A writer killed mid-write leaves its temporary file (of a whole model, at ImageNet's scale); they
+    # were left there for good.
+    (tmp_path / "generator").mkdir()
+    ended = [tmp_path / f".tmp-{_ended_process_id()}-student.h5",
+             tmp_path / "generator" / f".tmp-{_ended_process_id()}-abc123"]
+    live = tmp_path / f".tmp-{os.getppid()}-qat_int8.tflite"  # A writer still at work.
+    mine = [tmp_path / "notes.txt", tmp_path / ".tmp-not-a-writer"]
+    for path in ended + [live] + mine:
+        path.write_bytes(b"half a model")
+    with files.exclusive_use(str(tmp_path)):
+        pass
+    assert [path for path in ended + [live] + mine if path.exists()] == [live] + mine
+    # This process's own temporary files carry its id.
+    path = tmp_path / "state.json"
+    names = []
+    original_replace = os.replace
+
+    def recording_replace(source, destination):
+        names.append(os.path.basename(source))
+        original_replace(source, destination)
+
+    import unittest.mock
+    with unittest.mock.patch.object(files.os, "replace", recording_replace):
+        files.write_json_atomic(str(path), {})
+        files.save_keras_model_atomic(tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(1)]),
+                                      str(tmp_path / "model.keras"))
+    assert len(names) == 2 and all(name.startswith(f".tmp-{os.getpid()}-") for name in names), names
+
+
 def test_write_bytes_atomic_creates_missing_directories_and_keeps_the_umask(tmp_path):
     path = tmp_path / "missing" / "model.tflite"
     files.write_bytes_atomic(str(path), b"data")

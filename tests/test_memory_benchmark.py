@@ -68,6 +68,17 @@ def test_a_work_dir_that_is_a_file_or_too_few_samples_is_one_line_before_anythin
     assert result.stderr.strip().splitlines()[-1] == (f"error: cannot use --work_dir '{a_file}': '{a_file}' is not a "
                                                       "directory")
     assert a_file.read_text() == "mine"
+    # A run's work directory: its generator would have been trained on, and the advice of the refusal that
+    # followed was to delete the directory.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "state.json").write_text("{}")
+    result = subprocess.run(COMMAND + ["--steps=6", f"--work_dir={run_dir}"], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        f"error: --work_dir '{run_dir}' is the work directory of a run (python -m zscgan_tf.train), whose generator "
+        "this benchmark would train on; choose another, or none (a temporary one)")
+    assert os.listdir(run_dir) == ["state.json"]
     # Fewer than two samples measure no growth: it trained both stages and reported "no samples".
     result = subprocess.run(COMMAND + ["--steps=6", "--sample_every=5"], cwd=REPO_ROOT, capture_output=True,
                             text=True, timeout=300)

@@ -304,10 +304,39 @@ def test_a_full_disk_is_one_line_and_exit_4(tmp_path, tiny_teacher_file, capsys,
         "before stays (a run resumes from its last checkpoint)")
 
 
-def test_a_work_directory_in_use_by_another_run_is_refused(tmp_path, tiny_teacher_file, capsys):
+def _refused_writes():
+    import tensorflow as tf
+
+    return [OSError(errno.EACCES, "Permission denied", "/runs/x/report.md"),
+            tf.errors.PermissionDeniedError(None, None, "/runs/x/distillation/checkpoints/ckpt-20_temp; Operation "
+                                                        "not permitted [Op:SaveV2]")]
+
+
+@pytest.mark.parametrize("error, quoted", zip(_refused_writes(), [
+    "[Errno 13] Permission denied: '/runs/x/report.md'",
+    "/runs/x/distillation/checkpoints/ckpt-20_temp; Operation not permitted"]))
+def test_a_write_the_system_refuses_is_one_line_and_exit_4(tmp_path, tiny_teacher_file, capsys, monkeypatch, error,
+                                                           quoted):
+    # An immutable file, another user's directory, a read-only file system: each was a traceback and status 1.
+    from zscgan_tf import pipeline
+
+    def refused(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(pipeline, "record_config", refused)
+    assert train.main(["train", *_tiny_arguments(tiny_teacher_file, tmp_path / "run")]) == cli.STORAGE_FULL_STATUS
+    assert capsys.readouterr().err.strip() == (
+        f"error: the system refused a file operation: {quoted}; fix the file's permissions or its file system and "
+        "rerun the same command: what was written before stays (a run resumes from its last checkpoint)")
+
+
+def test_a_work_directory_in_use_by_another_run_is_refused(tmp_path, tiny_teacher_file, capsys, monkeypatch):
+    from zscgan_tf import teachers
     work_dir = tmp_path / "run"
     work_dir.mkdir()
-    with lock_held_by_another_process(work_dir) as other:  # As the first of two runs on one directory holds it.
+    with lock_held_by_another_process(work_dir) as other, monkeypatch.context() as patch:
+        # As the first of two runs on one directory holds it; refused before the teacher and data load.
+        patch.setattr(teachers, "load_teacher", lambda *args, **kwargs: pytest.fail("loaded the teacher"))
         assert train.main(["train", *_tiny_arguments(tiny_teacher_file, work_dir)]) == cli.USER_ERROR_STATUS
     assert capsys.readouterr().err.strip() == (
         f"error: {str(work_dir)!r} is in use by another run (process {other.pid}); wait for it to finish, or pass "
@@ -336,7 +365,9 @@ def test_truncated_outputs_and_lost_state_are_redone(finished_run, capsys):
     state = json.loads((work_dir / "state.json").read_text())
     del state["export"]["ptq_int8"]
     (work_dir / "state.json").write_text(json.dumps(state))
-    stray = work_dir / ".tmp-12345-student.h5"
+    killed_writer = subprocess.Popen([sys.executable, "-c", ""])
+    killed_writer.wait()
+    stray = work_dir / f".tmp-{killed_writer.pid}-student.h5"  # Left by a writer killed mid-write.
     stray.write_bytes(b"half a model")
     capsys.readouterr()
     assert train.main(["train", *arguments]) == 0
@@ -348,7 +379,7 @@ def test_truncated_outputs_and_lost_state_are_redone(finished_run, capsys):
     assert (work_dir / "qat_int8.tflite").read_bytes() == whole
     _assert_valid_tflite_exports(work_dir)
     train.pipeline.load_generator(str(work_dir / "generator.keras"))
-    assert stray.read_bytes() == b"half a model"  # Never read, never mistaken for an output.
+    assert not stray.exists()  # Never read nor mistaken for an output, and removed (it stayed for good).
 
 
 def test_unreadable_state_file_means_no_stage_is_trusted(finished_run, capsys):

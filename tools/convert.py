@@ -38,6 +38,7 @@ one a line in output order, as `<output without .tflite>_labels.txt`. Bad input 
 one `error: ...` line and exits with status 2.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -296,9 +297,14 @@ def _from_run(run_dir, generator):
 
 
 def _check_output(path: str) -> None:
-    """Refuses an --output that could not be written, before minutes of calibration are spent on it."""
+    """Refuses an --output that could not be written, before minutes of calibration are spent on it,
+    or that would replace a file other than a TFLite model (the model converted, a run's
+    config: it was replaced without a word)."""
     if os.path.isdir(path):
         raise UserError(f"--output {path!r} is a directory; name the .tflite file to write")
+    if os.path.isfile(path) and os.path.getsize(path) and not model_files.is_tflite_file(path):
+        raise UserError(f"--output {path!r} exists and is not a TFLite model, which it would replace; name a new "
+                        ".tflite file, or delete that one first")
     reason = files.unusable_directory_reason(os.path.dirname(os.path.abspath(path)))
     if reason:
         raise UserError(f"cannot write --output {path!r}: {reason}")
@@ -356,6 +362,13 @@ def convert() -> None:
                       if FLAGS.run_dir else "")
         raise UserError(f"--mode={FLAGS.mode} converts a float teacher (--teacher){float_file}; a QAT student's fake "
                         "quantization converts to integer ops, so it exports with --mode=int8 only")
+    # A run training in --run_dir would delete the checkpoint being read; one started meanwhile waits.
+    with (files.exclusive_use(FLAGS.run_dir, advice="convert it once that run has finished or stopped")
+          if FLAGS.run_dir and os.access(FLAGS.run_dir, os.W_OK) else contextlib.nullcontext()):
+        _convert()
+
+
+def _convert() -> None:
     model, calibration, description, preprocessing, class_names = _model_to_convert()
     _check_weight_scales(model)
     io_dtype, allow_float_ops = _export_settings()
@@ -385,7 +398,7 @@ def convert() -> None:
     labels_path = labels_path_for(FLAGS.output)
     try:
         wrote_labels = quantization_stages.write_labels(labels_path, class_names)  # Else a stale one goes.
-    except OSError as error:
+    except OSError as error:  # A stale file is gone: another model's labels do not stay beside this one.
         if cli.is_storage_full(error):
             raise
         raise UserError(f"wrote {FLAGS.output}, but cannot write its labels {labels_path!r}: "

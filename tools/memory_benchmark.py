@@ -27,7 +27,7 @@ from absl import flags  # noqa: E402
 from zscgan_tf import cli, distill, files, pipeline, quantization_stages, quantize, teachers, zero_shot  # noqa: E402
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
-from zscgan_tf import training_loop  # noqa: E402
+from zscgan_tf import run_state, training_loop  # noqa: E402
 from zscgan_tf.training_loop import TrainingInterrupted  # noqa: E402
 
 MEBIBYTE = 1 << 20
@@ -85,6 +85,9 @@ def _check_flags():
     reason = FLAGS.work_dir and files.unusable_directory_reason(FLAGS.work_dir)
     if reason:
         raise UserError(f"cannot use --work_dir {FLAGS.work_dir!r}: {reason}")
+    if FLAGS.work_dir and os.path.isfile(os.path.join(FLAGS.work_dir, run_state.STATE_FILE)):
+        raise UserError(f"--work_dir {FLAGS.work_dir!r} is the work directory of a run (python -m zscgan_tf.train), "
+                        "whose generator this benchmark would train on; choose another, or none (a temporary one)")
     finished = FLAGS.work_dir and training_loop.latest_step(os.path.join(FLAGS.work_dir, "distillation"))
     if finished and finished >= FLAGS.steps:
         raise UserError(f"--work_dir {FLAGS.work_dir!r} holds a finished benchmark ({finished} steps of each stage): "
@@ -95,7 +98,9 @@ def _check_flags():
 def benchmark():
     _check_flags()
     if FLAGS.work_dir:
-        _measure(FLAGS.work_dir)
+        os.makedirs(FLAGS.work_dir, exist_ok=True)
+        with files.exclusive_use(FLAGS.work_dir, what="memory benchmark"):  # Two would train into one directory.
+            _measure(FLAGS.work_dir)
         return
     work_dir = tempfile.mkdtemp(prefix="zscgan_tf_memory_")
     try:

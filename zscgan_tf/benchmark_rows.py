@@ -537,6 +537,9 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
         raise UserError(f"--work_dir {benchmark.work_dir!r} is the work directory of a run (python -m "
                         "zscgan_tf.train), which the benchmark's files would be mixed into; choose another")
     _check_distinct_teacher_names(benchmark.teachers)
+    if os.path.isdir(benchmark.work_dir):  # In use: refused now, not once the first teacher and data have loaded.
+        with exclusive_use(benchmark.work_dir, what="benchmark"):
+            pass
     results = {"settings": benchmark.recorded(), "teachers": {}}
     run_started = time.monotonic()
 

@@ -8,6 +8,7 @@ flags that describe a teacher, which `train` and `tools/convert.py` share, are d
 and read back here. Library modules never import it.
 """
 
+import errno
 import math
 import os
 import re
@@ -36,6 +37,9 @@ OUT_OF_MEMORY_QUOTE = 120
 # How a full disk or quota reads in the errors of Python, h5py and TensorFlow's file writers,
 # which raise OSError, OSError without an errno, or TensorFlow's own error classes.
 STORAGE_FULL_MESSAGES = ("No space left on device", "Disk quota exceeded")
+# File operations the system refuses for another reason than space (`is_file_access_refused`),
+# answered with a line and `STORAGE_FULL_STATUS` too.
+FILE_ACCESS_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
 INTERRUPTED_STATUS = stop_signals.exit_status(signal.SIGINT)  # 130, as a shell reports it.
 TERMINATED_STATUS = stop_signals.exit_status(signal.SIGTERM)  # 143.
 HELP_ARGUMENTS = ("--help", "-h", "-?", "--helpshort")  # The entry point's own flags.
@@ -142,7 +146,8 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
 
     Returns:
       0 on success or after help (or the status `body` returned), `USER_ERROR_STATUS` for bad
-      input, `NUMERICAL_FAULT_STATUS` for a NaN/Inf loss, `STORAGE_FULL_STATUS` for a full disk,
+      input, `NUMERICAL_FAULT_STATUS` for a NaN/Inf loss, `STORAGE_FULL_STATUS` for a full disk
+      or a file operation the system refuses, `OUT_OF_MEMORY_STATUS` for a failed allocation,
       `INTERRUPTED_STATUS` for Ctrl-C, `TERMINATED_STATUS` for SIGTERM, 129 for SIGHUP and 141
       for a closed output (which stop a command as Ctrl-C does: `stop_signals`).
     """
@@ -186,11 +191,14 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
             return report("error", f"out of memory ({first_line(error)[:OUT_OF_MEMORY_QUOTE]}); lower the batch "
                           "sizes or sample counts, or free memory, and rerun: what was written before stays",
                           OUT_OF_MEMORY_STATUS)
-        if not is_storage_full(error):
-            raise
-        return report("error", f"the disk is full{_file_being_written(error)}; free some space and rerun the same "
-                      "command: what was written before stays (a run resumes from its last checkpoint)",
-                      STORAGE_FULL_STATUS)
+        kept = "what was written before stays" + (" (a run resumes from its last checkpoint)" if resumable else "")
+        if is_storage_full(error):
+            return report("error", f"the disk is full{_file_being_written(error)}; free some space and rerun the "
+                          f"same command: {kept}", STORAGE_FULL_STATUS)
+        if is_file_access_refused(error):
+            return report("error", f"the system refused a file operation: {first_line(error)}; fix the file's "
+                          f"permissions or its file system and rerun the same command: {kept}", STORAGE_FULL_STATUS)
+        raise
 
 
 def _rerun_advice(resumable: bool) -> str:
@@ -208,6 +216,16 @@ def is_out_of_memory(error: BaseException) -> bool:
 def is_storage_full(error: Exception) -> bool:
     """Whether `error` is a write that failed for a full disk or quota (`STORAGE_FULL_MESSAGES`)."""
     return any(message in str(error) for message in STORAGE_FULL_MESSAGES)
+
+
+def is_file_access_refused(error: Exception) -> bool:
+    """Whether `error` is a file operation the system refused, other than for space: no
+    permission (an immutable file, another user's directory), a read-only file system, a
+    failing disk (`FILE_ACCESS_ERRNOS`); from Python, or from TensorFlow's writers."""
+    if isinstance(error, OSError):
+        return error.errno in FILE_ACCESS_ERRNOS
+    return type(error).__name__ == "PermissionDeniedError" or any(
+        os.strerror(number) in str(error) for number in FILE_ACCESS_ERRNOS)
 
 
 def _file_being_written(error: Exception) -> str:

@@ -2,8 +2,9 @@
 
 Each writer writes a temporary file in the destination's directory, flushes it to
 disk and renames it over the destination; a crash leaves at most a stray temporary
-file that no stage reads. `exclusive_use` keeps a second process from working in a
-directory (a run started twice) while the first does.
+file that no stage reads, named with the writer's process id, which the next process to
+take the directory's lock removes. `exclusive_use` keeps a second process from working
+in a directory (a run started twice) while the first does.
 """
 
 import contextlib
@@ -11,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import warnings
 from typing import Callable, Optional
@@ -34,11 +36,21 @@ def _current_umask() -> int:
     return mask
 
 
+def _temporary_prefix() -> str:
+    """The start of this process's temporary files' names: `.tmp-<process id>-`."""
+    return f"{TEMPORARY_PREFIX}{os.getpid()}-"
+
+
 def write_bytes_atomic(path: str, data: bytes) -> str:
-    """Writes `data` to `path` atomically and returns `path`."""
+    """Writes `data` to `path` atomically and returns `path`.
+
+    Raises:
+      OSError: as the write failed, naming `path` as its `filename` (a full disk fails in
+        a write to the temporary file, which names none).
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, temporary_path = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=directory)
+    handle, temporary_path = tempfile.mkstemp(prefix=_temporary_prefix(), dir=directory)
     try:
         with os.fdopen(handle, "wb") as temporary_file:
             temporary_file.write(data)
@@ -46,9 +58,11 @@ def write_bytes_atomic(path: str, data: bytes) -> str:
             os.fsync(temporary_file.fileno())
         os.chmod(temporary_path, _DEFAULT_FILE_MODE & ~_current_umask())
         os.replace(temporary_path, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary_path):
             os.remove(temporary_path)
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = path
         raise
     return path
 
@@ -98,7 +112,7 @@ def save_keras_model_atomic(model, path: str) -> str:
         raise ValueError(f"expected a .keras or .h5 path, got {path!r}")
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    temporary_path = os.path.join(directory, f"{TEMPORARY_PREFIX}{os.getpid()}-{os.path.basename(path)}")
+    temporary_path = os.path.join(directory, f"{_temporary_prefix()}{os.path.basename(path)}")
     try:
         with warnings.catch_warnings(), _tensorflow_warnings_off():
             # HDF5 on purpose: a TF-MOT model saved as `.keras` does not load back.
@@ -152,6 +166,35 @@ def file_digest(path: str) -> Optional[str]:
     return digest.hexdigest()
 
 
+# A temporary file's name: the prefix, then the process id of its writer.
+_TEMPORARY_NAME = re.compile(re.escape(TEMPORARY_PREFIX) + r"(\d+)-")
+
+
+def _process_exists(process_id: int) -> bool:
+    try:
+        os.kill(process_id, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # Another user's process; no process id of this system's.
+        return True
+    return True
+
+
+def remove_stray_temporary_files(directory: str) -> int:
+    """Removes the temporary files under `directory` whose writer has ended (killed while it
+    wrote: a killed process removes none), as its name says; returns how many. For the
+    holder of `directory`'s lock, under which no other run writes there."""
+    removed = 0
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            found = _TEMPORARY_NAME.match(name)
+            if found and not _process_exists(int(found.group(1))):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(folder, name))
+                    removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it to finish, or pass another directory",
                   on_wait: Optional[Callable[[str], None]] = None):
@@ -203,6 +246,7 @@ def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it 
             lock_file.write(f"process {os.getpid()}")
             lock_file.flush()
             _HELD_DIRECTORIES.add(key)
+            remove_stray_temporary_files(directory)
         try:
             yield
         finally:

@@ -37,6 +37,12 @@ TF_MOT_TRAINING_WRAPPERS = {"PruneLowMagnitude": "pruning", "ClusterWeights": "c
 MIXED_PRECISION_DEVICE_CHECK = "Mixed precision compatibility check"
 
 
+def is_tflite_file(path: str) -> bool:
+    """Whether the file at `path` is a TFLite flatbuffer (its identifier, at bytes 4 to 8)."""
+    with open(path, "rb") as model_file:
+        return model_file.read(8)[4:8] == TFLITE_FILE_IDENTIFIER
+
+
 def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model:
     """Loads a saved tf_keras model (`.keras`, `.h5` or SavedModel directory) without compiling.
 

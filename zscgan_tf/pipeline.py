@@ -467,6 +467,9 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
         starts from, instead of training one (`generator_reuse.take_generator`); "" trains its own.
     """
     check_work_dir(run_config)
+    if os.path.isdir(run_config.work_dir):  # In use: refused now, not once the teacher and data have loaded.
+        with exclusive_use(run_config.work_dir):
+            pass
     check_not_shortened(run_config)
     for note in config_lib.unused_settings_notes(run_config):
         say(f"note: {note}")

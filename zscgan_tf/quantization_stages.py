@@ -16,6 +16,7 @@ Work directory files added here:
 - `labels.txt`: the teacher's class names, one a line in output order, when it has them.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -417,13 +418,19 @@ def teacher_class_names(teacher: Teacher) -> Tuple[str, ...]:
 def write_labels(path: str, class_names: Tuple[str, ...]) -> bool:
     """Writes a labels file: `class_names` one a line, output i on line i + 1, as Coral's
     examples read one. Without names, writes nothing and removes a file an earlier model
-    left at `path`. Returns whether it wrote one."""
-    if not class_names:
-        if os.path.exists(path):
+    left at `path`; so does a write that fails (a full disk), before its error is raised:
+    another model's labels must not stay beside this one. Returns whether it wrote one."""
+    try:
+        if class_names:
+            write_text_atomic(path, "".join(f"{name}\n" for name in class_names))
+            return True
+    except OSError:
+        with contextlib.suppress(OSError):
             os.remove(path)
-        return False
-    write_text_atomic(path, "".join(f"{name}\n" for name in class_names))
-    return True
+        raise
+    if os.path.exists(path):
+        os.remove(path)
+    return False
 
 
 def _write_labels(work_dir: str, teacher: Teacher) -> list:
