@@ -89,6 +89,18 @@ def test_taking_a_directory_removes_the_temporary_files_of_ended_writers_only(tm
     assert len(names) == 2 and all(name.startswith(f".tmp-{os.getpid()}-") for name in names), names
 
 
+def test_a_write_to_a_symbolic_link_replaces_its_target_and_keeps_the_link(tmp_path):
+    # The link was replaced by a file of its own, and the file it pointed to kept the old model.
+    (tmp_path / "models").mkdir()
+    target = tmp_path / "models" / "v1.tflite"
+    target.write_bytes(b"old")
+    link = tmp_path / "latest.tflite"
+    link.symlink_to(target)
+    assert files.write_bytes_atomic(str(link), b"new") == str(link)
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path / "models")) == ["v1.tflite"]
+
+
 def test_write_bytes_atomic_creates_missing_directories_and_keeps_the_umask(tmp_path):
     path = tmp_path / "missing" / "model.tflite"
     files.write_bytes_atomic(str(path), b"data")

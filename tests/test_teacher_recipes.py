@@ -63,6 +63,17 @@ def test_ensure_builtin_teacher_trains_once_then_reuses(tmp_path, monkeypatch, c
         teacher_recipes.ensure_builtin_teacher("nope")
 
 
+def test_a_cache_that_cannot_be_written_says_how_to_choose_another(monkeypatch):
+    # Before, it said only that the place was not writable.
+    monkeypatch.setattr(teacher_recipes, "BUILTIN_TEACHERS", {"tiny_digits": TINY_RECIPE})
+    _forbid_training(monkeypatch, "trained without a place to save the teacher")
+    with pytest.raises(UserError) as raised:
+        teacher_recipes.ensure_builtin_teacher("tiny_digits", cache_dir="/proc/zscgan_tf_cache", progress=False)
+    assert str(raised.value).startswith("cannot write the teacher '/proc/zscgan_tf_cache/tiny_digits.keras': ")
+    assert str(raised.value).endswith(f"; set {teacher_recipes.CACHE_ENVIRONMENT_VARIABLE} (or --teacher_cache_dir) "
+                                      "to a writable directory to cache built-in teachers in")
+
+
 class _StopAfterSecondEpoch(tf_keras.callbacks.BackupAndRestore):
     """Keras's backup, then Ctrl-C as the second epoch ends."""
 

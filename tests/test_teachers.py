@@ -134,6 +134,9 @@ def _save_other_kind(model, tmp_path, kind: str) -> str:
     elif kind == "not_hdf5":
         path = tmp_path / "model.h5"  # A pickle, say: h5py's "file signature not found" before.
         path.write_bytes(b"\x80\x04\x95 not HDF5")
+    elif kind in ("empty_tflite", "empty_keras"):  # A copy that did not finish: h5py's "signature not found".
+        path = tmp_path / ("model.tflite" if kind == "empty_tflite" else "model.keras")
+        path.write_bytes(b"")
     elif kind == "json":
         path = tmp_path / "model.keras.json"  # The sidecar, given as --teacher.
         path.write_text('{"class_names": ["a", "b", "c", "d"]}')
@@ -150,6 +153,8 @@ def _save_other_kind(model, tmp_path, kind: str) -> str:
     ("onnx", "an ONNX model"),
     ("not_hdf5", r"not an HDF5 file, though named \.h5 \(HDF5's signature is not in it\)"),
     ("json", r"a JSON file \(a teacher's description, or an architecture saved with model.to_json, without weights\)"),
+    ("empty_tflite", r"an empty file \(a copy or download that did not finish\?\)"),
+    ("empty_keras", r"an empty file \(a copy or download that did not finish\?\)"),
 ])
 def test_other_kinds_of_model_file_are_named_and_refused(tmp_path, kind, what):
     path = _save_other_kind(build_tiny_classifier(), tmp_path, kind)

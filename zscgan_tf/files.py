@@ -41,14 +41,31 @@ def _temporary_prefix() -> str:
     return f"{TEMPORARY_PREFIX}{os.getpid()}-"
 
 
+def _sync_directory(directory: str) -> None:
+    """Flushes `directory`'s entries to disk, so that a rename into it survives a power loss
+    (where the file system allows: not every one can open a directory)."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
 def write_bytes_atomic(path: str, data: bytes) -> str:
-    """Writes `data` to `path` atomically and returns `path`.
+    """Writes `data` to `path` atomically and returns `path` (a symbolic link's target: the
+    link stays).
 
     Raises:
       OSError: as the write failed, naming `path` as its `filename` (a full disk fails in
         a write to the temporary file, which names none).
     """
-    directory = os.path.dirname(os.path.abspath(path))
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    directory = os.path.dirname(os.path.abspath(target))
     os.makedirs(directory, exist_ok=True)
     handle, temporary_path = tempfile.mkstemp(prefix=_temporary_prefix(), dir=directory)
     try:
@@ -57,7 +74,8 @@ def write_bytes_atomic(path: str, data: bytes) -> str:
             temporary_file.flush()
             os.fsync(temporary_file.fileno())
         os.chmod(temporary_path, _DEFAULT_FILE_MODE & ~_current_umask())
-        os.replace(temporary_path, path)
+        os.replace(temporary_path, target)
+        _sync_directory(directory)
     except BaseException as error:
         if os.path.exists(temporary_path):
             os.remove(temporary_path)
@@ -121,6 +139,7 @@ def save_keras_model_atomic(model, path: str) -> str:
         with open(temporary_path, "rb") as saved:  # On disk before the rename, as write_bytes_atomic's files are.
             os.fsync(saved.fileno())
         os.replace(temporary_path, path)
+        _sync_directory(directory)
     finally:
         if os.path.exists(temporary_path):
             os.remove(temporary_path)

@@ -86,6 +86,8 @@ def _other_model_kind(path: str) -> str:
                 "the architecture")
     with open(path, "rb") as model_file:
         header = model_file.read(8)
+    if not header:
+        return "an empty file (a copy or download that did not finish?)"
     if header[4:8] == TFLITE_FILE_IDENTIFIER:
         return "a TFLite model, which holds converted ops"
     suffix = os.path.splitext(path)[1].lower()

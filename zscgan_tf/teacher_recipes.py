@@ -161,21 +161,22 @@ def train_from_recipe(recipe: TeacherRecipe, path: str, progress: bool = True,
 
 
 @contextlib.contextmanager
-def _training_lock(teacher_path: str, on_wait: Optional[Callable[[str], None]] = None):
+def _training_lock(teacher_path: str, on_wait: Optional[Callable[[str], None]] = None, advice: str = ""):
     """Holds the lock of `teacher_path`'s training (on its backup directory) for the block.
 
     Two processes training one teacher would restore each other's epochs. With `on_wait`,
-    another process's training is waited for; without, it is refused.
+    another process's training is waited for; without, it is refused. `advice` follows the
+    refusal of a place that cannot be written.
     """
     backup_dir = training_backup_path(teacher_path)
     reason = files.unusable_directory_reason(backup_dir)
     if reason:
-        raise UserError(f"cannot write the teacher {teacher_path!r}: {reason}")
+        raise UserError(f"cannot write the teacher {teacher_path!r}: {reason}{advice}")
     try:
         os.makedirs(backup_dir, exist_ok=True)
     except OSError as error:  # Writable to os.access, yet refused: /sys, /proc, a read-only mount as root.
         raise UserError(f"cannot write the teacher {teacher_path!r}: creating {backup_dir}: "
-                        f"{error.strerror}") from error
+                        f"{error.strerror}{advice}") from error
     with files.exclusive_use(backup_dir, what="training of this teacher",
                              advice="wait for it to finish, then use the teacher it saves", on_wait=on_wait):
         yield
@@ -274,7 +275,9 @@ def ensure_builtin_teacher(name: str, cache_dir: Optional[str] = None, progress:
         note(f"waiting for {holder or 'another process'}, which is training built-in teacher {name!r}")
 
     # Two runs started at once on an empty cache: the second waits and takes the first's teacher.
-    with _training_lock(path, on_wait=waiting):
+    cache_advice = (f"; set {CACHE_ENVIRONMENT_VARIABLE} (or --teacher_cache_dir) to a writable directory to cache "
+                    "built-in teachers in")
+    with _training_lock(path, on_wait=waiting, advice=cache_advice):
         if _is_saved(path):
             return path
         note(f"training built-in teacher {name!r} on first use; it will be cached at {path}")
