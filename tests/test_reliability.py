@@ -239,6 +239,32 @@ def test_sigterm_outside_training_stops_with_one_line_and_143(capsys, resumable,
     assert signal.getsignal(signal.SIGTERM) is handler_before
 
 
+@pytest.mark.parametrize("stop_signal, line, status", [(signal.SIGINT, "stopped: interrupted", 130),
+                                                        (signal.SIGTERM, "stopped: SIGTERM", 143)])
+@pytest.mark.parametrize("turned_into", [AssertionError("Concurrent access?"), "user_error"])
+def test_a_stop_that_a_library_turns_into_another_error_is_still_the_stop(capsys, stop_signal, line, status,
+                                                                          turned_into):
+    # Ctrl-C landing in TensorFlow's tracing of an export's function came out as "AssertionError: Concurrent
+    # access?": a traceback and status 1.
+    from absl import flags
+    from zscgan_tf.errors import UserError
+
+    def body():
+        try:
+            os.kill(os.getpid(), stop_signal)
+            time.sleep(30)
+        except KeyboardInterrupt as stop:
+            raise (UserError("conversion failed: interrupted") if turned_into == "user_error" else turned_into) from stop
+        raise AssertionError("the signal did not land")
+
+    handler_before = signal.getsignal(stop_signal)
+    assert cli.run_command(flags.FlagValues(), ["command"], body) == status
+    assert capsys.readouterr().err.strip() == f"{line}; rerun the same command to resume"
+    assert signal.getsignal(stop_signal) is handler_before
+    # The next command run in this process is not taken for stopped.
+    assert cli.run_command(flags.FlagValues(), ["command"], lambda: None) == 0
+
+
 def test_a_closed_output_outside_training_stops_with_one_line_and_141(capsys, hangup_and_outputs_restored):
     from absl import flags
 

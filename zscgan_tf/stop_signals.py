@@ -136,8 +136,22 @@ def _to_dev_null(descriptor: int) -> None:
         os.dup2(null.fileno(), descriptor)
 
 
+# The stop signal last raised as an exception into the command's code (`_raise_for`), or None.
+_raised_signal: Optional[int] = None
+
+
 def _raise_for(signal_number: int):
+    global _raised_signal  # pylint: disable=global-statement
+    _raised_signal = signal_number
     raise KeyboardInterrupt if signal_number == signal.SIGINT else Terminated(signal_number)
+
+
+def raised_stop_signal() -> Optional[int]:
+    """The stop signal raised as an exception into the code of the command running in
+    `stop_signals_as_keyboard_interrupt`, or None. The code it lands in may turn it into
+    another error (TensorFlow tracing a function says "AssertionError: Concurrent access?"),
+    which is that stop all the same."""
+    return _raised_signal
 
 
 def _stop_signals() -> Tuple[int, ...]:
@@ -239,7 +253,10 @@ def stops_between_steps() -> Iterator[StopRequest]:
 @contextlib.contextmanager
 def stop_signals_as_keyboard_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM and SIGHUP raise `Terminated` (a KeyboardInterrupt) instead of
-    killing the process."""
+    killing the process, and Ctrl-C its KeyboardInterrupt, as usual; each is recorded for
+    `raised_stop_signal`."""
+    global _raised_signal  # pylint: disable=global-statement
+    _raised_signal = None  # A command run again in one process (the tests') starts unstopped.
     if not _in_main_thread():
         yield
         return
@@ -247,7 +264,7 @@ def stop_signals_as_keyboard_interrupt() -> Iterator[None]:
     def handler(signal_number, frame):  # pylint: disable=unused-argument
         if signal_number == HANGUP and not _first_hangup():
             return
-        raise Terminated(signal_number)
+        _raise_for(signal_number)
 
-    with _handling([number for number in _stop_signals() if number != signal.SIGINT], handler):
+    with _handling(_stop_signals(), handler):
         yield
