@@ -64,6 +64,11 @@ def test_idx_directory_accepts_test_prefix_and_load_dataset_dispatches(tmp_path,
     _write_idx_split(tmp_path, "test", random_pixels(2, 3, 3), np.array([1, 1], np.uint8), compressed=False)
     assert len(data.load_dataset(str(tmp_path), "test")) == 2
     assert data.is_idx_directory(str(tmp_path))
+    # fashion_mnist with a data directory of IDX files reads them, before Debian's copy or TFDS.
+    from_there = data.load_dataset("fashion_mnist", "test", data_dir=str(tmp_path))
+    assert len(from_there) == 2 and from_there.name == "fashion_mnist"
+    assert from_there.class_names[1] == "Trouser"  # Fashion-MNIST's names for the labels read there.
+    np.testing.assert_array_equal(from_there.labels, [1, 1])
 
 
 def test_read_idx_parses_other_types(tmp_path):
