@@ -396,7 +396,7 @@ def test_a_run_directory_in_use_by_a_run_is_refused_and_converts_once_it_is_free
     (["--teacher=TEACHER", "--data_source=noise", "--generator=G"], "--generator is only used with "
                                                                    "--data_source=generator"),
     (["--teacher=TEACHER", "--data_source=distilled", "--distilled_steps=0"], "--distilled_steps must be positive"),
-    (["--run_dir=/"], "is not a run directory"),
+    (["--run_dir=/"], "is not a run directory"),  # Refused before its lock is taken (and strays looked for).
     (["--teacher=TEACHER", "--mode=float", "--data_source=distilled"],
      "--data_source calibrates an int8 export; --mode=float is not calibrated"),
     # Before, these were ignored: a float-input file and status 0.

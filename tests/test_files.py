@@ -63,15 +63,19 @@ def test_taking_a_directory_removes_the_temporary_files_of_ended_writers_only(tm
     # A writer killed mid-write leaves its temporary file (of a whole model, at ImageNet's scale); they
     # were left there for good.
     (tmp_path / "generator").mkdir()
-    ended = [tmp_path / f".tmp-{_ended_process_id()}-student.h5",
-             tmp_path / "generator" / f".tmp-{_ended_process_id()}-abc123"]
-    live = tmp_path / f".tmp-{os.getppid()}-qat_int8.tflite"  # A writer still at work.
-    mine = [tmp_path / "notes.txt", tmp_path / ".tmp-not-a-writer"]
-    for path in ended + [live] + mine:
+    ended = [tmp_path / f".tmp-zscgan_tf-{_ended_process_id()}-student.h5",
+             tmp_path / "generator" / f".tmp-zscgan_tf-{_ended_process_id()}-abc123"]
+    live = tmp_path / f".tmp-zscgan_tf-{os.getppid()}-qat_int8.tflite"  # A writer still at work.
+    # The user's own files, another program's temporary file, and one too deep to look for.
+    deep = tmp_path / "a" / "b" / "c" / "d" / "e" / f".tmp-zscgan_tf-{_ended_process_id()}-x"
+    deep.parent.mkdir(parents=True)
+    others = [tmp_path / "notes.txt", tmp_path / ".tmp-not-a-writer", tmp_path / f".tmp-{_ended_process_id()}-x",
+              deep]
+    for path in ended + [live] + others:
         path.write_bytes(b"half a model")
     with files.exclusive_use(str(tmp_path)):
         pass
-    assert [path for path in ended + [live] + mine if path.exists()] == [live] + mine
+    assert [path for path in ended + [live] + others if path.exists()] == [live] + others
     # This process's own temporary files carry its id.
     path = tmp_path / "state.json"
     names = []
@@ -86,7 +90,7 @@ def test_taking_a_directory_removes_the_temporary_files_of_ended_writers_only(tm
         files.write_json_atomic(str(path), {})
         files.save_keras_model_atomic(tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(1)]),
                                       str(tmp_path / "model.keras"))
-    assert len(names) == 2 and all(name.startswith(f".tmp-{os.getpid()}-") for name in names), names
+    assert len(names) == 2 and all(name.startswith(f".tmp-zscgan_tf-{os.getpid()}-") for name in names), names
 
 
 def test_a_write_to_a_symbolic_link_replaces_its_target_and_keeps_the_link(tmp_path):

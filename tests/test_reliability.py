@@ -393,7 +393,7 @@ def test_truncated_outputs_and_lost_state_are_redone(finished_run, capsys):
     (work_dir / "state.json").write_text(json.dumps(state))
     killed_writer = subprocess.Popen([sys.executable, "-c", ""])
     killed_writer.wait()
-    stray = work_dir / f".tmp-{killed_writer.pid}-student.h5"  # Left by a writer killed mid-write.
+    stray = work_dir / f".tmp-zscgan_tf-{killed_writer.pid}-student.h5"  # Left by a writer killed mid-write.
     stray.write_bytes(b"half a model")
     capsys.readouterr()
     assert train.main(["train", *arguments]) == 0

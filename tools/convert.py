@@ -362,6 +362,8 @@ def convert() -> None:
                       if FLAGS.run_dir else "")
         raise UserError(f"--mode={FLAGS.mode} converts a float teacher (--teacher){float_file}; a QAT student's fake "
                         "quantization converts to integer ops, so it exports with --mode=int8 only")
+    if FLAGS.run_dir:
+        _run_config(FLAGS.run_dir)  # A run directory, before its lock is taken.
     # A run training in --run_dir would delete the checkpoint being read; one started meanwhile waits.
     with (files.exclusive_use(FLAGS.run_dir, advice="convert it once that run has finished or stopped")
           if FLAGS.run_dir and os.access(FLAGS.run_dir, os.W_OK) else contextlib.nullcontext()):

@@ -20,6 +20,12 @@ from typing import Callable, Optional
 from zscgan_tf.errors import UserError
 
 TEMPORARY_PREFIX = ".tmp-"
+# This package's own temporary files, named with their writer's process id after it; other
+# programs' `.tmp-` files are never taken for strays.
+_OWN_TEMPORARY_PREFIX = f"{TEMPORARY_PREFIX}zscgan_tf-"
+# How deep below a locked directory strays are looked for: a benchmark's generator runs and
+# their evaluation folders are 3 levels down.
+STRAY_SEARCH_DEPTH = 4
 LOCK_FILE = ".lock"
 DIGEST_CHUNK_BYTES = 1 << 20
 # mkstemp creates files readable by their owner only; outputs get the usual umask instead.
@@ -37,8 +43,8 @@ def _current_umask() -> int:
 
 
 def _temporary_prefix() -> str:
-    """The start of this process's temporary files' names: `.tmp-<process id>-`."""
-    return f"{TEMPORARY_PREFIX}{os.getpid()}-"
+    """The start of this process's temporary files' names: `.tmp-zscgan_tf-<process id>-`."""
+    return f"{_OWN_TEMPORARY_PREFIX}{os.getpid()}-"
 
 
 def _sync_directory(directory: str) -> None:
@@ -185,8 +191,8 @@ def file_digest(path: str) -> Optional[str]:
     return digest.hexdigest()
 
 
-# A temporary file's name: the prefix, then the process id of its writer.
-_TEMPORARY_NAME = re.compile(re.escape(TEMPORARY_PREFIX) + r"(\d+)-")
+# One of this package's temporary files: the prefix, then the process id of its writer.
+_TEMPORARY_NAME = re.compile(re.escape(_OWN_TEMPORARY_PREFIX) + r"(\d+)-")
 
 
 def _process_exists(process_id: int) -> bool:
@@ -200,11 +206,15 @@ def _process_exists(process_id: int) -> bool:
 
 
 def remove_stray_temporary_files(directory: str) -> int:
-    """Removes the temporary files under `directory` whose writer has ended (killed while it
-    wrote: a killed process removes none), as its name says; returns how many. For the
-    holder of `directory`'s lock, under which no other run writes there."""
+    """Removes this package's temporary files under `directory` (`STRAY_SEARCH_DEPTH` levels
+    down at most) whose writer has ended (killed while it wrote: a killed process removes
+    none), as their names say; returns how many. For the holder of `directory`'s lock,
+    under which no other run writes there."""
     removed = 0
-    for folder, _, names in os.walk(directory):
+    top_depth = os.path.abspath(directory).rstrip(os.sep).count(os.sep)
+    for folder, subfolders, names in os.walk(directory):
+        if os.path.abspath(folder).rstrip(os.sep).count(os.sep) - top_depth >= STRAY_SEARCH_DEPTH:
+            subfolders.clear()
         for name in names:
             found = _TEMPORARY_NAME.match(name)
             if found and not _process_exists(int(found.group(1))):
