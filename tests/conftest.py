@@ -258,14 +258,15 @@ def tiny_teacher_file(tmp_path):
 
 
 @contextlib.contextmanager
-def lock_held_by_another_process(directory):
-    """`files.exclusive_use(directory)` held by a child process through the block, or until its
-    stdin is closed; yields the child (a `subprocess.Popen`). Within one process the lock
-    would be taken again at once."""
+def lock_held_by_another_process(directory, what="run", shared=False):
+    """`files.exclusive_use(directory, what, shared=shared)` held by a child process through the
+    block, or until its stdin is closed; yields the child (a `subprocess.Popen`). Within one
+    process the lock would be taken again at once."""
     hold = ("import sys\nfrom zscgan_tf import files\n"
-            "with files.exclusive_use(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()\n")
-    child = subprocess.Popen([sys.executable, "-c", hold, str(directory)], cwd=REPO_ROOT, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+            "with files.exclusive_use(sys.argv[1], what=sys.argv[2], shared=sys.argv[3] == 'shared'):\n"
+            "    print('held', flush=True)\n    sys.stdin.read()\n")
+    child = subprocess.Popen([sys.executable, "-c", hold, str(directory), what, "shared" if shared else "exclusive"],
+                             cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "held"
         yield child

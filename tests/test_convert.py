@@ -375,7 +375,7 @@ def test_an_output_that_would_replace_a_file_other_than_a_tflite_model_is_refuse
         assert _model_report(output).inputs[0].dtype == "float32"
 
 
-def test_a_run_directory_in_use_by_a_run_is_refused_and_converts_once_it_is_free(run_dir, tmp_path, convert):
+def test_a_run_directory_in_use_by_a_run_is_refused_and_converts_once_it_is_free(run_dir, tmp_path, convert, capsys):
     # Its training deleted the checkpoint being read: a NotFoundError traceback.
     from conftest import lock_held_by_another_process
     work_dir, _ = run_dir
@@ -384,9 +384,16 @@ def test_a_run_directory_in_use_by_a_run_is_refused_and_converts_once_it_is_free
         result = convert(f"--run_dir={work_dir}", f"--output={output}")
     assert result.returncode == 2 and not output.exists()
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {str(work_dir)!r} is in use by another run (process {other.pid}); convert it once that run has "
+        f"error: {str(work_dir)!r} is in use by a run (process {other.pid}); convert it once that run has "
         "finished or stopped")
-    assert convert(f"--run_dir={work_dir}", f"--output={output}").returncode == 0 and output.exists()
+    # Another conversion of it shares the lock: two exports of one run at once.
+    with lock_held_by_another_process(work_dir, what="conversion", shared=True):
+        assert convert(f"--run_dir={work_dir}", f"--output={output}").returncode == 0 and output.exists()
+        # A run started meanwhile is refused, naming the conversion (before its teacher loads).
+        capsys.readouterr()
+        assert train.main(["train", f"--work_dir={work_dir}", f"--teacher={run_dir[1]}"]) == 2
+    assert re.fullmatch(rf"error: {re.escape(repr(str(work_dir)))} is in use by a conversion \(process \d+\); wait "
+                        r"for it to finish, or pass another directory\n", capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("arguments, message", [

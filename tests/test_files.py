@@ -63,14 +63,16 @@ def test_taking_a_directory_removes_the_temporary_files_of_ended_writers_only(tm
     # A writer killed mid-write leaves its temporary file (of a whole model, at ImageNet's scale); they
     # were left there for good.
     (tmp_path / "generator").mkdir()
-    ended = [tmp_path / f".tmp-zscgan_tf-{_ended_process_id()}-student.h5",
-             tmp_path / "generator" / f".tmp-zscgan_tf-{_ended_process_id()}-abc123"]
-    live = tmp_path / f".tmp-zscgan_tf-{os.getppid()}-qat_int8.tflite"  # A writer still at work.
-    # The user's own files, another program's temporary file, and one too deep to look for.
-    deep = tmp_path / "a" / "b" / "c" / "d" / "e" / f".tmp-zscgan_tf-{_ended_process_id()}-x"
+    ended = [tmp_path / f"{files.temporary_prefix(_ended_process_id())}student.h5",
+             tmp_path / "generator" / f"{files.temporary_prefix(_ended_process_id())}abc123"]
+    live = tmp_path / f"{files.temporary_prefix(os.getppid())}qat_int8.tflite"  # A writer still at work.
+    # The user's own files, another program's temporary file, one too deep to look for, and one written on
+    # another machine sharing the directory, whose processes this one cannot see.
+    deep = tmp_path / "a" / "b" / "c" / "d" / "e" / f"{files.temporary_prefix(_ended_process_id())}x"
     deep.parent.mkdir(parents=True)
+    elsewhere = files.temporary_prefix(_ended_process_id()).replace(files._MACHINE, "elsewhere")
     others = [tmp_path / "notes.txt", tmp_path / ".tmp-not-a-writer", tmp_path / f".tmp-{_ended_process_id()}-x",
-              deep]
+              deep, tmp_path / f"{elsewhere}student.h5"]
     for path in ended + [live] + others:
         path.write_bytes(b"half a model")
     with files.exclusive_use(str(tmp_path)):
@@ -90,7 +92,9 @@ def test_taking_a_directory_removes_the_temporary_files_of_ended_writers_only(tm
         files.write_json_atomic(str(path), {})
         files.save_keras_model_atomic(tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(1)]),
                                       str(tmp_path / "model.keras"))
-    assert len(names) == 2 and all(name.startswith(f".tmp-zscgan_tf-{os.getpid()}-") for name in names), names
+    assert len(names) == 2 and all(name.startswith(files.temporary_prefix()) for name in names), names
+    assert files.temporary_prefix().startswith(".tmp-zscgan_tf-") and files.temporary_prefix().endswith(
+        f"-{os.getpid()}-")
 
 
 def test_a_write_to_a_symbolic_link_replaces_its_target_and_keeps_the_link(tmp_path):
@@ -102,7 +106,14 @@ def test_a_write_to_a_symbolic_link_replaces_its_target_and_keeps_the_link(tmp_p
     link.symlink_to(target)
     assert files.write_bytes_atomic(str(link), b"new") == str(link)
     assert link.is_symlink() and target.read_bytes() == b"new"
-    assert sorted(os.listdir(tmp_path / "models")) == ["v1.tflite"]
+    model_target = tmp_path / "models" / "v1.keras"
+    model_target.write_bytes(b"old")
+    model_link = tmp_path / "latest.keras"
+    model_link.symlink_to(model_target)
+    files.save_keras_model_atomic(tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(1)]),
+                                  str(model_link))
+    assert model_link.is_symlink() and tf_keras.models.load_model(str(model_target)).output_shape == (None, 1)
+    assert sorted(os.listdir(tmp_path / "models")) == ["v1.keras", "v1.tflite"]
 
 
 def test_write_bytes_atomic_creates_missing_directories_and_keeps_the_umask(tmp_path):

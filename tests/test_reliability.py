@@ -23,7 +23,7 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 from conftest import build_tiny_classifier, lock_held_by_another_process
-from zscgan_tf import cli, tflite_model, train, zero_shot
+from zscgan_tf import cli, files, tflite_model, train, zero_shot
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.teacher_training import save_teacher
 
@@ -261,8 +261,29 @@ def test_a_stop_that_a_library_turns_into_another_error_is_still_the_stop(capsys
     assert cli.run_command(flags.FlagValues(), ["command"], body) == status
     assert capsys.readouterr().err.strip() == f"{line}; rerun the same command to resume"
     assert signal.getsignal(stop_signal) is handler_before
+
+    def bad_input():
+        raise UserError("--seed must be in [0, 2147483647], got -1")
+
     # The next command run in this process is not taken for stopped.
-    assert cli.run_command(flags.FlagValues(), ["command"], lambda: None) == 0
+    assert cli.run_command(flags.FlagValues(), ["command"], bad_input) == cli.USER_ERROR_STATUS
+    assert capsys.readouterr().err.strip() == "error: --seed must be in [0, 2147483647], got -1"
+
+
+def test_a_full_disk_met_while_saving_after_a_stop_is_said_as_the_full_disk(capsys):
+    # The stop's line would advise a resume from a checkpoint that was not saved.
+    from absl import flags
+
+    def body():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)
+        except KeyboardInterrupt:
+            raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/ckpt-7.index")  # Saving the checkpoint.
+        raise AssertionError("the signal did not land")
+
+    assert cli.run_command(flags.FlagValues(), ["command"], body) == cli.STORAGE_FULL_STATUS
+    assert capsys.readouterr().err.strip().startswith("error: the disk is full (writing /runs/x/ckpt-7.index); ")
 
 
 def test_a_closed_output_outside_training_stops_with_one_line_and_141(capsys, hangup_and_outputs_restored):
@@ -393,7 +414,7 @@ def test_truncated_outputs_and_lost_state_are_redone(finished_run, capsys):
     (work_dir / "state.json").write_text(json.dumps(state))
     killed_writer = subprocess.Popen([sys.executable, "-c", ""])
     killed_writer.wait()
-    stray = work_dir / f".tmp-zscgan_tf-{killed_writer.pid}-student.h5"  # Left by a writer killed mid-write.
+    stray = work_dir / f"{files.temporary_prefix(killed_writer.pid)}student.h5"  # Left by a writer killed mid-write.
     stray.write_bytes(b"half a model")
     capsys.readouterr()
     assert train.main(["train", *arguments]) == 0

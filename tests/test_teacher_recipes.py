@@ -70,8 +70,9 @@ def test_a_cache_that_cannot_be_written_says_how_to_choose_another(monkeypatch):
     with pytest.raises(UserError) as raised:
         teacher_recipes.ensure_builtin_teacher("tiny_digits", cache_dir="/proc/zscgan_tf_cache", progress=False)
     assert str(raised.value).startswith("cannot write the teacher '/proc/zscgan_tf_cache/tiny_digits.keras': ")
-    assert str(raised.value).endswith(f"; set {teacher_recipes.CACHE_ENVIRONMENT_VARIABLE} (or --teacher_cache_dir) "
-                                      "to a writable directory to cache built-in teachers in")
+    assert str(raised.value).endswith(f"; set {teacher_recipes.CACHE_ENVIRONMENT_VARIABLE} to a writable directory "
+                                      "to cache built-in teachers in (train, tools/convert.py and tools/benchmark.py "
+                                      "also take --teacher_cache_dir)")
 
 
 class _StopAfterSecondEpoch(tf_keras.callbacks.BackupAndRestore):
@@ -130,7 +131,7 @@ def test_a_teacher_in_training_elsewhere_is_refused(tmp_path, monkeypatch):
     path = str(tmp_path / "teacher.keras")
     backup_dir = _made_backup_dir(path)
     _forbid_training(monkeypatch, "trained while another process trains the same teacher")
-    with lock_held_by_another_process(backup_dir) as other:
+    with lock_held_by_another_process(backup_dir, what="training of this teacher") as other:
         with pytest.raises(UserError, match=re.escape(
                 f"{backup_dir!r} is in use by another training of this teacher (process {other.pid}); wait for it to "
                 "finish, then use the teacher it saves")):
@@ -145,7 +146,7 @@ def test_a_builtin_teacher_in_training_elsewhere_is_waited_for_and_taken(tmp_pat
     path = teacher_recipes.builtin_teacher_path("tiny_digits")
     backup_dir = _made_backup_dir(path)
     _forbid_training(monkeypatch, "the teacher another process trained was trained again")
-    with lock_held_by_another_process(backup_dir) as other:
+    with lock_held_by_another_process(backup_dir, what="training of this teacher") as other:
         def the_other_saves_it_and_ends():
             time.sleep(2)  # ensure_builtin_teacher waits by now.
             teacher_training.save_teacher(build_tiny_classifier(), path, Preprocessing("tf"), "digits", [], None)

@@ -749,6 +749,26 @@ def test_only_an_8_bit_run_ignores_the_low_bit_options_and_only_a_run_without_qa
     assert config_lib.inert_settings(saved) == inert
 
 
+def test_qat_settings_bind_a_directory_only_once_it_holds_a_student(tmp_path, tiny_teacher_file, capsys):
+    without_qat = tmp_path / "ptq"
+    no_qat = ["--distillation_steps=0"]
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, without_qat, extra=no_qat)}"]) == 0
+    # No student yet: QAT settings changed in a run without QAT resume (they were refused as another config).
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, without_qat, extra=no_qat + ["--temperature=9"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    assert "note: --distillation_batch_size, --distillation_checkpoint_every, --temperature do nothing" in (
+        capsys.readouterr().out)
+    # A student trained with other QAT settings binds them, with or without QAT now: its settings must not be
+    # replaced under it (a later run with QAT would take it as trained with them).
+    with_qat = tmp_path / "qat"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, with_qat)}"]) == 0
+    capsys.readouterr()
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, with_qat, extra=no_qat + ["--temperature=9"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+    assert "holds a run with a different config (distillation.temperature)" in capsys.readouterr().err
+    assert json.loads((with_qat / "config.json").read_text())["distillation"]["temperature"] != 9
+
+
 def test_settings_a_run_never_uses_are_noted_when_changed_from_their_defaults():
     def notes(**sections):
         return config_lib.unused_settings_notes(config_lib.RunConfig(**sections))

@@ -364,9 +364,10 @@ def convert() -> None:
                         "quantization converts to integer ops, so it exports with --mode=int8 only")
     if FLAGS.run_dir:
         _run_config(FLAGS.run_dir)  # A run directory, before its lock is taken.
-    # A run training in --run_dir would delete the checkpoint being read; one started meanwhile waits.
-    with (files.exclusive_use(FLAGS.run_dir, advice="convert it once that run has finished or stopped")
-          if FLAGS.run_dir and os.access(FLAGS.run_dir, os.W_OK) else contextlib.nullcontext()):
+    # A run training in --run_dir would delete the checkpoint being read, and one started meanwhile is refused;
+    # other conversions of it share the lock.
+    with (files.exclusive_use(FLAGS.run_dir, what="conversion", advice="convert it once that run has finished or "
+                              "stopped", shared=True) if FLAGS.run_dir else contextlib.nullcontext()):
         _convert()
 
 

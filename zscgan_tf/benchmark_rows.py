@@ -25,7 +25,8 @@ from zscgan_tf.benchmark_config import (CALIBRATION_SEED_OFFSET, DISTILLATION_SE
                                         NOISE_SEED_OFFSET, SPREAD_SEED_OFFSET, BenchmarkConfig, validate)
 from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, format_results, points, targets
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import exclusive_use, read_json, unusable_directory_reason, write_json_atomic, write_text_atomic
+from zscgan_tf.files import (check_not_in_use, exclusive_use, read_json, unusable_directory_reason, write_json_atomic,
+                             write_text_atomic)
 from zscgan_tf.progress import say
 from zscgan_tf.evaluation_stage import LATENCY_THREADS
 from zscgan_tf.quantization_stages import INPUT_RANGE
@@ -537,9 +538,7 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
         raise UserError(f"--work_dir {benchmark.work_dir!r} is the work directory of a run (python -m "
                         "zscgan_tf.train), which the benchmark's files would be mixed into; choose another")
     _check_distinct_teacher_names(benchmark.teachers)
-    if os.path.isdir(benchmark.work_dir):  # In use: refused now, not once the first teacher and data have loaded.
-        with exclusive_use(benchmark.work_dir, what="benchmark"):
-            pass
+    check_not_in_use(benchmark.work_dir, what="benchmark")  # Refused now, not once a teacher and data have loaded.
     results = {"settings": benchmark.recorded(), "teachers": {}}
     run_started = time.monotonic()
 

@@ -161,7 +161,7 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
         return status
 
     def stopped(stop):
-        signal_number = stop if isinstance(stop, int) else stop_signals.stop_signal_of(stop)
+        signal_number = stop_signals.stop_signal_of(stop)
         return report("stopped", f"{stop_signals.how_stopped(signal_number)}; {_rerun_advice(resumable)}",
                       stop_signals.exit_status(signal_number))
 
@@ -177,9 +177,8 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
             status = body()
         return status if isinstance(status, int) and not isinstance(status, bool) else 0
     except UserError as error:
-        if stop_signals.raised_stop_signal() is not None:  # A stop that a library turned into an error.
-            return stopped(stop_signals.raised_stop_signal())
-        return report("error", error, USER_ERROR_STATUS)
+        stop = stop_signals.stop_behind(error)  # A stop that the code it landed in turned into an error.
+        return stopped(stop) if stop is not None else report("error", error, USER_ERROR_STATUS)
     except NonFiniteLossError as error:
         return report("error", error, NUMERICAL_FAULT_STATUS)
     except TrainingInterrupted as interruption:
@@ -187,10 +186,6 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM or SIGHUP (`stop_signals.Terminated`).
         return stopped(stop)
     except Exception as error:  # pylint: disable=broad-except  # Only these two are answered here.
-        if stop_signals.raised_stop_signal() is not None:
-            # Ctrl-C or SIGTERM landed in TensorFlow tracing a function (an export's), which turned it into
-            # "AssertionError: Concurrent access?": a traceback and status 1 where the stop's line belongs.
-            return stopped(stop_signals.raised_stop_signal())
         if stop_signals.closed_output_error(error):
             return stopped(error)
         if is_out_of_memory(error):
@@ -204,6 +199,12 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
         if is_file_access_refused(error):
             return report("error", f"the system refused a file operation: {first_line(error)}; fix the file's "
                           f"permissions or its file system and rerun the same command: {kept}", STORAGE_FULL_STATUS)
+        # Ctrl-C or SIGTERM landed in TensorFlow tracing a function (an export's), which turned it into
+        # "AssertionError: Concurrent access?": a traceback and status 1 where the stop's line belongs. (A full
+        # disk met while saving after a stop is said above: the stop's line would advise a resume.)
+        stop = stop_signals.stop_behind(error)
+        if stop is not None:
+            return stopped(stop)
         raise
 
 

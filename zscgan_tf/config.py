@@ -400,18 +400,19 @@ def differences(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
 LOW_BIT_OPTIONS = ("quantization.low_bit_ranges", "quantization.keep_first_and_last_at_8_bits")
 
 
-def inert_settings(config: Dict[str, Any]) -> Set[str]:
+def inert_settings(config: Dict[str, Any], distilled: bool = False) -> Set[str]:
     """Dotted names of the settings that change nothing in a run with this config dict.
 
     The options of bit widths below 8 (`low_bit_ranges`, `keep_first_and_last_at_8_bits`)
     do nothing in an 8-bit run, so a W8A8 work directory resumes whatever they say; nor
-    do the QAT settings in a run without QAT (`distillation.steps` 0).
+    do the QAT settings in a run without QAT (`distillation.steps` 0), unless its work
+    directory holds a student `distilled` by an earlier run with QAT, which they describe.
     """
     if not isinstance(config, dict):  # A damaged config: every difference counts.
         return set()
     inert = set()
     distillation = config.get("distillation")
-    if isinstance(distillation, dict) and distillation.get("steps") == 0:
+    if isinstance(distillation, dict) and distillation.get("steps") == 0 and not distilled:
         inert |= {f"distillation.{field.name}" for field in dataclasses.fields(DistillationConfig)
                   if field.name != "steps"}
     quantization = config.get("quantization")
@@ -496,7 +497,7 @@ def read_saved(path: str, advice: str = "remove it or choose another --work_dir"
         return saved  # Compared as saved: whatever differs is named.
 
 
-def save_or_check(config: RunConfig, write_json, same_teacher: bool = False) -> None:
+def save_or_check(config: RunConfig, write_json, same_teacher: bool = False, distilled: bool = False) -> None:
     """Saves the config into the work directory, or checks it matches the one there.
 
     Args:
@@ -504,15 +505,17 @@ def save_or_check(config: RunConfig, write_json, same_teacher: bool = False) -> 
       write_json: `callable(path, dict)` that writes JSON atomically.
       same_teacher: the teacher is known to be the one the work directory trained with
         (by fingerprint), so the teacher settings may differ.
+      distilled: the work directory holds a QAT student (or its checkpoints), which its
+        saved QAT settings describe even in a run without QAT (`inert_settings`).
 
     Raises:
       UserError: if the work directory holds a run with a different config.
     """
-    check_saved(config, same_teacher)
+    check_saved(config, same_teacher, distilled)
     write_json(os.path.join(config.work_dir, CONFIG_FILE), current_dict(config))
 
 
-def check_saved(config: RunConfig, same_teacher: bool = False) -> None:
+def check_saved(config: RunConfig, same_teacher: bool = False, distilled: bool = False) -> None:
     """Checks `config` against the one its work directory saved, if any (`save_or_check`).
 
     Raises:
@@ -522,7 +525,7 @@ def check_saved(config: RunConfig, same_teacher: bool = False) -> None:
     current = current_dict(config)
     if os.path.exists(path):
         saved = read_saved(path)
-        unchanging = set(RESUMABLE_CHANGES) | (inert_settings(saved) & inert_settings(current))
+        unchanging = set(RESUMABLE_CHANGES) | (inert_settings(saved, distilled) & inert_settings(current, distilled))
         changed = [key for key in differences(saved, current)
                    if key not in unchanging and not (same_teacher and _teacher_setting(key))]
         if changed:

@@ -13,16 +13,20 @@ import json
 import logging
 import os
 import re
+import socket
 import tempfile
 import warnings
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 from zscgan_tf.errors import UserError
 
 TEMPORARY_PREFIX = ".tmp-"
-# This package's own temporary files, named with their writer's process id after it; other
-# programs' `.tmp-` files are never taken for strays.
+# This package's own temporary files, named with their writer's machine and process id after
+# it; other programs' `.tmp-` files are never taken for strays.
 _OWN_TEMPORARY_PREFIX = f"{TEMPORARY_PREFIX}zscgan_tf-"
+# This machine, as temporary files name it: a directory shared with others (NFS, a container's
+# volume) holds files of processes this machine cannot see.
+_MACHINE = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 # How deep below a locked directory strays are looked for: a benchmark's generator runs and
 # their evaluation folders are 3 levels down.
 STRAY_SEARCH_DEPTH = 4
@@ -42,9 +46,10 @@ def _current_umask() -> int:
     return mask
 
 
-def _temporary_prefix() -> str:
-    """The start of this process's temporary files' names: `.tmp-zscgan_tf-<process id>-`."""
-    return f"{_OWN_TEMPORARY_PREFIX}{os.getpid()}-"
+def temporary_prefix(process_id: Optional[int] = None) -> str:
+    """The start of the names of the temporary files of a process of this machine (this one by
+    default): `.tmp-zscgan_tf-<machine>-<process id>-`."""
+    return f"{_OWN_TEMPORARY_PREFIX}{_MACHINE}-{os.getpid() if process_id is None else process_id}-"
 
 
 def _sync_directory(directory: str) -> None:
@@ -73,7 +78,7 @@ def write_bytes_atomic(path: str, data: bytes) -> str:
     target = os.path.realpath(path) if os.path.islink(path) else path
     directory = os.path.dirname(os.path.abspath(target))
     os.makedirs(directory, exist_ok=True)
-    handle, temporary_path = tempfile.mkstemp(prefix=_temporary_prefix(), dir=directory)
+    handle, temporary_path = tempfile.mkstemp(prefix=temporary_prefix(), dir=directory)
     try:
         with os.fdopen(handle, "wb") as temporary_file:
             temporary_file.write(data)
@@ -128,15 +133,17 @@ def _tensorflow_warnings_off():
 
 
 def save_keras_model_atomic(model, path: str) -> str:
-    """Saves a tf_keras model to a `.keras` (or, for TF-MOT models, `.h5`) `path` atomically.
+    """Saves a tf_keras model to a `.keras` (or, for TF-MOT models, `.h5`) `path` atomically
+    (a symbolic link's target: the link stays).
 
     The temporary file keeps the suffix, since Keras picks the format from it.
     """
     if not path.endswith((".keras", ".h5")):
         raise ValueError(f"expected a .keras or .h5 path, got {path!r}")
-    directory = os.path.dirname(os.path.abspath(path))
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    directory = os.path.dirname(os.path.abspath(target))
     os.makedirs(directory, exist_ok=True)
-    temporary_path = os.path.join(directory, f"{_temporary_prefix()}{os.path.basename(path)}")
+    temporary_path = os.path.join(directory, f"{temporary_prefix()}{os.path.basename(path)}")
     try:
         with warnings.catch_warnings(), _tensorflow_warnings_off():
             # HDF5 on purpose: a TF-MOT model saved as `.keras` does not load back.
@@ -144,7 +151,7 @@ def save_keras_model_atomic(model, path: str) -> str:
             model.save(temporary_path)
         with open(temporary_path, "rb") as saved:  # On disk before the rename, as write_bytes_atomic's files are.
             os.fsync(saved.fileno())
-        os.replace(temporary_path, path)
+        os.replace(temporary_path, target)
         _sync_directory(directory)
     finally:
         if os.path.exists(temporary_path):
@@ -191,8 +198,8 @@ def file_digest(path: str) -> Optional[str]:
     return digest.hexdigest()
 
 
-# One of this package's temporary files: the prefix, then the process id of its writer.
-_TEMPORARY_NAME = re.compile(re.escape(_OWN_TEMPORARY_PREFIX) + r"(\d+)-")
+# One of this package's temporary files written on this machine: the prefix, then its writer's process id.
+_TEMPORARY_NAME = re.compile(re.escape(f"{_OWN_TEMPORARY_PREFIX}{_MACHINE}-") + r"(\d+)-")
 
 
 def _process_exists(process_id: int) -> bool:
@@ -207,7 +214,7 @@ def _process_exists(process_id: int) -> bool:
 
 def remove_stray_temporary_files(directory: str) -> int:
     """Removes this package's temporary files under `directory` (`STRAY_SEARCH_DEPTH` levels
-    down at most) whose writer has ended (killed while it wrote: a killed process removes
+    down at most) whose writer, a process of this machine, has ended (killed while it wrote: a killed process removes
     none), as their names say; returns how many. For the holder of `directory`'s lock,
     under which no other run writes there."""
     removed = 0
@@ -224,26 +231,44 @@ def remove_stray_temporary_files(directory: str) -> int:
     return removed
 
 
+def _holder(lock_file) -> Tuple[str, str]:
+    """(the work, "process <id>") that a lock file says holds it; ("", "") when it does not say,
+    and no work for a file written before the work was recorded ("process <id>")."""
+    lock_file.seek(0)
+    text = lock_file.read().strip()
+    work, _, process = text.rpartition(", ")
+    return (work, process) if process.startswith("process ") else ("", "")
+
+
+def _in_use_message(directory: str, what: str, advice: str, holder: Tuple[str, str]) -> str:
+    work, process = holder
+    named = f"another {what}" if work in ("", what) else f"a {work}"
+    return f"{directory!r} is in use by {named}{f' ({process})' if process else ''}; {advice}"
+
+
 @contextlib.contextmanager
 def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it to finish, or pass another directory",
-                  on_wait: Optional[Callable[[str], None]] = None):
+                  on_wait: Optional[Callable[[str], None]] = None, shared: bool = False):
     """Holds an advisory lock on `directory` (a `LOCK_FILE` in it) for the block.
 
     The operating system releases the lock when the process ends, however it ends, so a
     killed run leaves no stale lock. Where `fcntl` is missing (Windows), or the file system
     has no locks, there is none. Within a block that holds it, the same process takes it
-    again at once.
+    again at once. The lock file names the work that holds it (`what`) and its process.
 
     Args:
       directory: an existing directory.
-      what: the work that holds it, for the refusal.
+      what: the work that holds it, for the lock file and the refusal.
       advice: what to do, for the refusal.
       on_wait: when given, another process's lock is waited for rather than refused;
         `on_wait(holder)` is called first ("process <id>", or "" when unknown).
+      shared: a lock that other shared holders may hold at once (readers: conversions
+        of one run), but not an exclusive one (the run); it removes no stray files, and
+        takes a lock file it may not write (another user's) read-only.
 
     Raises:
-      UserError: if another process holds it (and `on_wait` is None); the message gives
-        that process's id.
+      UserError: if another process holds it (and `on_wait` is None); the message names
+        that work and its process.
     """
     try:
         import fcntl  # pylint: disable=import-outside-toplevel  # POSIX only.
@@ -254,31 +279,72 @@ def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it 
     if key in _HELD_DIRECTORIES:
         yield
         return
-    with open(os.path.join(directory, LOCK_FILE), "a+") as lock_file:
+    path = os.path.join(directory, LOCK_FILE)
+    try:
+        lock_file = open(path, "a+")
+    except OSError:
+        if not shared:
+            raise
+        if not os.path.isfile(path):  # A directory this process cannot write (read-only): no run writes there.
+            yield
+            return
+        lock_file = open(path, "r")  # Another user's lock file, or a read-only directory.
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    with lock_file:
         try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock_file, mode | fcntl.LOCK_NB)
             locked = True
         except BlockingIOError:
-            lock_file.seek(0)
-            holder = lock_file.read().strip()
+            holder = _holder(lock_file)
             if on_wait is None:
-                raise UserError(f"{directory!r} is in use by another {what}{f' ({holder})' if holder else ''}; "
-                                f"{advice}") from None
-            on_wait(holder)
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
+                raise UserError(_in_use_message(directory, what, advice, holder)) from None
+            on_wait(holder[1])
+            fcntl.flock(lock_file, mode)
             locked = True
         except OSError:  # A file system without locks (ENOLCK on some NFS mounts): go on without one.
             locked = False
         if locked:
-            lock_file.seek(0)
-            lock_file.truncate()
-            lock_file.write(f"process {os.getpid()}")
-            lock_file.flush()
+            if lock_file.writable():
+                lock_file.seek(0)
+                lock_file.truncate()
+                lock_file.write(f"{what}, process {os.getpid()}")
+                lock_file.flush()
             _HELD_DIRECTORIES.add(key)
-            remove_stray_temporary_files(directory)
+            if not shared:
+                remove_stray_temporary_files(directory)
         try:
             yield
         finally:
             if locked:
                 _HELD_DIRECTORIES.discard(key)
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def check_not_in_use(directory: str, what: str = "run",
+                     advice: str = "wait for it to finish, or pass another directory") -> None:
+    """Refuses `directory` while another process holds its lock (`exclusive_use`), as taking it
+    would, but creates nothing and holds nothing: for a command to check its directory before
+    minutes of loading, and take the lock once it has something to write there.
+
+    Raises:
+      UserError: as `exclusive_use` does.
+    """
+    try:
+        import fcntl  # pylint: disable=import-outside-toplevel  # POSIX only.
+    except ImportError:
+        return
+    path = os.path.join(directory, LOCK_FILE)
+    if os.path.realpath(directory) in _HELD_DIRECTORIES or not os.path.isfile(path):
+        return
+    try:
+        lock_file = open(path, "r")
+    except OSError:  # Unreadable: taking the lock will say why.
+        return
+    with lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(_in_use_message(directory, what, advice, _holder(lock_file))) from None
+        except OSError:  # A file system without locks.
+            return
+        fcntl.flock(lock_file, fcntl.LOCK_UN)

@@ -34,8 +34,8 @@ from zscgan_tf import generator as generator_lib
 from zscgan_tf import (evaluation_progress, evaluation_stage, generator_reuse, quantization_stages, run_report,
                        start_up, teachers, training_loop, zero_shot)
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import (exclusive_use, file_digest, save_keras_model_atomic, unusable_directory_reason,
-                             write_json_atomic, write_text_atomic)
+from zscgan_tf.files import (check_not_in_use, exclusive_use, file_digest, save_keras_model_atomic,
+                             unusable_directory_reason, write_json_atomic, write_text_atomic)
 from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.progress import count_of, format_duration, say
 from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE, STUDENT_CHECK_KEY,
@@ -138,7 +138,9 @@ def record_config(run_config: config_lib.RunConfig, same_teacher: bool = False):
         config_path = os.path.join(run_config.work_dir, config_lib.CONFIG_FILE)
         if os.path.exists(config_path):
             os.remove(config_path)
-    config_lib.save_or_check(run_config, write_json_atomic, same_teacher)
+    distilled = any(os.path.exists(os.path.join(run_config.work_dir, name))
+                    for name in (quantization_stages.DISTILLATION_DIR, quantization_stages.STUDENT_MODEL_FILE))
+    config_lib.save_or_check(run_config, write_json_atomic, same_teacher, distilled)
 
 
 def generator_spec_for(teacher: teachers.Teacher,
@@ -467,9 +469,7 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
         starts from, instead of training one (`generator_reuse.take_generator`); "" trains its own.
     """
     check_work_dir(run_config)
-    if os.path.isdir(run_config.work_dir):  # In use: refused now, not once the teacher and data have loaded.
-        with exclusive_use(run_config.work_dir):
-            pass
+    check_not_in_use(run_config.work_dir)  # Refused now, not once the teacher and data have loaded.
     check_not_shortened(run_config)
     for note in config_lib.unused_settings_notes(run_config):
         say(f"note: {note}")

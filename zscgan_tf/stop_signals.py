@@ -90,6 +90,21 @@ def is_stop(error: BaseException) -> bool:
     return isinstance(error, KeyboardInterrupt) or closed_output_error(error)
 
 
+def stop_behind(error: BaseException) -> Optional[KeyboardInterrupt]:
+    """The stop (Ctrl-C's KeyboardInterrupt, or `Terminated`) that `error` was raised while
+    handling or from, if any: code a stop lands in may turn it into an error of its own
+    (TensorFlow tracing a function says "AssertionError: Concurrent access?"), which is
+    that stop all the same."""
+    seen = set()
+    cause = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def stop_signal_of(stop: BaseException) -> int:
     """The signal a stop (`is_stop`) stands for: `Terminated`'s own, `PIPE_CLOSED` for a closed
     output's error, SIGINT for Ctrl-C."""
@@ -136,22 +151,8 @@ def _to_dev_null(descriptor: int) -> None:
         os.dup2(null.fileno(), descriptor)
 
 
-# The stop signal last raised as an exception into the command's code (`_raise_for`), or None.
-_raised_signal: Optional[int] = None
-
-
 def _raise_for(signal_number: int):
-    global _raised_signal  # pylint: disable=global-statement
-    _raised_signal = signal_number
     raise KeyboardInterrupt if signal_number == signal.SIGINT else Terminated(signal_number)
-
-
-def raised_stop_signal() -> Optional[int]:
-    """The stop signal raised as an exception into the code of the command running in
-    `stop_signals_as_keyboard_interrupt`, or None. The code it lands in may turn it into
-    another error (TensorFlow tracing a function says "AssertionError: Concurrent access?"),
-    which is that stop all the same."""
-    return _raised_signal
 
 
 def _stop_signals() -> Tuple[int, ...]:
@@ -253,10 +254,7 @@ def stops_between_steps() -> Iterator[StopRequest]:
 @contextlib.contextmanager
 def stop_signals_as_keyboard_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM and SIGHUP raise `Terminated` (a KeyboardInterrupt) instead of
-    killing the process, and Ctrl-C its KeyboardInterrupt, as usual; each is recorded for
-    `raised_stop_signal`."""
-    global _raised_signal  # pylint: disable=global-statement
-    _raised_signal = None  # A command run again in one process (the tests') starts unstopped.
+    killing the process."""
     if not _in_main_thread():
         yield
         return
@@ -264,7 +262,7 @@ def stop_signals_as_keyboard_interrupt() -> Iterator[None]:
     def handler(signal_number, frame):  # pylint: disable=unused-argument
         if signal_number == HANGUP and not _first_hangup():
             return
-        _raise_for(signal_number)
+        raise Terminated(signal_number)
 
-    with _handling(_stop_signals(), handler):
+    with _handling([number for number in _stop_signals() if number != signal.SIGINT], handler):
         yield

@@ -275,8 +275,8 @@ def ensure_builtin_teacher(name: str, cache_dir: Optional[str] = None, progress:
         note(f"waiting for {holder or 'another process'}, which is training built-in teacher {name!r}")
 
     # Two runs started at once on an empty cache: the second waits and takes the first's teacher.
-    cache_advice = (f"; set {CACHE_ENVIRONMENT_VARIABLE} (or --teacher_cache_dir) to a writable directory to cache "
-                    "built-in teachers in")
+    cache_advice = (f"; set {CACHE_ENVIRONMENT_VARIABLE} to a writable directory to cache built-in teachers in "
+                    "(train, tools/convert.py and tools/benchmark.py also take --teacher_cache_dir)")
     with _training_lock(path, on_wait=waiting, advice=cache_advice):
         if _is_saved(path):
             return path
