@@ -156,11 +156,14 @@ def test_samples_that_would_not_fit_in_memory_are_refused_before_a_run_starts(tm
     monkeypatch.setattr(pipeline, "_physical_memory_bytes", lambda: 10 ** 6)  # 1 MB: 3,906 samples of 8x8x1.
     work_dir = tmp_path / "run"
     arguments = ["train", f"--teacher={tiny_teacher_file}", f"--work_dir={work_dir}", "--eval_dataset=none"]
-    assert train.main([*arguments, "--calibration_samples=4000"]) == 2
+    # Made for whole classes (4 here), and held twice over while they are made: 2,001 asked hold 2 x 2,004.
+    assert train.main([*arguments, "--calibration_samples=2001"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "error: --calibration_samples=4000 would hold 4,000 samples of (8, 8, 1) in memory (0.001 GB), more than this "
-        "machine's 0.001 GB")
+        "error: --calibration_samples=2001 would hold 2,004 samples of (8, 8, 1) in memory (0.001 GB, 2 copies while "
+        "they are made), more than this machine's 0.001 GB")
     assert not work_dir.exists()
+    assert pipeline.calibration_samples_generated(500, 1000) == 500  # One each of 500 classes.
+    assert pipeline.calibration_samples_generated(1001, 1000) == 2000
 
 
 def test_none_and_preprocessing_modes_are_read_in_any_case():

@@ -83,6 +83,25 @@ def test_ops_on_an_oversized_or_dynamic_tensor_are_where_the_cpu_takes_over():
     assert "  - ops from #1 on would run on the CPU" in compatibility.format()
 
 
+@pytest.mark.parametrize("weights, note", [((1000, 8192), True), ((1000, 7000), False)])
+def test_parameters_beyond_the_on_chip_memory_are_noted_without_failing_the_check(weights, note):
+    # A 5000-class head (6.4 MB) or ResNet50 (25 MB) was "likely compatible" with no word of the host-memory
+    # streaming that slows it.
+    tensors = (tflite_model.TensorInfo(0, "input", "int8", (1, weights[1]), (1, weights[1]), (0.1,), (0,)),
+               tflite_model.TensorInfo(1, "weights", "int8", weights, weights, (0.1,), (0,), is_constant=True),
+               tflite_model.TensorInfo(2, "bias", "int32", weights[:1], weights[:1], (0.1,), (0,), is_constant=True),
+               tflite_model.TensorInfo(3, "output", "int8", (1, weights[0]), (1, weights[0]), (0.1,), (0,)))
+    operators = (tflite_model.OperatorInfo(0, "FULLY_CONNECTED", ("int8",) * 3, ("int8",), True, (0, 1, 2), (3,)),)
+    compatibility = edge_tpu.compatibility_report(tflite_model.TfliteModelReport(
+        inputs=tensors[:1], outputs=tensors[3:], operators=operators, tensors=tensors))
+    assert compatibility.parameter_bytes == weights[0] * weights[1] + 4 * weights[0]
+    assert compatibility.likely_compatible and compatibility.summary() == "likely compatible"
+    noted = [line for line in compatibility.format() if line.startswith("  - parameters: ")]
+    assert noted == ([f"  - parameters: {compatibility.parameter_bytes / 1e6:.1f} MB, beyond the Edge TPU's on-chip "
+                      "memory for them (8 MB): the compiler streams the rest from host memory at every inference, "
+                      "which slows it"] if note else [])
+
+
 def test_a_dynamic_tensor_alone_makes_a_model_not_compatible_as_is():
     tensors = (tflite_model.TensorInfo(0, "input", "int8", (1, 4), (1, -1), (0.1,), (0,)),
                tflite_model.TensorInfo(1, "output", "int8", (1, 4), (1, -1), (0.1,), (0,)))

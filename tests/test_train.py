@@ -749,6 +749,31 @@ def test_only_an_8_bit_run_ignores_the_low_bit_options_and_only_a_run_without_qa
     assert config_lib.inert_settings(saved) == inert
 
 
+def test_a_finished_run_measured_again_does_not_judge_its_generated_samples_again(tmp_path, tiny_teacher_file,
+                                                                                   capsys, monkeypatch):
+    # Hours at 1000 classes and 224x224 on a CPU, at every rerun of a finished run (on other data, say).
+    from zscgan_tf import zero_shot
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir)
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    report = json.loads((work_dir / "report.json").read_text())
+    samples_png = (work_dir / "samples.png").read_bytes()
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(zero_shot, "evaluate_generator", lambda *args, **kwargs: pytest.fail("judged again"))
+        assert train.main(["train", f"--flagfile={flagfile}", "--latency_runs=3"]) == 0
+    assert "generated samples: already judged by the teacher (4 samples per class), as recorded in state.json" in (
+        capsys.readouterr().out)
+    assert json.loads((work_dir / "report.json").read_text())["generated_samples"] == report["generated_samples"]
+    assert (work_dir / "samples.png").read_bytes() == samples_png
+    # Other settings, or a grid that is not the one recorded, judge them again.
+    (work_dir / "samples.png").write_bytes(b"damaged")
+    assert train.main(["train", f"--flagfile={flagfile}", "--eval_samples_per_class=5"]) == 0
+    assert "already judged" not in capsys.readouterr().out
+    assert json.loads((work_dir / "report.json").read_text())["generated_samples"]["samples_per_class"] == 5
+    assert (work_dir / "samples.png").read_bytes() == samples_png
+
+
 def test_qat_settings_bind_a_directory_only_once_it_holds_a_student(tmp_path, tiny_teacher_file, capsys):
     without_qat = tmp_path / "ptq"
     no_qat = ["--distillation_steps=0"]

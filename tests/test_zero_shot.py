@@ -236,6 +236,24 @@ def test_tensorboard_gets_large_sample_grids_shrunk_and_small_ones_as_they_are()
     assert training_loop.for_tensorboard(small) is small
 
 
+def test_a_long_generation_of_calibration_samples_shows_progress_and_a_short_one_does_not(monkeypatch, capsys):
+    # 5,000 calibration samples at 224x224 took 10 minutes without a word.
+    from zscgan_tf import quantization_stages
+    teacher = tiny_teacher()
+    generator = _trainer(teacher, steps=1).generator
+    monkeypatch.setattr(zero_shot, "GENERATION_PIXELS_PER_BATCH", 4 * 8 * 8)  # Passes of 4 of the 8x8 samples.
+    quiet = quantization_stages.calibration_samples(generator, teacher, 20, seed=0, progress=True)
+    assert capsys.readouterr().out == ""  # Done in well under SLOW_GENERATION_SECONDS.
+    monkeypatch.setattr(zero_shot, "SLOW_GENERATION_SECONDS", 0.0)  # Every generation is slow now.
+    shown = quantization_stages.calibration_samples(generator, teacher, 20, seed=0, progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("calibration samples generated 4/20 [") and lines[-1].startswith(
+        "calibration samples generated 20/20 [")
+    np.testing.assert_array_equal(shown, quiet)  # The same samples either way.
+    quantization_stages.calibration_samples(generator, teacher, 20, seed=0)
+    assert capsys.readouterr().out == ""  # Without progress, nothing.
+
+
 def test_generation_runs_large_images_in_small_batches(monkeypatch, capsys):
     assert zero_shot.generation_batch_size((28, 28, 1)) == 256
     assert zero_shot.generation_batch_size((64, 64, 3)) == 256

@@ -119,7 +119,12 @@ def _calibration(generator, teacher, count, seed, preprocessing_known=True):
     if FLAGS.mode != "int8":
         return None  # Float and dynamic-range exports are not calibrated.
     from zscgan_tf import pipeline  # pylint: disable=import-outside-toplevel  # As in _load_generator.
-    pipeline.check_samples_fit_in_memory("calibration_samples", count, count, teacher.image_shape)
+    if FLAGS.data_source == "generator":  # Made for whole classes, and copied while they are.
+        pipeline.check_samples_fit_in_memory("calibration_samples", count,
+                                             pipeline.calibration_samples_generated(count, teacher.num_classes),
+                                             teacher.image_shape, pipeline.CALIBRATION_COPIES)
+    else:
+        pipeline.check_samples_fit_in_memory("calibration_samples", count, count, teacher.image_shape)
     if FLAGS.data_source == "noise":
         return distilled_data.gaussian_noise_inputs(teacher, count, seed)
     if FLAGS.data_source == "distilled":
@@ -135,7 +140,7 @@ def _calibration(generator, teacher, count, seed, preprocessing_known=True):
                         f"{teacher.image_shape}")
     if preprocessing_known:
         _check_generator_input_space(generator, teacher.preprocessing, teacher.image_shape[-1])
-    return quantization_stages.calibration_samples(generator, teacher, count, seed)
+    return quantization_stages.calibration_samples(generator, teacher, count, seed, progress=True)
 
 
 def _check_generator_input_space(generator, preprocessing, channels) -> None:

@@ -260,7 +260,8 @@ class TeacherBenchmark:
         if source == "real":
             return real_inputs(self.train.class_balanced(self.config.calibration_samples, seed), self.teacher)[0]
         return quantization_stages.calibration_samples(self.trained_generator(pool_draw), self.teacher,
-                                                       self.config.calibration_samples, seed=seed)
+                                                       self.config.calibration_samples, seed=seed,
+                                                       progress=self.progress)
 
     def calibration_for(self, source: str, pool_draw: int = 0) -> np.ndarray:
         """The rows' calibration samples of `source`; generated ones from generator pool `pool_draw`."""

@@ -80,6 +80,10 @@ EDGE_TPU_SUPPORTED_OP_NAMES = frozenset(name for name, _ in EDGE_TPU_SUPPORTED_O
 # Edge TPU tensors may be 1-, 2- or 3-D; beyond that only the 3 innermost
 # dimensions may be larger than 1.
 EDGE_TPU_MAX_TENSOR_RANK = 3
+# The Edge TPU's on-chip memory for a model's parameters, about 8 MB (Coral's compiler documentation,
+# "parameter data caching"): the compiler streams the parameters beyond it from host memory at
+# every inference, which slows it (fully connected layers most).
+EDGE_TPU_PARAMETER_CACHE_BYTES = 8 * 1000 * 1000
 # SOFTMAX's input limit.
 EDGE_TPU_MAX_SOFTMAX_ELEMENTS = 16000
 # A MEAN along channels needs a multiple of this many of them.
@@ -87,6 +91,20 @@ EDGE_TPU_MEAN_CHANNEL_MULTIPLE = 4
 BATCH_AXIS = 0
 # Ops beyond their limits listed one a line in a report; the rest are counted.
 MAX_LISTED_VIOLATIONS = 8
+
+
+def _bytes_of(tensor: TensorInfo) -> int:
+    """The bytes a tensor's values take: 4 bits each for int4, 2 bytes for bfloat16, numpy's size
+    for the others, 0 for a type of no fixed size (a string)."""
+    count = int(np.prod(tensor.shape, dtype=np.int64))
+    if tensor.dtype in ("int4", "uint4"):
+        return (count + 1) // 2
+    if tensor.dtype == "bfloat16":
+        return 2 * count
+    try:
+        return count * np.dtype(tensor.dtype).itemsize
+    except TypeError:
+        return 0
 
 
 def _dimensions_above_one(shape: Tuple[int, ...]) -> int:
@@ -248,6 +266,9 @@ class EdgeTpuCompatibility:
         compiler cannot map either.
       limit_violations: (operator, why) for each supported operator beyond the limits
         documented for it: the compiler leaves it to the CPU, as an unsupported one.
+      parameter_bytes: bytes of the constant tensors (weights, biases), which the Edge TPU
+        caches on chip up to `EDGE_TPU_PARAMETER_CACHE_BYTES`: beyond, a note (the model
+        maps, but runs slower), not a failed check.
       compiler_run: always False.
     """
 
@@ -258,6 +279,7 @@ class EdgeTpuCompatibility:
     limitations: Tuple[Tuple[str, str], ...]
     shape_ops: Tuple[OperatorInfo, ...] = ()
     limit_violations: Tuple[Tuple[OperatorInfo, str], ...] = ()
+    parameter_bytes: int = 0
     compiler_run: bool = False
 
     @property
@@ -311,6 +333,10 @@ class EdgeTpuCompatibility:
             lines.append(f"  - ops from #{self.first_cpu_op_index} on would run on the CPU")
         for name, limitation in self.limitations:
             lines.append(f"  - check by hand: {name}: {limitation}")
+        if self.parameter_bytes > EDGE_TPU_PARAMETER_CACHE_BYTES:
+            lines.append(f"  - parameters: {self.parameter_bytes / 1e6:.1f} MB, beyond the Edge TPU's on-chip "
+                         f"memory for them ({EDGE_TPU_PARAMETER_CACHE_BYTES / 1e6:.0f} MB): the compiler streams the "
+                         "rest from host memory at every inference, which slows it")
         return lines
 
 
@@ -366,4 +392,5 @@ def compatibility_report(report: TfliteModelReport) -> EdgeTpuCompatibility:
         oversized_tensors=tuple(report.tensors[index].name for index in oversized_indices),
         limitations=limitations,
         shape_ops=shape_ops,
-        limit_violations=tuple(violations))
+        limit_violations=tuple(violations),
+        parameter_bytes=sum(_bytes_of(tensor) for tensor in report.tensors if tensor.is_constant))

@@ -38,7 +38,8 @@ from zscgan_tf.files import (check_not_in_use, exclusive_use, file_digest, save_
                              unusable_directory_reason, write_json_atomic, write_text_atomic)
 from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.progress import count_of, format_duration, say
-from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE, STUDENT_CHECK_KEY,
+from zscgan_tf.run_state import (GENERATED_SAMPLES_KEY, GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE,
+                                 STUDENT_CHECK_KEY,
                                  TEACHER_KEY, TEACHER_PREPROCESSING_KEY, TRAINED_HERE_KEY, checkpoint_steps,
                                  how_the_teacher_differs, pool_member_dirs, pool_member_names, read_state,
                                  record_teacher, write_state)
@@ -243,18 +244,32 @@ FLOAT32_BYTES = 4
 GIGABYTE = 10 ** 9
 
 
-def check_samples_fit_in_memory(flag: str, count: int, samples: int, image_shape) -> None:
-    """Refuses `--flag=count` if the `samples` float32 images of `image_shape` it asks for
-    would alone exceed this machine's memory.
+# Copies of the samples held at once while they are made: generated calibration samples are
+# gathered in passes, joined, then reordered (2 at the peak); the sample grid is scaled,
+# rounded and clipped (3).
+CALIBRATION_COPIES = 2
+GRID_COPIES = 3
+
+
+def calibration_samples_generated(count: int, num_classes: int) -> int:
+    """How many samples `quantization_stages.calibration_samples` generates for `count`: as many
+    of each class, so a whole number of each class's (1,001 of 1,000 classes: 2,000)."""
+    return count if count < num_classes else -(-count // num_classes) * num_classes
+
+
+def check_samples_fit_in_memory(flag: str, count: int, samples: int, image_shape, copies: int = 1) -> None:
+    """Refuses `--flag=count` if the `samples` float32 images of `image_shape` it asks for,
+    held `copies` times over while they are made, would alone exceed this machine's memory.
 
     Raises:
       UserError: naming the flag, the memory it would take and the machine's.
     """
     memory = _physical_memory_bytes()
-    needed = samples * FLOAT32_BYTES * int(np.prod(image_shape))
+    needed = copies * samples * FLOAT32_BYTES * int(np.prod(image_shape))
     if memory and needed > memory:
+        held = f", {copies} copies while they are made" if copies > 1 else ""
         raise UserError(f"--{flag}={count} would hold {samples:,} samples of {tuple(image_shape)} in memory "
-                        f"({_in_gigabytes(needed)}), more than this machine's {_in_gigabytes(memory)}")
+                        f"({_in_gigabytes(needed)}{held}), more than this machine's {_in_gigabytes(memory)}")
 
 
 def _in_gigabytes(size: int) -> str:
@@ -267,13 +282,14 @@ def check_held_samples_fit_in_memory(run_config: config_lib.RunConfig, teacher: 
     samples were allocated once the generator had trained, then filled for minutes, and 10**12
     were a numpy traceback there. The generator's evaluation holds one class at a time."""
     evaluation = run_config.evaluation
-    check_samples_fit_in_memory("calibration_samples", run_config.quantization.calibration_samples,
-                                run_config.quantization.calibration_samples, teacher.image_shape)
+    count = run_config.quantization.calibration_samples
+    check_samples_fit_in_memory("calibration_samples", count, calibration_samples_generated(count, teacher.num_classes),
+                                teacher.image_shape, CALIBRATION_COPIES)
     check_samples_fit_in_memory("eval_samples_per_class", evaluation.samples_per_class, evaluation.samples_per_class,
                                 teacher.image_shape)
     grid_rows = min(teacher.num_classes, evaluation.grid_max_classes)
     check_samples_fit_in_memory("grid_samples_per_class", evaluation.grid_samples_per_class,
-                                evaluation.grid_samples_per_class * grid_rows, teacher.image_shape)
+                                evaluation.grid_samples_per_class * grid_rows, teacher.image_shape, GRID_COPIES)
 
 
 def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict,
@@ -420,13 +436,38 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
 
 def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, generator, state: dict,
                  quantization_results: dict, progress: bool = True) -> dict:
-    """Judges generated samples with the teacher, writes the grid and the reports."""
+    """Judges generated samples with the teacher (unless this generator's samples were judged
+    with these settings already, and their grid is the one written then), writes the grid and
+    the reports."""
     work_dir = run_config.work_dir
-    evaluation = zero_shot.evaluate_generator(generator, teacher, run_config.evaluation.samples_per_class,
-                                              seed=run_config.seed + EVALUATION_SEED_OFFSET, progress=progress)
-    grid = zero_shot.sample_grid(generator, teacher, run_config.evaluation.grid_samples_per_class,
-                                 run_config.evaluation.grid_max_classes, run_config.seed + GRID_SEED_OFFSET)
-    zero_shot.write_png(os.path.join(work_dir, run_report.SAMPLES_FILE), grid)
+    settings = run_config.evaluation
+    samples_path = os.path.join(work_dir, run_report.SAMPLES_FILE)
+    key = json.dumps({"generator": file_digest(os.path.join(work_dir, GENERATOR_MODEL_FILE)),
+                      "teacher": state.get(TEACHER_KEY), "seed": run_config.seed,
+                      "samples_per_class": settings.samples_per_class,
+                      "grid": [settings.grid_samples_per_class, settings.grid_max_classes]}, sort_keys=True)
+    judged = state.get(GENERATED_SAMPLES_KEY) or {}
+    if judged.get("key") == key and judged.get("samples_sha256") == file_digest(samples_path):
+        say(f"generated samples: already judged by the teacher ({count_of(settings.samples_per_class, 'sample')} "
+            f"per class), as recorded in {STATE_FILE}")
+        generated = judged["result"]
+    else:
+        evaluation = zero_shot.evaluate_generator(generator, teacher, settings.samples_per_class,
+                                                  seed=run_config.seed + EVALUATION_SEED_OFFSET, progress=progress)
+        grid = zero_shot.sample_grid(generator, teacher, settings.grid_samples_per_class, settings.grid_max_classes,
+                                     run_config.seed + GRID_SEED_OFFSET)
+        zero_shot.write_png(samples_path, grid)
+        generated = {
+            "samples_per_class": evaluation.samples_per_class,
+            "teacher_agreement": evaluation.accuracy,
+            "worst_class_agreement": evaluation.worst_class_accuracy,
+            "per_class_agreement": evaluation.per_class_accuracy,
+            "mean_confidence": evaluation.mean_confidence,
+            "within_class_spread": evaluation.within_class_spread,
+        }
+        state[GENERATED_SAMPLES_KEY] = {"key": key, "result": json.loads(json.dumps(generated)),
+                                        "samples_sha256": file_digest(samples_path)}
+        write_state(work_dir, state)
     summary = run_report.generator_training_summary(state.get("generator", {}))
     first_bn = summary.get("first", {}).get("bn_statistics")
     last_bn = summary.get("last", {}).get("bn_statistics")
@@ -438,14 +479,7 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
         "generator_trained_here": (not state.get(GENERATOR_FROM_KEY)
                                    or state.get("generator", {}).get(TRAINED_HERE_KEY, False)),
         "bn_statistics_reduction": (first_bn / last_bn) if first_bn and last_bn else None,
-        "generated_samples": {
-            "samples_per_class": evaluation.samples_per_class,
-            "teacher_agreement": evaluation.accuracy,
-            "worst_class_agreement": evaluation.worst_class_accuracy,
-            "per_class_agreement": evaluation.per_class_accuracy,
-            "mean_confidence": evaluation.mean_confidence,
-            "within_class_spread": evaluation.within_class_spread,
-        },
+        "generated_samples": generated,
         "quantization": {"scheme": run_config.quantization.scheme,
                          "low_bit_ranges": run_config.quantization.low_bit_ranges,
                          **(state.get("distillation", {}) if run_config.distillation.steps else {}),
@@ -532,9 +566,9 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     def save_state(updated):
         write_state(run_config.work_dir, updated)
 
-    calibration = quantization_stages.calibration_samples(generator, teacher,
-                                                          run_config.quantization.calibration_samples,
-                                                          seed=run_config.seed + quantization_stages.CALIBRATION_SEED_OFFSET)
+    calibration = quantization_stages.calibration_samples(
+        generator, teacher, run_config.quantization.calibration_samples,
+        seed=run_config.seed + quantization_stages.CALIBRATION_SEED_OFFSET, progress=progress)
     student = quantization_stages.distillation_stage(run_config, teacher, generator, calibration, state, save_state,
                                                      progress=progress)
     tflite_paths = quantization_stages.export_stage(

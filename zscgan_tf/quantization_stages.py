@@ -72,18 +72,24 @@ EXPORT_CHECK_SAMPLES = 100
 MIN_EXPORT_AGREEMENT = 0.5
 
 
-def calibration_samples(generator, teacher: Teacher, count: int, seed: int) -> np.ndarray:
+# What the progress bar of a long generation of calibration samples says.
+CALIBRATION_PROGRESS = "calibration samples generated"
+
+
+def calibration_samples(generator, teacher: Teacher, count: int, seed: int, progress: bool = False) -> np.ndarray:
     """`count` class-balanced generator samples (classes interleaved), teacher-space float32.
 
     With fewer samples than classes (the default 500 for ImageNet's 1000), one sample each
-    of `count` classes drawn at random, rather than of the first `count` classes.
+    of `count` classes drawn at random, rather than of the first `count` classes. With
+    `progress`, a progress bar if generating them takes long.
     """
     noise_dim = int(generator.inputs[0].shape[-1])
+    shown = CALIBRATION_PROGRESS if progress else ""
     if count < teacher.num_classes:
         labels = np.sort(np.random.default_rng(seed).choice(teacher.num_classes, count, replace=False))
-        return zero_shot.generate_for_labels(generator, labels, noise_dim, seed)
+        return zero_shot.generate_for_labels(generator, labels, noise_dim, seed, shown)
     per_class = math.ceil(count / teacher.num_classes)
-    images, labels = zero_shot.generate(generator, teacher.num_classes, per_class, noise_dim, seed)
+    images, labels = zero_shot.generate(generator, teacher.num_classes, per_class, noise_dim, seed, shown)
     # `generate` sorts samples by class; interleaving them keeps any prefix balanced too.
     index_within_class = np.tile(np.arange(per_class), teacher.num_classes)
     return images[np.argsort(index_within_class, kind="stable")][:count]

@@ -9,6 +9,7 @@ Only the generator's variables are ever updated; the teacher is called with
 
 import dataclasses
 import math
+import time
 from typing import Dict, Iterator, List
 
 import numpy as np
@@ -20,6 +21,9 @@ from zscgan_tf.config import GeneratorTrainingConfig, LossConfig
 from zscgan_tf.files import write_bytes_atomic
 from zscgan_tf.progress import ProgressBar
 from zscgan_tf.teachers import Teacher
+
+# A generation this long (seconds) shows a progress bar from then on.
+SLOW_GENERATION_SECONDS = 10.0
 
 LOSS_TERMS = ("total", "cross_entropy", "bn_statistics", "diversity", "mode_seeking")
 PROGRESS_TERMS = ("total", "cross_entropy", "bn_statistics", "accuracy")
@@ -165,23 +169,39 @@ def _generated_batches(generator, labels: np.ndarray, noise_dim: int, seed: int)
                             training=False).numpy()
 
 
-def _generate_in_batches(generator, labels: np.ndarray, noise_dim: int, seed: int) -> np.ndarray:
-    return np.concatenate(list(_generated_batches(generator, labels, noise_dim, seed)))
+def _generate_in_batches(generator, labels: np.ndarray, noise_dim: int, seed: int,
+                         progress_description: str = "") -> np.ndarray:
+    """`_generated_batches` joined; with `progress_description`, a progress bar once the generation
+    has taken `SLOW_GENERATION_SECONDS` (minutes for thousands of samples at 224x224 on a CPU,
+    which said nothing), none for the usual second or two."""
+    batches, bar, started = [], None, time.monotonic()
+    for batch in _generated_batches(generator, labels, noise_dim, seed):
+        batches.append(batch)
+        if progress_description and (bar or time.monotonic() - started >= SLOW_GENERATION_SECONDS):
+            bar = bar or ProgressBar(len(labels), progress_description)
+            bar.update(sum(len(done) for done in batches), {})
+    if bar:
+        bar.close()
+    return np.concatenate(batches)
 
 
-def generate(generator, num_classes: int, samples_per_class: int, noise_dim: int, seed: int):
-    """Class-balanced samples: `samples_per_class` of each class, in class order.
+def generate(generator, num_classes: int, samples_per_class: int, noise_dim: int, seed: int,
+             progress_description: str = ""):
+    """Class-balanced samples: `samples_per_class` of each class, in class order (with a progress
+    bar under `progress_description` if it takes long: `_generate_in_batches`).
 
     Returns:
       (images float32 (N, H, W, C) in teacher input space, labels int32 (N,)).
     """
     labels = np.repeat(np.arange(num_classes, dtype=np.int32), samples_per_class)
-    return generate_for_labels(generator, labels, noise_dim, seed), labels
+    return generate_for_labels(generator, labels, noise_dim, seed, progress_description), labels
 
 
-def generate_for_labels(generator, labels: np.ndarray, noise_dim: int, seed: int) -> np.ndarray:
-    """One sample of each of `labels` (int32 class indices), in their order, float32 in teacher input space."""
-    return _generate_in_batches(generator, np.asarray(labels, np.int32), noise_dim, seed)
+def generate_for_labels(generator, labels: np.ndarray, noise_dim: int, seed: int,
+                        progress_description: str = "") -> np.ndarray:
+    """One sample of each of `labels` (int32 class indices), in their order, float32 in teacher input
+    space (with a progress bar under `progress_description` if it takes long)."""
+    return _generate_in_batches(generator, np.asarray(labels, np.int32), noise_dim, seed, progress_description)
 
 
 @dataclasses.dataclass(frozen=True)
