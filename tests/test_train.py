@@ -787,6 +787,8 @@ def test_qat_settings_bind_a_directory_only_once_it_holds_a_student(tmp_path, ti
     # replaced under it (a later run with QAT would take it as trained with them).
     with_qat = tmp_path / "qat"
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, with_qat)}"]) == 0
+    # A run without QAT first, which records its 0 steps (a resumable change) in config.json.
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, with_qat, extra=no_qat)}"]) == 0
     capsys.readouterr()
     flagfile = _flagfile(tmp_path, tiny_teacher_file, with_qat, extra=no_qat + ["--temperature=9"])
     assert train.main(["train", f"--flagfile={flagfile}"]) == 2
