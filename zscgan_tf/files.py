@@ -214,9 +214,9 @@ def _process_exists(process_id: int) -> bool:
 
 def remove_stray_temporary_files(directory: str) -> int:
     """Removes this package's temporary files under `directory` (`STRAY_SEARCH_DEPTH` levels
-    down at most) whose writer, a process of this machine, has ended (killed while it wrote: a killed process removes
-    none), as their names say; returns how many. For the holder of `directory`'s lock,
-    under which no other run writes there."""
+    down at most) whose writer, a process of this machine, has ended (killed while it wrote:
+    a killed process removes none), as their names say; returns how many. For the holder of
+    `directory`'s lock, under which no other run writes there."""
     removed = 0
     top_depth = os.path.abspath(directory).rstrip(os.sep).count(os.sep)
     for folder, subfolders, names in os.walk(directory):

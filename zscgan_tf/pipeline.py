@@ -39,10 +39,9 @@ from zscgan_tf.files import (check_not_in_use, exclusive_use, file_digest, save_
 from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.progress import count_of, format_duration, say
 from zscgan_tf.run_state import (GENERATED_SAMPLES_KEY, GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE,
-                                 STUDENT_CHECK_KEY,
-                                 TEACHER_KEY, TEACHER_PREPROCESSING_KEY, TRAINED_HERE_KEY, checkpoint_steps,
-                                 how_the_teacher_differs, pool_member_dirs, pool_member_names, read_state,
-                                 record_teacher, write_state)
+                                 STUDENT_CHECK_KEY, TEACHER_KEY, TEACHER_PREPROCESSING_KEY, TRAINED_HERE_KEY,
+                                 checkpoint_steps, how_the_teacher_differs, pool_member_dirs, pool_member_names,
+                                 read_state, record_teacher, write_state)
 
 # Evaluation data larger than this is checked before training, then let go and read again
 # for the evaluation rather than held in memory through training: ImageNet's 50,000
