@@ -7,7 +7,9 @@ only wait their turn.
 
 import math
 import os
-from typing import List, Optional
+from typing import Optional
+
+from zscgan_tf import cgroups
 
 
 def usable_cores() -> int:
@@ -23,7 +25,7 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
-def cgroup_cpu_quota(root: str = "/sys/fs/cgroup", own_cgroups: str = "/proc/self/cgroup") -> Optional[int]:
+def cgroup_cpu_quota(root: str = cgroups.CGROUP_ROOT, own_cgroups: str = cgroups.OWN_CGROUPS) -> Optional[int]:
     """The CPUs' worth of time this process's cgroups may use (rounded up), or None when
     unlimited or unknown: the smallest limit from the process's own cgroup (`own_cgroups`
     names it) up to the root of the hierarchy mounted at `root`. In a container that root is
@@ -33,57 +35,21 @@ def cgroup_cpu_quota(root: str = "/sys/fs/cgroup", own_cgroups: str = "/proc/sel
     Reads cgroup v2's `cpu.max` ("200000 100000": 2 CPUs; "max 100000": no limit), else
     cgroup v1's `cpu/cpu.cfs_quota_us` and `cpu/cpu.cfs_period_us` (a quota of -1: no limit).
     """
-    quotas = [quota for directory in _own_cgroup_directories(root, own_cgroups)
+    quotas = [quota for directory in cgroups.own_cgroup_directories(root, own_cgroups, "cpu")
               for quota in [_cpu_quota_in(directory)] if quota is not None]
     return min(quotas) if quotas else None
-
-
-def _own_cgroup_directories(root: str, own_cgroups: str) -> List[str]:
-    """The directories of the process's cgroup and of each cgroup above it that exist under
-    `root` (in the v1 `cpu` hierarchy, where there is one, and the v2 one), innermost first,
-    then the two hierarchies' roots. A path that is not under the mount (a container that
-    sees its host's names) leaves only the roots."""
-    v1_root = os.path.join(root, "cpu")
-    directories = []
-    for line in _text_of(own_cgroups).splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if controllers == "":
-            base = root  # cgroup v2's single hierarchy: "0::/path".
-        elif "cpu" in controllers.split(","):
-            base = v1_root
-        else:
-            continue
-        relative = path.strip("/")
-        while relative:
-            directory = os.path.join(base, relative)
-            if os.path.isdir(directory):
-                directories.append(directory)
-            relative = os.path.dirname(relative)
-    return directories + [v1_root, root]
 
 
 def _cpu_quota_in(directory: str) -> Optional[int]:
     """The CPUs' worth of time one cgroup directory allows (v2's `cpu.max`, else v1's CFS
     files); None for no limit or none found."""
-    words = _text_of(os.path.join(directory, "cpu.max")).split()
+    words = cgroups.read_text(os.path.join(directory, "cpu.max")).split()
     if words:
         quota, period = words[0], words[1] if len(words) > 1 else ""
     else:
-        quota = _text_of(os.path.join(directory, "cpu.cfs_quota_us")).strip()
-        period = _text_of(os.path.join(directory, "cpu.cfs_period_us")).strip()
+        quota = cgroups.read_text(os.path.join(directory, "cpu.cfs_quota_us")).strip()
+        period = cgroups.read_text(os.path.join(directory, "cpu.cfs_period_us")).strip()
     try:
         return max(1, math.ceil(int(quota) / int(period))) if int(quota) > 0 else None
     except (ValueError, ZeroDivisionError):  # "max", or nothing read.
         return None
-
-
-def _text_of(path: str) -> str:
-    """A small system file's text; "" where it cannot be read."""
-    try:
-        with open(path) as file:
-            return file.read()
-    except OSError:
-        return ""

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from zscgan_tf import cgroups
 from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
 from zscgan_tf import (evaluation_progress, evaluation_stage, generator_reuse, quantization_stages, run_report,
@@ -232,10 +233,14 @@ def check_not_shortened(run_config: config_lib.RunConfig):
 
 
 def _physical_memory_bytes() -> Optional[int]:
+    """The machine's memory, or the less its cgroups allow this process (a container's limit:
+    the host's memory is what the machine reports), or None where neither is known."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # Not a POSIX system that tells.
-        return None
+        physical = None
+    limits = [limit for limit in (physical, cgroups.memory_limit()) if limit]
+    return min(limits) if limits else None
 
 
 # Bytes of one float32 value, as generated samples and preprocessed images are held.
