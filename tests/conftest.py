@@ -183,6 +183,18 @@ def build_merge_layer_classifier(input_shape=(8, 8, 1), num_classes=4, seed=0):
     return model
 
 
+def write_cgroup_tree(tmp_path, own_cgroup: str, files: dict):
+    """A cgroup mount under `tmp_path` holding `files` (path under the mount: text), and a
+    /proc/self/cgroup naming `own_cgroup`; returns (mount root, own-cgroup file) as strings."""
+    root = tmp_path / "cgroup"
+    root.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text + "\n")
+    (tmp_path / "self_cgroup").write_text(own_cgroup + "\n")
+    return str(root), str(tmp_path / "self_cgroup")
+
+
 def randomize_batchnorm_statistics(model, seed=0):
     """Gives BN layers non-trivial moving statistics, as a trained model has."""
     random = np.random.default_rng(seed)

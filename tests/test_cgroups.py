@@ -4,6 +4,8 @@ import pytest
 
 from zscgan_tf import cgroups, pipeline
 
+from conftest import write_cgroup_tree
+
 
 @pytest.mark.parametrize("own_cgroup, files, limit", [
     ("0::/", {"memory.max": "8589934592"}, 8589934592),  # docker run --memory=8g, cgroup v2.
@@ -15,13 +17,7 @@ from zscgan_tf import cgroups, pipeline
     ("5:memory:/job", {"memory/job/memory.limit_in_bytes": "9223372036854771712"}, None),
     ("0::/", {}, None)])
 def test_a_containers_memory_limit_is_read_from_cgroup_v2_or_v1(tmp_path, own_cgroup, files, limit):
-    root = tmp_path / "cgroup"
-    root.mkdir()
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text + "\n")
-    (tmp_path / "self_cgroup").write_text(own_cgroup + "\n")
-    assert cgroups.memory_limit(str(root), str(tmp_path / "self_cgroup")) == limit
+    assert cgroups.memory_limit(*write_cgroup_tree(tmp_path, own_cgroup, files)) == limit
 
 
 def test_the_memory_check_takes_a_containers_limit_below_the_machines(monkeypatch):

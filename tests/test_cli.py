@@ -152,7 +152,7 @@ def test_an_allocation_that_fails_is_one_line_and_status_5(error, capsys):
 
 def test_samples_that_would_not_fit_in_memory_are_refused_before_a_run_starts(tmp_path, tiny_teacher_file,
                                                                               monkeypatch, capsys):
-    from zscgan_tf import pipeline
+    from zscgan_tf import pipeline, quantization_stages
     monkeypatch.setattr(pipeline, "_physical_memory_bytes", lambda: 10 ** 6)  # 1 MB: 3,906 samples of 8x8x1.
     work_dir = tmp_path / "run"
     arguments = ["train", f"--teacher={tiny_teacher_file}", f"--work_dir={work_dir}", "--eval_dataset=none"]
@@ -162,8 +162,8 @@ def test_samples_that_would_not_fit_in_memory_are_refused_before_a_run_starts(tm
         "error: --calibration_samples=2001 would hold 2,004 samples of (8, 8, 1) in memory (0.001 GB, 2 copies while "
         "they are made), more than this machine's 0.001 GB")
     assert not work_dir.exists()
-    assert pipeline.calibration_samples_generated(500, 1000) == 500  # One each of 500 classes.
-    assert pipeline.calibration_samples_generated(1001, 1000) == 2000
+    assert quantization_stages.calibration_samples_generated(500, 1000) == 500  # One each of 500 classes.
+    assert quantization_stages.calibration_samples_generated(1001, 1000) == 2000
 
 
 def test_none_and_preprocessing_modes_are_read_in_any_case():

@@ -6,6 +6,8 @@ import pytest
 
 from zscgan_tf import cpu_cores
 
+from conftest import write_cgroup_tree
+
 
 @pytest.mark.parametrize("files, cpus", [
     ({"cpu.max": "200000 100000\n"}, 2),
@@ -37,12 +39,7 @@ def test_a_containers_cpu_quota_is_read_from_cgroup_v2_or_v1(tmp_path, files, cp
     ("0::/docker/abc", {"cpu.max": "200000 100000"}, 2),
 ])
 def test_a_quota_on_a_cgroup_nested_below_the_mount_counts(tmp_path, own_cgroup, files, cpus):
-    root = tmp_path / "cgroup"
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text + "\n")
-    (tmp_path / "self_cgroup").write_text(own_cgroup + "\n")
-    assert cpu_cores.cgroup_cpu_quota(str(root), str(tmp_path / "self_cgroup")) == cpus
+    assert cpu_cores.cgroup_cpu_quota(*write_cgroup_tree(tmp_path, own_cgroup, files)) == cpus
 
 
 def test_usable_cores_keep_to_the_cpu_set_and_the_quota(monkeypatch):

@@ -121,8 +121,9 @@ def _calibration(generator, teacher, count, seed, preprocessing_known=True):
     from zscgan_tf import pipeline  # pylint: disable=import-outside-toplevel  # As in _load_generator.
     if FLAGS.data_source == "generator":  # Made for whole classes, and copied while they are.
         pipeline.check_samples_fit_in_memory("calibration_samples", count,
-                                             pipeline.calibration_samples_generated(count, teacher.num_classes),
-                                             teacher.image_shape, pipeline.CALIBRATION_COPIES)
+                                             quantization_stages.calibration_samples_generated(
+                                                 count, teacher.num_classes),
+                                             teacher.image_shape, quantization_stages.CALIBRATION_COPIES)
     else:
         pipeline.check_samples_fit_in_memory("calibration_samples", count, count, teacher.image_shape)
     if FLAGS.data_source == "noise":

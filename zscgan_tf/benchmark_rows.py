@@ -19,8 +19,7 @@ import numpy as np
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import data, distill, distilled_data, evaluate, export, pipeline, quantization_stages, quantize
-from zscgan_tf import (labeled_images, reproducibility, run_report, run_state, teachers, tflite_model, throughput,
-                       zero_shot)
+from zscgan_tf import labeled_images, reproducibility, run_report, run_state, teachers, throughput, zero_shot
 from zscgan_tf.benchmark_config import (CALIBRATION_SEED_OFFSET, DISTILLATION_SEED_OFFSET, EVALUATION_SEED_OFFSET,
                                         NOISE_SEED_OFFSET, SPREAD_SEED_OFFSET, BenchmarkConfig, validate)
 from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, format_results, points, targets
@@ -425,13 +424,9 @@ class TeacherBenchmark:
             scheme = self.config.quantization_scheme(scheme_name)
             problem = ""
             try:
-                with quantize.automatic_names_unchanged():
-                    student, _ = quantize.quantize_student(self.teacher.model, scheme, calibration_inputs=samples,
-                                                           input_range=input_range)
-                if scheme.exportable:  # Float ops allowed here, so that the message can name their layers.
-                    report = tflite_model.inspect_tflite(export.convert_to_tflite(
-                        student, export.representative_dataset_from_array(samples, input_range), mode="int8",
-                        allow_float_ops=True))
+                student = quantization_stages.trial_student(self.teacher.model, scheme, samples, input_range)
+                if scheme.exportable:
+                    report = quantization_stages.trial_int8_report(student, samples, input_range)
                     if report.non_integer_ops:
                         problem = (f"its int8 TFLite would keep {export.float_ops_description(report, student)} "
                                    "float")

@@ -429,8 +429,9 @@ def unused_settings_notes(config: RunConfig) -> List[str]:
     """One note for each kind of setting changed from its default that `config` never uses
     (`inert_settings`): a flagfile written for other runs may set them, but a user who
     changed one by hand should hear that it does nothing."""
-    current, defaults = _flatten(current_dict(config)), _flatten(current_dict(RunConfig()))
-    unused = [key for key in sorted(inert_settings(current_dict(config))) if current[key] != defaults[key]]
+    config_dict = current_dict(config)
+    current, defaults = _flatten(config_dict), _flatten(current_dict(RunConfig()))
+    unused = [key for key in sorted(inert_settings(config_dict)) if current[key] != defaults[key]]
 
     def flag_list(keys):
         return ", ".join(f"--{DISTILLATION_FLAGS.get(key.split('.')[1], key.split('.')[1])}" for key in keys)

@@ -248,17 +248,8 @@ FLOAT32_BYTES = 4
 GIGABYTE = 10 ** 9
 
 
-# Copies of the samples held at once while they are made: generated calibration samples are
-# gathered in passes, joined, then reordered (2 at the peak); the sample grid is scaled,
-# rounded and clipped (3).
-CALIBRATION_COPIES = 2
+# Copies of the sample grid held at once while it is made: scaled, rounded and clipped.
 GRID_COPIES = 3
-
-
-def calibration_samples_generated(count: int, num_classes: int) -> int:
-    """How many samples `quantization_stages.calibration_samples` generates for `count`: as many
-    of each class, so a whole number of each class's (1,001 of 1,000 classes: 2,000)."""
-    return count if count < num_classes else -(-count // num_classes) * num_classes
 
 
 def check_samples_fit_in_memory(flag: str, count: int, samples: int, image_shape, copies: int = 1) -> None:
@@ -287,8 +278,9 @@ def check_held_samples_fit_in_memory(run_config: config_lib.RunConfig, teacher: 
     were a numpy traceback there. The generator's evaluation holds one class at a time."""
     evaluation = run_config.evaluation
     count = run_config.quantization.calibration_samples
-    check_samples_fit_in_memory("calibration_samples", count, calibration_samples_generated(count, teacher.num_classes),
-                                teacher.image_shape, CALIBRATION_COPIES)
+    check_samples_fit_in_memory("calibration_samples", count,
+                                quantization_stages.calibration_samples_generated(count, teacher.num_classes),
+                                teacher.image_shape, quantization_stages.CALIBRATION_COPIES)
     check_samples_fit_in_memory("eval_samples_per_class", evaluation.samples_per_class, evaluation.samples_per_class,
                                 teacher.image_shape)
     grid_rows = min(teacher.num_classes, evaluation.grid_max_classes)

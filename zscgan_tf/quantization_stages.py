@@ -74,6 +74,16 @@ MIN_EXPORT_AGREEMENT = 0.5
 
 # What the progress bar of a long generation of calibration samples says.
 CALIBRATION_PROGRESS = "calibration samples generated"
+# Copies of the calibration samples held at once while they are made: gathered in passes,
+# joined, then reordered (2 at the peak; `pipeline.check_samples_fit_in_memory` counts them).
+CALIBRATION_COPIES = 2
+
+
+def calibration_samples_generated(count: int, num_classes: int) -> int:
+    """How many samples `calibration_samples` generates for `count`: one each of `count`
+    classes, or as many of each class, so a whole number of each class's (1,001 of 1,000
+    classes: 2,000)."""
+    return count if count < num_classes else math.ceil(count / num_classes) * num_classes
 
 
 def calibration_samples(generator, teacher: Teacher, count: int, seed: int, progress: bool = False) -> np.ndarray:
@@ -88,7 +98,7 @@ def calibration_samples(generator, teacher: Teacher, count: int, seed: int, prog
     if count < teacher.num_classes:
         labels = np.sort(np.random.default_rng(seed).choice(teacher.num_classes, count, replace=False))
         return zero_shot.generate_for_labels(generator, labels, noise_dim, seed, shown)
-    per_class = math.ceil(count / teacher.num_classes)
+    per_class = calibration_samples_generated(count, teacher.num_classes) // teacher.num_classes
     images, labels = zero_shot.generate(generator, teacher.num_classes, per_class, noise_dim, seed, shown)
     # `generate` sorts samples by class; interleaving them keeps any prefix balanced too.
     index_within_class = np.tile(np.arange(per_class), teacher.num_classes)
@@ -166,6 +176,26 @@ def check_integer_export(run_config: RunConfig, teacher: Teacher, check_student:
     return f"the int8 models will keep float ops (--allow_float_ops): {float_ops} ({FLOAT_OPS_DEVICES})"
 
 
+def trial_student(model: tf_keras.Model, scheme: quantize.QuantizationScheme, samples: np.ndarray,
+                  input_range) -> tf_keras.Model:
+    """The QAT student of `model` as the distillation stage builds it, for a check made before
+    training: the automatic layer names are left as they were, so that the student trained
+    later gets the same ones. Raises TF-MOT's refusal as a `UserError`."""
+    with quantize.automatic_names_unchanged():
+        student, _ = quantize.quantize_student(model, scheme, calibration_inputs=samples, input_range=input_range)
+    return student
+
+
+def trial_int8_report(student: tf_keras.Model, samples: np.ndarray, input_range, io_dtype: str = "int8",
+                      per_channel: bool = True) -> tflite_model.TfliteModelReport:
+    """`student` converted to int8 TFLite on `samples` as the export will, but with float ops
+    allowed, so that a check can count and name the ops left float. Raises
+    `export.TfliteConversionError` for a conversion that fails."""
+    return tflite_model.inspect_tflite(export.convert_to_tflite(
+        student, export.representative_dataset_from_array(samples, input_range), mode="int8", io_dtype=io_dtype,
+        per_channel=per_channel, allow_float_ops=True))
+
+
 def _check_student_export(run_config: RunConfig, teacher: Teacher, samples: np.ndarray,
                           input_range, teacher_report: tflite_model.TfliteModelReport) -> None:
     """Builds the QAT student as the distillation stage starts it, and converts a W8A8 one as
@@ -182,9 +212,7 @@ def _check_student_export(run_config: RunConfig, teacher: Teacher, samples: np.n
     if not run_config.distillation.steps:
         return
     try:
-        with quantize.automatic_names_unchanged():
-            student, _ = quantize.quantize_student(teacher.model, scheme, calibration_inputs=samples,
-                                                   input_range=input_range)
+        student = trial_student(teacher.model, scheme, samples, input_range)
     except UserError as error:
         raise UserError(f"{error}. This run would stop there, after training its generator: pass "
                         "--distillation_steps=0 for a run whose only int8 model is the post-training one") from error
@@ -193,14 +221,11 @@ def _check_student_export(run_config: RunConfig, teacher: Teacher, samples: np.n
     per_channel = run_config.quantization.per_channel
     # Float ops allowed here, so that the ones the teacher's check has answered for (an ELU) do not count twice.
     try:
-        model_bytes = export.convert_to_tflite(
-            student, export.representative_dataset_from_array(samples, input_range), mode="int8",
-            io_dtype=run_config.quantization.io_dtype, per_channel=per_channel, allow_float_ops=True)
+        report = trial_int8_report(student, samples, input_range, run_config.quantization.io_dtype, per_channel)
     except export.TfliteConversionError as error:
         raise UserError(f"the W8A8 QAT student cannot be exported as int8 TFLite, so this run would fail at export, "
                         f"after training: {error} Pass --distillation_steps=0 for a run whose only int8 model is the "
                         "post-training one") from error
-    report = tflite_model.inspect_tflite(model_bytes)
     if len(report.non_integer_ops) <= len(teacher_report.non_integer_ops):
         return
     if per_channel and not run_config.quantization.allow_float_ops:
