@@ -83,6 +83,14 @@ def test_bad_spec_is_a_user_error(kwargs):
         generator_lib.GeneratorSpec(**values)
 
 
+def test_too_few_base_channels_say_why_the_least_is_two():
+    # One is positive, but the second upsampling block would have none.
+    with pytest.raises(UserError, match=r"^base_channels must be at least 2 \(each upsampling block after the first "
+                                        r"halves them\), got 1$"):
+        generator_lib.GeneratorSpec(num_classes=4, image_shape=(8, 8, 1), base_channels=1)
+    assert generator_lib.GeneratorSpec(num_classes=4, image_shape=(8, 8, 1), base_channels=2).base_channels == 2
+
+
 @pytest.mark.parametrize("variant", generator_lib.VARIANTS)
 def test_labels_make_samples_differ_before_any_training(variant):
     spec = generator_lib.GeneratorSpec(num_classes=3, image_shape=(8, 8, 1), noise_dim=4, base_channels=4,

@@ -16,7 +16,7 @@ import pytest
 from zscgan_tf import config as config_lib
 from zscgan_tf import (evaluation_stage, export, generator_reuse, labeled_images, pipeline, quantization_stages,
                        run_report)
-from zscgan_tf import run_state
+from zscgan_tf import run_state, seeds
 from zscgan_tf import quantize, teachers, tflite_model, train, training_loop
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest
@@ -249,7 +249,7 @@ def test_w4a4_run_trains_a_student_with_fitted_held_ranges_and_says_so(tmp_path,
     teacher = teachers.load_teacher(teachers.TeacherSource(model=tiny_teacher_file), progress=False)
     calibration = quantization_stages.calibration_samples(
         pipeline.load_generator(str(work_dir / "generator.keras")), teacher, 16,
-        seed=quantization_stages.CALIBRATION_SEED_OFFSET)
+        seed=seeds.CALIBRATION_SEED_OFFSET)
     fitted, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme.from_name("w4a4"),
                                           calibration_inputs=calibration, input_range=teacher.input_range())
     trained = quantization_stages.load_student(str(work_dir / "student.h5"))

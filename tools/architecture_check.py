@@ -26,7 +26,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Optional
+from typing import NamedTuple, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -63,6 +63,22 @@ flags.DEFINE_integer("calibration_samples", 8, "Random inputs that calibrate bot
 flags.DEFINE_enum("keras", "2", ["2", "3"], "Build the models with tf_keras (2) or with Keras 3, saved and rebuilt "
                   "with tf_keras as the pipeline reads a Keras 3 model file (3).")
 flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
+
+
+
+class Row(NamedTuple):
+    """One table row, each cell as printed."""
+    architecture: str
+    float_layer_types: str
+    qat_step: str
+    qat_int8: str
+    ptq_int8: str
+    qat_kib: str
+    seconds: str
+
+    def goes_through(self) -> bool:
+        """Whether a QAT step ran and both int8 exports are fully integer."""
+        return self.qat_step == self.qat_int8 == self.ptq_int8 == "yes"
 
 
 def parse_architecture(spec: str, keras_version: str = "2"):
@@ -132,8 +148,8 @@ def _qat_step(model, student, inputs) -> str:
     return "yes" if all(np.isfinite(value) for value in terms.values()) else "no: a loss is not finite"
 
 
-def check(builder, name: str, size: int, samples: int):
-    """One table row: (architecture, float layer types, QAT step, QAT int8, PTQ int8, QAT KiB, seconds)."""
+def check(builder, name: str, size: int, samples: int) -> Row:
+    """The table row of one architecture at one input size."""
     start = time.perf_counter()
     model = builder(weights=None, input_shape=(size, size, 3), classes=NUM_CLASSES)
     model.trainable = False  # As `teachers.load_teacher` leaves a teacher.
@@ -144,8 +160,8 @@ def check(builder, name: str, size: int, samples: int):
     dataset = export.representative_dataset_from_array(inputs, input_range=(-1.0, 1.0))
     qat_cell, qat_kib = _export(student, dataset)
     ptq_cell, _ = _export(model, dataset)
-    return (f"{name} {size}x{size}", ", ".join(float_types) or "none", step_cell, qat_cell, ptq_cell, qat_kib,
-            f"{time.perf_counter() - start:.0f}")
+    return Row(f"{name} {size}x{size}", ", ".join(float_types) or "none", step_cell, qat_cell, ptq_cell, qat_kib,
+               f"{time.perf_counter() - start:.0f}")
 
 
 def run() -> Optional[int]:
@@ -164,11 +180,11 @@ def run() -> Optional[int]:
         try:
             row = check(builder, name, size, FLAGS.calibration_samples)
         except (UserError, ValueError) as error:  # e.g. an input size the architecture refuses
-            row = (f"{name} {size}x{size}", f"error: {first_line(error)[:MAX_CELL_CHARACTERS]}", "-", "-", "-", "-",
-                   "-")
+            row = Row(f"{name} {size}x{size}", f"error: {first_line(error)[:MAX_CELL_CHARACTERS]}", "-", "-", "-", "-",
+                      "-")
         print("| " + " | ".join(row) + " |", flush=True)
-        if row[2:5] != ("yes", "yes", "yes"):
-            not_through.append(row[0])
+        if not row.goes_through():
+            not_through.append(row.architecture)
         tf_keras.backend.clear_session()
     if not_through:  # For a script that runs the check before a long run.
         print(f"{len(not_through)} of {len(architectures)} do not go through: {', '.join(not_through)}",

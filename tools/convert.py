@@ -55,7 +55,7 @@ from absl import flags  # noqa: E402
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export, files, model_files  # noqa: E402
 from zscgan_tf import quantization_stages, quantize, quantizer_ranges, teachers, tflite_model  # noqa: E402
-from zscgan_tf import training_loop  # noqa: E402
+from zscgan_tf import seeds, training_loop  # noqa: E402
 from zscgan_tf import generator as generator_lib  # noqa: E402
 from zscgan_tf.errors import UserError, first_line  # noqa: E402
 from zscgan_tf.preprocessing import Preprocessing  # noqa: E402
@@ -271,7 +271,7 @@ def _from_run(run_dir, generator):
     # (an ELU) are calibrated by them, so the student converts as the run converted it.
     count = FLAGS.calibration_samples if FLAGS["calibration_samples"].present else (
         run_config.quantization.calibration_samples)
-    seed = FLAGS.seed if FLAGS["seed"].present else run_config.seed + quantization_stages.CALIBRATION_SEED_OFFSET
+    seed = FLAGS.seed if FLAGS["seed"].present else run_config.seed + seeds.CALIBRATION_SEED_OFFSET
     calibration = _calibration(generator, teacher, count, seed)
     class_names = quantization_stages.teacher_class_names(teacher)
     student_path = os.path.join(run_dir, quantization_stages.STUDENT_MODEL_FILE)

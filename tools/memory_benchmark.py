@@ -27,7 +27,7 @@ from absl import flags  # noqa: E402
 from zscgan_tf import cli, distill, files, pipeline, quantization_stages, quantize, teachers, zero_shot  # noqa: E402
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
-from zscgan_tf import run_state, training_loop  # noqa: E402
+from zscgan_tf import run_state, seeds, training_loop  # noqa: E402
 from zscgan_tf.training_loop import TrainingInterrupted  # noqa: E402
 
 MEBIBYTE = 1 << 20
@@ -88,7 +88,8 @@ def _check_flags():
     if FLAGS.work_dir and os.path.isfile(os.path.join(FLAGS.work_dir, run_state.STATE_FILE)):
         raise UserError(f"--work_dir {FLAGS.work_dir!r} is the work directory of a run (python -m zscgan_tf.train), "
                         "whose generator this benchmark would train on; choose another, or none (a temporary one)")
-    finished = FLAGS.work_dir and training_loop.latest_step(os.path.join(FLAGS.work_dir, "distillation"))
+    finished = FLAGS.work_dir and training_loop.latest_step(
+        os.path.join(FLAGS.work_dir, quantization_stages.DISTILLATION_DIR))
     if finished and finished >= FLAGS.steps:
         raise UserError(f"--work_dir {FLAGS.work_dir!r} holds a finished benchmark ({finished} steps of each stage): "
                         "nothing would train, so nothing would be measured; choose another --work_dir, or none (a "
@@ -122,13 +123,13 @@ def _measure(work_dir: str):
     trainer.train_step = generator_sampler  # The loop calls `trainer.train_step()` at every step.
     print(f"generator: {FLAGS.steps} steps of {FLAGS.batch_size} against {teacher.name}, work dir {work_dir}",
           flush=True)
-    trainer.train(os.path.join(work_dir, "generator"), progress=False,
-                  summary_writer=tf.summary.create_file_writer(os.path.join(work_dir, "logs", "generator")))
+    logs = tf.summary.create_file_writer(os.path.join(work_dir, run_state.LOGS_DIR, run_state.GENERATOR_DIR))
+    trainer.train(os.path.join(work_dir, run_state.GENERATOR_DIR), progress=False, summary_writer=logs)
     print(_row("generator", generator_sampler.samples), flush=True)  # Kept if QAT is stopped early.
 
     quantization = config_lib.QuantizationConfig()
     calibration = quantization_stages.calibration_samples(generator, teacher, quantization.calibration_samples,
-                                                          seed=quantization_stages.CALIBRATION_SEED_OFFSET)
+                                                          seed=seeds.CALIBRATION_SEED_OFFSET)
     student, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme.from_name(quantization.scheme),
                                            calibration_inputs=calibration, input_range=teacher.input_range())
     settings = config_lib.DistillationConfig(steps=FLAGS.steps, batch_size=FLAGS.batch_size,
@@ -138,8 +139,9 @@ def _measure(work_dir: str):
                                                  FLAGS.sample_every)
     distiller.train_step = distillation_sampler
     print(f"distillation: {FLAGS.steps} QAT steps of {FLAGS.batch_size}", flush=True)
-    distiller.train(os.path.join(work_dir, "distillation"), progress=False,
-                    summary_writer=tf.summary.create_file_writer(os.path.join(work_dir, "logs", "distillation")))
+    distillation_dir = quantization_stages.DISTILLATION_DIR
+    logs = tf.summary.create_file_writer(os.path.join(work_dir, run_state.LOGS_DIR, distillation_dir))
+    distiller.train(os.path.join(work_dir, distillation_dir), progress=False, summary_writer=logs)
 
     print("\n".join([
         f"Resident memory, sampled every {FLAGS.sample_every} steps after {FLAGS.warmup_steps} warm-up steps:", "",

@@ -12,19 +12,9 @@ import dataclasses
 from typing import Any, Dict, List, Tuple
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import distilled_data, pipeline, quantization_stages, quantize
+from zscgan_tf import distilled_data, quantize, seeds
 from zscgan_tf.errors import UserError
 
-# Seeds derived from `seed`, so that no two random streams coincide.
-CALIBRATION_SEED_OFFSET = quantization_stages.CALIBRATION_SEED_OFFSET
-DISTILLATION_SEED_OFFSET = quantization_stages.DISTILLATION_SEED_OFFSET
-NOISE_SEED_OFFSET = 5
-EVALUATION_SEED_OFFSET = 6
-SPREAD_SEED_OFFSET = 100  # Calibration draw k of the spread measurement uses seed + 100 + k.
-W4A4_SPREAD_SEED_OFFSET = 200  # W4A4 QAT repeat k distils with seed + 200 + k.
-# Further generator pool k (from 1) trains with seed + 1000 * pool size * k: its members'
-# seeds (every 1000) follow the last member of the pool before it, so no two coincide.
-POOL_DRAW_SEED_STRIDE = pipeline.POOL_MEMBER_SEED_STRIDE
 
 # The benchmark's flag for each QAT setting it sets, as error messages name it.
 QAT_FLAGS = {"steps": "qat_steps", "batch_size": "qat_batch_size", "learning_rate": "qat_learning_rate",
@@ -135,22 +125,24 @@ class BenchmarkConfig:
 
     def w4a4_spread_seeds(self) -> List[int]:
         """The distillation seeds of the `w4a4_seed_draws` W4A4 repeats."""
-        return [self.seed + W4A4_SPREAD_SEED_OFFSET + draw for draw in range(self.w4a4_seed_draws)]
+        return [self.seed + seeds.W4A4_REPEAT_SEED_OFFSET + draw for draw in range(self.w4a4_seed_draws)]
 
     def pool_draw_seed(self, pool_draw: int) -> int:
         """The seed generator pool `pool_draw` trains with (0: the benchmark's own, `seed`)."""
-        return self.seed + POOL_DRAW_SEED_STRIDE * self.generator_pool_size * pool_draw
+        return self.seed + seeds.POOL_MEMBER_SEED_STRIDE * self.generator_pool_size * pool_draw
 
     def recorded(self) -> Dict[str, Any]:
         """The settings results.json records, with every seed they derive."""
         settings = {name: getattr(self, name) for name in RECORDED_SETTINGS}
         settings["teachers"], settings["schemes"] = list(self.teachers), list(self.schemes)  # As JSON reads back.
         settings["seeds"] = {
-            "calibration": self.seed + CALIBRATION_SEED_OFFSET, "noise": self.seed + NOISE_SEED_OFFSET,
-            "distilled_data_start": self.seed + NOISE_SEED_OFFSET,
-            "distillation": self.seed + DISTILLATION_SEED_OFFSET, "generator": self.seed,
-            "eval_subset": self.seed + EVALUATION_SEED_OFFSET,
-            "calibration_draws": [self.seed + SPREAD_SEED_OFFSET + draw for draw in range(self.calibration_draws)],
+            "calibration": self.seed + seeds.CALIBRATION_SEED_OFFSET,
+            "noise": self.seed + seeds.BENCHMARK_NOISE_SEED_OFFSET,
+            "distilled_data_start": self.seed + seeds.BENCHMARK_NOISE_SEED_OFFSET,
+            "distillation": self.seed + seeds.DISTILLATION_SEED_OFFSET, "generator": self.seed,
+            "eval_subset": self.seed + seeds.BENCHMARK_EVALUATION_SUBSET_SEED_OFFSET,
+            "calibration_draws": [self.seed + seeds.CALIBRATION_DRAW_SEED_OFFSET + draw
+                                  for draw in range(self.calibration_draws)],
             "w4a4_seed_draws": self.w4a4_spread_seeds(),
             "generator_pool_draws": [self.pool_draw_seed(draw) for draw in range(1, self.generator_pool_draws + 1)]}
         return settings

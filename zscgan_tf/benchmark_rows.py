@@ -19,9 +19,8 @@ import numpy as np
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import data, distill, distilled_data, evaluate, export, pipeline, quantization_stages, quantize
-from zscgan_tf import labeled_images, reproducibility, run_report, run_state, teachers, throughput, zero_shot
-from zscgan_tf.benchmark_config import (CALIBRATION_SEED_OFFSET, DISTILLATION_SEED_OFFSET, EVALUATION_SEED_OFFSET,
-                                        NOISE_SEED_OFFSET, SPREAD_SEED_OFFSET, BenchmarkConfig, validate)
+from zscgan_tf import labeled_images, reproducibility, run_report, run_state, seeds, teachers, throughput, zero_shot
+from zscgan_tf.benchmark_config import BenchmarkConfig, validate
 from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, format_results, points, targets
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import (check_not_in_use, exclusive_use, read_json, unusable_directory_reason, write_json_atomic,
@@ -126,7 +125,8 @@ class TeacherBenchmark:
             raise UserError(f"{dataset_name} has {train.num_classes} classes but teacher {self.teacher.name!r} "
                             f"predicts {self.teacher.num_classes}")
         if self.config.eval_max_samples:
-            test = test.class_balanced(self.config.eval_max_samples, seed=self.config.seed + EVALUATION_SEED_OFFSET)
+            test = test.class_balanced(self.config.eval_max_samples,
+                                       seed=self.config.seed + seeds.BENCHMARK_EVALUATION_SUBSET_SEED_OFFSET)
         if tuple(test.image_shape) != tuple(self.teacher.image_shape):
             own = self.teacher.trained_on(dataset_name)
             say(f"[{self.teacher.name}] {dataset_name} images are {tuple(test.image_shape)}; converted to the "
@@ -137,11 +137,11 @@ class TeacherBenchmark:
         self.test_inputs = self.teacher.preprocessing.apply(self.test_pixels)
         self.train_inputs, self.train_labels = real_inputs(train, self.teacher)
         self.train = train
-        calibration_seed = self.config.seed + CALIBRATION_SEED_OFFSET
+        calibration_seed = self.config.seed + seeds.CALIBRATION_SEED_OFFSET
         self.calibration = {
             "real": self.calibration_draw("real", calibration_seed),
             "noise": distilled_data.gaussian_noise_inputs(self.teacher, self.config.calibration_samples,
-                                                          self.config.seed + NOISE_SEED_OFFSET)}
+                                                          self.config.seed + seeds.BENCHMARK_NOISE_SEED_OFFSET)}
         # Created only once the teacher and its data have loaded: a bad one leaves no empty directory.
         os.makedirs(self.dir, exist_ok=True)
         self.generators = {}  # Pool draw (0 = the benchmark's own pool) -> trained generator.
@@ -267,14 +267,14 @@ class TeacherBenchmark:
         if source == "zscgan":
             key = f"zscgan_pool_draw{pool_draw}" if pool_draw else source
             if key not in self.calibration:
-                self.calibration[key] = self.calibration_draw(source, self.config.seed + CALIBRATION_SEED_OFFSET,
+                self.calibration[key] = self.calibration_draw(source, self.config.seed + seeds.CALIBRATION_SEED_OFFSET,
                                                               pool_draw)
             return self.calibration[key]
         if source == "distilled" and source not in self.calibration:
             distilled = distilled_data.distill_inputs(
                 self.teacher, self.config.calibration_samples,
                 distilled_data.DistilledDataConfig(steps=self.config.distilled_steps),
-                seed=self.config.seed + NOISE_SEED_OFFSET, progress=self.progress)
+                seed=self.config.seed + seeds.BENCHMARK_NOISE_SEED_OFFSET, progress=self.progress)
             say(f"[{self.teacher.name}] distilled data: BN-statistics loss {distilled.initial_bn_loss:.4g} -> "
                 f"{distilled.final_bn_loss:.4g}")
             self.calibration[source] = distilled.inputs
@@ -306,7 +306,7 @@ class TeacherBenchmark:
         for source in SOURCE_LABELS:
             draws = []
             for draw in range(self.config.calibration_draws):
-                seed = self.config.seed + SPREAD_SEED_OFFSET + draw
+                seed = self.config.seed + seeds.CALIBRATION_DRAW_SEED_OFFSET + draw
                 model_bytes = int8_ptq(self.teacher.model, self.calibration_draw(source, seed),
                                        self.teacher.input_range(), output_path=None)
                 classifier = evaluate.TfliteClassifier(model_bytes, num_threads=threads)
@@ -335,7 +335,7 @@ class TeacherBenchmark:
         """ZS-CGAN W4A4 QAT on `generator_pool_draws` further generator pools, each trained as the
         benchmark's own with other seeds, at the W4A4 rows' distillation seeds (the row's own and those
         of `w4a4_seed_draws`); calibration and student initialisation as the row's, from that pool."""
-        distillation_seeds = [self.config.seed + DISTILLATION_SEED_OFFSET] + self.config.w4a4_spread_seeds()
+        distillation_seeds = [self.config.seed + seeds.DISTILLATION_SEED_OFFSET] + self.config.w4a4_spread_seeds()
         result = {"draws": self.config.generator_pool_draws, "generator_seed": self.config.pool_draw_seed(0),
                   "pools": []}
         for pool_draw in range(1, self.config.generator_pool_draws + 1):
@@ -460,7 +460,7 @@ class TeacherBenchmark:
         student, _ = quantize.quantize_student(self.teacher.model, scheme, calibration_inputs=calibration,
                                                input_range=self.teacher.input_range())
         settings = self.config.qat_settings(joint_generator=self.config.qat_joint_generator and source == "zscgan")
-        row_seed = self.config.seed + DISTILLATION_SEED_OFFSET
+        row_seed = self.config.seed + seeds.DISTILLATION_SEED_OFFSET
         seed = row_seed if distillation_seed is None else distillation_seed
         if source == "zscgan":
             trainer = None
@@ -469,7 +469,7 @@ class TeacherBenchmark:
                     self.teacher, zero_shot.copy_generator(self.trained_generator(pool_draw)),
                     self.config.generator_loss_config(),
                     config_lib.GeneratorTrainingConfig(batch_size=self.config.generator_batch_size),
-                    seed=self.config.seed + quantization_stages.JOINT_GENERATOR_SEED_OFFSET)
+                    seed=self.config.seed + seeds.JOINT_GENERATOR_SEED_OFFSET)
             distiller = distill.Distiller(self.teacher.model, student, self.trained_generator(pool_draw),
                                           self.teacher.num_classes, settings, seed=seed, generator_trainer=trainer,
                                           hold_quantizer_ranges=scheme.holds_ranges_in_training)

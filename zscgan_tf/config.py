@@ -12,8 +12,9 @@ from typing import Any, Dict, List, Optional, Set
 
 from zscgan_tf.bn_stats import BN_LAYER_WEIGHTINGS
 from zscgan_tf.errors import UserError
-from zscgan_tf.generator import VARIANTS
+from zscgan_tf.generator import MIN_BASE_CHANNELS, VARIANTS
 from zscgan_tf.losses import BN_DISTANCES
+from zscgan_tf.progress import listed
 from zscgan_tf.quantize import LOW_BIT_RANGE_METHODS, MAX_BITS, MIN_BITS, SCHEME_NAME_PATTERN, QuantizationScheme
 from zscgan_tf.teachers import TeacherSource
 
@@ -23,6 +24,8 @@ MAX_GENERATOR_POOL_SIZE = 8
 # The largest --seed: numpy takes seeds below 2**32, and streams derive theirs by adding offsets
 # (pool members 1000 apart, benchmark draws) that this leaves room for.
 MAX_SEED = 2 ** 31 - 1
+# How many changed settings a refusal names before "..., N more".
+CHANGED_SETTINGS_SHOWN = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,7 +280,8 @@ def validate_generator(generator: GeneratorConfig):
     _require(generator.variant in VARIANTS,
              f"--generator_variant must be one of {', '.join(VARIANTS)}, got {generator.variant!r}")
     _require(generator.noise_dim >= 1, f"--noise_dim must be positive, got {generator.noise_dim}")
-    _require(generator.base_channels >= 2, f"--generator_channels must be at least 2, got {generator.base_channels}")
+    _require(generator.base_channels >= MIN_BASE_CHANNELS,
+             f"--generator_channels must be at least {MIN_BASE_CHANNELS}, got {generator.base_channels}")
     _require(generator.blur_sigma >= 0, f"--generator_blur_sigma must be non-negative, got {generator.blur_sigma}")
     _require(1 <= generator.pool_size <= MAX_GENERATOR_POOL_SIZE,
              f"--generator_pool_size must be in [1, {MAX_GENERATOR_POOL_SIZE}], got {generator.pool_size}")
@@ -530,7 +534,7 @@ def check_saved(config: RunConfig, same_teacher: bool = False, distilled: bool =
         changed = [key for key in differences(saved, current)
                    if key not in unchanging and not (same_teacher and _teacher_setting(key))]
         if changed:
-            shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+            shown = listed(changed, CHANGED_SETTINGS_SHOWN)
             if not generator_differences(saved, current, same_teacher):  # Another student needs no new generator.
                 raise UserError(f"{config.work_dir} holds a run with a different config ({shown}), which its "
                                 "generator does not depend on: to train with it from that generator, pass another "

@@ -34,11 +34,13 @@ import tensorflow as tf
 import tf_keras
 import tensorflow_model_optimization as tfmot
 
-from zscgan_tf import losses, reproducibility, training_loop
+from zscgan_tf import bn_stats, losses, reproducibility, training_loop
 from zscgan_tf.config import DistillationConfig
 
 LOSS_TERMS = ("total", "distillation", "cross_entropy", "features")
 PROGRESS_TERMS = ("total", "distillation", "features", "agreement")
+# How likely `flip` mirrors each QAT sample.
+FLIP_PROBABILITY = 0.5
 # A quantized weight of which at least this share is exactly zero was pruned (training
 # leaves no weight exactly zero): QAT keeps those zeros.
 MIN_PRUNED_FRACTION = 0.1
@@ -126,7 +128,7 @@ def feature_tap_models(teacher: tf_keras.Model, student: tf_keras.Model
     Raises:
       ValueError: if the teacher has no BatchNorm layer or the student lacks one of them.
     """
-    names = [layer.name for layer in teacher.layers if isinstance(layer, tf_keras.layers.BatchNormalization)]
+    names = [layer.name for layer in bn_stats.batchnorm_layers(teacher)]
     if not names:
         raise ValueError("feature distillation taps the teacher's BatchNormalization layers and it has none")
     student_layers = {_unwrapped(layer).name: layer for layer in student.layers}
@@ -250,7 +252,8 @@ class Distiller:
         return tf.concat([mixed, images[mixed_count:]], axis=0), mask
 
     def augment_batch(self, images):
-        """Moves each sample by a random whole number of pixels and mirrors a random half.
+        """Moves each sample by a random whole number of pixels and mirrors each with probability
+        `FLIP_PROBABILITY` (half the batch on average).
 
         Shifts go up to `shift_fraction` of the height and width (at least one pixel), with
         the edge pixels repeated into the uncovered border; flips only when `flip` is on.
@@ -258,7 +261,7 @@ class Distiller:
         """
         batch_size = tf.shape(images)[0]
         if self.config.flip:
-            mirrored = self.random.uniform([batch_size, 1, 1, 1]) < 0.5
+            mirrored = self.random.uniform([batch_size, 1, 1, 1]) < FLIP_PROBABILITY
             images = tf.where(mirrored, tf.reverse(images, axis=[2]), images)
         if self.config.shift_fraction:
             height, width = int(images.shape[1]), int(images.shape[2])

@@ -1,7 +1,10 @@
 """The one exception type that means "the user's input is wrong", not "we have a bug".
 
-Entry points print a `UserError` as a single line and exit with status 2; any other
-exception is a defect and keeps its traceback.
+Entry points (`cli.run_command`) print a `UserError` as a single line and exit with status 2.
+The other failures a user can meet are one line too, with their own status: a loss that is
+not finite (3), a full disk or a file operation the system refuses (4), memory running out
+(5) and a stop by a signal (130, 143, 129, 141). Any other exception is a defect and keeps
+its traceback.
 """
 
 import re

@@ -35,8 +35,6 @@ from zscgan_tf.files import write_bytes_atomic
 MODES = ("int8", "float", "dynamic")
 INTEGER_IO_DTYPES = ("int8", "uint8")
 _IO_TF_DTYPES = {"int8": tf.int8, "uint8": tf.uint8}
-# TFLite integer kernels' width; TF-MOT students below it are simulation only.
-EXPORT_BITS = quantize.EXPORTABLE_BITS
 _MAX_LISTED_LAYERS = 5
 # A model's float ops are listed one by one up to this many, else counted by kind with
 # the first few of each kind placed; QUANTIZE and DEQUANTIZE, which convert between
@@ -154,16 +152,16 @@ def _check_eight_bit_student(model: tf_keras.Model) -> None:
     def low_bits(row) -> str:
         parts = [f"{bits}-bit {what}" for bits, what in ((row.weight_bits, "weights"),
                                                          (row.activation_bits, "activations"))
-                 if bits and bits < EXPORT_BITS]
+                 if bits and bits < quantize.EXPORTABLE_BITS]
         return " and ".join(parts)
 
     described = [(row.name, low_bits(row)) for row in quantize.describe_student(model)]
     low_bit_layers = [f"{name} ({bits})" for name, bits in described if bits]
     if low_bit_layers:
         raise UserError(
-            f"the TF-MOT student {model.name!r} simulates fewer than {EXPORT_BITS} bits in "
+            f"the TF-MOT student {model.name!r} simulates fewer than {quantize.EXPORTABLE_BITS} bits in "
             f"{', '.join(low_bit_layers[:_MAX_LISTED_LAYERS])}; TFLite kernels are "
-            f"{EXPORT_BITS}-bit, so only a W8A8 student can be exported")
+            f"{quantize.EXPORTABLE_BITS}-bit, so only a W8A8 student can be exported")
 
 
 def _batch_one_input_spec(model: tf_keras.Model) -> tf.TensorSpec:

@@ -32,7 +32,7 @@ import tf_keras
 
 from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import MODES as PREPROCESSING_MODES
-from zscgan_tf.preprocessing import PIXEL_MAX, Preprocessing
+from zscgan_tf.preprocessing import HALF_PIXEL_RANGE, PIXEL_MAX, Preprocessing
 
 VARIANTS = ("conditional_bn", "embedding")
 LEAKY_RELU_SLOPE = 0.2
@@ -40,10 +40,17 @@ LEAKY_RELU_SLOPE = 0.2
 # generator closely enough to sample in inference mode.
 GENERATOR_BN_MOMENTUM = 0.9
 GENERATOR_BN_EPSILON = 0.8  # GDFQ's value: keeps early, near-constant feature maps from exploding.
-UPSAMPLING_FACTOR = 4
+# Each upsampling block doubles the height and width and halves the channels after the first (GDFQ's two).
+UPSAMPLING_BLOCKS = 2
+UPSAMPLING_FACTOR = 2 ** UPSAMPLING_BLOCKS
+MIN_BASE_CHANNELS = 2 ** (UPSAMPLING_BLOCKS - 1)  # One channel left in the last block.
+CONV_KERNEL_SIZE = 3
 MIN_IMAGE_SIZE = 4
 MAX_BLUR_SIGMA_FRACTION = 4  # The blur's sigma is at most a quarter of the smaller image side.
 BLUR_RADIUS_IN_SIGMAS = 2  # The Gaussian kernel is cut at 2 sigma (radius at least one pixel).
+# Two input-space maps are one when they agree to the float32 a saved generator holds them in.
+STORED_MAP_RTOL = 1e-5
+STORED_MAP_ATOL = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +82,11 @@ class GeneratorSpec:
         if min(height, width) < MIN_IMAGE_SIZE or channels not in (1, 3):
             raise UserError(f"generator image shape must be at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} "
                             f"with 1 or 3 channels, got {tuple(self.image_shape)}")
-        if self.noise_dim < 1 or self.base_channels < 2:
-            raise UserError(f"noise_dim and base_channels must be positive, got {self.noise_dim}, {self.base_channels}")
+        if self.noise_dim < 1:
+            raise UserError(f"noise_dim must be positive, got {self.noise_dim}")
+        if self.base_channels < MIN_BASE_CHANNELS:
+            raise UserError(f"base_channels must be at least {MIN_BASE_CHANNELS} (each upsampling block after the "
+                            f"first halves them), got {self.base_channels}")
         if self.variant not in VARIANTS:
             raise UserError(f"unknown generator variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
         largest_sigma = min(height, width) / MAX_BLUR_SIGMA_FRACTION
@@ -243,8 +253,7 @@ def input_space_affine(preprocessing: Preprocessing, channels: int) -> Tuple[np.
     convolution learns whatever channel order is asked of it.
     """
     pixel_scale, pixel_offset = preprocessing.scale_and_offset(channels)
-    half_range = 127.5
-    return half_range * pixel_scale, half_range * pixel_scale + pixel_offset
+    return HALF_PIXEL_RANGE * pixel_scale, HALF_PIXEL_RANGE * pixel_scale + pixel_offset
 
 
 def build_generator(spec: GeneratorSpec, preprocessing: Preprocessing, name: str = "generator") -> tf_keras.Model:
@@ -282,12 +291,14 @@ def build_generator(spec: GeneratorSpec, preprocessing: Preprocessing, name: str
     features = tf_keras.layers.Dense(spec.base_channels * start_height * start_width, name=f"{name}/project")(features)
     features = tf_keras.layers.Reshape((start_height, start_width, spec.base_channels), name=f"{name}/reshape")(features)
     features = normalize(features, "bn0")
-    for block, block_channels in enumerate((spec.base_channels, spec.base_channels // 2), start=1):
+    for block in range(1, UPSAMPLING_BLOCKS + 1):
+        block_channels = spec.base_channels // 2 ** (block - 1)
         features = tf_keras.layers.UpSampling2D(2, name=f"{name}/upsample{block}")(features)
-        features = tf_keras.layers.Conv2D(block_channels, 3, padding="same", name=f"{name}/conv{block}")(features)
+        features = tf_keras.layers.Conv2D(block_channels, CONV_KERNEL_SIZE, padding="same",
+                                          name=f"{name}/conv{block}")(features)
         features = normalize(features, f"bn{block}")
         features = tf_keras.layers.LeakyReLU(LEAKY_RELU_SLOPE, name=f"{name}/lrelu{block}")(features)
-    features = tf_keras.layers.Conv2D(channels, 3, padding="same", name=f"{name}/to_image")(features)
+    features = tf_keras.layers.Conv2D(channels, CONV_KERNEL_SIZE, padding="same", name=f"{name}/to_image")(features)
     extra_height = start_height * UPSAMPLING_FACTOR - height
     extra_width = start_width * UPSAMPLING_FACTOR - width
     if extra_height or extra_width:
@@ -321,7 +332,7 @@ def preprocessing_of_input_space(scale: np.ndarray, offset: np.ndarray) -> Prepr
         if _same_map(input_space_affine(Preprocessing(mode), channels), (scale, offset)):
             return Preprocessing(mode)
     # teacher = t * 127.5 s + (127.5 s + o), with s = 1 / (255 std) and o = -mean / std.
-    pixel_scale, pixel_offset = scale / 127.5, offset - scale
+    pixel_scale, pixel_offset = scale / HALF_PIXEL_RANGE, offset - scale
     std = 1.0 / (PIXEL_MAX * pixel_scale)
     mean = -pixel_offset * std
     if np.allclose(mean, mean[0]) and np.allclose(std, std[0]):
@@ -340,5 +351,5 @@ def same_input_space(generator: tf_keras.Model, preprocessing: Preprocessing, ch
 
 def _same_map(first: Tuple[np.ndarray, np.ndarray], second: Tuple[np.ndarray, np.ndarray]) -> bool:
     """Whether two per-channel (scale, offset) maps are one, to the float32 they were stored in."""
-    return bool(np.allclose(np.concatenate(first), np.concatenate(second), rtol=1e-5, atol=1e-6))
+    return bool(np.allclose(np.concatenate(first), np.concatenate(second), rtol=STORED_MAP_RTOL, atol=STORED_MAP_ATOL))
 

@@ -17,8 +17,8 @@ from zscgan_tf import config as config_lib
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import TEMPORARY_PREFIX, file_digest
 from zscgan_tf.preprocessing import Preprocessing
-from zscgan_tf.progress import say
-from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE, TEACHER_KEY,
+from zscgan_tf.progress import listed, say
+from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, LOGS_DIR, STATE_FILE, TEACHER_KEY,
                                  TEACHER_PREPROCESSING_KEY, TRAINED_HERE_KEY, checkpoint_steps,
                                  how_the_teacher_differs, pool_member_names, read_state, write_state)
 
@@ -49,7 +49,7 @@ class GeneratorSource:
 
     def shared_member_names(self, run_config: config_lib.RunConfig) -> list:
         """Its generators that `run_config`'s pool holds too (the first ones: a pool's
-        generator i trains from seed `seed + 1000 (i - 1)` whatever the pool's size)."""
+        generator i trains from seed `seed + seeds.POOL_MEMBER_SEED_STRIDE * (i - 1)` whatever the pool's size)."""
         return pool_member_names(min(self.pool_size, run_config.generator.pool_size))
 
 
@@ -85,7 +85,7 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     changed = config_lib.generator_differences(saved, config_lib.current_dict(run_config),
                                                same_teacher=TEACHER_KEY in source_state)
     if changed:
-        shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+        shown = listed(changed, config_lib.CHANGED_SETTINGS_SHOWN)
         raise UserError(f"{flag}: that run's generator was trained with other settings ({shown}); a run takes "
                         "another's generator only with the same teacher, generator, loss and generator training")
     # Checkpoints at another step: training on since (or now). Without checkpoints (deleted to save
@@ -161,7 +161,7 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
     state[GENERATOR_FROM_KEY] = source.work_dir  # What is copied from here on is this run's to copy again.
     write_state(work_dir, state)
     for name in member_names:
-        for directory in (name, os.path.join("logs", name)):  # Checkpoints and history; TensorBoard logs.
+        for directory in (name, os.path.join(LOGS_DIR, name)):  # Checkpoints and history; TensorBoard logs.
             if os.path.isdir(os.path.join(source.work_dir, directory)):
                 os.makedirs(os.path.dirname(os.path.join(work_dir, directory)), exist_ok=True)
                 _copy_directory(os.path.join(source.work_dir, directory), os.path.join(work_dir, directory))

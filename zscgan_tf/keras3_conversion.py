@@ -31,6 +31,7 @@ import tf_keras
 
 from zscgan_tf import flattening, native_output, saved_config
 from zscgan_tf.errors import UserError, first_line
+from zscgan_tf.preprocessing import PIXEL_MAX
 
 # Where Keras 3's own layers and operations (`keras.ops`, tensor slicing) live; a user's subclasses do not.
 KERAS3_MODULE = "keras."
@@ -69,6 +70,8 @@ TRAINING_ONLY_SETTING_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 # Float32 rounding between the two implementations reached 1.5e-4 once (NASNetMobile, random
 # weights, a softmax saturated at 1); a setting lost in translation changes far more.
 AGREEMENT_TOLERANCE = 1e-3
+# The largest output is taken as at least this, so that outputs all zero do not divide by zero.
+SMALLEST_OUTPUT_SCALE = 1e-12
 # The same where a layer computes in lower precision (a mixed-precision policy), by its type:
 # float16 rounding alone reached 1.1e-3 (ResNet50 under mixed_float16, random weights, 96x96).
 REDUCED_PRECISION_AGREEMENT_TOLERANCES = {"float16": 1e-2, "bfloat16": 5e-2}
@@ -392,7 +395,7 @@ def _largest_relative_difference(original, rebuilt: tf_keras.Model) -> float:
     # A model of any image size is checked at one that every Keras Application takes.
     shape = (CHECK_BATCH_SIZE,) + tuple(CHECK_IMAGE_SIZE if size is None else size
                                         for size in rebuilt.inputs[0].shape[1:])
-    inputs = np.random.RandomState(CHECK_SEED).uniform(0.0, 255.0, shape).astype(np.float32)
+    inputs = np.random.RandomState(CHECK_SEED).uniform(0.0, PIXEL_MAX, shape).astype(np.float32)
     # TensorFlow's "5 out of the last 5 calls to <function conv.<locals>._conv_xla> triggered
     # tf.function retracing": Keras 3 compiles a function of its own for each grouped
     # convolution it runs eagerly, which says nothing wrong.
@@ -401,5 +404,5 @@ def _largest_relative_difference(original, rebuilt: tf_keras.Model) -> float:
     expected = [tf.convert_to_tensor(output).numpy() for output in tf.nest.flatten(outputs)]
     actual = [output.numpy() for output in tf.nest.flatten(rebuilt(inputs, training=False))]
     difference = max(float(np.max(np.abs(a - b))) for a, b in zip(expected, actual))
-    scale = max(max(float(np.max(np.abs(a))) for a in expected), 1e-12)
+    scale = max(max(float(np.max(np.abs(a))) for a in expected), SMALLEST_OUTPUT_SCALE)
     return difference / scale

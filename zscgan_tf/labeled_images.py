@@ -10,10 +10,10 @@ from typing import Sequence, Tuple
 import numpy as np
 
 from zscgan_tf.errors import UserError
+from zscgan_tf.preprocessing import PIXEL_MAX
 
 # ITU-R BT.601 luma weights, as used by tf.image.rgb_to_grayscale.
 LUMINANCE_WEIGHTS = (0.2989, 0.5870, 0.1140)
-PIXEL_MAX = 255
 
 # Images resized per chunk so a 60,000-image resize does not hold every float copy at once.
 RESIZE_CHUNK_SIZE = 4096

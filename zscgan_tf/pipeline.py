@@ -32,15 +32,16 @@ import tf_keras
 from zscgan_tf import cgroups
 from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
-from zscgan_tf import (evaluation_progress, evaluation_stage, generator_reuse, quantization_stages, run_report,
+from zscgan_tf import (evaluation_progress, evaluation_stage, generator_reuse, quantization_stages, run_report, seeds,
                        start_up, teachers, training_loop, zero_shot)
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import (check_not_in_use, exclusive_use, file_digest, save_keras_model_atomic,
                              unusable_directory_reason, write_json_atomic, write_text_atomic)
 from zscgan_tf.labeled_images import LabeledImages
-from zscgan_tf.progress import count_of, format_duration, say
-from zscgan_tf.run_state import (GENERATED_SAMPLES_KEY, GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, STATE_FILE,
-                                 STUDENT_CHECK_KEY, TEACHER_KEY, TEACHER_PREPROCESSING_KEY, TRAINED_HERE_KEY,
+from zscgan_tf.progress import count_of, say
+from zscgan_tf.run_state import (GENERATED_SAMPLES_KEY, GENERATOR_DIR, GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE,
+                                 LOGS_DIR, STATE_FILE, STUDENT_CHECK_KEY, TEACHER_KEY, TEACHER_PREPROCESSING_KEY,
+                                 TRAINED_HERE_KEY,
                                  checkpoint_steps, how_the_teacher_differs, pool_member_dirs, pool_member_names,
                                  read_state, record_teacher, write_state)
 
@@ -49,11 +50,7 @@ from zscgan_tf.run_state import (GENERATED_SAMPLES_KEY, GENERATOR_FROM_KEY, GENE
 # validation images at 224x224 are 7.5 GB of uint8, and reading them again takes minutes
 # of a run that takes hours.
 MAX_HELD_EVALUATION_BYTES = 2 ** 30
-# Seeds derived from the run seed, so evaluation never reuses the training stream.
-EVALUATION_SEED_OFFSET = 1
-GRID_SEED_OFFSET = 2
-POOL_MEMBER_SEED_STRIDE = 1000  # Pool member k (from 0) trains with seed + 1000 k.
-STAGE_OUTPUTS = (STATE_FILE, "generator", "distillation")
+STAGE_OUTPUTS = (STATE_FILE, GENERATOR_DIR, quantization_stages.DISTILLATION_DIR)
 
 
 def check_work_dir(run_config: config_lib.RunConfig):
@@ -88,7 +85,7 @@ def _check_layout(run_config: config_lib.RunConfig):
     which would stop the run with a traceback (some only once trained)."""
     work_dir = run_config.work_dir
     directories = [*pool_member_dirs(run_config), os.path.join(work_dir, quantization_stages.DISTILLATION_DIR),
-                   os.path.join(work_dir, "logs"),
+                   os.path.join(work_dir, LOGS_DIR),
                    os.path.join(work_dir, os.path.dirname(evaluation_progress.PREDICTIONS_FILE))]
     files = [os.path.join(work_dir, name) for name in (
         config_lib.CONFIG_FILE, STATE_FILE, GENERATOR_MODEL_FILE, quantization_stages.STUDENT_MODEL_FILE,
@@ -377,11 +374,11 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
         _check_trainable_on(run_config, finished)
     member_dirs = pool_member_dirs(run_config)
     teacher_weights = teacher.model.get_weights()
-    grid_seed = run_config.seed + GRID_SEED_OFFSET
+    grid_seed = run_config.seed + seeds.GRID_SEED_OFFSET
     members, summaries = [], []
     for index, member_dir in enumerate(member_dirs):
-        name = "generator" if len(member_dirs) == 1 else f"generator_{index + 1}"
-        seed = run_config.seed + POOL_MEMBER_SEED_STRIDE * index
+        name = os.path.basename(member_dir)
+        seed = run_config.seed + seeds.POOL_MEMBER_SEED_STRIDE * index
         tf_keras.utils.set_random_seed(seed)  # The initial weights depend on the seed alone.
         generator = build_generator_for(teacher, run_config.generator, name=name)
         which = "" if len(member_dirs) == 1 else f" {index + 1} of {len(member_dirs)} (seed {seed})"
@@ -392,14 +389,12 @@ def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
                 "checkpoints were deleted)")
             generator.set_weights(saved.get_weights())
             # Nothing trained this session; the loss terms are those recorded when it did.
-            summaries.append({"first": {}, "last": {}, **summary, "steps": steps, "resumed_from_step": steps,
-                              "wall_seconds": 0.0, "wall_time": format_duration(0), "samples_per_second": 0.0,
-                              "first_step_seconds": 0.0, "steady_samples_per_second": 0.0})
+            summaries.append(training_loop.idle_session_summary(steps, summary))
             members.append(generator)
             continue
         trainer = zero_shot.GeneratorTrainer(teacher, generator, run_config.loss, run_config.generator_training,
                                              seed=seed)
-        writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", os.path.basename(member_dir)))
+        writer = tf.summary.create_file_writer(os.path.join(work_dir, LOGS_DIR, os.path.basename(member_dir)))
 
         def grid(generator=generator):
             return zero_shot.sample_grid(generator, teacher, run_config.evaluation.grid_samples_per_class,
@@ -448,10 +443,10 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
             f"per class), as recorded in {STATE_FILE}")
         generated = judged["result"]
     else:
-        evaluation = zero_shot.evaluate_generator(generator, teacher, settings.samples_per_class,
-                                                  seed=run_config.seed + EVALUATION_SEED_OFFSET, progress=progress)
+        evaluation = zero_shot.evaluate_generator(generator, teacher, settings.samples_per_class, progress=progress,
+                                                  seed=run_config.seed + seeds.GENERATED_SAMPLES_SEED_OFFSET)
         grid = zero_shot.sample_grid(generator, teacher, settings.grid_samples_per_class, settings.grid_max_classes,
-                                     run_config.seed + GRID_SEED_OFFSET)
+                                     run_config.seed + seeds.GRID_SEED_OFFSET)
         zero_shot.write_png(samples_path, grid)
         generated = {
             "samples_per_class": evaluation.samples_per_class,
@@ -481,7 +476,7 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
                          **(state.get("distillation", {}) if run_config.distillation.steps else {}),
                          **quantization_results},
         "outputs": {"generator": GENERATOR_MODEL_FILE, "checkpoints": "generator/checkpoints",
-                    "samples": run_report.SAMPLES_FILE, "tensorboard": "logs", "config": config_lib.CONFIG_FILE,
+                    "samples": run_report.SAMPLES_FILE, "tensorboard": LOGS_DIR, "config": config_lib.CONFIG_FILE,
                     "export_report": quantization_stages.EXPORT_REPORT_FILE},
     }
     write_json_atomic(os.path.join(work_dir, run_report.REPORT_JSON_FILE), report)
@@ -564,7 +559,7 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
 
     calibration = quantization_stages.calibration_samples(
         generator, teacher, run_config.quantization.calibration_samples,
-        seed=run_config.seed + quantization_stages.CALIBRATION_SEED_OFFSET, progress=progress)
+        seed=run_config.seed + seeds.CALIBRATION_SEED_OFFSET, progress=progress)
     student = quantization_stages.distillation_stage(run_config, teacher, generator, calibration, state, save_state,
                                                      progress=progress)
     tflite_paths = quantization_stages.export_stage(

@@ -34,7 +34,8 @@ MODES = ("tf", "caffe", "torch", "custom", "raw")
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 TORCH_RGB_MEAN = (0.485, 0.456, 0.406)
 TORCH_RGB_STD = (0.229, 0.224, 0.225)
-PIXEL_MAX = 255.0
+PIXEL_MAX = 255.0  # The brightest pixel level; the darkest is 0.
+HALF_PIXEL_RANGE = PIXEL_MAX / 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Preprocessing:
           UserError: if the mode's statistics do not fit `channels`.
         """
         if self.mode == "tf":
-            scale, offset = [1.0 / 127.5], [-1.0]
+            scale, offset = [1.0 / HALF_PIXEL_RANGE], [-1.0]
         elif self.mode == "raw":
             scale, offset = [1.0], [0.0]
         elif self.mode == "caffe":

@@ -33,11 +33,12 @@ import tensorflow_model_optimization as tfmot
 import tf_keras
 
 from zscgan_tf import __version__
-from zscgan_tf import distill, edge_tpu, evaluate, export, quantize, quantizer_ranges, tflite_model, zero_shot
+from zscgan_tf import distill, edge_tpu, evaluate, export, quantize, quantizer_ranges, seeds, tflite_model, zero_shot
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, read_json, save_keras_model_atomic, write_json_atomic, write_text_atomic
 from zscgan_tf.progress import count_of, say
+from zscgan_tf.run_state import LOGS_DIR
 from zscgan_tf.teachers import Teacher, weights_digest
 
 # TF-MOT students don't survive the .keras format (the input quantizer's variables are
@@ -56,9 +57,6 @@ LABELS_FILE = "labels.txt"
 # (`Teacher.input_range`), not only the calibration samples' range. Models exported before are
 # converted again.
 INPUT_RANGE = "covers_pixels_0_255"
-CALIBRATION_SEED_OFFSET = 3
-DISTILLATION_SEED_OFFSET = 4
-JOINT_GENERATOR_SEED_OFFSET = 7  # Benchmarks use 5 and 6.
 # Where an int8 model with float ops inside runs whole, and where it does not.
 FLOAT_OPS_DEVICES = ("a CPU or GPU delegate runs them; an Edge TPU or integer-only NPU leaves everything from "
                      "the first of them to the CPU")
@@ -291,7 +289,8 @@ def joint_generator_trainer(run_config: RunConfig, teacher: Teacher, generator):
     if not run_config.distillation.joint_generator:
         return None
     return zero_shot.GeneratorTrainer(teacher, zero_shot.copy_generator(generator), run_config.loss,
-                                      run_config.generator_training, seed=run_config.seed + JOINT_GENERATOR_SEED_OFFSET)
+                                      run_config.generator_training,
+                                      seed=run_config.seed + seeds.JOINT_GENERATOR_SEED_OFFSET)
 
 
 def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calibration: np.ndarray, state: dict,
@@ -319,7 +318,7 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
             f"{'stays' if len(float_layers) == 1 else 'stay'} float (listed in "
             f"report.md): {quantize.summarize_layer_names(teacher.model, float_layers)}")
     distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes, settings,
-                                  seed=run_config.seed + DISTILLATION_SEED_OFFSET,
+                                  seed=run_config.seed + seeds.DISTILLATION_SEED_OFFSET,
                                   generator_trainer=joint_generator_trainer(run_config, teacher, generator),
                                   hold_quantizer_ranges=scheme.holds_ranges_in_training)
     pruned = sum(int(tf.size(kept)) - int(tf.reduce_sum(kept)) for _, kept in distiller.pruning_masks)
@@ -335,7 +334,7 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
     teacher_weights = teacher.model.get_weights()
     say(f"distillation: {count_of(settings.steps, 'step')} of {settings.batch_size} generated samples into the "
         f"{scheme.name} student" + (", training a copy of the generator along" if settings.joint_generator else ""))
-    writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", "distillation"))
+    writer = tf.summary.create_file_writer(os.path.join(work_dir, LOGS_DIR, DISTILLATION_DIR))
     summary = distiller.train(os.path.join(work_dir, DISTILLATION_DIR), progress=progress, summary_writer=writer)
     zero_shot.check_teacher_unchanged(teacher, teacher_weights)
     save_keras_model_atomic(student, model_path)

@@ -52,6 +52,7 @@ MIN_BITS = 2
 MAX_BITS = 8
 # TFLite's integer kernels are 8-bit; every other width is simulation only.
 EXPORTABLE_BITS = 8
+assert quantizer_ranges.EXPORTED_INPUT_BITS == EXPORTABLE_BITS
 
 SCHEME_NAME_PATTERN = re.compile(r"^w(\d+)a(\d+)$")
 # `QuantizationScheme.low_bit_ranges` values.

@@ -35,6 +35,9 @@ from zscgan_tf import range_fitting
 DEFAULT_CALIBRATION_BATCH_SIZE = 32
 # The width of a quantizer that does not say (TF-MOT's default scheme is 8-bit throughout).
 DEFAULT_SCHEME_BITS = 8
+# The narrowest model-input quantizer a TFLite export reads (`quantize.EXPORTABLE_BITS`, which
+# cannot be imported here: `quantize` imports this module); narrower ones are simulation only.
+EXPORTED_INPUT_BITS = 8
 
 
 def inbound_layers(layer) -> List[tf_keras.layers.Layer]:
@@ -102,7 +105,7 @@ def cover_model_input_range(student: tf_keras.Model, low, high) -> bool:
         raise ValueError(f"the input range must have low <= high, got [{low}, {high}]")
     widened = False
     for layer in student.layers:
-        if _is_model_input_quantizer(layer) and _bits_of(layer.quantizer) >= DEFAULT_SCHEME_BITS:
+        if _is_model_input_quantizer(layer) and _bits_of(layer.quantizer) >= EXPORTED_INPUT_BITS:
             variables = layer.quantizer_vars
             variables["min_var"].assign(min(float(variables["min_var"].numpy()), low, 0.0))
             variables["max_var"].assign(max(float(variables["max_var"].numpy()), high, 0.0))

@@ -16,6 +16,8 @@ from zscgan_tf.preprocessing import Preprocessing
 
 STATE_FILE = "state.json"
 GENERATOR_MODEL_FILE = "generator.keras"
+GENERATOR_DIR = "generator"  # The first generator's checkpoints and history (`pool_member_names`).
+LOGS_DIR = "logs"  # TensorBoard scalars and sample grids, a directory per training.
 # The state.json key naming the run a work directory took its generator from.
 GENERATOR_FROM_KEY = "generator_from"
 # Marks the generator stage's state as trained (or pooled) in this work directory, so that a
@@ -66,7 +68,7 @@ def how_the_teacher_differs(recorded: dict, preprocessing: Preprocessing) -> str
 
 def pool_member_names(pool_size: int) -> list:
     """Names of a pool's generators' training directories, in pool order: `generator`, `generator_2`, ..."""
-    return ["generator" if index == 0 else f"generator_{index + 1}" for index in range(pool_size)]
+    return [GENERATOR_DIR if index == 0 else f"{GENERATOR_DIR}_{index + 1}" for index in range(pool_size)]
 
 
 def pool_member_dirs(run_config: config_lib.RunConfig) -> list:

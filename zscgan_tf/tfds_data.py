@@ -51,7 +51,7 @@ def _prepared_tfds_builder(name: str, data_dir: Optional[str], manual_dir: Optio
         if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
             hint = f"; {name} must be downloaded by hand: pass the directory holding its archives as manual_dir"
         raise UserError(f"cannot download or prepare TFDS dataset {name!r} "
-                        f"({type(error).__name__}: {first_line(error)}){hint}") from None
+                        f"({type(error).__name__}: {first_line(error)}){hint}") from error  # --verbose shows it whole.
     if not builder.info.supervised_keys:
         raise UserError(f"TFDS dataset {name!r} has no (image, label) supervised keys")
     return builder

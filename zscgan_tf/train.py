@@ -1,18 +1,19 @@
 """The main command: `python -m zscgan_tf.train --flagfile configs/<name>.cfg`.
 
-Flags become one validated `RunConfig`, saved in the work directory; then the stages
-run in order, each resuming from its checkpoint and skipped once its output exists:
+Flags become one validated `RunConfig`, saved in the work directory. The teacher is
+loaded (or, for `builtin:` teachers, trained on first use), validated and frozen; then the
+stages run in order, each resuming from its checkpoint and skipped once its output exists
+(1 to 3 are the method's three stages, and the modules' docstrings number them so):
 
-1. teacher: load (or, for `builtin:` teachers, train on first use), validate, freeze.
-2. generator: zero-shot training of the conditional generator (ZS-CGAN).
-3. distillation: data-free quantization-aware training of the TF-MOT student on
+1. generator: zero-shot training of the conditional generator (ZS-CGAN).
+2. distillation: data-free quantization-aware training of the TF-MOT student on
    generated samples (`--quantization`; skipped with `--distillation_steps=0`).
-4. export: fully-integer TFLite of the student (W8A8 only) and of the teacher
+3. export: fully-integer TFLite of the student (W8A8 only) and of the teacher
    calibrated on generated samples (PTQ), the float teacher for comparison, and
    export_report.md (op-by-op integer check, Edge TPU compatibility).
-5. evaluation: top-1 of every model on held-out real data (`--eval_dataset`), Keras /
+4. evaluation: top-1 of every model on held-out real data (`--eval_dataset`), Keras /
    TFLite agreement, file sizes and LiteRT latency.
-6. report: the teacher's verdict on generated samples, a PNG grid, report.json/.md.
+5. report: the teacher's verdict on generated samples, a PNG grid, report.json/.md.
 
   python -m zscgan_tf.train --flagfile configs/demo.cfg
 

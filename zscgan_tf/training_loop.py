@@ -113,6 +113,16 @@ class TrainingSummary:
         return {**dataclasses.asdict(self), "wall_time": format_duration(self.wall_seconds), **total}
 
 
+def idle_session_summary(steps: int, recorded: dict) -> dict:
+    """`TrainingSummary.to_dict()` of a session that trained nothing more of a training that
+    finished at `steps`: what was `recorded` when it trained (loss terms, total time), with
+    this session's own figures 0."""
+    idle = TrainingSummary(steps=steps, resumed_from_step=steps, wall_seconds=0.0, samples_per_second=0.0,
+                           first={}, last={}).to_dict()
+    session = {key: value for key, value in idle.items() if key not in ("first", "last", "total_wall_seconds")}
+    return {"first": {}, "last": {}, **recorded, **session}
+
+
 def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, checkpoint: tf.train.Checkpoint,
         work_dir: str, schedule: LoopSchedule, name: str, checked_terms: Sequence[str],
         progress_terms: Sequence[str] = (), summary_writer=None,

@@ -19,6 +19,7 @@ import tf_keras
 from zscgan_tf import bn_stats, losses, reproducibility, training_loop
 from zscgan_tf.config import GeneratorTrainingConfig, LossConfig
 from zscgan_tf.files import write_bytes_atomic
+from zscgan_tf.preprocessing import PIXEL_MAX
 from zscgan_tf.progress import ProgressBar
 from zscgan_tf.teachers import Teacher
 
@@ -161,7 +162,8 @@ def _generated_batches(generator, labels: np.ndarray, noise_dim: int, seed: int)
     random = tf.random.Generator.from_seed(seed)
     batch_size = generation_batch_size(generator.output.shape[1:])
     for start in range(0, len(labels), MAX_GENERATION_BATCH_SIZE):
-        # Noise is drawn 256 samples at a time whatever the pass size, so the samples do not depend on it.
+        # Noise is drawn MAX_GENERATION_BATCH_SIZE samples at a time whatever the pass size, so the samples do not
+        # depend on it.
         chunk_labels = labels[start:start + MAX_GENERATION_BATCH_SIZE]
         noise = random.normal([len(chunk_labels), noise_dim])
         for offset in range(0, len(chunk_labels), batch_size):
@@ -272,7 +274,7 @@ def sample_grid(generator, teacher: Teacher, samples_per_class: int, max_classes
     classes = min(teacher.num_classes, max_classes)
     labels = np.repeat(np.arange(classes, dtype=np.int32), samples_per_class)
     images = _generate_in_batches(generator, labels, noise_dim, seed)
-    pixels = np.clip(np.round(teacher.preprocessing.invert(images)), 0, 255).astype(np.uint8)
+    pixels = np.clip(np.round(teacher.preprocessing.invert(images)), 0, PIXEL_MAX).astype(np.uint8)
     height, width, channels = pixels.shape[1:]
     zoom = max(1, math.ceil(MIN_GRID_TILE_PIXELS / max(height, width)))
     pixels = pixels.repeat(zoom, axis=1).repeat(zoom, axis=2)
