@@ -433,6 +433,11 @@ def test_a_run_directory_in_use_by_a_run_is_refused_and_converts_once_it_is_free
      "--teacher_custom_objects), not a --student"),
     (["--student=RUN/student.h5", "--teacher_preprocessing_std=0.2"],
      "--teacher_preprocessing_mean and --teacher_preprocessing_std go with --teacher_preprocessing=custom"),
+    # The teacher flags are read where the model is: what comes first is still reported first.
+    (["--student=/nonexistent/student.h5", "--teacher_preprocessing_std=0.2"],
+     "student '/nonexistent/student.h5' does not exist"),
+    (["--teacher=TEACHER", "--teacher_preprocessing_mean=x", "--calibration_samples=0"],
+     "--calibration_samples must be positive, got 0"),
     # Before: "a float model ...: quantize it post-training with --teacher=<the generator>", and "a binary
     # classifier must end in Dense(1)".
     (["--student=RUN/generator.keras"], "--student 'RUN/generator.keras' is a generator saved by this package (it makes "

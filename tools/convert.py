@@ -39,10 +39,11 @@ one `error: ...` line and exits with status 2.
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
-from typing import Tuple
+from typing import FrozenSet, Optional, Tuple
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -69,6 +70,9 @@ DATA_SOURCES = ("generator", "distilled", "noise")
 CALIBRATION_FLAG_NAMES = ("generator", "data_source", "distilled_steps", "calibration_samples", "seed")
 # Flags that say what an int8 export's input, output and ops are; the float modes keep them float.
 INT8_FORMAT_FLAG_NAMES = ("io_dtype", "allow_float_ops")
+# Flags whose being given, not only their value, changes what the tool does: given where they do not apply they
+# are refused, and with --run_dir a flag not given leaves the run's own setting.
+GIVEN_FLAG_NAMES = cli.TEACHER_FLAG_NAMES + CALIBRATION_FLAG_NAMES + INT8_FORMAT_FLAG_NAMES + ("per_channel",)
 flags.DEFINE_string("run_dir", None, "A work directory of `python -m zscgan_tf.train`: export its QAT student.")
 flags.DEFINE_string("student", None, "A saved TF-MOT student (.h5, as runs save it) to export.")
 flags.DEFINE_string("teacher", None, "A float teacher: a model file, builtin:<name> or a Keras Applications name.")
@@ -96,6 +100,126 @@ flags.DEFINE_string("output", None, "Where to write the .tflite file.")
 flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
 
 
+@dataclasses.dataclass(frozen=True)
+class ConversionConfig:
+    """Every setting of one conversion, as the flags give it (`config_from_flags`).
+
+    Attributes:
+      run_dir, student, teacher: the model to export, of which exactly one is set: the export
+        refuses anything else, after `validate`.
+      generator: a trained generator for the calibration samples, or None.
+      data_source: where calibration inputs come from: one of `DATA_SOURCES`.
+      distilled_steps: Adam updates of each batch of distilled inputs.
+      mode: one of `export.MODES`.
+      calibration_samples, seed: how many calibration samples, drawn with which seed.
+      io_dtype, per_channel, allow_float_ops: the int8 export's input and output type, weight
+        scales, and whether ops with no int8 kernel may stay float.
+      output: the .tflite file to write.
+      custom_objects: the modules a --student's own layers are defined in.
+      given: the names of `GIVEN_FLAG_NAMES` given on the command line (or in a flagfile),
+        as opposed to left at their defaults.
+      teacher_source: what --teacher and the teacher flags describe, or None without --teacher.
+      student_preprocessing: what the teacher flags say a --student's input is, or None.
+      ignored_teacher_flags_note: the note naming Keras Applications flags a --teacher ignores.
+      teacher_flags_error: what was wrong in the teacher flags (a preprocessing mean that is not
+        a number, ...), kept to be raised where they are used (`check_teacher_flags`): the
+        checks and loads that came first still come first.
+    """
+
+    run_dir: Optional[str]
+    student: Optional[str]
+    teacher: Optional[str]
+    generator: Optional[str]
+    data_source: str
+    distilled_steps: int
+    mode: str
+    calibration_samples: int
+    io_dtype: str
+    per_channel: bool
+    allow_float_ops: bool
+    seed: int
+    output: Optional[str]
+    custom_objects: Tuple[str, ...] = ()
+    given: FrozenSet[str] = frozenset()
+    teacher_source: Optional[teachers.TeacherSource] = None
+    student_preprocessing: Optional[Preprocessing] = None
+    ignored_teacher_flags_note: Optional[str] = None
+    teacher_flags_error: Optional[UserError] = None
+
+    def validate(self) -> None:
+        """Refuses a missing or unwritable --output and settings that contradict each other,
+        before anything loads.
+
+        Raises:
+          UserError: naming the flags, as the command prints it.
+        """
+        if not self.output:
+            raise UserError("--output is required")
+        _check_output(self.output)
+        if self.calibration_samples < 1:
+            raise UserError(f"--calibration_samples must be positive, got {self.calibration_samples}")
+        if self.distilled_steps < 1:
+            raise UserError(f"--distilled_steps must be positive, got {self.distilled_steps}")
+        if self.generator and self.data_source != "generator":
+            raise UserError(f"--generator is only used with --data_source=generator, not {self.data_source}")
+        calibration_flags = [name for name in CALIBRATION_FLAG_NAMES if name in self.given]
+        if self.mode != "int8" and calibration_flags:
+            verb = "calibrates" if len(calibration_flags) == 1 else "calibrate"
+            raise UserError(f"--{', --'.join(calibration_flags)} {verb} an int8 export; --mode={self.mode} is not "
+                            "calibrated")
+        format_flags = [name for name in INT8_FORMAT_FLAG_NAMES if name in self.given]
+        if self.mode != "int8" and format_flags:
+            verb = "applies" if len(format_flags) == 1 else "apply"
+            raise UserError(f"--{', --'.join(format_flags)} {verb} to an int8 export; --mode={self.mode} keeps the "
+                            "input, output and activations float")
+        if self.mode == "float" and "per_channel" in self.given:
+            raise UserError(f"--{'' if self.per_channel else 'no'}per_channel sets the scales of integer weights; "
+                            "--mode=float keeps the weights float")
+        if self.mode != "int8" and (self.run_dir or self.student):
+            float_file = (f": the run's is {os.path.join(self.run_dir, quantization_stages.FLOAT_TFLITE_FILE)}"
+                          if self.run_dir else "")
+            raise UserError(f"--mode={self.mode} converts a float teacher (--teacher){float_file}; a QAT student's "
+                            "fake quantization converts to integer ops, so it exports with --mode=int8 only")
+
+    def check_teacher_flags(self) -> None:
+        """Raises `teacher_flags_error`, if any: call it where `teacher_source` or
+        `student_preprocessing` is first needed."""
+        if self.teacher_flags_error is not None:
+            raise self.teacher_flags_error
+
+    @property
+    def per_channel_given(self) -> Optional[bool]:
+        """--per_channel (True) or --noper_channel (False) as given, or None when neither is."""
+        return self.per_channel if "per_channel" in self.given else None
+
+
+def config_from_flags() -> ConversionConfig:
+    """The parsed flags as a `ConversionConfig` (validated when `convert` starts).
+
+    Raises nothing: an error in the teacher flags is kept in the config (`check_teacher_flags`).
+    """
+    teacher_source = student_preprocessing = ignored_note = teacher_flags_error = None
+    # What the teacher flags say of a --student or --teacher (a run directory records its own teacher). With more
+    # than one model given, the export refuses them before it reads this.
+    try:
+        if FLAGS.student:
+            student_preprocessing = cli.preprocessing_from_flags(FLAGS)
+        elif FLAGS.teacher:
+            ignored_note = cli.ignored_teacher_flags_note(FLAGS.teacher, FLAGS)
+            teacher_source = cli.teacher_source(FLAGS.teacher, FLAGS)
+    except UserError as error:
+        teacher_flags_error = error
+    return ConversionConfig(
+        run_dir=FLAGS.run_dir, student=FLAGS.student, teacher=FLAGS.teacher, generator=FLAGS.generator,
+        data_source=FLAGS.data_source, distilled_steps=FLAGS.distilled_steps, mode=FLAGS.mode,
+        calibration_samples=FLAGS.calibration_samples, io_dtype=FLAGS.io_dtype, per_channel=FLAGS.per_channel,
+        allow_float_ops=FLAGS.allow_float_ops, seed=FLAGS.seed, output=FLAGS.output,
+        custom_objects=tuple(FLAGS.teacher_custom_objects),
+        given=frozenset(name for name in GIVEN_FLAG_NAMES if FLAGS[name].present),
+        teacher_source=teacher_source, student_preprocessing=student_preprocessing,
+        ignored_teacher_flags_note=ignored_note, teacher_flags_error=teacher_flags_error)
+
+
 def _load_generator(path):
     from zscgan_tf import pipeline  # The generator's custom layers register with it.
     if not os.path.exists(path):
@@ -112,24 +236,24 @@ def _load_generator(path):
     return generator
 
 
-def _calibration(generator, teacher, count, seed, preprocessing_known=True):
-    """Calibration inputs from --data_source, or None when there are none or none are needed.
+def _calibration(config: ConversionConfig, generator, teacher, count, seed, preprocessing_known=True):
+    """Calibration inputs from `config.data_source`, or None when there are none or none are needed.
     `preprocessing_known`: whether `teacher.preprocessing` is known (a student file's is only
     when --teacher_preprocessing says it), so that a generator's can be checked against it."""
-    if FLAGS.mode != "int8":
+    if config.mode != "int8":
         return None  # Float and dynamic-range exports are not calibrated.
     from zscgan_tf import pipeline  # pylint: disable=import-outside-toplevel  # As in _load_generator.
-    if FLAGS.data_source == "generator":  # Made for whole classes, and copied while they are.
+    if config.data_source == "generator":  # Made for whole classes, and copied while they are.
         pipeline.check_samples_fit_in_memory("calibration_samples", count,
                                              quantization_stages.calibration_samples_generated(
                                                  count, teacher.num_classes),
                                              teacher.image_shape, quantization_stages.CALIBRATION_COPIES)
     else:
         pipeline.check_samples_fit_in_memory("calibration_samples", count, count, teacher.image_shape)
-    if FLAGS.data_source == "noise":
+    if config.data_source == "noise":
         return distilled_data.gaussian_noise_inputs(teacher, count, seed)
-    if FLAGS.data_source == "distilled":
-        settings = distilled_data.DistilledDataConfig(steps=FLAGS.distilled_steps)
+    if config.data_source == "distilled":
+        settings = distilled_data.DistilledDataConfig(steps=config.distilled_steps)
         distilled = distilled_data.distill_inputs(teacher, count, settings, seed=seed)
         print(f"distilled {count} inputs: BN-statistics loss {distilled.initial_bn_loss:.4g} -> "
               f"{distilled.final_bn_loss:.4g}")
@@ -162,63 +286,64 @@ def _teacher_like(model, name, preprocessing=None):
                             name=name, description={})
 
 
-def _model_to_convert():
+def _model_to_convert(config: ConversionConfig):
     """(model, calibration samples or None, description, the teacher's preprocessing or None when a
-    student file does not say it, the teacher's class names or ()) from the flags."""
-    sources = [name for name in ("run_dir", "student", "teacher") if getattr(FLAGS, name)]
+    student file does not say it, the teacher's class names or ()) that `config` names."""
+    sources = [name for name in ("run_dir", "student", "teacher") if getattr(config, name)]
     if len(sources) != 1:
         raise UserError("pass exactly one of --run_dir, --student and --teacher")
     # A run directory records its teacher; a student file has only an input to describe.
-    used_teacher_flags = (() if FLAGS.run_dir else STUDENT_FLAG_NAMES if FLAGS.student else cli.TEACHER_FLAG_NAMES)
-    unused = [f"--{name}" for name in cli.TEACHER_FLAG_NAMES if FLAGS[name].present and name not in used_teacher_flags]
+    used_teacher_flags = (() if config.run_dir else STUDENT_FLAG_NAMES if config.student else cli.TEACHER_FLAG_NAMES)
+    unused = [f"--{name}" for name in cli.TEACHER_FLAG_NAMES if name in config.given and name not in used_teacher_flags]
     if unused:
         student_takes = " (a --student takes --teacher_preprocessing and --teacher_custom_objects)"
         raise UserError(f"{', '.join(unused)} describe{'s' if len(unused) == 1 else ''} a --teacher"
-                        f"{student_takes if FLAGS.student else ''}, not a --{sources[0]}")
-    generator = _load_generator(FLAGS.generator) if FLAGS.generator else None
-    if FLAGS.run_dir:
-        return _from_run(FLAGS.run_dir, generator)
-    if FLAGS.student:
-        if not os.path.exists(FLAGS.student):
-            raise UserError(f"student {FLAGS.student!r} does not exist")
-        custom_objects.register(FLAGS.teacher_custom_objects)
-        generator_message = model_files.generator_file_message(FLAGS.student, "student")
+                        f"{student_takes if config.student else ''}, not a --{sources[0]}")
+    generator = _load_generator(config.generator) if config.generator else None
+    if config.run_dir:
+        return _from_run(config, generator)
+    if config.student:
+        if not os.path.exists(config.student):
+            raise UserError(f"student {config.student!r} does not exist")
+        custom_objects.register(config.custom_objects)
+        generator_message = model_files.generator_file_message(config.student, "student")
         if generator_message:  # It was "a float model ...: quantize it post-training with --teacher=<it>".
             raise UserError(generator_message)
         try:
-            student = quantization_stages.load_student(FLAGS.student)
+            student = quantization_stages.load_student(config.student)
         except (OSError, ValueError, TypeError) as error:
-            raise UserError(f"cannot load student {FLAGS.student!r}: "
+            raise UserError(f"cannot load student {config.student!r}: "
                             f"{custom_objects.explained(first_line(error))}") from error
         if not export.is_quantization_aware(student):
-            raise UserError(f"--student {FLAGS.student!r} is a float model, not a TF-MOT quantization-aware "
-                            f"student: quantize it post-training with --teacher={FLAGS.student}")
-        preprocessing = cli.preprocessing_from_flags()  # What the user says the student's input is, if anything.
+            raise UserError(f"--student {config.student!r} is a float model, not a TF-MOT quantization-aware "
+                            f"student: quantize it post-training with --teacher={config.student}")
+        config.check_teacher_flags()
+        preprocessing = config.student_preprocessing  # What the user says the student's input is, if anything.
         if preprocessing is not None:  # `input_range` raises if its statistics don't fit the channels.
             quantizer_ranges.cover_model_input_range(
                 student, *preprocessing.input_range(int(student.inputs[0].shape[-1])))
-        view = _teacher_like(student, os.path.basename(FLAGS.student), preprocessing)
-        return (student, _calibration(generator, view, FLAGS.calibration_samples, FLAGS.seed,
+        view = _teacher_like(student, os.path.basename(config.student), preprocessing)
+        return (student, _calibration(config, generator, view, config.calibration_samples, config.seed,
                                       preprocessing_known=preprocessing is not None),
-                f"student {FLAGS.student}", preprocessing, ())
-    ignored = cli.ignored_teacher_flags_note(FLAGS.teacher)
-    if ignored:
-        print(ignored)
+                f"student {config.student}", preprocessing, ())
+    if config.ignored_teacher_flags_note:
+        print(config.ignored_teacher_flags_note)
+    config.check_teacher_flags()
     try:
         # Noise calibration and the float modes read no BN statistics.
-        teacher = teachers.load_teacher(cli.teacher_source(FLAGS.teacher),
-                                        require_batchnorm=FLAGS.mode == "int8" and FLAGS.data_source != "noise")
+        teacher = teachers.load_teacher(config.teacher_source,
+                                        require_batchnorm=config.mode == "int8" and config.data_source != "noise")
     except teachers.QuantizationAwareTeacherError as error:
-        raise UserError(f"--teacher {FLAGS.teacher!r} is a TF-MOT quantization-aware student, not a float "
-                        f"teacher: export it with --student={FLAGS.teacher}") from error
+        raise UserError(f"--teacher {config.teacher!r} is a TF-MOT quantization-aware student, not a float "
+                        f"teacher: export it with --student={config.teacher}") from error
     for warning in teacher.warnings:
         print(f"warning: {warning}")
-    if FLAGS.mode == "int8" and FLAGS.data_source == "generator" and generator is None:
-        raise UserError(f"{FLAGS.teacher} is a float model: an int8 export needs calibration inputs: --generator, "
+    if config.mode == "int8" and config.data_source == "generator" and generator is None:
+        raise UserError(f"{config.teacher} is a float model: an int8 export needs calibration inputs: --generator, "
                         "or --data_source=distilled or noise (or export a QAT student with --run_dir / --student, "
                         "or use --mode=float or dynamic)")
-    return (teacher.model, _calibration(generator, teacher, FLAGS.calibration_samples, FLAGS.seed),
-            f"teacher {FLAGS.teacher}",
+    return (teacher.model, _calibration(config, generator, teacher, config.calibration_samples, config.seed),
+            f"teacher {config.teacher}",
             teacher.preprocessing, quantization_stages.teacher_class_names(teacher))
 
 
@@ -235,18 +360,19 @@ def _run_config(run_dir) -> config_lib.RunConfig:
         raise UserError(f"cannot read the run's config {config_path!r}: {error}") from error
 
 
-def _export_settings() -> Tuple[str, bool]:
+def _export_settings(config: ConversionConfig) -> Tuple[str, bool]:
     """(--io_dtype, --allow_float_ops); with --run_dir, the run's own where the flag is not given,
     so that its student exports as the run exported it."""
-    io_dtype, allow_float_ops = FLAGS.io_dtype, FLAGS.allow_float_ops
-    if FLAGS.run_dir:
-        quantization = _run_config(FLAGS.run_dir).quantization
-        io_dtype = io_dtype if FLAGS["io_dtype"].present else quantization.io_dtype
-        allow_float_ops = allow_float_ops if FLAGS["allow_float_ops"].present else quantization.allow_float_ops
+    io_dtype, allow_float_ops = config.io_dtype, config.allow_float_ops
+    if config.run_dir:
+        quantization = _run_config(config.run_dir).quantization
+        io_dtype = io_dtype if "io_dtype" in config.given else quantization.io_dtype
+        allow_float_ops = allow_float_ops if "allow_float_ops" in config.given else quantization.allow_float_ops
     return io_dtype, allow_float_ops
 
 
-def _from_run(run_dir, generator):
+def _from_run(config: ConversionConfig, generator):
+    run_dir = config.run_dir
     run_config = _run_config(run_dir)
     model = run_config.teacher.model
     if (model not in teachers.KERAS_APPLICATIONS and not model.startswith(teachers.BUILTIN_PREFIX)
@@ -269,10 +395,10 @@ def _from_run(run_dir, generator):
         generator = _load_generator(generator_path)
     # The run's calibration samples unless the flags say otherwise: layers TF-MOT left float
     # (an ELU) are calibrated by them, so the student converts as the run converted it.
-    count = FLAGS.calibration_samples if FLAGS["calibration_samples"].present else (
+    count = config.calibration_samples if "calibration_samples" in config.given else (
         run_config.quantization.calibration_samples)
-    seed = FLAGS.seed if FLAGS["seed"].present else run_config.seed + seeds.CALIBRATION_SEED_OFFSET
-    calibration = _calibration(generator, teacher, count, seed)
+    seed = config.seed if "seed" in config.given else run_config.seed + seeds.CALIBRATION_SEED_OFFSET
+    calibration = _calibration(config, generator, teacher, count, seed)
     class_names = quantization_stages.teacher_class_names(teacher)
     student_path = os.path.join(run_dir, quantization_stages.STUDENT_MODEL_FILE)
     checkpoint_dir = os.path.join(run_dir, quantization_stages.DISTILLATION_DIR, "checkpoints")
@@ -316,22 +442,23 @@ def _check_output(path: str) -> None:
         raise UserError(f"cannot write --output {path!r}: {reason}")
 
 
-def _check_weight_scales(model) -> None:
+def _check_weight_scales(model, per_channel: Optional[bool]) -> None:
     """Refuses a --per_channel or --noper_channel that a QAT student cannot follow: its weights
-    were trained with the scales of its scheme, and its export keeps them."""
-    if not (FLAGS["per_channel"].present and export.is_quantization_aware(model)):
+    were trained with the scales of its scheme, and its export keeps them. `per_channel`: the
+    flag as given, None when it is not."""
+    if not (per_channel is not None and export.is_quantization_aware(model)):
         return
     trained_per_channel = quantize.weights_per_channel(model)
-    if trained_per_channel is None or trained_per_channel == FLAGS.per_channel:
+    if trained_per_channel is None or trained_per_channel == per_channel:
         return
-    flag = "--per_channel" if FLAGS.per_channel else "--noper_channel"
+    flag = "--per_channel" if per_channel else "--noper_channel"
     way_out = ("train a student with per-channel weights (the default), or export the teacher with PTQ (--teacher "
-               "and --generator)" if FLAGS.per_channel else
+               "and --generator)" if per_channel else
                "export the teacher with PTQ (--teacher and --generator) --noper_channel; a QAT student with per-tensor "
                "weights cannot export where BatchNorm follows its convolutions (tensorflow/model-optimization#1131)")
     raise UserError(f"{flag} applies to post-training quantization: this QAT student's weights were trained with "
                     f"{'per-channel' if trained_per_channel else 'per-tensor'} scales, which its export keeps. For "
-                    f"{'per-channel' if FLAGS.per_channel else 'per-tensor'} weights, {way_out}")
+                    f"{'per-channel' if per_channel else 'per-tensor'} weights, {way_out}")
 
 
 def labels_path_for(output: str) -> str:
@@ -340,59 +467,36 @@ def labels_path_for(output: str) -> str:
     return (stem if extension.lower() == ".tflite" else output) + "_labels.txt"
 
 
-def convert() -> None:
-    if not FLAGS.output:
-        raise UserError("--output is required")
-    _check_output(FLAGS.output)
-    if FLAGS.calibration_samples < 1:
-        raise UserError(f"--calibration_samples must be positive, got {FLAGS.calibration_samples}")
-    if FLAGS.distilled_steps < 1:
-        raise UserError(f"--distilled_steps must be positive, got {FLAGS.distilled_steps}")
-    if FLAGS.generator and FLAGS.data_source != "generator":
-        raise UserError(f"--generator is only used with --data_source=generator, not {FLAGS.data_source}")
-    calibration_flags = [name for name in CALIBRATION_FLAG_NAMES if FLAGS[name].present]
-    if FLAGS.mode != "int8" and calibration_flags:
-        verb = "calibrates" if len(calibration_flags) == 1 else "calibrate"
-        raise UserError(f"--{', --'.join(calibration_flags)} {verb} an int8 export; --mode={FLAGS.mode} is not "
-                        "calibrated")
-    format_flags = [name for name in INT8_FORMAT_FLAG_NAMES if FLAGS[name].present]
-    if FLAGS.mode != "int8" and format_flags:
-        verb = "applies" if len(format_flags) == 1 else "apply"
-        raise UserError(f"--{', --'.join(format_flags)} {verb} to an int8 export; --mode={FLAGS.mode} keeps the "
-                        "input, output and activations float")
-    if FLAGS.mode == "float" and FLAGS["per_channel"].present:
-        raise UserError(f"--{'' if FLAGS.per_channel else 'no'}per_channel sets the scales of integer weights; "
-                        "--mode=float keeps the weights float")
-    if FLAGS.mode != "int8" and (FLAGS.run_dir or FLAGS.student):
-        float_file = (f": the run's is {os.path.join(FLAGS.run_dir, quantization_stages.FLOAT_TFLITE_FILE)}"
-                      if FLAGS.run_dir else "")
-        raise UserError(f"--mode={FLAGS.mode} converts a float teacher (--teacher){float_file}; a QAT student's fake "
-                        "quantization converts to integer ops, so it exports with --mode=int8 only")
-    if FLAGS.run_dir:
-        _run_config(FLAGS.run_dir)  # A run directory, before its lock is taken.
+def convert(config: ConversionConfig) -> None:
+    """Validates `config`, then exports the model it names, holding a --run_dir's lock meanwhile."""
+    config.validate()
+    if config.run_dir:
+        _run_config(config.run_dir)  # A run directory, before its lock is taken.
     # A run training in --run_dir would delete the checkpoint being read, and one started meanwhile is refused;
     # other conversions of it share the lock.
-    with (files.exclusive_use(FLAGS.run_dir, what="conversion", advice="convert it once that run has finished or "
-                              "stopped", shared=True) if FLAGS.run_dir else contextlib.nullcontext()):
-        _convert()
+    with (files.exclusive_use(config.run_dir, what="conversion", advice="convert it once that run has finished or "
+                              "stopped", shared=True) if config.run_dir else contextlib.nullcontext()):
+        _load_and_export(config)
 
 
-def _convert() -> None:
-    model, calibration, description, preprocessing, class_names = _model_to_convert()
-    _check_weight_scales(model)
-    io_dtype, allow_float_ops = _export_settings()
+def _load_and_export(config: ConversionConfig) -> None:
+    """Loads the model `config` names, writes its .tflite file and labels, and prints the report:
+    `convert`'s work once the settings are checked and the run directory is locked."""
+    model, calibration, description, preprocessing, class_names = _model_to_convert(config)
+    _check_weight_scales(model, config.per_channel_given)
+    io_dtype, allow_float_ops = _export_settings(config)
     # The input's range covers every pixel where the preprocessing says what pixels become.
     input_range = preprocessing.input_range(int(model.inputs[0].shape[-1])) if preprocessing else None
     representative = (export.representative_dataset_from_array(calibration, input_range)
                       if calibration is not None else None)
     try:
-        model_bytes = export.convert_to_tflite(model, representative, mode=FLAGS.mode, io_dtype=io_dtype,
-                                               per_channel=FLAGS.per_channel, output_path=FLAGS.output,
+        model_bytes = export.convert_to_tflite(model, representative, mode=config.mode, io_dtype=io_dtype,
+                                               per_channel=config.per_channel, output_path=config.output,
                                                allow_float_ops=allow_float_ops)
     except OSError as error:
         if error.filename is None or cli.is_storage_full(error):
             raise
-        raise UserError(f"cannot write --output {FLAGS.output!r}: {error.strerror}: {error.filename}") from error
+        raise UserError(f"cannot write --output {config.output!r}: {error.strerror}: {error.filename}") from error
     except export.NotFullyIntegerError as error:
         if representative is None:
             # The library's hint names its argument; say which flags give the dataset.
@@ -403,23 +507,23 @@ def _convert() -> None:
                             f"({quantization_stages.FLOAT_OPS_DEVICES})") from error
         raise
     report = tflite_model.inspect_tflite(model_bytes)
-    lines = [f"wrote {FLAGS.output} ({len(model_bytes) / 1024:.1f} KiB) from {description}"] + report.format()
-    labels_path = labels_path_for(FLAGS.output)
+    lines = [f"wrote {config.output} ({len(model_bytes) / 1024:.1f} KiB) from {description}"] + report.format()
+    labels_path = labels_path_for(config.output)
     try:
         wrote_labels = quantization_stages.write_labels(labels_path, class_names)  # Else a stale one goes.
     except OSError as error:  # A stale file is gone: another model's labels do not stay beside this one.
         if cli.is_storage_full(error):
             raise
-        raise UserError(f"wrote {FLAGS.output}, but cannot write its labels {labels_path!r}: "
+        raise UserError(f"wrote {config.output}, but cannot write its labels {labels_path!r}: "
                         f"{error.strerror}") from error
     if wrote_labels:
         lines.append(f"- labels: {labels_path}, the teacher's {len(class_names)} class names one a line in output "
                      f"order (output 0 is {class_names[0]!r})")
-    float_ops = export.float_ops_description(report, model) if FLAGS.mode == "int8" else ""
+    float_ops = export.float_ops_description(report, model) if config.mode == "int8" else ""
     if float_ops:
         lines.append(f"- float ops kept (--allow_float_ops): {float_ops}; "
                      f"{quantization_stages.FLOAT_OPS_DEVICES}")
-    if FLAGS.mode == "int8" and calibration is not None and FLAGS.data_source == "generator":
+    if config.mode == "int8" and calibration is not None and config.data_source == "generator":
         # Generated samples are ones the teacher is sure of; on noise two faithful models can still differ.
         warning = quantization_stages.export_agreement_warning("int8", model_bytes, model, calibration)
         if warning:
@@ -427,14 +531,14 @@ def _convert() -> None:
     pixel_input = evaluate.TfliteClassifier(model_bytes).describe_pixel_input(preprocessing) if preprocessing else None
     if pixel_input:
         lines.append(f"- {pixel_input}")
-    if FLAGS.mode == "int8":
+    if config.mode == "int8":
         lines += edge_tpu.compatibility_report(report).format()
     print("\n".join(lines))
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    return cli.run_command(FLAGS, argv, convert, resumable=False)
+    return cli.run_command(FLAGS, argv, lambda: convert(config_from_flags()), resumable=False)
 
 
 if __name__ == "__main__":
