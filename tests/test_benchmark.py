@@ -14,7 +14,7 @@ import tf_keras
 
 from conftest import build_student_failing_classifier, build_tiny_classifier
 from tool_process import ToolProcess
-from zscgan_tf import data, generator as generator_lib, pipeline, teacher_training
+from zscgan_tf import data, generator as generator_lib, teacher_training
 from zscgan_tf.preprocessing import Preprocessing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +74,7 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert results["settings"]["bn_layer_weighting"] == "noise_floor"
     generator_run = json.loads((work_dir / "digits_tiny" / "generator" / "config.json").read_text())
     assert generator_run["loss"]["bn_layer_weighting"] == "noise_floor"
-    generator = pipeline.load_generator(str(work_dir / "digits_tiny" / "generator" / "generator.keras"))
+    generator = generator_lib.load_generator(str(work_dir / "digits_tiny" / "generator" / "generator.keras"))
     members = generator_lib.pool_members(generator)
     assert len(members) == 2
     for member in members:
@@ -132,7 +132,7 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     assert all(0 <= run["top1"] <= 1 for run in further_pool["runs"])
     further_run = json.loads((work_dir / "digits_tiny" / "generator_draw1" / "config.json").read_text())
     assert further_run["seed"] == 2000 and further_run["generator"] == generator_run["generator"]
-    further_members = generator_lib.pool_members(pipeline.load_generator(
+    further_members = generator_lib.pool_members(generator_lib.load_generator(
         str(work_dir / "digits_tiny" / "generator_draw1" / "generator.keras")))
     assert len(further_members) == 2
     assert not any((a == b).all() for a, b in zip(members[0].get_weights(), further_members[0].get_weights())

@@ -2,7 +2,7 @@
 
 import pytest
 
-from zscgan_tf import cgroups, pipeline
+from zscgan_tf import cgroups, memory_checks
 
 from conftest import write_cgroup_tree
 
@@ -22,12 +22,12 @@ def test_a_containers_memory_limit_is_read_from_cgroup_v2_or_v1(tmp_path, own_cg
 
 def test_the_memory_check_takes_a_containers_limit_below_the_machines(monkeypatch):
     # It compared with the host's memory: 256 GB where the container may use 8.
-    monkeypatch.setattr(pipeline.os, "sysconf", lambda name: 256 * 2 ** 30 // 4096 if name == "SC_PHYS_PAGES"
+    monkeypatch.setattr(memory_checks.os, "sysconf", lambda name: 256 * 2 ** 30 // 4096 if name == "SC_PHYS_PAGES"
                         else 4096)
     monkeypatch.setattr(cgroups, "memory_limit", lambda: 8 * 10 ** 9)
-    assert pipeline._physical_memory_bytes() == 8 * 10 ** 9
-    with pytest.raises(pipeline.UserError, match=r"\(12 GB, 2 copies while they are made\), more than this "
+    assert memory_checks._physical_memory_bytes() == 8 * 10 ** 9
+    with pytest.raises(memory_checks.UserError, match=r"\(12 GB, 2 copies while they are made\), more than this "
                                                  r"machine's 8 GB$"):
-        pipeline.check_samples_fit_in_memory("calibration_samples", 10 ** 4, 10 ** 4, (224, 224, 3), copies=2)
+        memory_checks.check_samples_fit_in_memory("calibration_samples", 10 ** 4, 10 ** 4, (224, 224, 3), copies=2)
     monkeypatch.setattr(cgroups, "memory_limit", lambda: None)
-    assert pipeline._physical_memory_bytes() == 256 * 2 ** 30
+    assert memory_checks._physical_memory_bytes() == 256 * 2 ** 30

@@ -152,8 +152,8 @@ def test_an_allocation_that_fails_is_one_line_and_status_5(error, capsys):
 
 def test_samples_that_would_not_fit_in_memory_are_refused_before_a_run_starts(tmp_path, tiny_teacher_file,
                                                                               monkeypatch, capsys):
-    from zscgan_tf import pipeline, quantization_stages
-    monkeypatch.setattr(pipeline, "_physical_memory_bytes", lambda: 10 ** 6)  # 1 MB: 3,906 samples of 8x8x1.
+    from zscgan_tf import memory_checks, quantization_stages
+    monkeypatch.setattr(memory_checks, "_physical_memory_bytes", lambda: 10 ** 6)  # 1 MB: 3,906 samples of 8x8x1.
     work_dir = tmp_path / "run"
     arguments = ["train", f"--teacher={tiny_teacher_file}", f"--work_dir={work_dir}", "--eval_dataset=none"]
     # Made for whole classes (4 here), and held twice over while they are made: 2,001 asked hold 2 x 2,004.

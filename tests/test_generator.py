@@ -60,13 +60,12 @@ def test_generator_for_1000_classes_at_224_builds():
 
 @pytest.mark.parametrize("blur_sigma", [0.0, 1.0])
 def test_saved_generator_reloads_with_same_outputs(tmp_path, blur_sigma):
-    from zscgan_tf import pipeline
     spec = generator_lib.GeneratorSpec(num_classes=4, image_shape=(8, 8, 1), noise_dim=8, base_channels=4,
                                        blur_sigma=blur_sigma)
     generator = generator_lib.build_generator(spec, Preprocessing("tf"))
     path = str(tmp_path / "generator.keras")
     generator.save(path)
-    reloaded = pipeline.load_generator(path)
+    reloaded = generator_lib.load_generator(path)
     noise = tf.random.normal([4, 8], seed=2)
     labels = tf.constant([0, 1, 2, 3])
     np.testing.assert_allclose(generator([noise, labels], training=False), reloaded([noise, labels], training=False),
@@ -158,7 +157,6 @@ def test_blurred_generator_makes_smooth_samples_in_range():
 
 
 def test_pooled_generator_draws_sample_i_from_member_i_mod_k_and_reloads(tmp_path):
-    from zscgan_tf import pipeline
     spec = generator_lib.GeneratorSpec(num_classes=3, image_shape=(8, 8, 1), noise_dim=8, base_channels=8,
                                        blur_sigma=0.5)
     members = [generator_lib.build_generator(spec, Preprocessing("tf"), name=f"generator_{k}") for k in (1, 2, 3)]
@@ -177,7 +175,7 @@ def test_pooled_generator_draws_sample_i_from_member_i_mod_k_and_reloads(tmp_pat
                                    atol=1e-5)
     path = str(tmp_path / "pool.keras")
     pool.save(path)
-    reloaded = pipeline.load_generator(path)
+    reloaded = generator_lib.load_generator(path)
     np.testing.assert_allclose(reloaded([noise, labels], training=False).numpy(), pooled, atol=1e-6)
     assert [member.name for member in generator_lib.pool_members(reloaded)] == ["generator_1", "generator_2",
                                                                                  "generator_3"]
@@ -191,13 +189,12 @@ def test_pooled_generator_draws_sample_i_from_member_i_mod_k_and_reloads(tmp_pat
     (Preprocessing("caffe"), 1), (Preprocessing("custom", mean=(0.0,), std=(1.0,)), 1),
     (Preprocessing("custom", mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 1.0)), 3)])
 def test_a_saved_generator_says_which_input_space_it_was_trained_for(tmp_path, preprocessing, channels):
-    from zscgan_tf import pipeline
     spec = generator_lib.GeneratorSpec(num_classes=3, image_shape=(8, 8, channels), noise_dim=4, base_channels=4)
     members = [generator_lib.build_generator(spec, preprocessing, name=f"generator_{k}") for k in (1, 2)]
     for generator in (members[0], generator_lib.pool_generators(members)):
         path = str(tmp_path / "generator.keras")
         generator.save(path)
-        reloaded = pipeline.load_generator(path)
+        reloaded = generator_lib.load_generator(path)
         assert generator_lib.preprocessing_of_input_space(*generator_lib.input_space(reloaded)) == preprocessing
         assert generator_lib.same_input_space(reloaded, preprocessing, channels) is True
         other = Preprocessing("raw" if preprocessing.mode != "raw" else "tf")

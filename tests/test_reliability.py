@@ -24,6 +24,7 @@ from PIL import Image
 
 from conftest import build_tiny_classifier, lock_held_by_another_process
 from zscgan_tf import cli, files, tflite_model, train, zero_shot
+from zscgan_tf import generator as generator_lib
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.teacher_training import save_teacher
 
@@ -425,7 +426,7 @@ def test_truncated_outputs_and_lost_state_are_redone(finished_run, capsys):
     assert "distillation: already done" in out  # The generator did not change, so the student stands.
     assert (work_dir / "qat_int8.tflite").read_bytes() == whole
     _assert_valid_tflite_exports(work_dir)
-    train.pipeline.load_generator(str(work_dir / "generator.keras"))
+    generator_lib.load_generator(str(work_dir / "generator.keras"))
     assert not stray.exists()  # Never read nor mistaken for an output, and removed (it stayed for good).
 
 

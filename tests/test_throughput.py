@@ -3,7 +3,7 @@
 import pytest
 import tf_keras
 
-from zscgan_tf import config, pipeline, throughput, zero_shot
+from zscgan_tf import config, generator_stage, throughput, zero_shot
 
 
 def test_forward_flops_of_a_dense_layer_are_two_per_multiply_add():
@@ -26,7 +26,7 @@ def test_seconds_per_call_is_the_median_and_rejects_no_calls():
 
 
 def test_generator_step_speed_counts_both_models_and_updates_only_the_generator(teacher):
-    generator = pipeline.build_generator_for(teacher, config.GeneratorConfig(noise_dim=8, base_channels=8))
+    generator = generator_stage.build_generator_for(teacher, config.GeneratorConfig(noise_dim=8, base_channels=8))
     trainer = zero_shot.GeneratorTrainer(teacher, generator, config.LossConfig(),
                                          config.GeneratorTrainingConfig(batch_size=8))
     teacher_weights = teacher.model.get_weights()

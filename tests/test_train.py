@@ -16,7 +16,8 @@ import pytest
 from zscgan_tf import config as config_lib
 from zscgan_tf import (evaluation_stage, export, generator_reuse, labeled_images, pipeline, quantization_stages,
                        run_report)
-from zscgan_tf import run_state, seeds
+from zscgan_tf import generator as generator_lib
+from zscgan_tf import generator_stage, run_state, seeds
 from zscgan_tf import quantize, teachers, tflite_model, train, training_loop
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest
@@ -245,10 +246,10 @@ def test_w4a4_run_trains_a_student_with_fitted_held_ranges_and_says_so(tmp_path,
     assert "simulation only" in capsys.readouterr().out
     assert not (work_dir / "qat_int8.tflite").exists()  # 4-bit students are not exported.
     # The trained student's ranges are those the fitted student started from: held through QAT.
-    from zscgan_tf import pipeline, quantize, teachers
+    from zscgan_tf import quantize, teachers
     teacher = teachers.load_teacher(teachers.TeacherSource(model=tiny_teacher_file), progress=False)
     calibration = quantization_stages.calibration_samples(
-        pipeline.load_generator(str(work_dir / "generator.keras")), teacher, 16,
+        generator_lib.load_generator(str(work_dir / "generator.keras")), teacher, 16,
         seed=seeds.CALIBRATION_SEED_OFFSET)
     fitted, _ = quantize.quantize_student(teacher.model, quantize.QuantizationScheme.from_name("w4a4"),
                                           calibration_inputs=calibration, input_range=teacher.input_range())
@@ -346,14 +347,14 @@ def test_large_evaluation_data_is_checked_then_read_again_rather_than_held_throu
 
     monkeypatch.setattr(evaluation_stage, "evaluation_dataset", recorded_load)
     held_in_training = []  # Whether the first is still in memory when the generator stage starts.
-    generator_stage = pipeline.generator_stage
+    run_generator_stage = generator_stage.run
 
     def checked_generator_stage(*args, **kwargs):
         gc.collect()
         held_in_training.append(loaded[0]() is not None)
-        return generator_stage(*args, **kwargs)
+        return run_generator_stage(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "generator_stage", checked_generator_stage)
+    monkeypatch.setattr(generator_stage, "run", checked_generator_stage)
     work_dir = tmp_path / "run"
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=[f"--eval_dataset={tmp_path / 'photos'}"])
     monkeypatch.setattr(pipeline, "MAX_HELD_EVALUATION_BYTES", 12 * 8 * 8 - 1)  # As if 12 images were gigabytes.
@@ -369,7 +370,7 @@ def test_large_evaluation_data_is_checked_then_read_again_rather_than_held_throu
     monkeypatch.undo()
     loaded.clear(), held_in_training.clear()
     monkeypatch.setattr(evaluation_stage, "evaluation_dataset", recorded_load)
-    monkeypatch.setattr(pipeline, "generator_stage", checked_generator_stage)
+    monkeypatch.setattr(generator_stage, "run", checked_generator_stage)
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
     out = capsys.readouterr().out
     assert "read again" not in out and "reading the evaluation images again" not in out
@@ -667,13 +668,12 @@ def test_joint_generator_run_keeps_the_stage_one_generator_file(tmp_path, tiny_t
 
 
 def test_two_runs_with_one_seed_train_the_same_generator(tmp_path, tiny_teacher_file):
-    from zscgan_tf import pipeline
     weights = []
     for name in ("first", "second"):
         work_dir = tmp_path / name
         flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--distillation_steps=0"])
         assert train.main(["train", f"--flagfile={flagfile}"]) == 0
-        weights.append(pipeline.load_generator(str(work_dir / "generator.keras")).get_weights())
+        weights.append(generator_lib.load_generator(str(work_dir / "generator.keras")).get_weights())
     for first, second in zip(*weights):
         assert (first == second).all()
 
@@ -984,7 +984,7 @@ def test_a_resumed_generator_stage_repeats_the_student_check_only_when_what_it_c
     def stopped_generator_stage(*args, **kwargs):
         raise KeyboardInterrupt  # As a stop during generator training, after the state is written.
 
-    monkeypatch.setattr(pipeline, "generator_stage", stopped_generator_stage)
+    monkeypatch.setattr(generator_stage, "run", stopped_generator_stage)
     work_dir = tmp_path / "run"
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir)
     for arguments in ([], [], ["--io_dtype=uint8"], ["--io_dtype=uint8"], ["--distillation_steps=0"]):
@@ -1095,23 +1095,21 @@ def test_an_int8_export_that_computes_something_else_is_warned_about():
 
 
 def test_blurred_generator_run_saves_a_blurring_generator(tmp_path, tiny_teacher_file):
-    from zscgan_tf import generator as generator_lib, pipeline
     work_dir = tmp_path / "run"
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--generator_blur_sigma=1",
                                                                        "--distillation_steps=0"])
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
-    generator = pipeline.load_generator(str(work_dir / "generator.keras"))
+    generator = generator_lib.load_generator(str(work_dir / "generator.keras"))
     assert [layer.sigma for layer in generator.layers if isinstance(layer, generator_lib.GaussianBlur)] == [1.0]
     assert json.loads((work_dir / "config.json").read_text())["generator"]["blur_sigma"] == 1.0
 
 
 def test_pooled_generators_train_apart_resume_and_feed_qat(tmp_path, tiny_teacher_file, capsys):
-    from zscgan_tf import generator as generator_lib, pipeline
     work_dir = tmp_path / "run"
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--generator_pool_size=2"])
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
     assert "generator 2 of 2 (seed 1000)" in capsys.readouterr().out
-    generator = pipeline.load_generator(str(work_dir / "generator.keras"))
+    generator = generator_lib.load_generator(str(work_dir / "generator.keras"))
     first, second = generator_lib.pool_members(generator)
     assert (first.name, second.name) == ("generator_1", "generator_2")
     # Trained apart from other seeds: different weights.
@@ -1135,11 +1133,10 @@ def test_pooled_generators_train_apart_resume_and_feed_qat(tmp_path, tiny_teache
 
 def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest(tmp_path, tiny_teacher_file,
                                                                                   capsys):
-    from zscgan_tf import generator as generator_lib, pipeline
     # A run saved before pools existed reads as a pool of one.
     work_dir, saved_pool_size = _run_saved_without(tmp_path / "grown", tiny_teacher_file, "generator", "pool_size")
     assert saved_pool_size == 1
-    single = pipeline.load_generator(str(work_dir / "generator.keras"))
+    single = generator_lib.load_generator(str(work_dir / "generator.keras"))
     capsys.readouterr()
     two = ["--generator_pool_size=2"]
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir, extra=two)}"]) == 0
@@ -1149,7 +1146,7 @@ def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest
     assert "generator 1 of 2 (seed 0): already trained (4 steps), restoring its checkpoint" in output
     assert "generator 2 of 2 (seed 1000): training 4 steps" in output
     assert "int8 models and reports built on the old generator are discarded" in output  # Then redone from the pool.
-    first, second = generator_lib.pool_members(pipeline.load_generator(str(work_dir / "generator.keras")))
+    first, second = generator_lib.pool_members(generator_lib.load_generator(str(work_dir / "generator.keras")))
     for kept, reloaded in zip(single.get_weights(), first.get_weights()):  # Not retrained.
         np.testing.assert_array_equal(kept, reloaded)
     state = json.loads((work_dir / "state.json").read_text())
@@ -1159,8 +1156,8 @@ def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest
     # The pool a run of two trains from the start: a pool's first generator is the single one.
     fresh = tmp_path / "fresh"
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, fresh, extra=two)}"]) == 0
-    for grown, trained in zip(pipeline.load_generator(str(work_dir / "generator.keras")).get_weights(),
-                              pipeline.load_generator(str(fresh / "generator.keras")).get_weights()):
+    for grown, trained in zip(generator_lib.load_generator(str(work_dir / "generator.keras")).get_weights(),
+                              generator_lib.load_generator(str(fresh / "generator.keras")).get_weights()):
         np.testing.assert_array_equal(grown, trained)
     assert file_digest(str(work_dir / "qat_int8.tflite")) == file_digest(str(fresh / "qat_int8.tflite"))
     capsys.readouterr()
@@ -1170,7 +1167,7 @@ def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest
     assert "holds 2 generators and --generator_pool_size=1: the first restored from its checkpoint\n" in output
     assert "generator: already trained (4 steps), restoring its checkpoint" in output
     assert "int8 models and reports built on the old generator are discarded" in output
-    rebuilt = pipeline.load_generator(str(work_dir / "generator.keras"))
+    rebuilt = generator_lib.load_generator(str(work_dir / "generator.keras"))
     assert generator_lib.pool_members(rebuilt) == [rebuilt]
     for kept, reloaded in zip(single.get_weights(), rebuilt.get_weights()):
         np.testing.assert_array_equal(kept, reloaded)
@@ -1203,7 +1200,6 @@ def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest
 
 
 def test_generator_from_takes_what_a_pool_of_another_size_shares(tmp_path, tiny_teacher_file, capsys):
-    from zscgan_tf import generator as generator_lib, pipeline
     one = tmp_path / "one"
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, one)}"]) == 0
     one_files = {path: file_digest(str(path)) for path in one.rglob("*") if path.is_file() and path.name != ".lock"}
@@ -1215,8 +1211,8 @@ def test_generator_from_takes_what_a_pool_of_another_size_shares(tmp_path, tiny_
     assert f"generator: taking the generator of {one} (4 steps)" in output
     assert "generator 1 of 2 (seed 0): already trained (4 steps)" in output
     assert "generator 2 of 2 (seed 1000): training 4 steps" in output
-    first, second = generator_lib.pool_members(pipeline.load_generator(str(two / "generator.keras")))
-    for taken, member in zip(pipeline.load_generator(str(one / "generator.keras")).get_weights(), first.get_weights()):
+    first, second = generator_lib.pool_members(generator_lib.load_generator(str(two / "generator.keras")))
+    for taken, member in zip(generator_lib.load_generator(str(one / "generator.keras")).get_weights(), first.get_weights()):
         np.testing.assert_array_equal(taken, member)
     assert "then trained on or pooled anew here" in (two / "report.md").read_text()
     assert one_files == {path: file_digest(str(path)) for path in one_files}  # The source is as it was.

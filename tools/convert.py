@@ -54,7 +54,8 @@ import tf_keras  # noqa: E402
 from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
-from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export, files, model_files  # noqa: E402
+from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export, files, memory_checks  # noqa: E402
+from zscgan_tf import model_files  # noqa: E402
 from zscgan_tf import quantization_stages, quantize, quantizer_ranges, teachers, tflite_model  # noqa: E402
 from zscgan_tf import seeds, training_loop  # noqa: E402
 from zscgan_tf import generator as generator_lib  # noqa: E402
@@ -221,11 +222,10 @@ def config_from_flags() -> ConversionConfig:
 
 
 def _load_generator(path):
-    from zscgan_tf import pipeline  # The generator's custom layers register with it.
     if not os.path.exists(path):
         raise UserError(f"generator {path!r} does not exist")
     try:
-        generator = pipeline.load_generator(path)
+        generator = generator_lib.load_generator(path)
     except (OSError, ValueError, TypeError) as error:
         raise UserError(f"cannot load generator {path!r}: {first_line(error)}") from error
     # A generator takes noise and a label; a classifier passed by mistake takes images.
@@ -242,14 +242,13 @@ def _calibration(config: ConversionConfig, generator, teacher, count, seed, prep
     when --teacher_preprocessing says it), so that a generator's can be checked against it."""
     if config.mode != "int8":
         return None  # Float and dynamic-range exports are not calibrated.
-    from zscgan_tf import pipeline  # pylint: disable=import-outside-toplevel  # As in _load_generator.
     if config.data_source == "generator":  # Made for whole classes, and copied while they are.
-        pipeline.check_samples_fit_in_memory("calibration_samples", count,
+        memory_checks.check_samples_fit_in_memory("calibration_samples", count,
                                              quantization_stages.calibration_samples_generated(
                                                  count, teacher.num_classes),
                                              teacher.image_shape, quantization_stages.CALIBRATION_COPIES)
     else:
-        pipeline.check_samples_fit_in_memory("calibration_samples", count, count, teacher.image_shape)
+        memory_checks.check_samples_fit_in_memory("calibration_samples", count, count, teacher.image_shape)
     if config.data_source == "noise":
         return distilled_data.gaussian_noise_inputs(teacher, count, seed)
     if config.data_source == "distilled":

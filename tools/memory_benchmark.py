@@ -24,10 +24,10 @@ import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from zscgan_tf import cli, distill, files, pipeline, quantization_stages, quantize, teachers, zero_shot  # noqa: E402
+from zscgan_tf import cli, distill, files, quantization_stages, quantize, teachers, zero_shot  # noqa: E402
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
-from zscgan_tf import run_state, seeds, training_loop  # noqa: E402
+from zscgan_tf import generator_stage, run_state, seeds, training_loop  # noqa: E402
 from zscgan_tf.training_loop import TrainingInterrupted  # noqa: E402
 
 MEBIBYTE = 1 << 20
@@ -113,7 +113,7 @@ def benchmark():
 def _measure(work_dir: str):
     teacher = teachers.load_teacher(teachers.TeacherSource(model=FLAGS.teacher, weights="none"), progress=False)
     generator_config = config_lib.GeneratorConfig()
-    generator = pipeline.build_generator_for(teacher, generator_config)
+    generator = generator_stage.build_generator_for(teacher, generator_config)
     training = config_lib.GeneratorTrainingConfig(steps=FLAGS.steps, batch_size=FLAGS.batch_size,
                                                   checkpoint_every=FLAGS.checkpoint_every,
                                                   image_every=FLAGS.checkpoint_every)

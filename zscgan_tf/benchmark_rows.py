@@ -18,7 +18,8 @@ from typing import Optional
 import numpy as np
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import data, distill, distilled_data, evaluate, export, pipeline, quantization_stages, quantize
+from zscgan_tf import data, distill, distilled_data, evaluate, export, generator_stage, pipeline, quantization_stages
+from zscgan_tf import quantize
 from zscgan_tf import labeled_images, reproducibility, run_report, run_state, seeds, teachers, throughput, zero_shot
 from zscgan_tf.benchmark_config import BenchmarkConfig, validate
 from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, format_results, points, targets
@@ -113,7 +114,7 @@ class TeacherBenchmark:
             teachers.TeacherSource(model=source, cache_dir=benchmark.teacher_cache_dir), progress=progress)
         self.dir = os.path.join(self.config.work_dir, self.teacher.name)
         # Generator settings this teacher's images refuse (a blur too wide) fail now, not at the ZS-CGAN rows.
-        pipeline.generator_spec_for(self.teacher, self.config.generator_config())
+        generator_stage.generator_spec_for(self.teacher, self.config.generator_config())
         dataset_name, data_dir = self.teacher.real_data(self.config.dataset, self.config.data_dir)
         if not dataset_name:
             raise UserError(f"teacher {self.teacher.name!r} names no dataset; pass --dataset")
@@ -366,7 +367,7 @@ class TeacherBenchmark:
 
     def generator_speed(self) -> dict:
         """The generator step compiled and eager, on a throwaway generator of the benchmark's shape."""
-        generator = pipeline.build_generator_for(self.teacher, self.config.generator_config())
+        generator = generator_stage.build_generator_for(self.teacher, self.config.generator_config())
         trainer = zero_shot.GeneratorTrainer(
             self.teacher, generator, config_lib.LossConfig(),
             config_lib.GeneratorTrainingConfig(batch_size=self.config.generator_batch_size), seed=self.config.seed)
@@ -446,7 +447,7 @@ class TeacherBenchmark:
             pipeline.record_config(run_config)
             state = run_state.read_state(run_config.work_dir)
             started = time.monotonic()
-            self.generators[pool_draw] = pipeline.generator_stage(run_config, self.teacher, state,
+            self.generators[pool_draw] = generator_stage.run(run_config, self.teacher, state,
                                                                   progress=self.progress)
             if pool_draw == 0:
                 self.own_pool_seconds += time.monotonic() - started

@@ -313,6 +313,14 @@ def build_generator(spec: GeneratorSpec, preprocessing: Preprocessing, name: str
     return tf_keras.Model([noise, label], image, name=name)
 
 
+def load_generator(path: str) -> tf_keras.Model:
+    """Loads a generator saved by this package."""
+    return tf_keras.models.load_model(path, compile=False, custom_objects={
+        "ConditionalBatchNormalization": ConditionalBatchNormalization,
+        "InputSpaceMapping": InputSpaceMapping, "GaussianBlur": GaussianBlur,
+        "RoundRobinSplit": RoundRobinSplit, "RoundRobinMerge": RoundRobinMerge})
+
+
 def input_space(generator: tf_keras.Model) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """The per-channel (scale, offset) of the `InputSpaceMapping` a generator ends in (a pool's
     first member's: all map alike), which fixes the teacher input space it was trained for;

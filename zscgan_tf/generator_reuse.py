@@ -135,7 +135,7 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
     directories (checkpoints, history), their TensorBoard logs and `generator.keras`, and
     its finished state. A rerun of the same command finds it taken; one interrupted while
     copying copies again. Of a pool, only the generators this run's pool holds too are
-    copied; `generator_stage` trains those it lacks.
+    copied; `generator_stage.run` trains those it lacks.
 
     Raises:
       UserError: if this work directory has a generator of its own, or the source's

@@ -22,28 +22,22 @@ The work directory of a run holds:
 import functools
 import json
 import os
-import shutil
 from typing import Callable, Optional, Union
 
-import numpy as np
-import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import cgroups
 from zscgan_tf import config as config_lib
-from zscgan_tf import generator as generator_lib
-from zscgan_tf import (evaluation_progress, evaluation_stage, generator_reuse, quantization_stages, run_report, seeds,
-                       start_up, teachers, training_loop, zero_shot)
+from zscgan_tf import (evaluation_progress, evaluation_stage, generator_reuse, generator_stage, memory_checks,
+                       quantization_stages, run_report, seeds, start_up, teachers, training_loop, zero_shot)
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import (check_not_in_use, exclusive_use, file_digest, save_keras_model_atomic,
-                             unusable_directory_reason, write_json_atomic, write_text_atomic)
+from zscgan_tf.files import (check_not_in_use, exclusive_use, file_digest, unusable_directory_reason, write_json_atomic,
+                             write_text_atomic)
 from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.progress import count_of, say
 from zscgan_tf.run_state import (GENERATED_SAMPLES_KEY, GENERATOR_DIR, GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE,
                                  LOGS_DIR, STATE_FILE, STUDENT_CHECK_KEY, TEACHER_KEY, TEACHER_PREPROCESSING_KEY,
-                                 TRAINED_HERE_KEY,
-                                 checkpoint_steps, how_the_teacher_differs, pool_member_dirs, pool_member_names,
-                                 read_state, record_teacher, write_state)
+                                 TRAINED_HERE_KEY, how_the_teacher_differs, pool_member_dirs, read_state, record_teacher,
+                                 write_state)
 
 # Evaluation data larger than this is checked before training, then let go and read again
 # for the evaluation rather than held in memory through training: ImageNet's 50,000
@@ -141,63 +135,6 @@ def record_config(run_config: config_lib.RunConfig, same_teacher: bool = False):
     config_lib.save_or_check(run_config, write_json_atomic, same_teacher, distilled)
 
 
-def generator_spec_for(teacher: teachers.Teacher,
-                       generator_config: config_lib.GeneratorConfig) -> generator_lib.GeneratorSpec:
-    """The spec of `generator_config`'s generators for `teacher`.
-
-    Raises:
-      UserError: for settings this teacher's images do not allow (a blur wider than a
-        quarter of their side).
-    """
-    return generator_lib.GeneratorSpec(num_classes=teacher.num_classes, image_shape=teacher.image_shape,
-                                       noise_dim=generator_config.noise_dim,
-                                       base_channels=generator_config.base_channels, variant=generator_config.variant,
-                                       blur_sigma=generator_config.blur_sigma)
-
-
-def build_generator_for(teacher: teachers.Teacher, generator_config: config_lib.GeneratorConfig,
-                        name: str = "generator") -> tf_keras.Model:
-    """One generator of `generator_config`'s architecture for `teacher` (a pool's member)."""
-    return generator_lib.build_generator(generator_spec_for(teacher, generator_config), teacher.preprocessing,
-                                         name=name)
-
-
-def load_generator(path: str) -> tf_keras.Model:
-    """Loads a generator saved by this package."""
-    return tf_keras.models.load_model(path, compile=False, custom_objects={
-        "ConditionalBatchNormalization": generator_lib.ConditionalBatchNormalization,
-        "InputSpaceMapping": generator_lib.InputSpaceMapping, "GaussianBlur": generator_lib.GaussianBlur,
-        "RoundRobinSplit": generator_lib.RoundRobinSplit, "RoundRobinMerge": generator_lib.RoundRobinMerge})
-
-
-# What a run builds from its generator's samples: QAT state and student, int8 models
-# calibrated on or distilled from them, and the reports that measure them.
-BUILT_FROM_GENERATOR = (quantization_stages.DISTILLATION_DIR, quantization_stages.STUDENT_MODEL_FILE,
-                        quantization_stages.QAT_TFLITE_FILE, quantization_stages.PTQ_TFLITE_FILE,
-                        quantization_stages.EXPORT_REPORT_FILE, run_report.REPORT_MARKDOWN_FILE,
-                        run_report.REPORT_JSON_FILE)
-
-
-def _discard_downstream_of_generator(work_dir: str, state: dict):
-    """A new generator makes what was built from the old one's samples stale
-    (`BUILT_FROM_GENERATOR`). Called once the new one is trained: a run stopped before
-    that leaves the old generator's student, models and reports whole."""
-    stale = [name for name in BUILT_FROM_GENERATOR if os.path.exists(os.path.join(work_dir, name))]
-    if not stale and "distillation" not in state and "export" not in state:
-        return
-    say(f"generator: the student, int8 models and reports built on the old generator are discarded, to be "
-        f"built on this one ({', '.join(stale) or 'state only'})")
-    for name in stale:
-        path = os.path.join(work_dir, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
-    state.pop("distillation", None)
-    state.pop("export", None)
-    write_state(work_dir, state)
-
-
 def check_not_shortened(run_config: config_lib.RunConfig):
     """Refuses step counts below those a work directory's generators or student have trained.
 
@@ -210,7 +147,7 @@ def check_not_shortened(run_config: config_lib.RunConfig):
     """
     generator_steps = run_config.generator_training.steps
     finished = read_state(run_config.work_dir).get("generator", {})
-    _check_trainable_on(run_config, finished)  # Before the config is recorded, as the refusals below are.
+    generator_stage.check_trainable_on(run_config, finished)  # Before the config is recorded, as the refusals below are.
     finished_members = len(finished.get("members") or [finished]) if finished.get("steps") else 0
     trained = []
     for index, member_dir in enumerate(pool_member_dirs(run_config)):
@@ -229,62 +166,6 @@ def check_not_shortened(run_config: config_lib.RunConfig):
                             f"training cannot be undone: ask for {step} or more, or use another --work_dir")
 
 
-def _physical_memory_bytes() -> Optional[int]:
-    """The machine's memory, or the less its cgroups allow this process (a container's limit:
-    the host's memory is what the machine reports), or None where neither is known."""
-    try:
-        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # Not a POSIX system that tells.
-        physical = None
-    limits = [limit for limit in (physical, cgroups.memory_limit()) if limit]
-    return min(limits) if limits else None
-
-
-# Bytes of one float32 value, as generated samples and preprocessed images are held.
-FLOAT32_BYTES = 4
-GIGABYTE = 10 ** 9
-
-
-# Copies of the sample grid held at once while it is made: scaled, rounded and clipped.
-GRID_COPIES = 3
-
-
-def check_samples_fit_in_memory(flag: str, count: int, samples: int, image_shape, copies: int = 1) -> None:
-    """Refuses `--flag=count` if the `samples` float32 images of `image_shape` it asks for,
-    held `copies` times over while they are made, would alone exceed this machine's memory.
-
-    Raises:
-      UserError: naming the flag, the memory it would take and the machine's.
-    """
-    memory = _physical_memory_bytes()
-    needed = copies * samples * FLOAT32_BYTES * int(np.prod(image_shape))
-    if memory and needed > memory:
-        held = f", {copies} copies while they are made" if copies > 1 else ""
-        raise UserError(f"--{flag}={count} would hold {samples:,} samples of {tuple(image_shape)} in memory "
-                        f"({_in_gigabytes(needed)}{held}), more than this machine's {_in_gigabytes(memory)}")
-
-
-def _in_gigabytes(size: int) -> str:
-    """`256 GB`, or to two significant figures below 10 GB: `0.001 GB`."""
-    return f"{size / GIGABYTE:,.0f} GB" if size >= 10 * GIGABYTE else f"{size / GIGABYTE:.2g} GB"
-
-
-def check_held_samples_fit_in_memory(run_config: config_lib.RunConfig, teacher: teachers.Teacher) -> None:
-    """`check_samples_fit_in_memory` for the samples a run holds at once: 10**9 calibration
-    samples were allocated once the generator had trained, then filled for minutes, and 10**12
-    were a numpy traceback there. The generator's evaluation holds one class at a time."""
-    evaluation = run_config.evaluation
-    count = run_config.quantization.calibration_samples
-    check_samples_fit_in_memory("calibration_samples", count,
-                                quantization_stages.calibration_samples_generated(count, teacher.num_classes),
-                                teacher.image_shape, quantization_stages.CALIBRATION_COPIES)
-    check_samples_fit_in_memory("eval_samples_per_class", evaluation.samples_per_class, evaluation.samples_per_class,
-                                teacher.image_shape)
-    grid_rows = min(teacher.num_classes, evaluation.grid_max_classes)
-    check_samples_fit_in_memory("grid_samples_per_class", evaluation.grid_samples_per_class,
-                                evaluation.grid_samples_per_class * grid_rows, teacher.image_shape, GRID_COPIES)
-
-
 def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict,
                        fingerprint: Optional[str] = None) -> str:
     """The teacher's fingerprint, checked against the one `state` recorded when the work
@@ -297,132 +178,13 @@ def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict,
     """
     current = fingerprint or teachers.fingerprint(teacher)
     recorded = state.get(TEACHER_KEY)
-    trained = [name for name in (GENERATOR_MODEL_FILE, "generator", quantization_stages.DISTILLATION_DIR)
+    trained = [name for name in (GENERATOR_MODEL_FILE, GENERATOR_DIR, quantization_stages.DISTILLATION_DIR)
                if os.path.exists(os.path.join(work_dir, name))]
     if recorded and recorded != current and trained:
         raise UserError(f"{work_dir}'s generator and student were trained against another teacher than "
                         f"{teacher.name} is now ({how_the_teacher_differs(state, teacher.preprocessing)}); "
                         "train this one in another work directory, or delete that one to start fresh")
     return current
-
-
-def _kept_without_checkpoints(run_config: config_lib.RunConfig, saved_pool: list, finished: dict) -> dict:
-    """Of a finished pool (`saved_pool`, its generator stage's state `finished`) that another
-    `--generator_pool_size` rebuilds, the generators it keeps whose checkpoints were deleted (to
-    save space), by pool index, with their recorded summaries; says what the rebuild does."""
-    work_dir, pool_size = run_config.work_dir, run_config.generator.pool_size
-    kept = min(len(saved_pool), pool_size)
-    saved_summaries = finished.get("members") or [finished.get("summary", {})]
-    without_checkpoints = {}
-    for index, step in enumerate(checkpoint_steps(work_dir, pool_member_names(kept))):
-        if step is None:
-            without_checkpoints[index] = (saved_pool[index],
-                                          saved_summaries[index] if index < len(saved_summaries) else {})
-    restored = ("the first restored" if kept == 1 else f"the first {kept} restored") + (
-        " from generator.keras" if len(without_checkpoints) == kept else " from its checkpoint" if kept == 1 else
-        " from their checkpoints" if not without_checkpoints else " from their checkpoints or generator.keras")
-    to_train = [step for step in checkpoint_steps(work_dir, pool_member_names(pool_size)[kept:])
-                if step != run_config.generator_training.steps]
-    say(f"generator: {os.path.join(work_dir, GENERATOR_MODEL_FILE)} holds {count_of(len(saved_pool), 'generator')} "
-        f"and --generator_pool_size={pool_size}: {restored}" + (f", {len(to_train)} more to train" if to_train else ""))
-    return without_checkpoints
-
-
-def _check_trainable_on(run_config: config_lib.RunConfig, finished: dict):
-    """Refuses more `--generator_steps` for finished generators whose checkpoints were deleted:
-    each would start afresh, and its pool replace the trained `generator.keras` (where that is
-    still there: without it, starting afresh loses nothing more).
-
-    Raises:
-      UserError: naming them and the flag.
-    """
-    model_path = os.path.join(run_config.work_dir, GENERATOR_MODEL_FILE)
-    if (not finished.get("steps") or finished["steps"] == run_config.generator_training.steps
-            or finished.get("sha256") != file_digest(model_path)):  # Nothing trained left to keep.
-        return
-    trained = pool_member_names(min(len(finished.get("members") or [finished]), run_config.generator.pool_size))
-    lost = [name for name, step in zip(trained, checkpoint_steps(run_config.work_dir, trained)) if step is None]
-    if lost:
-        raise UserError(f"{', '.join(lost)} in {run_config.work_dir} finished {finished['steps']} steps but "
-                        f"{'has no checkpoint' if len(lost) == 1 else 'have no checkpoints'} to train on from: "
-                        f"--generator_steps={run_config.generator_training.steps} would train "
-                        f"{'it' if len(lost) == 1 else 'them'} afresh and replace {GENERATOR_MODEL_FILE}; keep "
-                        f"--generator_steps={finished['steps']}, or train in another --work_dir")
-
-
-def generator_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, state: dict,
-                    progress: bool = True) -> tf_keras.Model:
-    """Trains the generator, or each generator of a pool one after the other (resuming any
-    that has a checkpoint), or loads the finished one. A finished pool of another size
-    (`--generator_pool_size` changed) is rebuilt: the generators it keeps from their
-    checkpoints (from `generator.keras` where those were deleted), the ones it lacks trained."""
-    work_dir = run_config.work_dir
-    model_path = os.path.join(work_dir, GENERATOR_MODEL_FILE)
-    finished = state.get("generator", {})
-    pool_changed = False
-    saved_members = {}  # Pool index: (finished generator, its summary) of those kept without a checkpoint.
-    if (finished.get("steps") == run_config.generator_training.steps
-            and finished.get("sha256") == file_digest(model_path)):
-        generator = load_generator(model_path)
-        saved_pool = generator_lib.pool_members(generator)
-        if len(saved_pool) == run_config.generator.pool_size:
-            say(f"generator: already trained ({finished['steps']} steps), loading {model_path}")
-            return generator
-        saved_members = _kept_without_checkpoints(run_config, saved_pool, finished)
-        pool_changed = True
-    else:
-        _check_trainable_on(run_config, finished)
-    member_dirs = pool_member_dirs(run_config)
-    teacher_weights = teacher.model.get_weights()
-    grid_seed = run_config.seed + seeds.GRID_SEED_OFFSET
-    members, summaries = [], []
-    for index, member_dir in enumerate(member_dirs):
-        name = os.path.basename(member_dir)
-        seed = run_config.seed + seeds.POOL_MEMBER_SEED_STRIDE * index
-        tf_keras.utils.set_random_seed(seed)  # The initial weights depend on the seed alone.
-        generator = build_generator_for(teacher, run_config.generator, name=name)
-        which = "" if len(member_dirs) == 1 else f" {index + 1} of {len(member_dirs)} (seed {seed})"
-        steps = run_config.generator_training.steps
-        if index in saved_members:
-            saved, summary = saved_members[index]
-            say(f"generator{which}: already trained ({count_of(steps, 'step')}), taken from {model_path} (its "
-                "checkpoints were deleted)")
-            generator.set_weights(saved.get_weights())
-            # Nothing trained this session; the loss terms are those recorded when it did.
-            summaries.append(training_loop.idle_session_summary(steps, summary))
-            members.append(generator)
-            continue
-        trainer = zero_shot.GeneratorTrainer(teacher, generator, run_config.loss, run_config.generator_training,
-                                             seed=seed)
-        writer = tf.summary.create_file_writer(os.path.join(work_dir, LOGS_DIR, os.path.basename(member_dir)))
-
-        def grid(generator=generator):
-            return zero_shot.sample_grid(generator, teacher, run_config.evaluation.grid_samples_per_class,
-                                         run_config.evaluation.grid_max_classes, grid_seed)
-
-        if training_loop.latest_step(member_dir) == steps:
-            say(f"generator{which}: already trained ({count_of(steps, 'step')}), restoring its checkpoint")
-        else:
-            say(f"generator{which}: training {count_of(steps, 'step')} of "
-                f"{run_config.generator_training.batch_size} samples against {teacher.name} "
-                f"({generator.count_params():,} generator parameters)")
-        summaries.append(trainer.train(member_dir, progress=progress, summary_writer=writer,
-                                       sample_grid_fn=grid).to_dict())
-        members.append(generator)
-    zero_shot.check_teacher_unchanged(teacher, teacher_weights)
-    generator = members[0] if len(members) == 1 else generator_lib.pool_generators(members)
-    # Another generator than the one the state records (more steps, another pool), rather than
-    # the same one restored from its checkpoints (a damaged generator.keras).
-    if finished and (finished.get("steps") != run_config.generator_training.steps or pool_changed):
-        _discard_downstream_of_generator(work_dir, state)
-    save_keras_model_atomic(generator, model_path)
-    # The first generator's summary stands for the stage (the report's BN figures); the pool's in "members".
-    state["generator"] = {"steps": summaries[0]["steps"], "summary": summaries[0],
-                          "sha256": file_digest(model_path), TRAINED_HERE_KEY: True}
-    if len(summaries) > 1:
-        state["generator"]["members"] = summaries
-    write_state(work_dir, state)
-    return generator
 
 
 def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, generator, state: dict,
@@ -501,7 +263,7 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     source = generator_reuse.generator_source(run_config, generator_from) if generator_from else None
     tf_keras.utils.set_random_seed(run_config.seed)
     teacher = teachers.load_teacher(run_config.teacher, progress=progress)
-    check_held_samples_fit_in_memory(run_config, teacher)  # Before the evaluation data, which may take minutes.
+    memory_checks.check_held_samples_fit_in_memory(run_config, teacher)  # Before the evaluation data, which may take minutes.
     # Loaded before training, so a bad dataset is reported now rather than after hours of it.
     evaluation_data = evaluation_stage.evaluation_dataset(run_config, teacher, progress=progress)
     if evaluation_data is not None and evaluation_data.images.nbytes > MAX_HELD_EVALUATION_BYTES:
@@ -552,7 +314,7 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
         write_state(run_config.work_dir, state)
     if source:
         generator_reuse.take_generator(run_config, source, state)
-    generator = generator_stage(run_config, teacher, state, progress=progress)
+    generator = generator_stage.run(run_config, teacher, state, progress=progress)
 
     def save_state(updated):
         write_state(run_config.work_dir, updated)

@@ -73,7 +73,7 @@ MIN_EXPORT_AGREEMENT = 0.5
 # What the progress bar of a long generation of calibration samples says.
 CALIBRATION_PROGRESS = "calibration samples generated"
 # Copies of the calibration samples held at once while they are made: gathered in passes,
-# joined, then reordered (2 at the peak; `pipeline.check_samples_fit_in_memory` counts them).
+# joined, then reordered (2 at the peak; `memory_checks.check_samples_fit_in_memory` counts them).
 CALIBRATION_COPIES = 2
 
 
