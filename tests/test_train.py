@@ -477,7 +477,7 @@ def test_an_exported_model_litert_refuses_is_named_in_one_line(tmp_path, tiny_te
         raise UserError("cannot load the TFLite model: failed to create XNNPACK runtimeNode number 5 "
                         "(TfLiteXNNPackDelegate) failed to prepare.")
 
-    monkeypatch.setattr(quantization_stages, "export_agreement_warning", refused_by_xnnpack)
+    monkeypatch.setattr(export, "export_agreement_warning", refused_by_xnnpack)
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert error[-1] == (f"error: the exported ptq_int8 model {work_dir / 'ptq_int8.tflite'} does not run in LiteRT: "
@@ -1087,9 +1087,9 @@ def test_an_int8_export_that_computes_something_else_is_warned_about():
     teacher = build_two_block_classifier(seed=0)
     samples = np.random.default_rng(0).standard_normal((40, 16, 16, 1)).astype(np.float32)
     model_bytes = export.convert_to_tflite(teacher, export.representative_dataset_from_array(samples))
-    assert quantization_stages.export_agreement_warning("ptq_int8", model_bytes, teacher, samples) is None
+    assert export.export_agreement_warning("ptq_int8", model_bytes, teacher, samples) is None
     other = build_two_block_classifier(seed=1)  # As if the converter had computed another model.
-    warning = quantization_stages.export_agreement_warning("ptq_int8", model_bytes, other, samples)
+    warning = export.export_agreement_warning("ptq_int8", model_bytes, other, samples)
     assert warning.startswith("the ptq_int8 TFLite model picks the class its Keras model picks on only ")
     assert "of 40 generated samples (expected 50% or more)" in warning
 

@@ -343,7 +343,7 @@ def _model_to_convert(config: ConversionConfig):
                         "or use --mode=float or dynamic)")
     return (teacher.model, _calibration(config, generator, teacher, config.calibration_samples, config.seed),
             f"teacher {config.teacher}",
-            teacher.preprocessing, quantization_stages.teacher_class_names(teacher))
+            teacher.preprocessing, teacher.class_names())
 
 
 def _run_config(run_dir) -> config_lib.RunConfig:
@@ -398,7 +398,7 @@ def _from_run(config: ConversionConfig, generator):
         run_config.quantization.calibration_samples)
     seed = config.seed if "seed" in config.given else run_config.seed + seeds.CALIBRATION_SEED_OFFSET
     calibration = _calibration(config, generator, teacher, count, seed)
-    class_names = quantization_stages.teacher_class_names(teacher)
+    class_names = teacher.class_names()
     student_path = os.path.join(run_dir, quantization_stages.STUDENT_MODEL_FILE)
     checkpoint_dir = os.path.join(run_dir, quantization_stages.DISTILLATION_DIR, "checkpoints")
     checkpoint_step = training_loop.latest_step(os.path.join(run_dir, quantization_stages.DISTILLATION_DIR))
@@ -503,13 +503,13 @@ def _load_and_export(config: ConversionConfig) -> None:
                             "(the run's generator.keras) or --data_source=distilled or noise") from error
         if not allow_float_ops:  # The library's hint names its argument; say which flag it is.
             raise UserError(f"{error.summary} Pass --allow_float_ops to keep these ops float "
-                            f"({quantization_stages.FLOAT_OPS_DEVICES})") from error
+                            f"({export.FLOAT_OPS_DEVICES})") from error
         raise
     report = tflite_model.inspect_tflite(model_bytes)
     lines = [f"wrote {config.output} ({len(model_bytes) / 1024:.1f} KiB) from {description}"] + report.format()
     labels_path = labels_path_for(config.output)
     try:
-        wrote_labels = quantization_stages.write_labels(labels_path, class_names)  # Else a stale one goes.
+        wrote_labels = export.write_labels(labels_path, class_names)  # Else a stale one goes.
     except OSError as error:  # A stale file is gone: another model's labels do not stay beside this one.
         if cli.is_storage_full(error):
             raise
@@ -521,10 +521,10 @@ def _load_and_export(config: ConversionConfig) -> None:
     float_ops = export.float_ops_description(report, model) if config.mode == "int8" else ""
     if float_ops:
         lines.append(f"- float ops kept (--allow_float_ops): {float_ops}; "
-                     f"{quantization_stages.FLOAT_OPS_DEVICES}")
+                     f"{export.FLOAT_OPS_DEVICES}")
     if config.mode == "int8" and calibration is not None and config.data_source == "generator":
         # Generated samples are ones the teacher is sure of; on noise two faithful models can still differ.
-        warning = quantization_stages.export_agreement_warning("int8", model_bytes, model, calibration)
+        warning = export.export_agreement_warning("int8", model_bytes, model, calibration)
         if warning:
             lines.append(f"- warning: {warning}")
     pixel_input = evaluate.TfliteClassifier(model_bytes).describe_pixel_input(preprocessing) if preprocessing else None

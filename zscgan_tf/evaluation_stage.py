@@ -27,7 +27,7 @@ from zscgan_tf.errors import UserError
 from zscgan_tf.files import bytes_digest
 from zscgan_tf.labeled_images import CENTRAL_CROP_FRACTION, LabeledImages, MixedImageSizesError
 from zscgan_tf.progress import ProgressBar, count_of, say
-from zscgan_tf.quantization_stages import scheme_of, teacher_class_names
+from zscgan_tf.quantization_stages import scheme_of
 from zscgan_tf.teachers import Teacher
 
 NO_EVALUATION = "none"
@@ -55,7 +55,7 @@ def _matched_to_teacher_classes(dataset: LabeledImages, teacher: Teacher, source
     """`dataset` relabelled by class name when its classes are some of the teacher's, in
     another order or fewer (a folder holding only some classes); else `dataset` as it is,
     its labels taken as the teacher's output indices."""
-    teacher_names = teacher_class_names(teacher)
+    teacher_names = teacher.class_names()
     if (not teacher_names or not dataset.class_names or dataset.class_names == teacher_names
             or not set(dataset.class_names) <= set(teacher_names)
             or len(set(teacher_names)) < len(teacher_names)):  # ImageNet's has two "crane"s: no name is a class.
@@ -262,7 +262,7 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
     predicted = _predicted_classes(run_config, teacher, dataset, predictors, digests, progress)
     accuracy = {name: float(np.mean(classes == labels)) for name, classes in predicted.items()}
     warning = evaluate.label_order_warning(predicted["fp32_keras"], labels, teacher.num_classes,
-                                           dataset.class_names or (), teacher_class_names(teacher))
+                                           dataset.class_names or (), teacher.class_names())
     if warning:
         say(f"warning: {warning}")
     agreement = {}

@@ -6,7 +6,9 @@ is fully integer: int8 kernels, int8 or uint8 input and output, and the bytes ar
 checked from the flatbuffer (`tflite_model.inspect_tflite`) before they are returned.
 With `allow_float_ops`, ops TFLite has no int8 kernel for (ELU, ...) may stay float
 between a DEQUANTIZE and a QUANTIZE, the input and output still integer
-(`float_ops_description` names them).
+(`float_ops_description` names them). Beside an exported model, `write_labels` writes the
+class names Coral's examples read, and `export_agreement_warning` checks that an int8 model
+picks the classes the Keras model it came from picks.
 
 Example:
 
@@ -19,18 +21,20 @@ Example:
     print("\\n".join(edge_tpu.compatibility_report(report).format()))
 """
 
+import contextlib
+import os
 import re
 import warnings
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import native_output, quantize, tflite_model
+from zscgan_tf import evaluate, native_output, quantize, tflite_model
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import write_bytes_atomic
+from zscgan_tf.files import write_bytes_atomic, write_text_atomic
 
 MODES = ("int8", "float", "dynamic")
 INTEGER_IO_DTYPES = ("int8", "uint8")
@@ -54,6 +58,15 @@ _CONVERTER_REASON_PATTERN = re.compile(r"'tfl?\.[A-Za-z0-9_]+' op ([a-z][a-z ]+?
 _MAX_ERROR_DETAIL_CHARS = 300
 # A harmless warning of the TF-MOT path (the input range comes from the QAT model).
 _IGNORED_CONVERTER_WARNING = "Statistics for quantized inputs were expected"
+# Where an int8 model with float ops inside runs whole, and where it does not.
+FLOAT_OPS_DEVICES = ("a CPU or GPU delegate runs them; an Edge TPU or integer-only NPU leaves everything from "
+                     "the first of them to the CPU")
+# Each int8 export is run on this many calibration samples against the Keras model it came from;
+# below this argmax agreement the run warns that the conversion went wrong. Trained models agree on
+# 99% or more of their own generated samples; the bar is low enough that a barely trained
+# generator's unsure samples do not trip it, and a broken conversion (0% once) does.
+EXPORT_CHECK_SAMPLES = 100
+MIN_EXPORT_AGREEMENT = 0.5
 
 
 class TfliteConversionError(UserError):
@@ -384,3 +397,37 @@ def convert_to_tflite(
     if output_path is not None:
         write_bytes_atomic(output_path, model_bytes)
     return model_bytes
+
+
+def write_labels(path: str, class_names: Tuple[str, ...]) -> bool:
+    """Writes a labels file: `class_names` one a line, output i on line i + 1, as Coral's
+    examples read one. Without names, writes nothing and removes a file an earlier model
+    left at `path`; so does a write that fails (a full disk), before its error is raised:
+    another model's labels must not stay beside this one. Returns whether it wrote one."""
+    try:
+        if class_names:
+            write_text_atomic(path, "".join(f"{name}\n" for name in class_names))
+            return True
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        raise
+    if os.path.exists(path):
+        os.remove(path)
+    return False
+
+
+def export_agreement_warning(kind: str, model_bytes: bytes, keras_model, samples: np.ndarray) -> Optional[str]:
+    """A warning when the int8 TFLite model picks another class than the Keras model it was
+    converted from (the teacher for PTQ, the student for QAT) on too many of the first
+    `EXPORT_CHECK_SAMPLES` samples; None when they agree. A converter that mishandles a
+    pattern yields a fully-integer model that computes something else, which nothing else
+    would catch without real data."""
+    samples = samples[:EXPORT_CHECK_SAMPLES]
+    agreement = evaluate.agreement(evaluate.TfliteClassifier(model_bytes).predict(samples),
+                                   evaluate.keras_predict(keras_model, samples))
+    if agreement >= MIN_EXPORT_AGREEMENT:
+        return None
+    return (f"the {kind} TFLite model picks the class its Keras model picks on only {100 * agreement:.0f}% of "
+            f"{len(samples)} generated samples (expected {100 * MIN_EXPORT_AGREEMENT:.0f}% or more): the conversion "
+            "may have gone wrong; compare the two before deploying it")

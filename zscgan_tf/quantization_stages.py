@@ -16,7 +16,6 @@ Work directory files added here:
 - `labels.txt`: the teacher's class names, one a line in output order, when it has them.
 """
 
-import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -25,7 +24,7 @@ import math
 import os
 import sys
 import shutil
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -57,17 +56,8 @@ LABELS_FILE = "labels.txt"
 # (`Teacher.input_range`), not only the calibration samples' range. Models exported before are
 # converted again.
 INPUT_RANGE = "covers_pixels_0_255"
-# Where an int8 model with float ops inside runs whole, and where it does not.
-FLOAT_OPS_DEVICES = ("a CPU or GPU delegate runs them; an Edge TPU or integer-only NPU leaves everything from "
-                     "the first of them to the CPU")
 # Uniform samples of the teacher's input range that calibrate `check_integer_export`'s conversion.
 INTEGER_CHECK_SAMPLES = 4
-# Each int8 export is run on this many calibration samples against the Keras model it came from;
-# below this argmax agreement the run warns that the conversion went wrong. Trained models agree on
-# 99% or more of their own generated samples; the bar is low enough that a barely trained
-# generator's unsure samples do not trip it, and a broken conversion (0% once) does.
-EXPORT_CHECK_SAMPLES = 100
-MIN_EXPORT_AGREEMENT = 0.5
 
 
 # What the progress bar of a long generation of calibration samples says.
@@ -161,7 +151,7 @@ def check_integer_export(run_config: RunConfig, teacher: Teacher, check_student:
                             f"after training: {error.summary}") from error
         raise UserError(f"the teacher cannot be exported as fully-integer TFLite, so this run would fail at "
                         f"export, after training: {error.summary} Pass --allow_float_ops to export int8 models "
-                        f"that keep these ops float ({FLOAT_OPS_DEVICES})") from error
+                        f"that keep these ops float ({export.FLOAT_OPS_DEVICES})") from error
     except export.TfliteConversionError as error:
         raise UserError(f"the teacher cannot be exported as fully-integer TFLite, so this run would fail at "
                         f"export, after training: {error}") from error
@@ -171,7 +161,7 @@ def check_integer_export(run_config: RunConfig, teacher: Teacher, check_student:
     float_ops = export.float_ops_description(teacher_report, teacher.model)
     if not float_ops:
         return None
-    return f"the int8 models will keep float ops (--allow_float_ops): {float_ops} ({FLOAT_OPS_DEVICES})"
+    return f"the int8 models will keep float ops (--allow_float_ops): {float_ops} ({export.FLOAT_OPS_DEVICES})"
 
 
 def trial_student(model: tf_keras.Model, scheme: quantize.QuantizationScheme, samples: np.ndarray,
@@ -231,7 +221,7 @@ def _check_student_export(run_config: RunConfig, teacher: Teacher, samples: np.n
             f"the W8A8 QAT student cannot be exported as fully-integer TFLite, so this run would fail at export, "
             f"after training: it would keep {export.float_ops_description(report, student)} float, where the "
             "teacher quantized post-training keeps none of these. Pass --allow_float_ops to export it with them "
-            f"float ({FLOAT_OPS_DEVICES}), or --distillation_steps=0 for a run whose only int8 model is the "
+            f"float ({export.FLOAT_OPS_DEVICES}), or --distillation_steps=0 for a run whose only int8 model is the "
             "post-training one")
     if not per_channel:
         # Kept float, these convolutions would be the model's bulk: not what --allow_float_ops is for.
@@ -399,7 +389,7 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
                 export.convert_to_tflite(model, output_path=path, **options)
             except export.NotFullyIntegerError as error:  # Its hint names the API's argument, not the flag.
                 advice = "" if settings.allow_float_ops else (
-                    f" Pass --allow_float_ops to export int8 models that keep these ops float ({FLOAT_OPS_DEVICES})")
+                    f" Pass --allow_float_ops to export int8 models that keep these ops float ({export.FLOAT_OPS_DEVICES})")
                 raise UserError(f"{error.summary}{advice}") from error
             done[kind] = {"settings": key, "sha256": file_digest(path)}
             write_state(state)
@@ -407,7 +397,7 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
         with open(path, "rb") as model_file:
             model_bytes = model_file.read()
         try:
-            warning = export_agreement_warning(kind, model_bytes, model, calibration) if kind != "float" else None
+            warning = export.export_agreement_warning(kind, model_bytes, model, calibration) if kind != "float" else None
         except UserError as error:  # LiteRT refuses it: a device would too; say which file.
             raise UserError(f"the exported {kind} model {path} does not run in LiteRT: {error}") from error
         if warning:
@@ -435,55 +425,11 @@ def _remove_reports(work_dir: str, reports: Sequence[str]) -> None:
         os.remove(os.path.join(work_dir, name))
 
 
-def teacher_class_names(teacher: Teacher) -> Tuple[str, ...]:
-    """The teacher's class names in output order, from its description (the sidecar
-    `tools/train_teacher.py` writes); () when it has none, not one per output, or one that
-    would not fit on a line of a labels file."""
-    names = tuple(str(name) for name in teacher.description.get("class_names") or ())
-    if len(names) != teacher.num_classes or any("\n" in name or "\r" in name for name in names):
-        return ()
-    return names
-
-
-def write_labels(path: str, class_names: Tuple[str, ...]) -> bool:
-    """Writes a labels file: `class_names` one a line, output i on line i + 1, as Coral's
-    examples read one. Without names, writes nothing and removes a file an earlier model
-    left at `path`; so does a write that fails (a full disk), before its error is raised:
-    another model's labels must not stay beside this one. Returns whether it wrote one."""
-    try:
-        if class_names:
-            write_text_atomic(path, "".join(f"{name}\n" for name in class_names))
-            return True
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.remove(path)
-        raise
-    if os.path.exists(path):
-        os.remove(path)
-    return False
-
-
 def _write_labels(work_dir: str, teacher: Teacher) -> list:
     """Writes `LABELS_FILE` when the teacher's class names are known; returns the export report's lines."""
-    names = teacher_class_names(teacher)
-    if not write_labels(os.path.join(work_dir, LABELS_FILE), names):
+    names = teacher.class_names()
+    if not export.write_labels(os.path.join(work_dir, LABELS_FILE), names):
         return ["## Labels", "", "No class names are known for this teacher (its description has none, or not one "
                 "per output, each on one line): the models' outputs are class indices.", ""]
     return ["## Labels", "", f"`{LABELS_FILE}`: the teacher's {len(names)} class names, one a line in output order "
             f"(output 0 is `{names[0]}`).", ""]
-
-
-def export_agreement_warning(kind: str, model_bytes: bytes, keras_model, samples: np.ndarray) -> Optional[str]:
-    """A warning when the int8 TFLite model picks another class than the Keras model it was
-    converted from (the teacher for PTQ, the student for QAT) on too many of the first
-    `EXPORT_CHECK_SAMPLES` samples; None when they agree. A converter that mishandles a
-    pattern yields a fully-integer model that computes something else, which nothing else
-    would catch without real data."""
-    samples = samples[:EXPORT_CHECK_SAMPLES]
-    agreement = evaluate.agreement(evaluate.TfliteClassifier(model_bytes).predict(samples),
-                                   evaluate.keras_predict(keras_model, samples))
-    if agreement >= MIN_EXPORT_AGREEMENT:
-        return None
-    return (f"the {kind} TFLite model picks the class its Keras model picks on only {100 * agreement:.0f}% of "
-            f"{len(samples)} generated samples (expected {100 * MIN_EXPORT_AGREEMENT:.0f}% or more): the conversion "
-            "may have gone wrong; compare the two before deploying it")

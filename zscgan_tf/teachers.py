@@ -168,6 +168,15 @@ class Teacher:
         as its description names it."""
         return data.portable_source(source) == self.description.get("dataset")
 
+    def class_names(self) -> Tuple[str, ...]:
+        """The teacher's class names in output order, from its description (the sidecar
+        `tools/train_teacher.py` writes); () when it has none, not one per output, or one that
+        would not fit on a line of a labels file."""
+        names = tuple(str(name) for name in self.description.get("class_names") or ())
+        if len(names) != self.num_classes or any("\n" in name or "\r" in name for name in names):
+            return ()
+        return names
+
 
 def load_teacher(source: TeacherSource, progress: bool = True, require_batchnorm: bool = True) -> Teacher:
     """Loads, validates and freezes the teacher described by `source`.
