@@ -55,7 +55,7 @@ from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export, files, memory_checks  # noqa: E402
-from zscgan_tf import model_files  # noqa: E402
+from zscgan_tf import errors, model_files  # noqa: E402
 from zscgan_tf import quantization_stages, quantize, quantizer_ranges, teachers, tflite_model  # noqa: E402
 from zscgan_tf import seeds, training_loop  # noqa: E402
 from zscgan_tf import generator as generator_lib  # noqa: E402
@@ -493,7 +493,7 @@ def _load_and_export(config: ConversionConfig) -> None:
                                                per_channel=config.per_channel, output_path=config.output,
                                                allow_float_ops=allow_float_ops)
     except OSError as error:
-        if error.filename is None or cli.is_storage_full(error):
+        if error.filename is None or errors.is_storage_full(error):
             raise
         raise UserError(f"cannot write --output {config.output!r}: {error.strerror}: {error.filename}") from error
     except export.NotFullyIntegerError as error:
@@ -511,7 +511,7 @@ def _load_and_export(config: ConversionConfig) -> None:
     try:
         wrote_labels = export.write_labels(labels_path, class_names)  # Else a stale one goes.
     except OSError as error:  # A stale file is gone: another model's labels do not stay beside this one.
-        if cli.is_storage_full(error):
+        if errors.is_storage_full(error):
             raise
         raise UserError(f"wrote {config.output}, but cannot write its labels {labels_path!r}: "
                         f"{error.strerror}") from error

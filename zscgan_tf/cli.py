@@ -8,7 +8,6 @@ flags that describe a teacher, which `train` and `tools/convert.py` share, are d
 and read back here. Library modules never import it.
 """
 
-import errno
 import math
 import os
 import re
@@ -19,7 +18,7 @@ from typing import Callable, Optional, Sequence
 
 from absl import flags
 
-from zscgan_tf import start_up, stop_signals
+from zscgan_tf import errors, start_up, stop_signals
 from zscgan_tf.config import MAX_SEED
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.preprocessing import Preprocessing
@@ -34,12 +33,6 @@ OUT_OF_MEMORY_STATUS = 5
 MAX_INTEGER_FLAG = 2 ** 31 - 1
 # How much of an allocation error's message the out-of-memory line quotes.
 OUT_OF_MEMORY_QUOTE = 120
-# How a full disk or quota reads in the errors of Python, h5py and TensorFlow's file writers,
-# which raise OSError, OSError without an errno, or TensorFlow's own error classes.
-STORAGE_FULL_MESSAGES = ("No space left on device", "Disk quota exceeded")
-# File operations the system refuses for another reason than space (`is_file_access_refused`),
-# answered with a line and `STORAGE_FULL_STATUS` too.
-FILE_ACCESS_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
 INTERRUPTED_STATUS = stop_signals.exit_status(signal.SIGINT)  # 130, as a shell reports it.
 TERMINATED_STATUS = stop_signals.exit_status(signal.SIGTERM)  # 143.
 HELP_ARGUMENTS = ("--help", "-h", "-?", "--helpshort")  # The entry point's own flags.
@@ -188,15 +181,15 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     except Exception as error:  # pylint: disable=broad-except  # Only these two are answered here.
         if stop_signals.closed_output_error(error):
             return stopped(error)
-        if is_out_of_memory(error):
+        if errors.is_out_of_memory(error):
             return report("error", f"out of memory ({first_line(error)[:OUT_OF_MEMORY_QUOTE]}); lower the batch "
                           "sizes or sample counts, or free memory, and rerun: what was written before stays",
                           OUT_OF_MEMORY_STATUS)
         kept = "what was written before stays" + (" (a run resumes from its last checkpoint)" if resumable else "")
-        if is_storage_full(error):
+        if errors.is_storage_full(error):
             return report("error", f"the disk is full{_file_being_written(error)}; free some space and rerun the "
                           f"same command: {kept}", STORAGE_FULL_STATUS)
-        if is_file_access_refused(error):
+        if errors.is_file_access_refused(error):
             return report("error", f"the system refused a file operation: {first_line(error)}; fix the file's "
                           f"permissions or its file system and rerun the same command: {kept}", STORAGE_FULL_STATUS)
         # Ctrl-C or SIGTERM landed in TensorFlow tracing a function (an export's), which turned it into
@@ -212,34 +205,11 @@ def _rerun_advice(resumable: bool) -> str:
     return "rerun the same command to resume" if resumable else "rerun the same command to start again"
 
 
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether `error` is an allocation that failed: numpy's MemoryError, or TensorFlow's
-    ResourceExhaustedError for memory (a full disk raises that class too)."""
-    if isinstance(error, MemoryError):
-        return True
-    return type(error).__name__ == "ResourceExhaustedError" and not is_storage_full(error)
-
-
-def is_storage_full(error: Exception) -> bool:
-    """Whether `error` is a write that failed for a full disk or quota (`STORAGE_FULL_MESSAGES`)."""
-    return any(message in str(error) for message in STORAGE_FULL_MESSAGES)
-
-
-def is_file_access_refused(error: Exception) -> bool:
-    """Whether `error` is a file operation the system refused, other than for space: no
-    permission (an immutable file, another user's directory), a read-only file system, a
-    failing disk (`FILE_ACCESS_ERRNOS`); from Python, or from TensorFlow's writers."""
-    if isinstance(error, OSError):
-        return error.errno in FILE_ACCESS_ERRNOS
-    return type(error).__name__ == "PermissionDeniedError" or any(
-        os.strerror(number) in str(error) for number in FILE_ACCESS_ERRNOS)
-
-
 def _file_being_written(error: Exception) -> str:
     """" (writing <path>)" for an error that names the file it failed on, else ""."""
     path = getattr(error, "filename", None)
     if not path:  # TensorFlow's writers put it in the message: "... <path>; No space left on device".
-        found = re.search(r"(/\S+); (?:%s)" % "|".join(STORAGE_FULL_MESSAGES), str(error))
+        found = re.search(r"(/\S+); (?:%s)" % "|".join(errors.STORAGE_FULL_MESSAGES), str(error))
         path = found.group(1) if found else None
     return f" (writing {path})" if path else ""
 

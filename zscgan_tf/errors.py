@@ -1,4 +1,6 @@
-"""The one exception type that means "the user's input is wrong", not "we have a bug".
+"""The one exception type that means "the user's input is wrong", not "we have a bug", and
+how the system's own failures a user can meet are told apart (`is_storage_full`,
+`is_file_access_refused`, `is_out_of_memory`).
 
 Entry points (`cli.run_command`) print a `UserError` as a single line and exit with status 2.
 The other failures a user can meet are one line too, with their own status: a loss that is
@@ -7,6 +9,8 @@ not finite (3), a full disk or a file operation the system refuses (4), memory r
 its traceback.
 """
 
+import errno
+import os
 import re
 
 
@@ -19,6 +23,12 @@ FIRST_LINE_LIMIT = 300
 # What TensorFlow's eager op errors wrap their message in, which says nothing to a user:
 # "{{function_node __wrapped__DecodeJpeg_device_/job:localhost/...}} <message> [Op:DecodeJpeg]".
 _TENSORFLOW_OP_WRAPPING = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]( name: \S*)?$")
+# How a full disk or quota reads in the errors of Python, h5py and TensorFlow's file writers,
+# which raise OSError, OSError without an errno, or TensorFlow's own error classes.
+STORAGE_FULL_MESSAGES = ("No space left on device", "Disk quota exceeded")
+# File operations the system refuses for another reason than space (`is_file_access_refused`),
+# which entry points answer with one line, as a full disk (`cli.run_command`).
+FILE_ACCESS_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
 
 
 def first_line(error: BaseException) -> str:
@@ -41,3 +51,26 @@ def first_line(error: BaseException) -> str:
         cause = cause.__cause__ if cause.__cause__ is not None else cause.__context__
     text = str(error).strip() or type(error).__name__
     return _TENSORFLOW_OP_WRAPPING.sub("", text.splitlines()[0]).strip()[:FIRST_LINE_LIMIT]
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation that failed: numpy's MemoryError, or TensorFlow's
+    ResourceExhaustedError for memory (a full disk raises that class too)."""
+    if isinstance(error, MemoryError):
+        return True
+    return type(error).__name__ == "ResourceExhaustedError" and not is_storage_full(error)
+
+
+def is_storage_full(error: Exception) -> bool:
+    """Whether `error` is a write that failed for a full disk or quota (`STORAGE_FULL_MESSAGES`)."""
+    return any(message in str(error) for message in STORAGE_FULL_MESSAGES)
+
+
+def is_file_access_refused(error: Exception) -> bool:
+    """Whether `error` is a file operation the system refused, other than for space: no
+    permission (an immutable file, another user's directory), a read-only file system, a
+    failing disk (`FILE_ACCESS_ERRNOS`); from Python, or from TensorFlow's writers."""
+    if isinstance(error, OSError):
+        return error.errno in FILE_ACCESS_ERRNOS
+    return type(error).__name__ == "PermissionDeniedError" or any(
+        os.strerror(number) in str(error) for number in FILE_ACCESS_ERRNOS)
