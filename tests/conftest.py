@@ -19,7 +19,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "distutils Version classes are deprecated", DeprecationWarning)
     import tensorflow_model_optimization  # noqa: F401  Its import warns of its own use of distutils.
 
-from zscgan_tf import stop_signals, teacher_training, teachers
+from zscgan_tf import bn_stats, stop_signals, teacher_training, teachers
 from zscgan_tf.preprocessing import Preprocessing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -195,6 +195,17 @@ def write_cgroup_tree(tmp_path, own_cgroup: str, files: dict):
     return str(root), str(tmp_path / "self_cgroup")
 
 
+def bn_input_moments(model, layer, images):
+    """The float64 per-channel mean and population variance of BN `layer`'s input over `images`,
+    the model in inference mode: what `bn_stats.reestimate_batchnorm_statistics` must store."""
+    import tensorflow as tf
+
+    outputs = tf_keras.Model(model.inputs, layer.input)(images, training=False)
+    axes = list(range(outputs.shape.rank - 1))
+    mean, variance = tf.nn.moments(tf.cast(outputs, tf.float64), axes=axes)
+    return mean.numpy(), variance.numpy()
+
+
 def randomize_batchnorm_statistics(model, seed=0):
     """Gives BN layers non-trivial moving statistics, as a trained model has."""
     random = np.random.default_rng(seed)
@@ -226,7 +237,7 @@ def _trained_tiny_classifier_weights(seed):
     inputs = Preprocessing("tf").apply(images)
     model.fit(inputs, labels, batch_size=32, epochs=4, verbose=0)
     # Four epochs are too few for BN's moving averages; the teacher must be right in inference mode.
-    teacher_training.reestimate_batchnorm_statistics(model, inputs, batch_size=64)
+    bn_stats.reestimate_batchnorm_statistics(model, inputs, batch_size=64)
     return model.get_weights()
 
 

@@ -14,7 +14,7 @@ import tf_keras
 
 from conftest import build_student_failing_classifier, build_tiny_classifier
 from tool_process import ToolProcess
-from zscgan_tf import data, generator as generator_lib, teacher_training
+from zscgan_tf import bn_stats, data, generator as generator_lib, teacher_training
 from zscgan_tf.preprocessing import Preprocessing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +44,7 @@ def digits_teacher(tmp_path_factory):
     inputs = preprocessing.apply(train.images)
     model.compile(tf_keras.optimizers.Adam(1e-2), tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(inputs, train.labels, batch_size=64, epochs=5, verbose=0)
-    teacher_training.reestimate_batchnorm_statistics(model, inputs, batch_size=128)
+    bn_stats.reestimate_batchnorm_statistics(model, inputs, batch_size=128)
     path = str(tmp_path_factory.mktemp("teacher") / "digits_tiny.keras")
     teacher_training.save_teacher(model, path, preprocessing, dataset="digits",
                                   class_names=train.class_names, metrics=None)

@@ -6,7 +6,7 @@ import tf_keras
 from zscgan_tf import bn_stats, losses, teachers
 from zscgan_tf.errors import UserError
 
-from conftest import build_tiny_classifier
+from conftest import bn_input_moments, build_tiny_classifier
 
 
 def _check_taps_against_layers(model, inputs):
@@ -117,3 +117,44 @@ def test_noise_floor_weighting_weighs_each_layer_by_its_shape(input_shape):
     assert bn_stats.bn_layer_weights(model, "uniform", batch_size=4, image_shape=(8, 8, 1)) is None
     with pytest.raises(ValueError, match="unknown BN layer weighting 'bogus'"):
         bn_stats.bn_layer_weights(model, "bogus", batch_size=4, image_shape=(8, 8, 1))
+
+
+def _branching_model():
+    """Conv-BN-ReLU then two BN branches (one behind another conv) joined, GAP, Dense."""
+    tf_keras.utils.set_random_seed(1)
+    inputs = tf_keras.Input((6, 6, 2))
+    x = tf_keras.layers.Conv2D(3, 3, padding="same")(inputs)
+    x = tf_keras.layers.BatchNormalization(momentum=0.999)(x)
+    x = tf_keras.layers.ReLU()(x)
+    left = tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(3, 1)(x))
+    right = tf_keras.layers.BatchNormalization()(x)
+    x = tf_keras.layers.Add()([left, right])
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    x = tf_keras.layers.Dense(4)(x)
+    x = tf_keras.layers.BatchNormalization()(x)
+    return tf_keras.Model(inputs, tf_keras.layers.Dense(3)(x))
+
+
+def test_reestimated_statistics_are_the_exact_moments_of_each_bn_input():
+    model = _branching_model()
+    images = np.random.default_rng(0).normal(3.0, 2.0, size=(50, 6, 6, 2)).astype(np.float32)
+    trainable_before = [variable.numpy() for variable in model.trainable_variables]
+    momenta_before = [layer.momentum for layer in bn_stats.batchnorm_layers(model)]
+    first_bn = bn_stats.batchnorm_layers(model)[0]
+    assert not np.allclose(first_bn.moving_mean.numpy(), bn_input_moments(model, first_bn, images)[0], atol=0.1)
+
+    # 16 does not divide 50: the merge across unequal batches must still be exact.
+    bn_stats.reestimate_batchnorm_statistics(model, images, batch_size=16)
+
+    for layer in bn_stats.batchnorm_layers(model):
+        mean, variance = bn_input_moments(model, layer, images)
+        np.testing.assert_allclose(layer.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5, err_msg=layer.name)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5, err_msg=layer.name)
+    for before, variable in zip(trainable_before, model.trainable_variables):
+        np.testing.assert_array_equal(variable.numpy(), before)
+    assert [layer.momentum for layer in bn_stats.batchnorm_layers(model)] == momenta_before
+
+
+def test_reestimation_rejects_images_of_the_wrong_shape():
+    with pytest.raises(ValueError, match="do not fit the model input"):
+        bn_stats.reestimate_batchnorm_statistics(_branching_model(), np.zeros((4, 5, 5, 2)), batch_size=2)

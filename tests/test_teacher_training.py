@@ -1,4 +1,4 @@
-"""Tests for zscgan_tf.teacher_training: BN re-estimation, training, teacher files."""
+"""Tests for zscgan_tf.teacher_training: training, teacher files."""
 
 import json
 import os
@@ -8,63 +8,13 @@ import numpy as np
 import pytest
 
 import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import architectures, data, teacher_training
+from zscgan_tf import architectures, bn_stats, data, teacher_training
 from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import Preprocessing
 
-def _batchnorm_layers(model):
-    return [layer for layer in model.layers if isinstance(layer, tf_keras.layers.BatchNormalization)]
-
-
-def _branching_model():
-    """Conv-BN-ReLU then two BN branches (one behind another conv) joined, GAP, Dense."""
-    tf_keras.utils.set_random_seed(1)
-    inputs = tf_keras.Input((6, 6, 2))
-    x = tf_keras.layers.Conv2D(3, 3, padding="same")(inputs)
-    x = tf_keras.layers.BatchNormalization(momentum=0.999)(x)
-    x = tf_keras.layers.ReLU()(x)
-    left = tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(3, 1)(x))
-    right = tf_keras.layers.BatchNormalization()(x)
-    x = tf_keras.layers.Add()([left, right])
-    x = tf_keras.layers.GlobalAveragePooling2D()(x)
-    x = tf_keras.layers.Dense(4)(x)
-    x = tf_keras.layers.BatchNormalization()(x)
-    return tf_keras.Model(inputs, tf_keras.layers.Dense(3)(x))
-
-
-def _inference_moments(model, layer, images):
-    outputs = tf_keras.Model(model.inputs, layer.input)(images, training=False)
-    axes = list(range(outputs.shape.rank - 1))
-    mean, variance = tf.nn.moments(tf.cast(outputs, tf.float64), axes=axes)
-    return mean.numpy(), variance.numpy()
-
-
-def test_reestimated_statistics_are_the_exact_moments_of_each_bn_input():
-    model = _branching_model()
-    images = np.random.default_rng(0).normal(3.0, 2.0, size=(50, 6, 6, 2)).astype(np.float32)
-    trainable_before = [variable.numpy() for variable in model.trainable_variables]
-    momenta_before = [layer.momentum for layer in _batchnorm_layers(model)]
-    first_bn = _batchnorm_layers(model)[0]
-    assert not np.allclose(first_bn.moving_mean.numpy(), _inference_moments(model, first_bn, images)[0], atol=0.1)
-
-    # 16 does not divide 50: the merge across unequal batches must still be exact.
-    teacher_training.reestimate_batchnorm_statistics(model, images, batch_size=16)
-
-    for layer in _batchnorm_layers(model):
-        mean, variance = _inference_moments(model, layer, images)
-        np.testing.assert_allclose(layer.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5, err_msg=layer.name)
-        np.testing.assert_allclose(layer.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5, err_msg=layer.name)
-    for before, variable in zip(trainable_before, model.trainable_variables):
-        np.testing.assert_array_equal(variable.numpy(), before)
-    assert [layer.momentum for layer in _batchnorm_layers(model)] == momenta_before
-
-
-def test_reestimation_rejects_images_of_the_wrong_shape():
-    with pytest.raises(ValueError, match="do not fit the model input"):
-        teacher_training.reestimate_batchnorm_statistics(_branching_model(), np.zeros((4, 5, 5, 2)), batch_size=2)
+from conftest import bn_input_moments
 
 
 def test_training_mode_accuracy_does_not_depend_on_the_images_being_stored_class_by_class():
@@ -109,8 +59,8 @@ def test_train_teacher_learns_and_leaves_reestimated_statistics(trained):
     assert metrics.test_accuracy_training_mode > 3 * chance
     assert metrics.epochs == 4 and metrics.wall_seconds > 0
     # The training-mode evaluation must not leave its batch statistics behind.
-    first_bn = _batchnorm_layers(model)[0]
-    mean, variance = _inference_moments(model, first_bn, preprocessing.apply(train.images))
+    first_bn = bn_stats.batchnorm_layers(model)[0]
+    mean, variance = bn_input_moments(model, first_bn, preprocessing.apply(train.images))
     np.testing.assert_allclose(first_bn.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(first_bn.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5)
 

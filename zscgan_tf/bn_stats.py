@@ -12,8 +12,10 @@ teacher: its logits followed by one tap output per BN layer, BN layers found by 
 """
 
 import dataclasses
+import logging
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -66,11 +68,8 @@ class BatchNormStatisticsTap(tf_keras.layers.Layer):
         layer = self.batchnorm_layer
         if layer is None:
             raise ValueError("BatchNormStatisticsTap was created without a BatchNormalization layer")
-        rank = inputs.shape.rank
-        channel_axes = [axis % rank for axis in layer.axis]
-        reduction_axes = [axis for axis in range(rank) if axis not in channel_axes]
         inputs = tf.cast(inputs, tf.float32)
-        batch_mean, batch_variance = tf.nn.moments(inputs, axes=reduction_axes)
+        batch_mean, batch_variance = tf.nn.moments(inputs, axes=reduction_axes(layer, inputs.shape.rank))
         moving_mean = tf.reshape(tf.cast(layer.moving_mean, tf.float32), tf.shape(batch_mean))
         moving_variance = tf.reshape(tf.cast(layer.moving_variance, tf.float32), tf.shape(batch_mean))
         return tf.stack([batch_mean, batch_variance, moving_mean, moving_variance])
@@ -185,3 +184,93 @@ def bn_layer_weights(model, weighting: str, batch_size: int, image_shape: Sequen
         return None
     return [1.0 / (1.0 + finite_batch_noise_floor(shape, batch_size))
             for shape in batchnorm_input_shapes(model, image_shape)]
+
+
+def reduction_axes(layer: tf_keras.layers.BatchNormalization, rank: int) -> List[int]:
+    """The axes a BN layer averages over for an input of `rank`: all but its channel axes."""
+    channel_axes = {axis % rank for axis in layer.axis}
+    return [axis for axis in range(rank) if axis not in channel_axes]
+
+
+def reestimate_batchnorm_statistics(model: tf_keras.Model, images: np.ndarray, batch_size: int) -> None:
+    """Sets every BN layer's moving mean and variance to the exact moments of its input.
+
+    The moments are those of the layer's input over all of `images` when the model
+    runs in inference mode, i.e. the input the layer sees once deployed, whose
+    normalization depends on the statistics of the BN layers before it. Layers are
+    therefore settled in rounds: each round measures, in one pass, every BN layer whose
+    upstream BN layers are all settled. Means and variances are merged across batches
+    exactly (Chan et al.'s parallel algorithm, in float64); the variance is the
+    population variance, which is what inference-mode BN divides by. Only the moving
+    statistics change: weights, momenta and the optimizer are untouched.
+
+    Args:
+      model: a flat functional model; BN layers are found by type (`batchnorm_layers`).
+      images: preprocessed inputs, shape (N,) + the model's input shape.
+      batch_size: images per forward pass.
+
+    Raises:
+      ValueError: if the images do not fit the model or `batch_size` is not positive.
+      UserError: if BN layers sit in a nested model or are shared (see `batchnorm_layers`).
+    """
+    images = np.asarray(images, np.float32)
+    expected_shape = tuple(model.input_shape[1:])
+    if images.ndim != len(expected_shape) + 1 or any(
+            expected not in (None, got) for expected, got in zip(expected_shape, images.shape[1:])):
+        raise ValueError(f"images of shape {images.shape} do not fit the model input {model.input_shape}")
+    if images.shape[0] < 1:
+        raise ValueError("BN statistics need at least one image")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be positive, got {batch_size}")
+    pending = batchnorm_layers(model)
+    upstream = {id(layer): {id(other) for other in tf_keras.Model(model.inputs, layer.input).layers}
+                for layer in pending}
+    # Each round traces its own tap model once, by design; TensorFlow's frequent-retracing
+    # warning counts traces per source function, not per tf.function, and would cry wolf.
+    tensorflow_logger = tf.get_logger()
+    saved_level = tensorflow_logger.level
+    tensorflow_logger.setLevel(logging.ERROR)
+    try:
+        while pending:
+            pending_ids = {id(layer) for layer in pending}
+            ready = [layer for layer in pending if not upstream[id(layer)] & pending_ids]
+            _set_moments_from_inputs(model, ready, images, batch_size)
+            pending = [layer for layer in pending if layer not in ready]
+    finally:
+        tensorflow_logger.setLevel(saved_level)
+
+
+def _set_moments_from_inputs(model, layers, images: np.ndarray, batch_size: int) -> None:
+    taps = tf_keras.Model(model.inputs, [layer.input for layer in layers])
+
+    @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(images.shape[1:]), tf.float32)], autograph=False)
+    def batch_moments(batch):
+        outputs = taps(batch, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        moments = []
+        for layer, output in zip(layers, outputs):
+            output = tf.cast(output, tf.float32)
+            axes = reduction_axes(layer, output.shape.rank)
+            mean = tf.reduce_mean(output, axis=axes)
+            sum_of_squares = tf.reduce_sum(tf.square(output - tf.reduce_mean(output, axis=axes, keepdims=True)), axis=axes)
+            count = tf.cast(tf.size(output, out_type=tf.int64) // tf.size(mean, out_type=tf.int64), tf.float64)
+            moments.append((count, mean, sum_of_squares))
+        return moments
+
+    totals = [None] * len(layers)
+    for start in range(0, images.shape[0], batch_size):
+        for index, (count, mean, sum_of_squares) in enumerate(batch_moments(images[start:start + batch_size])):
+            count = float(count.numpy())
+            mean = mean.numpy().astype(np.float64)
+            sum_of_squares = sum_of_squares.numpy().astype(np.float64)
+            if totals[index] is None:
+                totals[index] = (count, mean, sum_of_squares)
+                continue
+            total_count, total_mean, total_squares = totals[index]
+            merged_count = total_count + count
+            delta = mean - total_mean
+            totals[index] = (merged_count, total_mean + delta * (count / merged_count),
+                             total_squares + sum_of_squares + delta ** 2 * (total_count * count / merged_count))
+    for layer, (count, mean, sum_of_squares) in zip(layers, totals):
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign((sum_of_squares / count).astype(np.float32))
