@@ -26,7 +26,7 @@ if REPO_ROOT not in sys.path:
 import zscgan_tf  # pylint: disable=unused-import,wrong-import-position  (sets TF_USE_LEGACY_KERAS first)
 from absl import flags  # pylint: disable=wrong-import-position
 
-from zscgan_tf import architectures, cli, teacher_recipes, teachers  # pylint: disable=wrong-import-position
+from zscgan_tf import architectures, cli, sidecar, teacher_recipes  # pylint: disable=wrong-import-position
 from zscgan_tf.errors import UserError  # pylint: disable=wrong-import-position
 from zscgan_tf.preprocessing import MODES as PREPROCESSING_MODES  # pylint: disable=wrong-import-position
 
@@ -93,7 +93,7 @@ def run() -> dict:
         raise UserError(f"--output {path!r} is a directory; name the .keras file to write")
     if os.path.exists(path) and not FLAGS.overwrite:
         if FLAGS.builtin is not None and FLAGS.output is None:
-            description = teachers.read_sidecar(path)
+            description = sidecar.read(path)
             return {"teacher": path, "already_trained": True, **description.get("metrics", {})}
         raise UserError(f"{path} exists; pass --overwrite to replace it")
     metrics = teacher_recipes.train_from_recipe(recipe, path, progress=True, data_dir=FLAGS.data_dir)

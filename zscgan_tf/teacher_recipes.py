@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import data, files, teacher_training, teachers
+from zscgan_tf import data, files, sidecar, teacher_training
 from zscgan_tf.architectures import ARCHITECTURES, build_architecture
 from zscgan_tf.errors import UserError
 from zscgan_tf.labeled_images import CENTRAL_CROP_FRACTION, LabeledImages, MixedImageSizesError
@@ -287,4 +287,4 @@ def ensure_builtin_teacher(name: str, cache_dir: Optional[str] = None, progress:
 
 def _is_saved(teacher_path: str) -> bool:
     """Whether a teacher is saved there: its `.keras` file and its sidecar (written last)."""
-    return os.path.isfile(teacher_path) and os.path.isfile(teachers.sidecar_path(teacher_path))
+    return os.path.isfile(teacher_path) and os.path.isfile(sidecar.path_of(teacher_path))

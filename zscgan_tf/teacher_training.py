@@ -23,12 +23,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import bn_stats, data, files
+from zscgan_tf import bn_stats, data, files, sidecar
 from zscgan_tf.errors import UserError
 from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.progress import ProgressBar, count_of, note
-from zscgan_tf.teachers import sidecar_path
 
 # BN statistics are re-estimated on at most this many (class-balanced) training images;
 # even where feature maps are 1x1, 4096 images pin each channel's mean to about 1.6% of its
@@ -318,7 +317,7 @@ def save_teacher(model: tf_keras.Model, path: str, preprocessing: Preprocessing,
     clean_copy = tf_keras.models.clone_model(model)
     clean_copy.set_weights(model.get_weights())
     files.save_keras_model_atomic(clean_copy, path)
-    files.write_json_atomic(sidecar_path(path), {
+    sidecar.write(path, {
         "preprocessing": preprocessing.to_dict(),
         "dataset": data.portable_source(dataset),
         **({"data_dir": os.path.abspath(data_dir)} if data_dir else {}),

@@ -26,13 +26,13 @@ import tf_keras
 from tf_keras.src.saving import serialization_lib
 
 from zscgan_tf import bn_stats, custom_objects, data, flattening, keras3_conversion, logits, model_files
+from zscgan_tf import sidecar as sidecar_lib
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.files import portable_path
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.progress import count_of, listed
 
 BUILTIN_PREFIX = "builtin:"
-SIDECAR_SUFFIX = ".json"
 IMAGENET_CLASSES = 1000
 # The ImageNet class index Keras Applications' `decode_predictions` reads ({"0": ["n01440764",
 # "tench"], ...}), downloaded once into ~/.keras/models as their weights are, and its MD5.
@@ -232,7 +232,7 @@ def load_teacher(source: TeacherSource, progress: bool = True, require_batchnorm
             load_notes.append(f"the teacher was saved with TF-MOT's {' and '.join(kinds)} wrappers "
                               f"({', '.join(wrappers)}); they are stripped and the weights they hold used as they "
                               f"are: the PTQ model and the QAT student keep {kept}")
-        sidecar = read_sidecar(path)
+        sidecar = sidecar_lib.read(path)
         description.update(sidecar)
         preprocessing_assumed = not source.preprocessing and "preprocessing" not in sidecar
         # A model that reads uint8 takes pixels 0 to 255 as they are.
@@ -367,77 +367,6 @@ def imagenet_class_names() -> Tuple[str, ...]:
         return tuple(str(index[str(label)][1]) for label in range(IMAGENET_CLASSES))
     except Exception as error:  # pylint: disable=broad-except  # A download fails in many ways.
         raise UserError(f"cannot fetch ImageNet's class names ({first_line(error)})") from error
-
-
-# Keys of a teacher's description that a JSON file of another kind (a Keras architecture
-# saved with `model.to_json()`) does not hold.
-SIDECAR_KEYS = ("class_names", "preprocessing")
-
-
-def read_sidecar(model_path: str) -> dict:
-    """The JSON description saved beside a model file, or {} when there is none.
-
-    It is `<model file>.json` (`teacher.keras.json`, as `tools/train_teacher.py` writes it),
-    else `<model file without its extension>.json` (`teacher.json`, as a user may name it)
-    when that holds `SIDECAR_KEYS`.
-
-    Raises:
-      UserError: if the sidecar exists but is not valid JSON, or not a description
-        (`_check_sidecar`).
-    """
-    path = os.path.normpath(model_path)
-    first_path = sidecar_path(path)
-    if not os.path.exists(first_path):
-        return _sidecar_without_model_extension(path)
-    description = _json_of(first_path)
-    _check_sidecar(description, first_path)
-    return description
-
-
-def sidecar_path(model_path: str) -> str:
-    """Where a model's description is written (`tools/train_teacher.py`) and read first:
-    `<model file>.json`."""
-    return model_path + SIDECAR_SUFFIX
-
-
-def _json_of(sidecar_path: str):
-    """What the JSON file `sidecar_path` holds; a `UserError` if it cannot be read."""
-    try:
-        with open(sidecar_path) as sidecar:
-            return json.load(sidecar)
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot read teacher description {sidecar_path!r}: {first_line(error)}") from error
-
-
-def _check_sidecar(description, sidecar_path: str) -> None:
-    """Refuses a description whose parts are not of the kinds `tools/train_teacher.py` writes."""
-    problem = None
-    if not isinstance(description, dict):
-        problem = f"it holds a JSON {type(description).__name__}, not an object such as {{\"class_names\": [...]}}"
-    elif "class_names" in description and not (isinstance(description["class_names"], list) and all(
-            isinstance(name, str) for name in description["class_names"])):
-        problem = "its \"class_names\" is not a list of strings"
-    elif "preprocessing" in description and not (isinstance(description["preprocessing"], dict)
-                                                 and isinstance(description["preprocessing"].get("mode"), str)):
-        problem = ("its \"preprocessing\" is not an object with a \"mode\" (pass --teacher_preprocessing instead, "
-                   "or leave it out)")
-    if problem:
-        raise UserError(f"cannot use teacher description {sidecar_path!r}: {problem}")
-
-
-def _sidecar_without_model_extension(path: str) -> dict:
-    """`<path without its extension>.json` when it is a teacher's description, else {}."""
-    other_path = os.path.splitext(path)[0] + SIDECAR_SUFFIX
-    if other_path == sidecar_path(path) or not os.path.isfile(other_path):
-        return {}
-    try:
-        description = _json_of(other_path)
-    except UserError:
-        return {}  # Not ours to read.
-    if not (isinstance(description, dict) and set(SIDECAR_KEYS) & set(description)):
-        return {}
-    _check_sidecar(description, other_path)
-    return description
 
 
 def model_file_name(path: str) -> str:

@@ -1,0 +1,90 @@
+"""A teacher's sidecar: the JSON description saved beside its model file.
+
+`tools/train_teacher.py` (`teacher_training.save_teacher`) writes it as `<model file>.json`,
+with the preprocessing, the dataset, the class names, the input shape and the training
+metrics. `teachers.load_teacher` reads it back: the preprocessing the teacher takes pixels
+with, the class names of the labels file, the data a run evaluates on by default. A user may
+write one too, `<model file without its extension>.json`, holding only some of those.
+"""
+
+import json
+import os
+
+from zscgan_tf.errors import UserError, first_line
+from zscgan_tf.files import write_json_atomic
+
+SIDECAR_SUFFIX = ".json"
+# Keys of a teacher's description that a JSON file of another kind (a Keras architecture
+# saved with `model.to_json()`) does not hold.
+SIDECAR_KEYS = ("class_names", "preprocessing")
+
+
+def read(model_path: str) -> dict:
+    """The JSON description saved beside a model file, or {} when there is none.
+
+    It is `<model file>.json` (`teacher.keras.json`, as `tools/train_teacher.py` writes it),
+    else `<model file without its extension>.json` (`teacher.json`, as a user may name it)
+    when that holds `SIDECAR_KEYS`.
+
+    Raises:
+      UserError: if the sidecar exists but is not valid JSON, or not a description
+        (`_check`).
+    """
+    path = os.path.normpath(model_path)
+    first_path = path_of(path)
+    if not os.path.exists(first_path):
+        return _without_model_extension(path)
+    description = _json_of(first_path)
+    _check(description, first_path)
+    return description
+
+
+def path_of(model_path: str) -> str:
+    """Where a model's description is written (`tools/train_teacher.py`) and read first:
+    `<model file>.json`."""
+    return model_path + SIDECAR_SUFFIX
+
+
+def _json_of(path: str):
+    """What the JSON file `path` holds; a `UserError` if it cannot be read."""
+    try:
+        with open(path) as sidecar:
+            return json.load(sidecar)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read teacher description {path!r}: {first_line(error)}") from error
+
+
+def _check(description, path: str) -> None:
+    """Refuses a description whose parts are not of the kinds `tools/train_teacher.py` writes."""
+    problem = None
+    if not isinstance(description, dict):
+        problem = f"it holds a JSON {type(description).__name__}, not an object such as {{\"class_names\": [...]}}"
+    elif "class_names" in description and not (isinstance(description["class_names"], list) and all(
+            isinstance(name, str) for name in description["class_names"])):
+        problem = "its \"class_names\" is not a list of strings"
+    elif "preprocessing" in description and not (isinstance(description["preprocessing"], dict)
+                                                 and isinstance(description["preprocessing"].get("mode"), str)):
+        problem = ("its \"preprocessing\" is not an object with a \"mode\" (pass --teacher_preprocessing instead, "
+                   "or leave it out)")
+    if problem:
+        raise UserError(f"cannot use teacher description {path!r}: {problem}")
+
+
+def _without_model_extension(path: str) -> dict:
+    """`<path without its extension>.json` when it is a teacher's description, else {}."""
+    other_path = os.path.splitext(path)[0] + SIDECAR_SUFFIX
+    if other_path == path_of(path) or not os.path.isfile(other_path):
+        return {}
+    try:
+        description = _json_of(other_path)
+    except UserError:
+        return {}  # Not ours to read.
+    if not (isinstance(description, dict) and set(SIDECAR_KEYS) & set(description)):
+        return {}
+    _check(description, other_path)
+    return description
+
+
+def write(model_path: str, description: dict) -> None:
+    """Writes `description` atomically as `model_path`'s sidecar (`path_of`)."""
+    write_json_atomic(path_of(model_path), description)
