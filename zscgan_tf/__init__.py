@@ -22,3 +22,37 @@ if start_up.started_as_command() and "--verbose" not in getattr(sys, "orig_argv"
 start_up.import_tensorflow()
 
 __version__ = "0.1.0"
+
+# What a program or notebook uses most, by the module that defines it; each module is imported
+# when one of its names is first used, so that `import zscgan_tf` stays as quick as it was:
+#
+#     import zscgan_tf
+#     report = zscgan_tf.run(zscgan_tf.RunConfig(work_dir="runs/mine",
+#                                                teacher=zscgan_tf.TeacherSource("my_classifier.keras")))
+PUBLIC_NAMES = {
+    "config": ("RunConfig", "GeneratorConfig", "LossConfig", "GeneratorTrainingConfig", "DistillationConfig",
+               "QuantizationConfig", "EvaluationConfig"),
+    "errors": ("UserError",),
+    "export": ("convert_to_tflite", "representative_dataset_from_array"),
+    "generator": ("load_generator",),
+    "pipeline": ("run",),
+    "quantization_stages": ("load_student",),
+    "teachers": ("TeacherSource", "Teacher", "load_teacher"),
+    "tflite_model": ("inspect_tflite",),
+}
+_MODULE_OF = {name: module for module, names in PUBLIC_NAMES.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name):
+    """A name of `PUBLIC_NAMES`, from its module (PEP 562)."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib  # pylint: disable=import-outside-toplevel
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value  # Found directly from now on.
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

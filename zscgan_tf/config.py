@@ -11,7 +11,9 @@ import os
 from typing import Any, Dict, List, Optional, Set
 
 from zscgan_tf.bn_stats import BN_LAYER_WEIGHTINGS
+from zscgan_tf.data import portable_source
 from zscgan_tf.errors import UserError
+from zscgan_tf.files import portable_path
 from zscgan_tf.generator import MIN_BASE_CHANNELS, VARIANTS
 from zscgan_tf.losses import BN_DISTANCES
 from zscgan_tf.progress import listed
@@ -21,6 +23,8 @@ from zscgan_tf.teachers import TeacherSource
 CONFIG_FILE = "config.json"
 IO_DTYPES = ("int8", "uint8")
 MAX_GENERATOR_POOL_SIZE = 8
+# The evaluation dataset that measures nothing on real data.
+NO_EVALUATION = "none"
 # The largest --seed: numpy takes seeds below 2**32, and streams derive theirs by adding offsets
 # (pool members 1000 apart, benchmark draws) that this leaves room for.
 MAX_SEED = 2 ** 31 - 1
@@ -236,6 +240,18 @@ class RunConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def portable(self) -> "RunConfig":
+        """This config as a run records it: the paths of files and directories that exist made
+        absolute (`TeacherSource.portable`, `data.portable_source`), so that the run resumed
+        from another directory, and `tools/convert.py --run_dir`, find them there; `none` as
+        the evaluation dataset in lower case."""
+        evaluation = self.evaluation
+        dataset = (NO_EVALUATION if evaluation.dataset.lower() == NO_EVALUATION
+                   else portable_source(evaluation.dataset))
+        return dataclasses.replace(self, teacher=self.teacher.portable(), evaluation=dataclasses.replace(
+            evaluation, dataset=dataset, data_dir=portable_path(evaluation.data_dir),
+            manual_dir=portable_path(evaluation.manual_dir)))
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "RunConfig":

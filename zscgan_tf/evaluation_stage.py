@@ -22,7 +22,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from zscgan_tf import data, edge_tpu, evaluate, evaluation_progress, stop_signals, teachers, tflite_model
-from zscgan_tf.config import EvaluationConfig, RunConfig
+from zscgan_tf.config import NO_EVALUATION, EvaluationConfig, RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import bytes_digest
 from zscgan_tf.labeled_images import CENTRAL_CROP_FRACTION, LabeledImages, MixedImageSizesError
@@ -30,7 +30,6 @@ from zscgan_tf.progress import ProgressBar, count_of, say
 from zscgan_tf.quantization_stages import scheme_of
 from zscgan_tf.teachers import Teacher
 
-NO_EVALUATION = "none"
 TRAINING_SPLIT = "train"
 LATENCY_THREADS = (1, 2)
 EVALUATION_BATCH_SIZE = 256

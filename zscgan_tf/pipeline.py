@@ -255,6 +255,7 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
       generator_from: another run's work directory whose finished generator this run
         starts from, instead of training one (`generator_reuse.take_generator`); "" trains its own.
     """
+    run_config = run_config.portable()  # As `train` makes it: a RunConfig from Python may name relative paths.
     check_work_dir(run_config)
     check_not_in_use(run_config.work_dir)  # Refused now, not once the teacher and data have loaded.
     check_not_shortened(run_config)

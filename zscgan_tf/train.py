@@ -29,8 +29,7 @@ import sys
 from absl import flags
 
 from zscgan_tf import config as config_lib
-from zscgan_tf import bn_stats, cli, data, evaluation_stage, pipeline, reproducibility
-from zscgan_tf.files import portable_path
+from zscgan_tf import bn_stats, cli, pipeline, reproducibility
 
 FLAGS = flags.FLAGS
 _teacher = config_lib.TeacherSource()
@@ -144,19 +143,14 @@ flags.DEFINE_integer("grid_samples_per_class", _evaluation.grid_samples_per_clas
 flags.DEFINE_integer("grid_max_classes", _evaluation.grid_max_classes, "Rows (classes) of the sample grid, at most.")
 
 
-def _evaluation_source(value: str) -> str:
-    """`--eval_dataset` as the config keeps it: `none` in any case (it was "unknown dataset
-    'NONE'", listing every value but none), else a source any directory can load."""
-    return evaluation_stage.NO_EVALUATION if value.lower() == evaluation_stage.NO_EVALUATION else (
-        data.portable_source(value))
-
-
 def config_from_flags() -> config_lib.RunConfig:
-    """Turns parsed flags into a validated `RunConfig`."""
+    """Turns parsed flags into a validated `RunConfig`, as a run records it (`RunConfig.portable`:
+    found again from any directory; `--eval_dataset=NONE` is `none`, where it was "unknown
+    dataset 'NONE'", listing every value but none)."""
     return config_lib.RunConfig(
         work_dir=FLAGS.work_dir,
         seed=FLAGS.seed,
-        teacher=cli.teacher_source(FLAGS.teacher).portable(),  # Found again from any directory.
+        teacher=cli.teacher_source(FLAGS.teacher),
         generator=config_lib.GeneratorConfig(variant=FLAGS.generator_variant, noise_dim=FLAGS.noise_dim,
                                              base_channels=FLAGS.generator_channels,
                                              blur_sigma=FLAGS.generator_blur_sigma,
@@ -183,11 +177,11 @@ def config_from_flags() -> config_lib.RunConfig:
             log_every=FLAGS.distillation_log_every),
         evaluation=config_lib.EvaluationConfig(
             samples_per_class=FLAGS.eval_samples_per_class, grid_samples_per_class=FLAGS.grid_samples_per_class,
-            grid_max_classes=FLAGS.grid_max_classes, dataset=_evaluation_source(FLAGS.eval_dataset),
-            data_dir=portable_path(FLAGS.eval_data_dir), manual_dir=portable_path(FLAGS.eval_manual_dir),
+            grid_max_classes=FLAGS.grid_max_classes, dataset=FLAGS.eval_dataset, data_dir=FLAGS.eval_data_dir,
+            manual_dir=FLAGS.eval_manual_dir,
             split=FLAGS.eval_split, max_samples=FLAGS.eval_max_samples,
             latency_runs=FLAGS.latency_runs, resize=FLAGS.eval_resize),
-    )
+    ).portable()
 
 
 def main(argv=None) -> int:
