@@ -192,54 +192,10 @@ def load_teacher(source: TeacherSource, progress: bool = True, require_batchnorm
         TF-MOT quantization-aware model.
     """
     custom_objects.register(source.custom_objects)
-    description = {"source": source.model}
-    preprocessing_assumed = False
-    load_notes = []
-    if source.model in KERAS_APPLICATIONS:
-        model = _build_keras_application(source)
-        default_mode = KERAS_APPLICATIONS[source.model].preprocessing_mode
-        name = source.model
-        if source.weights == "imagenet":  # For labels.txt: the weights' classes have names.
-            try:
-                description["class_names"] = list(imagenet_class_names())
-            except UserError as error:
-                load_notes.append(f"{error}; the exported models' outputs are class indices, with no labels file")
-    else:
-        path = source.model
-        if source.model.startswith(BUILTIN_PREFIX):
-            from zscgan_tf import teacher_recipes  # Imported here: training code is only needed for built-ins.
-            path = teacher_recipes.ensure_builtin_teacher(source.model[len(BUILTIN_PREFIX):],
-                                                          cache_dir=source.cache_dir or None, progress=progress)
-        elif not _looks_like_path(path):
-            known = ", ".join(sorted(KERAS_APPLICATIONS))
-            raise UserError(f"unknown teacher model {source.model!r}: not a Keras Applications name ({known}), "
-                            f"not {BUILTIN_PREFIX}<name>, and no such file")
-        saved_classes = model_files.saved_layer_classes(path)
-        generator_message = model_files.generator_file_message(path, "teacher")
-        if generator_message:  # It was "a binary classifier must end in Dense(1)".
-            raise UserError(generator_message)
-        quantization_layers = saved_classes & TF_MOT_LAYER_CLASSES
-        if quantization_layers:
-            raise QuantizationAwareTeacherError(
-                f"model file {path!r} is a TF-MOT quantization-aware model ({', '.join(sorted(quantization_layers))} "
-                "layers), not a float teacher")
-        model = model_files.load_model_file(path, trust_model_code=source.trust_model_code)
-        wrappers = sorted(saved_classes & set(model_files.TF_MOT_TRAINING_WRAPPERS))
-        if wrappers:
-            kinds = sorted({model_files.TF_MOT_TRAINING_WRAPPERS[wrapper] for wrapper in wrappers})
-            kept = " and ".join({"pruning": "its zero weights", "clustering": "its weight clusters"}[kind]
-                                for kind in kinds)
-            load_notes.append(f"the teacher was saved with TF-MOT's {' and '.join(kinds)} wrappers "
-                              f"({', '.join(wrappers)}); they are stripped and the weights they hold used as they "
-                              f"are: the PTQ model and the QAT student keep {kept}")
-        sidecar = sidecar_lib.read(path)
-        description.update(sidecar)
-        preprocessing_assumed = not source.preprocessing and "preprocessing" not in sidecar
-        # A model that reads uint8 takes pixels 0 to 255 as they are.
-        default_mode = sidecar.get("preprocessing", {}).get(
-            "mode", "raw" if model.inputs and model.inputs[0].dtype == tf.uint8 else DEFAULT_FILE_PREPROCESSING)
-        name = model_file_name(path)
-    preprocessing = _resolve_preprocessing(source, default_mode, description)
+    read = (_read_keras_application(source) if source.model in KERAS_APPLICATIONS
+            else _read_model_file(source, progress))
+    model, name, description = read.model, read.name, read.description
+    preprocessing = _resolve_preprocessing(source, read.default_mode, description)
     model, channel_note = _with_channel_axis(model)
     model, output_note = logits.logits_model(flattening.flat_inference_model(model))
     model, vector_note = _with_class_vector_output(model)
@@ -254,6 +210,98 @@ def load_teacher(source: TeacherSource, progress: bool = True, require_batchnorm
     if named and named != num_classes:
         raise UserError(f"the teacher's description names {named} classes (\"class_names\"), but the teacher "
                         f"{name!r} has {num_classes} outputs; give one name per output, in output order")
+    hidden_batchnorm_warning = _check_batchnorm(model, name, require_batchnorm)
+    preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
+    model.trainable = False
+    warnings = read.notes + [note for note in (channel_note, output_note, vector_note) if note] + rebuild_notes
+    if hidden_batchnorm_warning:
+        warnings.append(hidden_batchnorm_warning)
+    scaling_layer = pixel_scaling_layer(model)
+    if read.preprocessing_assumed and scaling_layer and preprocessing.mode != "raw":
+        warnings.append(
+            f"the teacher seems to scale pixels itself (its first layer {scaling_layer.name!r} is a "
+            f"{type(scaling_layer).__name__}), but it is read with '{preprocessing.mode}' preprocessing, the default "
+            "for a model file without a sidecar: if it takes pixels 0 to 255, pass --teacher_preprocessing=raw")
+    return Teacher(model=model, preprocessing=preprocessing, image_shape=image_shape, num_classes=num_classes,
+                   name=name, description=description, warnings=tuple(warnings))
+
+
+@dataclasses.dataclass
+class _ReadModel:
+    """A teacher's model as read, before it is validated, with what says how it reads pixels.
+
+    Attributes:
+      default_mode: its preprocessing unless `TeacherSource.preprocessing` says otherwise.
+      preprocessing_assumed: whether nothing said it (a model file without a sidecar or flag).
+      notes: what reading it changed, for the teacher's warnings.
+    """
+    model: tf_keras.Model
+    name: str
+    description: dict
+    default_mode: str
+    preprocessing_assumed: bool = False
+    notes: List[str] = dataclasses.field(default_factory=list)
+
+
+def _read_keras_application(source: TeacherSource) -> _ReadModel:
+    """A Keras Applications model, with its ImageNet class names when it has ImageNet weights."""
+    read = _ReadModel(_build_keras_application(source), source.model, {"source": source.model},
+                      KERAS_APPLICATIONS[source.model].preprocessing_mode)
+    if source.weights == "imagenet":  # For labels.txt: the weights' classes have names.
+        try:
+            read.description["class_names"] = list(imagenet_class_names())
+        except UserError as error:
+            read.notes.append(f"{error}; the exported models' outputs are class indices, with no labels file")
+    return read
+
+
+def _read_model_file(source: TeacherSource, progress: bool) -> _ReadModel:
+    """A model file (a built-in teacher's, trained on first use) and its sidecar.
+
+    Raises:
+      UserError: for a name that is none of a model file, a built-in or a Keras Application, a
+        generator saved by this package; `QuantizationAwareTeacherError` for a TF-MOT
+        quantization-aware model.
+    """
+    path = source.model
+    if source.model.startswith(BUILTIN_PREFIX):
+        from zscgan_tf import teacher_recipes  # Imported here: training code is only needed for built-ins.
+        path = teacher_recipes.ensure_builtin_teacher(source.model[len(BUILTIN_PREFIX):],
+                                                      cache_dir=source.cache_dir or None, progress=progress)
+    elif not _looks_like_path(path):
+        known = ", ".join(sorted(KERAS_APPLICATIONS))
+        raise UserError(f"unknown teacher model {source.model!r}: not a Keras Applications name ({known}), "
+                        f"not {BUILTIN_PREFIX}<name>, and no such file")
+    saved_classes = model_files.saved_layer_classes(path)
+    generator_message = model_files.generator_file_message(path, "teacher")
+    if generator_message:  # It was "a binary classifier must end in Dense(1)".
+        raise UserError(generator_message)
+    quantization_layers = saved_classes & TF_MOT_LAYER_CLASSES
+    if quantization_layers:
+        raise QuantizationAwareTeacherError(
+            f"model file {path!r} is a TF-MOT quantization-aware model ({', '.join(sorted(quantization_layers))} "
+            "layers), not a float teacher")
+    model = model_files.load_model_file(path, trust_model_code=source.trust_model_code)
+    notes = []
+    wrappers = sorted(saved_classes & set(model_files.TF_MOT_TRAINING_WRAPPERS))
+    if wrappers:
+        kinds = sorted({model_files.TF_MOT_TRAINING_WRAPPERS[wrapper] for wrapper in wrappers})
+        kept = " and ".join({"pruning": "its zero weights", "clustering": "its weight clusters"}[kind]
+                            for kind in kinds)
+        notes.append(f"the teacher was saved with TF-MOT's {' and '.join(kinds)} wrappers "
+                     f"({', '.join(wrappers)}); they are stripped and the weights they hold used as they "
+                     f"are: the PTQ model and the QAT student keep {kept}")
+    sidecar = sidecar_lib.read(path)
+    # A model that reads uint8 takes pixels 0 to 255 as they are.
+    default_mode = sidecar.get("preprocessing", {}).get(
+        "mode", "raw" if model.inputs and model.inputs[0].dtype == tf.uint8 else DEFAULT_FILE_PREPROCESSING)
+    return _ReadModel(model, model_file_name(path), {"source": source.model, **sidecar}, default_mode,
+                      preprocessing_assumed=not source.preprocessing and "preprocessing" not in sidecar, notes=notes)
+
+
+def _check_batchnorm(model: tf_keras.Model, name: str, require_batchnorm: bool) -> Optional[str]:
+    """Refuses a teacher without a BatchNormalization layer (with `require_batchnorm`), or with
+    nested or shared ones; returns the warning for BN layers inside its own layers, if any."""
     hiding = _layers_holding_batchnorm(model)
     hiding_names = listed(hiding, LAYERS_NAMED)
     batchnorm_count = len(bn_stats.batchnorm_layers(model))  # Also raises for nested or shared BN layers.
@@ -263,23 +311,13 @@ def load_teacher(source: TeacherSource, progress: bool = True, require_batchnorm
                            if hiding else "") + "; ZS-CGAN needs the BN statistics it stores. Without them, "
                         "python tools/convert.py --teacher=<the model> --data_source=noise --output=<file> quantizes "
                         "it post-training, calibrated on noise rather than on generated samples")
-    preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
-    model.trainable = False
-    warnings = load_notes + [note for note in (channel_note, output_note, vector_note) if note] + rebuild_notes
-    if hiding:
-        one = len(hiding) == 1
-        warnings.append(f"{count_of(len(hiding), 'layer')} of the teacher's own ({hiding_names}) "
-                        f"{'holds' if one else 'hold'} BatchNormalization layers, which run inside "
-                        f"{'it' if one else 'them'}: the generator is trained to match the statistics of the other "
-                        f"{count_of(batchnorm_count, 'BN layer')} only")
-    scaling_layer = pixel_scaling_layer(model)
-    if preprocessing_assumed and scaling_layer and preprocessing.mode != "raw":
-        warnings.append(
-            f"the teacher seems to scale pixels itself (its first layer {scaling_layer.name!r} is a "
-            f"{type(scaling_layer).__name__}), but it is read with '{preprocessing.mode}' preprocessing, the default "
-            "for a model file without a sidecar: if it takes pixels 0 to 255, pass --teacher_preprocessing=raw")
-    return Teacher(model=model, preprocessing=preprocessing, image_shape=image_shape, num_classes=num_classes,
-                   name=name, description=description, warnings=tuple(warnings))
+    if not hiding:
+        return None
+    one = len(hiding) == 1
+    return (f"{count_of(len(hiding), 'layer')} of the teacher's own ({hiding_names}) "
+            f"{'holds' if one else 'hold'} BatchNormalization layers, which run inside "
+            f"{'it' if one else 'them'}: the generator is trained to match the statistics of the other "
+            f"{count_of(batchnorm_count, 'BN layer')} only")
 
 
 def _layers_holding_batchnorm(model: tf_keras.Model) -> List[str]:

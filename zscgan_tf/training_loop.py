@@ -173,24 +173,9 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
                 step = int(step_counter.numpy())
                 if first_step_seconds is None:
                     first_step_seconds = time.monotonic() - started
-                bad = [term for term in checked_terms if not math.isfinite(values[term])]
-                if bad:
-                    good_step = _checkpoint_step(manager)
-                    kept = (f"the last good checkpoint, step {good_step}, is kept" if good_step is not None
-                            else "no checkpoint was saved before it")
-                    raise NonFiniteLossError(f"{name} loss term {bad[0]!r} is {values[bad[0]]} at step {step}; {kept}")
-                last_step = step == schedule.steps
-                if step == 1 or step % schedule.log_every == 0 or last_step:
-                    history.append({"step": step, **values})
-                    if summary_writer is not None:
-                        with summary_writer.as_default(step=step):
-                            for term, value in values.items():
-                                tf.summary.scalar(f"{name}/{term}", value)
-                if summary_writer is not None and image_fn is not None and schedule.image_every and (
-                        step % schedule.image_every == 0 or last_step):
-                    with summary_writer.as_default(step=step):
-                        tf.summary.image(f"{name}/samples", for_tensorboard(image_fn())[np.newaxis])
-                if step % schedule.checkpoint_every == 0 or last_step:
+                _check_finite(values, checked_terms, name, step, manager)
+                _record(step, values, schedule, name, history, summary_writer, image_fn)
+                if step % schedule.checkpoint_every == 0 or step == schedule.steps:
                     save(step)
                 if bar:
                     bar.update(step, {term: values[term] for term in progress_terms})
@@ -224,6 +209,35 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
         steady_samples_per_second=((new_steps - 1) * schedule.samples_per_step / steady_seconds
                                    if new_steps > 1 and steady_seconds > 0 else 0.0),
         total_wall_seconds=None if earlier_seconds is None else earlier_seconds + wall_seconds)
+
+
+def _check_finite(values: Dict[str, float], checked_terms: Sequence[str], name: str, step: int,
+                  manager: tf.train.CheckpointManager) -> None:
+    """Raises `NonFiniteLossError` for the first of `checked_terms` that is NaN or infinite,
+    saying which checkpoint (`manager`'s last) is kept."""
+    bad = [term for term in checked_terms if not math.isfinite(values[term])]
+    if bad:
+        good_step = _checkpoint_step(manager)
+        kept = (f"the last good checkpoint, step {good_step}, is kept" if good_step is not None
+                else "no checkpoint was saved before it")
+        raise NonFiniteLossError(f"{name} loss term {bad[0]!r} is {values[bad[0]]} at step {step}; {kept}")
+
+
+def _record(step: int, values: Dict[str, float], schedule: LoopSchedule, name: str, history: list, summary_writer,
+            image_fn: Optional[Callable[[], np.ndarray]]) -> None:
+    """Appends the loss terms of the steps `schedule` logs (the first, every `log_every`, the
+    last) to `history` and TensorBoard, and sample images every `image_every` steps and at the last."""
+    last_step = step == schedule.steps
+    if step == 1 or step % schedule.log_every == 0 or last_step:
+        history.append({"step": step, **values})
+        if summary_writer is not None:
+            with summary_writer.as_default(step=step):
+                for term, value in values.items():
+                    tf.summary.scalar(f"{name}/{term}", value)
+    if summary_writer is not None and image_fn is not None and schedule.image_every and (
+            step % schedule.image_every == 0 or last_step):
+        with summary_writer.as_default(step=step):
+            tf.summary.image(f"{name}/samples", for_tensorboard(image_fn())[np.newaxis])
 
 
 def _earlier_wall_seconds(path: str, start_step: int) -> Optional[float]:
