@@ -18,7 +18,7 @@ import pytest
 import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tf_keras
 
-from zscgan_tf import data, files, teacher_recipes, teacher_training
+from zscgan_tf import data, files, sidecar, teacher_recipes, teacher_training
 from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import Preprocessing
 
@@ -105,6 +105,30 @@ def test_an_interrupted_teacher_training_resumes_after_its_last_epoch(tmp_path, 
     assert not os.path.exists(backup_dir)  # Gone once the teacher is saved.
 
 
+def test_a_save_cut_short_between_model_and_sidecar_is_made_again_without_training_again(tmp_path, monkeypatch,
+                                                                                         capfd):
+    recipe = dataclasses.replace(TINY_RECIPE, epochs=2)
+    path = str(tmp_path / "teacher.keras")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # As a kill after the model file is written, before its sidecar.
+
+    monkeypatch.setattr(sidecar, "write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        teacher_recipes.train_from_recipe(recipe, path, progress=True)
+    monkeypatch.undo()
+    assert os.path.isfile(path) and not os.path.exists(path + ".json")
+    assert teacher_recipes.save_cut_short(path)  # `tools/train_teacher.py` trains it again, not "exists".
+    capfd.readouterr()
+
+    metrics = teacher_recipes.train_from_recipe(recipe, path, progress=True)
+    printed = capfd.readouterr().err
+    assert "resuming the teacher's training after epoch 2 of 2" in printed and "epoch 1/2" not in printed
+    assert metrics.epochs == 2 and json.loads(pathlib.Path(path + ".json").read_text())["metrics"]["epochs"] == 2
+    assert not teacher_recipes.save_cut_short(path)
+    assert not os.path.exists(teacher_recipes.training_backup_path(path))
+
+
 def test_a_backup_of_another_recipe_is_refused_and_a_finished_ones_starts_again(tmp_path, monkeypatch):
     recipe = dataclasses.replace(TINY_RECIPE, epochs=3)
     path = str(tmp_path / "teacher.keras")
@@ -120,8 +144,10 @@ def test_a_backup_of_another_recipe_is_refused_and_a_finished_ones_starts_again(
     with pytest.raises(UserError, match="another data_dir"):
         teacher_recipes.claim_training_backup(path, recipe, str(tmp_path))
     assert teacher_recipes.claim_training_backup(path, recipe, None) == 2
-    # A teacher saved after the backup was made means that training finished: it starts again.
+    # A teacher saved after the backup was made (its model, then its sidecar) means that training
+    # finished: it starts again.
     pathlib.Path(path).write_bytes(b"a teacher saved after the backup")
+    pathlib.Path(path + ".json").write_text("{}")
     os.utime(path, (time.time() + 10, time.time() + 10))
     assert teacher_recipes.claim_training_backup(path, other, None) == 0
     assert set(os.listdir(backup_dir)) - {files.LOCK_FILE} == {"recipe.json"}

@@ -91,7 +91,8 @@ def run() -> dict:
         path = FLAGS.output
     if os.path.isdir(path):  # --overwrite replaces a model file, not a directory.
         raise UserError(f"--output {path!r} is a directory; name the .keras file to write")
-    if os.path.exists(path) and not FLAGS.overwrite:
+    # A save cut short (a model file without its sidecar, beside its training's backup) is finished.
+    if os.path.exists(path) and not FLAGS.overwrite and not teacher_recipes.save_cut_short(path):
         if FLAGS.builtin is not None and FLAGS.output is None:
             description = sidecar.read(path)
             return {"teacher": path, "already_trained": True, **description.get("metrics", {})}

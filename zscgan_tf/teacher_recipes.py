@@ -187,12 +187,22 @@ def training_backup_path(teacher_path: str) -> str:
     return teacher_path + TRAINING_BACKUP_SUFFIX
 
 
+def save_cut_short(teacher_path: str) -> bool:
+    """Whether the teacher at `teacher_path` is a save cut short: its model file written (first)
+    but not its sidecar, with its training's backup still there; training it again resumes
+    from that backup and makes the save again."""
+    return (os.path.isfile(teacher_path) and not os.path.exists(sidecar.path_of(teacher_path))
+            and os.path.isdir(training_backup_path(teacher_path)))
+
+
 def claim_training_backup(teacher_path: str, recipe: TeacherRecipe, data_dir: Optional[str]) -> int:
     """Readies `training_backup_path(teacher_path)` for a training of `recipe`; returns how
     many epochs a backup left there holds.
 
-    A new directory records the recipe. A backup older than the teacher file beside it is
-    one whose teacher was saved, and it starts again. One that holds another recipe's
+    A new directory records the recipe. A backup older than the teacher file and sidecar
+    beside it is one whose teacher was saved, and it starts again; one older than a teacher
+    file without its sidecar, whose save was cut short (`save_cut_short`), resumes, so
+    that the save is made again without training again. One that holds another recipe's
     training is refused rather than resumed or overwritten: its epochs may be hours of work.
 
     Raises:
@@ -204,8 +214,8 @@ def claim_training_backup(teacher_path: str, recipe: TeacherRecipe, data_dir: Op
     recipe_path = os.path.join(backup_dir, BACKUP_RECIPE_FILE)
     recorded = files.read_json(recipe_path, None)
     checkpoint = tf.train.latest_checkpoint(os.path.join(backup_dir, BACKUP_CHECKPOINT_DIR))
-    saved_since = os.path.exists(teacher_path) and os.path.exists(recipe_path) and (
-        os.path.getmtime(teacher_path) >= os.path.getmtime(recipe_path))
+    saved_since = not save_cut_short(teacher_path) and os.path.exists(teacher_path) and os.path.exists(
+        recipe_path) and os.path.getmtime(teacher_path) >= os.path.getmtime(recipe_path)
     if recorded is None or checkpoint is None or saved_since:  # Nothing to resume: (re)start it.
         os.makedirs(backup_dir, exist_ok=True)
         for name in os.listdir(backup_dir):
