@@ -591,6 +591,27 @@ def test_a_re_export_stopped_midway_leaves_no_report_of_the_models_it_replaced(f
     assert "uint8" in (work_dir / "export_report.md").read_text() and (work_dir / "report.json").exists()
 
 
+def test_reports_whose_writing_the_disk_cut_short_are_both_removed_and_a_rerun_writes_both(tmp_path, monkeypatch):
+    from zscgan_tf import pipeline, run_report
+    (tmp_path / "report.json").write_text('{"run": 1}')
+    (tmp_path / "report.md").write_text("report of run 1")
+    monkeypatch.setattr(run_report, "format_report", lambda report: f"report of run {report['run']}")
+    write_text_atomic = pipeline.write_text_atomic
+
+    def full_disk(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(pipeline, "write_text_atomic", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        pipeline.write_reports(str(tmp_path), {"run": 2})
+    # Not report.json of run 2 beside report.md of run 1.
+    assert not (tmp_path / "report.json").exists() and not (tmp_path / "report.md").exists()
+    monkeypatch.setattr(pipeline, "write_text_atomic", write_text_atomic)
+    pipeline.write_reports(str(tmp_path), {"run": 2})
+    assert json.loads((tmp_path / "report.json").read_text()) == {"run": 2}
+    assert (tmp_path / "report.md").read_text() == "report of run 2"
+
+
 # ------------------------------------------------------------------------ numerical faults
 
 

@@ -19,6 +19,7 @@ The work directory of a run holds:
 - `report.json`, `report.md`: what the run measured (`run_report`).
 """
 
+import contextlib
 import functools
 import json
 import os
@@ -241,9 +242,22 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
                     "samples": run_report.SAMPLES_FILE, "tensorboard": LOGS_DIR, "config": config_lib.CONFIG_FILE,
                     "export_report": quantization_stages.EXPORT_REPORT_FILE},
     }
-    write_json_atomic(os.path.join(work_dir, run_report.REPORT_JSON_FILE), report)
-    write_text_atomic(os.path.join(work_dir, run_report.REPORT_MARKDOWN_FILE), run_report.format_report(report))
+    write_reports(work_dir, report)
     return report
+
+
+def write_reports(work_dir: str, report: dict) -> None:
+    """Writes `report.json` and `report.md`. Where either write fails (a full disk), neither
+    file is left, rather than one of this run beside one of an earlier state; a rerun writes both."""
+    paths = [os.path.join(work_dir, name) for name in (run_report.REPORT_JSON_FILE, run_report.REPORT_MARKDOWN_FILE)]
+    try:
+        write_json_atomic(paths[0], report)
+        write_text_atomic(paths[1], run_report.format_report(report))
+    except OSError:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        raise
 
 
 def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from: str = "") -> dict:
