@@ -150,7 +150,8 @@ def run(run_config: config_lib.RunConfig, teacher: teachers.Teacher, state: dict
     grid_seed = run_config.seed + seeds.GRID_SEED_OFFSET
     members, summaries = [], []
     for index, member_dir in enumerate(member_dirs):
-        name = os.path.basename(member_dir)
+        # A pool's models are generator_1, generator_2, ...; their directories generator, generator_2, ...
+        name = "generator" if len(member_dirs) == 1 else f"generator_{index + 1}"
         seed = run_config.seed + seeds.POOL_MEMBER_SEED_STRIDE * index
         tf_keras.utils.set_random_seed(seed)  # The initial weights depend on the seed alone.
         generator = build_generator_for(teacher, run_config.generator, name=name)
