@@ -57,7 +57,7 @@ from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export, files, memory_checks  # noqa: E402
 from zscgan_tf import errors, model_files  # noqa: E402
 from zscgan_tf import quantization_stages, quantize, quantizer_ranges, teachers, tflite_model  # noqa: E402
-from zscgan_tf import seeds, training_loop  # noqa: E402
+from zscgan_tf import pipeline, run_state, seeds, training_loop  # noqa: E402
 from zscgan_tf import generator as generator_lib  # noqa: E402
 from zscgan_tf.errors import UserError, first_line  # noqa: E402
 from zscgan_tf.preprocessing import Preprocessing  # noqa: E402
@@ -384,11 +384,10 @@ def _from_run(config: ConversionConfig, generator):
                         f"the pipeline on {run_dir!r} with --teacher=<where it is now>, which records it")
     tf_keras.utils.set_random_seed(run_config.seed)  # A Keras application without weights: the run's.
     teacher = teachers.load_teacher(run_config.teacher)
-    from zscgan_tf import pipeline, run_state  # pylint: disable=import-outside-toplevel  # As in _load_generator.
     state = run_state.read_state(run_dir)
     pipeline.check_same_teacher(run_dir, teacher, state)
     if generator is None:
-        generator_path = os.path.join(run_dir, "generator.keras")
+        generator_path = os.path.join(run_dir, run_state.GENERATOR_MODEL_FILE)
         if not os.path.exists(generator_path):
             raise UserError(f"{run_dir!r} has no trained generator yet; run its generator stage first")
         generator = _load_generator(generator_path)
