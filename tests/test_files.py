@@ -51,6 +51,28 @@ def test_a_failed_write_names_the_file_it_was_writing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("failing", ["mkstemp", "replace"])
+def test_a_failed_write_names_the_file_asked_for_not_the_temporary_one(tmp_path, monkeypatch, failing):
+    # --output=/proc/o.tflite said "No such file or directory: '/proc/.tmp-zscgan_tf-...'".
+    import errno
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.EACCES, "Permission denied", str(tmp_path / ".tmp-zscgan_tf-0-1-x"))
+
+    def refused_replace(source, destination):
+        raise OSError(errno.EACCES, "Permission denied", source, None, destination)
+
+    if failing == "mkstemp":
+        monkeypatch.setattr(files.tempfile, "mkstemp", refused)
+    else:
+        monkeypatch.setattr(files.os, "replace", refused_replace)
+    path = tmp_path / "model.tflite"
+    with pytest.raises(OSError) as raised:
+        files.write_bytes_atomic(str(path), b"data")
+    assert str(raised.value) == f"[Errno 13] Permission denied: '{path}'"
+    assert os.listdir(tmp_path) == []
+
+
 def _ended_process_id() -> int:
     import subprocess
     import sys

@@ -72,13 +72,18 @@ def write_bytes_atomic(path: str, data: bytes) -> str:
     link stays).
 
     Raises:
-      OSError: as the write failed, naming `path` as its `filename` (a full disk fails in
-        a write to the temporary file, which names none).
+      OSError: as the write failed, naming `path` as its `filename`, not the temporary file
+        written first, which the user never named (a full disk fails in a write to it, which
+        names none; a directory that takes no new file, such as /proc, fails to create it).
     """
     target = os.path.realpath(path) if os.path.islink(path) else path
     directory = os.path.dirname(os.path.abspath(target))
     os.makedirs(directory, exist_ok=True)
-    handle, temporary_path = tempfile.mkstemp(prefix=temporary_prefix(), dir=directory)
+    try:
+        handle, temporary_path = tempfile.mkstemp(prefix=temporary_prefix(), dir=directory)
+    except OSError as error:
+        error.filename = path
+        raise
     try:
         with os.fdopen(handle, "wb") as temporary_file:
             temporary_file.write(data)
@@ -92,6 +97,8 @@ def write_bytes_atomic(path: str, data: bytes) -> str:
             os.remove(temporary_path)
         if isinstance(error, OSError) and error.filename is None:
             error.filename = path
+        elif isinstance(error, OSError) and error.filename == temporary_path:  # os.replace's "<temporary> -> <path>".
+            raise OSError(error.errno, error.strerror, path) from error
         raise
     return path
 
