@@ -55,3 +55,59 @@ def test_a_run_from_python_returns_its_report_and_records_relative_paths_as_abso
     assert recorded["evaluation"]["dataset"] == "none"
     assert zscgan_tf.load_student(str(tmp_path / "run" / "student.h5")).name
     assert zscgan_tf.inspect_tflite((tmp_path / "run" / "qat_int8.tflite").read_bytes()).is_fully_integer
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"teacher": "my_classifier.keras"}, "teacher must be a TeacherSource, got str 'my_classifier.keras'"),
+    ({"generator": {"noise_dim": 8}},
+     "generator must be a GeneratorConfig, got dict {'noise_dim': 8} (a GeneratorConfig(...) of its values)"),
+    ({"generator_training": zscgan_tf.GeneratorTrainingConfig(steps="10")},
+     "generator_training.steps must be an int, got '10'"),
+    ({"generator_training": zscgan_tf.GeneratorTrainingConfig(steps=2.5)},
+     "generator_training.steps must be an int, got 2.5"),
+    ({"seed": None}, "seed must be an int, got None"),
+    ({"evaluation": zscgan_tf.EvaluationConfig(dataset=None)}, "evaluation.dataset must be a str, got None"),
+    ({"distillation": zscgan_tf.DistillationConfig(flip=1)}, "distillation.flip must be a bool, got 1"),
+])
+def test_a_config_of_other_types_than_its_fields_is_refused_naming_the_field(settings, message):
+    # A RunConfig built in Python met these as AttributeErrors and TypeErrors deep in the checks, or
+    # took 2.5 steps.
+    with pytest.raises(zscgan_tf.UserError) as raised:
+        zscgan_tf.RunConfig(**settings)
+    assert str(raised.value) == message
+
+
+def test_run_takes_a_run_config_only():
+    with pytest.raises(TypeError, match=r"^run takes a RunConfig \(RunConfig.from_dict makes one of a dict\), got "
+                                        r"dict$"):
+        zscgan_tf.run({"work_dir": "runs/x"})
+
+
+def test_paths_one_module_name_and_lists_are_taken_as_a_program_gives_them():
+    import pathlib
+
+    run_config = zscgan_tf.RunConfig(
+        work_dir=pathlib.Path("runs/mine"),
+        teacher=zscgan_tf.TeacherSource(pathlib.Path("my.keras"), custom_objects="my_layers",
+                                        preprocessing="custom", preprocessing_mean=[127.5], preprocessing_std=[64]),
+        evaluation=zscgan_tf.EvaluationConfig(dataset=pathlib.Path("data"), data_dir=pathlib.Path("d")))
+    assert (run_config.work_dir, run_config.teacher.model, run_config.evaluation.dataset) == ("runs/mine", "my.keras",
+                                                                                              "data")
+    assert run_config.teacher.custom_objects == ("my_layers",)  # Not ("m", "y", "_", ...).
+    assert run_config.teacher.preprocessing_mean == (127.5,) and hash(run_config)
+    assert json.dumps(run_config.to_dict())  # As config.json records it.
+
+
+def test_a_file_that_is_not_what_a_loader_reads_is_one_line(tmp_path, tiny_teacher_file):
+    with pytest.raises(zscgan_tf.UserError, match="is not a generator saved by this package: it takes "
+                                                  r"\(8, 8, 1\), not noise and a class label"):
+        zscgan_tf.load_generator(tiny_teacher_file)
+    with pytest.raises(zscgan_tf.UserError, match="does not exist"):
+        zscgan_tf.load_generator(tmp_path / "generator.keras")
+    from conftest import build_tiny_classifier
+
+    whole = zscgan_tf.convert_to_tflite(build_tiny_classifier(), mode="float")
+    for cut in (200, len(whole) // 2):
+        with pytest.raises(zscgan_tf.UserError, match=rf"^a damaged or truncated TFLite flatbuffer \({cut:,} bytes\)"):
+            zscgan_tf.inspect_tflite(whole[:cut])  # It was struct.error, deep in the flatbuffer reader.
+    assert zscgan_tf.inspect_tflite(whole).operators

@@ -221,21 +221,6 @@ def config_from_flags() -> ConversionConfig:
         ignored_teacher_flags_note=ignored_note, teacher_flags_error=teacher_flags_error)
 
 
-def _load_generator(path):
-    if not os.path.exists(path):
-        raise UserError(f"generator {path!r} does not exist")
-    try:
-        generator = generator_lib.load_generator(path)
-    except (OSError, ValueError, TypeError) as error:
-        raise UserError(f"cannot load generator {path!r}: {first_line(error)}") from error
-    # A generator takes noise and a label; a classifier passed by mistake takes images.
-    if [tuple(tensor.shape[1:]) for tensor in generator.inputs][1:] != [()]:
-        shapes = ", ".join(str(tuple(tensor.shape[1:])) for tensor in generator.inputs)
-        raise UserError(f"{path!r} is not a generator saved by this package: it takes {shapes}, not noise and a "
-                        "class label (a classifier?); pass a run's generator.keras")
-    return generator
-
-
 def _calibration(config: ConversionConfig, generator, teacher, count, seed, preprocessing_known=True):
     """Calibration inputs from `config.data_source`, or None when there are none or none are needed.
     `preprocessing_known`: whether `teacher.preprocessing` is known (a student file's is only
@@ -298,7 +283,7 @@ def _model_to_convert(config: ConversionConfig):
         student_takes = " (a --student takes --teacher_preprocessing and --teacher_custom_objects)"
         raise UserError(f"{', '.join(unused)} describe{'s' if len(unused) == 1 else ''} a --teacher"
                         f"{student_takes if config.student else ''}, not a --{sources[0]}")
-    generator = _load_generator(config.generator) if config.generator else None
+    generator = generator_lib.load_generator(config.generator) if config.generator else None
     if config.run_dir:
         return _from_run(config, generator)
     if config.student:
@@ -390,7 +375,7 @@ def _from_run(config: ConversionConfig, generator):
         generator_path = os.path.join(run_dir, run_state.GENERATOR_MODEL_FILE)
         if not os.path.exists(generator_path):
             raise UserError(f"{run_dir!r} has no trained generator yet; run its generator stage first")
-        generator = _load_generator(generator_path)
+        generator = generator_lib.load_generator(generator_path)
     # The run's calibration samples unless the flags say otherwise: layers TF-MOT left float
     # (an ELU) are calibrated by them, so the student converts as the run converted it.
     count = config.calibration_samples if "calibration_samples" in config.given else (

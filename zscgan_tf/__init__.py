@@ -39,6 +39,7 @@ PUBLIC_NAMES = {
     "quantization_stages": ("load_student",),
     "teachers": ("TeacherSource", "Teacher", "load_teacher"),
     "tflite_model": ("inspect_tflite",),
+    "training_loop": ("NonFiniteLossError", "TrainingInterrupted"),
 }
 _MODULE_OF = {name: module for module, names in PUBLIC_NAMES.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -8,12 +8,13 @@ the same run rather than mixing two.
 import dataclasses
 import json
 import os
+import typing
 from typing import Any, Dict, List, Optional, Set
 
 from zscgan_tf.bn_stats import BN_LAYER_WEIGHTINGS
 from zscgan_tf.data import portable_source
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import portable_path
+from zscgan_tf.files import paths_as_strings, portable_path
 from zscgan_tf.generator import MIN_BASE_CHANNELS, VARIANTS
 from zscgan_tf.losses import BN_DISTANCES
 from zscgan_tf.progress import listed
@@ -30,6 +31,8 @@ NO_EVALUATION = "none"
 MAX_SEED = 2 ** 31 - 1
 # How many changed settings a refusal names before "..., N more".
 CHANGED_SETTINGS_SHOWN = 5
+# The longest value a type refusal quotes.
+MAX_QUOTED_VALUE = 80
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +208,9 @@ class EvaluationConfig:
     latency_runs: int = 200
     resize: bool = False
 
+    def __post_init__(self):
+        paths_as_strings(self, ("dataset", "data_dir", "manual_dir"))  # A pathlib.Path, as a program may give.
+
 
 # Settings that may change between runs in one work directory: more steps continue
 # training, another pool size trains the generators the pool lacks and keeps the finished
@@ -236,6 +242,8 @@ class RunConfig:
     evaluation: EvaluationConfig = EvaluationConfig()
 
     def __post_init__(self):
+        paths_as_strings(self, ("work_dir",))  # A pathlib.Path, as a program may give.
+        check_types(self)
         validate(self)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -268,6 +276,8 @@ class RunConfig:
 _SECTION_TYPES = {"teacher": TeacherSource, "generator": GeneratorConfig, "loss": LossConfig,
                   "generator_training": GeneratorTrainingConfig, "quantization": QuantizationConfig,
                   "distillation": DistillationConfig, "evaluation": EvaluationConfig}
+# Each field's type, by class (`check_types`).
+_FIELD_TYPES = {cls: typing.get_type_hints(cls) for cls in (RunConfig, *_SECTION_TYPES.values())}
 
 
 # Settings whose default changed when they were added: a config saved before then ran with
@@ -355,6 +365,53 @@ def validate_distillation(distillation: DistillationConfig, flag_names: Optional
              f"--{flag['label_loss_weight']} must be non-negative, got {distillation.label_loss_weight}")
     _require(distillation.feature_loss_weight >= 0,
              f"--{flag['feature_loss_weight']} must be non-negative, got {distillation.feature_loss_weight}")
+
+
+def check_types(config: RunConfig) -> None:
+    """Refuses a section or a value of another type than its field's, naming the field: a
+    `RunConfig` built in Python may hold a dict for a section or "10" for a step count, which
+    the range checks would meet as an AttributeError or TypeError.
+
+    Raises:
+      UserError: "generator_training.steps must be an int, got '10'".
+    """
+    for field in dataclasses.fields(config):
+        section = getattr(config, field.name)
+        expected = _FIELD_TYPES[RunConfig][field.name]
+        if not dataclasses.is_dataclass(expected):
+            _check_type(section, expected, field.name)
+            continue
+        if not isinstance(section, expected):
+            raise UserError(f"{field.name} must be a {expected.__name__}, got {type(section).__name__} "
+                            f"{_quoted(section)}" + (f" (a {expected.__name__}(...) of its values)"
+                                                     if isinstance(section, dict) else ""))
+        for inner in dataclasses.fields(section):
+            _check_type(getattr(section, inner.name), _FIELD_TYPES[expected][inner.name],
+                        f"{field.name}.{inner.name}")
+
+
+def _check_type(value, expected, where: str) -> None:
+    element = typing.get_args(expected)[0] if typing.get_origin(expected) is tuple else None
+    if element is not None:
+        fits = isinstance(value, tuple) and all(_is_a(item, element) for item in value)
+        kind = f"a tuple of {element.__name__}s"
+    else:
+        fits = _is_a(value, expected)
+        kind = f"{'an' if expected.__name__[0] in 'aeiou' else 'a'} {expected.__name__}"
+    if not fits:
+        raise UserError(f"{where} must be {kind}, got {_quoted(value)}")
+
+
+def _is_a(value, expected) -> bool:
+    """`isinstance`, but a bool is no number, and an int is a float."""
+    if expected in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if expected is float else expected)
+
+
+def _quoted(value) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_QUOTED_VALUE else text[:MAX_QUOTED_VALUE] + "..."
 
 
 def validate(config: RunConfig):

@@ -12,7 +12,9 @@ picks the classes the Keras model it came from picks.
 
 Example:
 
-    samples = generator_samples(num_samples=256)  # teacher-space, (N, H, W, C)
+    generator = zscgan_tf.load_generator("work_dir/generator.keras")  # Samples in the teacher's input space.
+    noise = tf.random.normal([256, generator.inputs[0].shape[1]])
+    samples = generator([noise, tf.range(256) % num_classes], training=False).numpy()
     model_bytes = convert_to_tflite(
         student, representative_dataset_from_array(samples),
         output_path="work_dir/student_int8.tflite")

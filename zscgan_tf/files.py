@@ -183,6 +183,15 @@ def unusable_directory_reason(path: str) -> Optional[str]:
     return None
 
 
+def paths_as_strings(instance, names) -> None:
+    """Turns the `os.PathLike` values (a `pathlib.Path`) of frozen dataclass `instance`'s fields
+    `names` into strings, as configs keep, compare and record paths."""
+    for name in names:
+        value = getattr(instance, name)
+        if isinstance(value, os.PathLike):
+            object.__setattr__(instance, name, os.fspath(value))
+
+
 def portable_path(path: str) -> str:
     """`path` made absolute when it names an existing file or directory, as a run records it, so
     that a run resumed from another directory finds it; anything else (a name, "") as given."""

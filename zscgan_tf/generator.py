@@ -24,13 +24,14 @@ centre-cropped.
 
 import dataclasses
 import math
+import os
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf.errors import UserError
+from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.preprocessing import MODES as PREPROCESSING_MODES
 from zscgan_tf.preprocessing import HALF_PIXEL_RANGE, PIXEL_MAX, Preprocessing
 
@@ -313,12 +314,34 @@ def build_generator(spec: GeneratorSpec, preprocessing: Preprocessing, name: str
     return tf_keras.Model([noise, label], image, name=name)
 
 
-def load_generator(path: str) -> tf_keras.Model:
-    """Loads a generator saved by this package."""
-    return tf_keras.models.load_model(path, compile=False, custom_objects={
-        "ConditionalBatchNormalization": ConditionalBatchNormalization,
-        "InputSpaceMapping": InputSpaceMapping, "GaussianBlur": GaussianBlur,
-        "RoundRobinSplit": RoundRobinSplit, "RoundRobinMerge": RoundRobinMerge})
+def load_generator(path) -> tf_keras.Model:
+    """Loads a generator saved by this package (a run's `generator.keras`).
+
+    It takes `[noise (N, noise_dim) float32, label (N,) int32]` and returns N images in the
+    teacher's input space, as `build_generator`'s do:
+
+        noise = tf.random.normal([16, generator.inputs[0].shape[1]])
+        images = generator([noise, tf.range(16) % num_classes], training=False)
+
+    Raises:
+      UserError: for a missing or unreadable file, or a model that is not a generator (a
+        classifier takes images, not noise and a label).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise UserError(f"generator {path!r} does not exist")
+    try:
+        generator = tf_keras.models.load_model(path, compile=False, custom_objects={
+            "ConditionalBatchNormalization": ConditionalBatchNormalization,
+            "InputSpaceMapping": InputSpaceMapping, "GaussianBlur": GaussianBlur,
+            "RoundRobinSplit": RoundRobinSplit, "RoundRobinMerge": RoundRobinMerge})
+    except (OSError, ValueError, TypeError) as error:
+        raise UserError(f"cannot load generator {path!r}: {first_line(error)}") from error
+    if [tuple(tensor.shape[1:]) for tensor in generator.inputs][1:] != [()]:
+        shapes = ", ".join(str(tuple(tensor.shape[1:])) for tensor in generator.inputs)
+        raise UserError(f"{path!r} is not a generator saved by this package: it takes {shapes}, not noise and a "
+                        "class label (a classifier?); pass a run's generator.keras")
+    return generator
 
 
 def input_space(generator: tf_keras.Model) -> Optional[Tuple[np.ndarray, np.ndarray]]:

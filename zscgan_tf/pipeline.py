@@ -261,14 +261,28 @@ def write_reports(work_dir: str, report: dict) -> None:
 
 
 def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from: str = "") -> dict:
-    """Runs every stage of `run_config`; returns the report dict.
+    """Runs every stage of `run_config`, resuming or skipping what its work directory holds
+    (`zscgan_tf.run` from Python).
 
     Args:
       run_config: the run.
-      progress: show progress lines.
+      progress: show progress bars; the lines saying what each stage does are printed either way.
       generator_from: another run's work directory whose finished generator this run
         starts from, instead of training one (`generator_reuse.take_generator`); "" trains its own.
+
+    Returns:
+      The report, as `report.json` holds it.
+
+    Raises:
+      TypeError: if `run_config` is not a `RunConfig` (`RunConfig.from_dict` makes one of a dict).
+      UserError: for bad input, as the command prints it in one line.
+      training_loop.TrainingInterrupted: on Ctrl-C (a notebook's interrupt), SIGTERM or SIGHUP,
+        once a checkpoint is saved: the same call resumes from it.
+      training_loop.NonFiniteLossError: when a loss term becomes NaN or infinite.
     """
+    if not isinstance(run_config, config_lib.RunConfig):
+        raise TypeError(f"run takes a RunConfig (RunConfig.from_dict makes one of a dict), got "
+                        f"{type(run_config).__name__}")
     run_config = run_config.portable()  # As `train` makes it: a RunConfig from Python may name relative paths.
     check_work_dir(run_config)
     check_not_in_use(run_config.work_dir)  # Refused now, not once the teacher and data have loaded.

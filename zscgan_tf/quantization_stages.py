@@ -243,14 +243,20 @@ def scheme_of(run_config: RunConfig) -> quantize.QuantizationScheme:
         per_channel=settings.per_channel, low_bit_ranges=settings.low_bit_ranges)
 
 
-def load_student(path: str, input_range=None) -> tf_keras.Model:
-    """Loads a TF-MOT student saved by `distillation_stage`.
+def load_student(path, input_range=None) -> tf_keras.Model:
+    """Loads a TF-MOT student saved by `distillation_stage` (a run's `student.h5`).
 
     With `input_range` (`Teacher.input_range()`), the model input's range is widened to
     it: a student saved before that range covered every pixel level exports with it.
+
+    It loads any tf_keras model file; `export.is_quantization_aware` tells a student from a
+    float model.
+
+    Raises:
+      OSError, ValueError: as `tf_keras.models.load_model` raises them, for a file it cannot read.
     """
     with tfmot.quantization.keras.quantize_scope():
-        student = tf_keras.models.load_model(path, compile=False)
+        student = tf_keras.models.load_model(os.fspath(path), compile=False)
     if input_range is not None:
         quantizer_ranges.cover_model_input_range(student, *input_range)
     return student

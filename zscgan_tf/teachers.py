@@ -28,7 +28,7 @@ from tf_keras.src.saving import serialization_lib
 from zscgan_tf import bn_stats, custom_objects, data, flattening, keras3_conversion, logits, model_files
 from zscgan_tf import sidecar as sidecar_lib
 from zscgan_tf.errors import UserError, first_line
-from zscgan_tf.files import portable_path
+from zscgan_tf.files import paths_as_strings, portable_path
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.progress import count_of, listed
 
@@ -114,6 +114,15 @@ class TeacherSource:
     trust_model_code: bool = False
     cache_dir: str = ""
     custom_objects: Tuple[str, ...] = ()
+
+    def __post_init__(self):
+        # As a program may give them: a pathlib.Path, one module name, a list of values.
+        paths_as_strings(self, ("model", "weights", "cache_dir"))
+        if isinstance(self.custom_objects, (str, os.PathLike)):
+            object.__setattr__(self, "custom_objects", (os.fspath(self.custom_objects),))
+        for name in ("preprocessing_mean", "preprocessing_std", "custom_objects"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def portable(self) -> "TeacherSource":
         """This source with the paths of its files that exist (and the cache directory) made

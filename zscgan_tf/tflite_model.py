@@ -14,11 +14,12 @@ Example:
 
 import collections
 import dataclasses
+import struct
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from zscgan_tf.errors import UserError
+from zscgan_tf.errors import UserError, first_line
 
 try:  # The LiteRT wheel ships the flatbuffer schema; TensorFlow's copy is the fallback.
     from ai_edge_litert import schema_py_generated as tflite_schema
@@ -367,7 +368,7 @@ def inspect_tflite(model_bytes: bytes) -> TfliteModelReport:
       The report of the main (first) subgraph.
 
     Raises:
-      UserError: if the bytes are not a TFLite flatbuffer.
+      UserError: if the bytes are not a TFLite flatbuffer, or a damaged or truncated one.
     """
     if not isinstance(model_bytes, (bytes, bytearray, memoryview)):
         raise UserError(f"model_bytes must be bytes, got {type(model_bytes).__name__}")
@@ -375,6 +376,15 @@ def inspect_tflite(model_bytes: bytes) -> TfliteModelReport:
     if not tflite_schema.Model.ModelBufferHasIdentifier(model_bytes, 0):
         raise UserError(
             f"not a TFLite flatbuffer (identifier {model_bytes[4:8]!r}, expected b'TFL3')")
+    try:
+        return _report_of(model_bytes)
+    except (struct.error, IndexError) as error:  # Offsets that point past the end.
+        raise UserError(f"a damaged or truncated TFLite flatbuffer ({len(model_bytes):,} bytes): "
+                        f"{first_line(error)}") from error
+
+
+def _report_of(model_bytes: bytes) -> TfliteModelReport:
+    """`inspect_tflite`'s report of bytes that begin as a TFLite flatbuffer does."""
     model = tflite_schema.Model.GetRootAs(model_bytes, 0)
     if model.SubgraphsLength() == 0:
         raise UserError("the TFLite model has no subgraph")
