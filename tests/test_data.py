@@ -291,7 +291,8 @@ def test_image_folder_photographs_of_different_sizes_are_cropped_and_resized_as_
     assert dataset.images.shape == (3, 5, 7, 3)
     np.testing.assert_array_equal(dataset.images, 255)
     np.testing.assert_array_equal(dataset.labels, [0, 1, 2])
-    assert "loading images 3/3" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "reading image headers 3/3" in shown and "loading images 3/3" in shown
     # The same crop and resize as TFDS photographs get, computed on one picture.
     picture = np.random.default_rng(1).integers(0, 256, (20, 30, 1), dtype=np.uint8)
     _save_png(tmp_path / "gray" / "photo.png", picture[..., 0])
@@ -488,6 +489,24 @@ def test_image_folder_subset_decodes_only_the_images_it_keeps(tmp_path, random_p
     np.testing.assert_array_equal(subset.images, expected.images)
     np.testing.assert_array_equal(subset.labels, expected.labels)
     np.testing.assert_array_equal(np.bincount(subset.labels), [2, 2, 2])
+
+
+def test_image_folder_class_names_are_checked_before_any_image_is_read(tmp_path, random_pixels):
+    for class_name in ("b", "a"):
+        _save_png(tmp_path / class_name / "0.png", random_pixels(4, 4))
+    (tmp_path / "a" / "1.png").write_bytes(b"not a png")  # Reading it would be "cannot read image".
+    seen = []
+
+    def refuse(class_names):
+        seen.append(class_names)
+        raise UserError("refused by its class names")
+
+    with pytest.raises(UserError, match="refused by its class names"):
+        data.load_dataset(str(tmp_path), "test", check_class_names=refuse)
+    assert seen == [("a", "b")]
+    (tmp_path / "a" / "1.png").unlink()
+    accepted = data.load_dataset(str(tmp_path), "test", check_class_names=seen.append)
+    assert seen[-1] == ("a", "b") and accepted.class_names == ("a", "b")
 
 
 def test_a_class_balanced_subset_of_at_least_every_sample_is_every_sample_once():

@@ -1496,8 +1496,13 @@ def test_a_folder_of_some_of_the_teachers_classes_is_matched_to_them_by_name(tmp
     assert "photos holds 2 of the teacher's 4 classes, matched to them by name" in capsys.readouterr().out
     os.makedirs(tmp_path / "photos" / "zebra")
     Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "photos" / "zebra" / "0.png")
+    # Refused from the folder names, before any image is read (this one would be "cannot read image").
+    (tmp_path / "photos" / "zebra" / "1.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match="has 3 classes but the teacher predicts 4"):
         evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+    # Three unnamed classes against four outputs: refused the same way, names or not.
+    with pytest.raises(UserError, match="has 3 classes but the teacher predicts 4"):
+        evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), tiny_teacher())
 
 
 def test_idx_files_whose_labels_stop_short_of_the_last_class_are_the_teachers_outputs(tmp_path, capsys):

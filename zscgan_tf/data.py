@@ -21,7 +21,7 @@ Example:
 import gzip
 import os
 import zlib
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -217,7 +217,8 @@ def check_held_out_split(source: str, training_split: str = "train", held_out_sp
 
 def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
                  image_size: Optional[Tuple[int, int]] = None, progress: bool = False,
-                 max_samples: int = 0, seed: int = 0) -> LabeledImages:
+                 max_samples: int = 0, seed: int = 0,
+                 check_class_names: Optional[Callable[[Tuple[str, ...]], None]] = None) -> LabeledImages:
     """Loads a dataset named by a source string.
 
     Args:
@@ -233,6 +234,8 @@ def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual
       progress: show a progress line while a folder of images loads.
       max_samples, seed: for a folder of images, read only a class-balanced subset
         (`load_image_folder`); other sources load whole (take `class_balanced` after).
+      check_class_names: for a folder of images, called with its class names before any
+        image is read, to refuse them early (`load_image_folder`); other sources ignore it.
 
     Raises:
       UserError: for an unknown source or any loading problem (`MixedImageSizesError`
@@ -253,7 +256,8 @@ def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual
         if is_idx_directory(source):
             return load_idx_directory(source, split)
         return load_image_folder(image_split_folder(source, split), image_size=image_size, progress=progress,
-                                 name=os.path.basename(os.path.normpath(source)), max_samples=max_samples, seed=seed)
+                                 name=os.path.basename(os.path.normpath(source)), max_samples=max_samples, seed=seed,
+                                 check_class_names=check_class_names)
     if os.path.isfile(source):
         raise UserError(f"dataset {source!r} is a file; expected a directory of IDX files or of class sub-folders of "
                         "images")

@@ -17,7 +17,7 @@ import collections
 import dataclasses
 import os
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -55,9 +55,7 @@ def _matched_to_teacher_classes(dataset: LabeledImages, teacher: Teacher, source
     another order or fewer (a folder holding only some classes); else `dataset` as it is,
     its labels taken as the teacher's output indices."""
     teacher_names = teacher.class_names()
-    if (not teacher_names or not dataset.class_names or dataset.class_names == teacher_names
-            or not set(dataset.class_names) <= set(teacher_names)
-            or len(set(teacher_names)) < len(teacher_names)):  # ImageNet's has two "crane"s: no name is a class.
+    if dataset.class_names == teacher_names or not _matchable_by_name(dataset.class_names, teacher_names):
         return dataset
     index_of = {name: index for index, name in enumerate(teacher_names)}
     teacher_labels = np.asarray([index_of[name] for name in dataset.class_names], np.int64)
@@ -67,11 +65,33 @@ def _matched_to_teacher_classes(dataset: LabeledImages, teacher: Teacher, source
                          name=dataset.name, class_names=teacher_names)
 
 
+def _matchable_by_name(class_names: Optional[Tuple[str, ...]], teacher_names: Optional[Tuple[str, ...]]) -> bool:
+    """Whether data of `class_names` can be relabelled as the teacher's classes by name."""
+    return bool(teacher_names and class_names and set(class_names) <= set(teacher_names)
+                # ImageNet's has two "crane"s: no name is a class.
+                and len(set(teacher_names)) == len(teacher_names))
+
+
+def _class_count_refusal(source: str, num_classes: int, teacher: Teacher) -> UserError:
+    return UserError(f"evaluation dataset {source!r} has {num_classes} classes but the teacher predicts "
+                     f"{teacher.num_classes}")
+
+
+def _class_names_check(teacher: Teacher, source: str):
+    """For a folder of images: refuses class folders the teacher's outputs cannot be read
+    as (another number, not matched by name) before any image is decoded."""
+    def check(class_names: Tuple[str, ...]) -> None:
+        if len(class_names) != teacher.num_classes and not _matchable_by_name(class_names, teacher.class_names()):
+            raise _class_count_refusal(source, len(class_names), teacher)
+    return check
+
+
 def _load_evaluation_data(run_config: RunConfig, teacher: Teacher, source: str, data_dir: str,
                           progress: bool) -> LabeledImages:
     settings = run_config.evaluation
     # A folder of photographs decodes only the subset it keeps; other sources are subset after.
-    subset = {"max_samples": settings.max_samples, "seed": run_config.seed}
+    subset = {"max_samples": settings.max_samples, "seed": run_config.seed,
+              "check_class_names": _class_names_check(teacher, source)}
     try:
         return data.load_dataset(source, settings.split, data_dir=data_dir or None,
                                  manual_dir=settings.manual_dir or None, progress=progress, **subset)
@@ -150,8 +170,7 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
             f"{teacher.num_classes - 1}")
         dataset = dataclasses.replace(dataset, num_classes=teacher.num_classes, classes_from_labels=False)
     if dataset.num_classes != teacher.num_classes:
-        raise UserError(f"evaluation dataset {source!r} has {dataset.num_classes} classes but the teacher "
-                        f"predicts {teacher.num_classes}")
+        raise _class_count_refusal(source, dataset.num_classes, teacher)
     if tuple(dataset.image_shape) != tuple(teacher.image_shape):
         if not (settings.resize or _trained_on_resized(source, teacher)):
             raise UserError(f"evaluation dataset {source!r} has images of shape {tuple(dataset.image_shape)} but "

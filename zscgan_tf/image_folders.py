@@ -6,7 +6,7 @@ directory may hold split folders (`train/`, `val/`) of class folders (`image_spl
 """
 
 import os
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -44,7 +44,8 @@ def _image_file_names(folder: str) -> list:
 
 
 def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, progress: bool = False,
-                      name: Optional[str] = None, max_samples: int = 0, seed: int = 0) -> LabeledImages:
+                      name: Optional[str] = None, max_samples: int = 0, seed: int = 0,
+                      check_class_names: Optional[Callable[[Tuple[str, ...]], None]] = None) -> LabeledImages:
     """Loads `path/<class name>/<image>`; class indices follow the sorted folder names.
 
     If every image is grayscale the result has 1 channel, otherwise 3 (RGB; alpha is
@@ -57,11 +58,15 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
         `labeled_images.CENTRAL_CROP_FRACTION` of and resized to as it loads, as for `iterate_tfds`
         (photographs of different sizes); None keeps the images' size, which must then be
         the same for all.
-      progress: show a progress line (loading 50,000 photographs takes minutes).
+      progress: show progress lines while the images' headers are read and while they
+        are decoded (50,000 photographs take minutes).
       name: the dataset name for reports; defaults to the folder's name.
       max_samples: if positive and fewer than the images, only a class-balanced subset of
         that many is read (`class_balanced_indices` with `seed`), the others not decoded.
       seed: the subset's seed.
+      check_class_names: called with the class folders' names, sorted, before any image
+        is read; it raises to refuse them (classes the model cannot be measured on)
+        without the minutes of decoding.
 
     Raises:
       UserError: if there are no class folders, a class folder has no images, or an image
@@ -79,6 +84,8 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
         hint = ("; it holds images itself: pass the folder above it, whose sub-folders are the classes"
                 if _image_file_names(path) else "")
         raise UserError(f"{path} has no class sub-folders; expected {path}/<class name>/<images>{hint}")
+    if check_class_names is not None:
+        check_class_names(tuple(class_names))
     files, labels = [], []
     for label, class_name in enumerate(class_names):
         class_dir = os.path.join(path, class_name)
@@ -100,10 +107,15 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
 
     # First pass, headers only: the channel count and whether sizes agree decide the result's shape.
     sizes, grayscale = [], True
-    for file in files:
+    header_bar = ProgressBar(len(files), "reading image headers") if progress else None
+    for index, file in enumerate(files):
         with open_image(file) as picture:
             sizes.append(picture.size)
             grayscale = grayscale and picture.mode in GRAYSCALE_PIL_MODES
+        if header_bar:
+            header_bar.update(index + 1, {})
+    if header_bar:
+        header_bar.close()
     if image_size is None:
         for file, size in zip(files, sizes):
             if size != sizes[0]:
