@@ -361,6 +361,8 @@ def test_average_pooling_student_exports_after_qat_has_moved_its_ranges(tmp_path
     student.fit(images * 3.0, targets, epochs=3, batch_size=16, verbose=0)
     student.save(str(tmp_path / "student.h5"))
     loaded = quantization_stages.load_student(str(tmp_path / "student.h5"))
+    with pytest.raises(ValueError, match=r"must be \(low, high\)"):
+        quantization_stages.load_student(str(tmp_path / "student.h5"), input_range=(-1.0, 0.0, 1.0))
     model_bytes = export.convert_to_tflite(loaded, export.representative_dataset_from_array(images[:8]))
     report = tflite_model.inspect_tflite(model_bytes)
     assert report.is_fully_integer and report.operator_counts()["AVERAGE_POOL_2D"] == 1
@@ -436,6 +438,8 @@ def test_representative_dataset_reaches_the_input_range_in_its_first_sample():
         export.representative_dataset_from_array(images, (np.zeros(2), np.ones(2)))
     with pytest.raises(ValueError, match="low <= high"):
         export.representative_dataset_from_array(images, (1.0, -1.0))
+    with pytest.raises(ValueError, match=r"must be \(low, high\), got \(-1.0,\)"):
+        export.representative_dataset_from_array(images, (-1.0,))
 
 
 def test_an_int8_input_keeps_every_pixel_level_when_calibration_stops_short_of_the_ends(teacher):

@@ -124,6 +124,8 @@ def representative_dataset_from_array(images: np.ndarray, input_range=None) -> R
             f"images must have shape (N>0, ...), got shape {images.shape}")
     if not np.all(np.isfinite(images)):
         raise ValueError("images contain NaN or infinite values")
+    if input_range is not None and len(input_range) != 2:
+        raise ValueError(f"the input range must be (low, high), got {input_range!r}")
     first = images[:1] if input_range is None else _first_sample_reaching(images, *input_range)
 
     def representative_dataset():
@@ -307,7 +309,8 @@ def convert_to_tflite(
       per_channel: per-channel weight scales. Applies to weights the converter
         quantizes (post-training); a QAT model's weight quantization was fixed by
         its `QuantizationScheme.per_channel`.
-      output_path: if given, the bytes are also written there atomically.
+      output_path: if given, the bytes are also written there atomically (its folder
+        is made if missing).
       allow_float_ops: in `int8` mode, accept a result whose ops are not all integer
         (the converter leaves ELU, SIN, ... float between a DEQUANTIZE and a QUANTIZE),
         as long as its input and output are `io_dtype`. A CPU or GPU delegate runs such

@@ -254,10 +254,13 @@ def load_student(path, input_range=None) -> tf_keras.Model:
 
     Raises:
       OSError, ValueError: as `tf_keras.models.load_model` raises them, for a file it cannot read.
+      ValueError: for an `input_range` that is not (low, high).
     """
     with tfmot.quantization.keras.quantize_scope():
         student = tf_keras.models.load_model(os.fspath(path), compile=False)
     if input_range is not None:
+        if len(input_range) != 2:
+            raise ValueError(f"the input range must be (low, high), got {input_range!r}")
         quantizer_ranges.cover_model_input_range(student, *input_range)
     return student
 
