@@ -139,6 +139,32 @@ def test_a_folder_without_split_folders_is_refused_as_training_and_held_out_data
     assert len(data.load_dataset(str(tmp_path / "flat"), "val")) == 2
 
 
+def test_split_folders_of_other_class_folders_are_refused_before_any_image_is_read(tmp_path, random_pixels):
+    from zscgan_tf import teacher_recipes
+
+    for split, labels in (("train", ("cat", "dog", "fish")), ("test", ("cat", "dog", "owl"))):
+        for label in labels:
+            _save_png(tmp_path / split / label / "a.png", random_pixels(4, 4))
+    (tmp_path / "train" / "cat" / "b.png").write_bytes(b"not a png")  # Reading it would be "cannot read image".
+    message = ("the class folders of the two splits must be the same, as class indices follow their names: "
+               f"{tmp_path / 'test'} has no class folder fish; {tmp_path / 'train'} has no class folder owl")
+    with pytest.raises(UserError) as refusal:
+        data.check_held_out_split(str(tmp_path))
+    assert str(refusal.value) == message
+    # Before, the same number of classes trained a teacher whose test images of owls were scored as fish.
+    recipe = teacher_recipes.TeacherRecipe(architecture="resnet8", dataset=str(tmp_path), epochs=1)
+    with pytest.raises(UserError, match="the class folders of the two splits must be the same"):
+        teacher_recipes.train_from_recipe(recipe, str(tmp_path / "teacher.keras"), progress=False)
+    for label in ("fish", "owl"):
+        for split in ("train", "test"):
+            _save_png(tmp_path / split / label / "a.png", random_pixels(4, 4))
+    (tmp_path / "test" / "hamster").mkdir()  # Empty folders count: `load_image_folder` refuses them.
+    with pytest.raises(UserError, match=f"{tmp_path / 'train'} has no class folder hamster$"):
+        data.check_held_out_split(str(tmp_path))
+    (tmp_path / "test" / "hamster").rmdir()
+    data.check_held_out_split(str(tmp_path))
+
+
 def test_image_folder_labels_follow_sorted_folder_names(tmp_path, random_pixels):
     zebra, ant_1, ant_2 = random_pixels(4, 6), random_pixels(4, 6), random_pixels(4, 6)
     _save_png(tmp_path / "zebra" / "a.png", zebra)

@@ -26,8 +26,9 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 
 from zscgan_tf.errors import UserError
-from zscgan_tf.image_folders import image_split_folder, load_image_folder
+from zscgan_tf.image_folders import class_folder_names, image_split_folder, load_image_folder
 from zscgan_tf.labeled_images import PIXEL_MAX, LabeledImages
+from zscgan_tf.progress import listed
 from zscgan_tf.tfds_data import load_tfds
 
 SPLITS = ("train", "test")
@@ -55,6 +56,8 @@ IDX_DATA_TYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
+# Class folders a split lacks named in a refusal before "..., N more".
+CLASS_FOLDERS_SHOWN = 5
 IDX_SPLIT_PREFIXES = {"train": ("train",), "test": ("t10k", "test")}
 IDX_NAME_SEPARATORS = ("-", ".")
 
@@ -203,16 +206,29 @@ def check_held_out_split(source: str, training_split: str = "train", held_out_sp
     """Refuses a folder of class folders that has no split folders, whose images would then be
     both the training data and the data held out to measure on (`load_dataset` reads the
     folder itself for any split): a training run's test accuracy would be its training one.
+    Refuses split folders whose class folders differ too, before any image is read: class
+    indices follow the sorted folder names, so the held-out images would be labelled as
+    other classes, or refused only once both splits had been decoded.
 
     Raises:
-      UserError: naming the split folders wanted.
+      UserError: naming the split folders wanted, or the class folders one split lacks.
     """
     if not (os.path.isdir(source) and not is_idx_directory(source)):
         return
-    if image_split_folder(source, training_split) == image_split_folder(source, held_out_split):
+    training_folder = image_split_folder(source, training_split)
+    held_out_folder = image_split_folder(source, held_out_split)
+    if training_folder == held_out_folder:
         raise UserError(f"{source} has no {training_split}/ and {held_out_split}/ sub-folders, so its class folders "
                         f"would be both the {training_split}ing data and the held-out {held_out_split} data; put them "
                         f"under {source}/{training_split}/ and {source}/{held_out_split}/")
+    training_classes, held_out_classes = class_folder_names(training_folder), class_folder_names(held_out_folder)
+    if training_classes and held_out_classes and training_classes != held_out_classes:
+        lacking = [(folder, sorted(set(other) - set(names))) for folder, names, other in (
+            (held_out_folder, held_out_classes, training_classes),
+            (training_folder, training_classes, held_out_classes))]
+        raise UserError("the class folders of the two splits must be the same, as class indices follow their names: "
+                        + "; ".join(f"{folder} has no {'class folder' if len(missing) == 1 else 'class folders'} "
+                                    f"{listed(missing, CLASS_FOLDERS_SHOWN)}" for folder, missing in lacking if missing))
 
 
 def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,

@@ -32,7 +32,7 @@ TENSORFLOW_JPEG_CHANNELS = {"L": 1, "RGB": 3}
 NOT_CLASS_FOLDERS = ("__MACOSX",)
 
 
-def _class_folder_names(path: str) -> list:
+def class_folder_names(path: str) -> list:
     """Sub-folders but hidden ones and the `__MACOSX` folder macOS puts in the zip files it makes."""
     return sorted(entry.name for entry in os.scandir(path)
                   if entry.is_dir() and not entry.name.startswith(".") and entry.name not in NOT_CLASS_FOLDERS)
@@ -79,7 +79,7 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
         raise UserError(f"image folder not found: {path}")
     if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
         raise UserError(f"image size must be (height, width), got {image_size}")
-    class_names = _class_folder_names(path)
+    class_names = class_folder_names(path)
     if not class_names:
         hint = ("; it holds images itself: pass the folder above it, whose sub-folders are the classes"
                 if _image_file_names(path) else "")
@@ -199,7 +199,7 @@ def image_split_folder(source: str, split: str) -> str:
     split_dir = os.path.join(source, split)
     if os.path.isdir(split_dir):
         return split_dir
-    sub_folders = _class_folder_names(source)
+    sub_folders = class_folder_names(source)
     holding_images = [name for name in sub_folders if _image_file_names(os.path.join(source, name))]
     if sub_folders and not holding_images:
         # Split folders (train/, val/) without the one asked for, rather than class folders.
