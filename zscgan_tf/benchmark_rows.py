@@ -155,8 +155,10 @@ class TeacherBenchmark:
 
     def rows(self):
         """(row id, label, function computing it, the settings it depends on), in the order they run."""
-        common = {"teacher": self.teacher.name, "dataset": self.dataset_name, "eval_images": len(self.test_labels),
-                  "calibration_samples": self.config.calibration_samples, "seed": self.config.seed}
+        # The teacher's own figure depends on the test images only (the seed picks a subset of them).
+        test_images = {"teacher": self.teacher.name, "dataset": self.dataset_name,
+                       "eval_images": len(self.test_labels), "seed": self.config.seed}
+        common = {**test_images, "calibration_samples": self.config.calibration_samples}
         # Rows measured in TFLite: their figures depend on how test pixels reach an integer input.
         tflite = {**common, "tflite_input": TFLITE_INPUT, "input_range": INPUT_RANGE}
         generated = self.config.generator_settings()
@@ -164,7 +166,7 @@ class TeacherBenchmark:
                "qat_learning_rate": self.config.qat_learning_rate, "input_range": INPUT_RANGE}
         qat.update(self.config.optional_qat_settings())
         zscgan_qat = {**qat, "qat_joint_generator": True} if self.config.qat_joint_generator else qat
-        rows = [("fp32", "FP32", self.fp32, common),
+        rows = [("fp32", "FP32", self.fp32, test_images),
                 ("real_ptq", "real-data PTQ", lambda: self.ptq("real"), tflite),
                 ("noise_ptq", "noise PTQ", lambda: self.ptq("noise"), tflite),
                 ("distilled_ptq", "distilled-data PTQ", lambda: self.ptq("distilled"),
