@@ -241,6 +241,10 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     (["--compare_to=/nonexistent"], "--compare_to '/nonexistent' is not a directory"),
     (["--qat_flip=maybe"], "flag --qat_flip="),
     (["--teachers=/nonexistent.keras"], "model file '/nonexistent.keras' does not exist"),
+    # A mistyped second teacher: refused once the first had been measured (its built-in trained, its rows run).
+    (["--teachers=builtin:fashion_mnist_resnet20,/nonexistent.keras"], "model file '/nonexistent.keras' does not exist"),
+    (["--teachers=builtin:fashion_mnist_resnet20,builtin:digits_resnet"],
+     "unknown built-in teacher 'digits_resnet'; known: "),
     (["--work_dir=FILE/bench"], "cannot create --work_dir 'FILE/bench': 'FILE' is not a directory"),
     (["--work_dir=RUN"], "--work_dir 'RUN' is the work directory of a run (python -m zscgan_tf.train)"),
     # Their rows would share a directory: the second was refused only once the first was measured.

@@ -537,6 +537,8 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
         raise UserError(f"--work_dir {benchmark.work_dir!r} is the work directory of a run (python -m "
                         "zscgan_tf.train), which the benchmark's files would be mixed into; choose another")
     _check_distinct_teacher_names(benchmark.teachers)
+    for source in benchmark.teachers:  # A mistyped second teacher was refused once the first was measured.
+        teachers.check_teacher_named(source)
     check_not_in_use(benchmark.work_dir, what="benchmark")  # Refused now, not once a teacher and data have loaded.
     results = {"settings": benchmark.recorded(), "teachers": {}}
     run_started = time.monotonic()

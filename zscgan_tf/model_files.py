@@ -43,6 +43,13 @@ def is_tflite_file(path: str) -> bool:
         return model_file.read(8)[4:8] == TFLITE_FILE_IDENTIFIER
 
 
+def check_model_file_exists(path: str) -> None:
+    """Refuses a model file that does not exist: no file, directory or TensorFlow checkpoint
+    (`<path>.index`) of that name."""
+    if not os.path.exists(path) and not os.path.exists(path + ".index"):
+        raise UserError(f"model file {path!r} does not exist")
+
+
 def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model:
     """Loads a saved tf_keras model (`.keras`, `.h5` or SavedModel directory) without compiling.
 
@@ -56,8 +63,7 @@ def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model
     Raises:
       UserError: if the file is missing, unreadable, or not a Keras model.
     """
-    if not os.path.exists(path) and not os.path.exists(path + ".index"):
-        raise UserError(f"model file {path!r} does not exist")
+    check_model_file_exists(path)
     if (os.path.isfile(path) and os.path.splitext(path)[1].lower() != KERAS_ARCHIVE_SUFFIX
             and _is_keras_archive(path)):
         raise UserError(f"{path!r} is a Keras archive (model.save's {KERAS_ARCHIVE_SUFFIX} format) under another "

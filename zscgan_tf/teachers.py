@@ -278,9 +278,7 @@ def _read_model_file(source: TeacherSource, progress: bool) -> _ReadModel:
         path = teacher_recipes.ensure_builtin_teacher(source.model[len(BUILTIN_PREFIX):],
                                                       cache_dir=source.cache_dir or None, progress=progress)
     elif not _looks_like_path(path):
-        known = ", ".join(sorted(KERAS_APPLICATIONS))
-        raise UserError(f"unknown teacher model {source.model!r}: not a Keras Applications name ({known}), "
-                        f"not {BUILTIN_PREFIX}<name>, and no such file")
+        raise _unknown_model(source.model)
     saved_classes = model_files.saved_layer_classes(path)
     generator_message = model_files.generator_file_message(path, "teacher")
     if generator_message:  # It was "a binary classifier must end in Dense(1)".
@@ -358,6 +356,31 @@ def pixel_scaling_layer(model: tf_keras.Model) -> Optional[tf_keras.layers.Layer
             return layer
         return None
     return None
+
+
+def check_teacher_named(model: str) -> None:
+    """Refuses, as `load_teacher` would, a teacher `model` that names no Keras Application,
+    built-in teacher or existing model file, without reading or training it: a benchmark of
+    several teachers checks them all before it measures the first.
+
+    Raises:
+      UserError: with `load_teacher`'s message.
+    """
+    if model in KERAS_APPLICATIONS:
+        return
+    if model.startswith(BUILTIN_PREFIX):
+        from zscgan_tf import teacher_recipes  # As in `_read_model_file`.
+        teacher_recipes.builtin_recipe(model[len(BUILTIN_PREFIX):])
+    elif not _looks_like_path(model):
+        raise _unknown_model(model)
+    else:
+        model_files.check_model_file_exists(model)
+
+
+def _unknown_model(model: str) -> UserError:
+    known = ", ".join(sorted(KERAS_APPLICATIONS))
+    return UserError(f"unknown teacher model {model!r}: not a Keras Applications name ({known}), "
+                     f"not {BUILTIN_PREFIX}<name>, and no such file")
 
 
 def _looks_like_path(value: str) -> bool:
