@@ -218,6 +218,36 @@ def _checked_representative_dataset(representative_dataset, input_shape):
     return checked
 
 
+def rolled_recurrent_layers(model: tf_keras.Model) -> List[str]:
+    """The names of `model`'s layers that are or wrap recurrent layers (LSTM, GRU, SimpleRNN,
+    ...; in a `Bidirectional` or TF-MOT wrapper) looping over time rather than unrolled,
+    nested models' layers included."""
+    def rolled(module) -> bool:
+        return isinstance(module, tf_keras.layers.RNN) and not module.unroll
+
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, tf_keras.Model):
+            names.extend(rolled_recurrent_layers(layer))
+        elif rolled(layer) or any(rolled(module) for module in layer.submodules):
+            names.append(layer.name)
+    return names
+
+
+def _check_no_rolled_recurrent_layers(model: tf_keras.Model) -> None:
+    """Refuses what would crash the process: TensorFlow's converter ends it with a
+    segmentation fault (status 139, no message) when it quantizes a float model holding
+    a recurrent layer's loop post-training (seen with LSTM, GRU, SimpleRNN and a
+    Bidirectional GRU). Unrolled layers convert, and so does a TF-MOT student holding a
+    rolled LSTM (which stays float)."""
+    rolled = rolled_recurrent_layers(model)
+    if rolled:
+        raise TfliteConversionError(
+            f"TFLite int8 conversion of {model.name!r} would crash TensorFlow {tf.__version__}'s converter: its "
+            f"recurrent layers ({', '.join(rolled)}) loop over time, which its post-training integer quantization "
+            "cannot take; build them with unroll=True (a fixed number of steps), or export in float or dynamic mode")
+
+
 def _converter_error(model_name: str, mode: str, error: Exception) -> TfliteConversionError:
     """A one-line message naming the ops the converter complained about."""
     message = str(error)
@@ -344,6 +374,8 @@ def convert_to_tflite(
     quantization_aware = is_quantization_aware(model)
     if quantization_aware:
         _check_eight_bit_student(model)
+    if mode == "int8" and not quantization_aware:
+        _check_no_rolled_recurrent_layers(model)
     if mode == "int8" and representative_dataset is None and not quantization_aware:
         raise UserError(
             f"int8 export of the float model {model.name!r} needs a representative_dataset "
