@@ -492,27 +492,31 @@ def test_converter_failure_names_the_op():
         export.convert_to_tflite(tf_keras.Model(inputs, outputs), mode="float")
 
 
-def _recurrent_classifier(recurrent_layer) -> tf_keras.Model:
+def _looping_classifier(looping_layer, name="reader") -> tf_keras.Model:
     inputs = tf_keras.Input((4, 4, 1))  # Four rows read as four steps.
     rows = tf_keras.layers.Reshape((4, 4))(inputs)
-    return tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES)(recurrent_layer(rows)), name="reader")
+    return tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES)(looping_layer(rows)), name=name)
 
 
-def test_a_recurrent_loop_is_refused_for_post_training_int8_rather_than_crashing_the_process():
+def test_a_loop_is_refused_for_post_training_int8_rather_than_crashing_the_process():
     # TensorFlow's converter ended the process with a segmentation fault (status 139), pytest with it.
     samples = export.representative_dataset_from_array(np.random.default_rng(0).uniform(-1, 1, (4, 4, 4, 1)))
-    for layer, named in ((tf_keras.layers.LSTM(4, name="lstm"), "lstm"),
-                         (tf_keras.layers.Bidirectional(tf_keras.layers.GRU(4), name="both_ways"), "both_ways")):
-        model = _recurrent_classifier(layer)
-        assert export.rolled_recurrent_layers(model) == [named]
+    inner_inputs = tf_keras.Input((4, 4))
+    nested = tf_keras.Model(inner_inputs, tf_keras.layers.GRU(4)(inner_inputs), name="nested")
+    mapped = tf_keras.layers.Lambda(lambda rows: tf.map_fn(lambda row: row * 2.0, rows), name="mapped")
+    for layer, named in ((tf_keras.layers.LSTM(4, name="lstm"), "its layer lstm loops"),
+                         (tf_keras.layers.Bidirectional(tf_keras.layers.GRU(4), name="both_ways"),
+                          "its layer both_ways loops"),
+                         (nested, "its layer nested loops"),
+                         (lambda rows: tf_keras.layers.Flatten()(mapped(rows)), "its layer mapped loops")):
+        model = _looping_classifier(layer)
         with pytest.raises(export.TfliteConversionError, match=(
-                rf"^TFLite int8 conversion of 'reader' would crash TensorFlow [0-9.]+'s converter: its recurrent "
-                rf"layers \({named}\) loop over time, .*build them with unroll=True")):
+                rf"^TFLite int8 conversion of 'reader' would crash TensorFlow [0-9.]+'s converter: {named} "
+                r"\(a recurrent layer that is not unrolled, tf.map_fn or tf.while_loop\).*unroll=True")):
             export.convert_to_tflite(model, samples, allow_float_ops=True)
-        assert export.convert_to_tflite(model, mode="dynamic")  # Other modes convert it.
-    # Unrolled, the same layer converts to integer.
-    unrolled = _recurrent_classifier(tf_keras.layers.LSTM(4, unroll=True))
-    assert export.rolled_recurrent_layers(unrolled) == []
+    assert export.convert_to_tflite(model, mode="dynamic")  # Other modes convert it.
+    # Unrolled, a recurrent layer converts to integer.
+    unrolled = _looping_classifier(tf_keras.layers.LSTM(4, unroll=True))
     report = tflite_model.inspect_tflite(export.convert_to_tflite(unrolled, samples, allow_float_ops=True))
     assert report.inputs[0].dtype == "int8" and report.outputs[0].dtype == "int8"
 

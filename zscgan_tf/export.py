@@ -50,6 +50,8 @@ _MAX_PLACED_OPS_OF_A_KIND = 3
 _CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")
 # The batch size every exported model is fixed to.
 EXPORT_BATCH_SIZE = 1
+# Graph ops of a loop (a recurrent layer's, tf.map_fn's, tf.while_loop's).
+_LOOP_OPS = ("While", "StatelessWhile")
 
 # Converter messages name the ops they fail on as 'tf.Op' or 'tfl.op'.
 _CONVERTER_OP_PATTERN = re.compile(r"'(tfl?\.[A-Za-z0-9_]+)'")
@@ -218,34 +220,53 @@ def _checked_representative_dataset(representative_dataset, input_shape):
     return checked
 
 
-def rolled_recurrent_layers(model: tf_keras.Model) -> List[str]:
-    """The names of `model`'s layers that are or wrap recurrent layers (LSTM, GRU, SimpleRNN,
-    ...; in a `Bidirectional` or TF-MOT wrapper) looping over time rather than unrolled,
-    nested models' layers included."""
-    def rolled(module) -> bool:
-        return isinstance(module, tf_keras.layers.RNN) and not module.unroll
+def looping_layers(graph_def, model_name: str) -> List[str]:
+    """The names of the model's layers whose computation in `graph_def` (a traced call of
+    the model named `model_name`) holds a loop (a `While` op): a recurrent layer that is
+    not unrolled (LSTM, GRU, SimpleRNN; in a `Bidirectional`, a `TimeDistributed` or a
+    nested model, whose top-level layer is named), `tf.map_fn` or `tf.while_loop`.
+    Loops inside called functions (Keras runs an LSTM as one) count for the layer that
+    calls them."""
+    functions = {function.signature.name: function.node_def for function in graph_def.library.function}
+    function_loops = {}  # Function name -> whether it loops; False while it is being looked at (recursion).
+
+    def loops(node) -> bool:
+        if node.op in _LOOP_OPS:
+            return True
+        for value in node.attr.values():
+            name = value.func.name
+            if name in functions and name not in function_loops:
+                function_loops[name] = False
+                function_loops[name] = any(loops(inner) for inner in functions[name])
+            if function_loops.get(name):
+                return True
+        return False
 
     names = []
-    for layer in model.layers:
-        if isinstance(layer, tf_keras.Model):
-            names.extend(rolled_recurrent_layers(layer))
-        elif rolled(layer) or any(rolled(module) for module in layer.submodules):
-            names.append(layer.name)
+    for node in graph_def.node:
+        if loops(node):
+            scope = node.name.split("/")
+            name = scope[1] if len(scope) > 1 and scope[0] == model_name else scope[0]
+            if name not in names:
+                names.append(name)
     return names
 
 
-def _check_no_rolled_recurrent_layers(model: tf_keras.Model) -> None:
+def _check_no_loops(model: tf_keras.Model, graph_def) -> None:
     """Refuses what would crash the process: TensorFlow's converter ends it with a
-    segmentation fault (status 139, no message) when it quantizes a float model holding
-    a recurrent layer's loop post-training (seen with LSTM, GRU, SimpleRNN and a
-    Bidirectional GRU). Unrolled layers convert, and so does a TF-MOT student holding a
-    rolled LSTM (which stays float)."""
-    rolled = rolled_recurrent_layers(model)
-    if rolled:
-        raise TfliteConversionError(
-            f"TFLite int8 conversion of {model.name!r} would crash TensorFlow {tf.__version__}'s converter: its "
-            f"recurrent layers ({', '.join(rolled)}) loop over time, which its post-training integer quantization "
-            "cannot take; build them with unroll=True (a fixed number of steps), or export in float or dynamic mode")
+    segmentation fault (status 139, no message) when it quantizes a float model holding a
+    loop post-training (seen with LSTM, GRU, SimpleRNN, a Bidirectional GRU, ConvLSTM2D
+    and `tf.map_fn`). Unrolled recurrent layers convert, and so does a TF-MOT student
+    holding a rolled LSTM (which stays float)."""
+    names = looping_layers(graph_def, model.name)
+    if not names:
+        return
+    looping = f"its layer {names[0]} loops" if len(names) == 1 else f"its layers {', '.join(names)} loop"
+    raise TfliteConversionError(
+        f"TFLite int8 conversion of {model.name!r} would crash TensorFlow {tf.__version__}'s converter: {looping} "
+        "(a recurrent layer that is not unrolled, tf.map_fn or tf.while_loop), which its post-training integer "
+        "quantization cannot take; build recurrent layers with unroll=True (a fixed number of steps), or export "
+        "in float or dynamic mode")
 
 
 def _converter_error(model_name: str, mode: str, error: Exception) -> TfliteConversionError:
@@ -374,8 +395,6 @@ def convert_to_tflite(
     quantization_aware = is_quantization_aware(model)
     if quantization_aware:
         _check_eight_bit_student(model)
-    if mode == "int8" and not quantization_aware:
-        _check_no_rolled_recurrent_layers(model)
     if mode == "int8" and representative_dataset is None and not quantization_aware:
         raise UserError(
             f"int8 export of the float model {model.name!r} needs a representative_dataset "
@@ -385,8 +404,10 @@ def convert_to_tflite(
     input_spec = _batch_one_input_spec(model)
     serving_function = tf.function(
         lambda inputs: model(inputs, training=False), input_signature=[input_spec])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [serving_function.get_concrete_function()], model)
+    concrete_function = serving_function.get_concrete_function()
+    if mode == "int8" and not quantization_aware:
+        _check_no_loops(model, concrete_function.graph.as_graph_def())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function], model)
     # The default round trip through a SavedModel costs ~20x the conversion itself
     # (57 s against 3 s for a QAT MobileNetV2 on 2 cores) and changes nothing here.
     converter.experimental_lower_to_saved_model = False
