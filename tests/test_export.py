@@ -498,27 +498,57 @@ def _looping_classifier(looping_layer, name="reader") -> tf_keras.Model:
     return tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES)(looping_layer(rows)), name=name)
 
 
-def test_a_loop_is_refused_for_post_training_int8_rather_than_crashing_the_process():
+def test_a_loop_over_a_tensor_list_is_refused_for_int8_rather_than_crashing_the_process():
     # TensorFlow's converter ended the process with a segmentation fault (status 139), pytest with it.
     samples = export.representative_dataset_from_array(np.random.default_rng(0).uniform(-1, 1, (4, 4, 4, 1)))
     inner_inputs = tf_keras.Input((4, 4))
     nested = tf_keras.Model(inner_inputs, tf_keras.layers.GRU(4)(inner_inputs), name="nested")
     mapped = tf_keras.layers.Lambda(lambda rows: tf.map_fn(lambda row: row * 2.0, rows), name="mapped")
+    scanned = tf_keras.layers.Lambda(lambda rows: tf.scan(lambda total, row: total + row, rows), name="scanned")
     for layer, named in ((tf_keras.layers.LSTM(4, name="lstm"), "its layer lstm loops"),
                          (tf_keras.layers.Bidirectional(tf_keras.layers.GRU(4), name="both_ways"),
                           "its layer both_ways loops"),
                          (nested, "its layer nested loops"),
-                         (lambda rows: tf_keras.layers.Flatten()(mapped(rows)), "its layer mapped loops")):
+                         (lambda rows: tf_keras.layers.Flatten()(mapped(rows)), "its layer mapped loops"),
+                         (lambda rows: tf_keras.layers.Flatten()(scanned(rows)), "its layer scanned loops")):
         model = _looping_classifier(layer)
         with pytest.raises(export.TfliteConversionError, match=(
-                rf"^TFLite int8 conversion of 'reader' would crash TensorFlow [0-9.]+'s converter: {named} "
-                r"\(a recurrent layer that is not unrolled, tf.map_fn or tf.while_loop\).*unroll=True")):
+                rf"^TFLite int8 conversion of 'reader' would crash TensorFlow [0-9.]+'s converter: {named} over a "
+                r"tensor list \(a recurrent layer that is not unrolled, tf.map_fn or tf.scan\).*unroll=True")):
             export.convert_to_tflite(model, samples, allow_float_ops=True)
     assert export.convert_to_tflite(model, mode="dynamic")  # Other modes convert it.
-    # Unrolled, a recurrent layer converts to integer.
-    unrolled = _looping_classifier(tf_keras.layers.LSTM(4, unroll=True))
-    report = tflite_model.inspect_tflite(export.convert_to_tflite(unrolled, samples, allow_float_ops=True))
-    assert report.inputs[0].dtype == "int8" and report.outputs[0].dtype == "int8"
+    # Unrolled, a recurrent layer converts to integer; so does a loop over no tensor list.
+    counted = tf_keras.layers.Lambda(lambda rows: tf.while_loop(
+        lambda step, total: step < 3, lambda step, total: (step + 1, total * 0.5), (0, rows))[1])
+    for layer in (tf_keras.layers.LSTM(4, unroll=True), lambda rows: tf_keras.layers.Flatten()(counted(rows))):
+        report = tflite_model.inspect_tflite(export.convert_to_tflite(_looping_classifier(layer), samples,
+                                                                      allow_float_ops=True))
+        assert report.inputs[0].dtype == "int8" and report.outputs[0].dtype == "int8"
+    # A TF-MOT student too: a loop ahead of its first quantizer stays float, and calibrating it crashed.
+    inputs = tf_keras.Input((4, 4, 1))
+    standardized = tf_keras.layers.Lambda(lambda images: tf.map_fn(tf.image.per_image_standardization, images),
+                                          name="standardized")(inputs)
+    features = tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(2, 3, padding="same")(standardized))
+    teacher = tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES)(tf_keras.layers.Flatten()(features)))
+    student, _ = quantize.quantize_student(teacher, calibration_inputs=np.zeros((4, 4, 4, 1), np.float32))
+    with pytest.raises(export.TfliteConversionError, match="its layer standardized loops over a tensor list"):
+        export.convert_to_tflite(student, samples, allow_float_ops=True)
+
+
+def test_a_layer_that_is_0_on_every_calibration_sample_is_named_and_nothing_is_written(tmp_path):
+    # The converter made an int8 model that LiteRT's XNNPACK delegate refused to load, and wrote it.
+    inputs = tf_keras.Input((4, 4, 1))
+    features = tf_keras.layers.GlobalAveragePooling2D()(tf_keras.layers.Conv2D(4, 3, padding="same")(inputs))
+    dead = tf_keras.layers.ReLU(name="dead")(tf_keras.layers.Dense(
+        8, bias_initializer=tf_keras.initializers.Constant(-100.0), name="hidden")(features))
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES, name="logits")(dead), name="dead_inside")
+    samples = export.representative_dataset_from_array(np.random.default_rng(0).uniform(-1, 1, (4, 4, 4, 1)))
+    with pytest.raises(export.TfliteConversionError, match=(
+            r"^the int8 model of 'dead_inside' does not load in LiteRT \(.*XNNPACK.*\): layers 'hidden', 'dead' gave 0 "
+            r"on every calibration sample, for which int8 has a scale below 1e-07 that LiteRT's XNNPACK delegate "
+            r"refuses; calibrate with samples on which it is not 0, or remove the layer$")):
+        export.convert_to_tflite(model, samples, output_path=str(tmp_path / "dead.tflite"))
+    assert not os.path.exists(tmp_path / "dead.tflite")
 
 
 def test_converter_failure_says_why_where_the_converter_does():

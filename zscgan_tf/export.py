@@ -37,6 +37,7 @@ import tf_keras
 from zscgan_tf import evaluate, native_output, quantize, tflite_model
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import write_bytes_atomic, write_text_atomic
+from zscgan_tf.progress import count_of
 
 MODES = ("int8", "float", "dynamic")
 INTEGER_IO_DTYPES = ("int8", "uint8")
@@ -50,8 +51,13 @@ _MAX_PLACED_OPS_OF_A_KIND = 3
 _CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")
 # The batch size every exported model is fixed to.
 EXPORT_BATCH_SIZE = 1
-# Graph ops of a loop (a recurrent layer's, tf.map_fn's, tf.while_loop's).
+# Graph ops of a loop, and the prefix of the tensor-list ops through which a recurrent layer's loop,
+# tf.map_fn's and tf.scan's read their steps and write their results (a plain tf.while_loop has none).
 _LOOP_OPS = ("While", "StatelessWhile")
+_TENSOR_LIST_OP_PREFIX = "TensorList"
+# Below this, an int8 scale is that of a tensor that was 0 on every calibration sample (the
+# converter gives such a tensor about 7.8e-09).
+_MIN_LIVE_SCALE = 1e-7
 
 # Converter messages name the ops they fail on as 'tf.Op' or 'tfl.op'.
 _CONVERTER_OP_PATTERN = re.compile(r"'(tfl?\.[A-Za-z0-9_]+)'")
@@ -222,51 +228,48 @@ def _checked_representative_dataset(representative_dataset, input_shape):
 
 def looping_layers(graph_def, model_name: str) -> List[str]:
     """The names of the model's layers whose computation in `graph_def` (a traced call of
-    the model named `model_name`) holds a loop (a `While` op): a recurrent layer that is
-    not unrolled (LSTM, GRU, SimpleRNN; in a `Bidirectional`, a `TimeDistributed` or a
-    nested model, whose top-level layer is named), `tf.map_fn` or `tf.while_loop`.
-    Loops inside called functions (Keras runs an LSTM as one) count for the layer that
-    calls them."""
+    the model named `model_name`) loops over a tensor list (a `While` op and `TensorList`
+    ops): a recurrent layer that is not unrolled (LSTM, GRU, SimpleRNN, ConvLSTM2D; in a
+    `Bidirectional`, a `TimeDistributed` or a nested model, whose top-level layer is
+    named), `tf.map_fn` or `tf.scan`. Ops inside called functions (Keras runs an LSTM as
+    one) count for the layer that calls them."""
     functions = {function.signature.name: function.node_def for function in graph_def.library.function}
-    function_loops = {}  # Function name -> whether it loops; False while it is being looked at (recursion).
+    function_ops = {}  # Function name -> the op types it runs, those of the functions it calls included.
 
-    def loops(node) -> bool:
-        if node.op in _LOOP_OPS:
-            return True
+    def op_types(node) -> set:
+        types = {node.op}
         for value in node.attr.values():
             name = value.func.name
-            if name in functions and name not in function_loops:
-                function_loops[name] = False
-                function_loops[name] = any(loops(inner) for inner in functions[name])
-            if function_loops.get(name):
-                return True
-        return False
+            if name in functions and name not in function_ops:
+                function_ops[name] = set()  # While it is being looked at (a recursive call).
+                function_ops[name] = set().union(*(op_types(inner) for inner in functions[name]))
+            types |= function_ops.get(name, set())
+        return types
 
-    names = []
+    layer_ops = {}
     for node in graph_def.node:
-        if loops(node):
-            scope = node.name.split("/")
-            name = scope[1] if len(scope) > 1 and scope[0] == model_name else scope[0]
-            if name not in names:
-                names.append(name)
-    return names
+        scope = node.name.split("/")
+        layer = scope[1] if len(scope) > 1 and scope[0] == model_name else scope[0]
+        layer_ops.setdefault(layer, set()).update(op_types(node))
+    return [layer for layer, types in layer_ops.items()
+            if types & set(_LOOP_OPS) and any(op.startswith(_TENSOR_LIST_OP_PREFIX) for op in types)]
 
 
 def _check_no_loops(model: tf_keras.Model, graph_def) -> None:
     """Refuses what would crash the process: TensorFlow's converter ends it with a
-    segmentation fault (status 139, no message) when it quantizes a float model holding a
-    loop post-training (seen with LSTM, GRU, SimpleRNN, a Bidirectional GRU, ConvLSTM2D
-    and `tf.map_fn`). Unrolled recurrent layers convert, and so does a TF-MOT student
-    holding a rolled LSTM (which stays float)."""
+    segmentation fault (status 139, no message) when it calibrates a model that loops over
+    a tensor list (seen with LSTM, GRU, SimpleRNN, a Bidirectional GRU, ConvLSTM2D,
+    `tf.map_fn` and `tf.scan`; in a TF-MOT student too, where the loop is ahead of its
+    first quantizer). Unrolled recurrent layers and a plain `tf.while_loop` convert."""
     names = looping_layers(graph_def, model.name)
     if not names:
         return
     looping = f"its layer {names[0]} loops" if len(names) == 1 else f"its layers {', '.join(names)} loop"
     raise TfliteConversionError(
         f"TFLite int8 conversion of {model.name!r} would crash TensorFlow {tf.__version__}'s converter: {looping} "
-        "(a recurrent layer that is not unrolled, tf.map_fn or tf.while_loop), which its post-training integer "
-        "quantization cannot take; build recurrent layers with unroll=True (a fixed number of steps), or export "
-        "in float or dynamic mode")
+        "over a tensor list (a recurrent layer that is not unrolled, tf.map_fn or tf.scan), which its integer "
+        "calibration cannot take; build recurrent layers with unroll=True where Keras allows it (not ConvLSTM), or "
+        "export in float or dynamic mode")
 
 
 def _converter_error(model_name: str, mode: str, error: Exception) -> TfliteConversionError:
@@ -315,13 +318,10 @@ def _op_place(op: tflite_model.OperatorInfo, report: tflite_model.TfliteModelRep
     belong to no layer of their own."""
     if op.name in _CONVERSION_OPS:
         return f"#{op.index}"
-    layer_order = {layer.name: position for position, layer in enumerate(model.layers)}
     for index in op.output_indices:
-        names = {part for path in report.tensors[index].name.split(";") for part in path.split("/")[1:]
-                 if part in layer_order}
-        if names:
-            listed = ", ".join(repr(name) for name in sorted(names, key=layer_order.get))
-            return f"#{op.index}, layer{'s' if len(names) > 1 else ''} {listed}"
+        layers = _tensor_layers(report.tensors[index].name, model)
+        if layers:
+            return f"#{op.index}, {layers}"
     return f"#{op.index}"
 
 
@@ -333,6 +333,7 @@ def convert_to_tflite(
         per_channel: bool = True,
         output_path: Optional[str] = None,
         allow_float_ops: bool = False,
+        check_loads: bool = True,
 ) -> bytes:
     """Converts a tf_keras model to a TFLite flatbuffer with a static batch-1 input.
 
@@ -367,6 +368,10 @@ def convert_to_tflite(
         as long as its input and output are `io_dtype`. A CPU or GPU delegate runs such
         a model; an Edge TPU or integer-only NPU leaves everything from its first float
         op to the CPU.
+      check_loads: in `int8` mode, load the result in LiteRT's default interpreter (as
+        a phone runs it, with the XNNPACK delegate) before it is returned or written. Off
+        for a trial conversion on a few stand-in samples, on which a layer may give 0
+        where real inputs would not.
 
     Returns:
       The flatbuffer bytes.
@@ -374,8 +379,9 @@ def convert_to_tflite(
     Raises:
       UserError: for an unknown mode or dtype, an unsupported model, or a float model
         in `int8` mode without a representative dataset.
-      TfliteConversionError: when the converter fails or an `int8` result is not
-        fully integer (without `allow_float_ops`; with it, when its input or output is float).
+      TfliteConversionError: when the converter fails, would crash (a loop over a tensor
+        list), or an `int8` result is not fully integer (without `allow_float_ops`; with
+        it, when its input or output is float) or does not load (`check_loads`).
     """
     if not isinstance(model, tf_keras.Model):
         raise UserError(
@@ -389,7 +395,8 @@ def convert_to_tflite(
         raise UserError(
             "representative_dataset must be a zero-argument callable yielding [array] "
             f"lists, got {type(representative_dataset).__name__}")
-    for name, value in (("per_channel", per_channel), ("allow_float_ops", allow_float_ops)):
+    for name, value in (("per_channel", per_channel), ("allow_float_ops", allow_float_ops),
+                        ("check_loads", check_loads)):
         if not isinstance(value, bool):
             raise UserError(f"{name} must be True or False, got {value!r}")
     quantization_aware = is_quantization_aware(model)
@@ -405,7 +412,7 @@ def convert_to_tflite(
     serving_function = tf.function(
         lambda inputs: model(inputs, training=False), input_signature=[input_spec])
     concrete_function = serving_function.get_concrete_function()
-    if mode == "int8" and not quantization_aware:
+    if mode == "int8" and representative_dataset is not None:
         _check_no_loops(model, concrete_function.graph.as_graph_def())
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function], model)
     # The default round trip through a SavedModel costs ~20x the conversion itself
@@ -451,10 +458,45 @@ def convert_to_tflite(
                 f"int8 export of {model.name!r} is not fully integer: float ops "
                 f"{float_ops or 'none'}; input {report.inputs[0].dtype}, output "
                 f"{report.outputs[0].dtype}.", hint)
+        if check_loads:
+            _check_loads(model_bytes, report, model)
     model_bytes = bytes(model_bytes)
     if output_path is not None:
         write_bytes_atomic(output_path, model_bytes)
     return model_bytes
+
+
+def _check_loads(model_bytes: bytes, report: tflite_model.TfliteModelReport, model) -> None:
+    """Refuses an int8 model that LiteRT's default interpreter (with its XNNPACK delegate, as
+    on a phone) cannot load, before it is written. The converter makes one of a model with a
+    tensor that was 0 on every calibration sample (a layer dead on them), giving it a scale
+    the delegate refuses; the message names that layer."""
+    try:
+        evaluate.TfliteClassifier(model_bytes)
+    except UserError as error:
+        places = []  # The layers computing activations that were 0 on every sample, in execution order.
+        for op in report.operators:
+            for index in op.output_indices:
+                tensor = report.tensors[index]
+                if not tensor.is_constant and tensor.scales and max(tensor.scales) < _MIN_LIVE_SCALE:
+                    place = _tensor_layers(tensor.name, model)
+                    if place and place not in places:
+                        places.append(place)
+        after = f" (and {count_of(len(places) - 1, 'layer')} fed by it)" if len(places) > 1 else ""
+        reason = (f": {places[0]}{after} gave 0 on every calibration sample, for which int8 has a scale below "
+                  f"{_MIN_LIVE_SCALE:g} that LiteRT's XNNPACK delegate refuses; calibrate with samples on which it "
+                  "is not 0, or remove the layer" if places else "")
+        raise TfliteConversionError(f"the int8 model of {model.name!r} does not load in LiteRT ({error}){reason}") \
+            from error
+
+
+def _tensor_layers(tensor_name: str, model) -> str:
+    """"layer 'x'" or "layers 'x', 'y'": the Keras layers a converted tensor's name says it computes."""
+    layer_order = {layer.name: position for position, layer in enumerate(model.layers)}
+    names = {part for path in tensor_name.split(";") for part in path.split("/")[1:] if part in layer_order}
+    if not names:
+        return ""
+    return f"layer{'s' if len(names) > 1 else ''} " + ", ".join(repr(name) for name in sorted(names, key=layer_order.get))
 
 
 def write_labels(path: str, class_names: Tuple[str, ...]) -> bool:

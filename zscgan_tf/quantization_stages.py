@@ -144,7 +144,7 @@ def check_integer_export(run_config: RunConfig, teacher: Teacher, check_student:
         model_bytes = export.convert_to_tflite(
             teacher.model, export.representative_dataset_from_array(samples, input_range),
             mode="int8", io_dtype=settings.io_dtype, per_channel=settings.per_channel,
-            allow_float_ops=settings.allow_float_ops)
+            allow_float_ops=settings.allow_float_ops, check_loads=False)
     except export.NotFullyIntegerError as error:
         if settings.allow_float_ops:  # Float ops are allowed, but the input or output is float too.
             raise UserError(f"the teacher cannot be exported as int8 TFLite, so this run would fail at export, "
@@ -181,7 +181,7 @@ def trial_int8_report(student: tf_keras.Model, samples: np.ndarray, input_range,
     `export.TfliteConversionError` for a conversion that fails."""
     return tflite_model.inspect_tflite(export.convert_to_tflite(
         student, export.representative_dataset_from_array(samples, input_range), mode="int8", io_dtype=io_dtype,
-        per_channel=per_channel, allow_float_ops=True))
+        per_channel=per_channel, allow_float_ops=True, check_loads=False))
 
 
 def _check_student_export(run_config: RunConfig, teacher: Teacher, samples: np.ndarray,
