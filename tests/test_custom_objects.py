@@ -204,6 +204,25 @@ def test_an_activation_function_keras_does_not_know_is_named_and_a_compiled_loss
         teachers.load_teacher(teachers.TeacherSource(model=path), progress=False)
 
 
+def test_a_lambda_activation_no_loader_can_rebuild_is_named_without_its_bytecode(tmp_path):
+    import tensorflow as tf
+    inputs = tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(4, 3)(inputs))
+    x = tf_keras.layers.Activation(lambda t: t * tf.nn.relu6(t + 3.0) / 6.0, name="hard_swish")(x)
+    path = str(tmp_path / "lambda_activation.keras")
+    tf_keras.Model(inputs, tf_keras.layers.Dense(3)(tf_keras.layers.GlobalAveragePooling2D()(x))).save(path)
+    # Before: "Error when deserializing class 'Activation' using config={... 'value': ['4wEAAAAA..." (300 characters
+    # of bytecode), trusted or not.
+    for trusted in (False, True):
+        with pytest.raises(UserError) as refusal:
+            teachers.load_teacher(teachers.TeacherSource(model=path, trust_model_code=trusted), progress=False)
+        assert str(refusal.value) == (
+            f"cannot load model {path!r}: its Activation layer 'hard_swish' holds a Python function saved as bytecode "
+            "(a lambda given as its activation, say), which Keras cannot load; save the model with a Keras activation "
+            "there, or with a named function of your own (registered with tf_keras.saving.register_keras_serializable; "
+            "then pass --teacher_custom_objects=<the module or .py file that defines it>)")
+
+
 def test_a_teacher_with_its_own_layer_runs_through_the_pipeline_and_its_student_exports(layers_file, tmp_path,
                                                                                          capsys):
     gate_class = custom_objects.register([layers_file])["ChannelGate"]

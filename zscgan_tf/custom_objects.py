@@ -34,6 +34,12 @@ UNKNOWN_OBJECT_MESSAGES = (re.compile(r"Cannot deserialize object of type `(?P<n
                            re.compile(r"Unknown (?P<kind>[a-z ]+): '(?P<name>[^']+)'"))
 
 _HOW_TO_PROVIDE = "pass --teacher_custom_objects=<the module or .py file that defines it>"
+# A `.keras` file keeps a Python function that has no registered name (a lambda given as an
+# activation) as bytecode in the layer's config, which no loader rebuilds: tf_keras then
+# names the layer and dumps that config, bytecode and all.
+_UNLOADABLE_FUNCTION_MESSAGE = re.compile(
+    r"Error when deserializing class '(?P<class_name>[^']+)' using config=\{'name': '(?P<layer>[^']+)'.*"
+    r"\{'value': \['[A-Za-z0-9+/=]{40}")
 # Where tf_keras finds the classes a saved config names besides its layers and registered ones.
 KERAS_OBJECT_MODULES = (tf_keras.initializers, tf_keras.regularizers, tf_keras.constraints, tf_keras.activations,
                         tf_keras.mixed_precision, tf_keras.optimizers, tf_keras.losses, tf_keras.metrics)
@@ -199,6 +205,12 @@ def explained(load_error_message: str, saved_class_names: Iterable[str] = ()) ->
     """Why a model did not load: when tf_keras did not know a class of `saved_class_names`
     (which it may report as anything, e.g. "'str' object is not callable") or a function
     its message names, a line saying how to provide it; else the message itself."""
+    unloadable = _UNLOADABLE_FUNCTION_MESSAGE.search(load_error_message)
+    if unloadable:
+        return (f"its {unloadable.group('class_name')} layer {unloadable.group('layer')!r} holds a Python function "
+                "saved as bytecode (a lambda given as its activation, say), which Keras cannot load; save the model "
+                "with a Keras activation there, or with a named function of your own (registered with "
+                f"tf_keras.saving.register_keras_serializable; then {_HOW_TO_PROVIDE})")
     unknown = unknown_classes(saved_class_names)
     if unknown:
         # Classes are CamelCase; a function saved by name (an activation) is lower case.
