@@ -3,6 +3,7 @@
 import contextlib
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -296,3 +297,53 @@ def lock_held_by_another_process(directory, what="run", shared=False):
     finally:
         child.stdin.close()  # Ends its block, and it.
         child.wait(timeout=60)
+
+
+# Files of a run that name its teacher's path or its work directory: a copy of the run names the copy's.
+_RUN_TEXT_SUFFIXES = (".json", ".md", ".txt", ".cfg")
+
+
+@pytest.fixture(scope="session")
+def finished_run_copy(tmp_path_factory):
+    """`copy(key, train, teacher_file, work_dir)` puts in `work_dir` a copy of a finished run that
+    `train(teacher_file, work_dir)` makes: made once a session for each `key` (in a directory of its
+    own, against a copy of the first caller's teacher), then copied for each test that starts from it,
+    so that each test still has a run of its own to change. The copy names `teacher_file` and
+    `work_dir` wherever the run named its own teacher and directory (config.json, report.json,
+    export_report.md): it is the run `train(teacher_file, work_dir)` would have left there, but for
+    its timings and the timestamps inside its zip files. `teacher_file` must have the weights and
+    preprocessing of the teacher the run was made with (as every `tiny_teacher_file` has). With the
+    test's `capsys`, what the shared run printed is left out of the test's output."""
+    made = {}
+
+    def copy(key, train, teacher_file, work_dir, capsys=None):
+        teacher_file, work_dir = str(teacher_file), str(work_dir)
+        if key not in made:
+            directory = tmp_path_factory.mktemp("finished_run")
+            teacher = str(directory / os.path.basename(teacher_file))
+            for suffix in ("", ".json"):
+                if os.path.exists(teacher_file + suffix):
+                    shutil.copy2(teacher_file + suffix, teacher + suffix)
+            earlier = capsys.readouterr() if capsys else None
+            train(teacher, str(directory / os.path.basename(work_dir)))
+            if capsys:
+                capsys.readouterr()
+                sys.stdout.write(earlier.out), sys.stderr.write(earlier.err)
+            made[key] = directory, teacher, str(directory / os.path.basename(work_dir))
+        directory, teacher, run = made[key]
+        shutil.copytree(run, work_dir)
+        for folder, _, names in os.walk(work_dir):
+            for name in names:
+                path = os.path.join(folder, name)
+                with open(path, "rb") as file:
+                    contents = file.read()
+                if str(directory).encode() not in contents:
+                    continue
+                assert name.endswith(_RUN_TEXT_SUFFIXES), f"{path} names the run's own paths and is not text"
+                text = contents.decode().replace(teacher, teacher_file).replace(run, work_dir)
+                assert str(directory) not in text, path
+                with open(path, "wb") as file:
+                    file.write(text.encode())
+        return work_dir
+
+    return copy

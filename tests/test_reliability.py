@@ -398,9 +398,14 @@ def test_a_work_directory_in_use_by_another_run_is_refused(tmp_path, tiny_teache
 
 
 @pytest.fixture
-def finished_run(tmp_path, tiny_teacher_file):
+def finished_run(tmp_path, tiny_teacher_file, finished_run_copy, capsys):
+    """The finished run that `train.main(["train", *arguments])` leaves in tmp_path / "run", and its arguments: a
+    copy of one such run trained once (conftest's `finished_run_copy`), which each test may damage as it likes."""
+    def train_tiny_run(teacher, work_dir):
+        assert train.main(["train", *_tiny_arguments(teacher, work_dir)]) == 0
+
     arguments = _tiny_arguments(tiny_teacher_file, tmp_path / "run")
-    assert train.main(["train", *arguments]) == 0
+    finished_run_copy(("test_reliability", "tiny run"), train_tiny_run, tiny_teacher_file, tmp_path / "run", capsys)
     return tmp_path / "run", arguments
 
 

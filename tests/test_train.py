@@ -5,6 +5,7 @@ import errno
 import gc
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -37,6 +38,18 @@ def _flagfile(tmp_path, teacher_path, work_dir, steps=4, extra=()):
     path = tmp_path / "tiny.cfg"
     path.write_text("# a tiny run\n" + "\n".join(lines) + "\n")
     return str(path)
+
+
+@pytest.fixture
+def finished_run(finished_run_copy, tiny_teacher_file, capsys):
+    """`finished_run(work_dir)` puts in `work_dir` the finished run that
+    `train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"])` leaves: a copy of one
+    such run trained once (conftest's `finished_run_copy`), for the tests that start from a finished run."""
+    def train_default_run(teacher, work_dir):
+        assert train.main(["train", f"--flagfile={_flagfile(pathlib.Path(work_dir).parent, teacher, work_dir)}"]) == 0
+
+    return lambda work_dir: pathlib.Path(finished_run_copy(("test_train", "default run"), train_default_run,
+                                                           tiny_teacher_file, work_dir, capsys))
 
 
 def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
@@ -172,9 +185,9 @@ def test_evaluation_classes_are_not_matched_by_names_the_teacher_gives_twice():
                                   [3, 0])
 
 
-def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, tiny_teacher_file, capsys):
+def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, finished_run, tiny_teacher_file, capsys):
     work_dir = tmp_path / "run"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    finished_run(work_dir)
     capsys.readouterr()
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
     assert "already trained" in capsys.readouterr().out
@@ -186,11 +199,12 @@ def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, tiny_teach
     assert report["quantization"]["summary"]["resumed_from_step"] == 0  # The student is redone on the new generator.
 
 
-def test_a_longer_generator_run_stopped_midway_keeps_the_old_student_models_and_reports(tmp_path, tiny_teacher_file,
-                                                                                         monkeypatch, capsys):
+def test_a_longer_generator_run_stopped_midway_keeps_the_old_student_models_and_reports(tmp_path, finished_run,
+                                                                                        tiny_teacher_file, monkeypatch,
+                                                                                        capsys):
     from zscgan_tf import zero_shot
     work_dir = tmp_path / "run"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    finished_run(work_dir)
     built = ("student.h5", "qat_int8.tflite", "ptq_int8.tflite", "export_report.md", "report.md", "report.json")
     digests = {name: file_digest(str(work_dir / name)) for name in built}
     original_step = zero_shot.GeneratorTrainer.train_step
@@ -215,9 +229,10 @@ def test_a_longer_generator_run_stopped_midway_keeps_the_old_student_models_and_
     assert report["generator_training"]["steps"] == 8 and report["quantization"]["summary"]["resumed_from_step"] == 0
 
 
-def test_fewer_steps_than_trained_are_refused_and_nothing_is_discarded(tmp_path, tiny_teacher_file, capsys):
+def test_fewer_steps_than_trained_are_refused_and_nothing_is_discarded(tmp_path, finished_run, tiny_teacher_file,
+                                                                       capsys):
     work_dir = tmp_path / "run"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    finished_run(work_dir)
     kept = {name: file_digest(str(work_dir / name)) for name in ("state.json", "generator.keras", "student.h5")}
     capsys.readouterr()
     # Before, the loop resumed past its target and did nothing; the report gave 2 steps for 4, and
@@ -267,9 +282,9 @@ def test_w4a4_run_trains_a_student_with_fitted_held_ranges_and_says_so(tmp_path,
         work_dir / "report.md").read_text()
 
 
-def test_work_dir_of_a_different_run_is_refused(tmp_path, tiny_teacher_file, capsys):
+def test_work_dir_of_a_different_run_is_refused(tmp_path, finished_run, tiny_teacher_file, capsys):
     work_dir = tmp_path / "run"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    finished_run(work_dir)
     capsys.readouterr()
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--bn_distance=mse"])
     assert train.main(["train", f"--flagfile={flagfile}"]) == 2
@@ -290,11 +305,11 @@ def test_a_config_json_of_the_users_own_is_not_replaced(tmp_path, tiny_teacher_f
 
 
 def test_a_finished_run_is_evaluated_on_other_data_and_exported_as_uint8_without_retraining(
-        tmp_path, tiny_teacher_file, capsys):
+        tmp_path, finished_run, tiny_teacher_file, capsys):
     from PIL import Image
 
     work_dir = tmp_path / "run"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    finished_run(work_dir)
     trained = {name: file_digest(str(work_dir / name)) for name in ("generator.keras", "student.h5")}
     for label, class_name in enumerate("abcd"):  # The teacher's own class names, 3 images each.
         os.makedirs(tmp_path / "photos" / "val" / class_name)
@@ -378,10 +393,10 @@ def test_large_evaluation_data_is_checked_then_read_again_rather_than_held_throu
     assert held_in_training == [True] and len(loaded) == 1
 
 
-def test_another_student_trains_from_a_finished_runs_generator_without_training_one(tmp_path, tiny_teacher_file,
-                                                                                     capsys):
+def test_another_student_trains_from_a_finished_runs_generator_without_training_one(tmp_path, finished_run,
+                                                                                    tiny_teacher_file, capsys):
     first = tmp_path / "w8a8"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, first)}"]) == 0
+    finished_run(first)
     def digests(directory):  # Of every file but the lock, which names the last process that held it.
         return {path: file_digest(str(path)) for path in directory.rglob("*")
                 if path.is_file() and path.name != ".lock"}
@@ -422,10 +437,11 @@ def test_another_student_trains_from_a_finished_runs_generator_without_training_
     assert "then trained on or pooled anew here" in (tmp_path / "longer" / "report.md").read_text()
 
 
-def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_path, tiny_teacher_file, capsys):
+def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_path, finished_run, tiny_teacher_file,
+                                                                         capsys):
     import shutil
     first = tmp_path / "first"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, first)}"]) == 0
+    finished_run(first)
     unfinished = tmp_path / "unfinished"
     shutil.copytree(first, unfinished)
     os.remove(unfinished / "generator.keras")
@@ -438,7 +454,7 @@ def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_pat
     (trained_on / "state.json").write_text(json.dumps(state))
     shutil.copy(first / "generator.keras", trained_on / "generator.keras")
     own = tmp_path / "own"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, own)}"]) == 0
+    finished_run(own)
     capsys.readouterr()
     cut_short = tmp_path / "cut_short"  # Its config.json cut short.
     shutil.copytree(first, cut_short)
@@ -485,10 +501,11 @@ def test_an_exported_model_litert_refuses_is_named_in_one_line(tmp_path, tiny_te
                          "(TfLiteXNNPackDelegate) failed to prepare."), error
 
 
-def test_a_generator_copy_cut_short_by_a_full_disk_is_made_again(tmp_path, tiny_teacher_file, monkeypatch, capsys):
+def test_a_generator_copy_cut_short_by_a_full_disk_is_made_again(tmp_path, finished_run, tiny_teacher_file,
+                                                                 monkeypatch, capsys):
     import errno
     first = tmp_path / "first"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, first)}"]) == 0
+    finished_run(first)
     second = tmp_path / "second"
     flagfile = _flagfile(tmp_path, tiny_teacher_file, second)
 
@@ -528,10 +545,10 @@ def _retrained(teacher_path):
     model.save(teacher_path)
 
 
-def test_a_teacher_replaced_since_its_run_trained_is_refused_there(tmp_path, tiny_teacher_file, capsys):
+def test_a_teacher_replaced_since_its_run_trained_is_refused_there(tmp_path, finished_run, tiny_teacher_file, capsys):
     work_dir = tmp_path / "run"
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir)
-    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    finished_run(work_dir)
     kept = {name: file_digest(str(work_dir / name)) for name in ("generator.keras", "student.h5", "ptq_int8.tflite")}
     capsys.readouterr()
     _retrained(tiny_teacher_file)
@@ -564,10 +581,10 @@ def test_a_teacher_replaced_since_its_run_trained_is_refused_there(tmp_path, tin
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
 
 
-def test_a_teacher_read_with_other_preprocessing_is_refused_as_such(tmp_path, tiny_teacher_file, capsys):
+def test_a_teacher_read_with_other_preprocessing_is_refused_as_such(tmp_path, finished_run, tiny_teacher_file, capsys):
     work_dir = tmp_path / "run"
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir)
-    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    finished_run(work_dir)
     capsys.readouterr()
     kept = {name: file_digest(str(work_dir / name)) for name in ("config.json", "state.json", "student.h5")}
     # Before, this asked whether the model file had been replaced, which it had not.
@@ -580,9 +597,9 @@ def test_a_teacher_read_with_other_preprocessing_is_refused_as_such(tmp_path, ti
         assert kept == {name: file_digest(str(work_dir / name)) for name in kept}
 
 
-def test_a_generator_trained_against_a_replaced_teacher_is_not_taken(tmp_path, tiny_teacher_file, capsys):
+def test_a_generator_trained_against_a_replaced_teacher_is_not_taken(tmp_path, finished_run, tiny_teacher_file, capsys):
     first = tmp_path / "first"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, first)}"]) == 0
+    finished_run(first)
     _retrained(tiny_teacher_file)
     capsys.readouterr()
     flagfile = _flagfile(tmp_path, tiny_teacher_file, tmp_path / "second")
@@ -592,10 +609,11 @@ def test_a_generator_trained_against_a_replaced_teacher_is_not_taken(tmp_path, t
     assert not (tmp_path / "second" / "generator.keras").exists()
 
 
-def test_a_run_resumes_with_its_teacher_moved_and_not_with_another_in_its_place(tmp_path, tiny_teacher_file, capsys):
+def test_a_run_resumes_with_its_teacher_moved_and_not_with_another_in_its_place(tmp_path, finished_run,
+                                                                                tiny_teacher_file, capsys):
     import shutil
     work_dir = tmp_path / "run"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    finished_run(work_dir)
     moved = str(tmp_path / "models" / "teacher.keras")
     os.makedirs(os.path.dirname(moved))
     for suffix in ("", ".json"):
@@ -620,12 +638,12 @@ def test_a_run_resumes_with_its_teacher_moved_and_not_with_another_in_its_place(
 
 
 def test_teacher_settings_that_leave_the_teacher_as_it_was_read_do_not_bind_its_work_directory(
-        tmp_path, tiny_teacher_file, capsys):
+        tmp_path, finished_run, tiny_teacher_file, capsys):
     # Before, each was "a different config (teacher.alpha)": a finished run refused over a flag
     # its model file ignores, or over naming the preprocessing the teacher already had.
     work_dir = tmp_path / "run"
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir)
-    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    finished_run(work_dir)
     capsys.readouterr()
     assert train.main(["train", f"--flagfile={flagfile}", "--teacher_alpha=0.5", "--teacher_num_classes=5"]) == 0
     out = capsys.readouterr().out
@@ -639,10 +657,10 @@ def test_teacher_settings_that_leave_the_teacher_as_it_was_read_do_not_bind_its_
         capsys.readouterr().err)
 
 
-def test_a_run_directory_copied_elsewhere_resumes_there(tmp_path, tiny_teacher_file, capsys):
+def test_a_run_directory_copied_elsewhere_resumes_there(tmp_path, finished_run, tiny_teacher_file, capsys):
     import shutil
     work_dir = tmp_path / "run"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    finished_run(work_dir)
     copied = tmp_path / "archive" / "run"
     shutil.copytree(work_dir, copied)
     before = {name: file_digest(str(copied / name)) for name in ("generator.keras", "student.h5", "qat_int8.tflite")}
@@ -678,24 +696,28 @@ def test_two_runs_with_one_seed_train_the_same_generator(tmp_path, tiny_teacher_
         assert (first == second).all()
 
 
-def _run_saved_without(tmp_path, teacher_file, section, name, extra=()):
+def _run_saved_without(tmp_path, finished_run, teacher_file, section, name, extra=()):
     """A finished run (default, or with `extra` flags) whose saved config lacks `section.name`, as runs saved
-    before it existed.
+    before it existed. Without `extra`, it is a copy of the module's default run (`finished_run`, whose teacher
+    is `teacher_file`).
 
     Returns:
       (work directory, the value the run saved before it was removed).
     """
     tmp_path.mkdir(parents=True, exist_ok=True)
     work_dir = tmp_path / "run"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, teacher_file, work_dir, extra=extra)}"]) == 0
+    if extra:
+        assert train.main(["train", f"--flagfile={_flagfile(tmp_path, teacher_file, work_dir, extra=extra)}"]) == 0
+    else:
+        finished_run(work_dir)
     saved = json.loads((work_dir / "config.json").read_text())
     value = saved[section].pop(name)
     (work_dir / "config.json").write_text(json.dumps(saved))
     return work_dir, value
 
 
-def test_run_saved_before_a_setting_existed_still_resumes(tmp_path, tiny_teacher_file, capsys):
-    work_dir, _ = _run_saved_without(tmp_path, tiny_teacher_file, "loss", "mode_seeking")
+def test_run_saved_before_a_setting_existed_still_resumes(tmp_path, finished_run, tiny_teacher_file, capsys):
+    work_dir, _ = _run_saved_without(tmp_path, finished_run, tiny_teacher_file, "loss", "mode_seeking")
     capsys.readouterr()
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
     assert "already trained" in capsys.readouterr().out
@@ -705,9 +727,10 @@ def test_run_saved_before_a_setting_existed_still_resumes(tmp_path, tiny_teacher
 
 
 @pytest.mark.parametrize("name, value_before, flag", [("blur_sigma", 0.0, "--generator_blur_sigma=1")])
-def test_run_saved_before_a_generator_setting_existed_reads_as_run_without_it(tmp_path, tiny_teacher_file, capsys,
-                                                                               name, value_before, flag):
-    work_dir, saved_value = _run_saved_without(tmp_path, tiny_teacher_file, "generator", name)
+def test_run_saved_before_a_generator_setting_existed_reads_as_run_without_it(tmp_path, finished_run,
+                                                                              tiny_teacher_file, capsys, name,
+                                                                              value_before, flag):
+    work_dir, saved_value = _run_saved_without(tmp_path, finished_run, tiny_teacher_file, "generator", name)
     assert saved_value == value_before
     capsys.readouterr()
     # Its generator was made without the setting: resuming with it would reuse it under the wrong settings.
@@ -718,9 +741,10 @@ def test_run_saved_before_a_generator_setting_existed_reads_as_run_without_it(tm
     assert "already trained" in capsys.readouterr().out
 
 
-def test_run_saved_before_a_changed_default_existed_reads_as_run_with_the_old_value(tmp_path, tiny_teacher_file,
-                                                                                    capsys):
-    work_dir, saved_value = _run_saved_without(tmp_path, tiny_teacher_file, "distillation", "feature_loss_weight")
+def test_run_saved_before_a_changed_default_existed_reads_as_run_with_the_old_value(tmp_path, finished_run,
+                                                                                    tiny_teacher_file, capsys):
+    work_dir, saved_value = _run_saved_without(tmp_path, finished_run, tiny_teacher_file, "distillation",
+                                               "feature_loss_weight")
     assert saved_value == 1.0
     capsys.readouterr()
     # That run ran with the old value, so today's default differs from it ...
@@ -749,13 +773,14 @@ def test_only_an_8_bit_run_ignores_the_low_bit_options_and_only_a_run_without_qa
     assert config_lib.inert_settings(saved) == inert
 
 
-def test_a_finished_run_measured_again_does_not_judge_its_generated_samples_again(tmp_path, tiny_teacher_file,
-                                                                                   capsys, monkeypatch):
+def test_a_finished_run_measured_again_does_not_judge_its_generated_samples_again(tmp_path, finished_run,
+                                                                                  tiny_teacher_file, capsys,
+                                                                                  monkeypatch):
     # Hours at 1000 classes and 224x224 on a CPU, at every rerun of a finished run (on other data, say).
     from zscgan_tf import zero_shot
     work_dir = tmp_path / "run"
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir)
-    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    finished_run(work_dir)
     report = json.loads((work_dir / "report.json").read_text())
     samples_png = (work_dir / "samples.png").read_bytes()
     capsys.readouterr()
@@ -774,7 +799,7 @@ def test_a_finished_run_measured_again_does_not_judge_its_generated_samples_agai
     assert (work_dir / "samples.png").read_bytes() == samples_png
 
 
-def test_qat_settings_bind_a_directory_only_once_it_holds_a_student(tmp_path, tiny_teacher_file, capsys):
+def test_qat_settings_bind_a_directory_only_once_it_holds_a_student(tmp_path, finished_run, tiny_teacher_file, capsys):
     without_qat = tmp_path / "ptq"
     no_qat = ["--distillation_steps=0"]
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, without_qat, extra=no_qat)}"]) == 0
@@ -786,7 +811,7 @@ def test_qat_settings_bind_a_directory_only_once_it_holds_a_student(tmp_path, ti
     # A student trained with other QAT settings binds them, with or without QAT now: its settings must not be
     # replaced under it (a later run with QAT would take it as trained with them).
     with_qat = tmp_path / "qat"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, with_qat)}"]) == 0
+    finished_run(with_qat)
     # A run without QAT first, which records its 0 steps (a resumable change) in config.json.
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, with_qat, extra=no_qat)}"]) == 0
     capsys.readouterr()
@@ -835,13 +860,13 @@ def test_evaluation_settings_a_source_never_reads_are_noted(source, settings, no
     assert evaluation_stage.unused_evaluation_settings(evaluation, source) == note
 
 
-def test_low_bit_range_method_binds_a_w4a4_run_and_not_an_8_bit_one(tmp_path, tiny_teacher_file, capsys):
+def test_low_bit_range_method_binds_a_w4a4_run_and_not_an_8_bit_one(tmp_path, finished_run, tiny_teacher_file, capsys):
     # Saved before the setting existed, both read as min/max ranges; only the W4A4 run used them.
-    eight_bit_dir, saved_value = _run_saved_without(tmp_path / "w8a8", tiny_teacher_file, "quantization",
+    eight_bit_dir, saved_value = _run_saved_without(tmp_path / "w8a8", finished_run, tiny_teacher_file, "quantization",
                                                     "low_bit_ranges")
     assert saved_value == "mse"
-    four_bit_dir, _ = _run_saved_without(tmp_path / "w4a4", tiny_teacher_file, "quantization", "low_bit_ranges",
-                                         extra=["--quantization=w4a4"])
+    four_bit_dir, _ = _run_saved_without(tmp_path / "w4a4", finished_run, tiny_teacher_file, "quantization",
+                                         "low_bit_ranges", extra=["--quantization=w4a4"])
     capsys.readouterr()
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, eight_bit_dir)}"]) == 0
     assert "already trained" in capsys.readouterr().out
@@ -1067,9 +1092,10 @@ def test_allowed_float_ops_stay_float_in_the_int8_models_and_every_report_says_s
     assert file_digest(str(work_dir / "qat_int8.tflite")) == qat_digest
 
 
-def test_float_ops_allowed_in_a_finished_run_convert_again_without_training(tmp_path, tiny_teacher_file, capsys):
+def test_float_ops_allowed_in_a_finished_run_convert_again_without_training(tmp_path, finished_run, tiny_teacher_file,
+                                                                            capsys):
     work_dir = tmp_path / "run"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    finished_run(work_dir)
     qat_bytes = (work_dir / "qat_int8.tflite").read_bytes()
     capsys.readouterr()
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=["--allow_float_ops"])
@@ -1131,10 +1157,11 @@ def test_pooled_generators_train_apart_resume_and_feed_qat(tmp_path, tiny_teache
                                                                                                           (4, 6)]
 
 
-def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest(tmp_path, tiny_teacher_file,
-                                                                                  capsys):
+def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest(tmp_path, finished_run,
+                                                                                 tiny_teacher_file, capsys):
     # A run saved before pools existed reads as a pool of one.
-    work_dir, saved_pool_size = _run_saved_without(tmp_path / "grown", tiny_teacher_file, "generator", "pool_size")
+    work_dir, saved_pool_size = _run_saved_without(tmp_path / "grown", finished_run, tiny_teacher_file, "generator",
+                                                   "pool_size")
     assert saved_pool_size == 1
     single = generator_lib.load_generator(str(work_dir / "generator.keras"))
     capsys.readouterr()
@@ -1199,9 +1226,9 @@ def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest
     assert "generator 1 of 2 (seed 0): training 6 steps" in capsys.readouterr().out
 
 
-def test_generator_from_takes_what_a_pool_of_another_size_shares(tmp_path, tiny_teacher_file, capsys):
+def test_generator_from_takes_what_a_pool_of_another_size_shares(tmp_path, finished_run, tiny_teacher_file, capsys):
     one = tmp_path / "one"
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, one)}"]) == 0
+    finished_run(one)
     one_files = {path: file_digest(str(path)) for path in one.rglob("*") if path.is_file() and path.name != ".lock"}
     capsys.readouterr()
     two = tmp_path / "two"
