@@ -1379,6 +1379,7 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
     path = str(tmp_path / "ptq_int8.tflite")
     model_bytes = export.convert_to_tflite(teacher.model, export.representative_dataset_from_array(inputs),
                                            output_path=path)
+    made.clear()  # The one the conversion loaded its result with.
     config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
     results = evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, dataset)
     assert predicted_from_floats == []  # Every TFLite figure is from the pixels, as a device reads them.
