@@ -73,6 +73,9 @@ flags.DEFINE_list("schemes", list(_defaults.schemes), "QAT bit widths; w8a8 is e
 flags.DEFINE_enum("low_bit_ranges", _defaults.low_bit_ranges, list(quantize.LOW_BIT_RANGE_METHODS),
                   "Ranges of quantizers below 8 bits in the w4 rows (real and generated alike): mse = least squared "
                   "rounding error, held during QAT; min_max = TF-MOT's observed extremes.")
+flags.DEFINE_bool("depthwise_per_channel", _defaults.depthwise_per_channel,
+                  "W4 rows (real and generated alike): quantize DepthwiseConv2D kernels with one range per channel, "
+                  "as TFLite's int8 depthwise kernels are, not TF-MOT's one range per tensor; W8A8 rows unchanged.")
 flags.DEFINE_integer("qat_steps", _defaults.qat_steps, "Student updates of every QAT row.")
 flags.DEFINE_integer("qat_batch_size", _defaults.qat_batch_size,
                      "Samples per student update, real and generated alike.")

@@ -26,8 +26,8 @@ RECORDED_SETTINGS = (
     "qat_learning_rate", "generator_steps", "generator_batch_size", "noise_dim", "generator_channels",
     "generator_blur_sigma", "generator_pool_size", "mode_seeking_loss_weight", "bn_layer_weighting",
     "qat_feature_loss_weight", "qat_mixed_fraction", "qat_shift_fraction", "qat_flip", "qat_joint_generator",
-    "low_bit_ranges", "deterministic", "distilled_steps", "calibration_draws", "w4a4_seed_draws",
-    "generator_pool_draws", "latency_runs", "seed")
+    "low_bit_ranges", "depthwise_per_channel", "deterministic", "distilled_steps", "calibration_draws",
+    "w4a4_seed_draws", "generator_pool_draws", "latency_runs", "seed")
 
 _generator = config_lib.GeneratorConfig()
 _loss = config_lib.LossConfig()
@@ -46,6 +46,7 @@ class BenchmarkConfig:
     calibration_samples: int = 500
     schemes: Tuple[str, ...] = ("w8a8", "w4a4", "w4a8")
     low_bit_ranges: str = quantize.QuantizationScheme.low_bit_ranges
+    depthwise_per_channel: bool = quantize.QuantizationScheme.depthwise_per_channel
     qat_steps: int = 1000
     qat_batch_size: int = 128
     qat_learning_rate: float = _distillation.learning_rate
@@ -114,14 +115,20 @@ class BenchmarkConfig:
     def quantization_scheme(self, name: str) -> quantize.QuantizationScheme:
         """The scheme of a QAT row: first and last layers at 8 bits, `low_bit_ranges`."""
         return quantize.QuantizationScheme.from_name(name, keep_first_and_last_at_8_bits=True,
-                                                     low_bit_ranges=self.low_bit_ranges)
+                                                     low_bit_ranges=self.low_bit_ranges,
+                                                     depthwise_per_channel=self.depthwise_per_channel)
 
     def low_bit_range_settings(self, scheme_name: str) -> Dict[str, Any]:
-        """The range setting a QAT row depends on; named only for fitted ranges of a scheme below 8 bits,
-        so that rows cached before the setting existed (min/max) stay valid."""
-        if self.quantization_scheme(scheme_name).holds_ranges_in_training:
-            return {"low_bit_ranges": self.low_bit_ranges}
-        return {}
+        """The range settings a QAT row depends on; `low_bit_ranges` named only for fitted ranges of a
+        scheme below 8 bits, so that rows cached before the setting existed (min/max) stay valid, and
+        `depthwise_per_channel` only where it is on and changes the scheme's quantizers (below 8 bits)."""
+        scheme = self.quantization_scheme(scheme_name)
+        settings = {}
+        if scheme.holds_ranges_in_training:
+            settings["low_bit_ranges"] = self.low_bit_ranges
+        if self.depthwise_per_channel and scheme.uses_n_bit_scheme:
+            settings["depthwise_per_channel"] = True
+        return settings
 
     def w4a4_spread_seeds(self) -> List[int]:
         """The distillation seeds of the `w4a4_seed_draws` W4A4 repeats."""

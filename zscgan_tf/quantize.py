@@ -81,6 +81,12 @@ class QuantizationScheme:
         from the calibration inputs), held during QAT; `min_max`, TF-MOT's observed
         extremes, which move during QAT. 8-bit quantizers always keep min/max, as
         TFLite's converter does.
+      depthwise_per_channel: in a scheme below 8 bits with `per_channel`, quantize each
+        DepthwiseConv2D kernel with one range per channel (`depthwise_quantizer`), as
+        TFLite's int8 depthwise kernels are, where TF-MOT's per-axis quantizer gives it
+        one range per entry of its last dimension (the depth multiplier, 1 in
+        MobileNets): one for the whole tensor. Off by default; has no effect at W8A8,
+        which keeps TF-MOT's quantizers.
     """
 
     weight_bits: int = 8
@@ -88,6 +94,7 @@ class QuantizationScheme:
     keep_first_and_last_at_8_bits: bool = True
     per_channel: bool = True
     low_bit_ranges: str = "mse"
+    depthwise_per_channel: bool = False
 
     def __post_init__(self):
         for field_name in ("weight_bits", "activation_bits"):
@@ -97,7 +104,7 @@ class QuantizationScheme:
             if not MIN_BITS <= value <= MAX_BITS:
                 raise UserError(
                     f"{field_name} must be between {MIN_BITS} and {MAX_BITS}, got {value}")
-        for field_name in ("keep_first_and_last_at_8_bits", "per_channel"):
+        for field_name in ("keep_first_and_last_at_8_bits", "per_channel", "depthwise_per_channel"):
             value = getattr(self, field_name)
             if not isinstance(value, bool):
                 raise UserError(f"{field_name} must be True or False, got {value!r}")
@@ -139,7 +146,7 @@ class QuantizationScheme:
         Args:
           name: `w<weight bits>a<activation bits>`, case-insensitive.
           **options: the other fields (`keep_first_and_last_at_8_bits`, `per_channel`,
-            `low_bit_ranges`).
+            `low_bit_ranges`, `depthwise_per_channel`).
 
         Returns:
           The scheme.

@@ -25,6 +25,8 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
+from zscgan_tf import depthwise_quantizer
+
 # Bit widths at and above this keep TF-MOT's min/max ranges (what TFLite's converter uses).
 FITTED_BELOW_BITS = 8
 # The observed range times each of these is tried; 1.0 keeps it.
@@ -91,7 +93,8 @@ def fit_weight_ranges(student: tf_keras.Model) -> int:
     """Sets every weight quantizer below `FITTED_BELOW_BITS` to its least-squares range.
 
     Symmetric quantizers get [-r, r] with r the shrunk largest magnitude, per channel
-    where the quantizer keeps one range per output channel. Call it after
+    where the quantizer keeps one range per output channel (per channel of a depthwise kernel with
+    `depthwise_quantizer`'s quantizer). Call it after
     `quantizer_ranges.initialize_weight_ranges`, and train the student with its ranges held.
 
     Returns:
@@ -109,7 +112,12 @@ def fit_weight_ranges(student: tf_keras.Model) -> int:
             values = weight.numpy()
             range_shape = range_variables["max_var"].shape
             channels = int(np.prod(range_shape)) if range_shape.rank else 1
-            if channels > 1 and channels != values.shape[-1]:
+            # A range per entry of the last axis, or per depthwise channel (kh, kw, C, M) -> C*M columns,
+            # in the order `depthwise_quantizer` flattens them.
+            per_depthwise_channel = isinstance(quantizer, depthwise_quantizer.DepthwisePerChannelWeightsQuantizer)
+            if per_depthwise_channel and channels != depthwise_quantizer.range_count(values.shape):
+                continue
+            if not per_depthwise_channel and channels > 1 and channels != values.shape[-1]:
                 continue  # A per-axis layout this code does not know; TF-MOT's ranges stay.
             columns = values.reshape(-1, channels)
             magnitude = np.abs(columns).max(0)

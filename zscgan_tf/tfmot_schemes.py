@@ -6,7 +6,8 @@ its configs accept, BatchNormalization folded into the linear layer in front of 
 `Multiply`, `Subtract`, `Maximum` and `Minimum` with an output-only config. The
 scheme `tfmot_scheme` builds wraps TF-MOT's 8-bit or n-bit scheme so that its registry
 disowns what its configs cannot quantize and, below 8 bits, the first and last weighted
-layers can stay at 8 bits. `quantize.quantize_student` applies them.
+layers can stay at 8 bits and DepthwiseConv2D kernels can be quantized per channel
+(`depthwise_quantizer`). `quantize.quantize_student` applies them.
 """
 
 import copy
@@ -24,7 +25,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
     default_n_bit_quantize_configs)
 
-from zscgan_tf import quantizer_ranges
+from zscgan_tf import depthwise_quantizer, quantizer_ranges
 
 if TYPE_CHECKING:
     from zscgan_tf.quantize import QuantizationScheme
@@ -89,10 +90,18 @@ def registry_for(scheme: "QuantizationScheme"):
             disable_per_axis=not scheme.per_channel,
             num_bits_weight=scheme.weight_bits,
             num_bits_activation=scheme.activation_bits)
+        if quantizes_depthwise_per_channel(scheme):
+            registry = _DepthwisePerChannelRegistry(registry)
     else:
         registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry(
             disable_per_axis=not scheme.per_channel)
     return _SupportedActivationsRegistry(registry, scheme)
+
+
+def quantizes_depthwise_per_channel(scheme: "QuantizationScheme") -> bool:
+    """Whether the scheme's DepthwiseConv2D kernels get a range per channel: asked for, per-channel
+    weights, and the n-bit scheme (weights or activations below 8 bits; W8A8 keeps TF-MOT's)."""
+    return scheme.depthwise_per_channel and scheme.per_channel and scheme.uses_n_bit_scheme
 
 
 def _is_quantizable(layer, registry, quantizable_names) -> bool:
@@ -202,6 +211,51 @@ def _with_bits(quantize_config, weight_bits: int, activation_bits: int):
     return type(quantize_config).from_config(config)
 
 
+class _DepthwisePerChannelRegistry(tfmot.quantization.keras.QuantizeRegistry):
+    """An n-bit registry whose DepthwiseConv2D configs quantize the kernel per channel
+    (`depthwise_quantizer.DepthwisePerChannelQuantizeConfig`), at the widths the base config has."""
+
+    def __init__(self, base_registry):
+        self._base_registry = base_registry
+
+    def supports(self, layer):
+        return self._base_registry.supports(layer)
+
+    def get_quantize_config(self, layer):
+        quantize_config = self._base_registry.get_quantize_config(layer)
+        if type(layer) is tf_keras.layers.DepthwiseConv2D:  # pylint: disable=unidiomatic-typecheck
+            config = quantize_config.get_config()
+            return depthwise_quantizer.DepthwisePerChannelQuantizeConfig(
+                weight_attrs=config["weight_attrs"], activation_attrs=config["activation_attrs"],
+                quantize_output=config["quantize_output"], num_bits_weight=config["num_bits_weight"],
+                num_bits_activation=config["num_bits_activation"])
+        return quantize_config
+
+
+class _DepthwisePerChannelScheme(tfmot.quantization.keras.QuantizeScheme):
+    """An n-bit scheme whose registry is wrapped in `_DepthwisePerChannelRegistry`."""
+
+    def __init__(self, base_scheme):
+        self._base_scheme = base_scheme
+
+    def get_layout_transformer(self):
+        return self._base_scheme.get_layout_transformer()
+
+    def get_quantize_registry(self):
+        return _DepthwisePerChannelRegistry(self._base_scheme.get_quantize_registry())
+
+
+def _n_bit_scheme(scheme: "QuantizationScheme"):
+    """TF-MOT's n-bit scheme at the scheme's widths, with per-channel depthwise kernels if asked."""
+    n_bit_scheme = _N_BIT.DefaultNBitQuantizeScheme(
+        disable_per_axis=not scheme.per_channel,
+        num_bits_weight=scheme.weight_bits,
+        num_bits_activation=scheme.activation_bits)
+    if quantizes_depthwise_per_channel(scheme):
+        return _DepthwisePerChannelScheme(n_bit_scheme)
+    return n_bit_scheme
+
+
 class _EdgeLayersAt8BitsRegistry(tfmot.quantization.keras.QuantizeRegistry):
     """The n-bit registry, except that named layers get 8-bit configs.
 
@@ -255,10 +309,7 @@ class _EdgeLayersAt8BitsScheme(tfmot.quantization.keras.QuantizeScheme):
     """
 
     def __init__(self, scheme: "QuantizationScheme", edge_layer_names: Sequence[str]):
-        self._base_scheme = _N_BIT.DefaultNBitQuantizeScheme(
-            disable_per_axis=not scheme.per_channel,
-            num_bits_weight=scheme.weight_bits,
-            num_bits_activation=scheme.activation_bits)
+        self._base_scheme = _n_bit_scheme(scheme)
         self._edge_layer_names = tuple(edge_layer_names)
 
     def get_layout_transformer(self):
@@ -314,8 +365,5 @@ def tfmot_scheme(scheme: "QuantizationScheme", edge_layers: Sequence[str]):
     elif scheme.keep_first_and_last_at_8_bits and edge_layers:
         base_scheme = _EdgeLayersAt8BitsScheme(scheme, edge_layers)
     else:
-        base_scheme = _N_BIT.DefaultNBitQuantizeScheme(
-            disable_per_axis=not scheme.per_channel,
-            num_bits_weight=scheme.weight_bits,
-            num_bits_activation=scheme.activation_bits)
+        base_scheme = _n_bit_scheme(scheme)
     return _SupportedActivationsScheme(base_scheme, scheme)
