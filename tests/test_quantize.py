@@ -269,6 +269,25 @@ def test_w8a8_report_has_eight_bit_weights_and_folded_batch_norm():
     assert any(line.startswith("| conv_1 | Conv2D | quantized | 8 |") for line in lines)
 
 
+@pytest.mark.parametrize("scheme_name, bits", [("w8a8", 8), ("w4a4", 4)])
+def test_a_layer_feeding_a_relu_layer_keeps_its_weight_quantizers(scheme_name, bits):
+    # TF-MOT's transform for an Add before a ReLU gave such a layer a no-op config: its weights trained unrounded
+    # in QAT, while the int8 file rounds them (MobileNetV3's squeeze-excite convolutions).
+    inputs = tf_keras.Input(INPUT_SHAPE)
+    x = tf_keras.layers.BatchNormalization(name="bn")(tf_keras.layers.Conv2D(4, 3, name="first")(inputs))
+    x = tf_keras.layers.ReLU(name="relu_after_conv")(tf_keras.layers.Conv2D(4, 3, name="conv")(x))
+    x = tf_keras.layers.ReLU(6.0, name="relu_after_depthwise")(tf_keras.layers.DepthwiseConv2D(3, name="depthwise")(x))
+    x = tf_keras.layers.ReLU(name="relu_after_dense")(
+        tf_keras.layers.Dense(6, name="dense")(tf_keras.layers.GlobalAveragePooling2D()(x)))
+    teacher = tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES, name="logits")(x))
+    student, _ = quantize.quantize_student(teacher, quantize.QuantizationScheme.from_name(scheme_name))
+    rows = rows_by_name(student)
+    for name in ("conv", "depthwise", "dense"):
+        # Weights rounded as the file rounds them; the output rounded after the ReLU only, as TFLite fuses the two.
+        assert (rows[name].weight_bits, rows[name].activation_bits) == (bits, None), name
+        assert rows[f"relu_after_{name}"].activation_bits == bits, name
+
+
 def test_w4a4_keeps_first_and_last_layers_at_8_bits():
     scheme = quantize.QuantizationScheme.from_name("w4a4")
     assert not scheme.exportable

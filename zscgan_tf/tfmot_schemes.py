@@ -70,6 +70,8 @@ _WEIGHTED_LAYERS = (
     tf_keras.layers.DepthwiseConv2D,
     tf_keras.layers.Dense,
 )
+# The no-op configs of TF-MOT's 8-bit and n-bit schemes (two classes of one name).
+_NO_OP_CONFIGS = (default_8bit_quantize_configs.NoOpQuantizeConfig, default_n_bit_quantize_configs.NoOpQuantizeConfig)
 # Activation names `QuantizeAwareActivation` accepts inside Conv/Dense layers.
 _LAYER_ACTIVATIONS = frozenset({"linear", "relu", "swish", "gelu", "softmax", "sigmoid", "tanh"})
 # Activation names the registries accept in a standalone `Activation` layer.
@@ -342,15 +344,47 @@ class _SupportedActivationsRegistry(tfmot.quantization.keras.QuantizeRegistry):
         return self._base_registry.get_quantize_config(layer)
 
 
+class _WeightsKeptBeforeReLUTransform(tfmot.quantization.keras.QuantizeLayoutTransform):
+    """TF-MOT's layout transform, except that a Conv2D, DepthwiseConv2D or Dense layer
+    feeding a ReLU layer keeps its weight quantizers.
+
+    TF-MOT's `LayerReLUQuantize` transform, written for an Add before a ReLU, gives such a
+    layer `NoOpQuantizeConfig` so that nothing rounds its output before the ReLU (TFLite
+    fuses the two). That config drops its weights' quantizers too: QAT trained those
+    weights unrounded while the int8 file rounds them (MobileNetV3's squeeze-excite
+    convolutions, a Conv2D then a ReLU layer without BatchNormalization between). Such a
+    layer gets its registry's config without activation or output quantizers instead.
+    """
+
+    def __init__(self, base_transform, registry):
+        self._base_transform = base_transform
+        self._registry = registry
+
+    def apply(self, model, layer_quantize_map):
+        model, layer_quantize_map = self._base_transform.apply(model, layer_quantize_map)
+        for layer in model.layers:
+            entry = layer_quantize_map.get(layer.name) or {}
+            if (isinstance(entry.get("quantize_config"), _NO_OP_CONFIGS)
+                    and type(layer) in _WEIGHTED_LAYERS  # pylint: disable=unidiomatic-typecheck
+                    and self._registry.supports(layer)):
+                weights_only = self._registry.get_quantize_config(layer).get_config()
+                weights_only.update(activation_attrs=[], quantize_output=False)
+                entry["quantize_config"] = type(self._registry.get_quantize_config(layer)).from_config(weights_only)
+        return model, layer_quantize_map
+
+
 class _SupportedActivationsScheme(tfmot.quantization.keras.QuantizeScheme):
-    """A TF-MOT scheme whose registry is wrapped in `_SupportedActivationsRegistry`."""
+    """A TF-MOT scheme whose registry is wrapped in `_SupportedActivationsRegistry`, and
+    whose layout transform keeps weight quantizers before a ReLU layer
+    (`_WeightsKeptBeforeReLUTransform`)."""
 
     def __init__(self, base_scheme, scheme: "QuantizationScheme"):
         self._base_scheme = base_scheme
         self._scheme = scheme
 
     def get_layout_transformer(self):
-        return self._base_scheme.get_layout_transformer()
+        return _WeightsKeptBeforeReLUTransform(self._base_scheme.get_layout_transformer(),
+                                               self.get_quantize_registry())
 
     def get_quantize_registry(self):
         return _SupportedActivationsRegistry(self._base_scheme.get_quantize_registry(), self._scheme)
