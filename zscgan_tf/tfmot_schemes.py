@@ -367,9 +367,9 @@ class _WeightsKeptBeforeReLUTransform(tfmot.quantization.keras.QuantizeLayoutTra
             if (isinstance(entry.get("quantize_config"), _NO_OP_CONFIGS)
                     and type(layer) in _WEIGHTED_LAYERS  # pylint: disable=unidiomatic-typecheck
                     and self._registry.supports(layer)):
-                weights_only = self._registry.get_quantize_config(layer).get_config()
-                weights_only.update(activation_attrs=[], quantize_output=False)
-                entry["quantize_config"] = type(self._registry.get_quantize_config(layer)).from_config(weights_only)
+                quantize_config = self._registry.get_quantize_config(layer)
+                weights_only = {**quantize_config.get_config(), "activation_attrs": [], "quantize_output": False}
+                entry["quantize_config"] = type(quantize_config).from_config(weights_only)
         return model, layer_quantize_map
 
 
