@@ -551,6 +551,44 @@ def test_a_layer_that_is_0_on_every_calibration_sample_is_named_and_nothing_is_w
     assert not os.path.exists(tmp_path / "dead.tflite")
 
 
+def test_a_model_that_cannot_run_on_one_image_is_refused_in_one_line_naming_its_layer(tmp_path):
+    # Tracing at batch 1 raised a 40-line ValueError from TensorFlow, through both commands too.
+    inputs = tf_keras.Input((4, 4, 1))
+    flat = tf_keras.layers.Lambda(lambda images: tf.reshape(images, (32, 16)), name="batch_of_32")(inputs)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES)(flat), name="fixed_batch")
+    assert model(np.zeros((32, 4, 4, 1), np.float32)).shape == (32, NUM_CLASSES)  # It runs at its own batch.
+    samples = export.representative_dataset_from_array(np.zeros((4, 4, 4, 1), np.float32))
+    for mode, dataset in (("int8", samples), ("float", None), ("dynamic", None)):
+        with pytest.raises(export.TfliteConversionError) as raised:
+            export.convert_to_tflite(model, dataset, mode=mode, output_path=str(tmp_path / "fixed.tflite"))
+        assert str(raised.value) == (
+            f"TFLite {mode} conversion of 'fixed_batch' failed: the model cannot run on one image, as a TFLite "
+            "model's batch-1 input needs: its layer 'batch_of_32' (Lambda) raised: Cannot reshape a tensor with 16 "
+            "elements to shape [32,16] (512 elements); build it so that it takes any batch size (no fixed batch in "
+            "a Reshape, Lambda or custom layer)")
+    assert not os.path.exists(tmp_path / "fixed.tflite")
+    # An error that does not come from a layer's call is given by its type and first line.
+    assert export._call_failure(TypeError("in user code:\n\n  bad input\n  more")) == "TypeError: bad input"
+
+
+def test_a_student_conversion_failure_names_the_layers_tf_mot_left_float():
+    # The message quoted LiteRT's "FULLY_CONNECTED ... INT8 != FLOAT32" without a word on which layer it was.
+    inputs = tf_keras.Input((4, 4, 1))
+    features = tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(2, 3, padding="same")(inputs))
+    mixed = tf_keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 3), name="mixer")(
+        tf_keras.layers.Reshape((16, 2))(features))
+    teacher = tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES)(tf_keras.layers.Flatten()(mixed)),
+                             name="mixing")
+    samples = np.random.default_rng(0).uniform(-1, 1, (4, 4, 4, 1)).astype(np.float32)
+    student, float_layers = quantize.quantize_student(teacher, calibration_inputs=samples)
+    assert float_layers == ("mixer",)
+    with pytest.raises(export.TfliteConversionError, match=(
+            r"^TFLite int8 conversion of 'mixing' failed: .*\(INT8 != FLOAT32\) Node number \d+ \(FULLY_CONNECTED\) "
+            r"failed to prepare; TF-MOT left float, for the converter to quantize on its own: 1 EinsumDense \(mixer\) "
+            r"\(the converter's full message is in the chained exception\)$")):
+        export.convert_to_tflite(student, export.representative_dataset_from_array(samples))
+
+
 def test_converter_failure_says_why_where_the_converter_does():
     message = ("loc(fused[...]): error: 'tfl.average_pool_2d' op quantization parameters violate the same scale "
                "constraint: !quant.uniform<i8:f32, 0.0055:3> vs. !quant.uniform<i8:f32, 0.0047:5>\n...")

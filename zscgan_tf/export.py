@@ -202,6 +202,40 @@ def _batch_one_input_spec(model: tf_keras.Model) -> tf.TensorSpec:
     return tf.TensorSpec((EXPORT_BATCH_SIZE,) + shape[1:], tf.float32)
 
 
+def _traced_at_batch_one(serving_function, model: tf_keras.Model, mode: str):
+    """The concrete function of `serving_function` at its batch-1 signature, or a one-line
+    refusal for a model that cannot run on one image (a Reshape or Lambda with a fixed batch)."""
+    try:
+        return serving_function.get_concrete_function()
+    except UserError:
+        raise
+    except Exception as error:  # pylint: disable=broad-except
+        # Tracing raises ValueError, TypeError, InvalidArgumentError, ... from the model's own code.
+        raise TfliteConversionError(
+            f"TFLite {mode} conversion of {model.name!r} failed: the model cannot run on one image, "
+            f"as a TFLite model's batch-1 input needs: {_call_failure(error)}; build it so that it "
+            "takes any batch size (no fixed batch in a Reshape, Lambda or custom layer)") from error
+
+
+# How Keras names the layer whose call failed, and where its own message starts.
+_LAYER_CALL_FAILURE = re.compile(
+    r"Exception encountered when calling layer '([^']+)' \(type (\w+)\)\.\s*\n\s*\n\s*(\S[^\n]*)")
+
+
+def _call_failure(error: Exception) -> str:
+    """"its layer 'lambda' (Lambda) raised: Cannot reshape a tensor with 256 elements to shape
+    [32,256] (8192 elements)" from a Keras call error, else the error's first line."""
+    message = str(error)
+    match = _LAYER_CALL_FAILURE.search(message)
+    if match:
+        layer, layer_type, detail = match.groups()
+        detail = detail.split(" for '{{node", 1)[0].strip()
+        return f"its layer {layer!r} ({layer_type}) raised: {detail[:_MAX_ERROR_DETAIL_CHARS]}"
+    first_line = next((line.strip() for line in message.splitlines()
+                       if line.strip() and line.strip() != "in user code:"), type(error).__name__)
+    return f"{type(error).__name__}: {first_line[:_MAX_ERROR_DETAIL_CHARS]}"
+
+
 def _checked_representative_dataset(representative_dataset, input_shape):
     """Wraps a representative dataset so a wrong sample fails with a clear message."""
     expected_shape = tuple(input_shape)
@@ -272,8 +306,8 @@ def _check_no_loops(model: tf_keras.Model, graph_def) -> None:
         "export in float or dynamic mode")
 
 
-def _converter_error(model_name: str, mode: str, error: Exception) -> TfliteConversionError:
-    """A one-line message naming the ops the converter complained about."""
+def _converter_error(model_name: str, mode: str, error: Exception, note: str = "") -> TfliteConversionError:
+    """A one-line message naming the ops the converter complained about, with `note` after them."""
     message = str(error)
     op_names = sorted(set(_CONVERTER_OP_PATTERN.findall(message)))
     if op_names:
@@ -284,10 +318,23 @@ def _converter_error(model_name: str, mode: str, error: Exception) -> TfliteConv
     else:
         first_line = next((line.strip() for line in message.splitlines() if line.strip()),
                           type(error).__name__)
-        detail = first_line[:_MAX_ERROR_DETAIL_CHARS]
+        # TFLite's error reporter joins its lines: "... (INT8 != FLOAT32)Node number 3 (FULLY_CONNECTED) ...".
+        detail = re.sub(r"(?<=\S)(?=Node number \d)", " ", first_line)[:_MAX_ERROR_DETAIL_CHARS]
+    if note:
+        detail = detail.rstrip(".")
     return TfliteConversionError(
-        f"TFLite {mode} conversion of {model_name!r} failed: {detail} "
+        f"TFLite {mode} conversion of {model_name!r} failed: {detail}{note} "
         "(the converter's full message is in the chained exception)")
+
+
+def _left_float_note(student: tf_keras.Model) -> str:
+    """"; TF-MOT left float, for the converter to quantize on its own: 1 MultiHeadAttention
+    (attention)", naming where a QAT student's conversion most likely failed; "" for none."""
+    names = [row.name for row in quantize.describe_student(student) if row.status == quantize.FLOAT_STATUS]
+    if not names:
+        return ""
+    return ("; TF-MOT left float, for the converter to quantize on its own: "
+            f"{quantize.summarize_layer_names(student, names)}")
 
 
 def float_ops_description(report: tflite_model.TfliteModelReport, model) -> str:
@@ -381,7 +428,8 @@ def convert_to_tflite(
         in `int8` mode without a representative dataset.
       TfliteConversionError: when the converter fails, would crash (a loop over a tensor
         list), or an `int8` result is not fully integer (without `allow_float_ops`; with
-        it, when its input or output is float) or does not load (`check_loads`).
+        it, when its input or output is float) or does not load (`check_loads`), and for a
+        model that cannot run on one image.
     """
     if not isinstance(model, tf_keras.Model):
         raise UserError(
@@ -411,7 +459,7 @@ def convert_to_tflite(
     input_spec = _batch_one_input_spec(model)
     serving_function = tf.function(
         lambda inputs: model(inputs, training=False), input_signature=[input_spec])
-    concrete_function = serving_function.get_concrete_function()
+    concrete_function = _traced_at_batch_one(serving_function, model, mode)
     if mode == "int8" and representative_dataset is not None:
         _check_no_loops(model, concrete_function.graph.as_graph_def())
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function], model)
@@ -444,7 +492,8 @@ def convert_to_tflite(
             raise
         except Exception as error:  # pylint: disable=broad-except
             # The converter raises ConverterError, ValueError, RuntimeError, ...
-            raise _converter_error(model.name, mode, error) from error
+            raise _converter_error(model.name, mode, error,
+                                   _left_float_note(model) if quantization_aware else "") from error
 
     if mode == "int8":
         report = tflite_model.inspect_tflite(model_bytes)
