@@ -571,6 +571,25 @@ def test_a_model_that_cannot_run_on_one_image_is_refused_in_one_line_naming_its_
     assert export._call_failure(TypeError("in user code:\n\n  bad input\n  more")) == "TypeError: bad input"
 
 
+def test_a_mixed_precision_model_is_refused_before_the_converter_lists_its_every_op():
+    # The converter listed every op as one it "cannot convert", in every mode.
+    tf_keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = tf_keras.Input((4, 4, 1))
+        features = tf_keras.layers.GlobalAveragePooling2D()(tf_keras.layers.Conv2D(2, 3, name="conv")(inputs))
+        model = tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES, dtype="float32")(features), name="half")
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
+    samples = export.representative_dataset_from_array(np.zeros((4, 4, 4, 1), np.float32))
+    for mode, dataset in (("int8", samples), ("float", None)):
+        with pytest.raises(UserError) as raised:
+            export.convert_to_tflite(model, dataset, mode=mode)
+        assert str(raised.value) == (
+            f"TFLite {mode} conversion of 'half' cannot start: 2 layers compute in float16 (policy mixed_float16: "
+            "conv, global_average_pooling2d), for which TensorFlow's converter has no kernels; rebuild the model "
+            "under the float32 policy with the same weights (zscgan_tf.load_teacher does so for a saved model)")
+
+
 def test_a_student_conversion_failure_names_the_layers_tf_mot_left_float():
     # The message quoted LiteRT's "FULLY_CONNECTED ... INT8 != FLOAT32" without a word on which layer it was.
     inputs = tf_keras.Input((4, 4, 1))

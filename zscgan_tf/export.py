@@ -37,7 +37,7 @@ import tf_keras
 from zscgan_tf import evaluate, native_output, quantize, tflite_model
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import write_bytes_atomic, write_text_atomic
-from zscgan_tf.progress import count_of
+from zscgan_tf.progress import count_of, listed
 
 MODES = ("int8", "float", "dynamic")
 INTEGER_IO_DTYPES = ("int8", "uint8")
@@ -170,6 +170,20 @@ def is_quantization_aware(model: tf_keras.Model) -> bool:
     return any(isinstance(layer, (tfmot.quantization.keras.QuantizeWrapper,
                                   quantize.quantize_layer.QuantizeLayer))
                for layer in model.layers)
+
+
+def _check_float32_compute(model: tf_keras.Model, mode: str) -> None:
+    """Refuses a model with a mixed-precision policy, whose float16 ops the converter has no
+    kernels for in any mode (it listed every op as one it "cannot convert")."""
+    reduced = [layer.name for layer in model.layers
+               if getattr(layer, "compute_dtype", "float32") in ("float16", "bfloat16")]
+    if reduced:
+        first = model.get_layer(reduced[0])
+        raise UserError(
+            f"TFLite {mode} conversion of {model.name!r} cannot start: {count_of(len(reduced), 'layer')} compute in "
+            f"{first.compute_dtype} (policy {first.dtype_policy.name}: {listed(reduced, _MAX_LISTED_LAYERS)}), "
+            "for which TensorFlow's converter has no kernels; rebuild the model under the float32 policy with the "
+            "same weights (zscgan_tf.load_teacher does so for a saved model)")
 
 
 def _check_eight_bit_student(model: tf_keras.Model) -> None:
@@ -424,8 +438,8 @@ def convert_to_tflite(
       The flatbuffer bytes.
 
     Raises:
-      UserError: for an unknown mode or dtype, an unsupported model, or a float model
-        in `int8` mode without a representative dataset.
+      UserError: for an unknown mode or dtype, an unsupported model (one computing in
+        float16, say), or a float model in `int8` mode without a representative dataset.
       TfliteConversionError: when the converter fails, would crash (a loop over a tensor
         list), or an `int8` result is not fully integer (without `allow_float_ops`; with
         it, when its input or output is float) or does not load (`check_loads`), and for a
@@ -447,6 +461,7 @@ def convert_to_tflite(
                         ("check_loads", check_loads)):
         if not isinstance(value, bool):
             raise UserError(f"{name} must be True or False, got {value!r}")
+    _check_float32_compute(model, mode)
     quantization_aware = is_quantization_aware(model)
     if quantization_aware:
         _check_eight_bit_student(model)
