@@ -405,6 +405,12 @@ def test_tfds_loader_with_mock_data():
     assert dataset.num_classes == 10 and dataset.name == "mnist"
     assert [images.shape for images, _ in batches] == [(2, 6, 5, 3), (2, 6, 5, 3), (1, 6, 5, 3)]
     assert all(labels.dtype == np.int64 for _, labels in batches)
+    # Bad arguments are refused when called, not at the first batch, and before any dataset is looked for.
+    for arguments, refusal in (({"batch_size": 0}, "batch size must be positive, got 0"),
+                               ({"image_size": (6,)}, r"image size must be \(height, width\), got \(6,\)"),
+                               ({"image_size": (0, 5)}, r"image size must be \(height, width\), got \(0, 5\)")):
+        with pytest.raises(UserError, match=f"^{refusal}$"):
+            tfds_data.iterate_tfds("no_such_dataset_anywhere", "test", **arguments)
 
 
 def test_a_tfds_catalog_dataset_gets_as_far_as_its_download(tmp_path):

@@ -327,6 +327,8 @@ def test_labels_in_another_order_than_the_outputs_are_warned_of_and_a_poor_teach
     # One class confused with another is a teacher's error, not an order.
     confused = np.where(labels == 1, 7, labels)
     assert evaluate.label_order_warning(confused, labels, 10) is None
+    few_labels = np.repeat(np.arange(4), 30)  # With few labels too: one confusion is under the two it takes.
+    assert evaluate.label_order_warning(np.where(few_labels == 1, 3, few_labels), few_labels, 4) is None
     # Everything read as one class (the wrong preprocessing): warned of, without names.
     collapsed = np.full_like(labels, 4)
     assert "for 9 of its 10 labels it mostly predicts another class (label 0 -> output 4, " in (
