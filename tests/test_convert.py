@@ -375,6 +375,25 @@ def test_an_output_that_would_replace_a_file_other_than_a_tflite_model_is_refuse
         assert _model_report(output).inputs[0].dtype == "float32"
 
 
+def test_an_output_that_is_a_run_s_own_model_file_is_refused(run_dir, tmp_path, convert):
+    # It was replaced, and the run's report.md and export_report.md went on describing the file they had measured.
+    work_dir, teacher_path = run_dir
+    for name in ("qat_int8.tflite", "ptq_int8.tflite", "teacher_float.tflite"):
+        output = work_dir / name
+        before = output.read_bytes() if output.exists() else None
+        result = convert(f"--run_dir={work_dir}", "--io_dtype=uint8", f"--output={output}")
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: --output {str(output)!r} is a file of the run in {str(work_dir)!r}, whose reports describe it and "
+            "whose export stage would take it for its own; write the export elsewhere (python -m zscgan_tf.train on "
+            "that run exports its own files again, with their reports)")
+        assert (output.read_bytes() if output.exists() else None) == before
+    # The same name in a folder that is not a run's is written.
+    elsewhere = tmp_path / "qat_int8.tflite"
+    assert convert(f"--teacher={teacher_path}", "--mode=float", f"--output={elsewhere}").returncode == 0
+    assert elsewhere.exists()
+
+
 def test_a_run_directory_in_use_by_a_run_is_refused_and_converts_once_it_is_free(run_dir, tmp_path, convert, capsys):
     # Its training deleted the checkpoint being read: a NotFoundError traceback.
     from conftest import lock_held_by_another_process

@@ -411,6 +411,11 @@ def _from_run(config: ConversionConfig, generator):
     return student, calibration, f"QAT checkpoint in {checkpoint_dir}", teacher.preprocessing, class_names
 
 
+# The files a run's export stage writes, and its reports describe.
+RUN_TFLITE_FILES = (quantization_stages.FLOAT_TFLITE_FILE, quantization_stages.PTQ_TFLITE_FILE,
+                    quantization_stages.QAT_TFLITE_FILE)
+
+
 def _check_output(path: str) -> None:
     """Refuses an --output that could not be written, before minutes of calibration are spent on it,
     or that would replace a file other than a TFLite model (the model converted, a run's
@@ -423,6 +428,11 @@ def _check_output(path: str) -> None:
     reason = files.unusable_directory_reason(os.path.dirname(os.path.abspath(path)))
     if reason:
         raise UserError(f"cannot write --output {path!r}: {reason}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.basename(path) in RUN_TFLITE_FILES and os.path.isfile(os.path.join(folder, config_lib.CONFIG_FILE)):
+        raise UserError(f"--output {path!r} is a file of the run in {folder!r}, whose reports describe it and whose "
+                        "export stage would take it for its own; write the export elsewhere (python -m "
+                        "zscgan_tf.train on that run exports its own files again, with their reports)")
 
 
 def _check_weight_scales(model, per_channel: Optional[bool]) -> None:
