@@ -191,12 +191,22 @@ def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, finished_r
     capsys.readouterr()
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
     assert "already trained" in capsys.readouterr().out
+    # This session trained nothing: the report gave the first session's figures as its own.
+    markdown = (work_dir / "report.md").read_text()
+    assert "- steps: 4 (the earlier session that trained it from step 0; this one trained none)\n" in markdown
+    assert "- wall time of the earlier session that trained it: " in markdown and "this session" not in markdown
+    assert "Data-free QAT: 3 steps, " in markdown and " in the earlier session that trained it (this one trained " \
+        "none), " in markdown
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir, steps=6)}"]) == 0
     assert "int8 models and reports built on the old generator are discarded" in capsys.readouterr().out
     report = json.loads((work_dir / "report.json").read_text())
     assert report["generator_training"]["resumed_from_step"] == 4
     assert report["generator_training"]["steps"] == 6
     assert report["quantization"]["summary"]["resumed_from_step"] == 0  # The student is redone on the new generator.
+    assert "trained_in_an_earlier_session" not in report["generator_training"] | report["quantization"]
+    markdown = (work_dir / "report.md").read_text()
+    assert "- steps: 6 (this session from step 4)\n" in markdown and "- wall time of this session: " in markdown
+    assert "Data-free QAT: 3 steps, " in markdown and " this session, " in markdown
 
 
 def test_a_longer_generator_run_stopped_midway_keeps_the_old_student_models_and_reports(tmp_path, finished_run,

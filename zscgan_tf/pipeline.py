@@ -23,7 +23,7 @@ import contextlib
 import functools
 import json
 import os
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import tf_keras
 
@@ -46,6 +46,8 @@ from zscgan_tf.run_state import (GENERATED_SAMPLES_KEY, GENERATOR_DIR, GENERATOR
 # of a run that takes hours.
 MAX_HELD_EVALUATION_BYTES = 2 ** 30
 STAGE_OUTPUTS = (STATE_FILE, GENERATOR_DIR, quantization_stages.DISTILLATION_DIR)
+# The stages whose `state.json` entries hold a training summary (loss terms, wall time, samples/s).
+TRAINED_STAGES = ("generator", "distillation")
 
 
 def check_work_dir(run_config: config_lib.RunConfig):
@@ -189,10 +191,11 @@ def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict,
 
 
 def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, generator, state: dict,
-                 quantization_results: dict, progress: bool = True) -> dict:
+                 quantization_results: dict, progress: bool = True, trained_earlier: Sequence[str] = ()) -> dict:
     """Judges generated samples with the teacher (unless this generator's samples were judged
     with these settings already, and their grid is the one written then), writes the grid and
-    the reports."""
+    the reports. `trained_earlier`: the stages of `TRAINED_STAGES` that this session found
+    done, whose training figures the reports give as an earlier session's."""
     work_dir = run_config.work_dir
     settings = run_config.evaluation
     samples_path = os.path.join(work_dir, run_report.SAMPLES_FILE)
@@ -228,7 +231,8 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
     report = {
         "teacher": teachers.describe(teacher),
         "generator": {**run_config.to_dict()["generator"], "parameters": int(generator.count_params())},
-        "generator_training": summary,
+        "generator_training": {**summary, **({run_report.EARLIER_SESSION_KEY: True}
+                                             if summary and "generator" in trained_earlier else {})},
         GENERATOR_FROM_KEY: state.get(GENERATOR_FROM_KEY),
         "generator_trained_here": (not state.get(GENERATOR_FROM_KEY)
                                    or state.get("generator", {}).get(TRAINED_HERE_KEY, False)),
@@ -237,6 +241,8 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
         "quantization": {"scheme": run_config.quantization.scheme,
                          "low_bit_ranges": run_config.quantization.low_bit_ranges,
                          **(state.get("distillation", {}) if run_config.distillation.steps else {}),
+                         **({run_report.EARLIER_SESSION_KEY: True}
+                            if run_config.distillation.steps and "distillation" in trained_earlier else {}),
                          **quantization_results},
         "outputs": {"generator": GENERATOR_MODEL_FILE, "checkpoints": "generator/checkpoints",
                     "samples": run_report.SAMPLES_FILE, "tensorboard": LOGS_DIR, "config": config_lib.CONFIG_FILE,
@@ -341,6 +347,8 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
         if student_check:
             state[STUDENT_CHECK_KEY] = student_check
         write_state(run_config.work_dir, state)
+    # The training summaries a rerun finds: a stage that is done trains nothing and keeps its summary.
+    earlier_summaries = {stage: (state.get(stage) or {}).get("summary") for stage in TRAINED_STAGES}
     if source:
         generator_reuse.take_generator(run_config, source, state)
     generator = generator_stage.run(run_config, teacher, state, progress=progress)
@@ -362,7 +370,10 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
         evaluation_data = evaluation_data()
     quantization_results = evaluation_stage.run(run_config, teacher, student, tflite_paths, evaluation_data,
                                                 progress=progress)
-    report = report_stage(run_config, teacher, generator, state, quantization_results, progress=progress)
+    trained_earlier = [stage for stage, summary in earlier_summaries.items()
+                       if summary is not None and (state.get(stage) or {}).get("summary") == summary]
+    report = report_stage(run_config, teacher, generator, state, quantization_results, progress=progress,
+                          trained_earlier=trained_earlier)
     samples = report["generated_samples"]
     warning = run_report.generated_samples_warning(report)
     if warning:

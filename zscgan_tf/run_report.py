@@ -15,6 +15,9 @@ from zscgan_tf.run_state import GENERATOR_FROM_KEY
 
 REPORT_JSON_FILE = "report.json"
 REPORT_MARKDOWN_FILE = "report.md"
+# In a report's training summary: the stage was found done, so its figures are from the earlier
+# session that trained it, not from this one (which trained nothing).
+EARLIER_SESSION_KEY = "trained_in_an_earlier_session"
 SAMPLES_FILE = "samples.png"
 # Rows of report.md's per-class table of generated samples; beyond it, the classes of lowest agreement.
 PER_CLASS_ROWS_SHOWN = 20
@@ -129,9 +132,11 @@ def format_report(report: dict) -> str:
                   ""]
     if training:
         first, last = training["first"], training["last"]
+        session = "the earlier session that trained it" if training.get(EARLIER_SESSION_KEY) else "this session"
         lines += [
-            f"- steps: {training['steps']} (this session from step {training['resumed_from_step']})",
-            f"- wall time of this session: {training['wall_time']}{_all_sessions(training)}, "
+            f"- steps: {training['steps']} ({session} from step {training['resumed_from_step']}"
+            + ("; this one trained none" if training.get(EARLIER_SESSION_KEY) else "") + ")",
+            f"- wall time of {session}: {training['wall_time']}{_all_sessions(training)}, "
             f"{_samples_per_second(training)}"
             + (f" ({training['generators']} generators, one after the other)" if training.get("generators") else ""),
             "",
@@ -189,7 +194,9 @@ def _format_quantization(quantization: dict) -> list:
     if "summary" in quantization:
         summary = quantization["summary"]
         first, last = summary["first"], summary["last"]
-        lines.append(f"Data-free QAT: {summary['steps']} steps, {summary['wall_time']} this session"
+        session = ("in the earlier session that trained it (this one trained none)"
+                   if quantization.get(EARLIER_SESSION_KEY) else "this session")
+        lines.append(f"Data-free QAT: {summary['steps']} steps, {summary['wall_time']} {session}"
                      f"{_all_sessions(summary)}, "
                      f"{_samples_per_second(summary)}"
                      + (f"; distillation loss {first['distillation']:.4g} -> {last['distillation']:.4g}"
