@@ -351,6 +351,18 @@ def test_a_finished_run_is_evaluated_on_other_data_and_exported_as_uint8_without
         model = tflite_model.inspect_tflite((work_dir / name).read_bytes())
         assert [tensor.dtype for tensor in model.inputs + model.outputs] == ["uint8", "uint8"], name
     assert json.loads((work_dir / "config.json").read_text())["evaluation"]["split"] == "val"
+    # A folder of class folders, without split sub-folders, is read whole: the report called it its "test" images.
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir, extra=[
+        f"--eval_dataset={tmp_path / 'photos' / 'val'}", "--eval_max_samples=8", "--io_dtype=uint8",
+        "--eval_samples_per_class=2", "--grid_samples_per_class=2"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    out = capsys.readouterr().out
+    assert (f"note: {tmp_path / 'photos' / 'val'} has no 'test' sub-folder, so every image of its class folders is "
+            "evaluated (--eval_split names a sub-folder): if the teacher was trained on them, its top-1 there is not "
+            "held-out accuracy\n") in out
+    assert "evaluation: 8 images of val (the whole folder)" in out
+    assert json.loads((work_dir / "report.json").read_text())["quantization"]["split"] == ""
+    assert "Top-1 on 8 images of val (the whole folder) (one image is 12 points):" in (work_dir / "report.md").read_text()
 
 
 def test_large_evaluation_data_is_checked_then_read_again_rather_than_held_through_training(

@@ -21,7 +21,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from zscgan_tf import data, edge_tpu, evaluate, evaluation_progress, stop_signals, teachers, tflite_model
+from zscgan_tf import data, edge_tpu, evaluate, evaluation_progress, image_folders, stop_signals, teachers, tflite_model
 from zscgan_tf.config import NO_EVALUATION, EvaluationConfig, RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import bytes_digest
@@ -132,6 +132,15 @@ def unused_evaluation_settings(settings: EvaluationConfig, source: str) -> Optio
     return f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} nothing with {data_named}"
 
 
+def split_read(source: str, split: str) -> str:
+    """The split of `source` that `data.load_dataset` reads for `split`: `split`, or "" for a folder of
+    class folders without split sub-folders, which is read whole."""
+    if (os.path.isdir(source) and not data.is_idx_directory(source)
+            and image_folders.image_split_folder(source, split) == source):
+        return ""
+    return split
+
+
 def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
                        progress: bool = False) -> Optional[LabeledImages]:
     """The held-out real data, shaped for the teacher, or None when there is none to use.
@@ -161,7 +170,11 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
         say(f"note: {unused}")
     dataset = _matched_to_teacher_classes(dataset, teacher, source)
     # The report calls it held-out data; a teacher knows its training images (TFDS slices too: train[:10%]).
-    if settings.split.split("[")[0] == TRAINING_SPLIT:
+    if not split_read(source, settings.split):
+        say(f"note: {source} has no {settings.split!r} sub-folder, so every image of its class folders is evaluated "
+            "(--eval_split names a sub-folder): if the teacher was trained on them, its top-1 there is not "
+            "held-out accuracy")
+    elif settings.split.split("[")[0] == TRAINING_SPLIT:
         say(f"note: --eval_split={settings.split} measures every model on the training images of {source}: if the "
             "teacher was trained on them, its top-1 there is not held-out accuracy, and the int8 models' gaps may "
             "differ")
@@ -260,7 +273,9 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
         say(f"evaluation: no real data to evaluate on ({why})")
         return results
     labels = dataset.labels
-    say(f"evaluation: {len(labels)} images of {dataset.name} ({run_config.evaluation.split})")
+    split = split_read(teacher.real_data(run_config.evaluation.dataset, run_config.evaluation.data_dir)[0],
+                       run_config.evaluation.split)
+    say(f"evaluation: {len(labels)} images of {dataset.name} ({split or 'the whole folder'})")
     # Each predictor takes a chunk's pixels and its preprocessed inputs: Keras models run on the
     # inputs, TFLite models on the pixels, quantized as a device would (`predict_pixels`). Each
     # has a digest, so that saved predictions are used only for the same models.
@@ -286,7 +301,7 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
     agreement = {}
     if "qat_int8_tflite" in predicted:
         agreement["qat_keras_vs_tflite"] = float(np.mean(predicted[student_name] == predicted["qat_int8_tflite"]))
-    results.update({"dataset": dataset.name, "split": run_config.evaluation.split, "images": int(len(labels)),
+    results.update({"dataset": dataset.name, "split": split, "images": int(len(labels)),
                     "top1": accuracy, "agreement": agreement, **_against_fp32(predicted, dataset)})
     return results
 

@@ -208,7 +208,10 @@ def _format_quantization(quantization: dict) -> list:
     if "top1" in quantization:
         top1, images = quantization["top1"], quantization["images"]
         reference = top1.get("fp32_keras")
-        lines += ["", f"Top-1 on {images} {quantization['dataset']} {quantization['split']} images "
+        # No split: a folder of class folders without split sub-folders, read whole.
+        what = (f"{quantization['dataset']} {quantization['split']} images" if quantization["split"]
+                else f"images of {quantization['dataset']} (the whole folder)")
+        lines += ["", f"Top-1 on {images} {what} "
                   f"(one image is {100 / images:.2g} points):", "",
                   "| model | top-1 | against FP32 | same class as FP32 | class furthest below FP32 |",
                   "|---|---|---|---|---|"]
