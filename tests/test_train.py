@@ -1429,6 +1429,46 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
         "class": drop.label, "images": drop.images, "fp32": drop.reference, "model": drop.model}})
 
 
+def test_the_keras_tflite_agreement_runs_the_student_on_the_input_its_int8_file_reads(tmp_path, monkeypatch):
+    # The student ran on the preprocessed pixels, which its input quantizer rounds one step from the int8 input a
+    # device gives the file (`TfliteClassifier.pixel_table`): the agreement mixed that step into the conversion's.
+    from conftest import quadrant_images, tiny_teacher
+    from zscgan_tf import evaluate, export, labeled_images
+
+    keras_inputs = []
+    keras_predict = evaluate.keras_predict
+    monkeypatch.setattr(evaluate, "keras_predict", lambda model, inputs, *args, **kwargs: (
+        keras_inputs.append((model, np.array(inputs))), keras_predict(model, inputs, *args, **kwargs))[1])
+
+    teacher = tiny_teacher()
+    pixels, labels = quadrant_images(40, seed=3)
+    images = np.round(pixels).astype(np.uint8)
+    images[0, 0, 0], images[1, 0, 0] = 0, 255
+    inputs = teacher.preprocessing.apply(images)
+    student, _ = quantize.quantize_student(teacher.model, calibration_inputs=inputs,
+                                           input_range=teacher.input_range())
+    path = str(tmp_path / "qat_int8.tflite")
+    export.convert_to_tflite(student, export.representative_dataset_from_array(inputs), output_path=path)
+    dataset = labeled_images.LabeledImages(images=images, labels=labels, num_classes=4, name="quadrants")
+    config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
+    results = evaluation_stage.run(config, teacher, student, {"qat_int8": path}, dataset)
+    classifier = evaluate.TfliteClassifier((tmp_path / "qat_int8.tflite").read_bytes())
+    seen = classifier.input_as_seen(images, teacher.preprocessing)
+    assert sum(model is student and np.array_equal(given, seen) for model, given in keras_inputs) == 1
+    # The student's input quantizer keeps what the file reads (but for pixel 0: its range of -127 to 128 steps
+    # has no -128), and moves the preprocessed pixels a whole step off it.
+    input_quantizer = next(layer for layer in student.layers if "quantize_layer" in layer.name)
+    step, not_black = classifier.input_details["quantization"][0], images > 0
+    np.testing.assert_allclose(input_quantizer(seen, training=False).numpy()[not_black], seen[not_black], atol=1e-6)
+    np.testing.assert_allclose(np.abs(input_quantizer(inputs, training=False) - seen), step, rtol=1e-3)
+    tflite_classes = np.argmax(classifier.predict_pixels(images, teacher.preprocessing), axis=1)
+    on_its_input = np.argmax(evaluate.keras_predict(student, seen), axis=1)
+    assert results["agreement"] == {"qat_keras_vs_tflite": float(np.mean(on_its_input == tflite_classes))}
+    # The student's own top-1 is on the preprocessed pixels, and the extra run is not a model of the table.
+    assert set(results["top1"]) == {"fp32_keras", "w8a8_qat_keras", "qat_int8_tflite"}
+    assert results["top1"]["w8a8_qat_keras"] == evaluate.top1_accuracy(evaluate.keras_predict(student, inputs), labels)
+
+
 @pytest.mark.parametrize("save_interval, stop", [(0.0, KeyboardInterrupt()), (3600.0, KeyboardInterrupt()),
                                                  (3600.0, BrokenPipeError(errno.EPIPE, "Broken pipe"))])
 def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_path, monkeypatch, capsys,

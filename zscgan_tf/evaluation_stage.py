@@ -31,6 +31,9 @@ from zscgan_tf.quantization_stages import scheme_of
 from zscgan_tf.teachers import Teacher
 
 TRAINING_SPLIT = "train"
+# The int8 file of the QAT student (`tflite_paths`' key), and the student's predictions on its input.
+QAT_KIND = "qat_int8"
+STUDENT_ON_INT8_INPUT = "qat_keras_on_int8_input"
 LATENCY_THREADS = (1, 2)
 EVALUATION_BATCH_SIZE = 256
 # Evaluation images preprocessed at a time: a whole number of Keras batches, 20,000 or so at
@@ -292,15 +295,25 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
         predictors[f"{kind}_tflite"] = (
             lambda pixels, inputs, classifier=classifier: classifier.predict_pixels(pixels, teacher.preprocessing))
         digests[f"{kind}_tflite"] = bytes_digest(contents)  # As `file_digest` gives it for the file.
+        if kind == QAT_KIND and student is not None:
+            # For the agreement: the student on the input its int8 file computes on. Each preprocessed pixel
+            # lies halfway between two input levels; the student's input quantizer takes the one above, the
+            # file's input the one below (`TfliteClassifier.pixel_table`), so on their own inputs the two
+            # differ by a step on every pixel. On the file's, the student sees what it does (but for pixel 0,
+            # below its quantizer's range).
+            predictors[STUDENT_ON_INT8_INPUT] = lambda pixels, inputs, classifier=classifier: evaluate.keras_predict(
+                student, classifier.input_as_seen(pixels, teacher.preprocessing), EVALUATION_BATCH_SIZE)
+            digests[STUDENT_ON_INT8_INPUT] = f"{digests[student_name]} on {digests[f'{kind}_tflite']}"
     predicted = _predicted_classes(run_config, teacher, dataset, predictors, digests, progress)
+    student_on_int8_input = predicted.pop(STUDENT_ON_INT8_INPUT, None)
     accuracy = {name: float(np.mean(classes == labels)) for name, classes in predicted.items()}
     warning = evaluate.label_order_warning(predicted["fp32_keras"], labels, teacher.num_classes,
                                            dataset.class_names or (), teacher.class_names())
     if warning:
         say(f"warning: {warning}")
     agreement = {}
-    if "qat_int8_tflite" in predicted:
-        agreement["qat_keras_vs_tflite"] = float(np.mean(predicted[student_name] == predicted["qat_int8_tflite"]))
+    if student_on_int8_input is not None:
+        agreement["qat_keras_vs_tflite"] = float(np.mean(student_on_int8_input == predicted[f"{QAT_KIND}_tflite"]))
     results.update({"dataset": dataset.name, "split": split, "images": int(len(labels)),
                     "top1": accuracy, "agreement": agreement, **_against_fp32(predicted, dataset)})
     return results

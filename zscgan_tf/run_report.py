@@ -222,7 +222,8 @@ def _format_quantization(quantization: dict) -> list:
             same = f"{100 * same_class[name]:.2f}%" if name in same_class else ""
             lines.append(f"| {name} | {100 * value:.2f}% | {against} | {same} | {_class_drop(drops.get(name))} |")
         for name, value in quantization.get("agreement", {}).items():
-            lines.append(f"\nArgmax agreement {name}: {100 * value:.2f}%.")
+            lines.append(f"\nArgmax agreement {name}: {100 * value:.2f}% (both on the same input: the pixels as the "
+                         "int8 file reads them).")
         integer = {name: value for name, value in top1.items() if name in INTEGER_TFLITE_FILES}
         if integer:
             best = max(integer.values())
