@@ -12,6 +12,7 @@ from typing import Optional
 from zscgan_tf import quantization_stages, quantize
 from zscgan_tf.progress import count_of, format_duration
 from zscgan_tf.run_state import GENERATOR_FROM_KEY
+from zscgan_tf.teacher_training import BATCHNORM_REESTIMATION_MAX_IMAGES
 
 REPORT_JSON_FILE = "report.json"
 REPORT_MARKDOWN_FILE = "report.md"
@@ -78,7 +79,9 @@ def _steady_samples_per_second(members: list) -> float:
 
 # How the metrics `tools/train_teacher.py` records read in a report.
 TEACHER_METRIC_WORDS = {"test_accuracy": "test top-1", "test_accuracy_training_mode": "test top-1 in training mode",
-                        "train_accuracy": "train top-1"}
+                        # On the class-balanced training images its BN statistics were re-estimated on.
+                        "train_accuracy": f"train top-1 (on at most {BATCHNORM_REESTIMATION_MAX_IMAGES:,} training "
+                                          "images)"}
 
 
 def _teacher_metrics(metrics: dict) -> str:
