@@ -362,7 +362,8 @@ def test_a_finished_run_is_evaluated_on_other_data_and_exported_as_uint8_without
             "held-out accuracy\n") in out
     assert "evaluation: 8 images of val (the whole folder)" in out
     assert json.loads((work_dir / "report.json").read_text())["quantization"]["split"] == ""
-    assert "Top-1 on 8 images of val (the whole folder) (one image is 12 points):" in (work_dir / "report.md").read_text()
+    markdown = (work_dir / "report.md").read_text()
+    assert "Top-1 on 8 images of val (the whole folder) (one image is 12 points):" in markdown
 
 
 def test_large_evaluation_data_is_checked_then_read_again_rather_than_held_through_training(
@@ -1565,8 +1566,8 @@ def test_the_report_gives_the_teachers_training_metrics_in_words():
     metrics = {"epochs": 2, "test_accuracy": 0.92778, "test_accuracy_training_mode": 0.8306, "train_accuracy": 0.9534,
                "wall_seconds": 2.79, "note": "fine-tuned"}
     assert run_report._teacher_metrics(metrics) == ("2 epochs, test top-1 92.78%, test top-1 in training mode 83.06%, "
-                                                  "train top-1 (on at most 4,096 training images) 95.34%, trained in 0m03s, "
-                                                  "note fine-tuned")
+                                                  "train top-1 (on at most 4,096 training images) 95.34%, trained in "
+                                                  "0m03s, note fine-tuned")
 
 
 def test_a_folder_of_some_of_the_teachers_classes_is_matched_to_them_by_name(tmp_path, capsys):
