@@ -78,6 +78,9 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     latency = report["quantization"]["latency_median_ms"]  # Each model at 1 and 2 threads.
     assert {kind: sorted(by_threads) for kind, by_threads in latency.items()} == {
         kind: ["1", "2"] for kind in ("float", "ptq_int8", "qat_int8")}
+    runs = report["quantization"]["latency_runs"]
+    assert (f"Latency: the median of {runs} runs on one image, in LiteRT's default interpreter (with its XNNPACK "
+            "delegate), the files timed in turns.") in (work_dir / "report.md").read_text()
     assert all(milliseconds > 0 for by_threads in latency.values() for milliseconds in by_threads.values())
     assert len(report["generated_samples"]["per_class_agreement"]) == 4
     assert report["generated_samples"]["within_class_spread"] > 0
@@ -1560,6 +1563,27 @@ def test_a_student_saved_or_checkpointed_with_a_narrower_input_range_comes_back_
     restored = quantization_stages.restore_student(run_config, teacher, generator, narrow,
                                                    str(tmp_path / "checkpoints"))
     assert input_range(restored) == (-1.0, 1.0)
+
+
+def test_the_class_a_model_lowers_most_is_named_by_the_data_or_else_by_the_teacher():
+    # IDX files name no class: the report gave a bare "6" where the teacher's sidecar says "Shirt".
+    from conftest import tiny_teacher
+    from zscgan_tf import labeled_images
+
+    predicted = {"fp32_keras": np.array([0, 0, 1, 1]), "qat_int8_tflite": np.array([0, 1, 1, 1])}
+    labels = np.array([0, 0, 1, 1])
+    named = evaluation_stage._against_fp32(predicted, labels, ("T-shirt", "Shirt"))
+    assert named["largest_class_drop"]["qat_int8_tflite"]["name"] == "T-shirt"
+    assert "name" not in evaluation_stage._against_fp32(predicted, labels, ())["largest_class_drop"]["qat_int8_tflite"]
+    # The names: the data's, else the teacher's (its sidecar's), else none.
+    teacher = tiny_teacher()
+    named_teacher = dataclasses.replace(teacher, description={"class_names": ["a", "b", "c", "d"]})
+    images = np.zeros((4, 8, 8, 1), np.uint8)
+    unnamed = labeled_images.LabeledImages(images=images, labels=np.arange(4), num_classes=4, name="idx")
+    folders = dataclasses.replace(unnamed, class_names=("w", "x", "y", "z"))
+    assert evaluation_stage.class_names_of(unnamed, named_teacher) == ("a", "b", "c", "d")
+    assert evaluation_stage.class_names_of(folders, named_teacher) == ("w", "x", "y", "z")
+    assert evaluation_stage.class_names_of(unnamed, teacher) == ()
 
 
 def test_the_report_gives_the_teachers_training_metrics_in_words():

@@ -268,6 +268,7 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
     # The models in turns, so that they compare fairly.
     measured = {threads: evaluate.measure_latencies(model_bytes, threads, runs=run_config.evaluation.latency_runs)
                 for threads in LATENCY_THREADS}
+    results["latency_runs"] = run_config.evaluation.latency_runs
     results["latency_median_ms"] = {kind: {str(threads): measured[threads][kind].median_ms
                                            for threads in LATENCY_THREADS} for kind in model_bytes}
     if dataset is None:
@@ -315,20 +316,28 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
     if student_on_int8_input is not None:
         agreement["qat_keras_vs_tflite"] = float(np.mean(student_on_int8_input == predicted[f"{QAT_KIND}_tflite"]))
     results.update({"dataset": dataset.name, "split": split, "images": int(len(labels)),
-                    "top1": accuracy, "agreement": agreement, **_against_fp32(predicted, dataset)})
+                    "top1": accuracy, "agreement": agreement,
+                    **_against_fp32(predicted, labels, class_names_of(dataset, teacher))})
     return results
 
 
-def _against_fp32(predicted: Dict[str, np.ndarray], dataset: LabeledImages) -> dict:
+def class_names_of(dataset: LabeledImages, teacher: Teacher) -> Tuple[str, ...]:
+    """The names of `dataset`'s labels, which are the teacher's outputs by now: the data's own (class
+    folders, TFDS labels), else the teacher's (its sidecar's, for IDX files, which name none), else ()."""
+    return dataset.class_names if len(dataset.class_names) == teacher.num_classes else teacher.class_names()
+
+
+def _against_fp32(predicted: Dict[str, np.ndarray], labels: np.ndarray, class_names: Tuple[str, ...]) -> dict:
     """How often each model predicts the FP32 teacher's class, and the class on which its
-    top-1 falls furthest below the teacher's (`evaluate.largest_class_drop`)."""
+    top-1 falls furthest below the teacher's (`evaluate.largest_class_drop`), named from
+    `class_names` where there are any."""
     reference = predicted["fp32_keras"]
     others = {name: classes for name, classes in predicted.items() if name != "fp32_keras"}
     drops = {}
     for name, classes in others.items():
-        drop = evaluate.largest_class_drop(reference, classes, dataset.labels)
+        drop = evaluate.largest_class_drop(reference, classes, labels)
         if drop is not None:
             drops[name] = {"class": drop.label, "images": drop.images, "fp32": drop.reference, "model": drop.model,
-                           **({"name": dataset.class_names[drop.label]} if dataset.class_names else {})}
+                           **({"name": class_names[drop.label]} if class_names else {})}
     return {"same_class_as_fp32": {name: float(np.mean(classes == reference)) for name, classes in others.items()},
             "largest_class_drop": drops}

@@ -243,7 +243,10 @@ def _format_quantization(quantization: dict) -> list:
         lines.append(f"\nCoral Edge TPU (a static check, the Edge TPU compiler was not run; "
                      f"`{quantization_stages.EXPORT_REPORT_FILE}` has the details): {verdicts}.")
     if "sizes_bytes" in quantization:
-        lines += ["", "| TFLite model | size | latency 1 thread | latency 2 threads |", "|---|---|---|---|"]
+        runs = quantization.get("latency_runs")  # Not in reports of earlier versions.
+        lines += ["", f"Latency: the median of {count_of(runs, 'run') if runs else 'the runs'} on one image, in "
+                  "LiteRT's default interpreter (with its XNNPACK delegate), the files timed in turns.", "",
+                  "| TFLite model | size | latency 1 thread | latency 2 threads |", "|---|---|---|---|"]
         for kind, size in quantization["sizes_bytes"].items():
             latency = quantization["latency_median_ms"][kind]
             lines.append(f"| {kind} | {size / 1024:.1f} KiB | {latency['1']:.3f} ms | {latency['2']:.3f} ms |")
