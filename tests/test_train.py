@@ -1,5 +1,6 @@
 """The entry point as users run it: flagfiles, outputs, resume, one-line errors."""
 
+import contextlib
 import dataclasses
 import errno
 import gc
@@ -1433,17 +1434,17 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
         "class": drop.label, "images": drop.images, "fp32": drop.reference, "model": drop.model}})
 
 
-def test_the_keras_tflite_agreement_runs_the_student_on_the_input_its_int8_file_reads(tmp_path, monkeypatch):
-    # The student ran on the preprocessed pixels, which its input quantizer rounds one step from the int8 input a
-    # device gives the file (`TfliteClassifier.pixel_table`): the agreement mixed that step into the conversion's.
+def test_a_qat_student_and_its_int8_file_compute_on_the_same_input_and_the_agreement_says_so(tmp_path, monkeypatch):
+    # For [-1, 1] inputs the student's input quantizer (nudging in float32) had levels -127 to 128 of 2/255 and the
+    # converter (in double) gave its file -128 to 127: each pixel reached the file a step below where the student
+    # had trained on it, and the agreement compared the two on their own inputs.
     from conftest import quadrant_images, tiny_teacher
-    from zscgan_tf import evaluate, export, labeled_images
+    from zscgan_tf import evaluate, export, labeled_images, quantizer_ranges
 
     keras_inputs = []
     keras_predict = evaluate.keras_predict
     monkeypatch.setattr(evaluate, "keras_predict", lambda model, inputs, *args, **kwargs: (
         keras_inputs.append((model, np.array(inputs))), keras_predict(model, inputs, *args, **kwargs))[1])
-
     teacher = tiny_teacher()
     pixels, labels = quadrant_images(40, seed=3)
     images = np.round(pixels).astype(np.uint8)
@@ -1451,20 +1452,41 @@ def test_the_keras_tflite_agreement_runs_the_student_on_the_input_its_int8_file_
     inputs = teacher.preprocessing.apply(images)
     student, _ = quantize.quantize_student(teacher.model, calibration_inputs=inputs,
                                            input_range=teacher.input_range())
-    path = str(tmp_path / "qat_int8.tflite")
-    export.convert_to_tflite(student, export.representative_dataset_from_array(inputs), output_path=path)
+    input_quantizer = quantizer_ranges.model_input_quantizer(student)
+    as_trained = input_quantizer(inputs, training=False).numpy()
     dataset = labeled_images.LabeledImages(images=images, labels=labels, num_classes=4, name="quadrants")
     config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
+    path = str(tmp_path / "qat_int8.tflite")
+    for io_dtype in ("int8", "uint8"):
+        model_bytes = export.convert_to_tflite(student, export.representative_dataset_from_array(inputs),
+                                               io_dtype=io_dtype, output_path=path)
+        classifier = evaluate.TfliteClassifier(model_bytes)
+        # A device gives the file its pixels as they are (uint8) or less 128 (int8), and the file reads them
+        # as the student's input quantizer does, every level distinct.
+        np.testing.assert_array_equal(classifier.pixel_table(teacher.preprocessing)[0],
+                                      np.arange(256) - (128 if io_dtype == "int8" else 0))
+        seen = classifier.input_as_seen(images, teacher.preprocessing)
+        np.testing.assert_allclose(seen, as_trained, rtol=0, atol=1e-6)
+        assert evaluation_stage.reads_pixels_as(student, classifier, teacher.preprocessing)
+    # The range the student trains with is left as it was.
+    assert float(input_quantizer.quantizer_vars["min_var"].numpy()) == -1.0
+    keras_inputs.clear()
     results = evaluation_stage.run(config, teacher, student, {"qat_int8": path}, dataset)
+    assert sum(model is student for model, _ in keras_inputs) == 1  # Its own run serves the agreement.
+    tflite_classes = np.argmax(classifier.predict_pixels(images, teacher.preprocessing), axis=1)
+    own = np.argmax(evaluate.keras_predict(student, inputs), axis=1)
+    assert results["agreement"] == {"qat_keras_vs_tflite": float(np.mean(own == tflite_classes))}
+    # A file exported as before reads each pixel a step below the student: the agreement runs the student on it.
+    monkeypatch.setattr(quantizer_ranges, "model_input_ranges_as_quantized", lambda model: contextlib.nullcontext())
+    export.convert_to_tflite(student, export.representative_dataset_from_array(inputs), output_path=path)
     classifier = evaluate.TfliteClassifier((tmp_path / "qat_int8.tflite").read_bytes())
     seen = classifier.input_as_seen(images, teacher.preprocessing)
+    step = classifier.input_details["quantization"][0]
+    np.testing.assert_allclose(as_trained - seen, step, rtol=1e-3)
+    assert not evaluation_stage.reads_pixels_as(student, classifier, teacher.preprocessing)
+    keras_inputs.clear()
+    results = evaluation_stage.run(config, teacher, student, {"qat_int8": path}, dataset)
     assert sum(model is student and np.array_equal(given, seen) for model, given in keras_inputs) == 1
-    # The student's input quantizer keeps what the file reads (but for pixel 0: its range of -127 to 128 steps
-    # has no -128), and moves the preprocessed pixels a whole step off it.
-    input_quantizer = next(layer for layer in student.layers if "quantize_layer" in layer.name)
-    step, not_black = classifier.input_details["quantization"][0], images > 0
-    np.testing.assert_allclose(input_quantizer(seen, training=False).numpy()[not_black], seen[not_black], atol=1e-6)
-    np.testing.assert_allclose(np.abs(input_quantizer(inputs, training=False) - seen), step, rtol=1e-3)
     tflite_classes = np.argmax(classifier.predict_pixels(images, teacher.preprocessing), axis=1)
     on_its_input = np.argmax(evaluate.keras_predict(student, seen), axis=1)
     assert results["agreement"] == {"qat_keras_vs_tflite": float(np.mean(on_its_input == tflite_classes))}

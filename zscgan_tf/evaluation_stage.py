@@ -21,11 +21,13 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from zscgan_tf import data, edge_tpu, evaluate, evaluation_progress, image_folders, stop_signals, teachers, tflite_model
+from zscgan_tf import data, edge_tpu, evaluate, evaluation_progress, image_folders, quantizer_ranges, stop_signals
+from zscgan_tf import teachers, tflite_model
 from zscgan_tf.config import NO_EVALUATION, EvaluationConfig, RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import bytes_digest
 from zscgan_tf.labeled_images import CENTRAL_CROP_FRACTION, LabeledImages, MixedImageSizesError
+from zscgan_tf.preprocessing import PIXEL_MAX
 from zscgan_tf.progress import ProgressBar, count_of, say
 from zscgan_tf.quantization_stages import scheme_of
 from zscgan_tf.teachers import Teacher
@@ -296,29 +298,40 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
         predictors[f"{kind}_tflite"] = (
             lambda pixels, inputs, classifier=classifier: classifier.predict_pixels(pixels, teacher.preprocessing))
         digests[f"{kind}_tflite"] = bytes_digest(contents)  # As `file_digest` gives it for the file.
-        if kind == QAT_KIND and student is not None:
-            # For the agreement: the student on the input its int8 file computes on. Each preprocessed pixel
-            # lies halfway between two input levels; the student's input quantizer takes the one above, the
-            # file's input the one below (`TfliteClassifier.pixel_table`), so on their own inputs the two
-            # differ by a step on every pixel. On the file's, the student sees what it does (but for pixel 0,
-            # below its quantizer's range).
+        if kind == QAT_KIND and student is not None and not reads_pixels_as(student, classifier, teacher.preprocessing):
+            # For the agreement, the student on the input its int8 file computes on: a file exported before
+            # `quantizer_ranges.model_input_ranges_as_quantized` reads each pixel a step off the student's level.
             predictors[STUDENT_ON_INT8_INPUT] = lambda pixels, inputs, classifier=classifier: evaluate.keras_predict(
                 student, classifier.input_as_seen(pixels, teacher.preprocessing), EVALUATION_BATCH_SIZE)
             digests[STUDENT_ON_INT8_INPUT] = f"{digests[student_name]} on {digests[f'{kind}_tflite']}"
     predicted = _predicted_classes(run_config, teacher, dataset, predictors, digests, progress)
-    student_on_int8_input = predicted.pop(STUDENT_ON_INT8_INPUT, None)
+    student_on_int8_input = predicted.pop(STUDENT_ON_INT8_INPUT, predicted.get(student_name))
     accuracy = {name: float(np.mean(classes == labels)) for name, classes in predicted.items()}
     warning = evaluate.label_order_warning(predicted["fp32_keras"], labels, teacher.num_classes,
                                            dataset.class_names or (), teacher.class_names())
     if warning:
         say(f"warning: {warning}")
     agreement = {}
-    if student_on_int8_input is not None:
+    if student_on_int8_input is not None and f"{QAT_KIND}_tflite" in predicted:
         agreement["qat_keras_vs_tflite"] = float(np.mean(student_on_int8_input == predicted[f"{QAT_KIND}_tflite"]))
     results.update({"dataset": dataset.name, "split": split, "images": int(len(labels)),
                     "top1": accuracy, "agreement": agreement,
                     **_against_fp32(predicted, labels, class_names_of(dataset, teacher))})
     return results
+
+
+def reads_pixels_as(student, classifier: evaluate.TfliteClassifier, preprocessing) -> bool:
+    """Whether int8 file `classifier` puts every pixel level on the input value that the QAT `student`'s
+    input quantizer gives it, so that the two compute on the same input; False where the student has
+    no input quantizer (its first layer left float) or the file a float input."""
+    table = classifier.pixel_table(preprocessing)
+    quantizer = quantizer_ranges.model_input_quantizer(student)
+    if table is None or quantizer is None:
+        return False
+    levels = np.repeat(np.arange(int(PIXEL_MAX) + 1, dtype=np.uint8)[:, None], table.shape[0], axis=1)
+    scale, zero_point = classifier.input_details["quantization"]
+    as_quantized = quantizer(preprocessing.apply(levels), training=False).numpy()
+    return bool(np.allclose((table.T.astype(np.float32) - zero_point) * scale, as_quantized, rtol=0, atol=scale / 4))
 
 
 def class_names_of(dataset: LabeledImages, teacher: Teacher) -> Tuple[str, ...]:

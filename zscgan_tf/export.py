@@ -34,7 +34,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import evaluate, native_output, quantize, tflite_model
+from zscgan_tf import evaluate, native_output, quantize, quantizer_ranges, tflite_model
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import write_bytes_atomic, write_text_atomic
 from zscgan_tf.progress import count_of, listed
@@ -499,7 +499,9 @@ def convert_to_tflite(
         # the converter lets a float-only op (SIN, RFFT2D) through between a
         # DEQUANTIZE and a QUANTIZE instead of failing.
 
-    with warnings.catch_warnings(), native_output.native_stderr_discarded():
+    # A QAT model's int8 input on the levels its input quantizer computes with, not a step off them.
+    with warnings.catch_warnings(), native_output.native_stderr_discarded(), \
+            quantizer_ranges.model_input_ranges_as_quantized(model):
         warnings.filterwarnings("ignore", message=_IGNORED_CONVERTER_WARNING)
         try:
             model_bytes = converter.convert()

@@ -20,10 +20,12 @@ Example:
     unmatched = calibrate_activation_ranges(student, teacher, generated_images)
 """
 
+import contextlib
 import dataclasses
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
@@ -111,6 +113,47 @@ def cover_model_input_range(student: tf_keras.Model, low, high) -> bool:
             variables["max_var"].assign(max(float(variables["max_var"].numpy()), high, 0.0))
             widened = True
     return widened
+
+
+def model_input_quantizer(student: tf_keras.Model):
+    """The QuantizeLayer on `student`'s model input that an int8 export keeps (8 bits or more), or
+    None (a model whose first layer TF-MOT leaves float, a Rescaling say, reads float inputs)."""
+    return next((layer for layer in student.layers
+                 if _is_model_input_quantizer(layer) and _bits_of(layer.quantizer) >= EXPORTED_INPUT_BITS), None)
+
+
+@contextlib.contextmanager
+def model_input_ranges_as_quantized(student: tf_keras.Model) -> Iterator[None]:
+    """Inside the block, the model input's 8-bit quantizer range is the grid its fake quantization
+    computes with, so that TFLite's converter gives the int8 input that grid.
+
+    TensorFlow's fake quantization nudges a range to put 0 on a level, computing in float32; the
+    converter computes the zero point from the same range in double. For the [-1, 1] of the `tf`
+    preprocessing the two fall either side of a tie: the student computes on levels -127 to 128
+    (times 2/255), and the converter gave its int8 file -128 to 127. Every pixel level then reached
+    the file one step below where the student had trained on it. Set to the nudged range, which
+    nudging leaves as it is, the converter's zero point is the student's. The student computes the
+    same either way; its range is put back after the block."""
+    saved = []
+    for layer in student.layers:
+        if _is_model_input_quantizer(layer) and _bits_of(layer.quantizer) >= EXPORTED_INPUT_BITS:
+            variables = layer.quantizer_vars
+            low, high = variables["min_var"].numpy(), variables["max_var"].numpy()
+            if not high > low:  # Not yet calibrated ([0, 0]): nothing to nudge.
+                continue
+            # The op's own nudging, as it clamps values far outside the range to the nudged ends.
+            ends = tf.quantization.fake_quant_with_min_max_vars(
+                tf.constant([-np.inf, np.inf], tf.float32), low, high, num_bits=layer.quantizer.num_bits,
+                narrow_range=layer.quantizer.narrow_range).numpy()
+            saved.append((variables, low, high))
+            variables["min_var"].assign(ends[0])
+            variables["max_var"].assign(ends[1])
+    try:
+        yield
+    finally:
+        for variables, low, high in saved:
+            variables["min_var"].assign(low)
+            variables["max_var"].assign(high)
 
 
 # `_RangeTarget.layer_name` of the quantizer that reads the model input.
