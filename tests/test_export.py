@@ -576,7 +576,7 @@ def test_a_mixed_precision_model_is_refused_before_the_converter_lists_its_every
     tf_keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         inputs = tf_keras.Input((4, 4, 1))
-        features = tf_keras.layers.GlobalAveragePooling2D()(tf_keras.layers.Conv2D(2, 3, name="conv")(inputs))
+        features = tf_keras.layers.GlobalAveragePooling2D(name="pool")(tf_keras.layers.Conv2D(2, 3, name="conv")(inputs))
         model = tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES, dtype="float32")(features), name="half")
     finally:
         tf_keras.mixed_precision.set_global_policy("float32")
@@ -586,7 +586,7 @@ def test_a_mixed_precision_model_is_refused_before_the_converter_lists_its_every
             export.convert_to_tflite(model, dataset, mode=mode)
         assert str(raised.value) == (
             f"TFLite {mode} conversion of 'half' cannot start: 2 layers compute in float16 (policy mixed_float16: "
-            "conv, global_average_pooling2d), for which TensorFlow's converter has no kernels; rebuild the model "
+            "conv, pool), for which TensorFlow's converter has no kernels; rebuild the model "
             "under the float32 policy with the same weights (zscgan_tf.load_teacher does so for a saved model)")
 
 
