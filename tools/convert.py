@@ -425,10 +425,10 @@ def _check_output(path: str) -> None:
     if os.path.isfile(path) and os.path.getsize(path) and not model_files.is_tflite_file(path):
         raise UserError(f"--output {path!r} exists and is not a TFLite model, which it would replace; name a new "
                         ".tflite file, or delete that one first")
-    reason = files.unusable_directory_reason(os.path.dirname(os.path.abspath(path)))
+    folder = os.path.dirname(os.path.abspath(path))
+    reason = files.unusable_directory_reason(folder)
     if reason:
         raise UserError(f"cannot write --output {path!r}: {reason}")
-    folder = os.path.dirname(os.path.abspath(path))
     if os.path.basename(path) in RUN_TFLITE_FILES and os.path.isfile(os.path.join(folder, config_lib.CONFIG_FILE)):
         raise UserError(f"--output {path!r} is a file of the run in {folder!r}, whose reports describe it and whose "
                         "export stage would take it for its own; write the export elsewhere (python -m "
