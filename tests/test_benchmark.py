@@ -2,6 +2,7 @@
 process of its own, then its reruns and the refusals of bad input in one process they share
 (tests/tool_process.py), which calls `main` afresh for each."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -289,6 +290,29 @@ def test_a_scheme_whose_student_would_fail_is_refused_before_any_row(tmp_path, c
     assert message.endswith("; drop w8a8 from --schemes") and "allow_float_ops" not in message, message
     assert ": computing" not in capsys.readouterr().out
     assert not os.path.exists(tmp_path / "bench" / kind / "rows.json")
+
+
+def test_a_benchmark_resumed_with_its_generator_trained_distils_a_teacher_with_dropout(tmp_path):
+    # Its QAT row raised "Random ops require a seed to be set when determinism is enabled" (a traceback): only the
+    # generator's training had set TensorFlow's global seed, and a resumed benchmark loads its generator instead.
+    import tensorflow as tf
+    from zscgan_tf import benchmark_rows
+    from zscgan_tf.benchmark_config import BenchmarkConfig
+
+    inputs = tf_keras.Input((8, 8, 1))
+    features = tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(4, 3, padding="same")(inputs))
+    dropped = tf_keras.layers.Dropout(0.2)(tf_keras.layers.GlobalAveragePooling2D()(features))
+    teacher_path = str(tmp_path / "dropping.keras")
+    tf_keras.Model(inputs, tf_keras.layers.Dense(10)(dropped)).save(teacher_path)
+    benchmark = BenchmarkConfig(teachers=(teacher_path,), dataset="digits", work_dir=str(tmp_path / "bench"),
+                                eval_max_samples=20, calibration_samples=10, schemes=("w8a8",), qat_steps=1,
+                                qat_batch_size=8, generator_steps=2, generator_batch_size=8, noise_dim=8,
+                                generator_channels=8, distilled_steps=1, calibration_draws=0, latency_runs=1)
+    benchmark_rows.run_benchmark(benchmark, progress=False)
+    tf.random.set_seed(None)  # As in a new process, where no generator trains.
+    longer = dataclasses.replace(benchmark, qat_steps=2)  # The QAT rows again, the generator as it is.
+    results = benchmark_rows.run_benchmark(longer, progress=False)
+    assert 0 <= results["teachers"]["dropping"]["rows"]["zscgan_qat_w8a8"]["top1"] <= 1
 
 
 @pytest.mark.skipif(not data.is_idx_directory(data.DEBIAN_FASHION_MNIST_DIR),

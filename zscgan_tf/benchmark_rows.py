@@ -16,6 +16,7 @@ import time
 from typing import Optional
 
 import numpy as np
+import tf_keras
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import data, distill, distilled_data, evaluate, export, generator_stage, pipeline, quantization_stages
@@ -465,6 +466,10 @@ class TeacherBenchmark:
         settings = self.config.qat_settings(joint_generator=self.config.qat_joint_generator and source == "zscgan")
         row_seed = self.config.seed + seeds.DISTILLATION_SEED_OFFSET
         seed = row_seed if distillation_seed is None else distillation_seed
+        # TensorFlow's global seed for the student's own random ops (a Dropout layer in training mode): from the
+        # run's seed, not from whatever ran before in the process. Under op determinism an unseeded one fails,
+        # and did where no generator had trained in the process (a benchmark resumed with its generators done).
+        tf_keras.utils.set_random_seed(seed)
         if source == "zscgan":
             trainer = None
             if settings.joint_generator:
