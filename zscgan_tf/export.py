@@ -34,7 +34,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import evaluate, native_output, quantize, quantizer_ranges, tflite_model
+from zscgan_tf import evaluate, native_output, quantize, quantizer_ranges, teachers, tflite_model
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import write_bytes_atomic, write_text_atomic
 from zscgan_tf.progress import count_of, listed
@@ -175,8 +175,7 @@ def is_quantization_aware(model: tf_keras.Model) -> bool:
 def _check_float32_compute(model: tf_keras.Model, mode: str) -> None:
     """Refuses a model with a mixed-precision policy, whose float16 ops the converter has no
     kernels for in any mode (it listed every op as one it "cannot convert")."""
-    reduced = [layer.name for layer in model.layers
-               if getattr(layer, "compute_dtype", "float32") in ("float16", "bfloat16")]
+    reduced = teachers.reduced_precision_layers(model)
     if reduced:
         first = model.get_layer(reduced[0])
         raise UserError(

@@ -496,7 +496,7 @@ def _validate_input(model, source: TeacherSource) -> Tuple[int, int, int]:
     return int(height), int(width), int(channels)
 
 
-def _reduced_precision_layers(model: tf_keras.Model) -> List[str]:
+def reduced_precision_layers(model: tf_keras.Model) -> List[str]:
     """Names of the layers that compute in float16 or bfloat16 (a mixed-precision policy)."""
     return [layer.name for layer in model.layers
             if getattr(layer, "compute_dtype", "float32") in ("float16", "bfloat16")]
@@ -524,7 +524,7 @@ def _float32_notes(model: tf_keras.Model, preprocessing: Preprocessing) -> List[
         notes.append(f"the teacher reads {dtype.name} input; it is rebuilt on a float32 input, since the "
                      "generator's samples are not whole numbers and their gradient must reach the generator, and "
                      f"fed with '{preprocessing.mode}' preprocessing")
-    reduced = _reduced_precision_layers(model)
+    reduced = reduced_precision_layers(model)
     if reduced:
         policy = model.get_layer(reduced[0]).dtype_policy.name
         notes.append(f"the teacher was saved with mixed precision ({count_of(len(reduced), 'layer')} computing in "
@@ -557,7 +557,7 @@ def _float32_model(model: tf_keras.Model, image_shape: Tuple[int, int, int]) -> 
     The TFLite converter cannot quantize float16 ops (it stops at every one). Layers keep
     their names and weights (which mixed precision keeps in float32).
     """
-    other_precision = frozenset(_reduced_precision_layers(model) + _double_precision_layers(model))
+    other_precision = frozenset(reduced_precision_layers(model) + _double_precision_layers(model))
     synchronized = frozenset(_synchronized_batchnorm_layers(model))
     if (tuple(model.inputs[0].shape[1:]) == tuple(image_shape) and model.inputs[0].dtype == tf.float32
             and model.inputs[0].shape[0] is None and not other_precision and not synchronized):
