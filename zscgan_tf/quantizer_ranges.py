@@ -105,21 +105,24 @@ def cover_model_input_range(student: tf_keras.Model, low, high) -> bool:
     low, high = float(np.min(low)), float(np.max(high))
     if not low <= high:
         raise ValueError(f"the input range must have low <= high, got [{low}, {high}]")
-    widened = False
-    for layer in student.layers:
-        if _is_model_input_quantizer(layer) and _bits_of(layer.quantizer) >= EXPORTED_INPUT_BITS:
-            variables = layer.quantizer_vars
-            variables["min_var"].assign(min(float(variables["min_var"].numpy()), low, 0.0))
-            variables["max_var"].assign(max(float(variables["max_var"].numpy()), high, 0.0))
-            widened = True
-    return widened
+    quantizers = exported_input_quantizers(student)
+    for layer in quantizers:
+        variables = layer.quantizer_vars
+        variables["min_var"].assign(min(float(variables["min_var"].numpy()), low, 0.0))
+        variables["max_var"].assign(max(float(variables["max_var"].numpy()), high, 0.0))
+    return bool(quantizers)
+
+
+def exported_input_quantizers(student: tf_keras.Model) -> List[tf_keras.layers.Layer]:
+    """The QuantizeLayers on `student`'s model input that an int8 export keeps (8 bits or more)."""
+    return [layer for layer in student.layers
+            if _is_model_input_quantizer(layer) and _bits_of(layer.quantizer) >= EXPORTED_INPUT_BITS]
 
 
 def model_input_quantizer(student: tf_keras.Model):
-    """The QuantizeLayer on `student`'s model input that an int8 export keeps (8 bits or more), or
-    None (a model whose first layer TF-MOT leaves float, a Rescaling say, reads float inputs)."""
-    return next((layer for layer in student.layers
-                 if _is_model_input_quantizer(layer) and _bits_of(layer.quantizer) >= EXPORTED_INPUT_BITS), None)
+    """The QuantizeLayer on `student`'s model input that an int8 export keeps, or None (a model
+    whose first layer TF-MOT leaves float, a Rescaling say, reads float inputs)."""
+    return next(iter(exported_input_quantizers(student)), None)
 
 
 @contextlib.contextmanager
@@ -135,19 +138,18 @@ def model_input_ranges_as_quantized(student: tf_keras.Model) -> Iterator[None]:
     nudging leaves as it is, the converter's zero point is the student's. The student computes the
     same either way; its range is put back after the block."""
     saved = []
-    for layer in student.layers:
-        if _is_model_input_quantizer(layer) and _bits_of(layer.quantizer) >= EXPORTED_INPUT_BITS:
-            variables = layer.quantizer_vars
-            low, high = variables["min_var"].numpy(), variables["max_var"].numpy()
-            if not high > low:  # Not yet calibrated ([0, 0]): nothing to nudge.
-                continue
-            # The op's own nudging, as it clamps values far outside the range to the nudged ends.
-            ends = tf.quantization.fake_quant_with_min_max_vars(
-                tf.constant([-np.inf, np.inf], tf.float32), low, high, num_bits=layer.quantizer.num_bits,
-                narrow_range=layer.quantizer.narrow_range).numpy()
-            saved.append((variables, low, high))
-            variables["min_var"].assign(ends[0])
-            variables["max_var"].assign(ends[1])
+    for layer in exported_input_quantizers(student):
+        variables = layer.quantizer_vars
+        low, high = variables["min_var"].numpy(), variables["max_var"].numpy()
+        if not high > low:  # Not yet calibrated ([0, 0]): nothing to nudge.
+            continue
+        # The op's own nudging, as it clamps values far outside the range to the nudged ends.
+        ends = tf.quantization.fake_quant_with_min_max_vars(
+            tf.constant([-np.inf, np.inf], tf.float32), low, high, num_bits=layer.quantizer.num_bits,
+            narrow_range=layer.quantizer.narrow_range).numpy()
+        saved.append((variables, low, high))
+        variables["min_var"].assign(ends[0])
+        variables["max_var"].assign(ends[1])
     try:
         yield
     finally:
