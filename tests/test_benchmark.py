@@ -82,6 +82,8 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
         assert [layer.sigma for layer in member.layers if isinstance(layer, generator_lib.GaussianBlur)] == [0.5]
     teacher = results["teachers"]["digits_tiny"]
     assert teacher["eval_images"] == 50
+    assert teacher["eval_preparation"] == ["a class-balanced subset of 360"]
+    assert "Top-1 on 50 digits test images (a class-balanced subset of 360)." in (work_dir / "results.md").read_text()
     assert set(teacher["rows"]) == set(ROWS)
     for row in teacher["rows"].values():
         assert 0.0 <= row["top1"] <= 1.0

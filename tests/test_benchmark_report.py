@@ -89,6 +89,10 @@ def test_the_report_has_a_table_row_per_row_in_run_order_and_every_verdict():
     assert table == ["| fp32 | 90.00% | TFLite int8 | 1 s |", "| real_ptq | 89.80% | TFLite int8 | 1 s |",
                      "| zscgan_ptq | 89.90% | TFLite int8 | 1 s |"]
     assert "## tiny" in lines and "Top-1 on 360 digits test images." in lines
+    teacher["eval_preparation"] = ["a class-balanced subset of 10,000", "resized from 28x28 to 32x32"]
+    assert ("Top-1 on 360 digits test images (a class-balanced subset of 10,000, resized from 28x28 to 32x32)."
+            in benchmark_report.format_results({"settings": settings, "teachers": {"tiny": teacher}}).splitlines())
+    del teacher["eval_preparation"]
     assert not any("FP32 on its input" in line for line in lines)
     rows["real_ptq"].update(keras_top1=0.897, fp32_on_its_input=0.901)
     lines = benchmark_report.format_results({"settings": settings, "teachers": {"tiny": teacher}}).splitlines()

@@ -317,6 +317,7 @@ def test_image_folder_photographs_of_different_sizes_are_cropped_and_resized_as_
     assert dataset.images.shape == (3, 5, 7, 3)
     np.testing.assert_array_equal(dataset.images, 255)
     np.testing.assert_array_equal(dataset.labels, [0, 1, 2])
+    assert dataset.preparation == ("each cropped to its central 87.5% and resized to 5x7",)  # For the report.
     shown = capsys.readouterr().out
     assert "reading image headers 3/3" in shown and "loading images 3/3" in shown
     # The same crop and resize as TFDS photographs get, computed on one picture.
@@ -387,6 +388,15 @@ def test_resize_channels_take_and_class_balanced(random_pixels):
     np.testing.assert_array_equal(gray.with_channels(3).images[..., 2], gray.images[..., 0])
     assert dataset.to_input_shape((2, 2, 1)).image_shape == (2, 2, 1)
     assert len(dataset.take(2)) == 2
+    # Each step is named for the report, in order; one that keeps every image as it was adds none.
+    assert dataset.preparation == ()
+    assert dataset.to_input_shape((2, 2, 1)).preparation == ("resized from 4x4 to 2x2", "converted to gray")
+    assert gray.with_channels(3).preparation == ("converted to gray", "gray repeated to 3 channels")
+    assert dataset.take(2).preparation == ("the first 2 of 6",)
+    assert dataset.class_balanced(3, seed=1).preparation == ("a class-balanced subset of 6",)
+    for kept_whole in (dataset.take(6), dataset.class_balanced(6, seed=1), dataset.resized(4, 4),
+                       dataset.with_channels(3)):
+        assert kept_whole.preparation == ()
 
     balanced = dataset.class_balanced(3, seed=1)
     np.testing.assert_array_equal(np.sort(balanced.labels), [0, 1, 2])
@@ -446,6 +456,7 @@ def test_imagenet_validation_photographs_are_prepared_from_a_manual_archive_and_
                                 manual_dir=str(manual_dir), image_size=(32, 32))
 
     assert dataset.images.shape == (12, 32, 32, 3) and dataset.num_classes == 1000
+    assert dataset.preparation == ("each cropped to its central 87.5% and resized to 32x32",)
     synsets = tfds.core.tfds_path("datasets/imagenet2012/validation_labels.txt").read_text().split()[:12]
     assert sorted(dataset.labels) == sorted(dataset.class_names.index(synset) for synset in synsets)
     assert dataset.class_names[:2] == ("n01440764", "n01443537")  # Keras Applications' order.
@@ -521,6 +532,7 @@ def test_image_folder_subset_decodes_only_the_images_it_keeps(tmp_path, random_p
     np.testing.assert_array_equal(subset.images, expected.images)
     np.testing.assert_array_equal(subset.labels, expected.labels)
     np.testing.assert_array_equal(np.bincount(subset.labels), [2, 2, 2])
+    assert subset.preparation == expected.preparation == ("a class-balanced subset of 15",)
 
 
 def test_image_folder_class_names_are_checked_before_any_image_is_read(tmp_path, random_pixels):

@@ -117,7 +117,16 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
         largest_class_drop={"qat_int8_tflite": {"class": 6, "name": "Shirt", "images": 40, "fp32": 0.8, "model": 0.75}})
     markdown = run_report.format_report(report)
     assert "Top-1 on 400 digits test images (one image is 0.25 points):" in markdown
+    # What the images are: a subset of the split (--eval_max_samples), resized (--eval_resize).
+    report["quantization"]["preparation"] = ["a class-balanced subset of 10,000", "resized from 28x28 to 32x32"]
+    assert ("Top-1 on 400 digits test images (a class-balanced subset of 10,000, resized from 28x28 to 32x32, one "
+            "image is 0.25 points):") in run_report.format_report(report)
     assert "| fp32_keras | 95.00% |  |  |  |" in markdown
+    # Above 20,000 images one image is under 0.005 points: a third decimal keeps it from rounding away.
+    assert [run_report.percent_decimals(images) for images in (400, 20_000, 20_001, 50_000)] == [2, 2, 3, 3]
+    at_scale = json.loads(json.dumps(report))
+    at_scale["quantization"].update(images=50_000, top1={"fp32_keras": 0.76, "ptq_int8_tflite": 0.75998})
+    assert "| ptq_int8_tflite | 75.998% | -0.002 |" in run_report.format_report(at_scale)
     assert "| ptq_int8_tflite | 94.75% | -0.25 | 99.00% |  |" in markdown
     assert "| qat_int8_tflite | 94.75% | -0.25 | 99.25% | 6 (Shirt): 75.00% against 80.00%, 40 images |" in markdown
     assert ("Most accurate fully-integer model on these images: `ptq_int8.tflite` and `qat_int8.tflite` "
@@ -345,7 +354,8 @@ def test_a_finished_run_is_evaluated_on_other_data_and_exported_as_uint8_without
     assert report["quantization"]["images"] == 8 and report["quantization"]["split"] == "val"
     assert report["generated_samples"]["samples_per_class"] == 2
     markdown = (work_dir / "report.md").read_text()
-    assert "Top-1 on 8 photos val images (one image is 12 points):" in markdown
+    assert "Top-1 on 8 photos val images (a class-balanced subset of 12, one image is 12 points):" in markdown
+    assert report["quantization"]["preparation"] == ["a class-balanced subset of 12"]
     top1 = report["quantization"]["top1"]
     against = 100 * (top1["ptq_int8_tflite"] - top1["fp32_keras"])
     assert f"| ptq_int8_tflite | {100 * top1['ptq_int8_tflite']:.2f}% | {against:+.2f} |" in markdown
@@ -367,7 +377,8 @@ def test_a_finished_run_is_evaluated_on_other_data_and_exported_as_uint8_without
     assert "evaluation: 8 images of val (the whole folder)" in out
     assert json.loads((work_dir / "report.json").read_text())["quantization"]["split"] == ""
     markdown = (work_dir / "report.md").read_text()
-    assert "Top-1 on 8 images of val (the whole folder) (one image is 12 points):" in markdown
+    assert ("Top-1 on 8 images of val (the whole folder) (a class-balanced subset of 12, one image is 12 points):"
+            in markdown)
 
 
 def test_large_evaluation_data_is_checked_then_read_again_rather_than_held_through_training(

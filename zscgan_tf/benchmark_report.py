@@ -129,7 +129,9 @@ def format_results(results: dict) -> str:
         lines += [f"This invocation took {progress.format_duration(results['wall_seconds_this_session'])} "
                   "(rows already in the work directory are reused, not recomputed).", ""]
     for name, result in results["teachers"].items():
-        lines += [f"## {name}", "", f"Top-1 on {result['eval_images']} {result['dataset']} test images.", "",
+        preparation = ", ".join(result.get("eval_preparation", ()))
+        lines += [f"## {name}", "", f"Top-1 on {result['eval_images']} {result['dataset']} test images"
+                  + (f" ({preparation})." if preparation else "."), "",
                   "| row | top-1 | measured | time |", "|---|---|---|---|"]
         # JSON files sort their keys; the table keeps the order the rows run in.
         order = ["fp32", "real_ptq", "noise_ptq", "distilled_ptq", "zscgan_ptq", "zscgan_ptq_per_tensor"] + [

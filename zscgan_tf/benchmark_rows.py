@@ -135,7 +135,7 @@ class TeacherBenchmark:
                 f"teacher's {tuple(self.teacher.image_shape)}"
                 + ("" if own else f" (the teacher was not trained on {dataset_name}: is --dataset right?)"))
         test = test.to_input_shape(self.teacher.image_shape)
-        self.test_pixels, self.test_labels = test.images, test.labels
+        self.test_pixels, self.test_labels, self.test_preparation = test.images, test.labels, test.preparation
         self.test_inputs = self.teacher.preprocessing.apply(self.test_pixels)
         self.train_inputs, self.train_labels = real_inputs(train, self.teacher)
         self.train = train
@@ -241,6 +241,7 @@ class TeacherBenchmark:
     def results(self) -> dict:
         rows = current_rows(self.cache, self.rows())
         entry = {"dataset": self.dataset_name, "eval_images": int(len(self.test_labels)),
+                 "eval_preparation": list(self.test_preparation),
                  "rows": {row_id: row for row_id, row in rows.items() if "top1" in row},
                  "measurements": {row_id: row for row_id, row in rows.items() if "top1" not in row}}
         generator_state = run_state.read_state(os.path.join(self.dir, "generator")).get("generator")

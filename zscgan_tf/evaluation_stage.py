@@ -67,7 +67,7 @@ def _matched_to_teacher_classes(dataset: LabeledImages, teacher: Teacher, source
     say(f"evaluation: {source} holds {dataset.num_classes} of the teacher's {teacher.num_classes} classes, "
         "matched to them by name")
     return LabeledImages(dataset.images, teacher_labels[dataset.labels], num_classes=teacher.num_classes,
-                         name=dataset.name, class_names=teacher_names)
+                         name=dataset.name, class_names=teacher_names, preparation=dataset.preparation)
 
 
 def _matchable_by_name(class_names: Optional[Tuple[str, ...]], teacher_names: Optional[Tuple[str, ...]]) -> bool:
@@ -189,6 +189,8 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
         dataset = dataclasses.replace(dataset, num_classes=teacher.num_classes, classes_from_labels=False)
     if dataset.num_classes != teacher.num_classes:
         raise _class_count_refusal(source, dataset.num_classes, teacher)
+    if settings.max_samples:  # Before any resize: the subset depends on the labels alone, and resizes less.
+        dataset = dataset.class_balanced(settings.max_samples, seed=run_config.seed)
     if tuple(dataset.image_shape) != tuple(teacher.image_shape):
         if not (settings.resize or _trained_on_resized(source, teacher)):
             raise UserError(f"evaluation dataset {source!r} has images of shape {tuple(dataset.image_shape)} but "
@@ -196,8 +198,6 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
         say(f"evaluation: {source} images are {tuple(dataset.image_shape)}; converted to the teacher's "
             f"{tuple(teacher.image_shape)}")
         dataset = dataset.to_input_shape(teacher.image_shape)
-    if settings.max_samples:
-        dataset = dataset.class_balanced(settings.max_samples, seed=run_config.seed)
     return dataset
 
 
@@ -315,6 +315,7 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
     if student_on_int8_input is not None and f"{QAT_KIND}_tflite" in predicted:
         agreement["qat_keras_vs_tflite"] = float(np.mean(student_on_int8_input == predicted[f"{QAT_KIND}_tflite"]))
     results.update({"dataset": dataset.name, "split": split, "images": int(len(labels)),
+                    "preparation": list(dataset.preparation),
                     "top1": accuracy, "agreement": agreement,
                     **_against_fp32(predicted, labels, class_names_of(dataset, teacher))})
     return results

@@ -12,7 +12,7 @@ import numpy as np
 
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.labeled_images import (PIXEL_MAX, LabeledImages, MixedImageSizesError, central_crop_and_resize,
-                                      class_balanced_indices)
+                                      class_balanced_indices, crop_and_resize_phrase)
 from zscgan_tf.progress import ProgressBar
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
@@ -95,8 +95,10 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
         files.extend(os.path.join(class_dir, name) for name in class_files)
         labels.extend([label] * len(class_files))
     labels = np.asarray(labels, np.int64)
+    preparation = ()
     if 0 < max_samples < len(files):
         chosen = class_balanced_indices(labels, len(class_names), max_samples, seed)
+        preparation = (f"a class-balanced subset of {len(files):,}",)
         files, labels = [files[index] for index in chosen], labels[chosen]
 
     def open_image(file):
@@ -139,8 +141,11 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
             bar.update(index + 1, {})
     if bar:
         bar.close()
+    if image_size is not None:
+        preparation += (crop_and_resize_phrase((height, width)),)
     return LabeledImages(images, labels, num_classes=len(class_names),
-                         name=name or os.path.basename(os.path.normpath(path)), class_names=tuple(class_names))
+                         name=name or os.path.basename(os.path.normpath(path)), class_names=tuple(class_names),
+                         preparation=preparation)
 
 
 def _image_resizer(image_size: Tuple[int, int], channels: int):

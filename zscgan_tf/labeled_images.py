@@ -5,7 +5,7 @@ turning pixels into what a teacher reads is the job of `zscgan_tf.preprocessing`
 """
 
 import dataclasses
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -38,6 +38,9 @@ class LabeledImages:
       class_names: `num_classes` human-readable names, or empty.
       classes_from_labels: `num_classes` is only one more than the largest label found (IDX
         files carry no class count), so the data may belong to a task with more classes.
+      preparation: what was done to the stored images, in order, as phrases for a report
+        ("a class-balanced subset of 10,000", "resized from 28x28 to 32x32"); empty when
+        they are all the stored images as stored.
     """
 
     images: np.ndarray
@@ -46,6 +49,7 @@ class LabeledImages:
     name: str
     class_names: Tuple[str, ...] = ()
     classes_from_labels: bool = False
+    preparation: Tuple[str, ...] = ()
 
     def __post_init__(self):
         images = np.asarray(self.images)
@@ -80,8 +84,10 @@ class LabeledImages:
         """(H, W, C) of one image."""
         return tuple(int(size) for size in self.images.shape[1:])
 
-    def _replace(self, images: np.ndarray, labels: np.ndarray) -> "LabeledImages":
-        return dataclasses.replace(self, images=images, labels=labels)
+    def _replace(self, images: np.ndarray, labels: np.ndarray, step: Optional[str]) -> "LabeledImages":
+        """A copy with other images and labels, `step` (None: all of them, reordered) added to its preparation."""
+        preparation = self.preparation + (step,) if step else self.preparation
+        return dataclasses.replace(self, images=images, labels=labels, preparation=preparation)
 
     def resized(self, height: int, width: int) -> "LabeledImages":
         """Bilinear resize (tf.image.resize) to height x width, rounded back to uint8."""
@@ -96,7 +102,8 @@ class LabeledImages:
             resized = tf.image.resize(self.images[start:start + RESIZE_CHUNK_SIZE].astype(np.float32),
                                       (height, width), method="bilinear")
             chunks.append(np.clip(np.round(resized.numpy()), 0, PIXEL_MAX).astype(np.uint8))
-        return self._replace(np.concatenate(chunks, axis=0), self.labels)
+        return self._replace(np.concatenate(chunks, axis=0), self.labels,
+                             f"resized from {self.image_shape[0]}x{self.image_shape[1]} to {height}x{width}")
 
     def with_channels(self, channels: int) -> "LabeledImages":
         """1 -> 3 channels by repetition, 3 -> 1 by luminance; same count is a no-op."""
@@ -104,11 +111,11 @@ class LabeledImages:
         if channels == current:
             return self
         if current == 1 and channels == 3:
-            return self._replace(np.repeat(self.images, 3, axis=-1), self.labels)
+            return self._replace(np.repeat(self.images, 3, axis=-1), self.labels, "gray repeated to 3 channels")
         if current == 3 and channels == 1:
             luminance = self.images.astype(np.float32) @ np.asarray(LUMINANCE_WEIGHTS, np.float32)
             images = np.clip(np.round(luminance), 0, PIXEL_MAX).astype(np.uint8)[..., np.newaxis]
-            return self._replace(images, self.labels)
+            return self._replace(images, self.labels, "converted to gray")
         raise UserError(f"{self.name}: cannot convert {current}-channel images to {channels} channels")
 
     def to_input_shape(self, input_shape: Sequence[int]) -> "LabeledImages":
@@ -122,13 +129,16 @@ class LabeledImages:
         """The first `count` examples (all of them if there are fewer)."""
         if count < 0:
             raise UserError(f"cannot take a negative number of examples, got {count}")
-        return self._replace(self.images[:count], self.labels[:count])
+        if count >= len(self):
+            return self
+        return self._replace(self.images[:count], self.labels[:count], f"the first {count:,} of {len(self):,}")
 
     def class_balanced(self, count: int, seed: int) -> "LabeledImages":
         """A random subset of `count` examples with classes as equally represented as possible
         (`class_balanced_indices`), in a random order."""
         chosen = class_balanced_indices(self.labels, self.num_classes, count, seed)
-        return self._replace(self.images[chosen], self.labels[chosen])
+        step = f"a class-balanced subset of {len(self):,}" if chosen.size < len(self) else None
+        return self._replace(self.images[chosen], self.labels[chosen], step)
 
 
 def class_balanced_indices(labels: np.ndarray, num_classes: int, count: int, seed: int) -> np.ndarray:
@@ -153,6 +163,11 @@ def class_balanced_indices(labels: np.ndarray, num_classes: int, count: int, see
     class_order = np.concatenate([np.full(indices.size, position) for position, indices in enumerate(per_class)])
     chosen = order[np.lexsort((class_order, ranks))][:count]
     return rng.permutation(chosen)
+
+
+def crop_and_resize_phrase(image_size: Tuple[int, int]) -> str:
+    """`LabeledImages.preparation`'s phrase for images put through `central_crop_and_resize`."""
+    return f"each cropped to its central {CENTRAL_CROP_FRACTION:.1%} and resized to {image_size[0]}x{image_size[1]}"
 
 
 def central_crop_and_resize(image, image_size: Tuple[int, int]):

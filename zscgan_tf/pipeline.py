@@ -379,7 +379,8 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     if warning:
         say(f"warning: {warning}")
     top1 = report["quantization"].get("top1", {})
-    accuracy = ", ".join(f"{name} {100 * value:.2f}%" for name, value in top1.items())
+    decimals = run_report.percent_decimals(report["quantization"].get("images", 0))
+    accuracy = ", ".join(f"{name} {100 * value:.{decimals}f}%" for name, value in top1.items())
     say(f"done: {100 * samples['teacher_agreement']:.2f}% of generated samples classified as requested "
         f"(worst class {100 * samples['worst_class_agreement']:.2f}%)" + (f"; top-1 {accuracy}" if accuracy else "")
         + f"; report in {os.path.join(run_config.work_dir, run_report.REPORT_MARKDOWN_FILE)}")

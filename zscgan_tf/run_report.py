@@ -7,6 +7,7 @@ top-1 of every model on held-out real data against FP32's, and the TFLite files'
 and latency.
 """
 
+import math
 from typing import Optional
 
 from zscgan_tf import quantization_stages, quantize
@@ -214,25 +215,28 @@ def _format_quantization(quantization: dict) -> list:
         # No split: a folder of class folders without split sub-folders, read whole.
         what = (f"{quantization['dataset']} {quantization['split']} images" if quantization["split"]
                 else f"images of {quantization['dataset']} (the whole folder)")
+        preparation = "".join(f"{step}, " for step in quantization.get("preparation", ()))
         lines += ["", f"Top-1 on {images} {what} "
-                  f"(one image is {100 / images:.2g} points):", "",
+                  f"({preparation}one image is {100 / images:.2g} points):", "",
                   "| model | top-1 | against FP32 | same class as FP32 | class furthest below FP32 |",
                   "|---|---|---|---|---|"]
         same_class = quantization.get("same_class_as_fp32", {})
         drops = quantization.get("largest_class_drop", {})
+        decimals = percent_decimals(images)
         for name, value in top1.items():
-            against = "" if reference is None or name == "fp32_keras" else f"{100 * (value - reference):+.2f}"
-            same = f"{100 * same_class[name]:.2f}%" if name in same_class else ""
-            lines.append(f"| {name} | {100 * value:.2f}% | {against} | {same} | {_class_drop(drops.get(name))} |")
+            against = "" if reference is None or name == "fp32_keras" else f"{100 * (value - reference):+.{decimals}f}"
+            same = f"{100 * same_class[name]:.{decimals}f}%" if name in same_class else ""
+            lines.append(f"| {name} | {100 * value:.{decimals}f}% | {against} | {same} | "
+                         f"{_class_drop(drops.get(name))} |")
         for name, value in quantization.get("agreement", {}).items():
-            lines.append(f"\nArgmax agreement {name}: {100 * value:.2f}% (both on the same input: the pixels as the "
-                         "int8 file reads them).")
+            lines.append(f"\nArgmax agreement {name}: {100 * value:.{decimals}f}% (both on the same input: the pixels "
+                         "as the int8 file reads them).")
         integer = {name: value for name, value in top1.items() if name in INTEGER_TFLITE_FILES}
         if integer:
             best = max(integer.values())
             files = " and ".join(f"`{INTEGER_TFLITE_FILES[name]}`" for name, value in integer.items() if value == best)
             kind = "int8" if quantization.get("float_ops") else "fully-integer"
-            lines.append(f"\nMost accurate {kind} model on these images: {files} ({100 * best:.2f}%).")
+            lines.append(f"\nMost accurate {kind} model on these images: {files} ({100 * best:.{decimals}f}%).")
     for kind, counts in quantization.get("float_ops", {}).items():
         ops = ", ".join(f"{name} x{count}" for name, count in counts.items())
         lines.append(f"\n`{INTEGER_TFLITE_FILES[kind + '_tflite']}` is int8 with float ops inside "
@@ -252,6 +256,12 @@ def _format_quantization(quantization: dict) -> list:
             lines.append(f"| {kind} | {size / 1024:.1f} KiB | {latency['1']:.3f} ms | {latency['2']:.3f} ms |")
     lines.append("")
     return lines
+
+
+def percent_decimals(images: int) -> int:
+    """Decimals for percentages over `images` images: 2, or as many more as keep one image's
+    difference from rounding away (3 for ImageNet's 50,000, where one image is 0.002 points)."""
+    return max(2, math.ceil(math.log10(max(images, 1) / 200)))
 
 
 def _class_drop(drop: Optional[dict]) -> str:

@@ -9,7 +9,8 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 
 from zscgan_tf.errors import UserError, first_line
-from zscgan_tf.labeled_images import LabeledImages, MixedImageSizesError, central_crop_and_resize
+from zscgan_tf.labeled_images import (LabeledImages, MixedImageSizesError, central_crop_and_resize,
+                                      crop_and_resize_phrase)
 from zscgan_tf.progress import note
 
 DEFAULT_TFDS_BATCH_SIZE = 256
@@ -144,4 +145,5 @@ def load_tfds(name: str, split: str, data_dir: Optional[str] = None, manual_dir:
     if not images:
         raise UserError(f"TFDS dataset {name!r} split {split!r} is empty")
     return LabeledImages(np.concatenate(images), np.concatenate(labels), num_classes=num_classes,
-                         name=name, class_names=class_names)
+                         name=name, class_names=class_names,
+                         preparation=(crop_and_resize_phrase(image_size),) if image_size is not None else ())
