@@ -588,6 +588,13 @@ def test_a_mixed_precision_model_is_refused_before_the_converter_lists_its_every
             f"TFLite {mode} conversion of 'half' cannot start: 2 layers compute in float16 (policy mixed_float16: "
             "conv, pool), for which TensorFlow's converter has no kernels; rebuild the model "
             "under the float32 policy with the same weights (zscgan_tf.load_teacher does so for a saved model)")
+    # TF-MOT's quantize_apply stopped on it with a 38-line traceback.
+    with pytest.raises(UserError) as raised:
+        quantize.quantize_student(model)
+    assert str(raised.value) == (
+        "the teacher 'half' cannot be quantized: 2 layers compute in float16 (policy mixed_float16: conv, pool), and "
+        "TF-MOT's fake quantization computes in float32; rebuild it under the float32 policy with the same weights "
+        "(zscgan_tf.load_teacher does so for a saved model)")
 
 
 def test_a_student_conversion_failure_names_the_layers_tf_mot_left_float():

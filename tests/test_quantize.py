@@ -358,3 +358,58 @@ def test_rejects_subclassed_and_nested_models():
     nested = tf_keras.Model(inputs, inner(inputs))
     with pytest.raises(UserError, match="nested"):
         quantize.quantize_student(nested)
+
+
+def test_a_layer_with_a_lambda_as_its_activation_is_refused_in_one_line():
+    # Keras could not make the layer again from its config: a 54-line traceback.
+    for activation_layer in (tf_keras.layers.Activation(lambda x: 2 * x, name="doubled"),
+                             tf_keras.layers.Dense(NUM_CLASSES, activation=lambda x: 2 * x, name="doubled")):
+        inputs = tf_keras.Input(INPUT_SHAPE)
+        features = tf_keras.layers.Flatten()(tf_keras.layers.Conv2D(2, 3)(inputs))
+        doubled = tf_keras.Model(inputs, activation_layer(tf_keras.layers.Dense(NUM_CLASSES)(features)))
+        with pytest.raises(UserError) as raised:
+            quantize.quantize_student(doubled)
+        assert str(raised.value) == (
+            f"TF-MOT makes every layer again from its config, and layer 'doubled' ({type(activation_layer).__name__}) "
+            "cannot be: its activation is a Python lambda, which Keras makes again only as a Lambda layer's function; "
+            "give a named function, or compute it in a Lambda layer")
+
+
+class _Scaled(tf_keras.layers.Layer):
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+
+    def call(self, inputs):
+        return self.scale * inputs
+
+
+class _ScaledWithoutItsScale(_Scaled):
+    def get_config(self):  # Without the argument its __init__ needs.
+        return {key: value for key, value in super().get_config().items() if key != "scale"}
+
+
+def test_a_layer_of_the_users_own_class_quantizes_once_keras_can_find_it_by_name():
+    inputs = tf_keras.Input(INPUT_SHAPE)
+    scaled = tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES)(_Scaled(2.0, name="scaled")(inputs)),
+                            name="mine")
+    # TF-MOT's transforms stopped with a traceback ending "'str' object is not callable".
+    with pytest.raises(UserError) as raised:
+        quantize.quantize_student(scaled)
+    assert str(raised.value) == (
+        "TF-MOT makes the teacher 'mine' again from its config, and Keras cannot find the class of its layer 'scaled' "
+        "(_Scaled) by name; register it with @tf_keras.saving.register_keras_serializable() (a TeacherSource's "
+        "custom_objects, or --teacher_custom_objects, registers a module's classes)")
+    with tf_keras.saving.custom_object_scope({"_Scaled": _Scaled, "_ScaledWithoutItsScale": _ScaledWithoutItsScale}):
+        student, float_layers = quantize.quantize_student(scaled)
+        assert float_layers == ("scaled",)
+        np.testing.assert_allclose(student(np.ones((1, *INPUT_SHAPE), np.float32)).numpy(),
+                                   scaled(np.ones((1, *INPUT_SHAPE), np.float32)).numpy(), atol=0.05)
+        # Found, but its config cannot make it again: Keras's own reason, in one line.
+        incomplete = tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES)(
+            _ScaledWithoutItsScale(2.0, name="scaled")(inputs)))
+        with pytest.raises(UserError) as raised:
+            quantize.quantize_student(incomplete)
+    assert str(raised.value).startswith("TF-MOT makes every layer again from its config, and layer 'scaled' "
+                                        "(_ScaledWithoutItsScale) cannot be: ")
+    assert "scale" in str(raised.value) and "\n" not in str(raised.value)

@@ -34,10 +34,10 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import evaluate, native_output, quantize, quantizer_ranges, teachers, tflite_model
+from zscgan_tf import evaluate, native_output, precision, quantize, quantizer_ranges, tflite_model
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import write_bytes_atomic, write_text_atomic
-from zscgan_tf.progress import count_of, listed
+from zscgan_tf.progress import count_of
 
 MODES = ("int8", "float", "dynamic")
 INTEGER_IO_DTYPES = ("int8", "uint8")
@@ -175,14 +175,12 @@ def is_quantization_aware(model: tf_keras.Model) -> bool:
 def _check_float32_compute(model: tf_keras.Model, mode: str) -> None:
     """Refuses a model with a mixed-precision policy, whose float16 ops the converter has no
     kernels for in any mode (it listed every op as one it "cannot convert")."""
-    reduced = teachers.reduced_precision_layers(model)
+    reduced = precision.reduced_precision_phrase(model)
     if reduced:
-        first = model.get_layer(reduced[0])
         raise UserError(
-            f"TFLite {mode} conversion of {model.name!r} cannot start: {count_of(len(reduced), 'layer')} compute in "
-            f"{first.compute_dtype} (policy {first.dtype_policy.name}: {listed(reduced, _MAX_LISTED_LAYERS)}), "
-            "for which TensorFlow's converter has no kernels; rebuild the model under the float32 policy with the "
-            "same weights (zscgan_tf.load_teacher does so for a saved model)")
+            f"TFLite {mode} conversion of {model.name!r} cannot start: {reduced}, for which TensorFlow's converter has "
+            "no kernels; rebuild the model under the float32 policy with the same weights (zscgan_tf.load_teacher "
+            "does so for a saved model)")
 
 
 def _check_eight_bit_student(model: tf_keras.Model) -> None:

@@ -44,8 +44,8 @@ from tf_keras.src.saving import serialization_lib
 # Not exported by tfmot's public API: the input quantizer layer.
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
 
-from zscgan_tf import keras3_conversion, quantizer_ranges, range_fitting, tfmot_schemes
-from zscgan_tf.errors import UserError
+from zscgan_tf import keras3_conversion, precision, quantizer_ranges, range_fitting, tfmot_schemes
+from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.progress import listed
 
 MIN_BITS = 2
@@ -192,8 +192,8 @@ def validate_tfmot_model(model, role: str = "teacher") -> None:
       role: how error messages name the model.
 
     Raises:
-      UserError: for a Keras 3 model, a subclassed model, a nested model or an
-        unbuilt model.
+      UserError: for a Keras 3 model, a subclassed model, a nested model, an
+        unbuilt model or one with a mixed-precision policy.
     """
     if not isinstance(model, tf_keras.Model):
         raise UserError(
@@ -206,6 +206,11 @@ def validate_tfmot_model(model, role: str = "teacher") -> None:
             "or Sequential model")
     if not model.built:
         raise UserError(f"the {role} {model.name!r} is not built; call it on an input first")
+    reduced = precision.reduced_precision_phrase(model)
+    if reduced:
+        raise UserError(f"the {role} {model.name!r} cannot be quantized: {reduced}, and TF-MOT's fake quantization "
+                        "computes in float32; rebuild it under the float32 policy with the same weights "
+                        "(zscgan_tf.load_teacher does so for a saved model)")
     nested = [layer.name for layer in model.layers if isinstance(layer, tf_keras.Model)]
     if nested:
         raise UserError(
@@ -296,6 +301,14 @@ def quantize_student(
     if calibration_inputs is not None:
         calibration_inputs = quantizer_ranges.validated_inputs(teacher, calibration_inputs)
 
+    unregistered = _unregistered_layers(teacher)
+    if unregistered:  # TF-MOT's transforms stopped with "'str' object is not callable".
+        layer = teacher.get_layer(unregistered[0])
+        raise UserError(
+            f"TF-MOT makes the teacher {teacher.name!r} again from its config, and Keras cannot find the class of its "
+            f"layer {layer.name!r} ({type(layer).__name__}) by name; register it with "
+            "@tf_keras.saving.register_keras_serializable() (a TeacherSource's custom_objects, or "
+            "--teacher_custom_objects, registers a module's classes)")
     registry = tfmot_schemes.registry_for(scheme)
     quantizable_names = tfmot_schemes.quantizable_layer_names(teacher, registry)
     if not quantizable_names:
@@ -310,7 +323,7 @@ def quantize_student(
         and not tfmot_schemes.passes_values_through(layer, registry))
 
     def annotate(layer):
-        layer_copy = layer.__class__.from_config(layer.get_config())
+        layer_copy = _layer_copy(layer)
         if layer.name in quantizable_name_set:
             quantize_config = tfmot_schemes.quantize_config_of(layer, scheme)
             return tfmot.quantization.keras.quantize_annotate_layer(layer_copy, quantize_config)
@@ -341,6 +354,35 @@ def quantize_student(
     if input_range is not None:
         quantizer_ranges.cover_model_input_range(student, *input_range)
     return student, float_layer_names
+
+
+def _unregistered_layers(model: tf_keras.Model) -> List[str]:
+    """Names of `model`'s layers whose class Keras cannot find by its name when it makes a
+    model from a config: classes of the user's own, not registered."""
+    def found_by_name(cls) -> bool:
+        return (cls.__module__.startswith(("tf_keras.", "tensorflow_model_optimization."))
+                or tf_keras.saving.get_registered_object(tf_keras.saving.get_registered_name(cls)) is cls)
+    return [layer.name for layer in model.layers if not found_by_name(type(layer))]
+
+
+def _layer_copy(layer):
+    """A new `layer` made from its config, as TF-MOT makes every layer again.
+
+    Raises:
+      UserError: if its config cannot make it again: an `Activation` or a layer's
+        `activation` given as a Python lambda serializes as code, which Keras reads back
+        only as a `Lambda` layer's function.
+    """
+    try:
+        return layer.__class__.from_config(layer.get_config())
+    except Exception as error:  # pylint: disable=broad-except  # Keras raises ValueError, TypeError, ...
+        if getattr(getattr(layer, "activation", None), "__name__", "") == "<lambda>":
+            why = ("its activation is a Python lambda, which Keras makes again only as a Lambda layer's function; "
+                   "give a named function, or compute it in a Lambda layer")
+        else:
+            why = first_line(error)
+        raise UserError(f"TF-MOT makes every layer again from its config, and layer {layer.name!r} "
+                        f"({layer_type(layer)}) cannot be: {why}") from None
 
 
 def _shared_layers_note(model: tf_keras.Model) -> str:

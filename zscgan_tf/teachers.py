@@ -25,7 +25,7 @@ import tensorflow as tf
 import tf_keras
 from tf_keras.src.saving import serialization_lib
 
-from zscgan_tf import bn_stats, custom_objects, data, flattening, keras3_conversion, logits, model_files
+from zscgan_tf import bn_stats, custom_objects, data, flattening, keras3_conversion, logits, model_files, precision
 from zscgan_tf import sidecar as sidecar_lib
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.files import paths_as_strings, portable_path
@@ -496,18 +496,6 @@ def _validate_input(model, source: TeacherSource) -> Tuple[int, int, int]:
     return int(height), int(width), int(channels)
 
 
-def reduced_precision_layers(model: tf_keras.Model) -> List[str]:
-    """Names of the layers that compute in float16 or bfloat16 (a mixed-precision policy)."""
-    return [layer.name for layer in model.layers
-            if getattr(layer, "compute_dtype", "float32") in ("float16", "bfloat16")]
-
-
-def _double_precision_layers(model: tf_keras.Model) -> List[str]:
-    """Names of the layers that compute in float64 (a model built under `set_floatx("float64")`)."""
-    return [layer.name for layer in model.layers if getattr(layer, "compute_dtype", "float32") == "float64"
-            and not isinstance(layer, tf_keras.layers.InputLayer)]
-
-
 def _synchronized_batchnorm_layers(model: tf_keras.Model) -> List[str]:
     """Names of the SyncBatchNormalization layers (a model trained under a distribution
     strategy): at inference they are BatchNormalization, which TF-MOT and the BN loss know."""
@@ -519,12 +507,12 @@ def _float32_notes(model: tf_keras.Model, preprocessing: Preprocessing) -> List[
     """What the user should know when `_float32_model` changes how `model` computes."""
     notes = []
     dtype = model.inputs[0].dtype
-    double = _double_precision_layers(model)
+    double = precision.double_precision_layers(model)
     if dtype != tf.float32 and not (dtype == tf.float64 and double):  # A float64 model: the note below.
         notes.append(f"the teacher reads {dtype.name} input; it is rebuilt on a float32 input, since the "
                      "generator's samples are not whole numbers and their gradient must reach the generator, and "
                      f"fed with '{preprocessing.mode}' preprocessing")
-    reduced = reduced_precision_layers(model)
+    reduced = precision.reduced_precision_layers(model)
     if reduced:
         policy = model.get_layer(reduced[0]).dtype_policy.name
         notes.append(f"the teacher was saved with mixed precision ({count_of(len(reduced), 'layer')} computing in "
@@ -557,7 +545,7 @@ def _float32_model(model: tf_keras.Model, image_shape: Tuple[int, int, int]) -> 
     The TFLite converter cannot quantize float16 ops (it stops at every one). Layers keep
     their names and weights (which mixed precision keeps in float32).
     """
-    other_precision = frozenset(reduced_precision_layers(model) + _double_precision_layers(model))
+    other_precision = frozenset(precision.reduced_precision_layers(model) + precision.double_precision_layers(model))
     synchronized = frozenset(_synchronized_batchnorm_layers(model))
     if (tuple(model.inputs[0].shape[1:]) == tuple(image_shape) and model.inputs[0].dtype == tf.float32
             and model.inputs[0].shape[0] is None and not other_precision and not synchronized):
