@@ -360,6 +360,7 @@ def test_rejects_subclassed_and_nested_models():
         quantize.quantize_student(nested)
 
 
+@pytest.mark.filterwarnings("ignore:The object being serialized includes a `lambda`")  # Keras's, on the config.
 def test_a_layer_with_a_lambda_as_its_activation_is_refused_in_one_line():
     # Keras could not make the layer again from its config: a 54-line traceback.
     for activation_layer in (tf_keras.layers.Activation(lambda x: 2 * x, name="doubled"),
