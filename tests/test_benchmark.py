@@ -101,6 +101,9 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     # Every row that quantizes is keyed on the input range covering pixels 0 to 255.
     assert all(('"input_range": "covers_pixels_0_255"' in cached[row_id]["key"])
                == (row_id not in {"fp32", "latency", "generator_speed"}) for row_id in cached)
+    # The W8A8 QAT rows' files read pixels on their student's input levels: rows of files that did not are redone.
+    assert all(('"qat_input": "on_student_input_levels"' in cached[row_id]["key"])
+               == (row_id in {"zscgan_qat_w8a8", "real_qat_w8a8"}) for row_id in cached)
     assert teacher["rows"]["fp32"]["tflite_bytes"] > 0 and teacher["rows"]["real_ptq"]["tflite_bytes"] > 0
     sizes = {row_id: teacher["rows"][row_id]["tflite_bytes"] for row_id in ("fp32", "zscgan_ptq", "zscgan_ptq_per_tensor")}
     assert min(sizes.values()) > 0  # Tiny models are all overhead; the size order shows on real ones.

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tool_process import ToolProcess
-from zscgan_tf import tflite_model, train
+from zscgan_tf import run_state, tflite_model, train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -234,6 +234,22 @@ def test_a_run_started_with_relative_paths_converts_from_any_directory(run_dir, 
         "error: the run's teacher 'teacher.keras' is a path relative to the directory the run started in: run this "
         f"from there, or rerun the pipeline on '{tmp_path / 'run'}' with --teacher=<its path>, which records it in "
         "full")
+    # Which that run, of a version that recorded no teacher fingerprint either, takes: it was refused as a run of
+    # another config (teacher.model), from its own directory or any other.
+    config.update(teacher={**config["teacher"], "custom_objects": ["my_layers.py"]},
+                  evaluation={**config["evaluation"], "dataset": "images"})
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    del state[run_state.TEACHER_KEY]
+    (tmp_path / "run" / "state.json").write_text(json.dumps(state))
+    assert _tiny_run("teacher.keras", "run", "images", "--teacher_custom_objects=my_layers.py") == 0
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    os.makedirs(tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert _tiny_run(tmp_path / "teacher.keras", tmp_path / "run", tmp_path / "images",
+                     f"--teacher_custom_objects={tmp_path / 'my_layers.py'}") == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["teacher"]["model"] == str(tmp_path /
+                                                                                                 "teacher.keras")
 
 
 def test_float_teacher_with_generator_is_quantized_post_training(run_dir, tmp_path, convert):

@@ -20,7 +20,7 @@ from zscgan_tf import (evaluation_stage, export, generator_reuse, labeled_images
                        run_report)
 from zscgan_tf import generator as generator_lib
 from zscgan_tf import generator_stage, run_state, seeds
-from zscgan_tf import quantize, teachers, tflite_model, train, training_loop
+from zscgan_tf import quantize, quantizer_ranges, teachers, tflite_model, train, training_loop
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest
 from zscgan_tf.teachers import TeacherSource
@@ -220,6 +220,38 @@ def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, finished_r
     markdown = (work_dir / "report.md").read_text()
     assert "- steps: 6 (this session from step 4)\n" in markdown and "- wall time of this session: " in markdown
     assert "Data-free QAT: 3 steps, " in markdown and " this session, " in markdown
+
+
+def test_a_run_of_an_earlier_version_gets_a_qat_file_and_student_that_read_every_pixel_level(
+        tmp_path, finished_run, tiny_teacher_file, monkeypatch, capsys):
+    # A QAT file exported before the file read pixels on its student's input levels: converted again, alone.
+    work_dir = tmp_path / "run"
+    finished_run(work_dir)
+    state = json.loads((work_dir / "state.json").read_text())
+    qat_export = state["export"]["qat_int8"]
+    assert qat_export["settings"].endswith(f":{quantization_stages.QAT_INPUT}")
+    qat_export["settings"] = qat_export["settings"].rsplit(":", 1)[0]  # As that version recorded it.
+    (work_dir / "state.json").write_text(json.dumps(state))
+    capsys.readouterr()
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    converted = re.findall(r"export: converting (\w+)", capsys.readouterr().out)
+    assert converted == ["qat_int8"]
+    # A QAT checkpoint from before the student's input range covered every pixel level, resumed: its
+    # restore put the narrower range back, and the student and its file kept it.
+    old_dir = tmp_path / "old"
+    with monkeypatch.context() as earlier_version:
+        earlier_version.setattr(quantizer_ranges, "cover_model_input_range", lambda student, low, high: False)
+        assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, old_dir)}"]) == 0
+    narrow = quantizer_ranges.model_input_quantizer(quantization_stages.load_student(str(old_dir / "student.h5")))
+    assert float(narrow.quantizer_vars["min_var"].numpy()) > -1 or float(narrow.quantizer_vars["max_var"].numpy()) < 1
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, old_dir)}",
+                       "--distillation_steps=5"]) == 0
+    assert "distillation: resuming at step 3" in capsys.readouterr().out
+    assert "Data-free QAT: 5 steps (this session from step 3), " in (old_dir / "report.md").read_text()
+    widened = quantizer_ranges.model_input_quantizer(quantization_stages.load_student(str(old_dir / "student.h5")))
+    assert float(widened.quantizer_vars["min_var"].numpy()) <= -1 <= 1 <= float(widened.quantizer_vars["max_var"].numpy())
+    model_input = tflite_model.inspect_tflite((old_dir / "qat_int8.tflite").read_bytes()).inputs[0]
+    assert list(model_input.zero_points) == [-1] and model_input.scales[0] == pytest.approx(2 / 255, rel=1e-4)
 
 
 def test_a_longer_generator_run_stopped_midway_keeps_the_old_student_models_and_reports(tmp_path, finished_run,
@@ -605,11 +637,23 @@ def test_a_teacher_replaced_since_its_run_trained_is_refused_there(tmp_path, fin
                                                      if key != run_state.TEACHER_PREPROCESSING_KEY}))
     assert train.main(["train", f"--flagfile={flagfile}"]) == 2
     assert "(its weights or preprocessing differ: was the model file replaced?)" in capsys.readouterr().err
-    # A run from before fingerprints were recorded takes the teacher it finds.
+    # A run from before fingerprints were recorded takes the teacher it finds, and now says so: it recorded the
+    # new teacher's fingerprint without a word, and QAT seemed to beat its teacher by points.
     recorded = state.pop(run_state.TEACHER_KEY)
     (work_dir / "state.json").write_text(json.dumps(state))
+    capsys.readouterr()
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    assert f"note: {work_dir} {run_state.UNCHECKED_TEACHER_NOTE}\n" in capsys.readouterr().out
+    assert run_state.UNCHECKED_TEACHER_NOTE.startswith("records no fingerprint of the teacher it trained against (a "
+                                                       "run of an earlier version of zscgan_tf, or its state.json lost)")
     assert recorded != json.loads((work_dir / "state.json").read_text())[run_state.TEACHER_KEY]
+    # Its generator, taken by another run, likewise.
+    source_state = json.loads((work_dir / "state.json").read_text())
+    del source_state[run_state.TEACHER_KEY]
+    (work_dir / "state.json").write_text(json.dumps(source_state))
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, tmp_path / 'taker')}",
+                       f"--generator_from={work_dir}", "--distillation_steps=0"]) == 0
+    assert f"note: {work_dir} {run_state.UNCHECKED_TEACHER_NOTE}\n" in capsys.readouterr().out
     # Another teacher recorded, but nothing trained against it left (deleted): the run starts afresh.
     import shutil
     os.remove(work_dir / "generator.keras")
@@ -911,7 +955,12 @@ def test_low_bit_range_method_binds_a_w4a4_run_and_not_an_8_bit_one(tmp_path, fi
     assert json.loads((eight_bit_dir / "config.json").read_text())["quantization"]["low_bit_ranges"] == "mse"
     w4a4 = ["--quantization=w4a4"]
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, four_bit_dir, extra=w4a4)}"]) == 2
-    assert "different config (quantization.low_bit_ranges)" in capsys.readouterr().err
+    # The refusal says which flag takes the run on as it was: it offered only another student or deleting it.
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {four_bit_dir} holds a run with a different config (quantization.low_bit_ranges), which its generator "
+        f"does not depend on: to train with it from that generator, pass another --work_dir and --generator_from="
+        f"{four_bit_dir}; to go on with that run as it was, pass --low_bit_ranges=min_max; or delete that directory "
+        "to start fresh")
     flagfile = _flagfile(tmp_path, tiny_teacher_file, four_bit_dir, extra=w4a4 + ["--low_bit_ranges=min_max"])
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
     assert "already trained" in capsys.readouterr().out

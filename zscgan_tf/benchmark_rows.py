@@ -29,7 +29,7 @@ from zscgan_tf.files import (check_not_in_use, exclusive_use, read_json, unusabl
                              write_text_atomic)
 from zscgan_tf.progress import say
 from zscgan_tf.evaluation_stage import LATENCY_THREADS
-from zscgan_tf.quantization_stages import INPUT_RANGE
+from zscgan_tf.quantization_stages import INPUT_RANGE, QAT_INPUT
 
 ROWS_FILE = "rows.json"
 # The fingerprint (`teachers.fingerprint`) of the teacher a teacher's rows and generators are of.
@@ -177,7 +177,8 @@ class TeacherBenchmark:
                  lambda: self.ptq("zscgan", per_channel=False), {**tflite, **generated})]
         for scheme in self.config.schemes:
             ranges = self.config.low_bit_range_settings(scheme)
-            measured = tflite if self.config.quantization_scheme(scheme).exportable else common
+            measured = ({**tflite, "qat_input": QAT_INPUT} if self.config.quantization_scheme(scheme).exportable
+                        else common)
             rows.append((f"zscgan_qat_{scheme}", f"ZS-CGAN QAT {scheme.upper()}",
                          lambda scheme=scheme: self.qat(scheme, "zscgan"),
                          {**measured, **generated, **zscgan_qat, **ranges}))

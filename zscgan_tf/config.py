@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 import typing
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 from zscgan_tf.bn_stats import BN_LAYER_WEIGHTINGS
 from zscgan_tf.data import portable_source
@@ -593,6 +593,36 @@ def save_or_check(config: RunConfig, write_json, same_teacher: bool = False, dis
     write_json(os.path.join(config.work_dir, CONFIG_FILE), current_dict(config))
 
 
+def _names_the_same_path(saved: Any, current: Any) -> bool:
+    """Whether `saved`, a path (or list of them) a run saved as given, relative, before runs recorded
+    paths in full (`files.portable_path`), names `current`, the same in full: seen from this
+    directory, or from one that `current` lies under."""
+    if isinstance(saved, list) and isinstance(current, list):
+        return len(saved) == len(current) and all(map(_names_the_same_path, saved, current))
+    return (isinstance(saved, str) and isinstance(current, str) and bool(saved) and not os.path.isabs(saved)
+            and os.path.isabs(current) and (os.path.abspath(saved) == current
+                                            or current.endswith(os.sep + os.path.normpath(saved))))
+
+
+# The quantization settings whose flag has another name than the setting.
+_QUANTIZATION_FLAGS = {"scheme": "quantization"}
+
+
+def _quantization_flags_as_saved(saved: Dict[str, Any], changed: Sequence[str]) -> Optional[str]:
+    """The flags that set the `changed` settings back to their `saved` values ("--low_bit_ranges=min_max",
+    the value a run saved before the setting existed had), when they are all quantization settings."""
+    if not all(key.split(".")[0] == "quantization" for key in changed):
+        return None
+    saved_flat, parts = _flatten(saved), []
+    for key in changed:
+        field = key.split(".", 1)[1]
+        flag, value = _QUANTIZATION_FLAGS.get(field, field), saved_flat.get(key)
+        if value is None:
+            return None
+        parts.append(f"--{flag if value else 'no' + flag}" if isinstance(value, bool) else f"--{flag}={value}")
+    return " ".join(parts)
+
+
 def check_saved(config: RunConfig, same_teacher: bool = False, distilled: bool = False) -> None:
     """Checks `config` against the one its work directory saved, if any (`save_or_check`).
 
@@ -604,14 +634,18 @@ def check_saved(config: RunConfig, same_teacher: bool = False, distilled: bool =
     if os.path.exists(path):
         saved = read_saved(path)
         unchanging = set(RESUMABLE_CHANGES) | (inert_settings(saved, distilled) & inert_settings(current, distilled))
+        saved_flat, current_flat = _flatten(saved), _flatten(current)
         changed = [key for key in differences(saved, current)
-                   if key not in unchanging and not (same_teacher and _teacher_setting(key))]
+                   if key not in unchanging and not (same_teacher and _teacher_setting(key))
+                   and not _names_the_same_path(saved_flat.get(key), current_flat.get(key))]
         if changed:
             shown = listed(changed, CHANGED_SETTINGS_SHOWN)
             if not generator_differences(saved, current, same_teacher):  # Another student needs no new generator.
+                as_saved = _quantization_flags_as_saved(saved, changed)
                 raise UserError(f"{config.work_dir} holds a run with a different config ({shown}), which its "
                                 "generator does not depend on: to train with it from that generator, pass another "
-                                f"--work_dir and --generator_from={config.work_dir}; or delete that directory to "
-                                "start fresh")
+                                f"--work_dir and --generator_from={config.work_dir}; "
+                                + (f"to go on with that run as it was, pass {as_saved}; " if as_saved else "")
+                                + "or delete that directory to start fresh")
             raise UserError(f"{config.work_dir} holds a run with a different config ({shown}); choose another "
                             "--work_dir, or delete that directory to start fresh")

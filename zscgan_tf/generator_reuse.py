@@ -19,7 +19,7 @@ from zscgan_tf.files import TEMPORARY_PREFIX, file_digest
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.progress import listed, say
 from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, LOGS_DIR, STATE_FILE, TEACHER_KEY,
-                                 TEACHER_PREPROCESSING_KEY, TRAINED_HERE_KEY, checkpoint_steps,
+                                 TEACHER_PREPROCESSING_KEY, TRAINED_HERE_KEY, UNCHECKED_TEACHER_NOTE, checkpoint_steps,
                                  how_the_teacher_differs, pool_member_names, read_state, write_state)
 
 
@@ -149,7 +149,9 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
     if state.get(GENERATOR_FROM_KEY) != source.work_dir and (own or "generator" in state):
         raise UserError(f"{work_dir} already has a generator ({', '.join(own) or STATE_FILE}); --generator_from "
                         "starts a new work directory from another run's generator")
-    if source.teacher_sha256 not in (None, state[TEACHER_KEY]):
+    if source.teacher_sha256 is None:
+        say(f"note: {source.work_dir} {UNCHECKED_TEACHER_NOTE}")
+    elif source.teacher_sha256 != state[TEACHER_KEY]:
         difference = how_the_teacher_differs(source.teacher, Preprocessing.from_dict(state[TEACHER_PREPROCESSING_KEY]))
         raise UserError(f"the generator of {source.work_dir} was trained against another teacher than this run's "
                         f"({difference})")

@@ -37,8 +37,8 @@ from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.progress import count_of, say
 from zscgan_tf.run_state import (GENERATED_SAMPLES_KEY, GENERATOR_DIR, GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE,
                                  LOGS_DIR, STATE_FILE, STUDENT_CHECK_KEY, TEACHER_KEY, TEACHER_PREPROCESSING_KEY,
-                                 TRAINED_HERE_KEY, how_the_teacher_differs, pool_member_dirs, read_state, record_teacher,
-                                 write_state)
+                                 TRAINED_HERE_KEY, UNCHECKED_TEACHER_NOTE, how_the_teacher_differs, pool_member_dirs,
+                                 read_state, record_teacher, write_state)
 
 # Evaluation data larger than this is checked before training, then let go and read again
 # for the evaluation rather than held in memory through training: ImageNet's 50,000
@@ -172,8 +172,9 @@ def check_not_shortened(run_config: config_lib.RunConfig):
 def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict,
                        fingerprint: Optional[str] = None) -> str:
     """The teacher's fingerprint, checked against the one `state` recorded when the work
-    directory's stages started training (runs from before it was recorded pass);
-    `fingerprint`, where the caller has it already.
+    directory's stages started training; `fingerprint`, where the caller has it already.
+    A directory that trained without recording one (an earlier version's) cannot be
+    checked: a note says so, and the teacher is taken to be the one it trained against.
 
     Raises:
       UserError: if the directory has trained a generator or student against another
@@ -187,6 +188,8 @@ def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict,
         raise UserError(f"{work_dir}'s generator and student were trained against another teacher than "
                         f"{teacher.name} is now ({how_the_teacher_differs(state, teacher.preprocessing)}); "
                         "train this one in another work directory, or delete that one to start fresh")
+    if not recorded and trained:
+        say(f"note: {work_dir} {UNCHECKED_TEACHER_NOTE}")
     return current
 
 

@@ -56,6 +56,10 @@ LABELS_FILE = "labels.txt"
 # (`Teacher.input_range`), not only the calibration samples' range. Models exported before are
 # converted again.
 INPUT_RANGE = "covers_pixels_0_255"
+# How a QAT student's int8 file reads its input, part of the same keys for QAT files: on the levels the
+# student's input quantizer computes on (`quantizer_ranges.model_input_ranges_as_quantized`). Files
+# exported before read every pixel a level below, and are converted again.
+QAT_INPUT = "on_student_input_levels"
 # Uniform samples of the teacher's input range that calibrate `check_integer_export`'s conversion.
 INTEGER_CHECK_SAMPLES = 4
 
@@ -335,6 +339,8 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
         f"{scheme.name} student" + (", training a copy of the generator along" if settings.joint_generator else ""))
     writer = tf.summary.create_file_writer(os.path.join(work_dir, LOGS_DIR, DISTILLATION_DIR))
     summary = distiller.train(os.path.join(work_dir, DISTILLATION_DIR), progress=progress, summary_writer=writer)
+    # A checkpoint from before the input's range covered every pixel level restored the narrower one.
+    quantizer_ranges.cover_model_input_range(student, *teacher.input_range())
     zero_shot.check_teacher_unchanged(teacher, teacher_weights)
     save_keras_model_atomic(student, model_path)
     state["distillation"] = {"steps": settings.steps, "scheme": scheme.name, "float_layers": list(float_layers),
@@ -390,7 +396,8 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
         # The float model depends on none of the integer export's settings.
         key = f"float:{INPUT_RANGE}" if kind == "float" else (
             f"{kind}:{settings.io_dtype}:{settings.per_channel}:{state.get('distillation', {}).get('steps')}:"
-            f"{INPUT_RANGE}" + (":float_ops_allowed" if settings.allow_float_ops else ""))
+            f"{INPUT_RANGE}" + (":float_ops_allowed" if settings.allow_float_ops else "")
+            + (f":{QAT_INPUT}" if kind == "qat_int8" else ""))
         if done.get(kind) != {"settings": key, "sha256": file_digest(path)}:
             _remove_reports(work_dir, reports)
             say(f"export: converting {kind} -> {path}")

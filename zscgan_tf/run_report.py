@@ -200,8 +200,11 @@ def _format_quantization(quantization: dict) -> list:
         first, last = summary["first"], summary["last"]
         session = ("in the earlier session that trained it (this one trained none)"
                    if quantization.get(EARLIER_SESSION_KEY) else "this session")
-        lines.append(f"Data-free QAT: {summary['steps']} steps, {summary['wall_time']} {session}"
-                     f"{_all_sessions(summary)}, "
+        resumed = summary.get("resumed_from_step")  # The steps before it trained in an earlier session.
+        trained_by = "the earlier session that trained it" if quantization.get(EARLIER_SESSION_KEY) else "this session"
+        lines.append(f"Data-free QAT: {summary['steps']} steps"
+                     + (f" ({trained_by} from step {resumed})" if resumed else "")
+                     + f", {summary['wall_time']} {session}{_all_sessions(summary)}, "
                      f"{_samples_per_second(summary)}"
                      + (f"; distillation loss {first['distillation']:.4g} -> {last['distillation']:.4g}"
                         if "distillation" in first and "distillation" in last else "")  # Not with a lost history.

@@ -46,6 +46,13 @@ def write_state(work_dir: str, state: dict):
     write_json_atomic(os.path.join(work_dir, STATE_FILE), state)
 
 
+# Of a work directory that trained without recording its teacher's fingerprint (`record_teacher`).
+UNCHECKED_TEACHER_NOTE = (
+    f"records no fingerprint of the teacher it trained against (a run of an earlier version of zscgan_tf, or "
+    f"its {STATE_FILE} lost), so it is taken to be this one: if the teacher's file was replaced since, "
+    "train in another work directory")
+
+
 def record_teacher(state: dict, fingerprint: str, preprocessing: Preprocessing):
     """Records in `state` the teacher its stages train against: its fingerprint
     (`teachers.fingerprint`) and the preprocessing that fingerprint covers."""
