@@ -249,7 +249,8 @@ def test_a_run_of_an_earlier_version_gets_a_qat_file_and_student_that_read_every
     assert "distillation: resuming at step 3" in capsys.readouterr().out
     assert "Data-free QAT: 5 steps (this session from step 3), " in (old_dir / "report.md").read_text()
     widened = quantizer_ranges.model_input_quantizer(quantization_stages.load_student(str(old_dir / "student.h5")))
-    assert float(widened.quantizer_vars["min_var"].numpy()) <= -1 <= 1 <= float(widened.quantizer_vars["max_var"].numpy())
+    low, high = (float(widened.quantizer_vars[name].numpy()) for name in ("min_var", "max_var"))
+    assert low <= -1 and high >= 1
     model_input = tflite_model.inspect_tflite((old_dir / "qat_int8.tflite").read_bytes()).inputs[0]
     assert list(model_input.zero_points) == [-1] and model_input.scales[0] == pytest.approx(2 / 255, rel=1e-4)
 
@@ -644,8 +645,9 @@ def test_a_teacher_replaced_since_its_run_trained_is_refused_there(tmp_path, fin
     capsys.readouterr()
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
     assert f"note: {work_dir} {run_state.UNCHECKED_TEACHER_NOTE}\n" in capsys.readouterr().out
-    assert run_state.UNCHECKED_TEACHER_NOTE.startswith("records no fingerprint of the teacher it trained against (a "
-                                                       "run of an earlier version of zscgan_tf, or its state.json lost)")
+    assert run_state.UNCHECKED_TEACHER_NOTE.startswith(
+        "records no fingerprint of the teacher it trained against (a run of an earlier version of zscgan_tf, or its "
+        "state.json lost)")
     assert recorded != json.loads((work_dir / "state.json").read_text())[run_state.TEACHER_KEY]
     # Its generator, taken by another run, likewise.
     source_state = json.loads((work_dir / "state.json").read_text())
