@@ -493,8 +493,12 @@ def test_another_student_trains_from_a_finished_runs_generator_without_training_
     report = json.loads((second / "report.json").read_text())
     assert report["generator_from"] == str(first) and report["generator_training"]["steps"] == 4
     assert report["quantization"]["scheme"] == "w4a8"
+    markdown = (second / "report.md").read_text()
     assert (f"Taken from the run in {first} (`--generator_from`), where it trained; the figures below are from there"
-            in (second / "report.md").read_text())
+            in markdown)
+    # Not "this session's": the first run said so of the generator it had taken.
+    assert "- steps: 4 (the earlier session that trained it from step 0; this one trained none)\n" in markdown
+    assert "- wall time of the earlier session that trained it: " in markdown
     assert first_files == digests(first)
     # The same command again finds everything done; so does it without the flag.
     for extra in ([f"--generator_from={first}"], []):

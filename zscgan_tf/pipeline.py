@@ -350,10 +350,11 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
         if student_check:
             state[STUDENT_CHECK_KEY] = student_check
         write_state(run_config.work_dir, state)
-    # The training summaries a rerun finds: a stage that is done trains nothing and keeps its summary.
-    earlier_summaries = {stage: (state.get(stage) or {}).get("summary") for stage in TRAINED_STAGES}
     if source:
         generator_reuse.take_generator(run_config, source, state)
+    # The training summaries a rerun finds, or that --generator_from took: a stage that is done trains nothing
+    # and keeps its summary.
+    earlier_summaries = {stage: (state.get(stage) or {}).get("summary") for stage in TRAINED_STAGES}
     generator = generator_stage.run(run_config, teacher, state, progress=progress)
 
     def save_state(updated):
