@@ -333,7 +333,8 @@ def test_float_teacher_float_and_dynamic_exports(run_dir, tmp_path, convert):
 def test_student_file_with_its_preprocessing_covers_every_pixel(run_dir, tmp_path, convert):
     work_dir, _ = run_dir
     output = tmp_path / "student.tflite"
-    student = str(work_dir / "student.h5")
+    student = str(tmp_path / "copied.h5")  # Saved outside a run: nothing says what its input is.
+    shutil.copy(work_dir / "student.h5", student)
     generator = f"--generator={work_dir / 'generator.keras'}"
     # TF-MOT puts no fake quantizer between the tiny student's Dense and its BN, and without
     # calibration inputs the converter leaves that FULLY_CONNECTED float.
@@ -352,6 +353,14 @@ def test_student_file_with_its_preprocessing_covers_every_pixel(run_dir, tmp_pat
     result = convert(f"--student={student}", generator, "--calibration_samples=16", "--teacher_preprocessing=tf",
                       f"--output={output}")
     assert result.returncode == 0, result.stderr
+    assert "- from uint8 pixels: int8 input = pixel - 128; all 256 pixel levels kept" in result.stdout
+    # A run's own student.h5, as the README's example converts it: its run records the teacher's preprocessing. A
+    # student saved before its input covered every pixel level was exported keeping 255 of them, without a word.
+    result = convert(f"--student={work_dir / 'student.h5'}", generator, "--calibration_samples=16",
+                     f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    assert (f"note: the student's input is read as its run records its teacher's ('tf' preprocessing, in "
+            f"{work_dir / 'state.json'}); --teacher_preprocessing says otherwise") in result.stdout
     assert "- from uint8 pixels: int8 input = pixel - 128; all 256 pixel levels kept" in result.stdout
 
 

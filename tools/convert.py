@@ -26,7 +26,8 @@ A float teacher as float or dynamic-range TFLite, for comparison:
 
 `--teacher` takes the pipeline's `--teacher_*` flags: a model file without its sidecar is
 read with the `tf` preprocessing unless `--teacher_preprocessing` names another. A
-`--student` takes `--teacher_preprocessing`, to say what its input is, and
+`--student` takes `--teacher_preprocessing`, to say what its input is (a run's own
+`student.h5` is read as its run recorded its teacher, with a note), and
 `--teacher_custom_objects`, for the code of its own layers.
 
 Every integer export is checked op by op (the tool names any op that is not integer, and
@@ -221,6 +222,23 @@ def config_from_flags() -> ConversionConfig:
         ignored_teacher_flags_note=ignored_note, teacher_flags_error=teacher_flags_error)
 
 
+def _preprocessing_its_run_recorded(student_path: str) -> Optional[Preprocessing]:
+    """The preprocessing of the teacher that the run whose student `student_path` is (a work
+    directory's `student.h5`) recorded, said in a note; None for a student saved elsewhere. A
+    student saved before its input range covered every pixel level gets that range from it."""
+    if os.path.basename(student_path) != quantization_stages.STUDENT_MODEL_FILE:
+        return None
+    run_dir = os.path.dirname(os.path.abspath(student_path))
+    recorded = run_state.read_state(run_dir).get(run_state.TEACHER_PREPROCESSING_KEY)
+    try:
+        preprocessing = Preprocessing.from_dict(recorded)
+    except (AttributeError, TypeError, ValueError, UserError):  # None, or not what a run records.
+        return None
+    print(f"note: the student's input is read as its run records its teacher's ('{preprocessing.mode}' "
+          f"preprocessing, in {os.path.join(run_dir, run_state.STATE_FILE)}); --teacher_preprocessing says otherwise")
+    return preprocessing
+
+
 def _calibration(config: ConversionConfig, generator, teacher, count, seed, preprocessing_known=True):
     """Calibration inputs from `config.data_source`, or None when there are none or none are needed.
     `preprocessing_known`: whether `teacher.preprocessing` is known (a student file's is only
@@ -302,7 +320,8 @@ def _model_to_convert(config: ConversionConfig):
             raise UserError(f"--student {config.student!r} is a float model, not a TF-MOT quantization-aware "
                             f"student: quantize it post-training with --teacher={config.student}")
         config.check_teacher_flags()
-        preprocessing = config.student_preprocessing  # What the user says the student's input is, if anything.
+        # What the user says the student's input is, else what the run that saved it recorded, if anything.
+        preprocessing = config.student_preprocessing or _preprocessing_its_run_recorded(config.student)
         if preprocessing is not None:  # `input_range` raises if its statistics don't fit the channels.
             quantizer_ranges.cover_model_input_range(
                 student, *preprocessing.input_range(int(student.inputs[0].shape[-1])))
