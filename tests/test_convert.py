@@ -362,6 +362,19 @@ def test_student_file_with_its_preprocessing_covers_every_pixel(run_dir, tmp_pat
     assert (f"note: the student's input is read as its run records its teacher's ('tf' preprocessing, in "
             f"{work_dir / 'state.json'}); --teacher_preprocessing says otherwise") in result.stdout
     assert "- from uint8 pixels: int8 input = pixel - 128; all 256 pixel levels kept" in result.stdout
+    # A run of an earlier version recorded no preprocessing: the note says how to read the student's input.
+    old_run = tmp_path / "old_run"
+    shutil.copytree(work_dir, old_run)
+    state = json.loads((old_run / "state.json").read_text())
+    del state[run_state.TEACHER_PREPROCESSING_KEY]
+    (old_run / "state.json").write_text(json.dumps(state))
+    result = convert(f"--student={old_run / 'student.h5'}", generator, "--calibration_samples=16",
+                     f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    assert (f"note: {old_run}, the run of this student, records no teacher preprocessing (a run of an earlier version "
+            f"of zscgan_tf): --run_dir={old_run} reads its teacher and covers every pixel level, and "
+            "--teacher_preprocessing says what the student's input is") in result.stdout
+    assert "from uint8 pixels" not in result.stdout
 
 
 def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_dir, tmp_path, convert):

@@ -224,15 +224,19 @@ def config_from_flags() -> ConversionConfig:
 
 def _preprocessing_its_run_recorded(student_path: str) -> Optional[Preprocessing]:
     """The preprocessing of the teacher that the run whose student `student_path` is (a work
-    directory's `student.h5`) recorded, said in a note; None for a student saved elsewhere. A
+    directory's `student.h5`) recorded, said in a note; None for a student saved elsewhere, or
+    by a run of an earlier version that recorded none (a note says how to read its input). A
     student saved before its input range covered every pixel level gets that range from it."""
-    if os.path.basename(student_path) != quantization_stages.STUDENT_MODEL_FILE:
-        return None
     run_dir = os.path.dirname(os.path.abspath(student_path))
-    recorded = run_state.read_state(run_dir).get(run_state.TEACHER_PREPROCESSING_KEY)
+    state = run_state.read_state(run_dir)
+    if os.path.basename(student_path) != quantization_stages.STUDENT_MODEL_FILE or "distillation" not in state:
+        return None
     try:
-        preprocessing = Preprocessing.from_dict(recorded)
-    except (AttributeError, TypeError, ValueError, UserError):  # None, or not what a run records.
+        preprocessing = Preprocessing.from_dict(state[run_state.TEACHER_PREPROCESSING_KEY])
+    except (KeyError, AttributeError, TypeError, ValueError, UserError):  # Not recorded, or not as a run records it.
+        print(f"note: {run_dir}, the run of this student, records no teacher preprocessing (a run of an earlier "
+              f"version of zscgan_tf): --run_dir={run_dir} reads its teacher and covers every pixel level, and "
+              "--teacher_preprocessing says what the student's input is")
         return None
     print(f"note: the student's input is read as its run records its teacher's ('{preprocessing.mode}' "
           f"preprocessing, in {os.path.join(run_dir, run_state.STATE_FILE)}); --teacher_preprocessing says otherwise")
