@@ -198,10 +198,10 @@ def _format_quantization(quantization: dict) -> list:
     if "summary" in quantization:
         summary = quantization["summary"]
         first, last = summary["first"], summary["last"]
-        session = ("in the earlier session that trained it (this one trained none)"
-                   if quantization.get(EARLIER_SESSION_KEY) else "this session")
+        earlier = quantization.get(EARLIER_SESSION_KEY)
+        trained_by = "the earlier session that trained it" if earlier else "this session"
+        session = f"in {trained_by} (this one trained none)" if earlier else trained_by
         resumed = summary.get("resumed_from_step")  # The steps before it trained in an earlier session.
-        trained_by = "the earlier session that trained it" if quantization.get(EARLIER_SESSION_KEY) else "this session"
         lines.append(f"Data-free QAT: {summary['steps']} steps"
                      + (f" ({trained_by} from step {resumed})" if resumed else "")
                      + f", {summary['wall_time']} {session}{_all_sessions(summary)}, "
