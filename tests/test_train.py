@@ -19,7 +19,7 @@ from zscgan_tf import config as config_lib
 from zscgan_tf import (evaluation_stage, export, generator_reuse, labeled_images, pipeline, quantization_stages,
                        run_report)
 from zscgan_tf import generator as generator_lib
-from zscgan_tf import generator_stage, run_state, seeds
+from zscgan_tf import distill, generator_stage, run_state, seeds
 from zscgan_tf import quantize, quantizer_ranges, teachers, tflite_model, train, training_loop
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest
@@ -244,9 +244,21 @@ def test_a_run_of_an_earlier_version_gets_a_qat_file_and_student_that_read_every
         assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, old_dir)}"]) == 0
     narrow = quantizer_ranges.model_input_quantizer(quantization_stages.load_student(str(old_dir / "student.h5")))
     assert float(narrow.quantizer_vars["min_var"].numpy()) > -1 or float(narrow.quantizer_vars["max_var"].numpy()) < 1
+    # The steps that resume from it train with the range its file will have, not only the file.
+    ranges_trained_with = []
+    step_of_this_version = distill.Distiller.train_step
+
+    def step_recording_the_input_range(distiller):
+        quantizer = quantizer_ranges.model_input_quantizer(distiller.student)
+        ranges_trained_with.append(tuple(float(quantizer.quantizer_vars[name].numpy())
+                                         for name in ("min_var", "max_var")))
+        return step_of_this_version(distiller)
+
+    monkeypatch.setattr(distill.Distiller, "train_step", step_recording_the_input_range)
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, old_dir)}",
                        "--distillation_steps=5"]) == 0
     assert "distillation: resuming at step 3" in capsys.readouterr().out
+    assert len(ranges_trained_with) == 2 and all(low <= -1 and high >= 1 for low, high in ranges_trained_with)
     assert "Data-free QAT: 5 steps (this session from step 3), " in (old_dir / "report.md").read_text()
     widened = quantizer_ranges.model_input_quantizer(quantization_stages.load_student(str(old_dir / "student.h5")))
     low, high = (float(widened.quantizer_vars[name].numpy()) for name in ("min_var", "max_var"))

@@ -27,7 +27,7 @@ unless they are held (`hold_quantizer_ranges`, for the fitted ranges of schemes 
 which TF-MOT's quantizers take as "use the stored ranges".
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -316,11 +316,13 @@ class Distiller:
         """One compiled student update; returns its loss terms as floats."""
         return {name: float(value) for name, value in self._train_step().items()}
 
-    def train(self, work_dir: str, progress: bool = True, summary_writer=None) -> training_loop.TrainingSummary:
-        """Distills up to `config.steps`, resuming from `work_dir`'s checkpoint if any."""
+    def train(self, work_dir: str, progress: bool = True, summary_writer=None,
+              after_restore: Optional[Callable[[], None]] = None) -> training_loop.TrainingSummary:
+        """Distills up to `config.steps`, resuming from `work_dir`'s checkpoint if any (then
+        `after_restore()`, before the first step: `training_loop.run`)."""
         schedule = training_loop.LoopSchedule(steps=self.config.steps, checkpoint_every=self.config.checkpoint_every,
                                               log_every=self.config.log_every,
                                               samples_per_step=self.config.batch_size)
         return training_loop.run(lambda: self.train_step(), self.step, self.checkpoint, work_dir, schedule,
                                  name="distillation", checked_terms=LOSS_TERMS, progress_terms=PROGRESS_TERMS,
-                                 summary_writer=summary_writer, progress=progress)
+                                 summary_writer=summary_writer, progress=progress, after_restore=after_restore)

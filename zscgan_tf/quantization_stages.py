@@ -338,9 +338,11 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
     say(f"distillation: {count_of(settings.steps, 'step')} of {settings.batch_size} generated samples into the "
         f"{scheme.name} student" + (", training a copy of the generator along" if settings.joint_generator else ""))
     writer = tf.summary.create_file_writer(os.path.join(work_dir, LOGS_DIR, DISTILLATION_DIR))
-    summary = distiller.train(os.path.join(work_dir, DISTILLATION_DIR), progress=progress, summary_writer=writer)
-    # A checkpoint from before the input's range covered every pixel level restored the narrower one.
-    quantizer_ranges.cover_model_input_range(student, *teacher.input_range())
+    # A checkpoint from before the input's range covered every pixel level restores the narrower one: widened
+    # again before the steps that resume from it (TF-MOT's input quantizer only widens it further).
+    summary = distiller.train(os.path.join(work_dir, DISTILLATION_DIR), progress=progress, summary_writer=writer,
+                              after_restore=lambda: quantizer_ranges.cover_model_input_range(
+                                  student, *teacher.input_range()))
     zero_shot.check_teacher_unchanged(teacher, teacher_weights)
     save_keras_model_atomic(student, model_path)
     state["distillation"] = {"steps": settings.steps, "scheme": scheme.name, "float_layers": list(float_layers),

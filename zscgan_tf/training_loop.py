@@ -126,7 +126,8 @@ def idle_session_summary(steps: int, recorded: dict) -> dict:
 def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, checkpoint: tf.train.Checkpoint,
         work_dir: str, schedule: LoopSchedule, name: str, checked_terms: Sequence[str],
         progress_terms: Sequence[str] = (), summary_writer=None,
-        image_fn: Optional[Callable[[], np.ndarray]] = None, progress: bool = True) -> TrainingSummary:
+        image_fn: Optional[Callable[[], np.ndarray]] = None, progress: bool = True,
+        after_restore: Optional[Callable[[], None]] = None) -> TrainingSummary:
     """Runs `step_fn` until `step_counter` reaches `schedule.steps`, resuming from `work_dir`.
 
     Args:
@@ -141,6 +142,8 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
       summary_writer: optional `tf.summary` writer.
       image_fn: optional `callable()` -> uint8 image (H, W, C) for TensorBoard.
       progress: show a progress line.
+      after_restore: called once the latest checkpoint is restored (or none was), before the first step:
+        what a checkpoint of an earlier version puts back that this version trains otherwise is mended here.
 
     Raises:
       NonFiniteLossError: if a checked term becomes NaN or Inf.
@@ -149,6 +152,8 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(work_dir, CHECKPOINT_DIR),
                                          max_to_keep=CHECKPOINTS_TO_KEEP)
     restored = _restore_latest_readable(manager, checkpoint, name)
+    if after_restore is not None:
+        after_restore()
     start_step = int(step_counter.numpy())
     if 0 < start_step < schedule.steps:
         print(f"{name}: resuming at step {start_step} of {schedule.steps} from {restored}", flush=True)
