@@ -80,6 +80,18 @@ def test_the_summary_gives_the_speed_after_the_first_step_apart(tmp_path, monkey
     summary = training_loop.run(step, counter, tf.train.Checkpoint(step=counter), str(tmp_path), schedule, "test",
                                 checked_terms=["loss"], progress=False)
     assert (summary.resumed_from_step, summary.first_step_seconds, summary.steady_samples_per_second) == (11, 1.0, 0.0)
+    # A first step that also writes a sample grid: counted with it, as the progress line counts from after it.
+    # The speed after it was 7 steps in 57 s where the line showed 7 in 7.
+
+    def slow_first_grid():
+        now[0] += 50.0 if int(counter.numpy()) == 13 else 0.0
+        return np.zeros((2, 2, 1), np.uint8)
+
+    schedule = dataclasses.replace(schedule, steps=20, image_every=13)
+    summary = training_loop.run(step, counter, tf.train.Checkpoint(step=counter), str(tmp_path), schedule, "test",
+                                checked_terms=["loss"], image_fn=slow_first_grid, progress=False,
+                                summary_writer=tf.summary.create_file_writer(str(tmp_path / "logs")))
+    assert (summary.first_step_seconds, summary.steady_samples_per_second) == (51.0, pytest.approx(7 * 8 / 7))
 
 
 def test_the_history_keeps_step_1_and_the_last_step_and_a_finished_rerun_trains_nothing(tmp_path):

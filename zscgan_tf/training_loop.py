@@ -87,7 +87,8 @@ class TrainingSummary:
       wall_seconds: time this session spent in the loop.
       samples_per_second: throughput of this session, its first step included.
       first_step_seconds: how long this session's first step took: it traces and compiles
-        the step, 7 s for MobileNetV2's generator at 32x32 on 2 cores (0 when none ran).
+        the step, 7 s for MobileNetV2's generator at 32x32 on 2 cores (0 when none ran),
+        with the records and checkpoint that step was due to write.
       steady_samples_per_second: throughput after the first step, which the progress line
         shows too, and which a longer run approaches (0 with fewer than two steps).
       first: the history record of step 1 (from an earlier session if resumed).
@@ -176,12 +177,12 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
             while int(step_counter.numpy()) < schedule.steps:
                 values = step_fn()
                 step = int(step_counter.numpy())
-                if first_step_seconds is None:
-                    first_step_seconds = time.monotonic() - started
                 _check_finite(values, checked_terms, name, step, manager)
                 _record(step, values, schedule, name, history, summary_writer, image_fn)
                 if step % schedule.checkpoint_every == 0 or step == schedule.steps:
                     save(step)
+                if first_step_seconds is None:  # With its records and checkpoint, as the progress line counts it.
+                    first_step_seconds = time.monotonic() - started
                 if bar:
                     bar.update(step, {term: values[term] for term in progress_terms})
                 if stop.requested:
