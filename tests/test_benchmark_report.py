@@ -100,6 +100,15 @@ def test_the_report_has_a_table_row_per_row_in_run_order_and_every_verdict():
     assert any(line.startswith('TFLite models read the test images\' pixels') for line in lines)
     assert ("- met: zscgan_ptq within 0.1 point of FP32 and not below real-data PTQ: 89.90 vs FP32 90.00 (-0.10), "
             "real-data PTQ 89.80") in lines
+    # A tiny model's generator step: its figures in three digits, where one decimal gave "0.0 GFLOP per step".
+    teacher["measurements"]["generator_speed"] = {
+        "batch_size": 16, "compiled_samples_per_second": 900.0, "eager_samples_per_second": 60.0, "speedup": 15.0,
+        "flops_per_step": 1.25e7, "compiled_seconds": 0.0167, "fraction_of_peak": 0.004, "peak_flops_per_second": 2e11,
+        "label": "generator step speed", "seconds": 3.0}
+    teacher["eval_images"] = 10_000
+    markdown = benchmark_report.format_results({"settings": settings, "teachers": {"tiny": teacher}})
+    assert "; 0.0125 GFLOP per step, 0.749 GFLOP/s = 0% of this CPU's measured peak (200 GFLOP/s" in markdown
+    assert "Top-1 on 10,000 digits test images." in markdown.splitlines()
 
 
 def test_a_resnet_named_in_capitals_gets_its_fp32_target_and_a_tie_with_a_baseline_is_not_above_it():

@@ -127,6 +127,7 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     at_scale = json.loads(json.dumps(report))
     at_scale["quantization"].update(images=50_000, top1={"fp32_keras": 0.76, "ptq_int8_tflite": 0.75998})
     assert "| ptq_int8_tflite | 75.998% | -0.002 |" in run_report.format_report(at_scale)
+    assert "Top-1 on 50,000 digits test images (" in run_report.format_report(at_scale)
     assert "| ptq_int8_tflite | 94.75% | -0.25 | 99.00% |  |" in markdown
     assert "| qat_int8_tflite | 94.75% | -0.25 | 99.25% | 6 (Shirt): 75.00% against 80.00%, 40 images |" in markdown
     assert ("Most accurate fully-integer model on these images: `ptq_int8.tflite` and `qat_int8.tflite` "
@@ -142,6 +143,24 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
         assert ("Warning: the teacher classifies only 10% of generated samples as the class asked for: the generator "
                 "has not learned the classes in 4 steps" in markdown) == warned
         assert ("of generated samples as the class asked for" in markdown) == warned
+    report["generated_samples"]["teacher_agreement"] = 0.001  # Under one percent: not "only 0%".
+    assert "the teacher classifies only 0.1% of generated samples" in run_report.format_report(report)
+    # A student this session found trained, resumed in the session that trained it.
+    quantization = report["quantization"]
+    quantization["summary"].update(resumed_from_step=2, wall_time="0m15s", total_wall_time="0m23s")
+    quantization[run_report.EARLIER_SESSION_KEY] = True
+    assert ("Data-free QAT: 3 steps (the last session that trained it from step 2), 0m15s in that session (0m23s "
+            "over every session; this one trained none), ") in run_report.format_report(report)
+    # A student below 8 bits, simulated: the report says why there is no QAT file (only the console did).
+    quantization["scheme"] = "w4a4"
+    assert ("The w4a4 student is simulation only: TFLite has no kernels below 8 bits, so it is measured in Keras "
+            "(`w4a4_qat_keras`) and not exported; the int8 model is the teacher's, quantized after training at 8 bits "
+            "(`ptq_int8.tflite`).") in run_report.format_report(report)
+    # No QAT (--distillation_steps=0): no scheme's QAT is described.
+    del quantization["summary"]
+    markdown = run_report.format_report(report)
+    assert ("No QAT (--distillation_steps=0): the int8 model is the teacher's, quantized after training at 8 bits "
+            "(`ptq_int8.tflite`).") in markdown and "w4a4" not in markdown
 
 
 def test_a_pools_speed_after_the_first_step_sums_its_trainings():
@@ -170,6 +189,8 @@ def test_a_pools_speed_after_the_first_step_sums_its_trainings():
     assert "total_wall_seconds" not in run_report.generator_training_summary(
         {"summary": {}, "members": [timed[0], members[1]]})
     assert run_report._all_sessions({**summary, "resumed_from_step": 0}) == ""  # One session: said once.
+    # Resumed from a checkpoint of an earlier version, which did not record its sessions' time: said so.
+    assert run_report._all_sessions({"resumed_from_step": 5}) == " (the earlier sessions' time is not recorded)"
 
 
 def test_labels_file_holds_the_teachers_class_names_in_output_order(tmp_path):
@@ -206,9 +227,9 @@ def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, finished_r
     assert "already trained" in capsys.readouterr().out
     # This session trained nothing: the report gave the first session's figures as its own.
     markdown = (work_dir / "report.md").read_text()
-    assert "- steps: 4 (the earlier session that trained it from step 0; this one trained none)\n" in markdown
-    assert "- wall time of the earlier session that trained it: " in markdown and "this session" not in markdown
-    assert "Data-free QAT: 3 steps, " in markdown and " in the earlier session that trained it (this one trained " \
+    assert "- steps: 4 (the last session that trained it from step 0; this one trained none)\n" in markdown
+    assert "- wall time of the last session that trained it: " in markdown and "this session" not in markdown
+    assert "Data-free QAT: 3 steps, " in markdown and " in the last session that trained it (this one trained " \
         "none), " in markdown
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir, steps=6)}"]) == 0
     assert "int8 models and reports built on the old generator are discarded" in capsys.readouterr().out
@@ -348,6 +369,10 @@ def test_w4a4_run_trains_a_student_with_fitted_held_ranges_and_says_so(tmp_path,
     assert report["quantization"]["low_bit_ranges"] == "mse"
     assert "Scheme: w4a4 (ranges below 8 bits fitted by least squares, held during QAT)." in (
         work_dir / "report.md").read_text()
+    # Why there is no qat_int8.tflite, in the reports as on the console.
+    assert "The w4a4 student is simulation only: TFLite has no kernels below 8 bits" in (work_dir / "report.md").read_text()
+    assert ("The w4a4 QAT student is simulation only (TFLite has no kernels below 8 bits): it is evaluated in Keras, "
+            "not exported.") in (work_dir / "export_report.md").read_text()
 
 
 def test_work_dir_of_a_different_run_is_refused(tmp_path, finished_run, tiny_teacher_file, capsys):
@@ -509,8 +534,8 @@ def test_another_student_trains_from_a_finished_runs_generator_without_training_
     assert (f"Taken from the run in {first} (`--generator_from`), where it trained; the figures below are from there"
             in markdown)
     # Not "this session's": the first run said so of the generator it had taken.
-    assert "- steps: 4 (the earlier session that trained it from step 0; this one trained none)\n" in markdown
-    assert "- wall time of the earlier session that trained it: " in markdown
+    assert "- steps: 4 (the last session that trained it from step 0; this one trained none)\n" in markdown
+    assert "- wall time of the last session that trained it: " in markdown
     assert first_files == digests(first)
     # The same command again finds everything done; so does it without the flag.
     for extra in ([f"--generator_from={first}"], []):
@@ -938,6 +963,14 @@ def test_settings_a_run_never_uses_are_noted_when_changed_from_their_defaults():
         "--keep_first_and_last_at_8_bits, --low_bit_ranges are for widths below 8 bits and do nothing in "
         "--quantization=w8a8"]
     assert notes(quantization=quantization(scheme="w4a4", keep_first_and_last_at_8_bits=False)) == []
+    # Without QAT the scheme names no model (the int8 one is the teacher's, at 8 bits): its report described the
+    # QAT of a scheme that never trained, and only --distillation_batch_size was noted.
+    assert notes(distillation=distillation(steps=0, batch_size=16),
+                 quantization=quantization(scheme="w4a4", low_bit_ranges="min_max")) == [
+        "--distillation_batch_size, --quantization, --low_bit_ranges do nothing with --distillation_steps=0: no QAT "
+        "student is trained"]
+    assert notes(distillation=distillation(steps=0), quantization=quantization(low_bit_ranges="min_max")) == [
+        "--low_bit_ranges does nothing with --distillation_steps=0: no QAT student is trained"]
 
 
 @pytest.mark.parametrize("source, settings, note", [
@@ -1185,6 +1218,9 @@ def test_allowed_float_ops_stay_float_in_the_int8_models_and_every_report_says_s
     export_report = (work_dir / "export_report.md").read_text()
     assert export_report.count("- fully integer: no\n  - not integer: DEQUANTIZE") == 2
     assert export_report.count("  - not integer: ELU (#2), inputs float32; outputs float32") == 2
+    # And the Keras layer each computes, as the console said (the report named the op alone).
+    assert export_report.count("- the Keras layers of the ops not integer: DEQUANTIZE (#1), ELU (#2, layer 'elu'), "
+                               "QUANTIZE (#3)") == 2
     # The best model on real data is named an int8 one, not a fully-integer one.
     report["quantization"].update(dataset="digits", split="test", images=400, agreement={},
                                   top1={"fp32_keras": 0.95, "ptq_int8_tflite": 0.94, "qat_int8_tflite": 0.9475})

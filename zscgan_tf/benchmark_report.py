@@ -130,7 +130,7 @@ def format_results(results: dict) -> str:
                   "(rows already in the work directory are reused, not recomputed).", ""]
     for name, result in results["teachers"].items():
         preparation = ", ".join(result.get("eval_preparation", ()))
-        lines += [f"## {name}", "", f"Top-1 on {result['eval_images']} {result['dataset']} test images"
+        lines += [f"## {name}", "", f"Top-1 on {result['eval_images']:,} {result['dataset']} test images"
                   + (f" ({preparation})." if preparation else "."), "",
                   "| row | top-1 | measured | time |", "|---|---|---|---|"]
         # JSON files sort their keys; the table keeps the order the rows run in.
@@ -179,8 +179,8 @@ def format_measurements(result: dict) -> list:
     if speed:
         lines += ["", f"Generator step (batch {speed['batch_size']}): compiled {speed['compiled_samples_per_second']:.0f}"
                       f" samples/s, eager {speed['eager_samples_per_second']:.0f} samples/s ({speed['speedup']:.2f}x); "
-                      f"{speed['flops_per_step'] / 1e9:.1f} GFLOP per step, "
-                      f"{speed['flops_per_step'] / speed['compiled_seconds'] / 1e9:.0f} GFLOP/s = "
+                      f"{speed['flops_per_step'] / 1e9:.3g} GFLOP per step, "
+                      f"{speed['flops_per_step'] / speed['compiled_seconds'] / 1e9:.3g} GFLOP/s = "
                       f"{100 * speed['fraction_of_peak']:.0f}% of this CPU's measured peak "
                       f"({speed['peak_flops_per_second'] / 1e9:.0f} GFLOP/s, float32 matrix product)."]
     training = result.get("generator_training")

@@ -511,14 +511,19 @@ def unused_settings_notes(config: RunConfig) -> List[str]:
     unused = [key for key in sorted(inert_settings(config_dict)) if current[key] != defaults[key]]
 
     def flag_list(keys):
-        return ", ".join(f"--{DISTILLATION_FLAGS.get(key.split('.')[1], key.split('.')[1])}" for key in keys)
+        return ", ".join("--" + {**DISTILLATION_FLAGS, **_QUANTIZATION_FLAGS}.get(key.split(".")[1], key.split(".")[1])
+                         for key in keys)
 
     notes = []
     without_qat = [key for key in unused if key.startswith("distillation.")]
+    no_qat = config.distillation.steps == 0
+    if no_qat:  # The scheme and its options name no model then: the int8 one is the teacher's, at 8 bits. They
+        # stay settings a rerun compares (`inert_settings`): the saved scheme is the one more steps would train.
+        without_qat += [key for key in ("quantization.scheme",) + LOW_BIT_OPTIONS if current[key] != defaults[key]]
     if without_qat:
         notes.append(f"{flag_list(without_qat)} {'does' if len(without_qat) == 1 else 'do'} nothing with "
                      "--distillation_steps=0: no QAT student is trained")
-    low_bit = [key for key in unused if key in LOW_BIT_OPTIONS]
+    low_bit = [key for key in unused if key in LOW_BIT_OPTIONS and not no_qat]
     if low_bit:
         notes.append(f"{flag_list(low_bit)} {'is' if len(low_bit) == 1 else 'are'} for widths below 8 bits and "
                      f"{'does' if len(low_bit) == 1 else 'do'} nothing in --quantization={config.quantization.scheme}")

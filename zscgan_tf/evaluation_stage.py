@@ -281,7 +281,7 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
     labels = dataset.labels
     split = split_read(teacher.real_data(run_config.evaluation.dataset, run_config.evaluation.data_dir)[0],
                        run_config.evaluation.split)
-    say(f"evaluation: {len(labels)} images of {dataset.name} ({split or 'the whole folder'})")
+    say(f"evaluation: {len(labels):,} images of {dataset.name} ({split or 'the whole folder'})")
     # Each predictor takes a chunk's pixels and its preprocessed inputs: Keras models run on the
     # inputs, TFLite models on the pixels, quantized as a device would (`predict_pixels`). Each
     # has a digest, so that saved predictions are used only for the same models.

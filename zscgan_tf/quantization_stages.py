@@ -385,12 +385,15 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
     exports = {"float": (FLOAT_TFLITE_FILE, teacher.model, dict(mode="float")),
                "ptq_int8": (PTQ_TFLITE_FILE, teacher.model, integer_options)}
     scheme = scheme_of(run_config)
+    simulated_student = []
     if student is not None:
         if scheme.exportable:
             exports["qat_int8"] = (QAT_TFLITE_FILE, student, integer_options)
         else:
             say(f"export: the {scheme.name} student is simulation only (TFLite has no kernels below 8 bits); "
                 "it is evaluated in Keras but not exported")
+            simulated_student = [f"The {scheme.name} QAT student is simulation only (TFLite has no kernels below 8 "
+                                 "bits): it is evaluated in Keras, not exported.", ""]
     done = state.setdefault("export", {})
     paths, report_lines = {}, [f"# Exported models ({run_config.work_dir})", ""]
     for kind, (file_name, model, options) in exports.items():
@@ -426,10 +429,11 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
             say(f"export: {kind} keeps float ops (--allow_float_ops): {float_ops}")
         pixel_input = evaluate.TfliteClassifier(model_bytes).describe_pixel_input(teacher.preprocessing)
         report_lines += [f"## {kind}: `{file_name}`", ""] + ([f"Warning: {warning}", ""] if warning else []) + (
-            report.format()) + ([f"- {pixel_input}"] if pixel_input else []) + [""]
+            report.format()) + ([f"- the Keras layers of the ops not integer: {float_ops}"] if float_ops else []) + (
+            [f"- {pixel_input}"] if pixel_input else []) + [""]
         if kind != "float":
             report_lines += edge_tpu.compatibility_report(report).format() + [""]
-    report_lines += _write_labels(work_dir, teacher)
+    report_lines += simulated_student + _write_labels(work_dir, teacher)
     write_text_atomic(os.path.join(work_dir, EXPORT_REPORT_FILE), "\n".join(report_lines))
     return paths
 

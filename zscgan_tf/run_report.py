@@ -20,6 +20,8 @@ REPORT_MARKDOWN_FILE = "report.md"
 # In a report's training summary: the stage was found done, so its figures are from the earlier
 # session that trained it, not from this one (which trained nothing).
 EARLIER_SESSION_KEY = "trained_in_an_earlier_session"
+# Who trained a stage that this session found done: one earlier session or several, the last had its figures.
+LAST_SESSION = "the last session that trained it"
 SAMPLES_FILE = "samples.png"
 # Rows of report.md's per-class table of generated samples; beyond it, the classes of lowest agreement.
 PER_CLASS_ROWS_SHOWN = 20
@@ -54,12 +56,15 @@ def generator_training_summary(generator_state: dict) -> dict:
             "resumed_from_step": max(member["resumed_from_step"] for member in members)}
 
 
-def _all_sessions(summary: dict) -> str:
+def _all_sessions(summary: dict, more: str = "") -> str:
     """" (1m20s over every session)" for a training resumed from an earlier session whose
-    time is known (`training_loop.TrainingSummary.total_wall_seconds`), else ""."""
-    if not summary.get("resumed_from_step") or not summary.get("total_wall_time"):
-        return ""
-    return f" ({summary['total_wall_time']} over every session)"
+    time is known (`training_loop.TrainingSummary.total_wall_seconds`), "" for one session;
+    `more` ends the brackets ("; this one trained none")."""
+    if not summary.get("resumed_from_step"):
+        return f" ({more[2:]})" if more else ""
+    if not summary.get("total_wall_time"):  # Checkpoints of an earlier version, which did not record it.
+        return f" (the earlier sessions' time is not recorded{more})"
+    return f" ({summary['total_wall_time']} over every session{more})"
 
 
 def _steady_samples_per_second(members: list) -> float:
@@ -108,9 +113,15 @@ def generated_samples_warning(report: dict) -> Optional[str]:
         return None
     steps = report["generator_training"].get("steps")
     trained = f" in {count_of(steps, 'step')}" if steps else ""
-    return (f"the teacher classifies only {100 * agreement:.0f}% of generated samples as the class asked for: the "
+    return (f"the teacher classifies only {_rough_percent(agreement)} of generated samples as the class asked for: the "
             f"generator has not learned the classes{trained}, and the int8 models were calibrated (and any QAT "
             "student trained) on its samples; train it longer (--generator_steps)")
+
+
+def _rough_percent(fraction: float) -> str:
+    """"10%", or for less than one percent as many decimals as show it: "0.1%" (not "0%")."""
+    percent = 100 * fraction
+    return f"{percent:.0f}%" if percent >= 1 or percent == 0 else f"{percent:.2g}%"
 
 
 def format_report(report: dict) -> str:
@@ -136,7 +147,7 @@ def format_report(report: dict) -> str:
                   ""]
     if training:
         first, last = training["first"], training["last"]
-        session = "the earlier session that trained it" if training.get(EARLIER_SESSION_KEY) else "this session"
+        session = LAST_SESSION if training.get(EARLIER_SESSION_KEY) else "this session"
         lines += [
             f"- steps: {training['steps']} ({session} from step {training['resumed_from_step']}"
             + ("; this one trained none" if training.get(EARLIER_SESSION_KEY) else "") + ")",
@@ -149,7 +160,7 @@ def format_report(report: dict) -> str:
         ]
         for term in ("total", "cross_entropy", "bn_statistics", "diversity", "mode_seeking", "accuracy"):
             if term in first and term in last:  # Histories from before a term existed lack it.
-                lines.append(f"| {term} | {first[term]:.4g} | {last[term]:.4g} |")
+                lines.append(f"| {term} | {first[term]:#.4g} | {last[term]:#.4g} |")
         if report["bn_statistics_reduction"]:
             lines += ["", f"BN-statistics loss fell {report['bn_statistics_reduction']:.1f}-fold."]
     lines += [
@@ -192,24 +203,32 @@ def _samples_per_second(summary: dict) -> str:
 def _format_quantization(quantization: dict) -> list:
     scheme = quantize.QuantizationScheme.from_name(quantization["scheme"],
                                                    low_bit_ranges=quantization.get("low_bit_ranges", "min_max"))
-    lines = ["## Quantization", "", f"Scheme: {scheme.name}"
-             + (" (ranges below 8 bits fitted by least squares, held during QAT)." if scheme.holds_ranges_in_training
-                else ".")]
-    if "summary" in quantization:
+    if "summary" not in quantization:  # --distillation_steps=0: --quantization names no model of this run.
+        lines = ["## Quantization", "", "No QAT (--distillation_steps=0): the int8 model is the teacher's, quantized "
+                 f"after training at 8 bits (`{quantization_stages.PTQ_TFLITE_FILE}`)."]
+    else:
+        lines = ["## Quantization", "", f"Scheme: {scheme.name}"
+                 + (" (ranges below 8 bits fitted by least squares, held during QAT)."
+                    if scheme.holds_ranges_in_training else ".")]
         summary = quantization["summary"]
         first, last = summary["first"], summary["last"]
         earlier = quantization.get(EARLIER_SESSION_KEY)
-        trained_by = "the earlier session that trained it" if earlier else "this session"
-        session = f"in {trained_by} (this one trained none)" if earlier else trained_by
+        trained_by = LAST_SESSION if earlier else "this session"
         resumed = summary.get("resumed_from_step")  # The steps before it trained in an earlier session.
         lines.append(f"Data-free QAT: {summary['steps']} steps"
                      + (f" ({trained_by} from step {resumed})" if resumed else "")
-                     + f", {summary['wall_time']} {session}{_all_sessions(summary)}, "
+                     + f", {summary['wall_time']} "
+                     + ("this session" if not earlier else "in that session" if resumed else f"in {LAST_SESSION}")
+                     + _all_sessions(summary, "; this one trained none" if earlier else "") + ", "
                      f"{_samples_per_second(summary)}"
-                     + (f"; distillation loss {first['distillation']:.4g} -> {last['distillation']:.4g}"
+                     + (f"; distillation loss {first['distillation']:#.4g} -> {last['distillation']:#.4g}"
                         if "distillation" in first and "distillation" in last else "")  # Not with a lost history.
-                     + (f", feature term {first['features']:.4g} -> {last['features']:.4g}"
+                     + (f", feature term {first['features']:#.4g} -> {last['features']:#.4g}"
                         if first.get("features") and "features" in last else "") + ".")
+        if not scheme.exportable:
+            lines.append(f"The {scheme.name} student is simulation only: TFLite has no kernels below 8 bits, so it is "
+                         f"measured in Keras (`{scheme.name}_qat_keras`) and not exported; the int8 model is the "
+                         f"teacher's, quantized after training at 8 bits (`{quantization_stages.PTQ_TFLITE_FILE}`).")
     if quantization.get("float_layers"):
         lines.append(f"Layers left float by TF-MOT: {', '.join(quantization['float_layers'])}.")
     if "top1" in quantization:
@@ -219,7 +238,7 @@ def _format_quantization(quantization: dict) -> list:
         what = (f"{quantization['dataset']} {quantization['split']} images" if quantization["split"]
                 else f"images of {quantization['dataset']} (the whole folder)")
         preparation = "".join(f"{step}, " for step in quantization.get("preparation", ()))
-        lines += ["", f"Top-1 on {images} {what} "
+        lines += ["", f"Top-1 on {images:,} {what} "
                   f"({preparation}one image is {100 / images:.2g} points):", "",
                   "| model | top-1 | against FP32 | same class as FP32 | class furthest below FP32 |",
                   "|---|---|---|---|---|"]
