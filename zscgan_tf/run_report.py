@@ -56,15 +56,18 @@ def generator_training_summary(generator_state: dict) -> dict:
             "resumed_from_step": max(member["resumed_from_step"] for member in members)}
 
 
-def _all_sessions(summary: dict, more: str = "") -> str:
-    """" (1m20s over every session)" for a training resumed from an earlier session whose
-    time is known (`training_loop.TrainingSummary.total_wall_seconds`), "" for one session;
-    `more` ends the brackets ("; this one trained none")."""
-    if not summary.get("resumed_from_step"):
-        return f" ({more[2:]})" if more else ""
-    if not summary.get("total_wall_time"):  # Checkpoints of an earlier version, which did not record it.
-        return f" (the earlier sessions' time is not recorded{more})"
-    return f" ({summary['total_wall_time']} over every session{more})"
+def _all_sessions(summary: dict, also: str = "") -> str:
+    """" (1m20s over every session)" for a training resumed from an earlier session, with `also`
+    in the same brackets (" (1m20s over every session; this one trained none)"); "" for a training
+    of one session, with nothing to add. Where the earlier sessions' time is not known
+    (`training_loop.TrainingSummary.total_wall_seconds`: checkpoints of an earlier version), it says so."""
+    parts = []
+    if summary.get("resumed_from_step"):
+        parts.append(f"{summary['total_wall_time']} over every session" if summary.get("total_wall_time")
+                     else "the earlier sessions' time is not recorded")
+    if also:
+        parts.append(also)
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _steady_samples_per_second(members: list) -> float:
@@ -219,7 +222,7 @@ def _format_quantization(quantization: dict) -> list:
                      + (f" ({trained_by} from step {resumed})" if resumed else "")
                      + f", {summary['wall_time']} "
                      + ("this session" if not earlier else "in that session" if resumed else f"in {LAST_SESSION}")
-                     + _all_sessions(summary, "; this one trained none" if earlier else "") + ", "
+                     + _all_sessions(summary, "this one trained none" if earlier else "") + ", "
                      f"{_samples_per_second(summary)}"
                      + (f"; distillation loss {first['distillation']:#.4g} -> {last['distillation']:#.4g}"
                         if "distillation" in first and "distillation" in last else "")  # Not with a lost history.
