@@ -318,6 +318,38 @@ def test_a_longer_generator_run_stopped_midway_keeps_the_old_student_models_and_
     assert report["generator_training"]["steps"] == 8 and report["quantization"]["summary"]["resumed_from_step"] == 0
 
 
+def test_a_run_stopped_in_its_generator_takes_other_student_settings_and_not_other_generator_ones(
+        tmp_path, tiny_teacher_file, monkeypatch, capsys):
+    from zscgan_tf import zero_shot
+    work_dir = tmp_path / "run"
+    original_step = zero_shot.GeneratorTrainer.train_step
+
+    def step_stopped_at_step_3(trainer):
+        if int(trainer.step.numpy()) == 3:
+            raise KeyboardInterrupt  # Ctrl-C, as the loop's handler raises it.
+        return original_step(trainer)
+
+    monkeypatch.setattr(zero_shot.GeneratorTrainer, "train_step", step_stopped_at_step_3)
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 130
+    monkeypatch.setattr(zero_shot.GeneratorTrainer, "train_step", original_step)
+    capsys.readouterr()
+    # A setting its generator depends on is refused: the generator trained 3 steps under the other.
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}",
+                       "--noise_dim=9"]) == 2
+    assert "holds a run with a different config (generator.noise_dim)" in capsys.readouterr().err
+    # One of the student's is not: nothing is built on the generator yet. It was refused, with the advice to take
+    # the generator into another directory with --generator_from, which refuses an unfinished generator.
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}",
+                       "--temperature=2"]) == 0
+    assert "generator: resuming at step 3 of 4" in capsys.readouterr().out
+    assert json.loads((work_dir / "config.json").read_text())["distillation"]["temperature"] == 2
+    assert (work_dir / "qat_int8.tflite").exists()
+    # Once a student is built on it, they bind the run again.
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}",
+                       "--temperature=3"]) == 2
+    assert "holds a run with a different config (distillation.temperature)" in capsys.readouterr().err
+
+
 def test_fewer_steps_than_trained_are_refused_and_nothing_is_discarded(tmp_path, finished_run, tiny_teacher_file,
                                                                        capsys):
     work_dir = tmp_path / "run"

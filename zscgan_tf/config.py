@@ -580,7 +580,8 @@ def read_saved(path: str, advice: str = "remove it or choose another --work_dir"
         return saved  # Compared as saved: whatever differs is named.
 
 
-def save_or_check(config: RunConfig, write_json, same_teacher: bool = False, distilled: bool = False) -> None:
+def save_or_check(config: RunConfig, write_json, same_teacher: bool = False, distilled: bool = False,
+                  built_on_generator: bool = True) -> None:
     """Saves the config into the work directory, or checks it matches the one there.
 
     Args:
@@ -590,11 +591,14 @@ def save_or_check(config: RunConfig, write_json, same_teacher: bool = False, dis
         (by fingerprint), so the teacher settings may differ.
       distilled: the work directory holds a QAT student (or its checkpoints), which its
         saved QAT settings describe even in a run without QAT (`inert_settings`).
+      built_on_generator: the work directory holds something made from its generator (a
+        student, its checkpoints, an exported model). Without, only the settings a generator
+        depends on bind it (`GENERATOR_SECTIONS`): the others describe nothing made yet.
 
     Raises:
       UserError: if the work directory holds a run with a different config.
     """
-    check_saved(config, same_teacher, distilled)
+    check_saved(config, same_teacher, distilled, built_on_generator)
     write_json(os.path.join(config.work_dir, CONFIG_FILE), current_dict(config))
 
 
@@ -628,7 +632,8 @@ def _quantization_flags_as_saved(saved: Dict[str, Any], changed: Sequence[str]) 
     return " ".join(parts)
 
 
-def check_saved(config: RunConfig, same_teacher: bool = False, distilled: bool = False) -> None:
+def check_saved(config: RunConfig, same_teacher: bool = False, distilled: bool = False,
+                built_on_generator: bool = True) -> None:
     """Checks `config` against the one its work directory saved, if any (`save_or_check`).
 
     Raises:
@@ -640,8 +645,11 @@ def check_saved(config: RunConfig, same_teacher: bool = False, distilled: bool =
         saved = read_saved(path)
         unchanging = set(RESUMABLE_CHANGES) | (inert_settings(saved, distilled) & inert_settings(current, distilled))
         saved_flat, current_flat = _flatten(saved), _flatten(current)
+        # A run stopped in its generator's training was refused another QAT temperature, say, and advised to
+        # take that generator from another directory, which refuses an unfinished one.
         changed = [key for key in differences(saved, current)
                    if key not in unchanging and not (same_teacher and _teacher_setting(key))
+                   and (built_on_generator or key.split(".")[0] in GENERATOR_SECTIONS)
                    and not _names_the_same_path(saved_flat.get(key), current_flat.get(key))]
         if changed:
             shown = listed(changed, CHANGED_SETTINGS_SHOWN)

@@ -135,7 +135,11 @@ def record_config(run_config: config_lib.RunConfig, same_teacher: bool = False):
             os.remove(config_path)
     distilled = any(os.path.exists(os.path.join(run_config.work_dir, name))
                     for name in (quantization_stages.DISTILLATION_DIR, quantization_stages.STUDENT_MODEL_FILE))
-    config_lib.save_or_check(run_config, write_json_atomic, same_teacher, distilled)
+    exported = any(os.path.exists(os.path.join(run_config.work_dir, name))
+                   for name in (quantization_stages.PTQ_TFLITE_FILE, quantization_stages.QAT_TFLITE_FILE,
+                                quantization_stages.FLOAT_TFLITE_FILE))
+    config_lib.save_or_check(run_config, write_json_atomic, same_teacher, distilled,
+                             built_on_generator=distilled or exported)
 
 
 def check_not_shortened(run_config: config_lib.RunConfig):
