@@ -118,6 +118,34 @@ def test_qat_checkpoint_exports_when_the_student_file_is_missing(run_dir, tmp_pa
             "it to finish, then convert again") in result.stdout
 
 
+def test_a_run_without_qat_says_where_its_int8_model_is_and_how_to_convert_it_again(run_dir, tmp_path, convert):
+    work_dir, teacher_path = run_dir
+    copy = tmp_path / "run"
+    shutil.copytree(work_dir, copy)
+    # As a run with --distillation_steps=0 leaves it: no student, no QAT checkpoints.
+    for name in ("student.h5", "qat_int8.tflite"):
+        (copy / name).unlink()
+    shutil.rmtree(copy / "distillation")
+    for name in ("config.json", "state.json"):
+        saved = json.loads((copy / name).read_text())
+        if name == "config.json":
+            saved["distillation"]["steps"] = 0
+        else:
+            del saved["distillation"]
+        (copy / name).write_text(json.dumps(saved))
+    output = tmp_path / "converted.tflite"
+    result = convert(f"--run_dir={copy}", f"--output={output}")
+    # Before: "no QAT checkpoint in ...; run the distillation stage first", and no command runs that stage alone.
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        f"error: the run in {str(copy)!r} trained no QAT student (--distillation_steps=0): its int8 model is "
+        f"{copy / 'ptq_int8.tflite'}, the teacher quantized after training; to convert it again, pass "
+        f"--teacher={teacher_path} --generator={copy / 'generator.keras'}; for a student, rerun the run with "
+        "--distillation_steps=<N>")
+    result = convert(f"--teacher={teacher_path}", f"--generator={copy / 'generator.keras'}", f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    assert _model_report(output).is_fully_integer
+
+
 def test_a_damaged_student_file_is_passed_over_for_the_qat_checkpoint_or_is_one_line(run_dir, tmp_path, convert):
     work_dir, _ = run_dir
     copy = tmp_path / "run"
@@ -135,8 +163,9 @@ def test_a_damaged_student_file_is_passed_over_for_the_qat_checkpoint_or_is_one_
     result = convert(f"--run_dir={copy}", f"--output={output}")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: cannot load the run's student {copy / 'student.h5'}: ")
-    assert result.stderr.strip().endswith(f"rerun the pipeline on {str(copy)!r}, which rebuilds it from its QAT "
-                                          "checkpoints")
+    # Not "which rebuilds it from its QAT checkpoints": there are none; the rerun trains it from step 0.
+    assert result.stderr.strip().endswith(f"rerun the pipeline on {str(copy)!r}, which trains it again: no QAT "
+                                          "checkpoint of it is left")
 
 
 def test_weight_scales_a_qat_student_was_not_trained_with_are_refused_saying_how_to_get_them(run_dir, tmp_path,
@@ -342,7 +371,8 @@ def test_student_file_with_its_preprocessing_covers_every_pixel(run_dir, tmp_pat
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith(
         "Layers TF-MOT left float need calibration inputs: pass --generator (the run's generator.keras) or "
-        "--data_source=distilled or noise")
+        "--data_source=distilled or noise; an op TFLite has no int8 kernel for (ELU, ...) stays float with them too, "
+        "and needs --allow_float_ops as well")
     stale_labels = tmp_path / "student_labels.txt"
     stale_labels.write_text("of another model\n")
     result = convert(f"--student={student}", generator, "--calibration_samples=16", f"--output={output}")
@@ -360,7 +390,7 @@ def test_student_file_with_its_preprocessing_covers_every_pixel(run_dir, tmp_pat
                      f"--output={output}")
     assert result.returncode == 0, result.stderr
     assert (f"note: the student's input is read as its run records its teacher's ('tf' preprocessing, in "
-            f"{work_dir / 'state.json'}); --teacher_preprocessing says otherwise") in result.stdout
+            f"{work_dir / 'state.json'}); pass --teacher_preprocessing to read it otherwise") in result.stdout
     assert "- from uint8 pixels: int8 input = pixel - 128; all 256 pixel levels kept" in result.stdout
     # A run of an earlier version recorded no preprocessing: the note says how to read the student's input.
     old_run = tmp_path / "old_run"

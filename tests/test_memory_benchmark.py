@@ -77,7 +77,7 @@ def test_a_work_dir_that_is_a_file_or_too_few_samples_is_one_line_before_anythin
                             text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
         f"error: --work_dir '{run_dir}' is the work directory of a run (python -m zscgan_tf.train), whose generator "
-        "this benchmark would train on; choose another, or none (a temporary one)")
+        "this benchmark would train on; choose another, or leave --work_dir out (a temporary one)")
     assert os.listdir(run_dir) == ["state.json"]
     # Fewer than two samples measure no growth: it trained both stages and reported "no samples".
     result = subprocess.run(COMMAND + ["--steps=6", "--sample_every=5"], cwd=REPO_ROOT, capture_output=True,
@@ -94,7 +94,7 @@ def test_a_work_dir_holding_a_finished_benchmark_is_refused_rather_than_measurin
     assert again.returncode == 2 and "| generator |" not in again.stdout
     assert again.stderr.strip().splitlines()[-1] == (
         f"error: --work_dir '{tmp_path}' holds a finished benchmark (6 steps of each stage): nothing would train, so "
-        "nothing would be measured; choose another --work_dir, or none (a temporary one)")
+        "nothing would be measured; choose another --work_dir, or leave it out (a temporary one)")
     # More steps than it holds: it resumes and measures the ones it trains.
     more = subprocess.run(COMMAND + ["--steps=10", "--checkpoint_every=3", f"--work_dir={tmp_path}"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)

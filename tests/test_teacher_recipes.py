@@ -138,8 +138,9 @@ def test_a_backup_of_another_recipe_is_refused_and_a_finished_ones_starts_again(
     monkeypatch.undo()
     backup_dir = teacher_recipes.training_backup_path(path)
     other = dataclasses.replace(recipe, epochs=5, learning_rate=1e-3)
-    with pytest.raises(UserError, match=f"^{backup_dir} holds an unfinished training of this teacher with another "
-                                        "epochs, learning_rate; rerun with the settings it was started with"):
+    with pytest.raises(UserError, match=re.escape(
+            f"{backup_dir} holds an unfinished training of this teacher with another epochs ({recipe.epochs}, now 5), "
+            f"learning_rate ({recipe.learning_rate}, now 0.001); rerun with the settings it was started with")):
         teacher_recipes.claim_training_backup(path, other, None)
     with pytest.raises(UserError, match="another data_dir"):
         teacher_recipes.claim_training_backup(path, recipe, str(tmp_path))

@@ -84,7 +84,9 @@ def test_a_sidecar_named_after_the_model_without_its_extension_is_read_and_an_ar
 @pytest.mark.parametrize("sidecar, message", [
     ('{"class_names": 5}', 'its "class_names" is not a list of strings'),
     ("[1, 2]", "it holds a JSON list, not an object"),
-    ('{"preprocessing": "tf"}', 'its "preprocessing" is not an object with a "mode"'),
+    # Its advice was to pass --teacher_preprocessing, which the file is read past (the test passes it): refused again.
+    ('{"preprocessing": "tf"}', 'its "preprocessing" is not an object with a "mode" such as {"mode": "tf"}; correct '
+     'it, or remove it from that file and pass --teacher_preprocessing'),
     ('{"class_names": ["a", "b"]}', "names 2 classes (\"class_names\"), but the teacher 'my_classifier' has 4 outputs"),
 ])
 def test_a_description_that_is_not_one_is_one_line_naming_what_is_wrong(tmp_path, sidecar, message):

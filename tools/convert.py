@@ -239,7 +239,8 @@ def _preprocessing_its_run_recorded(student_path: str) -> Optional[Preprocessing
               "--teacher_preprocessing says what the student's input is")
         return None
     print(f"note: the student's input is read as its run records its teacher's ('{preprocessing.mode}' "
-          f"preprocessing, in {os.path.join(run_dir, run_state.STATE_FILE)}); --teacher_preprocessing says otherwise")
+          f"preprocessing, in {os.path.join(run_dir, run_state.STATE_FILE)}); pass --teacher_preprocessing to read it "
+          "otherwise")
     return preprocessing
 
 
@@ -397,7 +398,8 @@ def _from_run(config: ConversionConfig, generator):
     if generator is None:
         generator_path = os.path.join(run_dir, run_state.GENERATOR_MODEL_FILE)
         if not os.path.exists(generator_path):
-            raise UserError(f"{run_dir!r} has no trained generator yet; run its generator stage first")
+            raise UserError(f"{run_dir!r} has no trained generator yet; rerun the run's command (python -m "
+                            "zscgan_tf.train) to train it")
         generator = generator_lib.load_generator(generator_path)
     # The run's calibration samples unless the flags say otherwise: layers TF-MOT left float
     # (an ELU) are calibrated by them, so the student converts as the run converted it.
@@ -423,9 +425,18 @@ def _from_run(config: ConversionConfig, generator):
         try:
             student = quantization_stages.load_student(student_path, teacher.input_range())
         except (OSError, ValueError) as error:
+            rebuilt = ("which rebuilds it from its QAT checkpoints" if checkpoint_step is not None
+                       else "which trains it again: no QAT checkpoint of it is left")
             raise UserError(f"cannot load the run's student {student_path}: {first_line(error)}; rerun the pipeline "
-                            f"on {run_dir!r}, which rebuilds it from its QAT checkpoints") from error
+                            f"on {run_dir!r}, {rebuilt}") from error
         return student, calibration, f"student {student_path}", teacher.preprocessing, class_names
+    if not run_config.distillation.steps and checkpoint_step is None:
+        # Said as "no QAT checkpoint ...", as if the run were unfinished.
+        raise UserError(f"the run in {run_dir!r} trained no QAT student (--distillation_steps=0): its int8 model is "
+                        f"{os.path.join(run_dir, quantization_stages.PTQ_TFLITE_FILE)}, the teacher quantized after "
+                        f"training; to convert it again, pass --teacher={run_config.teacher.model} "
+                        f"--generator={os.path.join(run_dir, run_state.GENERATOR_MODEL_FILE)}; for a student, rerun "
+                        "the run with --distillation_steps=<N>")
     student = quantization_stages.restore_student(run_config, teacher, generator, calibration, checkpoint_dir)
     if checkpoint_step is not None and checkpoint_step < run_config.distillation.steps:
         print(f"note: exporting the QAT checkpoint at step {checkpoint_step} of the run's "
@@ -516,8 +527,12 @@ def _load_and_export(config: ConversionConfig) -> None:
     except export.NotFullyIntegerError as error:
         if representative is None:
             # The library's hint names its argument; say which flags give the dataset.
+            # Calibration alone leaves an op without an int8 kernel float: the advice said only this, and
+            # followed, was refused again over such an op.
             raise UserError(f"{error.summary} Layers TF-MOT left float need calibration inputs: pass --generator "
-                            "(the run's generator.keras) or --data_source=distilled or noise") from error
+                            "(the run's generator.keras) or --data_source=distilled or noise"
+                            + ("" if allow_float_ops else "; an op TFLite has no int8 kernel for (ELU, ...) stays "
+                               "float with them too, and needs --allow_float_ops as well")) from error
         if not allow_float_ops:  # The library's hint names its argument; say which flag it is.
             raise UserError(f"{error.summary} Pass --allow_float_ops to keep these ops float "
                             f"({export.FLOAT_OPS_DEVICES})") from error

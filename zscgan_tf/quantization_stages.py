@@ -278,7 +278,8 @@ def restore_student(run_config: RunConfig, teacher: Teacher, generator, calibrat
     """
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     if not latest:
-        raise UserError(f"no QAT checkpoint in {checkpoint_dir!r}; run the distillation stage first")
+        raise UserError(f"no QAT checkpoint in {checkpoint_dir!r}: its run has trained no student yet; rerun the "
+                        "run's command (python -m zscgan_tf.train) to train one")
     student, _ = quantize.quantize_student(teacher.model, scheme_of(run_config), calibration_inputs=calibration)
     distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes, run_config.distillation)
     distiller.checkpoint.restore(latest).expect_partial()

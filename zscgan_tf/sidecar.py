@@ -64,8 +64,9 @@ def _check(description, path: str) -> None:
         problem = "its \"class_names\" is not a list of strings"
     elif "preprocessing" in description and not (isinstance(description["preprocessing"], dict)
                                                  and isinstance(description["preprocessing"].get("mode"), str)):
-        problem = ("its \"preprocessing\" is not an object with a \"mode\" (pass --teacher_preprocessing instead, "
-                   "or leave it out)")
+        # The file is read whatever the flags say: --teacher_preprocessing does not get past it.
+        problem = ("its \"preprocessing\" is not an object with a \"mode\" such as {\"mode\": \"tf\"}; correct it, or "
+                   "remove it from that file and pass --teacher_preprocessing")
     if problem:
         raise UserError(f"cannot use teacher description {path!r}: {problem}")
 

@@ -228,10 +228,11 @@ def claim_training_backup(teacher_path: str, recipe: TeacherRecipe, data_dir: Op
         files.write_json_atomic(recipe_path, wanted)
         return 0
     if recorded != wanted:
-        differences = sorted(key for key in set(recorded["recipe"]) | set(wanted["recipe"])
-                             if recorded["recipe"].get(key) != wanted["recipe"].get(key))
-        if recorded.get("data_dir") != wanted["data_dir"]:
-            differences.append("data_dir")
+        was, now = {**recorded["recipe"], "data_dir": recorded.get("data_dir")}, {**wanted["recipe"],
+                                                                                 "data_dir": wanted["data_dir"]}
+        # Each with the value it was started with, which the advice asks for.
+        differences = [f"{key} ({was.get(key)}, now {now.get(key)})" for key in sorted(set(was) | set(now))
+                       if was.get(key) != now.get(key)]
         raise UserError(f"{backup_dir} holds an unfinished training of this teacher with another "
                         f"{', '.join(differences)}; rerun with the settings it was started with to resume it, or "
                         "delete that directory to start again")

@@ -2,6 +2,7 @@
 batch (`iterate_tfds`, for ImageNet), downloaded and prepared by TFDS on first use."""
 
 import contextlib
+import os
 import shutil
 import tempfile
 from typing import Iterator, Optional, Tuple
@@ -50,7 +51,10 @@ def _prepared_tfds_builder(name: str, data_dir: Optional[str], manual_dir: Optio
         # optional dependency of the builder); each means "the data is not available".
         hint = ""
         if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
-            hint = f"; {name} must be downloaded by hand: pass the directory holding its archives as manual_dir"
+            # A place rather than a flag: of the commands, only train's evaluation has one (--eval_manual_dir).
+            where = manual_dir or os.path.join(str(getattr(builder, "_data_dir_root", data_dir or "")),
+                                               "downloads", "manual")
+            hint = f"; {name} must be downloaded by hand: put its archives in {where}"
         raise UserError(f"cannot download or prepare TFDS dataset {name!r} "
                         f"({type(error).__name__}: {first_line(error)}){hint}") from error  # --verbose shows it whole.
     if not builder.info.supervised_keys:
