@@ -465,7 +465,8 @@ def test_imagenet_validation_photographs_are_prepared_from_a_manual_archive_and_
 def test_a_dataset_downloaded_by_hand_without_its_archives_names_where_they_go(tmp_path):
     # The hint named "manual_dir", which no command has as a flag (train's is --eval_manual_dir; train_teacher.py
     # and the benchmark have none): a place works whatever the command.
-    for manual_dir, where in ((None, tmp_path / "tfds" / "downloads" / "manual"), (tmp_path / "mine", tmp_path / "mine")):
+    default = tmp_path / "tfds" / "downloads" / "manual"  # TFDS's, under its data directory.
+    for manual_dir, where in ((None, default), (tmp_path / "mine", tmp_path / "mine")):
         with pytest.raises(UserError) as refusal:
             data.load_dataset("tfds:imagenet2012", "validation", data_dir=str(tmp_path / "tfds"),
                               manual_dir=manual_dir and str(manual_dir), image_size=(32, 32))

@@ -402,7 +402,8 @@ def test_w4a4_run_trains_a_student_with_fitted_held_ranges_and_says_so(tmp_path,
     assert "Scheme: w4a4 (ranges below 8 bits fitted by least squares, held during QAT)." in (
         work_dir / "report.md").read_text()
     # Why there is no qat_int8.tflite, in the reports as on the console.
-    assert "The w4a4 student is simulation only: TFLite has no kernels below 8 bits" in (work_dir / "report.md").read_text()
+    report_markdown = (work_dir / "report.md").read_text()
+    assert "The w4a4 student is simulation only: TFLite has no kernels below 8 bits" in report_markdown
     assert ("The w4a4 QAT student is simulation only (TFLite has no kernels below 8 bits): it is evaluated in Keras, "
             "not exported.") in (work_dir / "export_report.md").read_text()
 

@@ -87,7 +87,8 @@ def _check_flags():
         raise UserError(f"cannot use --work_dir {FLAGS.work_dir!r}: {reason}")
     if FLAGS.work_dir and os.path.isfile(os.path.join(FLAGS.work_dir, run_state.STATE_FILE)):
         raise UserError(f"--work_dir {FLAGS.work_dir!r} is the work directory of a run (python -m zscgan_tf.train), "
-                        "whose generator this benchmark would train on; choose another, or leave --work_dir out (a temporary one)")
+                        "whose generator this benchmark would train on; choose another, or leave --work_dir out (a "
+                        "temporary one)")
     finished = FLAGS.work_dir and training_loop.latest_step(
         os.path.join(FLAGS.work_dir, quantization_stages.DISTILLATION_DIR))
     if finished and finished >= FLAGS.steps:

@@ -228,9 +228,9 @@ def claim_training_backup(teacher_path: str, recipe: TeacherRecipe, data_dir: Op
         files.write_json_atomic(recipe_path, wanted)
         return 0
     if recorded != wanted:
-        was, now = {**recorded["recipe"], "data_dir": recorded.get("data_dir")}, {**wanted["recipe"],
-                                                                                 "data_dir": wanted["data_dir"]}
         # Each with the value it was started with, which the advice asks for.
+        was = {**recorded["recipe"], "data_dir": recorded.get("data_dir")}
+        now = {**wanted["recipe"], "data_dir": wanted["data_dir"]}
         differences = [f"{key} ({was.get(key)}, now {now.get(key)})" for key in sorted(set(was) | set(now))
                        if was.get(key) != now.get(key)]
         raise UserError(f"{backup_dir} holds an unfinished training of this teacher with another "
