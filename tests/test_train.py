@@ -41,6 +41,21 @@ def _flagfile(tmp_path, teacher_path, work_dir, steps=4, extra=()):
     return str(path)
 
 
+def _generator_stopped_at_step(monkeypatch, step):
+    """Makes the generator's training stop at `step` as Ctrl-C stops it (the loop's handler raises
+    KeyboardInterrupt); returns a function that takes the stop away."""
+    from zscgan_tf import zero_shot
+    original_step = zero_shot.GeneratorTrainer.train_step
+
+    def stopped_at_step(trainer):
+        if int(trainer.step.numpy()) == step:
+            raise KeyboardInterrupt
+        return original_step(trainer)
+
+    monkeypatch.setattr(zero_shot.GeneratorTrainer, "train_step", stopped_at_step)
+    return lambda: monkeypatch.setattr(zero_shot.GeneratorTrainer, "train_step", original_step)
+
+
 @pytest.fixture
 def finished_run(finished_run_copy, tiny_teacher_file, capsys):
     """`finished_run(work_dir)` puts in `work_dir` the finished run that
@@ -291,26 +306,18 @@ def test_a_run_of_an_earlier_version_gets_a_qat_file_and_student_that_read_every
 def test_a_longer_generator_run_stopped_midway_keeps_the_old_student_models_and_reports(tmp_path, finished_run,
                                                                                         tiny_teacher_file, monkeypatch,
                                                                                         capsys):
-    from zscgan_tf import zero_shot
     work_dir = tmp_path / "run"
     finished_run(work_dir)
     built = ("student.h5", "qat_int8.tflite", "ptq_int8.tflite", "export_report.md", "report.md", "report.json")
     digests = {name: file_digest(str(work_dir / name)) for name in built}
-    original_step = zero_shot.GeneratorTrainer.train_step
-
-    def step_stopped_at_step_6(trainer):
-        if int(trainer.step.numpy()) == 6:
-            raise KeyboardInterrupt  # Ctrl-C, as the loop's handler raises it.
-        return original_step(trainer)
-
-    monkeypatch.setattr(zero_shot.GeneratorTrainer, "train_step", step_stopped_at_step_6)
+    unstopped = _generator_stopped_at_step(monkeypatch, 6)
     longer = _flagfile(tmp_path, tiny_teacher_file, work_dir, steps=8)
     assert train.main(["train", f"--flagfile={longer}"]) == 130
     assert "discarded" not in capsys.readouterr().out
     # The old generator's student, models and reports, whole and as they were (tools/convert.py exports them).
     assert {name: file_digest(str(work_dir / name)) for name in built} == digests
     assert json.loads((work_dir / "state.json").read_text())["distillation"]["steps"] == 3
-    monkeypatch.setattr(zero_shot.GeneratorTrainer, "train_step", original_step)
+    unstopped()
     assert train.main(["train", f"--flagfile={longer}"]) == 0
     output = capsys.readouterr().out
     assert "generator: the student, int8 models and reports built on the old generator are discarded" in output
@@ -320,18 +327,10 @@ def test_a_longer_generator_run_stopped_midway_keeps_the_old_student_models_and_
 
 def test_a_run_stopped_in_its_generator_takes_other_student_settings_and_not_other_generator_ones(
         tmp_path, tiny_teacher_file, monkeypatch, capsys):
-    from zscgan_tf import zero_shot
     work_dir = tmp_path / "run"
-    original_step = zero_shot.GeneratorTrainer.train_step
-
-    def step_stopped_at_step_3(trainer):
-        if int(trainer.step.numpy()) == 3:
-            raise KeyboardInterrupt  # Ctrl-C, as the loop's handler raises it.
-        return original_step(trainer)
-
-    monkeypatch.setattr(zero_shot.GeneratorTrainer, "train_step", step_stopped_at_step_3)
+    unstopped = _generator_stopped_at_step(monkeypatch, 3)
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 130
-    monkeypatch.setattr(zero_shot.GeneratorTrainer, "train_step", original_step)
+    unstopped()
     capsys.readouterr()
     # A setting its generator depends on is refused: the generator trained 3 steps under the other.
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}",
