@@ -128,16 +128,16 @@ def record_config(run_config: config_lib.RunConfig, same_teacher: bool = False):
     With `same_teacher` (the teacher's fingerprint is the one the directory recorded),
     its files may have moved.
     """
-    started = any(os.path.exists(os.path.join(run_config.work_dir, name)) for name in STAGE_OUTPUTS)
-    if not started:
+    def holds_any(*names):
+        return any(os.path.exists(os.path.join(run_config.work_dir, name)) for name in names)
+
+    if not holds_any(*STAGE_OUTPUTS):
         config_path = os.path.join(run_config.work_dir, config_lib.CONFIG_FILE)
         if os.path.exists(config_path):
             os.remove(config_path)
-    distilled = any(os.path.exists(os.path.join(run_config.work_dir, name))
-                    for name in (quantization_stages.DISTILLATION_DIR, quantization_stages.STUDENT_MODEL_FILE))
-    exported = any(os.path.exists(os.path.join(run_config.work_dir, name))
-                   for name in (quantization_stages.PTQ_TFLITE_FILE, quantization_stages.QAT_TFLITE_FILE,
-                                quantization_stages.FLOAT_TFLITE_FILE))
+    distilled = holds_any(quantization_stages.DISTILLATION_DIR, quantization_stages.STUDENT_MODEL_FILE)
+    exported = holds_any(quantization_stages.PTQ_TFLITE_FILE, quantization_stages.QAT_TFLITE_FILE,
+                         quantization_stages.FLOAT_TFLITE_FILE)
     config_lib.save_or_check(run_config, write_json_atomic, same_teacher, distilled,
                              built_on_generator=distilled or exported)
 
