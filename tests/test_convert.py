@@ -480,7 +480,7 @@ def test_a_run_directory_in_use_by_a_run_is_refused_and_converts_once_it_is_free
         capsys.readouterr()
         assert train.main(["train", f"--work_dir={work_dir}", f"--teacher={run_dir[1]}"]) == 2
     assert re.fullmatch(rf"error: {re.escape(repr(str(work_dir)))} is in use by a conversion \(process \d+\); wait "
-                        r"for it to finish, or pass another directory\n", capsys.readouterr().err)
+                        r"for it to finish, or pass another --work_dir\n", capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("arguments, message", [

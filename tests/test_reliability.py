@@ -388,7 +388,7 @@ def test_a_work_directory_in_use_by_another_run_is_refused(tmp_path, tiny_teache
         assert train.main(["train", *_tiny_arguments(tiny_teacher_file, work_dir)]) == cli.USER_ERROR_STATUS
     assert capsys.readouterr().err.strip() == (
         f"error: {str(work_dir)!r} is in use by another run (process {other.pid}); wait for it to finish, or pass "
-        "another directory")
+        "another --work_dir")
     assert not (work_dir / "config.json").exists()
     # Released with the first run, however it ends: the second then runs.
     assert train.main(["train", *_tiny_arguments(tiny_teacher_file, work_dir)]) == 0

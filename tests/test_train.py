@@ -597,6 +597,9 @@ def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_pat
     state["generator"] = json.loads((first / "state.json").read_text())["generator"]
     (trained_on / "state.json").write_text(json.dumps(state))
     shutil.copy(first / "generator.keras", trained_on / "generator.keras")
+    config = json.loads((trained_on / "config.json").read_text())
+    config["generator_training"]["steps"] = 8  # Asked for 8 steps, stopped at step 6.
+    (trained_on / "config.json").write_text(json.dumps(config))
     own = tmp_path / "own"
     finished_run(own)
     capsys.readouterr()
@@ -610,7 +613,8 @@ def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_pat
          "generator.keras is a file; name the work directory of the run that trained it"),
         (tmp_path, [], "not a run directory (it has no config.json)"),
         (unfinished, [], "that run's generator has not finished training; run it to the end first"),
-        (trained_on, [], "has trained on from its finished 4 steps (to step 6); finish that run first"),
+        (trained_on, [], "has trained on from its finished 4 steps (to step 6); finish that run's 8 steps first, then "
+                     "ask for --generator_steps=8 or more"),
         (first, ["--bn_distance=mse", "--seed=3"], "trained with other settings (loss.bn_distance, seed)"),
         (first, ["--generator_steps=3"], "has trained 4 steps, more than --generator_steps=3; ask for 4 or more"),
         # Not "remove it", as for this run's own config: that would lose what that run was trained with.

@@ -263,7 +263,7 @@ def _in_use_message(directory: str, what: str, advice: str, holder: Tuple[str, s
 
 
 @contextlib.contextmanager
-def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it to finish, or pass another directory",
+def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it to finish, or pass another --work_dir",
                   on_wait: Optional[Callable[[str], None]] = None, shared: bool = False):
     """Holds an advisory lock on `directory` (a `LOCK_FILE` in it) for the block.
 
@@ -337,7 +337,7 @@ def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it 
 
 
 def check_not_in_use(directory: str, what: str = "run",
-                     advice: str = "wait for it to finish, or pass another directory") -> None:
+                     advice: str = "wait for it to finish, or pass another --work_dir") -> None:
     """Refuses `directory` while another process holds its lock (`exclusive_use`), as taking it
     would, but creates nothing and holds nothing: for a command to check its directory before
     minutes of loading, and take the lock once it has something to write there.

@@ -101,8 +101,11 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
                         f"--generator_steps={finished['steps']}")
     beyond = [step for step in steps if step not in (None, finished["steps"])]
     if beyond:
+        # Its saved config holds the steps its command trains to: the count this run then asks for.
+        target = max(saved.get("generator_training", {}).get("steps", 0), *beyond)
         raise UserError(f"{flag}: that run's generator has trained on from its finished {finished['steps']} steps "
-                        f"(to step {max(beyond)}); finish that run first")
+                        f"(to step {max(beyond)}); finish that run's {target} steps first, then ask for "
+                        f"--generator_steps={target} or more")
     if finished["steps"] > run_config.generator_training.steps:
         raise UserError(f"{flag}: that run's generator has trained {finished['steps']} steps, more than "
                         f"--generator_steps={run_config.generator_training.steps}; ask for {finished['steps']} or more")
