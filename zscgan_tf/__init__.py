@@ -37,6 +37,7 @@ PUBLIC_NAMES = {
     "generator": ("load_generator",),
     "pipeline": ("run",),
     "quantization_stages": ("load_student",),
+    "reproducibility": ("enable_deterministic_execution",),
     "teachers": ("TeacherSource", "Teacher", "load_teacher"),
     "tflite_model": ("inspect_tflite",),
     "training_loop": ("NonFiniteLossError", "TrainingInterrupted"),

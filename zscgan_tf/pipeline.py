@@ -277,6 +277,10 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     """Runs every stage of `run_config`, resuming or skipping what its work directory holds
     (`zscgan_tf.run` from Python).
 
+    TensorFlow's process-wide settings are left as they are: after
+    `reproducibility.enable_deterministic_execution()`, as the command's `--deterministic`
+    calls it, a rerun repeats bit for bit.
+
     Args:
       run_config: the run.
       progress: show progress bars; the lines saying what each stage does are printed either way.
