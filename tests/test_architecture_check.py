@@ -29,6 +29,9 @@ def test_prints_a_row_per_architecture_with_both_int8_exports():
     # One does not go through: 1, as a script running the check before a long run reads it (it was 0).
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines()[-1] == "1 of 2 do not go through: InceptionV3 32x32"
+    # Each architecture is named as it starts: a row shows only once it is done (a minute for ResNet50).
+    assert [line for line in result.stderr.splitlines() if line.startswith("checking ")] == [
+        "checking MobileNet 32x32 (1 of 2)", "checking InceptionV3 32x32 (2 of 2)"]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| architecture | layers TF-MOT leaves float | QAT step | QAT int8 fully integer")
     cells = [cell.strip() for cell in rows[1].strip("|").split("|")]

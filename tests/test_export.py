@@ -138,6 +138,20 @@ def test_int8_ptq_of_float_model_with_representative_dataset(teacher, inputs):
     assert relative_error <= MAX_PTQ_RELATIVE_ERROR
 
 
+def test_a_long_calibration_shows_the_samples_the_converter_has_calibrated_on(teacher, inputs, capsys,
+                                                                              monkeypatch):
+    # 10,000 samples of a ResNet-20 calibrated for 50 s without a line.
+    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES],
+                                                       progress_description="calibration")
+    export.convert_to_tflite(teacher, dataset)
+    assert "calibration" not in capsys.readouterr().out  # Done in well under SLOW_CALIBRATION_SECONDS.
+    monkeypatch.setattr(export, "SLOW_CALIBRATION_SECONDS", 0.0)  # Every calibration is long now.
+    export.convert_to_tflite(teacher, dataset)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("calibration ")]
+    assert lines[0].startswith(f"calibration 1/{NUM_CALIBRATION_SAMPLES} [")
+    assert lines[-1].startswith(f"calibration {NUM_CALIBRATION_SAMPLES}/{NUM_CALIBRATION_SAMPLES} [")
+
+
 def test_the_converters_native_chatter_is_kept_off_stderr(teacher, inputs, capfd):
     dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
     capfd.readouterr()

@@ -23,6 +23,8 @@ def test_prints_a_row_of_resident_memory_for_each_stage(tmp_path):
 
     assert finished.returncode == 0, finished.stderr
     assert not [name for name in os.listdir(tmp_path) if name.startswith("zscgan_tf_memory_")]  # Left behind before.
+    # Each stage's progress line: 10,000 steps of each said nothing for minutes.
+    assert "\ngenerator 6/6 [" in finished.stdout and "\ndistillation 6/6 [" in finished.stdout
     rows = ROW.findall(finished.stdout)
     # The generator's row is printed as soon as its stage ends, then again in the table.
     assert [stage for stage, *_ in rows] == ["generator", "generator", "QAT"], finished.stdout

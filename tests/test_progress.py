@@ -77,3 +77,26 @@ def test_a_terminal_without_control_sequences_gets_no_erase(monkeypatch):
     bar = progress.ProgressBar(total_steps=1, description="teacher", stream=stream)
     bar.update(1, {})
     assert stream.getvalue().startswith("\rteacher 1/1 [") and progress.ERASE_TO_END_OF_LINE not in stream.getvalue()
+
+
+def test_a_quiet_bar_says_nothing_for_a_short_loop_and_shows_a_long_one_once_it_has_run_that_long(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    stream = _Terminal()
+    bar = progress.ProgressBar(total_steps=3, description="calibration", stream=stream, quiet_seconds=10)
+    for step in (1, 2, 3):  # Done in 3 s: not a line, nor the newline that ends one.
+        now[0] = step
+        bar.update(step, {})
+    bar.close()
+    assert stream.getvalue() == ""
+    now[0] = 0.0
+    stream = io.StringIO()
+    bar = progress.ProgressBar(total_steps=30, description="calibration", stream=stream, quiet_seconds=10,
+                               log_interval_seconds=0)
+    for step in range(1, 31):
+        now[0] = float(step)
+        bar.update(step, {})
+    lines = stream.getvalue().splitlines()
+    # From the 10th second on, with the speed measured from the first step.
+    assert lines[0].startswith("calibration 10/30 [") and lines[0].endswith("| 1 samples/s, ETA 0m20s")
+    assert len(lines) == 21 and lines[-1].startswith("calibration 30/30 [")

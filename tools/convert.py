@@ -514,8 +514,12 @@ def _load_and_export(config: ConversionConfig) -> None:
     io_dtype, allow_float_ops = _export_settings(config)
     # The input's range covers every pixel where the preprocessing says what pixels become.
     input_range = preprocessing.input_range(int(model.inputs[0].shape[-1])) if preprocessing else None
-    representative = (export.representative_dataset_from_array(calibration, input_range)
+    representative = (export.representative_dataset_from_array(calibration, input_range,
+                                                                progress_description="calibration")
                       if calibration is not None else None)
+    # The conversion says nothing until it is written: 50 s calibrating on 10,000 samples on 2 CPU cores.
+    print(f"converting {description} to {config.mode} TFLite"
+          + (f" with {len(calibration):,} calibration samples" if representative else ""), flush=True)
     try:
         model_bytes = export.convert_to_tflite(model, representative, mode=config.mode, io_dtype=io_dtype,
                                                per_channel=config.per_channel, output_path=config.output,

@@ -125,7 +125,7 @@ def _measure(work_dir: str):
     print(f"generator: {FLAGS.steps} steps of {FLAGS.batch_size} against {teacher.name}, work dir {work_dir}",
           flush=True)
     logs = tf.summary.create_file_writer(os.path.join(work_dir, run_state.LOGS_DIR, run_state.GENERATOR_DIR))
-    trainer.train(os.path.join(work_dir, run_state.GENERATOR_DIR), progress=False, summary_writer=logs)
+    trainer.train(os.path.join(work_dir, run_state.GENERATOR_DIR), summary_writer=logs)
     print(_row("generator", generator_sampler.samples), flush=True)  # Kept if QAT is stopped early.
 
     quantization = config_lib.QuantizationConfig()
@@ -142,7 +142,7 @@ def _measure(work_dir: str):
     print(f"distillation: {FLAGS.steps} QAT steps of {FLAGS.batch_size}", flush=True)
     distillation_dir = quantization_stages.DISTILLATION_DIR
     logs = tf.summary.create_file_writer(os.path.join(work_dir, run_state.LOGS_DIR, distillation_dir))
-    distiller.train(os.path.join(work_dir, distillation_dir), progress=False, summary_writer=logs)
+    distiller.train(os.path.join(work_dir, distillation_dir), summary_writer=logs)
 
     print("\n".join([
         f"Resident memory, sampled every {FLAGS.sample_every} steps after {FLAGS.warmup_steps} warm-up steps:", "",

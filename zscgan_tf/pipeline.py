@@ -376,7 +376,7 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     tflite_paths = quantization_stages.export_stage(
         run_config, teacher, student, calibration, state, save_state,
         reports=(quantization_stages.EXPORT_REPORT_FILE, run_report.REPORT_MARKDOWN_FILE,
-                 run_report.REPORT_JSON_FILE))
+                 run_report.REPORT_JSON_FILE), progress=progress)
     if callable(evaluation_data):
         say("evaluation: reading the evaluation images again")
         evaluation_data = evaluation_data()

@@ -60,10 +60,13 @@ class ProgressBar:
       samples_per_step: for the samples-per-second figure.
       stream: where to write; stdout by default.
       log_interval_seconds: seconds between lines when `stream` is not a terminal.
+      quiet_seconds: no line until the loop has run this long, for loops that usually end in a
+        second or two but can take minutes (thousands of samples at 224x224 on a CPU).
     """
 
     def __init__(self, total_steps: int, description: str, initial_step: int = 0, samples_per_step: int = 1,
-                 stream: Optional[TextIO] = None, log_interval_seconds: float = DEFAULT_LOG_INTERVAL_SECONDS):
+                 stream: Optional[TextIO] = None, log_interval_seconds: float = DEFAULT_LOG_INTERVAL_SECONDS,
+                 quiet_seconds: float = 0.0):
         self.total_steps = total_steps
         self.description = description
         self.initial_step = initial_step
@@ -74,6 +77,8 @@ class ProgressBar:
         self.erase = ERASE_TO_END_OF_LINE if os.environ.get("TERM") != "dumb" else ""
         self.interval = TERMINAL_INTERVAL_SECONDS if self.is_terminal else log_interval_seconds
         self.start_time = time.monotonic()
+        self.quiet_until = self.start_time + quiet_seconds
+        self.written = False
         self.first_update = None  # (step, time) of the first update, where throughput is measured from.
         self.last_write = -float("inf")
 
@@ -81,9 +86,9 @@ class ProgressBar:
         now = time.monotonic()
         if self.first_update is None:
             self.first_update = (step, now)
-        if not force and step < self.total_steps and now - self.last_write < self.interval:
+        if not force and (now < self.quiet_until or (step < self.total_steps and now - self.last_write < self.interval)):
             return
-        self.last_write = now
+        self.last_write, self.written = now, True
         # On a terminal the line is drawn over the last; ERASE_TO_END_OF_LINE clears what a longer one left.
         self.stream.write(("\r" if self.is_terminal else "") + self.line(step, values, now)
                           + (self.erase if self.is_terminal else "\n"))
@@ -106,6 +111,6 @@ class ProgressBar:
         return f"{self.description} {step}/{self.total_steps} [{bar}]{terms} | {speed} samples/s, ETA {eta}"
 
     def close(self):
-        if self.is_terminal:
+        if self.is_terminal and self.written:
             self.stream.write("\n")
             self.stream.flush()

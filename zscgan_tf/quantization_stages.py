@@ -66,6 +66,7 @@ INTEGER_CHECK_SAMPLES = 4
 
 # What the progress bar of a long generation of calibration samples says.
 CALIBRATION_PROGRESS = "calibration samples generated"
+EXPORT_CALIBRATION_PROGRESS = "export calibration"
 # Copies of the calibration samples held at once while they are made: gathered in passes,
 # joined, then reordered (2 at the peak; `memory_checks.check_samples_fit_in_memory` counts them).
 CALIBRATION_COPIES = 2
@@ -315,6 +316,9 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
         return load_student(model_path, teacher.input_range())
     _start_distilling_from(os.path.join(work_dir, DISTILLATION_DIR), generator)
     scheme = scheme_of(run_config)
+    # Said before the student is built: its ranges are calibrated first, 20 s for 5,000 samples on 2 CPU cores.
+    say(f"distillation: {count_of(settings.steps, 'step')} of {settings.batch_size} generated samples into the "
+        f"{scheme.name} student" + (", training a copy of the generator along" if settings.joint_generator else ""))
     student, float_layers = quantize.quantize_student(teacher.model, scheme, calibration_inputs=calibration,
                                                       input_range=teacher.input_range())
     if float_layers:
@@ -336,8 +340,6 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
             f"{'is' if len(distiller.weight_clusters) == 1 else 'are'} clustered (at most {most} distinct values "
             "each); their clusters stay tied")
     teacher_weights = teacher.model.get_weights()
-    say(f"distillation: {count_of(settings.steps, 'step')} of {settings.batch_size} generated samples into the "
-        f"{scheme.name} student" + (", training a copy of the generator along" if settings.joint_generator else ""))
     writer = tf.summary.create_file_writer(os.path.join(work_dir, LOGS_DIR, DISTILLATION_DIR))
     # A checkpoint from before the input's range covered every pixel level restores the narrower one: widened
     # again before the steps that resume from it (TF-MOT's input quantizer only widens it further).
@@ -371,16 +373,18 @@ def _start_distilling_from(distillation_dir: str, generator) -> None:
 
 
 def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: np.ndarray, state: dict,
-                 write_state, reports: Sequence[str] = (EXPORT_REPORT_FILE,)) -> Dict[str, str]:
+                 write_state, reports: Sequence[str] = (EXPORT_REPORT_FILE,), progress: bool = True) -> Dict[str, str]:
     """Writes the float, PTQ and (W8A8) QAT TFLite models; returns {kind: path}.
 
     `reports`: the work directory's files that describe or measure these models; those there
     are removed before a model is converted again (other settings, a changed file), so that
-    a run stopped mid-export leaves no report of the models it replaced.
+    a run stopped mid-export leaves no report of the models it replaced. `progress` shows a
+    progress bar while a conversion calibrates, once that takes long.
     """
     work_dir = run_config.work_dir
     settings = run_config.quantization
-    representative = export.representative_dataset_from_array(calibration, teacher.input_range())
+    representative = export.representative_dataset_from_array(
+        calibration, teacher.input_range(), progress_description=EXPORT_CALIBRATION_PROGRESS if progress else "")
     integer_options = dict(mode="int8", representative_dataset=representative, io_dtype=settings.io_dtype,
                            per_channel=settings.per_channel, allow_float_ops=settings.allow_float_ops)
     exports = {"float": (FLOAT_TFLITE_FILE, teacher.model, dict(mode="float")),

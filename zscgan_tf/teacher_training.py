@@ -164,7 +164,8 @@ class TrainingProgress(tf_keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.bar.close()  # Ends a terminal's line; the epoch's figures follow on one of their own.
         figures = ", ".join(f"{name} {value:.4f}" for name, value in _loss_and_accuracy(logs).items())
-        note(f"epoch {epoch + 1}/{self.epochs}: {figures} ({time.monotonic() - self.epoch_start:.0f} s)")
+        seconds = time.monotonic() - self.epoch_start
+        note(f"epoch {epoch + 1}/{self.epochs}: {figures} ({seconds:.{1 if seconds < 10 else 0}f} s)")
 
 
 class StopOnNonFiniteLoss(tf_keras.callbacks.Callback):

@@ -30,7 +30,14 @@ def forward_flops(model, batch_size: int) -> int:
     graph = function.get_concrete_function(*specs).graph
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    return int(tf.compat.v1.profiler.profile(graph, options=options).total_float_ops)
+    # The profiler calls an API of TensorFlow 1 that logs six lines of deprecation warning for each model counted.
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        return int(tf.compat.v1.profiler.profile(graph, options=options).total_float_ops)
+    finally:
+        logger.setLevel(level)
 
 
 def peak_flops_per_second(size: int = PEAK_MATMUL_SIZE, repeats: int = PEAK_MATMUL_REPEATS) -> float:

@@ -9,7 +9,6 @@ Only the generator's variables are ever updated; the teacher is called with
 
 import dataclasses
 import math
-import time
 from typing import Dict, Iterator, List
 
 import numpy as np
@@ -176,11 +175,12 @@ def _generate_in_batches(generator, labels: np.ndarray, noise_dim: int, seed: in
     """`_generated_batches` joined; with `progress_description`, a progress bar once the generation
     has taken `SLOW_GENERATION_SECONDS` (minutes for thousands of samples at 224x224 on a CPU,
     which said nothing), none for the usual second or two."""
-    batches, bar, started = [], None, time.monotonic()
+    batches = []
+    bar = ProgressBar(len(labels), progress_description, quiet_seconds=SLOW_GENERATION_SECONDS) \
+        if progress_description else None
     for batch in _generated_batches(generator, labels, noise_dim, seed):
         batches.append(batch)
-        if progress_description and (bar or time.monotonic() - started >= SLOW_GENERATION_SECONDS):
-            bar = bar or ProgressBar(len(labels), progress_description)
+        if bar:
             bar.update(sum(len(done) for done in batches), {})
     if bar:
         bar.close()
