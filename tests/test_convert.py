@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tool_process import ToolProcess
-from zscgan_tf import run_state, tflite_model, train
+from zscgan_tf import files, run_state, tflite_model, train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -255,8 +255,10 @@ def test_a_run_started_with_relative_paths_converts_from_any_directory(run_dir, 
     assert config["teacher"]["model"] == str(tmp_path / "teacher.keras")
     assert config["teacher"]["custom_objects"] == [str(tmp_path / "my_layers.py")]
     assert config["evaluation"]["dataset"] == str(tmp_path / "images")
-    # convert.py runs in the repository, not where the run started.
-    result = convert(f"--run_dir={tmp_path / 'run'}", f"--output={tmp_path / 'x.tflite'}", "--calibration_samples=16")
+    # convert.py runs in the repository, not where the run started (the module it recorded, named again: a run
+    # directory's config.json does not choose the code that runs).
+    result = convert(f"--run_dir={tmp_path / 'run'}", f"--output={tmp_path / 'x.tflite'}", "--calibration_samples=16",
+                     f"--teacher_custom_objects={tmp_path / 'my_layers.py'}")
     assert result.returncode == 0, result.stderr
     # A run recorded before paths were recorded in full: the error says where its path is from.
     config["teacher"]["model"] = "teacher.keras"
@@ -517,10 +519,14 @@ def test_a_run_directory_in_use_by_a_run_is_refused_and_converts_once_it_is_free
     (["--teacher=RUN/student.h5", "--data_source=noise"],
      "is a TF-MOT quantization-aware student, not a float teacher: export it with --student=RUN/student.h5"),
     # Teacher flags where they would be ignored.
-    (["--run_dir=RUN", "--teacher_preprocessing=raw"], "--teacher_preprocessing describes a --teacher, not a --run_dir"),
+    (["--run_dir=RUN", "--teacher_preprocessing=raw"],
+     "--teacher_preprocessing describes a --teacher (a --run_dir takes --teacher_custom_objects and --trust_model_code, "
+     "to confirm the code its teacher runs), not a --run_dir"),
+    (["--run_dir=RUN", "--teacher_custom_objects=layers.py"],
+     "--teacher_custom_objects: the run in 'RUN' loaded its teacher without any; leave it out"),
     (["--student=RUN/student.h5", "--teacher_alpha=0.5", "--teacher_input_size=8"],
-     "--teacher_alpha, --teacher_input_size describe a --teacher (a --student takes --teacher_preprocessing and "
-     "--teacher_custom_objects), not a --student"),
+     "--teacher_alpha, --teacher_input_size describe a --teacher (a --student takes --teacher_preprocessing, "
+     "--teacher_custom_objects and --trust_model_code), not a --student"),
     (["--student=RUN/student.h5", "--teacher_preprocessing_std=0.2"],
      "--teacher_preprocessing_mean and --teacher_preprocessing_std go with --teacher_preprocessing=custom"),
     # The teacher flags are read where the model is: what comes first is still reported first.
@@ -561,3 +567,55 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, convert, tmp_path, arguments,
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: ") and message in last_line
     assert not (tmp_path / "x.tflite").exists()
+
+
+def _save_model_running_code(path, marker):
+    """Saves to `path`, in HDF5 whatever its name, a model whose Lambda layer's code creates `marker` when it
+    runs: what a run directory from someone else could hold."""
+    import tf_keras
+    inputs = tf_keras.Input((8, 8, 1))
+    creates_marker = eval(f"lambda x: (open({str(marker)!r}, 'w').close(), x)[1]")  # pylint: disable=eval-used
+    model = tf_keras.Model(inputs, tf_keras.layers.Lambda(creates_marker)(inputs))
+    model.save(str(path), save_format="h5")
+    os.remove(marker)  # Built by running that code once.
+
+
+def test_a_run_directory_from_someone_else_runs_no_code_its_files_name(run_dir, tmp_path, convert):
+    # tf_keras ran the Lambda code of an HDF5 student or generator, and --run_dir took --trust_model_code and
+    # --teacher_custom_objects from the directory's config.json.
+    work_dir, teacher_path = run_dir
+    marker = tmp_path / "code_ran"
+    output = tmp_path / "model.tflite"
+    received = tmp_path / "received_student"
+    shutil.copytree(work_dir, received)
+    _save_model_running_code(received / "student.h5", marker)
+    state = json.loads((received / "state.json").read_text())
+    state["distillation"]["sha256"] = files.file_digest(str(received / "student.h5"))  # Its state agrees.
+    (received / "state.json").write_text(json.dumps(state))
+    result = convert(f"--run_dir={received}", f"--output={output}")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        f"error: student {str(received / 'student.h5')!r} holds serialized Python code (e.g. a Lambda layer, as the "
+        "student of a teacher with one does) and was not loaded; pass --trust_model_code only if you trust its author")
+    received = tmp_path / "received_generator"  # An HDF5 file under the name generator.keras.
+    shutil.copytree(work_dir, received)
+    _save_model_running_code(received / "generator.keras", marker)
+    for arguments in ([f"--run_dir={received}"],
+                      [f"--teacher={teacher_path}", f"--generator={received / 'generator.keras'}"]):
+        result = convert(*arguments, f"--output={output}")
+        assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+            f"error: generator {str(received / 'generator.keras')!r} holds serialized Python code (a Lambda layer), "
+            "which no generator of zscgan_tf has, and was not loaded: that code would run as it loads")
+    assert not marker.exists() and not output.exists()
+    # A config.json that says its teacher loads with --trust_model_code: the command must say so too.
+    received = tmp_path / "received_config"
+    shutil.copytree(work_dir, received)
+    config = json.loads((received / "config.json").read_text())
+    config["teacher"]["trust_model_code"] = True
+    (received / "config.json").write_text(json.dumps(config))
+    result = convert(f"--run_dir={received}", f"--output={output}")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        f"error: the run in {str(received)!r} loaded its teacher with code that runs as it loads; to convert it, pass "
+        "--trust_model_code (its model files hold serialized Python, such as Lambda layers), only if you trust that "
+        "code and this directory's author")
+    assert convert(f"--run_dir={received}", f"--output={output}", "--trust_model_code").returncode == 0
+    assert output.exists()

@@ -322,10 +322,17 @@ def test_a_keras3_teacher_with_its_own_layer_runs_it_as_it_is_and_exports_intege
         quantization_stages.load_student(str(work_dir / "student.h5"))
     assert first_line(refusal.value) == ("cannot recreate Keras 3 layer 'ChannelGain', whose class Keras 3 does not "
                                          "know; pass --teacher_custom_objects=<the module or .py file that defines it>")
-    # A fresh process reads the saved student with the module the run recorded.
+    # A fresh process reads the saved student with the module the run recorded, once the command names it too:
+    # a run directory from someone else chose the code that ran (its config.json names the module).
     convert = [sys.executable, os.path.join(REPO_ROOT, "tools", "convert.py"), f"--run_dir={work_dir}",
                f"--output={tmp_path / 'student.tflite'}"]
-    exported = subprocess.run(convert, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(convert, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
+        f"error: the run in {str(work_dir)!r} loaded its teacher with code that runs as it loads; to convert it, pass "
+        f"--teacher_custom_objects={keras3_layers_file} (Python modules of its layers), only if you trust that code "
+        "and this directory's author")
+    exported = subprocess.run(convert + [f"--teacher_custom_objects={keras3_layers_file}"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=300)
     assert exported.returncode == 0, exported.stderr
     with open(tmp_path / "student.tflite", "rb") as model_file:
         assert tflite_model.inspect_tflite(model_file.read()).is_fully_integer

@@ -542,6 +542,28 @@ def test_a_damaged_checkpoint_resumes_from_the_one_before_or_is_one_line(tmp_pat
     assert error.endswith("): delete that directory to train generator again from step 0")
 
 
+def test_a_checkpoint_state_naming_files_elsewhere_is_refused_before_they_are_read_or_deleted(finished_run, tmp_path,
+                                                                                              capsys):
+    # A work directory from someone else: its `checkpoint` file named another's checkpoints, which a resumed run
+    # restored and, saving its own, deleted.
+    work_dir, arguments = finished_run
+    elsewhere = tmp_path / "mine"
+    elsewhere.mkdir()
+    for name in ("victim-1.index", "victim-1.data-00000-of-00001"):
+        (elsewhere / name).write_text("a checkpoint of mine")
+    state_file = work_dir / "generator" / "checkpoints" / "checkpoint"
+    for named in (str(elsewhere / "victim-1"), "../../../mine/victim-1"):
+        state_file.write_text(f'model_checkpoint_path: "ckpt-4"\nall_model_checkpoint_paths: "{named}"\n'
+                              'all_model_checkpoint_paths: "ckpt-4"\n')
+        capsys.readouterr()
+        assert train.main(["train", *_with(arguments, generator_steps=8)]) == cli.USER_ERROR_STATUS
+        assert capsys.readouterr().err.strip() == (
+            f"error: {state_file} names a checkpoint outside its directory ({elsewhere / 'victim-1'}), which a run would delete in "
+            "turn as it saves its own; a run names only its own: if this work directory comes from someone else, do "
+            "not run in it (removing that file trains this stage from its start)")
+    assert sorted(os.listdir(elsewhere)) == ["victim-1.data-00000-of-00001", "victim-1.index"]
+
+
 def test_a_lost_history_does_not_stop_a_finished_stage(finished_run, capsys):
     work_dir, arguments = finished_run
     (work_dir / "generator.keras").write_bytes(b"damaged")

@@ -66,7 +66,9 @@ from zscgan_tf.progress import count_of  # noqa: E402
 
 FLAGS = flags.FLAGS
 # The teacher flags a --student takes: what its input is, and the code of its own layers.
-STUDENT_FLAG_NAMES = cli.PREPROCESSING_FLAG_NAMES + ("teacher_custom_objects",)
+STUDENT_FLAG_NAMES = cli.PREPROCESSING_FLAG_NAMES + ("teacher_custom_objects", "trust_model_code")
+# What a --run_dir takes of the teacher flags: the code its recorded teacher runs, confirmed (`_check_code_confirmed`).
+RUN_DIR_FLAG_NAMES = ("teacher_custom_objects", "trust_model_code")
 DATA_SOURCES = ("generator", "distilled", "noise")
 # Flags that say how an int8 export is calibrated, which the float modes would ignore.
 CALIBRATION_FLAG_NAMES = ("generator", "data_source", "distilled_steps", "calibration_samples", "seed")
@@ -117,7 +119,10 @@ class ConversionConfig:
       io_dtype, per_channel, allow_float_ops: the int8 export's input and output type, weight
         scales, and whether ops with no int8 kernel may stay float.
       output: the .tflite file to write.
-      custom_objects: the modules a --student's own layers are defined in.
+      custom_objects: the modules a --student's own layers are defined in (for a --run_dir, the
+        ones its run recorded, confirmed).
+      trust_model_code: let a --student (or, confirmed, a --run_dir's teacher and student) load
+        with the serialized Python of its Lambda layers.
       given: the names of `GIVEN_FLAG_NAMES` given on the command line (or in a flagfile),
         as opposed to left at their defaults.
       teacher_source: what --teacher and the teacher flags describe, or None without --teacher.
@@ -142,6 +147,7 @@ class ConversionConfig:
     seed: int
     output: Optional[str]
     custom_objects: Tuple[str, ...] = ()
+    trust_model_code: bool = False
     given: FrozenSet[str] = frozenset()
     teacher_source: Optional[teachers.TeacherSource] = None
     student_preprocessing: Optional[Preprocessing] = None
@@ -216,7 +222,7 @@ def config_from_flags() -> ConversionConfig:
         data_source=FLAGS.data_source, distilled_steps=FLAGS.distilled_steps, mode=FLAGS.mode,
         calibration_samples=FLAGS.calibration_samples, io_dtype=FLAGS.io_dtype, per_channel=FLAGS.per_channel,
         allow_float_ops=FLAGS.allow_float_ops, seed=FLAGS.seed, output=FLAGS.output,
-        custom_objects=tuple(FLAGS.teacher_custom_objects),
+        custom_objects=tuple(FLAGS.teacher_custom_objects), trust_model_code=FLAGS.trust_model_code,
         given=frozenset(name for name in GIVEN_FLAG_NAMES if FLAGS[name].present),
         teacher_source=teacher_source, student_preprocessing=student_preprocessing,
         ignored_teacher_flags_note=ignored_note, teacher_flags_error=teacher_flags_error)
@@ -300,12 +306,15 @@ def _model_to_convert(config: ConversionConfig):
     if len(sources) != 1:
         raise UserError("pass exactly one of --run_dir, --student and --teacher")
     # A run directory records its teacher; a student file has only an input to describe.
-    used_teacher_flags = (() if config.run_dir else STUDENT_FLAG_NAMES if config.student else cli.TEACHER_FLAG_NAMES)
+    used_teacher_flags = (RUN_DIR_FLAG_NAMES if config.run_dir else STUDENT_FLAG_NAMES if config.student
+                          else cli.TEACHER_FLAG_NAMES)
     unused = [f"--{name}" for name in cli.TEACHER_FLAG_NAMES if name in config.given and name not in used_teacher_flags]
     if unused:
-        student_takes = " (a --student takes --teacher_preprocessing and --teacher_custom_objects)"
-        raise UserError(f"{', '.join(unused)} describe{'s' if len(unused) == 1 else ''} a --teacher"
-                        f"{student_takes if config.student else ''}, not a --{sources[0]}")
+        takes = (" (a --student takes --teacher_preprocessing, --teacher_custom_objects and --trust_model_code)"
+                 if config.student else " (a --run_dir takes --teacher_custom_objects and --trust_model_code, to "
+                 "confirm the code its teacher runs)" if config.run_dir else "")
+        raise UserError(f"{', '.join(unused)} describe{'s' if len(unused) == 1 else ''} a --teacher{takes}, "
+                        f"not a --{sources[0]}")
     generator = generator_lib.load_generator(config.generator) if config.generator else None
     if config.run_dir:
         return _from_run(config, generator)
@@ -317,7 +326,7 @@ def _model_to_convert(config: ConversionConfig):
         if generator_message:  # It was "a float model ...: quantize it post-training with --teacher=<it>".
             raise UserError(generator_message)
         try:
-            student = quantization_stages.load_student(config.student)
+            student = quantization_stages.load_student(config.student, trust_model_code=config.trust_model_code)
         except (OSError, ValueError, TypeError) as error:
             raise UserError(f"cannot load student {config.student!r}: "
                             f"{custom_objects.explained(first_line(error))}") from error
@@ -379,6 +388,28 @@ def _export_settings(config: ConversionConfig) -> Tuple[str, bool]:
     return io_dtype, allow_float_ops
 
 
+def _check_code_confirmed(config: ConversionConfig, recorded: teachers.TeacherSource) -> None:
+    """Refuses a run directory whose teacher ran Python code of its own (`--trust_model_code`,
+    `--teacher_custom_objects`, as its `config.json` records them) unless this command's flags
+    say the same: a run directory from someone else would run the code it names.
+
+    Raises:
+      UserError: naming the flags to pass.
+    """
+    wanted = []
+    if recorded.trust_model_code and not config.trust_model_code:
+        wanted.append("--trust_model_code (its model files hold serialized Python, such as Lambda layers)")
+    given = teachers.TeacherSource(model=recorded.model, custom_objects=config.custom_objects).portable()
+    if config.custom_objects and not recorded.custom_objects:  # It would be neither imported nor needed.
+        raise UserError(f"--teacher_custom_objects: the run in {config.run_dir!r} loaded its teacher without any; "
+                        "leave it out")
+    if given.custom_objects != recorded.custom_objects:
+        wanted.append(f"--teacher_custom_objects={','.join(recorded.custom_objects)} (Python modules of its layers)")
+    if wanted:
+        raise UserError(f"the run in {config.run_dir!r} loaded its teacher with code that runs as it loads; to convert "
+                        f"it, pass {' and '.join(wanted)}, only if you trust that code and this directory's author")
+
+
 def _from_run(config: ConversionConfig, generator):
     run_dir = config.run_dir
     run_config = _run_config(run_dir)
@@ -391,6 +422,7 @@ def _from_run(config: ConversionConfig, generator):
                             "records it in full")
         raise UserError(f"the run's teacher {model!r} is missing (moved since the run?): put it back there, or rerun "
                         f"the pipeline on {run_dir!r} with --teacher=<where it is now>, which records it")
+    _check_code_confirmed(config, run_config.teacher)
     tf_keras.utils.set_random_seed(run_config.seed)  # A Keras application without weights: the run's.
     teacher = teachers.load_teacher(run_config.teacher)
     state = run_state.read_state(run_dir)
@@ -423,7 +455,8 @@ def _from_run(config: ConversionConfig, generator):
                   f"checkpoint is at step {checkpoint_step} of a longer run not finished yet: rerun it to finish, then "
                   "convert again")
         try:
-            student = quantization_stages.load_student(student_path, teacher.input_range())
+            student = quantization_stages.load_student(student_path, teacher.input_range(),
+                                                       trust_model_code=run_config.teacher.trust_model_code)
         except (OSError, ValueError) as error:
             rebuilt = ("which rebuilds it from its QAT checkpoints" if checkpoint_step is not None
                        else "which trains it again: no QAT checkpoint of it is left")

@@ -30,7 +30,9 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 import tf_keras
+from tf_keras.src.saving import serialization_lib
 
+from zscgan_tf import model_files
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.preprocessing import MODES as PREPROCESSING_MODES
 from zscgan_tf.preprocessing import HALF_PIXEL_RANGE, PIXEL_MAX, Preprocessing
@@ -323,19 +325,28 @@ def load_generator(path) -> tf_keras.Model:
         noise = tf.random.normal([16, generator.inputs[0].shape[1]])
         images = generator([noise, tf.range(16) % num_classes], training=False)
 
+    It loads in Keras safe mode, HDF5 files too: a generator of this package holds no
+    serialized Python, and a file that does (a Lambda layer's code, which would run as it
+    loads: a run directory from someone else) is refused.
+
     Raises:
-      UserError: for a missing or unreadable file, or a model that is not a generator (a
-        classifier takes images, not noise and a label).
+      UserError: for a missing or unreadable file, a file holding serialized Python, or a
+        model that is not a generator (a classifier takes images, not noise and a label).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise UserError(f"generator {path!r} does not exist")
     try:
-        generator = tf_keras.models.load_model(path, compile=False, custom_objects={
-            "ConditionalBatchNormalization": ConditionalBatchNormalization,
-            "InputSpaceMapping": InputSpaceMapping, "GaussianBlur": GaussianBlur,
-            "RoundRobinSplit": RoundRobinSplit, "RoundRobinMerge": RoundRobinMerge})
+        # Without a scope, tf_keras runs the Lambda code of an HDF5 file (a generator.keras may be one).
+        with serialization_lib.SafeModeScope(safe_mode=True):
+            generator = tf_keras.models.load_model(path, compile=False, custom_objects={
+                "ConditionalBatchNormalization": ConditionalBatchNormalization,
+                "InputSpaceMapping": InputSpaceMapping, "GaussianBlur": GaussianBlur,
+                "RoundRobinSplit": RoundRobinSplit, "RoundRobinMerge": RoundRobinMerge})
     except (OSError, ValueError, TypeError) as error:
+        if model_files.refused_as_python_code(error):
+            raise UserError(f"generator {path!r} holds serialized Python code (a Lambda layer), which no generator "
+                            "of zscgan_tf has, and was not loaded: that code would run as it loads") from error
         raise UserError(f"cannot load generator {path!r}: {first_line(error)}") from error
     if [tuple(tensor.shape[1:]) for tensor in generator.inputs][1:] != [()]:
         shapes = ", ".join(str(tuple(tensor.shape[1:])) for tensor in generator.inputs)

@@ -79,6 +79,13 @@ def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model
         return _load_model_file(path, trust_model_code)
 
 
+def refused_as_python_code(error: BaseException) -> bool:
+    """Whether `error` is Keras safe mode refusing the serialized Python of a model file (a
+    Lambda layer's code), which would run as the file loads."""
+    message = first_line(error)
+    return "safe_mode" in message or "Lambda" in message
+
+
 def _other_model_kind(path: str) -> str:
     """What a model file other than a Keras model is, as "a TFLite model, which holds converted ops", or ""."""
     if os.path.isdir(path):
@@ -142,7 +149,7 @@ def _load_model_file(path: str, trust_model_code: bool) -> tf_keras.Model:
                 model = _without_tfmot_wrappers(model)
     except Exception as error:
         message = first_line(error)
-        if "safe_mode" in message or "Lambda" in message:
+        if refused_as_python_code(error):
             raise UserError(f"model file {path!r} holds serialized Python code (e.g. a Lambda layer) and was not "
                             "loaded; pass --trust_model_code only if you trust its author") from error
         # Classes tf_keras does not know, unless TF-MOT's scopes were lent to it (their classes are known then).

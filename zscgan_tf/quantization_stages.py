@@ -30,9 +30,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
+from tf_keras.src.saving import serialization_lib
 
 from zscgan_tf import __version__
-from zscgan_tf import distill, edge_tpu, evaluate, export, quantize, quantizer_ranges, seeds, tflite_model, zero_shot
+from zscgan_tf import distill, edge_tpu, evaluate, export, model_files, quantize, quantizer_ranges, seeds, tflite_model
+from zscgan_tf import training_loop, zero_shot
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, read_json, save_keras_model_atomic, write_json_atomic, write_text_atomic
@@ -248,21 +250,32 @@ def scheme_of(run_config: RunConfig) -> quantize.QuantizationScheme:
         per_channel=settings.per_channel, low_bit_ranges=settings.low_bit_ranges)
 
 
-def load_student(path, input_range=None) -> tf_keras.Model:
+def load_student(path, input_range=None, trust_model_code: bool = False) -> tf_keras.Model:
     """Loads a TF-MOT student saved by `distillation_stage` (a run's `student.h5`).
 
     With `input_range` (`Teacher.input_range()`), the model input's range is widened to
     it: a student saved before that range covered every pixel level exports with it.
 
     It loads any tf_keras model file; `export.is_quantization_aware` tells a student from a
-    float model.
+    float model. Keras safe mode is on unless `trust_model_code` (the teacher's setting: the
+    student of a teacher with Lambda layers has them too): serialized Python is refused
+    rather than run.
 
     Raises:
       OSError, ValueError: as `tf_keras.models.load_model` raises them, for a file it cannot read.
       ValueError: for an `input_range` that is not (low, high).
+      UserError: for a file holding serialized Python, without `trust_model_code`.
     """
-    with tfmot.quantization.keras.quantize_scope():
-        student = tf_keras.models.load_model(os.fspath(path), compile=False)
+    # The scope covers HDF5 files, whose loader would run a Lambda layer's code without one.
+    with tfmot.quantization.keras.quantize_scope(), serialization_lib.SafeModeScope(safe_mode=not trust_model_code):
+        try:
+            student = tf_keras.models.load_model(os.fspath(path), compile=False)
+        except ValueError as error:
+            if not model_files.refused_as_python_code(error):
+                raise
+            raise UserError(f"student {os.fspath(path)!r} holds serialized Python code (e.g. a Lambda layer, as the "
+                            "student of a teacher with one does) and was not loaded; pass --trust_model_code only if "
+                            "you trust its author") from error
     if input_range is not None:
         if len(input_range) != 2:
             raise ValueError(f"the input range must be (low, high), got {input_range!r}")
@@ -277,6 +290,7 @@ def restore_student(run_config: RunConfig, teacher: Teacher, generator, calibrat
     Raises:
       UserError: if there is no checkpoint.
     """
+    training_loop.check_checkpoints_inside(checkpoint_dir)
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     if not latest:
         raise UserError(f"no QAT checkpoint in {checkpoint_dir!r}: its run has trained no student yet; rerun the "
@@ -313,7 +327,7 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
     finished = state.get("distillation", {})
     if finished.get("steps") == settings.steps and finished.get("sha256") == file_digest(model_path):
         say(f"distillation: already done ({settings.steps} steps), loading {model_path}")
-        return load_student(model_path, teacher.input_range())
+        return load_student(model_path, teacher.input_range(), trust_model_code=run_config.teacher.trust_model_code)
     _start_distilling_from(os.path.join(work_dir, DISTILLATION_DIR), generator)
     scheme = scheme_of(run_config)
     # Said before the student is built: its ranges are calibrated first, 20 s for 5,000 samples on 2 CPU cores.

@@ -150,6 +150,7 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
       NonFiniteLossError: if a checked term becomes NaN or Inf.
       TrainingInterrupted: on Ctrl-C, SIGTERM, SIGHUP or a closed output, after saving a checkpoint.
     """
+    check_checkpoints_inside(os.path.join(work_dir, CHECKPOINT_DIR))
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(work_dir, CHECKPOINT_DIR),
                                          max_to_keep=CHECKPOINTS_TO_KEEP)
     restored = _restore_latest_readable(manager, checkpoint, name)
@@ -266,6 +267,28 @@ def for_tensorboard(image: np.ndarray) -> np.ndarray:
         return image
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
     return np.round(tf.image.resize(image, size, method="area").numpy()).astype(np.uint8)
+
+
+def check_checkpoints_inside(checkpoint_dir: str) -> None:
+    """Refuses a checkpoint directory whose state file (`checkpoint`) names checkpoints elsewhere.
+
+    A run names only its own, in that directory; TensorFlow's CheckpointManager deletes the
+    oldest checkpoints the file names as it saves new ones, and restores the latest, wherever
+    they are: a work directory from someone else could name anyone's files.
+
+    Raises:
+      UserError: naming the file and the first checkpoint outside.
+    """
+    state = tf.train.get_checkpoint_state(checkpoint_dir)  # Relative names joined to the directory.
+    if state is None:
+        return
+    directory = os.path.realpath(checkpoint_dir)
+    for prefix in (state.model_checkpoint_path, *state.all_model_checkpoint_paths):
+        if os.path.dirname(os.path.realpath(os.path.join(checkpoint_dir, prefix))) != directory:
+            raise UserError(f"{os.path.join(checkpoint_dir, 'checkpoint')} names a checkpoint outside its directory "
+                            f"({os.path.normpath(prefix)}), which a run would delete in turn as it saves its own; a run names only its "
+                            "own: if this work directory comes from someone else, do not run in it (removing that "
+                            "file trains this stage from its start)")
 
 
 def latest_step(work_dir: str) -> Optional[int]:
