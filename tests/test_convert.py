@@ -520,8 +520,8 @@ def test_a_run_directory_in_use_by_a_run_is_refused_and_converts_once_it_is_free
      "is a TF-MOT quantization-aware student, not a float teacher: export it with --student=RUN/student.h5"),
     # Teacher flags where they would be ignored.
     (["--run_dir=RUN", "--teacher_preprocessing=raw"],
-     "--teacher_preprocessing describes a --teacher (a --run_dir takes --teacher_custom_objects and --trust_model_code, "
-     "to confirm the code its teacher runs), not a --run_dir"),
+     "--teacher_preprocessing describes a --teacher (a --run_dir takes --teacher_custom_objects and "
+     "--trust_model_code, to confirm the code its teacher runs), not a --run_dir"),
     (["--run_dir=RUN", "--teacher_custom_objects=layers.py"],
      "--teacher_custom_objects: the run in 'RUN' loaded its teacher without any; leave it out"),
     (["--student=RUN/student.h5", "--teacher_alpha=0.5", "--teacher_input_size=8"],
@@ -580,6 +580,7 @@ def _save_model_running_code(path, marker):
     os.remove(marker)  # Built by running that code once.
 
 
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")  # As someone else saved it.
 def test_a_run_directory_from_someone_else_runs_no_code_its_files_name(run_dir, tmp_path, convert):
     # tf_keras ran the Lambda code of an HDF5 student or generator, and --run_dir took --trust_model_code and
     # --teacher_custom_objects from the directory's config.json.

@@ -558,9 +558,9 @@ def test_a_checkpoint_state_naming_files_elsewhere_is_refused_before_they_are_re
         capsys.readouterr()
         assert train.main(["train", *_with(arguments, generator_steps=8)]) == cli.USER_ERROR_STATUS
         assert capsys.readouterr().err.strip() == (
-            f"error: {state_file} names a checkpoint outside its directory ({elsewhere / 'victim-1'}), which a run would delete in "
-            "turn as it saves its own; a run names only its own: if this work directory comes from someone else, do "
-            "not run in it (removing that file trains this stage from its start)")
+            f"error: {state_file} names a checkpoint outside its directory ({elsewhere / 'victim-1'}), which a run "
+            "would delete in turn as it saves its own; a run names only its own: if this work directory comes from "
+            "someone else, do not run in it (removing that file trains this stage from its start)")
     assert sorted(os.listdir(elsewhere)) == ["victim-1.data-00000-of-00001", "victim-1.index"]
 
 

@@ -86,7 +86,8 @@ class ProgressBar:
         now = time.monotonic()
         if self.first_update is None:
             self.first_update = (step, now)
-        if not force and (now < self.quiet_until or (step < self.total_steps and now - self.last_write < self.interval)):
+        held_back = step < self.total_steps and now - self.last_write < self.interval
+        if not force and (now < self.quiet_until or held_back):
             return
         self.last_write, self.written = now, True
         # On a terminal the line is drawn over the last; ERASE_TO_END_OF_LINE clears what a longer one left.

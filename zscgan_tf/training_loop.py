@@ -286,9 +286,9 @@ def check_checkpoints_inside(checkpoint_dir: str) -> None:
     for prefix in (state.model_checkpoint_path, *state.all_model_checkpoint_paths):
         if os.path.dirname(os.path.realpath(os.path.join(checkpoint_dir, prefix))) != directory:
             raise UserError(f"{os.path.join(checkpoint_dir, 'checkpoint')} names a checkpoint outside its directory "
-                            f"({os.path.normpath(prefix)}), which a run would delete in turn as it saves its own; a run names only its "
-                            "own: if this work directory comes from someone else, do not run in it (removing that "
-                            "file trains this stage from its start)")
+                            f"({os.path.normpath(prefix)}), which a run would delete in turn as it saves its own; a "
+                            "run names only its own: if this work directory comes from someone else, do not run in it "
+                            "(removing that file trains this stage from its start)")
 
 
 def latest_step(work_dir: str) -> Optional[int]:
