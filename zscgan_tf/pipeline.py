@@ -294,7 +294,8 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
       TypeError: if `run_config` is not a `RunConfig` (`RunConfig.from_dict` makes one of a dict).
       UserError: for bad input, as the command prints it in one line.
       training_loop.TrainingInterrupted: on Ctrl-C (a notebook's interrupt), SIGTERM or SIGHUP,
-        once a checkpoint is saved: the same call resumes from it.
+        once a checkpoint (or, in the evaluation, the predictions so far) is saved: the same
+        call resumes from it.
       training_loop.NonFiniteLossError: when a loss term becomes NaN or infinite.
     """
     if not isinstance(run_config, config_lib.RunConfig):

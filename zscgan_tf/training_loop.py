@@ -43,10 +43,12 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C, SIGTERM, SIGHUP or a closed output during training; a checkpoint was saved first.
+    """Ctrl-C, SIGTERM, SIGHUP or a closed output during training, or during the evaluation
+    (`evaluation_stage`); a checkpoint, or the evaluation's predictions so far, was saved first.
 
     Attributes:
-      stopped: how and where, e.g. "SIGTERM at generator step 341".
+      stopped: how and where, e.g. "SIGTERM at generator step 341" or "interrupted at
+        evaluation image 2,560 of 10,000".
       signal_number: the signal that stopped it (SIGINT, SIGTERM or SIGHUP; `PIPE_CLOSED` for a
         closed output).
     """
