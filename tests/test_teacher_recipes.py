@@ -154,6 +154,33 @@ def test_a_backup_of_another_recipe_is_refused_and_a_finished_ones_starts_again(
     assert set(os.listdir(backup_dir)) - {files.LOCK_FILE} == {"recipe.json"}
 
 
+def test_a_backup_from_someone_else_neither_restores_nor_deletes_files_elsewhere(tmp_path, monkeypatch):
+    # Keras' BackupAndRestore read the weights of, then deleted, checkpoints its state file named anywhere; and a
+    # backup directory that was a link had its target emptied when the training started again.
+    path = str(tmp_path / "teacher.keras")
+    monkeypatch.setattr(tf_keras.callbacks, "BackupAndRestore", _StopAfterSecondEpoch)
+    with pytest.raises(KeyboardInterrupt):
+        teacher_recipes.train_from_recipe(dataclasses.replace(TINY_RECIPE, epochs=3), path, progress=False)
+    monkeypatch.undo()
+    elsewhere = tmp_path / "mine"
+    elsewhere.mkdir()
+    for name in ("ckpt-1.index", "ckpt-1.data-00000-of-00001", "notes.txt"):
+        (elsewhere / name).write_text("mine")
+    state_file = pathlib.Path(teacher_recipes.training_backup_path(path)) / "chief" / "checkpoint"
+    state_file.write_text(f'model_checkpoint_path: "{elsewhere / "ckpt-1"}"\n'
+                          f'all_model_checkpoint_paths: "{elsewhere / "ckpt-1"}"\n')
+    with pytest.raises(UserError, match=re.escape(f"{state_file} names a checkpoint outside its directory "
+                                                  f"({elsewhere / 'ckpt-1'})")):
+        teacher_recipes.claim_training_backup(path, dataclasses.replace(TINY_RECIPE, epochs=3), None)
+    linked = str(tmp_path / "linked.keras")
+    os.symlink(elsewhere, teacher_recipes.training_backup_path(linked))
+    with pytest.raises(UserError, match=re.escape(
+            f"{linked}.training is a symbolic link, where the training of {linked!r} keeps its backup in a directory "
+            "of its own: remove the link")):
+        teacher_recipes.train_from_recipe(TINY_RECIPE, linked, progress=False)
+    assert sorted(os.listdir(elsewhere)) == ["ckpt-1.data-00000-of-00001", "ckpt-1.index", "notes.txt"]
+
+
 def test_a_teacher_in_training_elsewhere_is_refused(tmp_path, monkeypatch):
     path = str(tmp_path / "teacher.keras")
     backup_dir = _made_backup_dir(path)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import data, files, sidecar, teacher_training
+from zscgan_tf import data, files, sidecar, teacher_training, training_loop
 from zscgan_tf.architectures import ARCHITECTURES, build_architecture
 from zscgan_tf.errors import UserError
 from zscgan_tf.labeled_images import CENTRAL_CROP_FRACTION, LabeledImages, MixedImageSizesError
@@ -169,6 +169,9 @@ def _training_lock(teacher_path: str, on_wait: Optional[Callable[[str], None]] =
     refusal of a place that cannot be written.
     """
     backup_dir = training_backup_path(teacher_path)
+    if os.path.islink(backup_dir):  # Its contents are removed when it starts again: another directory's.
+        raise UserError(f"{backup_dir} is a symbolic link, where the training of {teacher_path!r} keeps its backup "
+                        "in a directory of its own: remove the link")
     reason = files.unusable_directory_reason(backup_dir)
     if reason:
         raise UserError(f"cannot write the teacher {teacher_path!r}: {reason}{advice}")
@@ -213,6 +216,8 @@ def claim_training_backup(teacher_path: str, recipe: TeacherRecipe, data_dir: Op
                                     "data_dir": os.path.abspath(data_dir) if data_dir else None}))
     recipe_path = os.path.join(backup_dir, BACKUP_RECIPE_FILE)
     recorded = files.read_json(recipe_path, None)
+    # Keras' BackupAndRestore restores and deletes what the checkpoint state file names, wherever it is.
+    training_loop.check_checkpoints_inside(os.path.join(backup_dir, BACKUP_CHECKPOINT_DIR))
     checkpoint = tf.train.latest_checkpoint(os.path.join(backup_dir, BACKUP_CHECKPOINT_DIR))
     saved_since = not save_cut_short(teacher_path) and os.path.exists(teacher_path) and os.path.exists(
         recipe_path) and os.path.getmtime(teacher_path) >= os.path.getmtime(recipe_path)
