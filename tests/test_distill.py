@@ -368,3 +368,24 @@ def test_joint_training_updates_a_copy_of_the_generator_and_resumes_it(tmp_path)
     resumed.train(str(tmp_path), progress=False)
     assert int(resumed.step.numpy()) == 3 and int(resumed.generator_trainer.step.numpy()) == 3
     assert any(not np.array_equal(before, after) for before, after in zip(trained, resumed.generator.get_weights()))
+
+
+def test_qat_checkpoints_of_another_generator_behind_a_link_lose_the_link_not_the_files(tmp_path, capsys):
+    # A received work directory whose distillation/ was a link, rerun with another generator: rmtree refused the
+    # link with a traceback.
+    import json
+    import os
+    from zscgan_tf import quantization_stages
+    elsewhere = tmp_path / "mine"
+    elsewhere.mkdir()
+    (elsewhere / quantization_stages.DISTILLED_FROM_FILE).write_text(json.dumps({"generator_weights_sha256": "other"}))
+    (elsewhere / "ckpt-1.index").write_text("mine")
+    distillation_dir = tmp_path / "run" / "distillation"
+    distillation_dir.parent.mkdir()
+    os.symlink(elsewhere, distillation_dir)
+    generator = tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(1)])
+    quantization_stages._start_distilling_from(str(distillation_dir), generator)  # pylint: disable=protected-access
+    assert "was distilled from another generator than this one; discarded" in capsys.readouterr().out
+    assert not os.path.islink(distillation_dir) and os.listdir(distillation_dir) == [
+        quantization_stages.DISTILLED_FROM_FILE]
+    assert sorted(os.listdir(elsewhere)) == ["ckpt-1.index", quantization_stages.DISTILLED_FROM_FILE]

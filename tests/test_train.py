@@ -632,6 +632,20 @@ def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_pat
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, own)}",
                        f"--generator_from={first}"]) == 2
     assert "already has a generator (generator.keras, generator)" in capsys.readouterr().err
+    # A run directory from someone else with a link in it: copied, the link carried the next write elsewhere.
+    linked = tmp_path / "linked"
+    shutil.copytree(first, linked)
+    elsewhere = tmp_path / "mine.json"
+    elsewhere.write_text("mine")
+    os.remove(linked / "generator" / "history.json")
+    os.symlink(elsewhere, linked / "generator" / "history.json")
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, tmp_path / "new", extra=["--generator_steps=6"])
+    assert train.main(["train", f"--flagfile={flagfile}", f"--generator_from={linked}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --generator_from={linked}: {linked / 'generator' / 'history.json'} is a symbolic link, and a run "
+        "takes only files from another's directory: copy that run's directory without links (cp -rL), or train a "
+        "generator in this run")
+    assert elsewhere.read_text() == "mine" and not (tmp_path / "new").exists()
 
 
 def test_an_exported_model_litert_refuses_is_named_in_one_line(tmp_path, tiny_teacher_file, monkeypatch, capsys):

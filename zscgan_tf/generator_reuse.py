@@ -11,7 +11,7 @@ pools hold.
 import dataclasses
 import os
 import shutil
-from typing import Optional
+from typing import List, Optional
 
 from zscgan_tf import config as config_lib
 from zscgan_tf.errors import UserError
@@ -93,6 +93,11 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     source = GeneratorSource(source_dir, finished, {key: source_state[key] for key in
                                                     (TEACHER_KEY, TEACHER_PREPROCESSING_KEY) if key in source_state})
     member_names = source.shared_member_names(run_config)
+    link = _first_symbolic_link(source_dir, [GENERATOR_MODEL_FILE] + [
+        directory for name in member_names for directory in (name, os.path.join(LOGS_DIR, name))])
+    if link:  # Copied, a link carried the next write (and a linked directory's files) from elsewhere into this run.
+        raise UserError(f"{flag}: {link} is a symbolic link, and a run takes only files from another's directory: "
+                        "copy that run's directory without links (cp -rL), or train a generator in this run")
     steps = checkpoint_steps(source_dir, member_names)
     without = [name for name, step in zip(member_names, steps) if step is None]
     if without and finished["steps"] < run_config.generator_training.steps:
@@ -110,6 +115,19 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
         raise UserError(f"{flag}: that run's generator has trained {finished['steps']} steps, more than "
                         f"--generator_steps={run_config.generator_training.steps}; ask for {finished['steps']} or more")
     return source
+
+
+def _first_symbolic_link(work_dir: str, names: List[str]) -> Optional[str]:
+    """The first symbolic link among `names` in `work_dir` and what their directories hold, or None."""
+    for name in names:
+        path = os.path.join(work_dir, name)
+        if os.path.islink(path):
+            return path
+        for root, directories, file_names in os.walk(path):  # Nothing for a file, or a path that is not there.
+            for entry in directories + file_names:
+                if os.path.islink(os.path.join(root, entry)):
+                    return os.path.join(root, entry)
+    return None
 
 
 def _link_or_copy(source: str, destination: str):

@@ -380,7 +380,10 @@ def _start_distilling_from(distillation_dir: str, generator) -> None:
     if os.path.isdir(distillation_dir) and recorded not in (None, generator_sha256):
         say(f"distillation: {distillation_dir} was distilled from another generator than this one; discarded, to "
             "distil from this one")
-        shutil.rmtree(distillation_dir)
+        if os.path.islink(distillation_dir):  # The link goes, not the files it points to (rmtree refused it).
+            os.remove(distillation_dir)
+        else:
+            shutil.rmtree(distillation_dir)
     os.makedirs(distillation_dir, exist_ok=True)
     if recorded != generator_sha256:
         write_json_atomic(record_path, {"generator_weights_sha256": generator_sha256})
