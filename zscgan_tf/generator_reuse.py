@@ -93,8 +93,7 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     source = GeneratorSource(source_dir, finished, {key: source_state[key] for key in
                                                     (TEACHER_KEY, TEACHER_PREPROCESSING_KEY) if key in source_state})
     member_names = source.shared_member_names(run_config)
-    link = _first_symbolic_link(source_dir, [GENERATOR_MODEL_FILE] + [
-        directory for name in member_names for directory in (name, os.path.join(LOGS_DIR, name))])
+    link = _first_symbolic_link(source_dir, [GENERATOR_MODEL_FILE, *_copied_directories(member_names)])
     if link:  # Copied, a link carried the next write (and a linked directory's files) from elsewhere into this run.
         raise UserError(f"{flag}: {link} is a symbolic link, and a run takes only files from another's directory: "
                         "copy that run's directory without links (cp -rL), or train a generator in this run")
@@ -115,6 +114,12 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
         raise UserError(f"{flag}: that run's generator has trained {finished['steps']} steps, more than "
                         f"--generator_steps={run_config.generator_training.steps}; ask for {finished['steps']} or more")
     return source
+
+
+def _copied_directories(member_names: List[str]) -> List[str]:
+    """The directories `take_generator` copies of each pool member: its checkpoints and history, and its
+    TensorBoard logs (`generator_source` checks the same ones for links)."""
+    return [directory for name in member_names for directory in (name, os.path.join(LOGS_DIR, name))]
 
 
 def _first_symbolic_link(work_dir: str, names: List[str]) -> Optional[str]:
@@ -183,11 +188,10 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
     say(f"generator: taking {taken} of {source.work_dir} ({source.finished['steps']} steps)")
     state[GENERATOR_FROM_KEY] = source.work_dir  # What is copied from here on is this run's to copy again.
     write_state(work_dir, state)
-    for name in member_names:
-        for directory in (name, os.path.join(LOGS_DIR, name)):  # Checkpoints and history; TensorBoard logs.
-            if os.path.isdir(os.path.join(source.work_dir, directory)):
-                os.makedirs(os.path.dirname(os.path.join(work_dir, directory)), exist_ok=True)
-                _copy_directory(os.path.join(source.work_dir, directory), os.path.join(work_dir, directory))
+    for directory in _copied_directories(member_names):
+        if os.path.isdir(os.path.join(source.work_dir, directory)):
+            os.makedirs(os.path.dirname(os.path.join(work_dir, directory)), exist_ok=True)
+            _copy_directory(os.path.join(source.work_dir, directory), os.path.join(work_dir, directory))
     model_path = os.path.join(work_dir, GENERATOR_MODEL_FILE)
     temporary = os.path.join(work_dir, TEMPORARY_PREFIX + GENERATOR_MODEL_FILE)
     if os.path.exists(temporary):
