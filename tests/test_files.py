@@ -119,6 +119,27 @@ def test_taking_a_directory_removes_the_temporary_files_of_ended_writers_only(tm
         f"-{os.getpid()}-")
 
 
+def test_a_lock_file_that_is_a_symbolic_link_is_refused_and_its_target_left_alone(tmp_path):
+    # The lock file's target was emptied and written with the holder's name: any file the user can write,
+    # from a work directory someone sent.
+    target = tmp_path / "notes.txt"
+    target.write_text("the user's notes")
+    work_dir = tmp_path / "run"
+    work_dir.mkdir()
+    (work_dir / files.LOCK_FILE).symlink_to(target)
+    for shared in (False, True):
+        with pytest.raises(files.UserError) as refusal:
+            with files.exclusive_use(str(work_dir), shared=shared):
+                pass
+        assert str(refusal.value) == (f"{str(work_dir / files.LOCK_FILE)!r} is a symbolic link, where a run keeps a "
+                                      "lock file of its own: remove the link")
+    files.check_not_in_use(str(work_dir))  # Checking reads nothing through it: taking the lock refuses it.
+    assert target.read_text() == "the user's notes"
+    (work_dir / files.LOCK_FILE).unlink()
+    with files.exclusive_use(str(work_dir)):
+        assert (work_dir / files.LOCK_FILE).read_text() == f"run, process {os.getpid()}"
+
+
 def test_a_write_to_a_symbolic_link_replaces_its_target_and_keeps_the_link(tmp_path):
     # The link was replaced by a file of its own, and the file it pointed to kept the old model.
     (tmp_path / "models").mkdir()

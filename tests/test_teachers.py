@@ -1,7 +1,10 @@
 import dataclasses
+import importlib
 import json
 import os
 import re
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -14,6 +17,9 @@ from zscgan_tf import export, flattening, logits, model_files, teachers, tflite_
 from zscgan_tf.errors import UserError
 
 from conftest import build_tiny_classifier
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _source(model, **kwargs):
@@ -539,6 +545,63 @@ def test_lambda_layer_is_refused_in_safe_mode_and_its_code_never_runs(tmp_path, 
     assert not marker.exists()
     teacher = teachers.load_teacher(_source(path, trust_model_code=True))  # The user vouches for it.
     assert teacher.num_classes == 3
+
+
+def _save_naming_module(path, module_name, directory, marker):
+    """Saves a tiny classifier to the `.keras` file `path` with its config naming `module_name` as the module
+    of its model class, and writes that module, whose code creates `marker`, into `directory`: a file from
+    someone else, with a `.py` file sent beside it."""
+    build_tiny_classifier().save(str(path))
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    config["module"] = module_name  # "tf_keras.src.engine.functional", as saved.
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    (directory / f"{module_name}.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                                 "from tf_keras.src.engine.functional import Functional\n")
+
+
+def test_a_keras_file_naming_a_module_to_import_is_refused_before_the_module_runs(tmp_path, monkeypatch):
+    # tf_keras imports the module a .keras file names for a class it does not know, in safe mode too: a
+    # module beside the file, in the directory a command runs from (on sys.path), ran as the file loaded.
+    from tf_keras.src.saving import serialization_lib
+    from zscgan_tf import generator, quantization_stages
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "classifier.keras"
+    _save_naming_module(path, "zscgan_tf_test_received_code", tmp_path, marker)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    named = ("names Python module 'zscgan_tf_test_received_code' for a class or function Keras does not know, and "
+             "Keras would import that module as it loads, running its code; pass --teacher_custom_objects=<the "
+             "module or .py file> if it defines the model's layers, or --trust_model_code only if you trust the "
+             "file's author")
+    with pytest.raises(UserError) as refusal:
+        teachers.load_teacher(_source(str(path)))
+    assert str(refusal.value) == f"model file {str(path)!r} {named}"
+    with pytest.raises(UserError) as refusal:
+        quantization_stages.load_student(str(path))
+    assert str(refusal.value) == f"student {str(path)!r} {named}"
+    with pytest.raises(UserError) as refusal:
+        generator.load_generator(str(path))
+    assert str(refusal.value) == (f"generator {str(path)!r} names Python module 'zscgan_tf_test_received_code' for "
+                                  "Keras to import, which no generator of zscgan_tf does, and was not loaded: "
+                                  "importing it would run its code")
+    assert not marker.exists()
+    assert serialization_lib.importlib is importlib  # The guard is lifted after each load.
+    # As a user meets it: the command, run from the directory the file came in.
+    result = subprocess.run([sys.executable, "-m", "zscgan_tf.train", "--teacher=classifier.keras",
+                             "--work_dir=run", "--eval_dataset=none"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": REPO_ROOT})
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        f"error: model file {str(path)!r} {named}")
+    assert not marker.exists()
+    # The user vouches for the file: Keras imports the module, as it did.
+    monkeypatch.delitem(sys.modules, "zscgan_tf_test_received_code", raising=False)
+    assert teachers.load_teacher(_source(str(path), trust_model_code=True)).num_classes == 4
+    assert marker.exists()
+    sys.modules.pop("zscgan_tf_test_received_code", None)
 
 
 @pytest.mark.parametrize("suffix, save_format", [(".keras", None), (".h5", "h5"), ("_savedmodel", "tf")])

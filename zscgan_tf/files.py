@@ -283,8 +283,8 @@ def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it 
         takes a lock file it may not write (another user's) read-only.
 
     Raises:
-      UserError: if another process holds it (and `on_wait` is None); the message names
-        that work and its process.
+      UserError: if another process holds it (and `on_wait` is None), the message naming
+        that work and its process; or if the lock file is a symbolic link.
     """
     try:
         import fcntl  # pylint: disable=import-outside-toplevel  # POSIX only.
@@ -296,15 +296,17 @@ def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it 
         yield
         return
     path = os.path.join(directory, LOCK_FILE)
+    if os.path.islink(path):  # Its target would be written: a file anywhere, from a directory someone sent.
+        raise UserError(f"{path!r} is a symbolic link, where a {what} keeps a lock file of its own: remove the link")
     try:
-        lock_file = open(path, "a+")
+        lock_file = _open_not_following_links(path, "a+")
     except OSError:
         if not shared:
             raise
         if not os.path.isfile(path):  # A directory this process cannot write (read-only): no run writes there.
             yield
             return
-        lock_file = open(path, "r")  # Another user's lock file, or a read-only directory.
+        lock_file = _open_not_following_links(path, "r")  # Another user's lock file, or a read-only directory.
     mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     with lock_file:
         try:
@@ -336,6 +338,13 @@ def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it 
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
+def _open_not_following_links(path: str, mode: str):
+    """`open(path, mode)` ("a+" or "r"), refusing a symbolic link made since it was checked
+    (`OSError`, ELOOP)."""
+    flags = (os.O_RDWR | os.O_CREAT | os.O_APPEND) if mode == "a+" else os.O_RDONLY
+    return os.fdopen(os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o666), mode)
+
+
 def check_not_in_use(directory: str, what: str = "run",
                      advice: str = "wait for it to finish, or pass another --work_dir") -> None:
     """Refuses `directory` while another process holds its lock (`exclusive_use`), as taking it
@@ -350,8 +359,8 @@ def check_not_in_use(directory: str, what: str = "run",
     except ImportError:
         return
     path = os.path.join(directory, LOCK_FILE)
-    if os.path.realpath(directory) in _HELD_DIRECTORIES or not os.path.isfile(path):
-        return
+    if os.path.realpath(directory) in _HELD_DIRECTORIES or not os.path.isfile(path) or os.path.islink(path):
+        return  # A link is refused by taking the lock.
     try:
         lock_file = open(path, "r")
     except OSError:  # Unreadable: taking the lock will say why.

@@ -326,23 +326,28 @@ def load_generator(path) -> tf_keras.Model:
         images = generator([noise, tf.range(16) % num_classes], training=False)
 
     It loads in Keras safe mode, HDF5 files too: a generator of this package holds no
-    serialized Python, and a file that does (a Lambda layer's code, which would run as it
-    loads: a run directory from someone else) is refused.
+    serialized Python and names no module outside Keras, TensorFlow and this package, and
+    a file that does (a Lambda layer's code, or a module Keras would import, either of
+    which would run as it loads: a run directory from someone else) is refused.
 
     Raises:
-      UserError: for a missing or unreadable file, a file holding serialized Python, or a
-        model that is not a generator (a classifier takes images, not noise and a label).
+      UserError: for a missing or unreadable file, a file holding serialized Python or
+        naming another module, or a model that is not a generator (a classifier takes
+        images, not noise and a label).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise UserError(f"generator {path!r} does not exist")
     try:
         # Without a scope, tf_keras runs the Lambda code of an HDF5 file (a generator.keras may be one).
-        with serialization_lib.SafeModeScope(safe_mode=True):
+        with serialization_lib.SafeModeScope(safe_mode=True), model_files.modules_outside_keras_refused():
             generator = tf_keras.models.load_model(path, compile=False, custom_objects={
                 "ConditionalBatchNormalization": ConditionalBatchNormalization,
                 "InputSpaceMapping": InputSpaceMapping, "GaussianBlur": GaussianBlur,
                 "RoundRobinSplit": RoundRobinSplit, "RoundRobinMerge": RoundRobinMerge})
+    except model_files.ModuleImportRefused as error:
+        raise UserError(f"generator {path!r} names Python module {error.module!r} for Keras to import, which no "
+                        "generator of zscgan_tf does, and was not loaded: importing it would run its code") from error
     except (OSError, ValueError, TypeError) as error:
         if model_files.refused_as_python_code(error):
             raise UserError(f"generator {path!r} holds serialized Python code (a Lambda layer), which no generator "

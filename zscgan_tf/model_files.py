@@ -7,9 +7,11 @@ PyTorch file, a checkpoint or a weights-only file is named for what it is.
 """
 
 import contextlib
+import importlib
 import os
 import zipfile
-from typing import FrozenSet
+from types import ModuleType, SimpleNamespace
+from typing import FrozenSet, Optional
 
 import tensorflow_model_optimization as tfmot
 import tf_keras
@@ -33,6 +35,11 @@ COMPILE_CONFIG_KEY = "compile_config"
 # by class, with what unwraps them; the wrapped layers hold the pruned or clustered weights.
 TF_MOT_TRAINING_WRAPPERS = {"PruneLowMagnitude": "pruning", "ClusterWeights": "clustering",
                             "ClusterWeightsMHA": "clustering"}
+# The packages whose modules a saved config may name: Keras', TensorFlow's, TF-MOT's and this
+# package's. tf_keras imports the module a `.keras` file names for a class or function it does
+# not know, in safe mode too, which runs that module's code and takes anything in it (Keras 3
+# imports only Keras' own packages, and only Keras classes).
+TRUSTED_MODULE_PACKAGES = frozenset({"keras", "tf_keras", "tensorflow", "tensorflow_model_optimization", "zscgan_tf"})
 # How tf_keras' warning that a mixed-precision model may run slowly without a GPU begins.
 MIXED_PRECISION_DEVICE_CHECK = "Mixed precision compatibility check"
 
@@ -57,8 +64,10 @@ def load_model_file(path: str, trust_model_code: bool = False) -> tf_keras.Model
     tf_keras (`keras3_conversion`).
 
     Keras safe mode is on unless `trust_model_code`: serialized Python (Lambda layers)
-    in `.keras` and `.h5` files is refused rather than run. (A SavedModel restores
-    traced graphs, not Python code.)
+    in `.keras` and `.h5` files is refused rather than run, and so is a file naming a module
+    for Keras to import outside Keras, TensorFlow, TF-MOT and this package
+    (`modules_outside_keras_refused`). (A SavedModel restores traced graphs, not Python
+    code.)
 
     Raises:
       UserError: if the file is missing, unreadable, or not a Keras model.
@@ -144,9 +153,13 @@ def _load_model_file(path: str, trust_model_code: bool) -> tf_keras.Model:
             if wrappers:
                 scopes.enter_context(tfmot.sparsity.keras.prune_scope())
                 scopes.enter_context(tfmot.clustering.keras.cluster_scope())
+            if not trust_model_code:
+                scopes.enter_context(modules_outside_keras_refused())
             model = tf_keras.models.load_model(path, compile=False)
             if wrappers:
                 model = _without_tfmot_wrappers(model)
+    except ModuleImportRefused as error:
+        raise UserError(imported_module_refusal(error, f"model file {path!r}")) from error
     except Exception as error:
         message = first_line(error)
         if refused_as_python_code(error):
@@ -187,6 +200,48 @@ def saved_layer_classes(path: str) -> FrozenSet[str]:
             saved_function = entry["class_name"] == "function" and isinstance(entry.get("config"), str)
             names.add(entry["config"] if saved_function else entry["class_name"])
     return frozenset(names)
+
+
+class ModuleImportRefused(Exception):
+    """tf_keras was about to import a module that a saved config names, outside
+    `TRUSTED_MODULE_PACKAGES` (`modules_outside_keras_refused`)."""
+
+    def __init__(self, module: str):
+        super().__init__(f"the import of module {module!r}, which a saved config names, was refused")
+        self.module = module
+
+
+@contextlib.contextmanager
+def modules_outside_keras_refused():
+    """Within the block, tf_keras' loaders import no module outside `TRUSTED_MODULE_PACKAGES`
+    that a saved config names, and raise `ModuleImportRefused` instead.
+
+    tf_keras imports the module a `.keras` file names for a class or function it does not
+    know (registered ones are found first), safe mode or not: importing runs the module's
+    code, and a file from someone else could name a `.py` file sent beside it, in the
+    directory a command runs from. Its one such import, in `serialization_lib`, is the
+    one guarded (a test checks that it still is).
+    """
+    def guarded_import(name: str, package: Optional[str] = None) -> ModuleType:
+        if name.split(".")[0] not in TRUSTED_MODULE_PACKAGES:
+            raise ModuleImportRefused(name)
+        return importlib.import_module(name, package)
+
+    original = serialization_lib.importlib
+    serialization_lib.importlib = SimpleNamespace(import_module=guarded_import)
+    try:
+        yield
+    finally:
+        serialization_lib.importlib = original
+
+
+def imported_module_refusal(error: ModuleImportRefused, loaded: str) -> str:
+    """The refusal of the model file `loaded` ("model file 'x.keras'") whose load `error`
+    stopped, advising `--teacher_custom_objects` and `--trust_model_code`."""
+    return (f"{loaded} names Python module {error.module!r} for a class or function Keras does not know, and "
+            "Keras would import that module as it loads, running its code; pass --teacher_custom_objects=<the "
+            "module or .py file> if it defines the model's layers, or --trust_model_code only if you trust the "
+            "file's author")
 
 
 def generator_file_message(path: str, flag: str) -> str:

@@ -16,6 +16,7 @@ Work directory files added here:
 - `labels.txt`: the teacher's class names, one a line in output order, when it has them.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -264,12 +265,18 @@ def load_student(path, input_range=None, trust_model_code: bool = False) -> tf_k
     Raises:
       OSError, ValueError: as `tf_keras.models.load_model` raises them, for a file it cannot read.
       ValueError: for an `input_range` that is not (low, high).
-      UserError: for a file holding serialized Python, without `trust_model_code`.
+      UserError: for a file holding serialized Python, or naming a module for Keras to import
+        (`model_files.modules_outside_keras_refused`), without `trust_model_code`.
     """
     # The scope covers HDF5 files, whose loader would run a Lambda layer's code without one.
     with tfmot.quantization.keras.quantize_scope(), serialization_lib.SafeModeScope(safe_mode=not trust_model_code):
         try:
-            student = tf_keras.models.load_model(os.fspath(path), compile=False)
+            with contextlib.ExitStack() as guard:
+                if not trust_model_code:
+                    guard.enter_context(model_files.modules_outside_keras_refused())
+                student = tf_keras.models.load_model(os.fspath(path), compile=False)
+        except model_files.ModuleImportRefused as error:
+            raise UserError(model_files.imported_module_refusal(error, f"student {os.fspath(path)!r}")) from error
         except ValueError as error:
             if not model_files.refused_as_python_code(error):
                 raise
