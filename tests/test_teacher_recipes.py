@@ -169,9 +169,13 @@ def test_a_backup_from_someone_else_neither_restores_nor_deletes_files_elsewhere
     state_file = pathlib.Path(teacher_recipes.training_backup_path(path)) / "chief" / "checkpoint"
     state_file.write_text(f'model_checkpoint_path: "{elsewhere / "ckpt-1"}"\n'
                           f'all_model_checkpoint_paths: "{elsewhere / "ckpt-1"}"\n')
-    with pytest.raises(UserError, match=re.escape(f"{state_file} names a checkpoint outside its directory "
-                                                  f"({elsewhere / 'ckpt-1'})")):
+    backup_dir = teacher_recipes.training_backup_path(path)
+    with pytest.raises(UserError) as refusal:
         teacher_recipes.claim_training_backup(path, dataclasses.replace(TINY_RECIPE, epochs=3), None)
+    assert str(refusal.value) == (
+        f"{state_file} names a checkpoint outside its directory ({elsewhere / 'ckpt-1'}), which a training would "
+        f"delete in turn as it saves its own; a training names only its own: if {backup_dir!r} comes from someone "
+        "else, do not resume from it (removing it trains the teacher from its first epoch)")
     linked = str(tmp_path / "linked.keras")
     os.symlink(elsewhere, teacher_recipes.training_backup_path(linked))
     with pytest.raises(UserError, match=re.escape(

@@ -217,7 +217,10 @@ def claim_training_backup(teacher_path: str, recipe: TeacherRecipe, data_dir: Op
     recipe_path = os.path.join(backup_dir, BACKUP_RECIPE_FILE)
     recorded = files.read_json(recipe_path, None)
     # Keras' BackupAndRestore restores and deletes what the checkpoint state file names, wherever it is.
-    training_loop.check_checkpoints_inside(os.path.join(backup_dir, BACKUP_CHECKPOINT_DIR))
+    training_loop.check_checkpoints_inside(
+        os.path.join(backup_dir, BACKUP_CHECKPOINT_DIR), who="training",
+        advice=f"if {backup_dir!r} comes from someone else, do not resume from it (removing it trains the teacher "
+               "from its first epoch)")
     checkpoint = tf.train.latest_checkpoint(os.path.join(backup_dir, BACKUP_CHECKPOINT_DIR))
     saved_since = not save_cut_short(teacher_path) and os.path.exists(teacher_path) and os.path.exists(
         recipe_path) and os.path.getmtime(teacher_path) >= os.path.getmtime(recipe_path)

@@ -271,12 +271,15 @@ def for_tensorboard(image: np.ndarray) -> np.ndarray:
     return np.round(tf.image.resize(image, size, method="area").numpy()).astype(np.uint8)
 
 
-def check_checkpoints_inside(checkpoint_dir: str) -> None:
+def check_checkpoints_inside(checkpoint_dir: str, who: str = "run",
+                             advice: str = "if this work directory comes from someone else, do not run in it "
+                                           "(removing that file trains this stage from its start)") -> None:
     """Refuses a checkpoint directory whose state file (`checkpoint`) names checkpoints elsewhere.
 
     A run names only its own, in that directory; TensorFlow's CheckpointManager deletes the
     oldest checkpoints the file names as it saves new ones, and restores the latest, wherever
-    they are: a work directory from someone else could name anyone's files.
+    they are: a work directory from someone else could name anyone's files. `who` writes
+    the checkpoints ("run", "training") and `advice` ends the refusal.
 
     Raises:
       UserError: naming the file and the first checkpoint outside.
@@ -288,9 +291,8 @@ def check_checkpoints_inside(checkpoint_dir: str) -> None:
     for prefix in (state.model_checkpoint_path, *state.all_model_checkpoint_paths):
         if os.path.dirname(os.path.realpath(os.path.join(checkpoint_dir, prefix))) != directory:
             raise UserError(f"{os.path.join(checkpoint_dir, 'checkpoint')} names a checkpoint outside its directory "
-                            f"({os.path.normpath(prefix)}), which a run would delete in turn as it saves its own; a "
-                            "run names only its own: if this work directory comes from someone else, do not run in it "
-                            "(removing that file trains this stage from its start)")
+                            f"({os.path.normpath(prefix)}), which a {who} would delete in turn as it saves its own; "
+                            f"a {who} names only its own: {advice}")
 
 
 def latest_step(work_dir: str) -> Optional[int]:
