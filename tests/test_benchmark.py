@@ -5,6 +5,7 @@ process of its own, then its reruns and the refusals of bad input in one process
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -66,6 +67,8 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     work_dir = tmp_path / "bench"
     completed = _benchmark(*_tiny_arguments(digits_teacher, work_dir))
     assert completed.returncode == 0, completed.stderr[-2000:]
+    # The row that first needs the generator pool says how long its training took, apart from the row's time.
+    assert len(re.findall(r"\(\d+ s, after \d+ s training the generator pool\)\n", completed.stdout)) == 1
     results = json.loads((work_dir / "results.json").read_text())
     assert results["settings"]["qat_steps"] == 3 and "seeds" in results["settings"]
     assert results["settings"]["mode_seeking_loss_weight"] == 0.1 and results["settings"]["qat_mixed_fraction"] == 0.25

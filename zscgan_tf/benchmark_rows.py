@@ -230,12 +230,15 @@ class TeacherBenchmark:
             say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}: computing")
             started, own_pool_seconds = time.monotonic(), self.own_pool_seconds
             computed = compute()
-            seconds = time.monotonic() - started - (self.own_pool_seconds - own_pool_seconds)
+            # The pool's training is reported on its own (the generator's line), not as this row's.
+            pool_seconds = self.own_pool_seconds - own_pool_seconds
+            seconds = time.monotonic() - started - pool_seconds
             result = {"id": row_id, "label": label, **computed, "seconds": round(seconds, 1)}
             self.cache[row_id] = {"key": key, "result": result}
             write_json_atomic(self.cache_path, self.cache)
+            pool_note = f", after {pool_seconds:.0f} s training the generator pool" if pool_seconds >= 0.5 else ""
             say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}:{_summary(result)} "
-                f"({result['seconds']:.0f} s)")
+                f"({result['seconds']:.0f} s{pool_note})")
             publish()
         return self.results()
 
