@@ -132,6 +132,12 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
         largest_class_drop={"qat_int8_tflite": {"class": 6, "name": "Shirt", "images": 40, "fp32": 0.8, "model": 0.75}})
     markdown = run_report.format_report(report)
     assert "Top-1 on 400 digits test images (one image is 0.25 points):" in markdown
+    assert "Warning:" not in markdown.split("## Quantization")[1]
+    # Labels that look misordered are warned of beside the figures, not only in the console.
+    report["quantization"]["label_order_warning"] = "the FP32 teacher scores 10.00% on the evaluation data, ..."
+    assert ("Warning: the FP32 teacher scores 10.00% on the evaluation data, ....\n\nTop-1 on 400 digits test "
+            "images") in run_report.format_report(report)
+    del report["quantization"]["label_order_warning"]
     # What the images are: a subset of the split (--eval_max_samples), resized (--eval_resize).
     report["quantization"]["preparation"] = ["a class-balanced subset of 10,000", "resized from 28x28 to 32x32"]
     assert ("Top-1 on 400 digits test images (a class-balanced subset of 10,000, resized from 28x28 to 32x32, one "
@@ -1805,13 +1811,83 @@ def test_a_folder_of_some_of_the_teachers_classes_is_matched_to_them_by_name(tmp
     assert "photos holds 2 of the teacher's 4 classes, matched to them by name" in capsys.readouterr().out
     os.makedirs(tmp_path / "photos" / "zebra")
     Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "photos" / "zebra" / "0.png")
-    # Refused from the folder names, before any image is read (this one would be "cannot read image").
+    # Refused from the folder names, before any image is read (this one would be "cannot read image"): two are the
+    # teacher's classes, and "zebra" none of them.
     (tmp_path / "photos" / "zebra" / "1.png").write_bytes(b"not a png")
-    with pytest.raises(UserError, match="has 3 classes but the teacher predicts 4"):
+    with pytest.raises(UserError, match="2 of its 3 class names are the teacher's, but not 'zebra', .*leave out "
+                                        "classes it does not predict \\(the teacher's other classes: 'cat', 'fish'\\)"):
         evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
     # Three unnamed classes against four outputs: refused the same way, names or not.
     with pytest.raises(UserError, match="has 3 classes but the teacher predicts 4"):
         evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), tiny_teacher())
+
+
+def test_class_folders_are_matched_by_name_as_a_folder_can_write_it_and_half_matched_names_are_refused(
+        tmp_path, capsys):
+    # "T-shirt/top" can name no folder: nine of Fashion-MNIST's ten folders matched the teacher's names, and the
+    # whole folder was read in sorted order instead, giving 37% (with a warning in the console only).
+    from PIL import Image
+
+    from conftest import tiny_teacher
+
+    teacher = dataclasses.replace(tiny_teacher(), description={"class_names": ["T-shirt/top", "Trouser", "Ankle boot",
+                                                                             "Bag"]})
+    for class_name in ("t-shirt_top", "trouser", "ankle_boot", "Bag"):
+        os.makedirs(tmp_path / "photos" / class_name)
+        Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "photos" / class_name / "0.png")
+    settings = config_lib.EvaluationConfig(dataset=str(tmp_path / "photos"))
+
+    dataset = evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+
+    # Sorted: Bag, ankle_boot, t-shirt_top, trouser; the teacher's outputs: 3, 2, 0, 1.
+    np.testing.assert_array_equal(dataset.labels, [3, 2, 0, 1])
+    assert dataset.class_names == ("T-shirt/top", "Trouser", "Ankle boot", "Bag")
+    assert "photos holds 4 of the teacher's 4 classes, matched to them by name" in capsys.readouterr().out
+    # Three named after the teacher's classes and one not: neither the names nor the sorted order can say which
+    # output "tshirts" is. Refused from the names, before any image is read.
+    os.rename(tmp_path / "photos" / "t-shirt_top", tmp_path / "photos" / "tshirts")
+    (tmp_path / "photos" / "tshirts" / "1.png").write_bytes(b"not a png")
+    with pytest.raises(UserError) as refusal:
+        evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+    assert str(refusal.value) == (
+        f"evaluation dataset {str(tmp_path / 'photos')!r}: 3 of its 4 class names are the teacher's, but not "
+        "'tshirts', so neither their names nor their sorted order say which of the teacher's outputs those are; name "
+        "each class folder after the teacher's class it holds, and leave out classes it does not predict (the "
+        "teacher's other classes: 'T-shirt/top')")
+    # Names none of which is the teacher's ("class_0", ...) are its outputs in sorted order, as before.
+    for index, class_name in enumerate(sorted(os.listdir(tmp_path / "photos"))):
+        os.rename(tmp_path / "photos" / class_name, tmp_path / "photos" / f"class_{index}")
+    (tmp_path / "photos" / "class_3" / "1.png").unlink()
+    dataset = evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+    np.testing.assert_array_equal(dataset.labels, [0, 1, 2, 3])
+
+
+def test_labels_in_another_order_are_warned_of_after_the_first_chunk_and_in_the_report(tmp_path, monkeypatch,
+                                                                                       capsys):
+    # The warning came once every model had run on every image (hours for ImageNet), and only in the console.
+    from conftest import quadrant_images, tiny_teacher
+    from zscgan_tf import labeled_images
+
+    images, labels = quadrant_images(64, seed=3)
+    misordered = labeled_images.LabeledImages(images.astype(np.uint8), (labels + 1) % 4, num_classes=4,
+                                              name="quadrants")
+    monkeypatch.setattr(evaluation_stage, "EVALUATION_BATCH_SIZE", 32)
+    monkeypatch.setattr(evaluation_stage, "EVALUATION_CHUNK_PIXELS", 128 * 8 * 8)  # 128 images: two chunks.
+    run_config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
+    results = evaluation_stage.run(run_config, tiny_teacher(), None, {}, misordered, progress=False)
+    out = capsys.readouterr().out
+    early = re.search(r"^warning: on the first 128 of 256 images, the FP32 teacher scores [\d.]+% on the evaluation "
+                      r"data, and for \d of its \d labels it mostly predicts another class .*; the evaluation goes on "
+                      r"\(Ctrl-C stops it\)$", out, re.MULTILINE)
+    assert early, out
+    assert results["label_order_warning"].startswith("the FP32 teacher scores ")
+    assert f"warning: {results['label_order_warning']}\n" in out
+    # In order, nothing is said.
+    ordered = dataclasses.replace(misordered, labels=labels)
+    results = evaluation_stage.run(dataclasses.replace(run_config, work_dir=str(tmp_path / "ordered")),
+                                   tiny_teacher(), None, {}, ordered, progress=False)
+    assert "label_order_warning" not in results and "warning" not in capsys.readouterr().out
+    assert results["top1"]["fp32_keras"] > 0.9
 
 
 def test_idx_files_whose_labels_stop_short_of_the_last_class_are_the_teachers_outputs(tmp_path, capsys):

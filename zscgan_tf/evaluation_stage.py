@@ -17,7 +17,7 @@ import collections
 import dataclasses
 import os
 import time
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -28,12 +28,14 @@ from zscgan_tf.errors import UserError
 from zscgan_tf.files import bytes_digest
 from zscgan_tf.labeled_images import CENTRAL_CROP_FRACTION, LabeledImages, MixedImageSizesError
 from zscgan_tf.preprocessing import PIXEL_MAX
-from zscgan_tf.progress import ProgressBar, count_of, say
+from zscgan_tf.progress import ProgressBar, count_of, listed, say
 from zscgan_tf.quantization_stages import scheme_of
 from zscgan_tf.teachers import Teacher
 from zscgan_tf.training_loop import TrainingInterrupted
 
 TRAINING_SPLIT = "train"
+# Class names a refusal lists, at most.
+NAMES_SHOWN = 5
 # The int8 file of the QAT student (`tflite_paths`' key), and the student's predictions on its input.
 QAT_KIND = "qat_int8"
 STUDENT_ON_INT8_INPUT = "qat_keras_on_int8_input"
@@ -59,24 +61,78 @@ def _trained_on_resized(source: str, teacher: Teacher) -> bool:
 
 def _matched_to_teacher_classes(dataset: LabeledImages, teacher: Teacher, source: str) -> LabeledImages:
     """`dataset` relabelled by class name when its classes are some of the teacher's, in
-    another order or fewer (a folder holding only some classes); else `dataset` as it is,
-    its labels taken as the teacher's output indices."""
+    another order or fewer (a folder holding only some classes), named alike or as a folder
+    can name them (`class_name_key`); else `dataset` as it is, its labels taken as the
+    teacher's output indices.
+
+    Raises:
+      UserError: for class names half or more of which are the teacher's but not all
+        (`_partly_matched_refusal`): neither the names nor their sorted order would say
+        which output each is.
+    """
     teacher_names = teacher.class_names()
-    if dataset.class_names == teacher_names or not _matchable_by_name(dataset.class_names, teacher_names):
+    if dataset.class_names == teacher_names:
         return dataset
-    index_of = {name: index for index, name in enumerate(teacher_names)}
-    teacher_labels = np.asarray([index_of[name] for name in dataset.class_names], np.int64)
-    say(f"evaluation: {source} holds {dataset.num_classes} of the teacher's {teacher.num_classes} classes, "
-        "matched to them by name")
+    teacher_labels = _teacher_labels_by_name(dataset.class_names, teacher_names)
+    if teacher_labels is None:
+        refusal = _partly_matched_refusal(source, dataset.class_names, teacher_names)
+        if refusal:
+            raise refusal
+        return dataset
+    if tuple(teacher_labels) == tuple(range(teacher.num_classes)):
+        say(f"evaluation: {source}'s class names are the teacher's, written as a folder can write them")
+    else:
+        say(f"evaluation: {source} holds {dataset.num_classes} of the teacher's {teacher.num_classes} classes, "
+            "matched to them by name")
     return LabeledImages(dataset.images, teacher_labels[dataset.labels], num_classes=teacher.num_classes,
                          name=dataset.name, class_names=teacher_names, preparation=dataset.preparation)
 
 
-def _matchable_by_name(class_names: Optional[Tuple[str, ...]], teacher_names: Optional[Tuple[str, ...]]) -> bool:
-    """Whether data of `class_names` can be relabelled as the teacher's classes by name."""
-    return bool(teacher_names and class_names and set(class_names) <= set(teacher_names)
-                # ImageNet's has two "crane"s: no name is a class.
-                and len(set(teacher_names)) == len(teacher_names))
+def class_name_key(name: str) -> str:
+    """A class name as a folder may spell it: lower case, and nothing but letters and digits
+    ("T-shirt/top", which no folder can be named, and the folder "t-shirt_top" agree)."""
+    return "".join(character for character in name.casefold() if character.isalnum())
+
+
+def _teacher_labels_by_name(class_names: Optional[Tuple[str, ...]],
+                            teacher_names: Optional[Tuple[str, ...]]) -> Optional[np.ndarray]:
+    """The teacher's output index of each of `class_names`, matched to `teacher_names` as they
+    are, else by `class_name_key`; None unless every name matches one output, and only one."""
+    if not teacher_names or not class_names:
+        return None
+    for key in (str, class_name_key):
+        index_of = {key(name): index for index, name in enumerate(teacher_names)}
+        if len(index_of) < len(teacher_names):  # ImageNet's has two "crane"s: no name is a class.
+            return None
+        keys = [key(name) for name in class_names]
+        if len(set(keys)) == len(keys) and all(name_key in index_of for name_key in keys):
+            return np.asarray([index_of[name_key] for name_key in keys], np.int64)
+    return None
+
+
+def _partly_matched_refusal(source: str, class_names: Optional[Tuple[str, ...]],
+                            teacher_names: Optional[Tuple[str, ...]]) -> Optional[UserError]:
+    """The refusal of data half or more of whose class names are the teacher's
+    (`class_name_key`) and the rest not; None otherwise. Sorted folder names are taken as
+    the teacher's outputs where none of them is a class name of the teacher ("class_0",
+    ...), but a "T-shirt" folder among nine named after the teacher's classes would be
+    read as whichever output its place in the sorted names gives it."""
+    if not teacher_names or not class_names or len({class_name_key(name) for name in teacher_names}) < len(
+            teacher_names):
+        return None
+    teacher_keys = {class_name_key(name) for name in teacher_names}
+    unmatched = [name for name in class_names if class_name_key(name) not in teacher_keys]
+    if not unmatched or 2 * len(unmatched) > len(class_names):
+        return None
+    matched_keys = {class_name_key(name) for name in class_names} & teacher_keys
+    left = [name for name in teacher_names if class_name_key(name) not in matched_keys]
+    return UserError(f"evaluation dataset {source!r}: {len(class_names) - len(unmatched)} of its "
+                     f"{len(class_names)} class names are the teacher's, but not "
+                     f"{listed([repr(name) for name in unmatched], NAMES_SHOWN)}, "
+                     "so neither their names nor their sorted order say which of the teacher's outputs those are; "
+                     "name each class folder after the teacher's class it holds, and leave out classes it does "
+                     "not predict (the teacher's other classes: "
+                     f"{listed([repr(name) for name in left], NAMES_SHOWN)})")
 
 
 def _class_count_refusal(source: str, num_classes: int, teacher: Teacher) -> UserError:
@@ -86,9 +142,15 @@ def _class_count_refusal(source: str, num_classes: int, teacher: Teacher) -> Use
 
 def _class_names_check(teacher: Teacher, source: str):
     """For a folder of images: refuses class folders the teacher's outputs cannot be read
-    as (another number, not matched by name) before any image is decoded."""
+    as (another number, not matched by name; half of them named after the teacher's classes
+    and the rest not) before any image is decoded."""
     def check(class_names: Tuple[str, ...]) -> None:
-        if len(class_names) != teacher.num_classes and not _matchable_by_name(class_names, teacher.class_names()):
+        matched = _teacher_labels_by_name(class_names, teacher.class_names()) is not None
+        if not matched:
+            refusal = _partly_matched_refusal(source, class_names, teacher.class_names())
+            if refusal:
+                raise refusal
+        if len(class_names) != teacher.num_classes and not matched:
             raise _class_count_refusal(source, len(class_names), teacher)
     return check
 
@@ -204,10 +266,16 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
 
 
 def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: LabeledImages, predictors: dict,
-                       digests: Dict[str, str], progress: bool) -> Dict[str, np.ndarray]:
+                       digests: Dict[str, str], progress: bool,
+                       label_order_check: Callable[[np.ndarray, np.ndarray], Optional[str]]) -> Dict[str, np.ndarray]:
     """Each predictor's class for every image of `dataset`, a chunk at a time, going on from
     the predictions an interrupted run saved for the same images and models
-    (`evaluation_progress`) and saving its own as it goes."""
+    (`evaluation_progress`) and saving its own as it goes.
+
+    After the first chunk of images of a longer evaluation, `label_order_check` (the FP32
+    teacher's classes and the labels so far; a warning or None) is said at once: labels in
+    another order than the teacher's outputs show there, where the whole evaluation of
+    ImageNet takes hours."""
     labels = dataset.labels
     path = os.path.join(run_config.work_dir, evaluation_progress.PREDICTIONS_FILE)
     key = evaluation_progress.key(dataset.images, labels, digests)
@@ -229,6 +297,11 @@ def _predicted_classes(run_config: RunConfig, teacher: Teacher, dataset: Labeled
             for name, predict in predictors.items():
                 predicted[name][start:start + len(pixels)] = np.argmax(predict(pixels, inputs), axis=-1)
             done = start + len(pixels)
+            if start == 0 and done < len(labels):
+                warning = label_order_check(predicted["fp32_keras"][:done], labels[:done])
+                if warning:
+                    say(f"warning: on the first {done:,} of {len(labels):,} images, {warning}; the evaluation goes "
+                        "on (Ctrl-C stops it)")  # Before the bar's first line: nothing is drawn yet.
             if done == len(labels) or time.monotonic() - last_saved >= evaluation_progress.SAVE_INTERVAL_SECONDS:
                 evaluation_progress.save(path, key, done, predicted)
                 last_saved, saved_done = time.monotonic(), done
@@ -310,16 +383,21 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
             predictors[STUDENT_ON_INT8_INPUT] = lambda pixels, inputs, classifier=classifier: evaluate.keras_predict(
                 student, classifier.input_as_seen(pixels, teacher.preprocessing), EVALUATION_BATCH_SIZE)
             digests[STUDENT_ON_INT8_INPUT] = f"{digests[student_name]} on {digests[f'{kind}_tflite']}"
-    predicted = _predicted_classes(run_config, teacher, dataset, predictors, digests, progress)
+    def label_order_check(reference_classes: np.ndarray, labels_seen: np.ndarray) -> Optional[str]:
+        return evaluate.label_order_warning(reference_classes, labels_seen, teacher.num_classes,
+                                            dataset.class_names or (), teacher.class_names())
+
+    predicted = _predicted_classes(run_config, teacher, dataset, predictors, digests, progress, label_order_check)
     student_on_int8_input = predicted.pop(STUDENT_ON_INT8_INPUT, predicted.get(student_name))
     accuracy = {name: float(np.mean(classes == labels)) for name, classes in predicted.items()}
-    warning = evaluate.label_order_warning(predicted["fp32_keras"], labels, teacher.num_classes,
-                                           dataset.class_names or (), teacher.class_names())
+    warning = label_order_check(predicted["fp32_keras"], labels)
     if warning:
         say(f"warning: {warning}")
     agreement = {}
     if student_on_int8_input is not None and f"{QAT_KIND}_tflite" in predicted:
         agreement["qat_keras_vs_tflite"] = float(np.mean(student_on_int8_input == predicted[f"{QAT_KIND}_tflite"]))
+    if warning:
+        results["label_order_warning"] = warning
     results.update({"dataset": dataset.name, "split": split, "images": int(len(labels)),
                     "preparation": list(dataset.preparation),
                     "top1": accuracy, "agreement": agreement,

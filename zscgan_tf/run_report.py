@@ -241,6 +241,8 @@ def _format_quantization(quantization: dict) -> list:
         what = (f"{quantization['dataset']} {quantization['split']} images" if quantization["split"]
                 else f"images of {quantization['dataset']} (the whole folder)")
         preparation = "".join(f"{step}, " for step in quantization.get("preparation", ()))
+        if quantization.get("label_order_warning"):
+            lines += ["", f"Warning: {quantization['label_order_warning']}."]
         lines += ["", f"Top-1 on {images:,} {what} "
                   f"({preparation}one image is {100 / images:.2g} points):", "",
                   "| model | top-1 | against FP32 | same class as FP32 | class furthest below FP32 |",
