@@ -236,6 +236,51 @@ def test_image_folder_reads_bilevel_16_bit_and_gray_alpha_images_as_tensorflow_d
     np.testing.assert_array_equal(dataset.images[1, 0, 0], [40000 >> 8] * 3)  # Clipped to 255 before.
 
 
+def test_images_in_folders_inside_a_class_folder_are_read_and_a_class_folder_without_images_keeps_its_place(
+        tmp_path, random_pixels):
+    # Images a level down were left out without a word (182 of 360 read), where Keras reads them; an empty class
+    # folder was refused, where Keras keeps the class.
+    for path in ("a/1.png", "a/batch2/2.png", "a/batch2/deeper/3.png", "c/4.png", "a/.ipynb_checkpoints/5.png"):
+        _save_png(tmp_path / path, random_pixels(4, 4))
+    (tmp_path / "b").mkdir()
+
+    dataset = image_folders.load_image_folder(str(tmp_path))
+
+    np.testing.assert_array_equal(dataset.labels, [0, 0, 0, 2])
+    assert dataset.class_names == ("a", "b", "c") and dataset.num_classes == 3
+    assert dataset.preparation == ("1 class folder without images (b), measured on none",)  # For the report.
+    subset = image_folders.load_image_folder(str(tmp_path), max_samples=2)
+    assert sorted(subset.labels) == [0, 2] and subset.preparation == (
+        "1 class folder without images (b), measured on none", "a class-balanced subset of 4")
+
+
+def test_float_grayscale_images_of_0_to_1_are_fractions_of_the_brightest_level(tmp_path):
+    # A float TIFF of 0 to 1 read as levels 0 and 1 of 255: black, and a top-1 of 10% blamed on the labels' order.
+    fractions = np.full((4, 4), 0.5, np.float32)
+    fractions[0, 0] = 1.0
+    os.makedirs(tmp_path / "a")
+    Image.fromarray(fractions, mode="F").save(tmp_path / "a" / "fractions.tif")
+    levels = np.full((4, 4), 200, np.float32)  # Up to 255: levels, as before.
+    Image.fromarray(levels, mode="F").save(tmp_path / "a" / "levels.tif")
+
+    images = image_folders.load_image_folder(str(tmp_path)).images[..., 0]
+
+    np.testing.assert_array_equal(images[0][0, :2], [255, 128])
+    np.testing.assert_array_equal(images[1], 200)
+
+
+def test_idx_files_under_names_read_as_no_split_are_named_in_the_refusal(tmp_path, random_pixels):
+    # They were read as a folder of images: "has no class sub-folders".
+    (tmp_path / "emnist-digits-test-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(random_pixels(2, 4, 4))))
+    (tmp_path / "emnist-digits-test-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(np.zeros(2, np.uint8))))
+    with pytest.raises(UserError) as refusal:
+        data.load_dataset(str(tmp_path), "test")
+    assert str(refusal.value) == (
+        f"{tmp_path} holds IDX files (emnist-digits-test-images-idx3-ubyte.gz, emnist-digits-test-labels-idx1-ubyte.gz), "
+        "but none under a name read as a split: train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], with "
+        "t10k- or test- for the test split (or a '.' before idx3); rename them, or link them under those names")
+
+
 def test_image_folder_reads_jpegs_as_keras_image_dataset_from_directory_does(tmp_path):
     import tensorflow as tf
     import tf_keras
@@ -273,18 +318,26 @@ def test_image_folder_split_subdirectory(tmp_path, random_pixels):
     assert data.load_dataset(str(tmp_path), "test").class_names == ("cat", "dog")
 
 
-def test_image_folder_errors(tmp_path, random_pixels):
+def test_image_folder_errors(tmp_path, random_pixels, monkeypatch):
     with pytest.raises(UserError, match="no class sub-folders"):
         image_folders.load_image_folder(str(tmp_path))
     _save_png(tmp_path / "cat" / "a.png", random_pixels(4, 4))
-    with pytest.raises(UserError, match="it holds images itself: pass the folder above it"):
+    with pytest.raises(UserError, match="it holds images itself: if they are one class's, pass the folder above it, "
+                                        "whose sub-folders are the classes; if they are of every class"):
         image_folders.load_image_folder(str(tmp_path / "cat"))  # One class's folder instead of the dataset's.
     (tmp_path / "cat" / "a.png").unlink()
     (tmp_path / "cat").rmdir()
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="has no images"):
+    with pytest.raises(UserError, match=r"the class folders of .* hold no images \(\.png, "):
         image_folders.load_image_folder(str(tmp_path))
     (tmp_path / "empty").rmdir()
+    _save_png(tmp_path / "huge" / "scan.png", random_pixels(64, 64))
+    monkeypatch.setattr("PIL.Image.MAX_IMAGE_PIXELS", 1000)  # Pillow refuses twice its limit: a 20000x10000 PNG here.
+    with pytest.raises(UserError, match=r"cannot read image .*scan.png: Image size \(4096 pixels\) exceeds limit"):
+        image_folders.load_image_folder(str(tmp_path))  # It was a traceback (DecompressionBombError).
+    monkeypatch.undo()
+    (tmp_path / "huge" / "scan.png").unlink()
+    (tmp_path / "huge").rmdir()
     _save_png(tmp_path / "a" / "small.png", random_pixels(4, 4))
     _save_png(tmp_path / "b" / "large.png", random_pixels(5, 4))
     with pytest.raises(labeled_images.MixedImageSizesError, match=r"small.png is 4x4 but .*large.png is 4x5"):

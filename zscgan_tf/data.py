@@ -60,6 +60,8 @@ IDX_DATA_TYPES = {
 CLASS_FOLDERS_SHOWN = 5
 IDX_SPLIT_PREFIXES = {"train": ("train",), "test": ("t10k", "test")}
 IDX_NAME_SEPARATORS = ("-", ".")
+# IDX files under names read as no split that a refusal lists, at most.
+IDX_FILES_SHOWN = 4
 
 def _check_split(split: str, allowed: Sequence[str] = SPLITS) -> None:
     if split not in allowed:
@@ -131,6 +133,18 @@ def _locate_idx_file(directory: str, split: str, kind: str) -> Optional[str]:
         if os.path.isfile(candidate):
             return candidate
     return None
+
+
+def _check_no_unread_idx_files(directory: str) -> None:
+    """Refuses a directory holding IDX files under names `load_idx_directory` does not read
+    (`val-images-idx3-ubyte`, EMNIST's `emnist-digits-test-images-idx3-ubyte.gz`), which
+    would otherwise be read as a folder of images and refused for its missing class folders."""
+    found = sorted(name for name in os.listdir(directory) if "idx1-ubyte" in name or "idx3-ubyte" in name)
+    if found:
+        raise UserError(f"{directory} holds IDX files ({listed(found, IDX_FILES_SHOWN)}), but none under a name "
+                        "read as a split: train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], with "
+                        "t10k- or test- for the test split (or a '.' before idx3); rename them, or link them under "
+                        "those names")
 
 
 def is_idx_directory(path: str) -> bool:
@@ -271,6 +285,7 @@ def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual
     if os.path.isdir(source):
         if is_idx_directory(source):
             return load_idx_directory(source, split)
+        _check_no_unread_idx_files(source)
         return load_image_folder(image_split_folder(source, split), image_size=image_size, progress=progress,
                                  name=os.path.basename(os.path.normpath(source)), max_samples=max_samples, seed=seed,
                                  check_class_names=check_class_names)

@@ -1,8 +1,9 @@
 """Folders of images, one sub-folder per class, as `LabeledImages` (Pillow decodes them,
 but for JPEGs, which TensorFlow decodes as Keras' `image_dataset_from_directory` and TFDS do).
 
-`path/<class name>/<image>`; class indices follow the sorted folder names. A dataset
-directory may hold split folders (`train/`, `val/`) of class folders (`image_split_folder`).
+`path/<class name>/<image>`, or deeper in folders inside a class folder (as Keras reads
+them too); class indices follow the sorted folder names. A dataset directory may hold
+split folders (`train/`, `val/`) of class folders (`image_split_folder`).
 """
 
 import os
@@ -13,14 +14,15 @@ import numpy as np
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.labeled_images import (PIXEL_MAX, LabeledImages, MixedImageSizesError, central_crop_and_resize,
                                       class_balanced_indices, crop_and_resize_phrase)
-from zscgan_tf.progress import ProgressBar
+from zscgan_tf.progress import ProgressBar, count_of, listed
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 # Pillow's 16-bit grayscale modes: read as TensorFlow's PNG decoder reads them, as does
 # Keras' `image_dataset_from_directory`, keeping the high byte.
 SIXTEEN_BIT_PIL_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
-# 32-bit integer and float grayscale: no convention says where their values sit, so each
-# image's own range is scaled to 0-255.
+# 32-bit integer and float grayscale: no convention says where their values sit. Values up
+# to 255 are taken as pixel levels, a float image's up to 1 as fractions of 255 (0-1 is how
+# float images are written), and an image with higher values is scaled from its maximum.
 WIDE_PIL_MODES = ("I", "F")
 # Grayscale: bilevel (0 and 255), 8-bit with or without alpha, and the above.
 GRAYSCALE_PIL_MODES = ("1", "L", "LA", *SIXTEEN_BIT_PIL_MODES, *WIDE_PIL_MODES)
@@ -30,6 +32,8 @@ GRAYSCALE_PIL_MODES = ("1", "L", "LA", *SIXTEEN_BIT_PIL_MODES, *WIDE_PIL_MODES)
 TENSORFLOW_JPEG_CHANNELS = {"L": 1, "RGB": 3}
 # Folders that are not classes: macOS adds this one, holding "._" resource files, to zip files it makes.
 NOT_CLASS_FOLDERS = ("__MACOSX",)
+# Class folders without images a dataset's description names, at most.
+EMPTY_CLASSES_SHOWN = 5
 
 
 def class_folder_names(path: str) -> list:
@@ -39,8 +43,22 @@ def class_folder_names(path: str) -> list:
 
 
 def _image_file_names(folder: str) -> list:
-    return sorted(name for name in os.listdir(folder)
-                  if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."))
+    return sorted(name for name in os.listdir(folder) if _is_image_file_name(name))
+
+
+def _is_image_file_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def _class_image_files(class_dir: str) -> list:
+    """The images of a class folder, in it and in the folders inside it (but hidden ones and
+    `NOT_CLASS_FOLDERS`; links to folders are not followed there, as in Keras), as paths,
+    sorted."""
+    found = []
+    for folder, sub_folders, names in os.walk(class_dir):
+        sub_folders[:] = [name for name in sub_folders if not name.startswith(".") and name not in NOT_CLASS_FOLDERS]
+        found.extend(os.path.join(folder, name) for name in names if _is_image_file_name(name))
+    return sorted(found)
 
 
 def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, progress: bool = False,
@@ -69,7 +87,7 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
         without the minutes of decoding.
 
     Raises:
-      UserError: if there are no class folders, a class folder has no images, or an image
+      UserError: if there are no class folders, no class folder has images, or an image
         cannot be read; `MixedImageSizesError` if images differ in size and no
         `image_size` is given (the message names two that differ).
     """
@@ -81,30 +99,33 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
         raise UserError(f"image size must be (height, width), got {image_size}")
     class_names = class_folder_names(path)
     if not class_names:
-        hint = ("; it holds images itself: pass the folder above it, whose sub-folders are the classes"
-                if _image_file_names(path) else "")
+        hint = ("; it holds images itself: if they are one class's, pass the folder above it, whose sub-folders are "
+                "the classes; if they are of every class (as ImageNet's validation images unpack), sort them into "
+                "a sub-folder per class first" if _image_file_names(path) else "")
         raise UserError(f"{path} has no class sub-folders; expected {path}/<class name>/<images>{hint}")
     if check_class_names is not None:
         check_class_names(tuple(class_names))
-    files, labels = [], []
+    files, labels, empty = [], [], []
     for label, class_name in enumerate(class_names):
-        class_dir = os.path.join(path, class_name)
-        class_files = _image_file_names(class_dir)
+        class_files = _class_image_files(os.path.join(path, class_name))
         if not class_files:
-            raise UserError(f"class folder {class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)})")
-        files.extend(os.path.join(class_dir, name) for name in class_files)
+            empty.append(class_name)  # Its class keeps its place in the order, as in Keras.
+        files.extend(class_files)
         labels.extend([label] * len(class_files))
+    if not files:
+        raise UserError(f"the class folders of {path} hold no images ({', '.join(IMAGE_EXTENSIONS)})")
     labels = np.asarray(labels, np.int64)
-    preparation = ()
+    preparation = (f"{count_of(len(empty), 'class folder')} without images ({listed(empty, EMPTY_CLASSES_SHOWN)}), "
+                   "measured on none",) if empty else ()
     if 0 < max_samples < len(files):
         chosen = class_balanced_indices(labels, len(class_names), max_samples, seed)
-        preparation = (f"a class-balanced subset of {len(files):,}",)
+        preparation += (f"a class-balanced subset of {len(files):,}",)
         files, labels = [files[index] for index in chosen], labels[chosen]
 
     def open_image(file):
         try:
             return Image.open(file)
-        except (OSError, UnidentifiedImageError) as error:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
             raise UserError(f"cannot read image {file}: {first_line(error)}") from None
 
     # First pass, headers only: the channel count and whether sizes agree decide the result's shape.
@@ -163,7 +184,8 @@ def _gray_pixels(picture) -> np.ndarray:
         return (np.asarray(picture).astype(np.uint16) >> 8).astype(np.uint8)
     if picture.mode in WIDE_PIL_MODES:
         values = np.asarray(picture, np.float64)
-        high = values.max() if values.max() > PIXEL_MAX else PIXEL_MAX
+        high = values.max() if values.max() > PIXEL_MAX else 1.0 if picture.mode == "F" and values.max() <= 1 \
+            else PIXEL_MAX
         return np.round(np.clip(values, 0, None) * (PIXEL_MAX / high)).astype(np.uint8)
     return np.asarray(picture.convert("L"), np.uint8)  # Bilevel 0/1 becomes 0/255; alpha is dropped.
 
