@@ -15,8 +15,9 @@ from zscgan_tf.preprocessing import PIXEL_MAX
 # ITU-R BT.601 luma weights, as used by tf.image.rgb_to_grayscale.
 LUMINANCE_WEIGHTS = (0.2989, 0.5870, 0.1140)
 
-# Images resized per chunk so a 60,000-image resize does not hold every float copy at once.
-RESIZE_CHUNK_SIZE = 4096
+# Pixels resized per chunk, so that a resize does not hold every image's float copy at once:
+# 4,096 images at 32x32, 64 at 256x256 (4,096 of those were 3.2 GB as float32).
+RESIZE_CHUNK_PIXELS = 4096 * 32 * 32
 
 # TFDS evaluation pipelines for photographs (ImageNet) keep the central 87.5% before resizing.
 CENTRAL_CROP_FRACTION = 0.875
@@ -98,9 +99,10 @@ class LabeledImages:
         import tensorflow as tf  # Deferred: loading digits or IDX files should not start TensorFlow.
 
         chunks = []
-        for start in range(0, max(len(self), 1), RESIZE_CHUNK_SIZE):
-            resized = tf.image.resize(self.images[start:start + RESIZE_CHUNK_SIZE].astype(np.float32),
-                                      (height, width), method="bilinear")
+        chunk = max(1, RESIZE_CHUNK_PIXELS // max(self.image_shape[0] * self.image_shape[1], height * width, 1))
+        for start in range(0, max(len(self), 1), chunk):
+            resized = tf.image.resize(self.images[start:start + chunk].astype(np.float32), (height, width),
+                                      method="bilinear")
             chunks.append(np.clip(np.round(resized.numpy()), 0, PIXEL_MAX).astype(np.uint8))
         return self._replace(np.concatenate(chunks, axis=0), self.labels,
                              f"resized from {self.image_shape[0]}x{self.image_shape[1]} to {height}x{width}")
