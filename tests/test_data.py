@@ -237,7 +237,7 @@ def test_image_folder_reads_bilevel_16_bit_and_gray_alpha_images_as_tensorflow_d
 
 
 def test_images_in_folders_inside_a_class_folder_are_read_and_a_class_folder_without_images_keeps_its_place(
-        tmp_path, random_pixels):
+        tmp_path, random_pixels, capsys):
     # Images a level down were left out without a word (182 of 360 read), where Keras reads them; an empty class
     # folder was refused, where Keras keeps the class.
     for path in ("a/1.png", "a/batch2/2.png", "a/batch2/deeper/3.png", "c/4.png", "a/.ipynb_checkpoints/5.png"):
@@ -249,6 +249,8 @@ def test_images_in_folders_inside_a_class_folder_are_read_and_a_class_folder_wit
     np.testing.assert_array_equal(dataset.labels, [0, 0, 0, 2])
     assert dataset.class_names == ("a", "b", "c") and dataset.num_classes == 3
     assert dataset.preparation == ("1 class folder without images (b), measured on none",)  # For the report.
+    assert capsys.readouterr().out.startswith(f"note: {tmp_path}: 1 class folder without images (b), measured on "
+                                              "none (images are .png, .jpg, ")
     subset = image_folders.load_image_folder(str(tmp_path), max_samples=2)
     assert sorted(subset.labels) == [0, 2] and subset.preparation == (
         "1 class folder without images (b), measured on none", "a class-balanced subset of 4")

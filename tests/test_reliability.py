@@ -23,7 +23,9 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 from conftest import build_tiny_classifier, lock_held_by_another_process
-from zscgan_tf import cli, files, tflite_model, train, zero_shot
+from zscgan_tf import cli, evaluation_stage, files, teachers, tflite_model, train, zero_shot
+from zscgan_tf import config as config_lib
+from zscgan_tf.errors import UserError
 from zscgan_tf import generator as generator_lib
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.teacher_training import save_teacher
@@ -248,7 +250,6 @@ def test_a_stop_that_a_library_turns_into_another_error_is_still_the_stop(capsys
     # Ctrl-C landing in TensorFlow's tracing of an export's function came out as "AssertionError: Concurrent
     # access?": a traceback and status 1.
     from absl import flags
-    from zscgan_tf.errors import UserError
 
     def body():
         try:
@@ -379,7 +380,6 @@ def test_a_write_the_system_refuses_is_one_line_and_exit_4(tmp_path, tiny_teache
 
 
 def test_a_work_directory_in_use_by_another_run_is_refused(tmp_path, tiny_teacher_file, capsys, monkeypatch):
-    from zscgan_tf import teachers
     work_dir = tmp_path / "run"
     work_dir.mkdir()
     with lock_held_by_another_process(work_dir) as other, monkeypatch.context() as patch:
@@ -874,6 +874,20 @@ def test_bad_input_from_a_real_process(tmp_path, tiny_teacher_file):
         f"error: evaluation dataset {folder!r} has images of shape (16, 16, 1) but the teacher reads (8, 8, 1); "
         "pass --eval_resize to resize them")
     assert not (tmp_path / "run" / "generator").exists()  # Refused before any training.
+    # Colour images of the teacher's size: the flag converts them, it does not resize them.
+    colour = _image_folder(tmp_path, shape=(8, 8), mode="RGB")
+    # Refused from the images' headers, before any is decoded (this one would be "cannot read image").
+    cut_short = os.path.join(colour, "class_0", "0.png")
+    with open(cut_short, "rb") as whole:
+        header = whole.read(60)
+    with open(cut_short, "wb") as part:
+        part.write(header)
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=tiny_teacher_file), progress=False)
+    with pytest.raises(UserError) as refusal:
+        evaluation_stage.evaluation_dataset(config_lib.RunConfig(
+            evaluation=config_lib.EvaluationConfig(dataset=colour)), teacher)
+    assert str(refusal.value) == (f"evaluation dataset {colour!r} has images of shape (8, 8, 3) but the teacher reads "
+                                  "(8, 8, 1); pass --eval_resize to convert them to gray (by luminance)")
 
 
 def test_eval_resize_opts_in_and_a_teachers_own_data_is_resized(tmp_path, tiny_teacher_file, capsys):

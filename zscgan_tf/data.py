@@ -248,7 +248,8 @@ def check_held_out_split(source: str, training_split: str = "train", held_out_sp
 def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
                  image_size: Optional[Tuple[int, int]] = None, progress: bool = False,
                  max_samples: int = 0, seed: int = 0,
-                 check_class_names: Optional[Callable[[Tuple[str, ...]], None]] = None) -> LabeledImages:
+                 check_class_names: Optional[Callable[[Tuple[str, ...]], None]] = None,
+                 check_image_shape: Optional[Callable[[Tuple[int, int, int]], None]] = None) -> LabeledImages:
     """Loads a dataset named by a source string.
 
     Args:
@@ -266,6 +267,8 @@ def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual
         (`load_image_folder`); other sources load whole (take `class_balanced` after).
       check_class_names: for a folder of images, called with its class names before any
         image is read, to refuse them early (`load_image_folder`); other sources ignore it.
+      check_image_shape: for a folder of images of one size, called with their shape before
+        any is decoded (`load_image_folder`); other sources ignore it.
 
     Raises:
       UserError: for an unknown source or any loading problem (`MixedImageSizesError`
@@ -288,7 +291,7 @@ def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual
         _check_no_unread_idx_files(source)
         return load_image_folder(image_split_folder(source, split), image_size=image_size, progress=progress,
                                  name=os.path.basename(os.path.normpath(source)), max_samples=max_samples, seed=seed,
-                                 check_class_names=check_class_names)
+                                 check_class_names=check_class_names, check_image_shape=check_image_shape)
     if os.path.isfile(source):
         raise UserError(f"dataset {source!r} is a file; expected a directory of IDX files or of class sub-folders of "
                         "images")

@@ -405,11 +405,12 @@ SHOWN_MAPPINGS = 3
 
 
 def label_order_warning(reference_classes: np.ndarray, labels: np.ndarray, num_classes: int,
-                        label_names=(), output_names=()) -> Optional[str]:
+                        label_names=(), output_names=(), from_class_folders: bool = True) -> Optional[str]:
     """A warning when the FP32 teacher's predictions say the evaluation labels (named
     `label_names`) are not its output indices (named `output_names`): class folders sorted
     in another order than the teacher's outputs, or images read with the wrong
-    preprocessing. Else None.
+    preprocessing. Else None. `from_class_folders`: the labels are class folders' (the
+    warning says how those are read), not a dataset's own.
 
     For each label, the class the teacher predicts most often: when for at least
     `MISLABELLED_CLASSES_SHARE` of the labels (and two) that is another class, taking at least
@@ -436,8 +437,8 @@ def label_order_warning(reference_classes: np.ndarray, labels: np.ndarray, num_c
     return (f"the FP32 teacher scores {100 * top1:.2f}% on the evaluation data, and for {len(mappings)} of its "
             f"{len(label_values)} labels it mostly predicts another class ({shown}"
             f"{', ...' if len(mappings) > SHOWN_MAPPINGS else ''}): are the labels in the teacher's output order, "
-            "and the preprocessing right? (class folders are taken in sorted order, unless a sidecar's "
-            "class_names match them by name)")
+            "and the preprocessing right?" + (" (class folders are taken in sorted order, unless a sidecar's "
+                                              "class_names match them by name)" if from_class_folders else ""))
 
 
 @dataclasses.dataclass(frozen=True)

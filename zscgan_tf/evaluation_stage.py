@@ -135,6 +135,17 @@ def _partly_matched_refusal(source: str, class_names: Optional[Tuple[str, ...]],
                      f"{listed([repr(name) for name in left], NAMES_SHOWN)})")
 
 
+def _shape_refusal(source: str, image_shape: Tuple[int, int, int], teacher: Teacher) -> UserError:
+    """The refusal of images of another shape than the teacher's, without --eval_resize."""
+    resize = tuple(image_shape[:2]) != tuple(teacher.image_shape[:2])
+    convert = ("" if image_shape[2] == teacher.image_shape[2] else
+               "convert them to gray (by luminance)" if teacher.image_shape[2] == 1 else
+               f"repeat their gray over {teacher.image_shape[2]} channels")
+    return UserError(f"evaluation dataset {source!r} has images of shape {tuple(image_shape)} but the teacher reads "
+                     f"{tuple(teacher.image_shape)}; pass --eval_resize to "
+                     + " and ".join(what for what in ("resize them" if resize else "", convert) if what))
+
+
 def _class_count_refusal(source: str, num_classes: int, teacher: Teacher) -> UserError:
     return UserError(f"evaluation dataset {source!r} has {num_classes} classes but the teacher predicts "
                      f"{teacher.num_classes}")
@@ -161,6 +172,11 @@ def _load_evaluation_data(run_config: RunConfig, teacher: Teacher, source: str, 
     # A folder of photographs decodes only the subset it keeps; other sources are subset after.
     subset = {"max_samples": settings.max_samples, "seed": run_config.seed,
               "check_class_names": _class_names_check(teacher, source)}
+    if not (settings.resize or _trained_on_resized(source, teacher)):
+        def check_image_shape(image_shape: Tuple[int, int, int]) -> None:  # From the headers, before decoding.
+            if tuple(image_shape) != tuple(teacher.image_shape):
+                raise _shape_refusal(source, image_shape, teacher)
+        subset["check_image_shape"] = check_image_shape
     try:
         return data.load_dataset(source, settings.split, data_dir=data_dir or None,
                                  manual_dir=settings.manual_dir or None, progress=progress, **subset)
@@ -257,8 +273,7 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
         dataset = dataset.class_balanced(settings.max_samples, seed=run_config.seed)
     if tuple(dataset.image_shape) != tuple(teacher.image_shape):
         if not (settings.resize or _trained_on_resized(source, teacher)):
-            raise UserError(f"evaluation dataset {source!r} has images of shape {tuple(dataset.image_shape)} but "
-                            f"the teacher reads {tuple(teacher.image_shape)}; pass --eval_resize to resize them")
+            raise _shape_refusal(source, dataset.image_shape, teacher)
         say(f"evaluation: {source} images are {tuple(dataset.image_shape)}; converted to the teacher's "
             f"{tuple(teacher.image_shape)}")
         dataset = dataset.to_input_shape(teacher.image_shape)
@@ -358,8 +373,8 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
         say(f"evaluation: no real data to evaluate on ({why})")
         return results
     labels = dataset.labels
-    split = split_read(teacher.real_data(run_config.evaluation.dataset, run_config.evaluation.data_dir)[0],
-                       run_config.evaluation.split)
+    source = teacher.real_data(run_config.evaluation.dataset, run_config.evaluation.data_dir)[0]
+    split = split_read(source, run_config.evaluation.split)
     say(f"evaluation: {len(labels):,} images of {dataset.name} ({split or 'the whole folder'})")
     # Each predictor takes a chunk's pixels and its preprocessed inputs: Keras models run on the
     # inputs, TFLite models on the pixels, quantized as a device would (`predict_pixels`). Each
@@ -383,9 +398,11 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
             predictors[STUDENT_ON_INT8_INPUT] = lambda pixels, inputs, classifier=classifier: evaluate.keras_predict(
                 student, classifier.input_as_seen(pixels, teacher.preprocessing), EVALUATION_BATCH_SIZE)
             digests[STUDENT_ON_INT8_INPUT] = f"{digests[student_name]} on {digests[f'{kind}_tflite']}"
+    from_class_folders = os.path.isdir(source) and not data.is_idx_directory(source)
+
     def label_order_check(reference_classes: np.ndarray, labels_seen: np.ndarray) -> Optional[str]:
         return evaluate.label_order_warning(reference_classes, labels_seen, teacher.num_classes,
-                                            dataset.class_names or (), teacher.class_names())
+                                            dataset.class_names or (), teacher.class_names(), from_class_folders)
 
     predicted = _predicted_classes(run_config, teacher, dataset, predictors, digests, progress, label_order_check)
     student_on_int8_input = predicted.pop(STUDENT_ON_INT8_INPUT, predicted.get(student_name))

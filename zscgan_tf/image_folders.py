@@ -14,9 +14,10 @@ import numpy as np
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.labeled_images import (PIXEL_MAX, LabeledImages, MixedImageSizesError, central_crop_and_resize,
                                       class_balanced_indices, crop_and_resize_phrase)
-from zscgan_tf.progress import ProgressBar, count_of, listed
+from zscgan_tf.progress import ProgressBar, count_of, listed, say
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif",
+                    ".tiff")
 # Pillow's 16-bit grayscale modes: read as TensorFlow's PNG decoder reads them, as does
 # Keras' `image_dataset_from_directory`, keeping the high byte.
 SIXTEEN_BIT_PIL_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
@@ -63,7 +64,8 @@ def _class_image_files(class_dir: str) -> list:
 
 def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, progress: bool = False,
                       name: Optional[str] = None, max_samples: int = 0, seed: int = 0,
-                      check_class_names: Optional[Callable[[Tuple[str, ...]], None]] = None) -> LabeledImages:
+                      check_class_names: Optional[Callable[[Tuple[str, ...]], None]] = None,
+                      check_image_shape: Optional[Callable[[Tuple[int, int, int]], None]] = None) -> LabeledImages:
     """Loads `path/<class name>/<image>`; class indices follow the sorted folder names.
 
     If every image is grayscale the result has 1 channel, otherwise 3 (RGB; alpha is
@@ -85,6 +87,9 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
       check_class_names: called with the class folders' names, sorted, before any image
         is read; it raises to refuse them (classes the model cannot be measured on)
         without the minutes of decoding.
+      check_image_shape: without `image_size`, called with the images' (height, width,
+        channels), once their headers are read and before any is decoded, to refuse
+        them early (images another model reads).
 
     Raises:
       UserError: if there are no class folders, no class folder has images, or an image
@@ -117,6 +122,8 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
     labels = np.asarray(labels, np.int64)
     preparation = (f"{count_of(len(empty), 'class folder')} without images ({listed(empty, EMPTY_CLASSES_SHOWN)}), "
                    "measured on none",) if empty else ()
+    if empty:
+        say(f"note: {path}: {preparation[0]} (images are {', '.join(IMAGE_EXTENSIONS)})")
     if 0 < max_samples < len(files):
         chosen = class_balanced_indices(labels, len(class_names), max_samples, seed)
         preparation += (f"a class-balanced subset of {len(files):,}",)
@@ -146,6 +153,8 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
                     f"images in {path} differ in size: {files[0]} is {sizes[0][0]}x{sizes[0][1]} but {file} is "
                     f"{size[0]}x{size[1]} (width x height)")
         height, width = sizes[0][1], sizes[0][0]
+        if check_image_shape is not None:
+            check_image_shape((height, width, 1 if grayscale else 3))
     else:
         height, width = (int(size) for size in image_size)
         resize = _image_resizer((height, width), 1 if grayscale else 3)
