@@ -311,6 +311,16 @@ def test_image_folder_reads_jpegs_as_keras_image_dataset_from_directory_does(tmp
     gray = image_folders.load_image_folder(str(tmp_path / "gray"))
     assert gray.image_shape == (16, 16, 1)
     np.testing.assert_array_equal(gray.images[0], gray_pixels)
+    # A phone photo with a second picture after the first (MPO to Pillow, which decoded it) is a JPEG too.
+    os.makedirs(tmp_path / "phone" / "class_0")
+    photo = Image.fromarray(np.clip(smooth[1], 0, 255).astype(np.uint8)).resize((64, 64))
+    photo.save(tmp_path / "phone" / "class_0" / "photo.jpg", format="MPO", save_all=True,
+               append_images=[photo.resize((16, 16))], quality=90)
+    with Image.open(tmp_path / "phone" / "class_0" / "photo.jpg") as picture:
+        assert picture.format == "MPO"
+    np.testing.assert_array_equal(image_folders.load_image_folder(str(tmp_path / "phone")).images[0],
+                                  tf.io.decode_jpeg((tmp_path / "phone" / "class_0" / "photo.jpg").read_bytes(),
+                                                    channels=3).numpy())
 
 
 def test_image_folder_split_subdirectory(tmp_path, random_pixels):

@@ -1910,8 +1910,15 @@ def test_idx_files_whose_labels_stop_short_of_the_last_class_are_the_teachers_ou
     assert f"{tmp_path}'s labels reach 2; read as the teacher's outputs 0 to 3" in capsys.readouterr().out
     # Labels beyond the teacher's outputs are still refused.
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 3) + bytes([0, 5, 1]))
-    with pytest.raises(UserError, match="has 6 classes but the teacher predicts 4"):
+    with pytest.raises(UserError, match="has 6 classes but the teacher predicts 4$"):
         evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+    # Labels 1 to 4 for four outputs: counted from 1, as some datasets count.
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 3) + bytes([1, 4, 2]))
+    with pytest.raises(UserError) as refusal:
+        evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+    assert str(refusal.value) == (f"evaluation dataset {str(tmp_path)!r} has 5 classes but the teacher predicts 4; its "
+                                  "labels run from 1 to 4: if they count from 1, subtract 1 from them (the teacher's "
+                                  "outputs count from 0)")
 
 
 def test_fewer_calibration_samples_than_classes_come_from_classes_across_the_range(monkeypatch):

@@ -146,9 +146,16 @@ def _shape_refusal(source: str, image_shape: Tuple[int, int, int], teacher: Teac
                      + " and ".join(what for what in ("resize them" if resize else "", convert) if what))
 
 
-def _class_count_refusal(source: str, num_classes: int, teacher: Teacher) -> UserError:
+def _class_count_refusal(source: str, num_classes: int, teacher: Teacher,
+                         labels: Optional[np.ndarray] = None) -> UserError:
+    """The refusal of data of `num_classes` classes; `labels`, read from files without a class
+    count, may say they count from 1."""
+    from_one = (labels is not None and labels.size and int(labels.min()) == 1
+                and num_classes == teacher.num_classes + 1)
     return UserError(f"evaluation dataset {source!r} has {num_classes} classes but the teacher predicts "
-                     f"{teacher.num_classes}")
+                     f"{teacher.num_classes}" + (f"; its labels run from 1 to {num_classes - 1}: if they count from "
+                                                 "1, subtract 1 from them (the teacher's outputs count from 0)"
+                                                 if from_one else ""))
 
 
 def _class_names_check(teacher: Teacher, source: str):
@@ -268,7 +275,8 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
             f"{teacher.num_classes - 1}")
         dataset = dataclasses.replace(dataset, num_classes=teacher.num_classes, classes_from_labels=False)
     if dataset.num_classes != teacher.num_classes:
-        raise _class_count_refusal(source, dataset.num_classes, teacher)
+        raise _class_count_refusal(source, dataset.num_classes, teacher,
+                                   dataset.labels if dataset.classes_from_labels else None)
     if settings.max_samples:  # Before any resize: the subset depends on the labels alone, and resizes less.
         dataset = dataset.class_balanced(settings.max_samples, seed=run_config.seed)
     if tuple(dataset.image_shape) != tuple(teacher.image_shape):

@@ -31,6 +31,9 @@ GRAYSCALE_PIL_MODES = ("1", "L", "LA", *SIXTEEN_BIT_PIL_MODES, *WIDE_PIL_MODES)
 # inverse DCT otherwise than Pillow (INTEGER_FAST against libjpeg's accurate one), up to 5
 # levels apart on a pixel; a model trained through Keras or TFDS saw TensorFlow's pixels.
 TENSORFLOW_JPEG_CHANNELS = {"L": 1, "RGB": 3}
+# Pillow's formats of JPEG files: MPO is a JPEG with more pictures after the first (a phone
+# photo's gain or depth map), whose first TensorFlow's decoder reads.
+JPEG_FORMATS = ("JPEG", "MPO")
 # Folders that are not classes: macOS adds this one, holding "._" resource files, to zip files it makes.
 NOT_CLASS_FOLDERS = ("__MACOSX",)
 # Class folders without images a dataset's description names, at most.
@@ -203,7 +206,7 @@ def _picture_pixels(picture, grayscale: bool, file: str) -> np.ndarray:
     """(H, W, 1) uint8 pixels when the whole dataset is `grayscale`, else (H, W, 3): a
     grayscale picture among colour ones is repeated over the channels. A JPEG's pixels
     are TensorFlow's (`TENSORFLOW_JPEG_CHANNELS`)."""
-    if picture.format == "JPEG" and picture.mode in TENSORFLOW_JPEG_CHANNELS:
+    if picture.format in JPEG_FORMATS and picture.mode in TENSORFLOW_JPEG_CHANNELS:
         pixels = _tensorflow_jpeg_pixels(file, TENSORFLOW_JPEG_CHANNELS[picture.mode])
         return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 and not grayscale else pixels
     if picture.mode in GRAYSCALE_PIL_MODES:
