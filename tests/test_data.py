@@ -248,12 +248,12 @@ def test_images_in_folders_inside_a_class_folder_are_read_and_a_class_folder_wit
 
     np.testing.assert_array_equal(dataset.labels, [0, 0, 0, 2])
     assert dataset.class_names == ("a", "b", "c") and dataset.num_classes == 3
-    assert dataset.preparation == ("1 class folder without images (b), measured on none",)  # For the report.
-    assert capsys.readouterr().out.startswith(f"note: {tmp_path}: 1 class folder without images (b), measured on "
-                                              "none (images are .png, .jpg, ")
+    assert dataset.preparation == ("1 class folder without images (b)",)  # For the report.
+    assert capsys.readouterr().out.startswith(f"note: {tmp_path}: 1 class folder without images (b), whose classes "
+                                              "keep their places in the order with no image (images are .png, .jpg, ")
     subset = image_folders.load_image_folder(str(tmp_path), max_samples=2)
     assert sorted(subset.labels) == [0, 2] and subset.preparation == (
-        "1 class folder without images (b), measured on none", "a class-balanced subset of 4")
+        "1 class folder without images (b)", "a class-balanced subset of 4")
 
 
 def test_float_grayscale_images_of_0_to_1_are_fractions_of_the_brightest_level(tmp_path):

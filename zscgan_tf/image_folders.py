@@ -123,10 +123,11 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
     if not files:
         raise UserError(f"the class folders of {path} hold no images ({', '.join(IMAGE_EXTENSIONS)})")
     labels = np.asarray(labels, np.int64)
-    preparation = (f"{count_of(len(empty), 'class folder')} without images ({listed(empty, EMPTY_CLASSES_SHOWN)}), "
-                   "measured on none",) if empty else ()
+    preparation = (f"{count_of(len(empty), 'class folder')} without images ({listed(empty, EMPTY_CLASSES_SHOWN)})",
+                   ) if empty else ()
     if empty:
-        say(f"note: {path}: {preparation[0]} (images are {', '.join(IMAGE_EXTENSIONS)})")
+        say(f"note: {path}: {preparation[0]}, whose classes keep their places in the order with no image (images "
+            f"are {', '.join(IMAGE_EXTENSIONS)})")
     if 0 < max_samples < len(files):
         chosen = class_balanced_indices(labels, len(class_names), max_samples, seed)
         preparation += (f"a class-balanced subset of {len(files):,}",)
