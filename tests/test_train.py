@@ -1527,8 +1527,8 @@ def test_a_folder_of_photographs_of_different_sizes_is_cropped_and_resized_with_
                 tmp_path / "imagenet" / "val" / f"n0{label}" / f"{index}.JPEG")
     teacher = tiny_teacher(input_shape=(8, 8, 3), trained=False)
     settings = config_lib.EvaluationConfig(dataset=str(tmp_path / "imagenet"), split="val")
-    with pytest.raises(UserError, match=r"differ in size: .*; pass --eval_resize to crop and resize them to the "
-                                        r"teacher's 8x8$"):
+    with pytest.raises(UserError, match=r"differ in size: .* \(width x height; 4 of 8 are 30x20\); pass "
+                                        r"--eval_resize to crop and resize them to the teacher's 8x8$"):
         evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
 
     settings = dataclasses.replace(settings, resize=True)
@@ -1538,7 +1538,9 @@ def test_a_folder_of_photographs_of_different_sizes_is_cropped_and_resized_with_
     assert dataset.images.shape == (8, 8, 8, 3) and dataset.name == "imagenet"
     np.testing.assert_array_equal(dataset.labels, np.repeat(np.arange(4), 2))
     out = capsys.readouterr().out
-    assert "each is cropped to its central 87.5% and resized to 8x8 as it loads" in out
+    # How many have the commonest size: one odd file among images of the teacher's size crops them all.
+    assert "images differ in size (4 of 8 are 30x20); each is cropped to its central 87.5% and resized to 8x8 as it " \
+        "loads" in out
     assert "loading images 8/8" in out
 
 

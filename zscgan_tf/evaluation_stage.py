@@ -192,7 +192,8 @@ def _load_evaluation_data(run_config: RunConfig, teacher: Teacher, source: str, 
         if not (settings.resize or _trained_on_resized(source, teacher)):
             raise UserError(f"{error}; pass --eval_resize to crop and resize them to the teacher's "
                             f"{height}x{width}") from None
-        say(f"evaluation: {source} images differ in size; each is cropped to its central "
+        commonest = f" ({error.commonest})" if error.commonest else ""
+        say(f"evaluation: {source} images differ in size{commonest}; each is cropped to its central "
             f"{CENTRAL_CROP_FRACTION:.1%} and resized to {height}x{width} as it loads")
         return data.load_dataset(source, settings.split, data_dir=data_dir or None,
                                  manual_dir=settings.manual_dir or None, image_size=(height, width),

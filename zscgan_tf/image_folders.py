@@ -6,6 +6,7 @@ them too); class indices follow the sorted folder names. A dataset directory may
 split folders (`train/`, `val/`) of class folders (`image_split_folder`).
 """
 
+import collections
 import os
 from typing import Callable, Optional, Tuple
 
@@ -153,9 +154,11 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
     if image_size is None:
         for file, size in zip(files, sizes):
             if size != sizes[0]:
+                (common_width, common_height), count = collections.Counter(sizes).most_common(1)[0]
+                commonest = f"{count:,} of {len(sizes):,} are {common_width}x{common_height}"
                 raise MixedImageSizesError(
                     f"images in {path} differ in size: {files[0]} is {sizes[0][0]}x{sizes[0][1]} but {file} is "
-                    f"{size[0]}x{size[1]} (width x height)")
+                    f"{size[0]}x{size[1]} (width x height; {commonest})", commonest)
         height, width = sizes[0][1], sizes[0][0]
         if check_image_shape is not None:
             check_image_shape((height, width, 1 if grayscale else 3))
