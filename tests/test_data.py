@@ -254,6 +254,12 @@ def test_images_in_folders_inside_a_class_folder_are_read_and_a_class_folder_wit
     subset = image_folders.load_image_folder(str(tmp_path), max_samples=2)
     assert sorted(subset.labels) == [0, 2] and subset.preparation == (
         "1 class folder without images (b)", "a class-balanced subset of 4")
+    # A link to a class folder elsewhere that is gone: its class was left out, and the others renumbered.
+    (tmp_path / "d").symlink_to(tmp_path / "unmounted")
+    with pytest.raises(UserError) as refusal:
+        image_folders.load_image_folder(str(tmp_path))
+    assert str(refusal.value) == (f"{tmp_path / 'd'} is a symbolic link to {tmp_path / 'unmounted'}, which does not "
+                                  "exist: mount or restore what it points to, or remove the link")
 
 
 def test_float_grayscale_images_of_0_to_1_are_fractions_of_the_brightest_level(tmp_path):

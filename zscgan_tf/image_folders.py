@@ -106,6 +106,12 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
         raise UserError(f"image folder not found: {path}")
     if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
         raise UserError(f"image size must be (height, width), got {image_size}")
+    broken = sorted(entry.name for entry in os.scandir(path)
+                    if entry.is_symlink() and not os.path.exists(entry.path) and not entry.name.startswith("."))
+    if broken:  # A class folder on a disk not mounted: its class would be left out, the others renumbered.
+        link = os.path.join(path, broken[0])
+        raise UserError(f"{link} is a symbolic link to {os.readlink(link)}, which does not exist: mount or restore "
+                        "what it points to, or remove the link")
     class_names = class_folder_names(path)
     if not class_names:
         hint = ("; it holds images itself: if they are one class's, pass the folder above it, whose sub-folders are "
