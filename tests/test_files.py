@@ -168,6 +168,14 @@ def test_write_bytes_atomic_creates_missing_directories_and_keeps_the_umask(tmp_
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
+def test_strict_json_values_are_what_strict_parsers_read_back():
+    # A teacher sidecar's "metrics" of NaN reached report.json as NaN, which browsers and strict parsers refuse.
+    values = {"metrics": {"test_accuracy": float("nan"), "note": float("inf")}, "shape": (8, 8, 1), "top1": 0.5}
+    strict = files.strict_json_values(values)
+    assert strict == {"metrics": {"test_accuracy": None, "note": None}, "shape": [8, 8, 1], "top1": 0.5}
+    json.loads(json.dumps(strict, allow_nan=False))
+
+
 def test_write_json_atomic_round_trips(tmp_path):
     path = tmp_path / "state.json"
     files.write_json_atomic(str(path), {"b": [1, 2], "a": "x"})

@@ -547,6 +547,28 @@ def test_lambda_layer_is_refused_in_safe_mode_and_its_code_never_runs(tmp_path, 
     assert teacher.num_classes == 3
 
 
+def test_class_names_a_labels_file_cannot_carry_as_they_are_are_warned_of(tmp_path):
+    # A name holding U+2028 was written as is: a reader splitting lines got 5 labels for 4 outputs, each after it
+    # one off. "7 up" is read by Coral's read_label_file as output 7, named "up".
+    from zscgan_tf import teacher_training
+    from zscgan_tf.preprocessing import Preprocessing
+
+    path = str(tmp_path / "teacher.keras")
+    teacher_training.save_teacher(build_tiny_classifier(), path, Preprocessing("tf"), dataset="synthetic",
+                                  class_names=["cola", "7 up", "two\u2028lines", "2: water"], metrics=None)
+    teacher = teachers.load_teacher(_source(path))
+    assert teacher.class_names() == ()  # No labels file, rather than one whose lines are not the outputs.
+    assert ("the teacher's class name 'two\\u2028lines' holds a line break, which a labels file (one name a line) "
+            "cannot carry: no labels file is written; remove it from the class names") in teacher.warnings
+    assert ("class names '7 up', '2: water' begin with a number and a space or colon, which Coral's read_label_file "
+            "(pycoral) reads as an index and a name: the labels file holds them as they are, one a line, for readers "
+            "that take one name a line") in teacher.warnings
+    teacher_training.save_teacher(build_tiny_classifier(), path, Preprocessing("tf"), dataset="synthetic",
+                                  class_names=["cola", "7", "7up", "water"], metrics=None)
+    teacher = teachers.load_teacher(_source(path))
+    assert teacher.class_names() == ("cola", "7", "7up", "water") and not teacher.warnings
+
+
 def _save_naming_module(path, module_name, directory, marker):
     """Saves a tiny classifier to the `.keras` file `path` with its config naming `module_name` as the module
     of its model class, and writes that module, whose code creates `marker`, into `directory`: a file from

@@ -81,6 +81,21 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     report = json.loads((work_dir / "report.json").read_text())
     assert report["generator_training"]["steps"] == 4
     assert report["quantization"]["summary"]["steps"] == 3
+    # Each file as a deploying script needs it: its digest, and its input's and output's quantization as LiteRT
+    # reads them (they were in export_report.md's prose only).
+    from ai_edge_litert.interpreter import Interpreter
+    files = report["quantization"]["files"]
+    assert set(files) == {"float", "ptq_int8", "qat_int8"} and files["float"]["input"] == {
+        "dtype": "float32", "shape": [1, 8, 8, 1]}
+    for kind, described in files.items():
+        assert described["sha256"] == file_digest(str(work_dir / described["file"]))
+        details = Interpreter(model_path=str(work_dir / described["file"]))
+        for side, tensor in (("input", details.get_input_details()[0]), ("output", details.get_output_details()[0])):
+            assert described[side]["dtype"] == tensor["dtype"].__name__ and described[side]["shape"] == list(
+                tensor["shape"])
+            if kind != "float":
+                assert (described[side]["scale"], described[side]["zero_point"]) == pytest.approx(
+                    tensor["quantization"]), (kind, side)
     assert report["quantization"]["summary"]["first"]["features"] > 0  # The feature term is on by default.
     assert "feature term" in (work_dir / "report.md").read_text()
     # Each training's speed after its first step, which compiles the step, is given apart.

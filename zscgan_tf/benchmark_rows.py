@@ -25,8 +25,8 @@ from zscgan_tf import labeled_images, reproducibility, run_report, run_state, se
 from zscgan_tf.benchmark_config import BenchmarkConfig, validate
 from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, format_results, points, targets
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import (check_not_in_use, exclusive_use, read_json, unusable_directory_reason, write_json_atomic,
-                             write_text_atomic)
+from zscgan_tf.files import (check_not_in_use, exclusive_use, read_json, strict_json_values,
+                             unusable_directory_reason, write_json_atomic, write_text_atomic)
 from zscgan_tf.progress import say
 from zscgan_tf.evaluation_stage import LATENCY_THREADS
 from zscgan_tf.quantization_stages import INPUT_RANGE, QAT_INPUT
@@ -562,7 +562,7 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
             entry["targets"] = targets(bench.teacher.name, entry["rows"], entry["measurements"])
             entry["wall_seconds_this_session"] = round(now - started, 1)
             results["teachers"][bench.teacher.name] = entry
-        write_json_atomic(os.path.join(benchmark.work_dir, RESULTS_JSON_FILE), results)
+        write_json_atomic(os.path.join(benchmark.work_dir, RESULTS_JSON_FILE), strict_json_values(results))
         write_text_atomic(os.path.join(benchmark.work_dir, RESULTS_MARKDOWN_FILE), format_results(results))
 
     with contextlib.ExitStack() as lock:

@@ -358,8 +358,13 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
         with open(path, "rb") as model_file:
             model_bytes[kind] = model_file.read()
     results = {"sizes_bytes": {kind: len(contents) for kind, contents in model_bytes.items()}}
-    integer_reports = {kind: tflite_model.inspect_tflite(contents) for kind, contents in model_bytes.items()
-                       if kind != "float"}
+    file_reports = {kind: tflite_model.inspect_tflite(contents) for kind, contents in model_bytes.items()}
+    # What a script deploying a file needs, without parsing export_report.md.
+    results["files"] = {kind: {"file": os.path.basename(tflite_paths[kind]), "sha256": bytes_digest(contents),
+                               "input": _tensor_quantization(file_reports[kind].inputs[0]),
+                               "output": _tensor_quantization(file_reports[kind].outputs[0])}
+                        for kind, contents in model_bytes.items()}
+    integer_reports = {kind: report for kind, report in file_reports.items() if kind != "float"}
     float_ops = {kind: dict(sorted(collections.Counter(op.name for op in report.non_integer_ops).items()))
                  for kind, report in integer_reports.items() if not report.is_fully_integer}
     if float_ops:  # Int8 models exported with --allow_float_ops: the ops they keep float, counted.
@@ -429,6 +434,15 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
                     "top1": accuracy, "agreement": agreement,
                     **_against_fp32(predicted, labels, class_names_of(dataset, teacher))})
     return results
+
+
+def _tensor_quantization(tensor: tflite_model.TensorInfo) -> dict:
+    """A model input's or output's dtype and shape, and for an integer one its scale and zero
+    point: real value = scale * (integer - zero point)."""
+    described = {"dtype": tensor.dtype, "shape": list(tensor.shape)}
+    if tensor.scales:
+        described.update(scale=float(tensor.scales[0]), zero_point=int(tensor.zero_points[0]))
+    return described
 
 
 def reads_pixels_as(student, classifier: evaluate.TfliteClassifier, preprocessing) -> bool:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -124,6 +125,22 @@ def write_text_atomic(path: str, text: str) -> str:
 
 def write_json_atomic(path: str, values) -> str:
     return write_text_atomic(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+def strict_json_values(values):
+    """`values` as strict JSON reads them back: tuples as lists, and NaN and infinities as
+    None (JSON has no literal for them; Python writes `NaN`, which browsers, `jq` 1.7 and
+    strict parsers refuse). For files that scripts read: `report.json`, `results.json`."""
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {key: finite(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(item) for item in value]
+        return value
+
+    return json.loads(json.dumps(finite(values), allow_nan=False))
 
 
 @contextlib.contextmanager

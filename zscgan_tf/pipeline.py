@@ -31,8 +31,8 @@ from zscgan_tf import config as config_lib
 from zscgan_tf import (evaluation_progress, evaluation_stage, generator_reuse, generator_stage, memory_checks,
                        quantization_stages, run_report, seeds, start_up, teachers, training_loop, zero_shot)
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import (check_not_in_use, exclusive_use, file_digest, unusable_directory_reason, write_json_atomic,
-                             write_text_atomic)
+from zscgan_tf.files import (check_not_in_use, exclusive_use, file_digest, strict_json_values,
+                             unusable_directory_reason, write_json_atomic, write_text_atomic)
 from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.progress import count_of, say
 from zscgan_tf.run_state import (GENERATED_SAMPLES_KEY, GENERATOR_DIR, GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE,
@@ -255,6 +255,7 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
                     "samples": run_report.SAMPLES_FILE, "tensorboard": LOGS_DIR, "config": config_lib.CONFIG_FILE,
                     "export_report": quantization_stages.EXPORT_REPORT_FILE},
     }
+    report = strict_json_values(report)  # As report.json holds it: what `run` returns.
     write_reports(work_dir, report)
     return report
 

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -46,6 +47,9 @@ DEFAULT_FILE_PREPROCESSING = "tf"
 # Layers that map pixels to a model's input, found at the start of models that scale pixels themselves.
 PIXEL_SCALING_LAYERS = (tf_keras.layers.Rescaling, tf_keras.layers.Normalization)
 # Layer classes of TF-MOT's quantization-aware (and annotated) models, as their saved configs name them.
+# The characters `str.splitlines` breaks a line at: a labels file read line by line would split
+# a class name holding one (U+2028 among them), giving more labels than outputs.
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 TF_MOT_LAYER_CLASSES = frozenset({"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate"})
 
 class QuantizationAwareTeacherError(UserError):
@@ -182,9 +186,37 @@ class Teacher:
         `tools/train_teacher.py` writes); () when it has none, not one per output, or one that
         would not fit on a line of a labels file."""
         names = tuple(str(name) for name in self.description.get("class_names") or ())
-        if len(names) != self.num_classes or any("\n" in name or "\r" in name for name in names):
+        if len(names) != self.num_classes or any(_line_break_in(name) for name in names):
             return ()
         return names
+
+
+def _line_break_in(name: str) -> bool:
+    return any(character in LINE_BREAKS for character in name)
+
+
+def _read_by_coral_as_indexed(name: str) -> bool:
+    """Whether pycoral's `read_label_file` reads the labels-file line `name` as "<index> <name>"
+    (its own test: digits, then spaces or colons, then more)."""
+    pair = re.split(r"[:\s]+", name.strip(), maxsplit=1)
+    return len(pair) == 2 and pair[0].strip().isdigit()
+
+
+def class_name_warnings(class_names) -> List[str]:
+    """Warnings for class names a labels file cannot carry as they are: one holding a line
+    break (no labels file is written), ones Coral's `read_label_file` reads as "<index> <name>"."""
+    names = [str(name) for name in class_names or ()]
+    warnings = []
+    broken = [name for name in names if _line_break_in(name)]
+    if broken:
+        warnings.append(f"the teacher's class name {broken[0]!r} holds a line break, which a labels file (one name a "
+                        "line) cannot carry: no labels file is written; remove it from the class names")
+    indexed = [name for name in names if _read_by_coral_as_indexed(name)]
+    if indexed:
+        warnings.append(f"class names {listed([repr(name) for name in indexed], LAYERS_NAMED)} begin with a number "
+                        "and a space or colon, which Coral's read_label_file (pycoral) reads as an index and a name: "
+                        "the labels file holds them as they are, one a line, for readers that take one name a line")
+    return warnings
 
 
 def load_teacher(source: TeacherSource, progress: bool = True, require_batchnorm: bool = True) -> Teacher:
@@ -222,7 +254,8 @@ def load_teacher(source: TeacherSource, progress: bool = True, require_batchnorm
     hidden_batchnorm_warning = _check_batchnorm(model, name, require_batchnorm)
     preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
     model.trainable = False
-    warnings = read.notes + [note for note in (channel_note, output_note, vector_note) if note] + rebuild_notes
+    warnings = (read.notes + [note for note in (channel_note, output_note, vector_note) if note] + rebuild_notes
+                + class_name_warnings(description.get("class_names")))
     if hidden_batchnorm_warning:
         warnings.append(hidden_batchnorm_warning)
     scaling_layer = pixel_scaling_layer(model)
