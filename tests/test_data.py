@@ -279,14 +279,15 @@ def test_float_grayscale_images_of_0_to_1_are_fractions_of_the_brightest_level(t
 
 def test_idx_files_under_names_read_as_no_split_are_named_in_the_refusal(tmp_path, random_pixels):
     # They were read as a folder of images: "has no class sub-folders".
-    (tmp_path / "emnist-digits-test-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(random_pixels(2, 4, 4))))
-    (tmp_path / "emnist-digits-test-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(np.zeros(2, np.uint8))))
+    for name, array in (("images-idx3", random_pixels(2, 4, 4)), ("labels-idx1", np.zeros(2, np.uint8))):
+        (tmp_path / f"emnist-digits-test-{name}-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(array)))
     with pytest.raises(UserError) as refusal:
         data.load_dataset(str(tmp_path), "test")
     assert str(refusal.value) == (
-        f"{tmp_path} holds IDX files (emnist-digits-test-images-idx3-ubyte.gz, emnist-digits-test-labels-idx1-ubyte.gz), "
-        "but none under a name read as a split: train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], with "
-        "t10k- or test- for the test split (or a '.' before idx3); rename them, or link them under those names")
+        f"{tmp_path} holds IDX files (emnist-digits-test-images-idx3-ubyte.gz, "
+        "emnist-digits-test-labels-idx1-ubyte.gz), but none under a name read as a split: "
+        "train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], with t10k- or test- for the test split (or a "
+        "'.' before idx3); rename them, or link them under those names")
 
 
 def test_image_folder_reads_jpegs_as_keras_image_dataset_from_directory_does(tmp_path):

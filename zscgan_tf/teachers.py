@@ -46,10 +46,12 @@ MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 DEFAULT_FILE_PREPROCESSING = "tf"
 # Layers that map pixels to a model's input, found at the start of models that scale pixels themselves.
 PIXEL_SCALING_LAYERS = (tf_keras.layers.Rescaling, tf_keras.layers.Normalization)
-# Layer classes of TF-MOT's quantization-aware (and annotated) models, as their saved configs name them.
 # The characters `str.splitlines` breaks a line at: a labels file read line by line would split
 # a class name holding one (U+2028 among them), giving more labels than outputs.
 LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+# Class names a warning lists, at most.
+CLASS_NAMES_SHOWN = 4
+# Layer classes of TF-MOT's quantization-aware (and annotated) models, as their saved configs name them.
 TF_MOT_LAYER_CLASSES = frozenset({"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate"})
 
 class QuantizationAwareTeacherError(UserError):
@@ -213,9 +215,10 @@ def class_name_warnings(class_names) -> List[str]:
                         "line) cannot carry: no labels file is written; remove it from the class names")
     indexed = [name for name in names if _read_by_coral_as_indexed(name)]
     if indexed:
-        warnings.append(f"class names {listed([repr(name) for name in indexed], LAYERS_NAMED)} begin with a number "
-                        "and a space or colon, which Coral's read_label_file (pycoral) reads as an index and a name: "
-                        "the labels file holds them as they are, one a line, for readers that take one name a line")
+        shown = listed([repr(name) for name in indexed], CLASS_NAMES_SHOWN)
+        warnings.append(f"class names {shown} begin with a number and a space or colon, which Coral's "
+                        "read_label_file (pycoral) reads as an index and a name: the labels file holds them as they "
+                        "are, one a line, for readers that take one name a line")
     return warnings
 
 
