@@ -465,6 +465,27 @@ def test_a_resize_holds_a_bounded_number_of_pixels_at_a_time_and_gives_what_one_
     assert batches == [1] * 5
 
 
+def test_a_folder_named_as_a_built_in_dataset_is_told_apart(tmp_path, monkeypatch, capsys, random_pixels):
+    # --dataset=digits from a directory holding the user's digits/ folder trained on scikit-learn's digits unsaid.
+    _save_png(tmp_path / "digits" / "test" / "seven" / "a.png", random_pixels(16, 16))
+    monkeypatch.chdir(tmp_path)
+    assert data.load_dataset("digits", "test").image_shape == (8, 8, 1)  # The built-in one, as before.
+    assert capsys.readouterr().err == (f"zscgan_tf: digits names the built-in dataset, not the folder "
+                                       f"{tmp_path / 'digits'}: pass ./digits for the folder\n")
+    assert data.load_dataset("./digits", "test").class_names == ("seven",)
+
+
+def test_a_random_subset_keeps_the_classes_in_their_proportions(random_pixels):
+    labels = np.repeat([0, 1], [900, 100])
+    dataset = labeled_images.LabeledImages(random_pixels(1000, 2, 2, 1), labels, num_classes=2, name="x")
+    subset = dataset.random_subset(200, seed=3)
+    assert len(subset) == 200 and 10 <= np.sum(subset.labels == 1) <= 30  # 100 of 200, class-balanced.
+    assert subset.preparation == ("a random subset of 1,000",)
+    np.testing.assert_array_equal(subset.images, dataset.random_subset(200, seed=3).images)
+    whole = dataset.random_subset(5000, seed=3)
+    assert len(whole) == 1000 and whole.preparation == ()
+
+
 def test_resize_channels_take_and_class_balanced(random_pixels):
     images = np.zeros((6, 4, 4, 3), np.uint8)
     images[..., 0] = 255  # pure red

@@ -154,6 +154,23 @@ def test_a_backup_of_another_recipe_is_refused_and_a_finished_ones_starts_again(
     assert set(os.listdir(backup_dir)) - {files.LOCK_FILE} == {"recipe.json"}
 
 
+def test_a_teacher_refused_for_its_statistics_leaves_no_backup_to_refuse_the_advised_rerun(tmp_path, monkeypatch):
+    # The refusal advised more epochs; the backup it left then refused that ("another epochs (1, now 2)").
+    path = str(tmp_path / "teacher.keras")
+
+    def refuse(metrics, maximum_gap):
+        raise teacher_training.InferenceModeGapError("its inference-mode accuracy trails")
+
+    monkeypatch.setattr(teacher_training, "check_inference_mode_accuracy", refuse)
+    with pytest.raises(teacher_training.InferenceModeGapError):
+        teacher_recipes.train_from_recipe(TINY_RECIPE, path, progress=False)
+    assert not os.path.exists(teacher_recipes.training_backup_path(path)) and not os.path.exists(path)
+    monkeypatch.undo()
+    teacher_recipes.train_from_recipe(dataclasses.replace(TINY_RECIPE, epochs=TINY_RECIPE.epochs + 1), path,
+                                      progress=False)
+    assert os.path.exists(path) and not os.path.exists(teacher_recipes.training_backup_path(path))
+
+
 def test_a_backup_from_someone_else_neither_restores_nor_deletes_files_elsewhere(tmp_path, monkeypatch):
     # Keras' BackupAndRestore read the weights of, then deleted, checkpoints its state file named anywhere; and a
     # backup directory that was a link had its target emptied when the training started again.

@@ -28,7 +28,7 @@ import numpy as np
 from zscgan_tf.errors import UserError
 from zscgan_tf.image_folders import class_folder_names, image_split_folder, load_image_folder
 from zscgan_tf.labeled_images import PIXEL_MAX, LabeledImages
-from zscgan_tf.progress import listed
+from zscgan_tf.progress import listed, note
 from zscgan_tf.tfds_data import load_tfds
 
 SPLITS = ("train", "test")
@@ -276,6 +276,9 @@ def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual
     """
     if not source:
         raise UserError("no dataset given; expected digits, fashion_mnist, tfds:<name> or a directory")
+    if source in NAMED_SOURCES and os.path.isdir(source):  # A folder of the user's own, in the current directory.
+        note(f"{source} names the built-in dataset, not the folder {os.path.abspath(source)}: pass "
+             f"{os.path.join(os.curdir, source)} for the folder")
     if source == "digits":
         return load_digits(split)
     if source == "fashion_mnist":

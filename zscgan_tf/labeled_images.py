@@ -143,6 +143,15 @@ class LabeledImages:
             return self
         return self._replace(self.images[:count], self.labels[:count], f"the first {count:,} of {len(self):,}")
 
+    def random_subset(self, count: int, seed: int) -> "LabeledImages":
+        """A uniformly random `count` of the examples (all of them if there are fewer), in a
+        random order: the classes in their proportions in the data."""
+        if count < 0:
+            raise UserError(f"cannot take a negative number of examples, got {count}")
+        chosen = np.random.default_rng(seed).permutation(len(self))[:count]
+        step = f"a random subset of {len(self):,}" if chosen.size < len(self) else None
+        return self._replace(self.images[chosen], self.labels[chosen], step)
+
     def class_balanced(self, count: int, seed: int) -> "LabeledImages":
         """A random subset of `count` examples with classes as equally represented as possible
         (`class_balanced_indices`), in a random order."""

@@ -150,10 +150,16 @@ def train_from_recipe(recipe: TeacherRecipe, path: str, progress: bool = True,
         epochs_done = claim_training_backup(path, recipe, data_dir)
         if epochs_done and progress:
             note(f"resuming the teacher's training after epoch {epochs_done} of {recipe.epochs}, from {backup_dir}")
-        metrics = teacher_training.train_teacher(
-            model, train, test, preprocessing, epochs=recipe.epochs, batch_size=recipe.batch_size,
-            learning_rate=recipe.learning_rate, seed=recipe.seed, augment=recipe.augment, progress=progress,
-            backup_dir=backup_dir)
+        try:
+            metrics = teacher_training.train_teacher(
+                model, train, test, preprocessing, epochs=recipe.epochs, batch_size=recipe.batch_size,
+                learning_rate=recipe.learning_rate, seed=recipe.seed, augment=recipe.augment, progress=progress,
+                backup_dir=backup_dir)
+        except teacher_training.InferenceModeGapError:
+            # Its epochs would give the same refused teacher: a training with the advised settings starts anew,
+            # where the backup of other settings refused it.
+            shutil.rmtree(backup_dir, ignore_errors=True)
+            raise
         teacher_training.save_teacher(model, path, preprocessing, recipe.dataset, train.class_names, metrics,
                                       data_dir=data_dir)
         shutil.rmtree(backup_dir, ignore_errors=True)
