@@ -13,7 +13,7 @@ teacher: its logits followed by one tap output per BN layer, BN layers found by 
 
 import dataclasses
 import logging
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -192,7 +192,8 @@ def reduction_axes(layer: tf_keras.layers.BatchNormalization, rank: int) -> List
     return [axis for axis in range(rank) if axis not in channel_axes]
 
 
-def reestimate_batchnorm_statistics(model: tf_keras.Model, images: np.ndarray, batch_size: int) -> None:
+def reestimate_batchnorm_statistics(model: tf_keras.Model, images: np.ndarray, batch_size: int,
+                                    settled: Optional[Callable[[int, int], None]] = None) -> None:
     """Sets every BN layer's moving mean and variance to the exact moments of its input.
 
     The moments are those of the layer's input over all of `images` when the model
@@ -208,6 +209,8 @@ def reestimate_batchnorm_statistics(model: tf_keras.Model, images: np.ndarray, b
       model: a flat functional model; BN layers are found by type (`batchnorm_layers`).
       images: preprocessed inputs, shape (N,) + the model's input shape.
       batch_size: images per forward pass.
+      settled: called after each round with the BN layers settled so far and their count,
+        for a progress line (MobileNetV2's 52 layers take half a minute on 4,096 images).
 
     Raises:
       ValueError: if the images do not fit the model or `batch_size` is not positive.
@@ -230,12 +233,15 @@ def reestimate_batchnorm_statistics(model: tf_keras.Model, images: np.ndarray, b
     tensorflow_logger = tf.get_logger()
     saved_level = tensorflow_logger.level
     tensorflow_logger.setLevel(logging.ERROR)
+    total = len(pending)
     try:
         while pending:
             pending_ids = {id(layer) for layer in pending}
             ready = [layer for layer in pending if not upstream[id(layer)] & pending_ids]
             _set_moments_from_inputs(model, ready, images, batch_size)
             pending = [layer for layer in pending if layer not in ready]
+            if settled is not None:
+                settled(total - len(pending), total)
     finally:
         tensorflow_logger.setLevel(saved_level)
 

@@ -33,6 +33,8 @@ from zscgan_tf.progress import ProgressBar, count_of, note
 # even where feature maps are 1x1, 4096 images pin each channel's mean to about 1.6% of its
 # standard deviation, and the exact per-layer rounds cost several forward passes per image.
 BATCHNORM_REESTIMATION_MAX_IMAGES = 4096
+# The re-estimation's progress line shows once it has run this long (a small teacher's takes a second or two).
+REESTIMATION_QUIET_SECONDS = 5.0
 # train_teacher fails when inference-mode test accuracy trails training mode by more.
 MAXIMUM_INFERENCE_ACCURACY_GAP = 0.10
 # Random translations (augment=True) of up to this fraction of the image side.
@@ -275,9 +277,22 @@ def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImag
     # trained with (a class-balanced one of imbalanced data cost 3 points of test accuracy).
     statistics_images = train.random_subset(BATCHNORM_REESTIMATION_MAX_IMAGES, seed)
     statistics_inputs = preprocessing.apply(statistics_images.images)
+    bar = None
     if progress:
         note(f"re-estimating BatchNormalization statistics on {len(statistics_images)} training images")
-    bn_stats.reestimate_batchnorm_statistics(model, statistics_inputs, EVALUATION_BATCH_SIZE)
+        # A pass over the images per round of layers: half a minute for MobileNetV2's 52, without a line before.
+        bar = ProgressBar(len(bn_stats.batchnorm_layers(model)), "BatchNormalization layers", stream=sys.stderr,
+                          samples_per_step=len(statistics_images), quiet_seconds=REESTIMATION_QUIET_SECONDS)
+
+    def settled(done: int, total: int) -> None:  # pylint: disable=unused-argument
+        if bar:
+            bar.update(done, {})
+
+    try:
+        bn_stats.reestimate_batchnorm_statistics(model, statistics_inputs, EVALUATION_BATCH_SIZE, settled)
+    finally:
+        if bar:
+            bar.close()
     test_inputs = preprocessing.apply(test.images)
     metrics = TeacherMetrics(
         train_accuracy=_accuracy(model, statistics_inputs, statistics_images.labels, EVALUATION_BATCH_SIZE,
