@@ -112,6 +112,20 @@ def test_train_teacher_shows_progress_within_each_epoch_and_a_line_after_it(caps
         f"BatchNormalization layers {layers}/{layers}") < printed.index("zscgan_tf: teacher ")
 
 
+def test_a_teacher_near_chance_is_warned_of(capsys):
+    # A learning rate of 1e6 kept the loss finite (5.9e12) and saved a teacher at 14% on 10 classes, exit 0, unsaid.
+    train = data.load_digits("train").take(64)
+    tf_keras.utils.set_random_seed(0)
+    model = architectures.build_resnet(8, (8, 8, 1), 10, base_width=4)
+    metrics = teacher_training.train_teacher(model, train, data.load_digits("test").take(64), Preprocessing("tf"),
+                                             epochs=1, batch_size=16, learning_rate=1e-9, seed=0, progress=False,
+                                             maximum_inference_accuracy_gap=1.0)
+    assert metrics.test_accuracy < 0.15
+    assert (f"zscgan_tf: warning: the teacher's test accuracy {metrics.test_accuracy:.3f} is near chance (0.100 for "
+            "10 classes): it has not learned its task (a lower --learning_rate, or more --epochs?)\n"
+            ) in capsys.readouterr().err
+
+
 def test_a_training_that_diverges_is_an_error_that_says_what_to_change(tmp_path):
     # Before, a teacher with NaN weights was saved, and the tool exited 0.
     train = data.load_digits("train").take(64)

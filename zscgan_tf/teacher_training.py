@@ -35,6 +35,8 @@ from zscgan_tf.progress import ProgressBar, count_of, note
 BATCHNORM_REESTIMATION_MAX_IMAGES = 4096
 # The re-estimation's progress line shows once it has run this long (a small teacher's takes a second or two).
 REESTIMATION_QUIET_SECONDS = 5.0
+# A test accuracy below this many times chance is warned of: the teacher has not learned its task.
+NEAR_CHANCE_FACTOR = 1.5
 # train_teacher fails when inference-mode test accuracy trails training mode by more.
 MAXIMUM_INFERENCE_ACCURACY_GAP = 0.10
 # Random translations (augment=True) of up to this fraction of the image side.
@@ -305,6 +307,11 @@ def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImag
     if progress:
         note(f"teacher {model.name}: test accuracy {metrics.test_accuracy:.4f} (inference mode), "
              f"{metrics.test_accuracy_training_mode:.4f} (training mode), {metrics.wall_seconds:.0f} s")
+    chance = 1 / max(train.num_classes, 1)
+    if metrics.test_accuracy < NEAR_CHANCE_FACTOR * chance:  # A finite but huge loss: no divergence stop.
+        note(f"warning: the teacher's test accuracy {metrics.test_accuracy:.3f} is near chance ({chance:.3f} for "
+             f"{train.num_classes} classes): it has not learned its task (a lower --learning_rate, or "
+             "more --epochs?)")
     check_inference_mode_accuracy(metrics, maximum_inference_accuracy_gap)
     return metrics
 
