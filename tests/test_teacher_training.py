@@ -80,7 +80,7 @@ def test_batchnorm_statistics_are_re_estimated_on_the_classes_in_their_proportio
     reestimate = bn_stats.reestimate_batchnorm_statistics
     monkeypatch.setattr(teacher_training.bn_stats, "reestimate_batchnorm_statistics",
                         lambda model, images, *args: (seen.append(images), reestimate(model, images, *args)))
-    monkeypatch.setattr(teacher_training, "BATCHNORM_REESTIMATION_MAX_IMAGES", 60)
+    monkeypatch.setattr(teacher_training, "BATCHNORM_REESTIMATION_MAX_IMAGES", 20)  # 10 of the 12 rare ones, balanced.
     tf_keras.utils.set_random_seed(0)
     model = architectures.build_resnet(8, (8, 8, 1), 10, base_width=4)
     teacher_training.train_teacher(model, train, data.load_digits("test").take(16), Preprocessing("tf"), epochs=1,
@@ -88,7 +88,7 @@ def test_batchnorm_statistics_are_re_estimated_on_the_classes_in_their_proportio
                                    maximum_inference_accuracy_gap=1.0)
     (images,) = seen
     rare_share = np.mean([image.tobytes() in rare for image in images])
-    assert len(images) == 60 and rare_share < 0.25  # Half of them, class-balanced.
+    assert len(images) == 20 and rare_share < 0.3  # Half of them, class-balanced.
 
 
 def test_train_teacher_shows_progress_within_each_epoch_and_a_line_after_it(capsys, monkeypatch):
