@@ -152,6 +152,12 @@ def is_idx_directory(path: str) -> bool:
     return os.path.isdir(path) and any(_locate_idx_file(path, split, "images-idx3") for split in SPLITS)
 
 
+def is_image_folder(source: str) -> bool:
+    """Whether the source `source` is a folder of class folders of images (`load_image_folder`):
+    a directory that holds no IDX files."""
+    return os.path.isdir(source) and not is_idx_directory(source)
+
+
 def load_idx_directory(path: str, split: str, name: Optional[str] = None) -> LabeledImages:
     """Loads MNIST-style IDX files: `train-images-idx3-ubyte[.gz]`, `t10k-labels-idx1-ubyte[.gz]`, ...
 
@@ -227,7 +233,7 @@ def check_held_out_split(source: str, training_split: str = "train", held_out_sp
     Raises:
       UserError: naming the split folders wanted, or the class folders one split lacks.
     """
-    if not (os.path.isdir(source) and not is_idx_directory(source)):
+    if not is_image_folder(source):
         return
     training_folder = image_split_folder(source, training_split)
     held_out_folder = image_split_folder(source, held_out_split)

@@ -228,8 +228,7 @@ def unused_evaluation_settings(settings: EvaluationConfig, source: str) -> Optio
 def split_read(source: str, split: str) -> str:
     """The split of `source` that `data.load_dataset` reads for `split`: `split`, or "" for a folder of
     class folders without split sub-folders, which is read whole."""
-    if (os.path.isdir(source) and not data.is_idx_directory(source)
-            and image_folders.image_split_folder(source, split) == source):
+    if data.is_image_folder(source) and image_folders.image_split_folder(source, split) == source:
         return ""
     return split
 
@@ -412,7 +411,7 @@ def run(run_config: RunConfig, teacher: Teacher, student, tflite_paths: Dict[str
             predictors[STUDENT_ON_INT8_INPUT] = lambda pixels, inputs, classifier=classifier: evaluate.keras_predict(
                 student, classifier.input_as_seen(pixels, teacher.preprocessing), EVALUATION_BATCH_SIZE)
             digests[STUDENT_ON_INT8_INPUT] = f"{digests[student_name]} on {digests[f'{kind}_tflite']}"
-    from_class_folders = os.path.isdir(source) and not data.is_idx_directory(source)
+    from_class_folders = data.is_image_folder(source)
 
     def label_order_check(reference_classes: np.ndarray, labels_seen: np.ndarray) -> Optional[str]:
         return evaluate.label_order_warning(reference_classes, labels_seen, teacher.num_classes,
