@@ -93,15 +93,21 @@ def test_an_interrupted_teacher_training_resumes_after_its_last_epoch(tmp_path, 
         teacher_recipes.train_from_recipe(recipe, path, progress=True)
     assert not os.path.exists(path)
     assert {"chief", "recipe.json"} <= set(os.listdir(backup_dir))
+    first_two = json.loads(pathlib.Path(backup_dir, "wall_time.json").read_text())
+    assert first_two["step"] == 2 and first_two["seconds"] > 0
     monkeypatch.undo()
     capfd.readouterr()
 
+    resumed = time.monotonic()
     metrics = teacher_recipes.train_from_recipe(recipe, path, progress=True)
+    this_process = time.monotonic() - resumed
     printed = capfd.readouterr().err
     assert f"resuming the teacher's training after epoch 2 of 4, from {backup_dir}" in printed
     assert "epoch 1/4" not in printed and "epoch 2/4" not in printed
     assert "epoch 3/4: loss " in printed and "epoch 4/4: loss " in printed
     assert metrics.epochs == 4 and os.path.isfile(path) and os.path.isfile(path + ".json")
+    # Its time counts both processes, as its epochs do (it was the last process's only).
+    assert first_two["seconds"] < metrics.wall_seconds <= first_two["seconds"] + this_process
     assert not os.path.exists(backup_dir)  # Gone once the teacher is saved.
 
 
@@ -314,6 +320,7 @@ def test_tool_trains_a_custom_teacher_and_refuses_to_overwrite_it(tmp_path, trai
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     assert printed["teacher"] == output and printed["epochs"] == 1 and 0 <= printed["test_accuracy"] <= 1
+    assert printed["already_trained"] is False  # The key was absent: a script had to use .get().
     assert tf_keras.models.load_model(output, compile=False).input_shape == (None, 8, 8, 1)
     result = train_teacher_tool(*arguments)
     assert result.returncode == 2

@@ -98,7 +98,7 @@ def run() -> dict:
             return {"teacher": path, "already_trained": True, **description.get("metrics", {})}
         raise UserError(f"{path} exists; pass --overwrite to replace it")
     metrics = teacher_recipes.train_from_recipe(recipe, path, progress=True, data_dir=FLAGS.data_dir)
-    return {"teacher": path, **metrics.to_dict()}
+    return {"teacher": path, "already_trained": False, **metrics.to_dict()}
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import bn_stats, data, files, sidecar
+from zscgan_tf import bn_stats, data, files, sidecar, training_loop
 from zscgan_tf.errors import UserError
 from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.preprocessing import Preprocessing
@@ -60,7 +60,8 @@ class TeacherMetrics:
       test_accuracy: inference-mode (moving BN statistics) accuracy on the test set.
       test_accuracy_training_mode: accuracy on the test set with per-batch BN statistics.
       epochs: training epochs.
-      wall_seconds: time spent in `train_teacher`.
+      wall_seconds: time spent in `train_teacher`, over every process that trained it
+        (`TrainingTime`; an epoch a stopped process left unfinished is not counted).
     """
 
     train_accuracy: float
@@ -198,6 +199,40 @@ class StopOnNonFiniteLoss(tf_keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class TrainingTime(tf_keras.callbacks.Callback):
+    """Keeps, in a training's backup directory, the seconds spent up to each finished epoch
+    (`training_loop.WALL_TIME_FILE`), so that a training resumed there counts the time of
+    the processes before it: `total_seconds` once training ends. Where the record does not
+    match the epoch resumed from (a backup of an earlier version), only this process counts.
+
+    Goes before `BackupAndRestore` among the callbacks: an epoch's record is written before
+    its checkpoint, and the epoch a backup restores is the first one `on_epoch_begin` gets.
+    """
+
+    def __init__(self, backup_dir: str, started: float):
+        super().__init__()
+        self.path, self.started = os.path.join(backup_dir, training_loop.WALL_TIME_FILE), started
+        self.earlier_seconds, self.first_epoch = None, None
+
+    def _resumed_from(self, epoch: int) -> None:
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+            self.earlier_seconds = training_loop.earlier_wall_seconds(self.path, epoch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._resumed_from(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.earlier_seconds is not None:
+            files.write_json_atomic(self.path, {"step": epoch + 1,
+                                                "seconds": self.earlier_seconds + time.monotonic() - self.started})
+
+    def total_seconds(self, epochs: int) -> float:
+        """The training's seconds so far; `epochs` is where a backup that ran no epoch here stood."""
+        self._resumed_from(epochs)  # A backup holding every epoch (a save cut short) runs none.
+        return (self.earlier_seconds or 0.0) + time.monotonic() - self.started
+
+
 def _loss_and_accuracy(logs) -> dict:
     return {name: float(logs[name]) for name in ("loss", "accuracy") if logs and name in logs}
 
@@ -229,8 +264,9 @@ def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImag
       progress: show a progress bar over the epochs and a line after each, on stderr.
       maximum_inference_accuracy_gap: see `check_inference_mode_accuracy`.
       backup_dir: where to keep a checkpoint of weights and optimizer after every epoch,
-        and to resume from one left there (Keras's `BackupAndRestore`). A resumed
-        training's later epochs see other shuffles than they would have in one go.
+        and to resume from one left there (Keras's `BackupAndRestore`), with the time spent
+        (`TrainingTime`). A resumed training's later epochs see other shuffles than they
+        would have in one go.
 
     Returns:
       The teacher's `TeacherMetrics`.
@@ -258,7 +294,8 @@ def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImag
     model.compile(optimizer=tf_keras.optimizers.Adam(schedule),
                   loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    callbacks = [tf_keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False)] if backup_dir else []
+    timer = TrainingTime(backup_dir, start_time) if backup_dir else None
+    callbacks = [timer, tf_keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False)] if timer else []
     divergence = StopOnNonFiniteLoss()
     callbacks.append(divergence)
     if progress:
@@ -303,7 +340,7 @@ def train_teacher(model: tf_keras.Model, train: LabeledImages, test: LabeledImag
         # Training mode at the training batch size: the statistics the weights were fitted with.
         test_accuracy_training_mode=_training_mode_accuracy(model, test_inputs, test.labels, batch_size),
         epochs=epochs,
-        wall_seconds=time.monotonic() - start_time)
+        wall_seconds=timer.total_seconds(epochs) if timer else time.monotonic() - start_time)
     if progress:
         note(f"teacher {model.name}: test accuracy {metrics.test_accuracy:.4f} (inference mode), "
              f"{metrics.test_accuracy_training_mode:.4f} (training mode), {metrics.wall_seconds:.0f} s")

@@ -165,7 +165,7 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
     history = [record for record in read_history(history_path) if record["step"] <= start_step]
     bar = ProgressBar(schedule.steps, name, start_step, schedule.samples_per_step) if progress else None
     wall_time_path = os.path.join(work_dir, WALL_TIME_FILE)
-    earlier_seconds = _earlier_wall_seconds(wall_time_path, start_step)
+    earlier_seconds = earlier_wall_seconds(wall_time_path, start_step)
     started = time.monotonic()
     first_step_seconds = None
 
@@ -249,9 +249,10 @@ def _record(step: int, values: Dict[str, float], schedule: LoopSchedule, name: s
             tf.summary.image(f"{name}/samples", for_tensorboard(image_fn())[np.newaxis])
 
 
-def _earlier_wall_seconds(path: str, start_step: int) -> Optional[float]:
-    """The seconds earlier sessions trained up to `start_step` (`WALL_TIME_FILE`): 0 for a
-    training that starts now, None when not recorded for the checkpoint it resumes from."""
+def earlier_wall_seconds(path: str, start_step: int) -> Optional[float]:
+    """The seconds earlier sessions trained up to `start_step` (`WALL_TIME_FILE`, whose "step"
+    is a teacher's epoch in `teacher_training`): 0 for a training that starts now, None when
+    not recorded for the checkpoint it resumes from."""
     if start_step == 0:
         return 0.0
     record = read_json(path, {})
