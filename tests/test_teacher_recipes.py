@@ -296,6 +296,11 @@ def test_tool_reports_bad_input_as_one_line(tmp_path, train_teacher_tool):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: flag --preprocessing=custom: value should be one of <tf|caffe|torch|raw>")
+    result = train_teacher_tool("--architecture=mobilenet_v2", "--dataset=digits", "--epochs=1",
+                                f"--output={tmp_path / 'small.keras'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == ("error: MobileNetV2 needs inputs of at least 32x32, got 8x8; "
+                                                      "pass --image_size=32 (or more) to resize the images")
     # A directory, even with --overwrite, is refused before training, not when the model is saved.
     directory = tmp_path / "teacher.keras"
     directory.mkdir()

@@ -97,7 +97,10 @@ def run() -> dict:
             description = sidecar.read(path)
             return {"teacher": path, "already_trained": True, **description.get("metrics", {})}
         raise UserError(f"{path} exists; pass --overwrite to replace it")
-    metrics = teacher_recipes.train_from_recipe(recipe, path, progress=True, data_dir=FLAGS.data_dir)
+    try:
+        metrics = teacher_recipes.train_from_recipe(recipe, path, progress=True, data_dir=FLAGS.data_dir)
+    except architectures.InputTooSmallError as error:  # It did not say which flag resizes them.
+        raise UserError(f"{error}; pass --image_size={error.minimum} (or more) to resize the images") from error
     return {"teacher": path, "already_trained": False, **metrics.to_dict()}
 
 

@@ -91,12 +91,21 @@ def build_resnet(depth: int, input_shape: Sequence[int], num_classes: int,
     return tf_keras.Model(inputs, outputs, name=f"resnet{depth}")
 
 
+class InputTooSmallError(UserError):
+    """The images are smaller than the architecture takes; `minimum` is its least side."""
+
+    def __init__(self, message: str, minimum: int):
+        super().__init__(message)
+        self.minimum = minimum
+
+
 def _checked_mobilenet_arguments(family: str, input_shape: Sequence[int], num_classes: int, alpha: float):
     input_shape = _check_input_shape(input_shape)
     _check_num_classes(num_classes)
     if min(input_shape[:2]) < MOBILENET_MIN_INPUT_SIZE:
-        raise UserError(f"{family} needs inputs of at least {MOBILENET_MIN_INPUT_SIZE}x"
-                        f"{MOBILENET_MIN_INPUT_SIZE}, got {input_shape[0]}x{input_shape[1]}")
+        raise InputTooSmallError(f"{family} needs inputs of at least {MOBILENET_MIN_INPUT_SIZE}x"
+                                 f"{MOBILENET_MIN_INPUT_SIZE}, got {input_shape[0]}x{input_shape[1]}",
+                                 MOBILENET_MIN_INPUT_SIZE)
     if alpha <= 0:
         raise UserError(f"{family} alpha must be positive, got {alpha}")
     return input_shape
