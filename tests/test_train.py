@@ -96,6 +96,10 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
             if kind != "float":
                 assert (described[side]["scale"], described[side]["zero_point"]) == pytest.approx(
                     tensor["quantization"]), (kind, side)
+    # The Keras student's digest is named with its file (it was a bare `sha256` beside the files').
+    assert report["quantization"]["student"] == {"file": "student.h5",
+                                                 "sha256": file_digest(str(work_dir / "student.h5"))}
+    assert "sha256" not in report["quantization"]
     assert report["quantization"]["summary"]["first"]["features"] > 0  # The feature term is on by default.
     assert "feature term" in (work_dir / "report.md").read_text()
     # Each training's speed after its first step, which compiles the step, is given apart.

@@ -235,6 +235,9 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
     summary = run_report.generator_training_summary(state.get("generator", {}))
     first_bn = summary.get("first", {}).get("bn_statistics")
     last_bn = summary.get("last", {}).get("bn_statistics")
+    distilled = dict(state.get("distillation", {})) if run_config.distillation.steps else {}
+    # Named with its file: a bare `sha256` beside the exported files' was `student.h5`'s without saying so.
+    student_sha256 = distilled.pop("sha256", None)
     report = {
         "teacher": teachers.describe(teacher),
         "generator": {**run_config.to_dict()["generator"], "parameters": int(generator.count_params())},
@@ -247,7 +250,9 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
         "generated_samples": generated,
         "quantization": {"scheme": run_config.quantization.scheme,
                          "low_bit_ranges": run_config.quantization.low_bit_ranges,
-                         **(state.get("distillation", {}) if run_config.distillation.steps else {}),
+                         **distilled,
+                         **({"student": {"file": quantization_stages.STUDENT_MODEL_FILE, "sha256": student_sha256}}
+                            if student_sha256 else {}),
                          **({run_report.EARLIER_SESSION_KEY: True}
                             if run_config.distillation.steps and "distillation" in trained_earlier else {}),
                          **quantization_results},
