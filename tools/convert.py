@@ -577,6 +577,7 @@ def _load_and_export(config: ConversionConfig) -> None:
     report = tflite_model.inspect_tflite(model_bytes)
     lines = [f"wrote {config.output} ({len(model_bytes) / 1024:.1f} KiB) from {description}"] + report.format()
     labels_path = labels_path_for(config.output)
+    stale_labels = not class_names and os.path.exists(labels_path)
     try:
         wrote_labels = export.write_labels(labels_path, class_names)  # Else a stale one goes.
     except OSError as error:  # A stale file is gone: another model's labels do not stay beside this one.
@@ -587,6 +588,9 @@ def _load_and_export(config: ConversionConfig) -> None:
     if wrote_labels:
         lines.append(f"- labels: {labels_path}, the teacher's {len(class_names)} class names one a line in output "
                      f"order (output 0 is {class_names[0]!r})")
+    elif stale_labels:  # It went without a word.
+        lines.append(f"- labels: removed {labels_path}, which an earlier model left: this model's class names are "
+                     "not known")
     float_ops = export.float_ops_description(report, model) if config.mode == "int8" else ""
     if float_ops:
         lines.append(f"- float ops kept (--allow_float_ops): {float_ops}; "
