@@ -475,7 +475,7 @@ def test_a_run_directory_in_use_by_a_run_is_refused_and_converts_once_it_is_free
     output = tmp_path / "student.tflite"
     with lock_held_by_another_process(work_dir) as other:
         result = convert(f"--run_dir={work_dir}", f"--output={output}")
-    assert result.returncode == 2 and not output.exists()
+    assert result.returncode == 75 and not output.exists()
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {str(work_dir)!r} is in use by a run (process {other.pid}); convert it once that run has "
         "finished or stopped")
@@ -484,7 +484,7 @@ def test_a_run_directory_in_use_by_a_run_is_refused_and_converts_once_it_is_free
         assert convert(f"--run_dir={work_dir}", f"--output={output}").returncode == 0 and output.exists()
         # A run started meanwhile is refused, naming the conversion (before its teacher loads).
         capsys.readouterr()
-        assert train.main(["train", f"--work_dir={work_dir}", f"--teacher={run_dir[1]}"]) == 2
+        assert train.main(["train", f"--work_dir={work_dir}", f"--teacher={run_dir[1]}"]) == 75
     assert re.fullmatch(rf"error: {re.escape(repr(str(work_dir)))} is in use by a conversion \(process \d+\); wait "
                         r"for it to finish, or pass another --work_dir\n", capsys.readouterr().err)
 

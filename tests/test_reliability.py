@@ -385,7 +385,8 @@ def test_a_work_directory_in_use_by_another_run_is_refused(tmp_path, tiny_teache
     with lock_held_by_another_process(work_dir) as other, monkeypatch.context() as patch:
         # As the first of two runs on one directory holds it; refused before the teacher and data load.
         patch.setattr(teachers, "load_teacher", lambda *args, **kwargs: pytest.fail("loaded the teacher"))
-        assert train.main(["train", *_tiny_arguments(tiny_teacher_file, work_dir)]) == cli.USER_ERROR_STATUS
+        # "Try again later", not bad input (it was 2): a script can retry it.
+        assert train.main(["train", *_tiny_arguments(tiny_teacher_file, work_dir)]) == cli.IN_USE_STATUS == 75
     assert capsys.readouterr().err.strip() == (
         f"error: {str(work_dir)!r} is in use by another run (process {other.pid}); wait for it to finish, or pass "
         "another --work_dir")

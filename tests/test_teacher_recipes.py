@@ -19,7 +19,7 @@ import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 import tf_keras
 
 from zscgan_tf import data, files, sidecar, teacher_recipes, teacher_training
-from zscgan_tf.errors import UserError
+from zscgan_tf.errors import InUseError, UserError
 from zscgan_tf.preprocessing import Preprocessing
 
 from conftest import build_tiny_classifier, lock_held_by_another_process
@@ -213,7 +213,7 @@ def test_a_teacher_in_training_elsewhere_is_refused(tmp_path, monkeypatch):
     backup_dir = _made_backup_dir(path)
     _forbid_training(monkeypatch, "trained while another process trains the same teacher")
     with lock_held_by_another_process(backup_dir, what="training of this teacher") as other:
-        with pytest.raises(UserError, match=re.escape(
+        with pytest.raises(InUseError, match=re.escape(  # Exit status 75 in train_teacher.py: retry later.
                 f"{backup_dir!r} is in use by another training of this teacher (process {other.pid}); wait for it to "
                 "finish, then use the teacher it saves")):
             teacher_recipes.train_from_recipe(TINY_RECIPE, path, progress=False)

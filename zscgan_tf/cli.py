@@ -20,7 +20,7 @@ from absl import flags
 
 from zscgan_tf import errors, start_up, stop_signals
 from zscgan_tf.config import MAX_SEED
-from zscgan_tf.errors import UserError, first_line
+from zscgan_tf.errors import InUseError, UserError, first_line
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.teachers import KERAS_APPLICATIONS, TeacherSource
 from zscgan_tf.training_loop import NonFiniteLossError, TrainingInterrupted
@@ -29,6 +29,9 @@ USER_ERROR_STATUS = 2
 NUMERICAL_FAULT_STATUS = 3
 STORAGE_FULL_STATUS = 4
 OUT_OF_MEMORY_STATUS = 5
+# A directory another process holds: sysexits.h's EX_TEMPFAIL, "try again later", which a
+# script can tell from bad input (it was 2, as bad input's).
+IN_USE_STATUS = 75
 # Counts go into TensorFlow's int32 shapes: a batch of 10**12 overflowed to "-727379968".
 MAX_INTEGER_FLAG = 2 ** 31 - 1
 # How much of an allocation error's message the out-of-memory line quotes.
@@ -139,10 +142,11 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
 
     Returns:
       0 on success or after help (or the status `body` returned), `USER_ERROR_STATUS` for bad
-      input, `NUMERICAL_FAULT_STATUS` for a NaN/Inf loss, `STORAGE_FULL_STATUS` for a full disk
-      or a file operation the system refuses, `OUT_OF_MEMORY_STATUS` for a failed allocation,
-      `INTERRUPTED_STATUS` for Ctrl-C, `TERMINATED_STATUS` for SIGTERM, 129 for SIGHUP and 141
-      for a closed output (which stop a command as Ctrl-C does: `stop_signals`).
+      input, `IN_USE_STATUS` for a directory another process holds, `NUMERICAL_FAULT_STATUS`
+      for a NaN/Inf loss, `STORAGE_FULL_STATUS` for a full disk or a file operation the system
+      refuses, `OUT_OF_MEMORY_STATUS` for a failed allocation, `INTERRUPTED_STATUS` for Ctrl-C,
+      `TERMINATED_STATUS` for SIGTERM, 129 for SIGHUP and 141 for a closed output (which stop a
+      command as Ctrl-C does: `stop_signals`).
     """
     start_up.command_started()
     verbose = "--verbose" in argv
@@ -171,7 +175,8 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
         return status if isinstance(status, int) and not isinstance(status, bool) else 0
     except UserError as error:
         stop = stop_signals.stop_behind(error)  # A stop that the code it landed in turned into an error.
-        return stopped(stop) if stop is not None else report("error", error, USER_ERROR_STATUS)
+        return stopped(stop) if stop is not None else report(
+            "error", error, IN_USE_STATUS if isinstance(error, InUseError) else USER_ERROR_STATUS)
     except NonFiniteLossError as error:
         return report("error", error, NUMERICAL_FAULT_STATUS)
     except TrainingInterrupted as interruption:

@@ -2,11 +2,11 @@
 how the system's own failures a user can meet are told apart (`is_storage_full`,
 `is_file_access_refused`, `is_out_of_memory`).
 
-Entry points (`cli.run_command`) print a `UserError` as a single line and exit with status 2.
-The other failures a user can meet are one line too, with their own status: a loss that is
-not finite (3), a full disk or a file operation the system refuses (4), memory running out
-(5) and a stop by a signal (130, 143, 129, 141). Any other exception is a defect and keeps
-its traceback.
+Entry points (`cli.run_command`) print a `UserError` as a single line and exit with status 2,
+or 75 for an `InUseError`. The other failures a user can meet are one line too, with their
+own status: a loss that is not finite (3), a full disk or a file operation the system refuses
+(4), memory running out (5) and a stop by a signal (130, 143, 129, 141). Any other exception
+is a defect and keeps its traceback.
 """
 
 import errno
@@ -16,6 +16,11 @@ import re
 
 class UserError(Exception):
     """Bad input from the user: a flag, a file, a model or a dataset."""
+
+
+class InUseError(UserError):
+    """A directory another process holds (`files.exclusive_use`): the same command succeeds
+    once that process ends, so a script may retry it, where bad input must be fixed."""
 
 
 # The longest part of an underlying error's message quoted in a one-line `UserError`.

@@ -19,7 +19,7 @@ import tempfile
 import warnings
 from typing import Callable, Optional, Tuple
 
-from zscgan_tf.errors import UserError
+from zscgan_tf.errors import InUseError, UserError
 
 TEMPORARY_PREFIX = ".tmp-"
 # This package's own temporary files, named with their writer's machine and process id after
@@ -300,8 +300,9 @@ def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it 
         takes a lock file it may not write (another user's) read-only.
 
     Raises:
-      UserError: if another process holds it (and `on_wait` is None), the message naming
-        that work and its process; or if the lock file is a symbolic link.
+      InUseError: if another process holds it (and `on_wait` is None), the message naming
+        that work and its process.
+      UserError: if the lock file is a symbolic link.
     """
     try:
         import fcntl  # pylint: disable=import-outside-toplevel  # POSIX only.
@@ -332,7 +333,7 @@ def exclusive_use(directory: str, what: str = "run", advice: str = "wait for it 
         except BlockingIOError:
             holder = _holder(lock_file)
             if on_wait is None:
-                raise UserError(_in_use_message(directory, what, advice, holder)) from None
+                raise InUseError(_in_use_message(directory, what, advice, holder)) from None
             on_wait(holder[1])
             fcntl.flock(lock_file, mode)
             locked = True
@@ -369,7 +370,7 @@ def check_not_in_use(directory: str, what: str = "run",
     minutes of loading, and take the lock once it has something to write there.
 
     Raises:
-      UserError: as `exclusive_use` does.
+      InUseError: as `exclusive_use` does.
     """
     try:
         import fcntl  # pylint: disable=import-outside-toplevel  # POSIX only.
@@ -386,7 +387,7 @@ def check_not_in_use(directory: str, what: str = "run",
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(_in_use_message(directory, what, advice, _holder(lock_file))) from None
+            raise InUseError(_in_use_message(directory, what, advice, _holder(lock_file))) from None
         except OSError:  # A file system without locks.
             return
         fcntl.flock(lock_file, fcntl.LOCK_UN)
