@@ -108,6 +108,19 @@ def test_a_description_that_is_not_one_is_one_line_naming_what_is_wrong(tmp_path
         os.remove(sidecar_path)
 
 
+def test_a_description_beside_the_model_that_is_not_json_is_said_to_be_unread(tmp_path, capsys):
+    path = str(tmp_path / "my_classifier.keras")
+    build_tiny_classifier().save(path)
+    (tmp_path / "my_classifier.json").write_text('{"class_names": ["a", "b", "c", "d"],}')  # A trailing comma.
+    assert "class_names" not in teachers.load_teacher(_source(path, preprocessing="tf")).description
+    # It was read past without a word: the teacher went on with the default preprocessing and no labels.
+    line, = [line for line in capsys.readouterr().err.splitlines() if "my_classifier.json" in line]
+    assert line.startswith(f"zscgan_tf: note: cannot read teacher description "
+                           f"{str(tmp_path / 'my_classifier.json')!r}: ")  # Then the JSON error, as Python words it.
+    assert line.endswith("; it is not read as the teacher's description (class names, preprocessing): correct it if "
+                         "it is one")
+
+
 @pytest.mark.parametrize("suffix", [".h5", "_savedmodel"])
 def test_h5_and_savedmodel_files(tmp_path, suffix):
     model = build_tiny_classifier()

@@ -39,5 +39,5 @@ def test_generator_step_speed_counts_both_models_and_updates_only_the_generator(
     assert speed.compiled_samples_per_second == pytest.approx(8 / speed.compiled_seconds)
     assert 0 < speed.fraction_of_peak < 1
     assert int(trainer.step.numpy()) == 6  # 3 compiled and 3 eager updates.
-    zero_shot.check_teacher_unchanged(teacher, teacher_weights)
+    zero_shot.check_teacher_unchanged(teacher, teacher_weights, "the timed steps")
     assert any((before != after).any() for before, after in zip(generator_weights, generator.get_weights()))

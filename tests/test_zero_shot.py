@@ -46,7 +46,7 @@ def test_short_run_lowers_the_loss_and_leaves_the_teacher_unchanged(tmp_path, di
     assert after["accuracy"] >= 0.9  # Samples, drawn in inference mode, are classified as asked.
     for expected, actual in zip(teacher_weights, teacher.model.get_weights()):
         np.testing.assert_array_equal(expected, actual)
-    zero_shot.check_teacher_unchanged(teacher, teacher_weights)
+    zero_shot.check_teacher_unchanged(teacher, teacher_weights, "generator training")
 
 
 def test_a_generator_update_is_traced_once(tmp_path):

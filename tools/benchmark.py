@@ -63,7 +63,8 @@ flags.DEFINE_string("teacher_cache_dir", _defaults.teacher_cache_dir,
                     "Where built-in teachers are kept; empty = $ZSCGAN_TF_CACHE, else ~/.cache/zscgan_tf/teachers.")
 flags.DEFINE_string("dataset", _defaults.dataset,
                     "Real data (data.load_dataset source); empty = the teacher's own dataset.")
-flags.DEFINE_string("data_dir", _defaults.data_dir, "Where --dataset is read from (IDX or TFDS directory).")
+flags.DEFINE_string("data_dir", _defaults.data_dir, "fashion_mnist's IDX directory, or the TFDS data_dir of "
+                    "fashion_mnist or tfds:<name>; a directory --dataset is the data itself.")
 flags.DEFINE_string("work_dir", _defaults.work_dir, "Directory for generators, QAT checkpoints, models and results.")
 flags.DEFINE_integer("eval_max_samples", _defaults.eval_max_samples,
                      "Evaluate on at most this many test images (class-balanced); 0 = all.")

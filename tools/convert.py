@@ -27,8 +27,8 @@ A float teacher as float or dynamic-range TFLite, for comparison:
 `--teacher` takes the pipeline's `--teacher_*` flags: a model file without its sidecar is
 read with the `tf` preprocessing unless `--teacher_preprocessing` names another. A
 `--student` takes `--teacher_preprocessing`, to say what its input is (a run's own
-`student.h5` is read as its run recorded its teacher, with a note), and
-`--teacher_custom_objects`, for the code of its own layers.
+`student.h5` is read as its run recorded its teacher, with a note),
+`--teacher_custom_objects`, for the code of its own layers, and `--trust_model_code`.
 
 Every integer export is checked op by op (the tool names any op that is not integer, and
 refuses the model unless `--allow_float_ops` lets it keep such ops float inside) and gets

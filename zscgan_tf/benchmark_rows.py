@@ -374,10 +374,11 @@ class TeacherBenchmark:
                 for model_name in model_bytes for threads in LATENCY_THREADS}
 
     def generator_speed(self) -> dict:
-        """The generator step compiled and eager, on a throwaway generator of the benchmark's shape."""
+        """The generator step compiled and eager, on a throwaway generator of the benchmark's shape
+        and with its loss (it took the default loss: no mode-seeking term, uniform BN weighting)."""
         generator = generator_stage.build_generator_for(self.teacher, self.config.generator_config())
         trainer = zero_shot.GeneratorTrainer(
-            self.teacher, generator, config_lib.LossConfig(),
+            self.teacher, generator, self.config.generator_loss_config(),
             config_lib.GeneratorTrainingConfig(batch_size=self.config.generator_batch_size), seed=self.config.seed)
         return throughput.measure_generator_step(trainer, SPEED_TIMED_STEPS, SPEED_WARMUP_STEPS).to_dict()
 
@@ -501,7 +502,7 @@ class TeacherBenchmark:
         run_name = (f"{source}_{scheme.name}_{tag}" + ("" if seed == row_seed else f"_seed{seed}")
                     + (f"_pool{pool_draw}" if pool_draw else ""))
         distiller.train(os.path.join(self.dir, "qat", run_name), progress=self.progress)
-        zero_shot.check_teacher_unchanged(self.teacher, teacher_weights)
+        zero_shot.check_teacher_unchanged(self.teacher, teacher_weights, f"the QAT row {run_name!r}")
         keras_accuracy = keras_top1(student, self.test_inputs, self.test_labels)
         if not scheme.exportable:
             return {"top1": keras_accuracy, "measured": "Keras (simulated)"}

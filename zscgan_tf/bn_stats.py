@@ -209,8 +209,9 @@ def reestimate_batchnorm_statistics(model: tf_keras.Model, images: np.ndarray, b
       model: a flat functional model; BN layers are found by type (`batchnorm_layers`).
       images: preprocessed inputs, shape (N,) + the model's input shape.
       batch_size: images per forward pass.
-      settled: called after each round with the BN layers settled so far and their count,
-        for a progress line (MobileNetV2's 52 layers take half a minute on 4,096 images).
+      settled: called after each round as `settled(done, total)`: how many BN layers are
+        settled so far, out of how many, for a progress line (MobileNetV2's 52 layers take
+        half a minute on 4,096 images).
 
     Raises:
       ValueError: if the images do not fit the model or `batch_size` is not positive.

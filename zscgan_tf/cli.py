@@ -183,7 +183,7 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
         return report("stopped", interruption, stop_signals.exit_status(interruption.signal_number))
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM or SIGHUP (`stop_signals.Terminated`).
         return stopped(stop)
-    except Exception as error:  # pylint: disable=broad-except  # Only these two are answered here.
+    except Exception as error:  # pylint: disable=broad-except  # Those below are answered; the rest are defects.
         if stop_signals.closed_output_error(error):
             return stopped(error)
         if errors.is_out_of_memory(error):

@@ -54,7 +54,8 @@ class GeneratorConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """Weights of the zero-shot generator loss CE + bn_statistics * BN + diversity * DIV + mode_seeking * MS.
+    """Weights of the zero-shot generator loss
+    cross_entropy * CE + bn_statistics * BN + diversity * DIV + mode_seeking * MS.
 
     Attributes:
       cross_entropy: weight of the conditional cross-entropy.
@@ -187,7 +188,9 @@ class EvaluationConfig:
       grid_max_classes: at most this many rows (classes 0, 1, ...), for 1000-class teachers.
       dataset: held-out real data for accuracy (`data.load_dataset` source); empty means
         the dataset named in the teacher's description, `none` skips real-data evaluation.
-      data_dir: where `dataset` is read from (TFDS data_dir, or the IDX directory).
+      data_dir: for `fashion_mnist`, a directory of its IDX files or a TFDS data_dir; for
+        `tfds:<name>`, the TFDS data_dir; unused for `digits` and for a directory (which is
+        the dataset itself).
       manual_dir: TFDS manual download directory (imagenet2012).
       split: the split evaluated.
       max_samples: evaluate at most this many images (class-balanced); 0 = all.

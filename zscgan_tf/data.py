@@ -154,7 +154,8 @@ def is_idx_directory(path: str) -> bool:
 
 def is_image_folder(source: str) -> bool:
     """Whether the source `source` is a folder of class folders of images (`load_image_folder`):
-    a directory that holds no IDX files."""
+    a directory without IDX image files under a split's name (`is_idx_directory`; one holding
+    IDX files under other names counts, and `load_dataset` refuses it, naming them)."""
     return os.path.isdir(source) and not is_idx_directory(source)
 
 

@@ -54,7 +54,7 @@ def evaluation_threads() -> int:
     A model's outputs are the same at any thread count (checked on int8 and float
     MobileNetV2 and ResNet50), and a large model's evaluation goes faster: ResNet50's float
     model at 64x64 took 7.1 ms an image on 2 cores against 13.3 ms on one. Latency is
-    measured at the thread counts it names instead.
+    measured at `evaluation_stage.LATENCY_THREADS` instead.
     """
     return max(1, min(cpu_cores.usable_cores(), MAX_EVALUATION_THREADS))
 
@@ -111,6 +111,7 @@ class TfliteClassifier:
 
         Raises:
           UserError: if the bytes do not load or the model has several inputs/outputs.
+          ValueError: if `model_bytes` is not bytes or `num_threads` not a positive integer.
         """
         if not isinstance(model_bytes, (bytes, bytearray)):
             raise ValueError(f"model_bytes must be bytes, got {type(model_bytes).__name__}")

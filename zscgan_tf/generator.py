@@ -1,7 +1,7 @@
 """Conditional generators G(noise, label) -> image in the teacher's input space.
 
 The trunk is GDFQ's (ECCV 2020): the noise multiplied by a learned embedding of the
-label, Dense to C x (H/4) x (W/4), two x2 upsamplings each followed by a 3x3
+label, Dense to C x (H/4) x (W/4) and a normalisation, two x2 upsamplings each followed by a 3x3
 convolution, normalisation and LeakyReLU(0.2), a 3x3 convolution to the image
 channels, tanh. The two variants differ in the normalisation:
 

@@ -183,7 +183,7 @@ def run(run_config: config_lib.RunConfig, teacher: teachers.Teacher, state: dict
         summaries.append(trainer.train(member_dir, progress=progress, summary_writer=writer,
                                        sample_grid_fn=grid).to_dict())
         members.append(generator)
-    zero_shot.check_teacher_unchanged(teacher, teacher_weights)
+    zero_shot.check_teacher_unchanged(teacher, teacher_weights, "generator training")
     generator = members[0] if len(members) == 1 else generator_lib.pool_generators(members)
     # Another generator than the one the state records (more steps, another pool), rather than
     # the same one restored from its checkpoints (a damaged generator.keras).

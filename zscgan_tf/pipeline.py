@@ -13,7 +13,8 @@ The work directory of a run holds:
 - `logs/`: TensorBoard scalars and sample grids.
 - `distillation/checkpoints/`, `student.h5`: the QAT student (`quantization_stages`).
 - `qat_int8.tflite`, `ptq_int8.tflite`, `teacher_float.tflite`, `export_report.md`: the
-  exported models and what was checked in them.
+  exported models and what was checked in them; `labels.txt`: the teacher's class names,
+  when known (`quantization_stages`).
 - `evaluation/predictions.npz`: the evaluation's predictions, saved as it goes
   (`evaluation_progress`).
 - `report.json`, `report.md`: what the run measured (`run_report`).

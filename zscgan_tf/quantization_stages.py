@@ -367,7 +367,7 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
     summary = distiller.train(os.path.join(work_dir, DISTILLATION_DIR), progress=progress, summary_writer=writer,
                               after_restore=lambda: quantizer_ranges.cover_model_input_range(
                                   student, *teacher.input_range()))
-    zero_shot.check_teacher_unchanged(teacher, teacher_weights)
+    zero_shot.check_teacher_unchanged(teacher, teacher_weights, "quantization-aware training")
     save_keras_model_atomic(student, model_path)
     state["distillation"] = {"steps": settings.steps, "scheme": scheme.name, "float_layers": list(float_layers),
                              "summary": summary.to_dict(), "sha256": file_digest(model_path)}

@@ -4,7 +4,7 @@ Measured here (TF 2.21, 2-core CPU): the compiled generator step gives different
 weights from the third step on when run twice with the same seeds, with or without
 oneDNN and with one thread, while the same step run eagerly repeats exactly. Grappler,
 TensorFlow's graph optimizer, is the cause: with it off, and TensorFlow's deterministic
-kernels on, compiled runs repeat exactly, at about 4% of generator throughput. Without
+kernels on, compiled runs repeat exactly, at a cost of about 4% of generator throughput. Without
 it, two generators trained with one seed differ enough to move W4A4 accuracy by half a
 point.
 

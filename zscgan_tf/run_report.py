@@ -88,7 +88,8 @@ def _steady_samples_per_second(members: list) -> float:
 
 # How the metrics `tools/train_teacher.py` records read in a report.
 TEACHER_METRIC_WORDS = {"test_accuracy": "test top-1", "test_accuracy_training_mode": "test top-1 in training mode",
-                        # On the class-balanced training images its BN statistics were re-estimated on.
+                        # On the training images its BN statistics were re-estimated on: a random subset, the
+                        # classes in their proportions.
                         "train_accuracy": f"train top-1 (on at most {BATCHNORM_REESTIMATION_MAX_IMAGES:,} training "
                                           "images)"}
 

@@ -1,6 +1,8 @@
 """The random streams of a run and of the benchmark: each is the one `--seed` plus a fixed
 offset, so that no two streams coincide and none reuses the generator's training stream
-(`--seed` itself).
+(`--seed` itself). Numpy streams that only pick images or samples take `--seed` itself: a
+run's `--eval_max_samples` subset, the samples of the check before QAT, the benchmark's
+student check.
 
 A pool's generator k (from 0) trains from `seed + POOL_MEMBER_SEED_STRIDE * k`; the
 benchmark's further pool j (from 1) from `seed + POOL_MEMBER_SEED_STRIDE * pool size * j`,

@@ -12,6 +12,7 @@ import os
 
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.files import write_json_atomic
+from zscgan_tf.progress import note
 
 SIDECAR_SUFFIX = ".json"
 # Keys of a teacher's description that a JSON file of another kind (a Keras architecture
@@ -24,11 +25,12 @@ def read(model_path: str) -> dict:
 
     It is `<model file>.json` (`teacher.keras.json`, as `tools/train_teacher.py` writes it),
     else `<model file without its extension>.json` (`teacher.json`, as a user may name it)
-    when that holds `SIDECAR_KEYS`.
+    when that holds any of `SIDECAR_KEYS`. That one may be another program's JSON: where it
+    is not valid JSON, a note says it is not read.
 
     Raises:
-      UserError: if the sidecar exists but is not valid JSON, or not a description
-        (`_check`).
+      UserError: if `<model file>.json` exists but is not valid JSON, or either file holds
+        `SIDECAR_KEYS` but is not a description (`_check`).
     """
     path = os.path.normpath(model_path)
     first_path = path_of(path)
@@ -78,8 +80,10 @@ def _without_model_extension(path: str) -> dict:
         return {}
     try:
         description = _json_of(other_path)
-    except UserError:
-        return {}  # Not ours to read.
+    except UserError as error:  # Perhaps not ours to read; perhaps the user's, with a typo, which went unsaid.
+        note(f"note: {error}; it is not read as the teacher's description (class names, preprocessing): correct it "
+             "if it is one")
+        return {}
     if not (isinstance(description, dict) and set(SIDECAR_KEYS) & set(description)):
         return {}
     _check(description, other_path)

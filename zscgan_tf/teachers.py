@@ -92,7 +92,7 @@ class TeacherSource:
     Attributes:
       model: a Keras Applications name, `builtin:<name>`, or a model file/directory path.
       weights: for Keras Applications: `imagenet`, `none`, or a weights file path.
-      alpha: width multiplier of `mobilenet` / `mobilenet_v2`.
+      alpha: width multiplier of `mobilenet`, `mobilenet_v2` and `mobilenet_v3_*`.
       input_size: square input resolution; 0 means the model's own (224 for Keras
         Applications).
       num_classes: for Keras Applications without ImageNet weights; 0 means 1000.

@@ -1,5 +1,6 @@
-"""TensorFlow Datasets as `LabeledImages`: a whole split in memory (`load_tfds`) or batch by
-batch (`iterate_tfds`, for ImageNet), downloaded and prepared by TFDS on first use."""
+"""TensorFlow Datasets as `LabeledImages`: a whole split in memory (`load_tfds`, what the
+commands use), or batch by batch (`iterate_tfds`, for a caller of the package that streams a
+split), downloaded and prepared by TFDS on first use."""
 
 import contextlib
 import os
@@ -83,7 +84,9 @@ def iterate_tfds(name: str, split: str, batch_size: int = DEFAULT_TFDS_BATCH_SIZ
                  manual_dir: Optional[str] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """Yields (uint8 images, int64 labels) numpy batches of a TFDS dataset.
 
-    For datasets too large to hold in memory (ImageNet). With `image_size`, each image
+    For a caller streaming a split too large to hold in memory; the commands hold a split
+    whole (`load_tfds`) and read a large one again rather than keep it
+    (`pipeline.MAX_HELD_EVALUATION_BYTES`). With `image_size`, each image
     keeps its central `labeled_images.CENTRAL_CROP_FRACTION` and is resized bilinearly to that size,
     which also makes photographs of different sizes batchable.
 
@@ -96,8 +99,9 @@ def iterate_tfds(name: str, split: str, batch_size: int = DEFAULT_TFDS_BATCH_SIZ
       manual_dir: where manually downloaded archives are (imagenet2012).
 
     Raises:
-      UserError: if the dataset is unknown or cannot be downloaded, or if its images
-        differ in size and no `image_size` is given.
+      UserError: if the dataset is unknown or cannot be downloaded.
+      MixedImageSizesError: while iterating, at the first batch of images of different
+        sizes, when no `image_size` is given.
     """
     if batch_size < 1:
         raise UserError(f"batch size must be positive, got {batch_size}")

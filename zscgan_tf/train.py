@@ -83,7 +83,8 @@ flags.DEFINE_float("generator_beta_2", _training.beta_2, "Adam beta_2 of the gen
 flags.DEFINE_integer("checkpoint_every", _training.checkpoint_every,
                      "Generator steps between checkpoints (QAT: --distillation_checkpoint_every).")
 flags.DEFINE_integer("log_every", _training.log_every,
-                     "Generator steps between TensorBoard scalars (QAT: --distillation_log_every).")
+                     "Generator steps between loss-history records and TensorBoard scalars (QAT: "
+                     "--distillation_log_every).")
 flags.DEFINE_integer("image_every", _training.image_every, "Generator steps between TensorBoard sample grids.")
 
 flags.DEFINE_string("quantization", _quantization.scheme, "w<weight bits>a<activation bits>, each 2..8: w8a8 "
@@ -124,7 +125,8 @@ flags.DEFINE_bool("joint_generator", _distillation.joint_generator, "Keep traini
                   "with its zero-shot loss during QAT (GDFQ); off = generator frozen.")
 flags.DEFINE_integer("distillation_checkpoint_every", _distillation.checkpoint_every, "QAT steps between "
                      "checkpoints.")
-flags.DEFINE_integer("distillation_log_every", _distillation.log_every, "QAT steps between TensorBoard scalars.")
+flags.DEFINE_integer("distillation_log_every", _distillation.log_every,
+                     "QAT steps between loss-history records and TensorBoard scalars.")
 
 flags.DEFINE_string("eval_dataset", _evaluation.dataset, "Held-out real data: digits, fashion_mnist, tfds:<name>, "
                     "a directory of IDX files or of class sub-folders; empty = the teacher's own dataset; none = skip.")

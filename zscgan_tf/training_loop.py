@@ -151,6 +151,8 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
     Raises:
       NonFiniteLossError: if a checked term becomes NaN or Inf.
       TrainingInterrupted: on Ctrl-C, SIGTERM, SIGHUP or a closed output, after saving a checkpoint.
+      UserError: if no checkpoint there can be read, or its state file names checkpoints
+        outside the directory (`check_checkpoints_inside`).
     """
     check_checkpoints_inside(os.path.join(work_dir, CHECKPOINT_DIR))
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(work_dir, CHECKPOINT_DIR),

@@ -133,7 +133,9 @@ class GeneratorTrainer:
 
         Raises:
           NonFiniteLossError: if a loss term becomes NaN or Inf (last good checkpoint kept).
-          TrainingInterrupted: on Ctrl-C, SIGTERM or SIGHUP, after saving a checkpoint.
+          TrainingInterrupted: on Ctrl-C, SIGTERM, SIGHUP or a closed output, after saving a checkpoint.
+          UserError: if no checkpoint there can be read, or its state file names checkpoints
+            outside the directory (`training_loop.run`).
         """
         config = self.training_config
         schedule = training_loop.LoopSchedule(steps=config.steps, checkpoint_every=config.checkpoint_every,
@@ -288,8 +290,9 @@ def write_png(path: str, image: np.ndarray) -> str:
     return write_bytes_atomic(path, tf.io.encode_png(image).numpy())
 
 
-def check_teacher_unchanged(teacher: Teacher, reference_weights: List[np.ndarray]):
-    """Raises if any teacher variable changed: the teacher must stay frozen."""
+def check_teacher_unchanged(teacher: Teacher, reference_weights: List[np.ndarray], stage: str):
+    """Raises if any teacher variable changed during `stage` (named in the error): the
+    teacher must stay frozen."""
     for before, after in zip(reference_weights, teacher.model.get_weights()):
         if not np.array_equal(before, after):
-            raise RuntimeError("the teacher's weights changed during generator training")
+            raise RuntimeError(f"the teacher's weights changed during {stage}")
