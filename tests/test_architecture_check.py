@@ -65,6 +65,19 @@ def test_bad_architecture_is_one_line_and_exit_2(check_process):
     assert result.stderr.strip().splitlines()[-1] == "error: --architectures names no architecture"
 
 
+def test_architectures_are_checked_with_the_logits_head_a_run_gives_them():
+    script = ("import sys; sys.path.insert(0, 'tools'); import architecture_check, numpy as np, tf_keras; "
+              "model = tf_keras.applications.MobileNet(weights=None, input_shape=(32, 32, 3), classes=4); "
+              "teacher = architecture_check._as_teacher(model); "
+              "x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)); "
+              "print(np.allclose(model(x).numpy().sum(1), 1), np.allclose(teacher(x).numpy().sum(1), 1), "
+              "np.allclose(tf_keras.activations.softmax(teacher(x)), model(x), atol=1e-6), teacher.trainable)")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # The same classifier, without the softmax the pipeline takes off a teacher (it was checked with it).
+    assert result.stdout.split() == ["True", "False", "True", "False"]
+
+
 def test_a_cell_names_the_float_ops_without_the_library_s_hint():
     # Before: "no: ... Pass allow_float_ops=Tr", cut, and naming an argument this tool has no flag for.
     script = ("import sys; sys.path.insert(0, 'tools'); import architecture_check, numpy as np, tf_keras; "

@@ -1,8 +1,9 @@
 """Checks which Keras Applications architectures quantize and export fully integer.
 
 For each architecture, built by `tf_keras.applications` without weights (untrained,
-nothing downloaded) at a small input size, saved to a file and read back as a teacher
-file is read, and frozen as a teacher is, it builds the
+nothing downloaded) at a small input size, saved to a file and read back (with tf_keras'
+`load_model`, or as the pipeline reads a Keras 3 file), its final softmax removed and frozen
+as `teachers.load_teacher` leaves a teacher (`_as_teacher`), it builds the
 W8A8 TF-MOT student as the pipeline does (`quantize.quantize_student`, ranges calibrated
 on random inputs), takes one compiled distillation step with the pipeline's default
 settings (feature term included) on those inputs, exports the student and the float
@@ -37,7 +38,7 @@ import numpy as np  # noqa: E402
 import tf_keras  # noqa: E402
 from absl import flags  # noqa: E402
 
-from zscgan_tf import cli, distill, export, keras3_conversion, quantize, tflite_model  # noqa: E402
+from zscgan_tf import cli, distill, export, keras3_conversion, logits, quantize, tflite_model  # noqa: E402
 from zscgan_tf.config import DistillationConfig  # noqa: E402
 from zscgan_tf.errors import UserError, first_line  # noqa: E402
 
@@ -148,11 +149,19 @@ def _qat_step(model, student, inputs) -> str:
     return "yes" if all(np.isfinite(value) for value in terms.values()) else "no: a loss is not finite"
 
 
+def _as_teacher(model):
+    """`model` as a run's teacher is: returning logits (Keras Applications end in a softmax,
+    which `teachers.load_teacher` removes, so a run's student and files have none) and frozen."""
+    model, _ = logits.logits_model(model)
+    model.trainable = False
+    return model
+
+
 def check(builder, name: str, size: int, samples: int) -> Row:
     """The table row of one architecture at one input size."""
     start = time.perf_counter()
-    model = builder(weights=None, input_shape=(size, size, 3), classes=NUM_CLASSES)
-    model.trainable = False  # As `teachers.load_teacher` leaves a teacher.
+    # It kept the softmax: a head no run's student or exported file has.
+    model = _as_teacher(builder(weights=None, input_shape=(size, size, 3), classes=NUM_CLASSES))
     inputs = np.random.default_rng(0).uniform(-1, 1, (samples, size, size, 3)).astype(np.float32)
     student, float_layers = quantize.quantize_student(model, calibration_inputs=inputs, input_range=(-1.0, 1.0))
     float_types = sorted({quantize.layer_type(model.get_layer(layer)) for layer in float_layers})
