@@ -59,6 +59,32 @@ def test_size_latency_and_speed_targets():
     assert checks["int8 faster than float in LiteRT (1 thread)"]["met"]
     assert not checks["int8 faster than float in LiteRT (2 threads)"]["met"]
     assert not checks["compiled generator step at least 1.5x the eager one"]["met"]
+    # For a script: an id that stays, and the figures the verdict compares (they were prose only).
+    by_id = {target["id"]: target for target in checks.values()}
+    assert set(by_id) == {"zscgan_ptq_size", "zscgan_ptq_per_tensor_size", "int8_latency_1_threads",
+                          "int8_latency_2_threads", "compiled_generator_speedup"}
+    assert {key: by_id["zscgan_ptq_size"][key] for key in ("measured", "comparison", "required", "unit", "met")} == {
+        "measured": 0.28, "comparison": "<=", "required": 0.27, "unit": "ratio", "met": False}
+    assert {key: by_id["int8_latency_2_threads"][key] for key in ("measured", "comparison", "required", "unit")} == {
+        "measured": 0.6, "comparison": "<", "required": 0.5, "unit": "ms"}
+    assert by_id["compiled_generator_speedup"]["measured"] == 1.4 and by_id["compiled_generator_speedup"][
+        "required"] == 1.5
+
+
+def test_accuracy_targets_give_their_ids_and_the_figures_they_compare():
+    rows = _rows(fp32=0.9000, real_ptq=0.8995, zscgan_ptq=0.8990, noise_ptq=0.85, zscgan_qat_w4a4=0.905,
+                 real_qat_w4a4=0.912)
+    by_id = {target["id"]: target for target in benchmark_report.targets("fashion_mnist_resnet20", rows, {})}
+    assert set(by_id) == {"zscgan_ptq_within_fp32", "zscgan_qat_w4a4_within_real_qat", "zscgan_qat_w4a4_within_fp32",
+                          "zscgan_ptq_above_noise_ptq"}
+    within = by_id["zscgan_ptq_within_fp32"]
+    # Required: the higher of FP32 - 0.1 and real-data PTQ, in points.
+    assert (within["measured"], within["comparison"], within["unit"], within["met"]) == (
+        pytest.approx(89.90), ">=", "points", False)
+    assert within["required"] == pytest.approx(89.95)
+    assert by_id["zscgan_qat_w4a4_within_real_qat"]["required"] == pytest.approx(90.2)
+    assert (by_id["zscgan_ptq_above_noise_ptq"]["comparison"], by_id["zscgan_ptq_above_noise_ptq"]["required"]) == (
+        ">", pytest.approx(85.0))
 
 
 def test_w4a4_targets_average_zscgan_over_generator_pools():

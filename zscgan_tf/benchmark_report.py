@@ -29,13 +29,22 @@ def points(value: float) -> str:
 
 
 def targets(teacher_name: str, rows: dict, measurements: dict) -> list:
-    """Each target as {target, met, detail}; targets whose rows are missing are left out."""
+    """Each target as {id, target, met, detail, measured, comparison, required, unit}: `met` is
+    whether `measured <comparison> required` (">=", ">", "<=" or "<"; accuracy in points, within
+    `ROUNDING_SLACK_POINTS`); `id` stays the same from run to run, where `target` is prose.
+    Targets whose rows are missing are left out."""
     top1 = {row_id: 100 * row["top1"] for row_id, row in rows.items()}
     checks = []
 
-    def check(name, ids, condition, detail):
-        if all(row_id in top1 for row_id in ids):
-            checks.append({"target": name, "met": bool(condition()), "detail": detail()})
+    def check(target_id, name, figures, needed=()):
+        """`figures()`: (measured, comparison, required, unit, detail), once the rows `needed` are there."""
+        if all(row_id in top1 for row_id in needed):
+            measured, comparison, required, unit, detail = figures()
+            slack = ROUNDING_SLACK_POINTS if unit == "points" else 0.0
+            met = {">=": measured >= required - slack, ">": measured > required,
+                   "<=": measured <= required + slack, "<": measured < required}[comparison]
+            checks.append({"id": target_id, "target": name, "met": bool(met), "detail": detail,
+                           "measured": measured, "comparison": comparison, "required": required, "unit": unit})
 
     spread = measurements.get("ptq_spread")
     # The real-data PTQ figure is one calibration draw; with the spread measured, say how far others go.
@@ -43,48 +52,52 @@ def targets(teacher_name: str, rows: dict, measurements: dict) -> list:
         f" (over {spread['draws']} other draws {100 * min(draw['top1'] for draw in spread['real']):.2f}-"
         f"{100 * max(draw['top1'] for draw in spread['real']):.2f})")
     for row_id in ("zscgan_ptq", "zscgan_qat_w8a8"):
-        check(f"{rows.get(row_id, {}).get('label', row_id)} within {W8A8_TOLERANCE_POINTS} point of FP32 and not "
-              "below real-data PTQ", (row_id, "fp32", "real_ptq"),
-              lambda r=row_id: (top1[r] >= top1["fp32"] - W8A8_TOLERANCE_POINTS - ROUNDING_SLACK_POINTS
-                                and top1[r] >= top1["real_ptq"] - ROUNDING_SLACK_POINTS),
-              lambda r=row_id: f"{top1[r]:.2f} vs FP32 {top1['fp32']:.2f} ({top1[r] - top1['fp32']:+.2f}), "
-                               f"real-data PTQ {top1['real_ptq']:.2f}{real_draws}")
+        check(f"{row_id}_within_fp32", f"{rows.get(row_id, {}).get('label', row_id)} within {W8A8_TOLERANCE_POINTS} "
+              "point of FP32 and not below real-data PTQ",
+              lambda r=row_id: (top1[r], ">=", max(top1["fp32"] - W8A8_TOLERANCE_POINTS, top1["real_ptq"]), "points",
+                                f"{top1[r]:.2f} vs FP32 {top1['fp32']:.2f} ({top1[r] - top1['fp32']:+.2f}), "
+                                f"real-data PTQ {top1['real_ptq']:.2f}{real_draws}"),
+              (row_id, "fp32", "real_ptq"))
     # W4A4 QAT moves by a point or more with the distillation seed and the generators drawn; with
     # repeats measured, the targets compare the means over the row's own run and the repeats.
     w4a4, w4a4_runs = w4a4_figures(top1, measurements.get("w4a4_spread"), measurements.get("w4a4_pool_spread"))
-    check(f"ZS-CGAN QAT W4A4 within {W4A4_VERSUS_REAL_QAT_POINTS} point of real-data QAT W4A4{w4a4_runs}",
-          ("zscgan_qat_w4a4", "real_qat_w4a4"),
-          lambda: w4a4["zscgan"] >= w4a4["real"] - W4A4_VERSUS_REAL_QAT_POINTS - ROUNDING_SLACK_POINTS,
-          lambda: f"{w4a4['zscgan']:.2f} vs {w4a4['real']:.2f} ({w4a4['zscgan'] - w4a4['real']:+.2f})")
+    check("zscgan_qat_w4a4_within_real_qat",
+          f"ZS-CGAN QAT W4A4 within {W4A4_VERSUS_REAL_QAT_POINTS} point of real-data QAT W4A4{w4a4_runs}",
+          lambda: (w4a4["zscgan"], ">=", w4a4["real"] - W4A4_VERSUS_REAL_QAT_POINTS, "points",
+                   f"{w4a4['zscgan']:.2f} vs {w4a4['real']:.2f} ({w4a4['zscgan'] - w4a4['real']:+.2f})"),
+          ("zscgan_qat_w4a4", "real_qat_w4a4"))
     if "resnet" in teacher_name.lower():
-        check(f"ZS-CGAN QAT W4A4 within {W4A4_VERSUS_FP32_POINTS} points of FP32 (ResNet){w4a4_runs}",
-              ("zscgan_qat_w4a4", "fp32"),
-              lambda: w4a4["zscgan"] >= top1["fp32"] - W4A4_VERSUS_FP32_POINTS - ROUNDING_SLACK_POINTS,
-              lambda: f"{w4a4['zscgan']:.2f} vs {top1['fp32']:.2f} ({w4a4['zscgan'] - top1['fp32']:+.2f})")
+        check("zscgan_qat_w4a4_within_fp32",
+              f"ZS-CGAN QAT W4A4 within {W4A4_VERSUS_FP32_POINTS} points of FP32 (ResNet){w4a4_runs}",
+              lambda: (w4a4["zscgan"], ">=", top1["fp32"] - W4A4_VERSUS_FP32_POINTS, "points",
+                       f"{w4a4['zscgan']:.2f} vs {top1['fp32']:.2f} ({w4a4['zscgan'] - top1['fp32']:+.2f})"),
+              ("zscgan_qat_w4a4", "fp32"))
     for baseline in ("noise_ptq", "distilled_ptq"):
-        check(f"ZS-CGAN PTQ above {rows.get(baseline, {}).get('label', baseline)}", ("zscgan_ptq", baseline),
-              lambda b=baseline: top1["zscgan_ptq"] > top1[b],
-              lambda b=baseline: f"{top1['zscgan_ptq']:.2f} vs {top1[b]:.2f}")
+        check(f"zscgan_ptq_above_{baseline}", f"ZS-CGAN PTQ above {rows.get(baseline, {}).get('label', baseline)}",
+              lambda b=baseline: (top1["zscgan_ptq"], ">", top1[b], "points",
+                                  f"{top1['zscgan_ptq']:.2f} vs {top1[b]:.2f}"),
+              ("zscgan_ptq", baseline))
     sizes = {row_id: row["tflite_bytes"] for row_id, row in rows.items() if "tflite_bytes" in row}
     for row_id in ("zscgan_ptq", "zscgan_ptq_per_tensor"):
         if row_id in sizes and "fp32" in sizes:
             ratio = sizes[row_id] / sizes["fp32"]
-            checks.append({"target": f"{rows[row_id]['label']}: int8 file at most {MAX_INT8_SIZE_RATIO} of the "
-                                     "float file", "met": ratio <= MAX_INT8_SIZE_RATIO,
-                           "detail": f"{sizes[row_id] / 1024:.1f} KiB / {sizes['fp32'] / 1024:.1f} KiB = {ratio:.3f}"})
+            check(f"{row_id}_size", f"{rows[row_id]['label']}: int8 file at most {MAX_INT8_SIZE_RATIO} of the float "
+                  "file", lambda r=row_id, ratio=ratio: (
+                      ratio, "<=", MAX_INT8_SIZE_RATIO, "ratio",
+                      f"{sizes[r] / 1024:.1f} KiB / {sizes['fp32'] / 1024:.1f} KiB = {ratio:.3f}"))
     latency = measurements.get("latency")
-    if latency:
+    if latency:  # Of the float teacher and the ZS-CGAN PTQ int8 file (`benchmark_rows`).
         for threads in LATENCY_THREADS:
             float_ms, int8_ms = latency[f"float_{threads}_threads_ms"], latency[f"int8_{threads}_threads_ms"]
-            checks.append({"target": f"int8 faster than float in LiteRT ({threads} thread{'s' * (threads > 1)})",
-                           "met": int8_ms < float_ms,
-                           "detail": f"{int8_ms:.3f} ms vs {float_ms:.3f} ms ({float_ms / int8_ms:.2f}x)"})
+            check(f"int8_latency_{threads}_threads",
+                  f"int8 faster than float in LiteRT ({threads} thread{'s' * (threads > 1)})",
+                  lambda f=float_ms, i=int8_ms: (i, "<", f, "ms", f"{i:.3f} ms vs {f:.3f} ms ({f / i:.2f}x)"))
     speed = measurements.get("generator_speed")
     if speed:
-        checks.append({"target": f"compiled generator step at least {MIN_COMPILED_SPEEDUP}x the eager one",
-                       "met": speed["speedup"] >= MIN_COMPILED_SPEEDUP,
-                       "detail": f"{speed['compiled_samples_per_second']:.0f} vs "
-                                 f"{speed['eager_samples_per_second']:.0f} samples/s ({speed['speedup']:.2f}x)"})
+        check("compiled_generator_speedup", f"compiled generator step at least {MIN_COMPILED_SPEEDUP}x the eager one",
+              lambda: (speed["speedup"], ">=", MIN_COMPILED_SPEEDUP, "x",
+                       f"{speed['compiled_samples_per_second']:.0f} vs {speed['eager_samples_per_second']:.0f} "
+                       f"samples/s ({speed['speedup']:.2f}x)"))
     return checks
 
 
