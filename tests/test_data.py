@@ -281,13 +281,18 @@ def test_idx_files_under_names_read_as_no_split_are_named_in_the_refusal(tmp_pat
     # They were read as a folder of images: "has no class sub-folders".
     for name, array in (("images-idx3", random_pixels(2, 4, 4)), ("labels-idx1", np.zeros(2, np.uint8))):
         (tmp_path / f"emnist-digits-test-{name}-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(array)))
+    message = (f"{tmp_path} holds IDX files (emnist-digits-test-images-idx3-ubyte.gz, "
+               "emnist-digits-test-labels-idx1-ubyte.gz), but none under a name read as a split: "
+               "train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], with t10k- or test- for the test split "
+               "(or a '.' before idx3); rename them, or link them under those names")
     with pytest.raises(UserError) as refusal:
         data.load_dataset(str(tmp_path), "test")
-    assert str(refusal.value) == (
-        f"{tmp_path} holds IDX files (emnist-digits-test-images-idx3-ubyte.gz, "
-        "emnist-digits-test-labels-idx1-ubyte.gz), but none under a name read as a split: "
-        "train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], with t10k- or test- for the test split (or a "
-        "'.' before idx3); rename them, or link them under those names")
+    assert str(refusal.value) == message
+    # As a teacher's training data too, which first checks for a held-out split: it said there were no train/ and
+    # test/ sub-folders of class folders.
+    with pytest.raises(UserError) as refusal:
+        data.check_held_out_split(str(tmp_path))
+    assert str(refusal.value) == message
 
 
 def test_image_folder_reads_jpegs_as_keras_image_dataset_from_directory_does(tmp_path):

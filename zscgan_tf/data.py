@@ -232,10 +232,12 @@ def check_held_out_split(source: str, training_split: str = "train", held_out_sp
     other classes, or refused only once both splits had been decoded.
 
     Raises:
-      UserError: naming the split folders wanted, or the class folders one split lacks.
+      UserError: naming the split folders wanted, or the class folders one split lacks; or
+        the IDX files of a directory that holds them under names no split reads.
     """
     if not is_image_folder(source):
         return
+    _check_no_unread_idx_files(source)  # Else told it lacks split folders of class folders it never had.
     training_folder = image_split_folder(source, training_split)
     held_out_folder = image_split_folder(source, held_out_split)
     if training_folder == held_out_folder:
