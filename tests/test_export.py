@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
+from ai_edge_litert.interpreter import Interpreter
 
 from zscgan_tf import edge_tpu
 from zscgan_tf import evaluate
@@ -83,6 +84,24 @@ def test_qat_student_exports_fully_integer_without_dataset(student_int8_bytes):
     assert all(op.is_integer for op in report.operators)
     assert {op.name for op in report.operators} <= INTEGER_OPS_OF_TINY_MODEL
     assert report.inputs[0].is_quantized and report.outputs[0].is_quantized
+
+
+@pytest.mark.parametrize("mode", ["int8", "float"])
+def test_an_exported_file_has_a_serving_signature_that_runs_it(student_int8_bytes, teacher, inputs, mode):
+    model_bytes = student_int8_bytes if mode == "int8" else export.convert_to_tflite(teacher, mode="float")
+    interpreter = Interpreter(model_content=model_bytes)
+    # It had none: LiteRT's signature runner and Android's runSignature could not run the files.
+    assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["inputs"], "outputs": ["logits"]}}
+    details = interpreter.get_input_details()[0]
+    scale, zero_point = details["quantization"]
+    image = (inputs[:1] if mode == "float" else np.clip(np.round(inputs[:1] / scale + zero_point), -128, 127)).astype(
+        details["dtype"])
+    by_signature = interpreter.get_signature_runner("serving_default")(inputs=image)["logits"]
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(details["index"], image)
+    interpreter.invoke()
+    np.testing.assert_array_equal(by_signature, interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    assert export.with_serving_signature(model_bytes) == model_bytes  # Added once.
 
 
 def test_tflite_agrees_with_keras_student(trained_student, student_int8_bytes, inputs):

@@ -33,6 +33,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
+from tensorflow.lite.python import schema_py_generated as tflite_schema
+from tensorflow.lite.tools import flatbuffer_utils
 
 from zscgan_tf import evaluate, native_output, precision, quantize, quantizer_ranges, tflite_model
 from zscgan_tf.errors import UserError
@@ -51,6 +53,11 @@ _MAX_PLACED_OPS_OF_A_KIND = 3
 _CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")
 # The batch size every exported model is fixed to.
 EXPORT_BATCH_SIZE = 1
+# The signature every exported file carries (`with_serving_signature`): a SavedModel's conversion's
+# key, and the names a deploying script passes its pixels and reads the logits by.
+SIGNATURE_KEY = "serving_default"
+SIGNATURE_INPUT = "inputs"
+SIGNATURE_OUTPUT = "logits"
 # Graph ops of a loop, and the prefix of the tensor-list ops through which a recurrent layer's loop,
 # tf.map_fn's and tf.scan's read their steps and write their results (a plain tf.while_loop has none).
 _LOOP_OPS = ("While", "StatelessWhile")
@@ -521,6 +528,7 @@ def convert_to_tflite(
             # The converter raises ConverterError, ValueError, RuntimeError, ...
             raise _converter_error(model.name, mode, error,
                                    _left_float_note(model) if quantization_aware else "") from error
+    model_bytes = with_serving_signature(model_bytes)
 
     if mode == "int8":
         report = tflite_model.inspect_tflite(model_bytes)
@@ -540,6 +548,30 @@ def convert_to_tflite(
     if output_path is not None:
         write_bytes_atomic(output_path, model_bytes)
     return model_bytes
+
+
+def with_serving_signature(model_bytes: bytes) -> bytes:
+    """`model_bytes` with the signature `SIGNATURE_KEY`, which names the model's one input
+    `SIGNATURE_INPUT` and its output `SIGNATURE_OUTPUT`, for LiteRT's `get_signature_runner`
+    and Android's `runSignature`; the graph and its buffers are untouched. A conversion from a
+    concrete function without the SavedModel round trip (`convert_to_tflite`) writes none; a
+    model that has one is returned as it is."""
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    if model.signatureDefs:
+        return model_bytes
+    subgraph = model.subgraphs[0]
+    signature = tflite_schema.SignatureDefT()
+    signature.signatureKey, signature.subgraphIndex = SIGNATURE_KEY, 0
+    signature.inputs = [_tensor_map(SIGNATURE_INPUT, subgraph.inputs[0])]
+    signature.outputs = [_tensor_map(SIGNATURE_OUTPUT, subgraph.outputs[0])]
+    model.signatureDefs = [signature]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _tensor_map(name: str, tensor_index: int):
+    tensor_map = tflite_schema.TensorMapT()
+    tensor_map.name, tensor_map.tensorIndex = name, tensor_index
+    return tensor_map
 
 
 def _check_loads(model_bytes: bytes, report: tflite_model.TfliteModelReport, model) -> None:
