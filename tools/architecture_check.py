@@ -3,7 +3,8 @@
 For each architecture, built by `tf_keras.applications` without weights (untrained,
 nothing downloaded) at a small input size, saved to a file and read back (with tf_keras'
 `load_model`, or as the pipeline reads a Keras 3 file), its final softmax removed and frozen
-as `teachers.load_teacher` leaves a teacher (`_as_teacher`), it builds the
+as `teachers.load_teacher` leaves a teacher, and its BN statistics set to those of the random
+inputs below, as a trained teacher's are of its data (`_as_teacher`), it builds the
 W8A8 TF-MOT student as the pipeline does (`quantize.quantize_student`, ranges calibrated
 on random inputs), takes one compiled distillation step with the pipeline's default
 settings (feature term included) on those inputs, exports the student and the float
@@ -38,7 +39,7 @@ import numpy as np  # noqa: E402
 import tf_keras  # noqa: E402
 from absl import flags  # noqa: E402
 
-from zscgan_tf import cli, distill, export, keras3_conversion, logits, quantize, tflite_model  # noqa: E402
+from zscgan_tf import bn_stats, cli, distill, export, keras3_conversion, logits, quantize, tflite_model  # noqa: E402
 from zscgan_tf.config import DistillationConfig  # noqa: E402
 from zscgan_tf.errors import UserError, first_line  # noqa: E402
 
@@ -149,20 +150,25 @@ def _qat_step(model, student, inputs) -> str:
     return "yes" if all(np.isfinite(value) for value in terms.values()) else "no: a loss is not finite"
 
 
-def _as_teacher(model):
+def _as_teacher(model, inputs: np.ndarray):
     """`model` as a run's teacher is: returning logits (Keras Applications end in a softmax,
-    which `teachers.load_teacher` removes, so a run's student and files have none) and frozen."""
+    which `teachers.load_teacher` removes, so a run's student and files have none), frozen,
+    and with BN statistics of the data it sees. An untrained model's BN layers hold mean 0 and
+    variance 1, whatever their inputs: activations shrank layer after layer to scales of 1e-8
+    in Xception, whose int8 file LiteRT then refused to load, where a trained one's load."""
     model, _ = logits.logits_model(model)
     model.trainable = False
+    if bn_stats.batchnorm_layers(model):
+        bn_stats.reestimate_batchnorm_statistics(model, inputs, batch_size=len(inputs))
     return model
 
 
 def check(builder, name: str, size: int, samples: int) -> Row:
     """The table row of one architecture at one input size."""
     start = time.perf_counter()
-    # It kept the softmax: a head no run's student or exported file has.
-    model = _as_teacher(builder(weights=None, input_shape=(size, size, 3), classes=NUM_CLASSES))
     inputs = np.random.default_rng(0).uniform(-1, 1, (samples, size, size, 3)).astype(np.float32)
+    # It kept the softmax, a head no run's student or exported file has, and untrained BN statistics.
+    model = _as_teacher(builder(weights=None, input_shape=(size, size, 3), classes=NUM_CLASSES), inputs)
     student, float_layers = quantize.quantize_student(model, calibration_inputs=inputs, input_range=(-1.0, 1.0))
     float_types = sorted({quantize.layer_type(model.get_layer(layer)) for layer in float_layers})
     step_cell = _qat_step(model, student, inputs)

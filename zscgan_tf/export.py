@@ -62,9 +62,11 @@ SIGNATURE_OUTPUT = "logits"
 # tf.map_fn's and tf.scan's read their steps and write their results (a plain tf.while_loop has none).
 _LOOP_OPS = ("While", "StatelessWhile")
 _TENSOR_LIST_OP_PREFIX = "TensorList"
-# Below this, an int8 scale is that of a tensor that was 0 on every calibration sample (the
-# converter gives such a tensor about 7.8e-09).
+# Below this, an int8 scale is that of a tensor that was 0 or all but 0 (within 2.55e-05) on every
+# calibration sample (the converter gives one that was 0 about 7.8e-09).
 _MIN_LIVE_SCALE = 1e-7
+# A phrase of 10 characters or more said again and again in a row, as the XNNPACK delegate does.
+_REPEATED_PHRASE = re.compile(r"(.{10,}?)\1+")
 # A calibration's progress bar shows once it has run this long: 500 samples of a small model take a
 # second, 10,000 took 50 s on 2 CPU cores, and thousands at 224x224 take minutes.
 SLOW_CALIBRATION_SECONDS = 10.0
@@ -578,11 +580,11 @@ def _check_loads(model_bytes: bytes, report: tflite_model.TfliteModelReport, mod
     """Refuses an int8 model that LiteRT's default interpreter (with its XNNPACK delegate, as
     on a phone) cannot load, before it is written. The converter makes one of a model with a
     tensor that was 0 on every calibration sample (a layer dead on them), giving it a scale
-    the delegate refuses; the message names that layer."""
+    the delegate refuses; the message names that layer, ahead of the delegate's own words."""
     try:
         evaluate.TfliteClassifier(model_bytes)
     except UserError as error:
-        places = []  # The layers computing activations that were 0 on every sample, in execution order.
+        places = []  # The layers computing activations that were (all but) 0 on every sample, in execution order.
         for op in report.operators:
             for index in op.output_indices:
                 tensor = report.tensors[index]
@@ -591,10 +593,13 @@ def _check_loads(model_bytes: bytes, report: tflite_model.TfliteModelReport, mod
                     if place and place not in places:
                         places.append(place)
         after = f" (and {count_of(len(places) - 1, 'layer')} fed by it)" if len(places) > 1 else ""
-        reason = (f": {places[0]}{after} gave 0 on every calibration sample, for which int8 has a scale below "
-                  f"{_MIN_LIVE_SCALE:g} that LiteRT's XNNPACK delegate refuses; calibrate with samples on which it "
-                  "is not 0, or remove the layer" if places else "")
-        raise TfliteConversionError(f"the int8 model of {model.name!r} does not load in LiteRT ({error}){reason}") \
+        # First: the delegate repeats its own line once per partition ("failed to create XNNPACK runtime" eight
+        # times in Xception's), which pushed the reason out of a table cell's width.
+        reason = (f": {places[0]}{after} gave 0 or all but 0 on every calibration sample, for which int8 has a "
+                  f"scale below {_MIN_LIVE_SCALE:g} that LiteRT's XNNPACK delegate refuses; calibrate with samples on "
+                  "which it is not, or remove the layer" if places else "")
+        said = _REPEATED_PHRASE.sub(r"\1", str(error))
+        raise TfliteConversionError(f"the int8 model of {model.name!r} does not load in LiteRT{reason} ({said})") \
             from error
 
 
