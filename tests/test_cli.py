@@ -32,6 +32,15 @@ def test_helpfull_lists_flags_of_every_module(capsys):
     assert "--flagfile" in out  # absl's own flags, defined in another module.
 
 
+def test_help_into_a_pipe_closed_early_ends_as_a_pipe_closed_ends_a_command():
+    # `--helpfull | head -1`: a BrokenPipeError traceback and status 1, where `head` had read its line.
+    process = subprocess.Popen([sys.executable, "-m", "zscgan_tf.train", "--helpfull"], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # Before it writes: the help meets a pipe no one reads.
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
 def test_usage_of_a_module_without_flags_is_its_docstring():
     assert cli.usage(train.FLAGS, "zscgan_tf.errors").startswith("The one exception type")
     assert "flags:" not in cli.usage(train.FLAGS, "zscgan_tf.errors")

@@ -165,7 +165,12 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     arguments = list(argv[1:])
     if any(argument in HELP_ARGUMENTS + FULL_HELP_ARGUMENTS for argument in arguments):
         full = any(argument in FULL_HELP_ARGUMENTS for argument in arguments)
-        print(usage(flag_values, body.__module__, full=full))
+        try:
+            print(usage(flag_values, body.__module__, full=full), flush=True)
+        except OSError as error:  # `--helpfull | head` that has read its lines: a BrokenPipeError traceback.
+            if not stop_signals.closed_output_error(error):
+                raise
+            return stop_signals.exit_status(stop_signals.PIPE_CLOSED)
         return 0
     try:
         parse_flags(flag_values, argv)
