@@ -71,6 +71,21 @@ def test_idx_directory_accepts_test_prefix_and_load_dataset_dispatches(tmp_path,
     np.testing.assert_array_equal(from_there.labels, [1, 1])
 
 
+def test_fashion_mnist_that_tfds_cannot_download_names_the_offline_ways(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise UserError("cannot download or prepare TFDS dataset 'fashion_mnist' (ConnectionError: no network)")
+
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "not_installed"))
+    monkeypatch.setattr(data, "load_tfds", offline)
+    # After minutes of TFDS retries it ended at the connection error, with no word of Debian's package.
+    with pytest.raises(UserError) as refusal:
+        data.load_fashion_mnist("test")
+    assert str(refusal.value) == (
+        "cannot download or prepare TFDS dataset 'fashion_mnist' (ConnectionError: no network); or install Debian's "
+        f"package of it (apt-get install -y dataset-fashion-mnist), read from {tmp_path / 'not_installed'}, or pass a "
+        "directory of its IDX files")
+
+
 def test_read_idx_parses_other_types(tmp_path):
     values = (np.arange(6).reshape(2, 3) - 3).astype(">i4")
     header = bytes([0, 0, 0x0C, 2]) + struct.pack(">2I", 2, 3)

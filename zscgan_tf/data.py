@@ -215,7 +215,11 @@ def load_fashion_mnist(split: str, data_dir: Optional[str] = None) -> LabeledIma
     elif data_dir is None and is_idx_directory(DEBIAN_FASHION_MNIST_DIR):
         dataset = load_idx_directory(DEBIAN_FASHION_MNIST_DIR, split)
     else:
-        dataset = load_tfds("fashion_mnist", split, data_dir=data_dir)
+        try:
+            dataset = load_tfds("fashion_mnist", split, data_dir=data_dir)
+        except UserError as error:  # Offline: minutes of TFDS retries ended without the way out the README gives.
+            raise UserError(f"{error}; or install Debian's package of it (apt-get install -y dataset-fashion-mnist), "
+                            f"read from {DEBIAN_FASHION_MNIST_DIR}, or pass a directory of its IDX files") from error
     if dataset.num_classes > len(FASHION_MNIST_CLASS_NAMES):
         raise UserError(f"Fashion-MNIST has {len(FASHION_MNIST_CLASS_NAMES)} classes, "
                         f"but the files hold labels up to {dataset.num_classes - 1}")
