@@ -1098,6 +1098,9 @@ def test_low_bit_range_method_binds_a_w4a4_run_and_not_an_8_bit_one(tmp_path, fi
     (["--flagfile=/nonexistent/demo.cfg"], "flagfile '/nonexistent/demo.cfg' does not exist"),
     (["--flagfile", "/nonexistent/demo.cfg"], "flagfile '/nonexistent/demo.cfg' does not exist"),
     (["--flagfile", "/"], "flagfile '/' is not a file"),
+    # As an installed package's user meets the README's command outside the checkout.
+    (["--flagfile=configs/no_such.cfg"], "flagfile 'configs/no_such.cfg' does not exist here: the configs are in the "
+                                         "source repository; pass the path of one there"),
     # A forgotten --flagfile= used to run the default pipeline into runs/demo.
     (["configs/demo.cfg"], "'configs/demo.cfg' is not a flag: flags start with -- (a flagfile is given as "
                            "--flagfile=<path>"),

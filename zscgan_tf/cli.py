@@ -26,6 +26,7 @@ from zscgan_tf.teachers import KERAS_APPLICATIONS, TeacherSource
 from zscgan_tf.training_loop import NonFiniteLossError, TrainingInterrupted
 
 USER_ERROR_STATUS = 2
+CONFIGS_DIR = "configs"  # The source repository's flagfiles, which `pip install` does not install.
 NUMERICAL_FAULT_STATUS = 3
 STORAGE_FULL_STATUS = 4
 OUT_OF_MEMORY_STATUS = 5
@@ -54,7 +55,10 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
     for path in _flagfile_paths(argv[1:]):
         path = os.path.expanduser(path)  # As absl reads it.
         if not os.path.exists(path):
-            raise UserError(f"flagfile {path!r} does not exist")
+            # An installed package has no configs/: they are the source repository's.
+            where = (" here: the configs are in the source repository; pass the path of one there"
+                     if os.path.normpath(path).split(os.sep)[0] == CONFIGS_DIR else "")
+            raise UserError(f"flagfile {path!r} does not exist{where}")
         if not os.path.isfile(path):
             raise UserError(f"flagfile {path!r} is not a file")
         if not os.access(path, os.R_OK):
