@@ -34,9 +34,10 @@ the QAT checkpoints (`<teacher>/qat/`),
 the .tflite models and `rows.json`, which caches each finished row's result keyed by its
 settings, so a rerun after a crash skips finished rows. `results.json` and `results.md`
 (a table per teacher and a verdict per target) are rewritten after every row.
-Bad input prints one `error: ...` line and exits with status 2; Ctrl-C saves the running
-stage's checkpoint and exits with status 130, SIGTERM the same with 143 and a terminal's
-hangup (SIGHUP) with 129 (rerun the same command to resume).
+Bad input prints one `error: ...` line and exits with status 2, a work directory another
+benchmark holds with 75; Ctrl-C saves the running stage's checkpoint and exits with status
+130, SIGTERM the same with 143, a terminal's hangup (SIGHUP) with 129 and output no one can
+read any more with 141 (rerun the same command to resume).
 
 This file only turns flags into a `zscgan_tf.benchmark_config.BenchmarkConfig`; the rows
 are measured by `zscgan_tf.benchmark_rows.run_benchmark` and judged and written up by

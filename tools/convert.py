@@ -36,7 +36,7 @@ an Edge TPU compatibility report read from the flatbuffer. When the teacher's
 class names are known (as for a run's `labels.txt`: teachers of `tools/train_teacher.py`, the
 built-in ones, Keras Applications with ImageNet weights), they are written beside the model,
 one a line in output order, as `<output without .tflite>_labels.txt`. Bad input prints
-one `error: ...` line and exits with status 2.
+one `error: ...` line and exits with status 2; a --run_dir that a run is training in, with 75.
 """
 
 import contextlib

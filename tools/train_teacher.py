@@ -10,7 +10,8 @@ Your own:
       --image_size=32 --channels=1 --epochs=10 --output=/tmp/teacher.keras
 
 Prints the teacher's path and metrics as one JSON object. Bad input prints one
-`error: ...` line and exits with status 2. Every epoch ends with a checkpoint in
+`error: ...` line and exits with status 2; a teacher another process is training, with 75.
+Every epoch ends with a checkpoint in
 `<output>.training/`: after Ctrl-C (status 130), SIGTERM (143), a terminal's hangup
 (SIGHUP, 129) or a crash, the same command goes on after the last finished epoch.
 """
