@@ -22,7 +22,7 @@ from zscgan_tf import generator as generator_lib
 from zscgan_tf import distill, generator_stage, run_state, seeds
 from zscgan_tf import quantize, quantizer_ranges, teachers, tflite_model, train, training_loop
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import file_digest
+from zscgan_tf.files import file_digest, save_keras_model_atomic
 from zscgan_tf.teachers import TeacherSource
 
 from conftest import build_student_failing_classifier, build_two_block_classifier
@@ -281,6 +281,42 @@ def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, finished_r
     markdown = (work_dir / "report.md").read_text()
     assert "- steps: 6 (this session from step 4)\n" in markdown and "- wall time of this session: " in markdown
     assert "Data-free QAT: 3 steps, " in markdown and " this session, " in markdown
+
+
+def test_a_generator_or_student_made_again_otherwise_gets_its_own_student_and_files(tmp_path, finished_run,
+                                                                                      tiny_teacher_file, capsys):
+    # Their files lost, a generator or student is trained again from nothing, and comes out otherwise without
+    # --deterministic: the old student and the old int8 files were kept, reported as the new ones'.
+    work_dir = tmp_path / "run"
+    finished_run(work_dir)
+    flagfile = f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"
+    state_path = work_dir / "state.json"
+    before = {name: file_digest(str(work_dir / name)) for name in ("student.h5", "ptq_int8.tflite", "qat_int8.tflite")}
+    generator = generator_lib.load_generator(str(work_dir / "generator.keras"))
+    generator.set_weights([weight * 1.01 for weight in generator.get_weights()])
+    save_keras_model_atomic(generator, str(work_dir / "generator.keras"))
+    state = json.loads(state_path.read_text())
+    state["generator"]["sha256"] = file_digest(str(work_dir / "generator.keras"))  # Done, as one trained again.
+    state_path.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert train.main(["train", flagfile]) == 0
+    out = capsys.readouterr().out
+    assert f"distillation: {work_dir / 'student.h5'} was distilled from another generator than this one; " \
+        "distilling again" in out
+    assert re.findall(r"export: converting (\w+)", out) == ["ptq_int8", "qat_int8"]
+    after = {name: file_digest(str(work_dir / name)) for name in before}
+    assert all(after[name] != before[name] for name in before), (before, after)
+    # A student trained again otherwise (the generator as it was): its file alone is converted again.
+    student = quantization_stages.load_student(str(work_dir / "student.h5"))
+    student.set_weights([weight * 1.01 if weight.ndim > 1 else weight for weight in student.get_weights()])
+    save_keras_model_atomic(student, str(work_dir / "student.h5"))
+    state = json.loads(state_path.read_text())
+    state["distillation"]["sha256"] = file_digest(str(work_dir / "student.h5"))
+    state_path.write_text(json.dumps(state))
+    assert train.main(["train", flagfile]) == 0
+    out = capsys.readouterr().out
+    assert "distillation: already done" in out and re.findall(r"export: converting (\w+)", out) == ["qat_int8"]
+    assert file_digest(str(work_dir / "qat_int8.tflite")) != after["qat_int8.tflite"]
 
 
 def test_a_run_of_an_earlier_version_gets_a_qat_file_and_student_that_read_every_pixel_level(

@@ -239,6 +239,7 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
     distilled = dict(state.get("distillation", {})) if run_config.distillation.steps else {}
     # Named with its file: a bare `sha256` beside the exported files' was `student.h5`'s without saying so.
     student_sha256 = distilled.pop("sha256", None)
+    distilled.pop(quantization_stages.GENERATOR_WEIGHTS_KEY, None)  # The state's, for the stages' keys.
     report = {
         "teacher": teachers.describe(teacher),
         "generator": {**run_config.to_dict()["generator"], "parameters": int(generator.count_params())},
@@ -384,7 +385,7 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     tflite_paths = quantization_stages.export_stage(
         run_config, teacher, student, calibration, state, save_state,
         reports=(quantization_stages.EXPORT_REPORT_FILE, run_report.REPORT_MARKDOWN_FILE,
-                 run_report.REPORT_JSON_FILE), progress=progress)
+                 run_report.REPORT_JSON_FILE), progress=progress, generator_sha256=teachers.weights_digest(generator))
     if callable(evaluation_data):
         say("evaluation: reading the evaluation images again")
         evaluation_data = evaluation_data()

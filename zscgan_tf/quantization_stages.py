@@ -53,6 +53,8 @@ QAT_TFLITE_FILE = "qat_int8.tflite"
 EXPORT_REPORT_FILE = "export_report.md"
 # In the distillation directory: the generator its checkpoints were distilled from.
 DISTILLED_FROM_FILE = "generator.json"
+# The weights digest of the generator a student was distilled from, in that file and in the state.
+GENERATOR_WEIGHTS_KEY = "generator_weights_sha256"
 LABELS_FILE = "labels.txt"
 # How every quantized model's input range is set, part of the keys that decide what is reused (the
 # export stage's, and the benchmark's rows and QAT directories): it covers pixels 0 to 255
@@ -332,9 +334,16 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
         return None
     model_path = os.path.join(work_dir, STUDENT_MODEL_FILE)
     finished = state.get("distillation", {})
+    generator_sha256 = weights_digest(generator)
+    distilled_from = _distilled_from(work_dir, finished)
     if finished.get("steps") == settings.steps and finished.get("sha256") == file_digest(model_path):
-        say(f"distillation: already done ({settings.steps} steps), loading {model_path}")
-        return load_student(model_path, teacher.input_range(), trust_model_code=run_config.teacher.trust_model_code)
+        if distilled_from in (None, generator_sha256):  # None: a student of a version that did not record it.
+            say(f"distillation: already done ({settings.steps} steps), loading {model_path}")
+            return load_student(model_path, teacher.input_range(),
+                                trust_model_code=run_config.teacher.trust_model_code)
+        # A generator trained again from nothing (its files lost), which came out otherwise: the student was
+        # kept as built on it.
+        say(f"distillation: {model_path} was distilled from another generator than this one; distilling again")
     _start_distilling_from(os.path.join(work_dir, DISTILLATION_DIR), generator)
     scheme = scheme_of(run_config)
     # Said before the student is built: its ranges are calibrated first, 20 s for 5,000 samples on 2 CPU cores.
@@ -370,9 +379,20 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
     zero_shot.check_teacher_unchanged(teacher, teacher_weights, "quantization-aware training")
     save_keras_model_atomic(student, model_path)
     state["distillation"] = {"steps": settings.steps, "scheme": scheme.name, "float_layers": list(float_layers),
-                             "summary": summary.to_dict(), "sha256": file_digest(model_path)}
+                             "summary": summary.to_dict(), "sha256": file_digest(model_path),
+                             GENERATOR_WEIGHTS_KEY: generator_sha256}
     write_state(state)
     return student
+
+
+def _distilled_from(work_dir: str, finished: dict) -> Optional[str]:
+    """The weights digest of the generator the finished student was distilled from: as the
+    state records it, else as its checkpoints' directory does (`DISTILLED_FROM_FILE`); None
+    where neither does (a student of an earlier version)."""
+    if finished.get(GENERATOR_WEIGHTS_KEY):
+        return finished[GENERATOR_WEIGHTS_KEY]
+    record = read_json(os.path.join(work_dir, DISTILLATION_DIR, DISTILLED_FROM_FILE), {})
+    return record.get(GENERATOR_WEIGHTS_KEY) if isinstance(record, dict) else None
 
 
 def _start_distilling_from(distillation_dir: str, generator) -> None:
@@ -383,7 +403,7 @@ def _start_distilling_from(distillation_dir: str, generator) -> None:
     record_path = os.path.join(distillation_dir, DISTILLED_FROM_FILE)
     generator_sha256 = weights_digest(generator)
     record = read_json(record_path, {})
-    recorded = record.get("generator_weights_sha256") if isinstance(record, dict) else None
+    recorded = record.get(GENERATOR_WEIGHTS_KEY) if isinstance(record, dict) else None
     if os.path.isdir(distillation_dir) and recorded not in (None, generator_sha256):
         say(f"distillation: {distillation_dir} was distilled from another generator than this one; discarded, to "
             "distil from this one")
@@ -393,12 +413,17 @@ def _start_distilling_from(distillation_dir: str, generator) -> None:
             shutil.rmtree(distillation_dir)
     os.makedirs(distillation_dir, exist_ok=True)
     if recorded != generator_sha256:
-        write_json_atomic(record_path, {"generator_weights_sha256": generator_sha256})
+        write_json_atomic(record_path, {GENERATOR_WEIGHTS_KEY: generator_sha256})
 
 
 def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: np.ndarray, state: dict,
-                 write_state, reports: Sequence[str] = (EXPORT_REPORT_FILE,), progress: bool = True) -> Dict[str, str]:
+                 write_state, generator_sha256: str, reports: Sequence[str] = (EXPORT_REPORT_FILE,),
+                 progress: bool = True) -> Dict[str, str]:
     """Writes the float, PTQ and (W8A8) QAT TFLite models; returns {kind: path}.
+
+    A file is converted again when what it was converted from changed: the PTQ model's
+    calibration generator (`generator_sha256`, its weights digest), the QAT model's student
+    (the state's digest of `student.h5`), or an export setting.
 
     `reports`: the work directory's files that describe or measure these models; those there
     are removed before a model is converted again (other settings, a changed file), so that
@@ -427,9 +452,12 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
     paths, report_lines = {}, [f"# Exported models ({run_config.work_dir})", ""]
     for kind, (file_name, model, options) in exports.items():
         path = os.path.join(work_dir, file_name)
-        # The float model depends on none of the integer export's settings.
+        # The float model depends on none of the integer export's settings. The others name what they were
+        # converted from: the step count they named let a student or generator trained again (their files lost)
+        # keep the old one's file, reported as the new one's.
+        source = (state.get("distillation", {}).get("sha256") if kind == "qat_int8" else generator_sha256)
         key = f"float:{INPUT_RANGE}" if kind == "float" else (
-            f"{kind}:{settings.io_dtype}:{settings.per_channel}:{state.get('distillation', {}).get('steps')}:"
+            f"{kind}:{settings.io_dtype}:{settings.per_channel}:{source}:"
             f"{INPUT_RANGE}" + (":float_ops_allowed" if settings.allow_float_ops else "")
             + (f":{QAT_INPUT}" if kind == "qat_int8" else ""))
         if done.get(kind) != {"settings": key, "sha256": file_digest(path)}:
