@@ -101,6 +101,11 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
                                                  "sha256": file_digest(str(work_dir / "student.h5"))}
     assert "sha256" not in report["quantization"]
     assert report["quantization"]["summary"]["first"]["features"] > 0  # The feature term is on by default.
+    # How the files were made, which only config.json said.
+    assert {key: report["quantization"][key] for key in ("scheme", "per_channel", "io_dtype", "calibration_samples")} \
+        == {"scheme": "w8a8", "per_channel": True, "io_dtype": "int8", "calibration_samples": 16}
+    assert "The int8 files: int8 input and output, per-channel weights, calibrated on 16 generated samples." in (
+        work_dir / "report.md").read_text()
     assert "feature term" in (work_dir / "report.md").read_text()
     # Each training's speed after its first step, which compiles the step, is given apart.
     for summary in (report["generator_training"], report["quantization"]["summary"]):
@@ -459,8 +464,8 @@ def test_w4a4_run_trains_a_student_with_fitted_held_ranges_and_says_so(tmp_path,
         np.testing.assert_array_equal(expected, actual)
     report = json.loads((work_dir / "report.json").read_text())
     assert report["quantization"]["low_bit_ranges"] == "mse"
-    assert "Scheme: w4a4 (ranges below 8 bits fitted by least squares, held during QAT)." in (
-        work_dir / "report.md").read_text()
+    assert "Scheme: w4a4 (first and last layers at 8 bits; ranges below 8 bits fitted by least squares, held during " \
+        "QAT)." in (work_dir / "report.md").read_text()
     # Why there is no qat_int8.tflite, in the reports as on the console.
     report_markdown = (work_dir / "report.md").read_text()
     assert "The w4a4 student is simulation only: TFLite has no kernels below 8 bits" in report_markdown
@@ -930,6 +935,11 @@ def test_two_runs_with_one_seed_train_the_same_generator(tmp_path, tiny_teacher_
         weights.append(generator_lib.load_generator(str(work_dir / "generator.keras")).get_weights())
     for first, second in zip(*weights):
         assert (first == second).all()
+    # No QAT: no scheme is reported as the student's (it was, W8A8 or not), and the export's settings are.
+    quantization = json.loads((tmp_path / "second" / "report.json").read_text())["quantization"]
+    assert "scheme" not in quantization and "low_bit_ranges" not in quantization
+    assert {key: quantization[key] for key in ("per_channel", "io_dtype", "calibration_samples", "allow_float_ops")} == {
+        "per_channel": True, "io_dtype": "int8", "calibration_samples": 16, "allow_float_ops": False}
 
 
 def _run_saved_without(tmp_path, finished_run, teacher_file, section, name, extra=()):

@@ -250,9 +250,7 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
                                    or state.get("generator", {}).get(TRAINED_HERE_KEY, False)),
         "bn_statistics_reduction": (first_bn / last_bn) if first_bn and last_bn else None,
         "generated_samples": generated,
-        "quantization": {"scheme": run_config.quantization.scheme,
-                         "low_bit_ranges": run_config.quantization.low_bit_ranges,
-                         **distilled,
+        "quantization": {**_quantization_settings(run_config), **distilled,
                          **({"student": {"file": quantization_stages.STUDENT_MODEL_FILE, "sha256": student_sha256}}
                             if student_sha256 else {}),
                          **({run_report.EARLIER_SESSION_KEY: True}
@@ -265,6 +263,20 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
     report = strict_json_values(report)  # As report.json holds it: what `run` returns.
     write_reports(work_dir, report)
     return report
+
+
+def _quantization_settings(run_config: config_lib.RunConfig) -> dict:
+    """How this run's models were quantized, for the report: the QAT scheme where a student was
+    trained (with --distillation_steps=0 it named none, yet was reported), and the export's
+    settings, which only config.json held."""
+    settings = run_config.quantization
+    scheme = quantization_stages.scheme_of(run_config)
+    trained = {"scheme": settings.scheme, "low_bit_ranges": settings.low_bit_ranges,
+               **({"keep_first_and_last_at_8_bits": settings.keep_first_and_last_at_8_bits}
+                  if scheme.uses_n_bit_scheme else {})}
+    return {**(trained if run_config.distillation.steps else {}), "per_channel": settings.per_channel,
+            "io_dtype": settings.io_dtype, "calibration_samples": settings.calibration_samples,
+            "allow_float_ops": settings.allow_float_ops}
 
 
 def write_reports(work_dir: str, report: dict) -> None:

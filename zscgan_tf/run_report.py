@@ -205,15 +205,19 @@ def _samples_per_second(summary: dict) -> str:
 
 
 def _format_quantization(quantization: dict) -> list:
-    scheme = quantize.QuantizationScheme.from_name(quantization["scheme"],
-                                                   low_bit_ranges=quantization.get("low_bit_ranges", "min_max"))
     if "summary" not in quantization:  # --distillation_steps=0: --quantization names no model of this run.
         lines = ["## Quantization", "", "No QAT (--distillation_steps=0): the int8 model is the teacher's, quantized "
                  f"after training at 8 bits (`{quantization_stages.PTQ_TFLITE_FILE}`)."]
     else:
-        lines = ["## Quantization", "", f"Scheme: {scheme.name}"
-                 + (" (ranges below 8 bits fitted by least squares, held during QAT)."
-                    if scheme.holds_ranges_in_training else ".")]
+        scheme = quantize.QuantizationScheme.from_name(quantization["scheme"],
+                                                       low_bit_ranges=quantization.get("low_bit_ranges", "min_max"))
+        details = ([] if not scheme.uses_n_bit_scheme or quantization.get("keep_first_and_last_at_8_bits") is None
+                   else ["first and last layers at 8 bits" if quantization["keep_first_and_last_at_8_bits"]
+                         else "every layer at these widths"])
+        details += ["per-tensor weights"] if quantization.get("per_channel") is False else []
+        details += ["ranges below 8 bits fitted by least squares, held during QAT"] if (
+            scheme.holds_ranges_in_training) else []
+        lines = ["## Quantization", "", f"Scheme: {scheme.name}" + (f" ({'; '.join(details)})." if details else ".")]
         summary = quantization["summary"]
         first, last = summary["first"], summary["last"]
         earlier = quantization.get(EARLIER_SESSION_KEY)
@@ -233,6 +237,12 @@ def _format_quantization(quantization: dict) -> list:
             lines.append(f"The {scheme.name} student is simulation only: TFLite has no kernels below 8 bits, so it is "
                          f"measured in Keras (`{scheme.name}_qat_keras`) and not exported; the int8 model is the "
                          f"teacher's, quantized after training at 8 bits (`{quantization_stages.PTQ_TFLITE_FILE}`).")
+    if "io_dtype" in quantization:  # The export's settings were config.json's alone.
+        lines.append(f"The int8 files: {quantization['io_dtype']} input and output, "
+                     f"{'per-channel' if quantization['per_channel'] else 'per-tensor'} weights, calibrated on "
+                     f"{quantization['calibration_samples']:,} generated samples"
+                     + ("; ops without int8 kernels may stay float (--allow_float_ops)"
+                        if quantization.get("allow_float_ops") else "") + ".")
     if quantization.get("float_layers"):
         lines.append(f"Layers left float by TF-MOT: {', '.join(quantization['float_layers'])}.")
     if "top1" in quantization:
