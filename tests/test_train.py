@@ -1007,10 +1007,11 @@ def test_run_saved_before_a_changed_default_existed_reads_as_run_with_the_old_va
                                              "quantization.keep_first_and_last_at_8_bits"}),
     ({"quantization": {"scheme": "w4a8"}}, set()),
     ({"quantization": {"scheme": "w8a4"}}, set()),
-    # Without QAT, every QAT setting but the step count is inert.
+    # Without QAT, every QAT setting but the step count is inert, and the scheme with its options.
     ({"distillation": {"steps": 0}}, {f"distillation.{field.name}"
                                       for field in dataclasses.fields(config_lib.DistillationConfig)} - {
-                                          "distillation.steps"}),
+                                          "distillation.steps"} | {"quantization.scheme",
+                                                                   *config_lib.LOW_BIT_OPTIONS}),
     ({"distillation": {"steps": 3}}, set()),
     # Damaged configs: nothing is inert, so every difference is named.
     ({"quantization": 5}, set()), ({"quantization": {"scheme": 8}}, set()), ({"distillation": 0}, set()), ({}, set()),
@@ -1054,6 +1055,13 @@ def test_qat_settings_bind_a_directory_only_once_it_holds_a_student(tmp_path, fi
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
     assert "note: --distillation_batch_size, --distillation_checkpoint_every, --temperature do nothing" in (
         capsys.readouterr().out)
+    # Nor a scheme, which the note calls inert too (refused), nor QAT with settings of its own after it.
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, without_qat, extra=no_qat + ["--quantization=w4a4"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, without_qat, extra=["--temperature=7"])
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 0
+    assert "distillation: 3 steps" in capsys.readouterr().out
+    assert json.loads((without_qat / "config.json").read_text())["quantization"]["scheme"] == "w8a8"
     # A student trained with other QAT settings binds them, with or without QAT now: its settings must not be
     # replaced under it (a later run with QAT would take it as trained with them).
     with_qat = tmp_path / "qat"

@@ -485,8 +485,9 @@ def inert_settings(config: Dict[str, Any], distilled: bool = False) -> Set[str]:
 
     The options of bit widths below 8 (`low_bit_ranges`, `keep_first_and_last_at_8_bits`)
     do nothing in an 8-bit run, so a W8A8 work directory resumes whatever they say; nor
-    do the QAT settings in a run without QAT (`distillation.steps` 0), unless its work
-    directory holds a student `distilled` by an earlier run with QAT, which they describe.
+    do the QAT settings, the scheme and its options in a run without QAT
+    (`distillation.steps` 0), unless its work directory holds a student `distilled` by an
+    earlier run with QAT, which they describe.
     """
     if not isinstance(config, dict):  # A damaged config: every difference counts.
         return set()
@@ -494,7 +495,7 @@ def inert_settings(config: Dict[str, Any], distilled: bool = False) -> Set[str]:
     distillation = config.get("distillation")
     if isinstance(distillation, dict) and distillation.get("steps") == 0 and not distilled:
         inert |= {f"distillation.{field.name}" for field in dataclasses.fields(DistillationConfig)
-                  if field.name != "steps"}
+                  if field.name != "steps"} | {"quantization.scheme", *LOW_BIT_OPTIONS}
     quantization = config.get("quantization")
     if isinstance(quantization, dict):
         try:
@@ -520,8 +521,7 @@ def unused_settings_notes(config: RunConfig) -> List[str]:
     notes = []
     without_qat = [key for key in unused if key.startswith("distillation.")]
     no_qat = config.distillation.steps == 0
-    if no_qat:  # The scheme and its options name no model then: the int8 one is the teacher's, at 8 bits. They
-        # stay settings a rerun compares (`inert_settings`): the saved scheme is the one more steps would train.
+    if no_qat:  # The scheme and its options name no model then: the int8 one is the teacher's, at 8 bits.
         without_qat += [key for key in ("quantization.scheme",) + LOW_BIT_OPTIONS if current[key] != defaults[key]]
     if without_qat:
         notes.append(f"{flag_list(without_qat)} {'does' if len(without_qat) == 1 else 'do'} nothing with "
@@ -646,7 +646,9 @@ def check_saved(config: RunConfig, same_teacher: bool = False, distilled: bool =
     current = current_dict(config)
     if os.path.exists(path):
         saved = read_saved(path)
-        unchanging = set(RESUMABLE_CHANGES) | (inert_settings(saved, distilled) & inert_settings(current, distilled))
+        # What did nothing in the saved run describes nothing here: a run without QAT took other QAT settings, but
+        # not another scheme, which its note called inert (nor QAT with them).
+        unchanging = set(RESUMABLE_CHANGES) | inert_settings(saved, distilled)
         saved_flat, current_flat = _flatten(saved), _flatten(current)
         # A run stopped in its generator's training was refused another QAT temperature, say, and advised to
         # take that generator from another directory, which refuses an unfinished one.
