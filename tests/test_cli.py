@@ -41,6 +41,21 @@ def test_help_into_a_pipe_closed_early_ends_as_a_pipe_closed_ends_a_command():
     assert process.wait(timeout=120) == 141 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
 
 
+def test_teacher_flags_name_a_teacher_source_again():
+    from absl import flags
+
+    from zscgan_tf.teachers import TeacherSource
+    source = TeacherSource(model="mobilenet_v2", weights="none", alpha=0.35, input_size=32, num_classes=10, channels=1,
+                           preprocessing="custom", preprocessing_mean=(0.5,), preprocessing_std=(0.25,),
+                           trust_model_code=True, cache_dir="/cache", custom_objects=("my.layers", "more.py"))
+    flag_values = flags.FlagValues()
+    cli.define_teacher_flags(flag_values)
+    flags.DEFINE_string("teacher", None, "", flag_values=flag_values)
+    flag_values(["command", *cli.teacher_flags(source)])
+    assert cli.teacher_source(flag_values.teacher, flag_values) == source
+    assert cli.teacher_flags(TeacherSource(model="mine.keras")) == ["--teacher=mine.keras"]  # Defaults left out.
+
+
 def test_usage_of_a_module_without_flags_is_its_docstring():
     assert cli.usage(train.FLAGS, "zscgan_tf.errors").startswith("The one exception type")
     assert "flags:" not in cli.usage(train.FLAGS, "zscgan_tf.errors")

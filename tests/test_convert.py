@@ -139,14 +139,17 @@ def test_a_run_without_qat_says_where_its_int8_model_is_and_how_to_convert_it_ag
     output = tmp_path / "converted.tflite"
     result = convert(f"--run_dir={copy}", f"--output={output}")
     # Before: "no QAT checkpoint in ...; run the distillation stage first", and no command runs that stage alone.
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
-        f"error: the run in {str(copy)!r} trained no QAT student (--distillation_steps=0): its int8 model is "
-        f"{copy / 'ptq_int8.tflite'}, the teacher quantized after training; to convert it again, pass "
-        f"--teacher={teacher_path} --generator={copy / 'generator.keras'}; for a student, rerun the run with "
-        "--distillation_steps=<N>")
-    result = convert(f"--teacher={teacher_path}", f"--generator={copy / 'generator.keras'}", f"--output={output}")
+    prefix = (f"error: the run in {str(copy)!r} trained no QAT student (--distillation_steps=0): its int8 model is "
+              f"{copy / 'ptq_int8.tflite'}, the teacher quantized after training; to convert it again, pass ")
+    suffix = "; for a student, rerun the run with --distillation_steps=<N>"
+    line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and line.startswith(prefix) and line.endswith(suffix), line
+    advised = line[len(prefix):-len(suffix)].split(" ")
+    assert advised[0] == f"--teacher={teacher_path}" and f"--generator={copy / 'generator.keras'}" in advised
+    result = convert(*advised, f"--output={output}")
     assert result.returncode == 0, result.stderr
-    assert _model_report(output).is_fully_integer
+    # The run's own file again: the teacher and generator alone gave another (500 samples, seed 0, its defaults).
+    assert output.read_bytes() == (copy / "ptq_int8.tflite").read_bytes()
 
 
 def test_a_damaged_student_file_is_passed_over_for_the_qat_checkpoint_or_is_one_line(run_dir, tmp_path, convert):

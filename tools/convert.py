@@ -44,7 +44,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import FrozenSet, Optional, Tuple
+from typing import FrozenSet, List, Optional, Tuple
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -364,6 +364,19 @@ def _model_to_convert(config: ConversionConfig):
             teacher.preprocessing, teacher.class_names())
 
 
+def _ptq_flags_of(run_config: config_lib.RunConfig) -> List[str]:
+    """The flags that convert a run's PTQ model again, byte for byte: its teacher, generator,
+    calibration samples and their seed, and its export settings (the defaults' gave another file)."""
+    settings = run_config.quantization
+    return (cli.teacher_flags(run_config.teacher)
+            + [f"--generator={os.path.join(run_config.work_dir, run_state.GENERATOR_MODEL_FILE)}",
+               f"--calibration_samples={settings.calibration_samples}",
+               f"--seed={run_config.seed + seeds.CALIBRATION_SEED_OFFSET}"]
+            + ([f"--io_dtype={settings.io_dtype}"] if settings.io_dtype != "int8" else [])
+            + (["--noper_channel"] if not settings.per_channel else [])
+            + (["--allow_float_ops"] if settings.allow_float_ops else []))
+
+
 def _run_config(run_dir) -> config_lib.RunConfig:
     config_path = os.path.join(run_dir, config_lib.CONFIG_FILE)
     if not os.path.exists(config_path):
@@ -467,9 +480,8 @@ def _from_run(config: ConversionConfig, generator):
         # Said as "no QAT checkpoint ...", as if the run were unfinished.
         raise UserError(f"the run in {run_dir!r} trained no QAT student (--distillation_steps=0): its int8 model is "
                         f"{os.path.join(run_dir, quantization_stages.PTQ_TFLITE_FILE)}, the teacher quantized after "
-                        f"training; to convert it again, pass --teacher={run_config.teacher.model} "
-                        f"--generator={os.path.join(run_dir, run_state.GENERATOR_MODEL_FILE)}; for a student, rerun "
-                        "the run with --distillation_steps=<N>")
+                        f"training; to convert it again, pass {' '.join(_ptq_flags_of(run_config))}; for a student, "
+                        "rerun the run with --distillation_steps=<N>")
     student = quantization_stages.restore_student(run_config, teacher, generator, calibration, checkpoint_dir)
     if checkpoint_step is not None and checkpoint_step < run_config.distillation.steps:
         print(f"note: exporting the QAT checkpoint at step {checkpoint_step} of the run's "

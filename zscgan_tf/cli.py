@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 import traceback
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from absl import flags
 
@@ -320,6 +320,32 @@ def ignored_teacher_flags_note(model: str, flag_values: flags.FlagValues = flags
     one = len(ignored) == 1
     return (f"note: {', '.join(ignored)} {'is' if one else 'are'} for Keras Applications teachers (mobilenet_v2, "
             f"resnet50, ...); --teacher={model} is not one and ignores {'it' if one else 'them'}")
+
+
+# The flag of each `TeacherSource` field but `model` (`--teacher` itself), as `teacher_source` reads them.
+_TEACHER_FIELD_FLAGS = {"weights": "teacher_weights", "alpha": "teacher_alpha", "input_size": "teacher_input_size",
+                        "num_classes": "teacher_num_classes", "channels": "teacher_channels",
+                        "preprocessing": "teacher_preprocessing", "preprocessing_mean": "teacher_preprocessing_mean",
+                        "preprocessing_std": "teacher_preprocessing_std", "trust_model_code": "trust_model_code",
+                        "cache_dir": "teacher_cache_dir", "custom_objects": "teacher_custom_objects"}
+
+
+def teacher_flags(source: TeacherSource) -> List[str]:
+    """The flags that name `source` again, `--teacher` first, leaving out those at their defaults:
+    `teacher_source` of them gives it back (for advice that repeats a run's teacher)."""
+    named = [f"--teacher={source.model}"]
+    defaults = TeacherSource()
+    for field, flag_name in _TEACHER_FIELD_FLAGS.items():
+        value = getattr(source, field)
+        if value == getattr(defaults, field):
+            continue
+        if isinstance(value, bool):
+            named.append(f"--{'' if value else 'no'}{flag_name}")
+        elif isinstance(value, tuple):
+            named.append(f"--{flag_name}={','.join(f'{item:g}' if isinstance(item, float) else item for item in value)}")
+        else:
+            named.append(f"--{flag_name}={value:g}" if isinstance(value, float) else f"--{flag_name}={value}")
+    return named
 
 
 def teacher_source(model: str, flag_values: flags.FlagValues = flags.FLAGS) -> TeacherSource:
