@@ -173,6 +173,14 @@ def test_smoke_run_writes_every_output(tmp_path, tiny_teacher_file, capsys):
     at_scale["quantization"].update(images=50_000, top1={"fp32_keras": 0.76, "ptq_int8_tflite": 0.75998})
     assert "| ptq_int8_tflite | 75.998% | -0.002 |" in run_report.format_report(at_scale)
     assert "Top-1 on 50,000 digits test images (" in run_report.format_report(at_scale)
+    # A pool shrunk, its generators kept as trained before: it said "wall time of this session: 0m00s, 0 samples/s".
+    terms = {"first": report["generator_training"]["first"], "last": report["generator_training"]["last"]}
+    kept = [{**terms, **training_loop.idle_session_summary(4, {"total_wall_seconds": 30.0})} for _ in range(2)]
+    pooled = json.loads(json.dumps(report))
+    pooled["generator_training"] = run_report.generator_training_summary({"summary": kept[0], "members": kept})
+    assert ("- steps: 4 (trained in earlier sessions; this one trained none)\n- wall time: 1m00s over every session "
+            "(2 generators, one after the other)\n\nLoss terms of generator 1 of 2:\n") in run_report.format_report(
+        pooled)
     assert "| ptq_int8_tflite | 94.75% | -0.25 | 99.00% |  |" in markdown
     assert "| qat_int8_tflite | 94.75% | -0.25 | 99.25% | 6 (Shirt): 75.00% against 80.00%, 40 images |" in markdown
     assert ("Most accurate fully-integer model on these images: `ptq_int8.tflite` and `qat_int8.tflite` "
@@ -216,7 +224,8 @@ def test_a_pools_speed_after_the_first_step_sums_its_trainings():
     # 80 samples in 10 s after the first step, 30 in 5 s, and one trained before this session.
     members = [member(20.0, 10.0, 8.0), member(7.0, 2.0, 6.0), member(0.0, 0.0, 0.0, resumed=10)]
     summary = run_report.generator_training_summary({"summary": {}, "members": members})
-    assert summary["resumed_from_step"] == 10  # One member resumed: the stage did.
+    # Two trained from step 0 this session, one before it: it said the stage resumed at step 10.
+    assert summary["resumed_from_step"] == 0 and summary["generators_trained_before"] == 1
     assert summary["steady_samples_per_second"] == pytest.approx(110 / 15)
     assert summary["samples_per_second"] == pytest.approx(27 / 27)
     # A training recorded by an older version, which did not time its first step: no figure, and none in words.
@@ -233,7 +242,8 @@ def test_a_pools_speed_after_the_first_step_sums_its_trainings():
     assert summary["total_wall_seconds"] == 80.0 and run_report._all_sessions(summary) == " (1m20s over every session)"
     assert "total_wall_seconds" not in run_report.generator_training_summary(
         {"summary": {}, "members": [timed[0], members[1]]})
-    assert run_report._all_sessions({**summary, "resumed_from_step": 0}) == ""  # One session: said once.
+    one_session = {key: value for key, value in summary.items() if key != "generators_trained_before"}
+    assert run_report._all_sessions({**one_session, "resumed_from_step": 0}) == ""  # One session: said once.
     # Resumed from a checkpoint of an earlier version, which did not record its sessions' time: said so.
     assert run_report._all_sessions({"resumed_from_step": 5}) == " (the earlier sessions' time is not recorded)"
 
@@ -1484,7 +1494,7 @@ def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest
     assert "generator 2 of 2 (seed 1000): already trained (4 steps), restoring its checkpoint" in output
     assert "training 4 steps" not in output
     assert file_digest(str(work_dir / "qat_int8.tflite")) == file_digest(str(fresh / "qat_int8.tflite"))
-    assert "steps: 4 (this session from step 4)" in (work_dir / "report.md").read_text()
+    assert "steps: 4 (trained in earlier sessions; this one trained none)" in (work_dir / "report.md").read_text()
     # Such a generator cannot train on: more steps would start it afresh and replace the trained pool.
     student = file_digest(str(work_dir / "student.h5"))
     capsys.readouterr()

@@ -37,8 +37,10 @@ def generator_training_summary(generator_state: dict) -> dict:
     """The generator stage's training summary from its `state.json` entry.
 
     One generator: its summary. A pool: the first generator's (its loss terms stand for
-    the stage), with the wall time, samples/s and resume point of all the trainings,
-    which ran one after the other, and `generators`, their number.
+    the stage), with the wall time and samples/s of all the trainings, which ran one after
+    the other; `generators`, their number; the step the earliest training of this session
+    started from (`resumed_from_step`: the pool's steps where none trained); and
+    `generators_trained_before`, those it kept as trained in earlier sessions.
     """
     summary = generator_state.get("summary", {})
     members = generator_state.get("members")
@@ -49,11 +51,16 @@ def generator_training_summary(generator_state: dict) -> dict:
     totals = [member.get("total_wall_seconds") for member in members]
     total = {} if None in totals else {"total_wall_seconds": sum(totals),
                                        "total_wall_time": format_duration(sum(totals))}
+    # A pool grown by one said it resumed at its last step (the largest start), the new generator trained from 0.
+    trained = [member for member in members if member["resumed_from_step"] < member["steps"]]
+    kept = len(members) - len(trained)
     return {**summary, "generators": len(members), "wall_seconds": wall_seconds,
             "wall_time": format_duration(wall_seconds), **total,
             "samples_per_second": samples / wall_seconds if wall_seconds else 0.0,
             "steady_samples_per_second": _steady_samples_per_second(members),
-            "resumed_from_step": max(member["resumed_from_step"] for member in members)}
+            "resumed_from_step": min((member["resumed_from_step"] for member in trained),
+                                     default=max(member["steps"] for member in members)),
+            **({"generators_trained_before": kept} if kept else {})}
 
 
 def _all_sessions(summary: dict, also: str = "") -> str:
@@ -62,7 +69,7 @@ def _all_sessions(summary: dict, also: str = "") -> str:
     of one session, with nothing to add. Where the earlier sessions' time is not known
     (`training_loop.TrainingSummary.total_wall_seconds`: checkpoints of an earlier version), it says so."""
     parts = []
-    if summary.get("resumed_from_step"):
+    if summary.get("resumed_from_step") or summary.get("generators_trained_before"):
         parts.append(f"{summary['total_wall_time']} over every session" if summary.get("total_wall_time")
                      else "the earlier sessions' time is not recorded")
     if also:
@@ -152,16 +159,24 @@ def format_report(report: dict) -> str:
     if training:
         first, last = training["first"], training["last"]
         session = LAST_SESSION if training.get(EARLIER_SESSION_KEY) else "this session"
-        lines += [
-            f"- steps: {training['steps']} ({session} from step {training['resumed_from_step']}"
-            + ("; this one trained none" if training.get(EARLIER_SESSION_KEY) else "") + ")",
-            f"- wall time of {session}: {training['wall_time']}{_all_sessions(training)}, "
-            f"{_samples_per_second(training)}"
-            + (f" ({training['generators']} generators, one after the other)" if training.get("generators") else ""),
-            "",
-            "| term | first step | last step |",
-            "|---|---|---|",
-        ]
+        generators = training.get("generators")
+        kept = training.get("generators_trained_before")
+        # Restored, none trained (a pool shrunk, or its generators' files lost): "this session from step 4, 0m00s".
+        if not training.get(EARLIER_SESSION_KEY) and training["resumed_from_step"] == training["steps"]:
+            lines += [f"- steps: {training['steps']} (trained in earlier sessions; this one trained none)",
+                      "- wall time: " + (f"{training['total_wall_time']} over every session"
+                                         if training.get("total_wall_time") else "not recorded")
+                      + (f" ({generators} generators, one after the other)" if generators else "")]
+        else:
+            lines += [
+                f"- steps: {training['steps']} ({session} from step {training['resumed_from_step']}"
+                + ("; this one trained none" if training.get(EARLIER_SESSION_KEY) else "")
+                + (f"; {kept} of the {generators} generators trained before it" if kept else "") + ")",
+                f"- wall time of {session}: {training['wall_time']}{_all_sessions(training)}, "
+                f"{_samples_per_second(training)}"
+                + (f" ({generators} generators, one after the other)" if generators else "")]
+        lines += ["", *([f"Loss terms of generator 1 of {generators}:", ""] if generators else []),
+                  "| term | first step | last step |", "|---|---|---|"]
         for term in ("total", "cross_entropy", "bn_statistics", "diversity", "mode_seeking", "accuracy"):
             if term in first and term in last:  # Histories from before a term existed lack it.
                 lines.append(f"| {term} | {first[term]:#.4g} | {last[term]:#.4g} |")
