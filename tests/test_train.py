@@ -1897,6 +1897,8 @@ def test_a_folder_of_some_of_the_teachers_classes_is_matched_to_them_by_name(tmp
     np.testing.assert_array_equal(dataset.labels, [2, 1])  # bird, dog: the sorted folders, as the teacher numbers them.
     assert dataset.num_classes == 4 and dataset.class_names == ("cat", "dog", "bird", "fish")
     assert "photos holds 2 of the teacher's 4 classes, matched to them by name" in capsys.readouterr().out
+    # The reports' description of the images says so too: a top-1 over 2 classes read as one over all 4.
+    assert dataset.preparation[-1] == "2 of the teacher's 4 classes, matched by name"
     os.makedirs(tmp_path / "photos" / "zebra")
     Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "photos" / "zebra" / "0.png")
     # Refused from the folder names, before any image is read (this one would be "cannot read image"): two are the

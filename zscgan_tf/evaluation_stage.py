@@ -79,13 +79,16 @@ def _matched_to_teacher_classes(dataset: LabeledImages, teacher: Teacher, source
         if refusal:
             raise refusal
         return dataset
+    preparation = dataset.preparation
     if tuple(teacher_labels) == tuple(range(teacher.num_classes)):
         say(f"evaluation: {source}'s class names are the teacher's, written as a folder can write them")
     else:
         say(f"evaluation: {source} holds {dataset.num_classes} of the teacher's {teacher.num_classes} classes, "
             "matched to them by name")
+        # In the reports' description of the images too: a top-1 over 3 classes reads as one over all 10.
+        preparation += (f"{dataset.num_classes} of the teacher's {teacher.num_classes} classes, matched by name",)
     return LabeledImages(dataset.images, teacher_labels[dataset.labels], num_classes=teacher.num_classes,
-                         name=dataset.name, class_names=teacher_names, preparation=dataset.preparation)
+                         name=dataset.name, class_names=teacher_names, preparation=preparation)
 
 
 def class_name_key(name: str) -> str:
