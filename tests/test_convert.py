@@ -422,7 +422,10 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_
     a_file.write_text("")
     for output, message in ((tmp_path, f"--output {str(tmp_path)!r} is a directory; name the .tflite file to write"),
                             (a_file / "x.tflite", f"cannot write --output {str(a_file / 'x.tflite')!r}: "
-                                                  f"{str(a_file)!r} is not a directory")):
+                                                  f"{str(a_file)!r} is not a directory"),
+                            # A directory not made yet: it was converted, then "Not a directory".
+                            (f"{tmp_path / 'exports'}/", f"--output '{tmp_path / 'exports'}/' is a directory; name the "
+                                                         ".tflite file to write")):
         result = convert(f"--teacher={teacher_path}", "--data_source=distilled", f"--output={output}")
         assert result.returncode == 2
         assert result.stderr.strip().splitlines()[-1] == f"error: {message}"

@@ -499,7 +499,7 @@ def _check_output(path: str) -> None:
     """Refuses an --output that could not be written, before minutes of calibration are spent on it,
     or that would replace a file other than a TFLite model (the model converted, a run's
     config: it was replaced without a word)."""
-    if os.path.isdir(path):
+    if os.path.isdir(path) or path.endswith(os.sep):  # One not there yet failed once converted: "Not a directory".
         raise UserError(f"--output {path!r} is a directory; name the .tflite file to write")
     if os.path.isfile(path) and os.path.getsize(path) and not model_files.is_tflite_file(path):
         raise UserError(f"--output {path!r} exists and is not a TFLite model, which it would replace; name a new "
