@@ -348,6 +348,12 @@ def test_ops_tflite_keeps_float_are_refused_unless_allowed(tmp_path, convert):
                         r"to keep these ops float \(a CPU or GPU delegate runs them; .*\)",
                         refused.stderr.strip().splitlines()[-1])
     assert not output.exists()
+    # Distilled inputs take minutes to make: the same refusal comes first (it came once they were made).
+    refused = convert(f"--teacher={teacher_path}", "--data_source=distilled", "--calibration_samples=8",
+                      f"--output={output}")
+    assert refused.returncode == 2 and "distilled 8 inputs" not in refused.stdout
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: int8 export of 'tiny_teacher' is not fully "
+                                                              "integer: float ops DEQUANTIZE (#1), ELU (#2")
     allowed = convert(*arguments, "--allow_float_ops")
     assert allowed.returncode == 0, allowed.stderr
     assert ("- float ops kept (--allow_float_ops): DEQUANTIZE (#1), ELU (#2, layer 'elu'), QUANTIZE (#3); a CPU or "

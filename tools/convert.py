@@ -51,6 +51,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
+import numpy as np  # noqa: E402
 import tf_keras  # noqa: E402
 from absl import flags  # noqa: E402
 
@@ -359,17 +360,26 @@ def _model_to_convert(config: ConversionConfig):
         raise UserError(f"{config.teacher} is a float model: an int8 export needs calibration inputs: --generator, "
                         "or --data_source=distilled or noise (or export a QAT student with --run_dir / --student, "
                         "or use --mode=float or dynamic)")
+    if config.mode == "int8" and config.data_source == "distilled":
+        # Minutes of distilling inputs went before an op without an int8 kernel (ELU) was refused: a trial
+        # conversion on a few uniform samples first, as a run checks its teacher (1 s).
+        samples = np.random.default_rng(config.seed).uniform(
+            *teacher.input_range(), (quantization_stages.INTEGER_CHECK_SAMPLES,) + tuple(teacher.image_shape))
+        _converted(teacher.model, export.representative_dataset_from_array(samples.astype(np.float32),
+                                                                           teacher.input_range()),
+                   config, check_loads=False)
     return (teacher.model, _calibration(config, generator, teacher, config.calibration_samples, config.seed),
             f"teacher {config.teacher}",
             teacher.preprocessing, teacher.class_names())
 
 
-def _ptq_flags_of(run_config: config_lib.RunConfig) -> List[str]:
-    """The flags that convert a run's PTQ model again, byte for byte: its teacher, generator,
-    calibration samples and their seed, and its export settings (the defaults' gave another file)."""
+def _ptq_flags_of(run_config: config_lib.RunConfig, run_dir: str) -> List[str]:
+    """The flags that convert the PTQ model of the run in `run_dir` again, byte for byte: its
+    teacher, generator, calibration samples and their seed, and its export settings (the
+    defaults' gave another file)."""
     settings = run_config.quantization
     return (cli.teacher_flags(run_config.teacher)
-            + [f"--generator={os.path.join(run_config.work_dir, run_state.GENERATOR_MODEL_FILE)}",
+            + [f"--generator={os.path.join(run_dir, run_state.GENERATOR_MODEL_FILE)}",
                f"--calibration_samples={settings.calibration_samples}",
                f"--seed={run_config.seed + seeds.CALIBRATION_SEED_OFFSET}"]
             + ([f"--io_dtype={settings.io_dtype}"] if settings.io_dtype != "int8" else [])
@@ -480,7 +490,7 @@ def _from_run(config: ConversionConfig, generator):
         # Said as "no QAT checkpoint ...", as if the run were unfinished.
         raise UserError(f"the run in {run_dir!r} trained no QAT student (--distillation_steps=0): its int8 model is "
                         f"{os.path.join(run_dir, quantization_stages.PTQ_TFLITE_FILE)}, the teacher quantized after "
-                        f"training; to convert it again, pass {' '.join(_ptq_flags_of(run_config))}; for a student, "
+                        f"training; to convert it again, pass {' '.join(_ptq_flags_of(run_config, run_dir))}; for a student, "
                         "rerun the run with --distillation_steps=<N>")
     student = quantization_stages.restore_student(run_config, teacher, generator, calibration, checkpoint_dir)
     if checkpoint_step is not None and checkpoint_step < run_config.distillation.steps:
@@ -551,24 +561,15 @@ def convert(config: ConversionConfig) -> None:
         _load_and_export(config)
 
 
-def _load_and_export(config: ConversionConfig) -> None:
-    """Loads the model `config` names, writes its .tflite file and labels, and prints the report:
-    `convert`'s work once the settings are checked and the run directory is locked."""
-    model, calibration, description, preprocessing, class_names = _model_to_convert(config)
-    _check_weight_scales(model, config.per_channel_given)
+def _converted(model, representative, config: ConversionConfig, output_path: Optional[str] = None,
+               check_loads: bool = True) -> bytes:
+    """`export.convert_to_tflite` with this command's settings (`_export_settings`), its refusals
+    worded with the flags that answer them."""
     io_dtype, allow_float_ops = _export_settings(config)
-    # The input's range covers every pixel where the preprocessing says what pixels become.
-    input_range = preprocessing.input_range(int(model.inputs[0].shape[-1])) if preprocessing else None
-    representative = (export.representative_dataset_from_array(calibration, input_range,
-                                                                progress_description="calibration")
-                      if calibration is not None else None)
-    # The conversion says nothing until it is written: 50 s calibrating on 10,000 samples on 2 CPU cores.
-    print(f"converting {description} to {config.mode} TFLite"
-          + (f" with {len(calibration):,} calibration samples" if representative else ""), flush=True)
     try:
-        model_bytes = export.convert_to_tflite(model, representative, mode=config.mode, io_dtype=io_dtype,
-                                               per_channel=config.per_channel, output_path=config.output,
-                                               allow_float_ops=allow_float_ops)
+        return export.convert_to_tflite(model, representative, mode=config.mode, io_dtype=io_dtype,
+                                        per_channel=config.per_channel, output_path=output_path,
+                                        allow_float_ops=allow_float_ops, check_loads=check_loads)
     except OSError as error:
         if error.filename is None or errors.is_storage_full(error):
             raise
@@ -586,6 +587,22 @@ def _load_and_export(config: ConversionConfig) -> None:
             raise UserError(f"{error.summary} Pass --allow_float_ops to keep these ops float "
                             f"({export.FLOAT_OPS_DEVICES})") from error
         raise
+
+
+def _load_and_export(config: ConversionConfig) -> None:
+    """Loads the model `config` names, writes its .tflite file and labels, and prints the report:
+    `convert`'s work once the settings are checked and the run directory is locked."""
+    model, calibration, description, preprocessing, class_names = _model_to_convert(config)
+    _check_weight_scales(model, config.per_channel_given)
+    # The input's range covers every pixel where the preprocessing says what pixels become.
+    input_range = preprocessing.input_range(int(model.inputs[0].shape[-1])) if preprocessing else None
+    representative = (export.representative_dataset_from_array(calibration, input_range,
+                                                                progress_description="calibration")
+                      if calibration is not None else None)
+    # The conversion says nothing until it is written: 50 s calibrating on 10,000 samples on 2 CPU cores.
+    print(f"converting {description} to {config.mode} TFLite"
+          + (f" with {len(calibration):,} calibration samples" if representative else ""), flush=True)
+    model_bytes = _converted(model, representative, config, output_path=config.output)
     report = tflite_model.inspect_tflite(model_bytes)
     lines = [f"wrote {config.output} ({len(model_bytes) / 1024:.1f} KiB) from {description}"] + report.format()
     labels_path = labels_path_for(config.output)
