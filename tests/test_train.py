@@ -246,6 +246,12 @@ def test_a_pools_speed_after_the_first_step_sums_its_trainings():
     assert run_report._all_sessions({**one_session, "resumed_from_step": 0}) == ""  # One session: said once.
     # Resumed from a checkpoint of an earlier version, which did not record its sessions' time: said so.
     assert run_report._all_sessions({"resumed_from_step": 5}) == " (the earlier sessions' time is not recorded)"
+    # The first stopped at step 2 and resumed, the second trained from 0: from step 2, over every session.
+    resumed = [{**member(20.0, 10.0, 8.0, resumed=2), "total_wall_seconds": 30.0},
+               {**member(10.0, 2.0, 6.0), "total_wall_seconds": 10.0}]
+    summary = run_report.generator_training_summary({"summary": {}, "members": resumed})
+    assert summary["resumed_from_step"] == 2 and "generators_trained_before" not in summary
+    assert run_report._all_sessions(summary) == " (0m40s over every session)"
 
 
 def test_labels_file_holds_the_teachers_class_names_in_output_order(tmp_path):
@@ -287,7 +293,10 @@ def test_rerun_skips_a_finished_stage_and_more_steps_resume(tmp_path, finished_r
     assert "Data-free QAT: 3 steps, " in markdown and " in the last session that trained it (this one trained " \
         "none), " in markdown
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir, steps=6)}"]) == 0
-    assert "int8 models and reports built on the old generator are discarded" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "int8 models and reports built on the old generator are discarded" in out
+    # The teacher's float file does not depend on the generator: it was converted again all the same.
+    assert re.findall(r"export: converting (\w+)", out) == ["ptq_int8", "qat_int8"]
     report = json.loads((work_dir / "report.json").read_text())
     assert report["generator_training"]["resumed_from_step"] == 4
     assert report["generator_training"]["steps"] == 6
@@ -1162,9 +1171,6 @@ def test_low_bit_range_method_binds_a_w4a4_run_and_not_an_8_bit_one(tmp_path, fi
     (["--flagfile=/nonexistent/demo.cfg"], "flagfile '/nonexistent/demo.cfg' does not exist"),
     (["--flagfile", "/nonexistent/demo.cfg"], "flagfile '/nonexistent/demo.cfg' does not exist"),
     (["--flagfile", "/"], "flagfile '/' is not a file"),
-    # As an installed package's user meets the README's command outside the checkout.
-    (["--flagfile=configs/no_such.cfg"], "flagfile 'configs/no_such.cfg' does not exist here: the configs are in the "
-                                         "source repository; pass the path of one there"),
     # A forgotten --flagfile= used to run the default pipeline into runs/demo.
     (["configs/demo.cfg"], "'configs/demo.cfg' is not a flag: flags start with -- (a flagfile is given as "
                            "--flagfile=<path>"),
@@ -1187,6 +1193,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, arguments, message):
     assert status == 2
     assert error.startswith("error: ") and message in error
     assert len(error.splitlines()) == 1
+
+
+def test_a_config_missing_outside_the_checkout_says_where_the_configs_are(tmp_path, capsys, monkeypatch):
+    # As an installed package's user meets the README's command outside the checkout: "does not exist" alone.
+    monkeypatch.chdir(tmp_path)
+    assert train.main(["train", "--flagfile=configs/demo.cfg"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: flagfile 'configs/demo.cfg' does not exist here: the configs "
+                                               "are in the source repository; pass the path of one there")
+    (tmp_path / "configs").mkdir()  # In a checkout, a mistyped name: no such hint.
+    assert train.main(["train", "--flagfile=configs/demoo.cfg"]) == 2
+    assert capsys.readouterr().err.strip() == "error: flagfile 'configs/demoo.cfg' does not exist"
 
 
 def test_a_flagfile_line_without_dashes_is_refused_where_it_was_ignored(tmp_path, tiny_teacher_file, capsys):

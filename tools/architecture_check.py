@@ -159,7 +159,7 @@ def _as_teacher(model, inputs: np.ndarray):
     model, _ = logits.logits_model(model)
     model.trainable = False
     if bn_stats.batchnorm_layers(model):
-        bn_stats.reestimate_batchnorm_statistics(model, inputs, batch_size=len(inputs))
+        bn_stats.reestimate_batchnorm_statistics(model, inputs, batch_size=min(len(inputs), 64))
     return model
 
 

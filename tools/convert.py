@@ -43,6 +43,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from typing import FrozenSet, List, Optional, Tuple
 
@@ -490,7 +491,7 @@ def _from_run(config: ConversionConfig, generator):
         # Said as "no QAT checkpoint ...", as if the run were unfinished.
         raise UserError(f"the run in {run_dir!r} trained no QAT student (--distillation_steps=0): its int8 model is "
                         f"{os.path.join(run_dir, quantization_stages.PTQ_TFLITE_FILE)}, the teacher quantized after "
-                        f"training; to convert it again, pass {' '.join(_ptq_flags_of(run_config, run_dir))}; for a student, "
+                        f"training; to convert it again, pass {shlex.join(_ptq_flags_of(run_config, run_dir))}; for a student, "
                         "rerun the run with --distillation_steps=<N>")
     student = quantization_stages.restore_student(run_config, teacher, generator, calibration, checkpoint_dir)
     if checkpoint_step is not None and checkpoint_step < run_config.distillation.steps:
@@ -509,8 +510,10 @@ def _check_output(path: str) -> None:
     """Refuses an --output that could not be written, before minutes of calibration are spent on it,
     or that would replace a file other than a TFLite model (the model converted, a run's
     config: it was replaced without a word)."""
-    if os.path.isdir(path) or path.endswith(os.sep):  # One not there yet failed once converted: "Not a directory".
+    if os.path.isdir(path):
         raise UserError(f"--output {path!r} is a directory; name the .tflite file to write")
+    if path.endswith(os.sep):  # A directory not made yet: converted, then "Not a directory".
+        raise UserError(f"--output {path!r} ends in a separator, as a directory does; name the .tflite file to write")
     if os.path.isfile(path) and os.path.getsize(path) and not model_files.is_tflite_file(path):
         raise UserError(f"--output {path!r} exists and is not a TFLite model, which it would replace; name a new "
                         ".tflite file, or delete that one first")

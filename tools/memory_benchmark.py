@@ -8,6 +8,9 @@ growth from warm-up to the end.
 
   python tools/memory_benchmark.py                       # 10,000 steps of each stage
   python tools/memory_benchmark.py --steps=2000 --sample_every=100
+
+Bad input prints one `error: ...` line and exits with status 2; a --work_dir another memory
+benchmark holds, with 75.
 """
 
 import os

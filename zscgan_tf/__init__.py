@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 PUBLIC_NAMES = {
     "config": ("RunConfig", "GeneratorConfig", "LossConfig", "GeneratorTrainingConfig", "DistillationConfig",
                "QuantizationConfig", "EvaluationConfig"),
-    "errors": ("UserError",),
+    "errors": ("UserError", "InUseError"),
     "export": ("convert_to_tflite", "representative_dataset_from_array"),
     "generator": ("load_generator",),
     "pipeline": ("run",),

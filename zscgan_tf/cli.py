@@ -57,7 +57,8 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
         if not os.path.exists(path):
             # An installed package has no configs/: they are the source repository's.
             where = (" here: the configs are in the source repository; pass the path of one there"
-                     if os.path.normpath(path).split(os.sep)[0] == CONFIGS_DIR else "")
+                     if os.path.normpath(path).split(os.sep)[0] == CONFIGS_DIR and not os.path.isdir(CONFIGS_DIR)
+                     else "")
             raise UserError(f"flagfile {path!r} does not exist{where}")
         if not os.path.isfile(path):
             raise UserError(f"flagfile {path!r} is not a file")
@@ -342,9 +343,9 @@ def teacher_flags(source: TeacherSource) -> List[str]:
         if isinstance(value, bool):
             named.append(f"--{'' if value else 'no'}{flag_name}")
         elif isinstance(value, tuple):
-            named.append(f"--{flag_name}={','.join(f'{item:g}' if isinstance(item, float) else item for item in value)}")
-        else:
-            named.append(f"--{flag_name}={value:g}" if isinstance(value, float) else f"--{flag_name}={value}")
+            named.append(f"--{flag_name}={','.join(repr(item) if isinstance(item, float) else item for item in value)}")
+        else:  # repr: the float itself (`:g` kept 6 digits, another preprocessing for 1/255).
+            named.append(f"--{flag_name}={value!r}" if isinstance(value, float) else f"--{flag_name}={value}")
     return named
 
 

@@ -43,7 +43,7 @@ def _discard_downstream_of_generator(work_dir: str, state: dict):
     (`BUILT_FROM_GENERATOR`). Called once the new one is trained: a run stopped before
     that leaves the old generator's student, models and reports whole."""
     stale = [name for name in BUILT_FROM_GENERATOR if os.path.exists(os.path.join(work_dir, name))]
-    if not stale and "distillation" not in state and "export" not in state:
+    if not stale and "distillation" not in state and set(state.get("export", {})) <= {"float"}:
         return
     say(f"generator: the student, int8 models and reports built on the old generator are discarded, to be "
         f"built on this one ({', '.join(stale) or 'state only'})")
@@ -54,7 +54,10 @@ def _discard_downstream_of_generator(work_dir: str, state: dict):
         else:
             os.remove(path)
     state.pop("distillation", None)
-    state.pop("export", None)
+    # The float file is the teacher's alone: it was converted again with the rest.
+    kept = {kind: done for kind, done in state.pop("export", {}).items() if kind == "float"}
+    if kept:
+        state["export"] = kept
     write_state(work_dir, state)
 
 

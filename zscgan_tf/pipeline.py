@@ -313,6 +313,8 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     Raises:
       TypeError: if `run_config` is not a `RunConfig` (`RunConfig.from_dict` makes one of a dict).
       UserError: for bad input, as the command prints it in one line.
+      InUseError: a `UserError` for a work directory another process holds: the same call
+        succeeds once that process ends (the command's exit status 75).
       training_loop.TrainingInterrupted: on Ctrl-C (a notebook's interrupt), SIGTERM or SIGHUP,
         once a checkpoint (or, in the evaluation, the predictions so far) is saved: the same
         call resumes from it.

@@ -456,7 +456,8 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
         # converted from: the step count they named let a student or generator trained again (their files lost)
         # keep the old one's file, reported as the new one's.
         source = (state.get("distillation", {}).get("sha256") if kind == "qat_int8" else generator_sha256)
-        key = f"float:{INPUT_RANGE}" if kind == "float" else (
+        # The signature's key: files of a version that wrote none are converted again, the float one too.
+        key = f"float:{INPUT_RANGE}:{export.SIGNATURE_KEY}" if kind == "float" else (
             f"{kind}:{settings.io_dtype}:{settings.per_channel}:{source}:"
             f"{INPUT_RANGE}" + (":float_ops_allowed" if settings.allow_float_ops else "")
             + (f":{QAT_INPUT}" if kind == "qat_int8" else ""))

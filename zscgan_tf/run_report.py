@@ -38,8 +38,8 @@ def generator_training_summary(generator_state: dict) -> dict:
 
     One generator: its summary. A pool: the first generator's (its loss terms stand for
     the stage), with the wall time and samples/s of all the trainings, which ran one after
-    the other; `generators`, their number; the step the earliest training of this session
-    started from (`resumed_from_step`: the pool's steps where none trained); and
+    the other; `generators`, their number; the step this session's first training started
+    from (`resumed_from_step`: the pool's steps where none trained); and
     `generators_trained_before`, those it kept as trained in earlier sessions.
     """
     summary = generator_state.get("summary", {})
@@ -58,8 +58,8 @@ def generator_training_summary(generator_state: dict) -> dict:
             "wall_time": format_duration(wall_seconds), **total,
             "samples_per_second": samples / wall_seconds if wall_seconds else 0.0,
             "steady_samples_per_second": _steady_samples_per_second(members),
-            "resumed_from_step": min((member["resumed_from_step"] for member in trained),
-                                     default=max(member["steps"] for member in members)),
+            "resumed_from_step": next((member["resumed_from_step"] for member in trained),
+                                      max(member["steps"] for member in members)),
             **({"generators_trained_before": kept} if kept else {})}
 
 
