@@ -430,8 +430,9 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_
                             (a_file / "x.tflite", f"cannot write --output {str(a_file / 'x.tflite')!r}: "
                                                   f"{str(a_file)!r} is not a directory"),
                             # A directory not made yet: it was converted, then "Not a directory".
-                            (f"{tmp_path / 'exports'}/", f"--output '{tmp_path / 'exports'}/' ends in a separator, as a "
-                                                         "directory does; name the .tflite file to write")):
+                            (f"{tmp_path / 'exports'}/",
+                             f"--output '{tmp_path / 'exports'}/' ends in a separator, as a directory does; name the "
+                             ".tflite file to write")):
         result = convert(f"--teacher={teacher_path}", "--data_source=distilled", f"--output={output}")
         assert result.returncode == 2
         assert result.stderr.strip().splitlines()[-1] == f"error: {message}"

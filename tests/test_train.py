@@ -957,7 +957,8 @@ def test_two_runs_with_one_seed_train_the_same_generator(tmp_path, tiny_teacher_
     # No QAT: no scheme is reported as the student's (it was, W8A8 or not), and the export's settings are.
     quantization = json.loads((tmp_path / "second" / "report.json").read_text())["quantization"]
     assert "scheme" not in quantization and "low_bit_ranges" not in quantization
-    assert {key: quantization[key] for key in ("per_channel", "io_dtype", "calibration_samples", "allow_float_ops")} == {
+    export_settings = ("per_channel", "io_dtype", "calibration_samples", "allow_float_ops")
+    assert {key: quantization[key] for key in export_settings} == {
         "per_channel": True, "io_dtype": "int8", "calibration_samples": 16, "allow_float_ops": False}
 
 

@@ -491,8 +491,8 @@ def _from_run(config: ConversionConfig, generator):
         # Said as "no QAT checkpoint ...", as if the run were unfinished.
         raise UserError(f"the run in {run_dir!r} trained no QAT student (--distillation_steps=0): its int8 model is "
                         f"{os.path.join(run_dir, quantization_stages.PTQ_TFLITE_FILE)}, the teacher quantized after "
-                        f"training; to convert it again, pass {shlex.join(_ptq_flags_of(run_config, run_dir))}; for a student, "
-                        "rerun the run with --distillation_steps=<N>")
+                        f"training; to convert it again, pass {shlex.join(_ptq_flags_of(run_config, run_dir))}; "
+                        "for a student, rerun the run with --distillation_steps=<N>")
     student = quantization_stages.restore_student(run_config, teacher, generator, calibration, checkpoint_dir)
     if checkpoint_step is not None and checkpoint_step < run_config.distillation.steps:
         print(f"note: exporting the QAT checkpoint at step {checkpoint_step} of the run's "
