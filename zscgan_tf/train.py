@@ -19,7 +19,8 @@ stages run in order, each resuming from its checkpoint and skipped once its outp
 
 Bad input prints one line, `error: ...`, and exits with status 2 (`--verbose` adds the
 traceback); a work directory another run holds, with 75 (try again later). Ctrl-C
-(status 130), SIGTERM (143), a terminal's hangup (SIGHUP, 129) and output no one can read any more (`| head`, a terminal gone under `& disown`; 141) let a
+(status 130), SIGTERM (143), a terminal's hangup (SIGHUP, 129) and output no one can read
+any more (`| head`, a terminal gone under `& disown`; 141) let a
 training step finish and save a checkpoint, and the evaluation its predictions: the same
 command goes on from there.
 """
