@@ -58,6 +58,11 @@ def test_teacher_flags_name_a_teacher_source_again():
     flag_values(["command", *cli.teacher_flags(source)])
     assert cli.teacher_source(flag_values.teacher, flag_values) == source
     assert cli.teacher_flags(TeacherSource(model="mine.keras")) == ["--teacher=mine.keras"]  # Defaults left out.
+    # The advice naming a preprocessing alone writes its values as exactly (it kept 6 digits).
+    from zscgan_tf.preprocessing import Preprocessing
+    assert cli.preprocessing_flags(Preprocessing("custom", (0.5,), (1 / 255,))) == (
+        "--teacher_preprocessing=custom --teacher_preprocessing_mean=0.5 "
+        "--teacher_preprocessing_std=0.00392156862745098")
 
 
 def test_usage_of_a_module_without_flags_is_its_docstring():

@@ -300,8 +300,16 @@ def preprocessing_flags(preprocessing: Preprocessing) -> str:
     named = f"--teacher_preprocessing={preprocessing.mode}"
     if preprocessing.mode != "custom":
         return named
-    return (f"{named} --teacher_preprocessing_mean={','.join(f'{value:g}' for value in preprocessing.mean)} "
-            f"--teacher_preprocessing_std={','.join(f'{value:g}' for value in preprocessing.std)}")
+    return (f"{named} --teacher_preprocessing_mean={_flag_value(preprocessing.mean)} "
+            f"--teacher_preprocessing_std={_flag_value(preprocessing.std)}")
+
+
+def _flag_value(value) -> str:
+    """A flag's value as the command line gives it: a list comma-separated, a float exactly
+    (`repr`: `:g` kept 6 digits, another preprocessing for a std of 1/255)."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(_flag_value(item) for item in value)
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 # Flags that build a Keras Applications teacher, which a model file or built-in teacher ignores.
@@ -340,12 +348,8 @@ def teacher_flags(source: TeacherSource) -> List[str]:
         value = getattr(source, field)
         if value == getattr(defaults, field):
             continue
-        if isinstance(value, bool):
-            named.append(f"--{'' if value else 'no'}{flag_name}")
-        elif isinstance(value, tuple):
-            named.append(f"--{flag_name}={','.join(repr(item) if isinstance(item, float) else item for item in value)}")
-        else:  # repr: the float itself (`:g` kept 6 digits, another preprocessing for 1/255).
-            named.append(f"--{flag_name}={value!r}" if isinstance(value, float) else f"--{flag_name}={value}")
+        named.append(f"--{'' if value else 'no'}{flag_name}" if isinstance(value, bool)
+                     else f"--{flag_name}={_flag_value(value)}")
     return named
 
 
