@@ -384,7 +384,8 @@ def test_qat_checkpoints_of_another_generator_behind_a_link_lose_the_link_not_th
     distillation_dir.parent.mkdir()
     os.symlink(elsewhere, distillation_dir)
     generator = tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(1)])
-    quantization_stages._start_distilling_from(str(distillation_dir), generator)  # pylint: disable=protected-access
+    quantization_stages._start_distilling_from(  # pylint: disable=protected-access
+        str(distillation_dir), quantization_stages.weights_digest(generator))
     assert "was distilled from another generator than this one; discarded" in capsys.readouterr().out
     assert not os.path.islink(distillation_dir) and os.listdir(distillation_dir) == [
         quantization_stages.DISTILLED_FROM_FILE]

@@ -344,7 +344,7 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
         # A generator trained again from nothing (its files lost), which came out otherwise: the student was
         # kept as built on it.
         say(f"distillation: {model_path} was distilled from another generator than this one; distilling again")
-    _start_distilling_from(os.path.join(work_dir, DISTILLATION_DIR), generator)
+    _start_distilling_from(os.path.join(work_dir, DISTILLATION_DIR), generator_sha256)  # Its digest, hashed once.
     scheme = scheme_of(run_config)
     # Said before the student is built: its ranges are calibrated first, 20 s for 5,000 samples on 2 CPU cores.
     say(f"distillation: {count_of(settings.steps, 'step')} of {settings.batch_size} generated samples into the "
@@ -389,21 +389,22 @@ def _distilled_from(work_dir: str, finished: dict) -> Optional[str]:
     """The weights digest of the generator the finished student was distilled from: as the
     state records it, else as its checkpoints' directory does (`DISTILLED_FROM_FILE`); None
     where neither does (a student of an earlier version)."""
-    if finished.get(GENERATOR_WEIGHTS_KEY):
-        return finished[GENERATOR_WEIGHTS_KEY]
-    record = read_json(os.path.join(work_dir, DISTILLATION_DIR, DISTILLED_FROM_FILE), {})
+    return finished.get(GENERATOR_WEIGHTS_KEY) or _recorded_generator(os.path.join(work_dir, DISTILLATION_DIR))
+
+
+def _recorded_generator(distillation_dir: str) -> Optional[str]:
+    """The generator weights digest `distillation_dir`'s `DISTILLED_FROM_FILE` records, or None."""
+    record = read_json(os.path.join(distillation_dir, DISTILLED_FROM_FILE), {})
     return record.get(GENERATOR_WEIGHTS_KEY) if isinstance(record, dict) else None
 
 
-def _start_distilling_from(distillation_dir: str, generator) -> None:
+def _start_distilling_from(distillation_dir: str, generator_sha256: str) -> None:
     """Records in `distillation_dir` the generator its QAT checkpoints are distilled from
-    (`DISTILLED_FROM_FILE`), discarding checkpoints distilled from another one: without
-    state.json (deleted or damaged) a generator trained further was not seen to change, and
-    the old student resumed as if built on it. Checkpoints from before the record are kept."""
-    record_path = os.path.join(distillation_dir, DISTILLED_FROM_FILE)
-    generator_sha256 = weights_digest(generator)
-    record = read_json(record_path, {})
-    recorded = record.get(GENERATOR_WEIGHTS_KEY) if isinstance(record, dict) else None
+    (`DISTILLED_FROM_FILE`: `generator_sha256`, its weights digest), discarding checkpoints
+    distilled from another one: without state.json (deleted or damaged) a generator trained
+    further was not seen to change, and the old student resumed as if built on it.
+    Checkpoints from before the record are kept."""
+    recorded = _recorded_generator(distillation_dir)
     if os.path.isdir(distillation_dir) and recorded not in (None, generator_sha256):
         say(f"distillation: {distillation_dir} was distilled from another generator than this one; discarded, to "
             "distil from this one")
@@ -413,7 +414,8 @@ def _start_distilling_from(distillation_dir: str, generator) -> None:
             shutil.rmtree(distillation_dir)
     os.makedirs(distillation_dir, exist_ok=True)
     if recorded != generator_sha256:
-        write_json_atomic(record_path, {GENERATOR_WEIGHTS_KEY: generator_sha256})
+        write_json_atomic(os.path.join(distillation_dir, DISTILLED_FROM_FILE),
+                          {GENERATOR_WEIGHTS_KEY: generator_sha256})
 
 
 def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: np.ndarray, state: dict,
