@@ -375,7 +375,7 @@ def test_qat_checkpoints_of_another_generator_behind_a_link_lose_the_link_not_th
     # link with a traceback.
     import json
     import os
-    from zscgan_tf import quantization_stages
+    from zscgan_tf import quantization_stages, teachers
     elsewhere = tmp_path / "mine"
     elsewhere.mkdir()
     (elsewhere / quantization_stages.DISTILLED_FROM_FILE).write_text(json.dumps({"generator_weights_sha256": "other"}))
@@ -385,7 +385,7 @@ def test_qat_checkpoints_of_another_generator_behind_a_link_lose_the_link_not_th
     os.symlink(elsewhere, distillation_dir)
     generator = tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(1)])
     quantization_stages._start_distilling_from(  # pylint: disable=protected-access
-        str(distillation_dir), quantization_stages.weights_digest(generator))
+        str(distillation_dir), teachers.weights_digest(generator))
     assert "was distilled from another generator than this one; discarded" in capsys.readouterr().out
     assert not os.path.islink(distillation_dir) and os.listdir(distillation_dir) == [
         quantization_stages.DISTILLED_FROM_FILE]

@@ -394,12 +394,13 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     calibration = quantization_stages.calibration_samples(
         generator, teacher, run_config.quantization.calibration_samples,
         seed=run_config.seed + seeds.CALIBRATION_SEED_OFFSET, progress=progress)
+    generator_sha256 = teachers.weights_digest(generator)  # What the student and the PTQ file are made from.
     student = quantization_stages.distillation_stage(run_config, teacher, generator, calibration, state, save_state,
-                                                     progress=progress)
+                                                     generator_sha256, progress=progress)
     tflite_paths = quantization_stages.export_stage(
         run_config, teacher, student, calibration, state, save_state,
         reports=(quantization_stages.EXPORT_REPORT_FILE, run_report.REPORT_MARKDOWN_FILE,
-                 run_report.REPORT_JSON_FILE), progress=progress, generator_sha256=teachers.weights_digest(generator))
+                 run_report.REPORT_JSON_FILE), progress=progress, generator_sha256=generator_sha256)
     if callable(evaluation_data):
         say("evaluation: reading the evaluation images again")
         evaluation_data = evaluation_data()

@@ -41,7 +41,7 @@ from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, read_json, save_keras_model_atomic, write_json_atomic, write_text_atomic
 from zscgan_tf.progress import count_of, say
 from zscgan_tf.run_state import LOGS_DIR
-from zscgan_tf.teachers import Teacher, weights_digest
+from zscgan_tf.teachers import Teacher
 
 # TF-MOT students don't survive the .keras format (the input quantizer's variables are
 # renamed on load); HDF5 round-trips them exactly.
@@ -322,8 +322,10 @@ def joint_generator_trainer(run_config: RunConfig, teacher: Teacher, generator):
 
 
 def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calibration: np.ndarray, state: dict,
-                       write_state, progress: bool = True) -> Optional[tf_keras.Model]:
-    """Data-free QAT of the student; returns it, or None when `distillation.steps` is 0."""
+                       write_state, generator_sha256: str, progress: bool = True) -> Optional[tf_keras.Model]:
+    """Data-free QAT of the student; returns it, or None when `distillation.steps` is 0.
+    `generator_sha256`: the generator's weights digest (`weights_digest`), which the student
+    records it was distilled from."""
     settings = run_config.distillation
     work_dir = run_config.work_dir
     if settings.steps == 0:
@@ -334,7 +336,6 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
         return None
     model_path = os.path.join(work_dir, STUDENT_MODEL_FILE)
     finished = state.get("distillation", {})
-    generator_sha256 = weights_digest(generator)
     distilled_from = _distilled_from(work_dir, finished)
     if finished.get("steps") == settings.steps and finished.get("sha256") == file_digest(model_path):
         if distilled_from in (None, generator_sha256):  # None: a student of a version that did not record it.
@@ -344,7 +345,7 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
         # A generator trained again from nothing (its files lost), which came out otherwise: the student was
         # kept as built on it.
         say(f"distillation: {model_path} was distilled from another generator than this one; distilling again")
-    _start_distilling_from(os.path.join(work_dir, DISTILLATION_DIR), generator_sha256)  # Its digest, hashed once.
+    _start_distilling_from(os.path.join(work_dir, DISTILLATION_DIR), generator_sha256)
     scheme = scheme_of(run_config)
     # Said before the student is built: its ranges are calibrated first, 20 s for 5,000 samples on 2 CPU cores.
     say(f"distillation: {count_of(settings.steps, 'step')} of {settings.batch_size} generated samples into the "
