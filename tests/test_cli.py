@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from absl import flags
 
 from zscgan_tf import cli, train
+from zscgan_tf.config import MAX_SEED
 from zscgan_tf.errors import UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,6 +151,20 @@ def test_numbers_no_range_check_would_catch_are_refused_as_flags_are_read(argume
     cli.parse_flags(train.FLAGS, ["train", "--seed=2147483647"])  # The largest seed is taken.
     assert train.FLAGS.seed == 2147483647
     cli.parse_flags(train.FLAGS, ["train"])  # Back to the defaults for the tests after.
+
+
+def test_a_seed_flag_with_its_own_upper_bound_takes_seeds_up_to_it():
+    # tools/convert.py's --seed is a run's calibration seed, its --seed plus an offset: convert.py refused the
+    # seed it advised for a run seeded near the largest --seed.
+    flag_values = flags.FlagValues()
+    flags.DEFINE_integer("seed", 0, "A derived seed.", lower_bound=0, upper_bound=MAX_SEED + 3,
+                         flag_values=flag_values)
+    cli.parse_flags(flag_values, ["tool", f"--seed={MAX_SEED + 3}"])
+    assert flag_values.seed == MAX_SEED + 3
+    with pytest.raises(UserError) as raised:
+        cli.parse_flags(flag_values, ["tool", f"--seed={MAX_SEED + 4}"])
+    assert str(raised.value) == (f"flag --seed={MAX_SEED + 4}: {MAX_SEED + 4} is not an integer in the range "
+                                 f"[0, {MAX_SEED + 3}]")
 
 
 @pytest.mark.parametrize("resumable, kept", [

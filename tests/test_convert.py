@@ -510,6 +510,8 @@ def test_a_run_directory_in_use_by_a_run_is_refused_and_converts_once_it_is_free
                                                                    "--data_source=generator"),
     (["--teacher=TEACHER", "--data_source=distilled", "--distilled_steps=0"], "--distilled_steps must be positive"),
     (["--run_dir=/"], "is not a run directory"),  # Refused before its lock is taken (and strays looked for).
+    # The calibration seed a run seeded at the largest --seed draws with, and convert.py's advice names: it was refused.
+    (["--run_dir=/", "--seed=2147483650"], "is not a run directory"),
     (["--teacher=TEACHER", "--mode=float", "--data_source=distilled"],
      "--data_source calibrates an int8 export; --mode=float is not calibrated"),
     # Before, these were ignored: a float-input file and status 0.

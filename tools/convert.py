@@ -100,8 +100,10 @@ flags.DEFINE_bool("allow_float_ops", False,
                   "An int8 model may keep ops TFLite has no int8 kernel for (ELU, ...) float inside, its input and "
                   "output integer: a CPU runs them, an Edge TPU or NPU leaves everything from the first float op to "
                   "the CPU. With --run_dir, the run's by default.")
+# A run's calibration seed is its --seed plus an offset, which a run seeded near the largest --seed takes past it.
 flags.DEFINE_integer("seed", 0, "Seed of the calibration samples; with --run_dir, by default the seed the run "
-                     "drew its calibration samples with (not its --seed: one derived from it).")
+                     "drew its calibration samples with (not its --seed: one derived from it).", lower_bound=0,
+                     upper_bound=config_lib.MAX_SEED + seeds.CALIBRATION_SEED_OFFSET)
 flags.DEFINE_string("output", None, "Where to write the .tflite file.")
 flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
 

@@ -89,15 +89,19 @@ def _check_numbers(flag_values: flags.FlagValues) -> None:
     """Refuses what every tool's range checks would let through: an infinite or NaN float
     (`inf` passes `>= 0`, and a loss or learning rate of it fails only once training runs), an
     integer beyond TensorFlow's int32 shapes, and a seed numpy cannot take once the offsets of
-    derived streams are added (`MAX_SEED`)."""
-    if "seed" in flag_values and isinstance(flag_values.seed, int) and not 0 <= flag_values.seed <= MAX_SEED:
-        raise UserError(f"--seed must be in [0, {MAX_SEED}], got {flag_values.seed}")
+    derived streams are added (`MAX_SEED`), unless the flag sets its own upper bound (a seed
+    that is itself a derived one)."""
+    if "seed" in flag_values and isinstance(flag_values.seed, int):
+        largest = getattr(flag_values["seed"].parser, "upper_bound", None)
+        largest = MAX_SEED if largest is None else largest
+        if not 0 <= flag_values.seed <= largest:
+            raise UserError(f"--seed must be in [0, {largest}], got {flag_values.seed}")
     for name in flag_values:
         value = flag_values[name].value
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"--{name} must be a finite number, got {value}")
         integer = isinstance(value, int) and not isinstance(value, bool)
-        if integer and not -MAX_INTEGER_FLAG - 1 <= value <= MAX_INTEGER_FLAG:
+        if integer and name != "seed" and not -MAX_INTEGER_FLAG - 1 <= value <= MAX_INTEGER_FLAG:  # Seeds: above.
             raise UserError(f"--{name} must be within int32, [{-MAX_INTEGER_FLAG - 1}, {MAX_INTEGER_FLAG}], got "
                             f"{value}")
 
