@@ -1897,6 +1897,8 @@ def test_the_report_gives_the_teachers_training_metrics_in_words():
     assert run_report._teacher_metrics(metrics) == ("2 epochs, test top-1 92.78%, test top-1 in training mode 83.06%, "
                                                   "train top-1 (on at most 4,096 training images) 95.34%, trained in "
                                                   "0m03s, note fine-tuned")
+    # A training that diverged records NaN, which report.json holds as null: it read "test top-1 None".
+    assert run_report._teacher_metrics({"test_accuracy": None, "epochs": 1}) == "test top-1 not a number, 1 epoch"
 
 
 def test_a_folder_of_some_of_the_teachers_classes_is_matched_to_them_by_name(tmp_path, capsys):
