@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from zscgan_tf import config as config_lib
+from zscgan_tf import config_changes
 from zscgan_tf import (evaluation_stage, export, generator_reuse, labeled_images, pipeline, quantization_stages,
                        run_report)
 from zscgan_tf import generator as generator_lib
@@ -1031,13 +1032,13 @@ def test_run_saved_before_a_changed_default_existed_reads_as_run_with_the_old_va
     ({"distillation": {"steps": 0}}, {f"distillation.{field.name}"
                                       for field in dataclasses.fields(config_lib.DistillationConfig)} - {
                                           "distillation.steps"} | {"quantization.scheme",
-                                                                   *config_lib.LOW_BIT_OPTIONS}),
+                                                                   *config_changes.LOW_BIT_OPTIONS}),
     ({"distillation": {"steps": 3}}, set()),
     # Damaged configs: nothing is inert, so every difference is named.
     ({"quantization": 5}, set()), ({"quantization": {"scheme": 8}}, set()), ({"distillation": 0}, set()), ({}, set()),
     ([], set())])
 def test_only_an_8_bit_run_ignores_the_low_bit_options_and_only_a_run_without_qat_its_settings(saved, inert):
-    assert config_lib.inert_settings(saved) == inert
+    assert config_changes.inert_settings(saved) == inert
 
 
 def test_a_finished_run_measured_again_does_not_judge_its_generated_samples_again(tmp_path, finished_run,
@@ -1097,7 +1098,7 @@ def test_qat_settings_bind_a_directory_only_once_it_holds_a_student(tmp_path, fi
 
 def test_settings_a_run_never_uses_are_noted_when_changed_from_their_defaults():
     def notes(**sections):
-        return config_lib.unused_settings_notes(config_lib.RunConfig(**sections))
+        return config_changes.unused_settings_notes(config_lib.RunConfig(**sections))
 
     distillation, quantization = config_lib.DistillationConfig, config_lib.QuantizationConfig
     assert notes() == []  # Defaults: W8A8 with QAT.

@@ -19,6 +19,7 @@ import numpy as np
 import tf_keras
 
 from zscgan_tf import config as config_lib
+from zscgan_tf import config_changes
 from zscgan_tf import data, distill, distilled_data, evaluate, export, generator_stage, pipeline, quantization_stages
 from zscgan_tf import quantize
 from zscgan_tf import labeled_images, reproducibility, run_report, run_state, seeds, teachers, throughput, zero_shot
@@ -411,7 +412,7 @@ class TeacherBenchmark:
             run_config = self.generator_run_config(pool_draw)
             if os.path.isdir(run_config.work_dir):
                 pipeline.check_not_shortened(run_config)
-                config_lib.check_saved(run_config)
+                config_changes.check_saved(run_config)
 
     def check_students(self, rows) -> None:
         """Builds the QAT student of each scheme whose rows in `rows` are not cached, and converts

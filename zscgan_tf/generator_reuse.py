@@ -14,6 +14,7 @@ import shutil
 from typing import List, Optional
 
 from zscgan_tf import config as config_lib
+from zscgan_tf import config_changes
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import TEMPORARY_PREFIX, file_digest
 from zscgan_tf.preprocessing import Preprocessing
@@ -80,12 +81,12 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     # How the teacher is found and read may differ when that run recorded its teacher's fingerprint,
     # which `take_generator` compares with this run's.
     # That run is not ours to mend: removing its config would lose what it was trained with.
-    saved = config_lib.read_saved(config_path, advice=f"{flag} cannot be checked against this run's settings; "
-                                  "restore that file or train a generator in this run")
-    changed = config_lib.generator_differences(saved, config_lib.current_dict(run_config),
-                                               same_teacher=TEACHER_KEY in source_state)
+    saved = config_changes.read_saved(config_path, advice=f"{flag} cannot be checked against this run's settings; "
+                                      "restore that file or train a generator in this run")
+    changed = config_changes.generator_differences(saved, config_lib.current_dict(run_config),
+                                                   same_teacher=TEACHER_KEY in source_state)
     if changed:
-        shown = listed(changed, config_lib.CHANGED_SETTINGS_SHOWN)
+        shown = listed(changed, config_changes.CHANGED_SETTINGS_SHOWN)
         raise UserError(f"{flag}: that run's generator was trained with other settings ({shown}); a run takes "
                         "another's generator only with the same teacher, generator, loss and generator training")
     # Checkpoints at another step: training on since (or now). Without checkpoints (deleted to save

@@ -29,6 +29,7 @@ from typing import Callable, Optional, Sequence, Union
 import tf_keras
 
 from zscgan_tf import config as config_lib
+from zscgan_tf import config_changes
 from zscgan_tf import (evaluation_progress, evaluation_stage, generator_reuse, generator_stage, memory_checks,
                        quantization_stages, run_report, seeds, start_up, teachers, training_loop, zero_shot)
 from zscgan_tf.errors import UserError
@@ -139,8 +140,8 @@ def record_config(run_config: config_lib.RunConfig, same_teacher: bool = False):
     distilled = holds_any(quantization_stages.DISTILLATION_DIR, quantization_stages.STUDENT_MODEL_FILE)
     exported = holds_any(quantization_stages.PTQ_TFLITE_FILE, quantization_stages.QAT_TFLITE_FILE,
                          quantization_stages.FLOAT_TFLITE_FILE)
-    config_lib.save_or_check(run_config, write_json_atomic, same_teacher, distilled,
-                             built_on_generator=distilled or exported)
+    config_changes.save_or_check(run_config, write_json_atomic, same_teacher, distilled,
+                                 built_on_generator=distilled or exported)
 
 
 def check_not_shortened(run_config: config_lib.RunConfig):
@@ -327,7 +328,7 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     check_work_dir(run_config)
     check_not_in_use(run_config.work_dir)  # Refused now, not once the teacher and data have loaded.
     check_not_shortened(run_config)
-    for note in config_lib.unused_settings_notes(run_config):
+    for note in config_changes.unused_settings_notes(run_config):
         say(f"note: {note}")
     source = generator_reuse.generator_source(run_config, generator_from) if generator_from else None
     tf_keras.utils.set_random_seed(run_config.seed)
