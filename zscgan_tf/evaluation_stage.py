@@ -53,10 +53,12 @@ def evaluation_chunk_size(image_shape) -> int:
     return max(1, batches) * EVALUATION_BATCH_SIZE
 
 
-def _trained_on_resized(source: str, teacher: Teacher) -> bool:
-    """Whether `source` is the teacher's training data, which it was trained on at its input shape."""
-    return (teacher.trained_on(source)
-            and tuple(teacher.description.get("input_shape", ())) == tuple(teacher.image_shape))
+def _resizes(settings: EvaluationConfig, source: str, teacher: Teacher) -> bool:
+    """Whether images of `source` of another shape than the teacher's are resized to it rather
+    than refused: with `--eval_resize`, or when `source` is the teacher's training data, which
+    it was trained on resized to its input shape."""
+    return settings.resize or (teacher.trained_on(source)
+                               and tuple(teacher.description.get("input_shape", ())) == tuple(teacher.image_shape))
 
 
 def _matched_to_teacher_classes(dataset: LabeledImages, teacher: Teacher, source: str) -> LabeledImages:
@@ -182,7 +184,7 @@ def _load_evaluation_data(run_config: RunConfig, teacher: Teacher, source: str, 
     # A folder of photographs decodes only the subset it keeps; other sources are subset after.
     subset = {"max_samples": settings.max_samples, "seed": run_config.seed,
               "check_class_names": _class_names_check(teacher, source)}
-    if not (settings.resize or _trained_on_resized(source, teacher)):
+    if not _resizes(settings, source, teacher):
         def check_image_shape(image_shape: Tuple[int, int, int]) -> None:  # From the headers, before decoding.
             if tuple(image_shape) != tuple(teacher.image_shape):
                 raise _shape_refusal(source, image_shape, teacher)
@@ -192,7 +194,7 @@ def _load_evaluation_data(run_config: RunConfig, teacher: Teacher, source: str, 
                                  manual_dir=settings.manual_dir or None, progress=progress, **subset)
     except MixedImageSizesError as error:
         height, width = teacher.image_shape[:2]
-        if not (settings.resize or _trained_on_resized(source, teacher)):
+        if not _resizes(settings, source, teacher):
             raise UserError(f"{error}; pass --eval_resize to crop and resize them to the teacher's "
                             f"{height}x{width}") from None
         commonest = f" ({error.commonest})" if error.commonest else ""
@@ -283,7 +285,7 @@ def evaluation_dataset(run_config: RunConfig, teacher: Teacher,
     if settings.max_samples:  # Before any resize: the subset depends on the labels alone, and resizes less.
         dataset = dataset.class_balanced(settings.max_samples, seed=run_config.seed)
     if tuple(dataset.image_shape) != tuple(teacher.image_shape):
-        if not (settings.resize or _trained_on_resized(source, teacher)):
+        if not _resizes(settings, source, teacher):
             raise _shape_refusal(source, dataset.image_shape, teacher)
         say(f"evaluation: {source} images are {tuple(dataset.image_shape)}; converted to the teacher's "
             f"{tuple(teacher.image_shape)}")
