@@ -1264,6 +1264,11 @@ def test_a_student_that_would_fail_after_training_is_one_line_before_it_and_ptq_
     note = ("note: --distillation_batch_size, --distillation_checkpoint_every do nothing with --distillation_steps=0: "
             "no QAT student is trained\n")
     assert out.count(note) == 1 and out.index(note) < out.index("teacher: ")
+    # Rerun with QAT: refused before the config records it (it did after, and left distillation/generator.json).
+    saved_config = (work_dir / "config.json").read_bytes()
+    assert train.main(["train", f"--flagfile={flagfile}"]) == 2
+    assert capsys.readouterr().err.strip().startswith(message)
+    assert (work_dir / "config.json").read_bytes() == saved_config and not (work_dir / "distillation").exists()
 
 
 def test_a_per_tensor_w8a8_student_that_cannot_export_is_one_line_before_training_and_ptq_alone_runs(

@@ -341,14 +341,16 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
             "checked; they are read again for the evaluation rather than held in memory through training")
         evaluation_data = functools.partial(evaluation_stage.evaluation_dataset, run_config, teacher,
                                             progress=progress)
-    # Likewise for float ops, and for a QAT student that would fail: once the generator has trained,
-    # the distillation stage that follows at once finds that as soon.
+    # Likewise for float ops, and for a QAT student that would fail. Once the generator has trained, the
+    # distillation stage that follows finds that as soon, but after config.json records the new settings: a run
+    # without QAT rerun with it is checked here too, when no check with these settings has passed.
     # A generator stage resumed with the teacher and settings of a check that passed does not repeat it.
     state = read_state(run_config.work_dir)
     fingerprint = teachers.fingerprint(teacher)  # Hashes every weight: computed once a run.
     student_check = quantization_stages.student_check_key(run_config, teacher, fingerprint)
-    check_student = "generator" not in state and (student_check is None
-                                                  or state.get(STUDENT_CHECK_KEY) != student_check)
+    unchecked = student_check is None or state.get(STUDENT_CHECK_KEY) != student_check
+    first_student = bool(run_config.distillation.steps) and "distillation" not in state and student_check is not None
+    check_student = unchecked and ("generator" not in state or first_student)
     float_ops_note = quantization_stages.check_integer_export(run_config, teacher, check_student=check_student)
     if float_ops_note:
         say(f"note: {float_ops_note}")

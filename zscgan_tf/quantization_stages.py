@@ -134,9 +134,10 @@ def check_integer_export(run_config: RunConfig, teacher: Teacher, check_student:
     uniform samples of its input range, so that a teacher the converter cannot make fully
     integer (an op it leaves float, such as ELU) is refused before hours of training rather
     than at export. About a second for a small model, 8 s for ResNet50 at 224x224 on 2 cores.
-    With `check_student` (a run whose generator has not finished), the student is built and,
-    for W8A8, converted too (`_check_student_export`): 4 s more for the demo's teacher, about
-    15 s for MobileNetV2 and 30 s for ResNet50 at 224x224 on 2 cores.
+    With `check_student` (a run whose generator has not finished, or that distils its first
+    student with settings no check has passed), the student is built and, for W8A8,
+    converted too (`_check_student_export`): 4 s more for the demo's teacher, about 15 s for
+    MobileNetV2 and 30 s for ResNet50 at 224x224 on 2 cores.
 
     Returns:
       With `quantization.allow_float_ops`, a note naming the ops the int8 models will keep
@@ -212,7 +213,7 @@ def _check_student_export(run_config: RunConfig, teacher: Teacher, samples: np.n
     try:
         student = trial_student(teacher.model, scheme, samples, input_range)
     except UserError as error:
-        raise UserError(f"{error}. This run would stop there, after training its generator: pass "
+        raise UserError(f"{error}. This run would stop there, once its generator had trained: pass "
                         "--distillation_steps=0 for a run whose only int8 model is the post-training one") from error
     if not scheme.exportable:
         return
