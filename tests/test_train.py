@@ -714,10 +714,17 @@ def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_pat
         error = capsys.readouterr().err
         assert message in error and len(error.strip().splitlines()) == 1, error
         assert not (tmp_path / "new").exists()  # Refused before anything was written.
-    # A work directory that trained a generator of its own keeps it.
-    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, own)}",
-                       f"--generator_from={first}"]) == 2
-    assert "already has a generator (generator.keras, generator)" in capsys.readouterr().err
+    # A work directory that trained a generator of its own keeps it, and its config: a copy of a run given the
+    # run's own command with --generator_from recorded the copy's path as its work_dir.
+    own_config = (own / "config.json").read_bytes()
+    copied = tmp_path / "copied"
+    shutil.copytree(own, copied)
+    for work_dir in (own, copied):
+        assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}",
+                           f"--generator_from={first}"]) == 2
+        assert "already has a generator (generator.keras, generator)" in capsys.readouterr().err
+        assert (work_dir / "config.json").read_bytes() == own_config
+    shutil.rmtree(copied)
     # A run directory from someone else with a link in it: copied, the link carried the next write elsewhere.
     linked = tmp_path / "linked"
     shutil.copytree(first, linked)

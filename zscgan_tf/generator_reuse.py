@@ -56,7 +56,8 @@ class GeneratorSource:
 
 def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> GeneratorSource:
     """Checks that `source_dir` is a run whose finished generator this run can start from:
-    one trained with this run's generator settings and not longer than this run asks.
+    one trained with this run's generator settings and not longer than this run asks, into
+    a work directory without a generator of its own.
 
     Raises:
       UserError: saying why not.
@@ -68,6 +69,12 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     taken = read_state(run_config.work_dir)
     if taken.get(GENERATOR_FROM_KEY) == source_dir and "generator" in taken:  # By an earlier run of this command.
         return GeneratorSource(source_dir, taken["generator"])
+    # Refused before config.json records this command's settings (a copied directory's work_dir, say).
+    own = [name for name in (GENERATOR_MODEL_FILE, *pool_member_names(run_config.generator.pool_size))
+           if os.path.exists(os.path.join(run_config.work_dir, name))]
+    if taken.get(GENERATOR_FROM_KEY) != source_dir and (own or "generator" in taken):
+        raise UserError(f"{run_config.work_dir} already has a generator ({', '.join(own) or STATE_FILE}); "
+                        "--generator_from starts a new work directory from another run's generator")
     config_path = os.path.join(source_dir, config_lib.CONFIG_FILE)
     if os.path.isfile(source_dir):
         raise UserError(f"{flag} is a file; name the work directory of the run that trained it")
@@ -165,17 +172,13 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
     copied; `generator_stage.run` trains those it lacks.
 
     Raises:
-      UserError: if this work directory has a generator of its own, or the source's
-        changed while it was copied.
+      UserError: if the source's generator changed while it was copied, or was trained
+        against another teacher. (`generator_source` has refused a work directory with a
+        generator of its own.)
     """
     work_dir = run_config.work_dir
     if state.get(GENERATOR_FROM_KEY) == source.work_dir and "generator" in state:
         return
-    own = [name for name in (GENERATOR_MODEL_FILE, *pool_member_names(run_config.generator.pool_size))
-           if os.path.exists(os.path.join(work_dir, name))]
-    if state.get(GENERATOR_FROM_KEY) != source.work_dir and (own or "generator" in state):
-        raise UserError(f"{work_dir} already has a generator ({', '.join(own) or STATE_FILE}); --generator_from "
-                        "starts a new work directory from another run's generator")
     if source.teacher_sha256 is None:
         say(f"note: {source.work_dir} {UNCHECKED_TEACHER_NOTE}")
     elif source.teacher_sha256 != state[TEACHER_KEY]:
