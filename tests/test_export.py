@@ -14,7 +14,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from zscgan_tf import edge_tpu
 from zscgan_tf import evaluate
-from zscgan_tf import export
+from zscgan_tf import export, exported_model
 from zscgan_tf import quantization_stages
 from zscgan_tf import quantize
 from zscgan_tf import tflite_model
@@ -101,7 +101,7 @@ def test_an_exported_file_has_a_serving_signature_that_runs_it(student_int8_byte
     interpreter.set_tensor(details["index"], image)
     interpreter.invoke()
     np.testing.assert_array_equal(by_signature, interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
-    assert export.with_serving_signature(model_bytes) == model_bytes  # Added once.
+    assert exported_model.with_serving_signature(model_bytes) == model_bytes  # Added once.
 
 
 def test_tflite_agrees_with_keras_student(trained_student, student_int8_bytes, inputs):

@@ -17,8 +17,8 @@ import pytest
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import config_changes
-from zscgan_tf import (evaluation_stage, export, generator_reuse, labeled_images, pipeline, quantization_stages,
-                       run_report)
+from zscgan_tf import (evaluation_stage, export, exported_model, generator_reuse, labeled_images, pipeline,
+                       quantization_stages, run_report)
 from zscgan_tf import generator as generator_lib
 from zscgan_tf import distill, generator_stage, run_state, seeds
 from zscgan_tf import quantize, quantizer_ranges, teachers, tflite_model, train, training_loop
@@ -1427,9 +1427,9 @@ def test_an_int8_export_that_computes_something_else_is_warned_about():
     teacher = build_two_block_classifier(seed=0)
     samples = np.random.default_rng(0).standard_normal((40, 16, 16, 1)).astype(np.float32)
     model_bytes = export.convert_to_tflite(teacher, export.representative_dataset_from_array(samples))
-    assert export.export_agreement_warning("ptq_int8", model_bytes, teacher, samples) is None
+    assert exported_model.export_agreement_warning("ptq_int8", model_bytes, teacher, samples) is None
     other = build_two_block_classifier(seed=1)  # As if the converter had computed another model.
-    warning = export.export_agreement_warning("ptq_int8", model_bytes, other, samples)
+    warning = exported_model.export_agreement_warning("ptq_int8", model_bytes, other, samples)
     assert warning.startswith("the ptq_int8 TFLite model picks the class its Keras model picks on only ")
     assert "of 40 generated samples (expected 50% or more)" in warning
 

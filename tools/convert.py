@@ -58,7 +58,7 @@ from absl import flags  # noqa: E402
 
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf import cli, custom_objects, distilled_data, edge_tpu, evaluate, export, files, memory_checks  # noqa: E402
-from zscgan_tf import errors, model_files  # noqa: E402
+from zscgan_tf import errors, exported_model, model_files  # noqa: E402
 from zscgan_tf import quantization_stages, quantize, quantizer_ranges, teachers, tflite_model  # noqa: E402
 from zscgan_tf import pipeline, run_state, seeds, training_loop  # noqa: E402
 from zscgan_tf import generator as generator_lib  # noqa: E402
@@ -613,7 +613,7 @@ def _load_and_export(config: ConversionConfig) -> None:
     labels_path = labels_path_for(config.output)
     stale_labels = not class_names and os.path.exists(labels_path)
     try:
-        wrote_labels = export.write_labels(labels_path, class_names)  # Else a stale one goes.
+        wrote_labels = exported_model.write_labels(labels_path, class_names)  # Else a stale one goes.
     except OSError as error:  # A stale file is gone: another model's labels do not stay beside this one.
         if errors.is_storage_full(error):
             raise
@@ -631,7 +631,7 @@ def _load_and_export(config: ConversionConfig) -> None:
                      f"{export.FLOAT_OPS_DEVICES}")
     if config.mode == "int8" and calibration is not None and config.data_source == "generator":
         # Generated samples are ones the teacher is sure of; on noise two faithful models can still differ.
-        warning = export.export_agreement_warning("int8", model_bytes, model, calibration)
+        warning = exported_model.export_agreement_warning("int8", model_bytes, model, calibration)
         if warning:
             lines.append(f"- warning: {warning}")
     pixel_input = evaluate.TfliteClassifier(model_bytes).describe_pixel_input(preprocessing) if preprocessing else None

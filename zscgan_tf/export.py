@@ -6,9 +6,9 @@ is fully integer: int8 kernels, int8 or uint8 input and output, and the bytes ar
 checked from the flatbuffer (`tflite_model.inspect_tflite`) before they are returned.
 With `allow_float_ops`, ops TFLite has no int8 kernel for (ELU, ...) may stay float
 between a DEQUANTIZE and a QUANTIZE, the input and output still integer
-(`float_ops_description` names them). Beside an exported model, `write_labels` writes the
-class names Coral's examples read, and `export_agreement_warning` checks that an int8 model
-picks the classes the Keras model it came from picks.
+(`float_ops_description` names them). Every file carries a serving signature, and an int8
+one that LiteRT cannot load is refused (`exported_model`, which also writes the labels
+file beside a model and checks an int8 model against the Keras model it came from).
 
 Example:
 
@@ -23,22 +23,18 @@ Example:
     print("\\n".join(edge_tpu.compatibility_report(report).format()))
 """
 
-import contextlib
-import os
 import re
 import warnings
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
-from tensorflow.lite.python import schema_py_generated as tflite_schema
-from tensorflow.lite.tools import flatbuffer_utils
 
-from zscgan_tf import evaluate, native_output, precision, quantize, quantizer_ranges, tflite_model
+from zscgan_tf import evaluate, exported_model, native_output, precision, quantize, quantizer_ranges, tflite_model
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import write_bytes_atomic, write_text_atomic
+from zscgan_tf.files import write_bytes_atomic
 from zscgan_tf.progress import ProgressBar, count_of
 
 MODES = ("int8", "float", "dynamic")
@@ -53,11 +49,6 @@ _MAX_PLACED_OPS_OF_A_KIND = 3
 _CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")
 # The batch size every exported model is fixed to.
 EXPORT_BATCH_SIZE = 1
-# The signature every exported file carries (`with_serving_signature`): a SavedModel's conversion's
-# key, and the names a deploying script passes its pixels and reads the logits by.
-SIGNATURE_KEY = "serving_default"
-SIGNATURE_INPUT = "inputs"
-SIGNATURE_OUTPUT = "logits"
 # Graph ops of a loop, and the prefix of the tensor-list ops through which a recurrent layer's loop,
 # tf.map_fn's and tf.scan's read their steps and write their results (a plain tf.while_loop has none).
 _LOOP_OPS = ("While", "StatelessWhile")
@@ -83,12 +74,6 @@ _IGNORED_CONVERTER_WARNING = "Statistics for quantized inputs were expected"
 # Where an int8 model with float ops inside runs whole, and where it does not.
 FLOAT_OPS_DEVICES = ("a CPU or GPU delegate runs them; an Edge TPU or integer-only NPU leaves everything from "
                      "the first of them to the CPU")
-# Each int8 export is run on this many calibration samples against the Keras model it came from;
-# below this argmax agreement the run warns that the conversion went wrong. Trained models agree on
-# 99% or more of their own generated samples; the bar is low enough that a barely trained
-# generator's unsure samples do not trip it, and a broken conversion (0% once) does.
-EXPORT_CHECK_SAMPLES = 100
-MIN_EXPORT_AGREEMENT = 0.5
 
 
 class TfliteConversionError(UserError):
@@ -530,7 +515,7 @@ def convert_to_tflite(
             # The converter raises ConverterError, ValueError, RuntimeError, ...
             raise _converter_error(model.name, mode, error,
                                    _left_float_note(model) if quantization_aware else "") from error
-    model_bytes = with_serving_signature(model_bytes)
+    model_bytes = exported_model.with_serving_signature(model_bytes)
 
     if mode == "int8":
         report = tflite_model.inspect_tflite(model_bytes)
@@ -550,30 +535,6 @@ def convert_to_tflite(
     if output_path is not None:
         write_bytes_atomic(output_path, model_bytes)
     return model_bytes
-
-
-def with_serving_signature(model_bytes: bytes) -> bytes:
-    """`model_bytes` with the signature `SIGNATURE_KEY`, which names the model's one input
-    `SIGNATURE_INPUT` and its output `SIGNATURE_OUTPUT`, for LiteRT's `get_signature_runner`
-    and Android's `runSignature`; the graph and its buffers are untouched. A conversion from a
-    concrete function without the SavedModel round trip (`convert_to_tflite`) writes none; a
-    model that has one is returned as it is."""
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
-    if model.signatureDefs:
-        return model_bytes
-    subgraph = model.subgraphs[0]
-    signature = tflite_schema.SignatureDefT()
-    signature.signatureKey, signature.subgraphIndex = SIGNATURE_KEY, 0
-    signature.inputs = [_tensor_map(SIGNATURE_INPUT, subgraph.inputs[0])]
-    signature.outputs = [_tensor_map(SIGNATURE_OUTPUT, subgraph.outputs[0])]
-    model.signatureDefs = [signature]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def _tensor_map(name: str, tensor_index: int):
-    tensor_map = tflite_schema.TensorMapT()
-    tensor_map.name, tensor_map.tensorIndex = name, tensor_index
-    return tensor_map
 
 
 def _check_loads(model_bytes: bytes, report: tflite_model.TfliteModelReport, model) -> None:
@@ -610,37 +571,3 @@ def _tensor_layers(tensor_name: str, model) -> str:
     if not names:
         return ""
     return f"layer{'s' if len(names) > 1 else ''} " + ", ".join(repr(name) for name in sorted(names, key=layer_order.get))
-
-
-def write_labels(path: str, class_names: Tuple[str, ...]) -> bool:
-    """Writes a labels file: `class_names` one a line, output i on line i + 1, as Coral's
-    examples read one. Without names, writes nothing and removes a file an earlier model
-    left at `path`; so does a write that fails (a full disk), before its error is raised:
-    another model's labels must not stay beside this one. Returns whether it wrote one."""
-    try:
-        if class_names:
-            write_text_atomic(path, "".join(f"{name}\n" for name in class_names))
-            return True
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.remove(path)
-        raise
-    if os.path.exists(path):
-        os.remove(path)
-    return False
-
-
-def export_agreement_warning(kind: str, model_bytes: bytes, keras_model, samples: np.ndarray) -> Optional[str]:
-    """A warning when the int8 TFLite model picks another class than the Keras model it was
-    converted from (the teacher for PTQ, the student for QAT) on too many of the first
-    `EXPORT_CHECK_SAMPLES` samples; None when they agree. A converter that mishandles a
-    pattern yields a fully-integer model that computes something else, which nothing else
-    would catch without real data."""
-    samples = samples[:EXPORT_CHECK_SAMPLES]
-    agreement = evaluate.agreement(evaluate.TfliteClassifier(model_bytes).predict(samples),
-                                   evaluate.keras_predict(keras_model, samples))
-    if agreement >= MIN_EXPORT_AGREEMENT:
-        return None
-    return (f"the {kind} TFLite model picks the class its Keras model picks on only {100 * agreement:.0f}% of "
-            f"{len(samples)} generated samples (expected {100 * MIN_EXPORT_AGREEMENT:.0f}% or more): the conversion "
-            "may have gone wrong; compare the two before deploying it")

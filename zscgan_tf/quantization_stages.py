@@ -34,7 +34,8 @@ import tf_keras
 from tf_keras.src.saving import serialization_lib
 
 from zscgan_tf import __version__
-from zscgan_tf import distill, edge_tpu, evaluate, export, model_files, quantize, quantizer_ranges, seeds, tflite_model
+from zscgan_tf import distill, edge_tpu, evaluate, export, exported_model, model_files, quantize, quantizer_ranges
+from zscgan_tf import seeds, tflite_model
 from zscgan_tf import training_loop, zero_shot
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
@@ -461,7 +462,7 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
         # keep the old one's file, reported as the new one's.
         source = (state.get("distillation", {}).get("sha256") if kind == "qat_int8" else generator_sha256)
         # The signature's key: files of a version that wrote none are converted again, the float one too.
-        key = f"float:{INPUT_RANGE}:{export.SIGNATURE_KEY}" if kind == "float" else (
+        key = f"float:{INPUT_RANGE}:{exported_model.SIGNATURE_KEY}" if kind == "float" else (
             f"{kind}:{settings.io_dtype}:{settings.per_channel}:{source}:"
             f"{INPUT_RANGE}" + (":float_ops_allowed" if settings.allow_float_ops else "")
             + (f":{QAT_INPUT}" if kind == "qat_int8" else ""))
@@ -480,7 +481,8 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
         with open(path, "rb") as model_file:
             model_bytes = model_file.read()
         try:
-            warning = export.export_agreement_warning(kind, model_bytes, model, calibration) if kind != "float" else None
+            warning = (exported_model.export_agreement_warning(kind, model_bytes, model, calibration)
+                       if kind != "float" else None)
         except UserError as error:  # LiteRT refuses it: a device would too; say which file.
             raise UserError(f"the exported {kind} model {path} does not run in LiteRT: {error}") from error
         if warning:
@@ -512,7 +514,7 @@ def _remove_reports(work_dir: str, reports: Sequence[str]) -> None:
 def _write_labels(work_dir: str, teacher: Teacher) -> list:
     """Writes `LABELS_FILE` when the teacher's class names are known; returns the export report's lines."""
     names = teacher.class_names()
-    if not export.write_labels(os.path.join(work_dir, LABELS_FILE), names):
+    if not exported_model.write_labels(os.path.join(work_dir, LABELS_FILE), names):
         return ["## Labels", "", "No class names are known for this teacher (its description has none, or not one "
                 "per output, each on one line): the models' outputs are class indices.", ""]
     return ["## Labels", "", f"`{LABELS_FILE}`: the teacher's {len(names)} class names, one a line in output order "
