@@ -660,6 +660,17 @@ def test_fashion_mnist_from_debian_directory():
     assert test.class_names[0] == "T-shirt/top" and test.name == "fashion_mnist"
 
 
+def test_fashion_mnist_is_read_from_debians_directory_when_it_is_there(tmp_path, random_pixels, monkeypatch):
+    # The test above reads the real package, and is skipped where it is not installed (a CI image, say).
+    _write_idx_split(tmp_path, "t10k", random_pixels(20, 28, 28), np.arange(20) % 10, compressed=True)
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path))
+    monkeypatch.setattr(data, "load_tfds", lambda *args, **kwargs: pytest.fail("TFDS was asked"))
+    test = data.load_fashion_mnist("test")
+    assert test.images.shape == (20, 28, 28, 1) and test.num_classes == 10
+    np.testing.assert_array_equal(test.labels, np.arange(20) % 10)
+    assert test.class_names[0] == "T-shirt/top" and test.name == "fashion_mnist"
+
+
 def test_image_folder_subset_decodes_only_the_images_it_keeps(tmp_path, random_pixels, monkeypatch):
     for label in range(3):
         for index in range(5):

@@ -13,12 +13,18 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMAND = [sys.executable, os.path.join("tools", "memory_benchmark.py"), "--batch_size=4", "--warmup_steps=2",
            "--sample_every=2"]
+
+
+@pytest.fixture
+def command(tiny_teacher_file):
+    """The benchmark on the tiny teacher: its default, a built-in one, would be trained on first use."""
+    return COMMAND + [f"--teacher={tiny_teacher_file}"]
 ROW = re.compile(r"^\| (generator|QAT) \| ([\d.]+) MiB \(step 2\) \| ([\d.]+) MiB \| ([\d.]+) MiB \(step 6\) "
                  r"\| [+-][\d.]+% \|$", re.MULTILINE)
 
 
-def test_prints_a_row_of_resident_memory_for_each_stage(tmp_path):
-    finished = subprocess.run(COMMAND + ["--steps=6", "--checkpoint_every=3"], cwd=REPO_ROOT, capture_output=True,
+def test_prints_a_row_of_resident_memory_for_each_stage(command, tmp_path):
+    finished = subprocess.run(command + ["--steps=6", "--checkpoint_every=3"], cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=300, env={**os.environ, "TMPDIR": str(tmp_path)})
 
     assert finished.returncode == 0, finished.stderr
@@ -33,10 +39,10 @@ def test_prints_a_row_of_resident_memory_for_each_stage(tmp_path):
 
 
 @pytest.mark.parametrize("own_work_dir", [False, True])
-def test_a_stopped_benchmark_says_whether_a_rerun_resumes_or_starts_again(tmp_path, own_work_dir):
+def test_a_stopped_benchmark_says_whether_a_rerun_resumes_or_starts_again(command, tmp_path, own_work_dir):
     work_dir_flag = [f"--work_dir={tmp_path / 'work'}"] if own_work_dir else []
     with open(tmp_path / "stderr", "w+") as stderr:  # A pipe could fill with TensorFlow's log and block it.
-        process = subprocess.Popen(COMMAND + ["--steps=100000", "--checkpoint_every=2"] + work_dir_flag,
+        process = subprocess.Popen(command + ["--steps=100000", "--checkpoint_every=2"] + work_dir_flag,
                                    cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
                                    env={**os.environ, "TMPDIR": str(tmp_path)})
         try:
@@ -61,10 +67,10 @@ def test_a_stopped_benchmark_says_whether_a_rerun_resumes_or_starts_again(tmp_pa
     assert re.fullmatch(rf"stopped: SIGTERM at generator step \d+; {advice}", last_line), last_line
 
 
-def test_a_work_dir_that_is_a_file_or_too_few_samples_is_one_line_before_anything_runs(tmp_path):
+def test_a_work_dir_that_is_a_file_or_too_few_samples_is_one_line_before_anything_runs(command, tmp_path):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
-    result = subprocess.run(COMMAND + ["--steps=6", f"--work_dir={a_file}"], cwd=REPO_ROOT, capture_output=True,
+    result = subprocess.run(command + ["--steps=6", f"--work_dir={a_file}"], cwd=REPO_ROOT, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (f"error: cannot use --work_dir '{a_file}': '{a_file}' is not a "
@@ -75,30 +81,31 @@ def test_a_work_dir_that_is_a_file_or_too_few_samples_is_one_line_before_anythin
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "state.json").write_text("{}")
-    result = subprocess.run(COMMAND + ["--steps=6", f"--work_dir={run_dir}"], cwd=REPO_ROOT, capture_output=True,
+    result = subprocess.run(command + ["--steps=6", f"--work_dir={run_dir}"], cwd=REPO_ROOT, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
         f"error: --work_dir '{run_dir}' is the work directory of a run (python -m zscgan_tf.train), whose generator "
         "this benchmark would train on; choose another, or leave --work_dir out (a temporary one)")
     assert os.listdir(run_dir) == ["state.json"]
     # Fewer than two samples measure no growth: it trained both stages and reported "no samples".
-    result = subprocess.run(COMMAND + ["--steps=6", "--sample_every=5"], cwd=REPO_ROOT, capture_output=True,
+    result = subprocess.run(command + ["--steps=6", "--sample_every=5"], cwd=REPO_ROOT, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
         "error: --sample_every=5 after --warmup_steps=2 leaves fewer than two samples in --steps=6; lower it or train "
         "more steps")
 
 
-def test_a_work_dir_holding_a_finished_benchmark_is_refused_rather_than_measuring_nothing(tmp_path):
-    command = COMMAND + ["--steps=6", "--checkpoint_every=3", f"--work_dir={tmp_path}"]
-    assert subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300).returncode == 0
-    again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+def test_a_work_dir_holding_a_finished_benchmark_is_refused_rather_than_measuring_nothing(command, tmp_path):
+    work_dir = tmp_path / "work"  # Not tmp_path itself, which holds the teacher.
+    finish = command + ["--steps=6", "--checkpoint_every=3", f"--work_dir={work_dir}"]
+    assert subprocess.run(finish, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300).returncode == 0
+    again = subprocess.run(finish, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "| generator |" not in again.stdout
     assert again.stderr.strip().splitlines()[-1] == (
-        f"error: --work_dir '{tmp_path}' holds a finished benchmark (6 steps of each stage): nothing would train, so "
+        f"error: --work_dir '{work_dir}' holds a finished benchmark (6 steps of each stage): nothing would train, so "
         "nothing would be measured; choose another --work_dir, or leave it out (a temporary one)")
     # More steps than it holds: it resumes and measures the ones it trains.
-    more = subprocess.run(COMMAND + ["--steps=10", "--checkpoint_every=3", f"--work_dir={tmp_path}"], cwd=REPO_ROOT,
+    more = subprocess.run(command + ["--steps=10", "--checkpoint_every=3", f"--work_dir={work_dir}"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)
     assert more.returncode == 0, more.stderr
     assert "| QAT | " in more.stdout

@@ -227,15 +227,29 @@ def test_a_builtin_teacher_in_training_elsewhere_is_waited_for_and_taken(tmp_pat
     path = teacher_recipes.builtin_teacher_path("tiny_digits")
     backup_dir = _made_backup_dir(path)
     _forbid_training(monkeypatch, "the teacher another process trained was trained again")
+    # The other process saves the teacher once ensure_builtin_teacher says it waits for it: it slept 2 s for
+    # that, which a slow machine could outlast.
+    waiting = threading.Event()
+    say = teacher_recipes.note
+
+    def note(message):
+        say(message)
+        if message.startswith("waiting for "):
+            waiting.set()
+
+    monkeypatch.setattr(teacher_recipes, "note", note)
     with lock_held_by_another_process(backup_dir, what="training of this teacher") as other:
         def the_other_saves_it_and_ends():
-            time.sleep(2)  # ensure_builtin_teacher waits by now.
+            waiting.wait(timeout=120)
             teacher_training.save_teacher(build_tiny_classifier(), path, Preprocessing("tf"), "digits", [], None)
             shutil.rmtree(backup_dir)  # As train_from_recipe does before it lets go.
             other.stdin.close()
 
-        threading.Thread(target=the_other_saves_it_and_ends).start()
+        the_other = threading.Thread(target=the_other_saves_it_and_ends)
+        the_other.start()
         assert teacher_recipes.ensure_builtin_teacher("tiny_digits", progress=False) == path
+        the_other.join()
+    assert waiting.is_set()
     assert f"waiting for process {other.pid}, which is training built-in teacher 'tiny_digits'" in (
         capsys.readouterr().err)
 

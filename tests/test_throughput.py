@@ -17,10 +17,17 @@ def test_peak_rate_is_a_plausible_cpu_rate():
     assert 1e8 < peak < 1e14
 
 
-def test_seconds_per_call_is_the_median_and_rejects_no_calls():
-    calls = []
-    assert throughput.seconds_per_call(lambda: calls.append(1), calls=3, warmup=2) >= 0
-    assert len(calls) == 5
+def test_seconds_per_call_is_the_median_of_the_timed_calls_and_rejects_no_calls(monkeypatch):
+    # A clock that moves only inside the calls: 9 s each warm-up call, then 1, 5 and 2 s.
+    clock = [0.0]
+    durations = iter([9.0, 9.0, 1.0, 5.0, 2.0])
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: clock[0])
+
+    def call():
+        clock[0] += next(durations)
+
+    assert throughput.seconds_per_call(call, calls=3, warmup=2) == 2.0  # Not the mean (2.67), nor the warm-ups.
+    assert next(durations, None) is None  # Every call made, none more.
     with pytest.raises(ValueError):
         throughput.seconds_per_call(lambda: None, calls=0, warmup=0)
 
