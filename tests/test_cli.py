@@ -28,11 +28,13 @@ def test_help_prints_the_docstring_and_own_flags_and_runs_nothing(argument, tmp_
     assert os.listdir(tmp_path) == []
 
 
-def test_helpfull_lists_flags_of_every_module(capsys):
+def test_helpfull_lists_flags_of_every_module(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Had it run the demo, it would have written runs/demo into the checkout.
     assert train.main(["train", "--helpfull"]) == 0
     out = capsys.readouterr().out
     assert "--work_dir" in out and "zscgan_tf.train:" in out
     assert "--flagfile" in out  # absl's own flags, defined in another module.
+    assert os.listdir(tmp_path) == []
 
 
 def test_help_into_a_pipe_closed_early_ends_as_a_pipe_closed_ends_a_command():
