@@ -321,9 +321,19 @@ def test_w4a4_student_runs_and_trains():
     # (straight through), so training moves it towards them.
     targets = teacher(inputs).numpy() + 1.0
     before = student.evaluate(inputs, targets, batch_size=32, verbose=0)
+    four_bit = [row.name for row in quantize.describe_student(student) if row.weight_bits == 4]
+
+    def kernel(name):
+        return next(weight.numpy() for weight in student.get_layer(f"quant_{name}").trainable_weights
+                    if "kernel" in weight.name)
+
+    kernels = {name: kernel(name) for name in four_bit}
     history = student.fit(inputs, targets, epochs=5, batch_size=32, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     assert student.evaluate(inputs, targets, batch_size=32, verbose=0) < 0.9 * before  # 1.00 -> 0.80 here.
+    # Not the float bias of the 8-bit last layer alone, which could fit the offset: the 4-bit kernels train too.
+    assert four_bit and all(np.abs(kernel(name) - before_training).max() > 1e-4
+                            for name, before_training in kernels.items())
 
 
 def test_per_channel_option_controls_conv_weight_ranges():

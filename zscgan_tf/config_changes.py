@@ -4,8 +4,9 @@ A work directory's `config.json` records the settings its stages trained with
 (`save_or_check` writes it). A rerun with other settings is refused where they
 would change what was made: a generator trained with one loss and a student with
 another would be reported as one run. More steps, another pool size, other logging,
-export and evaluation settings resume (`RESUMABLE_CHANGES`), as does any setting that
-did nothing in the saved run (`inert_settings`). `--generator_from` takes another run's
+the exported files' input and output type and float ops, and every evaluation setting
+resume (`RESUMABLE_CHANGES`), as does any setting that did nothing in the saved run
+(`inert_settings`). `--generator_from` takes another run's
 generator when the settings a generator depends on are the same
 (`generator_differences`).
 """

@@ -6,8 +6,8 @@ is fully integer: int8 kernels, int8 or uint8 input and output, and the bytes ar
 checked from the flatbuffer (`tflite_model.inspect_tflite`) before they are returned.
 With `allow_float_ops`, ops TFLite has no int8 kernel for (ELU, ...) may stay float
 between a DEQUANTIZE and a QUANTIZE, the input and output still integer
-(`float_ops_description` names them). Every file carries a serving signature, and an int8
-one that LiteRT cannot load is refused (`exported_model`, which also writes the labels
+(`float_ops_description` names them). An int8 model that LiteRT cannot load is refused.
+Every file carries a serving signature (`exported_model`, which also writes the labels
 file beside a model and checks an int8 model against the Keras model it came from).
 
 Example:

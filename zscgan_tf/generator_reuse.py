@@ -70,11 +70,7 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     if taken.get(GENERATOR_FROM_KEY) == source_dir and "generator" in taken:  # By an earlier run of this command.
         return GeneratorSource(source_dir, taken["generator"])
     # Refused before config.json records this command's settings (a copied directory's work_dir, say).
-    own = [name for name in (GENERATOR_MODEL_FILE, *pool_member_names(run_config.generator.pool_size))
-           if os.path.exists(os.path.join(run_config.work_dir, name))]
-    if taken.get(GENERATOR_FROM_KEY) != source_dir and (own or "generator" in taken):
-        raise UserError(f"{run_config.work_dir} already has a generator ({', '.join(own) or STATE_FILE}); "
-                        "--generator_from starts a new work directory from another run's generator")
+    _check_no_generator_of_its_own(run_config, source_dir, taken)
     config_path = os.path.join(source_dir, config_lib.CONFIG_FILE)
     if os.path.isfile(source_dir):
         raise UserError(f"{flag} is a file; name the work directory of the run that trained it")
@@ -122,6 +118,16 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
         raise UserError(f"{flag}: that run's generator has trained {finished['steps']} steps, more than "
                         f"--generator_steps={run_config.generator_training.steps}; ask for {finished['steps']} or more")
     return source
+
+
+def _check_no_generator_of_its_own(run_config: config_lib.RunConfig, source_dir: str, state: dict) -> None:
+    """Refuses a work directory with a generator of its own, unless it is one this run took
+    from `source_dir` (or was copying from it when stopped)."""
+    own = [name for name in (GENERATOR_MODEL_FILE, *pool_member_names(run_config.generator.pool_size))
+           if os.path.exists(os.path.join(run_config.work_dir, name))]
+    if state.get(GENERATOR_FROM_KEY) != source_dir and (own or "generator" in state):
+        raise UserError(f"{run_config.work_dir} already has a generator ({', '.join(own) or STATE_FILE}); "
+                        "--generator_from starts a new work directory from another run's generator")
 
 
 def _copied_directories(member_names: List[str]) -> List[str]:
@@ -172,13 +178,15 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
     copied; `generator_stage.run` trains those it lacks.
 
     Raises:
-      UserError: if the source's generator changed while it was copied, or was trained
-        against another teacher. (`generator_source` has refused a work directory with a
-        generator of its own.)
+      UserError: if this work directory has a generator of its own (which `generator_source`
+        refused already, unless one appeared since), or the source's changed while it was
+        copied, or was trained against another teacher.
     """
     work_dir = run_config.work_dir
     if state.get(GENERATOR_FROM_KEY) == source.work_dir and "generator" in state:
         return
+    # Again, now that this run holds the directory: `generator_source` checked before it was locked.
+    _check_no_generator_of_its_own(run_config, source.work_dir, state)
     if source.teacher_sha256 is None:
         say(f"note: {source.work_dir} {UNCHECKED_TEACHER_NOTE}")
     elif source.teacher_sha256 != state[TEACHER_KEY]:

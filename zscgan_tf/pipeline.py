@@ -349,7 +349,10 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     fingerprint = teachers.fingerprint(teacher)  # Hashes every weight: computed once a run.
     student_check = quantization_stages.student_check_key(run_config, teacher, fingerprint)
     unchecked = student_check is None or state.get(STUDENT_CHECK_KEY) != student_check
-    first_student = bool(run_config.distillation.steps) and "distillation" not in state and student_check is not None
+    # A teacher without a key is checked until its QAT has started: it cannot record a check that passed.
+    first_student = bool(run_config.distillation.steps) and "distillation" not in state and (
+        student_check is not None
+        or not os.path.isdir(os.path.join(run_config.work_dir, quantization_stages.DISTILLATION_DIR)))
     check_student = unchecked and ("generator" not in state or first_student)
     float_ops_note = quantization_stages.check_integer_export(run_config, teacher, check_student=check_student)
     if float_ops_note:

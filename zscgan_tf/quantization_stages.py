@@ -108,13 +108,15 @@ def student_check_key(run_config: RunConfig, teacher: Teacher, teacher_fingerpri
     """What the early student check (`check_integer_export`'s `check_student`) depends on, as
     a SHA-256: the teacher (its `teachers.fingerprint` and its architecture), the quantization
     settings, whether the run distils a student, the TensorFlow and TF-MOT versions that build
-    and convert the student, and the code that does it here (this module's, `quantize`'s and
-    `export`'s source: the package's version number has not moved with it). A work directory
-    records it once the check has passed, so that a generator stage resumed with the same key
-    does not build and convert the student again (up to 30 s for ResNet50 at 224x224).
+    and convert the student, and the code that does it here (this module's, `quantize`'s,
+    `export`'s and `exported_model`'s source: the package's version number has not moved with
+    it). A work directory records it once the check has passed, so that a generator stage
+    resumed with the same key does not build and convert the student again (up to 30 s for
+    ResNet50 at 224x224).
 
     Returns:
-      The key, or None for a teacher whose architecture has no JSON form (always checked).
+      The key, or None for a teacher whose architecture has no JSON form (checked until its
+      QAT has started).
     """
     try:
         architecture = teacher.model.to_json()
@@ -125,7 +127,7 @@ def student_check_key(run_config: RunConfig, teacher: Teacher, teacher_fingerpri
                             "quantization": dataclasses.asdict(run_config.quantization),
                             "distils": bool(run_config.distillation.steps)}, sort_keys=True)
     digest = hashlib.sha256(described.encode() + architecture.encode())
-    for module in (sys.modules[__name__], quantize, export):
+    for module in (sys.modules[__name__], quantize, export, exported_model):
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()
 

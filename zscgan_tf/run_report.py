@@ -112,8 +112,9 @@ def _teacher_metrics(metrics: dict) -> str:
             parts.append(count_of(int(value), "epoch"))
         elif name == "wall_seconds" and number:
             parts.append(f"trained in {format_duration(value)}")
-        elif value is None:  # NaN in the sidecar, null in report.json: it read "None".
-            parts.append(f"{TEACHER_METRIC_WORDS.get(name, name.replace('_', ' '))} not a number")
+        elif value is None and (name in TEACHER_METRIC_WORDS or name.endswith("accuracy")):
+            # NaN or infinite in the sidecar, null in report.json: it read "None".
+            parts.append(f"{TEACHER_METRIC_WORDS.get(name, name.replace('_', ' '))} not a finite number")
         else:
             parts.append(f"{name.replace('_', ' ')} {value}")
     return ", ".join(parts)
