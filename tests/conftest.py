@@ -2,9 +2,11 @@
 
 import contextlib
 import functools
+import gzip
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -96,6 +98,29 @@ def _teacher_cache_under_pytests_directory(tmp_path_factory):
         del os.environ[teacher_recipes.CACHE_ENVIRONMENT_VARIABLE]
     else:
         os.environ[teacher_recipes.CACHE_ENVIRONMENT_VARIABLE] = previous
+
+
+IDX_UINT8_TYPE_CODE = 0x08
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """`array` as an IDX file of unsigned bytes holds it."""
+    header = bytes([0, 0, IDX_UINT8_TYPE_CODE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_file(path, content: bytes, compressed: bool) -> str:
+    """Writes `content` to `path`, gzipped to `path`.gz when `compressed`; returns the path written."""
+    path = str(path) + (".gz" if compressed else "")
+    with (gzip.open if compressed else open)(path, "wb") as stream:
+        stream.write(content)
+    return path
+
+
+def write_idx_split(directory, prefix: str, images: np.ndarray, labels: np.ndarray, compressed: bool) -> None:
+    """One split of an IDX dataset, named as MNIST's files are: `<prefix>-images-idx3-ubyte[.gz]`, ..."""
+    write_file(directory / f"{prefix}-images-idx3-ubyte", idx_bytes(images), compressed)
+    write_file(directory / f"{prefix}-labels-idx1-ubyte", idx_bytes(labels), compressed)
 
 
 def build_tiny_classifier(input_shape=(8, 8, 1), num_classes=4, seed=0, softmax=False):

@@ -3,11 +3,9 @@ process of its own, then its reruns and the refusals of bad input in one process
 (tests/tool_process.py), which calls `main` afresh for each."""
 
 import dataclasses
-import gzip
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 
@@ -17,7 +15,7 @@ import pytest
 import zscgan_tf  # noqa: F401  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
 import tf_keras
 
-from conftest import build_student_failing_classifier, build_tiny_classifier
+from conftest import build_student_failing_classifier, build_tiny_classifier, write_idx_split
 from tool_process import ToolProcess
 from zscgan_tf import bn_stats, data, generator as generator_lib, teacher_training
 from zscgan_tf.preprocessing import Preprocessing
@@ -340,10 +338,7 @@ def _fashion_mnist_shaped_idx_directory(directory) -> str:
     directory.mkdir()
     images = np.random.default_rng(0).integers(0, 256, (40, 28, 28), dtype=np.uint8)
     for split in ("train", "t10k"):
-        for name, array in (("images-idx3", images), ("labels-idx1", np.arange(40, dtype=np.uint8) % 10)):
-            header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-            with gzip.open(directory / f"{split}-{name}-ubyte.gz", "wb") as stream:
-                stream.write(header + array.tobytes())
+        write_idx_split(directory, split, images, np.arange(40) % 10, compressed=True)
     return str(directory)
 
 

@@ -14,25 +14,7 @@ import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 from zscgan_tf import data, image_folders, labeled_images, tfds_data
 from zscgan_tf.errors import UserError
 
-UINT8_TYPE_CODE = 0x08
-
-
-def _idx_bytes(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, UINT8_TYPE_CODE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def _write(path, content: bytes, compressed: bool) -> str:
-    path = str(path) + (".gz" if compressed else "")
-    with (gzip.open if compressed else open)(path, "wb") as stream:
-        stream.write(content)
-    return path
-
-
-def _write_idx_split(directory, prefix: str, images: np.ndarray, labels: np.ndarray, compressed: bool) -> None:
-    _write(directory / f"{prefix}-images-idx3-ubyte", _idx_bytes(images), compressed)
-    _write(directory / f"{prefix}-labels-idx1-ubyte", _idx_bytes(labels), compressed)
-
+from conftest import idx_bytes, write_file, write_idx_split
 
 @pytest.fixture(name="random_pixels")
 def fixture_random_pixels():
@@ -44,8 +26,8 @@ def fixture_random_pixels():
 def test_idx_directory_round_trip(tmp_path, random_pixels, compressed):
     train_images, test_images = random_pixels(6, 5, 4), random_pixels(3, 5, 4)
     train_labels, test_labels = np.array([0, 1, 2, 0, 1, 2], np.uint8), np.array([4, 0, 1], np.uint8)
-    _write_idx_split(tmp_path, "train", train_images, train_labels, compressed)
-    _write_idx_split(tmp_path, "t10k", test_images, test_labels, compressed)
+    write_idx_split(tmp_path, "train", train_images, train_labels, compressed)
+    write_idx_split(tmp_path, "t10k", test_images, test_labels, compressed)
 
     train = data.load_idx_directory(str(tmp_path), "train")
     test = data.load_idx_directory(str(tmp_path), "test")
@@ -60,8 +42,8 @@ def test_idx_directory_round_trip(tmp_path, random_pixels, compressed):
 
 
 def test_idx_directory_accepts_test_prefix_and_load_dataset_dispatches(tmp_path, random_pixels):
-    _write_idx_split(tmp_path, "train", random_pixels(2, 3, 3), np.array([0, 1], np.uint8), compressed=True)
-    _write_idx_split(tmp_path, "test", random_pixels(2, 3, 3), np.array([1, 1], np.uint8), compressed=False)
+    write_idx_split(tmp_path, "train", random_pixels(2, 3, 3), np.array([0, 1], np.uint8), compressed=True)
+    write_idx_split(tmp_path, "test", random_pixels(2, 3, 3), np.array([1, 1], np.uint8), compressed=False)
     assert len(data.load_dataset(str(tmp_path), "test")) == 2
     assert data.is_idx_directory(str(tmp_path))
     # fashion_mnist with a data directory of IDX files reads them, before Debian's copy or TFDS.
@@ -89,19 +71,19 @@ def test_fashion_mnist_that_tfds_cannot_download_names_the_offline_ways(tmp_path
 def test_read_idx_parses_other_types(tmp_path):
     values = (np.arange(6).reshape(2, 3) - 3).astype(">i4")
     header = bytes([0, 0, 0x0C, 2]) + struct.pack(">2I", 2, 3)
-    path = _write(tmp_path / "values-idx2-int", header + values.tobytes(), compressed=False)
+    path = write_file(tmp_path / "values-idx2-int", header + values.tobytes(), compressed=False)
     np.testing.assert_array_equal(data.read_idx(path), values)
 
 
 def test_truncated_idx_is_a_user_error(tmp_path, random_pixels):
-    content = _idx_bytes(random_pixels(4, 5, 5))
-    path = _write(tmp_path / "train-images-idx3-ubyte", content[:-7], compressed=False)
+    content = idx_bytes(random_pixels(4, 5, 5))
+    path = write_file(tmp_path / "train-images-idx3-ubyte", content[:-7], compressed=False)
     with pytest.raises(UserError, match="truncated"):
         data.read_idx(path)
 
 
 def test_truncated_gzip_is_a_user_error(tmp_path, random_pixels):
-    compressed = gzip.compress(_idx_bytes(random_pixels(4, 5, 5)))
+    compressed = gzip.compress(idx_bytes(random_pixels(4, 5, 5)))
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(compressed[: len(compressed) // 2])
     with pytest.raises(UserError, match="cannot read IDX file"):
@@ -109,16 +91,16 @@ def test_truncated_gzip_is_a_user_error(tmp_path, random_pixels):
 
 
 def test_bad_magic_is_a_user_error(tmp_path):
-    path = _write(tmp_path / "train-images-idx3-ubyte", b"\x1f\x8b\x08\x03" + bytes(40), compressed=False)
+    path = write_file(tmp_path / "train-images-idx3-ubyte", b"\x1f\x8b\x08\x03" + bytes(40), compressed=False)
     with pytest.raises(UserError, match="bad magic number 0x1f8b0803"):
         data.read_idx(path)
 
 
 def test_missing_idx_files_and_mismatched_labels(tmp_path, random_pixels):
-    _write(tmp_path / "train-images-idx3-ubyte", _idx_bytes(random_pixels(3, 2, 2)), compressed=False)
+    write_file(tmp_path / "train-images-idx3-ubyte", idx_bytes(random_pixels(3, 2, 2)), compressed=False)
     with pytest.raises(UserError, match="no train labels"):
         data.load_idx_directory(str(tmp_path), "train")
-    _write(tmp_path / "train-labels-idx1-ubyte", _idx_bytes(np.zeros(2, np.uint8)), compressed=False)
+    write_file(tmp_path / "train-labels-idx1-ubyte", idx_bytes(np.zeros(2, np.uint8)), compressed=False)
     with pytest.raises(UserError, match="holds 3 images"):
         data.load_idx_directory(str(tmp_path), "train")
     with pytest.raises(UserError, match="no test images"):
@@ -295,7 +277,7 @@ def test_float_grayscale_images_of_0_to_1_are_fractions_of_the_brightest_level(t
 def test_idx_files_under_names_read_as_no_split_are_named_in_the_refusal(tmp_path, random_pixels):
     # They were read as a folder of images: "has no class sub-folders".
     for name, array in (("images-idx3", random_pixels(2, 4, 4)), ("labels-idx1", np.zeros(2, np.uint8))):
-        (tmp_path / f"emnist-digits-test-{name}-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(array)))
+        (tmp_path / f"emnist-digits-test-{name}-ubyte.gz").write_bytes(gzip.compress(idx_bytes(array)))
     message = (f"{tmp_path} holds IDX files (emnist-digits-test-images-idx3-ubyte.gz, "
                "emnist-digits-test-labels-idx1-ubyte.gz), but none under a name read as a split: "
                "train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], with t10k- or test- for the test split "
@@ -662,7 +644,7 @@ def test_fashion_mnist_from_debian_directory():
 
 def test_fashion_mnist_is_read_from_debians_directory_when_it_is_there(tmp_path, random_pixels, monkeypatch):
     # The test above reads the real package, and is skipped where it is not installed (a CI image, say).
-    _write_idx_split(tmp_path, "t10k", random_pixels(20, 28, 28), np.arange(20) % 10, compressed=True)
+    write_idx_split(tmp_path, "t10k", random_pixels(20, 28, 28), np.arange(20) % 10, compressed=True)
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path))
     monkeypatch.setattr(data, "load_tfds", lambda *args, **kwargs: pytest.fail("TFDS was asked"))
     test = data.load_fashion_mnist("test")

@@ -2027,15 +2027,11 @@ def test_labels_in_another_order_are_warned_of_after_the_first_chunk_and_in_the_
 
 
 def test_idx_files_whose_labels_stop_short_of_the_last_class_are_the_teachers_outputs(tmp_path, capsys):
-    import struct
-
-    from conftest import tiny_teacher
+    from conftest import idx_bytes, tiny_teacher, write_idx_split
 
     teacher = tiny_teacher()
     images = np.full((3,) + teacher.image_shape[:2], 100, np.uint8)
-    for name, array in (("t10k-images-idx3-ubyte", images), ("t10k-labels-idx1-ubyte", np.array([0, 2, 1]))):
-        header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-        (tmp_path / name).write_bytes(header + array.astype(np.uint8).tobytes())
+    write_idx_split(tmp_path, "t10k", images, np.array([0, 2, 1]), compressed=False)
     settings = config_lib.EvaluationConfig(dataset=str(tmp_path), split="test")
 
     # Before: "has 3 classes but the teacher predicts 4", since IDX files carry no class count.
@@ -2045,11 +2041,11 @@ def test_idx_files_whose_labels_stop_short_of_the_last_class_are_the_teachers_ou
     np.testing.assert_array_equal(dataset.labels, [0, 2, 1])
     assert f"{tmp_path}'s labels reach 2; read as the teacher's outputs 0 to 3" in capsys.readouterr().out
     # Labels beyond the teacher's outputs are still refused.
-    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 3) + bytes([0, 5, 1]))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([0, 5, 1])))
     with pytest.raises(UserError, match="has 6 classes but the teacher predicts 4$"):
         evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
     # Labels 1 to 4 for four outputs: counted from 1, as some datasets count.
-    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 3) + bytes([1, 4, 2]))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([1, 4, 2])))
     with pytest.raises(UserError) as refusal:
         evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
     assert str(refusal.value) == (f"evaluation dataset {str(tmp_path)!r} has 5 classes but the teacher predicts 4; its "
