@@ -577,12 +577,17 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, convert, tmp_path, arguments,
     work_dir, teacher_path = run_dir
     arguments = [argument.replace("TEACHER", teacher_path).replace("RUN", str(work_dir)) for argument in arguments]
     message = message.replace("RUN", str(work_dir))
+    lock = work_dir / ".lock"
+    lock.write_text("the run's last holder")
+    os.utime(lock, ns=(1, 1))
     result = convert(*arguments, f"--output={tmp_path / 'x.tflite'}")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: ") and message in last_line
     assert not (tmp_path / "x.tflite").exists()
+    if "--run_dir=" in " ".join(arguments):  # Before: its lock was taken, and the file rewritten, first.
+        assert lock.read_text() == "the run's last holder" and lock.stat().st_mtime_ns == 1
 
 
 def _save_model_running_code(path, marker):

@@ -192,6 +192,20 @@ class ConversionConfig:
                           if self.run_dir else "")
             raise UserError(f"--mode={self.mode} converts a float teacher (--teacher){float_file}; a QAT student's "
                             "fake quantization converts to integer ops, so it exports with --mode=int8 only")
+        sources = [name for name in ("run_dir", "student", "teacher") if getattr(self, name)]
+        if len(sources) != 1:
+            raise UserError("pass exactly one of --run_dir, --student and --teacher")
+        # A run directory records its teacher; a student file has only an input to describe.
+        used_teacher_flags = (RUN_DIR_FLAG_NAMES if self.run_dir else STUDENT_FLAG_NAMES if self.student
+                              else cli.TEACHER_FLAG_NAMES)
+        unused = [f"--{name}" for name in cli.TEACHER_FLAG_NAMES
+                  if name in self.given and name not in used_teacher_flags]
+        if unused:
+            takes = (" (a --student takes --teacher_preprocessing, --teacher_custom_objects and --trust_model_code)"
+                     if self.student else " (a --run_dir takes --teacher_custom_objects and --trust_model_code, to "
+                     "confirm the code its teacher runs)" if self.run_dir else "")
+            raise UserError(f"{', '.join(unused)} describe{'s' if len(unused) == 1 else ''} a --teacher{takes}, "
+                            f"not a --{sources[0]}")
 
     def check_teacher_flags(self) -> None:
         """Raises `teacher_flags_error`, if any: call it where `teacher_source` or
@@ -306,19 +320,6 @@ def _teacher_like(model, name, preprocessing=None):
 def _model_to_convert(config: ConversionConfig):
     """(model, calibration samples or None, description, the teacher's preprocessing or None when a
     student file does not say it, the teacher's class names or ()) that `config` names."""
-    sources = [name for name in ("run_dir", "student", "teacher") if getattr(config, name)]
-    if len(sources) != 1:
-        raise UserError("pass exactly one of --run_dir, --student and --teacher")
-    # A run directory records its teacher; a student file has only an input to describe.
-    used_teacher_flags = (RUN_DIR_FLAG_NAMES if config.run_dir else STUDENT_FLAG_NAMES if config.student
-                          else cli.TEACHER_FLAG_NAMES)
-    unused = [f"--{name}" for name in cli.TEACHER_FLAG_NAMES if name in config.given and name not in used_teacher_flags]
-    if unused:
-        takes = (" (a --student takes --teacher_preprocessing, --teacher_custom_objects and --trust_model_code)"
-                 if config.student else " (a --run_dir takes --teacher_custom_objects and --trust_model_code, to "
-                 "confirm the code its teacher runs)" if config.run_dir else "")
-        raise UserError(f"{', '.join(unused)} describe{'s' if len(unused) == 1 else ''} a --teacher{takes}, "
-                        f"not a --{sources[0]}")
     generator = generator_lib.load_generator(config.generator) if config.generator else None
     if config.run_dir:
         return _from_run(config, generator)
@@ -436,9 +437,14 @@ def _check_code_confirmed(config: ConversionConfig, recorded: teachers.TeacherSo
                         f"it, pass {' and '.join(wanted)}, only if you trust that code and this directory's author")
 
 
-def _from_run(config: ConversionConfig, generator):
+def _check_run_teacher(config: ConversionConfig, run_config: config_lib.RunConfig) -> None:
+    """Refuses a --run_dir whose teacher is missing, or loaded with code the flags do not confirm
+    (`_check_code_confirmed`): checked before the run's lock is taken.
+
+    Raises:
+      UserError: saying where the teacher was, or which flags to pass.
+    """
     run_dir = config.run_dir
-    run_config = _run_config(run_dir)
     model = run_config.teacher.model
     if (model not in teachers.KERAS_APPLICATIONS and not model.startswith(teachers.BUILTIN_PREFIX)
             and not os.path.exists(model)):
@@ -449,6 +455,11 @@ def _from_run(config: ConversionConfig, generator):
         raise UserError(f"the run's teacher {model!r} is missing (moved since the run?): put it back there, or rerun "
                         f"the pipeline on {run_dir!r} with --teacher=<where it is now>, which records it")
     _check_code_confirmed(config, run_config.teacher)
+
+
+def _from_run(config: ConversionConfig, generator):
+    run_dir = config.run_dir
+    run_config = _run_config(run_dir)
     tf_keras.utils.set_random_seed(run_config.seed)  # A Keras application without weights: the run's.
     teacher = teachers.load_teacher(run_config.teacher)
     state = run_state.read_state(run_dir)
@@ -557,8 +568,8 @@ def labels_path_for(output: str) -> str:
 def convert(config: ConversionConfig) -> None:
     """Validates `config`, then exports the model it names, holding a --run_dir's lock meanwhile."""
     config.validate()
-    if config.run_dir:
-        _run_config(config.run_dir)  # A run directory, before its lock is taken.
+    if config.run_dir:  # Refused before its lock is taken, which rewrites its .lock file.
+        _check_run_teacher(config, _run_config(config.run_dir))
     # A run training in --run_dir would delete the checkpoint being read, and one started meanwhile is refused;
     # other conversions of it share the lock.
     with (files.exclusive_use(config.run_dir, what="conversion", advice="convert it once that run has finished or "
