@@ -539,10 +539,34 @@ def test_a_damaged_checkpoint_resumes_from_the_one_before_or_is_one_line(tmp_pat
     assert json.loads((work_dir / "report.json").read_text())["generator_training"]["resumed_from_step"] == 2
     for data in checkpoints.glob("ckpt-*.data-*"):
         data.write_bytes(b"")
+    written = _files_and_contents(work_dir)
     assert train.main(["train", *_with(arguments, generator_steps=8)]) == cli.USER_ERROR_STATUS
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: cannot read generator's checkpoints in {checkpoints} (")
     assert error.endswith("): delete that directory to train generator again from step 0")
+    # Before: refused as the stage started, once config.json held generator_steps=8 and a TensorBoard log had begun.
+    assert _files_and_contents(work_dir) == written
+
+
+def test_unreadable_qat_checkpoints_are_refused_before_anything_is_written(finished_run, capsys):
+    work_dir, arguments = finished_run
+    checkpoints = work_dir / "distillation" / "checkpoints"
+    for data in checkpoints.glob("ckpt-*.data-*"):
+        data.write_bytes(data.read_bytes()[:10])
+    written = _files_and_contents(work_dir)
+    capsys.readouterr()
+    assert train.main(["train", *_with(arguments, distillation_steps=5)]) == cli.USER_ERROR_STATUS
+    assert capsys.readouterr().err.strip().endswith(
+        "): delete that directory to train distillation again from step 0")
+    assert _files_and_contents(work_dir) == written
+    # A finished student is loaded from student.h5: its checkpoints are not read, and the run goes on.
+    assert train.main(["train", *arguments]) == 0
+
+
+def _files_and_contents(directory) -> dict:
+    """Every file under `directory` (but its lock, whose time a refused run touches) and its bytes."""
+    return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*"))
+            if path.is_file() and path.name != ".lock"}
 
 
 def test_a_checkpoint_state_naming_files_elsewhere_is_refused_before_they_are_read_or_deleted(finished_run, tmp_path,

@@ -175,6 +175,35 @@ def check_not_shortened(run_config: config_lib.RunConfig):
                             f"training cannot be undone: ask for {step} or more, or use another --work_dir")
 
 
+def check_checkpoints_readable(run_config: config_lib.RunConfig, taking_generator: bool = False):
+    """Refuses checkpoints that a stage still to train would restore and cannot read, or whose
+    state file names checkpoints elsewhere (`training_loop.check_checkpoints_readable`), before
+    anything is written: the stage refuses them as it starts, once `config.json` has recorded the
+    new settings and its TensorBoard log has begun. A finished stage loads its model file and
+    reads no checkpoint. `taking_generator`: the run takes another run's generator
+    (`--generator_from`) rather than training its own.
+
+    Raises:
+      UserError: naming the directory to delete.
+    """
+    work_dir = run_config.work_dir
+    state = read_state(work_dir)
+
+    def finished(stage: str, steps: int, model_file: str) -> bool:
+        recorded = state.get(stage) or {}
+        return (recorded.get("steps") == steps
+                and recorded.get("sha256") == file_digest(os.path.join(work_dir, model_file)))
+
+    to_read = []
+    if not taking_generator and not finished("generator", run_config.generator_training.steps, GENERATOR_MODEL_FILE):
+        to_read += [(member_dir, "generator") for member_dir in pool_member_dirs(run_config)]
+    if run_config.distillation.steps and not finished("distillation", run_config.distillation.steps,
+                                                      quantization_stages.STUDENT_MODEL_FILE):
+        to_read.append((os.path.join(work_dir, quantization_stages.DISTILLATION_DIR), "distillation"))
+    for training_dir, name in to_read:
+        training_loop.check_checkpoints_readable(training_dir, name)
+
+
 def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict,
                        fingerprint: Optional[str] = None) -> str:
     """The teacher's fingerprint, checked against the one `state` recorded when the work
@@ -331,6 +360,7 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     for note in config_changes.unused_settings_notes(run_config):
         say(f"note: {note}")
     source = generator_reuse.generator_source(run_config, generator_from) if generator_from else None
+    check_checkpoints_readable(run_config, taking_generator=bool(generator_from))
     tf_keras.utils.set_random_seed(run_config.seed)
     teacher = teachers.load_teacher(run_config.teacher, progress=progress)
     memory_checks.check_held_samples_fit_in_memory(run_config, teacher)  # Before the evaluation data, which may take minutes.

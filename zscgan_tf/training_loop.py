@@ -324,9 +324,41 @@ def _restore_latest_readable(manager: tf.train.CheckpointManager, checkpoint: tf
                   f"({first_line(damaged[0][1])}); resuming from {os.path.basename(prefix)}", flush=True)
         return prefix
     if damaged:
-        raise UserError(f"cannot read {name}'s checkpoints in {os.path.dirname(damaged[0][0])} "
-                        f"({first_line(damaged[0][1])}): delete that directory to train {name} again from step 0")
+        raise _unreadable_checkpoints_error(name, os.path.dirname(damaged[0][0]), damaged[0][1])
     return None
+
+
+def _unreadable_checkpoints_error(name: str, checkpoint_dir: str, error: Exception) -> UserError:
+    return UserError(f"cannot read {name}'s checkpoints in {checkpoint_dir} ({first_line(error)}): delete that "
+                     f"directory to train {name} again from step 0")
+
+
+def check_checkpoints_readable(work_dir: str, name: str) -> None:
+    """Refuses the checkpoints in `work_dir` (a training's directory, as `run` takes it) if none
+    of them reads whole, or if their state file names checkpoints elsewhere: what `run` refuses
+    as it starts, checked before a command writes anything. It reads every tensor, without
+    building the model, so a checkpoint of another model passes here and is refused by `run`.
+
+    Raises:
+      UserError: as `run` would, naming the directory to delete.
+    """
+    checkpoint_dir = os.path.join(work_dir, CHECKPOINT_DIR)
+    check_checkpoints_inside(checkpoint_dir)
+    state = tf.train.get_checkpoint_state(checkpoint_dir)  # Relative names joined to the directory.
+    if state is None:
+        return
+    first_error = None
+    for prefix in reversed(state.all_model_checkpoint_paths):
+        try:
+            reader = tf.train.load_checkpoint(prefix)
+            for key in reader.get_variable_to_shape_map():
+                reader.get_tensor(key)
+        except (tf.errors.OpError, ValueError, IndexError) as error:
+            first_error = first_error or error
+            continue
+        return
+    if first_error is not None:
+        raise _unreadable_checkpoints_error(name, checkpoint_dir, first_error)
 
 
 def _checkpoint_step(manager) -> Optional[int]:
