@@ -9,9 +9,9 @@ import setuptools
 here = pathlib.Path(__file__).parent
 # TF-MOT 0.8.1 and tf-keras were checked with TensorFlow 2.21 alone, and the TensorFlow family moves
 # together: these stay within the checked minor version. Any other package may be the checked version or
-# a later one of the same major (absl-py 2 was checked too: the command-line tests pass with 2.5.1).
+# a later one of the same major (what those packages' own requirements allow: TF-MOT 0.8.1 asks for
+# absl-py ~= 1.2, TensorFlow 2.21 for h5py < 3.15).
 SAME_MINOR_VERSION = ("tensorflow", "tf-keras", "tensorboard", "tensorflow-model-optimization")
-CHECKED_LATER_MAJOR = {"absl-py": 2}
 
 
 def install_requirements(requirements_text: str) -> list:
@@ -23,8 +23,7 @@ def install_requirements(requirements_text: str) -> list:
             continue
         name, version = line.split("==")
         major, minor = (int(part) for part in version.split(".")[:2])
-        upper = (f"{major}.{minor + 1}" if name in SAME_MINOR_VERSION
-                 else str(CHECKED_LATER_MAJOR.get(name, major) + 1))
+        upper = f"{major}.{minor + 1}" if name in SAME_MINOR_VERSION else str(major + 1)
         requirements.append(f"{name}>={version},<{upper}")
     return requirements
 

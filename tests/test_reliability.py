@@ -561,6 +561,22 @@ def test_unreadable_qat_checkpoints_are_refused_before_anything_is_written(finis
     assert _files_and_contents(work_dir) == written
     # A finished student is loaded from student.h5: its checkpoints are not read, and the run goes on.
     assert train.main(["train", *arguments]) == 0
+    # A generator that trains on discards them unread: more steps are not refused over them.
+    assert train.main(["train", *_with(arguments, generator_steps=6, distillation_steps=5)]) == 0
+    assert json.loads((work_dir / "state.json").read_text())["distillation"]["steps"] == 5
+
+
+def test_a_new_pool_is_refused_before_anything_is_written_over_a_kept_generator_it_cannot_read(finished_run,
+                                                                                               capsys):
+    work_dir, arguments = finished_run
+    for data in (work_dir / "generator" / "checkpoints").glob("ckpt-*.data-*"):
+        data.write_bytes(b"")
+    written = _files_and_contents(work_dir)
+    capsys.readouterr()
+    # The finished generator is kept in the pool of two, restored from its checkpoints.
+    assert train.main(["train", *_with(arguments, generator_pool_size=2)]) == cli.USER_ERROR_STATUS
+    assert capsys.readouterr().err.strip().endswith("): delete that directory to train generator again from step 0")
+    assert _files_and_contents(work_dir) == written
 
 
 def _files_and_contents(directory) -> dict:

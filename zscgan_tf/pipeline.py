@@ -181,7 +181,7 @@ def check_checkpoints_readable(run_config: config_lib.RunConfig, taking_generato
     anything is written: the stage refuses them as it starts, once `config.json` has recorded the
     new settings and its TensorBoard log has begun. A finished stage loads its model file and
     reads no checkpoint. `taking_generator`: the run takes another run's generator
-    (`--generator_from`) rather than training its own.
+    (`--generator_from`), whose copied checkpoints are checked only as they are restored.
 
     Raises:
       UserError: naming the directory to delete.
@@ -194,11 +194,16 @@ def check_checkpoints_readable(run_config: config_lib.RunConfig, taking_generato
         return (recorded.get("steps") == steps
                 and recorded.get("sha256") == file_digest(os.path.join(work_dir, model_file)))
 
+    recorded_generator = state.get("generator") or {}
+    saved_pool_size = len(recorded_generator.get("members") or [recorded_generator])
+    generator_kept = (finished("generator", run_config.generator_training.steps, GENERATOR_MODEL_FILE)
+                      and saved_pool_size == run_config.generator.pool_size)
     to_read = []
-    if not taking_generator and not finished("generator", run_config.generator_training.steps, GENERATOR_MODEL_FILE):
+    if not taking_generator and not generator_kept:  # Trained on, or a new pool's kept members restored.
         to_read += [(member_dir, "generator") for member_dir in pool_member_dirs(run_config)]
-    if run_config.distillation.steps and not finished("distillation", run_config.distillation.steps,
-                                                      quantization_stages.STUDENT_MODEL_FILE):
+    # A generator that trains on discards the QAT checkpoints distilled from it unread.
+    if run_config.distillation.steps and generator_kept and not finished(
+            "distillation", run_config.distillation.steps, quantization_stages.STUDENT_MODEL_FILE):
         to_read.append((os.path.join(work_dir, quantization_stages.DISTILLATION_DIR), "distillation"))
     for training_dir, name in to_read:
         training_loop.check_checkpoints_readable(training_dir, name)

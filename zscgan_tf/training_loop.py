@@ -336,19 +336,19 @@ def _unreadable_checkpoints_error(name: str, checkpoint_dir: str, error: Excepti
 def check_checkpoints_readable(work_dir: str, name: str) -> None:
     """Refuses the checkpoints in `work_dir` (a training's directory, as `run` takes it) if none
     of them reads whole, or if their state file names checkpoints elsewhere: what `run` refuses
-    as it starts, checked before a command writes anything. It reads every tensor, without
-    building the model, so a checkpoint of another model passes here and is refused by `run`.
+    as it starts, checked before a command writes anything. It reads every tensor of the
+    checkpoints `run` would try, without building the model, so a checkpoint of another model
+    passes here and is refused by `run`.
 
     Raises:
       UserError: as `run` would, naming the directory to delete.
     """
     checkpoint_dir = os.path.join(work_dir, CHECKPOINT_DIR)
     check_checkpoints_inside(checkpoint_dir)
-    state = tf.train.get_checkpoint_state(checkpoint_dir)  # Relative names joined to the directory.
-    if state is None:
-        return
+    # The checkpoints `run`'s manager keeps and restores from, which it reads from the state file as this does.
+    listed = tf.train.CheckpointManager(tf.train.Checkpoint(), checkpoint_dir, max_to_keep=CHECKPOINTS_TO_KEEP)
     first_error = None
-    for prefix in reversed(state.all_model_checkpoint_paths):
+    for prefix in reversed(listed.checkpoints):
         try:
             reader = tf.train.load_checkpoint(prefix)
             for key in reader.get_variable_to_shape_map():
