@@ -137,7 +137,9 @@ def test_a_run_without_qat_says_where_its_int8_model_is_and_how_to_convert_it_ag
             del saved["distillation"]
         (copy / name).write_text(json.dumps(saved))
     output = tmp_path / "converted.tflite"
+    (copy / ".lock").write_text("the run's last holder")
     result = convert(f"--run_dir={copy}", f"--output={output}")
+    assert (copy / ".lock").read_text() == "the run's last holder"  # Refused before the lock, as flags are.
     # Before: "no QAT checkpoint in ...; run the distillation stage first", and no command runs that stage alone.
     prefix = (f"error: the run in {str(copy)!r} trained no QAT student (--distillation_steps=0): its int8 model is "
               f"{copy / 'ptq_int8.tflite'}, the teacher quantized after training; to convert it again, pass ")

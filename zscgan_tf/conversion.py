@@ -27,7 +27,7 @@ def convert(config: ConversionConfig) -> None:
     """
     config.validate()
     if config.run_dir:  # Refused before its lock is taken, which rewrites its .lock file.
-        run_conversion.check_run_teacher(config, run_conversion.read_run_config(config.run_dir))
+        run_conversion.check_run(config, run_conversion.read_run_config(config.run_dir))
     # A run training in --run_dir would delete the checkpoint being read, and one started meanwhile is refused;
     # other conversions of it share the lock.
     with (files.exclusive_use(config.run_dir, what="conversion", advice="convert it once that run has finished or "

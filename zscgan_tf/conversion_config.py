@@ -14,7 +14,7 @@ from zscgan_tf.preprocessing import Preprocessing
 # The teacher flags a --student takes: what its input is, and the code of its own layers.
 STUDENT_FLAG_NAMES = cli.PREPROCESSING_FLAG_NAMES + ("teacher_custom_objects", "trust_model_code")
 # What a --run_dir takes of the teacher flags: the code its recorded teacher runs, confirmed
-# (`run_conversion.check_run_teacher`).
+# (`run_conversion.check_run`).
 RUN_DIR_FLAG_NAMES = ("teacher_custom_objects", "trust_model_code")
 DATA_SOURCES = ("generator", "distilled", "noise")
 # Flags that say how an int8 export is calibrated, which the float modes would ignore.

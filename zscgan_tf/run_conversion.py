@@ -62,6 +62,13 @@ def export_settings(config: ConversionConfig) -> Tuple[str, bool]:
     return io_dtype, allow_float_ops
 
 
+def _no_student_error(run_config: config_lib.RunConfig, run_dir: str) -> UserError:
+    return UserError(f"the run in {run_dir!r} trained no QAT student (--distillation_steps=0): its int8 model is "
+                     f"{os.path.join(run_dir, quantization_stages.PTQ_TFLITE_FILE)}, the teacher quantized after "
+                     f"training; to convert it again, pass {shlex.join(_ptq_flags_of(run_config, run_dir))}; "
+                     "for a student, rerun the run with --distillation_steps=<N>")
+
+
 def _check_code_confirmed(config: ConversionConfig, recorded: teachers.TeacherSource) -> None:
     """Refuses a run directory whose teacher ran Python code of its own (`--trust_model_code`,
     `--teacher_custom_objects`, as its `config.json` records them) unless this command's flags
@@ -84,12 +91,13 @@ def _check_code_confirmed(config: ConversionConfig, recorded: teachers.TeacherSo
                         f"it, pass {' and '.join(wanted)}, only if you trust that code and this directory's author")
 
 
-def check_run_teacher(config: ConversionConfig, run_config: config_lib.RunConfig) -> None:
+def check_run(config: ConversionConfig, run_config: config_lib.RunConfig) -> None:
     """Refuses a --run_dir whose teacher is missing, or loaded with code the flags do not confirm
-    (`_check_code_confirmed`): checked before the run's lock is taken.
+    (`_check_code_confirmed`), or that trained no QAT student: checked before the run's lock is
+    taken (`model_of_run` checks the student again under it).
 
     Raises:
-      UserError: saying where the teacher was, or which flags to pass.
+      UserError: saying where the teacher was, which flags to pass, or how to convert the run's PTQ model.
     """
     run_dir = config.run_dir
     model = run_config.teacher.model
@@ -102,6 +110,10 @@ def check_run_teacher(config: ConversionConfig, run_config: config_lib.RunConfig
         raise UserError(f"the run's teacher {model!r} is missing (moved since the run?): put it back there, or rerun "
                         f"the pipeline on {run_dir!r} with --teacher=<where it is now>, which records it")
     _check_code_confirmed(config, run_config.teacher)
+    student_path = os.path.join(run_dir, quantization_stages.STUDENT_MODEL_FILE)
+    if (not run_config.distillation.steps and not os.path.exists(student_path)
+            and training_loop.latest_step(os.path.join(run_dir, quantization_stages.DISTILLATION_DIR)) is None):
+        raise _no_student_error(run_config, run_dir)
 
 
 def model_of_run(config: ConversionConfig, generator):
@@ -153,10 +165,7 @@ def model_of_run(config: ConversionConfig, generator):
         return student, calibration, f"student {student_path}", teacher.preprocessing, class_names
     if not run_config.distillation.steps and checkpoint_step is None:
         # Said as "no QAT checkpoint ...", as if the run were unfinished.
-        raise UserError(f"the run in {run_dir!r} trained no QAT student (--distillation_steps=0): its int8 model is "
-                        f"{os.path.join(run_dir, quantization_stages.PTQ_TFLITE_FILE)}, the teacher quantized after "
-                        f"training; to convert it again, pass {shlex.join(_ptq_flags_of(run_config, run_dir))}; "
-                        "for a student, rerun the run with --distillation_steps=<N>")
+        raise _no_student_error(run_config, run_dir)
     student = quantization_stages.restore_student(run_config, teacher, generator, calibration, checkpoint_dir)
     if checkpoint_step is not None and checkpoint_step < run_config.distillation.steps:
         print(f"note: exporting the QAT checkpoint at step {checkpoint_step} of the run's "
