@@ -579,6 +579,22 @@ def test_a_new_pool_is_refused_before_anything_is_written_over_a_kept_generator_
     assert _files_and_contents(work_dir) == written
 
 
+def test_a_changed_setting_is_refused_before_the_teacher_and_data_load(finished_run, monkeypatch, capsys):
+    work_dir, arguments = finished_run
+    written = _files_and_contents(work_dir)
+    (work_dir / ".lock").write_text("the run's last holder")
+
+    def loaded(*_, **__):
+        raise AssertionError("the teacher was loaded")
+
+    monkeypatch.setattr(teachers, "load_teacher", loaded)
+    capsys.readouterr()
+    # Before: refused once the teacher and the evaluation data had loaded (minutes for ImageNet's), under the lock.
+    assert train.main(["train", *_with(arguments, noise_dim=9)]) == cli.USER_ERROR_STATUS
+    assert "holds a run with a different config (generator.noise_dim)" in capsys.readouterr().err
+    assert _files_and_contents(work_dir) == written and (work_dir / ".lock").read_text() == "the run's last holder"
+
+
 def _files_and_contents(directory) -> dict:
     """Every file under `directory` (but its lock, whose time a refused run touches) and its bytes."""
     return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*"))

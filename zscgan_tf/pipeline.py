@@ -24,7 +24,7 @@ import contextlib
 import functools
 import json
 import os
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import tf_keras
 
@@ -130,18 +130,42 @@ def record_config(run_config: config_lib.RunConfig, same_teacher: bool = False):
     With `same_teacher` (the teacher's fingerprint is the one the directory recorded),
     its files may have moved.
     """
-    def holds_any(*names):
-        return any(os.path.exists(os.path.join(run_config.work_dir, name)) for name in names)
-
-    if not holds_any(*STAGE_OUTPUTS):
+    if not _holds_any(run_config.work_dir, *STAGE_OUTPUTS):
         config_path = os.path.join(run_config.work_dir, config_lib.CONFIG_FILE)
         if os.path.exists(config_path):
             os.remove(config_path)
-    distilled = holds_any(quantization_stages.DISTILLATION_DIR, quantization_stages.STUDENT_MODEL_FILE)
-    exported = holds_any(quantization_stages.PTQ_TFLITE_FILE, quantization_stages.QAT_TFLITE_FILE,
-                         quantization_stages.FLOAT_TFLITE_FILE)
-    config_changes.save_or_check(run_config, write_json_atomic, same_teacher, distilled,
-                                 built_on_generator=distilled or exported)
+    config_changes.save_or_check(run_config, write_json_atomic, same_teacher, *_what_binds_the_config(run_config))
+
+
+def check_config_unchanged(run_config: config_lib.RunConfig):
+    """Refuses settings that the work directory's trained stages did not train with, as
+    `record_config` does once the teacher has loaded, but before the teacher, the data and
+    the lock: a changed flag on a rerun is refused in seconds. Only where the directory
+    recorded the fingerprint of the teacher its generator or student trained against: the
+    loaded teacher must then match it (`check_same_teacher`), which lets the teacher's
+    settings differ, as `record_config` will.
+
+    Raises:
+      UserError: as `record_config` would.
+    """
+    work_dir = run_config.work_dir
+    if read_state(work_dir).get(TEACHER_KEY) and _holds_any(
+            work_dir, GENERATOR_MODEL_FILE, GENERATOR_DIR, quantization_stages.DISTILLATION_DIR):
+        config_changes.check_saved(run_config, True, *_what_binds_the_config(run_config))
+
+
+def _holds_any(work_dir: str, *names: str) -> bool:
+    return any(os.path.exists(os.path.join(work_dir, name)) for name in names)
+
+
+def _what_binds_the_config(run_config: config_lib.RunConfig) -> Tuple[bool, bool]:
+    """(`distilled`, `built_on_generator`) of `config_changes.check_saved` for the work directory:
+    whether it holds a QAT student or its checkpoints, and anything made from its generator."""
+    work_dir = run_config.work_dir
+    distilled = _holds_any(work_dir, quantization_stages.DISTILLATION_DIR, quantization_stages.STUDENT_MODEL_FILE)
+    exported = _holds_any(work_dir, quantization_stages.PTQ_TFLITE_FILE, quantization_stages.QAT_TFLITE_FILE,
+                          quantization_stages.FLOAT_TFLITE_FILE)
+    return distilled, distilled or exported
 
 
 def check_not_shortened(run_config: config_lib.RunConfig):
@@ -365,6 +389,7 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     for note in config_changes.unused_settings_notes(run_config):
         say(f"note: {note}")
     source = generator_reuse.generator_source(run_config, generator_from) if generator_from else None
+    check_config_unchanged(run_config)
     check_checkpoints_readable(run_config, taking_generator=bool(generator_from))
     tf_keras.utils.set_random_seed(run_config.seed)
     teacher = teachers.load_teacher(run_config.teacher, progress=progress)
