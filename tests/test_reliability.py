@@ -438,9 +438,11 @@ def test_truncated_outputs_and_lost_state_are_redone(finished_run, capsys):
     assert not stray.exists()  # Never read nor mistaken for an output, and removed (it stayed for good).
 
 
-def test_unreadable_state_file_means_no_stage_is_trusted(finished_run, capsys):
+# Valid JSON of another shape than a run writes (a hand's edit): before, an AttributeError's traceback.
+@pytest.mark.parametrize("state", ['{"generator": {"ste', "[]", '"done"', '{"generator": "done", "export": [1]}'])
+def test_unreadable_state_file_means_no_stage_is_trusted(finished_run, capsys, state):
     work_dir, arguments = finished_run
-    (work_dir / "state.json").write_text('{"generator": {"ste')
+    (work_dir / "state.json").write_text(state)
     capsys.readouterr()
     assert train.main(["train", *arguments]) == 0
     out = capsys.readouterr().out

@@ -37,9 +37,19 @@ STUDENT_CHECK_KEY = "student_check"
 GENERATED_SAMPLES_KEY = "generated_samples"
 
 
+# The entries a run writes as JSON objects.
+OBJECT_ENTRIES = ("generator", "distillation", "export", GENERATED_SAMPLES_KEY, TEACHER_PREPROCESSING_KEY)
+
+
 def read_state(work_dir: str) -> dict:
-    # Unreadable state means no stage is trusted as finished: they redo or resume.
-    return read_json(os.path.join(work_dir, STATE_FILE), {})
+    """The work directory's state, {} when there is none. Unreadable state means no stage is
+    trusted as finished: they redo or resume. So does state of another shape than a run writes
+    (a hand's edit, a file from elsewhere): not an object, or an entry of `OBJECT_ENTRIES` that
+    is not one, reads as absent."""
+    state = read_json(os.path.join(work_dir, STATE_FILE), {})
+    if not isinstance(state, dict):
+        return {}
+    return {key: value for key, value in state.items() if key not in OBJECT_ENTRIES or isinstance(value, dict)}
 
 
 def write_state(work_dir: str, state: dict):
