@@ -373,6 +373,12 @@ def _step_of(checkpoint_prefix: Optional[str]) -> Optional[int]:
 def read_history(path: str) -> List[dict]:
     """The loss history saved with the last checkpoint, or [] if there is none.
 
-    A history is a by-product; losing it must not stop a resume.
+    A history is a by-product; losing it must not stop a resume. Records of another shape
+    than `run` writes ({"step": int, term: number, ...}) are left out.
     """
-    return read_json(path, [])
+    history = read_json(path, [])
+    if not isinstance(history, list):
+        return []
+    return [record for record in history
+            if isinstance(record, dict) and type(record.get("step")) is int
+            and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in record.values())]
