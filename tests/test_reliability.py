@@ -581,19 +581,25 @@ def test_a_new_pool_is_refused_before_anything_is_written_over_a_kept_generator_
     assert _files_and_contents(work_dir) == written
 
 
-def test_a_changed_setting_is_refused_before_the_teacher_and_data_load(finished_run, monkeypatch, capsys):
+def test_a_changed_setting_or_teacher_is_refused_before_the_data_loads(finished_run, tmp_path, monkeypatch, capsys):
     work_dir, arguments = finished_run
     written = _files_and_contents(work_dir)
     (work_dir / ".lock").write_text("the run's last holder")
 
     def loaded(*_, **__):
-        raise AssertionError("the teacher was loaded")
+        raise AssertionError("the evaluation data was loaded")
 
-    monkeypatch.setattr(teachers, "load_teacher", loaded)
+    monkeypatch.setattr(evaluation_stage, "evaluation_dataset", loaded)
     capsys.readouterr()
-    # Before: refused once the teacher and the evaluation data had loaded (minutes for ImageNet's), under the lock.
+    # Before: refused once the evaluation data had loaded (minutes for ImageNet's), under the lock.
     assert train.main(["train", *_with(arguments, noise_dim=9)]) == cli.USER_ERROR_STATUS
     assert "holds a run with a different config (generator.noise_dim)" in capsys.readouterr().err
+    # Another teacher is refused as such, first, as it was: not a changed setting to take its generator elsewhere for.
+    other_teacher = tmp_path / "other.keras"
+    save_teacher(build_tiny_classifier(seed=5), str(other_teacher), Preprocessing("tf"), "synthetic",
+                 ["a", "b", "c", "d"], None)
+    assert train.main(["train", *_with(arguments, noise_dim=9, teacher=other_teacher)]) == cli.USER_ERROR_STATUS
+    assert "generator and student were trained against another teacher than" in capsys.readouterr().err
     assert _files_and_contents(work_dir) == written and (work_dir / ".lock").read_text() == "the run's last holder"
 
 

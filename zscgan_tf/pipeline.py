@@ -48,6 +48,8 @@ from zscgan_tf.run_state import (GENERATED_SAMPLES_KEY, GENERATOR_DIR, GENERATOR
 # of a run that takes hours.
 MAX_HELD_EVALUATION_BYTES = 2 ** 30
 STAGE_OUTPUTS = (STATE_FILE, GENERATOR_DIR, quantization_stages.DISTILLATION_DIR)
+# What a work directory trained against its teacher: a generator, its checkpoints, a student's.
+_TRAINED_AGAINST_THE_TEACHER = (GENERATOR_MODEL_FILE, GENERATOR_DIR, quantization_stages.DISTILLATION_DIR)
 # The stages whose `state.json` entries hold a training summary (loss terms, wall time, samples/s).
 TRAINED_STAGES = ("generator", "distillation")
 
@@ -137,21 +139,23 @@ def record_config(run_config: config_lib.RunConfig, same_teacher: bool = False):
     config_changes.save_or_check(run_config, write_json_atomic, same_teacher, *_what_binds_the_config(run_config))
 
 
-def check_config_unchanged(run_config: config_lib.RunConfig):
-    """Refuses settings that the work directory's trained stages did not train with, as
-    `record_config` does once the teacher has loaded, but before the teacher, the data and
-    the lock: a changed flag on a rerun is refused in seconds. Only where the directory
-    recorded the fingerprint of the teacher its generator or student trained against: the
-    loaded teacher must then match it (`check_same_teacher`), which lets the teacher's
-    settings differ, as `record_config` will.
+def check_config_unchanged(run_config: config_lib.RunConfig, teacher: teachers.Teacher, fingerprint: str):
+    """Refuses a teacher or settings that the work directory's trained stages did not train
+    with, as `check_same_teacher` and `record_config` do under the lock, but before the
+    evaluation data loads: a changed flag on a rerun is refused in seconds, not after minutes
+    of reading ImageNet's validation images. Only where the directory recorded the fingerprint
+    of the teacher its generator or student trained against, which tells whether `teacher`
+    (`fingerprint`) is that one, as `record_config` will be told.
 
     Raises:
-      UserError: as `record_config` would.
+      UserError: as `check_same_teacher` or `record_config` would, in that order.
     """
     work_dir = run_config.work_dir
-    if read_state(work_dir).get(TEACHER_KEY) and _holds_any(
-            work_dir, GENERATOR_MODEL_FILE, GENERATOR_DIR, quantization_stages.DISTILLATION_DIR):
-        config_changes.check_saved(run_config, True, *_what_binds_the_config(run_config))
+    state = read_state(work_dir)
+    if not state.get(TEACHER_KEY) or not _holds_any(work_dir, *_TRAINED_AGAINST_THE_TEACHER):
+        return
+    check_same_teacher(work_dir, teacher, state, fingerprint)
+    config_changes.check_saved(run_config, True, *_what_binds_the_config(run_config))
 
 
 def _holds_any(work_dir: str, *names: str) -> bool:
@@ -246,8 +250,7 @@ def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict,
     """
     current = fingerprint or teachers.fingerprint(teacher)
     recorded = state.get(TEACHER_KEY)
-    trained = [name for name in (GENERATOR_MODEL_FILE, GENERATOR_DIR, quantization_stages.DISTILLATION_DIR)
-               if os.path.exists(os.path.join(work_dir, name))]
+    trained = [name for name in _TRAINED_AGAINST_THE_TEACHER if os.path.exists(os.path.join(work_dir, name))]
     if recorded and recorded != current and trained:
         raise UserError(f"{work_dir}'s generator and student were trained against another teacher than "
                         f"{teacher.name} is now ({how_the_teacher_differs(state, teacher.preprocessing)}); "
@@ -389,10 +392,11 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     for note in config_changes.unused_settings_notes(run_config):
         say(f"note: {note}")
     source = generator_reuse.generator_source(run_config, generator_from) if generator_from else None
-    check_config_unchanged(run_config)
     check_checkpoints_readable(run_config, taking_generator=bool(generator_from))
     tf_keras.utils.set_random_seed(run_config.seed)
     teacher = teachers.load_teacher(run_config.teacher, progress=progress)
+    fingerprint = teachers.fingerprint(teacher)  # Hashes every weight: computed once a run.
+    check_config_unchanged(run_config, teacher, fingerprint)
     memory_checks.check_held_samples_fit_in_memory(run_config, teacher)  # Before the evaluation data, which may take minutes.
     # Loaded before training, so a bad dataset is reported now rather than after hours of it.
     evaluation_data = evaluation_stage.evaluation_dataset(run_config, teacher, progress=progress)
@@ -406,7 +410,6 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     # without QAT rerun with it is checked here too, when no check with these settings has passed.
     # A generator stage resumed with the teacher and settings of a check that passed does not repeat it.
     state = read_state(run_config.work_dir)
-    fingerprint = teachers.fingerprint(teacher)  # Hashes every weight: computed once a run.
     student_check = quantization_stages.student_check_key(run_config, teacher, fingerprint)
     unchecked = student_check is None or state.get(STUDENT_CHECK_KEY) != student_check
     # A teacher without a key is checked until its QAT has started: it cannot record a check that passed.
