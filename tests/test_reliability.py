@@ -439,7 +439,8 @@ def test_truncated_outputs_and_lost_state_are_redone(finished_run, capsys):
 
 
 # Valid JSON of another shape than a run writes (a hand's edit): before, an AttributeError's traceback.
-@pytest.mark.parametrize("state", ['{"generator": {"ste', "[]", '"done"', '{"generator": "done", "export": [1]}'])
+@pytest.mark.parametrize("state", ['{"generator": {"ste', "[]", '"done"', '{"generator": "done", "export": [1]}',
+                                   '{"generator": {"steps": 4, "members": 3}}'])
 def test_unreadable_state_file_means_no_stage_is_trusted(finished_run, capsys, state):
     work_dir, arguments = finished_run
     (work_dir / "state.json").write_text(state)

@@ -45,11 +45,16 @@ def read_state(work_dir: str) -> dict:
     """The work directory's state, {} when there is none. Unreadable state means no stage is
     trusted as finished: they redo or resume. So does state of another shape than a run writes
     (a hand's edit, a file from elsewhere): not an object, or an entry of `OBJECT_ENTRIES` that
-    is not one, reads as absent."""
+    is not one, reads as absent, and so does a generator pool's "members" that is not a list
+    of objects."""
     state = read_json(os.path.join(work_dir, STATE_FILE), {})
     if not isinstance(state, dict):
         return {}
-    return {key: value for key, value in state.items() if key not in OBJECT_ENTRIES or isinstance(value, dict)}
+    state = {key: value for key, value in state.items() if key not in OBJECT_ENTRIES or isinstance(value, dict)}
+    members = state.get("generator", {}).get("members")
+    if members is not None and not (isinstance(members, list) and all(isinstance(member, dict) for member in members)):
+        state["generator"] = {key: value for key, value in state["generator"].items() if key != "members"}
+    return state
 
 
 def write_state(work_dir: str, state: dict):
