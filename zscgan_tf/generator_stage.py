@@ -28,7 +28,7 @@ from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, save_keras_model_atomic
 from zscgan_tf.progress import count_of, say
 from zscgan_tf.run_state import (GENERATOR_MODEL_FILE, LOGS_DIR, TRAINED_HERE_KEY, checkpoint_steps, pool_member_dirs,
-                                 pool_member_names, write_state)
+                                 pool_member_names, stage_finished, write_state)
 
 # What a run builds from its generator's samples: QAT state and student, int8 models
 # calibrated on or distilled from them, and the reports that measure them.
@@ -137,8 +137,7 @@ def run(run_config: config_lib.RunConfig, teacher: teachers.Teacher, state: dict
     finished = state.get("generator", {})
     pool_changed = False
     saved_members = {}  # Pool index: (finished generator, its summary) of those kept without a checkpoint.
-    if (finished.get("steps") == run_config.generator_training.steps
-            and finished.get("sha256") == file_digest(model_path)):
+    if stage_finished(work_dir, finished, run_config.generator_training.steps, GENERATOR_MODEL_FILE):
         generator = generator_lib.load_generator(model_path)
         saved_pool = generator_lib.pool_members(generator)
         if len(saved_pool) == run_config.generator.pool_size:

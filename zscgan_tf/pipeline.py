@@ -40,7 +40,7 @@ from zscgan_tf.progress import count_of, say
 from zscgan_tf.run_state import (GENERATED_SAMPLES_KEY, GENERATOR_DIR, GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE,
                                  LOGS_DIR, STATE_FILE, STUDENT_CHECK_KEY, TEACHER_KEY, TEACHER_PREPROCESSING_KEY,
                                  TRAINED_HERE_KEY, UNCHECKED_TEACHER_NOTE, how_the_teacher_differs, pool_member_dirs,
-                                 read_state, record_teacher, write_state)
+                                 read_state, record_teacher, stage_finished, write_state)
 
 # Evaluation data larger than this is checked before training, then let go and read again
 # for the evaluation rather than held in memory through training: ImageNet's 50,000
@@ -216,22 +216,18 @@ def check_checkpoints_readable(run_config: config_lib.RunConfig, taking_generato
     """
     work_dir = run_config.work_dir
     state = read_state(work_dir)
-
-    def finished(stage: str, steps: int, model_file: str) -> bool:
-        recorded = state.get(stage) or {}
-        return (recorded.get("steps") == steps
-                and recorded.get("sha256") == file_digest(os.path.join(work_dir, model_file)))
-
-    recorded_generator = state.get("generator") or {}
+    recorded_generator = state.get("generator", {})
     saved_pool_size = len(recorded_generator.get("members") or [recorded_generator])
-    generator_kept = (finished("generator", run_config.generator_training.steps, GENERATOR_MODEL_FILE)
+    generator_kept = (stage_finished(work_dir, recorded_generator, run_config.generator_training.steps,
+                                     GENERATOR_MODEL_FILE)
                       and saved_pool_size == run_config.generator.pool_size)
     to_read = []
     if not taking_generator and not generator_kept:  # Trained on, or a new pool's kept members restored.
         to_read += [(member_dir, "generator") for member_dir in pool_member_dirs(run_config)]
     # A generator that trains on discards the QAT checkpoints distilled from it unread.
-    if run_config.distillation.steps and generator_kept and not finished(
-            "distillation", run_config.distillation.steps, quantization_stages.STUDENT_MODEL_FILE):
+    if run_config.distillation.steps and generator_kept and not stage_finished(
+            work_dir, state.get("distillation", {}), run_config.distillation.steps,
+            quantization_stages.STUDENT_MODEL_FILE):
         to_read.append((os.path.join(work_dir, quantization_stages.DISTILLATION_DIR), "distillation"))
     for training_dir, name in to_read:
         training_loop.check_checkpoints_readable(training_dir, name)

@@ -41,7 +41,7 @@ from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, read_json, save_keras_model_atomic, write_json_atomic, write_text_atomic
 from zscgan_tf.progress import count_of, say
-from zscgan_tf.run_state import LOGS_DIR
+from zscgan_tf.run_state import LOGS_DIR, stage_finished
 from zscgan_tf.teachers import Teacher
 
 # TF-MOT students don't survive the .keras format (the input quantizer's variables are
@@ -341,7 +341,7 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
     model_path = os.path.join(work_dir, STUDENT_MODEL_FILE)
     finished = state.get("distillation", {})
     distilled_from = _distilled_from(work_dir, finished)
-    if finished.get("steps") == settings.steps and finished.get("sha256") == file_digest(model_path):
+    if stage_finished(work_dir, finished, settings.steps, STUDENT_MODEL_FILE):
         if distilled_from in (None, generator_sha256):  # None: a student of a version that did not record it.
             say(f"distillation: already done ({settings.steps} steps), loading {model_path}")
             return load_student(model_path, teacher.input_range(),

@@ -11,7 +11,7 @@ import os
 
 from zscgan_tf import config as config_lib
 from zscgan_tf import training_loop
-from zscgan_tf.files import read_json, write_json_atomic
+from zscgan_tf.files import file_digest, read_json, write_json_atomic
 from zscgan_tf.preprocessing import Preprocessing
 
 STATE_FILE = "state.json"
@@ -55,6 +55,14 @@ def read_state(work_dir: str) -> dict:
     if members is not None and not (isinstance(members, list) and all(isinstance(member, dict) for member in members)):
         state["generator"] = {key: value for key, value in state["generator"].items() if key != "members"}
     return state
+
+
+def stage_finished(work_dir: str, recorded: dict, steps: int, model_file: str) -> bool:
+    """Whether a stage's state entry `recorded` says it finished `steps` steps, and its
+    `model_file` in `work_dir` is still the file it wrote then: the stage loads that file
+    rather than training or restoring its checkpoints."""
+    return (recorded.get("steps") == steps
+            and recorded.get("sha256") == file_digest(os.path.join(work_dir, model_file)))
 
 
 def write_state(work_dir: str, state: dict):
