@@ -52,5 +52,14 @@ def test_usable_cores_keep_to_the_cpu_set_and_the_quota(monkeypatch):
     assert cpu_cores.usable_cores() == 1
 
 
-def test_usable_cores_here_are_within_the_machines():
-    assert 1 <= cpu_cores.usable_cores() <= os.cpu_count()
+def test_usable_cores_here_follow_this_processs_cpu_set():
+    # Unpatched, on this machine: a thread pinned to one of its CPUs (as `taskset -c 3` pins a process) may use
+    # one core; with its CPU set restored, as many as the set holds, within whatever quota this machine sets.
+    cpu_set = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cpu_set)})
+        assert cpu_cores.usable_cores() == 1
+    finally:
+        os.sched_setaffinity(0, cpu_set)
+    quota = cpu_cores.cgroup_cpu_quota()
+    assert cpu_cores.usable_cores() == min(len(cpu_set), quota or len(cpu_set))

@@ -250,7 +250,16 @@ def test_outputs_are_the_same_at_any_thread_count():
                         export.convert_to_tflite(model, export.representative_dataset_from_array(samples))):
         one = evaluate.TfliteClassifier(model_bytes, num_threads=1).predict(samples)
         np.testing.assert_array_equal(one, evaluate.TfliteClassifier(model_bytes, num_threads=3).predict(samples))
-    assert 1 <= evaluate.evaluation_threads() <= os.cpu_count()
+
+
+def test_evaluation_threads_here_follow_this_processs_cpu_set():
+    # Unpatched: a thread pinned to one CPU (`taskset -c 3`) evaluates on one thread, not on the machine's cores.
+    cpu_set = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cpu_set)})
+        assert evaluate.evaluation_threads() == 1
+    finally:
+        os.sched_setaffinity(0, cpu_set)
 
 
 def test_evaluation_threads_are_the_usable_cores_up_to_the_cap(monkeypatch):
