@@ -1,8 +1,12 @@
 """The benchmark's row cache: which cached rows count as current, and reruns compared."""
 
+import json
+import types
+
 import pytest
 
-from zscgan_tf import benchmark_rows
+from zscgan_tf import benchmark_rows, teachers
+from zscgan_tf.errors import UserError
 
 
 def test_rows_cached_under_other_settings_are_not_reported():
@@ -87,3 +91,37 @@ def test_a_changed_setting_changes_the_key_of_every_row_computed_with_it(change,
     # And rows that do not use it keep theirs: a change does not redo everything (every row is keyed with
     # the seed, which picks an evaluation subset; every row but FP32 with the calibration count too).
     assert before["fp32"] == after["fp32"] or "seed" in change
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("", []), ("[]", []), ('"done"', []), ("3", []),
+    # Entries of another shape read as absent; the well-formed one is kept.
+    ('{"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.9}}, "noise_ptq": [],'
+     ' "latency": {"key": 3, "result": {}}, "real_ptq": {"key": "b", "result": 0.5},'
+     ' "zscgan_ptq": {"result": {"top1": 0.8}}}', ["fp32"])])
+def test_a_row_cache_of_another_shape_reads_as_those_rows_not_cached(tmp_path, text, kept):
+    # A hand's edit or a file from elsewhere: the rows are computed again, where they ended in a traceback.
+    path = tmp_path / benchmark_rows.ROWS_FILE
+    path.write_text(text)
+    cache = benchmark_rows.read_row_cache(str(path))
+    assert sorted(cache) == kept
+    rows = [("fp32", "FP32", None, {}), ("noise_ptq", "noise PTQ", None, {})]
+    assert benchmark_rows.current_rows(cache, rows) == {}  # Their keys are not the settings' keys.
+    assert benchmark_rows.compare_rows(cache, cache, "itself")["rows"] == (
+        [{"id": "fp32", "label": "FP32", "top1": 0.9, "earlier_top1": 0.9, "difference_points": 0.0}] if kept else [])
+    assert benchmark_rows.read_row_cache(str(tmp_path / "missing.json")) == {}
+
+
+@pytest.mark.parametrize("text", ["[]", '"sha"', '{"teacher_sha256": "another"}'])
+def test_a_teacher_record_of_another_shape_is_not_a_fingerprint(tmp_path, teacher, text):
+    # A teacher.json that records no fingerprint is taken as one from before fingerprints were recorded, and
+    # this teacher's is recorded; one that records another teacher's refuses its rows.
+    (tmp_path / benchmark_rows.TEACHER_FILE).write_text(text)
+    benchmark = types.SimpleNamespace(dir=str(tmp_path), teacher=teacher)
+    if "another" in text:
+        with pytest.raises(UserError, match="holds rows and generators of another teacher"):
+            benchmark_rows.TeacherBenchmark.check_same_teacher(benchmark)
+        return
+    benchmark_rows.TeacherBenchmark.check_same_teacher(benchmark)
+    recorded = json.loads((tmp_path / benchmark_rows.TEACHER_FILE).read_text())
+    assert recorded == {"teacher_sha256": teachers.fingerprint(teacher)}

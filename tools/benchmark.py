@@ -32,7 +32,8 @@ Everything lands in `--work_dir`: per teacher, the generator run (`<teacher>/gen
 resumable as `python -m zscgan_tf.train` runs are; further pools in `generator_draw<k>/`),
 the QAT checkpoints (`<teacher>/qat/`),
 the .tflite models and `rows.json`, which caches each finished row's result keyed by its
-settings, so a rerun after a crash skips finished rows. `results.json` and `results.md`
+settings, so a rerun after a crash skips finished rows (a damaged or edited `rows.json` means
+those rows are computed again). `results.json` and `results.md`
 (a table per teacher and a verdict per target) are rewritten after every row.
 Bad input prints one `error: ...` line and exits with status 2, a work directory another
 benchmark holds with 75; Ctrl-C saves the running stage's checkpoint and exits with status

@@ -55,6 +55,17 @@ def row_key(row_id: str, settings: dict) -> str:
     return json.dumps({"row": row_id, **settings}, sort_keys=True)
 
 
+def read_row_cache(path: str) -> dict:
+    """The row cache in `path`: {row id: {"key": its settings' key, "result": {...}}}. Missing,
+    unreadable or of another shape than the benchmark writes (a hand's edit, a file from elsewhere),
+    it reads as empty, and an entry of another shape as absent: those rows are computed again."""
+    cache = read_json(path, {})
+    if not isinstance(cache, dict):
+        return {}
+    return {row_id: entry for row_id, entry in cache.items()
+            if isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("result"), dict)}
+
+
 def current_rows(cache: dict, rows: list) -> dict:
     """The cached results of `rows` computed with their present settings: a row cached under other
     settings (a rerun with changed flags, not yet recomputed) is left out, not shown as current."""
@@ -153,7 +164,7 @@ class TeacherBenchmark:
         # entry of their own: their training stays in the time of the row that trains them.
         self.own_pool_seconds = 0.0
         self.cache_path = os.path.join(self.dir, ROWS_FILE)
-        self.cache = read_json(self.cache_path, {})  # An unreadable cache means every row is recomputed.
+        self.cache = read_row_cache(self.cache_path)
 
     def rows(self):
         """(row id, label, function computing it, the settings it depends on), in the order they run."""
@@ -210,7 +221,8 @@ class TeacherBenchmark:
         for another teacher under the same name (a model file retrained since)."""
         path = os.path.join(self.dir, TEACHER_FILE)
         current = teachers.fingerprint(self.teacher)
-        recorded = read_json(path, {}).get("teacher_sha256")
+        recorded = read_json(path, {})
+        recorded = recorded.get("teacher_sha256") if isinstance(recorded, dict) else None
         if recorded and recorded != current:
             raise UserError(f"{self.dir} holds rows and generators of another teacher than {self.teacher.name} is "
                             "now (its weights or preprocessing differ: was the model file retrained?); pass another "
@@ -255,8 +267,8 @@ class TeacherBenchmark:
         if generator_state:
             entry["generator_training"] = run_report.generator_training_summary(generator_state)
         if self.config.compare_to:
-            entry["reproducibility"] = compare_rows(self.cache, read_json(
-                os.path.join(self.config.compare_to, self.teacher.name, ROWS_FILE), {}), self.config.compare_to)
+            entry["reproducibility"] = compare_rows(self.cache, read_row_cache(
+                os.path.join(self.config.compare_to, self.teacher.name, ROWS_FILE)), self.config.compare_to)
         return entry
 
     def fp32(self) -> dict:
