@@ -236,6 +236,18 @@ def build_merge_layer_classifier(input_shape=(8, 8, 1), num_classes=4, seed=0):
     return model
 
 
+@contextlib.contextmanager
+def pinned_to_one_cpu():
+    """Pins the calling thread to one CPU of its CPU set for the block, as `taskset -c 3` pins a
+    process, and restores its set after."""
+    cpu_set = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cpu_set)})
+        yield
+    finally:
+        os.sched_setaffinity(0, cpu_set)
+
+
 def write_cgroup_tree(tmp_path, own_cgroup: str, files: dict):
     """A cgroup mount under `tmp_path` holding `files` (path under the mount: text), and a
     /proc/self/cgroup naming `own_cgroup`; returns (mount root, own-cgroup file) as strings."""

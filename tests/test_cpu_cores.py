@@ -6,7 +6,7 @@ import pytest
 
 from zscgan_tf import cpu_cores
 
-from conftest import write_cgroup_tree
+from conftest import pinned_to_one_cpu, write_cgroup_tree
 
 
 @pytest.mark.parametrize("files, cpus", [
@@ -55,11 +55,7 @@ def test_usable_cores_keep_to_the_cpu_set_and_the_quota(monkeypatch):
 def test_usable_cores_here_follow_this_processs_cpu_set():
     # Unpatched, on this machine: a thread pinned to one of its CPUs (as `taskset -c 3` pins a process) may use
     # one core; with its CPU set restored, as many as the set holds, within whatever quota this machine sets.
-    cpu_set = os.sched_getaffinity(0)
-    try:
-        os.sched_setaffinity(0, {min(cpu_set)})
+    with pinned_to_one_cpu():
         assert cpu_cores.usable_cores() == 1
-    finally:
-        os.sched_setaffinity(0, cpu_set)
-    quota = cpu_cores.cgroup_cpu_quota()
+    cpu_set, quota = os.sched_getaffinity(0), cpu_cores.cgroup_cpu_quota()
     assert cpu_cores.usable_cores() == min(len(cpu_set), quota or len(cpu_set))

@@ -2,8 +2,6 @@
 
 import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
-import os
-
 import numpy as np
 import pytest
 import tf_keras
@@ -12,6 +10,8 @@ from zscgan_tf import cpu_cores, evaluate
 from zscgan_tf import export
 from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import Preprocessing
+
+from conftest import pinned_to_one_cpu
 
 INPUT_SHAPE = (8, 8, 3)
 NUM_CLASSES = 5
@@ -254,12 +254,8 @@ def test_outputs_are_the_same_at_any_thread_count():
 
 def test_evaluation_threads_here_follow_this_processs_cpu_set():
     # Unpatched: a thread pinned to one CPU (`taskset -c 3`) evaluates on one thread, not on the machine's cores.
-    cpu_set = os.sched_getaffinity(0)
-    try:
-        os.sched_setaffinity(0, {min(cpu_set)})
+    with pinned_to_one_cpu():
         assert evaluate.evaluation_threads() == 1
-    finally:
-        os.sched_setaffinity(0, cpu_set)
 
 
 def test_evaluation_threads_are_the_usable_cores_up_to_the_cap(monkeypatch):
