@@ -107,6 +107,14 @@ def test_missing_idx_files_and_mismatched_labels(tmp_path, random_pixels):
         data.load_idx_directory(str(tmp_path), "test")
 
 
+def test_an_idx_split_of_no_images_is_refused_as_it_loads(tmp_path, random_pixels):
+    # IDX files of 0 images loaded, and a run trained for minutes before its evaluation ended in a TypeError.
+    # (A folder of images and a TFDS split refused none already.)
+    write_idx_split(tmp_path, "t10k", random_pixels(0, 4, 4), np.zeros(0, np.uint8), compressed=False)
+    with pytest.raises(UserError, match=f"^{tmp_path}/t10k-images-idx3-ubyte holds no images$"):
+        data.load_dataset(str(tmp_path), "test")
+
+
 def _save_png(path, pixels: np.ndarray) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Image.fromarray(pixels).save(path)

@@ -171,7 +171,7 @@ def load_idx_directory(path: str, split: str, name: Optional[str] = None) -> Lab
       name: the dataset name for reports; defaults to the directory's name.
 
     Raises:
-      UserError: for missing, truncated or malformed files, or images and labels that disagree.
+      UserError: for missing, truncated or malformed files, no images, or images and labels that disagree.
     """
     _check_split(split)
     if not os.path.isdir(path):
@@ -188,6 +188,8 @@ def load_idx_directory(path: str, split: str, name: Optional[str] = None) -> Lab
         raise UserError(f"{images_path} must hold uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise UserError(f"{labels_path} has shape {labels.shape} but {images_path} holds {images.shape[0]} images")
+    if not len(images):  # Else a run trained for minutes before it found nothing to measure.
+        raise UserError(f"{images_path} holds no images")
     largest_label = int(labels.max()) if labels.size else 0
     other_split = "test" if split == "train" else "train"
     other_labels_path = _locate_idx_file(path, other_split, "labels-idx1")
