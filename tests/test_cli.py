@@ -225,3 +225,17 @@ def test_none_and_preprocessing_modes_are_read_in_any_case():
     assert run_config.evaluation.dataset == "none" and run_config.teacher.preprocessing == "tf"
     assert cli.preprocessing_from_flags(train.FLAGS).mode == "tf"
     cli.parse_flags(train.FLAGS, ["train"])  # Back to the defaults for the tests after.
+
+
+def test_a_flagfile_that_is_not_text_is_refused_naming_it(tmp_path):
+    # A model file given as the flagfile (--flagfile=model.keras for --teacher=) ended in a traceback
+    # (UnicodeDecodeError). Why it is not text is the locale's encoding's word.
+    model_file = tmp_path / "model.keras"
+    model_file.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 64)
+    with pytest.raises(UserError, match=f"^flagfile '{model_file}' is not text \\(.+\\)$"):
+        cli.parse_flags(train.FLAGS, ["train", f"--flagfile={model_file}"])
+    nested = tmp_path / "run.cfg"
+    nested.write_text(f"--generator_steps=4\n--flagfile={model_file}\n")
+    with pytest.raises(UserError, match="^a flagfile named in a flagfile is not text \\(.+\\)$"):
+        cli.parse_flags(train.FLAGS, ["train", f"--flagfile={nested}"])
+    cli.parse_flags(train.FLAGS, ["train"])  # Back to the defaults for the tests after.

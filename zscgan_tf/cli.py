@@ -64,10 +64,13 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
             raise UserError(f"flagfile {path!r} is not a file")
         if not os.access(path, os.R_OK):
             raise UserError(f"flagfile {path!r} is not readable")
+        _check_text(path)
     flag_values.unparse_flags()
     try:
         # absl hands back what is not a flag: words on the command line, and flagfile lines without "--".
         not_flags = flag_values(list(argv))[1:]
+    except UnicodeDecodeError as error:  # A flagfile named inside a flagfile (those on the command line are checked).
+        raise UserError(f"a flagfile named in a flagfile is not text ({error.reason})") from None
     except flags.Error as error:
         # absl quotes a boolean's bad value as a Python tuple: "('Non-boolean argument to boolean flag', 'yes')".
         raise UserError(re.sub(r"\('Non-boolean argument to boolean flag', '.*'\)", "a boolean flag takes true or "
@@ -83,6 +86,17 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
                         else os.path.expanduser(value))
             if expanded != value:
                 flag_values[name].value = expanded
+
+
+def _check_text(flagfile_path: str) -> None:
+    """Refuses a flagfile that is not text, as absl reads it (in the locale's encoding): a model
+    file given as one ended in a UnicodeDecodeError's traceback."""
+    try:
+        with open(flagfile_path) as flagfile:
+            for _ in flagfile:  # Line by line, so a large file is refused at its first bad byte.
+                pass
+    except UnicodeDecodeError as error:
+        raise UserError(f"flagfile {flagfile_path!r} is not text ({error.reason})") from None
 
 
 def _check_numbers(flag_values: flags.FlagValues) -> None:
