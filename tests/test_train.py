@@ -522,6 +522,25 @@ def test_a_config_json_of_the_users_own_is_not_replaced(tmp_path, tiny_teacher_f
     assert (work_dir / "config.json").read_text() == contents and os.listdir(work_dir) == ["config.json"]
 
 
+def test_a_folder_of_the_users_own_files_a_run_would_replace_is_refused(tmp_path, tiny_teacher_file, capsys):
+    # Without a config.json the folder was taken for a new run's: its report.md and labels.txt were replaced.
+    work_dir = tmp_path / "my_project"
+    work_dir.mkdir()
+    (work_dir / "report.md").write_text("my notes")
+    (work_dir / "labels.txt").write_text("cat\ndog\n")
+    (work_dir / "notes.txt").write_text("kept whatever runs here")
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: work directory '{work_dir}' holds labels.txt, report.md but no run's config.json (files of your "
+        "own?), which a run would replace; choose another --work_dir")
+    assert sorted(os.listdir(work_dir)) == ["labels.txt", "notes.txt", "report.md"]
+    assert (work_dir / "report.md").read_text() == "my notes"
+    os.remove(work_dir / "report.md")
+    os.remove(work_dir / "labels.txt")  # A folder of other files is a run's to write in.
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"]) == 0
+    assert (work_dir / "notes.txt").read_text() == "kept whatever runs here"
+
+
 def test_a_finished_run_is_evaluated_on_other_data_and_exported_as_uint8_without_retraining(
         tmp_path, finished_run, tiny_teacher_file, capsys):
     from PIL import Image
@@ -1198,6 +1217,9 @@ def test_low_bit_range_method_binds_a_w4a4_run_and_not_an_8_bit_one(tmp_path, fi
     (["--bn_layer_weighting=bogus"], "--bn_layer_weighting=bogus: value should be one of <uniform|noise_floor>"),
     (["--generator_blur_sigma=-1"], "--generator_blur_sigma must be non-negative"),
     (["--generator_pool_size=0"], "--generator_pool_size must be in [1, 8], got 0"),
+    # 100,000 columns of samples, made again every --image_every steps, held the first steps for minutes unsaid.
+    (["--grid_samples_per_class=100000"], "the sample grid holds at most 1,000 samples (--grid_samples_per_class x "
+                                          "--grid_max_classes), got 100,000 x 20"),
     (["--teacher_preprocessing_mean=a,b"], "comma-separated list of numbers"),
     # Statistics without the mode they belong to used to be dropped without a word.
     (["--teacher_preprocessing_mean=0.5", "--teacher_preprocessing_std=0.2"],

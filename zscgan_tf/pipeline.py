@@ -79,6 +79,19 @@ def check_work_dir(run_config: config_lib.RunConfig):
         # Without it, any settings would be taken for those the stages trained with.
         raise UserError(f"{work_dir!r} holds a run's stages ({', '.join(trained)}) but no {config_lib.CONFIG_FILE}, "
                         f"which records the settings they trained with: put it back, or {start_fresh}")
+    replaced = [name for name in _REPLACED_OUTPUTS if os.path.exists(os.path.join(work_dir, name))]
+    if replaced and not os.path.exists(config_path):  # A run writes its config before any of them.
+        raise UserError(f"work directory {work_dir!r} holds {', '.join(replaced)} but no run's "
+                        f"{config_lib.CONFIG_FILE} (files of your own?), which a run would replace; choose another "
+                        "--work_dir")
+
+
+# Files a run writes over, whatever they held; a work directory without a run's config holding one
+# holds files of someone else's.
+_REPLACED_OUTPUTS = (GENERATOR_MODEL_FILE, quantization_stages.STUDENT_MODEL_FILE, quantization_stages.FLOAT_TFLITE_FILE,
+                     quantization_stages.PTQ_TFLITE_FILE, quantization_stages.QAT_TFLITE_FILE,
+                     quantization_stages.EXPORT_REPORT_FILE, quantization_stages.LABELS_FILE,
+                     run_report.REPORT_JSON_FILE, run_report.REPORT_MARKDOWN_FILE, run_report.SAMPLES_FILE)
 
 
 def _check_layout(run_config: config_lib.RunConfig):
@@ -88,11 +101,7 @@ def _check_layout(run_config: config_lib.RunConfig):
     directories = [*pool_member_dirs(run_config), os.path.join(work_dir, quantization_stages.DISTILLATION_DIR),
                    os.path.join(work_dir, LOGS_DIR),
                    os.path.join(work_dir, os.path.dirname(evaluation_progress.PREDICTIONS_FILE))]
-    files = [os.path.join(work_dir, name) for name in (
-        config_lib.CONFIG_FILE, STATE_FILE, GENERATOR_MODEL_FILE, quantization_stages.STUDENT_MODEL_FILE,
-        quantization_stages.FLOAT_TFLITE_FILE, quantization_stages.PTQ_TFLITE_FILE,
-        quantization_stages.QAT_TFLITE_FILE, quantization_stages.EXPORT_REPORT_FILE, quantization_stages.LABELS_FILE,
-        run_report.REPORT_JSON_FILE, run_report.REPORT_MARKDOWN_FILE, run_report.SAMPLES_FILE)]
+    files = [os.path.join(work_dir, name) for name in (config_lib.CONFIG_FILE, STATE_FILE, *_REPLACED_OUTPUTS)]
     for path in directories:
         if os.path.exists(path) and not os.path.isdir(path):
             raise UserError(f"{path} is a file where a run keeps a directory; move it away")
