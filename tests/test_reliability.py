@@ -733,6 +733,18 @@ def test_nan_loss_exits_3_naming_term_and_step_and_keeps_the_last_good_checkpoin
     assert not (work_dir / "generator.keras").exists()
 
 
+def test_a_loss_weight_that_overflows_the_weights_exits_3_without_a_generator(tmp_path, tiny_teacher_file, capsys):
+    # Its loss terms stayed finite while an update made the weights NaN: the generator was saved and marked
+    # trained, and each rerun ended at the distillation's first step, which the user took for the broken part.
+    work_dir = tmp_path / "run"
+    arguments = _tiny_arguments(tiny_teacher_file, work_dir, generator_steps=2, checkpoint_every=1)
+    assert train.main(["train", *arguments, "--bn_loss_weight=1e30"]) == cli.NUMERICAL_FAULT_STATUS
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith("error: generator ")
+    assert not (work_dir / "generator.keras").exists() and "generator" not in json.loads(
+        (work_dir / "state.json").read_text())
+
+
 def test_divergent_learning_rate_exits_3(tmp_path, tiny_teacher_file, capsys):
     arguments = _tiny_arguments(tiny_teacher_file, tmp_path / "run", generator_steps=20)
     assert train.main(["train", *arguments, "--generator_learning_rate=1e30"]) == cli.NUMERICAL_FAULT_STATUS

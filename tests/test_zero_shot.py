@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import re
 import signal
 import types
 
@@ -223,6 +224,29 @@ def test_non_finite_loss_stops_with_the_term_and_step(tmp_path):
     trainer.train_step = poisoned_step
     with pytest.raises(training_loop.NonFiniteLossError, match="'bn_statistics' is nan at step 2"):
         trainer.train(str(tmp_path), progress=False)
+
+
+def test_weights_not_finite_after_finite_loss_terms_stop_before_their_checkpoint(tmp_path):
+    # A loss weight near float32's limit: the terms of the last step were finite, its update made the weights NaN,
+    # and the generator was saved and marked trained; every later stage then failed on its NaN samples.
+    teacher = tiny_teacher()
+    trainer = _trainer(teacher, steps=3, checkpoint_every=1)
+    real_step = trainer.train_step
+
+    def step_that_overflows_the_weights_at_step_3():
+        values = real_step()
+        if int(trainer.step.numpy()) == 3:
+            weight = trainer.generator.trainable_weights[0]
+            weight.assign(tf.fill(weight.shape, float("nan")))
+        return values
+
+    trainer.train_step = step_that_overflows_the_weights_at_step_3
+    with pytest.raises(training_loop.NonFiniteLossError, match=(
+            f"^generator weight '{re.escape(trainer.generator.trainable_weights[0].name)}' is not finite after step 3, "
+            "its loss terms finite but too large for float32 \\(lower the loss weights\\); the last good "
+            "checkpoint, step 2, is kept$")):
+        trainer.train(str(tmp_path), progress=False)
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("-2")
 
 
 def test_evaluation_and_grid_shapes():

@@ -325,4 +325,5 @@ class Distiller:
                                               samples_per_step=self.config.batch_size)
         return training_loop.run(lambda: self.train_step(), self.step, self.checkpoint, work_dir, schedule,
                                  name="distillation", checked_terms=LOSS_TERMS, progress_terms=PROGRESS_TERMS,
-                                 summary_writer=summary_writer, progress=progress, after_restore=after_restore)
+                                 summary_writer=summary_writer, progress=progress, after_restore=after_restore,
+                                 checked_weights=self.student.weights)

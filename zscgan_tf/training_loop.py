@@ -130,7 +130,8 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
         work_dir: str, schedule: LoopSchedule, name: str, checked_terms: Sequence[str],
         progress_terms: Sequence[str] = (), summary_writer=None,
         image_fn: Optional[Callable[[], np.ndarray]] = None, progress: bool = True,
-        after_restore: Optional[Callable[[], None]] = None) -> TrainingSummary:
+        after_restore: Optional[Callable[[], None]] = None, checked_weights: Sequence[tf.Variable] = ()
+        ) -> TrainingSummary:
     """Runs `step_fn` until `step_counter` reaches `schedule.steps`, resuming from `work_dir`.
 
     Args:
@@ -147,9 +148,12 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
       progress: show a progress line.
       after_restore: called once the latest checkpoint is restored (or none was), before the first step:
         what a checkpoint of an earlier version puts back that this version trains otherwise is mended here.
+      checked_weights: variables that stop training when not finite, checked before each checkpoint:
+        an update can take them to NaN from a finite loss (a loss weight near float32's limit), and
+        the loss terms show it only at the next step, which the last step has not.
 
     Raises:
-      NonFiniteLossError: if a checked term becomes NaN or Inf.
+      NonFiniteLossError: if a checked term or weight becomes NaN or Inf.
       TrainingInterrupted: on Ctrl-C, SIGTERM, SIGHUP or a closed output, after saving a checkpoint.
       UserError: if no checkpoint there can be read, or its state file names checkpoints
         outside the directory (`check_checkpoints_inside`).
@@ -185,6 +189,7 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
                 _check_finite(values, checked_terms, name, step, manager)
                 _record(step, values, schedule, name, history, summary_writer, image_fn)
                 if step % schedule.checkpoint_every == 0 or step == schedule.steps:
+                    _check_finite_weights(checked_weights, name, step, manager)
                     save(step)
                 if first_step_seconds is None:  # With its records and checkpoint, as the progress line counts it.
                     first_step_seconds = time.monotonic() - started
@@ -228,10 +233,25 @@ def _check_finite(values: Dict[str, float], checked_terms: Sequence[str], name: 
     saying which checkpoint (`manager`'s last) is kept."""
     bad = [term for term in checked_terms if not math.isfinite(values[term])]
     if bad:
-        good_step = _checkpoint_step(manager)
-        kept = (f"the last good checkpoint, step {good_step}, is kept" if good_step is not None
-                else "no checkpoint was saved before it")
-        raise NonFiniteLossError(f"{name} loss term {bad[0]!r} is {values[bad[0]]} at step {step}; {kept}")
+        raise NonFiniteLossError(f"{name} loss term {bad[0]!r} is {values[bad[0]]} at step {step}; "
+                                 f"{_kept_checkpoint(manager)}")
+
+
+def _kept_checkpoint(manager: tf.train.CheckpointManager) -> str:
+    """Which checkpoint a training stopped for a value not finite keeps: `manager`'s last."""
+    good_step = _checkpoint_step(manager)
+    return (f"the last good checkpoint, step {good_step}, is kept" if good_step is not None
+            else "no checkpoint was saved before it")
+
+
+def _check_finite_weights(weights: Sequence[tf.Variable], name: str, step: int,
+                          manager: tf.train.CheckpointManager) -> None:
+    """Raises `NonFiniteLossError` when one of `weights` holds a NaN or infinity, saying which
+    checkpoint (`manager`'s last) is kept."""
+    bad = next((weight for weight in weights if not np.isfinite(weight.numpy()).all()), None)
+    if bad is not None:
+        raise NonFiniteLossError(f"{name} weight {bad.name!r} is not finite after step {step}, its loss terms finite "
+                                 f"but too large for float32 (lower the loss weights); {_kept_checkpoint(manager)}")
 
 
 def _record(step: int, values: Dict[str, float], schedule: LoopSchedule, name: str, history: list, summary_writer,

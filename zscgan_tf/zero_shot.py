@@ -143,7 +143,8 @@ class GeneratorTrainer:
                                               samples_per_step=config.batch_size)
         return training_loop.run(lambda: self.train_step(), self.step, self.checkpoint, work_dir, schedule,
                                  name="generator", checked_terms=LOSS_TERMS, progress_terms=PROGRESS_TERMS,
-                                 summary_writer=summary_writer, image_fn=sample_grid_fn, progress=progress)
+                                 summary_writer=summary_writer, image_fn=sample_grid_fn, progress=progress,
+                                 checked_weights=self.generator.weights)
 
 
 def copy_generator(generator: tf_keras.Model) -> tf_keras.Model:
@@ -276,7 +277,8 @@ def sample_grid(generator, teacher: Teacher, samples_per_class: int, max_classes
     classes = min(teacher.num_classes, max_classes)
     labels = np.repeat(np.arange(classes, dtype=np.int32), samples_per_class)
     images = _generate_in_batches(generator, labels, noise_dim, seed)
-    pixels = np.clip(np.round(teacher.preprocessing.invert(images)), 0, PIXEL_MAX).astype(np.uint8)
+    # A diverging generator's NaN samples show black, without numpy's warning of a cast of NaN.
+    pixels = np.clip(np.nan_to_num(np.round(teacher.preprocessing.invert(images))), 0, PIXEL_MAX).astype(np.uint8)
     height, width, channels = pixels.shape[1:]
     zoom = max(1, math.ceil(MIN_GRID_TILE_PIXELS / max(height, width)))
     pixels = pixels.repeat(zoom, axis=1).repeat(zoom, axis=2)
