@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tf_keras
@@ -61,6 +62,24 @@ def test_ensure_builtin_teacher_trains_once_then_reuses(tmp_path, monkeypatch, c
     assert "training" not in capsys.readouterr().err
     with pytest.raises(UserError, match="unknown built-in teacher 'nope'; known: tiny_digits"):
         teacher_recipes.ensure_builtin_teacher("nope")
+
+
+def test_images_smaller_than_a_generator_draws_are_refused_before_training(tmp_path, monkeypatch):
+    # A teacher of 2x2 images trained, and `zscgan_tf.train` then refused it for its generator.
+    with pytest.raises(UserError, match="^images of 2x8 pixels are too small for a teacher to quantize: its "
+                                        "generator draws at least 4x4$"):
+        dataclasses.replace(TINY_RECIPE, input_shape=(2, 8, 1))
+    # Images of 3x3 kept at their size (no --image_size): refused once their size is known.
+    folder = tmp_path / "tiny_images"
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            os.makedirs(folder / split / label)
+            Image.fromarray(np.full((3, 3), 200 if label == "a" else 50, np.uint8)).save(folder / split / label / "0.png")
+    _forbid_training(monkeypatch, "trained a teacher of images its generator cannot draw")
+    native_size = dataclasses.replace(TINY_RECIPE, dataset=str(folder), input_shape=(None, None, 1))
+    with pytest.raises(UserError, match="^images of 3x3 pixels are too small"):
+        teacher_recipes.train_from_recipe(native_size, str(tmp_path / "teacher.keras"), progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["tiny_images"]
 
 
 def test_a_cache_that_cannot_be_written_says_how_to_choose_another(monkeypatch):

@@ -28,6 +28,7 @@ import tf_keras
 from zscgan_tf import data, files, sidecar, teacher_training, training_loop
 from zscgan_tf.architectures import ARCHITECTURES, build_architecture
 from zscgan_tf.errors import UserError
+from zscgan_tf.generator import MIN_IMAGE_SIZE
 from zscgan_tf.labeled_images import CENTRAL_CROP_FRACTION, LabeledImages, MixedImageSizesError
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.progress import note
@@ -78,6 +79,7 @@ class TeacherRecipe:
         if len(self.input_shape) != 3 or any(size is not None and size < 1 for size in self.input_shape):
             raise UserError(f"input shape must be (height, width, channels) with positive sizes or None, "
                             f"got {self.input_shape}")
+        _check_generator_can_draw(self.input_shape)
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise UserError(f"epochs and batch size must be positive and the learning rate above zero, got "
                             f"epochs={self.epochs}, batch_size={self.batch_size}, learning_rate={self.learning_rate}")
@@ -87,6 +89,15 @@ class TeacherRecipe:
         """`input_shape` with None entries taken from `dataset`."""
         return tuple(int(wanted if wanted is not None else native)
                      for wanted, native in zip(self.input_shape, dataset.image_shape))
+
+
+def _check_generator_can_draw(input_shape: Tuple[Optional[int], Optional[int], Optional[int]]) -> None:
+    """Refuses images smaller than a generator draws (`generator.MIN_IMAGE_SIZE`): a teacher of
+    them trained, and `zscgan_tf.train` then refused it."""
+    sides = [size for size in input_shape[:2] if size is not None]
+    if sides and min(sides) < MIN_IMAGE_SIZE:
+        raise UserError(f"images of {'x'.join(str(size) for size in input_shape[:2])} pixels are too small for a "
+                        f"teacher to quantize: its generator draws at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
 
 
 BUILTIN_TEACHERS: Dict[str, TeacherRecipe] = {
@@ -138,6 +149,7 @@ def train_from_recipe(recipe: TeacherRecipe, path: str, progress: bool = True,
     data.check_held_out_split(recipe.dataset)
     train = _load_split(recipe, "train", data_dir, progress)
     input_shape = recipe.resolved_input_shape(train)
+    _check_generator_can_draw(input_shape)
     train = train.to_input_shape(input_shape)
     test = _load_split(recipe, "test", data_dir, progress).to_input_shape(input_shape)
     tf_keras.backend.clear_session()
