@@ -74,7 +74,8 @@ def test_images_smaller_than_a_generator_draws_are_refused_before_training(tmp_p
     for split in ("train", "test"):
         for label in ("a", "b"):
             os.makedirs(folder / split / label)
-            Image.fromarray(np.full((3, 3), 200 if label == "a" else 50, np.uint8)).save(folder / split / label / "0.png")
+            pixels = np.full((3, 3), 200 if label == "a" else 50, np.uint8)
+            Image.fromarray(pixels).save(folder / split / label / "0.png")
     _forbid_training(monkeypatch, "trained a teacher of images its generator cannot draw")
     native_size = dataclasses.replace(TINY_RECIPE, dataset=str(folder), input_shape=(None, None, 1))
     with pytest.raises(UserError, match="^images of 3x3 pixels are too small"):

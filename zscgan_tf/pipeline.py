@@ -88,8 +88,9 @@ def check_work_dir(run_config: config_lib.RunConfig):
 
 # Files a run writes over, whatever they held; a work directory without a run's config holding one
 # holds files of someone else's.
-_REPLACED_OUTPUTS = (GENERATOR_MODEL_FILE, quantization_stages.STUDENT_MODEL_FILE, quantization_stages.FLOAT_TFLITE_FILE,
-                     quantization_stages.PTQ_TFLITE_FILE, quantization_stages.QAT_TFLITE_FILE,
+_REPLACED_OUTPUTS = (GENERATOR_MODEL_FILE, quantization_stages.STUDENT_MODEL_FILE,
+                     quantization_stages.FLOAT_TFLITE_FILE, quantization_stages.PTQ_TFLITE_FILE,
+                     quantization_stages.QAT_TFLITE_FILE,
                      quantization_stages.EXPORT_REPORT_FILE, quantization_stages.LABELS_FILE,
                      run_report.REPORT_JSON_FILE, run_report.REPORT_MARKDOWN_FILE, run_report.SAMPLES_FILE)
 
