@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -695,7 +696,6 @@ def test_another_student_trains_from_a_finished_runs_generator_without_training_
 
 def test_a_generator_is_taken_only_from_a_finished_run_with_its_settings(tmp_path, finished_run, tiny_teacher_file,
                                                                          capsys):
-    import shutil
     first = tmp_path / "first"
     finished_run(first)
     unfinished = tmp_path / "unfinished"
@@ -867,7 +867,6 @@ def test_a_teacher_replaced_since_its_run_trained_is_refused_there(tmp_path, fin
                        f"--generator_from={work_dir}", "--distillation_steps=0"]) == 0
     assert f"note: {work_dir} {run_state.UNCHECKED_TEACHER_NOTE}\n" in capsys.readouterr().out
     # Another teacher recorded, but nothing trained against it left (deleted): the run starts afresh.
-    import shutil
     os.remove(work_dir / "generator.keras")
     for name in ("generator", "distillation"):
         shutil.rmtree(work_dir / name)
@@ -900,12 +899,32 @@ def test_a_generator_trained_against_a_replaced_teacher_is_not_taken(tmp_path, f
     assert train.main(["train", f"--flagfile={flagfile}", f"--generator_from={first}"]) == 2
     assert (f"the generator of {first} was trained against another teacher than this run's (its weights differ: "
             "was the model file replaced?)") in capsys.readouterr().err
-    assert not (tmp_path / "second" / "generator.keras").exists()
+    assert not (tmp_path / "second").exists()  # Refused once the teacher loaded: config.json was written first.
+    # Another teacher under another name is not a model file replaced: both are named.
+    other = str(tmp_path / "other_teacher.keras")
+    shutil.copy(tiny_teacher_file, other)
+    _retrained(other)
+    flagfile = _flagfile(tmp_path, other, tmp_path / "third")
+    assert train.main(["train", f"--flagfile={flagfile}", f"--generator_from={first}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: the generator of {first} was trained against another teacher ({tiny_teacher_file}) than this run's "
+        f"({other}); train a generator in this run")
+    assert not (tmp_path / "third").exists()
+
+
+def test_generator_settings_these_images_do_not_allow_are_refused_before_the_work_directory(
+        tmp_path, tiny_teacher_file, capsys):
+    # Refused as the generator stage began, after config.json, state.json and .lock were written.
+    work_dir = tmp_path / "run"
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}",
+                       "--generator_blur_sigma=3"]) == 2
+    assert capsys.readouterr().err.strip().startswith(
+        "error: generator blur sigma (--generator_blur_sigma) must be between 0 and 2 pixels for 8x8 images")
+    assert not work_dir.exists()
 
 
 def test_a_run_resumes_with_its_teacher_moved_and_not_with_another_in_its_place(tmp_path, finished_run,
                                                                                 tiny_teacher_file, capsys):
-    import shutil
     work_dir = tmp_path / "run"
     finished_run(work_dir)
     moved = str(tmp_path / "models" / "teacher.keras")
@@ -952,7 +971,6 @@ def test_teacher_settings_that_leave_the_teacher_as_it_was_read_do_not_bind_its_
 
 
 def test_a_run_directory_copied_elsewhere_resumes_there(tmp_path, finished_run, tiny_teacher_file, capsys):
-    import shutil
     work_dir = tmp_path / "run"
     finished_run(work_dir)
     copied = tmp_path / "archive" / "run"
@@ -1548,7 +1566,6 @@ def test_another_pool_size_keeps_the_trained_generators_and_trains_only_the_rest
         np.testing.assert_array_equal(kept, reloaded)
     assert (work_dir / "generator_2" / "checkpoints").is_dir()  # Kept, should the pool grow again.
     # Checkpoints deleted to save space: the generator is taken from generator.keras, not trained again.
-    import shutil
     shutil.rmtree(work_dir / "generator" / "checkpoints")
     capsys.readouterr()
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir, extra=two)}"]) == 0
@@ -1601,7 +1618,6 @@ def test_generator_from_takes_what_a_pool_of_another_size_shares(tmp_path, finis
     assert not (one_again / "generator_2").exists()
     assert file_digest(str(one_again / "qat_int8.tflite")) == file_digest(str(one / "qat_int8.tflite"))
     # A generator whose checkpoints were deleted is taken, but not to train on.
-    import shutil
     shutil.rmtree(one / "generator" / "checkpoints")
     more = tmp_path / "more"
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, more, steps=6)}",

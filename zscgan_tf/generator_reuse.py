@@ -33,11 +33,14 @@ class GeneratorSource:
       finished: its `state.json` entry for the generator stage (steps, summary, SHA-256).
       teacher: that run's `state.json` record of the teacher it trained against (its
         fingerprint and preprocessing), empty if none was recorded.
+      teacher_model: the teacher its config names (a path, a Keras application or a built-in),
+        "" where not known.
     """
 
     work_dir: str
     finished: dict
     teacher: dict = dataclasses.field(default_factory=dict)
+    teacher_model: str = ""
 
     @property
     def teacher_sha256(self) -> Optional[str]:
@@ -95,7 +98,8 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     # Checkpoints at another step: training on since (or now). Without checkpoints (deleted to save
     # space) the generator is taken all the same, but cannot train further.
     source = GeneratorSource(source_dir, finished, {key: source_state[key] for key in
-                                                    (TEACHER_KEY, TEACHER_PREPROCESSING_KEY) if key in source_state})
+                                                    (TEACHER_KEY, TEACHER_PREPROCESSING_KEY) if key in source_state},
+                             str((saved.get("teacher") or {}).get("model") or ""))
     member_names = source.shared_member_names(run_config)
     link = _first_symbolic_link(source_dir, [GENERATOR_MODEL_FILE, *_copied_directories(member_names)])
     if link:  # Copied, a link carried the next write (and a linked directory's files) from elsewhere into this run.
@@ -118,6 +122,25 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
         raise UserError(f"{flag}: that run's generator has trained {finished['steps']} steps, more than "
                         f"--generator_steps={run_config.generator_training.steps}; ask for {finished['steps']} or more")
     return source
+
+
+def check_source_teacher(source: GeneratorSource, run_config: config_lib.RunConfig, fingerprint: str,
+                         preprocessing: Preprocessing) -> None:
+    """Refuses `source` when it recorded another teacher's fingerprint than `fingerprint`, that
+    of `run_config`'s teacher read with `preprocessing`: checked as soon as the teacher is loaded
+    (`pipeline.run`), and again as the generator is taken.
+
+    Raises:
+      UserError: naming both teachers where they are named differently, else how they differ.
+    """
+    if source.teacher_sha256 is None or source.teacher_sha256 == fingerprint:
+        return
+    ours = run_config.teacher.model
+    if source.teacher_model and source.teacher_model != ours:  # Not a model file replaced: another teacher.
+        raise UserError(f"the generator of {source.work_dir} was trained against another teacher "
+                        f"({source.teacher_model}) than this run's ({ours}); train a generator in this run")
+    raise UserError(f"the generator of {source.work_dir} was trained against another teacher than this run's "
+                    f"({how_the_teacher_differs(source.teacher, preprocessing)})")
 
 
 def _check_no_generator_of_its_own(run_config: config_lib.RunConfig, source_dir: str, state: dict) -> None:
@@ -189,10 +212,8 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
     _check_no_generator_of_its_own(run_config, source.work_dir, state)
     if source.teacher_sha256 is None:
         say(f"note: {source.work_dir} {UNCHECKED_TEACHER_NOTE}")
-    elif source.teacher_sha256 != state[TEACHER_KEY]:
-        difference = how_the_teacher_differs(source.teacher, Preprocessing.from_dict(state[TEACHER_PREPROCESSING_KEY]))
-        raise UserError(f"the generator of {source.work_dir} was trained against another teacher than this run's "
-                        f"({difference})")
+    check_source_teacher(source, run_config, state[TEACHER_KEY],
+                         Preprocessing.from_dict(state[TEACHER_PREPROCESSING_KEY]))
     member_names = source.shared_member_names(run_config)
     taken = ("the generator" if source.pool_size == 1 else
              f"{len(member_names)} of the {source.pool_size} generators" if len(member_names) < source.pool_size
