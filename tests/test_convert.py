@@ -574,10 +574,19 @@ def test_a_run_directory_in_use_by_a_run_is_refused_and_converts_once_it_is_free
     (["--student=RUN/student.h5", "--generator=RUN/generator.keras", "--teacher_preprocessing=custom",
       "--teacher_preprocessing_mean=0", "--teacher_preprocessing_std=1"],
      "with 'tf' preprocessing, not 'custom' (mean 0, std 1): pass --teacher_preprocessing=tf"),
+    # A .keras file cut short (CUT: the first half of the run's generator.keras): h5py's "file signature not found".
+    (["--teacher=TEACHER", "--generator=CUT"],
+     "cannot load generator 'CUT': not a Keras archive, though named .keras (not a whole zip file: a copy or download "
+     "that did not finish?)"),
+    (["--student=CUT"], "cannot load student 'CUT': not a Keras archive, though named .keras (not a whole zip file"),
 ])
 def test_bad_input_is_one_line_and_exit_2(run_dir, convert, tmp_path, arguments, message):
     work_dir, teacher_path = run_dir
-    arguments = [argument.replace("TEACHER", teacher_path).replace("RUN", str(work_dir)) for argument in arguments]
+    cut = tmp_path / "cut_short.keras"
+    cut.write_bytes((work_dir / "generator.keras").read_bytes()[:(work_dir / "generator.keras").stat().st_size // 2])
+    arguments = [argument.replace("TEACHER", teacher_path).replace("RUN", str(work_dir)).replace("CUT", str(cut))
+                 for argument in arguments]
+    message = message.replace("CUT", str(cut))
     message = message.replace("RUN", str(work_dir))
     lock = work_dir / ".lock"
     lock.write_text("the run's last holder")

@@ -155,6 +155,13 @@ def _save_other_kind(model, tmp_path, kind: str) -> str:
     elif kind == "not_hdf5":
         path = tmp_path / "model.h5"  # A pickle, say: h5py's "file signature not found" before.
         path.write_bytes(b"\x80\x04\x95 not HDF5")
+    elif kind == "truncated_keras":  # Its first half, as a copy cut short: h5py's "file signature not found".
+        path = tmp_path / "model.keras"
+        model.save(str(path))
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    elif kind == "text_keras":
+        path = tmp_path / "model.keras"
+        path.write_text("not a model")
     elif kind in ("empty_tflite", "empty_keras"):  # A copy that did not finish: h5py's "signature not found".
         path = tmp_path / ("model.tflite" if kind == "empty_tflite" else "model.keras")
         path.write_bytes(b"")
@@ -176,6 +183,10 @@ def _save_other_kind(model, tmp_path, kind: str) -> str:
     ("json", r"a JSON file \(a teacher's description, or an architecture saved with model.to_json, without weights\)"),
     ("empty_tflite", r"an empty file \(a copy or download that did not finish\?\)"),
     ("empty_keras", r"an empty file \(a copy or download that did not finish\?\)"),
+    ("truncated_keras", r"not a Keras archive, though named \.keras \(not a whole zip file: a copy or download "
+                        r"that did not finish\?\)"),
+    ("text_keras", r"not a Keras archive, though named \.keras \(not a whole zip file: a copy or download "
+                   r"that did not finish\?\)"),
 ])
 def test_other_kinds_of_model_file_are_named_and_refused(tmp_path, kind, what):
     path = _save_other_kind(build_tiny_classifier(), tmp_path, kind)

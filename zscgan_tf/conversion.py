@@ -127,8 +127,8 @@ def _model_to_convert(config: ConversionConfig):
         try:
             student = quantization_stages.load_student(config.student, trust_model_code=config.trust_model_code)
         except (OSError, ValueError, TypeError) as error:
-            raise UserError(f"cannot load student {config.student!r}: "
-                            f"{custom_objects.explained(first_line(error))}") from error
+            reason = model_files.not_a_keras_archive(config.student) or custom_objects.explained(first_line(error))
+            raise UserError(f"cannot load student {config.student!r}: {reason}") from error
         if not export.is_quantization_aware(student):
             raise UserError(f"--student {config.student!r} is a float model, not a TF-MOT quantization-aware "
                             f"student: quantize it post-training with --teacher={config.student}")

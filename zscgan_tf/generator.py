@@ -352,7 +352,8 @@ def load_generator(path) -> tf_keras.Model:
         if model_files.refused_as_python_code(error):
             raise UserError(f"generator {path!r} holds serialized Python code (a Lambda layer), which no generator "
                             "of zscgan_tf has, and was not loaded: that code would run as it loads") from error
-        raise UserError(f"cannot load generator {path!r}: {first_line(error)}") from error
+        raise UserError(f"cannot load generator {path!r}: "
+                        f"{model_files.not_a_keras_archive(path) or first_line(error)}") from error
     if [tuple(tensor.shape[1:]) for tensor in generator.inputs][1:] != [()]:
         shapes = ", ".join(str(tuple(tensor.shape[1:])) for tensor in generator.inputs)
         raise UserError(f"{path!r} is not a generator saved by this package: it takes {shapes}, not noise and a "

@@ -117,6 +117,8 @@ def _other_model_kind(path: str) -> str:
         import h5py  # A dependency of tf_keras.
         if not h5py.is_hdf5(path):  # Its signature may follow a user block, at 512, 1024, ... bytes.
             return f"not an HDF5 file, though named {suffix} (HDF5's signature is not in it)"
+    if not_a_keras_archive(path):
+        return not_a_keras_archive(path)
     other_framework = OTHER_FRAMEWORK_SUFFIXES.get(os.path.splitext(path)[1].lower())
     if other_framework:
         return other_framework
@@ -130,6 +132,19 @@ def _other_model_kind(path: str) -> str:
             return ""  # Unreadable: loading it says why.
     return ""
 
+
+
+def not_a_keras_archive(path: str) -> str:
+    """"not a Keras archive, ..." for a `.keras` file that is neither a whole zip nor HDF5 (which
+    tf_keras reads under any suffix), where loading says only h5py's "file signature not
+    found"; else ""."""
+    if not (os.path.isfile(path) and path.lower().endswith(KERAS_ARCHIVE_SUFFIX)) or zipfile.is_zipfile(path):
+        return ""
+    import h5py  # A dependency of tf_keras.
+    if h5py.is_hdf5(path):
+        return ""
+    return (f"not a Keras archive, though named {KERAS_ARCHIVE_SUFFIX} (not a whole zip file: a copy or download "
+            "that did not finish?)")
 
 
 def _is_keras_archive(path: str) -> bool:
