@@ -232,10 +232,17 @@ def test_a_flagfile_that_is_not_text_is_refused_naming_it(tmp_path):
     # (UnicodeDecodeError). Why it is not text is the locale's encoding's word.
     model_file = tmp_path / "model.keras"
     model_file.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 64)
-    with pytest.raises(UserError, match=f"^flagfile '{model_file}' is not text \\(.+\\)$"):
+    with pytest.raises(UserError, match=f"^flagfile '{model_file}' is not text \\(.+\\); save it as UTF-8 text$"):
         cli.parse_flags(train.FLAGS, ["train", f"--flagfile={model_file}"])
     nested = tmp_path / "run.cfg"
     nested.write_text(f"--generator_steps=4\n--flagfile={model_file}\n")
     with pytest.raises(UserError, match="^a flagfile named in a flagfile is not text \\(.+\\)$"):
         cli.parse_flags(train.FLAGS, ["train", f"--flagfile={nested}"])
+    # Saved as "UTF-8 with BOM" (Windows editors): its first flag was "'\\ufeff--generator_steps=4' is not a flag".
+    with_bom = tmp_path / "bom.cfg"
+    with_bom.write_bytes("\ufeff--generator_steps=4\n".encode("utf-8"))
+    with pytest.raises(UserError, match=f"^flagfile '{with_bom}' starts with a byte-order mark \\(saved as UTF-8 "
+                                        "with BOM\\), which would be read as part of its first flag; save it as UTF-8 "
+                                        "without one$"):
+        cli.parse_flags(train.FLAGS, ["train", f"--flagfile={with_bom}"])
     cli.parse_flags(train.FLAGS, ["train"])  # Back to the defaults for the tests after.

@@ -90,13 +90,16 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
 
 def _check_text(flagfile_path: str) -> None:
     """Refuses a flagfile that is not text, as absl reads it (in the locale's encoding): a model
-    file given as one ended in a UnicodeDecodeError's traceback."""
+    file given as one, or one saved as UTF-16, ended in a UnicodeDecodeError's traceback; and
+    one that starts with a byte-order mark, which absl reads as part of its first flag."""
     try:
         with open(flagfile_path) as flagfile:
-            for _ in flagfile:  # Line by line, so a large file is refused at its first bad byte.
-                pass
+            for number, line in enumerate(flagfile):  # Line by line: a large file is refused at its first bad byte.
+                if number == 0 and line.startswith("\ufeff"):
+                    raise UserError(f"flagfile {flagfile_path!r} starts with a byte-order mark (saved as UTF-8 with "
+                                    "BOM), which would be read as part of its first flag; save it as UTF-8 without one")
     except UnicodeDecodeError as error:
-        raise UserError(f"flagfile {flagfile_path!r} is not text ({error.reason})") from None
+        raise UserError(f"flagfile {flagfile_path!r} is not text ({error.reason}); save it as UTF-8 text") from None
 
 
 def _check_numbers(flag_values: flags.FlagValues) -> None:
