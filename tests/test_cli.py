@@ -238,6 +238,11 @@ def test_a_flagfile_that_is_not_text_is_refused_naming_it(tmp_path):
     nested.write_text(f"--generator_steps=4\n--flagfile={model_file}\n")
     with pytest.raises(UserError, match="^a flagfile named in a flagfile is not text \\(.+\\)$"):
         cli.parse_flags(train.FLAGS, ["train", f"--flagfile={nested}"])
+    missing = tmp_path / "missing_inside.cfg"
+    missing.write_text(f"--flagfile={tmp_path / 'nowhere.cfg'}\n")
+    with pytest.raises(UserError, match=(f"^cannot open a flagfile named in a flagfile: No such file or directory: "
+                                         f"'{tmp_path / 'nowhere.cfg'}'$")):  # It was "ERROR:: Unable to open ...".
+        cli.parse_flags(train.FLAGS, ["train", f"--flagfile={missing}"])
     # Saved as "UTF-8 with BOM" (Windows editors): its first flag was "'\\ufeff--generator_steps=4' is not a flag".
     with_bom = tmp_path / "bom.cfg"
     with_bom.write_bytes("\ufeff--generator_steps=4\n".encode("utf-8"))

@@ -72,9 +72,12 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
     except UnicodeDecodeError as error:  # A flagfile named inside a flagfile (those on the command line are checked).
         raise UserError(f"a flagfile named in a flagfile is not text ({error.reason})") from None
     except flags.Error as error:
-        # absl quotes a boolean's bad value as a Python tuple: "('Non-boolean argument to boolean flag', 'yes')".
-        raise UserError(re.sub(r"\('Non-boolean argument to boolean flag', '.*'\)", "a boolean flag takes true or "
-                               "false (or --name / --noname)", first_line(error))) from error
+        # absl quotes a boolean's bad value as a Python tuple: "('Non-boolean argument to boolean flag', 'yes')",
+        # and a flagfile named in a flagfile that it cannot open as "ERROR:: Unable to open flagfile: ...".
+        message = re.sub(r"\('Non-boolean argument to boolean flag', '.*'\)", "a boolean flag takes true or false "
+                         "(or --name / --noname)", first_line(error))
+        raise UserError(re.sub(r"^ERROR:: Unable to open flagfile: (\[Errno \d+\] )?",
+                               "cannot open a flagfile named in a flagfile: ", message)) from error
     if not_flags:
         raise UserError(f"{not_flags[0]!r} is not a flag: flags start with -- (a flagfile is given as "
                         "--flagfile=<path>, and each of its lines is a flag such as --generator_steps=600)")
