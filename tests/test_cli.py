@@ -227,7 +227,7 @@ def test_none_and_preprocessing_modes_are_read_in_any_case():
     cli.parse_flags(train.FLAGS, ["train"])  # Back to the defaults for the tests after.
 
 
-def test_a_flagfile_that_is_not_text_is_refused_naming_it(tmp_path):
+def test_flagfiles_that_cannot_be_read_as_flags_are_refused_in_a_plain_line(tmp_path):
     # A model file given as the flagfile (--flagfile=model.keras for --teacher=) ended in a traceback
     # (UnicodeDecodeError). Why it is not text is the locale's encoding's word.
     model_file = tmp_path / "model.keras"
