@@ -740,7 +740,8 @@ def test_a_loss_weight_that_overflows_the_weights_exits_3_without_a_generator(tm
     arguments = _tiny_arguments(tiny_teacher_file, work_dir, generator_steps=2, checkpoint_every=1)
     assert train.main(["train", *arguments, "--bn_loss_weight=1e30"]) == cli.NUMERICAL_FAULT_STATUS
     error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and error.startswith("error: generator ")
+    assert len(error.splitlines()) == 1 and error.startswith("error: generator weight ")
+    assert " is not finite after step 2, though its loss terms were: values too large for float32 " in error
     assert not (work_dir / "generator.keras").exists() and "generator" not in json.loads(
         (work_dir / "state.json").read_text())
 
@@ -865,7 +866,9 @@ BAD_INPUTS = {
     "unknown model name": (["--teacher=resnet9000"], "unknown teacher model 'resnet9000'"),
     "missing model file": (["--teacher=/nonexistent/teacher.keras"],
                            "model file '/nonexistent/teacher.keras' does not exist"),
-    "truncated model file": ([lambda d: f"--teacher={_truncated_teacher(d)}"], "cannot load model '"),
+    "truncated model file": ([lambda d: f"--teacher={_truncated_teacher(d)}"],
+                             "truncated.keras' is not a Keras archive, though named .keras (not a whole zip file: a "
+                             "copy or download that did not finish?)"),
     "not a model": ([lambda d: f"--teacher={_not_a_model(d)}"], "cannot load model '"),
     "Lambda layer": ([lambda d: f"--teacher={_lambda_teacher(d)}"],
                      "holds serialized Python code (e.g. a Lambda layer) and was not loaded; pass "

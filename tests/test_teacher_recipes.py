@@ -67,7 +67,7 @@ def test_ensure_builtin_teacher_trains_once_then_reuses(tmp_path, monkeypatch, c
 def test_images_smaller_than_a_generator_draws_are_refused_before_training(tmp_path, monkeypatch):
     # A teacher of 2x2 images trained, and `zscgan_tf.train` then refused it for its generator.
     with pytest.raises(UserError, match="^images of 2x8 pixels are too small for a teacher to quantize: its "
-                                        "generator draws at least 4x4$"):
+                                        "generator draws at least 4x4 \\(--image_size resizes them\\)$"):
         dataclasses.replace(TINY_RECIPE, input_shape=(2, 8, 1))
     # Images of 3x3 kept at their size (no --image_size): refused once their size is known.
     folder = tmp_path / "tiny_images"

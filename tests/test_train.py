@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 import warnings
 import weakref
 
@@ -23,7 +24,7 @@ from zscgan_tf import (evaluation_stage, export, exported_model, generator_reuse
                        quantization_stages, run_report)
 from zscgan_tf import generator as generator_lib
 from zscgan_tf import distill, generator_stage, run_state, seeds
-from zscgan_tf import quantize, quantizer_ranges, teachers, tflite_model, train, training_loop
+from zscgan_tf import quantize, quantizer_ranges, teachers, tflite_model, train, training_loop, zero_shot
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, save_keras_model_atomic
 from zscgan_tf.teachers import TeacherSource
@@ -912,6 +913,19 @@ def test_a_generator_trained_against_a_replaced_teacher_is_not_taken(tmp_path, f
     assert not (tmp_path / "third").exists()
 
 
+def test_a_sample_grid_too_large_is_refused_by_the_rows_the_teacher_gives_it(tmp_path, tiny_teacher_file, capsys):
+    # 100,000 columns of samples, made again every --image_every steps, held the first steps for minutes unsaid.
+    work_dir = tmp_path / "run"
+    flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir)
+    assert train.main(["train", f"--flagfile={flagfile}", "--grid_samples_per_class=251"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: the sample grid holds at most 1,000 samples, got 251 columns (--grid_samples_per_class) x 4 rows (the "
+        "teacher's classes, at most --grid_max_classes)")
+    assert not work_dir.exists()
+    # 250 columns of a teacher's 4 classes are 1,000 samples, whatever --grid_max_classes allows.
+    zero_shot.check_grid_size(250, 20, types.SimpleNamespace(num_classes=4))
+
+
 def test_generator_settings_these_images_do_not_allow_are_refused_before_the_work_directory(
         tmp_path, tiny_teacher_file, capsys):
     # Refused as the generator stage began, after config.json, state.json and .lock were written.
@@ -1235,9 +1249,6 @@ def test_low_bit_range_method_binds_a_w4a4_run_and_not_an_8_bit_one(tmp_path, fi
     (["--bn_layer_weighting=bogus"], "--bn_layer_weighting=bogus: value should be one of <uniform|noise_floor>"),
     (["--generator_blur_sigma=-1"], "--generator_blur_sigma must be non-negative"),
     (["--generator_pool_size=0"], "--generator_pool_size must be in [1, 8], got 0"),
-    # 100,000 columns of samples, made again every --image_every steps, held the first steps for minutes unsaid.
-    (["--grid_samples_per_class=100000"], "the sample grid holds at most 1,000 samples (--grid_samples_per_class x "
-                                          "--grid_max_classes), got 100,000 x 20"),
     (["--teacher_preprocessing_mean=a,b"], "comma-separated list of numbers"),
     # Statistics without the mode they belong to used to be dropped without a word.
     (["--teacher_preprocessing_mean=0.5", "--teacher_preprocessing_std=0.2"],

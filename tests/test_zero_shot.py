@@ -226,27 +226,48 @@ def test_non_finite_loss_stops_with_the_term_and_step(tmp_path):
         trainer.train(str(tmp_path), progress=False)
 
 
-def test_weights_not_finite_after_finite_loss_terms_stop_before_their_checkpoint(tmp_path):
-    # A loss weight near float32's limit: the terms of the last step were finite, its update made the weights NaN,
-    # and the generator was saved and marked trained; every later stage then failed on its NaN samples.
-    teacher = tiny_teacher()
-    trainer = _trainer(teacher, steps=3, checkpoint_every=1)
+@pytest.mark.parametrize("value, what", [(float("nan"), "weight '{name}' is not finite"),
+                                         (3e38, "output is not finite")])  # Finite, but not its products.
+def test_weights_or_samples_not_finite_after_finite_loss_terms_stop_before_their_checkpoint(tmp_path, value, what):
+    # A loss weight or learning rate near float32's limit: the terms of the last step were finite, its update made
+    # the weights NaN (or so large the samples were), and the generator was saved and marked trained; every later
+    # stage then failed on its samples.
+    trainer = _trainer(tiny_teacher(), steps=3, checkpoint_every=1)
     real_step = trainer.train_step
+    weight = trainer.generator.trainable_weights[0]
 
     def step_that_overflows_the_weights_at_step_3():
         values = real_step()
         if int(trainer.step.numpy()) == 3:
-            weight = trainer.generator.trainable_weights[0]
-            weight.assign(tf.fill(weight.shape, float("nan")))
+            weight.assign(tf.fill(weight.shape, value))
         return values
 
     trainer.train_step = step_that_overflows_the_weights_at_step_3
     with pytest.raises(training_loop.NonFiniteLossError, match=(
-            f"^generator weight '{re.escape(trainer.generator.trainable_weights[0].name)}' is not finite after step 3, "
-            "its loss terms finite but too large for float32 \\(lower the loss weights\\); the last good "
-            "checkpoint, step 2, is kept$")):
+            f"^generator {re.escape(what.format(name=weight.name))} after step 3, though its loss terms were: values "
+            "too large for float32 \\(lower the loss weights or the learning rate\\); the last good checkpoint, step "
+            "2, is kept$")):
         trainer.train(str(tmp_path), progress=False)
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("-2")
+
+
+def test_a_stop_right_after_an_update_that_made_the_weights_nan_saves_no_checkpoint(tmp_path):
+    # It saved them, and the next run resumed from NaN weights, calling them the last good checkpoint.
+    trainer = _trainer(tiny_teacher(), steps=5, checkpoint_every=1000)
+    weight = trainer.generator.trainable_weights[0]
+    _run_before_step(trainer, 3, lambda: weight.assign(tf.fill(weight.shape, float("nan"))))
+    real_step = trainer.train_step
+
+    def step_then_stop():
+        values = real_step()
+        if int(trainer.step.numpy()) == 3:
+            raise KeyboardInterrupt  # As Ctrl-C between the update and its checkpoint.
+        return values
+
+    trainer.train_step = step_then_stop
+    with pytest.raises(training_loop.TrainingInterrupted):
+        trainer.train(str(tmp_path), progress=False)
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")) is None
 
 
 def test_evaluation_and_grid_shapes():

@@ -40,8 +40,8 @@ flags.DEFINE_bool("overwrite", False, "replace an existing --output (or cached b
 flags.DEFINE_string("architecture", None, f"one of {', '.join(sorted(architectures.ARCHITECTURES))}")
 flags.DEFINE_string("dataset", None, "digits, fashion_mnist, tfds:<name>, or a directory (IDX files or class folders)")
 flags.DEFINE_string("data_dir", None, "IDX or TFDS data directory")
-flags.DEFINE_integer("image_size", None, "resize images to this square size (default: keep); photographs of "
-                     "different sizes are cropped to their central 87.5% first")
+flags.DEFINE_integer("image_size", None, "resize images to this square size, at least 4 (default: keep); "
+                     "photographs of different sizes are cropped to their central 87.5% first")
 flags.DEFINE_integer("channels", None, "convert images to 1 or 3 channels (default: keep)")
 flags.DEFINE_integer("epochs", DEFAULT_RECIPE.epochs, "training epochs")
 flags.DEFINE_integer("batch_size", DEFAULT_RECIPE.batch_size, "training batch size")

@@ -22,9 +22,6 @@ from zscgan_tf.teachers import TeacherSource
 CONFIG_FILE = "config.json"
 IO_DTYPES = ("int8", "uint8")
 MAX_GENERATOR_POOL_SIZE = 8
-# Samples in the grid of generated samples (columns x at most this many rows), made again for
-# TensorBoard every --image_every steps: 100,000 columns held the first steps for minutes unsaid.
-MAX_GRID_SAMPLES = 1000
 # The evaluation dataset that measures nothing on real data.
 NO_EVALUATION = "none"
 # The largest --seed: numpy takes seeds below 2**32, and streams derive theirs by adding offsets
@@ -442,10 +439,6 @@ def validate(config: RunConfig):
                         ("latency_runs", evaluation.latency_runs)):
         _require(value >= 1, f"--{name} must be positive, got {value}")
     _require(evaluation.max_samples >= 0, f"--eval_max_samples must be non-negative, got {evaluation.max_samples}")
-    grid_samples = evaluation.grid_samples_per_class * evaluation.grid_max_classes
-    _require(grid_samples <= MAX_GRID_SAMPLES,
-             f"the sample grid holds at most {MAX_GRID_SAMPLES:,} samples (--grid_samples_per_class x "
-             f"--grid_max_classes), got {evaluation.grid_samples_per_class:,} x {evaluation.grid_max_classes:,}")
 
 
 def current_dict(config: RunConfig) -> Dict[str, Any]:

@@ -406,6 +406,8 @@ def run(run_config: config_lib.RunConfig, progress: bool = True, generator_from:
     if source:  # Refused before anything is written, as are the generator settings these images do not allow.
         generator_reuse.check_source_teacher(source, run_config, fingerprint, teacher.preprocessing)
     generator_stage.generator_spec_for(teacher, run_config.generator)
+    zero_shot.check_grid_size(run_config.evaluation.grid_samples_per_class, run_config.evaluation.grid_max_classes,
+                              teacher)
     memory_checks.check_held_samples_fit_in_memory(run_config, teacher)  # Before the evaluation data, which may take minutes.
     # Loaded before training, so a bad dataset is reported now rather than after hours of it.
     evaluation_data = evaluation_stage.evaluation_dataset(run_config, teacher, progress=progress)

@@ -97,7 +97,8 @@ def _check_generator_can_draw(input_shape: Tuple[Optional[int], Optional[int], O
     sides = [size for size in input_shape[:2] if size is not None]
     if sides and min(sides) < MIN_IMAGE_SIZE:
         raise UserError(f"images of {'x'.join(str(size) for size in input_shape[:2])} pixels are too small for a "
-                        f"teacher to quantize: its generator draws at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
+                        f"teacher to quantize: its generator draws at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} "
+                        "(--image_size resizes them)")
 
 
 BUILTIN_TEACHERS: Dict[str, TeacherRecipe] = {

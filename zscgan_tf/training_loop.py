@@ -130,8 +130,8 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
         work_dir: str, schedule: LoopSchedule, name: str, checked_terms: Sequence[str],
         progress_terms: Sequence[str] = (), summary_writer=None,
         image_fn: Optional[Callable[[], np.ndarray]] = None, progress: bool = True,
-        after_restore: Optional[Callable[[], None]] = None, checked_weights: Sequence[tf.Variable] = ()
-        ) -> TrainingSummary:
+        after_restore: Optional[Callable[[], None]] = None, checked_weights: Sequence[tf.Variable] = (),
+        checked_outputs: Optional[Callable[[], tf.Tensor]] = None) -> TrainingSummary:
     """Runs `step_fn` until `step_counter` reaches `schedule.steps`, resuming from `work_dir`.
 
     Args:
@@ -151,6 +151,8 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
       checked_weights: variables that stop training when not finite, checked before each checkpoint:
         an update can take them to NaN from a finite loss (a loss weight near float32's limit), and
         the loss terms show it only at the next step, which the last step has not.
+      checked_outputs: computes what the model makes (a batch of samples), checked finite with
+        `checked_weights`: finite weights can still be too large for float32's products.
 
     Raises:
       NonFiniteLossError: if a checked term or weight becomes NaN or Inf.
@@ -189,7 +191,11 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
                 _check_finite(values, checked_terms, name, step, manager)
                 _record(step, values, schedule, name, history, summary_writer, image_fn)
                 if step % schedule.checkpoint_every == 0 or step == schedule.steps:
-                    _check_finite_weights(checked_weights, name, step, manager)
+                    not_finite = _not_finite(checked_weights, checked_outputs)
+                    if not_finite:
+                        raise NonFiniteLossError(
+                            f"{name} {not_finite} after step {step}, though its loss terms were: values too large "
+                            f"for float32 (lower the loss weights or the learning rate); {_kept_checkpoint(manager)}")
                     save(step)
                 if first_step_seconds is None:  # With its records and checkpoint, as the progress line counts it.
                     first_step_seconds = time.monotonic() - started
@@ -201,7 +207,9 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
             if not is_stop(interruption):
                 raise
             step = int(step_counter.numpy())
-            if _checkpoint_step(manager) != step:  # A stop right after a checkpoint needs no second one.
+            # A stop right after a checkpoint needs no second one, and weights not finite none: a rerun resumes
+            # from the last good one, and the check above stops it there, saying why.
+            if _checkpoint_step(manager) != step and not _not_finite(checked_weights, checked_outputs):
                 save(step)
             signal_number = stop.signal_number or stop_signal_of(interruption)
             raise TrainingInterrupted(f"{how_stopped(signal_number)} at {name} step {step}", signal_number) from None
@@ -244,14 +252,16 @@ def _kept_checkpoint(manager: tf.train.CheckpointManager) -> str:
             else "no checkpoint was saved before it")
 
 
-def _check_finite_weights(weights: Sequence[tf.Variable], name: str, step: int,
-                          manager: tf.train.CheckpointManager) -> None:
-    """Raises `NonFiniteLossError` when one of `weights` holds a NaN or infinity, saying which
-    checkpoint (`manager`'s last) is kept."""
+def _not_finite(weights: Sequence[tf.Variable], outputs: Optional[Callable[[], tf.Tensor]]) -> str:
+    """What is not finite, "weight 'dense/kernel:0' is not finite" or "output is not finite":
+    the first of `weights` holding a NaN or infinity, else what `outputs()` computes; "" when
+    all are finite."""
     bad = next((weight for weight in weights if not np.isfinite(weight.numpy()).all()), None)
     if bad is not None:
-        raise NonFiniteLossError(f"{name} weight {bad.name!r} is not finite after step {step}, its loss terms finite "
-                                 f"but too large for float32 (lower the loss weights); {_kept_checkpoint(manager)}")
+        return f"weight {bad.name!r} is not finite"
+    if outputs is not None and not np.isfinite(np.asarray(outputs())).all():
+        return "output is not finite"
+    return ""
 
 
 def _record(step: int, values: Dict[str, float], schedule: LoopSchedule, name: str, history: list, summary_writer,

@@ -17,6 +17,7 @@ import tf_keras
 
 from zscgan_tf import bn_stats, losses, reproducibility, training_loop
 from zscgan_tf.config import GeneratorTrainingConfig, LossConfig
+from zscgan_tf.errors import UserError
 from zscgan_tf.files import write_bytes_atomic
 from zscgan_tf.preprocessing import PIXEL_MAX
 from zscgan_tf.progress import ProgressBar
@@ -28,6 +29,11 @@ SLOW_GENERATION_SECONDS = 10.0
 LOSS_TERMS = ("total", "cross_entropy", "bn_statistics", "diversity", "mode_seeking")
 PROGRESS_TERMS = ("total", "cross_entropy", "bn_statistics", "accuracy")
 MIN_GRID_TILE_PIXELS = 32
+# Samples in the grid of generated samples, made again for TensorBoard every --image_every steps:
+# 100,000 columns held the first steps for minutes unsaid.
+MAX_GRID_SAMPLES = 1000
+# Samples generated before each checkpoint to check they are finite (`GeneratorTrainer.train`).
+FINITE_CHECK_SAMPLES = 16
 # Samples per inference pass of a generator: at most 256, and fewer for images larger than 64x64,
 # so that a pass holds a few GB of full-resolution feature maps (224x224: 20 samples), not tens.
 MAX_GENERATION_BATCH_SIZE = 256
@@ -144,7 +150,14 @@ class GeneratorTrainer:
         return training_loop.run(lambda: self.train_step(), self.step, self.checkpoint, work_dir, schedule,
                                  name="generator", checked_terms=LOSS_TERMS, progress_terms=PROGRESS_TERMS,
                                  summary_writer=summary_writer, image_fn=sample_grid_fn, progress=progress,
-                                 checked_weights=self.generator.weights)
+                                 checked_weights=self.generator.weights, checked_outputs=self._samples_to_check)
+
+    def _samples_to_check(self) -> tf.Tensor:
+        """A batch of samples, one of each of the first classes, in inference mode: finite weights
+        too large for float32's products make samples of infinities and NaNs."""
+        labels = tf.range(min(self.teacher.num_classes, FINITE_CHECK_SAMPLES), dtype=tf.int32)
+        noise = tf.random.stateless_normal([int(labels.shape[0]), self.noise_dim], seed=[0, 0])
+        return self.generator([noise, labels], training=False)
 
 
 def copy_generator(generator: tf_keras.Model) -> tf_keras.Model:
@@ -269,6 +282,16 @@ def evaluate_generator(generator, teacher: Teacher, samples_per_class: int, seed
     per_class = [float(np.mean(correct[labels == label])) for label in range(teacher.num_classes)]
     confidence = float(np.mean(np.concatenate(confidences)))
     return GeneratorEvaluation(per_class, confidence, samples_per_class, float(np.mean(spreads)))
+
+
+def check_grid_size(samples_per_class: int, max_classes: int, teacher: Teacher) -> None:
+    """Refuses a sample grid of more than `MAX_GRID_SAMPLES` samples (`samples_per_class` columns,
+    a row for each of the teacher's classes up to `max_classes`)."""
+    rows = min(teacher.num_classes, max_classes)
+    if samples_per_class * rows > MAX_GRID_SAMPLES:
+        raise UserError(f"the sample grid holds at most {MAX_GRID_SAMPLES:,} samples, got {samples_per_class:,} "
+                        f"columns (--grid_samples_per_class) x {rows:,} rows (the teacher's classes, at most "
+                        "--grid_max_classes)")
 
 
 def sample_grid(generator, teacher: Teacher, samples_per_class: int, max_classes: int, seed: int) -> np.ndarray:
