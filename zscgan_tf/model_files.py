@@ -117,8 +117,9 @@ def _other_model_kind(path: str) -> str:
         import h5py  # A dependency of tf_keras.
         if not h5py.is_hdf5(path):  # Its signature may follow a user block, at 512, 1024, ... bytes.
             return f"not an HDF5 file, though named {suffix} (HDF5's signature is not in it)"
-    if not_a_keras_archive(path):
-        return not_a_keras_archive(path)
+    damaged_archive = not_a_keras_archive(path)
+    if damaged_archive:
+        return damaged_archive
     other_framework = OTHER_FRAMEWORK_SUFFIXES.get(os.path.splitext(path)[1].lower())
     if other_framework:
         return other_framework
