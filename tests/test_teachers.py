@@ -302,7 +302,7 @@ def test_missing_and_unreadable_files_are_user_errors(tmp_path):
         teachers.load_teacher(_source(str(tmp_path / "absent.keras")))
     garbage = tmp_path / "garbage.keras"
     garbage.write_bytes(b"not a model at all")
-    with pytest.raises(UserError, match="cannot load model"):
+    with pytest.raises(UserError, match="is not a Keras archive, though named .keras"):
         teachers.load_teacher(_source(str(garbage)))
 
 

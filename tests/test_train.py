@@ -1654,7 +1654,8 @@ def test_unreadable_model_file_from_a_real_process(tmp_path):
                             timeout=300)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot load model '{garbage}'")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: '{garbage}' is not a Keras archive, though "
+                                                             "named .keras (not a whole zip file")
 
 
 def test_photographs_of_different_sizes_are_cropped_and_resized_with_eval_resize(tmp_path, capsys, monkeypatch):
