@@ -600,7 +600,9 @@ def test_a_changed_setting_or_teacher_is_refused_before_the_data_loads(finished_
     save_teacher(build_tiny_classifier(seed=5), str(other_teacher), Preprocessing("tf"), "synthetic",
                  ["a", "b", "c", "d"], None)
     assert train.main(["train", *_with(arguments, noise_dim=9, teacher=other_teacher)]) == cli.USER_ERROR_STATUS
-    assert "generator and student were trained against another teacher than" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "generator and student were trained against another teacher (" in error
+    assert f") than this run's ({other_teacher}); train this one in another work directory" in error
     assert _files_and_contents(work_dir) == written and (work_dir / ".lock").read_text() == "the run's last holder"
 
 

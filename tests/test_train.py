@@ -849,6 +849,15 @@ def test_a_teacher_replaced_since_its_run_trained_is_refused_there(tmp_path, fin
                                                      if key != run_state.TEACHER_PREPROCESSING_KEY}))
     assert train.main(["train", f"--flagfile={flagfile}"]) == 2
     assert "(its weights or preprocessing differ: was the model file replaced?)" in capsys.readouterr().err
+    # Another teacher under another name is not a model file replaced: both are named.
+    (tmp_path / "other").mkdir()
+    other = str(tmp_path / "other" / "other_teacher.keras")
+    shutil.copy(tiny_teacher_file, other)
+    assert train.main(["train", f"--flagfile={_flagfile(tmp_path / 'other', other, work_dir)}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {work_dir}'s generator and student were trained against another teacher ({tiny_teacher_file}) "
+        f"than this run's ({other}); train this one in another work directory, or delete that one to start fresh")
+    assert kept == {name: file_digest(str(work_dir / name)) for name in kept}
     # A run from before fingerprints were recorded takes the teacher it finds, and now says so: it recorded the
     # new teacher's fingerprint without a word, and QAT seemed to beat its teacher by points.
     recorded = state.pop(run_state.TEACHER_KEY)
@@ -961,7 +970,9 @@ def test_a_run_resumes_with_its_teacher_moved_and_not_with_another_in_its_place(
     # Another model at the new place is another teacher: refused, as another path with it would be.
     _retrained(moved)
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, moved, work_dir)}"]) == 2
-    assert "trained against another teacher than teacher is now" in capsys.readouterr().err
+    # The config names the teacher where it trained, under another file name: both are named.
+    assert (f"trained against another teacher ({tiny_teacher_file}) than this run's ({moved})"
+            in capsys.readouterr().err)
 
 
 def test_teacher_settings_that_leave_the_teacher_as_it_was_read_do_not_bind_its_work_directory(

@@ -21,7 +21,8 @@ from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.progress import listed, say
 from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, LOGS_DIR, STATE_FILE, TEACHER_KEY,
                                  TEACHER_PREPROCESSING_KEY, TRAINED_HERE_KEY, UNCHECKED_TEACHER_NOTE, checkpoint_steps,
-                                 how_the_teacher_differs, pool_member_names, read_state, write_state)
+                                 how_the_teacher_differs, named_differently, pool_member_names, read_state,
+                                 write_state)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +137,7 @@ def check_source_teacher(source: GeneratorSource, run_config: config_lib.RunConf
     if source.teacher_sha256 is None or source.teacher_sha256 == fingerprint:
         return
     ours = run_config.teacher.model
-    if source.teacher_model and source.teacher_model != ours:  # Not a model file replaced: another teacher.
+    if named_differently(source.teacher_model, ours):  # Not a model file replaced: another teacher.
         raise UserError(f"the generator of {source.work_dir} was trained against another teacher "
                         f"({source.teacher_model}) than this run's ({ours}); train a generator in this run")
     raise UserError(f"the generator of {source.work_dir} was trained against another teacher than this run's "

@@ -33,14 +33,14 @@ from zscgan_tf import config_changes
 from zscgan_tf import (evaluation_progress, evaluation_stage, generator_reuse, generator_stage, memory_checks,
                        quantization_stages, run_report, seeds, start_up, teachers, training_loop, zero_shot)
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import (check_not_in_use, exclusive_use, file_digest, strict_json_values,
+from zscgan_tf.files import (check_not_in_use, exclusive_use, file_digest, read_json, strict_json_values,
                              unusable_directory_reason, write_json_atomic, write_text_atomic)
 from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.progress import count_of, say
 from zscgan_tf.run_state import (GENERATED_SAMPLES_KEY, GENERATOR_DIR, GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE,
                                  LOGS_DIR, STATE_FILE, STUDENT_CHECK_KEY, TEACHER_KEY, TEACHER_PREPROCESSING_KEY,
-                                 TRAINED_HERE_KEY, UNCHECKED_TEACHER_NOTE, how_the_teacher_differs, pool_member_dirs,
-                                 read_state, record_teacher, stage_finished, write_state)
+                                 TRAINED_HERE_KEY, UNCHECKED_TEACHER_NOTE, how_the_teacher_differs, named_differently,
+                                 pool_member_dirs, read_state, record_teacher, stage_finished, write_state)
 
 # Evaluation data larger than this is checked before training, then let go and read again
 # for the evaluation rather than held in memory through training: ImageNet's 50,000
@@ -164,7 +164,7 @@ def check_config_unchanged(run_config: config_lib.RunConfig, teacher: teachers.T
     state = read_state(work_dir)
     if not state.get(TEACHER_KEY) or not _holds_any(work_dir, *_TRAINED_AGAINST_THE_TEACHER):
         return
-    check_same_teacher(work_dir, teacher, state, fingerprint)
+    check_same_teacher(work_dir, teacher, state, fingerprint, run_config.teacher.model)
     config_changes.check_saved(run_config, True, *_what_binds_the_config(run_config))
 
 
@@ -244,9 +244,11 @@ def check_checkpoints_readable(run_config: config_lib.RunConfig, taking_generato
 
 
 def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict,
-                       fingerprint: Optional[str] = None) -> str:
+                       fingerprint: Optional[str] = None, teacher_model: str = "") -> str:
     """The teacher's fingerprint, checked against the one `state` recorded when the work
-    directory's stages started training; `fingerprint`, where the caller has it already.
+    directory's stages started training; `fingerprint`, where the caller has it already;
+    `teacher_model`, the name this run gives the teacher, which a refusal compares with the
+    name the directory's config recorded.
     A directory that trained without recording one (an earlier version's) cannot be
     checked: a note says so, and the teacher is taken to be the one it trained against.
 
@@ -258,6 +260,12 @@ def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict,
     recorded = state.get(TEACHER_KEY)
     trained = [name for name in _TRAINED_AGAINST_THE_TEACHER if os.path.exists(os.path.join(work_dir, name))]
     if recorded and recorded != current and trained:
+        saved = read_json(os.path.join(work_dir, config_lib.CONFIG_FILE), {})
+        then = str(((saved.get("teacher") if isinstance(saved, dict) else None) or {}).get("model") or "")
+        if named_differently(then, teacher_model):
+            raise UserError(f"{work_dir}'s generator and student were trained against another teacher ({then}) than "
+                            f"this run's ({teacher_model}); train this one in another work directory, or delete that "
+                            "one to start fresh")
         raise UserError(f"{work_dir}'s generator and student were trained against another teacher than "
                         f"{teacher.name} is now ({how_the_teacher_differs(state, teacher.preprocessing)}); "
                         "train this one in another work directory, or delete that one to start fresh")
@@ -449,7 +457,7 @@ def _run_stages(run_config: config_lib.RunConfig, teacher: teachers.Teacher,
     `student_check` the key of the early student check that passed
     (`quantization_stages.student_check_key`), recorded in the state."""
     state = read_state(run_config.work_dir)
-    fingerprint = check_same_teacher(run_config.work_dir, teacher, state, fingerprint)
+    fingerprint = check_same_teacher(run_config.work_dir, teacher, state, fingerprint, run_config.teacher.model)
     record_config(run_config, same_teacher=state.get(TEACHER_KEY) == fingerprint)
     say(f"teacher: {teacher.name}, input {teacher.image_shape}, {teacher.num_classes} classes")
     say(f"device: {start_up.device_summary()}")
