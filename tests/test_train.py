@@ -884,6 +884,19 @@ def test_a_teacher_replaced_since_its_run_trained_is_refused_there(tmp_path, fin
     assert train.main(["train", f"--flagfile={flagfile}"]) == 0
 
 
+def test_a_teacher_named_otherwise_is_another_teacher_and_a_path_saved_relative_is_the_same(tmp_path):
+    full = str(tmp_path / "models" / "teacher.keras")
+    assert not config_changes.names_another_teacher(full, full)
+    assert not config_changes.names_another_teacher("models/teacher.keras", full)  # As an earlier version saved it.
+    assert not config_changes.names_another_teacher("", full)  # Named by none: how the teachers differ is asked.
+    assert config_changes.names_another_teacher("builtin:digits_resnet8", "builtin:fashion_mnist_resnet20")
+    # Moved under the same file name, then replaced: another teacher, as named (by file name alone, a replaced file).
+    assert config_changes.names_another_teacher(full, str(tmp_path / "elsewhere" / "teacher.keras"))
+    assert config_changes.saved_teacher_model({"teacher": {"model": full}}) == full
+    for saved in ({}, [], {"teacher": "x"}, {"teacher": {"model": None}}, {"teacher": None}):
+        assert config_changes.saved_teacher_model(saved) == ""
+
+
 def test_a_teacher_read_with_other_preprocessing_is_refused_as_such(tmp_path, finished_run, tiny_teacher_file, capsys):
     work_dir = tmp_path / "run"
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir)

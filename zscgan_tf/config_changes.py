@@ -190,6 +190,20 @@ def _names_the_same_path(saved: Any, current: Any) -> bool:
                                             or current.endswith(os.sep + os.path.normpath(saved))))
 
 
+def saved_teacher_model(saved: Any) -> str:
+    """The teacher a saved config names (a path, a Keras application or a built-in), or "" where it names none."""
+    teacher = saved.get("teacher") if isinstance(saved, dict) else None
+    return str((teacher if isinstance(teacher, dict) else {}).get("model") or "")
+
+
+def names_another_teacher(saved_model: str, current_model: str) -> bool:
+    """Whether a teacher a saved config names as `saved_model` is named otherwise than this run's
+    `current_model`: another teacher, rather than a model file replaced. A relative path that an
+    earlier version saved names the same teacher as its full path does (`_names_the_same_path`)."""
+    return (bool(saved_model and current_model) and saved_model != current_model
+            and not _names_the_same_path(saved_model, current_model))
+
+
 # The quantization settings whose flag has another name than the setting.
 _QUANTIZATION_FLAGS = {"scheme": "quantization"}
 

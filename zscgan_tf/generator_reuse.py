@@ -21,8 +21,7 @@ from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.progress import listed, say
 from zscgan_tf.run_state import (GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE, LOGS_DIR, STATE_FILE, TEACHER_KEY,
                                  TEACHER_PREPROCESSING_KEY, TRAINED_HERE_KEY, UNCHECKED_TEACHER_NOTE, checkpoint_steps,
-                                 how_the_teacher_differs, named_differently, pool_member_names, read_state,
-                                 write_state)
+                                 how_the_teacher_differs, pool_member_names, read_state, write_state)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +99,7 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     # space) the generator is taken all the same, but cannot train further.
     source = GeneratorSource(source_dir, finished, {key: source_state[key] for key in
                                                     (TEACHER_KEY, TEACHER_PREPROCESSING_KEY) if key in source_state},
-                             str((saved.get("teacher") or {}).get("model") or ""))
+                             config_changes.saved_teacher_model(saved))
     member_names = source.shared_member_names(run_config)
     link = _first_symbolic_link(source_dir, [GENERATOR_MODEL_FILE, *_copied_directories(member_names)])
     if link:  # Copied, a link carried the next write (and a linked directory's files) from elsewhere into this run.
@@ -137,7 +136,7 @@ def check_source_teacher(source: GeneratorSource, run_config: config_lib.RunConf
     if source.teacher_sha256 is None or source.teacher_sha256 == fingerprint:
         return
     ours = run_config.teacher.model
-    if named_differently(source.teacher_model, ours):  # Not a model file replaced: another teacher.
+    if config_changes.names_another_teacher(source.teacher_model, ours):  # Not a model file replaced: another teacher.
         raise UserError(f"the generator of {source.work_dir} was trained against another teacher "
                         f"({source.teacher_model}) than this run's ({ours}); train a generator in this run")
     raise UserError(f"the generator of {source.work_dir} was trained against another teacher than this run's "

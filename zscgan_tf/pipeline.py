@@ -39,7 +39,7 @@ from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.progress import count_of, say
 from zscgan_tf.run_state import (GENERATED_SAMPLES_KEY, GENERATOR_DIR, GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE,
                                  LOGS_DIR, STATE_FILE, STUDENT_CHECK_KEY, TEACHER_KEY, TEACHER_PREPROCESSING_KEY,
-                                 TRAINED_HERE_KEY, UNCHECKED_TEACHER_NOTE, how_the_teacher_differs, named_differently,
+                                 TRAINED_HERE_KEY, UNCHECKED_TEACHER_NOTE, how_the_teacher_differs,
                                  pool_member_dirs, read_state, record_teacher, stage_finished, write_state)
 
 # Evaluation data larger than this is checked before training, then let go and read again
@@ -260,9 +260,8 @@ def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict,
     recorded = state.get(TEACHER_KEY)
     trained = [name for name in _TRAINED_AGAINST_THE_TEACHER if os.path.exists(os.path.join(work_dir, name))]
     if recorded and recorded != current and trained:
-        saved = read_json(os.path.join(work_dir, config_lib.CONFIG_FILE), {})
-        then = str(((saved.get("teacher") if isinstance(saved, dict) else None) or {}).get("model") or "")
-        if named_differently(then, teacher_model):
+        then = config_changes.saved_teacher_model(read_json(os.path.join(work_dir, config_lib.CONFIG_FILE), {}))
+        if config_changes.names_another_teacher(then, teacher_model):
             raise UserError(f"{work_dir}'s generator and student were trained against another teacher ({then}) than "
                             f"this run's ({teacher_model}); train this one in another work directory, or delete that "
                             "one to start fresh")

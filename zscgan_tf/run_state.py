@@ -96,13 +96,6 @@ def how_the_teacher_differs(recorded: dict, preprocessing: Preprocessing) -> str
     return "its weights differ: was the model file replaced?"
 
 
-def named_differently(then: str, now: str) -> bool:
-    """Whether a teacher recorded as `then` (a path, a Keras application or a built-in) is named
-    otherwise than `now`: another teacher rather than a model file replaced. By file name, since
-    runs of earlier versions recorded a path as typed, relative to where they started."""
-    return bool(then and now) and os.path.basename(then) != os.path.basename(now)
-
-
 def pool_member_names(pool_size: int) -> list:
     """Names of a pool's generators' training directories, in pool order: `generator`, `generator_2`, ..."""
     return [GENERATOR_DIR if index == 0 else f"{GENERATOR_DIR}_{index + 1}" for index in range(pool_size)]
