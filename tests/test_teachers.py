@@ -754,3 +754,29 @@ def test_a_sidecars_custom_preprocessing_is_read_with_its_mean_and_std(tmp_path)
     save_teacher(build_tiny_classifier(), path, Preprocessing("custom", (0.5,), (0.25,)), dataset="digits",
                  class_names=["a", "b", "c", "d"], metrics=None)
     assert teachers.load_teacher(_source(path)).preprocessing == Preprocessing("custom", (0.5,), (0.25,))
+
+
+def test_preprocessing_the_teacher_cannot_take_is_refused_naming_where_it_was_given(tmp_path):
+    from zscgan_tf.preprocessing import Preprocessing
+    from zscgan_tf.teacher_training import save_teacher
+    path = str(tmp_path / "gray.keras")  # Reads 1 channel.
+    save_teacher(build_tiny_classifier(), path, Preprocessing("custom", (0.5, 0.5), (0.25, 0.25)), dataset="digits",
+                 class_names=["a", "b", "c", "d"], metrics=None)
+    # Before, neither said whether the flags or the model's description gave them.
+    with pytest.raises(UserError) as refusal:
+        teachers.load_teacher(_source(path))
+    assert str(refusal.value) == (
+        f"preprocessing mean has 2 values but the teacher takes 1 channel (from teacher description '{path}.json': "
+        "correct it there, or pass --teacher_preprocessing to override it)")
+    with pytest.raises(UserError) as refusal:
+        teachers.load_teacher(_source(path, preprocessing="custom", preprocessing_mean=(0.5, 0.5, 0.5),
+                                      preprocessing_std=(0.25,)))
+    assert str(refusal.value) == ("preprocessing mean has 3 values but the teacher takes 1 channel "
+                                  "(--teacher_preprocessing_mean, --teacher_preprocessing_std)")
+    assert teachers.load_teacher(_source(path, preprocessing="tf")).preprocessing == Preprocessing("tf")
+    with open(path + ".json", "w") as sidecar:
+        json.dump({"preprocessing": {"mode": "inception"}}, sidecar)
+    with pytest.raises(UserError, match=re.escape(
+            f"unknown preprocessing mode 'inception'; expected one of tf, caffe, torch, custom, raw (from teacher "
+            f"description '{path}.json': correct it there")):
+        teachers.load_teacher(_source(path))

@@ -23,6 +23,7 @@ from typing import Tuple
 import numpy as np
 
 from zscgan_tf.errors import UserError
+from zscgan_tf.progress import count_of
 
 # The smallest custom std: below a quarter of a pixel level (1 / 255), inputs would span ranges no
 # float32 model was trained on (1e-300 overflowed the input range).
@@ -164,5 +165,6 @@ def _listed(values) -> str:
 def _per_channel(values, channels: int, what: str):
     values = [float(v) for v in values]
     if len(values) not in (1, channels):
-        raise UserError(f"{what} has {len(values)} values but the teacher takes {channels} channels")
+        raise UserError(f"preprocessing {what} has {len(values)} values but the teacher takes "
+                        f"{count_of(channels, 'channel')}")
     return values * channels if len(values) == 1 else values

@@ -9,6 +9,7 @@ write one too, `<model file without its extension>.json`, holding only some of t
 
 import json
 import os
+from typing import Tuple
 
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.files import write_json_atomic
@@ -32,13 +33,19 @@ def read(model_path: str) -> dict:
       UserError: if `<model file>.json` exists but is not valid JSON, or either file holds
         `SIDECAR_KEYS` but is not a description (`_check`).
     """
+    return read_with_path(model_path)[0]
+
+
+def read_with_path(model_path: str) -> Tuple[dict, str]:
+    """`read`'s description and the file it was read from ("" for none), for messages about
+    what it says."""
     path = os.path.normpath(model_path)
     first_path = path_of(path)
     if not os.path.exists(first_path):
         return _without_model_extension(path)
     description = _json_of(first_path)
     _check(description, first_path)
-    return description
+    return description, first_path
 
 
 def path_of(model_path: str) -> str:
@@ -73,21 +80,21 @@ def _check(description, path: str) -> None:
         raise UserError(f"cannot use teacher description {path!r}: {problem}")
 
 
-def _without_model_extension(path: str) -> dict:
-    """`<path without its extension>.json` when it is a teacher's description, else {}."""
+def _without_model_extension(path: str) -> Tuple[dict, str]:
+    """`<path without its extension>.json` when it is a teacher's description, and its path; else {}, ""."""
     other_path = os.path.splitext(path)[0] + SIDECAR_SUFFIX
     if other_path == path_of(path) or not os.path.isfile(other_path):
-        return {}
+        return {}, ""
     try:
         description = _json_of(other_path)
     except UserError as error:  # Perhaps not ours to read; perhaps the user's, with a typo, which went unsaid.
         note(f"note: {error}; it is not read as the teacher's description (class names, preprocessing): correct it "
              "if it is one")
-        return {}
+        return {}, ""
     if not (isinstance(description, dict) and set(SIDECAR_KEYS) & set(description)):
-        return {}
+        return {}, ""
     _check(description, other_path)
-    return description
+    return description, other_path
 
 
 def write(model_path: str, description: dict) -> None:

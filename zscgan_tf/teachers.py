@@ -238,11 +238,15 @@ def load_teacher(source: TeacherSource, progress: bool = True, require_batchnorm
     read = (_read_keras_application(source) if source.model in KERAS_APPLICATIONS
             else _read_model_file(source, progress))
     model, name, description = read.model, read.name, read.description
-    preprocessing = _resolve_preprocessing(source, read.default_mode, description)
+    preprocessing = _resolve_preprocessing(source, read)
     model, channel_note = teacher_rebuild.with_channel_axis(model)
     model, output_note = logits.logits_model(flattening.flat_inference_model(model))
     model, vector_note = teacher_rebuild.with_class_vector_output(model)
     image_shape = _validate_input(model, source)
+    try:
+        preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
+    except UserError as error:
+        raise _naming_the_preprocessing_origin(error, source, read) from None
     rebuild_notes = teacher_rebuild.float32_notes(model, preprocessing)
     model = teacher_rebuild.float32_model(model, image_shape)
     num_classes = _validate_output(model)
@@ -254,7 +258,6 @@ def load_teacher(source: TeacherSource, progress: bool = True, require_batchnorm
         raise UserError(f"the teacher's description names {named} classes (\"class_names\"), but the teacher "
                         f"{name!r} has {num_classes} outputs; give one name per output, in output order")
     hidden_batchnorm_warning = _check_batchnorm(model, name, require_batchnorm)
-    preprocessing.scale_and_offset(image_shape[2])  # Raises if its statistics don't fit the channels.
     model.trainable = False
     warnings = (read.notes + [note for note in (channel_note, output_note, vector_note) if note] + rebuild_notes
                 + class_name_warnings(description.get("class_names")))
@@ -277,6 +280,7 @@ class _ReadModel:
     Attributes:
       default_mode: its preprocessing unless `TeacherSource.preprocessing` says otherwise.
       preprocessing_assumed: whether nothing said it (a model file without a sidecar or flag).
+      sidecar_path: the file its description was read from ("" for none), named when what it says is refused.
       notes: what reading it changed, for the teacher's warnings.
     """
     model: tf_keras.Model
@@ -284,6 +288,7 @@ class _ReadModel:
     description: dict
     default_mode: str
     preprocessing_assumed: bool = False
+    sidecar_path: str = ""
     notes: List[str] = dataclasses.field(default_factory=list)
 
 
@@ -333,12 +338,13 @@ def _read_model_file(source: TeacherSource, progress: bool) -> _ReadModel:
         notes.append(f"the teacher was saved with TF-MOT's {' and '.join(kinds)} wrappers "
                      f"({', '.join(wrappers)}); they are stripped and the weights they hold used as they "
                      f"are: the PTQ model and the QAT student keep {kept}")
-    sidecar = sidecar_lib.read(path)
+    sidecar, sidecar_path = sidecar_lib.read_with_path(path)
     # A model that reads uint8 takes pixels 0 to 255 as they are.
     default_mode = sidecar.get("preprocessing", {}).get(
         "mode", "raw" if model.inputs and model.inputs[0].dtype == tf.uint8 else DEFAULT_FILE_PREPROCESSING)
     return _ReadModel(model, model_file_name(path), {"source": source.model, **sidecar}, default_mode,
-                      preprocessing_assumed=not source.preprocessing and "preprocessing" not in sidecar, notes=notes)
+                      preprocessing_assumed=not source.preprocessing and "preprocessing" not in sidecar,
+                      sidecar_path=sidecar_path, notes=notes)
 
 
 def _check_batchnorm(model: tf_keras.Model, name: str, require_batchnorm: bool) -> Optional[str]:
@@ -479,13 +485,30 @@ def model_file_name(path: str) -> str:
     return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
 
 
-def _resolve_preprocessing(source: TeacherSource, default_mode: str, description: dict) -> Preprocessing:
+def _resolve_preprocessing(source: TeacherSource, read: _ReadModel) -> Preprocessing:
+    try:
+        if source.preprocessing:
+            return Preprocessing(source.preprocessing, source.preprocessing_mean, source.preprocessing_std)
+        saved = read.description.get("preprocessing")
+        if saved and saved.get("mode") == read.default_mode:
+            return Preprocessing.from_dict(saved)
+        return Preprocessing(read.default_mode)
+    except UserError as error:
+        raise _naming_the_preprocessing_origin(error, source, read) from None
+
+
+def _naming_the_preprocessing_origin(error: UserError, source: TeacherSource, read: _ReadModel) -> UserError:
+    """`error`, a refusal of the teacher's preprocessing, saying where that was given: its
+    flags, or its description's file (which the flags then do not override by being absent)."""
     if source.preprocessing:
-        return Preprocessing(source.preprocessing, source.preprocessing_mean, source.preprocessing_std)
-    saved = description.get("preprocessing")
-    if saved and saved.get("mode") == default_mode:
-        return Preprocessing.from_dict(saved)
-    return Preprocessing(default_mode)
+        origin = ("--teacher_preprocessing_mean, --teacher_preprocessing_std" if source.preprocessing == "custom"
+                  else "--teacher_preprocessing")
+    elif read.sidecar_path and "preprocessing" in read.description:
+        origin = (f"from teacher description {read.sidecar_path!r}: correct it there, or pass --teacher_preprocessing "
+                  "to override it")
+    else:
+        return error
+    return UserError(f"{error} ({origin})")
 
 
 def _validate_input(model, source: TeacherSource) -> Tuple[int, int, int]:
