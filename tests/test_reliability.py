@@ -978,6 +978,16 @@ def test_bad_input_from_a_real_process(tmp_path, tiny_teacher_file):
             evaluation=config_lib.EvaluationConfig(dataset=colour)), teacher)
     assert str(refusal.value) == (f"evaluation dataset {colour!r} has images of shape (8, 8, 3) but the teacher reads "
                                   "(8, 8, 1); pass --eval_resize to convert them to gray (by luminance)")
+    # One colour image among gray ones is named: the refusal spoke of the whole folder as colour.
+    gray = _image_folder(tmp_path, shape=(8, 8))
+    stray = os.path.join(gray, "class_2", "1.png")
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8), "RGB").save(stray)
+    with pytest.raises(UserError) as refusal:
+        evaluation_stage.evaluation_dataset(config_lib.RunConfig(
+            evaluation=config_lib.EvaluationConfig(dataset=gray)), teacher)
+    assert str(refusal.value) == (f"evaluation dataset {gray!r} has images of shape (8, 8, 3) but the teacher reads "
+                                  "(8, 8, 1); pass --eval_resize to convert them to gray (by luminance) (1 of its 8 "
+                                  f"images is in colour, the first {stray} (mode RGB); the others are gray)")
 
 
 def test_eval_resize_opts_in_and_a_teachers_own_data_is_resized(tmp_path, tiny_teacher_file, capsys):

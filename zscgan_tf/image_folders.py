@@ -147,16 +147,18 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
             raise UserError(f"cannot read image {file}: {first_line(error)}") from None
 
     # First pass, headers only: the channel count and whether sizes agree decide the result's shape.
-    sizes, grayscale = [], True
+    sizes, colour = [], []
     header_bar = ProgressBar(len(files), "reading image headers") if progress else None
     for index, file in enumerate(files):
         with open_image(file) as picture:
             sizes.append(picture.size)
-            grayscale = grayscale and picture.mode in GRAYSCALE_PIL_MODES
+            if picture.mode not in GRAYSCALE_PIL_MODES:
+                colour.append((file, picture.mode))
         if header_bar:
             header_bar.update(index + 1, {})
     if header_bar:
         header_bar.close()
+    grayscale = not colour
     if image_size is None:
         for file, size in zip(files, sizes):
             if size != sizes[0]:
@@ -167,7 +169,15 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
                     f"{size[0]}x{size[1]} (width x height; {commonest})", commonest)
         height, width = sizes[0][1], sizes[0][0]
         if check_image_shape is not None:
-            check_image_shape((height, width, 1 if grayscale else 3))
+            try:
+                check_image_shape((height, width, 1 if grayscale else 3))
+            except UserError as error:
+                if not 0 < len(colour) < len(files):
+                    raise
+                file, mode = colour[0]
+                raise UserError(f"{error} ({len(colour):,} of its {len(files):,} images "
+                                f"{'is' if len(colour) == 1 else 'are'} in colour, the first {file} (mode {mode}); "
+                                "the others are gray)") from None
     else:
         height, width = (int(size) for size in image_size)
         resize = _image_resizer((height, width), 1 if grayscale else 3)
