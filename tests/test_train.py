@@ -2116,8 +2116,20 @@ def test_idx_files_whose_labels_stop_short_of_the_last_class_are_the_teachers_ou
     assert f"{tmp_path}'s labels reach 2; read as the teacher's outputs 0 to 3" in capsys.readouterr().out
     # Labels beyond the teacher's outputs are still refused.
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([0, 5, 1])))
-    with pytest.raises(UserError, match="has 6 classes but the teacher predicts 4$"):
+    with pytest.raises(UserError) as refusal:
         evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+    # Before, the message stopped at the count, leaving the user to find which of 10,000 labels was the stray.
+    assert str(refusal.value) == (f"evaluation dataset {str(tmp_path)!r} has 6 classes but the teacher predicts 4; "
+                                  "1 of its 3 labels is 4 or more, the first 5 (image 1, counting from 0)")
+    # The class count is read from both splits' labels: a stray in the other split is said to be there.
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([0, 2, 1])))
+    write_idx_split(tmp_path, "train", images, np.array([0, 7, 1]), compressed=False)
+    with pytest.raises(UserError) as refusal:
+        evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
+    assert str(refusal.value).endswith("has 8 classes but the teacher predicts 4; its labels stop at 2, another "
+                                       "split's reach 7")
+    for name in ("train-labels-idx1-ubyte", "train-images-idx3-ubyte"):
+        os.remove(tmp_path / name)
     # Labels 1 to 4 for four outputs: counted from 1, as some datasets count.
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([1, 4, 2])))
     with pytest.raises(UserError) as refusal:

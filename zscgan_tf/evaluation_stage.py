@@ -154,13 +154,23 @@ def _shape_refusal(source: str, image_shape: Tuple[int, int, int], teacher: Teac
 def _class_count_refusal(source: str, num_classes: int, teacher: Teacher,
                          labels: Optional[np.ndarray] = None) -> UserError:
     """The refusal of data of `num_classes` classes; `labels`, read from files without a class
-    count, may say they count from 1."""
+    count, may say they count from 1, or which of them lie beyond the teacher's outputs."""
     from_one = (labels is not None and labels.size and int(labels.min()) == 1
                 and num_classes == teacher.num_classes + 1)
+    beyond = np.flatnonzero(labels >= teacher.num_classes) if labels is not None and not from_one else ()
+    detail = ""
+    if from_one:
+        detail = (f"; its labels run from 1 to {num_classes - 1}: if they count from 1, subtract 1 from them (the "
+                  "teacher's outputs count from 0)")
+    elif len(beyond):
+        detail = (f"; {len(beyond):,} of its {labels.size:,} labels {'is' if len(beyond) == 1 else 'are'} "
+                  f"{teacher.num_classes} or more, the first {int(labels[beyond[0]])} (image {int(beyond[0]):,}, "
+                  "counting from 0)")
+    elif labels is not None:  # Counted from the other split's labels as well.
+        detail = (f"; its labels stop at {int(labels.max()) if labels.size else 0}, another split's reach "
+                  f"{num_classes - 1}")
     return UserError(f"evaluation dataset {source!r} has {num_classes} classes but the teacher predicts "
-                     f"{teacher.num_classes}" + (f"; its labels run from 1 to {num_classes - 1}: if they count from "
-                                                 "1, subtract 1 from them (the teacher's outputs count from 0)"
-                                                 if from_one else ""))
+                     f"{teacher.num_classes}{detail}")
 
 
 def _class_names_check(teacher: Teacher, source: str):
