@@ -897,6 +897,20 @@ def test_a_teacher_named_otherwise_is_another_teacher_and_a_path_saved_relative_
         assert config_changes.saved_teacher_model(saved) == ""
 
 
+def test_a_work_directory_that_exists_and_cannot_be_written_is_not_said_to_be_created(tmp_path, monkeypatch):
+    work_dir = str(tmp_path / "run")  # A finished run's, on a read-only mount.
+    os.mkdir(work_dir)
+    real_access = os.access  # Root writes whatever the mode: CI containers run as root.
+    monkeypatch.setattr(os, "access", lambda path, mode, **kwargs: (
+        False if os.fspath(path) == work_dir else real_access(path, mode, **kwargs)))
+    with pytest.raises(UserError) as refusal:
+        pipeline.check_work_dir(config_lib.RunConfig(work_dir=work_dir))
+    assert str(refusal.value) == f"cannot write to work directory {work_dir!r}: {work_dir!r} is not writable"
+    with pytest.raises(UserError) as refusal:  # One to make beneath it is made, as before.
+        pipeline.check_work_dir(config_lib.RunConfig(work_dir=os.path.join(work_dir, "inner")))
+    assert str(refusal.value).startswith(f"cannot create work directory '{work_dir}{os.sep}inner': ")
+
+
 def test_a_teacher_read_with_other_preprocessing_is_refused_as_such(tmp_path, finished_run, tiny_teacher_file, capsys):
     work_dir = tmp_path / "run"
     flagfile = _flagfile(tmp_path, tiny_teacher_file, work_dir)

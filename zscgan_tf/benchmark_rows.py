@@ -558,7 +558,8 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
         reproducibility.enable_deterministic_execution()
     reason = unusable_directory_reason(benchmark.work_dir)
     if reason:
-        raise UserError(f"cannot create --work_dir {benchmark.work_dir!r}: {reason}")
+        raise UserError(f"cannot {'write to' if os.path.isdir(benchmark.work_dir) else 'create'} --work_dir "
+                        f"{benchmark.work_dir!r}: {reason}")
     if os.path.isfile(os.path.join(benchmark.work_dir, run_state.STATE_FILE)):
         raise UserError(f"--work_dir {benchmark.work_dir!r} is the work directory of a run (python -m "
                         "zscgan_tf.train), which the benchmark's files would be mixed into; choose another")

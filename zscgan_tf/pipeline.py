@@ -62,8 +62,9 @@ def check_work_dir(run_config: config_lib.RunConfig):
     """
     work_dir = run_config.work_dir
     reason = unusable_directory_reason(work_dir)
-    if reason:
-        raise UserError(f"cannot create work directory {work_dir!r}: {reason}")
+    if reason:  # A finished run's directory on a read-only mount exists: "cannot create" it misled.
+        raise UserError(f"cannot {'write to' if os.path.isdir(work_dir) else 'create'} work directory {work_dir!r}: "
+                        f"{reason}")
     _check_layout(run_config)
     config_path = os.path.join(work_dir, config_lib.CONFIG_FILE)
     trained = [name for name in STAGE_OUTPUTS if os.path.exists(os.path.join(work_dir, name))]
