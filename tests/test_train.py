@@ -1162,6 +1162,14 @@ def test_a_finished_run_measured_again_does_not_judge_its_generated_samples_agai
         capsys.readouterr().out)
     assert json.loads((work_dir / "report.json").read_text())["generated_samples"] == report["generated_samples"]
     assert (work_dir / "samples.png").read_bytes() == samples_png
+    # A recorded result of another shape (a hand's edit) is judged again: before, a TypeError's traceback.
+    state = json.loads((work_dir / "state.json").read_text())
+    for result in (2, {"teacher_agreement": 0.5}):
+        state["generated_samples"]["result"] = result
+        (work_dir / "state.json").write_text(json.dumps(state))
+        assert train.main(["train", f"--flagfile={flagfile}", "--latency_runs=3"]) == 0
+        assert "already judged" not in capsys.readouterr().out
+        assert json.loads((work_dir / "report.json").read_text())["generated_samples"] == report["generated_samples"]
     # Other settings, or a grid that is not the one recorded, judge them again.
     (work_dir / "samples.png").write_bytes(b"damaged")
     assert train.main(["train", f"--flagfile={flagfile}", "--eval_samples_per_class=5"]) == 0

@@ -274,6 +274,11 @@ def check_same_teacher(work_dir: str, teacher: teachers.Teacher, state: dict,
     return current
 
 
+# What the report says of the generated samples, as `state.json` records it for a rerun.
+_GENERATED_SAMPLES_FIELDS = ("samples_per_class", "teacher_agreement", "worst_class_agreement", "per_class_agreement",
+                             "mean_confidence", "within_class_spread")
+
+
 def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, generator, state: dict,
                  quantization_results: dict, progress: bool = True, trained_earlier: Sequence[str] = ()) -> dict:
     """Judges generated samples with the teacher (unless this generator's samples were judged
@@ -288,10 +293,12 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
                       "samples_per_class": settings.samples_per_class,
                       "grid": [settings.grid_samples_per_class, settings.grid_max_classes]}, sort_keys=True)
     judged = state.get(GENERATED_SAMPLES_KEY) or {}
-    if judged.get("key") == key and judged.get("samples_sha256") == file_digest(samples_path):
+    recorded = judged.get("result")
+    if (judged.get("key") == key and judged.get("samples_sha256") == file_digest(samples_path)
+            and isinstance(recorded, dict) and set(_GENERATED_SAMPLES_FIELDS) <= set(recorded)):  # Else a hand's edit.
         say(f"generated samples: already judged by the teacher ({count_of(settings.samples_per_class, 'sample')} "
             f"per class), as recorded in {STATE_FILE}")
-        generated = judged["result"]
+        generated = recorded
     else:
         evaluation = zero_shot.evaluate_generator(generator, teacher, settings.samples_per_class, progress=progress,
                                                   seed=run_config.seed + seeds.GENERATED_SAMPLES_SEED_OFFSET)
