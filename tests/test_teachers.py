@@ -162,6 +162,10 @@ def _save_other_kind(model, tmp_path, kind: str) -> str:
     elif kind == "text_keras":
         path = tmp_path / "model.keras"
         path.write_text("not a model")
+    elif kind == "zip_keras":  # Another program's archive, renamed: "There is no item named 'config.json'".
+        path = tmp_path / "model.keras"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("photo.txt", "not a model")
     elif kind in ("empty_tflite", "empty_keras"):  # A copy that did not finish: h5py's "signature not found".
         path = tmp_path / ("model.tflite" if kind == "empty_tflite" else "model.keras")
         path.write_bytes(b"")
@@ -187,6 +191,8 @@ def _save_other_kind(model, tmp_path, kind: str) -> str:
                         r"that did not finish\?\)"),
     ("text_keras", r"not a Keras archive, though named \.keras \(not a whole zip file: a copy or download "
                    r"that did not finish\?\)"),
+    ("zip_keras", r"not a Keras archive, though named \.keras \(a zip file without the config.json that model.save "
+                  r"writes into one: another program's archive\?\)"),
 ])
 def test_other_kinds_of_model_file_are_named_and_refused(tmp_path, kind, what):
     path = _save_other_kind(build_tiny_classifier(), tmp_path, kind)

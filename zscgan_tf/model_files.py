@@ -30,6 +30,8 @@ TFLITE_FILE_IDENTIFIER = b"TFL3"
 HDF5_SIGNATURE = b"\x89HDF"
 HDF5_SUFFIXES = (".h5", ".hdf5")
 KERAS_ARCHIVE_SUFFIX = ".keras"
+# The architecture a `.keras` archive holds, which tf_keras reads first.
+KERAS_ARCHIVE_CONFIG = "config.json"
 COMPILE_CONFIG_KEY = "compile_config"
 # TF-MOT's pruning and clustering wrappers, which a model saved during that training keeps,
 # by class, with what unwraps them; the wrapped layers hold the pruned or clustered weights.
@@ -138,9 +140,19 @@ def _other_model_kind(path: str) -> str:
 def not_a_keras_archive(path: str) -> str:
     """"not a Keras archive, ..." for a `.keras` file that is neither a whole zip nor HDF5 (which
     tf_keras reads under any suffix), where loading says only h5py's "file signature not
-    found"; else ""."""
-    if not (os.path.isfile(path) and path.lower().endswith(KERAS_ARCHIVE_SUFFIX)) or zipfile.is_zipfile(path):
+    found", or a zip without the `config.json` model.save writes (another program's archive),
+    where it says "There is no item named 'config.json' in the archive"; else ""."""
+    if not (os.path.isfile(path) and path.lower().endswith(KERAS_ARCHIVE_SUFFIX)):
         return ""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if KERAS_ARCHIVE_CONFIG in archive.namelist():
+                    return ""
+        except zipfile.BadZipFile:
+            return ""  # Its directory is damaged: loading it says how.
+        return (f"not a Keras archive, though named {KERAS_ARCHIVE_SUFFIX} (a zip file without the "
+                f"{KERAS_ARCHIVE_CONFIG} that model.save writes into one: another program's archive?)")
     import h5py  # A dependency of tf_keras.
     if h5py.is_hdf5(path):
         return ""
@@ -153,7 +165,7 @@ def _is_keras_archive(path: str) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
-        return {"config.json", "metadata.json"} <= set(archive.namelist())
+        return {KERAS_ARCHIVE_CONFIG, "metadata.json"} <= set(archive.namelist())
 
 
 def _load_model_file(path: str, trust_model_code: bool) -> tf_keras.Model:
