@@ -8,7 +8,7 @@ import sys
 import pytest
 from absl import flags
 
-from zscgan_tf import cli, train
+from zscgan_tf import cli, flag_names, train
 from zscgan_tf.config import MAX_SEED
 from zscgan_tf.errors import UserError
 
@@ -51,7 +51,8 @@ def test_teacher_flags_name_a_teacher_source_again():
 
     from zscgan_tf.teachers import TeacherSource
     # Every field but the model has its flag (one added to TeacherSource later would be left out without a word).
-    assert set(cli._TEACHER_FIELD_FLAGS) == {field.name for field in dataclasses.fields(TeacherSource)} - {"model"}
+    assert set(flag_names.TEACHER_FIELD_FLAGS) == {field.name for field in dataclasses.fields(TeacherSource)} - {
+        "model"}
     source = TeacherSource(model="my models/mobilenet_v2.keras", weights="none", alpha=0.35, input_size=32,
                            num_classes=10, channels=1, preprocessing="custom", preprocessing_mean=(0.5,),
                            preprocessing_std=(1 / 255,),  # `:g` gave 0.00392157: another preprocessing.
@@ -59,14 +60,38 @@ def test_teacher_flags_name_a_teacher_source_again():
     flag_values = flags.FlagValues()
     cli.define_teacher_flags(flag_values)
     flags.DEFINE_string("teacher", None, "", flag_values=flag_values)
-    flag_values(["command", *cli.teacher_flags(source)])
+    # The names library modules give in messages are the flags the entry points define.
+    assert set(flag_names.TEACHER_FLAG_NAMES) == set(flag_values) - {"teacher"}
+    assert set(flag_names.TEACHER_FIELD_FLAGS.values()) == set(flag_names.TEACHER_FLAG_NAMES)
+    flag_values(["command", *flag_names.teacher_flags(source)])
     assert cli.teacher_source(flag_values.teacher, flag_values) == source
-    assert cli.teacher_flags(TeacherSource(model="mine.keras")) == ["--teacher=mine.keras"]  # Defaults left out.
+    assert flag_names.teacher_flags(TeacherSource(model="mine.keras")) == ["--teacher=mine.keras"]  # Defaults left out.
     # The advice naming a preprocessing alone writes its values as exactly (it kept 6 digits).
     from zscgan_tf.preprocessing import Preprocessing
-    assert cli.preprocessing_flags(Preprocessing("custom", (0.5,), (1 / 255,))) == (
+    assert flag_names.preprocessing_flags(Preprocessing("custom", (0.5,), (1 / 255,))) == (
         "--teacher_preprocessing=custom --teacher_preprocessing_mean=0.5 "
         "--teacher_preprocessing_std=0.00392156862745098")
+
+
+def test_no_library_module_imports_the_flags_or_the_entry_points():
+    # Flags live in entry points (STYLE.md): the conversion modules imported `cli`, and through it absl.flags.
+    import ast
+    package = os.path.dirname(cli.__file__)
+    importing = {}
+    for name in sorted(os.listdir(package)):
+        if not name.endswith(".py") or name in ("cli.py", "train.py"):
+            continue
+        with open(os.path.join(package, name)) as module_file:
+            tree = ast.parse(module_file.read())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {f"{node.module}.{alias.name}" for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module for alias in node.names}
+        wrong = sorted(module for module in imported
+                       if module.split(".")[:2] == ["absl", "flags"] or module.split(".")[:2] in (
+                           ["zscgan_tf", "cli"], ["zscgan_tf", "train"]))
+        if wrong:
+            importing[name] = wrong
+    assert importing == {}
 
 
 def test_usage_of_a_module_without_flags_is_its_docstring():

@@ -5,7 +5,7 @@ module parses `argv` into those flags and runs the body, so every command answer
 input the same way: one line, `error: ...`, exit status 2 (`--verbose` adds the
 traceback), and `--help` the same way: the entry point's docstring and its flags. The
 flags that describe a teacher, which `train` and `tools/convert.py` share, are defined
-and read back here. Library modules never import it.
+and read back here (their names, for messages, are `flag_names`'). Library modules never import it.
 """
 
 import math
@@ -14,13 +14,14 @@ import re
 import signal
 import sys
 import traceback
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from absl import flags
 
 from zscgan_tf import errors, start_up, stop_signals
 from zscgan_tf.config import MAX_SEED
 from zscgan_tf.errors import InUseError, UserError, first_line
+from zscgan_tf.flag_names import APPLICATION_FLAG_NAMES
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.teachers import KERAS_APPLICATIONS, TeacherSource
 from zscgan_tf.training_loop import NonFiniteLossError, TrainingInterrupted
@@ -253,13 +254,6 @@ def _file_being_written(error: Exception) -> str:
     return f" (writing {path})" if path else ""
 
 
-# The flags of `define_teacher_flags`, and those among them that say how pixels become inputs.
-PREPROCESSING_FLAG_NAMES = ("teacher_preprocessing", "teacher_preprocessing_mean", "teacher_preprocessing_std")
-TEACHER_FLAG_NAMES = ("teacher_weights", "teacher_alpha", "teacher_input_size", "teacher_num_classes",
-                      "teacher_channels") + PREPROCESSING_FLAG_NAMES + ("trust_model_code", "teacher_cache_dir",
-                                                                        "teacher_custom_objects")
-
-
 def define_teacher_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Defines the flags that say how to build and read a teacher, all but `--teacher` itself.
 
@@ -318,28 +312,6 @@ def preprocessing_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Opt
     return Preprocessing(mode, mean, std) if mode else None
 
 
-def preprocessing_flags(preprocessing: Preprocessing) -> str:
-    """The flags that name `preprocessing`: `--teacher_preprocessing=raw`, or for `custom`
-    `--teacher_preprocessing=custom --teacher_preprocessing_mean=0.5 --teacher_preprocessing_std=0.25`."""
-    named = f"--teacher_preprocessing={preprocessing.mode}"
-    if preprocessing.mode != "custom":
-        return named
-    return (f"{named} --teacher_preprocessing_mean={_flag_value(preprocessing.mean)} "
-            f"--teacher_preprocessing_std={_flag_value(preprocessing.std)}")
-
-
-def _flag_value(value) -> str:
-    """A flag's value as the command line gives it: a list comma-separated, a float exactly
-    (`repr`: `:g` kept 6 digits, another preprocessing for a std of 1/255)."""
-    if isinstance(value, (tuple, list)):
-        return ",".join(_flag_value(item) for item in value)
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-# Flags that build a Keras Applications teacher, which a model file or built-in teacher ignores.
-APPLICATION_FLAG_NAMES = ("teacher_weights", "teacher_alpha", "teacher_num_classes", "teacher_channels")
-
-
 def ignored_teacher_flags_note(model: str, flag_values: flags.FlagValues = flags.FLAGS) -> Optional[str]:
     """A note naming the Keras Applications flags set for a teacher that is not one (a model
     file or a built-in teacher ignores them; a flagfile written for an Application may set
@@ -353,28 +325,6 @@ def ignored_teacher_flags_note(model: str, flag_values: flags.FlagValues = flags
     one = len(ignored) == 1
     return (f"note: {', '.join(ignored)} {'is' if one else 'are'} for Keras Applications teachers (mobilenet_v2, "
             f"resnet50, ...); --teacher={model} is not one and ignores {'it' if one else 'them'}")
-
-
-# The flag of each `TeacherSource` field but `model` (`--teacher` itself), as `teacher_source` reads them.
-_TEACHER_FIELD_FLAGS = {"weights": "teacher_weights", "alpha": "teacher_alpha", "input_size": "teacher_input_size",
-                        "num_classes": "teacher_num_classes", "channels": "teacher_channels",
-                        "preprocessing": "teacher_preprocessing", "preprocessing_mean": "teacher_preprocessing_mean",
-                        "preprocessing_std": "teacher_preprocessing_std", "trust_model_code": "trust_model_code",
-                        "cache_dir": "teacher_cache_dir", "custom_objects": "teacher_custom_objects"}
-
-
-def teacher_flags(source: TeacherSource) -> List[str]:
-    """The flags that name `source` again, `--teacher` first, leaving out those at their defaults:
-    `teacher_source` of them gives it back (for advice that repeats a run's teacher)."""
-    named = [f"--teacher={source.model}"]
-    defaults = TeacherSource()
-    for field, flag_name in _TEACHER_FIELD_FLAGS.items():
-        value = getattr(source, field)
-        if value == getattr(defaults, field):
-            continue
-        named.append(f"--{'' if value else 'no'}{flag_name}" if isinstance(value, bool)
-                     else f"--{flag_name}={_flag_value(value)}")
-    return named
 
 
 def teacher_source(model: str, flag_values: flags.FlagValues = flags.FLAGS) -> TeacherSource:

@@ -1,7 +1,7 @@
 """The calibration inputs of an int8 conversion (`tools/convert.py`): generator samples,
 ZeroQ-style distilled inputs or Gaussian noise, as `ConversionConfig.data_source` says."""
 
-from zscgan_tf import cli, distilled_data, memory_checks, quantization_stages
+from zscgan_tf import distilled_data, flag_names, memory_checks, quantization_stages
 from zscgan_tf import generator as generator_lib
 from zscgan_tf.conversion_config import ConversionConfig
 from zscgan_tf.errors import UserError
@@ -45,5 +45,5 @@ def _check_generator_input_space(generator, preprocessing, channels) -> None:
         return
     trained_for = generator_lib.preprocessing_of_input_space(*generator_lib.input_space(generator))
     raise UserError(f"the generator was trained for a teacher that reads pixels with {trained_for.describe()} "
-                    f"preprocessing, not {preprocessing.describe()}: pass {cli.preprocessing_flags(trained_for)}, "
-                    "or the generator trained for this teacher")
+                    f"preprocessing, not {preprocessing.describe()}: pass "
+                    f"{flag_names.preprocessing_flags(trained_for)}, or the generator trained for this teacher")

@@ -6,13 +6,13 @@ import dataclasses
 import os
 from typing import FrozenSet, Optional, Tuple
 
-from zscgan_tf import cli, files, model_files, quantization_stages, teachers
+from zscgan_tf import files, flag_names, model_files, quantization_stages, teachers
 from zscgan_tf import config as config_lib
 from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import Preprocessing
 
 # The teacher flags a --student takes: what its input is, and the code of its own layers.
-STUDENT_FLAG_NAMES = cli.PREPROCESSING_FLAG_NAMES + ("teacher_custom_objects", "trust_model_code")
+STUDENT_FLAG_NAMES = flag_names.PREPROCESSING_FLAG_NAMES + ("teacher_custom_objects", "trust_model_code")
 # What a --run_dir takes of the teacher flags: the code its recorded teacher runs, confirmed
 # (`run_conversion.check_run`).
 RUN_DIR_FLAG_NAMES = ("teacher_custom_objects", "trust_model_code")
@@ -23,7 +23,7 @@ CALIBRATION_FLAG_NAMES = ("generator", "data_source", "distilled_steps", "calibr
 INT8_FORMAT_FLAG_NAMES = ("io_dtype", "allow_float_ops")
 # Flags whose being given, not only their value, changes what the tool does: given where they do not apply they
 # are refused, and with --run_dir a flag not given leaves the run's own setting.
-GIVEN_FLAG_NAMES = cli.TEACHER_FLAG_NAMES + CALIBRATION_FLAG_NAMES + INT8_FORMAT_FLAG_NAMES + ("per_channel",)
+GIVEN_FLAG_NAMES = flag_names.TEACHER_FLAG_NAMES + CALIBRATION_FLAG_NAMES + INT8_FORMAT_FLAG_NAMES + ("per_channel",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,8 +115,8 @@ class ConversionConfig:
             raise UserError("pass exactly one of --run_dir, --student and --teacher")
         # A run directory records its teacher; a student file has only an input to describe.
         used_teacher_flags = (RUN_DIR_FLAG_NAMES if self.run_dir else STUDENT_FLAG_NAMES if self.student
-                              else cli.TEACHER_FLAG_NAMES)
-        unused = [f"--{name}" for name in cli.TEACHER_FLAG_NAMES
+                              else flag_names.TEACHER_FLAG_NAMES)
+        unused = [f"--{name}" for name in flag_names.TEACHER_FLAG_NAMES
                   if name in self.given and name not in used_teacher_flags]
         if unused:
             takes = (" (a --student takes --teacher_preprocessing, --teacher_custom_objects and --trust_model_code)"

@@ -10,7 +10,7 @@ from typing import List, Tuple
 
 import tf_keras
 
-from zscgan_tf import cli, files, pipeline, quantization_stages, run_state, seeds, teachers, training_loop
+from zscgan_tf import files, flag_names, pipeline, quantization_stages, run_state, seeds, teachers, training_loop
 from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
 from zscgan_tf.conversion_calibration import calibration_inputs
@@ -24,7 +24,7 @@ def _ptq_flags_of(run_config: config_lib.RunConfig, run_dir: str) -> List[str]:
     teacher, generator, calibration samples and their seed, and its export settings (the
     defaults' gave another file)."""
     settings = run_config.quantization
-    return (cli.teacher_flags(run_config.teacher)
+    return (flag_names.teacher_flags(run_config.teacher)
             + [f"--generator={os.path.join(run_dir, run_state.GENERATOR_MODEL_FILE)}",
                f"--calibration_samples={settings.calibration_samples}",
                f"--seed={run_config.seed + seeds.CALIBRATION_SEED_OFFSET}"]
