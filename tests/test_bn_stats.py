@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import bn_stats, losses, teachers
+from zscgan_tf import bn_stats, keras_applications, losses, teachers
 from zscgan_tf.errors import UserError
 
 from conftest import bn_input_moments, build_tiny_classifier
@@ -73,7 +73,7 @@ def test_nested_model_with_batchnorm_is_a_user_error():
         bn_stats.batchnorm_layers(outer)
 
 
-@pytest.mark.parametrize("name", sorted(teachers.KERAS_APPLICATIONS))
+@pytest.mark.parametrize("name", sorted(keras_applications.KERAS_APPLICATIONS))
 def test_taps_on_every_named_keras_application(name):
     teacher = teachers.load_teacher(teachers.TeacherSource(model=name, weights="none", input_size=32, num_classes=10,
                                                            alpha=0.25 if "mobilenet" in name else 1.0))

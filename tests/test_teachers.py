@@ -13,7 +13,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from zscgan_tf import export, flattening, logits, model_files, teachers, tflite_model
+from zscgan_tf import export, flattening, keras_applications, logits, model_files, teachers, tflite_model
 from zscgan_tf.errors import UserError
 
 from conftest import build_tiny_classifier
@@ -719,8 +719,9 @@ def test_imagenet_weights_that_cannot_be_downloaded_say_how_to_pass_them(monkeyp
         raise Exception("URL fetch failure on https://storage.googleapis.com/.../mobilenet_v2_weights.h5: None -- "
                         "[Errno -2] Name or service not known")
 
-    application = teachers.KERAS_APPLICATIONS["mobilenet_v2"]
-    monkeypatch.setitem(teachers.KERAS_APPLICATIONS, "mobilenet_v2", dataclasses.replace(application, builder=offline))
+    application = keras_applications.KERAS_APPLICATIONS["mobilenet_v2"]
+    monkeypatch.setitem(keras_applications.KERAS_APPLICATIONS, "mobilenet_v2",
+                        dataclasses.replace(application, builder=offline))
     with pytest.raises(UserError, match=r"^cannot build mobilenet_v2 with imagenet weights: URL fetch failure .* "
                                         r"\(without the network here: fetch that file where there is one, then pass "
                                         r"--teacher_weights=<its path>\)$"):
@@ -729,7 +730,7 @@ def test_imagenet_weights_that_cannot_be_downloaded_say_how_to_pass_them(monkeyp
 
 def test_imagenet_class_names_come_from_the_class_index_keras_applications_read(tmp_path, monkeypatch):
     import json
-    index = {str(label): [f"n{label:08d}", f"name {label}"] for label in range(teachers.IMAGENET_CLASSES)}
+    index = {str(label): [f"n{label:08d}", f"name {label}"] for label in range(keras_applications.IMAGENET_CLASSES)}
     (tmp_path / "imagenet_class_index.json").write_text(json.dumps(index))
     asked = {}
 
@@ -738,7 +739,7 @@ def test_imagenet_class_names_come_from_the_class_index_keras_applications_read(
         return str(tmp_path / fname)
 
     monkeypatch.setattr(tf_keras.utils, "get_file", cached_file)
-    names = teachers.imagenet_class_names()
+    names = keras_applications.imagenet_class_names()
     assert len(names) == 1000 and names[0] == "name 0" and names[999] == "name 999"
     assert asked == {"fname": "imagenet_class_index.json", "cache_subdir": "models",
                      "origin": "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json",
@@ -750,7 +751,7 @@ def test_imagenet_class_names_come_from_the_class_index_keras_applications_read(
 
     monkeypatch.setattr(tf_keras.utils, "get_file", offline)
     with pytest.raises(UserError, match=r"^cannot fetch ImageNet's class names \(URL fetch failure"):
-        teachers.imagenet_class_names()
+        keras_applications.imagenet_class_names()
 
 
 def test_a_sidecars_custom_preprocessing_is_read_with_its_mean_and_std(tmp_path):

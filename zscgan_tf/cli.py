@@ -23,7 +23,8 @@ from zscgan_tf.config import MAX_SEED
 from zscgan_tf.errors import InUseError, UserError, first_line
 from zscgan_tf.flag_names import APPLICATION_FLAG_NAMES
 from zscgan_tf.preprocessing import Preprocessing
-from zscgan_tf.teachers import KERAS_APPLICATIONS, TeacherSource
+from zscgan_tf.keras_applications import KERAS_APPLICATIONS
+from zscgan_tf.teachers import TeacherSource
 from zscgan_tf.training_loop import NonFiniteLossError, TrainingInterrupted
 
 USER_ERROR_STATUS = 2

@@ -10,7 +10,8 @@ from typing import List, Tuple
 
 import tf_keras
 
-from zscgan_tf import files, flag_names, pipeline, quantization_stages, run_state, seeds, teachers, training_loop
+from zscgan_tf import (files, flag_names, keras_applications, pipeline, quantization_stages, run_state, seeds, teachers,
+                       training_loop)
 from zscgan_tf import config as config_lib
 from zscgan_tf import generator as generator_lib
 from zscgan_tf.conversion_calibration import calibration_inputs
@@ -101,7 +102,7 @@ def check_run(config: ConversionConfig, run_config: config_lib.RunConfig) -> Non
     """
     run_dir = config.run_dir
     model = run_config.teacher.model
-    if (model not in teachers.KERAS_APPLICATIONS and not model.startswith(teachers.BUILTIN_PREFIX)
+    if (model not in keras_applications.KERAS_APPLICATIONS and not model.startswith(teachers.BUILTIN_PREFIX)
             and not os.path.exists(model)):
         if not os.path.isabs(model):  # Recorded as typed by a run from before paths were recorded in full.
             raise UserError(f"the run's teacher {model!r} is a path relative to the directory the run started in: run "
