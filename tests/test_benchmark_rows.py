@@ -112,6 +112,31 @@ def test_a_row_cache_of_another_shape_reads_as_those_rows_not_cached(tmp_path, t
     assert benchmark_rows.read_row_cache(str(tmp_path / "missing.json")) == {}
 
 
+def test_a_cached_row_edited_after_it_was_written_reads_as_not_cached(tmp_path):
+    # The audit's hand-edited figures and labels ended in tracebacks as the table was made (a top-1 of "0.9",
+    # of null, a row without its label), though the README says an edited rows.json is computed again.
+    path = tmp_path / benchmark_rows.ROWS_FILE
+    written = {"fp32": benchmark_rows.cache_entry("a", {"label": "FP32", "top1": 0.9, "seconds": 1.0}),
+               "latency": benchmark_rows.cache_entry("b", {"label": "LiteRT latency", "float_1_threads_ms": 1.5})}
+    path.write_text(json.dumps(written))
+    assert benchmark_rows.read_row_cache(str(path)) == written
+    for edit in (lambda result: result.update(top1="0.9"), lambda result: result.update(top1=None),
+                 lambda result: result.pop("label"), lambda result: result.update(seconds=2.0)):
+        edited = json.loads(json.dumps(written))
+        edit(edited["fp32"]["result"])
+        path.write_text(json.dumps(edited))
+        assert sorted(benchmark_rows.read_row_cache(str(path))) == ["latency"], edited["fp32"]
+    edited = json.loads(json.dumps(written))
+    edited["fp32"]["key"] = "another"  # Its settings changed by hand: recomputed too.
+    path.write_text(json.dumps(edited))
+    assert sorted(benchmark_rows.read_row_cache(str(path))) == ["latency"]
+    # An entry of an earlier version, without a digest, is taken as it was, and given one.
+    legacy = {"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.9}}}
+    path.write_text(json.dumps(legacy))
+    assert benchmark_rows.read_row_cache(str(path)) == {"fp32": benchmark_rows.cache_entry(
+        "a", {"label": "FP32", "top1": 0.9})}
+
+
 @pytest.mark.parametrize("text", ["[]", '"sha"', '{"teacher_sha256": "another"}'])
 def test_a_teacher_record_of_another_shape_is_not_a_fingerprint(tmp_path, teacher, text):
     # A teacher.json that records no fingerprint is taken as one from before fingerprints were recorded, and

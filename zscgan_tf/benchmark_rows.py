@@ -26,7 +26,7 @@ from zscgan_tf import labeled_images, reproducibility, run_report, run_state, se
 from zscgan_tf.benchmark_config import BenchmarkConfig, validate
 from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, format_results, points, targets
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import (check_not_in_use, exclusive_use, read_json, strict_json_values,
+from zscgan_tf.files import (bytes_digest, check_not_in_use, exclusive_use, read_json, strict_json_values,
                              unusable_directory_reason, write_json_atomic, write_text_atomic)
 from zscgan_tf.progress import say
 from zscgan_tf.evaluation_stage import LATENCY_THREADS
@@ -56,14 +56,29 @@ def row_key(row_id: str, settings: dict) -> str:
 
 
 def read_row_cache(path: str) -> dict:
-    """The row cache in `path`: {row id: {"key": its settings' key, "result": {...}}}. Missing,
-    unreadable or of another shape than the benchmark writes (a hand's edit, a file from elsewhere),
-    it reads as empty, and an entry of another shape as absent: those rows are computed again."""
+    """The row cache in `path`: {row id: {"key": its settings' key, "result": {...}, "sha256": ...}}.
+    Missing, unreadable or of another shape than the benchmark writes (a hand's edit, a file from
+    elsewhere), it reads as empty, and an entry of another shape, or whose key and result are not
+    those its digest was taken of, as absent: those rows are computed again. An entry an earlier
+    version wrote, without a digest, is taken as it is, and given its digest."""
     cache = read_json(path, {})
     if not isinstance(cache, dict):
         return {}
-    return {row_id: entry for row_id, entry in cache.items()
-            if isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("result"), dict)}
+    return {row_id: cache_entry(entry["key"], entry["result"]) for row_id, entry in cache.items()
+            if isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("result"), dict)
+            and entry.get("sha256", _entry_digest(entry["key"], entry["result"])) == _entry_digest(
+                entry["key"], entry["result"])}
+
+
+def cache_entry(key: str, result: dict) -> dict:
+    """A row's entry in the row cache: its settings' key, its result and their digest."""
+    return {"key": key, "result": result, "sha256": _entry_digest(key, result)}
+
+
+def _entry_digest(key: str, result: dict) -> str:
+    """The SHA-256 of a row's key and result as JSON writes them: an edited figure, label or key no
+    longer matches it (rows whose figures went through a hand ended in tracebacks as the table was made)."""
+    return bytes_digest(json.dumps({"key": key, "result": result}, sort_keys=True).encode())
 
 
 def current_rows(cache: dict, rows: list) -> dict:
@@ -249,7 +264,7 @@ class TeacherBenchmark:
             pool_seconds = self.own_pool_seconds - own_pool_seconds
             seconds = time.monotonic() - started - pool_seconds
             result = {"id": row_id, "label": label, **computed, "seconds": round(seconds, 1)}
-            self.cache[row_id] = {"key": key, "result": result}
+            self.cache[row_id] = cache_entry(key, result)
             write_json_atomic(self.cache_path, self.cache)
             pool_note = f", after {pool_seconds:.0f} s training the generator pool" if pool_seconds >= 0.5 else ""
             say(f"[{self.teacher.name}] row {index}/{len(rows)} {label}:{_summary(result)} "
