@@ -190,6 +190,12 @@ def test_unusable_directory_reason_looks_at_the_nearest_existing_parent_and_crea
     assert not (tmp_path / "new").exists()
     assert files.unusable_directory_reason(str(a_file)) == f"{str(a_file)!r} is not a directory"
     assert files.unusable_directory_reason(str(a_file / "run")) == f"{str(a_file)!r} is not a directory"
+    # A link to nothing (a disk not mounted): its parent was judged, and making it ended in a traceback.
+    dangling = tmp_path / "dangling"
+    os.symlink(tmp_path / "nowhere", dangling)
+    for path in (dangling, dangling / "run"):
+        assert files.unusable_directory_reason(str(path)) == (
+            f"{str(dangling)!r} is a symbolic link to {str(tmp_path / 'nowhere')!r}, which does not exist")
 
 
 def test_save_keras_model_atomic_writes_hdf5_without_tf_keras_warnings(tmp_path, caplog):

@@ -192,6 +192,8 @@ def unusable_directory_reason(path: str) -> Optional[str]:
     """
     existing = os.path.abspath(path)
     while not os.path.exists(existing):
+        if os.path.islink(existing):  # Made through, it is "File exists"; written through, "No such file".
+            return f"{existing!r} is a symbolic link to {os.readlink(existing)!r}, which does not exist"
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         return f"{existing!r} is not a directory"
