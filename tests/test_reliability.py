@@ -381,6 +381,34 @@ def test_a_write_the_system_refuses_is_one_line_and_exit_4(tmp_path, tiny_teache
         "rerun the same command: what was written before stays (a run resumes from its last checkpoint)")
 
 
+def _paths_in_the_way():
+    import tensorflow as tf
+
+    return [IsADirectoryError(errno.EISDIR, "Is a directory", "/bench/rows.json"),
+            FileExistsError(errno.EEXIST, "File exists", "/bench/digits_tiny"),
+            NotADirectoryError(errno.ENOTDIR, "Not a directory", "/bench/qat/checkpoint"),
+            tf.errors.FailedPreconditionError(None, None, "/runs/x/generator is not a directory")]
+
+
+@pytest.mark.parametrize("error, quoted", zip(_paths_in_the_way(), [
+    "[Errno 21] Is a directory: '/bench/rows.json'", "[Errno 17] File exists: '/bench/digits_tiny'",
+    "[Errno 20] Not a directory: '/bench/qat/checkpoint'", "/runs/x/generator is not a directory"]))
+def test_a_file_or_directory_in_the_way_of_a_write_is_one_line_and_exit_4(tmp_path, tiny_teacher_file, capsys,
+                                                                          monkeypatch, error, quoted):
+    # The benchmark audit's rows.json made a directory, a file where a teacher's directory goes, a file where
+    # TensorFlow writes checkpoints: each was a traceback and status 1.
+    from zscgan_tf import pipeline
+
+    def in_the_way(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(pipeline, "record_config", in_the_way)
+    assert train.main(["train", *_tiny_arguments(tiny_teacher_file, tmp_path / "run")]) == cli.STORAGE_FULL_STATUS
+    assert capsys.readouterr().err.strip() == (
+        f"error: something else is where a file or directory is written: {quoted}; move it aside and rerun the same "
+        "command: what was written before stays (a run resumes from its last checkpoint)")
+
+
 def test_a_work_directory_in_use_by_another_run_is_refused(tmp_path, tiny_teacher_file, capsys, monkeypatch):
     work_dir = tmp_path / "run"
     work_dir.mkdir()

@@ -34,6 +34,12 @@ STORAGE_FULL_MESSAGES = ("No space left on device", "Disk quota exceeded")
 # File operations the system refuses for another reason than space (`is_file_access_refused`),
 # which entry points answer with one line, as a full disk (`cli.run_command`).
 FILE_ACCESS_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
+# A file where a command makes a directory, or a directory where it writes a file
+# (`is_path_in_the_way`): a hand's doing, which commands answer with one line, as a refused
+# file operation.
+PATH_IN_THE_WAY_ERRNOS = (errno.EEXIST, errno.EISDIR, errno.ENOTDIR)
+# How TensorFlow's file writers (checkpoints, summaries) say the same, in their own error classes.
+_TENSORFLOW_PATH_IN_THE_WAY = re.compile(r"is not a directory|Is a directory|Not a directory")
 
 
 def first_line(error: BaseException) -> str:
@@ -69,6 +75,14 @@ def is_out_of_memory(error: BaseException) -> bool:
 def is_storage_full(error: Exception) -> bool:
     """Whether `error` is a write that failed for a full disk or quota (`STORAGE_FULL_MESSAGES`)."""
     return any(message in str(error) for message in STORAGE_FULL_MESSAGES)
+
+
+def is_path_in_the_way(error: Exception) -> bool:
+    """Whether `error` is a file operation that met something else at its path
+    (`PATH_IN_THE_WAY_ERRNOS`), from Python or from TensorFlow's writers."""
+    if isinstance(error, OSError):
+        return error.errno in PATH_IN_THE_WAY_ERRNOS
+    return type(error).__name__ == "FailedPreconditionError" and bool(_TENSORFLOW_PATH_IN_THE_WAY.search(str(error)))
 
 
 def is_file_access_refused(error: Exception) -> bool:
