@@ -94,6 +94,10 @@ def test_a_sidecar_named_after_the_model_without_its_extension_is_read_and_an_ar
     ('{"preprocessing": "tf"}', 'its "preprocessing" is not an object with a "mode" such as {"mode": "tf"}; correct '
      'it, or remove it from that file and pass --teacher_preprocessing'),
     ('{"class_names": ["a", "b"]}', "names 2 classes (\"class_names\"), but the teacher 'my_classifier' has 4 outputs"),
+    # The benchmark audit's: the evaluation read it as a data source, and ended in an AttributeError's traceback.
+    ('{"class_names": ["a", "b", "c", "d"], "dataset": 5}', 'its "dataset" is not a string (the name or folder of '
+     'the data it was trained on)'),
+    ('{"class_names": ["a", "b", "c", "d"], "dataset": "digits", "data_dir": ["x"]}', 'its "data_dir" is not a string'),
 ])
 def test_a_description_that_is_not_one_is_one_line_naming_what_is_wrong(tmp_path, sidecar, message):
     path = str(tmp_path / "my_classifier.keras")

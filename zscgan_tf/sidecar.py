@@ -19,6 +19,8 @@ SIDECAR_SUFFIX = ".json"
 # Keys of a teacher's description that a JSON file of another kind (a Keras architecture
 # saved with `model.to_json()`) does not hold.
 SIDECAR_KEYS = ("class_names", "preprocessing")
+# What else `tools/train_teacher.py` writes into it, each a string: the data the teacher was trained on.
+_TEXT_KEYS = ("dataset", "data_dir")
 
 
 def read(model_path: str) -> dict:
@@ -76,6 +78,10 @@ def _check(description, path: str) -> None:
         # The file is read whatever the flags say: --teacher_preprocessing does not get past it.
         problem = ("its \"preprocessing\" is not an object with a \"mode\" such as {\"mode\": \"tf\"}; correct it, or "
                    "remove it from that file and pass --teacher_preprocessing")
+    else:
+        not_text = [key for key in _TEXT_KEYS if key in description and not isinstance(description[key], str)]
+        if not_text:  # The dataset named its evaluation data, which ended in an AttributeError's traceback.
+            problem = f"its \"{not_text[0]}\" is not a string (the name or folder of the data it was trained on)"
     if problem:
         raise UserError(f"cannot use teacher description {path!r}: {problem}")
 
