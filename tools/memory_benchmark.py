@@ -102,20 +102,22 @@ def _check_flags():
 
 def benchmark():
     _check_flags()
+    # Before the work directory is made: a teacher refused left a new directory holding a lock. A built-in
+    # teacher not yet cached trains for minutes first, with its progress shown.
+    teacher = teachers.load_teacher(teachers.TeacherSource(model=FLAGS.teacher, weights="none"), progress=True)
     if FLAGS.work_dir:
         os.makedirs(FLAGS.work_dir, exist_ok=True)
         with files.exclusive_use(FLAGS.work_dir, what="memory benchmark"):  # Two would train into one directory.
-            _measure(FLAGS.work_dir)
+            _measure(FLAGS.work_dir, teacher)
         return
     work_dir = tempfile.mkdtemp(prefix="zscgan_tf_memory_")
     try:
-        _measure(work_dir)
+        _measure(work_dir, teacher)
     finally:  # Its checkpoints serve no rerun, which starts again (it was left behind, 9 MB a run).
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _measure(work_dir: str):
-    teacher = teachers.load_teacher(teachers.TeacherSource(model=FLAGS.teacher, weights="none"), progress=False)
+def _measure(work_dir: str, teacher: teachers.Teacher):
     generator_config = config_lib.GeneratorConfig()
     generator = generator_stage.build_generator_for(teacher, generator_config)
     training = config_lib.GeneratorTrainingConfig(steps=FLAGS.steps, batch_size=FLAGS.batch_size,
