@@ -150,3 +150,20 @@ def test_a_teacher_record_of_another_shape_is_not_a_fingerprint(tmp_path, teache
     benchmark_rows.TeacherBenchmark.check_same_teacher(benchmark)
     recorded = json.loads((tmp_path / benchmark_rows.TEACHER_FILE).read_text())
     assert recorded == {"teacher_sha256": teachers.fingerprint(teacher)}
+
+
+def test_a_later_teacher_the_benchmark_cannot_measure_is_refused_before_the_first_is_measured(tmp_path, monkeypatch):
+    # The benchmark audit's: refused once the first teacher's rows had run (hours, with the benchmark's config).
+    from conftest import build_tiny_classifier
+    from zscgan_tf.benchmark_config import BenchmarkConfig
+    first, second = str(tmp_path / "first.keras"), str(tmp_path / "second.keras")
+    build_tiny_classifier(num_classes=10).save(first)
+    build_tiny_classifier(num_classes=4).save(second)  # The digits have 10 classes.
+    monkeypatch.setattr(benchmark_rows.TeacherBenchmark, "__init__",
+                        lambda *args, **kwargs: pytest.fail("the first teacher was measured"))
+    benchmark = BenchmarkConfig(teachers=(first, second), dataset="digits", work_dir=str(tmp_path / "bench"),
+                                eval_max_samples=20, calibration_samples=10, schemes=("w8a8", "w4a4"),
+                                calibration_draws=0, w4a4_seed_draws=0)
+    with pytest.raises(UserError, match=r"^digits has 10 classes but teacher 'second' predicts 4$"):
+        benchmark_rows.run_benchmark(benchmark, progress=False)
+    assert not (tmp_path / "bench").exists()
