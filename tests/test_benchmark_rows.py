@@ -1,6 +1,7 @@
 """The benchmark's row cache: which cached rows count as current, and reruns compared."""
 
 import json
+import re
 import types
 
 import pytest
@@ -137,7 +138,8 @@ def test_a_cached_row_edited_after_it_was_written_reads_as_not_cached(tmp_path):
         "a", {"label": "FP32", "top1": 0.9})}
 
 
-@pytest.mark.parametrize("text", ["[]", '"sha"', '{"teacher_sha256": "another"}'])
+@pytest.mark.parametrize("text", ["[]", '"sha"', '{"teacher_sha256": "another"}', '{"teacher_sha256": 5}',
+                                  '{"teacher_sha256": ["a"]}'])
 def test_a_teacher_record_of_another_shape_is_not_a_fingerprint(tmp_path, teacher, text):
     # A teacher.json that records no fingerprint is taken as one from before fingerprints were recorded, and
     # this teacher's is recorded; one that records another teacher's refuses its rows.
@@ -167,3 +169,15 @@ def test_a_later_teacher_the_benchmark_cannot_measure_is_refused_before_the_firs
     with pytest.raises(UserError, match=r"^digits has 10 classes but teacher 'second' predicts 4$"):
         benchmark_rows.run_benchmark(benchmark, progress=False)
     assert not (tmp_path / "bench").exists()
+
+
+def test_teachers_named_twice_or_after_the_benchmarks_own_files_are_refused_saying_so(tmp_path):
+    # The same file twice was told to rename one; a teacher called results.json had its rows' directory made
+    # where results.json goes, a traceback after its first row.
+    with pytest.raises(UserError, match=r"^--teachers names /a/teacher.keras twice$"):
+        benchmark_rows._check_distinct_teacher_names(["/a/teacher.keras", "/a/../a/teacher.keras"])
+    for name in ("results.json", "results.md", ".lock"):
+        with pytest.raises(UserError, match=re.escape(f"--teachers names a teacher called {name!r} (/a/{name}.keras), "
+                                                      "the name of a file the benchmark writes")):
+            benchmark_rows._check_distinct_teacher_names([f"/a/{name}.keras"])
+    benchmark_rows._check_distinct_teacher_names(["/a/teacher.keras", "builtin:digits_resnet8"])

@@ -26,7 +26,7 @@ from zscgan_tf import labeled_images, reproducibility, run_report, run_state, se
 from zscgan_tf.benchmark_config import BenchmarkConfig, validate
 from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, format_results, points, targets
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import (bytes_digest, check_not_in_use, exclusive_use, read_json, strict_json_values,
+from zscgan_tf.files import (LOCK_FILE, bytes_digest, check_not_in_use, exclusive_use, read_json, strict_json_values,
                              unusable_directory_reason, write_json_atomic, write_text_atomic)
 from zscgan_tf.progress import say
 from zscgan_tf.evaluation_stage import LATENCY_THREADS
@@ -262,6 +262,7 @@ class TeacherBenchmark:
         current = teachers.fingerprint(self.teacher)
         recorded = read_json(path, {})
         recorded = recorded.get("teacher_sha256") if isinstance(recorded, dict) else None
+        recorded = recorded if isinstance(recorded, str) else None  # Damaged, not another teacher's.
         if recorded and recorded != current:
             raise UserError(f"{self.dir} holds rows and generators of another teacher than {self.teacher.name} is "
                             "now (its weights or preprocessing differ: was the model file retrained?); pass another "
@@ -565,6 +566,10 @@ class TeacherBenchmark:
         return {**self.tflite_int8_top1(model_bytes), "keras_top1": keras_accuracy, "tflite_bytes": len(model_bytes)}
 
 
+# The files the benchmark keeps in its work directory, beside a directory per teacher named after it.
+_BENCHMARK_FILES = (RESULTS_JSON_FILE, RESULTS_MARKDOWN_FILE, LOCK_FILE)
+
+
 def _check_distinct_teacher_names(sources) -> None:
     """Refuses two teachers whose rows would share a directory: each teacher's are kept under
     its name, a model file's name without its extension (the second was refused only once the
@@ -574,9 +579,14 @@ def _check_distinct_teacher_names(sources) -> None:
         name = teachers.model_file_name(source)
         if name.startswith(teachers.BUILTIN_PREFIX):
             name = name[len(teachers.BUILTIN_PREFIX):]
+        if name in seen and os.path.abspath(seen[name]) == os.path.abspath(source):
+            raise UserError(f"--teachers names {seen[name]} twice")
         if name in seen:
             raise UserError(f"--teachers names two teachers called {name!r} ({seen[name]} and {source}); the benchmark "
                             "keeps each teacher's rows under its name: rename one file")
+        if name in _BENCHMARK_FILES:  # Its rows' directory would be one of them: a traceback after its first row.
+            raise UserError(f"--teachers names a teacher called {name!r} ({source}), the name of a file the benchmark "
+                            f"writes beside the teachers' directories: rename the file")
         seen[name] = source
 
 
