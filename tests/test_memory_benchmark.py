@@ -1,5 +1,6 @@
 """`tools/memory_benchmark.py` as users run it: one row of resident memory per stage, and a stop
-whose line says what a rerun does."""
+whose line says what a rerun does, each in a process of its own; the refusals and the reruns of a
+finished benchmark in one process they share (tests/tool_process.py), which calls `main` afresh for each."""
 
 import os
 import re
@@ -10,6 +11,8 @@ import time
 
 import pytest
 
+from tool_process import ToolProcess
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMAND = [sys.executable, os.path.join("tools", "memory_benchmark.py"), "--batch_size=4", "--warmup_steps=2",
            "--sample_every=2"]
@@ -19,6 +22,21 @@ COMMAND = [sys.executable, os.path.join("tools", "memory_benchmark.py"), "--batc
 def command(tiny_teacher_file):
     """The benchmark on the tiny teacher: its default, a built-in one, would be trained on first use."""
     return COMMAND + [f"--teacher={tiny_teacher_file}"]
+
+
+@pytest.fixture(scope="module")
+def benchmark_process():
+    """One process for the refusals and for the reruns of a finished benchmark: each process of its own
+    started Python with TensorFlow again (5 to 7 s on 2 cores), which was most of these tests' time."""
+    with ToolProcess("memory_benchmark") as process:
+        yield process
+
+
+def _arguments(command):
+    """The flags of `command` (`python tools/memory_benchmark.py ...`), as `benchmark_process` takes them."""
+    return command[2:]
+
+
 ROW = re.compile(r"^\| (generator|QAT) \| ([\d.]+) MiB \(step 2\) \| ([\d.]+) MiB \| ([\d.]+) MiB \(step 6\) "
                  r"\| [+-][\d.]+% \|$", re.MULTILINE)
 
@@ -67,11 +85,11 @@ def test_a_stopped_benchmark_says_whether_a_rerun_resumes_or_starts_again(comman
     assert re.fullmatch(rf"stopped: SIGTERM at generator step \d+; {advice}", last_line), last_line
 
 
-def test_a_work_dir_that_is_a_file_or_too_few_samples_is_one_line_before_anything_runs(command, tmp_path):
+def test_a_work_dir_that_is_a_file_or_too_few_samples_is_one_line_before_anything_runs(command, tmp_path,
+                                                                                        benchmark_process):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
-    result = subprocess.run(command + ["--steps=6", f"--work_dir={a_file}"], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=300)
+    result = benchmark_process(*_arguments(command), "--steps=6", f"--work_dir={a_file}")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (f"error: cannot use --work_dir '{a_file}': '{a_file}' is not a "
                                                       "directory")
@@ -81,31 +99,30 @@ def test_a_work_dir_that_is_a_file_or_too_few_samples_is_one_line_before_anythin
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "state.json").write_text("{}")
-    result = subprocess.run(command + ["--steps=6", f"--work_dir={run_dir}"], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=300)
+    result = benchmark_process(*_arguments(command), "--steps=6", f"--work_dir={run_dir}")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
         f"error: --work_dir '{run_dir}' is the work directory of a run (python -m zscgan_tf.train), whose generator "
         "this benchmark would train on; choose another, or leave --work_dir out (a temporary one)")
     assert os.listdir(run_dir) == ["state.json"]
     # Fewer than two samples measure no growth: it trained both stages and reported "no samples".
-    result = subprocess.run(command + ["--steps=6", "--sample_every=5"], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=300)
+    result = benchmark_process(*_arguments(command), "--steps=6", "--sample_every=5")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
         "error: --sample_every=5 after --warmup_steps=2 leaves fewer than two samples in --steps=6; lower it or train "
         "more steps")
 
 
-def test_a_work_dir_holding_a_finished_benchmark_is_refused_rather_than_measuring_nothing(command, tmp_path):
+def test_a_work_dir_holding_a_finished_benchmark_is_refused_rather_than_measuring_nothing(command, tmp_path,
+                                                                                         benchmark_process):
     work_dir = tmp_path / "work"  # Not tmp_path itself, which holds the teacher.
-    finish = command + ["--steps=6", "--checkpoint_every=3", f"--work_dir={work_dir}"]
-    assert subprocess.run(finish, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300).returncode == 0
-    again = subprocess.run(finish, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    finish = [*_arguments(command), "--steps=6", "--checkpoint_every=3", f"--work_dir={work_dir}"]
+    finished = benchmark_process(*finish)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    again = benchmark_process(*finish)
     assert again.returncode == 2 and "| generator |" not in again.stdout
     assert again.stderr.strip().splitlines()[-1] == (
         f"error: --work_dir '{work_dir}' holds a finished benchmark (6 steps of each stage): nothing would train, so "
         "nothing would be measured; choose another --work_dir, or leave it out (a temporary one)")
     # More steps than it holds: it resumes and measures the ones it trains.
-    more = subprocess.run(command + ["--steps=10", "--checkpoint_every=3", f"--work_dir={work_dir}"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    more = benchmark_process(*_arguments(command), "--steps=10", "--checkpoint_every=3", f"--work_dir={work_dir}")
     assert more.returncode == 0, more.stderr
     assert "| QAT | " in more.stdout
