@@ -1,4 +1,5 @@
-"""tools/architecture_check.py as users run it: a real process (one shared by the refusals of bad input)."""
+"""tools/architecture_check.py as users run it: a real process, started as a script by the first test; the Keras 3
+check and the refusals of bad input share one other (tests/tool_process.py), which calls `main` afresh for each."""
 
 import ast
 import os
@@ -19,7 +20,8 @@ def _check(*arguments):
 
 @pytest.fixture(scope="module")
 def check_process():
-    """For the refusals of bad input: one process runs them all."""
+    """For the Keras 3 check and the refusals of bad input: one process runs them all (each process of its own
+    started Python with TensorFlow again, 5 to 9 s on 2 cores)."""
     with ToolProcess("architecture_check") as process:
         yield process
 
@@ -41,8 +43,9 @@ def test_prints_a_row_per_architecture_with_both_int8_exports():
 
 
 def test_keras3_models_are_checked_as_the_pipeline_reads_keras3_files(check_process):
-    result = _check("--keras=3", "--architectures=MobileNetV2:32", "--calibration_samples=2")
-    assert result.returncode == 0, result.stderr
+    # The first call to the shared process: the models are built there as in a fresh one.
+    result = check_process("--keras=3", "--architectures=MobileNetV2:32", "--calibration_samples=2")
+    assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     cells = [cell.strip() for cell in rows[1].strip("|").split("|")]
     assert cells[:5] == ["MobileNetV2 32x32", "none", "yes", "yes", "yes"]
