@@ -2,8 +2,6 @@
 loaded, quantized and exported."""
 
 import contextlib
-import os
-import subprocess
 import sys
 import textwrap
 import traceback
@@ -16,10 +14,9 @@ import keras  # Keras 3, which TensorFlow installs.
 import tensorflow as tf
 import tf_keras
 
+from tool_process import ToolProcess
 from zscgan_tf import custom_objects, quantization_stages, teachers, tflite_model, train
 from zscgan_tf.errors import UserError, first_line
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LAYERS_MODULE = textwrap.dedent('''
     import tensorflow as tf
@@ -248,16 +245,17 @@ def test_a_teacher_with_its_own_layer_runs_through_the_pipeline_and_its_student_
     for name in ("ptq_int8.tflite", "qat_int8.tflite"):
         with open(work_dir / name, "rb") as model_file:
             assert tflite_model.inspect_tflite(model_file.read()).is_fully_integer, name
-    # A fresh process needs the module again to read the saved student, and is told so.
-    convert = [sys.executable, os.path.join(REPO_ROOT, "tools", "convert.py"), f"--student={work_dir / 'student.h5'}",
-               f"--generator={work_dir / 'generator.keras'}", f"--output={tmp_path / 'student.tflite'}"]
-    refused = subprocess.run(convert, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 2
-    assert refused.stderr.strip().splitlines()[-1].endswith(
-        "it uses layer 'ChannelGate', which Keras does not know; pass --teacher_custom_objects=<the module or .py "
-        "file that defines it>")
-    exported = subprocess.run(convert + [f"--teacher_custom_objects={layers_file}"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=300)
+    # A fresh process needs the module again to read the saved student, and is told so. The refusal is the first
+    # call of a process of its own; the export that follows shares it (another process started TensorFlow again).
+    convert = [f"--student={work_dir / 'student.h5'}", f"--generator={work_dir / 'generator.keras'}",
+               f"--output={tmp_path / 'student.tflite'}"]
+    with ToolProcess("convert") as convert_process:
+        refused = convert_process(*convert)
+        assert refused.returncode == 2
+        assert refused.stderr.strip().splitlines()[-1].endswith(
+            "it uses layer 'ChannelGate', which Keras does not know; pass --teacher_custom_objects=<the module or .py "
+            "file that defines it>")
+        exported = convert_process(*convert, f"--teacher_custom_objects={layers_file}")
     assert exported.returncode == 0, exported.stderr
     with open(tmp_path / "student.tflite", "rb") as model_file:
         assert tflite_model.inspect_tflite(model_file.read()).is_fully_integer
@@ -323,16 +321,16 @@ def test_a_keras3_teacher_with_its_own_layer_runs_it_as_it_is_and_exports_intege
     assert first_line(refusal.value) == ("cannot recreate Keras 3 layer 'ChannelGain', whose class Keras 3 does not "
                                          "know; pass --teacher_custom_objects=<the module or .py file that defines it>")
     # A fresh process reads the saved student with the module the run recorded, once the command names it too:
-    # a run directory from someone else chose the code that ran (its config.json names the module).
-    convert = [sys.executable, os.path.join(REPO_ROOT, "tools", "convert.py"), f"--run_dir={work_dir}",
-               f"--output={tmp_path / 'student.tflite'}"]
-    refused = subprocess.run(convert, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
-        f"error: the run in {str(work_dir)!r} loaded its teacher with code that runs as it loads; to convert it, pass "
-        f"--teacher_custom_objects={keras3_layers_file} (Python modules of its layers), only if you trust that code "
-        "and this directory's author")
-    exported = subprocess.run(convert + [f"--teacher_custom_objects={keras3_layers_file}"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=300)
+    # a run directory from someone else chose the code that ran (its config.json names the module). The refusal is
+    # the first call of a process of its own; the export that follows shares it.
+    convert = [f"--run_dir={work_dir}", f"--output={tmp_path / 'student.tflite'}"]
+    with ToolProcess("convert") as convert_process:
+        refused = convert_process(*convert)
+        assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
+            f"error: the run in {str(work_dir)!r} loaded its teacher with code that runs as it loads; to convert it, "
+            f"pass --teacher_custom_objects={keras3_layers_file} (Python modules of its layers), only if you trust "
+            "that code and this directory's author")
+        exported = convert_process(*convert, f"--teacher_custom_objects={keras3_layers_file}")
     assert exported.returncode == 0, exported.stderr
     with open(tmp_path / "student.tflite", "rb") as model_file:
         assert tflite_model.inspect_tflite(model_file.read()).is_fully_integer
