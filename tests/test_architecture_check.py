@@ -2,6 +2,7 @@
 check and the refusals of bad input share one other (tests/tool_process.py), which calls `main` afresh for each."""
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -68,35 +69,69 @@ def test_bad_architecture_is_one_line_and_exit_2(check_process):
     assert result.stderr.strip().splitlines()[-1] == "error: --architectures names no architecture"
 
 
-def test_architectures_are_checked_with_the_logits_head_a_run_gives_them():
-    script = ("import sys; sys.path.insert(0, 'tools'); import architecture_check, numpy as np, tf_keras; "
-              "model = tf_keras.applications.MobileNet(weights=None, input_shape=(32, 32, 3), classes=4); "
-              "x = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)); "
-              "probabilities = model(x).numpy(); "
-              "teacher = architecture_check._as_teacher(model, x); "
-              "bn = [layer for layer in teacher.layers if isinstance(layer, tf_keras.layers.BatchNormalization)]; "
-              "print(np.allclose(probabilities.sum(1), 1), np.allclose(teacher(x).numpy().sum(1), 1), "
-              "teacher.trainable, len(bn) == 27 and all(np.any(layer.moving_variance.numpy() != 1) for layer in bn))")
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+# The tool's own functions, called in a process other than this one, where importing the tool would define its absl
+# flags beside the pipeline's. One process runs the scripts of the two tests below, each apart (its own globals and
+# output): a process for each started Python with TensorFlow again (5 s on 2 cores), most of their time.
+_SCRIPTS = {
+    "logits_head": (
+        "import sys; sys.path.insert(0, 'tools'); import architecture_check, numpy as np, tf_keras; "
+        "model = tf_keras.applications.MobileNet(weights=None, input_shape=(32, 32, 3), classes=4); "
+        "x = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)); "
+        "probabilities = model(x).numpy(); "
+        "teacher = architecture_check._as_teacher(model, x); "
+        "bn = [layer for layer in teacher.layers if isinstance(layer, tf_keras.layers.BatchNormalization)]; "
+        "print(np.allclose(probabilities.sum(1), 1), np.allclose(teacher(x).numpy().sum(1), 1), "
+        "teacher.trainable, len(bn) == 27 and all(np.any(layer.moving_variance.numpy() != 1) for layer in bn))"),
+    "float_ops_cell": (
+        "import sys; sys.path.insert(0, 'tools'); import architecture_check, numpy as np, tf_keras; "
+        "from zscgan_tf import export; "
+        "inputs = tf_keras.Input((8, 8, 1)); "
+        "outputs = tf_keras.layers.Dense(2)(tf_keras.layers.Flatten()(tf_keras.layers.Activation('elu')("
+        "tf_keras.layers.Conv2D(2, 3)(inputs)))); "
+        "samples = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32); "
+        "print(architecture_check._export(tf_keras.Model(inputs, outputs), "
+        "export.representative_dataset_from_array(samples)))"),
+}
+# Runs each script of the JSON object in argv[1]; prints one JSON object: each name's [its output, its traceback].
+_RUN_EACH = """
+import contextlib, io, json, sys, traceback
+answers = {}
+for name, script in json.loads(sys.argv[1]).items():
+    printed, failure = io.StringIO(), ""
+    with contextlib.redirect_stdout(printed):
+        try:
+            exec(script, {"__name__": "__main__"})
+        except BaseException:
+            failure = traceback.format_exc()
+    answers[name] = [printed.getvalue(), failure]
+print(json.dumps(answers))
+"""
+
+
+@pytest.fixture(scope="module")
+def script_outputs():
+    """Each of `_SCRIPTS`' output (stdout) by name; a script that raised fails the test that reads it."""
+    result = subprocess.run([sys.executable, "-c", _RUN_EACH, json.dumps(_SCRIPTS)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+
+    def output(name):
+        printed, failure = answers[name]
+        assert not failure, failure[-2000:]
+        return printed
+    return output
+
+
+def test_architectures_are_checked_with_the_logits_head_a_run_gives_them(script_outputs):
+    printed = script_outputs("logits_head")
     # Without the softmax the pipeline takes off a teacher (it was checked with it), and with BN statistics of the
     # inputs, not an untrained model's 0 and 1, with which Xception's activations shrank until LiteRT refused its file.
-    assert result.stdout.split() == ["True", "False", "False", "True"]
+    assert printed.split() == ["True", "False", "False", "True"]
 
 
-def test_a_cell_names_the_float_ops_without_the_library_s_hint():
+def test_a_cell_names_the_float_ops_without_the_library_s_hint(script_outputs):
     # Before: "no: ... Pass allow_float_ops=Tr", cut, and naming an argument this tool has no flag for.
-    script = ("import sys; sys.path.insert(0, 'tools'); import architecture_check, numpy as np, tf_keras; "
-              "from zscgan_tf import export; "
-              "inputs = tf_keras.Input((8, 8, 1)); "
-              "outputs = tf_keras.layers.Dense(2)(tf_keras.layers.Flatten()(tf_keras.layers.Activation('elu')("
-              "tf_keras.layers.Conv2D(2, 3)(inputs)))); "
-              "samples = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32); "
-              "print(architecture_check._export(tf_keras.Model(inputs, outputs), "
-              "export.representative_dataset_from_array(samples)))")
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr
-    cell, size = ast.literal_eval(result.stdout.strip().splitlines()[-1])
+    cell, size = ast.literal_eval(script_outputs("float_ops_cell").strip().splitlines()[-1])
     assert cell.startswith("no: int8 export of ") and "ELU (#" in cell and size == "-"
     assert cell.endswith("; input int8, output int8.") and "Pass" not in cell
