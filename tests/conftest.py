@@ -335,13 +335,26 @@ def teacher():
     return tiny_teacher()
 
 
-@pytest.fixture
-def tiny_teacher_file(tmp_path):
-    """A saved tiny teacher with its sidecar, as tools/train_teacher.py writes them."""
-    path = str(tmp_path / "tiny_teacher.keras")
+@pytest.fixture(scope="session")
+def _tiny_teacher_file_saved_once(tmp_path_factory):
+    """The files `tiny_teacher_file` copies for each test."""
+    path = str(tmp_path_factory.mktemp("tiny_teacher") / "tiny_teacher.keras")
     teacher_training.save_teacher(build_tiny_classifier(), path, Preprocessing("tf"), dataset="synthetic",
                                   class_names=["a", "b", "c", "d"], metrics=None)
     assert os.path.exists(path + ".json")
+    return path
+
+
+@pytest.fixture
+def tiny_teacher_file(tmp_path, _tiny_teacher_file_saved_once):
+    """A saved tiny teacher with its sidecar, as tools/train_teacher.py writes them: a copy, in the test's own
+    directory, of the one saved once a session (`build_tiny_classifier()` is the same model each time; building and
+    saving it again took 0.15 s for each of some 190 tests)."""
+    path = str(tmp_path / "tiny_teacher.keras")
+    shutil.copy(_tiny_teacher_file_saved_once, path)
+    shutil.copy(_tiny_teacher_file_saved_once + ".json", path + ".json")
+    # Building it seeded Python's, numpy's and TensorFlow's random numbers, which the tests after had as a fixed start.
+    tf_keras.utils.set_random_seed(0)
     return path
 
 
