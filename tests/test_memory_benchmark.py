@@ -104,6 +104,19 @@ def test_a_work_dir_that_is_a_file_or_too_few_samples_is_one_line_before_anythin
         f"error: --work_dir '{run_dir}' is the work directory of a run (python -m zscgan_tf.train), whose generator "
         "this benchmark would train on; choose another, or leave --work_dir out (a temporary one)")
     assert os.listdir(run_dir) == ["state.json"]
+    # A teacher refused: the new work directory was made, and left holding a lock, before the teacher loaded.
+    new_dir = tmp_path / "new"
+    result = benchmark_process(*COMMAND[2:], f"--teacher={tmp_path / 'missing.keras'}", "--steps=6",
+                               f"--work_dir={new_dir}")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        f"error: model file '{tmp_path / 'missing.keras'}' does not exist")
+    assert not new_dir.exists()
+    # A link to nothing: its parent was judged, and making the directory ended in a FileExistsError's traceback.
+    os.symlink(tmp_path / "unmounted", tmp_path / "link")
+    result = benchmark_process(*_arguments(command), "--steps=6", f"--work_dir={tmp_path / 'link'}")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot use --work_dir '{tmp_path / 'link'}': '{tmp_path / 'link'}' is a symbolic link to "
+        f"'{tmp_path / 'unmounted'}', which does not exist")
     # Fewer than two samples measure no growth: it trained both stages and reported "no samples".
     result = benchmark_process(*_arguments(command), "--steps=6", "--sample_every=5")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
