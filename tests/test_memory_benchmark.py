@@ -104,6 +104,15 @@ def test_a_work_dir_that_is_a_file_or_too_few_samples_is_one_line_before_anythin
         f"error: --work_dir '{run_dir}' is the work directory of a run (python -m zscgan_tf.train), whose generator "
         "this benchmark would train on; choose another, or leave --work_dir out (a temporary one)")
     assert os.listdir(run_dir) == ["state.json"]
+    # A teacher's directory of tools/benchmark.py: this one trained into its generator run's checkpoints.
+    for name in ("rows.json", os.path.join("generator", "state.json")):
+        bench_dir = tmp_path / "bench" / name.replace(os.sep, "_")
+        os.makedirs(os.path.dirname(bench_dir / name), exist_ok=True)
+        (bench_dir / name).write_text("{}")
+        result = benchmark_process(*_arguments(command), "--steps=6", f"--work_dir={bench_dir}")
+        assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+            f"error: --work_dir '{bench_dir}' holds {name}, files of tools/benchmark.py or of a run, whose generator "
+            "this benchmark would train on; choose another, or leave --work_dir out (a temporary one)")
     # A teacher refused: the new work directory was made, and left holding a lock, before the teacher loaded.
     new_dir = tmp_path / "new"
     result = benchmark_process(*COMMAND[2:], f"--teacher={tmp_path / 'missing.keras'}", "--steps=6",

@@ -30,7 +30,7 @@ from absl import flags  # noqa: E402
 from zscgan_tf import cli, distill, files, quantization_stages, quantize, teachers, zero_shot  # noqa: E402
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
-from zscgan_tf import generator_stage, run_state, seeds, training_loop  # noqa: E402
+from zscgan_tf import benchmark_rows, generator_stage, run_state, seeds, training_loop  # noqa: E402
 from zscgan_tf.training_loop import TrainingInterrupted  # noqa: E402
 
 MEBIBYTE = 1 << 20
@@ -74,6 +74,12 @@ def _row(stage: str, samples) -> str:
             f"| {values[-1] / MEBIBYTE:.1f} MiB (step {samples[-1][0]}) | {growth:+.2f}% |")
 
 
+# What the directories of tools/benchmark.py hold (its work directory, a teacher's in it), and a run's generator
+# directory within one: this benchmark's own holds none of them.
+_OTHER_TOOLS_FILES = (benchmark_rows.RESULTS_JSON_FILE, benchmark_rows.ROWS_FILE, benchmark_rows.TEACHER_FILE,
+                      os.path.join(run_state.GENERATOR_DIR, run_state.STATE_FILE))
+
+
 def _check_flags():
     for name in ("steps", "batch_size", "sample_every", "checkpoint_every"):
         if getattr(FLAGS, name) < 1:
@@ -92,6 +98,12 @@ def _check_flags():
         raise UserError(f"--work_dir {FLAGS.work_dir!r} is the work directory of a run (python -m zscgan_tf.train), "
                         "whose generator this benchmark would train on; choose another, or leave --work_dir out (a "
                         "temporary one)")
+    others = FLAGS.work_dir and [name for name in _OTHER_TOOLS_FILES
+                                 if os.path.exists(os.path.join(FLAGS.work_dir, name))]
+    if others:  # A teacher's directory of tools/benchmark.py: this one trained into its generator run's checkpoints.
+        raise UserError(f"--work_dir {FLAGS.work_dir!r} holds {', '.join(others)}, files of tools/benchmark.py or of a "
+                        "run, whose generator this benchmark would train on; choose another, or leave --work_dir out "
+                        "(a temporary one)")
     finished = FLAGS.work_dir and training_loop.latest_step(
         os.path.join(FLAGS.work_dir, quantization_stages.DISTILLATION_DIR))
     if finished and finished >= FLAGS.steps:
