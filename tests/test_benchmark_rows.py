@@ -181,3 +181,14 @@ def test_teachers_named_twice_or_after_the_benchmarks_own_files_are_refused_sayi
                                                       "the name of a file the benchmark writes")):
             benchmark_rows._check_distinct_teacher_names([f"/a/{name}.keras"])
     benchmark_rows._check_distinct_teacher_names(["/a/teacher.keras", "builtin:digits_resnet8"])
+
+
+def test_teachers_an_earlier_invocation_measured_and_this_one_leaves_out_are_named(tmp_path):
+    # The benchmark audit's: a rerun with other --teachers rewrote results.md without them, unsaid.
+    for name, files in (("resnet20", ["rows.json"]), ("mobilenet_v2", ["rows.json"]), ("notes", [])):
+        (tmp_path / name).mkdir()
+        for file_name in files:
+            (tmp_path / name / file_name).write_text("{}")
+    (tmp_path / "results.json").write_text("{}")
+    assert benchmark_rows._other_teachers_measured(str(tmp_path), {"resnet20": {}}) == ["mobilenet_v2"]
+    assert benchmark_rows._other_teachers_measured(str(tmp_path), {"resnet20": {}, "mobilenet_v2": {}}) == []

@@ -590,6 +590,13 @@ def _check_distinct_teacher_names(sources) -> None:
         seen[name] = source
 
 
+def _other_teachers_measured(work_dir: str, measured) -> list:
+    """The teachers of earlier invocations in `work_dir` (a directory with a row cache) that are
+    not among `measured`, sorted."""
+    return sorted(name for name in os.listdir(work_dir) if name not in measured
+                  and os.path.isfile(os.path.join(work_dir, name, ROWS_FILE)))
+
+
 def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
     """Measures every teacher of `benchmark`, resuming from rows cached in its work directory.
 
@@ -644,4 +651,9 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
             bench.run(lambda: publish(bench, started))
             publish(bench, started)
     say(f"results in {os.path.join(benchmark.work_dir, RESULTS_MARKDOWN_FILE)}")
+    others = _other_teachers_measured(benchmark.work_dir, results["teachers"])
+    if others:  # Measured by an earlier invocation with other --teachers: gone from the tables without a word.
+        say(f"note: {benchmark.work_dir} also holds the rows of {', '.join(others)}, which --teachers does not name "
+            "and the results leave out; name them in --teachers too to have them in one table (their cached rows "
+            "are not computed again)")
     return results
