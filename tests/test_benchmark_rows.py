@@ -6,23 +6,23 @@ import types
 
 import pytest
 
-from zscgan_tf import benchmark_rows, teachers
+from zscgan_tf import benchmark_cache, benchmark_rows, teachers
 from zscgan_tf.errors import UserError
 
 
 def test_rows_cached_under_other_settings_are_not_reported():
     rows = [("fp32", "FP32", None, {"seed": 0}), ("zscgan_ptq", "ZS-CGAN PTQ", None, {"seed": 0, "pool": 3}),
             ("latency", "LiteRT latency", None, {"seed": 0})]
-    cache = {"fp32": {"key": benchmark_rows.row_key("fp32", {"seed": 0}), "result": {"top1": 0.9}},
-             "zscgan_ptq": {"key": benchmark_rows.row_key("zscgan_ptq", {"seed": 0, "pool": 1}),
+    cache = {"fp32": {"key": benchmark_cache.row_key("fp32", {"seed": 0}), "result": {"top1": 0.9}},
+             "zscgan_ptq": {"key": benchmark_cache.row_key("zscgan_ptq", {"seed": 0, "pool": 1}),
                             "result": {"top1": 0.8}}}
-    assert benchmark_rows.current_rows(cache, rows) == {"fp32": {"top1": 0.9}}
+    assert benchmark_cache.current_rows(cache, rows) == {"fp32": {"top1": 0.9}}
 
 
 def test_row_keys_name_the_row_and_ignore_the_order_of_settings():
-    assert benchmark_rows.row_key("fp32", {"a": 1, "b": 2}) == benchmark_rows.row_key("fp32", {"b": 2, "a": 1})
-    assert benchmark_rows.row_key("fp32", {"a": 1}) != benchmark_rows.row_key("real_ptq", {"a": 1})
-    assert benchmark_rows.row_key("fp32", {"a": 1}) != benchmark_rows.row_key("fp32", {"a": 1.5})
+    assert benchmark_cache.row_key("fp32", {"a": 1, "b": 2}) == benchmark_cache.row_key("fp32", {"b": 2, "a": 1})
+    assert benchmark_cache.row_key("fp32", {"a": 1}) != benchmark_cache.row_key("real_ptq", {"a": 1})
+    assert benchmark_cache.row_key("fp32", {"a": 1}) != benchmark_cache.row_key("fp32", {"a": 1.5})
 
 
 def test_rows_computed_with_other_settings_are_not_compared():
@@ -32,18 +32,18 @@ def test_rows_computed_with_other_settings_are_not_compared():
     earlier = {"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.905}},
                "noise_ptq": {"key": "other", "result": {"label": "noise PTQ", "top1": 0.5}},
                "latency": {"key": "c", "result": {"label": "LiteRT latency", "float_1_threads_ms": 9.0}}}
-    compared = benchmark_rows.compare_rows(current, earlier, "earlier")
+    compared = benchmark_cache.compare_rows(current, earlier, "earlier")
     assert [row["id"] for row in compared["rows"]] == ["fp32"]
     assert compared["max_difference_points"] == pytest.approx(0.5) and not compared["met"]
-    within = benchmark_rows.compare_rows(current, {"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.902}}},
+    within = benchmark_cache.compare_rows(current, {"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.902}}},
                                          "close")
     assert within["met"] and within["max_difference_points"] == pytest.approx(0.2)
-    against_nothing = benchmark_rows.compare_rows(current, {}, "none")
+    against_nothing = benchmark_cache.compare_rows(current, {}, "none")
     assert not against_nothing["met"] and against_nothing["rows"] == []
 
 
 def test_a_difference_of_exactly_the_margin_repeats():
-    exact = benchmark_rows.compare_rows({"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.903}}},
+    exact = benchmark_cache.compare_rows({"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.903}}},
                                         {"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.900}}}, "x")
     assert exact["max_difference_points"] == pytest.approx(0.3) and exact["met"]
 
@@ -54,7 +54,7 @@ def _row_keys(config):
     rows = object.__new__(benchmark_rows.TeacherBenchmark)
     rows.config, rows.teacher, rows.dataset_name, rows.test_labels = (
         config, types.SimpleNamespace(name="teacher"), "data", [0] * 10)
-    return {row_id: benchmark_rows.row_key(row_id, settings) for row_id, _, _, settings in rows.rows()}
+    return {row_id: benchmark_cache.row_key(row_id, settings) for row_id, _, _, settings in rows.rows()}
 
 
 # Each setting, changed, and rows computed with it: their cached results must not be taken for the new
@@ -102,39 +102,39 @@ def test_a_changed_setting_changes_the_key_of_every_row_computed_with_it(change,
      ' "zscgan_ptq": {"result": {"top1": 0.8}}}', ["fp32"])])
 def test_a_row_cache_of_another_shape_reads_as_those_rows_not_cached(tmp_path, text, kept):
     # A hand's edit or a file from elsewhere: the rows are computed again, where they ended in a traceback.
-    path = tmp_path / benchmark_rows.ROWS_FILE
+    path = tmp_path / benchmark_cache.ROWS_FILE
     path.write_text(text)
-    cache = benchmark_rows.read_row_cache(str(path))
+    cache = benchmark_cache.read_row_cache(str(path))
     assert sorted(cache) == kept
     rows = [("fp32", "FP32", None, {}), ("noise_ptq", "noise PTQ", None, {})]
-    assert benchmark_rows.current_rows(cache, rows) == {}  # Their keys are not the settings' keys.
-    assert benchmark_rows.compare_rows(cache, cache, "itself")["rows"] == (
+    assert benchmark_cache.current_rows(cache, rows) == {}  # Their keys are not the settings' keys.
+    assert benchmark_cache.compare_rows(cache, cache, "itself")["rows"] == (
         [{"id": "fp32", "label": "FP32", "top1": 0.9, "earlier_top1": 0.9, "difference_points": 0.0}] if kept else [])
-    assert benchmark_rows.read_row_cache(str(tmp_path / "missing.json")) == {}
+    assert benchmark_cache.read_row_cache(str(tmp_path / "missing.json")) == {}
 
 
 def test_a_cached_row_edited_after_it_was_written_reads_as_not_cached(tmp_path):
     # The audit's hand-edited figures and labels ended in tracebacks as the table was made (a top-1 of "0.9",
     # of null, a row without its label), though the README says an edited rows.json is computed again.
-    path = tmp_path / benchmark_rows.ROWS_FILE
-    written = {"fp32": benchmark_rows.cache_entry("a", {"label": "FP32", "top1": 0.9, "seconds": 1.0}),
-               "latency": benchmark_rows.cache_entry("b", {"label": "LiteRT latency", "float_1_threads_ms": 1.5})}
+    path = tmp_path / benchmark_cache.ROWS_FILE
+    written = {"fp32": benchmark_cache.cache_entry("a", {"label": "FP32", "top1": 0.9, "seconds": 1.0}),
+               "latency": benchmark_cache.cache_entry("b", {"label": "LiteRT latency", "float_1_threads_ms": 1.5})}
     path.write_text(json.dumps(written))
-    assert benchmark_rows.read_row_cache(str(path)) == written
+    assert benchmark_cache.read_row_cache(str(path)) == written
     for edit in (lambda result: result.update(top1="0.9"), lambda result: result.update(top1=None),
                  lambda result: result.pop("label"), lambda result: result.update(seconds=2.0)):
         edited = json.loads(json.dumps(written))
         edit(edited["fp32"]["result"])
         path.write_text(json.dumps(edited))
-        assert sorted(benchmark_rows.read_row_cache(str(path))) == ["latency"], edited["fp32"]
+        assert sorted(benchmark_cache.read_row_cache(str(path))) == ["latency"], edited["fp32"]
     edited = json.loads(json.dumps(written))
     edited["fp32"]["key"] = "another"  # Its settings changed by hand: recomputed too.
     path.write_text(json.dumps(edited))
-    assert sorted(benchmark_rows.read_row_cache(str(path))) == ["latency"]
+    assert sorted(benchmark_cache.read_row_cache(str(path))) == ["latency"]
     # An entry of an earlier version, without a digest, is taken as it was, and given one.
     legacy = {"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.9}}}
     path.write_text(json.dumps(legacy))
-    assert benchmark_rows.read_row_cache(str(path)) == {"fp32": benchmark_rows.cache_entry(
+    assert benchmark_cache.read_row_cache(str(path)) == {"fp32": benchmark_cache.cache_entry(
         "a", {"label": "FP32", "top1": 0.9})}
 
 

@@ -30,7 +30,7 @@ from absl import flags  # noqa: E402
 from zscgan_tf import cli, distill, files, quantization_stages, quantize, teachers, zero_shot  # noqa: E402
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
-from zscgan_tf import benchmark_rows, generator_stage, run_state, seeds, training_loop  # noqa: E402
+from zscgan_tf import benchmark_cache, benchmark_rows, generator_stage, run_state, seeds, training_loop  # noqa: E402
 from zscgan_tf.training_loop import TrainingInterrupted  # noqa: E402
 
 MEBIBYTE = 1 << 20
@@ -76,7 +76,7 @@ def _row(stage: str, samples) -> str:
 
 # What the directories of tools/benchmark.py hold (its work directory, a teacher's in it), and a run's generator
 # directory within one: this benchmark's own holds none of them.
-_OTHER_TOOLS_FILES = (benchmark_rows.RESULTS_JSON_FILE, benchmark_rows.ROWS_FILE, benchmark_rows.TEACHER_FILE,
+_OTHER_TOOLS_FILES = (benchmark_rows.RESULTS_JSON_FILE, benchmark_cache.ROWS_FILE, benchmark_rows.TEACHER_FILE,
                       os.path.join(run_state.GENERATOR_DIR, run_state.STATE_FILE))
 
 

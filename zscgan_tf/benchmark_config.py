@@ -3,7 +3,7 @@
 `tools/benchmark.py` turns its flags into a `BenchmarkConfig`; `benchmark_rows` runs it.
 Error messages name the flags (`--qat_steps`), as the pipeline's config does.
 
-Rows are cached by the settings they depend on (`benchmark_rows.row_key`). Options added
+Rows are cached by the settings they depend on (`benchmark_cache.row_key`). Options added
 after rows were first cached are named in those settings only when on, so that rows
 cached before the option existed stay valid.
 """

@@ -24,15 +24,15 @@ from zscgan_tf import data, distill, distilled_data, evaluate, export, generator
 from zscgan_tf import quantize
 from zscgan_tf import labeled_images, reproducibility, run_report, run_state, seeds, teachers, throughput, zero_shot
 from zscgan_tf.benchmark_config import BenchmarkConfig, validate
-from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS, SOURCE_LABELS, format_results, points, targets
+from zscgan_tf.benchmark_cache import ROWS_FILE, cache_entry, compare_rows, current_rows, read_row_cache, row_key
+from zscgan_tf.benchmark_report import SOURCE_LABELS, format_results, points, targets
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import (LOCK_FILE, bytes_digest, check_not_in_use, exclusive_use, read_json, strict_json_values,
+from zscgan_tf.files import (LOCK_FILE, check_not_in_use, exclusive_use, read_json, strict_json_values,
                              unusable_directory_reason, write_json_atomic, write_text_atomic)
 from zscgan_tf.progress import say
 from zscgan_tf.evaluation_stage import LATENCY_THREADS
 from zscgan_tf.quantization_stages import INPUT_RANGE, QAT_INPUT
 
-ROWS_FILE = "rows.json"
 # The fingerprint (`teachers.fingerprint`) of the teacher a teacher's rows and generators are of.
 TEACHER_FILE = "teacher.json"
 RESULTS_JSON_FILE = "results.json"
@@ -48,59 +48,6 @@ TFLITE_INPUT = "pixel_table"
 def _summary(result: dict) -> str:
     """What a row's progress line shows: its top-1, if it has one."""
     return f" top-1 {points(result['top1'])}%" if "top1" in result else " done"
-
-
-def row_key(row_id: str, settings: dict) -> str:
-    """The cache key of a row: its id and every setting its result depends on."""
-    return json.dumps({"row": row_id, **settings}, sort_keys=True)
-
-
-def read_row_cache(path: str) -> dict:
-    """The row cache in `path`: {row id: {"key": its settings' key, "result": {...}, "sha256": ...}}.
-    Missing, unreadable or of another shape than the benchmark writes (a hand's edit, a file from
-    elsewhere), it reads as empty, and an entry of another shape, or whose key and result are not
-    those its digest was taken of, as absent: those rows are computed again. An entry an earlier
-    version wrote, without a digest, is taken as it is, and given its digest."""
-    cache = read_json(path, {})
-    if not isinstance(cache, dict):
-        return {}
-    return {row_id: cache_entry(entry["key"], entry["result"]) for row_id, entry in cache.items()
-            if isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("result"), dict)
-            and entry.get("sha256", _entry_digest(entry["key"], entry["result"])) == _entry_digest(
-                entry["key"], entry["result"])}
-
-
-def cache_entry(key: str, result: dict) -> dict:
-    """A row's entry in the row cache: its settings' key, its result and their digest."""
-    return {"key": key, "result": result, "sha256": _entry_digest(key, result)}
-
-
-def _entry_digest(key: str, result: dict) -> str:
-    """The SHA-256 of a row's key and result as JSON writes them: an edited figure, label or key no
-    longer matches it (rows whose figures went through a hand ended in tracebacks as the table was made)."""
-    return bytes_digest(json.dumps({"key": key, "result": result}, sort_keys=True).encode())
-
-
-def current_rows(cache: dict, rows: list) -> dict:
-    """The cached results of `rows` computed with their present settings: a row cached under other
-    settings (a rerun with changed flags, not yet recomputed) is left out, not shown as current."""
-    return {row_id: cache[row_id]["result"] for row_id, _, _, settings in rows
-            if row_id in cache and cache[row_id]["key"] == row_key(row_id, settings)}
-
-
-def compare_rows(cache: dict, earlier_cache: dict, earlier_dir: str) -> dict:
-    """How far each accuracy row moved from an earlier run with the same settings (same cache key)."""
-    compared = []
-    for row_id, entry in cache.items():
-        earlier = earlier_cache.get(row_id)
-        if "top1" not in entry["result"] or not earlier or earlier["key"] != entry["key"]:
-            continue
-        difference = 100 * (entry["result"]["top1"] - earlier["result"]["top1"])
-        compared.append({"id": row_id, "label": entry["result"]["label"], "top1": entry["result"]["top1"],
-                         "earlier_top1": earlier["result"]["top1"], "difference_points": round(difference, 4)})
-    largest = max((abs(row["difference_points"]) for row in compared), default=None)
-    return {"compared_to": earlier_dir, "rows": compared, "max_difference_points": largest,
-            "met": largest is not None and largest <= REPRODUCIBILITY_POINTS}
 
 
 # Measurement helpers.
