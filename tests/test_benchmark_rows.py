@@ -155,20 +155,24 @@ def test_a_teacher_record_of_another_shape_is_not_a_fingerprint(tmp_path, teache
 
 
 def test_a_later_teacher_the_benchmark_cannot_measure_is_refused_before_the_first_is_measured(tmp_path, monkeypatch):
-    # The benchmark audit's: refused once the first teacher's rows had run (hours, with the benchmark's config).
-    from conftest import build_tiny_classifier
+    # The benchmark audit's and its review's: refused once the first teacher's rows had run (hours, with the
+    # benchmark's config): another number of classes than the data, a student TF-MOT cannot build.
+    from conftest import build_student_failing_classifier, build_tiny_classifier
     from zscgan_tf.benchmark_config import BenchmarkConfig
-    first, second = str(tmp_path / "first.keras"), str(tmp_path / "second.keras")
+    first, fewer_classes, shared_conv = (str(tmp_path / f"{name}.keras") for name in ("first", "four", "shared"))
     build_tiny_classifier(num_classes=10).save(first)
-    build_tiny_classifier(num_classes=4).save(second)  # The digits have 10 classes.
-    monkeypatch.setattr(benchmark_rows.TeacherBenchmark, "__init__",
+    build_tiny_classifier(num_classes=4).save(fewer_classes)  # The digits have 10 classes.
+    build_student_failing_classifier("shared_conv", num_classes=10).save(shared_conv)
+    monkeypatch.setattr(benchmark_rows.TeacherBenchmark, "run",
                         lambda *args, **kwargs: pytest.fail("the first teacher was measured"))
-    benchmark = BenchmarkConfig(teachers=(first, second), dataset="digits", work_dir=str(tmp_path / "bench"),
-                                eval_max_samples=20, calibration_samples=10, schemes=("w8a8", "w4a4"),
-                                calibration_draws=0, w4a4_seed_draws=0)
-    with pytest.raises(UserError, match=r"^digits has 10 classes but teacher 'second' predicts 4$"):
-        benchmark_rows.run_benchmark(benchmark, progress=False)
-    assert not (tmp_path / "bench").exists()
+    for later, message in ((fewer_classes, r"^digits has 10 classes but teacher 'four' predicts 4$"),
+                           (shared_conv, r"^\[shared\] the W8A8 QAT rows would fail once the rows before them had run: "
+                                         "TF-MOT could not quantize the teacher ")):
+        benchmark = BenchmarkConfig(teachers=(first, later), dataset="digits", work_dir=str(tmp_path / "bench"),
+                                    eval_max_samples=20, calibration_samples=10, schemes=("w8a8", "w4a4"),
+                                    calibration_draws=0, w4a4_seed_draws=0)
+        with pytest.raises(UserError, match=message):
+            benchmark_rows.run_benchmark(benchmark, progress=False)
 
 
 def test_teachers_named_twice_or_after_the_benchmarks_own_files_are_refused_saying_so(tmp_path):

@@ -96,15 +96,6 @@ def _check_classes(dataset: labeled_images.LabeledImages, dataset_name: str, tea
                         f"predicts {teacher.num_classes}")
 
 
-def check_later_teachers(benchmark: BenchmarkConfig, progress: bool = True) -> None:
-    """Loads each teacher after the first, with its test split, and refuses one the benchmark
-    cannot measure before the first is measured (hours, with the benchmark's config), as it was
-    refused. Their training splits load only when they are measured."""
-    for source in benchmark.teachers[1:]:
-        teacher, dataset_name, data_dir = _teacher_and_its_data(source, benchmark, progress)
-        _check_classes(data.load_dataset(dataset_name, "test", data_dir=data_dir or None), dataset_name, teacher)
-
-
 class TeacherBenchmark:
     """The rows of one teacher, each computed at most once per settings (cached in rows.json)."""
 
@@ -217,12 +208,19 @@ class TeacherBenchmark:
         if not recorded:  # Rows cached before fingerprints were recorded are taken as this teacher's.
             write_json_atomic(path, {"teacher_sha256": current})
 
-    def run(self, publish) -> dict:
-        """Computes every row not cached yet; calls `publish()` after each."""
+    def check(self) -> list:
+        """Refuses, before any row, what would stop this teacher's rows: another teacher's rows
+        cached under its name, generator settings its trained pools cannot take, a scheme whose
+        student would fail. Returns its rows."""
         self.check_same_teacher()
         self.check_generators()
         rows = self.rows()
         self.check_students(rows)
+        return rows
+
+    def run(self, publish) -> dict:
+        """Computes every row not cached yet; calls `publish()` after each."""
+        rows = self.check()
         for index, (row_id, label, compute, settings) in enumerate(rows, 1):
             key = row_key(row_id, settings)
             cached = self.cache.get(row_id)
@@ -570,7 +568,6 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
     for source in benchmark.teachers:  # A mistyped second teacher was refused once the first was measured.
         teachers.check_teacher_named(source)
     check_not_in_use(benchmark.work_dir, what="benchmark")  # Refused now, not once a teacher and data have loaded.
-    check_later_teachers(benchmark, progress)
     results = {"settings": benchmark.recorded(), "teachers": {}}
     run_started = time.monotonic()
 
@@ -587,16 +584,21 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
         write_text_atomic(os.path.join(benchmark.work_dir, RESULTS_MARKDOWN_FILE), format_results(results))
 
     with contextlib.ExitStack() as lock:
+        started = time.monotonic()
+        first = TeacherBenchmark(benchmark.teachers[0], benchmark, progress=progress)
+        # Two invocations would share its cached rows. Taken once a teacher and its data have
+        # loaded, so a mistyped one leaves no directory behind.
+        os.makedirs(benchmark.work_dir, exist_ok=True)
+        lock.enter_context(exclusive_use(benchmark.work_dir, what="benchmark"))
+        first_loaded = time.monotonic() - started
+        for source in benchmark.teachers[1:]:  # Each was refused only once the teachers before it were measured.
+            TeacherBenchmark(source, benchmark, progress=progress).check()
         for index, source in enumerate(benchmark.teachers):
-            started = time.monotonic()
-            bench = TeacherBenchmark(source, benchmark, progress=progress)
-            if index == 0:
-                # Two invocations would share its cached rows. Taken once a teacher and its data have
-                # loaded, so a mistyped one leaves no directory behind.
-                os.makedirs(benchmark.work_dir, exist_ok=True)
-                lock.enter_context(exclusive_use(benchmark.work_dir, what="benchmark"))
+            started = time.monotonic() - (first_loaded if index == 0 else 0)
+            bench = first if index == 0 else TeacherBenchmark(source, benchmark, progress=progress)
             bench.run(lambda: publish(bench, started))
             publish(bench, started)
+            bench = first = None  # Its data is let go before the next teacher's loads.
     say(f"results in {os.path.join(benchmark.work_dir, RESULTS_MARKDOWN_FILE)}")
     others = _other_teachers_measured(benchmark.work_dir, results["teachers"])
     if others:  # Measured by an earlier invocation with other --teachers: gone from the tables without a word.
