@@ -131,11 +131,16 @@ def test_a_cached_row_edited_after_it_was_written_reads_as_not_cached(tmp_path):
     edited["fp32"]["key"] = "another"  # Its settings changed by hand: recomputed too.
     path.write_text(json.dumps(edited))
     assert sorted(benchmark_cache.read_row_cache(str(path))) == ["latency"]
-    # An entry of an earlier version, without a digest, is taken as it was, and given one.
-    legacy = {"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.9}}}
+    # An entry of an earlier version, without a digest, is taken as it was, and given one, where what every table
+    # reads of it (its label, its top-1) is as the benchmark writes it.
+    legacy = {"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.9}},
+              "latency": {"key": "b", "result": {"label": "LiteRT latency", "float_1_threads_ms": 1.5}},
+              "real_ptq": {"key": "c", "result": {"label": "real-data PTQ", "top1": "94%"}},
+              "noise_ptq": {"key": "d", "result": {"top1": 0.5}}}
     path.write_text(json.dumps(legacy))
-    assert benchmark_cache.read_row_cache(str(path)) == {"fp32": benchmark_cache.cache_entry(
-        "a", {"label": "FP32", "top1": 0.9})}
+    assert benchmark_cache.read_row_cache(str(path)) == {
+        "fp32": benchmark_cache.cache_entry("a", {"label": "FP32", "top1": 0.9}),
+        "latency": benchmark_cache.cache_entry("b", {"label": "LiteRT latency", "float_1_threads_ms": 1.5})}
 
 
 @pytest.mark.parametrize("text", ["[]", '"sha"', '{"teacher_sha256": "another"}', '{"teacher_sha256": 5}',

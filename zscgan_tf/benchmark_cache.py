@@ -20,14 +20,22 @@ def read_row_cache(path: str) -> dict:
     Missing, unreadable or of another shape than the benchmark writes (a hand's edit, a file from
     elsewhere), it reads as empty, and an entry of another shape, or whose key and result are not
     those its digest was taken of, as absent: those rows are computed again. An entry an earlier
-    version wrote, without a digest, is taken as it is, and given its digest."""
+    version wrote, without a digest, is taken where its result has a row's label and a numeric
+    top-1 (if any), and given its digest."""
     cache = read_json(path, {})
     if not isinstance(cache, dict):
         return {}
     return {row_id: cache_entry(entry["key"], entry["result"]) for row_id, entry in cache.items()
             if isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("result"), dict)
-            and entry.get("sha256", _entry_digest(entry["key"], entry["result"])) == _entry_digest(
-                entry["key"], entry["result"])}
+            and (entry["sha256"] == _entry_digest(entry["key"], entry["result"]) if "sha256" in entry
+                 else _is_result_as_written(entry["result"]))}
+
+
+def _is_result_as_written(result: dict) -> bool:
+    """Whether a result without a digest has what every table reads of a row: a label, and a
+    numeric top-1 where it has one. Its other figures are taken as they are."""
+    top1 = result.get("top1", 0.0)
+    return isinstance(result.get("label"), str) and isinstance(top1, (int, float)) and not isinstance(top1, bool)
 
 
 def cache_entry(key: str, result: dict) -> dict:
