@@ -791,3 +791,13 @@ def test_preprocessing_the_teacher_cannot_take_is_refused_naming_where_it_was_gi
             f"unknown preprocessing mode 'inception'; expected one of tf, caffe, torch, custom, raw (from teacher "
             f"description '{path}.json': correct it there")):
         teachers.load_teacher(_source(path))
+
+
+def test_a_description_naming_no_dataset_as_null_loads_as_naming_none(tmp_path):
+    # The review's: a null "dataset" did no harm before the check for non-string ones, and flags may name the data.
+    path = str(tmp_path / "my_classifier.keras")
+    build_tiny_classifier().save(path)
+    with open(path + ".json", "w") as sidecar:
+        json.dump({"class_names": ["a", "b", "c", "d"], "dataset": None}, sidecar)
+    teacher = teachers.load_teacher(_source(path, preprocessing="tf"))
+    assert not teacher.real_data("", "")[0] and teacher.real_data("digits", "") == ("digits", "")

@@ -79,7 +79,8 @@ def _check(description, path: str) -> None:
         problem = ("its \"preprocessing\" is not an object with a \"mode\" such as {\"mode\": \"tf\"}; correct it, or "
                    "remove it from that file and pass --teacher_preprocessing")
     else:
-        not_text = [key for key in _TEXT_KEYS if key in description and not isinstance(description[key], str)]
+        not_text = [key for key in _TEXT_KEYS  # None, as no dataset, read as before.
+                    if description.get(key) is not None and not isinstance(description[key], str)]
         if not_text:  # The dataset named its evaluation data, which ended in an AttributeError's traceback.
             problem = f"its \"{not_text[0]}\" is not a string (the name or folder of the data it was trained on)"
     if problem:
