@@ -387,12 +387,14 @@ def _paths_in_the_way():
     return [IsADirectoryError(errno.EISDIR, "Is a directory", "/bench/rows.json"),
             FileExistsError(errno.EEXIST, "File exists", "/bench/digits_tiny"),
             NotADirectoryError(errno.ENOTDIR, "Not a directory", "/bench/qat/checkpoint"),
-            tf.errors.FailedPreconditionError(None, None, "/runs/x/generator is not a directory")]
+            tf.errors.FailedPreconditionError(
+                None, None, "{{function_node __wrapped__CreateSummaryFileWriter_device_/job:localhost}} /runs/x/logs "
+                "is not a directory [Op:CreateSummaryFileWriter] name:")]
 
 
 @pytest.mark.parametrize("error, quoted", zip(_paths_in_the_way(), [
     "[Errno 21] Is a directory: '/bench/rows.json'", "[Errno 17] File exists: '/bench/digits_tiny'",
-    "[Errno 20] Not a directory: '/bench/qat/checkpoint'", "/runs/x/generator is not a directory"]))
+    "[Errno 20] Not a directory: '/bench/qat/checkpoint'", "/runs/x/logs is not a directory"]))
 def test_a_file_or_directory_in_the_way_of_a_write_is_one_line_and_exit_4(tmp_path, tiny_teacher_file, capsys,
                                                                           monkeypatch, error, quoted):
     # The benchmark audit's rows.json made a directory, a file where a teacher's directory goes, a file where
@@ -405,8 +407,8 @@ def test_a_file_or_directory_in_the_way_of_a_write_is_one_line_and_exit_4(tmp_pa
     monkeypatch.setattr(pipeline, "record_config", in_the_way)
     assert train.main(["train", *_tiny_arguments(tiny_teacher_file, tmp_path / "run")]) == cli.STORAGE_FULL_STATUS
     assert capsys.readouterr().err.strip() == (
-        f"error: something else is where a file or directory is written: {quoted}; move it aside and rerun the same "
-        "command: what was written before stays (a run resumes from its last checkpoint)")
+        f"error: a file is where a directory belongs, or a directory where a file belongs: {quoted}; move it aside and "
+        "rerun the same command: what was written before stays (a run resumes from its last checkpoint)")
 
 
 def test_a_work_directory_in_use_by_another_run_is_refused(tmp_path, tiny_teacher_file, capsys, monkeypatch):
@@ -1016,6 +1018,15 @@ def test_bad_input_from_a_real_process(tmp_path, tiny_teacher_file):
     assert str(refusal.value) == (f"evaluation dataset {gray!r} has images of shape (8, 8, 3) but the teacher reads "
                                   "(8, 8, 1); pass --eval_resize to convert them to gray (by luminance) (1 of its 8 "
                                   f"images is in colour, the first {stray} (mode RGB); the others are gray)")
+    # Refused for their size as well: the colour image is not the question, and is not named.
+    larger = _image_folder(tmp_path / "mixed", shape=(16, 16))
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8), "RGB").save(os.path.join(larger, "class_2", "1.png"))
+    with pytest.raises(UserError) as refusal:
+        evaluation_stage.evaluation_dataset(config_lib.RunConfig(
+            evaluation=config_lib.EvaluationConfig(dataset=larger)), teacher)
+    assert str(refusal.value) == (f"evaluation dataset {larger!r} has images of shape (16, 16, 3) but the teacher "
+                                  "reads (8, 8, 1); pass --eval_resize to resize them and convert them to gray (by "
+                                  "luminance)")
 
 
 def test_eval_resize_opts_in_and_a_teachers_own_data_is_resized(tmp_path, tiny_teacher_file, capsys):

@@ -1164,7 +1164,9 @@ def test_a_finished_run_measured_again_does_not_judge_its_generated_samples_agai
     assert (work_dir / "samples.png").read_bytes() == samples_png
     # A recorded result of another shape (a hand's edit) is judged again: before, a TypeError's traceback.
     state = json.loads((work_dir / "state.json").read_text())
-    for result in (2, {"teacher_agreement": 0.5}):
+    recorded = state["generated_samples"]["result"]
+    for result in (2, {"teacher_agreement": 0.5}, {**recorded, "teacher_agreement": None},
+                   {**recorded, "mean_confidence": "0.5"}, {**recorded, "per_class_agreement": [1.0, "x"]}):
         state["generated_samples"]["result"] = result
         (work_dir / "state.json").write_text(json.dumps(state))
         assert train.main(["train", f"--flagfile={flagfile}", "--latency_runs=3"]) == 0
@@ -2148,8 +2150,9 @@ def test_idx_files_whose_labels_stop_short_of_the_last_class_are_the_teachers_ou
     write_idx_split(tmp_path, "train", images, np.array([0, 7, 1]), compressed=False)
     with pytest.raises(UserError) as refusal:
         evaluation_stage.evaluation_dataset(config_lib.RunConfig(evaluation=settings), teacher)
-    assert str(refusal.value).endswith("has 8 classes but the teacher predicts 4; its labels stop at 2, another "
-                                       "split's reach 7")
+    assert str(refusal.value).endswith("has 8 classes but the teacher predicts 4; its labels stop at 2, but another "
+                                       "split's reach 7, and the class count is read from both: correct that "
+                                       "split's labels, or move its files out of the folder")
     for name in ("train-labels-idx1-ubyte", "train-images-idx3-ubyte"):
         os.remove(tmp_path / name)
     # Labels 1 to 4 for four outputs: counted from 1, as some datasets count.

@@ -231,8 +231,8 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
             return report("error", f"the disk is full{_file_being_written(error)}; free some space and rerun the "
                           f"same command: {kept}", STORAGE_FULL_STATUS)
         if errors.is_path_in_the_way(error):
-            return report("error", f"something else is where a file or directory is written: {first_line(error)}; "
-                          f"move it aside and rerun the same command: {kept}", STORAGE_FULL_STATUS)
+            return report("error", f"a file is where a directory belongs, or a directory where a file belongs: "
+                          f"{first_line(error)}; move it aside and rerun the same command: {kept}", STORAGE_FULL_STATUS)
         if errors.is_file_access_refused(error):
             return report("error", f"the system refused a file operation: {first_line(error)}; fix the file's "
                           f"permissions or its file system and rerun the same command: {kept}", STORAGE_FULL_STATUS)

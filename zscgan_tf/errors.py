@@ -27,7 +27,7 @@ class InUseError(UserError):
 FIRST_LINE_LIMIT = 300
 # What TensorFlow's eager op errors wrap their message in, which says nothing to a user:
 # "{{function_node __wrapped__DecodeJpeg_device_/job:localhost/...}} <message> [Op:DecodeJpeg]".
-_TENSORFLOW_OP_WRAPPING = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]( name: \S*)?$")
+_TENSORFLOW_OP_WRAPPING = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]( name:( \S*)?)?$")
 # How a full disk or quota reads in the errors of Python, h5py and TensorFlow's file writers,
 # which raise OSError, OSError without an errno, or TensorFlow's own error classes.
 STORAGE_FULL_MESSAGES = ("No space left on device", "Disk quota exceeded")

@@ -167,8 +167,9 @@ def _class_count_refusal(source: str, num_classes: int, teacher: Teacher,
                   f"{teacher.num_classes} or more, the first {int(labels[beyond[0]])} (image {int(beyond[0]):,}, "
                   "counting from 0)")
     elif labels is not None:  # Counted from the other split's labels as well.
-        detail = (f"; its labels stop at {int(labels.max()) if labels.size else 0}, another split's reach "
-                  f"{num_classes - 1}")
+        detail = (f"; its labels stop at {int(labels.max()) if labels.size else 0}, but another split's reach "
+                  f"{num_classes - 1}, and the class count is read from both: correct that split's labels, or move "
+                  "its files out of the folder")
     return UserError(f"evaluation dataset {source!r} has {num_classes} classes but the teacher predicts "
                      f"{teacher.num_classes}{detail}")
 

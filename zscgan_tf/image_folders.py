@@ -172,8 +172,8 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
             try:
                 check_image_shape((height, width, 1 if grayscale else 3))
             except UserError as error:
-                if not 0 < len(colour) < len(files):
-                    raise
+                if not 0 < len(colour) < len(files) or not _accepted(check_image_shape, (height, width, 1)):
+                    raise  # All in colour, or refused for their size too: the colour images are not the question.
                 file, mode = colour[0]
                 raise UserError(f"{error} ({len(colour):,} of its {len(files):,} images "
                                 f"{'is' if len(colour) == 1 else 'are'} in colour, the first {file} (mode {mode}); "
@@ -199,6 +199,15 @@ def load_image_folder(path: str, image_size: Optional[Tuple[int, int]] = None, p
     return LabeledImages(images, labels, num_classes=len(class_names),
                          name=name or os.path.basename(os.path.normpath(path)), class_names=tuple(class_names),
                          preparation=preparation)
+
+
+def _accepted(check_image_shape: Callable[[Tuple[int, int, int]], None], image_shape: Tuple[int, int, int]) -> bool:
+    """Whether `check_image_shape` takes images of `image_shape`."""
+    try:
+        check_image_shape(image_shape)
+    except UserError:
+        return False
+    return True
 
 
 def _image_resizer(image_size: Tuple[int, int], channels: int):

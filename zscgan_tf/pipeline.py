@@ -279,6 +279,18 @@ _GENERATED_SAMPLES_FIELDS = ("samples_per_class", "teacher_agreement", "worst_cl
                              "mean_confidence", "within_class_spread")
 
 
+def _is_samples_judgement(recorded) -> bool:
+    """Whether `recorded` has the fields and types of the generated samples' judgement a run records:
+    a hand's edit of `state.json` ended in a traceback as the report was written."""
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    return (isinstance(recorded, dict) and set(_GENERATED_SAMPLES_FIELDS) <= set(recorded)
+            and all(number(recorded[field]) for field in _GENERATED_SAMPLES_FIELDS if field != "per_class_agreement")
+            and isinstance(recorded["per_class_agreement"], list)
+            and all(number(value) for value in recorded["per_class_agreement"]))
+
+
 def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, generator, state: dict,
                  quantization_results: dict, progress: bool = True, trained_earlier: Sequence[str] = ()) -> dict:
     """Judges generated samples with the teacher (unless this generator's samples were judged
@@ -295,7 +307,7 @@ def report_stage(run_config: config_lib.RunConfig, teacher: teachers.Teacher, ge
     judged = state.get(GENERATED_SAMPLES_KEY) or {}
     recorded = judged.get("result")
     if (judged.get("key") == key and judged.get("samples_sha256") == file_digest(samples_path)
-            and isinstance(recorded, dict) and set(_GENERATED_SAMPLES_FIELDS) <= set(recorded)):  # Else a hand's edit.
+            and _is_samples_judgement(recorded)):
         say(f"generated samples: already judged by the teacher ({count_of(settings.samples_per_class, 'sample')} "
             f"per class), as recorded in {STATE_FILE}")
         generated = recorded
