@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from conftest import lock_held_by_another_process
 from tool_process import ToolProcess
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,6 +127,15 @@ def test_a_work_dir_that_is_a_file_or_too_few_samples_is_one_line_before_anythin
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
         f"error: cannot use --work_dir '{tmp_path / 'link'}': '{tmp_path / 'link'}' is a symbolic link to "
         f"'{tmp_path / 'unmounted'}', which does not exist")
+    # Held by another memory benchmark: refused before the teacher loads (a built-in one trains for minutes).
+    held = tmp_path / "held"
+    held.mkdir()
+    with lock_held_by_another_process(held, what="memory benchmark") as other:
+        result = benchmark_process(*COMMAND[2:], "--teacher=builtin:no_such_teacher", "--steps=6",
+                                   f"--work_dir={held}")
+    assert result.returncode == 75 and result.stderr.strip().splitlines()[-1] == (
+        f"error: {str(held)!r} is in use by another memory benchmark (process {other.pid}); wait for it to finish, or "
+        "pass another --work_dir")
     # Fewer than two samples measure no growth: it trained both stages and reported "no samples".
     result = benchmark_process(*_arguments(command), "--steps=6", "--sample_every=5")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (

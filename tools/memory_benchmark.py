@@ -104,6 +104,8 @@ def _check_flags():
         raise UserError(f"--work_dir {FLAGS.work_dir!r} holds {', '.join(others)}, files of tools/benchmark.py or of a "
                         "run, whose generator this benchmark would train on; choose another, or leave --work_dir out "
                         "(a temporary one)")
+    if FLAGS.work_dir and os.path.isdir(FLAGS.work_dir):  # Refused now, not once the teacher has loaded (trained).
+        files.check_not_in_use(FLAGS.work_dir, what="memory benchmark")
     finished = FLAGS.work_dir and training_loop.latest_step(
         os.path.join(FLAGS.work_dir, quantization_stages.DISTILLATION_DIR))
     if finished and finished >= FLAGS.steps:
