@@ -340,17 +340,23 @@ def _disk_full_errors():
                                              "part-00000; No space left on device [Op:SaveV2]")]
 
 
+def _error_of_a_run_whose_first_write_raises(error, tmp_path, tiny_teacher_file, capsys, monkeypatch) -> str:
+    """What a tiny run writes to stderr when writing its config raises `error`, which must end it with
+    exit status 4."""
+    from zscgan_tf import pipeline
+
+    def raising(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(pipeline, "record_config", raising)
+    assert train.main(["train", *_tiny_arguments(tiny_teacher_file, tmp_path / "run")]) == cli.STORAGE_FULL_STATUS
+    return capsys.readouterr().err.strip()
+
+
 @pytest.mark.parametrize("error, path", zip(_disk_full_errors(),
                                              ["/runs/x/state.json", "/runs/x/ckpt-250_temp/part-00000"]))
 def test_a_full_disk_is_one_line_and_exit_4(tmp_path, tiny_teacher_file, capsys, monkeypatch, error, path):
-    from zscgan_tf import pipeline
-
-    def disk_full(*args, **kwargs):
-        raise error
-
-    monkeypatch.setattr(pipeline, "record_config", disk_full)
-    assert train.main(["train", *_tiny_arguments(tiny_teacher_file, tmp_path / "run")]) == cli.STORAGE_FULL_STATUS
-    assert capsys.readouterr().err.strip() == (
+    assert _error_of_a_run_whose_first_write_raises(error, tmp_path, tiny_teacher_file, capsys, monkeypatch) == (
         f"error: the disk is full (writing {path}); free some space and rerun the same command: what was written "
         "before stays (a run resumes from its last checkpoint)")
 
@@ -369,14 +375,7 @@ def _refused_writes():
 def test_a_write_the_system_refuses_is_one_line_and_exit_4(tmp_path, tiny_teacher_file, capsys, monkeypatch, error,
                                                            quoted):
     # An immutable file, another user's directory, a read-only file system: each was a traceback and status 1.
-    from zscgan_tf import pipeline
-
-    def refused(*args, **kwargs):
-        raise error
-
-    monkeypatch.setattr(pipeline, "record_config", refused)
-    assert train.main(["train", *_tiny_arguments(tiny_teacher_file, tmp_path / "run")]) == cli.STORAGE_FULL_STATUS
-    assert capsys.readouterr().err.strip() == (
+    assert _error_of_a_run_whose_first_write_raises(error, tmp_path, tiny_teacher_file, capsys, monkeypatch) == (
         f"error: the system refused a file operation: {quoted}; fix the file's permissions or its file system and "
         "rerun the same command: what was written before stays (a run resumes from its last checkpoint)")
 
@@ -399,14 +398,7 @@ def test_a_file_or_directory_in_the_way_of_a_write_is_one_line_and_exit_4(tmp_pa
                                                                           monkeypatch, error, quoted):
     # The benchmark audit's rows.json made a directory, a file where a teacher's directory goes, a file where
     # TensorFlow writes checkpoints: each was a traceback and status 1.
-    from zscgan_tf import pipeline
-
-    def in_the_way(*args, **kwargs):
-        raise error
-
-    monkeypatch.setattr(pipeline, "record_config", in_the_way)
-    assert train.main(["train", *_tiny_arguments(tiny_teacher_file, tmp_path / "run")]) == cli.STORAGE_FULL_STATUS
-    assert capsys.readouterr().err.strip() == (
+    assert _error_of_a_run_whose_first_write_raises(error, tmp_path, tiny_teacher_file, capsys, monkeypatch) == (
         f"error: a file is where a directory belongs, or a directory where a file belongs: {quoted}; move it aside and "
         "rerun the same command: what was written before stays (a run resumes from its last checkpoint)")
 
