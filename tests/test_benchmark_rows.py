@@ -201,3 +201,24 @@ def test_teachers_an_earlier_invocation_measured_and_this_one_leaves_out_are_nam
     (tmp_path / "results.json").write_text("{}")
     assert benchmark_rows._other_teachers_measured(str(tmp_path), {"resnet20": {}}) == ["mobilenet_v2"]
     assert benchmark_rows._other_teachers_measured(str(tmp_path), {"resnet20": {}, "mobilenet_v2": {}}) == []
+
+
+def test_a_file_where_a_teacher_keeps_its_generator_run_or_qat_checkpoints_is_refused_before_any_row(tmp_path):
+    # The benchmark audit's: refused as the pool trained, or a traceback as QAT saved, after the rows before them.
+    from conftest import build_tiny_classifier
+    from zscgan_tf.benchmark_config import BenchmarkConfig
+    teacher = str(tmp_path / "first.keras")
+    build_tiny_classifier(num_classes=10).save(teacher)
+    for name, keeps in (("generator", "a generator run"), ("qat", "its QAT checkpoints")):
+        work_dir = tmp_path / f"bench_{name}"
+        (work_dir / "first").mkdir(parents=True)
+        (work_dir / "first" / name).write_text("mine")
+        benchmark = BenchmarkConfig(teachers=(teacher,), dataset="digits", work_dir=str(work_dir),
+                                    eval_max_samples=20, calibration_samples=10, schemes=("w8a8", "w4a4"),
+                                    calibration_draws=0, w4a4_seed_draws=0)
+        with pytest.raises(UserError) as refusal:
+            benchmark_rows.run_benchmark(benchmark, progress=False)
+        assert str(refusal.value) == (f"{work_dir / 'first' / name} is a file where the benchmark keeps {keeps}; "
+                                      "move it away")
+        assert not (work_dir / "first" / "rows.json").exists()
+        assert (work_dir / "first" / name).read_text() == "mine"

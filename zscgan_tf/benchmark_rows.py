@@ -37,6 +37,8 @@ from zscgan_tf.quantization_stages import INPUT_RANGE, QAT_INPUT
 TEACHER_FILE = "teacher.json"
 RESULTS_JSON_FILE = "results.json"
 RESULTS_MARKDOWN_FILE = "results.md"
+# Where a teacher's QAT rows keep their checkpoints, a directory per row, in its directory.
+QAT_DIR = "qat"
 EVALUATION_BATCH_SIZE = 256
 SPEED_TIMED_STEPS = 10
 SPEED_WARMUP_STEPS = 2
@@ -403,13 +405,20 @@ class TeacherBenchmark:
     def check_generators(self):
         """Refuses, before any row, generator settings its trained pools cannot take: fewer steps
         than trained (training cannot be undone), or other settings (their directories keep one
-        config each), as `trained_generator` would refuse them only once rows before had run."""
+        config each), as `trained_generator` would refuse them only once rows before had run; and
+        a file where a generator run or the QAT checkpoints go."""
         draws = range(1 + (self.config.generator_pool_draws if "w4a4" in self.config.schemes else 0))
         for pool_draw in draws:
             run_config = self.generator_run_config(pool_draw)
             if os.path.isdir(run_config.work_dir):
                 pipeline.check_not_shortened(run_config)
                 config_changes.check_saved(run_config)
+            elif os.path.lexists(run_config.work_dir):  # Refused as its pool trained, after the rows before it.
+                raise UserError(f"{run_config.work_dir} is a file where the benchmark keeps a generator run; move it "
+                                "away")
+        qat_dir = os.path.join(self.dir, QAT_DIR)
+        if os.path.lexists(qat_dir) and not os.path.isdir(qat_dir):
+            raise UserError(f"{qat_dir} is a file where the benchmark keeps its QAT checkpoints; move it away")
 
     def check_students(self, rows) -> None:
         """Builds the QAT student of each scheme whose rows in `rows` are not cached, and converts
@@ -501,7 +510,7 @@ class TeacherBenchmark:
                                       sort_keys=True).encode()).hexdigest()[:8]
         run_name = (f"{source}_{scheme.name}_{tag}" + ("" if seed == row_seed else f"_seed{seed}")
                     + (f"_pool{pool_draw}" if pool_draw else ""))
-        distiller.train(os.path.join(self.dir, "qat", run_name), progress=self.progress)
+        distiller.train(os.path.join(self.dir, QAT_DIR, run_name), progress=self.progress)
         zero_shot.check_teacher_unchanged(self.teacher, teacher_weights, f"the QAT row {run_name!r}")
         keras_accuracy = keras_top1(student, self.test_inputs, self.test_labels)
         if not scheme.exportable:
