@@ -74,30 +74,6 @@ def int8_ptq(model, calibration: np.ndarray, input_range, output_path: Optional[
 
 # One teacher.
 
-def _teacher_and_its_data(source: str, benchmark: BenchmarkConfig, progress: bool):
-    """(teacher, the dataset its rows measure on, that dataset's data_dir) of the teacher `source`,
-    checked: its generator settings, and that its data has a training and a test split.
-
-    Raises:
-      UserError: for a teacher, generator settings or dataset the benchmark cannot measure.
-    """
-    teacher = teachers.load_teacher(
-        teachers.TeacherSource(model=source, cache_dir=benchmark.teacher_cache_dir), progress=progress)
-    # Generator settings this teacher's images refuse (a blur too wide) fail now, not at the ZS-CGAN rows.
-    generator_stage.generator_spec_for(teacher, benchmark.generator_config())
-    dataset_name, data_dir = teacher.real_data(benchmark.dataset, benchmark.data_dir)
-    if not dataset_name:
-        raise UserError(f"teacher {teacher.name!r} names no dataset; pass --dataset")
-    data.check_held_out_split(dataset_name)  # Real-data rows train and calibrate on train, measure on test.
-    return teacher, dataset_name, data_dir
-
-
-def _check_classes(dataset: labeled_images.LabeledImages, dataset_name: str, teacher: teachers.Teacher) -> None:
-    if dataset.num_classes != teacher.num_classes:
-        raise UserError(f"{dataset_name} has {dataset.num_classes} classes but teacher {teacher.name!r} "
-                        f"predicts {teacher.num_classes}")
-
-
 class TeacherBenchmark:
     """The rows of one teacher, each computed at most once per settings (cached in rows.json)."""
 
@@ -111,12 +87,21 @@ class TeacherBenchmark:
         """
         self.config = benchmark
         self.progress = progress
-        self.teacher, dataset_name, data_dir = _teacher_and_its_data(source, benchmark, progress)
+        self.teacher = teachers.load_teacher(
+            teachers.TeacherSource(model=source, cache_dir=benchmark.teacher_cache_dir), progress=progress)
         self.dir = os.path.join(self.config.work_dir, self.teacher.name)
+        # Generator settings this teacher's images refuse (a blur too wide) fail now, not at the ZS-CGAN rows.
+        generator_stage.generator_spec_for(self.teacher, self.config.generator_config())
+        dataset_name, data_dir = self.teacher.real_data(self.config.dataset, self.config.data_dir)
+        if not dataset_name:
+            raise UserError(f"teacher {self.teacher.name!r} names no dataset; pass --dataset")
         self.dataset_name = dataset_name
+        data.check_held_out_split(dataset_name)  # Real-data rows train and calibrate on train, measure on test.
         train = data.load_dataset(dataset_name, "train", data_dir=data_dir or None)
         test = data.load_dataset(dataset_name, "test", data_dir=data_dir or None)
-        _check_classes(train, dataset_name, self.teacher)
+        if train.num_classes != self.teacher.num_classes:
+            raise UserError(f"{dataset_name} has {train.num_classes} classes but teacher {self.teacher.name!r} "
+                            f"predicts {self.teacher.num_classes}")
         if self.config.eval_max_samples:
             test = test.class_balanced(self.config.eval_max_samples,
                                        seed=self.config.seed + seeds.BENCHMARK_EVALUATION_SUBSET_SEED_OFFSET)
