@@ -3,6 +3,7 @@
 import gzip
 import io
 import os
+import socket
 import struct
 import tarfile
 
@@ -527,9 +528,10 @@ def test_resize_channels_take_and_class_balanced(random_pixels):
     np.testing.assert_array_equal(dataset.class_balanced(4, seed=3).labels, dataset.class_balanced(4, seed=3).labels)
 
 
-def test_tfds_loader_with_mock_data():
+def test_tfds_loader_with_mock_data(monkeypatch):
     import tensorflow_datasets as tfds
 
+    _resolving(monkeypatch, lambda host: True)  # The mock leaves the dataset unprepared, and downloads nothing.
     with tfds.testing.mock_data(num_examples=5):
         dataset = data.load_dataset("tfds:mnist", "train")
         batches = list(tfds_data.iterate_tfds("cifar10", "test", batch_size=2, image_size=(6, 5)))
@@ -596,12 +598,64 @@ def test_a_dataset_downloaded_by_hand_without_its_archives_names_where_they_go(t
         assert str(refusal.value).endswith(f"; imagenet2012 must be downloaded by hand: put its archives in {where}")
 
 
+def _resolving(monkeypatch, resolves):
+    """Names resolve, or not, whatever this machine's network: `resolves(host)` decides."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if not resolves(host):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real("127.0.0.1", port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    for variable in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+def test_a_tfds_download_without_a_network_is_refused_at_once_not_after_minutes_of_retries(tmp_path, monkeypatch):
+    # TFDS's retries back off to 102 s: 3 1/2 minutes before the same refusal, after writing downloads/ there.
+    import tensorflow_datasets as tfds
+
+    _resolving(monkeypatch, lambda host: False)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", lambda *a, **k: pytest.fail("downloaded"))
+    with pytest.raises(UserError) as refusal:
+        tfds_data.load_tfds("cifar10", "test", data_dir=str(tmp_path / "tfds"))
+    assert str(refusal.value) == (
+        "cannot download TFDS dataset 'cifar10': cannot resolve www.cs.toronto.edu (Name or service not known), "
+        "as without a network; prepare it with TFDS where there is one and copy its cifar10 directory into "
+        f"{tmp_path}/tfds")
+    assert not (tmp_path / "tfds").exists()
+    # Fashion-MNIST's refusal goes on with the ways out that need no network.
+    with pytest.raises(UserError) as refusal:
+        data.load_fashion_mnist("test", data_dir=str(tmp_path / "tfds"))
+    message = str(refusal.value)
+    assert message.startswith("cannot download TFDS dataset 'fashion_mnist': cannot resolve fashion-mnist.s3")
+    assert message.endswith("; or install Debian's package of it (apt-get install -y dataset-fashion-mnist), "
+                            f"read from {data.DEBIAN_FASHION_MNIST_DIR}, or pass a directory of its IDX files")
+
+
+def test_a_tfds_download_is_left_to_tfds_where_a_host_resolves_or_a_proxy_resolves_them(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def download_fails(self, *args, **kwargs):
+        raise ConnectionError("the download itself failed")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", download_fails)
+    for resolves, proxy in ((lambda host: True, None), (lambda host: False, "https://proxy.example:3128")):
+        _resolving(monkeypatch, resolves)
+        if proxy:
+            monkeypatch.setenv("https_proxy", proxy)
+        with pytest.raises(UserError, match=r"^cannot download or prepare TFDS dataset 'mnist' \(ConnectionError"):
+            tfds_data.load_tfds("mnist", "test", data_dir=str(tmp_path / "tfds"))
+
+
 def test_a_tfds_download_says_so_first_since_offline_it_retries_for_minutes(tmp_path, monkeypatch, capsys):
     import tensorflow_datasets as tfds
 
     def offline(self, *args, **kwargs):
         raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'")
 
+    _resolving(monkeypatch, lambda host: True)  # Resolved, but the connection fails: the retries the note warns of.
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
     with pytest.raises(UserError, match="^cannot download or prepare TFDS dataset 'cifar10' \\(ConnectionError"):
         tfds_data.load_tfds("cifar10", "test", data_dir=str(tmp_path))
@@ -610,16 +664,12 @@ def test_a_tfds_download_says_so_first_since_offline_it_retries_for_minutes(tmp_
 
 def test_looking_a_tfds_dataset_up_leaves_no_temporary_directory(tmp_path, monkeypatch):
     import tempfile
-    import tensorflow_datasets as tfds
 
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temporary))
-    def offline(self, *args, **kwargs):
-        raise ConnectionError("offline")
-
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
-    with pytest.raises(UserError, match="cannot download or prepare TFDS dataset 'mnist'"):
+    _resolving(monkeypatch, lambda host: False)
+    with pytest.raises(UserError, match="cannot download TFDS dataset 'mnist'"):
         tfds_data.load_tfds("mnist", "test", data_dir=str(tmp_path / "tfds"))
     # TFDS made a "tmp...tfds" directory for the dataset's information and left it, on every run.
     assert list(temporary.iterdir()) == [] and tempfile.tempdir == str(temporary)

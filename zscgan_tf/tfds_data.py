@@ -5,7 +5,10 @@ split), downloaded and prepared by TFDS on first use."""
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
+import urllib.parse
+import urllib.request
 from typing import Iterator, Optional, Tuple
 
 import numpy as np
@@ -42,6 +45,11 @@ def _prepared_tfds_builder(name: str, data_dir: Optional[str], manual_dir: Optio
     except tfds.core.registered.DatasetNotFoundError as error:
         raise UserError(f"TFDS dataset not found: {first_line(error)}") from None
     if not builder.is_prepared():
+        unreachable = _download_hosts_unresolved(builder)
+        if unreachable:
+            raise UserError(f"cannot download TFDS dataset {name!r}: {unreachable}, as without a network; prepare it "
+                            f"with TFDS where there is one and copy its {name} directory into "
+                            f"{_data_dir_root(builder, data_dir)}")
         # Offline, TFDS retries each download with backoff for about 3 1/2 minutes before it fails.
         note(f"TFDS dataset {name!r} is not prepared in {builder.data_dir}: downloading and preparing it (without "
              "network TFDS retries for minutes before giving up; is the data directory right?)")
@@ -53,14 +61,47 @@ def _prepared_tfds_builder(name: str, data_dir: Optional[str], manual_dir: Optio
         hint = ""
         if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
             # A place rather than a flag: of the commands, only train's evaluation has one (--eval_manual_dir).
-            where = manual_dir or os.path.join(str(getattr(builder, "_data_dir_root", data_dir or "")),
-                                               "downloads", "manual")
+            where = manual_dir or os.path.join(_data_dir_root(builder, data_dir), "downloads", "manual")
             hint = f"; {name} must be downloaded by hand: put its archives in {where}"
         raise UserError(f"cannot download or prepare TFDS dataset {name!r} "
                         f"({type(error).__name__}: {first_line(error)}){hint}") from error  # --verbose shows it whole.
     if not builder.info.supervised_keys:
         raise UserError(f"TFDS dataset {name!r} has no (image, label) supervised keys")
     return builder
+
+
+def _data_dir_root(builder, data_dir: Optional[str]) -> str:
+    """The TFDS data directory the builder reads, which holds a directory per dataset."""
+    return str(getattr(builder, "_data_dir_root", data_dir or ""))
+
+
+def _download_hosts_unresolved(builder) -> str:
+    """Why the builder's downloads cannot start, where none of the hosts its registered URLs name
+    resolves, as without a network: TFDS would retry each for about 3 1/2 minutes, its backoff
+    doubling to 102 s. Empty where one resolves, where the builder has no registered URLs or
+    wants its archives downloaded by hand, or where a proxy resolves the names instead."""
+    if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+        return ""
+    try:
+        urls = list(builder.url_infos or ())
+    except Exception:  # pylint: disable=broad-except  # A builder whose checksums cannot be read: TFDS will say.
+        return ""
+    proxies, hosts = urllib.request.getproxies(), {}
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return ""  # gs://, ftp:// or a local file: reached otherwise.
+        if {parts.scheme, "all"} & set(proxies) and not urllib.request.proxy_bypass(parts.hostname):
+            return ""
+        hosts.setdefault(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    failures = []
+    for host, port in hosts.items():
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            return ""
+        except (OSError, UnicodeError) as error:
+            failures.append(f"{host} ({getattr(error, 'strerror', None) or error})")
+    return "cannot resolve " + ", nor ".join(failures)
 
 
 def _tfds_label_info(builder) -> Tuple[int, Tuple[str, ...]]:
