@@ -84,13 +84,13 @@ _SCRIPTS = {
         "teacher.trainable, len(bn) == 27 and all(np.any(layer.moving_variance.numpy() != 1) for layer in bn))"),
     "float_ops_cell": (
         "import sys; sys.path.insert(0, 'tools'); import architecture_check, numpy as np, tf_keras; "
-        "from zscgan_tf import export; "
+        "from zscgan_tf import representative_data; "
         "inputs = tf_keras.Input((8, 8, 1)); "
         "outputs = tf_keras.layers.Dense(2)(tf_keras.layers.Flatten()(tf_keras.layers.Activation('elu')("
         "tf_keras.layers.Conv2D(2, 3)(inputs)))); "
         "samples = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32); "
         "print(architecture_check._export(tf_keras.Model(inputs, outputs), "
-        "export.representative_dataset_from_array(samples)))"),
+        "representative_data.representative_dataset_from_array(samples)))"),
 }
 # Runs each script of the JSON object in argv[1]; prints one JSON object: each name's [its output, its traceback].
 _RUN_EACH = """

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from zscgan_tf import distill, evaluate, export, quantize, tflite_model
+from zscgan_tf import distill, evaluate, export, quantize, representative_data, tflite_model
 from zscgan_tf import generator as generator_lib
 from zscgan_tf.config import DistillationConfig
 
@@ -53,7 +53,7 @@ def test_exported_student_follows_the_distilled_student(tmp_path):
     distiller.train(str(tmp_path), progress=False)
     # The optimizer's variables exist before the first step: one made inside it would trace it twice.
     assert distiller._train_step.experimental_get_tracing_count() == 1
-    model_bytes = export.convert_to_tflite(student, export.representative_dataset_from_array(samples[:16]))
+    model_bytes = export.convert_to_tflite(student, representative_data.representative_dataset_from_array(samples[:16]))
     report = tflite_model.inspect_tflite(model_bytes)
     assert report.is_fully_integer and report.has_static_batch_one
     tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(samples)
@@ -142,7 +142,8 @@ def _distilled_and_exported(teacher, tmp_path, seed):
     distiller = distill.Distiller(teacher.model, student, generator, teacher.num_classes,
                                   DistillationConfig(steps=5, batch_size=16, learning_rate=1e-2), seed=0)
     distiller.train(str(tmp_path), progress=False)
-    return distiller, export.convert_to_tflite(student, export.representative_dataset_from_array(samples[:16]))
+    return distiller, export.convert_to_tflite(
+        student, representative_data.representative_dataset_from_array(samples[:16]))
 
 
 def _int8_weights_of_shape(model_bytes, shape):

@@ -5,7 +5,7 @@ import zscgan_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow load
 import numpy as np
 import pytest
 
-from zscgan_tf import edge_tpu, export, tflite_model
+from zscgan_tf import edge_tpu, export, representative_data, tflite_model
 
 from conftest import build_two_block_classifier
 
@@ -31,7 +31,7 @@ def test_edge_tpu_report_flags_float_ops(teacher):
 
 def test_edge_tpu_report_passes_a_fully_integer_model(teacher):
     samples = np.random.default_rng(0).standard_normal((32,) + INPUT_SHAPE).astype(np.float32)
-    model_bytes = export.convert_to_tflite(teacher, export.representative_dataset_from_array(samples))
+    model_bytes = export.convert_to_tflite(teacher, representative_data.representative_dataset_from_array(samples))
     report = tflite_model.inspect_tflite(model_bytes)
     compatibility = edge_tpu.compatibility_report(report)
     assert compatibility.likely_compatible
@@ -128,7 +128,7 @@ def test_supported_operations_are_unique_builtin_names():
 def _int8_report(model, seed=0):
     samples = np.random.default_rng(seed).standard_normal((16,) + tuple(model.inputs[0].shape[1:])).astype(np.float32)
     return tflite_model.inspect_tflite(
-        export.convert_to_tflite(model, export.representative_dataset_from_array(samples)))
+        export.convert_to_tflite(model, representative_data.representative_dataset_from_array(samples)))
 
 
 def _violations(compatibility):

@@ -7,7 +7,7 @@ import pytest
 import tf_keras
 
 from zscgan_tf import cpu_cores, evaluate
-from zscgan_tf import export
+from zscgan_tf import export, representative_data
 from zscgan_tf.errors import UserError
 from zscgan_tf.preprocessing import Preprocessing
 
@@ -46,7 +46,7 @@ def float_bytes(model):
 
 @pytest.fixture(scope="module")
 def int8_bytes(model, inputs):
-    return export.convert_to_tflite(model, export.representative_dataset_from_array(inputs))
+    return export.convert_to_tflite(model, representative_data.representative_dataset_from_array(inputs))
 
 
 def test_float_tflite_predictions_match_keras(model, inputs, float_bytes):
@@ -96,7 +96,7 @@ def pixels():
 
 
 def int8_model_of(model, inputs) -> bytes:
-    return export.convert_to_tflite(model, export.representative_dataset_from_array(inputs))
+    return export.convert_to_tflite(model, representative_data.representative_dataset_from_array(inputs))
 
 
 def test_pixel_table_keeps_all_256_levels_of_tf_preprocessing(model, pixels):
@@ -170,7 +170,7 @@ def test_describe_pixel_input_gives_the_formula_a_device_applies(model, pixels, 
     int8 = evaluate.TfliteClassifier(int8_model_of(model, tf_mode.apply(pixels)))
     assert int8.describe_pixel_input(tf_mode) == "from uint8 pixels: int8 input = pixel - 128; all 256 pixel levels kept"
     uint8 = evaluate.TfliteClassifier(export.convert_to_tflite(
-        model, export.representative_dataset_from_array(tf_mode.apply(pixels)), io_dtype="uint8"))
+        model, representative_data.representative_dataset_from_array(tf_mode.apply(pixels)), io_dtype="uint8"))
     assert uint8.describe_pixel_input(tf_mode) == "from uint8 pixels: uint8 input = pixel; all 256 pixel levels kept"
     classifier = evaluate.TfliteClassifier(int8_model_of(model, caffe.apply(pixels)))
     scale, zero_point = classifier.input_details["quantization"]
@@ -247,7 +247,8 @@ def test_outputs_are_the_same_at_any_thread_count():
     model = tf_keras.Model(inputs, outputs)
     samples = np.random.default_rng(2).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
     for model_bytes in (export.convert_to_tflite(model, mode="float"),
-                        export.convert_to_tflite(model, export.representative_dataset_from_array(samples))):
+                        export.convert_to_tflite(
+                            model, representative_data.representative_dataset_from_array(samples))):
         one = evaluate.TfliteClassifier(model_bytes, num_threads=1).predict(samples)
         np.testing.assert_array_equal(one, evaluate.TfliteClassifier(model_bytes, num_threads=3).predict(samples))
 

@@ -16,7 +16,7 @@ from zscgan_tf import edge_tpu
 from zscgan_tf import evaluate
 from zscgan_tf import export, exported_model
 from zscgan_tf import quantization_stages
-from zscgan_tf import quantize
+from zscgan_tf import quantize, representative_data
 from zscgan_tf import tflite_model
 from zscgan_tf.errors import UserError
 
@@ -115,7 +115,7 @@ def test_tflite_agrees_with_keras_student(trained_student, student_int8_bytes, i
 def test_representative_dataset_does_not_override_qat_ranges(student_int8_bytes,
                                                              trained_student, inputs):
     # Calibration data ten times wider than the QAT ranges: the QAT input range wins.
-    wide_data = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES] * 10)
+    wide_data = representative_data.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES] * 10)
     with_dataset = tflite_model.inspect_tflite(export.convert_to_tflite(trained_student, wide_data))
     without_dataset = tflite_model.inspect_tflite(student_int8_bytes)
     assert with_dataset.is_fully_integer
@@ -146,7 +146,7 @@ def test_exported_model_is_the_student_not_the_teacher(teacher, inputs):
 
 
 def test_int8_ptq_of_float_model_with_representative_dataset(teacher, inputs):
-    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    dataset = representative_data.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
     model_bytes = export.convert_to_tflite(teacher, dataset)
     report = tflite_model.inspect_tflite(model_bytes)
     assert report.is_fully_integer and report.has_static_batch_one
@@ -160,11 +160,11 @@ def test_int8_ptq_of_float_model_with_representative_dataset(teacher, inputs):
 def test_a_long_calibration_shows_the_samples_the_converter_has_calibrated_on(teacher, inputs, capsys,
                                                                               monkeypatch):
     # 10,000 samples of a ResNet-20 calibrated for 50 s without a line.
-    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES],
+    dataset = representative_data.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES],
                                                        progress_description="calibration")
     export.convert_to_tflite(teacher, dataset)
     assert "calibration" not in capsys.readouterr().out  # Done in well under SLOW_CALIBRATION_SECONDS.
-    monkeypatch.setattr(export, "SLOW_CALIBRATION_SECONDS", 0.0)  # Every calibration is long now.
+    monkeypatch.setattr(representative_data, "SLOW_CALIBRATION_SECONDS", 0.0)  # Every calibration is long now.
     export.convert_to_tflite(teacher, dataset)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("calibration ")]
     assert lines[0].startswith(f"calibration 1/{NUM_CALIBRATION_SAMPLES} [")
@@ -172,7 +172,7 @@ def test_a_long_calibration_shows_the_samples_the_converter_has_calibrated_on(te
 
 
 def test_the_converters_native_chatter_is_kept_off_stderr(teacher, inputs, capfd):
-    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    dataset = representative_data.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
     capfd.readouterr()
     export.convert_to_tflite(teacher, dataset)
     os.write(2, b"stderr still works\n")
@@ -182,7 +182,7 @@ def test_the_converters_native_chatter_is_kept_off_stderr(teacher, inputs, capfd
 
 
 def test_per_tensor_ptq_has_one_scale_per_weight_tensor(teacher, inputs):
-    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    dataset = representative_data.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
 
     def conv_weight_scale_counts(per_channel):
         report = tflite_model.inspect_tflite(
@@ -220,7 +220,7 @@ def test_an_op_the_converter_leaves_float_is_named_with_its_keras_layer(inputs):
     teacher = build_tiny_teacher(extra_layer="elu")
     student, float_layer_names = quantize.quantize_student(teacher, calibration_inputs=inputs)
     assert float_layer_names == ("elu",)
-    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    dataset = representative_data.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
     for model in (teacher, student):
         with pytest.raises(export.NotFullyIntegerError,
                            match=r"not fully integer: float ops DEQUANTIZE \(#\d+\), ELU \(#\d+, layer 'elu'\), "
@@ -249,7 +249,7 @@ def test_a_float_op_fused_with_its_activation_is_named_with_both_layers(inputs):
 def test_allowed_float_ops_stay_float_inside_an_int8_model_that_computes_its_keras_model(inputs, io_dtype):
     teacher = build_tiny_teacher(extra_layer="elu")
     student, _ = quantize.quantize_student(teacher, calibration_inputs=inputs)
-    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    dataset = representative_data.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
     for model, max_error in ((student, MAX_OUTPUT_STEPS), (teacher, None)):
         model_bytes = export.convert_to_tflite(model, dataset, io_dtype=io_dtype, allow_float_ops=True)
         report = tflite_model.inspect_tflite(model_bytes)
@@ -278,7 +278,7 @@ def test_many_float_ops_are_counted_by_kind_with_the_first_of_each_placed(inputs
         x = tf_keras.layers.BatchNormalization(name=f"bn_{block}")(x)
         x = tf_keras.layers.Activation("elu", name=f"elu_{block}")(x)
     model = tf_keras.Model(image, tf_keras.layers.Dense(NUM_CLASSES)(tf_keras.layers.GlobalAveragePooling2D()(x)))
-    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    dataset = representative_data.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
     report = tflite_model.inspect_tflite(export.convert_to_tflite(model, dataset, allow_float_ops=True))
     assert re.fullmatch(r"ELU x4 \(#\d+, layer 'elu_0'; #\d+, layer 'elu_1'; #\d+, layer 'elu_2'; \.\.\.\), "
                         r"DEQUANTIZE x4, QUANTIZE x4", export.float_ops_description(report, model))
@@ -295,7 +295,7 @@ def test_many_float_ops_are_counted_by_kind_with_the_first_of_each_placed(inputs
 
 
 def test_allowing_float_ops_changes_nothing_in_a_model_that_is_fully_integer(teacher, inputs):
-    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    dataset = representative_data.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
     fully_integer = export.convert_to_tflite(teacher, dataset)
     assert export.convert_to_tflite(teacher, dataset, allow_float_ops=True) == fully_integer
 
@@ -314,7 +314,8 @@ def test_reshape_in_front_of_a_float_rescaling_at_the_input_exports_what_qat_com
     student, float_layer_names = quantize.quantize_student(teacher, calibration_inputs=pixels,
                                                            input_range=(0.0, 255.0))
     assert float_layer_names == ("rescaling",)  # The Reshape, unannotated, computes nothing to leave float.
-    model_bytes = export.convert_to_tflite(student, export.representative_dataset_from_array(pixels, (0.0, 255.0)))
+    model_bytes = export.convert_to_tflite(
+        student, representative_data.representative_dataset_from_array(pixels, (0.0, 255.0)))
     assert tflite_model.inspect_tflite(model_bytes).is_fully_integer
     keras_logits = student(pixels, training=False).numpy()
     tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(pixels)
@@ -328,7 +329,7 @@ def test_layers_tfmot_left_float_need_a_dataset_then_export_integer(inputs):
     assert float_layer_names == ("rescaling",)
     with pytest.raises(export.TfliteConversionError, match="MUL"):
         export.convert_to_tflite(student)
-    dataset = export.representative_dataset_from_array(pixels[:NUM_CALIBRATION_SAMPLES])
+    dataset = representative_data.representative_dataset_from_array(pixels[:NUM_CALIBRATION_SAMPLES])
     report = tflite_model.inspect_tflite(export.convert_to_tflite(student, dataset))
     assert report.is_fully_integer
     assert {"MUL", "ADD"} <= {op.name for op in report.operators}
@@ -338,7 +339,7 @@ def test_lambda_model_quantizes_and_exports(inputs):
     teacher = build_tiny_teacher(extra_layer="lambda")
     student, float_layer_names = quantize.quantize_student(teacher, calibration_inputs=inputs)
     assert float_layer_names == ("lambda",)
-    dataset = export.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
+    dataset = representative_data.representative_dataset_from_array(inputs[:NUM_CALIBRATION_SAMPLES])
     model_bytes = export.convert_to_tflite(student, dataset)
     assert tflite_model.inspect_tflite(model_bytes).is_fully_integer
     tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(inputs)
@@ -359,7 +360,7 @@ def test_hard_swish_and_squeeze_excite_student_exports_fully_integer(spatial_siz
     # The pipeline saves the student as HDF5 and loads it back to export it.
     student.save(str(tmp_path / "student.h5"))
     loaded = quantization_stages.load_student(str(tmp_path / "student.h5"))
-    dataset = export.representative_dataset_from_array(images[:NUM_CALIBRATION_SAMPLES])
+    dataset = representative_data.representative_dataset_from_array(images[:NUM_CALIBRATION_SAMPLES])
     model_bytes = export.convert_to_tflite(loaded, dataset)
     report = tflite_model.inspect_tflite(model_bytes)
     assert report.is_fully_integer
@@ -396,7 +397,7 @@ def test_average_pooling_student_exports_after_qat_has_moved_its_ranges(tmp_path
     loaded = quantization_stages.load_student(str(tmp_path / "student.h5"))
     with pytest.raises(ValueError, match=r"must be \(low, high\)"):
         quantization_stages.load_student(str(tmp_path / "student.h5"), input_range=(-1.0, 0.0, 1.0))
-    model_bytes = export.convert_to_tflite(loaded, export.representative_dataset_from_array(images[:8]))
+    model_bytes = export.convert_to_tflite(loaded, representative_data.representative_dataset_from_array(images[:8]))
     report = tflite_model.inspect_tflite(model_bytes)
     assert report.is_fully_integer and report.operator_counts()["AVERAGE_POOL_2D"] == 1
     tflite_logits = evaluate.TfliteClassifier(model_bytes).predict(images)
@@ -436,23 +437,23 @@ def test_mobilenet_v2_qat_student_exports_fully_integer():
 
 def test_representative_dataset_from_array_yields_batch_one_float32():
     images = random_inputs(count=3).astype(np.float64)
-    samples = list(export.representative_dataset_from_array(images)())
+    samples = list(representative_data.representative_dataset_from_array(images)())
     assert len(samples) == 3
     for index, sample in enumerate(samples):
         assert isinstance(sample, list) and len(sample) == 1
         assert sample[0].shape == (1,) + INPUT_SHAPE and sample[0].dtype == np.float32
         np.testing.assert_allclose(sample[0][0], images[index], rtol=1e-6)
     with pytest.raises(ValueError, match=r"\(0, 16, 16, 1\)"):
-        export.representative_dataset_from_array(np.zeros((0,) + INPUT_SHAPE))
+        representative_data.representative_dataset_from_array(np.zeros((0,) + INPUT_SHAPE))
     with pytest.raises(ValueError, match="NaN"):
-        export.representative_dataset_from_array(np.full((2,) + INPUT_SHAPE, np.nan))
+        representative_data.representative_dataset_from_array(np.full((2,) + INPUT_SHAPE, np.nan))
 
 
 def test_representative_dataset_reaches_the_input_range_in_its_first_sample():
     images = np.tanh(random_inputs(count=3, shape=(4, 4, 3))) * 0.9
     images[0, ..., 2] = 0.25  # A constant channel still gets both ends.
     before = images.copy()
-    samples = [sample[0][0] for sample in export.representative_dataset_from_array(
+    samples = [sample[0][0] for sample in representative_data.representative_dataset_from_array(
         images, (np.array([-1.0, -2.0, -3.0]), np.array([1.0, 2.0, 3.0])))()]
     np.testing.assert_array_equal(images, before)  # The caller's array is not touched.
     first = samples[0].reshape(-1, 3)
@@ -463,16 +464,16 @@ def test_representative_dataset_reaches_the_input_range_in_its_first_sample():
         np.testing.assert_array_equal(samples[index], images[index])
     # Where some sample already reaches the range, every sample is left as it is.
     images[2, 0, 0], images[2, 0, 1] = (-1.0, -2.0, -3.0), (1.0, 2.0, 3.0)
-    reaching = list(export.representative_dataset_from_array(
+    reaching = list(representative_data.representative_dataset_from_array(
         images, (np.array([-1.0, -2.0, -3.0]), np.array([1.0, 2.0, 3.0])))())
     for index in range(3):
         np.testing.assert_array_equal(reaching[index][0][0], images[index])
     with pytest.raises(ValueError, match="3 per-channel values"):
-        export.representative_dataset_from_array(images, (np.zeros(2), np.ones(2)))
+        representative_data.representative_dataset_from_array(images, (np.zeros(2), np.ones(2)))
     with pytest.raises(ValueError, match="low <= high"):
-        export.representative_dataset_from_array(images, (1.0, -1.0))
+        representative_data.representative_dataset_from_array(images, (1.0, -1.0))
     with pytest.raises(ValueError, match=r"must be \(low, high\), got \(-1.0,\)"):
-        export.representative_dataset_from_array(images, (-1.0,))
+        representative_data.representative_dataset_from_array(images, (-1.0,))
 
 
 def test_an_int8_input_keeps_every_pixel_level_when_calibration_stops_short_of_the_ends(teacher):
@@ -484,8 +485,9 @@ def test_an_int8_input_keeps_every_pixel_level_when_calibration_stops_short_of_t
     def levels_kept(model_bytes):
         return len(np.unique(evaluate.TfliteClassifier(model_bytes).pixel_table(pixels)))
 
-    ptq = [export.convert_to_tflite(teacher, export.representative_dataset_from_array(short_of_the_ends, bounds))
-           for bounds in (None, (-1.0, 1.0))]
+    ptq = [export.convert_to_tflite(
+        teacher, representative_data.representative_dataset_from_array(short_of_the_ends, bounds))
+        for bounds in (None, (-1.0, 1.0))]
     assert levels_kept(ptq[0]) < 250 and levels_kept(ptq[1]) == 256
     students = [quantize.quantize_student(teacher, calibration_inputs=short_of_the_ends, input_range=bounds)[0]
                 for bounds in (None, (-1.0, 1.0))]
@@ -494,7 +496,7 @@ def test_an_int8_input_keeps_every_pixel_level_when_calibration_stops_short_of_t
 
 
 def test_wrongly_shaped_representative_samples_raise_clear_error(teacher):
-    dataset = export.representative_dataset_from_array(random_inputs(count=2, shape=(8, 8, 1)))
+    dataset = representative_data.representative_dataset_from_array(random_inputs(count=2, shape=(8, 8, 1)))
     with pytest.raises(UserError, match=r"\(1, 8, 8, 1\).*\(1, 16, 16, 1\)"):
         export.convert_to_tflite(teacher, dataset)
 
@@ -533,7 +535,8 @@ def _looping_classifier(looping_layer, name="reader") -> tf_keras.Model:
 
 def test_a_loop_over_a_tensor_list_is_refused_for_int8_rather_than_crashing_the_process():
     # TensorFlow's converter ended the process with a segmentation fault (status 139), pytest with it.
-    samples = export.representative_dataset_from_array(np.random.default_rng(0).uniform(-1, 1, (4, 4, 4, 1)))
+    samples = representative_data.representative_dataset_from_array(
+        np.random.default_rng(0).uniform(-1, 1, (4, 4, 4, 1)))
     inner_inputs = tf_keras.Input((4, 4))
     nested = tf_keras.Model(inner_inputs, tf_keras.layers.GRU(4)(inner_inputs), name="nested")
     mapped = tf_keras.layers.Lambda(lambda rows: tf.map_fn(lambda row: row * 2.0, rows), name="mapped")
@@ -575,7 +578,8 @@ def test_a_layer_that_is_0_on_every_calibration_sample_is_named_and_nothing_is_w
     dead = tf_keras.layers.ReLU(name="dead")(tf_keras.layers.Dense(
         8, bias_initializer=tf_keras.initializers.Constant(-100.0), name="hidden")(features))
     model = tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES, name="logits")(dead), name="dead_inside")
-    samples = export.representative_dataset_from_array(np.random.default_rng(0).uniform(-1, 1, (4, 4, 4, 1)))
+    samples = representative_data.representative_dataset_from_array(
+        np.random.default_rng(0).uniform(-1, 1, (4, 4, 4, 1)))
     with pytest.raises(export.TfliteConversionError, match=(
             r"^the int8 model of 'dead_inside' does not load in LiteRT: layers 'hidden', 'dead' gave 0 or all but 0 "
             r"on every calibration sample, for which int8 has a scale below 1e-07 that LiteRT's XNNPACK delegate "
@@ -590,7 +594,7 @@ def test_a_model_that_cannot_run_on_one_image_is_refused_in_one_line_naming_its_
     flat = tf_keras.layers.Lambda(lambda images: tf.reshape(images, (32, 16)), name="batch_of_32")(inputs)
     model = tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES)(flat), name="fixed_batch")
     assert model(np.zeros((32, 4, 4, 1), np.float32)).shape == (32, NUM_CLASSES)  # It runs at its own batch.
-    samples = export.representative_dataset_from_array(np.zeros((4, 4, 4, 1), np.float32))
+    samples = representative_data.representative_dataset_from_array(np.zeros((4, 4, 4, 1), np.float32))
     for mode, dataset in (("int8", samples), ("float", None), ("dynamic", None)):
         with pytest.raises(export.TfliteConversionError) as raised:
             export.convert_to_tflite(model, dataset, mode=mode, output_path=str(tmp_path / "fixed.tflite"))
@@ -613,7 +617,7 @@ def test_a_mixed_precision_model_is_refused_before_the_converter_lists_its_every
         model = tf_keras.Model(inputs, tf_keras.layers.Dense(NUM_CLASSES, dtype="float32")(features), name="half")
     finally:
         tf_keras.mixed_precision.set_global_policy("float32")
-    samples = export.representative_dataset_from_array(np.zeros((4, 4, 4, 1), np.float32))
+    samples = representative_data.representative_dataset_from_array(np.zeros((4, 4, 4, 1), np.float32))
     for mode, dataset in (("int8", samples), ("float", None)):
         with pytest.raises(UserError) as raised:
             export.convert_to_tflite(model, dataset, mode=mode)
@@ -645,7 +649,7 @@ def test_a_student_conversion_failure_names_the_layers_tf_mot_left_float():
             r"^TFLite int8 conversion of 'mixing' failed: .*\(INT8 != FLOAT32\) Node number \d+ \(FULLY_CONNECTED\) "
             r"failed to prepare; TF-MOT left float, for the converter to quantize on its own: 1 EinsumDense \(mixer\) "
             r"\(the converter's full message is in the chained exception\)$")):
-        export.convert_to_tflite(student, export.representative_dataset_from_array(samples))
+        export.convert_to_tflite(student, representative_data.representative_dataset_from_array(samples))
 
 
 def test_converter_failure_says_why_where_the_converter_does():

@@ -8,6 +8,7 @@ import tensorflow as tf
 import tf_keras
 
 from zscgan_tf import bn_stats, export, flattening, keras3_conversion, logits, quantize, teachers, tflite_model
+from zscgan_tf import representative_data
 from zscgan_tf.errors import UserError
 
 
@@ -413,5 +414,5 @@ def test_keras3_operations_in_the_graph_run_as_tensorflow_ops_and_export_integer
     student, float_layer_names = quantize.quantize_student(teacher.model, calibration_inputs=_pixels(16))
     assert float_layer_names and all(teacher.model.get_layer(name).__class__.__name__.endswith("OpLambda")
                                      for name in float_layer_names)
-    dataset = export.representative_dataset_from_array(_pixels(16))
+    dataset = representative_data.representative_dataset_from_array(_pixels(16))
     assert tflite_model.inspect_tflite(export.convert_to_tflite(student, dataset)).is_fully_integer

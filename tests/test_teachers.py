@@ -14,6 +14,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras
 
 from zscgan_tf import export, flattening, keras_applications, logits, model_files, teachers, tflite_model
+from zscgan_tf import representative_data
 from zscgan_tf.errors import UserError
 
 from conftest import build_tiny_classifier
@@ -449,7 +450,7 @@ def test_mixed_precision_teacher_is_rebuilt_to_compute_in_float32_and_exports_in
     np.testing.assert_allclose(tf.nn.softmax(teacher.model(images, training=False)), model(images, training=False),
                                atol=2e-3)
     # The converter stops at every float16 op of the model as saved.
-    dataset = export.representative_dataset_from_array(images)
+    dataset = representative_data.representative_dataset_from_array(images)
     assert tflite_model.inspect_tflite(export.convert_to_tflite(teacher.model, dataset)).is_fully_integer
 
 
@@ -472,7 +473,7 @@ def test_a_float64_teacher_is_rebuilt_to_compute_in_float32_and_exports_integer(
     images = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32)
     np.testing.assert_allclose(teacher.model(images, training=False), model(images.astype(np.float64),
                                                                            training=False), atol=1e-5)
-    dataset = export.representative_dataset_from_array(images)
+    dataset = representative_data.representative_dataset_from_array(images)
     assert tflite_model.inspect_tflite(export.convert_to_tflite(teacher.model, dataset)).is_fully_integer
 
 
@@ -493,7 +494,7 @@ def test_a_teacher_of_a_fixed_batch_size_is_rebuilt_to_take_any(tmp_path):
     images = np.random.default_rng(0).uniform(-1, 1, (32, 8, 8, 1)).astype(np.float32)
     np.testing.assert_allclose(teacher.model(images[:5], training=False), model(images, training=False)[:5],
                                atol=1e-6)
-    dataset = export.representative_dataset_from_array(images)
+    dataset = representative_data.representative_dataset_from_array(images)
     assert tflite_model.inspect_tflite(export.convert_to_tflite(teacher.model, dataset)).has_static_batch_one
 
 

@@ -25,6 +25,7 @@ from zscgan_tf import (evaluation_stage, export, exported_model, generator_reuse
 from zscgan_tf import generator as generator_lib
 from zscgan_tf import distill, generator_stage, run_state, seeds
 from zscgan_tf import quantize, quantizer_ranges, teachers, tflite_model, train, training_loop, zero_shot
+from zscgan_tf import representative_data
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import file_digest, save_keras_model_atomic
 from zscgan_tf.teachers import TeacherSource
@@ -1537,7 +1538,7 @@ def test_float_ops_allowed_in_a_finished_run_convert_again_without_training(tmp_
 def test_an_int8_export_that_computes_something_else_is_warned_about():
     teacher = build_two_block_classifier(seed=0)
     samples = np.random.default_rng(0).standard_normal((40, 16, 16, 1)).astype(np.float32)
-    model_bytes = export.convert_to_tflite(teacher, export.representative_dataset_from_array(samples))
+    model_bytes = export.convert_to_tflite(teacher, representative_data.representative_dataset_from_array(samples))
     assert exported_model.export_agreement_warning("ptq_int8", model_bytes, teacher, samples) is None
     other = build_two_block_classifier(seed=1)  # As if the converter had computed another model.
     warning = exported_model.export_agreement_warning("ptq_int8", model_bytes, other, samples)
@@ -1805,7 +1806,7 @@ def test_evaluation_stage_feeds_tflite_models_the_pixels_through_their_table(tmp
     dataset = labeled_images.LabeledImages(images=images, labels=labels, num_classes=4, name="quadrants")
     inputs = teacher.preprocessing.apply(images)
     path = str(tmp_path / "ptq_int8.tflite")
-    model_bytes = export.convert_to_tflite(teacher.model, export.representative_dataset_from_array(inputs),
+    model_bytes = export.convert_to_tflite(teacher.model, representative_data.representative_dataset_from_array(inputs),
                                            output_path=path)
     made.clear()  # The one the conversion loaded its result with.
     config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
@@ -1859,7 +1860,7 @@ def test_a_qat_student_and_its_int8_file_compute_on_the_same_input_and_the_agree
     config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
     path = str(tmp_path / "qat_int8.tflite")
     for io_dtype in ("int8", "uint8"):
-        model_bytes = export.convert_to_tflite(student, export.representative_dataset_from_array(inputs),
+        model_bytes = export.convert_to_tflite(student, representative_data.representative_dataset_from_array(inputs),
                                                io_dtype=io_dtype, output_path=path)
         classifier = evaluate.TfliteClassifier(model_bytes)
         # A device gives the file its pixels as they are (uint8) or less 128 (int8), and the file reads them
@@ -1879,7 +1880,7 @@ def test_a_qat_student_and_its_int8_file_compute_on_the_same_input_and_the_agree
     assert results["agreement"] == {"qat_keras_vs_tflite": float(np.mean(own == tflite_classes))}
     # A file exported as before reads each pixel a step below the student: the agreement runs the student on it.
     monkeypatch.setattr(quantizer_ranges, "model_input_ranges_as_quantized", lambda model: contextlib.nullcontext())
-    export.convert_to_tflite(student, export.representative_dataset_from_array(inputs), output_path=path)
+    export.convert_to_tflite(student, representative_data.representative_dataset_from_array(inputs), output_path=path)
     classifier = evaluate.TfliteClassifier((tmp_path / "qat_int8.tflite").read_bytes())
     seen = classifier.input_as_seen(images, teacher.preprocessing)
     step = classifier.input_details["quantization"][0]
@@ -1909,7 +1910,7 @@ def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_pat
     dataset = labeled_images.LabeledImages(images=np.round(pixels).astype(np.uint8), labels=labels, num_classes=4,
                                            name="q")
     path = str(tmp_path / "ptq_int8.tflite")
-    export.convert_to_tflite(teacher.model, export.representative_dataset_from_array(
+    export.convert_to_tflite(teacher.model, representative_data.representative_dataset_from_array(
         teacher.preprocessing.apply(dataset.images)), output_path=path)
     config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
     monkeypatch.setattr(evaluation_stage, "evaluation_chunk_size", lambda image_shape: 8)
@@ -1948,7 +1949,7 @@ def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_pat
         expected["top1"])
     assert chunks == [] and "predictions on these images were saved by an earlier run" in capsys.readouterr().out
     # Another model, or other images, start afresh.
-    export.convert_to_tflite(teacher.model, export.representative_dataset_from_array(
+    export.convert_to_tflite(teacher.model, representative_data.representative_dataset_from_array(
         teacher.preprocessing.apply(dataset.images[:4])), output_path=path)
     evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, dataset)
     assert len(chunks) == 5

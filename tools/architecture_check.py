@@ -40,6 +40,7 @@ import tf_keras  # noqa: E402
 from absl import flags  # noqa: E402
 
 from zscgan_tf import bn_stats, cli, distill, export, keras3_conversion, logits, quantize, tflite_model  # noqa: E402
+from zscgan_tf import representative_data  # noqa: E402
 from zscgan_tf.config import DistillationConfig  # noqa: E402
 from zscgan_tf.errors import UserError, first_line  # noqa: E402
 
@@ -172,7 +173,7 @@ def check(builder, name: str, size: int, samples: int) -> Row:
     student, float_layers = quantize.quantize_student(model, calibration_inputs=inputs, input_range=(-1.0, 1.0))
     float_types = sorted({quantize.layer_type(model.get_layer(layer)) for layer in float_layers})
     step_cell = _qat_step(model, student, inputs)
-    dataset = export.representative_dataset_from_array(inputs, input_range=(-1.0, 1.0))
+    dataset = representative_data.representative_dataset_from_array(inputs, input_range=(-1.0, 1.0))
     qat_cell, qat_kib = _export(student, dataset)
     ptq_cell, _ = _export(model, dataset)
     return Row(f"{name} {size}x{size}", ", ".join(float_types) or "none", step_cell, qat_cell, ptq_cell, qat_kib,

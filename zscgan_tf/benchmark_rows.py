@@ -21,7 +21,7 @@ import tf_keras
 from zscgan_tf import config as config_lib
 from zscgan_tf import config_changes
 from zscgan_tf import data, distill, distilled_data, evaluate, export, generator_stage, pipeline, quantization_stages
-from zscgan_tf import quantize
+from zscgan_tf import quantize, representative_data
 from zscgan_tf import labeled_images, reproducibility, run_report, run_state, seeds, teachers, throughput, zero_shot
 from zscgan_tf.benchmark_config import BenchmarkConfig, validate
 from zscgan_tf.benchmark_cache import ROWS_FILE, cache_entry, compare_rows, current_rows, read_row_cache, row_key
@@ -68,8 +68,9 @@ def int8_ptq(model, calibration: np.ndarray, input_range, output_path: Optional[
              per_channel: bool = True) -> bytes:
     """Int8 TFLite of `model` calibrated on `calibration` with its input covering `input_range`, written
     to `output_path` unless it is None."""
-    return export.convert_to_tflite(model, export.representative_dataset_from_array(calibration, input_range),
-                                    mode="int8", per_channel=per_channel, output_path=output_path)
+    calibration_samples = representative_data.representative_dataset_from_array(calibration, input_range)
+    return export.convert_to_tflite(model, calibration_samples, mode="int8", per_channel=per_channel,
+                                    output_path=output_path)
 
 
 # One teacher.

@@ -10,7 +10,8 @@ from typing import Optional
 import numpy as np
 
 from zscgan_tf import custom_objects, edge_tpu, errors, evaluate, export, exported_model, files, model_files
-from zscgan_tf import quantization_stages, quantize, quantizer_ranges, run_conversion, run_state, teachers, tflite_model
+from zscgan_tf import quantization_stages, quantize, quantizer_ranges, representative_data, run_conversion, run_state
+from zscgan_tf import teachers, tflite_model
 from zscgan_tf import generator as generator_lib
 from zscgan_tf.conversion_calibration import calibration_inputs
 from zscgan_tf.conversion_config import ConversionConfig
@@ -42,7 +43,7 @@ def _load_and_export(config: ConversionConfig) -> None:
     _check_weight_scales(model, config.per_channel_given)
     # The input's range covers every pixel where the preprocessing says what pixels become.
     input_range = preprocessing.input_range(int(model.inputs[0].shape[-1])) if preprocessing else None
-    representative = (export.representative_dataset_from_array(calibration, input_range,
+    representative = (representative_data.representative_dataset_from_array(calibration, input_range,
                                                                 progress_description="calibration")
                       if calibration is not None else None)
     # The conversion says nothing until it is written: 50 s calibrating on 10,000 samples on 2 CPU cores.
@@ -163,7 +164,7 @@ def _model_to_convert(config: ConversionConfig):
         # conversion on a few uniform samples first, as a run checks its teacher (1 s).
         samples = np.random.default_rng(config.seed).uniform(
             *teacher.input_range(), (quantization_stages.INTEGER_CHECK_SAMPLES,) + tuple(teacher.image_shape))
-        _converted(teacher.model, export.representative_dataset_from_array(samples.astype(np.float32),
+        _converted(teacher.model, representative_data.representative_dataset_from_array(samples.astype(np.float32),
                                                                            teacher.input_range()),
                    config, check_loads=False)
     return (teacher.model,

@@ -35,7 +35,7 @@ from tf_keras.src.saving import serialization_lib
 
 from zscgan_tf import __version__
 from zscgan_tf import distill, edge_tpu, evaluate, export, exported_model, model_files, quantize, quantizer_ranges
-from zscgan_tf import seeds, tflite_model
+from zscgan_tf import representative_data, seeds, tflite_model
 from zscgan_tf import training_loop, zero_shot
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
@@ -156,7 +156,7 @@ def check_integer_export(run_config: RunConfig, teacher: Teacher, check_student:
     settings = run_config.quantization
     try:
         model_bytes = export.convert_to_tflite(
-            teacher.model, export.representative_dataset_from_array(samples, input_range),
+            teacher.model, representative_data.representative_dataset_from_array(samples, input_range),
             mode="int8", io_dtype=settings.io_dtype, per_channel=settings.per_channel,
             allow_float_ops=settings.allow_float_ops, check_loads=False)
     except export.NotFullyIntegerError as error:
@@ -194,8 +194,8 @@ def trial_int8_report(student: tf_keras.Model, samples: np.ndarray, input_range,
     allowed, so that a check can count and name the ops left float. Raises
     `export.TfliteConversionError` for a conversion that fails."""
     return tflite_model.inspect_tflite(export.convert_to_tflite(
-        student, export.representative_dataset_from_array(samples, input_range), mode="int8", io_dtype=io_dtype,
-        per_channel=per_channel, allow_float_ops=True, check_loads=False))
+        student, representative_data.representative_dataset_from_array(samples, input_range), mode="int8",
+        io_dtype=io_dtype, per_channel=per_channel, allow_float_ops=True, check_loads=False))
 
 
 def _check_student_export(run_config: RunConfig, teacher: Teacher, samples: np.ndarray,
@@ -439,7 +439,7 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
     """
     work_dir = run_config.work_dir
     settings = run_config.quantization
-    representative = export.representative_dataset_from_array(
+    representative = representative_data.representative_dataset_from_array(
         calibration, teacher.input_range(), progress_description=EXPORT_CALIBRATION_PROGRESS if progress else "")
     integer_options = dict(mode="int8", representative_dataset=representative, io_dtype=settings.io_dtype,
                            per_channel=settings.per_channel, allow_float_ops=settings.allow_float_ops)
