@@ -4,6 +4,7 @@ finished benchmark in one process they share (tests/tool_process.py), which call
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,3 +159,12 @@ def test_a_work_dir_holding_a_finished_benchmark_is_refused_rather_than_measurin
     more = benchmark_process(*_arguments(command), "--steps=10", "--checkpoint_every=3", f"--work_dir={work_dir}")
     assert more.returncode == 0, more.stderr
     assert "| QAT | " in more.stdout
+    # Stopped in QAT (its checkpoints gone here), then rerun with fewer steps than its generator trained: that
+    # stage trained nothing, its row said "no samples", and the exit status was 0.
+    shutil.rmtree(work_dir / "distillation")
+    fewer = benchmark_process(*_arguments(command), "--steps=6", "--checkpoint_every=3", f"--work_dir={work_dir}")
+    assert fewer.returncode == 2 and "| generator |" not in fewer.stdout
+    assert fewer.stderr.strip().splitlines()[-1] == (
+        f"error: --work_dir '{work_dir}' holds a generator trained 10 steps, more than --steps=6: it would not train, "
+        "so its memory would not be measured; pass --steps=14 or more to resume it and measure it, choose another "
+        "--work_dir, or leave it out (a temporary one)")

@@ -112,6 +112,19 @@ def _check_flags():
         raise UserError(f"--work_dir {FLAGS.work_dir!r} holds a finished benchmark ({finished} steps of each stage): "
                         "nothing would train, so nothing would be measured; choose another --work_dir, or leave it out "
                         "(a temporary one)")
+    trained = FLAGS.work_dir and training_loop.latest_step(os.path.join(FLAGS.work_dir, run_state.GENERATOR_DIR))
+    if trained and trained > FLAGS.steps:  # Its stage trained nothing, and its row said "no samples".
+        raise UserError(f"--work_dir {FLAGS.work_dir!r} holds a generator trained {trained} steps, more than "
+                        f"--steps={FLAGS.steps}: it would not train, so its memory would not be measured; pass "
+                        f"--steps={_steps_for_two_samples(trained)} or more to resume it and measure it, choose "
+                        "another --work_dir, or leave it out (a temporary one)")
+
+
+def _steps_for_two_samples(trained: int) -> int:
+    """The fewest --steps that take two resident-memory samples after step `trained`."""
+    first = max(FLAGS.warmup_steps, trained + 1)
+    first += -(first - FLAGS.warmup_steps) % FLAGS.sample_every  # The next step a sample is taken at.
+    return first + FLAGS.sample_every
 
 
 def benchmark():
