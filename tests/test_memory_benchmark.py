@@ -155,6 +155,12 @@ def test_a_work_dir_holding_a_finished_benchmark_is_refused_rather_than_measurin
     assert again.stderr.strip().splitlines()[-1] == (
         f"error: --work_dir '{work_dir}' holds a finished benchmark (6 steps of each stage): nothing would train, so "
         "nothing would be measured; choose another --work_dir, or leave it out (a temporary one)")
+    # Another batch size than its checkpoints trained at: it resumed them without a word.
+    resized = benchmark_process(*_arguments(command), "--steps=10", "--batch_size=8", f"--work_dir={work_dir}")
+    assert resized.returncode == 2 and "generator: " not in resized.stdout
+    assert resized.stderr.strip().splitlines()[-1] == (
+        f"error: --work_dir '{work_dir}' holds checkpoints trained at --batch_size=4, not --batch_size=8: pass "
+        "--batch_size=4 to resume them, choose another --work_dir, or leave it out (a temporary one)")
     # More steps than it holds: it resumes and measures the ones it trains.
     more = benchmark_process(*_arguments(command), "--steps=10", "--checkpoint_every=3", f"--work_dir={work_dir}")
     assert more.returncode == 0, more.stderr

@@ -78,6 +78,20 @@ def _row(stage: str, samples) -> str:
 # directory within one: this benchmark's own holds none of them.
 _OTHER_TOOLS_FILES = (benchmark_rows.RESULTS_JSON_FILE, benchmark_cache.ROWS_FILE, benchmark_rows.TEACHER_FILE,
                       os.path.join(run_state.GENERATOR_DIR, run_state.STATE_FILE))
+# What this benchmark's work directory records of the checkpoints in it, so that a rerun with another batch size
+# is refused before it trains into them (it resumed them, and its table named one batch size for two).
+RECORD_FILE = "memory_benchmark.json"
+
+
+def _record(work_dir: str) -> dict:
+    """What `work_dir` records of its checkpoints (`RECORD_FILE`); {} where it records nothing readable."""
+    recorded = files.read_json(os.path.join(work_dir, RECORD_FILE), {})
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def _holds_checkpoints(work_dir: str) -> bool:
+    return any(training_loop.latest_step(os.path.join(work_dir, name))
+               for name in (run_state.GENERATOR_DIR, quantization_stages.DISTILLATION_DIR))
 
 
 def _check_flags():
@@ -118,6 +132,12 @@ def _check_flags():
                         f"--steps={FLAGS.steps}: it would not train, so its memory would not be measured; pass "
                         f"--steps={_steps_for_two_samples(trained)} or more to resume it and measure it, choose "
                         "another --work_dir, or leave it out (a temporary one)")
+    recorded = _record(FLAGS.work_dir).get("batch_size") if FLAGS.work_dir else None
+    if (type(recorded) is int and recorded != FLAGS.batch_size  # Refused now, not once the teacher has loaded.
+            and _holds_checkpoints(FLAGS.work_dir)):
+        raise UserError(f"--work_dir {FLAGS.work_dir!r} holds checkpoints trained at --batch_size={recorded}, not "
+                        f"--batch_size={FLAGS.batch_size}: pass --batch_size={recorded} to resume them, choose another "
+                        "--work_dir, or leave it out (a temporary one)")
 
 
 def _steps_for_two_samples(trained: int) -> int:
@@ -145,6 +165,7 @@ def benchmark():
 
 
 def _measure(work_dir: str, teacher: teachers.Teacher):
+    files.write_json_atomic(os.path.join(work_dir, RECORD_FILE), {"batch_size": FLAGS.batch_size})
     generator_config = config_lib.GeneratorConfig()
     generator = generator_stage.build_generator_for(teacher, generator_config)
     training = config_lib.GeneratorTrainingConfig(steps=FLAGS.steps, batch_size=FLAGS.batch_size,
