@@ -12,8 +12,10 @@ import time
 
 import pytest
 
-from conftest import lock_held_by_another_process
+from conftest import build_tiny_classifier, lock_held_by_another_process
 from tool_process import ToolProcess
+from zscgan_tf import teacher_training
+from zscgan_tf.preprocessing import Preprocessing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMAND = [sys.executable, os.path.join("tools", "memory_benchmark.py"), "--batch_size=4", "--warmup_steps=2",
@@ -144,8 +146,8 @@ def test_a_work_dir_that_is_a_file_or_too_few_samples_is_one_line_before_anythin
         "more steps")
 
 
-def test_a_work_dir_holding_a_finished_benchmark_is_refused_rather_than_measuring_nothing(command, tmp_path,
-                                                                                         benchmark_process):
+def test_a_work_dir_holding_a_finished_benchmark_is_refused_rather_than_measuring_nothing(
+        command, tmp_path, tiny_teacher_file, benchmark_process):
     work_dir = tmp_path / "work"  # Not tmp_path itself, which holds the teacher.
     finish = [*_arguments(command), "--steps=6", "--checkpoint_every=3", f"--work_dir={work_dir}"]
     finished = benchmark_process(*finish)
@@ -161,6 +163,17 @@ def test_a_work_dir_holding_a_finished_benchmark_is_refused_rather_than_measurin
     assert resized.stderr.strip().splitlines()[-1] == (
         f"error: --work_dir '{work_dir}' holds checkpoints trained at --batch_size=4, not --batch_size=8: pass "
         "--batch_size=4 to resume them, choose another --work_dir, or leave it out (a temporary one)")
+    # Another teacher: refused only as its checkpoints failed to restore, naming a variable's shape, once a
+    # TensorBoard file had been written into the directory.
+    other_teacher = str(tmp_path / "other_teacher.keras")
+    teacher_training.save_teacher(build_tiny_classifier(num_classes=5), other_teacher, Preprocessing("tf"),
+                                  dataset="synthetic", class_names=list("abcde"), metrics=None)
+    written = sorted(os.listdir(work_dir / "logs" / "generator"))
+    another = benchmark_process(*COMMAND[2:], f"--teacher={other_teacher}", "--steps=10", f"--work_dir={work_dir}")
+    assert another.returncode == 2 and another.stderr.strip().splitlines()[-1] == (
+        f"error: --work_dir '{work_dir}' holds checkpoints trained against another teacher ({tiny_teacher_file}) than "
+        f"this one ({other_teacher}); choose another --work_dir, or leave it out (a temporary one)")
+    assert sorted(os.listdir(work_dir / "logs" / "generator")) == written
     # More steps than it holds: it resumes and measures the ones it trains.
     more = benchmark_process(*_arguments(command), "--steps=10", "--checkpoint_every=3", f"--work_dir={work_dir}")
     assert more.returncode == 0, more.stderr

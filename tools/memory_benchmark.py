@@ -27,9 +27,11 @@ import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from zscgan_tf import cli, distill, files, quantization_stages, quantize, teachers, zero_shot  # noqa: E402
+from zscgan_tf import cli, config_changes, distill, files, quantization_stages, quantize  # noqa: E402
+from zscgan_tf import teachers, zero_shot  # noqa: E402
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
+from zscgan_tf.progress import say  # noqa: E402
 from zscgan_tf import benchmark_cache, benchmark_rows, generator_stage, run_state, seeds, training_loop  # noqa: E402
 from zscgan_tf.training_loop import TrainingInterrupted  # noqa: E402
 
@@ -79,7 +81,8 @@ def _row(stage: str, samples) -> str:
 _OTHER_TOOLS_FILES = (benchmark_rows.RESULTS_JSON_FILE, benchmark_cache.ROWS_FILE, benchmark_rows.TEACHER_FILE,
                       os.path.join(run_state.GENERATOR_DIR, run_state.STATE_FILE))
 # What this benchmark's work directory records of the checkpoints in it, so that a rerun with another batch size
-# is refused before it trains into them (it resumed them, and its table named one batch size for two).
+# or teacher is refused before it trains into them or writes anything (another batch size resumed them, and its
+# table named one for two; another teacher's refusal named a variable's shape, after a TensorBoard file was written).
 RECORD_FILE = "memory_benchmark.json"
 
 
@@ -147,14 +150,41 @@ def _steps_for_two_samples(trained: int) -> int:
     return first + FLAGS.sample_every
 
 
+def _check_same_teacher(work_dir: str, teacher: teachers.Teacher, fingerprint: str):
+    """Refuses `work_dir` where its checkpoints trained against another teacher than `teacher`, whose
+    `teachers.fingerprint` is `fingerprint`; one that records none (an earlier version's) gets a note."""
+    if not _holds_checkpoints(work_dir):
+        return
+    recorded = _record(work_dir)
+    if not isinstance(recorded.get("teacher_sha256"), str):
+        say(f"note: {work_dir} records neither the teacher nor the batch size its checkpoints trained with (a memory "
+            "benchmark of an earlier version of zscgan_tf), so they are taken to be this one's: if they are not, "
+            "choose another --work_dir")
+        return
+    if recorded["teacher_sha256"] == fingerprint:
+        return
+    then = recorded.get("teacher") if isinstance(recorded.get("teacher"), str) else ""
+    if config_changes.names_another_teacher(then, files.portable_path(FLAGS.teacher)):
+        raise UserError(f"--work_dir {work_dir!r} holds checkpoints trained against another teacher ({then}) than "
+                        f"this one ({FLAGS.teacher}); choose another --work_dir, or leave it out (a temporary one)")
+    raise UserError(f"--work_dir {work_dir!r} holds checkpoints trained against another teacher than {teacher.name} "
+                    "is now (its weights or preprocessing differ: was the model file replaced?); choose another "
+                    "--work_dir, or leave it out (a temporary one)")
+
+
 def benchmark():
     _check_flags()
     # Before the work directory is made: a teacher refused left a new directory holding a lock. A built-in
     # teacher not yet cached trains for minutes first, with its progress shown.
     teacher = teachers.load_teacher(teachers.TeacherSource(model=FLAGS.teacher, weights="none"), progress=True)
     if FLAGS.work_dir:
+        fingerprint = teachers.fingerprint(teacher)
+        _check_same_teacher(FLAGS.work_dir, teacher, fingerprint)
         os.makedirs(FLAGS.work_dir, exist_ok=True)
         with files.exclusive_use(FLAGS.work_dir, what="memory benchmark"):  # Two would train into one directory.
+            files.write_json_atomic(os.path.join(FLAGS.work_dir, RECORD_FILE), {
+                "batch_size": FLAGS.batch_size, "teacher": files.portable_path(FLAGS.teacher),
+                "teacher_sha256": fingerprint})
             _measure(FLAGS.work_dir, teacher)
         return
     work_dir = tempfile.mkdtemp(prefix="zscgan_tf_memory_")
@@ -165,7 +195,6 @@ def benchmark():
 
 
 def _measure(work_dir: str, teacher: teachers.Teacher):
-    files.write_json_atomic(os.path.join(work_dir, RECORD_FILE), {"batch_size": FLAGS.batch_size})
     generator_config = config_lib.GeneratorConfig()
     generator = generator_stage.build_generator_for(teacher, generator_config)
     training = config_lib.GeneratorTrainingConfig(steps=FLAGS.steps, batch_size=FLAGS.batch_size,
