@@ -257,6 +257,9 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
      "unknown built-in teacher 'digits_resnet'; known: "),
     (["--work_dir=FILE/bench"], "cannot create --work_dir 'FILE/bench': 'FILE' is not a directory"),
     (["--work_dir=RUN"], "--work_dir 'RUN' is the work directory of a run (python -m zscgan_tf.train)"),
+    # A memory benchmark's (tools/memory_benchmark.py refuses the benchmark's): the files of both were mixed.
+    (["--work_dir=MEMORY"], "--work_dir 'MEMORY' is the work directory of tools/memory_benchmark.py (it holds "
+     "memory_benchmark.json, generator/checkpoints), which the benchmark's files would be mixed into; choose another"),
     # Their rows would share a directory: the second was refused only once the first was measured.
     (["--teachers=/a/teacher.keras,/b/teacher.keras"],
      "--teachers names two teachers called 'teacher' (/a/teacher.keras and /b/teacher.keras); the benchmark keeps "
@@ -267,8 +270,11 @@ def test_bad_input_is_one_line_and_exit_2(benchmark_process, tmp_path, arguments
     a_file.write_text("")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "state.json").write_text("{}")
-    arguments = [argument.replace("RUN", str(tmp_path / "run")) for argument in arguments]
-    message = message.replace("RUN", str(tmp_path / "run"))
+    (tmp_path / "memory" / "generator" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "memory" / "memory_benchmark.json").write_text("{}")
+    for name in ("RUN", "MEMORY"):
+        arguments = [argument.replace(name, str(tmp_path / name.lower())) for argument in arguments]
+        message = message.replace(name, str(tmp_path / name.lower()))
     work_dir = tmp_path / "bench"
     arguments = [f"--work_dir={work_dir}", *(argument.replace("FILE", str(a_file)) for argument in arguments)]
     completed = benchmark_process(*arguments, "--noprogress")

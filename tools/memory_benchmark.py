@@ -83,7 +83,7 @@ _OTHER_TOOLS_FILES = (benchmark_rows.RESULTS_JSON_FILE, benchmark_cache.ROWS_FIL
 # What this benchmark's work directory records of the checkpoints in it, so that a rerun with another batch size
 # or teacher is refused before it trains into them or writes anything (another batch size resumed them, and its
 # table named one for two; another teacher's refusal named a variable's shape, after a TensorBoard file was written).
-RECORD_FILE = "memory_benchmark.json"
+RECORD_FILE = benchmark_rows.MEMORY_BENCHMARK_FILE  # By which tools/benchmark.py refuses this one's directory.
 
 
 def _record(work_dir: str) -> dict:

@@ -23,6 +23,7 @@ from zscgan_tf import config_changes
 from zscgan_tf import data, distill, distilled_data, evaluate, export, generator_stage, pipeline, quantization_stages
 from zscgan_tf import quantize, representative_data
 from zscgan_tf import labeled_images, reproducibility, run_report, run_state, seeds, teachers, throughput, zero_shot
+from zscgan_tf import training_loop
 from zscgan_tf.benchmark_config import BenchmarkConfig, validate
 from zscgan_tf.benchmark_cache import ROWS_FILE, cache_entry, compare_rows, current_rows, read_row_cache, row_key
 from zscgan_tf.benchmark_report import SOURCE_LABELS, format_results, points, targets
@@ -37,6 +38,11 @@ from zscgan_tf.quantization_stages import INPUT_RANGE, QAT_INPUT
 TEACHER_FILE = "teacher.json"
 RESULTS_JSON_FILE = "results.json"
 RESULTS_MARKDOWN_FILE = "results.md"
+# What `tools/memory_benchmark.py` records of the checkpoints in its work directory; with those checkpoints, in
+# its own `generator/` and `distillation/`, it marks a directory the benchmark's files would be mixed into.
+MEMORY_BENCHMARK_FILE = "memory_benchmark.json"
+_MEMORY_BENCHMARK_FILES = (MEMORY_BENCHMARK_FILE, os.path.join(run_state.GENERATOR_DIR, training_loop.CHECKPOINT_DIR),
+                           os.path.join(quantization_stages.DISTILLATION_DIR, training_loop.CHECKPOINT_DIR))
 # Where a teacher's QAT rows keep their checkpoints, a directory per row, in its directory.
 QAT_DIR = "qat"
 EVALUATION_BATCH_SIZE = 256
@@ -559,6 +565,10 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
     if os.path.isfile(os.path.join(benchmark.work_dir, run_state.STATE_FILE)):
         raise UserError(f"--work_dir {benchmark.work_dir!r} is the work directory of a run (python -m "
                         "zscgan_tf.train), which the benchmark's files would be mixed into; choose another")
+    memory = [name for name in _MEMORY_BENCHMARK_FILES if os.path.lexists(os.path.join(benchmark.work_dir, name))]
+    if memory:
+        raise UserError(f"--work_dir {benchmark.work_dir!r} is the work directory of tools/memory_benchmark.py (it "
+                        f"holds {', '.join(memory)}), which the benchmark's files would be mixed into; choose another")
     _check_distinct_teacher_names(benchmark.teachers)
     for source in benchmark.teachers:  # A mistyped second teacher was refused once the first was measured.
         teachers.check_teacher_named(source)
