@@ -245,6 +245,9 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
      "--generator_pool_draws repeats the W4A4 rows, but --schemes has no w4a4"),
     (["--schemes=w8a8,w9a8"], "--schemes: weight_bits must be between 2 and 8, got 9"),
     (["--schemes=w8a8,W8A8"], "--schemes names w8a8 more than once"),
+    # No scheme: it ran no QAT row. (A teacher that does not exist: the old code refused it instead.)
+    (["--schemes=", "--teachers=/nonexistent.keras"],
+     "--schemes names no QAT scheme; name at least one, e.g. --schemes=w8a8"),
     # Names are case-insensitive: W4A4 is the w4a4 the repeats ask for (it was refused as missing).
     (["--schemes=W8A8,W4A4", "--w4a4_seed_draws=1", "--teachers=/nonexistent.keras"],
      "model file '/nonexistent.keras' does not exist"),

@@ -172,6 +172,8 @@ def validate(benchmark: BenchmarkConfig) -> None:
         value = getattr(benchmark, name)
         if value < 0:
             raise UserError(f"--{name} must be non-negative, got {value}")
+    if not benchmark.schemes:  # `--schemes=` ran no QAT row, and the targets that compare them were left out.
+        raise UserError("--schemes names no QAT scheme; name at least one, e.g. --schemes=w8a8")
     for scheme in benchmark.schemes:
         try:
             name = quantize.QuantizationScheme.from_name(scheme).name
