@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from zscgan_tf import benchmark_cache, benchmark_rows, teachers
+from zscgan_tf import benchmark_cache, benchmark_report, benchmark_rows, teachers
 from zscgan_tf.errors import UserError
 
 
@@ -40,6 +40,29 @@ def test_rows_computed_with_other_settings_are_not_compared():
     assert within["met"] and within["max_difference_points"] == pytest.approx(0.2)
     against_nothing = benchmark_cache.compare_rows(current, {}, "none")
     assert not against_nothing["met"] and against_nothing["rows"] == []
+
+
+@pytest.mark.parametrize("write, problem", [
+    (lambda path: path.write_text("{not json"),
+     "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+    (lambda path: path.write_text("[]"), "not a row cache but a JSON list"),
+    (lambda path: path.mkdir(), "Is a directory"),
+    (lambda path: None, "No such file or directory")])
+def test_an_earlier_row_cache_that_cannot_be_read_is_named_with_why_where_the_comparison_is(tmp_path, write, problem):
+    # It read as no rows: "no row there has the same settings", without a word of the file.
+    (tmp_path / "earlier" / "teacher").mkdir(parents=True)
+    path = tmp_path / "earlier" / "teacher" / "rows.json"
+    write(path)
+    current = {"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.9}}}
+    comparison = benchmark_cache.compare_with_earlier(current, str(tmp_path / "earlier"), "teacher")
+    assert comparison["rows"] == [] and not comparison["met"]
+    assert benchmark_report.format_reproducibility(comparison)[-1] == (
+        f"- {path} could not be read ({problem}), so no row was compared")
+    if path.is_dir():
+        path.rmdir()
+    path.write_text(json.dumps({"fp32": benchmark_cache.cache_entry("a", {"label": "FP32", "top1": 0.9})}))
+    readable = benchmark_cache.compare_with_earlier(current, str(tmp_path / "earlier"), "teacher")
+    assert "unreadable" not in readable and readable["met"] and len(readable["rows"]) == 1
 
 
 def test_a_difference_of_exactly_the_margin_repeats():

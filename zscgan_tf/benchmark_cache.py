@@ -3,6 +3,8 @@ of the settings it depends on, with their digest; which cached rows are current,
 they moved from an earlier work directory's (`--compare_to`)."""
 
 import json
+import os
+from typing import Optional, Tuple
 
 from zscgan_tf.benchmark_report import REPRODUCIBILITY_POINTS
 from zscgan_tf.files import bytes_digest, read_json
@@ -31,6 +33,22 @@ def read_row_cache(path: str) -> dict:
                  else _is_result_as_written(entry["result"]))}
 
 
+def read_earlier_row_cache(path: str) -> Tuple[dict, Optional[str]]:
+    """The row cache in `path` of an earlier work directory (`--compare_to`), as `read_row_cache`
+    reads it, and why it could not be read where it could not (missing, unreadable, not JSON or
+    not an object): a comparison without it said only that no row there had the same settings."""
+    try:
+        with open(path) as cache_file:
+            cache = json.load(cache_file)
+    except OSError as error:
+        return {}, error.strerror or str(error)
+    except ValueError as error:  # UnicodeDecodeError too.
+        return {}, f"not JSON: {error}"
+    if not isinstance(cache, dict):
+        return {}, f"not a row cache but a JSON {type(cache).__name__}"
+    return read_row_cache(path), None
+
+
 def _is_result_as_written(result: dict) -> bool:
     """Whether a result without a digest has what every table reads of a row: a label, and a
     numeric top-1 where it has one. Its other figures are taken as they are."""
@@ -56,8 +74,18 @@ def current_rows(cache: dict, rows: list) -> dict:
             if row_id in cache and cache[row_id]["key"] == row_key(row_id, settings)}
 
 
-def compare_rows(cache: dict, earlier_cache: dict, earlier_dir: str) -> dict:
-    """How far each accuracy row moved from an earlier run with the same settings (same cache key)."""
+def compare_with_earlier(cache: dict, earlier_dir: str, teacher_name: str) -> dict:
+    """`compare_rows` against the rows an earlier work directory `earlier_dir` cached for the
+    teacher `teacher_name`, saying why they could not be read where they could not."""
+    path = os.path.join(earlier_dir, teacher_name, ROWS_FILE)
+    earlier_cache, problem = read_earlier_row_cache(path)
+    return compare_rows(cache, earlier_cache, earlier_dir,
+                        unreadable=problem and f"{path} could not be read ({problem})")
+
+
+def compare_rows(cache: dict, earlier_cache: dict, earlier_dir: str, unreadable: Optional[str] = None) -> dict:
+    """How far each accuracy row moved from an earlier run with the same settings (same cache key);
+    `unreadable`, why the earlier run's row cache could not be read, if it could not."""
     compared = []
     for row_id, entry in cache.items():
         earlier = earlier_cache.get(row_id)
@@ -67,5 +95,6 @@ def compare_rows(cache: dict, earlier_cache: dict, earlier_dir: str) -> dict:
         compared.append({"id": row_id, "label": entry["result"]["label"], "top1": entry["result"]["top1"],
                          "earlier_top1": earlier["result"]["top1"], "difference_points": round(difference, 4)})
     largest = max((abs(row["difference_points"]) for row in compared), default=None)
-    return {"compared_to": earlier_dir, "rows": compared, "max_difference_points": largest,
-            "met": largest is not None and largest <= REPRODUCIBILITY_POINTS}
+    comparison = {"compared_to": earlier_dir, "rows": compared, "max_difference_points": largest,
+                  "met": largest is not None and largest <= REPRODUCIBILITY_POINTS}
+    return {**comparison, "unreadable": unreadable} if unreadable else comparison

@@ -274,6 +274,8 @@ def format_reproducibility(reproducibility) -> list:
     if not reproducibility:
         return []
     lines = ["", f"Reproducibility against {reproducibility['compared_to']} (rows with the same settings):", ""]
+    if reproducibility.get("unreadable"):  # Said as "no row there has the same settings", without a why.
+        return lines + [f"- {reproducibility['unreadable']}, so no row was compared"]
     if not reproducibility["rows"]:
         return lines + ["- no row there has the same settings"]
     lines += [f"- {row['label']}: {points(row['top1'])}% vs {points(row['earlier_top1'])}% "

@@ -25,7 +25,8 @@ from zscgan_tf import quantize, representative_data
 from zscgan_tf import labeled_images, reproducibility, run_report, run_state, seeds, teachers, throughput, zero_shot
 from zscgan_tf import training_loop
 from zscgan_tf.benchmark_config import BenchmarkConfig, validate
-from zscgan_tf.benchmark_cache import ROWS_FILE, cache_entry, compare_rows, current_rows, read_row_cache, row_key
+from zscgan_tf.benchmark_cache import (ROWS_FILE, cache_entry, compare_with_earlier, current_rows, read_row_cache,
+                                      row_key)
 from zscgan_tf.benchmark_report import SOURCE_LABELS, format_results, points, targets
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import (LOCK_FILE, check_not_in_use, exclusive_use, read_json, strict_json_values,
@@ -246,8 +247,7 @@ class TeacherBenchmark:
         if generator_state:
             entry["generator_training"] = run_report.generator_training_summary(generator_state)
         if self.config.compare_to:
-            entry["reproducibility"] = compare_rows(self.cache, read_row_cache(
-                os.path.join(self.config.compare_to, self.teacher.name, ROWS_FILE)), self.config.compare_to)
+            entry["reproducibility"] = compare_with_earlier(self.cache, self.config.compare_to, self.teacher.name)
         return entry
 
     def fp32(self) -> dict:
