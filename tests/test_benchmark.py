@@ -363,3 +363,18 @@ def test_a_dataset_of_another_shape_is_converted_saying_so_and_asking_when_it_is
     assert rows.test_pixels.shape == (20, 8, 8, 1)
     assert ("[digits_tiny] fashion_mnist images are (28, 28, 1); converted to the teacher's (8, 8, 1) (the teacher was "
             "not trained on fashion_mnist: is --dataset right?)") in capsys.readouterr().out
+
+
+def test_a_data_dir_the_dataset_does_not_read_is_noted(tmp_path, digits_teacher, capsys):
+    # The digits are built in: --data_dir=/nonexistent was taken without a word, as if it had been read.
+    from zscgan_tf import benchmark_rows
+    from zscgan_tf.benchmark_config import BenchmarkConfig
+    benchmark = BenchmarkConfig(dataset="digits", data_dir=str(tmp_path / "nonexistent"),
+                                work_dir=str(tmp_path / "bench"), eval_max_samples=20, calibration_samples=10)
+    benchmark_rows.TeacherBenchmark(digits_teacher, benchmark, progress=False)
+    assert "[digits_tiny] note: --data_dir does nothing with digits\n" in capsys.readouterr().out
+    # Fashion-MNIST's IDX files read from it: no note.
+    idx = _fashion_mnist_shaped_idx_directory(tmp_path / "idx")
+    benchmark_rows.TeacherBenchmark(digits_teacher, dataclasses.replace(benchmark, dataset="fashion_mnist",
+                                                                        data_dir=idx), progress=False)
+    assert "--data_dir does nothing" not in capsys.readouterr().out

@@ -113,6 +113,8 @@ class TeacherBenchmark:
         if self.config.eval_max_samples:
             test = test.class_balanced(self.config.eval_max_samples,
                                        seed=self.config.seed + seeds.BENCHMARK_EVALUATION_SUBSET_SEED_OFFSET)
+        if self.config.data_dir and not data.reads_data_dir(dataset_name):  # As a run notes --eval_data_dir.
+            say(f"[{self.teacher.name}] note: --data_dir does nothing with {dataset_name}")
         if tuple(test.image_shape) != tuple(self.teacher.image_shape):
             own = self.teacher.trained_on(dataset_name)
             say(f"[{self.teacher.name}] {dataset_name} images are {tuple(test.image_shape)}; converted to the "

@@ -260,6 +260,12 @@ def check_held_out_split(source: str, training_split: str = "train", held_out_sp
                                     f"{listed(missing, CLASS_FOLDERS_SHOWN)}" for folder, missing in lacking if missing))
 
 
+def reads_data_dir(source: str) -> bool:
+    """Whether `load_dataset` reads its `data_dir` for `source`: fashion_mnist and tfds:<name> do;
+    digits, built in, and a directory, the data itself, do not."""
+    return source == "fashion_mnist" or source.startswith("tfds:")
+
+
 def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
                  image_size: Optional[Tuple[int, int]] = None, progress: bool = False,
                  max_samples: int = 0, seed: int = 0,
