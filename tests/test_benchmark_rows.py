@@ -47,7 +47,7 @@ def test_rows_computed_with_other_settings_are_not_compared():
      "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
     (lambda path: path.write_text("[]"), "not a row cache but a JSON list"),
     (lambda path: path.mkdir(), "Is a directory"),
-    (lambda path: None, "No such file or directory")])
+    (lambda path: None, "there is none: that run did not measure this teacher")])
 def test_an_earlier_row_cache_that_cannot_be_read_is_named_with_why_where_the_comparison_is(tmp_path, write, problem):
     # It read as no rows: "no row there has the same settings", without a word of the file.
     (tmp_path / "earlier" / "teacher").mkdir(parents=True)

@@ -40,6 +40,8 @@ def read_earlier_row_cache(path: str) -> Tuple[dict, Optional[str]]:
     try:
         with open(path) as cache_file:
             cache = json.load(cache_file)
+    except FileNotFoundError:
+        return {}, "there is none: that run did not measure this teacher"
     except OSError as error:
         return {}, error.strerror or str(error)
     except ValueError as error:  # UnicodeDecodeError too.

@@ -261,8 +261,8 @@ def check_held_out_split(source: str, training_split: str = "train", held_out_sp
 
 
 def reads_data_dir(source: str) -> bool:
-    """Whether `load_dataset` reads its `data_dir` for `source`: fashion_mnist and tfds:<name> do;
-    digits, built in, and a directory, the data itself, do not."""
+    """Whether `load_dataset` reads its `data_dir` for `source`: fashion_mnist and tfds:<name> do
+    (tfds:<name> its `manual_dir` too); digits, built in, and a directory, the data itself, do not."""
     return source == "fashion_mnist" or source.startswith("tfds:")
 
 

@@ -217,10 +217,8 @@ def _load_evaluation_data(run_config: RunConfig, teacher: Teacher, source: str, 
 
 
 # Which evaluation settings each kind of source reads (`data.load_dataset`); "" is no data.
-_SOURCE_SETTINGS = {"": (), NO_EVALUATION: (), "digits": ("split", "max_samples", "resize"),
-                    "fashion_mnist": ("data_dir", "split", "max_samples", "resize"),
-                    "tfds:": ("data_dir", "manual_dir", "split", "max_samples", "resize"),
-                    "directory": ("split", "max_samples", "resize")}
+# The data settings every dataset reads; `data.reads_data_dir` says which read `data_dir` and `manual_dir` too.
+_EVERY_SOURCE_SETTINGS = ("split", "max_samples", "resize")
 _DATA_SETTING_FLAGS = {"data_dir": "eval_data_dir", "manual_dir": "eval_manual_dir", "split": "eval_split",
                        "max_samples": "eval_max_samples", "resize": "eval_resize"}
 
@@ -229,10 +227,11 @@ def unused_evaluation_settings(settings: EvaluationConfig, source: str) -> Optio
     """What a note says of the data settings changed from their defaults that `source` (the
     dataset evaluated, "" for none) never reads, or None: `--eval_data_dir` with digits, say,
     or `--eval_split` with no evaluation data."""
-    kind = "tfds:" if source.startswith("tfds:") else source if source in _SOURCE_SETTINGS else "directory"
+    read = () if source in ("", NO_EVALUATION) else _EVERY_SOURCE_SETTINGS + (
+        ("data_dir",) if data.reads_data_dir(source) else ()) + (("manual_dir",) if source.startswith("tfds:") else ())
     defaults = EvaluationConfig()
     unused = [f"--{flag}" for name, flag in _DATA_SETTING_FLAGS.items()
-              if name not in _SOURCE_SETTINGS[kind] and getattr(settings, name) != getattr(defaults, name)]
+              if name not in read and getattr(settings, name) != getattr(defaults, name)]
     if not unused:
         return None
     data_named = {"": "no evaluation data (the teacher names none)",
