@@ -293,7 +293,7 @@ def test_bad_input_is_one_line_and_exit_2(benchmark_process, tmp_path, arguments
     ("bn_axis_1", "its int8 TFLite would keep ")])
 def test_a_scheme_whose_student_would_fail_is_refused_before_any_row(tmp_path, capsys, kind, problem):
     # It failed at its QAT row, once the generator had trained for the rows before.
-    from zscgan_tf import benchmark_rows
+    from zscgan_tf import benchmark_run
     from zscgan_tf.benchmark_config import BenchmarkConfig
     from zscgan_tf.errors import UserError
     teacher_path = str(tmp_path / f"{kind}.keras")
@@ -302,7 +302,7 @@ def test_a_scheme_whose_student_would_fail_is_refused_before_any_row(tmp_path, c
                                 eval_max_samples=20, calibration_samples=10, schemes=("w8a8", "w4a4"),
                                 calibration_draws=0, w4a4_seed_draws=0)
     with pytest.raises(UserError) as raised:
-        benchmark_rows.run_benchmark(benchmark, progress=False)
+        benchmark_run.run_benchmark(benchmark, progress=False)
     message = str(raised.value)
     assert message.startswith(f"[{kind}] the W8A8 QAT rows would fail once the rows before them had run: {problem}")
     assert message.endswith("; drop w8a8 from --schemes") and "allow_float_ops" not in message, message
@@ -314,7 +314,7 @@ def test_a_benchmark_resumed_with_its_generator_trained_distils_a_teacher_with_d
     # Its QAT row raised "Random ops require a seed to be set when determinism is enabled" (a traceback): only the
     # generator's training had set TensorFlow's global seed, and a resumed benchmark loads its generator instead.
     import tensorflow as tf
-    from zscgan_tf import benchmark_rows
+    from zscgan_tf import benchmark_run
     from zscgan_tf.benchmark_config import BenchmarkConfig
 
     inputs = tf_keras.Input((8, 8, 1))
@@ -326,12 +326,12 @@ def test_a_benchmark_resumed_with_its_generator_trained_distils_a_teacher_with_d
                                 eval_max_samples=20, calibration_samples=10, schemes=("w8a8",), qat_steps=1,
                                 qat_batch_size=8, generator_steps=2, generator_batch_size=8, noise_dim=8,
                                 generator_channels=8, distilled_steps=1, calibration_draws=0, latency_runs=1)
-    benchmark_rows.run_benchmark(benchmark, progress=False)
+    benchmark_run.run_benchmark(benchmark, progress=False)
     capsys.readouterr()
     tf.random.set_seed(None)  # As in a new process, where no generator trains.
     longer = dataclasses.replace(benchmark, qat_steps=2)  # The QAT rows again, the generator as it is.
     try:
-        results = benchmark_rows.run_benchmark(longer, progress=False)
+        results = benchmark_run.run_benchmark(longer, progress=False)
     finally:
         tf_keras.utils.set_random_seed(0)  # Unseeded, a later test's random op would fail under op determinism.
     out = capsys.readouterr().out

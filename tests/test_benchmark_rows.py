@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from zscgan_tf import benchmark_cache, benchmark_report, benchmark_rows, teachers
+from zscgan_tf import benchmark_cache, benchmark_report, benchmark_rows, benchmark_run, teachers
 from zscgan_tf.errors import UserError
 
 
@@ -200,19 +200,19 @@ def test_a_later_teacher_the_benchmark_cannot_measure_is_refused_before_the_firs
                                     eval_max_samples=20, calibration_samples=10, schemes=("w8a8", "w4a4"),
                                     calibration_draws=0, w4a4_seed_draws=0)
         with pytest.raises(UserError, match=message):
-            benchmark_rows.run_benchmark(benchmark, progress=False)
+            benchmark_run.run_benchmark(benchmark, progress=False)
 
 
 def test_teachers_named_twice_or_after_the_benchmarks_own_files_are_refused_saying_so(tmp_path):
     # The same file twice was told to rename one; a teacher called results.json had its rows' directory made
     # where results.json goes, a traceback after its first row.
     with pytest.raises(UserError, match=r"^--teachers names /a/teacher.keras twice$"):
-        benchmark_rows._check_distinct_teacher_names(["/a/teacher.keras", "/a/../a/teacher.keras"])
+        benchmark_run._check_distinct_teacher_names(["/a/teacher.keras", "/a/../a/teacher.keras"])
     for name in ("results.json", "results.md", ".lock"):
         with pytest.raises(UserError, match=re.escape(f"--teachers names a teacher called {name!r} (/a/{name}.keras), "
                                                       "the name of a file the benchmark writes")):
-            benchmark_rows._check_distinct_teacher_names([f"/a/{name}.keras"])
-    benchmark_rows._check_distinct_teacher_names(["/a/teacher.keras", "builtin:digits_resnet8"])
+            benchmark_run._check_distinct_teacher_names([f"/a/{name}.keras"])
+    benchmark_run._check_distinct_teacher_names(["/a/teacher.keras", "builtin:digits_resnet8"])
 
 
 def test_teachers_an_earlier_invocation_measured_and_this_one_leaves_out_are_named(tmp_path):
@@ -222,8 +222,8 @@ def test_teachers_an_earlier_invocation_measured_and_this_one_leaves_out_are_nam
         for file_name in files:
             (tmp_path / name / file_name).write_text("{}")
     (tmp_path / "results.json").write_text("{}")
-    assert benchmark_rows._other_teachers_measured(str(tmp_path), {"resnet20": {}}) == ["mobilenet_v2"]
-    assert benchmark_rows._other_teachers_measured(str(tmp_path), {"resnet20": {}, "mobilenet_v2": {}}) == []
+    assert benchmark_run._other_teachers_measured(str(tmp_path), {"resnet20": {}}) == ["mobilenet_v2"]
+    assert benchmark_run._other_teachers_measured(str(tmp_path), {"resnet20": {}, "mobilenet_v2": {}}) == []
 
 
 def test_a_file_where_a_teacher_keeps_its_generator_run_or_qat_checkpoints_is_refused_before_any_row(tmp_path):
@@ -240,7 +240,7 @@ def test_a_file_where_a_teacher_keeps_its_generator_run_or_qat_checkpoints_is_re
                                     eval_max_samples=20, calibration_samples=10, schemes=("w8a8", "w4a4"),
                                     calibration_draws=0, w4a4_seed_draws=0)
         with pytest.raises(UserError) as refusal:
-            benchmark_rows.run_benchmark(benchmark, progress=False)
+            benchmark_run.run_benchmark(benchmark, progress=False)
         assert str(refusal.value) == (f"{work_dir / 'first' / name} is a file where the benchmark keeps {keeps}; "
                                       "move it away")
         assert not (work_dir / "first" / "rows.json").exists()

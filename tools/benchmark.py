@@ -41,7 +41,7 @@ benchmark holds with 75; Ctrl-C saves the running stage's checkpoint and exits w
 read any more with 141 (rerun the same command to resume).
 
 This file only turns flags into a `zscgan_tf.benchmark_config.BenchmarkConfig`; the rows
-are measured by `zscgan_tf.benchmark_rows.run_benchmark` and judged and written up by
+are measured by `zscgan_tf.benchmark_run.run_benchmark` and judged and written up by
 `zscgan_tf.benchmark_report`.
 """
 
@@ -56,7 +56,7 @@ if REPO_ROOT not in sys.path:
 import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
 from absl import flags  # noqa: E402
 
-from zscgan_tf import benchmark_config, benchmark_rows, bn_stats, cli, quantize  # noqa: E402
+from zscgan_tf import benchmark_config, benchmark_run, bn_stats, cli, quantize  # noqa: E402
 
 FLAGS = flags.FLAGS
 _defaults = benchmark_config.BenchmarkConfig()
@@ -146,7 +146,7 @@ def config_from_flags() -> benchmark_config.BenchmarkConfig:
 
 def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    return cli.run_command(FLAGS, argv, lambda: benchmark_rows.run_benchmark(config_from_flags(),
+    return cli.run_command(FLAGS, argv, lambda: benchmark_run.run_benchmark(config_from_flags(),
                                                                              progress=FLAGS.progress))
 
 

@@ -32,7 +32,8 @@ from zscgan_tf import teachers, zero_shot  # noqa: E402
 from zscgan_tf import config as config_lib  # noqa: E402
 from zscgan_tf.errors import UserError  # noqa: E402
 from zscgan_tf.progress import say  # noqa: E402
-from zscgan_tf import benchmark_cache, benchmark_rows, generator_stage, run_state, seeds, training_loop  # noqa: E402
+from zscgan_tf import benchmark_cache, benchmark_rows, benchmark_run, generator_stage, run_state, seeds  # noqa: E402
+from zscgan_tf import training_loop  # noqa: E402
 from zscgan_tf.training_loop import TrainingInterrupted  # noqa: E402
 
 MEBIBYTE = 1 << 20
@@ -78,12 +79,12 @@ def _row(stage: str, samples) -> str:
 
 # What the directories of tools/benchmark.py hold (its work directory, a teacher's in it), and a run's generator
 # directory within one: this benchmark's own holds none of them.
-_OTHER_TOOLS_FILES = (benchmark_rows.RESULTS_JSON_FILE, benchmark_cache.ROWS_FILE, benchmark_rows.TEACHER_FILE,
+_OTHER_TOOLS_FILES = (benchmark_run.RESULTS_JSON_FILE, benchmark_cache.ROWS_FILE, benchmark_rows.TEACHER_FILE,
                       os.path.join(run_state.GENERATOR_DIR, run_state.STATE_FILE))
 # What this benchmark's work directory records of the checkpoints in it, so that a rerun with another batch size
 # or teacher is refused before it trains into them or writes anything (another batch size resumed them, and its
 # table named one for two; another teacher's refusal named a variable's shape, after a TensorBoard file was written).
-RECORD_FILE = benchmark_rows.MEMORY_BENCHMARK_FILE  # By which tools/benchmark.py refuses this one's directory.
+RECORD_FILE = benchmark_run.MEMORY_BENCHMARK_FILE  # By which tools/benchmark.py refuses this one's directory.
 
 
 def _record(work_dir: str) -> dict:
