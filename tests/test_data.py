@@ -531,7 +531,8 @@ def test_resize_channels_take_and_class_balanced(random_pixels):
 def test_tfds_loader_with_mock_data(monkeypatch):
     import tensorflow_datasets as tfds
 
-    _resolving(monkeypatch, lambda host: True)  # The mock leaves the dataset unprepared, and downloads nothing.
+    # The mock leaves the dataset unprepared and downloads nothing: no host need resolve.
+    _resolving(monkeypatch, lambda host: False)
     with tfds.testing.mock_data(num_examples=5):
         dataset = data.load_dataset("tfds:mnist", "train")
         batches = list(tfds_data.iterate_tfds("cifar10", "test", batch_size=2, image_size=(6, 5)))
@@ -608,8 +609,9 @@ def _resolving(monkeypatch, resolves):
         return real("127.0.0.1", port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    for variable in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(variable, raising=False)
+    for kind in ("http", "https", "all", "no"):
+        for variable in (f"{kind}_proxy", f"{kind.upper()}_PROXY"):
+            monkeypatch.delenv(variable, raising=False)
 
 
 def test_a_tfds_download_without_a_network_is_refused_at_once_not_after_minutes_of_retries(tmp_path, monkeypatch):
@@ -617,13 +619,14 @@ def test_a_tfds_download_without_a_network_is_refused_at_once_not_after_minutes_
     import tensorflow_datasets as tfds
 
     _resolving(monkeypatch, lambda host: False)
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", lambda *a, **k: pytest.fail("downloaded"))
+    for method in ("download", "download_and_extract"):
+        monkeypatch.setattr(tfds.download.DownloadManager, method, lambda *a, **k: pytest.fail("downloaded"))
     with pytest.raises(UserError) as refusal:
-        tfds_data.load_tfds("cifar10", "test", data_dir=str(tmp_path / "tfds"))
+        tfds_data.load_tfds("cifar10:3.0.2", "test", data_dir=str(tmp_path / "tfds"))
     assert str(refusal.value) == (
-        "cannot download TFDS dataset 'cifar10': cannot resolve www.cs.toronto.edu (Name or service not known), "
-        "as without a network; prepare it with TFDS where there is one and copy its cifar10 directory into "
-        f"{tmp_path}/tfds")
+        "cannot download TFDS dataset 'cifar10:3.0.2': cannot resolve www.cs.toronto.edu (Name or service not "
+        "known), as without a network; is the data directory right? Else prepare it with TFDS where there is a "
+        f"network and copy its cifar10 directory into {tmp_path}/tfds")
     assert not (tmp_path / "tfds").exists()
     # Fashion-MNIST's refusal goes on with the ways out that need no network.
     with pytest.raises(UserError) as refusal:
@@ -634,19 +637,30 @@ def test_a_tfds_download_without_a_network_is_refused_at_once_not_after_minutes_
                             f"read from {data.DEBIAN_FASHION_MNIST_DIR}, or pass a directory of its IDX files")
 
 
-def test_a_tfds_download_is_left_to_tfds_where_a_host_resolves_or_a_proxy_resolves_them(tmp_path, monkeypatch):
+def test_a_tfds_download_is_left_to_tfds_where_it_may_work(tmp_path, monkeypatch):
+    # A download that starts, without a network or not, is TFDS's: only one that cannot is refused.
     import tensorflow_datasets as tfds
 
-    def download_fails(self, *args, **kwargs):
+    def download_fails(*args, **kwargs):
         raise ConnectionError("the download itself failed")
 
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", download_fails)
-    for resolves, proxy in ((lambda host: True, None), (lambda host: False, "https://proxy.example:3128")):
-        _resolving(monkeypatch, resolves)
+    cached = tmp_path / "cached"
+    (cached / "downloads" / "extracted").mkdir(parents=True)
+    (cached / "downloads" / "extracted" / "archive").write_bytes(b"")  # Prepared from TFDS's download cache.
+    for name, resolves, proxy, data_dir, manual_dir in (
+            ("mnist", True, None, tmp_path / "tfds", None),  # A host resolves.
+            ("mnist", False, "https://proxy.example:3128", tmp_path / "tfds", None),  # The proxy resolves names.
+            ("mnist", False, None, tmp_path / "tfds", str(tmp_path)),  # Archives by hand, for any dataset.
+            ("mnist", False, None, cached, None),
+            ("domainnet", False, None, tmp_path / "tfds", None)):  # No registered URLs.
+        for method in ("download", "download_and_extract"):  # TFDS's download_and_prepare runs, up to them.
+            monkeypatch.setattr(tfds.download.DownloadManager, method, download_fails)
+        _resolving(monkeypatch, lambda host, resolves=resolves: resolves)
         if proxy:
             monkeypatch.setenv("https_proxy", proxy)
-        with pytest.raises(UserError, match=r"^cannot download or prepare TFDS dataset 'mnist' \(ConnectionError"):
-            tfds_data.load_tfds("mnist", "test", data_dir=str(tmp_path / "tfds"))
+        with pytest.raises(UserError, match=f"^cannot download or prepare TFDS dataset '{name}' \\(ConnectionError"):
+            tfds_data.load_tfds(name, "test", data_dir=str(data_dir), manual_dir=manual_dir)
+        monkeypatch.undo()
 
 
 def test_a_tfds_download_says_so_first_since_offline_it_retries_for_minutes(tmp_path, monkeypatch, capsys):

@@ -45,11 +45,11 @@ def _prepared_tfds_builder(name: str, data_dir: Optional[str], manual_dir: Optio
     except tfds.core.registered.DatasetNotFoundError as error:
         raise UserError(f"TFDS dataset not found: {first_line(error)}") from None
     if not builder.is_prepared():
-        unreachable = _download_hosts_unresolved(builder)
+        unreachable = "" if manual_dir or _has_downloads(builder, data_dir) else _download_hosts_unresolved(builder)
         if unreachable:
-            raise UserError(f"cannot download TFDS dataset {name!r}: {unreachable}, as without a network; prepare it "
-                            f"with TFDS where there is one and copy its {name} directory into "
-                            f"{_data_dir_root(builder, data_dir)}")
+            raise UserError(f"cannot download TFDS dataset {name!r}: {unreachable}, as without a network; is the data "
+                            f"directory right? Else prepare it with TFDS where there is a network and copy its "
+                            f"{builder.name} directory into {_data_dir_root(builder, data_dir)}")
         # Offline, TFDS retries each download with backoff for about 3 1/2 minutes before it fails.
         note(f"TFDS dataset {name!r} is not prepared in {builder.data_dir}: downloading and preparing it (without "
              "network TFDS retries for minutes before giving up; is the data directory right?)")
@@ -75,12 +75,22 @@ def _data_dir_root(builder, data_dir: Optional[str]) -> str:
     return str(getattr(builder, "_data_dir_root", data_dir or ""))
 
 
+def _has_downloads(builder, data_dir: Optional[str]) -> bool:
+    """Whether TFDS's download cache in the data directory holds a file, which it may prepare the
+    dataset from without a network."""
+    downloads = os.path.join(_data_dir_root(builder, data_dir), "downloads")
+    return any(names for _, _, names in os.walk(downloads))
+
+
 def _download_hosts_unresolved(builder) -> str:
     """Why the builder's downloads cannot start, where none of the hosts its registered URLs name
     resolves, as without a network: TFDS would retry each for about 3 1/2 minutes, its backoff
     doubling to 102 s. Empty where one resolves, where the builder has no registered URLs or
-    wants its archives downloaded by hand, or where a proxy resolves the names instead."""
-    if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+    wants its archives downloaded by hand, where a proxy resolves the names instead, and where
+    TFDS's own `download_and_prepare` is not what will run (`tfds.testing.mock_data` makes it
+    download nothing)."""
+    real_method = getattr(type(builder).download_and_prepare, "__module__", "") or ""
+    if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) or not real_method.startswith("tensorflow_datasets.core"):
         return ""
     try:
         urls = list(builder.url_infos or ())
@@ -94,6 +104,8 @@ def _download_hosts_unresolved(builder) -> str:
         if {parts.scheme, "all"} & set(proxies) and not urllib.request.proxy_bypass(parts.hostname):
             return ""
         hosts.setdefault(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    if not hosts:
+        return ""
     failures = []
     for host, port in hosts.items():
         try:
