@@ -187,3 +187,11 @@ def test_a_work_dir_holding_a_finished_benchmark_is_refused_rather_than_measurin
         f"error: --work_dir '{work_dir}' holds a generator trained 10 steps, more than --steps=6: it would not train, "
         "so its memory would not be measured; pass --steps=14 or more to resume it and measure it, choose another "
         "--work_dir, or leave it out (a temporary one)")
+    # A directory of an earlier version records nothing: resumed against another teacher, its restore fails on the
+    # shapes, and a record made then named that teacher, refusing the right one on the next run.
+    os.remove(work_dir / "memory_benchmark.json")
+    legacy_other = benchmark_process(*COMMAND[2:], f"--teacher={other_teacher}", "--steps=14", f"--work_dir={work_dir}")
+    assert legacy_other.returncode == 2 and "records neither the teacher nor the batch size" in legacy_other.stdout
+    assert not (work_dir / "memory_benchmark.json").exists()
+    legacy = benchmark_process(*_arguments(command), "--steps=14", "--checkpoint_every=3", f"--work_dir={work_dir}")
+    assert legacy.returncode == 0 and "| QAT | " in legacy.stdout, legacy.stderr[-2000:]

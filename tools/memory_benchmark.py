@@ -25,6 +25,7 @@ if REPO_ROOT not in sys.path:
 import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
 import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import tf_keras  # noqa: E402
 from absl import flags  # noqa: E402
 
 from zscgan_tf import cli, config_changes, distill, files, quantization_stages, quantize  # noqa: E402
@@ -85,6 +86,7 @@ _OTHER_TOOLS_FILES = (benchmark_run.RESULTS_JSON_FILE, benchmark_cache.ROWS_FILE
 # or teacher is refused before it trains into them or writes anything (another batch size resumed them, and its
 # table named one for two; another teacher's refusal named a variable's shape, after a TensorBoard file was written).
 RECORD_FILE = benchmark_run.MEMORY_BENCHMARK_FILE  # By which tools/benchmark.py refuses this one's directory.
+TEACHER_SEED = 0
 
 
 def _record(work_dir: str) -> dict:
@@ -151,41 +153,48 @@ def _steps_for_two_samples(trained: int) -> int:
     return first + FLAGS.sample_every
 
 
-def _check_same_teacher(work_dir: str, teacher: teachers.Teacher, fingerprint: str):
+def _check_same_teacher(work_dir: str, teacher: teachers.Teacher, fingerprint: str) -> bool:
     """Refuses `work_dir` where its checkpoints trained against another teacher than `teacher`, whose
-    `teachers.fingerprint` is `fingerprint`; one that records none (an earlier version's) gets a note."""
+    `teachers.fingerprint` is `fingerprint`. Returns whether this run may record its settings there:
+    not where checkpoints record none (an earlier version's, or a damaged record), which get a note
+    instead, since their restore may yet fail on another teacher's shapes, and a record made then would
+    refuse the right teacher on the next run."""
     if not _holds_checkpoints(work_dir):
-        return
+        return True
     recorded = _record(work_dir)
     if not isinstance(recorded.get("teacher_sha256"), str):
         say(f"note: {work_dir} records neither the teacher nor the batch size its checkpoints trained with (a memory "
-            "benchmark of an earlier version of zscgan_tf), so they are taken to be this one's: if they are not, "
-            "choose another --work_dir")
-        return
+            f"benchmark of an earlier version of zscgan_tf, or a damaged {RECORD_FILE}), so they are taken to be this "
+            "one's: if they are not, choose another --work_dir")
+        return False
     if recorded["teacher_sha256"] == fingerprint:
-        return
+        return True
     then = recorded.get("teacher") if isinstance(recorded.get("teacher"), str) else ""
     if config_changes.names_another_teacher(then, files.portable_path(FLAGS.teacher)):
         raise UserError(f"--work_dir {work_dir!r} holds checkpoints trained against another teacher ({then}) than "
                         f"this one ({FLAGS.teacher}); choose another --work_dir, or leave it out (a temporary one)")
+    replaced = ": was the model file replaced?" if os.path.isfile(FLAGS.teacher) else ""
     raise UserError(f"--work_dir {work_dir!r} holds checkpoints trained against another teacher than {teacher.name} "
-                    "is now (its weights or preprocessing differ: was the model file replaced?); choose another "
-                    "--work_dir, or leave it out (a temporary one)")
+                    f"is now (its weights or preprocessing differ{replaced}); choose another --work_dir, or leave it "
+                    "out (a temporary one)")
 
 
 def benchmark():
     _check_flags()
     # Before the work directory is made: a teacher refused left a new directory holding a lock. A built-in
     # teacher not yet cached trains for minutes first, with its progress shown.
+    # A Keras application has random weights here: the same ones in every process, so that a rerun resumes.
+    tf_keras.utils.set_random_seed(TEACHER_SEED)
     teacher = teachers.load_teacher(teachers.TeacherSource(model=FLAGS.teacher, weights="none"), progress=True)
     if FLAGS.work_dir:
         fingerprint = teachers.fingerprint(teacher)
-        _check_same_teacher(FLAGS.work_dir, teacher, fingerprint)
+        recordable = _check_same_teacher(FLAGS.work_dir, teacher, fingerprint)
         os.makedirs(FLAGS.work_dir, exist_ok=True)
         with files.exclusive_use(FLAGS.work_dir, what="memory benchmark"):  # Two would train into one directory.
-            files.write_json_atomic(os.path.join(FLAGS.work_dir, RECORD_FILE), {
-                "batch_size": FLAGS.batch_size, "teacher": files.portable_path(FLAGS.teacher),
-                "teacher_sha256": fingerprint})
+            if recordable:
+                files.write_json_atomic(os.path.join(FLAGS.work_dir, RECORD_FILE), {
+                    "batch_size": FLAGS.batch_size, "teacher": files.portable_path(FLAGS.teacher),
+                    "teacher_sha256": fingerprint})
             _measure(FLAGS.work_dir, teacher)
         return
     work_dir = tempfile.mkdtemp(prefix="zscgan_tf_memory_")
