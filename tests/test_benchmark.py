@@ -252,6 +252,9 @@ def test_tiny_benchmark_writes_every_row_and_a_rerun_reuses_them(tmp_path, digit
     (["--schemes=W8A8,W4A4", "--w4a4_seed_draws=1", "--teachers=/nonexistent.keras"],
      "model file '/nonexistent.keras' does not exist"),
     (["--compare_to=/nonexistent"], "--compare_to '/nonexistent' is not a directory"),
+    # Its results.md said "could not be read (there is none: that run did not measure this teacher)".
+    (["--compare_to=MEMORY"], "--compare_to 'MEMORY' is not a work directory of tools/benchmark.py (it holds neither "
+     "results.json nor a teacher's rows.json): name one"),
     (["--qat_flip=maybe"], "flag --qat_flip="),
     (["--teachers=/nonexistent.keras"], "model file '/nonexistent.keras' does not exist"),
     # A mistyped second teacher: refused once the first had been measured (its built-in trained, its rows run).

@@ -24,7 +24,11 @@ def read_row_cache(path: str) -> dict:
     those its digest was taken of, as absent: those rows are computed again. An entry an earlier
     version wrote, without a digest, is taken where its result has a row's label and a numeric
     top-1 (if any), and given its digest."""
-    cache = read_json(path, {})
+    return _checked_entries(read_json(path, {}))
+
+
+def _checked_entries(cache) -> dict:
+    """The entries of a row cache as read from JSON that `read_row_cache` takes."""
     if not isinstance(cache, dict):
         return {}
     return {row_id: cache_entry(entry["key"], entry["result"]) for row_id, entry in cache.items()
@@ -48,7 +52,7 @@ def read_earlier_row_cache(path: str) -> Tuple[dict, Optional[str]]:
         return {}, f"not JSON: {error}"
     if not isinstance(cache, dict):
         return {}, f"not a row cache but a JSON {type(cache).__name__}"
-    return read_row_cache(path), None
+    return _checked_entries(cache), None
 
 
 def _is_result_as_written(result: dict) -> bool:

@@ -52,6 +52,12 @@ def _check_distinct_teacher_names(sources) -> None:
         seen[name] = source
 
 
+def _is_benchmark_work_dir(path: str) -> bool:
+    """Whether `path` holds the benchmark's results or a teacher's rows, as a work directory of
+    the benchmark does once it has measured a row."""
+    return os.path.isfile(os.path.join(path, RESULTS_JSON_FILE)) or bool(_other_teachers_measured(path, ()))
+
+
 def _other_teachers_measured(work_dir: str, measured) -> list:
     """The teachers of earlier invocations in `work_dir` (a directory with a row cache) that are
     not among `measured`, sorted."""
@@ -72,6 +78,9 @@ def run_benchmark(benchmark: BenchmarkConfig, progress: bool = True) -> dict:
     validate(benchmark)
     if benchmark.compare_to and not os.path.isdir(benchmark.compare_to):
         raise UserError(f"--compare_to {benchmark.compare_to!r} is not a directory")
+    if benchmark.compare_to and not _is_benchmark_work_dir(benchmark.compare_to):
+        raise UserError(f"--compare_to {benchmark.compare_to!r} is not a work directory of tools/benchmark.py (it "
+                        f"holds neither {RESULTS_JSON_FILE} nor a teacher's {ROWS_FILE}): name one")
     if benchmark.deterministic:
         reproducibility.enable_deterministic_execution()
     reason = unusable_directory_reason(benchmark.work_dir)

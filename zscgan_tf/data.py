@@ -261,9 +261,14 @@ def check_held_out_split(source: str, training_split: str = "train", held_out_sp
 
 
 def reads_data_dir(source: str) -> bool:
-    """Whether `load_dataset` reads its `data_dir` for `source`: fashion_mnist and tfds:<name> do
-    (tfds:<name> its `manual_dir` too); digits, built in, and a directory, the data itself, do not."""
-    return source == "fashion_mnist" or source.startswith("tfds:")
+    """Whether `load_dataset` reads its `data_dir` for `source`: fashion_mnist and tfds:<name> do;
+    digits, built in, and a directory, the data itself, do not."""
+    return source == "fashion_mnist" or reads_manual_dir(source)
+
+
+def reads_manual_dir(source: str) -> bool:
+    """Whether `load_dataset` reads its `manual_dir` for `source`: TFDS's (tfds:<name>) only."""
+    return source.startswith("tfds:")
 
 
 def load_dataset(source: str, split: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,

@@ -217,7 +217,7 @@ def _load_evaluation_data(run_config: RunConfig, teacher: Teacher, source: str, 
 
 
 # Which evaluation settings each kind of source reads (`data.load_dataset`); "" is no data.
-# The data settings every dataset reads; `data.reads_data_dir` says which read `data_dir` and `manual_dir` too.
+# The data settings every dataset reads; `data.reads_data_dir` and `reads_manual_dir` say which read those too.
 _EVERY_SOURCE_SETTINGS = ("split", "max_samples", "resize")
 _DATA_SETTING_FLAGS = {"data_dir": "eval_data_dir", "manual_dir": "eval_manual_dir", "split": "eval_split",
                        "max_samples": "eval_max_samples", "resize": "eval_resize"}
@@ -227,8 +227,9 @@ def unused_evaluation_settings(settings: EvaluationConfig, source: str) -> Optio
     """What a note says of the data settings changed from their defaults that `source` (the
     dataset evaluated, "" for none) never reads, or None: `--eval_data_dir` with digits, say,
     or `--eval_split` with no evaluation data."""
-    read = () if source in ("", NO_EVALUATION) else _EVERY_SOURCE_SETTINGS + (
-        ("data_dir",) if data.reads_data_dir(source) else ()) + (("manual_dir",) if source.startswith("tfds:") else ())
+    read = () if source in ("", NO_EVALUATION) else (
+        _EVERY_SOURCE_SETTINGS + (("data_dir",) if data.reads_data_dir(source) else ())
+        + (("manual_dir",) if data.reads_manual_dir(source) else ()))
     defaults = EvaluationConfig()
     unused = [f"--{flag}" for name, flag in _DATA_SETTING_FLAGS.items()
               if name not in read and getattr(settings, name) != getattr(defaults, name)]
