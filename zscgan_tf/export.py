@@ -92,6 +92,10 @@ class NotFullyIntegerError(TfliteConversionError):
         self.summary = summary
 
 
+# Defined here until it had a module of its own: programs that import it from here still find it.
+representative_dataset_from_array = representative_data.representative_dataset_from_array
+
+
 # ------------------------------------------------------------------------ conversion
 
 
