@@ -23,7 +23,7 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 from conftest import build_tiny_classifier, lock_held_by_another_process
-from zscgan_tf import cli, evaluation_stage, files, teachers, tflite_model, train, zero_shot
+from zscgan_tf import cli, evaluation_stage, files, teachers, tflite_model, train, training_loop, zero_shot
 from zscgan_tf import config as config_lib
 from zscgan_tf.errors import UserError
 from zscgan_tf import generator as generator_lib
@@ -635,7 +635,7 @@ def _files_and_contents(directory) -> dict:
 
 
 def test_a_checkpoint_state_naming_files_elsewhere_is_refused_before_they_are_read_or_deleted(finished_run, tmp_path,
-                                                                                              capsys):
+                                                                                              capsys, monkeypatch):
     # A work directory from someone else: its `checkpoint` file named another's checkpoints, which a resumed run
     # restored and, saving its own, deleted.
     work_dir, arguments = finished_run
@@ -654,6 +654,12 @@ def test_a_checkpoint_state_naming_files_elsewhere_is_refused_before_they_are_re
             "would delete in turn as it saves its own; a run names only its own: if this work directory comes from "
             "someone else, do not run in it (removing that file trains this stage from its start)")
     assert sorted(os.listdir(elsewhere)) == ["victim-1.data-00000-of-00001", "victim-1.index"]
+    # Its own checkpoints, as TensorFlow names them, through a relative --work_dir: the README's demo (runs/demo),
+    # stopped with Ctrl-C and rerun as its stop line says, was refused as naming its own "ckpt-145" outside.
+    state_file.write_text('model_checkpoint_path: "ckpt-4"\nall_model_checkpoint_paths: "ckpt-4"\n')
+    monkeypatch.chdir(work_dir.parent)
+    assert train.main(["train", *_with(arguments, generator_steps=6, work_dir=work_dir.name)]) == 0
+    assert training_loop.latest_step(str(work_dir / "generator")) == 6  # Trained on from its step 4.
 
 
 # JSON of another shape than a run writes (a hand's edit): before, a TypeError's traceback.

@@ -322,7 +322,8 @@ def check_checkpoints_inside(checkpoint_dir: str, who: str = "run",
         return
     directory = os.path.realpath(checkpoint_dir)
     for prefix in (state.model_checkpoint_path, *state.all_model_checkpoint_paths):
-        if os.path.dirname(os.path.realpath(os.path.join(checkpoint_dir, prefix))) != directory:
+        # Joined to the directory once more, a relative directory's own "ckpt-7" read as outside it.
+        if os.path.dirname(os.path.realpath(prefix)) != directory:
             raise UserError(f"{os.path.join(checkpoint_dir, 'checkpoint')} names a checkpoint outside its directory "
                             f"({os.path.normpath(prefix)}), which a {who} would delete in turn as it saves its own; "
                             f"a {who} names only its own: {advice}")
