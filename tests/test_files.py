@@ -51,6 +51,26 @@ def test_a_failed_write_names_the_file_it_was_writing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_failed_model_save_names_the_model_file(tmp_path, monkeypatch, suffix):
+    # A full disk, found by filling a real one: zipfile's and h5py's errors name no file, and the message said
+    # "the disk is full" without saying that student.h5 or generator.keras was being written.
+    import errno
+    import tf_keras
+
+    model = tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(1)])
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(type(model), "save", disk_full)
+    path = str(tmp_path / f"student{suffix}")
+    with pytest.raises(OSError) as raised:
+        files.save_keras_model_atomic(model, path)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == path
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("failing", ["mkstemp", "replace"])
 def test_a_failed_write_names_the_file_asked_for_not_the_temporary_one(tmp_path, monkeypatch, failing):
     # --output=/proc/o.tflite said "No such file or directory: '/proc/.tmp-zscgan_tf-...'".

@@ -161,6 +161,10 @@ def save_keras_model_atomic(model, path: str) -> str:
     (a symbolic link's target: the link stays).
 
     The temporary file keeps the suffix, since Keras picks the format from it.
+
+    Raises:
+      OSError: as the save failed, naming `path` as its `filename` where it named none or the
+        temporary file (h5py's and zipfile's errors on a full disk name none).
     """
     if not path.endswith((".keras", ".h5")):
         raise ValueError(f"expected a .keras or .h5 path, got {path!r}")
@@ -177,6 +181,10 @@ def save_keras_model_atomic(model, path: str) -> str:
             os.fsync(saved.fileno())
         os.replace(temporary_path, target)
         _sync_directory(directory)
+    except OSError as error:
+        if error.filename is None or error.filename == temporary_path:
+            error.filename = path
+        raise
     finally:
         if os.path.exists(temporary_path):
             os.remove(temporary_path)
