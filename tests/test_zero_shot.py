@@ -400,3 +400,35 @@ def test_noise_floor_weighting_weighs_the_bn_term_by_layer():
     assert trainer.bn_layer_weights[-1] == pytest.approx(0.8)
     assert weighted["cross_entropy"] == pytest.approx(uniform["cross_entropy"], rel=1e-6)
     assert 0.8 * uniform["bn_statistics"] < weighted["bn_statistics"] < uniform["bn_statistics"]
+
+
+def test_a_checkpoint_whose_save_fails_leaves_nothing_of_itself(tmp_path, monkeypatch):
+    # A real full disk (a tmpfs): TensorFlow left an empty ckpt-300.index beside its whole 0.9 MB data file and a
+    # ckpt-300_temp directory, which no resume reads, in the space the disk lacked.
+    import errno
+
+    counter = tf.Variable(0, dtype=tf.int64)
+
+    def step():
+        counter.assign_add(1)
+        return {"loss": 1.0}
+
+    schedule = training_loop.LoopSchedule(steps=4, checkpoint_every=2, log_every=1, samples_per_step=8)
+    checkpoints = tmp_path / training_loop.CHECKPOINT_DIR
+    real_save = tf.train.CheckpointManager.save
+
+    def disk_full_at_step_4(manager, checkpoint_number=None, **kwargs):
+        if checkpoint_number != 4:
+            return real_save(manager, checkpoint_number=checkpoint_number, **kwargs)
+        (checkpoints / "ckpt-4.index").write_bytes(b"")
+        (checkpoints / "ckpt-4.data-00000-of-00001").write_bytes(b"weights")
+        (checkpoints / "ckpt-4_temp").mkdir()
+        (checkpoints / "ckpt-4_temp" / "part-00000-of-00001.index").write_bytes(b"")
+        raise OSError(errno.ENOSPC, "No space left on device", str(checkpoints / "ckpt-4.index"))
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", disk_full_at_step_4)
+    with pytest.raises(OSError):
+        training_loop.run(step, counter, tf.train.Checkpoint(step=counter), str(tmp_path), schedule, "test",
+                          checked_terms=["loss"], progress=False)
+    assert sorted(os.listdir(checkpoints)) == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+    assert training_loop.latest_step(str(tmp_path)) == 2

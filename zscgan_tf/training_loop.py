@@ -13,9 +13,12 @@ sent in the first seconds of a tiny run, one was lost (training ran on to its la
 and one crashed tracing with a SystemError. A second signal interrupts at once.
 """
 
+import contextlib
 import dataclasses
+import glob
 import math
 import os
+import shutil
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -178,7 +181,11 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
     first_step_seconds = None
 
     def save(step):
-        manager.save(checkpoint_number=step)
+        try:
+            manager.save(checkpoint_number=step)
+        except BaseException:
+            _remove_unsaved_checkpoint(manager, step)
+            raise
         write_json_atomic(history_path, history)
         if earlier_seconds is not None:
             write_json_atomic(wall_time_path, {"step": step, "seconds": earlier_seconds + time.monotonic() - started})
@@ -327,6 +334,21 @@ def check_checkpoints_inside(checkpoint_dir: str, who: str = "run",
             raise UserError(f"{os.path.join(checkpoint_dir, 'checkpoint')} names a checkpoint outside its directory "
                             f"({os.path.normpath(prefix)}), which a {who} would delete in turn as it saves its own; "
                             f"a {who} names only its own: {advice}")
+
+
+def _remove_unsaved_checkpoint(manager: tf.train.CheckpointManager, step: int) -> None:
+    """Removes what a failed save of checkpoint `step` left in the manager's directory (on a full disk, an
+    empty index beside its whole data file, and TensorFlow's `<prefix>_temp` directory), unless the
+    checkpoint state names it: nothing restores it, and it held the space the disk lacked."""
+    prefix = os.path.join(manager.directory, f"ckpt-{step}")
+    if manager.latest_checkpoint and os.path.normpath(manager.latest_checkpoint) == os.path.normpath(prefix):
+        return
+    for path in glob.glob(glob.escape(prefix) + ".*") + glob.glob(glob.escape(prefix) + "_temp"):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
 
 def latest_step(work_dir: str) -> Optional[int]:
