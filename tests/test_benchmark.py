@@ -17,7 +17,7 @@ import tf_keras
 
 from conftest import build_student_failing_classifier, build_tiny_classifier, write_idx_split
 from tool_process import ToolProcess
-from zscgan_tf import bn_stats, data, generator as generator_lib, teacher_training
+from zscgan_tf import bn_stats, data, files, generator as generator_lib, teacher_training
 from zscgan_tf.preprocessing import Preprocessing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -381,3 +381,38 @@ def test_a_data_dir_the_dataset_does_not_read_is_noted(tmp_path, digits_teacher,
     benchmark_rows.TeacherBenchmark(digits_teacher, dataclasses.replace(benchmark, dataset="fashion_mnist",
                                                                         data_dir=idx), progress=False)
     assert "--data_dir does nothing" not in capsys.readouterr().out
+
+
+def test_a_folder_dataset_named_relatively_keys_its_rows_by_its_absolute_path(tmp_path, digits_teacher, monkeypatch):
+    # --dataset=idx from two directories named two folders, and the second took the first's cached rows as its own.
+    from zscgan_tf import benchmark_rows
+    from zscgan_tf.benchmark_config import BenchmarkConfig
+    for place in ("one", "two"):
+        _fashion_mnist_shaped_idx_directory((tmp_path / place).mkdir() or tmp_path / place / "idx")
+    benchmark = BenchmarkConfig(dataset="idx", work_dir=str(tmp_path / "bench"), eval_max_samples=20,
+                                calibration_samples=10)
+    keys = []
+    for place in ("one", "two"):
+        monkeypatch.chdir(tmp_path / place)
+        rows = benchmark_rows.TeacherBenchmark(digits_teacher, benchmark, progress=False)
+        assert rows.dataset_name == str(tmp_path / place / "idx")
+        keys.append({row_id: settings["dataset"] for row_id, _, _, settings in rows.rows()})
+    assert keys[0]["fp32"] == str(tmp_path / "one" / "idx") and keys[1]["fp32"] == str(tmp_path / "two" / "idx")
+
+
+def test_a_teacher_named_relatively_or_not_is_one_generator_run(tmp_path, digits_teacher, monkeypatch):
+    # Its generator run recorded the teacher as typed: named otherwise, or from another directory, its trained pool
+    # was refused as "a run with a different config (teacher.model)", with advice to delete it.
+    from zscgan_tf import benchmark_rows, config_changes
+    from zscgan_tf.benchmark_config import BenchmarkConfig
+    benchmark = BenchmarkConfig(dataset="digits", work_dir=str(tmp_path / "bench"), eval_max_samples=20,
+                                calibration_samples=10)
+    monkeypatch.chdir(os.path.dirname(digits_teacher))
+    relative = benchmark_rows.TeacherBenchmark(os.path.basename(digits_teacher), benchmark, progress=False)
+    run_config = relative.generator_run_config()
+    assert run_config.teacher.model == digits_teacher
+    os.makedirs(run_config.work_dir)
+    config_changes.save_or_check(run_config, files.write_json_atomic)
+    monkeypatch.chdir(tmp_path)
+    config_changes.check_saved(benchmark_rows.TeacherBenchmark(digits_teacher, benchmark,
+                                                               progress=False).generator_run_config())

@@ -93,7 +93,9 @@ class TeacherBenchmark:
         dataset_name, data_dir = self.teacher.real_data(self.config.dataset, self.config.data_dir)
         if not dataset_name:
             raise UserError(f"teacher {self.teacher.name!r} names no dataset; pass --dataset")
-        self.dataset_name = dataset_name
+        # A folder as a run records it: its rows' cache keys name it absolutely, not as typed, which named another
+        # folder of the same name from another directory and took its cached rows for this one's.
+        self.dataset_name = dataset_name = data.portable_source(dataset_name)
         data.check_held_out_split(dataset_name)  # Real-data rows train and calibrate on train, measure on test.
         train = data.load_dataset(dataset_name, "train", data_dir=data_dir or None)
         test = data.load_dataset(dataset_name, "test", data_dir=data_dir or None)
@@ -384,7 +386,9 @@ class TeacherBenchmark:
             # used; they are pinned to those its directory was first saved with, so that a
             # change of their defaults does not orphan a trained generator.
             distillation=config_lib.DistillationConfig(feature_loss_weight=0.0),
-            quantization=config_lib.QuantizationConfig(low_bit_ranges="min_max"))
+            # As a run records it (the teacher file's absolute path), so that the teacher named otherwise, from
+            # another directory, is not refused as another config.
+            quantization=config_lib.QuantizationConfig(low_bit_ranges="min_max")).portable()
 
     def check_generators(self):
         """Refuses, before any row, generator settings its trained pools cannot take: fewer steps
