@@ -684,11 +684,19 @@ def test_another_student_trains_from_a_finished_runs_generator_without_training_
     assert "- steps: 4 (the last session that trained it from step 0; this one trained none)\n" in markdown
     assert "- wall time of the last session that trained it: " in markdown
     assert first_files == digests(first)
-    # The same command again finds everything done; so does it without the flag.
-    for extra in ([f"--generator_from={first}"], []):
+    # The same command again finds everything done; so does it without the flag, and with the source named through
+    # a symbolic link, or both runs copied elsewhere (both were refused as "already has a generator").
+    (tmp_path / "link").symlink_to(first)
+    for extra in ([f"--generator_from={first}"], [], [f"--generator_from={tmp_path / 'link'}"]):
         assert train.main(["train", f"--flagfile={flagfile}", *extra]) == 0
         out = capsys.readouterr().out
         assert "taking" not in out and "distillation: already done" in out
+    copies = tmp_path / "copies"
+    for run in (first, second):
+        shutil.copytree(run, copies / run.name, symlinks=True)
+    assert train.main(["train", f"--flagfile={flagfile}", f"--work_dir={copies / second.name}",
+                       f"--generator_from={copies / first.name}"]) == 0
+    assert "distillation: already done" in capsys.readouterr().out
     # More generator steps train the taken generator on, here.
     assert train.main(["train", f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, tmp_path / 'longer', steps=6)}",
                        f"--generator_from={first}"]) == 0

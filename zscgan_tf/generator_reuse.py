@@ -57,6 +57,18 @@ class GeneratorSource:
         return pool_member_names(min(self.pool_size, run_config.generator.pool_size))
 
 
+def _taken_from(taken: dict, source_dir: str) -> bool:
+    """Whether the run whose state is `taken` took its generator from `source_dir`: the directory it
+    recorded, named through a symbolic link or not, or a copy of it, whose generator is the one taken
+    (both directories copied or moved elsewhere, the same command was refused)."""
+    recorded, generator = taken.get(GENERATOR_FROM_KEY), taken.get("generator")
+    if isinstance(recorded, str) and os.path.realpath(recorded) == os.path.realpath(source_dir):
+        return True
+    model_path = os.path.join(source_dir, GENERATOR_MODEL_FILE)
+    return (isinstance(recorded, str) and isinstance(generator, dict) and os.path.isfile(model_path)
+            and generator.get("sha256") == file_digest(model_path))
+
+
 def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> GeneratorSource:
     """Checks that `source_dir` is a run whose finished generator this run can start from:
     one trained with this run's generator settings and not longer than this run asks, into
@@ -70,7 +82,7 @@ def generator_source(run_config: config_lib.RunConfig, source_dir: str) -> Gener
     if source_dir == os.path.abspath(run_config.work_dir):
         raise UserError(f"{flag} is this run's own --work_dir; it names another run to take the generator from")
     taken = read_state(run_config.work_dir)
-    if taken.get(GENERATOR_FROM_KEY) == source_dir and "generator" in taken:  # By an earlier run of this command.
+    if "generator" in taken and _taken_from(taken, source_dir):  # By an earlier run of this command.
         return GeneratorSource(source_dir, taken["generator"])
     # Refused before config.json records this command's settings (a copied directory's work_dir, say).
     _check_no_generator_of_its_own(run_config, source_dir, taken)
@@ -148,7 +160,7 @@ def _check_no_generator_of_its_own(run_config: config_lib.RunConfig, source_dir:
     from `source_dir` (or was copying from it when stopped)."""
     own = [name for name in (GENERATOR_MODEL_FILE, *pool_member_names(run_config.generator.pool_size))
            if os.path.exists(os.path.join(run_config.work_dir, name))]
-    if state.get(GENERATOR_FROM_KEY) != source_dir and (own or "generator" in state):
+    if not _taken_from(state, source_dir) and (own or "generator" in state):
         raise UserError(f"{run_config.work_dir} already has a generator ({', '.join(own) or STATE_FILE}); "
                         "--generator_from starts a new work directory from another run's generator")
 
@@ -206,7 +218,7 @@ def take_generator(run_config: config_lib.RunConfig, source: GeneratorSource, st
         copied, or was trained against another teacher.
     """
     work_dir = run_config.work_dir
-    if state.get(GENERATOR_FROM_KEY) == source.work_dir and "generator" in state:
+    if "generator" in state and _taken_from(state, source.work_dir):
         return
     # Again, now that this run holds the directory: `generator_source` checked before it was locked.
     _check_no_generator_of_its_own(run_config, source.work_dir, state)
