@@ -652,3 +652,23 @@ def test_a_run_directory_from_someone_else_runs_no_code_its_files_name(run_dir, 
         "code and this directory's author")
     assert convert(f"--run_dir={received}", f"--output={output}", "--trust_model_code").returncode == 0
     assert output.exists()
+
+
+def test_a_runs_custom_objects_file_named_through_a_symbolic_link_is_the_same_file(tmp_path):
+    # Named through a linked directory, the file the run recorded was refused: "pass --teacher_custom_objects=<it>".
+    import types
+    from zscgan_tf import run_conversion, teachers
+    from zscgan_tf.errors import UserError
+
+    def flags(*custom_objects):  # What the check reads of a ConversionConfig.
+        return types.SimpleNamespace(run_dir=str(tmp_path), custom_objects=custom_objects, trust_model_code=False)
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "my_layers.py").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    recorded = teachers.TeacherSource(model=str(tmp_path / "t.keras"),
+                                      custom_objects=(str(tmp_path / "real" / "my_layers.py"),))
+    for named in (tmp_path / "real" / "my_layers.py", tmp_path / "link" / "my_layers.py"):
+        run_conversion._check_code_confirmed(flags(str(named)), recorded)
+    with pytest.raises(UserError, match="pass --teacher_custom_objects="):
+        run_conversion._check_code_confirmed(flags("other.py"), recorded)

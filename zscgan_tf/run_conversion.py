@@ -85,7 +85,7 @@ def _check_code_confirmed(config: ConversionConfig, recorded: teachers.TeacherSo
     if config.custom_objects and not recorded.custom_objects:  # It would be neither imported nor needed.
         raise UserError(f"--teacher_custom_objects: the run in {config.run_dir!r} loaded its teacher without any; "
                         "leave it out")
-    if given.custom_objects != recorded.custom_objects:
+    if _resolved(given.custom_objects) != _resolved(recorded.custom_objects):  # The same file through a link too.
         wanted.append(f"--teacher_custom_objects={','.join(recorded.custom_objects)} (Python modules of its layers)")
     if wanted:
         raise UserError(f"the run in {config.run_dir!r} loaded its teacher with code that runs as it loads; to convert "
@@ -115,6 +115,11 @@ def check_run(config: ConversionConfig, run_config: config_lib.RunConfig) -> Non
     if (not run_config.distillation.steps and not os.path.exists(student_path)
             and training_loop.latest_step(os.path.join(run_dir, quantization_stages.DISTILLATION_DIR)) is None):
         raise _no_student_error(run_config, run_dir)
+
+
+def _resolved(custom_objects) -> list:
+    """Custom-object modules and files, each file by its real path."""
+    return [os.path.realpath(name) if os.path.exists(name) else name for name in custom_objects]
 
 
 def model_of_run(config: ConversionConfig, generator):
