@@ -378,9 +378,20 @@ def test_a_teacher_trained_on_a_folder_is_evaluated_on_it_from_anywhere(tmp_path
             Image.fromarray(pixels[..., 0]).save(tmp_path / "digit_pngs" / split / str(label) / f"{index}.png")
     monkeypatch.chdir(tmp_path)
     path = str(tmp_path / "folder_teacher.keras")
+    recorded_recipes, write_json_atomic = [], files.write_json_atomic
+
+    def recording(json_path, values):
+        if json_path.endswith(teacher_recipes.BACKUP_RECIPE_FILE):
+            recorded_recipes.append(values["recipe"]["dataset"])
+        write_json_atomic(json_path, values)
+
+    monkeypatch.setattr(teacher_recipes.files, "write_json_atomic", recording)
     teacher_recipes.train_from_recipe(dataclasses.replace(TINY_RECIPE, dataset="digit_pngs"), path, progress=False)
     with open(path + ".json") as sidecar:
         assert json.load(sidecar)["dataset"] == str(tmp_path / "digit_pngs")  # Not "digit_pngs", found only here.
+    # So does the backup's recipe, which a training resumed from another directory checks its data against: it read
+    # another folder called digit_pngs there, or refused this one named otherwise.
+    assert recorded_recipes == [str(tmp_path / "digit_pngs")]
 
     monkeypatch.chdir(REPO_ROOT)
     teacher = teachers.load_teacher(teachers.TeacherSource(model=path), progress=False)

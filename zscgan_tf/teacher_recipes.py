@@ -147,6 +147,9 @@ def train_from_recipe(recipe: TeacherRecipe, path: str, progress: bool = True,
     """
     if not path.endswith(TEACHER_FILE_SUFFIX):
         raise UserError(f"teacher files are {TEACHER_FILE_SUFFIX} files, got {path!r}")
+    # A folder by its absolute path, as the sidecar names it: the backup's recipe named it as typed, so that a
+    # training resumed from another directory read another folder of that name, or refused the same one.
+    recipe = dataclasses.replace(recipe, dataset=data.portable_source(recipe.dataset))
     data.check_held_out_split(recipe.dataset)
     train = _load_split(recipe, "train", data_dir, progress)
     input_shape = recipe.resolved_input_shape(train)
