@@ -341,7 +341,7 @@ def _remove_unsaved_checkpoint(manager: tf.train.CheckpointManager, step: int) -
     empty index beside its whole data file, and TensorFlow's `<prefix>_temp` directory), unless the
     checkpoint state names it: nothing restores it, and it held the space the disk lacked."""
     prefix = os.path.join(manager.directory, f"ckpt-{step}")
-    if manager.latest_checkpoint and os.path.normpath(manager.latest_checkpoint) == os.path.normpath(prefix):
+    if any(os.path.normpath(named) == os.path.normpath(prefix) for named in manager.checkpoints):
         return
     for path in glob.glob(glob.escape(prefix) + ".*") + glob.glob(glob.escape(prefix) + "_temp"):
         if os.path.isdir(path) and not os.path.islink(path):
