@@ -139,6 +139,20 @@ def test_a_home_directory_in_a_path_flag_or_flagfile_is_the_users(tmp_path, monk
     assert train.FLAGS.work_dir == "runs/demo"
 
 
+def test_a_path_flag_goes_up_from_a_symbolic_link_where_the_system_goes(tmp_path, monkeypatch):
+    (tmp_path / "disk" / "sub").mkdir(parents=True)
+    os.symlink(tmp_path / "disk" / "sub", tmp_path / "link")
+    monkeypatch.chdir(tmp_path)
+    # abspath and TensorFlow took "link/.." as text: config.json went to disk/runs/w, checkpoints to runs/w.
+    cli.parse_flags(train.FLAGS, ["train", "--work_dir=link/../runs/w", "--teacher_custom_objects=link/../l.py,my.l",
+                                  "--eval_dataset=./images/../idx"])
+    assert train.FLAGS.work_dir == str(tmp_path / "disk" / "runs" / "w")
+    assert train.FLAGS.teacher_custom_objects == [str(tmp_path / "disk" / "l.py"), "my.l"]
+    assert train.FLAGS.eval_dataset == "idx"  # No link to follow: only normalized, as given otherwise.
+    cli.parse_flags(train.FLAGS, ["train"])  # Back to the defaults for the tests after.
+    assert train.FLAGS.work_dir == "runs/demo"
+
+
 def test_once_a_command_runs_it_answers_ctrl_c_itself_and_python_prints_errors_as_before(monkeypatch):
     from absl import flags
 

@@ -202,6 +202,24 @@ def test_write_json_atomic_round_trips(tmp_path):
     assert json.loads(path.read_text()) == {"a": "x", "b": [1, 2]}
 
 
+def test_a_path_goes_up_from_a_symbolic_link_where_the_system_goes(tmp_path, monkeypatch):
+    (tmp_path / "disk" / "sub").mkdir(parents=True)
+    (tmp_path / "disk" / "runs").mkdir()
+    (tmp_path / "runs").mkdir()
+    os.symlink(tmp_path / "disk" / "sub", tmp_path / "link")
+    monkeypatch.chdir(tmp_path)
+    # The system goes up from the link's target; abspath and TensorFlow dropped "link/.." as text, so a run
+    # wrote its config in disk/runs/w and its checkpoints in runs/w.
+    assert os.path.realpath("link/../runs/w") == str(tmp_path / "disk" / "runs" / "w")
+    assert files.system_path("link/../runs/w") == str(tmp_path / "disk" / "runs" / "w")
+    assert files.portable_path("link/../runs") == str(tmp_path / "disk" / "runs")
+    # Where the text goes where the system does, only normalized: "q/../q1" made an empty q.
+    assert files.system_path("q/../q1") == "q1"
+    assert files.system_path("./runs/../runs/w/") == "runs/w"
+    for as_given in ("runs/w", "./runs/w/", "link/x", "builtin:digits_resnet8", "", None):
+        assert files.system_path(as_given) is as_given
+
+
 def test_unusable_directory_reason_looks_at_the_nearest_existing_parent_and_creates_nothing(tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("")

@@ -98,6 +98,17 @@ def test_paths_one_module_name_and_lists_are_taken_as_a_program_gives_them():
     assert json.dumps(run_config.to_dict())  # As config.json records it.
 
 
+def test_a_config_path_goes_up_from_a_symbolic_link_where_the_system_goes(tmp_path, monkeypatch):
+    (tmp_path / "disk" / "sub").mkdir(parents=True)
+    os.symlink(tmp_path / "disk" / "sub", tmp_path / "link")
+    monkeypatch.chdir(tmp_path)
+    run_config = zscgan_tf.RunConfig(work_dir="link/../runs/w", teacher=zscgan_tf.TeacherSource("link/../t.keras"),
+                                     evaluation=zscgan_tf.EvaluationConfig(dataset="link/../idx"))
+    assert run_config.work_dir == str(tmp_path / "disk" / "runs" / "w")
+    assert run_config.teacher.model == str(tmp_path / "disk" / "t.keras")
+    assert run_config.evaluation.dataset == str(tmp_path / "disk" / "idx")
+
+
 def test_a_file_that_is_not_what_a_loader_reads_is_one_line(tmp_path, tiny_teacher_file):
     with pytest.raises(zscgan_tf.UserError, match="is not a generator saved by this package: it takes "
                                                   r"\(8, 8, 1\), not noise and a class label"):

@@ -21,6 +21,7 @@ from absl import flags
 from zscgan_tf import errors, start_up, stop_signals
 from zscgan_tf.config import MAX_SEED
 from zscgan_tf.errors import InUseError, UserError, first_line
+from zscgan_tf.files import system_path
 from zscgan_tf.flag_names import APPLICATION_FLAG_NAMES
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.keras_applications import KERAS_APPLICATIONS
@@ -45,15 +46,16 @@ HELP_ARGUMENTS = ("--help", "-h", "-?", "--helpshort")  # The entry point's own 
 FULL_HELP_ARGUMENTS = ("--helpfull",)  # Every flag defined in the process, by module.
 # The entry points' flags that name files or directories. A leading "~" in them is the home
 # directory: a shell expands it at the start of a word, but not after "--work_dir=", nor in a
-# flagfile, where it would otherwise make a directory named "~" in the current one.
+# flagfile, where it would otherwise make a directory named "~" in the current one. Their ".." is
+# taken where the system takes it, after a symbolic link (`files.system_path`).
 PATH_FLAG_NAMES = ("work_dir", "teacher", "teacher_weights", "teacher_cache_dir", "teacher_custom_objects",
                    "generator_from", "eval_dataset", "eval_data_dir", "eval_manual_dir", "run_dir", "student",
                    "generator", "output", "dataset", "data_dir", "teachers", "compare_to")
 
 
 def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
-    """Parses `argv` into `flag_values`, with "~" in `PATH_FLAG_NAMES` the home directory; a bad flag
-    or flagfile becomes a `UserError`."""
+    """Parses `argv` into `flag_values`, with "~" in `PATH_FLAG_NAMES` the home directory and their
+    ".." where the system takes it; a bad flag or flagfile becomes a `UserError`."""
     for path in _flagfile_paths(argv[1:]):
         path = os.path.expanduser(path)  # As absl reads it.
         if not os.path.exists(path):
@@ -87,8 +89,8 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
     for name in PATH_FLAG_NAMES:
         if name in flag_values and flag_values[name].value:
             value = flag_values[name].value
-            expanded = ([os.path.expanduser(item) for item in value] if isinstance(value, list)
-                        else os.path.expanduser(value))
+            expanded = ([system_path(os.path.expanduser(item)) for item in value] if isinstance(value, list)
+                        else system_path(os.path.expanduser(value)))
             if expanded != value:
                 flag_values[name].value = expanded
 

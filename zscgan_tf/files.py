@@ -212,17 +212,36 @@ def unusable_directory_reason(path: str) -> Optional[str]:
 
 def paths_as_strings(instance, names) -> None:
     """Turns the `os.PathLike` values (a `pathlib.Path`) of frozen dataclass `instance`'s fields
-    `names` into strings, as configs keep, compare and record paths."""
+    `names` into strings, as configs keep, compare and record paths, with their ".." as the
+    system reads them (`system_path`)."""
     for name in names:
         value = getattr(instance, name)
-        if isinstance(value, os.PathLike):
-            object.__setattr__(instance, name, os.fspath(value))
+        path = system_path(os.fspath(value) if isinstance(value, os.PathLike) else value)
+        if path is not value:
+            object.__setattr__(instance, name, path)
+
+
+def system_path(path):
+    """`path` with its ".." components where the system takes them, for every later use to agree.
+
+    The system follows a symbolic link before going up from it: "link/../runs" is the runs
+    folder beside the link's target. `os.path.abspath` and TensorFlow's file functions drop
+    "link/.." as text instead, so a run with such a work directory wrote its config in one
+    folder and its checkpoints in another. Such a path becomes the absolute path the system
+    reads; one whose text already goes where the system does is only normalized (so "q/../q1"
+    no longer makes an empty q); one without ".." (or not a string) is returned as given.
+    """
+    if not isinstance(path, str) or os.pardir not in path.split(os.sep):
+        return path
+    resolved = os.path.realpath(path)
+    lexical = os.path.normpath(path)
+    return lexical if os.path.realpath(lexical) == resolved else resolved
 
 
 def portable_path(path: str) -> str:
     """`path` made absolute when it names an existing file or directory, as a run records it, so
     that a run resumed from another directory finds it; anything else (a name, "") as given."""
-    return os.path.abspath(path) if path and os.path.exists(path) else path
+    return os.path.abspath(system_path(path)) if path and os.path.exists(path) else path
 
 
 def bytes_digest(contents: bytes) -> str:
