@@ -47,7 +47,7 @@ def test_rows_computed_with_other_settings_are_not_compared():
      "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
     (lambda path: path.write_text("[]"), "not a row cache but a JSON list"),
     (lambda path: path.mkdir(), "Is a directory"),
-    (lambda path: None, "there is none: that run did not measure this teacher")])
+    (lambda path: None, None)])
 def test_an_earlier_row_cache_that_cannot_be_read_is_named_with_why_where_the_comparison_is(tmp_path, write, problem):
     # It read as no rows: "no row there has the same settings", without a word of the file.
     (tmp_path / "earlier" / "teacher").mkdir(parents=True)
@@ -56,8 +56,11 @@ def test_an_earlier_row_cache_that_cannot_be_read_is_named_with_why_where_the_co
     current = {"fp32": {"key": "a", "result": {"label": "FP32", "top1": 0.9}}}
     comparison = benchmark_cache.compare_with_earlier(current, str(tmp_path / "earlier"), "teacher")
     assert comparison["rows"] == [] and not comparison["met"]
+    # None: there is no file, which was said as a read failure, "could not be read (there is none: …)".
     assert benchmark_report.format_reproducibility(comparison)[-1] == (
-        f"- {path} could not be read ({problem}), so no row was compared")
+        f"- {path} could not be read ({problem}), so no row was compared" if problem else
+        f"- {tmp_path / 'earlier'} did not measure the teacher 'teacher' (it has no teacher/rows.json), "
+        "so no row was compared")
     if path.is_dir():
         path.rmdir()
     path.write_text(json.dumps({"fp32": benchmark_cache.cache_entry("a", {"label": "FP32", "top1": 0.9})}))

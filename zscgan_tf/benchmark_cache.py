@@ -84,6 +84,9 @@ def compare_with_earlier(cache: dict, earlier_dir: str, teacher_name: str) -> di
     """`compare_rows` against the rows an earlier work directory `earlier_dir` cached for the
     teacher `teacher_name`, saying why they could not be read where they could not."""
     path = os.path.join(earlier_dir, teacher_name, ROWS_FILE)
+    if not os.path.lexists(path):  # Said as a file that "could not be read (there is none …)".
+        return compare_rows(cache, {}, earlier_dir, unreadable=f"{earlier_dir} did not measure the teacher "
+                            f"{teacher_name!r} (it has no {os.path.join(teacher_name, ROWS_FILE)})")
     earlier_cache, problem = read_earlier_row_cache(path)
     return compare_rows(cache, earlier_cache, earlier_dir,
                         unreadable=problem and f"{path} could not be read ({problem})")
