@@ -174,18 +174,21 @@ def test_a_work_dir_holding_a_finished_benchmark_is_refused_rather_than_measurin
         f"error: --work_dir '{work_dir}' holds checkpoints trained against another teacher ({tiny_teacher_file}) than "
         f"this one ({other_teacher}); choose another --work_dir, or leave it out (a temporary one)")
     assert sorted(os.listdir(work_dir / "logs" / "generator")) == written
-    # More steps than it holds: it resumes and measures the ones it trains.
-    more = benchmark_process(*_arguments(command), "--steps=10", "--checkpoint_every=3", f"--work_dir={work_dir}")
+    # More steps than it holds: it resumes and measures the ones it trains; here one step, a sample, whose
+    # growth read "+0.00%".
+    more = benchmark_process(*_arguments(command), "--steps=8", "--checkpoint_every=3", f"--work_dir={work_dir}")
     assert more.returncode == 0, more.stderr
-    assert "| QAT | " in more.stdout
+    for stage in ("generator", "QAT"):
+        assert re.search(rf"^\| {stage} \| [\d.]+ MiB \(step 8\) \| [\d.]+ MiB \| [\d.]+ MiB \(step 8\) "
+                         r"\| none measured \(one sample\) \|$", more.stdout, re.MULTILINE), more.stdout
     # Stopped in QAT (its checkpoints gone here), then rerun with fewer steps than its generator trained: that
     # stage trained nothing, its row said "no samples", and the exit status was 0.
     shutil.rmtree(work_dir / "distillation")
     fewer = benchmark_process(*_arguments(command), "--steps=6", "--checkpoint_every=3", f"--work_dir={work_dir}")
     assert fewer.returncode == 2 and "| generator |" not in fewer.stdout
     assert fewer.stderr.strip().splitlines()[-1] == (
-        f"error: --work_dir '{work_dir}' holds a generator trained 10 steps, more than --steps=6: it would not train, "
-        "so its memory would not be measured; pass --steps=14 or more to resume it and measure it, choose another "
+        f"error: --work_dir '{work_dir}' holds a generator trained 8 steps, more than --steps=6: it would not train, "
+        "so its memory would not be measured; pass --steps=12 or more to resume it and measure it, choose another "
         "--work_dir, or leave it out (a temporary one)")
     # A directory of an earlier version records nothing: resumed against another teacher, its restore fails on the
     # shapes, and a record made then named that teacher, refusing the right one on the next run.

@@ -73,9 +73,10 @@ def _row(stage: str, samples) -> str:
         return (f"| {stage} | no samples (no step after the warm-up ran: fewer steps than it, or resumed past it) "
                 "| | | |")
     values = [rss for _, rss in samples]
-    growth = 100 * (values[-1] - values[0]) / values[0]
+    # One sample, of a stage resumed near its end, measures no growth: it read "+0.00%".
+    growth = f"{100 * (values[-1] - values[0]) / values[0]:+.2f}%" if len(values) > 1 else "none measured (one sample)"
     return (f"| {stage} | {values[0] / MEBIBYTE:.1f} MiB (step {samples[0][0]}) | {max(values) / MEBIBYTE:.1f} MiB "
-            f"| {values[-1] / MEBIBYTE:.1f} MiB (step {samples[-1][0]}) | {growth:+.2f}% |")
+            f"| {values[-1] / MEBIBYTE:.1f} MiB (step {samples[-1][0]}) | {growth} |")
 
 
 # What the directories of tools/benchmark.py hold (its work directory, a teacher's in it), and a run's generator
