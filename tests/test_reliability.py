@@ -403,6 +403,41 @@ def test_a_file_or_directory_in_the_way_of_a_write_is_one_line_and_exit_4(tmp_pa
         "rerun the same command: what was written before stays (a run resumes from its last checkpoint)")
 
 
+def test_an_events_file_that_lost_records_stops_the_run_before_its_checkpoint_and_a_rerun_resumes(
+        tmp_path, tiny_teacher_file, capsys, monkeypatch):
+    # TensorFlow's events writer ignores a write that fails, and its flush succeeds once space is back: a disk full
+    # for a few seconds of a real run cut records out of its events file, and the run ended with status 0.
+    import tensorflow as tf
+
+    scalar = tf.summary.scalar
+
+    def losing_step_4(name, data, **kwargs):
+        if name.startswith("generator/") and tf.summary.experimental.get_step() == 4:
+            return True  # Taken, and lost as TensorFlow's writer loses it.
+        return scalar(name, data, **kwargs)
+
+    work_dir = tmp_path / "run"
+    arguments = _tiny_arguments(tiny_teacher_file, work_dir, generator_steps=4, distillation_steps=0)
+    monkeypatch.setattr(tf.summary, "scalar", losing_step_4)
+    assert train.main(["train", *arguments]) == cli.STORAGE_FULL_STATUS
+    from zscgan_tf.event_file import records_in
+
+    (events,) = (work_dir / "logs" / "generator").glob("events.out.tfevents.*")
+    error = capsys.readouterr().err.strip()
+    found = re.fullmatch(re.escape(f"error: TensorBoard's events file {events} holds ") + r"(\d+) of the (\d+) "
+                         + re.escape("records written to it, though TensorFlow's writer raised no error (it ignores "
+                                     "a write that fails: a full disk, most often); free some space and rerun the "
+                                     "same command: what was written before stays (a run resumes from its last "
+                                     "checkpoint)"), error)
+    assert found and int(found[1]) == records_in(str(events)) < int(found[2]), error
+    assert _checkpoint_steps(work_dir / "generator" / "checkpoints") == [2]  # Not step 4's, whose records are lost.
+    monkeypatch.undo()
+    assert train.main(["train", *arguments]) == 0
+    assert "generator: resuming at step 2 of 4" in capsys.readouterr().out
+    events.write_bytes(events.read_bytes()[:-3])  # Cut inside its last record.
+    assert records_in(str(events)) is None
+
+
 def test_a_work_directory_in_use_by_another_run_is_refused(tmp_path, tiny_teacher_file, capsys, monkeypatch):
     work_dir = tmp_path / "run"
     work_dir.mkdir()

@@ -91,7 +91,7 @@ def test_the_summary_gives_the_speed_after_the_first_step_apart(tmp_path, monkey
     schedule = dataclasses.replace(schedule, steps=20, image_every=13)
     summary = training_loop.run(step, counter, tf.train.Checkpoint(step=counter), str(tmp_path), schedule, "test",
                                 checked_terms=["loss"], image_fn=slow_first_grid, progress=False,
-                                summary_writer=tf.summary.create_file_writer(str(tmp_path / "logs")))
+                                log_dir=str(tmp_path / "logs"))
     assert (summary.first_step_seconds, summary.steady_samples_per_second) == (51.0, pytest.approx(7 * 8 / 7))
 
 

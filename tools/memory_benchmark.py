@@ -24,7 +24,6 @@ if REPO_ROOT not in sys.path:
 
 import zscgan_tf  # noqa: F401,E402  Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
 import psutil  # noqa: E402
-import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 from absl import flags  # noqa: E402
 
@@ -217,8 +216,8 @@ def _measure(work_dir: str, teacher: teachers.Teacher):
     trainer.train_step = generator_sampler  # The loop calls `trainer.train_step()` at every step.
     print(f"generator: {FLAGS.steps} steps of {FLAGS.batch_size} against {teacher.name}, work dir {work_dir}",
           flush=True)
-    logs = tf.summary.create_file_writer(os.path.join(work_dir, run_state.LOGS_DIR, run_state.GENERATOR_DIR))
-    trainer.train(os.path.join(work_dir, run_state.GENERATOR_DIR), summary_writer=logs)
+    trainer.train(os.path.join(work_dir, run_state.GENERATOR_DIR),
+                  log_dir=os.path.join(work_dir, run_state.LOGS_DIR, run_state.GENERATOR_DIR))
     print(_row("generator", generator_sampler.samples), flush=True)  # Kept if QAT is stopped early.
 
     quantization = config_lib.QuantizationConfig()
@@ -234,8 +233,8 @@ def _measure(work_dir: str, teacher: teachers.Teacher):
     distiller.train_step = distillation_sampler
     print(f"distillation: {FLAGS.steps} QAT steps of {FLAGS.batch_size}", flush=True)
     distillation_dir = quantization_stages.DISTILLATION_DIR
-    logs = tf.summary.create_file_writer(os.path.join(work_dir, run_state.LOGS_DIR, distillation_dir))
-    distiller.train(os.path.join(work_dir, distillation_dir), summary_writer=logs)
+    distiller.train(os.path.join(work_dir, distillation_dir),
+                    log_dir=os.path.join(work_dir, run_state.LOGS_DIR, distillation_dir))
 
     print("\n".join([
         f"Resident memory, sampled every {FLAGS.sample_every} steps after {FLAGS.warmup_steps} warm-up steps:", "",

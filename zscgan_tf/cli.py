@@ -176,10 +176,10 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
     Returns:
       0 on success or after help (or the status `body` returned), `USER_ERROR_STATUS` for bad
       input, `IN_USE_STATUS` for a directory another process holds, `NUMERICAL_FAULT_STATUS`
-      for a NaN/Inf loss, `STORAGE_FULL_STATUS` for a full disk or a file operation the system
-      refuses, `OUT_OF_MEMORY_STATUS` for a failed allocation, `INTERRUPTED_STATUS` for Ctrl-C,
-      `TERMINATED_STATUS` for SIGTERM, 129 for SIGHUP and 141 for a closed output (which stop a
-      command as Ctrl-C does: `stop_signals`).
+      for a NaN/Inf loss, `STORAGE_FULL_STATUS` for a full disk, a file operation the system
+      refuses or a file that lost writes no one reported, `OUT_OF_MEMORY_STATUS` for a failed
+      allocation, `INTERRUPTED_STATUS` for Ctrl-C, `TERMINATED_STATUS` for SIGTERM, 129 for
+      SIGHUP and 141 for a closed output (which stop a command as Ctrl-C does: `stop_signals`).
     """
     start_up.command_started()
     verbose = "--verbose" in argv
@@ -232,6 +232,8 @@ def run_command(flag_values: flags.FlagValues, argv: Sequence[str], body: Callab
         if errors.is_storage_full(error):
             return report("error", f"the disk is full{_file_being_written(error)}; free some space and rerun the "
                           f"same command: {kept}", STORAGE_FULL_STATUS)
+        if isinstance(error, errors.LostWritesError):
+            return report("error", f"{error}; free some space and rerun the same command: {kept}", STORAGE_FULL_STATUS)
         if errors.is_path_in_the_way(error):
             return report("error", f"a file is where a directory belongs, or a directory where a file belongs: "
                           f"{first_line(error)}; move it aside and rerun the same command: {kept}", STORAGE_FULL_STATUS)

@@ -316,7 +316,7 @@ class Distiller:
         """One compiled student update; returns its loss terms as floats."""
         return {name: float(value) for name, value in self._train_step().items()}
 
-    def train(self, work_dir: str, progress: bool = True, summary_writer=None,
+    def train(self, work_dir: str, progress: bool = True, log_dir: Optional[str] = None,
               after_restore: Optional[Callable[[], None]] = None) -> training_loop.TrainingSummary:
         """Distills up to `config.steps`, resuming from `work_dir`'s checkpoint if any (then
         `after_restore()`, before the first step: `training_loop.run`)."""
@@ -325,5 +325,5 @@ class Distiller:
                                               samples_per_step=self.config.batch_size)
         return training_loop.run(lambda: self.train_step(), self.step, self.checkpoint, work_dir, schedule,
                                  name="distillation", checked_terms=LOSS_TERMS, progress_terms=PROGRESS_TERMS,
-                                 summary_writer=summary_writer, progress=progress, after_restore=after_restore,
+                                 log_dir=log_dir, progress=progress, after_restore=after_restore,
                                  checked_weights=self.student.weights)

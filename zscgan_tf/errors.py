@@ -4,9 +4,9 @@ how the system's own failures a user can meet are told apart (`is_storage_full`,
 
 Entry points (`cli.run_command`) print a `UserError` as a single line and exit with status 2,
 or 75 for an `InUseError`. The other failures a user can meet are one line too, with their
-own status: a loss that is not finite (3), a full disk or a file operation the system refuses
-(4), memory running out (5) and a stop by a signal (130, 143, 129, 141). Any other exception
-is a defect and keeps its traceback.
+own status: a loss that is not finite (3), a full disk, a file operation the system refuses or
+a file that lost writes no one reported (`LostWritesError`) (4), memory running out (5) and a
+stop by a signal (130, 143, 129, 141). Any other exception is a defect and keeps its traceback.
 """
 
 import errno
@@ -16,6 +16,11 @@ import re
 
 class UserError(Exception):
     """Bad input from the user: a flag, a file, a model or a dataset."""
+
+
+class LostWritesError(Exception):
+    """A file a library wrote lacks what it was given, though the library reported no failed
+    write (TensorBoard's events file: `event_file`); a full disk, most often."""
 
 
 class InUseError(UserError):

@@ -18,7 +18,6 @@ Work directory files added here:
 import os
 import shutil
 
-import tensorflow as tf
 import tf_keras
 
 from zscgan_tf import config as config_lib
@@ -170,7 +169,6 @@ def run(run_config: config_lib.RunConfig, teacher: teachers.Teacher, state: dict
             continue
         trainer = zero_shot.GeneratorTrainer(teacher, generator, run_config.loss, run_config.generator_training,
                                              seed=seed)
-        writer = tf.summary.create_file_writer(os.path.join(work_dir, LOGS_DIR, os.path.basename(member_dir)))
 
         def grid(generator=generator):
             return zero_shot.sample_grid(generator, teacher, run_config.evaluation.grid_samples_per_class,
@@ -182,7 +180,8 @@ def run(run_config: config_lib.RunConfig, teacher: teachers.Teacher, state: dict
             say(f"generator{which}: training {count_of(steps, 'step')} of "
                 f"{run_config.generator_training.batch_size} samples against {teacher.name} "
                 f"({generator.count_params():,} generator parameters)")
-        summaries.append(trainer.train(member_dir, progress=progress, summary_writer=writer,
+        summaries.append(trainer.train(member_dir, progress=progress,
+                                       log_dir=os.path.join(work_dir, LOGS_DIR, os.path.basename(member_dir)),
                                        sample_grid_fn=grid).to_dict())
         members.append(generator)
     zero_shot.check_teacher_unchanged(teacher, teacher_weights, "generator training")

@@ -375,10 +375,10 @@ def distillation_stage(run_config: RunConfig, teacher: Teacher, generator, calib
             f"{'is' if len(distiller.weight_clusters) == 1 else 'are'} clustered (at most {most} distinct values "
             "each); their clusters stay tied")
     teacher_weights = teacher.model.get_weights()
-    writer = tf.summary.create_file_writer(os.path.join(work_dir, LOGS_DIR, DISTILLATION_DIR))
     # A checkpoint from before the input's range covered every pixel level restores the narrower one: widened
     # again before the steps that resume from it (TF-MOT's input quantizer only widens it further).
-    summary = distiller.train(os.path.join(work_dir, DISTILLATION_DIR), progress=progress, summary_writer=writer,
+    summary = distiller.train(os.path.join(work_dir, DISTILLATION_DIR), progress=progress,
+                              log_dir=os.path.join(work_dir, LOGS_DIR, DISTILLATION_DIR),
                               after_restore=lambda: quantizer_ranges.cover_model_input_range(
                                   student, *teacher.input_range()))
     zero_shot.check_teacher_unchanged(teacher, teacher_weights, "quantization-aware training")

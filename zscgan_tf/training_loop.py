@@ -2,7 +2,8 @@
 
 It runs a compiled step until a step counter reaches its target, and on the way keeps
 a `tf.train.Checkpoint` (models, optimizers, random streams, the counter), a JSON loss
-history, TensorBoard scalars, and a progress line. It stops cleanly on a NaN or Inf
+history, TensorBoard scalars (in an events file checked to hold them all before each
+checkpoint: `event_file`), and a progress line. It stops cleanly on a NaN or Inf
 loss (keeping the last good checkpoint) and on Ctrl-C, SIGTERM, SIGHUP or output no one
 reads any more (saving one first; `stop_signals`).
 
@@ -26,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from zscgan_tf.errors import UserError, first_line
+from zscgan_tf.event_file import EventFile
 from zscgan_tf.files import read_json, write_json_atomic
 from zscgan_tf.progress import ProgressBar, format_duration
 from zscgan_tf.stop_signals import how_stopped, is_stop, stop_signal_of, stops_between_steps
@@ -131,7 +133,7 @@ def idle_session_summary(steps: int, recorded: dict) -> dict:
 
 def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, checkpoint: tf.train.Checkpoint,
         work_dir: str, schedule: LoopSchedule, name: str, checked_terms: Sequence[str],
-        progress_terms: Sequence[str] = (), summary_writer=None,
+        progress_terms: Sequence[str] = (), log_dir: Optional[str] = None,
         image_fn: Optional[Callable[[], np.ndarray]] = None, progress: bool = True,
         after_restore: Optional[Callable[[], None]] = None, checked_weights: Sequence[tf.Variable] = (),
         checked_outputs: Optional[Callable[[], tf.Tensor]] = None) -> TrainingSummary:
@@ -146,7 +148,7 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
       name: prefix of TensorBoard tags and of the progress line.
       checked_terms: loss terms that stop training when not finite.
       progress_terms: terms shown in the progress line.
-      summary_writer: optional `tf.summary` writer.
+      log_dir: optional directory of TensorBoard's scalars and images, in an events file of this session's.
       image_fn: optional `callable()` -> uint8 image (H, W, C) for TensorBoard.
       progress: show a progress line.
       after_restore: called once the latest checkpoint is restored (or none was), before the first step:
@@ -160,6 +162,8 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
     Raises:
       NonFiniteLossError: if a checked term or weight becomes NaN or Inf.
       TrainingInterrupted: on Ctrl-C, SIGTERM, SIGHUP or a closed output, after saving a checkpoint.
+      LostWritesError: if the events file lacks records written to it, found before a checkpoint, which is
+        then not saved: a rerun resumes from the one before and writes them again.
       UserError: if no checkpoint there can be read, or its state file names checkpoints
         outside the directory (`check_checkpoints_inside`).
     """
@@ -177,10 +181,13 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
     bar = ProgressBar(schedule.steps, name, start_step, schedule.samples_per_step) if progress else None
     wall_time_path = os.path.join(work_dir, WALL_TIME_FILE)
     earlier_seconds = earlier_wall_seconds(wall_time_path, start_step)
+    events = EventFile(log_dir) if log_dir else None
     started = time.monotonic()
     first_step_seconds = None
 
     def save(step):
+        if events is not None:
+            events.check()
         try:
             manager.save(checkpoint_number=step)
         except BaseException:
@@ -196,7 +203,7 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
                 values = step_fn()
                 step = int(step_counter.numpy())
                 _check_finite(values, checked_terms, name, step, manager)
-                _record(step, values, schedule, name, history, summary_writer, image_fn)
+                _record(step, values, schedule, name, history, events, image_fn)
                 if step % schedule.checkpoint_every == 0 or step == schedule.steps:
                     not_finite = _not_finite(checked_weights, checked_outputs)
                     if not_finite:
@@ -223,8 +230,8 @@ def run(step_fn: Callable[[], Dict[str, float]], step_counter: tf.Variable, chec
         finally:
             if bar:
                 bar.close()
-            if summary_writer is not None:
-                summary_writer.flush()
+            if events is not None:
+                events.writer.close()
     wall_seconds = time.monotonic() - started
     new_steps = schedule.steps - start_step
     if not history:  # Lost (deleted or damaged) with nothing left to train: its loss terms are gone with it.
@@ -271,21 +278,21 @@ def _not_finite(weights: Sequence[tf.Variable], outputs: Optional[Callable[[], t
     return ""
 
 
-def _record(step: int, values: Dict[str, float], schedule: LoopSchedule, name: str, history: list, summary_writer,
-            image_fn: Optional[Callable[[], np.ndarray]]) -> None:
+def _record(step: int, values: Dict[str, float], schedule: LoopSchedule, name: str, history: list,
+            events: Optional[EventFile], image_fn: Optional[Callable[[], np.ndarray]]) -> None:
     """Appends the loss terms of the steps `schedule` logs (the first, every `log_every`, the
     last) to `history` and TensorBoard, and sample images every `image_every` steps and at the last."""
     last_step = step == schedule.steps
     if step == 1 or step % schedule.log_every == 0 or last_step:
         history.append({"step": step, **values})
-        if summary_writer is not None:
-            with summary_writer.as_default(step=step):
+        if events is not None:
+            with events.writer.as_default(step=step):
                 for term, value in values.items():
-                    tf.summary.scalar(f"{name}/{term}", value)
-    if summary_writer is not None and image_fn is not None and schedule.image_every and (
+                    events.add(tf.summary.scalar(f"{name}/{term}", value))
+    if events is not None and image_fn is not None and schedule.image_every and (
             step % schedule.image_every == 0 or last_step):
-        with summary_writer.as_default(step=step):
-            tf.summary.image(f"{name}/samples", for_tensorboard(image_fn())[np.newaxis])
+        with events.writer.as_default(step=step):
+            events.add(tf.summary.image(f"{name}/samples", for_tensorboard(image_fn())[np.newaxis]))
 
 
 def earlier_wall_seconds(path: str, start_step: int) -> Optional[float]:

@@ -9,7 +9,7 @@ Only the generator's variables are ever updated; the teacher is called with
 
 import dataclasses
 import math
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -127,19 +127,20 @@ class GeneratorTrainer:
         """The same update run eagerly, op by op: the plain implementation speed is measured against."""
         return {name: float(value) for name, value in self.update_step().items()}
 
-    def train(self, work_dir: str, progress: bool = True, summary_writer=None,
+    def train(self, work_dir: str, progress: bool = True, log_dir: Optional[str] = None,
               sample_grid_fn=None) -> training_loop.TrainingSummary:
         """Trains up to `training_config.steps`, resuming from `work_dir`'s checkpoint if any.
 
         Args:
           work_dir: holds `checkpoints/` and the loss history.
           progress: show a progress line.
-          summary_writer: optional `tf.summary` writer for scalars and images.
+          log_dir: optional directory of TensorBoard's scalars and images.
           sample_grid_fn: optional `callable()` -> uint8 grid image (H, W, C) for TensorBoard.
 
         Raises:
           NonFiniteLossError: if a loss term becomes NaN or Inf (last good checkpoint kept).
           TrainingInterrupted: on Ctrl-C, SIGTERM, SIGHUP or a closed output, after saving a checkpoint.
+          LostWritesError: if the events file in `log_dir` lost records (`training_loop.run`).
           UserError: if no checkpoint there can be read, or its state file names checkpoints
             outside the directory (`training_loop.run`).
         """
@@ -149,7 +150,7 @@ class GeneratorTrainer:
                                               samples_per_step=config.batch_size)
         return training_loop.run(lambda: self.train_step(), self.step, self.checkpoint, work_dir, schedule,
                                  name="generator", checked_terms=LOSS_TERMS, progress_terms=PROGRESS_TERMS,
-                                 summary_writer=summary_writer, image_fn=sample_grid_fn, progress=progress,
+                                 log_dir=log_dir, image_fn=sample_grid_fn, progress=progress,
                                  checked_weights=self.generator.weights, checked_outputs=self._samples_to_check)
 
     def _samples_to_check(self) -> tf.Tensor:
