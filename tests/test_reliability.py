@@ -438,6 +438,24 @@ def test_an_events_file_that_lost_records_stops_the_run_before_its_checkpoint_an
     assert records_in(str(events)) is None
 
 
+def test_an_events_file_is_a_loss_only_where_it_holds_fewer_records_than_it_was_given(tmp_path):
+    import tensorflow as tf
+
+    from zscgan_tf.errors import LostWritesError
+    from zscgan_tf.event_file import EventFile
+
+    events = EventFile(str(tmp_path))
+    with events.writer.as_default(step=1):
+        events.add(tf.summary.scalar("counted", 1.0))
+        tf.summary.scalar("not_counted", 2.0)  # As a record TensorFlow would write of its own: not a loss.
+    events.check()
+    events.add(True)
+    events.add(True)  # Two taken and lost: the file holds 3 of 4.
+    with pytest.raises(LostWritesError, match=r"holds 3 of the 4 records written to it"):
+        events.check()
+    events.writer.close()
+
+
 def test_a_work_directory_in_use_by_another_run_is_refused(tmp_path, tiny_teacher_file, capsys, monkeypatch):
     work_dir = tmp_path / "run"
     work_dir.mkdir()
