@@ -441,6 +441,27 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_calibration(run_
         assert "distilled" not in result.stdout  # Refused before the distilled inputs were made.
 
 
+def test_an_output_folder_the_command_made_goes_again_when_the_disk_is_full(run_dir, tmp_path):
+    # A real full disk (a tmpfs): --output=<new folder>/x.tflite stopped with one line and exit 4, and left the empty
+    # folder it had made. A full disk fails the write's fsync here, in a process of its own.
+    _, teacher_path = run_dir
+    (tmp_path / "exports").mkdir()  # There before: it stays, empty as it was.
+    output = tmp_path / "exports" / "new" / "deeper" / "x.tflite"
+    on_a_full_disk = ("import errno, os, sys\n"
+                      "def disk_full(descriptor):\n"
+                      "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
+                      "os.fsync = disk_full\n"
+                      f"sys.path.insert(0, {os.path.join(REPO_ROOT, 'tools')!r})\n"
+                      "import convert\n"
+                      "sys.exit(convert.main(['convert.py', *sys.argv[1:]]))\n")
+    result = subprocess.run([sys.executable, "-c", on_a_full_disk, f"--teacher={teacher_path}", "--mode=float",
+                             f"--output={output}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (f"error: the disk is full (writing {output}); free some space "
+                                                      "and rerun the same command: what was written before stays")
+    assert os.listdir(tmp_path / "exports") == []
+
+
 def test_an_output_that_would_replace_a_file_other_than_a_tflite_model_is_refused(run_dir, tmp_path, convert):
     # The model converted, or a run's config, was replaced by the .tflite without a word.
     work_dir, teacher_path = run_dir

@@ -188,6 +188,33 @@ def test_write_bytes_atomic_creates_missing_directories_and_keeps_the_umask(tmp_
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
+@pytest.mark.parametrize("writer", ["bytes", "model"])
+def test_a_failed_write_removes_the_directories_it_made_and_no_other(tmp_path, monkeypatch, writer):
+    # A real full disk (a tmpfs): a run's first evaluation save left an empty evaluation/, and
+    # tools/convert.py --output=new/x.tflite an empty new/.
+    import errno
+
+    def disk_full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def write(path):
+        if writer == "bytes":
+            files.write_bytes_atomic(str(path), b"data")
+        else:
+            files.save_keras_model_atomic(tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(1)]),
+                                          str(path.with_suffix(".keras")))
+
+    monkeypatch.setattr(files.os, "fsync", disk_full)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("the user's")
+    for path in (tmp_path / "new" / "deeper" / "model", tmp_path / "empty" / "model", tmp_path / "kept" / "model"):
+        with pytest.raises(OSError, match="No space left on device"):
+            write(path)
+    assert sorted(os.listdir(tmp_path)) == ["empty", "kept"]  # A folder that was there stays, empty or not.
+    assert os.listdir(tmp_path / "empty") == [] and os.listdir(tmp_path / "kept") == ["notes.txt"]
+
+
 def test_strict_json_values_are_what_strict_parsers_read_back():
     # A teacher sidecar's "metrics" of NaN reached report.json as NaN, which browsers and strict parsers refuse.
     values = {"metrics": {"test_accuracy": float("nan"), "note": float("inf")}, "shape": (8, 8, 1), "top1": 0.5}

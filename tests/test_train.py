@@ -1971,6 +1971,41 @@ def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_pat
     assert len(chunks) == 2
 
 
+def test_an_evaluation_whose_first_save_meets_a_full_disk_leaves_no_evaluation_folder(tmp_path, monkeypatch):
+    # A real full disk (a tmpfs): the run stopped with one line and exit 4, and left an empty evaluation/ behind.
+    from conftest import quadrant_images, tiny_teacher
+    from zscgan_tf import evaluation_progress, files
+
+    teacher = tiny_teacher()
+    pixels, labels = quadrant_images(2, seed=3)
+    dataset = labeled_images.LabeledImages(images=np.round(pixels).astype(np.uint8), labels=labels, num_classes=4,
+                                           name="q")
+    path = str(tmp_path / "ptq_int8.tflite")
+    export.convert_to_tflite(teacher.model, representative_data.representative_dataset_from_array(
+        teacher.preprocessing.apply(dataset.images)), output_path=path)
+    config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
+    save = evaluation_progress.save
+
+    def disk_full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def saved_on_a_full_disk(*args):
+        with monkeypatch.context() as full:
+            full.setattr(files.os, "fsync", disk_full)
+            save(*args)
+
+    monkeypatch.setattr(evaluation_progress, "save", saved_on_a_full_disk)
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, dataset)
+    assert raised.value.filename == str(tmp_path / evaluation_progress.PREDICTIONS_FILE)
+    assert sorted(os.listdir(tmp_path)) == ["ptq_int8.tflite"]
+    # One an earlier run made stays, as it was.
+    (tmp_path / "evaluation").mkdir()
+    with pytest.raises(OSError, match="No space left on device"):
+        evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, dataset)
+    assert os.listdir(tmp_path / "evaluation") == []
+
+
 def test_a_student_saved_or_checkpointed_with_a_narrower_input_range_comes_back_covering_every_pixel(tmp_path):
     import tensorflow as tf
     from conftest import tiny_teacher

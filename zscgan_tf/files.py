@@ -3,8 +3,9 @@
 Each writer writes a temporary file in the destination's directory, flushes it to
 disk and renames it over the destination; a crash leaves at most a stray temporary
 file that no stage reads, named with the writer's process id, which the next process to
-take the directory's lock removes. `exclusive_use` keeps a second process from working
-in a directory (a run started twice) while the first does.
+take the directory's lock removes. A folder a writer made for its output goes again, if
+empty, when the write fails (a full disk). `exclusive_use` keeps a second process from
+working in a directory (a run started twice) while the first does.
 """
 
 import contextlib
@@ -68,6 +69,27 @@ def _sync_directory(directory: str) -> None:
         os.close(descriptor)
 
 
+@contextlib.contextmanager
+def _directory_for_output(directory: str):
+    """Creates `directory`, and the folders above it that are missing, for the block that writes an
+    output there; when the block fails, those it created and left empty go again (a full disk left an
+    empty `evaluation/` in a run, and `--output=new/model.tflite` an empty `new/`). A folder that
+    existed before stays, and so does one that another writer has put a file in meanwhile."""
+    created = []
+    missing = os.path.abspath(directory)
+    while not os.path.exists(missing) and not os.path.islink(missing):
+        created.append(missing)  # Deepest first, the order they are removed in.
+        missing = os.path.dirname(missing)
+    os.makedirs(directory, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            with contextlib.suppress(OSError):  # Not empty (rmdir refuses), or gone.
+                os.rmdir(folder)
+        raise
+
+
 def write_bytes_atomic(path: str, data: bytes) -> str:
     """Writes `data` to `path` atomically and returns `path` (a symbolic link's target: the
     link stays).
@@ -79,28 +101,28 @@ def write_bytes_atomic(path: str, data: bytes) -> str:
     """
     target = os.path.realpath(path) if os.path.islink(path) else path
     directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, exist_ok=True)
-    try:
-        handle, temporary_path = tempfile.mkstemp(prefix=temporary_prefix(), dir=directory)
-    except OSError as error:
-        error.filename = path
-        raise
-    try:
-        with os.fdopen(handle, "wb") as temporary_file:
-            temporary_file.write(data)
-            temporary_file.flush()
-            os.fsync(temporary_file.fileno())
-        os.chmod(temporary_path, _DEFAULT_FILE_MODE & ~_current_umask())
-        os.replace(temporary_path, target)
-        _sync_directory(directory)
-    except BaseException as error:
-        if os.path.exists(temporary_path):
-            os.remove(temporary_path)
-        if isinstance(error, OSError) and error.filename is None:
+    with _directory_for_output(directory):
+        try:
+            handle, temporary_path = tempfile.mkstemp(prefix=temporary_prefix(), dir=directory)
+        except OSError as error:
             error.filename = path
-        elif isinstance(error, OSError) and error.filename == temporary_path:  # os.replace's "<temporary> -> <path>".
-            raise OSError(error.errno, error.strerror, path) from error
-        raise
+            raise
+        try:
+            with os.fdopen(handle, "wb") as temporary_file:
+                temporary_file.write(data)
+                temporary_file.flush()
+                os.fsync(temporary_file.fileno())
+            os.chmod(temporary_path, _DEFAULT_FILE_MODE & ~_current_umask())
+            os.replace(temporary_path, target)
+            _sync_directory(directory)
+        except BaseException as error:
+            if os.path.exists(temporary_path):
+                os.remove(temporary_path)
+            if isinstance(error, OSError) and error.filename is None:
+                error.filename = path
+            elif isinstance(error, OSError) and error.filename == temporary_path:  # os.replace's "<temp> -> <path>".
+                raise OSError(error.errno, error.strerror, path) from error
+            raise
     return path
 
 
@@ -170,24 +192,24 @@ def save_keras_model_atomic(model, path: str) -> str:
         raise ValueError(f"expected a .keras or .h5 path, got {path!r}")
     target = os.path.realpath(path) if os.path.islink(path) else path
     directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, exist_ok=True)
-    temporary_path = os.path.join(directory, f"{temporary_prefix()}{os.path.basename(path)}")
-    try:
-        with warnings.catch_warnings(), _tensorflow_warnings_off():
-            # HDF5 on purpose: a TF-MOT model saved as `.keras` does not load back.
-            warnings.filterwarnings("ignore", message=_HDF5_LEGACY_WARNING)
-            model.save(temporary_path)
-        with open(temporary_path, "rb") as saved:  # On disk before the rename, as write_bytes_atomic's files are.
-            os.fsync(saved.fileno())
-        os.replace(temporary_path, target)
-        _sync_directory(directory)
-    except OSError as error:
-        if error.filename is None or error.filename == temporary_path:
-            error.filename = path
-        raise
-    finally:
-        if os.path.exists(temporary_path):
-            os.remove(temporary_path)
+    with _directory_for_output(directory):
+        temporary_path = os.path.join(directory, f"{temporary_prefix()}{os.path.basename(path)}")
+        try:
+            with warnings.catch_warnings(), _tensorflow_warnings_off():
+                # HDF5 on purpose: a TF-MOT model saved as `.keras` does not load back.
+                warnings.filterwarnings("ignore", message=_HDF5_LEGACY_WARNING)
+                model.save(temporary_path)
+            with open(temporary_path, "rb") as saved:  # On disk before the rename, as write_bytes_atomic's files are.
+                os.fsync(saved.fileno())
+            os.replace(temporary_path, target)
+            _sync_directory(directory)
+        except OSError as error:
+            if error.filename is None or error.filename == temporary_path:
+                error.filename = path
+            raise
+        finally:
+            if os.path.exists(temporary_path):
+                os.remove(temporary_path)
     return path
 
 
