@@ -1105,6 +1105,23 @@ def test_run_saved_before_a_setting_existed_still_resumes(tmp_path, finished_run
     assert "different config (loss.mode_seeking)" in capsys.readouterr().err
 
 
+def test_a_rerun_leaves_an_unchanged_config_json_as_it_is_and_writes_one_that_lacks_a_setting(
+        tmp_path, finished_run, tiny_teacher_file, capsys):
+    # A real full disk (a tmpfs): a rerun rewrote its unchanged config.json first, and stopped there, on a disk still
+    # full, before resuming anything.
+    work_dir, _ = _run_saved_without(tmp_path, finished_run, tiny_teacher_file, "loss", "mode_seeking")
+    flagfile = f"--flagfile={_flagfile(tmp_path, tiny_teacher_file, work_dir)}"
+    assert train.main(["train", flagfile]) == 0  # Written with the setting, as a run of this version saves it.
+    config_path = work_dir / "config.json"
+    saved = config_path.read_bytes()
+    assert "mode_seeking" in json.loads(saved)["loss"]
+    os.utime(config_path, ns=(1, 1))
+    capsys.readouterr()
+    assert train.main(["train", flagfile]) == 0
+    assert "already trained" in capsys.readouterr().out
+    assert config_path.read_bytes() == saved and config_path.stat().st_mtime_ns == 1
+
+
 @pytest.mark.parametrize("name, value_before, flag", [("blur_sigma", 0.0, "--generator_blur_sigma=1")])
 def test_run_saved_before_a_generator_setting_existed_reads_as_run_without_it(tmp_path, finished_run,
                                                                               tiny_teacher_file, capsys, name,

@@ -145,8 +145,27 @@ def write_text_atomic(path: str, text: str) -> str:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def _json_text(values) -> str:
+    return json.dumps(values, indent=2, sort_keys=True) + "\n"
+
+
 def write_json_atomic(path: str, values) -> str:
-    return write_text_atomic(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
+    return write_text_atomic(path, _json_text(values))
+
+
+def write_json_if_changed(path: str, values) -> str:
+    """`write_json_atomic`, unless `path` holds those very bytes already: then it is left as it
+    is, its time too (a rerun rewrote its unchanged config.json, and on a disk still full failed
+    there before resuming anything). A file that differs, such as a config an earlier version
+    saved without a newer setting, is written."""
+    data = _json_text(values).encode("utf-8")
+    try:
+        with open(path, "rb") as existing:
+            if existing.read(len(data) + 1) == data:
+                return path
+    except OSError:  # Missing or unreadable: written.
+        pass
+    return write_bytes_atomic(path, data)
 
 
 def strict_json_values(values):

@@ -34,7 +34,7 @@ from zscgan_tf import (evaluation_progress, evaluation_stage, generator_reuse, g
                        quantization_stages, run_report, seeds, start_up, teachers, training_loop, zero_shot)
 from zscgan_tf.errors import UserError
 from zscgan_tf.files import (check_not_in_use, exclusive_use, file_digest, read_json, strict_json_values,
-                             unusable_directory_reason, write_json_atomic, write_text_atomic)
+                             unusable_directory_reason, write_json_atomic, write_json_if_changed, write_text_atomic)
 from zscgan_tf.labeled_images import LabeledImages
 from zscgan_tf.progress import count_of, say
 from zscgan_tf.run_state import (GENERATED_SAMPLES_KEY, GENERATOR_DIR, GENERATOR_FROM_KEY, GENERATOR_MODEL_FILE,
@@ -141,13 +141,15 @@ def record_config(run_config: config_lib.RunConfig, same_teacher: bool = False):
 
     A config saved by a run that failed before any stage produced output binds nothing.
     With `same_teacher` (the teacher's fingerprint is the one the directory recorded),
-    its files may have moved.
+    its files may have moved. A saved config this one would write byte for byte is left
+    as it is (`write_json_if_changed`).
     """
     if not _holds_any(run_config.work_dir, *STAGE_OUTPUTS):
         config_path = os.path.join(run_config.work_dir, config_lib.CONFIG_FILE)
         if os.path.exists(config_path):
             os.remove(config_path)
-    config_changes.save_or_check(run_config, write_json_atomic, same_teacher, *_what_binds_the_config(run_config))
+    config_changes.save_or_check(run_config, write_json_if_changed, same_teacher,
+                                 *_what_binds_the_config(run_config))
 
 
 def check_config_unchanged(run_config: config_lib.RunConfig, teacher: teachers.Teacher, fingerprint: str):
