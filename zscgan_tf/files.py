@@ -70,24 +70,32 @@ def _sync_directory(directory: str) -> None:
 
 
 @contextlib.contextmanager
-def _directory_for_output(directory: str):
-    """Creates `directory`, and the folders above it that are missing, for the block that writes an
-    output there; when the block fails, those it created and left empty go again (a full disk left an
-    empty `evaluation/` in a run, and `--output=new/model.tflite` an empty `new/`). A folder that
-    existed before stays, and so does one that another writer has put a file in meanwhile."""
-    created = []
-    missing = os.path.abspath(directory)
-    while not os.path.exists(missing) and not os.path.islink(missing):
-        created.append(missing)  # Deepest first, the order they are removed in.
-        missing = os.path.dirname(missing)
-    os.makedirs(directory, exist_ok=True)
+def new_folders_removed_on_failure(folders):
+    """Removes those of `folders` that did not exist before the block and are empty after it,
+    deepest first, where the block fails: a folder made for what could not be written is not
+    left behind (a full disk left an empty `evaluation/` in a run, `--output=new/model.tflite` an
+    empty `new/`, a refused TFDS download `downloads/extracted`). A folder that existed before
+    stays, and so does one that another writer has put a file in meanwhile."""
+    made = [folder for folder in folders if not os.path.lexists(folder)]
     try:
         yield
     except BaseException:
-        for folder in created:
+        for folder in sorted(made, key=lambda path: os.path.abspath(path).count(os.sep), reverse=True):
             with contextlib.suppress(OSError):  # Not empty (rmdir refuses), or gone.
                 os.rmdir(folder)
         raise
+
+
+@contextlib.contextmanager
+def _directory_for_output(directory: str):
+    """Creates `directory`, and the folders above it that are missing, for the block that writes an
+    output there; those it made go again where the block fails (`new_folders_removed_on_failure`)."""
+    missing = [os.path.abspath(directory)]
+    while not os.path.lexists(missing[-1]) and os.path.dirname(missing[-1]) != missing[-1]:
+        missing.append(os.path.dirname(missing[-1]))
+    with new_folders_removed_on_failure(missing):
+        os.makedirs(directory, exist_ok=True)
+        yield
 
 
 def write_bytes_atomic(path: str, data: bytes) -> str:

@@ -14,6 +14,7 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 
 from zscgan_tf.errors import UserError, first_line
+from zscgan_tf.files import new_folders_removed_on_failure
 from zscgan_tf.labeled_images import (LabeledImages, MixedImageSizesError, central_crop_and_resize,
                                       crop_and_resize_phrase)
 from zscgan_tf.progress import note
@@ -54,7 +55,7 @@ def _prepared_tfds_builder(name: str, data_dir: Optional[str], manual_dir: Optio
         note(f"TFDS dataset {name!r} is not prepared in {builder.data_dir}: downloading and preparing it (without "
              "network TFDS retries for minutes before giving up; is the data directory right?)")
     try:
-        with _new_empty_directories_removed_on_failure(_tfds_directories(builder, data_dir)):
+        with new_folders_removed_on_failure(_tfds_directories(builder, data_dir)):
             builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     except Exception as error:  # pylint: disable=broad-except
         # Downloads fail in many ways (no network, a missing manual archive, a missing
@@ -80,21 +81,6 @@ def _tfds_directories(builder, data_dir: Optional[str]) -> list:
         dataset_dirs.append(os.path.dirname(dataset_dirs[-1]))
     downloads = os.path.join(root, "downloads")
     return [*dataset_dirs, os.path.join(downloads, "extracted"), os.path.join(downloads, "manual"), downloads, root]
-
-
-@contextlib.contextmanager
-def _new_empty_directories_removed_on_failure(directories):
-    """Removes those of `directories` (deepest first) that the block made and left empty, if it
-    raises: a refused manual download left TFDS's empty `downloads/extracted` and dataset
-    directories in the user's data directory."""
-    existed = {directory for directory in directories if os.path.lexists(directory)}
-    try:
-        yield
-    except BaseException:
-        for directory in sorted(set(directories) - existed, key=lambda path: path.count(os.sep), reverse=True):
-            with contextlib.suppress(OSError):  # Not there, or not empty: kept.
-                os.rmdir(directory)
-        raise
 
 
 def _data_dir_root(builder, data_dir: Optional[str]) -> str:
