@@ -1922,21 +1922,29 @@ def test_a_qat_student_and_its_int8_file_compute_on_the_same_input_and_the_agree
     assert results["top1"]["w8a8_qat_keras"] == evaluate.top1_accuracy(evaluate.keras_predict(student, inputs), labels)
 
 
-@pytest.mark.parametrize("save_interval, stop", [(0.0, KeyboardInterrupt()), (3600.0, KeyboardInterrupt()),
-                                                 (3600.0, BrokenPipeError(errno.EPIPE, "Broken pipe"))])
-def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_path, monkeypatch, capsys,
-                                                                          save_interval, stop):
+def _teacher_images_and_int8_file(tmp_path, per_class):
+    """The tiny teacher, `per_class` quadrant images of each of its classes as uint8 evaluation data, and
+    the teacher's int8 file (`ptq_int8.tflite` in `tmp_path`), calibrated on them."""
     from conftest import quadrant_images, tiny_teacher
-    from zscgan_tf import evaluate, evaluation_progress, export, labeled_images, stop_signals
-    from zscgan_tf.training_loop import TrainingInterrupted
 
     teacher = tiny_teacher()
-    pixels, labels = quadrant_images(10, seed=3)  # 40 images, evaluated 8 at a time.
+    pixels, labels = quadrant_images(per_class, seed=3)
     dataset = labeled_images.LabeledImages(images=np.round(pixels).astype(np.uint8), labels=labels, num_classes=4,
                                            name="q")
     path = str(tmp_path / "ptq_int8.tflite")
     export.convert_to_tflite(teacher.model, representative_data.representative_dataset_from_array(
         teacher.preprocessing.apply(dataset.images)), output_path=path)
+    return teacher, dataset, path
+
+
+@pytest.mark.parametrize("save_interval, stop", [(0.0, KeyboardInterrupt()), (3600.0, KeyboardInterrupt()),
+                                                 (3600.0, BrokenPipeError(errno.EPIPE, "Broken pipe"))])
+def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_path, monkeypatch, capsys,
+                                                                          save_interval, stop):
+    from zscgan_tf import evaluate, evaluation_progress, stop_signals
+    from zscgan_tf.training_loop import TrainingInterrupted
+
+    teacher, dataset, path = _teacher_images_and_int8_file(tmp_path, 10)  # 40 images, evaluated 8 at a time.
     config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
     monkeypatch.setattr(evaluation_stage, "evaluation_chunk_size", lambda image_shape: 8)
     # Saved at the interval (after every chunk here), or when interrupted between two saves.
@@ -1979,7 +1987,7 @@ def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_pat
     evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, dataset)
     assert len(chunks) == 5
     chunks.clear()
-    fewer = labeled_images.LabeledImages(images=dataset.images[:16], labels=labels[:16], num_classes=4, name="q")
+    fewer = labeled_images.LabeledImages(images=dataset.images[:16], labels=dataset.labels[:16], num_classes=4, name="q")
     evaluation_stage.run(config, teacher, None, {"ptq_int8": path}, fewer)
     assert len(chunks) == 2
     chunks.clear()
@@ -1990,16 +1998,9 @@ def test_an_interrupted_evaluation_resumes_from_the_predictions_it_saved(tmp_pat
 
 def test_an_evaluation_whose_first_save_meets_a_full_disk_leaves_no_evaluation_folder(tmp_path, monkeypatch):
     # A real full disk (a tmpfs): the run stopped with one line and exit 4, and left an empty evaluation/ behind.
-    from conftest import quadrant_images, tiny_teacher
     from zscgan_tf import evaluation_progress, files
 
-    teacher = tiny_teacher()
-    pixels, labels = quadrant_images(2, seed=3)
-    dataset = labeled_images.LabeledImages(images=np.round(pixels).astype(np.uint8), labels=labels, num_classes=4,
-                                           name="q")
-    path = str(tmp_path / "ptq_int8.tflite")
-    export.convert_to_tflite(teacher.model, representative_data.representative_dataset_from_array(
-        teacher.preprocessing.apply(dataset.images)), output_path=path)
+    teacher, dataset, path = _teacher_images_and_int8_file(tmp_path, 2)
     config = config_lib.RunConfig(work_dir=str(tmp_path), evaluation=config_lib.EvaluationConfig(latency_runs=1))
     save = evaluation_progress.save
 
