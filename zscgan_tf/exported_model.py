@@ -16,7 +16,7 @@ from tensorflow.lite.python import schema_py_generated as tflite_schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from zscgan_tf import evaluate
-from zscgan_tf.files import write_text_atomic
+from zscgan_tf.files import write_text_if_changed
 
 # The signature every exported file carries (`with_serving_signature`): a SavedModel's conversion's
 # key, and the names a deploying script passes its pixels and reads the logits by.
@@ -62,7 +62,7 @@ def write_labels(path: str, class_names: Tuple[str, ...]) -> bool:
     another model's labels must not stay beside this one. Returns whether it wrote one."""
     try:
         if class_names:
-            write_text_atomic(path, "".join(f"{name}\n" for name in class_names))
+            write_text_if_changed(path, "".join(f"{name}\n" for name in class_names))
             return True
     except OSError:
         with contextlib.suppress(OSError):

@@ -162,11 +162,20 @@ def write_json_atomic(path: str, values) -> str:
 
 
 def write_json_if_changed(path: str, values) -> str:
-    """`write_json_atomic`, unless `path` holds those very bytes already: then it is left as it
-    is, its time too (a rerun rewrote its unchanged config.json, and on a disk still full failed
-    there before resuming anything). A file that differs, such as a config an earlier version
-    saved without a newer setting, is written."""
-    data = _json_text(values).encode("utf-8")
+    """`write_json_atomic`, unless `path` holds those very bytes already (`write_bytes_if_changed`)."""
+    return write_bytes_if_changed(path, _json_text(values).encode("utf-8"))
+
+
+def write_text_if_changed(path: str, text: str) -> str:
+    """`write_text_atomic`, unless `path` holds those very bytes already (`write_bytes_if_changed`)."""
+    return write_bytes_if_changed(path, text.encode("utf-8"))
+
+
+def write_bytes_if_changed(path: str, data: bytes) -> str:
+    """`write_bytes_atomic`, unless `path` holds `data` already: then it is left as it is, its
+    time too. A rerun of a finished run rewrote its unchanged config.json, export report and
+    labels, and on a disk still full failed there before resuming anything. A file that
+    differs, such as a config an earlier version saved without a newer setting, is written."""
     try:
         with open(path, "rb") as existing:
             if existing.read(len(data) + 1) == data:

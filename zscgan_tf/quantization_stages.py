@@ -39,7 +39,7 @@ from zscgan_tf import representative_data, seeds, tflite_model
 from zscgan_tf import training_loop, zero_shot
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import file_digest, read_json, save_keras_model_atomic, write_json_atomic, write_text_atomic
+from zscgan_tf.files import file_digest, read_json, save_keras_model_atomic, write_json_atomic, write_text_if_changed
 from zscgan_tf.progress import count_of, say
 from zscgan_tf.run_state import LOGS_DIR, stage_finished
 from zscgan_tf.teachers import Teacher
@@ -500,7 +500,7 @@ def export_stage(run_config: RunConfig, teacher: Teacher, student, calibration: 
         if kind != "float":
             report_lines += edge_tpu.compatibility_report(report).format() + [""]
     report_lines += simulated_student + _write_labels(work_dir, teacher)
-    write_text_atomic(os.path.join(work_dir, EXPORT_REPORT_FILE), "\n".join(report_lines))
+    write_text_if_changed(os.path.join(work_dir, EXPORT_REPORT_FILE), "\n".join(report_lines))
     return paths
 
 
