@@ -247,6 +247,20 @@ def test_a_path_goes_up_from_a_symbolic_link_where_the_system_goes(tmp_path, mon
         assert files.system_path(as_given) is as_given
 
 
+def test_a_path_through_a_link_and_up_keeps_the_names_after_its_last_parent(tmp_path, monkeypatch):
+    # A model file that is a link keeps its name, and the sidecar beside it: a teacher reached through
+    # "link/../models/current.keras" was read as "version_3", without its class names and preprocessing.
+    (tmp_path / "disk" / "sub").mkdir(parents=True)
+    (tmp_path / "disk" / "models").mkdir()
+    (tmp_path / "disk" / "models" / "version_3.keras").write_text("")
+    os.symlink("version_3.keras", tmp_path / "disk" / "models" / "current.keras")
+    os.symlink(tmp_path / "disk" / "sub", tmp_path / "link")
+    monkeypatch.chdir(tmp_path)
+    expected = str(tmp_path / "disk" / "models" / "current.keras")
+    assert files.system_path("link/../models/./current.keras") == expected
+    assert files.portable_path("link/../models/current.keras") == expected
+
+
 def test_unusable_directory_reason_looks_at_the_nearest_existing_parent_and_creates_nothing(tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("")

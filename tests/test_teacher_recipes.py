@@ -427,3 +427,16 @@ def test_a_teacher_is_trained_and_evaluated_on_photographs_of_different_sizes_at
     # Its own photographs, cropped and resized as for training, with no --eval_resize.
     dataset = evaluation_stage.evaluation_dataset(config_lib.RunConfig(), teacher)
     assert dataset.images.shape == (12, 8, 8, 1)
+
+
+def test_a_cache_directory_goes_up_from_a_symbolic_link_where_the_system_goes(tmp_path, monkeypatch):
+    # $ZSCGAN_TF_CACHE=<dir>/link/../cache found the teacher there and loaded it from <dir>/cache, which TensorFlow
+    # took "link/.." to mean: "No such file or directory"; a program's cache_dir "~/link/../cache" became "~/cache".
+    (tmp_path / "disk" / "sub").mkdir(parents=True)
+    os.symlink(tmp_path / "disk" / "sub", tmp_path / "link")
+    monkeypatch.setenv(teacher_recipes.CACHE_ENVIRONMENT_VARIABLE, str(tmp_path / "link" / ".." / "cache"))
+    assert teacher_recipes.cache_directory() == str(tmp_path / "disk" / "cache")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    source = zscgan_tf.TeacherSource(cache_dir="~/link/../cache")
+    assert source.portable().cache_dir == teacher_recipes.cache_directory(source.cache_dir) == str(
+        tmp_path / "disk" / "cache")

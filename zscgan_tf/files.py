@@ -285,15 +285,22 @@ def system_path(path):
     The system follows a symbolic link before going up from it: "link/../runs" is the runs
     folder beside the link's target. `os.path.abspath` and TensorFlow's file functions drop
     "link/.." as text instead, so a run with such a work directory wrote its config in one
-    folder and its checkpoints in another. Such a path becomes the absolute path the system
-    reads; one whose text already goes where the system does is only normalized (so "q/../q1"
-    no longer makes an empty q); one without ".." (or not a string) is returned as given.
+    folder and its checkpoints in another. Such a path becomes absolute, its part up to its last
+    ".." the directory the system reads, the names after it kept: a model file that is a link
+    keeps its name, and the sidecar beside it. One whose text already goes where the system
+    does is only normalized (so "q/../q1" no longer makes an empty q); one without "..", one
+    starting with "~" (expanded later, by `os.path.expanduser`), or not a string, is returned as given.
     """
-    if not isinstance(path, str) or os.pardir not in path.split(os.sep):
+    # "~" is the home directory only once expanded: taken here, it is a folder "~" in the current one.
+    if not isinstance(path, str) or os.pardir not in path.split(os.sep) or path.startswith("~"):
         return path
-    resolved = os.path.realpath(path)
-    lexical = os.path.normpath(path)
-    return lexical if os.path.realpath(lexical) == resolved else resolved
+    parts = path.split(os.sep)
+    last_parent = len(parts) - 1 - parts[::-1].index(os.pardir)
+    up_to_last_parent, after = os.sep.join(parts[:last_parent + 1]), parts[last_parent + 1:]
+    directory = os.path.realpath(up_to_last_parent)
+    if os.path.realpath(os.path.normpath(up_to_last_parent)) == directory:
+        return os.path.normpath(path)
+    return os.path.normpath(os.path.join(directory, *after))
 
 
 def portable_path(path: str) -> str:

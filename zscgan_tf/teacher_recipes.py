@@ -115,8 +115,10 @@ BUILTIN_TEACHERS: Dict[str, TeacherRecipe] = {
 
 
 def cache_directory(cache_dir: Optional[str] = None) -> str:
-    """`cache_dir`, else $ZSCGAN_TF_CACHE, else ~/.cache/zscgan_tf/teachers."""
-    return os.path.expanduser(cache_dir or os.environ.get(CACHE_ENVIRONMENT_VARIABLE) or DEFAULT_CACHE_DIR)
+    """`cache_dir`, else $ZSCGAN_TF_CACHE, else ~/.cache/zscgan_tf/teachers, its ".." where the system
+    takes it (`files.system_path`): TensorFlow reads the teacher, which took "link/.." as text."""
+    return files.system_path(os.path.expanduser(cache_dir or os.environ.get(CACHE_ENVIRONMENT_VARIABLE)
+                                                or DEFAULT_CACHE_DIR))
 
 
 def builtin_recipe(name: str) -> TeacherRecipe:

@@ -31,7 +31,7 @@ from zscgan_tf import sidecar as sidecar_lib
 from zscgan_tf import teacher_rebuild
 from zscgan_tf.teacher_rebuild import LAYERS_NAMED
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import paths_as_strings, portable_path
+from zscgan_tf.files import paths_as_strings, portable_path, system_path
 from zscgan_tf.keras_applications import KERAS_APPLICATIONS, imagenet_class_names
 from zscgan_tf.preprocessing import Preprocessing
 from zscgan_tf.progress import count_of, listed
@@ -106,7 +106,7 @@ class TeacherSource:
         return dataclasses.replace(
             self, model=self.model if self.model.startswith(BUILTIN_PREFIX) else portable_path(self.model),
             weights=self.weights if self.weights.lower() in ("imagenet", "none") else portable_path(self.weights),
-            cache_dir=os.path.abspath(os.path.expanduser(self.cache_dir)) if self.cache_dir else "",
+            cache_dir=os.path.abspath(system_path(os.path.expanduser(self.cache_dir))) if self.cache_dir else "",
             custom_objects=tuple(portable_path(name) if name.endswith(".py") else name
                                  for name in self.custom_objects))
 
