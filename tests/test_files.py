@@ -245,6 +245,15 @@ def test_a_path_goes_up_from_a_symbolic_link_where_the_system_goes(tmp_path, mon
     assert files.system_path("./runs/../runs/w/") == "runs/w"
     for as_given in ("runs/w", "./runs/w/", "link/x", "builtin:digits_resnet8", "", None):
         assert files.system_path(as_given) is as_given
+    # Where the system cannot go (a link to nothing, to a file, in a loop), the text's place: a run given
+    # "dangling/../y" was made in the missing target's folder.
+    os.symlink(tmp_path / "nowhere" / "x", tmp_path / "dangling")
+    (tmp_path / "a_file").write_text("")
+    os.symlink(tmp_path / "a_file", tmp_path / "file_link")
+    os.symlink(tmp_path / "loop_b", tmp_path / "loop_a")
+    os.symlink(tmp_path / "loop_a", tmp_path / "loop_b")
+    for unfollowed in ("dangling", "file_link", "loop_a"):
+        assert files.system_path(f"{unfollowed}/../y") == "y"
 
 
 def test_a_path_through_a_link_and_up_keeps_the_names_after_its_last_parent(tmp_path, monkeypatch):

@@ -288,8 +288,10 @@ def system_path(path):
     folder and its checkpoints in another. Such a path becomes absolute, its part up to its last
     ".." the directory the system reads, the names after it kept: a model file that is a link
     keeps its name, and the sidecar beside it. One whose text already goes where the system
-    does is only normalized (so "q/../q1" no longer makes an empty q); one without "..", one
-    starting with "~" (expanded later, by `os.path.expanduser`), or not a string, is returned as given.
+    does is only normalized (so "q/../q1" no longer makes an empty q), and so is one the system
+    cannot follow (a link to nothing, to a file, or in a loop, before a ".."), which would
+    otherwise lead somewhere it never goes; one without "..", one starting with "~" (expanded
+    later, by `os.path.expanduser`), or not a string, is returned as given.
     """
     # "~" is the home directory only once expanded: taken here, it is a folder "~" in the current one.
     if not isinstance(path, str) or os.pardir not in path.split(os.sep) or path.startswith("~"):
@@ -298,7 +300,7 @@ def system_path(path):
     last_parent = len(parts) - 1 - parts[::-1].index(os.pardir)
     up_to_last_parent, after = os.sep.join(parts[:last_parent + 1]), parts[last_parent + 1:]
     directory = os.path.realpath(up_to_last_parent)
-    if os.path.realpath(os.path.normpath(up_to_last_parent)) == directory:
+    if not os.path.isdir(directory) or os.path.realpath(os.path.normpath(up_to_last_parent)) == directory:
         return os.path.normpath(path)
     return os.path.normpath(os.path.join(directory, *after))
 
