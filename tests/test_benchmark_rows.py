@@ -1,6 +1,7 @@
 """The benchmark's row cache: which cached rows count as current, and reruns compared."""
 
 import json
+import os
 import re
 import types
 
@@ -47,6 +48,8 @@ def test_rows_computed_with_other_settings_are_not_compared():
      "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
     (lambda path: path.write_text("[]"), "not a row cache but a JSON list"),
     (lambda path: path.mkdir(), "Is a directory"),
+    # A link to nothing read as a run that "did not measure this teacher".
+    (lambda path: os.symlink(path.parent / "gone.json", path), "No such file or directory"),
     (lambda path: None, None)])
 def test_an_earlier_row_cache_that_cannot_be_read_is_named_with_why_where_the_comparison_is(tmp_path, write, problem):
     # It read as no rows: "no row there has the same settings", without a word of the file.

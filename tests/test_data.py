@@ -599,6 +599,11 @@ def test_a_dataset_downloaded_by_hand_without_its_archives_names_where_they_go(t
         assert str(refusal.value).endswith(f"; imagenet2012 must be downloaded by hand: put its archives in {where}")
         # TFDS's empty downloads/extracted and imagenet2012 directories were left in the data directory.
         assert not (tmp_path / "tfds").exists()
+    # And the folders made above a data directory that was not there.
+    with pytest.raises(UserError):
+        data.load_dataset("tfds:imagenet2012", "validation", data_dir=str(tmp_path / "new" / "sub" / "tfds"),
+                          image_size=(32, 32))
+    assert not (tmp_path / "new").exists()
     # A directory that was there before is kept, empty or not.
     (tmp_path / "tfds" / "downloads" / "extracted").mkdir(parents=True)
     with pytest.raises(UserError):

@@ -44,9 +44,7 @@ def read_earlier_row_cache(path: str) -> Tuple[dict, Optional[str]]:
     try:
         with open(path) as cache_file:
             cache = json.load(cache_file)
-    except FileNotFoundError:
-        return {}, "there is none: that run did not measure this teacher"
-    except OSError as error:
+    except OSError as error:  # A file missing is said by `compare_with_earlier`; here, a link to nothing.
         return {}, error.strerror or str(error)
     except ValueError as error:  # UnicodeDecodeError too.
         return {}, f"not JSON: {error}"

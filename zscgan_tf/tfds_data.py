@@ -73,14 +73,17 @@ def _prepared_tfds_builder(name: str, data_dir: Optional[str], manual_dir: Optio
 
 
 def _tfds_directories(builder, data_dir: Optional[str]) -> list:
-    """The directories TFDS makes as it starts a download: the data directory, its download
-    cache, and the dataset's (and its version's) directory."""
+    """The directories TFDS makes as it starts a download: the data directory (and the folders
+    above it that are missing), its download cache, and the dataset's (and its version's) directory."""
     root = _data_dir_root(builder, data_dir)
     dataset_dirs = [str(builder.data_dir)]
     while os.path.dirname(dataset_dirs[-1]) not in (root, dataset_dirs[-1]):
         dataset_dirs.append(os.path.dirname(dataset_dirs[-1]))
     downloads = os.path.join(root, "downloads")
-    return [*dataset_dirs, os.path.join(downloads, "extracted"), os.path.join(downloads, "manual"), downloads, root]
+    above = [os.path.abspath(root)]  # The data directory's folders that are missing: TFDS makes them too.
+    while not os.path.lexists(above[-1]) and os.path.dirname(above[-1]) != above[-1]:
+        above.append(os.path.dirname(above[-1]))
+    return [*dataset_dirs, os.path.join(downloads, "extracted"), os.path.join(downloads, "manual"), downloads, *above]
 
 
 def _data_dir_root(builder, data_dir: Optional[str]) -> str:
