@@ -33,6 +33,7 @@ import tf_keras
 from tf_keras.src.saving import serialization_lib
 
 from zscgan_tf import model_files
+from zscgan_tf.files import system_path
 from zscgan_tf.errors import UserError, first_line
 from zscgan_tf.preprocessing import MODES as PREPROCESSING_MODES
 from zscgan_tf.preprocessing import HALF_PIXEL_RANGE, PIXEL_MAX, Preprocessing
@@ -335,7 +336,7 @@ def load_generator(path) -> tf_keras.Model:
         naming another module, or a model that is not a generator (a classifier takes
         images, not noise and a label).
     """
-    path = os.fspath(path)
+    path = system_path(os.fspath(path))  # TensorFlow's loader took "link/.." as text.
     if not os.path.exists(path):
         raise UserError(f"generator {path!r} does not exist")
     try:

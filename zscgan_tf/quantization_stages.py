@@ -39,7 +39,8 @@ from zscgan_tf import representative_data, seeds, tflite_model
 from zscgan_tf import training_loop, zero_shot
 from zscgan_tf.config import RunConfig
 from zscgan_tf.errors import UserError
-from zscgan_tf.files import file_digest, read_json, save_keras_model_atomic, write_json_atomic, write_text_if_changed
+from zscgan_tf.files import (file_digest, read_json, save_keras_model_atomic, system_path, write_json_atomic,
+                             write_text_if_changed)
 from zscgan_tf.progress import count_of, say
 from zscgan_tf.run_state import LOGS_DIR, stage_finished
 from zscgan_tf.teachers import Teacher
@@ -274,19 +275,20 @@ def load_student(path, input_range=None, trust_model_code: bool = False) -> tf_k
       UserError: for a file holding serialized Python, or naming a module for Keras to import
         (`model_files.modules_outside_keras_refused`), without `trust_model_code`.
     """
+    path = system_path(os.fspath(path))  # TensorFlow's loader took "link/.." as text.
     # The scope covers HDF5 files, whose loader would run a Lambda layer's code without one.
     with tfmot.quantization.keras.quantize_scope(), serialization_lib.SafeModeScope(safe_mode=not trust_model_code):
         try:
             with contextlib.ExitStack() as guard:
                 if not trust_model_code:
                     guard.enter_context(model_files.modules_outside_keras_refused())
-                student = tf_keras.models.load_model(os.fspath(path), compile=False)
+                student = tf_keras.models.load_model(path, compile=False)
         except model_files.ModuleImportRefused as error:
-            raise UserError(model_files.imported_module_refusal(error, f"student {os.fspath(path)!r}")) from error
+            raise UserError(model_files.imported_module_refusal(error, f"student {path!r}")) from error
         except ValueError as error:
             if not model_files.refused_as_python_code(error):
                 raise
-            raise UserError(f"student {os.fspath(path)!r} holds serialized Python code (e.g. a Lambda layer, as the "
+            raise UserError(f"student {path!r} holds serialized Python code (e.g. a Lambda layer, as the "
                             "student of a teacher with one does) and was not loaded; pass --trust_model_code only if "
                             "you trust its author") from error
     if input_range is not None:
