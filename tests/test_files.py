@@ -254,6 +254,14 @@ def test_a_path_goes_up_from_a_symbolic_link_where_the_system_goes(tmp_path, mon
     os.symlink(tmp_path / "loop_a", tmp_path / "loop_b")
     for unfollowed in ("dangling", "file_link", "loop_a"):
         assert files.system_path(f"{unfollowed}/../y") == "y"
+    # Targets in another folder, as links to a file or to a removed file most often are: realpath goes up to
+    # that folder, where the system goes nowhere.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "a_file").write_text("")
+    os.symlink(tmp_path / "elsewhere" / "a_file", tmp_path / "far_file_link")
+    os.symlink(tmp_path / "elsewhere" / "removed", tmp_path / "far_dangling")
+    for unfollowed in ("far_file_link", "far_dangling"):
+        assert files.system_path(f"{unfollowed}/../y") == "y"
 
 
 def test_a_path_through_a_link_and_up_keeps_the_names_after_its_last_parent(tmp_path, monkeypatch):

@@ -299,8 +299,12 @@ def system_path(path):
     parts = path.split(os.sep)
     last_parent = len(parts) - 1 - parts[::-1].index(os.pardir)
     up_to_last_parent, after = os.sep.join(parts[:last_parent + 1]), parts[last_parent + 1:]
+    # Asked of the text itself, as the system reads it: realpath goes up from a link to a file, or from
+    # one to nothing, to the target's folder, where the system goes nowhere.
+    if not os.path.isdir(up_to_last_parent):
+        return os.path.normpath(path)
     directory = os.path.realpath(up_to_last_parent)
-    if not os.path.isdir(directory) or os.path.realpath(os.path.normpath(up_to_last_parent)) == directory:
+    if os.path.realpath(os.path.normpath(up_to_last_parent)) == directory:
         return os.path.normpath(path)
     return os.path.normpath(os.path.join(directory, *after))
 
