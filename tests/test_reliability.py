@@ -456,6 +456,27 @@ def test_an_events_file_is_a_loss_only_where_it_holds_fewer_records_than_it_was_
     events.writer.close()
 
 
+def test_an_events_file_removed_during_a_training_is_no_lost_write(tmp_path, capsys):
+    # A user freeing space removed logs/ during a run: it stopped with exit 4 and "a full disk, most often", though
+    # nothing a checkpoint needs was lost and the disk had room.
+    import tensorflow as tf
+
+    from zscgan_tf.event_file import EventFile
+
+    events = EventFile(str(tmp_path))
+    with events.writer.as_default(step=1):
+        events.add(tf.summary.scalar("counted", 1.0))
+    events.check()
+    os.remove(events.path)
+    with events.writer.as_default(step=2):
+        events.add(tf.summary.scalar("counted", 2.0))
+    removed = events.path
+    events.check()
+    events.check()
+    assert capsys.readouterr().out.count(f"note: TensorBoard's events file {removed} was removed") == 1
+    events.writer.close()
+
+
 def test_a_work_directory_in_use_by_another_run_is_refused(tmp_path, tiny_teacher_file, capsys, monkeypatch):
     work_dir = tmp_path / "run"
     work_dir.mkdir()

@@ -52,6 +52,13 @@ class EventFile:
         self.writer.flush()
         if self.path is None:
             return
+        if not os.path.lexists(self.path):
+            # Removed (logs/ cleared to free space, a log cleaner): nothing a checkpoint needs was lost, and
+            # TensorFlow writes on into the removed file, so later records cannot be checked either.
+            print(f"note: TensorBoard's events file {self.path} was removed during the training; its scalars and "
+                  "images from here on are not kept; the training goes on", flush=True)
+            self.path = None
+            return
         held = records_in(self.path)
         if held is None or held < self.records:  # More is no loss: a record TensorFlow wrote of its own.
             lost = (f"holds {held} of the {self.records} records written to it" if held is not None
