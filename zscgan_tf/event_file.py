@@ -15,6 +15,7 @@ from typing import Optional
 import tensorflow as tf
 
 from zscgan_tf.errors import LostWritesError
+from zscgan_tf.progress import say
 
 EVENTS_FILE_PATTERN = "events.out.tfevents.*"
 # A TFRecord: the data's length (8 bytes, little-endian) and its checksum (4), the data, its checksum (4).
@@ -55,8 +56,8 @@ class EventFile:
         if not os.path.lexists(self.path):
             # Removed (logs/ cleared to free space, a log cleaner): nothing a checkpoint needs was lost, and
             # TensorFlow writes on into the removed file, so later records cannot be checked either.
-            print(f"note: TensorBoard's events file {self.path} was removed during the training; its scalars and "
-                  "images from here on are not kept; the training goes on", flush=True)
+            say(f"note: TensorBoard's events file {self.path} was removed during the training; its scalars and "
+                "images from here on are not kept; the training goes on")
             self.path = None
             return
         held = records_in(self.path)

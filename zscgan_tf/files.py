@@ -75,7 +75,9 @@ def new_folders_removed_on_failure(folders):
     deepest first, where the block fails: a folder made for what could not be written is not
     left behind (a full disk left an empty `evaluation/` in a run, `--output=new/model.tflite` an
     empty `new/`, a refused TFDS download `downloads/extracted`). A folder that existed before
-    stays, and so does one that another writer has put a file in meanwhile."""
+    stays, and so does one that another writer has put a file in meanwhile; one another process
+    has made its own since, and not yet written in (two `tools/convert.py --output` into one new
+    folder at once, where a run's lock keeps that from its work directory), goes too."""
     made = [folder for folder in folders if not os.path.lexists(folder)]
     try:
         yield
