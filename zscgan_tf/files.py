@@ -88,14 +88,21 @@ def new_folders_removed_on_failure(folders):
         raise
 
 
+def missing_folders(path: str) -> list:
+    """`path` made absolute, if it does not exist, and the folders above it that do not, deepest first."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
 @contextlib.contextmanager
 def _directory_for_output(directory: str):
     """Creates `directory`, and the folders above it that are missing, for the block that writes an
     output there; those it made go again where the block fails (`new_folders_removed_on_failure`)."""
-    missing = [os.path.abspath(directory)]
-    while not os.path.lexists(missing[-1]) and os.path.dirname(missing[-1]) != missing[-1]:
-        missing.append(os.path.dirname(missing[-1]))
-    with new_folders_removed_on_failure(missing):
+    with new_folders_removed_on_failure(missing_folders(directory)):
         os.makedirs(directory, exist_ok=True)
         yield
 

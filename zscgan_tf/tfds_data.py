@@ -14,7 +14,7 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 
 from zscgan_tf.errors import UserError, first_line
-from zscgan_tf.files import new_folders_removed_on_failure
+from zscgan_tf.files import missing_folders, new_folders_removed_on_failure
 from zscgan_tf.labeled_images import (LabeledImages, MixedImageSizesError, central_crop_and_resize,
                                       crop_and_resize_phrase)
 from zscgan_tf.progress import note
@@ -80,10 +80,8 @@ def _tfds_directories(builder, data_dir: Optional[str]) -> list:
     while os.path.dirname(dataset_dirs[-1]) not in (root, dataset_dirs[-1]):
         dataset_dirs.append(os.path.dirname(dataset_dirs[-1]))
     downloads = os.path.join(root, "downloads")
-    above = [os.path.abspath(root)]  # The data directory's folders that are missing: TFDS makes them too.
-    while not os.path.lexists(above[-1]) and os.path.dirname(above[-1]) != above[-1]:
-        above.append(os.path.dirname(above[-1]))
-    return [*dataset_dirs, os.path.join(downloads, "extracted"), os.path.join(downloads, "manual"), downloads, *above]
+    return [*dataset_dirs, os.path.join(downloads, "extracted"), os.path.join(downloads, "manual"), downloads,
+            *missing_folders(root)]  # TFDS makes the data directory, and the folders above it.
 
 
 def _data_dir_root(builder, data_dir: Optional[str]) -> str:
