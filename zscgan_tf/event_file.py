@@ -10,7 +10,7 @@ records, or left a file that reads to its 67th, and the run ended with status 0.
 import glob
 import os
 import struct
-from typing import Optional
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
@@ -38,6 +38,9 @@ class EventFile:
         created = set(glob.glob(os.path.join(glob.escape(log_dir), EVENTS_FILE_PATTERN))) - earlier
         self.path = created.pop() if len(created) == 1 else None
         self.records = 1
+        # The records a check found whole, and the offset they end at: the next check reads on from
+        # there (read from the start each time, a long run's file was read once per checkpoint).
+        self._checked_records, self._checked_bytes = 0, 0
 
     def add(self, recorded: bool) -> None:
         """Counts a summary op's result: True when it recorded one."""
@@ -60,7 +63,10 @@ class EventFile:
                 "images from here on are not kept; the training goes on")
             self.path = None
             return
-        held = records_in(self.path)
+        found = _records_from(self.path, self._checked_bytes)
+        held = None if found is None else self._checked_records + found[0]
+        if found is not None:
+            self._checked_records, self._checked_bytes = held, found[1]
         if held is None or held < self.records:  # More is no loss: a record TensorFlow wrote of its own.
             lost = (f"holds {held} of the {self.records} records written to it" if held is not None
                     else f"lost part of the {self.records} records written to it")
@@ -71,10 +77,17 @@ class EventFile:
 def records_in(path: str) -> Optional[int]:
     """How many records the TFRecord file at `path` holds, by their lengths alone (checksums
     unread); None where it is missing or does not end where a record does (bytes lost or cut short)."""
+    found = _records_from(path, 0)
+    return None if found is None else found[0]
+
+
+def _records_from(path: str, start: int) -> Optional[Tuple[int, int]]:
+    """How many records the TFRecord file at `path` holds from byte `start`, where one begins, and
+    the file's size; None where it is missing or does not end where a record does."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as file:
-            count, offset = 0, 0
+            count, offset = 0, start
             while offset + _LENGTH_BYTES <= size:
                 file.seek(offset)
                 (length,) = struct.unpack("<Q", file.read(_LENGTH_BYTES))
@@ -82,4 +95,4 @@ def records_in(path: str) -> Optional[int]:
                 count += 1
     except FileNotFoundError:
         return None
-    return count if offset == size else None
+    return (count, offset) if offset == size else None
